@@ -1,0 +1,666 @@
+//! Talking to the controller: the one-shot enrollment exchange and the fleet
+//! connection's control loop (Hello, Welcome, heartbeats, jobs, cancels),
+//! reconnecting with jittered exponential backoff when the connection drops.
+//! All control-stream writes go through one writer task fed by the outbox;
+//! the frame in flight when a connection dies is sent again on the next.
+//!
+//! Must not know how a job runs (that is `jobs`) nor how bytes of plugins and
+//! artifacts move (that is `transfer`); it hands jobs over and keeps the
+//! [`Link`] pointing at the live connection.
+
+use crate::identity::{self, EnrollmentKey, Identity, PinnedCaVerifier};
+use crate::jobs::Jobs;
+use crate::transfer::{Link, read_frame, write_frame};
+use anyhow::{Context as _, Result, anyhow, bail};
+use rand::Rng as _;
+use sluice_protocol::{
+    CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken, PROTOCOL_VERSION, ToAgent,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{Instrument as _, debug, info, info_span, trace, warn};
+
+/// First reconnect delay; doubles per failed attempt up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest wait between reconnects: a restarted controller sees its agents
+/// back within seconds.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long the controller may take to answer Hello or an enrollment request.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Heartbeats faster than this would only load the controller; it is a guard
+/// against a zero in Welcome, not a tuning knob.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+/// Refusal reasons that retrying cannot cure: the controller speaks another
+/// protocol version or does not (or no longer) accept this identity. The
+/// protocol carries only a reason text, so these words are the contract
+/// with the controller's messages.
+const FATAL_REFUSALS: &[&str] = &["version", "identity", "revoked", "unknown agent", "not enrolled"];
+
+/// How a fleet connection ended.
+enum Ended {
+    /// Try again after a pause.
+    Lost(anyhow::Error),
+    /// The controller will never take this agent as it is: stop.
+    Fatal(anyhow::Error),
+}
+
+fn is_fatal_refusal(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    FATAL_REFUSALS.iter().any(|word| reason.contains(word))
+}
+
+/// Jittered exponential backoff: each wait is between half and all of the
+/// current step, so that agents cut off together do not return together.
+struct Backoff {
+    step: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { step: BACKOFF_MIN }
+    }
+    fn reset(&mut self) {
+        self.step = BACKOFF_MIN;
+    }
+    fn next(&mut self) -> Duration {
+        let ms = self.step.as_millis() as u64;
+        let wait = Duration::from_millis(ms / 2 + rand::rng().random_range(0..=ms / 2));
+        self.step = (self.step * 2).min(BACKOFF_MAX);
+        wait
+    }
+}
+
+async fn resolve(controller: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(controller)
+        .await
+        .with_context(|| format!("resolving controller address {controller:?}"))?
+        .next()
+        .ok_or_else(|| anyhow!("controller address {controller:?} resolves to nothing"))
+}
+
+/// A client endpoint of the address family of `peer`.
+fn endpoint_for(peer: SocketAddr) -> Result<quinn::Endpoint> {
+    let local: SocketAddr = if peer.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    quinn::Endpoint::client(local).context("opening a UDP socket")
+}
+
+/// Enrollment failures that retrying cannot cure.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Enrolls this agent: a fresh key and CSR, sent with the join token's
+/// secret over a connection that trusts the controller only through the
+/// token's CA fingerprint. Connection failures are retried with backoff;
+/// a refusal or a CA mismatch ends it.
+pub async fn enroll(controller: &str, token: &JoinToken, hostname: &str) -> Result<Identity> {
+    let key = EnrollmentKey::generate(hostname)?;
+    let mut backoff = Backoff::new();
+    let (agent_id, cert_pem, ca_pem, labels) = loop {
+        match enroll_once(controller, token, hostname, &key.csr_pem).await {
+            Ok(answer) => break answer,
+            Err(e) if e.is::<Refused>() => return Err(e),
+            Err(e) => {
+                let wait = backoff.next();
+                warn!("enrollment failed, retrying in {wait:?}: {e:#}");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    key.into_identity(agent_id, cert_pem, ca_pem, labels, &token.ca_fingerprint)
+}
+
+async fn enroll_once(
+    controller: &str,
+    token: &JoinToken,
+    hostname: &str,
+    csr_pem: &str,
+) -> Result<(String, String, String, BTreeMap<String, String>)> {
+    let addr = resolve(controller).await?;
+    let verifier = Arc::new(PinnedCaVerifier::new(&token.ca_fingerprint));
+    let config = identity::enrollment_client_config(verifier.clone())?;
+    let endpoint = endpoint_for(addr)?;
+    let connecting = endpoint.connect_with(config, addr, CONTROLLER_SERVER_NAME)?;
+    let connection = match connecting.await {
+        Ok(c) => c,
+        // The verifier knows better than the TLS alert why it said no.
+        Err(e) => match verifier.failure() {
+            Some(reason) => return Err(anyhow!(Refused(reason))),
+            None => return Err(anyhow!(e).context(format!("connecting to the controller at {addr}"))),
+        },
+    };
+    let exchange = async {
+        let (mut send, mut recv) = connection.open_bi().await?;
+        let request = EnrollRequest {
+            protocol_version: PROTOCOL_VERSION,
+            secret: token.secret.clone(),
+            csr_pem: csr_pem.to_string(),
+            hostname: hostname.to_string(),
+        };
+        write_frame(&mut send, &request).await?;
+        send.finish()?;
+        read_frame::<EnrollResponse>(&mut recv).await
+    };
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow!("the controller did not answer the enrollment request within {ANSWER_TIMEOUT:?}"))?
+        .context("enrollment exchange")?;
+    connection.close(0u32.into(), b"enrolled");
+    // Lets the close reach the controller; bounded, as nothing depends on it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    match answer {
+        Some(EnrollResponse::Enrolled { agent_id, cert_pem, ca_pem, labels }) => {
+            Ok((agent_id, cert_pem, ca_pem, labels))
+        }
+        Some(EnrollResponse::Refused { reason }) => Err(anyhow!(Refused(format!("enrollment refused: {reason}")))),
+        None => bail!("the controller closed the enrollment stream without an answer"),
+    }
+}
+
+/// What the agent says about itself in Hello.
+pub struct Presence {
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+}
+
+/// The fleet side of the agent: connects, serves, reconnects.
+pub struct Fleet {
+    controller: String,
+    config: quinn::ClientConfig,
+    presence: Presence,
+    jobs: Arc<Jobs>,
+    link: Link,
+    outbox: Option<mpsc::Receiver<FromAgent>>,
+    /// A frame taken from the outbox whose write failed; first on the next
+    /// connection.
+    unsent: Option<Vec<u8>>,
+}
+
+impl Fleet {
+    pub fn new(
+        controller: String,
+        identity: &Identity,
+        presence: Presence,
+        jobs: Arc<Jobs>,
+        link: Link,
+        outbox: mpsc::Receiver<FromAgent>,
+    ) -> Result<Self> {
+        Ok(Self {
+            controller,
+            config: identity.fleet_client_config()?,
+            presence,
+            jobs,
+            link,
+            outbox: Some(outbox),
+            unsent: None,
+        })
+    }
+
+    /// Serves the controller for as long as the process lives; returns only
+    /// when the controller refuses this agent for good.
+    pub async fn run(mut self) -> Result<()> {
+        let mut backoff = Backoff::new();
+        loop {
+            let span = info_span!("connection", controller = %self.controller);
+            match self.connect_and_serve(&mut backoff).instrument(span).await {
+                Ended::Fatal(e) => return Err(e),
+                Ended::Lost(e) => {
+                    let wait = backoff.next();
+                    warn!("connection to the controller lost, reconnecting in {wait:?}: {e:#}");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn connect_and_serve(&mut self, backoff: &mut Backoff) -> Ended {
+        let addr = match resolve(&self.controller).await {
+            Ok(a) => a,
+            Err(e) => return Ended::Lost(e),
+        };
+        let endpoint = match endpoint_for(addr) {
+            Ok(e) => e,
+            Err(e) => return Ended::Lost(e),
+        };
+        let connection = match endpoint.connect_with(self.config.clone(), addr, CONTROLLER_SERVER_NAME) {
+            Ok(connecting) => match connecting.await {
+                Ok(c) => c,
+                Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
+            },
+            Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
+        };
+        let ended = self.serve(&connection, addr, backoff).await;
+        self.link.set(None);
+        connection.close(0u32.into(), b"agent reconnecting");
+        ended
+    }
+
+    async fn serve(&mut self, connection: &quinn::Connection, addr: SocketAddr, backoff: &mut Backoff) -> Ended {
+        let (mut send, mut recv) = match connection.open_bi().await {
+            Ok(s) => s,
+            Err(e) => return Ended::Lost(e.into()),
+        };
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            labels: self.presence.labels.clone(),
+            slots: self.presence.slots,
+            running: self.jobs.running_ids(),
+        };
+        if let Err(e) = write_frame(&mut send, &FromAgent::Hello(hello)).await {
+            return Ended::Lost(e.context("sending Hello"));
+        }
+        let answer = match tokio::time::timeout(ANSWER_TIMEOUT, read_frame::<ToAgent>(&mut recv)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Ended::Lost(e.context("waiting for Welcome")),
+            Err(_) => return Ended::Lost(anyhow!("the controller did not answer Hello within {ANSWER_TIMEOUT:?}")),
+        };
+        let (agent_id, heartbeat) = match answer {
+            Some(ToAgent::Welcome { agent_id, heartbeat_ms }) => {
+                (agent_id, Duration::from_millis(heartbeat_ms).max(MIN_HEARTBEAT))
+            }
+            Some(ToAgent::Refused { reason }) => return refusal(reason),
+            Some(other) => return Ended::Lost(anyhow!("the controller sent {other:?} before Welcome")),
+            None => return Ended::Lost(anyhow!("the controller closed the control stream before Welcome")),
+        };
+        backoff.reset();
+        info!(%agent_id, %addr, heartbeat_ms = heartbeat.as_millis() as u64, "connected");
+        // Tests and operators wait for exactly this line.
+        eprintln!("agent {agent_id} connected to {addr}");
+        self.link.set(Some(connection.clone()));
+
+        let outbox = self.outbox.take().expect("the outbox is back between connections");
+        let writer = tokio::spawn(
+            write_control(send, outbox, self.unsent.take(), heartbeat, self.jobs.clone(), connection.clone())
+                .in_current_span(),
+        );
+        let ended = read_control(&mut recv, connection, &self.jobs).await;
+        connection.close(0u32.into(), b"agent reconnecting");
+        match writer.await {
+            Ok((outbox, unsent)) => {
+                self.outbox = Some(outbox);
+                self.unsent = unsent;
+            }
+            Err(e) => return Ended::Fatal(anyhow!("the control stream writer failed: {e}")),
+        }
+        ended
+    }
+}
+
+fn refusal(reason: String) -> Ended {
+    if is_fatal_refusal(&reason) {
+        Ended::Fatal(anyhow!("controller refused this agent: {reason}"))
+    } else {
+        Ended::Lost(anyhow!("controller refused the connection: {reason}"))
+    }
+}
+
+/// Reads the control stream until it or the connection ends.
+async fn read_control(recv: &mut quinn::RecvStream, connection: &quinn::Connection, jobs: &Arc<Jobs>) -> Ended {
+    loop {
+        let message = tokio::select! {
+            message = read_frame::<ToAgent>(recv) => message,
+            reason = connection.closed() => return Ended::Lost(anyhow!(reason)),
+        };
+        match message {
+            Err(e) => return Ended::Lost(e.context("reading the control stream")),
+            Ok(None) => return Ended::Lost(anyhow!("the controller closed the control stream")),
+            Ok(Some(ToAgent::Job(spec))) => {
+                info!(job_id = %spec.job_id, lease_epoch = spec.lease_epoch, "job received");
+                jobs.accept(*spec);
+            }
+            Ok(Some(ToAgent::Cancel { job_id })) => jobs.cancel(&job_id),
+            Ok(Some(ToAgent::HeartbeatAck)) => trace!("heartbeat acknowledged"),
+            Ok(Some(ToAgent::Refused { reason })) => return refusal(reason),
+            Ok(Some(ToAgent::Welcome { .. })) => debug!("ignoring a second Welcome"),
+        }
+    }
+}
+
+/// The one writer of the control stream: messages from the outbox, and a
+/// heartbeat every `every`. Gives the outbox back when the connection ends,
+/// with the frame whose write failed, if any (heartbeats are not kept: the
+/// next connection sends fresh ones).
+async fn write_control(
+    mut send: quinn::SendStream,
+    mut outbox: mpsc::Receiver<FromAgent>,
+    mut unsent: Option<Vec<u8>>,
+    every: Duration,
+    jobs: Arc<Jobs>,
+    connection: quinn::Connection,
+) -> (mpsc::Receiver<FromAgent>, Option<Vec<u8>>) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if let Some(frame) = &unsent {
+            if let Err(e) = send.write_all(frame).await {
+                warn!("writing the control stream: {e}");
+                // Wakes the reader, which would otherwise wait for a frame
+                // that the controller may never send.
+                connection.close(0u32.into(), b"control stream broken");
+                return (outbox, unsent);
+            }
+            unsent = None;
+        }
+        let (message, keep) = tokio::select! {
+            biased;
+            _ = connection.closed() => return (outbox, None),
+            _ = ticker.tick() => (FromAgent::Heartbeat { running: jobs.running_ids() }, false),
+            message = outbox.recv() => match message {
+                Some(message) => (message, true),
+                None => return (outbox, None),
+            },
+        };
+        match sluice_protocol::encode(&message) {
+            Ok(frame) => {
+                if let Err(e) = send.write_all(&frame).await {
+                    warn!("writing the control stream: {e}");
+                    connection.close(0u32.into(), b"control stream broken");
+                    return (outbox, keep.then_some(frame));
+                }
+            }
+            Err(e) => warn!("dropping a message that cannot be encoded: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::fingerprint;
+    use crate::identity::testing::{self, ca};
+    use crate::transfer::{self, Packed};
+    use sluice_protocol::{JobResult, StreamReply, StreamRequest};
+
+    fn controller(ca: &testing::Ca) -> (quinn::Endpoint, String) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let endpoint =
+            quinn::Endpoint::server(testing::controller_server_config(ca), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap().to_string();
+        (endpoint, addr)
+    }
+
+    fn token(ca: &testing::Ca) -> JoinToken {
+        JoinToken { ca_fingerprint: fingerprint(ca.cert.der()), secret: "s3cret-s3cret-s3cret".into() }
+    }
+
+    async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), future).await.expect("timed out")
+    }
+
+    /// The whole life of an agent against a scripted controller: enrollment
+    /// (request, finish, answer), the fleet connection with the new client
+    /// certificate, Hello, Welcome, a heartbeat, and a refusal that ends it.
+    #[tokio::test]
+    async fn enrolls_connects_heartbeats_and_stops_on_a_fatal_refusal() {
+        let ca = ca("controller ca");
+        let (server, addr) = controller(&ca);
+        let token = token(&ca);
+        let script = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            assert!(conn.peer_identity().is_none(), "enrollment has no client certificate");
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let request: EnrollRequest = read_frame(&mut recv).await.unwrap().unwrap();
+            assert_eq!(request.protocol_version, PROTOCOL_VERSION);
+            assert_eq!(request.secret, "s3cret-s3cret-s3cret");
+            assert_eq!(request.hostname, "build-7");
+            assert!(read_frame::<EnrollRequest>(&mut recv).await.unwrap().is_none(), "agent finished its side");
+            let answer = EnrollResponse::Enrolled {
+                agent_id: "agent-1".into(),
+                cert_pem: testing::sign(&ca, &request.csr_pem),
+                ca_pem: ca.cert.pem(),
+                labels: [("pool".to_string(), "fast".to_string())].into(),
+            };
+            write_frame(&mut send, &answer).await.unwrap();
+            send.finish().unwrap();
+            conn.closed().await;
+
+            let conn = server.accept().await.unwrap().await.unwrap();
+            assert!(conn.peer_identity().is_some(), "fleet connection carries the client certificate");
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let Some(FromAgent::Hello(hello)) = read_frame(&mut recv).await.unwrap() else { panic!("hello first") };
+            assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
+            assert_eq!(hello.slots, 3);
+            assert_eq!(hello.labels["pool"], "fast");
+            assert!(hello.running.is_empty());
+            write_frame(&mut send, &ToAgent::Welcome { agent_id: "agent-1".into(), heartbeat_ms: 50 }).await.unwrap();
+            let heartbeat = read_frame::<FromAgent>(&mut recv).await.unwrap();
+            assert_eq!(heartbeat, Some(FromAgent::Heartbeat { running: vec![] }));
+            write_frame(&mut send, &ToAgent::HeartbeatAck).await.unwrap();
+            write_frame(&mut send, &ToAgent::Cancel { job_id: "nothing".into() }).await.unwrap();
+            let reason = "protocol version mismatch: agent speaks 1, controller speaks 2";
+            write_frame(&mut send, &ToAgent::Refused { reason: reason.into() }).await.unwrap();
+            conn.closed().await;
+        });
+
+        let identity = within(enroll(&addr, &token, "build-7")).await.unwrap();
+        assert_eq!(identity.agent_id, "agent-1");
+        let data = tempfile::tempdir().unwrap();
+        identity.save(data.path()).unwrap();
+        let identity = Identity::load(data.path()).unwrap();
+
+        let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
+        let link = Link::default();
+        let (tx, rx) = mpsc::channel(16);
+        let jobs = Jobs::new(runtime, data.path(), 3, link.clone(), tx).unwrap();
+        let presence = Presence { labels: identity.labels.clone(), slots: 3 };
+        let fleet = Fleet::new(addr, &identity, presence, jobs, link, rx).unwrap();
+        let err = within(fleet.run()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("protocol version mismatch"), "{err:#}");
+        within(script).await.unwrap();
+    }
+
+    fn job(job_id: &str, plugin_digest: &str) -> sluice_protocol::JobSpec {
+        sluice_protocol::JobSpec {
+            job_id: job_id.into(),
+            lease_epoch: 4,
+            pipeline: "web".into(),
+            execution_id: "e-1".into(),
+            stage: "Build".into(),
+            action: "Compile".into(),
+            attempt: 1,
+            plugin: sluice_protocol::PluginRef {
+                provider: "shell".into(),
+                version: "1".into(),
+                digest: plugin_digest.into(),
+            },
+            configuration: vec![],
+            variables: vec![],
+            inputs: vec![],
+            outputs: vec![],
+            grants: Default::default(),
+            timeout_ms: 60_000,
+        }
+    }
+
+    /// A job whose plugin arrives damaged is started, fails naming the
+    /// step, is reported with its lease epoch, and leaves nothing behind.
+    #[tokio::test]
+    async fn a_job_whose_plugin_fails_to_verify_fails_naming_the_step() {
+        let ca = ca("controller ca");
+        let (server, addr) = controller(&ca);
+        let data = tempfile::tempdir().unwrap();
+        let key = EnrollmentKey::generate("h").unwrap();
+        let cert = testing::sign(&ca, &key.csr_pem);
+        let identity = key
+            .into_identity("agent-1".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der()))
+            .unwrap();
+        let claimed = "ab".repeat(32);
+        let digest = claimed.clone();
+        let script = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let Some(FromAgent::Hello(_)) = read_frame(&mut recv).await.unwrap() else { panic!("hello first") };
+            write_frame(&mut send, &ToAgent::Welcome { agent_id: "agent-1".into(), heartbeat_ms: 60_000 })
+                .await
+                .unwrap();
+            write_frame(&mut send, &ToAgent::Job(Box::new(job("j-1", &digest)))).await.unwrap();
+            let started = read_frame::<FromAgent>(&mut recv).await.unwrap();
+            assert_eq!(started, Some(FromAgent::JobStarted { job_id: "j-1".into(), lease_epoch: 4 }));
+            let (mut psend, mut precv) = conn.accept_bi().await.unwrap();
+            let request = read_frame::<StreamRequest>(&mut precv).await.unwrap();
+            assert_eq!(request, Some(StreamRequest::FetchPlugin { digest: digest.clone() }));
+            write_frame(&mut psend, &StreamReply::Ok { size: 4 }).await.unwrap();
+            psend.write_all(b"junk").await.unwrap();
+            psend.finish().unwrap();
+            let finished = read_frame::<FromAgent>(&mut recv).await.unwrap();
+            let Some(FromAgent::JobFinished {
+                job_id,
+                lease_epoch: 4,
+                result: JobResult::Failed { message, retryable },
+            }) = finished
+            else {
+                panic!("{finished:?}")
+            };
+            assert_eq!(job_id, "j-1");
+            assert!(retryable);
+            assert!(message.starts_with(&format!("fetching plugin shell@1 ({digest}): digest mismatch")), "{message}");
+            conn.close(0u32.into(), b"done");
+        });
+        let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
+        let link = Link::default();
+        let (tx, rx) = mpsc::channel(16);
+        let jobs = Jobs::new(runtime, data.path(), 1, link.clone(), tx).unwrap();
+        let presence = Presence { labels: BTreeMap::new(), slots: 1 };
+        let fleet = Fleet::new(addr, &identity, presence, jobs, link, rx).unwrap();
+        let agent = tokio::spawn(fleet.run());
+        within(script).await.unwrap();
+        agent.abort();
+        assert!(!data.path().join("plugins").join(format!("{claimed}.wasm")).exists(), "nothing unverified is kept");
+        let leftovers: Vec<_> = std::fs::read_dir(data.path().join("jobs")).unwrap().collect();
+        assert!(leftovers.is_empty(), "job directory removed");
+        let parts: Vec<_> = std::fs::read_dir(data.path().join("plugins")).unwrap().collect();
+        assert!(parts.is_empty(), "partial download removed");
+    }
+
+    #[tokio::test]
+    async fn enrollment_refuses_a_controller_with_another_ca() {
+        let theirs = ca("impostor");
+        let (server, addr) = controller(&theirs);
+        let accept = tokio::spawn(async move {
+            let _ = server.accept().await.unwrap().await;
+        });
+        let err = within(enroll(&addr, &token(&ca("pinned")), "h")).await.unwrap_err();
+        assert_eq!(format!("{err:#}"), "controller's CA does not match the join token's fingerprint");
+        accept.abort();
+    }
+
+    #[tokio::test]
+    async fn enrollment_refusal_is_reported_as_such() {
+        let ca = ca("controller ca");
+        let (server, addr) = controller(&ca);
+        let script = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let _: EnrollRequest = read_frame(&mut recv).await.unwrap().unwrap();
+            write_frame(&mut send, &EnrollResponse::Refused { reason: "join token is unknown".into() }).await.unwrap();
+            send.finish().unwrap();
+            conn.closed().await;
+        });
+        let err = within(enroll(&addr, &token(&ca), "h")).await.unwrap_err();
+        assert_eq!(format!("{err:#}"), "enrollment refused: join token is unknown");
+        within(script).await.unwrap();
+    }
+
+    /// Downloads check size and digest; uploads send the announced bytes
+    /// and report the controller's answer.
+    #[tokio::test]
+    async fn transfers_check_what_they_move() {
+        let ca = ca("controller ca");
+        let (server, addr) = controller(&ca);
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+        let served = body.clone();
+        let script = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                let request: StreamRequest = read_frame(&mut recv).await.unwrap().unwrap();
+                match request {
+                    StreamRequest::FetchArtifact { digest } if digest.starts_with("00") => {
+                        write_frame(&mut send, &StreamReply::Error { message: "no such artifact".into() })
+                            .await
+                            .unwrap();
+                    }
+                    StreamRequest::FetchArtifact { .. } | StreamRequest::FetchPlugin { .. } => {
+                        write_frame(&mut send, &StreamReply::Ok { size: served.len() as u64 }).await.unwrap();
+                        send.write_all(&served).await.unwrap();
+                    }
+                    StreamRequest::PutArtifact { digest, size } => {
+                        let bytes = recv.read_to_end(1 << 24).await.unwrap();
+                        let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+                        let reply = if bytes.len() as u64 == size && actual == digest {
+                            StreamReply::Ok { size }
+                        } else {
+                            StreamReply::Error { message: "digest mismatch".into() }
+                        };
+                        write_frame(&mut send, &reply).await.unwrap();
+                    }
+                }
+                send.finish().unwrap();
+            }
+        });
+        let verifier = Arc::new(PinnedCaVerifier::new(&fingerprint(ca.cert.der())));
+        let config = identity::enrollment_client_config(verifier).unwrap();
+        let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client.connect_with(config, addr.parse().unwrap(), CONTROLLER_SERVER_NAME).unwrap().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.tar");
+
+        let request = StreamRequest::FetchArtifact { digest: digest.clone() };
+        let size = within(transfer::fetch(&conn, &request, &digest, &dest)).await.unwrap();
+        assert_eq!(size, body.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+        let wrong = "ab".repeat(32);
+        let err = within(transfer::fetch(&conn, &request, &wrong, &dest)).await.unwrap_err();
+        assert!(format!("{err:#}").starts_with("digest mismatch: expected abab"), "{err:#}");
+
+        let missing = "00".repeat(32);
+        let request = StreamRequest::FetchArtifact { digest: missing.clone() };
+        let err = within(transfer::fetch(&conn, &request, &missing, &dest)).await.unwrap_err();
+        assert_eq!(format!("{err:#}"), "controller refused: no such artifact");
+
+        std::fs::write(&dest, &body).unwrap();
+        let packed = Packed { digest: digest.clone(), size: body.len() as u64 };
+        within(transfer::upload(&conn, &packed, &dest)).await.unwrap();
+        let lie = Packed { digest: wrong, size: body.len() as u64 };
+        let err = within(transfer::upload(&conn, &lie, &dest)).await.unwrap_err();
+        assert_eq!(format!("{err:#}"), "controller refused the upload: digest mismatch");
+
+        conn.close(0u32.into(), b"done");
+        script.abort();
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut backoff = Backoff::new();
+        let mut step = BACKOFF_MIN;
+        for _ in 0..12 {
+            let wait = backoff.next();
+            assert!(wait >= step / 2 && wait <= step, "{wait:?} within half to all of {step:?}");
+            step = (step * 2).min(BACKOFF_MAX);
+        }
+        assert_eq!(backoff.step, BACKOFF_MAX);
+        backoff.reset();
+        assert!(backoff.next() <= BACKOFF_MIN);
+    }
+
+    #[test]
+    fn refusals_are_fatal_only_when_retrying_cannot_help() {
+        assert!(is_fatal_refusal("protocol version 2 is not supported"));
+        assert!(is_fatal_refusal("certificate revoked"));
+        assert!(is_fatal_refusal("Unknown agent a-1"));
+        assert!(!is_fatal_refusal("controller is starting up"));
+        assert!(!is_fatal_refusal("too many connections"));
+    }
+}

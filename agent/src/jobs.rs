@@ -1,0 +1,472 @@
+//! Running jobs: one action attempt each, from `JobStarted` to `JobFinished`.
+//! A job waits for a slot, fetches its plugin and input artifacts, runs the
+//! plugin in the runtime on a blocking thread, packs and uploads its output
+//! artifacts, reports the result and removes its directory.
+//!
+//! Must not know how the control stream is read or written, nor about
+//! reconnecting: it puts messages into the outbox and asks the [`Link`] for
+//! the current connection when it needs a stream. A failed job is data (a
+//! `JobResult::Failed`), never an `Err` that escapes.
+
+use crate::transfer::{self, Link};
+use anyhow::{Context as _, Result, anyhow};
+use sluice_protocol::{FromAgent, JobResult, JobSpec, LOG_CHUNK, ProducedArtifact, StreamRequest};
+use sluice_runtime::{Invocation, LoadedPlugin, LogSink, Outcome, Runtime};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+/// DESIGN.md: an action's timeout is 60 minutes unless the pipeline says
+/// otherwise; used only if a job arrives without one.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Where a job's files live, below the data dir.
+pub const JOBS_DIR: &str = "jobs";
+/// Plugins fetched from the controller, by digest, below the data dir.
+pub const PLUGINS_DIR: &str = "plugins";
+
+/// A job the agent has accepted and not finished.
+struct Running {
+    /// Tells apart two runs of the same job id (after a cancel and a re-send).
+    token: u64,
+    /// The newest lease epoch the controller gave this job.
+    lease_epoch: u64,
+    cancel: watch::Sender<bool>,
+}
+
+/// Everything jobs share: the runtime, the slots, the way to the controller.
+pub struct Jobs {
+    runtime: Arc<Runtime>,
+    jobs_dir: PathBuf,
+    plugins_dir: PathBuf,
+    slots: Arc<Semaphore>,
+    link: Link,
+    outbox: mpsc::Sender<FromAgent>,
+    running: Mutex<HashMap<String, Running>>,
+    next_token: AtomicU64,
+}
+
+impl Jobs {
+    /// Prepares the job and plugin directories under `data_dir`; leftovers of
+    /// jobs from an earlier run of the agent are removed (their results can
+    /// no longer be reported).
+    pub fn new(
+        runtime: Arc<Runtime>,
+        data_dir: &Path,
+        slots: u32,
+        link: Link,
+        outbox: mpsc::Sender<FromAgent>,
+    ) -> Result<Arc<Self>> {
+        let jobs_dir = data_dir.join(JOBS_DIR);
+        let plugins_dir = data_dir.join(PLUGINS_DIR);
+        if jobs_dir.exists() {
+            std::fs::remove_dir_all(&jobs_dir).with_context(|| format!("cleaning {}", jobs_dir.display()))?;
+        }
+        for dir in [&jobs_dir, &plugins_dir] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(Arc::new(Self {
+            runtime,
+            jobs_dir,
+            plugins_dir,
+            slots: Arc::new(Semaphore::new(slots as usize)),
+            link,
+            outbox,
+            running: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
+        }))
+    }
+
+    /// Ids of the jobs accepted and neither finished nor cancelled, for
+    /// `Hello.running` and heartbeats.
+    pub fn running_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.running.lock().expect("jobs lock").keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Takes a job from the controller. A job already running (the
+    /// controller re-sends after a reconnect) only takes the newer lease
+    /// epoch; otherwise it starts, waiting for a free slot first.
+    pub fn accept(self: &Arc<Self>, spec: JobSpec) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        {
+            let mut running = self.running.lock().expect("jobs lock");
+            if let Some(existing) = running.get_mut(&spec.job_id) {
+                if spec.lease_epoch > existing.lease_epoch {
+                    existing.lease_epoch = spec.lease_epoch;
+                }
+                info!(job_id = %spec.job_id, lease_epoch = spec.lease_epoch, "job already running");
+                return;
+            }
+            running.insert(spec.job_id.clone(), Running { token, lease_epoch: spec.lease_epoch, cancel: cancel_tx });
+        }
+        let span = info_span!("job", job_id = %spec.job_id, pipeline = %spec.pipeline, stage = %spec.stage, action = %spec.action);
+        tokio::spawn(self.clone().run(spec, token, cancel_rx).instrument(span));
+    }
+
+    /// Best effort: the job stops at its next step (a running plugin runs on
+    /// until it returns or its deadline passes) and its result is dropped.
+    /// It leaves `running` now; its slot is freed when it stops.
+    pub fn cancel(&self, job_id: &str) {
+        match self.running.lock().expect("jobs lock").remove(job_id) {
+            Some(job) => {
+                info!(%job_id, "job cancelled");
+                job.cancel.send_replace(true);
+            }
+            None => debug!(%job_id, "cancel for a job that is not running"),
+        }
+    }
+
+    /// Removes the job from `running` unless a cancel did (or a newer run of
+    /// the same id replaced it); returns its lease epoch if it was there.
+    fn forget(&self, job_id: &str, token: u64) -> Option<u64> {
+        let mut running = self.running.lock().expect("jobs lock");
+        match running.get(job_id) {
+            Some(job) if job.token == token => running.remove(job_id).map(|j| j.lease_epoch),
+            _ => None,
+        }
+    }
+
+    fn lease_epoch(&self, job_id: &str) -> Option<u64> {
+        self.running.lock().expect("jobs lock").get(job_id).map(|j| j.lease_epoch)
+    }
+
+    async fn send(&self, message: FromAgent) {
+        // The outbox closes only when the agent is shutting down.
+        let _ = self.outbox.send(message).await;
+    }
+
+    async fn run(self: Arc<Self>, spec: JobSpec, token: u64, mut cancel: watch::Receiver<bool>) {
+        let job_id = spec.job_id.clone();
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
+            () = cancelled(&mut cancel) => {
+                self.forget(&job_id, token);
+                return;
+            }
+        };
+        if *cancel.borrow() {
+            return;
+        }
+        let Some(lease_epoch) = self.lease_epoch(&job_id) else { return };
+        self.send(FromAgent::JobStarted { job_id: job_id.clone(), lease_epoch }).await;
+        info!(plugin = %format!("{}@{}", spec.plugin.provider, spec.plugin.version), "job started");
+
+        let dir = self.jobs_dir.join(format!("{token}-{}", sanitize(&job_id)));
+        let result = self.attempt(&spec, &dir, token, &mut cancel).await;
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %dir.display(), "removing the job directory: {e}");
+        }
+        drop(permit);
+
+        match (result, self.lease_epoch(&job_id).filter(|_| !*cancel.borrow())) {
+            (Some(result), Some(lease_epoch)) => {
+                match &result {
+                    JobResult::Succeeded { .. } => info!("job succeeded"),
+                    JobResult::Failed { message, retryable } => info!(retryable, "job failed: {message}"),
+                }
+                let finished = sendable(FromAgent::JobFinished { job_id: job_id.clone(), lease_epoch, result });
+                self.send(finished).await;
+            }
+            _ => info!("job cancelled; its result is dropped"),
+        }
+        // Only now: a heartbeat between the two would tell the controller the
+        // job vanished before it learns the result.
+        self.forget(&job_id, token);
+    }
+
+    /// The job's steps; `None` when it was cancelled on the way.
+    async fn attempt(
+        &self,
+        spec: &JobSpec,
+        dir: &Path,
+        token: u64,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Option<JobResult> {
+        let prepared = tokio::select! {
+            prepared = self.prepare(spec, dir, token) => prepared,
+            () = cancelled(cancel) => return None,
+        };
+        let (plugin, invocation) = match prepared {
+            Ok(p) => p,
+            Err(e) => return Some(JobResult::Failed { message: format!("{e:#}"), retryable: true }),
+        };
+        let log = Arc::new(JobLog { job_id: spec.job_id.clone(), seq: AtomicU64::new(0), outbox: self.outbox.clone() });
+        let runtime = self.runtime.clone();
+        // Not cancellable: the plugin holds the job's directories until it
+        // returns, and the runtime's deadline bounds it.
+        let outcome = tokio::task::spawn_blocking(move || runtime.run_action(&plugin, &invocation, log)).await;
+        if *cancel.borrow() {
+            return None;
+        }
+        let result = match outcome {
+            Err(e) => JobResult::Failed {
+                message: format!("running the plugin: the plugin host failed: {e}"),
+                retryable: false,
+            },
+            Ok(Outcome::Failed { message, retryable }) => JobResult::Failed { message, retryable },
+            Ok(Outcome::InProgress { .. }) => JobResult::Failed {
+                message: "running the plugin: the runtime returned while the action was still in progress".into(),
+                retryable: true,
+            },
+            Ok(Outcome::Succeeded { summary, output_variables, external_url }) => {
+                let outputs = tokio::select! {
+                    outputs = self.upload_outputs(spec, dir) => outputs,
+                    () = cancelled(cancel) => return None,
+                };
+                match outputs {
+                    Ok(outputs) => JobResult::Succeeded { summary, output_variables, external_url, outputs },
+                    Err(e) => JobResult::Failed { message: format!("{e:#}"), retryable: true },
+                }
+            }
+        };
+        Some(result)
+    }
+
+    /// Fetches the plugin and the inputs, creates the output and workspace
+    /// directories, and builds the invocation.
+    async fn prepare(&self, spec: &JobSpec, dir: &Path, token: u64) -> Result<(Arc<LoadedPlugin>, Invocation)> {
+        let plugin = self.plugin(spec, token).await.with_context(|| {
+            format!("fetching plugin {}@{} ({})", spec.plugin.provider, spec.plugin.version, spec.plugin.digest)
+        })?;
+        let downloads = dir.join("downloads");
+        let workspace = dir.join("workspace");
+        for d in [&downloads, &workspace] {
+            tokio::fs::create_dir_all(d).await.with_context(|| format!("creating {}", d.display()))?;
+        }
+        let mut inputs = Vec::new();
+        for (i, input) in spec.inputs.iter().enumerate() {
+            let target = dir.join("inputs").join(&input.name);
+            async {
+                transfer::check_name("input artifact", &input.name)?;
+                let archive = downloads.join(format!("input-{i}.tar"));
+                let request = StreamRequest::FetchArtifact { digest: input.digest.clone() };
+                let connection = self.link.connection().await;
+                let size = transfer::fetch(&connection, &request, &input.digest, &archive).await?;
+                if size != input.size {
+                    warn!(artifact = %input.name, size, expected = input.size, "input artifact size differs from the job's");
+                }
+                let (from, to) = (archive.clone(), target.clone());
+                tokio::task::spawn_blocking(move || transfer::unpack(&from, &to))
+                    .await
+                    .map_err(|e| anyhow!("unpacking failed: {e}"))?
+                    .context("unpacking")?;
+                tokio::fs::remove_file(&archive).await.ok();
+                anyhow::Ok(())
+            }
+            .await
+            .with_context(|| format!("fetching input artifact {:?}", input.name))?;
+            inputs.push((input.name.clone(), target));
+        }
+        let mut outputs = Vec::new();
+        for output in &spec.outputs {
+            transfer::check_name("output artifact", &output.name)?;
+            let path = dir.join("outputs").join(&output.name);
+            tokio::fs::create_dir_all(&path).await.with_context(|| format!("creating {}", path.display()))?;
+            outputs.push((output.name.clone(), path, output.files.clone()));
+        }
+        let timeout = if spec.timeout_ms == 0 { DEFAULT_TIMEOUT } else { Duration::from_millis(spec.timeout_ms) };
+        let invocation = Invocation {
+            pipeline: spec.pipeline.clone(),
+            execution_id: spec.execution_id.clone(),
+            stage: spec.stage.clone(),
+            action: spec.action.clone(),
+            attempt: spec.attempt,
+            configuration: spec.configuration.clone(),
+            variables: spec.variables.clone(),
+            inputs,
+            outputs,
+            workspace,
+            grants: spec.grants.clone(),
+            secrets: BTreeMap::new(),
+            timeout,
+        };
+        Ok((plugin, invocation))
+    }
+
+    /// The compiled plugin: from the runtime's memory, else from
+    /// `plugins/<digest>.wasm`, else from the controller (verified and
+    /// saved there for the next start).
+    async fn plugin(&self, spec: &JobSpec, token: u64) -> Result<Arc<LoadedPlugin>> {
+        let digest = spec.plugin.digest.clone();
+        if let Some(plugin) = self.runtime.cached(&digest) {
+            return Ok(plugin);
+        }
+        transfer::check_digest(&digest)?;
+        let path = self.plugins_dir.join(format!("{digest}.wasm"));
+        if path.exists() {
+            match self.load(&path, &digest).await {
+                Ok(plugin) => return Ok(plugin),
+                // A damaged file is fetched again below.
+                Err(e) => warn!(path = %path.display(), "discarding saved plugin: {e:#}"),
+            }
+        }
+        let part = self.plugins_dir.join(format!("{digest}.{token}.part"));
+        let connection = self.link.connection().await;
+        let fetched =
+            transfer::fetch(&connection, &StreamRequest::FetchPlugin { digest: digest.clone() }, &digest, &part).await;
+        if let Err(e) = fetched {
+            tokio::fs::remove_file(&part).await.ok();
+            return Err(e);
+        }
+        tokio::fs::rename(&part, &path).await.with_context(|| format!("saving {}", path.display()))?;
+        self.load(&path, &digest).await
+    }
+
+    async fn load(&self, path: &Path, digest: &str) -> Result<Arc<LoadedPlugin>> {
+        let bytes = tokio::fs::read(path).await.with_context(|| format!("reading {}", path.display()))?;
+        let runtime = self.runtime.clone();
+        let digest = digest.to_string();
+        tokio::task::spawn_blocking(move || runtime.load(&bytes, Some(&digest)))
+            .await
+            .map_err(|e| anyhow!("compiling failed: {e}"))?
+    }
+
+    /// Packs every output directory deterministically and uploads it.
+    async fn upload_outputs(&self, spec: &JobSpec, dir: &Path) -> Result<Vec<ProducedArtifact>> {
+        let mut produced = Vec::new();
+        for (i, output) in spec.outputs.iter().enumerate() {
+            let artifact = async {
+                let source = dir.join("outputs").join(&output.name);
+                let archive = dir.join("downloads").join(format!("output-{i}.tar"));
+                let to = archive.clone();
+                let packed = tokio::task::spawn_blocking(move || transfer::pack_dir(&source, &to))
+                    .await
+                    .map_err(|e| anyhow!("packing failed: {e}"))?
+                    .context("packing")?;
+                let connection = self.link.connection().await;
+                transfer::upload(&connection, &packed, &archive).await?;
+                tokio::fs::remove_file(&archive).await.ok();
+                anyhow::Ok(ProducedArtifact { name: output.name.clone(), digest: packed.digest, size: packed.size })
+            }
+            .await
+            .with_context(|| format!("uploading output artifact {:?}", output.name))?;
+            info!(artifact = %artifact.name, digest = %artifact.digest, size = artifact.size, "output artifact uploaded");
+            produced.push(artifact);
+        }
+        Ok(produced)
+    }
+}
+
+/// Resolves when the job is cancelled; never otherwise.
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A job id as part of a directory name.
+fn sanitize(job_id: &str) -> String {
+    job_id.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// A result too large for one frame (huge output variables or summary)
+/// would never reach the controller; it becomes a failure that does.
+fn sendable(message: FromAgent) -> FromAgent {
+    match sluice_protocol::encode(&message) {
+        Ok(_) => message,
+        Err(e) => match message {
+            FromAgent::JobFinished { job_id, lease_epoch, .. } => FromAgent::JobFinished {
+                job_id,
+                lease_epoch,
+                result: JobResult::Failed { message: format!("reporting the result: {e}"), retryable: false },
+            },
+            other => other,
+        },
+    }
+}
+
+/// Sends a job's log lines as `Log` frames: each line ends with `\n` and is
+/// cut into pieces of at most `LOG_CHUNK` bytes, at character boundaries;
+/// `seq` counts the frames of the job from 0.
+struct JobLog {
+    job_id: String,
+    seq: AtomicU64,
+    outbox: mpsc::Sender<FromAgent>,
+}
+
+impl LogSink for JobLog {
+    fn line(&self, text: &str) {
+        debug!(job_id = %self.job_id, "{text}");
+        let mut text = text.to_string();
+        text.push('\n');
+        for chunk in chunks(&text, LOG_CHUNK) {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let message = FromAgent::Log { job_id: self.job_id.clone(), seq, text: chunk.to_string() };
+            // Called on the runtime's blocking thread: waiting here slows a
+            // chatty plugin down to what the connection carries instead of
+            // dropping its logs.
+            if self.outbox.blocking_send(message).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// `text` in pieces of at most `max` bytes, never splitting a character.
+fn chunks(text: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (head, tail) = rest.split_at(end);
+        rest = tail;
+        Some(head)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_chunks_respect_size_and_characters() {
+        let text = "é".repeat(10); // 20 bytes
+        let pieces: Vec<&str> = chunks(&text, 5).collect();
+        assert!(pieces.iter().all(|p| p.len() <= 5));
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(chunks("", 5).count(), 0);
+        assert_eq!(chunks("abc", 5).collect::<Vec<_>>(), ["abc"]);
+    }
+
+    #[test]
+    fn job_ids_become_safe_directory_names() {
+        assert_eq!(sanitize("exec-1/../x"), "exec-1____x");
+        assert!(sanitize(&"a".repeat(500)).len() <= 64);
+    }
+
+    #[test]
+    fn an_oversized_result_becomes_a_failure_that_fits() {
+        let huge = FromAgent::JobFinished {
+            job_id: "j".into(),
+            lease_epoch: 3,
+            result: JobResult::Succeeded {
+                summary: "x".repeat(sluice_protocol::MAX_FRAME + 1),
+                output_variables: BTreeMap::new(),
+                external_url: None,
+                outputs: vec![],
+            },
+        };
+        match sendable(huge) {
+            FromAgent::JobFinished {
+                lease_epoch: 3, result: JobResult::Failed { message, retryable: false }, ..
+            } => {
+                assert!(message.contains("reporting the result"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `sluice-agent`: flags, logging and wiring. Enrolls once with a join token
+//! (keeping its identity as PEM files in the data dir), then serves the
+//! controller over QUIC with mutual TLS, running every action as a
+//! sandboxed WebAssembly component.
+//!
+//! Must not hold logic of its own: it validates flags, builds the parts
+//! (`identity`, `jobs`, `connection`) and connects them.
+
+mod connection;
+mod identity;
+mod jobs;
+mod transfer;
+
+use anyhow::{Context as _, Result, anyhow};
+use clap::Parser;
+use identity::Identity;
+use sluice_protocol::{FromAgent, JoinToken};
+use sluice_runtime::{Runtime, RuntimeConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tracing::info;
+
+/// Control messages waiting for the connection: enough for bursts of log
+/// lines from every slot; beyond it, senders wait (a chatty plugin is
+/// slowed down rather than its logs dropped).
+const OUTBOX: usize = 4096;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-agent",
+    version,
+    about = "Sluice agent: runs pipeline actions as sandboxed WebAssembly plugins"
+)]
+struct Args {
+    /// The controller's fleet address.
+    #[arg(long, env = "SLUICE_CONTROLLER", value_name = "HOST:PORT")]
+    controller: String,
+    /// Join token (`sluice agent-token create`); needed only until the agent
+    /// has enrolled.
+    #[arg(long, env = "SLUICE_JOIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where the agent keeps its identity, plugins and job files.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Labels for scheduling, over those of the join token; `os` and `arch`
+    /// are added unless given.
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Actions run at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    slots: u32,
+    /// Linear memory one action may use.
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    runtime_memory_mib: u64,
+    /// Compiled plugins; default `<data-dir>/cache`.
+    #[arg(long, value_name = "DIR")]
+    plugin_cache: Option<PathBuf>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("label {text:?} is not k=v"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("label {text:?} has an empty key"));
+    }
+    Ok((key.to_string(), value.trim().to_string()))
+}
+
+/// Usage errors found after clap (they exit 2 like clap's own).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Every TLS configuration names its provider, but quinn and rustls
+    // helpers may still ask for the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.is::<Usage>() { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+/// Labels in Hello: `os` and `arch` of this host, then the token's, then the
+/// command line's, each over the one before.
+fn merged_labels(token: &BTreeMap<String, String>, flags: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("os".to_string(), std::env::consts::OS.to_string()),
+        ("arch".to_string(), std::env::consts::ARCH.to_string()),
+    ]);
+    labels.extend(token.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.extend(flags.iter().cloned());
+    labels
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<()> {
+    create_private_dir(&args.data_dir)?;
+    let identity = if Identity::exists(&args.data_dir) {
+        if args.token.is_some() {
+            info!("already enrolled; the join token is not used");
+        }
+        Identity::load(&args.data_dir).context("loading the agent identity")?
+    } else {
+        let Some(token) = &args.token else {
+            return Err(anyhow!(Usage(format!(
+                "{} holds no agent identity: pass a join token with --token or SLUICE_JOIN_TOKEN to enroll",
+                args.data_dir.display()
+            ))));
+        };
+        // Never echo the token: it is a secret.
+        let token = JoinToken::parse(token).map_err(|e| anyhow!(Usage(e)))?;
+        let identity = connection::enroll(&args.controller, &token, &identity::hostname()).await?;
+        identity.save(&args.data_dir).context("saving the agent identity")?;
+        info!(agent_id = %identity.agent_id, "enrolled");
+        identity
+    };
+
+    let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
+    let runtime = Runtime::new(RuntimeConfig {
+        memory_limit: usize::try_from(args.runtime_memory_mib << 20).context("--runtime-memory-mib is too large")?,
+        cache_dir: Some(cache_dir),
+    })
+    .context("starting the plugin runtime")?;
+
+    let link = transfer::Link::default();
+    let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel::<FromAgent>(OUTBOX);
+    let jobs = jobs::Jobs::new(runtime, &args.data_dir, args.slots, link.clone(), outbox_tx)?;
+    let presence = connection::Presence { labels: merged_labels(&identity.labels, &args.labels), slots: args.slots };
+    let fleet = connection::Fleet::new(args.controller.clone(), &identity, presence, jobs, link, outbox_rx)?;
+
+    tokio::select! {
+        result = fleet.run() => result,
+        () = shutdown_signal() => {
+            info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+/// SIGINT or SIGTERM: the agent stops; jobs it was running become `Lost`
+/// on the controller and are retried where the plugin allows.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_merge_host_then_token_then_flags() {
+        let token = BTreeMap::from([("pool".to_string(), "a".to_string()), ("os".to_string(), "custom".to_string())]);
+        let flags = vec![("pool".to_string(), "b".to_string()), ("gpu".to_string(), "yes".to_string())];
+        let labels = merged_labels(&token, &flags);
+        assert_eq!(labels["pool"], "b");
+        assert_eq!(labels["gpu"], "yes");
+        assert_eq!(labels["os"], "custom");
+        assert_eq!(labels["arch"], std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let args = Args::try_parse_from([
+            "sluice-agent",
+            "--controller",
+            "127.0.0.1:7443",
+            "--data-dir",
+            "/tmp/x",
+            "--labels",
+            "a=1,b=2",
+        ])
+        .unwrap();
+        assert_eq!(args.slots, 2);
+        assert_eq!(args.runtime_memory_mib, 256);
+        assert_eq!(args.labels, [("a".into(), "1".into()), ("b".into(), "2".into())]);
+        assert!(
+            Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--labels", "nokey"])
+                .is_err()
+        );
+        assert!(
+            Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--slots", "0"]).is_err()
+        );
+    }
+}

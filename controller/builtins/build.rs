@@ -1,0 +1,174 @@
+//! Builds the plugins workspace (`../../plugins`) for wasm32-wasip2 with a
+//! nested cargo, as wasmtime's `crates/test-programs/artifacts/build.rs`
+//! does, and copies the components into `OUT_DIR` for `include_bytes!`.
+//!
+//! The nested build has its own target directory, `<target>/wasm-plugins`,
+//! shared by every profile of the outer build and kept across rebuilds so
+//! that it is incremental. `git` is built in a second invocation: it enables
+//! the SDK's `source` feature, which would otherwise unify into the others.
+
+use std::collections::BTreeSet;
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, exit};
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// Cargo invocations, each a set of packages built together.
+const BUILDS: &[&[&str]] = &[&["noop", "shell", "deploy-dir", "hostile"], &["git"]];
+
+/// Every component built, by crate name (the `.wasm` file uses `_`).
+const COMPONENTS: &[&str] = &["noop", "shell", "git", "deploy-dir", "hostile"];
+
+/// Variables the outer cargo sets that must not reach the nested one: they
+/// describe the host build (flags, target, target directory, wrappers).
+/// `CARGO_MAKEFLAGS` stays, so that the nested cargo joins the jobserver.
+const LEAKING_ENV: &[&str] = &[
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_ENCODED_RUSTDOCFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_MANIFEST_PATH",
+];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let repo = manifest_dir.join("../..");
+    let plugins = repo.join("plugins");
+
+    check_target();
+    let mut watched = BTreeSet::new();
+    watch_sources(&repo, &plugins, &mut watched);
+
+    // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out.
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .map(|t| t.join("wasm-plugins"))
+        .unwrap_or_else(|| out_dir.join("wasm-plugins"));
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for packages in BUILDS {
+        let mut command = Command::new(&cargo);
+        command
+            .arg("build")
+            .arg("--release")
+            .arg("--locked")
+            .arg(format!("--target={TARGET}"))
+            .arg("--manifest-path")
+            .arg(plugins.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir);
+        for package in *packages {
+            command.arg("--package").arg(package);
+        }
+        for var in LEAKING_ENV {
+            command.env_remove(var);
+        }
+        eprintln!("running: {command:?}");
+        let status = command
+            .status()
+            .unwrap_or_else(|e| fail(&format!("cannot run cargo: {e}")));
+        if !status.success() {
+            fail(&format!(
+                "building plugins {packages:?} for {TARGET} failed ({status})"
+            ));
+        }
+    }
+
+    let built = target_dir.join(TARGET).join("release");
+    for name in COMPONENTS {
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        let from = built.join(&file);
+        copy_if_changed(&from, &out_dir.join(&file));
+        read_deps_of(&from.with_extension("d"), &mut watched);
+    }
+}
+
+/// Fails with the message users need when the target is not installed.
+fn check_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = Command::new(rustc).args(["--print", "sysroot"]).output();
+    let sysroot = match output {
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+        _ => return, // Let the nested build report whatever is wrong.
+    };
+    if !sysroot.join("lib/rustlib").join(TARGET).exists() {
+        fail("wasm32-wasip2 target missing: run rustup target add wasm32-wasip2");
+    }
+}
+
+/// Reruns this script when a plugin, the SDK or the WIT changes. Only
+/// sources and manifests are watched: a watched directory is scanned
+/// recursively, and the nested target directories change on every build.
+fn watch_sources(repo: &Path, plugins: &Path, watched: &mut BTreeSet<String>) {
+    let mut watch = |path: PathBuf| {
+        let path = path.display().to_string();
+        if watched.insert(path.clone()) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    };
+    watch(plugins.join("Cargo.toml"));
+    watch(plugins.join("Cargo.lock"));
+    let entries = fs::read_dir(plugins)
+        .unwrap_or_else(|e| fail(&format!("reading \"{}\": {e}", plugins.display())));
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.join("Cargo.toml").is_file() {
+            watch(path.join("Cargo.toml"));
+            watch(path.join("src"));
+        }
+    }
+    watch(repo.join("plugin-sdk/Cargo.toml"));
+    watch(repo.join("plugin-sdk/src"));
+    watch(repo.join("wit"));
+}
+
+/// Watches every file a component was compiled from, as listed in its
+/// dep-info (`.d`) file, the Makefile-like format cargo writes.
+fn read_deps_of(deps_file: &Path, watched: &mut BTreeSet<String>) {
+    let Ok(contents) = fs::read_to_string(deps_file) else {
+        return;
+    };
+    for line in contents.lines() {
+        let Some(pos) = line.find(": ") else { continue };
+        let mut parts = line[pos + 2..].split_whitespace();
+        while let Some(part) = parts.next() {
+            let mut file = part.to_owned();
+            // A backslash escapes a space inside a path.
+            while file.ends_with('\\') {
+                file.pop();
+                file.push(' ');
+                file.push_str(parts.next().unwrap_or_default());
+            }
+            if watched.insert(file.clone()) {
+                println!("cargo:rerun-if-changed={file}");
+            }
+        }
+    }
+}
+
+/// Copies `from` to `to` unless `to` already has the same bytes, so that an
+/// unchanged plugin does not change this crate's inputs.
+fn copy_if_changed(from: &Path, to: &Path) {
+    let bytes =
+        fs::read(from).unwrap_or_else(|e| fail(&format!("reading \"{}\": {e}", from.display())));
+    if fs::read(to).ok().as_deref() != Some(bytes.as_slice()) {
+        fs::write(to, &bytes)
+            .unwrap_or_else(|e| fail(&format!("writing \"{}\": {e}", to.display())));
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    exit(1)
+}

@@ -1,0 +1,80 @@
+//! The built-in plugins as WebAssembly components, compiled from `plugins/`
+//! by this crate's build script, and the paths of the test plugins.
+//!
+//! This crate only carries bytes: it knows nothing of how plugins are
+//! registered, stored or run (the controller and the runtime do that), and
+//! nothing of what is inside them beyond their provider names.
+
+use std::path::PathBuf;
+
+/// A built-in plugin: its provider name and its component.
+#[derive(Clone, Copy, Debug)]
+pub struct Builtin {
+    /// The provider the plugin registers as (its `describe().name`).
+    pub provider: &'static str,
+    /// The component, a `sluice:plugin` world for wasm32-wasip2.
+    pub wasm: &'static [u8],
+}
+
+macro_rules! component {
+    ($file:literal) => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/", $file))
+    };
+}
+
+/// The plugins registered at start, in a stable order.
+pub const BUILTINS: &[Builtin] = &[
+    Builtin {
+        provider: "noop",
+        wasm: component!("noop.wasm"),
+    },
+    Builtin {
+        provider: "shell",
+        wasm: component!("shell.wasm"),
+    },
+    Builtin {
+        provider: "git",
+        wasm: component!("git.wasm"),
+    },
+    Builtin {
+        provider: "deploy-dir",
+        wasm: component!("deploy_dir.wasm"),
+    },
+];
+
+/// Plugins built only for tests, never registered.
+const TEST_PLUGINS: &[&str] = &["hostile"];
+
+/// The absolute path of a built test plugin's component, such as
+/// `test_plugin("hostile")`.
+///
+/// # Panics
+/// When `name` is not a test plugin this crate builds: a bug in the test.
+pub fn test_plugin(name: &str) -> PathBuf {
+    assert!(
+        TEST_PLUGINS.contains(&name),
+        "\"{name}\" is not a test plugin; known: {TEST_PLUGINS:?}"
+    );
+    PathBuf::from(env!("OUT_DIR")).join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component starts with the wasm magic and the component layer.
+    const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+    #[test]
+    fn builtins_are_components() {
+        for builtin in BUILTINS {
+            assert!(
+                builtin.wasm.starts_with(&COMPONENT_HEADER),
+                "{} is not a component",
+                builtin.provider
+            );
+        }
+        let hostile = std::fs::read(test_plugin("hostile")).unwrap();
+        assert!(hostile.starts_with(&COMPONENT_HEADER));
+    }
+}

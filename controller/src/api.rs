@@ -1,0 +1,231 @@
+//! The admin HTTP API: JSON under `/v1`, bearer tokens, live events as
+//! Server-Sent Events. Operations mirror CodePipeline's (CreatePipeline,
+//! GetPipeline, GetPipelineState, StartPipelineExecution, ...) so that an
+//! awsJson endpoint can later be a thin layer over the same driver
+//! commands. Handlers only translate: every decision is the driver's.
+
+use crate::engine::Trigger;
+use crate::server::{ApiError, Command, DEFAULT_HISTORY};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::BroadcastStream;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub driver: mpsc::Sender<Command>,
+    pub events: broadcast::Sender<Arc<Value>>,
+    pub admin_token_hash: String,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/pipelines", get(list_pipelines).post(create_pipeline))
+        .route("/pipelines/{name}", get(get_pipeline))
+        .route("/pipelines/{name}/state", get(pipeline_state))
+        .route("/pipelines/{name}/executions", get(list_executions).post(start_execution))
+        .route("/pipelines/{name}/executions/{id}", get(get_execution))
+        .route("/pipelines/{name}/executions/{id}/logs", get(execution_logs))
+        .route("/agents", get(list_agents))
+        .route("/agent-tokens", post(create_join_token))
+        .route("/plugins", get(list_plugins))
+        .route("/events", get(events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new().nest("/v1", v1).route("/healthz", get(|| async { "ok\n" })).with_state(state)
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str, diagnostics: &[String]) -> Response {
+    (status, Json(json!({ "error": { "code": code, "message": message, "diagnostics": diagnostics } }))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Invalid { message, diagnostics } => {
+                error_body(StatusCode::BAD_REQUEST, "ValidationException", message, diagnostics)
+            }
+            ApiError::NotFound(m) => error_body(StatusCode::NOT_FOUND, "NotFoundException", m, &[]),
+            ApiError::Conflict(m) => error_body(StatusCode::CONFLICT, "ConflictException", m, &[]),
+            ApiError::Internal(m) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m, &[]),
+        }
+    }
+}
+
+async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| hex::encode(Sha256::digest(t.trim().as_bytes())));
+    // Comparing hashes keeps the comparison's timing independent of the
+    // secret itself.
+    if presented.as_deref() != Some(state.admin_token_hash.as_str()) {
+        return error_body(
+            StatusCode::UNAUTHORIZED,
+            "UnauthorizedException",
+            "missing or invalid bearer token: pass --token or set SLUICE_TOKEN",
+            &[],
+        );
+    }
+    next.run(request).await
+}
+
+/// Sends a command to the driver and waits for its answer.
+async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Command) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    state.driver.send(make(tx)).await.map_err(|_| ApiError::Internal("the controller is shutting down".into()))?;
+    rx.await.map_err(|_| ApiError::Internal("the controller dropped the request".into()))?
+}
+
+async fn list_pipelines(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::ListPipelines { reply }).await?))
+}
+
+async fn create_pipeline(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::Invalid { message: "pipeline declaration is not UTF-8".into(), diagnostics: vec![] })?;
+    Ok(Json(ask(&s, |reply| Command::CreatePipeline { text, reply }).await?))
+}
+
+#[derive(Deserialize)]
+struct VersionQuery {
+    version: Option<u64>,
+}
+
+async fn get_pipeline(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::GetPipeline { name, version: q.version, reply }).await?))
+}
+
+async fn pipeline_state(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::PipelineState { name, reply }).await?))
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    #[serde(rename = "maxResults")]
+    max_results: Option<usize>,
+}
+
+async fn list_executions(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.max_results.unwrap_or(DEFAULT_HISTORY).clamp(1, 1000);
+    Ok(Json(ask(&s, |reply| Command::ListExecutions { name, limit, reply }).await?))
+}
+
+/// StartPipelineExecution's request body.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StartRequest {
+    #[serde(default)]
+    variables: Vec<VariableValue>,
+    #[serde(default)]
+    client_request_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariableValue {
+    name: String,
+    value: String,
+}
+
+async fn start_execution(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?
+    };
+    let _ = request.client_request_token;
+    let variables: BTreeMap<String, String> = request.variables.into_iter().map(|v| (v.name, v.value)).collect();
+    let trigger = Trigger { trigger_type: "StartPipelineExecution".into(), trigger_detail: "admin API".into() };
+    Ok(Json(ask(&s, |reply| Command::StartExecution { name, variables, trigger, reply }).await?))
+}
+
+async fn get_execution(
+    State(s): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::GetExecution { name, id, reply }).await?))
+}
+
+async fn execution_logs(
+    State(s): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::ExecutionLogs { name, id, reply }).await?))
+}
+
+async fn list_agents(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::ListAgents { reply }).await?))
+}
+
+async fn list_plugins(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::ListPlugins { reply }).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenRequest {
+    ttl_seconds: u64,
+    #[serde(default)]
+    uses: Option<u32>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+async fn create_join_token(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let request: TokenRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?;
+    if request.ttl_seconds == 0 {
+        return Err(ApiError::Invalid { message: "ttl must be positive".into(), diagnostics: vec![] });
+    }
+    let ttl = Duration::from_secs(request.ttl_seconds);
+    Ok(Json(
+        ask(&s, |reply| Command::CreateJoinToken { ttl, uses: request.uses, labels: request.labels, reply }).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    pipeline: Option<String>,
+}
+
+/// Live events (execution, stage, action, log) as Server-Sent Events.
+async fn events(
+    State(s): State<ApiState>,
+    Query(q): Query<EventsQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = BroadcastStream::new(s.events.subscribe()).filter_map(move |item| {
+        let value = item.ok()?;
+        if let Some(p) = &q.pipeline
+            && value["pipeline"].as_str() != Some(p.as_str())
+        {
+            return None;
+        }
+        Some(Ok(Event::default().data(value.to_string())))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}

@@ -1,0 +1,228 @@
+//! The controller's own certificate authority and the TLS configuration of
+//! the fleet endpoint.
+//!
+//! The CA lives in `DATA/ca/ca.crt` and `DATA/ca/ca.key` (0600). It signs a
+//! fresh server certificate for the controller at every start (DNS name
+//! `sluice-controller`, whatever address agents dial) and a short-lived
+//! client certificate for each enrolled agent, whose SAN is the agent id
+//! whatever the CSR asked for. Knows nothing of the engine or the store.
+
+use anyhow::{Context as _, Result, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use sluice_protocol::{ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a CA made by the controller is valid. Rolling the CA is a
+/// documented operator procedure, so this is long.
+const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The controller's server certificate is re-issued at every start.
+const SERVER_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Default lifetime of an agent's client certificate (DESIGN: short-lived).
+pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Allowance for clocks that disagree a little between hosts.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+pub struct Ca {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    key: KeyPair,
+    fingerprint: String,
+}
+
+/// Hex sha256 of a certificate's DER: what a join token pins.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+impl Ca {
+    /// Loads the CA from `dir`, or creates it there on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self> {
+        let crt = dir.join("ca.crt");
+        let key = dir.join("ca.key");
+        if crt.exists() || key.exists() {
+            let cert_pem = std::fs::read_to_string(&crt).with_context(|| format!("reading {}", crt.display()))?;
+            let key_pem = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
+            return Self::from_pem(&cert_pem, &key_pem).with_context(|| format!("loading the CA in {}", dir.display()));
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key_pair = KeyPair::generate().context("generating the CA key")?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Sluice controller CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = now + CA_LIFETIME;
+        params.serial_number = Some(random_serial());
+        let cert = params.self_signed(&key_pair).context("self-signing the CA")?;
+        write_private(&key, key_pair.serialize_pem().as_bytes())?;
+        std::fs::write(&crt, cert.pem()).with_context(|| format!("writing {}", crt.display()))?;
+        Self::from_pem(&cert.pem(), &key_pair.serialize_pem())
+    }
+
+    fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
+        let key = KeyPair::from_pem(key_pem).context("parsing the CA key")?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).context("parsing the CA certificate")?;
+        // Fail early if the pair does not belong together or is no CA.
+        Issuer::from_ca_cert_pem(cert_pem, &key).context("parsing the CA certificate")?;
+        Ok(Self { fingerprint: fingerprint(&cert_der), cert_pem: cert_pem.to_string(), cert_der, key })
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    fn issuer(&self) -> Result<Issuer<'_, &KeyPair>> {
+        Ok(Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?)
+    }
+
+    /// Signs an agent's CSR. Only the CSR's public key is used: subject,
+    /// SAN, usages and lifetime are the controller's.
+    pub fn sign_agent(&self, csr_pem: &str, agent_id: &str, lifetime: Duration) -> Result<(String, String)> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| anyhow::anyhow!("the certificate signing request is invalid: {e}"))?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, agent_id);
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::DnsName(agent_id.try_into()?)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = now + lifetime;
+        let serial = random_serial();
+        let serial_hex = hex::encode(serial.to_bytes());
+        params.serial_number = Some(serial);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&csr.public_key, &self.issuer()?).context("signing the agent certificate")?;
+        Ok((cert.pem(), serial_hex))
+    }
+
+    /// A fresh server identity: chain [leaf, CA] so that agents can find the
+    /// CA they pinned by fingerprint at enrollment.
+    fn server_identity(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![CONTROLLER_SERVER_NAME.to_string()])?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, CONTROLLER_SERVER_NAME);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = now + SERVER_LIFETIME;
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| anyhow::anyhow!("server key: {e}"))?;
+        Ok((vec![cert.der().clone(), self.cert_der.clone()], key_der))
+    }
+
+    /// The QUIC server configuration of the fleet port. Client certificates
+    /// are verified against this CA when presented; they are optional at
+    /// the TLS layer only so that enrollment (its own ALPN) can happen on
+    /// the same port. The fleet ALPN refuses connections without one.
+    pub fn server_config(&self) -> Result<quinn::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone()).context("adding the CA as trust root")?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .context("building the client certificate verifier")?;
+        let (chain, key) = self.server_identity()?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        tls.alpn_protocols = vec![ALPN_FLEET.to_vec(), ALPN_ENROLL.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
+        transport.max_concurrent_bidi_streams(256u32.into());
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+}
+
+/// The agent id in a verified client certificate: its DNS SAN.
+pub fn agent_id_from_cert(der: &[u8]) -> Result<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| anyhow::anyhow!("bad client certificate: {e}"))?;
+    let Some(san) = cert.subject_alternative_name().ok().flatten() else {
+        bail!("client certificate has no subject alternative name");
+    };
+    for name in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+            return Ok(dns.to_string());
+        }
+    }
+    bail!("client certificate names no agent id")
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7f; // positive
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Writes a file only its owner can read.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_persists_and_signs_with_the_san_it_chooses() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let again = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.fingerprint(), again.fingerprint());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // The CSR asks for a name the controller must not grant.
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(vec!["sluice-controller".to_string()])
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let (pem, serial) = ca.sign_agent(&csr, "ag-0123456789abcdef", AGENT_CERT_LIFETIME).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(agent_id_from_cert(&der).unwrap(), "ag-0123456789abcdef");
+        assert!(!serial.is_empty());
+        assert!(ca.sign_agent("not a csr", "ag-1", AGENT_CERT_LIFETIME).unwrap_err().to_string().contains("invalid"));
+    }
+}

@@ -1,0 +1,661 @@
+//! The `sluice` command line: the admin commands that talk to a controller
+//! over its HTTP API, and the output and exit-code conventions scripts rely
+//! on (0 success, 1 the operation failed, 2 bad usage or invalid input,
+//! 3 not permitted).
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_API: &str = "http://127.0.0.1:7400";
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Sluice: self-hosted continuous delivery", propagate_version = true)]
+pub struct Cli {
+    /// Admin API of the controller.
+    #[arg(long, global = true, env = "SLUICE_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// API token (the controller writes one to DATA_DIR/admin.token).
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the controller.
+    Controller(ControllerArgs),
+    /// Run a demo: a controller, an agent and a pipeline from git to deploy.
+    Demo(DemoArgs),
+    /// Create, inspect and run pipelines.
+    #[command(subcommand)]
+    Pipeline(PipelineCmd),
+    /// Follow an execution live, stage by stage.
+    Watch {
+        pipeline: String,
+        /// The execution to follow (default: the newest).
+        #[arg(long)]
+        execution: Option<String>,
+    },
+    /// Print the logs of an execution.
+    Logs {
+        pipeline: String,
+        /// The execution (default: the newest).
+        #[arg(long)]
+        execution: Option<String>,
+    },
+    /// The agent fleet.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Join tokens for enrolling agents.
+    #[command(name = "agent-token", subcommand)]
+    AgentToken(AgentTokenCmd),
+    /// Registered plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// Where the store, artifacts, CA and admin token live; created on first start.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Admin API address (port 0: any free port).
+    #[arg(long = "api", id = "api_addr", default_value = "127.0.0.1:7400", value_name = "ADDR")]
+    pub api: std::net::SocketAddr,
+    /// Fleet (QUIC) address for agents.
+    #[arg(long, default_value = "0.0.0.0:7443", value_name = "ADDR")]
+    pub fleet: std::net::SocketAddr,
+    /// Wait for the disk on every commit (survive power loss, not only a killed process).
+    #[arg(long)]
+    pub fsync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Exit after the first execution: 0 if it succeeded, 1 if not.
+    #[arg(long)]
+    pub once: bool,
+    /// Data dir of the demo (default: a fresh `sluice-demo` under the temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PipelineCmd {
+    /// Create a pipeline from a JSON or YAML file and start its first execution.
+    Create { file: PathBuf },
+    /// Print a pipeline's declaration, as `create` accepts it.
+    Get {
+        name: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// List pipelines.
+    List,
+    /// Start an execution; prints its id.
+    Start {
+        name: String,
+        /// Override a pipeline variable (repeatable).
+        #[arg(long = "variable", value_name = "NAME=VALUE")]
+        variables: Vec<String>,
+        /// Wait for the end; exit 0 only if the execution succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the latest state of every stage and action.
+    State { name: String },
+    /// List recent executions.
+    History {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        max: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCmd {
+    /// List enrolled agents.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentTokenCmd {
+    /// Create a join token; prints it alone.
+    Create {
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// How many agents may enroll with it (default: unlimited until expiry).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Labels given to agents enrolled with it (k=v,...).
+        #[arg(long, value_name = "K=V,...")]
+        labels: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCmd {
+    /// List registered plugins.
+    List,
+}
+
+/// A failure with the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::new(1, format!("{e:#}"))
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 15m, 1h, 7d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// `k=v,k2=v2` into a map.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').ok_or_else(|| format!("label {pair:?} must be KEY=VALUE"))?;
+            if k.trim().is_empty() {
+                return Err(format!("label {pair:?} has an empty key"));
+            }
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// A client of the admin API.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(api: Option<&str>, token: Option<&str>) -> Result<Self, Failure> {
+        let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+            Failure::new(2, "no API token: pass --token or set SLUICE_TOKEN (the controller writes one to DATA_DIR/admin.token)")
+        })?;
+        let base = api.unwrap_or(DEFAULT_API).trim_end_matches('/').to_string();
+        let base = if base.contains("://") { base } else { format!("http://{base}") };
+        let http = reqwest::Client::builder().build().map_err(|e| Failure::new(1, e.to_string()))?;
+        Ok(Self { base, token: token.trim().to_string(), http })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
+        self.send(self.http.post(self.url(path)).body(body)).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+        let response = request.bearer_auth(&self.token).send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["error"]["message"].as_str().unwrap_or("request failed").to_string();
+        let diagnostics: Vec<&str> =
+            body["error"]["diagnostics"].as_array().map(|d| d.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let mut text = message;
+        for d in diagnostics {
+            text.push_str("\n  ");
+            text.push_str(d);
+        }
+        let code = match status.as_u16() {
+            400 => 2,
+            401 | 403 => 3,
+            _ => 1,
+        };
+        Err(Failure::new(code, text))
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Failure {
+        Failure::new(
+            1,
+            format!("cannot reach the controller at {}: {e} (is `sluice controller` running? set --api or SLUICE_API)", self.base),
+        )
+    }
+
+    /// Live events of a pipeline.
+    pub async fn events(
+        &self,
+        pipeline: &str,
+    ) -> Result<impl futures_util::Stream<Item = Value> + Unpin + use<>, Failure> {
+        let response = self
+            .http
+            .get(self.url(&format!("/events?pipeline={pipeline}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if response.status() == 401 {
+            return Err(Failure::new(3, "missing or invalid bearer token"));
+        }
+        let mut buffer = String::new();
+        Ok(Box::pin(response.bytes_stream().flat_map(move |chunk| {
+            let mut out = Vec::new();
+            if let Ok(bytes) = chunk {
+                buffer.push_str(&String::from_utf8_lossy(&bytes));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    for line in event.lines() {
+                        if let Some(data) = line.strip_prefix("data:")
+                            && let Ok(v) = serde_json::from_str(data.trim())
+                        {
+                            out.push(v);
+                        }
+                    }
+                }
+            }
+            futures_util::stream::iter(out)
+        })))
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Prints rows as aligned columns under a header.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs an admin command; returns the exit code.
+pub async fn run(cli: Cli) -> Result<i32, Failure> {
+    let json_out = cli.output == Output::Json;
+    let client = || Client::new(cli.api.as_deref(), cli.token.as_deref());
+    match cli.command {
+        Cmd::Controller(_) | Cmd::Demo(_) => unreachable!("handled by main"),
+        Cmd::Pipeline(PipelineCmd::Create { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
+            let out = client()?.post("/pipelines", text).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!(
+                    "pipeline {} created; execution {} started",
+                    s(&out["pipeline"]["name"]),
+                    s(&out["pipelineExecutionId"])
+                );
+            }
+        }
+        Cmd::Pipeline(PipelineCmd::Get { name, version }) => {
+            let path = match version {
+                Some(v) => format!("/pipelines/{name}?version={v}"),
+                None => format!("/pipelines/{name}"),
+            };
+            let mut out = client()?.get(&path).await?;
+            if !json_out {
+                // The table form is the declaration itself, ready for create.
+                if let Some(map) = out.as_object_mut() {
+                    map.remove("metadata");
+                }
+                if let Some(p) = out["pipeline"].as_object_mut() {
+                    p.remove("version");
+                }
+            }
+            print_json(&out);
+        }
+        Cmd::Pipeline(PipelineCmd::List) => {
+            let out = client()?.get("/pipelines").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["pipelines"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| vec![s(&p["name"]), s(&p["version"]), s(&p["updated"])])
+                    .collect();
+                print_table(&["NAME", "VERSION", "UPDATED"], &rows);
+            }
+        }
+        Cmd::Pipeline(PipelineCmd::Start { name, variables, wait }) => {
+            let mut vars = Vec::new();
+            for v in &variables {
+                let (k, val) =
+                    v.split_once('=').ok_or_else(|| Failure::new(2, format!("--variable {v:?} must be NAME=VALUE")))?;
+                vars.push(json!({"name": k, "value": val}));
+            }
+            let c = client()?;
+            let body = json!({ "variables": vars }).to_string();
+            let out = c.post(&format!("/pipelines/{name}/executions"), body).await?;
+            let id = s(&out["pipelineExecutionId"]);
+            if json_out && !wait {
+                print_json(&out);
+            } else if !json_out {
+                println!("{id}");
+            }
+            if wait {
+                let status = wait_for(&c, &name, &id).await?;
+                if json_out {
+                    print_json(&json!({"pipelineExecutionId": id, "status": status}));
+                } else {
+                    eprintln!("execution {id} {status}");
+                }
+                return Ok(if status == "Succeeded" { 0 } else { 1 });
+            }
+        }
+        Cmd::Pipeline(PipelineCmd::State { name }) => {
+            let out = client()?.get(&format!("/pipelines/{name}/state")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                print_state(&out);
+            }
+        }
+        Cmd::Pipeline(PipelineCmd::History { name, max }) => {
+            let out = client()?.get(&format!("/pipelines/{name}/executions?maxResults={max}")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["pipelineExecutionSummaries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        vec![
+                            s(&e["pipelineExecutionId"]),
+                            s(&e["status"]),
+                            s(&e["trigger"]["triggerType"]),
+                            s(&e["startTime"]),
+                            s(&e["statusSummary"]),
+                        ]
+                    })
+                    .collect();
+                print_table(&["EXECUTION", "STATUS", "TRIGGER", "STARTED", "SUMMARY"], &rows);
+            }
+        }
+        Cmd::Watch { pipeline, execution } => {
+            let c = client()?;
+            let id = match execution {
+                Some(id) => id,
+                None => newest_execution(&c, &pipeline).await?,
+            };
+            let status = watch(&c, &pipeline, &id, &mut std::io::stdout()).await?;
+            return Ok(if status == "Succeeded" { 0 } else { 1 });
+        }
+        Cmd::Logs { pipeline, execution } => {
+            let c = client()?;
+            let id = match execution {
+                Some(id) => id,
+                None => newest_execution(&c, &pipeline).await?,
+            };
+            let out = c.get(&format!("/pipelines/{pipeline}/executions/{id}/logs")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                for line in out["lines"].as_array().into_iter().flatten() {
+                    println!("{}/{}: {}", s(&line["stage"]), s(&line["action"]), s(&line["text"]));
+                }
+            }
+        }
+        Cmd::Agent(AgentCmd::List) => {
+            let out = client()?.get("/agents").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["agents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        let labels = a["labels"]
+                            .as_object()
+                            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", s(v))).collect::<Vec<_>>().join(","))
+                            .unwrap_or_default();
+                        vec![
+                            s(&a["id"]),
+                            s(&a["hostname"]),
+                            if a["connected"] == json!(true) { "connected".into() } else { "offline".into() },
+                            s(&a["state"]),
+                            format!("{}/{}", s(&a["running"]), s(&a["slots"])),
+                            labels,
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "HOSTNAME", "CONNECTION", "STATE", "RUNNING", "LABELS"], &rows);
+            }
+        }
+        Cmd::AgentToken(AgentTokenCmd::Create { ttl, uses, labels }) => {
+            let labels = parse_labels(labels.as_deref().unwrap_or("")).map_err(|e| Failure::new(2, e))?;
+            let body = json!({"ttlSeconds": ttl.as_secs(), "uses": uses, "labels": labels}).to_string();
+            let out = client()?.post("/agent-tokens", body).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("{}", s(&out["token"]));
+            }
+        }
+        Cmd::Plugin(PluginCmd::List) => {
+            let out = client()?.get("/plugins").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["plugins"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        vec![
+                            s(&p["provider"]),
+                            s(&p["info"]["category"]),
+                            if p["builtin"] == json!(true) { "built-in".into() } else { "pushed".into() },
+                            s(&p["digest"]).chars().take(12).collect(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["PROVIDER", "CATEGORY", "ORIGIN", "DIGEST"], &rows);
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn newest_execution(c: &Client, pipeline: &str) -> Result<String, Failure> {
+    let out = c.get(&format!("/pipelines/{pipeline}/executions?maxResults=1")).await?;
+    out["pipelineExecutionSummaries"][0]["pipelineExecutionId"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Failure::new(1, format!("pipeline \"{pipeline}\" has no executions yet")))
+}
+
+fn is_final(status: &str) -> bool {
+    matches!(status, "Succeeded" | "Failed" | "Stopped" | "Superseded")
+}
+
+/// Waits until an execution ends; returns its status.
+pub async fn wait_for(c: &Client, pipeline: &str, id: &str) -> Result<String, Failure> {
+    loop {
+        let out = c.get(&format!("/pipelines/{pipeline}/executions/{id}")).await?;
+        let status = s(&out["pipelineExecution"]["status"]);
+        if is_final(&status) {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Prints an execution's progress live until it ends; returns its status.
+pub async fn watch(c: &Client, pipeline: &str, id: &str, out: &mut impl Write) -> Result<String, Failure> {
+    // Subscribe first, then read the state, so no event falls in between.
+    let mut events = c.events(pipeline).await?;
+    let current = c.get(&format!("/pipelines/{pipeline}/executions/{id}")).await?;
+    let exec = &current["pipelineExecution"];
+    let _ = writeln!(out, "execution {id} of pipeline {pipeline}: {}", s(&exec["status"]));
+    for stage in current["stages"].as_array().into_iter().flatten() {
+        for action in stage["actions"].as_array().into_iter().flatten() {
+            if !action["status"].is_null() {
+                let _ = writeln!(out, "  {:<28} {}", format!("{}/{}", s(&stage["stageName"]), s(&action["actionName"])), s(&action["status"]));
+            }
+        }
+    }
+    if is_final(&s(&exec["status"])) {
+        return Ok(s(&exec["status"]));
+    }
+    let mut final_status = None;
+    let heartbeat = tokio::time::interval(Duration::from_secs(2));
+    tokio::pin!(heartbeat);
+    while final_status.is_none() {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { break };
+                if event["executionId"].as_str() != Some(id) {
+                    continue;
+                }
+                let when = s(&event["time"]).get(11..19).unwrap_or("").to_string();
+                match event["type"].as_str() {
+                    Some("execution") => {
+                        let status = s(&event["status"]);
+                        let suffix = event["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default();
+                        let _ = writeln!(out, "{when} execution {status}{suffix}");
+                        if is_final(&status) {
+                            final_status = Some(status);
+                        }
+                    }
+                    Some("stage") => {
+                        let _ = writeln!(out, "{when} stage {} {}", s(&event["stage"]), s(&event["status"]));
+                    }
+                    Some("action") => {
+                        let suffix = event["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default();
+                        let _ = writeln!(out, "{when}   {:<26} {}{suffix}", format!("{}/{}", s(&event["stage"]), s(&event["action"])), s(&event["status"]));
+                    }
+                    _ => {}
+                }
+                let _ = out.flush();
+            }
+            _ = heartbeat.tick() => {
+                // The event stream may have lagged: the state is the truth.
+                let now = c.get(&format!("/pipelines/{pipeline}/executions/{id}")).await?;
+                let status = s(&now["pipelineExecution"]["status"]);
+                if is_final(&status) {
+                    let _ = writeln!(out, "execution {status}");
+                    final_status = Some(status);
+                }
+            }
+        }
+    }
+    match final_status {
+        Some(s) => Ok(s),
+        None => wait_for(c, pipeline, id).await,
+    }
+}
+
+fn print_state(state: &Value) {
+    let latest = &state["latestExecution"];
+    println!(
+        "pipeline {} (version {}): latest execution {} {}",
+        s(&state["pipelineName"]),
+        s(&state["pipelineVersion"]),
+        s(&latest["pipelineExecutionId"]),
+        s(&latest["status"])
+    );
+    let mut rows = Vec::new();
+    for stage in state["stageStates"].as_array().into_iter().flatten() {
+        for action in stage["actionStates"].as_array().into_iter().flatten() {
+            let l = &action["latestExecution"];
+            let detail = if !l["errorDetails"].is_null() {
+                s(&l["errorDetails"]["message"])
+            } else if !l["waitingReason"].is_null() {
+                format!("waiting: {}", s(&l["waitingReason"]))
+            } else {
+                s(&l["summary"])
+            };
+            rows.push(vec![
+                s(&stage["stageName"]),
+                s(&action["actionName"]),
+                if l.is_null() { "-".into() } else { s(&l["status"]) },
+                s(&l["agent"]),
+                detail,
+            ]);
+        }
+    }
+    print_table(&["STAGE", "ACTION", "STATUS", "AGENT", "DETAIL"], &rows);
+}
+
+/// Reads a file as text, saying which file failed.
+pub fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}

@@ -1,0 +1,520 @@
+//! The pipeline engine: a pure state machine.
+//!
+//! Fed events with `now` passed in ([`Engine::handle`]); hands out actions
+//! to run ([`Engine::poll_dispatch`]) and the executions whose state changed
+//! ([`Engine::take_dirty`]), which the driver persists in one transaction
+//! before acknowledging anything. It knows nothing of sockets, clocks,
+//! databases, agents or wasmtime; ids come in with the events.
+//!
+//! Recovery is replay: start-up loads every unfinished execution into an
+//! empty engine with [`Engine::restore`]; there is no second code path.
+
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub use model::*;
+
+use crate::pipeline::{Pipeline, VarRef, resolve};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Milliseconds since the Unix epoch; the engine never reads a clock.
+pub type Millis = u64;
+
+/// What happens to the engine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Start an execution of a stored pipeline version.
+    Start {
+        id: ExecutionId,
+        pipeline: Arc<Pipeline>,
+        version: u64,
+        trigger: Trigger,
+        variables: BTreeMap<String, String>,
+    },
+    /// An agent took the job.
+    ActionStarted { job_id: String, lease_epoch: u64, agent: String },
+    /// An agent reported the job's end.
+    ActionFinished { job_id: String, lease_epoch: u64, result: ActionResult },
+    /// The job can no longer finish (its agent is gone, or it was refused).
+    ActionLost { job_id: String, lease_epoch: u64, reason: String },
+}
+
+/// How an action attempt ended, in engine terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionResult {
+    Succeeded {
+        summary: String,
+        output_variables: BTreeMap<String, String>,
+        external_url: Option<String>,
+        outputs: Vec<(String, ArtifactRef)>,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+/// An action ready to be scheduled onto an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    pub job_id: String,
+    pub lease_epoch: u64,
+    pub execution_id: ExecutionId,
+    pub pipeline: String,
+    pub stage: String,
+    pub action: String,
+    pub attempt: u32,
+    pub owner: String,
+    pub provider: String,
+    pub provider_version: String,
+    pub configuration: Vec<(String, String)>,
+    pub variables: Vec<(String, String)>,
+    pub inputs: Vec<(String, ArtifactRef)>,
+    pub outputs: Vec<(String, Vec<String>)>,
+    pub capabilities: crate::pipeline::Capabilities,
+    pub agent_labels: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+}
+
+/// A change worth telling watchers about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub at: Millis,
+    pub pipeline: String,
+    pub execution_id: ExecutionId,
+    pub stage: Option<String>,
+    pub action: Option<String>,
+    pub status: String,
+    pub message: Option<String>,
+}
+
+/// Where a job lives inside its execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct JobPlace {
+    execution: ExecutionId,
+    stage: usize,
+    action: usize,
+}
+
+#[derive(Default)]
+pub struct Engine {
+    executions: HashMap<ExecutionId, Execution>,
+    definitions: HashMap<ExecutionId, Arc<Pipeline>>,
+    jobs: HashMap<String, JobPlace>,
+    ready: VecDeque<Dispatch>,
+    dirty: BTreeSet<ExecutionId>,
+    notices: Vec<Notice>,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads a stored execution. Unfinished actions that were handed out
+    /// are handed out again with a new lease epoch, so a late result of the
+    /// old hand-out is refused.
+    pub fn restore(&mut self, now: Millis, pipeline: Arc<Pipeline>, mut execution: Execution) {
+        let id = execution.id.clone();
+        for (si, stage) in execution.stages.iter().enumerate() {
+            for (ai, action) in stage.actions.iter().enumerate() {
+                if let Some(job) = &action.job_id {
+                    self.jobs.insert(job.clone(), JobPlace { execution: id.clone(), stage: si, action: ai });
+                }
+            }
+        }
+        let mut redispatch = Vec::new();
+        for (si, stage) in execution.stages.iter_mut().enumerate() {
+            for (ai, action) in stage.actions.iter_mut().enumerate() {
+                if action.status == Some(ActionStatus::InProgress) {
+                    action.lease_epoch += 1;
+                    action.agent = None;
+                    redispatch.push((si, ai));
+                }
+            }
+        }
+        self.definitions.insert(id.clone(), pipeline);
+        self.executions.insert(id.clone(), execution);
+        for (si, ai) in redispatch {
+            self.enqueue(now, &id, si, ai);
+        }
+        if self.executions[&id].status == ExecutionStatus::InProgress {
+            self.advance(now, &id);
+        }
+    }
+
+    pub fn execution(&self, id: &ExecutionId) -> Option<&Execution> {
+        self.executions.get(id)
+    }
+
+    pub fn executions(&self) -> impl Iterator<Item = &Execution> {
+        self.executions.values()
+    }
+
+    /// Executions changed since the last call, to persist in one transaction.
+    pub fn take_dirty(&mut self) -> Vec<Execution> {
+        let ids = std::mem::take(&mut self.dirty);
+        let out: Vec<Execution> = ids.iter().filter_map(|id| self.executions.get(id).cloned()).collect();
+        // Finished executions leave memory once persisted; the store keeps them.
+        for id in ids {
+            if self.executions.get(&id).is_some_and(|e| e.status.is_final()) {
+                self.forget(&id);
+            }
+        }
+        out
+    }
+
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// The next action to hand to an agent.
+    pub fn poll_dispatch(&mut self) -> Option<Dispatch> {
+        self.ready.pop_front()
+    }
+
+    pub fn handle(&mut self, now: Millis, event: Event) {
+        match event {
+            Event::Start { id, pipeline, version, trigger, variables } => {
+                self.start(now, id, pipeline, version, trigger, variables)
+            }
+            Event::ActionStarted { job_id, lease_epoch, agent } => {
+                let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
+                let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
+                let action = &mut exec.stages[si].actions[ai];
+                action.agent = Some(agent);
+                action.waiting_reason = None;
+                exec.updated_at = now;
+                self.dirty.insert(exec_id);
+            }
+            Event::ActionFinished { job_id, lease_epoch, result } => {
+                let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
+                self.finish_action(now, &exec_id, si, ai, result);
+            }
+            Event::ActionLost { job_id, lease_epoch, reason } => {
+                let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
+                self.finish_action(now, &exec_id, si, ai, ActionResult::Failed { message: reason });
+            }
+        }
+    }
+
+    /// The place of a job if it is still running under this lease epoch.
+    fn current_job(&self, job_id: &str, lease_epoch: u64) -> Option<(ExecutionId, usize, usize)> {
+        let place = self.jobs.get(job_id)?;
+        let exec = self.executions.get(&place.execution)?;
+        let action = &exec.stages[place.stage].actions[place.action];
+        (action.status == Some(ActionStatus::InProgress) && action.lease_epoch == lease_epoch)
+            .then(|| (place.execution.clone(), place.stage, place.action))
+    }
+
+    fn start(
+        &mut self,
+        now: Millis,
+        id: ExecutionId,
+        pipeline: Arc<Pipeline>,
+        version: u64,
+        trigger: Trigger,
+        overrides: BTreeMap<String, String>,
+    ) {
+        let mut variables = BTreeMap::new();
+        for v in &pipeline.variables {
+            if let Some(d) = &v.default_value {
+                variables.insert(v.name.clone(), d.clone());
+            }
+        }
+        variables.extend(overrides);
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|s| StageRun {
+                name: s.name.clone(),
+                status: None,
+                actions: s
+                    .actions
+                    .iter()
+                    .map(|a| ActionRun { name: a.name.clone(), run_order: a.run_order(), ..ActionRun::default() })
+                    .collect(),
+            })
+            .collect();
+        let execution = Execution {
+            id: id.clone(),
+            pipeline: pipeline.name.clone(),
+            version,
+            status: ExecutionStatus::InProgress,
+            status_summary: None,
+            trigger,
+            started_at: now,
+            updated_at: now,
+            variables,
+            stages,
+            artifacts: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+        };
+        self.notice(now, &execution, None, None, "InProgress", None);
+        self.definitions.insert(id.clone(), pipeline);
+        self.executions.insert(id.clone(), execution);
+        self.advance(now, &id);
+    }
+
+    fn finish_action(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize, result: ActionResult) {
+        let def = self.definitions[exec_id].clone();
+        let exec = self.executions.get_mut(exec_id).expect("known execution");
+        let action_def = &def.stages[si].actions[ai];
+        let action = &mut exec.stages[si].actions[ai];
+        action.ended_at = Some(now);
+        action.waiting_reason = None;
+        let (status, message) = match result {
+            ActionResult::Succeeded { summary, output_variables, external_url, outputs } => {
+                action.status = Some(ActionStatus::Succeeded);
+                action.summary = Some(summary);
+                action.external_url = external_url;
+                action.output_variables = output_variables.clone();
+                action.outputs = outputs.clone();
+                for (name, artifact) in outputs {
+                    exec.artifacts.insert(name, artifact);
+                }
+                if let Some(ns) = &action_def.namespace {
+                    exec.namespaces.insert(ns.clone(), output_variables);
+                }
+                ("Succeeded", None)
+            }
+            ActionResult::Failed { message } => {
+                action.status = Some(ActionStatus::Failed);
+                action.error = Some(message.clone());
+                ("Failed", Some(message))
+            }
+        };
+        exec.updated_at = now;
+        let (stage_name, action_name) = (exec.stages[si].name.clone(), exec.stages[si].actions[ai].name.clone());
+        let snapshot = exec.clone();
+        self.notice(now, &snapshot, Some(stage_name), Some(action_name), status, message);
+        self.advance(now, exec_id);
+    }
+
+    /// Moves an execution forward as far as it can go now.
+    fn advance(&mut self, now: Millis, exec_id: &ExecutionId) {
+        self.dirty.insert(exec_id.clone());
+        loop {
+            let exec = &self.executions[exec_id];
+            if exec.status.is_final() {
+                return;
+            }
+            let Some(si) = exec.stages.iter().position(|s| s.status != Some(StageStatus::Succeeded)) else {
+                self.end_execution(now, exec_id, ExecutionStatus::Succeeded, None);
+                return;
+            };
+            let stage = &exec.stages[si];
+            if stage.status.is_none() {
+                let exec = self.executions.get_mut(exec_id).expect("known");
+                exec.stages[si].status = Some(StageStatus::InProgress);
+                let snapshot = exec.clone();
+                let name = snapshot.stages[si].name.clone();
+                self.notice(now, &snapshot, Some(name), None, "InProgress", None);
+                continue;
+            }
+            // The lowest run order with an action not yet succeeded.
+            let stage = &self.executions[exec_id].stages[si];
+            let Some(order) = stage
+                .actions
+                .iter()
+                .filter(|a| a.status != Some(ActionStatus::Succeeded))
+                .map(|a| a.run_order)
+                .min()
+            else {
+                self.end_stage(now, exec_id, si, StageStatus::Succeeded);
+                continue;
+            };
+            let group: Vec<usize> =
+                stage.actions.iter().enumerate().filter(|(_, a)| a.run_order == order).map(|(i, _)| i).collect();
+            let running = group.iter().any(|&ai| stage.actions[ai].status == Some(ActionStatus::InProgress));
+            let failed = group.iter().find(|&&ai| stage.actions[ai].status == Some(ActionStatus::Failed)).copied();
+            if running {
+                return;
+            }
+            if let Some(ai) = failed {
+                // The group has settled with a failure: the stage and the
+                // execution fail, naming the first failed action.
+                let action = &stage.actions[ai];
+                let message = format!(
+                    "stage \"{}\" failed: action \"{}\": {}",
+                    stage.name,
+                    action.name,
+                    action.error.as_deref().unwrap_or("failed")
+                );
+                self.end_stage(now, exec_id, si, StageStatus::Failed);
+                self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
+                return;
+            }
+            let to_start: Vec<usize> =
+                group.into_iter().filter(|&ai| self.executions[exec_id].stages[si].actions[ai].status.is_none()).collect();
+            for ai in to_start {
+                self.start_action(now, exec_id, si, ai);
+            }
+            // Starting may have failed actions at once (e.g. a variable that
+            // does not resolve); loop to settle the group.
+            let stage = &self.executions[exec_id].stages[si];
+            if stage.actions.iter().any(|a| a.run_order == order && a.status == Some(ActionStatus::InProgress)) {
+                return;
+            }
+        }
+    }
+
+    fn start_action(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize) {
+        let exec = self.executions.get_mut(exec_id).expect("known");
+        if exec.status.is_final() {
+            return;
+        }
+        let action = &mut exec.stages[si].actions[ai];
+        action.attempt += 1;
+        action.lease_epoch += 1;
+        action.status = Some(ActionStatus::InProgress);
+        action.started_at = Some(now);
+        action.ended_at = None;
+        action.error = None;
+        action.summary = None;
+        action.agent = None;
+        let job_id = format!("{}.{}.{}.{}", exec_id, si, ai, action.attempt);
+        action.job_id = Some(job_id.clone());
+        self.jobs.insert(job_id, JobPlace { execution: exec_id.clone(), stage: si, action: ai });
+        let snapshot = exec.clone();
+        let (stage, name) = (snapshot.stages[si].name.clone(), snapshot.stages[si].actions[ai].name.clone());
+        self.notice(now, &snapshot, Some(stage), Some(name), "InProgress", None);
+        self.enqueue(now, exec_id, si, ai);
+    }
+
+    /// Builds the dispatch of an in-progress action, or fails it when its
+    /// configuration cannot be resolved.
+    fn enqueue(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize) {
+        let def = self.definitions[exec_id].clone();
+        let exec = &self.executions[exec_id];
+        let stage_def = &def.stages[si];
+        let action_def = &stage_def.actions[ai];
+        let run = &exec.stages[si].actions[ai];
+        let lookup = |r: &VarRef| -> Option<String> {
+            match r.namespace.as_str() {
+                "variables" => exec.variables.get(&r.name).cloned(),
+                "codepipeline" if r.name == "PipelineExecutionId" => Some(exec.id.to_string()),
+                "codepipeline" if r.name == "PipelineName" => Some(exec.pipeline.clone()),
+                ns => exec.namespaces.get(ns).and_then(|vars| vars.get(&r.name)).cloned(),
+            }
+        };
+        let mut configuration = Vec::new();
+        for (key, value) in action_def.configuration.iter() {
+            match resolve(value, lookup) {
+                Ok(v) => configuration.push((key.to_string(), v)),
+                Err(e) => {
+                    let (job, epoch) = (run.job_id.clone().unwrap_or_default(), run.lease_epoch);
+                    self.handle(
+                        now,
+                        Event::ActionLost {
+                            job_id: job,
+                            lease_epoch: epoch,
+                            reason: format!("configuration \"{key}\": {e}"),
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+        let mut inputs = Vec::new();
+        for input in &action_def.input_artifacts {
+            match exec.artifacts.get(&input.name) {
+                Some(a) => inputs.push((input.name.clone(), a.clone())),
+                None => {
+                    let (job, epoch) = (run.job_id.clone().unwrap_or_default(), run.lease_epoch);
+                    self.handle(
+                        now,
+                        Event::ActionLost {
+                            job_id: job,
+                            lease_epoch: epoch,
+                            reason: format!("input artifact \"{}\" was not produced", input.name),
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+        let mut variables: Vec<(String, String)> =
+            exec.variables.iter().map(|(k, v)| (format!("variables.{k}"), v.clone())).collect();
+        for (ns, vars) in &exec.namespaces {
+            variables.extend(vars.iter().map(|(k, v)| (format!("{ns}.{k}"), v.clone())));
+        }
+        variables.push(("codepipeline.PipelineExecutionId".into(), exec.id.to_string()));
+        self.ready.push_back(Dispatch {
+            job_id: run.job_id.clone().expect("in-progress action has a job"),
+            lease_epoch: run.lease_epoch,
+            execution_id: exec_id.clone(),
+            pipeline: exec.pipeline.clone(),
+            stage: stage_def.name.clone(),
+            action: action_def.name.clone(),
+            attempt: run.attempt,
+            owner: action_def.action_type_id.owner.clone(),
+            provider: action_def.action_type_id.provider.clone(),
+            provider_version: action_def.action_type_id.version.clone(),
+            configuration,
+            variables,
+            inputs,
+            outputs: action_def
+                .output_artifacts
+                .iter()
+                .map(|o| (o.name.clone(), o.files.clone().unwrap_or_default()))
+                .collect(),
+            capabilities: action_def.capabilities.clone().unwrap_or_default(),
+            agent_labels: action_def.agent_labels.clone(),
+            timeout_ms: u64::from(action_def.timeout_minutes()) * 60_000,
+        });
+    }
+
+    fn end_stage(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, status: StageStatus) {
+        let exec = self.executions.get_mut(exec_id).expect("known");
+        exec.stages[si].status = Some(status);
+        exec.updated_at = now;
+        let snapshot = exec.clone();
+        let name = snapshot.stages[si].name.clone();
+        self.notice(now, &snapshot, Some(name), None, status.as_str(), None);
+    }
+
+    fn end_execution(&mut self, now: Millis, exec_id: &ExecutionId, status: ExecutionStatus, message: Option<String>) {
+        let exec = self.executions.get_mut(exec_id).expect("known");
+        exec.status = status;
+        exec.status_summary = message.clone();
+        exec.updated_at = now;
+        let snapshot = exec.clone();
+        self.notice(now, &snapshot, None, None, status.as_str(), message);
+        self.dirty.insert(exec_id.clone());
+    }
+
+    fn forget(&mut self, exec_id: &ExecutionId) {
+        if let Some(exec) = self.executions.remove(exec_id) {
+            for stage in &exec.stages {
+                for action in &stage.actions {
+                    if let Some(job) = &action.job_id {
+                        self.jobs.remove(job);
+                    }
+                }
+            }
+        }
+        self.definitions.remove(exec_id);
+    }
+
+    fn notice(
+        &mut self,
+        now: Millis,
+        exec: &Execution,
+        stage: Option<String>,
+        action: Option<String>,
+        status: &str,
+        message: Option<String>,
+    ) {
+        self.notices.push(Notice {
+            at: now,
+            pipeline: exec.pipeline.clone(),
+            execution_id: exec.id.clone(),
+            stage,
+            action,
+            status: status.to_string(),
+            message,
+        });
+    }
+}

@@ -1,0 +1,157 @@
+use super::*;
+
+fn pipeline(json: &str) -> Arc<Pipeline> {
+    Arc::new(crate::pipeline::parse(json).expect("test pipeline parses").pipeline)
+}
+
+fn three_stage() -> Arc<Pipeline> {
+    pipeline(
+        r#"{"pipeline": {"name": "web", "variables": [{"name": "ENV", "defaultValue": "staging"}], "stages": [
+        {"name": "Source", "actions": [{"name": "Src", "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": "/r"}, "outputArtifacts": [{"name": "src"}], "namespace": "SourceVariables"}]},
+        {"name": "Build", "actions": [
+            {"name": "A", "runOrder": 1, "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+             "configuration": {"Commands": "echo #{SourceVariables.CommitId} #{variables.ENV} #{codepipeline.PipelineExecutionId}"},
+             "inputArtifacts": [{"name": "src"}], "outputArtifacts": [{"name": "bin"}]},
+            {"name": "B", "runOrder": 1, "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}},
+            {"name": "C", "runOrder": 2, "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"},
+             "inputArtifacts": [{"name": "bin"}]}]},
+        {"name": "Deploy", "actions": [{"name": "D", "actionTypeId": {"category": "Deploy", "owner": "Sluice", "provider": "noop", "version": "1"}}]}
+    ]}}"#,
+    )
+}
+
+fn start(engine: &mut Engine, p: Arc<Pipeline>, id: &str) {
+    engine.handle(
+        0,
+        Event::Start {
+            id: ExecutionId(id.into()),
+            pipeline: p,
+            version: 1,
+            trigger: Trigger { trigger_type: "StartPipelineExecution".into(), trigger_detail: "test".into() },
+            variables: BTreeMap::new(),
+        },
+    );
+}
+
+fn ok(outputs: &[(&str, &str)], vars: &[(&str, &str)]) -> ActionResult {
+    ActionResult::Succeeded {
+        summary: "ok".into(),
+        output_variables: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        external_url: None,
+        outputs: outputs
+            .iter()
+            .map(|(n, d)| (n.to_string(), ArtifactRef { digest: d.to_string(), size: 1 }))
+            .collect(),
+    }
+}
+
+fn drain(engine: &mut Engine) -> Vec<Dispatch> {
+    std::iter::from_fn(|| engine.poll_dispatch()).collect()
+}
+
+fn finish(engine: &mut Engine, d: &Dispatch, result: ActionResult) {
+    engine.handle(1, Event::ActionFinished { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, result });
+}
+
+#[test]
+fn stages_run_in_order_and_run_orders_group_actions() {
+    let mut engine = Engine::new();
+    start(&mut engine, three_stage(), "e1");
+    let d = drain(&mut engine);
+    assert_eq!(d.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["Src"]);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[("CommitId", "c0ffee")]));
+
+    // runOrder 1: A and B together; C waits for both.
+    let d = drain(&mut engine);
+    assert_eq!(d.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["A", "B"]);
+    let a = &d[0];
+    assert_eq!(a.inputs, vec![("src".to_string(), ArtifactRef { digest: "aa".into(), size: 1 })]);
+    assert_eq!(a.configuration, vec![("Commands".to_string(), "echo c0ffee staging e1".to_string())]);
+    finish(&mut engine, &d[1], ok(&[], &[]));
+    assert!(drain(&mut engine).is_empty(), "C must wait for A");
+    finish(&mut engine, a, ok(&[("bin", "bb")], &[]));
+    let d = drain(&mut engine);
+    assert_eq!(d.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["C"]);
+    assert_eq!(d[0].inputs[0].1.digest, "bb");
+    finish(&mut engine, &d[0], ok(&[], &[]));
+    let d = drain(&mut engine);
+    assert_eq!(d[0].stage, "Deploy");
+    finish(&mut engine, &d[0], ok(&[], &[]));
+    let dirty = engine.take_dirty();
+    assert_eq!(dirty[0].status, ExecutionStatus::Succeeded);
+    assert!(engine.execution(&ExecutionId("e1".into())).is_none(), "finished executions leave memory");
+}
+
+#[test]
+fn a_failure_settles_its_group_then_fails_the_execution() {
+    let mut engine = Engine::new();
+    start(&mut engine, three_stage(), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[("CommitId", "x")]));
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ActionResult::Failed { message: "exit 1".into() });
+    // B is still running: nothing ends yet.
+    let exec = engine.execution(&ExecutionId("e1".into())).unwrap();
+    assert_eq!(exec.status, ExecutionStatus::InProgress);
+    finish(&mut engine, &d[1], ok(&[], &[]));
+    let dirty = engine.take_dirty();
+    let exec = &dirty[0];
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert_eq!(exec.stages[1].status, Some(StageStatus::Failed));
+    assert!(exec.status_summary.as_deref().unwrap().contains("action \"A\": exit 1"));
+    assert_eq!(exec.stages[2].status, None, "later stages never start");
+    assert!(drain(&mut engine).is_empty());
+}
+
+#[test]
+fn stale_and_unknown_results_are_refused() {
+    let mut engine = Engine::new();
+    start(&mut engine, three_stage(), "e1");
+    let d = drain(&mut engine).remove(0);
+    engine.handle(
+        1,
+        Event::ActionFinished { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch + 1, result: ok(&[], &[]) },
+    );
+    engine.handle(1, Event::ActionFinished { job_id: "nope".into(), lease_epoch: 1, result: ok(&[], &[]) });
+    let exec = engine.execution(&ExecutionId("e1".into())).unwrap();
+    assert_eq!(exec.stages[0].actions[0].status, Some(ActionStatus::InProgress));
+}
+
+#[test]
+fn restore_hands_running_actions_out_again_under_a_new_epoch() {
+    let mut engine = Engine::new();
+    let p = three_stage();
+    start(&mut engine, p.clone(), "e1");
+    let first = drain(&mut engine).remove(0);
+    let stored = engine.take_dirty().remove(0);
+
+    let mut restarted = Engine::new();
+    restarted.restore(5, p, stored);
+    let again = drain(&mut restarted);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].job_id, first.job_id);
+    assert_eq!(again[0].lease_epoch, first.lease_epoch + 1);
+    // The old hand-out's result is refused, the new one counts.
+    finish(&mut restarted, &first, ok(&[("src", "aa")], &[]));
+    assert!(drain(&mut restarted).is_empty());
+    finish(&mut restarted, &again[0], ok(&[("src", "aa")], &[("CommitId", "x")]));
+    assert_eq!(drain(&mut restarted).len(), 2);
+}
+
+#[test]
+fn an_unresolvable_variable_fails_the_action_with_the_reason() {
+    let mut engine = Engine::new();
+    start(&mut engine, three_stage(), "e1");
+    let d = drain(&mut engine);
+    // The source action succeeds without the CommitId output variable.
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    let dispatched = drain(&mut engine);
+    assert_eq!(dispatched.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["B"]);
+    finish(&mut engine, &dispatched[0], ok(&[], &[]));
+    let exec = engine.take_dirty().remove(0);
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    let a = &exec.stages[1].actions[0];
+    assert_eq!(a.status, Some(ActionStatus::Failed));
+    assert!(a.error.as_deref().unwrap().contains("SourceVariables.CommitId"), "{:?}", a.error);
+}

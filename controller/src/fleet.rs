@@ -1,0 +1,239 @@
+//! The fleet endpoint: QUIC with mutual TLS on one UDP port.
+//!
+//! Two ALPNs share the port: `sluice-enroll/1` (no client certificate; one
+//! stream carrying an enrollment request) and `sluice/1` (client
+//! certificate required; one control stream of frames, plus one stream per
+//! plugin or artifact transfer). This module moves bytes and translates
+//! frames into [`Command`]s for the driver; it holds no engine state.
+//! Transfers go straight to the blob stores, streamed, never whole in memory.
+
+use crate::blobs::BlobStore;
+use crate::server::Command;
+use anyhow::{Context as _, Result, bail};
+use sluice_protocol::{
+    ALPN_ENROLL, ALPN_FLEET, EnrollRequest, EnrollResponse, FrameDecoder, FromAgent, MAX_FRAME, PROTOCOL_VERSION,
+    StreamReply, StreamRequest, ToAgent, encode,
+};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+#[derive(Clone)]
+pub struct FleetContext {
+    pub driver: mpsc::Sender<Command>,
+    pub artifacts: BlobStore,
+    pub plugins: BlobStore,
+}
+
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts connections until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, ctx: FleetContext) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        let remote = incoming.remote_address();
+        tokio::spawn(
+            async move {
+                if let Err(e) = handle_connection(incoming, ctx).await {
+                    warn!("connection refused or failed: {e:#}");
+                }
+            }
+            .instrument(info_span!("fleet", %remote)),
+        );
+    }
+}
+
+async fn handle_connection(incoming: quinn::Incoming, ctx: FleetContext) -> Result<()> {
+    // A handshake failure (unknown CA, expired certificate) ends here, with
+    // rustls's reason in the log.
+    let conn = incoming.await.context("TLS handshake failed")?;
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .unwrap_or_default();
+    if alpn == ALPN_ENROLL {
+        return enroll(conn, ctx).await;
+    }
+    if alpn != ALPN_FLEET {
+        conn.close(1u32.into(), b"unknown protocol");
+        bail!("unknown ALPN {:?}", String::from_utf8_lossy(&alpn));
+    }
+    let Some(agent_id) = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().map(|leaf| crate::ca::agent_id_from_cert(leaf)))
+        .transpose()?
+    else {
+        conn.close(1u32.into(), b"client certificate required");
+        bail!("fleet connection without a client certificate");
+    };
+    serve_agent(conn, agent_id, ctx).await
+}
+
+async fn enroll(conn: quinn::Connection, ctx: FleetContext) -> Result<()> {
+    let (mut send, mut recv) = conn.accept_bi().await.context("waiting for the enrollment request")?;
+    let request: EnrollRequest = read_frame_exact(&mut recv).await?.context("enrollment stream ended early")?;
+    let response = if request.protocol_version != PROTOCOL_VERSION {
+        EnrollResponse::Refused {
+            reason: format!(
+                "protocol version mismatch: agent speaks {}, controller speaks {PROTOCOL_VERSION}",
+                request.protocol_version
+            ),
+        }
+    } else {
+        let (tx, rx) = oneshot::channel();
+        ctx.driver.send(Command::Enroll { request: Box::new(request), reply: tx }).await?;
+        rx.await?
+    };
+    if let EnrollResponse::Refused { reason } = &response {
+        warn!(%reason, "enrollment refused");
+    }
+    send.write_all(&encode(&response)?).await?;
+    send.finish()?;
+    // Let the agent read the answer before the connection goes.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await;
+    Ok(())
+}
+
+async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContext) -> Result<()> {
+    let conn_id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
+    let span = info_span!("agent", %agent_id);
+    let (mut send, mut recv) = conn.accept_bi().await.context("waiting for the control stream")?;
+    let mut decoder = FrameDecoder::new();
+    let Some(FromAgent::Hello(hello)) = read_frame(&mut recv, &mut decoder).await? else {
+        bail!("agent {agent_id} did not start with hello");
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToAgent>();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    ctx.driver
+        .send(Command::AgentConnected { agent_id: agent_id.clone(), conn_id, hello, tx, reply: reply_tx })
+        .await?;
+    let welcome = reply_rx.await?;
+    send.write_all(&encode(&welcome)?).await?;
+    if let ToAgent::Refused { reason } = welcome {
+        let _ = send.finish();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
+        bail!("agent {agent_id} refused: {reason}");
+    }
+    span.in_scope(|| info!(remote = %conn.remote_address(), "agent connected"));
+
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let bytes = match encode(&message) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!("cannot encode a message for the agent: {e}");
+                    continue;
+                }
+            };
+            if send.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let streams = {
+        let conn = conn.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_transfer(send, recv, &ctx).await {
+                        debug!("transfer failed: {e:#}");
+                    }
+                });
+            }
+        })
+    };
+    let result = async {
+        loop {
+            match read_frame::<FromAgent>(&mut recv, &mut decoder).await {
+                Ok(Some(message)) => {
+                    ctx.driver.send(Command::AgentMessage { agent_id: agent_id.clone(), conn_id, message }).await?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    writer.abort();
+    streams.abort();
+    conn.close(0u32.into(), b"bye");
+    let _ = ctx.driver.send(Command::AgentDisconnected { agent_id: agent_id.clone(), conn_id }).await;
+    span.in_scope(|| info!("agent disconnected"));
+    result
+}
+
+async fn serve_transfer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: &FleetContext) -> Result<()> {
+    let request: StreamRequest = read_frame_exact(&mut recv).await?.context("transfer stream ended early")?;
+    match request {
+        StreamRequest::FetchPlugin { digest } => send_blob(&ctx.plugins, &digest, &mut send).await,
+        StreamRequest::FetchArtifact { digest } => send_blob(&ctx.artifacts, &digest, &mut send).await,
+        StreamRequest::PutArtifact { digest, size } => {
+            let reply = match ctx.artifacts.put_stream(&digest, size, &mut recv).await {
+                Ok(()) => StreamReply::Ok { size },
+                Err(e) => StreamReply::Error { message: format!("{e:#}") },
+            };
+            send.write_all(&encode(&reply)?).await?;
+            send.finish()?;
+            let _ = send.stopped().await;
+            Ok(())
+        }
+    }
+}
+
+async fn send_blob(store: &BlobStore, digest: &str, send: &mut quinn::SendStream) -> Result<()> {
+    match store.open_blob(digest).await {
+        Ok((mut file, size)) => {
+            send.write_all(&encode(&StreamReply::Ok { size })?).await?;
+            tokio::io::copy(&mut file, send).await.context("sending blob")?;
+        }
+        Err(e) => send.write_all(&encode(&StreamReply::Error { message: format!("{e:#}") })?).await?,
+    }
+    send.finish()?;
+    let _ = send.stopped().await;
+    Ok(())
+}
+
+/// Reads one frame with exact reads, so that raw bytes after it stay in
+/// the stream. `None` when the stream ended cleanly before a frame.
+async fn read_frame_exact<T: for<'de> serde::Deserialize<'de>>(recv: &mut quinn::RecvStream) -> Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        bail!("frame of {n} bytes exceeds the limit of {MAX_FRAME} bytes");
+    }
+    let mut body = vec![0u8; n];
+    recv.read_exact(&mut body).await?;
+    let mut decoder = FrameDecoder::new();
+    decoder.push(&len);
+    decoder.push(&body);
+    Ok(decoder.next()?)
+}
+
+/// Reads the next frame of a stream of frames.
+async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<T>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(frame) = decoder.next()? {
+            return Ok(Some(frame));
+        }
+        match recv.read(&mut buf).await? {
+            Some(n) => decoder.push(&buf[..n]),
+            None => return Ok(None),
+        }
+    }
+}
+

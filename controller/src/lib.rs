@@ -1,0 +1,14 @@
+//! Sluice controller: keeps the pipelines and schedules every action onto
+//! agents. See ARCHITECTURE.md for the code map.
+
+pub mod api;
+pub mod blobs;
+pub mod ca;
+pub mod cli;
+pub mod demo;
+pub mod engine;
+pub mod fleet;
+pub mod pipeline;
+pub mod server;
+pub mod store;
+pub mod views;

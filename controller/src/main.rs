@@ -1,0 +1,57 @@
+//! `sluice`: the controller daemon, the demo and the admin CLI.
+
+use clap::Parser;
+use sluice::cli::{Cli, Cmd, Failure};
+use sluice::server::{ControllerConfig, shutdown_signal, start};
+use sluice::store::Durability;
+
+fn main() {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| {
+        if matches!(cli.command, Cmd::Controller(_)) { "info" } else { "warn" }.to_string()
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Controller(args) => run_controller(args).await,
+            Cmd::Demo(args) => sluice::demo::run(args).await,
+            _ => sluice::cli::run(cli).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(Failure { code, message }) => {
+            eprintln!("error: {message}");
+            std::process::exit(code);
+        }
+    }
+}
+
+async fn run_controller(args: sluice::cli::ControllerArgs) -> Result<i32, Failure> {
+    let config = ControllerConfig {
+        data_dir: args.data_dir,
+        api: args.api,
+        fleet: args.fleet,
+        durability: if args.fsync { Durability::PowerLoss } else { Durability::Process },
+    };
+    let controller = start(config.clone()).await?;
+    println!("sluice controller");
+    println!("  api:      http://{}", controller.api);
+    println!("  fleet:    {}", controller.fleet);
+    println!("  data dir: {}", config.data_dir.display());
+    println!("  token:    {}", config.data_dir.join("admin.token").display());
+    shutdown_signal().await;
+    controller.close();
+    Ok(0)
+}

@@ -1,0 +1,919 @@
+//! The controller's driver: one task that owns the engine, the store and
+//! the fleet's bookkeeping, fed a closed set of [`Command`]s.
+//!
+//! Every command runs to completion: the engine steps, every resulting
+//! change is written to the store in one transaction, and only then are
+//! replies sent, jobs handed to agents and watchers told. No engine state
+//! lives in spawned tasks. Start-up loads unfinished executions into an
+//! empty engine (recovery is replay).
+
+use crate::blobs::BlobStore;
+use crate::ca::Ca;
+use crate::engine::{ActionResult, ArtifactRef, Dispatch, Engine, Event, Execution, ExecutionId, Notice, Trigger};
+use crate::pipeline::{self, Declaration, Pipeline, ProviderCatalog, ProviderInfo};
+use crate::store::{AgentRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord, PluginRecord, SqliteStore, Store};
+use crate::views;
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sluice_protocol::{
+    EnrollRequest, EnrollResponse, FromAgent, Grants, Hello, InputArtifact, JobResult, JobSpec, OutputSpec,
+    PROTOCOL_VERSION, PluginRef, ProducedArtifact, ToAgent,
+};
+use sluice_runtime::ActionInfo;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+/// How often agents send heartbeats.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Executions shown by a history listing when the caller does not say.
+pub const DEFAULT_HISTORY: usize = 20;
+
+/// An error an API caller sees; maps onto HTTP statuses and exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Invalid { message: String, diagnostics: Vec<String> },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        ApiError::Internal(format!("{e:#}"))
+    }
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// Everything the driver is asked to do.
+pub enum Command {
+    CreatePipeline { text: String, reply: Reply<Value> },
+    GetPipeline { name: String, version: Option<u64>, reply: Reply<Value> },
+    ListPipelines { reply: Reply<Value> },
+    StartExecution { name: String, variables: BTreeMap<String, String>, trigger: Trigger, reply: Reply<Value> },
+    PipelineState { name: String, reply: Reply<Value> },
+    GetExecution { name: String, id: String, reply: Reply<Value> },
+    ListExecutions { name: String, limit: usize, reply: Reply<Value> },
+    ExecutionLogs { name: String, id: String, reply: Reply<Value> },
+    ListAgents { reply: Reply<Value> },
+    CreateJoinToken { ttl: Duration, uses: Option<u32>, labels: BTreeMap<String, String>, reply: Reply<Value> },
+    ListPlugins { reply: Reply<Value> },
+    Enroll { request: Box<EnrollRequest>, reply: oneshot::Sender<EnrollResponse> },
+    AgentConnected { agent_id: String, conn_id: u64, hello: Hello, tx: mpsc::UnboundedSender<ToAgent>, reply: oneshot::Sender<ToAgent> },
+    AgentMessage { agent_id: String, conn_id: u64, message: FromAgent },
+    AgentDisconnected { agent_id: String, conn_id: u64 },
+}
+
+/// The controller's settings (`sluice controller` flags).
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub data_dir: PathBuf,
+    pub api: SocketAddr,
+    pub fleet: SocketAddr,
+    pub durability: Durability,
+}
+
+/// A running controller.
+pub struct Controller {
+    pub api: SocketAddr,
+    pub fleet: SocketAddr,
+    pub admin_token: String,
+    pub ca_fingerprint: String,
+    pub driver: mpsc::Sender<Command>,
+    pub events: broadcast::Sender<Arc<Value>>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Controller {
+    /// Closes the fleet endpoint; agents see the controller go away.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"controller stopping");
+    }
+}
+
+/// A connected agent.
+struct AgentConn {
+    conn_id: u64,
+    tx: mpsc::UnboundedSender<ToAgent>,
+    labels: BTreeMap<String, String>,
+    slots: u32,
+    running: HashSet<String>,
+    hostname: String,
+}
+
+/// A job handed to an agent.
+struct JobInfo {
+    agent: String,
+    execution_id: String,
+    pipeline: String,
+    stage: String,
+    action: String,
+    lease_epoch: u64,
+}
+
+/// A registered plugin version.
+#[derive(Clone)]
+struct PluginEntry {
+    digest: String,
+    info: ActionInfo,
+    builtin: bool,
+}
+
+struct Catalog(HashMap<String, PluginEntry>);
+
+impl ProviderCatalog for Catalog {
+    fn provider(&self, owner: &str, provider: &str, version: &str) -> Option<ProviderInfo> {
+        if owner != "Sluice" && owner != "Custom" {
+            return None;
+        }
+        let entry = self.0.get(&format!("{provider}@{version}"))?;
+        Some(ProviderInfo {
+            category: entry.info.category.clone(),
+            properties: entry
+                .info
+                .configuration
+                .iter()
+                .map(|p| pipeline::PropertyInfo { name: p.name.clone(), required: p.required })
+                .collect(),
+            inputs: entry.info.input_artifacts,
+            outputs: entry.info.output_artifacts,
+        })
+    }
+
+    fn known(&self) -> Vec<String> {
+        let mut known: Vec<String> = self.0.keys().cloned().collect();
+        known.sort();
+        known
+    }
+}
+
+struct Driver {
+    engine: Engine,
+    store: Box<dyn Store>,
+    ca: Arc<Ca>,
+    catalog: Catalog,
+    definitions: HashMap<(String, u64), Arc<Pipeline>>,
+    agents: HashMap<String, AgentConn>,
+    jobs: HashMap<String, JobInfo>,
+    pending: VecDeque<Dispatch>,
+    events: broadcast::Sender<Arc<Value>>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Reads the admin token of a data dir, creating it (0600) on first start.
+fn admin_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("admin.token");
+    if path.exists() {
+        let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(token.trim().to_string());
+    }
+    let token = format!("sat_{}", hex::encode(rand::random::<[u8; 24]>()));
+    crate::ca::write_private(&path, format!("{token}\n").as_bytes())?;
+    Ok(token)
+}
+
+/// Starts a controller: opens (or creates) the data dir, registers the
+/// built-in plugins, replays unfinished executions, binds both ports and
+/// writes `controller.json`.
+pub async fn start(config: ControllerConfig) -> Result<Controller> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    let ca = Arc::new(Ca::load_or_create(&dir.join("ca"))?);
+    let admin_token = admin_token(dir)?;
+    let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.join("sluice.db"), config.durability)?);
+    let artifacts = BlobStore::open(&dir.join("artifacts"))?;
+    let plugins = BlobStore::open(&dir.join("plugins"))?;
+
+    let catalog = register_builtins(&mut *store, &plugins, &dir.join("cache")).await?;
+
+    let (events, _) = broadcast::channel(4096);
+    let mut driver = Driver {
+        engine: Engine::new(),
+        store,
+        ca: ca.clone(),
+        catalog,
+        definitions: HashMap::new(),
+        agents: HashMap::new(),
+        jobs: HashMap::new(),
+        pending: VecDeque::new(),
+        events: events.clone(),
+    };
+    driver.recover()?;
+
+    let endpoint = quinn::Endpoint::server(ca.server_config()?, config.fleet)
+        .with_context(|| format!("binding the fleet port {}", config.fleet))?;
+    let fleet = endpoint.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .with_context(|| format!("binding the API port {}", config.api))?;
+    let api = listener.local_addr()?;
+
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(driver.run(rx));
+    tokio::spawn(crate::fleet::serve(
+        endpoint.clone(),
+        crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
+    ));
+    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), admin_token_hash: sha256_hex(&admin_token) };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
+            error!("admin API stopped: {e}");
+        }
+    });
+
+    let addresses = json!({ "api": format!("http://{api}"), "fleet": fleet.to_string() });
+    std::fs::write(dir.join("controller.json"), serde_json::to_string_pretty(&addresses)? + "\n")?;
+    info!(%api, %fleet, data_dir = %dir.display(), "controller started");
+    Ok(Controller { api, fleet, admin_token, ca_fingerprint: ca.fingerprint().to_string(), driver: tx, events, endpoint })
+}
+
+/// Registers every built-in plugin from its own `describe()`; a digest seen
+/// before is not described again.
+async fn register_builtins(store: &mut dyn Store, blobs: &BlobStore, cache: &Path) -> Result<Catalog> {
+    let mut entries = HashMap::new();
+    let known: HashMap<String, PluginRecord> = store.plugins()?.into_iter().map(|p| (p.digest.clone(), p)).collect();
+    let mut runtime = None;
+    let mut changes = Vec::new();
+    for builtin in sluice_builtins::BUILTINS {
+        let digest = blobs.put_bytes(builtin.wasm)?;
+        let info: ActionInfo = match known.get(&digest) {
+            Some(record) => serde_json::from_str(&record.info)?,
+            None => {
+                let rt = match &runtime {
+                    Some(rt) => Arc::clone(rt),
+                    None => {
+                        let rt = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig {
+                            cache_dir: Some(cache.to_path_buf()),
+                            ..Default::default()
+                        })?;
+                        runtime = Some(rt.clone());
+                        rt
+                    }
+                };
+                let wasm = builtin.wasm;
+                let d = digest.clone();
+                let info = tokio::task::spawn_blocking(move || -> Result<ActionInfo> {
+                    let plugin = rt.load(wasm, Some(&d))?;
+                    rt.describe(&plugin)
+                })
+                .await?
+                .with_context(|| format!("describing built-in plugin {}", builtin.provider))?;
+                changes.push(Change::Plugin(PluginRecord {
+                    provider: info.name.clone(),
+                    version: info.version.clone(),
+                    digest: digest.clone(),
+                    info: serde_json::to_string(&info)?,
+                    builtin: true,
+                }));
+                info
+            }
+        };
+        entries.insert(format!("{}@{}", info.name, info.version), PluginEntry { digest, info, builtin: true });
+    }
+    store.apply(&changes)?;
+    // Pushed plugins registered earlier.
+    for record in store.plugins()? {
+        let key = format!("{}@{}", record.provider, record.version);
+        if !entries.contains_key(&key) && !record.builtin {
+            let info = serde_json::from_str(&record.info)?;
+            entries.insert(key, PluginEntry { digest: record.digest, info, builtin: false });
+        }
+    }
+    Ok(Catalog(entries))
+}
+
+impl Driver {
+    /// Replays every unfinished execution into the empty engine.
+    fn recover(&mut self) -> Result<()> {
+        let now = now_ms();
+        let unfinished = self.store.unfinished_executions()?;
+        let count = unfinished.len();
+        for execution in unfinished {
+            let def = self.definition(&execution.pipeline, execution.version)?;
+            self.engine.restore(now, def, execution);
+        }
+        if count > 0 {
+            info!(executions = count, "resumed unfinished executions");
+        }
+        self.commit(Vec::new())?;
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(command) = rx.recv().await {
+            self.handle(command);
+        }
+    }
+
+    /// A stored pipeline version, parsed once.
+    fn definition(&mut self, name: &str, version: u64) -> Result<Arc<Pipeline>> {
+        if let Some(def) = self.definitions.get(&(name.to_string(), version)) {
+            return Ok(def.clone());
+        }
+        let record = self
+            .store
+            .pipeline(name, Some(version))?
+            .with_context(|| format!("pipeline \"{name}\" version {version} is missing from the store"))?;
+        let decl = pipeline::parse(&record.definition)
+            .map_err(|d| anyhow::anyhow!("stored pipeline \"{name}\" version {version} is corrupt: {d}"))?;
+        let def = Arc::new(decl.pipeline);
+        self.definitions.insert((name.to_string(), version), def.clone());
+        Ok(def)
+    }
+
+    /// Writes the step's changes and the engine's dirty executions in one
+    /// transaction, then tells watchers and hands out ready actions.
+    fn commit(&mut self, mut changes: Vec<Change>) -> Result<()> {
+        loop {
+            changes.extend(self.engine.take_dirty().into_iter().map(|e| Change::Execution(Box::new(e))));
+            if let Err(e) = self.store.apply(&changes) {
+                // The engine is now ahead of the store. Stopping is the only
+                // safe answer: a restart replays the last committed state.
+                error!("store write failed, stopping so that a restart recovers: {e:#}");
+                std::process::exit(70);
+            }
+            for notice in self.engine.take_notices() {
+                let _ = self.events.send(Arc::new(views::notice(&notice)));
+                log_notice(&notice);
+            }
+            while let Some(dispatch) = self.engine.poll_dispatch() {
+                self.pending.push_back(dispatch);
+            }
+            // Actions that cannot be handed out (e.g. an unregistered
+            // plugin) fail, which is another engine step to persist.
+            let refused = self.schedule();
+            if refused.is_empty() {
+                return Ok(());
+            }
+            let now = now_ms();
+            for (dispatch, reason) in refused {
+                self.engine.handle(
+                    now,
+                    Event::ActionLost { job_id: dispatch.job_id, lease_epoch: dispatch.lease_epoch, reason },
+                );
+            }
+            changes = Vec::new();
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::CreatePipeline { text, reply } => {
+                let _ = reply.send(self.create_pipeline(&text));
+            }
+            Command::GetPipeline { name, version, reply } => {
+                let _ = reply.send(self.get_pipeline(&name, version));
+            }
+            Command::ListPipelines { reply } => {
+                let _ = reply.send(self.list_pipelines());
+            }
+            Command::StartExecution { name, variables, trigger, reply } => {
+                let result = self.start_execution(&name, variables, trigger, Vec::new());
+                let _ = reply.send(result.map(|id| json!({ "pipelineExecutionId": id.0 })));
+            }
+            Command::PipelineState { name, reply } => {
+                let _ = reply.send(self.pipeline_state(&name));
+            }
+            Command::GetExecution { name, id, reply } => {
+                let _ = reply.send(self.execution(&name, &id).map(|e| views::execution(&e)));
+            }
+            Command::ListExecutions { name, limit, reply } => {
+                let _ = reply.send(self.list_executions(&name, limit));
+            }
+            Command::ExecutionLogs { name, id, reply } => {
+                let _ = reply.send(self.execution_logs(&name, &id));
+            }
+            Command::ListAgents { reply } => {
+                let _ = reply.send(self.list_agents());
+            }
+            Command::CreateJoinToken { ttl, uses, labels, reply } => {
+                let _ = reply.send(self.create_join_token(ttl, uses, labels));
+            }
+            Command::ListPlugins { reply } => {
+                let mut plugins: Vec<Value> = self
+                    .catalog
+                    .0
+                    .iter()
+                    .map(|(key, p)| json!({"provider": key, "digest": p.digest, "builtin": p.builtin, "info": p.info}))
+                    .collect();
+                plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
+                let _ = reply.send(Ok(json!({ "plugins": plugins })));
+            }
+            Command::Enroll { request, reply } => {
+                let response = self.enroll(&request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
+                let _ = reply.send(response);
+            }
+            Command::AgentConnected { agent_id, conn_id, hello, tx, reply } => {
+                let _ = reply.send(self.agent_connected(agent_id, conn_id, hello, tx));
+            }
+            Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(&agent_id, conn_id, message),
+            Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
+        }
+    }
+
+    fn create_pipeline(&mut self, text: &str) -> Result<Value, ApiError> {
+        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(|d| ApiError::Invalid {
+            message: format!("pipeline declaration is invalid ({} problems)", d.0.len()),
+            diagnostics: d.0.iter().map(|x| x.to_string()).collect(),
+        })?;
+        let name = decl.pipeline.name.clone();
+        if self.store.pipeline(&name, None)?.is_some() {
+            return Err(ApiError::Conflict(format!("pipeline \"{name}\" already exists")));
+        }
+        let now = now_ms();
+        let definition = pipeline::to_json(&decl);
+        let record = PipelineRecord { name: name.clone(), version: 1, definition, created_at: now, updated_at: now };
+        let def = Arc::new(decl.pipeline.clone());
+        self.definitions.insert((name.clone(), 1), def);
+        // Creating a pipeline starts its first execution, as CodePipeline
+        // does; both land in one transaction.
+        let id = self.start_execution(
+            &name,
+            BTreeMap::new(),
+            Trigger { trigger_type: "CreatePipeline".into(), trigger_detail: "pipeline created".into() },
+            vec![Change::Pipeline(record)],
+        )?;
+        let mut out = declaration_value(&decl);
+        out["pipelineExecutionId"] = json!(id.0);
+        info!(pipeline = %name, execution = %id, "pipeline created");
+        Ok(out)
+    }
+
+    fn get_pipeline(&mut self, name: &str, version: Option<u64>) -> Result<Value, ApiError> {
+        let record = self.store.pipeline(name, version)?.ok_or_else(|| match version {
+            Some(v) => ApiError::NotFound(format!("pipeline \"{name}\" has no version {v}")),
+            None => not_found_pipeline(name),
+        })?;
+        let mut value: Value = serde_json::from_str(&record.definition).context("stored pipeline is corrupt")?;
+        value["pipeline"]["version"] = json!(record.version);
+        value["metadata"] = json!({
+            "pipelineArn": format!("sluice:pipeline/{name}"),
+            "created": views::time(record.created_at),
+            "updated": views::time(record.updated_at),
+        });
+        Ok(value)
+    }
+
+    fn list_pipelines(&mut self) -> Result<Value, ApiError> {
+        let pipelines: Vec<Value> = self
+            .store
+            .pipelines()?
+            .into_iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "created": views::time(p.created_at),
+                    "updated": views::time(p.updated_at),
+                })
+            })
+            .collect();
+        Ok(json!({ "pipelines": pipelines }))
+    }
+
+    fn start_execution(
+        &mut self,
+        name: &str,
+        variables: BTreeMap<String, String>,
+        trigger: Trigger,
+        changes: Vec<Change>,
+    ) -> Result<ExecutionId, ApiError> {
+        let version = match changes.iter().find_map(|c| match c {
+            Change::Pipeline(p) if p.name == name => Some(p.version),
+            _ => None,
+        }) {
+            Some(v) => v,
+            None => self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?.version,
+        };
+        let def = self.definition(name, version)?;
+        let unknown: Vec<&String> = variables.keys().filter(|k| def.variable(k).is_none()).collect();
+        if !unknown.is_empty() {
+            return Err(ApiError::Invalid {
+                message: format!(
+                    "pipeline \"{name}\" declares no variable {}",
+                    unknown.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+                ),
+                diagnostics: vec![],
+            });
+        }
+        let id = ExecutionId(uuid::Uuid::new_v4().to_string());
+        self.engine.handle(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables });
+        self.commit(changes)?;
+        Ok(id)
+    }
+
+    /// An execution from memory when it is running, else from the store.
+    fn execution(&mut self, name: &str, id: &str) -> Result<Execution, ApiError> {
+        let id = ExecutionId(id.to_string());
+        let execution = match self.engine.execution(&id) {
+            Some(e) => e.clone(),
+            None => self
+                .store
+                .execution(&id)?
+                .ok_or_else(|| ApiError::NotFound(format!("pipeline \"{name}\" has no execution {id}")))?,
+        };
+        if execution.pipeline != name {
+            return Err(ApiError::NotFound(format!("pipeline \"{name}\" has no execution {id}")));
+        }
+        Ok(execution)
+    }
+
+    fn recent_executions(&mut self, name: &str, limit: usize) -> Result<Vec<Execution>, ApiError> {
+        let mut list = self.store.executions(name, limit)?;
+        for e in &mut list {
+            if let Some(live) = self.engine.execution(&e.id) {
+                *e = live.clone();
+            }
+        }
+        Ok(list)
+    }
+
+    fn list_executions(&mut self, name: &str, limit: usize) -> Result<Value, ApiError> {
+        if self.store.pipeline(name, None)?.is_none() {
+            return Err(not_found_pipeline(name));
+        }
+        let list = self.recent_executions(name, limit)?;
+        Ok(json!({ "pipelineExecutionSummaries": list.iter().map(views::execution_summary).collect::<Vec<_>>() }))
+    }
+
+    fn pipeline_state(&mut self, name: &str) -> Result<Value, ApiError> {
+        let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let def = self.definition(name, record.version)?;
+        let recent = self.recent_executions(name, DEFAULT_HISTORY)?;
+        let waiting: HashMap<&str, String> =
+            self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(d))).collect();
+        Ok(views::pipeline_state(&record, &def, &recent, &waiting))
+    }
+
+    fn execution_logs(&mut self, name: &str, id: &str) -> Result<Value, ApiError> {
+        let execution = self.execution(name, id)?;
+        let lines = self.store.logs(&execution.id.0)?;
+        let mut places: HashMap<String, (String, String)> = HashMap::new();
+        for stage in &execution.stages {
+            for action in &stage.actions {
+                if let Some(job) = &action.job_id {
+                    places.insert(job.clone(), (stage.name.clone(), action.name.clone()));
+                }
+            }
+        }
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|l| {
+                let (stage, action) = places.get(&l.job_id).cloned().unwrap_or_default();
+                json!({"jobId": l.job_id, "stage": stage, "action": action, "seq": l.seq, "text": l.text})
+            })
+            .collect();
+        Ok(json!({ "pipelineExecutionId": id, "lines": lines }))
+    }
+
+    fn list_agents(&mut self) -> Result<Value, ApiError> {
+        let agents: Vec<Value> = self
+            .store
+            .agents()?
+            .into_iter()
+            .map(|a| {
+                let live = self.agents.get(&a.id);
+                json!({
+                    "id": a.id,
+                    "hostname": live.map(|l| l.hostname.clone()).unwrap_or(a.hostname),
+                    "labels": live.map(|l| l.labels.clone()).unwrap_or(a.labels),
+                    "state": a.state,
+                    "connected": live.is_some(),
+                    "slots": live.map(|l| l.slots),
+                    "running": live.map(|l| l.running.len()).unwrap_or(0),
+                    "enrolled": views::time(a.enrolled_at),
+                })
+            })
+            .collect();
+        Ok(json!({ "agents": agents }))
+    }
+
+    fn create_join_token(
+        &mut self,
+        ttl: Duration,
+        uses: Option<u32>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Value, ApiError> {
+        if uses == Some(0) {
+            return Err(ApiError::Invalid { message: "--uses must be at least 1".into(), diagnostics: vec![] });
+        }
+        let secret = hex::encode(rand::random::<[u8; 24]>());
+        let now = now_ms();
+        let record = JoinTokenRecord {
+            id: format!("jt-{}", &hex::encode(rand::random::<[u8; 6]>())),
+            secret_hash: sha256_hex(&secret),
+            labels,
+            uses_left: uses,
+            expires_at: now + ttl.as_millis() as u64,
+            created_at: now,
+            revoked: false,
+        };
+        self.commit(vec![Change::JoinToken(record.clone())])?;
+        let token = sluice_protocol::JoinToken { ca_fingerprint: self.ca.fingerprint().to_string(), secret };
+        Ok(json!({
+            "id": record.id,
+            "token": token.to_string(),
+            "expires": views::time(record.expires_at),
+            "uses": record.uses_left,
+            "labels": record.labels,
+        }))
+    }
+
+    fn enroll(&mut self, request: &EnrollRequest) -> Result<EnrollResponse> {
+        let refuse = |reason: &str| Ok(EnrollResponse::Refused { reason: reason.to_string() });
+        let Some(mut token) = self.store.join_token_by_hash(&sha256_hex(&request.secret))? else {
+            return refuse("join token is unknown");
+        };
+        if token.revoked {
+            return refuse(&format!("join token {} was revoked", token.id));
+        }
+        if token.expires_at <= now_ms() {
+            return refuse(&format!("join token {} has expired", token.id));
+        }
+        if token.uses_left == Some(0) {
+            return refuse(&format!("join token {} has been used up", token.id));
+        }
+        let agent_id = format!("ag-{}", hex::encode(rand::random::<[u8; 8]>()));
+        let (cert_pem, serial) = self.ca.sign_agent(&request.csr_pem, &agent_id, crate::ca::AGENT_CERT_LIFETIME)?;
+        token.uses_left = token.uses_left.map(|n| n - 1);
+        let agent = AgentRecord {
+            id: agent_id.clone(),
+            hostname: request.hostname.clone(),
+            labels: token.labels.clone(),
+            cert_serial: serial,
+            enrolled_at: now_ms(),
+            state: "enabled".into(),
+        };
+        self.commit(vec![Change::JoinToken(token.clone()), Change::Agent(agent)])?;
+        info!(%agent_id, token = %token.id, hostname = %request.hostname, "agent enrolled");
+        Ok(EnrollResponse::Enrolled { agent_id, cert_pem, ca_pem: self.ca.cert_pem().to_string(), labels: token.labels })
+    }
+
+    fn agent_connected(
+        &mut self,
+        agent_id: String,
+        conn_id: u64,
+        hello: Hello,
+        tx: mpsc::UnboundedSender<ToAgent>,
+    ) -> ToAgent {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return ToAgent::Refused {
+                reason: format!(
+                    "protocol version mismatch: agent speaks {}, controller speaks {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                ),
+            };
+        }
+        let record = match self.store.agent(&agent_id) {
+            Ok(Some(r)) => r,
+            Ok(None) => return ToAgent::Refused { reason: format!("agent {agent_id} is not enrolled here") },
+            Err(e) => return ToAgent::Refused { reason: format!("controller error: {e:#}") },
+        };
+        if record.state == "disabled" {
+            return ToAgent::Refused { reason: format!("agent {agent_id} is disabled") };
+        }
+        // A reconnect replaces the old connection; its jobs are lost with it.
+        if self.agents.contains_key(&agent_id) {
+            self.agent_disconnected(&agent_id, self.agents[&agent_id].conn_id);
+        }
+        let mut labels = record.labels.clone();
+        labels.extend(hello.labels);
+        self.agents.insert(
+            agent_id.clone(),
+            AgentConn {
+                conn_id,
+                tx,
+                labels,
+                slots: hello.slots.max(1),
+                running: HashSet::new(),
+                hostname: record.hostname,
+            },
+        );
+        info!(%agent_id, "agent ready");
+        let _ = self.commit(Vec::new());
+        ToAgent::Welcome { agent_id, heartbeat_ms: HEARTBEAT.as_millis() as u64 }
+    }
+
+    fn agent_message(&mut self, agent_id: &str, conn_id: u64, message: FromAgent) {
+        if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
+            return;
+        }
+        let now = now_ms();
+        match message {
+            FromAgent::Hello(_) => {}
+            FromAgent::Heartbeat { .. } => {
+                let _ = self.agents[agent_id].tx.send(ToAgent::HeartbeatAck);
+            }
+            FromAgent::JobStarted { job_id, lease_epoch } => {
+                self.engine.handle(now, Event::ActionStarted { job_id, lease_epoch, agent: agent_id.to_string() });
+                let _ = self.commit(Vec::new());
+            }
+            FromAgent::Log { job_id, seq, text } => {
+                let Some(job) = self.jobs.get(&job_id) else { return };
+                let line = LogLine { job_id: job_id.clone(), execution_id: job.execution_id.clone(), seq, text };
+                let event = json!({
+                    "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id,
+                    "stage": job.stage, "action": job.action, "seq": seq, "text": line.text,
+                });
+                let _ = self.commit(vec![Change::Log(line)]);
+                let _ = self.events.send(Arc::new(event));
+            }
+            FromAgent::JobFinished { job_id, lease_epoch, result } => {
+                let Some(job) = self.jobs.get(&job_id) else { return };
+                if job.agent != agent_id || job.lease_epoch != lease_epoch {
+                    warn!(%agent_id, %job_id, "refusing a result for a job this agent no longer holds");
+                    return;
+                }
+                self.jobs.remove(&job_id);
+                if let Some(agent) = self.agents.get_mut(agent_id) {
+                    agent.running.remove(&job_id);
+                }
+                let result = match result {
+                    JobResult::Succeeded { summary, output_variables, external_url, outputs } => ActionResult::Succeeded {
+                        summary,
+                        output_variables,
+                        external_url,
+                        outputs: outputs
+                            .into_iter()
+                            .map(|ProducedArtifact { name, digest, size }| (name, ArtifactRef { digest, size }))
+                            .collect(),
+                    },
+                    JobResult::Failed { message, .. } => ActionResult::Failed { message },
+                };
+                self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result });
+                let _ = self.commit(Vec::new());
+            }
+        }
+    }
+
+    fn agent_disconnected(&mut self, agent_id: &str, conn_id: u64) {
+        if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
+            return;
+        }
+        let agent = self.agents.remove(agent_id).expect("checked");
+        let now = now_ms();
+        for job_id in agent.running {
+            if let Some(job) = self.jobs.remove(&job_id) {
+                self.engine.handle(
+                    now,
+                    Event::ActionLost {
+                        job_id,
+                        lease_epoch: job.lease_epoch,
+                        reason: format!("agent {agent_id} disconnected while running the action"),
+                    },
+                );
+            }
+        }
+        info!(%agent_id, "agent gone");
+        let _ = self.commit(Vec::new());
+    }
+
+    /// Why a pending action has no agent yet, in words an operator can act on.
+    fn waiting_reason(&self, d: &Dispatch) -> String {
+        let matching: Vec<&AgentConn> =
+            self.agents.values().filter(|a| d.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))).collect();
+        if self.agents.is_empty() {
+            "no agent is connected".into()
+        } else if matching.is_empty() {
+            let wanted: Vec<String> = d.agent_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("no connected agent has {}", wanted.join(","))
+        } else {
+            "every eligible agent is busy".into()
+        }
+    }
+
+    /// Hands pending actions to the least-loaded eligible agents; returns
+    /// those that can never be handed out, with the reason.
+    fn schedule(&mut self) -> Vec<(Dispatch, String)> {
+        let mut refused = Vec::new();
+        let mut still_pending = VecDeque::new();
+        while let Some(dispatch) = self.pending.pop_front() {
+            let best = self
+                .agents
+                .iter()
+                .filter(|(_, a)| (a.running.len() as u32) < a.slots)
+                .filter(|(_, a)| dispatch.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
+                .min_by(|(ia, a), (ib, b)| {
+                    let la = a.running.len() as f64 / f64::from(a.slots);
+                    let lb = b.running.len() as f64 / f64::from(b.slots);
+                    la.total_cmp(&lb).then_with(|| ia.cmp(ib))
+                })
+                .map(|(id, _)| id.clone());
+            let Some(agent_id) = best else {
+                still_pending.push_back(dispatch);
+                continue;
+            };
+            match self.job_spec(&dispatch) {
+                Ok(spec) => {
+                    let agent = self.agents.get_mut(&agent_id).expect("chosen agent");
+                    agent.running.insert(dispatch.job_id.clone());
+                    self.jobs.insert(
+                        dispatch.job_id.clone(),
+                        JobInfo {
+                            agent: agent_id.clone(),
+                            execution_id: dispatch.execution_id.0.clone(),
+                            pipeline: dispatch.pipeline.clone(),
+                            stage: dispatch.stage.clone(),
+                            action: dispatch.action.clone(),
+                            lease_epoch: dispatch.lease_epoch,
+                        },
+                    );
+                    info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");
+                    let _ = agent.tx.send(ToAgent::Job(Box::new(spec)));
+                }
+                Err(reason) => refused.push((dispatch, reason)),
+            }
+        }
+        self.pending = still_pending;
+        refused
+    }
+
+    /// The job an agent receives: the plugin by digest and the grants that
+    /// both the plugin declared and the pipeline gave.
+    fn job_spec(&self, d: &Dispatch) -> Result<JobSpec, String> {
+        let key = format!("{}@{}", d.provider, d.provider_version);
+        let plugin = self.catalog.0.get(&key).ok_or_else(|| format!("plugin {key} is not registered"))?;
+        let declared = &plugin.info.capabilities;
+        let both = |granted: &[String], declared: &[String]| -> Vec<String> {
+            granted.iter().filter(|g| declared.iter().any(|d| d == "*" || d == *g)).cloned().collect()
+        };
+        let grants = Grants {
+            exec: both(&d.capabilities.exec, &declared.exec),
+            http: both(&d.capabilities.http, &declared.http),
+            secrets: both(&d.capabilities.secrets, &declared.secrets),
+            env: both(&d.capabilities.env, &declared.env),
+            // A plugin that may write directories names no paths in advance:
+            // the pipeline chooses them.
+            fs: if declared.fs.is_empty() { Vec::new() } else { d.capabilities.fs.clone() },
+        };
+        Ok(JobSpec {
+            job_id: d.job_id.clone(),
+            lease_epoch: d.lease_epoch,
+            pipeline: d.pipeline.clone(),
+            execution_id: d.execution_id.0.clone(),
+            stage: d.stage.clone(),
+            action: d.action.clone(),
+            attempt: d.attempt,
+            plugin: PluginRef { provider: d.provider.clone(), version: d.provider_version.clone(), digest: plugin.digest.clone() },
+            configuration: d.configuration.clone(),
+            variables: d.variables.clone(),
+            inputs: d
+                .inputs
+                .iter()
+                .map(|(name, a)| InputArtifact { name: name.clone(), digest: a.digest.clone(), size: a.size })
+                .collect(),
+            outputs: d.outputs.iter().map(|(name, files)| OutputSpec { name: name.clone(), files: files.clone() }).collect(),
+            grants,
+            timeout_ms: d.timeout_ms,
+        })
+    }
+}
+
+fn log_notice(n: &Notice) {
+    match (&n.stage, &n.action) {
+        (Some(stage), Some(action)) => {
+            info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, %action, status = %n.status, "action")
+        }
+        (Some(stage), None) => info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, status = %n.status, "stage"),
+        _ => info!(pipeline = %n.pipeline, execution = %n.execution_id, status = %n.status, "execution"),
+    }
+}
+
+fn not_found_pipeline(name: &str) -> ApiError {
+    ApiError::NotFound(format!("pipeline \"{name}\" does not exist"))
+}
+
+fn declaration_value(decl: &Declaration) -> Value {
+    serde_json::from_str(&pipeline::to_json(decl)).expect("a declaration serializes to JSON")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

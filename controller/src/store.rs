@@ -1,0 +1,364 @@
+//! Durable state: the [`Store`] trait and its SQLite backend.
+//!
+//! Every state change of one engine step is written in one transaction
+//! ([`Store::apply`]) before the driver acknowledges or sends anything.
+//! The engine never sees SQL; a PostgreSQL backend can implement the same
+//! trait. Knows nothing of sockets or the engine's rules.
+
+use crate::engine::{Execution, ExecutionId};
+use anyhow::{Context as _, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A stored pipeline version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineRecord {
+    pub name: String,
+    pub version: u64,
+    /// The declaration as JSON, `{"pipeline": {...}}`.
+    pub definition: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub cert_serial: String,
+    pub enrolled_at: u64,
+    /// `enabled`, `draining` or `disabled`.
+    pub state: String,
+}
+
+/// A join token; only the sha256 of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: String,
+    pub secret_hash: String,
+    pub labels: BTreeMap<String, String>,
+    pub uses_left: Option<u32>,
+    pub expires_at: u64,
+    pub created_at: u64,
+    pub revoked: bool,
+}
+
+/// A registered plugin version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRecord {
+    pub provider: String,
+    pub version: String,
+    pub digest: String,
+    /// `describe()` as JSON.
+    pub info: String,
+    pub builtin: bool,
+}
+
+/// One line of an action's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub job_id: String,
+    pub execution_id: String,
+    pub seq: u64,
+    pub text: String,
+}
+
+/// One change; a [`Store::apply`] call writes a batch atomically.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Pipeline(PipelineRecord),
+    Execution(Box<Execution>),
+    Log(LogLine),
+    Agent(AgentRecord),
+    JoinToken(JoinTokenRecord),
+    Plugin(PluginRecord),
+}
+
+/// How much an acknowledged change survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a killed process (WAL without fsync per commit).
+    Process,
+    /// Also survives power loss (fsync per commit).
+    PowerLoss,
+}
+
+pub trait Store: Send {
+    fn apply(&mut self, changes: &[Change]) -> Result<()>;
+    /// The latest version of every pipeline.
+    fn pipelines(&self) -> Result<Vec<PipelineRecord>>;
+    fn pipeline(&self, name: &str, version: Option<u64>) -> Result<Option<PipelineRecord>>;
+    fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>>;
+    /// Newest first.
+    fn executions(&self, pipeline: &str, limit: usize) -> Result<Vec<Execution>>;
+    fn unfinished_executions(&self) -> Result<Vec<Execution>>;
+    fn agents(&self) -> Result<Vec<AgentRecord>>;
+    fn agent(&self, id: &str) -> Result<Option<AgentRecord>>;
+    fn join_token_by_hash(&self, secret_hash: &str) -> Result<Option<JoinTokenRecord>>;
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
+    fn plugins(&self) -> Result<Vec<PluginRecord>>;
+    fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>>;
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pipelines (
+    name TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, version INTEGER NOT NULL,
+    status TEXT NOT NULL, started_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    state TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS executions_by_pipeline ON executions (pipeline, started_at);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
+CREATE TABLE IF NOT EXISTS logs (
+    job_id TEXT NOT NULL, execution_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq));
+CREATE INDEX IF NOT EXISTS logs_by_execution ON logs (execution_id);
+CREATE TABLE IF NOT EXISTS agents (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plugins (
+    provider TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL, info TEXT NOT NULL,
+    builtin INTEGER NOT NULL, PRIMARY KEY (provider, version));
+";
+
+impl SqliteStore {
+    pub fn open(path: &Path, durability: Durability) -> Result<Self> {
+        let conn = Connection::open(path).with_context(|| format!("opening the store {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA).context("creating the store schema")?;
+        Ok(Self { conn })
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<String> {
+    Ok(serde_json::to_string(value)?)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).with_context(|| format!("the store holds a corrupt {what}"))
+}
+
+fn pipeline_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PipelineRecord> {
+    Ok(PipelineRecord {
+        name: row.get(0)?,
+        version: row.get::<_, i64>(1)? as u64,
+        definition: row.get(2)?,
+        created_at: row.get::<_, i64>(3)? as u64,
+        updated_at: row.get::<_, i64>(4)? as u64,
+    })
+}
+
+impl SqliteStore {
+    fn query_json<T: for<'de> Deserialize<'de>>(&self, sql: &str, args: impl rusqlite::Params, what: &str) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let texts = stmt.query_map(args, |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        texts.iter().map(|t| parse(t, what)).collect()
+    }
+}
+
+impl Store for SqliteStore {
+    fn apply(&mut self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for change in changes {
+            match change {
+                Change::Pipeline(p) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO pipelines (name, version, definition, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![p.name, p.version as i64, p.definition, p.created_at as i64, p.updated_at as i64])?;
+                }
+                Change::Execution(e) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO executions (id, pipeline, version, status, started_at, updated_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![
+                        e.id.0,
+                        e.pipeline,
+                        e.version as i64,
+                        e.status.as_str(),
+                        e.started_at as i64,
+                        e.updated_at as i64,
+                        json(e)?
+                    ])?;
+                }
+                Change::Log(l) => {
+                    tx.prepare_cached("INSERT OR IGNORE INTO logs (job_id, execution_id, seq, text) VALUES (?1, ?2, ?3, ?4)")?
+                        .execute(params![l.job_id, l.execution_id, l.seq as i64, l.text])?;
+                }
+                Change::Agent(a) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO agents (id, record) VALUES (?1, ?2)")?
+                        .execute(params![a.id, json(a)?])?;
+                }
+                Change::JoinToken(t) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO join_tokens (id, secret_hash, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![t.id, t.secret_hash, json(t)?])?;
+                }
+                Change::Plugin(p) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO plugins (provider, version, digest, info, builtin) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![p.provider, p.version, p.digest, p.info, p.builtin])?;
+                }
+            }
+        }
+        tx.commit().context("committing to the store")?;
+        Ok(())
+    }
+
+    fn pipelines(&self) -> Result<Vec<PipelineRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.name, p.version, p.definition, p.created_at, p.updated_at FROM pipelines p
+             WHERE p.version = (SELECT MAX(version) FROM pipelines q WHERE q.name = p.name) ORDER BY p.name",
+        )?;
+        Ok(stmt.query_map([], pipeline_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn pipeline(&self, name: &str, version: Option<u64>) -> Result<Option<PipelineRecord>> {
+        let sql = "SELECT name, version, definition, created_at, updated_at FROM pipelines
+                   WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY version DESC LIMIT 1";
+        Ok(self.conn.prepare_cached(sql)?.query_row(params![name, version.map(|v| v as i64)], pipeline_row).optional()?)
+    }
+
+    fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>> {
+        Ok(self.query_json("SELECT state FROM executions WHERE id = ?1", [&id.0], "execution")?.pop())
+    }
+
+    fn executions(&self, pipeline: &str, limit: usize) -> Result<Vec<Execution>> {
+        self.query_json(
+            "SELECT state FROM executions WHERE pipeline = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
+            params![pipeline, limit as i64],
+            "execution",
+        )
+    }
+
+    fn unfinished_executions(&self) -> Result<Vec<Execution>> {
+        self.query_json(
+            "SELECT state FROM executions WHERE status IN ('InProgress', 'Stopping') ORDER BY started_at",
+            [],
+            "execution",
+        )
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>> {
+        self.query_json("SELECT record FROM agents ORDER BY id", [], "agent")
+    }
+
+    fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        Ok(self.query_json("SELECT record FROM agents WHERE id = ?1", [id], "agent")?.pop())
+    }
+
+    fn join_token_by_hash(&self, secret_hash: &str) -> Result<Option<JoinTokenRecord>> {
+        Ok(self.query_json("SELECT record FROM join_tokens WHERE secret_hash = ?1", [secret_hash], "join token")?.pop())
+    }
+
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>> {
+        self.query_json("SELECT record FROM join_tokens ORDER BY id", [], "join token")
+    }
+
+    fn plugins(&self) -> Result<Vec<PluginRecord>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT provider, version, digest, info, builtin FROM plugins ORDER BY provider, version")?;
+        Ok(stmt
+            .query_map([], |r| {
+                Ok(PluginRecord {
+                    provider: r.get(0)?,
+                    version: r.get(1)?,
+                    digest: r.get(2)?,
+                    info: r.get(3)?,
+                    builtin: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT job_id, execution_id, seq, text FROM logs WHERE execution_id = ?1 ORDER BY rowid",
+        )?;
+        Ok(stmt
+            .query_map([execution_id], |r| {
+                Ok(LogLine { job_id: r.get(0)?, execution_id: r.get(1)?, seq: r.get::<_, i64>(2)? as u64, text: r.get(3)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ExecutionStatus, Trigger};
+
+    fn execution(id: &str, status: ExecutionStatus, started: u64) -> Execution {
+        Execution {
+            id: ExecutionId(id.into()),
+            pipeline: "web".into(),
+            version: 1,
+            status,
+            status_summary: None,
+            trigger: Trigger { trigger_type: "CreatePipeline".into(), trigger_detail: String::new() },
+            started_at: started,
+            updated_at: started,
+            variables: BTreeMap::new(),
+            stages: vec![],
+            artifacts: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn changes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        {
+            let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+            store
+                .apply(&[
+                    Change::Pipeline(PipelineRecord {
+                        name: "web".into(),
+                        version: 1,
+                        definition: "{}".into(),
+                        created_at: 1,
+                        updated_at: 1,
+                    }),
+                    Change::Pipeline(PipelineRecord {
+                        name: "web".into(),
+                        version: 2,
+                        definition: "{\"v\":2}".into(),
+                        created_at: 1,
+                        updated_at: 2,
+                    }),
+                    Change::Execution(Box::new(execution("a", ExecutionStatus::Succeeded, 1))),
+                    Change::Execution(Box::new(execution("b", ExecutionStatus::InProgress, 2))),
+                ])
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        assert_eq!(store.pipelines().unwrap().len(), 1);
+        assert_eq!(store.pipeline("web", None).unwrap().unwrap().version, 2);
+        assert_eq!(store.pipeline("web", Some(1)).unwrap().unwrap().definition, "{}");
+        assert!(store.pipeline("web", Some(3)).unwrap().is_none());
+        let unfinished = store.unfinished_executions().unwrap();
+        assert_eq!(unfinished.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b"]);
+        let all = store.executions("web", 10).unwrap();
+        assert_eq!(all.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+    }
+}

@@ -1,0 +1,147 @@
+//! JSON views of the engine's records, in the shapes of CodePipeline's API
+//! (GetPipelineState, GetPipelineExecution, ListPipelineExecutions) with
+//! Sluice's additions beside them. Pure: no I/O.
+
+use crate::engine::{Execution, Notice};
+use crate::pipeline::Pipeline;
+use crate::store::PipelineRecord;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// RFC 3339 UTC time of milliseconds since the epoch.
+pub fn time(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+pub fn notice(n: &Notice) -> Value {
+    let kind = match (&n.stage, &n.action) {
+        (Some(_), Some(_)) => "action",
+        (Some(_), None) => "stage",
+        _ => "execution",
+    };
+    json!({
+        "type": kind,
+        "pipeline": n.pipeline,
+        "executionId": n.execution_id.0,
+        "stage": n.stage,
+        "action": n.action,
+        "status": n.status,
+        "message": n.message,
+        "time": time(n.at),
+    })
+}
+
+pub fn execution_summary(e: &Execution) -> Value {
+    json!({
+        "pipelineExecutionId": e.id.0,
+        "pipelineVersion": e.version,
+        "status": e.status.as_str(),
+        "statusSummary": e.status_summary,
+        "startTime": time(e.started_at),
+        "lastUpdateTime": time(e.updated_at),
+        "trigger": e.trigger,
+    })
+}
+
+pub fn execution(e: &Execution) -> Value {
+    let stages: Vec<Value> = e
+        .stages
+        .iter()
+        .map(|s| {
+            json!({
+                "stageName": s.name,
+                "status": s.status.map(|x| x.as_str()),
+                "actions": s.actions.iter().map(|a| json!({
+                    "actionName": a.name,
+                    "runOrder": a.run_order,
+                    "status": a.status.map(|x| x.as_str()),
+                    "attempt": a.attempt,
+                    "agent": a.agent,
+                    "summary": a.summary,
+                    "errorDetails": a.error.as_ref().map(|m| json!({"code": "JobFailed", "message": m})),
+                    "externalExecutionUrl": a.external_url,
+                    "startTime": a.started_at.map(time),
+                    "lastUpdateTime": a.ended_at.map(time),
+                    "outputArtifacts": a.outputs.iter().map(|(n, r)| json!({"name": n, "digest": r.digest, "size": r.size})).collect::<Vec<_>>(),
+                    "outputVariables": a.output_variables,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "pipelineExecution": {
+            "pipelineName": e.pipeline,
+            "pipelineVersion": e.version,
+            "pipelineExecutionId": e.id.0,
+            "status": e.status.as_str(),
+            "statusSummary": e.status_summary,
+            "trigger": e.trigger,
+            "startTime": time(e.started_at),
+            "lastUpdateTime": time(e.updated_at),
+            "variables": e.variables.iter().map(|(k, v)| json!({"name": k, "resolvedValue": v})).collect::<Vec<_>>(),
+            "artifactRevisions": e.namespaces.values().filter_map(|vars| vars.get("CommitId").map(|id| json!({
+                "revisionId": id,
+                "revisionSummary": vars.get("CommitMessage"),
+            }))).collect::<Vec<_>>(),
+        },
+        "stages": stages,
+    })
+}
+
+/// GetPipelineState: for each stage, the latest execution that entered it.
+/// `recent` is newest first; `waiting` maps job ids to why they wait.
+pub fn pipeline_state(
+    record: &PipelineRecord,
+    def: &Pipeline,
+    recent: &[Execution],
+    waiting: &HashMap<&str, String>,
+) -> Value {
+    let stage_states: Vec<Value> = def
+        .stages
+        .iter()
+        .map(|stage| {
+            let latest = recent.iter().find_map(|e| {
+                e.stages.iter().find(|s| s.name == stage.name && s.status.is_some()).map(|s| (e, s))
+            });
+            let actions: Vec<Value> = stage
+                .actions
+                .iter()
+                .map(|action| {
+                    let run = latest.and_then(|(_, s)| s.actions.iter().find(|a| a.name == action.name));
+                    let latest_execution = run.filter(|a| a.status.is_some()).map(|a| {
+                        json!({
+                            "status": a.status.map(|x| x.as_str()),
+                            "summary": a.summary,
+                            "lastStatusChange": a.ended_at.or(a.started_at).map(time),
+                            "errorDetails": a.error.as_ref().map(|m| json!({"code": "JobFailed", "message": m})),
+                            "externalExecutionUrl": a.external_url,
+                            "agent": a.agent,
+                            "attempt": a.attempt,
+                            "waitingReason": a.job_id.as_deref().and_then(|j| waiting.get(j)),
+                        })
+                    });
+                    json!({ "actionName": action.name, "latestExecution": latest_execution })
+                })
+                .collect();
+            json!({
+                "stageName": stage.name,
+                "inboundTransitionState": { "enabled": true },
+                "actionStates": actions,
+                "latestExecution": latest.map(|(e, s)| json!({
+                    "pipelineExecutionId": e.id.0,
+                    "status": s.status.map(|x| x.as_str()),
+                })),
+            })
+        })
+        .collect();
+    json!({
+        "pipelineName": record.name,
+        "pipelineVersion": record.version,
+        "stageStates": stage_states,
+        "latestExecution": recent.first().map(execution_summary),
+        "created": time(record.created_at),
+        "updated": time(record.updated_at),
+    })
+}

@@ -1,0 +1,203 @@
+//! Test plugin `hostile@1`: misbehaves on request, so that the host's
+//! sandbox, limits and grants can be tested. Never registered as a built-in.
+//!
+//! Configuration `Mode` picks the misbehaviour:
+//!
+//! - `trap`: panics (a trap in the host).
+//! - `loop`: spins forever without calling the host (the epoch deadline must stop it).
+//! - `memory`: allocates 16 MiB chunks, touching every page, until it dies
+//!   (the store's memory limit must stop it).
+//! - `read-host-path`: reads `Path` (default `/etc/passwd`) and succeeds with
+//!   its first line; the sandbox must make this fail.
+//! - `escape`: tries `<first input>/../../etc/passwd`, then a symlink it
+//!   creates in the workspace pointing to `/etc/passwd`; succeeds only if one
+//!   of them could be read.
+//! - `exec`: runs `Program` (default `sh`) with `Args` (one per line, default
+//!   `-c` and `echo pwned`); succeeds with its stdout if the host let it run.
+//! - `ok`: succeeds with summary "ok".
+//!
+//! It declares `exec: ["sh"]` so that grant tests can run `sh` both with and
+//! without the action's grant. This crate knows only the SDK.
+
+use std::fs;
+use std::path::Path;
+
+use sluice_plugin_sdk::process::Command;
+use sluice_plugin_sdk::{
+    ActionInfo, Category, Context, Error, Outcome, Plugin, Property, PropertyType,
+};
+
+/// Bytes allocated per step in `memory` mode.
+const CHUNK: usize = 16 << 20;
+
+/// The page size of wasm linear memory: one write per page commits it.
+const PAGE: usize = 64 << 10;
+
+const MODES: &str = "trap, loop, memory, read-host-path, escape, exec, ok";
+
+/// The hostile plugin.
+pub struct Hostile;
+
+impl Plugin for Hostile {
+    fn describe() -> ActionInfo {
+        ActionInfo::new("hostile", "1", Category::Test)
+            .description("Misbehaves on request, for sandbox tests; never a built-in")
+            .property(Property::required("Mode", format!("One of: {MODES}")))
+            .property(Property::optional(
+                "Path",
+                "For read-host-path: the file to read, /etc/passwd by default",
+            ))
+            .property(Property::optional(
+                "Program",
+                "For exec: the program, sh by default",
+            ))
+            .property(
+                Property::optional("Args", "For exec: arguments, one per line")
+                    .kind(PropertyType::List),
+            )
+            .inputs(0, 5)
+            .outputs(0, 5)
+            .exec(["sh"])
+    }
+
+    fn execute(ctx: Context) -> Result<Outcome, Error> {
+        match ctx.config.required("Mode")? {
+            "trap" => panic!("hostile plugin: trap requested"),
+            "loop" => spin(),
+            "memory" => exhaust_memory(),
+            "read-host-path" => {
+                let path = ctx.config.get_or("Path", "/etc/passwd");
+                let text = fs::read_to_string(path)
+                    .map_err(|e| Error::new(format!("cannot read \"{path}\": {e}")))?;
+                Ok(Outcome::succeeded(first_line(&text)))
+            }
+            "escape" => escape(&ctx),
+            "exec" => {
+                let program = ctx.config.get_or("Program", "sh");
+                let args: Vec<String> =
+                    match ctx.config.get("Args").filter(|a| !a.trim().is_empty()) {
+                        Some(args) => args
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .map(String::from)
+                            .collect(),
+                        None => vec!["-c".into(), "echo pwned".into()],
+                    };
+                let output = Command::new(program)
+                    .args(args)
+                    .cwd(&ctx.workspace)
+                    .run_checked()?;
+                Ok(Outcome::succeeded(output.stdout_text()))
+            }
+            "ok" => Ok(Outcome::succeeded("ok")),
+            other => Err(Error::new(format!(
+                "configuration \"Mode\": unknown mode {other:?}, expected one of: {MODES}"
+            ))),
+        }
+    }
+}
+
+sluice_plugin_sdk::export_plugin!(Hostile);
+
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+fn exhaust_memory() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Non-zero, so that no allocator shortcut leaves pages untouched.
+        let mut chunk = vec![1u8; CHUNK];
+        for page in chunk.chunks_mut(PAGE) {
+            page[0] = 1;
+        }
+        hoard.push(std::hint::black_box(chunk));
+    }
+}
+
+fn escape(ctx: &Context) -> Result<Outcome, Error> {
+    let mut attempts = Vec::new();
+    if let Some(input) = ctx.inputs.first() {
+        let path = input.path.join("../../etc/passwd");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                return Ok(Outcome::succeeded(format!(
+                    "escaped via \"..\": {}",
+                    first_line(&text)
+                )));
+            }
+            Err(e) => attempts.push(format!("\"{}\": {e}", path.display())),
+        }
+    }
+    let link = ctx.workspace.join("escape-link");
+    #[allow(deprecated)]
+    let made = fs::soft_link(Path::new("/etc/passwd"), &link);
+    match made.and_then(|()| fs::read_to_string(&link)) {
+        Ok(text) => Ok(Outcome::succeeded(format!(
+            "escaped via a symbolic link: {}",
+            first_line(&text)
+        ))),
+        Err(e) => {
+            attempts.push(format!("symbolic link \"{}\": {e}", link.display()));
+            Err(Error::new(format!("no escape: {}", attempts.join("; "))))
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(mode: &str) -> Context {
+        Context {
+            pipeline: "p".into(),
+            execution_id: "e".into(),
+            stage: "s".into(),
+            action: "a".into(),
+            attempt: 1,
+            config: [("Mode", mode)].into_iter().collect(),
+            inputs: vec![],
+            outputs: vec![],
+            workspace: std::env::temp_dir(),
+            variables: vec![],
+            continuation: None,
+        }
+    }
+
+    #[test]
+    fn ok_succeeds_and_unknown_modes_fail() {
+        assert_eq!(
+            Hostile::execute(context("ok")).unwrap(),
+            Outcome::succeeded("ok")
+        );
+        let err = Hostile::execute(context("nice")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            format!("configuration \"Mode\": unknown mode \"nice\", expected one of: {MODES}")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn natively_nothing_stops_it() {
+        // Outside a sandbox the misbehaviour works: this is what the host must prevent.
+        assert_eq!(
+            Hostile::execute(context("exec")).unwrap().summary(),
+            "pwned"
+        );
+        assert!(
+            Hostile::execute(context("read-host-path"))
+                .unwrap()
+                .summary()
+                .starts_with("root:")
+        );
+    }
+}

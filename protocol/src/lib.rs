@@ -1,0 +1,335 @@
+//! Messages between the controller and its agents, and how they are framed.
+//!
+//! Pure: this crate knows nothing of sockets, tokio, quinn or clocks. Both
+//! sides turn bytes into [`Frame`]s with [`encode`] and [`FrameDecoder`];
+//! the drivers in `controller` and `agent` move the bytes.
+//!
+//! Wire format: every frame is a 4-byte big-endian length followed by that
+//! many bytes of postcard. Frames are bounded by [`MAX_FRAME`] so a peer can
+//! never make the other side allocate without limit.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped on every incompatible change of the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// ALPN of the mutual-TLS fleet connection.
+pub const ALPN_FLEET: &[u8] = b"sluice/1";
+/// ALPN of the one-shot enrollment connection (server-authenticated only).
+pub const ALPN_ENROLL: &[u8] = b"sluice-enroll/1";
+/// The DNS name in the controller's server certificate; agents verify it
+/// whatever address they dial, so a controller can move hosts.
+pub const CONTROLLER_SERVER_NAME: &str = "sluice-controller";
+/// Upper bound of one encoded frame. Logs and artifacts never travel in one
+/// frame (logs are chunked, artifacts use raw streams), so 1 MiB is ample.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Bytes of one log chunk sent by an agent; keeps frames far below MAX_FRAME.
+pub const LOG_CHUNK: usize = 16 * 1024;
+
+/// Errors from decoding frames.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME} bytes")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Encodes one message as a length-prefixed frame.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = postcard::to_extend(message, vec![0u8; 4])
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len = out.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Accumulates bytes from a stream and yields whole frames.
+#[derive(Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// How many more bytes the next frame needs at least (for readers that
+    /// want exact reads); 0 when a whole frame is buffered.
+    pub fn needed(&self) -> usize {
+        if self.buf.len() < 4 {
+            return 4 - self.buf.len();
+        }
+        let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+        (4 + len).saturating_sub(self.buf.len())
+    }
+
+    /// The next complete frame, if one is buffered. A length over
+    /// [`MAX_FRAME`] is an error before any of the body is read.
+    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let message = postcard::from_bytes(&self.buf[4..4 + len])
+            .map_err(|e| FrameError::Malformed(e.to_string()));
+        self.buf.drain(..4 + len);
+        message.map(Some)
+    }
+}
+
+/// Capabilities granted to one action (the pipeline's grant intersected with
+/// what the plugin declares; the agent applies its own policy on top).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    pub exec: Vec<String>,
+    pub http: Vec<String>,
+    pub secrets: Vec<String>,
+    pub env: Vec<String>,
+    pub fs: Vec<String>,
+}
+
+/// A plugin as the controller stores it: fetched by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRef {
+    pub provider: String,
+    pub version: String,
+    /// Hex sha256 of the component bytes.
+    pub digest: String,
+}
+
+/// An input artifact of a job: a content-addressed tar archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputArtifact {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// An output artifact a job must produce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    pub name: String,
+    pub files: Vec<String>,
+}
+
+/// One action attempt, handed to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub job_id: String,
+    /// Increases every time the controller hands this action out again; a
+    /// result with an older epoch is refused.
+    pub lease_epoch: u64,
+    pub pipeline: String,
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub attempt: u32,
+    pub plugin: PluginRef,
+    pub configuration: Vec<(String, String)>,
+    pub variables: Vec<(String, String)>,
+    pub inputs: Vec<InputArtifact>,
+    pub outputs: Vec<OutputSpec>,
+    pub grants: Grants,
+    pub timeout_ms: u64,
+}
+
+/// An output artifact an agent uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducedArtifact {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// How an action attempt ended on the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobResult {
+    Succeeded {
+        summary: String,
+        output_variables: BTreeMap<String, String>,
+        external_url: Option<String>,
+        outputs: Vec<ProducedArtifact>,
+    },
+    Failed {
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// First frame on the control stream, agent to controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub agent_version: String,
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    /// Jobs the agent is still running, e.g. after a reconnect.
+    pub running: Vec<String>,
+}
+
+/// Controller to agent, on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToAgent {
+    Welcome { agent_id: String, heartbeat_ms: u64 },
+    Refused { reason: String },
+    Job(Box<JobSpec>),
+    Cancel { job_id: String },
+    HeartbeatAck,
+}
+
+/// Agent to controller, on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromAgent {
+    Hello(Hello),
+    Heartbeat { running: Vec<String> },
+    JobStarted { job_id: String, lease_epoch: u64 },
+    Log { job_id: String, seq: u64, text: String },
+    JobFinished { job_id: String, lease_epoch: u64, result: JobResult },
+}
+
+/// First frame of every other bidirectional stream an agent opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamRequest {
+    /// Controller answers with a [`StreamReply`] then the raw bytes.
+    FetchPlugin { digest: String },
+    /// Controller answers with a [`StreamReply`] then the raw bytes.
+    FetchArtifact { digest: String },
+    /// Raw bytes follow until the agent finishes the stream; the controller
+    /// verifies size and digest, stores, then answers with a [`StreamReply`].
+    PutArtifact { digest: String, size: u64 },
+}
+
+/// Answer to a [`StreamRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamReply {
+    Ok { size: u64 },
+    Error { message: String },
+}
+
+/// Enrollment, agent to controller, on the `sluice-enroll/1` connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub protocol_version: u32,
+    /// The secret part of the join token.
+    pub secret: String,
+    pub csr_pem: String,
+    pub hostname: String,
+}
+
+/// Enrollment answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollResponse {
+    Enrolled { agent_id: String, cert_pem: String, ca_pem: String, labels: BTreeMap<String, String> },
+    Refused { reason: String },
+}
+
+/// A join token as the operator passes it around:
+/// `sjt1.<ca sha256 hex>.<secret>`. The fingerprint lets the agent trust the
+/// controller on first contact; only a hash of the secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    pub ca_fingerprint: String,
+    pub secret: String,
+}
+
+impl JoinToken {
+    const PREFIX: &'static str = "sjt1";
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.trim().splitn(3, '.');
+        let (Some(prefix), Some(fp), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("join token is malformed: expected sjt1.<fingerprint>.<secret>".into());
+        };
+        if prefix != Self::PREFIX {
+            return Err(format!("join token has unknown format {prefix:?}: expected sjt1"));
+        }
+        if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("join token is malformed: the CA fingerprint is not 64 hex digits".into());
+        }
+        if secret.len() < 16 {
+            return Err("join token is malformed: the secret is too short".into());
+        }
+        Ok(Self { ca_fingerprint: fp.to_ascii_lowercase(), secret: secret.to_string() })
+    }
+}
+
+impl std::fmt::Display for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", Self::PREFIX, self.ca_fingerprint, self.secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_across_arbitrary_splits() {
+        let messages = vec![
+            FromAgent::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                agent_version: "0.1.0".into(),
+                labels: [("os".to_string(), "linux".to_string())].into(),
+                slots: 2,
+                running: vec![],
+            }),
+            FromAgent::Log { job_id: "j".into(), seq: 7, text: "hello\n".into() },
+            FromAgent::Heartbeat { running: vec!["a".into()] },
+        ];
+        let mut bytes = Vec::new();
+        for m in &messages {
+            bytes.extend(encode(m).unwrap());
+        }
+        for split in 1..bytes.len() {
+            let mut decoder = FrameDecoder::new();
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(split) {
+                decoder.push(chunk);
+                while let Some(m) = decoder.next::<FromAgent>().unwrap() {
+                    got.push(m);
+                }
+            }
+            assert_eq!(got, messages, "split {split}");
+            assert_eq!(decoder.needed(), 4);
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_its_body_arrives() {
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&((MAX_FRAME as u32) + 1).to_be_bytes());
+        assert_eq!(decoder.next::<FromAgent>(), Err(FrameError::TooLarge(MAX_FRAME + 1)));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+        assert!(matches!(decoder.next::<ToAgent>(), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn join_token_round_trips_and_rejects_garbage() {
+        let token = JoinToken { ca_fingerprint: "ab".repeat(32), secret: "s".repeat(32) };
+        assert_eq!(JoinToken::parse(&token.to_string()).unwrap(), token);
+        assert!(JoinToken::parse("nope").unwrap_err().contains("malformed"));
+        assert!(JoinToken::parse("sjt9.aa.bb").unwrap_err().contains("unknown format"));
+        assert!(JoinToken::parse(&format!("sjt1.{}.short", "ab".repeat(32))).unwrap_err().contains("too short"));
+    }
+}

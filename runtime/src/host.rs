@@ -1,0 +1,230 @@
+//! The host side of one plugin call: the sandbox's directories, the grants,
+//! and the `log`, `process` and `secrets` imports.
+
+use crate::bindings::sluice::plugin::{files, log, process as wit_process, secrets, types};
+use crate::{Invocation, LogSink};
+use anyhow::{Context as _, Result};
+use std::collections::BTreeMap;
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub(crate) const WORKSPACE: &str = "/workspace";
+
+pub(crate) fn input_path(name: &str) -> String {
+    format!("/inputs/{name}")
+}
+
+pub(crate) fn output_path(name: &str) -> String {
+    format!("/outputs/{name}")
+}
+
+/// One directory the guest sees, and where it really is.
+#[derive(Debug, Clone)]
+pub(crate) struct Mount {
+    pub guest: PathBuf,
+    pub host: PathBuf,
+    pub writable: bool,
+}
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    pub memory_limit: usize,
+    pub deadline: Instant,
+    pub grants: crate::Grants,
+    pub mounts: Vec<Mount>,
+    pub secrets: BTreeMap<String, String>,
+    pub log: Arc<dyn LogSink>,
+}
+
+/// The guest's stdout and stderr, captured and handed to the log after the call.
+pub(crate) struct Stdio {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl Stdio {
+    pub fn flush_to(&self, log: &dyn LogSink) {
+        for (pipe, prefix) in [(&self.stdout, ""), (&self.stderr, "stderr: ")] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                log.line(&format!("{prefix}{line}"));
+            }
+        }
+    }
+}
+
+impl HostState {
+    pub fn new(inv: &Invocation, log: Arc<dyn LogSink>, deadline: Instant, memory_limit: usize) -> Result<(Self, Stdio)> {
+        let mut mounts = Vec::new();
+        for (name, dir) in &inv.inputs {
+            mounts.push(Mount { guest: input_path(name).into(), host: dir.clone(), writable: false });
+        }
+        for (name, dir, _) in &inv.outputs {
+            mounts.push(Mount { guest: output_path(name).into(), host: dir.clone(), writable: true });
+        }
+        mounts.push(Mount { guest: WORKSPACE.into(), host: inv.workspace.clone(), writable: true });
+        for dir in &inv.grants.fs {
+            let path = PathBuf::from(dir);
+            if !path.is_absolute() {
+                anyhow::bail!("fs grant {dir:?} is not an absolute path");
+            }
+            std::fs::create_dir_all(&path).with_context(|| format!("creating granted directory {dir}"))?;
+            mounts.push(Mount { guest: path.clone(), host: path, writable: true });
+        }
+
+        let stdout = MemoryOutputPipe::new(crate::STDIO_CAPTURE);
+        let stderr = MemoryOutputPipe::new(crate::STDIO_CAPTURE);
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdout(stdout.clone()).stderr(stderr.clone()).allow_blocking_current_thread(true);
+        for m in &mounts {
+            let perms = if m.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            crate::wt(
+                builder.preopened_dir(&m.host, m.guest.to_string_lossy(), perms).map(|_| ()),
+                &format!("mounting {} at {}", m.host.display(), m.guest.display()),
+            )?;
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_limit)
+            .instances(crate::MAX_INSTANCES)
+            .tables(crate::MAX_TABLES)
+            .memories(crate::MAX_MEMORIES)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = Self {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            limits,
+            memory_limit,
+            deadline,
+            grants: inv.grants.clone(),
+            mounts,
+            secrets: inv.secrets.clone(),
+            log,
+        };
+        Ok((state, Stdio { stdout, stderr }))
+    }
+
+    /// Masks every granted secret value in a line before it is logged.
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for value in self.secrets.values().filter(|v| !v.is_empty()) {
+            out = out.replace(value.as_str(), "***");
+        }
+        out
+    }
+
+    /// The innermost mount holding a sandbox path.
+    fn mount(&self, guest: &Path) -> Result<&Mount, String> {
+        self.mounts
+            .iter()
+            .filter(|m| guest.starts_with(&m.guest))
+            .max_by_key(|m| m.guest.as_os_str().len())
+            .ok_or_else(|| format!("path {:?} is outside the action's directories", guest.display().to_string()))
+    }
+
+    /// The host path behind a sandbox path. `..` is refused outright rather
+    /// than normalised, so nothing can climb out of a mount.
+    pub fn host_path(&self, guest: &str, need_write: bool) -> Result<PathBuf, String> {
+        let guest_path = Path::new(guest);
+        if guest_path.components().any(|c| matches!(c, PathPart::ParentDir)) {
+            return Err(format!("path {guest:?} must not contain `..`"));
+        }
+        let mount = self.mount(guest_path)?;
+        if need_write && !mount.writable {
+            return Err(format!("path {guest:?} is read-only"));
+        }
+        let rest = guest_path.strip_prefix(&mount.guest).expect("prefix checked");
+        Ok(mount.host.join(rest))
+    }
+}
+
+impl HostState {
+    /// The real (symlink-resolved) host directory of the mount holding `guest`.
+    pub fn mount_root(&self, guest: &str) -> Result<PathBuf, String> {
+        let mount = self.mount(Path::new(guest))?;
+        mount.host.canonicalize().map_err(|e| format!("mount {}: {e}", mount.guest.display()))
+    }
+}
+
+impl files::Host for HostState {
+    fn copy(&mut self, from: String, to: String) -> Result<u64, String> {
+        crate::files::copy(self, &from, &to)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let tag = match level {
+            log::Level::Trace => "trace",
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        for line in message.lines() {
+            let line = self.mask(line);
+            self.log.line(&format!("[{tag}] {line}"));
+        }
+    }
+}
+
+impl secrets::Host for HostState {
+    fn get(&mut self, name: String) -> Result<String, String> {
+        if !self.grants.secrets.iter().any(|s| s == &name) {
+            return Err(format!("secret {name:?} is not granted to this action"));
+        }
+        self.secrets.get(&name).cloned().ok_or_else(|| format!("secret {name:?} is not set"))
+    }
+}
+
+impl wit_process::Host for HostState {
+    fn run(&mut self, command: wit_process::Command) -> Result<wit_process::Output, String> {
+        crate::process::run(self, command)
+    }
+
+    fn host_path(&mut self, path: String) -> Result<String, String> {
+        if self.grants.exec.is_empty() {
+            return Err("host paths are only available to actions granted `exec`".into());
+        }
+        HostState::host_path(self, &path, false).map(|p| p.to_string_lossy().into_owned())
+    }
+}
+
+/// Turns a trap or host error from a plugin call into the reason an
+/// operator reads on the failed action.
+pub(crate) fn explain_trap(error: &wasmtime::Error, store: &Store<HostState>) -> String {
+    let state = store.data();
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        match trap {
+            Trap::Interrupt => {
+                return "plugin exceeded its deadline and was stopped".to_string();
+            }
+            Trap::StackOverflow => return "plugin exhausted its stack (too deep recursion)".to_string(),
+            _ => {}
+        }
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") {
+        return format!("plugin exceeded its memory limit of {} MiB", state.memory_limit >> 20);
+    }
+    if Instant::now() >= state.deadline {
+        return "plugin exceeded its deadline and was stopped".to_string();
+    }
+    let first = text.lines().next().unwrap_or("unknown error");
+    format!("plugin trapped: {first}")
+}

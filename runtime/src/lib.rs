@@ -1,0 +1,460 @@
+//! The plugin host: runs `sluice:plugin` WebAssembly components in a sandbox.
+//!
+//! Used by the agent for every action and by `sluice action run` (which runs
+//! one action locally exactly as an agent would) and by the controller to
+//! read a plugin's `describe()`. It knows nothing of networks, stores or the
+//! pipeline engine: it gets bytes of a component, directories and grants, and
+//! gives back an [`Outcome`].
+//!
+//! The sandbox denies by default: a plugin sees only its preopened
+//! directories (inputs read-only; outputs, workspace and granted `fs`
+//! directories writable), no environment, no sockets; it can run only host
+//! programs granted with `exec`, and read only granted secrets. Every store
+//! has a memory limit, instance/table limits, a bounded wasm stack and an
+//! epoch deadline derived from the action timeout.
+
+mod files;
+mod host;
+mod process;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store};
+
+pub use sluice_protocol::Grants;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+    });
+}
+
+use bindings::sluice::plugin::types as wit;
+
+/// How often the epoch ticks; deadlines are rounded up to this.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Guest stdout/stderr kept per call; beyond it output is dropped (the log
+/// import is the channel for real logging).
+const STDIO_CAPTURE: usize = 1 << 20;
+/// Wasm stack, well below the host thread's stack so that deep recursion
+/// traps in the guest instead of overflowing the host.
+const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Linear memory a single action may use.
+    pub memory_limit: usize,
+    /// Where compiled components are cached (keyed by digest and engine).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { memory_limit: 256 << 20, cache_dir: None }
+    }
+}
+
+/// Configuration property as `describe()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyInfo {
+    pub name: String,
+    pub required: bool,
+    pub secret: bool,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionInfo {
+    pub name: String,
+    pub version: String,
+    pub category: String,
+    pub description: String,
+    pub configuration: Vec<PropertyInfo>,
+    pub input_artifacts: (u32, u32),
+    pub output_artifacts: (u32, u32),
+    pub capabilities: Grants,
+}
+
+/// How one call of `execute` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded { summary: String, output_variables: BTreeMap<String, String>, external_url: Option<String> },
+    InProgress { continuation: String, poll_after: Duration, summary: String },
+    Failed { message: String, retryable: bool },
+}
+
+/// Receives an action's log lines as they happen.
+pub trait LogSink: Send + Sync {
+    fn line(&self, text: &str);
+}
+
+impl<F: Fn(&str) + Send + Sync> LogSink for F {
+    fn line(&self, text: &str) {
+        self(text)
+    }
+}
+
+/// Everything one action run needs, with host paths.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub pipeline: String,
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub attempt: u32,
+    pub configuration: Vec<(String, String)>,
+    pub variables: Vec<(String, String)>,
+    /// (name, host directory), mounted read-only.
+    pub inputs: Vec<(String, PathBuf)>,
+    /// (name, host directory, file patterns), mounted read-write.
+    pub outputs: Vec<(String, PathBuf, Vec<String>)>,
+    /// Fresh scratch directory, mounted read-write.
+    pub workspace: PathBuf,
+    pub grants: Grants,
+    pub secrets: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+/// A compiled plugin, ready to instantiate cheaply.
+pub struct LoadedPlugin {
+    pub digest: String,
+    pre: bindings::PluginPre<host::HostState>,
+}
+
+/// The wasmtime engine, linker and compiled-plugin cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<host::HostState>,
+    config: RuntimeConfig,
+    loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+}
+
+/// Converts wasmtime's error type, which does not implement
+/// `std::error::Error`, keeping its whole chain in the message.
+pub(crate) fn wt<T>(result: wasmtime::Result<T>, what: &str) -> Result<T> {
+    result.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
+}
+
+/// Hex sha256 of bytes; plugins and artifacts are named by it.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Self>> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true);
+        wasm.epoch_interruption(true);
+        wasm.max_wasm_stack(MAX_WASM_STACK);
+        let engine = wt(Engine::new(&wasm), "creating the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        wt(wasmtime_wasi::p2::add_to_linker_sync(&mut linker), "linking WASI")?;
+        wt(
+            bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s),
+            "linking the sluice:plugin imports",
+        )?;
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating plugin cache {}", dir.display()))?;
+        }
+        let runtime = Arc::new(Self { engine, linker, config, loaded: Mutex::new(HashMap::new()) });
+        // The epoch ticker holds only a weak reference so a dropped runtime
+        // stops it.
+        let weak = Arc::downgrade(&runtime);
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while let Some(rt) = weak.upgrade() {
+                    rt.engine.increment_epoch();
+                    drop(rt);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("starting the epoch thread")?;
+        Ok(runtime)
+    }
+
+    /// A plugin already compiled in this process, by digest.
+    pub fn cached(&self, digest: &str) -> Option<Arc<LoadedPlugin>> {
+        self.loaded.lock().expect("plugin cache lock").get(digest).cloned()
+    }
+
+    /// Compiles (or loads from the on-disk cache) a component. The bytes are
+    /// verified against `expected_digest` when one is given.
+    pub fn load(&self, bytes: &[u8], expected_digest: Option<&str>) -> Result<Arc<LoadedPlugin>> {
+        let digest = digest(bytes);
+        if let Some(expected) = expected_digest
+            && expected != digest
+        {
+            anyhow::bail!("plugin digest mismatch: expected {expected}, got {digest}");
+        }
+        if let Some(p) = self.cached(&digest) {
+            return Ok(p);
+        }
+        let component = self.compile(bytes, &digest)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("plugin is not a sluice:plugin component this host can run: {e:#}"))?;
+        let pre = bindings::PluginPre::new(pre)
+            .map_err(|e| anyhow::anyhow!("plugin does not export sluice:plugin/action: {e:#}"))?;
+        let plugin = Arc::new(LoadedPlugin { digest: digest.clone(), pre });
+        self.loaded.lock().expect("plugin cache lock").insert(digest, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component> {
+        if wasmparser_is_core_module(bytes) {
+            anyhow::bail!("plugin is a core WebAssembly module, not a component: build it for wasm32-wasip2");
+        }
+        let Some(dir) = &self.config.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(|e| anyhow::anyhow!("compiling plugin: {e:#}"));
+        };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let path = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
+        if path.exists() {
+            // SAFETY: the cache directory belongs to this process's data dir
+            // and only ever holds output of `precompile_component` written
+            // below under a name that includes the engine's compatibility
+            // hash; a file that fails to load is recompiled.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e:#}"),
+            }
+        }
+        let compiled =
+            self.engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("compiling plugin: {e:#}"))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &compiled).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        #[allow(unsafe_code)]
+        // SAFETY: as above; the bytes were produced by this engine just now.
+        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|e| anyhow::anyhow!("loading plugin: {e:#}"))
+    }
+
+    /// Calls the plugin's `describe()` in a fresh, grant-less sandbox.
+    pub fn describe(&self, plugin: &LoadedPlugin) -> Result<ActionInfo> {
+        let empty = tempfile_dir()?;
+        let inv = Invocation {
+            pipeline: String::new(),
+            execution_id: String::new(),
+            stage: String::new(),
+            action: String::new(),
+            attempt: 0,
+            configuration: vec![],
+            variables: vec![],
+            inputs: vec![],
+            outputs: vec![],
+            workspace: empty.path().to_path_buf(),
+            grants: Grants::default(),
+            secrets: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+        };
+        let sink: Arc<dyn LogSink> = Arc::new(|_: &str| {});
+        let (mut store, _stdio) = self.store(&inv, sink, Instant::now() + inv.timeout)?;
+        let instance = plugin.pre.instantiate(&mut store).map_err(|e| anyhow::anyhow!("instantiating plugin: {e:#}"))?;
+        let info = instance
+            .sluice_plugin_action()
+            .call_describe(&mut store)
+            .map_err(|e| anyhow::anyhow!("plugin describe() failed: {}", host::explain_trap(&e, &store)))?;
+        Ok(ActionInfo {
+            name: info.name,
+            version: info.version,
+            category: info.category,
+            description: info.description,
+            configuration: info
+                .configuration
+                .into_iter()
+                .map(|p| PropertyInfo {
+                    name: p.name,
+                    required: p.required,
+                    secret: p.secret,
+                    description: p.description,
+                    kind: p.type_,
+                })
+                .collect(),
+            input_artifacts: (info.input_artifacts.min, info.input_artifacts.max),
+            output_artifacts: (info.output_artifacts.min, info.output_artifacts.max),
+            capabilities: Grants {
+                exec: info.capabilities.exec,
+                http: info.capabilities.http,
+                secrets: info.capabilities.secrets,
+                env: info.capabilities.env,
+                fs: info.capabilities.fs,
+            },
+        })
+    }
+
+    /// Runs one action to its end: calls `execute`, and again after the
+    /// delay the plugin asks for while it answers `in-progress`, until it
+    /// succeeds, fails, or the action's timeout passes. Traps, deadline and
+    /// memory exhaustion become `Failed` with the reason.
+    pub fn run_action(&self, plugin: &LoadedPlugin, inv: &Invocation, log: Arc<dyn LogSink>) -> Outcome {
+        let deadline = Instant::now() + inv.timeout;
+        let mut continuation = None;
+        loop {
+            match self.execute_once(plugin, inv, log.clone(), deadline, continuation.take()) {
+                Outcome::InProgress { continuation: next, poll_after, summary } => {
+                    if !summary.is_empty() {
+                        log.line(&format!("in progress: {summary}"));
+                    }
+                    let now = Instant::now();
+                    if now + poll_after >= deadline {
+                        return Outcome::Failed {
+                            message: format!("action timed out after {}", human(inv.timeout)),
+                            retryable: true,
+                        };
+                    }
+                    std::thread::sleep(poll_after);
+                    continuation = Some(next);
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One call of `execute` in a fresh store.
+    pub fn execute_once(
+        &self,
+        plugin: &LoadedPlugin,
+        inv: &Invocation,
+        log: Arc<dyn LogSink>,
+        deadline: Instant,
+        continuation: Option<String>,
+    ) -> Outcome {
+        let (mut store, stdio) = match self.store(inv, log.clone(), deadline) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failed { message: format!("preparing the sandbox: {e:#}"), retryable: false },
+        };
+        let ctx = wit::Context {
+            pipeline: inv.pipeline.clone(),
+            execution_id: inv.execution_id.clone(),
+            stage: inv.stage.clone(),
+            action: inv.action.clone(),
+            attempt: inv.attempt,
+            configuration: inv.configuration.clone(),
+            inputs: inv
+                .inputs
+                .iter()
+                .map(|(name, _)| wit::Artifact { name: name.clone(), path: host::input_path(name), files: vec![] })
+                .collect(),
+            outputs: inv
+                .outputs
+                .iter()
+                .map(|(name, _, files)| wit::Artifact {
+                    name: name.clone(),
+                    path: host::output_path(name),
+                    files: files.clone(),
+                })
+                .collect(),
+            workspace: host::WORKSPACE.to_string(),
+            variables: inv.variables.clone(),
+            continuation,
+        };
+        let result = plugin
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.sluice_plugin_action().call_execute(&mut store, &ctx));
+        stdio.flush_to(&*log);
+        match result {
+            Ok(wit::Outcome::Succeeded(s)) => Outcome::Succeeded {
+                summary: s.summary,
+                output_variables: s.output_variables.into_iter().collect(),
+                external_url: s.external_url,
+            },
+            Ok(wit::Outcome::InProgress(p)) => Outcome::InProgress {
+                continuation: p.continuation,
+                poll_after: Duration::from_millis(p.poll_after_ms.into()),
+                summary: p.summary,
+            },
+            Ok(wit::Outcome::Failed(f)) => Outcome::Failed { message: f.message, retryable: f.retryable },
+            Err(e) => Outcome::Failed { message: host::explain_trap(&e, &store), retryable: false },
+        }
+    }
+
+    fn store(
+        &self,
+        inv: &Invocation,
+        log: Arc<dyn LogSink>,
+        deadline: Instant,
+    ) -> Result<(Store<host::HostState>, host::Stdio)> {
+        let (state, stdio) = host::HostState::new(inv, log, deadline, self.config.memory_limit)?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = deadline.saturating_duration_since(Instant::now()).as_millis() / EPOCH_TICK.as_millis() + 1;
+        store.set_epoch_deadline(ticks as u64);
+        store.epoch_deadline_trap();
+        Ok((store, stdio))
+    }
+}
+
+/// A core module starts with the magic and version 1; a component with the
+/// magic and a different layer/version field.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+fn tempfile_dir() -> Result<TempDir> {
+    TempDir::new()
+}
+
+/// A directory removed on drop; small enough not to need the tempfile crate
+/// at run time.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("sluice-describe-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+/// `90s`, `5m`, `2h`: how timeouts read in messages.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else if s > 0 {
+        format!("{s}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Instances per store: a component may be made of a few core instances.
+const MAX_INSTANCES: usize = 64;
+/// Tables and memories per store, for the same reason.
+const MAX_TABLES: usize = 64;
+const MAX_MEMORIES: usize = 16;

@@ -1,0 +1,252 @@
+//! The cluster harness for cross-process tests: real `sluice` and
+//! `sluice-agent` processes on loopback, each with its own temp dir and
+//! certificates, torn down on drop.
+//!
+//! ```no_run
+//! let cluster = sluice_tests::Cluster::new().agent(&["role=build"]).start().unwrap();
+//! let out = cluster.sluice(&["pipeline", "list"]);
+//! ```
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a process to reach a state before failing.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A binary built by `cargo build --workspace --bins`, beside the test's
+/// own target directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `probe` returns `Some`, or fails after `timeout` with `what`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct ClusterBuilder {
+    agents: Vec<Vec<String>>,
+}
+
+impl ClusterBuilder {
+    /// Adds an agent with these labels (`k=v`).
+    pub fn agent(mut self, labels: &[&str]) -> Self {
+        self.agents.push(labels.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    pub fn start(self) -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("sluice-cluster").tempdir()?;
+        let mut cluster = Cluster {
+            controller: None,
+            agents: Vec::new(),
+            api: String::new(),
+            fleet: String::new(),
+            token: String::new(),
+            dir,
+        };
+        cluster.start_controller()?;
+        for labels in self.agents {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            cluster.add_agent(&labels)?;
+        }
+        Ok(cluster)
+    }
+}
+
+/// A running controller with its agents.
+pub struct Cluster {
+    controller: Option<Child>,
+    agents: Vec<Child>,
+    pub api: String,
+    pub fleet: String,
+    pub token: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> ClusterBuilder {
+        ClusterBuilder { agents: Vec::new() }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("controller")
+    }
+
+    /// Starts (or restarts) the controller on its data dir.
+    pub fn start_controller(&mut self) -> Result<()> {
+        let data = self.data_dir();
+        let _ = std::fs::remove_file(data.join("controller.json"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("controller.log"))?;
+        let child = Command::new(bin("sluice"))
+            .args(["controller", "--api", "127.0.0.1:0", "--fleet", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting sluice controller")?;
+        self.controller = Some(child);
+        let addresses: Value = wait_until("controller.json", WAIT, || {
+            let text = std::fs::read_to_string(data.join("controller.json")).ok()?;
+            serde_json::from_str(&text).ok()
+        })?;
+        self.api = addresses["api"].as_str().context("api address")?.to_string();
+        self.fleet = addresses["fleet"].as_str().context("fleet address")?.to_string();
+        self.token = std::fs::read_to_string(data.join("admin.token"))?.trim().to_string();
+        Ok(())
+    }
+
+    /// Kills the controller with SIGKILL: nothing gets to clean up.
+    pub fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    }
+
+    /// A join token; `uses` None means unlimited.
+    pub fn join_token(&self, uses: Option<u32>) -> Result<String> {
+        let mut args = vec!["agent-token".to_string(), "create".into(), "--ttl".into(), "1h".into()];
+        if let Some(n) = uses {
+            args.extend(["--uses".into(), n.to_string()]);
+        }
+        let out = self.sluice(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        if !out.status.success() {
+            bail!("agent-token create failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    /// Starts an agent process that enrolls with a fresh single-use token,
+    /// and waits until the controller lists it as connected.
+    pub fn add_agent(&mut self, labels: &[&str]) -> Result<String> {
+        let token = self.join_token(Some(1))?;
+        let n = self.agents.len();
+        let dir = self.dir.path().join(format!("agent-{n}"));
+        let child = self.spawn_agent(&dir, Some(&token), labels)?;
+        self.agents.push(child);
+        let before = n;
+        wait_until("the agent to connect", WAIT, || {
+            let agents = self.agents_json().ok()?;
+            let connected = agents.iter().filter(|a| a["connected"] == Value::Bool(true)).count();
+            (connected > before).then_some(())
+        })?;
+        let id = std::fs::read_to_string(dir.join("agent.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["agent_id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok(id)
+    }
+
+    /// Spawns `sluice-agent` on a data dir, logging to `<dir>.log`.
+    pub fn spawn_agent(&self, dir: &Path, token: Option<&str>, labels: &[&str]) -> Result<Child> {
+        let log = std::fs::File::create(dir.with_extension("log"))?;
+        let mut cmd = Command::new(bin("sluice-agent"));
+        cmd.args(["--controller", &self.fleet, "--data-dir"]).arg(dir);
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        if !labels.is_empty() {
+            cmd.args(["--labels", &labels.join(",")]);
+        }
+        Ok(cmd.env("SLUICE_LOG", "info").stdout(Stdio::null()).stderr(log).spawn()?)
+    }
+
+    pub fn agents_json(&self) -> Result<Vec<Value>> {
+        let out = self.sluice(&["agent", "list", "--output", "json"]);
+        if !out.status.success() {
+            bail!("agent list failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["agents"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Runs the `sluice` CLI against this cluster.
+    pub fn sluice(&self, args: &[&str]) -> Output {
+        Command::new(bin("sluice"))
+            .args(args)
+            .env("SLUICE_API", &self.api)
+            .env("SLUICE_TOKEN", &self.token)
+            .output()
+            .expect("running sluice")
+    }
+
+    /// Runs the CLI and parses its `--output json` document.
+    pub fn sluice_json(&self, args: &[&str]) -> Result<Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.sluice(&all);
+        if !out.status.success() {
+            bail!("sluice {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        self.kill_controller();
+    }
+}
+
+/// Runs git in a directory with a fixed identity, failing loudly.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@sluice.invalid", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Makes a repository with the given files committed on `main`; returns
+/// the commit id.
+pub fn make_repo(dir: &Path, files: &[(&str, &str)]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    for (name, content) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "initial"]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+pub fn output_text(out: &Output) -> String {
+    format!("status {}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}

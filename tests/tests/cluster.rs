@@ -1,0 +1,306 @@
+//! Cross-process tests: the real `sluice` and `sluice-agent` binaries on
+//! loopback. Build them first: `cargo build --workspace --bins`.
+
+use serde_json::Value;
+use sluice_tests::{Cluster, WAIT, bin, make_repo, output_text, wait_until};
+use std::path::Path;
+use std::process::Command;
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// A pipeline whose Build runs on the agent labelled `role=build` and whose
+/// Test runs on the one labelled `role=test`, consuming Build's artifact.
+fn two_agent_pipeline(name: &str, repo: &Path, test_command: &str) -> String {
+    format!(
+        r#"{{"pipeline": {{"name": "{name}", "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout",
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}", "Branch": "main"}},
+     "outputArtifacts": [{{"name": "src"}}], "namespace": "Src",
+     "capabilities": {{"exec": ["git"]}}, "agentLabels": {{"role": "build"}}}}]}},
+  {{"name": "Build", "actions": [{{"name": "Compile",
+     "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+     "configuration": {{"Commands": "mkdir -p out\ncp app.sh out/app\nchmod +x out/app\necho built-from-#{{Src.CommitId}} > out/stamp"}},
+     "inputArtifacts": [{{"name": "src"}}], "outputArtifacts": [{{"name": "bin", "files": ["out/**"]}}],
+     "capabilities": {{"exec": ["sh"]}}, "agentLabels": {{"role": "build"}}}}]}},
+  {{"name": "Test", "actions": [{{"name": "Run",
+     "actionTypeId": {{"category": "Test", "owner": "Sluice", "provider": "shell", "version": "1"}},
+     "configuration": {{"Commands": "{test_command}"}},
+     "inputArtifacts": [{{"name": "bin"}}],
+     "capabilities": {{"exec": ["sh"]}}, "agentLabels": {{"role": "test"}}}}]}}
+]}}}}"#,
+        repo = repo.display()
+    )
+}
+
+fn action_state<'a>(state: &'a Value, stage: &str, action: &str) -> &'a Value {
+    let stage = state["stageStates"].as_array().unwrap().iter().find(|s| s["stageName"] == stage).unwrap();
+    let action = stage["actionStates"].as_array().unwrap().iter().find(|a| a["actionName"] == action).unwrap();
+    &action["latestExecution"]
+}
+
+#[test]
+fn artifact_crosses_agents_by_label_and_a_failing_test_fails_the_execution() {
+    let mut cluster = Cluster::new().start().unwrap();
+    let builder = cluster.add_agent(&["role=build"]).unwrap();
+    let tester = cluster.add_agent(&["role=test"]).unwrap();
+    assert_ne!(builder, tester);
+
+    let repo = cluster.dir.path().join("repo");
+    let commit = make_repo(&repo, &[("app.sh", "#!/bin/sh\necho hello from app\n")]);
+    let file = cluster.dir.path().join("good.json");
+    write(&file, &two_agent_pipeline("crossing", &repo, "./out/app | grep -q 'hello from app'\ngrep -q built-from- out/stamp"));
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = created["pipelineExecutionId"].as_str().unwrap().to_string();
+
+    // `start --wait` exits 0 only on success; the created execution too.
+    let out = cluster.sluice(&["pipeline", "start", "crossing", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_ne!(first, second);
+    let exec = cluster.sluice_json(&["pipeline", "history", "crossing"]).unwrap();
+    let statuses: Vec<&str> = exec["pipelineExecutionSummaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["Succeeded", "Succeeded"]);
+
+    let state = cluster.sluice_json(&["pipeline", "state", "crossing"]).unwrap();
+    assert_eq!(action_state(&state, "Build", "Compile")["agent"], builder.as_str());
+    assert_eq!(action_state(&state, "Test", "Run")["agent"], tester.as_str());
+    assert_eq!(action_state(&state, "Source", "Checkout")["status"], "Succeeded");
+    assert!(action_state(&state, "Source", "Checkout")["summary"].as_str().unwrap().contains(&commit[..7]));
+
+    // A pipeline whose test step fails ends Failed, and `--wait` says so.
+    let file = cluster.dir.path().join("bad.json");
+    write(&file, &two_agent_pipeline("failing", &repo, "./out/app\nexit 3"));
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = cluster.sluice(&["pipeline", "start", "failing", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let state = cluster.sluice_json(&["pipeline", "state", "failing"]).unwrap();
+    let run = action_state(&state, "Test", "Run");
+    assert_eq!(run["status"], "Failed");
+    assert!(run["errorDetails"]["message"].as_str().unwrap().contains("exit 3"), "{run}");
+    assert_eq!(state["latestExecution"]["status"], "Failed");
+
+    // The live log of the test step reached the controller.
+    let logs = cluster.sluice(&["logs", "crossing"]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("Test/Run"), "{}", output_text(&logs));
+}
+
+#[test]
+fn invalid_pipeline_files_are_refused_with_every_problem_and_exit_2() {
+    let cluster = Cluster::new().start().unwrap();
+    let file = cluster.dir.path().join("bad.json");
+    write(
+        &file,
+        r#"{"pipeline": {"name": "bad name!", "stages": [
+          {"name": "Only", "actions": [{"name": "A",
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+            "configuration": {"Commands": "true"}, "inputArtifacts": [{"name": "src2"}]}]}]}}"#,
+    );
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pipeline.name"), "{err}");
+    assert!(err.contains("pipeline.stages"), "{err}");
+    assert!(err.contains("pipeline.stages[0].actions[0].inputArtifacts[0]"), "{err}");
+
+    write(&file, "{ this is not json");
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+
+    // Nothing was created.
+    let list = cluster.sluice_json(&["pipeline", "list"]).unwrap();
+    assert_eq!(list["pipelines"].as_array().unwrap().len(), 0);
+
+    // Usage errors and a missing file are exit 2; a bad token is exit 3;
+    // an unknown pipeline is exit 1.
+    assert_eq!(cluster.sluice(&["pipeline", "create"]).status.code(), Some(2));
+    assert_eq!(cluster.sluice(&["pipeline", "create", "/no/such/file.json"]).status.code(), Some(2));
+    let out = Command::new(bin("sluice"))
+        .args(["pipeline", "list", "--api", &cluster.api, "--token", "wrong"])
+        .env_remove("SLUICE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert_eq!(cluster.sluice(&["pipeline", "state", "nope"]).status.code(), Some(1));
+}
+
+#[test]
+fn a_single_use_join_token_enrolls_once() {
+    let cluster = Cluster::new().start().unwrap();
+    let token = cluster.join_token(Some(1)).unwrap();
+    let first = cluster.dir.path().join("a1");
+    let mut a1 = cluster.spawn_agent(&first, Some(&token), &[]).unwrap();
+    wait_until("the first agent to enroll", WAIT, || first.join("agent.crt").exists().then_some(())).unwrap();
+
+    let second = cluster.dir.path().join("a2");
+    let mut a2 = cluster.spawn_agent(&second, Some(&token), &[]).unwrap();
+    let status = wait_until("the second agent to give up", WAIT, || a2.try_wait().ok().flatten()).unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(second.with_extension("log")).unwrap();
+    assert!(log.contains("used up"), "{log}");
+    assert!(!second.join("agent.crt").exists());
+    assert!(cluster.controller_log().contains("enrollment refused"));
+    let _ = a1.kill();
+}
+
+#[test]
+fn a_finished_execution_survives_a_controller_kill() {
+    let mut cluster = Cluster::new().agent(&[]).start().unwrap();
+    let file = cluster.dir.path().join("p.json");
+    write(
+        &file,
+        r#"{"pipeline": {"name": "durable", "stages": [
+          {"name": "One", "actions": [{"name": "A", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]},
+          {"name": "Two", "actions": [{"name": "B", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}]}}"#,
+    );
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = cluster.sluice(&["pipeline", "start", "durable", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let before = cluster.sluice_json(&["pipeline", "state", "durable"]).unwrap();
+
+    cluster.kill_controller();
+    cluster.start_controller().unwrap();
+    let after = cluster.sluice_json(&["pipeline", "state", "durable"]).unwrap();
+    assert_eq!(after["stageStates"], before["stageStates"]);
+    let history = cluster.sluice_json(&["pipeline", "history", "durable"]).unwrap();
+    let ids: Vec<&str> = history["pipelineExecutionSummaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "Succeeded")
+        .map(|e| e["pipelineExecutionId"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&id.as_str()), "{history}");
+    assert_eq!(ids.len(), 2);
+    let got = cluster.sluice_json(&["pipeline", "get", "durable"]).unwrap();
+    assert_eq!(got["pipeline"]["name"], "durable");
+}
+
+#[test]
+fn the_demo_runs_to_a_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let out = Command::new(bin("sluice")).args(["demo", "--once", "--data-dir"]).arg(&data).output().unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("execution Succeeded"), "{text}");
+    for stage in ["Source", "Build", "Test", "Deploy"] {
+        assert!(text.contains(&format!("stage {stage} Succeeded")), "{text}");
+    }
+    let current = data.join("deploy/current");
+    let target = std::fs::read_link(&current).unwrap();
+    assert!(target.starts_with("releases"), "{}", target.display());
+    let run = Command::new(current.join("dist/greet")).output().unwrap();
+    assert!(String::from_utf8_lossy(&run.stdout).contains("Hello from Sluice (commit "), "{}", output_text(&run));
+    assert!(text.contains("export SLUICE_TOKEN="), "{text}");
+}
+
+/// Connects to the fleet port with the given client identity; returns how
+/// the first round trip on a control stream ended.
+fn fleet_round_trip(cluster: &Cluster, chain: Vec<rustls::pki_types::CertificateDer<'static>>, key: rustls::pki_types::PrivateKeyDer<'static>) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(cluster.data_dir().join("ca/ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    tls.alpn_protocols = vec![sluice_protocol::ALPN_FLEET.to_vec()];
+    let config = quinn::ClientConfig::new(std::sync::Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    let fleet: std::net::SocketAddr = cluster.fleet.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(config);
+        let attempt = async {
+            let conn = endpoint
+                .connect(fleet, sluice_protocol::CONTROLLER_SERVER_NAME)
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let hello = sluice_protocol::FromAgent::Hello(sluice_protocol::Hello {
+                protocol_version: sluice_protocol::PROTOCOL_VERSION,
+                agent_version: "test".into(),
+                labels: Default::default(),
+                slots: 1,
+                running: vec![],
+            });
+            send.write_all(&sluice_protocol::encode(&hello).unwrap()).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            recv.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            Ok(())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), attempt)
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_string()))
+    })
+}
+
+/// A client certificate for `agent_id` signed by the given CA.
+fn client_cert(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    agent_id: &str,
+    not_after: time::OffsetDateTime,
+) -> (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>) {
+    let ca_key = rcgen::KeyPair::from_pem(ca_key_pem).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert_pem, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![agent_id.to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = not_after - time::Duration::days(30);
+    params.not_after = not_after;
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    (vec![cert.der().clone()], key)
+}
+
+#[test]
+fn the_fleet_port_refuses_foreign_and_expired_certificates() {
+    let mut cluster = Cluster::new().start().unwrap();
+    let agent_id = cluster.add_agent(&[]).unwrap();
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+
+    // The real CA, a valid certificate: the controller answers.
+    let ca_dir = cluster.data_dir().join("ca");
+    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.crt")).unwrap();
+    let ca_key = std::fs::read_to_string(ca_dir.join("ca.key")).unwrap();
+    let (chain, key) = client_cert(&ca_pem, &ca_key, &agent_id, later);
+    fleet_round_trip(&cluster, chain, key).expect("a certificate from the controller's CA is accepted");
+
+    // Another CA, same agent id: refused at the handshake.
+    let foreign_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let foreign = params.self_signed(&foreign_key).unwrap();
+    let (chain, key) = client_cert(&foreign.pem(), &foreign_key.serialize_pem(), &agent_id, later);
+    let err = fleet_round_trip(&cluster, chain, key).expect_err("a foreign CA must be refused");
+    assert!(!err.is_empty());
+
+    // The right CA, but expired: refused too.
+    let (chain, key) = client_cert(&ca_pem, &ca_key, &agent_id, time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    fleet_round_trip(&cluster, chain, key).expect_err("an expired certificate must be refused");
+
+    let log = cluster.controller_log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert!(log.contains("UnknownIssuer") || log.contains("unknown issuer") || log.contains("BadCertificate"), "{log}");
+    assert!(log.contains("Expired") || log.contains("expired"), "{log}");
+    cluster.kill_controller();
+}
