@@ -14,8 +14,17 @@ use std::time::Duration;
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:7400";
 
+/// The address the controller's API binds: the global `--api` (which
+/// admin commands use to reach it), without a scheme; port 0 picks a free
+/// port.
+pub fn api_bind_address(api: Option<&str>) -> Result<std::net::SocketAddr, Failure> {
+    let text = api.unwrap_or(DEFAULT_API);
+    let bare = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+    bare.parse().map_err(|_| Failure::new(2, format!("--api {text:?} is not an address to listen on, e.g. 127.0.0.1:7400")))
+}
+
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "Sluice: self-hosted continuous delivery", propagate_version = true)]
+#[command(name = "sluice", version, about = "Sluice: self-hosted continuous delivery")]
 pub struct Cli {
     /// Admin API of the controller.
     #[arg(long, global = true, env = "SLUICE_API", value_name = "URL")]
@@ -75,9 +84,6 @@ pub struct ControllerArgs {
     /// Where the store, artifacts, CA and admin token live; created on first start.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Admin API address (port 0: any free port).
-    #[arg(long = "api", id = "api_addr", default_value = "127.0.0.1:7400", value_name = "ADDR")]
-    pub api: std::net::SocketAddr,
     /// Fleet (QUIC) address for agents.
     #[arg(long, default_value = "0.0.0.0:7443", value_name = "ADDR")]
     pub fleet: std::net::SocketAddr,
@@ -309,6 +315,28 @@ fn print_json(v: &Value) {
 }
 
 /// Prints rows as aligned columns under a header.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_controller_listens_where_admin_commands_look() {
+        assert_eq!(api_bind_address(None).unwrap().to_string(), "127.0.0.1:7400");
+        assert_eq!(api_bind_address(Some("http://127.0.0.1:0/")).unwrap().port(), 0);
+        assert_eq!(api_bind_address(Some("nope")).unwrap_err().code, 2);
+        assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("1w").is_err());
+        assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);
+        assert!(parse_labels("a").is_err());
+    }
+}
+
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -410,10 +438,15 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             }
             if wait {
                 let status = wait_for(&c, &name, &id).await?;
+                let execution = c.get(&format!("/pipelines/{name}/executions/{id}")).await?;
+                let summary = execution["pipelineExecution"]["statusSummary"].as_str().map(str::to_string);
                 if json_out {
-                    print_json(&json!({"pipelineExecutionId": id, "status": status}));
+                    print_json(&json!({"pipelineExecutionId": id, "status": status, "statusSummary": summary}));
                 } else {
-                    eprintln!("execution {id} {status}");
+                    match summary {
+                        Some(summary) => eprintln!("execution {id} {status}: {summary}"),
+                        None => eprintln!("execution {id} {status}"),
+                    }
                 }
                 return Ok(if status == "Succeeded" { 0 } else { 1 });
             }

@@ -24,7 +24,7 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Cmd::Controller(args) => run_controller(args).await,
+            Cmd::Controller(args) => run_controller(cli.api.as_deref(), args).await,
             Cmd::Demo(args) => sluice::demo::run(args).await,
             _ => sluice::cli::run(cli).await,
         }
@@ -38,10 +38,10 @@ fn main() {
     }
 }
 
-async fn run_controller(args: sluice::cli::ControllerArgs) -> Result<i32, Failure> {
+async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Result<i32, Failure> {
     let config = ControllerConfig {
         data_dir: args.data_dir,
-        api: args.api,
+        api: sluice::cli::api_bind_address(api)?,
         fleet: args.fleet,
         durability: if args.fsync { Durability::PowerLoss } else { Durability::Process },
     };

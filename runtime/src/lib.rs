@@ -140,6 +140,9 @@ pub struct Runtime {
     linker: Linker<host::HostState>,
     config: RuntimeConfig,
     loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    /// Held while compiling, so that concurrent jobs needing the same new
+    /// plugin compile it once and the others find it loaded.
+    compiling: Mutex<()>,
 }
 
 /// Converts wasmtime's error type, which does not implement
@@ -169,7 +172,8 @@ impl Runtime {
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating plugin cache {}", dir.display()))?;
         }
-        let runtime = Arc::new(Self { engine, linker, config, loaded: Mutex::new(HashMap::new()) });
+        let runtime =
+            Arc::new(Self { engine, linker, config, loaded: Mutex::new(HashMap::new()), compiling: Mutex::new(()) });
         // The epoch ticker holds only a weak reference so a dropped runtime
         // stops it.
         let weak = Arc::downgrade(&runtime);
@@ -200,6 +204,10 @@ impl Runtime {
         {
             anyhow::bail!("plugin digest mismatch: expected {expected}, got {digest}");
         }
+        if let Some(p) = self.cached(&digest) {
+            return Ok(p);
+        }
+        let _compiling = self.compiling.lock().expect("compile lock");
         if let Some(p) = self.cached(&digest) {
             return Ok(p);
         }
@@ -239,7 +247,9 @@ impl Runtime {
         }
         let compiled =
             self.engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("compiling plugin: {e:#}"))?;
-        let tmp = path.with_extension("tmp");
+        // Another process may share the cache directory: write under a name
+        // of our own and rename into place.
+        let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), rand_suffix()));
         std::fs::write(&tmp, &compiled).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
         #[allow(unsafe_code)]
@@ -458,3 +468,6 @@ const MAX_INSTANCES: usize = 64;
 /// Tables and memories per store, for the same reason.
 const MAX_TABLES: usize = 64;
 const MAX_MEMORIES: usize = 16;
+
+#[cfg(test)]
+mod tests;

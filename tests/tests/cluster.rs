@@ -31,7 +31,8 @@ fn two_agent_pipeline(name: &str, repo: &Path, test_command: &str) -> String {
      "inputArtifacts": [{{"name": "bin"}}],
      "capabilities": {{"exec": ["sh"]}}, "agentLabels": {{"role": "test"}}}}]}}
 ]}}}}"#,
-        repo = repo.display()
+        repo = repo.display(),
+        test_command = test_command.replace('\n', "\\n"),
     )
 }
 
@@ -69,7 +70,7 @@ fn artifact_crosses_agents_by_label_and_a_failing_test_fails_the_execution() {
         .iter()
         .map(|e| e["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["Succeeded", "Succeeded"]);
+    assert_eq!(statuses, ["Succeeded", "Succeeded"], "{exec}");
 
     let state = cluster.sluice_json(&["pipeline", "state", "crossing"]).unwrap();
     assert_eq!(action_state(&state, "Build", "Compile")["agent"], builder.as_str());
@@ -156,12 +157,19 @@ fn a_single_use_join_token_enrolls_once() {
 #[test]
 fn a_finished_execution_survives_a_controller_kill() {
     let mut cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "durable\n")]);
     let file = cluster.dir.path().join("p.json");
     write(
         &file,
-        r#"{"pipeline": {"name": "durable", "stages": [
-          {"name": "One", "actions": [{"name": "A", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]},
-          {"name": "Two", "actions": [{"name": "B", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}]}}"#,
+        &format!(
+            r#"{{"pipeline": {{"name": "durable", "stages": [
+          {{"name": "Source", "actions": [{{"name": "Checkout", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+            "configuration": {{"Url": "{}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
+          {{"name": "Two", "actions": [{{"name": "B", "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}},
+            "inputArtifacts": [{{"name": "src"}}]}}]}}]}}}}"#,
+            repo.display()
+        ),
     );
     let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", output_text(&out));

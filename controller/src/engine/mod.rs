@@ -137,7 +137,9 @@ impl Engine {
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
         for (si, ai) in redispatch {
-            self.enqueue(now, &id, si, ai);
+            if let Err(message) = self.enqueue(&id, si, ai) {
+                self.record_result(now, &id, si, ai, ActionResult::Failed { message });
+            }
         }
         if self.executions[&id].status == ExecutionStatus::InProgress {
             self.advance(now, &id);
@@ -258,6 +260,12 @@ impl Engine {
     }
 
     fn finish_action(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize, result: ActionResult) {
+        self.record_result(now, exec_id, si, ai, result);
+        self.advance(now, exec_id);
+    }
+
+    /// Records how an action ended, without moving the execution on.
+    fn record_result(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize, result: ActionResult) {
         let def = self.definitions[exec_id].clone();
         let exec = self.executions.get_mut(exec_id).expect("known execution");
         let action_def = &def.stages[si].actions[ai];
@@ -289,7 +297,7 @@ impl Engine {
         let (stage_name, action_name) = (exec.stages[si].name.clone(), exec.stages[si].actions[ai].name.clone());
         let snapshot = exec.clone();
         self.notice(now, &snapshot, Some(stage_name), Some(action_name), status, message);
-        self.advance(now, exec_id);
+        self.dirty.insert(exec_id.clone());
     }
 
     /// Moves an execution forward as far as it can go now.
@@ -327,36 +335,36 @@ impl Engine {
             };
             let group: Vec<usize> =
                 stage.actions.iter().enumerate().filter(|(_, a)| a.run_order == order).map(|(i, _)| i).collect();
-            let running = group.iter().any(|&ai| stage.actions[ai].status == Some(ActionStatus::InProgress));
-            let failed = group.iter().find(|&&ai| stage.actions[ai].status == Some(ActionStatus::Failed)).copied();
-            if running {
+            // Every action of the group starts together, even when one of
+            // them fails at once (e.g. a variable that does not resolve).
+            let to_start: Vec<usize> = group.iter().copied().filter(|&ai| stage.actions[ai].status.is_none()).collect();
+            if !to_start.is_empty() {
+                for ai in to_start {
+                    self.start_action(now, exec_id, si, ai);
+                }
+                continue;
+            }
+            if group.iter().any(|&ai| stage.actions[ai].status == Some(ActionStatus::InProgress)) {
                 return;
             }
-            if let Some(ai) = failed {
-                // The group has settled with a failure: the stage and the
-                // execution fail, naming the first failed action.
-                let action = &stage.actions[ai];
-                let message = format!(
-                    "stage \"{}\" failed: action \"{}\": {}",
-                    stage.name,
-                    action.name,
-                    action.error.as_deref().unwrap_or("failed")
-                );
-                self.end_stage(now, exec_id, si, StageStatus::Failed);
-                self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
-                return;
-            }
-            let to_start: Vec<usize> =
-                group.into_iter().filter(|&ai| self.executions[exec_id].stages[si].actions[ai].status.is_none()).collect();
-            for ai in to_start {
-                self.start_action(now, exec_id, si, ai);
-            }
-            // Starting may have failed actions at once (e.g. a variable that
-            // does not resolve); loop to settle the group.
-            let stage = &self.executions[exec_id].stages[si];
-            if stage.actions.iter().any(|a| a.run_order == order && a.status == Some(ActionStatus::InProgress)) {
-                return;
-            }
+            // The group has settled with a failure (a success would have
+            // moved the lowest unfinished run order on): the stage and the
+            // execution fail, naming the first failed action.
+            let ai = group
+                .iter()
+                .copied()
+                .find(|&ai| stage.actions[ai].status != Some(ActionStatus::Succeeded))
+                .expect("a settled group that is not all succeeded has a failure");
+            let action = &stage.actions[ai];
+            let message = format!(
+                "stage \"{}\" failed: action \"{}\": {}",
+                stage.name,
+                action.name,
+                action.error.as_deref().unwrap_or("failed")
+            );
+            self.end_stage(now, exec_id, si, StageStatus::Failed);
+            self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
+            return;
         }
     }
 
@@ -380,12 +388,14 @@ impl Engine {
         let snapshot = exec.clone();
         let (stage, name) = (snapshot.stages[si].name.clone(), snapshot.stages[si].actions[ai].name.clone());
         self.notice(now, &snapshot, Some(stage), Some(name), "InProgress", None);
-        self.enqueue(now, exec_id, si, ai);
+        if let Err(message) = self.enqueue(exec_id, si, ai) {
+            self.record_result(now, exec_id, si, ai, ActionResult::Failed { message });
+        }
     }
 
-    /// Builds the dispatch of an in-progress action, or fails it when its
-    /// configuration cannot be resolved.
-    fn enqueue(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize) {
+    /// Queues the dispatch of an in-progress action; fails when its
+    /// configuration or inputs cannot be resolved.
+    fn enqueue(&mut self, exec_id: &ExecutionId, si: usize, ai: usize) -> Result<(), String> {
         let def = self.definitions[exec_id].clone();
         let exec = &self.executions[exec_id];
         let stage_def = &def.stages[si];
@@ -401,39 +411,16 @@ impl Engine {
         };
         let mut configuration = Vec::new();
         for (key, value) in action_def.configuration.iter() {
-            match resolve(value, lookup) {
-                Ok(v) => configuration.push((key.to_string(), v)),
-                Err(e) => {
-                    let (job, epoch) = (run.job_id.clone().unwrap_or_default(), run.lease_epoch);
-                    self.handle(
-                        now,
-                        Event::ActionLost {
-                            job_id: job,
-                            lease_epoch: epoch,
-                            reason: format!("configuration \"{key}\": {e}"),
-                        },
-                    );
-                    return;
-                }
-            }
+            let resolved = resolve(value, lookup).map_err(|e| format!("configuration \"{key}\": {e}"))?;
+            configuration.push((key.to_string(), resolved));
         }
         let mut inputs = Vec::new();
         for input in &action_def.input_artifacts {
-            match exec.artifacts.get(&input.name) {
-                Some(a) => inputs.push((input.name.clone(), a.clone())),
-                None => {
-                    let (job, epoch) = (run.job_id.clone().unwrap_or_default(), run.lease_epoch);
-                    self.handle(
-                        now,
-                        Event::ActionLost {
-                            job_id: job,
-                            lease_epoch: epoch,
-                            reason: format!("input artifact \"{}\" was not produced", input.name),
-                        },
-                    );
-                    return;
-                }
-            }
+            let artifact = exec
+                .artifacts
+                .get(&input.name)
+                .ok_or_else(|| format!("input artifact \"{}\" was not produced", input.name))?;
+            inputs.push((input.name.clone(), artifact.clone()));
         }
         let mut variables: Vec<(String, String)> =
             exec.variables.iter().map(|(k, v)| (format!("variables.{k}"), v.clone())).collect();
@@ -464,6 +451,7 @@ impl Engine {
             agent_labels: action_def.agent_labels.clone(),
             timeout_ms: u64::from(action_def.timeout_minutes()) * 60_000,
         });
+        Ok(())
     }
 
     fn end_stage(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, status: StageStatus) {

@@ -12,6 +12,8 @@
 //! - `escape`: tries `<first input>/../../etc/passwd`, then a symlink it
 //!   creates in the workspace pointing to `/etc/passwd`; succeeds only if one
 //!   of them could be read.
+//! - `copy-escape`: plants a symlink to `/etc` with a granted `sh`, then asks
+//!   the host (`files.copy`) to copy `/etc/passwd` through it into an output.
 //! - `exec`: runs `Program` (default `sh`) with `Args` (one per line, default
 //!   `-c` and `echo pwned`); succeeds with its stdout if the host let it run.
 //! - `ok`: succeeds with summary "ok".
@@ -33,7 +35,7 @@ const CHUNK: usize = 16 << 20;
 /// The page size of wasm linear memory: one write per page commits it.
 const PAGE: usize = 64 << 10;
 
-const MODES: &str = "trap, loop, memory, read-host-path, escape, exec, ok";
+const MODES: &str = "trap, loop, memory, read-host-path, escape, copy-escape, exec, ok";
 
 /// The hostile plugin.
 pub struct Hostile;
@@ -72,6 +74,7 @@ impl Plugin for Hostile {
                 Ok(Outcome::succeeded(first_line(&text)))
             }
             "escape" => escape(&ctx),
+            "copy-escape" => copy_escape(&ctx),
             "exec" => {
                 let program = ctx.config.get_or("Program", "sh");
                 let args: Vec<String> =
@@ -117,6 +120,15 @@ fn exhaust_memory() -> ! {
         }
         hoard.push(std::hint::black_box(chunk));
     }
+}
+
+/// Plants a symlink to `/etc` with a granted shell, then asks the host to
+/// copy through it into an output; succeeds only if the host follows it.
+fn copy_escape(ctx: &Context) -> Result<Outcome, Error> {
+    Command::new("sh").args(["-c", "ln -s /etc escape"]).cwd(&ctx.workspace).run_checked()?;
+    let output = ctx.outputs.first().ok_or_else(|| Error::new("copy-escape needs an output artifact"))?;
+    let copied = sluice_plugin_sdk::artifacts::copy(ctx.workspace.join("escape/passwd"), output.path.join("passwd"))?;
+    Ok(Outcome::succeeded(format!("escaped via copy: {copied} files")))
 }
 
 fn escape(ctx: &Context) -> Result<Outcome, Error> {

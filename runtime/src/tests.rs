@@ -1,0 +1,172 @@
+//! The sandbox, exercised with real components built from `plugins/`: each
+//! misbehaviour fails its own action with a specific reason, and the same
+//! runtime keeps serving afterwards.
+
+use super::*;
+
+struct Fixture {
+    runtime: Arc<Runtime>,
+    dir: tempfile::TempDir,
+}
+
+fn fixture(memory_limit: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeConfig { memory_limit, cache_dir: Some(dir.path().join("cache")) }).unwrap();
+    Fixture { runtime, dir }
+}
+
+fn hostile(f: &Fixture) -> Arc<LoadedPlugin> {
+    let bytes = std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap();
+    f.runtime.load(&bytes, None).unwrap()
+}
+
+fn invocation(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> Invocation {
+    let root = f.dir.path().join(format!("job-{mode}-{}", rand_suffix()));
+    let input = root.join("inputs/src");
+    let output = root.join("outputs/out");
+    let workspace = root.join("workspace");
+    for d in [&input, &output, &workspace] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(input.join("file.txt"), "input").unwrap();
+    Invocation {
+        pipeline: "p".into(),
+        execution_id: "e".into(),
+        stage: "s".into(),
+        action: "a".into(),
+        attempt: 1,
+        configuration: vec![("Mode".into(), mode.into())],
+        variables: vec![],
+        inputs: vec![("src".into(), input)],
+        outputs: vec![("out".into(), output, vec![])],
+        workspace,
+        grants,
+        secrets: BTreeMap::new(),
+        timeout,
+    }
+}
+
+fn run(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> (Outcome, Vec<String>) {
+    let plugin = hostile(f);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let log: Arc<dyn LogSink> = Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_string()));
+    let outcome = f.runtime.run_action(&plugin, &invocation(f, mode, grants, timeout), log);
+    let lines = lines.lock().unwrap().clone();
+    (outcome, lines)
+}
+
+fn failure(outcome: &Outcome) -> &str {
+    match outcome {
+        Outcome::Failed { message, .. } => message,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn sh() -> Grants {
+    Grants { exec: vec!["sh".into()], ..Grants::default() }
+}
+
+#[test]
+fn describe_reads_what_the_plugin_says() {
+    let f = fixture(64 << 20);
+    let info = f.runtime.describe(&hostile(&f)).unwrap();
+    assert_eq!((info.name.as_str(), info.version.as_str(), info.category.as_str()), ("hostile", "1", "Test"));
+    assert!(info.configuration.iter().any(|p| p.name == "Mode" && p.required));
+    assert_eq!(info.capabilities.exec, ["sh"]);
+}
+
+#[test]
+fn a_trap_fails_the_action_and_the_runtime_keeps_serving() {
+    let f = fixture(64 << 20);
+    let (outcome, _) = run(&f, "trap", Grants::default(), Duration::from_secs(30));
+    assert!(failure(&outcome).starts_with("plugin trapped"), "{outcome:?}");
+    let (outcome, _) = run(&f, "ok", Grants::default(), Duration::from_secs(30));
+    assert!(matches!(outcome, Outcome::Succeeded { ref summary, .. } if summary == "ok"), "{outcome:?}");
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_the_deadline() {
+    let f = fixture(64 << 20);
+    let started = Instant::now();
+    let (outcome, _) = run(&f, "loop", Grants::default(), Duration::from_millis(300));
+    assert!(failure(&outcome).contains("deadline"), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let (outcome, _) = run(&f, "ok", Grants::default(), Duration::from_secs(30));
+    assert!(matches!(outcome, Outcome::Succeeded { .. }));
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_limit() {
+    let f = fixture(64 << 20);
+    let (outcome, _) = run(&f, "memory", Grants::default(), Duration::from_secs(30));
+    assert_eq!(failure(&outcome), "plugin exceeded its memory limit of 64 MiB");
+}
+
+#[test]
+fn host_paths_outside_the_preopens_cannot_be_read() {
+    let f = fixture(64 << 20);
+    let (outcome, _) = run(&f, "read-host-path", Grants::default(), Duration::from_secs(30));
+    assert!(failure(&outcome).contains("cannot read \"/etc/passwd\""), "{outcome:?}");
+    let (outcome, _) = run(&f, "escape", Grants::default(), Duration::from_secs(30));
+    let message = failure(&outcome);
+    assert!(!message.contains("root:"), "{message}");
+}
+
+#[test]
+fn a_host_copy_does_not_follow_a_planted_symlink_out() {
+    let f = fixture(64 << 20);
+    let (outcome, _) = run(&f, "copy-escape", sh(), Duration::from_secs(30));
+    assert!(failure(&outcome).contains("leads outside the action's directories"), "{outcome:?}");
+}
+
+#[test]
+fn exec_needs_a_grant_and_runs_with_one() {
+    let f = fixture(64 << 20);
+    let (outcome, _) = run(&f, "exec", Grants::default(), Duration::from_secs(30));
+    assert!(failure(&outcome).contains("not permitted: the action has no `exec` grant"), "{outcome:?}");
+    let other = Grants { exec: vec!["git".into()], ..Grants::default() };
+    let (outcome, _) = run(&f, "exec", other, Duration::from_secs(30));
+    assert!(failure(&outcome).contains("allows only git"), "{outcome:?}");
+    let (outcome, _) = run(&f, "exec", sh(), Duration::from_secs(30));
+    assert!(matches!(outcome, Outcome::Succeeded { ref summary, .. } if summary.contains("pwned")), "{outcome:?}");
+}
+
+#[test]
+fn a_core_module_and_a_tampered_plugin_are_refused() {
+    let f = fixture(64 << 20);
+    let core = [0u8, b'a', b's', b'm', 1, 0, 0, 0];
+    let err = f.runtime.load(&core, None).err().unwrap().to_string();
+    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+    let bytes = std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap();
+    let err = f.runtime.load(&bytes, Some(&"0".repeat(64))).err().unwrap().to_string();
+    assert!(err.contains("digest mismatch"), "{err}");
+}
+
+#[test]
+fn compiled_plugins_are_cached_on_disk_and_reused() {
+    let f = fixture(64 << 20);
+    let bytes = std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap();
+    f.runtime.load(&bytes, None).unwrap();
+    let cached: Vec<_> = std::fs::read_dir(f.dir.path().join("cache")).unwrap().collect();
+    assert_eq!(cached.len(), 1);
+    // A second runtime on the same cache loads without compiling and works.
+    let again = Runtime::new(RuntimeConfig { memory_limit: 64 << 20, cache_dir: Some(f.dir.path().join("cache")) }).unwrap();
+    let plugin = again.load(&bytes, Some(&digest(&bytes))).unwrap();
+    assert_eq!(again.describe(&plugin).unwrap().name, "hostile");
+}
+
+#[test]
+fn concurrent_first_loads_of_one_plugin_all_succeed() {
+    let f = fixture(64 << 20);
+    let bytes = Arc::new(std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (rt, bytes) = (f.runtime.clone(), bytes.clone());
+            std::thread::spawn(move || rt.load(&bytes, None).map(|p| p.digest.clone()))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().unwrap(), digest(&bytes));
+    }
+}
