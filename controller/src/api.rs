@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
@@ -31,6 +32,7 @@ pub struct ApiState {
     pub driver: mpsc::Sender<Command>,
     pub events: broadcast::Sender<Arc<Value>>,
     pub admin_token_hash: String,
+    pub runtime: Arc<sluice_runtime::Runtime>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -43,9 +45,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/pipelines/{name}/executions/{id}/logs", get(execution_logs))
         .route("/agents", get(list_agents))
         .route("/agent-tokens", post(create_join_token))
-        .route("/plugins", get(list_plugins))
+        .route("/plugins", get(list_plugins).post(push_plugin))
         .route("/events", get(events))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES + 1));
     Router::new().nest("/v1", v1).route("/healthz", get(|| async { "ok\n" })).with_state(state)
 }
 
@@ -184,6 +187,26 @@ async fn list_agents(State(s): State<ApiState>) -> Result<Json<Value>, ApiError>
 
 async fn list_plugins(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(ask(&s, |reply| Command::ListPlugins { reply }).await?))
+}
+
+/// Largest component accepted by a push.
+const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+/// Validates that the body is a `sluice:plugin` component by compiling it
+/// and calling its `describe()`, then registers it.
+async fn push_plugin(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    if body.len() > MAX_PLUGIN_BYTES {
+        return Err(ApiError::Invalid {
+            message: format!("plugin of {} bytes exceeds the limit of {MAX_PLUGIN_BYTES} bytes", body.len()),
+            diagnostics: vec![],
+        });
+    }
+    let wasm = body.to_vec();
+    let info = crate::server::describe(&s.runtime, wasm.clone())
+        .await
+        .map_err(|e| ApiError::Invalid { message: format!("not a usable sluice:plugin component: {e:#}"), diagnostics: vec![] })?;
+    let info = Box::new(info);
+    Ok(Json(ask(&s, |reply| Command::PushPlugin { wasm, info, reply }).await?))
 }
 
 #[derive(Deserialize)]

@@ -160,6 +160,8 @@ pub enum AgentTokenCmd {
 pub enum PluginCmd {
     /// List registered plugins.
     List,
+    /// Register a plugin component (`provider@version` from its own describe()).
+    Push { file: PathBuf },
 }
 
 /// A failure with the exit code it deserves.
@@ -540,6 +542,16 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 print_json(&out);
             } else {
                 println!("{}", s(&out["token"]));
+            }
+        }
+        Cmd::Plugin(PluginCmd::Push { file }) => {
+            let wasm = std::fs::read(&file).map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
+            let out = client()?.post("/plugins", wasm).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let verb = if out["created"] == json!(true) { "registered" } else { "already registered" };
+                println!("{} {verb} (digest {})", s(&out["provider"]), s(&out["digest"]));
             }
         }
         Cmd::Plugin(PluginCmd::List) => {

@@ -68,6 +68,8 @@ pub enum Command {
     ListAgents { reply: Reply<Value> },
     CreateJoinToken { ttl: Duration, uses: Option<u32>, labels: BTreeMap<String, String>, reply: Reply<Value> },
     ListPlugins { reply: Reply<Value> },
+    /// Register a pushed component whose `describe()` was already read.
+    PushPlugin { wasm: Vec<u8>, info: Box<ActionInfo>, reply: Reply<Value> },
     Enroll { request: Box<EnrollRequest>, reply: oneshot::Sender<EnrollResponse> },
     AgentConnected { agent_id: String, conn_id: u64, hello: Hello, tx: mpsc::UnboundedSender<ToAgent>, reply: oneshot::Sender<ToAgent> },
     AgentMessage { agent_id: String, conn_id: u64, message: FromAgent },
@@ -167,6 +169,7 @@ struct Driver {
     jobs: HashMap<String, JobInfo>,
     pending: VecDeque<Dispatch>,
     events: broadcast::Sender<Arc<Value>>,
+    plugins: BlobStore,
 }
 
 pub fn now_ms() -> u64 {
@@ -201,7 +204,11 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let artifacts = BlobStore::open(&dir.join("artifacts"))?;
     let plugins = BlobStore::open(&dir.join("plugins"))?;
 
-    let catalog = register_builtins(&mut *store, &plugins, &dir.join("cache")).await?;
+    let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig {
+        cache_dir: Some(dir.join("cache")),
+        ..Default::default()
+    })?;
+    let catalog = register_builtins(&mut *store, &plugins, &runtime).await?;
 
     let (events, _) = broadcast::channel(4096);
     let mut driver = Driver {
@@ -214,6 +221,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         jobs: HashMap::new(),
         pending: VecDeque::new(),
         events: events.clone(),
+        plugins: plugins.clone(),
     };
     driver.recover()?;
 
@@ -231,7 +239,12 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         endpoint.clone(),
         crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
     ));
-    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), admin_token_hash: sha256_hex(&admin_token) };
+    let state = crate::api::ApiState {
+        driver: tx.clone(),
+        events: events.clone(),
+        admin_token_hash: sha256_hex(&admin_token),
+        runtime,
+    };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
             error!("admin API stopped: {e}");
@@ -246,35 +259,22 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
 
 /// Registers every built-in plugin from its own `describe()`; a digest seen
 /// before is not described again.
-async fn register_builtins(store: &mut dyn Store, blobs: &BlobStore, cache: &Path) -> Result<Catalog> {
+async fn register_builtins(
+    store: &mut dyn Store,
+    blobs: &BlobStore,
+    runtime: &Arc<sluice_runtime::Runtime>,
+) -> Result<Catalog> {
     let mut entries = HashMap::new();
     let known: HashMap<String, PluginRecord> = store.plugins()?.into_iter().map(|p| (p.digest.clone(), p)).collect();
-    let mut runtime = None;
     let mut changes = Vec::new();
     for builtin in sluice_builtins::BUILTINS {
         let digest = blobs.put_bytes(builtin.wasm)?;
         let info: ActionInfo = match known.get(&digest) {
             Some(record) => serde_json::from_str(&record.info)?,
             None => {
-                let rt = match &runtime {
-                    Some(rt) => Arc::clone(rt),
-                    None => {
-                        let rt = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig {
-                            cache_dir: Some(cache.to_path_buf()),
-                            ..Default::default()
-                        })?;
-                        runtime = Some(rt.clone());
-                        rt
-                    }
-                };
-                let wasm = builtin.wasm;
-                let d = digest.clone();
-                let info = tokio::task::spawn_blocking(move || -> Result<ActionInfo> {
-                    let plugin = rt.load(wasm, Some(&d))?;
-                    rt.describe(&plugin)
-                })
-                .await?
-                .with_context(|| format!("describing built-in plugin {}", builtin.provider))?;
+                let info = describe(runtime, builtin.wasm.to_vec())
+                    .await
+                    .with_context(|| format!("describing built-in plugin {}", builtin.provider))?;
                 changes.push(Change::Plugin(PluginRecord {
                     provider: info.name.clone(),
                     version: info.version.clone(),
@@ -297,6 +297,16 @@ async fn register_builtins(store: &mut dyn Store, blobs: &BlobStore, cache: &Pat
         }
     }
     Ok(Catalog(entries))
+}
+
+/// Reads a component's own `describe()` off the async threads.
+pub async fn describe(runtime: &Arc<sluice_runtime::Runtime>, wasm: Vec<u8>) -> Result<ActionInfo> {
+    let rt = runtime.clone();
+    tokio::task::spawn_blocking(move || -> Result<ActionInfo> {
+        let plugin = rt.load(&wasm, None)?;
+        rt.describe(&plugin)
+    })
+    .await?
 }
 
 impl Driver {
@@ -415,6 +425,9 @@ impl Driver {
                     .collect();
                 plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
                 let _ = reply.send(Ok(json!({ "plugins": plugins })));
+            }
+            Command::PushPlugin { wasm, info, reply } => {
+                let _ = reply.send(self.push_plugin(&wasm, *info));
             }
             Command::Enroll { request, reply } => {
                 let response = self.enroll(&request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
@@ -634,6 +647,36 @@ impl Driver {
             "uses": record.uses_left,
             "labels": record.labels,
         }))
+    }
+
+    /// Registers `provider@version` from the plugin's own `describe()`. The
+    /// same version pushed again with other bytes is refused: a version
+    /// names one component forever, so running pipelines never change
+    /// under anyone's feet.
+    fn push_plugin(&mut self, wasm: &[u8], info: ActionInfo) -> Result<Value, ApiError> {
+        let key = format!("{}@{}", info.name, info.version);
+        let digest = sluice_runtime::digest(wasm);
+        if let Some(existing) = self.catalog.0.get(&key) {
+            if existing.digest != digest {
+                return Err(ApiError::Conflict(format!(
+                    "plugin {key} is already registered with digest {}; publish the change under a new version",
+                    existing.digest
+                )));
+            }
+            return Ok(json!({"provider": key, "digest": digest, "created": false}));
+        }
+        self.plugins.put_bytes(wasm)?;
+        let record = PluginRecord {
+            provider: info.name.clone(),
+            version: info.version.clone(),
+            digest: digest.clone(),
+            info: serde_json::to_string(&info).map_err(anyhow::Error::from)?,
+            builtin: false,
+        };
+        self.commit(vec![Change::Plugin(record)])?;
+        info!(plugin = %key, %digest, "plugin registered");
+        self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false });
+        Ok(json!({"provider": key, "digest": digest, "created": true}))
     }
 
     fn enroll(&mut self, request: &EnrollRequest) -> Result<EnrollResponse> {

@@ -312,3 +312,54 @@ fn the_fleet_port_refuses_foreign_and_expired_certificates() {
     assert!(log.contains("Expired") || log.contains("expired"), "{log}");
     cluster.kill_controller();
 }
+
+#[test]
+fn a_misbehaving_plugin_fails_its_own_action_and_the_agent_keeps_serving() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let hostile = sluice_builtins::test_plugin("hostile");
+    let out = cluster.sluice(&["plugin", "push", hostile.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hostile@1 registered"), "{}", output_text(&out));
+    let out = cluster.sluice(&["plugin", "push", hostile.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already registered"), "{}", output_text(&out));
+    // Something that is not a component is refused as invalid input.
+    let junk = cluster.dir.path().join("junk.wasm");
+    write(&junk, "not wasm");
+    assert_eq!(cluster.sluice(&["plugin", "push", junk.to_str().unwrap()]).status.code(), Some(2));
+
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let file = cluster.dir.path().join("hostile.json");
+    write(
+        &file,
+        &format!(
+            r##"{{"pipeline": {{"name": "hostile", "variables": [{{"name": "MODE", "defaultValue": "ok"}}], "stages": [
+          {{"name": "Source", "actions": [{{"name": "Checkout", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+            "configuration": {{"Url": "{}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
+          {{"name": "Misbehave", "actions": [{{"name": "Run", "actionTypeId": {{"category": "Test", "owner": "Custom", "provider": "hostile", "version": "1"}},
+            "configuration": {{"Mode": "#{{variables.MODE}}"}}, "inputArtifacts": [{{"name": "src"}}]}}]}}]}}}}"##,
+            repo.display()
+        ),
+    );
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    for (mode, reason) in [
+        ("trap", "plugin trapped"),
+        ("memory", "plugin exceeded its memory limit"),
+        ("read-host-path", "cannot read \\\"/etc/passwd\\\""),
+    ] {
+        let out = cluster.sluice(&["pipeline", "start", "hostile", "--variable", &format!("MODE={mode}"), "--wait"]);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", output_text(&out));
+        let state = cluster.sluice_json(&["pipeline", "state", "hostile"]).unwrap();
+        let run = action_state(&state, "Misbehave", "Run");
+        assert_eq!(run["status"], "Failed", "{mode}: {run}");
+        assert!(run["errorDetails"]["message"].to_string().contains(reason), "{mode}: {run}");
+    }
+    // The same agent still serves.
+    let out = cluster.sluice(&["pipeline", "start", "hostile", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let agents = cluster.agents_json().unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0]["connected"], true);
+}
