@@ -65,7 +65,7 @@ pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Re
     let mut decoder = FrameDecoder::new();
     let mut started = false;
     loop {
-        if let Some(message) = decoder.next::<T>()? {
+        if let Some(message) = decoder.next_frame::<T>()? {
             return Ok(Some(message));
         }
         let mut buf = vec![0; decoder.needed()];

@@ -317,28 +317,6 @@ fn print_json(v: &Value) {
 }
 
 /// Prints rows as aligned columns under a header.
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_command_line_is_well_formed() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn the_controller_listens_where_admin_commands_look() {
-        assert_eq!(api_bind_address(None).unwrap().to_string(), "127.0.0.1:7400");
-        assert_eq!(api_bind_address(Some("http://127.0.0.1:0/")).unwrap().port(), 0);
-        assert_eq!(api_bind_address(Some("nope")).unwrap_err().code, 2);
-        assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("1w").is_err());
-        assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);
-        assert!(parse_labels("a").is_err());
-    }
-}
-
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -703,4 +681,26 @@ fn print_state(state: &Value) {
 /// Reads a file as text, saying which file failed.
 pub fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_controller_listens_where_admin_commands_look() {
+        assert_eq!(api_bind_address(None).unwrap().to_string(), "127.0.0.1:7400");
+        assert_eq!(api_bind_address(Some("http://127.0.0.1:0/")).unwrap().port(), 0);
+        assert_eq!(api_bind_address(Some("nope")).unwrap_err().code, 2);
+        assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("1w").is_err());
+        assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);
+        assert!(parse_labels("a").is_err());
+    }
 }

@@ -217,7 +217,7 @@ async fn read_frame_exact<T: for<'de> serde::Deserialize<'de>>(recv: &mut quinn:
     let mut decoder = FrameDecoder::new();
     decoder.push(&len);
     decoder.push(&body);
-    Ok(decoder.next()?)
+    Ok(decoder.next_frame()?)
 }
 
 /// Reads the next frame of a stream of frames.
@@ -227,7 +227,7 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
 ) -> Result<Option<T>> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if let Some(frame) = decoder.next()? {
+        if let Some(frame) = decoder.next_frame()? {
             return Ok(Some(frame));
         }
         match recv.read(&mut buf).await? {

@@ -75,7 +75,7 @@ impl FrameDecoder {
 
     /// The next complete frame, if one is buffered. A length over
     /// [`MAX_FRAME`] is an error before any of the body is read.
-    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn next_frame<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
@@ -301,7 +301,7 @@ mod tests {
             let mut got = Vec::new();
             for chunk in bytes.chunks(split) {
                 decoder.push(chunk);
-                while let Some(m) = decoder.next::<FromAgent>().unwrap() {
+                while let Some(m) = decoder.next_frame::<FromAgent>().unwrap() {
                     got.push(m);
                 }
             }
@@ -314,14 +314,14 @@ mod tests {
     fn oversized_frame_is_refused_before_its_body_arrives() {
         let mut decoder = FrameDecoder::new();
         decoder.push(&((MAX_FRAME as u32) + 1).to_be_bytes());
-        assert_eq!(decoder.next::<FromAgent>(), Err(FrameError::TooLarge(MAX_FRAME + 1)));
+        assert_eq!(decoder.next_frame::<FromAgent>(), Err(FrameError::TooLarge(MAX_FRAME + 1)));
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut decoder = FrameDecoder::new();
         decoder.push(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
-        assert!(matches!(decoder.next::<ToAgent>(), Err(FrameError::Malformed(_))));
+        assert!(matches!(decoder.next_frame::<ToAgent>(), Err(FrameError::Malformed(_))));
     }
 
     #[test]

@@ -452,9 +452,9 @@ fn rand_suffix() -> u64 {
 /// `90s`, `5m`, `2h`: how timeouts read in messages.
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 3600 && s % 3600 == 0 {
+    if s >= 3600 && s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s >= 60 && s % 60 == 0 {
+    } else if s >= 60 && s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else if s > 0 {
         format!("{s}s")
