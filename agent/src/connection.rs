@@ -279,6 +279,9 @@ impl Fleet {
         eprintln!("agent {agent_id} connected to {addr}");
         self.link.set(Some(connection.clone()));
 
+        // Results the controller may have missed go out again first.
+        let resend = self.jobs.clone();
+        tokio::spawn(async move { resend.resend_unacknowledged().await });
         let outbox = self.outbox.take().expect("the outbox is back between connections");
         let writer = tokio::spawn(
             write_control(send, outbox, self.unsent.take(), heartbeat, self.jobs.clone(), connection.clone())
@@ -321,6 +324,7 @@ async fn read_control(recv: &mut quinn::RecvStream, connection: &quinn::Connecti
             }
             Ok(Some(ToAgent::Cancel { job_id })) => jobs.cancel(&job_id),
             Ok(Some(ToAgent::HeartbeatAck)) => trace!("heartbeat acknowledged"),
+            Ok(Some(ToAgent::ResultAck { job_id })) => jobs.acknowledged(&job_id),
             Ok(Some(ToAgent::Refused { reason })) => return refusal(reason),
             Ok(Some(ToAgent::Welcome { .. })) => debug!("ignoring a second Welcome"),
         }

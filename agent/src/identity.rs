@@ -38,7 +38,7 @@ const CA_MISMATCH: &str = "controller's CA does not match the join token's finge
 
 /// QUIC keep-alive: well below quinn's default 30 s idle timeout, so an idle
 /// agent (no jobs, long heartbeat interval) keeps its connection.
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
 
 /// Lowercase hex sha256 of a certificate's DER, as join tokens carry it.
 pub fn fingerprint(der: &[u8]) -> String {

@@ -47,6 +47,9 @@ pub struct Jobs {
     link: Link,
     outbox: mpsc::Sender<FromAgent>,
     running: Mutex<HashMap<String, Running>>,
+    /// Results sent but not yet acknowledged by the controller: a result
+    /// written into a connection that then died would otherwise be lost.
+    unacked: Mutex<HashMap<String, FromAgent>>,
     next_token: AtomicU64,
 }
 
@@ -77,22 +80,50 @@ impl Jobs {
             link,
             outbox,
             running: Mutex::new(HashMap::new()),
+            unacked: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(0),
         }))
     }
 
     /// Ids of the jobs accepted and neither finished nor cancelled, for
     /// `Hello.running` and heartbeats.
+    /// Jobs whose results are not yet acknowledged count as running: the
+    /// controller must not hand them to anyone else.
     pub fn running_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.running.lock().expect("jobs lock").keys().cloned().collect();
+        ids.extend(self.unacked.lock().expect("jobs lock").keys().cloned());
         ids.sort();
+        ids.dedup();
         ids
+    }
+
+    /// The controller has the job's result.
+    pub fn acknowledged(&self, job_id: &str) {
+        self.unacked.lock().expect("jobs lock").remove(job_id);
+    }
+
+    /// Sends every unacknowledged result again, after a reconnect.
+    pub async fn resend_unacknowledged(&self) {
+        let frames: Vec<FromAgent> = self.unacked.lock().expect("jobs lock").values().cloned().collect();
+        for frame in frames {
+            self.send(frame).await;
+        }
     }
 
     /// Takes a job from the controller. A job already running (the
     /// controller re-sends after a reconnect) only takes the newer lease
     /// epoch; otherwise it starts, waiting for a free slot first.
     pub fn accept(self: &Arc<Self>, spec: JobSpec) {
+        // Already done here: the controller has not seen the result yet
+        // (it was restarted, or the connection dropped); send it again
+        // rather than running the job twice.
+        let done = self.unacked.lock().expect("jobs lock").get(&spec.job_id).cloned();
+        if let Some(frame) = done {
+            info!(job_id = %spec.job_id, "job already finished here; sending its result again");
+            let jobs = self.clone();
+            tokio::spawn(async move { jobs.send(frame).await });
+            return;
+        }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (cancel_tx, cancel_rx) = watch::channel(false);
         {
@@ -174,6 +205,7 @@ impl Jobs {
                     JobResult::Failed { message, retryable } => info!(retryable, "job failed: {message}"),
                 }
                 let finished = sendable(FromAgent::JobFinished { job_id: job_id.clone(), lease_epoch, result });
+                self.unacked.lock().expect("jobs lock").insert(job_id.clone(), finished.clone());
                 self.send(finished).await;
             }
             _ => info!("job cancelled; its result is dropped"),

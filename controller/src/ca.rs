@@ -27,6 +27,12 @@ const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const SERVER_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Default lifetime of an agent's client certificate (DESIGN: short-lived).
 pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// QUIC keep-alives, so that a quiet connection stays up through NATs.
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
+/// A peer silent this long is gone: three missed keep-alives and some
+/// slack. Both sides use the smaller of their two values, so this bounds
+/// how long an agent takes to notice a controller that was killed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(12);
 /// Allowance for clocks that disagree a little between hosts.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
@@ -154,8 +160,8 @@ impl Ca {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(5)));
-        transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
+        transport.keep_alive_interval(Some(KEEP_ALIVE));
+        transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into()?));
         transport.max_concurrent_bidi_streams(256u32.into());
         config.transport_config(Arc::new(transport));
         Ok(config)

@@ -28,6 +28,9 @@ pub struct FleetContext {
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// The longest an enrollment may take, from handshake to answer.
+const ENROLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, ctx: FleetContext) {
     while let Some(incoming) = endpoint.accept().await {
@@ -54,7 +57,15 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: FleetContext) -> Resu
         .and_then(|d| d.protocol)
         .unwrap_or_default();
     if alpn == ALPN_ENROLL {
-        return enroll(conn, ctx).await;
+        // Enrollment is unauthenticated: bound it so that idle connections
+        // cannot pile up.
+        return match tokio::time::timeout(ENROLL_TIMEOUT, enroll(conn.clone(), ctx)).await {
+            Ok(result) => result,
+            Err(_) => {
+                conn.close(1u32.into(), b"enrollment timed out");
+                bail!("enrollment timed out after {}s", ENROLL_TIMEOUT.as_secs())
+            }
+        };
     }
     if alpn != ALPN_FLEET {
         conn.close(1u32.into(), b"unknown protocol");
@@ -225,13 +236,14 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
 ) -> Result<Option<T>> {
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         if let Some(frame) = decoder.next_frame()? {
             return Ok(Some(frame));
         }
-        match recv.read(&mut buf).await? {
-            Some(n) => decoder.push(&buf[..n]),
+        // Chunks are quinn's own buffers: an idle agent holds no read
+        // buffer of ours while it waits.
+        match recv.read_chunk(MAX_FRAME, true).await? {
+            Some(chunk) => decoder.push(&chunk.bytes),
             None => return Ok(None),
         }
     }

@@ -31,6 +31,12 @@ use tracing::{error, info, warn};
 
 /// How often agents send heartbeats.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long the jobs of a disconnected agent wait for it to come back and
+/// report them before they are given up as lost. Covers a network blip and
+/// the agent's reconnect backoff (at most 10 s).
+const RECONNECT_GRACE: Duration = Duration::from_secs(30);
+/// How often the driver looks at the clock for such deadlines.
+const TICK: Duration = Duration::from_secs(1);
 /// Executions shown by a history listing when the caller does not say.
 pub const DEFAULT_HISTORY: usize = 20;
 
@@ -74,6 +80,8 @@ pub enum Command {
     AgentConnected { agent_id: String, conn_id: u64, hello: Hello, tx: mpsc::UnboundedSender<ToAgent>, reply: oneshot::Sender<ToAgent> },
     AgentMessage { agent_id: String, conn_id: u64, message: FromAgent },
     AgentDisconnected { agent_id: String, conn_id: u64 },
+    /// Time passes: give up on jobs of agents that did not come back.
+    Tick,
 }
 
 /// The controller's settings (`sluice controller` flags).
@@ -170,6 +178,12 @@ struct Driver {
     pending: VecDeque<Dispatch>,
     events: broadcast::Sender<Arc<Value>>,
     plugins: BlobStore,
+    /// Jobs of agents whose connection dropped, with when it dropped.
+    orphans: HashMap<String, (u64, Vec<String>)>,
+    /// Actions that were running when the controller stopped, and until
+    /// when they are kept for the agent that runs them to reconnect.
+    restored: HashSet<String>,
+    hold_restored_until: u64,
 }
 
 pub fn now_ms() -> u64 {
@@ -185,7 +199,11 @@ fn admin_token(data_dir: &Path) -> Result<String> {
     let path = data_dir.join("admin.token");
     if path.exists() {
         let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        return Ok(token.trim().to_string());
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            anyhow::bail!("{} is empty: delete it and a new admin token is made at start", path.display());
+        }
+        return Ok(token);
     }
     let token = format!("sat_{}", hex::encode(rand::random::<[u8; 24]>()));
     crate::ca::write_private(&path, format!("{token}\n").as_bytes())?;
@@ -222,6 +240,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         pending: VecDeque::new(),
         events: events.clone(),
         plugins: plugins.clone(),
+        orphans: HashMap::new(),
+        restored: HashSet::new(),
+        hold_restored_until: 0,
     };
     driver.recover()?;
 
@@ -235,6 +256,16 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
 
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(driver.run(rx));
+    let ticks = tx.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK);
+        loop {
+            interval.tick().await;
+            if ticks.send(Command::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
     tokio::spawn(crate::fleet::serve(
         endpoint.clone(),
         crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
@@ -318,6 +349,12 @@ impl Driver {
         for execution in unfinished {
             let def = self.definition(&execution.pipeline, execution.version)?;
             self.engine.restore(now, def, execution);
+        }
+        // What was running is kept a while for the agents that run it.
+        self.hold_restored_until = now + RECONNECT_GRACE.as_millis() as u64;
+        while let Some(dispatch) = self.engine.poll_dispatch() {
+            self.restored.insert(dispatch.job_id.clone());
+            self.pending.push_back(dispatch);
         }
         if count > 0 {
             info!(executions = count, "resumed unfinished executions");
@@ -438,6 +475,7 @@ impl Driver {
             }
             Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(&agent_id, conn_id, message),
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
+            Command::Tick => self.expire_orphans(now_ms()),
         }
     }
 
@@ -732,23 +770,47 @@ impl Driver {
         if record.state == "disabled" {
             return ToAgent::Refused { reason: format!("agent {agent_id} is disabled") };
         }
-        // A reconnect replaces the old connection; its jobs are lost with it.
+        // A new connection replaces an old one that has not noticed it is dead.
         if self.agents.contains_key(&agent_id) {
             self.agent_disconnected(&agent_id, self.agents[&agent_id].conn_id);
         }
-        let mut labels = record.labels.clone();
-        labels.extend(hello.labels);
+        // The labels of the join token are the operator's and win over
+        // what the agent says about itself.
+        let mut labels = hello.labels.clone();
+        labels.extend(record.labels.clone());
+        let reported: HashSet<String> = hello.running.iter().cloned().collect();
+        let mut running = HashSet::new();
+        let now = now_ms();
+        // Jobs it had before the drop: those it still runs carry on, the
+        // others can no longer report and are lost.
+        if let Some((_, jobs)) = self.orphans.remove(&agent_id) {
+            let (kept, gone): (Vec<String>, Vec<String>) = jobs.into_iter().partition(|j| reported.contains(j));
+            running.extend(kept);
+            self.lose_jobs(now, gone, &format!("agent {agent_id} came back without the action: it was restarted"));
+        }
+        // After a controller restart, actions waiting to be handed out
+        // again may still be running on this agent: give them back to it
+        // under their new lease, instead of starting them twice.
+        let mut resumed = Vec::new();
+        self.pending.retain(|d| {
+            let mine = reported.contains(&d.job_id);
+            if mine {
+                resumed.push(d.clone());
+            }
+            !mine
+        });
         self.agents.insert(
             agent_id.clone(),
-            AgentConn {
-                conn_id,
-                tx,
-                labels,
-                slots: hello.slots.max(1),
-                running: HashSet::new(),
-                hostname: record.hostname,
-            },
+            AgentConn { conn_id, tx, labels, slots: hello.slots.max(1), running, hostname: record.hostname },
         );
+        for dispatch in resumed {
+            if let Err(reason) = self.hand_out(&agent_id, &dispatch) {
+                self.engine.handle(
+                    now,
+                    Event::ActionLost { job_id: dispatch.job_id, lease_epoch: dispatch.lease_epoch, reason },
+                );
+            }
+        }
         info!(%agent_id, "agent ready");
         let _ = self.commit(Vec::new());
         ToAgent::Welcome { agent_id, heartbeat_ms: HEARTBEAT.as_millis() as u64 }
@@ -764,12 +826,16 @@ impl Driver {
             FromAgent::Heartbeat { .. } => {
                 let _ = self.agents[agent_id].tx.send(ToAgent::HeartbeatAck);
             }
-            FromAgent::JobStarted { job_id, lease_epoch } => {
+            FromAgent::JobStarted { job_id, .. } => {
+                // The lease that counts is the one this agent holds now: a
+                // job given back to it after a restart started earlier.
+                let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else { return };
+                let lease_epoch = job.lease_epoch;
                 self.engine.handle(now, Event::ActionStarted { job_id, lease_epoch, agent: agent_id.to_string() });
                 let _ = self.commit(Vec::new());
             }
             FromAgent::Log { job_id, seq, text } => {
-                let Some(job) = self.jobs.get(&job_id) else { return };
+                let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else { return };
                 let line = LogLine { job_id: job_id.clone(), execution_id: job.execution_id.clone(), seq, text };
                 let event = json!({
                     "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id,
@@ -778,12 +844,18 @@ impl Driver {
                 let _ = self.commit(vec![Change::Log(line)]);
                 let _ = self.events.send(Arc::new(event));
             }
-            FromAgent::JobFinished { job_id, lease_epoch, result } => {
-                let Some(job) = self.jobs.get(&job_id) else { return };
-                if job.agent != agent_id || job.lease_epoch != lease_epoch {
-                    warn!(%agent_id, %job_id, "refusing a result for a job this agent no longer holds");
+            FromAgent::JobFinished { job_id, result, .. } => {
+                // Only the agent that holds the job may end it. It may carry
+                // an older epoch when the job was given back to the same
+                // agent after a restart; another agent's result never counts.
+                let ack = ToAgent::ResultAck { job_id: job_id.clone() };
+                let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else {
+                    warn!(%agent_id, %job_id, "refusing a result for a job this agent does not hold");
+                    // Refused for good: the agent may stop sending it.
+                    let _ = self.agents[agent_id].tx.send(ack);
                     return;
-                }
+                };
+                let lease_epoch = job.lease_epoch;
                 self.jobs.remove(&job_id);
                 if let Some(agent) = self.agents.get_mut(agent_id) {
                     agent.running.remove(&job_id);
@@ -802,30 +874,60 @@ impl Driver {
                 };
                 self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result });
                 let _ = self.commit(Vec::new());
+                // Only once the result is durable may the agent forget it.
+                if let Some(agent) = self.agents.get(agent_id) {
+                    let _ = agent.tx.send(ack);
+                }
             }
         }
     }
 
+    /// An agent's connection dropped. Its jobs may well still be running
+    /// there: they wait [`RECONNECT_GRACE`] for the agent to come back and
+    /// report them.
     fn agent_disconnected(&mut self, agent_id: &str, conn_id: u64) {
         if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
             return;
         }
         let agent = self.agents.remove(agent_id).expect("checked");
-        let now = now_ms();
-        for job_id in agent.running {
+        if !agent.running.is_empty() {
+            let entry = self.orphans.entry(agent_id.to_string()).or_insert_with(|| (now_ms(), Vec::new()));
+            entry.1.extend(agent.running);
+        }
+        info!(%agent_id, "agent disconnected");
+    }
+
+    /// Gives up on the jobs of agents that stayed away too long.
+    fn expire_orphans(&mut self, now: u64) {
+        if !self.restored.is_empty() && now >= self.hold_restored_until {
+            // Nobody came back for them: hand them to whoever can run them.
+            self.restored.clear();
+            let _ = self.commit(Vec::new());
+        }
+        let grace = RECONNECT_GRACE.as_millis() as u64;
+        let expired: Vec<String> =
+            self.orphans.iter().filter(|(_, (since, _))| now >= since + grace).map(|(id, _)| id.clone()).collect();
+        if expired.is_empty() {
+            return;
+        }
+        for agent_id in expired {
+            let (_, jobs) = self.orphans.remove(&agent_id).expect("listed");
+            let reason = format!("agent {agent_id} was lost: it did not reconnect within {}s", RECONNECT_GRACE.as_secs());
+            self.lose_jobs(now, jobs, &reason);
+        }
+        let _ = self.commit(Vec::new());
+    }
+
+    fn lose_jobs(&mut self, now: u64, jobs: Vec<String>, reason: &str) {
+        for job_id in jobs {
             if let Some(job) = self.jobs.remove(&job_id) {
+                warn!(agent = %job.agent, job = %job_id, "{reason}");
                 self.engine.handle(
                     now,
-                    Event::ActionLost {
-                        job_id,
-                        lease_epoch: job.lease_epoch,
-                        reason: format!("agent {agent_id} disconnected while running the action"),
-                    },
+                    Event::ActionLost { job_id, lease_epoch: job.lease_epoch, reason: reason.to_string() },
                 );
             }
         }
-        info!(%agent_id, "agent gone");
-        let _ = self.commit(Vec::new());
     }
 
     /// Why a pending action has no agent yet, in words an operator can act on.
@@ -847,7 +949,12 @@ impl Driver {
     fn schedule(&mut self) -> Vec<(Dispatch, String)> {
         let mut refused = Vec::new();
         let mut still_pending = VecDeque::new();
+        let holding = now_ms() < self.hold_restored_until;
         while let Some(dispatch) = self.pending.pop_front() {
+            if holding && self.restored.contains(&dispatch.job_id) {
+                still_pending.push_back(dispatch);
+                continue;
+            }
             let best = self
                 .agents
                 .iter()
@@ -863,29 +970,33 @@ impl Driver {
                 still_pending.push_back(dispatch);
                 continue;
             };
-            match self.job_spec(&dispatch) {
-                Ok(spec) => {
-                    let agent = self.agents.get_mut(&agent_id).expect("chosen agent");
-                    agent.running.insert(dispatch.job_id.clone());
-                    self.jobs.insert(
-                        dispatch.job_id.clone(),
-                        JobInfo {
-                            agent: agent_id.clone(),
-                            execution_id: dispatch.execution_id.0.clone(),
-                            pipeline: dispatch.pipeline.clone(),
-                            stage: dispatch.stage.clone(),
-                            action: dispatch.action.clone(),
-                            lease_epoch: dispatch.lease_epoch,
-                        },
-                    );
-                    info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");
-                    let _ = agent.tx.send(ToAgent::Job(Box::new(spec)));
-                }
-                Err(reason) => refused.push((dispatch, reason)),
+            if let Err(reason) = self.hand_out(&agent_id, &dispatch) {
+                refused.push((dispatch, reason));
             }
         }
         self.pending = still_pending;
         refused
+    }
+
+    /// Sends a dispatch to an agent and books it there.
+    fn hand_out(&mut self, agent_id: &str, dispatch: &Dispatch) -> Result<(), String> {
+        let spec = self.job_spec(dispatch)?;
+        let agent = self.agents.get_mut(agent_id).expect("a connected agent");
+        agent.running.insert(dispatch.job_id.clone());
+        self.jobs.insert(
+            dispatch.job_id.clone(),
+            JobInfo {
+                agent: agent_id.to_string(),
+                execution_id: dispatch.execution_id.0.clone(),
+                pipeline: dispatch.pipeline.clone(),
+                stage: dispatch.stage.clone(),
+                action: dispatch.action.clone(),
+                lease_epoch: dispatch.lease_epoch,
+            },
+        );
+        info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");
+        let _ = agent.tx.send(ToAgent::Job(Box::new(spec)));
+        Ok(())
     }
 
     /// The job an agent receives: the plugin by digest and the grants that

@@ -120,8 +120,7 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_by_pipeline ON executions (pipeline, started_at);
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
 CREATE TABLE IF NOT EXISTS logs (
-    job_id TEXT NOT NULL, execution_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL,
-    PRIMARY KEY (job_id, seq));
+    job_id TEXT NOT NULL, execution_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS logs_by_execution ON logs (execution_id);
 CREATE TABLE IF NOT EXISTS agents (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
@@ -201,7 +200,7 @@ impl Store for SqliteStore {
                     ])?;
                 }
                 Change::Log(l) => {
-                    tx.prepare_cached("INSERT OR IGNORE INTO logs (job_id, execution_id, seq, text) VALUES (?1, ?2, ?3, ?4)")?
+                    tx.prepare_cached("INSERT INTO logs (job_id, execution_id, seq, text) VALUES (?1, ?2, ?3, ?4)")?
                         .execute(params![l.job_id, l.execution_id, l.seq as i64, l.text])?;
                 }
                 Change::Agent(a) => {

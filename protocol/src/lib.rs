@@ -191,6 +191,10 @@ pub enum ToAgent {
     Job(Box<JobSpec>),
     Cancel { job_id: String },
     HeartbeatAck,
+    /// The controller has durably taken the job's result: the agent may
+    /// forget it. Until then the agent reports the job in `Hello.running`
+    /// and sends its result again after a reconnect.
+    ResultAck { job_id: String },
 }
 
 /// Agent to controller, on the control stream.

@@ -31,6 +31,14 @@ fn nearest_existing(path: &Path) -> Option<PathBuf> {
 
 fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<u64> {
     let meta = std::fs::symlink_metadata(src)?;
+    // Never write through a symlink at the destination: one planted there
+    // (relative ones are allowed inside a mount) could lead anywhere.
+    if std::fs::symlink_metadata(dst).is_ok_and(|m| m.file_type().is_symlink()) {
+        if meta.is_dir() {
+            return Err(std::io::Error::other(format!("destination {} is a symlink", dst.display())));
+        }
+        std::fs::remove_file(dst)?;
+    }
     if meta.is_dir() {
         std::fs::create_dir_all(dst)?;
         let mut entries: Vec<_> = std::fs::read_dir(src)?.collect::<Result<_, _>>()?;

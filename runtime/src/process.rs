@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// Output kept per stream; more is dropped from memory (it still reaches
 /// the log when streamed).
 const CAPTURE_LIMIT: usize = 16 << 20;
+/// How long output may still arrive after the program exited (from
+/// something it started), and how long after a kill we wait for its pipes.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
 /// Where granted bare program names are looked up.
 const SEARCH_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -70,29 +73,64 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
     .collect();
     drop(tx);
 
+    // Read output until the program has exited and its pipes are closed, or
+    // the deadline passes. A program may exit while something it started
+    // keeps the pipes open (or close them and run on): neither may hold the
+    // action past its deadline.
     let mut killed_at_deadline = false;
+    let mut exited: Option<std::process::ExitStatus> = None;
+    let mut pipes_open = true;
+    let mut exited_at: Option<Instant> = None;
     loop {
-        let remaining = state.deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(remaining.min(Duration::from_millis(200))) {
-            Ok((is_err, text)) => {
-                if cmd.stream_output {
-                    let text = state.mask(&text);
-                    state.log.line(&if is_err { format!("stderr: {text}") } else { text });
+        if pipes_open {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((is_err, text)) => {
+                    if cmd.stream_output {
+                        let text = state.mask(&text);
+                        state.log.line(&if is_err { format!("stderr: {text}") } else { text });
+                    }
+                    continue;
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => pipes_open = false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if Instant::now() >= state.deadline && !killed_at_deadline {
-            killed_at_deadline = true;
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        if exited.is_none() {
+            exited = child.try_wait().map_err(|e| format!("waiting for {:?}: {e}", cmd.program))?;
+            if exited.is_some() {
+                exited_at = Some(Instant::now());
+            }
+        }
+        match (exited, pipes_open) {
+            (Some(_), false) => break,
+            // Exited, but a leftover holds the pipes: give it a moment.
+            (Some(_), true) if exited_at.is_some_and(|t| t.elapsed() > PIPE_GRACE) => break,
+            _ => {}
+        }
+        if Instant::now() >= state.deadline {
+            if !killed_at_deadline {
+                killed_at_deadline = true;
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            } else if Instant::now() >= state.deadline + PIPE_GRACE {
+                break;
+            }
         }
     }
-    let mut outputs = readers.into_iter().map(|r| r.join().unwrap_or_default());
-    let (stdout, stderr) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
-    let status = child.wait().map_err(|e| format!("waiting for {:?}: {e}", cmd.program))?;
     // Whatever the program left running in its group goes with it.
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    let status = match exited {
+        Some(status) => status,
+        None => child.wait().map_err(|e| format!("waiting for {:?}: {e}", cmd.program))?,
+    };
+    // Readers still blocked on a pipe held by an escaped process are left
+    // behind rather than waited for.
+    // (Once the pipes are closed the readers have ended and are joined.)
+    let mut outputs = readers
+        .into_iter()
+        .map(|r| if !pipes_open || r.is_finished() { r.join().unwrap_or_default() } else { Vec::new() });
+    let (stdout, stderr) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
     if killed_at_deadline {
         return Err(format!("{:?} was killed at the action deadline", cmd.program));
     }

@@ -47,11 +47,23 @@ fn invocation(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> Inv
 }
 
 fn run(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> (Outcome, Vec<String>) {
+    run_with(f, mode, &[], grants, timeout)
+}
+
+fn run_with(
+    f: &Fixture,
+    mode: &str,
+    config: &[(&str, &str)],
+    grants: Grants,
+    timeout: Duration,
+) -> (Outcome, Vec<String>) {
     let plugin = hostile(f);
+    let mut inv = invocation(f, mode, grants, timeout);
+    inv.configuration.extend(config.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     let log: Arc<dyn LogSink> = Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_string()));
-    let outcome = f.runtime.run_action(&plugin, &invocation(f, mode, grants, timeout), log);
+    let outcome = f.runtime.run_action(&plugin, &inv, log);
     let lines = lines.lock().unwrap().clone();
     (outcome, lines)
 }
@@ -169,4 +181,24 @@ fn concurrent_first_loads_of_one_plugin_all_succeed() {
     for h in handles {
         assert_eq!(h.join().unwrap().unwrap(), digest(&bytes));
     }
+}
+
+#[test]
+fn a_host_copy_does_not_write_through_a_planted_symlink() {
+    let f = fixture(64 << 20);
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().to_str().unwrap();
+    let (outcome, _) = run_with(&f, "copy-into-link", &[("Path", target)], sh(), Duration::from_secs(30));
+    assert!(failure(&outcome).contains("is a symlink"), "{outcome:?}");
+    assert!(!outside.path().join("PWNED").exists(), "the copy escaped into {target}");
+}
+
+#[test]
+fn a_program_that_outlives_its_pipes_is_killed_at_the_deadline() {
+    let f = fixture(64 << 20);
+    let started = Instant::now();
+    let config = [("Args", "-c\nexec >/dev/null 2>&1; sleep 60")];
+    let (outcome, _) = run_with(&f, "exec", &config, sh(), Duration::from_secs(1));
+    assert!(failure(&outcome).contains("deadline"), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }

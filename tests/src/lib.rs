@@ -95,13 +95,15 @@ impl Cluster {
         self.dir.path().join("controller")
     }
 
-    /// Starts (or restarts) the controller on its data dir.
+    /// Starts the controller on its data dir; a restart keeps the fleet
+    /// address, so that agents find it again.
     pub fn start_controller(&mut self) -> Result<()> {
         let data = self.data_dir();
+        let fleet = if self.fleet.is_empty() { "127.0.0.1:0".to_string() } else { self.fleet.clone() };
         let _ = std::fs::remove_file(data.join("controller.json"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("controller.log"))?;
         let child = Command::new(bin("sluice"))
-            .args(["controller", "--api", "127.0.0.1:0", "--fleet", "127.0.0.1:0", "--data-dir"])
+            .args(["controller", "--api", "127.0.0.1:0", "--fleet", &fleet, "--data-dir"])
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(log)
@@ -177,6 +179,14 @@ impl Cluster {
             cmd.args(["--labels", &labels.join(",")]);
         }
         Ok(cmd.env("SLUICE_LOG", "info").stdout(Stdio::null()).stderr(log).spawn()?)
+    }
+
+    /// Waits until `n` agents are connected.
+    pub fn wait_for_agents(&self, n: usize) -> Result<()> {
+        wait_until(&format!("{n} connected agents"), WAIT, || {
+            let agents = self.agents_json().ok()?;
+            (agents.iter().filter(|a| a["connected"] == Value::Bool(true)).count() >= n).then_some(())
+        })
     }
 
     pub fn agents_json(&self) -> Result<Vec<Value>> {

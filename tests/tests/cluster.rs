@@ -5,6 +5,7 @@ use serde_json::Value;
 use sluice_tests::{Cluster, WAIT, bin, make_repo, output_text, wait_until};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -195,6 +196,11 @@ fn a_finished_execution_survives_a_controller_kill() {
     assert_eq!(ids.len(), 2);
     let got = cluster.sluice_json(&["pipeline", "get", "durable"]).unwrap();
     assert_eq!(got["pipeline"]["name"], "durable");
+
+    // The agent reconnects by itself and the pipeline runs again.
+    cluster.wait_for_agents(1).unwrap();
+    let out = cluster.sluice(&["pipeline", "start", "durable", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 #[test]
@@ -359,7 +365,7 @@ fn a_misbehaving_plugin_fails_its_own_action_and_the_agent_keeps_serving() {
         assert_eq!(out.status.code(), Some(1), "{mode}: {}", output_text(&out));
         let state = cluster.sluice_json(&["pipeline", "state", "hostile"]).unwrap();
         let run = action_state(&state, "Misbehave", "Run");
-        assert_eq!(run["status"], "Failed", "{mode}: {run}");
+        assert_eq!(run["status"], "Failed", "{mode}: {run}\n{}", cluster.sluice_json(&["pipeline", "history", "hostile"]).unwrap());
         assert!(run["errorDetails"]["message"].to_string().contains(reason), "{mode}: {run}");
     }
     // The same agent still serves.
@@ -368,4 +374,47 @@ fn a_misbehaving_plugin_fails_its_own_action_and_the_agent_keeps_serving() {
     let agents = cluster.agents_json().unwrap();
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0]["connected"], true);
+}
+
+#[test]
+fn an_action_running_across_a_controller_kill_finishes_once() {
+    let mut cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let count = cluster.dir.path().join("runs.txt");
+    let file = cluster.dir.path().join("p.json");
+    write(
+        &file,
+        &format!(
+            r#"{{"pipeline": {{"name": "across", "stages": [
+          {{"name": "Source", "actions": [{{"name": "Checkout", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+            "configuration": {{"Url": "{}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
+          {{"name": "Build", "actions": [{{"name": "Slow", "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+            "configuration": {{"Commands": "echo ran >> {}\nsleep 3"}}, "inputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["sh"]}}}}]}}]}}}}"#,
+            repo.display(),
+            count.display()
+        ),
+    );
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["pipelineExecutionId"].as_str().unwrap().to_string();
+
+    // Kill the controller while the slow action runs on the agent.
+    wait_until("the slow action to start", WAIT, || count.exists().then_some(())).unwrap();
+    cluster.kill_controller();
+    cluster.start_controller().unwrap();
+
+    // The agent reconnects, reports the action, and its result counts.
+    let status = wait_until("the execution to end", Duration::from_secs(90), || {
+        let e = cluster.sluice_json(&["pipeline", "history", "across"]).ok()?;
+        let status = e["pipelineExecutionSummaries"][0]["status"].as_str()?.to_string();
+        (status != "InProgress").then_some(status)
+    })
+    .unwrap();
+    assert_eq!(status, "Succeeded", "{}", cluster.controller_log());
+    let history = cluster.sluice_json(&["pipeline", "history", "across"]).unwrap();
+    assert_eq!(history["pipelineExecutionSummaries"][0]["pipelineExecutionId"], id.as_str());
+    let runs = std::fs::read_to_string(&count).unwrap();
+    assert_eq!(runs.lines().count(), 1, "the action ran more than once");
 }

@@ -14,6 +14,8 @@
 //!   of them could be read.
 //! - `copy-escape`: plants a symlink to `/etc` with a granted `sh`, then asks
 //!   the host (`files.copy`) to copy `/etc/passwd` through it into an output.
+//! - `copy-into-link`: plants a symlink to the host directory `Path` in the
+//!   destination of a host copy and copies a tree through it.
 //! - `exec`: runs `Program` (default `sh`) with `Args` (one per line, default
 //!   `-c` and `echo pwned`); succeeds with its stdout if the host let it run.
 //! - `ok`: succeeds with summary "ok".
@@ -35,7 +37,7 @@ const CHUNK: usize = 16 << 20;
 /// The page size of wasm linear memory: one write per page commits it.
 const PAGE: usize = 64 << 10;
 
-const MODES: &str = "trap, loop, memory, read-host-path, escape, copy-escape, exec, ok";
+const MODES: &str = "trap, loop, memory, read-host-path, escape, copy-escape, copy-into-link, exec, ok";
 
 /// The hostile plugin.
 pub struct Hostile;
@@ -75,6 +77,7 @@ impl Plugin for Hostile {
             }
             "escape" => escape(&ctx),
             "copy-escape" => copy_escape(&ctx),
+            "copy-into-link" => copy_into_link(&ctx),
             "exec" => {
                 let program = ctx.config.get_or("Program", "sh");
                 let args: Vec<String> =
@@ -129,6 +132,17 @@ fn copy_escape(ctx: &Context) -> Result<Outcome, Error> {
     let output = ctx.outputs.first().ok_or_else(|| Error::new("copy-escape needs an output artifact"))?;
     let copied = sluice_plugin_sdk::artifacts::copy(ctx.workspace.join("escape/passwd"), output.path.join("passwd"))?;
     Ok(Outcome::succeeded(format!("escaped via copy: {copied} files")))
+}
+
+/// Plants a symlink to `Path` (a host directory) inside the destination of
+/// a host copy, then copies a tree whose top directory has the link's name:
+/// succeeds only if the host wrote through the link.
+fn copy_into_link(ctx: &Context) -> Result<Outcome, Error> {
+    let target = ctx.config.required("Path")?;
+    let script = format!("mkdir -p s/x d && echo pwned > s/x/PWNED && ln -s '{target}' d/x");
+    Command::new("sh").args(["-c", script.as_str()]).cwd(&ctx.workspace).run_checked()?;
+    let copied = sluice_plugin_sdk::artifacts::copy(ctx.workspace.join("s"), ctx.workspace.join("d"))?;
+    Ok(Outcome::succeeded(format!("copied {copied} files through a link")))
 }
 
 fn escape(ctx: &Context) -> Result<Outcome, Error> {
