@@ -64,7 +64,13 @@ fn artifact_crosses_agents_by_label_and_a_failing_test_fails_the_execution() {
     assert!(out.status.success(), "{}", output_text(&out));
     let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_ne!(first, second);
-    let exec = cluster.sluice_json(&["pipeline", "history", "crossing"]).unwrap();
+    // The execution that `create` started runs alongside; wait for it too.
+    let exec = wait_until("both executions to end", WAIT, || {
+        let exec = cluster.sluice_json(&["pipeline", "history", "crossing"]).ok()?;
+        let done = exec["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress");
+        done.then_some(exec)
+    })
+    .unwrap();
     let statuses: Vec<&str> = exec["pipelineExecutionSummaries"]
         .as_array()
         .unwrap()
@@ -178,6 +184,11 @@ fn a_finished_execution_survives_a_controller_kill() {
     let out = cluster.sluice(&["pipeline", "start", "durable", "--wait"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    wait_until("both executions to end", WAIT, || {
+        let exec = cluster.sluice_json(&["pipeline", "history", "durable"]).ok()?;
+        exec["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] == "Succeeded").then_some(())
+    })
+    .unwrap();
     let before = cluster.sluice_json(&["pipeline", "state", "durable"]).unwrap();
 
     cluster.kill_controller();
