@@ -79,13 +79,14 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         step(&format!("execution ended {status}; the agent's log is {}", agent_log.display()));
     }
     println!();
+    // Name this very binary, so the commands work before it is on PATH.
+    let sluice = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "sluice".into());
     println!("Use the CLI against this controller:");
     println!("  export SLUICE_API={api}");
     println!("  export SLUICE_TOKEN=$(cat {})", dir.join("controller/admin.token").display());
-    println!("  sluice pipeline state demo");
-    println!("  sluice pipeline start demo --wait");
-    println!("  sluice logs demo");
-    println!("  sluice agent list");
+    for command in ["pipeline state demo", "pipeline start demo --wait", "watch demo", "logs demo", "agent list"] {
+        println!("  {sluice} {command}");
+    }
 
     if args.once {
         let _ = agent.kill().await;
