@@ -9,6 +9,7 @@
 //! [`Link`] pointing at the live connection.
 
 use crate::identity::{self, EnrollmentKey, Identity, PinnedCaVerifier};
+use crate::renewal::Renewal;
 use crate::jobs::Jobs;
 use crate::transfer::{Link, read_frame, write_frame};
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -176,7 +177,7 @@ pub struct Presence {
 /// The fleet side of the agent: connects, serves, reconnects.
 pub struct Fleet {
     controller: String,
-    config: quinn::ClientConfig,
+    renewal: Arc<Renewal>,
     presence: Presence,
     jobs: Arc<Jobs>,
     link: Link,
@@ -189,7 +190,7 @@ pub struct Fleet {
 impl Fleet {
     pub fn new(
         controller: String,
-        identity: &Identity,
+        renewal: Arc<Renewal>,
         presence: Presence,
         jobs: Arc<Jobs>,
         link: Link,
@@ -197,7 +198,7 @@ impl Fleet {
     ) -> Result<Self> {
         Ok(Self {
             controller,
-            config: identity.fleet_client_config()?,
+            renewal,
             presence,
             jobs,
             link,
@@ -232,7 +233,12 @@ impl Fleet {
             Ok(e) => e,
             Err(e) => return Ended::Lost(e),
         };
-        let connection = match endpoint.connect_with(self.config.clone(), addr, CONTROLLER_SERVER_NAME) {
+        // The identity may have been renewed since the last connection.
+        let config = match self.renewal.client_config() {
+            Ok(c) => c,
+            Err(e) => return Ended::Fatal(e.context("loading the agent identity")),
+        };
+        let connection = match endpoint.connect_with(config, addr, CONTROLLER_SERVER_NAME) {
             Ok(connecting) => match connecting.await {
                 Ok(c) => c,
                 Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
@@ -287,7 +293,7 @@ impl Fleet {
             write_control(send, outbox, self.unsent.take(), heartbeat, self.jobs.clone(), connection.clone())
                 .in_current_span(),
         );
-        let ended = read_control(&mut recv, connection, &self.jobs).await;
+        let ended = read_control(&mut recv, connection, &self.jobs, &self.renewal).await;
         connection.close(0u32.into(), b"agent reconnecting");
         match writer.await {
             Ok((outbox, unsent)) => {
@@ -309,7 +315,12 @@ fn refusal(reason: String) -> Ended {
 }
 
 /// Reads the control stream until it or the connection ends.
-async fn read_control(recv: &mut quinn::RecvStream, connection: &quinn::Connection, jobs: &Arc<Jobs>) -> Ended {
+async fn read_control(
+    recv: &mut quinn::RecvStream,
+    connection: &quinn::Connection,
+    jobs: &Arc<Jobs>,
+    renewal: &Renewal,
+) -> Ended {
     loop {
         let message = tokio::select! {
             message = read_frame::<ToAgent>(recv) => message,
@@ -325,6 +336,12 @@ async fn read_control(recv: &mut quinn::RecvStream, connection: &quinn::Connecti
             Ok(Some(ToAgent::Cancel { job_id })) => jobs.cancel(&job_id),
             Ok(Some(ToAgent::HeartbeatAck)) => trace!("heartbeat acknowledged"),
             Ok(Some(ToAgent::ResultAck { job_id })) => jobs.acknowledged(&job_id),
+            Ok(Some(ToAgent::Renewed { cert_pem })) => {
+                if let Err(e) = renewal.install(cert_pem) {
+                    warn!("installing the renewed certificate: {e:#}");
+                }
+            }
+            Ok(Some(ToAgent::RenewalRefused { reason })) => warn!("certificate renewal refused: {reason}"),
             Ok(Some(ToAgent::Refused { reason })) => return refusal(reason),
             Ok(Some(ToAgent::Welcome { .. })) => debug!("ignoring a second Welcome"),
         }
@@ -458,7 +475,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let jobs = Jobs::new(runtime, data.path(), 3, link.clone(), tx).unwrap();
         let presence = Presence { labels: identity.labels.clone(), slots: 3 };
-        let fleet = Fleet::new(addr, &identity, presence, jobs, link, rx).unwrap();
+        let renewal = Arc::new(Renewal::new(data.path().to_path_buf(), identity));
+        let fleet = Fleet::new(addr, renewal, presence, jobs, link, rx).unwrap();
         let err = within(fleet.run()).await.unwrap_err();
         assert!(format!("{err:#}").contains("protocol version mismatch"), "{err:#}");
         within(script).await.unwrap();
@@ -536,7 +554,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let jobs = Jobs::new(runtime, data.path(), 1, link.clone(), tx).unwrap();
         let presence = Presence { labels: BTreeMap::new(), slots: 1 };
-        let fleet = Fleet::new(addr, &identity, presence, jobs, link, rx).unwrap();
+        let renewal = Arc::new(Renewal::new(data.path().to_path_buf(), identity.clone()));
+        let fleet = Fleet::new(addr, renewal, presence, jobs, link, rx).unwrap();
         let agent = tokio::spawn(fleet.run());
         within(script).await.unwrap();
         agent.abort();

@@ -116,6 +116,24 @@ impl Identity {
         Ok(())
     }
 
+    /// The same agent with a new key and the certificate the controller
+    /// signed for it, checked to belong together and to our CA.
+    pub fn renewed(&self, key: EnrollmentKey, cert_pem: String) -> Result<Identity> {
+        let ca = parse_certs(&self.ca_pem, "the CA certificate")?;
+        let pinned = ca.first().map(|c| fingerprint(c)).context("no CA certificate")?;
+        key.into_identity(self.agent_id.clone(), cert_pem, self.ca_pem.clone(), self.labels.clone(), &pinned)
+            .context("the renewed certificate is unusable")
+    }
+
+    /// When the current certificate stops being valid (Unix seconds).
+    pub fn expires_at(&self) -> Result<i64> {
+        let cert = parse_certs(&self.cert_pem, "the agent certificate")?;
+        let cert = cert.first().context("the agent certificate file is empty")?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(cert).map_err(|e| anyhow!("parsing the agent certificate: {e}"))?;
+        Ok(parsed.validity().not_after.timestamp())
+    }
+
     /// Checks that the files parse and belong together, by building the
     /// fleet configuration from them (rustls refuses a key that does not
     /// match the certificate).

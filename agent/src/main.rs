@@ -9,6 +9,7 @@
 mod connection;
 mod identity;
 mod jobs;
+mod renewal;
 mod transfer;
 
 use anyhow::{Context as _, Result, anyhow};
@@ -159,10 +160,12 @@ async fn run(args: Args) -> Result<()> {
 
     let link = transfer::Link::default();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel::<FromAgent>(OUTBOX);
-    let jobs = jobs::Jobs::new(runtime, &args.data_dir, args.slots, link.clone(), outbox_tx)?;
+    let jobs = jobs::Jobs::new(runtime, &args.data_dir, args.slots, link.clone(), outbox_tx.clone())?;
     let presence = connection::Presence { labels: merged_labels(&identity.labels, &args.labels), slots: args.slots };
-    let fleet = connection::Fleet::new(args.controller.clone(), &identity, presence, jobs, link, outbox_rx)?;
+    let renewal = std::sync::Arc::new(renewal::Renewal::new(args.data_dir.clone(), identity));
+    let fleet = connection::Fleet::new(args.controller.clone(), renewal.clone(), presence, jobs, link, outbox_rx)?;
 
+    tokio::spawn(async move { renewal.run(outbox_tx).await });
     tokio::select! {
         result = fleet.run() => result,
         () = shutdown_signal() => {

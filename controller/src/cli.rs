@@ -90,6 +90,9 @@ pub struct ControllerArgs {
     /// Wait for the disk on every commit (survive power loss, not only a killed process).
     #[arg(long)]
     pub fsync: bool,
+    /// Lifetime of agent certificates; agents renew theirs at 70-90 % of it.
+    #[arg(long, default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
+    pub agent_cert_lifetime: Duration,
 }
 
 #[derive(Args, Debug)]

@@ -30,6 +30,7 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         api: "127.0.0.1:0".parse().expect("address"),
         fleet: "127.0.0.1:0".parse().expect("address"),
         durability: Durability::Process,
+        agent_cert_lifetime: crate::ca::AGENT_CERT_LIFETIME,
     })
     .await?;
     let api = format!("http://{}", controller.api);

@@ -44,6 +44,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         api: sluice::cli::api_bind_address(api)?,
         fleet: args.fleet,
         durability: if args.fsync { Durability::PowerLoss } else { Durability::Process },
+        agent_cert_lifetime: args.agent_cert_lifetime,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

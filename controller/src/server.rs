@@ -91,6 +91,8 @@ pub struct ControllerConfig {
     pub api: SocketAddr,
     pub fleet: SocketAddr,
     pub durability: Durability,
+    /// Lifetime of the certificates the CA signs for agents.
+    pub agent_cert_lifetime: Duration,
 }
 
 /// A running controller.
@@ -184,6 +186,7 @@ struct Driver {
     /// when they are kept for the agent that runs them to reconnect.
     restored: HashSet<String>,
     hold_restored_until: u64,
+    agent_cert_lifetime: Duration,
 }
 
 pub fn now_ms() -> u64 {
@@ -243,6 +246,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         orphans: HashMap::new(),
         restored: HashSet::new(),
         hold_restored_until: 0,
+        agent_cert_lifetime: config.agent_cert_lifetime,
     };
     driver.recover()?;
 
@@ -732,7 +736,7 @@ impl Driver {
             return refuse(&format!("join token {} has been used up", token.id));
         }
         let agent_id = format!("ag-{}", hex::encode(rand::random::<[u8; 8]>()));
-        let (cert_pem, serial) = self.ca.sign_agent(&request.csr_pem, &agent_id, crate::ca::AGENT_CERT_LIFETIME)?;
+        let (cert_pem, serial) = self.ca.sign_agent(&request.csr_pem, &agent_id, self.agent_cert_lifetime)?;
         token.uses_left = token.uses_left.map(|n| n - 1);
         let agent = AgentRecord {
             id: agent_id.clone(),
@@ -823,6 +827,16 @@ impl Driver {
         let now = now_ms();
         match message {
             FromAgent::Hello(_) => {}
+            FromAgent::RenewCertificate { csr_pem } => {
+                let answer = match self.renew(agent_id, &csr_pem) {
+                    Ok(cert_pem) => ToAgent::Renewed { cert_pem },
+                    Err(e) => {
+                        warn!(%agent_id, "certificate renewal refused: {e:#}");
+                        ToAgent::RenewalRefused { reason: format!("{e:#}") }
+                    }
+                };
+                let _ = self.agents[agent_id].tx.send(answer);
+            }
             FromAgent::Heartbeat { .. } => {
                 let _ = self.agents[agent_id].tx.send(ToAgent::HeartbeatAck);
             }
@@ -880,6 +894,17 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Signs a new certificate for a connected agent; the name in it is the
+    /// agent's own, whatever the request says.
+    fn renew(&mut self, agent_id: &str, csr_pem: &str) -> Result<String> {
+        let mut record = self.store.agent(agent_id)?.with_context(|| format!("agent {agent_id} is not enrolled"))?;
+        let (cert_pem, serial) = self.ca.sign_agent(csr_pem, agent_id, self.agent_cert_lifetime)?;
+        record.cert_serial = serial;
+        self.commit(vec![Change::Agent(record)])?;
+        info!(%agent_id, "agent certificate renewed");
+        Ok(cert_pem)
     }
 
     /// An agent's connection dropped. Its jobs may well still be running

@@ -195,6 +195,10 @@ pub enum ToAgent {
     /// forget it. Until then the agent reports the job in `Hello.running`
     /// and sends its result again after a reconnect.
     ResultAck { job_id: String },
+    /// A renewed certificate for the agent's new key (answer to
+    /// [`FromAgent::RenewCertificate`]).
+    Renewed { cert_pem: String },
+    RenewalRefused { reason: String },
 }
 
 /// Agent to controller, on the control stream.
@@ -205,6 +209,10 @@ pub enum FromAgent {
     JobStarted { job_id: String, lease_epoch: u64 },
     Log { job_id: String, seq: u64, text: String },
     JobFinished { job_id: String, lease_epoch: u64, result: JobResult },
+    /// Asks for a new certificate before the current one expires; the CSR
+    /// carries a fresh key. Sent on the authenticated control stream, so
+    /// the controller knows whose certificate it renews.
+    RenewCertificate { csr_pem: String },
 }
 
 /// First frame of every other bidirectional stream an agent opens.

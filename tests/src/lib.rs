@@ -47,12 +47,19 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
 
 pub struct ClusterBuilder {
     agents: Vec<Vec<String>>,
+    controller_args: Vec<String>,
 }
 
 impl ClusterBuilder {
     /// Adds an agent with these labels (`k=v`).
     pub fn agent(mut self, labels: &[&str]) -> Self {
         self.agents.push(labels.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// Extra flags for `sluice controller`.
+    pub fn controller_args(mut self, args: &[&str]) -> Self {
+        self.controller_args.extend(args.iter().map(|s| s.to_string()));
         self
     }
 
@@ -64,6 +71,7 @@ impl ClusterBuilder {
             api: String::new(),
             fleet: String::new(),
             token: String::new(),
+            controller_args: self.controller_args,
             dir,
         };
         cluster.start_controller()?;
@@ -82,13 +90,14 @@ pub struct Cluster {
     pub api: String,
     pub fleet: String,
     pub token: String,
+    controller_args: Vec<String>,
     pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> ClusterBuilder {
-        ClusterBuilder { agents: Vec::new() }
+        ClusterBuilder { agents: Vec::new(), controller_args: Vec::new() }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -105,6 +114,7 @@ impl Cluster {
         let child = Command::new(bin("sluice"))
             .args(["controller", "--api", "127.0.0.1:0", "--fleet", &fleet, "--data-dir"])
             .arg(&data)
+            .args(&self.controller_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

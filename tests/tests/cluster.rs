@@ -429,3 +429,27 @@ fn an_action_running_across_a_controller_kill_finishes_once() {
     let runs = std::fs::read_to_string(&count).unwrap();
     assert_eq!(runs.lines().count(), 1, "the action ran more than once");
 }
+
+#[test]
+fn agents_renew_their_certificates_over_the_live_connection() {
+    // Certificates of 20 s: renewed after 14 to 18 s.
+    let mut cluster = Cluster::new().controller_args(&["--agent-cert-lifetime", "20s"]).start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let cert = cluster.dir.path().join("agent-0/agent.crt");
+    let first = std::fs::read_to_string(&cert).unwrap();
+    let started = std::time::Instant::now();
+    wait_until("the certificate to be renewed", WAIT, || {
+        (std::fs::read_to_string(&cert).ok()? != first).then_some(())
+    })
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(10), "renewed too early: {:?}", started.elapsed());
+
+    // Past the first certificate's expiry, a new connection still works:
+    // restart the controller so that the agent has to handshake again.
+    let expired = Duration::from_secs(21).saturating_sub(started.elapsed());
+    std::thread::sleep(expired);
+    cluster.kill_controller();
+    cluster.start_controller().unwrap();
+    cluster.wait_for_agents(1).unwrap();
+    assert!(cluster.controller_log().contains("agent certificate renewed"));
+}
