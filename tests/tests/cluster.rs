@@ -11,6 +11,19 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// A pipeline whose first stage checks `repo` out with the git plugin into
+/// the artifact `src`, followed by `stages` (stage objects, comma-separated).
+fn git_pipeline(name: &str, variables: &str, repo: &Path, stages: &str) -> String {
+    format!(
+        r#"{{"pipeline": {{"name": "{name}", "variables": [{variables}], "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout",
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
+  {stages}]}}}}"#,
+        repo = repo.display()
+    )
+}
+
 /// A pipeline whose Build runs on the agent labelled `role=build` and whose
 /// Test runs on the one labelled `role=test`, consuming Build's artifact.
 fn two_agent_pipeline(name: &str, repo: &Path, test_command: &str) -> String {
@@ -170,13 +183,12 @@ fn a_finished_execution_survives_a_controller_kill() {
     let file = cluster.dir.path().join("p.json");
     write(
         &file,
-        &format!(
-            r#"{{"pipeline": {{"name": "durable", "stages": [
-          {{"name": "Source", "actions": [{{"name": "Checkout", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
-            "configuration": {{"Url": "{}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
-          {{"name": "Two", "actions": [{{"name": "B", "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}},
-            "inputArtifacts": [{{"name": "src"}}]}}]}}]}}}}"#,
-            repo.display()
+        &git_pipeline(
+            "durable",
+            "",
+            &repo,
+            r#"{"name": "Two", "actions": [{"name": "B", "inputArtifacts": [{"name": "src"}],
+                "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#,
         ),
     );
     let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
@@ -355,13 +367,13 @@ fn a_misbehaving_plugin_fails_its_own_action_and_the_agent_keeps_serving() {
     let file = cluster.dir.path().join("hostile.json");
     write(
         &file,
-        &format!(
-            r##"{{"pipeline": {{"name": "hostile", "variables": [{{"name": "MODE", "defaultValue": "ok"}}], "stages": [
-          {{"name": "Source", "actions": [{{"name": "Checkout", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
-            "configuration": {{"Url": "{}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
-          {{"name": "Misbehave", "actions": [{{"name": "Run", "actionTypeId": {{"category": "Test", "owner": "Custom", "provider": "hostile", "version": "1"}},
-            "configuration": {{"Mode": "#{{variables.MODE}}"}}, "inputArtifacts": [{{"name": "src"}}]}}]}}]}}}}"##,
-            repo.display()
+        &git_pipeline(
+            "hostile",
+            r#"{"name": "MODE", "defaultValue": "ok"}"#,
+            &repo,
+            r##"{"name": "Misbehave", "actions": [{"name": "Run", "inputArtifacts": [{"name": "src"}],
+                "actionTypeId": {"category": "Test", "owner": "Custom", "provider": "hostile", "version": "1"},
+                "configuration": {"Mode": "#{variables.MODE}"}}]}"##,
         ),
     );
     let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
@@ -394,18 +406,13 @@ fn an_action_running_across_a_controller_kill_finishes_once() {
     make_repo(&repo, &[("README", "x\n")]);
     let count = cluster.dir.path().join("runs.txt");
     let file = cluster.dir.path().join("p.json");
-    write(
-        &file,
-        &format!(
-            r#"{{"pipeline": {{"name": "across", "stages": [
-          {{"name": "Source", "actions": [{{"name": "Checkout", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
-            "configuration": {{"Url": "{}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
-          {{"name": "Build", "actions": [{{"name": "Slow", "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
-            "configuration": {{"Commands": "echo ran >> {}\nsleep 3"}}, "inputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["sh"]}}}}]}}]}}}}"#,
-            repo.display(),
-            count.display()
-        ),
+    let slow = format!(
+        r#"{{"name": "Build", "actions": [{{"name": "Slow", "inputArtifacts": [{{"name": "src"}}],
+            "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+            "configuration": {{"Commands": "echo ran >> {}\nsleep 3"}}, "capabilities": {{"exec": ["sh"]}}}}]}}"#,
+        count.display()
     );
+    write(&file, &git_pipeline("across", "", &repo, &slow));
     let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
