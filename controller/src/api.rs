@@ -44,7 +44,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/pipelines/{name}/executions/{id}", get(get_execution))
         .route("/pipelines/{name}/executions/{id}/logs", get(execution_logs))
         .route("/agents", get(list_agents))
-        .route("/agent-tokens", post(create_join_token))
+        .route("/agent-tokens", post(create_join_token).get(list_join_tokens))
+        .route("/agent-tokens/{id}/revoke", post(revoke_join_token))
+        .route("/agents/{id}/{verb}", post(set_agent_state))
         .route("/plugins", get(list_plugins).post(push_plugin))
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -183,6 +185,31 @@ async fn execution_logs(
 
 async fn list_agents(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(ask(&s, |reply| Command::ListAgents { reply }).await?))
+}
+
+async fn list_join_tokens(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::ListJoinTokens { reply }).await?))
+}
+
+async fn revoke_join_token(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::RevokeJoinToken { id, reply }).await?))
+}
+
+/// `POST /v1/agents/{id}/drain|disable|enable`.
+async fn set_agent_state(
+    State(s): State<ApiState>,
+    Path((id, verb)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::server::AgentState;
+    let state = match verb.as_str() {
+        "enable" => AgentState::Enabled,
+        "drain" => AgentState::Draining,
+        "disable" => AgentState::Disabled,
+        other => {
+            return Err(ApiError::NotFound(format!("no agent operation {other:?}: use enable, drain or disable")));
+        }
+    };
+    Ok(Json(ask(&s, |reply| Command::SetAgentState { id, state, reply }).await?))
 }
 
 async fn list_plugins(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {

@@ -141,6 +141,12 @@ pub enum PipelineCmd {
 pub enum AgentCmd {
     /// List enrolled agents.
     List,
+    /// Let the agent finish what it runs and give it nothing new.
+    Drain { id: String },
+    /// Cut the agent off now; it is refused until enabled again.
+    Disable { id: String },
+    /// Let a drained or disabled agent take work again.
+    Enable { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,6 +163,10 @@ pub enum AgentTokenCmd {
         #[arg(long, value_name = "K=V,...")]
         labels: Option<String>,
     },
+    /// List join tokens (never their secrets).
+    List,
+    /// Revoke a join token: no agent can enroll with it any more.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -515,6 +525,31 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 print_table(&["ID", "HOSTNAME", "CONNECTION", "STATE", "RUNNING", "LABELS"], &rows);
             }
         }
+        Cmd::Agent(AgentCmd::Drain { id }) => set_agent_state(&client()?, &id, "drain", json_out).await?,
+        Cmd::Agent(AgentCmd::Disable { id }) => set_agent_state(&client()?, &id, "disable", json_out).await?,
+        Cmd::Agent(AgentCmd::Enable { id }) => set_agent_state(&client()?, &id, "enable", json_out).await?,
+        Cmd::AgentToken(AgentTokenCmd::List) => {
+            let out = client()?.get("/agent-tokens").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["agentTokens"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| vec![s(&t["id"]), s(&t["state"]), s(&t["usesLeft"]), s(&t["expires"])])
+                    .collect();
+                print_table(&["ID", "STATE", "USES LEFT", "EXPIRES"], &rows);
+            }
+        }
+        Cmd::AgentToken(AgentTokenCmd::Revoke { id }) => {
+            let out = client()?.post(&format!("/agent-tokens/{id}/revoke"), "").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("join token {id} revoked");
+            }
+        }
         Cmd::AgentToken(AgentTokenCmd::Create { ttl, uses, labels }) => {
             let labels = parse_labels(labels.as_deref().unwrap_or("")).map_err(|e| Failure::new(2, e))?;
             let body = json!({"ttlSeconds": ttl.as_secs(), "uses": uses, "labels": labels}).to_string();
@@ -558,6 +593,16 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         }
     }
     Ok(0)
+}
+
+async fn set_agent_state(c: &Client, id: &str, verb: &str, json_out: bool) -> Result<(), Failure> {
+    let out = c.post(&format!("/agents/{id}/{verb}"), "").await?;
+    if json_out {
+        print_json(&out);
+    } else {
+        println!("agent {id} is {}", s(&out["state"]));
+    }
+    Ok(())
 }
 
 async fn newest_execution(c: &Client, pipeline: &str) -> Result<String, Failure> {

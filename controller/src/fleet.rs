@@ -130,6 +130,7 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     }
     span.in_scope(|| info!(remote = %conn.remote_address(), "agent connected"));
 
+    let writer_conn = conn.clone();
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             let bytes = match encode(&message) {
@@ -140,6 +141,13 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
                 }
             };
             if send.write_all(&bytes).await.is_err() {
+                break;
+            }
+            // A refusal ends the connection (e.g. the agent was disabled).
+            if let ToAgent::Refused { reason } = message {
+                let _ = send.finish();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send.stopped()).await;
+                writer_conn.close(2u32.into(), reason.as_bytes());
                 break;
             }
         }

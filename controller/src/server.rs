@@ -73,6 +73,11 @@ pub enum Command {
     ExecutionLogs { name: String, id: String, reply: Reply<Value> },
     ListAgents { reply: Reply<Value> },
     CreateJoinToken { ttl: Duration, uses: Option<u32>, labels: BTreeMap<String, String>, reply: Reply<Value> },
+    ListJoinTokens { reply: Reply<Value> },
+    RevokeJoinToken { id: String, reply: Reply<Value> },
+    /// `enabled`, `draining` (finish running work, take none) or `disabled`
+    /// (cut off now, refused on reconnect).
+    SetAgentState { id: String, state: AgentState, reply: Reply<Value> },
     ListPlugins { reply: Reply<Value> },
     /// Register a pushed component whose `describe()` was already read.
     PushPlugin { wasm: Vec<u8>, info: Box<ActionInfo>, reply: Reply<Value> },
@@ -82,6 +87,24 @@ pub enum Command {
     AgentDisconnected { agent_id: String, conn_id: u64 },
     /// Time passes: give up on jobs of agents that did not come back.
     Tick,
+}
+
+/// What an operator allows an agent to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    Enabled,
+    Draining,
+    Disabled,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Draining => "draining",
+            Self::Disabled => "disabled",
+        }
+    }
 }
 
 /// The controller's settings (`sluice controller` flags).
@@ -116,6 +139,8 @@ impl Controller {
 /// A connected agent.
 struct AgentConn {
     conn_id: u64,
+    /// A draining agent finishes what it runs and takes nothing new.
+    draining: bool,
     tx: mpsc::UnboundedSender<ToAgent>,
     labels: BTreeMap<String, String>,
     slots: u32,
@@ -457,6 +482,15 @@ impl Driver {
             Command::CreateJoinToken { ttl, uses, labels, reply } => {
                 let _ = reply.send(self.create_join_token(ttl, uses, labels));
             }
+            Command::ListJoinTokens { reply } => {
+                let _ = reply.send(self.list_join_tokens());
+            }
+            Command::RevokeJoinToken { id, reply } => {
+                let _ = reply.send(self.revoke_join_token(&id));
+            }
+            Command::SetAgentState { id, state, reply } => {
+                let _ = reply.send(self.set_agent_state(&id, state));
+            }
             Command::ListPlugins { reply } => {
                 let mut plugins: Vec<Value> = self
                     .catalog
@@ -721,6 +755,72 @@ impl Driver {
         Ok(json!({"provider": key, "digest": digest, "created": true}))
     }
 
+    /// Join tokens without their secrets (only hashes are kept anyway).
+    fn list_join_tokens(&mut self) -> Result<Value, ApiError> {
+        let now = now_ms();
+        let tokens: Vec<Value> = self
+            .store
+            .join_tokens()?
+            .into_iter()
+            .map(|t| {
+                let state = if t.revoked {
+                    "revoked"
+                } else if t.expires_at <= now {
+                    "expired"
+                } else if t.uses_left == Some(0) {
+                    "used up"
+                } else {
+                    "valid"
+                };
+                json!({
+                    "id": t.id,
+                    "state": state,
+                    "usesLeft": t.uses_left,
+                    "labels": t.labels,
+                    "created": views::time(t.created_at),
+                    "expires": views::time(t.expires_at),
+                })
+            })
+            .collect();
+        Ok(json!({ "agentTokens": tokens }))
+    }
+
+    fn revoke_join_token(&mut self, id: &str) -> Result<Value, ApiError> {
+        let mut token = self
+            .store
+            .join_tokens()?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| ApiError::NotFound(format!("join token {id} does not exist")))?;
+        token.revoked = true;
+        self.commit(vec![Change::JoinToken(token)])?;
+        info!(token = %id, "join token revoked");
+        Ok(json!({ "id": id, "state": "revoked" }))
+    }
+
+    fn set_agent_state(&mut self, id: &str, state: AgentState) -> Result<Value, ApiError> {
+        let mut record =
+            self.store.agent(id)?.ok_or_else(|| ApiError::NotFound(format!("agent {id} does not exist")))?;
+        record.state = state.as_str().to_string();
+        self.commit(vec![Change::Agent(record)])?;
+        if let Some(agent) = self.agents.get_mut(id) {
+            agent.draining = state == AgentState::Draining;
+        }
+        if state == AgentState::Disabled
+            && let Some(agent) = self.agents.remove(id)
+        {
+            // Cut off now: the fleet closes the connection after sending
+            // this, and the agent's jobs are given up.
+            let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {id} is disabled") });
+            let jobs: Vec<String> = agent.running.into_iter().collect();
+            self.lose_jobs(now_ms(), jobs, &format!("agent {id} was disabled while running the action"));
+        }
+        info!(agent = %id, state = state.as_str(), "agent state changed");
+        // Enabling may make waiting work runnable.
+        self.commit(Vec::new())?;
+        Ok(json!({ "id": id, "state": state.as_str() }))
+    }
+
     fn enroll(&mut self, request: &EnrollRequest) -> Result<EnrollResponse> {
         let refuse = |reason: &str| Ok(EnrollResponse::Refused { reason: reason.to_string() });
         let Some(mut token) = self.store.join_token_by_hash(&sha256_hex(&request.secret))? else {
@@ -805,7 +905,15 @@ impl Driver {
         });
         self.agents.insert(
             agent_id.clone(),
-            AgentConn { conn_id, tx, labels, slots: hello.slots.max(1), running, hostname: record.hostname },
+            AgentConn {
+                conn_id,
+                draining: record.state == AgentState::Draining.as_str(),
+                tx,
+                labels,
+                slots: hello.slots.max(1),
+                running,
+                hostname: record.hostname,
+            },
         );
         for dispatch in resumed {
             if let Err(reason) = self.hand_out(&agent_id, &dispatch) {
@@ -959,8 +1067,8 @@ impl Driver {
     fn waiting_reason(&self, d: &Dispatch) -> String {
         let matching: Vec<&AgentConn> =
             self.agents.values().filter(|a| d.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))).collect();
-        if self.agents.is_empty() {
-            "no agent is connected".into()
+        if self.agents.values().all(|a| a.draining) {
+            "no agent is connected and taking work".into()
         } else if matching.is_empty() {
             let wanted: Vec<String> = d.agent_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("no connected agent has {}", wanted.join(","))
@@ -983,7 +1091,7 @@ impl Driver {
             let best = self
                 .agents
                 .iter()
-                .filter(|(_, a)| (a.running.len() as u32) < a.slots)
+                .filter(|(_, a)| !a.draining && (a.running.len() as u32) < a.slots)
                 .filter(|(_, a)| dispatch.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
                 .min_by(|(ia, a), (ib, b)| {
                     let la = a.running.len() as f64 / f64::from(a.slots);

@@ -468,3 +468,59 @@ fn agents_renew_their_certificates_over_the_live_connection() {
     assert_ne!(first_key, std::fs::read_to_string(dir.join("agent.key")).unwrap(), "a renewal makes a fresh key");
     fleet_round_trip(&cluster, old, old_key).expect_err("the first certificate has expired");
 }
+
+#[test]
+fn operators_list_and_revoke_tokens_and_drain_disable_and_enable_agents() {
+    let mut cluster = Cluster::new().start().unwrap();
+
+    // Join tokens: listed without secrets, revoked for good.
+    let token = cluster.join_token(Some(2)).unwrap();
+    let tokens = cluster.sluice_json(&["agent-token", "list"]).unwrap();
+    let listed = &tokens["agentTokens"][0];
+    assert_eq!((listed["state"].as_str(), listed["usesLeft"].as_u64()), (Some("valid"), Some(2)), "{tokens}");
+    assert!(!tokens.to_string().contains(token.rsplit('.').next().unwrap()), "a secret was listed");
+    let id = listed["id"].as_str().unwrap().to_string();
+    let out = cluster.sluice(&["agent-token", "revoke", &id]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(cluster.sluice_json(&["agent-token", "list"]).unwrap()["agentTokens"][0]["state"], "revoked");
+    let refused = cluster.dir.path().join("refused");
+    let mut agent = cluster.spawn_agent(&refused, Some(&token), &[]).unwrap();
+    let status = wait_until("the agent to give up", WAIT, || agent.try_wait().ok().flatten()).unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(refused.with_extension("log")).unwrap();
+    assert!(log.contains("was revoked"), "{log}");
+    assert_eq!(cluster.sluice(&["agent-token", "revoke", "jt-nope"]).status.code(), Some(1));
+
+    // A drained agent finishes its work and takes none; enabled, it does.
+    let agent_id = cluster.add_agent(&[]).unwrap();
+    let out = cluster.sluice(&["agent", "drain", &agent_id]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let file = cluster.dir.path().join("p.json");
+    let noop = r#"{"name": "Two", "actions": [{"name": "B", "inputArtifacts": [{"name": "src"}],
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+    write(&file, &git_pipeline("drained", "", &repo, noop));
+    assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
+    let reason = wait_until("the action to wait with a reason", WAIT, || {
+        let state = cluster.sluice_json(&["pipeline", "state", "drained"]).ok()?;
+        action_state(&state, "Source", "Checkout")["waitingReason"].as_str().map(str::to_string)
+    })
+    .unwrap();
+    assert!(reason.contains("taking work"), "{reason}");
+    assert!(cluster.sluice(&["agent", "enable", &agent_id]).status.success());
+    let out = cluster.sluice(&["pipeline", "start", "drained", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    // A disabled agent is cut off at once and refused until enabled.
+    assert!(cluster.sluice(&["agent", "disable", &agent_id]).status.success());
+    wait_until("the agent to be cut off", WAIT, || {
+        let agents = cluster.agents_json().ok()?;
+        (agents[0]["connected"] == false && agents[0]["state"] == "disabled").then_some(())
+    })
+    .unwrap();
+    assert!(cluster.sluice(&["agent", "enable", &agent_id]).status.success());
+    cluster.wait_for_agents(1).unwrap();
+    assert_eq!(cluster.sluice(&["agent", "drain", "ag-nope"]).status.code(), Some(1));
+    let _ = agent.wait();
+}
