@@ -38,7 +38,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/pipelines", get(list_pipelines).post(create_pipeline))
-        .route("/pipelines/{name}", get(get_pipeline))
+        .route("/pipelines/{name}", get(get_pipeline).put(update_pipeline).delete(delete_pipeline))
         .route("/pipelines/{name}/state", get(pipeline_state))
         .route("/pipelines/{name}/executions", get(list_executions).post(start_execution))
         .route("/pipelines/{name}/executions/{id}", get(get_execution))
@@ -105,6 +105,20 @@ async fn create_pipeline(State(s): State<ApiState>, body: Bytes) -> Result<Json<
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::Invalid { message: "pipeline declaration is not UTF-8".into(), diagnostics: vec![] })?;
     Ok(Json(ask(&s, |reply| Command::CreatePipeline { text, reply }).await?))
+}
+
+async fn update_pipeline(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::Invalid { message: "pipeline declaration is not UTF-8".into(), diagnostics: vec![] })?;
+    Ok(Json(ask(&s, |reply| Command::UpdatePipeline { name, text, reply }).await?))
+}
+
+async fn delete_pipeline(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::DeletePipeline { name, reply }).await?))
 }
 
 #[derive(Deserialize)]

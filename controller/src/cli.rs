@@ -109,6 +109,10 @@ pub struct DemoArgs {
 pub enum PipelineCmd {
     /// Create a pipeline from a JSON or YAML file and start its first execution.
     Create { file: PathBuf },
+    /// Store a new version of a pipeline from a file; running executions keep theirs.
+    Update { file: PathBuf },
+    /// Delete a pipeline with its history.
+    Delete { name: String },
     /// Print a pipeline's declaration, as `create` accepts it.
     Get {
         name: String,
@@ -255,6 +259,14 @@ impl Client {
         self.send(self.http.post(self.url(path)).body(body)).await
     }
 
+    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
+        self.send(self.http.put(self.url(path)).body(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, Failure> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v1{path}", self.base)
     }
@@ -380,6 +392,28 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     s(&out["pipeline"]["name"]),
                     s(&out["pipelineExecutionId"])
                 );
+            }
+        }
+        Cmd::Pipeline(PipelineCmd::Update { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
+            // The name comes from the declaration itself.
+            let name = crate::pipeline::parse(&text)
+                .map(|d| d.pipeline.name)
+                .map_err(|d| Failure::new(2, format!("pipeline declaration is invalid:\n{d}")))?;
+            let out = client()?.put(&format!("/pipelines/{name}"), text).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("pipeline {name} updated to version {}", s(&out["pipeline"]["version"]));
+            }
+        }
+        Cmd::Pipeline(PipelineCmd::Delete { name }) => {
+            let out = client()?.delete(&format!("/pipelines/{name}")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("pipeline {name} deleted");
             }
         }
         Cmd::Pipeline(PipelineCmd::Get { name, version }) => {

@@ -64,6 +64,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 /// Everything the driver is asked to do.
 pub enum Command {
     CreatePipeline { text: String, reply: Reply<Value> },
+    UpdatePipeline { name: String, text: String, reply: Reply<Value> },
+    DeletePipeline { name: String, reply: Reply<Value> },
     GetPipeline { name: String, version: Option<u64>, reply: Reply<Value> },
     ListPipelines { reply: Reply<Value> },
     StartExecution { name: String, variables: BTreeMap<String, String>, trigger: Trigger, reply: Reply<Value> },
@@ -454,6 +456,12 @@ impl Driver {
             Command::CreatePipeline { text, reply } => {
                 let _ = reply.send(self.create_pipeline(&text));
             }
+            Command::UpdatePipeline { name, text, reply } => {
+                let _ = reply.send(self.update_pipeline(&name, &text));
+            }
+            Command::DeletePipeline { name, reply } => {
+                let _ = reply.send(self.delete_pipeline(&name));
+            }
             Command::GetPipeline { name, version, reply } => {
                 let _ = reply.send(self.get_pipeline(&name, version));
             }
@@ -543,6 +551,56 @@ impl Driver {
         out["pipelineExecutionId"] = json!(id.0);
         info!(pipeline = %name, execution = %id, "pipeline created");
         Ok(out)
+    }
+
+    /// Stores a new version. Executions in flight keep the version they
+    /// started with; the next one uses this.
+    fn update_pipeline(&mut self, name: &str, text: &str) -> Result<Value, ApiError> {
+        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(|d| ApiError::Invalid {
+            message: format!("pipeline declaration is invalid ({} problems)", d.0.len()),
+            diagnostics: d.0.iter().map(|x| x.to_string()).collect(),
+        })?;
+        if decl.pipeline.name != name {
+            return Err(ApiError::Invalid {
+                message: format!(
+                    "the declaration names pipeline \"{}\", not \"{name}\": a pipeline cannot be renamed",
+                    decl.pipeline.name
+                ),
+                diagnostics: vec![],
+            });
+        }
+        let current = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let version = current.version + 1;
+        let record = PipelineRecord {
+            name: name.to_string(),
+            version,
+            definition: pipeline::to_json(&decl),
+            created_at: current.created_at,
+            updated_at: now_ms(),
+        };
+        self.commit(vec![Change::Pipeline(record)])?;
+        info!(pipeline = %name, version, "pipeline updated");
+        let mut out = declaration_value(&decl);
+        out["pipeline"]["version"] = json!(version);
+        Ok(out)
+    }
+
+    /// Deletes every version, execution and log of a pipeline. Refused
+    /// while an execution runs, so that nothing is cut off half-way.
+    fn delete_pipeline(&mut self, name: &str) -> Result<Value, ApiError> {
+        if self.store.pipeline(name, None)?.is_none() {
+            return Err(not_found_pipeline(name));
+        }
+        let running = self.engine.executions().filter(|e| e.pipeline == name).count();
+        if running > 0 {
+            return Err(ApiError::Conflict(format!(
+                "pipeline \"{name}\" has {running} execution(s) in progress; wait for them to end before deleting it"
+            )));
+        }
+        self.commit(vec![Change::DeletePipeline(name.to_string())])?;
+        self.definitions.retain(|(n, _), _| n != name);
+        info!(pipeline = %name, "pipeline deleted");
+        Ok(json!({ "name": name, "deleted": true }))
     }
 
     fn get_pipeline(&mut self, name: &str, version: Option<u64>) -> Result<Value, ApiError> {

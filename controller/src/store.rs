@@ -76,6 +76,8 @@ pub enum Change {
     Agent(AgentRecord),
     JoinToken(JoinTokenRecord),
     Plugin(PluginRecord),
+    /// Every version of a pipeline, its executions and their logs.
+    DeletePipeline(String),
 }
 
 /// How much an acknowledged change survives.
@@ -210,6 +212,14 @@ impl Store for SqliteStore {
                 Change::JoinToken(t) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO join_tokens (id, secret_hash, record) VALUES (?1, ?2, ?3)")?
                         .execute(params![t.id, t.secret_hash, json(t)?])?;
+                }
+                Change::DeletePipeline(name) => {
+                    tx.prepare_cached(
+                        "DELETE FROM logs WHERE execution_id IN (SELECT id FROM executions WHERE pipeline = ?1)",
+                    )?
+                    .execute([name])?;
+                    tx.prepare_cached("DELETE FROM executions WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM pipelines WHERE name = ?1")?.execute([name])?;
                 }
                 Change::Plugin(p) => {
                     tx.prepare_cached(

@@ -508,6 +508,10 @@ fn operators_list_and_revoke_tokens_and_drain_disable_and_enable_agents() {
     })
     .unwrap();
     assert!(reason.contains("taking work"), "{reason}");
+    // A pipeline with an execution in progress is not deleted.
+    let out = cluster.sluice(&["pipeline", "delete", "drained"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in progress"), "{}", output_text(&out));
     assert!(cluster.sluice(&["agent", "enable", &agent_id]).status.success());
     let out = cluster.sluice(&["pipeline", "start", "drained", "--wait"]);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -523,4 +527,52 @@ fn operators_list_and_revoke_tokens_and_drain_disable_and_enable_agents() {
     cluster.wait_for_agents(1).unwrap();
     assert_eq!(cluster.sluice(&["agent", "drain", "ag-nope"]).status.code(), Some(1));
     let _ = agent.wait();
+}
+
+#[test]
+fn pipelines_are_updated_by_version_and_deleted() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let noop = r#"{"name": "Two", "actions": [{"name": "B", "inputArtifacts": [{"name": "src"}],
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+    let file = cluster.dir.path().join("p.json");
+    write(&file, &git_pipeline("versioned", "", &repo, noop));
+    assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
+
+    write(&file, &git_pipeline("versioned", r#"{"name": "ENV", "defaultValue": "prod"}"#, &repo, noop));
+    let out = cluster.sluice(&["pipeline", "update", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version 2"), "{}", output_text(&out));
+    let v2 = cluster.sluice_json(&["pipeline", "get", "versioned"]).unwrap();
+    assert_eq!(v2["pipeline"]["version"], 2);
+    assert_eq!(v2["pipeline"]["variables"][0]["name"], "ENV");
+    let v1 = cluster.sluice_json(&["pipeline", "get", "versioned", "--version", "1"]).unwrap();
+    assert_eq!(v1["pipeline"]["version"], 1);
+    assert!(v1["pipeline"]["variables"].is_null(), "{v1}");
+    // The next execution runs the new version.
+    let out = cluster.sluice(&["pipeline", "start", "versioned", "--variable", "ENV=test", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let history = cluster.sluice_json(&["pipeline", "history", "versioned"]).unwrap();
+    assert_eq!(history["pipelineExecutionSummaries"][0]["pipelineVersion"], 2);
+
+    // A pipeline cannot be renamed by an update; an invalid one changes nothing.
+    write(&file, &git_pipeline("other", "", &repo, noop));
+    let out = cluster.sluice(&["pipeline", "update", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    write(&file, &git_pipeline("versioned", "", &repo, r#"{"name": "Two", "actions": []}"#));
+    assert_eq!(cluster.sluice(&["pipeline", "update", file.to_str().unwrap()]).status.code(), Some(2));
+    assert_eq!(cluster.sluice_json(&["pipeline", "get", "versioned"]).unwrap()["pipeline"]["version"], 2);
+
+    // Deleted once nothing runs: gone with its history.
+    wait_until("every execution to end", WAIT, || {
+        let h = cluster.sluice_json(&["pipeline", "history", "versioned"]).ok()?;
+        h["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress").then_some(())
+    })
+    .unwrap();
+    let out = cluster.sluice(&["pipeline", "delete", "versioned"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(cluster.sluice_json(&["pipeline", "list"]).unwrap()["pipelines"].as_array().unwrap().len(), 0);
+    assert_eq!(cluster.sluice(&["pipeline", "history", "versioned"]).status.code(), Some(1));
+    assert_eq!(cluster.sluice(&["pipeline", "delete", "versioned"]).status.code(), Some(1));
 }
