@@ -43,6 +43,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/pipelines/{name}/executions", get(list_executions).post(start_execution))
         .route("/pipelines/{name}/executions/{id}", get(get_execution))
         .route("/pipelines/{name}/executions/{id}/logs", get(execution_logs))
+        .route("/pipelines/{name}/executions/{id}/stop", post(stop_execution))
         .route("/agents", get(list_agents))
         .route("/agent-tokens", post(create_join_token).get(list_join_tokens))
         .route("/agent-tokens/{id}/revoke", post(revoke_join_token))
@@ -188,6 +189,33 @@ async fn get_execution(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(ask(&s, |reply| Command::GetExecution { name, id, reply }).await?))
+}
+
+/// StopPipelineExecution's request body.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StopRequest {
+    #[serde(default)]
+    abandon: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn stop_execution(
+    State(s): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: StopRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StopRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?
+    };
+    Ok(Json(
+        ask(&s, |reply| Command::StopExecution { name, id, abandon: request.abandon, reason: request.reason, reply })
+            .await?,
+    ))
 }
 
 async fn execution_logs(

@@ -131,6 +131,18 @@ pub enum PipelineCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Stop an execution: `wait` lets running actions finish, `abandon` cancels them.
+    Stop {
+        name: String,
+        execution: String,
+        #[arg(long, value_enum, default_value_t = StopMode::Wait)]
+        mode: StopMode,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Wait until the execution has stopped.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Show the latest state of every stage and action.
     State { name: String },
     /// List recent executions.
@@ -139,6 +151,14 @@ pub enum PipelineCmd {
         #[arg(long, default_value_t = 20)]
         max: usize,
     },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StopMode {
+    /// Let running actions finish; start nothing new.
+    Wait,
+    /// Cancel running actions on their agents now.
+    Abandon,
 }
 
 #[derive(Subcommand, Debug)]
@@ -476,6 +496,20 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     }
                 }
                 return Ok(if status == "Succeeded" { 0 } else { 1 });
+            }
+        }
+        Cmd::Pipeline(PipelineCmd::Stop { name, execution, mode, reason, wait }) => {
+            let c = client()?;
+            let body = json!({"abandon": mode == StopMode::Abandon, "reason": reason}).to_string();
+            let mut out = c.post(&format!("/pipelines/{name}/executions/{execution}/stop"), body).await?;
+            if wait {
+                let status = wait_for(&c, &name, &execution).await?;
+                out["status"] = json!(status);
+            }
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("execution {execution} {}", s(&out["status"]));
             }
         }
         Cmd::Pipeline(PipelineCmd::State { name }) => {

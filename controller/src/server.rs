@@ -70,6 +70,7 @@ pub enum Command {
     ListPipelines { reply: Reply<Value> },
     StartExecution { name: String, variables: BTreeMap<String, String>, trigger: Trigger, reply: Reply<Value> },
     PipelineState { name: String, reply: Reply<Value> },
+    StopExecution { name: String, id: String, abandon: bool, reason: String, reply: Reply<Value> },
     GetExecution { name: String, id: String, reply: Reply<Value> },
     ListExecutions { name: String, limit: usize, reply: Reply<Value> },
     ExecutionLogs { name: String, id: String, reply: Reply<Value> },
@@ -472,6 +473,9 @@ impl Driver {
                 let result = self.start_execution(&name, variables, trigger, Vec::new());
                 let _ = reply.send(result.map(|id| json!({ "pipelineExecutionId": id.0 })));
             }
+            Command::StopExecution { name, id, abandon, reason, reply } => {
+                let _ = reply.send(self.stop_execution(&name, &id, abandon, reason));
+            }
             Command::PipelineState { name, reply } => {
                 let _ = reply.send(self.pipeline_state(&name));
             }
@@ -664,6 +668,38 @@ impl Driver {
         self.engine.handle(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables });
         self.commit(changes)?;
         Ok(id)
+    }
+
+    /// StopPipelineExecution: `abandon` cancels running actions on their
+    /// agents at once; otherwise they finish and nothing new starts.
+    fn stop_execution(&mut self, name: &str, id: &str, abandon: bool, reason: String) -> Result<Value, ApiError> {
+        let execution = self.execution(name, id)?;
+        if execution.status.is_final() {
+            return Err(ApiError::Conflict(format!(
+                "execution {id} has already ended ({})",
+                execution.status.as_str()
+            )));
+        }
+        let exec_id = execution.id.clone();
+        let reason = if reason.trim().is_empty() { "stopped by an operator".to_string() } else { reason };
+        self.engine.handle(now_ms(), Event::Stop { id: exec_id.clone(), abandon, reason });
+        // Dispatches not yet handed out never will be.
+        self.pending.retain(|d| d.execution_id != exec_id);
+        if abandon {
+            let jobs: Vec<String> =
+                self.jobs.iter().filter(|(_, j)| j.execution_id == exec_id.0).map(|(id, _)| id.clone()).collect();
+            for job_id in jobs {
+                let job = self.jobs.remove(&job_id).expect("listed");
+                if let Some(agent) = self.agents.get_mut(&job.agent) {
+                    agent.running.remove(&job_id);
+                    let _ = agent.tx.send(ToAgent::Cancel { job_id: job_id.clone() });
+                }
+                info!(agent = %job.agent, job = %job_id, "action abandoned");
+            }
+        }
+        self.commit(Vec::new())?;
+        let status = self.execution(name, id)?.status;
+        Ok(json!({ "pipelineExecutionId": id, "status": status.as_str() }))
     }
 
     /// An execution from memory when it is running, else from the store.

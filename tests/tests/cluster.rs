@@ -576,3 +576,52 @@ fn pipelines_are_updated_by_version_and_deleted() {
     assert_eq!(cluster.sluice(&["pipeline", "history", "versioned"]).status.code(), Some(1));
     assert_eq!(cluster.sluice(&["pipeline", "delete", "versioned"]).status.code(), Some(1));
 }
+
+#[test]
+fn executions_stop_by_waiting_or_by_abandoning() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let stages = r#"{"name": "Build", "actions": [{"name": "Slow", "inputArtifacts": [{"name": "src"}],
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+            "configuration": {"Commands": "sleep #{variables.SLEEP}"}, "capabilities": {"exec": ["sh"]}}]},
+        {"name": "After", "actions": [{"name": "Never", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+    let file = cluster.dir.path().join("p.json");
+    write(&file, &git_pipeline("stoppable", r#"{"name": "SLEEP", "defaultValue": "0"}"#, &repo, stages));
+    assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
+
+    let run_slow = |seconds: &str| -> String {
+        let out = cluster.sluice(&["pipeline", "start", "stoppable", "--variable", &format!("SLEEP={seconds}")]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        wait_until("the slow action to run on the agent", WAIT, || {
+            let state = cluster.sluice_json(&["pipeline", "state", "stoppable"]).ok()?;
+            let slow = action_state(&state, "Build", "Slow");
+            (slow["status"] == "InProgress" && slow["agent"].is_string()).then_some(())
+        })
+        .unwrap();
+        id
+    };
+
+    // Abandon: the running action is abandoned at once.
+    let id = run_slow("20");
+    let started = std::time::Instant::now();
+    let out = cluster.sluice(&["pipeline", "stop", "stoppable", &id, "--mode", "abandon", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Stopped"), "{}", output_text(&out));
+    assert!(started.elapsed() < Duration::from_secs(10), "abandon took {:?}", started.elapsed());
+    let state = cluster.sluice_json(&["pipeline", "state", "stoppable"]).unwrap();
+    assert_eq!(action_state(&state, "Build", "Slow")["status"], "Abandoned");
+
+    // Wait: the running action finishes, the next stage never starts.
+    let id = run_slow("2");
+    let out = cluster.sluice(&["pipeline", "stop", "stoppable", &id, "--reason", "release freeze", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let history = cluster.sluice_json(&["pipeline", "history", "stoppable"]).unwrap();
+    let latest = &history["pipelineExecutionSummaries"][0];
+    assert_eq!((latest["status"].as_str(), latest["statusSummary"].as_str()), (Some("Stopped"), Some("release freeze")));
+    let state = cluster.sluice_json(&["pipeline", "state", "stoppable"]).unwrap();
+    assert_eq!(action_state(&state, "Build", "Slow")["status"], "Succeeded");
+    // Stopping an execution that has ended is refused.
+    assert_eq!(cluster.sluice(&["pipeline", "stop", "stoppable", &id]).status.code(), Some(1));
+}

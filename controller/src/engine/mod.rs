@@ -39,6 +39,9 @@ pub enum Event {
     ActionFinished { job_id: String, lease_epoch: u64, result: ActionResult },
     /// The job can no longer finish (its agent is gone, or it was refused).
     ActionLost { job_id: String, lease_epoch: u64, reason: String },
+    /// Stop an execution: with `abandon`, running actions are abandoned at
+    /// once; without, they finish and nothing new starts.
+    Stop { id: ExecutionId, abandon: bool, reason: String },
 }
 
 /// How an action attempt ended, in engine terms.
@@ -198,6 +201,7 @@ impl Engine {
                 let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
                 self.finish_action(now, &exec_id, si, ai, ActionResult::Failed { message: reason });
             }
+            Event::Stop { id, abandon, reason } => self.stop(now, &id, abandon, reason),
         }
     }
 
@@ -208,6 +212,37 @@ impl Engine {
         let action = &exec.stages[place.stage].actions[place.action];
         (action.status == Some(ActionStatus::InProgress) && action.lease_epoch == lease_epoch)
             .then(|| (place.execution.clone(), place.stage, place.action))
+    }
+
+    fn stop(&mut self, now: Millis, id: &ExecutionId, abandon: bool, reason: String) {
+        let Some(exec) = self.executions.get_mut(id) else { return };
+        if exec.status != ExecutionStatus::InProgress && !(abandon && exec.status == ExecutionStatus::Stopping) {
+            return;
+        }
+        exec.status = ExecutionStatus::Stopping;
+        exec.status_summary = Some(reason);
+        exec.updated_at = now;
+        let mut abandoned = Vec::new();
+        if abandon {
+            for stage in &mut exec.stages {
+                for action in &mut stage.actions {
+                    if action.status == Some(ActionStatus::InProgress) {
+                        action.status = Some(ActionStatus::Abandoned);
+                        action.ended_at = Some(now);
+                        action.error = Some("abandoned: the execution was stopped".into());
+                        abandoned.push((stage.name.clone(), action.name.clone()));
+                    }
+                }
+            }
+        }
+        let snapshot = exec.clone();
+        // Abandoned actions are no longer handed out either.
+        self.ready.retain(|d| &d.execution_id != id);
+        self.notice(now, &snapshot, None, None, "Stopping", None);
+        for (stage, action) in abandoned {
+            self.notice(now, &snapshot, Some(stage), Some(action), "Abandoned", None);
+        }
+        self.advance(now, id);
     }
 
     fn start(
@@ -306,6 +341,19 @@ impl Engine {
         loop {
             let exec = &self.executions[exec_id];
             if exec.status.is_final() {
+                return;
+            }
+            if exec.status == ExecutionStatus::Stopping {
+                // Nothing new starts; once nothing runs, it has stopped.
+                let running = exec.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == Some(ActionStatus::InProgress));
+                if !running {
+                    let current = exec.stages.iter().position(|s| s.status == Some(StageStatus::InProgress));
+                    if let Some(si) = current {
+                        self.end_stage(now, exec_id, si, StageStatus::Stopped);
+                    }
+                    let summary = self.executions[exec_id].status_summary.clone();
+                    self.end_execution(now, exec_id, ExecutionStatus::Stopped, summary);
+                }
                 return;
             }
             let Some(si) = exec.stages.iter().position(|s| s.status != Some(StageStatus::Succeeded)) else {

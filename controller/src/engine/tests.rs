@@ -155,3 +155,36 @@ fn an_unresolvable_variable_fails_the_action_with_the_reason() {
     assert_eq!(a.status, Some(ActionStatus::Failed));
     assert!(a.error.as_deref().unwrap().contains("SourceVariables.CommitId"), "{:?}", a.error);
 }
+
+#[test]
+fn stop_and_wait_lets_running_actions_finish_and_starts_nothing_new() {
+    let mut engine = Engine::new();
+    start(&mut engine, three_stage(), "e1");
+    let d = drain(&mut engine).remove(0);
+    let id = ExecutionId("e1".into());
+    engine.handle(1, Event::Stop { id: id.clone(), abandon: false, reason: "by test".into() });
+    assert_eq!(engine.execution(&id).unwrap().status, ExecutionStatus::Stopping);
+    finish(&mut engine, &d, ok(&[("src", "aa")], &[("CommitId", "x")]));
+    assert!(drain(&mut engine).is_empty(), "nothing new starts while stopping");
+    let exec = engine.take_dirty().remove(0);
+    assert_eq!(exec.status, ExecutionStatus::Stopped);
+    assert_eq!(exec.stages[0].actions[0].status, Some(ActionStatus::Succeeded));
+    assert_eq!(exec.stages[0].status, Some(StageStatus::Stopped));
+    assert_eq!(exec.stages[1].status, None);
+}
+
+#[test]
+fn stop_and_abandon_ends_at_once_and_refuses_late_results() {
+    let mut engine = Engine::new();
+    start(&mut engine, three_stage(), "e1");
+    let d = drain(&mut engine).remove(0);
+    let id = ExecutionId("e1".into());
+    engine.handle(1, Event::Stop { id: id.clone(), abandon: true, reason: "by test".into() });
+    let exec = engine.take_dirty().remove(0);
+    assert_eq!(exec.status, ExecutionStatus::Stopped);
+    assert_eq!(exec.stages[0].actions[0].status, Some(ActionStatus::Abandoned));
+    // The agent's late answer changes nothing.
+    finish(&mut engine, &d, ok(&[("src", "aa")], &[]));
+    assert!(engine.take_dirty().is_empty());
+    assert!(drain(&mut engine).is_empty());
+}
