@@ -233,9 +233,17 @@ impl Jobs {
         };
         let log = Arc::new(JobLog { job_id: spec.job_id.clone(), seq: AtomicU64::new(0), outbox: self.outbox.clone() });
         let runtime = self.runtime.clone();
-        // Not cancellable: the plugin holds the job's directories until it
-        // returns, and the runtime's deadline bounds it.
+        // A cancel reaches the plugin through the runtime: its wasm is
+        // interrupted and its host programs killed; it still returns before
+        // the job's directories go.
+        let cancel_plugin = invocation.cancel.clone();
+        let mut watch_cancel = cancel.clone();
+        let forward = tokio::spawn(async move {
+            cancelled(&mut watch_cancel).await;
+            cancel_plugin.cancel();
+        });
         let outcome = tokio::task::spawn_blocking(move || runtime.run_action(&plugin, &invocation, log)).await;
+        forward.abort();
         if *cancel.borrow() {
             return None;
         }
@@ -320,6 +328,7 @@ impl Jobs {
             grants: spec.grants.clone(),
             secrets: BTreeMap::new(),
             timeout,
+            cancel: sluice_runtime::Cancel::default(),
         };
         Ok((plugin, invocation))
     }

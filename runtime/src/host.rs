@@ -41,6 +41,7 @@ pub(crate) struct HostState {
     pub mounts: Vec<Mount>,
     pub secrets: BTreeMap<String, String>,
     pub log: Arc<dyn LogSink>,
+    pub cancel: crate::Cancel,
 }
 
 /// The guest's stdout and stderr, captured and handed to the log after the call.
@@ -107,6 +108,7 @@ impl HostState {
             mounts,
             secrets: inv.secrets.clone(),
             log,
+            cancel: inv.cancel.clone(),
         };
         Ok((state, Stdio { stdout, stderr }))
     }
@@ -209,6 +211,9 @@ impl wit_process::Host for HostState {
 /// operator reads on the failed action.
 pub(crate) fn explain_trap(error: &wasmtime::Error, store: &Store<HostState>) -> String {
     let state = store.data();
+    if state.cancel.is_cancelled() {
+        return "action cancelled".to_string();
+    }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         match trap {
             Trap::Interrupt => {

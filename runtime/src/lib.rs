@@ -38,8 +38,11 @@ mod bindings {
 
 use bindings::sluice::plugin::types as wit;
 
-/// How often the epoch ticks; deadlines are rounded up to this.
+/// How often the epoch ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Running wasm looks at its deadline and at a cancel every this many
+/// ticks (50 ms): cheap, and prompt enough for an operator.
+const CHECK_TICKS: u64 = 5;
 /// Guest stdout/stderr kept per call; beyond it output is dropped (the log
 /// import is the channel for real logging).
 const STDIO_CAPTURE: usize = 1 << 20;
@@ -107,6 +110,20 @@ impl<F: Fn(&str) + Send + Sync> LogSink for F {
     }
 }
 
+/// Set from outside to stop a running action as soon as possible: its
+/// wasm is interrupted within one epoch check and its host programs killed.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Everything one action run needs, with host paths.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -126,6 +143,7 @@ pub struct Invocation {
     pub grants: Grants,
     pub secrets: BTreeMap<String, String>,
     pub timeout: Duration,
+    pub cancel: Cancel,
 }
 
 /// A compiled plugin, ready to instantiate cheaply.
@@ -274,6 +292,7 @@ impl Runtime {
             grants: Grants::default(),
             secrets: BTreeMap::new(),
             timeout: Duration::from_secs(10),
+            cancel: Cancel::default(),
         };
         let sink: Arc<dyn LogSink> = Arc::new(|_: &str| {});
         let (mut store, _stdio) = self.store(&inv, sink, Instant::now() + inv.timeout)?;
@@ -324,6 +343,9 @@ impl Runtime {
                         log.line(&format!("in progress: {summary}"));
                     }
                     let now = Instant::now();
+                    if inv.cancel.is_cancelled() {
+                        return Outcome::Failed { message: "action cancelled".into(), retryable: false };
+                    }
                     if now + poll_after >= deadline {
                         return Outcome::Failed {
                             message: format!("action timed out after {}", human(inv.timeout)),
@@ -406,9 +428,16 @@ impl Runtime {
         let (state, stdio) = host::HostState::new(inv, log, deadline, self.config.memory_limit)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = deadline.saturating_duration_since(Instant::now()).as_millis() / EPOCH_TICK.as_millis() + 1;
-        store.set_epoch_deadline(ticks as u64);
-        store.epoch_deadline_trap();
+        // The deadline is checked every few ticks rather than set once, so
+        // that a cancel interrupts the wasm too.
+        store.set_epoch_deadline(CHECK_TICKS);
+        store.epoch_deadline_callback(move |ctx| {
+            let state = ctx.data();
+            if state.cancel.is_cancelled() || Instant::now() >= state.deadline {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(CHECK_TICKS))
+        });
         Ok((store, stdio))
     }
 }

@@ -109,6 +109,11 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
             (Some(_), true) if exited_at.is_some_and(|t| t.elapsed() > PIPE_GRACE) => break,
             _ => {}
         }
+        if state.cancel.is_cancelled() && !killed_at_deadline {
+            killed_at_deadline = true;
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            break;
+        }
         if Instant::now() >= state.deadline {
             if !killed_at_deadline {
                 killed_at_deadline = true;
@@ -131,6 +136,9 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
         .into_iter()
         .map(|r| if !pipes_open || r.is_finished() { r.join().unwrap_or_default() } else { Vec::new() });
     let (stdout, stderr) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
+    if state.cancel.is_cancelled() {
+        return Err(format!("{:?} was killed: the action was cancelled", cmd.program));
+    }
     if killed_at_deadline {
         return Err(format!("{:?} was killed at the action deadline", cmd.program));
     }

@@ -43,6 +43,7 @@ fn invocation(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> Inv
         grants,
         secrets: BTreeMap::new(),
         timeout,
+        cancel: Cancel::default(),
     }
 }
 
@@ -201,4 +202,25 @@ fn a_program_that_outlives_its_pipes_is_killed_at_the_deadline() {
     let (outcome, _) = run_with(&f, "exec", &config, sh(), Duration::from_secs(1));
     assert!(failure(&outcome).contains("deadline"), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_cancel_stops_a_looping_plugin_and_a_running_program() {
+    let f = fixture(64 << 20);
+    let plugin = hostile(&f);
+    for (mode, config) in [("loop", vec![]), ("exec", vec![("Args".to_string(), "-c\nsleep 60".to_string())])] {
+        let mut inv = invocation(&f, mode, sh(), Duration::from_secs(60));
+        inv.configuration.extend(config);
+        let cancel = inv.cancel.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.cancel();
+        });
+        let started = Instant::now();
+        let log: Arc<dyn LogSink> = Arc::new(|_: &str| {});
+        let outcome = f.runtime.run_action(&plugin, &inv, log);
+        canceller.join().unwrap();
+        assert!(failure(&outcome).contains("cancelled"), "{mode}: {outcome:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{mode}: took {:?}", started.elapsed());
+    }
 }

@@ -50,6 +50,16 @@ fn two_agent_pipeline(name: &str, repo: &Path, test_command: &str) -> String {
     )
 }
 
+/// Whether a process with exactly this command line runs on this machine.
+fn process_running(argv: &[&str]) -> bool {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted))
+}
+
 fn action_state<'a>(state: &'a Value, stage: &str, action: &str) -> &'a Value {
     let stage = state["stageStates"].as_array().unwrap().iter().find(|s| s["stageName"] == stage).unwrap();
     let action = stage["actionStates"].as_array().unwrap().iter().find(|a| a["actionName"] == action).unwrap();
@@ -589,6 +599,12 @@ fn executions_stop_by_waiting_or_by_abandoning() {
     let file = cluster.dir.path().join("p.json");
     write(&file, &git_pipeline("stoppable", r#"{"name": "SLEEP", "defaultValue": "0"}"#, &repo, stages));
     assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
+    // Let the first execution end, so that the state below is ours.
+    wait_until("the first execution to end", WAIT, || {
+        let h = cluster.sluice_json(&["pipeline", "history", "stoppable"]).ok()?;
+        h["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress").then_some(())
+    })
+    .unwrap();
 
     let run_slow = |seconds: &str| -> String {
         let out = cluster.sluice(&["pipeline", "start", "stoppable", "--variable", &format!("SLEEP={seconds}")]);
@@ -612,6 +628,11 @@ fn executions_stop_by_waiting_or_by_abandoning() {
     assert!(started.elapsed() < Duration::from_secs(10), "abandon took {:?}", started.elapsed());
     let state = cluster.sluice_json(&["pipeline", "state", "stoppable"]).unwrap();
     assert_eq!(action_state(&state, "Build", "Slow")["status"], "Abandoned");
+    // The agent cancelled the plugin: its `sleep 20` is gone long before 20 s.
+    wait_until("the abandoned program to be killed", Duration::from_secs(10), || {
+        (!process_running(&["sleep", "20"])).then_some(())
+    })
+    .unwrap();
 
     // Wait: the running action finishes, the next stage never starts.
     let id = run_slow("2");
