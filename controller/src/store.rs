@@ -330,6 +330,8 @@ mod tests {
             stages: vec![],
             artifacts: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            ordinal: 0,
+            waiting_for: None,
         }
     }
 

@@ -15,7 +15,7 @@ mod tests;
 
 pub use model::*;
 
-use crate::pipeline::{Pipeline, VarRef, resolve};
+use crate::pipeline::{ExecutionMode, Pipeline, VarRef, resolve};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -108,6 +108,7 @@ pub struct Engine {
     ready: VecDeque<Dispatch>,
     dirty: BTreeSet<ExecutionId>,
     notices: Vec<Notice>,
+    next_ordinal: u64,
 }
 
 impl Engine {
@@ -137,6 +138,7 @@ impl Engine {
                 }
             }
         }
+        self.next_ordinal = self.next_ordinal.max(execution.ordinal + 1);
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
         for (si, ai) in redispatch {
@@ -287,7 +289,10 @@ impl Engine {
             stages,
             artifacts: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            ordinal: self.next_ordinal,
+            waiting_for: None,
         };
+        self.next_ordinal += 1;
         self.notice(now, &execution, None, None, "InProgress", None);
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
@@ -362,7 +367,11 @@ impl Engine {
             };
             let stage = &exec.stages[si];
             if stage.status.is_none() {
+                if !self.may_enter(now, exec_id, si) {
+                    return;
+                }
                 let exec = self.executions.get_mut(exec_id).expect("known");
+                exec.waiting_for = None;
                 exec.stages[si].status = Some(StageStatus::InProgress);
                 let snapshot = exec.clone();
                 let name = snapshot.stages[si].name.clone();
@@ -508,11 +517,79 @@ impl Engine {
         exec.updated_at = now;
         let snapshot = exec.clone();
         let name = snapshot.stages[si].name.clone();
-        self.notice(now, &snapshot, Some(name), None, status.as_str(), None);
+        self.notice(now, &snapshot, Some(name.clone()), None, status.as_str(), None);
+        self.promote(now, &snapshot.pipeline, &name);
+    }
+
+    /// Whether an execution may enter stage `si` now. In SUPERSEDED and
+    /// QUEUED mode a stage holds one execution at a time; the others wait.
+    /// In SUPERSEDED mode a newer waiting execution replaces an older
+    /// waiting one, which ends Superseded.
+    fn may_enter(&mut self, now: Millis, exec_id: &ExecutionId, si: usize) -> bool {
+        let mode = self.definitions[exec_id].execution_mode;
+        if mode == ExecutionMode::Parallel {
+            return true;
+        }
+        let me = &self.executions[exec_id];
+        let stage = me.stages[si].name.clone();
+        let held = self.executions.values().any(|e| {
+            e.id != me.id
+                && e.pipeline == me.pipeline
+                && e.stages.iter().any(|s| s.name == stage && s.status == Some(StageStatus::InProgress))
+        });
+        // Someone queued earlier goes first even if the stage is free now.
+        let earlier_waiter = mode == ExecutionMode::Queued
+            && self.executions.values().any(|e| {
+                e.id != me.id
+                    && e.pipeline == me.pipeline
+                    && e.waiting_for.as_deref() == Some(stage.as_str())
+                    && e.ordinal < me.ordinal
+            });
+        if !held && !earlier_waiter {
+            return true;
+        }
+        if me.waiting_for.as_deref() != Some(stage.as_str()) {
+            let (pipeline, ordinal) = (me.pipeline.clone(), me.ordinal);
+            self.executions.get_mut(exec_id).expect("known").waiting_for = Some(stage.clone());
+            self.dirty.insert(exec_id.clone());
+            if mode == ExecutionMode::Superseded {
+                let older: Vec<ExecutionId> = self
+                    .executions
+                    .values()
+                    .filter(|e| {
+                        e.pipeline == pipeline
+                            && e.waiting_for.as_deref() == Some(stage.as_str())
+                            && e.ordinal < ordinal
+                            && !e.status.is_final()
+                    })
+                    .map(|e| e.id.clone())
+                    .collect();
+                for old in older {
+                    let message = format!("superseded by a newer execution {exec_id}");
+                    self.end_execution(now, &old, ExecutionStatus::Superseded, Some(message));
+                }
+            }
+        }
+        false
+    }
+
+    /// A stage of a pipeline was left: the earliest execution waiting for
+    /// it enters it.
+    fn promote(&mut self, now: Millis, pipeline: &str, stage: &str) {
+        let next = self
+            .executions
+            .values()
+            .filter(|e| e.pipeline == pipeline && e.waiting_for.as_deref() == Some(stage) && !e.status.is_final())
+            .min_by_key(|e| e.ordinal)
+            .map(|e| e.id.clone());
+        if let Some(id) = next {
+            self.advance(now, &id);
+        }
     }
 
     fn end_execution(&mut self, now: Millis, exec_id: &ExecutionId, status: ExecutionStatus, message: Option<String>) {
         let exec = self.executions.get_mut(exec_id).expect("known");
+        exec.waiting_for = None;
         exec.status = status;
         exec.status_summary = message.clone();
         exec.updated_at = now;

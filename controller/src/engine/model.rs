@@ -116,6 +116,14 @@ pub struct Execution {
     pub artifacts: BTreeMap<String, ArtifactRef>,
     /// Output variables of actions with a namespace.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Start order among the pipeline's executions (QUEUED keeps it).
+    #[serde(default)]
+    pub ordinal: u64,
+    /// The stage (by name, so that pipeline versions agree) this execution
+    /// waits to enter while another execution holds it (SUPERSEDED and
+    /// QUEUED run one execution per stage).
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

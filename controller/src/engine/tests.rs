@@ -188,3 +188,57 @@ fn stop_and_abandon_ends_at_once_and_refuses_late_results() {
     assert!(engine.take_dirty().is_empty());
     assert!(drain(&mut engine).is_empty());
 }
+
+fn with_mode(mode: &str) -> Arc<Pipeline> {
+    let mut p = (*three_stage()).clone();
+    p.execution_mode = crate::pipeline::ExecutionMode::from_name(mode).expect("a mode");
+    Arc::new(p)
+}
+
+fn dispatched_executions(engine: &mut Engine) -> Vec<String> {
+    drain(engine).into_iter().map(|d| d.execution_id.0).collect()
+}
+
+#[test]
+fn queued_executions_take_each_stage_in_start_order() {
+    let mut engine = Engine::new();
+    let p = with_mode("QUEUED");
+    start(&mut engine, p.clone(), "e1");
+    start(&mut engine, p.clone(), "e2");
+    start(&mut engine, p, "e3");
+    let first = drain(&mut engine);
+    assert_eq!(first.iter().map(|d| d.execution_id.0.as_str()).collect::<Vec<_>>(), ["e1"]);
+    // e1 leaves Source: e2 (not e3) enters it.
+    finish(&mut engine, &first[0], ok(&[("src", "aa")], &[("CommitId", "x")]));
+    let next = dispatched_executions(&mut engine);
+    assert!(next.contains(&"e2".to_string()) && !next.contains(&"e3".to_string()), "{next:?}");
+    assert_eq!(engine.execution(&ExecutionId("e3".into())).unwrap().waiting_for.as_deref(), Some("Source"));
+    assert!(engine.executions().all(|e| e.status == ExecutionStatus::InProgress), "QUEUED supersedes nothing");
+}
+
+#[test]
+fn superseded_replaces_an_older_waiting_execution() {
+    let mut engine = Engine::new();
+    let p = with_mode("SUPERSEDED");
+    start(&mut engine, p.clone(), "e1");
+    let first = drain(&mut engine);
+    start(&mut engine, p.clone(), "e2");
+    start(&mut engine, p, "e3");
+    assert!(drain(&mut engine).is_empty(), "Source holds one execution at a time");
+    let dirty = engine.take_dirty();
+    let e2 = dirty.iter().find(|e| e.id.0 == "e2").unwrap();
+    assert_eq!(e2.status, ExecutionStatus::Superseded);
+    assert!(e2.status_summary.as_deref().unwrap().contains("e3"));
+    finish(&mut engine, &first[0], ok(&[("src", "aa")], &[("CommitId", "x")]));
+    let next = dispatched_executions(&mut engine);
+    assert!(next.contains(&"e3".to_string()), "{next:?}");
+}
+
+#[test]
+fn parallel_executions_do_not_wait_for_each_other() {
+    let mut engine = Engine::new();
+    let p = with_mode("PARALLEL");
+    start(&mut engine, p.clone(), "e1");
+    start(&mut engine, p, "e2");
+    assert_eq!(dispatched_executions(&mut engine), ["e1", "e2"]);
+}
