@@ -646,3 +646,46 @@ fn executions_stop_by_waiting_or_by_abandoning() {
     // Stopping an execution that has ended is refused.
     assert_eq!(cluster.sluice(&["pipeline", "stop", "stoppable", &id]).status.code(), Some(1));
 }
+
+#[test]
+fn superseded_mode_lets_the_newest_waiting_execution_through() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let stages = r#"{"name": "Build", "actions": [{"name": "Slow", "inputArtifacts": [{"name": "src"}],
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+            "configuration": {"Commands": "sleep 2"}, "capabilities": {"exec": ["sh"]}}]}"#;
+    let file = cluster.dir.path().join("p.json");
+    write(&file, &git_pipeline("superseding", "", &repo, stages));
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = first["pipelineExecutionId"].as_str().unwrap().to_string();
+    wait_until("the first execution to reach Build", WAIT, || {
+        let state = cluster.sluice_json(&["pipeline", "state", "superseding"]).ok()?;
+        (action_state(&state, "Build", "Slow")["status"] == "InProgress").then_some(())
+    })
+    .unwrap();
+    // Two more while Build is held: the older of them never gets it.
+    let start = || String::from_utf8_lossy(&cluster.sluice(&["pipeline", "start", "superseding"]).stdout).trim().to_string();
+    let (second, third) = (start(), start());
+    let history = wait_until("every execution to end", WAIT, || {
+        let h = cluster.sluice_json(&["pipeline", "history", "superseding"]).ok()?;
+        h["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress").then_some(h)
+    })
+    .unwrap();
+    let status = |id: &str| -> String {
+        history["pipelineExecutionSummaries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["pipelineExecutionId"] == id)
+            .map(|e| e["status"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(
+        (status(&first), status(&second), status(&third)),
+        ("Succeeded".to_string(), "Superseded".to_string(), "Succeeded".to_string()),
+        "{history}"
+    );
+}
