@@ -44,6 +44,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/pipelines/{name}/executions/{id}", get(get_execution))
         .route("/pipelines/{name}/executions/{id}/logs", get(execution_logs))
         .route("/pipelines/{name}/executions/{id}/stop", post(stop_execution))
+        .route("/pipelines/{name}/stages/{stage}/transition/{verb}", post(set_transition))
         .route("/agents", get(list_agents))
         .route("/agent-tokens", post(create_join_token).get(list_join_tokens))
         .route("/agent-tokens/{id}/revoke", post(revoke_join_token))
@@ -215,6 +216,35 @@ async fn stop_execution(
     Ok(Json(
         ask(&s, |reply| Command::StopExecution { name, id, abandon: request.abandon, reason: request.reason, reply })
             .await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TransitionRequest {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/pipelines/{name}/stages/{stage}/transition/disable|enable`.
+async fn set_transition(
+    State(s): State<ApiState>,
+    Path((name, stage, verb)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let enabled = match verb.as_str() {
+        "enable" => true,
+        "disable" => false,
+        other => return Err(ApiError::NotFound(format!("no transition operation {other:?}: use enable or disable"))),
+    };
+    let request: TransitionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TransitionRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?
+    };
+    Ok(Json(
+        ask(&s, |reply| Command::SetTransition { name, stage, enabled, reason: request.reason, reply }).await?,
     ))
 }
 

@@ -68,6 +68,9 @@ pub enum Cmd {
         #[arg(long)]
         execution: Option<String>,
     },
+    /// Hold executions before a stage, or let them through again.
+    #[command(subcommand)]
+    Transition(TransitionCmd),
     /// The agent fleet.
     #[command(subcommand)]
     Agent(AgentCmd),
@@ -151,6 +154,19 @@ pub enum PipelineCmd {
         #[arg(long, default_value_t = 20)]
         max: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransitionCmd {
+    /// Stop executions from entering STAGE; the newest waits before it.
+    Disable {
+        pipeline: String,
+        stage: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let executions enter STAGE again; the waiting one goes on.
+    Enable { pipeline: String, stage: String },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -593,6 +609,19 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 print_table(&["ID", "HOSTNAME", "CONNECTION", "STATE", "RUNNING", "LABELS"], &rows);
             }
         }
+        Cmd::Transition(cmd) => {
+            let (pipeline, stage, verb, reason) = match cmd {
+                TransitionCmd::Disable { pipeline, stage, reason } => (pipeline, stage, "disable", reason),
+                TransitionCmd::Enable { pipeline, stage } => (pipeline, stage, "enable", String::new()),
+            };
+            let body = json!({ "reason": reason }).to_string();
+            let out = client()?.post(&format!("/pipelines/{pipeline}/stages/{stage}/transition/{verb}"), body).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("transition into {pipeline}/{stage} {verb}d");
+            }
+        }
         Cmd::Agent(AgentCmd::Drain { id }) => set_agent_state(&client()?, &id, "drain", json_out).await?,
         Cmd::Agent(AgentCmd::Disable { id }) => set_agent_state(&client()?, &id, "disable", json_out).await?,
         Cmd::Agent(AgentCmd::Enable { id }) => set_agent_state(&client()?, &id, "enable", json_out).await?,
@@ -782,8 +811,14 @@ fn print_state(state: &Value) {
             } else {
                 s(&l["summary"])
             };
+            let inbound = &stage["inboundTransitionState"];
+            let stage_name = if inbound["enabled"] == json!(false) {
+                format!("{} (transition disabled: {})", s(&stage["stageName"]), s(&inbound["disabledReason"]))
+            } else {
+                s(&stage["stageName"])
+            };
             rows.push(vec![
-                s(&stage["stageName"]),
+                stage_name,
                 s(&action["actionName"]),
                 if l.is_null() { "-".into() } else { s(&l["status"]) },
                 s(&l["agent"]),

@@ -11,7 +11,10 @@ use crate::blobs::BlobStore;
 use crate::ca::Ca;
 use crate::engine::{ActionResult, ArtifactRef, Dispatch, Engine, Event, Execution, ExecutionId, Notice, Trigger};
 use crate::pipeline::{self, Declaration, Pipeline, ProviderCatalog, ProviderInfo};
-use crate::store::{AgentRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord, PluginRecord, SqliteStore, Store};
+use crate::store::{
+    AgentRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord, PluginRecord, SqliteStore, Store,
+    TransitionRecord,
+};
 use crate::views;
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -71,6 +74,8 @@ pub enum Command {
     StartExecution { name: String, variables: BTreeMap<String, String>, trigger: Trigger, reply: Reply<Value> },
     PipelineState { name: String, reply: Reply<Value> },
     StopExecution { name: String, id: String, abandon: bool, reason: String, reply: Reply<Value> },
+    /// DisableStageTransition / EnableStageTransition (inbound only).
+    SetTransition { name: String, stage: String, enabled: bool, reason: String, reply: Reply<Value> },
     GetExecution { name: String, id: String, reply: Reply<Value> },
     ListExecutions { name: String, limit: usize, reply: Reply<Value> },
     ExecutionLogs { name: String, id: String, reply: Reply<Value> },
@@ -215,6 +220,8 @@ struct Driver {
     restored: HashSet<String>,
     hold_restored_until: u64,
     agent_cert_lifetime: Duration,
+    /// Inbound transitions an operator has changed, by (pipeline, stage).
+    transitions: HashMap<(String, String), TransitionRecord>,
 }
 
 pub fn now_ms() -> u64 {
@@ -275,6 +282,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         restored: HashSet::new(),
         hold_restored_until: 0,
         agent_cert_lifetime: config.agent_cert_lifetime,
+        transitions: HashMap::new(),
     };
     driver.recover()?;
 
@@ -376,6 +384,10 @@ impl Driver {
     /// Replays every unfinished execution into the empty engine.
     fn recover(&mut self) -> Result<()> {
         let now = now_ms();
+        for t in self.store.transitions()? {
+            self.engine.set_transition(now, &t.pipeline, &t.stage, t.enabled);
+            self.transitions.insert((t.pipeline.clone(), t.stage.clone()), t);
+        }
         let unfinished = self.store.unfinished_executions()?;
         let count = unfinished.len();
         for execution in unfinished {
@@ -475,6 +487,9 @@ impl Driver {
             }
             Command::StopExecution { name, id, abandon, reason, reply } => {
                 let _ = reply.send(self.stop_execution(&name, &id, abandon, reason));
+            }
+            Command::SetTransition { name, stage, enabled, reason, reply } => {
+                let _ = reply.send(self.set_transition(&name, &stage, enabled, reason));
             }
             Command::PipelineState { name, reply } => {
                 let _ = reply.send(self.pipeline_state(&name));
@@ -603,6 +618,12 @@ impl Driver {
         }
         self.commit(vec![Change::DeletePipeline(name.to_string())])?;
         self.definitions.retain(|(n, _), _| n != name);
+        let stages: Vec<String> =
+            self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
+        for stage in stages {
+            self.transitions.remove(&(name.to_string(), stage.clone()));
+            self.engine.set_transition(now_ms(), name, &stage, true);
+        }
         info!(pipeline = %name, "pipeline deleted");
         Ok(json!({ "name": name, "deleted": true }))
     }
@@ -668,6 +689,39 @@ impl Driver {
         self.engine.handle(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables });
         self.commit(changes)?;
         Ok(id)
+    }
+
+    fn set_transition(&mut self, name: &str, stage: &str, enabled: bool, reason: String) -> Result<Value, ApiError> {
+        let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let def = self.definition(name, record.version)?;
+        let index = def
+            .stages
+            .iter()
+            .position(|s| s.name == stage)
+            .ok_or_else(|| ApiError::NotFound(format!("pipeline \"{name}\" has no stage \"{stage}\"")))?;
+        if index == 0 {
+            return Err(ApiError::Invalid {
+                message: format!("stage \"{stage}\" is the first stage: it has no inbound transition"),
+                diagnostics: vec![],
+            });
+        }
+        if !enabled && reason.trim().is_empty() {
+            return Err(ApiError::Invalid { message: "disabling a transition needs a --reason".into(), diagnostics: vec![] });
+        }
+        let transition = TransitionRecord {
+            pipeline: name.to_string(),
+            stage: stage.to_string(),
+            enabled,
+            reason: (!enabled).then_some(reason),
+            // One admin token for now; users and tokens come with approvals.
+            changed_by: "admin".into(),
+            changed_at: now_ms(),
+        };
+        self.engine.set_transition(now_ms(), name, stage, enabled);
+        self.commit(vec![Change::Transition(transition.clone())])?;
+        info!(pipeline = %name, %stage, enabled, "transition changed");
+        self.transitions.insert((name.to_string(), stage.to_string()), transition);
+        Ok(json!({ "pipelineName": name, "stageName": stage, "enabled": enabled }))
     }
 
     /// StopPipelineExecution: `abandon` cancels running actions on their
@@ -742,7 +796,9 @@ impl Driver {
         let recent = self.recent_executions(name, DEFAULT_HISTORY)?;
         let waiting: HashMap<&str, String> =
             self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(d))).collect();
-        Ok(views::pipeline_state(&record, &def, &recent, &waiting))
+        let transitions: HashMap<&str, &TransitionRecord> =
+            self.transitions.iter().filter(|((p, _), _)| p == name).map(|((_, s), t)| (s.as_str(), t)).collect();
+        Ok(views::pipeline_state(&record, &def, &recent, &waiting, &transitions))
     }
 
     fn execution_logs(&mut self, name: &str, id: &str) -> Result<Value, ApiError> {

@@ -58,6 +58,17 @@ pub struct PluginRecord {
     pub builtin: bool,
 }
 
+/// The inbound transition of a stage, as an operator last set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionRecord {
+    pub pipeline: String,
+    pub stage: String,
+    pub enabled: bool,
+    pub reason: Option<String>,
+    pub changed_by: String,
+    pub changed_at: u64,
+}
+
 /// One line of an action's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -78,6 +89,7 @@ pub enum Change {
     Plugin(PluginRecord),
     /// Every version of a pipeline, its executions and their logs.
     DeletePipeline(String),
+    Transition(TransitionRecord),
 }
 
 /// How much an acknowledged change survives.
@@ -104,6 +116,7 @@ pub trait Store: Send {
     fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
     fn plugins(&self) -> Result<Vec<PluginRecord>>;
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>>;
+    fn transitions(&self) -> Result<Vec<TransitionRecord>>;
 }
 
 pub struct SqliteStore {
@@ -126,6 +139,8 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_by_execution ON logs (execution_id);
 CREATE TABLE IF NOT EXISTS agents (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transitions (
+    pipeline TEXT NOT NULL, stage TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (pipeline, stage));
 CREATE TABLE IF NOT EXISTS plugins (
     provider TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL, info TEXT NOT NULL,
     builtin INTEGER NOT NULL, PRIMARY KEY (provider, version));
@@ -220,6 +235,11 @@ impl Store for SqliteStore {
                     .execute([name])?;
                     tx.prepare_cached("DELETE FROM executions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM pipelines WHERE name = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM transitions WHERE pipeline = ?1")?.execute([name])?;
+                }
+                Change::Transition(t) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO transitions (pipeline, stage, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![t.pipeline, t.stage, json(t)?])?;
                 }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
@@ -297,6 +317,10 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn transitions(&self) -> Result<Vec<TransitionRecord>> {
+        self.query_json("SELECT record FROM transitions ORDER BY pipeline, stage", [], "transition")
     }
 
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>> {

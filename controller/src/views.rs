@@ -4,7 +4,7 @@
 
 use crate::engine::{Execution, Notice};
 use crate::pipeline::Pipeline;
-use crate::store::PipelineRecord;
+use crate::store::{PipelineRecord, TransitionRecord};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -97,6 +97,7 @@ pub fn pipeline_state(
     def: &Pipeline,
     recent: &[Execution],
     waiting: &HashMap<&str, String>,
+    transitions: &HashMap<&str, &TransitionRecord>,
 ) -> Value {
     let stage_states: Vec<Value> = def
         .stages
@@ -127,7 +128,15 @@ pub fn pipeline_state(
                 .collect();
             json!({
                 "stageName": stage.name,
-                "inboundTransitionState": { "enabled": true },
+                "inboundTransitionState": match transitions.get(stage.name.as_str()) {
+                    Some(t) => json!({
+                        "enabled": t.enabled,
+                        "disabledReason": t.reason,
+                        "lastChangedBy": t.changed_by,
+                        "lastChangedAt": time(t.changed_at),
+                    }),
+                    None => json!({ "enabled": true }),
+                },
                 "actionStates": actions,
                 "latestExecution": latest.map(|(e, s)| json!({
                     "pipelineExecutionId": e.id.0,

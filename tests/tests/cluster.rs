@@ -689,3 +689,67 @@ fn superseded_mode_lets_the_newest_waiting_execution_through() {
         "{history}"
     );
 }
+
+#[test]
+fn a_disabled_transition_holds_the_newest_execution_across_a_restart() {
+    let mut cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let noop = r#"{"name": "Release", "actions": [{"name": "Ship", "inputArtifacts": [{"name": "src"}],
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+    let file = cluster.dir.path().join("p.json");
+    write(&file, &git_pipeline("gated", "", &repo, noop));
+    assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
+    let ended = |c: &Cluster| {
+        wait_until("every execution to end", WAIT, || {
+            let h = c.sluice_json(&["pipeline", "history", "gated"]).ok()?;
+            h["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress").then_some(h)
+        })
+        .unwrap()
+    };
+    ended(&cluster);
+
+    let out = cluster.sluice(&["transition", "disable", "gated", "Release", "--reason", "change freeze"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(cluster.sluice(&["transition", "disable", "gated", "Source", "--reason", "x"]).status.code(), Some(2));
+    assert_eq!(cluster.sluice(&["transition", "disable", "gated", "Nope", "--reason", "x"]).status.code(), Some(1));
+    assert_eq!(cluster.sluice(&["transition", "disable", "gated", "Release"]).status.code(), Some(2));
+
+    let start = |c: &Cluster| String::from_utf8_lossy(&c.sluice(&["pipeline", "start", "gated"]).stdout).trim().to_string();
+    let source_done = |c: &Cluster, id: &str| {
+        wait_until("the execution to pass Source", WAIT, || {
+            let state = c.sluice_json(&["pipeline", "state", "gated"]).ok()?;
+            let source = state["stageStates"][0]["latestExecution"].clone();
+            (source["pipelineExecutionId"] == id && source["status"] == "Succeeded").then_some(())
+        })
+        .unwrap()
+    };
+    let held = start(&cluster);
+    source_done(&cluster, &held);
+    let newest = start(&cluster);
+    source_done(&cluster, &newest);
+    let history = cluster.sluice_json(&["pipeline", "history", "gated"]).unwrap();
+    let status = |h: &Value, id: &str| {
+        h["pipelineExecutionSummaries"].as_array().unwrap().iter().find(|e| e["pipelineExecutionId"] == id).unwrap()
+            ["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status(&history, &held), "Superseded", "{history}");
+    assert_eq!(status(&history, &newest), "InProgress", "{history}");
+
+    // The transition and the waiting execution survive a restart.
+    cluster.kill_controller();
+    cluster.start_controller().unwrap();
+    let state = cluster.sluice_json(&["pipeline", "state", "gated"]).unwrap();
+    let inbound = &state["stageStates"][1]["inboundTransitionState"];
+    assert_eq!((inbound["enabled"].as_bool(), inbound["disabledReason"].as_str()), (Some(false), Some("change freeze")));
+    assert_eq!(inbound["lastChangedBy"], "admin");
+
+    // Enabled: the newest goes on and succeeds.
+    cluster.wait_for_agents(1).unwrap();
+    assert!(cluster.sluice(&["transition", "enable", "gated", "Release"]).status.success());
+    let history = ended(&cluster);
+    assert_eq!(status(&history, &newest), "Succeeded", "{history}");
+}

@@ -109,6 +109,8 @@ pub struct Engine {
     dirty: BTreeSet<ExecutionId>,
     notices: Vec<Notice>,
     next_ordinal: u64,
+    /// Inbound transitions turned off, by (pipeline, stage).
+    disabled: BTreeSet<(String, String)>,
 }
 
 impl Engine {
@@ -148,6 +150,20 @@ impl Engine {
         }
         if self.executions[&id].status == ExecutionStatus::InProgress {
             self.advance(now, &id);
+        }
+    }
+
+    /// Turns the inbound transition of a stage off or on. Off, executions
+    /// stop before the stage (the newest one waits, except in QUEUED mode
+    /// where all wait in order); on, the waiting ones go on.
+    pub fn set_transition(&mut self, now: Millis, pipeline: &str, stage: &str, enabled: bool) {
+        let key = (pipeline.to_string(), stage.to_string());
+        if enabled {
+            if self.disabled.remove(&key) {
+                self.promote(now, pipeline, stage);
+            }
+        } else {
+            self.disabled.insert(key);
         }
     }
 
@@ -527,16 +543,18 @@ impl Engine {
     /// waiting one, which ends Superseded.
     fn may_enter(&mut self, now: Millis, exec_id: &ExecutionId, si: usize) -> bool {
         let mode = self.definitions[exec_id].execution_mode;
-        if mode == ExecutionMode::Parallel {
-            return true;
-        }
         let me = &self.executions[exec_id];
         let stage = me.stages[si].name.clone();
-        let held = self.executions.values().any(|e| {
-            e.id != me.id
-                && e.pipeline == me.pipeline
-                && e.stages.iter().any(|s| s.name == stage && s.status == Some(StageStatus::InProgress))
-        });
+        let blocked = si > 0 && self.disabled.contains(&(me.pipeline.clone(), stage.clone()));
+        if mode == ExecutionMode::Parallel && !blocked {
+            return true;
+        }
+        let held = mode != ExecutionMode::Parallel
+            && self.executions.values().any(|e| {
+                e.id != me.id
+                    && e.pipeline == me.pipeline
+                    && e.stages.iter().any(|s| s.name == stage && s.status == Some(StageStatus::InProgress))
+            });
         // Someone queued earlier goes first even if the stage is free now.
         let earlier_waiter = mode == ExecutionMode::Queued
             && self.executions.values().any(|e| {
@@ -545,14 +563,15 @@ impl Engine {
                     && e.waiting_for.as_deref() == Some(stage.as_str())
                     && e.ordinal < me.ordinal
             });
-        if !held && !earlier_waiter {
+        if !blocked && !held && !earlier_waiter {
             return true;
         }
         if me.waiting_for.as_deref() != Some(stage.as_str()) {
             let (pipeline, ordinal) = (me.pipeline.clone(), me.ordinal);
             self.executions.get_mut(exec_id).expect("known").waiting_for = Some(stage.clone());
             self.dirty.insert(exec_id.clone());
-            if mode == ExecutionMode::Superseded {
+            // Only QUEUED keeps every waiting execution.
+            if mode != ExecutionMode::Queued {
                 let older: Vec<ExecutionId> = self
                     .executions
                     .values()
@@ -573,16 +592,18 @@ impl Engine {
         false
     }
 
-    /// A stage of a pipeline was left: the earliest execution waiting for
-    /// it enters it.
+    /// A stage of a pipeline was left, or its transition enabled: the
+    /// executions waiting for it try again in start order (in QUEUED mode
+    /// the first takes the stage and the others keep waiting).
     fn promote(&mut self, now: Millis, pipeline: &str, stage: &str) {
-        let next = self
+        let mut waiting: Vec<(u64, ExecutionId)> = self
             .executions
             .values()
             .filter(|e| e.pipeline == pipeline && e.waiting_for.as_deref() == Some(stage) && !e.status.is_final())
-            .min_by_key(|e| e.ordinal)
-            .map(|e| e.id.clone());
-        if let Some(id) = next {
+            .map(|e| (e.ordinal, e.id.clone()))
+            .collect();
+        waiting.sort();
+        for (_, id) in waiting {
             self.advance(now, &id);
         }
     }

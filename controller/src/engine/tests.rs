@@ -242,3 +242,43 @@ fn parallel_executions_do_not_wait_for_each_other() {
     start(&mut engine, p, "e2");
     assert_eq!(dispatched_executions(&mut engine), ["e1", "e2"]);
 }
+
+#[test]
+fn a_disabled_transition_holds_the_newest_execution_and_promotes_it_on_enable() {
+    let mut engine = Engine::new();
+    let p = with_mode("SUPERSEDED");
+    engine.set_transition(0, "web", "Build", false);
+    start(&mut engine, p.clone(), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[("CommitId", "x")]));
+    assert!(drain(&mut engine).is_empty(), "a disabled transition never promotes");
+    start(&mut engine, p, "e2");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "bb")], &[("CommitId", "y")]));
+    assert!(drain(&mut engine).is_empty());
+    let dirty = engine.take_dirty();
+    assert_eq!(dirty.iter().find(|e| e.id.0 == "e1").unwrap().status, ExecutionStatus::Superseded);
+    engine.set_transition(1, "web", "Build", true);
+    let next = drain(&mut engine);
+    assert!(!next.is_empty() && next.iter().all(|d| d.execution_id.0 == "e2" && d.stage == "Build"), "{next:?}");
+}
+
+#[test]
+fn queued_executions_all_wait_at_a_disabled_transition() {
+    let mut engine = Engine::new();
+    let p = with_mode("QUEUED");
+    engine.set_transition(0, "web", "Build", false);
+    for id in ["e1", "e2"] {
+        start(&mut engine, p.clone(), id);
+    }
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[("CommitId", "x")]));
+    let d = drain(&mut engine);
+    assert_eq!(d[0].execution_id.0, "e2");
+    finish(&mut engine, &d[0], ok(&[("src", "bb")], &[("CommitId", "y")]));
+    assert!(drain(&mut engine).is_empty());
+    assert!(engine.executions().all(|e| e.status == ExecutionStatus::InProgress));
+    engine.set_transition(1, "web", "Build", true);
+    // In order: e1 takes Build, e2 waits for it.
+    assert_eq!(dispatched_executions(&mut engine), ["e1", "e1"]);
+}
