@@ -208,6 +208,16 @@ impl Cluster {
         Ok(v["agents"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Waits until no execution of `pipeline` is in progress; returns its
+    /// history (`pipeline history --output json`).
+    pub fn wait_for_executions_to_end(&self, pipeline: &str) -> Result<Value> {
+        wait_until(&format!("every execution of {pipeline} to end"), WAIT, || {
+            let history = self.sluice_json(&["pipeline", "history", pipeline]).ok()?;
+            let summaries = history["pipelineExecutionSummaries"].as_array()?;
+            summaries.iter().all(|e| e["status"] != "InProgress").then_some(history)
+        })
+    }
+
     /// Runs the `sluice` CLI against this cluster.
     pub fn sluice(&self, args: &[&str]) -> Output {
         Command::new(bin("sluice"))

@@ -88,12 +88,7 @@ fn artifact_crosses_agents_by_label_and_a_failing_test_fails_the_execution() {
     let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_ne!(first, second);
     // The execution that `create` started runs alongside; wait for it too.
-    let exec = wait_until("both executions to end", WAIT, || {
-        let exec = cluster.sluice_json(&["pipeline", "history", "crossing"]).ok()?;
-        let done = exec["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress");
-        done.then_some(exec)
-    })
-    .unwrap();
+    let exec = cluster.wait_for_executions_to_end("crossing").unwrap();
     let statuses: Vec<&str> = exec["pipelineExecutionSummaries"]
         .as_array()
         .unwrap()
@@ -206,11 +201,9 @@ fn a_finished_execution_survives_a_controller_kill() {
     let out = cluster.sluice(&["pipeline", "start", "durable", "--wait"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    wait_until("both executions to end", WAIT, || {
-        let exec = cluster.sluice_json(&["pipeline", "history", "durable"]).ok()?;
-        exec["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] == "Succeeded").then_some(())
-    })
-    .unwrap();
+    let ended = cluster.wait_for_executions_to_end("durable").unwrap();
+    let summaries = ended["pipelineExecutionSummaries"].as_array().unwrap();
+    assert!(summaries.iter().all(|e| e["status"] == "Succeeded"), "{ended}");
     let before = cluster.sluice_json(&["pipeline", "state", "durable"]).unwrap();
 
     cluster.kill_controller();
@@ -575,11 +568,7 @@ fn pipelines_are_updated_by_version_and_deleted() {
     assert_eq!(cluster.sluice_json(&["pipeline", "get", "versioned"]).unwrap()["pipeline"]["version"], 2);
 
     // Deleted once nothing runs: gone with its history.
-    wait_until("every execution to end", WAIT, || {
-        let h = cluster.sluice_json(&["pipeline", "history", "versioned"]).ok()?;
-        h["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress").then_some(())
-    })
-    .unwrap();
+    cluster.wait_for_executions_to_end("versioned").unwrap();
     let out = cluster.sluice(&["pipeline", "delete", "versioned"]);
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(cluster.sluice_json(&["pipeline", "list"]).unwrap()["pipelines"].as_array().unwrap().len(), 0);
@@ -600,11 +589,7 @@ fn executions_stop_by_waiting_or_by_abandoning() {
     write(&file, &git_pipeline("stoppable", r#"{"name": "SLEEP", "defaultValue": "0"}"#, &repo, stages));
     assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
     // Let the first execution end, so that the state below is ours.
-    wait_until("the first execution to end", WAIT, || {
-        let h = cluster.sluice_json(&["pipeline", "history", "stoppable"]).ok()?;
-        h["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress").then_some(())
-    })
-    .unwrap();
+    cluster.wait_for_executions_to_end("stoppable").unwrap();
 
     let run_slow = |seconds: &str| -> String {
         let out = cluster.sluice(&["pipeline", "start", "stoppable", "--variable", &format!("SLEEP={seconds}")]);
@@ -669,11 +654,7 @@ fn superseded_mode_lets_the_newest_waiting_execution_through() {
     // Two more while Build is held: the older of them never gets it.
     let start = || String::from_utf8_lossy(&cluster.sluice(&["pipeline", "start", "superseding"]).stdout).trim().to_string();
     let (second, third) = (start(), start());
-    let history = wait_until("every execution to end", WAIT, || {
-        let h = cluster.sluice_json(&["pipeline", "history", "superseding"]).ok()?;
-        h["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress").then_some(h)
-    })
-    .unwrap();
+    let history = cluster.wait_for_executions_to_end("superseding").unwrap();
     let status = |id: &str| -> String {
         history["pipelineExecutionSummaries"]
             .as_array()
@@ -700,14 +681,7 @@ fn a_disabled_transition_holds_the_newest_execution_across_a_restart() {
     let file = cluster.dir.path().join("p.json");
     write(&file, &git_pipeline("gated", "", &repo, noop));
     assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
-    let ended = |c: &Cluster| {
-        wait_until("every execution to end", WAIT, || {
-            let h = c.sluice_json(&["pipeline", "history", "gated"]).ok()?;
-            h["pipelineExecutionSummaries"].as_array()?.iter().all(|e| e["status"] != "InProgress").then_some(h)
-        })
-        .unwrap()
-    };
-    ended(&cluster);
+    cluster.wait_for_executions_to_end("gated").unwrap();
 
     let out = cluster.sluice(&["transition", "disable", "gated", "Release", "--reason", "change freeze"]);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -750,6 +724,6 @@ fn a_disabled_transition_holds_the_newest_execution_across_a_restart() {
     // Enabled: the newest goes on and succeeds.
     cluster.wait_for_agents(1).unwrap();
     assert!(cluster.sluice(&["transition", "enable", "gated", "Release"]).status.success());
-    let history = ended(&cluster);
+    let history = cluster.wait_for_executions_to_end("gated").unwrap();
     assert_eq!(status(&history, &newest), "Succeeded", "{history}");
 }
