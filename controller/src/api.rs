@@ -45,6 +45,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/pipelines/{name}/executions/{id}/logs", get(execution_logs))
         .route("/pipelines/{name}/executions/{id}/stop", post(stop_execution))
         .route("/pipelines/{name}/stages/{stage}/transition/{verb}", post(set_transition))
+        .route("/pipelines/{name}/stages/{stage}/retry", post(retry_stage))
         .route("/agents", get(list_agents))
         .route("/agent-tokens", post(create_join_token).get(list_join_tokens))
         .route("/agent-tokens/{id}/revoke", post(revoke_join_token))
@@ -217,6 +218,40 @@ async fn stop_execution(
         ask(&s, |reply| Command::StopExecution { name, id, abandon: request.abandon, reason: request.reason, reply })
             .await?,
     ))
+}
+
+/// RetryStageExecution's request body (`retryMode` as CodePipeline names it).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RetryRequest {
+    pipeline_execution_id: String,
+    #[serde(default = "failed_actions")]
+    retry_mode: String,
+}
+
+fn failed_actions() -> String {
+    "FAILED_ACTIONS".into()
+}
+
+async fn retry_stage(
+    State(s): State<ApiState>,
+    Path((name, stage)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: RetryRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?;
+    let all = match request.retry_mode.as_str() {
+        "FAILED_ACTIONS" => false,
+        "ALL_ACTIONS" => true,
+        other => {
+            return Err(ApiError::Invalid {
+                message: format!("retryMode {other:?} is not FAILED_ACTIONS or ALL_ACTIONS"),
+                diagnostics: vec![],
+            });
+        }
+    };
+    let id = request.pipeline_execution_id;
+    Ok(Json(ask(&s, |reply| Command::RetryStage { name, stage, id, all, reply }).await?))
 }
 
 #[derive(Deserialize, Default)]

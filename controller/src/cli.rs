@@ -71,6 +71,9 @@ pub enum Cmd {
     /// Hold executions before a stage, or let them through again.
     #[command(subcommand)]
     Transition(TransitionCmd),
+    /// Stages of an execution.
+    #[command(subcommand)]
+    Stage(StageCmd),
     /// The agent fleet.
     #[command(subcommand)]
     Agent(AgentCmd),
@@ -154,6 +157,29 @@ pub enum PipelineCmd {
         #[arg(long, default_value_t = 20)]
         max: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StageCmd {
+    /// Run a failed stage of a failed execution again, and go on from it.
+    Retry {
+        pipeline: String,
+        stage: String,
+        execution: String,
+        #[arg(long, value_enum, default_value_t = RetryMode::Failed)]
+        mode: RetryMode,
+        /// Wait for the end; exit 0 only if the execution succeeds.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RetryMode {
+    /// Only the actions that failed.
+    Failed,
+    /// Every action of the stage.
+    All,
 }
 
 #[derive(Subcommand, Debug)]
@@ -608,6 +634,19 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     .collect();
                 print_table(&["ID", "HOSTNAME", "CONNECTION", "STATE", "RUNNING", "LABELS"], &rows);
             }
+        }
+        Cmd::Stage(StageCmd::Retry { pipeline, stage, execution, mode, wait }) => {
+            let c = client()?;
+            let retry_mode = if mode == RetryMode::All { "ALL_ACTIONS" } else { "FAILED_ACTIONS" };
+            let body = json!({ "pipelineExecutionId": execution, "retryMode": retry_mode }).to_string();
+            c.post(&format!("/pipelines/{pipeline}/stages/{stage}/retry"), body).await?;
+            if !wait {
+                println!("stage {stage} of execution {execution} retried");
+                return Ok(0);
+            }
+            let status = wait_for(&c, &pipeline, &execution).await?;
+            println!("execution {execution} {status}");
+            return Ok(if status == "Succeeded" { 0 } else { 1 });
         }
         Cmd::Transition(cmd) => {
             let (pipeline, stage, verb, reason) = match cmd {

@@ -74,6 +74,8 @@ pub enum Command {
     StartExecution { name: String, variables: BTreeMap<String, String>, trigger: Trigger, reply: Reply<Value> },
     PipelineState { name: String, reply: Reply<Value> },
     StopExecution { name: String, id: String, abandon: bool, reason: String, reply: Reply<Value> },
+    /// RetryStageExecution: failed actions only, or all of the stage's.
+    RetryStage { name: String, stage: String, id: String, all: bool, reply: Reply<Value> },
     /// DisableStageTransition / EnableStageTransition (inbound only).
     SetTransition { name: String, stage: String, enabled: bool, reason: String, reply: Reply<Value> },
     GetExecution { name: String, id: String, reply: Reply<Value> },
@@ -488,6 +490,9 @@ impl Driver {
             Command::StopExecution { name, id, abandon, reason, reply } => {
                 let _ = reply.send(self.stop_execution(&name, &id, abandon, reason));
             }
+            Command::RetryStage { name, stage, id, all, reply } => {
+                let _ = reply.send(self.retry_stage(&name, &stage, &id, all));
+            }
             Command::SetTransition { name, stage, enabled, reason, reply } => {
                 let _ = reply.send(self.set_transition(&name, &stage, enabled, reason));
             }
@@ -689,6 +694,20 @@ impl Driver {
         self.engine.handle(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables });
         self.commit(changes)?;
         Ok(id)
+    }
+
+    fn retry_stage(&mut self, name: &str, stage: &str, id: &str, all: bool) -> Result<Value, ApiError> {
+        let execution = self.execution(name, id)?;
+        if self.engine.execution(&execution.id).is_some() {
+            return Err(ApiError::Conflict(format!("execution {id} is still {}", execution.status.as_str())));
+        }
+        let def = self.definition(name, execution.version)?;
+        self.engine
+            .retry(now_ms(), def, execution, stage, all)
+            .map_err(ApiError::Conflict)?;
+        self.commit(Vec::new())?;
+        info!(pipeline = %name, %stage, execution = %id, all, "stage retried");
+        Ok(json!({ "pipelineExecutionId": id }))
     }
 
     fn set_transition(&mut self, name: &str, stage: &str, enabled: bool, reason: String) -> Result<Value, ApiError> {

@@ -727,3 +727,36 @@ fn a_disabled_transition_holds_the_newest_execution_across_a_restart() {
     let history = cluster.wait_for_executions_to_end("gated").unwrap();
     assert_eq!(status(&history, &newest), "Succeeded", "{history}");
 }
+
+#[test]
+fn a_failed_stage_is_retried_and_the_execution_goes_on() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    // Fails the first time it runs, succeeds after.
+    let marker = cluster.dir.path().join("ran-once");
+    let stages = format!(
+        r#"{{"name": "Build", "actions": [{{"name": "Flaky", "inputArtifacts": [{{"name": "src"}}],
+            "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+            "configuration": {{"Commands": "if [ -e {m} ]; then exit 0; fi; touch {m}; exit 1"}}, "capabilities": {{"exec": ["sh"]}}}}]}},
+        {{"name": "After", "actions": [{{"name": "Done", "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}}}]}}"#,
+        m = marker.display()
+    );
+    let file = cluster.dir.path().join("p.json");
+    write(&file, &git_pipeline("flaky", "", &repo, &stages));
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["pipelineExecutionId"].as_str().unwrap().to_string();
+    let history = cluster.wait_for_executions_to_end("flaky").unwrap();
+    assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Failed", "{history}");
+
+    // A stage that did not fail cannot be retried; the failed one can.
+    assert_eq!(cluster.sluice(&["stage", "retry", "flaky", "Source", &id]).status.code(), Some(1));
+    let out = cluster.sluice(&["stage", "retry", "flaky", "Build", &id, "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let state = cluster.sluice_json(&["pipeline", "state", "flaky"]).unwrap();
+    assert_eq!(action_state(&state, "Build", "Flaky")["attempt"], 2);
+    assert_eq!(action_state(&state, "After", "Done")["status"], "Succeeded");
+    // A succeeded execution cannot be retried.
+    assert_eq!(cluster.sluice(&["stage", "retry", "flaky", "Build", &id]).status.code(), Some(1));
+}

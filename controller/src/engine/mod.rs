@@ -167,6 +167,44 @@ impl Engine {
         }
     }
 
+    /// RetryStageExecution: a failed execution goes on from its failed
+    /// stage, running again its failed actions (or all of the stage's).
+    /// The execution comes from the store (ended ones leave memory).
+    pub fn retry(
+        &mut self,
+        now: Millis,
+        pipeline: Arc<Pipeline>,
+        mut execution: Execution,
+        stage: &str,
+        all: bool,
+    ) -> Result<(), String> {
+        if execution.status != ExecutionStatus::Failed {
+            return Err(format!("execution {} is {}, not Failed", execution.id, execution.status.as_str()));
+        }
+        let si = execution
+            .stages
+            .iter()
+            .position(|s| s.name == stage && s.status == Some(StageStatus::Failed))
+            .ok_or_else(|| format!("stage \"{stage}\" did not fail in execution {}", execution.id))?;
+        execution.status = ExecutionStatus::InProgress;
+        execution.status_summary = None;
+        execution.updated_at = now;
+        execution.stages[si].status = None;
+        for action in &mut execution.stages[si].actions {
+            if all || action.status != Some(ActionStatus::Succeeded) {
+                action.status = None;
+                action.error = None;
+                action.summary = None;
+                action.ended_at = None;
+            }
+        }
+        let id = execution.id.clone();
+        self.notice(now, &execution, None, None, "InProgress", None);
+        self.restore(now, pipeline, execution);
+        self.advance(now, &id);
+        Ok(())
+    }
+
     pub fn execution(&self, id: &ExecutionId) -> Option<&Execution> {
         self.executions.get(id)
     }

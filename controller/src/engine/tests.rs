@@ -282,3 +282,36 @@ fn queued_executions_all_wait_at_a_disabled_transition() {
     // In order: e1 takes Build, e2 waits for it.
     assert_eq!(dispatched_executions(&mut engine), ["e1", "e1"]);
 }
+
+#[test]
+fn retry_runs_the_failed_actions_again_from_the_failed_stage() {
+    for (all, expected) in [(false, vec!["A"]), (true, vec!["A", "B"])] {
+        let mut engine = Engine::new();
+        let p = three_stage();
+        start(&mut engine, p.clone(), "e1");
+        let d = drain(&mut engine);
+        finish(&mut engine, &d[0], ok(&[("src", "aa")], &[("CommitId", "x")]));
+        let d = drain(&mut engine);
+        finish(&mut engine, &d[1], ok(&[], &[]));
+        finish(&mut engine, &d[0], ActionResult::Failed { message: "boom".into() });
+        let failed = engine.take_dirty().remove(0);
+        assert_eq!(failed.status, ExecutionStatus::Failed);
+        assert!(engine.retry(2, p.clone(), failed.clone(), "Source", all).unwrap_err().contains("did not fail"));
+
+        engine.retry(2, p, failed, "Build", all).unwrap();
+        let again = drain(&mut engine);
+        assert_eq!(again.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), expected, "all={all}");
+        assert!(again.iter().all(|d| d.attempt == 2), "a retry is a new attempt");
+        for d in &again {
+            finish(&mut engine, d, ok(&[("bin", "bb")], &[]));
+        }
+        let d = drain(&mut engine);
+        assert_eq!(d[0].action, "C");
+        finish(&mut engine, &d[0], ok(&[], &[]));
+        let deploy = drain(&mut engine).remove(0);
+        finish(&mut engine, &deploy, ok(&[], &[]));
+        let done = engine.take_dirty().remove(0);
+        assert_eq!(done.status, ExecutionStatus::Succeeded);
+        assert!(engine.retry(3, three_stage(), done, "Build", all).unwrap_err().contains("not Failed"));
+    }
+}
