@@ -74,6 +74,9 @@ pub enum Cmd {
     /// Stages of an execution.
     #[command(subcommand)]
     Stage(StageCmd),
+    /// One execution in detail.
+    #[command(subcommand)]
+    Execution(ExecutionCmd),
     /// The agent fleet.
     #[command(subcommand)]
     Agent(AgentCmd),
@@ -157,6 +160,12 @@ pub enum PipelineCmd {
         #[arg(long, default_value_t = 20)]
         max: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExecutionCmd {
+    /// Every action of an execution: status, attempt, agent, times, outputs.
+    Get { pipeline: String, execution: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -633,6 +642,51 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     })
                     .collect();
                 print_table(&["ID", "HOSTNAME", "CONNECTION", "STATE", "RUNNING", "LABELS"], &rows);
+            }
+        }
+        Cmd::Execution(ExecutionCmd::Get { pipeline, execution }) => {
+            let out = client()?.get(&format!("/pipelines/{pipeline}/executions/{execution}")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let e = &out["pipelineExecution"];
+                println!(
+                    "execution {} of {} (version {}): {}{}",
+                    s(&e["pipelineExecutionId"]),
+                    s(&e["pipelineName"]),
+                    s(&e["pipelineVersion"]),
+                    s(&e["status"]),
+                    e["statusSummary"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+                );
+                println!("trigger: {} ({})", s(&e["trigger"]["triggerType"]), s(&e["trigger"]["triggerDetail"]));
+                let mut rows = Vec::new();
+                for stage in out["stages"].as_array().into_iter().flatten() {
+                    for action in stage["actions"].as_array().into_iter().flatten() {
+                        let outputs: Vec<String> = action["outputArtifacts"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|a| format!("{}@{}", s(&a["name"]), s(&a["digest"]).chars().take(12).collect::<String>()))
+                            .collect();
+                        let detail = if action["errorDetails"].is_null() {
+                            s(&action["summary"])
+                        } else {
+                            s(&action["errorDetails"]["message"])
+                        };
+                        rows.push(vec![
+                            s(&stage["stageName"]),
+                            s(&action["actionName"]),
+                            s(&action["status"]),
+                            s(&action["attempt"]),
+                            s(&action["agent"]),
+                            s(&action["startTime"]),
+                            s(&action["lastUpdateTime"]),
+                            outputs.join(","),
+                            detail,
+                        ]);
+                    }
+                }
+                print_table(&["STAGE", "ACTION", "STATUS", "ATTEMPT", "AGENT", "STARTED", "ENDED", "OUTPUTS", "DETAIL"], &rows);
             }
         }
         Cmd::Stage(StageCmd::Retry { pipeline, stage, execution, mode, wait }) => {

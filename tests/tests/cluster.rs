@@ -757,6 +757,14 @@ fn a_failed_stage_is_retried_and_the_execution_goes_on() {
     let state = cluster.sluice_json(&["pipeline", "state", "flaky"]).unwrap();
     assert_eq!(action_state(&state, "Build", "Flaky")["attempt"], 2);
     assert_eq!(action_state(&state, "After", "Done")["status"], "Succeeded");
+    // The execution in detail: the retried action's attempt and its output.
+    let detail = cluster.sluice_json(&["execution", "get", "flaky", &id]).unwrap();
+    assert_eq!(detail["pipelineExecution"]["status"], "Succeeded");
+    assert_eq!(detail["stages"][1]["actions"][0]["attempt"], 2, "{detail}");
+    assert!(detail["stages"][0]["actions"][0]["outputArtifacts"][0]["digest"].is_string(), "{detail}");
+    let out = cluster.sluice(&["execution", "get", "flaky", &id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Flaky"), "{}", output_text(&out));
+    assert_eq!(cluster.sluice(&["execution", "get", "flaky", "no-such-id"]).status.code(), Some(1));
     // A succeeded execution cannot be retried.
     assert_eq!(cluster.sluice(&["stage", "retry", "flaky", "Build", &id]).status.code(), Some(1));
 }
