@@ -93,6 +93,18 @@ async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, request
     next.run(request).await
 }
 
+/// A JSON request body the operation cannot do without.
+fn required_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })
+}
+
+/// A JSON request body whose every field has a default: an empty body means
+/// all defaults.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { required_body(body) }
+}
+
 /// Sends a command to the driver and waits for its answer.
 async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Command) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
@@ -174,12 +186,7 @@ struct VariableValue {
 }
 
 async fn start_execution(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        StartRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?
-    };
+    let request: StartRequest = optional_body(&body)?;
     let _ = request.client_request_token;
     let variables: BTreeMap<String, String> = request.variables.into_iter().map(|v| (v.name, v.value)).collect();
     let trigger = Trigger { trigger_type: "StartPipelineExecution".into(), trigger_detail: "admin API".into() };
@@ -208,12 +215,7 @@ async fn stop_execution(
     Path((name, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let request: StopRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        StopRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?
-    };
+    let request: StopRequest = optional_body(&body)?;
     Ok(Json(
         ask(&s, |reply| Command::StopExecution { name, id, abandon: request.abandon, reason: request.reason, reply })
             .await?,
@@ -238,8 +240,7 @@ async fn retry_stage(
     Path((name, stage)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let request: RetryRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?;
+    let request: RetryRequest = required_body(&body)?;
     let all = match request.retry_mode.as_str() {
         "FAILED_ACTIONS" => false,
         "ALL_ACTIONS" => true,
@@ -272,12 +273,7 @@ async fn set_transition(
         "disable" => false,
         other => return Err(ApiError::NotFound(format!("no transition operation {other:?}: use enable or disable"))),
     };
-    let request: TransitionRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        TransitionRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?
-    };
+    let request: TransitionRequest = optional_body(&body)?;
     Ok(Json(
         ask(&s, |reply| Command::SetTransition { name, stage, enabled, reason: request.reason, reply }).await?,
     ))
@@ -354,8 +350,7 @@ struct TokenRequest {
 }
 
 async fn create_join_token(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let request: TokenRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Invalid { message: format!("request body is invalid: {e}"), diagnostics: vec![] })?;
+    let request: TokenRequest = required_body(&body)?;
     if request.ttl_seconds == 0 {
         return Err(ApiError::Invalid { message: "ttl must be positive".into(), diagnostics: vec![] });
     }

@@ -550,10 +550,7 @@ impl Driver {
     }
 
     fn create_pipeline(&mut self, text: &str) -> Result<Value, ApiError> {
-        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(|d| ApiError::Invalid {
-            message: format!("pipeline declaration is invalid ({} problems)", d.0.len()),
-            diagnostics: d.0.iter().map(|x| x.to_string()).collect(),
-        })?;
+        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         let name = decl.pipeline.name.clone();
         if self.store.pipeline(&name, None)?.is_some() {
             return Err(ApiError::Conflict(format!("pipeline \"{name}\" already exists")));
@@ -580,10 +577,7 @@ impl Driver {
     /// Stores a new version. Executions in flight keep the version they
     /// started with; the next one uses this.
     fn update_pipeline(&mut self, name: &str, text: &str) -> Result<Value, ApiError> {
-        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(|d| ApiError::Invalid {
-            message: format!("pipeline declaration is invalid ({} problems)", d.0.len()),
-            diagnostics: d.0.iter().map(|x| x.to_string()).collect(),
-        })?;
+        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         if decl.pipeline.name != name {
             return Err(ApiError::Invalid {
                 message: format!(
@@ -1349,6 +1343,13 @@ fn log_notice(n: &Notice) {
         }
         (Some(stage), None) => info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, status = %n.status, "stage"),
         _ => info!(pipeline = %n.pipeline, execution = %n.execution_id, status = %n.status, "execution"),
+    }
+}
+
+fn invalid_declaration(d: pipeline::Diagnostics) -> ApiError {
+    ApiError::Invalid {
+        message: format!("pipeline declaration is invalid ({} problems)", d.0.len()),
+        diagnostics: d.0.iter().map(|x| x.to_string()).collect(),
     }
 }
 
