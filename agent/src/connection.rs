@@ -334,6 +334,7 @@ async fn read_control(
                 jobs.accept(*spec);
             }
             Ok(Some(ToAgent::Cancel { job_id })) => jobs.cancel(&job_id),
+            Ok(Some(ToAgent::Poll(spec))) => jobs.poll(*spec),
             Ok(Some(ToAgent::HeartbeatAck)) => trace!("heartbeat acknowledged"),
             Ok(Some(ToAgent::ResultAck { job_id })) => jobs.acknowledged(&job_id),
             Ok(Some(ToAgent::Renewed { cert_pem })) => {
@@ -501,6 +502,7 @@ mod tests {
             inputs: vec![],
             outputs: vec![],
             grants: Default::default(),
+            secrets: vec![],
             timeout_ms: 60_000,
         }
     }

@@ -10,7 +10,7 @@
 
 use crate::transfer::{self, Link};
 use anyhow::{Context as _, Result, anyhow};
-use sluice_protocol::{FromAgent, JobResult, JobSpec, LOG_CHUNK, ProducedArtifact, StreamRequest};
+use sluice_protocol::{FromAgent, JobResult, JobSpec, LOG_CHUNK, PollSpec, PolledRevision, ProducedArtifact, StreamRequest};
 use sluice_runtime::{Invocation, LoadedPlugin, LogSink, Outcome, Runtime};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -168,6 +168,43 @@ impl Jobs {
         self.running.lock().expect("jobs lock").get(job_id).map(|j| j.lease_epoch)
     }
 
+    /// Asks a source plugin for its newest revision, outside the slots (a
+    /// poll is short and must not wait behind long actions), and reports
+    /// the answer.
+    pub fn poll(self: &Arc<Self>, spec: PollSpec) {
+        let jobs = self.clone();
+        let span = info_span!("poll", pipeline = %spec.pipeline, action = %spec.action);
+        tokio::spawn(
+            async move {
+                let token = jobs.next_token.fetch_add(1, Ordering::Relaxed);
+                let result = match jobs.plugin(&spec.plugin.digest, token).await {
+                    Err(e) => Err(format!("loading plugin {}@{}: {e:#}", spec.plugin.provider, spec.plugin.version)),
+                    Ok(plugin) => {
+                        let runtime = jobs.runtime.clone();
+                        let timeout = Duration::from_millis(spec.timeout_ms);
+                        let (configuration, grants) = (spec.configuration.clone(), spec.grants.clone());
+                        let secrets: BTreeMap<String, String> = spec.secrets.iter().cloned().collect();
+                        let log: Arc<dyn LogSink> = Arc::new(|line: &str| debug!("{line}"));
+                        tokio::task::spawn_blocking(move || {
+                            runtime.latest_revision(&plugin, configuration, grants, secrets, timeout, log)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the poll crashed: {e}")))
+                        .map(|r| PolledRevision { id: r.id, summary: r.summary, created: r.created })
+                    }
+                };
+                match &result {
+                    Ok(r) => debug!(revision = %r.id, "polled"),
+                    Err(e) => info!("poll failed: {e}"),
+                }
+                // Keep the frame well under the limit whatever the plugin said.
+                let result = result.map_err(|e| chunks(&e, LOG_CHUNK).next().unwrap_or_default().to_string());
+                jobs.send(FromAgent::PollResult { poll_id: spec.poll_id, result }).await;
+            }
+            .instrument(span),
+        );
+    }
+
     async fn send(&self, message: FromAgent) {
         // The outbox closes only when the agent is shutting down.
         let _ = self.outbox.send(message).await;
@@ -274,7 +311,7 @@ impl Jobs {
     /// Fetches the plugin and the inputs, creates the output and workspace
     /// directories, and builds the invocation.
     async fn prepare(&self, spec: &JobSpec, dir: &Path, token: u64) -> Result<(Arc<LoadedPlugin>, Invocation)> {
-        let plugin = self.plugin(spec, token).await.with_context(|| {
+        let plugin = self.plugin(&spec.plugin.digest, token).await.with_context(|| {
             format!("fetching plugin {}@{} ({})", spec.plugin.provider, spec.plugin.version, spec.plugin.digest)
         })?;
         let downloads = dir.join("downloads");
@@ -326,7 +363,7 @@ impl Jobs {
             outputs,
             workspace,
             grants: spec.grants.clone(),
-            secrets: BTreeMap::new(),
+            secrets: spec.secrets.iter().cloned().collect(),
             timeout,
             cancel: sluice_runtime::Cancel::default(),
         };
@@ -336,8 +373,8 @@ impl Jobs {
     /// The compiled plugin: from the runtime's memory, else from
     /// `plugins/<digest>.wasm`, else from the controller (verified and
     /// saved there for the next start).
-    async fn plugin(&self, spec: &JobSpec, token: u64) -> Result<Arc<LoadedPlugin>> {
-        let digest = spec.plugin.digest.clone();
+    async fn plugin(&self, digest: &str, token: u64) -> Result<Arc<LoadedPlugin>> {
+        let digest = digest.to_string();
         if let Some(plugin) = self.runtime.cached(&digest) {
             return Ok(plugin);
         }

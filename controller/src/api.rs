@@ -51,10 +51,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/agent-tokens/{id}/revoke", post(revoke_join_token))
         .route("/agents/{id}/{verb}", post(set_agent_state))
         .route("/plugins", get(list_plugins).post(push_plugin))
+        .route("/pipelines/{name}/webhook", post(create_webhook).delete(delete_webhook))
+        .route("/secrets", get(list_secrets))
+        .route("/secrets/{name}", axum::routing::put(set_secret).delete(delete_secret))
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES + 1));
-    Router::new().nest("/v1", v1).route("/healthz", get(|| async { "ok\n" })).with_state(state)
+    // Webhooks carry their own authentication (a signature of the body).
+    let hooks = Router::new()
+        .route("/webhooks/{name}", post(webhook))
+        .layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY_BYTES));
+    Router::new()
+        .nest("/v1", v1.merge(hooks))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
 }
 
 fn error_body(status: StatusCode, code: &str, message: &str, diagnostics: &[String]) -> Response {
@@ -68,6 +78,7 @@ impl IntoResponse for ApiError {
                 error_body(StatusCode::BAD_REQUEST, "ValidationException", message, diagnostics)
             }
             ApiError::NotFound(m) => error_body(StatusCode::NOT_FOUND, "NotFoundException", m, &[]),
+            ApiError::Unauthorized(m) => error_body(StatusCode::UNAUTHORIZED, "UnauthorizedException", m, &[]),
             ApiError::Conflict(m) => error_body(StatusCode::CONFLICT, "ConflictException", m, &[]),
             ApiError::Internal(m) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m, &[]),
         }
@@ -175,6 +186,8 @@ struct StartRequest {
     #[serde(default)]
     variables: Vec<VariableValue>,
     #[serde(default)]
+    source_revisions: Vec<SourceRevisionOverride>,
+    #[serde(default)]
     client_request_token: Option<String>,
 }
 
@@ -185,12 +198,76 @@ struct VariableValue {
     value: String,
 }
 
+/// CodePipeline's `SourceRevisionOverride`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SourceRevisionOverride {
+    action_name: String,
+    /// `COMMIT_ID` (the only kind git sources have); others are refused.
+    #[serde(default)]
+    revision_type: Option<String>,
+    revision_value: String,
+}
+
 async fn start_execution(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let request: StartRequest = optional_body(&body)?;
     let _ = request.client_request_token;
     let variables: BTreeMap<String, String> = request.variables.into_iter().map(|v| (v.name, v.value)).collect();
-    let trigger = Trigger { trigger_type: "StartPipelineExecution".into(), trigger_detail: "admin API".into() };
-    Ok(Json(ask(&s, |reply| Command::StartExecution { name, variables, trigger, reply }).await?))
+    let mut revisions = BTreeMap::new();
+    for o in request.source_revisions {
+        if let Some(kind) = o.revision_type.as_deref().filter(|k| *k != "COMMIT_ID") {
+            return Err(ApiError::Invalid {
+                message: format!("revisionType {kind:?} is not supported; use COMMIT_ID"),
+                diagnostics: vec![],
+            });
+        }
+        revisions.insert(o.action_name, o.revision_value);
+    }
+    let detail = if revisions.is_empty() { "admin API".to_string() } else { "admin API, pinned revisions".to_string() };
+    let trigger = Trigger { trigger_type: "StartPipelineExecution".into(), trigger_detail: detail };
+    Ok(Json(ask(&s, |reply| Command::StartExecution { name, variables, revisions, trigger, reply }).await?))
+}
+
+/// `POST /v1/webhooks/{name}`: a push or pull-request notification.
+async fn webhook(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    let body = body.to_vec();
+    Ok(Json(ask(&s, |reply| Command::Webhook { name, headers, body, reply }).await?))
+}
+
+async fn create_webhook(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::CreateWebhook { name, reply }).await?))
+}
+
+async fn delete_webhook(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::DeleteWebhook { name, reply }).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretValue {
+    value: String,
+}
+
+async fn set_secret(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let SecretValue { value } = required_body(&body)?;
+    Ok(Json(ask(&s, |reply| Command::SetSecret { name, value, reply }).await?))
+}
+
+async fn list_secrets(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::ListSecrets { reply }).await?))
+}
+
+async fn delete_secret(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::DeleteSecret { name, reply }).await?))
 }
 
 async fn get_execution(

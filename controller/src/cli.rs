@@ -86,6 +86,36 @@ pub enum Cmd {
     /// Registered plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Webhooks that start a pipeline on a push (GitHub, GitLab, Gitea, generic).
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+    /// Secrets granted to plugins (stored encrypted; values are never shown).
+    #[command(subcommand)]
+    Secret(SecretCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCmd {
+    /// Make (or replace) a pipeline's webhook secret; prints it alone, once.
+    /// Deliveries go to POST /v1/webhooks/PIPELINE, signed with it.
+    Create { pipeline: String },
+    /// Remove a pipeline's webhook: deliveries are refused.
+    Delete { pipeline: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Set a secret; the value is read from standard input (or --from-file),
+    /// never from the command line, where other users could see it.
+    Set {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
+    /// List secrets (names and dates, never values).
+    List,
+    /// Delete a secret.
+    Delete { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -136,6 +166,9 @@ pub enum PipelineCmd {
         /// Override a pipeline variable (repeatable).
         #[arg(long = "variable", value_name = "NAME=VALUE")]
         variables: Vec<String>,
+        /// Run a source action at this revision instead of its newest (repeatable).
+        #[arg(long = "source-revision", value_name = "ACTION=REVISION")]
+        source_revisions: Vec<String>,
         /// Wait for the end; exit 0 only if the execution succeeded.
         #[arg(long)]
         wait: bool,
@@ -518,15 +551,22 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 print_table(&["NAME", "VERSION", "UPDATED"], &rows);
             }
         }
-        Cmd::Pipeline(PipelineCmd::Start { name, variables, wait }) => {
+        Cmd::Pipeline(PipelineCmd::Start { name, variables, source_revisions, wait }) => {
             let mut vars = Vec::new();
             for v in &variables {
                 let (k, val) =
                     v.split_once('=').ok_or_else(|| Failure::new(2, format!("--variable {v:?} must be NAME=VALUE")))?;
                 vars.push(json!({"name": k, "value": val}));
             }
+            let mut revisions = Vec::new();
+            for r in &source_revisions {
+                let (action, revision) = r
+                    .split_once('=')
+                    .ok_or_else(|| Failure::new(2, format!("--source-revision {r:?} must be ACTION=REVISION")))?;
+                revisions.push(json!({"actionName": action, "revisionType": "COMMIT_ID", "revisionValue": revision}));
+            }
             let c = client()?;
-            let body = json!({ "variables": vars }).to_string();
+            let body = json!({ "variables": vars, "sourceRevisions": revisions }).to_string();
             let out = c.post(&format!("/pipelines/{name}/executions"), body).await?;
             let id = s(&out["pipelineExecutionId"]);
             if json_out && !wait {
@@ -581,16 +621,24 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     .into_iter()
                     .flatten()
                     .map(|e| {
+                        let revisions: Vec<String> = e["sourceRevisions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|r| format!("{}@{}", s(&r["actionName"]), s(&r["revisionId"]).chars().take(7).collect::<String>()))
+                            .collect();
                         vec![
                             s(&e["pipelineExecutionId"]),
                             s(&e["status"]),
                             s(&e["trigger"]["triggerType"]),
                             s(&e["startTime"]),
+                            revisions.join(" "),
+                            s(&e["trigger"]["triggerDetail"]),
                             s(&e["statusSummary"]),
                         ]
                     })
                     .collect();
-                print_table(&["EXECUTION", "STATUS", "TRIGGER", "STARTED", "SUMMARY"], &rows);
+                print_table(&["EXECUTION", "STATUS", "TRIGGER", "STARTED", "REVISIONS", "WHY", "SUMMARY"], &rows);
             }
         }
         Cmd::Watch { pipeline, execution } => {
@@ -748,6 +796,64 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 print_json(&out);
             } else {
                 println!("{}", s(&out["token"]));
+            }
+        }
+        Cmd::Webhook(WebhookCmd::Create { pipeline }) => {
+            let out = client()?.post(&format!("/pipelines/{pipeline}/webhook"), "").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("{}", s(&out["secret"]));
+            }
+        }
+        Cmd::Webhook(WebhookCmd::Delete { pipeline }) => {
+            let out = client()?.delete(&format!("/pipelines/{pipeline}/webhook")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("webhook of {pipeline} deleted");
+            }
+        }
+        Cmd::Secret(SecretCmd::Set { name, from_file }) => {
+            let value = match &from_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", path.display())))?,
+                None => {
+                    let mut value = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                        .map_err(|e| Failure::new(2, format!("cannot read the value from standard input: {e}")))?;
+                    value
+                }
+            };
+            // A trailing newline from `echo` or an editor is not part of the value.
+            let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
+            let out = client()?.put(&format!("/secrets/{name}"), json!({ "value": value }).to_string()).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("secret {name} set");
+            }
+        }
+        Cmd::Secret(SecretCmd::List) => {
+            let out = client()?.get("/secrets").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["secrets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| vec![s(&t["name"]), s(&t["created"]), s(&t["updated"])])
+                    .collect();
+                print_table(&["NAME", "CREATED", "UPDATED"], &rows);
+            }
+        }
+        Cmd::Secret(SecretCmd::Delete { name }) => {
+            let out = client()?.delete(&format!("/secrets/{name}")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("secret {name} deleted");
             }
         }
         Cmd::Plugin(PluginCmd::Push { file }) => {

@@ -9,6 +9,8 @@ pub mod demo;
 pub mod engine;
 pub mod fleet;
 pub mod pipeline;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod views;
+pub mod webhooks;

@@ -7,6 +7,8 @@
 //! lives in spawned tasks. Start-up loads unfinished executions into an
 //! empty engine (recovery is replay).
 
+mod sources;
+
 use crate::blobs::BlobStore;
 use crate::ca::Ca;
 use crate::engine::{ActionResult, ArtifactRef, Dispatch, Engine, Event, Execution, ExecutionId, Notice, Trigger};
@@ -50,6 +52,9 @@ pub enum ApiError {
     Invalid { message: String, diagnostics: Vec<String> },
     #[error("{0}")]
     NotFound(String),
+    /// Bad or missing credentials (e.g. a webhook signature).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -71,7 +76,21 @@ pub enum Command {
     DeletePipeline { name: String, reply: Reply<Value> },
     GetPipeline { name: String, version: Option<u64>, reply: Reply<Value> },
     ListPipelines { reply: Reply<Value> },
-    StartExecution { name: String, variables: BTreeMap<String, String>, trigger: Trigger, reply: Reply<Value> },
+    StartExecution {
+        name: String,
+        variables: BTreeMap<String, String>,
+        /// Pinned revisions by source action name.
+        revisions: BTreeMap<String, String>,
+        trigger: Trigger,
+        reply: Reply<Value>,
+    },
+    /// A webhook delivery, authenticated by its signature rather than a token.
+    Webhook { name: String, headers: Vec<(String, String)>, body: Vec<u8>, reply: Reply<Value> },
+    CreateWebhook { name: String, reply: Reply<Value> },
+    DeleteWebhook { name: String, reply: Reply<Value> },
+    SetSecret { name: String, value: String, reply: Reply<Value> },
+    ListSecrets { reply: Reply<Value> },
+    DeleteSecret { name: String, reply: Reply<Value> },
     PipelineState { name: String, reply: Reply<Value> },
     StopExecution { name: String, id: String, abandon: bool, reason: String, reply: Reply<Value> },
     /// RetryStageExecution: failed actions only, or all of the stage's.
@@ -224,6 +243,10 @@ struct Driver {
     agent_cert_lifetime: Duration,
     /// Inbound transitions an operator has changed, by (pipeline, stage).
     transitions: HashMap<(String, String), TransitionRecord>,
+    /// Seals secrets and webhook secrets at rest.
+    secret_box: crate::secrets::SecretBox,
+    /// Polling, webhooks and seen revisions.
+    sources: sources::Sources,
 }
 
 pub fn now_ms() -> u64 {
@@ -285,8 +308,11 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         hold_restored_until: 0,
         agent_cert_lifetime: config.agent_cert_lifetime,
         transitions: HashMap::new(),
+        secret_box: crate::secrets::SecretBox::open(dir)?,
+        sources: sources::Sources::default(),
     };
     driver.recover()?;
+    driver.recover_sources()?;
 
     let endpoint = quinn::Endpoint::server(ca.server_config()?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
@@ -435,7 +461,10 @@ impl Driver {
     /// transaction, then tells watchers and hands out ready actions.
     fn commit(&mut self, mut changes: Vec<Change>) -> Result<()> {
         loop {
-            changes.extend(self.engine.take_dirty().into_iter().map(|e| Change::Execution(Box::new(e))));
+            for execution in self.engine.take_dirty() {
+                changes.extend(Self::seen_revisions(&execution));
+                changes.push(Change::Execution(Box::new(execution)));
+            }
             if let Err(e) = self.store.apply(&changes) {
                 // The engine is now ahead of the store. Stopping is the only
                 // safe answer: a restart replays the last committed state.
@@ -483,8 +512,8 @@ impl Driver {
             Command::ListPipelines { reply } => {
                 let _ = reply.send(self.list_pipelines());
             }
-            Command::StartExecution { name, variables, trigger, reply } => {
-                let result = self.start_execution(&name, variables, trigger, Vec::new());
+            Command::StartExecution { name, variables, revisions, trigger, reply } => {
+                let result = self.start_execution(&name, variables, revisions, trigger, Vec::new());
                 let _ = reply.send(result.map(|id| json!({ "pipelineExecutionId": id.0 })));
             }
             Command::StopExecution { name, id, abandon, reason, reply } => {
@@ -545,7 +574,29 @@ impl Driver {
             }
             Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(&agent_id, conn_id, message),
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
-            Command::Tick => self.expire_orphans(now_ms()),
+            Command::Tick => {
+                let now = now_ms();
+                self.expire_orphans(now);
+                self.run_polls(now);
+            }
+            Command::Webhook { name, headers, body, reply } => {
+                let _ = reply.send(self.webhook(&name, &headers, &body));
+            }
+            Command::CreateWebhook { name, reply } => {
+                let _ = reply.send(self.create_webhook(&name));
+            }
+            Command::DeleteWebhook { name, reply } => {
+                let _ = reply.send(self.delete_webhook(&name));
+            }
+            Command::SetSecret { name, value, reply } => {
+                let _ = reply.send(self.set_secret(&name, &value));
+            }
+            Command::ListSecrets { reply } => {
+                let _ = reply.send(self.list_secrets());
+            }
+            Command::DeleteSecret { name, reply } => {
+                let _ = reply.send(self.delete_secret(&name));
+            }
         }
     }
 
@@ -565,9 +616,11 @@ impl Driver {
         let id = self.start_execution(
             &name,
             BTreeMap::new(),
+            BTreeMap::new(),
             Trigger { trigger_type: "CreatePipeline".into(), trigger_detail: "pipeline created".into() },
             vec![Change::Pipeline(record)],
         )?;
+        self.refresh_polls(&name, 1)?;
         let mut out = declaration_value(&decl);
         out["pipelineExecutionId"] = json!(id.0);
         info!(pipeline = %name, execution = %id, "pipeline created");
@@ -597,6 +650,7 @@ impl Driver {
             updated_at: now_ms(),
         };
         self.commit(vec![Change::Pipeline(record)])?;
+        self.refresh_polls(name, version)?;
         info!(pipeline = %name, version, "pipeline updated");
         let mut out = declaration_value(&decl);
         out["pipeline"]["version"] = json!(version);
@@ -617,6 +671,7 @@ impl Driver {
         }
         self.commit(vec![Change::DeletePipeline(name.to_string())])?;
         self.definitions.retain(|(n, _), _| n != name);
+        self.forget_pipeline_sources(name);
         let stages: Vec<String> =
             self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
         for stage in stages {
@@ -663,6 +718,7 @@ impl Driver {
         &mut self,
         name: &str,
         variables: BTreeMap<String, String>,
+        revisions: BTreeMap<String, String>,
         trigger: Trigger,
         changes: Vec<Change>,
     ) -> Result<ExecutionId, ApiError> {
@@ -684,8 +740,32 @@ impl Driver {
                 diagnostics: vec![],
             });
         }
+        let sources: Vec<&str> = def
+            .stages
+            .first()
+            .map(|s| s.actions.iter().filter(|a| a.action_type_id.category == "Source").map(|a| a.name.as_str()).collect())
+            .unwrap_or_default();
+        let not_sources: Vec<String> =
+            revisions.keys().filter(|k| !sources.contains(&k.as_str())).map(|k| format!("\"{k}\"")).collect();
+        if !not_sources.is_empty() {
+            return Err(ApiError::Invalid {
+                message: format!(
+                    "pipeline \"{name}\" has no source action {}; its source actions: {}",
+                    not_sources.join(", "),
+                    sources.join(", ")
+                ),
+                diagnostics: vec![],
+            });
+        }
+        if let Some((action, _)) = revisions.iter().find(|(_, r)| r.trim().is_empty() || r.len() > 256) {
+            return Err(ApiError::Invalid {
+                message: format!("the revision for \"{action}\" must be 1 to 256 characters"),
+                diagnostics: vec![],
+            });
+        }
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
-        self.engine.handle(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables });
+        self.engine
+            .handle(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
         self.commit(changes)?;
         Ok(id)
     }
@@ -811,7 +891,17 @@ impl Driver {
             self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(d))).collect();
         let transitions: HashMap<&str, &TransitionRecord> =
             self.transitions.iter().filter(|((p, _), _)| p == name).map(|((_, s), t)| (s.as_str(), t)).collect();
-        Ok(views::pipeline_state(&record, &def, &recent, &waiting, &transitions))
+        let mut state = views::pipeline_state(&record, &def, &recent, &waiting, &transitions);
+        // How change detection of each polled source action is doing.
+        if let Some(actions) = state["stageStates"][0]["actionStates"].as_array_mut() {
+            for action in actions {
+                let name = action["actionName"].as_str().unwrap_or_default().to_string();
+                if let Some(polling) = self.poll_view(&record.name, &name) {
+                    action["polling"] = polling;
+                }
+            }
+        }
+        Ok(state)
     }
 
     fn execution_logs(&mut self, name: &str, id: &str) -> Result<Value, ApiError> {
@@ -1098,6 +1188,7 @@ impl Driver {
         let now = now_ms();
         match message {
             FromAgent::Hello(_) => {}
+            FromAgent::PollResult { poll_id, result } => self.poll_result(agent_id, &poll_id, result),
             FromAgent::RenewCertificate { csr_pem } => {
                 let answer = match self.renew(agent_id, &csr_pem) {
                     Ok(cert_pem) => ToAgent::Renewed { cert_pem },
@@ -1300,19 +1391,8 @@ impl Driver {
     fn job_spec(&self, d: &Dispatch) -> Result<JobSpec, String> {
         let key = format!("{}@{}", d.provider, d.provider_version);
         let plugin = self.catalog.0.get(&key).ok_or_else(|| format!("plugin {key} is not registered"))?;
-        let declared = &plugin.info.capabilities;
-        let both = |granted: &[String], declared: &[String]| -> Vec<String> {
-            granted.iter().filter(|g| declared.iter().any(|d| d == "*" || d == *g)).cloned().collect()
-        };
-        let grants = Grants {
-            exec: both(&d.capabilities.exec, &declared.exec),
-            http: both(&d.capabilities.http, &declared.http),
-            secrets: both(&d.capabilities.secrets, &declared.secrets),
-            env: both(&d.capabilities.env, &declared.env),
-            // A plugin that may write directories names no paths in advance:
-            // the pipeline chooses them.
-            fs: if declared.fs.is_empty() { Vec::new() } else { d.capabilities.fs.clone() },
-        };
+        let grants = sources::grants_for(&plugin.info.capabilities, &d.capabilities);
+        let secrets = self.secret_values(&grants.secrets).map_err(|e| format!("reading secrets: {e:#}"))?;
         Ok(JobSpec {
             job_id: d.job_id.clone(),
             lease_epoch: d.lease_epoch,
@@ -1331,6 +1411,7 @@ impl Driver {
                 .collect(),
             outputs: d.outputs.iter().map(|(name, files)| OutputSpec { name: name.clone(), files: files.clone() }).collect(),
             grants,
+            secrets,
             timeout_ms: d.timeout_ms,
         })
     }

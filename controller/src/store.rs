@@ -78,6 +78,28 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// A secret, sealed by the controller's secret key (never stored in clear).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub name: String,
+    /// Nonce and ciphertext with its tag, as [`crate::secrets::SecretBox`] seals them.
+    pub sealed: Vec<u8>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// A revision a source action is known to have run or been triggered for:
+/// a revision starts at most one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeenRevision {
+    pub pipeline: String,
+    pub action: String,
+    pub revision: String,
+    pub execution_id: String,
+    pub seen_at: u64,
+}
+
 /// One change; a [`Store::apply`] call writes a batch atomically.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -90,6 +112,11 @@ pub enum Change {
     /// Every version of a pipeline, its executions and their logs.
     DeletePipeline(String),
     Transition(TransitionRecord),
+    Secret(SecretRecord),
+    DeleteSecret(String),
+    /// A pipeline's webhook secret, sealed; `None` deletes it.
+    Webhook { pipeline: String, sealed: Option<Vec<u8>>, created_at: u64 },
+    SeenRevision(SeenRevision),
 }
 
 /// How much an acknowledged change survives.
@@ -117,6 +144,12 @@ pub trait Store: Send {
     fn plugins(&self) -> Result<Vec<PluginRecord>>;
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>>;
     fn transitions(&self) -> Result<Vec<TransitionRecord>>;
+    fn secrets(&self) -> Result<Vec<SecretRecord>>;
+    /// Sealed webhook secrets by pipeline, with when they were made.
+    fn webhooks(&self) -> Result<Vec<(String, Vec<u8>, u64)>>;
+    fn seen_revision(&self, pipeline: &str, action: &str, revision: &str) -> Result<Option<SeenRevision>>;
+    /// The newest seen revision of each source action of a pipeline.
+    fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>>;
 }
 
 pub struct SqliteStore {
@@ -144,6 +177,12 @@ CREATE TABLE IF NOT EXISTS transitions (
 CREATE TABLE IF NOT EXISTS plugins (
     provider TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL, info TEXT NOT NULL,
     builtin INTEGER NOT NULL, PRIMARY KEY (provider, version));
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS webhooks (pipeline TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen_revisions (
+    pipeline TEXT NOT NULL, action TEXT NOT NULL, revision TEXT NOT NULL, seen_at INTEGER NOT NULL,
+    record TEXT NOT NULL, PRIMARY KEY (pipeline, action, revision));
 ";
 
 impl SqliteStore {
@@ -236,6 +275,30 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM executions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM pipelines WHERE name = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM transitions WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
+                }
+                Change::Secret(s) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![s.name, s.sealed, s.created_at as i64, s.updated_at as i64])?;
+                }
+                Change::DeleteSecret(name) => {
+                    tx.prepare_cached("DELETE FROM secrets WHERE name = ?1")?.execute([name])?;
+                }
+                Change::Webhook { pipeline, sealed: Some(sealed), created_at } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO webhooks (pipeline, sealed, created_at) VALUES (?1, ?2, ?3)")?
+                        .execute(params![pipeline, sealed, *created_at as i64])?;
+                }
+                Change::Webhook { pipeline, sealed: None, .. } => {
+                    tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([pipeline])?;
+                }
+                Change::SeenRevision(r) => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO seen_revisions (pipeline, action, revision, seen_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![r.pipeline, r.action, r.revision, r.seen_at as i64, json(r)?])?;
                 }
                 Change::Transition(t) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO transitions (pipeline, stage, record) VALUES (?1, ?2, ?3)")?
@@ -323,6 +386,45 @@ impl Store for SqliteStore {
         self.query_json("SELECT record FROM transitions ORDER BY pipeline, stage", [], "transition")
     }
 
+    fn secrets(&self) -> Result<Vec<SecretRecord>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name, sealed, created_at, updated_at FROM secrets ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SecretRecord {
+                name: r.get(0)?,
+                sealed: r.get(1)?,
+                created_at: r.get::<_, i64>(2)? as u64,
+                updated_at: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn webhooks(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT pipeline, sealed, created_at FROM webhooks")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn seen_revision(&self, pipeline: &str, action: &str, revision: &str) -> Result<Option<SeenRevision>> {
+        Ok(self
+            .query_json(
+                "SELECT record FROM seen_revisions WHERE pipeline = ?1 AND action = ?2 AND revision = ?3",
+                params![pipeline, action, revision],
+                "seen revision",
+            )?
+            .pop())
+    }
+
+    fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>> {
+        self.query_json(
+            "SELECT record FROM seen_revisions s WHERE pipeline = ?1 AND seen_at = \
+             (SELECT MAX(seen_at) FROM seen_revisions t WHERE t.pipeline = s.pipeline AND t.action = s.action) \
+             GROUP BY action",
+            [pipeline],
+            "seen revision",
+        )
+    }
+
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT job_id, execution_id, seq, text FROM logs WHERE execution_id = ?1 ORDER BY rowid",
@@ -356,6 +458,7 @@ mod tests {
             namespaces: BTreeMap::new(),
             ordinal: 0,
             waiting_for: None,
+            source_revisions: BTreeMap::new(),
         }
     }
 

@@ -42,7 +42,23 @@ pub fn execution_summary(e: &Execution) -> Value {
         "startTime": time(e.started_at),
         "lastUpdateTime": time(e.updated_at),
         "trigger": e.trigger,
+        "sourceRevisions": source_revisions(e),
     })
+}
+
+/// CodePipeline's `sourceRevisions`: the revision of each source action.
+fn source_revisions(e: &Execution) -> Vec<Value> {
+    e.source_revisions
+        .iter()
+        .map(|(action, r)| {
+            json!({
+                "actionName": action,
+                "revisionId": r.revision_id,
+                "revisionSummary": r.revision_summary,
+                "pinned": r.pinned,
+            })
+        })
+        .collect()
 }
 
 pub fn execution(e: &Execution) -> Value {
@@ -81,10 +97,7 @@ pub fn execution(e: &Execution) -> Value {
             "startTime": time(e.started_at),
             "lastUpdateTime": time(e.updated_at),
             "variables": e.variables.iter().map(|(k, v)| json!({"name": k, "resolvedValue": v})).collect::<Vec<_>>(),
-            "artifactRevisions": e.namespaces.values().filter_map(|vars| vars.get("CommitId").map(|id| json!({
-                "revisionId": id,
-                "revisionSummary": vars.get("CommitMessage"),
-            }))).collect::<Vec<_>>(),
+            "sourceRevisions": source_revisions(e),
         },
         "stages": stages,
     })

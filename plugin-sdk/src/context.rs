@@ -66,6 +66,13 @@ impl Context {
         self.outputs.iter().find(|a| a.name == name)
     }
 
+    /// The revision a source action must fetch when the execution pinned one
+    /// (a webhook, a poll or `pipeline start --source-revision` chose it);
+    /// `None`: fetch the newest.
+    pub fn pinned_revision(&self) -> Option<&str> {
+        self.variable(PINNED_REVISION_VARIABLE).filter(|r| !r.trim().is_empty())
+    }
+
     /// The value of the variable `name`.
     pub fn variable(&self, name: &str) -> Option<&str> {
         self.variables
@@ -90,6 +97,9 @@ impl Context {
         }
     }
 }
+
+/// The context variable in which the host passes a pinned source revision.
+pub const PINNED_REVISION_VARIABLE: &str = "codepipeline.SourceRevision";
 
 /// How a call of `execute` ended, short of failing (failing is `Err`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -100,7 +100,7 @@ pub mod process;
 pub mod secrets;
 
 pub use config::Config;
-pub use context::{Artifact, Context, Outcome, Revision};
+pub use context::{Artifact, Context, Outcome, PINNED_REVISION_VARIABLE, Revision};
 pub use error::{Error, ResultExt};
 pub use info::{ActionInfo, Bounds, Capabilities, Category, Property, PropertyType};
 

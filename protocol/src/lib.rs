@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// ALPN of the mutual-TLS fleet connection.
 pub const ALPN_FLEET: &[u8] = b"sluice/1";
 /// ALPN of the one-shot enrollment connection (server-authenticated only).
@@ -146,7 +146,30 @@ pub struct JobSpec {
     pub inputs: Vec<InputArtifact>,
     pub outputs: Vec<OutputSpec>,
     pub grants: Grants,
+    /// Values of the granted secrets that are set (name, value).
+    pub secrets: Vec<(String, String)>,
     pub timeout_ms: u64,
+}
+
+/// Asks a source plugin for its newest revision (change detection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollSpec {
+    pub poll_id: String,
+    pub pipeline: String,
+    pub action: String,
+    pub plugin: PluginRef,
+    pub configuration: Vec<(String, String)>,
+    pub grants: Grants,
+    pub secrets: Vec<(String, String)>,
+    pub timeout_ms: u64,
+}
+
+/// A source's newest revision, as `latest-revision` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolledRevision {
+    pub id: String,
+    pub summary: String,
+    pub created: Option<u64>,
 }
 
 /// An output artifact an agent uploaded.
@@ -190,6 +213,9 @@ pub enum ToAgent {
     Refused { reason: String },
     Job(Box<JobSpec>),
     Cancel { job_id: String },
+    /// Run the source plugin's `latest-revision`; answered by
+    /// [`FromAgent::PollResult`]. Takes no slot.
+    Poll(Box<PollSpec>),
     HeartbeatAck,
     /// The controller has durably taken the job's result: the agent may
     /// forget it. Until then the agent reports the job in `Hello.running`
@@ -213,6 +239,7 @@ pub enum FromAgent {
     /// carries a fresh key. Sent on the authenticated control stream, so
     /// the controller knows whose certificate it renews.
     RenewCertificate { csr_pem: String },
+    PollResult { poll_id: String, result: Result<PolledRevision, String> },
 }
 
 /// First frame of every other bidirectional stream an agent opens.

@@ -99,6 +99,27 @@ pub enum Outcome {
     Failed { message: String, retryable: bool },
 }
 
+/// The interface source plugins export besides `action`.
+pub const SOURCE_INTERFACE: &str = "sluice:plugin/source@0.1.0";
+
+/// A source's newest revision, as `latest-revision` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub id: String,
+    pub summary: String,
+    /// Seconds since the Unix epoch.
+    pub created: Option<u64>,
+}
+
+/// The WIT `revision` record, lifted from the guest.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+struct WitRevision {
+    id: String,
+    summary: String,
+    created: Option<u64>,
+}
+
 /// Receives an action's log lines as they happen.
 pub trait LogSink: Send + Sync {
     fn line(&self, text: &str);
@@ -275,10 +296,10 @@ impl Runtime {
         unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|e| anyhow::anyhow!("loading plugin: {e:#}"))
     }
 
-    /// Calls the plugin's `describe()` in a fresh, grant-less sandbox.
-    pub fn describe(&self, plugin: &LoadedPlugin) -> Result<ActionInfo> {
-        let empty = tempfile_dir()?;
-        let inv = Invocation {
+    /// An invocation with no artifacts and an empty scratch directory, for
+    /// calls outside an action run (`describe`, `latest-revision`).
+    fn bare_invocation(workspace: &Path, grants: Grants, secrets: BTreeMap<String, String>, timeout: Duration) -> Invocation {
+        Invocation {
             pipeline: String::new(),
             execution_id: String::new(),
             stage: String::new(),
@@ -288,12 +309,57 @@ impl Runtime {
             variables: vec![],
             inputs: vec![],
             outputs: vec![],
-            workspace: empty.path().to_path_buf(),
-            grants: Grants::default(),
-            secrets: BTreeMap::new(),
-            timeout: Duration::from_secs(10),
+            workspace: workspace.to_path_buf(),
+            grants,
+            secrets,
+            timeout,
             cancel: Cancel::default(),
-        };
+        }
+    }
+
+    /// Calls a source plugin's `latest-revision` for a configuration, with
+    /// the action's grants and secrets, in a fresh sandbox with an empty
+    /// scratch directory. Plugins that are not sources say so.
+    pub fn latest_revision(
+        &self,
+        plugin: &LoadedPlugin,
+        configuration: Vec<(String, String)>,
+        grants: Grants,
+        secrets: BTreeMap<String, String>,
+        timeout: Duration,
+        log: Arc<dyn LogSink>,
+    ) -> std::result::Result<Revision, String> {
+        let scratch = tempfile_dir().map_err(|e| format!("{e:#}"))?;
+        let inv = Self::bare_invocation(scratch.path(), grants, secrets, timeout);
+        let (mut store, stdio) =
+            self.store(&inv, log.clone(), Instant::now() + timeout).map_err(|e| format!("preparing the sandbox: {e:#}"))?;
+        let instance = plugin
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| format!("instantiating plugin: {}", host::explain_trap(&e, &store)))?;
+        let interface = instance
+            .get_export_index(&mut store, None, SOURCE_INTERFACE)
+            .ok_or_else(|| format!("the plugin is not a source: it does not export {SOURCE_INTERFACE}"))?;
+        let func = instance
+            .get_export_index(&mut store, Some(&interface), "latest-revision")
+            .ok_or_else(|| format!("the plugin's {SOURCE_INTERFACE} has no latest-revision"))?;
+        let func = instance
+            .get_typed_func::<(Vec<(String, String)>,), (std::result::Result<WitRevision, String>,)>(&mut store, &func)
+            .map_err(|e| format!("the plugin's latest-revision has an unexpected type: {e:#}"))?;
+        let result = func.call(&mut store, (configuration,));
+        stdio.flush_to(&*log);
+        match result {
+            Ok((Ok(r),)) => Ok(Revision { id: r.id, summary: r.summary, created: r.created }),
+            Ok((Err(message),)) => Err(message),
+            Err(e) => Err(host::explain_trap(&e, &store)),
+        }
+    }
+
+    /// Calls the plugin's `describe()` in a fresh, grant-less sandbox.
+    pub fn describe(&self, plugin: &LoadedPlugin) -> Result<ActionInfo> {
+        let empty = tempfile_dir()?;
+        let inv = Self::bare_invocation(empty.path(), Grants::default(), BTreeMap::new(), Duration::from_secs(10));
         let sink: Arc<dyn LogSink> = Arc::new(|_: &str| {});
         let (mut store, _stdio) = self.store(&inv, sink, Instant::now() + inv.timeout)?;
         let instance = plugin.pre.instantiate(&mut store).map_err(|e| anyhow::anyhow!("instantiating plugin: {e:#}"))?;

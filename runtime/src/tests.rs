@@ -224,3 +224,50 @@ fn a_cancel_stops_a_looping_plugin_and_a_running_program() {
         assert!(started.elapsed() < Duration::from_secs(10), "{mode}: took {:?}", started.elapsed());
     }
 }
+
+#[test]
+fn latest_revision_asks_a_source_plugin_and_refuses_other_plugins() {
+    let f = fixture(64 << 20);
+    let repo = f.dir.path().join("repo");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", "-C"])
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&["init", "-q"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "first"]);
+    let head = git(&["rev-parse", "HEAD"]);
+
+    let find = |provider: &str| sluice_builtins::BUILTINS.iter().find(|b| b.provider == provider).unwrap().wasm;
+    let source = f.runtime.load(find("git"), None).unwrap();
+    let config = vec![("Url".to_string(), repo.display().to_string()), ("Branch".to_string(), "main".to_string())];
+    let grants = Grants { exec: vec!["git".into()], ..Grants::default() };
+    let sink: Arc<dyn LogSink> = Arc::new(|_: &str| {});
+    let latest = |config: Vec<(String, String)>, grants: Grants| {
+        f.runtime.latest_revision(&source, config, grants, BTreeMap::new(), Duration::from_secs(30), sink.clone())
+    };
+    let revision = latest(config.clone(), grants.clone()).unwrap();
+    assert_eq!(revision.id, head);
+    assert!(revision.summary.contains(&head[..7]), "{revision:?}");
+
+    // Without the exec grant the plugin cannot run git, and says why.
+    let denied = latest(config.clone(), Grants::default()).unwrap_err();
+    assert!(denied.contains("git"), "{denied}");
+    // A branch that does not exist.
+    let mut missing = config.clone();
+    missing[1].1 = "nope".into();
+    assert!(latest(missing, grants.clone()).unwrap_err().contains("nope"));
+
+    let noop = f.runtime.load(find("noop"), None).unwrap();
+    let err = f
+        .runtime
+        .latest_revision(&noop, vec![], Grants::default(), BTreeMap::new(), Duration::from_secs(5), sink.clone())
+        .unwrap_err();
+    assert!(err.contains("not a source"), "{err}");
+}

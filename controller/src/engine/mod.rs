@@ -15,6 +15,34 @@ mod tests;
 
 pub use model::*;
 
+/// The context variable that tells a source plugin which revision to fetch
+/// when the execution pinned one (`codepipeline` is a namespace no pipeline
+/// may declare, so it cannot collide).
+pub const PINNED_REVISION_VARIABLE: &str = "codepipeline.SourceRevision";
+
+/// Output variables in which a source plugin reports the revision it
+/// fetched: CodePipeline's `CommitId` for git-like sources, else `RevisionId`.
+pub const REVISION_OUTPUT_VARIABLES: &[&str] = &["CommitId", "RevisionId"];
+
+/// Records the revision a source action reports having fetched.
+fn record_source_revision(
+    exec: &mut Execution,
+    action: &str,
+    summary: Option<String>,
+    output_variables: &BTreeMap<String, String>,
+) {
+    let reported = REVISION_OUTPUT_VARIABLES.iter().find_map(|name| output_variables.get(*name)).cloned();
+    match exec.source_revisions.get_mut(action) {
+        Some(pinned) => pinned.revision_summary = summary,
+        None => {
+            if let Some(revision_id) = reported {
+                exec.source_revisions
+                    .insert(action.to_string(), SourceRevision { revision_id, revision_summary: summary, pinned: false });
+            }
+        }
+    }
+}
+
 use crate::pipeline::{ExecutionMode, Pipeline, VarRef, resolve};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -32,6 +60,9 @@ pub enum Event {
         version: u64,
         trigger: Trigger,
         variables: BTreeMap<String, String>,
+        /// Revisions pinned per source action name (the others fetch their
+        /// newest revision when they run).
+        revisions: BTreeMap<String, String>,
     },
     /// An agent took the job.
     ActionStarted { job_id: String, lease_epoch: u64, agent: String },
@@ -237,8 +268,8 @@ impl Engine {
 
     pub fn handle(&mut self, now: Millis, event: Event) {
         match event {
-            Event::Start { id, pipeline, version, trigger, variables } => {
-                self.start(now, id, pipeline, version, trigger, variables)
+            Event::Start { id, pipeline, version, trigger, variables, revisions } => {
+                self.start(now, id, pipeline, version, trigger, variables, revisions)
             }
             Event::ActionStarted { job_id, lease_epoch, agent } => {
                 let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
@@ -309,6 +340,7 @@ impl Engine {
         version: u64,
         trigger: Trigger,
         overrides: BTreeMap<String, String>,
+        revisions: BTreeMap<String, String>,
     ) {
         let mut variables = BTreeMap::new();
         for v in &pipeline.variables {
@@ -345,6 +377,12 @@ impl Engine {
             namespaces: BTreeMap::new(),
             ordinal: self.next_ordinal,
             waiting_for: None,
+            source_revisions: revisions
+                .into_iter()
+                .map(|(action, revision_id)| {
+                    (action, SourceRevision { revision_id, revision_summary: None, pinned: true })
+                })
+                .collect(),
         };
         self.next_ordinal += 1;
         self.notice(now, &execution, None, None, "InProgress", None);
@@ -375,6 +413,10 @@ impl Engine {
                 action.outputs = outputs.clone();
                 for (name, artifact) in outputs {
                     exec.artifacts.insert(name, artifact);
+                }
+                if action_def.action_type_id.category == "Source" {
+                    let summary = action.summary.clone();
+                    record_source_revision(exec, &action_def.name, summary, &output_variables);
                 }
                 if let Some(ns) = &action_def.namespace {
                     exec.namespaces.insert(ns.clone(), output_variables);
@@ -539,6 +581,9 @@ impl Engine {
             variables.extend(vars.iter().map(|(k, v)| (format!("{ns}.{k}"), v.clone())));
         }
         variables.push(("codepipeline.PipelineExecutionId".into(), exec.id.to_string()));
+        if let Some(pinned) = exec.source_revisions.get(&action_def.name).filter(|r| r.pinned) {
+            variables.push((PINNED_REVISION_VARIABLE.into(), pinned.revision_id.clone()));
+        }
         self.ready.push_back(Dispatch {
             job_id: run.job_id.clone().expect("in-progress action has a job"),
             lease_epoch: run.lease_epoch,

@@ -124,6 +124,22 @@ pub struct Execution {
     /// QUEUED run one execution per stage).
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// The revision each source action fetches (pinned when the execution
+    /// started) or fetched (recorded when it succeeded), by action name:
+    /// CodePipeline's `sourceRevisions`.
+    #[serde(default)]
+    pub source_revisions: BTreeMap<String, SourceRevision>,
+}
+
+/// One source action's revision in an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRevision {
+    pub revision_id: String,
+    pub revision_summary: Option<String>,
+    /// Chosen before the action ran (by a trigger or `start
+    /// --source-revision`) rather than found at the branch head.
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

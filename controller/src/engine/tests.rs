@@ -30,6 +30,7 @@ fn start(engine: &mut Engine, p: Arc<Pipeline>, id: &str) {
             version: 1,
             trigger: Trigger { trigger_type: "StartPipelineExecution".into(), trigger_detail: "test".into() },
             variables: BTreeMap::new(),
+            revisions: BTreeMap::new(),
         },
     );
 }
@@ -314,4 +315,40 @@ fn retry_runs_the_failed_actions_again_from_the_failed_stage() {
         assert_eq!(done.status, ExecutionStatus::Succeeded);
         assert!(engine.retry(3, three_stage(), done, "Build", all).unwrap_err().contains("not Failed"));
     }
+}
+
+#[test]
+fn a_pinned_revision_reaches_the_source_action_and_a_fetched_one_is_recorded() {
+    let mut engine = Engine::new();
+    let pinned: BTreeMap<String, String> = [("Src".to_string(), "abc123".to_string())].into();
+    engine.handle(
+        0,
+        Event::Start {
+            id: ExecutionId("pinned".into()),
+            pipeline: three_stage(),
+            version: 1,
+            trigger: Trigger { trigger_type: "Webhook".into(), trigger_detail: "push".into() },
+            variables: BTreeMap::new(),
+            revisions: pinned,
+        },
+    );
+    let src = drain(&mut engine);
+    assert!(src[0].variables.contains(&(PINNED_REVISION_VARIABLE.to_string(), "abc123".to_string())));
+    finish(&mut engine, &src[0], ok(&[("src", "d1")], &[("CommitId", "abc123")]));
+    let exec = engine.execution(&ExecutionId("pinned".into())).unwrap();
+    let rev = &exec.source_revisions["Src"];
+    assert_eq!((rev.revision_id.as_str(), rev.pinned, rev.revision_summary.as_deref()), ("abc123", true, Some("ok")));
+    // Later actions see no pinned revision.
+    let build = drain(&mut engine);
+    assert_eq!(build.len(), 2);
+    assert!(build.iter().all(|d| !d.variables.iter().any(|(k, _)| k == PINNED_REVISION_VARIABLE)));
+
+    // Unpinned: nothing is passed, and what the plugin reports is kept.
+    start(&mut engine, three_stage(), "head");
+    let src = drain(&mut engine);
+    assert!(!src[0].variables.iter().any(|(k, _)| k == PINNED_REVISION_VARIABLE));
+    finish(&mut engine, &src[0], ok(&[("src", "d2")], &[("CommitId", "def456")]));
+    let exec = engine.execution(&ExecutionId("head".into())).unwrap();
+    assert_eq!(exec.source_revisions["Src"].revision_id, "def456");
+    assert!(!exec.source_revisions["Src"].pinned);
 }

@@ -56,6 +56,14 @@ pub const MAX_TIMEOUT_MINUTES: u32 = 86_400;
 /// Timeout of an action that declares none (DESIGN.md section 3).
 pub const DEFAULT_TIMEOUT_MINUTES: u32 = 60;
 
+/// How often a Source action is polled for changes by default, in seconds
+/// (jittered by up to 10 % either way). `pollIntervalSeconds: 0` turns
+/// polling off; otherwise 1 to [`MAX_POLL_INTERVAL_SECONDS`].
+pub const DEFAULT_POLL_INTERVAL_SECONDS: u32 = 60;
+
+/// Longest polling interval: a day.
+pub const MAX_POLL_INTERVAL_SECONDS: u32 = 86_400;
+
 /// Timeout of an `Approval` action that declares none: 7 days (DESIGN.md
 /// section 3), as for CodePipeline's manual approval.
 pub const DEFAULT_APPROVAL_TIMEOUT_MINUTES: u32 = 7 * 24 * 60;

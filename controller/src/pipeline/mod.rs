@@ -2,7 +2,8 @@
 //! user declares a pipeline in (DESIGN.md section 2).
 //!
 //! The format is AWS CodePipeline's `get-pipeline` output, `{"pipeline":
-//! {...}}`, plus Sluice's `capabilities` and `agentLabels` on actions, so a
+//! {...}}`, plus Sluice's `capabilities`, `agentLabels` and
+//! `pollIntervalSeconds` on actions, so a
 //! CodePipeline definition loads with at most its providers remapped.
 //!
 //! Two phases, both pure and both reporting every problem with its JSON path
@@ -26,6 +27,7 @@
 pub mod limits;
 mod model;
 mod parse;
+pub mod triggers;
 mod validate;
 mod vars;
 

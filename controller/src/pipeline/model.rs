@@ -165,6 +165,9 @@ pub struct Action {
     pub capabilities: Option<Capabilities>,
     /// Sluice: labels an agent must carry to run this action.
     pub agent_labels: BTreeMap<String, String>,
+    /// Sluice: how often a Source action is polled for a new revision, in
+    /// seconds; 0 turns polling off (webhooks only). Absent: the default.
+    pub poll_interval_seconds: Option<u32>,
     /// [`ACTION_PASSTHROUGH`] fields, in document order.
     pub extra: Map<String, Value>,
 }
@@ -173,6 +176,11 @@ impl Action {
     /// The effective run order: as declared, else [`limits::DEFAULT_RUN_ORDER`].
     pub fn run_order(&self) -> u32 {
         self.run_order.unwrap_or(limits::DEFAULT_RUN_ORDER)
+    }
+
+    /// The effective polling interval of a Source action, in seconds (0: off).
+    pub fn poll_interval_seconds(&self) -> u32 {
+        self.poll_interval_seconds.unwrap_or(limits::DEFAULT_POLL_INTERVAL_SECONDS)
     }
 
     /// The effective timeout: as declared, else 7 days for an `Approval`
@@ -425,6 +433,9 @@ impl Serialize for Action {
         }
         if !self.agent_labels.is_empty() {
             map.serialize_entry("agentLabels", &self.agent_labels)?;
+        }
+        if let Some(interval) = self.poll_interval_seconds {
+            map.serialize_entry("pollIntervalSeconds", &interval)?;
         }
         leftovers(
             &mut map,

@@ -44,6 +44,7 @@ pub(crate) const ACTION_FIELDS: &[&str] = &[
     "timeoutInMinutes",
     "capabilities",
     "agentLabels",
+    "pollIntervalSeconds",
 ];
 const ACTION_TYPE_ID_FIELDS: &[&str] = &["category", "owner", "provider", "version"];
 const VARIABLE_FIELDS: &[&str] = &["name", "defaultValue", "description"];
@@ -440,6 +441,7 @@ pub(crate) fn action(value: &Value, path: &str, cx: &mut Cx) -> Action {
             .get("agentLabels")
             .map(|v| agent_labels(v, &child(path, "agentLabels"), cx))
             .unwrap_or_default(),
+        poll_interval_seconds: optional_u32(map, path, "pollIntervalSeconds", cx),
         extra,
     }
 }

@@ -372,6 +372,9 @@ impl<'d> Validator<'d> {
     /// the first push arrives.
     fn triggers(&mut self) {
         let pipeline = self.pipeline;
+        if let Err(problems) = super::triggers::git_triggers(pipeline) {
+            self.diagnostics.extend(problems);
+        }
         for (i, trigger) in pipeline.triggers.iter().enumerate() {
             let Some(name) = trigger
                 .pointer("/gitConfiguration/sourceActionName")
@@ -466,6 +469,22 @@ impl<'d> Validator<'d> {
                     limits::MAX_TIMEOUT_MINUTES
                 ),
             );
+        }
+        if let Some(interval) = action.poll_interval_seconds {
+            if action.action_type_id.category != "Source" {
+                self.error(
+                    child(path, "pollIntervalSeconds"),
+                    "only Source actions are polled for changes",
+                );
+            } else if interval > limits::MAX_POLL_INTERVAL_SECONDS {
+                self.error(
+                    child(path, "pollIntervalSeconds"),
+                    format!(
+                        "pollIntervalSeconds is 0 (no polling) or 1 to {}, found {interval}",
+                        limits::MAX_POLL_INTERVAL_SECONDS
+                    ),
+                );
+            }
         }
         self.namespace(path, site, action);
         self.action_type(path, site, action);

@@ -1,26 +1,33 @@
-//! Built-in source plugin `git@1`: fetches a branch (or one commit of it)
+//! Built-in source plugin `git@1`: fetches one commit of a branch or tag
 //! from a git repository into the output artifact, without `.git`.
 //!
 //! Configuration: `Url` (a local path, `file://`, `http(s)://` or anything
-//! else the host's git understands), `Branch` (`main` by default),
-//! `CommitId` (an exact commit; its branch is then fetched in full) and
-//! `Depth` (history depth, 1 by default, 0 for all). Output variables carry
-//! CodePipeline's names: `CommitId`, `BranchName`, `CommitMessage`,
-//! `AuthorDate` (ISO 8601), `AuthorDisplayName`.
+//! else the host's git understands), `Branch` (`main` by default) or `Tag`,
+//! `CommitId` (an exact commit), `Depth` (history depth, 1 by default, 0 for
+//! all) and `CredentialsSecret` (the name of a granted secret holding
+//! `user:password`, or a token alone, sent to http(s) remotes as basic
+//! authentication). When the execution pinned a revision (a webhook, a poll
+//! or `pipeline start --source-revision` chose it), that commit is fetched.
+//! Output variables carry CodePipeline's names: `CommitId`, `BranchName`,
+//! `CommitMessage`, `AuthorDate` (ISO 8601), `AuthorDisplayName`; with a
+//! tag also `TagName`.
 //!
 //! `git` is a host program: the pipeline action must grant it with the
 //! `exec` capability. It runs with `GIT_TERMINAL_PROMPT=0` (never waits for
 //! a password) and `HOME` set to the workspace, so the host user's global
-//! git configuration and credentials are not used. This crate knows only the SDK.
+//! git configuration and credentials are not used. Credentials reach git
+//! through its per-process configuration environment, never its arguments
+//! (which every user of the host can list). This crate knows only the SDK.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use serde::Deserialize;
 use sluice_plugin_sdk::process::{Command, host_path};
 use sluice_plugin_sdk::{
     ActionInfo, Category, Config, Context, Error, Outcome, Plugin, Property, PropertyType,
-    ResultExt, Revision, Source, log,
+    ResultExt, Revision, Source, log, secrets,
 };
 
 /// The `PATH` git gets (it may run `ssh` or credential helpers).
@@ -32,6 +39,9 @@ const SHORT_ID: usize = 7;
 /// Separates the fields of `git log --format` output; it cannot occur in them.
 const FIELD_SEPARATOR: &str = "%x00";
 
+/// User name sent with a token that names none (GitHub's convention).
+const TOKEN_USER: &str = "x-access-token";
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct GitConfig {
@@ -39,9 +49,46 @@ struct GitConfig {
     #[serde(default)]
     branch: Option<String>,
     #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
     commit_id: Option<String>,
     #[serde(default)]
     depth: Option<u32>,
+    #[serde(default)]
+    credentials_secret: Option<String>,
+}
+
+/// The ref a configuration follows.
+enum Ref<'c> {
+    Branch(&'c str),
+    Tag(&'c str),
+}
+
+impl Ref<'_> {
+    /// `refs/heads/main` or `refs/tags/v1`.
+    fn full(&self) -> String {
+        match self {
+            Ref::Branch(b) => format!("refs/heads/{b}"),
+            Ref::Tag(t) => format!("refs/tags/{t}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Ref::Branch(b) => format!("branch \"{b}\""),
+            Ref::Tag(t) => format!("tag \"{t}\""),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Ref::Branch(n) | Ref::Tag(n) => n,
+        }
+    }
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
 impl GitConfig {
@@ -50,15 +97,29 @@ impl GitConfig {
         if parsed.url.trim().is_empty() {
             return Err(Error::new("configuration \"Url\" is required"));
         }
+        if non_empty(&parsed.tag).is_some() && non_empty(&parsed.branch).is_some() {
+            return Err(Error::new("give \"Branch\" or \"Tag\", not both"));
+        }
         Ok(parsed)
     }
 
-    fn branch(&self) -> &str {
-        self.branch
-            .as_deref()
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-            .unwrap_or("main")
+    fn reference(&self) -> Ref<'_> {
+        match non_empty(&self.tag) {
+            Some(tag) => Ref::Tag(tag),
+            None => Ref::Branch(non_empty(&self.branch).unwrap_or("main")),
+        }
+    }
+
+    /// Git configuration (key, value) that authenticates http(s) requests.
+    fn credentials(&self) -> Result<Vec<(String, String)>, Error> {
+        let Some(name) = non_empty(&self.credentials_secret) else {
+            return Ok(Vec::new());
+        };
+        let value = secrets::get(name)?;
+        let value = value.trim();
+        let pair = if value.contains(':') { value.to_string() } else { format!("{TOKEN_USER}:{value}") };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        Ok(vec![("http.extraHeader".into(), format!("Authorization: Basic {encoded}"))])
     }
 }
 
@@ -69,31 +130,37 @@ impl Plugin for Git {
     fn describe() -> ActionInfo {
         ActionInfo::new("git", "1", Category::Source)
             .description(
-                "Fetches a branch, or one commit of it, from a git repository into the output artifact \
+                "Fetches one commit of a branch or tag of a git repository into the output artifact \
                  (without .git). The action must grant git with the exec capability.",
             )
             .property(Property::required("Url", "Repository: a local path, file://, http(s):// or ssh URL"))
             .property(Property::optional("Branch", "The branch, main by default"))
-            .property(Property::optional("CommitId", "An exact commit on the branch instead of its head"))
+            .property(Property::optional("Tag", "A tag to fetch instead of a branch"))
+            .property(Property::optional("CommitId", "An exact commit instead of the branch or tag head"))
             .property(
-                Property::optional("Depth", "History to fetch: 1 by default, 0 for all (ignored with CommitId)")
+                Property::optional("Depth", "History to fetch: 1 by default, 0 for all")
                     .kind(PropertyType::Number),
             )
+            .property(Property::optional(
+                "CredentialsSecret",
+                "Name of a granted secret holding user:password (or a token) for http(s) remotes",
+            ))
             .inputs(0, 0)
             .outputs(1, 1)
             .exec(["git"])
+            .secrets(["*"])
     }
 
     fn execute(ctx: Context) -> Result<Outcome, Error> {
         let config = GitConfig::from(&ctx.config)?;
-        let branch = config.branch();
+        let reference = config.reference();
         let [output] = ctx.outputs.as_slice() else {
             return Err(Error::new(format!(
                 "expected one output artifact, got {}",
                 ctx.outputs.len()
             )));
         };
-        let git = GitCli::in_workspace(&ctx.workspace)?;
+        let git = GitCli::in_workspace(&ctx.workspace, config.credentials()?)?;
 
         // A retry may find the repository of an earlier attempt: start afresh.
         let repo = ctx.workspace.join("repo.git");
@@ -105,31 +172,38 @@ impl Plugin for Git {
         git.run(["init", "--quiet", "--bare", &repo_host])?;
         let git_dir = format!("--git-dir={repo_host}");
 
-        let commit = config
-            .commit_id
-            .as_deref()
+        // A pinned revision wins over the configured commit.
+        let commit = ctx
+            .pinned_revision()
             .map(str::trim)
-            .filter(|c| !c.is_empty());
-        // An exact commit may lie anywhere in the branch's history.
-        let depth = if commit.is_some() {
-            0
-        } else {
-            config.depth.unwrap_or(1)
-        };
-        let remote_ref = format!("refs/remotes/origin/{branch}");
-        let refspec = format!("+refs/heads/{branch}:{remote_ref}");
+            .or_else(|| non_empty(&config.commit_id));
+        let depth = config.depth.unwrap_or(1);
         let depth_arg = format!("--depth={depth}");
-        let mut fetch = vec![git_dir.as_str(), "fetch", "--no-tags"];
-        if depth > 0 {
-            fetch.push(&depth_arg);
-        }
-        fetch.extend([config.url.as_str(), refspec.as_str()]);
-        log::info(format!("fetching branch \"{branch}\" of {}", config.url));
-        git.run(fetch)?;
+        let fetch = |what: &[&str], depth: u32| -> Result<(), Error> {
+            let mut args = vec![git_dir.as_str(), "fetch", "--no-tags"];
+            if depth > 0 {
+                args.push(&depth_arg);
+            }
+            args.push(config.url.as_str());
+            args.extend(what);
+            git.run(args)
+        };
+        let remote_ref = format!("refs/remotes/origin/{}", reference.name());
+        let refspec = format!("+{}:{remote_ref}", reference.full());
 
         let wanted = match commit {
-            Some(commit) => git
-                .output([
+            Some(commit) => {
+                log::info(format!("fetching commit {} of {}", short(commit), config.url));
+                // Servers hand out any reachable commit by id (protocol v2);
+                // older ones only refs: then fetch the ref in full and look.
+                if fetch(&[commit], depth).is_err() {
+                    log::info(format!(
+                        "the remote does not serve commits by id; fetching {} in full",
+                        reference.describe()
+                    ));
+                    fetch(&[refspec.as_str()], 0)?;
+                }
+                git.output([
                     git_dir.as_str(),
                     "rev-parse",
                     "--verify",
@@ -138,16 +212,22 @@ impl Plugin for Git {
                 ])
                 .map_err(|_| {
                     Error::new(format!(
-                        "commit \"{commit}\" not found on branch \"{branch}\" of {}",
+                        "commit \"{commit}\" not found on {} of {}",
+                        reference.describe(),
                         config.url
                     ))
-                })?,
-            None => git.output([
-                git_dir.as_str(),
-                "rev-parse",
-                "--verify",
-                &format!("{remote_ref}^{{commit}}"),
-            ])?,
+                })?
+            }
+            None => {
+                log::info(format!("fetching {} of {}", reference.describe(), config.url));
+                fetch(&[refspec.as_str()], depth)?;
+                git.output([
+                    git_dir.as_str(),
+                    "rev-parse",
+                    "--verify",
+                    &format!("{remote_ref}^{{commit}}"),
+                ])?
+            }
         };
 
         let work_tree = format!("--work-tree={}", host_path(&output.path)?.display());
@@ -171,33 +251,42 @@ impl Plugin for Git {
         let mut field = || fields.next().unwrap_or_default().to_owned();
         let (id, author, date, message) = (field(), field(), field(), field());
         let title = message.lines().next().unwrap_or_default();
-        Ok(
-            Outcome::succeeded(format!("{branch}@{}: {title}", short(&id)))
-                .variable("CommitId", &id)
-                .variable("BranchName", branch)
-                .variable("CommitMessage", &message)
-                .variable("AuthorDate", date)
-                .variable("AuthorDisplayName", author),
-        )
+        let mut outcome = Outcome::succeeded(format!("{}@{}: {title}", reference.name(), short(&id)))
+            .variable("CommitId", &id)
+            .variable("CommitMessage", &message)
+            .variable("AuthorDate", date)
+            .variable("AuthorDisplayName", author);
+        outcome = match reference {
+            Ref::Branch(branch) => outcome.variable("BranchName", branch),
+            Ref::Tag(tag) => outcome.variable("TagName", tag),
+        };
+        Ok(outcome)
     }
 }
 
 impl Source for Git {
     fn latest_revision(config: &Config) -> Result<Revision, Error> {
         let config = GitConfig::from(config)?;
-        let branch = config.branch();
-        let wanted = format!("refs/heads/{branch}");
-        let listed =
-            GitCli::without_workspace().output(["ls-remote", config.url.as_str(), &wanted])?;
-        let id = listed
-            .lines()
-            .filter_map(|line| line.split_once('\t'))
-            .find(|(_, name)| *name == wanted)
-            .map(|(id, _)| id.to_owned())
+        let reference = config.reference();
+        let wanted = reference.full();
+        // An annotated tag lists its object and, peeled (`^{}`), its commit.
+        let peeled = format!("{wanted}^{{}}");
+        let listed = GitCli::without_workspace(config.credentials()?).output([
+            "ls-remote",
+            config.url.as_str(),
+            &wanted,
+            &peeled,
+        ])?;
+        let refs: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once('\t')).collect();
+        let id = refs
+            .iter()
+            .find(|(_, name)| *name == peeled)
+            .or_else(|| refs.iter().find(|(_, name)| *name == wanted))
+            .map(|(id, _)| id.to_string())
             .ok_or_else(|| {
-                Error::new(format!("branch \"{branch}\" not found in {}", config.url))
+                Error::new(format!("{} not found in {}", reference.describe(), config.url))
             })?;
-        let summary = format!("{branch}@{}", short(&id));
+        let summary = format!("{}@{}", reference.name(), short(&id));
         Ok(Revision::new(id, summary))
     }
 }
@@ -209,24 +298,35 @@ struct GitCli {
     /// The workspace (sandbox path, host path): git's working directory and
     /// `HOME`. `None` for `latest_revision`, which has no workspace.
     workspace: Option<(PathBuf, PathBuf)>,
+    /// Configuration given through git's environment (`GIT_CONFIG_*`).
+    config: Vec<(String, String)>,
 }
 
 impl GitCli {
-    fn in_workspace(workspace: &Path) -> Result<Self, Error> {
+    fn in_workspace(workspace: &Path, config: Vec<(String, String)>) -> Result<Self, Error> {
         Ok(Self {
             workspace: Some((workspace.to_path_buf(), host_path(workspace)?)),
+            config,
         })
     }
 
-    fn without_workspace() -> Self {
-        Self { workspace: None }
+    fn without_workspace(config: Vec<(String, String)>) -> Self {
+        Self { workspace: None, config }
     }
 
     fn command<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Command {
-        let command = Command::new("git")
+        let mut command = Command::new("git")
             .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("PATH", PATH);
+        if !self.config.is_empty() {
+            command = command.env("GIT_CONFIG_COUNT", self.config.len().to_string());
+            for (i, (key, value)) in self.config.iter().enumerate() {
+                command = command
+                    .env(format!("GIT_CONFIG_KEY_{i}"), key)
+                    .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+            }
+        }
         match &self.workspace {
             Some((sandbox, host)) => command.cwd(sandbox).env("HOME", host),
             None => command,
@@ -378,6 +478,45 @@ mod tests {
             err.message(),
             format!("commit \"{missing}\" not found on branch \"main\" of {url}")
         );
+    }
+
+    #[test]
+    fn a_pinned_revision_wins_and_tags_are_fetched() {
+        let fx = Fixture::new();
+        let url = fx.url();
+        let mut ctx = fx.context(&[("Url", &url)]);
+        ctx.variables
+            .push((sluice_plugin_sdk::PINNED_REVISION_VARIABLE.into(), fx.first.clone()));
+        let outcome = Git::execute(ctx).unwrap();
+        assert_eq!(outcome.get_variable("CommitId"), Some(fx.first.as_str()));
+        assert!(!fx.root.join("out/d").exists(), "the first commit has no d/");
+
+        sh(&fx.root.join("src"), &format!("git tag -a v1 -m 'release one' {}", fx.first));
+        let outcome = Git::execute(fx.context(&[("Url", &url), ("Tag", "v1")])).unwrap();
+        assert_eq!(outcome.get_variable("CommitId"), Some(fx.first.as_str()));
+        assert_eq!(outcome.get_variable("TagName"), Some("v1"));
+        let config: Config = [("Url", url.clone()), ("Tag", "v1".into())].into_iter().collect();
+        assert_eq!(Git::latest_revision(&config).unwrap().id, fx.first, "an annotated tag peels to its commit");
+        let err = Git::execute(fx.context(&[("Url", &url), ("Tag", "v1"), ("Branch", "main")])).unwrap_err();
+        assert_eq!(err.message(), "give \"Branch\" or \"Tag\", not both");
+    }
+
+    #[test]
+    fn credentials_come_from_a_secret_and_never_from_arguments() {
+        let config: Config = [("Url", "https://example.invalid/r.git"), ("CredentialsSecret", "GIT_CREDS")]
+            .into_iter()
+            .collect();
+        let parsed = GitConfig::from(&config).unwrap();
+        // Not set: the error names the secret.
+        assert!(parsed.credentials().unwrap_err().message().contains("GIT_CREDS"));
+        // SAFETY of the test: no other test reads this variable.
+        unsafe { std::env::set_var("SLUICE_SECRET_GIT_CREDS", "ann:s3cret") };
+        let header = parsed.credentials().unwrap();
+        assert_eq!(header[0].0, "http.extraHeader");
+        assert_eq!(header[0].1, "Authorization: Basic YW5uOnMzY3JldA==");
+        let cli = GitCli::without_workspace(header);
+        let command = format!("{:?}", cli.command(["ls-remote"]));
+        assert!(command.contains("GIT_CONFIG_VALUE_0"), "{command}");
     }
 
     #[test]

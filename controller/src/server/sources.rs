@@ -1,0 +1,480 @@
+//! Change detection, in the driver: polling source actions through agents,
+//! webhooks, and the revisions already seen, so that every new revision
+//! starts exactly one execution however many polls and deliveries report it.
+
+use super::*;
+use crate::pipeline::triggers;
+use crate::store::SeenRevision;
+use crate::webhooks::{self, Delivery, WebhookError};
+use sluice_protocol::{PollSpec, PolledRevision};
+
+/// How long an agent has to answer a poll before another is sent.
+const POLL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Characters of a commit id in trigger details.
+const SHORT: usize = 7;
+
+/// Polling state of one source action (of a pipeline's latest version).
+pub(super) struct PollState {
+    interval_ms: u64,
+    next_at: u64,
+    /// The poll in flight, if any.
+    busy: Option<String>,
+    pub(super) last_polled_at: Option<u64>,
+    pub(super) last_error: Option<String>,
+}
+
+/// A poll handed to an agent.
+pub(super) struct InFlightPoll {
+    pipeline: String,
+    action: String,
+    agent: String,
+    sent_at: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Sources {
+    pub(super) polls: HashMap<(String, String), PollState>,
+    in_flight: HashMap<String, InFlightPoll>,
+    /// Webhook secrets by pipeline, in clear in memory only.
+    webhooks: HashMap<String, String>,
+}
+
+/// What a reported revision led to.
+pub(super) enum Reported {
+    Started(ExecutionId),
+    /// The revision already ran or was started for this source.
+    Duplicate(String),
+    /// An execution is still finding out which revision it runs: judge later.
+    Deferred,
+}
+
+/// An interval with up to 10 % jitter either way, so that many pipelines
+/// created together do not poll in lockstep.
+fn jittered(interval_ms: u64) -> u64 {
+    let spread = interval_ms / 10;
+    if spread == 0 {
+        return interval_ms;
+    }
+    interval_ms - spread + rand::random_range(0..=2 * spread)
+}
+
+fn short(revision: &str) -> &str {
+    &revision[..revision.len().min(SHORT)]
+}
+
+/// The branch a `git`-like source action fetches (for pipelines without
+/// triggers): its `Branch`, `main` by default; none for a pinned tag.
+fn branch_of(action: &crate::pipeline::Action) -> Option<String> {
+    if action.configuration.get("Tag").is_some_and(|t| !t.trim().is_empty()) {
+        return None;
+    }
+    Some(action.configuration.get("Branch").map(str::trim).filter(|b| !b.is_empty()).unwrap_or("main").to_string())
+}
+
+impl Driver {
+    /// Loads webhook secrets and the polling schedule at start.
+    pub(super) fn recover_sources(&mut self) -> Result<()> {
+        for (pipeline, sealed, _) in self.store.webhooks()? {
+            let secret = self.secret_box.open_value(&webhook_aad(&pipeline), &sealed)?;
+            self.sources.webhooks.insert(pipeline, String::from_utf8_lossy(&secret).into_owned());
+        }
+        for record in self.store.pipelines()? {
+            self.refresh_polls(&record.name, record.version)?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads which source actions of a pipeline are polled, after it was
+    /// created, updated (`version`) or deleted (`None` found in the store).
+    pub(super) fn refresh_polls(&mut self, name: &str, version: u64) -> Result<()> {
+        let def = self.definition(name, version)?;
+        let now = now_ms();
+        let mut wanted = Vec::new();
+        for action in def.stages.first().map(|s| s.actions.as_slice()).unwrap_or_default() {
+            if action.action_type_id.category == "Source" && action.poll_interval_seconds() > 0 {
+                wanted.push((action.name.clone(), u64::from(action.poll_interval_seconds()) * 1000));
+            }
+        }
+        self.sources.polls.retain(|(p, a), _| p != name || wanted.iter().any(|(w, _)| w == a));
+        for (action, interval_ms) in wanted {
+            let state = self.sources.polls.entry((name.to_string(), action)).or_insert(PollState {
+                interval_ms,
+                next_at: now + jittered(interval_ms),
+                busy: None,
+                last_polled_at: None,
+                last_error: None,
+            });
+            if state.interval_ms != interval_ms {
+                state.interval_ms = interval_ms;
+                state.next_at = state.next_at.min(now + jittered(interval_ms));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn forget_pipeline_sources(&mut self, name: &str) {
+        self.sources.polls.retain(|(p, _), _| p != name);
+        self.sources.in_flight.retain(|_, f| f.pipeline != name);
+        self.sources.webhooks.remove(name);
+    }
+
+    /// Sends the polls that are due to eligible agents.
+    pub(super) fn run_polls(&mut self, now: u64) {
+        // Polls an agent never answered (it went away) are given up.
+        let expired: Vec<String> = self
+            .sources
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now >= f.sent_at + POLL_TIMEOUT.as_millis() as u64 || !self.agents.contains_key(&f.agent))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let poll = self.sources.in_flight.remove(&id).expect("listed");
+            if let Some(state) = self.sources.polls.get_mut(&(poll.pipeline, poll.action)) {
+                state.busy = None;
+                state.last_error = Some(format!("agent {} did not answer the poll", poll.agent));
+                state.next_at = now + jittered(state.interval_ms);
+            }
+        }
+        let due: Vec<(String, String)> = self
+            .sources
+            .polls
+            .iter()
+            .filter(|(_, s)| s.busy.is_none() && now >= s.next_at)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (pipeline, action) in due {
+            let sent = self.send_poll(now, &pipeline, &action);
+            let state = self.sources.polls.get_mut(&(pipeline.clone(), action.clone())).expect("listed");
+            match sent {
+                Ok(Some(id)) => state.busy = Some(id),
+                Ok(None) => state.next_at = now + jittered(state.interval_ms),
+                Err(e) => {
+                    warn!(%pipeline, %action, "cannot poll: {e}");
+                    state.last_error = Some(e);
+                    state.next_at = now + jittered(state.interval_ms);
+                }
+            }
+        }
+    }
+
+    /// Hands one poll to the least-loaded eligible agent; `None` when no
+    /// agent can take it now.
+    fn send_poll(&mut self, now: u64, pipeline: &str, action: &str) -> Result<Option<String>, String> {
+        let record = self.store.pipeline(pipeline, None).map_err(|e| format!("{e:#}"))?.ok_or("pipeline is gone")?;
+        let def = self.definition(pipeline, record.version).map_err(|e| format!("{e:#}"))?;
+        let decl = def.stages.first().and_then(|s| s.action(action)).ok_or("the action is gone")?.clone();
+        let Some(agent_id) = self
+            .agents
+            .iter()
+            .filter(|(_, a)| !a.draining)
+            .filter(|(_, a)| decl.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
+            .min_by(|(ia, a), (ib, b)| a.running.len().cmp(&b.running.len()).then_with(|| ia.cmp(ib)))
+            .map(|(id, _)| id.clone())
+        else {
+            return Ok(None);
+        };
+        // Configuration may refer only to what exists before any execution.
+        let mut configuration = Vec::new();
+        for (key, value) in decl.configuration.iter() {
+            let resolved = pipeline::resolve(value, |r| match r.namespace.as_str() {
+                pipeline::VARIABLES_NAMESPACE => def.variable(&r.name).and_then(|v| v.default_value.clone()),
+                pipeline::CODEPIPELINE_NAMESPACE if r.name == "PipelineName" => Some(def.name.clone()),
+                _ => None,
+            })
+            .map_err(|e| format!("configuration \"{key}\" cannot be resolved outside an execution: {e}"))?;
+            configuration.push((key.to_string(), resolved));
+        }
+        let provider = format!("{}@{}", decl.action_type_id.provider, decl.action_type_id.version);
+        let plugin = self.catalog.0.get(&provider).ok_or_else(|| format!("plugin {provider} is not registered"))?;
+        let grants = grants_for(&plugin.info.capabilities, &decl.capabilities.clone().unwrap_or_default());
+        let secrets = self.secret_values(&grants.secrets).map_err(|e| format!("{e:#}"))?;
+        let poll_id = format!("poll-{}", uuid::Uuid::new_v4());
+        let spec = PollSpec {
+            poll_id: poll_id.clone(),
+            pipeline: pipeline.to_string(),
+            action: action.to_string(),
+            plugin: PluginRef {
+                provider: decl.action_type_id.provider.clone(),
+                version: decl.action_type_id.version.clone(),
+                digest: plugin.digest.clone(),
+            },
+            configuration,
+            grants,
+            secrets,
+            timeout_ms: POLL_TIMEOUT.as_millis() as u64 - 5_000,
+        };
+        let _ = self.agents[&agent_id].tx.send(ToAgent::Poll(Box::new(spec)));
+        self.sources.in_flight.insert(
+            poll_id.clone(),
+            InFlightPoll { pipeline: pipeline.to_string(), action: action.to_string(), agent: agent_id, sent_at: now },
+        );
+        Ok(Some(poll_id))
+    }
+
+    /// An agent answered a poll.
+    pub(super) fn poll_result(&mut self, agent_id: &str, poll_id: &str, result: Result<PolledRevision, String>) {
+        let Some(poll) = self.sources.in_flight.get(poll_id).filter(|p| p.agent == agent_id) else { return };
+        let (pipeline, action) = (poll.pipeline.clone(), poll.action.clone());
+        self.sources.in_flight.remove(poll_id);
+        let now = now_ms();
+        let Some(state) = self.sources.polls.get_mut(&(pipeline.clone(), action.clone())) else { return };
+        state.busy = None;
+        state.last_polled_at = Some(now);
+        state.next_at = now + jittered(state.interval_ms);
+        let revision = match result {
+            Ok(r) => {
+                state.last_error = None;
+                r
+            }
+            Err(e) => {
+                warn!(%pipeline, %action, "poll failed: {e}");
+                state.last_error = Some(e);
+                return;
+            }
+        };
+        let trigger = Trigger {
+            trigger_type: "Poll".into(),
+            trigger_detail: format!("{action} found {} by polling ({})", short(&revision.id), revision.summary),
+        };
+        match self.source_changed(&pipeline, &[action.clone()], &revision.id, trigger, true) {
+            Ok(Reported::Started(id)) => info!(%pipeline, %action, revision = %revision.id, execution = %id, "new revision found by polling"),
+            Ok(Reported::Duplicate(_)) => {}
+            Ok(Reported::Deferred) => {
+                // Look again soon rather than a whole interval later.
+                if let Some(state) = self.sources.polls.get_mut(&(pipeline, action)) {
+                    state.next_at = now + jittered(state.interval_ms.min(5_000));
+                }
+            }
+            Err(e) => warn!(%pipeline, %action, "starting an execution for a polled revision failed: {e}"),
+        }
+    }
+
+    /// A source revision was reported for some source actions of a
+    /// pipeline: start one execution pinning it, unless it was seen before.
+    pub(super) fn source_changed(
+        &mut self,
+        pipeline: &str,
+        actions: &[String],
+        revision: &str,
+        trigger: Trigger,
+        from_poll: bool,
+    ) -> Result<Reported, ApiError> {
+        let mut unseen = Vec::new();
+        let mut seen_by = None;
+        for action in actions {
+            match self.store.seen_revision(pipeline, action, revision)? {
+                Some(seen) => seen_by = Some(seen.execution_id),
+                None => unseen.push(action.clone()),
+            }
+        }
+        if unseen.is_empty() {
+            return Ok(Reported::Duplicate(seen_by.unwrap_or_default()));
+        }
+        if from_poll {
+            // An execution that fetches the branch head has not said yet
+            // which revision that is; it may be this one.
+            let unresolved = self.engine.executions().any(|e| {
+                e.pipeline == pipeline
+                    && unseen.iter().any(|a| !e.source_revisions.contains_key(a))
+                    && e.stages.first().is_some_and(|s| {
+                        s.actions.iter().any(|a| unseen.contains(&a.name) && a.ended_at.is_none())
+                    })
+            });
+            if unresolved {
+                return Ok(Reported::Deferred);
+            }
+        }
+        let mut revisions: BTreeMap<String, String> =
+            unseen.iter().map(|a| (a.clone(), revision.to_string())).collect();
+        // The other sources keep the newest revision seen for them, if any.
+        for seen in self.store.latest_seen_revisions(pipeline)? {
+            revisions.entry(seen.action).or_insert(seen.revision);
+        }
+        let id = self.start_execution(pipeline, BTreeMap::new(), revisions, trigger, Vec::new())?;
+        Ok(Reported::Started(id))
+    }
+
+    /// Seen-revision records for the source revisions an execution pinned
+    /// (at start) or fetched (when its source action just ended).
+    pub(super) fn seen_revisions(execution: &Execution) -> Vec<Change> {
+        let Some(first) = execution.stages.first() else { return Vec::new() };
+        execution
+            .source_revisions
+            .iter()
+            .filter(|(action, r)| {
+                let just_ended = first
+                    .actions
+                    .iter()
+                    .any(|a| &a.name == *action && a.ended_at == Some(execution.updated_at));
+                (r.pinned && execution.started_at == execution.updated_at) || (!r.pinned && just_ended)
+            })
+            .map(|(action, r)| {
+                Change::SeenRevision(SeenRevision {
+                    pipeline: execution.pipeline.clone(),
+                    action: action.clone(),
+                    revision: r.revision_id.clone(),
+                    execution_id: execution.id.0.clone(),
+                    seen_at: execution.updated_at,
+                })
+            })
+            .collect()
+    }
+
+    /// `POST /v1/webhooks/PIPELINE`.
+    pub(super) fn webhook(&mut self, name: &str, headers: &[(String, String)], body: &[u8]) -> Result<Value, ApiError> {
+        let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let Some(secret) = self.sources.webhooks.get(name).cloned() else {
+            return Err(ApiError::NotFound(format!(
+                "pipeline \"{name}\" has no webhook; make one with `sluice webhook create {name}`"
+            )));
+        };
+        let delivery = match webhooks::read(headers, body, &secret) {
+            Ok(d) => d,
+            Err(WebhookError::Unauthorized(why)) => {
+                warn!(pipeline = %name, "webhook refused: {why}");
+                return Err(ApiError::Unauthorized(format!("webhook refused: {why}")));
+            }
+            Err(WebhookError::Malformed(why)) => {
+                warn!(pipeline = %name, "malformed webhook: {why}");
+                return Err(ApiError::Invalid { message: format!("malformed webhook: {why}"), diagnostics: vec![] });
+            }
+        };
+        let (sender, change) = match delivery {
+            Delivery::Ignored { sender, reason } => {
+                info!(pipeline = %name, %sender, "webhook ignored: {reason}");
+                return Ok(json!({ "started": false, "reason": reason }));
+            }
+            Delivery::Change { sender, change } => (sender, change),
+        };
+        let def = self.definition(name, record.version)?;
+        let git_triggers = triggers::git_triggers(&def).map_err(|d| {
+            ApiError::Internal(format!("stored triggers of \"{name}\" are invalid: {}", d[0]))
+        })?;
+        let actions = triggers::sources_started_by(&def, &git_triggers, &change, branch_of);
+        if actions.is_empty() {
+            let reason = format!("no trigger of pipeline \"{name}\" matches this {}", change.kind.describe());
+            info!(pipeline = %name, %sender, "webhook starts nothing: {reason}");
+            return Ok(json!({ "started": false, "reason": reason }));
+        }
+        let trigger = Trigger {
+            trigger_type: "Webhook".into(),
+            trigger_detail: format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)),
+        };
+        match self.source_changed(name, &actions, &change.revision, trigger, false)? {
+            Reported::Started(id) => {
+                info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
+                Ok(json!({ "started": true, "pipelineExecutionId": id.0, "sourceActions": actions }))
+            }
+            Reported::Duplicate(by) => Ok(json!({
+                "started": false,
+                "reason": format!("revision {} already started execution {by}", short(&change.revision)),
+                "pipelineExecutionId": by,
+            })),
+            Reported::Deferred => unreachable!("only polls are deferred"),
+        }
+    }
+
+    /// Makes (or replaces) a pipeline's webhook secret; shown once.
+    pub(super) fn create_webhook(&mut self, name: &str) -> Result<Value, ApiError> {
+        self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()));
+        let sealed = self.secret_box.seal(&webhook_aad(name), secret.as_bytes())?;
+        self.commit(vec![Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now_ms() }])?;
+        self.sources.webhooks.insert(name.to_string(), secret.clone());
+        info!(pipeline = %name, "webhook secret created");
+        Ok(json!({ "pipelineName": name, "secret": secret, "path": format!("/v1/webhooks/{name}") }))
+    }
+
+    pub(super) fn delete_webhook(&mut self, name: &str) -> Result<Value, ApiError> {
+        if self.sources.webhooks.remove(name).is_none() {
+            return Err(ApiError::NotFound(format!("pipeline \"{name}\" has no webhook")));
+        }
+        self.commit(vec![Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 }])?;
+        Ok(json!({ "pipelineName": name, "deleted": true }))
+    }
+
+    /// Values of the named secrets that are set.
+    pub(super) fn secret_values(&self, names: &[String]) -> Result<Vec<(String, String)>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for record in self.store.secrets()?.into_iter().filter(|s| names.contains(&s.name)) {
+            let value = self.secret_box.open_value(&record.name, &record.sealed)?;
+            out.push((record.name, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn set_secret(&mut self, name: &str, value: &str) -> Result<Value, ApiError> {
+        crate::secrets::check_name(name).map_err(|m| ApiError::Invalid { message: m, diagnostics: vec![] })?;
+        if value.is_empty() || value.len() > crate::secrets::MAX_SECRET_BYTES {
+            return Err(ApiError::Invalid {
+                message: format!("a secret value is 1 to {} bytes", crate::secrets::MAX_SECRET_BYTES),
+                diagnostics: vec![],
+            });
+        }
+        let now = now_ms();
+        let created_at = self.store.secrets()?.into_iter().find(|s| s.name == name).map_or(now, |s| s.created_at);
+        let sealed = self.secret_box.seal(name, value.as_bytes())?;
+        self.commit(vec![Change::Secret(crate::store::SecretRecord {
+            name: name.to_string(),
+            sealed,
+            created_at,
+            updated_at: now,
+        })])?;
+        info!(secret = %name, "secret set");
+        Ok(json!({ "name": name, "created": views::time(created_at), "updated": views::time(now) }))
+    }
+
+    pub(super) fn list_secrets(&self) -> Result<Value, ApiError> {
+        let secrets: Vec<Value> = self
+            .store
+            .secrets()?
+            .into_iter()
+            .map(|s| json!({ "name": s.name, "created": views::time(s.created_at), "updated": views::time(s.updated_at) }))
+            .collect();
+        Ok(json!({ "secrets": secrets }))
+    }
+
+    pub(super) fn delete_secret(&mut self, name: &str) -> Result<Value, ApiError> {
+        if !self.store.secrets()?.iter().any(|s| s.name == name) {
+            return Err(ApiError::NotFound(format!("secret \"{name}\" does not exist")));
+        }
+        self.commit(vec![Change::DeleteSecret(name.to_string())])?;
+        info!(secret = %name, "secret deleted");
+        Ok(json!({ "name": name, "deleted": true }))
+    }
+
+    /// What `pipeline state` shows about polling a source action.
+    pub(super) fn poll_view(&self, pipeline: &str, action: &str) -> Option<Value> {
+        let state = self.sources.polls.get(&(pipeline.to_string(), action.to_string()))?;
+        Some(json!({
+            "intervalSeconds": state.interval_ms / 1000,
+            "lastPolled": state.last_polled_at.map(views::time),
+            "lastError": state.last_error,
+        }))
+    }
+}
+
+/// Webhook secrets are sealed under a name no secret can have.
+fn webhook_aad(pipeline: &str) -> String {
+    format!("webhook/{pipeline}")
+}
+
+/// What a plugin may use: what the pipeline granted and the plugin declared.
+pub(super) fn grants_for(declared: &Grants, granted: &crate::pipeline::Capabilities) -> Grants {
+    let both = |granted: &[String], declared: &[String]| -> Vec<String> {
+        granted.iter().filter(|g| declared.iter().any(|d| d == "*" || d == *g)).cloned().collect()
+    };
+    Grants {
+        exec: both(&granted.exec, &declared.exec),
+        http: both(&granted.http, &declared.http),
+        secrets: both(&granted.secrets, &declared.secrets),
+        env: both(&granted.env, &declared.env),
+        // A plugin that may write directories names no paths in advance:
+        // the pipeline chooses them.
+        fs: if declared.fs.is_empty() { Vec::new() } else { granted.fs.clone() },
+    }
+}
