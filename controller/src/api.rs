@@ -4,7 +4,9 @@
 //! awsJson endpoint can later be a thin layer over the same driver
 //! commands. Handlers only translate: every decision is the driver's.
 
+use crate::auth::Caller;
 use crate::engine::Trigger;
+use axum::Extension;
 use crate::server::{ApiError, Command, DEFAULT_HISTORY};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -18,7 +20,6 @@ use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,7 +32,8 @@ use tokio_stream::wrappers::BroadcastStream;
 pub struct ApiState {
     pub driver: mpsc::Sender<Command>,
     pub events: broadcast::Sender<Arc<Value>>,
-    pub admin_token_hash: String,
+    /// Token hashes to users (the admin token included).
+    pub tokens: crate::auth::Tokens,
     pub runtime: Arc<sluice_runtime::Runtime>,
 }
 
@@ -53,6 +55,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins", get(list_plugins).post(push_plugin))
         .route("/pipelines/{name}/webhook", post(create_webhook).delete(delete_webhook))
         .route("/secrets", get(list_secrets))
+        .route("/users", get(list_users).post(create_user))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}/revoke", post(revoke_token))
+        .route("/pipelines/{name}/stages/{stage}/actions/{action}/approval", post(put_approval))
         .route("/secrets/{name}", axum::routing::put(set_secret).delete(delete_secret))
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -79,29 +85,39 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound(m) => error_body(StatusCode::NOT_FOUND, "NotFoundException", m, &[]),
             ApiError::Unauthorized(m) => error_body(StatusCode::UNAUTHORIZED, "UnauthorizedException", m, &[]),
+            ApiError::Forbidden(m) => error_body(StatusCode::FORBIDDEN, "AccessDeniedException", m, &[]),
             ApiError::Conflict(m) => error_body(StatusCode::CONFLICT, "ConflictException", m, &[]),
             ApiError::Internal(m) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m, &[]),
         }
     }
 }
 
-async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
-    let presented = headers
+/// Resolves the bearer token to a [`Caller`] (looked up by its hash, so the
+/// lookup's timing does not depend on the secret) for the handlers.
+async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, mut request: Request, next: Next) -> Response {
+    let caller = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| hex::encode(Sha256::digest(t.trim().as_bytes())));
-    // Comparing hashes keeps the comparison's timing independent of the
-    // secret itself.
-    if presented.as_deref() != Some(state.admin_token_hash.as_str()) {
+        .and_then(|t| state.tokens.lookup(t));
+    let Some(caller) = caller else {
         return error_body(
             StatusCode::UNAUTHORIZED,
             "UnauthorizedException",
             "missing or invalid bearer token: pass --token or set SLUICE_TOKEN",
             &[],
         );
-    }
+    };
+    request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("{} may not manage users and tokens: that needs the admin role", caller.user)))
+    }
 }
 
 /// A JSON request body the operation cannot do without.
@@ -127,10 +143,14 @@ async fn list_pipelines(State(s): State<ApiState>) -> Result<Json<Value>, ApiErr
     Ok(Json(ask(&s, |reply| Command::ListPipelines { reply }).await?))
 }
 
-async fn create_pipeline(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn create_pipeline(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::Invalid { message: "pipeline declaration is not UTF-8".into(), diagnostics: vec![] })?;
-    Ok(Json(ask(&s, |reply| Command::CreatePipeline { text, reply }).await?))
+    Ok(Json(ask(&s, |reply| Command::CreatePipeline { text, by: caller.user, reply }).await?))
 }
 
 async fn update_pipeline(
@@ -209,7 +229,12 @@ struct SourceRevisionOverride {
     revision_value: String,
 }
 
-async fn start_execution(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn start_execution(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let request: StartRequest = optional_body(&body)?;
     let _ = request.client_request_token;
     let variables: BTreeMap<String, String> = request.variables.into_iter().map(|v| (v.name, v.value)).collect();
@@ -224,8 +249,106 @@ async fn start_execution(State(s): State<ApiState>, Path(name): Path<String>, bo
         revisions.insert(o.action_name, o.revision_value);
     }
     let detail = if revisions.is_empty() { "admin API".to_string() } else { "admin API, pinned revisions".to_string() };
-    let trigger = Trigger { trigger_type: "StartPipelineExecution".into(), trigger_detail: detail };
+    let trigger = Trigger::new("StartPipelineExecution", format!("{detail}, by {}", caller.user)).by(caller.user);
     Ok(Json(ask(&s, |reply| Command::StartExecution { name, variables, revisions, trigger, reply }).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRequest {
+    name: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+async fn create_user(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let UserRequest { name, role } = required_body(&body)?;
+    let role = crate::auth::Role::parse(role.as_deref().unwrap_or("operator"))
+        .map_err(|m| ApiError::Invalid { message: m, diagnostics: vec![] })?;
+    Ok(Json(ask(&s, |reply| Command::CreateUser { name, role, reply }).await?))
+}
+
+async fn list_users(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::ListUsers { reply }).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiTokenRequest {
+    user: String,
+}
+
+async fn create_token(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let ApiTokenRequest { user } = required_body(&body)?;
+    Ok(Json(ask(&s, |reply| Command::CreateToken { user, reply }).await?))
+}
+
+async fn list_tokens(State(s): State<ApiState>, Extension(caller): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(ask(&s, |reply| Command::ListTokens { reply }).await?))
+}
+
+async fn revoke_token(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(ask(&s, |reply| Command::RevokeToken { id, reply }).await?))
+}
+
+/// PutApprovalResult's body: CodePipeline's `result` fields, flattened.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ApprovalRequest {
+    /// `Approved` or `Rejected`.
+    status: String,
+    #[serde(default)]
+    summary: String,
+    #[serde(default)]
+    execution_id: Option<String>,
+}
+
+async fn put_approval(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, stage, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ApprovalRequest = required_body(&body)?;
+    let approve = match request.status.as_str() {
+        "Approved" => true,
+        "Rejected" => false,
+        other => {
+            return Err(ApiError::Invalid {
+                message: format!("status {other:?} is neither Approved nor Rejected"),
+                diagnostics: vec![],
+            });
+        }
+    };
+    Ok(Json(
+        ask(&s, |reply| Command::Decide {
+            name,
+            stage,
+            action,
+            execution: request.execution_id,
+            by: caller.user,
+            approve,
+            comment: request.summary,
+            reply,
+        })
+        .await?,
+    ))
 }
 
 /// `POST /v1/webhooks/{name}`: a push or pull-request notification.
@@ -342,6 +465,7 @@ struct TransitionRequest {
 /// `POST /v1/pipelines/{name}/stages/{stage}/transition/disable|enable`.
 async fn set_transition(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path((name, stage, verb)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -352,7 +476,8 @@ async fn set_transition(
     };
     let request: TransitionRequest = optional_body(&body)?;
     Ok(Json(
-        ask(&s, |reply| Command::SetTransition { name, stage, enabled, reason: request.reason, reply }).await?,
+        ask(&s, |reply| Command::SetTransition { name, stage, enabled, reason: request.reason, by: caller.user, reply })
+            .await?,
     ))
 }
 

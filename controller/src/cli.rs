@@ -92,6 +92,60 @@ pub enum Cmd {
     /// Secrets granted to plugins (stored encrypted; values are never shown).
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// Approve or reject a manual approval action.
+    #[command(subcommand)]
+    Approval(ApprovalCmd),
+    /// Named users of the admin API (admin role only).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// API tokens of users (admin role only).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApprovalCmd {
+    /// Approve: counts once per user; the user who started the execution cannot.
+    Approve(ApprovalArgs),
+    /// Reject: the action, and so the execution, fails.
+    Reject(ApprovalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApprovalArgs {
+    pub pipeline: String,
+    pub stage: String,
+    pub action: String,
+    #[arg(long, default_value = "")]
+    pub comment: String,
+    /// The execution (default: the newest waiting at this action).
+    #[arg(long)]
+    pub execution: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user (role operator unless --role admin).
+    Create {
+        name: String,
+        #[arg(long, default_value = "operator", value_parser = ["operator", "admin"])]
+        role: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create an API token for a user; prints it alone, once.
+    Create {
+        #[arg(long)]
+        user: String,
+    },
+    /// List API tokens (never their secrets).
+    List,
+    /// Revoke an API token: it stops working at once.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -796,6 +850,76 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 print_json(&out);
             } else {
                 println!("{}", s(&out["token"]));
+            }
+        }
+        Cmd::Approval(cmd) => {
+            let (approve, args) = match cmd {
+                ApprovalCmd::Approve(args) => (true, args),
+                ApprovalCmd::Reject(args) => (false, args),
+            };
+            let body = json!({
+                "status": if approve { "Approved" } else { "Rejected" },
+                "summary": args.comment,
+                "executionId": args.execution,
+            });
+            let path = format!("/pipelines/{}/stages/{}/actions/{}/approval", args.pipeline, args.stage, args.action);
+            let out = client()?.post(&path, body.to_string()).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("{} ({})", s(&out["result"]), s(&out["pipelineExecutionId"]));
+            }
+        }
+        Cmd::User(UserCmd::Create { name, role }) => {
+            let out = client()?.post("/users", json!({ "name": name, "role": role }).to_string()).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("user {name} created ({role})");
+            }
+        }
+        Cmd::User(UserCmd::List) => {
+            let out = client()?.get("/users").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["users"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|u| vec![s(&u["name"]), s(&u["role"]), s(&u["created"])])
+                    .collect();
+                print_table(&["NAME", "ROLE", "CREATED"], &rows);
+            }
+        }
+        Cmd::Token(TokenCmd::Create { user }) => {
+            let out = client()?.post("/tokens", json!({ "user": user }).to_string()).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("{}", s(&out["token"]));
+            }
+        }
+        Cmd::Token(TokenCmd::List) => {
+            let out = client()?.get("/tokens").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["tokens"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| vec![s(&t["id"]), s(&t["user"]), s(&t["created"]), s(&t["revoked"])])
+                    .collect();
+                print_table(&["ID", "USER", "CREATED", "REVOKED"], &rows);
+            }
+        }
+        Cmd::Token(TokenCmd::Revoke { id }) => {
+            let out = client()?.post(&format!("/tokens/{id}/revoke"), "").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("token {id} revoked");
             }
         }
         Cmd::Webhook(WebhookCmd::Create { pipeline }) => {

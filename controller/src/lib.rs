@@ -2,6 +2,7 @@
 //! agents. See ARCHITECTURE.md for the code map.
 
 pub mod api;
+pub mod auth;
 pub mod blobs;
 pub mod ca;
 pub mod cli;

@@ -8,10 +8,13 @@
 //! empty engine (recovery is replay).
 
 mod sources;
+mod users;
 
 use crate::blobs::BlobStore;
 use crate::ca::Ca;
-use crate::engine::{ActionResult, ArtifactRef, Dispatch, Engine, Event, Execution, ExecutionId, Notice, Trigger};
+use crate::engine::{
+    ActionResult, ActionStatus, ArtifactRef, Dispatch, Engine, Event, Execution, ExecutionId, Notice, Trigger,
+};
 use crate::pipeline::{self, Declaration, Pipeline, ProviderCatalog, ProviderInfo};
 use crate::store::{
     AgentRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord, PluginRecord, SqliteStore, Store,
@@ -55,6 +58,9 @@ pub enum ApiError {
     /// Bad or missing credentials (e.g. a webhook signature).
     #[error("{0}")]
     Unauthorized(String),
+    /// Known caller, operation not allowed for its role.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -71,7 +77,7 @@ pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
 /// Everything the driver is asked to do.
 pub enum Command {
-    CreatePipeline { text: String, reply: Reply<Value> },
+    CreatePipeline { text: String, by: String, reply: Reply<Value> },
     UpdatePipeline { name: String, text: String, reply: Reply<Value> },
     DeletePipeline { name: String, reply: Reply<Value> },
     GetPipeline { name: String, version: Option<u64>, reply: Reply<Value> },
@@ -87,6 +93,18 @@ pub enum Command {
     /// A webhook delivery, authenticated by its signature rather than a token.
     Webhook { name: String, headers: Vec<(String, String)>, body: Vec<u8>, reply: Reply<Value> },
     CreateWebhook { name: String, reply: Reply<Value> },
+    /// PutApprovalResult: approve or reject a manual approval.
+    Decide {
+        name: String,
+        stage: String,
+        action: String,
+        /// The execution; by default the newest waiting at that action.
+        execution: Option<String>,
+        by: String,
+        approve: bool,
+        comment: String,
+        reply: Reply<Value>,
+    },
     DeleteWebhook { name: String, reply: Reply<Value> },
     SetSecret { name: String, value: String, reply: Reply<Value> },
     ListSecrets { reply: Reply<Value> },
@@ -96,7 +114,12 @@ pub enum Command {
     /// RetryStageExecution: failed actions only, or all of the stage's.
     RetryStage { name: String, stage: String, id: String, all: bool, reply: Reply<Value> },
     /// DisableStageTransition / EnableStageTransition (inbound only).
-    SetTransition { name: String, stage: String, enabled: bool, reason: String, reply: Reply<Value> },
+    SetTransition { name: String, stage: String, enabled: bool, reason: String, by: String, reply: Reply<Value> },
+    CreateUser { name: String, role: crate::auth::Role, reply: Reply<Value> },
+    ListUsers { reply: Reply<Value> },
+    CreateToken { user: String, reply: Reply<Value> },
+    ListTokens { reply: Reply<Value> },
+    RevokeToken { id: String, reply: Reply<Value> },
     GetExecution { name: String, id: String, reply: Reply<Value> },
     ListExecutions { name: String, limit: usize, reply: Reply<Value> },
     ExecutionLogs { name: String, id: String, reply: Reply<Value> },
@@ -247,6 +270,8 @@ struct Driver {
     secret_box: crate::secrets::SecretBox,
     /// Polling, webhooks and seen revisions.
     sources: sources::Sources,
+    /// The API's token table, kept in step with the store.
+    tokens: crate::auth::Tokens,
 }
 
 pub fn now_ms() -> u64 {
@@ -310,9 +335,12 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         transitions: HashMap::new(),
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
+        tokens: crate::auth::Tokens::default(),
     };
     driver.recover()?;
     driver.recover_sources()?;
+    driver.recover_users(&admin_token)?;
+    let tokens = driver.tokens.clone();
 
     let endpoint = quinn::Endpoint::server(ca.server_config()?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
@@ -341,7 +369,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let state = crate::api::ApiState {
         driver: tx.clone(),
         events: events.clone(),
-        admin_token_hash: sha256_hex(&admin_token),
+        tokens,
         runtime,
     };
     tokio::spawn(async move {
@@ -387,6 +415,13 @@ async fn register_builtins(
         entries.insert(format!("{}@{}", info.name, info.version), PluginEntry { digest, info, builtin: true });
     }
     store.apply(&changes)?;
+    // The manual approval runs in the controller: no component.
+    let manual = manual_approval_info();
+    entries.insert(format!("{}@{}", manual.name, manual.version), PluginEntry {
+        digest: String::new(),
+        info: manual,
+        builtin: true,
+    });
     // Pushed plugins registered earlier.
     for record in store.plugins()? {
         let key = format!("{}@{}", record.provider, record.version);
@@ -396,6 +431,33 @@ async fn register_builtins(
         }
     }
     Ok(Catalog(entries))
+}
+
+/// `manual@1`, CodePipeline's manual approval: decided through the API by
+/// `RequiredApprovals` distinct people, none of whom started the execution.
+fn manual_approval_info() -> ActionInfo {
+    let property = |name: &str, description: &str, kind: &str| sluice_runtime::PropertyInfo {
+        name: name.into(),
+        required: false,
+        secret: false,
+        description: description.into(),
+        kind: kind.into(),
+    };
+    ActionInfo {
+        name: "manual".into(),
+        version: "1".into(),
+        category: "Approval".into(),
+        description: "Waits for people to approve or reject (sluice approval approve|reject)".into(),
+        configuration: vec![
+            property("RequiredApprovals", "Distinct approvers needed, 1 by default", "number"),
+            property("CustomData", "Shown to approvers", "string"),
+            property("ExternalEntityLink", "A link for approvers to review", "string"),
+            property("NotificationArn", "Accepted on import; notifications are not sent", "string"),
+        ],
+        input_artifacts: (0, 0),
+        output_artifacts: (0, 0),
+        capabilities: Grants::default(),
+    }
 }
 
 /// Reads a component's own `describe()` off the async threads.
@@ -497,8 +559,23 @@ impl Driver {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::CreatePipeline { text, reply } => {
-                let _ = reply.send(self.create_pipeline(&text));
+            Command::CreatePipeline { text, by, reply } => {
+                let _ = reply.send(self.create_pipeline(&text, &by));
+            }
+            Command::CreateUser { name, role, reply } => {
+                let _ = reply.send(self.create_user(&name, role));
+            }
+            Command::ListUsers { reply } => {
+                let _ = reply.send(self.list_users());
+            }
+            Command::CreateToken { user, reply } => {
+                let _ = reply.send(self.create_token(&user));
+            }
+            Command::ListTokens { reply } => {
+                let _ = reply.send(self.list_tokens());
+            }
+            Command::RevokeToken { id, reply } => {
+                let _ = reply.send(self.revoke_token(&id));
             }
             Command::UpdatePipeline { name, text, reply } => {
                 let _ = reply.send(self.update_pipeline(&name, &text));
@@ -522,8 +599,8 @@ impl Driver {
             Command::RetryStage { name, stage, id, all, reply } => {
                 let _ = reply.send(self.retry_stage(&name, &stage, &id, all));
             }
-            Command::SetTransition { name, stage, enabled, reason, reply } => {
-                let _ = reply.send(self.set_transition(&name, &stage, enabled, reason));
+            Command::SetTransition { name, stage, enabled, reason, by, reply } => {
+                let _ = reply.send(self.set_transition(&name, &stage, enabled, reason, &by));
             }
             Command::PipelineState { name, reply } => {
                 let _ = reply.send(self.pipeline_state(&name));
@@ -577,7 +654,11 @@ impl Driver {
             Command::Tick => {
                 let now = now_ms();
                 self.expire_orphans(now);
+                self.expire_actions(now);
                 self.run_polls(now);
+            }
+            Command::Decide { name, stage, action, execution, by, approve, comment, reply } => {
+                let _ = reply.send(self.decide(&name, &stage, &action, execution, &by, approve, &comment));
             }
             Command::Webhook { name, headers, body, reply } => {
                 let _ = reply.send(self.webhook(&name, &headers, &body));
@@ -600,7 +681,7 @@ impl Driver {
         }
     }
 
-    fn create_pipeline(&mut self, text: &str) -> Result<Value, ApiError> {
+    fn create_pipeline(&mut self, text: &str, by: &str) -> Result<Value, ApiError> {
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         let name = decl.pipeline.name.clone();
         if self.store.pipeline(&name, None)?.is_some() {
@@ -617,7 +698,7 @@ impl Driver {
             &name,
             BTreeMap::new(),
             BTreeMap::new(),
-            Trigger { trigger_type: "CreatePipeline".into(), trigger_detail: "pipeline created".into() },
+            Trigger::new("CreatePipeline", format!("pipeline created by {by}")).by(by),
             vec![Change::Pipeline(record)],
         )?;
         self.refresh_polls(&name, 1)?;
@@ -784,7 +865,14 @@ impl Driver {
         Ok(json!({ "pipelineExecutionId": id }))
     }
 
-    fn set_transition(&mut self, name: &str, stage: &str, enabled: bool, reason: String) -> Result<Value, ApiError> {
+    fn set_transition(
+        &mut self,
+        name: &str,
+        stage: &str,
+        enabled: bool,
+        reason: String,
+        by: &str,
+    ) -> Result<Value, ApiError> {
         let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let def = self.definition(name, record.version)?;
         let index = def
@@ -806,8 +894,7 @@ impl Driver {
             stage: stage.to_string(),
             enabled,
             reason: (!enabled).then_some(reason),
-            // One admin token for now; users and tokens come with approvals.
-            changed_by: "admin".into(),
+            changed_by: by.to_string(),
             changed_at: now_ms(),
         };
         self.engine.set_transition(now_ms(), name, stage, enabled);
@@ -1282,6 +1369,66 @@ impl Driver {
             entry.1.extend(agent.running);
         }
         info!(%agent_id, "agent disconnected");
+    }
+
+    /// Fails actions past their timeout; agents running them are told to stop.
+    fn expire_actions(&mut self, now: u64) {
+        let jobs = self.engine.expire(now);
+        if jobs.is_empty() && !self.engine.has_dirty() {
+            return;
+        }
+        for job_id in jobs {
+            self.pending.retain(|d| d.job_id != job_id);
+            if let Some(job) = self.jobs.remove(&job_id)
+                && let Some(agent) = self.agents.get_mut(&job.agent)
+            {
+                agent.running.remove(&job_id);
+                let _ = agent.tx.send(ToAgent::Cancel { job_id });
+            }
+        }
+        let _ = self.commit(Vec::new());
+    }
+
+    /// Records an approval decision by `by` (the caller's user).
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &mut self,
+        name: &str,
+        stage: &str,
+        action: &str,
+        execution: Option<String>,
+        by: &str,
+        approve: bool,
+        comment: &str,
+    ) -> Result<Value, ApiError> {
+        self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let id = match execution {
+            Some(id) => ExecutionId(id),
+            None => self
+                .engine
+                .executions()
+                .filter(|e| e.pipeline == name)
+                .filter(|e| {
+                    e.stages.iter().any(|s| {
+                        s.name == stage
+                            && s.actions.iter().any(|a| {
+                                a.name == action && a.approval.is_some() && a.status == Some(ActionStatus::InProgress)
+                            })
+                    })
+                })
+                .max_by_key(|e| e.ordinal)
+                .map(|e| e.id.clone())
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("no execution of \"{name}\" is waiting for approval at {stage}/{action}"))
+                })?,
+        };
+        let outcome = self
+            .engine
+            .decide(now_ms(), &id, stage, action, by, approve, comment)
+            .map_err(ApiError::Conflict)?;
+        self.commit(Vec::new())?;
+        info!(pipeline = %name, %stage, %action, execution = %id, %by, approve, "approval decision: {outcome}");
+        Ok(json!({ "pipelineExecutionId": id.0, "status": if approve { "Approved" } else { "Rejected" }, "result": outcome }))
     }
 
     /// Gives up on the jobs of agents that stayed away too long.

@@ -78,6 +78,28 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// A named user of the admin API. `role` is `admin` (manages users and
+/// tokens) or `operator` (everything else); resource-level permissions
+/// can refine roles later without changing who callers are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    pub name: String,
+    pub role: String,
+    pub created_at: u64,
+}
+
+/// An API token of a user; only the sha256 of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub user: String,
+    pub secret_hash: String,
+    pub created_at: u64,
+    pub revoked: bool,
+}
+
 /// A secret, sealed by the controller's secret key (never stored in clear).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRecord {
@@ -117,6 +139,8 @@ pub enum Change {
     /// A pipeline's webhook secret, sealed; `None` deletes it.
     Webhook { pipeline: String, sealed: Option<Vec<u8>>, created_at: u64 },
     SeenRevision(SeenRevision),
+    User(UserRecord),
+    ApiToken(ApiTokenRecord),
 }
 
 /// How much an acknowledged change survives.
@@ -150,6 +174,8 @@ pub trait Store: Send {
     fn seen_revision(&self, pipeline: &str, action: &str, revision: &str) -> Result<Option<SeenRevision>>;
     /// The newest seen revision of each source action of a pipeline.
     fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>>;
+    fn users(&self) -> Result<Vec<UserRecord>>;
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
 }
 
 pub struct SqliteStore {
@@ -177,6 +203,8 @@ CREATE TABLE IF NOT EXISTS transitions (
 CREATE TABLE IF NOT EXISTS plugins (
     provider TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL, info TEXT NOT NULL,
     builtin INTEGER NOT NULL, PRIMARY KEY (provider, version));
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_tokens (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS webhooks (pipeline TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL);
@@ -293,6 +321,14 @@ impl Store for SqliteStore {
                 }
                 Change::Webhook { pipeline, sealed: None, .. } => {
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([pipeline])?;
+                }
+                Change::User(u) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO users (name, record) VALUES (?1, ?2)")?
+                        .execute(params![u.name, json(u)?])?;
+                }
+                Change::ApiToken(t) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO api_tokens (id, secret_hash, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![t.id, t.secret_hash, json(t)?])?;
                 }
                 Change::SeenRevision(r) => {
                     tx.prepare_cached(
@@ -415,6 +451,14 @@ impl Store for SqliteStore {
             .pop())
     }
 
+    fn users(&self) -> Result<Vec<UserRecord>> {
+        self.query_json("SELECT record FROM users ORDER BY name", [], "user")
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        self.query_json("SELECT record FROM api_tokens ORDER BY id", [], "API token")
+    }
+
     fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>> {
         self.query_json(
             "SELECT record FROM seen_revisions s WHERE pipeline = ?1 AND seen_at = \
@@ -449,7 +493,7 @@ mod tests {
             version: 1,
             status,
             status_summary: None,
-            trigger: Trigger { trigger_type: "CreatePipeline".into(), trigger_detail: String::new() },
+            trigger: Trigger::new("CreatePipeline", String::new()),
             started_at: started,
             updated_at: started,
             variables: BTreeMap::new(),

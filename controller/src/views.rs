@@ -2,7 +2,7 @@
 //! (GetPipelineState, GetPipelineExecution, ListPipelineExecutions) with
 //! Sluice's additions beside them. Pure: no I/O.
 
-use crate::engine::{Execution, Notice};
+use crate::engine::{ActionStatus, Execution, Notice};
 use crate::pipeline::Pipeline;
 use crate::store::{PipelineRecord, TransitionRecord};
 use serde_json::{Value, json};
@@ -82,6 +82,8 @@ pub fn execution(e: &Execution) -> Value {
                     "lastUpdateTime": a.ended_at.map(time),
                     "outputArtifacts": a.outputs.iter().map(|(n, r)| json!({"name": n, "digest": r.digest, "size": r.size})).collect::<Vec<_>>(),
                     "outputVariables": a.output_variables,
+                    "approval": a.approval,
+                    "waitingReason": a.waiting_reason,
                 })).collect::<Vec<_>>(),
             })
         })
@@ -133,7 +135,11 @@ pub fn pipeline_state(
                             "externalExecutionUrl": a.external_url,
                             "agent": a.agent,
                             "attempt": a.attempt,
-                            "waitingReason": a.job_id.as_deref().and_then(|j| waiting.get(j)),
+                            "waitingReason": a
+                                .job_id
+                                .as_deref()
+                                .and_then(|j| waiting.get(j).cloned())
+                                .or_else(|| a.waiting_reason.clone().filter(|_| a.status == Some(ActionStatus::InProgress))),
                         })
                     });
                     json!({ "actionName": action.name, "latestExecution": latest_execution })

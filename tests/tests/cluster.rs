@@ -768,3 +768,96 @@ fn a_failed_stage_is_retried_and_the_execution_goes_on() {
     // A succeeded execution cannot be retried.
     assert_eq!(cluster.sluice(&["stage", "retry", "flaky", "Build", &id]).status.code(), Some(1));
 }
+
+#[test]
+fn approvals_need_two_other_users_and_a_rejection_fails_the_run() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("a.txt", "a\n")]);
+    let stages = r#"{"name": "Approve", "actions": [{"name": "Release",
+        "actionTypeId": {"category": "Approval", "owner": "Sluice", "provider": "manual", "version": "1"},
+        "configuration": {"RequiredApprovals": "2", "CustomData": "ship it?"}}]},
+      {"name": "Deploy", "actions": [{"name": "Go",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+    let file = cluster.dir.path().join("gate.json");
+    write(&file, &git_pipeline("gate", "", &repo, stages));
+
+    // Users and their tokens; only the admin may make them.
+    for user in ["ann", "bob", "cy"] {
+        let out = cluster.sluice(&["user", "create", user]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+    let token = |user: &str| {
+        let out = cluster.sluice(&["token", "create", "--user", user]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (ann, bob, cy) = (token("ann"), token("bob"), token("cy"));
+    let as_user = |token: &str, args: &[&str]| {
+        std::process::Command::new(sluice_tests::bin("sluice"))
+            .args(args)
+            .env("SLUICE_API", &cluster.api)
+            .env("SLUICE_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = as_user(&ann, &["user", "create", "mallory"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+
+    // Ann creates the pipeline (its first execution is hers) and cannot approve it.
+    let out = as_user(&ann, &["pipeline", "create", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let waiting = wait_until("the approval to wait", WAIT, || {
+        let state = cluster.sluice_json(&["pipeline", "state", "gate"]).ok()?;
+        let release = action_state(&state, "Approve", "Release").clone();
+        (release["status"] == "InProgress").then_some(release)
+    })
+    .unwrap();
+    assert_eq!(waiting["waitingReason"], "waiting for 2 approval(s)", "{waiting}");
+    let out = as_user(&ann, &["approval", "approve", "gate", "Approve", "Release", "--comment", "mine"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot approve"), "{}", output_text(&out));
+
+    let out = as_user(&bob, &["approval", "approve", "gate", "Approve", "Release", "--comment", "looks good"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = as_user(&bob, &["approval", "approve", "gate", "Approve", "Release"]);
+    assert_eq!(out.status.code(), Some(1), "bob counts once: {}", output_text(&out));
+    let out = as_user(&cy, &["approval", "approve", "gate", "Approve", "Release"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let history = cluster.wait_for_executions_to_end("gate").unwrap();
+    let first = history["pipelineExecutionSummaries"][0]["pipelineExecutionId"].as_str().unwrap().to_string();
+    assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Succeeded", "{history}");
+    let execution = cluster.sluice_json(&["execution", "get", "gate", &first]).unwrap();
+    let release = &execution["stages"][1]["actions"][0];
+    assert_eq!(release["summary"], "approved by bob, cy", "{release}");
+    let decisions: Vec<&str> =
+        release["approval"]["decisions"].as_array().unwrap().iter().map(|d| d["by"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["bob", "cy"]);
+
+    // A run Bob starts: Bob cannot approve, Cy rejects, the run fails.
+    let out = as_user(&bob, &["pipeline", "start", "gate"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let second = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    wait_until("the second approval to wait", WAIT, || {
+        let e = cluster.sluice_json(&["execution", "get", "gate", &second]).ok()?;
+        (e["stages"][1]["actions"][0]["status"] == "InProgress").then_some(())
+    })
+    .unwrap();
+    let out = as_user(&bob, &["approval", "approve", "gate", "Approve", "Release"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let out = as_user(&cy, &["approval", "reject", "gate", "Approve", "Release", "--comment", "freeze"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let history = cluster.wait_for_executions_to_end("gate").unwrap();
+    assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Failed");
+    assert!(
+        history["pipelineExecutionSummaries"][0]["statusSummary"].as_str().unwrap().contains("rejected by cy: freeze"),
+        "{history}"
+    );
+    // A revoked token stops working at once.
+    let tokens = cluster.sluice_json(&["token", "list"]).unwrap();
+    let cy_id = tokens["tokens"].as_array().unwrap().iter().find(|t| t["user"] == "cy").unwrap()["id"].as_str().unwrap().to_string();
+    assert!(cluster.sluice(&["token", "revoke", &cy_id]).status.success());
+    let out = as_user(&cy, &["pipeline", "list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+}

@@ -24,6 +24,20 @@ pub const PINNED_REVISION_VARIABLE: &str = "codepipeline.SourceRevision";
 /// fetched: CodePipeline's `CommitId` for git-like sources, else `RevisionId`.
 pub const REVISION_OUTPUT_VARIABLES: &[&str] = &["CommitId", "RevisionId"];
 
+/// How long after an action's timeout the controller gives up on an agent
+/// that reported nothing (the agent enforces the timeout itself).
+pub const TIMEOUT_GRACE_MS: u64 = 60_000;
+
+/// The built-in approval provider, decided through the API.
+pub fn is_manual_approval(action: &crate::pipeline::Action) -> bool {
+    action.action_type_id.category == "Approval" && action.action_type_id.provider == "manual"
+}
+
+/// `RequiredApprovals` (1 by default; validation keeps it a whole number).
+fn required_approvals(action: &crate::pipeline::Action) -> u32 {
+    action.configuration.get("RequiredApprovals").and_then(|v| v.trim().parse().ok()).filter(|n| *n >= 1).unwrap_or(1)
+}
+
 /// Records the revision a source action reports having fetched.
 fn record_source_revision(
     exec: &mut Execution,
@@ -245,6 +259,10 @@ impl Engine {
     }
 
     /// Executions changed since the last call, to persist in one transaction.
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     pub fn take_dirty(&mut self) -> Vec<Execution> {
         let ids = std::mem::take(&mut self.dirty);
         let out: Vec<Execution> = ids.iter().filter_map(|id| self.executions.get(id).cloned()).collect();
@@ -541,6 +559,17 @@ impl Engine {
         let snapshot = exec.clone();
         let (stage, name) = (snapshot.stages[si].name.clone(), snapshot.stages[si].actions[ai].name.clone());
         self.notice(now, &snapshot, Some(stage), Some(name), "InProgress", None);
+        let def = self.definitions[exec_id].clone();
+        let action_def = &def.stages[si].actions[ai];
+        if is_manual_approval(action_def) {
+            // Decided by people through the API, never by an agent.
+            let required = required_approvals(action_def);
+            let exec = self.executions.get_mut(exec_id).expect("known");
+            let action = &mut exec.stages[si].actions[ai];
+            action.approval = Some(ApprovalState { required, decisions: Vec::new() });
+            action.waiting_reason = Some(format!("waiting for {required} approval(s)"));
+            return;
+        }
         if let Err(message) = self.enqueue(exec_id, si, ai) {
             self.record_result(now, exec_id, si, ai, ActionResult::Failed { message });
         }
@@ -713,6 +742,111 @@ impl Engine {
             }
         }
         self.definitions.remove(exec_id);
+    }
+
+    /// Records an approval decision on an in-progress manual approval of an
+    /// execution this engine runs. Whoever started the execution may not
+    /// approve it; each approver counts once; one rejection fails it.
+    /// Returns what the decision did, in words.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &mut self,
+        now: Millis,
+        exec_id: &ExecutionId,
+        stage: &str,
+        action: &str,
+        by: &str,
+        approve: bool,
+        comment: &str,
+    ) -> Result<String, String> {
+        let exec = self.executions.get_mut(exec_id).ok_or_else(|| format!("execution {exec_id} is not in progress"))?;
+        let si = exec.stages.iter().position(|s| s.name == stage).ok_or_else(|| format!("no stage \"{stage}\""))?;
+        let ai = exec.stages[si]
+            .actions
+            .iter()
+            .position(|a| a.name == action)
+            .ok_or_else(|| format!("stage \"{stage}\" has no action \"{action}\""))?;
+        let started_by = exec.trigger.started_by.clone();
+        let run = &mut exec.stages[si].actions[ai];
+        let Some(approval) = run.approval.as_mut().filter(|_| run.status == Some(ActionStatus::InProgress)) else {
+            return Err(format!("action \"{stage}/{action}\" of execution {exec_id} is not waiting for approval"));
+        };
+        if approve && started_by.as_deref() == Some(by) {
+            return Err(format!("{by} started execution {exec_id} and cannot approve it"));
+        }
+        if approval.decisions.iter().any(|d| d.by == by) {
+            return Err(format!("{by} has already decided on \"{stage}/{action}\" of execution {exec_id}"));
+        }
+        approval.decisions.push(ApprovalDecision { by: by.to_string(), approved: approve, comment: comment.to_string(), at: now });
+        let approvers: Vec<String> = approval.decisions.iter().filter(|d| d.approved).map(|d| d.by.clone()).collect();
+        let required = approval.required;
+        let comment_suffix = if comment.is_empty() { String::new() } else { format!(": {comment}") };
+        if !approve {
+            let message = format!("rejected by {by}{comment_suffix}");
+            self.finish_action(now, exec_id, si, ai, ActionResult::Failed { message: message.clone() });
+            return Ok(message);
+        }
+        if approvers.len() as u32 >= required {
+            let summary = format!("approved by {}", approvers.join(", "));
+            let result = ActionResult::Succeeded {
+                summary: summary.clone(),
+                output_variables: BTreeMap::new(),
+                external_url: None,
+                outputs: Vec::new(),
+            };
+            self.finish_action(now, exec_id, si, ai, result);
+            return Ok(summary);
+        }
+        run.waiting_reason = Some(format!("waiting for {} more approval(s)", required - approvers.len() as u32));
+        exec.updated_at = now;
+        let snapshot = exec.clone();
+        self.dirty.insert(exec_id.clone());
+        let message = format!("approved by {by} ({} of {required}){comment_suffix}", approvers.len());
+        self.notice(now, &snapshot, Some(stage.to_string()), Some(action.to_string()), "Approved", Some(message.clone()));
+        Ok(message)
+    }
+
+    /// Fails every in-progress action past its `timeoutInMinutes`: manual
+    /// approvals at the timeout, agent actions that never started at the
+    /// timeout, running ones [`TIMEOUT_GRACE_MS`] later (the agent stops
+    /// them itself at the timeout; this covers an agent that never answers).
+    /// Returns the job ids of the agent actions failed, to cancel.
+    pub fn expire(&mut self, now: Millis) -> Vec<String> {
+        let mut expired = Vec::new();
+        for (exec_id, exec) in &self.executions {
+            let def = &self.definitions[exec_id];
+            for (si, stage) in exec.stages.iter().enumerate() {
+                for (ai, run) in stage.actions.iter().enumerate() {
+                    if run.status != Some(ActionStatus::InProgress) {
+                        continue;
+                    }
+                    let Some(started) = run.started_at else { continue };
+                    let action_def = &def.stages[si].actions[ai];
+                    let timeout = u64::from(action_def.timeout_minutes()) * 60_000;
+                    let human = crate::pipeline::limits::human_minutes(action_def.timeout_minutes());
+                    let (deadline, message) = if run.approval.is_some() {
+                        (started + timeout, format!("approval timed out after {human}"))
+                    } else if run.agent.is_none() {
+                        let why = run.waiting_reason.clone().unwrap_or_else(|| "no agent took it".into());
+                        (started + timeout, format!("not started within {human}: {why}"))
+                    } else {
+                        (started + timeout + TIMEOUT_GRACE_MS, format!("timed out after {human}: the agent reported no result"))
+                    };
+                    if now >= deadline {
+                        expired.push((exec_id.clone(), si, ai, run.job_id.clone(), message));
+                    }
+                }
+            }
+        }
+        let mut jobs = Vec::new();
+        for (exec_id, si, ai, job_id, message) in expired {
+            if let Some(job_id) = job_id.filter(|_| self.executions[&exec_id].stages[si].actions[ai].approval.is_none()) {
+                jobs.push(job_id);
+            }
+            self.ready.retain(|d| !(d.execution_id == exec_id && d.stage == self.executions[&exec_id].stages[si].name && d.action == self.executions[&exec_id].stages[si].actions[ai].name));
+            self.finish_action(now, &exec_id, si, ai, ActionResult::Failed { message });
+        }
+        jobs
     }
 
     fn notice(

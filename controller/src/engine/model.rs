@@ -96,6 +96,40 @@ pub struct Trigger {
     /// `CreatePipeline`, `StartPipelineExecution`, `Webhook`, `Poll`, ...
     pub trigger_type: String,
     pub trigger_detail: String,
+    /// The user who started the execution, when a person did (API calls);
+    /// that user may not approve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+}
+
+impl Trigger {
+    pub fn new(trigger_type: impl Into<String>, trigger_detail: impl Into<String>) -> Self {
+        Self { trigger_type: trigger_type.into(), trigger_detail: trigger_detail.into(), started_by: None }
+    }
+
+    pub fn by(mut self, user: impl Into<String>) -> Self {
+        self.started_by = Some(user.into());
+        self
+    }
+}
+
+/// A manual approval in progress or decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalState {
+    /// `RequiredApprovals`: distinct approvers needed.
+    pub required: u32,
+    /// Every decision, in order: the audit trail.
+    pub decisions: Vec<ApprovalDecision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalDecision {
+    pub by: String,
+    pub approved: bool,
+    pub comment: String,
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,4 +202,7 @@ pub struct ActionRun {
     pub output_variables: BTreeMap<String, String>,
     /// Why a dispatched action has not started (e.g. no eligible agent).
     pub waiting_reason: Option<String>,
+    /// For a manual approval: what it needs and who decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalState>,
 }

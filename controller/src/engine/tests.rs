@@ -28,7 +28,7 @@ fn start(engine: &mut Engine, p: Arc<Pipeline>, id: &str) {
             id: ExecutionId(id.into()),
             pipeline: p,
             version: 1,
-            trigger: Trigger { trigger_type: "StartPipelineExecution".into(), trigger_detail: "test".into() },
+            trigger: Trigger::new("StartPipelineExecution", "test"),
             variables: BTreeMap::new(),
             revisions: BTreeMap::new(),
         },
@@ -327,7 +327,7 @@ fn a_pinned_revision_reaches_the_source_action_and_a_fetched_one_is_recorded() {
             id: ExecutionId("pinned".into()),
             pipeline: three_stage(),
             version: 1,
-            trigger: Trigger { trigger_type: "Webhook".into(), trigger_detail: "push".into() },
+            trigger: Trigger::new("Webhook", "push"),
             variables: BTreeMap::new(),
             revisions: pinned,
         },
@@ -351,4 +351,101 @@ fn a_pinned_revision_reaches_the_source_action_and_a_fetched_one_is_recorded() {
     let exec = engine.execution(&ExecutionId("head".into())).unwrap();
     assert_eq!(exec.source_revisions["Src"].revision_id, "def456");
     assert!(!exec.source_revisions["Src"].pinned);
+}
+
+fn approval_pipeline(required: u32, timeout_minutes: u32) -> Arc<Pipeline> {
+    pipeline(&format!(
+        r#"{{"pipeline": {{"name": "gate", "stages": [
+        {{"name": "Source", "actions": [{{"name": "Src", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+            "configuration": {{"Url": "/r"}}, "outputArtifacts": [{{"name": "src"}}]}}]}},
+        {{"name": "Approve", "actions": [{{"name": "Release", "timeoutInMinutes": {timeout_minutes},
+            "actionTypeId": {{"category": "Approval", "owner": "Sluice", "provider": "manual", "version": "1"}},
+            "configuration": {{"RequiredApprovals": "{required}"}}}}]}},
+        {{"name": "Deploy", "actions": [{{"name": "D", "actionTypeId": {{"category": "Deploy", "owner": "Sluice", "provider": "noop", "version": "1"}}}}]}}
+    ]}}}}"#
+    ))
+}
+
+fn start_by(engine: &mut Engine, p: Arc<Pipeline>, id: &str, by: &str) {
+    engine.handle(
+        0,
+        Event::Start {
+            id: ExecutionId(id.into()),
+            pipeline: p,
+            version: 1,
+            trigger: Trigger::new("StartPipelineExecution", "test").by(by),
+            variables: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+        },
+    );
+}
+
+#[test]
+fn an_approval_needs_distinct_approvers_other_than_the_starter() {
+    let mut engine = Engine::new();
+    start_by(&mut engine, approval_pipeline(2, 60), "e", "ann");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d")], &[]));
+    assert!(drain(&mut engine).is_empty(), "an approval is never handed to an agent");
+    let id = ExecutionId("e".into());
+    let err = engine.decide(2, &id, "Approve", "Release", "ann", true, "").unwrap_err();
+    assert!(err.contains("started execution e and cannot approve it"), "{err}");
+    assert_eq!(engine.decide(3, &id, "Approve", "Release", "bob", true, "lgtm").unwrap(), "approved by bob (1 of 2): lgtm");
+    assert!(engine.decide(4, &id, "Approve", "Release", "bob", true, "").unwrap_err().contains("already decided"));
+    assert!(drain(&mut engine).is_empty(), "one approval of two lets nothing through");
+    assert_eq!(engine.decide(5, &id, "Approve", "Release", "cy", true, "").unwrap(), "approved by bob, cy");
+    let deploy = drain(&mut engine);
+    assert_eq!(deploy.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["D"]);
+    let run = &engine.execution(&id).unwrap().stages[1].actions[0];
+    assert_eq!(run.status, Some(ActionStatus::Succeeded));
+    let decisions = &run.approval.as_ref().unwrap().decisions;
+    assert_eq!(decisions.iter().map(|d| (d.by.as_str(), d.at)).collect::<Vec<_>>(), [("bob", 3), ("cy", 5)]);
+    // Nothing is waiting any more.
+    assert!(engine.decide(6, &id, "Approve", "Release", "dee", true, "").is_err());
+}
+
+#[test]
+fn a_rejection_fails_the_execution_and_a_timeout_fails_the_approval() {
+    let mut engine = Engine::new();
+    start_by(&mut engine, approval_pipeline(1, 60), "r", "ann");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d")], &[]));
+    // The starter may reject (only approving is refused).
+    assert_eq!(
+        engine.decide(2, &ExecutionId("r".into()), "Approve", "Release", "ann", false, "not today").unwrap(),
+        "rejected by ann: not today"
+    );
+    let dirty = engine.take_dirty();
+    let rejected = dirty.iter().find(|e| e.id.0 == "r").unwrap();
+    assert_eq!(rejected.status, ExecutionStatus::Failed);
+
+    start_by(&mut engine, approval_pipeline(1, 1), "t", "ann");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d")], &[]));
+    // Action started at 1 ms; a 1-minute timeout.
+    assert!(engine.expire(60_000).is_empty());
+    assert_eq!(engine.execution(&ExecutionId("t".into())).unwrap().status, ExecutionStatus::InProgress, "not yet");
+    assert!(engine.expire(60_001).is_empty(), "approvals have no job to cancel");
+    let dirty = engine.take_dirty();
+    let timed_out = dirty.iter().find(|e| e.id.0 == "t").unwrap();
+    assert_eq!(timed_out.status, ExecutionStatus::Failed);
+    assert_eq!(timed_out.stages[1].actions[0].error.as_deref(), Some("approval timed out after 1m"));
+}
+
+#[test]
+fn an_action_no_agent_takes_fails_at_its_timeout_and_a_silent_agent_after_the_grace() {
+    let mut engine = Engine::new();
+    start(&mut engine, three_stage(), "w");
+    let src = drain(&mut engine);
+    // Never started by an agent: fails at the 60-minute default.
+    assert!(engine.expire(60 * 60_000 - 1).is_empty());
+    assert_eq!(engine.expire(60 * 60_000), vec![src[0].job_id.clone()]);
+    let exec = engine.take_dirty().into_iter().find(|e| e.id.0 == "w").unwrap();
+    assert!(exec.stages[0].actions[0].error.as_deref().unwrap().starts_with("not started within 1h"), "{exec:?}");
+
+    start(&mut engine, three_stage(), "s");
+    let src = drain(&mut engine);
+    engine.handle(0, Event::ActionStarted { job_id: src[0].job_id.clone(), lease_epoch: src[0].lease_epoch, agent: "a".into() });
+    assert!(engine.expire(60 * 60_000 + TIMEOUT_GRACE_MS - 1).is_empty());
+    assert_eq!(engine.expire(60 * 60_000 + TIMEOUT_GRACE_MS), vec![src[0].job_id.clone()]);
 }

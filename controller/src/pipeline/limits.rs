@@ -56,6 +56,9 @@ pub const MAX_TIMEOUT_MINUTES: u32 = 86_400;
 /// Timeout of an action that declares none (DESIGN.md section 3).
 pub const DEFAULT_TIMEOUT_MINUTES: u32 = 60;
 
+/// Most distinct approvers a manual approval may require.
+pub const MAX_REQUIRED_APPROVALS: u32 = 20;
+
 /// How often a Source action is polled for changes by default, in seconds
 /// (jittered by up to 10 % either way). `pollIntervalSeconds: 0` turns
 /// polling off; otherwise 1 to [`MAX_POLL_INTERVAL_SECONDS`].
@@ -81,3 +84,14 @@ pub const CONFIG_VALUE_MAX_LEN: usize = 16 * 1024;
 /// pipeline (50 stages of 50 actions with full configurations); it keeps a
 /// hostile upload from costing the controller more than a bounded parse.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// `90m`, `2h`, `7d`: how a timeout in minutes reads in messages.
+pub fn human_minutes(minutes: u32) -> String {
+    if minutes >= 1440 && minutes.is_multiple_of(1440) {
+        format!("{}d", minutes / 1440)
+    } else if minutes >= 60 && minutes.is_multiple_of(60) {
+        format!("{}h", minutes / 60)
+    } else {
+        format!("{minutes}m")
+    }
+}

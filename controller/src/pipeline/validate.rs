@@ -655,6 +655,16 @@ impl<'d> Validator<'d> {
 
     fn configuration(&mut self, path: &str, site: Site<'d>, action: &Action) {
         let config_path = child(path, "configuration");
+        if action.action_type_id.category == "Approval"
+            && action.action_type_id.provider == "manual"
+            && let Some(n) = action.configuration.get("RequiredApprovals")
+            && !n.trim().parse::<u32>().is_ok_and(|n| (1..=limits::MAX_REQUIRED_APPROVALS).contains(&n))
+        {
+            self.error(
+                child(&config_path, "RequiredApprovals"),
+                format!("RequiredApprovals is a whole number from 1 to {}, found {n:?}", limits::MAX_REQUIRED_APPROVALS),
+            );
+        }
         for (key, value) in action.configuration.iter() {
             let path = child(&config_path, key);
             if key.is_empty() {

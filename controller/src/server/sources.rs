@@ -233,10 +233,10 @@ impl Driver {
                 return;
             }
         };
-        let trigger = Trigger {
-            trigger_type: "Poll".into(),
-            trigger_detail: format!("{action} found {} by polling ({})", short(&revision.id), revision.summary),
-        };
+        let trigger = Trigger::new(
+            "Poll",
+            format!("{action} found {} by polling ({})", short(&revision.id), revision.summary),
+        );
         match self.source_changed(&pipeline, &[action.clone()], &revision.id, trigger, true) {
             Ok(Reported::Started(id)) => info!(%pipeline, %action, revision = %revision.id, execution = %id, "new revision found by polling"),
             Ok(Reported::Duplicate(_)) => {}
@@ -357,10 +357,10 @@ impl Driver {
             info!(pipeline = %name, %sender, "webhook starts nothing: {reason}");
             return Ok(json!({ "started": false, "reason": reason }));
         }
-        let trigger = Trigger {
-            trigger_type: "Webhook".into(),
-            trigger_detail: format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)),
-        };
+        let trigger = Trigger::new(
+            "Webhook",
+            format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)),
+        );
         match self.source_changed(name, &actions, &change.revision, trigger, false)? {
             Reported::Started(id) => {
                 info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
