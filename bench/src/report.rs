@@ -120,8 +120,15 @@ impl Report {
                 ]);
             }
         }
+        let m = machine();
+        let mut out = format!(
+            "machine: {}, {} cores, {} MiB, Linux {}\n\n",
+            m["cpu"].as_str().unwrap_or_default(),
+            m["cores"],
+            m["memoryMiB"],
+            m["kernel"].as_str().unwrap_or_default()
+        );
         let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-        let mut out = String::new();
         for (n, row) in rows.iter().enumerate() {
             let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
             out.push_str(&format!("| {} |\n", cells.join(" | ")));
