@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, anyhow};
 use clap::Parser;
 use identity::Identity;
 use sluice_protocol::{FromAgent, JoinToken};
-use sluice_runtime::{Runtime, RuntimeConfig};
+use sluice_runtime::{Allocation, Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,9 +54,20 @@ struct Args {
     /// Linear memory one action may use.
     #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     runtime_memory_mib: u64,
+    /// How plugin calls get their memory: `pooling` reserves pools for
+    /// `--slots` calls at start (and falls back to `on-demand` where the
+    /// address space does not allow it), `on-demand` allocates per call.
+    #[arg(long, value_enum, default_value_t = AllocatorFlag::Pooling)]
+    allocator: AllocatorFlag,
     /// Compiled plugins; default `<data-dir>/cache`.
     #[arg(long, value_name = "DIR")]
     plugin_cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AllocatorFlag {
+    Pooling,
+    OnDemand,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -155,8 +166,14 @@ async fn run(args: Args) -> Result<()> {
     let runtime = Runtime::new(RuntimeConfig {
         memory_limit: usize::try_from(args.runtime_memory_mib << 20).context("--runtime-memory-mib is too large")?,
         cache_dir: Some(cache_dir),
+        allocation: match args.allocator {
+            // One call at a time per slot.
+            AllocatorFlag::Pooling => Allocation::Pooling { concurrent_calls: args.slots },
+            AllocatorFlag::OnDemand => Allocation::OnDemand,
+        },
     })
     .context("starting the plugin runtime")?;
+    info!(allocation = ?runtime.allocation(), "plugin runtime ready");
 
     let link = transfer::Link::default();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel::<FromAgent>(OUTBOX);
@@ -217,6 +234,7 @@ mod tests {
         .unwrap();
         assert_eq!(args.slots, 2);
         assert_eq!(args.runtime_memory_mib, 256);
+        assert_eq!(args.allocator, AllocatorFlag::Pooling);
         assert_eq!(args.labels, [("a".into(), "1".into()), ("b".into(), "2".into())]);
         assert!(
             Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--labels", "nokey"])

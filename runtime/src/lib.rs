@@ -57,13 +57,36 @@ pub struct RuntimeConfig {
     pub memory_limit: usize,
     /// Where compiled components are cached (keyed by digest and engine).
     pub cache_dir: Option<PathBuf>,
+    /// How plugin instances get their memories and tables.
+    pub allocation: Allocation,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { memory_limit: 256 << 20, cache_dir: None }
+        Self { memory_limit: 256 << 20, cache_dir: None, allocation: Allocation::OnDemand }
     }
 }
+
+/// Where the memories, tables and instance records of plugin calls come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Allocated when a plugin is instantiated and released with its store:
+    /// nothing reserved up front, more system calls per call.
+    OnDemand,
+    /// Taken from pools reserved when the runtime starts, sized for this many
+    /// plugin calls at once: instantiation reuses warm slots. Reserving needs
+    /// a lot of virtual address space (one [`Config::memory_reservation`]
+    /// per memory slot); where that fails, the runtime falls back to
+    /// [`Allocation::OnDemand`] and says so.
+    Pooling { concurrent_calls: u32 },
+}
+
+/// Core instances, memories and tables one plugin call may need from the
+/// pools: a wasip2 component is a few core modules (the program, the WASI
+/// adapter, shims), each with at most a memory and a couple of tables.
+const POOL_CORE_INSTANCES_PER_CALL: u32 = 16;
+const POOL_MEMORIES_PER_CALL: u32 = 2;
+const POOL_TABLES_PER_CALL: u32 = 8;
 
 /// Configuration property as `describe()` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +199,8 @@ pub struct LoadedPlugin {
 /// The wasmtime engine, linker and compiled-plugin cache.
 pub struct Runtime {
     engine: Engine,
+    /// The allocation in force, after any fallback.
+    allocation: Allocation,
     linker: Linker<host::HostState>,
     config: RuntimeConfig,
     loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
@@ -197,11 +222,19 @@ pub fn digest(bytes: &[u8]) -> String {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Arc<Self>> {
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true);
-        wasm.epoch_interruption(true);
-        wasm.max_wasm_stack(MAX_WASM_STACK);
-        let engine = wt(Engine::new(&wasm), "creating the wasmtime engine")?;
+        let (engine, allocation) = match config.allocation {
+            Allocation::OnDemand => (engine(None, config.memory_limit)?, Allocation::OnDemand),
+            Allocation::Pooling { concurrent_calls } => match engine(Some(concurrent_calls), config.memory_limit) {
+                Ok(engine) => (engine, config.allocation),
+                Err(e) => {
+                    tracing::warn!(
+                        concurrent_calls,
+                        "the pooling allocator is not available here, allocating on demand: {e:#}"
+                    );
+                    (engine(None, config.memory_limit)?, Allocation::OnDemand)
+                }
+            },
+        };
         let mut linker = Linker::new(&engine);
         wt(wasmtime_wasi::p2::add_to_linker_sync(&mut linker), "linking WASI")?;
         wt(
@@ -211,8 +244,14 @@ impl Runtime {
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating plugin cache {}", dir.display()))?;
         }
-        let runtime =
-            Arc::new(Self { engine, linker, config, loaded: Mutex::new(HashMap::new()), compiling: Mutex::new(()) });
+        let runtime = Arc::new(Self {
+            engine,
+            allocation,
+            linker,
+            config,
+            loaded: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(()),
+        });
         // The epoch ticker holds only a weak reference so a dropped runtime
         // stops it.
         let weak = Arc::downgrade(&runtime);
@@ -227,6 +266,11 @@ impl Runtime {
             })
             .context("starting the epoch thread")?;
         Ok(runtime)
+    }
+
+    /// The allocation strategy in force (pooling may have fallen back).
+    pub fn allocation(&self) -> Allocation {
+        self.allocation
     }
 
     /// A plugin already compiled in this process, by digest.
@@ -506,6 +550,30 @@ impl Runtime {
         });
         Ok((store, stdio))
     }
+}
+
+/// The wasmtime engine; with `pooling`, its pools are reserved now, so that
+/// a machine that cannot give the address space fails here rather than at
+/// the first plugin call.
+fn engine(pooling: Option<u32>, memory_limit: usize) -> Result<Engine> {
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true);
+    wasm.epoch_interruption(true);
+    wasm.max_wasm_stack(MAX_WASM_STACK);
+    if let Some(calls) = pooling {
+        let calls = calls.max(1);
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(calls)
+            .total_core_instances(calls.saturating_mul(POOL_CORE_INSTANCES_PER_CALL))
+            .total_memories(calls.saturating_mul(POOL_MEMORIES_PER_CALL))
+            .total_tables(calls.saturating_mul(POOL_TABLES_PER_CALL))
+            .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_CALL)
+            .max_memories_per_component(POOL_MEMORIES_PER_CALL)
+            .max_tables_per_component(POOL_TABLES_PER_CALL)
+            .max_memory_size(memory_limit);
+        wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    wt(Engine::new(&wasm), "creating the wasmtime engine")
 }
 
 /// A core module starts with the magic and version 1; a component with the

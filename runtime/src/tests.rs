@@ -10,8 +10,13 @@ struct Fixture {
 }
 
 fn fixture(memory_limit: usize) -> Fixture {
+    fixture_with(memory_limit, Allocation::OnDemand)
+}
+
+fn fixture_with(memory_limit: usize, allocation: Allocation) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::new(RuntimeConfig { memory_limit, cache_dir: Some(dir.path().join("cache")) }).unwrap();
+    let runtime =
+        Runtime::new(RuntimeConfig { memory_limit, cache_dir: Some(dir.path().join("cache")), allocation }).unwrap();
     Fixture { runtime, dir }
 }
 
@@ -117,6 +122,21 @@ fn a_memory_bomb_hits_the_memory_limit() {
 }
 
 #[test]
+fn pooled_instances_keep_the_limits_and_are_reused() {
+    let f = fixture_with(64 << 20, Allocation::Pooling { concurrent_calls: 2 });
+    // Where the address space allows pools (every 64-bit Linux we run on),
+    // they are in force; a fallback would be announced, not silent.
+    assert_eq!(f.runtime.allocation(), Allocation::Pooling { concurrent_calls: 2 });
+    let (outcome, _) = run(&f, "memory", Grants::default(), Duration::from_secs(30));
+    assert_eq!(failure(&outcome), "plugin exceeded its memory limit of 64 MiB");
+    // More calls than slots, one after another: each returns its slot.
+    for _ in 0..5 {
+        let (outcome, _) = run(&f, "ok", Grants::default(), Duration::from_secs(30));
+        assert!(matches!(outcome, Outcome::Succeeded { ref summary, .. } if summary == "ok"), "{outcome:?}");
+    }
+}
+
+#[test]
 fn host_paths_outside_the_preopens_cannot_be_read() {
     let f = fixture(64 << 20);
     let (outcome, _) = run(&f, "read-host-path", Grants::default(), Duration::from_secs(30));
@@ -164,7 +184,12 @@ fn compiled_plugins_are_cached_on_disk_and_reused() {
     let cached: Vec<_> = std::fs::read_dir(f.dir.path().join("cache")).unwrap().collect();
     assert_eq!(cached.len(), 1);
     // A second runtime on the same cache loads without compiling and works.
-    let again = Runtime::new(RuntimeConfig { memory_limit: 64 << 20, cache_dir: Some(f.dir.path().join("cache")) }).unwrap();
+    let again = Runtime::new(RuntimeConfig {
+        memory_limit: 64 << 20,
+        cache_dir: Some(f.dir.path().join("cache")),
+        ..Default::default()
+    })
+    .unwrap();
     let plugin = again.load(&bytes, Some(&digest(&bytes))).unwrap();
     assert_eq!(again.describe(&plugin).unwrap().name, "hostile");
 }

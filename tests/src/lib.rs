@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 /// How long a test waits for a process to reach a state before failing.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// A binary built by `cargo build --workspace --bins`, beside the test's
-/// own target directory.
+/// A binary built by `cargo build --workspace --bins`: beside the running
+/// executable (a binary such as `sluice-bench`) or one level up from it (a
+/// test in `target/<profile>/deps/`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let beside = exe.parent().expect("executable dir");
+    let dir = if beside.join(name).exists() { beside } else { beside.parent().expect("target dir") };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -48,12 +49,19 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
 pub struct ClusterBuilder {
     agents: Vec<Vec<String>>,
     controller_args: Vec<String>,
+    agent_args: Vec<String>,
 }
 
 impl ClusterBuilder {
     /// Adds an agent with these labels (`k=v`).
     pub fn agent(mut self, labels: &[&str]) -> Self {
         self.agents.push(labels.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// Extra flags for every `sluice-agent` (such as `--slots 4`).
+    pub fn agent_args(mut self, args: &[&str]) -> Self {
+        self.agent_args.extend(args.iter().map(|s| s.to_string()));
         self
     }
 
@@ -72,6 +80,7 @@ impl ClusterBuilder {
             fleet: String::new(),
             token: String::new(),
             controller_args: self.controller_args,
+            agent_args: self.agent_args,
             dir,
         };
         cluster.start_controller()?;
@@ -91,13 +100,14 @@ pub struct Cluster {
     pub fleet: String,
     pub token: String,
     controller_args: Vec<String>,
+    agent_args: Vec<String>,
     pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> ClusterBuilder {
-        ClusterBuilder { agents: Vec::new(), controller_args: Vec::new() }
+        ClusterBuilder { agents: Vec::new(), controller_args: Vec::new(), agent_args: Vec::new() }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -128,6 +138,11 @@ impl Cluster {
         self.fleet = addresses["fleet"].as_str().context("fleet address")?.to_string();
         self.token = std::fs::read_to_string(data.join("admin.token"))?.trim().to_string();
         Ok(())
+    }
+
+    /// The controller's process id, while it runs.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
     }
 
     /// Kills the controller with SIGKILL: nothing gets to clean up.
@@ -188,6 +203,7 @@ impl Cluster {
         if !labels.is_empty() {
             cmd.args(["--labels", &labels.join(",")]);
         }
+        cmd.args(&self.agent_args);
         Ok(cmd.env("SLUICE_LOG", "info").stdout(Stdio::null()).stderr(log).spawn()?)
     }
 
@@ -248,6 +264,19 @@ impl Drop for Cluster {
         }
         self.kill_controller();
     }
+}
+
+/// A pipeline whose first stage checks `repo` out with the git plugin into
+/// the artifact `src`, followed by `stages` (stage objects, comma-separated).
+pub fn git_pipeline(name: &str, variables: &str, repo: &Path, stages: &str) -> String {
+    format!(
+        r#"{{"pipeline": {{"name": "{name}", "variables": [{variables}], "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout",
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
+  {stages}]}}}}"#,
+        repo = repo.display()
+    )
 }
 
 /// Runs git in a directory with a fixed identity, failing loudly.

@@ -2,26 +2,13 @@
 //! loopback. Build them first: `cargo build --workspace --bins`.
 
 use serde_json::Value;
-use sluice_tests::{Cluster, WAIT, bin, make_repo, output_text, wait_until};
+use sluice_tests::{Cluster, WAIT, bin, git_pipeline, make_repo, output_text, wait_until};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
-}
-
-/// A pipeline whose first stage checks `repo` out with the git plugin into
-/// the artifact `src`, followed by `stages` (stage objects, comma-separated).
-fn git_pipeline(name: &str, variables: &str, repo: &Path, stages: &str) -> String {
-    format!(
-        r#"{{"pipeline": {{"name": "{name}", "variables": [{variables}], "stages": [
-  {{"name": "Source", "actions": [{{"name": "Checkout",
-     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
-     "configuration": {{"Url": "{repo}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
-  {stages}]}}}}"#,
-        repo = repo.display()
-    )
 }
 
 /// A pipeline whose Build runs on the agent labelled `role=build` and whose

@@ -1,0 +1,202 @@
+//! `artifacts`: one artifact uploaded to and downloaded from the real
+//! controller on the streams an agent uses (`PutArtifact`, then
+//! `FetchArtifact`, with the agent's checks: the controller verifies size
+//! and sha256 and syncs to disk; the download is hashed and written to a
+//! file, as the agent does), beside raw quinn in this process: a bare
+//! server and client with the controller's own TLS configuration moving
+//! the same bytes with nothing else to do.
+
+use crate::client::{self, read_frame};
+use crate::report::{Budget, Figure, ScenarioReport};
+use anyhow::{Context as _, Result, bail};
+use sha2::{Digest as _, Sha256};
+use serde_json::json;
+use sluice_protocol::{FrameDecoder, JoinToken, StreamReply, StreamRequest, encode};
+use sluice_tests::Cluster;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt as _;
+
+pub struct Params {
+    pub size_mib: usize,
+    pub repeat: usize,
+}
+
+/// Read size on the receiving side, as the agent's.
+const CHUNK: usize = 256 * 1024;
+
+pub async fn run(p: &Params) -> Result<ScenarioReport> {
+    let size = p.size_mib << 20;
+    let data = Arc::new(pseudo_random(size));
+    let dir = tempfile::tempdir()?;
+
+    let cluster = tokio::task::block_in_place(|| Cluster::new().start())?;
+    let fleet: SocketAddr = cluster.fleet.parse()?;
+    let token = JoinToken::parse(&tokio::task::block_in_place(|| cluster.join_token(Some(1)))?).map_err(anyhow::Error::msg)?;
+    let roots = client::roots(&std::fs::read_to_string(cluster.data_dir().join("ca/ca.crt"))?)?;
+    let endpoint = client::endpoint()?;
+    let enrolled = client::enroll(&endpoint, fleet, roots, &token).await?;
+    let agent = client::connect(&endpoint, fleet, &enrolled).await?;
+
+    let raw = RawQuinn::start(dir.path(), data.clone()).await?;
+
+    let (mut up, mut down, mut raw_up, mut raw_down) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..p.repeat {
+        // A fresh digest each round, so the controller stores every upload
+        // anew rather than finding it already there.
+        let mut bytes = (*data).clone();
+        bytes[0] = round as u8;
+        let round_digest = hex::encode(Sha256::digest(&bytes));
+        up.push(sluice_upload(&agent.conn, &bytes, &round_digest).await?);
+        down.push(sluice_download(&agent.conn, &round_digest, size as u64, &dir.path().join("download")).await?);
+        raw_up.push(raw.upload(&data).await?);
+        raw_down.push(raw.download(size).await?);
+    }
+    let rate = |times: &[Duration]| size as f64 / (1 << 20) as f64 / median(times).as_secs_f64();
+    let (up, down, raw_up, raw_down) = (rate(&up), rate(&down), rate(&raw_up), rate(&raw_down));
+
+    let mut report = ScenarioReport::new("artifacts", json!({"sizeMiB": p.size_mib, "repeat": p.repeat}));
+    report.figure(Figure::new("sluice upload", up, "MiB/s"));
+    report.figure(Figure::new("raw quinn upload", raw_up, "MiB/s"));
+    report.figure(Figure::new("upload, share of raw quinn", 100.0 * up / raw_up, "%").budget(Budget::AtLeast(75.0)));
+    report.figure(Figure::new("sluice download", down, "MiB/s"));
+    report.figure(Figure::new("raw quinn download", raw_down, "MiB/s"));
+    report.figure(Figure::new("download, share of raw quinn", 100.0 * down / raw_down, "%").budget(Budget::AtLeast(75.0)));
+    report.note(format!("median of {} rounds each; the controller and this process share the machine's cores", p.repeat));
+    raw.endpoint.close(0u32.into(), b"done");
+    Ok(report)
+}
+
+/// Incompressible-looking bytes, quickly (xorshift).
+fn pseudo_random(size: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+async fn sluice_upload(conn: &quinn::Connection, bytes: &[u8], digest: &str) -> Result<Duration> {
+    let started = Instant::now();
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&encode(&StreamRequest::PutArtifact { digest: digest.to_string(), size: bytes.len() as u64 })?).await?;
+    send.write_all(bytes).await?;
+    send.finish()?;
+    match read_frame::<StreamReply>(&mut recv, &mut FrameDecoder::new()).await? {
+        Some(StreamReply::Ok { .. }) => Ok(started.elapsed()),
+        other => bail!("upload refused: {other:?}"),
+    }
+}
+
+async fn sluice_download(conn: &quinn::Connection, digest: &str, size: u64, dest: &std::path::Path) -> Result<Duration> {
+    let started = Instant::now();
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&encode(&StreamRequest::FetchArtifact { digest: digest.to_string() })?).await?;
+    send.finish()?;
+    match read_frame::<StreamReply>(&mut recv, &mut FrameDecoder::new()).await? {
+        Some(StreamReply::Ok { size: announced }) if announced == size => {}
+        other => bail!("download refused: {other:?}"),
+    }
+    let mut out = tokio::io::BufWriter::with_capacity(CHUNK, tokio::fs::File::create(dest).await?);
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    while let Some(chunk) = recv.read_chunk(CHUNK, true).await? {
+        received += chunk.bytes.len() as u64;
+        hasher.update(&chunk.bytes);
+        out.write_all(&chunk.bytes).await?;
+    }
+    out.flush().await?;
+    let elapsed = started.elapsed();
+    if received != size || hex::encode(hasher.finalize()) != digest {
+        bail!("download of {digest} came back different ({received} bytes)");
+    }
+    Ok(elapsed)
+}
+
+/// A bare quinn server and client with the controller's TLS settings.
+struct RawQuinn {
+    endpoint: quinn::Endpoint,
+    client: quinn::Connection,
+}
+
+impl RawQuinn {
+    async fn start(dir: &std::path::Path, data: Arc<Vec<u8>>) -> Result<Self> {
+        let ca = sluice::ca::Ca::load_or_create(&dir.join("raw-ca"))?;
+        let server = quinn::Endpoint::server(ca.server_config()?, "127.0.0.1:0".parse()?)?;
+        let addr = server.local_addr()?;
+        let accept = server.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accept.accept().await {
+                let data = data.clone();
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    while let Ok((send, recv)) = conn.accept_bi().await {
+                        tokio::spawn(serve_raw(send, recv, data.clone()));
+                    }
+                });
+            }
+        });
+        let (key, csr) = client::key_and_csr()?;
+        let (cert_pem, _) = ca.sign_agent(&csr, "ag-raw", Duration::from_secs(3600))?;
+        let config = client::fleet_config(client::roots(ca.cert_pem())?, &cert_pem, key.serialize_der())?;
+        let endpoint = client::endpoint()?;
+        let client = endpoint
+            .connect_with(config, addr, sluice_protocol::CONTROLLER_SERVER_NAME)?
+            .await
+            .context("raw quinn handshake")?;
+        Ok(Self { endpoint: server, client })
+    }
+
+    async fn upload(&self, data: &[u8]) -> Result<Duration> {
+        let started = Instant::now();
+        let (mut send, mut recv) = self.client.open_bi().await?;
+        send.write_all(b"U").await?;
+        send.write_all(data).await?;
+        send.finish()?;
+        recv.read_to_end(16).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn download(&self, size: usize) -> Result<Duration> {
+        let started = Instant::now();
+        let (mut send, mut recv) = self.client.open_bi().await?;
+        send.write_all(b"D").await?;
+        send.finish()?;
+        let mut received = 0;
+        while let Some(chunk) = recv.read_chunk(CHUNK, true).await? {
+            received += chunk.bytes.len();
+        }
+        if received != size {
+            bail!("raw download ended after {received} of {size} bytes");
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// `U`: read everything, answer `k`. `D`: send the data.
+async fn serve_raw(mut send: quinn::SendStream, mut recv: quinn::RecvStream, data: Arc<Vec<u8>>) -> Result<()> {
+    let mut verb = [0u8; 1];
+    recv.read_exact(&mut verb).await?;
+    match &verb {
+        b"U" => {
+            while recv.read_chunk(CHUNK, true).await?.is_some() {}
+            send.write_all(b"k").await?;
+        }
+        _ => send.write_all(&data).await?,
+    }
+    send.finish()?;
+    let _ = send.stopped().await;
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! A lightweight agent for the benchmark: enrolls with a real join token
+//! and a real CSR, connects over QUIC with mutual TLS under the
+//! certificate the controller's CA signed, says hello and then stays
+//! idle, or moves artifacts on the same streams the agent uses. Many of
+//! them share a few client endpoints, so ten thousand fit in one process.
+//!
+//! It speaks only the wire protocol (`sluice-protocol`), as any agent must;
+//! it never runs jobs.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sluice_protocol::{
+    ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FrameDecoder, FromAgent, Hello,
+    JoinToken, MAX_FRAME, PROTOCOL_VERSION, ToAgent, encode,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// As the agent: keep-alives well inside the controller's idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
+
+/// The controller's CA as the only root of trust.
+pub fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("the CA certificate is not PEM")?)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn quic(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig> {
+    let mut config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// TLS 1.3, the controller's CA as root, ALPN `sluice/1` and a client
+/// certificate: the agent's fleet configuration.
+pub fn fleet_config(roots: Arc<RootCertStore>, cert_pem: &str, key_der: Vec<u8>) -> Result<quinn::ClientConfig> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().context("certificate PEM")?;
+    let key = PrivateKeyDer::try_from(key_der).map_err(|e| anyhow!("agent key: {e}"))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    tls.alpn_protocols = vec![ALPN_FLEET.to_vec()];
+    quic(tls)
+}
+
+/// A fresh agent key and a CSR for it.
+pub fn key_and_csr() -> Result<(rcgen::KeyPair, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::new(vec!["sluice-bench".to_string()])?.serialize_request(&key)?.pem()?;
+    Ok((key, csr))
+}
+
+/// An enrolled identity: the id the controller chose and a ready
+/// mutual-TLS configuration.
+pub struct Enrolled {
+    pub agent_id: String,
+    pub config: quinn::ClientConfig,
+}
+
+/// Enrolls one agent with the join token over `sluice-enroll/1`.
+pub async fn enroll(
+    endpoint: &quinn::Endpoint,
+    fleet: SocketAddr,
+    roots: Arc<RootCertStore>,
+    token: &JoinToken,
+) -> Result<Enrolled> {
+    let (key, csr_pem) = key_and_csr()?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN_ENROLL.to_vec()];
+    let conn = endpoint.connect_with(quic(tls)?, fleet, CONTROLLER_SERVER_NAME)?.await.context("enrollment handshake")?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let request = EnrollRequest {
+        protocol_version: PROTOCOL_VERSION,
+        secret: token.secret.clone(),
+        csr_pem,
+        hostname: "sluice-bench".into(),
+    };
+    send.write_all(&encode(&request)?).await?;
+    send.finish()?;
+    let answer: EnrollResponse = read_frame(&mut recv, &mut FrameDecoder::new()).await?.context("no enrollment answer")?;
+    conn.close(0u32.into(), b"enrolled");
+    match answer {
+        EnrollResponse::Enrolled { agent_id, cert_pem, .. } => {
+            Ok(Enrolled { agent_id, config: fleet_config(roots, &cert_pem, key.serialize_der())? })
+        }
+        EnrollResponse::Refused { reason } => bail!("enrollment refused: {reason}"),
+    }
+}
+
+/// A live fleet connection with its control stream, kept open (dropping the
+/// streams would tell the controller the agent left).
+pub struct Connected {
+    pub conn: quinn::Connection,
+    _control: (quinn::SendStream, quinn::RecvStream),
+}
+
+/// Connects with mutual TLS, says hello and waits for the welcome.
+pub async fn connect(endpoint: &quinn::Endpoint, fleet: SocketAddr, enrolled: &Enrolled) -> Result<Connected> {
+    let conn = endpoint
+        .connect_with(enrolled.config.clone(), fleet, CONTROLLER_SERVER_NAME)?
+        .await
+        .context("mutual TLS handshake")?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = FromAgent::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: "sluice-bench".into(),
+        labels: [("bench".to_string(), "idle".to_string())].into(),
+        slots: 1,
+        running: vec![],
+    });
+    send.write_all(&encode(&hello)?).await?;
+    match read_frame::<ToAgent>(&mut recv, &mut FrameDecoder::new()).await? {
+        Some(ToAgent::Welcome { .. }) => Ok(Connected { conn, _control: (send, recv) }),
+        Some(ToAgent::Refused { reason }) => bail!("agent {} refused: {reason}", enrolled.agent_id),
+        other => bail!("agent {}: expected a welcome, got {other:?}", enrolled.agent_id),
+    }
+}
+
+/// Reads exactly one frame (length prefix, then body), leaving whatever
+/// follows it in the stream.
+pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        bail!("frame of {n} bytes exceeds {MAX_FRAME}");
+    }
+    let mut body = vec![0u8; n];
+    recv.read_exact(&mut body).await?;
+    decoder.push(&len);
+    decoder.push(&body);
+    Ok(decoder.next_frame()?)
+}
+
+/// A client endpoint on loopback.
+pub fn endpoint() -> Result<quinn::Endpoint> {
+    Ok(quinn::Endpoint::client("127.0.0.1:0".parse()?)?)
+}
