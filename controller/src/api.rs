@@ -55,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins", get(list_plugins).post(push_plugin))
         .route("/pipelines/{name}/webhook", post(create_webhook).delete(delete_webhook))
         .route("/secrets", get(list_secrets))
+        .route("/validate-pipeline", post(validate_pipeline))
         .route("/users", get(list_users).post(create_user))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}/revoke", post(revoke_token))
@@ -153,6 +154,13 @@ async fn create_pipeline(
     Ok(Json(ask(&s, |reply| Command::CreatePipeline { text, by: caller.user, reply }).await?))
 }
 
+/// Validates a declaration against the registered providers; changes nothing.
+async fn validate_pipeline(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::Invalid { message: "pipeline declaration is not UTF-8".into(), diagnostics: vec![] })?;
+    Ok(Json(ask(&s, |reply| Command::ValidatePipeline { text, reply }).await?))
+}
+
 async fn update_pipeline(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -188,6 +196,8 @@ async fn pipeline_state(State(s): State<ApiState>, Path(name): Path<String>) -> 
 struct LimitQuery {
     #[serde(rename = "maxResults")]
     max_results: Option<usize>,
+    #[serde(rename = "nextToken")]
+    next_token: Option<String>,
 }
 
 async fn list_executions(
@@ -196,7 +206,8 @@ async fn list_executions(
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.max_results.unwrap_or(DEFAULT_HISTORY).clamp(1, 1000);
-    Ok(Json(ask(&s, |reply| Command::ListExecutions { name, limit, reply }).await?))
+    let next_token = q.next_token;
+    Ok(Json(ask(&s, |reply| Command::ListExecutions { name, limit, next_token, reply }).await?))
 }
 
 /// StartPipelineExecution's request body.

@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:7400";
@@ -202,6 +202,25 @@ pub struct DemoArgs {
 pub enum PipelineCmd {
     /// Create a pipeline from a JSON or YAML file and start its first execution.
     Create { file: PathBuf },
+    /// Check a declaration as `create` would, without creating anything;
+    /// exit 0 when valid, 2 with every problem when not.
+    Validate {
+        file: PathBuf,
+        /// Remap AWS/ThirdParty providers first (as `import` does).
+        #[arg(long, value_name = "FILE")]
+        provider_map: Option<PathBuf>,
+    },
+    /// Create a pipeline from CodePipeline's `get-pipeline` output, mapping
+    /// its providers to Sluice's (built-in defaults, e.g. AWS/CodeBuild -> shell,
+    /// overridden by --provider-map).
+    Import {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        provider_map: Option<PathBuf>,
+        /// Print the converted declaration instead of creating the pipeline.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Store a new version of a pipeline from a file; running executions keep theirs.
     Update { file: PathBuf },
     /// Delete a pipeline with its history.
@@ -246,6 +265,9 @@ pub enum PipelineCmd {
         name: String,
         #[arg(long, default_value_t = 20)]
         max: usize,
+        /// Continue after an earlier page (the `nextToken` it printed).
+        #[arg(long)]
+        next_token: Option<String>,
     },
 }
 
@@ -552,6 +574,32 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 );
             }
         }
+        Cmd::Pipeline(PipelineCmd::Validate { file, provider_map }) => {
+            let text = read_declaration(&file, provider_map.as_deref())?;
+            let out = client()?.post("/validate-pipeline", text).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("{}: pipeline {} is valid", file.display(), s(&out["pipelineName"]));
+            }
+        }
+        Cmd::Pipeline(PipelineCmd::Import { file, provider_map, dry_run }) => {
+            let text = read_declaration(&file, Some(provider_map.as_deref().unwrap_or(Path::new(""))))?;
+            if dry_run {
+                println!("{text}");
+            } else {
+                let out = client()?.post("/pipelines", text).await?;
+                if json_out {
+                    print_json(&out);
+                } else {
+                    println!(
+                        "pipeline {} imported; execution {} started",
+                        s(&out["pipeline"]["name"]),
+                        s(&out["pipelineExecutionId"])
+                    );
+                }
+            }
+        }
         Cmd::Pipeline(PipelineCmd::Update { file }) => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
@@ -665,8 +713,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 print_state(&out);
             }
         }
-        Cmd::Pipeline(PipelineCmd::History { name, max }) => {
-            let out = client()?.get(&format!("/pipelines/{name}/executions?maxResults={max}")).await?;
+        Cmd::Pipeline(PipelineCmd::History { name, max, next_token }) => {
+            let page = next_token.map(|t| format!("&nextToken={t}")).unwrap_or_default();
+            let out = client()?.get(&format!("/pipelines/{name}/executions?maxResults={max}{page}")).await?;
             if json_out {
                 print_json(&out);
             } else {
@@ -693,6 +742,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     })
                     .collect();
                 print_table(&["EXECUTION", "STATUS", "TRIGGER", "STARTED", "REVISIONS", "WHY", "SUMMARY"], &rows);
+                if let Some(token) = out["nextToken"].as_str() {
+                    println!("more: sluice pipeline history {name} --max {max} --next-token {token}");
+                }
             }
         }
         Cmd::Watch { pipeline, execution } => {
@@ -1177,4 +1229,22 @@ mod tests {
         assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);
         assert!(parse_labels("a").is_err());
     }
+}
+
+/// Reads a declaration file; with a provider map (an empty path: the
+/// defaults alone), remaps CodePipeline's providers first.
+fn read_declaration(file: &Path, provider_map: Option<&Path>) -> Result<String, Failure> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
+    let Some(map_path) = provider_map else { return Ok(text) };
+    let map = if map_path.as_os_str().is_empty() {
+        crate::pipeline::import::ProviderMap::defaults()
+    } else {
+        let map_text = std::fs::read_to_string(map_path)
+            .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", map_path.display())))?;
+        crate::pipeline::import::ProviderMap::with_overrides(&map_text).map_err(|e| Failure::new(2, e))?
+    };
+    crate::pipeline::import::import(&text, &map).map_err(|problems| {
+        Failure::new(2, format!("cannot import {}:\n  {}", file.display(), problems.join("\n  ")))
+    })
 }

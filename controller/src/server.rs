@@ -78,6 +78,7 @@ pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 /// Everything the driver is asked to do.
 pub enum Command {
     CreatePipeline { text: String, by: String, reply: Reply<Value> },
+    ValidatePipeline { text: String, reply: Reply<Value> },
     UpdatePipeline { name: String, text: String, reply: Reply<Value> },
     DeletePipeline { name: String, reply: Reply<Value> },
     GetPipeline { name: String, version: Option<u64>, reply: Reply<Value> },
@@ -121,7 +122,8 @@ pub enum Command {
     ListTokens { reply: Reply<Value> },
     RevokeToken { id: String, reply: Reply<Value> },
     GetExecution { name: String, id: String, reply: Reply<Value> },
-    ListExecutions { name: String, limit: usize, reply: Reply<Value> },
+    /// ListPipelineExecutions: a page, newest first, after `next_token`.
+    ListExecutions { name: String, limit: usize, next_token: Option<String>, reply: Reply<Value> },
     ExecutionLogs { name: String, id: String, reply: Reply<Value> },
     ListAgents { reply: Reply<Value> },
     CreateJoinToken { ttl: Duration, uses: Option<u32>, labels: BTreeMap<String, String>, reply: Reply<Value> },
@@ -562,6 +564,12 @@ impl Driver {
             Command::CreatePipeline { text, by, reply } => {
                 let _ = reply.send(self.create_pipeline(&text, &by));
             }
+            Command::ValidatePipeline { text, reply } => {
+                let result = pipeline::parse_and_validate(&text, &self.catalog)
+                    .map(|d| json!({ "valid": true, "pipelineName": d.pipeline.name }))
+                    .map_err(invalid_declaration);
+                let _ = reply.send(result);
+            }
             Command::CreateUser { name, role, reply } => {
                 let _ = reply.send(self.create_user(&name, role));
             }
@@ -608,8 +616,8 @@ impl Driver {
             Command::GetExecution { name, id, reply } => {
                 let _ = reply.send(self.execution(&name, &id).map(|e| views::execution(&e)));
             }
-            Command::ListExecutions { name, limit, reply } => {
-                let _ = reply.send(self.list_executions(&name, limit));
+            Command::ListExecutions { name, limit, next_token, reply } => {
+                let _ = reply.send(self.list_executions(&name, limit, next_token));
             }
             Command::ExecutionLogs { name, id, reply } => {
                 let _ = reply.send(self.execution_logs(&name, &id));
@@ -962,12 +970,35 @@ impl Driver {
         Ok(list)
     }
 
-    fn list_executions(&mut self, name: &str, limit: usize) -> Result<Value, ApiError> {
+    fn list_executions(&mut self, name: &str, limit: usize, next_token: Option<String>) -> Result<Value, ApiError> {
         if self.store.pipeline(name, None)?.is_none() {
             return Err(not_found_pipeline(name));
         }
-        let list = self.recent_executions(name, limit)?;
-        Ok(json!({ "pipelineExecutionSummaries": list.iter().map(views::execution_summary).collect::<Vec<_>>() }))
+        // One more than asked says whether another page exists.
+        let mut list = match &next_token {
+            None => self.recent_executions(name, limit + 1)?,
+            Some(token) => {
+                let bad = || ApiError::Invalid { message: format!("nextToken {token:?} is not one this API gave"), diagnostics: vec![] };
+                let (started, id) = token.split_once('.').ok_or_else(bad)?;
+                let started: u64 = started.parse().map_err(|_| bad())?;
+                let mut list = self.store.executions_before(name, (started, id), limit + 1)?;
+                for e in &mut list {
+                    if let Some(live) = self.engine.execution(&e.id) {
+                        *e = live.clone();
+                    }
+                }
+                list
+            }
+        };
+        let next = (list.len() > limit).then(|| {
+            list.truncate(limit);
+            let last = list.last().expect("limit is at least 1");
+            format!("{}.{}", last.started_at, last.id)
+        });
+        Ok(json!({
+            "pipelineExecutionSummaries": list.iter().map(views::execution_summary).collect::<Vec<_>>(),
+            "nextToken": next,
+        }))
     }
 
     fn pipeline_state(&mut self, name: &str) -> Result<Value, ApiError> {

@@ -160,6 +160,8 @@ pub trait Store: Send {
     fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>>;
     /// Newest first.
     fn executions(&self, pipeline: &str, limit: usize) -> Result<Vec<Execution>>;
+    /// Newest first, strictly older than `before` (started_at, id): a page.
+    fn executions_before(&self, pipeline: &str, before: (u64, &str), limit: usize) -> Result<Vec<Execution>>;
     fn unfinished_executions(&self) -> Result<Vec<Execution>>;
     fn agents(&self) -> Result<Vec<AgentRecord>>;
     fn agent(&self, id: &str) -> Result<Option<AgentRecord>>;
@@ -374,6 +376,15 @@ impl Store for SqliteStore {
         self.query_json(
             "SELECT state FROM executions WHERE pipeline = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
             params![pipeline, limit as i64],
+            "execution",
+        )
+    }
+
+    fn executions_before(&self, pipeline: &str, before: (u64, &str), limit: usize) -> Result<Vec<Execution>> {
+        self.query_json(
+            "SELECT state FROM executions WHERE pipeline = ?1 AND (started_at < ?2 OR (started_at = ?2 AND id < ?3)) \
+             ORDER BY started_at DESC, id DESC LIMIT ?4",
+            params![pipeline, before.0 as i64, before.1, limit as i64],
             "execution",
         )
     }

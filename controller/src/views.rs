@@ -84,6 +84,8 @@ pub fn execution(e: &Execution) -> Value {
                     "outputVariables": a.output_variables,
                     "approval": a.approval,
                     "waitingReason": a.waiting_reason,
+                    "inputArtifacts": a.inputs.iter().map(|(n, r)| json!({"name": n, "digest": r.digest, "size": r.size})).collect::<Vec<_>>(),
+                    "resolvedConfiguration": a.resolved_configuration.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>(),
                 })).collect::<Vec<_>>(),
             })
         })

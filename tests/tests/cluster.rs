@@ -848,3 +848,88 @@ fn approvals_need_two_other_users_and_a_rejection_fails_the_run() {
     let out = as_user(&cy, &["pipeline", "list"]);
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
 }
+
+#[test]
+fn declarations_are_validated_imported_and_history_is_paged() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("a.txt", "a\n")]);
+
+    // validate: nothing is created either way.
+    let good = cluster.dir.path().join("good.json");
+    let build = r#"{"name": "Build", "actions": [{"name": "Make",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+        "configuration": {"Commands": "ls"}, "inputArtifacts": [{"name": "src"}], "capabilities": {"exec": ["sh"]}}]}"#;
+    write(&good, &git_pipeline("paged", "", &repo, build));
+    let out = cluster.sluice(&["pipeline", "validate", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let bad = cluster.dir.path().join("bad.json");
+    write(&bad, &git_pipeline("paged", "", &repo, &build.replace("\"shell\"", "\"shel\"").replace("\"src\"", "\"srx\"")));
+    let out = cluster.sluice(&["pipeline", "validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shel@1") && err.contains("srx"), "every problem: {err}");
+    assert_eq!(cluster.sluice_json(&["pipeline", "list"]).unwrap()["pipelines"], serde_json::json!([]));
+
+    // import: CodePipeline's own shape, providers mapped.
+    let exported = cluster.dir.path().join("exported.json");
+    write(
+        &exported,
+        r#"{"pipeline": {"name": "imported", "roleArn": "arn:aws:iam::1:role/x", "version": 7,
+            "artifactStore": {"type": "S3", "location": "b"}, "stages": [
+          {"name": "Source", "actions": [{"name": "Src",
+            "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "CodeCommit", "version": "1"},
+            "configuration": {"RepositoryName": "r", "BranchName": "main", "PollForSourceChanges": "false"},
+            "outputArtifacts": [{"name": "src"}]}]},
+          {"name": "Build", "actions": [{"name": "Make",
+            "actionTypeId": {"category": "Build", "owner": "AWS", "provider": "CodeBuild", "version": "1"},
+            "configuration": {"ProjectName": "p"}, "inputArtifacts": [{"name": "src"}]},
+            {"name": "Notify", "actionTypeId": {"category": "Invoke", "owner": "AWS", "provider": "Lambda", "version": "1"}}]}]},
+          "metadata": {"pipelineArn": "arn:x"}}"#,
+    );
+    let out = cluster.sluice(&["pipeline", "import", exported.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AWS/Lambda") && err.contains("Url") && err.contains("Commands"), "{err}");
+    let map = cluster.dir.path().join("map.yaml");
+    write(
+        &map,
+        &format!(
+            "AWS/CodeCommit: {{provider: git, rename: {{BranchName: Branch}}, drop: [RepositoryName, PollForSourceChanges], set: {{Url: '{}'}}, capabilities: {{exec: [git]}}}}\n\
+             AWS/CodeBuild: {{provider: shell, drop: [ProjectName], set: {{Commands: 'test -f a.txt'}}, capabilities: {{exec: [sh]}}}}\n\
+             AWS/Lambda: {{provider: noop, version: '1', category: Build}}\n",
+            repo.display()
+        ),
+    );
+    let out = cluster.sluice(&["pipeline", "import", exported.to_str().unwrap(), "--provider-map", map.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let history = cluster.wait_for_executions_to_end("imported").unwrap();
+    assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Succeeded", "{history}");
+    let declared = cluster.sluice_json(&["pipeline", "get", "imported"]).unwrap();
+    assert_eq!(declared["pipeline"]["stages"][0]["actions"][0]["pollIntervalSeconds"], 0, "PollForSourceChanges=false");
+    assert_eq!(declared["pipeline"]["roleArn"], "arn:aws:iam::1:role/x");
+
+    // History in pages, and each action's inputs in the execution.
+    assert!(cluster.sluice(&["pipeline", "create", good.to_str().unwrap()]).status.success());
+    for _ in 0..2 {
+        assert!(cluster.sluice(&["pipeline", "start", "paged", "--wait"]).status.success());
+    }
+    cluster.wait_for_executions_to_end("paged").unwrap();
+    let first = cluster.sluice_json(&["pipeline", "history", "paged", "--max", "2"]).unwrap();
+    let token = first["nextToken"].as_str().expect("a second page").to_string();
+    let second = cluster.sluice_json(&["pipeline", "history", "paged", "--max", "2", "--next-token", &token]).unwrap();
+    assert!(second["nextToken"].is_null(), "{second}");
+    let ids = |page: &Value| -> Vec<String> {
+        page["pipelineExecutionSummaries"].as_array().unwrap().iter().map(|e| e["pipelineExecutionId"].as_str().unwrap().to_string()).collect()
+    };
+    let (a, b) = (ids(&first), ids(&second));
+    assert_eq!((a.len(), b.len()), (2, 1));
+    assert!(!a.contains(&b[0]));
+    let out = cluster.sluice(&["pipeline", "history", "paged", "--next-token", "garbage"]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    let execution = cluster.sluice_json(&["execution", "get", "paged", &a[0]]).unwrap();
+    let make = &execution["stages"][1]["actions"][0];
+    assert_eq!(make["inputArtifacts"][0]["name"], "src", "{make}");
+    assert_eq!(make["resolvedConfiguration"]["Commands"], "ls");
+}

@@ -636,6 +636,12 @@ impl Engine {
             agent_labels: action_def.agent_labels.clone(),
             timeout_ms: u64::from(action_def.timeout_minutes()) * 60_000,
         });
+        // What this attempt was given, for the history (ListActionExecutions).
+        let given = self.ready.back().expect("just queued");
+        let (inputs, configuration) = (given.inputs.clone(), given.configuration.clone());
+        let run = &mut self.executions.get_mut(exec_id).expect("known").stages[si].actions[ai];
+        run.inputs = inputs;
+        run.resolved_configuration = configuration;
         Ok(())
     }
 

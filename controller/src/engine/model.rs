@@ -202,6 +202,12 @@ pub struct ActionRun {
     pub output_variables: BTreeMap<String, String>,
     /// Why a dispatched action has not started (e.g. no eligible agent).
     pub waiting_reason: Option<String>,
+    /// Input artifacts this attempt was given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<(String, ArtifactRef)>,
+    /// Its configuration with every variable resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved_configuration: Vec<(String, String)>,
     /// For a manual approval: what it needs and who decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalState>,

@@ -1,0 +1,315 @@
+//! Import of CodePipeline definitions: actions whose owner is `AWS` or
+//! `ThirdParty` are remapped to Sluice providers through a provider map,
+//! so that `aws codepipeline get-pipeline` output loads as it is.
+//!
+//! A map entry is keyed `Owner/Provider` (e.g. `AWS/CodeBuild`) and says
+//! which provider replaces it and how its configuration carries over:
+//!
+//! ```json
+//! {"AWS/CodeBuild": {"provider": "shell", "version": "1",
+//!                    "drop": ["ProjectName"], "set": {"Commands": "make test"},
+//!                    "capabilities": {"exec": ["sh", "make"]}}}
+//! ```
+//!
+//! `category` replaces the action's category, `rename` moves keys, `template` builds a key from others (`{Key}`),
+//! `set` adds fixed values (an existing value wins), `drop` removes keys,
+//! `require` names keys that must exist afterwards. Built-in defaults cover
+//! common providers; a user's map overrides them entry by entry. Every
+//! unmapped provider, and every action still missing a required key, is
+//! named in one error. Pure: text in, text out.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::validate::IMPORT_OWNERS;
+
+/// How one foreign provider becomes a Sluice one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mapping {
+    pub provider: String,
+    #[serde(default = "version_one")]
+    pub version: String,
+    /// `Sluice` for built-ins (default), `Custom` for pushed plugins.
+    #[serde(default = "sluice_owner")]
+    pub owner: String,
+    /// The category when the Sluice provider's differs (e.g. an `Invoke`
+    /// mapped to a `Build` provider); the action's own by default.
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    #[serde(default)]
+    pub template: BTreeMap<String, String>,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// Capabilities given to the action when it declares none.
+    #[serde(default)]
+    pub capabilities: Option<Value>,
+}
+
+fn version_one() -> String {
+    "1".into()
+}
+
+fn sluice_owner() -> String {
+    "Sluice".into()
+}
+
+/// `Owner/Provider` to mapping.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderMap(pub BTreeMap<String, Mapping>);
+
+impl ProviderMap {
+    /// Reads a map file (JSON or YAML) over the defaults.
+    pub fn with_overrides(text: &str) -> Result<Self, String> {
+        let value: Value = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| format!("provider map is not valid JSON: {e}"))?
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| format!("provider map is not valid YAML: {e}"))?
+        };
+        let overrides: BTreeMap<String, Mapping> =
+            serde_json::from_value(value).map_err(|e| format!("provider map is invalid: {e}"))?;
+        let mut map = Self::defaults();
+        for (key, mapping) in overrides {
+            if !key.contains('/') {
+                return Err(format!("provider map key {key:?} must be Owner/Provider, e.g. AWS/CodeBuild"));
+            }
+            map.0.insert(key, mapping);
+        }
+        Ok(map)
+    }
+
+    /// Common CodePipeline providers.
+    pub fn defaults() -> Self {
+        let drop = |extra: &[&str]| -> Vec<String> {
+            ["ConnectionArn", "OutputArtifactFormat", "DetectChanges", "OAuthToken", "PollForSourceChanges"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let entries = json!({
+            "AWS/CodeBuild": {
+                "provider": "shell",
+                "drop": ["ProjectName", "PrimarySource", "EnvironmentVariables", "BatchEnabled", "CombineArtifacts"],
+                "require": ["Commands"],
+                "capabilities": {"exec": ["sh"]}
+            },
+            "AWS/CodeStarSourceConnection": {
+                "provider": "git",
+                "rename": {"BranchName": "Branch"},
+                "template": {"Url": "https://github.com/{FullRepositoryId}.git"},
+                "drop": drop(&["FullRepositoryId"]),
+                "capabilities": {"exec": ["git"]}
+            },
+            "ThirdParty/GitHub": {
+                "provider": "git",
+                "template": {"Url": "https://github.com/{Owner}/{Repo}.git"},
+                "drop": drop(&["Owner", "Repo"]),
+                "capabilities": {"exec": ["git"]}
+            },
+            "AWS/CodeCommit": {
+                "provider": "git",
+                "rename": {"BranchName": "Branch"},
+                "drop": drop(&["RepositoryName"]),
+                "require": ["Url"],
+                "capabilities": {"exec": ["git"]}
+            },
+            "AWS/Manual": {"provider": "manual"}
+        });
+        let map: BTreeMap<String, Mapping> = serde_json::from_value(entries).expect("the default map is valid");
+        Self(map)
+    }
+}
+
+/// Remaps the foreign providers of a declaration (JSON or YAML text) and
+/// returns the declaration as JSON, or every problem at once.
+pub fn import(text: &str, map: &ProviderMap) -> Result<String, Vec<String>> {
+    let mut doc = super::parse::document(text).map_err(|d| vec![d.to_string()])?;
+    let mut unmapped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let stages = doc.pointer_mut("/pipeline/stages").and_then(Value::as_array_mut);
+    for (si, stage) in stages.into_iter().flatten().enumerate() {
+        let actions = stage.get_mut("actions").and_then(Value::as_array_mut);
+        for (ai, action) in actions.into_iter().flatten().enumerate() {
+            let Some(action) = action.as_object_mut() else { continue };
+            let path = format!("pipeline.stages[{si}].actions[{ai}]");
+            let type_id = action.get("actionTypeId").cloned().unwrap_or(Value::Null);
+            let owner = type_id["owner"].as_str().unwrap_or_default().to_string();
+            if !IMPORT_OWNERS.contains(&owner.as_str()) {
+                continue;
+            }
+            let key = format!("{owner}/{}", type_id["provider"].as_str().unwrap_or_default());
+            let Some(mapping) = map.0.get(&key) else {
+                let name = action.get("name").and_then(Value::as_str).unwrap_or("?");
+                unmapped.entry(key).or_default().push(format!("{path} \"{name}\""));
+                continue;
+            };
+            if let Err(e) = apply(action, mapping) {
+                problems.push(format!("{path}: {e}"));
+            }
+        }
+    }
+    if !unmapped.is_empty() {
+        let list: Vec<String> = unmapped.iter().map(|(k, at)| format!("{k} (at {})", at.join(", "))).collect();
+        problems.insert(
+            0,
+            format!("no provider mapping for {}; add them to --provider-map (keys Owner/Provider)", list.join("; ")),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(serde_json::to_string_pretty(&doc).expect("JSON serializes"))
+}
+
+fn apply(action: &mut Map<String, Value>, mapping: &Mapping) -> Result<(), String> {
+    let mut config: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(existing) = action.get("configuration").and_then(Value::as_object) {
+        for (k, v) in existing {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            config.insert(k.clone(), text);
+        }
+    }
+    // CodePipeline's polling switch becomes Sluice's polling interval.
+    if config.get("PollForSourceChanges").is_some_and(|v| v.eq_ignore_ascii_case("false")) {
+        action.insert("pollIntervalSeconds".into(), json!(0));
+    }
+    for (key, pattern) in &mapping.template {
+        if config.contains_key(key) {
+            continue;
+        }
+        let mut value = pattern.clone();
+        for (k, v) in &config {
+            value = value.replace(&format!("{{{k}}}"), v);
+        }
+        if !value.contains('{') {
+            config.insert(key.clone(), value);
+        }
+    }
+    for (from, to) in &mapping.rename {
+        if let Some(v) = config.remove(from) {
+            config.insert(to.clone(), v);
+        }
+    }
+    for key in &mapping.drop {
+        config.remove(key);
+    }
+    for (k, v) in &mapping.set {
+        config.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let missing: Vec<&String> = mapping.require.iter().filter(|k| !config.contains_key(*k)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{}@{} needs {}: add it to the action's configuration or `set` it in the provider map",
+            mapping.provider,
+            mapping.version,
+            missing.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let category = match &mapping.category {
+        Some(category) => json!(category),
+        None => action.get("actionTypeId").and_then(|t| t.get("category")).cloned().unwrap_or(json!("Build")),
+    };
+    action.insert(
+        "actionTypeId".into(),
+        json!({"category": category, "owner": mapping.owner, "provider": mapping.provider, "version": mapping.version}),
+    );
+    if config.is_empty() {
+        action.remove("configuration");
+    } else {
+        action.insert("configuration".into(), json!(config));
+    }
+    if let Some(capabilities) = &mapping.capabilities
+        && !action.contains_key("capabilities")
+    {
+        action.insert("capabilities".into(), capabilities.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shaped as `aws codepipeline get-pipeline` prints it.
+    const EXPORTED: &str = r#"{
+      "pipeline": {
+        "name": "web", "roleArn": "arn:aws:iam::123:role/p", "version": 3, "pipelineType": "V2",
+        "artifactStore": {"type": "S3", "location": "bucket"},
+        "stages": [
+          {"name": "Source", "actions": [{"name": "Src", "runOrder": 1,
+            "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "CodeStarSourceConnection", "version": "1"},
+            "configuration": {"ConnectionArn": "arn:c", "FullRepositoryId": "acme/web", "BranchName": "main",
+                              "OutputArtifactFormat": "CODE_ZIP", "DetectChanges": "true"},
+            "outputArtifacts": [{"name": "SourceArtifact"}], "namespace": "SourceVariables", "region": "eu-west-1"}]},
+          {"name": "Build", "actions": [{"name": "Compile", "runOrder": 1,
+            "actionTypeId": {"category": "Build", "owner": "AWS", "provider": "CodeBuild", "version": "1"},
+            "configuration": {"ProjectName": "web-build"},
+            "inputArtifacts": [{"name": "SourceArtifact"}], "outputArtifacts": [{"name": "BuildArtifact"}]}]},
+          {"name": "Approve", "actions": [{"name": "Gate",
+            "actionTypeId": {"category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1"},
+            "configuration": {"CustomData": "ok?"}}]},
+          {"name": "Deploy", "actions": [
+            {"name": "Ship", "actionTypeId": {"category": "Deploy", "owner": "AWS", "provider": "ECS", "version": "1"}},
+            {"name": "Tell", "actionTypeId": {"category": "Invoke", "owner": "AWS", "provider": "Lambda", "version": "1"}},
+            {"name": "Ship2", "actionTypeId": {"category": "Deploy", "owner": "AWS", "provider": "ECS", "version": "1"}}]}
+        ]
+      },
+      "metadata": {"pipelineArn": "arn:aws:codepipeline:eu-west-1:123:web"}
+    }"#;
+
+    #[test]
+    fn every_unmapped_provider_and_missing_key_is_named_at_once() {
+        let problems = import(EXPORTED, &ProviderMap::defaults()).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("AWS/ECS (at pipeline.stages[3].actions[0] \"Ship\", pipeline.stages[3].actions[2] \"Ship2\")"), "{}", problems[0]);
+        assert!(problems[0].contains("AWS/Lambda (at pipeline.stages[3].actions[1] \"Tell\")"), "{}", problems[0]);
+        assert_eq!(
+            problems[1],
+            "pipeline.stages[1].actions[0]: shell@1 needs \"Commands\": add it to the action's configuration or `set` it in the provider map"
+        );
+    }
+
+    #[test]
+    fn a_provider_map_completes_the_import_and_the_result_is_a_valid_declaration() {
+        let map = ProviderMap::with_overrides(
+            r#"
+AWS/CodeBuild:
+  provider: shell
+  drop: [ProjectName]
+  set: {Commands: "make build"}
+  capabilities: {exec: [sh, make]}
+AWS/ECS: {provider: deploy-dir, set: {Target: /srv/web}, capabilities: {fs: [/srv/web]}}
+AWS/Lambda: {provider: noop}
+"#,
+        )
+        .unwrap();
+        let text = import(EXPORTED, &map).unwrap();
+        let decl = crate::pipeline::parse(&text).expect("imports parse");
+        let src = &decl.pipeline.stages[0].actions[0];
+        assert_eq!(src.action_type_id.provider, "git");
+        assert_eq!(src.configuration.get("Url"), Some("https://github.com/acme/web.git"));
+        assert_eq!(src.configuration.get("Branch"), Some("main"));
+        assert_eq!(src.configuration.get("ConnectionArn"), None);
+        let build = &decl.pipeline.stages[1].actions[0];
+        assert_eq!((build.action_type_id.provider.as_str(), build.configuration.get("Commands")), ("shell", Some("make build")));
+        assert_eq!(build.capabilities.as_ref().unwrap().exec, ["sh", "make"]);
+        assert_eq!(decl.pipeline.stages[2].actions[0].action_type_id.provider, "manual");
+        // Fields CodePipeline has and Sluice does not use are kept.
+        assert!(text.contains("roleArn") && text.contains("artifactStore"));
+        // A bad map is refused with the reason.
+        assert!(ProviderMap::with_overrides("{\"CodeBuild\": {\"provider\": \"shell\"}}").unwrap_err().contains("Owner/Provider"));
+        assert!(ProviderMap::with_overrides("{\"AWS/X\": {\"providr\": \"shell\"}}").unwrap_err().contains("unknown field"));
+    }
+}
