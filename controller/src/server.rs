@@ -482,10 +482,12 @@ impl Driver {
         }
         let unfinished = self.store.unfinished_executions()?;
         let count = unfinished.len();
+        let mut restored = Vec::new();
         for execution in unfinished {
             let def = self.definition(&execution.pipeline, execution.version)?;
-            self.engine.restore(now, def, execution);
+            restored.push((def, execution));
         }
+        self.engine.restore_all(now, restored);
         // What was running is kept a while for the agents that run it.
         self.hold_restored_until = now + RECONNECT_GRACE.as_millis() as u64;
         while let Some(dispatch) = self.engine.poll_dispatch() {

@@ -11,6 +11,8 @@
 
 mod model;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 pub use model::*;
@@ -166,7 +168,39 @@ impl Engine {
     /// Loads a stored execution. Unfinished actions that were handed out
     /// are handed out again with a new lease epoch, so a late result of the
     /// old hand-out is refused.
-    pub fn restore(&mut self, now: Millis, pipeline: Arc<Pipeline>, mut execution: Execution) {
+    pub fn restore(&mut self, now: Millis, pipeline: Arc<Pipeline>, execution: Execution) {
+        self.restore_all(now, vec![(pipeline, execution)]);
+    }
+
+    /// Loads every stored unfinished execution first, then moves them on in
+    /// start order: an execution must see every other one (and the stages
+    /// they hold) before it may enter a stage.
+    pub fn restore_all(&mut self, now: Millis, mut executions: Vec<(Arc<Pipeline>, Execution)>) {
+        executions.sort_by_key(|(_, e)| e.ordinal);
+        let mut loaded = Vec::new();
+        for (pipeline, execution) in executions {
+            loaded.push(self.load(pipeline, execution));
+        }
+        for (id, redispatch) in loaded {
+            for (si, ai) in redispatch {
+                if let Err(message) = self.enqueue(&id, si, ai) {
+                    self.record_result(now, &id, si, ai, ActionResult::Failed { message });
+                }
+            }
+        }
+        let mut ids: Vec<(u64, ExecutionId)> = self.executions.values().map(|e| (e.ordinal, e.id.clone())).collect();
+        ids.sort();
+        for (_, id) in ids {
+            if self.executions[&id].status == ExecutionStatus::InProgress
+                || self.executions[&id].status == ExecutionStatus::Stopping
+            {
+                self.advance(now, &id);
+            }
+        }
+    }
+
+    /// Puts a stored execution into memory; returns the actions to hand out again.
+    fn load(&mut self, pipeline: Arc<Pipeline>, mut execution: Execution) -> (ExecutionId, Vec<(usize, usize)>) {
         let id = execution.id.clone();
         for (si, stage) in execution.stages.iter().enumerate() {
             for (ai, action) in stage.actions.iter().enumerate() {
@@ -188,14 +222,7 @@ impl Engine {
         self.next_ordinal = self.next_ordinal.max(execution.ordinal + 1);
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
-        for (si, ai) in redispatch {
-            if let Err(message) = self.enqueue(&id, si, ai) {
-                self.record_result(now, &id, si, ai, ActionResult::Failed { message });
-            }
-        }
-        if self.executions[&id].status == ExecutionStatus::InProgress {
-            self.advance(now, &id);
-        }
+        (id, redispatch)
     }
 
     /// Turns the inbound transition of a stage off or on. Off, executions
@@ -393,7 +420,9 @@ impl Engine {
             stages,
             artifacts: BTreeMap::new(),
             namespaces: BTreeMap::new(),
-            ordinal: self.next_ordinal,
+            // Never below the clock, so that start order holds across a
+            // restart that found nothing to restore.
+            ordinal: self.next_ordinal.max(now),
             waiting_for: None,
             source_revisions: revisions
                 .into_iter()
@@ -402,7 +431,7 @@ impl Engine {
                 })
                 .collect(),
         };
-        self.next_ordinal += 1;
+        self.next_ordinal = self.next_ordinal.max(now) + 1;
         self.notice(now, &execution, None, None, "InProgress", None);
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
