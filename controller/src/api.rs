@@ -48,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/pipelines/{name}/executions/{id}/stop", post(stop_execution))
         .route("/pipelines/{name}/stages/{stage}/transition/{verb}", post(set_transition))
         .route("/pipelines/{name}/stages/{stage}/retry", post(retry_stage))
+        .route("/pipelines/{name}/stages/{stage}/rollback", post(rollback_stage))
         .route("/agents", get(list_agents))
         .route("/agent-tokens", post(create_join_token).get(list_join_tokens))
         .route("/agent-tokens/{id}/revoke", post(revoke_join_token))
@@ -316,6 +317,24 @@ async fn revoke_token(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
     Ok(Json(ask(&s, |reply| Command::RevokeToken { id, reply }).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RollbackRequestBody {
+    #[serde(default)]
+    target_pipeline_execution_id: Option<String>,
+}
+
+async fn rollback_stage(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, stage)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: RollbackRequestBody = optional_body(&body)?;
+    let target = request.target_pipeline_execution_id;
+    Ok(Json(ask(&s, |reply| Command::RollbackStage { name, stage, target, by: caller.user, reply }).await?))
 }
 
 /// PutApprovalResult's body: CodePipeline's `result` fields, flattened.

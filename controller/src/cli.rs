@@ -290,6 +290,17 @@ pub enum StageCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Run a stage again in a new execution with the artifacts of an earlier
+    /// one in which it succeeded (by default the newest such execution).
+    Rollback {
+        pipeline: String,
+        stage: String,
+        #[arg(long, value_name = "EXECUTION")]
+        target: Option<String>,
+        /// Wait for the end; exit 0 only if the rollback succeeds.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -854,6 +865,23 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             }
             let status = wait_for(&c, &pipeline, &execution).await?;
             println!("execution {execution} {status}");
+            return Ok(if status == "Succeeded" { 0 } else { 1 });
+        }
+        Cmd::Stage(StageCmd::Rollback { pipeline, stage, target, wait }) => {
+            let c = client()?;
+            let body = json!({ "targetPipelineExecutionId": target }).to_string();
+            let out = c.post(&format!("/pipelines/{pipeline}/stages/{stage}/rollback"), body).await?;
+            let id = s(&out["pipelineExecutionId"]);
+            if !wait {
+                if json_out {
+                    print_json(&out);
+                } else {
+                    println!("{id}");
+                }
+                return Ok(0);
+            }
+            let status = wait_for(&c, &pipeline, &id).await?;
+            println!("rollback {id} {status}");
             return Ok(if status == "Succeeded" { 0 } else { 1 });
         }
         Cmd::Transition(cmd) => {

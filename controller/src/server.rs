@@ -94,6 +94,8 @@ pub enum Command {
     /// A webhook delivery, authenticated by its signature rather than a token.
     Webhook { name: String, headers: Vec<(String, String)>, body: Vec<u8>, reply: Reply<Value> },
     CreateWebhook { name: String, reply: Reply<Value> },
+    /// RollbackStage (to `target`, or the newest execution in which the stage succeeded).
+    RollbackStage { name: String, stage: String, target: Option<String>, by: String, reply: Reply<Value> },
     /// PutApprovalResult: approve or reject a manual approval.
     Decide {
         name: String,
@@ -547,7 +549,23 @@ impl Driver {
             // Actions that cannot be handed out (e.g. an unregistered
             // plugin) fail, which is another engine step to persist.
             let refused = self.schedule();
-            if refused.is_empty() {
+            // Stage conditions that asked for a rollback start one now; it
+            // is persisted by the next round.
+            let mut rolled_back = false;
+            for request in self.engine.take_rollbacks() {
+                let trigger = Trigger::new(
+                    "AutomatedRollback",
+                    format!("stage {} of execution {} failed its condition", request.stage, request.failed),
+                );
+                match self.start_rollback(&request.pipeline, &request.stage, None, Some(&request.failed), trigger) {
+                    Ok(id) => {
+                        info!(pipeline = %request.pipeline, stage = %request.stage, execution = %id, "automated rollback started");
+                        rolled_back = true;
+                    }
+                    Err(e) => warn!(pipeline = %request.pipeline, stage = %request.stage, "no rollback: {e}"),
+                }
+            }
+            if refused.is_empty() && !rolled_back {
                 return Ok(());
             }
             let now = now_ms();
@@ -666,6 +684,16 @@ impl Driver {
                 self.expire_orphans(now);
                 self.expire_actions(now);
                 self.run_polls(now);
+            }
+            Command::RollbackStage { name, stage, target, by, reply } => {
+                let trigger = Trigger::new("RollbackStage", format!("stage {stage} rolled back by {by}")).by(by);
+                let result = self
+                    .start_rollback(&name, &stage, target.as_deref(), None, trigger)
+                    .and_then(|id| {
+                        self.commit(Vec::new())?;
+                        Ok(json!({ "pipelineExecutionId": id.0 }))
+                    });
+                let _ = reply.send(result);
             }
             Command::Decide { name, stage, action, execution, by, approve, comment, reply } => {
                 let _ = reply.send(self.decide(&name, &stage, &action, execution, &by, approve, &comment));
@@ -1402,6 +1430,51 @@ impl Driver {
             entry.1.extend(agent.running);
         }
         info!(%agent_id, "agent disconnected");
+    }
+
+    /// RollbackStage: runs `stage` again in a new execution with the
+    /// artifacts of `target` (by default the newest execution, older than
+    /// `before` if given, in which the stage succeeded). Engine only: the
+    /// caller commits.
+    fn start_rollback(
+        &mut self,
+        name: &str,
+        stage: &str,
+        target: Option<&str>,
+        before: Option<&ExecutionId>,
+        trigger: Trigger,
+    ) -> Result<ExecutionId, ApiError> {
+        let succeeded_here = |e: &Execution| {
+            e.status.is_final() && e.stages.iter().any(|s| s.name == stage && s.status == Some(crate::engine::StageStatus::Succeeded))
+        };
+        let target = match target {
+            Some(id) => {
+                let e = self.execution(name, id)?;
+                if !succeeded_here(&e) {
+                    return Err(ApiError::Conflict(format!("stage \"{stage}\" did not succeed in execution {id} (or it is still running)")));
+                }
+                e
+            }
+            None => {
+                let before_started = before
+                    .and_then(|id| self.store.execution(id).ok().flatten())
+                    .map(|e| (e.started_at, e.id));
+                self.store
+                    .executions(name, 200)?
+                    .into_iter()
+                    .filter(|e| before_started.as_ref().is_none_or(|(at, id)| &e.id != id && e.started_at <= *at))
+                    .find(|e| succeeded_here(e))
+                    .ok_or_else(|| {
+                        ApiError::Conflict(format!("no earlier execution of \"{name}\" in which stage \"{stage}\" succeeded"))
+                    })?
+            }
+        };
+        let def = self.definition(name, target.version)?;
+        let id = ExecutionId(uuid::Uuid::new_v4().to_string());
+        self.engine
+            .start_rollback(now_ms(), id.clone(), def, target.version, &target, stage, trigger)
+            .map_err(ApiError::Conflict)?;
+        Ok(id)
     }
 
     /// Fails actions past their timeout; agents running them are told to stop.

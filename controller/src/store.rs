@@ -514,6 +514,7 @@ mod tests {
             ordinal: 0,
             waiting_for: None,
             source_revisions: BTreeMap::new(),
+            rollback: None,
         }
     }
 

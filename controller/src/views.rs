@@ -69,6 +69,7 @@ pub fn execution(e: &Execution) -> Value {
             json!({
                 "stageName": s.name,
                 "status": s.status.map(|x| x.as_str()),
+                "conditionRules": s.rules,
                 "actions": s.actions.iter().map(|a| json!({
                     "actionName": a.name,
                     "runOrder": a.run_order,
@@ -102,6 +103,7 @@ pub fn execution(e: &Execution) -> Value {
             "lastUpdateTime": time(e.updated_at),
             "variables": e.variables.iter().map(|(k, v)| json!({"name": k, "resolvedValue": v})).collect::<Vec<_>>(),
             "sourceRevisions": source_revisions(e),
+            "rollbackMetadata": e.rollback.as_ref().map(|r| json!({"stage": r.stage, "rollbackTargetPipelineExecution": r.target.0})),
         },
         "stages": stages,
     })

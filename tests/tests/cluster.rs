@@ -933,3 +933,74 @@ fn declarations_are_validated_imported_and_history_is_paged() {
     assert_eq!(make["inputArtifacts"][0]["name"], "src", "{make}");
     assert_eq!(make["resolvedConfiguration"]["Commands"], "ls");
 }
+
+#[test]
+fn stage_conditions_skip_and_roll_back_to_the_last_good_artifacts() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("ok", "yes\n")]);
+    let stages = r##"{"name": "Build", "actions": [{"name": "Make",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+        "configuration": {"Commands": "mkdir -p out\nif [ -f ok ]; then cp ok out/ok; fi\ndate +%s%N > out/stamp"},
+        "inputArtifacts": [{"name": "src"}], "outputArtifacts": [{"name": "bin", "files": ["out/**"]}],
+        "capabilities": {"exec": ["sh"]}}]},
+      {"name": "Deploy",
+       "beforeEntry": {"conditions": [{"result": "SKIP", "rules": [{"name": "Wanted",
+          "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "VariableCheck", "version": "1"},
+          "configuration": {"Variable": "#{variables.DEPLOY}", "Value": "yes", "Operator": "EQ"}}]}]},
+       "onSuccess": {"conditions": [{"result": "ROLLBACK", "rules": [{"name": "Smoke",
+          "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "Commands", "version": "1"},
+          "commands": ["test -f out/ok"], "inputArtifacts": [{"name": "bin"}]}]}]},
+       "actions": [{"name": "Ship",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+        "configuration": {"Commands": "ls out"}, "inputArtifacts": [{"name": "bin"}], "capabilities": {"exec": ["sh"]}}]}"##;
+    let file = cluster.dir.path().join("guarded.json");
+    write(&file, &git_pipeline("guarded", r#"{"name": "DEPLOY", "defaultValue": "yes"}"#, &repo, stages));
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let history = cluster.wait_for_executions_to_end("guarded").unwrap();
+    let good = history["pipelineExecutionSummaries"][0]["pipelineExecutionId"].as_str().unwrap().to_string();
+    assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Succeeded", "{history}");
+
+    // beforeEntry: DEPLOY=no skips Deploy; the execution still succeeds.
+    let out = cluster.sluice(&["pipeline", "start", "guarded", "--variable", "DEPLOY=no", "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let skipped = String::from_utf8_lossy(&out.stdout).lines().next().unwrap().trim().to_string();
+    let e = cluster.sluice_json(&["execution", "get", "guarded", &skipped]).unwrap();
+    assert_eq!(e["stages"][2]["status"], "Skipped", "{e}");
+
+    // A commit that breaks the smoke check: Deploy ends Failed by onSuccess,
+    // and a rollback runs Deploy again with the good execution's artifact.
+    std::fs::remove_file(repo.join("ok")).unwrap();
+    sluice_tests::git(&repo, &["commit", "-qam", "break it"]);
+    let out = cluster.sluice(&["pipeline", "start", "guarded", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let rollback = wait_until("the automated rollback", WAIT, || {
+        let h = cluster.sluice_json(&["pipeline", "history", "guarded"]).ok()?;
+        let newest = h["pipelineExecutionSummaries"][0].clone();
+        (newest["trigger"]["triggerType"] == "AutomatedRollback" && newest["status"] != "InProgress").then_some(newest)
+    })
+    .unwrap_or_else(|e| {
+        let log = cluster.controller_log();
+        let tail: Vec<&str> = log.lines().filter(|l| l.contains("rollback") || l.contains("WARN")).collect();
+        panic!("{e}\n{}\n{}", cluster.sluice_json(&["pipeline", "history", "guarded"]).unwrap(), tail.join("\n"))
+    });
+    assert_eq!(rollback["status"], "Succeeded", "{rollback}");
+    let rb = cluster.sluice_json(&["execution", "get", "guarded", rollback["pipelineExecutionId"].as_str().unwrap()]).unwrap();
+    let good_exec = cluster.sluice_json(&["execution", "get", "guarded", &good]).unwrap();
+    assert_eq!(rb["pipelineExecution"]["rollbackMetadata"]["rollbackTargetPipelineExecution"], good.as_str());
+    assert_eq!(
+        rb["stages"][2]["actions"][0]["inputArtifacts"][0]["digest"],
+        good_exec["stages"][1]["actions"][0]["outputArtifacts"][0]["digest"],
+        "the rollback deploys the good build"
+    );
+    let failed = &cluster.sluice_json(&["pipeline", "history", "guarded"]).unwrap()["pipelineExecutionSummaries"][1];
+    assert!(failed["statusSummary"].as_str().unwrap().contains("rolling back"), "{failed}");
+
+    // By hand, to an execution named.
+    let out = cluster.sluice(&["stage", "rollback", "guarded", "Deploy", "--target", &good, "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = cluster.sluice(&["stage", "rollback", "guarded", "Deploy", "--target", &skipped]);
+    assert_eq!(out.status.code(), Some(1), "Deploy was skipped there: {}", output_text(&out));
+}

@@ -9,13 +9,17 @@
 //! Recovery is replay: start-up loads every unfinished execution into an
 //! empty engine with [`Engine::restore`]; there is no second code path.
 
+mod gates;
 mod model;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use gates::RollbackRequest;
+use gates::Gate;
 pub use model::*;
+use crate::pipeline::conditions::Outcome;
 
 /// The context variable that tells a source plugin which revision to fetch
 /// when the execution pinned one (`codepipeline` is a namespace no pipeline
@@ -158,6 +162,8 @@ pub struct Engine {
     next_ordinal: u64,
     /// Inbound transitions turned off, by (pipeline, stage).
     disabled: BTreeSet<(String, String)>,
+    /// Rollbacks stage conditions asked for, for the driver.
+    rollbacks: Vec<RollbackRequest>,
 }
 
 impl Engine {
@@ -222,6 +228,7 @@ impl Engine {
         self.next_ordinal = self.next_ordinal.max(execution.ordinal + 1);
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
+        self.redispatch_rules(&id);
         (id, redispatch)
     }
 
@@ -326,10 +333,20 @@ impl Engine {
                 self.dirty.insert(exec_id);
             }
             Event::ActionFinished { job_id, lease_epoch, result } => {
+                let (ok, message) = match &result {
+                    ActionResult::Succeeded { summary, .. } => (true, summary.clone()),
+                    ActionResult::Failed { message } => (false, message.clone()),
+                };
+                if self.rule_result(now, &job_id, lease_epoch, ok, message) {
+                    return;
+                }
                 let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
                 self.finish_action(now, &exec_id, si, ai, result);
             }
             Event::ActionLost { job_id, lease_epoch, reason } => {
+                if self.rule_result(now, &job_id, lease_epoch, false, reason.clone()) {
+                    return;
+                }
                 let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
                 self.finish_action(now, &exec_id, si, ai, ActionResult::Failed { message: reason });
             }
@@ -339,7 +356,7 @@ impl Engine {
 
     /// The place of a job if it is still running under this lease epoch.
     fn current_job(&self, job_id: &str, lease_epoch: u64) -> Option<(ExecutionId, usize, usize)> {
-        let place = self.jobs.get(job_id)?;
+        let place = self.jobs.get(job_id).filter(|p| p.action != usize::MAX)?;
         let exec = self.executions.get(&place.execution)?;
         let action = &exec.stages[place.stage].actions[place.action];
         (action.status == Some(ActionStatus::InProgress) && action.lease_epoch == lease_epoch)
@@ -365,6 +382,10 @@ impl Engine {
                         abandoned.push((stage.name.clone(), action.name.clone()));
                     }
                 }
+                for rule in stage.rules.iter_mut().filter(|r| r.status == ActionStatus::InProgress) {
+                    rule.status = ActionStatus::Abandoned;
+                    rule.message = Some("abandoned: the execution was stopped".into());
+                }
             }
         }
         let snapshot = exec.clone();
@@ -377,6 +398,7 @@ impl Engine {
         self.advance(now, id);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         now: Millis,
@@ -387,6 +409,21 @@ impl Engine {
         overrides: BTreeMap<String, String>,
         revisions: BTreeMap<String, String>,
     ) {
+        let execution = self.new_execution(now, id, &pipeline, version, trigger, overrides, revisions);
+        self.launch(now, pipeline, execution);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_execution(
+        &mut self,
+        now: Millis,
+        id: ExecutionId,
+        pipeline: &Pipeline,
+        version: u64,
+        trigger: Trigger,
+        overrides: BTreeMap<String, String>,
+        revisions: BTreeMap<String, String>,
+    ) -> Execution {
         let mut variables = BTreeMap::new();
         for v in &pipeline.variables {
             if let Some(d) = &v.default_value {
@@ -400,6 +437,9 @@ impl Engine {
             .map(|s| StageRun {
                 name: s.name.clone(),
                 status: None,
+                rules: Vec::new(),
+                passed: Vec::new(),
+                auto_retried: false,
                 actions: s
                     .actions
                     .iter()
@@ -408,7 +448,7 @@ impl Engine {
             })
             .collect();
         let execution = Execution {
-            id: id.clone(),
+            id,
             pipeline: pipeline.name.clone(),
             version,
             status: ExecutionStatus::InProgress,
@@ -430,8 +470,15 @@ impl Engine {
                     (action, SourceRevision { revision_id, revision_summary: None, pinned: true })
                 })
                 .collect(),
+            rollback: None,
         };
         self.next_ordinal = self.next_ordinal.max(now) + 1;
+        execution
+    }
+
+    /// Takes a new execution into memory and moves it as far as it goes.
+    fn launch(&mut self, now: Millis, pipeline: Arc<Pipeline>, execution: Execution) {
+        let id = execution.id.clone();
         self.notice(now, &execution, None, None, "InProgress", None);
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
@@ -493,7 +540,8 @@ impl Engine {
             }
             if exec.status == ExecutionStatus::Stopping {
                 // Nothing new starts; once nothing runs, it has stopped.
-                let running = exec.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == Some(ActionStatus::InProgress));
+                let running = exec.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == Some(ActionStatus::InProgress))
+                    || exec.stages.iter().flat_map(|s| &s.rules).any(|r| r.status == ActionStatus::InProgress);
                 if !running {
                     let current = exec.stages.iter().position(|s| s.status == Some(StageStatus::InProgress));
                     if let Some(si) = current {
@@ -504,10 +552,17 @@ impl Engine {
                 }
                 return;
             }
-            let Some(si) = exec.stages.iter().position(|s| s.status != Some(StageStatus::Succeeded)) else {
+            let Some(si) = exec.stages.iter().position(|s| !s.status.is_some_and(StageStatus::is_passed)) else {
                 self.end_execution(now, exec_id, ExecutionStatus::Succeeded, None);
                 return;
             };
+            // A rollback runs its one stage, then ends.
+            if let Some(rollback) = &exec.rollback
+                && exec.stages.iter().position(|s| s.name == rollback.stage).is_some_and(|ri| si > ri)
+            {
+                self.end_execution(now, exec_id, ExecutionStatus::Succeeded, None);
+                return;
+            }
             let stage = &exec.stages[si];
             if stage.status.is_none() {
                 if !self.may_enter(now, exec_id, si) {
@@ -521,6 +576,27 @@ impl Engine {
                 self.notice(now, &snapshot, Some(name), None, "InProgress", None);
                 continue;
             }
+            if !self.executions[exec_id].stages[si].passed.contains(&GatePhase::BeforeEntry) {
+                match self.gate(now, exec_id, si, GatePhase::BeforeEntry) {
+                    Gate::Pending => return,
+                    Gate::Passed => {
+                        self.executions.get_mut(exec_id).expect("known").stages[si].passed.push(GatePhase::BeforeEntry);
+                        continue;
+                    }
+                    Gate::Applied(Outcome::Skip, why) => {
+                        self.condition_notice(now, exec_id, si, format!("beforeEntry: skipped ({why})"));
+                        self.end_stage(now, exec_id, si, StageStatus::Skipped);
+                        continue;
+                    }
+                    Gate::Applied(_, why) => {
+                        let name = self.executions[exec_id].stages[si].name.clone();
+                        self.end_stage(now, exec_id, si, StageStatus::Failed);
+                        let message = format!("stage \"{name}\" beforeEntry condition failed: {why}");
+                        self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
+                        return;
+                    }
+                }
+            }
             // The lowest run order with an action not yet succeeded.
             let stage = &self.executions[exec_id].stages[si];
             let Some(order) = stage
@@ -530,8 +606,24 @@ impl Engine {
                 .map(|a| a.run_order)
                 .min()
             else {
-                self.end_stage(now, exec_id, si, StageStatus::Succeeded);
-                continue;
+                match self.gate(now, exec_id, si, GatePhase::OnSuccess) {
+                    Gate::Pending => return,
+                    Gate::Passed => {
+                        self.end_stage(now, exec_id, si, StageStatus::Succeeded);
+                        continue;
+                    }
+                    Gate::Applied(result, why) => {
+                        let name = self.executions[exec_id].stages[si].name.clone();
+                        self.end_stage(now, exec_id, si, StageStatus::Failed);
+                        let mut message = format!("stage \"{name}\" onSuccess condition failed: {why}");
+                        if result == Outcome::Rollback {
+                            message.push_str("; rolling back");
+                            self.request_rollback(exec_id, si);
+                        }
+                        self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
+                        return;
+                    }
+                }
             };
             let group: Vec<usize> =
                 stage.actions.iter().enumerate().filter(|(_, a)| a.run_order == order).map(|(i, _)| i).collect();
@@ -556,12 +648,43 @@ impl Engine {
                 .find(|&ai| stage.actions[ai].status != Some(ActionStatus::Succeeded))
                 .expect("a settled group that is not all succeeded has a failure");
             let action = &stage.actions[ai];
-            let message = format!(
+            let mut message = format!(
                 "stage \"{}\" failed: action \"{}\": {}",
                 stage.name,
                 action.name,
                 action.error.as_deref().unwrap_or("failed")
             );
+            let retried = stage.auto_retried;
+            match self.gate(now, exec_id, si, GatePhase::OnFailure) {
+                Gate::Pending => return,
+                Gate::Applied(Outcome::Retry, _) if !retried => {
+                    let all = self.stage_conditions(exec_id, si).on_failure.is_some_and(|f| f.retry_all);
+                    self.condition_notice(now, exec_id, si, format!("onFailure: retrying ({message})"));
+                    let stage = &mut self.executions.get_mut(exec_id).expect("known").stages[si];
+                    stage.auto_retried = true;
+                    stage.rules.clear();
+                    stage.passed.retain(|p| *p == GatePhase::BeforeEntry);
+                    for action in &mut stage.actions {
+                        if all || action.status != Some(ActionStatus::Succeeded) {
+                            action.status = None;
+                            action.error = None;
+                            action.summary = None;
+                            action.ended_at = None;
+                        }
+                    }
+                    continue;
+                }
+                Gate::Applied(Outcome::Skip, _) => {
+                    self.condition_notice(now, exec_id, si, format!("onFailure: skipped ({message})"));
+                    self.end_stage(now, exec_id, si, StageStatus::Skipped);
+                    continue;
+                }
+                Gate::Applied(Outcome::Rollback, _) => {
+                    message.push_str("; rolling back");
+                    self.request_rollback(exec_id, si);
+                }
+                _ => {}
+            }
             self.end_stage(now, exec_id, si, StageStatus::Failed);
             self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
             return;
@@ -882,6 +1005,13 @@ impl Engine {
             self.finish_action(now, &exec_id, si, ai, ActionResult::Failed { message });
         }
         jobs
+    }
+
+    /// Tells watchers what a stage condition did.
+    fn condition_notice(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, message: String) {
+        let snapshot = self.executions[exec_id].clone();
+        let stage = snapshot.stages[si].name.clone();
+        self.notice(now, &snapshot, Some(stage), None, "Condition", Some(message));
     }
 
     fn notice(

@@ -47,6 +47,8 @@ pub enum StageStatus {
     Succeeded,
     Failed,
     Stopped,
+    /// A condition (`beforeEntry` SKIP, `onFailure` SKIP) skipped it.
+    Skipped,
 }
 
 impl StageStatus {
@@ -56,7 +58,13 @@ impl StageStatus {
             Self::Succeeded => "Succeeded",
             Self::Failed => "Failed",
             Self::Stopped => "Stopped",
+            Self::Skipped => "Skipped",
         }
+    }
+
+    /// Done, and the execution may go on past it.
+    pub fn is_passed(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Skipped)
     }
 }
 
@@ -163,6 +171,39 @@ pub struct Execution {
     /// CodePipeline's `sourceRevisions`.
     #[serde(default)]
     pub source_revisions: BTreeMap<String, SourceRevision>,
+    /// Set on a rollback execution: the stage it runs again with the
+    /// artifacts of `target`, the execution rolled back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    pub stage: String,
+    pub target: ExecutionId,
+}
+
+/// Which stage condition a gate evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatePhase {
+    BeforeEntry,
+    OnSuccess,
+    OnFailure,
+}
+
+/// One rule of a stage condition, as evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleRun {
+    pub phase: GatePhase,
+    pub condition: usize,
+    pub name: String,
+    /// `InProgress` while a Commands rule runs on an agent.
+    pub status: ActionStatus,
+    pub message: Option<String>,
+    pub job_id: Option<String>,
+    pub lease_epoch: u64,
 }
 
 /// One source action's revision in an execution.
@@ -181,6 +222,15 @@ pub struct StageRun {
     pub name: String,
     pub status: Option<StageStatus>,
     pub actions: Vec<ActionRun>,
+    /// Rules of this stage's conditions, as evaluated (every attempt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleRun>,
+    /// Condition phases that passed for the current attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed: Vec<GatePhase>,
+    /// `onFailure` RETRY already used (it retries once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_retried: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,6 +43,29 @@ fn pipeline(mode: &str) -> Arc<Pipeline> {
     Arc::new(parse(&text).expect("simulated pipeline parses").pipeline)
 }
 
+/// A pipeline with stage conditions: Build retries once on failure,
+/// Deploy is entered only on a variable check and rolled back when a
+/// Commands rule after it fails.
+fn conditional() -> Arc<Pipeline> {
+    let text = r##"{"pipeline": {"name": "sim-COND", "variables": [{"name": "GO", "defaultValue": "yes"}], "stages": [
+        {"name": "Source", "actions": [{"name": "Src", "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": "/r"}, "outputArtifacts": [{"name": "src"}]}]},
+        {"name": "Build", "onFailure": {"result": "RETRY", "retryConfiguration": {"retryMode": "ALL_ACTIONS"}}, "actions": [
+            {"name": "A", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"},
+             "inputArtifacts": [{"name": "src"}], "outputArtifacts": [{"name": "bin"}]}]},
+        {"name": "Deploy",
+         "beforeEntry": {"conditions": [{"result": "FAIL", "rules": [{"name": "Go",
+            "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "VariableCheck", "version": "1"},
+            "configuration": {"Variable": "#{variables.GO}", "Value": "yes", "Operator": "EQ"}}]}]},
+         "onSuccess": {"conditions": [{"result": "ROLLBACK", "rules": [{"name": "Smoke",
+            "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "Commands", "version": "1"},
+            "commands": ["./smoke"], "inputArtifacts": [{"name": "bin"}]}]}]},
+         "actions": [{"name": "D", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"},
+            "inputArtifacts": [{"name": "bin"}]}]}
+    ]}}"##;
+    Arc::new(parse(text).expect("simulated pipeline parses").pipeline)
+}
+
 /// One simulated world: the engine, what agents hold, what the store has.
 struct World {
     rng: StdRng,
@@ -66,6 +89,8 @@ struct World {
     /// Ordinals of executions retried: a retry re-runs an old execution
     /// after newer ones, so start order says nothing about them.
     retried: HashSet<u64>,
+    /// Rollback executions and the executions they roll back to.
+    rollbacks: HashMap<ExecutionId, ExecutionId>,
     started: usize,
     step: usize,
 }
@@ -77,7 +102,7 @@ impl World {
             seed,
             now: 1,
             engine: Engine::new(),
-            pipelines: MODES.iter().map(|m| pipeline(m)).collect(),
+            pipelines: MODES.iter().map(|m| pipeline(m)).chain([conditional()]).collect(),
             held: Vec::new(),
             stale: Vec::new(),
             handed: HashSet::new(),
@@ -86,6 +111,7 @@ impl World {
             entries: HashMap::new(),
             disabled: HashSet::new(),
             retried: HashSet::new(),
+            rollbacks: HashMap::new(),
             started: 0,
             step: 0,
         }
@@ -105,11 +131,27 @@ impl World {
             if !self.handed_since_restart.insert(d.job_id.clone()) {
                 self.fail(format!("job {} handed out twice without a restart", d.job_id));
             }
+            // A rolled-back stage runs on the artifacts of the execution it
+            // rolls back to.
+            if let Some(target) = self.rollbacks.get(&d.execution_id) {
+                let target = &self.stored[target];
+                for (name, artifact) in &d.inputs {
+                    if target.artifacts.get(name) != Some(artifact) {
+                        self.fail(format!("rollback {} gave {} input {name} {artifact:?}, not the target's", d.execution_id, d.action));
+                    }
+                }
+            }
             self.held.push(d);
         }
         for e in self.engine.take_dirty() {
             let before = self.stored.get(&e.id).cloned();
-            for (si, stage) in e.stages.iter().enumerate() {
+            // A rollback copies the stages before its own: never entered.
+            let copied = e
+                .rollback
+                .as_ref()
+                .and_then(|r| e.stages.iter().position(|s| s.name == r.stage))
+                .unwrap_or(0);
+            for (si, stage) in e.stages.iter().enumerate().skip(copied) {
                 let entered_now = stage.status.is_some()
                     && before.as_ref().is_none_or(|b| b.stages[si].status.is_none());
                 if entered_now {
@@ -123,6 +165,9 @@ impl World {
             self.stored.insert(e.id.clone(), e);
         }
         self.engine.take_notices();
+        for request in self.engine.take_rollbacks() {
+            self.roll_back(request);
+        }
         self.check_one_per_stage();
         self.check_queued_order();
     }
@@ -259,6 +304,29 @@ impl World {
         self.settle();
     }
 
+    /// Starts the rollback a stage condition asked for, to the newest earlier
+    /// execution in which the stage succeeded (none: nothing to roll back to).
+    fn roll_back(&mut self, request: RollbackRequest) {
+        let failed_ordinal = self.stored[&request.failed].ordinal;
+        let mut candidates: Vec<&Execution> = self
+            .stored
+            .values()
+            .filter(|e| e.pipeline == request.pipeline && e.ordinal < failed_ordinal)
+            .filter(|e| e.stages.iter().any(|s| s.name == request.stage && s.status == Some(StageStatus::Succeeded)))
+            .collect();
+        candidates.sort_by_key(|e| e.ordinal);
+        let Some(target) = candidates.last().map(|e| (*e).clone()) else { return };
+        let def = self.pipelines.iter().find(|p| p.name == request.pipeline).cloned().expect("known pipeline");
+        self.started += 1;
+        let id = ExecutionId(format!("rb{:03}", self.started));
+        self.rollbacks.insert(id.clone(), target.id.clone());
+        let trigger = Trigger::new("AutomatedRollback", "sim");
+        if let Err(e) = self.engine.start_rollback(self.now, id, def, 1, &target, &request.stage, trigger) {
+            self.fail(format!("a rollback to {} was refused: {e}", target.id));
+        }
+        self.settle();
+    }
+
     fn start(&mut self) {
         let def = self.pipelines[self.rng.random_range(0..self.pipelines.len())].clone();
         self.started += 1;
@@ -383,12 +451,14 @@ impl World {
     }
 }
 
-fn run(seed: u64, steps: usize) {
+/// Runs one seed; returns how many rollbacks it started.
+fn run(seed: u64, steps: usize) -> usize {
     let mut world = World::new(seed);
     for _ in 0..steps {
         world.random_step();
     }
     world.drain();
+    world.rollbacks.len()
 }
 
 #[test]
@@ -398,9 +468,8 @@ fn simulated_executions_keep_every_invariant() {
         return;
     }
     let runs: u64 = std::env::var("SLUICE_SIM_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
-    for seed in 0..runs {
-        run(seed, 400);
-    }
+    let rollbacks: usize = (0..runs).map(|seed| run(seed, 400)).sum();
+    assert!(rollbacks > 0, "the faults never led to a rollback: the simulation misses a path");
 }
 
 #[test]

@@ -449,3 +449,154 @@ fn an_action_no_agent_takes_fails_at_its_timeout_and_a_silent_agent_after_the_gr
     assert!(engine.expire(60 * 60_000 + TIMEOUT_GRACE_MS - 1).is_empty());
     assert_eq!(engine.expire(60 * 60_000 + TIMEOUT_GRACE_MS), vec![src[0].job_id.clone()]);
 }
+
+fn conditional(build_extra: &str, deploy_extra: &str) -> Arc<Pipeline> {
+    pipeline(&format!(
+        r##"{{"pipeline": {{"name": "cond", "variables": [{{"name": "ENV", "defaultValue": "staging"}}], "stages": [
+        {{"name": "Source", "actions": [{{"name": "Src", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+            "configuration": {{"Url": "/r"}}, "outputArtifacts": [{{"name": "src"}}]}}]}},
+        {{"name": "Build", {build_extra} "actions": [
+            {{"name": "A", "runOrder": 1, "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}},
+             "inputArtifacts": [{{"name": "src"}}], "outputArtifacts": [{{"name": "bin"}}]}},
+            {{"name": "B", "runOrder": 1, "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}}}]}},
+        {{"name": "Deploy", {deploy_extra} "actions": [{{"name": "D", "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}},
+            "inputArtifacts": [{{"name": "bin"}}]}}]}}
+    ]}}}}"##
+    ))
+}
+
+fn fail() -> ActionResult {
+    ActionResult::Failed { message: "boom".into() }
+}
+
+fn status_of(engine: &mut Engine, id: &str) -> Execution {
+    engine
+        .take_dirty()
+        .into_iter()
+        .find(|e| e.id.0 == id)
+        .or_else(|| engine.execution(&ExecutionId(id.into())).cloned())
+        .unwrap()
+}
+
+#[test]
+fn before_entry_skips_or_fails_on_a_variable_check() {
+    let check = |result: &str, value: &str| {
+        format!(
+            r##""beforeEntry": {{"conditions": [{{"result": "{result}", "rules": [{{"name": "IsProd",
+                "ruleTypeId": {{"category": "Rule", "owner": "AWS", "provider": "VariableCheck", "version": "1"}},
+                "configuration": {{"Variable": "#{{variables.ENV}}", "Value": "{value}", "Operator": "EQ"}}}}]}}]}},"##
+        )
+    };
+    // ENV is staging: the Deploy check fails; SKIP goes on to the end.
+    let mut engine = Engine::new();
+    start(&mut engine, conditional("", &check("SKIP", "prod")), "skip");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d")], &[]));
+    for d in drain(&mut engine) {
+        finish(&mut engine, &d, ok(&[("bin", "b")], &[]));
+    }
+    assert!(drain(&mut engine).is_empty(), "Deploy's action never runs");
+    let e = status_of(&mut engine, "skip");
+    assert_eq!(e.status, ExecutionStatus::Succeeded);
+    assert_eq!(e.stages[2].status, Some(StageStatus::Skipped));
+    assert!(e.stages[2].rules[0].message.as_deref().unwrap().contains("\"staging\""), "{:?}", e.stages[2].rules);
+
+    // FAIL fails the execution, naming the rule; a passing check lets it in.
+    let mut engine = Engine::new();
+    start(&mut engine, conditional("", &check("FAIL", "prod")), "fail");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d")], &[]));
+    for d in drain(&mut engine) {
+        finish(&mut engine, &d, ok(&[("bin", "b")], &[]));
+    }
+    let e = status_of(&mut engine, "fail");
+    assert_eq!(e.status, ExecutionStatus::Failed);
+    assert!(e.status_summary.as_deref().unwrap().contains("beforeEntry condition failed: rule \"IsProd\""), "{e:?}");
+
+    let mut engine = Engine::new();
+    start(&mut engine, conditional("", &check("FAIL", "staging")), "pass");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d")], &[]));
+    for d in drain(&mut engine) {
+        finish(&mut engine, &d, ok(&[("bin", "b")], &[]));
+    }
+    assert_eq!(drain(&mut engine).iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["D"]);
+}
+
+#[test]
+fn on_failure_retries_once_then_fails() {
+    let retry = r#""onFailure": {"result": "RETRY", "retryConfiguration": {"retryMode": "FAILED_ACTIONS"}},"#;
+    let mut engine = Engine::new();
+    start(&mut engine, conditional(retry, ""), "r");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d")], &[]));
+    let build = drain(&mut engine);
+    let (a, b) = (&build[0], &build[1]);
+    finish(&mut engine, a, fail());
+    finish(&mut engine, b, ok(&[], &[]));
+    // Only the failed action runs again, as attempt 2.
+    let again = drain(&mut engine);
+    assert_eq!(again.iter().map(|d| (d.action.as_str(), d.attempt)).collect::<Vec<_>>(), [("A", 2)]);
+    finish(&mut engine, &again[0], fail());
+    assert!(drain(&mut engine).is_empty(), "retried once only");
+    let e = status_of(&mut engine, "r");
+    assert_eq!(e.status, ExecutionStatus::Failed);
+    assert!(e.stages[1].auto_retried);
+}
+
+#[test]
+fn a_commands_rule_runs_on_an_agent_and_on_success_rollback_asks_for_a_rollback() {
+    let smoke = r#""onSuccess": {"conditions": [{"result": "ROLLBACK", "rules": [{"name": "Smoke",
+        "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "Commands", "version": "1"},
+        "commands": ["./check"], "inputArtifacts": [{"name": "bin"}]}]}]},"#;
+    let def = conditional("", smoke);
+    let mut engine = Engine::new();
+    // A first execution succeeds all the way (its smoke rule passes).
+    start(&mut engine, def.clone(), "good");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d-good")], &[]));
+    for d in drain(&mut engine) {
+        finish(&mut engine, &d, ok(&[("bin", "b-good")], &[]));
+    }
+    let deploy = drain(&mut engine);
+    finish(&mut engine, &deploy[0], ok(&[], &[]));
+    let rule = drain(&mut engine);
+    assert_eq!(rule.len(), 1);
+    assert_eq!((rule[0].action.as_str(), rule[0].provider.as_str()), ("rule:Smoke", "shell"));
+    assert_eq!(rule[0].inputs, vec![("bin".to_string(), ArtifactRef { digest: "b-good".into(), size: 1 })]);
+    finish(&mut engine, &rule[0], ok(&[], &[]));
+    let good = status_of(&mut engine, "good");
+    assert_eq!(good.status, ExecutionStatus::Succeeded);
+
+    // The second's smoke rule fails: it ends Failed and asks for a rollback.
+    start(&mut engine, def.clone(), "bad");
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d-bad")], &[]));
+    for d in drain(&mut engine) {
+        finish(&mut engine, &d, ok(&[("bin", "b-bad")], &[]));
+    }
+    let deploy = drain(&mut engine);
+    finish(&mut engine, &deploy[0], ok(&[], &[]));
+    let rule = drain(&mut engine);
+    finish(&mut engine, &rule[0], fail());
+    let bad = status_of(&mut engine, "bad");
+    assert_eq!(bad.status, ExecutionStatus::Failed);
+    assert!(bad.status_summary.as_deref().unwrap().contains("rolling back"), "{bad:?}");
+    let requests = engine.take_rollbacks();
+    assert_eq!(requests, vec![RollbackRequest { pipeline: "cond".into(), stage: "Deploy".into(), failed: ExecutionId("bad".into()) }]);
+
+    // The rollback runs Deploy again with the good execution's artifacts, and only Deploy.
+    engine
+        .start_rollback(9, ExecutionId("rb".into()), def.clone(), 1, &good, "Deploy", Trigger::new("AutomatedRollback", "x"))
+        .unwrap();
+    let deploy = drain(&mut engine);
+    assert_eq!(deploy.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["D"]);
+    assert_eq!(deploy[0].inputs, vec![("bin".to_string(), ArtifactRef { digest: "b-good".into(), size: 1 })]);
+    finish(&mut engine, &deploy[0], ok(&[], &[]));
+    let rule = drain(&mut engine);
+    finish(&mut engine, &rule[0], ok(&[], &[]));
+    let rb = status_of(&mut engine, "rb");
+    assert_eq!(rb.status, ExecutionStatus::Succeeded);
+    assert_eq!(rb.rollback.as_ref().unwrap().target, ExecutionId("good".into()));
+    assert!(engine.start_rollback(10, ExecutionId("x".into()), def, 1, &bad, "Deploy", Trigger::new("RollbackStage", "x")).is_err());
+}

@@ -24,6 +24,7 @@
 //! This module must not know about storage, the engine, agents or plugins
 //! beyond the [`ProviderCatalog`] trait; it does no I/O.
 
+pub mod conditions;
 pub mod import;
 pub mod limits;
 mod model;

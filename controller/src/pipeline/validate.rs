@@ -398,6 +398,9 @@ impl<'d> Validator<'d> {
         for (si, stage) in pipeline.stages.iter().enumerate() {
             let path = index("pipeline.stages", si);
             self.name(&child(&path, "name"), &stage.name, &STAGE_NAME);
+            if let Err(problems) = super::conditions::stage_conditions(stage, &path) {
+                self.diagnostics.extend(problems);
+            }
             match stage_names.get(stage.name.as_str()) {
                 Some(first) => self.error(
                     child(&path, "name"),

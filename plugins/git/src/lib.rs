@@ -117,9 +117,16 @@ impl GitConfig {
         };
         let value = secrets::get(name)?;
         let value = value.trim();
-        let pair = if value.contains(':') { value.to_string() } else { format!("{TOKEN_USER}:{value}") };
+        let pair = if value.contains(':') {
+            value.to_string()
+        } else {
+            format!("{TOKEN_USER}:{value}")
+        };
         let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-        Ok(vec![("http.extraHeader".into(), format!("Authorization: Basic {encoded}"))])
+        Ok(vec![(
+            "http.extraHeader".into(),
+            format!("Authorization: Basic {encoded}"),
+        )])
     }
 }
 
@@ -193,7 +200,11 @@ impl Plugin for Git {
 
         let wanted = match commit {
             Some(commit) => {
-                log::info(format!("fetching commit {} of {}", short(commit), config.url));
+                log::info(format!(
+                    "fetching commit {} of {}",
+                    short(commit),
+                    config.url
+                ));
                 // Servers hand out any reachable commit by id (protocol v2);
                 // older ones only refs: then fetch the ref in full and look.
                 if fetch(&[commit], depth).is_err() {
@@ -219,7 +230,11 @@ impl Plugin for Git {
                 })?
             }
             None => {
-                log::info(format!("fetching {} of {}", reference.describe(), config.url));
+                log::info(format!(
+                    "fetching {} of {}",
+                    reference.describe(),
+                    config.url
+                ));
                 fetch(&[refspec.as_str()], depth)?;
                 git.output([
                     git_dir.as_str(),
@@ -231,16 +246,20 @@ impl Plugin for Git {
         };
 
         let work_tree = format!("--work-tree={}", host_path(&output.path)?.display());
-        git.run([
-            git_dir.as_str(),
-            &work_tree,
-            "checkout",
-            "--force",
-            "--quiet",
-            &wanted,
-            "--",
-            ".",
-        ])?;
+        // A commit may have no files at all; `checkout -- .` would refuse it.
+        let files = git.output([git_dir.as_str(), "ls-tree", "--name-only", &wanted])?;
+        if !files.is_empty() {
+            git.run([
+                git_dir.as_str(),
+                &work_tree,
+                "checkout",
+                "--force",
+                "--quiet",
+                &wanted,
+                "--",
+                ".",
+            ])?;
+        }
 
         let format = format!(
             "--format={}",
@@ -251,11 +270,12 @@ impl Plugin for Git {
         let mut field = || fields.next().unwrap_or_default().to_owned();
         let (id, author, date, message) = (field(), field(), field(), field());
         let title = message.lines().next().unwrap_or_default();
-        let mut outcome = Outcome::succeeded(format!("{}@{}: {title}", reference.name(), short(&id)))
-            .variable("CommitId", &id)
-            .variable("CommitMessage", &message)
-            .variable("AuthorDate", date)
-            .variable("AuthorDisplayName", author);
+        let mut outcome =
+            Outcome::succeeded(format!("{}@{}: {title}", reference.name(), short(&id)))
+                .variable("CommitId", &id)
+                .variable("CommitMessage", &message)
+                .variable("AuthorDate", date)
+                .variable("AuthorDisplayName", author);
         outcome = match reference {
             Ref::Branch(branch) => outcome.variable("BranchName", branch),
             Ref::Tag(tag) => outcome.variable("TagName", tag),
@@ -277,14 +297,21 @@ impl Source for Git {
             &wanted,
             &peeled,
         ])?;
-        let refs: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once('\t')).collect();
+        let refs: Vec<(&str, &str)> = listed
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .collect();
         let id = refs
             .iter()
             .find(|(_, name)| *name == peeled)
             .or_else(|| refs.iter().find(|(_, name)| *name == wanted))
             .map(|(id, _)| id.to_string())
             .ok_or_else(|| {
-                Error::new(format!("{} not found in {}", reference.describe(), config.url))
+                Error::new(format!(
+                    "{} not found in {}",
+                    reference.describe(),
+                    config.url
+                ))
             })?;
         let summary = format!("{}@{}", reference.name(), short(&id));
         Ok(Revision::new(id, summary))
@@ -311,7 +338,10 @@ impl GitCli {
     }
 
     fn without_workspace(config: Vec<(String, String)>) -> Self {
-        Self { workspace: None, config }
+        Self {
+            workspace: None,
+            config,
+        }
     }
 
     fn command<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Command {
@@ -481,34 +511,70 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_without_files_gives_an_empty_artifact() {
+        let fx = Fixture::new();
+        sh(
+            &fx.root.join("src"),
+            "git rm -q -r . && git -c user.name=A -c user.email=a@b commit -q -m empty",
+        );
+        let outcome = Git::execute(fx.context(&[("Url", &fx.url())])).unwrap();
+        assert_eq!(outcome.get_variable("CommitMessage"), Some("empty"));
+        assert_eq!(fs::read_dir(fx.root.join("out")).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_pinned_revision_wins_and_tags_are_fetched() {
         let fx = Fixture::new();
         let url = fx.url();
         let mut ctx = fx.context(&[("Url", &url)]);
-        ctx.variables
-            .push((sluice_plugin_sdk::PINNED_REVISION_VARIABLE.into(), fx.first.clone()));
+        ctx.variables.push((
+            sluice_plugin_sdk::PINNED_REVISION_VARIABLE.into(),
+            fx.first.clone(),
+        ));
         let outcome = Git::execute(ctx).unwrap();
         assert_eq!(outcome.get_variable("CommitId"), Some(fx.first.as_str()));
-        assert!(!fx.root.join("out/d").exists(), "the first commit has no d/");
+        assert!(
+            !fx.root.join("out/d").exists(),
+            "the first commit has no d/"
+        );
 
-        sh(&fx.root.join("src"), &format!("git tag -a v1 -m 'release one' {}", fx.first));
+        sh(
+            &fx.root.join("src"),
+            &format!("git tag -a v1 -m 'release one' {}", fx.first),
+        );
         let outcome = Git::execute(fx.context(&[("Url", &url), ("Tag", "v1")])).unwrap();
         assert_eq!(outcome.get_variable("CommitId"), Some(fx.first.as_str()));
         assert_eq!(outcome.get_variable("TagName"), Some("v1"));
-        let config: Config = [("Url", url.clone()), ("Tag", "v1".into())].into_iter().collect();
-        assert_eq!(Git::latest_revision(&config).unwrap().id, fx.first, "an annotated tag peels to its commit");
-        let err = Git::execute(fx.context(&[("Url", &url), ("Tag", "v1"), ("Branch", "main")])).unwrap_err();
+        let config: Config = [("Url", url.clone()), ("Tag", "v1".into())]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            Git::latest_revision(&config).unwrap().id,
+            fx.first,
+            "an annotated tag peels to its commit"
+        );
+        let err = Git::execute(fx.context(&[("Url", &url), ("Tag", "v1"), ("Branch", "main")]))
+            .unwrap_err();
         assert_eq!(err.message(), "give \"Branch\" or \"Tag\", not both");
     }
 
     #[test]
     fn credentials_come_from_a_secret_and_never_from_arguments() {
-        let config: Config = [("Url", "https://example.invalid/r.git"), ("CredentialsSecret", "GIT_CREDS")]
-            .into_iter()
-            .collect();
+        let config: Config = [
+            ("Url", "https://example.invalid/r.git"),
+            ("CredentialsSecret", "GIT_CREDS"),
+        ]
+        .into_iter()
+        .collect();
         let parsed = GitConfig::from(&config).unwrap();
         // Not set: the error names the secret.
-        assert!(parsed.credentials().unwrap_err().message().contains("GIT_CREDS"));
+        assert!(
+            parsed
+                .credentials()
+                .unwrap_err()
+                .message()
+                .contains("GIT_CREDS")
+        );
         // SAFETY of the test: no other test reads this variable.
         unsafe { std::env::set_var("SLUICE_SECRET_GIT_CREDS", "ann:s3cret") };
         let header = parsed.credentials().unwrap();
