@@ -54,6 +54,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/agent-tokens/{id}/revoke", post(revoke_join_token))
         .route("/agents/{id}/{verb}", post(set_agent_state))
         .route("/plugins", get(list_plugins).post(push_plugin))
+        .route("/plugins/{key}", get(describe_plugin).delete(delete_plugin))
         .route("/pipelines/{name}/webhook", post(create_webhook).delete(delete_webhook))
         .route("/secrets", get(list_secrets))
         .route("/validate-pipeline", post(validate_pipeline))
@@ -153,6 +154,14 @@ async fn create_pipeline(
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::Invalid { message: "pipeline declaration is not UTF-8".into(), diagnostics: vec![] })?;
     Ok(Json(ask(&s, |reply| Command::CreatePipeline { text, by: caller.user, reply }).await?))
+}
+
+async fn describe_plugin(State(s): State<ApiState>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::DescribePlugin { key, reply }).await?))
+}
+
+async fn delete_plugin(State(s): State<ApiState>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::DeletePlugin { key, reply }).await?))
 }
 
 /// Validates a declaration against the registered providers; changes nothing.

@@ -95,12 +95,49 @@ pub enum Cmd {
     /// Approve or reject a manual approval action.
     #[command(subcommand)]
     Approval(ApprovalCmd),
+    /// Run one action locally, in the sandbox an agent uses (no controller needed).
+    #[command(subcommand)]
+    Action(ActionCmd),
     /// Named users of the admin API (admin role only).
     #[command(subcommand)]
     User(UserCmd),
     /// API tokens of users (admin role only).
     #[command(subcommand)]
     Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ActionCmd {
+    /// Run a plugin once on local directories, exactly as an agent would.
+    Run {
+        /// A component file (`.wasm`) or a built-in `provider@version`.
+        #[arg(long)]
+        plugin: String,
+        /// Configuration (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// An input artifact directory, mounted read-only (repeatable).
+        #[arg(long = "input", value_name = "NAME=DIR")]
+        inputs: Vec<String>,
+        /// An output artifact directory, created if needed (repeatable).
+        /// (`--output` alone is the global output format.)
+        #[arg(long = "output-dir", value_name = "NAME=DIR")]
+        outputs: Vec<String>,
+        /// A grant: exec=PROGRAMS, http=HOST:PORT, secrets=NAMES, env=NAMES, fs=DIRS (repeatable).
+        #[arg(long = "grant", value_name = "KIND=VALUES")]
+        grants: Vec<String>,
+        /// A secret value from the environment variable of that name (repeatable).
+        #[arg(long = "secret-env", value_name = "NAME")]
+        secret_env: Vec<String>,
+        /// A variable the plugin sees (repeatable), e.g. variables.ENV=prod.
+        #[arg(long = "variable", value_name = "NAME=VALUE")]
+        variables: Vec<String>,
+        #[arg(long, default_value = "60m", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Linear memory limit in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory_mib: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -370,6 +407,23 @@ pub enum PluginCmd {
     List,
     /// Register a plugin component (`provider@version` from its own describe()).
     Push { file: PathBuf },
+    /// What a registered plugin says about itself: configuration, artifacts, capabilities.
+    Describe {
+        /// `provider@version`
+        plugin: String,
+    },
+    /// Remove a pushed plugin version no pipeline uses.
+    Delete {
+        /// `provider@version`
+        plugin: String,
+    },
+    /// Write a new plugin crate from a template, ready to build and push.
+    New {
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// A failure with the exit code it deserves.
@@ -932,6 +986,58 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 println!("{}", s(&out["token"]));
             }
         }
+        Cmd::Action(ActionCmd::Run {
+            plugin,
+            config,
+            inputs,
+            outputs,
+            grants,
+            secret_env,
+            variables,
+            timeout,
+            memory_mib,
+        }) => {
+            use crate::action_run::{LocalRun, add_grant, pair};
+            let bad = |m: String| Failure::new(2, m);
+            let mut request = LocalRun { plugin, timeout, memory_limit: memory_mib << 20, ..LocalRun::default() };
+            for c in &config {
+                request.config.push(pair("--config", c).map_err(bad)?);
+            }
+            for i in &inputs {
+                let (name, dir) = pair("--input", i).map_err(bad)?;
+                request.inputs.push((name, PathBuf::from(dir)));
+            }
+            for o in &outputs {
+                let (name, dir) = pair("--output-dir", o).map_err(bad)?;
+                request.outputs.push((name, PathBuf::from(dir)));
+            }
+            for g in &grants {
+                add_grant(&mut request.grants, g).map_err(bad)?;
+            }
+            for name in &secret_env {
+                let value = std::env::var(name).map_err(|_| bad(format!("--secret-env {name}: the variable is not set")))?;
+                request.secrets.insert(name.clone(), value);
+            }
+            for v in &variables {
+                request.variables.push(pair("--variable", v).map_err(bad)?);
+            }
+            let log: std::sync::Arc<dyn sluice_runtime::LogSink> = std::sync::Arc::new(|line: &str| eprintln!("{line}"));
+            let (out, ok) = tokio::task::spawn_blocking(move || crate::action_run::run(request, log))
+                .await
+                .map_err(|e| Failure::new(1, format!("the run crashed: {e}")))?
+                .map_err(|e| Failure::new(2, format!("{e:#}")))?;
+            if json_out {
+                print_json(&out);
+            } else if ok {
+                println!("Succeeded: {}", s(&out["summary"]));
+                for (k, v) in out["outputVariables"].as_object().into_iter().flatten() {
+                    println!("  {k} = {}", s(v));
+                }
+            } else {
+                println!("Failed: {}", s(&out["message"]));
+            }
+            return Ok(if ok { 0 } else { 1 });
+        }
         Cmd::Approval(cmd) => {
             let (approve, args) = match cmd {
                 ApprovalCmd::Approve(args) => (true, args),
@@ -1059,6 +1165,45 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             } else {
                 println!("secret {name} deleted");
             }
+        }
+        Cmd::Plugin(PluginCmd::Describe { plugin }) => {
+            let out = client()?.get(&format!("/plugins/{plugin}")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let info = &out["info"];
+                println!("{} ({}, {}): {}", s(&out["provider"]), s(&info["category"]), if out["builtin"] == json!(true) { "built-in" } else { "pushed" }, s(&info["description"]));
+                println!("digest: {}", s(&out["digest"]));
+                let rows: Vec<Vec<String>> = info["configuration"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        vec![
+                            s(&p["name"]),
+                            if p["required"] == json!(true) { "required".into() } else { "optional".into() },
+                            s(&p["type"]),
+                            s(&p["description"]),
+                        ]
+                    })
+                    .collect();
+                print_table(&["PROPERTY", "", "TYPE", "DESCRIPTION"], &rows);
+                println!("inputs: {:?}, outputs: {:?}", info["inputArtifacts"], info["outputArtifacts"]);
+                println!("capabilities: {}", info["capabilities"]);
+            }
+        }
+        Cmd::Plugin(PluginCmd::Delete { plugin }) => {
+            let out = client()?.delete(&format!("/plugins/{plugin}")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("plugin {plugin} deleted");
+            }
+        }
+        Cmd::Plugin(PluginCmd::New { name, dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            crate::plugin_template::write(&name, &dir).map_err(|e| Failure::new(2, format!("{e:#}")))?;
+            println!("wrote {} — build it with: cd {} && cargo build --release --target wasm32-wasip2", dir.display(), dir.display());
         }
         Cmd::Plugin(PluginCmd::Push { file }) => {
             let wasm = std::fs::read(&file).map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;

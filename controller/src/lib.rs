@@ -1,6 +1,7 @@
 //! Sluice controller: keeps the pipelines and schedules every action onto
 //! agents. See ARCHITECTURE.md for the code map.
 
+pub mod action_run;
 pub mod api;
 pub mod auth;
 pub mod blobs;
@@ -10,6 +11,7 @@ pub mod demo;
 pub mod engine;
 pub mod fleet;
 pub mod pipeline;
+pub mod plugin_template;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -135,6 +135,8 @@ pub enum Command {
     /// (cut off now, refused on reconnect).
     SetAgentState { id: String, state: AgentState, reply: Reply<Value> },
     ListPlugins { reply: Reply<Value> },
+    DescribePlugin { key: String, reply: Reply<Value> },
+    DeletePlugin { key: String, reply: Reply<Value> },
     /// Register a pushed component whose `describe()` was already read.
     PushPlugin { wasm: Vec<u8>, info: Box<ActionInfo>, reply: Reply<Value> },
     Enroll { request: Box<EnrollRequest>, reply: oneshot::Sender<EnrollResponse> },
@@ -667,6 +669,18 @@ impl Driver {
                 plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
                 let _ = reply.send(Ok(json!({ "plugins": plugins })));
             }
+            Command::DescribePlugin { key, reply } => {
+                let result = self
+                    .catalog
+                    .0
+                    .get(&key)
+                    .map(|p| json!({ "provider": key, "digest": p.digest, "builtin": p.builtin, "info": p.info }))
+                    .ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")));
+                let _ = reply.send(result);
+            }
+            Command::DeletePlugin { key, reply } => {
+                let _ = reply.send(self.delete_plugin(&key));
+            }
             Command::PushPlugin { wasm, info, reply } => {
                 let _ = reply.send(self.push_plugin(&wasm, *info));
             }
@@ -1154,6 +1168,40 @@ impl Driver {
         info!(plugin = %key, %digest, "plugin registered");
         self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false });
         Ok(json!({"provider": key, "digest": digest, "created": true}))
+    }
+
+    /// Removes a pushed plugin version that no pipeline's latest version and
+    /// no running execution uses.
+    fn delete_plugin(&mut self, key: &str) -> Result<Value, ApiError> {
+        let entry = self.catalog.0.get(key).ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")))?;
+        if entry.builtin {
+            return Err(ApiError::Conflict(format!("plugin {key} is built in and cannot be deleted")));
+        }
+        let (provider, version) = key.split_once('@').expect("catalog keys are provider@version");
+        let uses = |def: &Pipeline| {
+            def.stages.iter().flat_map(|s| &s.actions).any(|a| {
+                a.action_type_id.provider == provider && a.action_type_id.version == version
+            })
+        };
+        let mut users = Vec::new();
+        for record in self.store.pipelines()? {
+            if uses(&*self.definition(&record.name, record.version)?) {
+                users.push(format!("pipeline {}", record.name));
+            }
+        }
+        let running: Vec<(String, u64)> = self.engine.executions().map(|e| (e.pipeline.clone(), e.version)).collect();
+        for (name, version) in running {
+            if uses(&*self.definition(&name, version)?) && !users.contains(&format!("pipeline {name}")) {
+                users.push(format!("a running execution of {name}"));
+            }
+        }
+        if !users.is_empty() {
+            return Err(ApiError::Conflict(format!("plugin {key} is used by {}", users.join(", "))));
+        }
+        self.commit(vec![Change::DeletePlugin { provider: provider.to_string(), version: version.to_string() }])?;
+        self.catalog.0.remove(key);
+        info!(plugin = %key, "plugin deleted");
+        Ok(json!({ "provider": key, "deleted": true }))
     }
 
     /// Join tokens without their secrets (only hashes are kept anyway).

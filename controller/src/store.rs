@@ -141,6 +141,9 @@ pub enum Change {
     SeenRevision(SeenRevision),
     User(UserRecord),
     ApiToken(ApiTokenRecord),
+    /// A pushed plugin version leaves the registry (its blob stays for
+    /// executions that refer to it by digest).
+    DeletePlugin { provider: String, version: String },
 }
 
 /// How much an acknowledged change survives.
@@ -323,6 +326,10 @@ impl Store for SqliteStore {
                 }
                 Change::Webhook { pipeline, sealed: None, .. } => {
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([pipeline])?;
+                }
+                Change::DeletePlugin { provider, version } => {
+                    tx.prepare_cached("DELETE FROM plugins WHERE provider = ?1 AND version = ?2 AND builtin = 0")?
+                        .execute(params![provider, version])?;
                 }
                 Change::User(u) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO users (name, record) VALUES (?1, ?2)")?

@@ -1004,3 +1004,61 @@ fn stage_conditions_skip_and_roll_back_to_the_last_good_artifacts() {
     let out = cluster.sluice(&["stage", "rollback", "guarded", "Deploy", "--target", &skipped]);
     assert_eq!(out.status.code(), Some(1), "Deploy was skipped there: {}", output_text(&out));
 }
+
+#[test]
+fn a_new_plugin_is_built_run_locally_pushed_described_used_and_deleted() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let crate_dir = cluster.dir.path().join("greeter");
+    let out = cluster.sluice(&["plugin", "new", "greeter", "--dir", crate_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    // Built like any plugin; the shared wasm target dir keeps it incremental.
+    let target = sluice_tests::bin("sluice").parent().unwrap().parent().unwrap().join("wasm-plugins");
+    let build = std::process::Command::new("cargo")
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", output_text(&build));
+    let wasm = target.join("wasm32-wasip2/release/greeter.wasm");
+
+    // Run locally, exactly as an agent would.
+    let local_out = cluster.dir.path().join("local-out");
+    let out = cluster.sluice(&[
+        "action", "run", "--plugin", wasm.to_str().unwrap(), "--config", "Name=local",
+        "--output-dir", &format!("greeting={}", local_out.display()), "--output", "json",
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let ran: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ran["outputVariables"]["Greeting"], "Hello, local!");
+    assert_eq!(std::fs::read_to_string(local_out.join("greeting.txt")).unwrap(), "Hello, local!\n");
+    let out = cluster.sluice(&["action", "run", "--plugin", wasm.to_str().unwrap(), "--config", "Name= "]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+
+    // Pushed, described, used by a pipeline.
+    let out = cluster.sluice(&["plugin", "push", wasm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let described = cluster.sluice_json(&["plugin", "describe", "greeter@1"]).unwrap();
+    assert_eq!(described["info"]["configuration"][0]["name"], "Name");
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("a", "a")]);
+    let stages = r#"{"name": "Greet", "actions": [{"name": "Hi",
+        "actionTypeId": {"category": "Build", "owner": "Custom", "provider": "greeter", "version": "1"},
+        "configuration": {"Name": "pipeline"}, "outputArtifacts": [{"name": "greeting"}], "namespace": "G"}]}"#;
+    let file = cluster.dir.path().join("greet.json");
+    write(&file, &git_pipeline("greet", "", &repo, stages));
+    assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
+    let history = cluster.wait_for_executions_to_end("greet").unwrap();
+    assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Succeeded", "{history}");
+
+    // Deleting is refused while a pipeline uses it, and works after.
+    let out = cluster.sluice(&["plugin", "delete", "greeter@1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline greet"), "{}", output_text(&out));
+    assert!(cluster.sluice(&["pipeline", "delete", "greet"]).status.success());
+    assert!(cluster.sluice(&["plugin", "delete", "greeter@1"]).status.success());
+    let out = cluster.sluice(&["plugin", "delete", "shell@1"]);
+    assert_eq!(out.status.code(), Some(1), "built-ins stay: {}", output_text(&out));
+}

@@ -1,0 +1,174 @@
+//! `sluice action run`: one action, locally, in the same sandbox an agent
+//! uses (the `sluice-runtime` crate), for plugin authors and for debugging
+//! a failed action. No controller, no agent: the plugin is a file or a
+//! built-in, inputs and outputs are directories given on the command line,
+//! and grants are exactly those given with `--grant` (intersected with what
+//! the plugin declares, as the controller does).
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+use sluice_runtime::{Grants, Invocation, LogSink, Outcome, Runtime, RuntimeConfig};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `sluice action run` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct LocalRun {
+    /// A `.wasm` file, or `provider@version` of a built-in.
+    pub plugin: String,
+    pub config: Vec<(String, String)>,
+    pub inputs: Vec<(String, PathBuf)>,
+    pub outputs: Vec<(String, PathBuf)>,
+    pub grants: Grants,
+    pub secrets: BTreeMap<String, String>,
+    pub variables: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub memory_limit: usize,
+}
+
+/// `exec=sh,git` to the grant it names.
+pub fn add_grant(grants: &mut Grants, spec: &str) -> Result<(), String> {
+    let (kind, values) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--grant {spec:?} must be KIND=VALUE[,VALUE...] (exec, http, secrets, env, fs)"))?;
+    let list: Vec<String> = values.split(',').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect();
+    let target = match kind {
+        "exec" => &mut grants.exec,
+        "http" => &mut grants.http,
+        "secrets" => &mut grants.secrets,
+        "env" => &mut grants.env,
+        "fs" => &mut grants.fs,
+        other => return Err(format!("unknown grant kind {other:?}; kinds are exec, http, secrets, env, fs")),
+    };
+    target.extend(list);
+    Ok(())
+}
+
+/// `NAME=DIR` (or `NAME=VALUE`) pairs.
+pub fn pair(flag: &str, spec: &str) -> Result<(String, String), String> {
+    spec.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{flag} {spec:?} must be NAME=VALUE"))
+}
+
+fn plugin_bytes(plugin: &str) -> Result<Vec<u8>> {
+    let path = PathBuf::from(plugin);
+    if plugin.ends_with(".wasm") || path.exists() {
+        return std::fs::read(&path).with_context(|| format!("reading plugin {}", path.display()));
+    }
+    let (provider, _version) = plugin.split_once('@').unwrap_or((plugin, "1"));
+    match sluice_builtins::BUILTINS.iter().find(|b| b.provider == provider) {
+        Some(b) => Ok(b.wasm.to_vec()),
+        None => {
+            let known: Vec<&str> = sluice_builtins::BUILTINS.iter().map(|b| b.provider).collect();
+            bail!("{plugin:?} is neither a .wasm file nor a built-in plugin ({})", known.join(", "))
+        }
+    }
+}
+
+/// Runs the action; log lines go to `log` as they come. Returns the outcome
+/// as JSON and whether it succeeded.
+pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
+    let bytes = plugin_bytes(&request.plugin)?;
+    let runtime = Runtime::new(RuntimeConfig { memory_limit: request.memory_limit, ..Default::default() })?;
+    let plugin = runtime.load(&bytes, None)?;
+    let info = runtime.describe(&plugin)?;
+    // The plugin gets what both it declares and the command line grants.
+    let both = |granted: &[String], declared: &[String]| -> Vec<String> {
+        granted.iter().filter(|g| declared.iter().any(|d| d == "*" || d == *g)).cloned().collect()
+    };
+    let declared = &info.capabilities;
+    let grants = Grants {
+        exec: both(&request.grants.exec, &declared.exec),
+        http: both(&request.grants.http, &declared.http),
+        secrets: both(&request.grants.secrets, &declared.secrets),
+        env: both(&request.grants.env, &declared.env),
+        fs: if declared.fs.is_empty() { Vec::new() } else { request.grants.fs.clone() },
+    };
+    for (name, dir) in &request.inputs {
+        if !dir.is_dir() {
+            bail!("input {name}: {} is not a directory", dir.display());
+        }
+    }
+    let mut outputs = Vec::new();
+    for (name, dir) in &request.outputs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating output {name} at {}", dir.display()))?;
+        outputs.push((name.clone(), dir.clone(), Vec::new()));
+    }
+    let scratch = tempfile::Builder::new().prefix("sluice-action-").tempdir().context("creating a workspace")?;
+    let invocation = Invocation {
+        pipeline: "local".into(),
+        execution_id: "local".into(),
+        stage: "Local".into(),
+        action: info.name.clone(),
+        attempt: 1,
+        configuration: request.config,
+        variables: request.variables,
+        inputs: request.inputs,
+        outputs,
+        workspace: scratch.path().to_path_buf(),
+        grants: grants.clone(),
+        secrets: request.secrets,
+        timeout: request.timeout,
+        cancel: Default::default(),
+    };
+    let outcome = runtime.run_action(&plugin, &invocation, log);
+    let granted = json!({ "exec": grants.exec, "http": grants.http, "secrets": grants.secrets, "env": grants.env, "fs": grants.fs });
+    Ok(match outcome {
+        Outcome::Succeeded { summary, output_variables, external_url } => (
+            json!({ "plugin": format!("{}@{}", info.name, info.version), "status": "Succeeded", "summary": summary,
+                    "outputVariables": output_variables, "externalUrl": external_url, "grants": granted }),
+            true,
+        ),
+        Outcome::Failed { message, retryable } => (
+            json!({ "plugin": format!("{}@{}", info.name, info.version), "status": "Failed", "message": message,
+                    "retryable": retryable, "grants": granted }),
+            false,
+        ),
+        Outcome::InProgress { .. } => unreachable!("run_action waits out in-progress outcomes"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shell_plugin_runs_locally_with_exactly_the_grants_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        std::fs::write(input.join("name.txt"), "world\n").unwrap();
+        let out = dir.path().join("out");
+        let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let log: Arc<dyn LogSink> = Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_string()));
+        let mut grants = Grants::default();
+        add_grant(&mut grants, "exec=sh").unwrap();
+        let request = LocalRun {
+            plugin: "shell@1".into(),
+            config: vec![("Commands".into(), "echo hello $(cat name.txt)\nmkdir -p x && echo made > x/file".into())],
+            inputs: vec![("src".into(), input.clone())],
+            outputs: vec![("made".into(), out.clone())],
+            grants,
+            timeout: Duration::from_secs(60),
+            memory_limit: 256 << 20,
+            ..LocalRun::default()
+        };
+        let (value, ok) = run(request.clone(), log).unwrap();
+        assert!(ok, "{value}");
+        assert!(lines.lock().unwrap().iter().any(|l| l.contains("hello world")), "{:?}", lines.lock().unwrap());
+
+        // Without the exec grant the plugin cannot run sh, and says so.
+        let quiet: Arc<dyn LogSink> = Arc::new(|_: &str| {});
+        let (value, ok) = run(LocalRun { grants: Grants::default(), ..request }, quiet).unwrap();
+        assert!(!ok);
+        assert!(value["message"].as_str().unwrap().contains("exec"), "{value}");
+
+        assert!(add_grant(&mut Grants::default(), "root=all").unwrap_err().contains("unknown grant kind"));
+        assert!(plugin_bytes("nope@1").unwrap_err().to_string().contains("neither"));
+    }
+}
