@@ -21,6 +21,14 @@ const BUILDS: &[&[&str]] = &[&["noop", "shell", "deploy-dir", "hostile"], &["git
 /// Every component built, by crate name (the `.wasm` file uses `_`).
 const COMPONENTS: &[&str] = &["noop", "shell", "git", "deploy-dir", "hostile"];
 
+/// Plugins written in Python (`plugins-py/<name>/app.py`), built with
+/// componentize-py into `<name>_py.wasm` for the tests.
+const PY_PLUGINS: &[&str] = &["wordcount"];
+
+/// The componentize-py release the Python plugins are built with; newer
+/// ones may emit component features wasmtime 48 does not take.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
 /// Variables the outer cargo sets that must not reach the nested one: they
 /// describe the host build (flags, target, target directory, wrappers).
 /// `CARGO_MAKEFLAGS` stays, so that the nested cargo joins the jobserver.
@@ -89,6 +97,65 @@ fn main() {
         let from = built.join(&file);
         copy_if_changed(&from, &out_dir.join(&file));
         read_deps_of(&from.with_extension("d"), &mut watched);
+    }
+
+    let py_dir = target_dir.with_file_name("py-plugins");
+    let report = out_dir.join("python-plugins.txt");
+    match build_python(&repo, &py_dir, &out_dir) {
+        Ok(()) => {
+            let _ = fs::remove_file(&report);
+        }
+        Err(why) => {
+            // The Rust plugins are enough to build Sluice; the tests of the
+            // Python plugins fail with this reason.
+            println!("cargo:warning=Python plugins not built: {why}");
+            fs::write(&report, &why).unwrap_or_else(|e| fail(&format!("writing {}: {e}", report.display())));
+        }
+    }
+    for name in PY_PLUGINS {
+        println!("cargo:rerun-if-changed={}", repo.join("plugins-py").join(name).display());
+    }
+}
+
+/// Builds every Python plugin with componentize-py from a virtualenv of
+/// its own (made once, under the target directory).
+fn build_python(repo: &Path, dir: &Path, out_dir: &Path) -> Result<(), String> {
+    let venv = dir.join("venv");
+    let tool = venv.join("bin/componentize-py");
+    if !tool.exists() {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
+        run(
+            Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", COMPONENTIZE_PY]),
+            &format!("pip install {COMPONENTIZE_PY}"),
+        )?;
+    }
+    for name in PY_PLUGINS {
+        let file = format!("{name}_py.wasm");
+        let built = dir.join(&file);
+        run(
+            Command::new(&tool)
+                .arg("-d")
+                .arg(repo.join("wit"))
+                .args(["-w", "plugin", "componentize", "-p"])
+                .arg(repo.join("plugins-py").join(name))
+                .arg("app")
+                .arg("-o")
+                .arg(&built)
+                .current_dir(dir),
+            &format!("componentize-py {name}"),
+        )?;
+        copy_if_changed(&built, &out_dir.join(&file));
+    }
+    Ok(())
+}
+
+fn run(command: &mut Command, what: &str) -> Result<(), String> {
+    let out = command.output().map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 

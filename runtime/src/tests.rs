@@ -296,3 +296,41 @@ fn latest_revision_asks_a_source_plugin_and_refuses_other_plugins() {
         .unwrap_err();
     assert!(err.contains("not a source"), "{err}");
 }
+
+#[test]
+fn a_python_plugin_runs_in_the_same_sandbox() {
+    let f = fixture(256 << 20);
+    let bytes = std::fs::read(sluice_builtins::test_plugin("wordcount-py")).unwrap();
+    let started = Instant::now();
+    let plugin = f.runtime.load(&bytes, None).unwrap();
+    let cold = started.elapsed();
+    let info = f.runtime.describe(&plugin).unwrap();
+    assert_eq!((info.name.as_str(), info.category.as_str()), ("wordcount", "Test"));
+
+    let mut inv = invocation(&f, "python", Grants::default(), Duration::from_secs(60));
+    let input = f.dir.path().join("python-input");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("a.txt"), "one two three\nfour\n").unwrap();
+    inv.inputs = vec![("src".into(), input)];
+    inv.configuration = vec![("MaxWords".into(), "10".into())];
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let outcome = f.runtime.run_action(&plugin, &inv, Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_string())));
+    let Outcome::Succeeded { summary, output_variables, .. } = &outcome else { panic!("{outcome:?}") };
+    assert_eq!(summary, "1 files, 2 lines, 4 words");
+    assert_eq!(output_variables["Words"], "4");
+    assert!(lines.lock().unwrap().iter().any(|l| l.contains("a.txt: 4 words")));
+    let (_, out, _) = &inv.outputs[0];
+    assert_eq!(std::fs::read_to_string(out.join("wordcount.txt")).unwrap(), "files 1\nlines 2\nwords 4\n");
+
+    // Its own failure is an ordinary failed outcome.
+    inv.configuration = vec![("MaxWords".into(), "3".into())];
+    assert_eq!(failure(&f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}))), "4 words is more than MaxWords 3");
+
+    // A second runtime on the same cache loads the compiled plugin instead of compiling.
+    let again = Runtime::new(RuntimeConfig { memory_limit: 256 << 20, cache_dir: Some(f.dir.path().join("cache")), ..RuntimeConfig::default() }).unwrap();
+    let started = Instant::now();
+    again.load(&bytes, None).unwrap();
+    let cached = started.elapsed();
+    assert!(cached < cold, "loading from the cache ({cached:?}) is faster than compiling ({cold:?})");
+}

@@ -43,19 +43,27 @@ pub const BUILTINS: &[Builtin] = &[
 ];
 
 /// Plugins built only for tests, never registered.
-const TEST_PLUGINS: &[&str] = &["hostile"];
+const TEST_PLUGINS: &[&str] = &["hostile", "wordcount-py"];
 
 /// The absolute path of a built test plugin's component, such as
 /// `test_plugin("hostile")`.
 ///
 /// # Panics
-/// When `name` is not a test plugin this crate builds: a bug in the test.
+/// When `name` is not a test plugin this crate builds (a bug in the test),
+/// or when it could not be built (the Python plugins need python3 and
+/// componentize-py from PyPI; the panic says what went wrong).
 pub fn test_plugin(name: &str) -> PathBuf {
     assert!(
         TEST_PLUGINS.contains(&name),
         "\"{name}\" is not a test plugin; known: {TEST_PLUGINS:?}"
     );
-    PathBuf::from(env!("OUT_DIR")).join(format!("{}.wasm", name.replace('-', "_")))
+    let path = PathBuf::from(env!("OUT_DIR")).join(format!("{}.wasm", name.replace('-', "_")));
+    if !path.exists() {
+        let why = std::fs::read_to_string(PathBuf::from(env!("OUT_DIR")).join("python-plugins.txt"))
+            .unwrap_or_else(|_| "no reason recorded".into());
+        panic!("test plugin {name} was not built: {why}");
+    }
+    path
 }
 
 #[cfg(test)]
