@@ -29,6 +29,13 @@ const PY_PLUGINS: &[&str] = &["wordcount"];
 /// ones may emit component features wasmtime 48 does not take.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
+/// Plugins written in JavaScript (`plugins-js/<name>/plugin.js`), built with
+/// componentize-js into `<name>_js.wasm` for the tests.
+const JS_PLUGINS: &[&str] = &["semver"];
+
+/// The componentize-js release, from npm.
+const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.19.3";
+
 /// Variables the outer cargo sets that must not reach the nested one: they
 /// describe the host build (flags, target, target directory, wrappers).
 /// `CARGO_MAKEFLAGS` stays, so that the nested cargo joins the jobserver.
@@ -115,6 +122,52 @@ fn main() {
     for name in PY_PLUGINS {
         println!("cargo:rerun-if-changed={}", repo.join("plugins-py").join(name).display());
     }
+
+    let js_dir = target_dir.with_file_name("js-plugins");
+    let report = out_dir.join("js-plugins.txt");
+    match build_js(&repo, &js_dir, &out_dir) {
+        Ok(()) => {
+            let _ = fs::remove_file(&report);
+        }
+        Err(why) => {
+            println!("cargo:warning=JavaScript plugins not built: {why}");
+            fs::write(&report, &why).unwrap_or_else(|e| fail(&format!("writing {}: {e}", report.display())));
+        }
+    }
+    println!("cargo:rerun-if-changed={}", repo.join("plugins-js").display());
+}
+
+/// Builds every JavaScript plugin with componentize-js, installed once
+/// from npm under the target directory.
+fn build_js(repo: &Path, dir: &Path, out_dir: &Path) -> Result<(), String> {
+    let module = dir.join("node_modules/@bytecodealliance/componentize-js/package.json");
+    if !module.exists() {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        run(
+            Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(dir)
+                .arg(COMPONENTIZE_JS),
+            &format!("npm install {COMPONENTIZE_JS}"),
+        )?;
+    }
+    let script = dir.join("build.mjs");
+    copy_if_changed(&repo.join("plugins-js/build.mjs"), &script);
+    for name in JS_PLUGINS {
+        let file = format!("{name}_js.wasm");
+        let built = dir.join(&file);
+        run(
+            Command::new("node")
+                .arg(&script)
+                .arg(repo.join("plugins-js").join(name).join("plugin.js"))
+                .arg(repo.join("wit"))
+                .arg(&built)
+                .current_dir(dir),
+            &format!("componentize-js {name}"),
+        )?;
+        copy_if_changed(&built, &out_dir.join(&file));
+    }
+    Ok(())
 }
 
 /// Builds every Python plugin with componentize-py from a virtualenv of

@@ -334,3 +334,21 @@ fn a_python_plugin_runs_in_the_same_sandbox() {
     let cached = started.elapsed();
     assert!(cached < cold, "loading from the cache ({cached:?}) is faster than compiling ({cold:?})");
 }
+
+#[test]
+fn a_javascript_plugin_runs_in_the_same_sandbox() {
+    let f = fixture(256 << 20);
+    let bytes = std::fs::read(sluice_builtins::test_plugin("semver-js")).unwrap();
+    let plugin = f.runtime.load(&bytes, None).unwrap();
+    assert_eq!(f.runtime.describe(&plugin).unwrap().name, "semver");
+    let mut inv = invocation(&f, "javascript", Grants::default(), Duration::from_secs(60));
+    inv.configuration = vec![("Version".into(), "v2.1.0-beta.1".into()), ("Minimum".into(), "2.0.0".into())];
+    let outcome = f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}));
+    let Outcome::Succeeded { summary, output_variables, .. } = &outcome else { panic!("{outcome:?}") };
+    assert_eq!(summary, "2.1.0-beta.1");
+    assert_eq!((output_variables["Major"].as_str(), output_variables["Prerelease"].as_str()), ("2", "beta.1"));
+    inv.configuration = vec![("Version".into(), "1.9.9".into()), ("Minimum".into(), "2.0.0".into())];
+    assert_eq!(failure(&f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}))), "1.9.9 is below the minimum 2.0.0");
+    inv.configuration = vec![("Version".into(), "banana".into())];
+    assert_eq!(failure(&f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}))), "\"banana\" is not a semantic version");
+}

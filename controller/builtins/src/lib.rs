@@ -43,7 +43,7 @@ pub const BUILTINS: &[Builtin] = &[
 ];
 
 /// Plugins built only for tests, never registered.
-const TEST_PLUGINS: &[&str] = &["hostile", "wordcount-py"];
+const TEST_PLUGINS: &[&str] = &["hostile", "wordcount-py", "semver-js"];
 
 /// The absolute path of a built test plugin's component, such as
 /// `test_plugin("hostile")`.
@@ -59,7 +59,8 @@ pub fn test_plugin(name: &str) -> PathBuf {
     );
     let path = PathBuf::from(env!("OUT_DIR")).join(format!("{}.wasm", name.replace('-', "_")));
     if !path.exists() {
-        let why = std::fs::read_to_string(PathBuf::from(env!("OUT_DIR")).join("python-plugins.txt"))
+        let report = if name.ends_with("-js") { "js-plugins.txt" } else { "python-plugins.txt" };
+        let why = std::fs::read_to_string(PathBuf::from(env!("OUT_DIR")).join(report))
             .unwrap_or_else(|_| "no reason recorded".into());
         panic!("test plugin {name} was not built: {why}");
     }
