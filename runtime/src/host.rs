@@ -40,6 +40,9 @@ pub(crate) struct HostState {
     pub grants: crate::Grants,
     pub mounts: Vec<Mount>,
     pub secrets: BTreeMap<String, String>,
+    masker: crate::mask::Masker,
+    /// Bytes logged by this call so far.
+    log_bytes: usize,
     pub log: Arc<dyn LogSink>,
     pub cancel: crate::Cancel,
 }
@@ -60,6 +63,9 @@ impl Stdio {
         }
     }
 }
+
+/// Log bytes one call of a plugin may write.
+pub const MAX_LOG_BYTES: usize = 8 << 20;
 
 impl HostState {
     pub fn new(inv: &Invocation, log: Arc<dyn LogSink>, deadline: Instant, memory_limit: usize) -> Result<(Self, Stdio)> {
@@ -107,19 +113,37 @@ impl HostState {
             grants: inv.grants.clone(),
             mounts,
             secrets: inv.secrets.clone(),
+            masker: crate::mask::Masker::new(&inv.secrets),
+            log_bytes: 0,
             log,
             cancel: inv.cancel.clone(),
         };
         Ok((state, Stdio { stdout, stderr }))
     }
 
-    /// Masks every granted secret value in a line before it is logged.
-    pub fn mask(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for value in self.secrets.values().filter(|v| !v.is_empty()) {
-            out = out.replace(value.as_str(), "***");
+    /// Logs one line, masked, within the action's log budget: past
+    /// [`MAX_LOG_BYTES`] one line says so and the rest is dropped, so a
+    /// flooding plugin cannot swamp the agent, the link or the store.
+    pub fn emit(&mut self, line: &str) {
+        if self.log_bytes >= MAX_LOG_BYTES {
+            return;
         }
-        out
+        self.log_bytes += line.len() + 1;
+        if self.log_bytes >= MAX_LOG_BYTES {
+            self.log.line(&format!(
+                "[warn] the action logged more than {} MiB; further lines are dropped",
+                MAX_LOG_BYTES >> 20
+            ));
+            return;
+        }
+        let line = self.mask(line);
+        self.log.line(&line);
+    }
+
+    /// Masks every granted secret value in a line before it is logged (the
+    /// sink masks again; this keeps the host's own paths safe on their own).
+    pub fn mask(&self, text: &str) -> String {
+        self.masker.mask(text)
     }
 
     /// The innermost mount holding a sandbox path.
@@ -179,8 +203,7 @@ impl log::Host for HostState {
             log::Level::Error => "error",
         };
         for line in message.lines() {
-            let line = self.mask(line);
-            self.log.line(&format!("[{tag}] {line}"));
+            self.emit(&format!("[{tag}] {line}"));
         }
     }
 }
@@ -220,7 +243,12 @@ pub(crate) fn explain_trap(error: &wasmtime::Error, store: &Store<HostState>) ->
                 return "plugin exceeded its deadline and was stopped".to_string();
             }
             Trap::StackOverflow => return "plugin exhausted its stack (too deep recursion)".to_string(),
-            _ => {}
+            Trap::MemoryOutOfBounds => {
+                // Rust and C keep their stacks in linear memory: running off
+                // the bottom of it is this trap.
+                return "plugin trapped: out of bounds memory access (its stack may have overflowed)".to_string();
+            }
+            other => return format!("plugin trapped: {other}"),
         }
     }
     let text = format!("{error:#}");

@@ -15,6 +15,7 @@
 
 mod files;
 mod host;
+pub mod mask;
 mod process;
 
 use anyhow::{Context as _, Result};
@@ -374,6 +375,7 @@ impl Runtime {
         log: Arc<dyn LogSink>,
     ) -> std::result::Result<Revision, String> {
         let scratch = tempfile_dir().map_err(|e| format!("{e:#}"))?;
+        let log = mask::MaskingSink::wrap(log, &secrets);
         let inv = Self::bare_invocation(scratch.path(), grants, secrets, timeout);
         let (mut store, stdio) =
             self.store(&inv, log.clone(), Instant::now() + timeout).map_err(|e| format!("preparing the sandbox: {e:#}"))?;
@@ -479,6 +481,8 @@ impl Runtime {
         deadline: Instant,
         continuation: Option<String>,
     ) -> Outcome {
+        // Everything the action prints, by any path, is masked.
+        let log = mask::MaskingSink::wrap(log, &inv.secrets);
         let (mut store, stdio) = match self.store(inv, log.clone(), deadline) {
             Ok(s) => s,
             Err(e) => return Outcome::Failed { message: format!("preparing the sandbox: {e:#}"), retryable: false },

@@ -86,8 +86,7 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok((is_err, text)) => {
                     if cmd.stream_output {
-                        let text = state.mask(&text);
-                        state.log.line(&if is_err { format!("stderr: {text}") } else { text });
+                        state.emit(&if is_err { format!("stderr: {text}") } else { text });
                     }
                     continue;
                 }

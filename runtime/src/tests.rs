@@ -352,3 +352,36 @@ fn a_javascript_plugin_runs_in_the_same_sandbox() {
     inv.configuration = vec![("Version".into(), "banana".into())];
     assert_eq!(failure(&f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}))), "\"banana\" is not a semantic version");
 }
+
+#[test]
+fn secrets_never_reach_the_log_by_any_path() {
+    let f = fixture(64 << 20);
+    let plugin = hostile(&f);
+    let secret = "hunter2-\"quoted\"-value";
+    let grants = Grants { secrets: vec!["TOKEN".into()], ..Grants::default() };
+    let mut inv = invocation(&f, "leak-secret", grants, Duration::from_secs(30));
+    inv.secrets = [("TOKEN".to_string(), secret.to_string())].into();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let outcome = f.runtime.run_action(&plugin, &inv, Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_string())));
+    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    let lines = lines.lock().unwrap();
+    assert!(lines.iter().any(|l| l.contains("stdout: ***")) && lines.iter().any(|l| l.contains("stderr: ***")), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains("hunter2")), "{lines:?}");
+}
+
+#[test]
+fn deep_recursion_traps_in_the_guest_and_a_log_flood_is_cut() {
+    let f = fixture(64 << 20);
+    let plugin = hostile(&f);
+    let (outcome, _) = run(&f, "recursion", Grants::default(), Duration::from_secs(30));
+    assert!(failure(&outcome).contains("stack"), "{outcome:?}");
+    // The runtime serves the next call.
+    assert!(matches!(run(&f, "ok", Grants::default(), Duration::from_secs(30)).0, Outcome::Succeeded { .. }));
+    let (outcome, lines) = run(&f, "log-flood", Grants::default(), Duration::from_secs(60));
+    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    assert!(bytes <= host::MAX_LOG_BYTES + 1024, "{bytes} bytes logged");
+    assert!(lines.last().unwrap().contains("further lines are dropped"), "{:?}", lines.last());
+    let _ = plugin;
+}

@@ -37,7 +37,8 @@ const CHUNK: usize = 16 << 20;
 /// The page size of wasm linear memory: one write per page commits it.
 const PAGE: usize = 64 << 10;
 
-const MODES: &str = "trap, loop, memory, read-host-path, escape, copy-escape, copy-into-link, exec, ok";
+const MODES: &str =
+    "trap, loop, memory, recursion, leak-secret, log-flood, read-host-path, escape, copy-escape, copy-into-link, exec, ok";
 
 /// The hostile plugin.
 pub struct Hostile;
@@ -62,11 +63,37 @@ impl Plugin for Hostile {
             .inputs(0, 5)
             .outputs(0, 5)
             .exec(["sh"])
+            .secrets(["*"])
     }
 
     fn execute(ctx: Context) -> Result<Outcome, Error> {
         match ctx.config.required("Mode")? {
             "trap" => panic!("hostile plugin: trap requested"),
+            "recursion" => {
+                fn deeper(n: u64, pad: &mut [u8; 256]) -> u64 {
+                    pad[(n % 256) as usize] = n as u8;
+                    let mut next = [0u8; 256];
+                    deeper(n + 1, &mut next) + u64::from(pad[0])
+                }
+                let mut pad = [0u8; 256];
+                Ok(Outcome::succeeded(format!("{}", deeper(0, &mut pad))))
+            }
+            "leak-secret" => {
+                // Every way a plugin might print a secret it was given.
+                let value = sluice_plugin_sdk::secrets::get("TOKEN")?;
+                println!("stdout: {value}");
+                eprintln!("stderr: {value}");
+                sluice_plugin_sdk::log::info(format!("log: {value}"));
+                sluice_plugin_sdk::log::info(format!("json: {}", value.escape_default()));
+                Ok(Outcome::succeeded("leaked (or tried to)"))
+            }
+            "log-flood" => {
+                let line = "flood ".repeat(100);
+                for i in 0..200_000u32 {
+                    sluice_plugin_sdk::log::info(format!("{i} {line}"));
+                }
+                Ok(Outcome::succeeded("flooded"))
+            }
             "loop" => spin(),
             "memory" => exhaust_memory(),
             "read-host-path" => {
