@@ -51,6 +51,8 @@ pub struct Jobs {
     /// written into a connection that then died would otherwise be lost.
     unacked: Mutex<HashMap<String, FromAgent>>,
     next_token: AtomicU64,
+    /// The agent's policy; `None` permits what the controller grants.
+    policy: Mutex<Option<crate::policy::Policy>>,
 }
 
 impl Jobs {
@@ -82,6 +84,7 @@ impl Jobs {
             running: Mutex::new(HashMap::new()),
             unacked: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(0),
+            policy: Mutex::new(None),
         }))
     }
 
@@ -168,6 +171,21 @@ impl Jobs {
         self.running.lock().expect("jobs lock").get(job_id).map(|j| j.lease_epoch)
     }
 
+    /// Sets this agent's policy (its consent to capabilities).
+    pub fn set_policy(&self, policy: crate::policy::Policy) {
+        *self.policy.lock().expect("policy lock") = Some(policy);
+    }
+
+    /// Narrows a job's grants (and the secrets sent with them) to what the
+    /// policy permits; returns what was denied, for the action's log.
+    fn restrict(&self, grants: &mut sluice_protocol::Grants, secrets: &mut BTreeMap<String, String>) -> Vec<String> {
+        let Some(policy) = self.policy.lock().expect("policy lock").clone() else { return Vec::new() };
+        let (kept, denied) = policy.apply(grants);
+        secrets.retain(|name, _| kept.secrets.contains(name));
+        *grants = kept;
+        denied
+    }
+
     /// Asks a source plugin for its newest revision, outside the slots (a
     /// poll is short and must not wait behind long actions), and reports
     /// the answer.
@@ -182,8 +200,11 @@ impl Jobs {
                     Ok(plugin) => {
                         let runtime = jobs.runtime.clone();
                         let timeout = Duration::from_millis(spec.timeout_ms);
-                        let (configuration, grants) = (spec.configuration.clone(), spec.grants.clone());
-                        let secrets: BTreeMap<String, String> = spec.secrets.iter().cloned().collect();
+                        let (configuration, mut grants) = (spec.configuration.clone(), spec.grants.clone());
+                        let mut secrets: BTreeMap<String, String> = spec.secrets.iter().cloned().collect();
+                        for denied in jobs.restrict(&mut grants, &mut secrets) {
+                            info!("{denied}");
+                        }
                         let log: Arc<dyn LogSink> = Arc::new(|line: &str| debug!("{line}"));
                         tokio::task::spawn_blocking(move || {
                             runtime.latest_revision(&plugin, configuration, grants, secrets, timeout, log)
@@ -264,11 +285,12 @@ impl Jobs {
             prepared = self.prepare(spec, dir, token) => prepared,
             () = cancelled(cancel) => return None,
         };
-        let (plugin, invocation) = match prepared {
+        let (plugin, mut invocation) = match prepared {
             Ok(p) => p,
             Err(e) => return Some(JobResult::Failed { message: format!("{e:#}"), retryable: true }),
         };
         let log = Arc::new(JobLog { job_id: spec.job_id.clone(), seq: AtomicU64::new(0), outbox: self.outbox.clone() });
+        let denied = self.restrict(&mut invocation.grants, &mut invocation.secrets);
         let runtime = self.runtime.clone();
         // A cancel reaches the plugin through the runtime: its wasm is
         // interrupted and its host programs killed; it still returns before
@@ -279,7 +301,14 @@ impl Jobs {
             cancelled(&mut watch_cancel).await;
             cancel_plugin.cancel();
         });
-        let outcome = tokio::task::spawn_blocking(move || runtime.run_action(&plugin, &invocation, log)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            // The log sink blocks on the outbox: only off the async threads.
+            for line in denied {
+                log.line(&format!("[warn] {line}"));
+            }
+            runtime.run_action(&plugin, &invocation, log)
+        })
+        .await;
         forward.abort();
         if *cancel.borrow() {
             return None;

@@ -9,6 +9,7 @@
 mod connection;
 mod identity;
 mod jobs;
+mod policy;
 mod renewal;
 mod transfer;
 
@@ -62,6 +63,10 @@ struct Args {
     /// Compiled plugins; default `<data-dir>/cache`.
     #[arg(long, value_name = "DIR")]
     plugin_cache: Option<PathBuf>,
+    /// This host's consent to capabilities (JSON: exec, http, secrets, env,
+    /// fs); without it, plugins get what the controller grants.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -140,8 +145,16 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(mut args: Args) -> Result<()> {
+    // A bad policy stops the agent before it enrolls or takes any work.
+    let policy = args.policy.as_deref().map(policy::Policy::load).transpose()?;
     create_private_dir(&args.data_dir)?;
+    // Plugins hand host paths to programs that run elsewhere (git runs in
+    // the job's workspace): every path the agent builds must be absolute.
+    args.data_dir = args
+        .data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving the data dir {}", args.data_dir.display()))?;
     let identity = if Identity::exists(&args.data_dir) {
         if args.token.is_some() {
             info!("already enrolled; the join token is not used");
@@ -178,6 +191,13 @@ async fn run(args: Args) -> Result<()> {
     let link = transfer::Link::default();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel::<FromAgent>(OUTBOX);
     let jobs = jobs::Jobs::new(runtime, &args.data_dir, args.slots, link.clone(), outbox_tx.clone())?;
+    match policy {
+        Some(policy) => {
+            info!("capabilities are limited by the agent's policy");
+            jobs.set_policy(policy);
+        }
+        None => info!("no --policy: plugins get what the controller grants"),
+    }
     let presence = connection::Presence { labels: merged_labels(&identity.labels, &args.labels), slots: args.slots };
     let renewal = std::sync::Arc::new(renewal::Renewal::new(args.data_dir.clone(), identity));
     let fleet = connection::Fleet::new(args.controller.clone(), renewal.clone(), presence, jobs, link, outbox_rx)?;

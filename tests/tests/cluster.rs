@@ -1062,3 +1062,47 @@ fn a_new_plugin_is_built_run_locally_pushed_described_used_and_deleted() {
     let out = cluster.sluice(&["plugin", "delete", "shell@1"]);
     assert_eq!(out.status.code(), Some(1), "built-ins stay: {}", output_text(&out));
 }
+
+#[test]
+fn an_agent_policy_is_the_third_consent() {
+    // This agent permits git and nothing else, whatever pipelines grant.
+    let policy = std::env::temp_dir().join(format!("sluice-policy-{}.json", std::process::id()));
+    write(&policy, r#"{"exec": ["git"]}"#);
+    let cluster = Cluster::new().agent_args(&["--policy", policy.to_str().unwrap()]).agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("a", "a")]);
+    let stages = r#"{"name": "Build", "actions": [{"name": "Make",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+        "configuration": {"Commands": "echo hi"}, "inputArtifacts": [{"name": "src"}], "capabilities": {"exec": ["sh"]}}]}"#;
+    let file = cluster.dir.path().join("policed.json");
+    write(&file, &git_pipeline("policed", "", &repo, stages));
+    assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
+    let history = cluster.wait_for_executions_to_end("policed").unwrap_or_else(|e| {
+        panic!("{e}: {}", cluster.sluice_json(&["pipeline", "state", "policed"]).unwrap())
+    });
+    assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Failed", "{history}");
+    let state = cluster.sluice_json(&["pipeline", "state", "policed"]).unwrap();
+    assert_eq!(action_state(&state, "Source", "Checkout")["status"], "Succeeded", "git is permitted");
+    let make = action_state(&state, "Build", "Make");
+    assert!(make["errorDetails"]["message"].as_str().unwrap().contains("exec"), "{make}");
+    let logs = cluster.sluice(&["logs", "policed"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("this agent's policy does not permit exec \"sh\""),
+        "{}",
+        output_text(&logs)
+    );
+    let _ = std::fs::remove_file(&policy);
+
+    // A policy file that is not valid stops the agent before it enrolls.
+    let bad = cluster.dir.path().join("bad-policy.json");
+    write(&bad, r#"{"exec": "git"}"#);
+    let token = cluster.join_token(Some(1)).unwrap();
+    let out = std::process::Command::new(sluice_tests::bin("sluice-agent"))
+        .args(["--controller", &cluster.fleet, "--token", &token, "--policy", bad.to_str().unwrap(), "--data-dir"])
+        .arg(cluster.dir.path().join("bad-agent"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not valid"), "{}", output_text(&out));
+    assert!(cluster.sluice_json(&["agent-token", "list"]).unwrap().to_string().contains("\"usesLeft\":1"), "the token was not used");
+}

@@ -1,0 +1,138 @@
+//! The agent's own consent: what this host lets plugins do, whatever a
+//! pipeline grants. A capability works only when the plugin declares it,
+//! the pipeline action grants it and this policy permits it.
+//!
+//! `sluice-agent --policy FILE` takes a JSON document:
+//!
+//! ```json
+//! {"exec": ["git", "sh"], "http": ["*.example.com:443"], "secrets": ["*"],
+//!  "env": ["RUSTFLAGS"], "fs": ["/srv/www"]}
+//! ```
+//!
+//! `exec`, `secrets` and `env` list names (`*`: any); `http` lists
+//! `host:port` patterns (`*` in the host matches any part); `fs` lists
+//! directories a granted path must lie in. A kind left out permits nothing.
+//! Without `--policy`, the agent permits what its controller grants.
+
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+use sluice_protocol::Grants;
+use std::path::{Component, Path};
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub exec: Vec<String>,
+    #[serde(default)]
+    pub http: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub fs: Vec<String>,
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading policy {}", path.display()))?;
+        let policy: Policy =
+            serde_json::from_str(&text).with_context(|| format!("policy {} is not valid", path.display()))?;
+        for dir in &policy.fs {
+            if !Path::new(dir).is_absolute() {
+                anyhow::bail!("policy {}: fs entry {dir:?} must be an absolute directory", path.display());
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The grants this agent lets through, and a line per denial for the
+    /// action's log.
+    pub fn apply(&self, granted: &Grants) -> (Grants, Vec<String>) {
+        let mut denied = Vec::new();
+        let mut keep = |kind: &str, list: &[String], ok: &dyn Fn(&str) -> bool| -> Vec<String> {
+            list.iter()
+                .filter(|g| {
+                    let allowed = ok(g);
+                    if !allowed {
+                        denied.push(format!("this agent's policy does not permit {kind} {g:?}"));
+                    }
+                    allowed
+                })
+                .cloned()
+                .collect()
+        };
+        let named = |allowed: &[String]| {
+            let allowed = allowed.to_vec();
+            move |g: &str| allowed.iter().any(|a| a == "*" || a == g)
+        };
+        let exec = keep("exec", &granted.exec, &named(&self.exec));
+        let secrets = keep("secret", &granted.secrets, &named(&self.secrets));
+        let env = keep("env", &granted.env, &named(&self.env));
+        let http_allowed = self.http.clone();
+        let http = keep("http", &granted.http, &move |g: &str| http_allowed.iter().any(|a| host_port_matches(a, g)));
+        let fs_allowed = self.fs.clone();
+        let fs = keep("fs", &granted.fs, &move |g: &str| fs_allowed.iter().any(|dir| inside(Path::new(g), Path::new(dir))));
+        (Grants { exec, http, secrets, env, fs }, denied)
+    }
+}
+
+/// `*.example.com:443` against `api.example.com:443`; a grant that is itself
+/// a pattern must be covered by the policy's pattern literally.
+fn host_port_matches(pattern: &str, grant: &str) -> bool {
+    if pattern == "*" || pattern == grant {
+        return true;
+    }
+    let (Some((ph, pp)), Some((gh, gp))) = (pattern.rsplit_once(':'), grant.rsplit_once(':')) else {
+        return false;
+    };
+    (pp == "*" || pp == gp) && (ph == "*" || ph == gh || ph.strip_prefix("*.").is_some_and(|suffix| gh.ends_with(&format!(".{suffix}"))))
+}
+
+/// Whether `path` lies in `dir`, without `..` tricks.
+fn inside(path: &Path, dir: &Path) -> bool {
+    path.is_absolute() && !path.components().any(|c| matches!(c, Component::ParentDir)) && path.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants() -> Grants {
+        Grants {
+            exec: vec!["git".into(), "curl".into()],
+            http: vec!["api.example.com:443".into(), "evil.test:80".into()],
+            secrets: vec!["TOKEN".into()],
+            env: vec!["HOME".into()],
+            fs: vec!["/srv/www/site".into(), "/etc".into(), "/srv/www/../../etc".into()],
+        }
+    }
+
+    #[test]
+    fn the_policy_keeps_only_what_it_permits_and_says_what_it_denied() {
+        let policy: Policy = serde_json::from_str(
+            r#"{"exec": ["git"], "http": ["*.example.com:443"], "secrets": ["*"], "fs": ["/srv/www"]}"#,
+        )
+        .unwrap();
+        let (kept, denied) = policy.apply(&grants());
+        assert_eq!(kept.exec, ["git"]);
+        assert_eq!(kept.http, ["api.example.com:443"]);
+        assert_eq!(kept.secrets, ["TOKEN"]);
+        assert!(kept.env.is_empty(), "env left out permits nothing");
+        assert_eq!(kept.fs, ["/srv/www/site"]);
+        assert!(denied.iter().any(|d| d.contains("exec \"curl\"")), "{denied:?}");
+        assert!(denied.iter().any(|d| d.contains("fs \"/srv/www/../../etc\"")), "{denied:?}");
+        assert_eq!(denied.len(), 5, "{denied:?}");
+    }
+
+    #[test]
+    fn a_bad_policy_file_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.json");
+        std::fs::write(&path, r#"{"exec": ["git"], "network": true}"#).unwrap();
+        assert!(format!("{:#}", Policy::load(&path).unwrap_err()).contains("unknown field"));
+        std::fs::write(&path, r#"{"fs": ["relative/dir"]}"#).unwrap();
+        assert!(format!("{:#}", Policy::load(&path).unwrap_err()).contains("absolute"));
+    }
+}
