@@ -34,6 +34,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Heartbeats faster than this would only load the controller; it is a guard
 /// against a zero in Welcome, not a tuning knob.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+/// Heartbeats without any frame from the controller after which the agent
+/// takes the connection for dead and reconnects.
+const SILENT_HEARTBEATS: u32 = 3;
+/// Allowance for a slow controller on top of those heartbeats.
+const SILENCE_SLACK: Duration = Duration::from_millis(500);
 /// Refusal reasons that retrying cannot cure: the controller speaks another
 /// protocol version or does not (or no longer) accept this identity. The
 /// protocol carries only a reason text, so these words are the contract
@@ -293,7 +298,7 @@ impl Fleet {
             write_control(send, outbox, self.unsent.take(), heartbeat, self.jobs.clone(), connection.clone())
                 .in_current_span(),
         );
-        let ended = read_control(&mut recv, connection, &self.jobs, &self.renewal).await;
+        let ended = read_control(&mut recv, connection, &self.jobs, &self.renewal, heartbeat).await;
         connection.close(0u32.into(), b"agent reconnecting");
         match writer.await {
             Ok((outbox, unsent)) => {
@@ -314,16 +319,24 @@ fn refusal(reason: String) -> Ended {
     }
 }
 
-/// Reads the control stream until it or the connection ends.
+/// Reads the control stream until it or the connection ends, or until the
+/// controller has been silent for [`SILENT_HEARTBEATS`] heartbeats (it
+/// acknowledges every one): a killed controller is noticed in a few
+/// heartbeats rather than at QUIC's idle timeout.
 async fn read_control(
     recv: &mut quinn::RecvStream,
     connection: &quinn::Connection,
     jobs: &Arc<Jobs>,
     renewal: &Renewal,
+    heartbeat: Duration,
 ) -> Ended {
+    let silence = heartbeat * SILENT_HEARTBEATS + SILENCE_SLACK;
     loop {
         let message = tokio::select! {
-            message = read_frame::<ToAgent>(recv) => message,
+            message = tokio::time::timeout(silence, read_frame::<ToAgent>(recv)) => match message {
+                Ok(message) => message,
+                Err(_) => return Ended::Lost(anyhow!("the controller has sent nothing for {silence:?}")),
+            },
             reason = connection.closed() => return Ended::Lost(anyhow!(reason)),
         };
         match message {

@@ -132,6 +132,23 @@ pub struct ControllerArgs {
     /// Lifetime of agent certificates; agents renew theirs at 70-90 % of it.
     #[arg(long, default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
     pub agent_cert_lifetime: Duration,
+    /// How long an agent may go without reporting a job in a heartbeat
+    /// before the job is lost (agents heartbeat three times per lease).
+    #[arg(long, default_value = "30s", value_parser = parse_lease, value_name = "DURATION")]
+    pub lease_timeout: Duration,
+    /// How often an action that sets `retryOnAgentLost` runs again after
+    /// losing its agent, per run of the action.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_LOST_RETRIES, value_name = "N")]
+    pub max_lost_retries: u32,
+}
+
+/// A lease shorter than a second would lose jobs to ordinary jitter.
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("a lease of {d:?} is too short: use 1s or more"));
+    }
+    Ok(d)
 }
 
 #[derive(Args, Debug)]

@@ -34,11 +34,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-/// How often agents send heartbeats.
+/// How often agents send heartbeats, at most: a short lease asks for more
+/// (three heartbeats per lease, so that one lost heartbeat loses nothing).
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long the jobs of a disconnected agent wait for it to come back and
-/// report them before they are given up as lost. Covers a network blip and
-/// the agent's reconnect backoff (at most 10 s).
+/// Default lease of a job: an agent that has not reported a job in a
+/// heartbeat for this long has lost it (`sluice controller --lease-timeout`).
+/// Covers a network blip and the agent's reconnect backoff (at most 10 s).
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a controller restart, how long actions that were assigned to an
+/// agent wait for it to reconnect and report them (or the lease, if
+/// longer). Agents notice a killed controller only when the connection
+/// times out (12 s), then back off for up to 10 s.
 const RECONNECT_GRACE: Duration = Duration::from_secs(30);
 /// How often the driver looks at the clock for such deadlines.
 const TICK: Duration = Duration::from_secs(1);
@@ -145,6 +151,10 @@ pub struct ControllerConfig {
     pub durability: Durability,
     /// Lifetime of the certificates the CA signs for agents.
     pub agent_cert_lifetime: Duration,
+    /// How long a job's lease lasts without a heartbeat that reports it.
+    pub lease_timeout: Duration,
+    /// How often an action lost with its agent runs again, when it may.
+    pub max_lost_retries: u32,
 }
 
 /// A running controller.
@@ -185,6 +195,8 @@ struct JobInfo {
     stage: String,
     action: String,
     lease_epoch: u64,
+    /// When the lease ends unless a heartbeat of the agent reports the job.
+    lease_until: u64,
 }
 
 /// A registered plugin version.
@@ -234,13 +246,16 @@ struct Driver {
     pending: VecDeque<Dispatch>,
     events: broadcast::Sender<Arc<Value>>,
     plugins: BlobStore,
-    /// Jobs of agents whose connection dropped, with when it dropped.
-    orphans: HashMap<String, (u64, Vec<String>)>,
-    /// Actions that were running when the controller stopped, and until
-    /// when they are kept for the agent that runs them to reconnect.
-    restored: HashSet<String>,
+    /// Actions that were assigned to an agent when the controller stopped
+    /// (job id to agent id), and until when they are kept for that agent
+    /// to reconnect and report them.
+    restored: HashMap<String, String>,
     hold_restored_until: u64,
+    /// Jobs handed out in this step, sent once the step is committed (so
+    /// that the assignment is durable before the agent hears of the job).
+    outgoing: Vec<(String, ToAgent)>,
     agent_cert_lifetime: Duration,
+    lease_timeout: Duration,
     /// Inbound transitions an operator has changed, by (pipeline, stage).
     transitions: HashMap<(String, String), TransitionRecord>,
     /// Seals secrets and webhook secrets at rest.
@@ -292,8 +307,10 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let catalog = register_builtins(&mut *store, &plugins, &runtime).await?;
 
     let (events, _) = broadcast::channel(4096);
+    let mut engine = Engine::new();
+    engine.set_max_lost_retries(config.max_lost_retries);
     let mut driver = Driver {
-        engine: Engine::new(),
+        engine,
         store,
         ca: ca.clone(),
         catalog,
@@ -303,10 +320,11 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         pending: VecDeque::new(),
         events: events.clone(),
         plugins: plugins.clone(),
-        orphans: HashMap::new(),
-        restored: HashSet::new(),
+        restored: HashMap::new(),
         hold_restored_until: 0,
+        outgoing: Vec::new(),
         agent_cert_lifetime: config.agent_cert_lifetime,
+        lease_timeout: config.lease_timeout,
         transitions: HashMap::new(),
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
@@ -422,10 +440,13 @@ impl Driver {
             let def = self.definition(&execution.pipeline, execution.version)?;
             self.engine.restore(now, def, execution);
         }
-        // What was running is kept a while for the agents that run it.
-        self.hold_restored_until = now + RECONNECT_GRACE.as_millis() as u64;
+        // What was assigned to an agent is kept a while for that agent;
+        // what was never handed out goes to whoever can take it.
+        self.hold_restored_until = now + RECONNECT_GRACE.max(self.lease_timeout).as_millis() as u64;
         while let Some(dispatch) = self.engine.poll_dispatch() {
-            self.restored.insert(dispatch.job_id.clone());
+            if let Some(agent) = &dispatch.assigned {
+                self.restored.insert(dispatch.job_id.clone(), agent.clone());
+            }
             self.pending.push_back(dispatch);
         }
         if count > 0 {
@@ -458,7 +479,9 @@ impl Driver {
     }
 
     /// Writes the step's changes and the engine's dirty executions in one
-    /// transaction, then tells watchers and hands out ready actions.
+    /// transaction, then sends the jobs of the step, tells watchers and
+    /// hands out ready actions. Handing out is itself a change (the
+    /// assignment), committed before the job is sent.
     fn commit(&mut self, mut changes: Vec<Change>) -> Result<()> {
         loop {
             for execution in self.engine.take_dirty() {
@@ -471,6 +494,11 @@ impl Driver {
                 error!("store write failed, stopping so that a restart recovers: {e:#}");
                 std::process::exit(70);
             }
+            for (agent_id, message) in self.outgoing.drain(..) {
+                if let Some(agent) = self.agents.get(&agent_id) {
+                    let _ = agent.tx.send(message);
+                }
+            }
             for notice in self.engine.take_notices() {
                 let _ = self.events.send(Arc::new(views::notice(&notice)));
                 log_notice(&notice);
@@ -481,18 +509,32 @@ impl Driver {
             // Actions that cannot be handed out (e.g. an unregistered
             // plugin) fail, which is another engine step to persist.
             let refused = self.schedule();
-            if refused.is_empty() {
+            if refused.is_empty() && self.outgoing.is_empty() {
                 return Ok(());
             }
             let now = now_ms();
-            for (dispatch, reason) in refused {
+            for (dispatch, message) in refused {
                 self.engine.handle(
                     now,
-                    Event::ActionLost { job_id: dispatch.job_id, lease_epoch: dispatch.lease_epoch, reason },
+                    Event::ActionFinished {
+                        job_id: dispatch.job_id,
+                        lease_epoch: dispatch.lease_epoch,
+                        result: ActionResult::Failed { message },
+                    },
                 );
             }
             changes = Vec::new();
         }
+    }
+
+    /// How often agents send heartbeats: three per lease, at most every
+    /// [`HEARTBEAT`].
+    fn heartbeat(&self) -> Duration {
+        HEARTBEAT.min(self.lease_timeout / 3).max(Duration::from_millis(100))
+    }
+
+    fn lease_until(&self, now: u64) -> u64 {
+        now + self.lease_timeout.as_millis() as u64
     }
 
     fn handle(&mut self, command: Command) {
@@ -576,7 +618,7 @@ impl Driver {
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
             Command::Tick => {
                 let now = now_ms();
-                self.expire_orphans(now);
+                self.expire_leases(now);
                 self.run_polls(now);
             }
             Command::Webhook { name, headers, body, reply } => {
@@ -1065,8 +1107,10 @@ impl Driver {
             // Cut off now: the fleet closes the connection after sending
             // this, and the agent's jobs are given up.
             let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {id} is disabled") });
-            let jobs: Vec<String> = agent.running.into_iter().collect();
-            self.lose_jobs(now_ms(), jobs, &format!("agent {id} was disabled while running the action"));
+        }
+        if state == AgentState::Disabled {
+            let jobs = self.jobs_of(id);
+            self.lose_jobs(now_ms(), jobs, &format!("agent {id} lost: it was disabled while running the action"));
         }
         info!(agent = %id, state = state.as_str(), "agent state changed");
         // Enabling may make waiting work runnable.
@@ -1138,24 +1182,44 @@ impl Driver {
         let reported: HashSet<String> = hello.running.iter().cloned().collect();
         let mut running = HashSet::new();
         let now = now_ms();
-        // Jobs it had before the drop: those it still runs carry on, the
-        // others can no longer report and are lost.
-        if let Some((_, jobs)) = self.orphans.remove(&agent_id) {
-            let (kept, gone): (Vec<String>, Vec<String>) = jobs.into_iter().partition(|j| reported.contains(j));
-            running.extend(kept);
-            self.lose_jobs(now, gone, &format!("agent {agent_id} came back without the action: it was restarted"));
+        // Jobs it had before the drop: those it still runs carry on under
+        // a renewed lease, the others can no longer report and are lost.
+        let (kept, gone): (Vec<String>, Vec<String>) =
+            self.jobs_of(&agent_id).into_iter().partition(|j| reported.contains(j));
+        let until = self.lease_until(now);
+        for job_id in kept {
+            if let Some(job) = self.jobs.get_mut(&job_id) {
+                job.lease_until = until;
+            }
+            running.insert(job_id);
         }
+        self.lose_jobs(now, gone, &format!("agent {agent_id} lost: it came back without the action (it was restarted)"));
         // After a controller restart, actions waiting to be handed out
         // again may still be running on this agent: give them back to it
-        // under their new lease, instead of starting them twice.
+        // under their new lease, instead of starting them twice. Those
+        // assigned to it that it no longer has are lost.
         let mut resumed = Vec::new();
+        let mut forgotten = Vec::new();
         self.pending.retain(|d| {
-            let mine = reported.contains(&d.job_id);
-            if mine {
+            let assigned_here = d.assigned.as_deref() == Some(agent_id.as_str());
+            if reported.contains(&d.job_id) && (assigned_here || d.assigned.is_none()) {
                 resumed.push(d.clone());
+                false
+            } else if assigned_here && self.restored.contains_key(&d.job_id) {
+                forgotten.push(d.clone());
+                false
+            } else {
+                true
             }
-            !mine
         });
+        for d in resumed.iter().chain(&forgotten) {
+            self.restored.remove(&d.job_id);
+        }
+        for d in forgotten {
+            let reason = format!("agent {agent_id} lost: it came back without the action (it was restarted)");
+            warn!(agent = %agent_id, job = %d.job_id, "{reason}");
+            self.engine.handle(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
+        }
         self.agents.insert(
             agent_id.clone(),
             AgentConn {
@@ -1169,16 +1233,20 @@ impl Driver {
             },
         );
         for dispatch in resumed {
-            if let Err(reason) = self.hand_out(&agent_id, &dispatch) {
+            if let Err(message) = self.hand_out(&agent_id, &dispatch) {
                 self.engine.handle(
                     now,
-                    Event::ActionLost { job_id: dispatch.job_id, lease_epoch: dispatch.lease_epoch, reason },
+                    Event::ActionFinished {
+                        job_id: dispatch.job_id,
+                        lease_epoch: dispatch.lease_epoch,
+                        result: ActionResult::Failed { message },
+                    },
                 );
             }
         }
         info!(%agent_id, "agent ready");
         let _ = self.commit(Vec::new());
-        ToAgent::Welcome { agent_id, heartbeat_ms: HEARTBEAT.as_millis() as u64 }
+        ToAgent::Welcome { agent_id, heartbeat_ms: self.heartbeat().as_millis() as u64 }
     }
 
     fn agent_message(&mut self, agent_id: &str, conn_id: u64, message: FromAgent) {
@@ -1199,7 +1267,14 @@ impl Driver {
                 };
                 let _ = self.agents[agent_id].tx.send(answer);
             }
-            FromAgent::Heartbeat { .. } => {
+            FromAgent::Heartbeat { running } => {
+                // A heartbeat renews the lease of every job it reports.
+                let until = self.lease_until(now);
+                for job_id in &running {
+                    if let Some(job) = self.jobs.get_mut(job_id).filter(|j| j.agent == agent_id) {
+                        job.lease_until = until;
+                    }
+                }
                 let _ = self.agents[agent_id].tx.send(ToAgent::HeartbeatAck);
             }
             FromAgent::JobStarted { job_id, .. } => {
@@ -1270,45 +1345,74 @@ impl Driver {
     }
 
     /// An agent's connection dropped. Its jobs may well still be running
-    /// there: they wait [`RECONNECT_GRACE`] for the agent to come back and
-    /// report them.
+    /// there: they keep their leases, which the agent renews if it comes
+    /// back in time and reports them.
     fn agent_disconnected(&mut self, agent_id: &str, conn_id: u64) {
         if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
             return;
         }
-        let agent = self.agents.remove(agent_id).expect("checked");
-        if !agent.running.is_empty() {
-            let entry = self.orphans.entry(agent_id.to_string()).or_insert_with(|| (now_ms(), Vec::new()));
-            entry.1.extend(agent.running);
-        }
+        self.agents.remove(agent_id);
         info!(%agent_id, "agent disconnected");
     }
 
-    /// Gives up on the jobs of agents that stayed away too long.
-    fn expire_orphans(&mut self, now: u64) {
+    /// The jobs an agent holds, connected or not.
+    fn jobs_of(&self, agent_id: &str) -> Vec<String> {
+        self.jobs.iter().filter(|(_, j)| j.agent == agent_id).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Gives up on jobs whose lease ran out, and on restored actions whose
+    /// agent did not come back after a restart: they are `Lost`.
+    fn expire_leases(&mut self, now: u64) {
+        let mut changed = false;
         if !self.restored.is_empty() && now >= self.hold_restored_until {
-            // Nobody came back for them: hand them to whoever can run them.
-            self.restored.clear();
+            let restored = std::mem::take(&mut self.restored);
+            let mut held = Vec::new();
+            self.pending.retain(|d| {
+                let mine = restored.contains_key(&d.job_id);
+                if mine {
+                    held.push(d.clone());
+                }
+                !mine
+            });
+            let grace = RECONNECT_GRACE.max(self.lease_timeout).as_secs();
+            for d in held {
+                let agent = &restored[&d.job_id];
+                let reason = format!("agent {agent} lost: it did not report the action within {grace}s of a controller restart");
+                warn!(%agent, job = %d.job_id, "{reason}");
+                self.engine.handle(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
+            }
+            changed = true;
+        }
+        let expired: Vec<String> =
+            self.jobs.iter().filter(|(_, j)| j.lease_until <= now).map(|(id, _)| id.clone()).collect();
+        for job_id in expired {
+            let agent_id = self.jobs[&job_id].agent.clone();
+            let secs = self.lease_timeout.as_secs_f64();
+            let reason = match self.agents.get_mut(&agent_id) {
+                // Connected but no longer reporting it: whatever is left of
+                // it there must not run on beside the next attempt.
+                Some(agent) => {
+                    agent.running.remove(&job_id);
+                    let _ = agent.tx.send(ToAgent::Cancel { job_id: job_id.clone() });
+                    format!("agent {agent_id} lost: it did not report the action for {secs}s")
+                }
+                None => format!("agent {agent_id} lost: no heartbeat for {secs}s"),
+            };
+            self.lose_jobs(now, vec![job_id], &reason);
+            changed = true;
+        }
+        if changed {
             let _ = self.commit(Vec::new());
         }
-        let grace = RECONNECT_GRACE.as_millis() as u64;
-        let expired: Vec<String> =
-            self.orphans.iter().filter(|(_, (since, _))| now >= since + grace).map(|(id, _)| id.clone()).collect();
-        if expired.is_empty() {
-            return;
-        }
-        for agent_id in expired {
-            let (_, jobs) = self.orphans.remove(&agent_id).expect("listed");
-            let reason = format!("agent {agent_id} was lost: it did not reconnect within {}s", RECONNECT_GRACE.as_secs());
-            self.lose_jobs(now, jobs, &reason);
-        }
-        let _ = self.commit(Vec::new());
     }
 
     fn lose_jobs(&mut self, now: u64, jobs: Vec<String>, reason: &str) {
         for job_id in jobs {
             if let Some(job) = self.jobs.remove(&job_id) {
                 warn!(agent = %job.agent, job = %job_id, "{reason}");
+                if let Some(agent) = self.agents.get_mut(&job.agent) {
+                    agent.running.remove(&job_id);
+                }
                 self.engine.handle(
                     now,
                     Event::ActionLost { job_id, lease_epoch: job.lease_epoch, reason: reason.to_string() },
@@ -1338,10 +1442,12 @@ impl Driver {
         let mut still_pending = VecDeque::new();
         let holding = now_ms() < self.hold_restored_until;
         while let Some(dispatch) = self.pending.pop_front() {
-            if holding && self.restored.contains(&dispatch.job_id) {
+            if holding && self.restored.contains_key(&dispatch.job_id) {
                 still_pending.push_back(dispatch);
                 continue;
             }
+            // Least loaded first; an agent that lost an earlier attempt of
+            // the action only when no other can take it.
             let best = self
                 .agents
                 .iter()
@@ -1350,7 +1456,8 @@ impl Driver {
                 .min_by(|(ia, a), (ib, b)| {
                     let la = a.running.len() as f64 / f64::from(a.slots);
                     let lb = b.running.len() as f64 / f64::from(b.slots);
-                    la.total_cmp(&lb).then_with(|| ia.cmp(ib))
+                    let (sa, sb) = (dispatch.lost_on.contains(*ia), dispatch.lost_on.contains(*ib));
+                    sa.cmp(&sb).then(la.total_cmp(&lb)).then_with(|| ia.cmp(ib))
                 })
                 .map(|(id, _)| id.clone());
             let Some(agent_id) = best else {
@@ -1365,9 +1472,12 @@ impl Driver {
         refused
     }
 
-    /// Sends a dispatch to an agent and books it there.
+    /// Books a dispatch on an agent and records the assignment in the
+    /// engine; the job is sent once that is committed.
     fn hand_out(&mut self, agent_id: &str, dispatch: &Dispatch) -> Result<(), String> {
         let spec = self.job_spec(dispatch)?;
+        let now = now_ms();
+        let lease_until = self.lease_until(now);
         let agent = self.agents.get_mut(agent_id).expect("a connected agent");
         agent.running.insert(dispatch.job_id.clone());
         self.jobs.insert(
@@ -1379,10 +1489,19 @@ impl Driver {
                 stage: dispatch.stage.clone(),
                 action: dispatch.action.clone(),
                 lease_epoch: dispatch.lease_epoch,
+                lease_until,
             },
         );
         info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");
-        let _ = agent.tx.send(ToAgent::Job(Box::new(spec)));
+        self.engine.handle(
+            now,
+            Event::ActionAssigned {
+                job_id: dispatch.job_id.clone(),
+                lease_epoch: dispatch.lease_epoch,
+                agent: agent_id.to_string(),
+            },
+        );
+        self.outgoing.push((agent_id.to_string(), ToAgent::Job(Box::new(spec))));
         Ok(())
     }
 

@@ -168,4 +168,8 @@ pub struct ActionRun {
     pub output_variables: BTreeMap<String, String>,
     /// Why a dispatched action has not started (e.g. no eligible agent).
     pub waiting_reason: Option<String>,
+    /// Agents that lost an earlier attempt of this action in this run, in
+    /// order; its length bounds how often a lost action is retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_on: Vec<String>,
 }

@@ -352,3 +352,123 @@ fn a_pinned_revision_reaches_the_source_action_and_a_fetched_one_is_recorded() {
     assert_eq!(exec.source_revisions["Src"].revision_id, "def456");
     assert!(!exec.source_revisions["Src"].pinned);
 }
+
+fn two_stage(retry: &str) -> Arc<Pipeline> {
+    pipeline(&format!(
+        r#"{{"pipeline": {{"name": "web", "stages": [
+        {{"name": "Source", "actions": [{{"name": "Src", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+            "configuration": {{"Url": "/r"}}, "outputArtifacts": [{{"name": "src"}}]}}]}},
+        {{"name": "Build", "actions": [{{"name": "B", "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}{retry}}}]}}
+    ]}}}}"#
+    ))
+}
+
+fn lose(engine: &mut Engine, d: &Dispatch, agent: &str) {
+    engine.handle(
+        2,
+        Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: agent.into() },
+    );
+    engine.handle(
+        3,
+        Event::ActionLost { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, reason: format!("agent {agent} lost") },
+    );
+}
+
+fn build_action(engine: &Engine, id: &str) -> ActionRun {
+    engine.execution(&ExecutionId(id.into())).unwrap().stages[1].actions[0].clone()
+}
+
+#[test]
+fn a_retryable_lost_action_runs_again_as_a_new_attempt_avoiding_the_lost_agent() {
+    let mut engine = Engine::new();
+    start(&mut engine, two_stage(r#", "retryOnAgentLost": true"#), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    let first = drain(&mut engine).remove(0);
+    lose(&mut engine, &first, "ag-1");
+    let notices = engine.take_notices();
+    assert!(
+        notices.iter().any(|n| n.status == "Lost" && n.message.as_deref() == Some("agent ag-1 lost")),
+        "{notices:?}"
+    );
+    let second = drain(&mut engine).remove(0);
+    assert_eq!((second.attempt, second.lease_epoch), (first.attempt + 1, first.lease_epoch + 1));
+    assert_ne!(second.job_id, first.job_id, "a new attempt is a new job");
+    assert_eq!(second.lost_on, ["ag-1"]);
+    assert_eq!(second.assigned, None);
+    // The lost attempt's late result changes nothing.
+    finish(&mut engine, &first, ActionResult::Failed { message: "late".into() });
+    assert_eq!(build_action(&engine, "e1").status, Some(ActionStatus::InProgress));
+    finish(&mut engine, &second, ok(&[], &[]));
+    let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
+    assert_eq!(done.status, ExecutionStatus::Succeeded);
+    assert_eq!(done.stages[1].actions[0].lost_on, ["ag-1"]);
+}
+
+#[test]
+fn a_lost_action_that_does_not_retry_fails_the_execution_with_the_reason() {
+    let mut engine = Engine::new();
+    start(&mut engine, two_stage(""), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    let first = drain(&mut engine).remove(0);
+    lose(&mut engine, &first, "ag-1");
+    assert!(drain(&mut engine).is_empty(), "not run again");
+    let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let action = &done.stages[1].actions[0];
+    assert_eq!(action.status, Some(ActionStatus::Lost));
+    let summary = done.status_summary.unwrap();
+    assert!(summary.contains("action \"B\": agent ag-1 lost; not retried"), "{summary}");
+}
+
+#[test]
+fn lost_retries_are_bounded() {
+    let mut engine = Engine::new();
+    engine.set_max_lost_retries(2);
+    start(&mut engine, two_stage(r#", "retryOnAgentLost": true"#), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    for agent in ["ag-1", "ag-2"] {
+        let d = drain(&mut engine).remove(0);
+        lose(&mut engine, &d, agent);
+    }
+    let third = drain(&mut engine).remove(0);
+    assert_eq!(third.attempt, 3);
+    assert_eq!(third.lost_on, ["ag-1", "ag-2"]);
+    lose(&mut engine, &third, "ag-3");
+    assert!(drain(&mut engine).is_empty(), "the third loss is final");
+    let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let summary = done.status_summary.unwrap();
+    assert!(summary.contains("agent ag-3 lost; not retried: lost 3 times, the limit is 2 retries"), "{summary}");
+}
+
+#[test]
+fn a_lost_action_of_a_stopping_execution_is_not_run_again() {
+    let mut engine = Engine::new();
+    start(&mut engine, two_stage(r#", "retryOnAgentLost": true"#), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    let first = drain(&mut engine).remove(0);
+    engine.handle(2, Event::Stop { id: ExecutionId("e1".into()), abandon: false, reason: "enough".into() });
+    lose(&mut engine, &first, "ag-1");
+    assert!(drain(&mut engine).is_empty());
+    let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
+    assert_eq!(done.status, ExecutionStatus::Stopped);
+}
+
+#[test]
+fn an_assignment_survives_a_restart_and_names_the_agent_to_wait_for() {
+    let mut engine = Engine::new();
+    start(&mut engine, two_stage(""), "e1");
+    let d = drain(&mut engine).remove(0);
+    assert_eq!(d.assigned, None);
+    engine.handle(1, Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() });
+    let stored = engine.take_dirty().remove(0);
+    let mut restarted = Engine::new();
+    restarted.restore(5, two_stage(""), stored);
+    let again = drain(&mut restarted).remove(0);
+    assert_eq!((again.job_id.as_str(), again.assigned.as_deref()), (d.job_id.as_str(), Some("ag-7")));
+    assert_eq!(again.lease_epoch, d.lease_epoch + 1);
+}
