@@ -35,8 +35,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// against a zero in Welcome, not a tuning knob.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 /// Heartbeats without any frame from the controller after which the agent
-/// takes the connection for dead and reconnects.
-const SILENT_HEARTBEATS: u32 = 3;
+/// takes the connection for dead and reconnects. The controller asks for
+/// six heartbeats per lease, so this leaves time to reconnect and report
+/// the jobs before their leases end.
+const SILENT_HEARTBEATS: u32 = 2;
 /// Allowance for a slow controller on top of those heartbeats.
 const SILENCE_SLACK: Duration = Duration::from_millis(500);
 /// Refusal reasons that retrying cannot cure: the controller speaks another
@@ -246,12 +248,21 @@ impl Fleet {
         let connection = match endpoint.connect_with(config, addr, CONTROLLER_SERVER_NAME) {
             Ok(connecting) => match connecting.await {
                 Ok(c) => c,
+                Err(e) if certificate_revoked(&e) => return revoked(addr),
                 Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
             },
             Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
         };
         let ended = self.serve(&connection, addr, backoff).await;
         self.link.set(None);
+        // With TLS 1.3 the controller checks the client certificate after
+        // the agent thinks the handshake is done: a refusal shows up as
+        // the connection's close reason.
+        if let (Ended::Lost(_), Some(reason)) = (&ended, connection.close_reason())
+            && certificate_revoked(&reason)
+        {
+            return revoked(addr);
+        }
         connection.close(0u32.into(), b"agent reconnecting");
         ended
     }
@@ -309,6 +320,22 @@ impl Fleet {
         }
         ended
     }
+}
+
+/// TLS's `certificate_revoked` alert, as QUIC carries it.
+const ALERT_CERTIFICATE_REVOKED: u8 = 44;
+
+/// Whether the controller closed the connection because this agent's
+/// certificate is revoked: retrying cannot help.
+fn certificate_revoked(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(close)
+        if close.error_code == quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_REVOKED))
+}
+
+fn revoked(addr: SocketAddr) -> Ended {
+    Ended::Fatal(anyhow!(
+        "the controller at {addr} refused this agent's certificate: it was revoked; enroll again with a join token"
+    ))
 }
 
 fn refusal(reason: String) -> Ended {

@@ -154,6 +154,14 @@ impl Jobs {
         }
     }
 
+    /// Cancels every job, when the agent stops.
+    pub fn cancel_all(&self) {
+        for (job_id, job) in self.running.lock().expect("jobs lock").drain() {
+            info!(%job_id, "job cancelled: the agent is stopping");
+            job.cancel.send_replace(true);
+        }
+    }
+
     /// Removes the job from `running` unless a cancel did (or a newer run of
     /// the same id replaced it); returns its lease epoch if it was there.
     fn forget(&self, job_id: &str, token: u64) -> Option<u64> {

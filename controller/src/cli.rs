@@ -133,7 +133,7 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
     pub agent_cert_lifetime: Duration,
     /// How long an agent may go without reporting a job in a heartbeat
-    /// before the job is lost (agents heartbeat three times per lease).
+    /// before the job is lost (agents heartbeat six times per lease).
     #[arg(long, default_value = "30s", value_parser = parse_lease, value_name = "DURATION")]
     pub lease_timeout: Duration,
     /// How often an action that sets `retryOnAgentLost` runs again after
@@ -272,6 +272,10 @@ pub enum AgentCmd {
     Disable { id: String },
     /// Let a drained or disabled agent take work again.
     Enable { id: String },
+    /// Revoke the agent for good: its certificates go on the revocation
+    /// list, its live connection is closed and every later handshake is
+    /// refused. The host must enroll again with a join token.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -783,6 +787,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Agent(AgentCmd::Drain { id }) => set_agent_state(&client()?, &id, "drain", json_out).await?,
         Cmd::Agent(AgentCmd::Disable { id }) => set_agent_state(&client()?, &id, "disable", json_out).await?,
         Cmd::Agent(AgentCmd::Enable { id }) => set_agent_state(&client()?, &id, "enable", json_out).await?,
+        Cmd::Agent(AgentCmd::Revoke { id }) => set_agent_state(&client()?, &id, "revoke", json_out).await?,
         Cmd::AgentToken(AgentTokenCmd::List) => {
             let out = client()?.get("/agent-tokens").await?;
             if json_out {

@@ -10,12 +10,12 @@
 mod sources;
 
 use crate::blobs::BlobStore;
-use crate::ca::Ca;
+use crate::ca::{Ca, Revocations};
 use crate::engine::{ActionResult, ArtifactRef, Dispatch, Engine, Event, Execution, ExecutionId, Notice, Trigger};
 use crate::pipeline::{self, Declaration, Pipeline, ProviderCatalog, ProviderInfo};
 use crate::store::{
-    AgentRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord, PluginRecord, SqliteStore, Store,
-    TransitionRecord,
+    AgentRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord, PluginRecord, RevocationRecord,
+    SqliteStore, Store, TransitionRecord,
 };
 use crate::views;
 use anyhow::{Context as _, Result};
@@ -34,9 +34,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-/// How often agents send heartbeats, at most: a short lease asks for more
-/// (three heartbeats per lease, so that one lost heartbeat loses nothing).
+/// How often agents send heartbeats, at most. A short lease asks for more:
+/// six per lease, so that a lost heartbeat or two loses nothing, and so
+/// that an agent that finds the controller silent for two heartbeats has
+/// time to reconnect and report its jobs before their leases run out.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEATS_PER_LEASE: u32 = 6;
 /// Default lease of a job: an agent that has not reported a job in a
 /// heartbeat for this long has lost it (`sluice controller --lease-timeout`).
 /// Covers a network blip and the agent's reconnect backoff (at most 10 s).
@@ -130,6 +133,9 @@ pub enum AgentState {
     Enabled,
     Draining,
     Disabled,
+    /// For good: its certificates are on the revocation list; the host
+    /// must enroll again, as a new agent, with a join token.
+    Revoked,
 }
 
 impl AgentState {
@@ -138,6 +144,7 @@ impl AgentState {
             Self::Enabled => "enabled",
             Self::Draining => "draining",
             Self::Disabled => "disabled",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -185,6 +192,8 @@ struct AgentConn {
     slots: u32,
     running: HashSet<String>,
     hostname: String,
+    /// When the agent last sent anything.
+    last_heard: u64,
 }
 
 /// A job handed to an agent.
@@ -256,6 +265,8 @@ struct Driver {
     outgoing: Vec<(String, ToAgent)>,
     agent_cert_lifetime: Duration,
     lease_timeout: Duration,
+    /// Revoked certificates and agents, checked at every fleet handshake.
+    revocations: Revocations,
     /// Inbound transitions an operator has changed, by (pipeline, stage).
     transitions: HashMap<(String, String), TransitionRecord>,
     /// Seals secrets and webhook secrets at rest.
@@ -325,6 +336,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         outgoing: Vec::new(),
         agent_cert_lifetime: config.agent_cert_lifetime,
         lease_timeout: config.lease_timeout,
+        revocations: Revocations::default(),
         transitions: HashMap::new(),
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
@@ -332,7 +344,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover()?;
     driver.recover_sources()?;
 
-    let endpoint = quinn::Endpoint::server(ca.server_config()?, config.fleet)
+    let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
     let fleet = endpoint.local_addr()?;
     let listener = tokio::net::TcpListener::bind(config.api)
@@ -430,6 +442,9 @@ impl Driver {
     /// Replays every unfinished execution into the empty engine.
     fn recover(&mut self) -> Result<()> {
         let now = now_ms();
+        for r in self.store.revocations()? {
+            self.revocations.revoke(&r.agent_id, &r.serial);
+        }
         for t in self.store.transitions()? {
             self.engine.set_transition(now, &t.pipeline, &t.stage, t.enabled);
             self.transitions.insert((t.pipeline.clone(), t.stage.clone()), t);
@@ -527,10 +542,10 @@ impl Driver {
         }
     }
 
-    /// How often agents send heartbeats: three per lease, at most every
-    /// [`HEARTBEAT`].
+    /// How often agents send heartbeats: [`HEARTBEATS_PER_LEASE`] per
+    /// lease, at most every [`HEARTBEAT`].
     fn heartbeat(&self) -> Duration {
-        HEARTBEAT.min(self.lease_timeout / 3).max(Duration::from_millis(100))
+        HEARTBEAT.min(self.lease_timeout / HEARTBEATS_PER_LEASE).max(Duration::from_millis(100))
     }
 
     fn lease_until(&self, now: u64) -> u64 {
@@ -1096,21 +1111,40 @@ impl Driver {
     fn set_agent_state(&mut self, id: &str, state: AgentState) -> Result<Value, ApiError> {
         let mut record =
             self.store.agent(id)?.ok_or_else(|| ApiError::NotFound(format!("agent {id} does not exist")))?;
+        if record.state == AgentState::Revoked.as_str() && state != AgentState::Revoked {
+            return Err(ApiError::Conflict(format!(
+                "agent {id} is revoked for good: enroll the host again with a join token (it gets a new id)"
+            )));
+        }
         record.state = state.as_str().to_string();
-        self.commit(vec![Change::Agent(record)])?;
+        let mut changes = Vec::new();
+        if state == AgentState::Revoked {
+            // Durable first: a restarted controller must refuse it too.
+            changes.push(Change::Revocation(RevocationRecord {
+                serial: record.cert_serial.clone(),
+                agent_id: id.to_string(),
+                revoked_at: now_ms(),
+            }));
+        }
+        changes.push(Change::Agent(record.clone()));
+        self.commit(changes)?;
+        if state == AgentState::Revoked {
+            self.revocations.revoke(id, &record.cert_serial);
+        }
         if let Some(agent) = self.agents.get_mut(id) {
             agent.draining = state == AgentState::Draining;
         }
-        if state == AgentState::Disabled
-            && let Some(agent) = self.agents.remove(id)
-        {
+        let cut_off = matches!(state, AgentState::Disabled | AgentState::Revoked);
+        if cut_off && let Some(agent) = self.agents.remove(id) {
             // Cut off now: the fleet closes the connection after sending
             // this, and the agent's jobs are given up.
-            let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {id} is disabled") });
+            let verb = if state == AgentState::Revoked { "was revoked" } else { "is disabled" };
+            let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {id} {verb}") });
         }
-        if state == AgentState::Disabled {
+        if cut_off {
             let jobs = self.jobs_of(id);
-            self.lose_jobs(now_ms(), jobs, &format!("agent {id} lost: it was disabled while running the action"));
+            let reason = format!("agent {id} lost: it was {} while running the action", state.as_str());
+            self.lose_jobs(now_ms(), jobs, &reason);
         }
         info!(agent = %id, state = state.as_str(), "agent state changed");
         // Enabling may make waiting work runnable.
@@ -1168,8 +1202,13 @@ impl Driver {
             Ok(None) => return ToAgent::Refused { reason: format!("agent {agent_id} is not enrolled here") },
             Err(e) => return ToAgent::Refused { reason: format!("controller error: {e:#}") },
         };
-        if record.state == "disabled" {
+        if record.state == AgentState::Disabled.as_str() {
             return ToAgent::Refused { reason: format!("agent {agent_id} is disabled") };
+        }
+        // The handshake refuses revoked certificates; this covers a
+        // revocation that raced with the handshake.
+        if record.state == AgentState::Revoked.as_str() {
+            return ToAgent::Refused { reason: format!("agent {agent_id} was revoked") };
         }
         // A new connection replaces an old one that has not noticed it is dead.
         if self.agents.contains_key(&agent_id) {
@@ -1230,6 +1269,7 @@ impl Driver {
                 slots: hello.slots.max(1),
                 running,
                 hostname: record.hostname,
+                last_heard: now,
             },
         );
         for dispatch in resumed {
@@ -1250,10 +1290,11 @@ impl Driver {
     }
 
     fn agent_message(&mut self, agent_id: &str, conn_id: u64, message: FromAgent) {
-        if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
-            return;
-        }
         let now = now_ms();
+        match self.agents.get_mut(agent_id) {
+            Some(agent) if agent.conn_id == conn_id => agent.last_heard = now,
+            _ => return,
+        }
         match message {
             FromAgent::Hello(_) => {}
             FromAgent::PollResult { poll_id, result } => self.poll_result(agent_id, &poll_id, result),
@@ -1337,6 +1378,9 @@ impl Driver {
     /// agent's own, whatever the request says.
     fn renew(&mut self, agent_id: &str, csr_pem: &str) -> Result<String> {
         let mut record = self.store.agent(agent_id)?.with_context(|| format!("agent {agent_id} is not enrolled"))?;
+        if record.state == AgentState::Revoked.as_str() {
+            anyhow::bail!("agent {agent_id} was revoked");
+        }
         let (cert_pem, serial) = self.ca.sign_agent(csr_pem, agent_id, self.agent_cert_lifetime)?;
         record.cert_serial = serial;
         self.commit(vec![Change::Agent(record)])?;
@@ -1383,20 +1427,35 @@ impl Driver {
             }
             changed = true;
         }
+        // An agent silent for a whole lease is gone, whatever QUIC thinks
+        // (its idle timeout is longer than a short lease): it takes no
+        // more work, and if it is alive after all it is told to reconnect.
+        let lease = self.lease_timeout.as_millis() as u64;
+        let silent: Vec<String> =
+            self.agents.iter().filter(|(_, a)| now >= a.last_heard + lease).map(|(id, _)| id.clone()).collect();
+        for agent_id in silent {
+            let agent = self.agents.remove(&agent_id).expect("listed");
+            let secs = self.lease_timeout.as_secs_f64();
+            warn!(%agent_id, "agent silent for {secs}s: taking it for gone");
+            let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {agent_id} was silent for {secs}s: reconnect") });
+            changed = true;
+        }
         let expired: Vec<String> =
             self.jobs.iter().filter(|(_, j)| j.lease_until <= now).map(|(id, _)| id.clone()).collect();
+        let quiet = 2 * self.heartbeat().as_millis() as u64;
         for job_id in expired {
             let agent_id = self.jobs[&job_id].agent.clone();
             let secs = self.lease_timeout.as_secs_f64();
             let reason = match self.agents.get_mut(&agent_id) {
-                // Connected but no longer reporting it: whatever is left of
-                // it there must not run on beside the next attempt.
-                Some(agent) => {
+                // Connected, heard from, but no longer reporting the job:
+                // whatever is left of it there must not run on beside the
+                // next attempt.
+                Some(agent) if now < agent.last_heard + quiet => {
                     agent.running.remove(&job_id);
                     let _ = agent.tx.send(ToAgent::Cancel { job_id: job_id.clone() });
                     format!("agent {agent_id} lost: it did not report the action for {secs}s")
                 }
-                None => format!("agent {agent_id} lost: no heartbeat for {secs}s"),
+                _ => format!("agent {agent_id} lost: no heartbeat for {secs}s"),
             };
             self.lose_jobs(now, vec![job_id], &reason);
             changed = true;

@@ -69,6 +69,15 @@ pub struct TransitionRecord {
     pub changed_at: u64,
 }
 
+/// A revoked agent certificate: an entry of the fleet port's revocation list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// Hex serial of the agent's certificate when it was revoked.
+    pub serial: String,
+    pub agent_id: String,
+    pub revoked_at: u64,
+}
+
 /// One line of an action's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -117,6 +126,7 @@ pub enum Change {
     /// A pipeline's webhook secret, sealed; `None` deletes it.
     Webhook { pipeline: String, sealed: Option<Vec<u8>>, created_at: u64 },
     SeenRevision(SeenRevision),
+    Revocation(RevocationRecord),
 }
 
 /// How much an acknowledged change survives.
@@ -150,6 +160,8 @@ pub trait Store: Send {
     fn seen_revision(&self, pipeline: &str, action: &str, revision: &str) -> Result<Option<SeenRevision>>;
     /// The newest seen revision of each source action of a pipeline.
     fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>>;
+    /// The revocation list of the fleet port.
+    fn revocations(&self) -> Result<Vec<RevocationRecord>>;
 }
 
 pub struct SqliteStore {
@@ -183,6 +195,7 @@ CREATE TABLE IF NOT EXISTS webhooks (pipeline TEXT PRIMARY KEY, sealed BLOB NOT 
 CREATE TABLE IF NOT EXISTS seen_revisions (
     pipeline TEXT NOT NULL, action TEXT NOT NULL, revision TEXT NOT NULL, seen_at INTEGER NOT NULL,
     record TEXT NOT NULL, PRIMARY KEY (pipeline, action, revision));
+CREATE TABLE IF NOT EXISTS revocations (serial TEXT PRIMARY KEY, agent_id TEXT NOT NULL, record TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -299,6 +312,10 @@ impl Store for SqliteStore {
                         "INSERT OR IGNORE INTO seen_revisions (pipeline, action, revision, seen_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
                     .execute(params![r.pipeline, r.action, r.revision, r.seen_at as i64, json(r)?])?;
+                }
+                Change::Revocation(r) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO revocations (serial, agent_id, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![r.serial, r.agent_id, json(r)?])?;
                 }
                 Change::Transition(t) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO transitions (pipeline, stage, record) VALUES (?1, ?2, ?3)")?
@@ -423,6 +440,10 @@ impl Store for SqliteStore {
             [pipeline],
             "seen revision",
         )
+    }
+
+    fn revocations(&self) -> Result<Vec<RevocationRecord>> {
+        self.query_json("SELECT record FROM revocations ORDER BY serial", [], "revocation")
     }
 
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>> {

@@ -179,9 +179,15 @@ impl Cluster {
 
     /// Spawns `sluice-agent` on a data dir, logging to `<dir>.log`.
     pub fn spawn_agent(&self, dir: &Path, token: Option<&str>, labels: &[&str]) -> Result<Child> {
-        let log = std::fs::File::create(dir.with_extension("log"))?;
+        self.spawn_agent_at(&self.fleet, dir, token, labels)
+    }
+
+    /// Spawns `sluice-agent` dialling `controller` (e.g. a relay in front
+    /// of the fleet port), logging to `<dir>.log` (appended to).
+    pub fn spawn_agent_at(&self, controller: &str, dir: &Path, token: Option<&str>, labels: &[&str]) -> Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.with_extension("log"))?;
         let mut cmd = Command::new(bin("sluice-agent"));
-        cmd.args(["--controller", &self.fleet, "--data-dir"]).arg(dir);
+        cmd.args(["--controller", controller, "--data-dir"]).arg(dir);
         if let Some(t) = token {
             cmd.args(["--token", t]);
         }
@@ -189,6 +195,39 @@ impl Cluster {
             cmd.args(["--labels", &labels.join(",")]);
         }
         Ok(cmd.env("SLUICE_LOG", "info").stdout(Stdio::null()).stderr(log).spawn()?)
+    }
+
+    /// Adopts an agent process started with [`Cluster::spawn_agent_at`], so
+    /// that it is killed with the cluster; returns its index.
+    pub fn adopt_agent(&mut self, child: Child) -> usize {
+        self.agents.push(child);
+        self.agents.len() - 1
+    }
+
+    /// How many agent processes the cluster has started or adopted.
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// The data dir of agent `n` (its log is beside it, `agent-N.log`).
+    pub fn agent_dir(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("agent-{n}"))
+    }
+
+    /// Kills agent `n` (in start order) with SIGKILL.
+    pub fn kill_agent(&mut self, n: usize) {
+        let _ = self.agents[n].kill();
+        let _ = self.agents[n].wait();
+    }
+
+    /// How agent `n` exited, if it has.
+    pub fn agent_exit(&mut self, n: usize) -> Option<std::process::ExitStatus> {
+        self.agents[n].try_wait().ok().flatten()
+    }
+
+    /// The log of agent `n`.
+    pub fn agent_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("agent-{n}.log"))).unwrap_or_default()
     }
 
     /// Waits until `n` agents are connected.

@@ -1,0 +1,158 @@
+//! Cross-process tests of the fleet under faults: agents killed mid-action,
+//! a controller killed again and again, an agent revoked while it works, a
+//! network path that drops every packet for a while. Build the binaries
+//! first: `cargo build --workspace --bins`.
+
+use serde_json::Value;
+use sluice_tests::{Cluster, WAIT, make_repo, output_text, wait_until};
+use std::path::Path;
+use std::time::Duration;
+
+/// A pipeline whose Source stage checks `repo` out and whose Build stage
+/// runs `commands` with the shell plugin; `extra` goes into the Build
+/// action (e.g. `"retryOnAgentLost": true`).
+fn pipeline(name: &str, repo: &Path, commands: &str, extra: &str) -> String {
+    let action = serde_json::json!({
+        "name": "Work",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+        "configuration": {"Commands": commands},
+        "inputArtifacts": [{"name": "src"}],
+        "capabilities": {"exec": ["sh"]},
+    });
+    let mut action = action.to_string();
+    if !extra.is_empty() {
+        action.insert_str(action.len() - 1, &format!(", {extra}"));
+    }
+    format!(
+        r#"{{"pipeline": {{"name": "{name}", "executionMode": "PARALLEL", "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout",
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}"}}, "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
+  {{"name": "Build", "actions": [{action}]}}]}}}}"#,
+        repo = repo.display()
+    )
+}
+
+fn create(cluster: &Cluster, name: &str, declaration: &str) -> String {
+    let file = cluster.dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, declaration).unwrap();
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["pipelineExecutionId"].as_str().unwrap().to_string()
+}
+
+/// The Build action of an execution, as `execution get` shows it.
+fn work(cluster: &Cluster, pipeline: &str, id: &str) -> Value {
+    let e = cluster.sluice_json(&["execution", "get", pipeline, id]).unwrap();
+    e["stages"][1]["actions"][0].clone()
+}
+
+fn execution_end(cluster: &Cluster, pipeline: &str, id: &str, timeout: Duration) -> Value {
+    wait_until(&format!("execution {id} to end"), timeout, || {
+        let e = cluster.sluice_json(&["execution", "get", pipeline, id]).ok()?;
+        let status = e["pipelineExecution"]["status"].as_str()?;
+        (status != "InProgress" && status != "Stopping").then_some(e)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()))
+}
+
+/// Which started agent runs the Build action of an execution, once it runs.
+fn running_on(cluster: &Cluster, ids: &[String], pipeline: &str, id: &str, marker: &Path) -> usize {
+    wait_until("the action to start on an agent", WAIT, || {
+        if !marker.exists() {
+            return None;
+        }
+        let agent = work(cluster, pipeline, id)["agent"].as_str()?.to_string();
+        ids.iter().position(|a| *a == agent)
+    })
+    .unwrap_or_else(|e| {
+        let state = cluster.sluice_json(&["execution", "get", pipeline, id]);
+        panic!("{e}: {state:?}\n{}", cluster.controller_log())
+    })
+}
+
+#[test]
+fn an_agent_killed_mid_action_loses_it_and_only_a_retryable_action_runs_again() {
+    let mut cluster = Cluster::new().controller_args(&["--lease-timeout", "2s"]).start().unwrap();
+    let ids = vec![cluster.add_agent(&[]).unwrap(), cluster.add_agent(&[]).unwrap()];
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+
+    // The first attempt marks that it started and hangs; a second one
+    // finishes at once.
+    let runs = cluster.dir.path().join("runs");
+    let commands = format!(
+        "echo ran >> {runs}\nif [ $(wc -l < {runs}) -eq 1 ]; then sleep 120; fi",
+        runs = runs.display()
+    );
+    let id = create(&cluster, "retried", &pipeline("retried", &repo, &commands, r#""retryOnAgentLost": true"#));
+    let victim = running_on(&cluster, &ids, "retried", &id, &runs);
+    cluster.kill_agent(victim);
+    let e = execution_end(&cluster, "retried", &id, WAIT);
+    assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}");
+    let action = &e["stages"][1]["actions"][0];
+    assert_eq!(action["attempt"], 2, "{action}");
+    assert_eq!(action["lostOn"], serde_json::json!([ids[victim]]), "{action}");
+    assert_eq!(action["agent"], ids[1 - victim].as_str(), "the retry runs on the other agent: {action}");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
+
+    // Without retryOnAgentLost, losing the agent fails the action.
+    let marker = cluster.dir.path().join("once");
+    let commands = format!("touch {}\nsleep 120", marker.display());
+    let id = create(&cluster, "once", &pipeline("once", &repo, &commands, ""));
+    let victim = running_on(&cluster, &ids, "once", &id, &marker);
+    cluster.kill_agent(victim);
+    let e = execution_end(&cluster, "once", &id, WAIT);
+    assert_eq!(e["pipelineExecution"]["status"], "Failed", "{e}");
+    let summary = e["pipelineExecution"]["statusSummary"].as_str().unwrap_or_default().to_string();
+    let lost = format!("agent {} lost: no heartbeat for 2s; not retried", ids[victim]);
+    assert!(summary.contains(&lost), "{summary}");
+    let action = &e["stages"][1]["actions"][0];
+    assert_eq!((action["status"].as_str(), action["attempt"].as_u64()), (Some("Lost"), Some(1)), "{action}");
+    assert_eq!(action["errorDetails"]["code"], "AgentLost", "{action}");
+}
+
+#[test]
+fn a_revoked_agent_is_cut_off_live_and_refused_at_every_later_handshake() {
+    let mut cluster = Cluster::new().start().unwrap();
+    let agent = cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let marker = cluster.dir.path().join("started");
+    let commands = format!("touch {}\nsleep 120", marker.display());
+    let id = create(&cluster, "cut", &pipeline("cut", &repo, &commands, ""));
+    wait_until("the action to start", WAIT, || marker.exists().then_some(())).unwrap();
+
+    let out = cluster.sluice(&["agent", "revoke", &agent]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    // Cut off at once: the agent process stops, its action is lost.
+    let status = wait_until("the revoked agent to stop", Duration::from_secs(20), || cluster.agent_exit(0))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", cluster.agent_log(0), cluster.controller_log()));
+    assert!(!status.success());
+    assert!(cluster.agent_log(0).contains(&format!("agent {agent} was revoked")), "{}", cluster.agent_log(0));
+    let e = execution_end(&cluster, "cut", &id, Duration::from_secs(20));
+    let summary = e["pipelineExecution"]["statusSummary"].to_string();
+    assert!(summary.contains(&format!("agent {agent} lost: it was revoked")), "{summary}");
+    let agents = cluster.agents_json().unwrap();
+    assert_eq!((agents[0]["state"].as_str(), agents[0]["connected"].as_bool()), (Some("revoked"), Some(false)));
+
+    // Its identity is refused at the handshake, by a controller restarted
+    // since too (the revocation list is stored), and it cannot be enabled.
+    cluster.kill_controller();
+    cluster.start_controller().unwrap();
+    let dir = cluster.agent_dir(0);
+    let again = cluster.spawn_agent(&dir, None, &[]).unwrap();
+    let n = cluster.adopt_agent(again);
+    let status = wait_until("the agent to give up", Duration::from_secs(30), || cluster.agent_exit(n)).unwrap();
+    assert!(!status.success());
+    assert!(cluster.agent_log(0).contains("refused this agent's certificate: it was revoked"), "{}", cluster.agent_log(0));
+    let logged = wait_until("the controller to log the refusal", WAIT, || {
+        let log = cluster.controller_log();
+        (log.contains("TLS handshake failed") && log.contains("Revoked")).then_some(())
+    });
+    assert!(logged.is_ok(), "{}", cluster.controller_log());
+    let out = cluster.sluice(&["agent", "enable", &agent]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("enroll the host again"), "{}", output_text(&out));
+}
