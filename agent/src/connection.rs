@@ -17,7 +17,7 @@ use rand::Rng as _;
 use sluice_protocol::{
     CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken, PROTOCOL_VERSION, ToAgent,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -301,13 +301,17 @@ impl Fleet {
         eprintln!("agent {agent_id} connected to {addr}");
         self.link.set(Some(connection.clone()));
 
-        // Results the controller may have missed go out again first.
-        let resend = self.jobs.clone();
-        tokio::spawn(async move { resend.resend_unacknowledged().await });
+        // What the controller may have missed goes out first: log lines,
+        // the frame whose write failed, then results (after their logs).
+        // It drops what it already has (by sequence number, by job).
+        let (logs, results) = self.jobs.unacknowledged();
+        let encode = |m: &FromAgent| sluice_protocol::encode(m).ok().map(|f| (f, false));
+        let mut backlog: VecDeque<(Vec<u8>, bool)> = logs.iter().filter_map(encode).collect();
+        backlog.extend(self.unsent.take().map(|f| (f, true)));
+        backlog.extend(results.iter().filter_map(encode));
         let outbox = self.outbox.take().expect("the outbox is back between connections");
         let writer = tokio::spawn(
-            write_control(send, outbox, self.unsent.take(), heartbeat, self.jobs.clone(), connection.clone())
-                .in_current_span(),
+            write_control(send, outbox, backlog, heartbeat, self.jobs.clone(), connection.clone()).in_current_span(),
         );
         let ended = read_control(&mut recv, connection, &self.jobs, &self.renewal, heartbeat).await;
         connection.close(0u32.into(), b"agent reconnecting");
@@ -377,6 +381,7 @@ async fn read_control(
             Ok(Some(ToAgent::Poll(spec))) => jobs.poll(*spec),
             Ok(Some(ToAgent::HeartbeatAck)) => trace!("heartbeat acknowledged"),
             Ok(Some(ToAgent::ResultAck { job_id })) => jobs.acknowledged(&job_id),
+            Ok(Some(ToAgent::LogAck { job_id, seq })) => jobs.log_acknowledged(&job_id, seq),
             Ok(Some(ToAgent::Renewed { cert_pem })) => {
                 if let Err(e) = renewal.install(cert_pem) {
                     warn!("installing the renewed certificate: {e:#}");
@@ -392,28 +397,30 @@ async fn read_control(
 /// The one writer of the control stream: messages from the outbox, and a
 /// heartbeat every `every`. Gives the outbox back when the connection ends,
 /// with the frame whose write failed, if any (heartbeats are not kept: the
-/// next connection sends fresh ones).
+/// next connection sends fresh ones). `backlog` goes first; a frame marked
+/// `true` in it is given back if it cannot be written (the others are kept
+/// elsewhere until acknowledged).
 async fn write_control(
     mut send: quinn::SendStream,
     mut outbox: mpsc::Receiver<FromAgent>,
-    mut unsent: Option<Vec<u8>>,
+    mut backlog: VecDeque<(Vec<u8>, bool)>,
     every: Duration,
     jobs: Arc<Jobs>,
     connection: quinn::Connection,
 ) -> (mpsc::Receiver<FromAgent>, Option<Vec<u8>>) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        if let Some(frame) = &unsent {
-            if let Err(e) = send.write_all(frame).await {
-                warn!("writing the control stream: {e}");
-                // Wakes the reader, which would otherwise wait for a frame
-                // that the controller may never send.
-                connection.close(0u32.into(), b"control stream broken");
-                return (outbox, unsent);
-            }
-            unsent = None;
+    while let Some((frame, _)) = backlog.front() {
+        if let Err(e) = send.write_all(frame).await {
+            warn!("writing the control stream: {e}");
+            // Wakes the reader, which would otherwise wait for a frame
+            // that the controller may never send.
+            connection.close(0u32.into(), b"control stream broken");
+            return (outbox, backlog.into_iter().find(|(_, keep)| *keep).map(|(f, _)| f));
         }
+        backlog.pop_front();
+    }
+    loop {
         let (message, keep) = tokio::select! {
             biased;
             _ = connection.closed() => return (outbox, None),

@@ -12,7 +12,7 @@ use crate::transfer::{self, Link};
 use anyhow::{Context as _, Result, anyhow};
 use sluice_protocol::{FromAgent, JobResult, JobSpec, LOG_CHUNK, PollSpec, PolledRevision, ProducedArtifact, StreamRequest};
 use sluice_runtime::{Invocation, LoadedPlugin, LogSink, Outcome, Runtime};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,40 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub const JOBS_DIR: &str = "jobs";
 /// Plugins fetched from the controller, by digest, below the data dir.
 pub const PLUGINS_DIR: &str = "plugins";
+
+/// Bytes of log a job keeps for re-sending until the controller
+/// acknowledges them; beyond it the oldest lines go (a connection down for
+/// that long loses the middle of a chatty log, never the job).
+const UNACKED_LOG_BYTES: usize = 4 << 20;
+
+/// Log lines of one job sent but not yet acknowledged, oldest first.
+#[derive(Default)]
+struct PendingLog {
+    lines: VecDeque<(u64, String)>,
+    bytes: usize,
+}
+
+impl PendingLog {
+    /// Keeps a line sent; the oldest go beyond `bound` bytes.
+    fn push(&mut self, seq: u64, text: &str, bound: usize) {
+        self.lines.push_back((seq, text.to_string()));
+        self.bytes += text.len();
+        while self.bytes > bound {
+            let (_, text) = self.lines.pop_front().expect("over the bound means not empty");
+            self.bytes -= text.len();
+        }
+    }
+
+    /// Forgets the lines up to `seq`, which the controller has.
+    fn acknowledge(&mut self, seq: u64) {
+        while self.lines.front().is_some_and(|(s, _)| *s <= seq) {
+            let (_, text) = self.lines.pop_front().expect("checked");
+            self.bytes -= text.len();
+        }
+    }
+}
+
+type PendingLogs = Arc<Mutex<HashMap<String, PendingLog>>>;
 
 /// A job the agent has accepted and not finished.
 struct Running {
@@ -50,6 +84,8 @@ pub struct Jobs {
     /// Results sent but not yet acknowledged by the controller: a result
     /// written into a connection that then died would otherwise be lost.
     unacked: Mutex<HashMap<String, FromAgent>>,
+    /// Log lines sent but not yet acknowledged, by job.
+    logs: PendingLogs,
     next_token: AtomicU64,
 }
 
@@ -81,6 +117,7 @@ impl Jobs {
             outbox,
             running: Mutex::new(HashMap::new()),
             unacked: Mutex::new(HashMap::new()),
+            logs: PendingLogs::default(),
             next_token: AtomicU64::new(0),
         }))
     }
@@ -97,17 +134,34 @@ impl Jobs {
         ids
     }
 
-    /// The controller has the job's result.
+    /// The controller has the job's result (and so all of its log).
     pub fn acknowledged(&self, job_id: &str) {
         self.unacked.lock().expect("jobs lock").remove(job_id);
+        self.logs.lock().expect("jobs lock").remove(job_id);
     }
 
-    /// Sends every unacknowledged result again, after a reconnect.
-    pub async fn resend_unacknowledged(&self) {
-        let frames: Vec<FromAgent> = self.unacked.lock().expect("jobs lock").values().cloned().collect();
-        for frame in frames {
-            self.send(frame).await;
+    /// The controller has the job's log up to `seq`.
+    pub fn log_acknowledged(&self, job_id: &str, seq: u64) {
+        if let Some(pending) = self.logs.lock().expect("jobs lock").get_mut(job_id) {
+            pending.acknowledge(seq);
         }
+    }
+
+    /// What the controller may have missed, to send first on a new
+    /// connection: every unacknowledged log line, in order, then every
+    /// unacknowledged result (a result after its log, so that no line
+    /// arrives after the job has ended).
+    pub fn unacknowledged(&self) -> (Vec<FromAgent>, Vec<FromAgent>) {
+        let mut logs = Vec::new();
+        for (job_id, pending) in self.logs.lock().expect("jobs lock").iter() {
+            logs.extend(pending.lines.iter().map(|(seq, text)| FromAgent::Log {
+                job_id: job_id.clone(),
+                seq: *seq,
+                text: text.clone(),
+            }));
+        }
+        let results = self.unacked.lock().expect("jobs lock").values().cloned().collect();
+        (logs, results)
     }
 
     /// Takes a job from the controller. A job already running (the
@@ -145,6 +199,7 @@ impl Jobs {
     /// until it returns or its deadline passes) and its result is dropped.
     /// It leaves `running` now; its slot is freed when it stops.
     pub fn cancel(&self, job_id: &str) {
+        self.logs.lock().expect("jobs lock").remove(job_id);
         match self.running.lock().expect("jobs lock").remove(job_id) {
             Some(job) => {
                 info!(%job_id, "job cancelled");
@@ -276,7 +331,12 @@ impl Jobs {
             Ok(p) => p,
             Err(e) => return Some(JobResult::Failed { message: format!("{e:#}"), retryable: true }),
         };
-        let log = Arc::new(JobLog { job_id: spec.job_id.clone(), seq: AtomicU64::new(0), outbox: self.outbox.clone() });
+        let log = Arc::new(JobLog {
+            job_id: spec.job_id.clone(),
+            seq: AtomicU64::new(0),
+            outbox: self.outbox.clone(),
+            pending: self.logs.clone(),
+        });
         let runtime = self.runtime.clone();
         // A cancel reaches the plugin through the runtime: its wasm is
         // interrupted and its host programs killed; it still returns before
@@ -472,11 +532,13 @@ fn sendable(message: FromAgent) -> FromAgent {
 
 /// Sends a job's log lines as `Log` frames: each line ends with `\n` and is
 /// cut into pieces of at most `LOG_CHUNK` bytes, at character boundaries;
-/// `seq` counts the frames of the job from 0.
+/// `seq` counts the frames of the job from 0. Each piece is kept until the
+/// controller acknowledges it.
 struct JobLog {
     job_id: String,
     seq: AtomicU64,
     outbox: mpsc::Sender<FromAgent>,
+    pending: PendingLogs,
 }
 
 impl LogSink for JobLog {
@@ -486,6 +548,9 @@ impl LogSink for JobLog {
         text.push('\n');
         for chunk in chunks(&text, LOG_CHUNK) {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let mut logs = self.pending.lock().expect("jobs lock");
+            logs.entry(self.job_id.clone()).or_default().push(seq, chunk, UNACKED_LOG_BYTES);
+            drop(logs);
             let message = FromAgent::Log { job_id: self.job_id.clone(), seq, text: chunk.to_string() };
             // Called on the runtime's blocking thread: waiting here slows a
             // chatty plugin down to what the connection carries instead of
@@ -526,6 +591,25 @@ mod tests {
         assert_eq!(pieces.concat(), text);
         assert_eq!(chunks("", 5).count(), 0);
         assert_eq!(chunks("abc", 5).collect::<Vec<_>>(), ["abc"]);
+    }
+
+    #[test]
+    fn unacknowledged_log_lines_are_kept_in_order_bounded_until_acknowledged() {
+        let mut pending = PendingLog::default();
+        for seq in 0..10 {
+            pending.push(seq, "0123456789", 50);
+        }
+        // Bounded: only the newest five lines fit.
+        assert_eq!(pending.lines.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [5, 6, 7, 8, 9]);
+        assert_eq!(pending.bytes, 50);
+        pending.acknowledge(7);
+        assert_eq!(pending.lines.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [8, 9]);
+        assert_eq!(pending.bytes, 20);
+        pending.acknowledge(3);
+        assert_eq!(pending.lines.len(), 2, "an old acknowledgement changes nothing");
+        pending.acknowledge(9);
+        assert!(pending.lines.is_empty());
+        assert_eq!(pending.bytes, 0);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         agent_cert_lifetime: crate::ca::AGENT_CERT_LIFETIME,
         lease_timeout: crate::server::DEFAULT_LEASE_TIMEOUT,
         max_lost_retries: crate::engine::DEFAULT_MAX_LOST_RETRIES,
+        max_action_log: crate::server::DEFAULT_MAX_ACTION_LOG,
     })
     .await?;
     let api = format!("http://{}", controller.api);

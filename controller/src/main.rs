@@ -47,6 +47,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         agent_cert_lifetime: args.agent_cert_lifetime,
         lease_timeout: args.lease_timeout,
         max_lost_retries: args.max_lost_retries,
+        max_action_log: args.max_action_log,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

@@ -162,6 +162,8 @@ pub struct ControllerConfig {
     pub lease_timeout: Duration,
     /// How often an action lost with its agent runs again, when it may.
     pub max_lost_retries: u32,
+    /// Bytes of log stored per action attempt; the rest is dropped.
+    pub max_action_log: u64,
 }
 
 /// A running controller.
@@ -206,7 +208,22 @@ struct JobInfo {
     lease_epoch: u64,
     /// When the lease ends unless a heartbeat of the agent reports the job.
     lease_until: u64,
+    /// The highest log sequence number stored: lines sent again after a
+    /// reconnect are dropped.
+    log_seq: Option<u64>,
+    /// The highest one acknowledged to the agent.
+    log_acked: Option<u64>,
+    /// Bytes of log stored, bounded by `--max-action-log`.
+    log_bytes: u64,
+    log_truncated: bool,
 }
+
+/// Bytes of log kept per action attempt unless `--max-action-log` says
+/// otherwise: plenty for a build, bounded against a runaway loop.
+pub const DEFAULT_MAX_ACTION_LOG: u64 = 16 << 20;
+
+/// The first words of the line that ends a log cut at its bound.
+const LOG_TRUNCATED: &str = "[log truncated:";
 
 /// A registered plugin version.
 #[derive(Clone)]
@@ -267,6 +284,7 @@ struct Driver {
     lease_timeout: Duration,
     /// Revoked certificates and agents, checked at every fleet handshake.
     revocations: Revocations,
+    max_action_log: u64,
     /// Inbound transitions an operator has changed, by (pipeline, stage).
     transitions: HashMap<(String, String), TransitionRecord>,
     /// Seals secrets and webhook secrets at rest.
@@ -337,6 +355,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         agent_cert_lifetime: config.agent_cert_lifetime,
         lease_timeout: config.lease_timeout,
         revocations: Revocations::default(),
+        max_action_log: config.max_action_log,
         transitions: HashMap::new(),
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
@@ -1310,13 +1329,20 @@ impl Driver {
             }
             FromAgent::Heartbeat { running } => {
                 // A heartbeat renews the lease of every job it reports.
+                // Each heartbeat also acknowledges the log stored since the
+                // last one, so that the agent forgets it.
                 let until = self.lease_until(now);
+                let tx = self.agents[agent_id].tx.clone();
                 for job_id in &running {
                     if let Some(job) = self.jobs.get_mut(job_id).filter(|j| j.agent == agent_id) {
                         job.lease_until = until;
+                        if let Some(seq) = job.log_seq.filter(|s| job.log_acked < Some(*s)) {
+                            job.log_acked = Some(seq);
+                            let _ = tx.send(ToAgent::LogAck { job_id: job_id.clone(), seq });
+                        }
                     }
                 }
-                let _ = self.agents[agent_id].tx.send(ToAgent::HeartbeatAck);
+                let _ = tx.send(ToAgent::HeartbeatAck);
             }
             FromAgent::JobStarted { job_id, .. } => {
                 // The lease that counts is the one this agent holds now: a
@@ -1327,10 +1353,26 @@ impl Driver {
                 let _ = self.commit(Vec::new());
             }
             FromAgent::Log { job_id, seq, text } => {
-                let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else { return };
+                let max = self.max_action_log;
+                let Some(job) = self.jobs.get_mut(&job_id).filter(|j| j.agent == agent_id) else { return };
+                // Lines come in order; after a reconnect the agent sends
+                // again what it has not seen acknowledged.
+                if job.log_seq.is_some_and(|stored| seq <= stored) {
+                    return;
+                }
+                job.log_seq = Some(seq);
+                let text = if job.log_bytes + text.len() as u64 <= max {
+                    job.log_bytes += text.len() as u64;
+                    text
+                } else if !job.log_truncated {
+                    job.log_truncated = true;
+                    format!("{LOG_TRUNCATED} the action wrote more than {max} bytes; the rest is not kept]\n")
+                } else {
+                    return;
+                };
                 let line = LogLine { job_id: job_id.clone(), execution_id: job.execution_id.clone(), seq, text };
                 let event = json!({
-                    "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id,
+                    "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id, "jobId": job_id,
                     "stage": job.stage, "action": job.action, "seq": seq, "text": line.text,
                 });
                 let _ = self.commit(vec![Change::Log(line)]);
@@ -1537,6 +1579,14 @@ impl Driver {
         let spec = self.job_spec(dispatch)?;
         let now = now_ms();
         let lease_until = self.lease_until(now);
+        // A job given back after a restart goes on with the log it has.
+        let (log_seq, log_bytes, log_truncated) = match &dispatch.assigned {
+            Some(_) => self
+                .store
+                .log_position(&dispatch.execution_id.0, &dispatch.job_id, LOG_TRUNCATED)
+                .map_err(|e| format!("reading the stored log: {e:#}"))?,
+            None => (None, 0, false),
+        };
         let agent = self.agents.get_mut(agent_id).expect("a connected agent");
         agent.running.insert(dispatch.job_id.clone());
         self.jobs.insert(
@@ -1549,6 +1599,10 @@ impl Driver {
                 action: dispatch.action.clone(),
                 lease_epoch: dispatch.lease_epoch,
                 lease_until,
+                log_seq,
+                log_acked: None,
+                log_bytes,
+                log_truncated,
             },
         );
         info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");

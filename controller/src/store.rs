@@ -153,6 +153,9 @@ pub trait Store: Send {
     fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
     fn plugins(&self) -> Result<Vec<PluginRecord>>;
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>>;
+    /// How far a job's stored log goes: its highest sequence number, its
+    /// bytes, and whether it ends with `marker` (e.g. a truncation note).
+    fn log_position(&self, execution_id: &str, job_id: &str, marker: &str) -> Result<(Option<u64>, u64, bool)>;
     fn transitions(&self) -> Result<Vec<TransitionRecord>>;
     fn secrets(&self) -> Result<Vec<SecretRecord>>;
     /// Sealed webhook secrets by pipeline, with when they were made.
@@ -446,6 +449,16 @@ impl Store for SqliteStore {
         self.query_json("SELECT record FROM revocations ORDER BY serial", [], "revocation")
     }
 
+    fn log_position(&self, execution_id: &str, job_id: &str, marker: &str) -> Result<(Option<u64>, u64, bool)> {
+        let (seq, bytes, marked) = self.conn.prepare_cached(
+            "SELECT MAX(seq), COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0),              COALESCE(MAX(substr(text, 1, length(?3)) = ?3), 0)              FROM logs WHERE execution_id = ?1 AND job_id = ?2",
+        )?
+        .query_row(params![execution_id, job_id, marker], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        Ok((seq.map(|s| s as u64), bytes as u64, marked != 0))
+    }
+
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT job_id, execution_id, seq, text FROM logs WHERE execution_id = ?1 ORDER BY rowid",
@@ -519,5 +532,18 @@ mod tests {
         assert_eq!(unfinished.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b"]);
         let all = store.executions("web", 10).unwrap();
         assert_eq!(all.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+    }
+
+    #[test]
+    fn a_log_position_says_where_a_job_log_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (None, 0, false));
+        let line = |job: &str, seq: u64, text: &str| {
+            Change::Log(LogLine { job_id: job.into(), execution_id: "e".into(), seq, text: text.into() })
+        };
+        store.apply(&[line("j", 0, "héllo\n"), line("j", 1, "[cut here]\n"), line("k", 9, "other\n")]).unwrap();
+        assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (Some(1), 18, true));
+        assert_eq!(store.log_position("e", "k", "[cut").unwrap(), (Some(9), 6, false));
     }
 }

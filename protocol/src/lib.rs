@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// ALPN of the mutual-TLS fleet connection.
 pub const ALPN_FLEET: &[u8] = b"sluice/1";
 /// ALPN of the one-shot enrollment connection (server-authenticated only).
@@ -225,6 +225,10 @@ pub enum ToAgent {
     /// [`FromAgent::RenewCertificate`]).
     Renewed { cert_pem: String },
     RenewalRefused { reason: String },
+    /// The controller has durably taken the job's log up to `seq`: the
+    /// agent may forget those lines. Lines not acknowledged are sent again
+    /// after a reconnect; the controller drops the ones it has.
+    LogAck { job_id: String, seq: u64 },
 }
 
 /// Agent to controller, on the control stream.

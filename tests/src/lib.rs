@@ -319,3 +319,87 @@ pub fn make_repo(dir: &Path, files: &[(&str, &str)]) -> String {
 pub fn output_text(out: &Output) -> String {
     format!("status {}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// A UDP relay the test controls, between an agent and the fleet port:
+/// the agent dials [`UdpRelay::addr`]; [`UdpRelay::cut`] drops every
+/// packet both ways until [`UdpRelay::restore`]. Stops on drop.
+pub struct UdpRelay {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl UdpRelay {
+    pub fn start(upstream: &str) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        // Short read timeouts let the threads see `stop`.
+        let tick = Some(Duration::from_millis(50));
+        let front = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        front.set_read_timeout(tick)?;
+        let back = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        back.connect(upstream).with_context(|| format!("relaying to {upstream}"))?;
+        back.set_read_timeout(tick)?;
+        let addr = front.local_addr()?;
+        let (front, back) = (Arc::new(front), Arc::new(back));
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        // The agent's address: the last one heard from (a reconnecting
+        // agent opens a new socket).
+        let client = Arc::new(Mutex::new(None::<std::net::SocketAddr>));
+        let up = {
+            let (front, back, cut, stop, client) = (front.clone(), back.clone(), cut.clone(), stop.clone(), client.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = front.recv_from(&mut buf) {
+                        *client.lock().expect("relay lock") = Some(from);
+                        if !cut.load(Ordering::Relaxed) {
+                            let _ = back.send(&buf[..n]);
+                        }
+                    }
+                }
+            })
+        };
+        let down = {
+            let (cut, stop) = (cut.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = back.recv(&mut buf) {
+                        let to = *client.lock().expect("relay lock");
+                        if let (false, Some(to)) = (cut.load(Ordering::Relaxed), to) {
+                            let _ = front.send_to(&buf[..n], to);
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Self { addr, cut, stop, threads: vec![up, down] })
+    }
+
+    /// Where agents dial instead of the fleet port.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Drops every packet from now on, both ways.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Relays packets again.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

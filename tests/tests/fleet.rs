@@ -156,3 +156,92 @@ fn a_revoked_agent_is_cut_off_live_and_refused_at_every_later_handshake() {
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("enroll the host again"), "{}", output_text(&out));
 }
+
+/// The stored log of an execution: (stage/action, text) per line.
+fn stored_log(cluster: &Cluster, pipeline: &str, id: &str) -> Vec<String> {
+    let logs = cluster.sluice_json(&["logs", pipeline, "--execution", id]).unwrap();
+    logs["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap().trim_end().to_string()).collect()
+}
+
+#[test]
+fn an_agent_cut_off_by_the_network_reconnects_and_its_log_has_every_line_once() {
+    // Leases of 15 s: heartbeats every 2.5 s; the agent gives a silent
+    // controller up after 5.5 s, and is back well within the lease.
+    let mut cluster = Cluster::new().controller_args(&["--lease-timeout", "15s"]).start().unwrap();
+    let relay = sluice_tests::UdpRelay::start(&cluster.fleet).unwrap();
+    let token = cluster.join_token(Some(1)).unwrap();
+    let n = cluster.agent_count();
+    let agent = cluster.spawn_agent_at(&relay.addr(), &cluster.agent_dir(n), Some(&token), &[]).unwrap();
+    let n = cluster.adopt_agent(agent);
+    cluster.wait_for_agents(1).unwrap();
+
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    // Each line of Commands is its own shell: the loop is one line.
+    let commands = "i=0; while [ $i -lt 250 ]; do i=$((i+1)); echo line-$i; sleep 0.05; done";
+    let id = create(&cluster, "chatty", &pipeline("chatty", &repo, commands, ""));
+    wait_until("the log to flow", WAIT, || stored_log(&cluster, "chatty", &id).iter().any(|l| l == "line-20").then_some(()))
+        .unwrap();
+    relay.cut();
+    wait_until("the agent to give the silent controller up", Duration::from_secs(20), || {
+        cluster.agent_log(n).contains("has sent nothing for").then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2)); // the outage itself: reconnect attempts are dropped too
+    relay.restore();
+
+    let e = execution_end(&cluster, "chatty", &id, WAIT);
+    assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
+    let action = &e["stages"][1]["actions"][0];
+    assert_eq!(action["attempt"], 1, "the action was not lost: {action}");
+    let connected = cluster.agent_log(n).matches(" connected to ").count();
+    assert!(connected >= 2, "the agent reconnected: {}", cluster.agent_log(n));
+    let lines: Vec<String> = stored_log(&cluster, "chatty", &id).into_iter().filter(|l| l.starts_with("line-")).collect();
+    let expected: Vec<String> = (1..=250).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, expected, "every line once, in order");
+}
+
+#[test]
+fn logs_are_followed_live_and_bounded_per_action() {
+    let cluster = Cluster::new().controller_args(&["--max-action-log", "4KiB"]).agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    // Waits for a go-ahead file, so that `logs --follow` is provably
+    // following before the lines are written.
+    let go = cluster.dir.path().join("go");
+    let commands = format!(
+        "echo waiting\nwhile [ ! -e {go} ]; do sleep 0.05; done\ni=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line-$i-0123456789; done",
+        go = go.display()
+    );
+    let id = create(&cluster, "long", &pipeline("long", &repo, &commands, ""));
+    wait_until("the action to start", WAIT, || stored_log(&cluster, "long", &id).iter().any(|l| l == "waiting").then_some(()))
+        .unwrap();
+    let follow = std::process::Command::new(sluice_tests::bin("sluice"))
+        .args(["logs", "long", "--execution", &id, "--follow"])
+        .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_TOKEN", &cluster.token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(follow.stdout.unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    assert!(first.starts_with("Source/Checkout: ") || first.contains("waiting"), "{first}");
+    std::fs::write(&go, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let followed = format!("{first}{rest}");
+    assert_eq!(execution_end(&cluster, "long", &id, WAIT)["pipelineExecution"]["status"], "Succeeded");
+
+    // What was followed is what was stored: the first lines, then the
+    // truncation note, each once.
+    let stored = stored_log(&cluster, "long", &id);
+    let printed: Vec<String> =
+        followed.lines().map(|l| l.split_once(": ").map(|(_, t)| t.to_string()).unwrap_or_default()).collect();
+    assert_eq!(printed, stored, "{followed}");
+    let last = stored.last().unwrap();
+    assert!(last.starts_with("[log truncated: the action wrote more than 4096 bytes"), "{last}");
+    let work: Vec<&String> = stored.iter().filter(|l| l.starts_with("line-")).collect();
+    assert!(work.len() > 100 && work.len() < 400, "{}", work.len());
+    assert_eq!(work[0], "line-1-0123456789");
+}
