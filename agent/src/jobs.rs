@@ -394,8 +394,13 @@ impl Jobs {
                 transfer::check_name("input artifact", &input.name)?;
                 let archive = downloads.join(format!("input-{i}.tar"));
                 let request = StreamRequest::FetchArtifact { digest: input.digest.clone() };
-                let connection = self.link.connection().await;
-                let size = transfer::fetch(&connection, &request, &input.digest, &archive).await?;
+                let size = self
+                    .link
+                    .transfer("fetching an input artifact", |connection| {
+                        let (request, archive) = (&request, &archive);
+                        async move { transfer::fetch(&connection, request, &input.digest, archive).await }
+                    })
+                    .await?;
                 if size != input.size {
                     warn!(artifact = %input.name, size, expected = input.size, "input artifact size differs from the job's");
                 }
@@ -456,9 +461,14 @@ impl Jobs {
             }
         }
         let part = self.plugins_dir.join(format!("{digest}.{token}.part"));
-        let connection = self.link.connection().await;
-        let fetched =
-            transfer::fetch(&connection, &StreamRequest::FetchPlugin { digest: digest.clone() }, &digest, &part).await;
+        let request = StreamRequest::FetchPlugin { digest: digest.clone() };
+        let fetched = self
+            .link
+            .transfer("fetching a plugin", |connection| {
+                let (request, digest, part) = (&request, &digest, &part);
+                async move { transfer::fetch(&connection, request, digest, part).await }
+            })
+            .await;
         if let Err(e) = fetched {
             tokio::fs::remove_file(&part).await.ok();
             return Err(e);
@@ -488,8 +498,12 @@ impl Jobs {
                     .await
                     .map_err(|e| anyhow!("packing failed: {e}"))?
                     .context("packing")?;
-                let connection = self.link.connection().await;
-                transfer::upload(&connection, &packed, &archive).await?;
+                self.link
+                    .transfer("uploading an output artifact", |connection| {
+                        let (packed, archive) = (&packed, &archive);
+                        async move { transfer::upload(&connection, packed, archive).await }
+                    })
+                    .await?;
                 tokio::fs::remove_file(&archive).await.ok();
                 anyhow::Ok(ProducedArtifact { name: output.name.clone(), digest: packed.digest, size: packed.size })
             }

@@ -49,7 +49,32 @@ impl Link {
             .expect("the link's sender lives as long as the link");
         (*found).clone().expect("checked above")
     }
+
+    /// Runs a transfer on the live connection. When that connection dies
+    /// during it (a network cut, a controller restart), the transfer starts
+    /// again on the next connection, at most [`TRANSFER_ATTEMPTS`] times in
+    /// all: a job does not fail because the link blinked.
+    pub async fn transfer<T, F, Fut>(&self, what: &str, mut run: F) -> Result<T>
+    where
+        F: FnMut(quinn::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let connection = self.connection().await;
+            match run(connection.clone()).await {
+                Err(e) if connection.close_reason().is_some() && attempt < TRANSFER_ATTEMPTS => {
+                    tracing::warn!(attempt, "{what} was cut off with the connection; trying again on the next: {e:#}");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// How often a transfer is tried when connections keep dying under it.
+pub const TRANSFER_ATTEMPTS: u32 = 5;
 
 /// Writes one frame.
 pub async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, message: &T) -> Result<()> {

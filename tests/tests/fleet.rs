@@ -245,3 +245,40 @@ fn logs_are_followed_live_and_bounded_per_action() {
     assert!(work.len() > 100 && work.len() < 400, "{}", work.len());
     assert_eq!(work[0], "line-1-0123456789");
 }
+
+#[test]
+fn a_controller_killed_ten_times_mid_execution_loses_nothing_and_runs_nothing_twice() {
+    // Short leases so that the agent notices each killed controller fast.
+    let mut cluster = Cluster::new().controller_args(&["--lease-timeout", "3s"]).agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let runs = cluster.dir.path().join("runs");
+    let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep 2", runs.display());
+    let mut ids = vec![create(&cluster, "busy", &pipeline("busy", &repo, &commands, ""))];
+    let started = std::time::Instant::now();
+    // Fixed pauses, so that a failure can be replayed: the kills land in
+    // every phase of an action (handed out, running, reporting).
+    for (round, pause_ms) in [700u64, 1500, 300, 2000, 900, 100, 1800, 600, 1200, 400].into_iter().enumerate() {
+        let out = cluster.sluice(&["pipeline", "start", "busy"]);
+        assert!(out.status.success(), "round {round}: {}", output_text(&out));
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        let history = cluster.sluice_json(&["pipeline", "history", "busy"]).unwrap();
+        let in_progress = history["pipelineExecutionSummaries"].as_array().unwrap().iter().any(|e| e["status"] == "InProgress");
+        assert!(in_progress, "round {round}: the kill must land mid-execution");
+        cluster.kill_controller();
+        cluster.start_controller().unwrap();
+    }
+    let history = cluster.wait_for_executions_to_end("busy").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    let summaries = history["pipelineExecutionSummaries"].as_array().unwrap();
+    assert_eq!(summaries.len(), ids.len(), "no execution is lost: {history}");
+    let runs = std::fs::read_to_string(&runs).unwrap();
+    for id in &ids {
+        let e = execution_end(&cluster, "busy", id, WAIT);
+        assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
+        let attempts = e["stages"][1]["actions"][0]["attempt"].as_u64().unwrap();
+        let ran = runs.lines().filter(|l| l == id).count() as u64;
+        assert_eq!(ran, attempts, "execution {id}: the action ran {ran} times in {attempts} attempts");
+    }
+}
