@@ -51,6 +51,11 @@ pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
 const RECONNECT_GRACE: Duration = Duration::from_secs(30);
 /// How often the driver looks at the clock for such deadlines.
 const TICK: Duration = Duration::from_secs(1);
+/// How often unreferenced artifacts are collected.
+const ARTIFACT_GC_INTERVAL: Duration = Duration::from_secs(3600);
+/// Artifacts younger than this are never collected: an upload whose result
+/// has not arrived yet is referenced by nothing so far.
+const ARTIFACT_GC_GRACE: Duration = Duration::from_secs(3600);
 /// Executions shown by a history listing when the caller does not say.
 pub const DEFAULT_HISTORY: usize = 20;
 
@@ -272,6 +277,9 @@ struct Driver {
     pending: VecDeque<Dispatch>,
     events: broadcast::Sender<Arc<Value>>,
     plugins: BlobStore,
+    artifacts: BlobStore,
+    /// When unreferenced artifacts are next collected.
+    next_gc: u64,
     /// Actions that were assigned to an agent when the controller stopped
     /// (job id to agent id), and until when they are kept for that agent
     /// to reconnect and report them.
@@ -349,6 +357,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         pending: VecDeque::new(),
         events: events.clone(),
         plugins: plugins.clone(),
+        artifacts: artifacts.clone(),
+        next_gc: 0,
         restored: HashMap::new(),
         hold_restored_until: 0,
         outgoing: Vec::new(),
@@ -653,6 +663,7 @@ impl Driver {
             Command::Tick => {
                 let now = now_ms();
                 self.expire_leases(now);
+                self.collect_artifacts(now);
                 self.run_polls(now);
             }
             Command::Webhook { name, headers, body, reply } => {
@@ -1439,6 +1450,26 @@ impl Driver {
         }
         self.agents.remove(agent_id);
         info!(%agent_id, "agent disconnected");
+    }
+
+    /// Removes artifacts no stored execution refers to (those of deleted
+    /// pipelines, of results that never arrived), off the driver's task.
+    fn collect_artifacts(&mut self, now: u64) {
+        if now < self.next_gc {
+            return;
+        }
+        self.next_gc = now + ARTIFACT_GC_INTERVAL.as_millis() as u64;
+        let keep = match self.store.artifact_digests() {
+            Ok(keep) => keep,
+            Err(e) => return warn!("listing the artifacts in use: {e:#}"),
+        };
+        let artifacts = self.artifacts.clone();
+        let before = SystemTime::now() - ARTIFACT_GC_GRACE;
+        tokio::task::spawn_blocking(move || match artifacts.collect_garbage(&keep, before) {
+            Ok((0, _)) => {}
+            Ok((count, bytes)) => info!(count, bytes, "unreferenced artifacts removed"),
+            Err(e) => warn!("removing unreferenced artifacts: {e:#}"),
+        });
     }
 
     /// The jobs an agent holds, connected or not.

@@ -165,6 +165,9 @@ pub trait Store: Send {
     fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>>;
     /// The revocation list of the fleet port.
     fn revocations(&self) -> Result<Vec<RevocationRecord>>;
+    /// Digests of every artifact a stored execution refers to: the
+    /// artifacts that must be kept.
+    fn artifact_digests(&self) -> Result<std::collections::HashSet<String>>;
 }
 
 pub struct SqliteStore {
@@ -445,6 +448,21 @@ impl Store for SqliteStore {
         )
     }
 
+    fn artifact_digests(&self) -> Result<std::collections::HashSet<String>> {
+        // Every artifact an action produced is in its execution's
+        // `artifacts` (by name); JSON1 reads them without parsing whole
+        // executions in Rust.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT json_extract(a.value, '$.digest') FROM executions e, json_each(e.state, '$.artifacts') a",
+        )?;
+        let digests = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
+        let mut out = std::collections::HashSet::new();
+        for digest in digests {
+            out.extend(digest?);
+        }
+        Ok(out)
+    }
+
     fn revocations(&self) -> Result<Vec<RevocationRecord>> {
         self.query_json("SELECT record FROM revocations ORDER BY serial", [], "revocation")
     }
@@ -532,6 +550,20 @@ mod tests {
         assert_eq!(unfinished.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b"]);
         let all = store.executions("web", 10).unwrap();
         assert_eq!(all.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+    }
+
+    #[test]
+    fn artifact_digests_are_those_stored_executions_refer_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        let mut a = execution("a", ExecutionStatus::Succeeded, 1);
+        a.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
+        a.artifacts.insert("bin".into(), crate::engine::ArtifactRef { digest: "d2".into(), size: 1 });
+        let mut b = execution("b", ExecutionStatus::InProgress, 2);
+        b.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
+        store.apply(&[Change::Execution(Box::new(a)), Change::Execution(Box::new(b))]).unwrap();
+        let digests = store.artifact_digests().unwrap();
+        assert_eq!(digests, ["d1".to_string(), "d2".to_string()].into());
     }
 
     #[test]

@@ -581,7 +581,8 @@ mod tests {
                     {"actions": "nope", "colour": "red"},
                     {"name": "B", "actions": [{"name": "a", "runOrder": -1, "timeoutInMinutes": 1.5,
                         "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop"},
-                        "configuration": {"N": 2, "L": [1]}, "agentLabels": {"os": true}}]}
+                        "configuration": {"N": 2, "L": [1]}, "agentLabels": {"os": true},
+                        "retryOnAgentLost": "yes"}]}
                 ]
             },
             "tags": []
@@ -600,6 +601,7 @@ mod tests {
                 "pipeline.stages[1].actions[0].configuration.L: configuration values must be strings, found an array",
                 "pipeline.stages[1].actions[0].timeoutInMinutes: expected a whole number, found a negative or fractional number",
                 "pipeline.stages[1].actions[0].agentLabels.os: expected a string, found a boolean; quote it: \"true\"",
+                "pipeline.stages[1].actions[0].retryOnAgentLost: expected true or false, found a string",
             ]
         );
     }
