@@ -653,17 +653,24 @@ mod tests {
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
         let served = body.clone();
+        let offsets = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let asked = offsets.clone();
         let script = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                 let request: StreamRequest = read_frame(&mut recv).await.unwrap().unwrap();
                 match request {
-                    StreamRequest::FetchArtifact { digest } if digest.starts_with("00") => {
+                    StreamRequest::FetchArtifact { digest, .. } if digest.starts_with("00") => {
                         write_frame(&mut send, &StreamReply::Error { message: "no such artifact".into() })
                             .await
                             .unwrap();
                     }
-                    StreamRequest::FetchArtifact { .. } | StreamRequest::FetchPlugin { .. } => {
+                    StreamRequest::FetchArtifact { offset, .. } => {
+                        asked.lock().unwrap().push(offset);
+                        write_frame(&mut send, &StreamReply::Ok { size: served.len() as u64 }).await.unwrap();
+                        send.write_all(&served[offset as usize..]).await.unwrap();
+                    }
+                    StreamRequest::FetchPlugin { .. } => {
                         write_frame(&mut send, &StreamReply::Ok { size: served.len() as u64 }).await.unwrap();
                         send.write_all(&served).await.unwrap();
                     }
@@ -688,17 +695,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("a.tar");
 
-        let request = StreamRequest::FetchArtifact { digest: digest.clone() };
+        let request = StreamRequest::FetchArtifact { digest: digest.clone(), offset: 0 };
         let size = within(transfer::fetch(&conn, &request, &digest, &dest)).await.unwrap();
         assert_eq!(size, body.len() as u64);
         assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+        // A download cut off earlier goes on from the bytes on disk, and
+        // the whole is checked.
+        std::fs::write(&dest, &body[..123_456]).unwrap();
+        let size = within(transfer::fetch_artifact(&conn, &digest, &dest)).await.unwrap();
+        assert_eq!(size, body.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert_eq!(*offsets.lock().unwrap(), [0, 123_456]);
+        // A prefix that is not the artifact's fails the digest, and goes.
+        let mut bad = body[..1000].to_vec();
+        bad[0] ^= 1;
+        std::fs::write(&dest, &bad).unwrap();
+        let err = within(transfer::fetch_artifact(&conn, &digest, &dest)).await.unwrap_err();
+        assert!(format!("{err:#}").starts_with("digest mismatch"), "{err:#}");
+        assert!(!dest.exists(), "a damaged partial download is not resumed again");
 
         let wrong = "ab".repeat(32);
         let err = within(transfer::fetch(&conn, &request, &wrong, &dest)).await.unwrap_err();
         assert!(format!("{err:#}").starts_with("digest mismatch: expected abab"), "{err:#}");
 
         let missing = "00".repeat(32);
-        let request = StreamRequest::FetchArtifact { digest: missing.clone() };
+        let request = StreamRequest::FetchArtifact { digest: missing.clone(), offset: 0 };
         let err = within(transfer::fetch(&conn, &request, &missing, &dest)).await.unwrap_err();
         assert_eq!(format!("{err:#}"), "controller refused: no such artifact");
 

@@ -393,12 +393,13 @@ impl Jobs {
             async {
                 transfer::check_name("input artifact", &input.name)?;
                 let archive = downloads.join(format!("input-{i}.tar"));
-                let request = StreamRequest::FetchArtifact { digest: input.digest.clone() };
+                // A download cut off with its connection goes on from where
+                // it stopped, on the next connection.
                 let size = self
                     .link
                     .transfer("fetching an input artifact", |connection| {
-                        let (request, archive) = (&request, &archive);
-                        async move { transfer::fetch(&connection, request, &input.digest, archive).await }
+                        let archive = &archive;
+                        async move { transfer::fetch_artifact(&connection, &input.digest, archive).await }
                     })
                     .await?;
                 if size != input.size {

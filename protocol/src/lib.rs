@@ -251,8 +251,10 @@ pub enum FromAgent {
 pub enum StreamRequest {
     /// Controller answers with a [`StreamReply`] then the raw bytes.
     FetchPlugin { digest: String },
-    /// Controller answers with a [`StreamReply`] then the raw bytes.
-    FetchArtifact { digest: String },
+    /// Controller answers with a [`StreamReply`] (the whole size) then the
+    /// raw bytes from `offset` on: a download cut off goes on where it
+    /// stopped.
+    FetchArtifact { digest: String, offset: u64 },
     /// Raw bytes follow until the agent finishes the stream; the controller
     /// verifies size and digest, stores, then answers with a [`StreamReply`].
     PutArtifact { digest: String, size: u64 },
