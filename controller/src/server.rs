@@ -1269,20 +1269,27 @@ impl Driver {
         // assigned to it that it no longer has are lost.
         let mut resumed = Vec::new();
         let mut forgotten = Vec::new();
+        let mut never_received = Vec::new();
         self.pending.retain(|d| {
             let assigned_here = d.assigned.as_deref() == Some(agent_id.as_str());
             if reported.contains(&d.job_id) && (assigned_here || d.assigned.is_none()) {
                 resumed.push(d.clone());
                 false
-            } else if assigned_here && self.restored.contains_key(&d.job_id) {
+            } else if assigned_here && d.started && self.restored.contains_key(&d.job_id) {
                 forgotten.push(d.clone());
                 false
             } else {
+                // Assigned here but neither started nor reported: the job
+                // never reached the agent (the controller stopped before it
+                // went out), so it waits for any agent, in this attempt.
+                if assigned_here {
+                    never_received.push(d.job_id.clone());
+                }
                 true
             }
         });
-        for d in resumed.iter().chain(&forgotten) {
-            self.restored.remove(&d.job_id);
+        for job_id in resumed.iter().chain(&forgotten).map(|d| &d.job_id).chain(&never_received) {
+            self.restored.remove(job_id);
         }
         for d in forgotten {
             let reason = format!("agent {agent_id} lost: it came back without the action (it was restarted)");

@@ -118,6 +118,9 @@ pub struct Dispatch {
     /// The agent this attempt was handed to before a controller restart;
     /// `None` for an attempt never handed out.
     pub assigned: Option<String>,
+    /// Whether that agent reported having started it (else it may never
+    /// have received it).
+    pub started: bool,
     /// Agents that lost earlier attempts: others are preferred.
     pub lost_on: Vec<String>,
 }
@@ -264,6 +267,7 @@ impl Engine {
                 action.summary = None;
                 action.ended_at = None;
                 action.agent = None;
+                action.assigned = None;
                 action.lost_on.clear();
             }
         }
@@ -313,8 +317,8 @@ impl Engine {
                 let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
                 let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
                 let action = &mut exec.stages[si].actions[ai];
-                if action.agent.as_deref() != Some(agent.as_str()) {
-                    action.agent = Some(agent);
+                if action.assigned.as_deref() != Some(agent.as_str()) {
+                    action.assigned = Some(agent);
                     self.dirty.insert(exec_id);
                 }
             }
@@ -449,7 +453,8 @@ impl Engine {
         let running = exec.status == ExecutionStatus::InProgress;
         let action = &mut exec.stages[si].actions[ai];
         let lost_before = action.lost_on.len() as u32;
-        action.lost_on.push(action.agent.take().unwrap_or_else(|| "unknown".into()));
+        let agent = action.agent.take().or(action.assigned.take());
+        action.lost_on.push(agent.unwrap_or_else(|| "unknown".into()));
         action.status = Some(ActionStatus::Lost);
         action.ended_at = Some(now);
         action.waiting_reason = None;
@@ -616,6 +621,7 @@ impl Engine {
         action.error = None;
         action.summary = None;
         action.agent = None;
+        action.assigned = None;
         let job_id = format!("{}.{}.{}.{}", exec_id, si, ai, action.attempt);
         action.job_id = Some(job_id.clone());
         self.jobs.insert(job_id, JobPlace { execution: exec_id.clone(), stage: si, action: ai });
@@ -687,7 +693,8 @@ impl Engine {
             capabilities: action_def.capabilities.clone().unwrap_or_default(),
             agent_labels: action_def.agent_labels.clone(),
             timeout_ms: u64::from(action_def.timeout_minutes()) * 60_000,
-            assigned: run.agent.clone(),
+            assigned: run.assigned.clone(),
+            started: run.agent.is_some(),
             lost_on: run.lost_on.clone(),
         });
         Ok(())

@@ -467,8 +467,16 @@ fn an_assignment_survives_a_restart_and_names_the_agent_to_wait_for() {
     engine.handle(1, Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() });
     let stored = engine.take_dirty().remove(0);
     let mut restarted = Engine::new();
-    restarted.restore(5, two_stage(""), stored);
+    restarted.restore(5, two_stage(""), stored.clone());
     let again = drain(&mut restarted).remove(0);
     assert_eq!((again.job_id.as_str(), again.assigned.as_deref()), (d.job_id.as_str(), Some("ag-7")));
+    assert!(!again.started, "assigned, not known to have started");
     assert_eq!(again.lease_epoch, d.lease_epoch + 1);
+
+    // Once the agent says it started, a restart knows that too.
+    engine.handle(2, Event::ActionStarted { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() });
+    let stored = engine.take_dirty().remove(0);
+    let mut restarted = Engine::new();
+    restarted.restore(5, two_stage(""), stored);
+    assert!(drain(&mut restarted).remove(0).started);
 }
