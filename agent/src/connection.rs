@@ -278,6 +278,7 @@ impl Fleet {
             labels: self.presence.labels.clone(),
             slots: self.presence.slots,
             running: self.jobs.running_ids(),
+            plugins: self.jobs.cached_plugins(),
         };
         if let Err(e) = write_frame(&mut send, &FromAgent::Hello(hello)).await {
             return Ended::Lost(e.context("sending Hello"));

@@ -134,6 +134,19 @@ impl Jobs {
         ids
     }
 
+    /// Digests of the plugins saved in the plugins dir, for Hello.
+    pub fn cached_plugins(&self) -> Vec<String> {
+        let mut digests: Vec<String> = std::fs::read_dir(&self.plugins_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wasm").map(str::to_string))
+            .filter(|d| transfer::check_digest(d).is_ok())
+            .collect();
+        digests.sort();
+        digests
+    }
+
     /// The controller has the job's result (and so all of its log).
     pub fn acknowledged(&self, job_id: &str) {
         self.unacked.lock().expect("jobs lock").remove(job_id);

@@ -201,6 +201,9 @@ struct AgentConn {
     hostname: String,
     /// When the agent last sent anything.
     last_heard: u64,
+    /// Digests of the plugins it has cached (said in Hello, and every
+    /// plugin of a job handed to it since).
+    plugins: HashSet<String>,
 }
 
 /// A job handed to an agent.
@@ -1027,6 +1030,7 @@ impl Driver {
                     "connected": live.is_some(),
                     "slots": live.map(|l| l.slots),
                     "running": live.map(|l| l.running.len()).unwrap_or(0),
+                    "pluginsCached": live.map(|l| l.plugins.len()),
                     "enrolled": views::time(a.enrolled_at),
                 })
             })
@@ -1307,6 +1311,7 @@ impl Driver {
                 running,
                 hostname: record.hostname,
                 last_heard: now,
+                plugins: hello.plugins.iter().cloned().collect(),
             },
         );
         for dispatch in resumed {
@@ -1586,7 +1591,10 @@ impl Driver {
                 continue;
             }
             // Least loaded first; an agent that lost an earlier attempt of
-            // the action only when no other can take it.
+            // the action only when no other can take it; among equals, one
+            // that has the plugin cached.
+            let digest = self.catalog.0.get(&format!("{}@{}", dispatch.provider, dispatch.provider_version));
+            let digest = digest.map(|p| p.digest.as_str()).unwrap_or_default();
             let best = self
                 .agents
                 .iter()
@@ -1596,7 +1604,8 @@ impl Driver {
                     let la = a.running.len() as f64 / f64::from(a.slots);
                     let lb = b.running.len() as f64 / f64::from(b.slots);
                     let (sa, sb) = (dispatch.lost_on.contains(*ia), dispatch.lost_on.contains(*ib));
-                    sa.cmp(&sb).then(la.total_cmp(&lb)).then_with(|| ia.cmp(ib))
+                    let (ca, cb) = (!a.plugins.contains(digest), !b.plugins.contains(digest));
+                    sa.cmp(&sb).then(la.total_cmp(&lb)).then(ca.cmp(&cb)).then_with(|| ia.cmp(ib))
                 })
                 .map(|(id, _)| id.clone());
             let Some(agent_id) = best else {
@@ -1627,6 +1636,7 @@ impl Driver {
         };
         let agent = self.agents.get_mut(agent_id).expect("a connected agent");
         agent.running.insert(dispatch.job_id.clone());
+        agent.plugins.insert(spec.plugin.digest.clone());
         self.jobs.insert(
             dispatch.job_id.clone(),
             JobInfo {

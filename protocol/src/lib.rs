@@ -204,6 +204,9 @@ pub struct Hello {
     pub slots: u32,
     /// Jobs the agent is still running, e.g. after a reconnect.
     pub running: Vec<String>,
+    /// Digests of the plugins the agent has cached: the controller prefers
+    /// it for their actions, among agents equally loaded.
+    pub plugins: Vec<String>,
 }
 
 /// Controller to agent, on the control stream.
@@ -372,6 +375,7 @@ mod tests {
                 labels: [("os".to_string(), "linux".to_string())].into(),
                 slots: 2,
                 running: vec![],
+                plugins: vec![],
             }),
             FromAgent::Log { job_id: "j".into(), seq: 7, text: "hello\n".into() },
             FromAgent::Heartbeat { running: vec!["a".into()] },
@@ -450,6 +454,7 @@ mod tests {
                 labels: [("os".to_string(), "linux".to_string())].into(),
                 slots: 2,
                 running: vec!["a".into(), "b".into()],
+                plugins: vec!["ab".repeat(32)],
             })),
             encode(&FromAgent::Log { job_id: "j".into(), seq: 7, text: "hello\n".into() }),
             encode(&FromAgent::JobFinished {
