@@ -192,6 +192,8 @@ pub struct Fleet {
     /// A frame taken from the outbox whose write failed; first on the next
     /// connection.
     unsent: Option<Vec<u8>>,
+    /// Tells the controller this process from a restarted one.
+    instance: u64,
 }
 
 impl Fleet {
@@ -211,6 +213,7 @@ impl Fleet {
             link,
             outbox: Some(outbox),
             unsent: None,
+            instance: rand::random(),
         })
     }
 
@@ -279,6 +282,7 @@ impl Fleet {
             slots: self.presence.slots,
             running: self.jobs.running_ids(),
             plugins: self.jobs.cached_plugins(),
+            instance: self.instance,
         };
         if let Err(e) = write_frame(&mut send, &FromAgent::Hello(hello)).await {
             return Ended::Lost(e.context("sending Hello"));

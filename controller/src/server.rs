@@ -209,6 +209,10 @@ struct AgentConn {
 /// A job handed to an agent.
 struct JobInfo {
     agent: String,
+    /// Whether the agent reported starting it.
+    started: bool,
+    /// As handed out, to hand out again if it never reached the agent.
+    dispatch: Dispatch,
     execution_id: String,
     pipeline: String,
     stage: String,
@@ -295,6 +299,8 @@ struct Driver {
     lease_timeout: Duration,
     /// Revoked certificates and agents, checked at every fleet handshake.
     revocations: Revocations,
+    /// The process instance each agent last said hello with.
+    instances: HashMap<String, u64>,
     max_action_log: u64,
     /// Inbound transitions an operator has changed, by (pipeline, stage).
     transitions: HashMap<(String, String), TransitionRecord>,
@@ -368,6 +374,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         agent_cert_lifetime: config.agent_cert_lifetime,
         lease_timeout: config.lease_timeout,
         revocations: Revocations::default(),
+        instances: HashMap::new(),
         max_action_log: config.max_action_log,
         transitions: HashMap::new(),
         secret_box: crate::secrets::SecretBox::open(dir)?,
@@ -1256,7 +1263,11 @@ impl Driver {
         let mut running = HashSet::new();
         let now = now_ms();
         // Jobs it had before the drop: those it still runs carry on under
-        // a renewed lease, the others can no longer report and are lost.
+        // a renewed lease. The same process without a job never got it
+        // (the job frame died with the connection): it is handed out again
+        // in the same attempt. A restarted process may have started it:
+        // lost.
+        let same_process = self.instances.get(&agent_id) == Some(&hello.instance);
         let (kept, gone): (Vec<String>, Vec<String>) =
             self.jobs_of(&agent_id).into_iter().partition(|j| reported.contains(j));
         let until = self.lease_until(now);
@@ -1266,6 +1277,14 @@ impl Driver {
             }
             running.insert(job_id);
         }
+        let (never_got, gone): (Vec<String>, Vec<String>) =
+            gone.into_iter().partition(|j| same_process && self.jobs.get(j).is_some_and(|job| !job.started));
+        for job_id in never_got {
+            let job = self.jobs.remove(&job_id).expect("listed");
+            info!(agent = %agent_id, job = %job_id, "the job never reached the agent; handing it out again");
+            self.pending.push_front(job.dispatch);
+        }
+        self.instances.insert(agent_id.clone(), hello.instance);
         self.lose_jobs(now, gone, &format!("agent {agent_id} lost: it came back without the action (it was restarted)"));
         // After a controller restart, actions waiting to be handed out
         // again may still be running on this agent: give them back to it
@@ -1370,7 +1389,8 @@ impl Driver {
             FromAgent::JobStarted { job_id, .. } => {
                 // The lease that counts is the one this agent holds now: a
                 // job given back to it after a restart started earlier.
-                let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else { return };
+                let Some(job) = self.jobs.get_mut(&job_id).filter(|j| j.agent == agent_id) else { return };
+                job.started = true;
                 let lease_epoch = job.lease_epoch;
                 self.engine.handle(now, Event::ActionStarted { job_id, lease_epoch, agent: agent_id.to_string() });
                 let _ = self.commit(Vec::new());
@@ -1641,6 +1661,8 @@ impl Driver {
             dispatch.job_id.clone(),
             JobInfo {
                 agent: agent_id.to_string(),
+                started: dispatch.started,
+                dispatch: dispatch.clone(),
                 execution_id: dispatch.execution_id.0.clone(),
                 pipeline: dispatch.pipeline.clone(),
                 stage: dispatch.stage.clone(),

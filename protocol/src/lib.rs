@@ -207,6 +207,10 @@ pub struct Hello {
     /// Digests of the plugins the agent has cached: the controller prefers
     /// it for their actions, among agents equally loaded.
     pub plugins: Vec<String>,
+    /// Random per start of the agent process: a reconnect with the same
+    /// value is the same process, which cannot have lost a job it was
+    /// running (one it does not list never reached it).
+    pub instance: u64,
 }
 
 /// Controller to agent, on the control stream.
@@ -376,6 +380,7 @@ mod tests {
                 slots: 2,
                 running: vec![],
                 plugins: vec![],
+                instance: 1,
             }),
             FromAgent::Log { job_id: "j".into(), seq: 7, text: "hello\n".into() },
             FromAgent::Heartbeat { running: vec!["a".into()] },
@@ -455,6 +460,7 @@ mod tests {
                 slots: 2,
                 running: vec!["a".into(), "b".into()],
                 plugins: vec!["ab".repeat(32)],
+                instance: 7,
             })),
             encode(&FromAgent::Log { job_id: "j".into(), seq: 7, text: "hello\n".into() }),
             encode(&FromAgent::JobFinished {

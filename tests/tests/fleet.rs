@@ -183,6 +183,10 @@ fn an_agent_cut_off_by_the_network_reconnects_and_its_log_has_every_line_once() 
     wait_until("the log to flow", WAIT, || stored_log(&cluster, "chatty", &id).iter().any(|l| l == "line-20").then_some(()))
         .unwrap();
     relay.cut();
+    // Handed to the agent while it is cut off: the job never reaches it.
+    let out = cluster.sluice(&["pipeline", "start", "chatty"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let unsent = String::from_utf8_lossy(&out.stdout).trim().to_string();
     wait_until("the agent to give the silent controller up", Duration::from_secs(20), || {
         cluster.agent_log(n).contains("has sent nothing for").then_some(())
     })
@@ -194,6 +198,11 @@ fn an_agent_cut_off_by_the_network_reconnects_and_its_log_has_every_line_once() 
     assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
     let action = &e["stages"][1]["actions"][0];
     assert_eq!(action["attempt"], 1, "the action was not lost: {action}");
+    // The job that never reached the agent went out again, in its attempt.
+    let e = execution_end(&cluster, "chatty", &unsent, WAIT);
+    assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
+    assert_eq!(e["stages"][0]["actions"][0]["attempt"], 1, "{e}");
+    assert!(cluster.controller_log().contains("the job never reached the agent"), "{}", cluster.controller_log());
     let connected = cluster.agent_log(n).matches(" connected to ").count();
     assert!(connected >= 2, "the agent reconnected: {}", cluster.agent_log(n));
     let lines: Vec<String> = stored_log(&cluster, "chatty", &id).into_iter().filter(|l| l.starts_with("line-")).collect();
