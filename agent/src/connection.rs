@@ -40,7 +40,7 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 /// the jobs before their leases end.
 const SILENT_HEARTBEATS: u32 = 2;
 /// Allowance for a slow controller on top of those heartbeats.
-const SILENCE_SLACK: Duration = Duration::from_millis(500);
+const SILENCE_SLACK: Duration = Duration::from_secs(1);
 /// Refusal reasons that retrying cannot cure: the controller speaks another
 /// protocol version or does not (or no longer) accept this identity. The
 /// protocol carries only a reason text, so these words are the contract
