@@ -227,14 +227,14 @@ fn logs_are_followed_live_and_bounded_per_action() {
     let id = create(&cluster, "long", &pipeline("long", &repo, &commands, ""));
     wait_until("the action to start", WAIT, || stored_log(&cluster, "long", &id).iter().any(|l| l == "waiting").then_some(()))
         .unwrap();
-    let follow = std::process::Command::new(sluice_tests::bin("sluice"))
+    let mut follow = std::process::Command::new(sluice_tests::bin("sluice"))
         .args(["logs", "long", "--execution", &id, "--follow"])
         .env("SLUICE_API", &cluster.api)
         .env("SLUICE_TOKEN", &cluster.token)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut reader = std::io::BufReader::new(follow.stdout.unwrap());
+    let mut reader = std::io::BufReader::new(follow.stdout.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
     assert!(first.starts_with("Source/Checkout: ") || first.contains("waiting"), "{first}");
@@ -242,6 +242,7 @@ fn logs_are_followed_live_and_bounded_per_action() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     let followed = format!("{first}{rest}");
+    assert!(follow.wait().unwrap().success(), "logs --follow exits 0 when the execution ends");
     assert_eq!(execution_end(&cluster, "long", &id, WAIT)["pipelineExecution"]["status"], "Succeeded");
 
     // What was followed is what was stored: the first lines, then the
