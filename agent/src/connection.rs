@@ -17,7 +17,7 @@ use rand::Rng as _;
 use sluice_protocol::{
     CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken, PROTOCOL_VERSION, ToAgent,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,13 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Heartbeats faster than this would only load the controller; it is a guard
 /// against a zero in Welcome, not a tuning knob.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+/// Heartbeats without any frame from the controller after which the agent
+/// takes the connection for dead and reconnects. The controller asks for
+/// six heartbeats per lease, so this leaves time to reconnect and report
+/// the jobs before their leases end.
+const SILENT_HEARTBEATS: u32 = 2;
+/// Allowance for a slow controller on top of those heartbeats.
+const SILENCE_SLACK: Duration = Duration::from_secs(1);
 /// Refusal reasons that retrying cannot cure: the controller speaks another
 /// protocol version or does not (or no longer) accept this identity. The
 /// protocol carries only a reason text, so these words are the contract
@@ -185,6 +192,8 @@ pub struct Fleet {
     /// A frame taken from the outbox whose write failed; first on the next
     /// connection.
     unsent: Option<Vec<u8>>,
+    /// Tells the controller this process from a restarted one.
+    instance: u64,
 }
 
 impl Fleet {
@@ -204,6 +213,7 @@ impl Fleet {
             link,
             outbox: Some(outbox),
             unsent: None,
+            instance: rand::random(),
         })
     }
 
@@ -241,12 +251,21 @@ impl Fleet {
         let connection = match endpoint.connect_with(config, addr, CONTROLLER_SERVER_NAME) {
             Ok(connecting) => match connecting.await {
                 Ok(c) => c,
+                Err(e) if certificate_revoked(&e) => return revoked(addr),
                 Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
             },
             Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
         };
         let ended = self.serve(&connection, addr, backoff).await;
         self.link.set(None);
+        // With TLS 1.3 the controller checks the client certificate after
+        // the agent thinks the handshake is done: a refusal shows up as
+        // the connection's close reason.
+        if let (Ended::Lost(_), Some(reason)) = (&ended, connection.close_reason())
+            && certificate_revoked(&reason)
+        {
+            return revoked(addr);
+        }
         connection.close(0u32.into(), b"agent reconnecting");
         ended
     }
@@ -262,6 +281,8 @@ impl Fleet {
             labels: self.presence.labels.clone(),
             slots: self.presence.slots,
             running: self.jobs.running_ids(),
+            plugins: self.jobs.cached_plugins(),
+            instance: self.instance,
         };
         if let Err(e) = write_frame(&mut send, &FromAgent::Hello(hello)).await {
             return Ended::Lost(e.context("sending Hello"));
@@ -285,15 +306,19 @@ impl Fleet {
         eprintln!("agent {agent_id} connected to {addr}");
         self.link.set(Some(connection.clone()));
 
-        // Results the controller may have missed go out again first.
-        let resend = self.jobs.clone();
-        tokio::spawn(async move { resend.resend_unacknowledged().await });
+        // What the controller may have missed goes out first: log lines,
+        // the frame whose write failed, then results (after their logs).
+        // It drops what it already has (by sequence number, by job).
+        let (logs, results) = self.jobs.unacknowledged();
+        let encode = |m: &FromAgent| sluice_protocol::encode(m).ok().map(|f| (f, false));
+        let mut backlog: VecDeque<(Vec<u8>, bool)> = logs.iter().filter_map(encode).collect();
+        backlog.extend(self.unsent.take().map(|f| (f, true)));
+        backlog.extend(results.iter().filter_map(encode));
         let outbox = self.outbox.take().expect("the outbox is back between connections");
         let writer = tokio::spawn(
-            write_control(send, outbox, self.unsent.take(), heartbeat, self.jobs.clone(), connection.clone())
-                .in_current_span(),
+            write_control(send, outbox, backlog, heartbeat, self.jobs.clone(), connection.clone()).in_current_span(),
         );
-        let ended = read_control(&mut recv, connection, &self.jobs, &self.renewal).await;
+        let ended = read_control(&mut recv, connection, &self.jobs, &self.renewal, heartbeat).await;
         connection.close(0u32.into(), b"agent reconnecting");
         match writer.await {
             Ok((outbox, unsent)) => {
@@ -306,6 +331,22 @@ impl Fleet {
     }
 }
 
+/// TLS's `certificate_revoked` alert, as QUIC carries it.
+const ALERT_CERTIFICATE_REVOKED: u8 = 44;
+
+/// Whether the controller closed the connection because this agent's
+/// certificate is revoked: retrying cannot help.
+fn certificate_revoked(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(close)
+        if close.error_code == quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_REVOKED))
+}
+
+fn revoked(addr: SocketAddr) -> Ended {
+    Ended::Fatal(anyhow!(
+        "the controller at {addr} refused this agent's certificate: it was revoked; enroll again with a join token"
+    ))
+}
+
 fn refusal(reason: String) -> Ended {
     if is_fatal_refusal(&reason) {
         Ended::Fatal(anyhow!("controller refused this agent: {reason}"))
@@ -314,16 +355,24 @@ fn refusal(reason: String) -> Ended {
     }
 }
 
-/// Reads the control stream until it or the connection ends.
+/// Reads the control stream until it or the connection ends, or until the
+/// controller has been silent for [`SILENT_HEARTBEATS`] heartbeats (it
+/// acknowledges every one): a killed controller is noticed in a few
+/// heartbeats rather than at QUIC's idle timeout.
 async fn read_control(
     recv: &mut quinn::RecvStream,
     connection: &quinn::Connection,
     jobs: &Arc<Jobs>,
     renewal: &Renewal,
+    heartbeat: Duration,
 ) -> Ended {
+    let silence = heartbeat * SILENT_HEARTBEATS + SILENCE_SLACK;
     loop {
         let message = tokio::select! {
-            message = read_frame::<ToAgent>(recv) => message,
+            message = tokio::time::timeout(silence, read_frame::<ToAgent>(recv)) => match message {
+                Ok(message) => message,
+                Err(_) => return Ended::Lost(anyhow!("the controller has sent nothing for {silence:?}")),
+            },
             reason = connection.closed() => return Ended::Lost(anyhow!(reason)),
         };
         match message {
@@ -337,6 +386,7 @@ async fn read_control(
             Ok(Some(ToAgent::Poll(spec))) => jobs.poll(*spec),
             Ok(Some(ToAgent::HeartbeatAck)) => trace!("heartbeat acknowledged"),
             Ok(Some(ToAgent::ResultAck { job_id })) => jobs.acknowledged(&job_id),
+            Ok(Some(ToAgent::LogAck { job_id, seq })) => jobs.log_acknowledged(&job_id, seq),
             Ok(Some(ToAgent::Renewed { cert_pem })) => {
                 if let Err(e) = renewal.install(cert_pem) {
                     warn!("installing the renewed certificate: {e:#}");
@@ -352,28 +402,30 @@ async fn read_control(
 /// The one writer of the control stream: messages from the outbox, and a
 /// heartbeat every `every`. Gives the outbox back when the connection ends,
 /// with the frame whose write failed, if any (heartbeats are not kept: the
-/// next connection sends fresh ones).
+/// next connection sends fresh ones). `backlog` goes first; a frame marked
+/// `true` in it is given back if it cannot be written (the others are kept
+/// elsewhere until acknowledged).
 async fn write_control(
     mut send: quinn::SendStream,
     mut outbox: mpsc::Receiver<FromAgent>,
-    mut unsent: Option<Vec<u8>>,
+    mut backlog: VecDeque<(Vec<u8>, bool)>,
     every: Duration,
     jobs: Arc<Jobs>,
     connection: quinn::Connection,
 ) -> (mpsc::Receiver<FromAgent>, Option<Vec<u8>>) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        if let Some(frame) = &unsent {
-            if let Err(e) = send.write_all(frame).await {
-                warn!("writing the control stream: {e}");
-                // Wakes the reader, which would otherwise wait for a frame
-                // that the controller may never send.
-                connection.close(0u32.into(), b"control stream broken");
-                return (outbox, unsent);
-            }
-            unsent = None;
+    while let Some((frame, _)) = backlog.front() {
+        if let Err(e) = send.write_all(frame).await {
+            warn!("writing the control stream: {e}");
+            // Wakes the reader, which would otherwise wait for a frame
+            // that the controller may never send.
+            connection.close(0u32.into(), b"control stream broken");
+            return (outbox, backlog.into_iter().find(|(_, keep)| *keep).map(|(f, _)| f));
         }
+        backlog.pop_front();
+    }
+    loop {
         let (message, keep) = tokio::select! {
             biased;
             _ = connection.closed() => return (outbox, None),
@@ -606,17 +658,24 @@ mod tests {
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
         let served = body.clone();
+        let offsets = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let asked = offsets.clone();
         let script = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                 let request: StreamRequest = read_frame(&mut recv).await.unwrap().unwrap();
                 match request {
-                    StreamRequest::FetchArtifact { digest } if digest.starts_with("00") => {
+                    StreamRequest::FetchArtifact { digest, .. } if digest.starts_with("00") => {
                         write_frame(&mut send, &StreamReply::Error { message: "no such artifact".into() })
                             .await
                             .unwrap();
                     }
-                    StreamRequest::FetchArtifact { .. } | StreamRequest::FetchPlugin { .. } => {
+                    StreamRequest::FetchArtifact { offset, .. } => {
+                        asked.lock().unwrap().push(offset);
+                        write_frame(&mut send, &StreamReply::Ok { size: served.len() as u64 }).await.unwrap();
+                        send.write_all(&served[offset as usize..]).await.unwrap();
+                    }
+                    StreamRequest::FetchPlugin { .. } => {
                         write_frame(&mut send, &StreamReply::Ok { size: served.len() as u64 }).await.unwrap();
                         send.write_all(&served).await.unwrap();
                     }
@@ -641,17 +700,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("a.tar");
 
-        let request = StreamRequest::FetchArtifact { digest: digest.clone() };
+        let request = StreamRequest::FetchArtifact { digest: digest.clone(), offset: 0 };
         let size = within(transfer::fetch(&conn, &request, &digest, &dest)).await.unwrap();
         assert_eq!(size, body.len() as u64);
         assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+        // A download cut off earlier goes on from the bytes on disk, and
+        // the whole is checked.
+        std::fs::write(&dest, &body[..123_456]).unwrap();
+        let size = within(transfer::fetch_artifact(&conn, &digest, &dest)).await.unwrap();
+        assert_eq!(size, body.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert_eq!(*offsets.lock().unwrap(), [0, 123_456]);
+        // A prefix that is not the artifact's fails the digest, and goes.
+        let mut bad = body[..1000].to_vec();
+        bad[0] ^= 1;
+        std::fs::write(&dest, &bad).unwrap();
+        let err = within(transfer::fetch_artifact(&conn, &digest, &dest)).await.unwrap_err();
+        assert!(format!("{err:#}").starts_with("digest mismatch"), "{err:#}");
+        assert!(!dest.exists(), "a damaged partial download is not resumed again");
 
         let wrong = "ab".repeat(32);
         let err = within(transfer::fetch(&conn, &request, &wrong, &dest)).await.unwrap_err();
         assert!(format!("{err:#}").starts_with("digest mismatch: expected abab"), "{err:#}");
 
         let missing = "00".repeat(32);
-        let request = StreamRequest::FetchArtifact { digest: missing.clone() };
+        let request = StreamRequest::FetchArtifact { digest: missing.clone(), offset: 0 };
         let err = within(transfer::fetch(&conn, &request, &missing, &dest)).await.unwrap_err();
         assert_eq!(format!("{err:#}"), "controller refused: no such artifact");
 

@@ -12,7 +12,7 @@ use crate::transfer::{self, Link};
 use anyhow::{Context as _, Result, anyhow};
 use sluice_protocol::{FromAgent, JobResult, JobSpec, LOG_CHUNK, PollSpec, PolledRevision, ProducedArtifact, StreamRequest};
 use sluice_runtime::{Invocation, LoadedPlugin, LogSink, Outcome, Runtime};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,40 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub const JOBS_DIR: &str = "jobs";
 /// Plugins fetched from the controller, by digest, below the data dir.
 pub const PLUGINS_DIR: &str = "plugins";
+
+/// Bytes of log a job keeps for re-sending until the controller
+/// acknowledges them; beyond it the oldest lines go (a connection down for
+/// that long loses the middle of a chatty log, never the job).
+const UNACKED_LOG_BYTES: usize = 4 << 20;
+
+/// Log lines of one job sent but not yet acknowledged, oldest first.
+#[derive(Default)]
+struct PendingLog {
+    lines: VecDeque<(u64, String)>,
+    bytes: usize,
+}
+
+impl PendingLog {
+    /// Keeps a line sent; the oldest go beyond `bound` bytes.
+    fn push(&mut self, seq: u64, text: &str, bound: usize) {
+        self.lines.push_back((seq, text.to_string()));
+        self.bytes += text.len();
+        while self.bytes > bound {
+            let (_, text) = self.lines.pop_front().expect("over the bound means not empty");
+            self.bytes -= text.len();
+        }
+    }
+
+    /// Forgets the lines up to `seq`, which the controller has.
+    fn acknowledge(&mut self, seq: u64) {
+        while self.lines.front().is_some_and(|(s, _)| *s <= seq) {
+            let (_, text) = self.lines.pop_front().expect("checked");
+            self.bytes -= text.len();
+        }
+    }
+}
+
+type PendingLogs = Arc<Mutex<HashMap<String, PendingLog>>>;
 
 /// A job the agent has accepted and not finished.
 struct Running {
@@ -50,6 +84,8 @@ pub struct Jobs {
     /// Results sent but not yet acknowledged by the controller: a result
     /// written into a connection that then died would otherwise be lost.
     unacked: Mutex<HashMap<String, FromAgent>>,
+    /// Log lines sent but not yet acknowledged, by job.
+    logs: PendingLogs,
     next_token: AtomicU64,
     /// The agent's policy; `None` permits what the controller grants.
     policy: Mutex<Option<crate::policy::Policy>>,
@@ -83,6 +119,7 @@ impl Jobs {
             outbox,
             running: Mutex::new(HashMap::new()),
             unacked: Mutex::new(HashMap::new()),
+            logs: PendingLogs::default(),
             next_token: AtomicU64::new(0),
             policy: Mutex::new(None),
         }))
@@ -100,17 +137,47 @@ impl Jobs {
         ids
     }
 
-    /// The controller has the job's result.
-    pub fn acknowledged(&self, job_id: &str) {
-        self.unacked.lock().expect("jobs lock").remove(job_id);
+    /// Digests of the plugins saved in the plugins dir, for Hello.
+    pub fn cached_plugins(&self) -> Vec<String> {
+        let mut digests: Vec<String> = std::fs::read_dir(&self.plugins_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wasm").map(str::to_string))
+            .filter(|d| transfer::check_digest(d).is_ok())
+            .collect();
+        digests.sort();
+        digests
     }
 
-    /// Sends every unacknowledged result again, after a reconnect.
-    pub async fn resend_unacknowledged(&self) {
-        let frames: Vec<FromAgent> = self.unacked.lock().expect("jobs lock").values().cloned().collect();
-        for frame in frames {
-            self.send(frame).await;
+    /// The controller has the job's result (and so all of its log).
+    pub fn acknowledged(&self, job_id: &str) {
+        self.unacked.lock().expect("jobs lock").remove(job_id);
+        self.logs.lock().expect("jobs lock").remove(job_id);
+    }
+
+    /// The controller has the job's log up to `seq`.
+    pub fn log_acknowledged(&self, job_id: &str, seq: u64) {
+        if let Some(pending) = self.logs.lock().expect("jobs lock").get_mut(job_id) {
+            pending.acknowledge(seq);
         }
+    }
+
+    /// What the controller may have missed, to send first on a new
+    /// connection: every unacknowledged log line, in order, then every
+    /// unacknowledged result (a result after its log, so that no line
+    /// arrives after the job has ended).
+    pub fn unacknowledged(&self) -> (Vec<FromAgent>, Vec<FromAgent>) {
+        let mut logs = Vec::new();
+        for (job_id, pending) in self.logs.lock().expect("jobs lock").iter() {
+            logs.extend(pending.lines.iter().map(|(seq, text)| FromAgent::Log {
+                job_id: job_id.clone(),
+                seq: *seq,
+                text: text.clone(),
+            }));
+        }
+        let results = self.unacked.lock().expect("jobs lock").values().cloned().collect();
+        (logs, results)
     }
 
     /// Takes a job from the controller. A job already running (the
@@ -148,12 +215,21 @@ impl Jobs {
     /// until it returns or its deadline passes) and its result is dropped.
     /// It leaves `running` now; its slot is freed when it stops.
     pub fn cancel(&self, job_id: &str) {
+        self.logs.lock().expect("jobs lock").remove(job_id);
         match self.running.lock().expect("jobs lock").remove(job_id) {
             Some(job) => {
                 info!(%job_id, "job cancelled");
                 job.cancel.send_replace(true);
             }
             None => debug!(%job_id, "cancel for a job that is not running"),
+        }
+    }
+
+    /// Cancels every job, when the agent stops.
+    pub fn cancel_all(&self) {
+        for (job_id, job) in self.running.lock().expect("jobs lock").drain() {
+            info!(%job_id, "job cancelled: the agent is stopping");
+            job.cancel.send_replace(true);
         }
     }
 
@@ -289,7 +365,12 @@ impl Jobs {
             Ok(p) => p,
             Err(e) => return Some(JobResult::Failed { message: format!("{e:#}"), retryable: true }),
         };
-        let log = Arc::new(JobLog { job_id: spec.job_id.clone(), seq: AtomicU64::new(0), outbox: self.outbox.clone() });
+        let log = Arc::new(JobLog {
+            job_id: spec.job_id.clone(),
+            seq: AtomicU64::new(0),
+            outbox: self.outbox.clone(),
+            pending: self.logs.clone(),
+        });
         let denied = self.restrict(&mut invocation.grants, &mut invocation.secrets);
         let runtime = self.runtime.clone();
         // A cancel reaches the plugin through the runtime: its wasm is
@@ -354,9 +435,15 @@ impl Jobs {
             async {
                 transfer::check_name("input artifact", &input.name)?;
                 let archive = downloads.join(format!("input-{i}.tar"));
-                let request = StreamRequest::FetchArtifact { digest: input.digest.clone() };
-                let connection = self.link.connection().await;
-                let size = transfer::fetch(&connection, &request, &input.digest, &archive).await?;
+                // A download cut off with its connection goes on from where
+                // it stopped, on the next connection.
+                let size = self
+                    .link
+                    .transfer("fetching an input artifact", |connection| {
+                        let archive = &archive;
+                        async move { transfer::fetch_artifact(&connection, &input.digest, archive).await }
+                    })
+                    .await?;
                 if size != input.size {
                     warn!(artifact = %input.name, size, expected = input.size, "input artifact size differs from the job's");
                 }
@@ -417,9 +504,14 @@ impl Jobs {
             }
         }
         let part = self.plugins_dir.join(format!("{digest}.{token}.part"));
-        let connection = self.link.connection().await;
-        let fetched =
-            transfer::fetch(&connection, &StreamRequest::FetchPlugin { digest: digest.clone() }, &digest, &part).await;
+        let request = StreamRequest::FetchPlugin { digest: digest.clone() };
+        let fetched = self
+            .link
+            .transfer("fetching a plugin", |connection| {
+                let (request, digest, part) = (&request, &digest, &part);
+                async move { transfer::fetch(&connection, request, digest, part).await }
+            })
+            .await;
         if let Err(e) = fetched {
             tokio::fs::remove_file(&part).await.ok();
             return Err(e);
@@ -449,8 +541,12 @@ impl Jobs {
                     .await
                     .map_err(|e| anyhow!("packing failed: {e}"))?
                     .context("packing")?;
-                let connection = self.link.connection().await;
-                transfer::upload(&connection, &packed, &archive).await?;
+                self.link
+                    .transfer("uploading an output artifact", |connection| {
+                        let (packed, archive) = (&packed, &archive);
+                        async move { transfer::upload(&connection, packed, archive).await }
+                    })
+                    .await?;
                 tokio::fs::remove_file(&archive).await.ok();
                 anyhow::Ok(ProducedArtifact { name: output.name.clone(), digest: packed.digest, size: packed.size })
             }
@@ -493,11 +589,13 @@ fn sendable(message: FromAgent) -> FromAgent {
 
 /// Sends a job's log lines as `Log` frames: each line ends with `\n` and is
 /// cut into pieces of at most `LOG_CHUNK` bytes, at character boundaries;
-/// `seq` counts the frames of the job from 0.
+/// `seq` counts the frames of the job from 0. Each piece is kept until the
+/// controller acknowledges it.
 struct JobLog {
     job_id: String,
     seq: AtomicU64,
     outbox: mpsc::Sender<FromAgent>,
+    pending: PendingLogs,
 }
 
 impl LogSink for JobLog {
@@ -507,6 +605,9 @@ impl LogSink for JobLog {
         text.push('\n');
         for chunk in chunks(&text, LOG_CHUNK) {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let mut logs = self.pending.lock().expect("jobs lock");
+            logs.entry(self.job_id.clone()).or_default().push(seq, chunk, UNACKED_LOG_BYTES);
+            drop(logs);
             let message = FromAgent::Log { job_id: self.job_id.clone(), seq, text: chunk.to_string() };
             // Called on the runtime's blocking thread: waiting here slows a
             // chatty plugin down to what the connection carries instead of
@@ -547,6 +648,25 @@ mod tests {
         assert_eq!(pieces.concat(), text);
         assert_eq!(chunks("", 5).count(), 0);
         assert_eq!(chunks("abc", 5).collect::<Vec<_>>(), ["abc"]);
+    }
+
+    #[test]
+    fn unacknowledged_log_lines_are_kept_in_order_bounded_until_acknowledged() {
+        let mut pending = PendingLog::default();
+        for seq in 0..10 {
+            pending.push(seq, "0123456789", 50);
+        }
+        // Bounded: only the newest five lines fit.
+        assert_eq!(pending.lines.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [5, 6, 7, 8, 9]);
+        assert_eq!(pending.bytes, 50);
+        pending.acknowledge(7);
+        assert_eq!(pending.lines.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [8, 9]);
+        assert_eq!(pending.bytes, 20);
+        pending.acknowledge(3);
+        assert_eq!(pending.lines.len(), 2, "an old acknowledgement changes nothing");
+        pending.acknowledge(9);
+        assert!(pending.lines.is_empty());
+        assert_eq!(pending.bytes, 0);
     }
 
     #[test]

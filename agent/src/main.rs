@@ -112,7 +112,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = runtime.block_on(run(args));
+    // Running jobs were cancelled; their blocking threads get a moment to
+    // return, and are not waited for beyond it.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -120,6 +124,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long a stopping agent waits for its cancelled jobs to return.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Labels in Hello: `os` and `arch` of this host, then the token's, then the
 /// command line's, each over the one before.
@@ -200,16 +207,21 @@ async fn run(mut args: Args) -> Result<()> {
     }
     let presence = connection::Presence { labels: merged_labels(&identity.labels, &args.labels), slots: args.slots };
     let renewal = std::sync::Arc::new(renewal::Renewal::new(args.data_dir.clone(), identity));
-    let fleet = connection::Fleet::new(args.controller.clone(), renewal.clone(), presence, jobs, link, outbox_rx)?;
+    let fleet =
+        connection::Fleet::new(args.controller.clone(), renewal.clone(), presence, jobs.clone(), link, outbox_rx)?;
 
     tokio::spawn(async move { renewal.run(outbox_tx).await });
-    tokio::select! {
+    let result = tokio::select! {
         result = fleet.run() => result,
         () = shutdown_signal() => {
             info!("shutting down");
             Ok(())
         }
-    }
+    };
+    // Stopping for good (a signal, or a refusal such as a revocation): what
+    // still runs here is killed rather than left behind.
+    jobs.cancel_all();
+    result
 }
 
 /// SIGINT or SIGTERM: the agent stops; jobs it was running become `Lost`

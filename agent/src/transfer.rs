@@ -49,7 +49,32 @@ impl Link {
             .expect("the link's sender lives as long as the link");
         (*found).clone().expect("checked above")
     }
+
+    /// Runs a transfer on the live connection. When that connection dies
+    /// during it (a network cut, a controller restart), the transfer starts
+    /// again on the next connection, at most [`TRANSFER_ATTEMPTS`] times in
+    /// all: a job does not fail because the link blinked.
+    pub async fn transfer<T, F, Fut>(&self, what: &str, mut run: F) -> Result<T>
+    where
+        F: FnMut(quinn::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let connection = self.connection().await;
+            match run(connection.clone()).await {
+                Err(e) if connection.close_reason().is_some() && attempt < TRANSFER_ATTEMPTS => {
+                    tracing::warn!(attempt, "{what} was cut off with the connection; trying again on the next: {e:#}");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// How often a transfer is tried when connections keep dying under it.
+pub const TRANSFER_ATTEMPTS: u32 = 5;
 
 /// Writes one frame.
 pub async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, message: &T) -> Result<()> {
@@ -101,7 +126,48 @@ pub async fn fetch(
     expected_digest: &str,
     dest: &Path,
 ) -> Result<u64> {
+    fetch_from(connection, request, expected_digest, dest, 0).await
+}
+
+/// Downloads an artifact to `dest`, going on from the bytes a download cut
+/// off earlier left there: asks for the rest from that offset, hashes what
+/// is on disk first, and checks the size and digest of the whole.
+pub async fn fetch_artifact(connection: &quinn::Connection, digest: &str, dest: &Path) -> Result<u64> {
+    let have = tokio::fs::metadata(dest).await.map(|m| m.len()).unwrap_or(0);
+    let request = StreamRequest::FetchArtifact { digest: digest.to_string(), offset: have };
+    let fetched = fetch_from(connection, &request, digest, dest, have).await;
+    if fetched.is_err() && connection.close_reason().is_none() {
+        // Not a cut: what is on disk is no good to resume from.
+        tokio::fs::remove_file(dest).await.ok();
+    }
+    fetched
+}
+
+/// [`fetch`], keeping the first `offset` bytes already in `dest` (the
+/// request asks for the rest).
+async fn fetch_from(
+    connection: &quinn::Connection,
+    request: &StreamRequest,
+    expected_digest: &str,
+    dest: &Path,
+    offset: u64,
+) -> Result<u64> {
     check_digest(expected_digest)?;
+    let mut hasher = Sha256::new();
+    if offset > 0 {
+        let mut file = tokio::fs::File::open(dest).await.with_context(|| format!("reopening {}", dest.display()))?;
+        let mut buf = vec![0u8; IO_BUFFER];
+        let mut hashed = 0u64;
+        while hashed < offset {
+            let n = file.read(&mut buf).await.with_context(|| format!("reading {}", dest.display()))?;
+            if n == 0 {
+                bail!("{} shrank while resuming", dest.display());
+            }
+            let n = n.min((offset - hashed) as usize);
+            hasher.update(&buf[..n]);
+            hashed += n as u64;
+        }
+    }
     let (mut send, mut recv) = connection.open_bi().await.context("opening a stream")?;
     write_frame(&mut send, request).await.context("sending the request")?;
     // Nothing more goes this way; finishing tells the controller so.
@@ -111,10 +177,17 @@ pub async fn fetch(
         Some(StreamReply::Error { message }) => bail!("controller refused: {message}"),
         None => bail!("controller closed the stream without an answer"),
     };
-    let file = tokio::fs::File::create(dest).await.with_context(|| format!("creating {}", dest.display()))?;
+    if offset > size {
+        bail!("cannot resume at byte {offset} of a {size}-byte blob");
+    }
+    let file = if offset > 0 {
+        tokio::fs::OpenOptions::new().append(true).open(dest).await
+    } else {
+        tokio::fs::File::create(dest).await
+    }
+    .with_context(|| format!("creating {}", dest.display()))?;
     let mut out = tokio::io::BufWriter::with_capacity(IO_BUFFER, file);
-    let mut hasher = Sha256::new();
-    let mut received = 0u64;
+    let mut received = offset;
     while let Some(chunk) = recv.read_chunk(IO_BUFFER, true).await.context("receiving")? {
         received += chunk.bytes.len() as u64;
         if received > size {

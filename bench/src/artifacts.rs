@@ -103,7 +103,7 @@ async fn sluice_upload(conn: &quinn::Connection, bytes: &[u8], digest: &str) -> 
 async fn sluice_download(conn: &quinn::Connection, digest: &str, size: u64, dest: &std::path::Path) -> Result<Duration> {
     let started = Instant::now();
     let (mut send, mut recv) = conn.open_bi().await?;
-    send.write_all(&encode(&StreamRequest::FetchArtifact { digest: digest.to_string() })?).await?;
+    send.write_all(&encode(&StreamRequest::FetchArtifact { digest: digest.to_string(), offset: 0 })?).await?;
     send.finish()?;
     match read_frame::<StreamReply>(&mut recv, &mut FrameDecoder::new()).await? {
         Some(StreamReply::Ok { size: announced }) if announced == size => {}
@@ -134,7 +134,7 @@ struct RawQuinn {
 impl RawQuinn {
     async fn start(dir: &std::path::Path, data: Arc<Vec<u8>>) -> Result<Self> {
         let ca = sluice::ca::Ca::load_or_create(&dir.join("raw-ca"))?;
-        let server = quinn::Endpoint::server(ca.server_config()?, "127.0.0.1:0".parse()?)?;
+        let server = quinn::Endpoint::server(ca.server_config(Default::default())?, "127.0.0.1:0".parse()?)?;
         let addr = server.local_addr()?;
         let accept = server.clone();
         tokio::spawn(async move {

@@ -124,6 +124,8 @@ pub async fn connect(endpoint: &quinn::Endpoint, fleet: SocketAddr, enrolled: &E
         labels: [("bench".to_string(), "idle".to_string())].into(),
         slots: 1,
         running: vec![],
+        plugins: vec![],
+        instance: std::process::id().into(),
     });
     send.write_all(&encode(&hello)?).await?;
     match read_frame::<ToAgent>(&mut recv, &mut FrameDecoder::new()).await? {

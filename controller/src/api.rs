@@ -539,7 +539,7 @@ async fn revoke_join_token(State(s): State<ApiState>, Path(id): Path<String>) ->
     Ok(Json(ask(&s, |reply| Command::RevokeJoinToken { id, reply }).await?))
 }
 
-/// `POST /v1/agents/{id}/drain|disable|enable`.
+/// `POST /v1/agents/{id}/drain|disable|enable|revoke`.
 async fn set_agent_state(
     State(s): State<ApiState>,
     Path((id, verb)): Path<(String, String)>,
@@ -549,8 +549,11 @@ async fn set_agent_state(
         "enable" => AgentState::Enabled,
         "drain" => AgentState::Draining,
         "disable" => AgentState::Disabled,
+        "revoke" => AgentState::Revoked,
         other => {
-            return Err(ApiError::NotFound(format!("no agent operation {other:?}: use enable, drain or disable")));
+            return Err(ApiError::NotFound(format!(
+                "no agent operation {other:?}: use enable, drain, disable or revoke"
+            )));
         }
     };
     Ok(Json(ask(&s, |reply| Command::SetAgentState { id, state, reply }).await?))

@@ -99,6 +99,41 @@ impl BlobStore {
         result
     }
 
+    /// Removes blobs that `keep` does not name and that were written before
+    /// `before` (younger ones may belong to a result still on its way), and
+    /// temporary files of uploads that died before `before`. Returns how
+    /// many blobs went and their bytes. Blocking: run it off the async
+    /// threads.
+    pub fn collect_garbage(
+        &self,
+        keep: &std::collections::HashSet<String>,
+        before: std::time::SystemTime,
+    ) -> Result<(usize, u64)> {
+        let old = |meta: &std::fs::Metadata| meta.modified().is_ok_and(|m| m < before);
+        let (mut count, mut bytes) = (0, 0);
+        for dir in std::fs::read_dir(&self.root).with_context(|| format!("listing {}", self.root.display()))? {
+            let dir = dir?.path();
+            let tmp = dir.file_name().is_some_and(|n| n == "tmp");
+            if !dir.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let meta = entry.metadata()?;
+                let garbage = if tmp { old(&meta) } else { is_digest(&name) && !keep.contains(&name) && old(&meta) };
+                if garbage {
+                    std::fs::remove_file(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
+                    if !tmp {
+                        count += 1;
+                        bytes += meta.len();
+                    }
+                }
+            }
+        }
+        Ok((count, bytes))
+    }
+
     /// Opens a blob for reading, with its size.
     pub async fn open_blob(&self, digest: &str) -> Result<(tokio::fs::File, u64)> {
         let path = self.path(digest)?;
@@ -131,5 +166,24 @@ mod tests {
         // Nothing half-written is left behind.
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(store.put_bytes(&data).unwrap(), digest);
+    }
+
+    #[test]
+    fn garbage_is_what_nothing_keeps_and_what_is_old_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let kept = store.put_bytes(b"kept").unwrap();
+        let dropped = store.put_bytes(b"dropped").unwrap();
+        std::fs::write(dir.path().join("tmp").join("half-upload"), b"x").unwrap();
+        let keep: std::collections::HashSet<String> = [kept.clone()].into();
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        // Nothing is old enough yet.
+        assert_eq!(store.collect_garbage(&keep, past).unwrap(), (0, 0));
+        assert!(store.contains(&dropped));
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(store.collect_garbage(&keep, future).unwrap(), (1, 7));
+        assert!(store.contains(&kept));
+        assert!(!store.contains(&dropped));
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 }

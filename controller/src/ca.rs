@@ -5,7 +5,10 @@
 //! fresh server certificate for the controller at every start (DNS name
 //! `sluice-controller`, whatever address agents dial) and a short-lived
 //! client certificate for each enrolled agent, whose SAN is the agent id
-//! whatever the CSR asked for. Knows nothing of the engine or the store.
+//! whatever the CSR asked for. The fleet port checks every client
+//! certificate against [`Revocations`] during the handshake, so that a
+//! revoked agent never gets past it. Knows nothing of the engine or the
+//! store (the driver fills the revocation list from it).
 
 use anyhow::{Context as _, Result, bail};
 use rcgen::{
@@ -16,8 +19,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use sluice_protocol::{ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME};
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// How long a CA made by the controller is valid. Rolling the CA is a
@@ -140,17 +144,19 @@ impl Ca {
     }
 
     /// The QUIC server configuration of the fleet port. Client certificates
-    /// are verified against this CA when presented; they are optional at
-    /// the TLS layer only so that enrollment (its own ALPN) can happen on
-    /// the same port. The fleet ALPN refuses connections without one.
-    pub fn server_config(&self) -> Result<quinn::ServerConfig> {
+    /// are verified against this CA when presented, and refused when
+    /// revoked; they are optional at the TLS layer only so that enrollment
+    /// (its own ALPN) can happen on the same port. The fleet ALPN refuses
+    /// connections without one.
+    pub fn server_config(&self, revocations: Revocations) -> Result<quinn::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert_der.clone()).context("adding the CA as trust root")?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        let webpki = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .allow_unauthenticated()
             .build()
             .context("building the client certificate verifier")?;
+        let verifier = Arc::new(RevocationChecking { inner: webpki, revocations });
         let (chain, key) = self.server_identity()?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -165,6 +171,105 @@ impl Ca {
         transport.max_concurrent_bidi_streams(256u32.into());
         config.transport_config(Arc::new(transport));
         Ok(config)
+    }
+}
+
+/// The certificate revocation list of the fleet port: serials of revoked
+/// certificates, and revoked agent ids (which cover every certificate an
+/// agent was ever given, including those replaced by renewal that have
+/// not expired yet). Shared between the driver, which adds to it, and the
+/// TLS verifier, which reads it at every handshake.
+#[derive(Clone, Default, Debug)]
+pub struct Revocations(Arc<RwLock<RevokedSet>>);
+
+#[derive(Default, Debug)]
+struct RevokedSet {
+    serials: HashSet<String>,
+    agents: HashSet<String>,
+}
+
+impl Revocations {
+    /// Revokes an agent and its certificate's serial (hex, as the CA
+    /// reports it).
+    pub fn revoke(&self, agent_id: &str, serial_hex: &str) {
+        let mut set = self.0.write().expect("revocations lock");
+        set.agents.insert(agent_id.to_string());
+        set.serials.insert(normal_serial(serial_hex));
+    }
+
+    /// Whether a client certificate is revoked, by its serial or its agent.
+    pub fn is_revoked(&self, der: &[u8]) -> bool {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return true };
+        let serial = normal_serial(&hex::encode(cert.raw_serial()));
+        let set = self.0.read().expect("revocations lock");
+        set.serials.contains(&serial) || agent_id_from_cert(der).is_ok_and(|id| set.agents.contains(&id))
+    }
+}
+
+/// A serial in hex without leading zero bytes (DER may keep or drop them).
+fn normal_serial(hex: &str) -> String {
+    let mut s = hex.to_ascii_lowercase();
+    while s.len() > 2 && s.starts_with("00") {
+        s.drain(..2);
+    }
+    s
+}
+
+/// The WebPKI client verifier, plus the revocation list: a revoked
+/// certificate fails the handshake with TLS's `certificate_revoked` alert,
+/// so a revoked agent never reaches the control stream.
+#[derive(Debug)]
+struct RevocationChecking {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    revocations: Revocations,
+}
+
+impl rustls::server::danger::ClientCertVerifier for RevocationChecking {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        if self.revocations.is_revoked(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -230,5 +335,32 @@ mod tests {
         assert_eq!(agent_id_from_cert(&der).unwrap(), "ag-0123456789abcdef");
         assert!(!serial.is_empty());
         assert!(ca.sign_agent("not a csr", "ag-1", AGENT_CERT_LIFETIME).unwrap_err().to_string().contains("invalid"));
+    }
+
+    #[test]
+    fn revocation_covers_the_serial_and_every_certificate_of_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let sign = |id: &str| {
+            let key = KeyPair::generate().unwrap();
+            let csr = CertificateParams::new(Vec::<String>::new()).unwrap().serialize_request(&key).unwrap();
+            let (pem, serial) = ca.sign_agent(&csr.pem().unwrap(), id, AGENT_CERT_LIFETIME).unwrap();
+            (CertificateDer::from_pem_slice(pem.as_bytes()).unwrap(), serial)
+        };
+        let (old, _) = sign("ag-1");
+        let (current, serial) = sign("ag-1");
+        let (other, _) = sign("ag-2");
+        let revocations = Revocations::default();
+        assert!(!revocations.is_revoked(&current));
+        revocations.revoke("ag-1", &serial);
+        assert!(revocations.is_revoked(&current));
+        assert!(revocations.is_revoked(&old), "a certificate replaced by renewal is revoked too");
+        assert!(!revocations.is_revoked(&other));
+        assert!(revocations.is_revoked(b"not a certificate"));
+
+        // By serial alone (e.g. a list loaded from the store).
+        let by_serial = Revocations::default();
+        by_serial.0.write().unwrap().serials.insert(normal_serial(&format!("00{serial}")));
+        assert!(by_serial.is_revoked(&current));
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +67,9 @@ pub enum Cmd {
         /// The execution (default: the newest).
         #[arg(long)]
         execution: Option<String>,
+        /// Keep printing lines as they arrive until the execution ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Hold executions before a stage, or let them through again.
     #[command(subcommand)]
@@ -223,7 +226,36 @@ pub struct ControllerArgs {
     /// Lifetime of agent certificates; agents renew theirs at 70-90 % of it.
     #[arg(long, default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
     pub agent_cert_lifetime: Duration,
+    /// How long an agent may go without reporting a job in a heartbeat
+    /// before the job is lost (agents heartbeat six times per lease).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_timeout: Duration,
+    /// How often an action that sets `retryOnAgentLost` runs again after
+    /// losing its agent, per run of the action.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_LOST_RETRIES, value_name = "N")]
+    pub max_lost_retries: u32,
+    /// Bytes of log kept per action attempt (e.g. 512KiB, 16MiB); a log that
+    /// grows past it ends with a "log truncated" line.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_action_log: u64,
 }
+
+/// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 4096, 512KiB, 16MiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -379,6 +411,10 @@ pub enum AgentCmd {
     Disable { id: String },
     /// Let a drained or disabled agent take work again.
     Enable { id: String },
+    /// Revoke the agent for good: its certificates go on the revocation
+    /// list, its live connection is closed and every later handshake is
+    /// refused. The host must enroll again with a join token.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -821,18 +857,22 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let status = watch(&c, &pipeline, &id, &mut std::io::stdout()).await?;
             return Ok(if status == "Succeeded" { 0 } else { 1 });
         }
-        Cmd::Logs { pipeline, execution } => {
+        Cmd::Logs { pipeline, execution, follow } => {
             let c = client()?;
             let id = match execution {
                 Some(id) => id,
                 None => newest_execution(&c, &pipeline).await?,
             };
+            if follow {
+                follow_logs(&c, &pipeline, &id, json_out, &mut std::io::stdout()).await?;
+                return Ok(0);
+            }
             let out = c.get(&format!("/pipelines/{pipeline}/executions/{id}/logs")).await?;
             if json_out {
                 print_json(&out);
             } else {
                 for line in out["lines"].as_array().into_iter().flatten() {
-                    println!("{}/{}: {}", s(&line["stage"]), s(&line["action"]), s(&line["text"]));
+                    print_log_line(&mut std::io::stdout(), line, false);
                 }
             }
         }
@@ -954,6 +994,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Agent(AgentCmd::Drain { id }) => set_agent_state(&client()?, &id, "drain", json_out).await?,
         Cmd::Agent(AgentCmd::Disable { id }) => set_agent_state(&client()?, &id, "disable", json_out).await?,
         Cmd::Agent(AgentCmd::Enable { id }) => set_agent_state(&client()?, &id, "enable", json_out).await?,
+        Cmd::Agent(AgentCmd::Revoke { id }) => set_agent_state(&client()?, &id, "revoke", json_out).await?,
         Cmd::AgentToken(AgentTokenCmd::List) => {
             let out = client()?.get("/agent-tokens").await?;
             if json_out {
@@ -1262,6 +1303,76 @@ fn is_final(status: &str) -> bool {
     matches!(status, "Succeeded" | "Failed" | "Stopped" | "Superseded")
 }
 
+/// One log line as `STAGE/ACTION: text`, or as one JSON object per line.
+fn print_log_line(out: &mut impl Write, line: &Value, json_out: bool) {
+    if json_out {
+        let _ = writeln!(out, "{line}");
+    } else {
+        let text = s(&line["text"]);
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let _ = writeln!(out, "{}/{}: {text}", s(&line["stage"]), s(&line["action"]));
+    }
+    let _ = out.flush();
+}
+
+/// Prints an execution's stored log, then its lines as they arrive (from
+/// the event stream), until the execution ends. Every line is printed once,
+/// in order per action, however the stream and the store overlap.
+pub async fn follow_logs(
+    c: &Client,
+    pipeline: &str,
+    id: &str,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    // Subscribe first, then read the store, so no line falls in between.
+    let mut events = c.events(pipeline).await?;
+    let mut printed: HashMap<String, u64> = HashMap::new();
+    let mut print_new = |line: &Value, out: &mut dyn FnMut(&Value)| {
+        let (Some(job), Some(seq)) = (line["jobId"].as_str(), line["seq"].as_u64()) else { return };
+        if printed.get(job).is_none_or(|last| seq > *last) {
+            printed.insert(job.to_string(), seq);
+            out(line);
+        }
+    };
+    let logs = format!("/pipelines/{pipeline}/executions/{id}/logs");
+    let execution = format!("/pipelines/{pipeline}/executions/{id}");
+    let status = |v: Value| s(&v["pipelineExecution"]["status"]);
+    let mut emit = |line: &Value| print_log_line(out, line, json_out);
+    for line in c.get(&logs).await?["lines"].as_array().into_iter().flatten() {
+        print_new(line, &mut emit);
+    }
+    if !is_final(&status(c.get(&execution).await?)) {
+        let mut check = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                event = events.next() => {
+                    let Some(event) = event else { break };
+                    if event["executionId"].as_str() != Some(id) {
+                        continue;
+                    }
+                    match event["type"].as_str() {
+                        Some("log") => print_new(&event, &mut emit),
+                        Some("execution") if is_final(&s(&event["status"])) => break,
+                        _ => {}
+                    }
+                }
+                // The event stream may lag or drop: the state is the truth.
+                _ = check.tick() => {
+                    if is_final(&status(c.get(&execution).await?)) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Whatever the stream missed is in the store by now.
+    for line in c.get(&logs).await?["lines"].as_array().into_iter().flatten() {
+        print_new(line, &mut emit);
+    }
+    Ok(())
+}
+
 /// Waits until an execution ends; returns its status.
 pub async fn wait_for(c: &Client, pipeline: &str, id: &str) -> Result<String, Failure> {
     loop {
@@ -1401,6 +1512,15 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);
         assert!(parse_labels("a").is_err());
+    }
+
+    #[test]
+    fn fleet_limits_parse_and_refuse_nonsense() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("16MiB").unwrap(), crate::server::DEFAULT_MAX_ACTION_LOG);
+        assert!(parse_size("3 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_size("99999999999GiB").unwrap_err().contains("too large"));
     }
 }
 

@@ -31,6 +31,9 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         fleet: "127.0.0.1:0".parse().expect("address"),
         durability: Durability::Process,
         agent_cert_lifetime: crate::ca::AGENT_CERT_LIFETIME,
+        lease_timeout: crate::server::DEFAULT_LEASE_TIMEOUT,
+        max_lost_retries: crate::engine::DEFAULT_MAX_LOST_RETRIES,
+        max_action_log: crate::server::DEFAULT_MAX_ACTION_LOG,
     })
     .await?;
     let api = format!("http://{}", controller.api);

@@ -194,8 +194,8 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
 async fn serve_transfer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: &FleetContext) -> Result<()> {
     let request: StreamRequest = read_frame_exact(&mut recv).await?.context("transfer stream ended early")?;
     match request {
-        StreamRequest::FetchPlugin { digest } => send_blob(&ctx.plugins, &digest, &mut send).await,
-        StreamRequest::FetchArtifact { digest } => send_blob(&ctx.artifacts, &digest, &mut send).await,
+        StreamRequest::FetchPlugin { digest } => send_blob(&ctx.plugins, &digest, 0, &mut send).await,
+        StreamRequest::FetchArtifact { digest, offset } => send_blob(&ctx.artifacts, &digest, offset, &mut send).await,
         StreamRequest::PutArtifact { digest, size } => {
             let reply = match ctx.artifacts.put_stream(&digest, size, &mut recv).await {
                 Ok(()) => StreamReply::Ok { size },
@@ -209,9 +209,16 @@ async fn serve_transfer(mut send: quinn::SendStream, mut recv: quinn::RecvStream
     }
 }
 
-async fn send_blob(store: &BlobStore, digest: &str, send: &mut quinn::SendStream) -> Result<()> {
+/// Sends a blob's size, then its bytes from `offset` on.
+async fn send_blob(store: &BlobStore, digest: &str, offset: u64, send: &mut quinn::SendStream) -> Result<()> {
+    use tokio::io::AsyncSeekExt as _;
     match store.open_blob(digest).await {
+        Ok((_, size)) if offset > size => {
+            let message = format!("cannot resume at byte {offset}: blob {digest} has {size} bytes");
+            send.write_all(&encode(&StreamReply::Error { message })?).await?;
+        }
         Ok((mut file, size)) => {
+            file.seek(std::io::SeekFrom::Start(offset)).await.context("seeking in the blob")?;
             send.write_all(&encode(&StreamReply::Ok { size })?).await?;
             // Large reads: a tokio file read is a trip to the blocking pool,
             // and `tokio::io::copy`'s 8 KiB buffer made that trip 32,768

@@ -45,6 +45,9 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         fleet: args.fleet,
         durability: if args.fsync { Durability::PowerLoss } else { Durability::Process },
         agent_cert_lifetime: args.agent_cert_lifetime,
+        lease_timeout: args.lease_timeout,
+        max_lost_retries: args.max_lost_retries,
+        max_action_log: args.max_action_log,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

@@ -11,14 +11,14 @@ mod sources;
 mod users;
 
 use crate::blobs::BlobStore;
-use crate::ca::Ca;
+use crate::ca::{Ca, Revocations};
 use crate::engine::{
     ActionResult, ActionStatus, ArtifactRef, Dispatch, Engine, Event, Execution, ExecutionId, Notice, Trigger,
 };
 use crate::pipeline::{self, Declaration, Pipeline, ProviderCatalog, ProviderInfo};
 use crate::store::{
-    AgentRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord, PluginRecord, SqliteStore, Store,
-    TransitionRecord,
+    AgentRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord, PluginRecord, RevocationRecord,
+    SqliteStore, Store, TransitionRecord,
 };
 use crate::views;
 use anyhow::{Context as _, Result};
@@ -37,14 +37,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-/// How often agents send heartbeats.
+/// How often agents send heartbeats, at most. A short lease asks for more:
+/// six per lease, so that a lost heartbeat or two loses nothing, and so
+/// that an agent that finds the controller silent for two heartbeats has
+/// time to reconnect and report its jobs before their leases run out.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long the jobs of a disconnected agent wait for it to come back and
-/// report them before they are given up as lost. Covers a network blip and
-/// the agent's reconnect backoff (at most 10 s).
+const HEARTBEATS_PER_LEASE: u32 = 6;
+/// Default lease of a job: an agent that has not reported a job in a
+/// heartbeat for this long has lost it (`sluice controller --lease-timeout`).
+/// Covers a network blip and the agent's reconnect backoff (at most 10 s).
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a controller restart, how long actions that were assigned to an
+/// agent wait for it to reconnect and report them (or the lease, if
+/// longer). Agents notice a killed controller only when the connection
+/// times out (12 s), then back off for up to 10 s.
 const RECONNECT_GRACE: Duration = Duration::from_secs(30);
 /// How often the driver looks at the clock for such deadlines.
 const TICK: Duration = Duration::from_secs(1);
+/// How often unreferenced artifacts are collected.
+const ARTIFACT_GC_INTERVAL: Duration = Duration::from_secs(3600);
+/// Artifacts younger than this are never collected: an upload whose result
+/// has not arrived yet is referenced by nothing so far.
+const ARTIFACT_GC_GRACE: Duration = Duration::from_secs(3600);
 /// Executions shown by a history listing when the caller does not say.
 pub const DEFAULT_HISTORY: usize = 20;
 
@@ -153,6 +167,9 @@ pub enum AgentState {
     Enabled,
     Draining,
     Disabled,
+    /// For good: its certificates are on the revocation list; the host
+    /// must enroll again, as a new agent, with a join token.
+    Revoked,
 }
 
 impl AgentState {
@@ -161,6 +178,7 @@ impl AgentState {
             Self::Enabled => "enabled",
             Self::Draining => "draining",
             Self::Disabled => "disabled",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -174,6 +192,12 @@ pub struct ControllerConfig {
     pub durability: Durability,
     /// Lifetime of the certificates the CA signs for agents.
     pub agent_cert_lifetime: Duration,
+    /// How long a job's lease lasts without a heartbeat that reports it.
+    pub lease_timeout: Duration,
+    /// How often an action lost with its agent runs again, when it may.
+    pub max_lost_retries: u32,
+    /// Bytes of log stored per action attempt; the rest is dropped.
+    pub max_action_log: u64,
 }
 
 /// A running controller.
@@ -204,17 +228,43 @@ struct AgentConn {
     slots: u32,
     running: HashSet<String>,
     hostname: String,
+    /// When the agent last sent anything.
+    last_heard: u64,
+    /// Digests of the plugins it has cached (said in Hello, and every
+    /// plugin of a job handed to it since).
+    plugins: HashSet<String>,
 }
 
 /// A job handed to an agent.
 struct JobInfo {
     agent: String,
+    /// Whether the agent reported starting it.
+    started: bool,
+    /// As handed out, to hand out again if it never reached the agent.
+    dispatch: Dispatch,
     execution_id: String,
     pipeline: String,
     stage: String,
     action: String,
     lease_epoch: u64,
+    /// When the lease ends unless a heartbeat of the agent reports the job.
+    lease_until: u64,
+    /// The highest log sequence number stored: lines sent again after a
+    /// reconnect are dropped.
+    log_seq: Option<u64>,
+    /// The highest one acknowledged to the agent.
+    log_acked: Option<u64>,
+    /// Bytes of log stored, bounded by `--max-action-log`.
+    log_bytes: u64,
+    log_truncated: bool,
 }
+
+/// Bytes of log kept per action attempt unless `--max-action-log` says
+/// otherwise: plenty for a build, bounded against a runaway loop.
+pub const DEFAULT_MAX_ACTION_LOG: u64 = 16 << 20;
+
+/// The first words of the line that ends a log cut at its bound.
+const LOG_TRUNCATED: &str = "[log truncated:";
 
 /// A registered plugin version.
 #[derive(Clone)]
@@ -263,13 +313,24 @@ struct Driver {
     pending: VecDeque<Dispatch>,
     events: broadcast::Sender<Arc<Value>>,
     plugins: BlobStore,
-    /// Jobs of agents whose connection dropped, with when it dropped.
-    orphans: HashMap<String, (u64, Vec<String>)>,
-    /// Actions that were running when the controller stopped, and until
-    /// when they are kept for the agent that runs them to reconnect.
-    restored: HashSet<String>,
+    artifacts: BlobStore,
+    /// When unreferenced artifacts are next collected.
+    next_gc: u64,
+    /// Actions that were assigned to an agent when the controller stopped
+    /// (job id to agent id), and until when they are kept for that agent
+    /// to reconnect and report them.
+    restored: HashMap<String, String>,
     hold_restored_until: u64,
+    /// Jobs handed out in this step, sent once the step is committed (so
+    /// that the assignment is durable before the agent hears of the job).
+    outgoing: Vec<(String, ToAgent)>,
     agent_cert_lifetime: Duration,
+    lease_timeout: Duration,
+    /// Revoked certificates and agents, checked at every fleet handshake.
+    revocations: Revocations,
+    /// The process instance each agent last said hello with.
+    instances: HashMap<String, u64>,
+    max_action_log: u64,
     /// Inbound transitions an operator has changed, by (pipeline, stage).
     transitions: HashMap<(String, String), TransitionRecord>,
     /// Seals secrets and webhook secrets at rest.
@@ -323,8 +384,10 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let catalog = register_builtins(&mut *store, &plugins, &runtime).await?;
 
     let (events, _) = broadcast::channel(4096);
+    let mut engine = Engine::new();
+    engine.set_max_lost_retries(config.max_lost_retries);
     let mut driver = Driver {
-        engine: Engine::new(),
+        engine,
         store,
         ca: ca.clone(),
         catalog,
@@ -334,10 +397,16 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         pending: VecDeque::new(),
         events: events.clone(),
         plugins: plugins.clone(),
-        orphans: HashMap::new(),
-        restored: HashSet::new(),
+        artifacts: artifacts.clone(),
+        next_gc: 0,
+        restored: HashMap::new(),
         hold_restored_until: 0,
+        outgoing: Vec::new(),
         agent_cert_lifetime: config.agent_cert_lifetime,
+        lease_timeout: config.lease_timeout,
+        revocations: Revocations::default(),
+        instances: HashMap::new(),
+        max_action_log: config.max_action_log,
         transitions: HashMap::new(),
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
@@ -348,7 +417,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_users(&admin_token)?;
     let tokens = driver.tokens.clone();
 
-    let endpoint = quinn::Endpoint::server(ca.server_config()?, config.fleet)
+    let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
     let fleet = endpoint.local_addr()?;
     let listener = tokio::net::TcpListener::bind(config.api)
@@ -480,6 +549,9 @@ impl Driver {
     /// Replays every unfinished execution into the empty engine.
     fn recover(&mut self) -> Result<()> {
         let now = now_ms();
+        for r in self.store.revocations()? {
+            self.revocations.revoke(&r.agent_id, &r.serial);
+        }
         for t in self.store.transitions()? {
             self.engine.set_transition(now, &t.pipeline, &t.stage, t.enabled);
             self.transitions.insert((t.pipeline.clone(), t.stage.clone()), t);
@@ -492,10 +564,13 @@ impl Driver {
             restored.push((def, execution));
         }
         self.engine.restore_all(now, restored);
-        // What was running is kept a while for the agents that run it.
-        self.hold_restored_until = now + RECONNECT_GRACE.as_millis() as u64;
+        // What was assigned to an agent is kept a while for that agent;
+        // what was never handed out goes to whoever can take it.
+        self.hold_restored_until = now + RECONNECT_GRACE.max(self.lease_timeout).as_millis() as u64;
         while let Some(dispatch) = self.engine.poll_dispatch() {
-            self.restored.insert(dispatch.job_id.clone());
+            if let Some(agent) = &dispatch.assigned {
+                self.restored.insert(dispatch.job_id.clone(), agent.clone());
+            }
             self.pending.push_back(dispatch);
         }
         if count > 0 {
@@ -528,7 +603,9 @@ impl Driver {
     }
 
     /// Writes the step's changes and the engine's dirty executions in one
-    /// transaction, then tells watchers and hands out ready actions.
+    /// transaction, then sends the jobs of the step, tells watchers and
+    /// hands out ready actions. Handing out is itself a change (the
+    /// assignment), committed before the job is sent.
     fn commit(&mut self, mut changes: Vec<Change>) -> Result<()> {
         loop {
             for execution in self.engine.take_dirty() {
@@ -540,6 +617,11 @@ impl Driver {
                 // safe answer: a restart replays the last committed state.
                 error!("store write failed, stopping so that a restart recovers: {e:#}");
                 std::process::exit(70);
+            }
+            for (agent_id, message) in self.outgoing.drain(..) {
+                if let Some(agent) = self.agents.get(&agent_id) {
+                    let _ = agent.tx.send(message);
+                }
             }
             for notice in self.engine.take_notices() {
                 let _ = self.events.send(Arc::new(views::notice(&notice)));
@@ -567,18 +649,32 @@ impl Driver {
                     Err(e) => warn!(pipeline = %request.pipeline, stage = %request.stage, "no rollback: {e}"),
                 }
             }
-            if refused.is_empty() && !rolled_back {
+            if refused.is_empty() && self.outgoing.is_empty() && !rolled_back {
                 return Ok(());
             }
             let now = now_ms();
-            for (dispatch, reason) in refused {
+            for (dispatch, message) in refused {
                 self.engine.handle(
                     now,
-                    Event::ActionLost { job_id: dispatch.job_id, lease_epoch: dispatch.lease_epoch, reason },
+                    Event::ActionFinished {
+                        job_id: dispatch.job_id,
+                        lease_epoch: dispatch.lease_epoch,
+                        result: ActionResult::Failed { message },
+                    },
                 );
             }
             changes = Vec::new();
         }
+    }
+
+    /// How often agents send heartbeats: [`HEARTBEATS_PER_LEASE`] per
+    /// lease, at most every [`HEARTBEAT`].
+    fn heartbeat(&self) -> Duration {
+        HEARTBEAT.min(self.lease_timeout / HEARTBEATS_PER_LEASE).max(Duration::from_millis(100))
+    }
+
+    fn lease_until(&self, now: u64) -> u64 {
+        now + self.lease_timeout.as_millis() as u64
     }
 
     fn handle(&mut self, command: Command) {
@@ -695,8 +791,9 @@ impl Driver {
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
             Command::Tick => {
                 let now = now_ms();
-                self.expire_orphans(now);
+                self.expire_leases(now);
                 self.expire_actions(now);
+                self.collect_artifacts(now);
                 self.run_polls(now);
             }
             Command::RollbackStage { name, stage, target, by, reply } => {
@@ -1102,6 +1199,7 @@ impl Driver {
                     "connected": live.is_some(),
                     "slots": live.map(|l| l.slots),
                     "running": live.map(|l| l.running.len()).unwrap_or(0),
+                    "pluginsCached": live.map(|l| l.plugins.len()),
                     "enrolled": views::time(a.enrolled_at),
                 })
             })
@@ -1250,19 +1348,40 @@ impl Driver {
     fn set_agent_state(&mut self, id: &str, state: AgentState) -> Result<Value, ApiError> {
         let mut record =
             self.store.agent(id)?.ok_or_else(|| ApiError::NotFound(format!("agent {id} does not exist")))?;
+        if record.state == AgentState::Revoked.as_str() && state != AgentState::Revoked {
+            return Err(ApiError::Conflict(format!(
+                "agent {id} is revoked for good: enroll the host again with a join token (it gets a new id)"
+            )));
+        }
         record.state = state.as_str().to_string();
-        self.commit(vec![Change::Agent(record)])?;
+        let mut changes = Vec::new();
+        if state == AgentState::Revoked {
+            // Durable first: a restarted controller must refuse it too.
+            changes.push(Change::Revocation(RevocationRecord {
+                serial: record.cert_serial.clone(),
+                agent_id: id.to_string(),
+                revoked_at: now_ms(),
+            }));
+        }
+        changes.push(Change::Agent(record.clone()));
+        self.commit(changes)?;
+        if state == AgentState::Revoked {
+            self.revocations.revoke(id, &record.cert_serial);
+        }
         if let Some(agent) = self.agents.get_mut(id) {
             agent.draining = state == AgentState::Draining;
         }
-        if state == AgentState::Disabled
-            && let Some(agent) = self.agents.remove(id)
-        {
+        let cut_off = matches!(state, AgentState::Disabled | AgentState::Revoked);
+        if cut_off && let Some(agent) = self.agents.remove(id) {
             // Cut off now: the fleet closes the connection after sending
             // this, and the agent's jobs are given up.
-            let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {id} is disabled") });
-            let jobs: Vec<String> = agent.running.into_iter().collect();
-            self.lose_jobs(now_ms(), jobs, &format!("agent {id} was disabled while running the action"));
+            let verb = if state == AgentState::Revoked { "was revoked" } else { "is disabled" };
+            let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {id} {verb}") });
+        }
+        if cut_off {
+            let jobs = self.jobs_of(id);
+            let reason = format!("agent {id} lost: it was {} while running the action", state.as_str());
+            self.lose_jobs(now_ms(), jobs, &reason);
         }
         info!(agent = %id, state = state.as_str(), "agent state changed");
         // Enabling may make waiting work runnable.
@@ -1320,8 +1439,13 @@ impl Driver {
             Ok(None) => return ToAgent::Refused { reason: format!("agent {agent_id} is not enrolled here") },
             Err(e) => return ToAgent::Refused { reason: format!("controller error: {e:#}") },
         };
-        if record.state == "disabled" {
+        if record.state == AgentState::Disabled.as_str() {
             return ToAgent::Refused { reason: format!("agent {agent_id} is disabled") };
+        }
+        // The handshake refuses revoked certificates; this covers a
+        // revocation that raced with the handshake.
+        if record.state == AgentState::Revoked.as_str() {
+            return ToAgent::Refused { reason: format!("agent {agent_id} was revoked") };
         }
         // A new connection replaces an old one that has not noticed it is dead.
         if self.agents.contains_key(&agent_id) {
@@ -1334,24 +1458,63 @@ impl Driver {
         let reported: HashSet<String> = hello.running.iter().cloned().collect();
         let mut running = HashSet::new();
         let now = now_ms();
-        // Jobs it had before the drop: those it still runs carry on, the
-        // others can no longer report and are lost.
-        if let Some((_, jobs)) = self.orphans.remove(&agent_id) {
-            let (kept, gone): (Vec<String>, Vec<String>) = jobs.into_iter().partition(|j| reported.contains(j));
-            running.extend(kept);
-            self.lose_jobs(now, gone, &format!("agent {agent_id} came back without the action: it was restarted"));
+        // Jobs it had before the drop: those it still runs carry on under
+        // a renewed lease. The same process without a job never got it
+        // (the job frame died with the connection): it is handed out again
+        // in the same attempt. A restarted process may have started it:
+        // lost.
+        let same_process = self.instances.get(&agent_id) == Some(&hello.instance);
+        let (kept, gone): (Vec<String>, Vec<String>) =
+            self.jobs_of(&agent_id).into_iter().partition(|j| reported.contains(j));
+        let until = self.lease_until(now);
+        for job_id in kept {
+            if let Some(job) = self.jobs.get_mut(&job_id) {
+                job.lease_until = until;
+            }
+            running.insert(job_id);
         }
+        let (never_got, gone): (Vec<String>, Vec<String>) =
+            gone.into_iter().partition(|j| same_process && self.jobs.get(j).is_some_and(|job| !job.started));
+        for job_id in never_got {
+            let job = self.jobs.remove(&job_id).expect("listed");
+            info!(agent = %agent_id, job = %job_id, "the job never reached the agent; handing it out again");
+            self.pending.push_front(job.dispatch);
+        }
+        self.instances.insert(agent_id.clone(), hello.instance);
+        self.lose_jobs(now, gone, &format!("agent {agent_id} lost: it came back without the action (it was restarted)"));
         // After a controller restart, actions waiting to be handed out
         // again may still be running on this agent: give them back to it
-        // under their new lease, instead of starting them twice.
+        // under their new lease, instead of starting them twice. Those
+        // assigned to it that it no longer has are lost.
         let mut resumed = Vec::new();
+        let mut forgotten = Vec::new();
+        let mut never_received = Vec::new();
         self.pending.retain(|d| {
-            let mine = reported.contains(&d.job_id);
-            if mine {
+            let assigned_here = d.assigned.as_deref() == Some(agent_id.as_str());
+            if reported.contains(&d.job_id) && (assigned_here || d.assigned.is_none()) {
                 resumed.push(d.clone());
+                false
+            } else if assigned_here && d.started && self.restored.contains_key(&d.job_id) {
+                forgotten.push(d.clone());
+                false
+            } else {
+                // Assigned here but neither started nor reported: the job
+                // never reached the agent (the controller stopped before it
+                // went out), so it waits for any agent, in this attempt.
+                if assigned_here {
+                    never_received.push(d.job_id.clone());
+                }
+                true
             }
-            !mine
         });
+        for job_id in resumed.iter().chain(&forgotten).map(|d| &d.job_id).chain(&never_received) {
+            self.restored.remove(job_id);
+        }
+        for d in forgotten {
+            let reason = format!("agent {agent_id} lost: it came back without the action (it was restarted)");
+            warn!(agent = %agent_id, job = %d.job_id, "{reason}");
+            self.engine.handle(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
+        }
         self.agents.insert(
             agent_id.clone(),
             AgentConn {
@@ -1362,26 +1525,33 @@ impl Driver {
                 slots: hello.slots.max(1),
                 running,
                 hostname: record.hostname,
+                last_heard: now,
+                plugins: hello.plugins.iter().cloned().collect(),
             },
         );
         for dispatch in resumed {
-            if let Err(reason) = self.hand_out(&agent_id, &dispatch) {
+            if let Err(message) = self.hand_out(&agent_id, &dispatch) {
                 self.engine.handle(
                     now,
-                    Event::ActionLost { job_id: dispatch.job_id, lease_epoch: dispatch.lease_epoch, reason },
+                    Event::ActionFinished {
+                        job_id: dispatch.job_id,
+                        lease_epoch: dispatch.lease_epoch,
+                        result: ActionResult::Failed { message },
+                    },
                 );
             }
         }
         info!(%agent_id, "agent ready");
         let _ = self.commit(Vec::new());
-        ToAgent::Welcome { agent_id, heartbeat_ms: HEARTBEAT.as_millis() as u64 }
+        ToAgent::Welcome { agent_id, heartbeat_ms: self.heartbeat().as_millis() as u64 }
     }
 
     fn agent_message(&mut self, agent_id: &str, conn_id: u64, message: FromAgent) {
-        if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
-            return;
-        }
         let now = now_ms();
+        match self.agents.get_mut(agent_id) {
+            Some(agent) if agent.conn_id == conn_id => agent.last_heard = now,
+            _ => return,
+        }
         match message {
             FromAgent::Hello(_) => {}
             FromAgent::PollResult { poll_id, result } => self.poll_result(agent_id, &poll_id, result),
@@ -1395,22 +1565,53 @@ impl Driver {
                 };
                 let _ = self.agents[agent_id].tx.send(answer);
             }
-            FromAgent::Heartbeat { .. } => {
-                let _ = self.agents[agent_id].tx.send(ToAgent::HeartbeatAck);
+            FromAgent::Heartbeat { running } => {
+                // A heartbeat renews the lease of every job it reports.
+                // Each heartbeat also acknowledges the log stored since the
+                // last one, so that the agent forgets it.
+                let until = self.lease_until(now);
+                let tx = self.agents[agent_id].tx.clone();
+                for job_id in &running {
+                    if let Some(job) = self.jobs.get_mut(job_id).filter(|j| j.agent == agent_id) {
+                        job.lease_until = until;
+                        if let Some(seq) = job.log_seq.filter(|s| job.log_acked < Some(*s)) {
+                            job.log_acked = Some(seq);
+                            let _ = tx.send(ToAgent::LogAck { job_id: job_id.clone(), seq });
+                        }
+                    }
+                }
+                let _ = tx.send(ToAgent::HeartbeatAck);
             }
             FromAgent::JobStarted { job_id, .. } => {
                 // The lease that counts is the one this agent holds now: a
                 // job given back to it after a restart started earlier.
-                let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else { return };
+                let Some(job) = self.jobs.get_mut(&job_id).filter(|j| j.agent == agent_id) else { return };
+                job.started = true;
                 let lease_epoch = job.lease_epoch;
                 self.engine.handle(now, Event::ActionStarted { job_id, lease_epoch, agent: agent_id.to_string() });
                 let _ = self.commit(Vec::new());
             }
             FromAgent::Log { job_id, seq, text } => {
-                let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else { return };
+                let max = self.max_action_log;
+                let Some(job) = self.jobs.get_mut(&job_id).filter(|j| j.agent == agent_id) else { return };
+                // Lines come in order; after a reconnect the agent sends
+                // again what it has not seen acknowledged.
+                if job.log_seq.is_some_and(|stored| seq <= stored) {
+                    return;
+                }
+                job.log_seq = Some(seq);
+                let text = if job.log_bytes + text.len() as u64 <= max {
+                    job.log_bytes += text.len() as u64;
+                    text
+                } else if !job.log_truncated {
+                    job.log_truncated = true;
+                    format!("{LOG_TRUNCATED} the action wrote more than {max} bytes; the rest is not kept]\n")
+                } else {
+                    return;
+                };
                 let line = LogLine { job_id: job_id.clone(), execution_id: job.execution_id.clone(), seq, text };
                 let event = json!({
-                    "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id,
+                    "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id, "jobId": job_id,
                     "stage": job.stage, "action": job.action, "seq": seq, "text": line.text,
                 });
                 let _ = self.commit(vec![Change::Log(line)]);
@@ -1458,6 +1659,9 @@ impl Driver {
     /// agent's own, whatever the request says.
     fn renew(&mut self, agent_id: &str, csr_pem: &str) -> Result<String> {
         let mut record = self.store.agent(agent_id)?.with_context(|| format!("agent {agent_id} is not enrolled"))?;
+        if record.state == AgentState::Revoked.as_str() {
+            anyhow::bail!("agent {agent_id} was revoked");
+        }
         let (cert_pem, serial) = self.ca.sign_agent(csr_pem, agent_id, self.agent_cert_lifetime)?;
         record.cert_serial = serial;
         self.commit(vec![Change::Agent(record)])?;
@@ -1466,17 +1670,13 @@ impl Driver {
     }
 
     /// An agent's connection dropped. Its jobs may well still be running
-    /// there: they wait [`RECONNECT_GRACE`] for the agent to come back and
-    /// report them.
+    /// there: they keep their leases, which the agent renews if it comes
+    /// back in time and reports them.
     fn agent_disconnected(&mut self, agent_id: &str, conn_id: u64) {
         if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
             return;
         }
-        let agent = self.agents.remove(agent_id).expect("checked");
-        if !agent.running.is_empty() {
-            let entry = self.orphans.entry(agent_id.to_string()).or_insert_with(|| (now_ms(), Vec::new()));
-            entry.1.extend(agent.running);
-        }
+        self.agents.remove(agent_id);
         info!(%agent_id, "agent disconnected");
     }
 
@@ -1585,31 +1785,99 @@ impl Driver {
         Ok(json!({ "pipelineExecutionId": id.0, "status": if approve { "Approved" } else { "Rejected" }, "result": outcome }))
     }
 
-    /// Gives up on the jobs of agents that stayed away too long.
-    fn expire_orphans(&mut self, now: u64) {
-        if !self.restored.is_empty() && now >= self.hold_restored_until {
-            // Nobody came back for them: hand them to whoever can run them.
-            self.restored.clear();
-            let _ = self.commit(Vec::new());
-        }
-        let grace = RECONNECT_GRACE.as_millis() as u64;
-        let expired: Vec<String> =
-            self.orphans.iter().filter(|(_, (since, _))| now >= since + grace).map(|(id, _)| id.clone()).collect();
-        if expired.is_empty() {
+    /// Removes artifacts no stored execution refers to (those of deleted
+    /// pipelines, of results that never arrived), off the driver's task.
+    fn collect_artifacts(&mut self, now: u64) {
+        if now < self.next_gc {
             return;
         }
-        for agent_id in expired {
-            let (_, jobs) = self.orphans.remove(&agent_id).expect("listed");
-            let reason = format!("agent {agent_id} was lost: it did not reconnect within {}s", RECONNECT_GRACE.as_secs());
-            self.lose_jobs(now, jobs, &reason);
+        self.next_gc = now + ARTIFACT_GC_INTERVAL.as_millis() as u64;
+        let keep = match self.store.artifact_digests() {
+            Ok(keep) => keep,
+            Err(e) => return warn!("listing the artifacts in use: {e:#}"),
+        };
+        let artifacts = self.artifacts.clone();
+        let before = SystemTime::now() - ARTIFACT_GC_GRACE;
+        tokio::task::spawn_blocking(move || match artifacts.collect_garbage(&keep, before) {
+            Ok((0, _)) => {}
+            Ok((count, bytes)) => info!(count, bytes, "unreferenced artifacts removed"),
+            Err(e) => warn!("removing unreferenced artifacts: {e:#}"),
+        });
+    }
+
+    /// The jobs an agent holds, connected or not.
+    fn jobs_of(&self, agent_id: &str) -> Vec<String> {
+        self.jobs.iter().filter(|(_, j)| j.agent == agent_id).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Gives up on jobs whose lease ran out, and on restored actions whose
+    /// agent did not come back after a restart: they are `Lost`.
+    fn expire_leases(&mut self, now: u64) {
+        let mut changed = false;
+        if !self.restored.is_empty() && now >= self.hold_restored_until {
+            let restored = std::mem::take(&mut self.restored);
+            let mut held = Vec::new();
+            self.pending.retain(|d| {
+                let mine = restored.contains_key(&d.job_id);
+                if mine {
+                    held.push(d.clone());
+                }
+                !mine
+            });
+            let grace = RECONNECT_GRACE.max(self.lease_timeout).as_secs();
+            for d in held {
+                let agent = &restored[&d.job_id];
+                let reason = format!("agent {agent} lost: it did not report the action within {grace}s of a controller restart");
+                warn!(%agent, job = %d.job_id, "{reason}");
+                self.engine.handle(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
+            }
+            changed = true;
         }
-        let _ = self.commit(Vec::new());
+        // An agent silent for a whole lease is gone, whatever QUIC thinks
+        // (its idle timeout is longer than a short lease): it takes no
+        // more work, and if it is alive after all it is told to reconnect.
+        let lease = self.lease_timeout.as_millis() as u64;
+        let silent: Vec<String> =
+            self.agents.iter().filter(|(_, a)| now >= a.last_heard + lease).map(|(id, _)| id.clone()).collect();
+        for agent_id in silent {
+            let agent = self.agents.remove(&agent_id).expect("listed");
+            let secs = self.lease_timeout.as_secs_f64();
+            warn!(%agent_id, "agent silent for {secs}s: taking it for gone");
+            let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {agent_id} was silent for {secs}s: reconnect") });
+            changed = true;
+        }
+        let expired: Vec<String> =
+            self.jobs.iter().filter(|(_, j)| j.lease_until <= now).map(|(id, _)| id.clone()).collect();
+        let quiet = 2 * self.heartbeat().as_millis() as u64;
+        for job_id in expired {
+            let agent_id = self.jobs[&job_id].agent.clone();
+            let secs = self.lease_timeout.as_secs_f64();
+            let reason = match self.agents.get_mut(&agent_id) {
+                // Connected, heard from, but no longer reporting the job:
+                // whatever is left of it there must not run on beside the
+                // next attempt.
+                Some(agent) if now < agent.last_heard + quiet => {
+                    agent.running.remove(&job_id);
+                    let _ = agent.tx.send(ToAgent::Cancel { job_id: job_id.clone() });
+                    format!("agent {agent_id} lost: it did not report the action for {secs}s")
+                }
+                _ => format!("agent {agent_id} lost: no heartbeat for {secs}s"),
+            };
+            self.lose_jobs(now, vec![job_id], &reason);
+            changed = true;
+        }
+        if changed {
+            let _ = self.commit(Vec::new());
+        }
     }
 
     fn lose_jobs(&mut self, now: u64, jobs: Vec<String>, reason: &str) {
         for job_id in jobs {
             if let Some(job) = self.jobs.remove(&job_id) {
                 warn!(agent = %job.agent, job = %job_id, "{reason}");
+                if let Some(agent) = self.agents.get_mut(&job.agent) {
+                    agent.running.remove(&job_id);
+                }
                 self.engine.handle(
                     now,
                     Event::ActionLost { job_id, lease_epoch: job.lease_epoch, reason: reason.to_string() },
@@ -1639,10 +1907,15 @@ impl Driver {
         let mut still_pending = VecDeque::new();
         let holding = now_ms() < self.hold_restored_until;
         while let Some(dispatch) = self.pending.pop_front() {
-            if holding && self.restored.contains(&dispatch.job_id) {
+            if holding && self.restored.contains_key(&dispatch.job_id) {
                 still_pending.push_back(dispatch);
                 continue;
             }
+            // Least loaded first; an agent that lost an earlier attempt of
+            // the action only when no other can take it; among equals, one
+            // that has the plugin cached.
+            let digest = self.catalog.0.get(&format!("{}@{}", dispatch.provider, dispatch.provider_version));
+            let digest = digest.map(|p| p.digest.as_str()).unwrap_or_default();
             let best = self
                 .agents
                 .iter()
@@ -1651,7 +1924,9 @@ impl Driver {
                 .min_by(|(ia, a), (ib, b)| {
                     let la = a.running.len() as f64 / f64::from(a.slots);
                     let lb = b.running.len() as f64 / f64::from(b.slots);
-                    la.total_cmp(&lb).then_with(|| ia.cmp(ib))
+                    let (sa, sb) = (dispatch.lost_on.contains(*ia), dispatch.lost_on.contains(*ib));
+                    let (ca, cb) = (!a.plugins.contains(digest), !b.plugins.contains(digest));
+                    sa.cmp(&sb).then(la.total_cmp(&lb)).then(ca.cmp(&cb)).then_with(|| ia.cmp(ib))
                 })
                 .map(|(id, _)| id.clone());
             let Some(agent_id) = best else {
@@ -1666,24 +1941,51 @@ impl Driver {
         refused
     }
 
-    /// Sends a dispatch to an agent and books it there.
+    /// Books a dispatch on an agent and records the assignment in the
+    /// engine; the job is sent once that is committed.
     fn hand_out(&mut self, agent_id: &str, dispatch: &Dispatch) -> Result<(), String> {
         let spec = self.job_spec(dispatch)?;
+        let now = now_ms();
+        let lease_until = self.lease_until(now);
+        // A job given back after a restart goes on with the log it has.
+        let (log_seq, log_bytes, log_truncated) = match &dispatch.assigned {
+            Some(_) => self
+                .store
+                .log_position(&dispatch.execution_id.0, &dispatch.job_id, LOG_TRUNCATED)
+                .map_err(|e| format!("reading the stored log: {e:#}"))?,
+            None => (None, 0, false),
+        };
         let agent = self.agents.get_mut(agent_id).expect("a connected agent");
         agent.running.insert(dispatch.job_id.clone());
+        agent.plugins.insert(spec.plugin.digest.clone());
         self.jobs.insert(
             dispatch.job_id.clone(),
             JobInfo {
                 agent: agent_id.to_string(),
+                started: dispatch.started,
+                dispatch: dispatch.clone(),
                 execution_id: dispatch.execution_id.0.clone(),
                 pipeline: dispatch.pipeline.clone(),
                 stage: dispatch.stage.clone(),
                 action: dispatch.action.clone(),
                 lease_epoch: dispatch.lease_epoch,
+                lease_until,
+                log_seq,
+                log_acked: None,
+                log_bytes,
+                log_truncated,
             },
         );
         info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");
-        let _ = agent.tx.send(ToAgent::Job(Box::new(spec)));
+        self.engine.handle(
+            now,
+            Event::ActionAssigned {
+                job_id: dispatch.job_id.clone(),
+                lease_epoch: dispatch.lease_epoch,
+                agent: agent_id.to_string(),
+            },
+        );
+        self.outgoing.push((agent_id.to_string(), ToAgent::Job(Box::new(spec))));
         Ok(())
     }
 

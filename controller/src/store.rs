@@ -69,6 +69,15 @@ pub struct TransitionRecord {
     pub changed_at: u64,
 }
 
+/// A revoked agent certificate: an entry of the fleet port's revocation list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// Hex serial of the agent's certificate when it was revoked.
+    pub serial: String,
+    pub agent_id: String,
+    pub revoked_at: u64,
+}
+
 /// One line of an action's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -144,6 +153,7 @@ pub enum Change {
     /// A pushed plugin version leaves the registry (its blob stays for
     /// executions that refer to it by digest).
     DeletePlugin { provider: String, version: String },
+    Revocation(RevocationRecord),
 }
 
 /// How much an acknowledged change survives.
@@ -172,6 +182,9 @@ pub trait Store: Send {
     fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
     fn plugins(&self) -> Result<Vec<PluginRecord>>;
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>>;
+    /// How far a job's stored log goes: its highest sequence number, its
+    /// bytes, and whether it ends with `marker` (e.g. a truncation note).
+    fn log_position(&self, execution_id: &str, job_id: &str, marker: &str) -> Result<(Option<u64>, u64, bool)>;
     fn transitions(&self) -> Result<Vec<TransitionRecord>>;
     fn secrets(&self) -> Result<Vec<SecretRecord>>;
     /// Sealed webhook secrets by pipeline, with when they were made.
@@ -181,6 +194,11 @@ pub trait Store: Send {
     fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>>;
     fn users(&self) -> Result<Vec<UserRecord>>;
     fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
+    /// The revocation list of the fleet port.
+    fn revocations(&self) -> Result<Vec<RevocationRecord>>;
+    /// Digests of every artifact a stored execution refers to: the
+    /// artifacts that must be kept.
+    fn artifact_digests(&self) -> Result<std::collections::HashSet<String>>;
 }
 
 pub struct SqliteStore {
@@ -216,6 +234,7 @@ CREATE TABLE IF NOT EXISTS webhooks (pipeline TEXT PRIMARY KEY, sealed BLOB NOT 
 CREATE TABLE IF NOT EXISTS seen_revisions (
     pipeline TEXT NOT NULL, action TEXT NOT NULL, revision TEXT NOT NULL, seen_at INTEGER NOT NULL,
     record TEXT NOT NULL, PRIMARY KEY (pipeline, action, revision));
+CREATE TABLE IF NOT EXISTS revocations (serial TEXT PRIMARY KEY, agent_id TEXT NOT NULL, record TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -344,6 +363,10 @@ impl Store for SqliteStore {
                         "INSERT OR IGNORE INTO seen_revisions (pipeline, action, revision, seen_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
                     .execute(params![r.pipeline, r.action, r.revision, r.seen_at as i64, json(r)?])?;
+                }
+                Change::Revocation(r) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO revocations (serial, agent_id, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![r.serial, r.agent_id, json(r)?])?;
                 }
                 Change::Transition(t) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO transitions (pipeline, stage, record) VALUES (?1, ?2, ?3)")?
@@ -487,6 +510,35 @@ impl Store for SqliteStore {
         )
     }
 
+    fn artifact_digests(&self) -> Result<std::collections::HashSet<String>> {
+        // Every artifact an action produced is in its execution's
+        // `artifacts` (by name); JSON1 reads them without parsing whole
+        // executions in Rust.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT json_extract(a.value, '$.digest') FROM executions e, json_each(e.state, '$.artifacts') a",
+        )?;
+        let digests = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
+        let mut out = std::collections::HashSet::new();
+        for digest in digests {
+            out.extend(digest?);
+        }
+        Ok(out)
+    }
+
+    fn revocations(&self) -> Result<Vec<RevocationRecord>> {
+        self.query_json("SELECT record FROM revocations ORDER BY serial", [], "revocation")
+    }
+
+    fn log_position(&self, execution_id: &str, job_id: &str, marker: &str) -> Result<(Option<u64>, u64, bool)> {
+        let (seq, bytes, marked) = self.conn.prepare_cached(
+            "SELECT MAX(seq), COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0),              COALESCE(MAX(substr(text, 1, length(?3)) = ?3), 0)              FROM logs WHERE execution_id = ?1 AND job_id = ?2",
+        )?
+        .query_row(params![execution_id, job_id, marker], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        Ok((seq.map(|s| s as u64), bytes as u64, marked != 0))
+    }
+
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT job_id, execution_id, seq, text FROM logs WHERE execution_id = ?1 ORDER BY rowid",
@@ -561,5 +613,32 @@ mod tests {
         assert_eq!(unfinished.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b"]);
         let all = store.executions("web", 10).unwrap();
         assert_eq!(all.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+    }
+
+    #[test]
+    fn artifact_digests_are_those_stored_executions_refer_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        let mut a = execution("a", ExecutionStatus::Succeeded, 1);
+        a.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
+        a.artifacts.insert("bin".into(), crate::engine::ArtifactRef { digest: "d2".into(), size: 1 });
+        let mut b = execution("b", ExecutionStatus::InProgress, 2);
+        b.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
+        store.apply(&[Change::Execution(Box::new(a)), Change::Execution(Box::new(b))]).unwrap();
+        let digests = store.artifact_digests().unwrap();
+        assert_eq!(digests, ["d1".to_string(), "d2".to_string()].into());
+    }
+
+    #[test]
+    fn a_log_position_says_where_a_job_log_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (None, 0, false));
+        let line = |job: &str, seq: u64, text: &str| {
+            Change::Log(LogLine { job_id: job.into(), execution_id: "e".into(), seq, text: text.into() })
+        };
+        store.apply(&[line("j", 0, "héllo\n"), line("j", 1, "[cut here]\n"), line("k", 9, "other\n")]).unwrap();
+        assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (Some(1), 18, true));
+        assert_eq!(store.log_position("e", "k", "[cut").unwrap(), (Some(9), 6, false));
     }
 }

@@ -61,6 +61,12 @@ fn source_revisions(e: &Execution) -> Vec<Value> {
         .collect()
 }
 
+/// CodePipeline's `errorDetails`; an attempt lost with its agent has its own code.
+fn error_details(a: &crate::engine::ActionRun) -> Option<Value> {
+    let code = if a.status == Some(crate::engine::ActionStatus::Lost) { "AgentLost" } else { "JobFailed" };
+    a.error.as_ref().map(|m| json!({"code": code, "message": m}))
+}
+
 pub fn execution(e: &Execution) -> Value {
     let stages: Vec<Value> = e
         .stages
@@ -77,7 +83,8 @@ pub fn execution(e: &Execution) -> Value {
                     "attempt": a.attempt,
                     "agent": a.agent,
                     "summary": a.summary,
-                    "errorDetails": a.error.as_ref().map(|m| json!({"code": "JobFailed", "message": m})),
+                    "errorDetails": error_details(a),
+                    "lostOn": a.lost_on,
                     "externalExecutionUrl": a.external_url,
                     "startTime": a.started_at.map(time),
                     "lastUpdateTime": a.ended_at.map(time),
@@ -135,7 +142,7 @@ pub fn pipeline_state(
                             "status": a.status.map(|x| x.as_str()),
                             "summary": a.summary,
                             "lastStatusChange": a.ended_at.or(a.started_at).map(time),
-                            "errorDetails": a.error.as_ref().map(|m| json!({"code": "JobFailed", "message": m})),
+                            "errorDetails": error_details(a),
                             "externalExecutionUrl": a.external_url,
                             "agent": a.agent,
                             "attempt": a.attempt,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// ALPN of the mutual-TLS fleet connection.
 pub const ALPN_FLEET: &[u8] = b"sluice/1";
 /// ALPN of the one-shot enrollment connection (server-authenticated only).
@@ -204,6 +204,13 @@ pub struct Hello {
     pub slots: u32,
     /// Jobs the agent is still running, e.g. after a reconnect.
     pub running: Vec<String>,
+    /// Digests of the plugins the agent has cached: the controller prefers
+    /// it for their actions, among agents equally loaded.
+    pub plugins: Vec<String>,
+    /// Random per start of the agent process: a reconnect with the same
+    /// value is the same process, which cannot have lost a job it was
+    /// running (one it does not list never reached it).
+    pub instance: u64,
 }
 
 /// Controller to agent, on the control stream.
@@ -225,6 +232,10 @@ pub enum ToAgent {
     /// [`FromAgent::RenewCertificate`]).
     Renewed { cert_pem: String },
     RenewalRefused { reason: String },
+    /// The controller has durably taken the job's log up to `seq`: the
+    /// agent may forget those lines. Lines not acknowledged are sent again
+    /// after a reconnect; the controller drops the ones it has.
+    LogAck { job_id: String, seq: u64 },
 }
 
 /// Agent to controller, on the control stream.
@@ -247,8 +258,10 @@ pub enum FromAgent {
 pub enum StreamRequest {
     /// Controller answers with a [`StreamReply`] then the raw bytes.
     FetchPlugin { digest: String },
-    /// Controller answers with a [`StreamReply`] then the raw bytes.
-    FetchArtifact { digest: String },
+    /// Controller answers with a [`StreamReply`] (the whole size) then the
+    /// raw bytes from `offset` on: a download cut off goes on where it
+    /// stopped.
+    FetchArtifact { digest: String, offset: u64 },
     /// Raw bytes follow until the agent finishes the stream; the controller
     /// verifies size and digest, stores, then answers with a [`StreamReply`].
     PutArtifact { digest: String, size: u64 },
@@ -314,6 +327,45 @@ impl std::fmt::Display for JoinToken {
     }
 }
 
+/// Drives the decoder the way the controller and the agent read a control
+/// stream: bytes arrive in pieces, frames are taken while they decode, and
+/// the first error ends the stream. Shared by the property test below and
+/// the cargo-fuzz target in `protocol/fuzz`; whatever the bytes, it must
+/// return without panicking.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing {
+    use super::*;
+
+    /// Feeds `bytes` in pieces of `piece` bytes (at least 1) and decodes
+    /// frames of type `T`; returns how many decoded before the stream ended
+    /// or failed.
+    pub fn decode_stream<T: for<'de> Deserialize<'de>>(bytes: &[u8], piece: usize) -> usize {
+        let mut decoder = FrameDecoder::new();
+        let mut frames = 0;
+        for chunk in bytes.chunks(piece.max(1)) {
+            decoder.push(chunk);
+            loop {
+                match decoder.next_frame::<T>() {
+                    Ok(Some(_)) => frames += 1,
+                    Ok(None) => break,
+                    Err(_) => return frames,
+                }
+            }
+        }
+        frames
+    }
+
+    /// Every message type a peer decodes, over the same bytes.
+    pub fn decode_every_message(bytes: &[u8], piece: usize) {
+        decode_stream::<FromAgent>(bytes, piece);
+        decode_stream::<ToAgent>(bytes, piece);
+        decode_stream::<StreamRequest>(bytes, piece);
+        decode_stream::<StreamReply>(bytes, piece);
+        decode_stream::<EnrollRequest>(bytes, piece);
+        decode_stream::<EnrollResponse>(bytes, piece);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +379,8 @@ mod tests {
                 labels: [("os".to_string(), "linux".to_string())].into(),
                 slots: 2,
                 running: vec![],
+                plugins: vec![],
+                instance: 1,
             }),
             FromAgent::Log { job_id: "j".into(), seq: 7, text: "hello\n".into() },
             FromAgent::Heartbeat { running: vec!["a".into()] },
@@ -361,6 +415,162 @@ mod tests {
         let mut decoder = FrameDecoder::new();
         decoder.push(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
         assert!(matches!(decoder.next_frame::<ToAgent>(), Err(FrameError::Malformed(_))));
+    }
+
+    /// xorshift64*: deterministic randomness for the property test, so a
+    /// failure names its seed and replays exactly.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Valid frames of every kind, the seeds of the mutations.
+    fn corpus() -> Vec<Vec<u8>> {
+        let job = JobSpec {
+            job_id: "e.1.0.1".into(),
+            lease_epoch: 3,
+            pipeline: "web".into(),
+            execution_id: "e".into(),
+            stage: "Build".into(),
+            action: "Compile".into(),
+            attempt: 1,
+            plugin: PluginRef { provider: "shell".into(), version: "1".into(), digest: "ab".repeat(32) },
+            configuration: vec![("Commands".into(), "make".into())],
+            variables: vec![("variables.ENV".into(), "prod".into())],
+            inputs: vec![InputArtifact { name: "src".into(), digest: "cd".repeat(32), size: 9 }],
+            outputs: vec![OutputSpec { name: "bin".into(), files: vec!["out/**".into()] }],
+            grants: Grants { exec: vec!["sh".into()], ..Grants::default() },
+            secrets: vec![("TOKEN".into(), "s3cret".into())],
+            timeout_ms: 60_000,
+        };
+        let mut frames = vec![
+            encode(&FromAgent::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                agent_version: "0.1.0".into(),
+                labels: [("os".to_string(), "linux".to_string())].into(),
+                slots: 2,
+                running: vec!["a".into(), "b".into()],
+                plugins: vec!["ab".repeat(32)],
+                instance: 7,
+            })),
+            encode(&FromAgent::Log { job_id: "j".into(), seq: 7, text: "hello\n".into() }),
+            encode(&FromAgent::JobFinished {
+                job_id: "j".into(),
+                lease_epoch: 2,
+                result: JobResult::Succeeded {
+                    summary: "ok".into(),
+                    output_variables: [("CommitId".to_string(), "c0ffee".to_string())].into(),
+                    external_url: Some("https://x".into()),
+                    outputs: vec![ProducedArtifact { name: "bin".into(), digest: "ef".repeat(32), size: 1 }],
+                },
+            }),
+            encode(&ToAgent::Job(Box::new(job))),
+            encode(&ToAgent::LogAck { job_id: "j".into(), seq: 9 }),
+            encode(&StreamRequest::PutArtifact { digest: "01".repeat(32), size: 5 }),
+            encode(&StreamReply::Error { message: "no".into() }),
+        ];
+        frames.push(Ok(frames.iter().flatten().flatten().copied().collect()));
+        frames.into_iter().map(|f| f.expect("the corpus encodes")).collect()
+    }
+
+    fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(bytes.len() + 1);
+            match rng.below(6) {
+                0 if !bytes.is_empty() => {
+                    let i = at.min(bytes.len() - 1);
+                    bytes[i] ^= 1 << rng.below(8);
+                }
+                1 => bytes.insert(at, rng.next() as u8),
+                2 => bytes.truncate(at),
+                3 => {
+                    let end = (at + rng.below(16)).min(bytes.len());
+                    bytes.drain(at..end);
+                }
+                // A length prefix, or a varint length inside postcard,
+                // claiming something huge.
+                4 => bytes.splice(at..at, (rng.next() as u32).to_be_bytes()).for_each(drop),
+                _ => bytes.splice(at..at, [0xff, 0xff, 0xff, 0xff, 0x0f]).for_each(drop),
+            }
+        }
+        bytes
+    }
+
+    /// Decoding hostile bytes never panics and never allocates without
+    /// bound, however large the lengths they claim.
+    #[test]
+    fn mutated_frames_neither_panic_nor_allocate_without_bound() {
+        let corpus = corpus();
+        for seed in 1..=3000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let seed_frame = corpus[rng.below(corpus.len())].clone();
+            let input = mutate(&mut rng, seed_frame);
+            let piece = 1 + rng.below(64);
+            let before = allocation::reset_peak();
+            let result = std::panic::catch_unwind(|| fuzzing::decode_every_message(&input, piece));
+            let peak = allocation::peak().saturating_sub(before);
+            assert!(result.is_ok(), "seed {seed}: decoding panicked on {input:02x?}");
+            // Buffered input, plus at most what serde preallocates for a
+            // collection whose claimed length it does not trust (1 MiB).
+            let bound = (4 << 20) + 8 * input.len();
+            assert!(peak <= bound, "seed {seed}: {peak} bytes allocated for {} bytes of input", input.len());
+        }
+    }
+
+    /// Counts this thread's live heap bytes, to bound what decoding costs.
+    /// A global allocator cannot be written without `unsafe`; this one only
+    /// counts and hands every call to the system allocator, in tests only.
+    #[allow(unsafe_code)]
+    mod allocation {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        struct Counting;
+
+        thread_local! {
+            static LIVE: Cell<usize> = const { Cell::new(0) };
+            static PEAK: Cell<usize> = const { Cell::new(0) };
+        }
+
+        // SAFETY: defers to the system allocator; only counts.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = LIVE.try_with(|live| {
+                    live.set(live.get() + layout.size());
+                    let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+                });
+                // SAFETY: the caller's layout goes to the system allocator as is.
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(layout.size())));
+                // SAFETY: `ptr` came from `alloc` above with this layout.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        #[global_allocator]
+        static COUNTING: Counting = Counting;
+
+        /// Starts a new peak from the bytes live now; returns them.
+        pub fn reset_peak() -> usize {
+            let live = LIVE.with(Cell::get);
+            PEAK.with(|p| p.set(live));
+            live
+        }
+
+        pub fn peak() -> usize {
+            PEAK.with(Cell::get)
+        }
     }
 
     #[test]

@@ -194,9 +194,15 @@ impl Cluster {
 
     /// Spawns `sluice-agent` on a data dir, logging to `<dir>.log`.
     pub fn spawn_agent(&self, dir: &Path, token: Option<&str>, labels: &[&str]) -> Result<Child> {
-        let log = std::fs::File::create(dir.with_extension("log"))?;
+        self.spawn_agent_at(&self.fleet, dir, token, labels)
+    }
+
+    /// Spawns `sluice-agent` dialling `controller` (e.g. a relay in front
+    /// of the fleet port), logging to `<dir>.log` (appended to).
+    pub fn spawn_agent_at(&self, controller: &str, dir: &Path, token: Option<&str>, labels: &[&str]) -> Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.with_extension("log"))?;
         let mut cmd = Command::new(bin("sluice-agent"));
-        cmd.args(["--controller", &self.fleet, "--data-dir"]).arg(dir);
+        cmd.args(["--controller", controller, "--data-dir"]).arg(dir);
         if let Some(t) = token {
             cmd.args(["--token", t]);
         }
@@ -205,6 +211,39 @@ impl Cluster {
         }
         cmd.args(&self.agent_args);
         Ok(cmd.env("SLUICE_LOG", "info").stdout(Stdio::null()).stderr(log).spawn()?)
+    }
+
+    /// Adopts an agent process started with [`Cluster::spawn_agent_at`], so
+    /// that it is killed with the cluster; returns its index.
+    pub fn adopt_agent(&mut self, child: Child) -> usize {
+        self.agents.push(child);
+        self.agents.len() - 1
+    }
+
+    /// How many agent processes the cluster has started or adopted.
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// The data dir of agent `n` (its log is beside it, `agent-N.log`).
+    pub fn agent_dir(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("agent-{n}"))
+    }
+
+    /// Kills agent `n` (in start order) with SIGKILL.
+    pub fn kill_agent(&mut self, n: usize) {
+        let _ = self.agents[n].kill();
+        let _ = self.agents[n].wait();
+    }
+
+    /// How agent `n` exited, if it has.
+    pub fn agent_exit(&mut self, n: usize) -> Option<std::process::ExitStatus> {
+        self.agents[n].try_wait().ok().flatten()
+    }
+
+    /// The log of agent `n`.
+    pub fn agent_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("agent-{n}.log"))).unwrap_or_default()
     }
 
     /// Waits until `n` agents are connected.
@@ -308,4 +347,88 @@ pub fn make_repo(dir: &Path, files: &[(&str, &str)]) -> String {
 
 pub fn output_text(out: &Output) -> String {
     format!("status {}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A UDP relay the test controls, between an agent and the fleet port:
+/// the agent dials [`UdpRelay::addr`]; [`UdpRelay::cut`] drops every
+/// packet both ways until [`UdpRelay::restore`]. Stops on drop.
+pub struct UdpRelay {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl UdpRelay {
+    pub fn start(upstream: &str) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        // Short read timeouts let the threads see `stop`.
+        let tick = Some(Duration::from_millis(50));
+        let front = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        front.set_read_timeout(tick)?;
+        let back = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        back.connect(upstream).with_context(|| format!("relaying to {upstream}"))?;
+        back.set_read_timeout(tick)?;
+        let addr = front.local_addr()?;
+        let (front, back) = (Arc::new(front), Arc::new(back));
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        // The agent's address: the last one heard from (a reconnecting
+        // agent opens a new socket).
+        let client = Arc::new(Mutex::new(None::<std::net::SocketAddr>));
+        let up = {
+            let (front, back, cut, stop, client) = (front.clone(), back.clone(), cut.clone(), stop.clone(), client.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = front.recv_from(&mut buf) {
+                        *client.lock().expect("relay lock") = Some(from);
+                        if !cut.load(Ordering::Relaxed) {
+                            let _ = back.send(&buf[..n]);
+                        }
+                    }
+                }
+            })
+        };
+        let down = {
+            let (cut, stop) = (cut.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = back.recv(&mut buf) {
+                        let to = *client.lock().expect("relay lock");
+                        if let (false, Some(to)) = (cut.load(Ordering::Relaxed), to) {
+                            let _ = front.send_to(&buf[..n], to);
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Self { addr, cut, stop, threads: vec![up, down] })
+    }
+
+    /// Where agents dial instead of the fleet port.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Drops every packet from now on, both ways.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Relays packets again.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }

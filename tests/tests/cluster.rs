@@ -269,6 +269,8 @@ fn fleet_round_trip(cluster: &Cluster, chain: Vec<rustls::pki_types::Certificate
                 labels: Default::default(),
                 slots: 1,
                 running: vec![],
+                plugins: vec![],
+                instance: 1,
             });
             send.write_all(&sluice_protocol::encode(&hello).unwrap()).await.map_err(|e| e.to_string())?;
             let mut buf = [0u8; 4];

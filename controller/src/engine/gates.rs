@@ -174,6 +174,9 @@ impl Engine {
                         capabilities: capabilities.clone(),
                         agent_labels: BTreeMap::new(),
                         timeout_ms: RULE_TIMEOUT_MS,
+                        assigned: None,
+                        started: false,
+                        lost_on: Vec::new(),
                     });
                 }
             }

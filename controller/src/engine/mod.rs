@@ -84,11 +84,17 @@ pub enum Event {
         /// newest revision when they run).
         revisions: BTreeMap<String, String>,
     },
+    /// The driver handed the job to an agent (recorded before the job is
+    /// sent, so that after a restart the job waits for that agent).
+    ActionAssigned { job_id: String, lease_epoch: u64, agent: String },
     /// An agent took the job.
     ActionStarted { job_id: String, lease_epoch: u64, agent: String },
     /// An agent reported the job's end.
     ActionFinished { job_id: String, lease_epoch: u64, result: ActionResult },
-    /// The job can no longer finish (its agent is gone, or it was refused).
+    /// The job's agent is gone (killed, cut off, silent past its lease, or
+    /// back without the job): the attempt ends `Lost`. An action that
+    /// declares `retryOnAgentLost` runs again as a new attempt, at most
+    /// [`Engine::set_max_lost_retries`] times; the others fail with the reason.
     ActionLost { job_id: String, lease_epoch: u64, reason: String },
     /// Stop an execution: with `abandon`, running actions are abandoned at
     /// once; without, they finish and nothing new starts.
@@ -129,6 +135,14 @@ pub struct Dispatch {
     pub capabilities: crate::pipeline::Capabilities,
     pub agent_labels: BTreeMap<String, String>,
     pub timeout_ms: u64,
+    /// The agent this attempt was handed to before a controller restart;
+    /// `None` for an attempt never handed out.
+    pub assigned: Option<String>,
+    /// Whether that agent reported having started it (else it may never
+    /// have received it).
+    pub started: bool,
+    /// Agents that lost earlier attempts: others are preferred.
+    pub lost_on: Vec<String>,
 }
 
 /// A change worth telling watchers about.
@@ -151,7 +165,10 @@ struct JobPlace {
     action: usize,
 }
 
-#[derive(Default)]
+/// How often an action lost with its agent runs again unless the driver
+/// says otherwise (`sluice controller --max-lost-retries`).
+pub const DEFAULT_MAX_LOST_RETRIES: u32 = 2;
+
 pub struct Engine {
     executions: HashMap<ExecutionId, Execution>,
     definitions: HashMap<ExecutionId, Arc<Pipeline>>,
@@ -164,11 +181,34 @@ pub struct Engine {
     disabled: BTreeSet<(String, String)>,
     /// Rollbacks stage conditions asked for, for the driver.
     rollbacks: Vec<RollbackRequest>,
+    max_lost_retries: u32,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            executions: HashMap::new(),
+            definitions: HashMap::new(),
+            jobs: HashMap::new(),
+            ready: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            notices: Vec::new(),
+            next_ordinal: 0,
+            disabled: BTreeSet::new(),
+            max_lost_retries: DEFAULT_MAX_LOST_RETRIES,
+            rollbacks: Vec::new(),
+        }
+    }
 }
 
 impl Engine {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many times one action of one run may be lost and run again.
+    pub fn set_max_lost_retries(&mut self, retries: u32) {
+        self.max_lost_retries = retries;
     }
 
     /// Loads a stored execution. Unfinished actions that were handed out
@@ -218,9 +258,9 @@ impl Engine {
         let mut redispatch = Vec::new();
         for (si, stage) in execution.stages.iter_mut().enumerate() {
             for (ai, action) in stage.actions.iter_mut().enumerate() {
-                if action.status == Some(ActionStatus::InProgress) {
+                // Approvals wait for people, not agents.
+                if action.status == Some(ActionStatus::InProgress) && action.approval.is_none() {
                     action.lease_epoch += 1;
-                    action.agent = None;
                     redispatch.push((si, ai));
                 }
             }
@@ -275,6 +315,9 @@ impl Engine {
                 action.error = None;
                 action.summary = None;
                 action.ended_at = None;
+                action.agent = None;
+                action.assigned = None;
+                action.lost_on.clear();
             }
         }
         let id = execution.id.clone();
@@ -323,6 +366,15 @@ impl Engine {
             Event::Start { id, pipeline, version, trigger, variables, revisions } => {
                 self.start(now, id, pipeline, version, trigger, variables, revisions)
             }
+            Event::ActionAssigned { job_id, lease_epoch, agent } => {
+                let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
+                let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
+                let action = &mut exec.stages[si].actions[ai];
+                if action.assigned.as_deref() != Some(agent.as_str()) {
+                    action.assigned = Some(agent);
+                    self.dirty.insert(exec_id);
+                }
+            }
             Event::ActionStarted { job_id, lease_epoch, agent } => {
                 let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
                 let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
@@ -348,7 +400,7 @@ impl Engine {
                     return;
                 }
                 let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
-                self.finish_action(now, &exec_id, si, ai, ActionResult::Failed { message: reason });
+                self.lose_action(now, &exec_id, si, ai, reason);
             }
             Event::Stop { id, abandon, reason } => self.stop(now, &id, abandon, reason),
         }
@@ -483,6 +535,41 @@ impl Engine {
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
         self.advance(now, &id);
+    }
+
+    /// Ends an attempt whose agent is gone as `Lost`; runs the action again
+    /// when it declares `retryOnAgentLost`, has retries left and the
+    /// execution is not stopping, else the stage fails with the reason.
+    fn lose_action(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize, reason: String) {
+        let def = self.definitions[exec_id].clone();
+        let action_def = &def.stages[si].actions[ai];
+        let max = self.max_lost_retries;
+        let exec = self.executions.get_mut(exec_id).expect("known execution");
+        let running = exec.status == ExecutionStatus::InProgress;
+        let action = &mut exec.stages[si].actions[ai];
+        let lost_before = action.lost_on.len() as u32;
+        let agent = action.agent.take().or(action.assigned.take());
+        action.lost_on.push(agent.unwrap_or_else(|| "unknown".into()));
+        action.status = Some(ActionStatus::Lost);
+        action.ended_at = Some(now);
+        action.waiting_reason = None;
+        let retry = action_def.retries_on_agent_lost() && lost_before < max && running;
+        action.error = Some(if retry || !running {
+            reason.clone()
+        } else if !action_def.retries_on_agent_lost() {
+            format!("{reason}; not retried: the action does not set retryOnAgentLost")
+        } else {
+            format!("{reason}; not retried: lost {} times, the limit is {max} retries", lost_before + 1)
+        });
+        exec.updated_at = now;
+        let snapshot = exec.clone();
+        let (stage, name) = (snapshot.stages[si].name.clone(), snapshot.stages[si].actions[ai].name.clone());
+        self.notice(now, &snapshot, Some(stage), Some(name), "Lost", Some(reason));
+        self.dirty.insert(exec_id.clone());
+        if retry {
+            self.start_action(now, exec_id, si, ai);
+        }
+        self.advance(now, exec_id);
     }
 
     fn finish_action(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize, result: ActionResult) {
@@ -705,6 +792,7 @@ impl Engine {
         action.error = None;
         action.summary = None;
         action.agent = None;
+        action.assigned = None;
         let job_id = format!("{}.{}.{}.{}", exec_id, si, ai, action.attempt);
         action.job_id = Some(job_id.clone());
         self.jobs.insert(job_id, JobPlace { execution: exec_id.clone(), stage: si, action: ai });
@@ -787,6 +875,9 @@ impl Engine {
             capabilities: action_def.capabilities.clone().unwrap_or_default(),
             agent_labels: action_def.agent_labels.clone(),
             timeout_ms: u64::from(action_def.timeout_minutes()) * 60_000,
+            assigned: run.assigned.clone(),
+            started: run.agent.is_some(),
+            lost_on: run.lost_on.clone(),
         });
         // What this attempt was given, for the history (ListActionExecutions).
         let given = self.ready.back().expect("just queued");

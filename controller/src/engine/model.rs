@@ -261,4 +261,12 @@ pub struct ActionRun {
     /// For a manual approval: what it needs and who decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalState>,
+    /// Agents that lost an earlier attempt of this action in this run, in
+    /// order; its length bounds how often a lost action is retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_on: Vec<String>,
+    /// The agent the current attempt was handed to, recorded before it is
+    /// sent; `agent` is set once that agent reports having started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned: Option<String>,
 }

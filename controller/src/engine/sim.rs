@@ -141,6 +141,9 @@ impl World {
                     }
                 }
             }
+            if d.provider == "manual" {
+                self.fail(format!("approval {} was handed to an agent", d.job_id));
+            }
             self.held.push(d);
         }
         for e in self.engine.take_dirty() {

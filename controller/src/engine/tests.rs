@@ -366,6 +366,16 @@ fn approval_pipeline(required: u32, timeout_minutes: u32) -> Arc<Pipeline> {
     ))
 }
 
+fn two_stage(retry: &str) -> Arc<Pipeline> {
+    pipeline(&format!(
+        r#"{{"pipeline": {{"name": "web", "stages": [
+        {{"name": "Source", "actions": [{{"name": "Src", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+            "configuration": {{"Url": "/r"}}, "outputArtifacts": [{{"name": "src"}}]}}]}},
+        {{"name": "Build", "actions": [{{"name": "B", "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}{retry}}}]}}
+    ]}}}}"#
+    ))
+}
+
 fn start_by(engine: &mut Engine, p: Arc<Pipeline>, id: &str, by: &str) {
     engine.handle(
         0,
@@ -599,4 +609,249 @@ fn a_commands_rule_runs_on_an_agent_and_on_success_rollback_asks_for_a_rollback(
     assert_eq!(rb.status, ExecutionStatus::Succeeded);
     assert_eq!(rb.rollback.as_ref().unwrap().target, ExecutionId("good".into()));
     assert!(engine.start_rollback(10, ExecutionId("x".into()), def, 1, &bad, "Deploy", Trigger::new("RollbackStage", "x")).is_err());
+}
+
+fn lose(engine: &mut Engine, d: &Dispatch, agent: &str) {
+    engine.handle(
+        2,
+        Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: agent.into() },
+    );
+    engine.handle(
+        3,
+        Event::ActionLost { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, reason: format!("agent {agent} lost") },
+    );
+}
+
+fn build_action(engine: &Engine, id: &str) -> ActionRun {
+    engine.execution(&ExecutionId(id.into())).unwrap().stages[1].actions[0].clone()
+}
+
+#[test]
+fn a_retryable_lost_action_runs_again_as_a_new_attempt_avoiding_the_lost_agent() {
+    let mut engine = Engine::new();
+    start(&mut engine, two_stage(r#", "retryOnAgentLost": true"#), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    let first = drain(&mut engine).remove(0);
+    lose(&mut engine, &first, "ag-1");
+    let notices = engine.take_notices();
+    assert!(
+        notices.iter().any(|n| n.status == "Lost" && n.message.as_deref() == Some("agent ag-1 lost")),
+        "{notices:?}"
+    );
+    let second = drain(&mut engine).remove(0);
+    assert_eq!((second.attempt, second.lease_epoch), (first.attempt + 1, first.lease_epoch + 1));
+    assert_ne!(second.job_id, first.job_id, "a new attempt is a new job");
+    assert_eq!(second.lost_on, ["ag-1"]);
+    assert_eq!(second.assigned, None);
+    // The lost attempt's late result changes nothing.
+    finish(&mut engine, &first, ActionResult::Failed { message: "late".into() });
+    assert_eq!(build_action(&engine, "e1").status, Some(ActionStatus::InProgress));
+    finish(&mut engine, &second, ok(&[], &[]));
+    let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
+    assert_eq!(done.status, ExecutionStatus::Succeeded);
+    assert_eq!(done.stages[1].actions[0].lost_on, ["ag-1"]);
+}
+
+#[test]
+fn a_lost_action_that_does_not_retry_fails_the_execution_with_the_reason() {
+    let mut engine = Engine::new();
+    start(&mut engine, two_stage(""), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    let first = drain(&mut engine).remove(0);
+    lose(&mut engine, &first, "ag-1");
+    assert!(drain(&mut engine).is_empty(), "not run again");
+    let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let action = &done.stages[1].actions[0];
+    assert_eq!(action.status, Some(ActionStatus::Lost));
+    let summary = done.status_summary.unwrap();
+    assert!(summary.contains("action \"B\": agent ag-1 lost; not retried"), "{summary}");
+}
+
+#[test]
+fn lost_retries_are_bounded() {
+    let mut engine = Engine::new();
+    engine.set_max_lost_retries(2);
+    start(&mut engine, two_stage(r#", "retryOnAgentLost": true"#), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    for agent in ["ag-1", "ag-2"] {
+        let d = drain(&mut engine).remove(0);
+        lose(&mut engine, &d, agent);
+    }
+    let third = drain(&mut engine).remove(0);
+    assert_eq!(third.attempt, 3);
+    assert_eq!(third.lost_on, ["ag-1", "ag-2"]);
+    lose(&mut engine, &third, "ag-3");
+    assert!(drain(&mut engine).is_empty(), "the third loss is final");
+    let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let summary = done.status_summary.unwrap();
+    assert!(summary.contains("agent ag-3 lost; not retried: lost 3 times, the limit is 2 retries"), "{summary}");
+}
+
+#[test]
+fn a_lost_action_of_a_stopping_execution_is_not_run_again() {
+    let mut engine = Engine::new();
+    start(&mut engine, two_stage(r#", "retryOnAgentLost": true"#), "e1");
+    let d = drain(&mut engine);
+    finish(&mut engine, &d[0], ok(&[("src", "aa")], &[]));
+    let first = drain(&mut engine).remove(0);
+    engine.handle(2, Event::Stop { id: ExecutionId("e1".into()), abandon: false, reason: "enough".into() });
+    lose(&mut engine, &first, "ag-1");
+    assert!(drain(&mut engine).is_empty());
+    let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
+    assert_eq!(done.status, ExecutionStatus::Stopped);
+}
+
+#[test]
+fn an_assignment_survives_a_restart_and_names_the_agent_to_wait_for() {
+    let mut engine = Engine::new();
+    start(&mut engine, two_stage(""), "e1");
+    let d = drain(&mut engine).remove(0);
+    assert_eq!(d.assigned, None);
+    engine.handle(1, Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() });
+    let stored = engine.take_dirty().remove(0);
+    let mut restarted = Engine::new();
+    restarted.restore(5, two_stage(""), stored.clone());
+    let again = drain(&mut restarted).remove(0);
+    assert_eq!((again.job_id.as_str(), again.assigned.as_deref()), (d.job_id.as_str(), Some("ag-7")));
+    assert!(!again.started, "assigned, not known to have started");
+    assert_eq!(again.lease_epoch, d.lease_epoch + 1);
+
+    // Once the agent says it started, a restart knows that too.
+    engine.handle(2, Event::ActionStarted { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() });
+    let stored = engine.take_dirty().remove(0);
+    let mut restarted = Engine::new();
+    restarted.restore(5, two_stage(""), stored);
+    assert!(drain(&mut restarted).remove(0).started);
+}
+
+/// xorshift64*: seeded randomness for the simulation, so that a failure
+/// names its seed and replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
+    }
+}
+
+fn simulated() -> Arc<Pipeline> {
+    pipeline(
+        r#"{"pipeline": {"name": "sim", "executionMode": "PARALLEL", "stages": [
+        {"name": "Source", "actions": [{"name": "Src", "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": "/r"}, "outputArtifacts": [{"name": "src"}], "retryOnAgentLost": true}]},
+        {"name": "Build", "actions": [
+            {"name": "A", "runOrder": 1, "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"},
+             "inputArtifacts": [{"name": "src"}], "retryOnAgentLost": true},
+            {"name": "B", "runOrder": 1, "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}},
+            {"name": "C", "runOrder": 2, "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"},
+             "retryOnAgentLost": true}]}
+    ]}}"#,
+    )
+}
+
+/// A simulated fleet and store around the engine: agents finish, fail and
+/// lose jobs, late results of old hand-outs arrive, the controller restarts
+/// from what was persisted, all in a seeded random order. Whatever happens,
+/// an attempt ends at most once, attempts stay within the retry bound, and
+/// once the faults stop every execution ends.
+#[test]
+fn simulated_faults_never_end_an_attempt_twice_and_every_execution_ends() {
+    // What the seeds covered, so that the test cannot pass by doing nothing.
+    let (mut retried_and_succeeded, mut succeeded, mut failed) = (0, 0, 0);
+    for seed in 1..=200u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let p = simulated();
+        let mut engine = Engine::new();
+        let mut stored: BTreeMap<ExecutionId, Execution> = BTreeMap::new();
+        let mut in_flight: Vec<Dispatch> = Vec::new();
+        // Hand-outs of earlier incarnations, whose results may still come.
+        let mut stale: Vec<Dispatch> = Vec::new();
+        let mut ended: BTreeMap<(String, usize, usize, u32), ActionStatus> = BTreeMap::new();
+        let executions = 1 + rng.below(3);
+        for i in 0..executions {
+            start(&mut engine, p.clone(), &format!("e{i}"));
+        }
+        // Started executions are durable before anything else happens.
+        stored.extend(engine.take_dirty().into_iter().map(|e| (e.id.clone(), e)));
+        let mut now = 1;
+        for step in 0..400 {
+            now += 1;
+            let faults = step < 300;
+            in_flight.extend(drain(&mut engine));
+            match (rng.below(10), in_flight.is_empty()) {
+                (0, _) if faults => {
+                    // The controller restarts from the store.
+                    stale.append(&mut in_flight);
+                    engine = Engine::new();
+                    for e in stored.values().filter(|e| !e.status.is_final()) {
+                        engine.restore(now, p.clone(), e.clone());
+                    }
+                }
+                (1, false) if faults => {
+                    let d = in_flight.swap_remove(rng.below(in_flight.len()));
+                    let reason = "agent ag-1 lost".to_string();
+                    engine.handle(now, Event::ActionLost { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, reason });
+                    stale.push(d);
+                }
+                (2, false) if faults => {
+                    let d = in_flight.swap_remove(rng.below(in_flight.len()));
+                    finish(&mut engine, &d, ActionResult::Failed { message: "boom".into() });
+                }
+                (3, _) if !stale.is_empty() => {
+                    // A late result of an old hand-out: refused.
+                    let d = stale[rng.below(stale.len())].clone();
+                    finish(&mut engine, &d, ok(&[("src", "aa")], &[]));
+                }
+                (_, false) => {
+                    let d = in_flight.swap_remove(rng.below(in_flight.len()));
+                    engine.handle(
+                        now,
+                        Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-2".into() },
+                    );
+                    finish(&mut engine, &d, ok(&[("src", "aa")], &[]));
+                }
+                _ => {}
+            }
+            for e in engine.take_dirty() {
+                for (si, stage) in e.stages.iter().enumerate() {
+                    for (ai, a) in stage.actions.iter().enumerate() {
+                        assert!(a.attempt <= 1 + DEFAULT_MAX_LOST_RETRIES, "seed {seed}: {a:?}");
+                        let key = (e.id.0.clone(), si, ai, a.attempt);
+                        match a.status {
+                            Some(status @ (ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Lost)) => {
+                                let first = *ended.entry(key).or_insert(status);
+                                assert_eq!(first, status, "seed {seed}: attempt ended twice: {a:?}");
+                            }
+                            Some(ActionStatus::InProgress) => {
+                                assert!(!ended.contains_key(&key), "seed {seed}: an ended attempt runs again: {a:?}");
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                stored.insert(e.id.clone(), e);
+            }
+        }
+        let unfinished: Vec<&Execution> = stored.values().filter(|e| !e.status.is_final()).collect();
+        assert!(unfinished.is_empty(), "seed {seed}: executions that never ended: {unfinished:#?}");
+        assert_eq!(stored.len(), executions, "seed {seed}");
+        for e in stored.values() {
+            match e.status {
+                ExecutionStatus::Succeeded => succeeded += 1,
+                _ => failed += 1,
+            }
+            let actions = e.stages.iter().flat_map(|s| &s.actions);
+            retried_and_succeeded +=
+                actions.filter(|a| a.status == Some(ActionStatus::Succeeded) && !a.lost_on.is_empty()).count();
+        }
+    }
+    assert!(retried_and_succeeded > 0 && succeeded > 0 && failed > 0, "{retried_and_succeeded} {succeeded} {failed}");
 }

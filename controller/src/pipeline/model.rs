@@ -168,6 +168,11 @@ pub struct Action {
     /// Sluice: how often a Source action is polled for a new revision, in
     /// seconds; 0 turns polling off (webhooks only). Absent: the default.
     pub poll_interval_seconds: Option<u32>,
+    /// Sluice: whether an attempt lost with its agent (killed, cut off,
+    /// silent past its lease) runs again on another agent, as Buildkite's
+    /// `retry: automatic: exit_status: -1`. Absent means no: only the
+    /// pipeline's author knows whether running the action twice is safe.
+    pub retry_on_agent_lost: Option<bool>,
     /// [`ACTION_PASSTHROUGH`] fields, in document order.
     pub extra: Map<String, Value>,
 }
@@ -181,6 +186,11 @@ impl Action {
     /// The effective polling interval of a Source action, in seconds (0: off).
     pub fn poll_interval_seconds(&self) -> u32 {
         self.poll_interval_seconds.unwrap_or(limits::DEFAULT_POLL_INTERVAL_SECONDS)
+    }
+
+    /// Whether an attempt lost with its agent is run again.
+    pub fn retries_on_agent_lost(&self) -> bool {
+        self.retry_on_agent_lost.unwrap_or(false)
     }
 
     /// The effective timeout: as declared, else 7 days for an `Approval`
@@ -436,6 +446,9 @@ impl Serialize for Action {
         }
         if let Some(interval) = self.poll_interval_seconds {
             map.serialize_entry("pollIntervalSeconds", &interval)?;
+        }
+        if let Some(retry) = self.retry_on_agent_lost {
+            map.serialize_entry("retryOnAgentLost", &retry)?;
         }
         leftovers(
             &mut map,

@@ -45,6 +45,7 @@ pub(crate) const ACTION_FIELDS: &[&str] = &[
     "capabilities",
     "agentLabels",
     "pollIntervalSeconds",
+    "retryOnAgentLost",
 ];
 const ACTION_TYPE_ID_FIELDS: &[&str] = &["category", "owner", "provider", "version"];
 const VARIABLE_FIELDS: &[&str] = &["name", "defaultValue", "description"];
@@ -255,6 +256,16 @@ fn optional_u32(map: &Map<String, Value>, path: &str, key: &str, cx: &mut Cx) ->
     whole(value, &child(path, key), u64::from(u32::MAX), cx).and_then(|n| u32::try_from(n).ok())
 }
 
+fn optional_bool(map: &Map<String, Value>, path: &str, key: &str, cx: &mut Cx) -> Option<bool> {
+    match map.get(key)? {
+        Value::Bool(b) => Some(*b),
+        other => {
+            cx.error(&child(path, key), format!("expected true or false, found {}", kind(other)));
+            None
+        }
+    }
+}
+
 /// Whether a list field must be present.
 #[derive(Clone, Copy)]
 enum Presence {
@@ -442,6 +453,7 @@ pub(crate) fn action(value: &Value, path: &str, cx: &mut Cx) -> Action {
             .map(|v| agent_labels(v, &child(path, "agentLabels"), cx))
             .unwrap_or_default(),
         poll_interval_seconds: optional_u32(map, path, "pollIntervalSeconds", cx),
+        retry_on_agent_lost: optional_bool(map, path, "retryOnAgentLost", cx),
         extra,
     }
 }
@@ -569,7 +581,8 @@ mod tests {
                     {"actions": "nope", "colour": "red"},
                     {"name": "B", "actions": [{"name": "a", "runOrder": -1, "timeoutInMinutes": 1.5,
                         "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop"},
-                        "configuration": {"N": 2, "L": [1]}, "agentLabels": {"os": true}}]}
+                        "configuration": {"N": 2, "L": [1]}, "agentLabels": {"os": true},
+                        "retryOnAgentLost": "yes"}]}
                 ]
             },
             "tags": []
@@ -588,6 +601,7 @@ mod tests {
                 "pipeline.stages[1].actions[0].configuration.L: configuration values must be strings, found an array",
                 "pipeline.stages[1].actions[0].timeoutInMinutes: expected a whole number, found a negative or fractional number",
                 "pipeline.stages[1].actions[0].agentLabels.os: expected a string, found a boolean; quote it: \"true\"",
+                "pipeline.stages[1].actions[0].retryOnAgentLost: expected true or false, found a string",
             ]
         );
     }
