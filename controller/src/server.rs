@@ -290,6 +290,7 @@ impl ProviderCatalog for Catalog {
                 .iter()
                 .map(|p| pipeline::PropertyInfo { name: p.name.clone(), required: p.required })
                 .collect(),
+            digest: (!entry.digest.is_empty()).then(|| entry.digest.clone()),
             inputs: entry.info.input_artifacts,
             outputs: entry.info.output_artifacts,
         })

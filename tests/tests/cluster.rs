@@ -1046,11 +1046,21 @@ fn a_new_plugin_is_built_run_locally_pushed_described_used_and_deleted() {
     assert_eq!(described["info"]["configuration"][0]["name"], "Name");
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("a", "a")]);
-    let stages = r#"{"name": "Greet", "actions": [{"name": "Hi",
-        "actionTypeId": {"category": "Build", "owner": "Custom", "provider": "greeter", "version": "1"},
-        "configuration": {"Name": "pipeline"}, "outputArtifacts": [{"name": "greeting"}], "namespace": "G"}]}"#;
+    let digest = described["digest"].as_str().unwrap().to_string();
+    let stages = format!(
+        r#"{{"name": "Greet", "actions": [{{"name": "Hi",
+        "actionTypeId": {{"category": "Build", "owner": "Custom", "provider": "greeter", "version": "1"}},
+        "configuration": {{"Name": "pipeline"}}, "outputArtifacts": [{{"name": "greeting"}}], "namespace": "G",
+        "pluginDigest": "sha256:{digest}"}}]}}"#
+    );
+    // A pin that is not the registered digest is refused, naming both.
+    let file = cluster.dir.path().join("wrong-pin.json");
+    write(&file, &git_pipeline("greet", "", &repo, &stages.replace(&digest, &"0".repeat(64))));
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&digest), "{}", output_text(&out));
     let file = cluster.dir.path().join("greet.json");
-    write(&file, &git_pipeline("greet", "", &repo, stages));
+    write(&file, &git_pipeline("greet", "", &repo, &stages));
     assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
     let history = cluster.wait_for_executions_to_end("greet").unwrap();
     assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Succeeded", "{history}");

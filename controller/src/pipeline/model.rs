@@ -173,6 +173,9 @@ pub struct Action {
     /// `retry: automatic: exit_status: -1`. Absent means no: only the
     /// pipeline's author knows whether running the action twice is safe.
     pub retry_on_agent_lost: Option<bool>,
+    /// Sluice: the sha256 the action's plugin must have (refused otherwise),
+    /// so that a re-registered version cannot change what runs.
+    pub plugin_digest: Option<String>,
     /// [`ACTION_PASSTHROUGH`] fields, in document order.
     pub extra: Map<String, Value>,
 }
@@ -446,6 +449,9 @@ impl Serialize for Action {
         }
         if let Some(interval) = self.poll_interval_seconds {
             map.serialize_entry("pollIntervalSeconds", &interval)?;
+        }
+        if let Some(digest) = &self.plugin_digest {
+            map.serialize_entry("pluginDigest", digest)?;
         }
         if let Some(retry) = self.retry_on_agent_lost {
             map.serialize_entry("retryOnAgentLost", &retry)?;

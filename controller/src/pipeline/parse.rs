@@ -46,6 +46,7 @@ pub(crate) const ACTION_FIELDS: &[&str] = &[
     "agentLabels",
     "pollIntervalSeconds",
     "retryOnAgentLost",
+    "pluginDigest",
 ];
 const ACTION_TYPE_ID_FIELDS: &[&str] = &["category", "owner", "provider", "version"];
 const VARIABLE_FIELDS: &[&str] = &["name", "defaultValue", "description"];
@@ -454,6 +455,7 @@ pub(crate) fn action(value: &Value, path: &str, cx: &mut Cx) -> Action {
             .unwrap_or_default(),
         poll_interval_seconds: optional_u32(map, path, "pollIntervalSeconds", cx),
         retry_on_agent_lost: optional_bool(map, path, "retryOnAgentLost", cx),
+        plugin_digest: optional_string(map, path, "pluginDigest", cx),
         extra,
     }
 }

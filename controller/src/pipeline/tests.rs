@@ -27,6 +27,7 @@ fn info(
                 required: *required,
             })
             .collect(),
+        digest: None,
         inputs,
         outputs,
     }

@@ -24,6 +24,9 @@ pub struct ProviderInfo {
     pub inputs: (u32, u32),
     /// Fewest and most output artifacts.
     pub outputs: (u32, u32),
+    /// The sha256 of the registered component (none for providers the
+    /// controller runs itself).
+    pub digest: Option<String>,
 }
 
 /// One configuration key of a provider.
@@ -587,6 +590,20 @@ impl<'d> Validator<'d> {
             return;
         };
         let key = id.provider_key();
+        if let Some(pin) = &action.plugin_digest {
+            let wanted = pin.strip_prefix("sha256:").unwrap_or(pin);
+            if wanted.len() != 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+                self.error(child(action_path, "pluginDigest"), "expected a sha256 digest (64 hex digits, optionally sha256:)");
+            } else if info.digest.as_deref() != Some(&wanted.to_ascii_lowercase()) {
+                self.error(
+                    child(action_path, "pluginDigest"),
+                    format!(
+                        "{key} is registered with digest {}, not the pinned {wanted}",
+                        info.digest.as_deref().unwrap_or("none (it runs in the controller)")
+                    ),
+                );
+            }
+        }
         if !category_fits(&info.category, &id.category) && CATEGORIES.contains(&id.category.as_str()) {
             self.error(
                 &category_path,
