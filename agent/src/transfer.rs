@@ -207,16 +207,37 @@ async fn fetch_from(
     Ok(size)
 }
 
-/// Uploads an archive: `PutArtifact{digest, size}`, the raw bytes, finish;
-/// then the controller verifies, stores and answers with a `StreamReply`.
-pub async fn upload(connection: &quinn::Connection, packed: &Packed, path: &Path) -> Result<()> {
+/// Asks how much of an artifact the controller already has.
+async fn upload_offset(connection: &quinn::Connection, packed: &Packed) -> Result<u64> {
     let (mut send, mut recv) = connection.open_bi().await.context("opening a stream")?;
-    let request = StreamRequest::PutArtifact { digest: packed.digest.clone(), size: packed.size };
+    write_frame(&mut send, &StreamRequest::UploadOffset { digest: packed.digest.clone(), size: packed.size }).await?;
+    send.finish()?;
+    match read_frame::<StreamReply>(&mut recv).await? {
+        Some(StreamReply::Ok { size }) if size <= packed.size => Ok(size),
+        Some(StreamReply::Ok { size }) => bail!("controller claims {size} bytes of a {}-byte artifact", packed.size),
+        Some(StreamReply::Error { message }) => bail!("controller refused the upload: {message}"),
+        None => bail!("controller closed the stream without an answer"),
+    }
+}
+
+/// Uploads an archive: asks the controller how much it has (all of it when
+/// the same artifact is stored already; the part an earlier, cut-off upload
+/// sent), then `PutArtifact{digest, size, offset}` and the bytes from there;
+/// the controller verifies the whole, stores and answers with a `StreamReply`.
+pub async fn upload(connection: &quinn::Connection, packed: &Packed, path: &Path) -> Result<()> {
+    use tokio::io::AsyncSeekExt as _;
+    let offset = upload_offset(connection, packed).await?;
+    if offset == packed.size && packed.size > 0 {
+        return Ok(());
+    }
+    let (mut send, mut recv) = connection.open_bi().await.context("opening a stream")?;
+    let request = StreamRequest::PutArtifact { digest: packed.digest.clone(), size: packed.size, offset };
     let sent = async {
         write_frame(&mut send, &request).await?;
         let mut file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+        file.seek(std::io::SeekFrom::Start(offset)).await.with_context(|| format!("seeking in {}", path.display()))?;
         let mut buf = vec![0; IO_BUFFER];
-        let mut total = 0u64;
+        let mut total = offset;
         loop {
             let n = file.read(&mut buf).await.with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {

@@ -91,7 +91,7 @@ fn median(times: &[Duration]) -> Duration {
 async fn sluice_upload(conn: &quinn::Connection, bytes: &[u8], digest: &str) -> Result<Duration> {
     let started = Instant::now();
     let (mut send, mut recv) = conn.open_bi().await?;
-    send.write_all(&encode(&StreamRequest::PutArtifact { digest: digest.to_string(), size: bytes.len() as u64 })?).await?;
+    send.write_all(&encode(&StreamRequest::PutArtifact { digest: digest.to_string(), size: bytes.len() as u64, offset: 0 })?).await?;
     send.write_all(bytes).await?;
     send.finish()?;
     match read_frame::<StreamReply>(&mut recv, &mut FrameDecoder::new()).await? {

@@ -1,9 +1,11 @@
 //! Content-addressed blob store: artifacts and plugin components, each
 //! named by the sha256 of its bytes.
 //!
-//! Writes stream to a temporary file while hashing and are renamed into
+//! Writes stream to a partial file while hashing and are renamed into
 //! place only when size and digest match, so a reader never sees a partial
-//! blob and a dropped upload leaves nothing behind. Knows nothing of
+//! blob. An upload cut off with its connection keeps its partial file, and
+//! the next upload of the same digest goes on from there; garbage
+//! collection removes partial files nobody came back for. Knows nothing of
 //! pipelines or agents.
 
 use anyhow::{Context as _, Result, bail};
@@ -18,6 +20,20 @@ pub const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    /// Digests being uploaded now.
+    uploading: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Releases a digest's upload slot when the upload ends, however it ends.
+struct UploadGuard {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    digest: String,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        self.set.lock().expect("upload lock").remove(&self.digest);
+    }
 }
 
 /// Whether a string is a well-formed hex sha256, so it can name a file.
@@ -28,7 +44,7 @@ pub fn is_digest(s: &str) -> bool {
 impl BlobStore {
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root.join("tmp")).with_context(|| format!("creating {}", root.display()))?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self { root: root.to_path_buf(), uploading: Default::default() })
     }
 
     pub fn path(&self, digest: &str) -> Result<PathBuf> {
@@ -57,21 +73,73 @@ impl BlobStore {
 
     /// Streams `size` bytes from `reader` into the store, verifying them
     /// against `digest`.
-    pub async fn put_stream(&self, digest: &str, size: u64, reader: &mut (impl AsyncRead + Unpin)) -> Result<()> {
+    /// Where an upload of `digest` that was cut off keeps its bytes.
+    fn partial(&self, digest: &str) -> Result<PathBuf> {
+        self.path(digest)?;
+        Ok(self.root.join("tmp").join(format!("{digest}.partial")))
+    }
+
+    /// How many bytes of `digest` are here: all of them when it is stored,
+    /// those of an upload cut off earlier, or 0.
+    pub async fn upload_offset(&self, digest: &str, size: u64) -> Result<u64> {
+        if self.contains(digest) {
+            return Ok(size);
+        }
+        Ok(match tokio::fs::metadata(self.partial(digest)?).await {
+            Ok(meta) if meta.len() <= size => meta.len(),
+            _ => 0,
+        })
+    }
+
+    /// Stores a blob streamed from `reader` without holding it in memory,
+    /// from byte `offset` on (bytes before it came in an earlier upload that
+    /// was cut off). Size and digest of the whole are checked before the
+    /// blob appears; bytes received before a cut are kept for a resume, a
+    /// wrong size or digest throws the upload away.
+    pub async fn put_stream(
+        &self,
+        digest: &str,
+        size: u64,
+        offset: u64,
+        reader: &mut (impl AsyncRead + Unpin),
+    ) -> Result<()> {
         let path = self.path(digest)?;
         if size > MAX_ARTIFACT_BYTES {
             bail!("artifact of {size} bytes exceeds the limit of {MAX_ARTIFACT_BYTES} bytes");
         }
-        let tmp = self.root.join("tmp").join(format!("{digest}.{}", uuid::Uuid::new_v4()));
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut total = 0u64;
+        let partial = self.partial(digest)?;
+        let _guard = self.upload_lock(digest)?;
+        let have = match tokio::fs::metadata(&partial).await {
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        };
+        if offset != have {
+            bail!("cannot resume at byte {offset}: {have} bytes of {digest} are here; ask for the offset again");
+        }
+        let mut hasher = Sha256::new();
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&partial)
+            .await
+            .with_context(|| format!("opening {}", partial.display()))?;
+        // The hash covers the whole blob: read back what an earlier upload wrote.
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut prefix = tokio::fs::File::open(&partial).await?;
+        loop {
+            let n = prefix.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let mut total = have;
+        let received = async {
             loop {
                 let n = reader.read(&mut buf).await.context("receiving the artifact")?;
                 if n == 0 {
-                    break;
+                    return anyhow::Ok(());
                 }
                 total += n as u64;
                 if total > size {
@@ -80,23 +148,40 @@ impl BlobStore {
                 hasher.update(&buf[..n]);
                 file.write_all(&buf[..n]).await?;
             }
-            if total != size {
-                bail!("artifact ended after {total} of {size} bytes");
-            }
-            let got = hex::encode(hasher.finalize());
-            if got != digest {
-                bail!("artifact digest mismatch: announced {digest}, received {got}");
-            }
-            file.sync_all().await?;
-            tokio::fs::create_dir_all(path.parent().expect("has parent")).await?;
-            tokio::fs::rename(&tmp, &path).await?;
-            Ok(())
         }
         .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        let verdict = match received {
+            // Cut off: what arrived stays for the resume.
+            Err(e) if total <= size => {
+                file.flush().await.ok();
+                return Err(e);
+            }
+            Err(e) => Err(e),
+            // The sender said it was done: a short artifact is not resumable.
+            Ok(()) if total != size => Err(anyhow::anyhow!("artifact ended after {total} of {size} bytes")),
+            Ok(()) => {
+                let got = hex::encode(hasher.finalize());
+                if got == digest { Ok(()) } else { Err(anyhow::anyhow!("artifact digest mismatch: announced {digest}, received {got}")) }
+            }
+        };
+        if let Err(e) = verdict {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
         }
-        result
+        file.sync_all().await?;
+        tokio::fs::create_dir_all(path.parent().expect("has parent")).await?;
+        tokio::fs::rename(&partial, &path).await?;
+        Ok(())
+    }
+
+    /// One upload per digest at a time (two agents may produce the same
+    /// artifact); the second is told to come back.
+    fn upload_lock(&self, digest: &str) -> Result<UploadGuard> {
+        let mut uploading = self.uploading.lock().expect("upload lock");
+        if !uploading.insert(digest.to_string()) {
+            bail!("artifact {digest} is being uploaded by another stream; ask for the offset again shortly");
+        }
+        Ok(UploadGuard { set: self.uploading.clone(), digest: digest.to_string() })
     }
 
     /// Removes blobs that `keep` does not name and that were written before
@@ -153,14 +238,14 @@ mod tests {
         let store = BlobStore::open(dir.path()).unwrap();
         let data = b"hello artifact".to_vec();
         let digest = hex::encode(Sha256::digest(&data));
-        store.put_stream(&digest, data.len() as u64, &mut &data[..]).await.unwrap();
+        store.put_stream(&digest, data.len() as u64, 0, &mut &data[..]).await.unwrap();
         assert!(store.contains(&digest));
 
         let wrong = "0".repeat(64);
-        let err = store.put_stream(&wrong, data.len() as u64, &mut &data[..]).await.unwrap_err();
+        let err = store.put_stream(&wrong, data.len() as u64, 0, &mut &data[..]).await.unwrap_err();
         assert!(err.to_string().contains("digest mismatch"), "{err}");
         assert!(!store.contains(&wrong));
-        let err = store.put_stream(&wrong, 99, &mut &data[..]).await.unwrap_err();
+        let err = store.put_stream(&wrong, 99, 0, &mut &data[..]).await.unwrap_err();
         assert!(err.to_string().contains("ended after 14 of 99"), "{err}");
         assert!(store.path("../etc").is_err());
         // Nothing half-written is left behind.
@@ -185,5 +270,62 @@ mod tests {
         assert!(store.contains(&kept));
         assert!(!store.contains(&dropped));
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    /// A reader that gives `n` bytes of `data`, then fails like a dropped connection.
+    struct CutOff<'a> {
+        data: &'a [u8],
+        left: usize,
+    }
+
+    impl AsyncRead for CutOff<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.left == 0 {
+                return std::task::Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut")));
+            }
+            let n = self.left.min(buf.remaining()).min(self.data.len());
+            buf.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            self.left -= n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_cut_off_goes_on_from_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = hex::encode(Sha256::digest(&data));
+        let size = data.len() as u64;
+        assert_eq!(store.upload_offset(&digest, size).await.unwrap(), 0);
+
+        let err = store.put_stream(&digest, size, 0, &mut CutOff { data: &data, left: 100_000 }).await.unwrap_err();
+        assert!(format!("{err:#}").contains("receiving"), "{err:#}");
+        assert!(!store.contains(&digest), "nothing half-written is visible");
+        let offset = store.upload_offset(&digest, size).await.unwrap();
+        assert_eq!(offset, 100_000);
+        // A resume at the wrong offset is refused and changes nothing.
+        assert!(store.put_stream(&digest, size, 5, &mut &data[5..]).await.unwrap_err().to_string().contains("ask for the offset"));
+        store.put_stream(&digest, size, offset, &mut &data[offset as usize..]).await.unwrap();
+        assert!(store.contains(&digest));
+        assert_eq!(std::fs::read(store.path(&digest).unwrap()).unwrap(), data);
+        assert_eq!(store.upload_offset(&digest, size).await.unwrap(), size, "stored: nothing to send");
+
+        // Bytes that do not hash to the digest are thrown away whole.
+        let other: Vec<u8> = vec![7; 1000];
+        let wrong = hex::encode(Sha256::digest(b"something else"));
+        store.put_stream(&wrong, 1000, 0, &mut CutOff { data: &other, left: 400 }).await.unwrap_err();
+        assert!(store.put_stream(&wrong, 1000, 400, &mut &other[400..]).await.unwrap_err().to_string().contains("mismatch"));
+        assert_eq!(store.upload_offset(&wrong, 1000).await.unwrap(), 0);
     }
 }

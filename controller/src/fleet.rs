@@ -196,8 +196,18 @@ async fn serve_transfer(mut send: quinn::SendStream, mut recv: quinn::RecvStream
     match request {
         StreamRequest::FetchPlugin { digest } => send_blob(&ctx.plugins, &digest, 0, &mut send).await,
         StreamRequest::FetchArtifact { digest, offset } => send_blob(&ctx.artifacts, &digest, offset, &mut send).await,
-        StreamRequest::PutArtifact { digest, size } => {
-            let reply = match ctx.artifacts.put_stream(&digest, size, &mut recv).await {
+        StreamRequest::UploadOffset { digest, size } => {
+            let reply = match ctx.artifacts.upload_offset(&digest, size).await {
+                Ok(have) => StreamReply::Ok { size: have },
+                Err(e) => StreamReply::Error { message: format!("{e:#}") },
+            };
+            send.write_all(&encode(&reply)?).await?;
+            send.finish()?;
+            let _ = send.stopped().await;
+            Ok(())
+        }
+        StreamRequest::PutArtifact { digest, size, offset } => {
+            let reply = match ctx.artifacts.put_stream(&digest, size, offset, &mut recv).await {
                 Ok(()) => StreamReply::Ok { size },
                 Err(e) => StreamReply::Error { message: format!("{e:#}") },
             };

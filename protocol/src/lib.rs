@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// ALPN of the mutual-TLS fleet connection.
 pub const ALPN_FLEET: &[u8] = b"sluice/1";
 /// ALPN of the one-shot enrollment connection (server-authenticated only).
@@ -262,9 +262,15 @@ pub enum StreamRequest {
     /// raw bytes from `offset` on: a download cut off goes on where it
     /// stopped.
     FetchArtifact { digest: String, offset: u64 },
-    /// Raw bytes follow until the agent finishes the stream; the controller
-    /// verifies size and digest, stores, then answers with a [`StreamReply`].
-    PutArtifact { digest: String, size: u64 },
+    /// Raw bytes from `offset` on follow until the agent finishes the
+    /// stream; the controller verifies size and digest of the whole, stores,
+    /// then answers with a [`StreamReply`]. `offset` is what
+    /// [`StreamRequest::UploadOffset`] answered.
+    PutArtifact { digest: String, size: u64, offset: u64 },
+    /// How much of an artifact the controller already has: the whole size
+    /// when it is stored, the bytes of an upload cut off earlier, or 0. The
+    /// answer is a [`StreamReply::Ok`] with that number as `size`.
+    UploadOffset { digest: String, size: u64 },
 }
 
 /// Answer to a [`StreamRequest`].
@@ -475,7 +481,8 @@ mod tests {
             }),
             encode(&ToAgent::Job(Box::new(job))),
             encode(&ToAgent::LogAck { job_id: "j".into(), seq: 9 }),
-            encode(&StreamRequest::PutArtifact { digest: "01".repeat(32), size: 5 }),
+            encode(&StreamRequest::PutArtifact { digest: "01".repeat(32), size: 5, offset: 2 }),
+            encode(&StreamRequest::UploadOffset { digest: "01".repeat(32), size: 5 }),
             encode(&StreamReply::Error { message: "no".into() }),
         ];
         frames.push(Ok(frames.iter().flatten().flatten().copied().collect()));
