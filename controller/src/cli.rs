@@ -238,6 +238,10 @@ pub struct ControllerArgs {
     /// grows past it ends with a "log truncated" line.
     #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_action_log: u64,
+    /// How often artifacts that no stored execution refers to are removed;
+    /// only those older than this are (a result may still be on its way).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub artifact_gc_interval: Duration,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.

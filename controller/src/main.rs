@@ -48,6 +48,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         lease_timeout: args.lease_timeout,
         max_lost_retries: args.max_lost_retries,
         max_action_log: args.max_action_log,
+        artifact_gc_interval: args.artifact_gc_interval,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

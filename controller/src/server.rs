@@ -55,10 +55,7 @@ const RECONNECT_GRACE: Duration = Duration::from_secs(30);
 /// How often the driver looks at the clock for such deadlines.
 const TICK: Duration = Duration::from_secs(1);
 /// How often unreferenced artifacts are collected.
-const ARTIFACT_GC_INTERVAL: Duration = Duration::from_secs(3600);
-/// Artifacts younger than this are never collected: an upload whose result
-/// has not arrived yet is referenced by nothing so far.
-const ARTIFACT_GC_GRACE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_ARTIFACT_GC_INTERVAL: Duration = Duration::from_secs(3600);
 /// Executions shown by a history listing when the caller does not say.
 pub const DEFAULT_HISTORY: usize = 20;
 
@@ -198,6 +195,9 @@ pub struct ControllerConfig {
     pub max_lost_retries: u32,
     /// Bytes of log stored per action attempt; the rest is dropped.
     pub max_action_log: u64,
+    /// How often unreferenced artifacts are collected; younger ones are
+    /// kept (an upload whose result has not arrived is referenced by nothing).
+    pub artifact_gc_interval: Duration,
 }
 
 /// A running controller.
@@ -317,6 +317,7 @@ struct Driver {
     artifacts: BlobStore,
     /// When unreferenced artifacts are next collected.
     next_gc: u64,
+    artifact_gc_interval: Duration,
     /// Actions that were assigned to an agent when the controller stopped
     /// (job id to agent id), and until when they are kept for that agent
     /// to reconnect and report them.
@@ -400,6 +401,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         plugins: plugins.clone(),
         artifacts: artifacts.clone(),
         next_gc: 0,
+        artifact_gc_interval: config.artifact_gc_interval,
         restored: HashMap::new(),
         hold_restored_until: 0,
         outgoing: Vec::new(),
@@ -1792,13 +1794,13 @@ impl Driver {
         if now < self.next_gc {
             return;
         }
-        self.next_gc = now + ARTIFACT_GC_INTERVAL.as_millis() as u64;
+        self.next_gc = now + self.artifact_gc_interval.as_millis() as u64;
         let keep = match self.store.artifact_digests() {
             Ok(keep) => keep,
             Err(e) => return warn!("listing the artifacts in use: {e:#}"),
         };
         let artifacts = self.artifacts.clone();
-        let before = SystemTime::now() - ARTIFACT_GC_GRACE;
+        let before = SystemTime::now() - self.artifact_gc_interval;
         tokio::task::spawn_blocking(move || match artifacts.collect_garbage(&keep, before) {
             Ok((0, _)) => {}
             Ok((count, bytes)) => info!(count, bytes, "unreferenced artifacts removed"),

@@ -1118,3 +1118,33 @@ fn an_agent_policy_is_the_third_consent() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not valid"), "{}", output_text(&out));
     assert!(cluster.sluice_json(&["agent-token", "list"]).unwrap().to_string().contains("\"usesLeft\":1"), "the token was not used");
 }
+
+#[test]
+fn artifacts_no_execution_refers_to_are_collected() {
+    let mut cluster = Cluster::new().controller_args(&["--artifact-gc-interval", "2s"]).start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("a.txt", "kept\n")]);
+    let other = cluster.dir.path().join("other");
+    make_repo(&other, &[("b.txt", "collected\n")]);
+    let noop = r#"{"name": "Build", "actions": [{"name": "Look",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}, "inputArtifacts": [{"name": "src"}]}]}"#;
+    let blob = |digest: &str| cluster.data_dir().join("artifacts").join(&digest[..2]).join(digest);
+    let source_digest = |name: &str| -> String {
+        let history = cluster.wait_for_executions_to_end(name).unwrap();
+        let id = history["pipelineExecutionSummaries"][0]["pipelineExecutionId"].as_str().unwrap().to_string();
+        let e = cluster.sluice_json(&["execution", "get", name, &id]).unwrap();
+        e["stages"][0]["actions"][0]["outputArtifacts"][0]["digest"].as_str().unwrap().to_string()
+    };
+    for (name, repo) in [("keeps", &repo), ("goes", &other)] {
+        let file = cluster.dir.path().join(format!("{name}.json"));
+        write(&file, &git_pipeline(name, "", repo, noop));
+        assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
+    }
+    let (kept, gone) = (source_digest("keeps"), source_digest("goes"));
+    assert!(blob(&kept).exists() && blob(&gone).exists());
+    assert!(cluster.sluice(&["pipeline", "delete", "goes"]).status.success());
+    wait_until("the unreferenced artifact to be collected", WAIT, || (!blob(&gone).exists()).then_some(())).unwrap();
+    assert!(blob(&kept).exists(), "an artifact a stored execution refers to stays");
+    assert!(cluster.controller_log().contains("unreferenced artifacts removed"));
+}
