@@ -31,6 +31,14 @@ pub const JOBS_DIR: &str = "jobs";
 /// Plugins fetched from the controller, by digest, below the data dir.
 pub const PLUGINS_DIR: &str = "plugins";
 
+/// Source polls that may call plugins at once, beside the slots. The
+/// runtime's pool is sized for slots plus these: a poll that found every
+/// pooled instance taken by the slots failed the job it raced with ("maximum
+/// concurrent limit ... for component instances reached"), which lost
+/// executions in `sluice-bench recovery`. Polls beyond this wait for each
+/// other, never for the slots.
+pub const POLL_CALLS: u32 = 2;
+
 /// A job the agent has accepted and not finished.
 struct Running {
     /// Tells apart two runs of the same job id (after a cancel and a re-send).
@@ -47,6 +55,8 @@ pub struct Jobs {
     /// Empty job directories kept for the next jobs.
     dirs: dirs::JobDirs,
     slots: Arc<Semaphore>,
+    /// Permits for `POLL_CALLS` polls at once.
+    polls: Arc<Semaphore>,
     link: Link,
     outbox: mpsc::Sender<FromAgent>,
     running: Mutex<HashMap<String, Running>>,
@@ -81,6 +91,7 @@ impl Jobs {
             dirs,
             plugins_dir,
             slots: Arc::new(Semaphore::new(slots as usize)),
+            polls: Arc::new(Semaphore::new(POLL_CALLS as usize)),
             link,
             outbox,
             running: Mutex::new(HashMap::new()),
@@ -181,6 +192,7 @@ impl Jobs {
         tokio::spawn(
             async move {
                 let token = jobs.next_token.fetch_add(1, Ordering::Relaxed);
+                let _call = jobs.polls.clone().acquire_owned().await.expect("the poll semaphore is never closed");
                 let result = match jobs.plugin(&spec.plugin.digest, token).await {
                     Err(e) => Err(format!("loading plugin {}@{}: {e:#}", spec.plugin.provider, spec.plugin.version)),
                     Ok(plugin) => {
