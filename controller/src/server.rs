@@ -7,6 +7,7 @@
 //! lives in spawned tasks. Start-up loads unfinished executions into an
 //! empty engine (recovery is replay).
 
+mod batch;
 mod sources;
 mod users;
 
@@ -272,6 +273,8 @@ struct Driver {
     sources: sources::Sources,
     /// The API's token table, kept in step with the store.
     tokens: crate::auth::Tokens,
+    /// Agent reports handled together, held until their commit.
+    batch: batch::Batch,
 }
 
 pub fn now_ms() -> u64 {
@@ -336,6 +339,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
         tokens: crate::auth::Tokens::default(),
+        batch: batch::Batch::default(),
     };
     driver.recover()?;
     driver.recover_sources()?;
@@ -499,7 +503,10 @@ impl Driver {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(command) = rx.recv().await {
-            self.handle(command);
+            let mut next = Some(command);
+            while let Some(command) = next.take() {
+                next = self.handle_batch(command, &mut rx);
+            }
         }
     }
 
@@ -522,6 +529,9 @@ impl Driver {
     /// Writes the step's changes and the engine's dirty executions in one
     /// transaction, then tells watchers and hands out ready actions.
     fn commit(&mut self, mut changes: Vec<Change>) -> Result<()> {
+        if self.defer_commit(&mut changes) {
+            return Ok(());
+        }
         loop {
             for execution in self.engine.take_dirty() {
                 changes.extend(Self::seen_revisions(&execution));
@@ -533,6 +543,7 @@ impl Driver {
                 error!("store write failed, stopping so that a restart recovers: {e:#}");
                 std::process::exit(70);
             }
+            self.tell_batched_watchers();
             for notice in self.engine.take_notices() {
                 let _ = self.events.send(Arc::new(views::notice(&notice)));
                 log_notice(&notice);
@@ -1305,7 +1316,7 @@ impl Driver {
                     "stage": job.stage, "action": job.action, "seq": seq, "text": line.text,
                 });
                 let _ = self.commit(vec![Change::Log(line)]);
-                let _ = self.events.send(Arc::new(event));
+                self.tell_watchers(event);
             }
             FromAgent::JobFinished { job_id, result, .. } => {
                 // Only the agent that holds the job may end it. It may carry
@@ -1314,8 +1325,10 @@ impl Driver {
                 let ack = ToAgent::ResultAck { job_id: job_id.clone() };
                 let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else {
                     warn!(%agent_id, %job_id, "refusing a result for a job this agent does not hold");
-                    // Refused for good: the agent may stop sending it.
-                    let _ = self.agents[agent_id].tx.send(ack);
+                    // Refused for good: the agent may stop sending it. In a
+                    // batch this may be a repeat of a result taken a moment
+                    // ago, so the ack waits for that commit too.
+                    self.after_commit(agent_id, ack);
                     return;
                 };
                 let lease_epoch = job.lease_epoch;
@@ -1338,9 +1351,7 @@ impl Driver {
                 self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result });
                 let _ = self.commit(Vec::new());
                 // Only once the result is durable may the agent forget it.
-                if let Some(agent) = self.agents.get(agent_id) {
-                    let _ = agent.tx.send(ack);
-                }
+                self.after_commit(agent_id, ack);
             }
         }
     }
