@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+mod dirs;
+
 /// DESIGN.md: an action's timeout is 60 minutes unless the pipeline says
 /// otherwise; used only if a job arrives without one.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -63,6 +65,14 @@ impl PendingLog {
 
 type PendingLogs = Arc<Mutex<HashMap<String, PendingLog>>>;
 
+/// Source polls that may call plugins at once, beside the slots. The
+/// runtime's pool is sized for slots plus these: a poll that found every
+/// pooled instance taken by the slots failed the job it raced with ("maximum
+/// concurrent limit ... for component instances reached"), which lost
+/// executions in `sluice-bench recovery`. Polls beyond this wait for each
+/// other, never for the slots.
+pub const POLL_CALLS: u32 = 2;
+
 /// A job the agent has accepted and not finished.
 struct Running {
     /// Tells apart two runs of the same job id (after a cancel and a re-send).
@@ -75,9 +85,12 @@ struct Running {
 /// Everything jobs share: the runtime, the slots, the way to the controller.
 pub struct Jobs {
     runtime: Arc<Runtime>,
-    jobs_dir: PathBuf,
     plugins_dir: PathBuf,
+    /// Empty job directories kept for the next jobs.
+    dirs: dirs::JobDirs,
     slots: Arc<Semaphore>,
+    /// Permits for `POLL_CALLS` polls at once.
+    polls: Arc<Semaphore>,
     link: Link,
     outbox: mpsc::Sender<FromAgent>,
     running: Mutex<HashMap<String, Running>>,
@@ -110,11 +123,13 @@ impl Jobs {
         for dir in [&jobs_dir, &plugins_dir] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        let dirs = dirs::JobDirs::new(&jobs_dir, slots as usize).with_context(|| format!("reading {}", jobs_dir.display()))?;
         Ok(Arc::new(Self {
             runtime,
-            jobs_dir,
+            dirs,
             plugins_dir,
             slots: Arc::new(Semaphore::new(slots as usize)),
+            polls: Arc::new(Semaphore::new(POLL_CALLS as usize)),
             link,
             outbox,
             running: Mutex::new(HashMap::new()),
@@ -271,6 +286,7 @@ impl Jobs {
         tokio::spawn(
             async move {
                 let token = jobs.next_token.fetch_add(1, Ordering::Relaxed);
+                let _call = jobs.polls.clone().acquire_owned().await.expect("the poll semaphore is never closed");
                 let result = match jobs.plugin(&spec.plugin.digest, token).await {
                     Err(e) => Err(format!("loading plugin {}@{}: {e:#}", spec.plugin.provider, spec.plugin.version)),
                     Ok(plugin) => {
@@ -323,13 +339,9 @@ impl Jobs {
         self.send(FromAgent::JobStarted { job_id: job_id.clone(), lease_epoch }).await;
         info!(plugin = %format!("{}@{}", spec.plugin.provider, spec.plugin.version), "job started");
 
-        let dir = self.jobs_dir.join(format!("{token}-{}", sanitize(&job_id)));
+        let dir = self.dirs.take(&format!("{token}-{}", sanitize(&job_id))).await;
         let result = self.attempt(&spec, &dir, token, &mut cancel).await;
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(dir = %dir.display(), "removing the job directory: {e}");
-        }
+        self.dirs.give_back(dir).await;
         drop(permit);
 
         match (result, self.lease_epoch(&job_id).filter(|_| !*cancel.borrow())) {
@@ -425,8 +437,11 @@ impl Jobs {
             format!("fetching plugin {}@{} ({})", spec.plugin.provider, spec.plugin.version, spec.plugin.digest)
         })?;
         let downloads = dir.join("downloads");
-        let workspace = dir.join("workspace");
-        for d in [&downloads, &workspace] {
+        let workspace = dir.join(dirs::WORKSPACE);
+        // `downloads` only when something passes through it: a job
+        // directory holding nothing but an empty workspace is reused.
+        let transfers = !spec.inputs.is_empty() || !spec.outputs.is_empty();
+        for d in [&workspace].into_iter().chain(transfers.then_some(&downloads)) {
             tokio::fs::create_dir_all(d).await.with_context(|| format!("creating {}", d.display()))?;
         }
         let mut inputs = Vec::new();

@@ -187,8 +187,9 @@ async fn run(mut args: Args) -> Result<()> {
         memory_limit: usize::try_from(args.runtime_memory_mib << 20).context("--runtime-memory-mib is too large")?,
         cache_dir: Some(cache_dir),
         allocation: match args.allocator {
-            // One call at a time per slot.
-            AllocatorFlag::Pooling => Allocation::Pooling { concurrent_calls: args.slots },
+            // One call at a time per slot, and the source polls that run
+            // outside the slots.
+            AllocatorFlag::Pooling => Allocation::Pooling { concurrent_calls: args.slots + jobs::POLL_CALLS },
             AllocatorFlag::OnDemand => Allocation::OnDemand,
         },
     })

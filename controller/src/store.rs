@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod checkpoint;
+
 /// A stored pipeline version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineRecord {
@@ -203,6 +205,7 @@ pub trait Store: Send {
 
 pub struct SqliteStore {
     conn: Connection,
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 const SCHEMA: &str = "
@@ -249,7 +252,9 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA).context("creating the store schema")?;
-        Ok(Self { conn })
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
+        let checkpointer = checkpoint::Checkpointer::start(path, sync)?;
+        Ok(Self { conn, _checkpointer: checkpointer })
     }
 }
 

@@ -575,9 +575,33 @@ fn engine(pooling: Option<u32>, memory_limit: usize) -> Result<Engine> {
             .max_memories_per_component(POOL_MEMORIES_PER_CALL)
             .max_tables_per_component(POOL_TABLES_PER_CALL)
             .max_memory_size(memory_limit);
+        keep_resident(&mut pool);
         wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     }
     wt(Engine::new(&wasm), "creating the wasmtime engine")
+}
+
+/// How much of a pooled linear memory, and of a pooled table, stays mapped
+/// between calls. Reset then restores only the pages a call dirtied (found
+/// with Linux's `PAGEMAP_SCAN`) instead of unmapping the memory and taking
+/// a page fault for every page the next call touches again: the kernel's
+/// page-fault and unmap work was the largest part of a warm noop call in
+/// `sluice-bench plugin`. Bounded so that an idle pool holds little memory
+/// (slots x memories per slot x this, at most).
+const POOL_KEEP_RESIDENT_MEMORY: usize = 1 << 20;
+const POOL_KEEP_RESIDENT_TABLE: usize = 64 << 10;
+
+/// Keeps pooled memories resident, where the kernel can say which pages a
+/// call dirtied. Without `PAGEMAP_SCAN` (Linux before 6.7, other systems)
+/// wasmtime would instead zero the kept bytes on every call, which costs
+/// more than it saves, so nothing is kept there. Every call still starts
+/// from the module's initial memory either way.
+fn keep_resident(pool: &mut wasmtime::PoolingAllocationConfig) {
+    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(POOL_KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(POOL_KEEP_RESIDENT_TABLE);
+    }
 }
 
 /// A core module starts with the magic and version 1; a component with the
