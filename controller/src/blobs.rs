@@ -13,6 +13,9 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+/// How long an upload waits for another upload of the same artifact.
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Largest artifact the controller accepts; keeps one runaway action from
 /// filling the disk.
 pub const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
@@ -108,13 +111,25 @@ impl BlobStore {
             bail!("artifact of {size} bytes exceeds the limit of {MAX_ARTIFACT_BYTES} bytes");
         }
         let partial = self.partial(digest)?;
-        let _guard = self.upload_lock(digest)?;
+        let _guard = self.upload_lock(digest).await?;
+        if self.contains(digest) {
+            // Another upload of the same bytes finished while this one
+            // waited: content-addressed, so this one is done too.
+            tokio::io::copy(reader, &mut tokio::io::sink()).await.context("receiving the artifact")?;
+            return Ok(());
+        }
         let have = match tokio::fs::metadata(&partial).await {
             Ok(meta) => meta.len(),
             Err(_) => 0,
         };
-        if offset != have {
+        if offset > have {
             bail!("cannot resume at byte {offset}: {have} bytes of {digest} are here; ask for the offset again");
+        }
+        if offset < have {
+            // Another upload of the same artifact left more; this sender
+            // sends those bytes again.
+            let file = tokio::fs::OpenOptions::new().write(true).open(&partial).await?;
+            file.set_len(offset).await?;
         }
         let mut hasher = Sha256::new();
         let mut file = tokio::fs::OpenOptions::new()
@@ -174,14 +189,19 @@ impl BlobStore {
         Ok(())
     }
 
-    /// One upload per digest at a time (two agents may produce the same
-    /// artifact); the second is told to come back.
-    fn upload_lock(&self, digest: &str) -> Result<UploadGuard> {
-        let mut uploading = self.uploading.lock().expect("upload lock");
-        if !uploading.insert(digest.to_string()) {
-            bail!("artifact {digest} is being uploaded by another stream; ask for the offset again shortly");
+    /// One upload per digest at a time (two actions may produce the same
+    /// artifact at once): a second waits for the first to end.
+    async fn upload_lock(&self, digest: &str) -> Result<UploadGuard> {
+        let deadline = tokio::time::Instant::now() + UPLOAD_WAIT;
+        loop {
+            if self.uploading.lock().expect("upload lock").insert(digest.to_string()) {
+                return Ok(UploadGuard { set: self.uploading.clone(), digest: digest.to_string() });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("artifact {digest} has been uploading by another stream for {UPLOAD_WAIT:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Ok(UploadGuard { set: self.uploading.clone(), digest: digest.to_string() })
     }
 
     /// Removes blobs that `keep` does not name and that were written before
@@ -314,8 +334,9 @@ mod resume_tests {
         assert!(!store.contains(&digest), "nothing half-written is visible");
         let offset = store.upload_offset(&digest, size).await.unwrap();
         assert_eq!(offset, 100_000);
-        // A resume at the wrong offset is refused and changes nothing.
-        assert!(store.put_stream(&digest, size, 5, &mut &data[5..]).await.unwrap_err().to_string().contains("ask for the offset"));
+        // A resume past what is here is refused and changes nothing.
+        assert!(store.put_stream(&digest, size, 200_000, &mut &data[200_000..]).await.unwrap_err().to_string().contains("ask for the offset"));
+        assert_eq!(store.upload_offset(&digest, size).await.unwrap(), offset);
         store.put_stream(&digest, size, offset, &mut &data[offset as usize..]).await.unwrap();
         assert!(store.contains(&digest));
         assert_eq!(std::fs::read(store.path(&digest).unwrap()).unwrap(), data);
@@ -327,5 +348,22 @@ mod resume_tests {
         store.put_stream(&wrong, 1000, 0, &mut CutOff { data: &other, left: 400 }).await.unwrap_err();
         assert!(store.put_stream(&wrong, 1000, 400, &mut &other[400..]).await.unwrap_err().to_string().contains("mismatch"));
         assert_eq!(store.upload_offset(&wrong, 1000).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn two_uploads_of_the_same_artifact_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        let digest = hex::encode(Sha256::digest(&data));
+        let size = data.len() as u64;
+        let (mut first, mut second) = (&data[..], &data[..]);
+        let (a, b) = tokio::join!(
+            store.put_stream(&digest, size, 0, &mut first),
+            store.put_stream(&digest, size, 0, &mut second),
+        );
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(std::fs::read(store.path(&digest).unwrap()).unwrap(), data);
     }
 }
