@@ -15,9 +15,10 @@ use crate::transfer::{Link, read_frame, write_frame};
 use anyhow::{Context as _, Result, anyhow, bail};
 use rand::Rng as _;
 use sluice_protocol::{
-    CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken, PROTOCOL_VERSION, ToAgent,
+    CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken, PROTOCOL_VERSION, StreamReply,
+    StreamRequest, ToAgent,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -415,9 +416,24 @@ async fn write_control(
 ) -> (mpsc::Receiver<FromAgent>, Option<Vec<u8>>) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One stream per job's log (DESIGN.md section 5), opened at its first
+    // line and closed before its result goes out.
+    let mut log_streams: HashMap<String, (quinn::SendStream, quinn::RecvStream)> = HashMap::new();
+    // Results held back until their job's log is confirmed, so that the
+    // writer goes on with heartbeats meanwhile. A result lost with the
+    // connection is sent again (results are kept until acknowledged).
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     while let Some((frame, _)) = backlog.front() {
-        if let Err(e) = send.write_all(frame).await {
-            warn!("writing the control stream: {e}");
+        // Log lines sent again go on their job's stream, ahead of the new
+        // ones, so that the controller sees each job's lines in order.
+        let mut decoder = sluice_protocol::FrameDecoder::new();
+        decoder.push(frame);
+        let written = match decoder.next_frame::<FromAgent>() {
+            Ok(Some(FromAgent::Log { job_id, .. })) => write_log(&connection, &mut log_streams, &job_id, frame).await,
+            _ => send.write_all(frame).await.map_err(anyhow::Error::from),
+        };
+        if let Err(e) = written {
+            warn!("writing to the controller: {e:#}");
             // Wakes the reader, which would otherwise wait for a frame
             // that the controller may never send.
             connection.close(0u32.into(), b"control stream broken");
@@ -430,23 +446,86 @@ async fn write_control(
             biased;
             _ = connection.closed() => return (outbox, None),
             _ = ticker.tick() => (FromAgent::Heartbeat { running: jobs.running_ids() }, false),
+            Some(frame) = ready_rx.recv() => {
+                if let Err(e) = send.write_all(&frame).await {
+                    warn!("writing the control stream: {e}");
+                    connection.close(0u32.into(), b"control stream broken");
+                    return (outbox, None);
+                }
+                continue;
+            }
             message = outbox.recv() => match message {
                 Some(message) => (message, true),
                 None => return (outbox, None),
             },
         };
-        match sluice_protocol::encode(&message) {
-            Ok(frame) => {
-                if let Err(e) = send.write_all(&frame).await {
-                    warn!("writing the control stream: {e}");
-                    connection.close(0u32.into(), b"control stream broken");
-                    return (outbox, keep.then_some(frame));
-                }
+        let frame = match sluice_protocol::encode(&message) {
+            Ok(frame) => frame,
+            Err(e) => {
+                warn!("dropping a message that cannot be encoded: {e}");
+                continue;
             }
-            Err(e) => warn!("dropping a message that cannot be encoded: {e}"),
+        };
+        let written = match &message {
+            FromAgent::Log { job_id, .. } => write_log(&connection, &mut log_streams, job_id, &frame).await,
+            FromAgent::JobFinished { job_id, .. } => match log_streams.remove(job_id) {
+                None => send.write_all(&frame).await.map_err(anyhow::Error::from),
+                Some(stream) => {
+                    let (ready, job_id, held) = (ready_tx.clone(), job_id.clone(), frame.clone());
+                    tokio::spawn(async move {
+                        // The result goes even if the log could not be
+                        // confirmed: a job must never hang on its log.
+                        if let Err(e) = close_log(stream, &job_id).await {
+                            warn!("{e:#}");
+                        }
+                        let _ = ready.send(held);
+                    });
+                    Ok(())
+                }
+            },
+            _ => send.write_all(&frame).await.map_err(anyhow::Error::from),
+        };
+        if let Err(e) = written {
+            warn!("writing to the controller: {e:#}");
+            connection.close(0u32.into(), b"control stream broken");
+            return (outbox, keep.then_some(frame));
         }
     }
 }
+
+/// Writes a log frame on its job's stream, opening the stream at the
+/// job's first line.
+async fn write_log(
+    connection: &quinn::Connection,
+    streams: &mut HashMap<String, (quinn::SendStream, quinn::RecvStream)>,
+    job_id: &str,
+    frame: &[u8],
+) -> anyhow::Result<()> {
+    if !streams.contains_key(job_id) {
+        let (mut send, recv) = connection.open_bi().await?;
+        send.write_all(&sluice_protocol::encode(&StreamRequest::Logs { job_id: job_id.to_string() })?).await?;
+        streams.insert(job_id.to_string(), (send, recv));
+    }
+    let (send, _) = streams.get_mut(job_id).expect("opened above");
+    send.write_all(frame).await?;
+    Ok(())
+}
+
+/// Ends a job's log stream and waits until the controller has every line,
+/// so that the result sent next never overtakes the log.
+async fn close_log(stream: (quinn::SendStream, quinn::RecvStream), job_id: &str) -> anyhow::Result<()> {
+    let (mut send, mut recv) = stream;
+    send.finish()?;
+    match tokio::time::timeout(LOG_CLOSE_WAIT, read_frame::<StreamReply>(&mut recv)).await {
+        Ok(Ok(Some(StreamReply::Ok { .. }))) => Ok(()),
+        Ok(Ok(other)) => anyhow::bail!("the controller answered the log stream of {job_id} with {other:?}"),
+        Ok(Err(e)) => Err(e.context(format!("closing the log stream of {job_id}"))),
+        Err(_) => anyhow::bail!("the controller did not confirm the log of {job_id} within {LOG_CLOSE_WAIT:?}"),
+    }
+}
+
+/// How long the writer waits for the controller to confirm a job's log.
+const LOG_CLOSE_WAIT: Duration = Duration::from_secs(15);
 
 #[cfg(test)]
 mod tests {
@@ -680,6 +759,10 @@ mod tests {
                         send.write_all(&served).await.unwrap();
                     }
                     StreamRequest::UploadOffset { .. } => {
+                        write_frame(&mut send, &StreamReply::Ok { size: 0 }).await.unwrap();
+                    }
+                    StreamRequest::Logs { .. } => {
+                        let _ = recv.read_to_end(1 << 20).await.unwrap();
                         write_frame(&mut send, &StreamReply::Ok { size: 0 }).await.unwrap();
                     }
                     StreamRequest::PutArtifact { digest, size, .. } => {

@@ -159,11 +159,13 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     let streams = {
         let conn = conn.clone();
         let ctx = ctx.clone();
+        let stream_agent = agent_id.clone();
         tokio::spawn(async move {
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let ctx = ctx.clone();
+                let agent_id = stream_agent.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_transfer(send, recv, &ctx).await {
+                    if let Err(e) = serve_transfer(send, recv, &ctx, &agent_id, conn_id).await {
                         debug!("transfer failed: {e:#}");
                     }
                 });
@@ -191,9 +193,41 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     result
 }
 
-async fn serve_transfer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: &FleetContext) -> Result<()> {
+async fn serve_transfer(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: &FleetContext,
+    agent_id: &str,
+    conn_id: u64,
+) -> Result<()> {
     let request: StreamRequest = read_frame_exact(&mut recv).await?.context("transfer stream ended early")?;
     match request {
+        StreamRequest::Logs { job_id } => {
+            // Each line goes to the driver as the control stream's would;
+            // the answer comes once all of them are queued there, ahead of
+            // the result the agent sends next.
+            let mut decoder = FrameDecoder::new();
+            let mut lines = 0u64;
+            loop {
+                match read_frame::<FromAgent>(&mut recv, &mut decoder).await? {
+                    Some(message @ FromAgent::Log { .. }) => {
+                        if !matches!(&message, FromAgent::Log { job_id: j, .. } if *j == job_id) {
+                            bail!("log stream of job {job_id} carried another job's line");
+                        }
+                        lines += 1;
+                        ctx.driver
+                            .send(Command::AgentMessage { agent_id: agent_id.to_string(), conn_id, message })
+                            .await?;
+                    }
+                    Some(other) => bail!("log stream of job {job_id} carried {other:?}"),
+                    None => break,
+                }
+            }
+            send.write_all(&encode(&StreamReply::Ok { size: lines })?).await?;
+            send.finish()?;
+            let _ = send.stopped().await;
+            Ok(())
+        }
         StreamRequest::FetchPlugin { digest } => send_blob(&ctx.plugins, &digest, 0, &mut send).await,
         StreamRequest::FetchArtifact { digest, offset } => send_blob(&ctx.artifacts, &digest, offset, &mut send).await,
         StreamRequest::UploadOffset { digest, size } => {

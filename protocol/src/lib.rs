@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// ALPN of the mutual-TLS fleet connection.
 pub const ALPN_FLEET: &[u8] = b"sluice/1";
 /// ALPN of the one-shot enrollment connection (server-authenticated only).
@@ -271,6 +271,12 @@ pub enum StreamRequest {
     /// when it is stored, the bytes of an upload cut off earlier, or 0. The
     /// answer is a [`StreamReply::Ok`] with that number as `size`.
     UploadOffset { digest: String, size: u64 },
+    /// The stream of one job's log: [`FromAgent::Log`] frames of that job
+    /// follow until the agent finishes the stream, after the job's last
+    /// line and before it reports the result. The controller answers with
+    /// [`StreamReply::Ok`] (`size`: lines received) once every line has
+    /// reached it, so a result never overtakes its log.
+    Logs { job_id: String },
 }
 
 /// Answer to a [`StreamRequest`].
@@ -483,6 +489,7 @@ mod tests {
             encode(&ToAgent::LogAck { job_id: "j".into(), seq: 9 }),
             encode(&StreamRequest::PutArtifact { digest: "01".repeat(32), size: 5, offset: 2 }),
             encode(&StreamRequest::UploadOffset { digest: "01".repeat(32), size: 5 }),
+            encode(&StreamRequest::Logs { job_id: "j".into() }),
             encode(&StreamReply::Error { message: "no".into() }),
         ];
         frames.push(Ok(frames.iter().flatten().flatten().copied().collect()));
