@@ -418,7 +418,7 @@ async fn write_control(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One stream per job's log (DESIGN.md section 5), opened at its first
     // line and closed before its result goes out.
-    let mut log_streams: HashMap<String, (quinn::SendStream, quinn::RecvStream)> = HashMap::new();
+    let mut log_streams: HashMap<String, mpsc::UnboundedSender<LogOp>> = HashMap::new();
     // Results held back until their job's log is confirmed, so that the
     // writer goes on with heartbeats meanwhile. A result lost with the
     // connection is sent again (results are kept until acknowledged).
@@ -429,7 +429,10 @@ async fn write_control(
         let mut decoder = sluice_protocol::FrameDecoder::new();
         decoder.push(frame);
         let written = match decoder.next_frame::<FromAgent>() {
-            Ok(Some(FromAgent::Log { job_id, .. })) => write_log(&connection, &mut log_streams, &job_id, frame).await,
+            Ok(Some(FromAgent::Log { job_id, .. })) => {
+                log_line(&connection, &mut log_streams, &ready_tx, &job_id, frame.clone());
+                Ok(())
+            }
             _ => send.write_all(frame).await.map_err(anyhow::Error::from),
         };
         if let Err(e) = written {
@@ -467,19 +470,17 @@ async fn write_control(
             }
         };
         let written = match &message {
-            FromAgent::Log { job_id, .. } => write_log(&connection, &mut log_streams, job_id, &frame).await,
+            FromAgent::Log { job_id, .. } => {
+                log_line(&connection, &mut log_streams, &ready_tx, job_id, frame.clone());
+                Ok(())
+            }
             FromAgent::JobFinished { job_id, .. } => match log_streams.remove(job_id) {
                 None => send.write_all(&frame).await.map_err(anyhow::Error::from),
-                Some(stream) => {
-                    let (ready, job_id, held) = (ready_tx.clone(), job_id.clone(), frame.clone());
-                    tokio::spawn(async move {
-                        // The result goes even if the log could not be
-                        // confirmed: a job must never hang on its log.
-                        if let Err(e) = close_log(stream, &job_id).await {
-                            warn!("{e:#}");
-                        }
-                        let _ = ready.send(held);
-                    });
+                // The log's own task sends the result once the log is confirmed.
+                Some(log) => {
+                    if let Err(mpsc::error::SendError(LogOp::Finish(result))) = log.send(LogOp::Finish(frame.clone())) {
+                        let _ = ready_tx.send(result);
+                    }
                     Ok(())
                 }
             },
@@ -493,22 +494,77 @@ async fn write_control(
     }
 }
 
-/// Writes a log frame on its job's stream, opening the stream at the
-/// job's first line.
-async fn write_log(
+/// What the writer hands a job's log task.
+enum LogOp {
+    /// An encoded `FromAgent::Log` frame.
+    Line(Vec<u8>),
+    /// The job's result frame, to send on the control stream once the log
+    /// is confirmed.
+    Finish(Vec<u8>),
+}
+
+/// Queues a log line for its job's stream, starting the task that owns the
+/// stream at the job's first line. The writer never waits on a log stream:
+/// heartbeats go on whatever the logs do.
+fn log_line(
     connection: &quinn::Connection,
-    streams: &mut HashMap<String, (quinn::SendStream, quinn::RecvStream)>,
+    streams: &mut HashMap<String, mpsc::UnboundedSender<LogOp>>,
+    ready: &mpsc::UnboundedSender<Vec<u8>>,
     job_id: &str,
-    frame: &[u8],
-) -> anyhow::Result<()> {
-    if !streams.contains_key(job_id) {
+    frame: Vec<u8>,
+) {
+    let tx = streams.entry(job_id.to_string()).or_insert_with(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(log_stream(connection.clone(), job_id.to_string(), rx, ready.clone()));
+        tx
+    });
+    let _ = tx.send(LogOp::Line(frame));
+}
+
+/// Owns one job's log stream: writes its lines in order, then on `Finish`
+/// closes it, waits for the controller's confirmation and passes the result
+/// on. Lines that cannot be written stay with the job for re-sending after
+/// a reconnect; the result always goes on.
+async fn log_stream(
+    connection: quinn::Connection,
+    job_id: String,
+    mut ops: mpsc::UnboundedReceiver<LogOp>,
+    ready: mpsc::UnboundedSender<Vec<u8>>,
+) {
+    let opened = async {
         let (mut send, recv) = connection.open_bi().await?;
-        send.write_all(&sluice_protocol::encode(&StreamRequest::Logs { job_id: job_id.to_string() })?).await?;
-        streams.insert(job_id.to_string(), (send, recv));
+        send.write_all(&sluice_protocol::encode(&StreamRequest::Logs { job_id: job_id.clone() })?).await?;
+        anyhow::Ok((send, recv))
     }
-    let (send, _) = streams.get_mut(job_id).expect("opened above");
-    send.write_all(frame).await?;
-    Ok(())
+    .await;
+    let mut stream = match opened {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            warn!("opening the log stream of {job_id}: {e:#}");
+            None
+        }
+    };
+    while let Some(op) = ops.recv().await {
+        match op {
+            LogOp::Line(frame) => {
+                if let Some((send, _)) = stream.as_mut()
+                    && let Err(e) = send.write_all(&frame).await
+                {
+                    warn!("writing the log stream of {job_id}: {e}");
+                    stream = None;
+                }
+            }
+            LogOp::Finish(result) => {
+                if let Some(stream) = stream.take()
+                    && let Err(e) = close_log(stream, &job_id).await
+                {
+                    warn!("{e:#}");
+                }
+                let _ = ready.send(result);
+                return;
+            }
+        }
+    }
 }
 
 /// Ends a job's log stream and waits until the controller has every line,

@@ -1924,6 +1924,7 @@ impl Driver {
         // waiting, moving each of them through the queue on every commit
         // cost more than the commit itself (the throughput benchmark spent
         // about half the driver's time there).
+        let quiet = 2 * self.heartbeat().as_millis() as u64;
         let mut free = self.has_free_slot();
         while free && let Some(dispatch) = self.pending.pop_front() {
             if holding && self.restored.contains_key(&dispatch.job_id) {
@@ -1939,6 +1940,9 @@ impl Driver {
                 .agents
                 .iter()
                 .filter(|(_, a)| !a.draining && (a.running.len() as u32) < a.slots)
+                // Nothing new for an agent that missed its last heartbeats:
+                // it may be dead without QUIC knowing yet.
+                .filter(|(_, a)| now_ms() < a.last_heard + quiet)
                 .filter(|(_, a)| dispatch.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
                 .min_by(|(ia, a), (ib, b)| {
                     let la = a.running.len() as f64 / f64::from(a.slots);
