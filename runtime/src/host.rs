@@ -40,25 +40,27 @@ pub(crate) struct HostState {
     pub grants: crate::Grants,
     pub mounts: Vec<Mount>,
     pub secrets: BTreeMap<String, String>,
-    masker: crate::mask::Masker,
     /// Bytes logged by this call so far.
     log_bytes: usize,
+    /// The action's log, masking every granted secret.
     pub log: Arc<dyn LogSink>,
     pub cancel: crate::Cancel,
 }
 
-/// The guest's stdout and stderr, captured and handed to the log after the call.
+/// The guest's stdout and stderr, captured and handed to the (masking) log
+/// after the call.
 pub(crate) struct Stdio {
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    log: Arc<dyn LogSink>,
 }
 
 impl Stdio {
-    pub fn flush_to(&self, log: &dyn LogSink) {
+    pub fn flush(&self) {
         for (pipe, prefix) in [(&self.stdout, ""), (&self.stderr, "stderr: ")] {
             let bytes = pipe.contents();
             for line in String::from_utf8_lossy(&bytes).lines() {
-                log.line(&format!("{prefix}{line}"));
+                self.log.line(&format!("{prefix}{line}"));
             }
         }
     }
@@ -68,7 +70,11 @@ impl Stdio {
 pub const MAX_LOG_BYTES: usize = 8 << 20;
 
 impl HostState {
+    /// The state of one call. `log` is wrapped once here so that every line
+    /// the call logs, by any path (log import, programs, stdio), is masked.
     pub fn new(inv: &Invocation, log: Arc<dyn LogSink>, deadline: Instant, memory_limit: usize) -> Result<(Self, Stdio)> {
+        let log = crate::mask::MaskingSink::wrap(log, &inv.secrets);
+        let stdio_log = log.clone();
         let mut mounts = Vec::new();
         for (name, dir) in &inv.inputs {
             mounts.push(Mount { guest: input_path(name).into(), host: dir.clone(), writable: false });
@@ -113,12 +119,11 @@ impl HostState {
             grants: inv.grants.clone(),
             mounts,
             secrets: inv.secrets.clone(),
-            masker: crate::mask::Masker::new(&inv.secrets),
             log_bytes: 0,
             log,
             cancel: inv.cancel.clone(),
         };
-        Ok((state, Stdio { stdout, stderr }))
+        Ok((state, Stdio { stdout, stderr, log: stdio_log }))
     }
 
     /// Logs one line, masked, within the action's log budget: past
@@ -136,14 +141,7 @@ impl HostState {
             ));
             return;
         }
-        let line = self.mask(line);
-        self.log.line(&line);
-    }
-
-    /// Masks every granted secret value in a line before it is logged (the
-    /// sink masks again; this keeps the host's own paths safe on their own).
-    pub fn mask(&self, text: &str) -> String {
-        self.masker.mask(text)
+        self.log.line(line);
     }
 
     /// The innermost mount holding a sandbox path.

@@ -375,7 +375,6 @@ impl Runtime {
         log: Arc<dyn LogSink>,
     ) -> std::result::Result<Revision, String> {
         let scratch = tempfile_dir().map_err(|e| format!("{e:#}"))?;
-        let log = mask::MaskingSink::wrap(log, &secrets);
         let inv = Self::bare_invocation(scratch.path(), grants, secrets, timeout);
         let (mut store, stdio) =
             self.store(&inv, log.clone(), Instant::now() + timeout).map_err(|e| format!("preparing the sandbox: {e:#}"))?;
@@ -394,7 +393,7 @@ impl Runtime {
             .get_typed_func::<(Vec<(String, String)>,), (std::result::Result<WitRevision, String>,)>(&mut store, &func)
             .map_err(|e| format!("the plugin's latest-revision has an unexpected type: {e:#}"))?;
         let result = func.call(&mut store, (configuration,));
-        stdio.flush_to(&*log);
+        stdio.flush();
         match result {
             Ok((Ok(r),)) => Ok(Revision { id: r.id, summary: r.summary, created: r.created }),
             Ok((Err(message),)) => Err(message),
@@ -452,7 +451,8 @@ impl Runtime {
             match self.execute_once(plugin, inv, log.clone(), deadline, continuation.take()) {
                 Outcome::InProgress { continuation: next, poll_after, summary } => {
                     if !summary.is_empty() {
-                        log.line(&format!("in progress: {summary}"));
+                        // The summary comes from the plugin: masked like its log.
+                        log.line(&format!("in progress: {}", mask::Masker::new(&inv.secrets).mask(&summary)));
                     }
                     let now = Instant::now();
                     if inv.cancel.is_cancelled() {
@@ -481,8 +481,6 @@ impl Runtime {
         deadline: Instant,
         continuation: Option<String>,
     ) -> Outcome {
-        // Everything the action prints, by any path, is masked.
-        let log = mask::MaskingSink::wrap(log, &inv.secrets);
         let (mut store, stdio) = match self.store(inv, log.clone(), deadline) {
             Ok(s) => s,
             Err(e) => return Outcome::Failed { message: format!("preparing the sandbox: {e:#}"), retryable: false },
@@ -516,7 +514,7 @@ impl Runtime {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.sluice_plugin_action().call_execute(&mut store, &ctx));
-        stdio.flush_to(&*log);
+        stdio.flush();
         match result {
             Ok(wit::Outcome::Succeeded(s)) => Outcome::Succeeded {
                 summary: s.summary,
