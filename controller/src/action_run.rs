@@ -77,17 +77,7 @@ pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
     let plugin = runtime.load(&bytes, None)?;
     let info = runtime.describe(&plugin)?;
     // The plugin gets what both it declares and the command line grants.
-    let both = |granted: &[String], declared: &[String]| -> Vec<String> {
-        granted.iter().filter(|g| declared.iter().any(|d| d == "*" || d == *g)).cloned().collect()
-    };
-    let declared = &info.capabilities;
-    let grants = Grants {
-        exec: both(&request.grants.exec, &declared.exec),
-        http: both(&request.grants.http, &declared.http),
-        secrets: both(&request.grants.secrets, &declared.secrets),
-        env: both(&request.grants.env, &declared.env),
-        fs: if declared.fs.is_empty() { Vec::new() } else { request.grants.fs.clone() },
-    };
+    let grants = sluice_runtime::consent(&info.capabilities, &request.grants);
     for (name, dir) in &request.inputs {
         if !dir.is_dir() {
             bail!("input {name}: {} is not a directory", dir.display());

@@ -263,6 +263,19 @@ pub struct Capabilities {
     pub fs: Vec<String>,
 }
 
+impl Capabilities {
+    /// The same lists as the host's grants.
+    pub fn grants(&self) -> sluice_protocol::Grants {
+        sluice_protocol::Grants {
+            exec: self.exec.clone(),
+            http: self.http.clone(),
+            secrets: self.secrets.clone(),
+            env: self.env.clone(),
+            fs: self.fs.clone(),
+        }
+    }
+}
+
 /// An action's configuration: string keys to string values, in declaration
 /// order. CodePipeline's rule that every value is a string is enforced by the
 /// type.

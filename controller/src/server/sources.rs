@@ -465,16 +465,5 @@ fn webhook_aad(pipeline: &str) -> String {
 
 /// What a plugin may use: what the pipeline granted and the plugin declared.
 pub(super) fn grants_for(declared: &Grants, granted: &crate::pipeline::Capabilities) -> Grants {
-    let both = |granted: &[String], declared: &[String]| -> Vec<String> {
-        granted.iter().filter(|g| declared.iter().any(|d| d == "*" || d == *g)).cloned().collect()
-    };
-    Grants {
-        exec: both(&granted.exec, &declared.exec),
-        http: both(&granted.http, &declared.http),
-        secrets: both(&granted.secrets, &declared.secrets),
-        env: both(&granted.env, &declared.env),
-        // A plugin that may write directories names no paths in advance:
-        // the pipeline chooses them.
-        fs: if declared.fs.is_empty() { Vec::new() } else { granted.fs.clone() },
-    }
+    sluice_runtime::consent(declared, &granted.grants())
 }
