@@ -144,22 +144,45 @@ fn commit_files(payload: &Value) -> Option<Vec<String>> {
     Some(files)
 }
 
+/// A push to a branch or tag (`ref`, `after`, and the commits' files), or
+/// why it starts nothing (a deleted ref, a ref that is neither).
+fn push(payload: &Value) -> Parsed {
+    let after = str_at(payload, "/after")?;
+    let reference = str_at(payload, "/ref")?;
+    if payload.get("deleted").and_then(Value::as_bool) == Some(true) || is_zero(after) {
+        return Ok(Err(format!("{reference} was deleted")));
+    }
+    let kind = match ref_kind(reference) {
+        Ok(kind) => kind,
+        Err(why) => return Ok(Err(why)),
+    };
+    let files = if matches!(kind, ChangeKind::Branch(_)) { commit_files(payload) } else { None };
+    Ok(Ok(Change { kind, revision: check_revision(after)?, files }))
+}
+
+/// Where a sender keeps a pull (merge) request's branches and head commit.
+struct PullRequestFields {
+    source_branch: &'static str,
+    destination_branch: &'static str,
+    head: &'static str,
+}
+
+fn pull_request(payload: &Value, event: &str, at: PullRequestFields) -> Parsed {
+    Ok(Ok(Change {
+        kind: ChangeKind::PullRequest {
+            event: event.into(),
+            source_branch: str_at(payload, at.source_branch)?.to_string(),
+            destination_branch: str_at(payload, at.destination_branch)?.to_string(),
+        },
+        revision: check_revision(str_at(payload, at.head)?)?,
+        files: None,
+    }))
+}
+
 fn github_like(sender: &str, event: &str, payload: &Value) -> Parsed {
     match event {
         "ping" => Ok(Err(format!("{sender} ping"))),
-        "push" => {
-            let after = str_at(payload, "/after")?;
-            let reference = str_at(payload, "/ref")?;
-            if payload.get("deleted").and_then(Value::as_bool) == Some(true) || is_zero(after) {
-                return Ok(Err(format!("{reference} was deleted")));
-            }
-            let kind = match ref_kind(reference) {
-                Ok(kind) => kind,
-                Err(why) => return Ok(Err(why)),
-            };
-            let files = if matches!(kind, ChangeKind::Branch(_)) { commit_files(payload) } else { None };
-            Ok(Ok(Change { kind, revision: check_revision(after)?, files }))
-        }
+        "push" => push(payload),
         "pull_request" => {
             let action = str_at(payload, "/action")?;
             let event = match action {
@@ -168,15 +191,12 @@ fn github_like(sender: &str, event: &str, payload: &Value) -> Parsed {
                 "closed" => "CLOSED",
                 other => return Ok(Err(format!("pull request action {other:?} starts nothing"))),
             };
-            Ok(Ok(Change {
-                kind: ChangeKind::PullRequest {
-                    event: event.into(),
-                    source_branch: str_at(payload, "/pull_request/head/ref")?.to_string(),
-                    destination_branch: str_at(payload, "/pull_request/base/ref")?.to_string(),
-                },
-                revision: check_revision(str_at(payload, "/pull_request/head/sha")?)?,
-                files: None,
-            }))
+            let at = PullRequestFields {
+                source_branch: "/pull_request/head/ref",
+                destination_branch: "/pull_request/base/ref",
+                head: "/pull_request/head/sha",
+            };
+            pull_request(payload, event, at)
         }
         other => Ok(Err(format!("{sender} event {other:?} starts nothing"))),
     }
@@ -185,19 +205,7 @@ fn github_like(sender: &str, event: &str, payload: &Value) -> Parsed {
 fn gitlab(event: &str, payload: &Value) -> Parsed {
     let kind = payload.get("object_kind").and_then(Value::as_str).unwrap_or(event);
     match kind {
-        "push" | "tag_push" | "Push Hook" | "Tag Push Hook" => {
-            let reference = str_at(payload, "/ref")?;
-            let after = str_at(payload, "/after")?;
-            if is_zero(after) {
-                return Ok(Err(format!("{reference} was deleted")));
-            }
-            let kind = match ref_kind(reference) {
-                Ok(kind) => kind,
-                Err(why) => return Ok(Err(why)),
-            };
-            let files = if matches!(kind, ChangeKind::Branch(_)) { commit_files(payload) } else { None };
-            Ok(Ok(Change { kind, revision: check_revision(after)?, files }))
-        }
+        "push" | "tag_push" | "Push Hook" | "Tag Push Hook" => push(payload),
         "merge_request" | "Merge Request Hook" => {
             let action = str_at(payload, "/object_attributes/action")?;
             let event = match action {
@@ -206,15 +214,12 @@ fn gitlab(event: &str, payload: &Value) -> Parsed {
                 "close" | "merge" => "CLOSED",
                 other => return Ok(Err(format!("merge request action {other:?} starts nothing"))),
             };
-            Ok(Ok(Change {
-                kind: ChangeKind::PullRequest {
-                    event: event.into(),
-                    source_branch: str_at(payload, "/object_attributes/source_branch")?.to_string(),
-                    destination_branch: str_at(payload, "/object_attributes/target_branch")?.to_string(),
-                },
-                revision: check_revision(str_at(payload, "/object_attributes/last_commit/id")?)?,
-                files: None,
-            }))
+            let at = PullRequestFields {
+                source_branch: "/object_attributes/source_branch",
+                destination_branch: "/object_attributes/target_branch",
+                head: "/object_attributes/last_commit/id",
+            };
+            pull_request(payload, event, at)
         }
         other => Ok(Err(format!("gitlab event {other:?} starts nothing"))),
     }
