@@ -668,14 +668,7 @@ impl Driver {
             }
             let now = now_ms();
             for (dispatch, message) in refused {
-                self.engine.handle(
-                    now,
-                    Event::ActionFinished {
-                        job_id: dispatch.job_id,
-                        lease_epoch: dispatch.lease_epoch,
-                        result: ActionResult::Failed { message },
-                    },
-                );
+                self.refuse(now, dispatch, message);
             }
             changes = Vec::new();
         }
@@ -1545,14 +1538,7 @@ impl Driver {
         );
         for dispatch in resumed {
             if let Err(message) = self.hand_out(&agent_id, &dispatch) {
-                self.engine.handle(
-                    now,
-                    Event::ActionFinished {
-                        job_id: dispatch.job_id,
-                        lease_epoch: dispatch.lease_epoch,
-                        result: ActionResult::Failed { message },
-                    },
-                );
+                self.refuse(now, dispatch, message);
             }
         }
         info!(%agent_id, "agent ready");
@@ -1966,6 +1952,13 @@ impl Driver {
             self.pending.push_front(dispatch);
         }
         refused
+    }
+
+    /// Fails an action that cannot be handed out at all (e.g. its plugin is
+    /// not registered): an engine step the caller commits.
+    fn refuse(&mut self, now: u64, dispatch: Dispatch, message: String) {
+        let (job_id, lease_epoch) = (dispatch.job_id, dispatch.lease_epoch);
+        self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result: ActionResult::Failed { message } });
     }
 
     /// Whether some agent could take one more action now.
