@@ -6,12 +6,13 @@
 //! server and client with the controller's own TLS configuration moving
 //! the same bytes with nothing else to do.
 
-use crate::client::{self, read_frame};
+use crate::client;
+use sluice::fleet::read_frame_exact;
 use crate::report::{Budget, Figure, ScenarioReport};
 use anyhow::{Context as _, Result, bail};
 use sha2::{Digest as _, Sha256};
 use serde_json::json;
-use sluice_protocol::{FrameDecoder, JoinToken, StreamReply, StreamRequest, encode};
+use sluice_protocol::{JoinToken, StreamReply, StreamRequest, encode};
 use sluice_tests::Cluster;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,7 +95,7 @@ async fn sluice_upload(conn: &quinn::Connection, bytes: &[u8], digest: &str) -> 
     send.write_all(&encode(&StreamRequest::PutArtifact { digest: digest.to_string(), size: bytes.len() as u64, offset: 0 })?).await?;
     send.write_all(bytes).await?;
     send.finish()?;
-    match read_frame::<StreamReply>(&mut recv, &mut FrameDecoder::new()).await? {
+    match read_frame_exact::<StreamReply>(&mut recv).await? {
         Some(StreamReply::Ok { .. }) => Ok(started.elapsed()),
         other => bail!("upload refused: {other:?}"),
     }
@@ -105,7 +106,7 @@ async fn sluice_download(conn: &quinn::Connection, digest: &str, size: u64, dest
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&encode(&StreamRequest::FetchArtifact { digest: digest.to_string(), offset: 0 })?).await?;
     send.finish()?;
-    match read_frame::<StreamReply>(&mut recv, &mut FrameDecoder::new()).await? {
+    match read_frame_exact::<StreamReply>(&mut recv).await? {
         Some(StreamReply::Ok { size: announced }) if announced == size => {}
         other => bail!("download refused: {other:?}"),
     }

@@ -12,9 +12,10 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sluice_protocol::{
-    ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FrameDecoder, FromAgent, Hello,
-    JoinToken, MAX_FRAME, PROTOCOL_VERSION, ToAgent, encode,
+    ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello,
+    JoinToken, PROTOCOL_VERSION, ToAgent, encode,
 };
+use sluice::fleet::read_frame_exact;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +95,7 @@ pub async fn enroll(
     };
     send.write_all(&encode(&request)?).await?;
     send.finish()?;
-    let answer: EnrollResponse = read_frame(&mut recv, &mut FrameDecoder::new()).await?.context("no enrollment answer")?;
+    let answer: EnrollResponse = read_frame_exact(&mut recv).await?.context("no enrollment answer")?;
     conn.close(0u32.into(), b"enrolled");
     match answer {
         EnrollResponse::Enrolled { agent_id, cert_pem, .. } => {
@@ -128,34 +129,11 @@ pub async fn connect(endpoint: &quinn::Endpoint, fleet: SocketAddr, enrolled: &E
         instance: std::process::id().into(),
     });
     send.write_all(&encode(&hello)?).await?;
-    match read_frame::<ToAgent>(&mut recv, &mut FrameDecoder::new()).await? {
+    match read_frame_exact::<ToAgent>(&mut recv).await? {
         Some(ToAgent::Welcome { .. }) => Ok(Connected { conn, _control: (send, recv) }),
         Some(ToAgent::Refused { reason }) => bail!("agent {} refused: {reason}", enrolled.agent_id),
         other => bail!("agent {}: expected a welcome, got {other:?}", enrolled.agent_id),
     }
-}
-
-/// Reads exactly one frame (length prefix, then body), leaving whatever
-/// follows it in the stream.
-pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-) -> Result<Option<T>> {
-    let mut len = [0u8; 4];
-    match recv.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
-        bail!("frame of {n} bytes exceeds {MAX_FRAME}");
-    }
-    let mut body = vec![0u8; n];
-    recv.read_exact(&mut body).await?;
-    decoder.push(&len);
-    decoder.push(&body);
-    Ok(decoder.next_frame()?)
 }
 
 /// A client endpoint on loopback.

@@ -285,7 +285,7 @@ async fn send_blob(store: &BlobStore, digest: &str, offset: u64, send: &mut quin
 
 /// Reads one frame with exact reads, so that raw bytes after it stay in
 /// the stream. `None` when the stream ended cleanly before a frame.
-async fn read_frame_exact<T: for<'de> serde::Deserialize<'de>>(recv: &mut quinn::RecvStream) -> Result<Option<T>> {
+pub async fn read_frame_exact<T: for<'de> serde::Deserialize<'de>>(recv: &mut quinn::RecvStream) -> Result<Option<T>> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
