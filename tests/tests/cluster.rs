@@ -1151,5 +1151,9 @@ fn artifacts_no_execution_refers_to_are_collected() {
     assert!(cluster.sluice(&["pipeline", "delete", "goes"]).status.success());
     wait_until("the unreferenced artifact to be collected", WAIT, || (!blob(&gone).exists()).then_some(())).unwrap();
     assert!(blob(&kept).exists(), "an artifact a stored execution refers to stays");
-    assert!(cluster.controller_log().contains("unreferenced artifacts removed"));
+    // The collector logs once it has finished, just after the file went.
+    wait_until("the collection to be logged", WAIT, || {
+        cluster.controller_log().contains("unreferenced artifacts removed").then_some(())
+    })
+    .unwrap();
 }
