@@ -55,6 +55,9 @@ struct Args {
     /// Linear memory one action may use.
     #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     runtime_memory_mib: u64,
+    /// Bytes one output artifact may hold; an action leaving more fails.
+    #[arg(long, value_name = "MIB", default_value_t = sluice_runtime::MAX_OUTPUT_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=(sluice_runtime::MAX_OUTPUT_BYTES >> 20)))]
+    max_output_mib: u64,
     /// How plugin calls get their memory: `pooling` reserves pools for
     /// `--slots` calls at start (and falls back to `on-demand` where the
     /// address space does not allow it), `on-demand` allocates per call.
@@ -186,6 +189,7 @@ async fn run(mut args: Args) -> Result<()> {
     let runtime = Runtime::new(RuntimeConfig {
         memory_limit: usize::try_from(args.runtime_memory_mib << 20).context("--runtime-memory-mib is too large")?,
         cache_dir: Some(cache_dir),
+        max_output_bytes: args.max_output_mib << 20,
         allocation: match args.allocator {
             // One call at a time per slot, and the source polls that run
             // outside the slots.

@@ -10,13 +10,15 @@
 //! ```
 //!
 //! `exec`, `secrets` and `env` list names (`*`: any); `http` lists
-//! `host:port` patterns (`*` in the host matches any part); `fs` lists
+//! `host:port` patterns (see `sluice_runtime::net`: `*`, `*.domain`, names,
+//! IP addresses and CIDR blocks; a grant must lie inside one); `fs` lists
 //! directories a granted path must lie in. A kind left out permits nothing.
 //! Without `--policy`, the agent permits what its controller grants.
 
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use sluice_protocol::Grants;
+use sluice_runtime::net::{Endpoint, parse_grants};
 use std::path::{Component, Path};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -39,6 +41,7 @@ impl Policy {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading policy {}", path.display()))?;
         let policy: Policy =
             serde_json::from_str(&text).with_context(|| format!("policy {} is not valid", path.display()))?;
+        parse_grants(&policy.http).map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
         for dir in &policy.fs {
             if !Path::new(dir).is_absolute() {
                 anyhow::bail!("policy {}: fs entry {dir:?} must be an absolute directory", path.display());
@@ -70,24 +73,14 @@ impl Policy {
         let exec = keep("exec", &granted.exec, &named(&self.exec));
         let secrets = keep("secret", &granted.secrets, &named(&self.secrets));
         let env = keep("env", &granted.env, &named(&self.env));
-        let http_allowed = self.http.clone();
-        let http = keep("http", &granted.http, &move |g: &str| http_allowed.iter().any(|a| host_port_matches(a, g)));
+        let http_allowed: Vec<Endpoint> = self.http.iter().filter_map(|a| a.parse().ok()).collect();
+        let http = keep("http", &granted.http, &move |g: &str| {
+            g.parse::<Endpoint>().is_ok_and(|g| http_allowed.iter().any(|a| a.covers(&g)))
+        });
         let fs_allowed = self.fs.clone();
         let fs = keep("fs", &granted.fs, &move |g: &str| fs_allowed.iter().any(|dir| inside(Path::new(g), Path::new(dir))));
         (Grants { exec, http, secrets, env, fs }, denied)
     }
-}
-
-/// `*.example.com:443` against `api.example.com:443`; a grant that is itself
-/// a pattern must be covered by the policy's pattern literally.
-fn host_port_matches(pattern: &str, grant: &str) -> bool {
-    if pattern == "*" || pattern == grant {
-        return true;
-    }
-    let (Some((ph, pp)), Some((gh, gp))) = (pattern.rsplit_once(':'), grant.rsplit_once(':')) else {
-        return false;
-    };
-    (pp == "*" || pp == gp) && (ph == "*" || ph == gh || ph.strip_prefix("*.").is_some_and(|suffix| gh.ends_with(&format!(".{suffix}"))))
 }
 
 /// Whether `path` lies in `dir`, without `..` tricks.

@@ -63,3 +63,25 @@ fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<u64> {
     }
     Ok(1)
 }
+
+/// The bytes of the regular files under `dir` (symlinks count as nothing
+/// and are not followed); stops counting once past `stop_after`.
+pub(crate) fn tree_size(dir: &Path, stop_after: u64) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                total = total.saturating_add(entry.metadata()?.len());
+                if total > stop_after {
+                    return Ok(total);
+                }
+            }
+        }
+    }
+    Ok(total)
+}

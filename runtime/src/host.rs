@@ -2,6 +2,7 @@
 //! and the `log`, `process` and `secrets` imports.
 
 use crate::bindings::sluice::plugin::{files, log, process as wit_process, secrets, types};
+use crate::budget::{LogBudget, Verdict};
 use crate::{Invocation, LogSink};
 use anyhow::{Context as _, Result};
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) const WORKSPACE: &str = "/workspace";
 
@@ -33,15 +35,16 @@ pub(crate) struct Mount {
 
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub table: ResourceTable,
+    http: WasiHttpCtx,
+    http_gate: crate::http::HttpGate,
     pub limits: StoreLimits,
     pub memory_limit: usize,
     pub deadline: Instant,
     pub grants: crate::Grants,
     pub mounts: Vec<Mount>,
     pub secrets: BTreeMap<String, String>,
-    /// Bytes logged by this call so far.
-    log_bytes: usize,
+    log_budget: LogBudget,
     /// The action's log, masking every granted secret.
     pub log: Arc<dyn LogSink>,
     pub cancel: crate::Cancel,
@@ -66,8 +69,6 @@ impl Stdio {
     }
 }
 
-/// Log bytes one call of a plugin may write.
-pub const MAX_LOG_BYTES: usize = 8 << 20;
 
 impl HostState {
     /// The state of one call. `log` is wrapped once here so that every line
@@ -113,35 +114,43 @@ impl HostState {
         let state = Self {
             wasi: builder.build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_gate: crate::http::HttpGate::new(&inv.grants.http, deadline, log.clone()),
             limits,
             memory_limit,
             deadline,
             grants: inv.grants.clone(),
             mounts,
             secrets: inv.secrets.clone(),
-            log_bytes: 0,
+            log_budget: LogBudget::new(Instant::now()),
             log,
             cancel: inv.cancel.clone(),
         };
         Ok((state, Stdio { stdout, stderr, log: stdio_log }))
     }
 
-    /// Logs one line, masked, within the action's log budget: past
-    /// [`MAX_LOG_BYTES`] one line says so and the rest is dropped, so a
-    /// flooding plugin cannot swamp the agent, the link or the store.
+    /// Logs one line, masked, within the action's log budget (a total and
+    /// a rate, see [`crate::budget`]), so that a flooding plugin cannot
+    /// swamp the agent, the link or the store.
     pub fn emit(&mut self, line: &str) {
-        if self.log_bytes >= MAX_LOG_BYTES {
-            return;
+        let (keep, notices) = match self.log_budget.admit(line.len(), Instant::now()) {
+            Verdict::Log(notices) => (true, notices),
+            Verdict::Drop(notices) => (false, notices),
+        };
+        for notice in notices {
+            self.log.line(&notice);
         }
-        self.log_bytes += line.len() + 1;
-        if self.log_bytes >= MAX_LOG_BYTES {
-            self.log.line(&format!(
-                "[warn] the action logged more than {} MiB; further lines are dropped",
-                MAX_LOG_BYTES >> 20
-            ));
-            return;
+        if keep {
+            self.log.line(line);
         }
-        self.log.line(line);
+    }
+
+    /// Ends the call's log: says how many lines the rate dropped since the
+    /// last line that passed.
+    pub fn finish_log(&mut self) {
+        if let Some(notice) = self.log_budget.dropped_notice(Instant::now()) {
+            self.log.line(&notice);
+        }
     }
 
     /// The innermost mount holding a sandbox path.
@@ -186,6 +195,12 @@ impl files::Host for HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_gate }
     }
 }
 

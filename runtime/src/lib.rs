@@ -13,9 +13,13 @@
 //! has a memory limit, instance/table limits, a bounded wasm stack and an
 //! epoch deadline derived from the action timeout.
 
+mod blocking;
+pub mod budget;
 mod files;
 mod host;
+mod http;
 pub mod mask;
+pub mod net;
 mod process;
 
 use anyhow::{Context as _, Result};
@@ -60,11 +64,16 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// How plugin instances get their memories and tables.
     pub allocation: Allocation,
+    /// Bytes one output artifact directory may hold when the action ends.
+    pub max_output_bytes: u64,
 }
+
+/// The default limit of one output artifact, the controller's own limit.
+pub const MAX_OUTPUT_BYTES: u64 = 4 << 30;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { memory_limit: 256 << 20, cache_dir: None, allocation: Allocation::OnDemand }
+        Self { memory_limit: 256 << 20, cache_dir: None, allocation: Allocation::OnDemand, max_output_bytes: MAX_OUTPUT_BYTES }
     }
 }
 
@@ -255,6 +264,8 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wt(wasmtime_wasi::p2::add_to_linker_sync(&mut linker), "linking WASI")?;
+        wt(wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker), "linking wasi:http")?;
+        wt(blocking::bound_waits(&mut linker), "bounding WASI waits by the deadline")?;
         wt(
             bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s),
             "linking the sluice:plugin imports",
@@ -411,6 +422,7 @@ impl Runtime {
             .map_err(|e| format!("the plugin's latest-revision has an unexpected type: {e:#}"))?;
         let result = func.call(&mut store, (configuration,));
         stdio.flush();
+        store.data_mut().finish_log();
         match result {
             Ok((Ok(r),)) => Ok(Revision { id: r.id, summary: r.summary, created: r.created }),
             Ok((Err(message),)) => Err(message),
@@ -484,9 +496,28 @@ impl Runtime {
                     std::thread::sleep(poll_after);
                     continuation = Some(next);
                 }
+                Outcome::Succeeded { .. } if let Err(message) = self.check_outputs(inv) => {
+                    return Outcome::Failed { message, retryable: false };
+                }
                 done => return done,
             }
         }
+    }
+
+    /// Refuses outputs over [`RuntimeConfig::max_output_bytes`], before
+    /// anything is packed or sent.
+    fn check_outputs(&self, inv: &Invocation) -> std::result::Result<(), String> {
+        let limit = self.config.max_output_bytes;
+        for (name, dir, _) in &inv.outputs {
+            let size = files::tree_size(dir, limit).map_err(|e| format!("measuring output artifact {name:?}: {e}"))?;
+            if size > limit {
+                return Err(format!(
+                    "output artifact {name:?} holds more than {}, the limit of one artifact",
+                    bytes(limit)
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// One call of `execute` in a fresh store.
@@ -532,6 +563,7 @@ impl Runtime {
             .instantiate(&mut store)
             .and_then(|instance| instance.sluice_plugin_action().call_execute(&mut store, &ctx));
         stdio.flush();
+        store.data_mut().finish_log();
         match result {
             Ok(wit::Outcome::Succeeded(s)) => Outcome::Succeeded {
                 summary: s.summary,
@@ -653,6 +685,16 @@ impl Drop for TempDir {
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(Instant::now())
+}
+
+/// `512 KiB`, `16 MiB`, `4 GiB`: how sizes read in messages.
+pub fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n.is_multiple_of(1 << 30) => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
 }
 
 /// `90s`, `5m`, `2h`: how timeouts read in messages.

@@ -819,8 +819,8 @@ impl<'d> Validator<'d> {
         }
     }
 
-    /// Capability grants and agent labels: only emptiness is checked here; what
-    /// a grant means is for the agent's policy.
+    /// Capability grants and agent labels: emptiness, and the `host:port`
+    /// syntax of `http` grants; what a grant permits is for the agent's policy.
     fn grants(&mut self, path: &str, action: &Action) {
         if let Some(capabilities) = &action.capabilities {
             let path = child(path, "capabilities");
@@ -834,6 +834,10 @@ impl<'d> Validator<'d> {
                 for (i, grant) in grants.iter().enumerate() {
                     if grant.is_empty() {
                         self.error(index(&child(&path, kind), i), "a grant must not be empty");
+                    } else if kind == "http"
+                        && let Err(e) = grant.parse::<sluice_runtime::net::Endpoint>()
+                    {
+                        self.error(index(&child(&path, kind), i), e);
                     }
                 }
             }

@@ -1,0 +1,240 @@
+//! Outgoing `wasi:http` requests, gated by the action's `http` grants.
+//!
+//! wasmtime-wasi-http hands every request a plugin sends to
+//! [`WasiHttpHooks::send_request`]; [`HttpGate`] answers it. It checks the
+//! request's host and port against the grants, resolves the name itself,
+//! keeps only the addresses the grants admit (see [`crate::net`]) and
+//! connects to exactly those, so a name cannot be re-resolved to another
+//! address between the check and the connection. Every timeout is cut to
+//! what is left of the action's deadline, so a slow server cannot hold a
+//! host call past it. A refusal reaches the plugin as
+//! `error-code::internal-error` carrying the reason, and the action's log
+//! says it too.
+
+use crate::LogSink;
+use crate::net::HttpGrants;
+use bytes::Bytes;
+use http::uri::Scheme;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The `wasi:http` hooks of one plugin call.
+pub(crate) struct HttpGate {
+    grants: Arc<HttpGrants>,
+    deadline: Instant,
+    log: Arc<dyn LogSink>,
+}
+
+impl HttpGate {
+    pub fn new(grants: &[String], deadline: Instant, log: Arc<dyn LogSink>) -> Self {
+        Self { grants: Arc::new(HttpGrants::new(grants)), deadline, log }
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+impl WasiHttpHooks for HttpGate {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_errors: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
+        let (grants, deadline, log) = (self.grants.clone(), self.deadline, self.log.clone());
+        Box::new(async move {
+            let result = send(&grants, deadline, request, options).await;
+            if let Err(Refused(reason)) = &result {
+                log.line(&format!("[warn] http request refused: {reason}"));
+            }
+            result.map_err(Into::into)
+        })
+    }
+}
+
+/// Why a request failed: a refusal by the grants (logged) or a transport
+/// error (the plugin's to report).
+enum Failure {
+    Refused(String),
+    Transport(Error),
+}
+use Failure::Refused;
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Transport(e)
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Refused(reason) => Error::InternalError(Some(reason)),
+            Failure::Transport(e) => e,
+        }
+    }
+}
+
+async fn send(
+    grants: &HttpGrants,
+    deadline: Instant,
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Result<(http::Response<WasiBody>, IoFuture), Failure> {
+    let uri = request.uri().clone();
+    let tls = uri.scheme() == Some(&Scheme::HTTPS);
+    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    grants.authorize(&host, port).map_err(Refused)?;
+
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let cut = |asked: Option<Duration>| asked.map_or(left(), |d| d.min(left()));
+    let options = options.unwrap_or_default();
+    let connect_timeout = cut(options.connect_timeout);
+
+    let resolved: Vec<SocketAddr> = match tokio::time::timeout(connect_timeout, tokio::net::lookup_host((host.as_str(), port))).await {
+        Err(_) => return Err(Error::DnsTimeout.into()),
+        Ok(Err(e)) => return Err(Error::DnsError { rcode: Some(e.to_string()), info_code: None }.into()),
+        Ok(Ok(addresses)) => addresses.collect(),
+    };
+    let admitted = grants.admit(&host, port, &resolved).map_err(Refused)?;
+
+    let stream = tokio::time::timeout(connect_timeout, connect(&admitted.addresses))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
+    let io: Box<dyn Stream> = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?;
+        let connector = tokio_rustls::TlsConnector::from(tls_config());
+        let tls = tokio::time::timeout(connect_timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(Error::Tls)?;
+        Box::new(tls)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, connection) = tokio::time::timeout(connect_timeout, hyper::client::conn::http1::handshake(TokioIo::new(io)))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::from)?;
+
+    // The host is in the `host` header already; HTTP/1.1 wants the path
+    // alone on the request line.
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    // The connection must be driven while the response is awaited; after
+    // that it is the caller's to drive, alongside the body.
+    let mut connection = Box::pin(connection);
+    let first_byte = cut(options.first_byte_timeout);
+    let response = tokio::time::timeout(first_byte, async {
+        let mut waiting = Box::pin(sender.send_request(request));
+        tokio::select! {
+            response = &mut waiting => response.map_err(Error::from),
+            ended = &mut connection => match ended {
+                Ok(()) => waiting.await.map_err(Error::from),
+                Err(e) => Err(Error::from(e)),
+            },
+        }
+    })
+    .await
+    .map_err(|_| Error::ConnectionReadTimeout)??;
+
+    let idle = cut(options.between_bytes_timeout);
+    let response = response.map(|body| Paced::new(body, idle, deadline).boxed_unsync());
+    let drive: IoFuture = Box::new(async move { connection.await.map_err(Error::from) });
+    Ok((response, drive))
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
+/// Connects to the first address that answers.
+async fn connect(addresses: &[SocketAddr]) -> Result<TcpStream, Error> {
+    let mut last = None;
+    for addr in addresses {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+        Some(e) => Error::Connect(e),
+        None => Error::DestinationNotFound,
+    })
+}
+
+/// TLS with the Mozilla roots, built once, with *ring* named explicitly so
+/// that it does not depend on a process-wide provider being installed.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// A response body that fails when the server pauses longer than `idle`
+/// between frames, or runs past the action's deadline.
+struct Paced {
+    inner: hyper::body::Incoming,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Paced {
+    fn new(inner: hyper::body::Incoming, idle: Duration, deadline: Instant) -> Self {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timer = Box::pin(tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + idle)));
+        Self { inner, idle, deadline, timer }
+    }
+}
+
+impl Body for Paced {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = self.deadline.min(tokio::time::Instant::now() + self.idle);
+                self.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
