@@ -6,6 +6,10 @@
 //! gives up on its side as well. Resources are dropped children first
 //! (a stream before its body, a body before its response), as the
 //! component model requires.
+//!
+//! The host runs the request in the background once `handle` returns: its
+//! grant checks and the connection may fail while the body is being
+//! written, and the response future then holds the reason.
 
 use std::time::Duration;
 
@@ -16,14 +20,11 @@ use wasi::http::types::{
     RequestOptions, Scheme as WasiScheme,
 };
 use wasi::io::poll::{self, Pollable};
-use wasi::io::streams::StreamError;
+use wasi::io::streams::{OutputStream, StreamError};
 
 use super::wasi_errors::from_code;
 use super::{Prepared, Response, Scheme};
 use crate::Error;
-
-/// The most `blocking-write-and-flush` takes in one call (WASI's limit).
-const WRITE_CHUNK: usize = 4096;
 
 /// How much one read of the response body asks for.
 const READ_CHUNK: u64 = 64 << 10;
@@ -50,9 +51,13 @@ pub(crate) fn send(request: &Prepared<'_>) -> Result<Response, Error> {
     let host_port = request.target.host_port();
     let deadline = Deadline::after(request.timeout);
     let outgoing = outgoing_request(request)?;
-    let body = outgoing
-        .body()
-        .expect("the body of a new outgoing request is taken once");
+    // A request whose body is never taken goes out with a plain empty body;
+    // a body taken is streamed.
+    let body = (!request.body.is_empty()).then(|| {
+        outgoing
+            .body()
+            .expect("the body of a new outgoing request is taken once")
+    });
     let options = request_options(request.timeout);
     let future = outgoing_handler::handle(outgoing, Some(options))
         .map_err(|code| from_code(&code, &host_port))?;
@@ -60,7 +65,10 @@ pub(crate) fn send(request: &Prepared<'_>) -> Result<Response, Error> {
     // A write fails when the host gave up on the request (refused the
     // address, lost the connection), and the response future then says
     // why; or when the server answered early, and the answer is what counts.
-    let written = write_body(body, request.body, &host_port);
+    let written = match body {
+        Some(body) => write_body(body, request, deadline),
+        None => Ok(()),
+    };
 
     let pollable = future.subscribe();
     let ready = deadline.wait(&pollable);
@@ -135,27 +143,65 @@ fn request_options(timeout: Duration) -> RequestOptions {
     options
 }
 
-/// Writes the body and finishes it; an unfinished body would abort the
-/// request, so it is finished even when empty.
-fn write_body(body: OutgoingBody, bytes: &[u8], host_port: &str) -> Result<(), Error> {
+/// Writes the body and finishes it.
+fn write_body(body: OutgoingBody, request: &Prepared<'_>, deadline: Deadline) -> Result<(), Error> {
     let stream = body
         .write()
         .expect("the stream of a new outgoing body is taken once");
-    for chunk in bytes.chunks(WRITE_CHUNK) {
-        if let Err(e) = stream.blocking_write_and_flush(chunk) {
-            return Err(match e {
-                StreamError::Closed => Error::retryable(format!(
-                    "sending the request body to {host_port}: the connection closed"
-                )),
-                StreamError::LastOperationFailed(e) => Error::retryable(format!(
-                    "sending the request body to {host_port}: {}",
-                    e.to_debug_string()
-                )),
-            });
+    let written = write_all(&stream, request, deadline);
+    drop(stream);
+    written?;
+    OutgoingBody::finish(body, None).map_err(|code| from_code(&code, &request.target.host_port()))
+}
+
+/// Writes as much as the stream permits at a time (`check-write`), waiting
+/// for room up to the deadline, then flushes and waits for the flush.
+fn write_all(
+    stream: &OutputStream,
+    request: &Prepared<'_>,
+    deadline: Deadline,
+) -> Result<(), Error> {
+    let failed = |e: StreamError| {
+        let why = match e {
+            StreamError::Closed => "the connection closed".to_owned(),
+            StreamError::LastOperationFailed(e) => e.to_debug_string(),
+        };
+        Error::retryable(format!(
+            "sending the request body to {}: {why}",
+            request.target.host_port()
+        ))
+    };
+    let wait = || {
+        let pollable = stream.subscribe();
+        let ready = deadline.wait(&pollable);
+        drop(pollable);
+        if ready {
+            Ok(())
+        } else {
+            Err(request.timed_out())
+        }
+    };
+    let mut rest = request.body;
+    while !rest.is_empty() {
+        let permitted = stream.check_write().map_err(failed)?;
+        if permitted == 0 {
+            wait()?;
+            continue;
+        }
+        let n = rest
+            .len()
+            .min(usize::try_from(permitted).unwrap_or(usize::MAX));
+        stream.write(&rest[..n]).map_err(failed)?;
+        rest = &rest[n..];
+    }
+    stream.flush().map_err(failed)?;
+    // The flush is done when the stream takes writes again.
+    loop {
+        wait()?;
+        if stream.check_write().map_err(failed)? > 0 {
+            return Ok(());
         }
     }
-    drop(stream);
-    OutgoingBody::finish(body, None).map_err(|code| from_code(&code, host_port))
 }
 
 fn read_response(
