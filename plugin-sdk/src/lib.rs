@@ -8,7 +8,8 @@
 //! outcome; a panic traps, and the host fails the action.
 //!
 //! The SDK must not know anything about the host's implementation (the
-//! agent, wasmtime, the controller): only the WIT contract.
+//! agent, wasmtime, the controller): only the WIT contract, and WASI's
+//! `wasi:http` for [`http`].
 //!
 //! Host services are in modules: [`log`], [`process`] (run granted host
 //! programs, map sandbox paths to host paths), [`secrets`], [`http`]
