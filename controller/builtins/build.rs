@@ -16,10 +16,30 @@ use std::process::{Command, exit};
 const TARGET: &str = "wasm32-wasip2";
 
 /// Cargo invocations, each a set of packages built together.
-const BUILDS: &[&[&str]] = &[&["noop", "shell", "deploy-dir", "hostile"], &["git"]];
+const BUILDS: &[&[&str]] = &[
+    &[
+        "noop",
+        "shell",
+        "deploy-dir",
+        "http",
+        "webhook-notify",
+        "hostile",
+        "other-world",
+    ],
+    &["git"],
+];
 
 /// Every component built, by crate name (the `.wasm` file uses `_`).
-const COMPONENTS: &[&str] = &["noop", "shell", "git", "deploy-dir", "hostile"];
+const COMPONENTS: &[&str] = &[
+    "noop",
+    "shell",
+    "git",
+    "deploy-dir",
+    "http",
+    "webhook-notify",
+    "hostile",
+    "other-world",
+];
 
 /// Plugins written in Python (`plugins-py/<name>/app.py`), built with
 /// componentize-py into `<name>_py.wasm` for the tests.

@@ -69,6 +69,27 @@ impl Config {
         }
     }
 
+    /// The items of a `list` property: its non-blank lines, trimmed; empty
+    /// when the key is absent.
+    ///
+    /// ```
+    /// # use sluice_plugin_sdk::Config;
+    /// let config: Config = [("Args", "-c\n\n  echo hi \r\n")].into_iter().collect();
+    /// assert_eq!(config.list("Args"), ["-c", "echo hi"]);
+    /// assert!(config.list("Missing").is_empty());
+    /// ```
+    pub fn list(&self, key: &str) -> Vec<&str> {
+        self.get(key)
+            .map(|value| {
+                value
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Deserializes the whole configuration into `T`, usually a struct with
     /// `#[serde(rename_all = "PascalCase")]`.
     ///

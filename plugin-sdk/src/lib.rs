@@ -8,10 +8,12 @@
 //! outcome; a panic traps, and the host fails the action.
 //!
 //! The SDK must not know anything about the host's implementation (the
-//! agent, wasmtime, the controller): only the WIT contract.
+//! agent, wasmtime, the controller): only the WIT contract, and WASI's
+//! `wasi:http` for [`http`].
 //!
 //! Host services are in modules: [`log`], [`process`] (run granted host
-//! programs, map sandbox paths to host paths), [`secrets`], and
+//! programs, map sandbox paths to host paths), [`secrets`], [`http`]
+//! (outgoing requests to granted destinations over `wasi:http`), and
 //! [`artifacts`] for copying files between directories. Plain `std::fs`
 //! works on the directories the host gives the action (read-only inputs,
 //! writable outputs and workspace).
@@ -85,7 +87,9 @@
 //! Compiled for the machine running `cargo test` (not wasm32), the host
 //! imports are stood in for: logs go to stderr, [`process::Command`] runs the
 //! program directly with no sandbox and no grant checks,
-//! [`process::host_path`] returns its argument and [`secrets::get`] fails.
+//! [`process::host_path`] returns its argument, [`secrets::get`] reads
+//! `SLUICE_SECRET_<NAME>` from the environment or fails, and [`http`]
+//! speaks plain `http://` over TCP (to an [`http::testing::Server`], say).
 //! That lets a plugin's `execute` be unit-tested against temporary
 //! directories; the sandbox itself is tested by the host.
 
@@ -94,6 +98,7 @@ mod config;
 mod context;
 mod error;
 mod host;
+pub mod http;
 mod info;
 pub mod log;
 pub mod process;

@@ -40,10 +40,19 @@ pub const BUILTINS: &[Builtin] = &[
         provider: "deploy-dir",
         wasm: component!("deploy_dir.wasm"),
     },
+    Builtin {
+        provider: "http",
+        wasm: component!("http.wasm"),
+    },
+    Builtin {
+        provider: "webhook-notify",
+        wasm: component!("webhook_notify.wasm"),
+    },
 ];
 
-/// Plugins built only for tests, never registered.
-const TEST_PLUGINS: &[&str] = &["hostile", "wordcount-py", "semver-js"];
+/// Plugins built only for tests, never registered. `other-world` is a
+/// component of a world other than `sluice:plugin`, which hosts must refuse.
+const TEST_PLUGINS: &[&str] = &["hostile", "other-world", "wordcount-py", "semver-js"];
 
 /// The absolute path of a built test plugin's component, such as
 /// `test_plugin("hostile")`.
@@ -83,7 +92,12 @@ mod tests {
                 builtin.provider
             );
         }
-        let hostile = std::fs::read(test_plugin("hostile")).unwrap();
-        assert!(hostile.starts_with(&COMPONENT_HEADER));
+        for name in ["hostile", "other-world"] {
+            let wasm = std::fs::read(test_plugin(name)).unwrap();
+            assert!(
+                wasm.starts_with(&COMPONENT_HEADER),
+                "{name} is not a component"
+            );
+        }
     }
 }

@@ -18,14 +18,26 @@
 //!   destination of a host copy and copies a tree through it.
 //! - `exec`: runs `Program` (default `sh`) with `Args` (one per line, default
 //!   `-c` and `echo pwned`); succeeds with its stdout if the host let it run.
+//! - `http`: GETs `Url` through the SDK's HTTP client and succeeds with
+//!   `HTTP <status>`; an error (the host's refusal, a refused connection)
+//!   fails the action with the SDK's message.
+//! - `giant-output`: writes `Bytes` bytes (default 64 MiB) into
+//!   `giant.bin` in the first output artifact (the host's artifact limits
+//!   must stop it).
+//! - `sleep`: sleeps for an hour in `std::thread::sleep` (a blocking
+//!   host call: the action's deadline must stop it all the same).
 //! - `ok`: succeeds with summary "ok".
 //!
-//! It declares `exec: ["sh"]` so that grant tests can run `sh` both with and
-//! without the action's grant. This crate knows only the SDK.
+//! It declares `exec: ["sh"]` and `http: ["*"]` so that grant tests can run
+//! `sh` and make requests both with and without the action's grant. This
+//! crate knows only the SDK.
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
+use sluice_plugin_sdk::http::Request;
 use sluice_plugin_sdk::process::Command;
 use sluice_plugin_sdk::{
     ActionInfo, Category, Context, Error, Outcome, Plugin, Property, PropertyType,
@@ -37,8 +49,15 @@ const CHUNK: usize = 16 << 20;
 /// The page size of wasm linear memory: one write per page commits it.
 const PAGE: usize = 64 << 10;
 
-const MODES: &str =
-    "trap, loop, memory, recursion, leak-secret, log-flood, read-host-path, escape, copy-escape, copy-into-link, exec, ok";
+/// What `giant-output` writes without `Bytes`: more than any artifact
+/// limit a test sets, little enough to write in seconds.
+const GIANT_OUTPUT_BYTES: u64 = 64 << 20;
+
+/// How long `sleep` sleeps: far past any deadline a test sets.
+const SLEEP: Duration = Duration::from_secs(3600);
+
+const MODES: &str = "trap, loop, memory, recursion, leak-secret, log-flood, read-host-path, escape, \
+    copy-escape, copy-into-link, exec, http, giant-output, sleep, ok";
 
 /// The hostile plugin.
 pub struct Hostile;
@@ -60,9 +79,18 @@ impl Plugin for Hostile {
                 Property::optional("Args", "For exec: arguments, one per line")
                     .kind(PropertyType::List),
             )
+            .property(Property::optional("Url", "For http: the URL to GET"))
+            .property(
+                Property::optional(
+                    "Bytes",
+                    "For giant-output: how many bytes to write, 64 MiB by default",
+                )
+                .kind(PropertyType::Number),
+            )
             .inputs(0, 5)
             .outputs(0, 5)
             .exec(["sh"])
+            .http(["*"])
             .secrets(["*"])
     }
 
@@ -107,21 +135,24 @@ impl Plugin for Hostile {
             "copy-into-link" => copy_into_link(&ctx),
             "exec" => {
                 let program = ctx.config.get_or("Program", "sh");
-                let args: Vec<String> =
-                    match ctx.config.get("Args").filter(|a| !a.trim().is_empty()) {
-                        Some(args) => args
-                            .lines()
-                            .map(str::trim)
-                            .filter(|l| !l.is_empty())
-                            .map(String::from)
-                            .collect(),
-                        None => vec!["-c".into(), "echo pwned".into()],
-                    };
+                let args = match ctx.config.list("Args") {
+                    args if args.is_empty() => vec!["-c", "echo pwned"],
+                    args => args,
+                };
                 let output = Command::new(program)
                     .args(args)
                     .cwd(&ctx.workspace)
                     .run_checked()?;
                 Ok(Outcome::succeeded(output.stdout_text()))
+            }
+            "http" => {
+                let response = Request::get(ctx.config.required("Url")?).send()?;
+                Ok(Outcome::succeeded(format!("HTTP {}", response.status)))
+            }
+            "giant-output" => giant_output(&ctx),
+            "sleep" => {
+                std::thread::sleep(SLEEP);
+                Ok(Outcome::succeeded("slept an hour"))
             }
             "ok" => Ok(Outcome::succeeded("ok")),
             other => Err(Error::new(format!(
@@ -150,6 +181,32 @@ fn exhaust_memory() -> ! {
         }
         hoard.push(std::hint::black_box(chunk));
     }
+}
+
+/// Writes `Bytes` bytes into the first output artifact, 1 MiB at a time.
+fn giant_output(ctx: &Context) -> Result<Outcome, Error> {
+    let total = ctx
+        .config
+        .get_parsed::<u64>("Bytes")?
+        .unwrap_or(GIANT_OUTPUT_BYTES);
+    let output = ctx
+        .outputs
+        .first()
+        .ok_or_else(|| Error::new("giant-output needs an output artifact"))?;
+    let path = output.path.join("giant.bin");
+    let mut file = fs::File::create(&path)?;
+    let block = vec![0x5a_u8; 1 << 20];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    file.flush()?;
+    Ok(Outcome::succeeded(format!(
+        "wrote {total} bytes to {}",
+        path.display()
+    )))
 }
 
 /// Plants a symlink to `/etc` with a granted shell, then asks the host to
@@ -236,6 +293,38 @@ mod tests {
             err.message(),
             format!("configuration \"Mode\": unknown mode \"nice\", expected one of: {MODES}")
         );
+    }
+
+    #[test]
+    fn http_reports_the_status_or_the_error() {
+        use sluice_plugin_sdk::http::testing::{Reply, Server};
+        let server = Server::start(|_| Reply::new(418));
+        let mut ctx = context("http");
+        ctx.config = [("Mode", "http"), ("Url", server.url("/x").as_str())]
+            .into_iter()
+            .collect();
+        assert_eq!(Hostile::execute(ctx.clone()).unwrap().summary(), "HTTP 418");
+        let authority = server.authority();
+        drop(server);
+        let err = Hostile::execute(ctx).unwrap_err();
+        assert_eq!(err.message(), format!("connection refused to {authority}"));
+    }
+
+    #[test]
+    fn giant_output_writes_the_bytes_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = context("giant-output");
+        ctx.config = [("Mode", "giant-output"), ("Bytes", "3000000")]
+            .into_iter()
+            .collect();
+        ctx.outputs = vec![sluice_plugin_sdk::Artifact {
+            name: "out".into(),
+            path: dir.path().to_path_buf(),
+            files: vec![],
+        }];
+        Hostile::execute(ctx).unwrap();
+        let written = fs::metadata(dir.path().join("giant.bin")).unwrap().len();
+        assert_eq!(written, 3_000_000);
     }
 
     #[cfg(unix)]
