@@ -719,3 +719,5 @@ const MAX_MEMORIES: usize = 16;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_http;

@@ -4,28 +4,28 @@
 
 use super::*;
 
-struct Fixture {
-    runtime: Arc<Runtime>,
-    dir: tempfile::TempDir,
+pub(crate) struct Fixture {
+    pub runtime: Arc<Runtime>,
+    pub dir: tempfile::TempDir,
 }
 
-fn fixture(memory_limit: usize) -> Fixture {
+pub(crate) fn fixture(memory_limit: usize) -> Fixture {
     fixture_with(memory_limit, Allocation::OnDemand)
 }
 
-fn fixture_with(memory_limit: usize, allocation: Allocation) -> Fixture {
+pub(crate) fn fixture_with(memory_limit: usize, allocation: Allocation) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let runtime =
-        Runtime::new(RuntimeConfig { memory_limit, cache_dir: Some(dir.path().join("cache")), allocation }).unwrap();
+        Runtime::new(RuntimeConfig { memory_limit, cache_dir: Some(dir.path().join("cache")), allocation, max_output_bytes: 16 << 20 }).unwrap();
     Fixture { runtime, dir }
 }
 
-fn hostile(f: &Fixture) -> Arc<LoadedPlugin> {
+pub(crate) fn hostile(f: &Fixture) -> Arc<LoadedPlugin> {
     let bytes = std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap();
     f.runtime.load(&bytes, None).unwrap()
 }
 
-fn invocation(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> Invocation {
+pub(crate) fn invocation(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> Invocation {
     let root = f.dir.path().join(format!("job-{mode}-{}", rand_suffix()));
     let input = root.join("inputs/src");
     let output = root.join("outputs/out");
@@ -52,11 +52,11 @@ fn invocation(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> Inv
     }
 }
 
-fn run(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> (Outcome, Vec<String>) {
+pub(crate) fn run(f: &Fixture, mode: &str, grants: Grants, timeout: Duration) -> (Outcome, Vec<String>) {
     run_with(f, mode, &[], grants, timeout)
 }
 
-fn run_with(
+pub(crate) fn run_with(
     f: &Fixture,
     mode: &str,
     config: &[(&str, &str)],
@@ -74,7 +74,7 @@ fn run_with(
     (outcome, lines)
 }
 
-fn failure(outcome: &Outcome) -> &str {
+pub(crate) fn failure(outcome: &Outcome) -> &str {
     match outcome {
         Outcome::Failed { message, .. } => message,
         other => panic!("expected a failure, got {other:?}"),
