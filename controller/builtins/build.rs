@@ -25,6 +25,7 @@ const BUILDS: &[&[&str]] = &[
         "webhook-notify",
         "hostile",
         "other-world",
+        "compat-0-1",
     ],
     &["git"],
 ];
@@ -39,6 +40,7 @@ const COMPONENTS: &[&str] = &[
     "webhook-notify",
     "hostile",
     "other-world",
+    "compat-0-1",
 ];
 
 /// Plugins written in Python (`plugins-py/<name>/app.py`), built with

@@ -1219,6 +1219,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 let info = &out["info"];
                 println!("{} ({}, {}): {}", s(&out["provider"]), s(&info["category"]), if out["builtin"] == json!(true) { "built-in" } else { "pushed" }, s(&info["description"]));
                 println!("digest: {}", s(&out["digest"]));
+                if let Some(version) = info["interfaceVersion"].as_str() {
+                    println!("built against: sluice:plugin@{version}");
+                }
                 let rows: Vec<Vec<String>> = info["configuration"]
                     .as_array()
                     .into_iter()

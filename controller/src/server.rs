@@ -539,6 +539,7 @@ fn manual_approval_info() -> ActionInfo {
         input_artifacts: (0, 0),
         output_artifacts: (0, 0),
         capabilities: Grants::default(),
+        interface_version: String::new(),
     }
 }
 

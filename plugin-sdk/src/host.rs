@@ -35,6 +35,10 @@ mod imp {
     pub(crate) fn secret(name: &str) -> Result<String, String> {
         secrets::get(name)
     }
+
+    pub(crate) fn remaining_ms() -> u64 {
+        crate::bindings::sluice::plugin::deadline::remaining_ms()
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -116,6 +120,11 @@ mod imp {
         std::env::var(&var).map_err(|_| {
             format!("secret \"{name}\" is not available outside a sluice host (set {var} in a test)")
         })
+    }
+
+    /// Natively there is no action deadline.
+    pub(crate) fn remaining_ms() -> u64 {
+        u64::MAX
     }
 }
 

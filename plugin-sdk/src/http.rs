@@ -277,7 +277,9 @@ impl Request {
             target,
             headers,
             body: &self.body,
-            timeout: self.timeout,
+            // Never past the action's deadline: the plugin reports the
+            // timeout itself instead of being stopped.
+            timeout: self.timeout.min(crate::deadline::remaining()),
             max_body: self.max_body,
         })
     }

@@ -1,7 +1,7 @@
 //! The guest-side SDK for Sluice action plugins.
 //!
 //! A Sluice plugin is a WebAssembly component (`wasm32-wasip2`) built against
-//! the WIT package `sluice:plugin@0.1.0` in `wit/`. This crate hides the
+//! the WIT package `sluice:plugin@0.2.0` in `wit/`. This crate hides the
 //! generated bindings behind plain Rust: implement [`Plugin`] (and, for a
 //! source plugin, [`Source`]), then export the type with [`export_plugin!`]
 //! (or `export_source!`). An `Err(Error)` from `execute` becomes the `failed`
@@ -95,6 +95,7 @@
 
 pub mod artifacts;
 mod config;
+pub mod deadline;
 mod context;
 mod error;
 mod host;

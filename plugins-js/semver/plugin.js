@@ -5,7 +5,7 @@
 // Built into a component of the `sluice:plugin` world with componentize-js
 // (no AOT); the same host runs it as any plugin.
 
-import { log } from 'sluice:plugin/log@0.1.0';
+import { log } from 'sluice:plugin/log@0.2.0';
 
 const SEMVER = /^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$/;
 

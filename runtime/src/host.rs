@@ -1,7 +1,7 @@
 //! The host side of one plugin call: the sandbox's directories, the grants,
 //! and the `log`, `process` and `secrets` imports.
 
-use crate::bindings::sluice::plugin::{files, log, process as wit_process, secrets, types};
+use crate::bindings::sluice::plugin::{deadline, files, log, process as wit_process, secrets, types};
 use crate::budget::{LogBudget, Verdict};
 use crate::{Invocation, LogSink};
 use anyhow::{Context as _, Result};
@@ -218,6 +218,12 @@ impl log::Host for HostState {
         for line in message.lines() {
             self.emit(&format!("[{tag}] {line}"));
         }
+    }
+}
+
+impl deadline::Host for HostState {
+    fn remaining_ms(&mut self) -> u64 {
+        u64::try_from(self.deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(u64::MAX)
     }
 }
 

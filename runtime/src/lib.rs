@@ -17,6 +17,7 @@ mod blocking;
 pub mod budget;
 mod files;
 mod host;
+mod host_0_1;
 mod http;
 pub mod mask;
 pub mod net;
@@ -34,12 +35,27 @@ use wasmtime::{Config, Engine, Store};
 
 pub use sluice_protocol::Grants;
 
+/// The newest `sluice:plugin` (`wit/plugin.wit`).
 mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
         path: "../wit",
     });
 }
+
+/// `sluice:plugin@0.1.0`, frozen in `wit/released/0.1.0`. Its records are
+/// the same as the newest version's, so those Rust types are shared; its
+/// imports are implemented by delegating to the newest ones.
+mod bindings_0_1 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit/released/0.1.0",
+        with: { "sluice:plugin/types": crate::bindings::sluice::plugin::types },
+    });
+}
+
+/// The `sluice:plugin` versions this host runs, newest first.
+pub const INTERFACE_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
 
 use bindings::sluice::plugin::types as wit;
 
@@ -122,6 +138,10 @@ pub struct ActionInfo {
     pub input_artifacts: (u32, u32),
     pub output_artifacts: (u32, u32),
     pub capabilities: Grants,
+    /// The `sluice:plugin` version the plugin was built against (empty for
+    /// the controller's own providers and records from before it was kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interface_version: String,
 }
 
 /// How one call of `execute` ended.
@@ -149,8 +169,8 @@ pub fn consent(declared: &Grants, granted: &Grants) -> Grants {
     }
 }
 
-/// The interface source plugins export besides `action`.
-pub const SOURCE_INTERFACE: &str = "sluice:plugin/source@0.1.0";
+/// The interface source plugins export besides `action`, unversioned.
+pub const SOURCE_INTERFACE: &str = "sluice:plugin/source";
 
 /// A source's newest revision, as `latest-revision` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +240,45 @@ pub struct Invocation {
 /// A compiled plugin, ready to instantiate cheaply.
 pub struct LoadedPlugin {
     pub digest: String,
-    pre: bindings::PluginPre<host::HostState>,
+    pre: Pre,
+}
+
+/// A plugin's pre-instantiated component, by the `sluice:plugin` version
+/// it was built against.
+enum Pre {
+    Current(bindings::PluginPre<host::HostState>),
+    V0_1(bindings_0_1::PluginPre<host::HostState>),
+}
+
+impl LoadedPlugin {
+    /// The `sluice:plugin` version the plugin was built against.
+    pub fn interface_version(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => INTERFACE_VERSIONS[0],
+            Pre::V0_1(_) => "0.1.0",
+        }
+    }
+
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<host::HostState> {
+        match &self.pre {
+            Pre::Current(p) => p.instance_pre(),
+            Pre::V0_1(p) => p.instance_pre(),
+        }
+    }
+
+    fn describe(&self, store: &mut Store<host::HostState>) -> wasmtime::Result<wit::ActionInfo> {
+        match &self.pre {
+            Pre::Current(p) => p.instantiate(&mut *store)?.sluice_plugin_action().call_describe(store),
+            Pre::V0_1(p) => p.instantiate(&mut *store)?.sluice_plugin_action().call_describe(store),
+        }
+    }
+
+    fn execute(&self, store: &mut Store<host::HostState>, ctx: &wit::Context) -> wasmtime::Result<wit::Outcome> {
+        match &self.pre {
+            Pre::Current(p) => p.instantiate(&mut *store)?.sluice_plugin_action().call_execute(store, ctx),
+            Pre::V0_1(p) => p.instantiate(&mut *store)?.sluice_plugin_action().call_execute(store, ctx),
+        }
+    }
 }
 
 /// The wasmtime engine, linker and compiled-plugin cache.
@@ -270,6 +328,13 @@ impl Runtime {
             bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s),
             "linking the sluice:plugin imports",
         )?;
+        wt(
+            bindings_0_1::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s),
+            "linking the sluice:plugin@0.1.0 imports",
+        )?;
+        // Its types are the newest version's Rust types, linked under the
+        // newest name; plugins of 0.1.0 import the instance by its own name.
+        wt(linker.instance("sluice:plugin/types@0.1.0").map(|_| ()), "linking sluice:plugin/types@0.1.0")?;
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating plugin cache {}", dir.display()))?;
         }
@@ -328,8 +393,16 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("plugin is not a sluice:plugin component this host can run: {e:#}"))?;
-        let pre = bindings::PluginPre::new(pre)
-            .map_err(|e| anyhow::anyhow!("plugin does not export sluice:plugin/action: {e:#}"))?;
+        let pre = match bindings::PluginPre::new(pre.clone()) {
+            Ok(current) => Pre::Current(current),
+            Err(newest) => match bindings_0_1::PluginPre::new(pre) {
+                Ok(old) => Pre::V0_1(old),
+                Err(_) => anyhow::bail!(
+                    "plugin does not export sluice:plugin/action (of any version this host runs: {}): {newest:#}",
+                    INTERFACE_VERSIONS.join(", ")
+                ),
+            },
+        };
         let plugin = Arc::new(LoadedPlugin { digest: digest.clone(), pre });
         self.loaded.lock().expect("plugin cache lock").insert(digest, plugin.clone());
         Ok(plugin)
@@ -407,16 +480,16 @@ impl Runtime {
         let (mut store, stdio) =
             self.store(&inv, log.clone(), Instant::now() + timeout).map_err(|e| format!("preparing the sandbox: {e:#}"))?;
         let instance = plugin
-            .pre
             .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| format!("instantiating plugin: {}", host::explain_trap(&e, &store)))?;
+        let source = format!("{SOURCE_INTERFACE}@{}", plugin.interface_version());
         let interface = instance
-            .get_export_index(&mut store, None, SOURCE_INTERFACE)
-            .ok_or_else(|| format!("the plugin is not a source: it does not export {SOURCE_INTERFACE}"))?;
+            .get_export_index(&mut store, None, &source)
+            .ok_or_else(|| format!("the plugin is not a source: it does not export {source}"))?;
         let func = instance
             .get_export_index(&mut store, Some(&interface), "latest-revision")
-            .ok_or_else(|| format!("the plugin's {SOURCE_INTERFACE} has no latest-revision"))?;
+            .ok_or_else(|| format!("the plugin's {source} has no latest-revision"))?;
         let func = instance
             .get_typed_func::<(Vec<(String, String)>,), (std::result::Result<WitRevision, String>,)>(&mut store, &func)
             .map_err(|e| format!("the plugin's latest-revision has an unexpected type: {e:#}"))?;
@@ -436,10 +509,8 @@ impl Runtime {
         let inv = Self::bare_invocation(empty.path(), Grants::default(), BTreeMap::new(), Duration::from_secs(10));
         let sink: Arc<dyn LogSink> = Arc::new(|_: &str| {});
         let (mut store, _stdio) = self.store(&inv, sink, Instant::now() + inv.timeout)?;
-        let instance = plugin.pre.instantiate(&mut store).map_err(|e| anyhow::anyhow!("instantiating plugin: {e:#}"))?;
-        let info = instance
-            .sluice_plugin_action()
-            .call_describe(&mut store)
+        let info = plugin
+            .describe(&mut store)
             .map_err(|e| anyhow::anyhow!("plugin describe() failed: {}", host::explain_trap(&e, &store)))?;
         Ok(ActionInfo {
             name: info.name,
@@ -466,6 +537,7 @@ impl Runtime {
                 env: info.capabilities.env,
                 fs: info.capabilities.fs,
             },
+            interface_version: plugin.interface_version().to_string(),
         })
     }
 
@@ -558,10 +630,7 @@ impl Runtime {
             variables: inv.variables.clone(),
             continuation,
         };
-        let result = plugin
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.sluice_plugin_action().call_execute(&mut store, &ctx));
+        let result = plugin.execute(&mut store, &ctx);
         stdio.flush();
         store.data_mut().finish_log();
         match result {

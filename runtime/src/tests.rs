@@ -81,7 +81,7 @@ pub(crate) fn failure(outcome: &Outcome) -> &str {
     }
 }
 
-fn sh() -> Grants {
+pub(crate) fn sh() -> Grants {
     Grants { exec: vec!["sh".into()], ..Grants::default() }
 }
 

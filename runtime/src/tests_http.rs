@@ -298,3 +298,59 @@ fn webhook_notify_posts_a_slack_message_and_never_logs_a_secret_url() {
     let message = failure(&outcome);
     assert!(message.contains("404") && message.contains("no_service"), "{message}");
 }
+
+#[test]
+fn a_plugin_built_against_0_1_0_runs_on_this_host() {
+    let f = fixture(64 << 20);
+    let bytes = std::fs::read(sluice_builtins::test_plugin("compat-0-1")).unwrap();
+    let plugin = f.runtime.load(&bytes, None).unwrap();
+    assert_eq!(plugin.interface_version(), "0.1.0");
+    assert_eq!(hostile(&f).interface_version(), INTERFACE_VERSIONS[0]);
+    let info = f.runtime.describe(&plugin).unwrap();
+    assert_eq!((info.name.as_str(), info.capabilities.exec.as_slice()), ("compat-0-1", &["sh".to_string()][..]));
+
+    // Every 0.1.0 import: log, files.copy, process.run, secrets.get.
+    let mut inv = invocation(&f, "unused", sh(), Duration::from_secs(30));
+    inv.configuration = vec![("Greeting".into(), "hi".into())];
+    inv.grants.secrets = vec!["TOKEN".into()];
+    inv.secrets = [("TOKEN".to_string(), "s3cr3t-t0ken".to_string())].into();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let outcome = f.runtime.run_action(&plugin, &inv, Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_string())));
+    let lines = lines.lock().unwrap().clone();
+    let Outcome::Succeeded { summary, output_variables, .. } = &outcome else { panic!("{outcome:?} {lines:?}") };
+    assert_eq!(summary, "hi: copied 1 file(s)");
+    assert_eq!(output_variables["Shell"], "from-sh");
+    assert_eq!(output_variables["TokenLength"], "12");
+    assert!(lines.contains(&"[info] hello from 0.1.0: hi".to_string()), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("the token is ***")) && !lines.iter().any(|l| l.contains("s3cr3t")), "{lines:?}");
+    let (_, output, _) = &inv.outputs[0];
+    assert_eq!(std::fs::read_to_string(output.join("copy/file.txt")).unwrap(), "input");
+
+    // Its grants are still enforced through the old imports.
+    inv.grants = Grants::default();
+    let outcome = f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}));
+    assert!(failure(&outcome).contains("no `exec` grant"), "{outcome:?}");
+}
+
+/// Released WIT versions are frozen: their files must keep the digests
+/// recorded when they were released.
+#[test]
+fn released_wit_versions_are_unchanged() {
+    let released = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/released");
+    let sums = std::fs::read_to_string(released.join("SHA256SUMS")).unwrap();
+    let mut versions = Vec::new();
+    for line in sums.lines() {
+        let (digest, file) = line.split_once("  ").expect("sha256sum format");
+        let bytes = std::fs::read(released.join(file)).unwrap();
+        assert_eq!(super::digest(&bytes), digest, "{file} was edited after its release; add a new version instead");
+        versions.push(file.split('/').next().unwrap().to_string());
+    }
+    // Every version the host runs except the newest is released and frozen.
+    let mut expected: Vec<String> = INTERFACE_VERSIONS[1..].iter().map(|v| v.to_string()).collect();
+    expected.sort();
+    versions.sort();
+    assert_eq!(versions, expected);
+    let newest = std::fs::read_to_string(released.join("../plugin.wit")).unwrap();
+    assert!(newest.contains(&format!("package sluice:plugin@{};", INTERFACE_VERSIONS[0])));
+}

@@ -52,7 +52,7 @@ pub const BUILTINS: &[Builtin] = &[
 
 /// Plugins built only for tests, never registered. `other-world` is a
 /// component of a world other than `sluice:plugin`, which hosts must refuse.
-const TEST_PLUGINS: &[&str] = &["hostile", "other-world", "wordcount-py", "semver-js"];
+const TEST_PLUGINS: &[&str] = &["hostile", "other-world", "compat-0-1", "wordcount-py", "semver-js"];
 
 /// The absolute path of a built test plugin's component, such as
 /// `test_plugin("hostile")`.
