@@ -501,15 +501,22 @@ impl Jobs {
         Ok((plugin, invocation))
     }
 
-    /// The compiled plugin: from the runtime's memory, else from
-    /// `plugins/<digest>.wasm`, else from the controller (verified and
-    /// saved there for the next start).
+    /// The compiled plugin: from the runtime's memory, else from its
+    /// compile cache on disk, else from `plugins/<digest>.wasm`, else from
+    /// the controller (verified and saved there for the next start).
     async fn plugin(&self, digest: &str, token: u64) -> Result<Arc<LoadedPlugin>> {
         let digest = digest.to_string();
         if let Some(plugin) = self.runtime.cached(&digest) {
             return Ok(plugin);
         }
         transfer::check_digest(&digest)?;
+        let (runtime, key) = (self.runtime.clone(), digest.clone());
+        match tokio::task::spawn_blocking(move || runtime.load_compiled(&key)).await {
+            Ok(Ok(Some(plugin))) => return Ok(plugin),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => warn!(%digest, "the compiled plugin in the cache is unusable, loading it again: {e:#}"),
+            Err(e) => warn!(%digest, "loading the compiled plugin failed: {e}"),
+        }
         let path = self.plugins_dir.join(format!("{digest}.wasm"));
         if path.exists() {
             match self.load(&path, &digest).await {

@@ -54,7 +54,42 @@ pub fn run(p: &Params) -> Result<ScenarioReport> {
         loads.push(started.elapsed());
     }
     report.figure(Figure::new("load from the compile cache", ms(percentile(&loads, 50.0)), "ms"));
+
+    match sluice_builtins::try_test_plugin("wordcount-py") {
+        Ok(path) => python_loads(&mut report, &std::fs::read(&path)?, &dir.path().join("py-cache"))?,
+        Err(why) => report.note(format!("no Python figure: {why}")),
+    }
     Ok(report)
+}
+
+/// A Python plugin (componentize-py bundles the interpreter: tens of MB)
+/// loaded by a fresh runtime whose compile cache holds it, as an agent
+/// does at its first call after a restart: by digest from the cache, and
+/// for comparison from the component's bytes (hashed, then the cache).
+fn python_loads(report: &mut ScenarioReport, wasm: &[u8], cache: &std::path::Path) -> Result<()> {
+    let digest = sluice_runtime::digest(wasm);
+    let config = || RuntimeConfig { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
+    let started = Instant::now();
+    Runtime::new(config())?.load(wasm, Some(&digest))?;
+    report.figure(Figure::new("Python plugin: cold compile", ms(started.elapsed()), "ms"));
+    report.note(format!("the Python plugin is {:.1} MB", wasm.len() as f64 / 1e6));
+    let (mut by_digest, mut by_bytes) = (Vec::new(), Vec::new());
+    for _ in 0..CACHED_LOADS {
+        let runtime = Runtime::new(config())?;
+        let started = Instant::now();
+        runtime.load_compiled(&digest)?.context("the compile cache lost the Python plugin")?;
+        by_digest.push(started.elapsed());
+        let runtime = Runtime::new(config())?;
+        let started = Instant::now();
+        runtime.load(wasm, Some(&digest))?;
+        by_bytes.push(started.elapsed());
+    }
+    report.figure(
+        Figure::new("Python plugin: load from the compile cache p50", ms(percentile(&by_digest, 50.0)), "ms")
+            .budget(Budget::Below(50.0)),
+    );
+    report.figure(Figure::new("Python plugin: verify bytes + load from the cache p50", ms(percentile(&by_bytes, 50.0)), "ms"));
+    Ok(())
 }
 
 /// Times `iterations` calls of `execute` on a warm runtime, each in a fresh

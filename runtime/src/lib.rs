@@ -389,9 +389,39 @@ impl Runtime {
             return Ok(p);
         }
         let component = self.compile(bytes, &digest)?;
+        self.prepare(&component, digest)
+    }
+
+    /// A plugin from the on-disk compile cache alone, by digest, without its
+    /// bytes: no hashing of the component and no fetching, which is what
+    /// makes an agent's first call of a large (Python, JavaScript) plugin
+    /// after a restart cheap. `None` when the cache does not hold it for
+    /// this engine. The cache only ever receives components whose digest was
+    /// verified by [`Runtime::load`].
+    pub fn load_compiled(&self, digest: &str) -> Result<Option<Arc<LoadedPlugin>>> {
+        if let Some(p) = self.cached(digest) {
+            return Ok(Some(p));
+        }
+        let Some(path) = self.cache_path(digest) else { return Ok(None) };
+        if !path.exists() {
+            return Ok(None);
+        }
+        let _compiling = self.compiling.lock().expect("compile lock");
+        if let Some(p) = self.cached(digest) {
+            return Ok(Some(p));
+        }
+        match self.deserialize_cached(&path) {
+            Some(component) => self.prepare(&component, digest.to_string()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Links a compiled component against the `sluice:plugin` version it
+    /// exports and keeps it in memory.
+    fn prepare(&self, component: &Component, digest: String) -> Result<Arc<LoadedPlugin>> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("plugin is not a sluice:plugin component this host can run: {e:#}"))?;
         let pre = match bindings::PluginPre::new(pre.clone()) {
             Ok(current) => Pre::Current(current),
@@ -408,27 +438,44 @@ impl Runtime {
         Ok(plugin)
     }
 
+    /// Where the compiled form of a plugin is cached: its digest and the
+    /// engine's compatibility hash name it.
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.config.cache_dir.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// A cached compiled component, or `None` (logged) when it is unusable.
+    fn deserialize_cached(&self, path: &Path) -> Option<Component> {
+        // SAFETY: the cache directory belongs to this process's data dir
+        // and only ever holds output of `precompile_component` written by
+        // `compile` under a name that includes the engine's compatibility
+        // hash, for bytes whose digest was checked; a file that fails to
+        // load is recompiled.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(&self.engine, path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e:#}");
+                None
+            }
+        }
+    }
+
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component> {
         if wasmparser_is_core_module(bytes) {
             anyhow::bail!("plugin is a core WebAssembly module, not a component: build it for wasm32-wasip2");
         }
-        let Some(dir) = &self.config.cache_dir else {
+        let Some(path) = self.cache_path(digest) else {
             return Component::new(&self.engine, bytes).map_err(|e| anyhow::anyhow!("compiling plugin: {e:#}"));
         };
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        let path = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
-        if path.exists() {
-            // SAFETY: the cache directory belongs to this process's data dir
-            // and only ever holds output of `precompile_component` written
-            // below under a name that includes the engine's compatibility
-            // hash; a file that fails to load is recompiled.
-            #[allow(unsafe_code)]
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e:#}"),
-            }
+        if path.exists()
+            && let Some(component) = self.deserialize_cached(&path)
+        {
+            return Ok(component);
         }
         let compiled =
             self.engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("compiling plugin: {e:#}"))?;

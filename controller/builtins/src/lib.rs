@@ -62,6 +62,12 @@ const TEST_PLUGINS: &[&str] = &["hostile", "other-world", "compat-0-1", "wordcou
 /// or when it could not be built (the Python plugins need python3 and
 /// componentize-py from PyPI; the panic says what went wrong).
 pub fn test_plugin(name: &str) -> PathBuf {
+    try_test_plugin(name).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// [`test_plugin`], with the reason as an error instead of a panic when
+/// the plugin was not built (for the benchmark, which reports it).
+pub fn try_test_plugin(name: &str) -> Result<PathBuf, String> {
     assert!(
         TEST_PLUGINS.contains(&name),
         "\"{name}\" is not a test plugin; known: {TEST_PLUGINS:?}"
@@ -71,9 +77,9 @@ pub fn test_plugin(name: &str) -> PathBuf {
         let report = if name.ends_with("-js") { "js-plugins.txt" } else { "python-plugins.txt" };
         let why = std::fs::read_to_string(PathBuf::from(env!("OUT_DIR")).join(report))
             .unwrap_or_else(|_| "no reason recorded".into());
-        panic!("test plugin {name} was not built: {why}");
+        return Err(format!("test plugin {name} was not built: {why}"));
     }
-    path
+    Ok(path)
 }
 
 #[cfg(test)]
