@@ -120,6 +120,26 @@ mod tests {
     }
 
     #[test]
+    fn http_grants_pass_only_inside_a_policy_pattern() {
+        let policy: Policy = serde_json::from_str(r#"{"http": ["10.20.0.0/16:8080", "*.corp.example:*"]}"#).unwrap();
+        let granted = Grants {
+            http: ["10.20.3.4:8080", "10.20.3.0/24:8080", "10.0.0.0/8:8080", "10.20.3.4:80", "ci.corp.example:443", "*:443", "bad"]
+                .map(String::from)
+                .to_vec(),
+            ..Grants::default()
+        };
+        let (kept, denied) = policy.apply(&granted);
+        assert_eq!(kept.http, ["10.20.3.4:8080", "10.20.3.0/24:8080", "ci.corp.example:443"]);
+        assert_eq!(denied.len(), 4, "{denied:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.json");
+        std::fs::write(&file, r#"{"http": ["example.com"]}"#).unwrap();
+        let e = format!("{:#}", Policy::load(&file).unwrap_err());
+        assert!(e.contains("\"example.com\" is not HOST:PORT"), "{e}");
+    }
+
+    #[test]
     fn a_bad_policy_file_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.json");

@@ -7,5 +7,6 @@ use crate::{Error, host};
 /// Fails unless the plugin declares the name in its capabilities, the action
 /// grants it and the agent permits it. The host masks the value in every log.
 pub fn get(name: &str) -> Result<String, Error> {
-    host::secret(name).map_err(|e| Error::new(format!("secret \"{name}\": {e}")))
+    // The host's messages name the secret already.
+    host::secret(name).map_err(Error::new)
 }

@@ -27,22 +27,26 @@ pub(crate) fn bound_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     poll.func_wrap("poll", |mut store, (pollables,): (Vec<Resource<DynPollable>>,)| {
         let (deadline, cancel) = (store.data().deadline, store.data().cancel.clone());
         let table = &mut store.data_mut().table;
-        wasmtime_wasi::runtime::in_tokio(async {
+        let result = wasmtime_wasi::runtime::in_tokio(async {
             tokio::select! {
                 ready = table.poll(pollables) => ready.map(|list| (list,)),
                 stop = stopped(deadline, &cancel) => Err(stop),
             }
-        })
+        });
+        store.data_mut().log_http_refusals();
+        result
     })?;
     poll.func_wrap("[method]pollable.block", |mut store, (pollable,): (Resource<DynPollable>,)| {
         let (deadline, cancel) = (store.data().deadline, store.data().cancel.clone());
         let table = &mut store.data_mut().table;
-        wasmtime_wasi::runtime::in_tokio(async {
+        let result = wasmtime_wasi::runtime::in_tokio(async {
             tokio::select! {
                 ready = table.block(pollable) => ready,
                 stop = stopped(deadline, &cancel) => Err(stop),
             }
-        })
+        });
+        store.data_mut().log_http_refusals();
+        result
     })?;
     linker.allow_shadowing(false);
     Ok(())

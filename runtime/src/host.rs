@@ -115,7 +115,7 @@ impl HostState {
             wasi: builder.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_gate: crate::http::HttpGate::new(&inv.grants.http, deadline, log.clone()),
+            http_gate: crate::http::HttpGate::new(&inv.grants.http, deadline),
             limits,
             memory_limit,
             deadline,
@@ -145,9 +145,17 @@ impl HostState {
         }
     }
 
+    /// Logs HTTP refusals decided since the last wait.
+    pub fn log_http_refusals(&mut self) {
+        for line in self.http_gate.take_refusals() {
+            self.emit(&line);
+        }
+    }
+
     /// Ends the call's log: says how many lines the rate dropped since the
     /// last line that passed.
     pub fn finish_log(&mut self) {
+        self.log_http_refusals();
         if let Some(notice) = self.log_budget.dropped_notice(Instant::now()) {
             self.log.line(&notice);
         }

@@ -11,7 +11,6 @@
 //! `error-code::internal-error` carrying the reason, and the action's log
 //! says it too.
 
-use crate::LogSink;
 use crate::net::HttpGrants;
 use bytes::Bytes;
 use http::uri::Scheme;
@@ -20,7 +19,7 @@ use http_body_util::BodyExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -31,12 +30,21 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 pub(crate) struct HttpGate {
     grants: Arc<HttpGrants>,
     deadline: Instant,
-    log: Arc<dyn LogSink>,
+    /// Refusals not yet logged. The plugin's thread logs them (after each
+    /// wait and at the end of the call) within the log's budget: the async
+    /// side must not call a log sink, which may block.
+    refusals: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpGate {
-    pub fn new(grants: &[String], deadline: Instant, log: Arc<dyn LogSink>) -> Self {
-        Self { grants: Arc::new(HttpGrants::new(grants)), deadline, log }
+    pub fn new(grants: &[String], deadline: Instant) -> Self {
+        Self { grants: Arc::new(HttpGrants::new(grants)), deadline, refusals: Arc::default() }
+    }
+
+    /// The refusals decided since the last call, as log lines.
+    pub fn take_refusals(&self) -> Vec<String> {
+        let refusals = std::mem::take(&mut *self.refusals.lock().expect("refusals lock"));
+        refusals.into_iter().map(|reason| format!("[warn] http request refused: {reason}")).collect()
     }
 }
 
@@ -49,11 +57,17 @@ impl WasiHttpHooks for HttpGate {
         options: Option<RequestOptions>,
         _response_errors: IoFuture,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
-        let (grants, deadline, log) = (self.grants.clone(), self.deadline, self.log.clone());
+        // The grants are checked here, before anything is spawned; the
+        // addresses after resolution, on the async side.
+        if let Err(reason) = authorize(&self.grants, request.uri()) {
+            self.refusals.lock().expect("refusals lock").push(reason.clone());
+            return Box::new(std::future::ready(Err(Error::InternalError(Some(reason)))));
+        }
+        let (grants, deadline, refusals) = (self.grants.clone(), self.deadline, self.refusals.clone());
         Box::new(async move {
             let result = send(&grants, deadline, request, options).await;
             if let Err(Refused(reason)) = &result {
-                log.line(&format!("[warn] http request refused: {reason}"));
+                refusals.lock().expect("refusals lock").push(reason.clone());
             }
             result.map_err(Into::into)
         })
@@ -83,6 +97,23 @@ impl From<Failure> for Error {
     }
 }
 
+/// The host (without brackets), port and whether TLS is wanted.
+fn destination(uri: &http::Uri) -> Result<(String, u16, bool), Error> {
+    let tls = uri.scheme() == Some(&Scheme::HTTPS);
+    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok((host, port, tls))
+}
+
+/// The grant check before resolution.
+fn authorize(grants: &HttpGrants, uri: &http::Uri) -> Result<(), String> {
+    match destination(uri) {
+        Ok((host, port, _)) => grants.authorize(&host, port),
+        // Left to `send`, which reports it as the URI error it is.
+        Err(_) => Ok(()),
+    }
+}
+
 async fn send(
     grants: &HttpGrants,
     deadline: Instant,
@@ -90,10 +121,7 @@ async fn send(
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, IoFuture), Failure> {
     let uri = request.uri().clone();
-    let tls = uri.scheme() == Some(&Scheme::HTTPS);
-    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    grants.authorize(&host, port).map_err(Refused)?;
+    let (host, port, tls) = destination(&uri)?;
 
     let left = || deadline.saturating_duration_since(Instant::now());
     let cut = |asked: Option<Duration>| asked.map_or(left(), |d| d.min(left()));

@@ -368,6 +368,12 @@ fn secrets_never_reach_the_log_by_any_path() {
     let lines = lines.lock().unwrap();
     assert!(lines.iter().any(|l| l.contains("stdout: ***")) && lines.iter().any(|l| l.contains("stderr: ***")), "{lines:?}");
     assert!(lines.iter().all(|l| !l.contains("hunter2")), "{lines:?}");
+    drop(lines);
+
+    // Without the grant the host refuses the secret, even one it holds.
+    inv.grants = Grants::default();
+    let outcome = f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}));
+    assert_eq!(failure(&outcome), "secret \"TOKEN\" is not granted to this action");
 }
 
 #[test]

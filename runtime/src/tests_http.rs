@@ -354,3 +354,53 @@ fn released_wit_versions_are_unchanged() {
     let newest = std::fs::read_to_string(released.join("../plugin.wit")).unwrap();
     assert!(newest.contains(&format!("package sluice:plugin@{};", INTERFACE_VERSIONS[0])));
 }
+
+/// The agent runs plugins on tokio's blocking threads, inside its runtime,
+/// with a log sink that blocks: wasi:http's tasks then run on the agent's
+/// runtime, where nothing may block, not even to log a refusal.
+#[test]
+fn http_works_from_a_blocking_thread_of_a_tokio_runtime() {
+    let f = Arc::new(fixture(64 << 20));
+    let server = Server::start(200, "text/plain", "hello");
+    let url = server.url("127.0.0.1", "/x");
+    let exact = http_grants(&[&format!("127.0.0.1:{}", server.port)]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for (grants, expect) in [
+        (exact, "HTTP 200"),
+        (Grants::default(), "no http grant"),
+        // Refused after resolution, on the async side.
+        (http_grants(&["*:*"]), "a loopback address"),
+    ] {
+        let (f, url) = (f.clone(), url.clone());
+        let (outcome, lines) = rt.block_on(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+            let drain = tokio::spawn(async move {
+                let mut lines = Vec::new();
+                while let Some(line) = rx.recv().await {
+                    lines.push(line);
+                }
+                lines
+            });
+            let outcome = tokio::task::spawn_blocking(move || {
+                let plugin = hostile(&f);
+                let mut inv = invocation(&f, "http", grants, Duration::from_secs(30));
+                inv.configuration.push(("Url".into(), url));
+                let log: Arc<dyn LogSink> = Arc::new(move |l: &str| {
+                    let _ = tx.blocking_send(l.to_string());
+                });
+                f.runtime.run_action(&plugin, &inv, log)
+            })
+            .await
+            .unwrap();
+            (outcome, drain.await.unwrap())
+        });
+        match &outcome {
+            Outcome::Succeeded { summary, .. } => assert_eq!(summary, expect),
+            Outcome::Failed { message, .. } => {
+                assert!(message.contains(expect), "{message}");
+                assert!(lines.iter().any(|l| l.starts_with("[warn] http request refused") && l.contains(expect)), "{lines:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1094,17 +1094,39 @@ fn a_new_plugin_is_built_run_locally_pushed_described_used_and_deleted() {
 
 #[test]
 fn an_agent_policy_is_the_third_consent() {
-    // This agent permits git and nothing else, whatever pipelines grant.
+    // This agent permits git and HTTP to loopback, nothing else, whatever
+    // pipelines grant.
     let policy = std::env::temp_dir().join(format!("sluice-policy-{}.json", std::process::id()));
-    write(&policy, r#"{"exec": ["git"]}"#);
-    let cluster = Cluster::new().agent_args(&["--policy", policy.to_str().unwrap()]).agent(&[]).start().unwrap();
+    write(&policy, r#"{"exec": ["git"], "http": ["127.0.0.0/8:*"]}"#);
+    let cluster = Cluster::new().agent_args(&["--policy", policy.to_str().unwrap(), "--slots", "4"]).agent(&[]).start().unwrap();
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("a", "a")]);
-    let stages = r#"{"name": "Build", "actions": [{"name": "Make",
-        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
-        "configuration": {"Commands": "echo hi"}, "inputArtifacts": [{"name": "src"}], "capabilities": {"exec": ["sh"]}}]}"#;
+    // A server for the built-in `http` plugin to call.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in server.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{\"ready\": true}");
+        }
+    });
+    let stages = format!(
+        r#"{{"name": "Build", "actions": [{{"name": "Make",
+        "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+        "configuration": {{"Commands": "echo hi"}}, "inputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["sh"]}}}},
+        {{"name": "Ping", "actionTypeId": {{"category": "Invoke", "owner": "Sluice", "provider": "http", "version": "1"}},
+        "configuration": {{"Url": "http://127.0.0.1:{port}/health", "OutputVariables": "Ready=/ready"}},
+        "capabilities": {{"http": ["127.0.0.1:{port}"]}}}},
+        {{"name": "Outside", "actionTypeId": {{"category": "Invoke", "owner": "Sluice", "provider": "http", "version": "1"}},
+        "configuration": {{"Url": "https://api.example.com/"}}, "capabilities": {{"http": ["api.example.com:443"]}}}}]}}"#
+    );
     let file = cluster.dir.path().join("policed.json");
-    write(&file, &git_pipeline("policed", "", &repo, stages));
+    write(&file, &git_pipeline("policed", "", &repo, &stages));
     assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
     let history = cluster.wait_for_executions_to_end("policed").unwrap_or_else(|e| {
         panic!("{e}: {}", cluster.sluice_json(&["pipeline", "state", "policed"]).unwrap())
@@ -1117,6 +1139,19 @@ fn an_agent_policy_is_the_third_consent() {
     let logs = cluster.sluice(&["logs", "policed"]);
     assert!(
         String::from_utf8_lossy(&logs.stdout).contains("this agent's policy does not permit exec \"sh\""),
+        "{}",
+        output_text(&logs)
+    );
+    // HTTP: plugin (`*`), pipeline and policy all consent to the loopback
+    // server, so the call is made; the policy denies api.example.com.
+    let ping = action_state(&state, "Build", "Ping");
+    assert_eq!(ping["status"], "Succeeded", "{ping}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let outside = action_state(&state, "Build", "Outside");
+    assert_eq!(outside["status"], "Failed", "{outside}");
+    assert!(outside["errorDetails"]["message"].as_str().unwrap().contains("no http grant"), "{outside}");
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("this agent's policy does not permit http \"api.example.com:443\""),
         "{}",
         output_text(&logs)
     );

@@ -790,7 +790,7 @@ mod tests {
             result
                 .unwrap_err()
                 .message()
-                .starts_with("configuration \"BearerTokenSecret\": secret \"HTTP_TEST_MISSING\": "),
+                .starts_with("configuration \"BearerTokenSecret\": secret \"HTTP_TEST_MISSING\" is not available"),
         );
     }
 
