@@ -66,6 +66,10 @@ struct Args {
     /// Compiled plugins; default `<data-dir>/cache`.
     #[arg(long, value_name = "DIR")]
     plugin_cache: Option<PathBuf>,
+    /// Certificate authorities (PEM) plugins' HTTPS trusts besides the
+    /// Mozilla roots, such as an internal CA.
+    #[arg(long, value_name = "FILE")]
+    http_ca: Option<PathBuf>,
     /// This host's consent to capabilities (JSON: exec, http, secrets, env,
     /// fs); without it, plugins get what the controller grants.
     #[arg(long, value_name = "FILE")]
@@ -190,6 +194,10 @@ async fn run(mut args: Args) -> Result<()> {
         memory_limit: usize::try_from(args.runtime_memory_mib << 20).context("--runtime-memory-mib is too large")?,
         cache_dir: Some(cache_dir),
         max_output_bytes: args.max_output_mib << 20,
+        http_extra_roots: match &args.http_ca {
+            Some(path) => std::fs::read(path).with_context(|| format!("reading --http-ca {}", path.display()))?,
+            None => Vec::new(),
+        },
         allocation: match args.allocator {
             // One call at a time per slot, and the source polls that run
             // outside the slots.

@@ -26,6 +26,8 @@ pub struct LocalRun {
     pub variables: Vec<(String, String)>,
     pub timeout: Duration,
     pub memory_limit: usize,
+    /// Extra certificate authorities (PEM) for the plugin's HTTPS.
+    pub http_extra_roots: Vec<u8>,
 }
 
 /// `exec=sh,git` to the grant it names.
@@ -42,6 +44,9 @@ pub fn add_grant(grants: &mut Grants, spec: &str) -> Result<(), String> {
         "fs" => &mut grants.fs,
         other => return Err(format!("unknown grant kind {other:?}; kinds are exec, http, secrets, env, fs")),
     };
+    if kind == "http" {
+        sluice_runtime::net::parse_grants(&list)?;
+    }
     target.extend(list);
     Ok(())
 }
@@ -73,7 +78,11 @@ fn plugin_bytes(plugin: &str) -> Result<Vec<u8>> {
 /// as JSON and whether it succeeded.
 pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
     let bytes = plugin_bytes(&request.plugin)?;
-    let runtime = Runtime::new(RuntimeConfig { memory_limit: request.memory_limit, ..Default::default() })?;
+    let runtime = Runtime::new(RuntimeConfig {
+        memory_limit: request.memory_limit,
+        http_extra_roots: request.http_extra_roots.clone(),
+        ..Default::default()
+    })?;
     let plugin = runtime.load(&bytes, None)?;
     let info = runtime.describe(&plugin)?;
     // The plugin gets what both it declares and the command line grants.
@@ -159,6 +168,8 @@ mod tests {
         assert!(value["message"].as_str().unwrap().contains("exec"), "{value}");
 
         assert!(add_grant(&mut Grants::default(), "root=all").unwrap_err().contains("unknown grant kind"));
+        assert!(add_grant(&mut Grants::default(), "http=example.com").unwrap_err().contains("not HOST:PORT"));
+        add_grant(&mut Grants::default(), "http=api.example.com:443,10.0.0.0/8:*").unwrap();
         assert!(plugin_bytes("nope@1").unwrap_err().to_string().contains("neither"));
     }
 }

@@ -140,6 +140,10 @@ pub enum ActionCmd {
         /// Linear memory limit in MiB.
         #[arg(long, default_value_t = 256)]
         memory_mib: usize,
+        /// Certificate authorities (PEM) the plugin's HTTPS trusts besides
+        /// the Mozilla roots, as `sluice-agent --http-ca`.
+        #[arg(long, value_name = "FILE")]
+        http_ca: Option<PathBuf>,
     },
 }
 
@@ -1041,10 +1045,16 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             variables,
             timeout,
             memory_mib,
+            http_ca,
         }) => {
             use crate::action_run::{LocalRun, add_grant, pair};
             let bad = |m: String| Failure::new(2, m);
-            let mut request = LocalRun { plugin, timeout, memory_limit: memory_mib << 20, ..LocalRun::default() };
+            let http_extra_roots = match &http_ca {
+                Some(path) => std::fs::read(path).map_err(|e| bad(format!("--http-ca {}: {e}", path.display())))?,
+                None => Vec::new(),
+            };
+            let mut request =
+                LocalRun { plugin, timeout, memory_limit: memory_mib << 20, http_extra_roots, ..LocalRun::default() };
             for c in &config {
                 request.config.push(pair("--config", c).map_err(bad)?);
             }

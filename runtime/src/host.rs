@@ -73,7 +73,13 @@ impl Stdio {
 impl HostState {
     /// The state of one call. `log` is wrapped once here so that every line
     /// the call logs, by any path (log import, programs, stdio), is masked.
-    pub fn new(inv: &Invocation, log: Arc<dyn LogSink>, deadline: Instant, memory_limit: usize) -> Result<(Self, Stdio)> {
+    pub fn new(
+        inv: &Invocation,
+        log: Arc<dyn LogSink>,
+        deadline: Instant,
+        memory_limit: usize,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<(Self, Stdio)> {
         let log = crate::mask::MaskingSink::wrap(log, &inv.secrets);
         let stdio_log = log.clone();
         let mut mounts = Vec::new();
@@ -115,7 +121,7 @@ impl HostState {
             wasi: builder.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_gate: crate::http::HttpGate::new(&inv.grants.http, deadline),
+            http_gate: crate::http::HttpGate::new(&inv.grants.http, deadline, tls),
             limits,
             memory_limit,
             deadline,

@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -30,6 +30,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 pub(crate) struct HttpGate {
     grants: Arc<HttpGrants>,
     deadline: Instant,
+    tls: Arc<rustls::ClientConfig>,
     /// Refusals not yet logged. The plugin's thread logs them (after each
     /// wait and at the end of the call) within the log's budget: the async
     /// side must not call a log sink, which may block.
@@ -37,8 +38,8 @@ pub(crate) struct HttpGate {
 }
 
 impl HttpGate {
-    pub fn new(grants: &[String], deadline: Instant) -> Self {
-        Self { grants: Arc::new(HttpGrants::new(grants)), deadline, refusals: Arc::default() }
+    pub fn new(grants: &[String], deadline: Instant, tls: Arc<rustls::ClientConfig>) -> Self {
+        Self { grants: Arc::new(HttpGrants::new(grants)), deadline, tls, refusals: Arc::default() }
     }
 
     /// The refusals decided since the last call, as log lines.
@@ -63,9 +64,9 @@ impl WasiHttpHooks for HttpGate {
             self.refusals.lock().expect("refusals lock").push(reason.clone());
             return Box::new(std::future::ready(Err(Error::InternalError(Some(reason)))));
         }
-        let (grants, deadline, refusals) = (self.grants.clone(), self.deadline, self.refusals.clone());
+        let (grants, deadline, refusals, tls) = (self.grants.clone(), self.deadline, self.refusals.clone(), self.tls.clone());
         Box::new(async move {
-            let result = send(&grants, deadline, request, options).await;
+            let result = send(&grants, deadline, tls, request, options).await;
             if let Err(Refused(reason)) = &result {
                 refusals.lock().expect("refusals lock").push(reason.clone());
             }
@@ -117,6 +118,7 @@ fn authorize(grants: &HttpGrants, uri: &http::Uri) -> Result<(), String> {
 async fn send(
     grants: &HttpGrants,
     deadline: Instant,
+    tls_config: Arc<rustls::ClientConfig>,
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, IoFuture), Failure> {
@@ -135,16 +137,14 @@ async fn send(
     };
     let admitted = grants.admit(&host, port, &resolved).map_err(Refused)?;
 
-    let stream = tokio::time::timeout(connect_timeout, connect(&admitted.addresses))
-        .await
-        .map_err(|_| Error::ConnectionTimeout)??;
+    let stream = connect(&admitted.addresses, connect_timeout).await?;
     let io: Box<dyn Stream> = if tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?;
-        let connector = tokio_rustls::TlsConnector::from(tls_config());
+        let connector = tokio_rustls::TlsConnector::from(tls_config);
         let tls = tokio::time::timeout(connect_timeout, connector.connect(name, stream))
             .await
             .map_err(|_| Error::ConnectionTimeout)?
-            .map_err(Error::Tls)?;
+            .map_err(|e| tls_failure(e, &host, port))?;
         Box::new(tls)
     } else {
         Box::new(stream)
@@ -182,43 +182,69 @@ async fn send(
     Ok((response, drive))
 }
 
+/// A failed TLS handshake. wasi:http's error codes carry no text, so a
+/// certificate the client does not trust is reported in words, with the
+/// way to trust an internal CA.
+fn tls_failure(e: std::io::Error, host: &str, port: u16) -> Error {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(why)) => Error::InternalError(Some(format!(
+            "TLS with {host}:{port} failed: its certificate is not trusted ({why:?}); an agent trusts an \
+             internal CA with sluice-agent --http-ca FILE"
+        ))),
+        _ => Error::Tls(e),
+    }
+}
+
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
-/// Connects to the first address that answers.
-async fn connect(addresses: &[SocketAddr]) -> Result<TcpStream, Error> {
+/// Connects to the first address that answers, giving each address an
+/// equal share of what is left of `within`, so that one address that drops
+/// packets does not use up the time of the others.
+async fn connect(addresses: &[SocketAddr], within: Duration) -> Result<TcpStream, Error> {
+    let until = tokio::time::Instant::now() + within;
     let mut last = None;
-    for addr in addresses {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
+    for (i, addr) in addresses.iter().enumerate() {
+        let share = until.saturating_duration_since(tokio::time::Instant::now()) / (addresses.len() - i) as u32;
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Err(e) => last = Some(e),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => last = Some(std::io::Error::from(std::io::ErrorKind::TimedOut)),
         }
     }
     Err(match last {
         Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+        Some(e) if e.kind() == std::io::ErrorKind::TimedOut => Error::ConnectionTimeout,
         Some(e) => Error::Connect(e),
         None => Error::DestinationNotFound,
     })
 }
 
-/// TLS with the Mozilla roots, built once, with *ring* named explicitly so
-/// that it does not depend on a process-wide provider being installed.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
+/// The TLS client of plugins' HTTPS: the Mozilla roots (webpki-roots) and
+/// any extra certificate authorities the operator trusts (PEM, such as an
+/// internal CA), with *ring* named explicitly so that it does not depend on
+/// a process-wide provider being installed.
+pub fn tls_config(extra_roots_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+    if !extra_roots_pem.is_empty() {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(extra_roots_pem) {
+            let cert = cert.map_err(|e| anyhow::anyhow!("reading a PEM certificate: {e}"))?;
+            roots.add(cert).map_err(|e| anyhow::anyhow!("an extra root certificate is not usable: {e}"))?;
+            added += 1;
+        }
+        anyhow::ensure!(added > 0, "no PEM certificate found among the extra roots");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A response body that fails when the server pauses longer than `idle`

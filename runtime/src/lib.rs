@@ -82,6 +82,9 @@ pub struct RuntimeConfig {
     pub allocation: Allocation,
     /// Bytes one output artifact directory may hold when the action ends.
     pub max_output_bytes: u64,
+    /// Certificate authorities (PEM) trusted for plugins' HTTPS besides the
+    /// Mozilla roots, such as a company's internal CA.
+    pub http_extra_roots: Vec<u8>,
 }
 
 /// The default limit of one output artifact, the controller's own limit.
@@ -89,7 +92,13 @@ pub const MAX_OUTPUT_BYTES: u64 = 4 << 30;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { memory_limit: 256 << 20, cache_dir: None, allocation: Allocation::OnDemand, max_output_bytes: MAX_OUTPUT_BYTES }
+        Self {
+            memory_limit: 256 << 20,
+            cache_dir: None,
+            allocation: Allocation::OnDemand,
+            max_output_bytes: MAX_OUTPUT_BYTES,
+            http_extra_roots: Vec::new(),
+        }
     }
 }
 
@@ -292,6 +301,8 @@ pub struct Runtime {
     /// Held while compiling, so that concurrent jobs needing the same new
     /// plugin compile it once and the others find it loaded.
     compiling: Mutex<()>,
+    /// The TLS client of plugins' outgoing HTTPS.
+    http_tls: Arc<rustls::ClientConfig>,
 }
 
 /// Converts wasmtime's error type, which does not implement
@@ -338,7 +349,9 @@ impl Runtime {
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating plugin cache {}", dir.display()))?;
         }
+        let http_tls = http::tls_config(&config.http_extra_roots).context("setting up TLS for plugins' HTTPS")?;
         let runtime = Arc::new(Self {
+            http_tls,
             engine,
             allocation,
             linker,
@@ -702,7 +715,7 @@ impl Runtime {
         log: Arc<dyn LogSink>,
         deadline: Instant,
     ) -> Result<(Store<host::HostState>, host::Stdio)> {
-        let (state, stdio) = host::HostState::new(inv, log, deadline, self.config.memory_limit)?;
+        let (state, stdio) = host::HostState::new(inv, log, deadline, self.config.memory_limit, self.http_tls.clone())?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // The deadline is checked every few ticks rather than set once, so

@@ -16,7 +16,7 @@ pub(crate) fn fixture(memory_limit: usize) -> Fixture {
 pub(crate) fn fixture_with(memory_limit: usize, allocation: Allocation) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let runtime =
-        Runtime::new(RuntimeConfig { memory_limit, cache_dir: Some(dir.path().join("cache")), allocation, max_output_bytes: 16 << 20 }).unwrap();
+        Runtime::new(RuntimeConfig { memory_limit, cache_dir: Some(dir.path().join("cache")), allocation, max_output_bytes: 16 << 20, ..RuntimeConfig::default() }).unwrap();
     Fixture { runtime, dir }
 }
 

@@ -404,3 +404,75 @@ fn http_works_from_a_blocking_thread_of_a_tokio_runtime() {
         }
     }
 }
+
+/// An HTTPS server on loopback with a certificate for 127.0.0.1, signed by
+/// a CA of the test's own; answers every request with 200 "secure".
+/// Returns its port and the CA certificate (PEM).
+fn https_server() -> (u16, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let chain = vec![cert.der().clone()];
+    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let mut reader = BufReader::new(&mut tls);
+                let mut line = String::new();
+                // Read the request head; a failed handshake ends here.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nsecure");
+                        let _ = tls.flush();
+                        break;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+#[test]
+fn https_is_verified_against_the_roots_and_an_extra_ca() {
+    let (port, ca_pem) = https_server();
+    let url = format!("https://127.0.0.1:{port}/s");
+    let grants = http_grants(&[&format!("127.0.0.1:{port}")]);
+
+    // The Mozilla roots do not know the test's CA.
+    let f = fixture(64 << 20);
+    let (outcome, _) = run_with(&f, "http", &[("Url", &url)], grants.clone(), Duration::from_secs(30));
+    let message = failure(&outcome);
+    assert!(message.contains(&format!("TLS with 127.0.0.1:{port} failed: its certificate is not trusted")), "{message}");
+    assert!(message.contains("UnknownIssuer") && message.contains("--http-ca"), "{message}");
+
+    // Trusted as an extra root, the same server is reached over TLS.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeConfig { http_extra_roots: ca_pem.into_bytes(), ..RuntimeConfig::default() }).unwrap();
+    let trusting = Fixture { runtime, dir };
+    let (outcome, _) = run_with(&trusting, "http", &[("Url", &url)], grants, Duration::from_secs(30));
+    assert!(matches!(&outcome, Outcome::Succeeded { summary, .. } if summary == "HTTP 200"), "{outcome:?}");
+
+    // Something that is not a certificate is refused when the runtime starts.
+    let bad = RuntimeConfig { http_extra_roots: b"not a certificate".to_vec(), ..RuntimeConfig::default() };
+    let e = format!("{:#}", Runtime::new(bad).err().expect("refused"));
+    assert!(e.contains("no PEM certificate"), "{e}");
+}
