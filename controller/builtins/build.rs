@@ -15,7 +15,8 @@ use std::process::{Command, exit};
 
 const TARGET: &str = "wasm32-wasip2";
 
-/// Cargo invocations, each a set of packages built together.
+/// Cargo invocations, each a set of packages built together; every package
+/// is a component (the `.wasm` file uses `_` for `-`).
 const BUILDS: &[&[&str]] = &[
     &[
         "noop",
@@ -30,18 +31,6 @@ const BUILDS: &[&[&str]] = &[
     &["git"],
 ];
 
-/// Every component built, by crate name (the `.wasm` file uses `_`).
-const COMPONENTS: &[&str] = &[
-    "noop",
-    "shell",
-    "git",
-    "deploy-dir",
-    "http",
-    "webhook-notify",
-    "hostile",
-    "other-world",
-    "compat-0-1",
-];
 
 /// Plugins written in Python (`plugins-py/<name>/app.py`), built with
 /// componentize-py into `<name>_py.wasm` for the tests.
@@ -121,7 +110,7 @@ fn main() {
     }
 
     let built = target_dir.join(TARGET).join("release");
-    for name in COMPONENTS {
+    for name in BUILDS.iter().flat_map(|packages| packages.iter()) {
         let file = format!("{}.wasm", name.replace('-', "_"));
         let from = built.join(&file);
         copy_if_changed(&from, &out_dir.join(&file));
