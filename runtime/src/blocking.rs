@@ -2,20 +2,49 @@
 //!
 //! Epoch interruption stops running wasm, but not a plugin parked in a host
 //! call: `std::thread::sleep` in a guest is `wasi:io/poll`'s
-//! `pollable.block` on a clock, and a plugin waiting for a network answer
-//! polls too. Those two functions are replaced here by versions that give
-//! up at the store's deadline or when the action is cancelled, trapping as
-//! an interrupt does, so that every call of a plugin ends by its deadline.
+//! `pollable.block` on a clock, a plugin waiting for a network answer polls
+//! too, and the `blocking-*` methods of `wasi:io/streams` wait for a stream
+//! (an HTTP request body nobody reads, a response that never comes). Every
+//! one of those is replaced here by a version that gives up at the store's
+//! deadline or when the action is cancelled, trapping as an interrupt does,
+//! so that every call of a plugin ends by its deadline.
 
 use crate::host::HostState;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as _, HostPollable as _};
+use wasmtime_wasi_io::bindings::wasi::io::streams::{Host as _, HostInputStream, HostOutputStream};
 use wasmtime_wasi_io::poll::DynPollable;
+use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
-/// The `wasi:io/poll` instance wasmtime-wasi 48 defines; components built
-/// against any earlier 0.2 release link to it.
+/// The `wasi:io` instances wasmtime-wasi 48 defines; components built
+/// against any earlier 0.2 release link to them.
 const POLL_INSTANCE: &str = "wasi:io/poll@0.2.12";
+const STREAMS_INSTANCE: &str = "wasi:io/streams@0.2.12";
+
+/// Defines a `wasi:io/streams` method that waits, as the original does but
+/// bounded by the deadline: `$call` runs with `$table` (the store's resource
+/// table) and the guest's arguments; a stream error is handed to the guest
+/// as the `stream-error` it expects.
+macro_rules! bounded_stream_method {
+    ($instance:expr, $name:literal, ($($arg:ident: $ty:ty),*), |$table:ident| $call:expr) => {
+        $instance.func_wrap($name, |mut store: wasmtime::StoreContextMut<'_, HostState>, ($($arg,)*): ($($ty,)*)| {
+            let (deadline, cancel) = (store.data().deadline, store.data().cancel.clone());
+            let $table = &mut store.data_mut().table;
+            let result = wasmtime_wasi::runtime::in_tokio(async {
+                tokio::select! {
+                    done = $call => Ok(done),
+                    stop = stopped(deadline, &cancel) => Err(stop),
+                }
+            })?;
+            store.data_mut().log_http_refusals();
+            match result {
+                Ok(value) => Ok((Ok(value),)),
+                Err(e) => Ok((Err(store.data_mut().table.convert_stream_error(e)?),)),
+            }
+        })?;
+    };
+}
 
 /// How often a parked call looks at the cancel flag.
 const CANCEL_CHECK: Duration = Duration::from_millis(50);
@@ -48,6 +77,43 @@ pub(crate) fn bound_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         store.data_mut().log_http_refusals();
         result
     })?;
+    let mut streams = linker.instance(STREAMS_INSTANCE)?;
+    bounded_stream_method!(
+        streams,
+        "[method]output-stream.blocking-write-and-flush",
+        (stream: Resource<DynOutputStream>, bytes: Vec<u8>),
+        |table| HostOutputStream::blocking_write_and_flush(table, stream, bytes)
+    );
+    bounded_stream_method!(
+        streams,
+        "[method]output-stream.blocking-write-zeroes-and-flush",
+        (stream: Resource<DynOutputStream>, len: u64),
+        |table| HostOutputStream::blocking_write_zeroes_and_flush(table, stream, len)
+    );
+    bounded_stream_method!(
+        streams,
+        "[method]output-stream.blocking-flush",
+        (stream: Resource<DynOutputStream>),
+        |table| HostOutputStream::blocking_flush(table, stream)
+    );
+    bounded_stream_method!(
+        streams,
+        "[method]output-stream.blocking-splice",
+        (dest: Resource<DynOutputStream>, src: Resource<DynInputStream>, len: u64),
+        |table| HostOutputStream::blocking_splice(table, dest, src, len)
+    );
+    bounded_stream_method!(
+        streams,
+        "[method]input-stream.blocking-read",
+        (stream: Resource<DynInputStream>, len: u64),
+        |table| HostInputStream::blocking_read(table, stream, len)
+    );
+    bounded_stream_method!(
+        streams,
+        "[method]input-stream.blocking-skip",
+        (stream: Resource<DynInputStream>, len: u64),
+        |table| HostInputStream::blocking_skip(table, stream, len)
+    );
     linker.allow_shadowing(false);
     Ok(())
 }

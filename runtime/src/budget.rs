@@ -16,6 +16,21 @@ pub const MAX_LOG_BYTES: usize = 8 << 20;
 pub const LOG_BURST: usize = 1 << 20;
 /// Bytes per second a call may log once its burst is spent.
 pub const LOG_RATE: usize = 256 << 10;
+/// Bytes one log line keeps; the rest of a longer line is cut, and the line
+/// says how much.
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+
+/// A line cut to [`MAX_LINE_BYTES`] (at a character boundary).
+pub(crate) fn clip(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_LINE_BYTES {
+        return line.into();
+    }
+    let mut cut = MAX_LINE_BYTES;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} [... {} bytes cut]", &line[..cut], line.len() - cut).into()
+}
 
 #[derive(Debug)]
 pub(crate) struct LogBudget {
@@ -137,5 +152,16 @@ mod tests {
         assert!(logged < MAX_LOG_BYTES && logged + 1024 >= MAX_LOG_BYTES, "{logged}");
         assert!(last[0].contains("more than 8 MiB"), "{last:?}");
         assert_eq!(b.admit(1, t0 + Duration::from_secs(3600)), Verdict::Drop(vec![]));
+    }
+
+    #[test]
+    fn a_very_long_line_is_cut_not_dropped() {
+        let line = "é".repeat(MAX_LINE_BYTES); // twice the limit in bytes
+        let clipped = clip(&line);
+        assert!(clipped.len() < MAX_LINE_BYTES + 64, "{}", clipped.len());
+        assert!(clipped.ends_with(&format!("[... {} bytes cut]", MAX_LINE_BYTES)), "{}", &clipped[clipped.len() - 40..]);
+        assert_eq!(clip("short"), "short");
+        let mut b = LogBudget::new(Instant::now());
+        assert!(matches!(b.admit(clipped.len(), Instant::now()), Verdict::Log(_)));
     }
 }

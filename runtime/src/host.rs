@@ -139,6 +139,7 @@ impl HostState {
     /// a rate, see [`crate::budget`]), so that a flooding plugin cannot
     /// swamp the agent, the link or the store.
     pub fn emit(&mut self, line: &str) {
+        let line = crate::budget::clip(line);
         let (keep, notices) = match self.log_budget.admit(line.len(), Instant::now()) {
             Verdict::Log(notices) => (true, notices),
             Verdict::Drop(notices) => (false, notices),
@@ -147,7 +148,7 @@ impl HostState {
             self.log.line(&notice);
         }
         if keep {
-            self.log.line(line);
+            self.log.line(&line);
         }
     }
 

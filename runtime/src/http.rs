@@ -26,26 +26,66 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+/// Requests of one plugin call that may be in flight at once: beyond it a
+/// request is refused, so that a plugin cannot tie up the agent's resolver
+/// threads or its file descriptors.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// Refusals kept for the log between two waits; the rest are counted.
+const MAX_QUEUED_REFUSALS: usize = 32;
+
 /// The `wasi:http` hooks of one plugin call.
 pub(crate) struct HttpGate {
     grants: Arc<HttpGrants>,
     deadline: Instant,
     tls: Arc<rustls::ClientConfig>,
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Refusals not yet logged. The plugin's thread logs them (after each
     /// wait and at the end of the call) within the log's budget: the async
     /// side must not call a log sink, which may block.
-    refusals: Arc<Mutex<Vec<String>>>,
+    refusals: Arc<Mutex<Refusals>>,
+}
+
+#[derive(Default)]
+struct Refusals {
+    lines: Vec<String>,
+    more: u64,
+}
+
+impl Refusals {
+    fn push(&mut self, line: String) {
+        if self.lines.len() < MAX_QUEUED_REFUSALS {
+            self.lines.push(line);
+        } else {
+            self.more += 1;
+        }
+    }
 }
 
 impl HttpGate {
     pub fn new(grants: &[String], deadline: Instant, tls: Arc<rustls::ClientConfig>) -> Self {
-        Self { grants: Arc::new(HttpGrants::new(grants)), deadline, tls, refusals: Arc::default() }
+        Self {
+            grants: Arc::new(HttpGrants::new(grants)),
+            deadline,
+            tls,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            refusals: Arc::default(),
+        }
     }
 
     /// The refusals decided since the last call, as log lines.
     pub fn take_refusals(&self) -> Vec<String> {
-        let refusals = std::mem::take(&mut *self.refusals.lock().expect("refusals lock"));
-        refusals.into_iter().map(|reason| format!("[warn] http request refused: {reason}")).collect()
+        let Refusals { lines, more } = std::mem::take(&mut *self.refusals.lock().expect("refusals lock"));
+        let mut lines: Vec<String> = lines.into_iter().map(|reason| format!("[warn] http request refused: {reason}")).collect();
+        if more > 0 {
+            lines.push(format!("[warn] {more} more http requests were refused"));
+        }
+        lines
+    }
+
+    fn refuse(&self, reason: String) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
+        self.refusals.lock().expect("refusals lock").push(reason.clone());
+        Box::new(std::future::ready(Err(Error::InternalError(Some(reason)))))
     }
 }
 
@@ -61,27 +101,34 @@ impl WasiHttpHooks for HttpGate {
         // The grants are checked here, before anything is spawned; the
         // addresses after resolution, on the async side.
         if let Err(reason) = authorize(&self.grants, request.uri()) {
-            self.refusals.lock().expect("refusals lock").push(reason.clone());
-            return Box::new(std::future::ready(Err(Error::InternalError(Some(reason)))));
+            return self.refuse(reason);
         }
+        // Held until the exchange is over, body included.
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return self.refuse(format!(
+                "more than {MAX_IN_FLIGHT} requests of this action are in flight; wait for one to end"
+            ));
+        };
         let (grants, deadline, refusals, tls) = (self.grants.clone(), self.deadline, self.refusals.clone(), self.tls.clone());
         Box::new(async move {
-            let result = send(&grants, deadline, tls, request, options).await;
-            if let Err(Refused(reason)) = &result {
-                refusals.lock().expect("refusals lock").push(reason.clone());
+            match send(&grants, deadline, tls, request, options, permit).await {
+                Ok(done) => Ok(done),
+                Err(Failure::Refused { plugin, log }) => {
+                    refusals.lock().expect("refusals lock").push(log);
+                    Err(Error::InternalError(Some(plugin)))
+                }
+                Err(Failure::Transport(e)) => Err(e),
             }
-            result.map_err(Into::into)
         })
     }
 }
 
-/// Why a request failed: a refusal by the grants (logged) or a transport
-/// error (the plugin's to report).
+/// Why a request failed: a refusal by the grants (logged, with more detail
+/// than the plugin gets) or a transport error (the plugin's to report).
 enum Failure {
-    Refused(String),
+    Refused { plugin: String, log: String },
     Transport(Error),
 }
-use Failure::Refused;
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
@@ -89,12 +136,9 @@ impl From<Error> for Failure {
     }
 }
 
-impl From<Failure> for Error {
-    fn from(f: Failure) -> Self {
-        match f {
-            Refused(reason) => Error::InternalError(Some(reason)),
-            Failure::Transport(e) => e,
-        }
+impl From<crate::net::Refusal> for Failure {
+    fn from(r: crate::net::Refusal) -> Self {
+        Failure::Refused { plugin: r.for_plugin, log: r.for_log }
     }
 }
 
@@ -121,27 +165,31 @@ async fn send(
     tls_config: Arc<rustls::ClientConfig>,
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(http::Response<WasiBody>, IoFuture), Failure> {
+    use tokio::time::{Instant as At, timeout_at};
     let uri = request.uri().clone();
     let (host, port, tls) = destination(&uri)?;
 
-    let left = || deadline.saturating_duration_since(Instant::now());
-    let cut = |asked: Option<Duration>| asked.map_or(left(), |d| d.min(left()));
+    let deadline = At::from_std(deadline);
+    let by = |asked: Option<Duration>| asked.map_or(deadline, |d| deadline.min(At::now() + d));
     let options = options.unwrap_or_default();
-    let connect_timeout = cut(options.connect_timeout);
+    // One deadline for everything up to a usable connection: resolving,
+    // connecting, TLS and the HTTP handshake.
+    let connected_by = by(options.connect_timeout);
 
-    let resolved: Vec<SocketAddr> = match tokio::time::timeout(connect_timeout, tokio::net::lookup_host((host.as_str(), port))).await {
+    let resolved: Vec<SocketAddr> = match timeout_at(connected_by, tokio::net::lookup_host((host.as_str(), port))).await {
         Err(_) => return Err(Error::DnsTimeout.into()),
         Ok(Err(e)) => return Err(Error::DnsError { rcode: Some(e.to_string()), info_code: None }.into()),
         Ok(Ok(addresses)) => addresses.collect(),
     };
-    let admitted = grants.admit(&host, port, &resolved).map_err(Refused)?;
+    let admitted = grants.admit(&host, port, &resolved)?;
 
-    let stream = connect(&admitted.addresses, connect_timeout).await?;
+    let stream = connect(&admitted.addresses, connected_by).await?;
     let io: Box<dyn Stream> = if tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?;
         let connector = tokio_rustls::TlsConnector::from(tls_config);
-        let tls = tokio::time::timeout(connect_timeout, connector.connect(name, stream))
+        let tls = timeout_at(connected_by, connector.connect(name, stream))
             .await
             .map_err(|_| Error::ConnectionTimeout)?
             .map_err(|e| tls_failure(e, &host, port))?;
@@ -149,7 +197,7 @@ async fn send(
     } else {
         Box::new(stream)
     };
-    let (mut sender, connection) = tokio::time::timeout(connect_timeout, hyper::client::conn::http1::handshake(TokioIo::new(io)))
+    let (mut sender, connection) = timeout_at(connected_by, hyper::client::conn::http1::handshake(TokioIo::new(io)))
         .await
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(Error::from)?;
@@ -160,25 +208,37 @@ async fn send(
     *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
 
     // The connection must be driven while the response is awaited; after
-    // that it is the caller's to drive, alongside the body.
+    // that it is the caller's to drive, alongside the body, until the
+    // exchange ends or the deadline passes.
     let mut connection = Box::pin(connection);
-    let first_byte = cut(options.first_byte_timeout);
-    let response = tokio::time::timeout(first_byte, async {
+    let mut ended = None;
+    let response = timeout_at(by(options.first_byte_timeout), async {
         let mut waiting = Box::pin(sender.send_request(request));
         tokio::select! {
+            biased;
             response = &mut waiting => response.map_err(Error::from),
-            ended = &mut connection => match ended {
-                Ok(()) => waiting.await.map_err(Error::from),
-                Err(e) => Err(Error::from(e)),
-            },
+            result = &mut connection => {
+                let failed = result.as_ref().err().map(|e| e.to_string());
+                ended = Some(result);
+                match failed {
+                    None => waiting.await.map_err(Error::from),
+                    Some(e) => Err(Error::InternalError(Some(format!("the connection to {host}:{port} failed: {e}")))),
+                }
+            }
         }
     })
     .await
     .map_err(|_| Error::ConnectionReadTimeout)??;
 
-    let idle = cut(options.between_bytes_timeout);
+    let idle = options.between_bytes_timeout.unwrap_or(Duration::MAX);
     let response = response.map(|body| Paced::new(body, idle, deadline).boxed_unsync());
-    let drive: IoFuture = Box::new(async move { connection.await.map_err(Error::from) });
+    let drive: IoFuture = Box::new(async move {
+        let _permit = permit;
+        match ended {
+            Some(result) => result.map_err(Error::from),
+            None => timeout_at(deadline, connection).await.map_err(|_| Error::ConnectionTimeout)?.map_err(Error::from),
+        }
+    });
     Ok((response, drive))
 }
 
@@ -198,11 +258,10 @@ fn tls_failure(e: std::io::Error, host: &str, port: u16) -> Error {
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
-/// Connects to the first address that answers, giving each address an
-/// equal share of what is left of `within`, so that one address that drops
+/// Connects to the first address that answers by `until`, giving each
+/// address an equal share of the time left, so that one address that drops
 /// packets does not use up the time of the others.
-async fn connect(addresses: &[SocketAddr], within: Duration) -> Result<TcpStream, Error> {
-    let until = tokio::time::Instant::now() + within;
+async fn connect(addresses: &[SocketAddr], until: tokio::time::Instant) -> Result<TcpStream, Error> {
     let mut last = None;
     for (i, addr) in addresses.iter().enumerate() {
         let share = until.saturating_duration_since(tokio::time::Instant::now()) / (addresses.len() - i) as u32;
@@ -247,20 +306,21 @@ pub fn tls_config(extra_roots_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientCo
     Ok(Arc::new(config))
 }
 
-/// A response body that fails when the server pauses longer than `idle`
-/// between frames, or runs past the action's deadline.
+/// A response body that fails when the server keeps the client waiting
+/// longer than `idle` for the next frame (time the plugin spends not
+/// reading does not count), or past the action's deadline.
 struct Paced {
     inner: hyper::body::Incoming,
     idle: Duration,
     deadline: tokio::time::Instant,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// Whether the last poll found no frame: the timer then runs.
+    waiting: bool,
 }
 
 impl Paced {
-    fn new(inner: hyper::body::Incoming, idle: Duration, deadline: Instant) -> Self {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let timer = Box::pin(tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + idle)));
-        Self { inner, idle, deadline, timer }
+    fn new(inner: hyper::body::Incoming, idle: Duration, deadline: tokio::time::Instant) -> Self {
+        Self { inner, idle, deadline, timer: Box::pin(tokio::time::sleep_until(deadline)), waiting: false }
     }
 }
 
@@ -270,17 +330,21 @@ impl Body for Paced {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let next = self.deadline.min(tokio::time::Instant::now() + self.idle);
-                self.timer.as_mut().reset(next);
-                Poll::Ready(Some(Ok(frame)))
+            Poll::Ready(frame) => {
+                self.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Error::from)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if !self.waiting {
+                    self.waiting = true;
+                    let until = tokio::time::Instant::now().checked_add(self.idle).map_or(self.deadline, |t| t.min(self.deadline));
+                    self.timer.as_mut().reset(until);
+                }
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

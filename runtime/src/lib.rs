@@ -412,6 +412,10 @@ impl Runtime {
     /// this engine. The cache only ever receives components whose digest was
     /// verified by [`Runtime::load`].
     pub fn load_compiled(&self, digest: &str) -> Result<Option<Arc<LoadedPlugin>>> {
+        // It names a file the unsafe deserializer maps: a digest and nothing else.
+        if digest.len() != 64 || !digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            anyhow::bail!("{digest:?} is not a sha256 digest");
+        }
         if let Some(p) = self.cached(digest) {
             return Ok(Some(p));
         }

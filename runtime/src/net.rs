@@ -158,7 +158,10 @@ impl Endpoint {
     }
 
     /// Whether everything `other` grants is also granted by `self`: how an
-    /// agent's policy judges a pipeline's grant.
+    /// agent's policy judges a pipeline's grant. An IP or CIDR grant (the
+    /// only way to reach a private address) passes only an IP or CIDR
+    /// pattern that contains it: a policy of `*:443` means public HTTPS,
+    /// not the agent's own network.
     pub fn covers(&self, other: &Endpoint) -> bool {
         let ports = match (self.port, other.port) {
             (None, _) => true,
@@ -167,6 +170,7 @@ impl Endpoint {
         };
         ports
             && match (&self.host, &other.host) {
+                (HostPattern::Any, HostPattern::Net { .. }) => false,
                 (HostPattern::Any, _) => true,
                 (HostPattern::Under(a), HostPattern::Under(b)) => b == a || b.ends_with(a.as_str()),
                 (HostPattern::Under(a), HostPattern::Name(b)) => format!(".{b}").ends_with(a.as_str()) && b.len() + 1 > a.len(),
@@ -208,6 +212,8 @@ pub fn special_address(ip: IpAddr) -> Option<&'static str> {
                 Some("a broadcast, multicast or reserved address")
             } else if a.is_documentation() || (b0 == 198 && (b1 == 18 || b1 == 19)) {
                 Some("a documentation or benchmarking address")
+            } else if b0 == 192 && b1 == 0 && a.octets()[2] == 0 {
+                Some("an IETF protocol assignment address")
             } else {
                 None
             }
@@ -222,6 +228,8 @@ pub fn special_address(ip: IpAddr) -> Option<&'static str> {
                 Some("a private (unique local) address")
             } else if first & 0xffc0 == 0xfe80 {
                 Some("a link-local address")
+            } else if first & 0xffc0 == 0xfec0 {
+                Some("a site-local address")
             } else if a.is_multicast() {
                 Some("a multicast address")
             } else if first == 0x2001 && a.segments()[1] == 0x0db8 {
@@ -272,6 +280,15 @@ pub struct Admission {
     pub addresses: Vec<SocketAddr>,
 }
 
+/// A request refused after resolution: the plugin learns what kind of
+/// address its destination resolved to, the action's log also which one (a
+/// plugin must not be able to map internal names to addresses).
+#[derive(Debug)]
+pub struct Refusal {
+    pub for_plugin: String,
+    pub for_log: String,
+}
+
 /// An action's parsed `http` grants.
 #[derive(Debug, Clone, Default)]
 pub struct HttpGrants(Vec<Endpoint>);
@@ -306,7 +323,7 @@ impl HttpGrants {
 
     /// Keeps the resolved addresses the request may reach: public ones, and
     /// private ones an IP or CIDR grant names.
-    pub fn admit(&self, host: &str, port: u16, resolved: &[SocketAddr]) -> Result<Admission, String> {
+    pub fn admit(&self, host: &str, port: u16, resolved: &[SocketAddr]) -> Result<Admission, Refusal> {
         let mut refused = None;
         let addresses: Vec<SocketAddr> = resolved
             .iter()
@@ -325,25 +342,35 @@ impl HttpGrants {
         if !addresses.is_empty() {
             return Ok(Admission { addresses });
         }
-        match refused {
-            Some((ip, kind)) => {
-                let literal = match ip {
-                    IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-                    v4 => format!("{v4}:{port}"),
-                };
-                let resolves = if host.parse::<IpAddr>().is_ok() { String::new() } else { format!(" resolves to {ip}, which") };
-                Err(format!(
-                    "http to {}{resolves} is {kind}; private and loopback addresses need a grant naming \
-                     them, such as \"{literal}\"",
-                    authority(host, port)
-                ))
-            }
-            None => Err(format!("http to {}: the name resolved to no address", authority(host, port))),
+        let target = authority(host, port);
+        let Some((ip, kind)) = refused else {
+            let message = format!("http to {target}: the name resolved to no address");
+            return Err(Refusal { for_plugin: message.clone(), for_log: message });
+        };
+        let literal = match ip {
+            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            v4 => format!("{v4}:{port}"),
+        };
+        let need = "private and loopback addresses need an IP or CIDR grant naming them";
+        if host.parse::<IpAddr>().is_ok() {
+            let message = format!("http to {target} is refused: it is {kind}; {need}, such as \"{literal}\"");
+            return Err(Refusal { for_plugin: message.clone(), for_log: message });
         }
+        Err(Refusal {
+            for_plugin: format!("http to {target} is refused: the name resolves to {kind}; {need} (the action's log names the address)"),
+            for_log: format!("http to {target} is refused: the name resolves to {ip}, {kind}; {need}, such as \"{literal}\""),
+        })
     }
 }
 
+/// `host:port` for messages, with a host of any length the plugin chose cut
+/// to what a DNS name can be.
 fn authority(host: &str, port: u16) -> String {
+    const MAX: usize = 253;
+    let host = match host.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &host[..cut]),
+        None => host.to_string(),
+    };
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
@@ -402,9 +429,12 @@ mod tests {
         let g = HttpGrants::new(&["*:*".into()]);
         g.authorize("localhost", 8080).unwrap();
         let e = g.admit("localhost", 8080, &[addr("127.0.0.1:8080")]).unwrap_err();
-        assert!(e.contains("resolves to 127.0.0.1") && e.contains("loopback") && e.contains("\"127.0.0.1:8080\""), "{e}");
+        assert!(e.for_log.contains("resolves to 127.0.0.1") && e.for_log.contains("\"127.0.0.1:8080\""), "{e:?}");
+        assert!(e.for_plugin.contains("resolves to a loopback address") && !e.for_plugin.contains("127.0.0.1"), "{e:?}");
         let e = g.admit("169.254.169.254", 80, &[addr("169.254.169.254:80")]).unwrap_err();
-        assert!(e.contains("link-local"), "{e}");
+        assert!(e.for_plugin.contains("link-local") && e.for_plugin.contains("\"169.254.169.254:80\""), "{e:?}");
+        assert!(g.admit("x", 80, &[addr("192.0.0.8:80")]).is_err());
+        assert!(g.admit("x", 80, &[addr("[fec0::1]:80")]).is_err());
         assert!(g.admit("x", 80, &[addr("[::ffff:10.0.0.1]:80")]).is_err(), "IPv4-mapped private");
         assert!(g.admit("x", 80, &[addr("[::1]:80")]).is_err());
         assert!(g.admit("x", 80, &[addr("[fd12::1]:80")]).is_err());
@@ -423,6 +453,9 @@ mod tests {
 
     #[test]
     fn refusals_name_the_host_and_the_grants() {
+        let long = "a".repeat(100_000);
+        let e = HttpGrants::new(&[]).authorize(&long, 443).unwrap_err();
+        assert!(e.len() < 1000, "a host the plugin chose is cut: {} bytes", e.len());
         let none = HttpGrants::new(&[]);
         let e = none.authorize("api.example.com", 443).unwrap_err();
         assert!(e.contains("api.example.com:443") && e.contains("no http grant"), "{e}");
@@ -433,7 +466,10 @@ mod tests {
 
     #[test]
     fn a_policy_covers_narrower_grants_only() {
-        assert!(ep("*").covers(&ep("10.0.0.0/8:1")));
+        assert!(!ep("*").covers(&ep("10.0.0.0/8:1")), "private networks need a policy naming them");
+        assert!(!ep("*:443").covers(&ep("169.254.169.254:443")));
+        assert!(ep("0.0.0.0/0:*").covers(&ep("169.254.169.254:443")));
+        assert!(ep("*").covers(&ep("*.example.com:443")));
         assert!(ep("*.example.com:443").covers(&ep("api.example.com:443")));
         assert!(ep("*.example.com:443").covers(&ep("*.api.example.com:443")));
         assert!(!ep("*.example.com:443").covers(&ep("example.com:443")));

@@ -145,11 +145,14 @@ fn http_needs_a_grant_and_private_addresses_need_one_naming_them() {
     let (outcome, _) = run_http(&loopback, http_grants(&["*:*"]));
     assert!(failure(&outcome).contains("a loopback address"), "{outcome:?}");
 
-    // A granted name that resolves to loopback is refused after resolution.
-    let (outcome, _) = run_http(&by_name, http_grants(&[&format!("localhost:{port}")]));
+    // A granted name that resolves to loopback is refused after resolution;
+    // the plugin learns the kind of address, the log which one.
+    let (outcome, lines) = run_http(&by_name, http_grants(&[&format!("localhost:{port}")]));
     let message = failure(&outcome);
-    assert!(message.contains("resolves to 127.0.0.1") || message.contains("resolves to ::1"), "{message}");
-    assert!(message.contains(&format!("127.0.0.1:{port}")) || message.contains(&format!("[::1]:{port}")), "{message}");
+    assert!(message.contains("the name resolves to a loopback address") && !message.contains("127.0.0.1"), "{message}");
+    let logged = lines.iter().find(|l| l.starts_with("[warn] http request refused")).expect("logged");
+    assert!(logged.contains("resolves to 127.0.0.1") || logged.contains("resolves to ::1"), "{logged}");
+    assert!(logged.contains(&format!("127.0.0.1:{port}")) || logged.contains(&format!("[::1]:{port}")), "{logged}");
     assert!(server.requests().is_empty(), "nothing reached the server: {:?}", server.requests());
 
     // Naming the address lets it through, by IP or by name.
@@ -168,11 +171,43 @@ fn http_needs_a_grant_and_private_addresses_need_one_naming_them() {
 }
 
 #[test]
+fn a_flood_of_requests_is_bounded_in_flight_and_in_the_log() {
+    let f = fixture(64 << 20);
+    // 5000 refused requests, none waited for: the log keeps a few and counts the rest.
+    let config = [("Authority", "api.example.com:80"), ("Count", "5000")];
+    let (outcome, lines) = run_with(&f, "request-flood", &config, Grants::default(), Duration::from_secs(30));
+    let Outcome::Succeeded { summary, .. } = &outcome else { panic!("{outcome:?}") };
+    assert!(summary.starts_with("0 answered, 5000 failed"), "{summary}");
+    let refused = lines.iter().filter(|l| l.starts_with("[warn] http request refused")).count();
+    assert!((1..=32).contains(&refused), "{refused} refusal lines");
+    assert!(lines.iter().any(|l| l.contains("more http requests were refused")), "{lines:?}");
+
+    // At most 16 at once: a server that never answers holds 16, the rest
+    // are refused, and the deadline ends the call.
+    let server = Server::silent();
+    let authority = format!("127.0.0.1:{}", server.port);
+    let config = [("Authority", authority.as_str()), ("Count", "20")];
+    let started = Instant::now();
+    let (outcome, lines) = run_with(&f, "request-flood", &config, http_grants(&[&authority]), Duration::from_secs(2));
+    assert!(failure(&outcome).contains("deadline"), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    let in_flight = lines.iter().filter(|l| l.contains("more than 16 requests of this action are in flight")).count();
+    assert_eq!(in_flight, 4, "{lines:?}");
+}
+
+#[test]
 fn waits_in_host_calls_end_at_the_deadline_or_a_cancel() {
     let f = fixture(64 << 20);
     // std::thread::sleep in the guest parks in wasi:io/poll.
     let started = Instant::now();
     let (outcome, _) = run(&f, "sleep", Grants::default(), Duration::from_secs(1));
+    assert!(failure(&outcome).contains("deadline"), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    // A blocking write to a stream nobody reads (a request body never
+    // sent) waits only until the deadline.
+    let started = Instant::now();
+    let (outcome, _) = run(&f, "stuck-body", Grants::default(), Duration::from_secs(1));
     assert!(failure(&outcome).contains("deadline"), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 

@@ -26,6 +26,10 @@
 //!   must stop it).
 //! - `sleep`: sleeps for an hour in `std::thread::sleep` (a blocking
 //!   host call: the action's deadline must stop it all the same).
+//! - `stuck-body`: writes an HTTP request body that is never sent, so its
+//!   second blocking write waits forever (the deadline must stop it).
+//! - `request-flood`: sends `Count` (100) requests to `Authority` at once
+//!   through raw wasi:http, then waits for them; the summary counts them.
 //! - `ok`: succeeds with summary "ok".
 //!
 //! It declares `exec: ["sh"]` and `http: ["*"]` so that grant tests can run
@@ -57,7 +61,7 @@ const GIANT_OUTPUT_BYTES: u64 = 64 << 20;
 const SLEEP: Duration = Duration::from_secs(3600);
 
 const MODES: &str = "trap, loop, memory, recursion, leak-secret, log-flood, read-host-path, escape, \
-    copy-escape, copy-into-link, exec, http, giant-output, sleep, ok";
+    copy-escape, copy-into-link, exec, http, giant-output, sleep, stuck-body, request-flood, ok";
 
 /// The hostile plugin.
 pub struct Hostile;
@@ -154,6 +158,8 @@ impl Plugin for Hostile {
                 std::thread::sleep(SLEEP);
                 Ok(Outcome::succeeded("slept an hour"))
             }
+            "stuck-body" => stuck_body(),
+            "request-flood" => request_flood(&ctx),
             "ok" => Ok(Outcome::succeeded("ok")),
             other => Err(Error::new(format!(
                 "configuration \"Mode\": unknown mode {other:?}, expected one of: {MODES}"
@@ -163,6 +169,65 @@ impl Plugin for Hostile {
 }
 
 sluice_plugin_sdk::export_plugin!(Hostile);
+
+/// Writes a request body that is never sent: the body's stream holds one
+/// chunk, so the second blocking write waits for a reader that never comes.
+/// Needs no grant: nothing is sent.
+#[cfg(target_arch = "wasm32")]
+fn stuck_body() -> Result<Outcome, Error> {
+    use wasi::http::types::{Fields, OutgoingRequest};
+    let request = OutgoingRequest::new(Fields::new());
+    let body = request.body().map_err(|()| Error::new("no request body"))?;
+    let stream = body.write().map_err(|()| Error::new("no body stream"))?;
+    for _ in 0..2 {
+        stream.blocking_write_and_flush(&[0; 4096]).map_err(|e| Error::new(format!("write: {e:?}")))?;
+    }
+    Ok(Outcome::succeeded("the body was written without a reader"))
+}
+
+/// Sends `Count` GET requests to `Authority` (host:port, plain http) at
+/// once, without waiting for any, then waits for each; succeeds with how
+/// many were answered and how many failed, and the first failure.
+#[cfg(target_arch = "wasm32")]
+fn request_flood(ctx: &Context) -> Result<Outcome, Error> {
+    use wasi::http::outgoing_handler::handle;
+    use wasi::http::types::{Fields, OutgoingRequest, Scheme};
+    let authority = ctx.config.required("Authority")?;
+    let count: usize = ctx.config.get_parsed("Count")?.unwrap_or(100);
+    let mut pending = Vec::new();
+    let mut failed = Vec::new();
+    for _ in 0..count {
+        let request = OutgoingRequest::new(Fields::new());
+        let _ = request.set_scheme(Some(&Scheme::Http));
+        let _ = request.set_authority(Some(authority));
+        let _ = request.set_path_with_query(Some("/"));
+        match handle(request, None) {
+            Ok(future) => pending.push(future),
+            Err(e) => failed.push(format!("{e:?}")),
+        }
+    }
+    let mut answered = 0;
+    for future in pending {
+        future.subscribe().block();
+        match future.get() {
+            Some(Ok(Ok(_))) => answered += 1,
+            Some(Ok(Err(e))) => failed.push(format!("{e:?}")),
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    let first = failed.first().cloned().unwrap_or_default();
+    Ok(Outcome::succeeded(format!("{answered} answered, {} failed: {first}", failed.len())))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn request_flood(_: &Context) -> Result<Outcome, Error> {
+    Err(Error::new("request-flood needs wasi:http: it runs only inside a host"))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn stuck_body() -> Result<Outcome, Error> {
+    Err(Error::new("stuck-body needs wasi:http: it runs only inside a host"))
+}
 
 fn spin() -> ! {
     let mut n: u64 = 0;
