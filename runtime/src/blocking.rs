@@ -11,7 +11,8 @@
 
 use crate::host::HostState;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Linker, Resource};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as _, HostPollable as _};
 use wasmtime_wasi_io::bindings::wasi::io::streams::{Host as _, HostInputStream, HostOutputStream};
 use wasmtime_wasi_io::poll::DynPollable;
@@ -22,23 +23,33 @@ use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 const POLL_INSTANCE: &str = "wasi:io/poll@0.2.12";
 const STREAMS_INSTANCE: &str = "wasi:io/streams@0.2.12";
 
+/// Runs a wait of the guest's on its store's resource table until it ends,
+/// the deadline passes or the action is cancelled (then a trap), and logs
+/// the HTTP refusals decided meanwhile.
+fn until_stopped<T>(
+    store: &mut StoreContextMut<'_, HostState>,
+    wait: impl AsyncFnOnce(&mut ResourceTable) -> T,
+) -> wasmtime::Result<T> {
+    let (deadline, cancel) = (store.data().deadline, store.data().cancel.clone());
+    let table = &mut store.data_mut().table;
+    let result = wasmtime_wasi::runtime::in_tokio(async {
+        tokio::select! {
+            done = wait(table) => Ok(done),
+            stop = stopped(deadline, &cancel) => Err(stop),
+        }
+    });
+    store.data_mut().log_http_refusals();
+    result
+}
+
 /// Defines a `wasi:io/streams` method that waits, as the original does but
-/// bounded by the deadline: `$call` runs with `$table` (the store's resource
-/// table) and the guest's arguments; a stream error is handed to the guest
-/// as the `stream-error` it expects.
+/// through [`until_stopped`]: `$call` is the original, on `$table` and the
+/// guest's arguments; a stream error reaches the guest as the
+/// `stream-error` it expects.
 macro_rules! bounded_stream_method {
     ($instance:expr, $name:literal, ($($arg:ident: $ty:ty),*), |$table:ident| $call:expr) => {
-        $instance.func_wrap($name, |mut store: wasmtime::StoreContextMut<'_, HostState>, ($($arg,)*): ($($ty,)*)| {
-            let (deadline, cancel) = (store.data().deadline, store.data().cancel.clone());
-            let $table = &mut store.data_mut().table;
-            let result = wasmtime_wasi::runtime::in_tokio(async {
-                tokio::select! {
-                    done = $call => Ok(done),
-                    stop = stopped(deadline, &cancel) => Err(stop),
-                }
-            })?;
-            store.data_mut().log_http_refusals();
-            match result {
+        $instance.func_wrap($name, |mut store: StoreContextMut<'_, HostState>, ($($arg,)*): ($($ty,)*)| {
+            match until_stopped(&mut store, async move |$table: &mut ResourceTable| $call.await)? {
                 Ok(value) => Ok((Ok(value),)),
                 Err(e) => Ok((Err(store.data_mut().table.convert_stream_error(e)?),)),
             }
@@ -54,28 +65,10 @@ pub(crate) fn bound_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     linker.allow_shadowing(true);
     let mut poll = linker.instance(POLL_INSTANCE)?;
     poll.func_wrap("poll", |mut store, (pollables,): (Vec<Resource<DynPollable>>,)| {
-        let (deadline, cancel) = (store.data().deadline, store.data().cancel.clone());
-        let table = &mut store.data_mut().table;
-        let result = wasmtime_wasi::runtime::in_tokio(async {
-            tokio::select! {
-                ready = table.poll(pollables) => ready.map(|list| (list,)),
-                stop = stopped(deadline, &cancel) => Err(stop),
-            }
-        });
-        store.data_mut().log_http_refusals();
-        result
+        until_stopped(&mut store, async move |table: &mut ResourceTable| table.poll(pollables).await)?.map(|ready| (ready,))
     })?;
     poll.func_wrap("[method]pollable.block", |mut store, (pollable,): (Resource<DynPollable>,)| {
-        let (deadline, cancel) = (store.data().deadline, store.data().cancel.clone());
-        let table = &mut store.data_mut().table;
-        let result = wasmtime_wasi::runtime::in_tokio(async {
-            tokio::select! {
-                ready = table.block(pollable) => ready,
-                stop = stopped(deadline, &cancel) => Err(stop),
-            }
-        });
-        store.data_mut().log_http_refusals();
-        result
+        until_stopped(&mut store, async move |table: &mut ResourceTable| table.block(pollable).await)?
     })?;
     let mut streams = linker.instance(STREAMS_INSTANCE)?;
     bounded_stream_method!(
