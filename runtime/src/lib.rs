@@ -163,15 +163,16 @@ pub enum Outcome {
 
 /// What a plugin may use: what it declared in `describe()` and was granted
 /// (by a pipeline action, or on `sluice action run`'s command line). A
-/// declaration `*` takes whatever is granted; a plugin that may write
-/// directories names no paths in advance, so the grant chooses them.
+/// declaration `*` takes whatever is granted; `http` patterns overlap as
+/// patterns ([`net::intersect`]); a plugin that may write directories names
+/// no paths in advance, so the grant chooses them.
 pub fn consent(declared: &Grants, granted: &Grants) -> Grants {
     let both = |granted: &[String], declared: &[String]| -> Vec<String> {
         granted.iter().filter(|g| declared.iter().any(|d| d == "*" || d == *g)).cloned().collect()
     };
     Grants {
         exec: both(&granted.exec, &declared.exec),
-        http: both(&granted.http, &declared.http),
+        http: net::intersect(&declared.http, &granted.http),
         secrets: both(&granted.secrets, &declared.secrets),
         env: both(&granted.env, &declared.env),
         fs: if declared.fs.is_empty() { Vec::new() } else { granted.fs.clone() },

@@ -183,6 +183,48 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Like [`Endpoint::covers`], for what a plugin declares: there `*`
+    /// (any host) also takes IP and CIDR grants, since whether a private
+    /// address may be reached is the pipeline's and the agent's to say, not
+    /// the plugin's.
+    fn takes(&self, grant: &Endpoint) -> bool {
+        match self.host {
+            HostPattern::Any => self.port.is_none_or(|p| grant.port == Some(p)),
+            _ => self.covers(grant),
+        }
+    }
+}
+
+/// The `http` grants a plugin gets from what it declared and what it was
+/// granted: each grant inside a declaration, and each declaration inside a
+/// grant (a plugin that declares `api.github.com:443` granted `*:443` gets
+/// `api.github.com:443`). A declaration of `*` takes every grant.
+pub fn intersect(declared: &[String], granted: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut keep = |g: &String| {
+        if !out.contains(g) {
+            out.push(g.clone());
+        }
+    };
+    for g in granted {
+        if declared.iter().any(|d| d == "*" || d == g) {
+            keep(g);
+            continue;
+        }
+        let Ok(grant) = g.parse::<Endpoint>() else { continue };
+        for d in declared {
+            let Ok(declaration) = d.parse::<Endpoint>() else { continue };
+            if declaration.takes(&grant) {
+                keep(g);
+            } else if grant.covers(&declaration) {
+                keep(d);
+            }
+        }
+    }
+    out
+}
+
 /// Parses every pattern of a grant, naming each bad one.
 pub fn parse_grants(grants: &[String]) -> Result<Vec<Endpoint>, String> {
     let mut errors = Vec::new();
@@ -462,6 +504,17 @@ mod tests {
         let some = HttpGrants::new(&["a.example:443".into()]);
         let e = some.authorize("b.example", 443).unwrap_err();
         assert!(e.contains("b.example:443") && e.contains("granted: a.example:443"), "{e}");
+    }
+
+    #[test]
+    fn a_plugin_gets_the_overlap_of_its_declaration_and_the_grant() {
+        let v = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(intersect(&v(&["api.github.com:443"]), &v(&["*:443"])), v(&["api.github.com:443"]));
+        assert_eq!(intersect(&v(&["*.github.com:443"]), &v(&["api.github.com:443", "evil.test:443"])), v(&["api.github.com:443"]));
+        assert_eq!(intersect(&v(&["*"]), &v(&["10.0.0.0/8:*", "x.test:80"])), v(&["10.0.0.0/8:*", "x.test:80"]));
+        assert_eq!(intersect(&v(&["*:443"]), &v(&["10.0.0.5:443", "10.0.0.5:80"])), v(&["10.0.0.5:443"]));
+        assert!(intersect(&v(&["api.github.com:443"]), &v(&["api.github.com:80"])).is_empty());
+        assert!(intersect(&v(&[]), &v(&["*"])).is_empty());
     }
 
     #[test]
