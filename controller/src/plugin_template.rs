@@ -101,17 +101,8 @@ mod tests {{
         let out = std::env::temp_dir().join(format!("{name}-test-{{}}", std::process::id()));
         std::fs::create_dir_all(&out).unwrap();
         let ctx = Context {{
-            pipeline: "p".into(),
-            execution_id: "e".into(),
-            stage: "s".into(),
-            action: "a".into(),
-            attempt: 1,
-            config: [("Name", "world")].into_iter().collect(),
-            inputs: Vec::new(),
             outputs: vec![sluice_plugin_sdk::Artifact {{ name: "out".into(), path: out.clone(), files: vec![] }}],
-            workspace: std::env::temp_dir(),
-            variables: Vec::new(),
-            continuation: None,
+            ..Context::for_test(&[("Name", "world")])
         }};
         let outcome = {ident}::execute(ctx).unwrap();
         assert_eq!(outcome.get_variable("Greeting"), Some("Hello, world!"));

@@ -73,6 +73,27 @@ impl Context {
         self.variable(PINNED_REVISION_VARIABLE).filter(|r| !r.trim().is_empty())
     }
 
+    /// A context for a plugin's unit tests: the first attempt of action
+    /// `a` in stage `s` of pipeline `p`, execution `e`, with this
+    /// configuration, no artifacts, no variables and the system's temporary
+    /// directory as workspace. Change what a test needs with struct update
+    /// syntax: `Context { outputs: vec![...], ..Context::for_test(&[]) }`.
+    pub fn for_test(config: &[(&str, &str)]) -> Self {
+        Self {
+            pipeline: "p".into(),
+            execution_id: "e".into(),
+            stage: "s".into(),
+            action: "a".into(),
+            attempt: 1,
+            config: config.iter().copied().collect(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            workspace: std::env::temp_dir(),
+            variables: Vec::new(),
+            continuation: None,
+        }
+    }
+
     /// The value of the variable `name`.
     pub fn variable(&self, name: &str) -> Option<&str> {
         self.variables

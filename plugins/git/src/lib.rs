@@ -446,21 +446,13 @@ mod tests {
                 fs::create_dir_all(dir).unwrap();
             }
             Context {
-                pipeline: "web".into(),
-                execution_id: "e1".into(),
-                stage: "Source".into(),
-                action: "Src".into(),
-                attempt: 1,
-                config: config.iter().copied().collect(),
-                inputs: vec![],
                 outputs: vec![Artifact {
                     name: "src".into(),
                     path: out,
                     files: vec![],
                 }],
                 workspace: ws,
-                variables: vec![],
-                continuation: None,
+                ..Context::for_test(config)
             }
         }
 

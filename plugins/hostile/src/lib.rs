@@ -332,19 +332,7 @@ mod tests {
     use super::*;
 
     fn context(mode: &str) -> Context {
-        Context {
-            pipeline: "p".into(),
-            execution_id: "e".into(),
-            stage: "s".into(),
-            action: "a".into(),
-            attempt: 1,
-            config: [("Mode", mode)].into_iter().collect(),
-            inputs: vec![],
-            outputs: vec![],
-            workspace: std::env::temp_dir(),
-            variables: vec![],
-            continuation: None,
-        }
+        Context::for_test(&[("Mode", mode)])
     }
 
     #[test]

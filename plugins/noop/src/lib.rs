@@ -45,19 +45,7 @@ mod tests {
             (info.name.as_str(), info.version.as_str(), info.category),
             ("noop", "1", Category::Build)
         );
-        let ctx = Context {
-            pipeline: "p".into(),
-            execution_id: "e".into(),
-            stage: "s".into(),
-            action: "a".into(),
-            attempt: 1,
-            config: [("Message", "hello")].into_iter().collect(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            workspace: "/nonexistent".into(),
-            variables: Vec::new(),
-            continuation: None,
-        };
+        let ctx = Context { workspace: "/nonexistent".into(), ..Context::for_test(&[("Message", "hello")]) };
         assert_eq!(Noop::execute(ctx).unwrap(), Outcome::succeeded("noop"));
     }
 }

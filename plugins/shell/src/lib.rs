@@ -279,11 +279,7 @@ mod tests {
         fn context(&self, commands: &str, files: &[&str]) -> Context {
             Context {
                 pipeline: "web".into(),
-                execution_id: "exec-1".into(),
                 stage: "Build".into(),
-                action: "Compile".into(),
-                attempt: 1,
-                config: [("Commands", commands)].into_iter().collect(),
                 inputs: vec![Artifact {
                     name: "src".into(),
                     path: self.root.join("in"),
@@ -295,8 +291,7 @@ mod tests {
                     files: files.iter().map(|s| s.to_string()).collect(),
                 }],
                 workspace: self.root.join("ws"),
-                variables: vec![],
-                continuation: None,
+                ..Context::for_test(&[("Commands", commands)])
             }
         }
     }

@@ -195,19 +195,7 @@ mod tests {
     use sluice_plugin_sdk::http::testing::{Reply, Server};
 
     fn context(pairs: &[(&str, &str)]) -> Context {
-        Context {
-            pipeline: "web".into(),
-            execution_id: "e1".into(),
-            stage: "Notify".into(),
-            action: "Slack".into(),
-            attempt: 1,
-            config: pairs.iter().copied().collect(),
-            inputs: vec![],
-            outputs: vec![],
-            workspace: std::env::temp_dir(),
-            variables: vec![],
-            continuation: None,
-        }
+        Context::for_test(pairs)
     }
 
     #[test]
