@@ -110,7 +110,7 @@ pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Re
 /// Hex sha256 digests name plugins and artifacts; anything else is refused
 /// before it becomes part of a path or a request.
 pub fn check_digest(digest: &str) -> Result<()> {
-    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if sluice_runtime::is_digest(digest) {
         Ok(())
     } else {
         bail!("{digest:?} is not a sha256 digest (64 lowercase hex digits)")

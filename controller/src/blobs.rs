@@ -10,6 +10,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use sha2::{Digest, Sha256};
+use sluice_runtime::is_digest;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -37,11 +38,6 @@ impl Drop for UploadGuard {
     fn drop(&mut self) {
         self.set.lock().expect("upload lock").remove(&self.digest);
     }
-}
-
-/// Whether a string is a well-formed hex sha256, so it can name a file.
-pub fn is_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl BlobStore {

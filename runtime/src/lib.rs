@@ -317,6 +317,12 @@ pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Whether a string is a digest as [`digest`] writes it (64 lower-case hex
+/// digits), and so safe to name a file or a request with.
+pub fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Arc<Self>> {
         let (engine, allocation) = match config.allocation {
@@ -414,7 +420,7 @@ impl Runtime {
     /// verified by [`Runtime::load`].
     pub fn load_compiled(&self, digest: &str) -> Result<Option<Arc<LoadedPlugin>>> {
         // It names a file the unsafe deserializer maps: a digest and nothing else.
-        if digest.len() != 64 || !digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if !is_digest(digest) {
             anyhow::bail!("{digest:?} is not a sha256 digest");
         }
         if let Some(p) = self.cached(digest) {
