@@ -184,8 +184,7 @@ async fn send(
         Ok(Ok(addresses)) => addresses.collect(),
     };
     let admitted = grants.admit(&host, port, &resolved)?;
-
-    let stream = connect(&admitted.addresses, connected_by).await?;
+    let stream = connect(&admitted, connected_by).await?;
     let io: Box<dyn Stream> = if tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?;
         let connector = tokio_rustls::TlsConnector::from(tls_config);

@@ -315,13 +315,6 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
-/// The outcome of checking one request against an action's grants.
-#[derive(Debug)]
-pub struct Admission {
-    /// Addresses the request may connect to, in resolution order.
-    pub addresses: Vec<SocketAddr>,
-}
-
 /// A request refused after resolution: the plugin learns what kind of
 /// address its destination resolved to, the action's log also which one (a
 /// plugin must not be able to map internal names to addresses).
@@ -363,9 +356,9 @@ impl HttpGrants {
         ))
     }
 
-    /// Keeps the resolved addresses the request may reach: public ones, and
-    /// private ones an IP or CIDR grant names.
-    pub fn admit(&self, host: &str, port: u16, resolved: &[SocketAddr]) -> Result<Admission, Refusal> {
+    /// The resolved addresses the request may connect to, in resolution
+    /// order: public ones, and private ones an IP or CIDR grant names.
+    pub fn admit(&self, host: &str, port: u16, resolved: &[SocketAddr]) -> Result<Vec<SocketAddr>, Refusal> {
         let mut refused = None;
         let addresses: Vec<SocketAddr> = resolved
             .iter()
@@ -382,7 +375,7 @@ impl HttpGrants {
             })
             .collect();
         if !addresses.is_empty() {
-            return Ok(Admission { addresses });
+            return Ok(addresses);
         }
         let target = authority(host, port);
         let Some((ip, kind)) = refused else {
@@ -483,11 +476,11 @@ mod tests {
         assert!(g.admit("x", 80, &[addr("[64:ff9b::a00:1]:80")]).is_err(), "NAT64");
         // Public addresses pass; a mixed answer keeps only the public ones.
         let ok = g.admit("x", 443, &[addr("10.0.0.1:443"), addr("93.184.215.14:443")]).unwrap();
-        assert_eq!(ok.addresses, [addr("93.184.215.14:443")]);
+        assert_eq!(ok, [addr("93.184.215.14:443")]);
 
         let explicit = HttpGrants::new(&["127.0.0.1:8080".into(), "localhost:8080".into()]);
         explicit.authorize("localhost", 8080).unwrap();
-        assert_eq!(explicit.admit("localhost", 8080, &[addr("127.0.0.1:8080")]).unwrap().addresses.len(), 1);
+        assert_eq!(explicit.admit("localhost", 8080, &[addr("127.0.0.1:8080")]).unwrap().len(), 1);
         assert!(explicit.admit("localhost", 8081, &[addr("127.0.0.1:8081")]).is_err(), "other port");
         let cidr = HttpGrants::new(&["[fd00::/8]:*".into()]);
         assert!(cidr.admit("fd12::1", 80, &[addr("[fd12::1]:80")]).is_ok());
