@@ -22,6 +22,7 @@ mod http;
 pub mod mask;
 pub mod net;
 mod process;
+pub mod signature;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
