@@ -55,6 +55,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/agents/{id}/{verb}", post(set_agent_state))
         .route("/plugins", get(list_plugins).post(push_plugin))
         .route("/plugins/{key}", get(describe_plugin).delete(delete_plugin))
+        .route("/publishers", get(list_publishers).post(add_publisher))
+        .route("/publishers/{name}", axum::routing::delete(remove_publisher))
         .route("/pipelines/{name}/webhook", post(create_webhook).delete(delete_webhook))
         .route("/secrets", get(list_secrets))
         .route("/validate-pipeline", post(validate_pipeline))
@@ -566,21 +568,87 @@ async fn list_plugins(State(s): State<ApiState>) -> Result<Json<Value>, ApiError
 /// Largest component accepted by a push.
 const MAX_PLUGIN_BYTES: usize = 64 << 20;
 
+/// The header that carries a pushed plugin's signature document, base64.
+pub const SIGNATURE_HEADER: &str = "sluice-plugin-signature";
+
 /// Validates that the body is a `sluice:plugin` component by compiling it
-/// and calling its `describe()`, then registers it.
-async fn push_plugin(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// and calling its `describe()`, then registers it. A signature (header
+/// [`SIGNATURE_HEADER`]) that is malformed or names another component is
+/// refused before anything is compiled; the driver checks its key.
+async fn push_plugin(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
     if body.len() > MAX_PLUGIN_BYTES {
-        return Err(ApiError::Invalid {
-            message: format!("plugin of {} bytes exceeds the limit of {MAX_PLUGIN_BYTES} bytes", body.len()),
-            diagnostics: vec![],
-        });
+        return Err(invalid(format!("plugin of {} bytes exceeds the limit of {MAX_PLUGIN_BYTES} bytes", body.len())));
     }
+    let signature = match headers.get(SIGNATURE_HEADER) {
+        None => None,
+        Some(value) => {
+            use base64::Engine as _;
+            let text = base64::engine::general_purpose::STANDARD
+                .decode(value.as_bytes())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| invalid(format!("the {SIGNATURE_HEADER} header is not base64 of a signature document")))?;
+            let parsed = sluice_runtime::signature::Signature::parse(&text).map_err(|e| invalid(e.to_string()))?;
+            let digest = sluice_runtime::digest(&body);
+            if parsed.digest() != digest {
+                return Err(invalid(
+                    sluice_runtime::signature::SignatureError::DigestMismatch {
+                        signed: parsed.digest().into(),
+                        component: digest,
+                    }
+                    .to_string(),
+                ));
+            }
+            Some(text)
+        }
+    };
     let wasm = body.to_vec();
     let info = crate::server::describe(&s.runtime, wasm.clone())
         .await
-        .map_err(|e| ApiError::Invalid { message: format!("not a usable sluice:plugin component: {e:#}"), diagnostics: vec![] })?;
+        .map_err(|e| invalid(format!("not a usable sluice:plugin component: {e:#}")))?;
     let info = Box::new(info);
-    Ok(Json(ask(&s, |reply| Command::PushPlugin { wasm, info, reply }).await?))
+    Ok(Json(ask(&s, |reply| Command::PushPlugin { wasm, info, signature, reply }).await?))
+}
+
+async fn list_publishers(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ask(&s, |reply| Command::ListPublishers { reply }).await?))
+}
+
+/// Whom the controller trusts to sign plugins is the admin's decision.
+fn require_admin_for_publishers(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("{} may not manage trusted publishers: that needs the admin role", caller.user)))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PublisherRequest {
+    name: String,
+    /// A `PUBLIC KEY` PEM or the base64 of its DER.
+    public_key: String,
+}
+
+async fn add_publisher(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin_for_publishers(&caller)?;
+    let PublisherRequest { name, public_key } = required_body(&body)?;
+    Ok(Json(ask(&s, |reply| Command::AddPublisher { name, public_key, by: caller.user, reply }).await?))
+}
+
+async fn remove_publisher(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin_for_publishers(&caller)?;
+    Ok(Json(ask(&s, |reply| Command::RemovePublisher { name, reply }).await?))
 }
 
 #[derive(Deserialize)]

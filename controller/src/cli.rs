@@ -89,6 +89,9 @@ pub enum Cmd {
     /// Registered plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Publishers whose signed plugins this controller trusts.
+    #[command(subcommand)]
+    Publisher(PublisherCmd),
     /// Webhooks that start a pipeline on a push (GitHub, GitLab, Gitea, generic).
     #[command(subcommand)]
     Webhook(WebhookCmd),
@@ -246,6 +249,10 @@ pub struct ControllerArgs {
     /// only those older than this are (a result may still be on its way).
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub artifact_gc_interval: Duration,
+    /// Accept only plugins signed by a trusted publisher (`sluice publisher add`);
+    /// without it unsigned plugins are accepted, signed ones still verified.
+    #[arg(long)]
+    pub require_signed_plugins: bool,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -450,7 +457,34 @@ pub enum PluginCmd {
     /// List registered plugins.
     List,
     /// Register a plugin component (`provider@version` from its own describe()).
-    Push { file: PathBuf },
+    /// A signature FILE.sig beside it is sent with it (see `plugin sign`).
+    Push {
+        file: PathBuf,
+        /// The signature document (default: FILE.sig when it exists).
+        #[arg(long, value_name = "SIG")]
+        signature: Option<PathBuf>,
+    },
+    /// Sign a plugin component with a publisher's private key: writes a
+    /// detached signature (FILE.sig) binding the component's sha256 to the key.
+    Sign {
+        file: PathBuf,
+        /// The publisher's ed25519 private key (PKCS#8 PEM, from `plugin keygen`
+        /// or `openssl genpkey -algorithm ed25519`).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// Where to write the signature (default: FILE.sig).
+        #[arg(long, value_name = "SIG")]
+        out: Option<PathBuf>,
+    },
+    /// Make a publisher key pair: DIR/NAME.key (private, 0600) and DIR/NAME.pub.
+    Keygen {
+        /// Directory to write the keys into (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// File name of the pair.
+        #[arg(long, default_value = "publisher")]
+        name: String,
+    },
     /// What a registered plugin says about itself: configuration, artifacts, capabilities.
     Describe {
         /// `provider@version`
@@ -468,6 +502,20 @@ pub enum PluginCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PublisherCmd {
+    /// Trust a publisher's key for `plugin push` (admin role only).
+    Add {
+        name: String,
+        /// The publisher's public key (PEM, e.g. NAME.pub from `plugin keygen`).
+        public_key_file: PathBuf,
+    },
+    /// List trusted publishers.
+    List,
+    /// Stop trusting a publisher (plugins it signed stay registered).
+    Remove { name: String },
 }
 
 /// A failure with the exit code it deserves.
@@ -546,6 +594,11 @@ impl Client {
 
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
         self.send(self.http.post(self.url(path)).body(body)).await
+    }
+
+    /// A POST with one extra header.
+    pub async fn post_with(&self, path: &str, header: (&str, &str), body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
+        self.send(self.http.post(self.url(path)).header(header.0, header.1).body(body)).await
     }
 
     pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
@@ -661,6 +714,49 @@ fn s(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// Who signed a plugin, for tables: built-ins are part of the binary.
+fn signer(p: &Value) -> String {
+    match (p["signedBy"].as_str(), p["builtin"] == json!(true)) {
+        (Some(publisher), _) => publisher.to_string(),
+        (None, true) => "(built-in)".into(),
+        (None, false) => "unsigned".into(),
+    }
+}
+
+/// Writes a new publisher key pair into `dir`: `NAME.key` (created 0600,
+/// never over an existing file) and `NAME.pub`; returns both paths and the
+/// key id.
+fn write_key_pair(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf, String), Failure> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Err(Failure::new(2, format!("key name {name:?} may contain only A-Z a-z 0-9 . _ -")));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Failure::new(1, format!("cannot create {}: {e}", dir.display())))?;
+    let (key_file, pub_file) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+    for path in [&key_file, &pub_file] {
+        if path.exists() {
+            return Err(Failure::new(2, format!("{} exists: a key pair is never overwritten", path.display())));
+        }
+    }
+    let (key, pem) = sluice_runtime::signature::SigningKey::generate().map_err(|e| Failure::new(1, e.to_string()))?;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_file)
+        .and_then(|mut f| f.write_all(pem.as_bytes()).and_then(|()| f.sync_all()));
+    written.map_err(|e| Failure::new(1, format!("cannot write {}: {e}", key_file.display())))?;
+    let public = key.public_key();
+    std::fs::write(&pub_file, public.to_pem())
+        .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", pub_file.display())))?;
+    Ok((key_file, pub_file, public.key_id()))
 }
 
 /// Runs an admin command; returns the exit code.
@@ -1229,6 +1325,10 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 let info = &out["info"];
                 println!("{} ({}, {}): {}", s(&out["provider"]), s(&info["category"]), if out["builtin"] == json!(true) { "built-in" } else { "pushed" }, s(&info["description"]));
                 println!("digest: {}", s(&out["digest"]));
+                match out["keyId"].as_str() {
+                    Some(key_id) => println!("signed by: {} (key {key_id})", signer(&out)),
+                    None => println!("signed by: {}", signer(&out)),
+                }
                 if let Some(version) = info["interfaceVersion"].as_str() {
                     println!("built against: sluice:plugin@{version}");
                 }
@@ -1263,14 +1363,92 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             crate::plugin_template::write(&name, &dir).map_err(|e| Failure::new(2, format!("{e:#}")))?;
             println!("wrote {} — build it with: cd {} && cargo build --release --target wasm32-wasip2", dir.display(), dir.display());
         }
-        Cmd::Plugin(PluginCmd::Push { file }) => {
+        Cmd::Plugin(PluginCmd::Push { file, signature }) => {
             let wasm = std::fs::read(&file).map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
-            let out = client()?.post("/plugins", wasm).await?;
+            let beside = PathBuf::from(format!("{}.sig", file.display()));
+            let signature = signature.or_else(|| beside.exists().then_some(beside));
+            let c = client()?;
+            let out = match &signature {
+                None => c.post("/plugins", wasm).await?,
+                Some(path) => {
+                    use base64::Engine as _;
+                    let text = std::fs::read(path)
+                        .map_err(|e| Failure::new(2, format!("cannot read signature {}: {e}", path.display())))?;
+                    let header = base64::engine::general_purpose::STANDARD.encode(text);
+                    c.post_with("/plugins", (crate::api::SIGNATURE_HEADER, &header), wasm).await?
+                }
+            };
             if json_out {
                 print_json(&out);
             } else {
                 let verb = if out["created"] == json!(true) { "registered" } else { "already registered" };
-                println!("{} {verb} (digest {})", s(&out["provider"]), s(&out["digest"]));
+                let signed = match out["signedBy"].as_str() {
+                    Some(publisher) => format!(", signed by {publisher}"),
+                    None => ", unsigned".into(),
+                };
+                println!("{} {verb} (digest {}{signed})", s(&out["provider"]), s(&out["digest"]));
+            }
+        }
+        Cmd::Plugin(PluginCmd::Sign { file, key, out }) => {
+            let wasm = std::fs::read(&file).map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
+            let pem = std::fs::read_to_string(&key)
+                .map_err(|e| Failure::new(2, format!("cannot read key {}: {e}", key.display())))?;
+            let signing_key = sluice_runtime::signature::SigningKey::parse(&pem)
+                .map_err(|e| Failure::new(2, format!("key {}: {e}", key.display())))?;
+            let digest = sluice_runtime::digest(&wasm);
+            let signature = signing_key.sign(&digest).map_err(|e| Failure::new(1, e.to_string()))?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{}.sig", file.display())));
+            std::fs::write(&out, signature.to_text())
+                .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", out.display())))?;
+            if json_out {
+                print_json(&json!({ "signature": out, "digest": digest, "keyId": signature.key_id() }));
+            } else {
+                println!("signed sha256:{digest} with key {}: {}", signature.key_id(), out.display());
+            }
+        }
+        Cmd::Plugin(PluginCmd::Keygen { out, name }) => {
+            let (key_file, pub_file, key_id) = write_key_pair(&out, &name)?;
+            if json_out {
+                print_json(&json!({ "privateKey": key_file, "publicKey": pub_file, "keyId": key_id }));
+            } else {
+                println!("private key: {} (keep it secret)", key_file.display());
+                println!("public key:  {}", pub_file.display());
+                println!("key id:      {key_id}");
+            }
+        }
+        Cmd::Publisher(PublisherCmd::Add { name, public_key_file }) => {
+            let key = std::fs::read_to_string(&public_key_file)
+                .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", public_key_file.display())))?;
+            let out = client()?.post("/publishers", json!({ "name": name, "publicKey": key }).to_string()).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("publisher {name} trusted (key {})", s(&out["keyId"]));
+            }
+        }
+        Cmd::Publisher(PublisherCmd::List) => {
+            let out = client()?.get("/publishers").await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["publishers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| vec![s(&p["name"]), s(&p["keyId"]), s(&p["added"]), s(&p["addedBy"])])
+                    .collect();
+                print_table(&["NAME", "KEY ID", "ADDED", "BY"], &rows);
+                if out["requireSignedPlugins"] == json!(true) {
+                    println!("this controller accepts only plugins signed by these publishers");
+                }
+            }
+        }
+        Cmd::Publisher(PublisherCmd::Remove { name }) => {
+            let out = client()?.delete(&format!("/publishers/{name}")).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("publisher {name} removed");
             }
         }
         Cmd::Plugin(PluginCmd::List) => {
@@ -1287,11 +1465,12 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                             s(&p["provider"]),
                             s(&p["info"]["category"]),
                             if p["builtin"] == json!(true) { "built-in".into() } else { "pushed".into() },
+                            signer(p),
                             s(&p["digest"]).chars().take(12).collect(),
                         ]
                     })
                     .collect();
-                print_table(&["PROVIDER", "CATEGORY", "ORIGIN", "DIGEST"], &rows);
+                print_table(&["PROVIDER", "CATEGORY", "ORIGIN", "SIGNED BY", "DIGEST"], &rows);
             }
         }
     }

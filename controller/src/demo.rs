@@ -35,6 +35,7 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         max_lost_retries: crate::engine::DEFAULT_MAX_LOST_RETRIES,
         max_action_log: crate::server::DEFAULT_MAX_ACTION_LOG,
         artifact_gc_interval: crate::server::DEFAULT_ARTIFACT_GC_INTERVAL,
+        require_signed_plugins: false,
     })
     .await?;
     let api = format!("http://{}", controller.api);

@@ -49,6 +49,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         max_lost_retries: args.max_lost_retries,
         max_action_log: args.max_action_log,
         artifact_gc_interval: args.artifact_gc_interval,
+        require_signed_plugins: args.require_signed_plugins,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

@@ -8,6 +8,7 @@
 //! empty engine (recovery is replay).
 
 mod batch;
+mod publishers;
 mod sources;
 mod users;
 
@@ -149,8 +150,12 @@ pub enum Command {
     ListPlugins { reply: Reply<Value> },
     DescribePlugin { key: String, reply: Reply<Value> },
     DeletePlugin { key: String, reply: Reply<Value> },
-    /// Register a pushed component whose `describe()` was already read.
-    PushPlugin { wasm: Vec<u8>, info: Box<ActionInfo>, reply: Reply<Value> },
+    /// Register a pushed component whose `describe()` was already read,
+    /// with the publisher's signature document if it came with one.
+    PushPlugin { wasm: Vec<u8>, info: Box<ActionInfo>, signature: Option<String>, reply: Reply<Value> },
+    ListPublishers { reply: Reply<Value> },
+    AddPublisher { name: String, public_key: String, by: String, reply: Reply<Value> },
+    RemovePublisher { name: String, reply: Reply<Value> },
     Enroll { request: Box<EnrollRequest>, reply: oneshot::Sender<EnrollResponse> },
     AgentConnected { agent_id: String, conn_id: u64, hello: Hello, tx: mpsc::UnboundedSender<ToAgent>, reply: oneshot::Sender<ToAgent> },
     AgentMessage { agent_id: String, conn_id: u64, message: FromAgent },
@@ -199,6 +204,9 @@ pub struct ControllerConfig {
     /// How often unreferenced artifacts are collected; younger ones are
     /// kept (an upload whose result has not arrived is referenced by nothing).
     pub artifact_gc_interval: Duration,
+    /// Refuse `plugin push` of a component without a trusted publisher's
+    /// signature (a signature that does not verify is refused anyway).
+    pub require_signed_plugins: bool,
 }
 
 /// A running controller.
@@ -273,6 +281,9 @@ struct PluginEntry {
     digest: String,
     info: ActionInfo,
     builtin: bool,
+    /// The verified signature it was pushed with; built-ins have none
+    /// (they are part of the binary).
+    signature: Option<crate::store::PluginSignatureRecord>,
 }
 
 struct Catalog(HashMap<String, PluginEntry>);
@@ -344,6 +355,8 @@ struct Driver {
     tokens: crate::auth::Tokens,
     /// Agent reports handled together, held until their commit.
     batch: batch::Batch,
+    /// `--require-signed-plugins`.
+    require_signed_plugins: bool,
 }
 
 pub fn now_ms() -> u64 {
@@ -418,6 +431,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         sources: sources::Sources::default(),
         tokens: crate::auth::Tokens::default(),
         batch: batch::Batch::default(),
+        require_signed_plugins: config.require_signed_plugins,
     };
     driver.recover()?;
     driver.recover_sources()?;
@@ -494,7 +508,7 @@ async fn register_builtins(
                 info
             }
         };
-        entries.insert(format!("{}@{}", info.name, info.version), PluginEntry { digest, info, builtin: true });
+        entries.insert(format!("{}@{}", info.name, info.version), PluginEntry { digest, info, builtin: true, signature: None });
     }
     store.apply(&changes)?;
     // The manual approval runs in the controller: no component.
@@ -503,13 +517,17 @@ async fn register_builtins(
         digest: String::new(),
         info: manual,
         builtin: true,
+        signature: None,
     });
-    // Pushed plugins registered earlier.
+    // Pushed plugins registered earlier, with the signatures they came with.
+    let mut signatures: HashMap<String, crate::store::PluginSignatureRecord> =
+        store.plugin_signatures()?.into_iter().map(|s| (s.digest.clone(), s)).collect();
     for record in store.plugins()? {
         let key = format!("{}@{}", record.provider, record.version);
         if !entries.contains_key(&key) && !record.builtin {
             let info = serde_json::from_str(&record.info)?;
-            entries.insert(key, PluginEntry { digest: record.digest, info, builtin: false });
+            let signature = signatures.remove(&record.digest);
+            entries.insert(key, PluginEntry { digest: record.digest, info, builtin: false, signature });
         }
     }
     Ok(Catalog(entries))
@@ -768,7 +786,7 @@ impl Driver {
                     .catalog
                     .0
                     .iter()
-                    .map(|(key, p)| json!({"provider": key, "digest": p.digest, "builtin": p.builtin, "info": p.info}))
+                    .map(|(key, p)| p.view(key))
                     .collect();
                 plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
                 let _ = reply.send(Ok(json!({ "plugins": plugins })));
@@ -778,15 +796,24 @@ impl Driver {
                     .catalog
                     .0
                     .get(&key)
-                    .map(|p| json!({ "provider": key, "digest": p.digest, "builtin": p.builtin, "info": p.info }))
+                    .map(|p| p.view(&key))
                     .ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")));
                 let _ = reply.send(result);
             }
             Command::DeletePlugin { key, reply } => {
                 let _ = reply.send(self.delete_plugin(&key));
             }
-            Command::PushPlugin { wasm, info, reply } => {
-                let _ = reply.send(self.push_plugin(&wasm, *info));
+            Command::PushPlugin { wasm, info, signature, reply } => {
+                let _ = reply.send(self.push_plugin(&wasm, *info, signature.as_deref()));
+            }
+            Command::ListPublishers { reply } => {
+                let _ = reply.send(self.list_publishers());
+            }
+            Command::AddPublisher { name, public_key, by, reply } => {
+                let _ = reply.send(self.add_publisher(&name, &public_key, &by));
+            }
+            Command::RemovePublisher { name, reply } => {
+                let _ = reply.send(self.remove_publisher(&name));
             }
             Command::Enroll { request, reply } => {
                 let response = self.enroll(&request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
@@ -1249,8 +1276,10 @@ impl Driver {
     /// Registers `provider@version` from the plugin's own `describe()`. The
     /// same version pushed again with other bytes is refused: a version
     /// names one component forever, so running pipelines never change
-    /// under anyone's feet.
-    fn push_plugin(&mut self, wasm: &[u8], info: ActionInfo) -> Result<Value, ApiError> {
+    /// under anyone's feet. A signature is checked against the trusted
+    /// publishers first; one pushed for a version registered unsigned is
+    /// recorded.
+    fn push_plugin(&mut self, wasm: &[u8], info: ActionInfo, signature: Option<&str>) -> Result<Value, ApiError> {
         let key = format!("{}@{}", info.name, info.version);
         let digest = sluice_runtime::digest(wasm);
         if let Some(existing) = self.catalog.0.get(&key) {
@@ -1260,8 +1289,26 @@ impl Driver {
                     existing.digest
                 )));
             }
-            return Ok(json!({"provider": key, "digest": digest, "created": false}));
+            if existing.builtin {
+                return Ok(json!({"provider": key, "digest": digest, "created": false, "signedBy": null}));
+            }
+            let mut signed = existing.signature.clone();
+            if signed.is_none() && signature.is_some() {
+                let record = self.verify_push(&key, &digest, signature)?.expect("a signature was given");
+                self.commit(vec![Change::PluginSignature(record.clone())])?;
+                info!(plugin = %key, %digest, publisher = %record.publisher, "plugin signature recorded");
+                signed = Some(record.clone());
+                if let Some(entry) = self.catalog.0.get_mut(&key) {
+                    entry.signature = Some(record);
+                }
+            } else if signature.is_some() {
+                // Still refuse a bad one: the caller must learn it.
+                self.verify_push(&key, &digest, signature)?;
+            }
+            let signed_by = signed.map(|s| s.publisher);
+            return Ok(json!({"provider": key, "digest": digest, "created": false, "signedBy": signed_by}));
         }
+        let signed = self.verify_push(&key, &digest, signature)?;
         self.plugins.put_bytes(wasm)?;
         let record = PluginRecord {
             provider: info.name.clone(),
@@ -1270,10 +1317,13 @@ impl Driver {
             info: serde_json::to_string(&info).map_err(anyhow::Error::from)?,
             builtin: false,
         };
-        self.commit(vec![Change::Plugin(record)])?;
-        info!(plugin = %key, %digest, "plugin registered");
-        self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false });
-        Ok(json!({"provider": key, "digest": digest, "created": true}))
+        let mut changes = vec![Change::Plugin(record)];
+        changes.extend(signed.clone().map(Change::PluginSignature));
+        self.commit(changes)?;
+        let signed_by = signed.as_ref().map(|s| s.publisher.clone());
+        info!(plugin = %key, %digest, publisher = signed_by.as_deref().unwrap_or("-"), "plugin registered");
+        self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false, signature: signed });
+        Ok(json!({"provider": key, "digest": digest, "created": true, "signedBy": signed_by}))
     }
 
     /// Removes a pushed plugin version that no pipeline's latest version and
@@ -2030,7 +2080,7 @@ impl Driver {
             stage: d.stage.clone(),
             action: d.action.clone(),
             attempt: d.attempt,
-            plugin: PluginRef { provider: d.provider.clone(), version: d.provider_version.clone(), digest: plugin.digest.clone() },
+            plugin: plugin.plugin_ref(&d.provider, &d.provider_version),
             configuration: d.configuration.clone(),
             variables: d.variables.clone(),
             inputs: d

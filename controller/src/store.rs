@@ -60,6 +60,32 @@ pub struct PluginRecord {
     pub builtin: bool,
 }
 
+/// A trusted plugin publisher: pushes signed by its key are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherRecord {
+    pub name: String,
+    /// The ed25519 public key, as the base64 of its DER on one line.
+    pub public_key: String,
+    pub key_id: String,
+    pub added_at: u64,
+    pub added_by: String,
+}
+
+/// The verified signature of a pushed component, by its digest (what the
+/// signature binds). Kept when the plugin version is deleted, like its blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginSignatureRecord {
+    pub digest: String,
+    /// The trusted publisher whose key verified it at the push.
+    pub publisher: String,
+    pub key_id: String,
+    /// The signature document, verbatim, as agents receive it.
+    pub signature: String,
+    pub signed_at: u64,
+}
+
 /// The inbound transition of a stage, as an operator last set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransitionRecord {
@@ -156,6 +182,9 @@ pub enum Change {
     /// executions that refer to it by digest).
     DeletePlugin { provider: String, version: String },
     Revocation(RevocationRecord),
+    Publisher(PublisherRecord),
+    DeletePublisher(String),
+    PluginSignature(PluginSignatureRecord),
 }
 
 /// How much an acknowledged change survives.
@@ -201,6 +230,8 @@ pub trait Store: Send {
     /// Digests of every artifact a stored execution refers to: the
     /// artifacts that must be kept.
     fn artifact_digests(&self) -> Result<std::collections::HashSet<String>>;
+    fn publishers(&self) -> Result<Vec<PublisherRecord>>;
+    fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>>;
 }
 
 pub struct SqliteStore {
@@ -238,6 +269,8 @@ CREATE TABLE IF NOT EXISTS seen_revisions (
     pipeline TEXT NOT NULL, action TEXT NOT NULL, revision TEXT NOT NULL, seen_at INTEGER NOT NULL,
     record TEXT NOT NULL, PRIMARY KEY (pipeline, action, revision));
 CREATE TABLE IF NOT EXISTS revocations (serial TEXT PRIMARY KEY, agent_id TEXT NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS publishers (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plugin_signatures (digest TEXT PRIMARY KEY, record TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -377,6 +410,17 @@ impl Store for SqliteStore {
                     tx.prepare_cached("INSERT OR REPLACE INTO transitions (pipeline, stage, record) VALUES (?1, ?2, ?3)")?
                         .execute(params![t.pipeline, t.stage, json(t)?])?;
                 }
+                Change::Publisher(p) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO publishers (name, record) VALUES (?1, ?2)")?
+                        .execute(params![p.name, json(p)?])?;
+                }
+                Change::DeletePublisher(name) => {
+                    tx.prepare_cached("DELETE FROM publishers WHERE name = ?1")?.execute([name])?;
+                }
+                Change::PluginSignature(p) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO plugin_signatures (digest, record) VALUES (?1, ?2)")?
+                        .execute(params![p.digest, json(p)?])?;
+                }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO plugins (provider, version, digest, info, builtin) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -462,6 +506,14 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn publishers(&self) -> Result<Vec<PublisherRecord>> {
+        self.query_json("SELECT record FROM publishers ORDER BY name", [], "publisher")
+    }
+
+    fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>> {
+        self.query_json("SELECT record FROM plugin_signatures ORDER BY digest", [], "plugin signature")
     }
 
     fn transitions(&self) -> Result<Vec<TransitionRecord>> {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// ALPN of the mutual-TLS fleet connection.
 pub const ALPN_FLEET: &[u8] = b"sluice/1";
 /// ALPN of the one-shot enrollment connection (server-authenticated only).
@@ -111,6 +111,13 @@ pub struct PluginRef {
     pub version: String,
     /// Hex sha256 of the component bytes.
     pub digest: String,
+    /// The publisher's detached signature of the component (the `.sig`
+    /// document pushed with it), verbatim. An agent checks it with the keys
+    /// of its own policy, never trusting the controller's word.
+    pub signature: Option<String>,
+    /// The trusted publisher the controller found for the signature: for
+    /// logs only.
+    pub publisher: Option<String>,
 }
 
 /// An input artifact of a job: a content-addressed tar archive.
@@ -455,7 +462,13 @@ mod tests {
             stage: "Build".into(),
             action: "Compile".into(),
             attempt: 1,
-            plugin: PluginRef { provider: "shell".into(), version: "1".into(), digest: "ab".repeat(32) },
+            plugin: PluginRef {
+                provider: "shell".into(),
+                version: "1".into(),
+                digest: "ab".repeat(32),
+                signature: Some("{}".into()),
+                publisher: Some("acme".into()),
+            },
             configuration: vec![("Commands".into(), "make".into())],
             variables: vec![("variables.ENV".into(), "prod".into())],
             inputs: vec![InputArtifact { name: "src".into(), digest: "cd".repeat(32), size: 9 }],

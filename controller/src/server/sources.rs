@@ -194,11 +194,7 @@ impl Driver {
             poll_id: poll_id.clone(),
             pipeline: pipeline.to_string(),
             action: action.to_string(),
-            plugin: PluginRef {
-                provider: decl.action_type_id.provider.clone(),
-                version: decl.action_type_id.version.clone(),
-                digest: plugin.digest.clone(),
-            },
+            plugin: plugin.plugin_ref(&decl.action_type_id.provider, &decl.action_type_id.version),
             configuration,
             grants,
             secrets,
