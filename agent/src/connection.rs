@@ -683,6 +683,8 @@ mod tests {
                 provider: "shell".into(),
                 version: "1".into(),
                 digest: plugin_digest.into(),
+                signature: None,
+                publisher: None,
             },
             configuration: vec![],
             variables: vec![],

@@ -10,7 +10,9 @@
 
 use crate::transfer::{self, Link};
 use anyhow::{Context as _, Result, anyhow};
-use sluice_protocol::{FromAgent, JobResult, JobSpec, LOG_CHUNK, PollSpec, PolledRevision, ProducedArtifact, StreamRequest};
+use sluice_protocol::{
+    FromAgent, JobResult, JobSpec, LOG_CHUNK, PluginRef, PollSpec, PolledRevision, ProducedArtifact, StreamRequest,
+};
 use sluice_runtime::{Invocation, LoadedPlugin, LogSink, Outcome, Runtime};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -72,6 +74,19 @@ type PendingLogs = Arc<Mutex<HashMap<String, PendingLog>>>;
 /// executions in `sluice-bench recovery`. Polls beyond this wait for each
 /// other, never for the slots.
 pub const POLL_CALLS: u32 = 2;
+
+/// This agent's policy does not let it run a plugin (not signed by one of
+/// its publishers); no retry changes that.
+#[derive(Debug)]
+pub struct PluginRefused(String);
+
+impl std::fmt::Display for PluginRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PluginRefused {}
 
 /// A job the agent has accepted and not finished.
 struct Running {
@@ -287,7 +302,7 @@ impl Jobs {
             async move {
                 let token = jobs.next_token.fetch_add(1, Ordering::Relaxed);
                 let _call = jobs.polls.clone().acquire_owned().await.expect("the poll semaphore is never closed");
-                let result = match jobs.plugin(&spec.plugin.digest, token).await {
+                let result = match jobs.plugin(&spec.plugin, token).await {
                     Err(e) => Err(format!("loading plugin {}@{}: {e:#}", spec.plugin.provider, spec.plugin.version)),
                     Ok(plugin) => {
                         let runtime = jobs.runtime.clone();
@@ -375,7 +390,11 @@ impl Jobs {
         };
         let (plugin, mut invocation) = match prepared {
             Ok(p) => p,
-            Err(e) => return Some(JobResult::Failed { message: format!("{e:#}"), retryable: true }),
+            Err(e) => {
+                // Another attempt would be refused the same way.
+                let retryable = !e.chain().any(|c| c.is::<PluginRefused>());
+                return Some(JobResult::Failed { message: format!("{e:#}"), retryable });
+            }
         };
         let log = Arc::new(JobLog {
             job_id: spec.job_id.clone(),
@@ -433,7 +452,7 @@ impl Jobs {
     /// Fetches the plugin and the inputs, creates the output and workspace
     /// directories, and builds the invocation.
     async fn prepare(&self, spec: &JobSpec, dir: &Path, token: u64) -> Result<(Arc<LoadedPlugin>, Invocation)> {
-        let plugin = self.plugin(&spec.plugin.digest, token).await.with_context(|| {
+        let plugin = self.plugin(&spec.plugin, token).await.with_context(|| {
             format!("fetching plugin {}@{} ({})", spec.plugin.provider, spec.plugin.version, spec.plugin.digest)
         })?;
         let downloads = dir.join("downloads");
@@ -503,9 +522,22 @@ impl Jobs {
 
     /// The compiled plugin: from the runtime's memory, else from its
     /// compile cache on disk, else from `plugins/<digest>.wasm`, else from
-    /// the controller (verified and saved there for the next start).
-    async fn plugin(&self, digest: &str, token: u64) -> Result<Arc<LoadedPlugin>> {
-        let digest = digest.to_string();
+    /// the controller (verified and saved there for the next start). First
+    /// of all, the policy's publishers must have signed the digest: every
+    /// way below loads only bytes of that digest.
+    async fn plugin(&self, plugin: &PluginRef, token: u64) -> Result<Arc<LoadedPlugin>> {
+        let policy = self.policy.lock().expect("policy lock").clone();
+        if let Some(policy) = policy {
+            match policy.check_plugin(plugin) {
+                Ok(Some(publisher)) => debug!(%publisher, digest = %plugin.digest, "plugin signature verified"),
+                Ok(None) => {}
+                Err(reason) => {
+                    warn!(digest = %plugin.digest, claimed = plugin.publisher.as_deref().unwrap_or("-"), "plugin refused: {reason}");
+                    return Err(PluginRefused(reason).into());
+                }
+            }
+        }
+        let digest = plugin.digest.clone();
         if let Some(plugin) = self.runtime.cached(&digest) {
             return Ok(plugin);
         }

@@ -214,6 +214,12 @@ async fn run(mut args: Args) -> Result<()> {
     match policy {
         Some(policy) => {
             info!("capabilities are limited by the agent's policy");
+            if policy.publishers.is_empty() {
+                info!("the policy names no publishers: unsigned plugins run");
+            } else {
+                let names: Vec<&str> = policy.publishers.keys().map(String::as_str).collect();
+                info!(publishers = %names.join(","), "only plugins signed by the policy's publishers run");
+            }
             jobs.set_policy(policy);
         }
         None => info!("no --policy: plugins get what the controller grants"),

@@ -14,11 +14,27 @@
 //! IP addresses and CIDR blocks; a grant must lie inside one); `fs` lists
 //! directories a granted path must lie in. A kind left out permits nothing.
 //! Without `--policy`, the agent permits what its controller grants.
+//!
+//! `publishers` names the plugin publishers this host trusts, each with its
+//! ed25519 public key (a `PUBLIC KEY` PEM, the one base64 line of its body,
+//! or the absolute path of a PEM file):
+//!
+//! ```json
+//! {"publishers": {"acme": "MCowBQYDK2VwAyEA..."}}
+//! ```
+//!
+//! When it names any, the agent runs only plugins whose signature verifies
+//! with one of these keys for the component's digest, checked before the
+//! plugin is compiled or taken from the compile cache; the controller's
+//! word about who signed counts for nothing. The built-in plugins of this
+//! agent's own release are part of its binary and exempt.
 
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
-use sluice_protocol::Grants;
+use sluice_protocol::{Grants, PluginRef};
 use sluice_runtime::net::{Endpoint, parse_grants};
+use sluice_runtime::signature::{PublicKey, Signature};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -34,13 +50,35 @@ pub struct Policy {
     pub env: Vec<String>,
     #[serde(default)]
     pub fs: Vec<String>,
+    /// Trusted plugin publishers: name to public key.
+    #[serde(default)]
+    pub publishers: BTreeMap<String, String>,
+    /// `publishers`, parsed by [`Policy::load`].
+    #[serde(skip)]
+    trusted: Vec<(String, PublicKey)>,
+    /// Digests of this release's built-in plugins, exempt from `publishers`.
+    #[serde(skip)]
+    builtins: HashSet<String>,
 }
 
 impl Policy {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading policy {}", path.display()))?;
-        let policy: Policy =
+        let mut policy: Policy =
             serde_json::from_str(&text).with_context(|| format!("policy {} is not valid", path.display()))?;
+        for (name, key) in &policy.publishers {
+            let key = if key.starts_with('/') {
+                std::fs::read_to_string(key)
+                    .with_context(|| format!("policy {}: reading the key of publisher {name}", path.display()))?
+            } else {
+                key.clone()
+            };
+            let key = PublicKey::parse(&key).map_err(|e| anyhow::anyhow!("policy {}: publisher {name}: {e}", path.display()))?;
+            policy.trusted.push((name.clone(), key));
+        }
+        if !policy.trusted.is_empty() {
+            policy.builtins = sluice_builtins::BUILTINS.iter().map(|b| sluice_runtime::digest(b.wasm)).collect();
+        }
         parse_grants(&policy.http).map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
         for dir in &policy.fs {
             if !Path::new(dir).is_absolute() {
@@ -80,6 +118,30 @@ impl Policy {
         let fs_allowed = self.fs.clone();
         let fs = keep("fs", &granted.fs, &move |g: &str| fs_allowed.iter().any(|dir| inside(Path::new(g), Path::new(dir))));
         (Grants { exec, http, secrets, env, fs }, denied)
+    }
+}
+
+impl Policy {
+    /// Whether this agent may run the plugin: `Ok(Some(publisher))` when
+    /// its signature verifies with a key of the policy, `Ok(None)` when the
+    /// policy names no publishers or the plugin is one of this release's
+    /// built-ins, and the reason otherwise. Only the digest is looked at:
+    /// the bytes are checked against it wherever they are loaded.
+    pub fn check_plugin(&self, plugin: &PluginRef) -> Result<Option<String>, String> {
+        if self.trusted.is_empty() || self.builtins.contains(&plugin.digest) {
+            return Ok(None);
+        }
+        let name = format!("plugin {}@{} (sha256:{})", plugin.provider, plugin.version, plugin.digest);
+        let names: Vec<&str> = self.trusted.iter().map(|(n, _)| n.as_str()).collect();
+        let required = format!("this agent's policy runs only plugins signed by {}", names.join(", "));
+        let Some(text) = &plugin.signature else {
+            return Err(format!("{name} is not signed; {required}"));
+        };
+        let signature = Signature::parse(text).map_err(|e| format!("{name}: {e}; {required}"))?;
+        match signature.verify(&plugin.digest, &self.trusted) {
+            Ok(publisher) => Ok(Some(publisher.to_string())),
+            Err(e) => Err(format!("{name}: {e}; {required}")),
+        }
     }
 }
 
@@ -137,6 +199,60 @@ mod tests {
         std::fs::write(&file, r#"{"http": ["example.com"]}"#).unwrap();
         let e = format!("{:#}", Policy::load(&file).unwrap_err());
         assert!(e.contains("\"example.com\" is not HOST:PORT"), "{e}");
+    }
+
+    fn plugin(digest: &str, signature: Option<String>) -> PluginRef {
+        PluginRef {
+            provider: "deploy".into(),
+            version: "1".into(),
+            digest: digest.into(),
+            signature,
+            publisher: Some("acme".into()),
+        }
+    }
+
+    #[test]
+    fn a_policy_with_publishers_runs_only_plugins_they_signed() {
+        use sluice_runtime::signature::SigningKey;
+        let (acme, _) = SigningKey::generate().unwrap();
+        let (other, _) = SigningKey::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let other_pub = dir.path().join("other.pub");
+        std::fs::write(&other_pub, other.public_key().to_pem()).unwrap();
+        let path = dir.path().join("policy.json");
+        let write = |publishers: serde_json::Value| {
+            std::fs::write(&path, serde_json::json!({ "publishers": publishers }).to_string()).unwrap();
+        };
+        write(serde_json::json!({ "acme": acme.public_key().to_line() }));
+        let policy = Policy::load(&path).unwrap();
+        let digest = sluice_runtime::digest(b"deploy component");
+        let signed = |key: &SigningKey, digest: &str| Some(key.sign(digest).unwrap().to_text());
+
+        assert_eq!(policy.check_plugin(&plugin(&digest, signed(&acme, &digest))), Ok(Some("acme".into())));
+        let e = policy.check_plugin(&plugin(&digest, None)).unwrap_err();
+        assert!(e.contains("is not signed") && e.contains("signed by acme"), "{e}");
+        let e = policy.check_plugin(&plugin(&digest, signed(&other, &digest))).unwrap_err();
+        assert!(e.contains("not a trusted publisher's"), "{e}");
+        // The controller swapped the bytes (another digest) but kept the signature.
+        let swapped = sluice_runtime::digest(b"evil component");
+        let e = policy.check_plugin(&plugin(&swapped, signed(&acme, &digest))).unwrap_err();
+        assert!(e.contains("not for this component"), "{e}");
+        let e = policy.check_plugin(&plugin(&digest, Some("{\"format\": 1}".into()))).unwrap_err();
+        assert!(e.contains("malformed signature"), "{e}");
+        // Built-ins of this release are part of the binary.
+        let builtin = sluice_runtime::digest(sluice_builtins::BUILTINS[0].wasm);
+        assert_eq!(policy.check_plugin(&plugin(&builtin, None)), Ok(None));
+
+        // No publishers: the policy says nothing about signatures.
+        assert_eq!(Policy::default().check_plugin(&plugin(&digest, None)), Ok(None));
+        // A key from a file; two publishers, either will do.
+        write(serde_json::json!({ "acme": acme.public_key().to_pem(), "other": other_pub }));
+        let policy = Policy::load(&path).unwrap();
+        assert_eq!(policy.check_plugin(&plugin(&digest, signed(&other, &digest))), Ok(Some("other".into())));
+        // A bad key stops the agent at start, naming the publisher.
+        write(serde_json::json!({ "acme": "not a key" }));
+        let e = format!("{:#}", Policy::load(&path).unwrap_err());
+        assert!(e.contains("publisher acme") && e.contains("malformed key"), "{e}");
     }
 
     #[test]
