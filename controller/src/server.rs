@@ -520,13 +520,13 @@ async fn register_builtins(
         signature: None,
     });
     // Pushed plugins registered earlier, with the signatures they came with.
-    let mut signatures: HashMap<String, crate::store::PluginSignatureRecord> =
+    let signatures: HashMap<String, crate::store::PluginSignatureRecord> =
         store.plugin_signatures()?.into_iter().map(|s| (s.digest.clone(), s)).collect();
     for record in store.plugins()? {
         let key = format!("{}@{}", record.provider, record.version);
         if !entries.contains_key(&key) && !record.builtin {
             let info = serde_json::from_str(&record.info)?;
-            let signature = signatures.remove(&record.digest);
+            let signature = signatures.get(&record.digest).cloned();
             entries.insert(key, PluginEntry { digest: record.digest, info, builtin: false, signature });
         }
     }
