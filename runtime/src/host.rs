@@ -308,7 +308,8 @@ pub(crate) fn explain_trap(error: &wasmtime::Error, store: &Store<HostState>) ->
     for (what, limit) in
         [("memory", crate::MAX_MEMORIES), ("table", crate::MAX_TABLES), ("instance", crate::MAX_INSTANCES)]
     {
-        let pooled = what == "memory" && text.contains("defined memories count of");
+        let pooled = what == "memory"
+            && (text.contains("defined memories count of") || text.contains("Wasm linear memories, which exceeds"));
         if pooled || text.contains(&format!("resource limit exceeded: {what} count too high")) {
             return format!("plugin needs more than {limit} {what}{}, the limit of a plugin", if limit == 1 { "" } else { "s" });
         }

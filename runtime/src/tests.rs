@@ -494,7 +494,8 @@ fn deep_recursion_traps_in_the_guest_and_a_log_flood_is_cut() {
 /// store made exactly as for a plugin call, calls its export `run` if it
 /// has one, and returns how that ended, explained as an action's failure.
 fn run_wat(f: &Fixture, wat: &str) -> std::result::Result<(), String> {
-    let component = Component::new(&f.runtime.engine, wat).expect("the test's WAT compiles");
+    // The pooling allocator refuses a module over its bounds already here.
+    let component = Component::new(&f.runtime.engine, wat).map_err(|e| format!("{e:#}"))?;
     let inv = invocation(f, "wat", Grants::default(), Duration::from_secs(10));
     let (mut store, _stdio) = f.runtime.store(&inv, Arc::new(|_: &str| {}), Instant::now() + inv.timeout).unwrap();
     let linker = Linker::<host::HostState>::new(&f.runtime.engine);
@@ -524,11 +525,16 @@ fn a_second_linear_memory_is_refused() {
     for allocation in [Allocation::OnDemand, Allocation::Pooling { concurrent_calls: 2 }] {
         let f = fixture_with(64 << 20, allocation);
         assert_eq!(run_wat(&f, &wat_component("(memory 1)", 1)), Ok(()));
+        let refused = |err: &str| {
+            err == "plugin needs more than 1 memory, the limit of a plugin"
+                || err.contains("defined memories count of 2 exceeds the per-instance limit of 1")
+                || err.contains("linear memories, which exceeds the configured maximum of 1")
+        };
         let err = run_wat(&f, &wat_component("(memory 1) (memory 1)", 1)).unwrap_err();
-        assert_eq!(err, "plugin needs more than 1 memory, the limit of a plugin", "{allocation:?}");
+        assert!(refused(&err), "{allocation:?}: {err}");
         // Two modules with a memory each are two memories all the same.
         let err = run_wat(&f, &wat_component("(memory 1)", 2)).unwrap_err();
-        assert_eq!(err, "plugin needs more than 1 memory, the limit of a plugin", "{allocation:?}");
+        assert!(refused(&err), "{allocation:?}: {err}");
     }
 }
 
@@ -540,7 +546,9 @@ fn tables_are_bounded_at_instantiation_and_when_they_grow() {
         let expected = format!("plugin exceeded its table limit of {limit} elements");
         assert_eq!(run_wat(&f, &wat_component(&format!("(table {limit} funcref)"), 1)), Ok(()));
         let big = format!("(table {} funcref)", limit + 1);
-        assert_eq!(run_wat(&f, &wat_component(&big, 1)).unwrap_err(), expected, "{allocation:?}");
+        let err = run_wat(&f, &wat_component(&big, 1)).unwrap_err();
+        let pooled = format!("has a minimum element size of {} which exceeds the limit of {limit}", limit + 1);
+        assert!(err == expected || err.contains(&pooled), "{allocation:?}: {err}");
         // Growing up to the limit works; one element past it traps.
         let grow = |by: usize| {
             format!(
@@ -561,11 +569,77 @@ fn tables_are_bounded_at_instantiation_and_when_they_grow() {
 #[test]
 fn instances_and_tables_are_counted_per_store() {
     let f = fixture(64 << 20);
-    assert_eq!(run_wat(&f, &wat_component("", MAX_INSTANCES - 1)), Ok(()));
-    let err = run_wat(&f, &wat_component("", MAX_INSTANCES)).unwrap_err();
+    assert_eq!(run_wat(&f, &wat_component("", MAX_INSTANCES)), Ok(()));
+    let err = run_wat(&f, &wat_component("", MAX_INSTANCES + 1)).unwrap_err();
     assert_eq!(err, format!("plugin needs more than {MAX_INSTANCES} instances, the limit of a plugin"));
     let tables = |n: usize| (0..n).map(|_| "(table 0 funcref)").collect::<Vec<_>>().join(" ");
     assert_eq!(run_wat(&f, &wat_component(&tables(MAX_TABLES), 1)), Ok(()));
     let err = run_wat(&f, &wat_component(&tables(MAX_TABLES + 1), 1)).unwrap_err();
     assert_eq!(err, format!("plugin needs more than {MAX_TABLES} tables, the limit of a plugin"));
+}
+
+/// A `sluice:plugin` component made from a core module in WAT, whose
+/// `describe` runs `describe_body` and which defines `extra` (tables,
+/// memories) besides its one exported memory: a plugin a hostile author
+/// could push, which toolchains for Rust would not produce.
+fn wat_plugin(describe_body: &str, extra: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve.push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit")).unwrap();
+    let world = resolve.select_world(&[package], Some("plugin")).unwrap();
+    let version = INTERFACE_VERSIONS[0];
+    let wat = format!(
+        r#"(module
+            (memory (export "memory") 1)
+            {extra}
+            (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) unreachable)
+            (func (export "sluice:plugin/action@{version}#describe") (result i32) {describe_body})
+            (func (export "sluice:plugin/action@{version}#execute") (param i32) (result i32) unreachable))"#
+    );
+    let mut module = wat::parse_str(&wat).unwrap();
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();
+    wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap()
+}
+
+#[test]
+fn describe_of_a_pushed_plugin_keeps_the_table_and_memory_limits() {
+    // Runtime::describe is what the controller calls on `plugin push`.
+    for allocation in [Allocation::OnDemand, Allocation::Pooling { concurrent_calls: 1 }] {
+        let f = fixture_with(64 << 20, allocation);
+        let describe = |bytes: Vec<u8>| {
+            let plugin = f.runtime.load(&bytes, None).map_err(|e| format!("{e:#}"))?;
+            f.runtime.describe(&plugin).map(|_| ()).map_err(|e| format!("{e:#}"))
+        };
+        let table_limit = format!("plugin describe() failed: plugin exceeded its table limit of {MAX_TABLE_ELEMENTS} elements");
+        // A describe that grows a table without end.
+        let grow = "(drop (table.grow $t (ref.null func) (i32.const 0x10000000))) unreachable";
+        let err = describe(wat_plugin(grow, "(table $t 1 funcref)")).unwrap_err();
+        assert!(err == table_limit || err.contains("unreachable"), "{allocation:?}: {err}");
+        // A table that starts too big.
+        let big = format!("(table {} funcref)", MAX_TABLE_ELEMENTS * 10);
+        // (The pooling allocator refuses it already when it is loaded.)
+        let err = describe(wat_plugin("unreachable", &big)).unwrap_err();
+        let pooled = format!("exceeds the limit of {MAX_TABLE_ELEMENTS}");
+        assert!(err == table_limit || err.contains(&pooled), "{allocation:?}: {err}");
+        // A second memory.
+        let err = describe(wat_plugin("unreachable", "(memory 1)")).unwrap_err();
+        let pooled = "defined memories count of 2 exceeds the per-instance limit of 1";
+        assert!(err.contains("more than 1 memory") || err.contains(pooled), "{allocation:?}: {err}");
+        // Within the limits the same plugin gets to run its describe (which
+        // traps here: it has nothing to say).
+        let err = describe(wat_plugin("unreachable", "(table 10 funcref)")).unwrap_err();
+        assert!(err.contains("unreachable"), "{allocation:?}: {err}");
+    }
+}
+
+#[test]
+fn the_largest_real_plugins_fit_the_limits_in_the_pools() {
+    // Python and JavaScript plugins are the biggest components there are:
+    // one memory and their tables within the bounds, pooled or not.
+    let f = fixture_with(256 << 20, Allocation::Pooling { concurrent_calls: 1 });
+    assert_eq!(f.runtime.allocation(), Allocation::Pooling { concurrent_calls: 1 });
+    for name in ["wordcount-py", "semver-js"] {
+        let bytes = std::fs::read(sluice_builtins::test_plugin(name)).unwrap();
+        let plugin = f.runtime.load(&bytes, None).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        f.runtime.describe(&plugin).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
 }
