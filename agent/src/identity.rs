@@ -84,6 +84,7 @@ impl Identity {
     }
 
     pub fn load(dir: &Path) -> Result<Self> {
+        make_private(&dir.join(KEY_FILE))?;
         let read = |name: &str| -> Result<String> {
             let path = dir.join(name);
             std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
@@ -169,6 +170,21 @@ fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig> 
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+/// Sets the key file to 0600 when it is looser (written by hand, copied
+/// in with another mode, or by an older version): the key is the agent's
+/// identity, and only its user may read it.
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(metadata) = std::fs::metadata(path) else { return Ok(()) };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the agent key had a loose mode; it is now 0600");
+    }
+    Ok(())
 }
 
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
@@ -494,6 +510,13 @@ mod tests {
             assert!(text.starts_with("-----BEGIN "), "{name} is PEM");
         }
         loaded.fleet_client_config().unwrap();
+
+        // A key left readable by others (copied in, or an older version) is
+        // made owner-only when it is loaded.
+        std::fs::set_permissions(dir.path().join(KEY_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        Identity::load(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -419,11 +419,15 @@ async fn delete_webhook(State(s): State<ApiState>, Path(name): Path<String>) -> 
 #[serde(deny_unknown_fields)]
 struct SecretValue {
     value: String,
+    /// Glob patterns of the pipelines that may use the secret; required
+    /// for a new secret, kept as they were when absent on an existing one.
+    #[serde(default)]
+    pipelines: Option<Vec<String>>,
 }
 
 async fn set_secret(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let SecretValue { value } = required_body(&body)?;
-    Ok(Json(ask(&s, |reply| Command::SetSecret { name, value, reply }).await?))
+    let SecretValue { value, pipelines } = required_body(&body)?;
+    Ok(Json(ask(&s, |reply| Command::SetSecret { name, value, pipelines, reply }).await?))
 }
 
 async fn list_secrets(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {

@@ -57,12 +57,15 @@ impl Ca {
     pub fn load_or_create(dir: &Path) -> Result<Self> {
         let crt = dir.join("ca.crt");
         let key = dir.join("ca.key");
+        create_private_dir(dir)?;
         if crt.exists() || key.exists() {
+            if key.exists() {
+                tighten_private_file(&key)?;
+            }
             let cert_pem = std::fs::read_to_string(&crt).with_context(|| format!("reading {}", crt.display()))?;
             let key_pem = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
             return Self::from_pem(&cert_pem, &key_pem).with_context(|| format!("loading the CA in {}", dir.display()));
         }
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let key_pair = KeyPair::generate().context("generating the CA key")?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -293,24 +296,131 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// Writes a file only its owner can read.
+/// Writes a file only its owner can read: created 0600, and an existing
+/// file (made by hand, or by an older version with the default mode) is
+/// set to 0600 before anything is written into it.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(PRIVATE_FILE)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
+        .with_context(|| format!("making {} private", path.display()))?;
     f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Mode of key, token and store files: the owner's alone.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Mode of the data dir and its directories.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Makes a file owner-only, creating it empty if it does not exist (for
+/// files another library then opens, such as the SQLite store).
+pub fn ensure_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(PRIVATE_FILE)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
+        .with_context(|| format!("making {} private", path.display()))
+}
+
+/// Sets a file that already exists to 0600 (a key or token file read at
+/// start), saying so when it was readable by others.
+pub fn tighten_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    if mode & 0o777 != PRIVATE_FILE {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE))
+            .with_context(|| format!("making {} private", path.display()))?;
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "a private file had a loose mode; it is now 0600");
+    }
+    Ok(())
+}
+
+/// Creates a directory (and missing parents) that only its owner can
+/// enter, or sets an existing one to 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mode = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode();
+    if mode & 0o777 != PRIVATE_DIR {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR))
+            .with_context(|| format!("making {} private", dir.display()))?;
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "a private directory had a loose mode; it is now 0700");
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn loosen(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn private_files_and_dirs_are_owner_only_whether_new_or_existing() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("admin.token");
+        write_private(&file, b"new").unwrap();
+        assert_eq!(mode(&file), 0o600);
+        // An existing file with a loose mode is tightened before it is written.
+        loosen(&file, 0o644);
+        write_private(&file, b"again").unwrap();
+        assert_eq!((mode(&file), std::fs::read(&file).unwrap()), (0o600, b"again".to_vec()));
+        loosen(&file, 0o666);
+        tighten_private_file(&file).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        let db = root.path().join("store.db");
+        ensure_private_file(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        loosen(&db, 0o644);
+        ensure_private_file(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+
+        let dir = root.path().join("data/ca");
+        create_private_dir(&dir).unwrap();
+        assert_eq!((mode(&dir), mode(&root.path().join("data"))), (0o700, 0o700));
+        loosen(&dir, 0o755);
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn an_existing_ca_dir_and_key_are_made_private() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ca");
+        let ca = Ca::load_or_create(&dir).unwrap();
+        assert_eq!((mode(&dir), mode(&dir.join("ca.key"))), (0o700, 0o600));
+        loosen(&dir, 0o755);
+        loosen(&dir.join("ca.key"), 0o644);
+        let again = Ca::load_or_create(&dir).unwrap();
+        assert_eq!(ca.fingerprint(), again.fingerprint());
+        assert_eq!((mode(&dir), mode(&dir.join("ca.key"))), (0o700, 0o600));
+    }
 
     #[test]
     fn ca_persists_and_signs_with_the_san_it_chooses() {

@@ -212,8 +212,13 @@ pub enum SecretCmd {
         name: String,
         #[arg(long, value_name = "FILE")]
         from_file: Option<PathBuf>,
+        /// Pipelines that may grant the secret: names or glob patterns
+        /// (`web`, `deploy-*`, `*` for all), comma-separated. Required for a
+        /// new secret; an existing one keeps its pipelines when not given.
+        #[arg(long, value_name = "PATTERN,...", value_delimiter = ',')]
+        pipelines: Option<Vec<String>>,
     },
-    /// List secrets (names and dates, never values).
+    /// List secrets (names, pipelines and dates, never values).
     List,
     /// Delete a secret.
     Delete { name: String },
@@ -757,6 +762,9 @@ fn write_key_pair(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf, String), 
     std::fs::write(&pub_file, public.to_pem())
         .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", pub_file.display())))?;
     Ok((key_file, pub_file, public.key_id()))
+/// A secret's pipeline patterns as one column: `web,deploy-*`.
+fn patterns(value: &Value) -> String {
+    value.as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
 }
 
 /// Runs an admin command; returns the exit code.
@@ -1275,7 +1283,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 println!("webhook of {pipeline} deleted");
             }
         }
-        Cmd::Secret(SecretCmd::Set { name, from_file }) => {
+        Cmd::Secret(SecretCmd::Set { name, from_file, pipelines }) => {
             let value = match &from_file {
                 Some(path) => std::fs::read_to_string(path)
                     .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", path.display())))?,
@@ -1288,11 +1296,15 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             };
             // A trailing newline from `echo` or an editor is not part of the value.
             let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
-            let out = client()?.put(&format!("/secrets/{name}"), json!({ "value": value }).to_string()).await?;
+            let mut body = json!({ "value": value });
+            if let Some(pipelines) = pipelines {
+                body["pipelines"] = json!(pipelines);
+            }
+            let out = client()?.put(&format!("/secrets/{name}"), body.to_string()).await?;
             if json_out {
                 print_json(&out);
             } else {
-                println!("secret {name} set");
+                println!("secret {name} set (pipelines: {})", patterns(&out["pipelines"]));
             }
         }
         Cmd::Secret(SecretCmd::List) => {
@@ -1304,9 +1316,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|t| vec![s(&t["name"]), s(&t["created"]), s(&t["updated"])])
+                    .map(|t| vec![s(&t["name"]), patterns(&t["pipelines"]), s(&t["created"]), s(&t["updated"])])
                     .collect();
-                print_table(&["NAME", "CREATED", "UPDATED"], &rows);
+                print_table(&["NAME", "PIPELINES", "CREATED", "UPDATED"], &rows);
             }
         }
         Cmd::Secret(SecretCmd::Delete { name }) => {

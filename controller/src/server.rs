@@ -122,7 +122,7 @@ pub enum Command {
         reply: Reply<Value>,
     },
     DeleteWebhook { name: String, reply: Reply<Value> },
-    SetSecret { name: String, value: String, reply: Reply<Value> },
+    SetSecret { name: String, value: String, pipelines: Option<Vec<String>>, reply: Reply<Value> },
     ListSecrets { reply: Reply<Value> },
     DeleteSecret { name: String, reply: Reply<Value> },
     PipelineState { name: String, reply: Reply<Value> },
@@ -371,6 +371,7 @@ fn sha256_hex(s: &str) -> String {
 fn admin_token(data_dir: &Path) -> Result<String> {
     let path = data_dir.join("admin.token");
     if path.exists() {
+        crate::ca::tighten_private_file(&path)?;
         let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let token = token.trim().to_string();
         if token.is_empty() {
@@ -388,7 +389,11 @@ fn admin_token(data_dir: &Path) -> Result<String> {
 /// writes `controller.json`.
 pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    // Keys, tokens, the store and every artifact: the owner's alone.
+    crate::ca::create_private_dir(dir).with_context(|| format!("preparing data dir {}", dir.display()))?;
+    for sub in ["artifacts", "plugins", "cache"] {
+        crate::ca::create_private_dir(&dir.join(sub))?;
+    }
     let ca = Arc::new(Ca::load_or_create(&dir.join("ca"))?);
     let admin_token = admin_token(dir)?;
     let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.join("sluice.db"), config.durability)?);
@@ -853,8 +858,8 @@ impl Driver {
             Command::DeleteWebhook { name, reply } => {
                 let _ = reply.send(self.delete_webhook(&name));
             }
-            Command::SetSecret { name, value, reply } => {
-                let _ = reply.send(self.set_secret(&name, &value));
+            Command::SetSecret { name, value, pipelines, reply } => {
+                let _ = reply.send(self.set_secret(&name, &value, pipelines));
             }
             Command::ListSecrets { reply } => {
                 let _ = reply.send(self.list_secrets());
@@ -867,6 +872,7 @@ impl Driver {
 
     fn create_pipeline(&mut self, text: &str, by: &str) -> Result<Value, ApiError> {
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        self.check_secret_scopes(&decl)?;
         let name = decl.pipeline.name.clone();
         if self.store.pipeline(&name, None)?.is_some() {
             return Err(ApiError::Conflict(format!("pipeline \"{name}\" already exists")));
@@ -896,6 +902,7 @@ impl Driver {
     /// started with; the next one uses this.
     fn update_pipeline(&mut self, name: &str, text: &str) -> Result<Value, ApiError> {
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        self.check_secret_scopes(&decl)?;
         if decl.pipeline.name != name {
             return Err(ApiError::Invalid {
                 message: format!(
@@ -2071,7 +2078,7 @@ impl Driver {
         let key = format!("{}@{}", d.provider, d.provider_version);
         let plugin = self.catalog.0.get(&key).ok_or_else(|| format!("plugin {key} is not registered"))?;
         let grants = sources::grants_for(&plugin.info.capabilities, &d.capabilities);
-        let secrets = self.secret_values(&grants.secrets).map_err(|e| format!("reading secrets: {e:#}"))?;
+        let secrets = self.secret_values(&d.pipeline, &grants.secrets).map_err(|e| format!("reading secrets: {e:#}"))?;
         Ok(JobSpec {
             job_id: d.job_id.clone(),
             lease_epoch: d.lease_epoch,

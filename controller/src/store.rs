@@ -145,6 +145,10 @@ pub struct SecretRecord {
     pub sealed: Vec<u8>,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Glob patterns of the pipelines that may use it
+    /// ([`crate::secrets::Scope`]); `["*"]` for secrets stored before
+    /// secrets had scopes.
+    pub pipelines: Vec<String>,
 }
 
 /// A revision a source action is known to have run or been triggered for:
@@ -275,6 +279,9 @@ CREATE TABLE IF NOT EXISTS plugin_signatures (digest TEXT PRIMARY KEY, record TE
 
 impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<Self> {
+        // SQLite gives its -wal and -shm files the database file's mode:
+        // owner-only from the start, and for a store made by an older version.
+        crate::ca::ensure_private_file(path)?;
         let conn = Connection::open(path).with_context(|| format!("opening the store {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {
@@ -285,10 +292,29 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA).context("creating the store schema")?;
+        migrate(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
         let checkpointer = checkpoint::Checkpointer::start(path, sync)?;
         Ok(Self { conn, _checkpointer: checkpointer })
     }
+}
+
+/// Brings a store written by an older version up to this one's schema.
+fn migrate(conn: &Connection) -> Result<()> {
+    let has_column = |table: &str, column: &str| -> Result<bool> {
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(names.iter().any(|n| n == column))
+    };
+    // Secrets got scopes; the ones from before keep working everywhere.
+    if !has_column("secrets", "pipelines")? {
+        conn.execute_batch(&format!(
+            "ALTER TABLE secrets ADD COLUMN pipelines TEXT NOT NULL DEFAULT '[\"{}\"]'",
+            crate::secrets::LEGACY_SCOPE
+        ))
+        .context("adding scopes to the stored secrets")?;
+    }
+    Ok(())
 }
 
 fn json<T: Serialize>(value: &T) -> Result<String> {
@@ -370,9 +396,9 @@ impl Store for SqliteStore {
                 }
                 Change::Secret(s) => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR REPLACE INTO secrets (name, sealed, created_at, updated_at, pipelines) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
-                    .execute(params![s.name, s.sealed, s.created_at as i64, s.updated_at as i64])?;
+                    .execute(params![s.name, s.sealed, s.created_at as i64, s.updated_at as i64, json(&s.pipelines)?])?;
                 }
                 Change::DeleteSecret(name) => {
                     tx.prepare_cached("DELETE FROM secrets WHERE name = ?1")?.execute([name])?;
@@ -521,16 +547,27 @@ impl Store for SqliteStore {
     }
 
     fn secrets(&self) -> Result<Vec<SecretRecord>> {
-        let mut stmt = self.conn.prepare_cached("SELECT name, sealed, created_at, updated_at FROM secrets ORDER BY name")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT name, sealed, created_at, updated_at, pipelines FROM secrets ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
-            Ok(SecretRecord {
-                name: r.get(0)?,
-                sealed: r.get(1)?,
-                created_at: r.get::<_, i64>(2)? as u64,
-                updated_at: r.get::<_, i64>(3)? as u64,
-            })
+            Ok((
+                SecretRecord {
+                    name: r.get(0)?,
+                    sealed: r.get(1)?,
+                    created_at: r.get::<_, i64>(2)? as u64,
+                    updated_at: r.get::<_, i64>(3)? as u64,
+                    pipelines: Vec::new(),
+                },
+                r.get::<_, String>(4)?,
+            ))
         })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let mut secrets = Vec::new();
+        for row in rows {
+            let (mut record, pipelines) = row?;
+            record.pipelines = parse(&pipelines, "secret scope")?;
+            secrets.push(record);
+        }
+        Ok(secrets)
     }
 
     fn webhooks(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
@@ -632,6 +669,31 @@ mod tests {
             source_revisions: BTreeMap::new(),
             rollback: None,
         }
+    }
+
+    #[test]
+    fn secrets_of_an_older_store_keep_working_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE secrets (name TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+                 INSERT INTO secrets VALUES ('OLD', x'00', 1, 2);",
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let old = store.secrets().unwrap();
+        assert_eq!((old[0].name.as_str(), old[0].pipelines.clone()), ("OLD", vec!["*".to_string()]));
+        let scoped = SecretRecord { name: "NEW".into(), sealed: vec![1], created_at: 3, updated_at: 3, pipelines: vec!["web".into(), "api-*".into()] };
+        store.apply(&[Change::Secret(scoped.clone())]).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        assert_eq!(store.secrets().unwrap()[0], scoped);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "an existing store file is made owner-only");
     }
 
     #[test]

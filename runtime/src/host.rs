@@ -47,6 +47,9 @@ pub(crate) struct HostState {
     log_budget: LogBudget,
     /// The action's log, masking every granted secret.
     pub log: Arc<dyn LogSink>,
+    /// The action's log as given, for lines [`HostState::emit`] has masked.
+    unmasked_log: Arc<dyn LogSink>,
+    masker: Arc<crate::mask::Masker>,
     pub cancel: crate::Cancel,
 }
 
@@ -80,7 +83,9 @@ impl HostState {
         memory_limit: usize,
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<(Self, Stdio)> {
-        let log = crate::mask::MaskingSink::wrap(log, &inv.secrets);
+        let masker = Arc::new(crate::mask::Masker::new(&inv.secrets));
+        let unmasked_log = log.clone();
+        let log = crate::mask::MaskingSink::wrap(log, masker.clone());
         let stdio_log = log.clone();
         let mut mounts = Vec::new();
         for (name, dir) in &inv.inputs {
@@ -110,8 +115,11 @@ impl HostState {
                 &format!("mounting {} at {}", m.host.display(), m.guest.display()),
             )?;
         }
+        // The same limits for every call: an action on an agent, `action
+        // run`, and the controller's `describe()` of a pushed plugin.
         let limits = StoreLimitsBuilder::new()
             .memory_size(memory_limit)
+            .table_elements(crate::MAX_TABLE_ELEMENTS)
             .instances(crate::MAX_INSTANCES)
             .tables(crate::MAX_TABLES)
             .memories(crate::MAX_MEMORIES)
@@ -130,6 +138,8 @@ impl HostState {
             secrets: inv.secrets.clone(),
             log_budget: LogBudget::new(Instant::now()),
             log,
+            unmasked_log,
+            masker,
             cancel: inv.cancel.clone(),
         };
         Ok((state, Stdio { stdout, stderr, log: stdio_log }))
@@ -137,9 +147,11 @@ impl HostState {
 
     /// Logs one line, masked, within the action's log budget (a total and
     /// a rate, see [`crate::budget`]), so that a flooding plugin cannot
-    /// swamp the agent, the link or the store.
+    /// swamp the agent, the link or the store. The line is masked before it
+    /// is cut: a secret across the cut would otherwise show its first part.
     pub fn emit(&mut self, line: &str) {
-        let line = crate::budget::clip(line);
+        let masked = self.masker.mask(line);
+        let line = crate::budget::clip(&masked);
         let (keep, notices) = match self.log_budget.admit(line.len(), Instant::now()) {
             Verdict::Log(notices) => (true, notices),
             Verdict::Drop(notices) => (false, notices),
@@ -148,7 +160,7 @@ impl HostState {
             self.log.line(&notice);
         }
         if keep {
-            self.log.line(&line);
+            self.unmasked_log.line(&line);
         }
     }
 
@@ -288,6 +300,19 @@ pub(crate) fn explain_trap(error: &wasmtime::Error, store: &Store<HostState>) ->
     let text = format!("{error:#}");
     if text.contains("forcing trap when growing memory") {
         return format!("plugin exceeded its memory limit of {} MiB", state.memory_limit >> 20);
+    }
+    // The store's limiter, or the pooling allocator at instantiation.
+    if text.contains("forcing trap when growing table") || text.contains("has a minimum element size of") {
+        return format!("plugin exceeded its table limit of {} elements", crate::MAX_TABLE_ELEMENTS);
+    }
+    for (what, limit) in
+        [("memory", crate::MAX_MEMORIES), ("table", crate::MAX_TABLES), ("instance", crate::MAX_INSTANCES)]
+    {
+        let pooled = what == "memory"
+            && (text.contains("defined memories count of") || text.contains("Wasm linear memories, which exceeds"));
+        if pooled || text.contains(&format!("resource limit exceeded: {what} count too high")) {
+            return format!("plugin needs more than {limit} {what}{}, the limit of a plugin", if limit == 1 { "" } else { "s" });
+        }
     }
     if Instant::now() >= state.deadline {
         return "plugin exceeded its deadline and was stopped".to_string();

@@ -121,7 +121,7 @@ pub enum Allocation {
 /// pools: a wasip2 component is a few core modules (the program, the WASI
 /// adapter, shims), each with at most a memory and a couple of tables.
 const POOL_CORE_INSTANCES_PER_CALL: u32 = 16;
-const POOL_MEMORIES_PER_CALL: u32 = 2;
+const POOL_MEMORIES_PER_CALL: u32 = MAX_MEMORIES as u32;
 const POOL_TABLES_PER_CALL: u32 = 8;
 
 /// Configuration property as `describe()` reports it.
@@ -537,8 +537,25 @@ impl Runtime {
 
     /// Calls a source plugin's `latest-revision` for a configuration, with
     /// the action's grants and secrets, in a fresh sandbox with an empty
-    /// scratch directory. Plugins that are not sources say so.
+    /// scratch directory. Plugins that are not sources say so. The revision
+    /// and the error are masked like an action's outcome.
     pub fn latest_revision(
+        &self,
+        plugin: &LoadedPlugin,
+        configuration: Vec<(String, String)>,
+        grants: Grants,
+        secrets: BTreeMap<String, String>,
+        timeout: Duration,
+        log: Arc<dyn LogSink>,
+    ) -> std::result::Result<Revision, String> {
+        let masker = mask::Masker::new(&secrets);
+        match self.latest_revision_unmasked(plugin, configuration, grants, secrets, timeout, log) {
+            Ok(r) => Ok(Revision { id: masker.mask(&r.id), summary: masker.mask(&r.summary), created: r.created }),
+            Err(message) => Err(masker.mask(&message)),
+        }
+    }
+
+    fn latest_revision_unmasked(
         &self,
         plugin: &LoadedPlugin,
         configuration: Vec<(String, String)>,
@@ -624,8 +641,8 @@ impl Runtime {
             match self.execute_once(plugin, inv, log.clone(), deadline, continuation.take()) {
                 Outcome::InProgress { continuation: next, poll_after, summary } => {
                     if !summary.is_empty() {
-                        // The summary comes from the plugin: masked like its log.
-                        log.line(&format!("in progress: {}", mask::Masker::new(&inv.secrets).mask(&summary)));
+                        // Masked already, like every field of an outcome.
+                        log.line(&format!("in progress: {summary}"));
                     }
                     let now = Instant::now();
                     if inv.cancel.is_cancelled() {
@@ -664,8 +681,21 @@ impl Runtime {
         Ok(())
     }
 
-    /// One call of `execute` in a fresh store.
+    /// One call of `execute` in a fresh store. Every text of the outcome is
+    /// masked (see [`mask`]) before it leaves the runtime.
     pub fn execute_once(
+        &self,
+        plugin: &LoadedPlugin,
+        inv: &Invocation,
+        log: Arc<dyn LogSink>,
+        deadline: Instant,
+        continuation: Option<String>,
+    ) -> Outcome {
+        let outcome = self.execute_unmasked(plugin, inv, log, deadline, continuation);
+        mask::Masker::new(&inv.secrets).mask_outcome(outcome)
+    }
+
+    fn execute_unmasked(
         &self,
         plugin: &LoadedPlugin,
         inv: &Invocation,
@@ -762,6 +792,8 @@ fn engine(pooling: Option<u32>, memory_limit: usize) -> Result<Engine> {
             .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_CALL)
             .max_memories_per_component(POOL_MEMORIES_PER_CALL)
             .max_tables_per_component(POOL_TABLES_PER_CALL)
+            .max_memories_per_module(MAX_MEMORIES as u32)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .max_memory_size(memory_limit);
         keep_resident(&mut pool);
         wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
@@ -852,11 +884,22 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// Instances per store: a component may be made of a few core instances.
-const MAX_INSTANCES: usize = 64;
-/// Tables and memories per store, for the same reason.
-const MAX_TABLES: usize = 64;
-const MAX_MEMORIES: usize = 16;
+/// Instances per store (component and core instances): a component is a
+/// few core instances (the program, the WASI adapter, shims), a Python or
+/// JavaScript one a few more; far below what would weigh on the host.
+pub const MAX_INSTANCES: usize = 64;
+/// Tables per store, for the same reason.
+pub const MAX_TABLES: usize = 64;
+/// Linear memories per store: one. Every toolchain a plugin is built with
+/// (Rust, C, componentize-py, ComponentizeJS) gives a component a single
+/// memory its modules share; a second one would double what the memory
+/// limit allows.
+pub const MAX_MEMORIES: usize = 1;
+/// Elements any one table may have, at instantiation or by `table.grow`: a
+/// table element is a pointer of host memory, so an unbounded table is
+/// host memory outside the memory limit. The largest real tables
+/// (SpiderMonkey in a JavaScript plugin) hold some tens of thousands.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 #[cfg(test)]
 mod tests;

@@ -376,6 +376,98 @@ fn secrets_never_reach_the_log_by_any_path() {
     assert_eq!(failure(&outcome), "secret \"TOKEN\" is not granted to this action");
 }
 
+/// Runs `leak-fields` for one field with the secret `TOKEN` granted;
+/// returns the outcome and the log.
+fn leak(f: &Fixture, secret: &str, field: &str) -> (Outcome, Vec<String>) {
+    let plugin = hostile(f);
+    let grants = Grants { secrets: vec!["TOKEN".into()], ..Grants::default() };
+    let mut inv = invocation(f, "leak-fields", grants, Duration::from_secs(30));
+    inv.configuration.push(("Field".into(), field.into()));
+    inv.secrets = [("TOKEN".to_string(), secret.to_string())].into();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let outcome = f.runtime.run_action(&plugin, &inv, Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_string())));
+    let lines = lines.lock().unwrap().clone();
+    (outcome, lines)
+}
+
+/// Pieces of every encoding of `secret` that must not be seen: the whole
+/// encodings of the plugin (`leaked_encodings`) less their first and last
+/// two characters, which may mix in bits of the text around the secret.
+fn telltales(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = |engine: &base64::engine::GeneralPurpose, bytes: &[u8]| engine.encode(bytes);
+    let standard = &base64::engine::general_purpose::STANDARD;
+    let url = &base64::engine::general_purpose::URL_SAFE;
+    let inner = |s: String| s.chars().skip(2).collect::<Vec<_>>()[..s.chars().count() - 6].iter().collect::<String>();
+    vec![
+        secret.to_string(),
+        inner(b64(standard, format!("user:{secret}").as_bytes()))[6..].to_string(),
+        inner(b64(standard, format!("ab{secret}").as_bytes()))[2..].to_string(),
+        inner(b64(url, secret.as_bytes())),
+        hex::encode(secret),
+        hex::encode_upper(secret),
+        "%2Fpw%22".to_string(),
+        "\\\"q".to_string(),
+    ]
+}
+
+#[test]
+fn every_field_that_leaves_the_runtime_is_masked_in_every_encoding() {
+    let f = fixture(64 << 20);
+    // A slash and a quote, so that base64, percent and JSON forms all
+    // differ from the value.
+    let secret = "Sup3r/pw\"q-9f8e7d6c";
+    let clean = |what: &str, text: &str| {
+        for telltale in telltales(secret) {
+            assert!(!text.contains(&telltale), "{what} shows {telltale:?}: {text}");
+        }
+    };
+
+    let (outcome, lines) = leak(&f, secret, "summary");
+    let Outcome::Succeeded { summary, output_variables, external_url } = &outcome else { panic!("{outcome:?}") };
+    clean("the summary", summary);
+    assert_eq!(summary.matches(mask::MASK).count(), 8, "{summary}");
+    for (name, value) in output_variables {
+        clean("an output variable", &format!("{name}={value}"));
+    }
+    assert!(output_variables.contains_key(mask::MASK), "a secret as a variable's name: {output_variables:?}");
+    clean("the external URL", external_url.as_deref().unwrap());
+    clean("the log", &lines.join("\n"));
+
+    let (outcome, _) = leak(&f, secret, "failure");
+    clean("the failure message", failure(&outcome));
+    assert!(failure(&outcome).starts_with("program failed; its stderr ends with: raw=*** "), "{outcome:?}");
+
+    let (outcome, lines) = leak(&f, secret, "in-progress");
+    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    let progress = lines.iter().find(|l| l.starts_with("in progress: ")).expect("the in-progress summary is logged");
+    clean("the in-progress summary", progress);
+
+    let (outcome, lines) = leak(&f, secret, "long-line");
+    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    let long = lines.iter().find(|l| l.starts_with("[info] xxx")).expect("the long line is logged");
+    // Masked before it was cut: not even the secret's first bytes remain.
+    assert!(long.contains("xxx***"), "{}", &long[long.len() - 80..]);
+    assert!(!long.contains("Sup"), "{}", &long[long.len() - 80..]);
+}
+
+#[test]
+fn a_source_revision_and_its_error_are_masked() {
+    let f = fixture(64 << 20);
+    let wasm = sluice_builtins::BUILTINS.iter().find(|b| b.provider == "git").unwrap().wasm;
+    let git = f.runtime.load(wasm, None).unwrap();
+    let secret = "/no-such-repo-Sup3rpw";
+    let grants = Grants { exec: vec!["git".into()], secrets: vec!["URL".into()], ..Grants::default() };
+    let secrets: BTreeMap<String, String> = [("URL".to_string(), secret.to_string())].into();
+    // git names the URL in its error: the URL is the secret here.
+    let err = f
+        .runtime
+        .latest_revision(&git, vec![("Url".into(), secret.into())], grants, secrets, Duration::from_secs(30), Arc::new(|_: &str| {}))
+        .unwrap_err();
+    assert!(!err.contains("Sup3rpw") && err.contains(mask::MASK), "{err}");
+}
+
 #[test]
 fn deep_recursion_traps_in_the_guest_and_a_log_flood_is_cut() {
     let f = fixture(64 << 20);
@@ -396,4 +488,158 @@ fn deep_recursion_traps_in_the_guest_and_a_log_flood_is_cut() {
     let last = lines.last().unwrap();
     assert!(last.contains("log lines were dropped: the action logged faster than 256 KiB/s"), "{last}");
     let _ = plugin;
+}
+
+/// Instantiates a component written in WAT (one without imports) in a
+/// store made exactly as for a plugin call, calls its export `run` if it
+/// has one, and returns how that ended, explained as an action's failure.
+fn run_wat(f: &Fixture, wat: &str) -> std::result::Result<(), String> {
+    // The pooling allocator refuses a module over its bounds already here.
+    let component = Component::new(&f.runtime.engine, wat).map_err(|e| format!("{e:#}"))?;
+    let inv = invocation(f, "wat", Grants::default(), Duration::from_secs(10));
+    let (mut store, _stdio) = f.runtime.store(&inv, Arc::new(|_: &str| {}), Instant::now() + inv.timeout).unwrap();
+    let linker = Linker::<host::HostState>::new(&f.runtime.engine);
+    let explain = |e: wasmtime::Error, store: &Store<host::HostState>| host::explain_trap(&e, store);
+    let instance = linker.instantiate(&mut store, &component).map_err(|e| explain(e, &store))?;
+    if let Some(run) = instance.get_func(&mut store, "run") {
+        let run = run.typed::<(), ()>(&store).unwrap();
+        run.call(&mut store, ()).map_err(|e| explain(e, &store))?;
+    }
+    Ok(())
+}
+
+/// A component of `n` instances of a module of `body`, exporting the
+/// first instance's core function `run` (when `body` has one) as `run`.
+fn wat_component(body: &str, n: usize) -> String {
+    let instances: String = (0..n).map(|i| format!("(core instance $i{i} (instantiate $m))\n")).collect();
+    let export = if body.contains("(export \"run\")") {
+        "(func (export \"run\") (canon lift (core func $i0 \"run\")))"
+    } else {
+        ""
+    };
+    format!("(component (core module $m {body}) {instances} {export})")
+}
+
+#[test]
+fn a_second_linear_memory_is_refused() {
+    for allocation in [Allocation::OnDemand, Allocation::Pooling { concurrent_calls: 2 }] {
+        let f = fixture_with(64 << 20, allocation);
+        assert_eq!(run_wat(&f, &wat_component("(memory 1)", 1)), Ok(()));
+        let refused = |err: &str| {
+            err == "plugin needs more than 1 memory, the limit of a plugin"
+                || err.contains("defined memories count of 2 exceeds the per-instance limit of 1")
+                || err.contains("linear memories, which exceeds the configured maximum of 1")
+        };
+        let err = run_wat(&f, &wat_component("(memory 1) (memory 1)", 1)).unwrap_err();
+        assert!(refused(&err), "{allocation:?}: {err}");
+        // Two modules with a memory each are two memories all the same.
+        let err = run_wat(&f, &wat_component("(memory 1)", 2)).unwrap_err();
+        assert!(refused(&err), "{allocation:?}: {err}");
+    }
+}
+
+#[test]
+fn tables_are_bounded_at_instantiation_and_when_they_grow() {
+    for allocation in [Allocation::OnDemand, Allocation::Pooling { concurrent_calls: 2 }] {
+        let f = fixture_with(64 << 20, allocation);
+        let limit = MAX_TABLE_ELEMENTS;
+        let expected = format!("plugin exceeded its table limit of {limit} elements");
+        assert_eq!(run_wat(&f, &wat_component(&format!("(table {limit} funcref)"), 1)), Ok(()));
+        let big = format!("(table {} funcref)", limit + 1);
+        let err = run_wat(&f, &wat_component(&big, 1)).unwrap_err();
+        let pooled = format!("has a minimum element size of {} which exceeds the limit of {limit}", limit + 1);
+        assert!(err == expected || err.contains(&pooled), "{allocation:?}: {err}");
+        // Growing up to the limit works; one element past it traps.
+        let grow = |by: usize| {
+            format!(
+                "(table 1 funcref) (func (export \"run\")
+                   (if (i32.eq (table.grow 0 (ref.null func) (i32.const {by})) (i32.const -1)) (then unreachable)))"
+            )
+        };
+        assert_eq!(run_wat(&f, &wat_component(&grow(limit - 1), 1)), Ok(()), "{allocation:?}");
+        let err = run_wat(&f, &wat_component(&grow(limit), 1)).unwrap_err();
+        // The pooling allocator's own bound fails the grow (-1) before the
+        // limiter sees it; either way the guest cannot get the elements.
+        assert!(err == expected || err.contains("unreachable"), "{allocation:?}: {err}");
+        let err = run_wat(&f, &wat_component(&grow(1 << 30), 1)).unwrap_err();
+        assert!(err == expected || err.contains("unreachable"), "{allocation:?}: {err}");
+    }
+}
+
+#[test]
+fn instances_and_tables_are_counted_per_store() {
+    let f = fixture(64 << 20);
+    assert_eq!(run_wat(&f, &wat_component("", MAX_INSTANCES)), Ok(()));
+    let err = run_wat(&f, &wat_component("", MAX_INSTANCES + 1)).unwrap_err();
+    assert_eq!(err, format!("plugin needs more than {MAX_INSTANCES} instances, the limit of a plugin"));
+    let tables = |n: usize| (0..n).map(|_| "(table 0 funcref)").collect::<Vec<_>>().join(" ");
+    assert_eq!(run_wat(&f, &wat_component(&tables(MAX_TABLES), 1)), Ok(()));
+    let err = run_wat(&f, &wat_component(&tables(MAX_TABLES + 1), 1)).unwrap_err();
+    assert_eq!(err, format!("plugin needs more than {MAX_TABLES} tables, the limit of a plugin"));
+}
+
+/// A `sluice:plugin` component made from a core module in WAT, whose
+/// `describe` runs `describe_body` and which defines `extra` (tables,
+/// memories) besides its one exported memory: a plugin a hostile author
+/// could push, which toolchains for Rust would not produce.
+fn wat_plugin(describe_body: &str, extra: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve.push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit")).unwrap();
+    let world = resolve.select_world(&[package], Some("plugin")).unwrap();
+    let version = INTERFACE_VERSIONS[0];
+    let wat = format!(
+        r#"(module
+            (memory (export "memory") 1)
+            {extra}
+            (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) unreachable)
+            (func (export "sluice:plugin/action@{version}#describe") (result i32) {describe_body})
+            (func (export "sluice:plugin/action@{version}#execute") (param i32) (result i32) unreachable))"#
+    );
+    let mut module = wat::parse_str(&wat).unwrap();
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();
+    wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap()
+}
+
+#[test]
+fn describe_of_a_pushed_plugin_keeps_the_table_and_memory_limits() {
+    // Runtime::describe is what the controller calls on `plugin push`.
+    for allocation in [Allocation::OnDemand, Allocation::Pooling { concurrent_calls: 1 }] {
+        let f = fixture_with(64 << 20, allocation);
+        let describe = |bytes: Vec<u8>| {
+            let plugin = f.runtime.load(&bytes, None).map_err(|e| format!("{e:#}"))?;
+            f.runtime.describe(&plugin).map(|_| ()).map_err(|e| format!("{e:#}"))
+        };
+        let table_limit = format!("plugin describe() failed: plugin exceeded its table limit of {MAX_TABLE_ELEMENTS} elements");
+        // A describe that grows a table without end.
+        let grow = "(drop (table.grow $t (ref.null func) (i32.const 0x10000000))) unreachable";
+        let err = describe(wat_plugin(grow, "(table $t 1 funcref)")).unwrap_err();
+        assert!(err == table_limit || err.contains("unreachable"), "{allocation:?}: {err}");
+        // A table that starts too big.
+        let big = format!("(table {} funcref)", MAX_TABLE_ELEMENTS * 10);
+        // (The pooling allocator refuses it already when it is loaded.)
+        let err = describe(wat_plugin("unreachable", &big)).unwrap_err();
+        let pooled = format!("exceeds the limit of {MAX_TABLE_ELEMENTS}");
+        assert!(err == table_limit || err.contains(&pooled), "{allocation:?}: {err}");
+        // A second memory.
+        let err = describe(wat_plugin("unreachable", "(memory 1)")).unwrap_err();
+        let pooled = "defined memories count of 2 exceeds the per-instance limit of 1";
+        assert!(err.contains("more than 1 memory") || err.contains(pooled), "{allocation:?}: {err}");
+        // Within the limits the same plugin gets to run its describe (which
+        // traps here: it has nothing to say).
+        let err = describe(wat_plugin("unreachable", "(table 10 funcref)")).unwrap_err();
+        assert!(err.contains("unreachable"), "{allocation:?}: {err}");
+    }
+}
+
+#[test]
+fn the_largest_real_plugins_fit_the_limits_in_the_pools() {
+    // Python and JavaScript plugins are the biggest components there are:
+    // one memory and their tables within the bounds, pooled or not.
+    let f = fixture_with(256 << 20, Allocation::Pooling { concurrent_calls: 1 });
+    assert_eq!(f.runtime.allocation(), Allocation::Pooling { concurrent_calls: 1 });
+    for name in ["wordcount-py", "semver-js"] {
+        let bytes = std::fs::read(sluice_builtins::test_plugin(name)).unwrap();
+        let plugin = f.runtime.load(&bytes, None).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        f.runtime.describe(&plugin).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
 }

@@ -1204,3 +1204,48 @@ fn artifacts_no_execution_refers_to_are_collected() {
     })
     .unwrap();
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn data_dirs_keys_and_tokens_are_private_whether_new_or_existing() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let data = cluster.data_dir();
+    let dirs = [data.clone(), data.join("artifacts"), data.join("plugins"), data.join("cache"), data.join("ca")];
+    let files = [data.join("admin.token"), data.join("secret.key"), data.join("ca/ca.key"), data.join("sluice.db")];
+    let agent = cluster.agent_dir(0);
+    let check = |when: &str| {
+        for d in dirs.iter().chain([&agent]) {
+            assert_eq!(mode(d), 0o700, "{when}: {}", d.display());
+        }
+        for f in files.iter().chain([&agent.join("agent.key")]) {
+            assert_eq!(mode(f), 0o600, "{when}: {}", f.display());
+        }
+    };
+    check("new");
+
+    // Made by hand or by an older version with the default modes: the next
+    // start makes them private again.
+    cluster.kill_controller();
+    cluster.kill_agent(0);
+    for d in dirs.iter().chain([&agent]) {
+        set_mode(d, 0o755);
+    }
+    for f in files.iter().chain([&agent.join("agent.key")]) {
+        set_mode(f, 0o644);
+    }
+    cluster.start_controller().unwrap();
+    let child = cluster.spawn_agent(&agent, None, &[]).unwrap();
+    cluster.adopt_agent(child);
+    cluster.wait_for_agents(1).unwrap();
+    check("existing");
+}

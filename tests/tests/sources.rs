@@ -379,7 +379,7 @@ fn an_http_remote_is_fetched_with_credentials_from_a_granted_secret() {
 
     // The secret is set from standard input and granted to the action.
     let mut set = Command::new(sluice_tests::bin("sluice"))
-        .args(["secret", "set", "GIT_CREDS"])
+        .args(["secret", "set", "GIT_CREDS", "--pipelines", "private"])
         .env("SLUICE_API", &cluster.api)
         .env("SLUICE_TOKEN", &cluster.token)
         .stdin(Stdio::piped())
@@ -409,4 +409,85 @@ fn an_http_remote_is_fetched_with_credentials_from_a_granted_secret() {
     assert!(!String::from_utf8_lossy(&logs.stdout).contains("correct-horse"));
     let db = std::fs::read(cluster.data_dir().join("sluice.db")).unwrap();
     assert!(!db.windows(13).any(|w| w == b"correct-horse"));
+}
+
+/// `sluice secret set NAME [--pipelines P,...]` with the value on stdin.
+fn set_secret(cluster: &Cluster, name: &str, value: &str, pipelines: Option<&str>) -> std::process::Output {
+    let mut args = vec!["secret", "set", name];
+    if let Some(p) = pipelines {
+        args.extend(["--pipelines", p]);
+    }
+    let mut set = Command::new(sluice_tests::bin("sluice"))
+        .args(&args)
+        .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_TOKEN", &cluster.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+    set.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_secret_reaches_only_the_pipelines_of_its_scope() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = Repo::new(cluster.dir.path(), "scoped");
+    let url = repo.origin.display().to_string();
+
+    // A new secret must name its pipelines; the CLI round trip keeps them.
+    let out = set_secret(&cluster, "DEPLOY_KEY", "k3y-v4lue-0001", None);
+    assert!(!out.status.success());
+    assert!(output_text(&out).contains("secret \"DEPLOY_KEY\" is new: say which pipelines may use it with --pipelines"), "{}", output_text(&out));
+    let out = set_secret(&cluster, "DEPLOY_KEY", "k3y-v4lue-0001", Some("deploy-*,ops"));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(output_text(&out).contains("secret DEPLOY_KEY set (pipelines: deploy-*,ops)"), "{}", output_text(&out));
+    let listed = cluster.sluice_json(&["secret", "list"]).unwrap();
+    assert_eq!(listed["secrets"][0]["pipelines"], serde_json::json!(["deploy-*", "ops"]));
+    // A new value without --pipelines keeps the scope.
+    assert!(set_secret(&cluster, "DEPLOY_KEY", "k3y-v4lue-0002", None).status.success());
+    let listed = cluster.sluice_json(&["secret", "list"]).unwrap();
+    assert_eq!(listed["secrets"][0]["pipelines"], serde_json::json!(["deploy-*", "ops"]));
+    let out = set_secret(&cluster, "OTHER", "whatever-1", Some("a,,b"));
+    assert!(output_text(&out).contains("a pipeline pattern must not be empty"), "{}", output_text(&out));
+
+    // A pipeline outside the scope cannot grant it: create and update are
+    // refused with the path of the grant.
+    let granting = |name: &str| {
+        let extra = r#", "capabilities": {"exec": ["git"], "secrets": ["DEPLOY_KEY"]}"#;
+        pipeline(name, &[source("Src", &url, extra)], "[]")
+    };
+    let file = cluster.dir.path().join("web.json");
+    std::fs::write(&file, granting("web")).unwrap();
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains(
+            "pipeline.stages[0].actions[0].capabilities.secrets[0]: secret \"DEPLOY_KEY\" is not available to pipeline \"web\" (its scope: deploy-*, ops)"
+        ),
+        "{}",
+        output_text(&out)
+    );
+    create(&cluster, "web", &pipeline("web", &[source("Src", &url, "")], "[]"));
+    std::fs::write(&file, granting("web")).unwrap();
+    let out = cluster.sluice(&["pipeline", "update", file.to_str().unwrap()]);
+    assert!(!out.status.success() && output_text(&out).contains("is not available to pipeline \"web\""), "{}", output_text(&out));
+
+    // Inside the scope it is granted and the action runs.
+    create(&cluster, "deploy-eu", &granting("deploy-eu"));
+    assert_eq!(history(&cluster, "deploy-eu")[0]["status"], "Succeeded");
+
+    // The scope changes later: the stored pipeline's next job is refused
+    // at dispatch, without the value.
+    assert!(set_secret(&cluster, "DEPLOY_KEY", "k3y-v4lue-0003", Some("ops")).status.success());
+    let out = cluster.sluice(&["pipeline", "start", "deploy-eu"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let runs = wait_for_executions(&cluster, "deploy-eu", 2);
+    assert_eq!(runs[0]["status"], "Failed", "{}", runs[0]);
+    let state = cluster.sluice_json(&["pipeline", "state", "deploy-eu"]).unwrap();
+    let error = &state["stageStates"][0]["actionStates"][0]["latestExecution"]["errorDetails"]["message"];
+    let error = error.as_str().unwrap_or_default();
+    assert!(error.contains("secret \"DEPLOY_KEY\" is not available to pipeline \"deploy-eu\" (its scope: ops)"), "{error}");
 }

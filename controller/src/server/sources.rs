@@ -188,7 +188,7 @@ impl Driver {
         let provider = format!("{}@{}", decl.action_type_id.provider, decl.action_type_id.version);
         let plugin = self.catalog.0.get(&provider).ok_or_else(|| format!("plugin {provider} is not registered"))?;
         let grants = grants_for(&plugin.info.capabilities, &decl.capabilities.clone().unwrap_or_default());
-        let secrets = self.secret_values(&grants.secrets).map_err(|e| format!("{e:#}"))?;
+        let secrets = self.secret_values(pipeline, &grants.secrets).map_err(|e| format!("{e:#}"))?;
         let poll_id = format!("poll-{}", uuid::Uuid::new_v4());
         let spec = PollSpec {
             poll_id: poll_id.clone(),
@@ -390,38 +390,80 @@ impl Driver {
         Ok(json!({ "pipelineName": name, "deleted": true }))
     }
 
-    /// Values of the named secrets that are set.
-    pub(super) fn secret_values(&self, names: &[String]) -> Result<Vec<(String, String)>> {
+    /// Values of the named secrets that are set, for a job or poll of
+    /// `pipeline`. A secret whose scope does not cover the pipeline is
+    /// refused here too: its scope may have changed since the pipeline was
+    /// validated.
+    pub(super) fn secret_values(&self, pipeline: &str, names: &[String]) -> Result<Vec<(String, String)>> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
         for record in self.store.secrets()?.into_iter().filter(|s| names.contains(&s.name)) {
+            let scope = crate::secrets::Scope::stored(&record.pipelines);
+            if !scope.allows(pipeline) {
+                warn!(secret = %record.name, %pipeline, "a secret outside its scope was not handed out");
+                anyhow::bail!("{}", crate::secrets::out_of_scope(&record.name, pipeline, &scope));
+            }
             let value = self.secret_box.open_value(&record.name, &record.sealed)?;
             out.push((record.name, String::from_utf8_lossy(&value).into_owned()));
         }
         Ok(out)
     }
 
-    pub(super) fn set_secret(&mut self, name: &str, value: &str) -> Result<Value, ApiError> {
-        crate::secrets::check_name(name).map_err(|m| ApiError::Invalid { message: m, diagnostics: vec![] })?;
-        if value.is_empty() || value.len() > crate::secrets::MAX_SECRET_BYTES {
-            return Err(ApiError::Invalid {
-                message: format!("a secret value is 1 to {} bytes", crate::secrets::MAX_SECRET_BYTES),
-                diagnostics: vec![],
-            });
+    /// Refuses a declaration that grants a secret outside the secret's
+    /// scope, naming the path of each such grant.
+    pub(super) fn check_secret_scopes(&self, declaration: &crate::pipeline::Declaration) -> Result<(), ApiError> {
+        let scopes = self
+            .store
+            .secrets()?
+            .into_iter()
+            .map(|record| (record.name, crate::secrets::Scope::stored(&record.pipelines)))
+            .collect();
+        let problems = crate::secrets::check_grants(declaration, &scopes);
+        if problems.is_empty() {
+            return Ok(());
         }
+        Err(ApiError::Invalid {
+            message: format!("pipeline declaration is invalid ({} problems)", problems.len()),
+            diagnostics: problems.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Sets a secret's value and, with `pipelines`, its scope. A new secret
+    /// must say which pipelines may use it; an existing one keeps its scope
+    /// when none is given, so that rotating a value changes nothing else.
+    pub(super) fn set_secret(&mut self, name: &str, value: &str, pipelines: Option<Vec<String>>) -> Result<Value, ApiError> {
+        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
+        crate::secrets::check_name(name).map_err(invalid)?;
+        if value.is_empty() || value.len() > crate::secrets::MAX_SECRET_BYTES {
+            return Err(invalid(format!("a secret value is 1 to {} bytes", crate::secrets::MAX_SECRET_BYTES)));
+        }
+        let existing = self.store.secrets()?.into_iter().find(|s| s.name == name);
+        let pipelines = match (pipelines, &existing) {
+            (Some(patterns), _) => {
+                crate::secrets::Scope::new(&patterns).map_err(|e| invalid(format!("secret \"{name}\": {e}")))?;
+                patterns
+            }
+            (None, Some(record)) => record.pipelines.clone(),
+            (None, None) => {
+                return Err(invalid(format!(
+                    "secret \"{name}\" is new: say which pipelines may use it with --pipelines PATTERN,... (\"*\" for every pipeline)"
+                )));
+            }
+        };
         let now = now_ms();
-        let created_at = self.store.secrets()?.into_iter().find(|s| s.name == name).map_or(now, |s| s.created_at);
+        let created_at = existing.map_or(now, |s| s.created_at);
         let sealed = self.secret_box.seal(name, value.as_bytes())?;
         self.commit(vec![Change::Secret(crate::store::SecretRecord {
             name: name.to_string(),
             sealed,
             created_at,
             updated_at: now,
+            pipelines: pipelines.clone(),
         })])?;
-        info!(secret = %name, "secret set");
-        Ok(json!({ "name": name, "created": views::time(created_at), "updated": views::time(now) }))
+        info!(secret = %name, pipelines = %pipelines.join(","), "secret set");
+        Ok(json!({ "name": name, "pipelines": pipelines, "created": views::time(created_at), "updated": views::time(now) }))
     }
 
     pub(super) fn list_secrets(&self) -> Result<Value, ApiError> {
@@ -429,7 +471,14 @@ impl Driver {
             .store
             .secrets()?
             .into_iter()
-            .map(|s| json!({ "name": s.name, "created": views::time(s.created_at), "updated": views::time(s.updated_at) }))
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "pipelines": s.pipelines,
+                    "created": views::time(s.created_at),
+                    "updated": views::time(s.updated_at),
+                })
+            })
             .collect();
         Ok(json!({ "secrets": secrets }))
     }

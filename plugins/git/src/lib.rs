@@ -18,6 +18,13 @@
 //! git configuration and credentials are not used. Credentials reach git
 //! through its per-process configuration environment, never its arguments
 //! (which every user of the host can list). This crate knows only the SDK.
+//!
+//! Nothing from the configuration or a pinned revision reaches git as an
+//! option: `Url` must not start with `-`; `Branch` and `Tag` must be valid
+//! ref names (git's `check-ref-format` rules); commits (`CommitId`, a
+//! pinned revision) must be full object ids (40 or 64 hex digits); and
+//! every command ends its options with `--` or `--end-of-options` before
+//! the values it was given.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -97,8 +104,19 @@ impl GitConfig {
         if parsed.url.trim().is_empty() {
             return Err(Error::new("configuration \"Url\" is required"));
         }
+        check_url(&parsed.url)?;
         if non_empty(&parsed.tag).is_some() && non_empty(&parsed.branch).is_some() {
             return Err(Error::new("give \"Branch\" or \"Tag\", not both"));
+        }
+        for (key, value) in [("Branch", &parsed.branch), ("Tag", &parsed.tag)] {
+            if let Some(name) = non_empty(value) {
+                check_ref_name(name).map_err(|why| {
+                    Error::new(format!("configuration \"{key}\": {name:?} is not a valid ref name: {why}"))
+                })?;
+            }
+        }
+        if let Some(commit) = non_empty(&parsed.commit_id) {
+            object_id(commit).map_err(|why| Error::new(format!("configuration \"CommitId\": {why}")))?;
         }
         Ok(parsed)
     }
@@ -176,24 +194,21 @@ impl Plugin for Git {
                 .with_context(|| format!("removing \"{}\"", repo.display()))?;
         }
         let repo_host = host_path(&repo)?.display().to_string();
-        git.run(["init", "--quiet", "--bare", &repo_host])?;
+        git.run(["init", "--quiet", "--bare", "--", &repo_host])?;
         let git_dir = format!("--git-dir={repo_host}");
 
         // A pinned revision wins over the configured commit.
-        let commit = ctx
-            .pinned_revision()
-            .map(str::trim)
-            .or_else(|| non_empty(&config.commit_id));
+        let commit = match ctx.pinned_revision().map(str::trim) {
+            Some(pinned) => Some(
+                object_id(pinned).map_err(|why| Error::new(format!("pinned revision: {why}")))?,
+            ),
+            None => non_empty(&config.commit_id).map(object_id).transpose()?,
+        };
+        let commit = commit.as_deref();
         let depth = config.depth.unwrap_or(1);
         let depth_arg = format!("--depth={depth}");
         let fetch = |what: &[&str], depth: u32| -> Result<(), Error> {
-            let mut args = vec![git_dir.as_str(), "fetch", "--no-tags"];
-            if depth > 0 {
-                args.push(&depth_arg);
-            }
-            args.push(config.url.as_str());
-            args.extend(what);
-            git.run(args)
+            git.run(fetch_args(&git_dir, (depth > 0).then_some(depth_arg.as_str()), &config.url, what))
         };
         let remote_ref = format!("refs/remotes/origin/{}", reference.name());
         let refspec = format!("+{}:{remote_ref}", reference.full());
@@ -219,6 +234,7 @@ impl Plugin for Git {
                     "rev-parse",
                     "--verify",
                     "--quiet",
+                    "--end-of-options",
                     &format!("{commit}^{{commit}}"),
                 ])
                 .map_err(|_| {
@@ -240,6 +256,7 @@ impl Plugin for Git {
                     git_dir.as_str(),
                     "rev-parse",
                     "--verify",
+                    "--end-of-options",
                     &format!("{remote_ref}^{{commit}}"),
                 ])?
             }
@@ -247,7 +264,13 @@ impl Plugin for Git {
 
         let work_tree = format!("--work-tree={}", host_path(&output.path)?.display());
         // A commit may have no files at all; `checkout -- .` would refuse it.
-        let files = git.output([git_dir.as_str(), "ls-tree", "--name-only", &wanted])?;
+        let files = git.output([
+            git_dir.as_str(),
+            "ls-tree",
+            "--name-only",
+            "--end-of-options",
+            &wanted,
+        ])?;
         if !files.is_empty() {
             git.run([
                 git_dir.as_str(),
@@ -255,6 +278,7 @@ impl Plugin for Git {
                 "checkout",
                 "--force",
                 "--quiet",
+                "--end-of-options",
                 &wanted,
                 "--",
                 ".",
@@ -265,7 +289,14 @@ impl Plugin for Git {
             "--format={}",
             ["%H", "%an", "%aI", "%B"].join(FIELD_SEPARATOR)
         );
-        let log = git.output([git_dir.as_str(), "log", "-1", &format, &wanted])?;
+        let log = git.output([
+            git_dir.as_str(),
+            "log",
+            "-1",
+            &format,
+            "--end-of-options",
+            &wanted,
+        ])?;
         let mut fields = log.splitn(4, '\0').map(str::trim);
         let mut field = || fields.next().unwrap_or_default().to_owned();
         let (id, author, date, message) = (field(), field(), field(), field());
@@ -293,6 +324,7 @@ impl Source for Git {
         let peeled = format!("{wanted}^{{}}");
         let listed = GitCli::without_workspace(config.credentials()?).output([
             "ls-remote",
+            "--",
             config.url.as_str(),
             &wanted,
             &peeled,
@@ -381,7 +413,84 @@ impl GitCli {
 }
 
 fn short(id: &str) -> &str {
-    &id[..id.len().min(SHORT_ID)]
+    // Commit ids are ASCII hex; anything else is shown whole rather than
+    // cut inside a character.
+    id.get(..id.len().min(SHORT_ID)).unwrap_or(id)
+}
+
+/// The arguments of `git fetch`: options, then `--`, then the remote and
+/// what to fetch, so that neither can be read as an option.
+fn fetch_args<'a>(git_dir: &'a str, depth: Option<&'a str>, url: &'a str, what: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![git_dir, "fetch", "--no-tags"];
+    args.extend(depth);
+    args.extend(["--", url]);
+    args.extend(what);
+    args
+}
+
+/// Refuses a remote git would read as an option (`--upload-pack=...` runs
+/// a command) or that holds control characters.
+fn check_url(url: &str) -> Result<(), Error> {
+    if url.trim_start().starts_with('-') {
+        return Err(Error::new(format!(
+            "configuration \"Url\": {url:?} starts with \"-\"; git would read it as an option"
+        )));
+    }
+    if url.chars().any(char::is_control) {
+        return Err(Error::new("configuration \"Url\" must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A full object id (40 hex digits for SHA-1, 64 for SHA-256), in lower
+/// case; abbreviated ids and anything else are refused, so that a revision
+/// is never read as an option or a revision expression.
+fn object_id(text: &str) -> Result<String, Error> {
+    let text = text.trim();
+    if matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(text.to_ascii_lowercase());
+    }
+    let shown: String = text.chars().take(80).collect();
+    Err(Error::new(format!(
+        "{shown:?} is not a full commit id (40 or 64 hexadecimal digits)"
+    )))
+}
+
+/// git's `check-ref-format` rules for a branch or tag name (the part after
+/// `refs/heads/` or `refs/tags/`), and no leading `-` (as `--branch`
+/// refuses it).
+fn check_ref_name(name: &str) -> Result<(), &'static str> {
+    if name.starts_with('-') {
+        return Err("it starts with \"-\"");
+    }
+    if name == "@" {
+        return Err("it is \"@\"");
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Err("it starts or ends with \"/\" or has an empty component");
+    }
+    if name.ends_with('.') {
+        return Err("it ends with \".\"");
+    }
+    if name.contains("..") {
+        return Err("it contains \"..\"");
+    }
+    if name.contains("@{") {
+        return Err("it contains \"@{\"");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+    {
+        return Err("it contains a control character, a space or one of ~ ^ : ? * [ \\");
+    }
+    if name
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        return Err("a component starts with \".\" or ends with \".lock\"");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -595,6 +704,97 @@ mod tests {
                 .contains("couldn't find remote ref refs/heads/nope"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ref_names_follow_check_ref_format() {
+        for good in ["main", "release/1.2", "feature/x-y_z", "v1.0.0", "ü-branch"] {
+            assert_eq!(check_ref_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "-main", "--upload-pack=x", "@", "/a", "a/", "a//b", "a.", "a..b", "a@{1}", "a b",
+            "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "a\tb", ".hidden", "a/.b", "x.lock",
+            "a/b.lock/c",
+        ] {
+            assert!(check_ref_name(bad).is_err(), "{bad:?} was accepted");
+        }
+        // Cross-checked with git itself where it is installed.
+        for name in ["main", "a..b", "a/.b", "x.lock", "a@{1}", "release/1.2"] {
+            let git_says = std::process::Command::new("git")
+                .args(["check-ref-format", &format!("refs/heads/{name}")])
+                .status()
+                .unwrap()
+                .success();
+            assert_eq!(check_ref_name(name).is_ok(), git_says, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_full_object_ids_are_revisions() {
+        let sha1 = "0123456789abcdef0123456789ABCDEF01234567";
+        assert_eq!(object_id(sha1).unwrap(), sha1.to_ascii_lowercase());
+        assert!(object_id(&"a".repeat(64)).is_ok());
+        for bad in ["", "abc1234", "HEAD", "main", "--upload-pack=touch /tmp/x", &"g".repeat(40), &"a".repeat(41), "é"] {
+            let err = object_id(bad).unwrap_err();
+            assert!(err.message().contains("is not a full commit id"), "{bad:?}: {err}");
+        }
+        assert_eq!(short("é-not-ascii"), "é-not-");
+        assert_eq!(short("ab"), "ab");
+    }
+
+    #[test]
+    fn options_in_the_configuration_are_refused_before_git_runs() {
+        let fx = Fixture::new();
+        let url = fx.url();
+        let marker = fx.root.join("pwned");
+        let payload = format!("--upload-pack=touch {}", marker.display());
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&[("Url", &payload)], "starts with \"-\"; git would read it as an option"),
+            (&[("Url", &url), ("Branch", &payload)], "configuration \"Branch\""),
+            (&[("Url", &url), ("Tag", "-v1")], "configuration \"Tag\""),
+            (&[("Url", &url), ("CommitId", &payload)], "configuration \"CommitId\""),
+            (&[("Url", " -oProxyCommand=x")], "starts with \"-\""),
+        ];
+        for (config, expected) in cases {
+            let err = Git::execute(fx.context(config)).unwrap_err();
+            assert!(err.message().contains(expected), "{config:?}: {err}");
+            let config: Config = config.iter().copied().collect();
+            assert!(Git::latest_revision(&config).is_err());
+        }
+        assert!(!marker.exists(), "git ran the payload");
+    }
+
+    #[test]
+    fn an_option_like_pinned_revision_runs_nothing() {
+        let fx = Fixture::new();
+        let url = fx.url();
+        let marker = fx.root.join("pwned");
+        let payload = format!("--upload-pack=touch {}", marker.display());
+        let mut ctx = fx.context(&[("Url", &url)]);
+        ctx.variables.push((sluice_plugin_sdk::PINNED_REVISION_VARIABLE.into(), payload.clone()));
+        let err = Git::execute(ctx).unwrap_err();
+        assert!(err.message().starts_with("pinned revision: "), "{err}");
+        assert!(err.message().contains("is not a full commit id"), "{err}");
+        assert!(!marker.exists(), "git ran the payload");
+
+        // Even past the check, `--` keeps it from being an option: real git
+        // is given the payload where the revision goes and runs nothing.
+        let repo = fx.root.join("check.git");
+        sh(&fx.root, &format!("git init -q --bare {}", repo.display()));
+        let git_dir = format!("--git-dir={}", repo.display());
+        let args = fetch_args(&git_dir, Some("--depth=1"), &url, &[payload.as_str()]);
+        let out = std::process::Command::new("git").args(&args).output().unwrap();
+        assert!(!out.status.success());
+        assert!(!marker.exists(), "git ran the payload given after --");
+        // The remote's place: with `--` git takes the payload as a path.
+        let args = fetch_args(&git_dir, None, &payload, &["main"]);
+        let out = std::process::Command::new("git").args(&args).current_dir(&fx.root).output().unwrap();
+        assert!(!out.status.success());
+        assert!(!marker.exists(), "git ran the payload given as the remote after --");
+        // Without `--` the same arguments do run it: the attack is real.
+        let unguarded: Vec<&str> = args.iter().copied().filter(|a| *a != "--").collect();
+        let _ = std::process::Command::new("git").args(&unguarded).current_dir(&fx.root).output().unwrap();
+        assert!(marker.exists(), "without -- git runs the upload-pack it is given");
     }
 
     #[test]

@@ -30,6 +30,13 @@
 //!   second blocking write waits forever (the deadline must stop it).
 //! - `request-flood`: sends `Count` (100) requests to `Authority` at once
 //!   through raw wasi:http, then waits for them; the summary counts them.
+//! - `leak-fields`: reads the secret `TOKEN` and puts it, in every encoding
+//!   the host must mask (as is, base64 after a `user:` prefix and after two
+//!   bytes, base64url, hex in both cases, percent-encoded, JSON-escaped),
+//!   into the field `Field` names: `summary` (with output variables and an
+//!   external URL), `failure`, `in-progress` (the in-progress summary, then
+//!   succeeds) or `long-line` (one log line of 64 KiB whose cut falls inside
+//!   the secret).
 //! - `ok`: succeeds with summary "ok".
 //!
 //! It declares `exec: ["sh"]` and `http: ["*"]` so that grant tests can run
@@ -60,7 +67,7 @@ const GIANT_OUTPUT_BYTES: u64 = 64 << 20;
 /// How long `sleep` sleeps: far past any deadline a test sets.
 const SLEEP: Duration = Duration::from_secs(3600);
 
-const MODES: &str = "trap, loop, memory, recursion, leak-secret, log-flood, read-host-path, escape, \
+const MODES: &str = "trap, loop, memory, recursion, leak-secret, leak-fields, log-flood, read-host-path, escape, \
     copy-escape, copy-into-link, exec, http, giant-output, sleep, stuck-body, request-flood, ok";
 
 /// The hostile plugin.
@@ -119,6 +126,7 @@ impl Plugin for Hostile {
                 sluice_plugin_sdk::log::info(format!("json: {}", value.escape_default()));
                 Ok(Outcome::succeeded("leaked (or tried to)"))
             }
+            "leak-fields" => leak_fields(&ctx),
             "log-flood" => {
                 let line = "flood ".repeat(100);
                 for i in 0..200_000u32 {
@@ -227,6 +235,77 @@ fn request_flood(_: &Context) -> Result<Outcome, Error> {
 #[cfg(not(target_arch = "wasm32"))]
 fn stuck_body() -> Result<Outcome, Error> {
     Err(Error::new("stuck-body needs wasi:http: it runs only inside a host"))
+}
+
+/// The secret `TOKEN` in every field `Field` names, in every encoding.
+fn leak_fields(ctx: &Context) -> Result<Outcome, Error> {
+    let value = sluice_plugin_sdk::secrets::get("TOKEN")?;
+    let encodings = leaked_encodings(&value);
+    let all = encodings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    match ctx.config.required("Field")? {
+        "summary" => {
+            let mut outcome = Outcome::succeeded(all).external_url(format!(
+                "https://example.com/{}?t={}",
+                encodings[0].1, encodings[4].1
+            ));
+            for (name, leaked) in &encodings {
+                outcome = outcome.variable(*name, leaked.clone());
+            }
+            Ok(outcome.variable(value.clone(), "as a name"))
+        }
+        "failure" => Err(Error::new(format!("program failed; its stderr ends with: {all}"))),
+        "in-progress" if ctx.continuation.is_none() => Ok(Outcome::in_progress("again", 1, all)),
+        "in-progress" => Ok(Outcome::succeeded("done")),
+        "long-line" => {
+            // The secret starts 3 bytes before the 64 KiB cut.
+            let line = format!("{}{value} tail", "x".repeat((64 << 10) - 3 - "[info] ".len()));
+            sluice_plugin_sdk::log::info(line);
+            Ok(Outcome::succeeded("logged"))
+        }
+        other => Err(Error::new(format!("configuration \"Field\": unknown field {other:?}"))),
+    }
+}
+
+/// `(name, the value encoded)` for each encoding the host must catch.
+fn leaked_encodings(value: &str) -> Vec<(&'static str, String)> {
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    let percent: String = value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    vec![
+        ("raw", value.to_string()),
+        ("basic", base64(format!("user:{value}").as_bytes(), STANDARD_ALPHABET)),
+        ("shifted", base64(format!("ab{value}").as_bytes(), STANDARD_ALPHABET)),
+        ("base64url", base64(value.as_bytes(), URL_ALPHABET)),
+        ("percent", percent),
+        ("hex", hex.clone()),
+        ("HEX", hex.to_uppercase()),
+        ("json", format!("{value:?}").trim_matches('"').to_string()),
+    ]
+}
+
+const STANDARD_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const URL_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Padded base64, written out so that this test plugin needs no crate for it.
+fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn spin() -> ! {
@@ -346,6 +425,17 @@ mod tests {
             err.message(),
             format!("configuration \"Mode\": unknown mode \"nice\", expected one of: {MODES}")
         );
+    }
+
+    #[test]
+    fn leaked_encodings_are_the_real_ones() {
+        let encodings = leaked_encodings("ann:pw?");
+        assert_eq!(encodings[1].1, "dXNlcjphbm46cHc/");
+        assert_eq!(base64(b"a", STANDARD_ALPHABET), "YQ==");
+        assert_eq!(base64(b"ab", STANDARD_ALPHABET), "YWI=");
+        assert_eq!(base64(&[0xfb, 0xff], URL_ALPHABET), "-_8=");
+        assert_eq!(encodings[4].1, "ann%3Apw%3F");
+        assert_eq!(encodings[5].1, "616e6e3a70773f");
     }
 
     #[test]
