@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// ALPN of the mutual-TLS fleet connection.
 pub const ALPN_FLEET: &[u8] = b"sluice/1";
 /// ALPN of the one-shot enrollment connection (server-authenticated only).
@@ -102,6 +102,10 @@ pub struct Grants {
     pub secrets: Vec<String>,
     pub env: Vec<String>,
     pub fs: Vec<String>,
+    /// TCP ports the action's host programs may use (`tcp:PORT`,
+    /// `tcp-bind:PORT`, `*` for any port); none when empty.
+    #[serde(default)]
+    pub net: Vec<String>,
 }
 
 /// A plugin as the controller stores it: fetched by digest.
