@@ -17,6 +17,7 @@ use anyhow::{Context as _, Result, anyhow};
 use clap::Parser;
 use identity::Identity;
 use sluice_protocol::{FromAgent, JoinToken};
+use sluice_runtime::sandbox::{Confinement, ReaperChoice, Unconfined};
 use sluice_runtime::{Allocation, Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,30 @@ struct Args {
     /// fs); without it, plugins get what the controller grants.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Where Landlock is missing, run granted programs unconfined (as this
+    /// agent's user, with the whole host) instead of refusing `exec`.
+    #[arg(long)]
+    allow_unconfined_exec: bool,
+    /// How the processes a granted program leaves behind are killed: a
+    /// cgroup v2 per run where the agent may create one (`auto`), or a
+    /// subreaper.
+    #[arg(long, value_enum, default_value_t = ReaperFlag::Auto)]
+    process_reaper: ReaperFlag,
+    /// A directory granted programs may read and execute besides the
+    /// system's (such as `/opt/toolchains`; repeatable).
+    #[arg(long = "sandbox-read", value_name = "DIR")]
+    sandbox_read: Vec<PathBuf>,
+    /// A directory granted programs may also write, on every job (such as
+    /// a shared build cache; repeatable). Per action, prefer an `fs` grant.
+    #[arg(long = "sandbox-write", value_name = "DIR")]
+    sandbox_write: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReaperFlag {
+    Auto,
+    Cgroup,
+    Subreaper,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,6 +129,9 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 fn main() -> ExitCode {
+    // The agent re-executes itself as the launcher of confined programs:
+    // that must happen before anything else (threads, logging).
+    sluice_runtime::sandbox::run_launcher_if_asked();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -195,6 +223,11 @@ async fn run(mut args: Args) -> Result<()> {
         identity
     };
 
+    let confinement = confinement(&args)?;
+    match &confinement {
+        Confinement::Confined(_) => info!("{}", confinement.describe()),
+        _ => tracing::warn!("{}", confinement.describe()),
+    }
     let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
     let runtime = Runtime::new(RuntimeConfig {
         memory_limit: usize::try_from(args.runtime_memory_mib << 20).context("--runtime-memory-mib is too large")?,
@@ -210,6 +243,7 @@ async fn run(mut args: Args) -> Result<()> {
             AllocatorFlag::Pooling => Allocation::Pooling { concurrent_calls: args.slots + jobs::POLL_CALLS },
             AllocatorFlag::OnDemand => Allocation::OnDemand,
         },
+        confinement,
     })
     .context("starting the plugin runtime")?;
     info!(allocation = ?runtime.allocation(), "plugin runtime ready");
@@ -247,6 +281,28 @@ async fn run(mut args: Args) -> Result<()> {
     // still runs here is killed rather than left behind.
     jobs.cancel_all();
     result
+}
+
+/// How granted programs run here; this executable is their launcher.
+fn confinement(args: &Args) -> Result<Confinement> {
+    let exe = std::env::current_exe().context("finding the agent's own executable")?;
+    let unconfined = if args.allow_unconfined_exec { Unconfined::Allow } else { Unconfined::Refuse };
+    let reaper = match args.process_reaper {
+        ReaperFlag::Auto => ReaperChoice::Auto,
+        ReaperFlag::Cgroup => ReaperChoice::Cgroup,
+        ReaperFlag::Subreaper => ReaperChoice::Subreaper,
+    };
+    let mut confinement = Confinement::detect(exe, reaper, unconfined).context("setting up the sandbox of host programs")?;
+    if let Confinement::Confined(sandbox) = &mut confinement {
+        for (flag, dirs) in [("--sandbox-read", &args.sandbox_read), ("--sandbox-write", &args.sandbox_write)] {
+            if let Some(dir) = dirs.iter().find(|d| !d.is_absolute()) {
+                return Err(anyhow!(Usage(format!("{flag} {} must be an absolute directory", dir.display()))));
+            }
+        }
+        sandbox.extra_read = args.sandbox_read.clone();
+        sandbox.extra_write = args.sandbox_write.clone();
+    }
+    Ok(confinement)
 }
 
 /// SIGINT or SIGTERM: the agent stops; jobs it was running become `Lost`

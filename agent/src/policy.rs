@@ -6,13 +6,16 @@
 //!
 //! ```json
 //! {"exec": ["git", "sh"], "http": ["*.example.com:443"], "secrets": ["*"],
-//!  "env": ["RUSTFLAGS"], "fs": ["/srv/www"]}
+//!  "env": ["RUSTFLAGS"], "fs": ["/srv/www"], "net": ["tcp:443", "tcp-bind:*"]}
 //! ```
 //!
 //! `exec`, `secrets` and `env` list names (`*`: any); `http` lists
 //! `host:port` patterns (see `sluice_runtime::net`: `*`, `*.domain`, names,
 //! IP addresses and CIDR blocks; a grant must lie inside one); `fs` lists
-//! directories a granted path must lie in. A kind left out permits nothing.
+//! directories a granted path must lie in; `net` lists TCP ports host
+//! programs may use (`tcp:PORT` to connect, `tcp-bind:PORT` to listen, `*`
+//! for any port of the kind, or `*` alone for any). A kind left out permits
+//! nothing.
 //! Without `--policy`, the agent permits what its controller grants.
 //!
 //! `publishers` names the plugin publishers this host trusts, each with its
@@ -35,6 +38,7 @@ use sluice_protocol::{Grants, PluginRef};
 use sluice_runtime::net::{Endpoint, parse_grants};
 use sluice_runtime::signature::{PublicKey, Signature};
 use std::collections::{BTreeMap, HashSet};
+use sluice_runtime::sandbox::NetGrant;
 use std::path::{Component, Path};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -59,6 +63,8 @@ pub struct Policy {
     /// Digests of this release's built-in plugins, exempt from `publishers`.
     #[serde(skip)]
     builtins: HashSet<String>,
+    #[serde(default)]
+    pub net: Vec<String>,
 }
 
 impl Policy {
@@ -80,6 +86,8 @@ impl Policy {
             policy.builtins = sluice_builtins::BUILTINS.iter().map(|b| sluice_runtime::digest(b.wasm)).collect();
         }
         parse_grants(&policy.http).map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
+        let net: Vec<String> = policy.net.iter().filter(|n| n.as_str() != "*").cloned().collect();
+        sluice_runtime::sandbox::parse_net(&net).map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
         for dir in &policy.fs {
             if !Path::new(dir).is_absolute() {
                 anyhow::bail!("policy {}: fs entry {dir:?} must be an absolute directory", path.display());
@@ -117,7 +125,12 @@ impl Policy {
         });
         let fs_allowed = self.fs.clone();
         let fs = keep("fs", &granted.fs, &move |g: &str| fs_allowed.iter().any(|dir| inside(Path::new(g), Path::new(dir))));
-        (Grants { exec, http, secrets, env, fs }, denied)
+        let net_any = self.net.iter().any(|n| n == "*");
+        let net_allowed: Vec<NetGrant> = self.net.iter().filter_map(|n| n.parse().ok()).collect();
+        let net = keep("net", &granted.net, &move |g: &str| {
+            net_any || g.parse::<NetGrant>().is_ok_and(|g| net_allowed.iter().any(|a| a.covers(&g)))
+        });
+        (Grants { exec, http, secrets, env, fs, net }, denied)
     }
 }
 
@@ -161,6 +174,7 @@ mod tests {
             secrets: vec!["TOKEN".into()],
             env: vec!["HOME".into()],
             fs: vec!["/srv/www/site".into(), "/etc".into(), "/srv/www/../../etc".into()],
+            net: vec!["tcp:443".into(), "tcp:5432".into()],
         }
     }
 
@@ -178,7 +192,8 @@ mod tests {
         assert_eq!(kept.fs, ["/srv/www/site"]);
         assert!(denied.iter().any(|d| d.contains("exec \"curl\"")), "{denied:?}");
         assert!(denied.iter().any(|d| d.contains("fs \"/srv/www/../../etc\"")), "{denied:?}");
-        assert_eq!(denied.len(), 5, "{denied:?}");
+        assert!(kept.net.is_empty(), "net left out permits nothing");
+        assert_eq!(denied.len(), 7, "{denied:?}");
     }
 
     #[test]
@@ -253,6 +268,26 @@ mod tests {
         write(serde_json::json!({ "acme": "not a key" }));
         let e = format!("{:#}", Policy::load(&path).unwrap_err());
         assert!(e.contains("publisher acme") && e.contains("malformed key"), "{e}");
+    }
+
+    #[test]
+    fn net_grants_pass_only_for_ports_the_policy_names() {
+        let granted = Grants {
+            net: ["tcp:443", "tcp:5432", "tcp-bind:0", "tcp-bind:8080"].map(String::from).to_vec(),
+            ..Grants::default()
+        };
+        let policy: Policy = serde_json::from_str(r#"{"net": ["tcp:443", "tcp-bind:*"]}"#).unwrap();
+        let (kept, denied) = policy.apply(&granted);
+        assert_eq!(kept.net, ["tcp:443", "tcp-bind:0", "tcp-bind:8080"]);
+        assert_eq!(denied, ["this agent's policy does not permit net \"tcp:5432\""]);
+        let any: Policy = serde_json::from_str(r#"{"net": ["*"]}"#).unwrap();
+        assert_eq!(any.apply(&granted).0.net, granted.net);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.json");
+        std::fs::write(&file, r#"{"net": ["udp:53"]}"#).unwrap();
+        let e = format!("{:#}", Policy::load(&file).unwrap_err());
+        assert!(e.contains("unknown kind \"udp\""), "{e}");
     }
 
     #[test]

@@ -28,13 +28,16 @@ pub struct LocalRun {
     pub memory_limit: usize,
     /// Extra certificate authorities (PEM) for the plugin's HTTPS.
     pub http_extra_roots: Vec<u8>,
+    /// How granted programs run: as on an agent, confined
+    /// ([`sluice_runtime::sandbox::Confinement::detect`]).
+    pub confinement: sluice_runtime::sandbox::Confinement,
 }
 
 /// `exec=sh,git` to the grant it names.
 pub fn add_grant(grants: &mut Grants, spec: &str) -> Result<(), String> {
     let (kind, values) = spec
         .split_once('=')
-        .ok_or_else(|| format!("--grant {spec:?} must be KIND=VALUE[,VALUE...] (exec, http, secrets, env, fs)"))?;
+        .ok_or_else(|| format!("--grant {spec:?} must be KIND=VALUE[,VALUE...] (exec, http, secrets, env, fs, net)"))?;
     let list: Vec<String> = values.split(',').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect();
     let target = match kind {
         "exec" => &mut grants.exec,
@@ -42,10 +45,14 @@ pub fn add_grant(grants: &mut Grants, spec: &str) -> Result<(), String> {
         "secrets" => &mut grants.secrets,
         "env" => &mut grants.env,
         "fs" => &mut grants.fs,
-        other => return Err(format!("unknown grant kind {other:?}; kinds are exec, http, secrets, env, fs")),
+        "net" => &mut grants.net,
+        other => return Err(format!("unknown grant kind {other:?}; kinds are exec, http, secrets, env, fs, net")),
     };
     if kind == "http" {
         sluice_runtime::net::parse_grants(&list)?;
+    }
+    if kind == "net" {
+        sluice_runtime::sandbox::parse_net(&list)?;
     }
     target.extend(list);
     Ok(())
@@ -81,6 +88,7 @@ pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
     let runtime = Runtime::new(RuntimeConfig {
         memory_limit: request.memory_limit,
         http_extra_roots: request.http_extra_roots.clone(),
+        confinement: request.confinement.clone(),
         ..Default::default()
     })?;
     let plugin = runtime.load(&bytes, None)?;
@@ -115,7 +123,7 @@ pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
         cancel: Default::default(),
     };
     let outcome = runtime.run_action(&plugin, &invocation, log);
-    let granted = json!({ "exec": grants.exec, "http": grants.http, "secrets": grants.secrets, "env": grants.env, "fs": grants.fs });
+    let granted = json!({ "exec": grants.exec, "http": grants.http, "secrets": grants.secrets, "env": grants.env, "fs": grants.fs, "net": grants.net });
     Ok(match outcome {
         Outcome::Succeeded { summary, output_variables, external_url } => (
             json!({ "plugin": format!("{}@{}", info.name, info.version), "status": "Succeeded", "summary": summary,
@@ -155,6 +163,10 @@ mod tests {
             grants,
             timeout: Duration::from_secs(60),
             memory_limit: 256 << 20,
+            // Confinement needs the `sluice` binary as its launcher, which
+            // a unit test does not have: the runtime's and the cluster's
+            // tests cover it.
+            confinement: sluice_runtime::sandbox::Confinement::Unconfined,
             ..LocalRun::default()
         };
         let (value, ok) = run(request.clone(), log).unwrap();
@@ -170,6 +182,8 @@ mod tests {
         assert!(add_grant(&mut Grants::default(), "root=all").unwrap_err().contains("unknown grant kind"));
         assert!(add_grant(&mut Grants::default(), "http=example.com").unwrap_err().contains("not HOST:PORT"));
         add_grant(&mut Grants::default(), "http=api.example.com:443,10.0.0.0/8:*").unwrap();
+        assert!(add_grant(&mut Grants::default(), "net=db:5432").unwrap_err().contains("unknown kind \"db\""));
+        add_grant(&mut Grants::default(), "net=tcp:5432,tcp-bind:0").unwrap();
         assert!(plugin_bytes("nope@1").unwrap_err().to_string().contains("neither"));
     }
 }

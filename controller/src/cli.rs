@@ -129,7 +129,8 @@ pub enum ActionCmd {
         /// (`--output` alone is the global output format.)
         #[arg(long = "output-dir", value_name = "NAME=DIR")]
         outputs: Vec<String>,
-        /// A grant: exec=PROGRAMS, http=HOST:PORT, secrets=NAMES, env=NAMES, fs=DIRS (repeatable).
+        /// A grant: exec=PROGRAMS, http=HOST:PORT, secrets=NAMES, env=NAMES, fs=DIRS,
+        /// net=tcp:PORT (repeatable).
         #[arg(long = "grant", value_name = "KIND=VALUES")]
         grants: Vec<String>,
         /// A secret value from the environment variable of that name (repeatable).
@@ -147,6 +148,11 @@ pub enum ActionCmd {
         /// the Mozilla roots, as `sluice-agent --http-ca`.
         #[arg(long, value_name = "FILE")]
         http_ca: Option<PathBuf>,
+        /// Where Landlock is missing, run granted programs unconfined
+        /// (with the whole host) instead of refusing them, as
+        /// `sluice-agent --allow-unconfined-exec`.
+        #[arg(long)]
+        allow_unconfined_exec: bool,
     },
 }
 
@@ -1150,15 +1156,24 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             timeout,
             memory_mib,
             http_ca,
+            allow_unconfined_exec,
         }) => {
             use crate::action_run::{LocalRun, add_grant, pair};
+            use sluice_runtime::sandbox::{Confinement, ReaperChoice, Unconfined};
             let bad = |m: String| Failure::new(2, m);
+            let unconfined = if allow_unconfined_exec { Unconfined::Allow } else { Unconfined::Refuse };
+            // The `sluice` binary itself is the launcher of confined programs.
+            let confinement = std::env::current_exe()
+                .map_err(anyhow::Error::from)
+                .and_then(|exe| Confinement::detect(exe, ReaperChoice::Auto, unconfined))
+                .map_err(|e| Failure::new(1, format!("setting up the sandbox for host programs: {e:#}")))?;
             let http_extra_roots = match &http_ca {
                 Some(path) => std::fs::read(path).map_err(|e| bad(format!("--http-ca {}: {e}", path.display())))?,
                 None => Vec::new(),
             };
             let mut request =
                 LocalRun { plugin, timeout, memory_limit: memory_mib << 20, http_extra_roots, ..LocalRun::default() };
+            request.confinement = confinement;
             for c in &config {
                 request.config.push(pair("--config", c).map_err(bad)?);
             }
@@ -1172,6 +1187,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             }
             for g in &grants {
                 add_grant(&mut request.grants, g).map_err(bad)?;
+            }
+            if !request.grants.exec.is_empty() {
+                eprintln!("sandbox: {}", request.confinement.describe());
             }
             for name in &secret_env {
                 let value = std::env::var(name).map_err(|_| bad(format!("--secret-env {name}: the variable is not set")))?;

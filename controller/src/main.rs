@@ -6,6 +6,9 @@ use sluice::server::{ControllerConfig, shutdown_signal, start};
 use sluice::store::Durability;
 
 fn main() {
+    // `sluice action run` re-executes this binary as the launcher of
+    // confined programs: that must happen before anything else.
+    sluice_runtime::sandbox::run_launcher_if_asked();
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| {

@@ -102,6 +102,10 @@ pub struct Grants {
     pub secrets: Vec<String>,
     pub env: Vec<String>,
     pub fs: Vec<String>,
+    /// TCP ports the action's host programs may use (`tcp:PORT`,
+    /// `tcp-bind:PORT`, `*` for any port); none when empty.
+    #[serde(default)]
+    pub net: Vec<String>,
 }
 
 /// A plugin as the controller stores it: fetched by digest.

@@ -51,6 +51,11 @@ pub(crate) struct HostState {
     unmasked_log: Arc<dyn LogSink>,
     masker: Arc<crate::mask::Masker>,
     pub cancel: crate::Cancel,
+    /// How granted programs run.
+    pub confinement: Arc<crate::sandbox::Confinement>,
+    /// The private temporary directory of granted programs (`TMPDIR`,
+    /// `HOME`), made at the first program and removed with the call.
+    tmp: Option<crate::TempDir>,
 }
 
 /// The guest's stdout and stderr, captured and handed to the (masking) log
@@ -82,6 +87,7 @@ impl HostState {
         deadline: Instant,
         memory_limit: usize,
         tls: Arc<rustls::ClientConfig>,
+        confinement: Arc<crate::sandbox::Confinement>,
     ) -> Result<(Self, Stdio)> {
         let masker = Arc::new(crate::mask::Masker::new(&inv.secrets));
         let unmasked_log = log.clone();
@@ -141,6 +147,8 @@ impl HostState {
             unmasked_log,
             masker,
             cancel: inv.cancel.clone(),
+            confinement,
+            tmp: None,
         };
         Ok((state, Stdio { stdout, stderr, log: stdio_log }))
     }
@@ -206,6 +214,14 @@ impl HostState {
 }
 
 impl HostState {
+    /// The private temporary directory of this call's programs.
+    pub fn private_tmp(&mut self) -> Result<PathBuf, String> {
+        if self.tmp.is_none() {
+            self.tmp = Some(crate::TempDir::new("sluice-tmp").map_err(|e| format!("{e:#}"))?);
+        }
+        Ok(self.tmp.as_ref().expect("just made").path().to_path_buf())
+    }
+
     /// The real (symlink-resolved) host directory of the mount holding `guest`.
     pub fn mount_root(&self, guest: &str) -> Result<PathBuf, String> {
         let mount = self.mount(Path::new(guest))?;

@@ -9,7 +9,8 @@
 //! The sandbox denies by default: a plugin sees only its preopened
 //! directories (inputs read-only; outputs, workspace and granted `fs`
 //! directories writable), no environment, no sockets; it can run only host
-//! programs granted with `exec`, and read only granted secrets. Every store
+//! programs granted with `exec`, confined by [`sandbox`], and read only
+//! granted secrets. Every store
 //! has a memory limit, instance/table limits, a bounded wasm stack and an
 //! epoch deadline derived from the action timeout.
 
@@ -23,6 +24,7 @@ pub mod mask;
 pub mod net;
 mod process;
 pub mod signature;
+pub mod sandbox;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -86,6 +88,8 @@ pub struct RuntimeConfig {
     /// Certificate authorities (PEM) trusted for plugins' HTTPS besides the
     /// Mozilla roots, such as a company's internal CA.
     pub http_extra_roots: Vec<u8>,
+    /// How granted host programs run; by default they are refused.
+    pub confinement: sandbox::Confinement,
 }
 
 /// The default limit of one output artifact, the controller's own limit.
@@ -99,6 +103,7 @@ impl Default for RuntimeConfig {
             allocation: Allocation::OnDemand,
             max_output_bytes: MAX_OUTPUT_BYTES,
             http_extra_roots: Vec::new(),
+            confinement: sandbox::Confinement::default(),
         }
     }
 }
@@ -166,7 +171,11 @@ pub enum Outcome {
 /// (by a pipeline action, or on `sluice action run`'s command line). A
 /// declaration `*` takes whatever is granted; `http` patterns overlap as
 /// patterns ([`net::intersect`]); a plugin that may write directories names
-/// no paths in advance, so the grant chooses them.
+/// no paths in advance, so the grant chooses them. `net` (TCP ports for the
+/// programs a plugin runs) is not in the plugin interface, whose released
+/// versions are frozen: a plugin that declares `exec` consents to whatever
+/// ports its programs are granted, as those programs could use the network
+/// before there was a `net` capability.
 pub fn consent(declared: &Grants, granted: &Grants) -> Grants {
     let both = |granted: &[String], declared: &[String]| -> Vec<String> {
         granted.iter().filter(|g| declared.iter().any(|d| d == "*" || d == *g)).cloned().collect()
@@ -177,6 +186,7 @@ pub fn consent(declared: &Grants, granted: &Grants) -> Grants {
         secrets: both(&granted.secrets, &declared.secrets),
         env: both(&granted.env, &declared.env),
         fs: if declared.fs.is_empty() { Vec::new() } else { granted.fs.clone() },
+        net: if declared.exec.is_empty() { Vec::new() } else { granted.net.clone() },
     }
 }
 
@@ -305,6 +315,7 @@ pub struct Runtime {
     compiling: Mutex<()>,
     /// The TLS client of plugins' outgoing HTTPS.
     http_tls: Arc<rustls::ClientConfig>,
+    confinement: Arc<sandbox::Confinement>,
 }
 
 /// Converts wasmtime's error type, which does not implement
@@ -358,7 +369,14 @@ impl Runtime {
             std::fs::create_dir_all(dir).with_context(|| format!("creating plugin cache {}", dir.display()))?;
         }
         let http_tls = http::tls_config(&config.http_extra_roots).context("setting up TLS for plugins' HTTPS")?;
+        if let sandbox::Confinement::Confined(_) = &config.confinement {
+            // Confined programs hold no capabilities: a process that is not
+            // dumpable keeps its `/proc` entries (environment, memory) from
+            // them even under the same user.
+            nix::sys::prctl::set_dumpable(false).context("making this process non-dumpable")?;
+        }
         let runtime = Arc::new(Self {
+            confinement: Arc::new(config.confinement.clone()),
             http_tls,
             engine,
             allocation,
@@ -381,6 +399,11 @@ impl Runtime {
             })
             .context("starting the epoch thread")?;
         Ok(runtime)
+    }
+
+    /// How granted programs run.
+    pub fn confinement(&self) -> &sandbox::Confinement {
+        &self.confinement
     }
 
     /// The allocation strategy in force (pooling may have fallen back).
@@ -625,6 +648,7 @@ impl Runtime {
                 secrets: info.capabilities.secrets,
                 env: info.capabilities.env,
                 fs: info.capabilities.fs,
+                net: Vec::new(),
             },
             interface_version: plugin.interface_version().to_string(),
         })
@@ -757,7 +781,14 @@ impl Runtime {
         log: Arc<dyn LogSink>,
         deadline: Instant,
     ) -> Result<(Store<host::HostState>, host::Stdio)> {
-        let (state, stdio) = host::HostState::new(inv, log, deadline, self.config.memory_limit, self.http_tls.clone())?;
+        let (state, stdio) = host::HostState::new(
+            inv,
+            log,
+            deadline,
+            self.config.memory_limit,
+            self.http_tls.clone(),
+            self.confinement.clone(),
+        )?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // The deadline is checked every few ticks rather than set once, so
@@ -831,20 +862,21 @@ fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
 }
 
 fn tempfile_dir() -> Result<TempDir> {
-    TempDir::new()
+    TempDir::new("sluice-describe")
 }
 
-/// A directory removed on drop; small enough not to need the tempfile crate
-/// at run time.
-struct TempDir(PathBuf);
+/// A private directory (mode 0700) removed on drop; small enough not to
+/// need the tempfile crate at run time.
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("sluice-describe-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    pub(crate) fn new(prefix: &str) -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self(path))
     }
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -1,18 +1,22 @@
 //! `process.run`: a plugin runs a granted host program.
 //!
-//! The program runs in its own process group with a cleared environment
-//! (only what the plugin passes plus granted `env` names), its working
-//! directory inside one of the action's writable mounts, and is killed with
-//! its whole group at the action deadline.
+//! The program runs with a cleared environment (only `PATH`, `HOME` and
+//! `TMPDIR`, granted `env` names and what the plugin passes), its working
+//! directory inside one of the action's writable mounts, confined by
+//! [`crate::sandbox`] (Landlock, and a cgroup or a subreaper that kills
+//! whatever it leaves behind), and is stopped with everything it started at
+//! the action deadline, on cancel, and when it exits.
 
 use crate::bindings::sluice::plugin::process as wit;
 use crate::host::HostState;
-use nix::sys::signal::{Signal, killpg};
+use crate::sandbox::{self, Confinement, RunCgroup};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,28 +26,121 @@ const CAPTURE_LIMIT: usize = 16 << 20;
 /// How long output may still arrive after the program exited (from
 /// something it started), and how long after a kill we wait for its pipes.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
-/// Where granted bare program names are looked up.
+/// Where granted bare program names are looked up: system directories
+/// only, never the job's own.
 const SEARCH_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// How a started program is stopped, with everything it started.
+struct Stopper {
+    pid: u32,
+    kind: StopKind,
+}
+
+enum StopKind {
+    /// Its own process group (what an unconfined program left in it).
+    Group,
+    /// Its run's cgroup, killed whole.
+    Cgroup(RunCgroup),
+    /// The supervisor kills and reaps every descendant when this control
+    /// pipe closes.
+    Supervisor(Option<ChildStdin>),
+}
+
+impl Stopper {
+    /// Kills the program and everything it started.
+    fn stop(&mut self) {
+        match &mut self.kind {
+            StopKind::Group => {
+                let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            }
+            StopKind::Cgroup(cgroup) => cgroup.kill(),
+            StopKind::Supervisor(control) => drop(control.take()),
+        }
+    }
+
+    /// The launcher exited: in a cgroup, whatever is left there is a
+    /// leftover of the program, and goes now rather than holding its pipes.
+    fn exited(&mut self) {
+        if let StopKind::Cgroup(cgroup) = &self.kind {
+            cgroup.kill();
+        }
+    }
+
+    /// Waits for the launcher to be gone, killing it if it does not go.
+    fn wait(&mut self, child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+        let until = Instant::now() + PIPE_GRACE;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= until {
+                let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+                return child.wait();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
 
 pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Output, String> {
     let program = resolve_granted(&state.grants.exec, &cmd.program)?;
+    let sandbox = match &*state.confinement {
+        Confinement::Confined(sandbox) => Some(sandbox.clone()),
+        Confinement::Unconfined => None,
+        Confinement::Refused(why) => {
+            return Err(format!("running {:?} is refused: {why}", cmd.program));
+        }
+    };
     let cwd = match &cmd.cwd {
         Some(dir) => state.host_path(dir, true)?,
         None => state.host_path(crate::host::WORKSPACE, true)?,
     };
-    let mut child = Command::new(&program);
-    child.args(&cmd.args).current_dir(&cwd).env_clear().env("PATH", SEARCH_PATH);
+    let tmp = state.private_tmp()?;
+    // The whole environment: later entries win.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), SEARCH_PATH.into());
+    env.insert("HOME".into(), tmp.to_string_lossy().into_owned());
+    env.insert("TMPDIR".into(), tmp.to_string_lossy().into_owned());
     for name in &state.grants.env {
         if let Ok(value) = std::env::var(name) {
-            child.env(name, value);
+            env.insert(name.clone(), value);
         }
     }
-    for (k, v) in &cmd.env {
-        child.env(k, v);
-    }
-    child.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = child.spawn().map_err(|e| format!("cannot run {:?}: {e}", cmd.program))?;
+    env.extend(cmd.env.iter().cloned());
+    let (mut child, cgroup) = match &sandbox {
+        Some(sandbox) => {
+            let access = sandbox::Access {
+                read: state.mounts.iter().filter(|m| !m.writable).map(|m| m.host.clone()).collect(),
+                write: state.mounts.iter().filter(|m| m.writable).map(|m| m.host.clone()).chain([tmp.clone()]).collect(),
+                net: sandbox::parse_net(&state.grants.net)?,
+            };
+            sandbox::spawn(sandbox, &access, &program, &cmd.args, env.into_iter().collect(), &cwd)
+                .map_err(|e| format!("cannot run {:?} confined: {e:#}", cmd.program))?
+        }
+        None => {
+            let child = Command::new(&program)
+                .args(&cmd.args)
+                .current_dir(&cwd)
+                .env_clear()
+                .envs(env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .map_err(|e| format!("cannot run {:?}: {e}", cmd.program))?;
+            (child, None)
+        }
+    };
     let pid = child.id();
+    let mut stopper = Stopper {
+        pid,
+        kind: match (cgroup, sandbox) {
+            (Some(cgroup), _) => StopKind::Cgroup(cgroup),
+            (None, Some(_)) => StopKind::Supervisor(child.stdin.take()),
+            (None, None) => StopKind::Group,
+        },
+    };
 
     let (tx, rx) = mpsc::channel::<(bool, String)>();
     let readers: Vec<_> = [
@@ -100,6 +197,7 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
             exited = child.try_wait().map_err(|e| format!("waiting for {:?}: {e}", cmd.program))?;
             if exited.is_some() {
                 exited_at = Some(Instant::now());
+                stopper.exited();
             }
         }
         match (exited, pipes_open) {
@@ -110,24 +208,26 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
         }
         if state.cancel.is_cancelled() && !killed_at_deadline {
             killed_at_deadline = true;
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            stopper.stop();
             break;
         }
         if Instant::now() >= state.deadline {
             if !killed_at_deadline {
                 killed_at_deadline = true;
-                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                stopper.stop();
             } else if Instant::now() >= state.deadline + PIPE_GRACE {
                 break;
             }
         }
     }
-    // Whatever the program left running in its group goes with it.
-    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    // Whatever the program left running goes with it.
+    stopper.stop();
     let status = match exited {
         Some(status) => status,
-        None => child.wait().map_err(|e| format!("waiting for {:?}: {e}", cmd.program))?,
+        None => stopper.wait(&mut child).map_err(|e| format!("waiting for {:?}: {e}", cmd.program))?,
     };
+    // A cgroup is removed only once empty.
+    drop(stopper);
     // Readers still blocked on a pipe held by an escaped process are left
     // behind rather than waited for.
     // (Once the pipes are closed the readers have ended and are joined.)
@@ -147,32 +247,42 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
     Ok(wit::Output { status: status.code(), stdout, stderr })
 }
 
-/// The program to spawn if it is granted. A bare granted name matches the
-/// same bare name (looked up in a fixed PATH) or any path ending in it; a
-/// granted path matches only itself.
-fn resolve_granted(granted: &[String], program: &str) -> Result<String, String> {
+/// The program to spawn if it is granted. A bare name is looked up only in
+/// [`SEARCH_PATH`]; a bare grant matches that name, or an absolute path
+/// that is the same file as the name found there (`/bin/sh` for `sh` where
+/// `/bin` is a link to `/usr/bin`), never a program of the same name
+/// elsewhere, such as one in the job's workspace. An absolute grant matches
+/// only that path. Relative paths are refused: they would resolve against
+/// the job's directories.
+fn resolve_granted(granted: &[String], program: &str) -> Result<PathBuf, String> {
     if granted.is_empty() {
         return Err(format!("running {program:?} is not permitted: the action has no `exec` grant"));
     }
-    let name = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or(program);
+    let not_permitted = || {
+        format!("running {program:?} is not permitted: the action's `exec` grant allows only {}", granted.join(", "))
+    };
+    if !program.contains('/') {
+        if !granted.iter().any(|g| g == program) {
+            return Err(not_permitted());
+        }
+        return search(program).ok_or_else(|| format!("program {program:?} was not found in {SEARCH_PATH}"));
+    }
+    if !program.starts_with('/') {
+        return Err(format!("program {program:?} must be a bare name or an absolute path"));
+    }
+    let same_file = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
     let allowed = granted.iter().any(|g| {
-        if g.contains('/') { g == program } else { g == program || (program.starts_with('/') && g == name) }
+        if g.contains('/') { g == program } else { search(g).is_some_and(|found| same_file(&found, Path::new(program))) }
     });
     if !allowed {
-        return Err(format!(
-            "running {program:?} is not permitted: the action's `exec` grant allows only {}",
-            granted.join(", ")
-        ));
+        return Err(not_permitted());
     }
-    if program.contains('/') {
-        return Ok(program.to_string());
-    }
-    SEARCH_PATH
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
-        .map(|p| p.to_string_lossy().into_owned())
-        .ok_or_else(|| format!("program {program:?} was not found in {SEARCH_PATH}"))
+    Ok(PathBuf::from(program))
+}
+
+/// A bare program name in [`SEARCH_PATH`].
+fn search(name: &str) -> Option<PathBuf> {
+    SEARCH_PATH.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
 }
 
 #[cfg(test)]
@@ -182,11 +292,26 @@ mod tests {
     #[test]
     fn only_granted_programs_resolve() {
         let granted = vec!["sh".to_string(), "/usr/bin/env".to_string()];
-        assert!(resolve_granted(&granted, "sh").unwrap().ends_with("/sh"));
-        assert_eq!(resolve_granted(&granted, "/bin/sh").unwrap(), "/bin/sh");
-        assert_eq!(resolve_granted(&granted, "/usr/bin/env").unwrap(), "/usr/bin/env");
+        assert!(resolve_granted(&granted, "sh").unwrap().ends_with("sh"));
+        assert_eq!(resolve_granted(&granted, "/bin/sh").unwrap(), Path::new("/bin/sh"));
+        assert_eq!(resolve_granted(&granted, "/usr/bin/env").unwrap(), Path::new("/usr/bin/env"));
         assert!(resolve_granted(&granted, "env").unwrap_err().contains("not permitted"));
         assert!(resolve_granted(&granted, "bash").unwrap_err().contains("allows only sh, /usr/bin/env"));
         assert!(resolve_granted(&[], "sh").unwrap_err().contains("no `exec` grant"));
+    }
+
+    #[test]
+    fn a_bare_grant_never_matches_a_program_of_that_name_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("sh");
+        std::fs::write(&fake, "#!/bin/sh\necho fake\n").unwrap();
+        let granted = vec!["sh".to_string()];
+        let err = resolve_granted(&granted, fake.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("not permitted"), "{err}");
+        assert!(resolve_granted(&granted, "./sh").unwrap_err().contains("bare name or an absolute path"));
+        // An absolute grant is that path and nothing else.
+        let exact = vec![fake.to_string_lossy().into_owned()];
+        assert_eq!(resolve_granted(&exact, fake.to_str().unwrap()).unwrap(), fake);
+        assert!(resolve_granted(&exact, "sh").unwrap_err().contains("not permitted"));
     }
 }

@@ -16,7 +16,17 @@ pub(crate) fn fixture(memory_limit: usize) -> Fixture {
 pub(crate) fn fixture_with(memory_limit: usize, allocation: Allocation) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let runtime =
-        Runtime::new(RuntimeConfig { memory_limit, cache_dir: Some(dir.path().join("cache")), allocation, max_output_bytes: 16 << 20, ..RuntimeConfig::default() }).unwrap();
+        Runtime::new(RuntimeConfig {
+            memory_limit,
+            cache_dir: Some(dir.path().join("cache")),
+            allocation,
+            max_output_bytes: 16 << 20,
+            // These tests are about the wasm sandbox; confinement of
+            // programs has its own tests (`tests/sandbox.rs`).
+            confinement: sandbox::Confinement::Unconfined,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
     Fixture { runtime, dir }
 }
 

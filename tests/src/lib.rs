@@ -209,6 +209,11 @@ impl Cluster {
         if !labels.is_empty() {
             cmd.args(["--labels", &labels.join(",")]);
         }
+        // Tests coordinate with their actions through files in the
+        // cluster's directory (markers, repositories): the agents' granted
+        // programs may use it. The confinement itself is tested in
+        // `runtime/tests/sandbox.rs`.
+        cmd.arg("--sandbox-write").arg(self.dir.path());
         cmd.args(&self.agent_args);
         Ok(cmd.env("SLUICE_LOG", "info").stdout(Stdio::null()).stderr(log).spawn()?)
     }

@@ -261,6 +261,10 @@ pub struct Capabilities {
     /// Host paths the plugin may open.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fs: Vec<String>,
+    /// TCP ports the plugin's host programs may use (`tcp:PORT`,
+    /// `tcp-bind:PORT`); port-level, not host-level.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<String>,
 }
 
 impl Capabilities {
@@ -272,6 +276,7 @@ impl Capabilities {
             secrets: self.secrets.clone(),
             env: self.env.clone(),
             fs: self.fs.clone(),
+            net: self.net.clone(),
         }
     }
 }

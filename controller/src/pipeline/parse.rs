@@ -52,7 +52,7 @@ const ACTION_TYPE_ID_FIELDS: &[&str] = &["category", "owner", "provider", "versi
 const VARIABLE_FIELDS: &[&str] = &["name", "defaultValue", "description"];
 const INPUT_ARTIFACT_FIELDS: &[&str] = &["name"];
 const OUTPUT_ARTIFACT_FIELDS: &[&str] = &["name", "files"];
-const CAPABILITY_FIELDS: &[&str] = &["exec", "http", "secrets", "env", "fs"];
+const CAPABILITY_FIELDS: &[&str] = &["exec", "http", "secrets", "env", "fs", "net"];
 
 /// Collected diagnostics of one walk.
 #[derive(Debug, Default)]
@@ -542,6 +542,7 @@ pub(crate) fn capabilities(value: &Value, path: &str, cx: &mut Cx) -> Capabiliti
         secrets: grant("secrets"),
         env: grant("env"),
         fs: grant("fs"),
+        net: grant("net"),
     }
 }
 

@@ -819,8 +819,9 @@ impl<'d> Validator<'d> {
         }
     }
 
-    /// Capability grants and agent labels: emptiness, and the `host:port`
-    /// syntax of `http` grants; what a grant permits is for the agent's policy.
+    /// Capability grants and agent labels: emptiness, the `host:port`
+    /// syntax of `http` grants and the `tcp:PORT` syntax of `net` grants;
+    /// what a grant permits is for the agent's policy.
     fn grants(&mut self, path: &str, action: &Action) {
         if let Some(capabilities) = &action.capabilities {
             let path = child(path, "capabilities");
@@ -830,12 +831,17 @@ impl<'d> Validator<'d> {
                 ("secrets", &capabilities.secrets),
                 ("env", &capabilities.env),
                 ("fs", &capabilities.fs),
+                ("net", &capabilities.net),
             ] {
                 for (i, grant) in grants.iter().enumerate() {
                     if grant.is_empty() {
                         self.error(index(&child(&path, kind), i), "a grant must not be empty");
                     } else if kind == "http"
                         && let Err(e) = grant.parse::<sluice_runtime::net::Endpoint>()
+                    {
+                        self.error(index(&child(&path, kind), i), e);
+                    } else if kind == "net"
+                        && let Err(e) = grant.parse::<sluice_runtime::sandbox::NetGrant>()
                     {
                         self.error(index(&child(&path, kind), i), e);
                     }
