@@ -35,6 +35,9 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         max_lost_retries: crate::engine::DEFAULT_MAX_LOST_RETRIES,
         max_action_log: crate::server::DEFAULT_MAX_ACTION_LOG,
         artifact_gc_interval: crate::server::DEFAULT_ARTIFACT_GC_INTERVAL,
+        max_agent_slots: crate::server::DEFAULT_MAX_AGENT_SLOTS,
+        agent_upload_quota: crate::server::DEFAULT_AGENT_UPLOAD_QUOTA,
+        min_free_space: crate::server::DEFAULT_MIN_FREE_SPACE,
     })
     .await?;
     let api = format!("http://{}", controller.api);
