@@ -71,14 +71,14 @@ pub fn check_revision(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("the revision id is empty".into());
     }
+    if id.starts_with('-') {
+        return Err(format!("the revision id {shown:?} starts with '-'"));
+    }
     if id.chars().count() > REVISION_MAX_CHARS {
         return Err(format!("the revision id {shown:?} is longer than {REVISION_MAX_CHARS} characters"));
     }
     if !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!("the revision id {shown:?} is not printable ASCII without spaces"));
-    }
-    if id.starts_with('-') {
-        return Err(format!("the revision id {shown:?} starts with '-'"));
     }
     Ok(())
 }
