@@ -383,13 +383,33 @@ async fn arbitrary_messages_from_an_enrolled_agent_leave_the_controller_serving(
     });
     let mut known = known;
     let mut rng = Rng(seed | 1);
-    for n in 0..count {
+    // Every poll handed to it is answered with an arbitrary revision; the
+    // run lasts until it has answered a few (one a second), whatever count.
+    let mut polls_answered = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 0;
+    while n < count || (polls_answered < 5 && std::time::Instant::now() < deadline) {
+        n += 1;
+        let mut answers = Vec::new();
         while let Ok(message) = fuzzer.inbox.try_recv() {
             match message {
                 ToAgent::Job(job) => known.push(job.job_id),
-                ToAgent::Poll(poll) => known.push(poll.poll_id),
+                ToAgent::Poll(poll) => {
+                    let result = Ok(PolledRevision { id: rng.text(&[]), summary: rng.text(&known), created: None });
+                    answers.push(FromAgent::PollResult { poll_id: poll.poll_id.clone(), result });
+                    known.push(poll.poll_id);
+                }
                 _ => {}
             }
+        }
+        for answer in answers {
+            if sluice_protocol::encode(&answer).is_ok() {
+                fuzzer.send(&answer).await.unwrap_or_else(|e| panic!("seed {seed}: the controller closed the stream: {e:#}"));
+                polls_answered += 1;
+            }
+        }
+        if n % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let message = rng.message(&known);
         if sluice_protocol::encode(&message).is_err() {
@@ -409,6 +429,7 @@ async fn arbitrary_messages_from_an_enrolled_agent_leave_the_controller_serving(
         real_run_succeeds(&cluster);
         assert!(!cluster.controller_log().contains("panicked"), "seed {seed}:\n{}", cluster.controller_log());
     });
+    eprintln!("{n} messages sent, {polls_answered} polls answered");
 }
 
 /// A panic in the driver ends the controller (exit 70), so that a
