@@ -163,15 +163,16 @@ fn main() -> ExitCode {
 /// How long a stopping agent waits for its cancelled jobs to return.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Labels in Hello: `os` and `arch` of this host, then the token's, then the
-/// command line's, each over the one before.
+/// Labels in Hello: the token's, then the command line's over them, then
+/// `os` and `arch` as this host observes them, which nothing overrides.
+/// The controller decides which count: the operator's (token and `sluice
+/// agent label`), the observed ones, and command-line keys the join token
+/// allows (`agent-token create --allow-agent-labels`).
 fn merged_labels(token: &BTreeMap<String, String>, flags: &[(String, String)]) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        ("os".to_string(), std::env::consts::OS.to_string()),
-        ("arch".to_string(), std::env::consts::ARCH.to_string()),
-    ]);
-    labels.extend(token.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut labels: BTreeMap<String, String> = token.clone();
     labels.extend(flags.iter().cloned());
+    labels.insert("os".to_string(), std::env::consts::OS.to_string());
+    labels.insert("arch".to_string(), std::env::consts::ARCH.to_string());
     labels
 }
 
@@ -338,13 +339,17 @@ mod tests {
     }
 
     #[test]
-    fn labels_merge_host_then_token_then_flags() {
+    fn labels_merge_token_then_flags_then_the_observed_host() {
         let token = BTreeMap::from([("pool".to_string(), "a".to_string()), ("os".to_string(), "custom".to_string())]);
-        let flags = vec![("pool".to_string(), "b".to_string()), ("gpu".to_string(), "yes".to_string())];
+        let flags = vec![
+            ("pool".to_string(), "b".to_string()),
+            ("gpu".to_string(), "yes".to_string()),
+            ("arch".to_string(), "riscv".to_string()),
+        ];
         let labels = merged_labels(&token, &flags);
         assert_eq!(labels["pool"], "b");
         assert_eq!(labels["gpu"], "yes");
-        assert_eq!(labels["os"], "custom");
+        assert_eq!(labels["os"], std::env::consts::OS);
         assert_eq!(labels["arch"], std::env::consts::ARCH);
     }
 

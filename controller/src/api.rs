@@ -52,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/agents", get(list_agents))
         .route("/agent-tokens", post(create_join_token).get(list_join_tokens))
         .route("/agent-tokens/{id}/revoke", post(revoke_join_token))
+        .route("/agents/{id}/labels", post(label_agent))
         .route("/agents/{id}/{verb}", post(set_agent_state))
         .route("/plugins", get(list_plugins).post(push_plugin))
         .route("/plugins/{key}", get(describe_plugin).delete(delete_plugin))
@@ -663,6 +664,23 @@ struct TokenRequest {
     uses: Option<u32>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    allow_agent_labels: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelRequest {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// `POST /v1/agents/{id}/labels`: `{"set": {...}, "remove": [...]}`.
+async fn label_agent(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let request: LabelRequest = required_body(&body)?;
+    Ok(Json(ask(&s, |reply| Command::LabelAgent { id, set: request.set, remove: request.remove, reply }).await?))
 }
 
 async fn create_join_token(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -672,7 +690,14 @@ async fn create_join_token(State(s): State<ApiState>, body: Bytes) -> Result<Jso
     }
     let ttl = Duration::from_secs(request.ttl_seconds);
     Ok(Json(
-        ask(&s, |reply| Command::CreateJoinToken { ttl, uses: request.uses, labels: request.labels, reply }).await?,
+        ask(&s, |reply| Command::CreateJoinToken {
+            ttl,
+            uses: request.uses,
+            labels: request.labels,
+            allow_agent_labels: request.allow_agent_labels,
+            reply,
+        })
+        .await?,
     ))
 }
 

@@ -26,6 +26,11 @@ pub struct BlobStore {
     root: PathBuf,
     /// Digests being uploaded now.
     uploading: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Held by garbage collection around each removal, and by an upload
+    /// that finds its blob stored while it marks the blob as just used:
+    /// either the blob is gone before the upload looks (and is uploaded
+    /// again), or it is marked young before the collection judges it.
+    collecting: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// Releases a digest's upload slot when the upload ends, however it ends.
@@ -43,7 +48,7 @@ impl Drop for UploadGuard {
 impl BlobStore {
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root.join("tmp")).with_context(|| format!("creating {}", root.display()))?;
-        Ok(Self { root: root.to_path_buf(), uploading: Default::default() })
+        Ok(Self { root: root.to_path_buf(), uploading: Default::default(), collecting: Default::default() })
     }
 
     pub fn path(&self, digest: &str) -> Result<PathBuf> {
@@ -55,6 +60,26 @@ impl BlobStore {
 
     pub fn contains(&self, digest: &str) -> bool {
         self.path(digest).is_ok_and(|p| p.exists())
+    }
+
+    /// Whether the blob is stored, marking it as just used when it is: an
+    /// upload that finds its bytes already here skips sending them, and
+    /// the result that names them comes later. A collection that began
+    /// before this (its cut-off is older than now) keeps the blob.
+    pub fn claim_stored(&self, digest: &str) -> bool {
+        let Ok(path) = self.path(digest) else { return false };
+        let _collecting = self.collecting.lock().expect("collection lock");
+        match std::fs::File::options().append(true).open(&path) {
+            Ok(file) => file.set_modified(std::time::SystemTime::now()).is_ok() || path.exists(),
+            Err(_) => false,
+        }
+    }
+
+    /// Bytes free for unprivileged writers on the store's file system.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.root)
+            .with_context(|| format!("reading the free space of {}", self.root.display()))?;
+        Ok(u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size())))
     }
 
     /// Stores bytes held in memory; returns the digest.
@@ -81,7 +106,7 @@ impl BlobStore {
     /// How many bytes of `digest` are here: all of them when it is stored,
     /// those of an upload cut off earlier, or 0.
     pub async fn upload_offset(&self, digest: &str, size: u64) -> Result<u64> {
-        if self.contains(digest) {
+        if self.claim_stored(digest) {
             return Ok(size);
         }
         Ok(match tokio::fs::metadata(self.partial(digest)?).await {
@@ -108,7 +133,7 @@ impl BlobStore {
         }
         let partial = self.partial(digest)?;
         let _guard = self.upload_lock(digest).await?;
-        if self.contains(digest) {
+        if self.claim_stored(digest) {
             // Another upload of the same bytes finished while this one
             // waited: content-addressed, so this one is done too.
             tokio::io::copy(reader, &mut tokio::io::sink()).await.context("receiving the artifact")?;
@@ -221,9 +246,14 @@ impl BlobStore {
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().to_string();
-                let meta = entry.metadata()?;
-                let garbage = if tmp { old(&meta) } else { is_digest(&name) && !keep.contains(&name) && old(&meta) };
-                if garbage {
+                if !tmp && (!is_digest(&name) || keep.contains(&name)) {
+                    continue;
+                }
+                // Judged and removed under the lock an upload takes to
+                // mark a blob it found as used (see `claim_stored`).
+                let _collecting = self.collecting.lock().expect("collection lock");
+                let Ok(meta) = entry.metadata() else { continue };
+                if old(&meta) {
                     std::fs::remove_file(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
                     if !tmp {
                         count += 1;
@@ -286,6 +316,39 @@ mod tests {
         assert!(store.contains(&kept));
         assert!(!store.contains(&dropped));
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// The race of issue 12: a collection takes its cut-off and the list of
+    /// referenced artifacts, then an upload finds its artifact already
+    /// stored (unreferenced, old) and skips sending it; the collection must
+    /// not remove it under the result that is about to name it.
+    #[tokio::test]
+    async fn a_blob_an_upload_found_stored_outlives_a_collection_that_began_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = b"built yesterday".to_vec();
+        let digest = store.put_bytes(&data).unwrap();
+        let path = store.path(&digest).unwrap();
+        let yesterday = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        std::fs::File::options().append(true).open(&path).unwrap().set_modified(yesterday).unwrap();
+        // The collection begins: one hour's cut-off, nothing referenced.
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let keep = std::collections::HashSet::new();
+        // The upload asks, finds it, and will not send it.
+        assert_eq!(store.upload_offset(&digest, data.len() as u64).await.unwrap(), data.len() as u64);
+        store.put_stream(&digest, data.len() as u64, 0, &mut &data[..]).await.unwrap();
+        assert_eq!(store.collect_garbage(&keep, before).unwrap(), (0, 0));
+        assert!(store.contains(&digest), "the blob the upload found was collected");
+        // Without such an upload the same collection removes it.
+        std::fs::File::options().append(true).open(&path).unwrap().set_modified(yesterday).unwrap();
+        assert_eq!(store.collect_garbage(&keep, before).unwrap(), (1, data.len() as u64));
+    }
+
+    #[test]
+    fn free_space_is_read_from_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert!(store.free_bytes().unwrap() > 0);
     }
 }
 

@@ -264,6 +264,18 @@ pub struct ControllerArgs {
     /// without it unsigned plugins are accepted, signed ones still verified.
     #[arg(long)]
     pub require_signed_plugins: bool,
+    /// Slots an agent may claim at most; an agent started with more
+    /// `--slots` gets this many.
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_AGENT_SLOTS, value_name = "N")]
+    pub max_agent_slots: u32,
+    /// Bytes of artifacts one agent may have uploaded that no result of
+    /// its jobs has named yet; an upload past it is refused.
+    #[arg(long, default_value = "16GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub agent_upload_quota: u64,
+    /// Free space kept on the file system of the artifact store: an upload
+    /// that would leave less is refused.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub min_free_space: u64,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -441,6 +453,14 @@ pub enum AgentCmd {
     /// list, its live connection is closed and every later handshake is
     /// refused. The host must enroll again with a join token.
     Revoke { id: String },
+    /// Set or remove an agent's labels: `KEY=VALUE` sets, `KEY-` removes.
+    /// These (and the join token's) are the labels scheduling trusts; `os`
+    /// and `arch` are observed from the host and cannot be set.
+    Label {
+        id: String,
+        #[arg(value_name = "KEY=VALUE|KEY-", required = true)]
+        changes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -456,6 +476,10 @@ pub enum AgentTokenCmd {
         /// Labels given to agents enrolled with it (k=v,...).
         #[arg(long, value_name = "K=V,...")]
         labels: Option<String>,
+        /// Label keys an agent enrolled with it may set for itself with
+        /// `sluice-agent --labels`; other keys it claims are ignored.
+        #[arg(long, value_name = "KEY,...", value_delimiter = ',')]
+        allow_agent_labels: Vec<String>,
     },
     /// List join tokens (never their secrets).
     List,
@@ -578,6 +602,22 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
             Ok((k.trim().to_string(), v.trim().to_string()))
         })
         .collect()
+}
+
+/// `KEY=VALUE` (set) and `KEY-` (remove) arguments of `agent label`.
+pub fn parse_label_changes(changes: &[String]) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
+    let mut set = BTreeMap::new();
+    let mut remove = Vec::new();
+    for change in changes {
+        match (change.split_once('='), change.strip_suffix('-')) {
+            (Some((k, v)), _) if !k.trim().is_empty() => {
+                set.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            (None, Some(k)) if !k.trim().is_empty() => remove.push(k.trim().to_string()),
+            _ => return Err(format!("label change {change:?} must be KEY=VALUE (set) or KEY- (remove)")),
+        }
+    }
+    Ok((set, remove))
 }
 
 /// A client of the admin API.
@@ -1113,6 +1153,20 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Agent(AgentCmd::Disable { id }) => set_agent_state(&client()?, &id, "disable", json_out).await?,
         Cmd::Agent(AgentCmd::Enable { id }) => set_agent_state(&client()?, &id, "enable", json_out).await?,
         Cmd::Agent(AgentCmd::Revoke { id }) => set_agent_state(&client()?, &id, "revoke", json_out).await?,
+        Cmd::Agent(AgentCmd::Label { id, changes }) => {
+            let (set, remove) = parse_label_changes(&changes).map_err(|e| Failure::new(2, e))?;
+            let body = json!({ "set": set, "remove": remove }).to_string();
+            let out = client()?.post(&format!("/agents/{id}/labels"), body).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let labels = out["labels"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", s(v))).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default();
+                println!("agent {id} labels: {labels}");
+            }
+        }
         Cmd::AgentToken(AgentTokenCmd::List) => {
             let out = client()?.get("/agent-tokens").await?;
             if json_out {
@@ -1135,9 +1189,12 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 println!("join token {id} revoked");
             }
         }
-        Cmd::AgentToken(AgentTokenCmd::Create { ttl, uses, labels }) => {
+        Cmd::AgentToken(AgentTokenCmd::Create { ttl, uses, labels, allow_agent_labels }) => {
             let labels = parse_labels(labels.as_deref().unwrap_or("")).map_err(|e| Failure::new(2, e))?;
-            let body = json!({"ttlSeconds": ttl.as_secs(), "uses": uses, "labels": labels}).to_string();
+            let allow: Vec<String> =
+                allow_agent_labels.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+            let body = json!({"ttlSeconds": ttl.as_secs(), "uses": uses, "labels": labels, "allowAgentLabels": allow})
+                .to_string();
             let out = client()?.post("/agent-tokens", body).await?;
             if json_out {
                 print_json(&out);

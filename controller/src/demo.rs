@@ -36,6 +36,9 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         max_action_log: crate::server::DEFAULT_MAX_ACTION_LOG,
         artifact_gc_interval: crate::server::DEFAULT_ARTIFACT_GC_INTERVAL,
         require_signed_plugins: false,
+        max_agent_slots: crate::server::DEFAULT_MAX_AGENT_SLOTS,
+        agent_upload_quota: crate::server::DEFAULT_AGENT_UPLOAD_QUOTA,
+        min_free_space: crate::server::DEFAULT_MIN_FREE_SPACE,
     })
     .await?;
     let api = format!("http://{}", controller.api);

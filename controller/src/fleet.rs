@@ -29,6 +29,49 @@ pub struct FleetContext {
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// Messages that may wait for one agent to read them. An agent reads its
+/// control stream all the time; one that stops (or never starts) fills
+/// this and is disconnected, instead of growing the controller's memory.
+/// Heartbeat and log acknowledgements of a full agent (64 slots) are well
+/// under this per heartbeat.
+pub const AGENT_QUEUE: usize = 1024;
+
+/// The driver's handle on one agent's control stream: a bounded queue to
+/// the connection's writer. A full queue closes the connection.
+#[derive(Clone)]
+pub struct AgentSender {
+    tx: mpsc::Sender<ToAgent>,
+    conn: quinn::Connection,
+    agent_id: std::sync::Arc<str>,
+}
+
+impl AgentSender {
+    /// Queues a message; `false` when it cannot be (the agent is gone, or
+    /// it does not read and is disconnected now).
+    pub fn send(&self, message: ToAgent) -> bool {
+        match self.tx.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.conn.close_reason().is_none() {
+                    warn!(agent_id = %self.agent_id, "agent does not read its stream: {AGENT_QUEUE} messages wait for it; disconnecting");
+                    self.conn.close(3u32.into(), b"the agent does not read its control stream");
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A transfer an agent asks for, as the driver authorizes it.
+#[derive(Debug, Clone)]
+pub enum Transfer {
+    FetchPlugin { digest: String },
+    FetchArtifact { digest: String },
+    /// An upload, or the question of where one would start.
+    Upload { digest: String, size: u64 },
+}
+
 /// Bytes read from a blob file at a time when sending it.
 const SEND_BUFFER: usize = 1 << 20;
 
@@ -120,7 +163,8 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     let Some(FromAgent::Hello(hello)) = read_frame(&mut recv, &mut decoder).await? else {
         bail!("agent {agent_id} did not start with hello");
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<ToAgent>();
+    let (tx, mut rx) = mpsc::channel::<ToAgent>(AGENT_QUEUE);
+    let tx = AgentSender { tx, conn: conn.clone(), agent_id: agent_id.as_str().into() };
     let (reply_tx, reply_rx) = oneshot::channel();
     ctx.driver
         .send(Command::AgentConnected { agent_id: agent_id.clone(), conn_id, hello, tx, reply: reply_tx })
@@ -201,6 +245,29 @@ async fn serve_transfer(
     conn_id: u64,
 ) -> Result<()> {
     let request: StreamRequest = read_frame_exact(&mut recv).await?.context("transfer stream ended early")?;
+    let transfer = match &request {
+        StreamRequest::Logs { .. } => None,
+        StreamRequest::FetchPlugin { digest } => Some(Transfer::FetchPlugin { digest: digest.clone() }),
+        StreamRequest::FetchArtifact { digest, .. } => Some(Transfer::FetchArtifact { digest: digest.clone() }),
+        StreamRequest::UploadOffset { digest, size } | StreamRequest::PutArtifact { digest, size, .. } => {
+            Some(Transfer::Upload { digest: digest.clone(), size: *size })
+        }
+    };
+    // Only what the agent's jobs need moves; the driver keeps the books.
+    // (Log lines are checked one by one, as those of the control stream.)
+    if let Some(transfer) = transfer {
+        let (tx, rx) = oneshot::channel();
+        ctx.driver
+            .send(Command::AuthorizeTransfer { agent_id: agent_id.to_string(), conn_id, transfer, reply: tx })
+            .await?;
+        if let Err(message) = rx.await? {
+            let _ = recv.stop(1u32.into());
+            send.write_all(&encode(&StreamReply::Error { message: message.clone() })?).await?;
+            send.finish()?;
+            let _ = send.stopped().await;
+            bail!("transfer refused: {message}");
+        }
+    }
     match request {
         StreamRequest::Logs { job_id } => {
             // Each line goes to the driver as the control stream's would;

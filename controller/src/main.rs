@@ -53,6 +53,9 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         max_action_log: args.max_action_log,
         artifact_gc_interval: args.artifact_gc_interval,
         require_signed_plugins: args.require_signed_plugins,
+        max_agent_slots: args.max_agent_slots,
+        agent_upload_quota: args.agent_upload_quota,
+        min_free_space: args.min_free_space,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

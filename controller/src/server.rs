@@ -9,11 +9,13 @@
 
 mod batch;
 mod publishers;
+pub mod intake;
 mod sources;
 mod users;
 
 use crate::blobs::BlobStore;
 use crate::ca::{Ca, Revocations};
+use crate::fleet::{AgentSender, Transfer};
 use crate::engine::{
     ActionResult, ActionStatus, ArtifactRef, Dispatch, Engine, Event, Execution, ExecutionId, Notice, Trigger,
 };
@@ -141,7 +143,16 @@ pub enum Command {
     ListExecutions { name: String, limit: usize, next_token: Option<String>, reply: Reply<Value> },
     ExecutionLogs { name: String, id: String, reply: Reply<Value> },
     ListAgents { reply: Reply<Value> },
-    CreateJoinToken { ttl: Duration, uses: Option<u32>, labels: BTreeMap<String, String>, reply: Reply<Value> },
+    CreateJoinToken {
+        ttl: Duration,
+        uses: Option<u32>,
+        labels: BTreeMap<String, String>,
+        /// Label keys an agent enrolled with it may set for itself.
+        allow_agent_labels: Vec<String>,
+        reply: Reply<Value>,
+    },
+    /// `sluice agent label`: set and remove an agent's labels.
+    LabelAgent { id: String, set: BTreeMap<String, String>, remove: Vec<String>, reply: Reply<Value> },
     ListJoinTokens { reply: Reply<Value> },
     RevokeJoinToken { id: String, reply: Reply<Value> },
     /// `enabled`, `draining` (finish running work, take none) or `disabled`
@@ -157,7 +168,10 @@ pub enum Command {
     AddPublisher { name: String, public_key: String, by: String, reply: Reply<Value> },
     RemovePublisher { name: String, reply: Reply<Value> },
     Enroll { request: Box<EnrollRequest>, reply: oneshot::Sender<EnrollResponse> },
-    AgentConnected { agent_id: String, conn_id: u64, hello: Hello, tx: mpsc::UnboundedSender<ToAgent>, reply: oneshot::Sender<ToAgent> },
+    AgentConnected { agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender, reply: oneshot::Sender<ToAgent> },
+    /// May this agent, on this connection, move these bytes? Asked by the
+    /// fleet before every plugin or artifact stream.
+    AuthorizeTransfer { agent_id: String, conn_id: u64, transfer: Transfer, reply: oneshot::Sender<Result<(), String>> },
     AgentMessage { agent_id: String, conn_id: u64, message: FromAgent },
     AgentDisconnected { agent_id: String, conn_id: u64 },
     /// Time passes: give up on jobs of agents that did not come back.
@@ -207,7 +221,29 @@ pub struct ControllerConfig {
     /// Refuse `plugin push` of a component without a trusted publisher's
     /// signature (a signature that does not verify is refused anyway).
     pub require_signed_plugins: bool,
+    /// Slots an agent may claim at most; a hello asking more gets this many.
+    pub max_agent_slots: u32,
+    /// Bytes of artifacts an agent may have uploaded that no result of its
+    /// jobs has named yet.
+    pub agent_upload_quota: u64,
+    /// Bytes kept free on the artifact store's file system: an upload that
+    /// would leave less is refused.
+    pub min_free_space: u64,
 }
+
+/// Slots an agent may claim unless `--max-agent-slots` says otherwise.
+pub const DEFAULT_MAX_AGENT_SLOTS: u32 = 64;
+/// Upload quota per agent unless `--agent-upload-quota` says otherwise:
+/// four artifacts of the largest size the store takes.
+pub const DEFAULT_AGENT_UPLOAD_QUOTA: u64 = 4 * crate::blobs::MAX_ARTIFACT_BYTES;
+/// Free space kept on the artifact store unless `--min-free-space` says
+/// otherwise: room for the store's own writes and logs.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
+/// Renewals an agent may ask for in a burst, and how often one more is
+/// allowed after that (a quarter of the certificate's life, within 1 s to
+/// 60 s): an agent renews once per 70-90 % of the life, so only a rogue or
+/// broken one meets the bound, and signing is the CPU it would burn.
+const RENEWAL_BURST: u32 = 3;
 
 /// A running controller.
 pub struct Controller {
@@ -232,7 +268,12 @@ struct AgentConn {
     conn_id: u64,
     /// A draining agent finishes what it runs and takes nothing new.
     draining: bool,
-    tx: mpsc::UnboundedSender<ToAgent>,
+    tx: AgentSender,
+    /// What the agent's hello claimed; which of it counts is decided by
+    /// [`intake::effective_labels`] with the labels below.
+    claimed_labels: BTreeMap<String, String>,
+    /// The labels scheduling uses: the operator's, the observed ones and
+    /// the claims the token allows.
     labels: BTreeMap<String, String>,
     slots: u32,
     running: HashSet<String>,
@@ -247,6 +288,11 @@ struct AgentConn {
 /// A job handed to an agent.
 struct JobInfo {
     agent: String,
+    /// The plugin it runs, which its agent may fetch.
+    plugin_digest: String,
+    /// Handed back to its agent after a controller restart: artifacts it
+    /// uploaded before the restart are not in this process's books.
+    resumed_after_restart: bool,
     /// Whether the agent reported starting it.
     started: bool,
     /// As handed out, to hand out again if it never reached the agent.
@@ -357,6 +403,20 @@ struct Driver {
     batch: batch::Batch,
     /// `--require-signed-plugins`.
     require_signed_plugins: bool,
+    max_agent_slots: u32,
+    agent_upload_quota: u64,
+    min_free_space: u64,
+    /// Artifacts each agent uploaded (or found stored) that no result of
+    /// its has named yet, with their sizes: the upload quota's books, and
+    /// what its results may name.
+    uploads: HashMap<String, HashMap<String, u64>>,
+    /// Renewal allowance per agent: (tokens left, when last refilled).
+    renewals: HashMap<String, (u32, u64)>,
+    /// A test hook in debug builds only: creating this pipeline panics the
+    /// driver, to show that a panic ends the process (no input is known
+    /// to cause one; release builds have no such field).
+    #[cfg(debug_assertions)]
+    panic_on_pipeline: Option<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -437,6 +497,13 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         tokens: crate::auth::Tokens::default(),
         batch: batch::Batch::default(),
         require_signed_plugins: config.require_signed_plugins,
+        max_agent_slots: config.max_agent_slots.max(1),
+        agent_upload_quota: config.agent_upload_quota,
+        min_free_space: config.min_free_space,
+        uploads: HashMap::new(),
+        renewals: HashMap::new(),
+        #[cfg(debug_assertions)]
+        panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
     };
     driver.recover()?;
     driver.recover_sources()?;
@@ -452,7 +519,19 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let api = listener.local_addr()?;
 
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(driver.run(rx));
+    let driver_task = tokio::spawn(driver.run(rx));
+    // A panic in the driver would leave the API and the fleet talking to a
+    // dead task (every request a 500) until someone restarts the process.
+    // Exiting instead hands the restart to the supervisor, and recovery
+    // replays the last committed state.
+    tokio::spawn(async move {
+        if let Err(e) = driver_task.await
+            && e.is_panic()
+        {
+            error!("the driver panicked; exiting so that a restart recovers from the store");
+            std::process::exit(70);
+        }
+    });
     let ticks = tx.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK);
@@ -657,7 +736,7 @@ impl Driver {
             }
             for (agent_id, message) in self.outgoing.drain(..) {
                 if let Some(agent) = self.agents.get(&agent_id) {
-                    let _ = agent.tx.send(message);
+                    agent.tx.send(message);
                 }
             }
             self.tell_batched_watchers();
@@ -774,8 +853,18 @@ impl Driver {
             Command::ListAgents { reply } => {
                 let _ = reply.send(self.list_agents());
             }
-            Command::CreateJoinToken { ttl, uses, labels, reply } => {
-                let _ = reply.send(self.create_join_token(ttl, uses, labels));
+            Command::CreateJoinToken { ttl, uses, labels, allow_agent_labels, reply } => {
+                let _ = reply.send(self.create_join_token(ttl, uses, labels, allow_agent_labels));
+            }
+            Command::LabelAgent { id, set, remove, reply } => {
+                let _ = reply.send(self.label_agent(&id, set, remove));
+            }
+            Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
+                let answer = self.authorize_transfer(&agent_id, conn_id, &transfer);
+                if let Err(why) = &answer {
+                    warn!(%agent_id, ?transfer, "transfer refused: {why}");
+                }
+                let _ = reply.send(answer);
             }
             Command::ListJoinTokens { reply } => {
                 let _ = reply.send(self.list_join_tokens());
@@ -874,6 +963,10 @@ impl Driver {
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         let name = decl.pipeline.name.clone();
+        #[cfg(debug_assertions)]
+        if self.panic_on_pipeline.as_ref() == Some(&name) {
+            panic!("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE: pipeline {name}");
+        }
         if self.store.pipeline(&name, None)?.is_some() {
             return Err(ApiError::Conflict(format!("pipeline \"{name}\" already exists")));
         }
@@ -1029,11 +1122,11 @@ impl Driver {
                 diagnostics: vec![],
             });
         }
-        if let Some((action, _)) = revisions.iter().find(|(_, r)| r.trim().is_empty() || r.len() > 256) {
-            return Err(ApiError::Invalid {
-                message: format!("the revision for \"{action}\" must be 1 to 256 characters"),
+        for (action, revision) in &revisions {
+            intake::check_revision(revision).map_err(|e| ApiError::Invalid {
+                message: format!("the revision for \"{action}\": {e}"),
                 diagnostics: vec![],
-            });
+            })?;
         }
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
         self.engine
@@ -1254,9 +1347,17 @@ impl Driver {
         ttl: Duration,
         uses: Option<u32>,
         labels: BTreeMap<String, String>,
+        allow_agent_labels: Vec<String>,
     ) -> Result<Value, ApiError> {
+        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
         if uses == Some(0) {
-            return Err(ApiError::Invalid { message: "--uses must be at least 1".into(), diagnostics: vec![] });
+            return Err(invalid("--uses must be at least 1".into()));
+        }
+        for (key, value) in &labels {
+            intake::check_label(key, value).map_err(invalid)?;
+        }
+        for key in &allow_agent_labels {
+            intake::check_label(key, "").map_err(|e| invalid(format!("--allow-agent-labels: {e}")))?;
         }
         let secret = hex::encode(rand::random::<[u8; 24]>());
         let now = now_ms();
@@ -1268,6 +1369,7 @@ impl Driver {
             expires_at: now + ttl.as_millis() as u64,
             created_at: now,
             revoked: false,
+            allow_agent_labels,
         };
         self.commit(vec![Change::JoinToken(record.clone())])?;
         let token = sluice_protocol::JoinToken { ca_fingerprint: self.ca.fingerprint().to_string(), secret };
@@ -1277,7 +1379,40 @@ impl Driver {
             "expires": views::time(record.expires_at),
             "uses": record.uses_left,
             "labels": record.labels,
+            "allowAgentLabels": record.allow_agent_labels,
         }))
+    }
+
+    /// `sluice agent label ID k=v ... k-`: the operator's labels of an
+    /// agent, kept in the store and applied to its live connection at once
+    /// (work already running stays where it is).
+    fn label_agent(&mut self, id: &str, set: BTreeMap<String, String>, remove: Vec<String>) -> Result<Value, ApiError> {
+        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
+        for (key, value) in &set {
+            intake::check_label(key, value).map_err(invalid)?;
+        }
+        if let Some(key) = remove.iter().find(|k| set.contains_key(*k)) {
+            return Err(invalid(format!("label {key:?} is both set and removed")));
+        }
+        let mut record =
+            self.store.agent(id)?.ok_or_else(|| ApiError::NotFound(format!("agent {id} does not exist")))?;
+        if let Some(key) = remove.iter().find(|k| intake::OBSERVED_LABELS.contains(&k.as_str())) {
+            return Err(invalid(format!("label {key:?} is observed from the agent's host and cannot be removed")));
+        }
+        for key in &remove {
+            record.labels.remove(key);
+        }
+        record.labels.extend(set);
+        self.commit(vec![Change::Agent(record.clone())])?;
+        if let Some(agent) = self.agents.get_mut(id) {
+            let (labels, _) = intake::effective_labels(&agent.claimed_labels, &record.labels, &record.allow_agent_labels);
+            agent.labels = labels;
+        }
+        info!(agent = %id, labels = ?record.labels, "agent labels changed");
+        // New labels may make waiting work runnable.
+        self.commit(Vec::new())?;
+        let live = self.agents.get(id).map(|a| a.labels.clone());
+        Ok(json!({ "id": id, "labels": live.unwrap_or(record.labels.clone()), "assigned": record.labels }))
     }
 
     /// Registers `provider@version` from the plugin's own `describe()`. The
@@ -1389,6 +1524,7 @@ impl Driver {
                     "state": state,
                     "usesLeft": t.uses_left,
                     "labels": t.labels,
+                    "allowAgentLabels": t.allow_agent_labels,
                     "created": views::time(t.created_at),
                     "expires": views::time(t.expires_at),
                 })
@@ -1473,24 +1609,20 @@ impl Driver {
         token.uses_left = token.uses_left.map(|n| n - 1);
         let agent = AgentRecord {
             id: agent_id.clone(),
-            hostname: request.hostname.clone(),
+            hostname: intake::clean_text(&request.hostname, 253, intake::Lines::Joined),
             labels: token.labels.clone(),
             cert_serial: serial,
             enrolled_at: now_ms(),
             state: "enabled".into(),
+            allow_agent_labels: token.allow_agent_labels.clone(),
         };
+        let hostname = agent.hostname.clone();
         self.commit(vec![Change::JoinToken(token.clone()), Change::Agent(agent)])?;
-        info!(%agent_id, token = %token.id, hostname = %request.hostname, "agent enrolled");
+        info!(%agent_id, token = %token.id, %hostname, "agent enrolled");
         Ok(EnrollResponse::Enrolled { agent_id, cert_pem, ca_pem: self.ca.cert_pem().to_string(), labels: token.labels })
     }
 
-    fn agent_connected(
-        &mut self,
-        agent_id: String,
-        conn_id: u64,
-        hello: Hello,
-        tx: mpsc::UnboundedSender<ToAgent>,
-    ) -> ToAgent {
+    fn agent_connected(&mut self, agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender) -> ToAgent {
         if hello.protocol_version != PROTOCOL_VERSION {
             return ToAgent::Refused {
                 reason: format!(
@@ -1516,12 +1648,17 @@ impl Driver {
         if self.agents.contains_key(&agent_id) {
             self.agent_disconnected(&agent_id, self.agents[&agent_id].conn_id);
         }
-        // The labels of the join token are the operator's and win over
-        // what the agent says about itself.
-        let mut labels = hello.labels.clone();
-        labels.extend(record.labels.clone());
+        // The operator's labels (token and `agent label`), the observed
+        // `os` and `arch`, and only those claims the token allows.
+        let (labels, ignored) = intake::effective_labels(&hello.labels, &record.labels, &record.allow_agent_labels);
+        if !ignored.is_empty() {
+            warn!(%agent_id, claimed = %ignored.join(","), "labels the agent claims for itself that its join token does not allow: ignored");
+        }
+        let slots = hello.slots.clamp(1, self.max_agent_slots);
+        if hello.slots > self.max_agent_slots {
+            warn!(%agent_id, asked = hello.slots, slots, "the agent asks for more slots than --max-agent-slots: capped");
+        }
         let reported: HashSet<String> = hello.running.iter().cloned().collect();
-        let mut running = HashSet::new();
         let now = now_ms();
         // Jobs it had before the drop: those it still runs carry on under
         // a renewed lease. The same process without a job never got it
@@ -1532,6 +1669,7 @@ impl Driver {
         let (kept, gone): (Vec<String>, Vec<String>) =
             self.jobs_of(&agent_id).into_iter().partition(|j| reported.contains(j));
         let until = self.lease_until(now);
+        let mut running = HashSet::new();
         for job_id in kept {
             if let Some(job) = self.jobs.get_mut(&job_id) {
                 job.lease_until = until;
@@ -1547,16 +1685,18 @@ impl Driver {
         }
         self.instances.insert(agent_id.clone(), hello.instance);
         self.lose_jobs(now, gone, &format!("agent {agent_id} lost: it came back without the action (it was restarted)"));
-        // After a controller restart, actions waiting to be handed out
-        // again may still be running on this agent: give them back to it
-        // under their new lease, instead of starting them twice. Those
-        // assigned to it that it no longer has are lost.
+        // After a controller restart, actions that were assigned to this
+        // agent and that it still runs go back to it under their new lease,
+        // instead of starting twice. Only its own: a job id it lists that
+        // was never assigned to it (another agent's, or one not handed out
+        // yet) gives it nothing. Those assigned to it that it no longer
+        // has are lost.
         let mut resumed = Vec::new();
         let mut forgotten = Vec::new();
         let mut never_received = Vec::new();
         self.pending.retain(|d| {
             let assigned_here = d.assigned.as_deref() == Some(agent_id.as_str());
-            if reported.contains(&d.job_id) && (assigned_here || d.assigned.is_none()) {
+            if reported.contains(&d.job_id) && assigned_here {
                 resumed.push(d.clone());
                 false
             } else if assigned_here && d.started && self.restored.contains_key(&d.job_id) {
@@ -1572,6 +1712,15 @@ impl Driver {
                 true
             }
         });
+        let resumable: HashSet<&str> = resumed.iter().map(|d| d.job_id.as_str()).collect();
+        let foreign: Vec<&String> =
+            reported.iter().filter(|j| !running.contains(*j) && !resumable.contains(j.as_str())).collect();
+        if !foreign.is_empty() {
+            // Either jobs that ended while it was away (the controller has
+            // their results) or ids it has no claim to: nothing is handed over.
+            let shown: Vec<String> = foreign.iter().take(8).map(|j| intake::clean_text(j, 80, intake::Lines::Joined)).collect();
+            warn!(%agent_id, jobs = %shown.join(","), "the agent lists jobs it does not hold: refused");
+        }
         for job_id in resumed.iter().chain(&forgotten).map(|d| &d.job_id).chain(&never_received) {
             self.restored.remove(job_id);
         }
@@ -1586,17 +1735,28 @@ impl Driver {
                 conn_id,
                 draining: record.state == AgentState::Draining.as_str(),
                 tx,
+                claimed_labels: hello.labels.clone(),
                 labels,
-                slots: hello.slots.max(1),
+                slots,
                 running,
                 hostname: record.hostname,
                 last_heard: now,
-                plugins: hello.plugins.iter().cloned().collect(),
+                plugins: hello.plugins.iter().filter(|d| sluice_runtime::is_digest(d)).take(4096).cloned().collect(),
             },
         );
         for dispatch in resumed {
-            if let Err(message) = self.hand_out(&agent_id, &dispatch) {
-                self.refuse(now, dispatch, message);
+            match self.hand_out(&agent_id, &dispatch, HandOut::Resume) {
+                Ok(()) => {}
+                Err(Refusal::Ineligible(why)) => {
+                    // It runs there, but may no longer: stop it there, and
+                    // the action goes to an agent that may take it.
+                    warn!(agent = %agent_id, job = %dispatch.job_id, "not giving the job back: {why}");
+                    if let Some(agent) = self.agents.get(&agent_id) {
+                        agent.tx.send(ToAgent::Cancel { job_id: dispatch.job_id.clone() });
+                    }
+                    self.pending.push_back(dispatch);
+                }
+                Err(Refusal::Impossible(message)) => self.refuse(now, dispatch, message),
             }
         }
         info!(%agent_id, "agent ready");
@@ -1614,6 +1774,11 @@ impl Driver {
             FromAgent::Hello(_) => {}
             FromAgent::PollResult { poll_id, result } => self.poll_result(agent_id, &poll_id, result),
             FromAgent::RenewCertificate { csr_pem } => {
+                if let Err(why) = self.take_renewal(agent_id, now) {
+                    warn!(%agent_id, "certificate renewal refused: {why}");
+                    self.agents[agent_id].tx.send(ToAgent::RenewalRefused { reason: why });
+                    return;
+                }
                 let answer = match self.renew(agent_id, &csr_pem) {
                     Ok(cert_pem) => ToAgent::Renewed { cert_pem },
                     Err(e) => {
@@ -1621,7 +1786,7 @@ impl Driver {
                         ToAgent::RenewalRefused { reason: format!("{e:#}") }
                     }
                 };
-                let _ = self.agents[agent_id].tx.send(answer);
+                self.agents[agent_id].tx.send(answer);
             }
             FromAgent::Heartbeat { running } => {
                 // A heartbeat renews the lease of every job it reports.
@@ -1667,6 +1832,8 @@ impl Driver {
                 } else {
                     return;
                 };
+                // Inert text for the store, the API and terminals.
+                let text = intake::clean_text(&text, intake::LOG_TEXT_MAX_CHARS, intake::Lines::Kept);
                 let line = LogLine { job_id: job_id.clone(), execution_id: job.execution_id.clone(), seq, text };
                 let event = json!({
                     "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id, "jobId": job_id,
@@ -1689,10 +1856,41 @@ impl Driver {
                     return;
                 };
                 let lease_epoch = job.lease_epoch;
+                // Checked against what the action declared and what this
+                // agent uploaded; a result that cannot stand fails the action.
+                let declared: Vec<OutputSpec> = job
+                    .dispatch
+                    .outputs
+                    .iter()
+                    .map(|(name, files)| OutputSpec { name: name.clone(), files: files.clone() })
+                    .collect();
+                let mut result = intake::clean_result(result, &declared);
+                if let JobResult::Succeeded { outputs, .. } = &result
+                    && let Some(bad) = outputs.iter().find(|o| !self.may_name(agent_id, job, &o.digest))
+                {
+                    let message = format!(
+                        "the agent's result was refused: output artifact {:?} ({}) was not uploaded by agent {agent_id}",
+                        bad.name, bad.digest
+                    );
+                    result = JobResult::Failed { message, retryable: false };
+                }
+                if let JobResult::Failed { message, .. } = &result
+                    && message.starts_with("the agent's result was refused")
+                {
+                    warn!(%agent_id, %job_id, "{message}");
+                }
+                if let JobResult::Succeeded { outputs, .. } = &result
+                    && let Some(uploads) = self.uploads.get_mut(agent_id)
+                {
+                    for output in outputs {
+                        uploads.remove(&output.digest);
+                    }
+                }
                 self.jobs.remove(&job_id);
                 if let Some(agent) = self.agents.get_mut(agent_id) {
                     agent.running.remove(&job_id);
                 }
+                self.settle_uploads(agent_id);
                 let result = match result {
                     JobResult::Succeeded { summary, output_variables, external_url, outputs } => ActionResult::Succeeded {
                         summary,
@@ -1709,6 +1907,96 @@ impl Driver {
                 let _ = self.commit(Vec::new());
                 // Only once the result is durable may the agent forget it.
                 self.after_commit(agent_id, ack);
+            }
+        }
+    }
+
+    /// Whether a result of `job` may name the artifact `digest`: one its
+    /// agent uploaded (or found stored) since it took work, or, for a job
+    /// given back after a controller restart, one the store has.
+    fn may_name(&self, agent_id: &str, job: &JobInfo, digest: &str) -> bool {
+        self.uploads.get(agent_id).is_some_and(|u| u.contains_key(digest))
+            || (job.resumed_after_restart && self.artifacts.contains(digest))
+    }
+
+    /// Forgets an agent's upload books once it holds no job: what it
+    /// uploaded and no result named is garbage for the collector.
+    fn settle_uploads(&mut self, agent_id: &str) {
+        if !self.jobs.values().any(|j| j.agent == agent_id) {
+            self.uploads.remove(agent_id);
+        }
+    }
+
+    /// Takes one renewal from the agent's allowance ([`RENEWAL_BURST`],
+    /// then one per a quarter of the certificate's life, 1 s to 60 s).
+    fn take_renewal(&mut self, agent_id: &str, now: u64) -> Result<(), String> {
+        let every = (self.agent_cert_lifetime / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let every = every.as_millis() as u64;
+        let (tokens, since) = self.renewals.entry(agent_id.to_string()).or_insert((RENEWAL_BURST, now));
+        let earned = (now.saturating_sub(*since) / every) as u32;
+        if earned > 0 {
+            *tokens = (*tokens + earned).min(RENEWAL_BURST);
+            *since += u64::from(earned) * every;
+        }
+        if *tokens == 0 {
+            let wait = (*since + every).saturating_sub(now).div_ceil(1000);
+            return Err(format!("agent {agent_id} asks for renewals too often: the next is allowed in {wait}s"));
+        }
+        *tokens -= 1;
+        Ok(())
+    }
+
+    /// May `agent_id`, connected as `conn_id`, move these bytes? It may
+    /// fetch the plugin and the input artifacts of jobs it holds (and the
+    /// plugin of a poll it was handed), and upload while it holds a job
+    /// that declares output artifacts, within its quota and the store's
+    /// free-space floor. An upload granted is booked against the quota.
+    fn authorize_transfer(&mut self, agent_id: &str, conn_id: u64, transfer: &Transfer) -> Result<(), String> {
+        if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
+            return Err(format!("agent {agent_id} is not connected on this connection"));
+        }
+        let held = || self.jobs.values().filter(|j| j.agent == agent_id);
+        match transfer {
+            Transfer::FetchPlugin { digest } => {
+                if held().any(|j| &j.plugin_digest == digest) || self.polls_plugin(agent_id, digest) {
+                    Ok(())
+                } else {
+                    Err(format!("plugin {digest} belongs to no job or poll agent {agent_id} holds"))
+                }
+            }
+            Transfer::FetchArtifact { digest } => {
+                if held().any(|j| j.dispatch.inputs.iter().any(|(_, a)| &a.digest == digest)) {
+                    Ok(())
+                } else {
+                    Err(format!("artifact {digest} is an input of no job agent {agent_id} holds"))
+                }
+            }
+            Transfer::Upload { digest, size } => {
+                if !held().any(|j| !j.dispatch.outputs.is_empty()) {
+                    return Err(format!("agent {agent_id} holds no job that declares output artifacts"));
+                }
+                let booked = self.uploads.get(agent_id);
+                if booked.is_some_and(|u| u.contains_key(digest)) {
+                    return Ok(());
+                }
+                let used: u64 = booked.map(|u| u.values().sum()).unwrap_or(0);
+                if used.saturating_add(*size) > self.agent_upload_quota {
+                    return Err(format!(
+                        "agent {agent_id}'s upload quota is used up: {used} bytes uploaded that no result named yet,                          {size} more asked, {} allowed (--agent-upload-quota)",
+                        self.agent_upload_quota
+                    ));
+                }
+                if !self.artifacts.contains(digest) {
+                    let free = self.artifacts.free_bytes().map_err(|e| format!("{e:#}"))?;
+                    if free.saturating_sub(*size) < self.min_free_space {
+                        return Err(format!(
+                            "the controller's artifact store has {free} bytes free; an artifact of {size} bytes would                              leave less than the {} kept free (--min-free-space)",
+                            self.min_free_space
+                        ));
+                    }
+                }
+                self.uploads.entry(agent_id.to_string()).or_default().insert(digest.clone(), *size);
+                Ok(())
             }
         }
     }
@@ -1936,6 +2224,7 @@ impl Driver {
                 if let Some(agent) = self.agents.get_mut(&job.agent) {
                     agent.running.remove(&job_id);
                 }
+                self.settle_uploads(&job.agent);
                 self.engine.handle(
                     now,
                     Event::ActionLost { job_id, lease_epoch: job.lease_epoch, reason: reason.to_string() },
@@ -2000,9 +2289,10 @@ impl Driver {
                 skipped.push(dispatch);
                 continue;
             };
-            match self.hand_out(&agent_id, &dispatch) {
+            match self.hand_out(&agent_id, &dispatch, HandOut::New) {
                 Ok(()) => free = self.has_free_slot(),
-                Err(reason) => refused.push((dispatch, reason)),
+                Err(Refusal::Ineligible(_)) => skipped.push(dispatch),
+                Err(Refusal::Impossible(reason)) => refused.push((dispatch, reason)),
             }
         }
         // The skipped ones go back to the front in their order.
@@ -2024,10 +2314,29 @@ impl Driver {
         self.agents.values().any(|a| !a.draining && (a.running.len() as u32) < a.slots)
     }
 
+    /// Whether `agent_id` may take `dispatch` now: connected (a disabled
+    /// or revoked agent never is), its labels matching the action's
+    /// `agentLabels`, a free slot, and not draining unless it is given back
+    /// a job it already runs. Asked at every hand-out, whoever chose the agent.
+    fn may_take(&self, agent_id: &str, dispatch: &Dispatch, kind: HandOut) -> Result<(), String> {
+        let agent = self.agents.get(agent_id).ok_or_else(|| format!("agent {agent_id} is not connected"))?;
+        if agent.draining && kind == HandOut::New {
+            return Err(format!("agent {agent_id} is draining"));
+        }
+        if agent.running.len() as u32 >= agent.slots {
+            return Err(format!("agent {agent_id} has no free slot ({} of {})", agent.running.len(), agent.slots));
+        }
+        if let Some((k, v)) = dispatch.agent_labels.iter().find(|(k, v)| agent.labels.get(*k) != Some(*v)) {
+            return Err(format!("agent {agent_id} does not have the label {k}={v} the action asks for"));
+        }
+        Ok(())
+    }
+
     /// Books a dispatch on an agent and records the assignment in the
     /// engine; the job is sent once that is committed.
-    fn hand_out(&mut self, agent_id: &str, dispatch: &Dispatch) -> Result<(), String> {
-        let spec = self.job_spec(dispatch)?;
+    fn hand_out(&mut self, agent_id: &str, dispatch: &Dispatch, kind: HandOut) -> Result<(), Refusal> {
+        self.may_take(agent_id, dispatch, kind).map_err(Refusal::Ineligible)?;
+        let spec = self.job_spec(dispatch).map_err(Refusal::Impossible)?;
         let now = now_ms();
         let lease_until = self.lease_until(now);
         // A job given back after a restart goes on with the log it has.
@@ -2035,7 +2344,7 @@ impl Driver {
             Some(_) => self
                 .store
                 .log_position(&dispatch.execution_id.0, &dispatch.job_id, LOG_TRUNCATED)
-                .map_err(|e| format!("reading the stored log: {e:#}"))?,
+                .map_err(|e| Refusal::Impossible(format!("reading the stored log: {e:#}")))?,
             None => (None, 0, false),
         };
         let agent = self.agents.get_mut(agent_id).expect("a connected agent");
@@ -2045,6 +2354,8 @@ impl Driver {
             dispatch.job_id.clone(),
             JobInfo {
                 agent: agent_id.to_string(),
+                plugin_digest: spec.plugin.digest.clone(),
+                resumed_after_restart: kind == HandOut::Resume,
                 started: dispatch.started,
                 dispatch: dispatch.clone(),
                 execution_id: dispatch.execution_id.0.clone(),
@@ -2101,6 +2412,22 @@ impl Driver {
             timeout_ms: d.timeout_ms,
         })
     }
+}
+
+/// Whether a hand-out is new work or a job given back to the agent that
+/// already runs it (after a controller restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandOut {
+    New,
+    Resume,
+}
+
+/// Why a dispatch was not handed to an agent.
+enum Refusal {
+    /// Not to this agent now: the dispatch waits for another.
+    Ineligible(String),
+    /// To no agent ever (e.g. its plugin is not registered): the action fails.
+    Impossible(String),
 }
 
 fn log_notice(n: &Notice) {

@@ -30,11 +30,15 @@ pub struct PipelineRecord {
 pub struct AgentRecord {
     pub id: String,
     pub hostname: String,
+    /// Set by its join token and by operators (`sluice agent label`).
     pub labels: BTreeMap<String, String>,
     pub cert_serial: String,
     pub enrolled_at: u64,
     /// `enabled`, `draining` or `disabled`.
     pub state: String,
+    /// Label keys the agent may set for itself (from its join token).
+    #[serde(default)]
+    pub allow_agent_labels: Vec<String>,
 }
 
 /// A join token; only the sha256 of its secret is kept.
@@ -47,6 +51,9 @@ pub struct JoinTokenRecord {
     pub expires_at: u64,
     pub created_at: u64,
     pub revoked: bool,
+    /// Label keys agents enrolled with it may set for themselves.
+    #[serde(default)]
+    pub allow_agent_labels: Vec<String>,
 }
 
 /// A registered plugin version.

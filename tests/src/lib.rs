@@ -7,6 +7,8 @@
 //! let out = cluster.sluice(&["pipeline", "list"]);
 //! ```
 
+pub mod rogue;
+
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,7 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
 pub struct ClusterBuilder {
     agents: Vec<Vec<String>>,
     controller_args: Vec<String>,
+    controller_env: Vec<(String, String)>,
     agent_args: Vec<String>,
 }
 
@@ -71,6 +74,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// An environment variable for `sluice controller`.
+    pub fn controller_env(mut self, key: &str, value: &str) -> Self {
+        self.controller_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn start(self) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("sluice-cluster").tempdir()?;
         let mut cluster = Cluster {
@@ -80,6 +89,7 @@ impl ClusterBuilder {
             fleet: String::new(),
             token: String::new(),
             controller_args: self.controller_args,
+            controller_env: self.controller_env,
             agent_args: self.agent_args,
             dir,
         };
@@ -100,6 +110,7 @@ pub struct Cluster {
     pub fleet: String,
     pub token: String,
     controller_args: Vec<String>,
+    controller_env: Vec<(String, String)>,
     agent_args: Vec<String>,
     pub dir: tempfile::TempDir,
 }
@@ -107,7 +118,7 @@ pub struct Cluster {
 impl Cluster {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> ClusterBuilder {
-        ClusterBuilder { agents: Vec::new(), controller_args: Vec::new(), agent_args: Vec::new() }
+        ClusterBuilder { agents: Vec::new(), controller_args: Vec::new(), controller_env: Vec::new(), agent_args: Vec::new() }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -125,6 +136,7 @@ impl Cluster {
             .args(["controller", "--api", "127.0.0.1:0", "--fleet", &fleet, "--data-dir"])
             .arg(&data)
             .args(&self.controller_args)
+            .envs(self.controller_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -145,6 +157,14 @@ impl Cluster {
         self.controller.as_ref().map(Child::id)
     }
 
+    /// How the controller exited, if it has (it is then forgotten, and
+    /// [`Cluster::start_controller`] may start it again).
+    pub fn controller_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.controller.as_mut()?.try_wait().ok().flatten()?;
+        self.controller = None;
+        Some(status)
+    }
+
     /// Kills the controller with SIGKILL: nothing gets to clean up.
     pub fn kill_controller(&mut self) {
         if let Some(mut c) = self.controller.take() {
@@ -159,9 +179,21 @@ impl Cluster {
 
     /// A join token; `uses` None means unlimited.
     pub fn join_token(&self, uses: Option<u32>) -> Result<String> {
+        self.join_token_with(uses, &[], &[])
+    }
+
+    /// A join token giving its agents `labels` (`k=v`) and letting them set
+    /// the label keys `allow` for themselves.
+    pub fn join_token_with(&self, uses: Option<u32>, labels: &[&str], allow: &[&str]) -> Result<String> {
         let mut args = vec!["agent-token".to_string(), "create".into(), "--ttl".into(), "1h".into()];
         if let Some(n) = uses {
             args.extend(["--uses".into(), n.to_string()]);
+        }
+        if !labels.is_empty() {
+            args.extend(["--labels".into(), labels.join(",")]);
+        }
+        if !allow.is_empty() {
+            args.extend(["--allow-agent-labels".into(), allow.join(",")]);
         }
         let out = self.sluice(&args.iter().map(String::as_str).collect::<Vec<_>>());
         if !out.status.success() {
@@ -170,10 +202,12 @@ impl Cluster {
         Ok(String::from_utf8(out.stdout)?.trim().to_string())
     }
 
-    /// Starts an agent process that enrolls with a fresh single-use token,
-    /// and waits until the controller lists it as connected.
+    /// Starts an agent process that enrolls with a fresh single-use token
+    /// carrying `labels` (labels an agent claims for itself count only
+    /// where its token allows), and waits until the controller lists it as
+    /// connected.
     pub fn add_agent(&mut self, labels: &[&str]) -> Result<String> {
-        let token = self.join_token(Some(1))?;
+        let token = self.join_token_with(Some(1), labels, &[])?;
         let n = self.agents.len();
         let dir = self.dir.path().join(format!("agent-{n}"));
         let child = self.spawn_agent(&dir, Some(&token), labels)?;

@@ -28,6 +28,8 @@ pub(super) struct InFlightPoll {
     pipeline: String,
     action: String,
     agent: String,
+    /// The source plugin it runs, which that agent may fetch.
+    plugin_digest: String,
     sent_at: u64,
 }
 
@@ -58,8 +60,11 @@ fn jittered(interval_ms: u64) -> u64 {
     interval_ms - spread + rand::random_range(0..=2 * spread)
 }
 
+/// The first characters of a revision id, cut by characters: a revision
+/// reported by an agent or a webhook is checked, but a cut must never
+/// panic whatever it is given.
 fn short(revision: &str) -> &str {
-    &revision[..revision.len().min(SHORT)]
+    revision.char_indices().nth(SHORT).map_or(revision, |(at, _)| &revision[..at])
 }
 
 /// The branch a `git`-like source action fetches (for pipelines without
@@ -200,10 +205,17 @@ impl Driver {
             secrets,
             timeout_ms: POLL_TIMEOUT.as_millis() as u64 - 5_000,
         };
-        let _ = self.agents[&agent_id].tx.send(ToAgent::Poll(Box::new(spec)));
+        let digest = spec.plugin.digest.clone();
+        self.agents[&agent_id].tx.send(ToAgent::Poll(Box::new(spec)));
         self.sources.in_flight.insert(
             poll_id.clone(),
-            InFlightPoll { pipeline: pipeline.to_string(), action: action.to_string(), agent: agent_id, sent_at: now },
+            InFlightPoll {
+                pipeline: pipeline.to_string(),
+                action: action.to_string(),
+                agent: agent_id,
+                plugin_digest: digest,
+                sent_at: now,
+            },
         );
         Ok(Some(poll_id))
     }
@@ -218,12 +230,25 @@ impl Driver {
         state.busy = None;
         state.last_polled_at = Some(now);
         state.next_at = now + jittered(state.interval_ms);
-        let revision = match result {
+        // What the agent says is checked before it names a revision or
+        // reaches the store: a revision id that could pass for an option or
+        // is not printable starts nothing.
+        let revision = match result.and_then(|r| match intake::check_revision(&r.id) {
+            Ok(()) => Ok(r),
+            Err(e) => {
+                warn!(%agent_id, %pipeline, %action, "poll answer refused: {e}");
+                Err(format!("agent {agent_id} reported an invalid revision: {e}"))
+            }
+        }) {
             Ok(r) => {
                 state.last_error = None;
-                r
+                PolledRevision {
+                    summary: intake::clean_text(&r.summary, intake::SUMMARY_MAX_CHARS, intake::Lines::Joined),
+                    ..r
+                }
             }
             Err(e) => {
+                let e = intake::clean_text(&e, intake::MESSAGE_MAX_CHARS, intake::Lines::Joined);
                 warn!(%pipeline, %action, "poll failed: {e}");
                 state.last_error = Some(e);
                 return;
@@ -246,6 +271,11 @@ impl Driver {
         }
     }
 
+    /// Whether a poll handed to `agent_id` runs the plugin `digest`.
+    pub(super) fn polls_plugin(&self, agent_id: &str, digest: &str) -> bool {
+        self.sources.in_flight.values().any(|p| p.agent == agent_id && p.plugin_digest == digest)
+    }
+
     /// A source revision was reported for some source actions of a
     /// pipeline: start one execution pinning it, unless it was seen before.
     pub(super) fn source_changed(
@@ -256,6 +286,7 @@ impl Driver {
         trigger: Trigger,
         from_poll: bool,
     ) -> Result<Reported, ApiError> {
+        intake::check_revision(revision).map_err(|message| ApiError::Invalid { message, diagnostics: vec![] })?;
         let mut unseen = Vec::new();
         let mut seen_by = None;
         for action in actions {

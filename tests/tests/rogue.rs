@@ -1,0 +1,457 @@
+//! An enrolled agent turned hostile, against a real controller: a real
+//! QUIC client holding a valid certificate (`sluice_tests::rogue`) sends
+//! crafted frames, and every one is refused and logged while a real agent
+//! keeps running a real pipeline through the same controller. Also: seeded
+//! arbitrary messages from an enrolled agent leave the controller serving,
+//! and a panic in the driver ends the controller's process. Build the
+//! binaries first: `cargo build --workspace --bins`.
+
+use serde_json::Value;
+use sluice_protocol::{FromAgent, JobResult, PolledRevision, ProducedArtifact, StreamReply, StreamRequest, ToAgent};
+use sluice_tests::rogue::{self, Claims, Rogue, Window};
+use sluice_tests::{Cluster, WAIT, make_repo, output_text, wait_until};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Source (git) and Build (shell) actions, both for agents labelled by
+/// their operator `role=build`; no polling.
+fn real_pipeline(name: &str, repo: &Path) -> String {
+    format!(
+        r#"{{"pipeline": {{"name": "{name}", "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout", "pollIntervalSeconds": 0,
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}"}}, "outputArtifacts": [{{"name": "src"}}],
+     "capabilities": {{"exec": ["git"]}}, "agentLabels": {{"role": "build"}}}}]}},
+  {{"name": "Build", "actions": [{{"name": "Work",
+     "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+     "configuration": {{"Commands": "cat README"}}, "inputArtifacts": [{{"name": "src"}}],
+     "capabilities": {{"exec": ["sh"]}}, "agentLabels": {{"role": "build"}}}}]}}]}}}}"#,
+        repo = repo.display()
+    )
+}
+
+/// One git source action for agents with `labels`, polled every
+/// `interval` seconds, and a stage after it.
+fn source_pipeline(name: &str, repo: &Path, labels: &str, interval: u32) -> String {
+    format!(
+        r#"{{"pipeline": {{"name": "{name}", "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout", "pollIntervalSeconds": {interval},
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}"}}, "outputArtifacts": [{{"name": "src"}}],
+     "capabilities": {{"exec": ["git"]}}, "agentLabels": {labels}}}]}},
+  {{"name": "Approve", "actions": [{{"name": "Ok",
+     "actionTypeId": {{"category": "Approval", "owner": "Sluice", "provider": "manual", "version": "1"}}}}]}}]}}}}"#,
+        repo = repo.display()
+    )
+}
+
+fn create(cluster: &Cluster, name: &str, declaration: &str) -> String {
+    let file = cluster.dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, declaration).unwrap();
+    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["pipelineExecutionId"].as_str().unwrap().to_string()
+}
+
+fn execution_end(cluster: &Cluster, pipeline: &str, id: &str) -> Value {
+    wait_until(&format!("execution {id} to end"), WAIT, || {
+        let e = cluster.sluice_json(&["execution", "get", pipeline, id]).ok()?;
+        let status = e["pipelineExecution"]["status"].as_str()?;
+        (status != "InProgress" && status != "Stopping").then_some(e)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()))
+}
+
+/// Runs the real pipeline once more and asserts it succeeds.
+fn real_run_succeeds(cluster: &Cluster) -> Value {
+    let out = cluster.sluice(&["pipeline", "start", "real", "--output", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["pipelineExecutionId"].as_str().unwrap().to_string();
+    let e = execution_end(cluster, "real", &id);
+    assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e:#}\n{}", cluster.controller_log());
+    e
+}
+
+fn agent(cluster: &Cluster, id: &str) -> Value {
+    cluster.agents_json().unwrap().into_iter().find(|a| a["id"] == id).unwrap_or_else(|| panic!("no agent {id}"))
+}
+
+fn log_has(cluster: &Cluster, what: &str) {
+    wait_until(&format!("the controller to log {what:?}"), WAIT, || cluster.controller_log().contains(what).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()));
+}
+
+fn refusal(reply: StreamReply) -> String {
+    match reply {
+        StreamReply::Error { message } => message,
+        StreamReply::Ok { size } => panic!("the controller granted it ({size} bytes)"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
+    let mut cluster = tokio::task::block_in_place(|| {
+        Cluster::new().controller_args(&["--agent-upload-quota", "64KiB"]).agent(&["role=build"]).start()
+    })
+    .unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "hello\n")]);
+    let (src, shell_digest, waiting) = tokio::task::block_in_place(|| {
+        let id = create(&cluster, "real", &real_pipeline("real", &repo));
+        let e = execution_end(&cluster, "real", &id);
+        assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e:#}");
+        let src = e["stages"][0]["actions"][0]["outputArtifacts"][0]["digest"].as_str().unwrap().to_string();
+        let plugins = cluster.sluice_json(&["plugin", "list"]).unwrap();
+        let shell = plugins["plugins"].as_array().unwrap().iter().find(|p| p["provider"] == "shell@1").unwrap();
+        // An action no agent may take: it waits, unassigned.
+        let waiting = create(&cluster, "waiting", &source_pipeline("waiting", &repo, r#"{"pool": "nowhere"}"#, 0));
+        (src, shell["digest"].as_str().unwrap().to_string(), waiting)
+    });
+
+    // Enrolled with a token that gives no labels and allows none.
+    let token = tokio::task::block_in_place(|| cluster.join_token(Some(2))).unwrap();
+    let ca = std::fs::read_to_string(cluster.data_dir().join("ca/ca.crt")).unwrap();
+    let fleet = cluster.fleet.parse().unwrap();
+    let endpoint = rogue::endpoint().unwrap();
+    let enrolled = rogue::enroll(&endpoint, fleet, &ca, &token).await.unwrap();
+    // Its hello lists the waiting action's job (job ids follow from the
+    // execution id) and a job of the real agent, claims the label the real
+    // pipeline asks for and one nobody gave, and a thousand slots.
+    let running: Vec<String> = (0..3).map(|attempt| format!("{waiting}.0.0.{attempt}")).collect();
+    let claims = Claims {
+        labels: [("role", "build"), ("env", "prod"), ("os", "linux")].map(|(k, v)| (k.to_string(), v.to_string())).into(),
+        running,
+        slots: 1000,
+    };
+    let mut rogue = Rogue::connect(&endpoint, fleet, &enrolled, claims, Window::Normal).await.unwrap();
+    let _alive = rogue.keep_alive();
+    let got_job = rogue.expect(Duration::from_secs(3), |m| matches!(m, ToAgent::Job(_)).then_some(m)).await;
+    assert!(got_job.is_none(), "the rogue was handed {got_job:?}");
+    tokio::task::block_in_place(|| {
+        log_has(&cluster, "the agent lists jobs it does not hold: refused");
+        log_has(&cluster, "labels the agent claims for itself that its join token does not allow: ignored");
+        log_has(&cluster, "the agent asks for more slots than --max-agent-slots: capped");
+        let me = agent(&cluster, &enrolled.agent_id);
+        assert_eq!(me["labels"].get("role"), None, "{me}");
+        assert_eq!(me["labels"].get("env"), None, "{me}");
+        assert_eq!(me["labels"]["os"], "linux", "observed facts count: {me}");
+        assert_eq!(me["slots"], 64, "{me}");
+        let e = cluster.sluice_json(&["execution", "get", "waiting", &waiting]).unwrap();
+        assert_eq!(e["stages"][0]["actions"][0]["agent"], Value::Null, "{e:#}");
+    });
+
+    // Transfers it holds no job for.
+    let digest = "ab".repeat(32);
+    let message = refusal(rogue.transfer(&StreamRequest::UploadOffset { digest: digest.clone(), size: 10 }, &[]).await.unwrap());
+    assert!(message.contains("holds no job that declares output artifacts"), "{message}");
+    let put = StreamRequest::PutArtifact { digest: digest.clone(), size: 10, offset: 0 };
+    assert!(refusal(rogue.transfer(&put, b"0123456789").await.unwrap()).contains("holds no job"));
+    let fetch = StreamRequest::FetchArtifact { digest: src.clone(), offset: 0 };
+    let message = refusal(rogue.transfer(&fetch, &[]).await.unwrap());
+    assert!(message.contains("is an input of no job"), "{message}");
+    let plugin = StreamRequest::FetchPlugin { digest: shell_digest.clone() };
+    let message = refusal(rogue.transfer(&plugin, &[]).await.unwrap());
+    assert!(message.contains("belongs to no job or poll"), "{message}");
+    tokio::task::block_in_place(|| log_has(&cluster, "transfer refused"));
+
+    // Renewals without end: a few are signed, the rest refused.
+    let (renewed, refused) = {
+        let (mut renewed, mut refused) = (0, 0);
+        for _ in 0..10 {
+            let (_, csr_pem) = rogue::key_and_csr().unwrap();
+            rogue.send(&FromAgent::RenewCertificate { csr_pem }).await.unwrap();
+        }
+        while renewed + refused < 10 {
+            match rogue
+                .expect(WAIT, |m| match m {
+                    ToAgent::Renewed { .. } => Some(true),
+                    ToAgent::RenewalRefused { reason } => {
+                        assert!(reason.contains("asks for renewals too often"), "{reason}");
+                        Some(false)
+                    }
+                    _ => None,
+                })
+                .await
+            {
+                Some(true) => renewed += 1,
+                Some(false) => refused += 1,
+                None => panic!("renewals went unanswered"),
+            }
+        }
+        (renewed, refused)
+    };
+    assert!(renewed <= 3 && refused >= 7, "{renewed} renewed, {refused} refused");
+    tokio::task::block_in_place(|| log_has(&cluster, "certificate renewal refused"));
+
+    // The operator labels the rogue: it now legitimately holds a source
+    // job of its own pipeline and answers that pipeline's polls.
+    tokio::task::block_in_place(|| {
+        let out = cluster.sluice(&["agent", "label", &enrolled.agent_id, "pollee=yes", "spare=1"]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = cluster.sluice(&["agent", "label", &enrolled.agent_id, "spare-"]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = cluster.sluice(&["agent", "label", &enrolled.agent_id, "os=windows"]);
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+        let me = agent(&cluster, &enrolled.agent_id);
+        assert_eq!(me["labels"]["pollee"], "yes", "{me}");
+        assert_eq!(me["labels"].get("spare"), None, "{me}");
+    });
+    let polled = tokio::task::block_in_place(|| {
+        create(&cluster, "polled", &source_pipeline("polled", &repo, r#"{"pollee": "yes"}"#, 1))
+    });
+    let job = rogue
+        .expect(WAIT, |m| match m {
+            ToAgent::Job(job) => Some(job),
+            _ => None,
+        })
+        .await
+        .expect("the rogue's own job");
+    assert_eq!(job.execution_id, polled);
+    // Its job declares an output: uploads now go through, within the quota.
+    let message =
+        refusal(rogue.transfer(&StreamRequest::UploadOffset { digest: digest.clone(), size: 1 << 20 }, &[]).await.unwrap());
+    assert!(message.contains("upload quota is used up"), "{message}");
+    // Still nothing of others'.
+    assert!(refusal(rogue.transfer(&fetch, &[]).await.unwrap()).contains("is an input of no job"));
+    assert!(refusal(rogue.transfer(&plugin, &[]).await.unwrap()).contains("belongs to no job or poll"));
+
+    // Polls answered with a revision made to hurt: non-ASCII (cut at byte
+    // 7 it panicked the driver) and option-like.
+    for revision in ["abcdefé-non-ascii", "--upload-pack=touch /tmp/sluice-pwned"] {
+        let poll_id = rogue
+            .expect(WAIT, |m| match m {
+                ToAgent::Poll(p) => Some(p.poll_id),
+                _ => None,
+            })
+            .await
+            .expect("a poll");
+        let result = Ok(PolledRevision { id: revision.into(), summary: "\x1b]0;owned\x07".into(), created: None });
+        rogue.send(&FromAgent::PollResult { poll_id, result }).await.unwrap();
+    }
+    tokio::task::block_in_place(|| {
+        log_has(&cluster, "poll answer refused: the revision id \"abcdefé-non-ascii\" is not printable ASCII");
+        log_has(&cluster, "starts with '-'");
+        let state = cluster.sluice_json(&["pipeline", "state", "polled"]).unwrap();
+        let error = state["stageStates"][0]["actionStates"][0]["polling"]["lastError"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains("invalid revision"), "{state:#}");
+        let history = cluster.sluice_json(&["pipeline", "history", "polled"]).unwrap();
+        assert_eq!(history["pipelineExecutionSummaries"].as_array().unwrap().len(), 1, "{history:#}");
+    });
+
+    // A result naming an output its action never declared fails the action.
+    let result = JobResult::Succeeded {
+        summary: "done".into(),
+        output_variables: BTreeMap::new(),
+        external_url: Some("javascript:alert(1)".into()),
+        outputs: vec![ProducedArtifact { name: "loot".into(), digest: src.clone(), size: 1 }],
+    };
+    rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
+    tokio::task::block_in_place(|| {
+        let e = execution_end(&cluster, "polled", &polled);
+        let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains("the agent's result was refused"), "{e:#}");
+        log_has(&cluster, "the agent's result was refused");
+    });
+
+    // A second rogue that never reads its control stream, flooding
+    // heartbeats (each queues an answer): disconnected, memory bounded.
+    let mute = rogue::enroll(&endpoint, fleet, &ca, &token).await.unwrap();
+    let claims = Claims { labels: BTreeMap::new(), running: vec![], slots: 1 };
+    let mute = Rogue::connect(&endpoint, fleet, &mute, claims, Window::Tiny).await.unwrap();
+    let flood = async {
+        for _ in 0..200_000 {
+            if mute.send(&FromAgent::Heartbeat { running: vec![] }).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, flood).await.expect("the flood was never cut off");
+    tokio::time::timeout(WAIT, mute.conn.closed()).await.expect("the mute agent stays connected");
+    tokio::task::block_in_place(|| log_has(&cluster, "agent does not read its stream"));
+
+    // Through all of it, the real agent kept working.
+    tokio::task::block_in_place(|| {
+        real_run_succeeds(&cluster);
+        assert!(cluster.agent_exit(0).is_none(), "the real agent stopped");
+    });
+}
+
+/// xorshift64*: a seeded, replayable stream of choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// A string meant to hurt: non-ASCII, controls, option-like, empty,
+    /// long, or an id of something that exists.
+    fn text(&mut self, known: &[String]) -> String {
+        const PIECES: &[&str] = &["é", "😀", "\x1b[2J", "\0", "\n", "-", "--upload-pack=", "a", "0", " ", "\u{202e}", "🦀"];
+        match self.below(6) {
+            0 if !known.is_empty() => known[self.below(known.len())].clone(),
+            1 => String::new(),
+            2 => "x".repeat(self.below(200_000)),
+            _ => (0..self.below(40)).map(|_| PIECES[self.below(PIECES.len())]).collect(),
+        }
+    }
+    fn message(&mut self, known: &[String]) -> FromAgent {
+        match self.below(7) {
+            0 => FromAgent::Heartbeat { running: (0..self.below(5)).map(|_| self.text(known)).collect() },
+            1 => FromAgent::JobStarted { job_id: self.text(known), lease_epoch: self.next() % 4 },
+            2 => FromAgent::Log { job_id: self.text(known), seq: self.next() % 8, text: self.text(known) },
+            3 => {
+                let result = if self.below(2) == 0 {
+                    JobResult::Failed { message: self.text(known), retryable: self.below(2) == 0 }
+                } else {
+                    JobResult::Succeeded {
+                        summary: self.text(known),
+                        output_variables: (0..self.below(4)).map(|_| (self.text(known), self.text(known))).collect(),
+                        external_url: Some(self.text(known)),
+                        outputs: (0..self.below(3))
+                            .map(|_| ProducedArtifact { name: self.text(known), digest: self.text(known), size: self.next() })
+                            .collect(),
+                    }
+                };
+                FromAgent::JobFinished { job_id: self.text(known), lease_epoch: self.next() % 4, result }
+            }
+            4 => FromAgent::RenewCertificate { csr_pem: self.text(known) },
+            5 => {
+                let result = if self.below(3) == 0 {
+                    Err(self.text(known))
+                } else {
+                    Ok(PolledRevision { id: self.text(known), summary: self.text(known), created: Some(self.next()) })
+                };
+                FromAgent::PollResult { poll_id: self.text(known), result }
+            }
+            _ => FromAgent::Hello(sluice_protocol::Hello {
+                protocol_version: sluice_protocol::PROTOCOL_VERSION,
+                agent_version: self.text(known),
+                labels: (0..self.below(4)).map(|_| (self.text(known), self.text(known))).collect(),
+                slots: self.next() as u32,
+                running: (0..self.below(4)).map(|_| self.text(known)).collect(),
+                plugins: vec![self.text(known)],
+                instance: self.next(),
+            }),
+        }
+    }
+}
+
+/// Seeded arbitrary (well-framed) messages from an enrolled agent: the
+/// controller answers its API all along and a real pipeline still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbitrary_messages_from_an_enrolled_agent_leave_the_controller_serving() {
+    let seed: u64 = std::env::var("SLUICE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1e55);
+    let count: usize = std::env::var("SLUICE_FUZZ_MESSAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    eprintln!("fuzzing with SLUICE_FUZZ_SEED={seed} SLUICE_FUZZ_MESSAGES={count}");
+    let cluster = tokio::task::block_in_place(|| Cluster::new().agent(&["role=build"]).start()).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "hello\n")]);
+    let first = tokio::task::block_in_place(|| {
+        let id = create(&cluster, "real", &real_pipeline("real", &repo));
+        execution_end(&cluster, "real", &id);
+        create(&cluster, "polled", &source_pipeline("polled", &repo, r#"{"role": "nowhere"}"#, 1))
+    });
+    // Ids that exist, so that some messages reach deep paths.
+    let known: Vec<String> = vec![
+        format!("{first}.0.0.1"),
+        format!("{first}.0.0.0"),
+        "ab".repeat(32),
+        "CommitId".into(),
+        "https://example.com".into(),
+        "role".into(),
+    ];
+    let token = tokio::task::block_in_place(|| cluster.join_token(Some(1))).unwrap();
+    let ca = std::fs::read_to_string(cluster.data_dir().join("ca/ca.crt")).unwrap();
+    let fleet = cluster.fleet.parse().unwrap();
+    let endpoint = rogue::endpoint().unwrap();
+    let enrolled = rogue::enroll(&endpoint, fleet, &ca, &token).await.unwrap();
+    let claims = Claims { labels: BTreeMap::new(), running: known.clone(), slots: 4 };
+    let mut fuzzer = Rogue::connect(&endpoint, fleet, &enrolled, claims, Window::Normal).await.unwrap();
+    // The operator gives it the polled source: it holds that pipeline's
+    // job and answers its polls, so messages reach the result and poll paths.
+    tokio::task::block_in_place(|| {
+        let out = cluster.sluice(&["agent", "label", &enrolled.agent_id, "role=nowhere"]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    });
+    let mut known = known;
+    let mut rng = Rng(seed | 1);
+    // Every poll handed to it is answered with an arbitrary revision; the
+    // run lasts until it has answered a few (one a second), whatever count.
+    let mut polls_answered = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 0;
+    while n < count || (polls_answered < 5 && std::time::Instant::now() < deadline) {
+        n += 1;
+        let mut answers = Vec::new();
+        while let Ok(message) = fuzzer.inbox.try_recv() {
+            match message {
+                ToAgent::Job(job) => known.push(job.job_id),
+                ToAgent::Poll(poll) => {
+                    let result = Ok(PolledRevision { id: rng.text(&[]), summary: rng.text(&known), created: None });
+                    answers.push(FromAgent::PollResult { poll_id: poll.poll_id.clone(), result });
+                    known.push(poll.poll_id);
+                }
+                _ => {}
+            }
+        }
+        for answer in answers {
+            if sluice_protocol::encode(&answer).is_ok() {
+                fuzzer.send(&answer).await.unwrap_or_else(|e| panic!("seed {seed}: the controller closed the stream: {e:#}"));
+                polls_answered += 1;
+            }
+        }
+        if n % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let message = rng.message(&known);
+        if sluice_protocol::encode(&message).is_err() {
+            continue; // over the frame limit: no agent can send it
+        }
+        if let Err(e) = fuzzer.send(&message).await {
+            panic!("seed {seed}: message {n} could not be sent, the controller closed the stream: {e:#}");
+        }
+        if n % 500 == 0 {
+            let pid = cluster.controller_pid().unwrap();
+            assert!(Path::new(&format!("/proc/{pid}")).exists(), "seed {seed}: the controller exited at message {n}");
+        }
+    }
+    tokio::task::block_in_place(|| {
+        let out = cluster.sluice(&["pipeline", "list", "--output", "json"]);
+        assert!(out.status.success(), "seed {seed}: the API stopped answering: {}", output_text(&out));
+        real_run_succeeds(&cluster);
+        assert!(!cluster.controller_log().contains("panicked"), "seed {seed}:\n{}", cluster.controller_log());
+    });
+    eprintln!("{n} messages sent, {polls_answered} polls answered");
+}
+
+/// A panic in the driver ends the controller (exit 70), so that a
+/// supervisor restarts it and recovery replays, instead of a process that
+/// answers every request with an error. The panic comes from a test hook
+/// compiled into debug builds only (no input is known to cause one).
+#[test]
+fn a_driver_panic_ends_the_controller_process() {
+    let mut cluster =
+        Cluster::new().controller_env("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE", "boom").start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "hello\n")]);
+    // Serving before.
+    create(&cluster, "fine", &source_pipeline("fine", &repo, "{}", 0));
+    let file = cluster.dir.path().join("boom.json");
+    std::fs::write(&file, source_pipeline("boom", &repo, "{}", 0)).unwrap();
+    let _ = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
+    let status = wait_until("the controller to exit", WAIT, || cluster.controller_exit()).unwrap();
+    assert_eq!(status.code(), Some(70), "{}", cluster.controller_log());
+    assert!(cluster.controller_log().contains("the driver panicked; exiting"), "{}", cluster.controller_log());
+    // A restart recovers what was committed.
+    cluster.start_controller().unwrap();
+    let list = cluster.sluice_json(&["pipeline", "list"]).unwrap();
+    assert_eq!(list["pipelines"].as_array().unwrap().len(), 1, "{list:#}");
+}
