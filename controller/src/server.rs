@@ -433,6 +433,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         batch: batch::Batch::default(),
         require_signed_plugins: config.require_signed_plugins,
     };
+    if config.require_signed_plugins {
+        info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
+    }
     driver.recover()?;
     driver.recover_sources()?;
     driver.recover_users(&admin_token)?;
