@@ -505,6 +505,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         #[cfg(debug_assertions)]
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
     };
+    if config.require_signed_plugins {
+        info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
+    }
     driver.recover()?;
     driver.recover_sources()?;
     driver.recover_users(&admin_token)?;

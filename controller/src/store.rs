@@ -704,6 +704,40 @@ mod tests {
     }
 
     #[test]
+    fn publishers_and_plugin_signatures_survive_reopening_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        let publisher = |name: &str| PublisherRecord {
+            name: name.into(),
+            public_key: format!("key of {name}"),
+            key_id: format!("id of {name}"),
+            added_at: 1,
+            added_by: "admin".into(),
+        };
+        let signature = PluginSignatureRecord {
+            digest: "ab".repeat(32),
+            publisher: "acme".into(),
+            key_id: "id of acme".into(),
+            signature: "{}".into(),
+            signed_at: 2,
+        };
+        {
+            let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+            store
+                .apply(&[
+                    Change::Publisher(publisher("acme")),
+                    Change::Publisher(publisher("infra")),
+                    Change::PluginSignature(signature.clone()),
+                ])
+                .unwrap();
+            store.apply(&[Change::DeletePublisher("infra".into())]).unwrap();
+        }
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        assert_eq!(store.publishers().unwrap(), vec![publisher("acme")]);
+        assert_eq!(store.plugin_signatures().unwrap(), vec![signature]);
+    }
+
+    #[test]
     fn changes_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.db");
