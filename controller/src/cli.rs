@@ -808,6 +808,8 @@ fn write_key_pair(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf, String), 
     std::fs::write(&pub_file, public.to_pem())
         .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", pub_file.display())))?;
     Ok((key_file, pub_file, public.key_id()))
+}
+
 /// A secret's pipeline patterns as one column: `web,deploy-*`.
 fn patterns(value: &Value) -> String {
     value.as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
