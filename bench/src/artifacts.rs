@@ -5,6 +5,11 @@
 //! file, as the agent does), beside raw quinn in this process: a bare
 //! server and client with the controller's own TLS configuration moving
 //! the same bytes with nothing else to do.
+//!
+//! The controller lets an agent move only what its jobs need, so the
+//! lightweight agent holds real jobs: each round is an execution whose
+//! source action (handed to it by label) declares the artifact it uploads,
+//! and whose next action takes that artifact as its input, downloaded.
 
 use crate::client;
 use sluice::fleet::read_frame_exact;
@@ -12,7 +17,7 @@ use crate::report::{Budget, Figure, ScenarioReport};
 use anyhow::{Context as _, Result, bail};
 use sha2::{Digest as _, Sha256};
 use serde_json::json;
-use sluice_protocol::{JoinToken, StreamReply, StreamRequest, encode};
+use sluice_protocol::{FromAgent, JobResult, JoinToken, ProducedArtifact, StreamReply, StreamRequest, encode};
 use sluice_tests::Cluster;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,11 +39,14 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
 
     let cluster = tokio::task::block_in_place(|| Cluster::new().start())?;
     let fleet: SocketAddr = cluster.fleet.parse()?;
-    let token = JoinToken::parse(&tokio::task::block_in_place(|| cluster.join_token(Some(1)))?).map_err(anyhow::Error::msg)?;
+    let token = tokio::task::block_in_place(|| cluster.join_token_with(Some(1), &["bench=artifacts"], &[]))?;
+    let token = JoinToken::parse(&token).map_err(anyhow::Error::msg)?;
     let roots = client::roots(&std::fs::read_to_string(cluster.data_dir().join("ca/ca.crt"))?)?;
     let endpoint = client::endpoint()?;
     let enrolled = client::enroll(&endpoint, fleet, roots, &token).await?;
-    let agent = client::connect(&endpoint, fleet, &enrolled).await?;
+    let mut agent = client::connect(&endpoint, fleet, &enrolled).await?;
+    let declaration = dir.path().join("artifacts.json");
+    std::fs::write(&declaration, PIPELINE)?;
 
     let raw = RawQuinn::start(dir.path(), data.clone()).await?;
 
@@ -49,8 +57,31 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
         let mut bytes = (*data).clone();
         bytes[0] = round as u8;
         let round_digest = hex::encode(Sha256::digest(&bytes));
+        // A fresh heartbeat: the scheduler hands work only to agents heard from lately.
+        agent.send(&FromAgent::Heartbeat { running: vec![] }).await?;
+        let args = if round == 0 {
+            vec!["pipeline".to_string(), "create".into(), declaration.display().to_string()]
+        } else {
+            vec!["pipeline".to_string(), "start".into(), "artifacts".into()]
+        };
+        let out = tokio::task::block_in_place(|| cluster.sluice(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+        if !out.status.success() {
+            bail!("starting the round's execution: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let source = agent.next_job().await?;
         up.push(sluice_upload(&agent.conn, &bytes, &round_digest).await?);
+        let outputs = vec![ProducedArtifact { name: "blob".into(), digest: round_digest.clone(), size: size as u64 }];
+        let result = JobResult::Succeeded { summary: String::new(), output_variables: Default::default(), external_url: None, outputs };
+        agent.send(&FromAgent::JobFinished { job_id: source.job_id, lease_epoch: source.lease_epoch, result }).await?;
+        let consumer = agent.next_job().await?;
         down.push(sluice_download(&agent.conn, &round_digest, size as u64, &dir.path().join("download")).await?);
+        let result = JobResult::Succeeded {
+            summary: String::new(),
+            output_variables: Default::default(),
+            external_url: None,
+            outputs: vec![],
+        };
+        agent.send(&FromAgent::JobFinished { job_id: consumer.job_id, lease_epoch: consumer.lease_epoch, result }).await?;
         raw_up.push(raw.upload(&data).await?);
         raw_down.push(raw.download(size).await?);
     }
@@ -68,6 +99,19 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     raw.endpoint.close(0u32.into(), b"done");
     Ok(report)
 }
+
+/// Two actions for the lightweight agent (label `bench=artifacts`): one
+/// declaring the artifact it uploads, one taking it as its input. It never
+/// runs their plugins; it only moves the bytes and reports.
+const PIPELINE: &str = r#"{"pipeline": {"name": "artifacts", "executionMode": "PARALLEL", "stages": [
+  {"name": "Produce", "actions": [{"name": "Upload", "pollIntervalSeconds": 0,
+     "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+     "configuration": {"Url": "/nonexistent"}, "outputArtifacts": [{"name": "blob"}],
+     "agentLabels": {"bench": "artifacts"}}]},
+  {"name": "Consume", "actions": [{"name": "Download",
+     "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+     "configuration": {"Commands": "true"}, "inputArtifacts": [{"name": "blob"}],
+     "agentLabels": {"bench": "artifacts"}}]}]}}"#;
 
 /// Incompressible-looking bytes, quickly (xorshift).
 fn pseudo_random(size: usize) -> Vec<u8> {

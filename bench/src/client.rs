@@ -109,7 +109,26 @@ pub async fn enroll(
 /// streams would tell the controller the agent left).
 pub struct Connected {
     pub conn: quinn::Connection,
-    _control: (quinn::SendStream, quinn::RecvStream),
+    control: (quinn::SendStream, quinn::RecvStream),
+}
+
+impl Connected {
+    /// Sends one message on the control stream.
+    pub async fn send(&mut self, message: &FromAgent) -> Result<()> {
+        self.control.0.write_all(&encode(message)?).await?;
+        Ok(())
+    }
+
+    /// The next job the controller hands out, skipping other messages.
+    pub async fn next_job(&mut self) -> Result<sluice_protocol::JobSpec> {
+        loop {
+            match read_frame_exact::<ToAgent>(&mut self.control.1).await? {
+                Some(ToAgent::Job(job)) => return Ok(*job),
+                Some(_) => {}
+                None => bail!("the controller closed the control stream"),
+            }
+        }
+    }
 }
 
 /// Connects with mutual TLS, says hello and waits for the welcome.
@@ -130,7 +149,7 @@ pub async fn connect(endpoint: &quinn::Endpoint, fleet: SocketAddr, enrolled: &E
     });
     send.write_all(&encode(&hello)?).await?;
     match read_frame_exact::<ToAgent>(&mut recv).await? {
-        Some(ToAgent::Welcome { .. }) => Ok(Connected { conn, _control: (send, recv) }),
+        Some(ToAgent::Welcome { .. }) => Ok(Connected { conn, control: (send, recv) }),
         Some(ToAgent::Refused { reason }) => bail!("agent {} refused: {reason}", enrolled.agent_id),
         other => bail!("agent {}: expected a welcome, got {other:?}", enrolled.agent_id),
     }

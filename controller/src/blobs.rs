@@ -79,7 +79,10 @@ impl BlobStore {
     pub fn free_bytes(&self) -> Result<u64> {
         let stat = nix::sys::statvfs::statvfs(&self.root)
             .with_context(|| format!("reading the free space of {}", self.root.display()))?;
-        Ok(u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size())))
+        // The field types are u64 on 64-bit Linux but not everywhere.
+        #[allow(clippy::useless_conversion)]
+        let (blocks, size) = (u64::from(stat.blocks_available()), u64::from(stat.fragment_size()));
+        Ok(blocks.saturating_mul(size))
     }
 
     /// Stores bytes held in memory; returns the digest.

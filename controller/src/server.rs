@@ -290,9 +290,6 @@ struct JobInfo {
     agent: String,
     /// The plugin it runs, which its agent may fetch.
     plugin_digest: String,
-    /// Handed back to its agent after a controller restart: artifacts it
-    /// uploaded before the restart are not in this process's books.
-    resumed_after_restart: bool,
     /// Whether the agent reported starting it.
     started: bool,
     /// As handed out, to hand out again if it never reached the agent.
@@ -1869,10 +1866,10 @@ impl Driver {
                     .collect();
                 let mut result = intake::clean_result(result, &declared);
                 if let JobResult::Succeeded { outputs, .. } = &result
-                    && let Some(bad) = outputs.iter().find(|o| !self.may_name(agent_id, job, &o.digest))
+                    && let Some(bad) = outputs.iter().find(|o| !self.may_name(&o.digest))
                 {
                     let message = format!(
-                        "the agent's result was refused: output artifact {:?} ({}) was not uploaded by agent {agent_id}",
+                        "the agent's result was refused: output artifact {:?} ({}) was never uploaded",
                         bad.name, bad.digest
                     );
                     result = JobResult::Failed { message, retryable: false };
@@ -1914,12 +1911,13 @@ impl Driver {
         }
     }
 
-    /// Whether a result of `job` may name the artifact `digest`: one its
-    /// agent uploaded (or found stored) since it took work, or, for a job
-    /// given back after a controller restart, one the store has.
-    fn may_name(&self, agent_id: &str, job: &JobInfo, digest: &str) -> bool {
-        self.uploads.get(agent_id).is_some_and(|u| u.contains_key(digest))
-            || (job.resumed_after_restart && self.artifacts.contains(digest))
+    /// Whether a result may name the artifact `digest`: one the store
+    /// has, never one that is not there. (Whose upload it was is not
+    /// asked: the same bytes may have been stored by another job, or
+    /// before a controller restart; an agent learns a digest it did not
+    /// upload only from the inputs of jobs it held, whose bytes it had.)
+    fn may_name(&self, digest: &str) -> bool {
+        self.artifacts.contains(digest)
     }
 
     /// Forgets an agent's upload books once it holds no job: what it
@@ -2358,7 +2356,6 @@ impl Driver {
             JobInfo {
                 agent: agent_id.to_string(),
                 plugin_digest: spec.plugin.digest.clone(),
-                resumed_after_restart: kind == HandOut::Resume,
                 started: dispatch.started,
                 dispatch: dispatch.clone(),
                 execution_id: dispatch.execution_id.0.clone(),

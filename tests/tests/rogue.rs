@@ -111,7 +111,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     });
 
     // Enrolled with a token that gives no labels and allows none.
-    let token = tokio::task::block_in_place(|| cluster.join_token(Some(2))).unwrap();
+    let token = tokio::task::block_in_place(|| cluster.join_token(Some(3))).unwrap();
     let ca = std::fs::read_to_string(cluster.data_dir().join("ca/ca.crt")).unwrap();
     let fleet = cluster.fleet.parse().unwrap();
     let endpoint = rogue::endpoint().unwrap();
@@ -254,6 +254,33 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
         assert!(error.contains("the agent's result was refused"), "{e:#}");
         log_has(&cluster, "the agent's result was refused");
     });
+
+    // Listing a job it could take by its labels changes nothing either: a
+    // drained agent (which may be given back jobs it runs) lists a waiting
+    // job of its own pipeline, and gets it only once enabled, as new work.
+    let drained = rogue::enroll(&endpoint, fleet, &ca, &token).await.unwrap();
+    let work = tokio::task::block_in_place(|| {
+        for args in [vec!["agent", "label", &drained.agent_id, "only=drained"], vec!["agent", "drain", &drained.agent_id]] {
+            let out = cluster.sluice(&args);
+            assert!(out.status.success(), "{}", output_text(&out));
+        }
+        create(&cluster, "drained", &source_pipeline("drained", &repo, r#"{"only": "drained"}"#, 0))
+    });
+    let running: Vec<String> = (0..3).map(|attempt| format!("{work}.0.0.{attempt}")).collect();
+    let claims = Claims { labels: BTreeMap::new(), running, slots: 1 };
+    let mut drained_rogue = Rogue::connect(&endpoint, fleet, &drained, claims, Window::Normal).await.unwrap();
+    let _alive_too = drained_rogue.keep_alive();
+    let got_job = drained_rogue.expect(Duration::from_secs(3), |m| matches!(m, ToAgent::Job(_)).then_some(m)).await;
+    assert!(got_job.is_none(), "the drained rogue was handed {got_job:?}");
+    tokio::task::block_in_place(|| {
+        let out = cluster.sluice(&["agent", "enable", &drained.agent_id]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    });
+    let job = drained_rogue.expect(WAIT, |m| match m {
+        ToAgent::Job(job) => Some(job),
+        _ => None,
+    });
+    assert_eq!(job.await.expect("the job, once enabled").execution_id, work);
 
     // A second rogue that never reads its control stream, flooding
     // heartbeats (each queues an answer): disconnected, memory bounded.
