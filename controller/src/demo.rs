@@ -53,6 +53,10 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         .arg("--data-dir")
         .arg(dir.join("agent"))
         .args(["--labels", "demo=true"])
+        // The demo's repository is a local directory: its git checkout
+        // runs confined, so the agent lets programs read it.
+        .arg("--sandbox-read")
+        .arg(std::path::absolute(dir.join("repo")).unwrap_or_else(|_| dir.join("repo")))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&agent_log).map_err(|e| Failure::new(1, format!("creating {}: {e}", agent_log.display())))?)
         .kill_on_drop(true)

@@ -245,7 +245,8 @@ pub fn writable_cgroup() -> Result<PathBuf> {
     let relative = Path::new(own)
         .strip_prefix(&mount_root)
         .map_err(|_| anyhow!("this process's cgroup {own} is outside the cgroup2 mount's root {mount_root}"))?;
-    let dir = Path::new(&mount_point).join(relative);
+    // An empty relative path would leave a trailing `/` in messages.
+    let dir = if relative.as_os_str().is_empty() { PathBuf::from(&mount_point) } else { Path::new(&mount_point).join(relative) };
     let probe = dir.join(format!("sluice-probe-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir(&probe).with_context(|| format!("creating a cgroup under {}", dir.display()))?;
     let has_kill = probe.join("cgroup.kill").exists();

@@ -323,3 +323,15 @@ fn without_landlock_exec_is_refused_unless_allowed() {
     let job = self::job(Confinement::Unconfined, sh());
     assert_eq!(succeeded(&job.sh("echo hi")).trim(), "hi");
 }
+
+#[test]
+fn a_directory_granted_with_fs_is_writable_and_only_it() {
+    let site = tempfile::tempdir().unwrap();
+    let target = site.path().join("www");
+    let grants = Grants { fs: vec![target.to_string_lossy().into_owned()], ..sh() };
+    let job = job(cgroup(), grants);
+    let script = format!("echo deployed > {}/index.html && cat {}/index.html", target.display(), target.display());
+    assert_eq!(succeeded(&job.sh(&script)).trim(), "deployed");
+    let beside = site.path().join("beside");
+    assert!(failed(&job.sh(&format!("echo x > {}", beside.display()))).contains("Permission denied"));
+}

@@ -294,3 +294,36 @@ fn a_controller_killed_ten_times_mid_execution_loses_nothing_and_runs_nothing_tw
         assert_eq!(ran, attempts, "execution {id}: the action ran {ran} times in {attempts} attempts");
     }
 }
+
+#[test]
+fn an_agents_granted_programs_run_confined_and_reach_only_granted_ports() {
+    let cluster = Cluster::new().agent_args(&["--process-reaper", "subreaper"]).agent(&[]).start().unwrap();
+    let log = cluster.agent_log(0);
+    assert!(log.contains("granted programs run under landlock, their leftovers killed by a subreaper"), "{log}");
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let connect = format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo connected");
+
+    // Outside the action's directories (and the harness's), nothing.
+    let id = create(&cluster, "nosy", &pipeline("nosy", &repo, "ls /root", ""));
+    let e = execution_end(&cluster, "nosy", &id, WAIT);
+    let action = &e["stages"][1]["actions"][0];
+    assert_eq!(action["status"], "Failed", "{e}");
+    let lines = stored_log(&cluster, "nosy", &id);
+    assert!(lines.iter().any(|l| l.contains("Permission denied")), "{lines:?}");
+
+    // TCP only to a port the action grants.
+    let id = create(&cluster, "offline", &pipeline("offline", &repo, &connect, ""));
+    let e = execution_end(&cluster, "offline", &id, WAIT);
+    assert_eq!(e["stages"][1]["actions"][0]["status"], "Failed", "{e}");
+    let lines = stored_log(&cluster, "offline", &id);
+    assert!(lines.iter().any(|l| l.contains("Permission denied")), "{lines:?}");
+    let granted = pipeline("online", &repo, &connect, "")
+        .replace(r#""exec":["sh"]"#, &format!(r#""exec":["sh"],"net":["tcp:{port}"]"#));
+    assert!(granted.contains("\"net\""), "{granted}");
+    let id = create(&cluster, "online", &granted);
+    let e = execution_end(&cluster, "online", &id, WAIT);
+    assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}");
+}

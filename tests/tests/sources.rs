@@ -366,9 +366,13 @@ fn an_http_remote_is_fetched_with_credentials_from_a_granted_secret() {
     let head = git(&repo.work, &["rev-parse", "HEAD"]);
     let (base, refused) = http_git_server(cluster.dir.path().to_path_buf(), "ann:correct-horse-battery");
     let url = format!("{base}/private.git");
+    // git runs confined: it reaches the server's port only through a
+    // `net` grant.
+    let port = base.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let net = format!(r#", "capabilities": {{"exec": ["git"], "net": ["tcp:{port}"]}}"#);
 
     // Without credentials the server refuses, and git says so.
-    create(&cluster, "anonymous", &pipeline("anonymous", &[source("Src", &url, "")], "[]"));
+    create(&cluster, "anonymous", &pipeline("anonymous", &[source("Src", &url, &net)], "[]"));
     let state = cluster.sluice_json(&["pipeline", "state", "anonymous"]).unwrap();
     let error = state["stageStates"][0]["actionStates"][0]["latestExecution"]["errorDetails"]["message"]
         .as_str()
@@ -392,8 +396,10 @@ fn an_http_remote_is_fetched_with_credentials_from_a_granted_secret() {
     assert_eq!(listed["secrets"][0]["name"], "GIT_CREDS");
     assert!(!listed.to_string().contains("correct-horse"), "values are never listed");
 
-    let extra = r#", "pollIntervalSeconds": 1, "capabilities": {"exec": ["git"], "secrets": ["GIT_CREDS"]}"#;
-    let action = source("Src", &url, extra)
+    let extra = format!(
+        r#", "pollIntervalSeconds": 1, "capabilities": {{"exec": ["git"], "secrets": ["GIT_CREDS"], "net": ["tcp:{port}"]}}"#
+    );
+    let action = source("Src", &url, &extra)
         .replace(r#""Branch": "main""#, r#""Branch": "main", "CredentialsSecret": "GIT_CREDS""#);
     let text = pipeline("private", &[action], "[]");
     create(&cluster, "private", &text);
