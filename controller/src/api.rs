@@ -583,8 +583,9 @@ pub const SIGNATURE_HEADER: &str = "sluice-plugin-signature";
 
 /// Validates that the body is a `sluice:plugin` component by compiling it
 /// and calling its `describe()`, then registers it. A signature (header
-/// [`SIGNATURE_HEADER`]) that is malformed or names another component is
-/// refused before anything is compiled; the driver checks its key.
+/// [`SIGNATURE_HEADER`]) that is malformed, names another component, or
+/// is not a trusted publisher's is refused before anything is compiled, as
+/// is a missing one under `--require-signed-plugins`.
 async fn push_plugin(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
     if body.len() > MAX_PLUGIN_BYTES {
@@ -613,6 +614,11 @@ async fn push_plugin(State(s): State<ApiState>, headers: HeaderMap, body: Bytes)
             Some(text)
         }
     };
+    // A signature required, or sent, is checked against the trusted
+    // publishers before any of the component's code is compiled or run.
+    let digest = sluice_runtime::digest(&body);
+    let vetted = signature.clone();
+    ask(&s, |reply| Command::VetPluginSignature { digest, signature: vetted, reply }).await?;
     let wasm = body.to_vec();
     let info = crate::server::describe(&s.runtime, wasm.clone())
         .await
