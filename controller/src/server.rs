@@ -249,6 +249,14 @@ pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
 /// broken one meets the bound, and signing is the CPU it would burn.
 const RENEWAL_BURST: u32 = 3;
 
+/// An upload granted to an agent: the largest size it asked for, and
+/// when that was granted (ms).
+#[derive(Debug, Clone, Copy)]
+struct Booking {
+    size: u64,
+    granted: u64,
+}
+
 /// Uploads an agent may have booked that no result named yet, whatever
 /// their sizes: the books stay small.
 const MAX_BOOKED_UPLOADS: usize = 4096;
@@ -416,10 +424,9 @@ struct Driver {
     max_agent_slots: u32,
     agent_upload_quota: u64,
     min_free_space: u64,
-    /// Artifacts each agent uploaded (or found stored) that no result of
-    /// its has named yet, with their sizes: the upload quota's books, and
-    /// what its results may name.
-    uploads: HashMap<String, HashMap<String, u64>>,
+    /// Artifacts each agent was granted to upload (or found stored) that
+    /// no result of its has named yet: the upload quota's books.
+    uploads: HashMap<String, HashMap<String, Booking>>,
     /// Renewal allowance per agent: (tokens left, when last refilled).
     renewals: HashMap<String, (u32, u64)>,
     /// A test hook in debug builds only: creating this pipeline panics the
@@ -1971,13 +1978,18 @@ impl Driver {
 
     /// Drops the bookings, of agents that hold no job, whose bytes are
     /// gone: neither stored nor left in a partial file (the collector
-    /// removed it, or it was never written).
-    fn forget_collected_uploads(&mut self) {
+    /// removed it, or it was never written), and that were granted longer
+    /// than a collection interval ago (an upload granted a moment ago may
+    /// not have written its first byte yet).
+    fn forget_collected_uploads(&mut self, now: u64) {
         let artifacts = &self.artifacts;
         let jobs = &self.jobs;
+        let settled = now.saturating_sub(self.artifact_gc_interval.as_millis() as u64);
         self.uploads.retain(|agent_id, books| {
             if !jobs.values().any(|j| &j.agent == agent_id) {
-                books.retain(|digest, _| artifacts.contains(digest) || artifacts.has_partial(digest));
+                books.retain(|digest, booking| {
+                    booking.granted >= settled || artifacts.contains(digest) || artifacts.has_partial(digest)
+                });
             }
             !books.is_empty()
         });
@@ -1991,7 +2003,7 @@ impl Driver {
             .values()
             .flat_map(|books| books.iter())
             .filter(|(digest, _)| !self.artifacts.contains(digest))
-            .fold(0u64, |sum, (_, size)| sum.saturating_add(*size))
+            .fold(0u64, |sum, (_, booking)| sum.saturating_add(booking.size))
     }
 
     /// Takes one renewal from the agent's allowance ([`RENEWAL_BURST`],
@@ -2065,7 +2077,7 @@ impl Driver {
         // granted): a request asking more is checked again for
         // the difference.
         let books = self.uploads.get(agent_id);
-        let booked = books.and_then(|u| u.get(digest)).copied();
+        let booked = books.and_then(|u| u.get(digest)).map(|b| b.size);
         if booked.is_some_and(|b| b >= size) {
             return Ok(());
         }
@@ -2075,7 +2087,7 @@ impl Driver {
                 "agent {agent_id} has {MAX_BOOKED_UPLOADS} uploads that no result named yet: no more are granted"
             ));
         }
-        let used: u64 = books.map(|u| u.values().sum()).unwrap_or(0);
+        let used: u64 = books.map(|u| u.values().map(|b| b.size).sum()).unwrap_or(0);
         if used.saturating_add(more) > self.agent_upload_quota {
             return Err(format!(
                 "agent {agent_id}'s upload quota is used up: {used} bytes uploaded (or cut off) that no result \
@@ -2095,7 +2107,8 @@ impl Driver {
                 ));
             }
         }
-        self.uploads.entry(agent_id.to_string()).or_default().insert(digest.to_string(), size);
+        let booking = Booking { size, granted: now_ms() };
+        self.uploads.entry(agent_id.to_string()).or_default().insert(digest.to_string(), booking);
         Ok(())
     }
 
@@ -2237,7 +2250,7 @@ impl Driver {
         }
         self.next_gc = now + self.artifact_gc_interval.as_millis() as u64;
         // Before this collection: what the last one removed is released.
-        self.forget_collected_uploads();
+        self.forget_collected_uploads(now);
         let keep = match self.store.artifact_digests() {
             Ok(keep) => keep,
             Err(e) => return warn!("listing the artifacts in use: {e:#}"),
