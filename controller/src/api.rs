@@ -542,7 +542,12 @@ async fn list_join_tokens(State(s): State<ApiState>) -> Result<Json<Value>, ApiE
     Ok(Json(ask(&s, |reply| Command::ListJoinTokens { reply }).await?))
 }
 
-async fn revoke_join_token(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn revoke_join_token(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin_for_fleet(&caller)?;
     Ok(Json(ask(&s, |reply| Command::RevokeJoinToken { id, reply }).await?))
 }
 
@@ -578,8 +583,9 @@ pub const SIGNATURE_HEADER: &str = "sluice-plugin-signature";
 
 /// Validates that the body is a `sluice:plugin` component by compiling it
 /// and calling its `describe()`, then registers it. A signature (header
-/// [`SIGNATURE_HEADER`]) that is malformed or names another component is
-/// refused before anything is compiled; the driver checks its key.
+/// [`SIGNATURE_HEADER`]) that is malformed, names another component, or
+/// is not a trusted publisher's is refused before anything is compiled, as
+/// is a missing one under `--require-signed-plugins`.
 async fn push_plugin(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
     if body.len() > MAX_PLUGIN_BYTES {
@@ -608,6 +614,11 @@ async fn push_plugin(State(s): State<ApiState>, headers: HeaderMap, body: Bytes)
             Some(text)
         }
     };
+    // A signature required, or sent, is checked against the trusted
+    // publishers before any of the component's code is compiled or run.
+    let digest = sluice_runtime::digest(&body);
+    let vetted = signature.clone();
+    ask(&s, |reply| Command::VetPluginSignature { digest, signature: vetted, reply }).await?;
     let wasm = body.to_vec();
     let info = crate::server::describe(&s.runtime, wasm.clone())
         .await
@@ -677,13 +688,39 @@ struct LabelRequest {
     remove: Vec<String>,
 }
 
+/// Who may enroll hosts, and which hosts a label like `env=prod` sends
+/// work (and its secrets) to, is the admin's decision: an operator who
+/// could label a shared host, or mint a token letting hosts claim a label,
+/// could route another team's jobs onto a host they control.
+fn require_admin_for_fleet(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{} may not manage join tokens or agent labels: that needs the admin role",
+            caller.user
+        )))
+    }
+}
+
 /// `POST /v1/agents/{id}/labels`: `{"set": {...}, "remove": [...]}`.
-async fn label_agent(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn label_agent(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin_for_fleet(&caller)?;
     let request: LabelRequest = required_body(&body)?;
     Ok(Json(ask(&s, |reply| Command::LabelAgent { id, set: request.set, remove: request.remove, reply }).await?))
 }
 
-async fn create_join_token(State(s): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn create_join_token(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin_for_fleet(&caller)?;
     let request: TokenRequest = required_body(&body)?;
     if request.ttl_seconds == 0 {
         return Err(ApiError::Invalid { message: "ttl must be positive".into(), diagnostics: vec![] });

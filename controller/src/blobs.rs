@@ -106,6 +106,16 @@ impl BlobStore {
         Ok(self.root.join("tmp").join(format!("{digest}.partial")))
     }
 
+    /// The size of a stored blob, if it is stored.
+    pub fn size_of(&self, digest: &str) -> Option<u64> {
+        std::fs::metadata(self.path(digest).ok()?).ok().filter(|m| m.is_file()).map(|m| m.len())
+    }
+
+    /// Whether an upload of `digest` that was cut off left bytes here.
+    pub fn has_partial(&self, digest: &str) -> bool {
+        self.partial(digest).is_ok_and(|p| p.exists())
+    }
+
     /// How many bytes of `digest` are here: all of them when it is stored,
     /// those of an upload cut off earlier, or 0.
     pub async fn upload_offset(&self, digest: &str, size: u64) -> Result<u64> {

@@ -455,7 +455,8 @@ pub enum AgentCmd {
     Revoke { id: String },
     /// Set or remove an agent's labels: `KEY=VALUE` sets, `KEY-` removes.
     /// These (and the join token's) are the labels scheduling trusts; `os`
-    /// and `arch` are observed from the host and cannot be set.
+    /// and `arch` are observed from the host and cannot be set. Admin
+    /// role only.
     Label {
         id: String,
         #[arg(value_name = "KEY=VALUE|KEY-", required = true)]
@@ -465,7 +466,7 @@ pub enum AgentCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum AgentTokenCmd {
-    /// Create a join token; prints it alone.
+    /// Create a join token; prints it alone (admin role only).
     Create {
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -483,7 +484,8 @@ pub enum AgentTokenCmd {
     },
     /// List join tokens (never their secrets).
     List,
-    /// Revoke a join token: no agent can enroll with it any more.
+    /// Revoke a join token: no agent can enroll with it any more (admin
+    /// role only).
     Revoke { id: String },
 }
 

@@ -164,6 +164,10 @@ pub enum Command {
     /// Register a pushed component whose `describe()` was already read,
     /// with the publisher's signature document if it came with one.
     PushPlugin { wasm: Vec<u8>, info: Box<ActionInfo>, signature: Option<String>, reply: Reply<Value> },
+    /// Whether a pushed component's signature (or its absence) would be
+    /// accepted: asked before the component is compiled and described, so
+    /// that a controller requiring signatures runs no unsigned code.
+    VetPluginSignature { digest: String, signature: Option<String>, reply: Reply<Value> },
     ListPublishers { reply: Reply<Value> },
     AddPublisher { name: String, public_key: String, by: String, reply: Reply<Value> },
     RemovePublisher { name: String, reply: Reply<Value> },
@@ -245,6 +249,18 @@ pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
 /// broken one meets the bound, and signing is the CPU it would burn.
 const RENEWAL_BURST: u32 = 3;
 
+/// An upload granted to an agent: the largest size it asked for, and
+/// when that was granted (ms).
+#[derive(Debug, Clone, Copy)]
+struct Booking {
+    size: u64,
+    granted: u64,
+}
+
+/// Uploads an agent may have booked that no result named yet, whatever
+/// their sizes: the books stay small.
+const MAX_BOOKED_UPLOADS: usize = 4096;
+
 /// A running controller.
 pub struct Controller {
     pub api: SocketAddr,
@@ -309,6 +325,11 @@ struct JobInfo {
     /// Bytes of log stored, bounded by `--max-action-log`.
     log_bytes: u64,
     log_truncated: bool,
+    /// Artifacts the agent was granted to upload (or found stored) while it
+    /// held this job: what its result may name. `None` for a job given
+    /// back after a controller restart, whose uploads went to the previous
+    /// process: its result may name what is stored, with the stored size.
+    uploaded: Option<HashSet<String>>,
 }
 
 /// Bytes of log kept per action attempt unless `--max-action-log` says
@@ -403,10 +424,9 @@ struct Driver {
     max_agent_slots: u32,
     agent_upload_quota: u64,
     min_free_space: u64,
-    /// Artifacts each agent uploaded (or found stored) that no result of
-    /// its has named yet, with their sizes: the upload quota's books, and
-    /// what its results may name.
-    uploads: HashMap<String, HashMap<String, u64>>,
+    /// Artifacts each agent was granted to upload (or found stored) that
+    /// no result of its has named yet: the upload quota's books.
+    uploads: HashMap<String, HashMap<String, Booking>>,
     /// Renewal allowance per agent: (tokens left, when last refilled).
     renewals: HashMap<String, (u32, u64)>,
     /// A test hook in debug builds only: creating this pipeline panics the
@@ -899,6 +919,10 @@ impl Driver {
             }
             Command::PushPlugin { wasm, info, signature, reply } => {
                 let _ = reply.send(self.push_plugin(&wasm, *info, signature.as_deref()));
+            }
+            Command::VetPluginSignature { digest, signature, reply } => {
+                let key = format!("with digest {digest}");
+                let _ = reply.send(self.verify_push(&key, &digest, signature.as_deref()).map(|_| Value::Null));
             }
             Command::ListPublishers { reply } => {
                 let _ = reply.send(self.list_publishers());
@@ -1866,10 +1890,21 @@ impl Driver {
                     .collect();
                 let mut result = intake::clean_result(result, &declared);
                 if let JobResult::Succeeded { outputs, .. } = &result
-                    && let Some(bad) = outputs.iter().find(|o| !self.may_name(&o.digest))
+                    && let Some(bad) = outputs.iter().find(|o| !self.may_name(&o.digest, o.size))
                 {
                     let message = format!(
-                        "the agent's result was refused: output artifact {:?} ({}) was never uploaded",
+                        "the agent's result was refused: output artifact {:?} ({}) is not stored with {} bytes",
+                        bad.name, bad.digest, bad.size
+                    );
+                    result = JobResult::Failed { message, retryable: false };
+                }
+                if let JobResult::Succeeded { outputs, .. } = &result
+                    && let Some(uploaded) = &job.uploaded
+                    && let Some(bad) = outputs.iter().find(|o| !uploaded.contains(&o.digest))
+                {
+                    let message = format!(
+                        "the agent's result was refused: output artifact {:?} ({}) was not uploaded by this agent \
+                         while it held the job",
                         bad.name, bad.digest
                     );
                     result = JobResult::Failed { message, retryable: false };
@@ -1916,16 +1951,59 @@ impl Driver {
     /// asked: the same bytes may have been stored by another job, or
     /// before a controller restart; an agent learns a digest it did not
     /// upload only from the inputs of jobs it held, whose bytes it had.)
-    fn may_name(&self, digest: &str) -> bool {
-        self.artifacts.contains(digest)
+    /// The size must be the stored blob's: it is what consumers and the
+    /// API are told.
+    fn may_name(&self, digest: &str, size: u64) -> bool {
+        self.artifacts.size_of(digest) == Some(size)
     }
 
-    /// Forgets an agent's upload books once it holds no job: what it
-    /// uploaded and no result named is garbage for the collector.
+    /// Once an agent holds no job, its books keep only the uploads that
+    /// are not stored: bytes it cut off (or is still sending) stay on disk
+    /// as partial files until the collector removes them, and count against
+    /// its quota until then ([`Driver::forget_collected_uploads`]). Whole
+    /// blobs no result named are the collector's (and the free-space
+    /// floor's) business.
     fn settle_uploads(&mut self, agent_id: &str) {
-        if !self.jobs.values().any(|j| j.agent == agent_id) {
-            self.uploads.remove(agent_id);
+        if self.jobs.values().any(|j| j.agent == agent_id) {
+            return;
         }
+        let artifacts = &self.artifacts;
+        if let Some(books) = self.uploads.get_mut(agent_id) {
+            books.retain(|digest, _| !artifacts.contains(digest));
+            if books.is_empty() {
+                self.uploads.remove(agent_id);
+            }
+        }
+    }
+
+    /// Drops the bookings, of agents that hold no job, whose bytes are
+    /// gone: neither stored nor left in a partial file (the collector
+    /// removed it, or it was never written), and that were granted longer
+    /// than a collection interval ago (an upload granted a moment ago may
+    /// not have written its first byte yet).
+    fn forget_collected_uploads(&mut self, now: u64) {
+        let artifacts = &self.artifacts;
+        let jobs = &self.jobs;
+        let settled = now.saturating_sub(self.artifact_gc_interval.as_millis() as u64);
+        self.uploads.retain(|agent_id, books| {
+            if !jobs.values().any(|j| &j.agent == agent_id) {
+                books.retain(|digest, booking| {
+                    booking.granted >= settled || artifacts.contains(digest) || artifacts.has_partial(digest)
+                });
+            }
+            !books.is_empty()
+        });
+    }
+
+    /// Bytes granted to uploads that are not stored yet, over all agents:
+    /// the free-space floor reserves them (bytes already written to a
+    /// partial file count twice, which errs on the safe side).
+    fn uploads_in_flight(&self) -> u64 {
+        self.uploads
+            .values()
+            .flat_map(|books| books.iter())
+            .filter(|(digest, _)| !self.artifacts.contains(digest))
+            .fold(0u64, |sum, (_, booking)| sum.saturating_add(booking.size))
     }
 
     /// Takes one renewal from the agent's allowance ([`RENEWAL_BURST`],
@@ -1976,30 +2054,62 @@ impl Driver {
                 if !held().any(|j| !j.dispatch.outputs.is_empty()) {
                     return Err(format!("agent {agent_id} holds no job that declares output artifacts"));
                 }
-                let booked = self.uploads.get(agent_id);
-                if booked.is_some_and(|u| u.contains_key(digest)) {
-                    return Ok(());
-                }
-                let used: u64 = booked.map(|u| u.values().sum()).unwrap_or(0);
-                if used.saturating_add(*size) > self.agent_upload_quota {
-                    return Err(format!(
-                        "agent {agent_id}'s upload quota is used up: {used} bytes uploaded that no result named yet,                          {size} more asked, {} allowed (--agent-upload-quota)",
-                        self.agent_upload_quota
-                    ));
-                }
-                if !self.artifacts.contains(digest) {
-                    let free = self.artifacts.free_bytes().map_err(|e| format!("{e:#}"))?;
-                    if free.saturating_sub(*size) < self.min_free_space {
-                        return Err(format!(
-                            "the controller's artifact store has {free} bytes free; an artifact of {size} bytes would                              leave less than the {} kept free (--min-free-space)",
-                            self.min_free_space
-                        ));
+                self.book_upload(agent_id, digest, *size)?;
+                // Transfers name no job: the grant counts for every job
+                // with outputs the agent holds now, and for no later one.
+                for job in self.jobs.values_mut().filter(|j| j.agent == agent_id && !j.dispatch.outputs.is_empty()) {
+                    if let Some(uploaded) = &mut job.uploaded
+                        && uploaded.len() < MAX_BOOKED_UPLOADS
+                    {
+                        uploaded.insert(digest.clone());
                     }
                 }
-                self.uploads.entry(agent_id.to_string()).or_default().insert(digest.clone(), *size);
                 Ok(())
             }
         }
+    }
+
+    /// Books an upload of `digest` of `size` bytes by `agent_id` against
+    /// its quota and the free-space floor.
+    fn book_upload(&mut self, agent_id: &str, digest: &str, size: u64) -> Result<(), String> {
+        // The largest size asked for a digest is what its upload
+        // may write (`put_stream` stops at the size of the request
+        // granted): a request asking more is checked again for
+        // the difference.
+        let books = self.uploads.get(agent_id);
+        let booked = books.and_then(|u| u.get(digest)).map(|b| b.size);
+        if booked.is_some_and(|b| b >= size) {
+            return Ok(());
+        }
+        let more = size - booked.unwrap_or(0);
+        if booked.is_none() && books.is_some_and(|u| u.len() >= MAX_BOOKED_UPLOADS) {
+            return Err(format!(
+                "agent {agent_id} has {MAX_BOOKED_UPLOADS} uploads that no result named yet: no more are granted"
+            ));
+        }
+        let used: u64 = books.map(|u| u.values().map(|b| b.size).sum()).unwrap_or(0);
+        if used.saturating_add(more) > self.agent_upload_quota {
+            return Err(format!(
+                "agent {agent_id}'s upload quota is used up: {used} bytes uploaded (or cut off) that no result \
+                 named yet, {more} more asked, {} allowed (--agent-upload-quota)",
+                self.agent_upload_quota
+            ));
+        }
+        if !self.artifacts.contains(digest) {
+            let free = self.artifacts.free_bytes().map_err(|e| format!("{e:#}"))?;
+            let reserved = self.uploads_in_flight();
+            if free.saturating_sub(reserved).saturating_sub(more) < self.min_free_space {
+                return Err(format!(
+                    "the controller's artifact store has {free} bytes free, {reserved} of them granted to \
+                     uploads in flight; {more} more bytes would leave less than the {} kept free \
+                     (--min-free-space)",
+                    self.min_free_space
+                ));
+            }
+        }
+        let booking = Booking { size, granted: now_ms() };
+        self.uploads.entry(agent_id.to_string()).or_default().insert(digest.to_string(), booking);
+        Ok(())
     }
 
     /// Signs a new certificate for a connected agent; the name in it is the
@@ -2139,6 +2249,8 @@ impl Driver {
             return;
         }
         self.next_gc = now + self.artifact_gc_interval.as_millis() as u64;
+        // Before this collection: what the last one removed is released.
+        self.forget_collected_uploads(now);
         let keep = match self.store.artifact_digests() {
             Ok(keep) => keep,
             Err(e) => return warn!("listing the artifacts in use: {e:#}"),
@@ -2368,6 +2480,7 @@ impl Driver {
                 log_acked: None,
                 log_bytes,
                 log_truncated,
+                uploaded: (kind == HandOut::New).then(HashSet::new),
             },
         );
         info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");

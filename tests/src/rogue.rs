@@ -227,6 +227,22 @@ impl Rogue {
     }
 }
 
+impl Rogue {
+    /// Opens an upload stream, sends `request` and `body`, then resets the
+    /// stream as a dropped connection would: the controller keeps what
+    /// arrived as a partial file for a resume.
+    pub async fn transfer_cut(&self, request: &StreamRequest, body: &[u8]) -> Result<()> {
+        let (mut send, _recv) = self.conn.open_bi().await?;
+        send.write_all(&encode(request)?).await?;
+        send.write_all(body).await?;
+        // Give the bytes time to land before the reset discards what is
+        // still unsent.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = send.reset(0u32.into());
+        Ok(())
+    }
+}
+
 fn rand_instance() -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -502,6 +502,48 @@ fn operators_list_and_revoke_tokens_and_drain_disable_and_enable_agents() {
 
     // A drained agent finishes its work and takes none; enabled, it does.
     let agent_id = cluster.add_agent(&[]).unwrap();
+
+    // Where work and its secrets go is the admin's decision: an operator
+    // can neither label a host nor mint or revoke a join token.
+    assert!(cluster.sluice(&["user", "create", "oscar"]).status.success());
+    let out = cluster.sluice(&["token", "create", "--user", "oscar"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let oscar = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let as_oscar = |args: &[&str]| {
+        std::process::Command::new(sluice_tests::bin("sluice"))
+            .args(args)
+            .env("SLUICE_API", &cluster.api)
+            .env("SLUICE_TOKEN", &oscar)
+            .output()
+            .unwrap()
+    };
+    let out = as_oscar(&["agent", "label", &agent_id, "env=prod"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin role"), "{}", output_text(&out));
+    let out = as_oscar(&["agent-token", "create", "--allow-agent-labels", "env"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    let kept = cluster.join_token(Some(1)).unwrap();
+    let tokens = cluster.sluice_json(&["agent-token", "list"]).unwrap();
+    let kept_id = tokens["agentTokens"].as_array().unwrap().iter().find(|t| t["state"] == "valid").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = as_oscar(&["agent-token", "revoke", &kept_id]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    let agents = cluster.agents_json().unwrap();
+    assert!(agents[0]["labels"].get("env").is_none(), "the operator's label was applied: {agents:?}");
+    let tokens = cluster.sluice_json(&["agent-token", "list"]).unwrap();
+    let states: Vec<_> = tokens["agentTokens"].as_array().unwrap().iter().map(|t| t["state"].clone()).collect();
+    assert_eq!(states.iter().filter(|s| **s == "valid").count(), 1, "{tokens}");
+    drop(kept);
+    // The admin may do all three.
+    let out = cluster.sluice(&["agent", "label", &agent_id, "env=prod"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(cluster.agents_json().unwrap()[0]["labels"]["env"], "prod");
+    let out = cluster.sluice(&["agent-token", "revoke", &kept_id]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = cluster.sluice(&["agent", "label", &agent_id, "env-"]);
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = cluster.sluice(&["agent", "drain", &agent_id]);
     assert!(out.status.success(), "{}", output_text(&out));
     let repo = cluster.dir.path().join("repo");

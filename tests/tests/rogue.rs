@@ -46,6 +46,24 @@ fn source_pipeline(name: &str, repo: &Path, labels: &str, interval: u32) -> Stri
     )
 }
 
+/// A source and a shell action that waits for `marker`, for any agent:
+/// whoever holds it keeps it running until the marker appears.
+fn busy_pipeline(name: &str, repo: &Path, marker: &Path) -> String {
+    format!(
+        r#"{{"pipeline": {{"name": "{name}", "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout", "pollIntervalSeconds": 0,
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}"}}, "outputArtifacts": [{{"name": "src"}}],
+     "capabilities": {{"exec": ["git"]}}}}]}},
+  {{"name": "Build", "actions": [{{"name": "Wait",
+     "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+     "configuration": {{"Commands": "while [ ! -e {marker} ]; do sleep 0.1; done"}},
+     "inputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["sh"]}}}}]}}]}}}}"#,
+        repo = repo.display(),
+        marker = marker.display()
+    )
+}
+
 fn create(cluster: &Cluster, name: &str, declaration: &str) -> String {
     let file = cluster.dir.path().join(format!("{name}.json"));
     std::fs::write(&file, declaration).unwrap();
@@ -98,16 +116,30 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     .unwrap();
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("README", "hello\n")]);
-    let (src, shell_digest, waiting) = tokio::task::block_in_place(|| {
+    let (src, src_size, shell_digest, waiting) = tokio::task::block_in_place(|| {
         let id = create(&cluster, "real", &real_pipeline("real", &repo));
         let e = execution_end(&cluster, "real", &id);
         assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e:#}");
         let src = e["stages"][0]["actions"][0]["outputArtifacts"][0]["digest"].as_str().unwrap().to_string();
+        let src_size = e["stages"][0]["actions"][0]["outputArtifacts"][0]["size"].as_u64().unwrap();
         let plugins = cluster.sluice_json(&["plugin", "list"]).unwrap();
         let shell = plugins["plugins"].as_array().unwrap().iter().find(|p| p["provider"] == "shell@1").unwrap();
         // An action no agent may take: it waits, unassigned.
         let waiting = create(&cluster, "waiting", &source_pipeline("waiting", &repo, r#"{"pool": "nowhere"}"#, 0));
-        (src, shell["digest"].as_str().unwrap().to_string(), waiting)
+        (src, src_size, shell["digest"].as_str().unwrap().to_string(), waiting)
+    });
+    // A job any agent may take (the rogue's labels match it), running on
+    // the real agent.
+    let marker = cluster.dir.path().join("release-busy");
+    let (busy, real_agent) = tokio::task::block_in_place(|| {
+        let busy = create(&cluster, "busy", &busy_pipeline("busy", &repo, &marker));
+        let agent = wait_until("the busy action to run", WAIT, || {
+            let e = cluster.sluice_json(&["execution", "get", "busy", &busy]).ok()?;
+            let action = &e["stages"][1]["actions"][0];
+            (action["status"] == "InProgress").then(|| action["agent"].as_str().map(str::to_string)).flatten()
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()));
+        (busy, agent)
     });
 
     // Enrolled with a token that gives no labels and allows none.
@@ -117,9 +149,13 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     let endpoint = rogue::endpoint().unwrap();
     let enrolled = rogue::enroll(&endpoint, fleet, &ca, &token).await.unwrap();
     // Its hello lists the waiting action's job (job ids follow from the
-    // execution id) and a job of the real agent, claims the label the real
-    // pipeline asks for and one nobody gave, and a thousand slots.
-    let running: Vec<String> = (0..3).map(|attempt| format!("{waiting}.0.0.{attempt}")).collect();
+    // execution id) and the job the real agent runs, whose labels it
+    // matches, claims the label the real pipeline asks for and one nobody
+    // gave, and a thousand slots.
+    let running: Vec<String> = (0..3)
+        .map(|attempt| format!("{waiting}.0.0.{attempt}"))
+        .chain((0..3).map(|attempt| format!("{busy}.1.0.{attempt}")))
+        .collect();
     let claims = Claims {
         labels: [("role", "build"), ("env", "prod"), ("os", "linux")].map(|(k, v)| (k.to_string(), v.to_string())).into(),
         running,
@@ -140,6 +176,11 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
         assert_eq!(me["slots"], 64, "{me}");
         let e = cluster.sluice_json(&["execution", "get", "waiting", &waiting]).unwrap();
         assert_eq!(e["stages"][0]["actions"][0]["agent"], Value::Null, "{e:#}");
+        let e = cluster.sluice_json(&["execution", "get", "busy", &busy]).unwrap();
+        assert_eq!(e["stages"][1]["actions"][0]["agent"].as_str(), Some(real_agent.as_str()), "{e:#}");
+        std::fs::write(&marker, "").unwrap();
+        let e = execution_end(&cluster, "busy", &busy);
+        assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e:#}");
     });
 
     // Transfers it holds no job for.
@@ -213,6 +254,23 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     let message =
         refusal(rogue.transfer(&StreamRequest::UploadOffset { digest: digest.clone(), size: 1 << 20 }, &[]).await.unwrap());
     assert!(message.contains("upload quota is used up"), "{message}");
+    // A digest booked small and then sent big is checked again: the quota
+    // counts the largest size asked.
+    let small = "cd".repeat(32);
+    let offset = rogue.transfer(&StreamRequest::UploadOffset { digest: small.clone(), size: 1 }, &[]).await.unwrap();
+    assert!(matches!(offset, StreamReply::Ok { size: 0 }), "{offset:?}");
+    let big = StreamRequest::PutArtifact { digest: small.clone(), size: 1 << 20, offset: 0 };
+    let message = refusal(rogue.transfer(&big, &[0u8; 4096]).await.unwrap());
+    assert!(message.contains("upload quota is used up"), "{message}");
+    // An upload cut off leaves its bytes in a partial file: they count
+    // against the agent until the collector removes them, across jobs.
+    let cut = "ef".repeat(32);
+    let put = StreamRequest::PutArtifact { digest: cut.clone(), size: 60 << 10, offset: 0 };
+    rogue.transfer_cut(&put, &[7u8; 40 << 10]).await.unwrap();
+    let partial = cluster.data_dir().join("artifacts/tmp").join(format!("{cut}.partial"));
+    tokio::task::block_in_place(|| {
+        wait_until("the cut upload's partial file", WAIT, || partial.exists().then_some(())).unwrap();
+    });
     // Still nothing of others'.
     assert!(refusal(rogue.transfer(&fetch, &[]).await.unwrap()).contains("is an input of no job"));
     assert!(refusal(rogue.transfer(&plugin, &[]).await.unwrap()).contains("belongs to no job or poll"));
@@ -240,19 +298,115 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
         assert_eq!(history["pipelineExecutionSummaries"].as_array().unwrap().len(), 1, "{history:#}");
     });
 
-    // A result naming an output its action never declared fails the action.
+    // A result naming an output its action never declared fails the action,
+    // for that reason.
     let result = JobResult::Succeeded {
         summary: "done".into(),
         output_variables: BTreeMap::new(),
-        external_url: Some("javascript:alert(1)".into()),
+        external_url: None,
         outputs: vec![ProducedArtifact { name: "loot".into(), digest: src.clone(), size: 1 }],
     };
     rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
     tokio::task::block_in_place(|| {
         let e = execution_end(&cluster, "polled", &polled);
         let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
-        assert!(error.contains("the agent's result was refused"), "{e:#}");
+        assert!(
+            error.contains("the agent's result was refused: output artifact \"loot\" is not one the action declares"),
+            "{e:#}"
+        );
         log_has(&cluster, "the agent's result was refused");
+    });
+
+    // Its next job: the cut upload's bytes still count (60 KiB booked of
+    // 64 KiB), though the job that made them is over.
+    let again = tokio::task::block_in_place(|| {
+        create(&cluster, "again", &source_pipeline("again", &repo, r#"{"pollee": "yes"}"#, 0))
+    });
+    let job = rogue
+        .expect(WAIT, |m| match m {
+            ToAgent::Job(job) if job.execution_id == again => Some(job),
+            _ => None,
+        })
+        .await
+        .expect("the rogue's next job");
+    let message = refusal(
+        rogue.transfer(&StreamRequest::UploadOffset { digest: "12".repeat(32), size: 8 << 10 }, &[]).await.unwrap(),
+    );
+    assert!(message.contains("upload quota is used up: 61441 bytes"), "{message}");
+    // A result naming an artifact it uploaded for this job, with a size
+    // other than the stored blob's, fails the action, for that reason.
+    let hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".to_string();
+    let put = StreamRequest::PutArtifact { digest: hello.clone(), size: 5, offset: 0 };
+    let stored = rogue.transfer(&put, b"hello").await.unwrap();
+    assert!(matches!(stored, StreamReply::Ok { size: 5 }), "{stored:?}");
+    let result = JobResult::Succeeded {
+        summary: "done".into(),
+        output_variables: BTreeMap::new(),
+        external_url: None,
+        outputs: vec![ProducedArtifact { name: "src".into(), digest: hello.clone(), size: 6 }],
+    };
+    rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
+    tokio::task::block_in_place(|| {
+        let e = execution_end(&cluster, "again", &again);
+        let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(&format!("output artifact \"src\" ({hello}) is not stored with 6 bytes")), "{e:#}");
+    });
+    // A result naming another pipeline's stored artifact, with its right
+    // size, that this agent never uploaded (nor claimed) for the job fails
+    // the action, for that reason.
+    let fourth = tokio::task::block_in_place(|| {
+        create(&cluster, "fourth", &source_pipeline("fourth", &repo, r#"{"pollee": "yes"}"#, 0))
+    });
+    let job = rogue
+        .expect(WAIT, |m| match m {
+            ToAgent::Job(job) if job.execution_id == fourth => Some(job),
+            _ => None,
+        })
+        .await
+        .expect("the rogue's fourth job");
+    let result = JobResult::Succeeded {
+        summary: "done".into(),
+        output_variables: BTreeMap::new(),
+        external_url: None,
+        outputs: vec![ProducedArtifact { name: "src".into(), digest: src.clone(), size: src_size }],
+    };
+    rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
+    tokio::task::block_in_place(|| {
+        let e = execution_end(&cluster, "fourth", &fourth);
+        let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            error.contains(&format!(
+                "output artifact \"src\" ({src}) was not uploaded by this agent while it held the job"
+            )),
+            "{e:#}"
+        );
+    });
+    // A result whose external URL is not http(s) fails the action, for
+    // that reason.
+    let third = tokio::task::block_in_place(|| {
+        create(&cluster, "third", &source_pipeline("third", &repo, r#"{"pollee": "yes"}"#, 0))
+    });
+    let job = rogue
+        .expect(WAIT, |m| match m {
+            ToAgent::Job(job) if job.execution_id == third => Some(job),
+            _ => None,
+        })
+        .await
+        .expect("the rogue's third job");
+    let result = JobResult::Succeeded {
+        summary: "done".into(),
+        output_variables: BTreeMap::new(),
+        external_url: Some("javascript:alert(1)".into()),
+        outputs: vec![],
+    };
+    rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
+    tokio::task::block_in_place(|| {
+        let e = execution_end(&cluster, "third", &third);
+        let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            error.contains("the agent's result was refused: the external URL \"javascript:alert(1)\" is not http(s)"),
+            "{e:#}"
+        );
     });
 
     // Listing a job it could take by its labels changes nothing either: a

@@ -197,6 +197,19 @@ fn a_push_with_a_tampered_component_or_an_untrusted_signature_is_refused() {
     let out = cluster.sluice(&["plugin", "push", signed.to_str().unwrap(), "--signature", &format!("{sig}.mallory")]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(output_text(&out).contains("not a trusted publisher's"), "{}", output_text(&out));
+    // Nothing of an unsigned or untrusted component is compiled or run
+    // before its signature is checked: bytes that are no component at
+    // all are refused for their signature, not for what they are.
+    let junk = keys.path().join("junk.wasm");
+    write(&junk, "\0asm not a component");
+    let out = cluster.sluice(&["plugin", "push", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(output_text(&out).contains("is not signed"), "{}", output_text(&out));
+    let out = cluster.sluice(&["plugin", "sign", junk.to_str().unwrap(), "--key", mallory_key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = cluster.sluice(&["plugin", "push", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(output_text(&out).contains("not a trusted publisher's"), "{}", output_text(&out));
     // A signature naming acme's key but made by mallory's.
     let mut forged: Value = serde_json::from_str(&std::fs::read_to_string(format!("{sig}.mallory")).unwrap()).unwrap();
     let genuine: Value = serde_json::from_str(&std::fs::read_to_string(&sig).unwrap()).unwrap();
