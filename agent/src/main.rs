@@ -201,6 +201,9 @@ async fn run(mut args: Args) -> Result<()> {
         .data_dir
         .canonicalize()
         .with_context(|| format!("resolving the data dir {}", args.data_dir.display()))?;
+    // Bad --sandbox-* flags stop the agent before it enrolls, too.
+    let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
+    let confinement = confinement(&args, &[args.data_dir.clone(), cache_dir.clone()])?;
     let identity = if Identity::exists(&args.data_dir) {
         if args.token.is_some() {
             info!("already enrolled; the join token is not used");
@@ -221,8 +224,6 @@ async fn run(mut args: Args) -> Result<()> {
         identity
     };
 
-    let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
-    let confinement = confinement(&args, &[args.data_dir.clone(), cache_dir.clone()])?;
     match &confinement {
         Confinement::Confined(_) => info!("{}", confinement.describe()),
         _ => tracing::warn!("{}", confinement.describe()),
