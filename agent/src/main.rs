@@ -92,6 +92,10 @@ struct Args {
     /// a shared build cache; repeatable). Per action, prefer an `fs` grant.
     #[arg(long = "sandbox-write", value_name = "DIR")]
     sandbox_write: Vec<PathBuf>,
+    /// Processes and threads one granted program may have at once, with
+    /// everything it starts (the run cgroup's `pids.max`; 0: no limit).
+    #[arg(long, value_name = "N", default_value_t = sluice_runtime::sandbox::DEFAULT_MAX_PIDS)]
+    sandbox_max_pids: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -204,6 +208,9 @@ async fn run(mut args: Args) -> Result<()> {
         .data_dir
         .canonicalize()
         .with_context(|| format!("resolving the data dir {}", args.data_dir.display()))?;
+    // Bad --sandbox-* flags stop the agent before it enrolls, too.
+    let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
+    let confinement = confinement(&args, &[args.data_dir.clone(), cache_dir.clone()])?;
     let identity = if Identity::exists(&args.data_dir) {
         if args.token.is_some() {
             info!("already enrolled; the join token is not used");
@@ -224,12 +231,10 @@ async fn run(mut args: Args) -> Result<()> {
         identity
     };
 
-    let confinement = confinement(&args)?;
     match &confinement {
         Confinement::Confined(_) => info!("{}", confinement.describe()),
         _ => tracing::warn!("{}", confinement.describe()),
     }
-    let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
     let runtime = Runtime::new(RuntimeConfig {
         memory_limit: usize::try_from(args.runtime_memory_mib << 20).context("--runtime-memory-mib is too large")?,
         cache_dir: Some(cache_dir),
@@ -245,6 +250,8 @@ async fn run(mut args: Args) -> Result<()> {
             AllocatorFlag::OnDemand => Allocation::OnDemand,
         },
         confinement,
+        // No fs grant may reach the identity, the cache or other jobs.
+        protected_dirs: vec![args.data_dir.clone()],
     })
     .context("starting the plugin runtime")?;
     info!(allocation = ?runtime.allocation(), "plugin runtime ready");
@@ -285,7 +292,9 @@ async fn run(mut args: Args) -> Result<()> {
 }
 
 /// How granted programs run here; this executable is their launcher.
-fn confinement(args: &Args) -> Result<Confinement> {
+/// `protected` are the agent's own directories, which no `--sandbox-*`
+/// directory may expose.
+fn confinement(args: &Args, protected: &[PathBuf]) -> Result<Confinement> {
     let exe = std::env::current_exe().context("finding the agent's own executable")?;
     let unconfined = if args.allow_unconfined_exec { Unconfined::Allow } else { Unconfined::Refuse };
     let reaper = match args.process_reaper {
@@ -300,8 +309,17 @@ fn confinement(args: &Args) -> Result<Confinement> {
                 return Err(anyhow!(Usage(format!("{flag} {} must be an absolute directory", dir.display()))));
             }
         }
-        sandbox.extra_read = args.sandbox_read.clone();
-        sandbox.extra_write = args.sandbox_write.clone();
+        for (flag, dirs, extra) in [
+            ("--sandbox-read", &args.sandbox_read, &mut sandbox.extra_read),
+            ("--sandbox-write", &args.sandbox_write, &mut sandbox.extra_write),
+        ] {
+            for dir in dirs {
+                let dir = sluice_runtime::sandbox::grantable_dir(dir, protected)
+                    .map_err(|e| anyhow!(Usage(format!("{flag} refused: {e}"))))?;
+                extra.push(dir);
+            }
+        }
+        sandbox.max_pids = (args.sandbox_max_pids > 0).then_some(args.sandbox_max_pids);
     }
     Ok(confinement)
 }

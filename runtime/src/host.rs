@@ -88,6 +88,7 @@ impl HostState {
         memory_limit: usize,
         tls: Arc<rustls::ClientConfig>,
         confinement: Arc<crate::sandbox::Confinement>,
+        protected: &[PathBuf],
     ) -> Result<(Self, Stdio)> {
         let masker = Arc::new(crate::mask::Masker::new(&inv.secrets));
         let unmasked_log = log.clone();
@@ -106,8 +107,14 @@ impl HostState {
             if !path.is_absolute() {
                 anyhow::bail!("fs grant {dir:?} is not an absolute path");
             }
+            // Checked before anything is created, and again once it exists
+            // (its links resolved): the grant reaches the plugin's WASI
+            // view and any program it runs.
+            crate::sandbox::grantable_dir(&path, protected).map_err(|e| anyhow::anyhow!("fs grant refused: {e}"))?;
             std::fs::create_dir_all(&path).with_context(|| format!("creating granted directory {dir}"))?;
-            mounts.push(Mount { guest: path.clone(), host: path, writable: true });
+            let host = crate::sandbox::grantable_dir(&path, protected)
+                .map_err(|e| anyhow::anyhow!("fs grant refused: {e}"))?;
+            mounts.push(Mount { guest: path, host, writable: true });
         }
 
         let stdout = MemoryOutputPipe::new(crate::STDIO_CAPTURE);

@@ -90,6 +90,10 @@ pub struct RuntimeConfig {
     pub http_extra_roots: Vec<u8>,
     /// How granted host programs run; by default they are refused.
     pub confinement: sandbox::Confinement,
+    /// Directories no `fs` grant (nor the sandbox's extra directories) may
+    /// equal, hold or lie in: the agent's data dir, with its identity and
+    /// job directories. The plugin cache is always among them.
+    pub protected_dirs: Vec<PathBuf>,
 }
 
 /// The default limit of one output artifact, the controller's own limit.
@@ -104,6 +108,7 @@ impl Default for RuntimeConfig {
             max_output_bytes: MAX_OUTPUT_BYTES,
             http_extra_roots: Vec::new(),
             confinement: sandbox::Confinement::default(),
+            protected_dirs: Vec::new(),
         }
     }
 }
@@ -316,6 +321,8 @@ pub struct Runtime {
     /// The TLS client of plugins' outgoing HTTPS.
     http_tls: Arc<rustls::ClientConfig>,
     confinement: Arc<sandbox::Confinement>,
+    /// [`RuntimeConfig::protected_dirs`] and the plugin cache.
+    protected: Arc<Vec<PathBuf>>,
 }
 
 /// Converts wasmtime's error type, which does not implement
@@ -369,6 +376,17 @@ impl Runtime {
             std::fs::create_dir_all(dir).with_context(|| format!("creating plugin cache {}", dir.display()))?;
         }
         let http_tls = http::tls_config(&config.http_extra_roots).context("setting up TLS for plugins' HTTPS")?;
+        let mut protected = config.protected_dirs.clone();
+        protected.extend(config.cache_dir.clone());
+        let mut config = config;
+        if let sandbox::Confinement::Confined(sandbox) = &mut config.confinement {
+            // What the operator adds to every run must not open the agent's
+            // own files either.
+            for dir in sandbox.extra_read.iter_mut().chain(sandbox.extra_write.iter_mut()) {
+                *dir = sandbox::grantable_dir(dir, &protected)
+                    .map_err(|e| anyhow::anyhow!("sandbox directory refused: {e}"))?;
+            }
+        }
         if let sandbox::Confinement::Confined(_) = &config.confinement {
             // Confined programs hold no capabilities: a process that is not
             // dumpable keeps its `/proc` entries (environment, memory) from
@@ -377,6 +395,7 @@ impl Runtime {
         }
         let runtime = Arc::new(Self {
             confinement: Arc::new(config.confinement.clone()),
+            protected: Arc::new(protected),
             http_tls,
             engine,
             allocation,
@@ -788,6 +807,7 @@ impl Runtime {
             self.config.memory_limit,
             self.http_tls.clone(),
             self.confinement.clone(),
+            &self.protected,
         )?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

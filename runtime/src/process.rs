@@ -13,7 +13,7 @@ use crate::sandbox::{self, Confinement, RunCgroup};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead as _, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -26,6 +26,59 @@ const CAPTURE_LIMIT: usize = 16 << 20;
 /// How long output may still arrive after the program exited (from
 /// something it started), and how long after a kill we wait for its pipes.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
+/// Lines queued between a pipe's reader and the call's loop.
+const OUTPUT_QUEUE: usize = 64;
+
+/// Reads a pipe to its end in bounded pieces: each line goes to `send`
+/// (without its line ending) as it completes, and a line longer than the
+/// log's line limit ([`crate::budget::MAX_LINE_BYTES`]) is split into
+/// lines of that size, so that a program writing without a newline
+/// (`cat /dev/zero`) holds at most one such piece in memory here. Returns
+/// the bytes kept for the plugin, at most [`CAPTURE_LIMIT`] plus a line.
+/// Stops early when `send` returns false (nobody listens any more).
+fn read_lines(pipe: impl Read, mut send: impl FnMut(String) -> bool) -> Vec<u8> {
+    let limit = crate::budget::MAX_LINE_BYTES;
+    let mut captured = Vec::new();
+    let mut reader = BufReader::with_capacity(limit, pipe);
+    let mut line = Vec::new();
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) if !buf.is_empty() => buf,
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let room = limit - line.len();
+        let window = &buf[..buf.len().min(room)];
+        let (take, ended) = match window.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (window.len(), false),
+        };
+        line.extend_from_slice(&window[..take]);
+        reader.consume(take);
+        if ended || line.len() >= limit {
+            if captured.len() < CAPTURE_LIMIT {
+                captured.extend_from_slice(&line);
+            }
+            let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_string();
+            line.clear();
+            if !send(text) {
+                return captured;
+            }
+        }
+    }
+    if !line.is_empty() {
+        if captured.len() < CAPTURE_LIMIT {
+            captured.extend_from_slice(&line);
+        }
+        send(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_string());
+    }
+    captured
+}
+
+/// How long a stopped supervisor may take to kill and reap what is left.
+const REAP_GRACE: Duration = Duration::from_secs(10);
+
 /// Where granted bare program names are looked up: system directories
 /// only, never the job's own.
 const SEARCH_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -68,7 +121,14 @@ impl Stopper {
 
     /// Waits for the launcher to be gone, killing it if it does not go.
     fn wait(&mut self, child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
-        let until = Instant::now() + PIPE_GRACE;
+        // A supervisor that was told to stop is killing and reaping the
+        // run's descendants: killing it half-way would orphan the rest to
+        // init. It gets longer, still bounded.
+        let grace = match self.kind {
+            StopKind::Supervisor(_) => REAP_GRACE,
+            _ => PIPE_GRACE,
+        };
+        let until = Instant::now() + grace;
         loop {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
@@ -142,7 +202,9 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
         },
     };
 
-    let (tx, rx) = mpsc::channel::<(bool, String)>();
+    // Bounded: a reader waits for the loop below rather than queueing a
+    // fast program's whole output in memory.
+    let (tx, rx) = mpsc::sync_channel::<(bool, String)>(OUTPUT_QUEUE);
     let readers: Vec<_> = [
         (false, Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>),
         (true, Box::new(child.stderr.take().expect("piped")) as Box<dyn Read + Send>),
@@ -150,22 +212,7 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
     .into_iter()
     .map(|(is_err, pipe)| {
         let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut captured = Vec::new();
-            let mut reader = BufReader::new(pipe);
-            let mut line = Vec::new();
-            while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-                if captured.len() < CAPTURE_LIMIT {
-                    captured.extend_from_slice(&line);
-                }
-                let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_string();
-                if tx.send((is_err, text)).is_err() {
-                    break;
-                }
-                line.clear();
-            }
-            captured
-        })
+        std::thread::spawn(move || read_lines(pipe, |text| tx.send((is_err, text)).is_ok()))
     })
     .collect();
     drop(tx);
@@ -185,7 +232,8 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
                     if cmd.stream_output {
                         state.emit(&if is_err { format!("stderr: {text}") } else { text });
                     }
-                    continue;
+                    // No `continue`: a program that never stops writing
+                    // must still meet its deadline below.
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => pipes_open = false,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -288,6 +336,29 @@ fn search(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_line_is_read_in_bounded_pieces() {
+        // A real program writing 40 MiB without a newline, then a line.
+        let mut child = Command::new("sh")
+            .args(["-c", "head -c 41943040 /dev/zero; echo; echo last"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (mut lines, mut longest, mut last) = (0usize, 0usize, String::new());
+        let captured = read_lines(child.stdout.take().unwrap(), |text| {
+            lines += 1;
+            longest = longest.max(text.len());
+            last = text;
+            true
+        });
+        child.wait().unwrap();
+        let max = crate::budget::MAX_LINE_BYTES;
+        assert_eq!(longest, max, "every piece is at most one log line");
+        assert_eq!(lines, (40 << 20) / max + 2, "the long line is split, the rest kept");
+        assert_eq!(last, "last");
+        assert!(captured.len() <= CAPTURE_LIMIT + max, "{}", captured.len());
+    }
 
     #[test]
     fn only_granted_programs_resolve() {

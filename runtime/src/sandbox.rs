@@ -144,7 +144,14 @@ pub struct Sandbox {
     /// More directories programs may also write (such as a shared build
     /// cache), chosen by the operator.
     pub extra_write: Vec<PathBuf>,
+    /// Processes (and threads) one run may have at once, through the run
+    /// cgroup's `pids.max`; `None` leaves the limit unset.
+    pub max_pids: Option<u32>,
 }
+
+/// The default of [`Sandbox::max_pids`]: generous for a parallel build,
+/// small enough that a fork bomb stops long before the host does.
+pub const DEFAULT_MAX_PIDS: u32 = 4096;
 
 /// How the processes a program leaves behind are found and killed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,12 +195,23 @@ impl Confinement {
             });
         }
         let reaper = match (reaper, writable_cgroup()) {
+            // An earlier agent that died left its runs' cgroups (and what
+            // ran in them) behind: they go before this one takes work.
+            (ReaperChoice::Auto | ReaperChoice::Cgroup, Ok(dir)) => {
+                remove_stale_runs(&dir);
+                Reaper::Cgroup(dir)
+            }
             (ReaperChoice::Subreaper, _) => Reaper::Subreaper,
-            (ReaperChoice::Auto | ReaperChoice::Cgroup, Ok(dir)) => Reaper::Cgroup(dir),
             (ReaperChoice::Auto, Err(_)) => Reaper::Subreaper,
             (ReaperChoice::Cgroup, Err(e)) => return Err(e.context("a cgroup per run was asked for")),
         };
-        Ok(Confinement::Confined(Sandbox { launcher, reaper, extra_read: Vec::new(), extra_write: Vec::new() }))
+        Ok(Confinement::Confined(Sandbox {
+            launcher,
+            reaper,
+            extra_read: Vec::new(),
+            extra_write: Vec::new(),
+            max_pids: Some(DEFAULT_MAX_PIDS),
+        }))
     }
 
     /// One line for the start-up log.
@@ -255,6 +273,72 @@ pub fn writable_cgroup() -> Result<PathBuf> {
         bail!("cgroup {} has no cgroup.kill (Linux 5.14 or later is needed)", dir.display());
     }
     Ok(dir)
+}
+
+/// Kills and removes the run cgroups under `dir` whose agent (the pid in
+/// the name `sluice-run-PID-N`) is gone: an agent that died cannot have
+/// cleaned them, and their programs would otherwise run on. Cgroups of
+/// agents still running (several may share a cgroup) are left alone.
+pub fn remove_stale_runs(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("sluice-run-")) else { continue };
+        let Some(owner) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if owner == std::process::id() || Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        let stale = RunCgroup { dir: entry.path() };
+        tracing::warn!(cgroup = %stale.dir.display(), "killing and removing a run cgroup left by an agent that is gone");
+        drop(stale);
+        removed += 1;
+    }
+    removed
+}
+
+/// Why a directory may not be handed to programs (an `fs` grant, or
+/// `--sandbox-read`/`--sandbox-write`): it is `/`, or it equals, holds or
+/// lies inside one of `protected` (the agent's data dir, plugin cache and
+/// job directories). Returns the directory with every symbolic link
+/// resolved, which is what must then be granted, so that a link cannot
+/// point the grant elsewhere later. A directory that does not exist yet is
+/// judged by its deepest existing ancestor, resolved, plus the rest.
+pub fn grantable_dir(dir: &Path, protected: &[PathBuf]) -> Result<PathBuf, String> {
+    if !dir.is_absolute() {
+        return Err(format!("{} is not an absolute path", dir.display()));
+    }
+    if dir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("{} must not contain `..`", dir.display()));
+    }
+    let mut existing = dir.to_path_buf();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match existing.canonicalize() {
+            Ok(real) => break rest.iter().rev().fold(real, |p: PathBuf, part: &OsString| p.join(part)),
+            Err(_) => match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    existing = parent.to_path_buf();
+                }
+                _ => return Err(format!("cannot resolve {}", dir.display())),
+            },
+        }
+    };
+    if resolved == Path::new("/") {
+        return Err(format!("{} is the whole filesystem", dir.display()));
+    }
+    for guarded in protected {
+        let guarded = guarded.canonicalize().unwrap_or_else(|_| guarded.clone());
+        if resolved.starts_with(&guarded) || guarded.starts_with(&resolved) {
+            return Err(format!(
+                "{} would expose the agent's own files ({}: its identity, plugin cache and job directories)",
+                dir.display(),
+                guarded.display()
+            ));
+        }
+    }
+    Ok(resolved)
 }
 
 /// The root and mount point of the first cgroup2 mount in a mountinfo.
@@ -385,11 +469,20 @@ pub struct RunCgroup {
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
 impl RunCgroup {
-    fn create(parent: &Path) -> Result<Self> {
+    fn create(parent: &Path, max_pids: Option<u32>) -> Result<Self> {
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         let dir = parent.join(format!("sluice-run-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
-        Ok(Self { dir })
+        let cgroup = Self { dir };
+        if let Some(max) = max_pids {
+            // The pids controller must be enabled for the parent's children;
+            // where the operator's setup does not, the run goes unlimited,
+            // as it did before, and says so.
+            if let Err(e) = std::fs::write(cgroup.dir.join("pids.max"), max.to_string()) {
+                tracing::debug!(cgroup = %cgroup.dir.display(), "no pids.max on the run's cgroup: {e}");
+            }
+        }
+        Ok(cgroup)
     }
 
     /// Kills every process in the cgroup.
@@ -437,7 +530,7 @@ pub fn spawn(
     cwd: &Path,
 ) -> Result<(Child, Option<RunCgroup>)> {
     let cgroup = match &sandbox.reaper {
-        Reaper::Cgroup(parent) => Some(RunCgroup::create(parent)?),
+        Reaper::Cgroup(parent) => Some(RunCgroup::create(parent, sandbox.max_pids)?),
         Reaper::Subreaper => None,
     };
     let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
@@ -568,17 +661,20 @@ fn supervise(
         let _ = child.wait();
         bail!("handing the sandbox to the confining stage: {e}");
     }
-    if spec.reap_descendants {
-        // The runtime closes our stdin to stop the run (or by dying):
-        // then everything below us goes.
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut control, &mut std::io::sink());
-            loop {
-                kill_children();
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-    }
+    // The runtime closes our stdin to stop the run, and so does the
+    // kernel when the agent dies: then everything below us goes, the whole
+    // cgroup (this supervisor with it) where there is one.
+    let cgroup = spec.cgroup.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut control, &mut std::io::sink());
+        if let Some(cgroup) = &cgroup {
+            let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
+        }
+        loop {
+            kill_children();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
     let status = child.wait().context("waiting for the program")?;
     if spec.reap_descendants {
         // Kill what is left, reap it, and again for what that orphaned,
@@ -686,7 +782,83 @@ fn confine(spec: &Spec) -> Result<()> {
     if status.ruleset != RulesetStatus::FullyEnforced || !status.no_new_privs {
         bail!("landlock was not fully enforced ({status:?})");
     }
+    let net = if spec.connect == Ports::None && spec.bind == Ports::None { NetUse::None } else { NetUse::Granted };
+    let filter = socket_filter(net)?;
+    seccompiler::apply_filter(&filter).context("installing the socket filter")?;
     Ok(())
+}
+
+/// Whether a run has any `net` grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetUse {
+    None,
+    Granted,
+}
+
+/// A seccomp filter for what Landlock (ABI 6) does not govern: it limits
+/// TCP and abstract unix sockets only, so UDP (DNS exfiltration), raw and
+/// packet sockets, and `connect` to a pathname unix socket (a session bus
+/// that starts unconfined services, a container engine's socket) would
+/// otherwise be open to every program. Refused calls fail with `EACCES`,
+/// so programs report a clear error rather than die.
+///
+/// - `socket()` of any family but IPv4 and IPv6 is refused: unix sockets
+///   (seccomp cannot see the path `connect` is given, so the socket itself
+///   is refused; `socketpair`, which shells and git use, is a separate
+///   call and stays open), netlink, packet, vsock and the rest. With a
+///   `net` grant, netlink is admitted too (the C library asks the kernel
+///   for the host's addresses when it resolves names).
+/// - IPv4 and IPv6 sockets must be `SOCK_STREAM` with protocol 0 or TCP,
+///   which Landlock then governs port by port; with a `net` grant,
+///   `SOCK_DGRAM` is admitted too (DNS lookups). Raw, SCTP, MPTCP and the
+///   rest are always refused.
+/// - `io_uring_setup` is refused: io_uring opens sockets without the
+///   `socket` system call.
+/// - On x86_64, the x32 `socket` call (the same number with bit 30 set)
+///   is refused, since the filter matches numbers, not names.
+fn socket_filter(net: NetUse) -> Result<seccompiler::BpfProgram> {
+    use nix::libc;
+    use seccompiler::{SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter, SeccompRule};
+    let cond = |arg: u8, op: Op, value: u64| Cond::new(arg, Len::Dword, op, value);
+    let inet = [libc::AF_INET as u64, libc::AF_INET6 as u64];
+    let mut rules = Vec::new();
+    // Any other family.
+    let mut other = vec![cond(0, Op::Ne, inet[0])?, cond(0, Op::Ne, inet[1])?];
+    if net == NetUse::Granted {
+        other.push(cond(0, Op::Ne, libc::AF_NETLINK as u64)?);
+    }
+    rules.push(SeccompRule::new(other)?);
+    for family in inet {
+        // Any type but a stream (and, with a grant, a datagram); the type
+        // shares its word with SOCK_NONBLOCK and SOCK_CLOEXEC.
+        for kind in 0..16u64 {
+            let admitted = kind == libc::SOCK_STREAM as u64 || (net == NetUse::Granted && kind == libc::SOCK_DGRAM as u64);
+            if !admitted {
+                rules.push(SeccompRule::new(vec![cond(0, Op::Eq, family)?, cond(1, Op::MaskedEq(0xf), kind)?])?);
+            }
+        }
+        // A stream that is not TCP (SCTP, MPTCP): Landlock's TCP rules
+        // would not apply to it.
+        let stream = libc::SOCK_STREAM as u64;
+        let tcp = libc::IPPROTO_TCP as u64;
+        let base = || -> Result<Vec<Cond>> { Ok(vec![cond(0, Op::Eq, family)?, cond(1, Op::MaskedEq(0xf), stream)?]) };
+        let mut above = base()?;
+        above.push(cond(2, Op::Gt, tcp)?);
+        rules.push(SeccompRule::new(above)?);
+        // Below TCP but not 0, the family's default (TCP).
+        let mut below = base()?;
+        below.push(cond(2, Op::Lt, tcp)?);
+        below.push(cond(2, Op::Ne, 0)?);
+        rules.push(SeccompRule::new(below)?);
+    }
+    let mut map = std::collections::BTreeMap::new();
+    map.insert(libc::SYS_socket, rules);
+    map.insert(libc::SYS_io_uring_setup, Vec::new());
+    #[cfg(target_arch = "x86_64")]
+    map.insert(libc::SYS_socket | 0x4000_0000, Vec::new());
+    let arch = std::env::consts::ARCH.try_into().map_err(|e| anyhow!("no seccomp filter for this architecture: {e:?}"))?;
+    let filter = SeccompFilter::new(map, SeccompAction::Allow, SeccompAction::Errno(libc::EACCES as u32), arch)?;
+    filter.try_into().context("compiling the socket filter")
 }
 
 #[cfg(test)]

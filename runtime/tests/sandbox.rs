@@ -25,6 +25,7 @@ fn confined(reaper: Reaper) -> Confinement {
         reaper,
         extra_read: Vec::new(),
         extra_write: Vec::new(),
+        max_pids: Some(sluice_runtime::sandbox::DEFAULT_MAX_PIDS),
     })
 }
 
@@ -39,6 +40,10 @@ fn subreaper() -> Confinement {
 /// A job laid out as the agent lays it out: the agent's data dir holds a
 /// private key and the job's directories; the job sees only its own.
 fn job(confinement: Confinement, grants: Grants) -> Job {
+    job_sized(confinement, grants, 64 << 20)
+}
+
+fn job_sized(confinement: Confinement, grants: Grants, memory_limit: usize) -> Job {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("agent-data");
     std::fs::create_dir_all(&data).unwrap();
@@ -50,9 +55,11 @@ fn job(confinement: Confinement, grants: Grants) -> Job {
     }
     std::fs::write(input.join("file.txt"), "input").unwrap();
     let runtime = Runtime::new(RuntimeConfig {
-        memory_limit: 64 << 20,
+        memory_limit,
         cache_dir: Some(dir.path().join("cache")),
         confinement,
+        // As the agent does: its data dir is no fs grant's to give.
+        protected_dirs: vec![data.clone()],
         ..RuntimeConfig::default()
     })
     .unwrap();
@@ -334,4 +341,221 @@ fn a_directory_granted_with_fs_is_writable_and_only_it() {
     assert_eq!(succeeded(&job.sh(&script)).trim(), "deployed");
     let beside = site.path().join("beside");
     assert!(failed(&job.sh(&format!("echo x > {}", beside.display()))).contains("Permission denied"));
+}
+
+#[test]
+fn an_fs_grant_cannot_expose_the_agents_data_dir_or_the_root() {
+    // The pipeline author (no --policy on the agent) grants the agent's own
+    // data dir, a directory above it, one inside it (another job), the
+    // cache, or the whole filesystem; each action fails before anything
+    // runs, and the key stays unread.
+    let mut job = job(cgroup(), sh());
+    let data = job.data();
+    let cache = job.dir.path().join("cache");
+    let other_job = data.join("jobs/job-2/workspace");
+    let link = job.dir.path().join("innocent");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    for dir in [
+        data.clone(),
+        job.dir.path().to_path_buf(),
+        other_job.clone(),
+        cache.join("x"),
+        PathBuf::from("/"),
+        link.clone(),
+        link.join("jobs"),
+    ] {
+        job.inv.grants = Grants { fs: vec![dir.to_string_lossy().into_owned()], ..sh() };
+        let outcome = job.sh(&format!("cat {}/agent.key", data.display()));
+        let message = failed(&outcome).to_string();
+        assert!(message.contains("fs grant refused"), "{}: {message}", dir.display());
+        assert!(!message.contains("SECRET-KEY"), "{message}");
+    }
+    // A grant beside the data dir is fine.
+    job.inv.grants = Grants { fs: vec![job.dir.path().join("site").to_string_lossy().into_owned()], ..sh() };
+    succeeded(&job.sh("true"));
+    assert!(!other_job.exists(), "a refused grant created a directory");
+    // The operator's flags are held to the same rule: the runtime refuses
+    // to start.
+    for dir in [PathBuf::from("/"), data.join("jobs")] {
+        let Confinement::Confined(mut sandbox) = cgroup() else { unreachable!() };
+        sandbox.extra_write = vec![dir.clone()];
+        let err = Runtime::new(RuntimeConfig {
+            confinement: Confinement::Confined(sandbox),
+            protected_dirs: vec![data.clone()],
+            ..RuntimeConfig::default()
+        })
+        .err()
+        .expect("refused");
+        assert!(format!("{err:#}").contains("sandbox directory refused"), "{}: {err:#}", dir.display());
+    }
+}
+
+/// A UDP socket of the test, and a script sending one datagram to it.
+fn udp_target() -> (std::net::UdpSocket, String) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let send = format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+         s.sendto(b\"exfiltrated\", (\"127.0.0.1\", {port})); print(\"sent\")'"
+    );
+    (socket, send)
+}
+
+fn received(socket: &std::net::UdpSocket) -> bool {
+    let mut buf = [0u8; 64];
+    socket.recv(&mut buf).is_ok()
+}
+
+#[test]
+fn udp_raw_and_unix_sockets_are_refused_without_a_net_grant() {
+    for confinement in [cgroup(), subreaper()] {
+        let job = job(confinement, sh());
+        let (socket, send) = udp_target();
+        let message = failed(&job.sh(&send)).to_string();
+        assert!(message.contains("Permission denied"), "{message}");
+        assert!(!received(&socket), "a datagram got out");
+        // Raw and packet sockets, and netlink.
+        for (family, kind) in [("AF_INET", "SOCK_RAW"), ("AF_PACKET", "SOCK_RAW"), ("AF_NETLINK", "SOCK_RAW")] {
+            let script = format!("python3 -c 'import socket; socket.socket(socket.{family}, socket.{kind})'");
+            assert!(failed(&job.sh(&script)).contains("Permission denied"), "{family}");
+        }
+    }
+    // Unconfined, the same datagram arrives.
+    let (socket, send) = udp_target();
+    succeeded(&self::job(Confinement::Unconfined, sh()).sh(&send));
+    assert!(received(&socket));
+}
+
+#[test]
+fn a_pathname_unix_socket_outside_cannot_be_reached() {
+    // Stands for the user's session bus or a container engine's socket.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let connect = format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{}\"); print(\"connected\")'",
+        path.display()
+    );
+    let job = job(subreaper(), sh());
+    let message = failed(&job.sh(&connect)).to_string();
+    assert!(message.contains("Permission denied"), "{message}");
+    assert!(listener.accept().is_err(), "the program reached the socket");
+    // Shells, pipes and a local git clone still work (socketpair stays).
+    let script = "git init -q src && git -C src -c user.name=a -c user.email=a@b commit -q --allow-empty -m one && \
+                  git clone -q src copy && git -C copy log --oneline | wc -l | tr -d ' ' | cat";
+    assert_eq!(succeeded(&job.sh(script)).trim(), "1");
+    succeeded(&self::job(Confinement::Unconfined, sh()).sh(&connect));
+}
+
+#[test]
+fn tcp_to_a_granted_port_and_dns_style_udp_work_with_a_net_grant() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let grants = Grants { net: vec![format!("tcp:{port}")], ..sh() };
+    let job = job(cgroup(), grants);
+    let connect = format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo connected");
+    assert_eq!(succeeded(&job.sh(&connect)).trim(), "connected");
+    // A net grant admits UDP (name lookups need it); raw sockets stay shut.
+    let (socket, send) = udp_target();
+    succeeded(&job.sh(&send));
+    assert!(received(&socket));
+    let raw = "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)'";
+    assert!(failed(&job.sh(raw)).contains("Permission denied"));
+}
+
+/// The peak memory of this process, in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+    kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn an_endless_line_does_not_grow_the_agent() {
+    // 400 MB without a newline: read whole, the agent would hold it (and
+    // a copy) at once.
+    let mut job = job_sized(cgroup(), sh(), 256 << 20);
+    job.inv.timeout = Duration::from_secs(20);
+    let before = peak_rss();
+    let outcome = job.sh("head -c 400000000 /dev/zero | tr '\\0' x");
+    let grown = peak_rss().saturating_sub(before);
+    assert!(grown < 200_000_000, "the agent grew by {grown} bytes");
+    // What reaches the plugin is cut at the capture limit (16 MiB).
+    let summary = succeeded(&outcome);
+    assert!(summary.len() <= (16 << 20) + (64 << 10), "captured {} bytes", summary.len());
+}
+
+/// Starts `sh -c SCRIPT` through the launcher the way the runtime does,
+/// then "dies" as an agent would: its end of the control pipe closes and
+/// nothing of its own clean-up runs (the cgroup is forgotten, not dropped).
+/// The cgroup is handed back to be removed once the test has looked.
+fn run_and_abandon(
+    confinement: Confinement,
+    script: &str,
+    pidfile: &Path,
+) -> (u32, Option<sluice_runtime::sandbox::RunCgroup>) {
+    let Confinement::Confined(sandbox) = confinement else { unreachable!() };
+    let dir = pidfile.parent().unwrap();
+    let access = sluice_runtime::sandbox::Access { read: vec![], write: vec![dir.to_path_buf()], net: vec![] };
+    let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string())];
+    let (mut child, cgroup) =
+        sluice_runtime::sandbox::spawn(&sandbox, &access, Path::new("/bin/sh"), &["-c".into(), script.into()], env, dir)
+            .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(pidfile).map(|s| s.trim().is_empty()).unwrap_or(true) {
+        assert!(Instant::now() < until, "the program did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: u32 = std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    assert!(running(pid));
+    drop(child.stdin.take());
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    // The launcher is not waited for by anyone but the test.
+    std::thread::spawn(move || child.wait());
+    (pid, cgroup)
+}
+
+#[test]
+fn when_the_agent_dies_its_programs_and_their_escapees_die_too() {
+    for confinement in [cgroup(), subreaper()] {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("sleeper.pid");
+        let script = format!(
+            "setsid sh -c 'sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {p}' </dev/null >/dev/null 2>&1; sleep 300",
+            p = pidfile.display()
+        );
+        let (pid, cgroup) = run_and_abandon(confinement, &script, &pidfile);
+        let gone = wait_gone(pid);
+        drop(cgroup);
+        assert!(gone, "the escaped sleeper {pid} outlived its agent");
+    }
+}
+
+#[test]
+fn a_restarted_agent_removes_the_run_cgroups_of_a_dead_one() {
+    let Reaper::Cgroup(parent) = (match cgroup() {
+        Confinement::Confined(s) => s.reaper,
+        _ => unreachable!(),
+    }) else {
+        unreachable!()
+    };
+    // A pid that is surely gone: a child that has exited and been reaped.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let stale = parent.join(format!("sluice-run-{dead_pid}-0"));
+    std::fs::create_dir(&stale).unwrap();
+    let mut sleeper = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+    std::fs::write(stale.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    // A run of an agent still alive (this test process) is left alone.
+    let live = parent.join(format!("sluice-run-{}-999999", std::process::id()));
+    std::fs::create_dir(&live).unwrap();
+    assert!(sluice_runtime::sandbox::remove_stale_runs(&parent) >= 1);
+    let _ = sleeper.wait();
+    assert!(!stale.exists(), "the stale cgroup is still there");
+    assert!(live.exists(), "a live agent's cgroup was removed");
+    std::fs::remove_dir(&live).unwrap();
 }

@@ -92,6 +92,7 @@ impl ClusterBuilder {
             controller_env: self.controller_env,
             agent_args: self.agent_args,
             dir,
+            agents_home: tempfile::Builder::new().prefix("sluice-agents").tempdir()?,
         };
         cluster.start_controller()?;
         for labels in self.agents {
@@ -113,6 +114,10 @@ pub struct Cluster {
     controller_env: Vec<(String, String)>,
     agent_args: Vec<String>,
     pub dir: tempfile::TempDir,
+    /// The agents' data dirs and logs: beside `dir`, not in it, since
+    /// agents grant `dir` to their programs and refuse a grant that holds
+    /// their own data dir.
+    pub agents_home: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -209,7 +214,7 @@ impl Cluster {
     pub fn add_agent(&mut self, labels: &[&str]) -> Result<String> {
         let token = self.join_token_with(Some(1), labels, &[])?;
         let n = self.agents.len();
-        let dir = self.dir.path().join(format!("agent-{n}"));
+        let dir = self.agent_dir(n);
         let child = self.spawn_agent(&dir, Some(&token), labels)?;
         self.agents.push(child);
         let before = n;
@@ -266,7 +271,7 @@ impl Cluster {
 
     /// The data dir of agent `n` (its log is beside it, `agent-N.log`).
     pub fn agent_dir(&self, n: usize) -> PathBuf {
-        self.dir.path().join(format!("agent-{n}"))
+        self.agents_home.path().join(format!("agent-{n}"))
     }
 
     /// Kills agent `n` (in start order) with SIGKILL.
@@ -282,7 +287,7 @@ impl Cluster {
 
     /// The log of agent `n`.
     pub fn agent_log(&self, n: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("agent-{n}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.agents_home.path().join(format!("agent-{n}.log"))).unwrap_or_default()
     }
 
     /// Waits until `n` agents are connected.

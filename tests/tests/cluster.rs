@@ -151,11 +151,11 @@ fn invalid_pipeline_files_are_refused_with_every_problem_and_exit_2() {
 fn a_single_use_join_token_enrolls_once() {
     let cluster = Cluster::new().start().unwrap();
     let token = cluster.join_token(Some(1)).unwrap();
-    let first = cluster.dir.path().join("a1");
+    let first = cluster.agents_home.path().join("a1");
     let mut a1 = cluster.spawn_agent(&first, Some(&token), &[]).unwrap();
     wait_until("the first agent to enroll", WAIT, || first.join("agent.crt").exists().then_some(())).unwrap();
 
-    let second = cluster.dir.path().join("a2");
+    let second = cluster.agents_home.path().join("a2");
     let mut a2 = cluster.spawn_agent(&second, Some(&token), &[]).unwrap();
     let status = wait_until("the second agent to give up", WAIT, || a2.try_wait().ok().flatten()).unwrap();
     assert!(!status.success());
@@ -448,7 +448,7 @@ fn agents_renew_their_certificates_over_the_live_connection() {
     let started = std::time::Instant::now();
     let mut cluster = cluster;
     cluster.add_agent(&[]).unwrap();
-    let dir = cluster.dir.path().join("agent-0");
+    let dir = cluster.agent_dir(0);
     let first = std::fs::read_to_string(dir.join("agent.crt")).unwrap();
     let first_key = std::fs::read_to_string(dir.join("agent.key")).unwrap();
     wait_until("the certificate to be renewed", WAIT, || {
@@ -492,7 +492,7 @@ fn operators_list_and_revoke_tokens_and_drain_disable_and_enable_agents() {
     let out = cluster.sluice(&["agent-token", "revoke", &id]);
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(cluster.sluice_json(&["agent-token", "list"]).unwrap()["agentTokens"][0]["state"], "revoked");
-    let refused = cluster.dir.path().join("refused");
+    let refused = cluster.agents_home.path().join("refused");
     let mut agent = cluster.spawn_agent(&refused, Some(&token), &[]).unwrap();
     let status = wait_until("the agent to give up", WAIT, || agent.try_wait().ok().flatten()).unwrap();
     assert!(!status.success());
