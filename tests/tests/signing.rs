@@ -136,6 +136,10 @@ fn add_strict_agent(cluster: &mut Cluster, policy: &Path) -> usize {
         .arg(&dir)
         .args(["--token", &token, "--policy"])
         .arg(policy)
+        // The git source reads the test's repositories, which live in the
+        // cluster dir (programs run confined, like the harness's agents).
+        .arg("--sandbox-write")
+        .arg(cluster.dir.path())
         .env("SLUICE_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(log)
