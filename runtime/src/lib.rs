@@ -590,8 +590,10 @@ impl Runtime {
         timeout: Duration,
         log: Arc<dyn LogSink>,
     ) -> std::result::Result<Revision, String> {
-        let masker = mask::Masker::new(&secrets);
-        match self.latest_revision_unmasked(plugin, configuration, grants, secrets, timeout, log) {
+        let scratch = tempfile_dir().map_err(|e| format!("{e:#}"))?;
+        let inv = Self::bare_invocation(scratch.path(), grants, secrets, timeout);
+        let masker = mask::Masker::new(&inv.secrets);
+        match self.latest_revision_unmasked(plugin, configuration, &inv, log) {
             Ok(r) => Ok(Revision { id: masker.mask(&r.id), summary: masker.mask(&r.summary), created: r.created }),
             Err(message) => Err(masker.mask(&message)),
         }
@@ -601,15 +603,11 @@ impl Runtime {
         &self,
         plugin: &LoadedPlugin,
         configuration: Vec<(String, String)>,
-        grants: Grants,
-        secrets: BTreeMap<String, String>,
-        timeout: Duration,
+        inv: &Invocation,
         log: Arc<dyn LogSink>,
     ) -> std::result::Result<Revision, String> {
-        let scratch = tempfile_dir().map_err(|e| format!("{e:#}"))?;
-        let inv = Self::bare_invocation(scratch.path(), grants, secrets, timeout);
         let (mut store, stdio) =
-            self.store(&inv, log.clone(), Instant::now() + timeout).map_err(|e| format!("preparing the sandbox: {e:#}"))?;
+            self.store(inv, log.clone(), Instant::now() + inv.timeout).map_err(|e| format!("preparing the sandbox: {e:#}"))?;
         let instance = plugin
             .instance_pre()
             .instantiate(&mut store)
