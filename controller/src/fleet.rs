@@ -8,7 +8,7 @@
 //! Transfers go straight to the blob stores, streamed, never whole in memory.
 
 use crate::blobs::BlobStore;
-use crate::server::Command;
+use crate::driver::Command;
 use anyhow::{Context as _, Result, bail};
 use sluice_protocol::{
     ALPN_ENROLL, ALPN_FLEET, EnrollRequest, EnrollResponse, FrameDecoder, FromAgent, MAX_FRAME, PROTOCOL_VERSION,
