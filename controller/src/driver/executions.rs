@@ -5,7 +5,6 @@
 use super::Driver;
 use super::command::{ApiError, DEFAULT_HISTORY};
 use super::intake;
-use super::now_ms;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{ActionStatus, Event, Execution, ExecutionId, Trigger};
 use crate::store::{Change, TransitionRecord};
@@ -18,6 +17,7 @@ use tracing::info;
 impl Driver {
     pub(super) fn start_execution(
         &mut self,
+        now: u64,
         name: &str,
         variables: BTreeMap<String, String>,
         revisions: BTreeMap<String, String>,
@@ -67,27 +67,28 @@ impl Driver {
         }
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
         self.engine
-            .handle(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
-        self.commit(changes)?;
+            .handle(now, Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
+        self.commit(now, changes)?;
         Ok(id)
     }
 
-    pub(super) fn retry_stage(&mut self, name: &str, stage: &str, id: &str, all: bool) -> Result<Value, ApiError> {
+    pub(super) fn retry_stage(&mut self, now: u64, name: &str, stage: &str, id: &str, all: bool) -> Result<Value, ApiError> {
         let execution = self.execution(name, id)?;
         if self.engine.execution(&execution.id).is_some() {
             return Err(ApiError::Conflict(format!("execution {id} is still {}", execution.status.as_str())));
         }
         let def = self.definition(name, execution.version)?;
         self.engine
-            .retry(now_ms(), def, execution, stage, all)
+            .retry(now, def, execution, stage, all)
             .map_err(ApiError::Conflict)?;
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, execution = %id, all, "stage retried");
         Ok(json!({ "pipelineExecutionId": id }))
     }
 
     pub(super) fn set_transition(
         &mut self,
+        now: u64,
         name: &str,
         stage: &str,
         enabled: bool,
@@ -116,10 +117,10 @@ impl Driver {
             enabled,
             reason: (!enabled).then_some(reason),
             changed_by: by.to_string(),
-            changed_at: now_ms(),
+            changed_at: now,
         };
-        self.engine.set_transition(now_ms(), name, stage, enabled);
-        self.commit(vec![Change::Transition(transition.clone())])?;
+        self.engine.set_transition(now, name, stage, enabled);
+        self.commit(now, vec![Change::Transition(transition.clone())])?;
         info!(pipeline = %name, %stage, enabled, "transition changed");
         self.transitions.insert((name.to_string(), stage.to_string()), transition);
         Ok(json!({ "pipelineName": name, "stageName": stage, "enabled": enabled }))
@@ -127,7 +128,7 @@ impl Driver {
 
     /// StopPipelineExecution: `abandon` cancels running actions on their
     /// agents at once; otherwise they finish and nothing new starts.
-    pub(super) fn stop_execution(&mut self, name: &str, id: &str, abandon: bool, reason: String) -> Result<Value, ApiError> {
+    pub(super) fn stop_execution(&mut self, now: u64, name: &str, id: &str, abandon: bool, reason: String) -> Result<Value, ApiError> {
         let execution = self.execution(name, id)?;
         if execution.status.is_final() {
             return Err(ApiError::Conflict(format!(
@@ -137,7 +138,7 @@ impl Driver {
         }
         let exec_id = execution.id.clone();
         let reason = if reason.trim().is_empty() { "stopped by an operator".to_string() } else { reason };
-        self.engine.handle(now_ms(), Event::Stop { id: exec_id.clone(), abandon, reason });
+        self.engine.handle(now, Event::Stop { id: exec_id.clone(), abandon, reason });
         // Dispatches not yet handed out never will be.
         self.pending.retain(|d| d.execution_id != exec_id);
         if abandon {
@@ -152,7 +153,7 @@ impl Driver {
                 info!(agent = %job.agent, job = %job_id, "action abandoned");
             }
         }
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         let status = self.execution(name, id)?.status;
         Ok(json!({ "pipelineExecutionId": id, "status": status.as_str() }))
     }
@@ -262,6 +263,7 @@ impl Driver {
     /// caller commits.
     pub(super) fn start_rollback(
         &mut self,
+        now: u64,
         name: &str,
         stage: &str,
         target: Option<&str>,
@@ -296,7 +298,7 @@ impl Driver {
         let def = self.definition(name, target.version)?;
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
         self.engine
-            .start_rollback(now_ms(), id.clone(), def, target.version, &target, stage, trigger)
+            .start_rollback(now, id.clone(), def, target.version, &target, stage, trigger)
             .map_err(ApiError::Conflict)?;
         Ok(id)
     }
@@ -305,6 +307,7 @@ impl Driver {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decide(
         &mut self,
+        now: u64,
         name: &str,
         stage: &str,
         action: &str,
@@ -336,9 +339,9 @@ impl Driver {
         };
         let outcome = self
             .engine
-            .decide(now_ms(), &id, stage, action, by, approve, comment)
+            .decide(now, &id, stage, action, by, approve, comment)
             .map_err(ApiError::Conflict)?;
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, %action, execution = %id, %by, approve, "approval decision: {outcome}");
         Ok(json!({ "pipelineExecutionId": id.0, "status": if approve { "Approved" } else { "Rejected" }, "result": outcome }))
     }
