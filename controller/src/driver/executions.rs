@@ -215,12 +215,12 @@ impl Driver {
         }))
     }
 
-    pub(super) fn pipeline_state(&mut self, name: &str) -> Result<Value, ApiError> {
+    pub(super) fn pipeline_state(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
         let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let def = self.definition(name, record.version)?;
         let recent = self.recent_executions(name, DEFAULT_HISTORY)?;
         let waiting: HashMap<&str, String> =
-            self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(d))).collect();
+            self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(now, d))).collect();
         let transitions: HashMap<&str, &TransitionRecord> =
             self.transitions.iter().filter(|((p, _), _)| p == name).map(|((_, s), t)| (s.as_str(), t)).collect();
         let mut state = views::pipeline_state(&record, &def, &recent, &waiting, &transitions);

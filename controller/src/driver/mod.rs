@@ -500,7 +500,7 @@ impl Driver {
                 let _ = reply.send(self.set_transition(now, &name, &stage, enabled, reason, &by));
             }
             Command::PipelineState { name, reply } => {
-                let _ = reply.send(self.pipeline_state(&name));
+                let _ = reply.send(self.pipeline_state(now, &name));
             }
             Command::GetExecution { name, id, reply } => {
                 let _ = reply.send(self.execution(&name, &id).map(|e| views::execution(&e)));

@@ -1,14 +1,177 @@
 //! Scheduling in the driver: pending actions to the least-loaded eligible
 //! agent, the checks of every hand-out, the job an agent receives, and why
 //! an action waits.
+//!
+//! The choice itself is pure: [`choose`] picks an agent for one action from
+//! a snapshot of the connected agents ([`AgentView`]), or says why the
+//! action waits ([`Waiting`]); [`may_take`] is the check every hand-out
+//! makes, whoever chose the agent. No I/O, no clock: the driver takes the
+//! snapshot and acts on the answer.
 
 use super::Driver;
 use super::agents::{AgentConn, LOG_TRUNCATED};
 use super::sources::grants_for;
 use crate::engine::{ActionResult, Dispatch, Event};
 use sluice_protocol::{InputArtifact, JobSpec, OutputSpec, ToAgent};
-use std::collections::HashSet;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
 use tracing::info;
+
+/// What one pending action asks of an agent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DispatchNeeds<'a> {
+    /// The action's `agentLabels`: an agent must have every one.
+    pub(super) labels: &'a BTreeMap<String, String>,
+    /// Agents that lost an earlier attempt of the action: chosen only when
+    /// no other can take it.
+    pub(super) lost_on: &'a [String],
+    /// The plugin's digest: among equals, an agent that has it cached wins.
+    pub(super) plugin_digest: &'a str,
+}
+
+impl<'a> DispatchNeeds<'a> {
+    pub(super) fn of(dispatch: &'a Dispatch, plugin_digest: &'a str) -> Self {
+        Self { labels: &dispatch.agent_labels, lost_on: &dispatch.lost_on, plugin_digest }
+    }
+
+    fn labels_match(&self, agent: &AgentView<'_>) -> bool {
+        self.labels.iter().all(|(k, v)| agent.labels.get(k) == Some(v))
+    }
+}
+
+/// A connected agent as scheduling sees it at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AgentView<'a> {
+    pub(super) id: &'a str,
+    pub(super) labels: &'a BTreeMap<String, String>,
+    pub(super) slots: u32,
+    /// Jobs it runs now.
+    pub(super) running: usize,
+    /// A draining agent finishes what it runs and takes nothing new.
+    pub(super) draining: bool,
+    /// Heard from within the last two heartbeats: an agent that missed
+    /// them may be dead without QUIC knowing yet, and gets nothing new.
+    pub(super) responsive: bool,
+    /// Digests of the plugins it has cached.
+    pub(super) plugins: &'a HashSet<String>,
+}
+
+impl AgentView<'_> {
+    fn has_free_slot(&self) -> bool {
+        (self.running as u32) < self.slots
+    }
+
+    fn load(&self) -> f64 {
+        self.running as f64 / f64::from(self.slots)
+    }
+}
+
+/// Why an action has no agent yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waiting {
+    /// No connected agent takes work (none is connected, or all drain).
+    NoAgentTakingWork,
+    /// No connected agent has the labels the action asks for.
+    NoAgentWithLabels,
+    /// Agents with the labels exist, but none may take it now.
+    AllBusy,
+}
+
+impl Waiting {
+    /// In words an operator can act on.
+    pub(super) fn describe(self, needs: &DispatchNeeds<'_>) -> String {
+        match self {
+            Self::NoAgentTakingWork => "no agent is connected and taking work".into(),
+            Self::NoAgentWithLabels => {
+                let wanted: Vec<String> = needs.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("no connected agent has {}", wanted.join(","))
+            }
+            Self::AllBusy => "every eligible agent is busy".into(),
+        }
+    }
+}
+
+/// Where one pending action goes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Choice<'a> {
+    Agent(&'a str),
+    Wait(Waiting),
+}
+
+/// Picks the agent for an action: among those not draining, responsive,
+/// with a free slot and every label asked for, an agent that did not lose
+/// an earlier attempt of the action, then the least loaded (running jobs
+/// over slots), then one that has the plugin cached, then the smallest id,
+/// so that the same snapshot always gives the same agent.
+pub(super) fn choose<'a>(needs: &DispatchNeeds<'_>, agents: impl IntoIterator<Item = AgentView<'a>>) -> Choice<'a> {
+    let mut best: Option<AgentView<'a>> = None;
+    let mut taking_work = false;
+    let mut labelled = false;
+    for agent in agents {
+        taking_work |= !agent.draining;
+        let matches = needs.labels_match(&agent);
+        labelled |= matches;
+        if agent.draining || !agent.responsive || !agent.has_free_slot() || !matches {
+            continue;
+        }
+        if best.as_ref().is_none_or(|b| rank(needs, &agent, b) == Ordering::Less) {
+            best = Some(agent);
+        }
+    }
+    match best {
+        Some(agent) => Choice::Agent(agent.id),
+        None => Choice::Wait(waiting(taking_work, labelled)),
+    }
+}
+
+/// Why an action waits, given every connected agent (whether or not one
+/// could take it this moment): what `pipeline state` shows.
+pub(super) fn waiting_reason<'a>(needs: &DispatchNeeds<'_>, agents: impl IntoIterator<Item = AgentView<'a>>) -> String {
+    let (mut taking_work, mut labelled) = (false, false);
+    for agent in agents {
+        taking_work |= !agent.draining;
+        labelled |= needs.labels_match(&agent);
+    }
+    waiting(taking_work, labelled).describe(needs)
+}
+
+fn waiting(taking_work: bool, labelled: bool) -> Waiting {
+    if !taking_work {
+        Waiting::NoAgentTakingWork
+    } else if !labelled {
+        Waiting::NoAgentWithLabels
+    } else {
+        Waiting::AllBusy
+    }
+}
+
+/// `Less` when `a` is the better choice than `b`.
+fn rank(needs: &DispatchNeeds<'_>, a: &AgentView<'_>, b: &AgentView<'_>) -> Ordering {
+    let lost = |agent: &AgentView<'_>| needs.lost_on.iter().any(|id| id.as_str() == agent.id);
+    let uncached = |agent: &AgentView<'_>| !agent.plugins.contains(needs.plugin_digest);
+    lost(a)
+        .cmp(&lost(b))
+        .then(a.load().total_cmp(&b.load()))
+        .then(uncached(a).cmp(&uncached(b)))
+        .then_with(|| a.id.cmp(b.id))
+}
+
+/// Whether `agent` may take an action that asks for `labels` now: its
+/// labels matching, a free slot, and not draining unless it is given back
+/// a job it already runs.
+pub(super) fn may_take(agent: &AgentView<'_>, labels: &BTreeMap<String, String>, kind: HandOut) -> Result<(), String> {
+    let id = agent.id;
+    if agent.draining && kind == HandOut::New {
+        return Err(format!("agent {id} is draining"));
+    }
+    if !agent.has_free_slot() {
+        return Err(format!("agent {id} has no free slot ({} of {})", agent.running, agent.slots));
+    }
+    if let Some((k, v)) = labels.iter().find(|(k, v)| agent.labels.get(*k) != Some(*v)) {
+        return Err(format!("agent {id} does not have the label {k}={v} the action asks for"));
+    }
+    Ok(())
+}
 
 /// A job handed to an agent.
 pub(super) struct JobInfo {
@@ -42,18 +205,15 @@ pub(super) struct JobInfo {
 }
 
 impl Driver {
+    /// The connected agents as scheduling sees them at `now`.
+    fn agent_views(&self, now: u64) -> impl Iterator<Item = AgentView<'_>> {
+        let quiet = 2 * self.heartbeat().as_millis() as u64;
+        self.agents.iter().map(move |(id, a)| view(id, a, now < a.last_heard + quiet))
+    }
+
     /// Why a pending action has no agent yet, in words an operator can act on.
-    pub(super) fn waiting_reason(&self, d: &Dispatch) -> String {
-        let matching: Vec<&AgentConn> =
-            self.agents.values().filter(|a| d.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))).collect();
-        if self.agents.values().all(|a| a.draining) {
-            "no agent is connected and taking work".into()
-        } else if matching.is_empty() {
-            let wanted: Vec<String> = d.agent_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("no connected agent has {}", wanted.join(","))
-        } else {
-            "every eligible agent is busy".into()
-        }
+    pub(super) fn waiting_reason(&self, now: u64, d: &Dispatch) -> String {
+        waiting_reason(&DispatchNeeds::of(d, ""), self.agent_views(now))
     }
 
     /// Hands pending actions to the least-loaded eligible agents; returns
@@ -66,37 +226,20 @@ impl Driver {
         // waiting, moving each of them through the queue on every commit
         // cost more than the commit itself (the throughput benchmark spent
         // about half the driver's time there).
-        let quiet = 2 * self.heartbeat().as_millis() as u64;
         let mut free = self.has_free_slot();
         while free && let Some(dispatch) = self.pending.pop_front() {
             if holding && self.restored.contains_key(&dispatch.job_id) {
                 skipped.push(dispatch);
                 continue;
             }
-            // Least loaded first; an agent that lost an earlier attempt of
-            // the action only when no other can take it; among equals, one
-            // that has the plugin cached.
             let digest = self.catalog.0.get(&format!("{}@{}", dispatch.provider, dispatch.provider_version));
             let digest = digest.map(|p| p.digest.as_str()).unwrap_or_default();
-            let best = self
-                .agents
-                .iter()
-                .filter(|(_, a)| !a.draining && (a.running.len() as u32) < a.slots)
-                // Nothing new for an agent that missed its last heartbeats:
-                // it may be dead without QUIC knowing yet.
-                .filter(|(_, a)| now < a.last_heard + quiet)
-                .filter(|(_, a)| dispatch.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
-                .min_by(|(ia, a), (ib, b)| {
-                    let la = a.running.len() as f64 / f64::from(a.slots);
-                    let lb = b.running.len() as f64 / f64::from(b.slots);
-                    let (sa, sb) = (dispatch.lost_on.contains(*ia), dispatch.lost_on.contains(*ib));
-                    let (ca, cb) = (!a.plugins.contains(digest), !b.plugins.contains(digest));
-                    sa.cmp(&sb).then(la.total_cmp(&lb)).then(ca.cmp(&cb)).then_with(|| ia.cmp(ib))
-                })
-                .map(|(id, _)| id.clone());
-            let Some(agent_id) = best else {
-                skipped.push(dispatch);
-                continue;
+            let agent_id = match choose(&DispatchNeeds::of(&dispatch, digest), self.agent_views(now)) {
+                Choice::Agent(id) => id.to_string(),
+                Choice::Wait(_) => {
+                    skipped.push(dispatch);
+                    continue;
+                }
             };
             match self.hand_out(now, &agent_id, &dispatch, HandOut::New) {
                 Ok(()) => free = self.has_free_slot(),
@@ -124,21 +267,13 @@ impl Driver {
     }
 
     /// Whether `agent_id` may take `dispatch` now: connected (a disabled
-    /// or revoked agent never is), its labels matching the action's
-    /// `agentLabels`, a free slot, and not draining unless it is given back
-    /// a job it already runs. Asked at every hand-out, whoever chose the agent.
+    /// or revoked agent never is) and [`may_take`]. Asked at every
+    /// hand-out, whoever chose the agent.
     pub(super) fn may_take(&self, agent_id: &str, dispatch: &Dispatch, kind: HandOut) -> Result<(), String> {
         let agent = self.agents.get(agent_id).ok_or_else(|| format!("agent {agent_id} is not connected"))?;
-        if agent.draining && kind == HandOut::New {
-            return Err(format!("agent {agent_id} is draining"));
-        }
-        if agent.running.len() as u32 >= agent.slots {
-            return Err(format!("agent {agent_id} has no free slot ({} of {})", agent.running.len(), agent.slots));
-        }
-        if let Some((k, v)) = dispatch.agent_labels.iter().find(|(k, v)| agent.labels.get(*k) != Some(*v)) {
-            return Err(format!("agent {agent_id} does not have the label {k}={v} the action asks for"));
-        }
-        Ok(())
+        // Responsiveness is the chooser's business, not a hand-out's: an
+        // agent given back its own job right after its hello is heard.
+        may_take(&view(agent_id, agent, true), &dispatch.agent_labels, kind)
     }
 
     /// Books a dispatch on an agent and records the assignment in the
@@ -222,6 +357,19 @@ impl Driver {
     }
 }
 
+/// The snapshot of one connected agent.
+fn view<'a>(id: &'a str, agent: &'a AgentConn, responsive: bool) -> AgentView<'a> {
+    AgentView {
+        id,
+        labels: &agent.labels,
+        slots: agent.slots,
+        running: agent.running.len(),
+        draining: agent.draining,
+        responsive,
+        plugins: &agent.plugins,
+    }
+}
+
 /// Whether a hand-out is new work or a job given back to the agent that
 /// already runs it (after a controller restart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,4 +384,175 @@ pub(super) enum Refusal {
     Ineligible(String),
     /// To no agent ever (e.g. its plugin is not registered): the action fails.
     Impossible(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent of the snapshot, idle, responsive, with two slots.
+    struct Agent {
+        id: &'static str,
+        labels: BTreeMap<String, String>,
+        slots: u32,
+        running: usize,
+        draining: bool,
+        responsive: bool,
+        plugins: HashSet<String>,
+    }
+
+    fn agent(id: &'static str) -> Agent {
+        Agent {
+            id,
+            labels: BTreeMap::new(),
+            slots: 2,
+            running: 0,
+            draining: false,
+            responsive: true,
+            plugins: HashSet::new(),
+        }
+    }
+
+    impl Agent {
+        fn labels(mut self, labels: &[(&str, &str)]) -> Self {
+            self.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            self
+        }
+        fn load(mut self, running: usize, slots: u32) -> Self {
+            (self.running, self.slots) = (running, slots);
+            self
+        }
+        fn draining(mut self) -> Self {
+            self.draining = true;
+            self
+        }
+        fn silent(mut self) -> Self {
+            self.responsive = false;
+            self
+        }
+        fn cached(mut self, digest: &str) -> Self {
+            self.plugins.insert(digest.to_string());
+            self
+        }
+        fn view(&self) -> AgentView<'_> {
+            AgentView {
+                id: self.id,
+                labels: &self.labels,
+                slots: self.slots,
+                running: self.running,
+                draining: self.draining,
+                responsive: self.responsive,
+                plugins: &self.plugins,
+            }
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn needs<'a>(labels: &'a BTreeMap<String, String>, lost_on: &'a [String]) -> DispatchNeeds<'a> {
+        DispatchNeeds { labels, lost_on, plugin_digest: "d1" }
+    }
+
+    fn choice<'a>(needs: &DispatchNeeds<'_>, agents: &'a [Agent]) -> Choice<'a> {
+        choose(needs, agents.iter().map(Agent::view))
+    }
+
+    #[test]
+    fn the_least_loaded_agent_is_chosen_by_share_of_its_slots() {
+        let none = BTreeMap::new();
+        let agents = [agent("a").load(1, 2), agent("b").load(2, 8), agent("c").load(1, 1)];
+        assert_eq!(choice(&needs(&none, &[]), &agents), Choice::Agent("b"));
+    }
+
+    #[test]
+    fn every_label_asked_for_must_match() {
+        let wanted = labels(&[("os", "linux"), ("gpu", "yes")]);
+        let agents = [
+            agent("a").labels(&[("os", "linux")]),
+            agent("b").labels(&[("os", "linux"), ("gpu", "no")]).load(0, 9),
+            agent("c").labels(&[("os", "linux"), ("gpu", "yes"), ("zone", "x")]).load(1, 2),
+        ];
+        assert_eq!(choice(&needs(&wanted, &[]), &agents), Choice::Agent("c"));
+    }
+
+    #[test]
+    fn only_an_agent_with_a_free_slot_takes_work() {
+        let none = BTreeMap::new();
+        let full = [agent("a").load(2, 2), agent("b").load(1, 1)];
+        assert_eq!(choice(&needs(&none, &[]), &full), Choice::Wait(Waiting::AllBusy));
+        let one_free = [agent("a").load(2, 2), agent("b").load(3, 4)];
+        assert_eq!(choice(&needs(&none, &[]), &one_free), Choice::Agent("b"));
+    }
+
+    #[test]
+    fn draining_and_silent_agents_get_nothing_new() {
+        let none = BTreeMap::new();
+        let agents = [agent("a").draining(), agent("b").silent(), agent("c").load(1, 2)];
+        assert_eq!(choice(&needs(&none, &[]), &agents), Choice::Agent("c"));
+        let agents = [agent("a").draining(), agent("b").silent()];
+        assert_eq!(choice(&needs(&none, &[]), &agents), Choice::Wait(Waiting::AllBusy));
+        // A disabled or revoked agent is cut off, so it is never in the
+        // snapshot; with only draining agents nothing takes work.
+        let agents = [agent("a").draining()];
+        assert_eq!(choice(&needs(&none, &[]), &agents), Choice::Wait(Waiting::NoAgentTakingWork));
+        assert_eq!(choice(&needs(&none, &[]), &[]), Choice::Wait(Waiting::NoAgentTakingWork));
+    }
+
+    #[test]
+    fn ties_are_broken_the_same_way_every_time() {
+        let none = BTreeMap::new();
+        // Equal load: the one with the plugin cached, then the smallest id,
+        // whatever the order of the snapshot.
+        let agents = [agent("c"), agent("b"), agent("a")];
+        assert_eq!(choice(&needs(&none, &[]), &agents), Choice::Agent("a"));
+        let agents = [agent("c"), agent("b").cached("d1"), agent("a")];
+        assert_eq!(choice(&needs(&none, &[]), &agents), Choice::Agent("b"));
+        // A cached plugin does not beat a lighter load.
+        let agents = [agent("a").load(1, 2).cached("d1"), agent("b")];
+        assert_eq!(choice(&needs(&none, &[]), &agents), Choice::Agent("b"));
+    }
+
+    #[test]
+    fn an_agent_that_lost_the_action_takes_it_only_when_no_other_can() {
+        let none = BTreeMap::new();
+        let lost = ["a".to_string()];
+        let agents = [agent("a"), agent("b").load(1, 2)];
+        assert_eq!(choice(&needs(&none, &lost), &agents), Choice::Agent("b"));
+        let agents = [agent("a"), agent("b").load(2, 2)];
+        assert_eq!(choice(&needs(&none, &lost), &agents), Choice::Agent("a"));
+    }
+
+    #[test]
+    fn waiting_reasons_read_as_before() {
+        let wanted = labels(&[("gpu", "yes"), ("os", "linux")]);
+        let reason = |agents: &[Agent]| waiting_reason(&needs(&wanted, &[]), agents.iter().map(Agent::view));
+        assert_eq!(reason(&[]), "no agent is connected and taking work");
+        assert_eq!(reason(&[agent("a").draining()]), "no agent is connected and taking work");
+        assert_eq!(reason(&[agent("a").labels(&[("os", "linux")])]), "no connected agent has gpu=yes,os=linux");
+        let busy = [agent("a").labels(&[("gpu", "yes"), ("os", "linux")]).load(2, 2)];
+        assert_eq!(reason(&busy), "every eligible agent is busy");
+        // The chooser's reason is the same words.
+        let Choice::Wait(waiting) = choice(&needs(&wanted, &[]), &busy) else { panic!("busy agents were chosen") };
+        assert_eq!(waiting.describe(&needs(&wanted, &[])), "every eligible agent is busy");
+    }
+
+    #[test]
+    fn a_hand_out_checks_drain_slots_and_labels() {
+        let wanted = labels(&[("os", "linux")]);
+        let linux = agent("a").labels(&[("os", "linux")]);
+        assert_eq!(may_take(&linux.view(), &wanted, HandOut::New), Ok(()));
+        let draining = agent("a").labels(&[("os", "linux")]).draining();
+        assert_eq!(may_take(&draining.view(), &wanted, HandOut::New), Err("agent a is draining".into()));
+        // A draining agent is given back the job it already runs.
+        assert_eq!(may_take(&draining.view(), &wanted, HandOut::Resume), Ok(()));
+        let full = agent("a").labels(&[("os", "linux")]).load(2, 2);
+        assert_eq!(may_take(&full.view(), &wanted, HandOut::Resume), Err("agent a has no free slot (2 of 2)".into()));
+        let other = agent("a").labels(&[("os", "mac")]);
+        assert_eq!(
+            may_take(&other.view(), &wanted, HandOut::New),
+            Err("agent a does not have the label os=linux the action asks for".into())
+        );
+    }
 }
