@@ -5,7 +5,8 @@
 //! execution live. Uses only the public API and binaries, as a user would.
 
 use crate::cli::{Client, DemoArgs, Failure, print_table, watch};
-use crate::driver::{ControllerConfig, shutdown_signal, start};
+use crate::driver::{ControllerConfig, start};
+use crate::exit::shutdown_signal;
 use crate::store::Durability;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod demo;
 pub mod driver;
 pub mod engine;
+pub mod exit;
 pub mod fleet;
 pub mod pipeline;
 pub mod plugin_template;

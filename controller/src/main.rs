@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use sluice::cli::{Cli, Cmd, Failure};
-use sluice::driver::{ControllerConfig, shutdown_signal, start};
+use sluice::driver::{ControllerConfig, start};
+use sluice::exit::{Exit, shutdown_signal};
 use sluice::store::Durability;
 
 fn main() {
@@ -20,10 +21,7 @@ fn main() {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => Exit::Failed { code: 1, message: format!("cannot start the async runtime: {e}") }.now(),
     };
     let result = runtime.block_on(async move {
         match cli.command {
@@ -33,11 +31,8 @@ fn main() {
         }
     });
     match result {
-        Ok(code) => std::process::exit(code),
-        Err(Failure { code, message }) => {
-            eprintln!("error: {message}");
-            std::process::exit(code);
-        }
+        Ok(code) => Exit::Finished(code).now(),
+        Err(Failure { code, message }) => Exit::Failed { code, message }.now(),
     }
 }
 

@@ -59,6 +59,7 @@ use self::transfers::Booking;
 use crate::blobs::BlobStore;
 use crate::ca::{Ca, Revocations};
 use crate::engine::{Dispatch, Engine, Notice, Trigger};
+use crate::exit::Exit;
 use crate::pipeline::{self, Pipeline};
 use crate::store::{Change, SqliteStore, Store, TransitionRecord};
 use crate::views;
@@ -270,16 +271,12 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
 
     let (tx, rx) = mpsc::channel(1024);
     let driver_task = tokio::spawn(driver.run(rx));
-    // A panic in the driver would leave the API and the fleet talking to a
-    // dead task (every request a 500) until someone restarts the process.
-    // Exiting instead hands the restart to the supervisor, and recovery
-    // replays the last committed state.
+    // A panic in the driver ends the process (see `crate::exit`).
     tokio::spawn(async move {
         if let Err(e) = driver_task.await
             && e.is_panic()
         {
-            error!("the driver panicked; exiting so that a restart recovers from the store");
-            std::process::exit(70);
+            Exit::DriverPanicked.now();
         }
     });
     let ticks = tx.clone();
@@ -393,8 +390,7 @@ impl Driver {
             if let Err(e) = self.store.apply(&changes) {
                 // The engine is now ahead of the store. Stopping is the only
                 // safe answer: a restart replays the last committed state.
-                error!("store write failed, stopping so that a restart recovers: {e:#}");
-                std::process::exit(70);
+                Exit::StoreWriteFailed(format!("{e:#}")).now();
             }
             for (agent_id, message) in self.outgoing.drain(..) {
                 if let Some(agent) = self.agents.get(&agent_id) {
@@ -631,19 +627,5 @@ fn log_notice(n: &Notice) {
         }
         (Some(stage), None) => info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, status = %n.status, "stage"),
         _ => info!(pipeline = %n.pipeline, execution = %n.execution_id, status = %n.status, "execution"),
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
     }
 }
