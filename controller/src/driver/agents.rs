@@ -1,17 +1,17 @@
 //! Agents in the driver: connections (hello, reconnects, jobs given back
-//! or lost), their reports, and the operator's commands on them (list,
-//! labels, enabled/draining/disabled/revoked).
+//! or lost) and the operator's commands on them (list, labels,
+//! enabled/draining/disabled/revoked). What they report is `reports.rs`.
 
 use super::Driver;
 use super::command::{AgentState, ApiError};
 use super::intake;
 use super::link::AgentSender;
 use super::scheduler::{HandOut, Refusal};
-use crate::engine::{ActionResult, ArtifactRef, Event};
-use crate::store::{Change, LogLine, RevocationRecord};
+use crate::engine::{Dispatch, Event};
+use crate::store::{AgentRecord, Change, RevocationRecord};
 use crate::views;
 use serde_json::{Value, json};
-use sluice_protocol::{FromAgent, Hello, JobResult, OutputSpec, PROTOCOL_VERSION, ProducedArtifact, ToAgent};
+use sluice_protocol::{Hello, PROTOCOL_VERSION, ToAgent};
 use std::collections::{BTreeMap, HashSet};
 use tracing::{info, warn};
 
@@ -37,8 +37,6 @@ pub(super) struct AgentConn {
     pub(super) plugins: HashSet<String>,
 }
 
-/// The first words of the line that ends a log cut at its bound.
-pub(super) const LOG_TRUNCATED: &str = "[log truncated:";
 
 impl Driver {
     pub(super) fn list_agents(&mut self) -> Result<Value, ApiError> {
@@ -140,28 +138,13 @@ impl Driver {
         Ok(json!({ "id": id, "state": state.as_str() }))
     }
 
+    /// An agent said hello on a new connection: it is welcomed (and its
+    /// jobs from before are taken back, given back or lost), or refused.
     pub(super) fn agent_connected(&mut self, now: u64, agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender) -> ToAgent {
-        if hello.protocol_version != PROTOCOL_VERSION {
-            return ToAgent::Refused {
-                reason: format!(
-                    "protocol version mismatch: agent speaks {}, controller speaks {PROTOCOL_VERSION}",
-                    hello.protocol_version
-                ),
-            };
-        }
-        let record = match self.store.agent(&agent_id) {
-            Ok(Some(r)) => r,
-            Ok(None) => return ToAgent::Refused { reason: format!("agent {agent_id} is not enrolled here") },
-            Err(e) => return ToAgent::Refused { reason: format!("controller error: {e:#}") },
+        let record = match self.admit(&agent_id, &hello) {
+            Ok(record) => record,
+            Err(reason) => return ToAgent::Refused { reason },
         };
-        if record.state == AgentState::Disabled.as_str() {
-            return ToAgent::Refused { reason: format!("agent {agent_id} is disabled") };
-        }
-        // The handshake refuses revoked certificates; this covers a
-        // revocation that raced with the handshake.
-        if record.state == AgentState::Revoked.as_str() {
-            return ToAgent::Refused { reason: format!("agent {agent_id} was revoked") };
-        }
         // A new connection replaces an old one that has not noticed it is dead.
         if self.agents.contains_key(&agent_id) {
             self.agent_disconnected(&agent_id, self.agents[&agent_id].conn_id);
@@ -177,14 +160,65 @@ impl Driver {
             warn!(%agent_id, asked = hello.slots, slots, "the agent asks for more slots than --max-agent-slots: capped");
         }
         let reported: HashSet<String> = hello.running.iter().cloned().collect();
+        let running = self.keep_held_jobs(now, &agent_id, &reported, hello.instance);
+        let resumed = self.reclaim_restored_jobs(now, &agent_id, &reported, &running);
+        self.agents.insert(
+            agent_id.clone(),
+            AgentConn {
+                conn_id,
+                draining: record.state == AgentState::Draining.as_str(),
+                tx,
+                claimed_labels: hello.labels.clone(),
+                labels,
+                slots,
+                running,
+                hostname: record.hostname,
+                last_heard: now,
+                plugins: hello.plugins.iter().filter(|d| sluice_runtime::is_digest(d)).take(4096).cloned().collect(),
+            },
+        );
+        self.give_back(now, &agent_id, resumed);
+        info!(%agent_id, "agent ready");
+        let _ = self.commit(now, Vec::new());
+        ToAgent::Welcome { agent_id, heartbeat_ms: self.heartbeat().as_millis() as u64 }
+    }
+
+    /// The agent's record, if it may connect: its protocol version is this
+    /// controller's, it is enrolled here, neither disabled nor revoked.
+    fn admit(&self, agent_id: &str, hello: &Hello) -> Result<AgentRecord, String> {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(format!(
+                "protocol version mismatch: agent speaks {}, controller speaks {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ));
+        }
+        let record = match self.store.agent(agent_id) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(format!("agent {agent_id} is not enrolled here")),
+            Err(e) => return Err(format!("controller error: {e:#}")),
+        };
+        if record.state == AgentState::Disabled.as_str() {
+            return Err(format!("agent {agent_id} is disabled"));
+        }
+        // The handshake refuses revoked certificates; this covers a
+        // revocation that raced with the handshake.
+        if record.state == AgentState::Revoked.as_str() {
+            return Err(format!("agent {agent_id} was revoked"));
+        }
+        Ok(record)
+    }
+
+    /// The jobs this agent held before its connection dropped, as its hello
+    /// reports them; returns those it still runs.
+    fn keep_held_jobs(&mut self, now: u64, agent_id: &str, reported: &HashSet<String>, instance: u64) -> HashSet<String> {
         // Jobs it had before the drop: those it still runs carry on under
         // a renewed lease. The same process without a job never got it
         // (the job frame died with the connection): it is handed out again
         // in the same attempt. A restarted process may have started it:
         // lost.
-        let same_process = self.instances.get(&agent_id) == Some(&hello.instance);
+        let same_process = self.instances.get(agent_id) == Some(&instance);
         let (kept, gone): (Vec<String>, Vec<String>) =
-            self.jobs_of(&agent_id).into_iter().partition(|j| reported.contains(j));
+            self.jobs_of(agent_id).into_iter().partition(|j| reported.contains(j));
         let until = self.lease_until(now);
         let mut running = HashSet::new();
         for job_id in kept {
@@ -200,8 +234,20 @@ impl Driver {
             info!(agent = %agent_id, job = %job_id, "the job never reached the agent; handing it out again");
             self.pending.push_front(job.dispatch);
         }
-        self.instances.insert(agent_id.clone(), hello.instance);
+        self.instances.insert(agent_id.to_string(), instance);
         self.lose_jobs(now, gone, &format!("agent {agent_id} lost: it came back without the action (it was restarted)"));
+        running
+    }
+
+    /// After a controller restart, the actions that were assigned to this
+    /// agent: returns those it reports, to give back to it.
+    fn reclaim_restored_jobs(
+        &mut self,
+        now: u64,
+        agent_id: &str,
+        reported: &HashSet<String>,
+        running: &HashSet<String>,
+    ) -> Vec<Dispatch> {
         // After a controller restart, actions that were assigned to this
         // agent and that it still runs go back to it under their new lease,
         // instead of starting twice. Only its own: a job id it lists that
@@ -212,7 +258,7 @@ impl Driver {
         let mut forgotten = Vec::new();
         let mut never_received = Vec::new();
         self.pending.retain(|d| {
-            let assigned_here = d.assigned.as_deref() == Some(agent_id.as_str());
+            let assigned_here = d.assigned.as_deref() == Some(agent_id);
             if reported.contains(&d.job_id) && assigned_here {
                 resumed.push(d.clone());
                 false
@@ -246,194 +292,25 @@ impl Driver {
             warn!(agent = %agent_id, job = %d.job_id, "{reason}");
             self.engine.handle(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
         }
-        self.agents.insert(
-            agent_id.clone(),
-            AgentConn {
-                conn_id,
-                draining: record.state == AgentState::Draining.as_str(),
-                tx,
-                claimed_labels: hello.labels.clone(),
-                labels,
-                slots,
-                running,
-                hostname: record.hostname,
-                last_heard: now,
-                plugins: hello.plugins.iter().filter(|d| sluice_runtime::is_digest(d)).take(4096).cloned().collect(),
-            },
-        );
+        resumed
+    }
+
+    /// Gives an agent back the jobs it still runs from before a controller
+    /// restart, where it may still take them.
+    fn give_back(&mut self, now: u64, agent_id: &str, resumed: Vec<Dispatch>) {
         for dispatch in resumed {
-            match self.hand_out(now, &agent_id, &dispatch, HandOut::Resume) {
+            match self.hand_out(now, agent_id, &dispatch, HandOut::Resume) {
                 Ok(()) => {}
                 Err(Refusal::Ineligible(why)) => {
                     // It runs there, but may no longer: stop it there, and
                     // the action goes to an agent that may take it.
                     warn!(agent = %agent_id, job = %dispatch.job_id, "not giving the job back: {why}");
-                    if let Some(agent) = self.agents.get(&agent_id) {
+                    if let Some(agent) = self.agents.get(agent_id) {
                         agent.tx.send(ToAgent::Cancel { job_id: dispatch.job_id.clone() });
                     }
                     self.pending.push_back(dispatch);
                 }
                 Err(Refusal::Impossible(message)) => self.refuse(now, dispatch, message),
-            }
-        }
-        info!(%agent_id, "agent ready");
-        let _ = self.commit(now, Vec::new());
-        ToAgent::Welcome { agent_id, heartbeat_ms: self.heartbeat().as_millis() as u64 }
-    }
-
-    pub(super) fn agent_message(&mut self, now: u64, agent_id: &str, conn_id: u64, message: FromAgent) {
-        match self.agents.get_mut(agent_id) {
-            Some(agent) if agent.conn_id == conn_id => agent.last_heard = now,
-            _ => return,
-        }
-        match message {
-            FromAgent::Hello(_) => {}
-            FromAgent::PollResult { poll_id, result } => self.poll_result(now, agent_id, &poll_id, result),
-            FromAgent::RenewCertificate { csr_pem } => {
-                if let Err(why) = self.take_renewal(agent_id, now) {
-                    warn!(%agent_id, "certificate renewal refused: {why}");
-                    self.agents[agent_id].tx.send(ToAgent::RenewalRefused { reason: why });
-                    return;
-                }
-                let answer = match self.renew(now, agent_id, &csr_pem) {
-                    Ok(cert_pem) => ToAgent::Renewed { cert_pem },
-                    Err(e) => {
-                        warn!(%agent_id, "certificate renewal refused: {e:#}");
-                        ToAgent::RenewalRefused { reason: format!("{e:#}") }
-                    }
-                };
-                self.agents[agent_id].tx.send(answer);
-            }
-            FromAgent::Heartbeat { running } => {
-                // A heartbeat renews the lease of every job it reports.
-                // Each heartbeat also acknowledges the log stored since the
-                // last one, so that the agent forgets it.
-                let until = self.lease_until(now);
-                let tx = self.agents[agent_id].tx.clone();
-                for job_id in &running {
-                    if let Some(job) = self.jobs.get_mut(job_id).filter(|j| j.agent == agent_id) {
-                        job.lease_until = until;
-                        if let Some(seq) = job.log_seq.filter(|s| job.log_acked < Some(*s)) {
-                            job.log_acked = Some(seq);
-                            let _ = tx.send(ToAgent::LogAck { job_id: job_id.clone(), seq });
-                        }
-                    }
-                }
-                let _ = tx.send(ToAgent::HeartbeatAck);
-            }
-            FromAgent::JobStarted { job_id, .. } => {
-                // The lease that counts is the one this agent holds now: a
-                // job given back to it after a restart started earlier.
-                let Some(job) = self.jobs.get_mut(&job_id).filter(|j| j.agent == agent_id) else { return };
-                job.started = true;
-                let lease_epoch = job.lease_epoch;
-                self.engine.handle(now, Event::ActionStarted { job_id, lease_epoch, agent: agent_id.to_string() });
-                let _ = self.commit(now, Vec::new());
-            }
-            FromAgent::Log { job_id, seq, text } => {
-                let max = self.max_action_log;
-                let Some(job) = self.jobs.get_mut(&job_id).filter(|j| j.agent == agent_id) else { return };
-                // Lines come in order; after a reconnect the agent sends
-                // again what it has not seen acknowledged.
-                if job.log_seq.is_some_and(|stored| seq <= stored) {
-                    return;
-                }
-                job.log_seq = Some(seq);
-                let text = if job.log_bytes + text.len() as u64 <= max {
-                    job.log_bytes += text.len() as u64;
-                    text
-                } else if !job.log_truncated {
-                    job.log_truncated = true;
-                    format!("{LOG_TRUNCATED} the action wrote more than {max} bytes; the rest is not kept]\n")
-                } else {
-                    return;
-                };
-                // Inert text for the store, the API and terminals.
-                let text = intake::clean_text(&text, intake::LOG_TEXT_MAX_CHARS, intake::Lines::Kept);
-                let line = LogLine { job_id: job_id.clone(), execution_id: job.execution_id.clone(), seq, text };
-                let event = json!({
-                    "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id, "jobId": job_id,
-                    "stage": job.stage, "action": job.action, "seq": seq, "text": line.text,
-                });
-                let _ = self.commit(now, vec![Change::Log(line)]);
-                self.tell_watchers(event);
-            }
-            FromAgent::JobFinished { job_id, result, .. } => {
-                // Only the agent that holds the job may end it. It may carry
-                // an older epoch when the job was given back to the same
-                // agent after a restart; another agent's result never counts.
-                let ack = ToAgent::ResultAck { job_id: job_id.clone() };
-                let Some(job) = self.jobs.get(&job_id).filter(|j| j.agent == agent_id) else {
-                    warn!(%agent_id, %job_id, "refusing a result for a job this agent does not hold");
-                    // Refused for good: the agent may stop sending it. In a
-                    // batch this may be a repeat of a result taken a moment
-                    // ago, so the ack waits for that commit too.
-                    self.after_commit(agent_id, ack);
-                    return;
-                };
-                let lease_epoch = job.lease_epoch;
-                // Checked against what the action declared and what this
-                // agent uploaded; a result that cannot stand fails the action.
-                let declared: Vec<OutputSpec> = job
-                    .dispatch
-                    .outputs
-                    .iter()
-                    .map(|(name, files)| OutputSpec { name: name.clone(), files: files.clone() })
-                    .collect();
-                let mut result = intake::clean_result(result, &declared);
-                if let JobResult::Succeeded { outputs, .. } = &result
-                    && let Some(bad) = outputs.iter().find(|o| !self.may_name(&o.digest, o.size))
-                {
-                    let message = format!(
-                        "the agent's result was refused: output artifact {:?} ({}) is not stored with {} bytes",
-                        bad.name, bad.digest, bad.size
-                    );
-                    result = JobResult::Failed { message, retryable: false };
-                }
-                if let JobResult::Succeeded { outputs, .. } = &result
-                    && let Some(uploaded) = &job.uploaded
-                    && let Some(bad) = outputs.iter().find(|o| !uploaded.contains(&o.digest))
-                {
-                    let message = format!(
-                        "the agent's result was refused: output artifact {:?} ({}) was not uploaded by this agent \
-                         while it held the job",
-                        bad.name, bad.digest
-                    );
-                    result = JobResult::Failed { message, retryable: false };
-                }
-                if let JobResult::Failed { message, .. } = &result
-                    && message.starts_with("the agent's result was refused")
-                {
-                    warn!(%agent_id, %job_id, "{message}");
-                }
-                if let JobResult::Succeeded { outputs, .. } = &result
-                    && let Some(uploads) = self.uploads.get_mut(agent_id)
-                {
-                    for output in outputs {
-                        uploads.remove(&output.digest);
-                    }
-                }
-                self.jobs.remove(&job_id);
-                if let Some(agent) = self.agents.get_mut(agent_id) {
-                    agent.running.remove(&job_id);
-                }
-                self.settle_uploads(agent_id);
-                let result = match result {
-                    JobResult::Succeeded { summary, output_variables, external_url, outputs } => ActionResult::Succeeded {
-                        summary,
-                        output_variables,
-                        external_url,
-                        outputs: outputs
-                            .into_iter()
-                            .map(|ProducedArtifact { name, digest, size }| (name, ArtifactRef { digest, size }))
-                            .collect(),
-                    },
-                    JobResult::Failed { message, .. } => ActionResult::Failed { message },
-                };
-                self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result });
-                let _ = self.commit(now, Vec::new());
-                // Only once the result is durable may the agent forget it.
-                self.after_commit(agent_id, ack);
             }
         }
     }

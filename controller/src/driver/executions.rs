@@ -257,6 +257,21 @@ impl Driver {
         Ok(json!({ "pipelineExecutionId": id, "lines": lines }))
     }
 
+    /// RollbackStage by `by`, committed.
+    pub(super) fn rollback_stage(
+        &mut self,
+        now: u64,
+        name: &str,
+        stage: &str,
+        target: Option<&str>,
+        by: String,
+    ) -> Result<Value, ApiError> {
+        let trigger = Trigger::new("RollbackStage", format!("stage {stage} rolled back by {by}")).by(by);
+        let id = self.start_rollback(now, name, stage, target, None, trigger)?;
+        self.commit(now, Vec::new())?;
+        Ok(json!({ "pipelineExecutionId": id.0 }))
+    }
+
     /// RollbackStage: runs `stage` again in a new execution with the
     /// artifacts of `target` (by default the newest execution, older than
     /// `before` if given, in which the stage succeeded). Engine only: the

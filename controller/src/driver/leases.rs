@@ -9,6 +9,15 @@ use sluice_protocol::ToAgent;
 use tracing::warn;
 
 impl Driver {
+    /// Time passes: leases and timeouts run out, artifacts are collected,
+    /// sources are polled.
+    pub(super) fn tick(&mut self, now: u64) {
+        self.expire_leases(now);
+        self.expire_actions(now);
+        self.collect_artifacts(now);
+        self.run_polls(now);
+    }
+
     /// Gives up on jobs whose lease ran out, and on restored actions whose
     /// agent did not come back after a restart: they are `Lost`.
     pub(super) fn expire_leases(&mut self, now: u64) {

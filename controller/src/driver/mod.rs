@@ -17,7 +17,8 @@
 //! - `catalog.rs`: registered plugins and `describe()`; `plugins.rs` and
 //!   `publishers.rs`: pushing and deleting plugins, trusted publishers.
 //! - `pipelines.rs`, `executions.rs`: the pipeline and execution commands.
-//! - `agents.rs`: connections, reports and the operator's agent commands;
+//! - `agents.rs`: connections and the operator's agent commands;
+//!   `reports.rs`: what agents report (heartbeats, logs, results);
 //!   `enrollment.rs`: join tokens, enrollment and renewals.
 //! - `scheduler.rs`: hand-outs; `transfers.rs`: streams, upload quotas and
 //!   artifact collection; `leases.rs`: leases, silent agents, timeouts.
@@ -39,6 +40,7 @@ pub mod link;
 mod pipelines;
 mod plugins;
 mod publishers;
+mod reports;
 mod scheduler;
 mod secrets;
 mod sources;
@@ -52,8 +54,7 @@ pub use config::{
 
 use self::agents::AgentConn;
 use self::catalog::Catalog;
-use self::command::{ApiError, Command};
-use self::pipelines::invalid_declaration;
+use self::command::Command;
 use self::scheduler::JobInfo;
 use self::transfers::Booking;
 use crate::blobs::BlobStore;
@@ -71,7 +72,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 /// How often agents send heartbeats, at most. A short lease asks for more:
@@ -444,180 +445,110 @@ impl Driver {
         now + self.lease_timeout.as_millis() as u64
     }
 
+    /// Runs one command to completion; its reply goes out once what it
+    /// changed is committed.
     fn handle(&mut self, now: u64, command: Command) {
         match command {
-            Command::CreatePipeline { text, by, reply } => {
-                let _ = reply.send(self.create_pipeline(now, &text, &by));
-            }
-            Command::ValidatePipeline { text, reply } => {
-                let result = pipeline::parse_and_validate(&text, &self.catalog)
-                    .map(|d| json!({ "valid": true, "pipelineName": d.pipeline.name }))
-                    .map_err(invalid_declaration);
-                let _ = reply.send(result);
-            }
-            Command::CreateUser { name, role, reply } => {
-                let _ = reply.send(self.create_user(now, &name, role));
-            }
-            Command::ListUsers { reply } => {
-                let _ = reply.send(self.list_users());
-            }
-            Command::CreateToken { user, reply } => {
-                let _ = reply.send(self.create_token(now, &user));
-            }
-            Command::ListTokens { reply } => {
-                let _ = reply.send(self.list_tokens());
-            }
-            Command::RevokeToken { id, reply } => {
-                let _ = reply.send(self.revoke_token(now, &id));
-            }
-            Command::UpdatePipeline { name, text, reply } => {
-                let _ = reply.send(self.update_pipeline(now, &name, &text));
-            }
-            Command::DeletePipeline { name, reply } => {
-                let _ = reply.send(self.delete_pipeline(now, &name));
-            }
-            Command::GetPipeline { name, version, reply } => {
-                let _ = reply.send(self.get_pipeline(&name, version));
-            }
-            Command::ListPipelines { reply } => {
-                let _ = reply.send(self.list_pipelines());
-            }
+            // Pipelines.
+            Command::CreatePipeline { text, by, reply } => answer(reply, self.create_pipeline(now, &text, &by)),
+            Command::ValidatePipeline { text, reply } => answer(reply, self.validate_pipeline(&text)),
+            Command::UpdatePipeline { name, text, reply } => answer(reply, self.update_pipeline(now, &name, &text)),
+            Command::DeletePipeline { name, reply } => answer(reply, self.delete_pipeline(now, &name)),
+            Command::GetPipeline { name, version, reply } => answer(reply, self.get_pipeline(&name, version)),
+            Command::ListPipelines { reply } => answer(reply, self.list_pipelines()),
+            Command::PipelineState { name, reply } => answer(reply, self.pipeline_state(now, &name)),
+            // Executions.
             Command::StartExecution { name, variables, revisions, trigger, reply } => {
                 let result = self.start_execution(now, &name, variables, revisions, trigger, Vec::new());
-                let _ = reply.send(result.map(|id| json!({ "pipelineExecutionId": id.0 })));
+                answer(reply, result.map(|id| json!({ "pipelineExecutionId": id.0 })));
             }
             Command::StopExecution { name, id, abandon, reason, reply } => {
-                let _ = reply.send(self.stop_execution(now, &name, &id, abandon, reason));
+                answer(reply, self.stop_execution(now, &name, &id, abandon, reason));
             }
             Command::RetryStage { name, stage, id, all, reply } => {
-                let _ = reply.send(self.retry_stage(now, &name, &stage, &id, all));
+                answer(reply, self.retry_stage(now, &name, &stage, &id, all));
             }
             Command::SetTransition { name, stage, enabled, reason, by, reply } => {
-                let _ = reply.send(self.set_transition(now, &name, &stage, enabled, reason, &by));
+                answer(reply, self.set_transition(now, &name, &stage, enabled, reason, &by));
             }
-            Command::PipelineState { name, reply } => {
-                let _ = reply.send(self.pipeline_state(now, &name));
+            Command::RollbackStage { name, stage, target, by, reply } => {
+                answer(reply, self.rollback_stage(now, &name, &stage, target.as_deref(), by));
+            }
+            Command::Decide { name, stage, action, execution, by, approve, comment, reply } => {
+                answer(reply, self.decide(now, &name, &stage, &action, execution, &by, approve, &comment));
             }
             Command::GetExecution { name, id, reply } => {
-                let _ = reply.send(self.execution(&name, &id).map(|e| views::execution(&e)));
+                answer(reply, self.execution(&name, &id).map(|e| views::execution(&e)));
             }
             Command::ListExecutions { name, limit, next_token, reply } => {
-                let _ = reply.send(self.list_executions(&name, limit, next_token));
+                answer(reply, self.list_executions(&name, limit, next_token));
             }
-            Command::ExecutionLogs { name, id, reply } => {
-                let _ = reply.send(self.execution_logs(&name, &id));
+            Command::ExecutionLogs { name, id, reply } => answer(reply, self.execution_logs(&name, &id)),
+            // Sources and secrets.
+            Command::Webhook { name, headers, body, reply } => answer(reply, self.webhook(now, &name, &headers, &body)),
+            Command::CreateWebhook { name, reply } => answer(reply, self.create_webhook(now, &name)),
+            Command::DeleteWebhook { name, reply } => answer(reply, self.delete_webhook(now, &name)),
+            Command::SetSecret { name, value, pipelines, reply } => {
+                answer(reply, self.set_secret(now, &name, &value, pipelines));
             }
-            Command::ListAgents { reply } => {
-                let _ = reply.send(self.list_agents());
-            }
+            Command::ListSecrets { reply } => answer(reply, self.list_secrets()),
+            Command::DeleteSecret { name, reply } => answer(reply, self.delete_secret(now, &name)),
+            // Users and API tokens.
+            Command::CreateUser { name, role, reply } => answer(reply, self.create_user(now, &name, role)),
+            Command::ListUsers { reply } => answer(reply, self.list_users()),
+            Command::CreateToken { user, reply } => answer(reply, self.create_token(now, &user)),
+            Command::ListTokens { reply } => answer(reply, self.list_tokens()),
+            Command::RevokeToken { id, reply } => answer(reply, self.revoke_token(now, &id)),
+            // Agents and enrollment.
+            Command::ListAgents { reply } => answer(reply, self.list_agents()),
+            Command::LabelAgent { id, set, remove, reply } => answer(reply, self.label_agent(now, &id, set, remove)),
+            Command::SetAgentState { id, state, reply } => answer(reply, self.set_agent_state(now, &id, state)),
             Command::CreateJoinToken { ttl, uses, labels, allow_agent_labels, reply } => {
-                let _ = reply.send(self.create_join_token(now, ttl, uses, labels, allow_agent_labels));
+                answer(reply, self.create_join_token(now, ttl, uses, labels, allow_agent_labels));
             }
-            Command::LabelAgent { id, set, remove, reply } => {
-                let _ = reply.send(self.label_agent(now, &id, set, remove));
-            }
-            Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
-                let answer = self.authorize_transfer(now, &agent_id, conn_id, &transfer);
-                if let Err(why) = &answer {
-                    warn!(%agent_id, ?transfer, "transfer refused: {why}");
-                }
-                let _ = reply.send(answer);
-            }
-            Command::ListJoinTokens { reply } => {
-                let _ = reply.send(self.list_join_tokens(now));
-            }
-            Command::RevokeJoinToken { id, reply } => {
-                let _ = reply.send(self.revoke_join_token(now, &id));
-            }
-            Command::SetAgentState { id, state, reply } => {
-                let _ = reply.send(self.set_agent_state(now, &id, state));
-            }
-            Command::ListPlugins { reply } => {
-                let mut plugins: Vec<Value> = self
-                    .catalog
-                    .0
-                    .iter()
-                    .map(|(key, p)| p.view(key))
-                    .collect();
-                plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
-                let _ = reply.send(Ok(json!({ "plugins": plugins })));
-            }
-            Command::DescribePlugin { key, reply } => {
-                let result = self
-                    .catalog
-                    .0
-                    .get(&key)
-                    .map(|p| p.view(&key))
-                    .ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")));
-                let _ = reply.send(result);
-            }
-            Command::DeletePlugin { key, reply } => {
-                let _ = reply.send(self.delete_plugin(now, &key));
-            }
+            Command::ListJoinTokens { reply } => answer(reply, self.list_join_tokens(now)),
+            Command::RevokeJoinToken { id, reply } => answer(reply, self.revoke_join_token(now, &id)),
+            // Plugins and publishers.
+            Command::ListPlugins { reply } => answer(reply, Ok(self.list_plugins())),
+            Command::DescribePlugin { key, reply } => answer(reply, self.describe_plugin(&key)),
+            Command::DeletePlugin { key, reply } => answer(reply, self.delete_plugin(now, &key)),
             Command::PushPlugin { wasm, info, signature, reply } => {
-                let _ = reply.send(self.push_plugin(now, &wasm, *info, signature.as_deref()));
+                answer(reply, self.push_plugin(now, &wasm, *info, signature.as_deref()));
             }
             Command::VetPluginSignature { digest, signature, reply } => {
-                let key = format!("with digest {digest}");
-                let _ = reply.send(self.verify_push(now, &key, &digest, signature.as_deref()).map(|_| Value::Null));
+                answer(reply, self.vet_plugin_signature(now, &digest, signature.as_deref()));
             }
-            Command::ListPublishers { reply } => {
-                let _ = reply.send(self.list_publishers());
-            }
+            Command::ListPublishers { reply } => answer(reply, self.list_publishers()),
             Command::AddPublisher { name, public_key, by, reply } => {
-                let _ = reply.send(self.add_publisher(now, &name, &public_key, &by));
+                answer(reply, self.add_publisher(now, &name, &public_key, &by));
             }
-            Command::RemovePublisher { name, reply } => {
-                let _ = reply.send(self.remove_publisher(now, &name));
-            }
+            Command::RemovePublisher { name, reply } => answer(reply, self.remove_publisher(now, &name)),
+            // The fleet.
             Command::Enroll { request, reply } => {
-                let response = self.enroll(now, &request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
-                let _ = reply.send(response);
+                let response = self.enroll(now, &request);
+                answer(reply, response.unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") }));
             }
             Command::AgentConnected { agent_id, conn_id, hello, tx, reply } => {
-                let _ = reply.send(self.agent_connected(now, agent_id, conn_id, hello, tx));
+                answer(reply, self.agent_connected(now, agent_id, conn_id, hello, tx));
+            }
+            Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
+                let answered = self.authorize_transfer(now, &agent_id, conn_id, &transfer);
+                if let Err(why) = &answered {
+                    warn!(%agent_id, ?transfer, "transfer refused: {why}");
+                }
+                answer(reply, answered);
             }
             Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(now, &agent_id, conn_id, message),
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
-            Command::Tick => {
-                self.expire_leases(now);
-                self.expire_actions(now);
-                self.collect_artifacts(now);
-                self.run_polls(now);
-            }
-            Command::RollbackStage { name, stage, target, by, reply } => {
-                let trigger = Trigger::new("RollbackStage", format!("stage {stage} rolled back by {by}")).by(by);
-                let result = self
-                    .start_rollback(now, &name, &stage, target.as_deref(), None, trigger)
-                    .and_then(|id| {
-                        self.commit(now, Vec::new())?;
-                        Ok(json!({ "pipelineExecutionId": id.0 }))
-                    });
-                let _ = reply.send(result);
-            }
-            Command::Decide { name, stage, action, execution, by, approve, comment, reply } => {
-                let _ = reply.send(self.decide(now, &name, &stage, &action, execution, &by, approve, &comment));
-            }
-            Command::Webhook { name, headers, body, reply } => {
-                let _ = reply.send(self.webhook(now, &name, &headers, &body));
-            }
-            Command::CreateWebhook { name, reply } => {
-                let _ = reply.send(self.create_webhook(now, &name));
-            }
-            Command::DeleteWebhook { name, reply } => {
-                let _ = reply.send(self.delete_webhook(now, &name));
-            }
-            Command::SetSecret { name, value, pipelines, reply } => {
-                let _ = reply.send(self.set_secret(now, &name, &value, pipelines));
-            }
-            Command::ListSecrets { reply } => {
-                let _ = reply.send(self.list_secrets());
-            }
-            Command::DeleteSecret { name, reply } => {
-                let _ = reply.send(self.delete_secret(now, &name));
-            }
+            Command::Tick => self.tick(now),
         }
     }
+}
+
+/// Sends a reply. A caller that stopped waiting (its request was cut off)
+/// changes nothing: the command ran and its changes are committed.
+fn answer<T>(reply: oneshot::Sender<T>, value: T) {
+    let _ = reply.send(value);
 }
 
 fn log_notice(n: &Notice) {

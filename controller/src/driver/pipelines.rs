@@ -14,6 +14,14 @@ use std::sync::Arc;
 use tracing::info;
 
 impl Driver {
+    /// ValidatePipeline: the declaration checked as `create` would, stored
+    /// nowhere.
+    pub(super) fn validate_pipeline(&self, text: &str) -> Result<Value, ApiError> {
+        pipeline::parse_and_validate(text, &self.catalog)
+            .map(|d| json!({ "valid": true, "pipelineName": d.pipeline.name }))
+            .map_err(invalid_declaration)
+    }
+
     pub(super) fn create_pipeline(&mut self, now: u64, text: &str, by: &str) -> Result<Value, ApiError> {
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;

@@ -12,6 +12,26 @@ use sluice_runtime::ActionInfo;
 use tracing::info;
 
 impl Driver {
+    /// Every registered plugin version, by provider.
+    pub(super) fn list_plugins(&self) -> Value {
+        let mut plugins: Vec<Value> = self
+            .catalog
+            .0
+            .iter()
+            .map(|(key, p)| p.view(key))
+            .collect();
+        plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
+        json!({ "plugins": plugins })
+    }
+
+    pub(super) fn describe_plugin(&self, key: &str) -> Result<Value, ApiError> {
+        self.catalog
+            .0
+            .get(key)
+            .map(|p| p.view(key))
+            .ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")))
+    }
+
     /// Registers `provider@version` from the plugin's own `describe()`. The
     /// same version pushed again with other bytes is refused: a version
     /// names one component forever, so running pipelines never change

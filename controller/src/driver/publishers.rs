@@ -73,6 +73,13 @@ impl Driver {
         Ok(json!({ "name": name, "removed": true }))
     }
 
+    /// Whether a component with `digest` and this signature (or none)
+    /// would be accepted, asked before it is compiled.
+    pub(super) fn vet_plugin_signature(&self, now: u64, digest: &str, signature: Option<&str>) -> Result<Value, ApiError> {
+        let key = format!("with digest {digest}");
+        self.verify_push(now, &key, digest, signature).map(|_| Value::Null)
+    }
+
     /// Checks the signature pushed with a component: `Some` with the record
     /// to keep when it verifies with a trusted publisher's key, `None` when
     /// there is none and this controller accepts unsigned plugins. A

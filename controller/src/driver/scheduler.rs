@@ -9,7 +9,8 @@
 //! snapshot and acts on the answer.
 
 use super::Driver;
-use super::agents::{AgentConn, LOG_TRUNCATED};
+use super::agents::AgentConn;
+use super::reports::LOG_TRUNCATED;
 use super::sources::grants_for;
 use crate::engine::{ActionResult, Dispatch, Event};
 use sluice_protocol::{InputArtifact, JobSpec, OutputSpec, ToAgent};

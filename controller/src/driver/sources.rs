@@ -267,7 +267,7 @@ impl Driver {
             "Poll",
             format!("{action} found {} by polling ({})", short(&revision.id), revision.summary),
         );
-        match self.source_changed(now, &pipeline, &[action.clone()], &revision.id, trigger, true) {
+        match self.source_changed(now, &pipeline, std::slice::from_ref(&action), &revision.id, trigger, true) {
             Ok(Reported::Started(id)) => info!(%pipeline, %action, revision = %revision.id, execution = %id, "new revision found by polling"),
             Ok(Reported::Duplicate(_)) => {}
             Ok(Reported::Deferred) => {
