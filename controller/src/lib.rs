@@ -10,6 +10,7 @@ pub mod cli;
 pub mod demo;
 pub mod engine;
 pub mod fleet;
+pub mod ops;
 pub mod pipeline;
 pub mod plugin_template;
 pub mod secrets;
