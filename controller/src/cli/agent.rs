@@ -3,6 +3,9 @@
 
 use super::output::{Table, columns, items, labels, s};
 use super::{Ctx, Failure, parse_duration, parse_label_changes, parse_labels};
+use crate::ops::{
+    CreateAgentToken, DisableAgent, DrainAgent, EnableAgent, LabelAgent, ListAgentTokens, ListAgents, RevokeAgent, RevokeAgentToken,
+};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -58,25 +61,24 @@ pub enum AgentTokenCmd {
 }
 
 pub async fn run(ctx: &Ctx, cmd: AgentCmd) -> Result<i32, Failure> {
-    let (id, verb) = match cmd {
+    let c = ctx.client()?;
+    let (id, out) = match cmd {
         AgentCmd::List => {
-            let out = ctx.client()?.get("/agents").await?;
+            let out = c.call(ListAgents {}).await?;
             ctx.output.print(&out, |out| agent_table().render(items(&out["agents"])));
             return Ok(0);
         }
         AgentCmd::Label { id, changes } => {
             let (set, remove) = parse_label_changes(&changes).map_err(|e| Failure::new(2, e))?;
-            let body = json!({ "set": set, "remove": remove }).to_string();
-            let out = ctx.client()?.post(&format!("/agents/{id}/labels"), body).await?;
+            let out = c.call(LabelAgent { id: id.clone(), set, remove }).await?;
             ctx.output.print(&out, |out| format!("agent {id} labels: {}\n", labels(&out["labels"])));
             return Ok(0);
         }
-        AgentCmd::Drain { id } => (id, "drain"),
-        AgentCmd::Disable { id } => (id, "disable"),
-        AgentCmd::Enable { id } => (id, "enable"),
-        AgentCmd::Revoke { id } => (id, "revoke"),
+        AgentCmd::Drain { id } => (id.clone(), c.call(DrainAgent { id }).await?),
+        AgentCmd::Disable { id } => (id.clone(), c.call(DisableAgent { id }).await?),
+        AgentCmd::Enable { id } => (id.clone(), c.call(EnableAgent { id }).await?),
+        AgentCmd::Revoke { id } => (id.clone(), c.call(RevokeAgent { id }).await?),
     };
-    let out = ctx.client()?.post(&format!("/agents/{id}/{verb}"), "").await?;
     ctx.output.print(&out, |out| format!("agent {id} is {}\n", s(&out["state"])));
     Ok(0)
 }
@@ -95,19 +97,19 @@ fn agent_table() -> Table<Value> {
 pub async fn run_token(ctx: &Ctx, cmd: AgentTokenCmd) -> Result<i32, Failure> {
     match cmd {
         AgentTokenCmd::List => {
-            let out = ctx.client()?.get("/agent-tokens").await?;
+            let out = ctx.client()?.call(ListAgentTokens {}).await?;
             ctx.output.print(&out, |out| token_table().render(items(&out["agentTokens"])));
         }
         AgentTokenCmd::Revoke { id } => {
-            let out = ctx.client()?.post(&format!("/agent-tokens/{id}/revoke"), "").await?;
+            let out = ctx.client()?.call(RevokeAgentToken { id: id.clone() }).await?;
             ctx.output.print(&out, |_| format!("join token {id} revoked\n"));
         }
         AgentTokenCmd::Create { ttl, uses, labels, allow_agent_labels } => {
             let labels = parse_labels(labels.as_deref().unwrap_or("")).map_err(|e| Failure::new(2, e))?;
             let allow: Vec<String> =
                 allow_agent_labels.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
-            let body = json!({"ttlSeconds": ttl.as_secs(), "uses": uses, "labels": labels, "allowAgentLabels": allow});
-            let out = ctx.client()?.post("/agent-tokens", body.to_string()).await?;
+            let create = CreateAgentToken { ttl_seconds: ttl.as_secs(), uses, labels, allow_agent_labels: allow };
+            let out = ctx.client()?.call(create).await?;
             ctx.output.print(&out, |out| format!("{}\n", s(&out["token"])));
         }
     }

@@ -1,17 +1,25 @@
-//! The HTTP client of the admin API: bearer token, `/v1` paths, and the
-//! mapping of an API error to the exit code scripts rely on (400: 2,
-//! 401/403: 3, anything else: 1), with the server's diagnostics.
+//! The CLI's client of the admin API: [`crate::ops::Client`]'s typed
+//! operations with their errors as exit codes ([`OpError::exit_code`]:
+//! invalid input 2, not permitted 3, anything else 1, with the server's
+//! diagnostics), plus the live event stream `watch` and `logs -f` follow.
 
 use super::{DEFAULT_API, Failure};
+use crate::ops::{self, OpError, Route};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
-/// A client of the admin API.
+/// A client of the admin API: the typed operations of [`crate::ops`]
+/// (every command's calls), the live event stream, and untyped requests
+/// for callers that build their own (the demo).
 #[derive(Clone)]
 pub struct Client {
-    base: String,
-    token: String,
-    http: reqwest::Client,
+    ops: ops::Client,
+}
+
+impl From<OpError> for Failure {
+    fn from(e: OpError) -> Self {
+        Failure::new(e.exit_code(), e.report())
+    }
 }
 
 impl Client {
@@ -19,49 +27,41 @@ impl Client {
         let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
             Failure::new(2, "no API token: pass --token or set SLUICE_TOKEN (the controller writes one to DATA_DIR/admin.token)")
         })?;
-        let base = api.unwrap_or(DEFAULT_API).trim_end_matches('/').to_string();
-        let base = if base.contains("://") { base } else { format!("http://{base}") };
-        let http = reqwest::Client::builder().build().map_err(|e| Failure::new(1, e.to_string()))?;
-        Ok(Self { base, token: token.trim().to_string(), http })
+        Ok(Self { ops: ops::Client::new(api.unwrap_or(DEFAULT_API), token)? })
+    }
+
+    /// Performs one operation; its output as JSON, which is what
+    /// `--output json` prints and what the prose is made from.
+    pub async fn call<O: Route>(&self, op: O) -> Result<Value, Failure> {
+        let output = self.ops.call(op).await?;
+        serde_json::to_value(output).map_err(|e| Failure::new(1, format!("{} output: {e}", O::NAME)))
+    }
+
+    /// `plugin push`: the component, its signature document if any.
+    pub async fn push_plugin(&self, wasm: Vec<u8>, signature: Option<&str>) -> Result<Value, Failure> {
+        let output = self.ops.push_plugin(wasm, signature).await?;
+        serde_json::to_value(output).map_err(|e| Failure::new(1, format!("PushPlugin output: {e}")))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Failure> {
-        self.send(self.http.get(self.url(path))).await
+        self.send(self.ops.http().get(self.ops.url(path)?)).await
     }
 
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
-        self.send(self.http.post(self.url(path)).body(body)).await
+        self.send(self.ops.http().post(self.ops.url(path)?).body(body)).await
     }
 
-    /// A POST with one extra header.
-    pub async fn post_with(&self, path: &str, header: (&str, &str), body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
-        self.send(self.http.post(self.url(path)).header(header.0, header.1).body(body)).await
-    }
-
-    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
-        self.send(self.http.put(self.url(path)).body(body)).await
-    }
-
-    pub async fn delete(&self, path: &str) -> Result<Value, Failure> {
-        self.send(self.http.delete(self.url(path))).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/v1{path}", self.base)
-    }
-
+    /// An untyped request; an error answer has the exit code its status
+    /// says, as [`OpError::exit_code`] would.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
-        let response = request.bearer_auth(&self.token).send().await.map_err(|e| self.unreachable(e))?;
+        let response = request.bearer_auth(self.ops.token()).send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(body);
         }
-        let message = body["error"]["message"].as_str().unwrap_or("request failed").to_string();
-        let diagnostics: Vec<&str> =
-            body["error"]["diagnostics"].as_array().map(|d| d.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        let mut text = message;
-        for d in diagnostics {
+        let mut text = body["error"]["message"].as_str().unwrap_or("request failed").to_string();
+        for d in body["error"]["diagnostics"].as_array().into_iter().flatten().filter_map(Value::as_str) {
             text.push_str("\n  ");
             text.push_str(d);
         }
@@ -76,7 +76,7 @@ impl Client {
     fn unreachable(&self, e: reqwest::Error) -> Failure {
         Failure::new(
             1,
-            format!("cannot reach the controller at {}: {e} (is `sluice controller` running? set --api or SLUICE_API)", self.base),
+            format!("cannot reach the controller at {}: {e} (is `sluice controller` running? set --api or SLUICE_API)", self.ops.base()),
         )
     }
 
@@ -86,9 +86,10 @@ impl Client {
         pipeline: &str,
     ) -> Result<impl futures_util::Stream<Item = Value> + Unpin + use<>, Failure> {
         let response = self
-            .http
-            .get(self.url(&format!("/events?pipeline={pipeline}")))
-            .bearer_auth(&self.token)
+            .ops
+            .http()
+            .get(self.ops.url(&format!("/events?pipeline={pipeline}"))?)
+            .bearer_auth(self.ops.token())
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;

@@ -5,6 +5,11 @@
 use super::client::Client;
 use super::output::{StageAction, Table, columns, items, print_json, s, stage_actions, write_json_line};
 use super::{Ctx, Failure, Output};
+use crate::ops::{
+    self, ApprovalStatus, DisableStageTransition, EnableStageTransition, GetExecutionLogs, GetPipelineExecution,
+    ListPipelineExecutions, PutApprovalResult, RevisionType, RetryStageExecution, RollbackStage, SourceRevisionOverride,
+    StartPipelineExecution, StopPipelineExecution, VariableValue,
+};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -112,6 +117,14 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
+fn get_execution(pipeline: &str, id: &str) -> GetPipelineExecution {
+    GetPipelineExecution { pipeline_name: pipeline.to_string(), pipeline_execution_id: id.to_string() }
+}
+
+fn get_logs(pipeline: &str, id: &str) -> GetExecutionLogs {
+    GetExecutionLogs { pipeline_name: pipeline.to_string(), pipeline_execution_id: id.to_string() }
+}
+
 /// The exit code of a command that waited for an execution.
 fn exit_code(status: &str) -> i32 {
     if status == "Succeeded" { 0 } else { 1 }
@@ -125,20 +138,22 @@ pub async fn start(
     source_revisions: &[String],
     wait: bool,
 ) -> Result<i32, Failure> {
-    let mut vars = Vec::new();
+    let mut start = StartPipelineExecution { name: name.to_string(), ..Default::default() };
     for v in variables {
         let (k, val) = v.split_once('=').ok_or_else(|| Failure::new(2, format!("--variable {v:?} must be NAME=VALUE")))?;
-        vars.push(json!({"name": k, "value": val}));
+        start.variables.push(VariableValue { name: k.to_string(), value: val.to_string() });
     }
-    let mut revisions = Vec::new();
     for r in source_revisions {
         let (action, revision) =
             r.split_once('=').ok_or_else(|| Failure::new(2, format!("--source-revision {r:?} must be ACTION=REVISION")))?;
-        revisions.push(json!({"actionName": action, "revisionType": "COMMIT_ID", "revisionValue": revision}));
+        start.source_revisions.push(SourceRevisionOverride {
+            action_name: action.to_string(),
+            revision_type: Some(RevisionType::CommitId),
+            revision_value: revision.to_string(),
+        });
     }
     let c = ctx.client()?;
-    let body = json!({ "variables": vars, "sourceRevisions": revisions }).to_string();
-    let out = c.post(&format!("/pipelines/{name}/executions"), body).await?;
+    let out = c.call(start).await?;
     let id = s(&out["pipelineExecutionId"]);
     if !wait {
         ctx.output.print(&out, |_| format!("{id}\n"));
@@ -149,7 +164,7 @@ pub async fn start(
         println!("{id}");
     }
     let status = wait_for(&c, name, &id).await?;
-    let execution = c.get(&format!("/pipelines/{name}/executions/{id}")).await?;
+    let execution = c.call(get_execution(name, &id)).await?;
     let summary = execution["pipelineExecution"]["statusSummary"].as_str().map(str::to_string);
     let end = json!({"pipelineExecutionId": id, "status": status, "statusSummary": summary});
     // In prose the end goes to stderr: stdout holds the id alone.
@@ -164,8 +179,13 @@ pub async fn start(
 /// `pipeline stop`.
 pub async fn stop(ctx: &Ctx, name: &str, execution: &str, mode: StopMode, reason: &str, wait: bool) -> Result<(), Failure> {
     let c = ctx.client()?;
-    let body = json!({"abandon": mode == StopMode::Abandon, "reason": reason}).to_string();
-    let mut out = c.post(&format!("/pipelines/{name}/executions/{execution}/stop"), body).await?;
+    let stop = StopPipelineExecution {
+        pipeline_name: name.to_string(),
+        pipeline_execution_id: execution.to_string(),
+        abandon: mode == StopMode::Abandon,
+        reason: reason.to_string(),
+    };
+    let mut out = c.call(stop).await?;
     if wait {
         let status = wait_for(&c, name, execution).await?;
         out["status"] = json!(status);
@@ -176,8 +196,12 @@ pub async fn stop(ctx: &Ctx, name: &str, execution: &str, mode: StopMode, reason
 
 /// `pipeline history`: recent executions, a page at a time.
 pub async fn history(ctx: &Ctx, name: &str, max: usize, next_token: Option<&str>) -> Result<(), Failure> {
-    let page = next_token.map(|t| format!("&nextToken={t}")).unwrap_or_default();
-    let out = ctx.client()?.get(&format!("/pipelines/{name}/executions?maxResults={max}{page}")).await?;
+    let list = ListPipelineExecutions {
+        pipeline_name: name.to_string(),
+        max_results: Some(max),
+        next_token: next_token.map(str::to_string),
+    };
+    let out = ctx.client()?.call(list).await?;
     ctx.output.print(&out, |out| {
         let mut text = history_table().render(items(&out["pipelineExecutionSummaries"]));
         if let Some(token) = out["nextToken"].as_str() {
@@ -207,7 +231,7 @@ fn history_table() -> Table<Value> {
 
 pub async fn run_execution(ctx: &Ctx, cmd: ExecutionCmd) -> Result<i32, Failure> {
     let ExecutionCmd::Get { pipeline, execution } = cmd;
-    let out = ctx.client()?.get(&format!("/pipelines/{pipeline}/executions/{execution}")).await?;
+    let out = ctx.client()?.call(get_execution(&pipeline, &execution)).await?;
     ctx.output.print(&out, show_execution);
     Ok(0)
 }
@@ -252,12 +276,16 @@ pub async fn run_stage(ctx: &Ctx, cmd: StageCmd) -> Result<i32, Failure> {
     match cmd {
         StageCmd::Retry { pipeline, stage, execution, mode, wait } => {
             let c = ctx.client()?;
-            let retry_mode = match mode {
-                RetryMode::All => "ALL_ACTIONS",
-                RetryMode::Failed => "FAILED_ACTIONS",
+            let retry = RetryStageExecution {
+                pipeline_name: pipeline.clone(),
+                stage_name: stage.clone(),
+                pipeline_execution_id: execution.clone(),
+                retry_mode: match mode {
+                    RetryMode::All => ops::RetryMode::AllActions,
+                    RetryMode::Failed => ops::RetryMode::FailedActions,
+                },
             };
-            let body = json!({ "pipelineExecutionId": execution, "retryMode": retry_mode }).to_string();
-            let out = c.post(&format!("/pipelines/{pipeline}/stages/{stage}/retry"), body).await?;
+            let out = c.call(retry).await?;
             if !wait {
                 ctx.output.print(&out, |_| format!("stage {stage} of execution {execution} retried\n"));
                 return Ok(0);
@@ -269,8 +297,9 @@ pub async fn run_stage(ctx: &Ctx, cmd: StageCmd) -> Result<i32, Failure> {
         }
         StageCmd::Rollback { pipeline, stage, target, wait } => {
             let c = ctx.client()?;
-            let body = json!({ "targetPipelineExecutionId": target }).to_string();
-            let out = c.post(&format!("/pipelines/{pipeline}/stages/{stage}/rollback"), body).await?;
+            let rollback =
+                RollbackStage { pipeline_name: pipeline.clone(), stage_name: stage, target_pipeline_execution_id: target };
+            let out = c.call(rollback).await?;
             let id = s(&out["pipelineExecutionId"]);
             if !wait {
                 ctx.output.print(&out, |_| format!("{id}\n"));
@@ -285,24 +314,35 @@ pub async fn run_stage(ctx: &Ctx, cmd: StageCmd) -> Result<i32, Failure> {
 }
 
 pub async fn run_transition(ctx: &Ctx, cmd: TransitionCmd) -> Result<i32, Failure> {
-    let (pipeline, stage, verb, reason) = match cmd {
-        TransitionCmd::Disable { pipeline, stage, reason } => (pipeline, stage, "disable", reason),
-        TransitionCmd::Enable { pipeline, stage } => (pipeline, stage, "enable", String::new()),
+    let c = ctx.client()?;
+    let (pipeline, stage, verb, out) = match cmd {
+        TransitionCmd::Disable { pipeline, stage, reason } => {
+            let disable = DisableStageTransition { pipeline_name: pipeline.clone(), stage_name: stage.clone(), reason };
+            (pipeline, stage, "disable", c.call(disable).await?)
+        }
+        TransitionCmd::Enable { pipeline, stage } => {
+            let enable = EnableStageTransition { pipeline_name: pipeline.clone(), stage_name: stage.clone(), reason: String::new() };
+            (pipeline, stage, "enable", c.call(enable).await?)
+        }
     };
-    let body = json!({ "reason": reason }).to_string();
-    let out = ctx.client()?.post(&format!("/pipelines/{pipeline}/stages/{stage}/transition/{verb}"), body).await?;
     ctx.output.print(&out, |_| format!("transition into {pipeline}/{stage} {verb}d\n"));
     Ok(0)
 }
 
 pub async fn run_approval(ctx: &Ctx, cmd: ApprovalCmd) -> Result<i32, Failure> {
     let (status, args) = match cmd {
-        ApprovalCmd::Approve(args) => ("Approved", args),
-        ApprovalCmd::Reject(args) => ("Rejected", args),
+        ApprovalCmd::Approve(args) => (ApprovalStatus::Approved, args),
+        ApprovalCmd::Reject(args) => (ApprovalStatus::Rejected, args),
     };
-    let body = json!({ "status": status, "summary": args.comment, "executionId": args.execution });
-    let path = format!("/pipelines/{}/stages/{}/actions/{}/approval", args.pipeline, args.stage, args.action);
-    let out = ctx.client()?.post(&path, body.to_string()).await?;
+    let decision = PutApprovalResult {
+        pipeline_name: args.pipeline,
+        stage_name: args.stage,
+        action_name: args.action,
+        status,
+        summary: args.comment,
+        execution_id: args.execution,
+    };
+    let out = ctx.client()?.call(decision).await?;
     ctx.output.print(&out, |out| format!("{} ({})\n", s(&out["result"]), s(&out["pipelineExecutionId"])));
     Ok(0)
 }
@@ -330,7 +370,7 @@ pub async fn run_logs(ctx: &Ctx, args: LogsArgs) -> Result<i32, Failure> {
         follow_logs(&c, pipeline, &id, ctx.output, &mut std::io::stdout()).await?;
         return Ok(0);
     }
-    let out = c.get(&format!("/pipelines/{pipeline}/executions/{id}/logs")).await?;
+    let out = c.call(get_logs(pipeline, &id)).await?;
     ctx.output.print(&out, |out| {
         let mut text = Vec::new();
         for line in items(&out["lines"]) {
@@ -342,7 +382,8 @@ pub async fn run_logs(ctx: &Ctx, args: LogsArgs) -> Result<i32, Failure> {
 }
 
 async fn newest_execution(c: &Client, pipeline: &str) -> Result<String, Failure> {
-    let out = c.get(&format!("/pipelines/{pipeline}/executions?maxResults=1")).await?;
+    let newest = ListPipelineExecutions { pipeline_name: pipeline.to_string(), max_results: Some(1), next_token: None };
+    let out = c.call(newest).await?;
     out["pipelineExecutionSummaries"][0]["pipelineExecutionId"]
         .as_str()
         .map(str::to_string)
@@ -386,14 +427,12 @@ pub async fn follow_logs(
             out(line);
         }
     };
-    let logs = format!("/pipelines/{pipeline}/executions/{id}/logs");
-    let execution = format!("/pipelines/{pipeline}/executions/{id}");
     let status = |v: Value| s(&v["pipelineExecution"]["status"]);
     let mut emit = |line: &Value| print_log_line(out, line, output);
-    for line in items(&c.get(&logs).await?["lines"]) {
+    for line in items(&c.call(get_logs(pipeline, id)).await?["lines"]) {
         print_new(line, &mut emit);
     }
-    if !is_final(&status(c.get(&execution).await?)) {
+    if !is_final(&status(c.call(get_execution(pipeline, id)).await?)) {
         let mut check = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
@@ -410,7 +449,7 @@ pub async fn follow_logs(
                 }
                 // The event stream may lag or drop: the state is the truth.
                 _ = check.tick() => {
-                    if is_final(&status(c.get(&execution).await?)) {
+                    if is_final(&status(c.call(get_execution(pipeline, id)).await?)) {
                         break;
                     }
                 }
@@ -418,7 +457,7 @@ pub async fn follow_logs(
         }
     }
     // Whatever the stream missed is in the store by now.
-    for line in items(&c.get(&logs).await?["lines"]) {
+    for line in items(&c.call(get_logs(pipeline, id)).await?["lines"]) {
         print_new(line, &mut emit);
     }
     Ok(())
@@ -427,7 +466,7 @@ pub async fn follow_logs(
 /// Waits until an execution ends; returns its status.
 pub async fn wait_for(c: &Client, pipeline: &str, id: &str) -> Result<String, Failure> {
     loop {
-        let out = c.get(&format!("/pipelines/{pipeline}/executions/{id}")).await?;
+        let out = c.call(get_execution(pipeline, id)).await?;
         let status = s(&out["pipelineExecution"]["status"]);
         if is_final(&status) {
             return Ok(status);
@@ -532,7 +571,7 @@ pub async fn watch(c: &Client, pipeline: &str, id: &str, out: &mut impl Write) -
 pub async fn watch_as(c: &Client, pipeline: &str, id: &str, output: Output, out: &mut impl Write) -> Result<String, Failure> {
     // Subscribe first, then read the state, so no event falls in between.
     let mut events = c.events(pipeline).await?;
-    let current = c.get(&format!("/pipelines/{pipeline}/executions/{id}")).await?;
+    let current = c.call(get_execution(pipeline, id)).await?;
     let mut printer = WatchPrinter::new(out, output, id);
     let status = printer.snapshot(pipeline, &current);
     if is_final(&status) {
@@ -550,7 +589,7 @@ pub async fn watch_as(c: &Client, pipeline: &str, id: &str, output: Output, out:
             }
             _ = heartbeat.tick() => {
                 // The event stream may have lagged: the state is the truth.
-                let now = c.get(&format!("/pipelines/{pipeline}/executions/{id}")).await?;
+                let now = c.call(get_execution(pipeline, id)).await?;
                 let status = s(&now["pipelineExecution"]["status"]);
                 if is_final(&status) {
                     printer.ended(&status);

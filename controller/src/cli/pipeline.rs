@@ -5,6 +5,7 @@
 use super::execution::{self, StopMode};
 use super::output::{StageAction, Table, columns, items, s, stage_actions};
 use super::{Ctx, Failure, Output};
+use crate::ops::{CreatePipeline, DeletePipeline, GetPipeline, GetPipelineState, ListPipelines, UpdatePipeline, ValidatePipeline};
 use clap::Subcommand;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -86,14 +87,14 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
     let output = ctx.output;
     match cmd {
         PipelineCmd::Create { file } => {
-            let out = ctx.client()?.post("/pipelines", read_file(&file)?).await?;
+            let out = ctx.client()?.call(CreatePipeline { pipeline_declaration: read_file(&file)? }).await?;
             output.print(&out, |out| {
                 format!("pipeline {} created; execution {} started\n", s(&out["pipeline"]["name"]), s(&out["pipelineExecutionId"]))
             });
         }
         PipelineCmd::Validate { file, provider_map } => {
             let text = read_declaration(&file, provider_map.as_deref())?;
-            let out = ctx.client()?.post("/validate-pipeline", text).await?;
+            let out = ctx.client()?.call(ValidatePipeline { pipeline_declaration: text }).await?;
             output.print(&out, |out| format!("{}: pipeline {} is valid\n", file.display(), s(&out["pipelineName"])));
         }
         PipelineCmd::Import { file, provider_map, dry_run } => {
@@ -103,7 +104,7 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
                 println!("{text}");
                 return Ok(0);
             }
-            let out = ctx.client()?.post("/pipelines", text).await?;
+            let out = ctx.client()?.call(CreatePipeline { pipeline_declaration: text }).await?;
             output.print(&out, |out| {
                 format!("pipeline {} imported; execution {} started\n", s(&out["pipeline"]["name"]), s(&out["pipelineExecutionId"]))
             });
@@ -114,24 +115,20 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
             let name = crate::pipeline::parse(&text)
                 .map(|d| d.pipeline.name)
                 .map_err(|d| Failure::new(2, format!("pipeline declaration is invalid:\n{d}")))?;
-            let out = ctx.client()?.put(&format!("/pipelines/{name}"), text).await?;
+            let out = ctx.client()?.call(UpdatePipeline { name: name.clone(), pipeline_declaration: text }).await?;
             output.print(&out, |out| format!("pipeline {name} updated to version {}\n", s(&out["pipeline"]["version"])));
         }
         PipelineCmd::Delete { name } => {
-            let out = ctx.client()?.delete(&format!("/pipelines/{name}")).await?;
+            let out = ctx.client()?.call(DeletePipeline { name: name.clone() }).await?;
             output.print(&out, |_| format!("pipeline {name} deleted\n"));
         }
         PipelineCmd::Get { name, version } => {
-            let path = match version {
-                Some(v) => format!("/pipelines/{name}?version={v}"),
-                None => format!("/pipelines/{name}"),
-            };
-            let out = ctx.client()?.get(&path).await?;
+            let out = ctx.client()?.call(GetPipeline { name, version }).await?;
             // The table form is the declaration itself, ready for create.
             output.print(&out, |out| Output::Json.render(&declaration_of(out), |_| String::new()));
         }
         PipelineCmd::List => {
-            let out = ctx.client()?.get("/pipelines").await?;
+            let out = ctx.client()?.call(ListPipelines {}).await?;
             output.print(&out, |out| pipeline_table().render(items(&out["pipelines"])));
         }
         PipelineCmd::Start { name, variables, source_revisions, wait } => {
@@ -141,7 +138,7 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
             execution::stop(ctx, &name, &execution, mode, &reason, wait).await?;
         }
         PipelineCmd::State { name } => {
-            let out = ctx.client()?.get(&format!("/pipelines/{name}/state")).await?;
+            let out = ctx.client()?.call(GetPipelineState { name }).await?;
             output.print(&out, show_state);
         }
         PipelineCmd::History { name, max, next_token } => {

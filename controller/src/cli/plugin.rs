@@ -4,6 +4,7 @@
 
 use super::output::{Table, columns, items, s};
 use super::{Ctx, Failure};
+use crate::ops::{AddPublisher, DeletePlugin, DescribePlugin, ListPlugins, ListPublishers, RemovePublisher};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -77,15 +78,15 @@ pub enum PublisherCmd {
 pub async fn run(ctx: &Ctx, cmd: PluginCmd) -> Result<i32, Failure> {
     match cmd {
         PluginCmd::List => {
-            let out = ctx.client()?.get("/plugins").await?;
+            let out = ctx.client()?.call(ListPlugins {}).await?;
             ctx.output.print(&out, |out| plugin_table().render(items(&out["plugins"])));
         }
         PluginCmd::Describe { plugin } => {
-            let out = ctx.client()?.get(&format!("/plugins/{plugin}")).await?;
+            let out = ctx.client()?.call(DescribePlugin { key: plugin }).await?;
             ctx.output.print(&out, show_description);
         }
         PluginCmd::Delete { plugin } => {
-            let out = ctx.client()?.delete(&format!("/plugins/{plugin}")).await?;
+            let out = ctx.client()?.call(DeletePlugin { key: plugin.clone() }).await?;
             ctx.output.print(&out, |_| format!("plugin {plugin} deleted\n"));
         }
         PluginCmd::New { name, dir } => {
@@ -173,17 +174,14 @@ async fn push(ctx: &Ctx, file: &Path, signature: Option<PathBuf>) -> Result<(), 
     let wasm = std::fs::read(file).map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
     let beside = PathBuf::from(format!("{}.sig", file.display()));
     let signature = signature.or_else(|| beside.exists().then_some(beside));
-    let c = ctx.client()?;
-    let out = match &signature {
-        None => c.post("/plugins", wasm).await?,
-        Some(path) => {
-            use base64::Engine as _;
-            let text = std::fs::read(path)
-                .map_err(|e| Failure::new(2, format!("cannot read signature {}: {e}", path.display())))?;
-            let header = base64::engine::general_purpose::STANDARD.encode(text);
-            c.post_with("/plugins", (crate::api::SIGNATURE_HEADER, &header), wasm).await?
-        }
+    let signature = match &signature {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::new(2, format!("cannot read signature {}: {e}", path.display())))?,
+        ),
     };
+    let out = ctx.client()?.push_plugin(wasm, signature.as_deref()).await?;
     ctx.output.print(&out, |out| {
         let verb = if out["created"] == json!(true) { "registered" } else { "already registered" };
         let signed = match out["signedBy"].as_str() {
@@ -248,15 +246,15 @@ pub async fn run_publisher(ctx: &Ctx, cmd: PublisherCmd) -> Result<i32, Failure>
         PublisherCmd::Add { name, public_key_file } => {
             let key = std::fs::read_to_string(&public_key_file)
                 .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", public_key_file.display())))?;
-            let out = ctx.client()?.post("/publishers", json!({ "name": name, "publicKey": key }).to_string()).await?;
+            let out = ctx.client()?.call(AddPublisher { name: name.clone(), public_key: key }).await?;
             ctx.output.print(&out, |out| format!("publisher {name} trusted (key {})\n", s(&out["keyId"])));
         }
         PublisherCmd::List => {
-            let out = ctx.client()?.get("/publishers").await?;
+            let out = ctx.client()?.call(ListPublishers {}).await?;
             ctx.output.print(&out, show_publishers);
         }
         PublisherCmd::Remove { name } => {
-            let out = ctx.client()?.delete(&format!("/publishers/{name}")).await?;
+            let out = ctx.client()?.call(RemovePublisher { name: name.clone() }).await?;
             ctx.output.print(&out, |_| format!("publisher {name} removed\n"));
         }
     }

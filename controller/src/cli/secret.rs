@@ -4,7 +4,8 @@
 use super::output::{Table, columns, items, s};
 use super::{Ctx, Failure};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use crate::ops::{DeleteSecret, ListSecrets, SetSecret};
+use serde_json::Value;
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -40,19 +41,16 @@ pub async fn run(ctx: &Ctx, cmd: SecretCmd) -> Result<i32, Failure> {
                     value
                 }
             };
-            let mut body = json!({ "value": without_line_end(&value) });
-            if let Some(pipelines) = pipelines {
-                body["pipelines"] = json!(pipelines);
-            }
-            let out = ctx.client()?.put(&format!("/secrets/{name}"), body.to_string()).await?;
+            let set = SetSecret { name: name.clone(), value: without_line_end(&value).to_string(), pipelines };
+            let out = ctx.client()?.call(set).await?;
             ctx.output.print(&out, |out| format!("secret {name} set (pipelines: {})\n", patterns(&out["pipelines"])));
         }
         SecretCmd::List => {
-            let out = ctx.client()?.get("/secrets").await?;
+            let out = ctx.client()?.call(ListSecrets {}).await?;
             ctx.output.print(&out, |out| secret_table().render(items(&out["secrets"])));
         }
         SecretCmd::Delete { name } => {
-            let out = ctx.client()?.delete(&format!("/secrets/{name}")).await?;
+            let out = ctx.client()?.call(DeleteSecret { name: name.clone() }).await?;
             ctx.output.print(&out, |_| format!("secret {name} deleted\n"));
         }
     }
@@ -82,6 +80,7 @@ fn secret_table() -> Table<Value> {
 mod tests {
     use super::*;
     use crate::cli::Output;
+    use serde_json::json;
 
     #[test]
     fn secret_list_never_has_a_value_column_and_json_is_the_reply() {

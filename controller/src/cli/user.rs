@@ -4,7 +4,8 @@
 use super::output::{Table, columns, items, s};
 use super::{Ctx, Failure};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use crate::ops::{CreateApiToken, CreateUser, ListApiTokens, ListUsers, RevokeApiToken};
+use serde_json::Value;
 
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {
@@ -34,11 +35,11 @@ pub enum TokenCmd {
 pub async fn run(ctx: &Ctx, cmd: UserCmd) -> Result<i32, Failure> {
     match cmd {
         UserCmd::Create { name, role } => {
-            let out = ctx.client()?.post("/users", json!({ "name": name, "role": role }).to_string()).await?;
+            let out = ctx.client()?.call(CreateUser { name: name.clone(), role: Some(role.clone()) }).await?;
             ctx.output.print(&out, |_| format!("user {name} created ({role})\n"));
         }
         UserCmd::List => {
-            let out = ctx.client()?.get("/users").await?;
+            let out = ctx.client()?.call(ListUsers {}).await?;
             ctx.output.print(&out, |out| user_table().render(items(&out["users"])));
         }
     }
@@ -52,15 +53,15 @@ fn user_table() -> Table<Value> {
 pub async fn run_token(ctx: &Ctx, cmd: TokenCmd) -> Result<i32, Failure> {
     match cmd {
         TokenCmd::Create { user } => {
-            let out = ctx.client()?.post("/tokens", json!({ "user": user }).to_string()).await?;
+            let out = ctx.client()?.call(CreateApiToken { user }).await?;
             ctx.output.print(&out, |out| format!("{}\n", s(&out["token"])));
         }
         TokenCmd::List => {
-            let out = ctx.client()?.get("/tokens").await?;
+            let out = ctx.client()?.call(ListApiTokens {}).await?;
             ctx.output.print(&out, |out| token_table().render(items(&out["tokens"])));
         }
         TokenCmd::Revoke { id } => {
-            let out = ctx.client()?.post(&format!("/tokens/{id}/revoke"), "").await?;
+            let out = ctx.client()?.call(RevokeApiToken { id: id.clone() }).await?;
             ctx.output.print(&out, |_| format!("token {id} revoked\n"));
         }
     }
@@ -80,6 +81,7 @@ fn token_table() -> Table<Value> {
 mod tests {
     use super::*;
     use crate::cli::Output;
+    use serde_json::json;
 
     #[test]
     fn token_create_prints_the_secret_alone_or_the_reply() {

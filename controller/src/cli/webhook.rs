@@ -2,6 +2,7 @@
 
 use super::output::s;
 use super::{Ctx, Failure};
+use crate::ops::{DeleteWebhook, PutWebhook};
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -16,11 +17,11 @@ pub enum WebhookCmd {
 pub async fn run(ctx: &Ctx, cmd: WebhookCmd) -> Result<i32, Failure> {
     match cmd {
         WebhookCmd::Create { pipeline } => {
-            let out = ctx.client()?.post(&format!("/pipelines/{pipeline}/webhook"), "").await?;
+            let out = ctx.client()?.call(PutWebhook { pipeline_name: pipeline }).await?;
             ctx.output.print(&out, |out| format!("{}\n", s(&out["secret"])));
         }
         WebhookCmd::Delete { pipeline } => {
-            let out = ctx.client()?.delete(&format!("/pipelines/{pipeline}/webhook")).await?;
+            let out = ctx.client()?.call(DeleteWebhook { pipeline_name: pipeline.clone() }).await?;
             ctx.output.print(&out, |_| format!("webhook of {pipeline} deleted\n"));
         }
     }
