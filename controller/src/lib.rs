@@ -12,6 +12,7 @@ pub mod driver;
 pub mod engine;
 pub mod exit;
 pub mod fleet;
+pub mod ops;
 pub mod pipeline;
 pub mod plugin_template;
 pub mod secrets;

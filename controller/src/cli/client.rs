@@ -1,0 +1,118 @@
+//! The CLI's client of the admin API: [`crate::ops::Client`]'s typed
+//! operations with their errors as exit codes ([`OpError::exit_code`]:
+//! invalid input 2, not permitted 3, anything else 1, with the server's
+//! diagnostics), plus the live event stream `watch` and `logs -f` follow.
+
+use super::{DEFAULT_API, Failure};
+use crate::ops::{self, OpError, Route};
+use futures_util::StreamExt as _;
+use serde_json::Value;
+
+/// A client of the admin API: the typed operations of [`crate::ops`]
+/// (every command's calls), the live event stream, and untyped requests
+/// for callers that build their own (the demo).
+#[derive(Clone)]
+pub struct Client {
+    ops: ops::Client,
+}
+
+impl From<OpError> for Failure {
+    fn from(e: OpError) -> Self {
+        Failure::new(e.exit_code(), e.report())
+    }
+}
+
+impl Client {
+    pub fn new(api: Option<&str>, token: Option<&str>) -> Result<Self, Failure> {
+        let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+            Failure::new(2, "no API token: pass --token or set SLUICE_TOKEN (the controller writes one to DATA_DIR/admin.token)")
+        })?;
+        Ok(Self { ops: ops::Client::new(api.unwrap_or(DEFAULT_API), token)? })
+    }
+
+    /// Performs one operation; its output as JSON, which is what
+    /// `--output json` prints and what the prose is made from.
+    pub async fn call<O: Route>(&self, op: O) -> Result<Value, Failure> {
+        let output = self.ops.call(op).await?;
+        serde_json::to_value(output).map_err(|e| Failure::new(1, format!("{} output: {e}", O::NAME)))
+    }
+
+    /// `plugin push`: the component, its signature document if any.
+    pub async fn push_plugin(&self, wasm: Vec<u8>, signature: Option<&str>) -> Result<Value, Failure> {
+        let output = self.ops.push_plugin(wasm, signature).await?;
+        serde_json::to_value(output).map_err(|e| Failure::new(1, format!("PushPlugin output: {e}")))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
+        self.send(self.ops.http().get(self.ops.url(path)?)).await
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
+        self.send(self.ops.http().post(self.ops.url(path)?).body(body)).await
+    }
+
+    /// An untyped request; an error answer has the exit code its status
+    /// says, as [`OpError::exit_code`] would.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+        let response = request.bearer_auth(self.ops.token()).send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let mut text = body["error"]["message"].as_str().unwrap_or("request failed").to_string();
+        for d in body["error"]["diagnostics"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            text.push_str("\n  ");
+            text.push_str(d);
+        }
+        let code = match status.as_u16() {
+            400 => 2,
+            401 | 403 => 3,
+            _ => 1,
+        };
+        Err(Failure::new(code, text))
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Failure {
+        Failure::new(
+            1,
+            format!("cannot reach the controller at {}: {e} (is `sluice controller` running? set --api or SLUICE_API)", self.ops.base()),
+        )
+    }
+
+    /// Live events of a pipeline.
+    pub async fn events(
+        &self,
+        pipeline: &str,
+    ) -> Result<impl futures_util::Stream<Item = Value> + Unpin + use<>, Failure> {
+        let response = self
+            .ops
+            .http()
+            .get(self.ops.url(&format!("/events?pipeline={pipeline}"))?)
+            .bearer_auth(self.ops.token())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if response.status() == 401 {
+            return Err(Failure::new(3, "missing or invalid bearer token"));
+        }
+        let mut buffer = String::new();
+        Ok(Box::pin(response.bytes_stream().flat_map(move |chunk| {
+            let mut out = Vec::new();
+            if let Ok(bytes) = chunk {
+                buffer.push_str(&String::from_utf8_lossy(&bytes));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    for line in event.lines() {
+                        if let Some(data) = line.strip_prefix("data:")
+                            && let Ok(v) = serde_json::from_str(data.trim())
+                        {
+                            out.push(v);
+                        }
+                    }
+                }
+            }
+            futures_util::stream::iter(out)
+        })))
+    }
+}

@@ -1,0 +1,345 @@
+//! The `sluice` command line: the admin commands that talk to a controller
+//! over its HTTP API, and the output and exit-code conventions scripts rely
+//! on (0 success, 1 the operation failed, 2 bad usage or invalid input,
+//! 3 not permitted). Every command prints prose or, under `--output json`,
+//! JSON: one document, or one object per line for `watch` and `logs -f`.
+//!
+//! One file per noun (`pipeline.rs`, `execution.rs`, `agent.rs`, ...) owns
+//! its subcommands and how they print; this one holds the global flags,
+//! the argument parsers they share and the dispatch.
+
+mod action;
+mod agent;
+mod client;
+mod execution;
+mod output;
+mod pipeline;
+mod plugin;
+mod secret;
+mod user;
+mod webhook;
+
+pub use action::{ActionCmd, RunArgs};
+pub use agent::{AgentCmd, AgentTokenCmd};
+pub use client::Client;
+pub use execution::{
+    ApprovalArgs, ApprovalCmd, ExecutionCmd, LogsArgs, RetryMode, StageCmd, StopMode, TransitionCmd, WatchArgs, WatchPrinter,
+    follow_logs, wait_for, watch, watch_as,
+};
+pub use output::{Column, Table, print_table};
+pub use pipeline::PipelineCmd;
+pub use plugin::{PluginCmd, PublisherCmd};
+pub use secret::SecretCmd;
+pub use user::{TokenCmd, UserCmd};
+pub use webhook::WebhookCmd;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_API: &str = "http://127.0.0.1:7400";
+
+/// The address the controller's API binds: the global `--api` (which
+/// admin commands use to reach it), without a scheme; port 0 picks a free
+/// port.
+pub fn api_bind_address(api: Option<&str>) -> Result<std::net::SocketAddr, Failure> {
+    let text = api.unwrap_or(DEFAULT_API);
+    let bare = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+    bare.parse().map_err(|_| Failure::new(2, format!("--api {text:?} is not an address to listen on, e.g. 127.0.0.1:7400")))
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Sluice: self-hosted continuous delivery")]
+pub struct Cli {
+    /// Admin API of the controller.
+    #[arg(long, global = true, env = "SLUICE_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// API token (the controller writes one to DATA_DIR/admin.token).
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the controller.
+    Controller(ControllerArgs),
+    /// Run a demo: a controller, an agent and a pipeline from git to deploy.
+    Demo(DemoArgs),
+    /// Create, inspect and run pipelines.
+    #[command(subcommand)]
+    Pipeline(PipelineCmd),
+    /// Follow an execution live, stage by stage.
+    Watch(WatchArgs),
+    /// Print the logs of an execution.
+    Logs(LogsArgs),
+    /// Hold executions before a stage, or let them through again.
+    #[command(subcommand)]
+    Transition(TransitionCmd),
+    /// Stages of an execution.
+    #[command(subcommand)]
+    Stage(StageCmd),
+    /// One execution in detail.
+    #[command(subcommand)]
+    Execution(ExecutionCmd),
+    /// The agent fleet.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Join tokens for enrolling agents.
+    #[command(name = "agent-token", subcommand)]
+    AgentToken(AgentTokenCmd),
+    /// Registered plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Publishers whose signed plugins this controller trusts.
+    #[command(subcommand)]
+    Publisher(PublisherCmd),
+    /// Webhooks that start a pipeline on a push (GitHub, GitLab, Gitea, generic).
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+    /// Secrets granted to plugins (stored encrypted; values are never shown).
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Approve or reject a manual approval action.
+    #[command(subcommand)]
+    Approval(ApprovalCmd),
+    /// Run one action locally, in the sandbox an agent uses (no controller needed).
+    #[command(subcommand)]
+    Action(ActionCmd),
+    /// Named users of the admin API (admin role only).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// API tokens of users (admin role only).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// Where the store, artifacts, CA and admin token live; created on first start.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Fleet (QUIC) address for agents.
+    #[arg(long, default_value = "0.0.0.0:7443", value_name = "ADDR")]
+    pub fleet: std::net::SocketAddr,
+    /// Wait for the disk on every commit (survive power loss, not only a killed process).
+    #[arg(long)]
+    pub fsync: bool,
+    /// Lifetime of agent certificates; agents renew theirs at 70-90 % of it.
+    #[arg(long, default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
+    pub agent_cert_lifetime: Duration,
+    /// How long an agent may go without reporting a job in a heartbeat
+    /// before the job is lost (agents heartbeat six times per lease).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_timeout: Duration,
+    /// How often an action that sets `retryOnAgentLost` runs again after
+    /// losing its agent, per run of the action.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_LOST_RETRIES, value_name = "N")]
+    pub max_lost_retries: u32,
+    /// Bytes of log kept per action attempt (e.g. 512KiB, 16MiB); a log that
+    /// grows past it ends with a "log truncated" line.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_action_log: u64,
+    /// How often artifacts that no stored execution refers to are removed;
+    /// only those older than this are (a result may still be on its way).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub artifact_gc_interval: Duration,
+    /// Accept only plugins signed by a trusted publisher (`sluice publisher add`);
+    /// without it unsigned plugins are accepted, signed ones still verified.
+    #[arg(long)]
+    pub require_signed_plugins: bool,
+    /// Slots an agent may claim at most; an agent started with more
+    /// `--slots` gets this many.
+    #[arg(long, default_value_t = crate::driver::DEFAULT_MAX_AGENT_SLOTS, value_name = "N")]
+    pub max_agent_slots: u32,
+    /// Bytes of artifacts one agent may have uploaded that no result of
+    /// its jobs has named yet; an upload past it is refused.
+    #[arg(long, default_value = "16GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub agent_upload_quota: u64,
+    /// Free space kept on the file system of the artifact store: an upload
+    /// that would leave less is refused.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub min_free_space: u64,
+}
+
+/// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 4096, 512KiB, 16MiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Exit after the first execution: 0 if it succeeded, 1 if not.
+    #[arg(long)]
+    pub once: bool,
+    /// Data dir of the demo (default: a fresh `sluice-demo` under the temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A failure with the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::new(1, format!("{e:#}"))
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 15m, 1h, 7d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// `k=v,k2=v2` into a map.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').ok_or_else(|| format!("label {pair:?} must be KEY=VALUE"))?;
+            if k.trim().is_empty() {
+                return Err(format!("label {pair:?} has an empty key"));
+            }
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// `KEY=VALUE` (set) and `KEY-` (remove) arguments of `agent label`.
+pub fn parse_label_changes(changes: &[String]) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
+    let mut set = BTreeMap::new();
+    let mut remove = Vec::new();
+    for change in changes {
+        match (change.split_once('='), change.strip_suffix('-')) {
+            (Some((k, v)), _) if !k.trim().is_empty() => {
+                set.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            (None, Some(k)) if !k.trim().is_empty() => remove.push(k.trim().to_string()),
+            _ => return Err(format!("label change {change:?} must be KEY=VALUE (set) or KEY- (remove)")),
+        }
+    }
+    Ok((set, remove))
+}
+
+/// What every admin command is given: where the API is, who calls it,
+/// and how to print.
+pub struct Ctx {
+    api: Option<String>,
+    token: Option<String>,
+    pub output: Output,
+}
+
+impl Ctx {
+    /// The API client; an admin command without a token is a usage error.
+    pub fn client(&self) -> Result<Client, Failure> {
+        Client::new(self.api.as_deref(), self.token.as_deref())
+    }
+}
+
+/// Runs an admin command; returns the exit code.
+pub async fn run(cli: Cli) -> Result<i32, Failure> {
+    let ctx = Ctx { api: cli.api, token: cli.token, output: cli.output };
+    match cli.command {
+        Cmd::Controller(_) | Cmd::Demo(_) => unreachable!("handled by main"),
+        Cmd::Pipeline(cmd) => pipeline::run(&ctx, cmd).await,
+        Cmd::Watch(args) => execution::run_watch(&ctx, args).await,
+        Cmd::Logs(args) => execution::run_logs(&ctx, args).await,
+        Cmd::Transition(cmd) => execution::run_transition(&ctx, cmd).await,
+        Cmd::Stage(cmd) => execution::run_stage(&ctx, cmd).await,
+        Cmd::Execution(cmd) => execution::run_execution(&ctx, cmd).await,
+        Cmd::Approval(cmd) => execution::run_approval(&ctx, cmd).await,
+        Cmd::Agent(cmd) => agent::run(&ctx, cmd).await,
+        Cmd::AgentToken(cmd) => agent::run_token(&ctx, cmd).await,
+        Cmd::Plugin(cmd) => plugin::run(&ctx, cmd).await,
+        Cmd::Publisher(cmd) => plugin::run_publisher(&ctx, cmd).await,
+        Cmd::Webhook(cmd) => webhook::run(&ctx, cmd).await,
+        Cmd::Secret(cmd) => secret::run(&ctx, cmd).await,
+        Cmd::Action(cmd) => action::run(&ctx, cmd).await,
+        Cmd::User(cmd) => user::run(&ctx, cmd).await,
+        Cmd::Token(cmd) => user::run_token(&ctx, cmd).await,
+    }
+}
+
+/// Reads a file as text, saying which file failed.
+pub fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_controller_listens_where_admin_commands_look() {
+        assert_eq!(api_bind_address(None).unwrap().to_string(), "127.0.0.1:7400");
+        assert_eq!(api_bind_address(Some("http://127.0.0.1:0/")).unwrap().port(), 0);
+        assert_eq!(api_bind_address(Some("nope")).unwrap_err().code, 2);
+        assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("1w").is_err());
+        assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);
+        assert!(parse_labels("a").is_err());
+    }
+
+    #[test]
+    fn fleet_limits_parse_and_refuse_nonsense() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("16MiB").unwrap(), crate::driver::DEFAULT_MAX_ACTION_LOG);
+        assert!(parse_size("3 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_size("99999999999GiB").unwrap_err().contains("too large"));
+    }
+}
+

@@ -1,0 +1,199 @@
+//! Pipelines: declarations, their versions and their state.
+
+use super::executions::ExecutionSummary;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// CreatePipeline: the body is the declaration itself (JSON or YAML).
+/// Creating a pipeline starts its first execution, as CodePipeline does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreatePipeline {
+    pub pipeline_declaration: String,
+}
+
+/// The declaration as stored (`{"pipeline": {...}}`) and the first execution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePipelineOutput {
+    /// The declaration's `pipeline` object, normalized.
+    pub pipeline: Value,
+    pub pipeline_execution_id: String,
+}
+
+/// ValidatePipeline: validates a declaration against the registered
+/// providers; changes nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValidatePipeline {
+    pub pipeline_declaration: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidatePipelineOutput {
+    pub valid: bool,
+    pub pipeline_name: String,
+}
+
+/// UpdatePipeline: a new version; executions in flight keep theirs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdatePipeline {
+    pub name: String,
+    pub pipeline_declaration: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePipelineOutput {
+    /// The declaration's `pipeline` object with its new `version`.
+    pub pipeline: Value,
+}
+
+/// DeletePipeline: every version, execution and log of a pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeletePipeline {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletePipelineOutput {
+    pub name: String,
+    pub deleted: bool,
+}
+
+/// GetPipeline: the newest version, or `version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetPipeline {
+    pub name: String,
+    #[serde(default, deserialize_with = "super::query_number::deserialize", skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetPipelineOutput {
+    /// The declaration's `pipeline` object with its `version`.
+    pub pipeline: Value,
+    pub metadata: PipelineMetadata,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineMetadata {
+    pub pipeline_arn: String,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListPipelines {}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPipelinesOutput {
+    pub pipelines: Vec<PipelineSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineSummary {
+    pub name: String,
+    pub version: u64,
+    pub created: String,
+    pub updated: String,
+}
+
+/// GetPipelineState: for each stage, the latest execution that entered it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetPipelineState {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetPipelineStateOutput {
+    pub pipeline_name: String,
+    pub pipeline_version: u64,
+    pub stage_states: Vec<StageState>,
+    pub latest_execution: Option<ExecutionSummary>,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageState {
+    pub stage_name: String,
+    pub inbound_transition_state: TransitionState,
+    pub action_states: Vec<ActionState>,
+    pub latest_execution: Option<StageExecution>,
+}
+
+/// A stage's inbound transition: `{"enabled": true}` until someone
+/// changed it, then who, when and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionState {
+    pub enabled: bool,
+    /// Present once the transition was changed (`null` when enabled again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_changed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_changed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageExecution {
+    pub pipeline_execution_id: String,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionState {
+    pub action_name: String,
+    pub latest_execution: Option<ActionExecution>,
+    /// How change detection of a polled source action is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling: Option<PollingState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionExecution {
+    pub status: Option<String>,
+    pub summary: Option<String>,
+    pub last_status_change: Option<String>,
+    pub error_details: Option<ErrorDetails>,
+    pub external_execution_url: Option<String>,
+    pub agent: Option<String>,
+    pub attempt: u32,
+    pub waiting_reason: Option<String>,
+}
+
+/// CodePipeline's `errorDetails`; an attempt lost with its agent has the
+/// code `AgentLost`, any other failure `JobFailed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetails {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PollingState {
+    pub interval_seconds: u64,
+    pub last_polled: Option<String>,
+    pub last_error: Option<String>,
+}
