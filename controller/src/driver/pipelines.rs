@@ -4,7 +4,7 @@
 use super::Driver;
 use super::command::ApiError;
 use super::now_ms;
-use crate::engine::Trigger;
+use crate::engine::{Event, TransitionState, Trigger};
 use crate::pipeline::{self, Declaration};
 use crate::store::{Change, PipelineRecord};
 use crate::views;
@@ -97,7 +97,8 @@ impl Driver {
             self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
         for stage in stages {
             self.transitions.remove(&(name.to_string(), stage.clone()));
-            self.engine.set_transition(now_ms(), name, &stage, true);
+            let (pipeline, state) = (name.to_string(), TransitionState::Enabled);
+            self.feed(now_ms(), Event::SetTransition { pipeline, stage, state });
         }
         info!(pipeline = %name, "pipeline deleted");
         Ok(json!({ "name": name, "deleted": true }))

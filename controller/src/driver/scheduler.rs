@@ -90,7 +90,8 @@ impl Driver {
                 .min_by(|(ia, a), (ib, b)| {
                     let la = a.running.len() as f64 / f64::from(a.slots);
                     let lb = b.running.len() as f64 / f64::from(b.slots);
-                    let (sa, sb) = (dispatch.lost_on.contains(*ia), dispatch.lost_on.contains(*ib));
+                    let lost_on = |agent: &str| dispatch.lost_on.iter().any(|lost| lost.as_str() == agent);
+                    let (sa, sb) = (lost_on(ia), lost_on(ib));
                     let (ca, cb) = (!a.plugins.contains(digest), !b.plugins.contains(digest));
                     sa.cmp(&sb).then(la.total_cmp(&lb)).then(ca.cmp(&cb)).then_with(|| ia.cmp(ib))
                 })
@@ -116,7 +117,7 @@ impl Driver {
     /// not registered): an engine step the caller commits.
     pub(super) fn refuse(&mut self, now: u64, dispatch: Dispatch, message: String) {
         let (job_id, lease_epoch) = (dispatch.job_id, dispatch.lease_epoch);
-        self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result: ActionResult::Failed { message } });
+        self.feed(now, Event::ActionFinished { job_id, lease_epoch, result: ActionResult::Failed { message } });
     }
 
     /// Whether some agent could take one more action now.
@@ -153,15 +154,15 @@ impl Driver {
         let (log_seq, log_bytes, log_truncated) = match &dispatch.assigned {
             Some(_) => self
                 .store
-                .log_position(&dispatch.execution_id.0, &dispatch.job_id, LOG_TRUNCATED)
+                .log_position(&dispatch.execution_id.0, dispatch.job_id.as_str(), LOG_TRUNCATED)
                 .map_err(|e| Refusal::Impossible(format!("reading the stored log: {e:#}")))?,
             None => (None, 0, false),
         };
         let agent = self.agents.get_mut(agent_id).expect("a connected agent");
-        agent.running.insert(dispatch.job_id.clone());
+        agent.running.insert(dispatch.job_id.to_string());
         agent.plugins.insert(spec.plugin.digest.clone());
         self.jobs.insert(
-            dispatch.job_id.clone(),
+            dispatch.job_id.to_string(),
             JobInfo {
                 agent: agent_id.to_string(),
                 plugin_digest: spec.plugin.digest.clone(),
@@ -181,14 +182,8 @@ impl Driver {
             },
         );
         info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");
-        self.engine.handle(
-            now,
-            Event::ActionAssigned {
-                job_id: dispatch.job_id.clone(),
-                lease_epoch: dispatch.lease_epoch,
-                agent: agent_id.to_string(),
-            },
-        );
+        let (job_id, lease_epoch) = (dispatch.job_id.clone(), dispatch.lease_epoch);
+        self.feed(now, Event::ActionAssigned { job_id, lease_epoch, agent: agent_id.into() });
         self.outgoing.push((agent_id.to_string(), ToAgent::Job(Box::new(spec))));
         Ok(())
     }
@@ -201,7 +196,7 @@ impl Driver {
         let grants = grants_for(&plugin.info.capabilities, &d.capabilities);
         let secrets = self.secret_values(&d.pipeline, &grants.secrets).map_err(|e| format!("reading secrets: {e:#}"))?;
         Ok(JobSpec {
-            job_id: d.job_id.clone(),
+            job_id: d.job_id.to_string(),
             lease_epoch: d.lease_epoch,
             pipeline: d.pipeline.clone(),
             execution_id: d.execution_id.0.clone(),
