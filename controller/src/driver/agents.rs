@@ -6,7 +6,6 @@ use super::Driver;
 use super::command::{AgentState, ApiError};
 use super::intake;
 use super::link::AgentSender;
-use super::now_ms;
 use super::scheduler::{HandOut, Refusal};
 use crate::engine::{ActionResult, ArtifactRef, Event};
 use crate::store::{Change, LogLine, RevocationRecord};
@@ -68,7 +67,7 @@ impl Driver {
     /// `sluice agent label ID k=v ... k-`: the operator's labels of an
     /// agent, kept in the store and applied to its live connection at once
     /// (work already running stays where it is).
-    pub(super) fn label_agent(&mut self, id: &str, set: BTreeMap<String, String>, remove: Vec<String>) -> Result<Value, ApiError> {
+    pub(super) fn label_agent(&mut self, now: u64, id: &str, set: BTreeMap<String, String>, remove: Vec<String>) -> Result<Value, ApiError> {
         let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
         for (key, value) in &set {
             intake::check_label(key, value).map_err(invalid)?;
@@ -85,19 +84,19 @@ impl Driver {
             record.labels.remove(key);
         }
         record.labels.extend(set);
-        self.commit(vec![Change::Agent(record.clone())])?;
+        self.commit(now, vec![Change::Agent(record.clone())])?;
         if let Some(agent) = self.agents.get_mut(id) {
             let (labels, _) = intake::effective_labels(&agent.claimed_labels, &record.labels, &record.allow_agent_labels);
             agent.labels = labels;
         }
         info!(agent = %id, labels = ?record.labels, "agent labels changed");
         // New labels may make waiting work runnable.
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         let live = self.agents.get(id).map(|a| a.labels.clone());
         Ok(json!({ "id": id, "labels": live.unwrap_or(record.labels.clone()), "assigned": record.labels }))
     }
 
-    pub(super) fn set_agent_state(&mut self, id: &str, state: AgentState) -> Result<Value, ApiError> {
+    pub(super) fn set_agent_state(&mut self, now: u64, id: &str, state: AgentState) -> Result<Value, ApiError> {
         let mut record =
             self.store.agent(id)?.ok_or_else(|| ApiError::NotFound(format!("agent {id} does not exist")))?;
         if record.state == AgentState::Revoked.as_str() && state != AgentState::Revoked {
@@ -112,11 +111,11 @@ impl Driver {
             changes.push(Change::Revocation(RevocationRecord {
                 serial: record.cert_serial.clone(),
                 agent_id: id.to_string(),
-                revoked_at: now_ms(),
+                revoked_at: now,
             }));
         }
         changes.push(Change::Agent(record.clone()));
-        self.commit(changes)?;
+        self.commit(now, changes)?;
         if state == AgentState::Revoked {
             self.revocations.revoke(id, &record.cert_serial);
         }
@@ -133,15 +132,15 @@ impl Driver {
         if cut_off {
             let jobs = self.jobs_of(id);
             let reason = format!("agent {id} lost: it was {} while running the action", state.as_str());
-            self.lose_jobs(now_ms(), jobs, &reason);
+            self.lose_jobs(now, jobs, &reason);
         }
         info!(agent = %id, state = state.as_str(), "agent state changed");
         // Enabling may make waiting work runnable.
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         Ok(json!({ "id": id, "state": state.as_str() }))
     }
 
-    pub(super) fn agent_connected(&mut self, agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender) -> ToAgent {
+    pub(super) fn agent_connected(&mut self, now: u64, agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender) -> ToAgent {
         if hello.protocol_version != PROTOCOL_VERSION {
             return ToAgent::Refused {
                 reason: format!(
@@ -178,7 +177,6 @@ impl Driver {
             warn!(%agent_id, asked = hello.slots, slots, "the agent asks for more slots than --max-agent-slots: capped");
         }
         let reported: HashSet<String> = hello.running.iter().cloned().collect();
-        let now = now_ms();
         // Jobs it had before the drop: those it still runs carry on under
         // a renewed lease. The same process without a job never got it
         // (the job frame died with the connection): it is handed out again
@@ -264,7 +262,7 @@ impl Driver {
             },
         );
         for dispatch in resumed {
-            match self.hand_out(&agent_id, &dispatch, HandOut::Resume) {
+            match self.hand_out(now, &agent_id, &dispatch, HandOut::Resume) {
                 Ok(()) => {}
                 Err(Refusal::Ineligible(why)) => {
                     // It runs there, but may no longer: stop it there, and
@@ -279,26 +277,25 @@ impl Driver {
             }
         }
         info!(%agent_id, "agent ready");
-        let _ = self.commit(Vec::new());
+        let _ = self.commit(now, Vec::new());
         ToAgent::Welcome { agent_id, heartbeat_ms: self.heartbeat().as_millis() as u64 }
     }
 
-    pub(super) fn agent_message(&mut self, agent_id: &str, conn_id: u64, message: FromAgent) {
-        let now = now_ms();
+    pub(super) fn agent_message(&mut self, now: u64, agent_id: &str, conn_id: u64, message: FromAgent) {
         match self.agents.get_mut(agent_id) {
             Some(agent) if agent.conn_id == conn_id => agent.last_heard = now,
             _ => return,
         }
         match message {
             FromAgent::Hello(_) => {}
-            FromAgent::PollResult { poll_id, result } => self.poll_result(agent_id, &poll_id, result),
+            FromAgent::PollResult { poll_id, result } => self.poll_result(now, agent_id, &poll_id, result),
             FromAgent::RenewCertificate { csr_pem } => {
                 if let Err(why) = self.take_renewal(agent_id, now) {
                     warn!(%agent_id, "certificate renewal refused: {why}");
                     self.agents[agent_id].tx.send(ToAgent::RenewalRefused { reason: why });
                     return;
                 }
-                let answer = match self.renew(agent_id, &csr_pem) {
+                let answer = match self.renew(now, agent_id, &csr_pem) {
                     Ok(cert_pem) => ToAgent::Renewed { cert_pem },
                     Err(e) => {
                         warn!(%agent_id, "certificate renewal refused: {e:#}");
@@ -331,7 +328,7 @@ impl Driver {
                 job.started = true;
                 let lease_epoch = job.lease_epoch;
                 self.feed(now, Event::ActionStarted { job_id: job_id.into(), lease_epoch, agent: agent_id.into() });
-                let _ = self.commit(Vec::new());
+                let _ = self.commit(now, Vec::new());
             }
             FromAgent::Log { job_id, seq, text } => {
                 let max = self.max_action_log;
@@ -358,7 +355,7 @@ impl Driver {
                     "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id, "jobId": job_id,
                     "stage": job.stage, "action": job.action, "seq": seq, "text": line.text,
                 });
-                let _ = self.commit(vec![Change::Log(line)]);
+                let _ = self.commit(now, vec![Change::Log(line)]);
                 self.tell_watchers(event);
             }
             FromAgent::JobFinished { job_id, result, .. } => {
@@ -434,7 +431,7 @@ impl Driver {
                     JobResult::Failed { message, .. } => ActionResult::Failed { message },
                 };
                 self.feed(now, Event::ActionFinished { job_id: job_id.into(), lease_epoch, result });
-                let _ = self.commit(Vec::new());
+                let _ = self.commit(now, Vec::new());
                 // Only once the result is durable may the agent forget it.
                 self.after_commit(agent_id, ack);
             }

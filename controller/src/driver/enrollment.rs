@@ -4,7 +4,6 @@
 use super::Driver;
 use super::command::{AgentState, ApiError};
 use super::intake;
-use super::now_ms;
 use crate::store::{AgentRecord, Change, JoinTokenRecord};
 use crate::views;
 use anyhow::{Context as _, Result};
@@ -24,6 +23,7 @@ const RENEWAL_BURST: u32 = 3;
 impl Driver {
     pub(super) fn create_join_token(
         &mut self,
+        now: u64,
         ttl: Duration,
         uses: Option<u32>,
         labels: BTreeMap<String, String>,
@@ -40,7 +40,6 @@ impl Driver {
             intake::check_label(key, "").map_err(|e| invalid(format!("--allow-agent-labels: {e}")))?;
         }
         let secret = hex::encode(rand::random::<[u8; 24]>());
-        let now = now_ms();
         let record = JoinTokenRecord {
             id: format!("jt-{}", &hex::encode(rand::random::<[u8; 6]>())),
             secret_hash: sha256_hex(&secret),
@@ -51,7 +50,7 @@ impl Driver {
             revoked: false,
             allow_agent_labels,
         };
-        self.commit(vec![Change::JoinToken(record.clone())])?;
+        self.commit(now, vec![Change::JoinToken(record.clone())])?;
         let token = sluice_protocol::JoinToken { ca_fingerprint: self.ca.fingerprint().to_string(), secret };
         Ok(json!({
             "id": record.id,
@@ -64,8 +63,7 @@ impl Driver {
     }
 
     /// Join tokens without their secrets (only hashes are kept anyway).
-    pub(super) fn list_join_tokens(&mut self) -> Result<Value, ApiError> {
-        let now = now_ms();
+    pub(super) fn list_join_tokens(&mut self, now: u64) -> Result<Value, ApiError> {
         let tokens: Vec<Value> = self
             .store
             .join_tokens()?
@@ -94,7 +92,7 @@ impl Driver {
         Ok(json!({ "agentTokens": tokens }))
     }
 
-    pub(super) fn revoke_join_token(&mut self, id: &str) -> Result<Value, ApiError> {
+    pub(super) fn revoke_join_token(&mut self, now: u64, id: &str) -> Result<Value, ApiError> {
         let mut token = self
             .store
             .join_tokens()?
@@ -102,12 +100,12 @@ impl Driver {
             .find(|t| t.id == id)
             .ok_or_else(|| ApiError::NotFound(format!("join token {id} does not exist")))?;
         token.revoked = true;
-        self.commit(vec![Change::JoinToken(token)])?;
+        self.commit(now, vec![Change::JoinToken(token)])?;
         info!(token = %id, "join token revoked");
         Ok(json!({ "id": id, "state": "revoked" }))
     }
 
-    pub(super) fn enroll(&mut self, request: &EnrollRequest) -> Result<EnrollResponse> {
+    pub(super) fn enroll(&mut self, now: u64, request: &EnrollRequest) -> Result<EnrollResponse> {
         let refuse = |reason: &str| Ok(EnrollResponse::Refused { reason: reason.to_string() });
         let Some(mut token) = self.store.join_token_by_hash(&sha256_hex(&request.secret))? else {
             return refuse("join token is unknown");
@@ -115,7 +113,7 @@ impl Driver {
         if token.revoked {
             return refuse(&format!("join token {} was revoked", token.id));
         }
-        if token.expires_at <= now_ms() {
+        if token.expires_at <= now {
             return refuse(&format!("join token {} has expired", token.id));
         }
         if token.uses_left == Some(0) {
@@ -129,12 +127,12 @@ impl Driver {
             hostname: intake::clean_text(&request.hostname, 253, intake::Lines::Joined),
             labels: token.labels.clone(),
             cert_serial: serial,
-            enrolled_at: now_ms(),
+            enrolled_at: now,
             state: "enabled".into(),
             allow_agent_labels: token.allow_agent_labels.clone(),
         };
         let hostname = agent.hostname.clone();
-        self.commit(vec![Change::JoinToken(token.clone()), Change::Agent(agent)])?;
+        self.commit(now, vec![Change::JoinToken(token.clone()), Change::Agent(agent)])?;
         info!(%agent_id, token = %token.id, %hostname, "agent enrolled");
         Ok(EnrollResponse::Enrolled { agent_id, cert_pem, ca_pem: self.ca.cert_pem().to_string(), labels: token.labels })
     }
@@ -160,14 +158,14 @@ impl Driver {
 
     /// Signs a new certificate for a connected agent; the name in it is the
     /// agent's own, whatever the request says.
-    pub(super) fn renew(&mut self, agent_id: &str, csr_pem: &str) -> Result<String> {
+    pub(super) fn renew(&mut self, now: u64, agent_id: &str, csr_pem: &str) -> Result<String> {
         let mut record = self.store.agent(agent_id)?.with_context(|| format!("agent {agent_id} is not enrolled"))?;
         if record.state == AgentState::Revoked.as_str() {
             anyhow::bail!("agent {agent_id} was revoked");
         }
         let (cert_pem, serial) = self.ca.sign_agent(csr_pem, agent_id, self.agent_cert_lifetime)?;
         record.cert_serial = serial;
-        self.commit(vec![Change::Agent(record)])?;
+        self.commit(now, vec![Change::Agent(record)])?;
         info!(%agent_id, "agent certificate renewed");
         Ok(cert_pem)
     }

@@ -5,7 +5,6 @@
 use super::Driver;
 use super::command::{ApiError, DEFAULT_HISTORY};
 use super::intake;
-use super::now_ms;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{
     ActionStatus, Decision, Event, Execution, ExecutionId, Handled, RetryMode, StopMode, TransitionState, Trigger,
@@ -20,6 +19,7 @@ use tracing::info;
 impl Driver {
     pub(super) fn start_execution(
         &mut self,
+        now: u64,
         name: &str,
         variables: BTreeMap<String, String>,
         revisions: BTreeMap<String, String>,
@@ -68,12 +68,12 @@ impl Driver {
             })?;
         }
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
-        self.feed(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
-        self.commit(changes)?;
+        self.feed(now, Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
+        self.commit(now, changes)?;
         Ok(id)
     }
 
-    pub(super) fn retry_stage(&mut self, name: &str, stage: &str, id: &str, all: bool) -> Result<Value, ApiError> {
+    pub(super) fn retry_stage(&mut self, now: u64, name: &str, stage: &str, id: &str, all: bool) -> Result<Value, ApiError> {
         let execution = self.execution(name, id)?;
         if self.engine.execution(&execution.id).is_some() {
             return Err(ApiError::Conflict(format!("execution {id} is still {}", execution.status.as_str())));
@@ -81,14 +81,15 @@ impl Driver {
         let def = self.definition(name, execution.version)?;
         let mode = if all { RetryMode::AllActions } else { RetryMode::FailedActions };
         let event = Event::RetryStage { pipeline: def, execution: Box::new(execution), stage: stage.to_string(), mode };
-        self.engine.handle(now_ms(), event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))?;
-        self.commit(Vec::new())?;
+        self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))?;
+        self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, execution = %id, all, "stage retried");
         Ok(json!({ "pipelineExecutionId": id }))
     }
 
     pub(super) fn set_transition(
         &mut self,
+        now: u64,
         name: &str,
         stage: &str,
         enabled: bool,
@@ -117,11 +118,11 @@ impl Driver {
             enabled,
             reason: (!enabled).then_some(reason),
             changed_by: by.to_string(),
-            changed_at: now_ms(),
+            changed_at: now,
         };
         let state = if enabled { TransitionState::Enabled } else { TransitionState::Disabled };
-        self.feed(now_ms(), Event::SetTransition { pipeline: name.to_string(), stage: stage.to_string(), state });
-        self.commit(vec![Change::Transition(transition.clone())])?;
+        self.feed(now, Event::SetTransition { pipeline: name.to_string(), stage: stage.to_string(), state });
+        self.commit(now, vec![Change::Transition(transition.clone())])?;
         info!(pipeline = %name, %stage, enabled, "transition changed");
         self.transitions.insert((name.to_string(), stage.to_string()), transition);
         Ok(json!({ "pipelineName": name, "stageName": stage, "enabled": enabled }))
@@ -129,7 +130,7 @@ impl Driver {
 
     /// StopPipelineExecution: `abandon` cancels running actions on their
     /// agents at once; otherwise they finish and nothing new starts.
-    pub(super) fn stop_execution(&mut self, name: &str, id: &str, abandon: bool, reason: String) -> Result<Value, ApiError> {
+    pub(super) fn stop_execution(&mut self, now: u64, name: &str, id: &str, abandon: bool, reason: String) -> Result<Value, ApiError> {
         let execution = self.execution(name, id)?;
         if execution.status.is_final() {
             return Err(ApiError::Conflict(format!(
@@ -140,7 +141,7 @@ impl Driver {
         let exec_id = execution.id.clone();
         let reason = if reason.trim().is_empty() { "stopped by an operator".to_string() } else { reason };
         let mode = if abandon { StopMode::Abandon } else { StopMode::Wait };
-        self.feed(now_ms(), Event::Stop { id: exec_id.clone(), mode, reason });
+        self.feed(now, Event::Stop { id: exec_id.clone(), mode, reason });
         // Dispatches not yet handed out never will be.
         self.pending.retain(|d| d.execution_id != exec_id);
         if abandon {
@@ -155,7 +156,7 @@ impl Driver {
                 info!(agent = %job.agent, job = %job_id, "action abandoned");
             }
         }
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         let status = self.execution(name, id)?.status;
         Ok(json!({ "pipelineExecutionId": id, "status": status.as_str() }))
     }
@@ -265,6 +266,7 @@ impl Driver {
     /// caller commits.
     pub(super) fn start_rollback(
         &mut self,
+        now: u64,
         name: &str,
         stage: &str,
         target: Option<&str>,
@@ -306,7 +308,7 @@ impl Driver {
             stage: stage.to_string(),
             trigger,
         };
-        self.engine.handle(now_ms(), event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))?;
+        self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))?;
         Ok(id)
     }
 
@@ -314,6 +316,7 @@ impl Driver {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decide(
         &mut self,
+        now: u64,
         name: &str,
         stage: &str,
         action: &str,
@@ -351,11 +354,11 @@ impl Driver {
             decision: if approve { Decision::Approved } else { Decision::Rejected },
             comment: comment.to_string(),
         };
-        let outcome = match self.engine.handle(now_ms(), event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))? {
+        let outcome = match self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))? {
             Handled::Decided(said) => said,
             Handled::Applied => String::new(),
         };
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, %action, execution = %id, %by, approve, "approval decision: {outcome}");
         Ok(json!({ "pipelineExecutionId": id.0, "status": if approve { "Approved" } else { "Rejected" }, "result": outcome }))
     }

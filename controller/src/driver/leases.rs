@@ -92,7 +92,7 @@ impl Driver {
             changed = true;
         }
         if changed {
-            let _ = self.commit(Vec::new());
+            let _ = self.commit(now, Vec::new());
         }
     }
 
@@ -132,6 +132,6 @@ impl Driver {
                 let _ = agent.tx.send(ToAgent::Cancel { job_id: job_id.0 });
             }
         }
-        let _ = self.commit(Vec::new());
+        let _ = self.commit(now, Vec::new());
     }
 }

@@ -169,6 +169,9 @@ struct Driver {
     panic_on_pipeline: Option<String>,
 }
 
+/// The wall clock in milliseconds since the Unix epoch. Read by the run
+/// loop once per step and by start-up, nowhere else in the driver: every
+/// handler gets the step's `now`.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -254,8 +257,10 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
     }
-    driver.recover()?;
-    driver.recover_sources()?;
+    // Start-up is one step: it reads the clock once, as every command does.
+    let now = now_ms();
+    driver.recover(now)?;
+    driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
     let tokens = driver.tokens.clone();
 
@@ -305,8 +310,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
 
 impl Driver {
     /// Replays every unfinished execution into the empty engine.
-    fn recover(&mut self) -> Result<()> {
-        let now = now_ms();
+    fn recover(&mut self, now: u64) -> Result<()> {
         for r in self.store.revocations()? {
             self.revocations.revoke(&r.agent_id, &r.serial);
         }
@@ -335,7 +339,7 @@ impl Driver {
         if count > 0 {
             info!(executions = count, "resumed unfinished executions");
         }
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         Ok(())
     }
 
@@ -355,7 +359,11 @@ impl Driver {
             let Some(command) = command else { return };
             let mut next = Some(command);
             while let Some(command) = next.take() {
-                next = self.handle_batch(command, &mut rx);
+                // The clock is read once per step (a command, or a batch of
+                // agent reports) and passed down: everything the step
+                // decides and records happened at this one time.
+                let now = now_ms();
+                next = self.handle_batch(now, command, &mut rx);
             }
         }
     }
@@ -389,7 +397,7 @@ impl Driver {
     /// transaction, then sends the jobs of the step, tells watchers and
     /// hands out ready actions. Handing out is itself a change (the
     /// assignment), committed before the job is sent.
-    fn commit(&mut self, mut changes: Vec<Change>) -> Result<()> {
+    fn commit(&mut self, now: u64, mut changes: Vec<Change>) -> Result<()> {
         if self.defer_commit(&mut changes) {
             return Ok(());
         }
@@ -419,7 +427,7 @@ impl Driver {
             }
             // Actions that cannot be handed out (e.g. an unregistered
             // plugin) fail, which is another engine step to persist.
-            let refused = self.schedule();
+            let refused = self.schedule(now);
             // Stage conditions that asked for a rollback start one now; it
             // is persisted by the next round.
             let mut rolled_back = false;
@@ -428,7 +436,7 @@ impl Driver {
                     "AutomatedRollback",
                     format!("stage {} of execution {} failed its condition", request.stage, request.failed),
                 );
-                match self.start_rollback(&request.pipeline, &request.stage, None, Some(&request.failed), trigger) {
+                match self.start_rollback(now, &request.pipeline, &request.stage, None, Some(&request.failed), trigger) {
                     Ok(id) => {
                         info!(pipeline = %request.pipeline, stage = %request.stage, execution = %id, "automated rollback started");
                         rolled_back = true;
@@ -439,7 +447,6 @@ impl Driver {
             if refused.is_empty() && self.outgoing.is_empty() && !rolled_back {
                 return Ok(());
             }
-            let now = now_ms();
             for (dispatch, message) in refused {
                 self.refuse(now, dispatch, message);
             }
@@ -457,10 +464,10 @@ impl Driver {
         now + self.lease_timeout.as_millis() as u64
     }
 
-    fn handle(&mut self, command: Command) {
+    fn handle(&mut self, now: u64, command: Command) {
         match command {
             Command::CreatePipeline { text, by, reply } => {
-                let _ = reply.send(self.create_pipeline(&text, &by));
+                let _ = reply.send(self.create_pipeline(now, &text, &by));
             }
             Command::ValidatePipeline { text, reply } => {
                 let result = pipeline::parse_and_validate(&text, &self.catalog)
@@ -469,25 +476,25 @@ impl Driver {
                 let _ = reply.send(result);
             }
             Command::CreateUser { name, role, reply } => {
-                let _ = reply.send(self.create_user(&name, role));
+                let _ = reply.send(self.create_user(now, &name, role));
             }
             Command::ListUsers { reply } => {
                 let _ = reply.send(self.list_users());
             }
             Command::CreateToken { user, reply } => {
-                let _ = reply.send(self.create_token(&user));
+                let _ = reply.send(self.create_token(now, &user));
             }
             Command::ListTokens { reply } => {
                 let _ = reply.send(self.list_tokens());
             }
             Command::RevokeToken { id, reply } => {
-                let _ = reply.send(self.revoke_token(&id));
+                let _ = reply.send(self.revoke_token(now, &id));
             }
             Command::UpdatePipeline { name, text, reply } => {
-                let _ = reply.send(self.update_pipeline(&name, &text));
+                let _ = reply.send(self.update_pipeline(now, &name, &text));
             }
             Command::DeletePipeline { name, reply } => {
-                let _ = reply.send(self.delete_pipeline(&name));
+                let _ = reply.send(self.delete_pipeline(now, &name));
             }
             Command::GetPipeline { name, version, reply } => {
                 let _ = reply.send(self.get_pipeline(&name, version));
@@ -496,17 +503,17 @@ impl Driver {
                 let _ = reply.send(self.list_pipelines());
             }
             Command::StartExecution { name, variables, revisions, trigger, reply } => {
-                let result = self.start_execution(&name, variables, revisions, trigger, Vec::new());
+                let result = self.start_execution(now, &name, variables, revisions, trigger, Vec::new());
                 let _ = reply.send(result.map(|id| json!({ "pipelineExecutionId": id.0 })));
             }
             Command::StopExecution { name, id, abandon, reason, reply } => {
-                let _ = reply.send(self.stop_execution(&name, &id, abandon, reason));
+                let _ = reply.send(self.stop_execution(now, &name, &id, abandon, reason));
             }
             Command::RetryStage { name, stage, id, all, reply } => {
-                let _ = reply.send(self.retry_stage(&name, &stage, &id, all));
+                let _ = reply.send(self.retry_stage(now, &name, &stage, &id, all));
             }
             Command::SetTransition { name, stage, enabled, reason, by, reply } => {
-                let _ = reply.send(self.set_transition(&name, &stage, enabled, reason, &by));
+                let _ = reply.send(self.set_transition(now, &name, &stage, enabled, reason, &by));
             }
             Command::PipelineState { name, reply } => {
                 let _ = reply.send(self.pipeline_state(&name));
@@ -524,26 +531,26 @@ impl Driver {
                 let _ = reply.send(self.list_agents());
             }
             Command::CreateJoinToken { ttl, uses, labels, allow_agent_labels, reply } => {
-                let _ = reply.send(self.create_join_token(ttl, uses, labels, allow_agent_labels));
+                let _ = reply.send(self.create_join_token(now, ttl, uses, labels, allow_agent_labels));
             }
             Command::LabelAgent { id, set, remove, reply } => {
-                let _ = reply.send(self.label_agent(&id, set, remove));
+                let _ = reply.send(self.label_agent(now, &id, set, remove));
             }
             Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
-                let answer = self.authorize_transfer(&agent_id, conn_id, &transfer);
+                let answer = self.authorize_transfer(now, &agent_id, conn_id, &transfer);
                 if let Err(why) = &answer {
                     warn!(%agent_id, ?transfer, "transfer refused: {why}");
                 }
                 let _ = reply.send(answer);
             }
             Command::ListJoinTokens { reply } => {
-                let _ = reply.send(self.list_join_tokens());
+                let _ = reply.send(self.list_join_tokens(now));
             }
             Command::RevokeJoinToken { id, reply } => {
-                let _ = reply.send(self.revoke_join_token(&id));
+                let _ = reply.send(self.revoke_join_token(now, &id));
             }
             Command::SetAgentState { id, state, reply } => {
-                let _ = reply.send(self.set_agent_state(&id, state));
+                let _ = reply.send(self.set_agent_state(now, &id, state));
             }
             Command::ListPlugins { reply } => {
                 let mut plugins: Vec<Value> = self
@@ -565,63 +572,63 @@ impl Driver {
                 let _ = reply.send(result);
             }
             Command::DeletePlugin { key, reply } => {
-                let _ = reply.send(self.delete_plugin(&key));
+                let _ = reply.send(self.delete_plugin(now, &key));
             }
             Command::PushPlugin { wasm, info, signature, reply } => {
-                let _ = reply.send(self.push_plugin(&wasm, *info, signature.as_deref()));
+                let _ = reply.send(self.push_plugin(now, &wasm, *info, signature.as_deref()));
             }
             Command::VetPluginSignature { digest, signature, reply } => {
                 let key = format!("with digest {digest}");
-                let _ = reply.send(self.verify_push(&key, &digest, signature.as_deref()).map(|_| Value::Null));
+                let _ = reply.send(self.verify_push(now, &key, &digest, signature.as_deref()).map(|_| Value::Null));
             }
             Command::ListPublishers { reply } => {
                 let _ = reply.send(self.list_publishers());
             }
             Command::AddPublisher { name, public_key, by, reply } => {
-                let _ = reply.send(self.add_publisher(&name, &public_key, &by));
+                let _ = reply.send(self.add_publisher(now, &name, &public_key, &by));
             }
             Command::RemovePublisher { name, reply } => {
-                let _ = reply.send(self.remove_publisher(&name));
+                let _ = reply.send(self.remove_publisher(now, &name));
             }
             Command::Enroll { request, reply } => {
-                let response = self.enroll(&request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
+                let response = self.enroll(now, &request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
                 let _ = reply.send(response);
             }
             Command::AgentConnected { agent_id, conn_id, hello, tx, reply } => {
-                let _ = reply.send(self.agent_connected(agent_id, conn_id, hello, tx));
+                let _ = reply.send(self.agent_connected(now, agent_id, conn_id, hello, tx));
             }
-            Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(&agent_id, conn_id, message),
+            Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(now, &agent_id, conn_id, message),
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
             Command::RollbackStage { name, stage, target, by, reply } => {
                 let trigger = Trigger::new("RollbackStage", format!("stage {stage} rolled back by {by}")).by(by);
                 let result = self
-                    .start_rollback(&name, &stage, target.as_deref(), None, trigger)
+                    .start_rollback(now, &name, &stage, target.as_deref(), None, trigger)
                     .and_then(|id| {
-                        self.commit(Vec::new())?;
+                        self.commit(now, Vec::new())?;
                         Ok(json!({ "pipelineExecutionId": id.0 }))
                     });
                 let _ = reply.send(result);
             }
             Command::Decide { name, stage, action, execution, by, approve, comment, reply } => {
-                let _ = reply.send(self.decide(&name, &stage, &action, execution, &by, approve, &comment));
+                let _ = reply.send(self.decide(now, &name, &stage, &action, execution, &by, approve, &comment));
             }
             Command::Webhook { name, headers, body, reply } => {
-                let _ = reply.send(self.webhook(&name, &headers, &body));
+                let _ = reply.send(self.webhook(now, &name, &headers, &body));
             }
             Command::CreateWebhook { name, reply } => {
-                let _ = reply.send(self.create_webhook(&name));
+                let _ = reply.send(self.create_webhook(now, &name));
             }
             Command::DeleteWebhook { name, reply } => {
-                let _ = reply.send(self.delete_webhook(&name));
+                let _ = reply.send(self.delete_webhook(now, &name));
             }
             Command::SetSecret { name, value, pipelines, reply } => {
-                let _ = reply.send(self.set_secret(&name, &value, pipelines));
+                let _ = reply.send(self.set_secret(now, &name, &value, pipelines));
             }
             Command::ListSecrets { reply } => {
                 let _ = reply.send(self.list_secrets());
             }
             Command::DeleteSecret { name, reply } => {
-                let _ = reply.send(self.delete_secret(&name));
+                let _ = reply.send(self.delete_secret(now, &name));
             }
         }
     }

@@ -3,7 +3,6 @@
 
 use super::Driver;
 use super::command::ApiError;
-use super::now_ms;
 use crate::engine::{Event, TransitionState, Trigger};
 use crate::pipeline::{self, Declaration};
 use crate::store::{Change, PipelineRecord};
@@ -15,7 +14,7 @@ use std::sync::Arc;
 use tracing::info;
 
 impl Driver {
-    pub(super) fn create_pipeline(&mut self, text: &str, by: &str) -> Result<Value, ApiError> {
+    pub(super) fn create_pipeline(&mut self, now: u64, text: &str, by: &str) -> Result<Value, ApiError> {
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         let name = decl.pipeline.name.clone();
@@ -26,21 +25,20 @@ impl Driver {
         if self.store.pipeline(&name, None)?.is_some() {
             return Err(ApiError::Conflict(format!("pipeline \"{name}\" already exists")));
         }
-        let now = now_ms();
         let definition = pipeline::to_json(&decl);
         let record = PipelineRecord { name: name.clone(), version: 1, definition, created_at: now, updated_at: now };
         let def = Arc::new(decl.pipeline.clone());
         self.definitions.insert((name.clone(), 1), def);
         // Creating a pipeline starts its first execution, as CodePipeline
         // does; both land in one transaction.
-        let id = self.start_execution(
+        let id = self.start_execution(now, 
             &name,
             BTreeMap::new(),
             BTreeMap::new(),
             Trigger::new("CreatePipeline", format!("pipeline created by {by}")).by(by),
             vec![Change::Pipeline(record)],
         )?;
-        self.refresh_polls(&name, 1)?;
+        self.refresh_polls(now, &name, 1)?;
         let mut out = declaration_value(&decl);
         out["pipelineExecutionId"] = json!(id.0);
         info!(pipeline = %name, execution = %id, "pipeline created");
@@ -49,7 +47,7 @@ impl Driver {
 
     /// Stores a new version. Executions in flight keep the version they
     /// started with; the next one uses this.
-    pub(super) fn update_pipeline(&mut self, name: &str, text: &str) -> Result<Value, ApiError> {
+    pub(super) fn update_pipeline(&mut self, now: u64, name: &str, text: &str) -> Result<Value, ApiError> {
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         if decl.pipeline.name != name {
@@ -68,10 +66,10 @@ impl Driver {
             version,
             definition: pipeline::to_json(&decl),
             created_at: current.created_at,
-            updated_at: now_ms(),
+            updated_at: now,
         };
-        self.commit(vec![Change::Pipeline(record)])?;
-        self.refresh_polls(name, version)?;
+        self.commit(now, vec![Change::Pipeline(record)])?;
+        self.refresh_polls(now, name, version)?;
         info!(pipeline = %name, version, "pipeline updated");
         let mut out = declaration_value(&decl);
         out["pipeline"]["version"] = json!(version);
@@ -80,7 +78,7 @@ impl Driver {
 
     /// Deletes every version, execution and log of a pipeline. Refused
     /// while an execution runs, so that nothing is cut off half-way.
-    pub(super) fn delete_pipeline(&mut self, name: &str) -> Result<Value, ApiError> {
+    pub(super) fn delete_pipeline(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
         if self.store.pipeline(name, None)?.is_none() {
             return Err(not_found_pipeline(name));
         }
@@ -90,7 +88,7 @@ impl Driver {
                 "pipeline \"{name}\" has {running} execution(s) in progress; wait for them to end before deleting it"
             )));
         }
-        self.commit(vec![Change::DeletePipeline(name.to_string())])?;
+        self.commit(now, vec![Change::DeletePipeline(name.to_string())])?;
         self.definitions.retain(|(n, _), _| n != name);
         self.forget_pipeline_sources(name);
         let stages: Vec<String> =
@@ -98,7 +96,7 @@ impl Driver {
         for stage in stages {
             self.transitions.remove(&(name.to_string(), stage.clone()));
             let (pipeline, state) = (name.to_string(), TransitionState::Enabled);
-            self.feed(now_ms(), Event::SetTransition { pipeline, stage, state });
+            self.feed(now, Event::SetTransition { pipeline, stage, state });
         }
         info!(pipeline = %name, "pipeline deleted");
         Ok(json!({ "name": name, "deleted": true }))

@@ -18,7 +18,7 @@ impl Driver {
     /// under anyone's feet. A signature is checked against the trusted
     /// publishers first; one pushed for a version registered unsigned is
     /// recorded.
-    pub(super) fn push_plugin(&mut self, wasm: &[u8], info: ActionInfo, signature: Option<&str>) -> Result<Value, ApiError> {
+    pub(super) fn push_plugin(&mut self, now: u64, wasm: &[u8], info: ActionInfo, signature: Option<&str>) -> Result<Value, ApiError> {
         let key = format!("{}@{}", info.name, info.version);
         let digest = sluice_runtime::digest(wasm);
         if let Some(existing) = self.catalog.0.get(&key) {
@@ -33,8 +33,8 @@ impl Driver {
             }
             let mut signed = existing.signature.clone();
             if signed.is_none() && signature.is_some() {
-                let record = self.verify_push(&key, &digest, signature)?.expect("a signature was given");
-                self.commit(vec![Change::PluginSignature(record.clone())])?;
+                let record = self.verify_push(now, &key, &digest, signature)?.expect("a signature was given");
+                self.commit(now, vec![Change::PluginSignature(record.clone())])?;
                 info!(plugin = %key, %digest, publisher = %record.publisher, "plugin signature recorded");
                 signed = Some(record.clone());
                 if let Some(entry) = self.catalog.0.get_mut(&key) {
@@ -42,12 +42,12 @@ impl Driver {
                 }
             } else if signature.is_some() {
                 // Still refuse a bad one: the caller must learn it.
-                self.verify_push(&key, &digest, signature)?;
+                self.verify_push(now, &key, &digest, signature)?;
             }
             let signed_by = signed.map(|s| s.publisher);
             return Ok(json!({"provider": key, "digest": digest, "created": false, "signedBy": signed_by}));
         }
-        let signed = self.verify_push(&key, &digest, signature)?;
+        let signed = self.verify_push(now, &key, &digest, signature)?;
         self.plugins.put_bytes(wasm)?;
         let record = PluginRecord {
             provider: info.name.clone(),
@@ -58,7 +58,7 @@ impl Driver {
         };
         let mut changes = vec![Change::Plugin(record)];
         changes.extend(signed.clone().map(Change::PluginSignature));
-        self.commit(changes)?;
+        self.commit(now, changes)?;
         let signed_by = signed.as_ref().map(|s| s.publisher.clone());
         info!(plugin = %key, %digest, publisher = signed_by.as_deref().unwrap_or("-"), "plugin registered");
         self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false, signature: signed });
@@ -67,7 +67,7 @@ impl Driver {
 
     /// Removes a pushed plugin version that no pipeline's latest version and
     /// no running execution uses.
-    pub(super) fn delete_plugin(&mut self, key: &str) -> Result<Value, ApiError> {
+    pub(super) fn delete_plugin(&mut self, now: u64, key: &str) -> Result<Value, ApiError> {
         let entry = self.catalog.0.get(key).ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")))?;
         if entry.builtin {
             return Err(ApiError::Conflict(format!("plugin {key} is built in and cannot be deleted")));
@@ -93,7 +93,7 @@ impl Driver {
         if !users.is_empty() {
             return Err(ApiError::Conflict(format!("plugin {key} is used by {}", users.join(", "))));
         }
-        self.commit(vec![Change::DeletePlugin { provider: provider.to_string(), version: version.to_string() }])?;
+        self.commit(now, vec![Change::DeletePlugin { provider: provider.to_string(), version: version.to_string() }])?;
         self.catalog.0.remove(key);
         info!(plugin = %key, "plugin deleted");
         Ok(json!({ "provider": key, "deleted": true }))

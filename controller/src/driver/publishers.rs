@@ -6,7 +6,6 @@
 
 use super::Driver;
 use super::command::ApiError;
-use super::now_ms;
 use crate::store::{Change, PluginSignatureRecord, PublisherRecord};
 use crate::views;
 use serde_json::{Value, json};
@@ -33,7 +32,7 @@ impl Driver {
             .collect()
     }
 
-    pub(super) fn add_publisher(&mut self, name: &str, public_key: &str, by: &str) -> Result<Value, ApiError> {
+    pub(super) fn add_publisher(&mut self, now: u64, name: &str, public_key: &str, by: &str) -> Result<Value, ApiError> {
         check_publisher_name(name)?;
         let key = PublicKey::parse(public_key)
             .map_err(|e| ApiError::Invalid { message: format!("publisher {name}: {e}"), diagnostics: vec![] })?;
@@ -50,10 +49,10 @@ impl Driver {
             name: name.to_string(),
             public_key: key.to_line(),
             key_id: key_id.clone(),
-            added_at: now_ms(),
+            added_at: now,
             added_by: by.to_string(),
         };
-        self.commit(vec![Change::Publisher(record.clone())])?;
+        self.commit(now, vec![Change::Publisher(record.clone())])?;
         info!(publisher = %name, %key_id, by, "publisher trusted");
         Ok(publisher_view(&record))
     }
@@ -65,11 +64,11 @@ impl Driver {
 
     /// Plugins already registered keep the signer recorded at their push:
     /// the controller checked it then, and agents check with their own keys.
-    pub(super) fn remove_publisher(&mut self, name: &str) -> Result<Value, ApiError> {
+    pub(super) fn remove_publisher(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
         if !self.store.publishers()?.iter().any(|p| p.name == name) {
             return Err(ApiError::NotFound(format!("publisher {name} is not trusted")));
         }
-        self.commit(vec![Change::DeletePublisher(name.to_string())])?;
+        self.commit(now, vec![Change::DeletePublisher(name.to_string())])?;
         info!(publisher = %name, "publisher removed");
         Ok(json!({ "name": name, "removed": true }))
     }
@@ -80,6 +79,7 @@ impl Driver {
     /// signature that does not verify is refused whatever the setting.
     pub(super) fn verify_push(
         &self,
+        now: u64,
         key: &str,
         digest: &str,
         signature: Option<&str>,
@@ -107,7 +107,7 @@ impl Driver {
             publisher: publisher.to_string(),
             key_id: parsed.key_id().to_string(),
             signature: text.to_string(),
-            signed_at: now_ms(),
+            signed_at: now,
         }))
     }
 }

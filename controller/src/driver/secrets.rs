@@ -5,7 +5,6 @@
 
 use super::Driver;
 use super::command::ApiError;
-use super::now_ms;
 use crate::store::Change;
 use crate::views;
 use anyhow::Result;
@@ -56,7 +55,7 @@ impl Driver {
     /// Sets a secret's value and, with `pipelines`, its scope. A new secret
     /// must say which pipelines may use it; an existing one keeps its scope
     /// when none is given, so that rotating a value changes nothing else.
-    pub(super) fn set_secret(&mut self, name: &str, value: &str, pipelines: Option<Vec<String>>) -> Result<Value, ApiError> {
+    pub(super) fn set_secret(&mut self, now: u64, name: &str, value: &str, pipelines: Option<Vec<String>>) -> Result<Value, ApiError> {
         let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
         crate::secrets::check_name(name).map_err(invalid)?;
         if value.is_empty() || value.len() > crate::secrets::MAX_SECRET_BYTES {
@@ -75,10 +74,9 @@ impl Driver {
                 )));
             }
         };
-        let now = now_ms();
         let created_at = existing.map_or(now, |s| s.created_at);
         let sealed = self.secret_box.seal(name, value.as_bytes())?;
-        self.commit(vec![Change::Secret(crate::store::SecretRecord {
+        self.commit(now, vec![Change::Secret(crate::store::SecretRecord {
             name: name.to_string(),
             sealed,
             created_at,
@@ -106,11 +104,11 @@ impl Driver {
         Ok(json!({ "secrets": secrets }))
     }
 
-    pub(super) fn delete_secret(&mut self, name: &str) -> Result<Value, ApiError> {
+    pub(super) fn delete_secret(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
         if !self.store.secrets()?.iter().any(|s| s.name == name) {
             return Err(ApiError::NotFound(format!("secret \"{name}\" does not exist")));
         }
-        self.commit(vec![Change::DeleteSecret(name.to_string())])?;
+        self.commit(now, vec![Change::DeleteSecret(name.to_string())])?;
         info!(secret = %name, "secret deleted");
         Ok(json!({ "name": name, "deleted": true }))
     }

@@ -5,7 +5,6 @@
 use super::Driver;
 use super::command::ApiError;
 use super::intake;
-use super::now_ms;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{Execution, ExecutionId, Trigger};
 use crate::pipeline;
@@ -90,22 +89,21 @@ fn branch_of(action: &crate::pipeline::Action) -> Option<String> {
 
 impl Driver {
     /// Loads webhook secrets and the polling schedule at start.
-    pub(super) fn recover_sources(&mut self) -> Result<()> {
+    pub(super) fn recover_sources(&mut self, now: u64) -> Result<()> {
         for (pipeline, sealed, _) in self.store.webhooks()? {
             let secret = self.secret_box.open_value(&webhook_aad(&pipeline), &sealed)?;
             self.sources.webhooks.insert(pipeline, String::from_utf8_lossy(&secret).into_owned());
         }
         for record in self.store.pipelines()? {
-            self.refresh_polls(&record.name, record.version)?;
+            self.refresh_polls(now, &record.name, record.version)?;
         }
         Ok(())
     }
 
     /// Re-reads which source actions of a pipeline are polled, after it was
     /// created, updated (`version`) or deleted (`None` found in the store).
-    pub(super) fn refresh_polls(&mut self, name: &str, version: u64) -> Result<()> {
+    pub(super) fn refresh_polls(&mut self, now: u64, name: &str, version: u64) -> Result<()> {
         let def = self.definition(name, version)?;
-        let now = now_ms();
         let mut wanted = Vec::new();
         for action in def.stages.first().map(|s| s.actions.as_slice()).unwrap_or_default() {
             if action.action_type_id.category == "Source" && action.poll_interval_seconds() > 0 {
@@ -243,11 +241,10 @@ impl Driver {
     }
 
     /// An agent answered a poll.
-    pub(super) fn poll_result(&mut self, agent_id: &str, poll_id: &str, result: Result<PolledRevision, String>) {
+    pub(super) fn poll_result(&mut self, now: u64, agent_id: &str, poll_id: &str, result: Result<PolledRevision, String>) {
         let Some(poll) = self.sources.in_flight.get(poll_id).filter(|p| p.agent == agent_id) else { return };
         let (pipeline, action) = (poll.pipeline.clone(), poll.action.clone());
         self.sources.in_flight.remove(poll_id);
-        let now = now_ms();
         let Some(state) = self.sources.polls.get_mut(&(pipeline.clone(), action.clone())) else { return };
         state.busy = None;
         state.last_polled_at = Some(now);
@@ -280,7 +277,7 @@ impl Driver {
             "Poll",
             format!("{action} found {} by polling ({})", short(&revision.id), revision.summary),
         );
-        match self.source_changed(&pipeline, &[action.clone()], &revision.id, trigger, true) {
+        match self.source_changed(now, &pipeline, &[action.clone()], &revision.id, trigger, true) {
             Ok(Reported::Started(id)) => info!(%pipeline, %action, revision = %revision.id, execution = %id, "new revision found by polling"),
             Ok(Reported::Duplicate(_)) => {}
             Ok(Reported::Deferred) => {
@@ -302,6 +299,7 @@ impl Driver {
     /// pipeline: start one execution pinning it, unless it was seen before.
     pub(super) fn source_changed(
         &mut self,
+        now: u64,
         pipeline: &str,
         actions: &[String],
         revision: &str,
@@ -340,7 +338,7 @@ impl Driver {
         for seen in self.store.latest_seen_revisions(pipeline)? {
             revisions.entry(seen.action).or_insert(seen.revision);
         }
-        let id = self.start_execution(pipeline, BTreeMap::new(), revisions, trigger, Vec::new())?;
+        let id = self.start_execution(now, pipeline, BTreeMap::new(), revisions, trigger, Vec::new())?;
         Ok(Reported::Started(id))
     }
 
@@ -371,7 +369,7 @@ impl Driver {
     }
 
     /// `POST /v1/webhooks/PIPELINE`.
-    pub(super) fn webhook(&mut self, name: &str, headers: &[(String, String)], body: &[u8]) -> Result<Value, ApiError> {
+    pub(super) fn webhook(&mut self, now: u64, name: &str, headers: &[(String, String)], body: &[u8]) -> Result<Value, ApiError> {
         let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let Some(secret) = self.sources.webhooks.get(name).cloned() else {
             return Err(ApiError::NotFound(format!(
@@ -410,7 +408,7 @@ impl Driver {
             "Webhook",
             format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)),
         );
-        match self.source_changed(name, &actions, &change.revision, trigger, false)? {
+        match self.source_changed(now, name, &actions, &change.revision, trigger, false)? {
             Reported::Started(id) => {
                 info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
                 Ok(json!({ "started": true, "pipelineExecutionId": id.0, "sourceActions": actions }))
@@ -425,21 +423,21 @@ impl Driver {
     }
 
     /// Makes (or replaces) a pipeline's webhook secret; shown once.
-    pub(super) fn create_webhook(&mut self, name: &str) -> Result<Value, ApiError> {
+    pub(super) fn create_webhook(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
         self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()));
         let sealed = self.secret_box.seal(&webhook_aad(name), secret.as_bytes())?;
-        self.commit(vec![Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now_ms() }])?;
+        self.commit(now, vec![Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now }])?;
         self.sources.webhooks.insert(name.to_string(), secret.clone());
         info!(pipeline = %name, "webhook secret created");
         Ok(json!({ "pipelineName": name, "secret": secret, "path": format!("/v1/webhooks/{name}") }))
     }
 
-    pub(super) fn delete_webhook(&mut self, name: &str) -> Result<Value, ApiError> {
+    pub(super) fn delete_webhook(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
         if self.sources.webhooks.remove(name).is_none() {
             return Err(ApiError::NotFound(format!("pipeline \"{name}\" has no webhook")));
         }
-        self.commit(vec![Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 }])?;
+        self.commit(now, vec![Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 }])?;
         Ok(json!({ "pipelineName": name, "deleted": true }))
     }
 

@@ -4,7 +4,6 @@
 
 use super::Driver;
 use super::command::ApiError;
-use super::now_ms;
 use crate::auth::{self, ADMIN_USER, Caller, Role};
 use crate::store::{ApiTokenRecord, Change, UserRecord};
 use crate::views;
@@ -32,13 +31,13 @@ impl Driver {
         Ok(())
     }
 
-    pub(super) fn create_user(&mut self, name: &str, role: Role) -> Result<Value, ApiError> {
+    pub(super) fn create_user(&mut self, now: u64, name: &str, role: Role) -> Result<Value, ApiError> {
         auth::check_user_name(name).map_err(|m| ApiError::Invalid { message: m, diagnostics: vec![] })?;
         if name == ADMIN_USER || self.store.users()?.iter().any(|u| u.name == name) {
             return Err(ApiError::Conflict(format!("user \"{name}\" already exists")));
         }
-        let record = UserRecord { name: name.to_string(), role: role.as_str().into(), created_at: now_ms() };
-        self.commit(vec![Change::User(record)])?;
+        let record = UserRecord { name: name.to_string(), role: role.as_str().into(), created_at: now };
+        self.commit(now, vec![Change::User(record)])?;
         info!(user = %name, role = role.as_str(), "user created");
         Ok(json!({ "name": name, "role": role.as_str() }))
     }
@@ -52,7 +51,7 @@ impl Driver {
     }
 
     /// A new token for a user; the secret is shown once, only its hash kept.
-    pub(super) fn create_token(&mut self, user: &str) -> Result<Value, ApiError> {
+    pub(super) fn create_token(&mut self, now: u64, user: &str) -> Result<Value, ApiError> {
         let record = self
             .store
             .users()?
@@ -64,10 +63,10 @@ impl Driver {
             id: format!("tok-{}", hex::encode(rand::random::<[u8; 6]>())),
             user: user.to_string(),
             secret_hash: auth::hash(&secret),
-            created_at: now_ms(),
+            created_at: now,
             revoked: false,
         };
-        self.commit(vec![Change::ApiToken(token.clone())])?;
+        self.commit(now, vec![Change::ApiToken(token.clone())])?;
         let role = Role::parse(&record.role).unwrap_or(Role::Operator);
         self.tokens.insert_hash(token.secret_hash.clone(), Caller { user: user.to_string(), role });
         info!(%user, token = %token.id, "API token created");
@@ -84,7 +83,7 @@ impl Driver {
         Ok(json!({ "tokens": tokens }))
     }
 
-    pub(super) fn revoke_token(&mut self, id: &str) -> Result<Value, ApiError> {
+    pub(super) fn revoke_token(&mut self, now: u64, id: &str) -> Result<Value, ApiError> {
         let mut token = self
             .store
             .api_tokens()?
@@ -92,7 +91,7 @@ impl Driver {
             .find(|t| t.id == id)
             .ok_or_else(|| ApiError::NotFound(format!("API token {id} does not exist")))?;
         token.revoked = true;
-        self.commit(vec![Change::ApiToken(token.clone())])?;
+        self.commit(now, vec![Change::ApiToken(token.clone())])?;
         self.tokens.remove_hash(&token.secret_hash);
         info!(token = %id, user = %token.user, "API token revoked");
         Ok(json!({ "id": id, "revoked": true }))
