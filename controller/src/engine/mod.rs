@@ -316,6 +316,12 @@ struct JobPlace {
 /// says otherwise (`sluice controller --max-lost-retries`).
 pub const DEFAULT_MAX_LOST_RETRIES: u32 = 2;
 
+/// Whether [`Engine::advance`] goes on moving an execution after a step.
+enum Flow {
+    Continue,
+    Stop,
+}
+
 /// An action's place: execution, stage index, action index.
 type ActionPlace = (ExecutionId, usize, usize);
 
@@ -924,55 +930,65 @@ impl Engine {
                 return;
             }
             // The group has settled with a failure (a success would have
-            // moved the lowest unfinished run order on): the stage and the
-            // execution fail, naming the first failed action.
-            let ai = group
+            // moved the lowest unfinished run order on).
+            let failed = group
                 .iter()
                 .copied()
                 .find(|&ai| stage.actions[ai].status != Some(ActionStatus::Succeeded))
                 .expect("a settled group that is not all succeeded has a failure");
-            let action = &stage.actions[ai];
-            let mut message = format!(
-                "stage \"{}\" failed: action \"{}\": {}",
-                stage.name,
-                action.name,
-                action.error.as_deref().unwrap_or("failed")
-            );
-            let retried = stage.auto_retried;
-            match self.gate(now, exec_id, si, GatePhase::OnFailure) {
-                Gate::Pending => return,
-                Gate::Applied(Outcome::Retry, _) if !retried => {
-                    let all = self.stage_conditions(exec_id, si).on_failure.is_some_and(|f| f.retry_all);
-                    self.condition_notice(now, exec_id, si, format!("onFailure: retrying ({message})"));
-                    let stage = &mut self.executions.get_mut(exec_id).expect("known").stages[si];
-                    stage.auto_retried = true;
-                    stage.rules.clear();
-                    stage.passed.retain(|p| *p == GatePhase::BeforeEntry);
-                    for action in &mut stage.actions {
-                        if all || action.status != Some(ActionStatus::Succeeded) {
-                            action.status = None;
-                            action.error = None;
-                            action.summary = None;
-                            action.ended_at = None;
-                        }
-                    }
-                    continue;
-                }
-                Gate::Applied(Outcome::Skip, _) => {
-                    self.condition_notice(now, exec_id, si, format!("onFailure: skipped ({message})"));
-                    self.end_stage(now, exec_id, si, StageStatus::Skipped);
-                    continue;
-                }
-                Gate::Applied(Outcome::Rollback, _) => {
-                    message.push_str("; rolling back");
-                    self.request_rollback(exec_id, si);
-                }
-                _ => {}
+            match self.stage_failed(now, exec_id, si, failed) {
+                Flow::Continue => continue,
+                Flow::Stop => return,
             }
-            self.end_stage(now, exec_id, si, StageStatus::Failed);
-            self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
-            return;
         }
+    }
+
+    /// A group of stage `si` settled with action `ai` failed: `onFailure`
+    /// decides (retry once, skip, roll back), else the stage and the
+    /// execution fail, naming the action.
+    fn stage_failed(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize) -> Flow {
+        let stage = &self.executions[exec_id].stages[si];
+        let action = &stage.actions[ai];
+        let mut message = format!(
+            "stage \"{}\" failed: action \"{}\": {}",
+            stage.name,
+            action.name,
+            action.error.as_deref().unwrap_or("failed")
+        );
+        let retried = stage.auto_retried;
+        match self.gate(now, exec_id, si, GatePhase::OnFailure) {
+            Gate::Pending => return Flow::Stop,
+            Gate::Applied(Outcome::Retry, _) if !retried => {
+                let all = self.stage_conditions(exec_id, si).on_failure.is_some_and(|f| f.retry_all);
+                self.condition_notice(now, exec_id, si, format!("onFailure: retrying ({message})"));
+                let stage = &mut self.executions.get_mut(exec_id).expect("known").stages[si];
+                stage.auto_retried = true;
+                stage.rules.clear();
+                stage.passed.retain(|p| *p == GatePhase::BeforeEntry);
+                for action in &mut stage.actions {
+                    if all || action.status != Some(ActionStatus::Succeeded) {
+                        action.status = None;
+                        action.error = None;
+                        action.summary = None;
+                        action.ended_at = None;
+                    }
+                }
+                return Flow::Continue;
+            }
+            Gate::Applied(Outcome::Skip, _) => {
+                self.condition_notice(now, exec_id, si, format!("onFailure: skipped ({message})"));
+                self.end_stage(now, exec_id, si, StageStatus::Skipped);
+                return Flow::Continue;
+            }
+            Gate::Applied(Outcome::Rollback, _) => {
+                message.push_str("; rolling back");
+                self.request_rollback(exec_id, si);
+            }
+            _ => {}
+        }
+        self.end_stage(now, exec_id, si, StageStatus::Failed);
+        self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
+        Flow::Stop
     }
 
     fn start_action(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize) {
