@@ -258,8 +258,8 @@ impl Driver {
         let mut forgotten = Vec::new();
         let mut never_received = Vec::new();
         self.pending.retain(|d| {
-            let assigned_here = d.assigned.as_deref() == Some(agent_id);
-            if reported.contains(&d.job_id) && assigned_here {
+            let assigned_here = d.assigned.as_ref().is_some_and(|a| a.as_str() == agent_id);
+            if reported.contains(d.job_id.as_str()) && assigned_here {
                 resumed.push(d.clone());
                 false
             } else if assigned_here && d.started && self.restored.contains_key(&d.job_id) {
@@ -290,7 +290,7 @@ impl Driver {
         for d in forgotten {
             let reason = format!("agent {agent_id} lost: it came back without the action (it was restarted)");
             warn!(agent = %agent_id, job = %d.job_id, "{reason}");
-            self.engine.handle(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
+            self.feed(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
         }
         resumed
     }
@@ -306,7 +306,7 @@ impl Driver {
                     // the action goes to an agent that may take it.
                     warn!(agent = %agent_id, job = %dispatch.job_id, "not giving the job back: {why}");
                     if let Some(agent) = self.agents.get(agent_id) {
-                        agent.tx.send(ToAgent::Cancel { job_id: dispatch.job_id.clone() });
+                        agent.tx.send(ToAgent::Cancel { job_id: dispatch.job_id.to_string() });
                     }
                     self.pending.push_back(dispatch);
                 }

@@ -133,8 +133,6 @@ pub enum Command {
     AuthorizeTransfer { agent_id: String, conn_id: u64, transfer: Transfer, reply: oneshot::Sender<Result<(), String>> },
     AgentMessage { agent_id: String, conn_id: u64, message: FromAgent },
     AgentDisconnected { agent_id: String, conn_id: u64 },
-    /// Time passes: give up on jobs of agents that did not come back.
-    Tick,
 }
 
 /// What an operator allows an agent to do.

@@ -6,7 +6,9 @@ use super::Driver;
 use super::command::{ApiError, DEFAULT_HISTORY};
 use super::intake;
 use super::pipelines::not_found_pipeline;
-use crate::engine::{ActionStatus, Event, Execution, ExecutionId, Trigger};
+use crate::engine::{
+    ActionStatus, Decision, Event, Execution, ExecutionId, Handled, RetryMode, StopMode, TransitionState, Trigger,
+};
 use crate::store::{Change, TransitionRecord};
 use crate::views;
 use serde_json::{Value, json};
@@ -66,8 +68,7 @@ impl Driver {
             })?;
         }
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
-        self.engine
-            .handle(now, Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
+        self.feed(now, Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
         self.commit(now, changes)?;
         Ok(id)
     }
@@ -78,9 +79,9 @@ impl Driver {
             return Err(ApiError::Conflict(format!("execution {id} is still {}", execution.status.as_str())));
         }
         let def = self.definition(name, execution.version)?;
-        self.engine
-            .retry(now, def, execution, stage, all)
-            .map_err(ApiError::Conflict)?;
+        let mode = if all { RetryMode::AllActions } else { RetryMode::FailedActions };
+        let event = Event::RetryStage { pipeline: def, execution: Box::new(execution), stage: stage.to_string(), mode };
+        self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))?;
         self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, execution = %id, all, "stage retried");
         Ok(json!({ "pipelineExecutionId": id }))
@@ -119,7 +120,8 @@ impl Driver {
             changed_by: by.to_string(),
             changed_at: now,
         };
-        self.engine.set_transition(now, name, stage, enabled);
+        let state = if enabled { TransitionState::Enabled } else { TransitionState::Disabled };
+        self.feed(now, Event::SetTransition { pipeline: name.to_string(), stage: stage.to_string(), state });
         self.commit(now, vec![Change::Transition(transition.clone())])?;
         info!(pipeline = %name, %stage, enabled, "transition changed");
         self.transitions.insert((name.to_string(), stage.to_string()), transition);
@@ -138,7 +140,8 @@ impl Driver {
         }
         let exec_id = execution.id.clone();
         let reason = if reason.trim().is_empty() { "stopped by an operator".to_string() } else { reason };
-        self.engine.handle(now, Event::Stop { id: exec_id.clone(), abandon, reason });
+        let mode = if abandon { StopMode::Abandon } else { StopMode::Wait };
+        self.feed(now, Event::Stop { id: exec_id.clone(), mode, reason });
         // Dispatches not yet handed out never will be.
         self.pending.retain(|d| d.execution_id != exec_id);
         if abandon {
@@ -312,9 +315,15 @@ impl Driver {
         };
         let def = self.definition(name, target.version)?;
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
-        self.engine
-            .start_rollback(now, id.clone(), def, target.version, &target, stage, trigger)
-            .map_err(ApiError::Conflict)?;
+        let event = Event::Rollback {
+            id: id.clone(),
+            pipeline: def,
+            version: target.version,
+            target: Box::new(target),
+            stage: stage.to_string(),
+            trigger,
+        };
+        self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))?;
         Ok(id)
     }
 
@@ -352,10 +361,18 @@ impl Driver {
                     ApiError::NotFound(format!("no execution of \"{name}\" is waiting for approval at {stage}/{action}"))
                 })?,
         };
-        let outcome = self
-            .engine
-            .decide(now, &id, stage, action, by, approve, comment)
-            .map_err(ApiError::Conflict)?;
+        let event = Event::PutApprovalResult {
+            execution: id.clone(),
+            stage: stage.to_string(),
+            action: action.to_string(),
+            by: by.to_string(),
+            decision: if approve { Decision::Approved } else { Decision::Rejected },
+            comment: comment.to_string(),
+        };
+        let outcome = match self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))? {
+            Handled::Decided(said) => said,
+            Handled::Applied => String::new(),
+        };
         self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, %action, execution = %id, %by, approve, "approval decision: {outcome}");
         Ok(json!({ "pipelineExecutionId": id.0, "status": if approve { "Approved" } else { "Rejected" }, "result": outcome }))

@@ -1,6 +1,7 @@
 //! Time in the driver: jobs whose lease ran out, actions restored after a
-//! restart whose agent did not come back, silent agents, and actions past
-//! their timeout.
+//! restart whose agent did not come back, silent agents, actions past
+//! their timeout (the engine's), and when the next of all the driver's
+//! timers is due.
 
 use super::Driver;
 use super::RECONNECT_GRACE;
@@ -9,9 +10,25 @@ use sluice_protocol::ToAgent;
 use tracing::warn;
 
 impl Driver {
-    /// Time passes: leases and timeouts run out, artifacts are collected,
-    /// sources are polled.
-    pub(super) fn tick(&mut self, now: u64) {
+    /// When the first timer is due (Unix ms; at or before now: at once):
+    /// the engine's next deadline, the reconnect grace of restored actions,
+    /// agents' silence and jobs' leases, the artifact collection (which also
+    /// releases the upload books of collected bytes), and source polls.
+    pub(super) fn next_wake(&self) -> u64 {
+        let lease = self.lease_timeout.as_millis() as u64;
+        let restored = (!self.restored.is_empty()).then_some(self.hold_restored_until);
+        let silent = self.agents.values().map(|a| a.last_heard + lease).min();
+        let leases = self.jobs.values().map(|j| j.lease_until).min();
+        [self.engine.poll_timeout(), restored, silent, leases, Some(self.next_gc), self.next_poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Time has come for some timer: each looks at the clock and does what
+    /// is due.
+    pub(super) fn on_time(&mut self, now: u64) {
         self.expire_leases(now);
         self.expire_actions(now);
         self.collect_artifacts(now);
@@ -37,7 +54,7 @@ impl Driver {
                 let agent = &restored[&d.job_id];
                 let reason = format!("agent {agent} lost: it did not report the action within {grace}s of a controller restart");
                 warn!(%agent, job = %d.job_id, "{reason}");
-                self.engine.handle(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
+                self.feed(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
             }
             changed = true;
         }
@@ -87,27 +104,32 @@ impl Driver {
                     agent.running.remove(&job_id);
                 }
                 self.settle_uploads(&job.agent);
-                self.engine.handle(
-                    now,
-                    Event::ActionLost { job_id, lease_epoch: job.lease_epoch, reason: reason.to_string() },
-                );
+                let (job_id, lease_epoch) = (job_id.into(), job.lease_epoch);
+                self.feed(now, Event::ActionLost { job_id, lease_epoch, reason: reason.to_string() });
             }
         }
     }
 
-    /// Fails actions past their timeout; agents running them are told to stop.
+    /// Wakes the engine at its deadline ([`Engine::poll_timeout`]): it
+    /// fails actions past their timeout; agents running them are told to stop.
+    ///
+    /// [`Engine::poll_timeout`]: crate::engine::Engine::poll_timeout
     pub(super) fn expire_actions(&mut self, now: u64) {
-        let jobs = self.engine.expire(now);
+        if self.engine.poll_timeout().is_none_or(|at| now < at) {
+            return;
+        }
+        self.feed(now, Event::Timeout);
+        let jobs = self.engine.take_expired();
         if jobs.is_empty() && !self.engine.has_dirty() {
             return;
         }
         for job_id in jobs {
             self.pending.retain(|d| d.job_id != job_id);
-            if let Some(job) = self.jobs.remove(&job_id)
+            if let Some(job) = self.jobs.remove(job_id.as_str())
                 && let Some(agent) = self.agents.get_mut(&job.agent)
             {
-                agent.running.remove(&job_id);
-                let _ = agent.tx.send(ToAgent::Cancel { job_id });
+                agent.running.remove(job_id.as_str());
+                let _ = agent.tx.send(ToAgent::Cancel { job_id: job_id.0 });
             }
         }
         let _ = self.commit(now, Vec::new());

@@ -59,7 +59,7 @@ use self::scheduler::JobInfo;
 use self::transfers::Booking;
 use crate::blobs::BlobStore;
 use crate::ca::{Ca, Revocations};
-use crate::engine::{Dispatch, Engine, Notice, Trigger};
+use crate::engine::{AgentId, Dispatch, Engine, Event, JobId, Notice, TransitionState, Trigger};
 use crate::exit::Exit;
 use crate::pipeline::{self, Pipeline};
 use crate::store::{Change, SqliteStore, Store, TransitionRecord};
@@ -89,8 +89,12 @@ const HEARTBEATS_PER_LEASE: u32 = 6;
 /// times out (12 s), then back off for up to 10 s.
 const RECONNECT_GRACE: Duration = Duration::from_secs(30);
 
-/// How often the driver looks at the clock for such deadlines.
-const TICK: Duration = Duration::from_secs(1);
+/// The longest the driver sleeps between looks at the clock, although it
+/// computes when each of its timers and the engine's is next due. Those
+/// deadlines are on the wall clock (they are stored, and survive a
+/// restart) while the driver sleeps on the monotonic one: a wall clock
+/// that jumps forward makes a deadline due at a time no computation knew.
+const CLOCK_RECHECK: Duration = Duration::from_secs(10);
 
 /// A running controller.
 pub struct Controller {
@@ -128,7 +132,7 @@ struct Driver {
     /// Actions that were assigned to an agent when the controller stopped
     /// (job id to agent id), and until when they are kept for that agent
     /// to reconnect and report them.
-    restored: HashMap<String, String>,
+    restored: HashMap<JobId, AgentId>,
     hold_restored_until: u64,
     /// Jobs handed out in this step, sent once the step is committed (so
     /// that the assignment is durable before the agent hears of the job).
@@ -280,16 +284,6 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
             Exit::DriverPanicked.now();
         }
     });
-    let ticks = tx.clone();
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(TICK);
-        loop {
-            interval.tick().await;
-            if ticks.send(Command::Tick).await.is_err() {
-                return;
-            }
-        }
-    });
     tokio::spawn(crate::fleet::serve(
         endpoint.clone(),
         crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
@@ -319,7 +313,8 @@ impl Driver {
             self.revocations.revoke(&r.agent_id, &r.serial);
         }
         for t in self.store.transitions()? {
-            self.engine.set_transition(now, &t.pipeline, &t.stage, t.enabled);
+            let state = if t.enabled { TransitionState::Enabled } else { TransitionState::Disabled };
+            self.feed(now, Event::SetTransition { pipeline: t.pipeline.clone(), stage: t.stage.clone(), state });
             self.transitions.insert((t.pipeline.clone(), t.stage.clone()), t);
         }
         let unfinished = self.store.unfinished_executions()?;
@@ -329,7 +324,7 @@ impl Driver {
             let def = self.definition(&execution.pipeline, execution.version)?;
             restored.push((def, execution));
         }
-        self.engine.restore_all(now, restored);
+        self.feed(now, Event::Restore { executions: restored });
         // What was assigned to an agent is kept a while for that agent;
         // what was never handed out goes to whoever can take it.
         self.hold_restored_until = now + RECONNECT_GRACE.max(self.lease_timeout).as_millis() as u64;
@@ -346,8 +341,20 @@ impl Driver {
         Ok(())
     }
 
+    /// Commands as they come; between them, the driver sleeps until the
+    /// first of its deadlines and the engine's ([`Driver::next_wake`]).
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(command) = rx.recv().await {
+        loop {
+            let now = now_ms();
+            let delay = Duration::from_millis(self.next_wake().saturating_sub(now)).min(CLOCK_RECHECK);
+            let command = tokio::select! {
+                command = rx.recv() => command,
+                () = tokio::time::sleep(delay) => {
+                    self.on_time(now_ms());
+                    continue;
+                }
+            };
+            let Some(command) = command else { return };
             let mut next = Some(command);
             while let Some(command) = next.take() {
                 // The clock is read once per step (a command, or a batch of
@@ -356,6 +363,15 @@ impl Driver {
                 let now = now_ms();
                 next = self.handle_batch(now, command, &mut rx);
             }
+        }
+    }
+
+    /// Feeds the engine an event it takes in any state (everything but an
+    /// operator's retry, approval decision or rollback); a refusal would be
+    /// an engine bug, logged rather than let panic the driver.
+    fn feed(&mut self, now: u64, event: Event) {
+        if let Err(refusal) = self.engine.handle(now, event) {
+            error!("the engine refused an event it takes in any state: {refusal}");
         }
     }
 
@@ -540,7 +556,6 @@ impl Driver {
             }
             Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(now, &agent_id, conn_id, message),
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
-            Command::Tick => self.tick(now),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::Driver;
 use super::command::ApiError;
-use crate::engine::Trigger;
+use crate::engine::{Event, TransitionState, Trigger};
 use crate::pipeline::{self, Declaration};
 use crate::store::{Change, PipelineRecord};
 use crate::views;
@@ -103,7 +103,8 @@ impl Driver {
             self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
         for stage in stages {
             self.transitions.remove(&(name.to_string(), stage.clone()));
-            self.engine.set_transition(now, name, &stage, true);
+            let (pipeline, state) = (name.to_string(), TransitionState::Enabled);
+            self.feed(now, Event::SetTransition { pipeline, stage, state });
         }
         info!(pipeline = %name, "pipeline deleted");
         Ok(json!({ "name": name, "deleted": true }))

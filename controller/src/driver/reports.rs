@@ -75,7 +75,7 @@ impl Driver {
         let Some(job) = self.jobs.get_mut(&job_id).filter(|j| j.agent == agent_id) else { return };
         job.started = true;
         let lease_epoch = job.lease_epoch;
-        self.engine.handle(now, Event::ActionStarted { job_id, lease_epoch, agent: agent_id.to_string() });
+        self.feed(now, Event::ActionStarted { job_id: job_id.into(), lease_epoch, agent: agent_id.into() });
         let _ = self.commit(now, Vec::new());
     }
 
@@ -153,7 +153,7 @@ impl Driver {
             },
             JobResult::Failed { message, .. } => ActionResult::Failed { message },
         };
-        self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result });
+        self.feed(now, Event::ActionFinished { job_id: job_id.into(), lease_epoch, result });
         let _ = self.commit(now, Vec::new());
         // Only once the result is durable may the agent forget it.
         self.after_commit(agent_id, ack);

@@ -12,7 +12,7 @@ use super::Driver;
 use super::agents::AgentConn;
 use super::reports::LOG_TRUNCATED;
 use super::sources::grants_for;
-use crate::engine::{ActionResult, Dispatch, Event};
+use crate::engine::{ActionResult, AgentId, Dispatch, Event};
 use sluice_protocol::{InputArtifact, JobSpec, OutputSpec, ToAgent};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
@@ -25,7 +25,7 @@ pub(super) struct DispatchNeeds<'a> {
     pub(super) labels: &'a BTreeMap<String, String>,
     /// Agents that lost an earlier attempt of the action: chosen only when
     /// no other can take it.
-    pub(super) lost_on: &'a [String],
+    pub(super) lost_on: &'a [AgentId],
     /// The plugin's digest: among equals, an agent that has it cached wins.
     pub(super) plugin_digest: &'a str,
 }
@@ -259,7 +259,7 @@ impl Driver {
     /// not registered): an engine step the caller commits.
     pub(super) fn refuse(&mut self, now: u64, dispatch: Dispatch, message: String) {
         let (job_id, lease_epoch) = (dispatch.job_id, dispatch.lease_epoch);
-        self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result: ActionResult::Failed { message } });
+        self.feed(now, Event::ActionFinished { job_id, lease_epoch, result: ActionResult::Failed { message } });
     }
 
     /// Whether some agent could take one more action now.
@@ -287,15 +287,15 @@ impl Driver {
         let (log_seq, log_bytes, log_truncated) = match &dispatch.assigned {
             Some(_) => self
                 .store
-                .log_position(&dispatch.execution_id.0, &dispatch.job_id, LOG_TRUNCATED)
+                .log_position(&dispatch.execution_id.0, dispatch.job_id.as_str(), LOG_TRUNCATED)
                 .map_err(|e| Refusal::Impossible(format!("reading the stored log: {e:#}")))?,
             None => (None, 0, false),
         };
         let agent = self.agents.get_mut(agent_id).expect("a connected agent");
-        agent.running.insert(dispatch.job_id.clone());
+        agent.running.insert(dispatch.job_id.to_string());
         agent.plugins.insert(spec.plugin.digest.clone());
         self.jobs.insert(
-            dispatch.job_id.clone(),
+            dispatch.job_id.to_string(),
             JobInfo {
                 agent: agent_id.to_string(),
                 plugin_digest: spec.plugin.digest.clone(),
@@ -315,14 +315,8 @@ impl Driver {
             },
         );
         info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");
-        self.engine.handle(
-            now,
-            Event::ActionAssigned {
-                job_id: dispatch.job_id.clone(),
-                lease_epoch: dispatch.lease_epoch,
-                agent: agent_id.to_string(),
-            },
-        );
+        let (job_id, lease_epoch) = (dispatch.job_id.clone(), dispatch.lease_epoch);
+        self.feed(now, Event::ActionAssigned { job_id, lease_epoch, agent: agent_id.into() });
         self.outgoing.push((agent_id.to_string(), ToAgent::Job(Box::new(spec))));
         Ok(())
     }
@@ -335,7 +329,7 @@ impl Driver {
         let grants = grants_for(&plugin.info.capabilities, &d.capabilities);
         let secrets = self.secret_values(&d.pipeline, &grants.secrets).map_err(|e| format!("reading secrets: {e:#}"))?;
         Ok(JobSpec {
-            job_id: d.job_id.clone(),
+            job_id: d.job_id.to_string(),
             lease_epoch: d.lease_epoch,
             pipeline: d.pipeline.clone(),
             execution_id: d.execution_id.0.clone(),
@@ -452,7 +446,7 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn needs<'a>(labels: &'a BTreeMap<String, String>, lost_on: &'a [String]) -> DispatchNeeds<'a> {
+    fn needs<'a>(labels: &'a BTreeMap<String, String>, lost_on: &'a [AgentId]) -> DispatchNeeds<'a> {
         DispatchNeeds { labels, lost_on, plugin_digest: "d1" }
     }
 
@@ -518,7 +512,7 @@ mod tests {
     #[test]
     fn an_agent_that_lost_the_action_takes_it_only_when_no_other_can() {
         let none = BTreeMap::new();
-        let lost = ["a".to_string()];
+        let lost = [AgentId::from("a")];
         let agents = [agent("a"), agent("b").load(1, 2)];
         assert_eq!(choice(&needs(&none, &lost), &agents), Choice::Agent("b"));
         let agents = [agent("a"), agent("b").load(2, 2)];

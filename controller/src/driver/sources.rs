@@ -133,6 +133,16 @@ impl Driver {
         self.sources.webhooks.remove(name);
     }
 
+    /// When [`Driver::run_polls`] next has something to do: a poll due, or
+    /// one in flight to give up (at once if its agent went away).
+    pub(super) fn next_poll_at(&self) -> Option<u64> {
+        let given_up = self.sources.in_flight.values().map(|f| {
+            if self.agents.contains_key(&f.agent) { f.sent_at + POLL_TIMEOUT.as_millis() as u64 } else { 0 }
+        });
+        let due = self.sources.polls.values().filter(|s| s.busy.is_none()).map(|s| s.next_at);
+        given_up.chain(due).min()
+    }
+
     /// Sends the polls that are due to eligible agents.
     pub(super) fn run_polls(&mut self, now: u64) {
         // Polls an agent never answered (it went away) are given up.

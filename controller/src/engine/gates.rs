@@ -155,6 +155,7 @@ impl Engine {
                 }
                 if run.status == ActionStatus::InProgress {
                     run.job_id = Some(job_id.clone());
+                    let job_id = JobId(job_id);
                     self.jobs.insert(job_id.clone(), JobPlace { execution: exec_id.clone(), stage: si, action: usize::MAX });
                     self.ready.push_back(Dispatch {
                         job_id,
@@ -189,13 +190,13 @@ impl Engine {
     }
 
     /// A rule job's result, if the job is a current rule run.
-    pub(super) fn rule_result(&mut self, now: Millis, job_id: &str, lease_epoch: u64, ok: bool, message: String) -> bool {
+    pub(super) fn rule_result(&mut self, now: Millis, job_id: &JobId, lease_epoch: u64, ok: bool, message: String) -> bool {
         let Some(place) = self.jobs.get(job_id).filter(|p| p.action == usize::MAX).cloned() else { return false };
         let Some(exec) = self.executions.get_mut(&place.execution) else { return true };
         let Some(run) = exec.stages[place.stage]
             .rules
             .iter_mut()
-            .find(|r| r.job_id.as_deref() == Some(job_id) && r.lease_epoch == lease_epoch && r.status == ActionStatus::InProgress)
+            .find(|r| r.job_id.as_deref() == Some(job_id.as_str()) && r.lease_epoch == lease_epoch && r.status == ActionStatus::InProgress)
         else {
             return true;
         };
@@ -236,10 +237,9 @@ impl Engine {
         std::mem::take(&mut self.rollbacks)
     }
 
-    /// RollbackStage: a new execution runs `stage` again with what the
-    /// stages before it produced in `target` (an execution in which that
-    /// stage succeeded), then ends.
-    pub fn start_rollback(
+    /// [`Event::Rollback`].
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_rollback(
         &mut self,
         now: Millis,
         id: ExecutionId,
@@ -248,14 +248,15 @@ impl Engine {
         target: &Execution,
         stage: &str,
         trigger: Trigger,
-    ) -> Result<(), String> {
-        let si = pipeline.stages.iter().position(|s| s.name == stage).ok_or_else(|| format!("no stage \"{stage}\""))?;
+    ) -> Result<(), Refusal> {
+        let si =
+            pipeline.stages.iter().position(|s| s.name == stage).ok_or_else(|| Refusal::NoStage(stage.to_string()))?;
         if si == 0 {
-            return Err("the first stage cannot be rolled back: start the pipeline on a revision instead".into());
+            return Err(Refusal::FirstStage);
         }
         let done = target.stages.get(si).is_some_and(|s| s.name == stage && s.status == Some(StageStatus::Succeeded));
         if !done {
-            return Err(format!("stage \"{stage}\" did not succeed in execution {}", target.id));
+            return Err(Refusal::StageDidNotSucceed { id: target.id.clone(), stage: stage.to_string() });
         }
         let mut exec = self.new_execution(now, id, &pipeline, version, trigger, BTreeMap::new(), BTreeMap::new());
         exec.variables = target.variables.clone();

@@ -1,13 +1,19 @@
 //! The pipeline engine: a pure state machine.
 //!
-//! Fed events with `now` passed in ([`Engine::handle`]); hands out actions
-//! to run ([`Engine::poll_dispatch`]) and the executions whose state changed
-//! ([`Engine::take_dirty`]), which the driver persists in one transaction
-//! before acknowledging anything. It knows nothing of sockets, clocks,
-//! databases, agents or wasmtime; ids come in with the events.
+//! Every input is an [`Event`] fed to [`Engine::handle`] with `now` passed
+//! in; the few an operator can ask for in vain (a retry, an approval
+//! decision, a rollback) are refused with a typed [`Refusal`]. What the
+//! engine wants done is polled: actions to run ([`Engine::poll_dispatch`]),
+//! the executions whose state changed ([`Engine::take_dirty`]), which the
+//! driver persists in one transaction before acknowledging anything,
+//! notices for watchers, rollbacks to start, jobs to cancel after their
+//! timeout ([`Engine::take_expired`]), and when to wake it next
+//! ([`Engine::poll_timeout`], answered with [`Event::Timeout`]). It knows
+//! nothing of sockets, clocks, databases, agents or wasmtime; ids come in
+//! with the events.
 //!
 //! Recovery is replay: start-up loads every unfinished execution into an
-//! empty engine with [`Engine::restore`]; there is no second code path.
+//! empty engine with [`Event::Restore`]; there is no second code path.
 
 mod gates;
 mod model;
@@ -44,6 +50,35 @@ fn required_approvals(action: &crate::pipeline::Action) -> u32 {
     action.configuration.get("RequiredApprovals").and_then(|v| v.trim().parse().ok()).filter(|n| *n >= 1).unwrap_or(1)
 }
 
+/// When an in-progress action times out: manual approvals and actions no
+/// agent has started at their timeout, started ones [`TIMEOUT_GRACE_MS`]
+/// later. `None` for an action not in progress.
+fn deadline(action_def: &crate::pipeline::Action, run: &ActionRun) -> Option<Millis> {
+    if run.status != Some(ActionStatus::InProgress) {
+        return None;
+    }
+    let timeout = u64::from(action_def.timeout_minutes()) * 60_000;
+    let started = run.started_at?;
+    if run.approval.is_some() || run.agent.is_none() {
+        Some(started + timeout)
+    } else {
+        Some(started + timeout + TIMEOUT_GRACE_MS)
+    }
+}
+
+/// Why an action failed at its deadline.
+fn timeout_message(action_def: &crate::pipeline::Action, run: &ActionRun) -> String {
+    let human = crate::pipeline::limits::human_minutes(action_def.timeout_minutes());
+    if run.approval.is_some() {
+        format!("approval timed out after {human}")
+    } else if run.agent.is_none() {
+        let why = run.waiting_reason.clone().unwrap_or_else(|| "no agent took it".into());
+        format!("not started within {human}: {why}")
+    } else {
+        format!("timed out after {human}: the agent reported no result")
+    }
+}
+
 /// Records the revision a source action reports having fetched.
 fn record_source_revision(
     exec: &mut Execution,
@@ -70,7 +105,7 @@ use std::sync::Arc;
 /// Milliseconds since the Unix epoch; the engine never reads a clock.
 pub type Millis = u64;
 
-/// What happens to the engine.
+/// What happens to the engine: its only input.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// Start an execution of a stored pipeline version.
@@ -84,21 +119,133 @@ pub enum Event {
         /// newest revision when they run).
         revisions: BTreeMap<String, String>,
     },
+    /// Loads stored unfinished executions (start-up, or a retried one).
+    /// All are loaded first, then moved on in start order: an execution
+    /// must see every other one (and the stages they hold) before it may
+    /// enter a stage. Unfinished actions that were handed out are handed
+    /// out again with a new lease epoch, so a late result of the old
+    /// hand-out is refused.
+    Restore { executions: Vec<(Arc<Pipeline>, Execution)> },
     /// The driver handed the job to an agent (recorded before the job is
     /// sent, so that after a restart the job waits for that agent).
-    ActionAssigned { job_id: String, lease_epoch: u64, agent: String },
+    ActionAssigned { job_id: JobId, lease_epoch: u64, agent: AgentId },
     /// An agent took the job.
-    ActionStarted { job_id: String, lease_epoch: u64, agent: String },
+    ActionStarted { job_id: JobId, lease_epoch: u64, agent: AgentId },
     /// An agent reported the job's end.
-    ActionFinished { job_id: String, lease_epoch: u64, result: ActionResult },
+    ActionFinished { job_id: JobId, lease_epoch: u64, result: ActionResult },
     /// The job's agent is gone (killed, cut off, silent past its lease, or
     /// back without the job): the attempt ends `Lost`. An action that
     /// declares `retryOnAgentLost` runs again as a new attempt, at most
     /// [`Engine::set_max_lost_retries`] times; the others fail with the reason.
-    ActionLost { job_id: String, lease_epoch: u64, reason: String },
-    /// Stop an execution: with `abandon`, running actions are abandoned at
-    /// once; without, they finish and nothing new starts.
-    Stop { id: ExecutionId, abandon: bool, reason: String },
+    ActionLost { job_id: JobId, lease_epoch: u64, reason: String },
+    /// StopPipelineExecution.
+    Stop { id: ExecutionId, mode: StopMode, reason: String },
+    /// Turns the inbound transition of a stage off or on. Off, executions
+    /// stop before the stage (the newest one waits, except in QUEUED mode
+    /// where all wait in order); on, the waiting ones go on.
+    SetTransition { pipeline: String, stage: String, state: TransitionState },
+    /// RetryStageExecution: a failed execution goes on from its failed
+    /// stage, running again the actions `mode` names. The execution comes
+    /// from the store (ended ones leave memory). Refused unless the
+    /// execution failed in that stage.
+    RetryStage { pipeline: Arc<Pipeline>, execution: Box<Execution>, stage: String, mode: RetryMode },
+    /// PutApprovalResult: a decision on an in-progress manual approval of
+    /// an execution this engine runs. Whoever started the execution may not
+    /// approve it; each approver counts once; one rejection fails it.
+    /// Accepted as [`Handled::Decided`], with what it did in words.
+    PutApprovalResult {
+        execution: ExecutionId,
+        stage: String,
+        action: String,
+        by: String,
+        decision: Decision,
+        comment: String,
+    },
+    /// RollbackStage: a new execution `id` runs `stage` again with what
+    /// the stages before it produced in `target` (an execution in which
+    /// that stage succeeded), then ends.
+    Rollback {
+        id: ExecutionId,
+        pipeline: Arc<Pipeline>,
+        version: u64,
+        target: Box<Execution>,
+        stage: String,
+        trigger: Trigger,
+    },
+    /// Time has come ([`Engine::poll_timeout`]): every in-progress action
+    /// past its `timeoutInMinutes` fails. Manual approvals fail at the
+    /// timeout, agent actions that never started at the timeout, running
+    /// ones [`TIMEOUT_GRACE_MS`] later (the agent stops them itself at the
+    /// timeout; this covers an agent that never answers). The agent
+    /// actions failed are polled with [`Engine::take_expired`], to cancel.
+    Timeout,
+}
+
+/// How StopPipelineExecution treats running actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// They finish; nothing new starts (CodePipeline's "stop and wait").
+    Wait,
+    /// They are abandoned at once and their late results refused.
+    Abandon,
+}
+
+/// Whether executions may enter a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionState {
+    Enabled,
+    Disabled,
+}
+
+/// Which actions of a failed stage a retry runs again: CodePipeline's
+/// `FAILED_ACTIONS` and `ALL_ACTIONS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryMode {
+    FailedActions,
+    AllActions,
+}
+
+/// A person's decision on a manual approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approved,
+    Rejected,
+}
+
+/// What an accepted event did, where its caller has something to report;
+/// everything else it changed is polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    Applied,
+    /// An approval decision was recorded: what it did, in words.
+    Decided(String),
+}
+
+/// Why the engine refused an event (the state it is in does not allow it);
+/// nothing changed. Only operator requests are refused: a result of an
+/// agent that no longer holds its job is ignored, as it must be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("execution {id} is {}, not Failed", .status.as_str())]
+    NotFailed { id: ExecutionId, status: ExecutionStatus },
+    #[error("stage \"{stage}\" did not fail in execution {id}")]
+    StageDidNotFail { id: ExecutionId, stage: String },
+    #[error("execution {0} is not in progress")]
+    NotInProgress(ExecutionId),
+    #[error("no stage \"{0}\"")]
+    NoStage(String),
+    #[error("stage \"{stage}\" has no action \"{action}\"")]
+    NoAction { stage: String, action: String },
+    #[error("action \"{stage}/{action}\" of execution {id} is not waiting for approval")]
+    NotWaitingForApproval { id: ExecutionId, stage: String, action: String },
+    #[error("{by} started execution {id} and cannot approve it")]
+    StarterMayNotApprove { id: ExecutionId, by: String },
+    #[error("{by} has already decided on \"{stage}/{action}\" of execution {id}")]
+    AlreadyDecided { id: ExecutionId, stage: String, action: String, by: String },
+    #[error("the first stage cannot be rolled back: start the pipeline on a revision instead")]
+    FirstStage,
+    #[error("stage \"{stage}\" did not succeed in execution {id}")]
+    StageDidNotSucceed { id: ExecutionId, stage: String },
 }
 
 /// How an action attempt ended, in engine terms.
@@ -118,7 +265,7 @@ pub enum ActionResult {
 /// An action ready to be scheduled onto an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dispatch {
-    pub job_id: String,
+    pub job_id: JobId,
     pub lease_epoch: u64,
     pub execution_id: ExecutionId,
     pub pipeline: String,
@@ -137,12 +284,12 @@ pub struct Dispatch {
     pub timeout_ms: u64,
     /// The agent this attempt was handed to before a controller restart;
     /// `None` for an attempt never handed out.
-    pub assigned: Option<String>,
+    pub assigned: Option<AgentId>,
     /// Whether that agent reported having started it (else it may never
     /// have received it).
     pub started: bool,
     /// Agents that lost earlier attempts: others are preferred.
-    pub lost_on: Vec<String>,
+    pub lost_on: Vec<AgentId>,
 }
 
 /// A change worth telling watchers about.
@@ -169,10 +316,19 @@ struct JobPlace {
 /// says otherwise (`sluice controller --max-lost-retries`).
 pub const DEFAULT_MAX_LOST_RETRIES: u32 = 2;
 
+/// Whether [`Engine::advance`] goes on moving an execution after a step.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// An action's place: execution, stage index, action index.
+type ActionPlace = (ExecutionId, usize, usize);
+
 pub struct Engine {
     executions: HashMap<ExecutionId, Execution>,
     definitions: HashMap<ExecutionId, Arc<Pipeline>>,
-    jobs: HashMap<String, JobPlace>,
+    jobs: HashMap<JobId, JobPlace>,
     ready: VecDeque<Dispatch>,
     dirty: BTreeSet<ExecutionId>,
     notices: Vec<Notice>,
@@ -182,6 +338,13 @@ pub struct Engine {
     /// Rollbacks stage conditions asked for, for the driver.
     rollbacks: Vec<RollbackRequest>,
     max_lost_retries: u32,
+    /// When each in-progress action times out, indexed both ways so that
+    /// [`Engine::poll_timeout`] is the first entry and an action that ends
+    /// leaves at once.
+    deadlines: BTreeSet<(Millis, ActionPlace)>,
+    deadline_of: HashMap<ActionPlace, Millis>,
+    /// Agent jobs failed by their timeout since the last `take_expired`.
+    expired: Vec<JobId>,
 }
 
 impl Default for Engine {
@@ -197,6 +360,9 @@ impl Default for Engine {
             disabled: BTreeSet::new(),
             max_lost_retries: DEFAULT_MAX_LOST_RETRIES,
             rollbacks: Vec::new(),
+            deadlines: BTreeSet::new(),
+            deadline_of: HashMap::new(),
+            expired: Vec::new(),
         }
     }
 }
@@ -211,17 +377,8 @@ impl Engine {
         self.max_lost_retries = retries;
     }
 
-    /// Loads a stored execution. Unfinished actions that were handed out
-    /// are handed out again with a new lease epoch, so a late result of the
-    /// old hand-out is refused.
-    pub fn restore(&mut self, now: Millis, pipeline: Arc<Pipeline>, execution: Execution) {
-        self.restore_all(now, vec![(pipeline, execution)]);
-    }
-
-    /// Loads every stored unfinished execution first, then moves them on in
-    /// start order: an execution must see every other one (and the stages
-    /// they hold) before it may enter a stage.
-    pub fn restore_all(&mut self, now: Millis, mut executions: Vec<(Arc<Pipeline>, Execution)>) {
+    /// [`Event::Restore`].
+    fn restore(&mut self, now: Millis, mut executions: Vec<(Arc<Pipeline>, Execution)>) {
         executions.sort_by_key(|(_, e)| e.ordinal);
         let mut loaded = Vec::new();
         for (pipeline, execution) in executions {
@@ -251,7 +408,7 @@ impl Engine {
         for (si, stage) in execution.stages.iter().enumerate() {
             for (ai, action) in stage.actions.iter().enumerate() {
                 if let Some(job) = &action.job_id {
-                    self.jobs.insert(job.clone(), JobPlace { execution: id.clone(), stage: si, action: ai });
+                    self.jobs.insert(JobId(job.clone()), JobPlace { execution: id.clone(), stage: si, action: ai });
                 }
             }
         }
@@ -269,48 +426,53 @@ impl Engine {
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), execution);
         self.redispatch_rules(&id);
+        let stages: Vec<usize> = self.executions[&id].stages.iter().map(|s| s.actions.len()).collect();
+        for (si, actions) in stages.into_iter().enumerate() {
+            for ai in 0..actions {
+                self.schedule_timeout(&id, si, ai);
+            }
+        }
         (id, redispatch)
     }
 
-    /// Turns the inbound transition of a stage off or on. Off, executions
-    /// stop before the stage (the newest one waits, except in QUEUED mode
-    /// where all wait in order); on, the waiting ones go on.
-    pub fn set_transition(&mut self, now: Millis, pipeline: &str, stage: &str, enabled: bool) {
-        let key = (pipeline.to_string(), stage.to_string());
-        if enabled {
-            if self.disabled.remove(&key) {
-                self.promote(now, pipeline, stage);
+    /// [`Event::SetTransition`].
+    fn set_transition(&mut self, now: Millis, pipeline: String, stage: String, state: TransitionState) {
+        let key = (pipeline, stage);
+        match state {
+            TransitionState::Enabled => {
+                if self.disabled.remove(&key) {
+                    self.promote(now, &key.0, &key.1);
+                }
             }
-        } else {
-            self.disabled.insert(key);
+            TransitionState::Disabled => {
+                self.disabled.insert(key);
+            }
         }
     }
 
-    /// RetryStageExecution: a failed execution goes on from its failed
-    /// stage, running again its failed actions (or all of the stage's).
-    /// The execution comes from the store (ended ones leave memory).
-    pub fn retry(
+    /// [`Event::RetryStage`].
+    fn retry(
         &mut self,
         now: Millis,
         pipeline: Arc<Pipeline>,
         mut execution: Execution,
         stage: &str,
-        all: bool,
-    ) -> Result<(), String> {
+        mode: RetryMode,
+    ) -> Result<(), Refusal> {
         if execution.status != ExecutionStatus::Failed {
-            return Err(format!("execution {} is {}, not Failed", execution.id, execution.status.as_str()));
+            return Err(Refusal::NotFailed { id: execution.id, status: execution.status });
         }
         let si = execution
             .stages
             .iter()
             .position(|s| s.name == stage && s.status == Some(StageStatus::Failed))
-            .ok_or_else(|| format!("stage \"{stage}\" did not fail in execution {}", execution.id))?;
+            .ok_or_else(|| Refusal::StageDidNotFail { id: execution.id.clone(), stage: stage.to_string() })?;
         execution.status = ExecutionStatus::InProgress;
         execution.status_summary = None;
         execution.updated_at = now;
         execution.stages[si].status = None;
         for action in &mut execution.stages[si].actions {
-            if all || action.status != Some(ActionStatus::Succeeded) {
+            if mode == RetryMode::AllActions || action.status != Some(ActionStatus::Succeeded) {
                 action.status = None;
                 action.error = None;
                 action.summary = None;
@@ -322,7 +484,7 @@ impl Engine {
         }
         let id = execution.id.clone();
         self.notice(now, &execution, None, None, "InProgress", None);
-        self.restore(now, pipeline, execution);
+        self.restore(now, vec![(pipeline, execution)]);
         self.advance(now, &id);
         Ok(())
     }
@@ -361,53 +523,88 @@ impl Engine {
         self.ready.pop_front()
     }
 
-    pub fn handle(&mut self, now: Millis, event: Event) {
+    /// Agent jobs that [`Event::Timeout`] failed since the last call: the
+    /// driver cancels them on their agents.
+    pub fn take_expired(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// The earliest time at which the engine wants [`Event::Timeout`]: the
+    /// first deadline of an in-progress action. `None`: nothing can time out.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Feeds one event. A refused event changed nothing; an accepted one
+    /// may have changed anything, which the caller polls for.
+    pub fn handle(&mut self, now: Millis, event: Event) -> Result<Handled, Refusal> {
         match event {
             Event::Start { id, pipeline, version, trigger, variables, revisions } => {
                 self.start(now, id, pipeline, version, trigger, variables, revisions)
             }
-            Event::ActionAssigned { job_id, lease_epoch, agent } => {
-                let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
-                let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
-                let action = &mut exec.stages[si].actions[ai];
-                if action.assigned.as_deref() != Some(agent.as_str()) {
-                    action.assigned = Some(agent);
-                    self.dirty.insert(exec_id);
-                }
-            }
-            Event::ActionStarted { job_id, lease_epoch, agent } => {
-                let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
-                let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
-                let action = &mut exec.stages[si].actions[ai];
-                action.agent = Some(agent);
-                action.waiting_reason = None;
-                exec.updated_at = now;
-                self.dirty.insert(exec_id);
-            }
+            Event::Restore { executions } => self.restore(now, executions),
+            Event::ActionAssigned { job_id, lease_epoch, agent } => self.assigned(&job_id, lease_epoch, agent),
+            Event::ActionStarted { job_id, lease_epoch, agent } => self.started(now, &job_id, lease_epoch, agent),
             Event::ActionFinished { job_id, lease_epoch, result } => {
                 let (ok, message) = match &result {
                     ActionResult::Succeeded { summary, .. } => (true, summary.clone()),
                     ActionResult::Failed { message } => (false, message.clone()),
                 };
-                if self.rule_result(now, &job_id, lease_epoch, ok, message) {
-                    return;
+                if !self.rule_result(now, &job_id, lease_epoch, ok, message)
+                    && let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch)
+                {
+                    self.finish_action(now, &exec_id, si, ai, result);
                 }
-                let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
-                self.finish_action(now, &exec_id, si, ai, result);
             }
             Event::ActionLost { job_id, lease_epoch, reason } => {
-                if self.rule_result(now, &job_id, lease_epoch, false, reason.clone()) {
-                    return;
+                if !self.rule_result(now, &job_id, lease_epoch, false, reason.clone())
+                    && let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch)
+                {
+                    self.lose_action(now, &exec_id, si, ai, reason);
                 }
-                let Some((exec_id, si, ai)) = self.current_job(&job_id, lease_epoch) else { return };
-                self.lose_action(now, &exec_id, si, ai, reason);
             }
-            Event::Stop { id, abandon, reason } => self.stop(now, &id, abandon, reason),
+            Event::Stop { id, mode, reason } => self.stop(now, &id, mode, reason),
+            Event::SetTransition { pipeline, stage, state } => self.set_transition(now, pipeline, stage, state),
+            Event::RetryStage { pipeline, execution, stage, mode } => {
+                self.retry(now, pipeline, *execution, &stage, mode)?
+            }
+            Event::PutApprovalResult { execution, stage, action, by, decision, comment } => {
+                let said = self.decide(now, &execution, &stage, &action, &by, decision, &comment)?;
+                return Ok(Handled::Decided(said));
+            }
+            Event::Rollback { id, pipeline, version, target, stage, trigger } => {
+                self.start_rollback(now, id, pipeline, version, &target, &stage, trigger)?
+            }
+            Event::Timeout => self.expire(now),
+        }
+        Ok(Handled::Applied)
+    }
+
+    /// [`Event::ActionAssigned`].
+    fn assigned(&mut self, job_id: &JobId, lease_epoch: u64, agent: AgentId) {
+        let Some((exec_id, si, ai)) = self.current_job(job_id, lease_epoch) else { return };
+        let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
+        let action = &mut exec.stages[si].actions[ai];
+        if action.assigned.as_deref() != Some(agent.as_str()) {
+            action.assigned = Some(agent.0);
+            self.dirty.insert(exec_id);
         }
     }
 
+    /// [`Event::ActionStarted`]: the action's deadline moves on by the grace.
+    fn started(&mut self, now: Millis, job_id: &JobId, lease_epoch: u64, agent: AgentId) {
+        let Some((exec_id, si, ai)) = self.current_job(job_id, lease_epoch) else { return };
+        let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
+        let action = &mut exec.stages[si].actions[ai];
+        action.agent = Some(agent.0);
+        action.waiting_reason = None;
+        exec.updated_at = now;
+        self.schedule_timeout(&exec_id, si, ai);
+        self.dirty.insert(exec_id);
+    }
+
     /// The place of a job if it is still running under this lease epoch.
-    fn current_job(&self, job_id: &str, lease_epoch: u64) -> Option<(ExecutionId, usize, usize)> {
+    fn current_job(&self, job_id: &JobId, lease_epoch: u64) -> Option<(ExecutionId, usize, usize)> {
         let place = self.jobs.get(job_id).filter(|p| p.action != usize::MAX)?;
         let exec = self.executions.get(&place.execution)?;
         let action = &exec.stages[place.stage].actions[place.action];
@@ -415,7 +612,8 @@ impl Engine {
             .then(|| (place.execution.clone(), place.stage, place.action))
     }
 
-    fn stop(&mut self, now: Millis, id: &ExecutionId, abandon: bool, reason: String) {
+    fn stop(&mut self, now: Millis, id: &ExecutionId, mode: StopMode, reason: String) {
+        let abandon = mode == StopMode::Abandon;
         let Some(exec) = self.executions.get_mut(id) else { return };
         if exec.status != ExecutionStatus::InProgress && !(abandon && exec.status == ExecutionStatus::Stopping) {
             return;
@@ -425,13 +623,13 @@ impl Engine {
         exec.updated_at = now;
         let mut abandoned = Vec::new();
         if abandon {
-            for stage in &mut exec.stages {
-                for action in &mut stage.actions {
+            for (si, stage) in exec.stages.iter_mut().enumerate() {
+                for (ai, action) in stage.actions.iter_mut().enumerate() {
                     if action.status == Some(ActionStatus::InProgress) {
                         action.status = Some(ActionStatus::Abandoned);
                         action.ended_at = Some(now);
                         action.error = Some("abandoned: the execution was stopped".into());
-                        abandoned.push((stage.name.clone(), action.name.clone()));
+                        abandoned.push((si, ai, stage.name.clone(), action.name.clone()));
                     }
                 }
                 for rule in stage.rules.iter_mut().filter(|r| r.status == ActionStatus::InProgress) {
@@ -444,7 +642,8 @@ impl Engine {
         // Abandoned actions are no longer handed out either.
         self.ready.retain(|d| &d.execution_id != id);
         self.notice(now, &snapshot, None, None, "Stopping", None);
-        for (stage, action) in abandoned {
+        for (si, ai, stage, action) in abandoned {
+            self.clear_timeout(&(id.clone(), si, ai));
             self.notice(now, &snapshot, Some(stage), Some(action), "Abandoned", None);
         }
         self.advance(now, id);
@@ -550,6 +749,9 @@ impl Engine {
         let lost_before = action.lost_on.len() as u32;
         let agent = action.agent.take().or(action.assigned.take());
         action.lost_on.push(agent.unwrap_or_else(|| "unknown".into()));
+        self.clear_timeout(&(exec_id.clone(), si, ai));
+        let exec = self.executions.get_mut(exec_id).expect("known execution");
+        let action = &mut exec.stages[si].actions[ai];
         action.status = Some(ActionStatus::Lost);
         action.ended_at = Some(now);
         action.waiting_reason = None;
@@ -579,6 +781,7 @@ impl Engine {
 
     /// Records how an action ended, without moving the execution on.
     fn record_result(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize, result: ActionResult) {
+        self.clear_timeout(&(exec_id.clone(), si, ai));
         let def = self.definitions[exec_id].clone();
         let exec = self.executions.get_mut(exec_id).expect("known execution");
         let action_def = &def.stages[si].actions[ai];
@@ -727,55 +930,65 @@ impl Engine {
                 return;
             }
             // The group has settled with a failure (a success would have
-            // moved the lowest unfinished run order on): the stage and the
-            // execution fail, naming the first failed action.
-            let ai = group
+            // moved the lowest unfinished run order on).
+            let failed = group
                 .iter()
                 .copied()
                 .find(|&ai| stage.actions[ai].status != Some(ActionStatus::Succeeded))
                 .expect("a settled group that is not all succeeded has a failure");
-            let action = &stage.actions[ai];
-            let mut message = format!(
-                "stage \"{}\" failed: action \"{}\": {}",
-                stage.name,
-                action.name,
-                action.error.as_deref().unwrap_or("failed")
-            );
-            let retried = stage.auto_retried;
-            match self.gate(now, exec_id, si, GatePhase::OnFailure) {
-                Gate::Pending => return,
-                Gate::Applied(Outcome::Retry, _) if !retried => {
-                    let all = self.stage_conditions(exec_id, si).on_failure.is_some_and(|f| f.retry_all);
-                    self.condition_notice(now, exec_id, si, format!("onFailure: retrying ({message})"));
-                    let stage = &mut self.executions.get_mut(exec_id).expect("known").stages[si];
-                    stage.auto_retried = true;
-                    stage.rules.clear();
-                    stage.passed.retain(|p| *p == GatePhase::BeforeEntry);
-                    for action in &mut stage.actions {
-                        if all || action.status != Some(ActionStatus::Succeeded) {
-                            action.status = None;
-                            action.error = None;
-                            action.summary = None;
-                            action.ended_at = None;
-                        }
-                    }
-                    continue;
-                }
-                Gate::Applied(Outcome::Skip, _) => {
-                    self.condition_notice(now, exec_id, si, format!("onFailure: skipped ({message})"));
-                    self.end_stage(now, exec_id, si, StageStatus::Skipped);
-                    continue;
-                }
-                Gate::Applied(Outcome::Rollback, _) => {
-                    message.push_str("; rolling back");
-                    self.request_rollback(exec_id, si);
-                }
-                _ => {}
+            match self.stage_failed(now, exec_id, si, failed) {
+                Flow::Continue => continue,
+                Flow::Stop => return,
             }
-            self.end_stage(now, exec_id, si, StageStatus::Failed);
-            self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
-            return;
         }
+    }
+
+    /// A group of stage `si` settled with action `ai` failed: `onFailure`
+    /// decides (retry once, skip, roll back), else the stage and the
+    /// execution fail, naming the action.
+    fn stage_failed(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize) -> Flow {
+        let stage = &self.executions[exec_id].stages[si];
+        let action = &stage.actions[ai];
+        let mut message = format!(
+            "stage \"{}\" failed: action \"{}\": {}",
+            stage.name,
+            action.name,
+            action.error.as_deref().unwrap_or("failed")
+        );
+        let retried = stage.auto_retried;
+        match self.gate(now, exec_id, si, GatePhase::OnFailure) {
+            Gate::Pending => return Flow::Stop,
+            Gate::Applied(Outcome::Retry, _) if !retried => {
+                let all = self.stage_conditions(exec_id, si).on_failure.is_some_and(|f| f.retry_all);
+                self.condition_notice(now, exec_id, si, format!("onFailure: retrying ({message})"));
+                let stage = &mut self.executions.get_mut(exec_id).expect("known").stages[si];
+                stage.auto_retried = true;
+                stage.rules.clear();
+                stage.passed.retain(|p| *p == GatePhase::BeforeEntry);
+                for action in &mut stage.actions {
+                    if all || action.status != Some(ActionStatus::Succeeded) {
+                        action.status = None;
+                        action.error = None;
+                        action.summary = None;
+                        action.ended_at = None;
+                    }
+                }
+                return Flow::Continue;
+            }
+            Gate::Applied(Outcome::Skip, _) => {
+                self.condition_notice(now, exec_id, si, format!("onFailure: skipped ({message})"));
+                self.end_stage(now, exec_id, si, StageStatus::Skipped);
+                return Flow::Continue;
+            }
+            Gate::Applied(Outcome::Rollback, _) => {
+                message.push_str("; rolling back");
+                self.request_rollback(exec_id, si);
+            }
+            _ => {}
+        }
+        self.end_stage(now, exec_id, si, StageStatus::Failed);
+        self.end_execution(now, exec_id, ExecutionStatus::Failed, Some(message));
+        Flow::Stop
     }
 
     fn start_action(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize) {
@@ -795,7 +1008,7 @@ impl Engine {
         action.assigned = None;
         let job_id = format!("{}.{}.{}.{}", exec_id, si, ai, action.attempt);
         action.job_id = Some(job_id.clone());
-        self.jobs.insert(job_id, JobPlace { execution: exec_id.clone(), stage: si, action: ai });
+        self.jobs.insert(JobId(job_id), JobPlace { execution: exec_id.clone(), stage: si, action: ai });
         let snapshot = exec.clone();
         let (stage, name) = (snapshot.stages[si].name.clone(), snapshot.stages[si].actions[ai].name.clone());
         self.notice(now, &snapshot, Some(stage), Some(name), "InProgress", None);
@@ -808,8 +1021,10 @@ impl Engine {
             let action = &mut exec.stages[si].actions[ai];
             action.approval = Some(ApprovalState { required, decisions: Vec::new() });
             action.waiting_reason = Some(format!("waiting for {required} approval(s)"));
+            self.schedule_timeout(exec_id, si, ai);
             return;
         }
+        self.schedule_timeout(exec_id, si, ai);
         if let Err(message) = self.enqueue(exec_id, si, ai) {
             self.record_result(now, exec_id, si, ai, ActionResult::Failed { message });
         }
@@ -854,7 +1069,7 @@ impl Engine {
             variables.push((PINNED_REVISION_VARIABLE.into(), pinned.revision_id.clone()));
         }
         self.ready.push_back(Dispatch {
-            job_id: run.job_id.clone().expect("in-progress action has a job"),
+            job_id: JobId(run.job_id.clone().expect("in-progress action has a job")),
             lease_epoch: run.lease_epoch,
             execution_id: exec_id.clone(),
             pipeline: exec.pipeline.clone(),
@@ -875,9 +1090,9 @@ impl Engine {
             capabilities: action_def.capabilities.clone().unwrap_or_default(),
             agent_labels: action_def.agent_labels.clone(),
             timeout_ms: u64::from(action_def.timeout_minutes()) * 60_000,
-            assigned: run.assigned.clone(),
+            assigned: run.assigned.clone().map(AgentId),
             started: run.agent.is_some(),
-            lost_on: run.lost_on.clone(),
+            lost_on: run.lost_on.iter().cloned().map(AgentId).collect(),
         });
         // What this attempt was given, for the history (ListActionExecutions).
         let given = self.ready.back().expect("just queued");
@@ -982,49 +1197,57 @@ impl Engine {
 
     fn forget(&mut self, exec_id: &ExecutionId) {
         if let Some(exec) = self.executions.remove(exec_id) {
-            for stage in &exec.stages {
-                for action in &stage.actions {
+            for (si, stage) in exec.stages.iter().enumerate() {
+                for (ai, action) in stage.actions.iter().enumerate() {
                     if let Some(job) = &action.job_id {
-                        self.jobs.remove(job);
+                        self.jobs.remove(job.as_str());
                     }
+                    self.clear_timeout(&(exec_id.clone(), si, ai));
                 }
             }
         }
         self.definitions.remove(exec_id);
     }
 
-    /// Records an approval decision on an in-progress manual approval of an
-    /// execution this engine runs. Whoever started the execution may not
-    /// approve it; each approver counts once; one rejection fails it.
-    /// Returns what the decision did, in words.
+    /// [`Event::PutApprovalResult`]; returns what the decision did, in words.
     #[allow(clippy::too_many_arguments)]
-    pub fn decide(
+    fn decide(
         &mut self,
         now: Millis,
         exec_id: &ExecutionId,
         stage: &str,
         action: &str,
         by: &str,
-        approve: bool,
+        decision: Decision,
         comment: &str,
-    ) -> Result<String, String> {
-        let exec = self.executions.get_mut(exec_id).ok_or_else(|| format!("execution {exec_id} is not in progress"))?;
-        let si = exec.stages.iter().position(|s| s.name == stage).ok_or_else(|| format!("no stage \"{stage}\""))?;
+    ) -> Result<String, Refusal> {
+        let approve = decision == Decision::Approved;
+        let exec = self.executions.get_mut(exec_id).ok_or_else(|| Refusal::NotInProgress(exec_id.clone()))?;
+        let si = exec.stages.iter().position(|s| s.name == stage).ok_or_else(|| Refusal::NoStage(stage.to_string()))?;
         let ai = exec.stages[si]
             .actions
             .iter()
             .position(|a| a.name == action)
-            .ok_or_else(|| format!("stage \"{stage}\" has no action \"{action}\""))?;
+            .ok_or_else(|| Refusal::NoAction { stage: stage.to_string(), action: action.to_string() })?;
         let started_by = exec.trigger.started_by.clone();
         let run = &mut exec.stages[si].actions[ai];
         let Some(approval) = run.approval.as_mut().filter(|_| run.status == Some(ActionStatus::InProgress)) else {
-            return Err(format!("action \"{stage}/{action}\" of execution {exec_id} is not waiting for approval"));
+            return Err(Refusal::NotWaitingForApproval {
+                id: exec_id.clone(),
+                stage: stage.to_string(),
+                action: action.to_string(),
+            });
         };
         if approve && started_by.as_deref() == Some(by) {
-            return Err(format!("{by} started execution {exec_id} and cannot approve it"));
+            return Err(Refusal::StarterMayNotApprove { id: exec_id.clone(), by: by.to_string() });
         }
         if approval.decisions.iter().any(|d| d.by == by) {
-            return Err(format!("{by} has already decided on \"{stage}/{action}\" of execution {exec_id}"));
+            return Err(Refusal::AlreadyDecided {
+                id: exec_id.clone(),
+                stage: stage.to_string(),
+                action: action.to_string(),
+                by: by.to_string(),
+            });
         }
         approval.decisions.push(ApprovalDecision { by: by.to_string(), approved: approve, comment: comment.to_string(), at: now });
         let approvers: Vec<String> = approval.decisions.iter().filter(|d| d.approved).map(|d| d.by.clone()).collect();
@@ -1055,47 +1278,54 @@ impl Engine {
         Ok(message)
     }
 
-    /// Fails every in-progress action past its `timeoutInMinutes`: manual
-    /// approvals at the timeout, agent actions that never started at the
-    /// timeout, running ones [`TIMEOUT_GRACE_MS`] later (the agent stops
-    /// them itself at the timeout; this covers an agent that never answers).
-    /// Returns the job ids of the agent actions failed, to cancel.
-    pub fn expire(&mut self, now: Millis) -> Vec<String> {
+    /// [`Event::Timeout`]: fails every in-progress action past its
+    /// deadline; the agent jobs among them are kept for `take_expired`.
+    fn expire(&mut self, now: Millis) {
         let mut expired = Vec::new();
         for (exec_id, exec) in &self.executions {
             let def = &self.definitions[exec_id];
             for (si, stage) in exec.stages.iter().enumerate() {
                 for (ai, run) in stage.actions.iter().enumerate() {
-                    if run.status != Some(ActionStatus::InProgress) {
-                        continue;
-                    }
-                    let Some(started) = run.started_at else { continue };
                     let action_def = &def.stages[si].actions[ai];
-                    let timeout = u64::from(action_def.timeout_minutes()) * 60_000;
-                    let human = crate::pipeline::limits::human_minutes(action_def.timeout_minutes());
-                    let (deadline, message) = if run.approval.is_some() {
-                        (started + timeout, format!("approval timed out after {human}"))
-                    } else if run.agent.is_none() {
-                        let why = run.waiting_reason.clone().unwrap_or_else(|| "no agent took it".into());
-                        (started + timeout, format!("not started within {human}: {why}"))
-                    } else {
-                        (started + timeout + TIMEOUT_GRACE_MS, format!("timed out after {human}: the agent reported no result"))
-                    };
-                    if now >= deadline {
+                    if deadline(action_def, run).is_some_and(|deadline| now >= deadline) {
+                        let message = timeout_message(action_def, run);
                         expired.push((exec_id.clone(), si, ai, run.job_id.clone(), message));
                     }
                 }
             }
         }
-        let mut jobs = Vec::new();
         for (exec_id, si, ai, job_id, message) in expired {
             if let Some(job_id) = job_id.filter(|_| self.executions[&exec_id].stages[si].actions[ai].approval.is_none()) {
-                jobs.push(job_id);
+                self.expired.push(JobId(job_id));
             }
             self.ready.retain(|d| !(d.execution_id == exec_id && d.stage == self.executions[&exec_id].stages[si].name && d.action == self.executions[&exec_id].stages[si].actions[ai].name));
             self.finish_action(now, &exec_id, si, ai, ActionResult::Failed { message });
         }
-        jobs
+        // Every action due has ended and left the index: what is left at
+        // or before `now` is a deadline that moved, not one to wake for.
+        while let Some((at, place)) = self.deadlines.first().cloned()
+            && at <= now
+        {
+            self.clear_timeout(&place);
+        }
+    }
+
+    /// Indexes the deadline of an in-progress action (again, when it moved).
+    fn schedule_timeout(&mut self, exec_id: &ExecutionId, si: usize, ai: usize) {
+        let place = (exec_id.clone(), si, ai);
+        self.clear_timeout(&place);
+        let action_def = &self.definitions[exec_id].stages[si].actions[ai];
+        if let Some(at) = deadline(action_def, &self.executions[exec_id].stages[si].actions[ai]) {
+            self.deadlines.insert((at, place.clone()));
+            self.deadline_of.insert(place, at);
+        }
+    }
+
+    /// Takes an action out of the deadline index (it ended or left memory).
+    fn clear_timeout(&mut self, place: &ActionPlace) {
+        if let Some(at) = self.deadline_of.remove(place) {
+            self.deadlines.remove(&(at, place.clone()));
+        }
     }
 
     /// Tells watchers what a stage condition did.

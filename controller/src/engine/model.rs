@@ -14,6 +14,59 @@ impl std::fmt::Display for ExecutionId {
     }
 }
 
+/// A string id with its own type, so that a job id is never passed where
+/// an agent id is expected (both are bare strings on the wire and in the
+/// store, which `serde(transparent)` keeps).
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                Self(id)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                Self(id.to_string())
+            }
+        }
+    };
+}
+
+string_id! {
+    /// One attempt of one action (or one run of a Commands rule) handed to
+    /// an agent: `EXECUTION.STAGE.ACTION.ATTEMPT`, or `EXECUTION.STAGE.rRULE.N`.
+    JobId
+}
+
+string_id! {
+    /// An agent, as named by the DNS SAN of its certificate.
+    AgentId
+}
+
 /// CodePipeline's execution states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecutionStatus {
