@@ -7,7 +7,7 @@
 use crate::auth::Caller;
 use crate::engine::Trigger;
 use axum::Extension;
-use crate::server::{ApiError, Command, DEFAULT_HISTORY};
+use crate::driver::command::{ApiError, Command, DEFAULT_HISTORY};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -556,7 +556,7 @@ async fn set_agent_state(
     State(s): State<ApiState>,
     Path((id, verb)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    use crate::server::AgentState;
+    use crate::driver::command::AgentState;
     let state = match verb.as_str() {
         "enable" => AgentState::Enabled,
         "drain" => AgentState::Draining,
@@ -620,7 +620,7 @@ async fn push_plugin(State(s): State<ApiState>, headers: HeaderMap, body: Bytes)
     let vetted = signature.clone();
     ask(&s, |reply| Command::VetPluginSignature { digest, signature: vetted, reply }).await?;
     let wasm = body.to_vec();
-    let info = crate::server::describe(&s.runtime, wasm.clone())
+    let info = crate::driver::catalog::describe(&s.runtime, wasm.clone())
         .await
         .map_err(|e| invalid(format!("not a usable sluice:plugin component: {e:#}")))?;
     let info = Box::new(info);

@@ -266,7 +266,7 @@ pub struct ControllerArgs {
     pub require_signed_plugins: bool,
     /// Slots an agent may claim at most; an agent started with more
     /// `--slots` gets this many.
-    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_AGENT_SLOTS, value_name = "N")]
+    #[arg(long, default_value_t = crate::driver::DEFAULT_MAX_AGENT_SLOTS, value_name = "N")]
     pub max_agent_slots: u32,
     /// Bytes of artifacts one agent may have uploaded that no result of
     /// its jobs has named yet; an upload past it is refused.
@@ -1805,7 +1805,7 @@ mod tests {
     fn fleet_limits_parse_and_refuse_nonsense() {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
-        assert_eq!(parse_size("16MiB").unwrap(), crate::server::DEFAULT_MAX_ACTION_LOG);
+        assert_eq!(parse_size("16MiB").unwrap(), crate::driver::DEFAULT_MAX_ACTION_LOG);
         assert!(parse_size("3 parsecs").unwrap_err().contains("unit"));
         assert!(parse_size("99999999999GiB").unwrap_err().contains("too large"));
     }

@@ -5,7 +5,7 @@
 //! execution live. Uses only the public API and binaries, as a user would.
 
 use crate::cli::{Client, DemoArgs, Failure, print_table, watch};
-use crate::server::{ControllerConfig, shutdown_signal, start};
+use crate::driver::{ControllerConfig, shutdown_signal, start};
 use crate::store::Durability;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -31,14 +31,14 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         fleet: "127.0.0.1:0".parse().expect("address"),
         durability: Durability::Process,
         agent_cert_lifetime: crate::ca::AGENT_CERT_LIFETIME,
-        lease_timeout: crate::server::DEFAULT_LEASE_TIMEOUT,
+        lease_timeout: crate::driver::DEFAULT_LEASE_TIMEOUT,
         max_lost_retries: crate::engine::DEFAULT_MAX_LOST_RETRIES,
-        max_action_log: crate::server::DEFAULT_MAX_ACTION_LOG,
-        artifact_gc_interval: crate::server::DEFAULT_ARTIFACT_GC_INTERVAL,
+        max_action_log: crate::driver::DEFAULT_MAX_ACTION_LOG,
+        artifact_gc_interval: crate::driver::DEFAULT_ARTIFACT_GC_INTERVAL,
         require_signed_plugins: false,
-        max_agent_slots: crate::server::DEFAULT_MAX_AGENT_SLOTS,
-        agent_upload_quota: crate::server::DEFAULT_AGENT_UPLOAD_QUOTA,
-        min_free_space: crate::server::DEFAULT_MIN_FREE_SPACE,
+        max_agent_slots: crate::driver::DEFAULT_MAX_AGENT_SLOTS,
+        agent_upload_quota: crate::driver::DEFAULT_AGENT_UPLOAD_QUOTA,
+        min_free_space: crate::driver::DEFAULT_MIN_FREE_SPACE,
     })
     .await?;
     let api = format!("http://{}", controller.api);

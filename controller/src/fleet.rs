@@ -8,7 +8,8 @@
 //! Transfers go straight to the blob stores, streamed, never whole in memory.
 
 use crate::blobs::BlobStore;
-use crate::server::Command;
+use crate::driver::command::{Command, Transfer};
+use crate::driver::link::{AGENT_QUEUE, AgentSender};
 use anyhow::{Context as _, Result, bail};
 use sluice_protocol::{
     ALPN_ENROLL, ALPN_FLEET, EnrollRequest, EnrollResponse, FrameDecoder, FromAgent, MAX_FRAME, PROTOCOL_VERSION,
@@ -28,49 +29,6 @@ pub struct FleetContext {
 }
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// Messages that may wait for one agent to read them. An agent reads its
-/// control stream all the time; one that stops (or never starts) fills
-/// this and is disconnected, instead of growing the controller's memory.
-/// Heartbeat and log acknowledgements of a full agent (64 slots) are well
-/// under this per heartbeat.
-pub const AGENT_QUEUE: usize = 1024;
-
-/// The driver's handle on one agent's control stream: a bounded queue to
-/// the connection's writer. A full queue closes the connection.
-#[derive(Clone)]
-pub struct AgentSender {
-    tx: mpsc::Sender<ToAgent>,
-    conn: quinn::Connection,
-    agent_id: std::sync::Arc<str>,
-}
-
-impl AgentSender {
-    /// Queues a message; `false` when it cannot be (the agent is gone, or
-    /// it does not read and is disconnected now).
-    pub fn send(&self, message: ToAgent) -> bool {
-        match self.tx.try_send(message) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.conn.close_reason().is_none() {
-                    warn!(agent_id = %self.agent_id, "agent does not read its stream: {AGENT_QUEUE} messages wait for it; disconnecting");
-                    self.conn.close(3u32.into(), b"the agent does not read its control stream");
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-}
-
-/// A transfer an agent asks for, as the driver authorizes it.
-#[derive(Debug, Clone)]
-pub enum Transfer {
-    FetchPlugin { digest: String },
-    FetchArtifact { digest: String },
-    /// An upload, or the question of where one would start.
-    Upload { digest: String, size: u64 },
-}
 
 /// Bytes read from a blob file at a time when sending it.
 const SEND_BUFFER: usize = 1 << 20;
@@ -164,7 +122,7 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
         bail!("agent {agent_id} did not start with hello");
     };
     let (tx, mut rx) = mpsc::channel::<ToAgent>(AGENT_QUEUE);
-    let tx = AgentSender { tx, conn: conn.clone(), agent_id: agent_id.as_str().into() };
+    let tx = AgentSender::new(tx, conn.clone(), &agent_id);
     let (reply_tx, reply_rx) = oneshot::channel();
     ctx.driver
         .send(Command::AgentConnected { agent_id: agent_id.clone(), conn_id, hello, tx, reply: reply_tx })

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use sluice::cli::{Cli, Cmd, Failure};
-use sluice::server::{ControllerConfig, shutdown_signal, start};
+use sluice::driver::{ControllerConfig, shutdown_signal, start};
 use sluice::store::Durability;
 
 fn main() {

@@ -11,7 +11,8 @@
 //! section 7). Any other command ends the batch first, so API replies and
 //! agent connections see the driver exactly as before.
 
-use super::{Command, Driver};
+use super::Driver;
+use super::command::Command;
 use crate::store::Change;
 use serde_json::Value;
 use sluice_protocol::{FromAgent, ToAgent};

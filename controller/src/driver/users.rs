@@ -2,9 +2,16 @@
 //! and mirrored into the API's token table so that a new or revoked token
 //! counts from the next request.
 
-use super::*;
+use super::Driver;
+use super::command::ApiError;
+use super::now_ms;
 use crate::auth::{self, ADMIN_USER, Caller, Role};
-use crate::store::{ApiTokenRecord, UserRecord};
+use crate::store::{ApiTokenRecord, Change, UserRecord};
+use crate::views;
+use anyhow::Result;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use tracing::info;
 
 impl Driver {
     /// Fills the API's token table at start: the admin token and every

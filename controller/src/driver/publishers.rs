@@ -1,38 +1,17 @@
 //! Trusted plugin publishers, in the driver: the keys `sluice plugin push`
 //! checks signatures against, and the check itself. The signature of a
 //! pushed component is kept by its digest and travels to agents with every
-//! job and poll of the plugin ([`PluginEntry::plugin_ref`]); agents verify
+//! job and poll of the plugin ([`PluginEntry::plugin_ref`](super::catalog::PluginEntry::plugin_ref)); agents verify
 //! it again with keys of their own.
 
-use super::*;
-use crate::store::{PluginSignatureRecord, PublisherRecord};
+use super::Driver;
+use super::command::ApiError;
+use super::now_ms;
+use crate::store::{Change, PluginSignatureRecord, PublisherRecord};
+use crate::views;
+use serde_json::{Value, json};
 use sluice_runtime::signature::{PublicKey, Signature};
-
-impl PluginEntry {
-    /// How a job or poll names this plugin to an agent: the digest, and
-    /// the signature pushed with it, if any.
-    pub(super) fn plugin_ref(&self, provider: &str, version: &str) -> PluginRef {
-        PluginRef {
-            provider: provider.to_string(),
-            version: version.to_string(),
-            digest: self.digest.clone(),
-            signature: self.signature.as_ref().map(|s| s.signature.clone()),
-            publisher: self.signature.as_ref().map(|s| s.publisher.clone()),
-        }
-    }
-
-    /// The plugin as `plugin list` and `plugin describe` show it.
-    pub(super) fn view(&self, key: &str) -> Value {
-        json!({
-            "provider": key,
-            "digest": self.digest,
-            "builtin": self.builtin,
-            "signedBy": self.signature.as_ref().map(|s| s.publisher.clone()),
-            "keyId": self.signature.as_ref().map(|s| s.key_id.clone()),
-            "info": self.info,
-        })
-    }
-}
+use tracing::info;
 
 /// Publisher names: as user names, letters, digits, `.`, `_`, `-`, `@`.
 fn check_publisher_name(name: &str) -> Result<(), ApiError> {

@@ -1,0 +1,60 @@
+//! The controller's settings (`sluice controller` flags) and their defaults.
+
+use crate::store::Durability;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The controller's settings (`sluice controller` flags).
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub data_dir: PathBuf,
+    pub api: SocketAddr,
+    pub fleet: SocketAddr,
+    pub durability: Durability,
+    /// Lifetime of the certificates the CA signs for agents.
+    pub agent_cert_lifetime: Duration,
+    /// How long a job's lease lasts without a heartbeat that reports it.
+    pub lease_timeout: Duration,
+    /// How often an action lost with its agent runs again, when it may.
+    pub max_lost_retries: u32,
+    /// Bytes of log stored per action attempt; the rest is dropped.
+    pub max_action_log: u64,
+    /// How often unreferenced artifacts are collected; younger ones are
+    /// kept (an upload whose result has not arrived is referenced by nothing).
+    pub artifact_gc_interval: Duration,
+    /// Refuse `plugin push` of a component without a trusted publisher's
+    /// signature (a signature that does not verify is refused anyway).
+    pub require_signed_plugins: bool,
+    /// Slots an agent may claim at most; a hello asking more gets this many.
+    pub max_agent_slots: u32,
+    /// Bytes of artifacts an agent may have uploaded that no result of its
+    /// jobs has named yet.
+    pub agent_upload_quota: u64,
+    /// Bytes kept free on the artifact store's file system: an upload that
+    /// would leave less is refused.
+    pub min_free_space: u64,
+}
+
+/// Default lease of a job: an agent that has not reported a job in a
+/// heartbeat for this long has lost it (`sluice controller --lease-timeout`).
+/// Covers a network blip and the agent's reconnect backoff (at most 10 s).
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often unreferenced artifacts are collected.
+pub const DEFAULT_ARTIFACT_GC_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Bytes of log kept per action attempt unless `--max-action-log` says
+/// otherwise: plenty for a build, bounded against a runaway loop.
+pub const DEFAULT_MAX_ACTION_LOG: u64 = 16 << 20;
+
+/// Slots an agent may claim unless `--max-agent-slots` says otherwise.
+pub const DEFAULT_MAX_AGENT_SLOTS: u32 = 64;
+
+/// Upload quota per agent unless `--agent-upload-quota` says otherwise:
+/// four artifacts of the largest size the store takes.
+pub const DEFAULT_AGENT_UPLOAD_QUOTA: u64 = 4 * crate::blobs::MAX_ARTIFACT_BYTES;
+
+/// Free space kept on the artifact store unless `--min-free-space` says
+/// otherwise: room for the store's own writes and logs.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;

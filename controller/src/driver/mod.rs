@@ -1,0 +1,643 @@
+//! The controller's driver: one task that owns the engine, the store and
+//! the fleet's bookkeeping, fed a closed set of [`Command`]s.
+//!
+//! Every command runs to completion: the engine steps, every resulting
+//! change is written to the store in one transaction, and only then are
+//! replies sent, jobs handed to agents and watchers told. No engine state
+//! lives in spawned tasks. Start-up loads unfinished executions into an
+//! empty engine (recovery is replay).
+//!
+//! This file holds the driver's state, start-up, the run loop, recovery,
+//! the commit of a step and the dispatch of commands; each concern has a
+//! file of its own:
+//!
+//! - `command.rs`: the commands, replies and API errors; `link.rs`: the
+//!   queue to one agent. Both know nothing of the driver, so that `api`
+//!   and `fleet` depend on them and not on the driver that spawns them.
+//! - `catalog.rs`: registered plugins and `describe()`; `plugins.rs` and
+//!   `publishers.rs`: pushing and deleting plugins, trusted publishers.
+//! - `pipelines.rs`, `executions.rs`: the pipeline and execution commands.
+//! - `agents.rs`: connections, reports and the operator's agent commands;
+//!   `enrollment.rs`: join tokens, enrollment and renewals.
+//! - `scheduler.rs`: hand-outs; `transfers.rs`: streams, upload quotas and
+//!   artifact collection; `leases.rs`: leases, silent agents, timeouts.
+//! - `sources.rs`: polling, webhooks, seen revisions; `secrets.rs`: the
+//!   secret store's commands; `users.rs`: users and API tokens.
+//! - `batch.rs`: agent reports handled as one step; `intake.rs`: every
+//!   value an agent sends, checked (pure).
+
+mod agents;
+mod batch;
+pub mod catalog;
+pub mod command;
+mod config;
+mod enrollment;
+mod executions;
+pub mod intake;
+mod leases;
+pub mod link;
+mod pipelines;
+mod plugins;
+mod publishers;
+mod scheduler;
+mod secrets;
+mod sources;
+mod transfers;
+mod users;
+
+pub use config::{
+    ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_ACTION_LOG, DEFAULT_MAX_AGENT_SLOTS, DEFAULT_MIN_FREE_SPACE,
+};
+
+use self::agents::AgentConn;
+use self::catalog::Catalog;
+use self::command::{ApiError, Command};
+use self::pipelines::invalid_declaration;
+use self::scheduler::JobInfo;
+use self::transfers::Booking;
+use crate::blobs::BlobStore;
+use crate::ca::{Ca, Revocations};
+use crate::engine::{Dispatch, Engine, Notice, Trigger};
+use crate::pipeline::{self, Pipeline};
+use crate::store::{Change, SqliteStore, Store, TransitionRecord};
+use crate::views;
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+use sluice_protocol::{EnrollResponse, ToAgent};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{error, info, warn};
+
+/// How often agents send heartbeats, at most. A short lease asks for more:
+/// six per lease, so that a lost heartbeat or two loses nothing, and so
+/// that an agent that finds the controller silent for two heartbeats has
+/// time to reconnect and report its jobs before their leases run out.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+const HEARTBEATS_PER_LEASE: u32 = 6;
+
+/// After a controller restart, how long actions that were assigned to an
+/// agent wait for it to reconnect and report them (or the lease, if
+/// longer). Agents notice a killed controller only when the connection
+/// times out (12 s), then back off for up to 10 s.
+const RECONNECT_GRACE: Duration = Duration::from_secs(30);
+
+/// How often the driver looks at the clock for such deadlines.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A running controller.
+pub struct Controller {
+    pub api: SocketAddr,
+    pub fleet: SocketAddr,
+    pub admin_token: String,
+    pub ca_fingerprint: String,
+    pub driver: mpsc::Sender<Command>,
+    pub events: broadcast::Sender<Arc<Value>>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Controller {
+    /// Closes the fleet endpoint; agents see the controller go away.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"controller stopping");
+    }
+}
+
+struct Driver {
+    engine: Engine,
+    store: Box<dyn Store>,
+    ca: Arc<Ca>,
+    catalog: Catalog,
+    definitions: HashMap<(String, u64), Arc<Pipeline>>,
+    agents: HashMap<String, AgentConn>,
+    jobs: HashMap<String, JobInfo>,
+    pending: VecDeque<Dispatch>,
+    events: broadcast::Sender<Arc<Value>>,
+    plugins: BlobStore,
+    artifacts: BlobStore,
+    /// When unreferenced artifacts are next collected.
+    next_gc: u64,
+    artifact_gc_interval: Duration,
+    /// Actions that were assigned to an agent when the controller stopped
+    /// (job id to agent id), and until when they are kept for that agent
+    /// to reconnect and report them.
+    restored: HashMap<String, String>,
+    hold_restored_until: u64,
+    /// Jobs handed out in this step, sent once the step is committed (so
+    /// that the assignment is durable before the agent hears of the job).
+    outgoing: Vec<(String, ToAgent)>,
+    agent_cert_lifetime: Duration,
+    lease_timeout: Duration,
+    /// Revoked certificates and agents, checked at every fleet handshake.
+    revocations: Revocations,
+    /// The process instance each agent last said hello with.
+    instances: HashMap<String, u64>,
+    max_action_log: u64,
+    /// Inbound transitions an operator has changed, by (pipeline, stage).
+    transitions: HashMap<(String, String), TransitionRecord>,
+    /// Seals secrets and webhook secrets at rest.
+    secret_box: crate::secrets::SecretBox,
+    /// Polling, webhooks and seen revisions.
+    sources: sources::Sources,
+    /// The API's token table, kept in step with the store.
+    tokens: crate::auth::Tokens,
+    /// Agent reports handled together, held until their commit.
+    batch: batch::Batch,
+    /// `--require-signed-plugins`.
+    require_signed_plugins: bool,
+    max_agent_slots: u32,
+    agent_upload_quota: u64,
+    min_free_space: u64,
+    /// Artifacts each agent was granted to upload (or found stored) that
+    /// no result of its has named yet: the upload quota's books.
+    uploads: HashMap<String, HashMap<String, Booking>>,
+    /// Renewal allowance per agent: (tokens left, when last refilled).
+    renewals: HashMap<String, (u32, u64)>,
+    /// A test hook in debug builds only: creating this pipeline panics the
+    /// driver, to show that a panic ends the process (no input is known
+    /// to cause one; release builds have no such field).
+    #[cfg(debug_assertions)]
+    panic_on_pipeline: Option<String>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Reads the admin token of a data dir, creating it (0600) on first start.
+fn admin_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("admin.token");
+    if path.exists() {
+        crate::ca::tighten_private_file(&path)?;
+        let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            anyhow::bail!("{} is empty: delete it and a new admin token is made at start", path.display());
+        }
+        return Ok(token);
+    }
+    let token = format!("sat_{}", hex::encode(rand::random::<[u8; 24]>()));
+    crate::ca::write_private(&path, format!("{token}\n").as_bytes())?;
+    Ok(token)
+}
+
+/// Starts a controller: opens (or creates) the data dir, registers the
+/// built-in plugins, replays unfinished executions, binds both ports and
+/// writes `controller.json`.
+pub async fn start(config: ControllerConfig) -> Result<Controller> {
+    let dir = &config.data_dir;
+    // Keys, tokens, the store and every artifact: the owner's alone.
+    crate::ca::create_private_dir(dir).with_context(|| format!("preparing data dir {}", dir.display()))?;
+    for sub in ["artifacts", "plugins", "cache"] {
+        crate::ca::create_private_dir(&dir.join(sub))?;
+    }
+    let ca = Arc::new(Ca::load_or_create(&dir.join("ca"))?);
+    let admin_token = admin_token(dir)?;
+    let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.join("sluice.db"), config.durability)?);
+    let artifacts = BlobStore::open(&dir.join("artifacts"))?;
+    let plugins = BlobStore::open(&dir.join("plugins"))?;
+
+    let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig {
+        cache_dir: Some(dir.join("cache")),
+        ..Default::default()
+    })?;
+    let catalog = catalog::register_builtins(&mut *store, &plugins, &runtime).await?;
+
+    let (events, _) = broadcast::channel(4096);
+    let mut engine = Engine::new();
+    engine.set_max_lost_retries(config.max_lost_retries);
+    let mut driver = Driver {
+        engine,
+        store,
+        ca: ca.clone(),
+        catalog,
+        definitions: HashMap::new(),
+        agents: HashMap::new(),
+        jobs: HashMap::new(),
+        pending: VecDeque::new(),
+        events: events.clone(),
+        plugins: plugins.clone(),
+        artifacts: artifacts.clone(),
+        next_gc: 0,
+        artifact_gc_interval: config.artifact_gc_interval,
+        restored: HashMap::new(),
+        hold_restored_until: 0,
+        outgoing: Vec::new(),
+        agent_cert_lifetime: config.agent_cert_lifetime,
+        lease_timeout: config.lease_timeout,
+        revocations: Revocations::default(),
+        instances: HashMap::new(),
+        max_action_log: config.max_action_log,
+        transitions: HashMap::new(),
+        secret_box: crate::secrets::SecretBox::open(dir)?,
+        sources: sources::Sources::default(),
+        tokens: crate::auth::Tokens::default(),
+        batch: batch::Batch::default(),
+        require_signed_plugins: config.require_signed_plugins,
+        max_agent_slots: config.max_agent_slots.max(1),
+        agent_upload_quota: config.agent_upload_quota,
+        min_free_space: config.min_free_space,
+        uploads: HashMap::new(),
+        renewals: HashMap::new(),
+        #[cfg(debug_assertions)]
+        panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
+    };
+    if config.require_signed_plugins {
+        info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
+    }
+    driver.recover()?;
+    driver.recover_sources()?;
+    driver.recover_users(&admin_token)?;
+    let tokens = driver.tokens.clone();
+
+    let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
+        .with_context(|| format!("binding the fleet port {}", config.fleet))?;
+    let fleet = endpoint.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .with_context(|| format!("binding the API port {}", config.api))?;
+    let api = listener.local_addr()?;
+
+    let (tx, rx) = mpsc::channel(1024);
+    let driver_task = tokio::spawn(driver.run(rx));
+    // A panic in the driver would leave the API and the fleet talking to a
+    // dead task (every request a 500) until someone restarts the process.
+    // Exiting instead hands the restart to the supervisor, and recovery
+    // replays the last committed state.
+    tokio::spawn(async move {
+        if let Err(e) = driver_task.await
+            && e.is_panic()
+        {
+            error!("the driver panicked; exiting so that a restart recovers from the store");
+            std::process::exit(70);
+        }
+    });
+    let ticks = tx.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK);
+        loop {
+            interval.tick().await;
+            if ticks.send(Command::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(crate::fleet::serve(
+        endpoint.clone(),
+        crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
+    ));
+    let state = crate::api::ApiState {
+        driver: tx.clone(),
+        events: events.clone(),
+        tokens,
+        runtime,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
+            error!("admin API stopped: {e}");
+        }
+    });
+
+    let addresses = json!({ "api": format!("http://{api}"), "fleet": fleet.to_string() });
+    std::fs::write(dir.join("controller.json"), serde_json::to_string_pretty(&addresses)? + "\n")?;
+    info!(%api, %fleet, data_dir = %dir.display(), "controller started");
+    Ok(Controller { api, fleet, admin_token, ca_fingerprint: ca.fingerprint().to_string(), driver: tx, events, endpoint })
+}
+
+impl Driver {
+    /// Replays every unfinished execution into the empty engine.
+    fn recover(&mut self) -> Result<()> {
+        let now = now_ms();
+        for r in self.store.revocations()? {
+            self.revocations.revoke(&r.agent_id, &r.serial);
+        }
+        for t in self.store.transitions()? {
+            self.engine.set_transition(now, &t.pipeline, &t.stage, t.enabled);
+            self.transitions.insert((t.pipeline.clone(), t.stage.clone()), t);
+        }
+        let unfinished = self.store.unfinished_executions()?;
+        let count = unfinished.len();
+        let mut restored = Vec::new();
+        for execution in unfinished {
+            let def = self.definition(&execution.pipeline, execution.version)?;
+            restored.push((def, execution));
+        }
+        self.engine.restore_all(now, restored);
+        // What was assigned to an agent is kept a while for that agent;
+        // what was never handed out goes to whoever can take it.
+        self.hold_restored_until = now + RECONNECT_GRACE.max(self.lease_timeout).as_millis() as u64;
+        while let Some(dispatch) = self.engine.poll_dispatch() {
+            if let Some(agent) = &dispatch.assigned {
+                self.restored.insert(dispatch.job_id.clone(), agent.clone());
+            }
+            self.pending.push_back(dispatch);
+        }
+        if count > 0 {
+            info!(executions = count, "resumed unfinished executions");
+        }
+        self.commit(Vec::new())?;
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(command) = rx.recv().await {
+            let mut next = Some(command);
+            while let Some(command) = next.take() {
+                next = self.handle_batch(command, &mut rx);
+            }
+        }
+    }
+
+    /// A stored pipeline version, parsed once.
+    fn definition(&mut self, name: &str, version: u64) -> Result<Arc<Pipeline>> {
+        if let Some(def) = self.definitions.get(&(name.to_string(), version)) {
+            return Ok(def.clone());
+        }
+        let record = self
+            .store
+            .pipeline(name, Some(version))?
+            .with_context(|| format!("pipeline \"{name}\" version {version} is missing from the store"))?;
+        let decl = pipeline::parse(&record.definition)
+            .map_err(|d| anyhow::anyhow!("stored pipeline \"{name}\" version {version} is corrupt: {d}"))?;
+        let def = Arc::new(decl.pipeline);
+        self.definitions.insert((name.to_string(), version), def.clone());
+        Ok(def)
+    }
+
+    /// Writes the step's changes and the engine's dirty executions in one
+    /// transaction, then sends the jobs of the step, tells watchers and
+    /// hands out ready actions. Handing out is itself a change (the
+    /// assignment), committed before the job is sent.
+    fn commit(&mut self, mut changes: Vec<Change>) -> Result<()> {
+        if self.defer_commit(&mut changes) {
+            return Ok(());
+        }
+        loop {
+            for execution in self.engine.take_dirty() {
+                changes.extend(Self::seen_revisions(&execution));
+                changes.push(Change::Execution(Box::new(execution)));
+            }
+            if let Err(e) = self.store.apply(&changes) {
+                // The engine is now ahead of the store. Stopping is the only
+                // safe answer: a restart replays the last committed state.
+                error!("store write failed, stopping so that a restart recovers: {e:#}");
+                std::process::exit(70);
+            }
+            for (agent_id, message) in self.outgoing.drain(..) {
+                if let Some(agent) = self.agents.get(&agent_id) {
+                    agent.tx.send(message);
+                }
+            }
+            self.tell_batched_watchers();
+            for notice in self.engine.take_notices() {
+                let _ = self.events.send(Arc::new(views::notice(&notice)));
+                log_notice(&notice);
+            }
+            while let Some(dispatch) = self.engine.poll_dispatch() {
+                self.pending.push_back(dispatch);
+            }
+            // Actions that cannot be handed out (e.g. an unregistered
+            // plugin) fail, which is another engine step to persist.
+            let refused = self.schedule();
+            // Stage conditions that asked for a rollback start one now; it
+            // is persisted by the next round.
+            let mut rolled_back = false;
+            for request in self.engine.take_rollbacks() {
+                let trigger = Trigger::new(
+                    "AutomatedRollback",
+                    format!("stage {} of execution {} failed its condition", request.stage, request.failed),
+                );
+                match self.start_rollback(&request.pipeline, &request.stage, None, Some(&request.failed), trigger) {
+                    Ok(id) => {
+                        info!(pipeline = %request.pipeline, stage = %request.stage, execution = %id, "automated rollback started");
+                        rolled_back = true;
+                    }
+                    Err(e) => warn!(pipeline = %request.pipeline, stage = %request.stage, "no rollback: {e}"),
+                }
+            }
+            if refused.is_empty() && self.outgoing.is_empty() && !rolled_back {
+                return Ok(());
+            }
+            let now = now_ms();
+            for (dispatch, message) in refused {
+                self.refuse(now, dispatch, message);
+            }
+            changes = Vec::new();
+        }
+    }
+
+    /// How often agents send heartbeats: [`HEARTBEATS_PER_LEASE`] per
+    /// lease, at most every [`HEARTBEAT`].
+    pub(super) fn heartbeat(&self) -> Duration {
+        HEARTBEAT.min(self.lease_timeout / HEARTBEATS_PER_LEASE).max(Duration::from_millis(100))
+    }
+
+    pub(super) fn lease_until(&self, now: u64) -> u64 {
+        now + self.lease_timeout.as_millis() as u64
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::CreatePipeline { text, by, reply } => {
+                let _ = reply.send(self.create_pipeline(&text, &by));
+            }
+            Command::ValidatePipeline { text, reply } => {
+                let result = pipeline::parse_and_validate(&text, &self.catalog)
+                    .map(|d| json!({ "valid": true, "pipelineName": d.pipeline.name }))
+                    .map_err(invalid_declaration);
+                let _ = reply.send(result);
+            }
+            Command::CreateUser { name, role, reply } => {
+                let _ = reply.send(self.create_user(&name, role));
+            }
+            Command::ListUsers { reply } => {
+                let _ = reply.send(self.list_users());
+            }
+            Command::CreateToken { user, reply } => {
+                let _ = reply.send(self.create_token(&user));
+            }
+            Command::ListTokens { reply } => {
+                let _ = reply.send(self.list_tokens());
+            }
+            Command::RevokeToken { id, reply } => {
+                let _ = reply.send(self.revoke_token(&id));
+            }
+            Command::UpdatePipeline { name, text, reply } => {
+                let _ = reply.send(self.update_pipeline(&name, &text));
+            }
+            Command::DeletePipeline { name, reply } => {
+                let _ = reply.send(self.delete_pipeline(&name));
+            }
+            Command::GetPipeline { name, version, reply } => {
+                let _ = reply.send(self.get_pipeline(&name, version));
+            }
+            Command::ListPipelines { reply } => {
+                let _ = reply.send(self.list_pipelines());
+            }
+            Command::StartExecution { name, variables, revisions, trigger, reply } => {
+                let result = self.start_execution(&name, variables, revisions, trigger, Vec::new());
+                let _ = reply.send(result.map(|id| json!({ "pipelineExecutionId": id.0 })));
+            }
+            Command::StopExecution { name, id, abandon, reason, reply } => {
+                let _ = reply.send(self.stop_execution(&name, &id, abandon, reason));
+            }
+            Command::RetryStage { name, stage, id, all, reply } => {
+                let _ = reply.send(self.retry_stage(&name, &stage, &id, all));
+            }
+            Command::SetTransition { name, stage, enabled, reason, by, reply } => {
+                let _ = reply.send(self.set_transition(&name, &stage, enabled, reason, &by));
+            }
+            Command::PipelineState { name, reply } => {
+                let _ = reply.send(self.pipeline_state(&name));
+            }
+            Command::GetExecution { name, id, reply } => {
+                let _ = reply.send(self.execution(&name, &id).map(|e| views::execution(&e)));
+            }
+            Command::ListExecutions { name, limit, next_token, reply } => {
+                let _ = reply.send(self.list_executions(&name, limit, next_token));
+            }
+            Command::ExecutionLogs { name, id, reply } => {
+                let _ = reply.send(self.execution_logs(&name, &id));
+            }
+            Command::ListAgents { reply } => {
+                let _ = reply.send(self.list_agents());
+            }
+            Command::CreateJoinToken { ttl, uses, labels, allow_agent_labels, reply } => {
+                let _ = reply.send(self.create_join_token(ttl, uses, labels, allow_agent_labels));
+            }
+            Command::LabelAgent { id, set, remove, reply } => {
+                let _ = reply.send(self.label_agent(&id, set, remove));
+            }
+            Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
+                let answer = self.authorize_transfer(&agent_id, conn_id, &transfer);
+                if let Err(why) = &answer {
+                    warn!(%agent_id, ?transfer, "transfer refused: {why}");
+                }
+                let _ = reply.send(answer);
+            }
+            Command::ListJoinTokens { reply } => {
+                let _ = reply.send(self.list_join_tokens());
+            }
+            Command::RevokeJoinToken { id, reply } => {
+                let _ = reply.send(self.revoke_join_token(&id));
+            }
+            Command::SetAgentState { id, state, reply } => {
+                let _ = reply.send(self.set_agent_state(&id, state));
+            }
+            Command::ListPlugins { reply } => {
+                let mut plugins: Vec<Value> = self
+                    .catalog
+                    .0
+                    .iter()
+                    .map(|(key, p)| p.view(key))
+                    .collect();
+                plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
+                let _ = reply.send(Ok(json!({ "plugins": plugins })));
+            }
+            Command::DescribePlugin { key, reply } => {
+                let result = self
+                    .catalog
+                    .0
+                    .get(&key)
+                    .map(|p| p.view(&key))
+                    .ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")));
+                let _ = reply.send(result);
+            }
+            Command::DeletePlugin { key, reply } => {
+                let _ = reply.send(self.delete_plugin(&key));
+            }
+            Command::PushPlugin { wasm, info, signature, reply } => {
+                let _ = reply.send(self.push_plugin(&wasm, *info, signature.as_deref()));
+            }
+            Command::VetPluginSignature { digest, signature, reply } => {
+                let key = format!("with digest {digest}");
+                let _ = reply.send(self.verify_push(&key, &digest, signature.as_deref()).map(|_| Value::Null));
+            }
+            Command::ListPublishers { reply } => {
+                let _ = reply.send(self.list_publishers());
+            }
+            Command::AddPublisher { name, public_key, by, reply } => {
+                let _ = reply.send(self.add_publisher(&name, &public_key, &by));
+            }
+            Command::RemovePublisher { name, reply } => {
+                let _ = reply.send(self.remove_publisher(&name));
+            }
+            Command::Enroll { request, reply } => {
+                let response = self.enroll(&request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
+                let _ = reply.send(response);
+            }
+            Command::AgentConnected { agent_id, conn_id, hello, tx, reply } => {
+                let _ = reply.send(self.agent_connected(agent_id, conn_id, hello, tx));
+            }
+            Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(&agent_id, conn_id, message),
+            Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
+            Command::Tick => {
+                let now = now_ms();
+                self.expire_leases(now);
+                self.expire_actions(now);
+                self.collect_artifacts(now);
+                self.run_polls(now);
+            }
+            Command::RollbackStage { name, stage, target, by, reply } => {
+                let trigger = Trigger::new("RollbackStage", format!("stage {stage} rolled back by {by}")).by(by);
+                let result = self
+                    .start_rollback(&name, &stage, target.as_deref(), None, trigger)
+                    .and_then(|id| {
+                        self.commit(Vec::new())?;
+                        Ok(json!({ "pipelineExecutionId": id.0 }))
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Decide { name, stage, action, execution, by, approve, comment, reply } => {
+                let _ = reply.send(self.decide(&name, &stage, &action, execution, &by, approve, &comment));
+            }
+            Command::Webhook { name, headers, body, reply } => {
+                let _ = reply.send(self.webhook(&name, &headers, &body));
+            }
+            Command::CreateWebhook { name, reply } => {
+                let _ = reply.send(self.create_webhook(&name));
+            }
+            Command::DeleteWebhook { name, reply } => {
+                let _ = reply.send(self.delete_webhook(&name));
+            }
+            Command::SetSecret { name, value, pipelines, reply } => {
+                let _ = reply.send(self.set_secret(&name, &value, pipelines));
+            }
+            Command::ListSecrets { reply } => {
+                let _ = reply.send(self.list_secrets());
+            }
+            Command::DeleteSecret { name, reply } => {
+                let _ = reply.send(self.delete_secret(&name));
+            }
+        }
+    }
+}
+
+fn log_notice(n: &Notice) {
+    match (&n.stage, &n.action) {
+        (Some(stage), Some(action)) => {
+            info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, %action, status = %n.status, "action")
+        }
+        (Some(stage), None) => info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, status = %n.status, "stage"),
+        _ => info!(pipeline = %n.pipeline, execution = %n.execution_id, status = %n.status, "execution"),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

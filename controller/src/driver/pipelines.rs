@@ -1,0 +1,152 @@
+//! Pipeline commands of the driver: create (which starts the first
+//! execution), update, delete, get and list.
+
+use super::Driver;
+use super::command::ApiError;
+use super::now_ms;
+use crate::engine::Trigger;
+use crate::pipeline::{self, Declaration};
+use crate::store::{Change, PipelineRecord};
+use crate::views;
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tracing::info;
+
+impl Driver {
+    pub(super) fn create_pipeline(&mut self, text: &str, by: &str) -> Result<Value, ApiError> {
+        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        self.check_secret_scopes(&decl)?;
+        let name = decl.pipeline.name.clone();
+        #[cfg(debug_assertions)]
+        if self.panic_on_pipeline.as_ref() == Some(&name) {
+            panic!("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE: pipeline {name}");
+        }
+        if self.store.pipeline(&name, None)?.is_some() {
+            return Err(ApiError::Conflict(format!("pipeline \"{name}\" already exists")));
+        }
+        let now = now_ms();
+        let definition = pipeline::to_json(&decl);
+        let record = PipelineRecord { name: name.clone(), version: 1, definition, created_at: now, updated_at: now };
+        let def = Arc::new(decl.pipeline.clone());
+        self.definitions.insert((name.clone(), 1), def);
+        // Creating a pipeline starts its first execution, as CodePipeline
+        // does; both land in one transaction.
+        let id = self.start_execution(
+            &name,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            Trigger::new("CreatePipeline", format!("pipeline created by {by}")).by(by),
+            vec![Change::Pipeline(record)],
+        )?;
+        self.refresh_polls(&name, 1)?;
+        let mut out = declaration_value(&decl);
+        out["pipelineExecutionId"] = json!(id.0);
+        info!(pipeline = %name, execution = %id, "pipeline created");
+        Ok(out)
+    }
+
+    /// Stores a new version. Executions in flight keep the version they
+    /// started with; the next one uses this.
+    pub(super) fn update_pipeline(&mut self, name: &str, text: &str) -> Result<Value, ApiError> {
+        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        self.check_secret_scopes(&decl)?;
+        if decl.pipeline.name != name {
+            return Err(ApiError::Invalid {
+                message: format!(
+                    "the declaration names pipeline \"{}\", not \"{name}\": a pipeline cannot be renamed",
+                    decl.pipeline.name
+                ),
+                diagnostics: vec![],
+            });
+        }
+        let current = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let version = current.version + 1;
+        let record = PipelineRecord {
+            name: name.to_string(),
+            version,
+            definition: pipeline::to_json(&decl),
+            created_at: current.created_at,
+            updated_at: now_ms(),
+        };
+        self.commit(vec![Change::Pipeline(record)])?;
+        self.refresh_polls(name, version)?;
+        info!(pipeline = %name, version, "pipeline updated");
+        let mut out = declaration_value(&decl);
+        out["pipeline"]["version"] = json!(version);
+        Ok(out)
+    }
+
+    /// Deletes every version, execution and log of a pipeline. Refused
+    /// while an execution runs, so that nothing is cut off half-way.
+    pub(super) fn delete_pipeline(&mut self, name: &str) -> Result<Value, ApiError> {
+        if self.store.pipeline(name, None)?.is_none() {
+            return Err(not_found_pipeline(name));
+        }
+        let running = self.engine.executions().filter(|e| e.pipeline == name).count();
+        if running > 0 {
+            return Err(ApiError::Conflict(format!(
+                "pipeline \"{name}\" has {running} execution(s) in progress; wait for them to end before deleting it"
+            )));
+        }
+        self.commit(vec![Change::DeletePipeline(name.to_string())])?;
+        self.definitions.retain(|(n, _), _| n != name);
+        self.forget_pipeline_sources(name);
+        let stages: Vec<String> =
+            self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
+        for stage in stages {
+            self.transitions.remove(&(name.to_string(), stage.clone()));
+            self.engine.set_transition(now_ms(), name, &stage, true);
+        }
+        info!(pipeline = %name, "pipeline deleted");
+        Ok(json!({ "name": name, "deleted": true }))
+    }
+
+    pub(super) fn get_pipeline(&mut self, name: &str, version: Option<u64>) -> Result<Value, ApiError> {
+        let record = self.store.pipeline(name, version)?.ok_or_else(|| match version {
+            Some(v) => ApiError::NotFound(format!("pipeline \"{name}\" has no version {v}")),
+            None => not_found_pipeline(name),
+        })?;
+        let mut value: Value = serde_json::from_str(&record.definition).context("stored pipeline is corrupt")?;
+        value["pipeline"]["version"] = json!(record.version);
+        value["metadata"] = json!({
+            "pipelineArn": format!("sluice:pipeline/{name}"),
+            "created": views::time(record.created_at),
+            "updated": views::time(record.updated_at),
+        });
+        Ok(value)
+    }
+
+    pub(super) fn list_pipelines(&mut self) -> Result<Value, ApiError> {
+        let pipelines: Vec<Value> = self
+            .store
+            .pipelines()?
+            .into_iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "created": views::time(p.created_at),
+                    "updated": views::time(p.updated_at),
+                })
+            })
+            .collect();
+        Ok(json!({ "pipelines": pipelines }))
+    }
+}
+
+pub(super) fn invalid_declaration(d: pipeline::Diagnostics) -> ApiError {
+    ApiError::Invalid {
+        message: format!("pipeline declaration is invalid ({} problems)", d.0.len()),
+        diagnostics: d.0.iter().map(|x| x.to_string()).collect(),
+    }
+}
+
+pub(super) fn not_found_pipeline(name: &str) -> ApiError {
+    ApiError::NotFound(format!("pipeline \"{name}\" does not exist"))
+}
+
+pub(super) fn declaration_value(decl: &Declaration) -> Value {
+    serde_json::from_str(&pipeline::to_json(decl)).expect("a declaration serializes to JSON")
+}

@@ -1,0 +1,101 @@
+//! The plugin commands of the driver: push (with the publisher's
+//! signature checked in `publishers.rs`) and delete; the catalog itself is
+//! `catalog.rs`.
+
+use super::Driver;
+use super::catalog::PluginEntry;
+use super::command::ApiError;
+use crate::pipeline::Pipeline;
+use crate::store::{Change, PluginRecord};
+use serde_json::{Value, json};
+use sluice_runtime::ActionInfo;
+use tracing::info;
+
+impl Driver {
+    /// Registers `provider@version` from the plugin's own `describe()`. The
+    /// same version pushed again with other bytes is refused: a version
+    /// names one component forever, so running pipelines never change
+    /// under anyone's feet. A signature is checked against the trusted
+    /// publishers first; one pushed for a version registered unsigned is
+    /// recorded.
+    pub(super) fn push_plugin(&mut self, wasm: &[u8], info: ActionInfo, signature: Option<&str>) -> Result<Value, ApiError> {
+        let key = format!("{}@{}", info.name, info.version);
+        let digest = sluice_runtime::digest(wasm);
+        if let Some(existing) = self.catalog.0.get(&key) {
+            if existing.digest != digest {
+                return Err(ApiError::Conflict(format!(
+                    "plugin {key} is already registered with digest {}; publish the change under a new version",
+                    existing.digest
+                )));
+            }
+            if existing.builtin {
+                return Ok(json!({"provider": key, "digest": digest, "created": false, "signedBy": null}));
+            }
+            let mut signed = existing.signature.clone();
+            if signed.is_none() && signature.is_some() {
+                let record = self.verify_push(&key, &digest, signature)?.expect("a signature was given");
+                self.commit(vec![Change::PluginSignature(record.clone())])?;
+                info!(plugin = %key, %digest, publisher = %record.publisher, "plugin signature recorded");
+                signed = Some(record.clone());
+                if let Some(entry) = self.catalog.0.get_mut(&key) {
+                    entry.signature = Some(record);
+                }
+            } else if signature.is_some() {
+                // Still refuse a bad one: the caller must learn it.
+                self.verify_push(&key, &digest, signature)?;
+            }
+            let signed_by = signed.map(|s| s.publisher);
+            return Ok(json!({"provider": key, "digest": digest, "created": false, "signedBy": signed_by}));
+        }
+        let signed = self.verify_push(&key, &digest, signature)?;
+        self.plugins.put_bytes(wasm)?;
+        let record = PluginRecord {
+            provider: info.name.clone(),
+            version: info.version.clone(),
+            digest: digest.clone(),
+            info: serde_json::to_string(&info).map_err(anyhow::Error::from)?,
+            builtin: false,
+        };
+        let mut changes = vec![Change::Plugin(record)];
+        changes.extend(signed.clone().map(Change::PluginSignature));
+        self.commit(changes)?;
+        let signed_by = signed.as_ref().map(|s| s.publisher.clone());
+        info!(plugin = %key, %digest, publisher = signed_by.as_deref().unwrap_or("-"), "plugin registered");
+        self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false, signature: signed });
+        Ok(json!({"provider": key, "digest": digest, "created": true, "signedBy": signed_by}))
+    }
+
+    /// Removes a pushed plugin version that no pipeline's latest version and
+    /// no running execution uses.
+    pub(super) fn delete_plugin(&mut self, key: &str) -> Result<Value, ApiError> {
+        let entry = self.catalog.0.get(key).ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")))?;
+        if entry.builtin {
+            return Err(ApiError::Conflict(format!("plugin {key} is built in and cannot be deleted")));
+        }
+        let (provider, version) = key.split_once('@').expect("catalog keys are provider@version");
+        let uses = |def: &Pipeline| {
+            def.stages.iter().flat_map(|s| &s.actions).any(|a| {
+                a.action_type_id.provider == provider && a.action_type_id.version == version
+            })
+        };
+        let mut users = Vec::new();
+        for record in self.store.pipelines()? {
+            if uses(&*self.definition(&record.name, record.version)?) {
+                users.push(format!("pipeline {}", record.name));
+            }
+        }
+        let running: Vec<(String, u64)> = self.engine.executions().map(|e| (e.pipeline.clone(), e.version)).collect();
+        for (name, version) in running {
+            if uses(&*self.definition(&name, version)?) && !users.contains(&format!("pipeline {name}")) {
+                users.push(format!("a running execution of {name}"));
+            }
+        }
+        if !users.is_empty() {
+            return Err(ApiError::Conflict(format!("plugin {key} is used by {}", users.join(", "))));
+        }
+        self.commit(vec![Change::DeletePlugin { provider: provider.to_string(), version: version.to_string() }])?;
+        self.catalog.0.remove(key);
+        info!(plugin = %key, "plugin deleted");
+        Ok(json!({ "provider": key, "deleted": true }))
+    }
+}

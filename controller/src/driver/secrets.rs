@@ -1,0 +1,117 @@
+//! The secret store's commands in the driver (set, list, delete), and the
+//! checks of secret grants: when a declaration is stored and again at
+//! every hand-out of a job or poll. Sealing and scopes are
+//! `crate::secrets`.
+
+use super::Driver;
+use super::command::ApiError;
+use super::now_ms;
+use crate::store::Change;
+use crate::views;
+use anyhow::Result;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+impl Driver {
+    /// Values of the named secrets that are set, for a job or poll of
+    /// `pipeline`. A secret whose scope does not cover the pipeline is
+    /// refused here too: its scope may have changed since the pipeline was
+    /// validated.
+    pub(super) fn secret_values(&self, pipeline: &str, names: &[String]) -> Result<Vec<(String, String)>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for record in self.store.secrets()?.into_iter().filter(|s| names.contains(&s.name)) {
+            let scope = crate::secrets::Scope::stored(&record.pipelines);
+            if !scope.allows(pipeline) {
+                warn!(secret = %record.name, %pipeline, "a secret outside its scope was not handed out");
+                anyhow::bail!("{}", crate::secrets::out_of_scope(&record.name, pipeline, &scope));
+            }
+            let value = self.secret_box.open_value(&record.name, &record.sealed)?;
+            out.push((record.name, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Refuses a declaration that grants a secret outside the secret's
+    /// scope, naming the path of each such grant.
+    pub(super) fn check_secret_scopes(&self, declaration: &crate::pipeline::Declaration) -> Result<(), ApiError> {
+        let scopes = self
+            .store
+            .secrets()?
+            .into_iter()
+            .map(|record| (record.name, crate::secrets::Scope::stored(&record.pipelines)))
+            .collect();
+        let problems = crate::secrets::check_grants(declaration, &scopes);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::Invalid {
+            message: format!("pipeline declaration is invalid ({} problems)", problems.len()),
+            diagnostics: problems.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Sets a secret's value and, with `pipelines`, its scope. A new secret
+    /// must say which pipelines may use it; an existing one keeps its scope
+    /// when none is given, so that rotating a value changes nothing else.
+    pub(super) fn set_secret(&mut self, name: &str, value: &str, pipelines: Option<Vec<String>>) -> Result<Value, ApiError> {
+        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
+        crate::secrets::check_name(name).map_err(invalid)?;
+        if value.is_empty() || value.len() > crate::secrets::MAX_SECRET_BYTES {
+            return Err(invalid(format!("a secret value is 1 to {} bytes", crate::secrets::MAX_SECRET_BYTES)));
+        }
+        let existing = self.store.secrets()?.into_iter().find(|s| s.name == name);
+        let pipelines = match (pipelines, &existing) {
+            (Some(patterns), _) => {
+                crate::secrets::Scope::new(&patterns).map_err(|e| invalid(format!("secret \"{name}\": {e}")))?;
+                patterns
+            }
+            (None, Some(record)) => record.pipelines.clone(),
+            (None, None) => {
+                return Err(invalid(format!(
+                    "secret \"{name}\" is new: say which pipelines may use it with --pipelines PATTERN,... (\"*\" for every pipeline)"
+                )));
+            }
+        };
+        let now = now_ms();
+        let created_at = existing.map_or(now, |s| s.created_at);
+        let sealed = self.secret_box.seal(name, value.as_bytes())?;
+        self.commit(vec![Change::Secret(crate::store::SecretRecord {
+            name: name.to_string(),
+            sealed,
+            created_at,
+            updated_at: now,
+            pipelines: pipelines.clone(),
+        })])?;
+        info!(secret = %name, pipelines = %pipelines.join(","), "secret set");
+        Ok(json!({ "name": name, "pipelines": pipelines, "created": views::time(created_at), "updated": views::time(now) }))
+    }
+
+    pub(super) fn list_secrets(&self) -> Result<Value, ApiError> {
+        let secrets: Vec<Value> = self
+            .store
+            .secrets()?
+            .into_iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "pipelines": s.pipelines,
+                    "created": views::time(s.created_at),
+                    "updated": views::time(s.updated_at),
+                })
+            })
+            .collect();
+        Ok(json!({ "secrets": secrets }))
+    }
+
+    pub(super) fn delete_secret(&mut self, name: &str) -> Result<Value, ApiError> {
+        if !self.store.secrets()?.iter().any(|s| s.name == name) {
+            return Err(ApiError::NotFound(format!("secret \"{name}\" does not exist")));
+        }
+        self.commit(vec![Change::DeleteSecret(name.to_string())])?;
+        info!(secret = %name, "secret deleted");
+        Ok(json!({ "name": name, "deleted": true }))
+    }
+}

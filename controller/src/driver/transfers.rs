@@ -1,0 +1,192 @@
+//! Transfers in the driver: which plugin and artifact streams an agent may
+//! open, the upload quota's books and the free-space floor, what a result
+//! may name, and the collection of unreferenced artifacts.
+
+use super::Driver;
+use super::command::Transfer;
+use super::now_ms;
+use std::time::SystemTime;
+use tracing::{info, warn};
+
+/// An upload granted to an agent: the largest size it asked for, and
+/// when that was granted (ms).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Booking {
+    pub(super) size: u64,
+    pub(super) granted: u64,
+}
+
+/// Uploads an agent may have booked that no result named yet, whatever
+/// their sizes: the books stay small.
+const MAX_BOOKED_UPLOADS: usize = 4096;
+
+impl Driver {
+    /// May `agent_id`, connected as `conn_id`, move these bytes? It may
+    /// fetch the plugin and the input artifacts of jobs it holds (and the
+    /// plugin of a poll it was handed), and upload while it holds a job
+    /// that declares output artifacts, within its quota and the store's
+    /// free-space floor. An upload granted is booked against the quota.
+    pub(super) fn authorize_transfer(&mut self, agent_id: &str, conn_id: u64, transfer: &Transfer) -> Result<(), String> {
+        if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
+            return Err(format!("agent {agent_id} is not connected on this connection"));
+        }
+        let held = || self.jobs.values().filter(|j| j.agent == agent_id);
+        match transfer {
+            Transfer::FetchPlugin { digest } => {
+                if held().any(|j| &j.plugin_digest == digest) || self.polls_plugin(agent_id, digest) {
+                    Ok(())
+                } else {
+                    Err(format!("plugin {digest} belongs to no job or poll agent {agent_id} holds"))
+                }
+            }
+            Transfer::FetchArtifact { digest } => {
+                if held().any(|j| j.dispatch.inputs.iter().any(|(_, a)| &a.digest == digest)) {
+                    Ok(())
+                } else {
+                    Err(format!("artifact {digest} is an input of no job agent {agent_id} holds"))
+                }
+            }
+            Transfer::Upload { digest, size } => {
+                if !held().any(|j| !j.dispatch.outputs.is_empty()) {
+                    return Err(format!("agent {agent_id} holds no job that declares output artifacts"));
+                }
+                self.book_upload(agent_id, digest, *size)?;
+                // Transfers name no job: the grant counts for every job
+                // with outputs the agent holds now, and for no later one.
+                for job in self.jobs.values_mut().filter(|j| j.agent == agent_id && !j.dispatch.outputs.is_empty()) {
+                    if let Some(uploaded) = &mut job.uploaded
+                        && uploaded.len() < MAX_BOOKED_UPLOADS
+                    {
+                        uploaded.insert(digest.clone());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Books an upload of `digest` of `size` bytes by `agent_id` against
+    /// its quota and the free-space floor.
+    pub(super) fn book_upload(&mut self, agent_id: &str, digest: &str, size: u64) -> Result<(), String> {
+        // The largest size asked for a digest is what its upload
+        // may write (`put_stream` stops at the size of the request
+        // granted): a request asking more is checked again for
+        // the difference.
+        let books = self.uploads.get(agent_id);
+        let booked = books.and_then(|u| u.get(digest)).map(|b| b.size);
+        if booked.is_some_and(|b| b >= size) {
+            return Ok(());
+        }
+        let more = size - booked.unwrap_or(0);
+        if booked.is_none() && books.is_some_and(|u| u.len() >= MAX_BOOKED_UPLOADS) {
+            return Err(format!(
+                "agent {agent_id} has {MAX_BOOKED_UPLOADS} uploads that no result named yet: no more are granted"
+            ));
+        }
+        let used: u64 = books.map(|u| u.values().map(|b| b.size).sum()).unwrap_or(0);
+        if used.saturating_add(more) > self.agent_upload_quota {
+            return Err(format!(
+                "agent {agent_id}'s upload quota is used up: {used} bytes uploaded (or cut off) that no result \
+                 named yet, {more} more asked, {} allowed (--agent-upload-quota)",
+                self.agent_upload_quota
+            ));
+        }
+        if !self.artifacts.contains(digest) {
+            let free = self.artifacts.free_bytes().map_err(|e| format!("{e:#}"))?;
+            let reserved = self.uploads_in_flight();
+            if free.saturating_sub(reserved).saturating_sub(more) < self.min_free_space {
+                return Err(format!(
+                    "the controller's artifact store has {free} bytes free, {reserved} of them granted to \
+                     uploads in flight; {more} more bytes would leave less than the {} kept free \
+                     (--min-free-space)",
+                    self.min_free_space
+                ));
+            }
+        }
+        let booking = Booking { size, granted: now_ms() };
+        self.uploads.entry(agent_id.to_string()).or_default().insert(digest.to_string(), booking);
+        Ok(())
+    }
+
+    /// Whether a result may name the artifact `digest`: one the store
+    /// has, never one that is not there. (Whose upload it was is not
+    /// asked: the same bytes may have been stored by another job, or
+    /// before a controller restart; an agent learns a digest it did not
+    /// upload only from the inputs of jobs it held, whose bytes it had.)
+    /// The size must be the stored blob's: it is what consumers and the
+    /// API are told.
+    pub(super) fn may_name(&self, digest: &str, size: u64) -> bool {
+        self.artifacts.size_of(digest) == Some(size)
+    }
+
+    /// Once an agent holds no job, its books keep only the uploads that
+    /// are not stored: bytes it cut off (or is still sending) stay on disk
+    /// as partial files until the collector removes them, and count against
+    /// its quota until then ([`Driver::forget_collected_uploads`]). Whole
+    /// blobs no result named are the collector's (and the free-space
+    /// floor's) business.
+    pub(super) fn settle_uploads(&mut self, agent_id: &str) {
+        if self.jobs.values().any(|j| j.agent == agent_id) {
+            return;
+        }
+        let artifacts = &self.artifacts;
+        if let Some(books) = self.uploads.get_mut(agent_id) {
+            books.retain(|digest, _| !artifacts.contains(digest));
+            if books.is_empty() {
+                self.uploads.remove(agent_id);
+            }
+        }
+    }
+
+    /// Drops the bookings, of agents that hold no job, whose bytes are
+    /// gone: neither stored nor left in a partial file (the collector
+    /// removed it, or it was never written), and that were granted longer
+    /// than a collection interval ago (an upload granted a moment ago may
+    /// not have written its first byte yet).
+    pub(super) fn forget_collected_uploads(&mut self, now: u64) {
+        let artifacts = &self.artifacts;
+        let jobs = &self.jobs;
+        let settled = now.saturating_sub(self.artifact_gc_interval.as_millis() as u64);
+        self.uploads.retain(|agent_id, books| {
+            if !jobs.values().any(|j| &j.agent == agent_id) {
+                books.retain(|digest, booking| {
+                    booking.granted >= settled || artifacts.contains(digest) || artifacts.has_partial(digest)
+                });
+            }
+            !books.is_empty()
+        });
+    }
+
+    /// Bytes granted to uploads that are not stored yet, over all agents:
+    /// the free-space floor reserves them (bytes already written to a
+    /// partial file count twice, which errs on the safe side).
+    pub(super) fn uploads_in_flight(&self) -> u64 {
+        self.uploads
+            .values()
+            .flat_map(|books| books.iter())
+            .filter(|(digest, _)| !self.artifacts.contains(digest))
+            .fold(0u64, |sum, (_, booking)| sum.saturating_add(booking.size))
+    }
+
+    /// Removes artifacts no stored execution refers to (those of deleted
+    /// pipelines, of results that never arrived), off the driver's task.
+    pub(super) fn collect_artifacts(&mut self, now: u64) {
+        if now < self.next_gc {
+            return;
+        }
+        self.next_gc = now + self.artifact_gc_interval.as_millis() as u64;
+        // Before this collection: what the last one removed is released.
+        self.forget_collected_uploads(now);
+        let keep = match self.store.artifact_digests() {
+            Ok(keep) => keep,
+            Err(e) => return warn!("listing the artifacts in use: {e:#}"),
+        };
+        let artifacts = self.artifacts.clone();
+        let before = SystemTime::now() - self.artifact_gc_interval;
+        tokio::task::spawn_blocking(move || match artifacts.collect_garbage(&keep, before) {
+            Ok((0, _)) => {}
+            Ok((count, bytes)) => info!(count, bytes, "unreferenced artifacts removed"),
+            Err(e) => warn!("removing unreferenced artifacts: {e:#}"),
+        });
+    }
+}
