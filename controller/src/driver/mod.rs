@@ -52,8 +52,7 @@ pub use config::{
 
 use self::agents::AgentConn;
 use self::catalog::Catalog;
-use self::command::{ApiError, Command};
-use self::pipelines::invalid_declaration;
+use self::command::Command;
 use self::scheduler::JobInfo;
 use self::transfers::Booking;
 use crate::blobs::BlobStore;
@@ -61,6 +60,7 @@ use crate::ca::{Ca, Revocations};
 use crate::engine::{Dispatch, Engine, Notice, Trigger};
 use crate::pipeline::{self, Pipeline};
 use crate::store::{Change, SqliteStore, Store, TransitionRecord};
+use crate::ops;
 use crate::views;
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -443,75 +443,9 @@ impl Driver {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::CreatePipeline { text, by, reply } => {
-                let _ = reply.send(self.create_pipeline(&text, &by));
-            }
-            Command::ValidatePipeline { text, reply } => {
-                let result = pipeline::parse_and_validate(&text, &self.catalog)
-                    .map(|d| json!({ "valid": true, "pipelineName": d.pipeline.name }))
-                    .map_err(invalid_declaration);
-                let _ = reply.send(result);
-            }
-            Command::CreateUser { name, role, reply } => {
-                let _ = reply.send(self.create_user(&name, role));
-            }
-            Command::ListUsers { reply } => {
-                let _ = reply.send(self.list_users());
-            }
-            Command::CreateToken { user, reply } => {
-                let _ = reply.send(self.create_token(&user));
-            }
-            Command::ListTokens { reply } => {
-                let _ = reply.send(self.list_tokens());
-            }
-            Command::RevokeToken { id, reply } => {
-                let _ = reply.send(self.revoke_token(&id));
-            }
-            Command::UpdatePipeline { name, text, reply } => {
-                let _ = reply.send(self.update_pipeline(&name, &text));
-            }
-            Command::DeletePipeline { name, reply } => {
-                let _ = reply.send(self.delete_pipeline(&name));
-            }
-            Command::GetPipeline { name, version, reply } => {
-                let _ = reply.send(self.get_pipeline(&name, version));
-            }
-            Command::ListPipelines { reply } => {
-                let _ = reply.send(self.list_pipelines());
-            }
-            Command::StartExecution { name, variables, revisions, trigger, reply } => {
-                let result = self.start_execution(&name, variables, revisions, trigger, Vec::new());
-                let _ = reply.send(result.map(|id| json!({ "pipelineExecutionId": id.0 })));
-            }
-            Command::StopExecution { name, id, abandon, reason, reply } => {
-                let _ = reply.send(self.stop_execution(&name, &id, abandon, reason));
-            }
-            Command::RetryStage { name, stage, id, all, reply } => {
-                let _ = reply.send(self.retry_stage(&name, &stage, &id, all));
-            }
-            Command::SetTransition { name, stage, enabled, reason, by, reply } => {
-                let _ = reply.send(self.set_transition(&name, &stage, enabled, reason, &by));
-            }
-            Command::PipelineState { name, reply } => {
-                let _ = reply.send(self.pipeline_state(&name));
-            }
-            Command::GetExecution { name, id, reply } => {
-                let _ = reply.send(self.execution(&name, &id).map(|e| views::execution(&e)));
-            }
-            Command::ListExecutions { name, limit, next_token, reply } => {
-                let _ = reply.send(self.list_executions(&name, limit, next_token));
-            }
-            Command::ExecutionLogs { name, id, reply } => {
-                let _ = reply.send(self.execution_logs(&name, &id));
-            }
-            Command::ListAgents { reply } => {
-                let _ = reply.send(self.list_agents());
-            }
-            Command::CreateJoinToken { ttl, uses, labels, allow_agent_labels, reply } => {
-                let _ = reply.send(self.create_join_token(ttl, uses, labels, allow_agent_labels));
-            }
-            Command::LabelAgent { id, set, remove, reply } => {
-                let _ = reply.send(self.label_agent(&id, set, remove));
+            Command::Call { request, caller, reply } => {
+                let ctx = ops::Context { caller, now: now_ms() };
+                let _ = reply.send(request.dispatch(self, &ctx));
             }
             Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
                 let answer = self.authorize_transfer(&agent_id, conn_id, &transfer);
@@ -519,53 +453,6 @@ impl Driver {
                     warn!(%agent_id, ?transfer, "transfer refused: {why}");
                 }
                 let _ = reply.send(answer);
-            }
-            Command::ListJoinTokens { reply } => {
-                let _ = reply.send(self.list_join_tokens());
-            }
-            Command::RevokeJoinToken { id, reply } => {
-                let _ = reply.send(self.revoke_join_token(&id));
-            }
-            Command::SetAgentState { id, state, reply } => {
-                let _ = reply.send(self.set_agent_state(&id, state));
-            }
-            Command::ListPlugins { reply } => {
-                let mut plugins: Vec<Value> = self
-                    .catalog
-                    .0
-                    .iter()
-                    .map(|(key, p)| p.view(key))
-                    .collect();
-                plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
-                let _ = reply.send(Ok(json!({ "plugins": plugins })));
-            }
-            Command::DescribePlugin { key, reply } => {
-                let result = self
-                    .catalog
-                    .0
-                    .get(&key)
-                    .map(|p| p.view(&key))
-                    .ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")));
-                let _ = reply.send(result);
-            }
-            Command::DeletePlugin { key, reply } => {
-                let _ = reply.send(self.delete_plugin(&key));
-            }
-            Command::PushPlugin { wasm, info, signature, reply } => {
-                let _ = reply.send(self.push_plugin(&wasm, *info, signature.as_deref()));
-            }
-            Command::VetPluginSignature { digest, signature, reply } => {
-                let key = format!("with digest {digest}");
-                let _ = reply.send(self.verify_push(&key, &digest, signature.as_deref()).map(|_| Value::Null));
-            }
-            Command::ListPublishers { reply } => {
-                let _ = reply.send(self.list_publishers());
-            }
-            Command::AddPublisher { name, public_key, by, reply } => {
-                let _ = reply.send(self.add_publisher(&name, &public_key, &by));
-            }
-            Command::RemovePublisher { name, reply } => {
-                let _ = reply.send(self.remove_publisher(&name));
             }
             Command::Enroll { request, reply } => {
                 let response = self.enroll(&request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
@@ -582,37 +469,6 @@ impl Driver {
                 self.expire_actions(now);
                 self.collect_artifacts(now);
                 self.run_polls(now);
-            }
-            Command::RollbackStage { name, stage, target, by, reply } => {
-                let trigger = Trigger::new("RollbackStage", format!("stage {stage} rolled back by {by}")).by(by);
-                let result = self
-                    .start_rollback(&name, &stage, target.as_deref(), None, trigger)
-                    .and_then(|id| {
-                        self.commit(Vec::new())?;
-                        Ok(json!({ "pipelineExecutionId": id.0 }))
-                    });
-                let _ = reply.send(result);
-            }
-            Command::Decide { name, stage, action, execution, by, approve, comment, reply } => {
-                let _ = reply.send(self.decide(&name, &stage, &action, execution, &by, approve, &comment));
-            }
-            Command::Webhook { name, headers, body, reply } => {
-                let _ = reply.send(self.webhook(&name, &headers, &body));
-            }
-            Command::CreateWebhook { name, reply } => {
-                let _ = reply.send(self.create_webhook(&name));
-            }
-            Command::DeleteWebhook { name, reply } => {
-                let _ = reply.send(self.delete_webhook(&name));
-            }
-            Command::SetSecret { name, value, pipelines, reply } => {
-                let _ = reply.send(self.set_secret(&name, &value, pipelines));
-            }
-            Command::ListSecrets { reply } => {
-                let _ = reply.send(self.list_secrets());
-            }
-            Command::DeleteSecret { name, reply } => {
-                let _ = reply.send(self.delete_secret(&name));
             }
         }
     }

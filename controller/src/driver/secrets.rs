@@ -4,12 +4,14 @@
 //! `crate::secrets`.
 
 use super::Driver;
-use super::command::ApiError;
 use super::now_ms;
+use crate::ops::{
+    Context, DeleteSecret, DeleteSecretOutput, Handle, ListSecrets, ListSecretsOutput, OpError, SecretView, SetSecret,
+    SetSecretOutput,
+};
 use crate::store::Change;
 use crate::views;
 use anyhow::Result;
-use serde_json::{Value, json};
 use tracing::{info, warn};
 
 impl Driver {
@@ -36,7 +38,7 @@ impl Driver {
 
     /// Refuses a declaration that grants a secret outside the secret's
     /// scope, naming the path of each such grant.
-    pub(super) fn check_secret_scopes(&self, declaration: &crate::pipeline::Declaration) -> Result<(), ApiError> {
+    pub(super) fn check_secret_scopes(&self, declaration: &crate::pipeline::Declaration) -> Result<(), OpError> {
         let scopes = self
             .store
             .secrets()?
@@ -47,17 +49,21 @@ impl Driver {
         if problems.is_empty() {
             return Ok(());
         }
-        Err(ApiError::Invalid {
+        Err(OpError::Validation {
             message: format!("pipeline declaration is invalid ({} problems)", problems.len()),
             diagnostics: problems.iter().map(ToString::to_string).collect(),
         })
     }
 
-    /// Sets a secret's value and, with `pipelines`, its scope. A new secret
-    /// must say which pipelines may use it; an existing one keeps its scope
-    /// when none is given, so that rotating a value changes nothing else.
-    pub(super) fn set_secret(&mut self, name: &str, value: &str, pipelines: Option<Vec<String>>) -> Result<Value, ApiError> {
-        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
+}
+
+/// Sets a secret's value and, with `pipelines`, its scope. A new secret
+/// must say which pipelines may use it; an existing one keeps its scope
+/// when none is given, so that rotating a value changes nothing else.
+impl Handle<SetSecret> for Driver {
+    fn handle(&mut self, op: SetSecret, _: &Context) -> Result<SetSecretOutput, OpError> {
+        let (name, value, pipelines) = (op.name.as_str(), op.value.as_str(), op.pipelines);
+        let invalid = OpError::invalid;
         crate::secrets::check_name(name).map_err(invalid)?;
         if value.is_empty() || value.len() > crate::secrets::MAX_SECRET_BYTES {
             return Err(invalid(format!("a secret value is 1 to {} bytes", crate::secrets::MAX_SECRET_BYTES)));
@@ -86,32 +92,40 @@ impl Driver {
             pipelines: pipelines.clone(),
         })])?;
         info!(secret = %name, pipelines = %pipelines.join(","), "secret set");
-        Ok(json!({ "name": name, "pipelines": pipelines, "created": views::time(created_at), "updated": views::time(now) }))
+        Ok(SetSecretOutput {
+            name: op.name.clone(),
+            pipelines,
+            created: views::time(created_at),
+            updated: views::time(now),
+        })
     }
+}
 
-    pub(super) fn list_secrets(&self) -> Result<Value, ApiError> {
-        let secrets: Vec<Value> = self
+impl Handle<ListSecrets> for Driver {
+    fn handle(&mut self, _: ListSecrets, _: &Context) -> Result<ListSecretsOutput, OpError> {
+        let secrets = self
             .store
             .secrets()?
             .into_iter()
-            .map(|s| {
-                json!({
-                    "name": s.name,
-                    "pipelines": s.pipelines,
-                    "created": views::time(s.created_at),
-                    "updated": views::time(s.updated_at),
-                })
+            .map(|s| SecretView {
+                name: s.name,
+                pipelines: s.pipelines,
+                created: views::time(s.created_at),
+                updated: views::time(s.updated_at),
             })
             .collect();
-        Ok(json!({ "secrets": secrets }))
+        Ok(ListSecretsOutput { secrets })
     }
+}
 
-    pub(super) fn delete_secret(&mut self, name: &str) -> Result<Value, ApiError> {
+impl Handle<DeleteSecret> for Driver {
+    fn handle(&mut self, op: DeleteSecret, _: &Context) -> Result<DeleteSecretOutput, OpError> {
+        let name = op.name.as_str();
         if !self.store.secrets()?.iter().any(|s| s.name == name) {
-            return Err(ApiError::NotFound(format!("secret \"{name}\" does not exist")));
+            return Err(OpError::NotFound(format!("secret \"{name}\" does not exist")));
         }
         self.commit(vec![Change::DeleteSecret(name.to_string())])?;
         info!(secret = %name, "secret deleted");
-        Ok(json!({ "name": name, "deleted": true }))
+        Ok(DeleteSecretOutput { name: op.name.clone(), deleted: true })
     }
 }
