@@ -6,7 +6,6 @@ use super::Driver;
 use super::command::AgentState;
 use super::intake;
 use super::link::AgentSender;
-use super::now_ms;
 use super::scheduler::{HandOut, Refusal};
 use crate::engine::{ActionResult, ArtifactRef, Event};
 use crate::store::{Change, LogLine, RevocationRecord};
@@ -74,7 +73,8 @@ impl Handle<ListAgents> for Driver {
 /// kept in the store and applied to its live connection at once (work
 /// already running stays where it is).
 impl Handle<LabelAgent> for Driver {
-    fn handle(&mut self, op: LabelAgent, _: &Context) -> Result<LabelAgentOutput, OpError> {
+    fn handle(&mut self, op: LabelAgent, ctx: &Context) -> Result<LabelAgentOutput, OpError> {
+        let now = ctx.now;
         let (id, set, remove) = (op.id.as_str(), op.set, op.remove);
         let invalid = OpError::invalid;
         for (key, value) in &set {
@@ -92,14 +92,14 @@ impl Handle<LabelAgent> for Driver {
             record.labels.remove(key);
         }
         record.labels.extend(set);
-        self.commit(vec![Change::Agent(record.clone())])?;
+        self.commit(now, vec![Change::Agent(record.clone())])?;
         if let Some(agent) = self.agents.get_mut(id) {
             let (labels, _) = intake::effective_labels(&agent.claimed_labels, &record.labels, &record.allow_agent_labels);
             agent.labels = labels;
         }
         info!(agent = %id, labels = ?record.labels, "agent labels changed");
         // New labels may make waiting work runnable.
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         let live = self.agents.get(id).map(|a| a.labels.clone());
         Ok(LabelAgentOutput {
             id: op.id.clone(),
@@ -110,33 +110,33 @@ impl Handle<LabelAgent> for Driver {
 }
 
 impl Handle<EnableAgent> for Driver {
-    fn handle(&mut self, op: EnableAgent, _: &Context) -> Result<AgentStateOutput, OpError> {
-        self.set_agent_state(&op.id, AgentState::Enabled)
+    fn handle(&mut self, op: EnableAgent, ctx: &Context) -> Result<AgentStateOutput, OpError> {
+        self.set_agent_state(ctx.now, &op.id, AgentState::Enabled)
     }
 }
 
 impl Handle<DrainAgent> for Driver {
-    fn handle(&mut self, op: DrainAgent, _: &Context) -> Result<AgentStateOutput, OpError> {
-        self.set_agent_state(&op.id, AgentState::Draining)
+    fn handle(&mut self, op: DrainAgent, ctx: &Context) -> Result<AgentStateOutput, OpError> {
+        self.set_agent_state(ctx.now, &op.id, AgentState::Draining)
     }
 }
 
 impl Handle<DisableAgent> for Driver {
-    fn handle(&mut self, op: DisableAgent, _: &Context) -> Result<AgentStateOutput, OpError> {
-        self.set_agent_state(&op.id, AgentState::Disabled)
+    fn handle(&mut self, op: DisableAgent, ctx: &Context) -> Result<AgentStateOutput, OpError> {
+        self.set_agent_state(ctx.now, &op.id, AgentState::Disabled)
     }
 }
 
 impl Handle<RevokeAgent> for Driver {
-    fn handle(&mut self, op: RevokeAgent, _: &Context) -> Result<AgentStateOutput, OpError> {
-        self.set_agent_state(&op.id, AgentState::Revoked)
+    fn handle(&mut self, op: RevokeAgent, ctx: &Context) -> Result<AgentStateOutput, OpError> {
+        self.set_agent_state(ctx.now, &op.id, AgentState::Revoked)
     }
 }
 
 impl Driver {
     /// `enabled`, `draining` (finish running work, take none), `disabled`
     /// (cut off now, refused on reconnect) or `revoked` (for good).
-    fn set_agent_state(&mut self, id: &str, state: AgentState) -> Result<AgentStateOutput, OpError> {
+    fn set_agent_state(&mut self, now: u64, id: &str, state: AgentState) -> Result<AgentStateOutput, OpError> {
         let mut record =
             self.store.agent(id)?.ok_or_else(|| OpError::NotFound(format!("agent {id} does not exist")))?;
         if record.state == AgentState::Revoked.as_str() && state != AgentState::Revoked {
@@ -151,11 +151,11 @@ impl Driver {
             changes.push(Change::Revocation(RevocationRecord {
                 serial: record.cert_serial.clone(),
                 agent_id: id.to_string(),
-                revoked_at: now_ms(),
+                revoked_at: now,
             }));
         }
         changes.push(Change::Agent(record.clone()));
-        self.commit(changes)?;
+        self.commit(now, changes)?;
         if state == AgentState::Revoked {
             self.revocations.revoke(id, &record.cert_serial);
         }
@@ -172,15 +172,15 @@ impl Driver {
         if cut_off {
             let jobs = self.jobs_of(id);
             let reason = format!("agent {id} lost: it was {} while running the action", state.as_str());
-            self.lose_jobs(now_ms(), jobs, &reason);
+            self.lose_jobs(now, jobs, &reason);
         }
         info!(agent = %id, state = state.as_str(), "agent state changed");
         // Enabling may make waiting work runnable.
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         Ok(AgentStateOutput { id: id.to_string(), state: state.as_str().to_string() })
     }
 
-    pub(super) fn agent_connected(&mut self, agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender) -> ToAgent {
+    pub(super) fn agent_connected(&mut self, now: u64, agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender) -> ToAgent {
         if hello.protocol_version != PROTOCOL_VERSION {
             return ToAgent::Refused {
                 reason: format!(
@@ -217,7 +217,6 @@ impl Driver {
             warn!(%agent_id, asked = hello.slots, slots, "the agent asks for more slots than --max-agent-slots: capped");
         }
         let reported: HashSet<String> = hello.running.iter().cloned().collect();
-        let now = now_ms();
         // Jobs it had before the drop: those it still runs carry on under
         // a renewed lease. The same process without a job never got it
         // (the job frame died with the connection): it is handed out again
@@ -303,7 +302,7 @@ impl Driver {
             },
         );
         for dispatch in resumed {
-            match self.hand_out(&agent_id, &dispatch, HandOut::Resume) {
+            match self.hand_out(now, &agent_id, &dispatch, HandOut::Resume) {
                 Ok(()) => {}
                 Err(Refusal::Ineligible(why)) => {
                     // It runs there, but may no longer: stop it there, and
@@ -318,26 +317,25 @@ impl Driver {
             }
         }
         info!(%agent_id, "agent ready");
-        let _ = self.commit(Vec::new());
+        let _ = self.commit(now, Vec::new());
         ToAgent::Welcome { agent_id, heartbeat_ms: self.heartbeat().as_millis() as u64 }
     }
 
-    pub(super) fn agent_message(&mut self, agent_id: &str, conn_id: u64, message: FromAgent) {
-        let now = now_ms();
+    pub(super) fn agent_message(&mut self, now: u64, agent_id: &str, conn_id: u64, message: FromAgent) {
         match self.agents.get_mut(agent_id) {
             Some(agent) if agent.conn_id == conn_id => agent.last_heard = now,
             _ => return,
         }
         match message {
             FromAgent::Hello(_) => {}
-            FromAgent::PollResult { poll_id, result } => self.poll_result(agent_id, &poll_id, result),
+            FromAgent::PollResult { poll_id, result } => self.poll_result(now, agent_id, &poll_id, result),
             FromAgent::RenewCertificate { csr_pem } => {
                 if let Err(why) = self.take_renewal(agent_id, now) {
                     warn!(%agent_id, "certificate renewal refused: {why}");
                     self.agents[agent_id].tx.send(ToAgent::RenewalRefused { reason: why });
                     return;
                 }
-                let answer = match self.renew(agent_id, &csr_pem) {
+                let answer = match self.renew(now, agent_id, &csr_pem) {
                     Ok(cert_pem) => ToAgent::Renewed { cert_pem },
                     Err(e) => {
                         warn!(%agent_id, "certificate renewal refused: {e:#}");
@@ -370,7 +368,7 @@ impl Driver {
                 job.started = true;
                 let lease_epoch = job.lease_epoch;
                 self.engine.handle(now, Event::ActionStarted { job_id, lease_epoch, agent: agent_id.to_string() });
-                let _ = self.commit(Vec::new());
+                let _ = self.commit(now, Vec::new());
             }
             FromAgent::Log { job_id, seq, text } => {
                 let max = self.max_action_log;
@@ -397,7 +395,7 @@ impl Driver {
                     "type": "log", "pipeline": job.pipeline, "executionId": job.execution_id, "jobId": job_id,
                     "stage": job.stage, "action": job.action, "seq": seq, "text": line.text,
                 });
-                let _ = self.commit(vec![Change::Log(line)]);
+                let _ = self.commit(now, vec![Change::Log(line)]);
                 self.tell_watchers(event);
             }
             FromAgent::JobFinished { job_id, result, .. } => {
@@ -473,7 +471,7 @@ impl Driver {
                     JobResult::Failed { message, .. } => ActionResult::Failed { message },
                 };
                 self.engine.handle(now, Event::ActionFinished { job_id, lease_epoch, result });
-                let _ = self.commit(Vec::new());
+                let _ = self.commit(now, Vec::new());
                 // Only once the result is durable may the agent forget it.
                 self.after_commit(agent_id, ack);
             }

@@ -49,17 +49,17 @@ fn batchable(command: &Command) -> bool {
 impl Driver {
     /// Handles `command`, and with it the batchable reports queued behind
     /// it; returns the first command that ended the batch, to handle next.
-    pub(super) fn handle_batch(&mut self, command: Command, rx: &mut mpsc::Receiver<Command>) -> Option<Command> {
+    pub(super) fn handle_batch(&mut self, now: u64, command: Command, rx: &mut mpsc::Receiver<Command>) -> Option<Command> {
         if !batchable(&command) {
-            self.handle(command);
+            self.handle(now, command);
             return None;
         }
         self.batch.open = true;
-        self.handle(command);
+        self.handle(now, command);
         let mut next = None;
         for _ in 1..MAX_BATCH {
             match rx.try_recv() {
-                Ok(command) if batchable(&command) => self.handle(command),
+                Ok(command) if batchable(&command) => self.handle(now, command),
                 Ok(command) => {
                     next = Some(command);
                     break;
@@ -74,7 +74,7 @@ impl Driver {
         // runs for changes that are not durable. The commit also tells
         // watchers the batch's events, before its notices (a job's log
         // lines before its result), as one step at a time did.
-        let _ = self.commit(changes);
+        let _ = self.commit(now, changes);
         for (agent_id, message) in to_agents {
             if let Some(agent) = self.agents.get(&agent_id) {
                 let _ = agent.tx.send(message);

@@ -4,7 +4,6 @@
 use super::Driver;
 use super::command::AgentState;
 use super::intake;
-use super::now_ms;
 use crate::ops::{
     AgentTokenView, CreateAgentToken, CreateAgentTokenOutput, Handle, ListAgentTokens, ListAgentTokensOutput, OpError,
     RevokeAgentToken, RevokeAgentTokenOutput,
@@ -24,7 +23,8 @@ use tracing::info;
 const RENEWAL_BURST: u32 = 3;
 
 impl Handle<CreateAgentToken> for Driver {
-    fn handle(&mut self, op: CreateAgentToken, _: &crate::ops::Context) -> Result<CreateAgentTokenOutput, OpError> {
+    fn handle(&mut self, op: CreateAgentToken, ctx: &crate::ops::Context) -> Result<CreateAgentTokenOutput, OpError> {
+        let now = ctx.now;
         let CreateAgentToken { ttl_seconds, uses, labels, allow_agent_labels } = op;
         let invalid = OpError::invalid;
         if ttl_seconds == 0 {
@@ -40,7 +40,6 @@ impl Handle<CreateAgentToken> for Driver {
             intake::check_label(key, "").map_err(|e| invalid(format!("--allow-agent-labels: {e}")))?;
         }
         let secret = hex::encode(rand::random::<[u8; 24]>());
-        let now = now_ms();
         let record = JoinTokenRecord {
             id: format!("jt-{}", &hex::encode(rand::random::<[u8; 6]>())),
             secret_hash: sha256_hex(&secret),
@@ -51,7 +50,7 @@ impl Handle<CreateAgentToken> for Driver {
             revoked: false,
             allow_agent_labels,
         };
-        self.commit(vec![Change::JoinToken(record.clone())])?;
+        self.commit(now, vec![Change::JoinToken(record.clone())])?;
         let token = sluice_protocol::JoinToken { ca_fingerprint: self.ca.fingerprint().to_string(), secret };
         Ok(CreateAgentTokenOutput {
             id: record.id,
@@ -66,8 +65,8 @@ impl Handle<CreateAgentToken> for Driver {
 
 /// Join tokens without their secrets (only hashes are kept anyway).
 impl Handle<ListAgentTokens> for Driver {
-    fn handle(&mut self, _: ListAgentTokens, _: &crate::ops::Context) -> Result<ListAgentTokensOutput, OpError> {
-        let now = now_ms();
+    fn handle(&mut self, _: ListAgentTokens, ctx: &crate::ops::Context) -> Result<ListAgentTokensOutput, OpError> {
+        let now = ctx.now;
         let agent_tokens = self
             .store
             .join_tokens()?
@@ -98,7 +97,8 @@ impl Handle<ListAgentTokens> for Driver {
 }
 
 impl Handle<RevokeAgentToken> for Driver {
-    fn handle(&mut self, op: RevokeAgentToken, _: &crate::ops::Context) -> Result<RevokeAgentTokenOutput, OpError> {
+    fn handle(&mut self, op: RevokeAgentToken, ctx: &crate::ops::Context) -> Result<RevokeAgentTokenOutput, OpError> {
+        let now = ctx.now;
         let id = op.id.as_str();
         let mut token = self
             .store
@@ -107,7 +107,7 @@ impl Handle<RevokeAgentToken> for Driver {
             .find(|t| t.id == id)
             .ok_or_else(|| OpError::NotFound(format!("join token {id} does not exist")))?;
         token.revoked = true;
-        self.commit(vec![Change::JoinToken(token)])?;
+        self.commit(now, vec![Change::JoinToken(token)])?;
         info!(token = %id, "join token revoked");
         Ok(RevokeAgentTokenOutput { id: op.id.clone(), state: "revoked".into() })
     }
@@ -115,7 +115,7 @@ impl Handle<RevokeAgentToken> for Driver {
 
 impl Driver {
 
-    pub(super) fn enroll(&mut self, request: &EnrollRequest) -> Result<EnrollResponse> {
+    pub(super) fn enroll(&mut self, now: u64, request: &EnrollRequest) -> Result<EnrollResponse> {
         let refuse = |reason: &str| Ok(EnrollResponse::Refused { reason: reason.to_string() });
         let Some(mut token) = self.store.join_token_by_hash(&sha256_hex(&request.secret))? else {
             return refuse("join token is unknown");
@@ -123,7 +123,7 @@ impl Driver {
         if token.revoked {
             return refuse(&format!("join token {} was revoked", token.id));
         }
-        if token.expires_at <= now_ms() {
+        if token.expires_at <= now {
             return refuse(&format!("join token {} has expired", token.id));
         }
         if token.uses_left == Some(0) {
@@ -137,12 +137,12 @@ impl Driver {
             hostname: intake::clean_text(&request.hostname, 253, intake::Lines::Joined),
             labels: token.labels.clone(),
             cert_serial: serial,
-            enrolled_at: now_ms(),
+            enrolled_at: now,
             state: "enabled".into(),
             allow_agent_labels: token.allow_agent_labels.clone(),
         };
         let hostname = agent.hostname.clone();
-        self.commit(vec![Change::JoinToken(token.clone()), Change::Agent(agent)])?;
+        self.commit(now, vec![Change::JoinToken(token.clone()), Change::Agent(agent)])?;
         info!(%agent_id, token = %token.id, %hostname, "agent enrolled");
         Ok(EnrollResponse::Enrolled { agent_id, cert_pem, ca_pem: self.ca.cert_pem().to_string(), labels: token.labels })
     }
@@ -168,14 +168,14 @@ impl Driver {
 
     /// Signs a new certificate for a connected agent; the name in it is the
     /// agent's own, whatever the request says.
-    pub(super) fn renew(&mut self, agent_id: &str, csr_pem: &str) -> Result<String> {
+    pub(super) fn renew(&mut self, now: u64, agent_id: &str, csr_pem: &str) -> Result<String> {
         let mut record = self.store.agent(agent_id)?.with_context(|| format!("agent {agent_id} is not enrolled"))?;
         if record.state == AgentState::Revoked.as_str() {
             anyhow::bail!("agent {agent_id} was revoked");
         }
         let (cert_pem, serial) = self.ca.sign_agent(csr_pem, agent_id, self.agent_cert_lifetime)?;
         record.cert_serial = serial;
-        self.commit(vec![Change::Agent(record)])?;
+        self.commit(now, vec![Change::Agent(record)])?;
         info!(%agent_id, "agent certificate renewed");
         Ok(cert_pem)
     }

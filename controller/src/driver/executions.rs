@@ -5,7 +5,6 @@
 use super::Driver;
 use super::command::DEFAULT_HISTORY;
 use super::intake;
-use super::now_ms;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{ActionStatus, Event, Execution, ExecutionId, Trigger};
 use crate::store::{Change, TransitionRecord};
@@ -31,7 +30,7 @@ impl Handle<StartPipelineExecution> for Driver {
         let by = &ctx.caller.user;
         let detail = if revisions.is_empty() { "admin API" } else { "admin API, pinned revisions" };
         let trigger = Trigger::new("StartPipelineExecution", format!("{detail}, by {by}")).by(by);
-        let id = self.start_execution(&op.name, variables, revisions, trigger, Vec::new())?;
+        let id = self.start_execution(ctx.now, &op.name, variables, revisions, trigger, Vec::new())?;
         Ok(StartPipelineExecutionOutput { pipeline_execution_id: id.0 })
     }
 }
@@ -39,6 +38,7 @@ impl Handle<StartPipelineExecution> for Driver {
 impl Driver {
     pub(super) fn start_execution(
         &mut self,
+        now: u64,
         name: &str,
         variables: BTreeMap<String, String>,
         revisions: BTreeMap<String, String>,
@@ -80,15 +80,16 @@ impl Driver {
         }
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
         self.engine
-            .handle(now_ms(), Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
-        self.commit(changes)?;
+            .handle(now, Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
+        self.commit(now, changes)?;
         Ok(id)
     }
 }
 
 /// RetryStageExecution: failed actions only, or all of the stage's.
 impl Handle<RetryStageExecution> for Driver {
-    fn handle(&mut self, op: RetryStageExecution, _: &Context) -> Result<RetryStageExecutionOutput, OpError> {
+    fn handle(&mut self, op: RetryStageExecution, ctx: &Context) -> Result<RetryStageExecutionOutput, OpError> {
+        let now = ctx.now;
         let (name, stage, id) = (op.pipeline_name.as_str(), op.stage_name.as_str(), op.pipeline_execution_id.as_str());
         let all = op.retry_mode == RetryMode::AllActions;
         let execution = self.execution(name, id)?;
@@ -97,9 +98,9 @@ impl Handle<RetryStageExecution> for Driver {
         }
         let def = self.definition(name, execution.version)?;
         self.engine
-            .retry(now_ms(), def, execution, stage, all)
+            .retry(now, def, execution, stage, all)
             .map_err(OpError::Conflict)?;
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, execution = %id, all, "stage retried");
         Ok(RetryStageExecutionOutput { pipeline_execution_id: op.pipeline_execution_id })
     }
@@ -107,13 +108,13 @@ impl Handle<RetryStageExecution> for Driver {
 
 impl Handle<DisableStageTransition> for Driver {
     fn handle(&mut self, op: DisableStageTransition, ctx: &Context) -> Result<StageTransitionOutput, OpError> {
-        self.set_transition(&op.pipeline_name, &op.stage_name, false, op.reason, &ctx.caller.user)
+        self.set_transition(ctx.now, &op.pipeline_name, &op.stage_name, false, op.reason, &ctx.caller.user)
     }
 }
 
 impl Handle<EnableStageTransition> for Driver {
     fn handle(&mut self, op: EnableStageTransition, ctx: &Context) -> Result<StageTransitionOutput, OpError> {
-        self.set_transition(&op.pipeline_name, &op.stage_name, true, op.reason, &ctx.caller.user)
+        self.set_transition(ctx.now, &op.pipeline_name, &op.stage_name, true, op.reason, &ctx.caller.user)
     }
 }
 
@@ -121,6 +122,7 @@ impl Driver {
     /// DisableStageTransition / EnableStageTransition (inbound only).
     fn set_transition(
         &mut self,
+        now: u64,
         name: &str,
         stage: &str,
         enabled: bool,
@@ -146,10 +148,10 @@ impl Driver {
             enabled,
             reason: (!enabled).then_some(reason),
             changed_by: by.to_string(),
-            changed_at: now_ms(),
+            changed_at: now,
         };
-        self.engine.set_transition(now_ms(), name, stage, enabled);
-        self.commit(vec![Change::Transition(transition.clone())])?;
+        self.engine.set_transition(now, name, stage, enabled);
+        self.commit(now, vec![Change::Transition(transition.clone())])?;
         info!(pipeline = %name, %stage, enabled, "transition changed");
         self.transitions.insert((name.to_string(), stage.to_string()), transition);
         Ok(StageTransitionOutput { pipeline_name: name.to_string(), stage_name: stage.to_string(), enabled })
@@ -159,7 +161,8 @@ impl Driver {
 /// StopPipelineExecution: `abandon` cancels running actions on their
 /// agents at once; otherwise they finish and nothing new starts.
 impl Handle<StopPipelineExecution> for Driver {
-    fn handle(&mut self, op: StopPipelineExecution, _: &Context) -> Result<StopPipelineExecutionOutput, OpError> {
+    fn handle(&mut self, op: StopPipelineExecution, ctx: &Context) -> Result<StopPipelineExecutionOutput, OpError> {
+        let now = ctx.now;
         let (name, id, abandon, reason) =
             (op.pipeline_name.as_str(), op.pipeline_execution_id.as_str(), op.abandon, op.reason);
         let execution = self.execution(name, id)?;
@@ -171,7 +174,7 @@ impl Handle<StopPipelineExecution> for Driver {
         }
         let exec_id = execution.id.clone();
         let reason = if reason.trim().is_empty() { "stopped by an operator".to_string() } else { reason };
-        self.engine.handle(now_ms(), Event::Stop { id: exec_id.clone(), abandon, reason });
+        self.engine.handle(now, Event::Stop { id: exec_id.clone(), abandon, reason });
         // Dispatches not yet handed out never will be.
         self.pending.retain(|d| d.execution_id != exec_id);
         if abandon {
@@ -186,7 +189,7 @@ impl Handle<StopPipelineExecution> for Driver {
                 info!(agent = %job.agent, job = %job_id, "action abandoned");
             }
         }
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         let status = self.execution(name, id)?.status;
         Ok(StopPipelineExecutionOutput {
             pipeline_execution_id: op.pipeline_execution_id.clone(),
@@ -315,11 +318,12 @@ impl Handle<GetExecutionLogs> for Driver {
 /// stage succeeded).
 impl Handle<RollbackStage> for Driver {
     fn handle(&mut self, op: RollbackStage, ctx: &Context) -> Result<RollbackStageOutput, OpError> {
+        let now = ctx.now;
         let (stage, by) = (&op.stage_name, &ctx.caller.user);
         let trigger = Trigger::new("RollbackStage", format!("stage {stage} rolled back by {by}")).by(by);
         let target = op.target_pipeline_execution_id.as_deref();
-        let id = self.start_rollback(&op.pipeline_name, stage, target, None, trigger)?;
-        self.commit(Vec::new())?;
+        let id = self.start_rollback(ctx.now, &op.pipeline_name, stage, target, None, trigger)?;
+        self.commit(now, Vec::new())?;
         Ok(RollbackStageOutput { pipeline_execution_id: id.0 })
     }
 }
@@ -332,6 +336,7 @@ impl Driver {
     /// caller commits.
     pub(super) fn start_rollback(
         &mut self,
+        now: u64,
         name: &str,
         stage: &str,
         target: Option<&str>,
@@ -366,7 +371,7 @@ impl Driver {
         let def = self.definition(name, target.version)?;
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
         self.engine
-            .start_rollback(now_ms(), id.clone(), def, target.version, &target, stage, trigger)
+            .start_rollback(now, id.clone(), def, target.version, &target, stage, trigger)
             .map_err(OpError::Conflict)?;
         Ok(id)
     }
@@ -375,6 +380,7 @@ impl Driver {
 /// PutApprovalResult: approve or reject a manual approval, as the caller.
 impl Handle<PutApprovalResult> for Driver {
     fn handle(&mut self, op: PutApprovalResult, ctx: &Context) -> Result<PutApprovalResultOutput, OpError> {
+        let now = ctx.now;
         let (name, stage, action) = (op.pipeline_name.as_str(), op.stage_name.as_str(), op.action_name.as_str());
         let (execution, by, comment) = (op.execution_id, ctx.caller.user.as_str(), op.summary.as_str());
         let approve = op.status == ApprovalStatus::Approved;
@@ -402,13 +408,13 @@ impl Handle<PutApprovalResult> for Driver {
         let before = approval_at(self.engine.execution(&id), stage, action);
         let outcome = self
             .engine
-            .decide(now_ms(), &id, stage, action, by, approve, comment)
+            .decide(now, &id, stage, action, by, approve, comment)
             .map_err(|message| match before {
                 ApprovalAt::NotRunning => OpError::InvalidApprovalToken(message),
                 ApprovalAt::Decided => OpError::ApprovalAlreadyCompleted(message),
                 ApprovalAt::Missing | ApprovalAt::Waiting => OpError::Conflict(message),
             })?;
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, %action, execution = %id, %by, approve, "approval decision: {outcome}");
         Ok(PutApprovalResultOutput { pipeline_execution_id: id.0, status: op.status, result: outcome })
     }

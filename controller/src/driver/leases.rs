@@ -66,7 +66,7 @@ impl Driver {
             changed = true;
         }
         if changed {
-            let _ = self.commit(Vec::new());
+            let _ = self.commit(now, Vec::new());
         }
     }
 
@@ -101,6 +101,6 @@ impl Driver {
                 let _ = agent.tx.send(ToAgent::Cancel { job_id });
             }
         }
-        let _ = self.commit(Vec::new());
+        let _ = self.commit(now, Vec::new());
     }
 }

@@ -165,6 +165,9 @@ struct Driver {
     panic_on_pipeline: Option<String>,
 }
 
+/// The wall clock in milliseconds since the Unix epoch. Read by the run
+/// loop once per step and by start-up, nowhere else in the driver: every
+/// handler gets the step's `now`.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -250,8 +253,10 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
     }
-    driver.recover()?;
-    driver.recover_sources()?;
+    // Start-up is one step: it reads the clock once, as every command does.
+    let now = now_ms();
+    driver.recover(now)?;
+    driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
     let tokens = driver.tokens.clone();
 
@@ -311,8 +316,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
 
 impl Driver {
     /// Replays every unfinished execution into the empty engine.
-    fn recover(&mut self) -> Result<()> {
-        let now = now_ms();
+    fn recover(&mut self, now: u64) -> Result<()> {
         for r in self.store.revocations()? {
             self.revocations.revoke(&r.agent_id, &r.serial);
         }
@@ -340,7 +344,7 @@ impl Driver {
         if count > 0 {
             info!(executions = count, "resumed unfinished executions");
         }
-        self.commit(Vec::new())?;
+        self.commit(now, Vec::new())?;
         Ok(())
     }
 
@@ -348,7 +352,11 @@ impl Driver {
         while let Some(command) = rx.recv().await {
             let mut next = Some(command);
             while let Some(command) = next.take() {
-                next = self.handle_batch(command, &mut rx);
+                // The clock is read once per step (a command, or a batch of
+                // agent reports) and passed down: everything the step
+                // decides and records happened at this one time.
+                let now = now_ms();
+                next = self.handle_batch(now, command, &mut rx);
             }
         }
     }
@@ -373,7 +381,7 @@ impl Driver {
     /// transaction, then sends the jobs of the step, tells watchers and
     /// hands out ready actions. Handing out is itself a change (the
     /// assignment), committed before the job is sent.
-    fn commit(&mut self, mut changes: Vec<Change>) -> Result<()> {
+    fn commit(&mut self, now: u64, mut changes: Vec<Change>) -> Result<()> {
         if self.defer_commit(&mut changes) {
             return Ok(());
         }
@@ -403,7 +411,7 @@ impl Driver {
             }
             // Actions that cannot be handed out (e.g. an unregistered
             // plugin) fail, which is another engine step to persist.
-            let refused = self.schedule();
+            let refused = self.schedule(now);
             // Stage conditions that asked for a rollback start one now; it
             // is persisted by the next round.
             let mut rolled_back = false;
@@ -412,7 +420,7 @@ impl Driver {
                     "AutomatedRollback",
                     format!("stage {} of execution {} failed its condition", request.stage, request.failed),
                 );
-                match self.start_rollback(&request.pipeline, &request.stage, None, Some(&request.failed), trigger) {
+                match self.start_rollback(now, &request.pipeline, &request.stage, None, Some(&request.failed), trigger) {
                     Ok(id) => {
                         info!(pipeline = %request.pipeline, stage = %request.stage, execution = %id, "automated rollback started");
                         rolled_back = true;
@@ -423,7 +431,6 @@ impl Driver {
             if refused.is_empty() && self.outgoing.is_empty() && !rolled_back {
                 return Ok(());
             }
-            let now = now_ms();
             for (dispatch, message) in refused {
                 self.refuse(now, dispatch, message);
             }
@@ -441,30 +448,29 @@ impl Driver {
         now + self.lease_timeout.as_millis() as u64
     }
 
-    fn handle(&mut self, command: Command) {
+    fn handle(&mut self, now: u64, command: Command) {
         match command {
             Command::Call { request, caller, reply } => {
-                let ctx = ops::Context { caller, now: now_ms() };
+                let ctx = ops::Context { caller, now };
                 let _ = reply.send(request.dispatch(self, &ctx));
             }
             Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
-                let answer = self.authorize_transfer(&agent_id, conn_id, &transfer);
+                let answer = self.authorize_transfer(now, &agent_id, conn_id, &transfer);
                 if let Err(why) = &answer {
                     warn!(%agent_id, ?transfer, "transfer refused: {why}");
                 }
                 let _ = reply.send(answer);
             }
             Command::Enroll { request, reply } => {
-                let response = self.enroll(&request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
+                let response = self.enroll(now, &request).unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") });
                 let _ = reply.send(response);
             }
             Command::AgentConnected { agent_id, conn_id, hello, tx, reply } => {
-                let _ = reply.send(self.agent_connected(agent_id, conn_id, hello, tx));
+                let _ = reply.send(self.agent_connected(now, agent_id, conn_id, hello, tx));
             }
-            Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(&agent_id, conn_id, message),
+            Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(now, &agent_id, conn_id, message),
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
             Command::Tick => {
-                let now = now_ms();
                 self.expire_leases(now);
                 self.expire_actions(now);
                 self.collect_artifacts(now);

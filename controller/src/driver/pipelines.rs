@@ -2,7 +2,6 @@
 //! execution), update, delete, get and list.
 
 use super::Driver;
-use super::now_ms;
 use crate::ops::{
     Context, CreatePipeline, CreatePipelineOutput, DeletePipeline, DeletePipelineOutput, GetPipeline, GetPipelineOutput,
     Handle, ListPipelines, ListPipelinesOutput, OpError, PipelineMetadata, PipelineSummary, UpdatePipeline,
@@ -21,6 +20,7 @@ use tracing::info;
 
 impl Handle<CreatePipeline> for Driver {
     fn handle(&mut self, op: CreatePipeline, ctx: &Context) -> Result<CreatePipelineOutput, OpError> {
+        let now = ctx.now;
         let (text, by) = (&op.pipeline_declaration, &ctx.caller.user);
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
@@ -32,21 +32,20 @@ impl Handle<CreatePipeline> for Driver {
         if self.store.pipeline(&name, None)?.is_some() {
             return Err(OpError::PipelineNameInUse(format!("pipeline \"{name}\" already exists")));
         }
-        let now = now_ms();
         let definition = pipeline::to_json(&decl);
         let record = PipelineRecord { name: name.clone(), version: 1, definition, created_at: now, updated_at: now };
         let def = Arc::new(decl.pipeline.clone());
         self.definitions.insert((name.clone(), 1), def);
         // Creating a pipeline starts its first execution, as CodePipeline
         // does; both land in one transaction.
-        let id = self.start_execution(
+        let id = self.start_execution(now, 
             &name,
             BTreeMap::new(),
             BTreeMap::new(),
             Trigger::new("CreatePipeline", format!("pipeline created by {by}")).by(by),
             vec![Change::Pipeline(record)],
         )?;
-        self.refresh_polls(&name, 1)?;
+        self.refresh_polls(now, &name, 1)?;
         info!(pipeline = %name, execution = %id, "pipeline created");
         Ok(CreatePipelineOutput { pipeline: pipeline_value(&decl), pipeline_execution_id: id.0 })
     }
@@ -62,7 +61,8 @@ impl Handle<ValidatePipeline> for Driver {
 /// Stores a new version. Executions in flight keep the version they
 /// started with; the next one uses this.
 impl Handle<UpdatePipeline> for Driver {
-    fn handle(&mut self, op: UpdatePipeline, _: &Context) -> Result<UpdatePipelineOutput, OpError> {
+    fn handle(&mut self, op: UpdatePipeline, ctx: &Context) -> Result<UpdatePipelineOutput, OpError> {
+        let now = ctx.now;
         let (name, text) = (op.name.as_str(), &op.pipeline_declaration);
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
@@ -79,10 +79,10 @@ impl Handle<UpdatePipeline> for Driver {
             version,
             definition: pipeline::to_json(&decl),
             created_at: current.created_at,
-            updated_at: now_ms(),
+            updated_at: now,
         };
-        self.commit(vec![Change::Pipeline(record)])?;
-        self.refresh_polls(name, version)?;
+        self.commit(now, vec![Change::Pipeline(record)])?;
+        self.refresh_polls(now, name, version)?;
         info!(pipeline = %name, version, "pipeline updated");
         let mut pipeline = pipeline_value(&decl);
         pipeline["version"] = json!(version);
@@ -93,7 +93,8 @@ impl Handle<UpdatePipeline> for Driver {
 /// Deletes every version, execution and log of a pipeline. Refused
 /// while an execution runs, so that nothing is cut off half-way.
 impl Handle<DeletePipeline> for Driver {
-    fn handle(&mut self, op: DeletePipeline, _: &Context) -> Result<DeletePipelineOutput, OpError> {
+    fn handle(&mut self, op: DeletePipeline, ctx: &Context) -> Result<DeletePipelineOutput, OpError> {
+        let now = ctx.now;
         let name = op.name.as_str();
         if self.store.pipeline(name, None)?.is_none() {
             return Err(not_found_pipeline(name));
@@ -104,14 +105,14 @@ impl Handle<DeletePipeline> for Driver {
                 "pipeline \"{name}\" has {running} execution(s) in progress; wait for them to end before deleting it"
             )));
         }
-        self.commit(vec![Change::DeletePipeline(name.to_string())])?;
+        self.commit(now, vec![Change::DeletePipeline(name.to_string())])?;
         self.definitions.retain(|(n, _), _| n != name);
         self.forget_pipeline_sources(name);
         let stages: Vec<String> =
             self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
         for stage in stages {
             self.transitions.remove(&(name.to_string(), stage.clone()));
-            self.engine.set_transition(now_ms(), name, &stage, true);
+            self.engine.set_transition(now, name, &stage, true);
         }
         info!(pipeline = %name, "pipeline deleted");
         Ok(DeletePipelineOutput { name: op.name, deleted: true })

@@ -28,9 +28,9 @@ impl Handle<DescribePlugin> for Driver {
 }
 
 impl Handle<VetPluginSignature> for Driver {
-    fn handle(&mut self, op: VetPluginSignature, _: &Context) -> Result<(), OpError> {
+    fn handle(&mut self, op: VetPluginSignature, ctx: &Context) -> Result<(), OpError> {
         let key = format!("with digest {}", op.digest);
-        self.verify_push(&key, &op.digest, op.signature.as_deref()).map(|_| ())
+        self.verify_push(ctx.now, &key, &op.digest, op.signature.as_deref()).map(|_| ())
     }
 }
 
@@ -40,7 +40,8 @@ impl Handle<VetPluginSignature> for Driver {
 /// anyone's feet. A signature is checked against the trusted publishers
 /// first; one pushed for a version registered unsigned is recorded.
 impl Handle<PushPlugin> for Driver {
-    fn handle(&mut self, op: PushPlugin, _: &Context) -> Result<PushPluginOutput, OpError> {
+    fn handle(&mut self, op: PushPlugin, ctx: &Context) -> Result<PushPluginOutput, OpError> {
+        let now = ctx.now;
         let (wasm, info, signature) = (&op.wasm, *op.info, op.signature.as_deref());
         let key = format!("{}@{}", info.name, info.version);
         let digest = sluice_runtime::digest(wasm);
@@ -56,8 +57,8 @@ impl Handle<PushPlugin> for Driver {
             }
             let mut signed = existing.signature.clone();
             if signed.is_none() && signature.is_some() {
-                let record = self.verify_push(&key, &digest, signature)?.expect("a signature was given");
-                self.commit(vec![Change::PluginSignature(record.clone())])?;
+                let record = self.verify_push(now, &key, &digest, signature)?.expect("a signature was given");
+                self.commit(now, vec![Change::PluginSignature(record.clone())])?;
                 info!(plugin = %key, %digest, publisher = %record.publisher, "plugin signature recorded");
                 signed = Some(record.clone());
                 if let Some(entry) = self.catalog.0.get_mut(&key) {
@@ -65,12 +66,12 @@ impl Handle<PushPlugin> for Driver {
                 }
             } else if signature.is_some() {
                 // Still refuse a bad one: the caller must learn it.
-                self.verify_push(&key, &digest, signature)?;
+                self.verify_push(now, &key, &digest, signature)?;
             }
             let signed_by = signed.map(|s| s.publisher);
             return Ok(PushPluginOutput { provider: key, digest, created: false, signed_by });
         }
-        let signed = self.verify_push(&key, &digest, signature)?;
+        let signed = self.verify_push(now, &key, &digest, signature)?;
         self.plugins.put_bytes(wasm)?;
         let record = PluginRecord {
             provider: info.name.clone(),
@@ -81,7 +82,7 @@ impl Handle<PushPlugin> for Driver {
         };
         let mut changes = vec![Change::Plugin(record)];
         changes.extend(signed.clone().map(Change::PluginSignature));
-        self.commit(changes)?;
+        self.commit(now, changes)?;
         let signed_by = signed.as_ref().map(|s| s.publisher.clone());
         info!(plugin = %key, %digest, publisher = signed_by.as_deref().unwrap_or("-"), "plugin registered");
         self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false, signature: signed });
@@ -93,7 +94,8 @@ impl Handle<PushPlugin> for Driver {
 /// Removes a pushed plugin version that no pipeline's latest version and
 /// no running execution uses.
 impl Handle<DeletePlugin> for Driver {
-    fn handle(&mut self, op: DeletePlugin, _: &Context) -> Result<DeletePluginOutput, OpError> {
+    fn handle(&mut self, op: DeletePlugin, ctx: &Context) -> Result<DeletePluginOutput, OpError> {
+        let now = ctx.now;
         let key = op.key.as_str();
         let entry = self.catalog.0.get(key).ok_or_else(|| OpError::NotFound(format!("plugin {key} is not registered")))?;
         if entry.builtin {
@@ -120,7 +122,7 @@ impl Handle<DeletePlugin> for Driver {
         if !users.is_empty() {
             return Err(OpError::Conflict(format!("plugin {key} is used by {}", users.join(", "))));
         }
-        self.commit(vec![Change::DeletePlugin { provider: provider.to_string(), version: version.to_string() }])?;
+        self.commit(now, vec![Change::DeletePlugin { provider: provider.to_string(), version: version.to_string() }])?;
         self.catalog.0.remove(key);
         info!(plugin = %key, "plugin deleted");
         Ok(DeletePluginOutput { provider: op.key.clone(), deleted: true })

@@ -5,7 +5,6 @@
 //! it again with keys of their own.
 
 use super::Driver;
-use super::now_ms;
 use crate::ops::{
     AddPublisher, Context, Handle, ListPublishers, ListPublishersOutput, OpError, PublisherView, RemovePublisher,
     RemovePublisherOutput,
@@ -40,6 +39,7 @@ impl Driver {
 /// Trusts a publisher's key, as the caller.
 impl Handle<AddPublisher> for Driver {
     fn handle(&mut self, op: AddPublisher, ctx: &Context) -> Result<PublisherView, OpError> {
+        let now = ctx.now;
         let (name, by) = (op.name.as_str(), ctx.caller.user.as_str());
         check_publisher_name(name)?;
         let key = PublicKey::parse(&op.public_key).map_err(|e| OpError::invalid(format!("publisher {name}: {e}")))?;
@@ -56,10 +56,10 @@ impl Handle<AddPublisher> for Driver {
             name: name.to_string(),
             public_key: key.to_line(),
             key_id: key_id.clone(),
-            added_at: now_ms(),
+            added_at: now,
             added_by: by.to_string(),
         };
-        self.commit(vec![Change::Publisher(record.clone())])?;
+        self.commit(now, vec![Change::Publisher(record.clone())])?;
         info!(publisher = %name, %key_id, by, "publisher trusted");
         Ok(publisher_view(&record))
     }
@@ -75,12 +75,13 @@ impl Handle<ListPublishers> for Driver {
 /// Plugins already registered keep the signer recorded at their push: the
 /// controller checked it then, and agents check with their own keys.
 impl Handle<RemovePublisher> for Driver {
-    fn handle(&mut self, op: RemovePublisher, _: &Context) -> Result<RemovePublisherOutput, OpError> {
+    fn handle(&mut self, op: RemovePublisher, ctx: &Context) -> Result<RemovePublisherOutput, OpError> {
+        let now = ctx.now;
         let name = op.name.as_str();
         if !self.store.publishers()?.iter().any(|p| p.name == name) {
             return Err(OpError::NotFound(format!("publisher {name} is not trusted")));
         }
-        self.commit(vec![Change::DeletePublisher(name.to_string())])?;
+        self.commit(now, vec![Change::DeletePublisher(name.to_string())])?;
         info!(publisher = %name, "publisher removed");
         Ok(RemovePublisherOutput { name: op.name.clone(), removed: true })
     }
@@ -93,6 +94,7 @@ impl Driver {
     /// signature that does not verify is refused whatever the setting.
     pub(super) fn verify_push(
         &self,
+        now: u64,
         key: &str,
         digest: &str,
         signature: Option<&str>,
@@ -120,7 +122,7 @@ impl Driver {
             publisher: publisher.to_string(),
             key_id: parsed.key_id().to_string(),
             signature: text.to_string(),
-            signed_at: now_ms(),
+            signed_at: now,
         }))
     }
 }

@@ -4,7 +4,6 @@
 
 use super::Driver;
 use super::agents::{AgentConn, LOG_TRUNCATED};
-use super::now_ms;
 use super::sources::grants_for;
 use crate::engine::{ActionResult, Dispatch, Event};
 use sluice_protocol::{InputArtifact, JobSpec, OutputSpec, ToAgent};
@@ -59,10 +58,10 @@ impl Driver {
 
     /// Hands pending actions to the least-loaded eligible agents; returns
     /// those that can never be handed out, with the reason.
-    pub(super) fn schedule(&mut self) -> Vec<(Dispatch, String)> {
+    pub(super) fn schedule(&mut self, now: u64) -> Vec<(Dispatch, String)> {
         let mut refused = Vec::new();
         let mut skipped = Vec::new();
-        let holding = now_ms() < self.hold_restored_until;
+        let holding = now < self.hold_restored_until;
         // Stop as soon as every slot is taken: with thousands of actions
         // waiting, moving each of them through the queue on every commit
         // cost more than the commit itself (the throughput benchmark spent
@@ -85,7 +84,7 @@ impl Driver {
                 .filter(|(_, a)| !a.draining && (a.running.len() as u32) < a.slots)
                 // Nothing new for an agent that missed its last heartbeats:
                 // it may be dead without QUIC knowing yet.
-                .filter(|(_, a)| now_ms() < a.last_heard + quiet)
+                .filter(|(_, a)| now < a.last_heard + quiet)
                 .filter(|(_, a)| dispatch.agent_labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
                 .min_by(|(ia, a), (ib, b)| {
                     let la = a.running.len() as f64 / f64::from(a.slots);
@@ -99,7 +98,7 @@ impl Driver {
                 skipped.push(dispatch);
                 continue;
             };
-            match self.hand_out(&agent_id, &dispatch, HandOut::New) {
+            match self.hand_out(now, &agent_id, &dispatch, HandOut::New) {
                 Ok(()) => free = self.has_free_slot(),
                 Err(Refusal::Ineligible(_)) => skipped.push(dispatch),
                 Err(Refusal::Impossible(reason)) => refused.push((dispatch, reason)),
@@ -144,10 +143,9 @@ impl Driver {
 
     /// Books a dispatch on an agent and records the assignment in the
     /// engine; the job is sent once that is committed.
-    pub(super) fn hand_out(&mut self, agent_id: &str, dispatch: &Dispatch, kind: HandOut) -> Result<(), Refusal> {
+    pub(super) fn hand_out(&mut self, now: u64, agent_id: &str, dispatch: &Dispatch, kind: HandOut) -> Result<(), Refusal> {
         self.may_take(agent_id, dispatch, kind).map_err(Refusal::Ineligible)?;
         let spec = self.job_spec(dispatch).map_err(Refusal::Impossible)?;
-        let now = now_ms();
         let lease_until = self.lease_until(now);
         // A job given back after a restart goes on with the log it has.
         let (log_seq, log_bytes, log_truncated) = match &dispatch.assigned {

@@ -4,7 +4,6 @@
 //! `crate::secrets`.
 
 use super::Driver;
-use super::now_ms;
 use crate::ops::{
     Context, DeleteSecret, DeleteSecretOutput, Handle, ListSecrets, ListSecretsOutput, OpError, SecretView, SetSecret,
     SetSecretOutput,
@@ -61,7 +60,8 @@ impl Driver {
 /// must say which pipelines may use it; an existing one keeps its scope
 /// when none is given, so that rotating a value changes nothing else.
 impl Handle<SetSecret> for Driver {
-    fn handle(&mut self, op: SetSecret, _: &Context) -> Result<SetSecretOutput, OpError> {
+    fn handle(&mut self, op: SetSecret, ctx: &Context) -> Result<SetSecretOutput, OpError> {
+        let now = ctx.now;
         let (name, value, pipelines) = (op.name.as_str(), op.value.as_str(), op.pipelines);
         let invalid = OpError::invalid;
         crate::secrets::check_name(name).map_err(invalid)?;
@@ -81,10 +81,9 @@ impl Handle<SetSecret> for Driver {
                 )));
             }
         };
-        let now = now_ms();
         let created_at = existing.map_or(now, |s| s.created_at);
         let sealed = self.secret_box.seal(name, value.as_bytes())?;
-        self.commit(vec![Change::Secret(crate::store::SecretRecord {
+        self.commit(now, vec![Change::Secret(crate::store::SecretRecord {
             name: name.to_string(),
             sealed,
             created_at,
@@ -119,12 +118,13 @@ impl Handle<ListSecrets> for Driver {
 }
 
 impl Handle<DeleteSecret> for Driver {
-    fn handle(&mut self, op: DeleteSecret, _: &Context) -> Result<DeleteSecretOutput, OpError> {
+    fn handle(&mut self, op: DeleteSecret, ctx: &Context) -> Result<DeleteSecretOutput, OpError> {
+        let now = ctx.now;
         let name = op.name.as_str();
         if !self.store.secrets()?.iter().any(|s| s.name == name) {
             return Err(OpError::NotFound(format!("secret \"{name}\" does not exist")));
         }
-        self.commit(vec![Change::DeleteSecret(name.to_string())])?;
+        self.commit(now, vec![Change::DeleteSecret(name.to_string())])?;
         info!(secret = %name, "secret deleted");
         Ok(DeleteSecretOutput { name: op.name.clone(), deleted: true })
     }

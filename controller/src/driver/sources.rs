@@ -4,7 +4,6 @@
 
 use super::Driver;
 use super::intake;
-use super::now_ms;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{Execution, ExecutionId, Trigger};
 use crate::pipeline;
@@ -92,22 +91,21 @@ fn branch_of(action: &crate::pipeline::Action) -> Option<String> {
 
 impl Driver {
     /// Loads webhook secrets and the polling schedule at start.
-    pub(super) fn recover_sources(&mut self) -> Result<()> {
+    pub(super) fn recover_sources(&mut self, now: u64) -> Result<()> {
         for (pipeline, sealed, _) in self.store.webhooks()? {
             let secret = self.secret_box.open_value(&webhook_aad(&pipeline), &sealed)?;
             self.sources.webhooks.insert(pipeline, String::from_utf8_lossy(&secret).into_owned());
         }
         for record in self.store.pipelines()? {
-            self.refresh_polls(&record.name, record.version)?;
+            self.refresh_polls(now, &record.name, record.version)?;
         }
         Ok(())
     }
 
     /// Re-reads which source actions of a pipeline are polled, after it was
     /// created, updated (`version`) or deleted (`None` found in the store).
-    pub(super) fn refresh_polls(&mut self, name: &str, version: u64) -> Result<()> {
+    pub(super) fn refresh_polls(&mut self, now: u64, name: &str, version: u64) -> Result<()> {
         let def = self.definition(name, version)?;
-        let now = now_ms();
         let mut wanted = Vec::new();
         for action in def.stages.first().map(|s| s.actions.as_slice()).unwrap_or_default() {
             if action.action_type_id.category == "Source" && action.poll_interval_seconds() > 0 {
@@ -235,11 +233,10 @@ impl Driver {
     }
 
     /// An agent answered a poll.
-    pub(super) fn poll_result(&mut self, agent_id: &str, poll_id: &str, result: Result<PolledRevision, String>) {
+    pub(super) fn poll_result(&mut self, now: u64, agent_id: &str, poll_id: &str, result: Result<PolledRevision, String>) {
         let Some(poll) = self.sources.in_flight.get(poll_id).filter(|p| p.agent == agent_id) else { return };
         let (pipeline, action) = (poll.pipeline.clone(), poll.action.clone());
         self.sources.in_flight.remove(poll_id);
-        let now = now_ms();
         let Some(state) = self.sources.polls.get_mut(&(pipeline.clone(), action.clone())) else { return };
         state.busy = None;
         state.last_polled_at = Some(now);
@@ -272,7 +269,7 @@ impl Driver {
             "Poll",
             format!("{action} found {} by polling ({})", short(&revision.id), revision.summary),
         );
-        match self.source_changed(&pipeline, &[action.clone()], &revision.id, trigger, true) {
+        match self.source_changed(now, &pipeline, &[action.clone()], &revision.id, trigger, true) {
             Ok(Reported::Started(id)) => info!(%pipeline, %action, revision = %revision.id, execution = %id, "new revision found by polling"),
             Ok(Reported::Duplicate(_)) => {}
             Ok(Reported::Deferred) => {
@@ -294,6 +291,7 @@ impl Driver {
     /// pipeline: start one execution pinning it, unless it was seen before.
     pub(super) fn source_changed(
         &mut self,
+        now: u64,
         pipeline: &str,
         actions: &[String],
         revision: &str,
@@ -332,7 +330,7 @@ impl Driver {
         for seen in self.store.latest_seen_revisions(pipeline)? {
             revisions.entry(seen.action).or_insert(seen.revision);
         }
-        let id = self.start_execution(pipeline, BTreeMap::new(), revisions, trigger, Vec::new())?;
+        let id = self.start_execution(now, pipeline, BTreeMap::new(), revisions, trigger, Vec::new())?;
         Ok(Reported::Started(id))
     }
 
@@ -375,7 +373,8 @@ impl Driver {
 
 /// `POST /v1/webhooks/PIPELINE`.
 impl Handle<DeliverWebhook> for Driver {
-    fn handle(&mut self, op: DeliverWebhook, _: &Context) -> Result<DeliverWebhookOutput, OpError> {
+    fn handle(&mut self, op: DeliverWebhook, ctx: &Context) -> Result<DeliverWebhookOutput, OpError> {
+        let now = ctx.now;
         let (name, headers, body) = (op.pipeline_name.as_str(), &op.headers, &op.body);
         let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let Some(secret) = self.sources.webhooks.get(name).cloned() else {
@@ -415,7 +414,7 @@ impl Handle<DeliverWebhook> for Driver {
             "Webhook",
             format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)),
         );
-        match self.source_changed(name, &actions, &change.revision, trigger, false)? {
+        match self.source_changed(now, name, &actions, &change.revision, trigger, false)? {
             Reported::Started(id) => {
                 info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
                 Ok(DeliverWebhookOutput {
@@ -441,12 +440,13 @@ fn not_started(reason: String, by: Option<String>) -> DeliverWebhookOutput {
 
 /// Makes (or replaces) a pipeline's webhook secret; shown once.
 impl Handle<PutWebhook> for Driver {
-    fn handle(&mut self, op: PutWebhook, _: &Context) -> Result<PutWebhookOutput, OpError> {
+    fn handle(&mut self, op: PutWebhook, ctx: &Context) -> Result<PutWebhookOutput, OpError> {
+        let now = ctx.now;
         let name = op.pipeline_name.as_str();
         self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()));
         let sealed = self.secret_box.seal(&webhook_aad(name), secret.as_bytes())?;
-        self.commit(vec![Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now_ms() }])?;
+        self.commit(now, vec![Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now }])?;
         self.sources.webhooks.insert(name.to_string(), secret.clone());
         info!(pipeline = %name, "webhook secret created");
         Ok(PutWebhookOutput { pipeline_name: op.pipeline_name.clone(), secret, path: format!("/v1/webhooks/{name}") })
@@ -454,12 +454,13 @@ impl Handle<PutWebhook> for Driver {
 }
 
 impl Handle<DeleteWebhook> for Driver {
-    fn handle(&mut self, op: DeleteWebhook, _: &Context) -> Result<DeleteWebhookOutput, OpError> {
+    fn handle(&mut self, op: DeleteWebhook, ctx: &Context) -> Result<DeleteWebhookOutput, OpError> {
+        let now = ctx.now;
         let name = op.pipeline_name.as_str();
         if self.sources.webhooks.remove(name).is_none() {
             return Err(OpError::NotFound(format!("pipeline \"{name}\" has no webhook")));
         }
-        self.commit(vec![Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 }])?;
+        self.commit(now, vec![Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 }])?;
         Ok(DeleteWebhookOutput { pipeline_name: op.pipeline_name.clone(), deleted: true })
     }
 }

@@ -4,8 +4,7 @@
 
 use super::Driver;
 use super::command::Transfer;
-use super::now_ms;
-use std::time::SystemTime;
+use std::time::{Duration, UNIX_EPOCH};
 use tracing::{info, warn};
 
 /// An upload granted to an agent: the largest size it asked for, and
@@ -26,7 +25,7 @@ impl Driver {
     /// plugin of a poll it was handed), and upload while it holds a job
     /// that declares output artifacts, within its quota and the store's
     /// free-space floor. An upload granted is booked against the quota.
-    pub(super) fn authorize_transfer(&mut self, agent_id: &str, conn_id: u64, transfer: &Transfer) -> Result<(), String> {
+    pub(super) fn authorize_transfer(&mut self, now: u64, agent_id: &str, conn_id: u64, transfer: &Transfer) -> Result<(), String> {
         if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
             return Err(format!("agent {agent_id} is not connected on this connection"));
         }
@@ -50,7 +49,7 @@ impl Driver {
                 if !held().any(|j| !j.dispatch.outputs.is_empty()) {
                     return Err(format!("agent {agent_id} holds no job that declares output artifacts"));
                 }
-                self.book_upload(agent_id, digest, *size)?;
+                self.book_upload(now, agent_id, digest, *size)?;
                 // Transfers name no job: the grant counts for every job
                 // with outputs the agent holds now, and for no later one.
                 for job in self.jobs.values_mut().filter(|j| j.agent == agent_id && !j.dispatch.outputs.is_empty()) {
@@ -67,7 +66,7 @@ impl Driver {
 
     /// Books an upload of `digest` of `size` bytes by `agent_id` against
     /// its quota and the free-space floor.
-    pub(super) fn book_upload(&mut self, agent_id: &str, digest: &str, size: u64) -> Result<(), String> {
+    pub(super) fn book_upload(&mut self, now: u64, agent_id: &str, digest: &str, size: u64) -> Result<(), String> {
         // The largest size asked for a digest is what its upload
         // may write (`put_stream` stops at the size of the request
         // granted): a request asking more is checked again for
@@ -103,7 +102,7 @@ impl Driver {
                 ));
             }
         }
-        let booking = Booking { size, granted: now_ms() };
+        let booking = Booking { size, granted: now };
         self.uploads.entry(agent_id.to_string()).or_default().insert(digest.to_string(), booking);
         Ok(())
     }
@@ -182,7 +181,7 @@ impl Driver {
             Err(e) => return warn!("listing the artifacts in use: {e:#}"),
         };
         let artifacts = self.artifacts.clone();
-        let before = SystemTime::now() - self.artifact_gc_interval;
+        let before = UNIX_EPOCH + Duration::from_millis(now) - self.artifact_gc_interval;
         tokio::task::spawn_blocking(move || match artifacts.collect_garbage(&keep, before) {
             Ok((0, _)) => {}
             Ok((count, bytes)) => info!(count, bytes, "unreferenced artifacts removed"),

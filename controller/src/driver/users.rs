@@ -3,7 +3,6 @@
 //! counts from the next request.
 
 use super::Driver;
-use super::now_ms;
 use crate::auth::{self, ADMIN_USER, Caller, Role};
 use crate::ops::{
     ApiTokenView, Context, CreateApiToken, CreateApiTokenOutput, CreateUser, CreateUserOutput, Handle, ListApiTokens,
@@ -36,15 +35,16 @@ impl Driver {
 }
 
 impl Handle<CreateUser> for Driver {
-    fn handle(&mut self, op: CreateUser, _: &Context) -> Result<CreateUserOutput, OpError> {
+    fn handle(&mut self, op: CreateUser, ctx: &Context) -> Result<CreateUserOutput, OpError> {
+        let now = ctx.now;
         let name = op.name.as_str();
         let role = Role::parse(op.role.as_deref().unwrap_or("operator")).map_err(OpError::invalid)?;
         auth::check_user_name(name).map_err(OpError::invalid)?;
         if name == ADMIN_USER || self.store.users()?.iter().any(|u| u.name == name) {
             return Err(OpError::Conflict(format!("user \"{name}\" already exists")));
         }
-        let record = UserRecord { name: name.to_string(), role: role.as_str().into(), created_at: now_ms() };
-        self.commit(vec![Change::User(record)])?;
+        let record = UserRecord { name: name.to_string(), role: role.as_str().into(), created_at: now };
+        self.commit(now, vec![Change::User(record)])?;
         info!(user = %name, role = role.as_str(), "user created");
         Ok(CreateUserOutput { name: op.name.clone(), role: role.as_str().to_string() })
     }
@@ -66,7 +66,8 @@ impl Handle<ListUsers> for Driver {
 
 /// A new token for a user; the secret is shown once, only its hash kept.
 impl Handle<CreateApiToken> for Driver {
-    fn handle(&mut self, op: CreateApiToken, _: &Context) -> Result<CreateApiTokenOutput, OpError> {
+    fn handle(&mut self, op: CreateApiToken, ctx: &Context) -> Result<CreateApiTokenOutput, OpError> {
+        let now = ctx.now;
         let user = op.user.as_str();
         let record = self
             .store
@@ -79,10 +80,10 @@ impl Handle<CreateApiToken> for Driver {
             id: format!("tok-{}", hex::encode(rand::random::<[u8; 6]>())),
             user: user.to_string(),
             secret_hash: auth::hash(&secret),
-            created_at: now_ms(),
+            created_at: now,
             revoked: false,
         };
-        self.commit(vec![Change::ApiToken(token.clone())])?;
+        self.commit(now, vec![Change::ApiToken(token.clone())])?;
         let role = Role::parse(&record.role).unwrap_or(Role::Operator);
         self.tokens.insert_hash(token.secret_hash.clone(), Caller { user: user.to_string(), role });
         info!(%user, token = %token.id, "API token created");
@@ -103,7 +104,8 @@ impl Handle<ListApiTokens> for Driver {
 }
 
 impl Handle<RevokeApiToken> for Driver {
-    fn handle(&mut self, op: RevokeApiToken, _: &Context) -> Result<RevokeApiTokenOutput, OpError> {
+    fn handle(&mut self, op: RevokeApiToken, ctx: &Context) -> Result<RevokeApiTokenOutput, OpError> {
+        let now = ctx.now;
         let id = op.id.as_str();
         let mut token = self
             .store
@@ -112,7 +114,7 @@ impl Handle<RevokeApiToken> for Driver {
             .find(|t| t.id == id)
             .ok_or_else(|| OpError::NotFound(format!("API token {id} does not exist")))?;
         token.revoked = true;
-        self.commit(vec![Change::ApiToken(token.clone())])?;
+        self.commit(now, vec![Change::ApiToken(token.clone())])?;
         self.tokens.remove_hash(&token.secret_hash);
         info!(token = %id, user = %token.user, "API token revoked");
         Ok(RevokeApiTokenOutput { id: op.id.clone(), revoked: true })
