@@ -48,27 +48,48 @@ struct Routes;
 impl ops::Registrar<Router<ApiState>> for Routes {
     fn register<O: Route>(&mut self, router: Router<ApiState>) -> Router<ApiState> {
         let filter = MethodFilter::try_from(O::METHOD).expect("the route table uses standard methods");
-        router.route(O::PATH, on(filter, serve::<O>))
+        router.route(&positional(O::PATH), on(filter, serve::<O>))
     }
 }
 
+/// A table path with each `{field}` named by its segment's position
+/// (`/pipelines/{name}/executions/{pipelineExecutionId}` becomes
+/// `/pipelines/{s2}/executions/{s4}`): the router requires one name per
+/// position under a common prefix, while CodePipeline names the pipeline
+/// `name` in some operations and `pipelineName` in others. The generic
+/// handler maps positions back to fields ([`field_of`]).
+fn positional(path: &str) -> String {
+    path.split('/')
+        .enumerate()
+        .map(|(i, segment)| if segment.starts_with('{') { format!("{{s{i}}}") } else { segment.to_string() })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The field of `path` that the positional parameter `param` (`s4`) fills.
+fn field_of<'a>(path: &'a str, param: &str) -> Option<&'a str> {
+    let index: usize = param.strip_prefix('s')?.parse().ok()?;
+    path.split('/').nth(index)?.strip_prefix('{')?.strip_suffix('}')
+}
+
 pub fn router(state: ApiState) -> Router {
+    routes(state.clone()).with_state(state)
+}
+
+fn routes(state: ApiState) -> Router<ApiState> {
     let v1 = ops::for_each_route(Router::new(), &mut Routes)
         .route("/plugins", post(push_plugin))
         // Verbs the table does not have get the answer they always got.
-        .route("/pipelines/{name}/stages/{stage}/transition/{verb}", post(no_transition_verb))
-        .route("/agents/{id}/{verb}", post(no_agent_verb))
+        .route(&positional("/pipelines/{name}/stages/{stage}/transition/{verb}"), post(no_transition_verb))
+        .route(&positional("/agents/{id}/{verb}"), post(no_agent_verb))
         .route("/events", get(events))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(state, authenticate))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES + 1));
     // Webhooks carry their own authentication (a signature of the body).
     let hooks = Router::new()
-        .route("/webhooks/{name}", post(webhook))
+        .route(&positional("/webhooks/{name}"), post(webhook))
         .layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY_BYTES));
-    Router::new()
-        .nest("/v1", v1.merge(hooks))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+    Router::new().nest("/v1", v1.merge(hooks)).route("/healthz", get(|| async { "ok\n" }))
 }
 
 impl IntoResponse for OpError {
@@ -132,7 +153,8 @@ fn decode<O: Route>(params: Vec<(String, String)>, query: Vec<(String, String)>,
             _ => return Err(invalid(&"expected a JSON object")),
         },
     };
-    for (name, value) in params {
+    for (param, value) in params {
+        let name = field_of(O::PATH, &param).unwrap_or(&param).to_string();
         if fields.insert(name.clone(), Value::String(value)).is_some() {
             return Err(invalid(&format!("unknown field `{name}`")));
         }
@@ -263,34 +285,46 @@ mod tests {
     #[test]
     fn a_request_is_built_from_path_query_and_body() {
         let op: ListPipelineExecutions =
-            decode(pairs(&[("pipelineName", "web")]), pairs(&[("maxResults", "5"), ("other", "x")]), b"").unwrap();
+            decode(pairs(&[("s2", "web")]), pairs(&[("maxResults", "5"), ("other", "x")]), b"").unwrap();
         assert_eq!((op.pipeline_name.as_str(), op.max_results, op.next_token), ("web", Some(5), None));
 
-        let op: StartPipelineExecution = decode(pairs(&[("name", "web")]), vec![], b"  \n").unwrap();
+        let op: StartPipelineExecution = decode(pairs(&[("s2", "web")]), vec![], b"  \n").unwrap();
         assert!(op.variables.is_empty() && op.source_revisions.is_empty());
 
         let body = br#"{"variables": [{"name": "Env", "value": "prod"}]}"#;
-        let op: StartPipelineExecution = decode(pairs(&[("name", "web")]), vec![], body).unwrap();
+        let op: StartPipelineExecution = decode(pairs(&[("s2", "web")]), vec![], body).unwrap();
         assert_eq!(op.variables[0].value, "prod");
 
-        let op: UpdatePipeline = decode(pairs(&[("name", "web")]), vec![], b"pipeline: {}").unwrap();
+        let op: UpdatePipeline = decode(pairs(&[("s2", "web")]), vec![], b"pipeline: {}").unwrap();
         assert_eq!(op.pipeline_declaration, "pipeline: {}");
+    }
+
+    /// The router refuses conflicting routes only when it is built: build it.
+    #[tokio::test]
+    async fn the_router_builds_with_every_route() {
+        let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
+        let (driver, _) = mpsc::channel(1);
+        let (events, _) = broadcast::channel(1);
+        let state = ApiState { driver, events, tokens: crate::auth::Tokens::default(), runtime };
+        let _ = router(state);
+        assert_eq!(positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"), "/pipelines/{s2}/executions/{s4}");
+        assert_eq!(field_of("/pipelines/{pipelineName}/executions/{pipelineExecutionId}", "s4"), Some("pipelineExecutionId"));
     }
 
     #[test]
     fn bad_requests_are_validation_errors() {
         let refused = |e: OpError| matches!(e, OpError::Validation { .. }) && e.status() == 400;
         // Unknown fields, a path field in the body, wrong types, a missing field.
-        assert!(refused(decode::<StartPipelineExecution>(pairs(&[("name", "w")]), vec![], br#"{"nope": 1}"#).unwrap_err()));
-        assert!(refused(decode::<StartPipelineExecution>(pairs(&[("name", "w")]), vec![], br#"{"name": "x"}"#).unwrap_err()));
-        assert!(refused(decode::<StartPipelineExecution>(pairs(&[("name", "w")]), vec![], b"[]").unwrap_err()));
+        assert!(refused(decode::<StartPipelineExecution>(pairs(&[("s2", "w")]), vec![], br#"{"nope": 1}"#).unwrap_err()));
+        assert!(refused(decode::<StartPipelineExecution>(pairs(&[("s2", "w")]), vec![], br#"{"name": "x"}"#).unwrap_err()));
+        assert!(refused(decode::<StartPipelineExecution>(pairs(&[("s2", "w")]), vec![], b"[]").unwrap_err()));
         assert!(refused(decode::<CreateUser>(vec![], vec![], b"").unwrap_err()));
         assert!(refused(
-            decode::<ListPipelineExecutions>(pairs(&[("pipelineName", "w")]), pairs(&[("maxResults", "x")]), b"")
+            decode::<ListPipelineExecutions>(pairs(&[("s2", "w")]), pairs(&[("maxResults", "x")]), b"")
                 .unwrap_err()
         ));
         let bad = decode::<PutApprovalResult>(
-            pairs(&[("pipelineName", "w"), ("stageName", "s"), ("actionName", "a")]),
+            pairs(&[("s2", "w"), ("s4", "s"), ("s6", "a")]),
             vec![],
             br#"{"status": "Maybe"}"#,
         );
