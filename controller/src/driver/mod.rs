@@ -11,9 +11,11 @@
 //! the commit of a step and the dispatch of commands; each concern has a
 //! file of its own:
 //!
-//! - `command.rs`: the commands, replies and API errors; `link.rs`: the
-//!   queue to one agent. Both know nothing of the driver, so that `api`
-//!   and `fleet` depend on them and not on the driver that spawns them.
+//! - `command.rs`: the commands and replies (an API operation arrives as
+//!   `Command::Call` with a typed `crate::ops::Request`, and each has one
+//!   `Handle` impl in the file of its concern); `link.rs`: the queue to
+//!   one agent. Both know nothing of the driver, so that `api` and `fleet`
+//!   depend on them and not on the driver that spawns them.
 //! - `catalog.rs`: registered plugins and `describe()`; `plugins.rs` and
 //!   `publishers.rs`: pushing and deleting plugins, trusted publishers.
 //! - `pipelines.rs`, `executions.rs`: the pipeline and execution commands.
