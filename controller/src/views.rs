@@ -1,8 +1,14 @@
-//! JSON views of the engine's records, in the shapes of CodePipeline's API
-//! (GetPipelineState, GetPipelineExecution, ListPipelineExecutions) with
-//! Sluice's additions beside them. Pure: no I/O.
+//! Views of the engine's records as the operations' typed outputs, in the
+//! shapes of CodePipeline's API (GetPipelineState, GetPipelineExecution,
+//! ListPipelineExecutions) with Sluice's additions beside them, and the
+//! JSON of live events. Pure: no I/O.
 
-use crate::engine::{ActionStatus, Execution, Notice};
+use crate::engine::{ActionRun, ActionStatus, ArtifactRef, Execution, Notice};
+use crate::ops::{
+    ActionExecution, ActionRunView, ActionState, ArtifactView, ErrorDetails, ExecutionSummary,
+    GetPipelineExecutionOutput, GetPipelineStateOutput, PipelineExecution, ResolvedVariable, RollbackMetadata,
+    SourceRevisionView, StageExecution, StageRunView, StageState, TransitionState,
+};
 use crate::pipeline::Pipeline;
 use crate::store::{PipelineRecord, TransitionRecord};
 use serde_json::{Value, json};
@@ -33,87 +39,115 @@ pub fn notice(n: &Notice) -> Value {
     })
 }
 
-pub fn execution_summary(e: &Execution) -> Value {
-    json!({
-        "pipelineExecutionId": e.id.0,
-        "pipelineVersion": e.version,
-        "status": e.status.as_str(),
-        "statusSummary": e.status_summary,
-        "startTime": time(e.started_at),
-        "lastUpdateTime": time(e.updated_at),
-        "trigger": e.trigger,
-        "sourceRevisions": source_revisions(e),
-    })
+pub fn execution_summary(e: &Execution) -> ExecutionSummary {
+    ExecutionSummary {
+        pipeline_execution_id: e.id.0.clone(),
+        pipeline_version: e.version,
+        status: e.status.as_str().to_string(),
+        status_summary: e.status_summary.clone(),
+        start_time: time(e.started_at),
+        last_update_time: time(e.updated_at),
+        trigger: e.trigger.clone(),
+        source_revisions: source_revisions(e),
+    }
 }
 
 /// CodePipeline's `sourceRevisions`: the revision of each source action.
-fn source_revisions(e: &Execution) -> Vec<Value> {
+fn source_revisions(e: &Execution) -> Vec<SourceRevisionView> {
     e.source_revisions
         .iter()
-        .map(|(action, r)| {
-            json!({
-                "actionName": action,
-                "revisionId": r.revision_id,
-                "revisionSummary": r.revision_summary,
-                "pinned": r.pinned,
-            })
+        .map(|(action, r)| SourceRevisionView {
+            action_name: action.clone(),
+            revision_id: r.revision_id.clone(),
+            revision_summary: r.revision_summary.clone(),
+            pinned: r.pinned,
         })
         .collect()
 }
 
 /// CodePipeline's `errorDetails`; an attempt lost with its agent has its own code.
-fn error_details(a: &crate::engine::ActionRun) -> Option<Value> {
-    let code = if a.status == Some(crate::engine::ActionStatus::Lost) { "AgentLost" } else { "JobFailed" };
-    a.error.as_ref().map(|m| json!({"code": code, "message": m}))
+fn error_details(a: &ActionRun) -> Option<ErrorDetails> {
+    let code = if a.status == Some(ActionStatus::Lost) { "AgentLost" } else { "JobFailed" };
+    a.error.as_ref().map(|m| ErrorDetails { code: code.to_string(), message: m.clone() })
 }
 
-pub fn execution(e: &Execution) -> Value {
-    let stages: Vec<Value> = e
+fn artifacts(list: &[(String, ArtifactRef)]) -> Vec<ArtifactView> {
+    list.iter().map(|(n, r)| ArtifactView { name: n.clone(), digest: r.digest.clone(), size: r.size }).collect()
+}
+
+fn action_run(a: &ActionRun) -> ActionRunView {
+    ActionRunView {
+        action_name: a.name.clone(),
+        run_order: a.run_order,
+        status: a.status.map(|x| x.as_str().to_string()),
+        attempt: a.attempt,
+        agent: a.agent.clone(),
+        summary: a.summary.clone(),
+        error_details: error_details(a),
+        lost_on: a.lost_on.clone(),
+        external_execution_url: a.external_url.clone(),
+        start_time: a.started_at.map(time),
+        last_update_time: a.ended_at.map(time),
+        output_artifacts: artifacts(&a.outputs),
+        output_variables: a.output_variables.clone(),
+        approval: a.approval.clone(),
+        waiting_reason: a.waiting_reason.clone(),
+        input_artifacts: artifacts(&a.inputs),
+        resolved_configuration: a
+            .resolved_configuration
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<serde_json::Map<String, Value>>(),
+    }
+}
+
+/// GetPipelineExecution.
+pub fn execution(e: &Execution) -> GetPipelineExecutionOutput {
+    let stages = e
         .stages
         .iter()
-        .map(|s| {
-            json!({
-                "stageName": s.name,
-                "status": s.status.map(|x| x.as_str()),
-                "conditionRules": s.rules,
-                "actions": s.actions.iter().map(|a| json!({
-                    "actionName": a.name,
-                    "runOrder": a.run_order,
-                    "status": a.status.map(|x| x.as_str()),
-                    "attempt": a.attempt,
-                    "agent": a.agent,
-                    "summary": a.summary,
-                    "errorDetails": error_details(a),
-                    "lostOn": a.lost_on,
-                    "externalExecutionUrl": a.external_url,
-                    "startTime": a.started_at.map(time),
-                    "lastUpdateTime": a.ended_at.map(time),
-                    "outputArtifacts": a.outputs.iter().map(|(n, r)| json!({"name": n, "digest": r.digest, "size": r.size})).collect::<Vec<_>>(),
-                    "outputVariables": a.output_variables,
-                    "approval": a.approval,
-                    "waitingReason": a.waiting_reason,
-                    "inputArtifacts": a.inputs.iter().map(|(n, r)| json!({"name": n, "digest": r.digest, "size": r.size})).collect::<Vec<_>>(),
-                    "resolvedConfiguration": a.resolved_configuration.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>(),
-                })).collect::<Vec<_>>(),
-            })
+        .map(|s| StageRunView {
+            stage_name: s.name.clone(),
+            status: s.status.map(|x| x.as_str().to_string()),
+            condition_rules: s.rules.clone(),
+            actions: s.actions.iter().map(action_run).collect(),
         })
         .collect();
-    json!({
-        "pipelineExecution": {
-            "pipelineName": e.pipeline,
-            "pipelineVersion": e.version,
-            "pipelineExecutionId": e.id.0,
-            "status": e.status.as_str(),
-            "statusSummary": e.status_summary,
-            "trigger": e.trigger,
-            "startTime": time(e.started_at),
-            "lastUpdateTime": time(e.updated_at),
-            "variables": e.variables.iter().map(|(k, v)| json!({"name": k, "resolvedValue": v})).collect::<Vec<_>>(),
-            "sourceRevisions": source_revisions(e),
-            "rollbackMetadata": e.rollback.as_ref().map(|r| json!({"stage": r.stage, "rollbackTargetPipelineExecution": r.target.0})),
+    GetPipelineExecutionOutput {
+        pipeline_execution: PipelineExecution {
+            pipeline_name: e.pipeline.clone(),
+            pipeline_version: e.version,
+            pipeline_execution_id: e.id.0.clone(),
+            status: e.status.as_str().to_string(),
+            status_summary: e.status_summary.clone(),
+            trigger: e.trigger.clone(),
+            start_time: time(e.started_at),
+            last_update_time: time(e.updated_at),
+            variables: e
+                .variables
+                .iter()
+                .map(|(k, v)| ResolvedVariable { name: k.clone(), resolved_value: v.clone() })
+                .collect(),
+            source_revisions: source_revisions(e),
+            rollback_metadata: e.rollback.as_ref().map(|r| RollbackMetadata {
+                stage: r.stage.clone(),
+                rollback_target_pipeline_execution: r.target.0.clone(),
+            }),
         },
-        "stages": stages,
-    })
+        stages,
+    }
+}
+
+fn transition_state(t: Option<&&TransitionRecord>) -> TransitionState {
+    match t {
+        Some(t) => TransitionState {
+            enabled: t.enabled,
+            disabled_reason: Some(t.reason.clone()),
+            last_changed_by: Some(t.changed_by.clone()),
+            last_changed_at: Some(time(t.changed_at)),
+        },
+        None => TransitionState { enabled: true, disabled_reason: None, last_changed_by: None, last_changed_at: None },
+    }
 }
 
 /// GetPipelineState: for each stage, the latest execution that entered it.
@@ -124,63 +158,53 @@ pub fn pipeline_state(
     recent: &[Execution],
     waiting: &HashMap<&str, String>,
     transitions: &HashMap<&str, &TransitionRecord>,
-) -> Value {
-    let stage_states: Vec<Value> = def
+) -> GetPipelineStateOutput {
+    let stage_states = def
         .stages
         .iter()
         .map(|stage| {
             let latest = recent.iter().find_map(|e| {
                 e.stages.iter().find(|s| s.name == stage.name && s.status.is_some()).map(|s| (e, s))
             });
-            let actions: Vec<Value> = stage
+            let action_states = stage
                 .actions
                 .iter()
                 .map(|action| {
                     let run = latest.and_then(|(_, s)| s.actions.iter().find(|a| a.name == action.name));
-                    let latest_execution = run.filter(|a| a.status.is_some()).map(|a| {
-                        json!({
-                            "status": a.status.map(|x| x.as_str()),
-                            "summary": a.summary,
-                            "lastStatusChange": a.ended_at.or(a.started_at).map(time),
-                            "errorDetails": error_details(a),
-                            "externalExecutionUrl": a.external_url,
-                            "agent": a.agent,
-                            "attempt": a.attempt,
-                            "waitingReason": a
-                                .job_id
-                                .as_deref()
-                                .and_then(|j| waiting.get(j).cloned())
-                                .or_else(|| a.waiting_reason.clone().filter(|_| a.status == Some(ActionStatus::InProgress))),
-                        })
+                    let latest_execution = run.filter(|a| a.status.is_some()).map(|a| ActionExecution {
+                        status: a.status.map(|x| x.as_str().to_string()),
+                        summary: a.summary.clone(),
+                        last_status_change: a.ended_at.or(a.started_at).map(time),
+                        error_details: error_details(a),
+                        external_execution_url: a.external_url.clone(),
+                        agent: a.agent.clone(),
+                        attempt: a.attempt,
+                        waiting_reason: a
+                            .job_id
+                            .as_deref()
+                            .and_then(|j| waiting.get(j).cloned())
+                            .or_else(|| a.waiting_reason.clone().filter(|_| a.status == Some(ActionStatus::InProgress))),
                     });
-                    json!({ "actionName": action.name, "latestExecution": latest_execution })
+                    ActionState { action_name: action.name.clone(), latest_execution, polling: None }
                 })
                 .collect();
-            json!({
-                "stageName": stage.name,
-                "inboundTransitionState": match transitions.get(stage.name.as_str()) {
-                    Some(t) => json!({
-                        "enabled": t.enabled,
-                        "disabledReason": t.reason,
-                        "lastChangedBy": t.changed_by,
-                        "lastChangedAt": time(t.changed_at),
-                    }),
-                    None => json!({ "enabled": true }),
-                },
-                "actionStates": actions,
-                "latestExecution": latest.map(|(e, s)| json!({
-                    "pipelineExecutionId": e.id.0,
-                    "status": s.status.map(|x| x.as_str()),
-                })),
-            })
+            StageState {
+                stage_name: stage.name.clone(),
+                inbound_transition_state: transition_state(transitions.get(stage.name.as_str())),
+                action_states,
+                latest_execution: latest.map(|(e, s)| StageExecution {
+                    pipeline_execution_id: e.id.0.clone(),
+                    status: s.status.map(|x| x.as_str().to_string()),
+                }),
+            }
         })
         .collect();
-    json!({
-        "pipelineName": record.name,
-        "pipelineVersion": record.version,
-        "stageStates": stage_states,
-        "latestExecution": recent.first().map(execution_summary),
-        "created": time(record.created_at),
-        "updated": time(record.updated_at),
-    })
+    GetPipelineStateOutput {
+        pipeline_name: record.name.clone(),
+        pipeline_version: record.version,
+        stage_states,
+        latest_execution: recent.first().map(execution_summary),
+        created: time(record.created_at),
+        updated: time(record.updated_at),
+    }
 }

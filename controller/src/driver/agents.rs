@@ -3,14 +3,17 @@
 //! enabled/draining/disabled/revoked). What they report is `reports.rs`.
 
 use super::Driver;
-use super::command::{AgentState, ApiError};
+use super::command::AgentState;
 use super::intake;
 use super::link::AgentSender;
 use super::scheduler::{HandOut, Refusal};
 use crate::engine::{Dispatch, Event};
+use crate::ops::{
+    AgentStateOutput, AgentView, Context, DisableAgent, DrainAgent, EnableAgent, Handle, LabelAgent, LabelAgentOutput,
+    ListAgents, ListAgentsOutput, OpError, RevokeAgent,
+};
 use crate::store::{AgentRecord, Change, RevocationRecord};
 use crate::views;
-use serde_json::{Value, json};
 use sluice_protocol::{Hello, PROTOCOL_VERSION, ToAgent};
 use std::collections::{BTreeMap, HashSet};
 use tracing::{info, warn};
@@ -38,35 +41,39 @@ pub(super) struct AgentConn {
 }
 
 
-impl Driver {
-    pub(super) fn list_agents(&mut self) -> Result<Value, ApiError> {
-        let agents: Vec<Value> = self
+impl Handle<ListAgents> for Driver {
+    fn handle(&mut self, _: ListAgents, _: &Context) -> Result<ListAgentsOutput, OpError> {
+        let agents = self
             .store
             .agents()?
             .into_iter()
             .map(|a| {
                 let live = self.agents.get(&a.id);
-                json!({
-                    "id": a.id,
-                    "hostname": live.map(|l| l.hostname.clone()).unwrap_or(a.hostname),
-                    "labels": live.map(|l| l.labels.clone()).unwrap_or(a.labels),
-                    "state": a.state,
-                    "connected": live.is_some(),
-                    "slots": live.map(|l| l.slots),
-                    "running": live.map(|l| l.running.len()).unwrap_or(0),
-                    "pluginsCached": live.map(|l| l.plugins.len()),
-                    "enrolled": views::time(a.enrolled_at),
-                })
+                AgentView {
+                    id: a.id.clone(),
+                    hostname: live.map(|l| l.hostname.clone()).unwrap_or(a.hostname),
+                    labels: live.map(|l| l.labels.clone()).unwrap_or(a.labels),
+                    state: a.state,
+                    connected: live.is_some(),
+                    slots: live.map(|l| l.slots),
+                    running: live.map(|l| l.running.len()).unwrap_or(0),
+                    plugins_cached: live.map(|l| l.plugins.len()),
+                    enrolled: views::time(a.enrolled_at),
+                }
             })
             .collect();
-        Ok(json!({ "agents": agents }))
+        Ok(ListAgentsOutput { agents })
     }
+}
 
-    /// `sluice agent label ID k=v ... k-`: the operator's labels of an
-    /// agent, kept in the store and applied to its live connection at once
-    /// (work already running stays where it is).
-    pub(super) fn label_agent(&mut self, now: u64, id: &str, set: BTreeMap<String, String>, remove: Vec<String>) -> Result<Value, ApiError> {
-        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
+/// `sluice agent label ID k=v ... k-`: the operator's labels of an agent,
+/// kept in the store and applied to its live connection at once (work
+/// already running stays where it is).
+impl Handle<LabelAgent> for Driver {
+    fn handle(&mut self, op: LabelAgent, ctx: &Context) -> Result<LabelAgentOutput, OpError> {
+        let now = ctx.now;
+        let (id, set, remove) = (op.id.as_str(), op.set, op.remove);
+        let invalid = OpError::invalid;
         for (key, value) in &set {
             intake::check_label(key, value).map_err(invalid)?;
         }
@@ -74,7 +81,7 @@ impl Driver {
             return Err(invalid(format!("label {key:?} is both set and removed")));
         }
         let mut record =
-            self.store.agent(id)?.ok_or_else(|| ApiError::NotFound(format!("agent {id} does not exist")))?;
+            self.store.agent(id)?.ok_or_else(|| OpError::NotFound(format!("agent {id} does not exist")))?;
         if let Some(key) = remove.iter().find(|k| intake::OBSERVED_LABELS.contains(&k.as_str())) {
             return Err(invalid(format!("label {key:?} is observed from the agent's host and cannot be removed")));
         }
@@ -91,14 +98,46 @@ impl Driver {
         // New labels may make waiting work runnable.
         self.commit(now, Vec::new())?;
         let live = self.agents.get(id).map(|a| a.labels.clone());
-        Ok(json!({ "id": id, "labels": live.unwrap_or(record.labels.clone()), "assigned": record.labels }))
+        Ok(LabelAgentOutput {
+            id: op.id.clone(),
+            labels: live.unwrap_or(record.labels.clone()),
+            assigned: record.labels,
+        })
     }
+}
 
-    pub(super) fn set_agent_state(&mut self, now: u64, id: &str, state: AgentState) -> Result<Value, ApiError> {
+impl Handle<EnableAgent> for Driver {
+    fn handle(&mut self, op: EnableAgent, ctx: &Context) -> Result<AgentStateOutput, OpError> {
+        self.set_agent_state(ctx.now, &op.id, AgentState::Enabled)
+    }
+}
+
+impl Handle<DrainAgent> for Driver {
+    fn handle(&mut self, op: DrainAgent, ctx: &Context) -> Result<AgentStateOutput, OpError> {
+        self.set_agent_state(ctx.now, &op.id, AgentState::Draining)
+    }
+}
+
+impl Handle<DisableAgent> for Driver {
+    fn handle(&mut self, op: DisableAgent, ctx: &Context) -> Result<AgentStateOutput, OpError> {
+        self.set_agent_state(ctx.now, &op.id, AgentState::Disabled)
+    }
+}
+
+impl Handle<RevokeAgent> for Driver {
+    fn handle(&mut self, op: RevokeAgent, ctx: &Context) -> Result<AgentStateOutput, OpError> {
+        self.set_agent_state(ctx.now, &op.id, AgentState::Revoked)
+    }
+}
+
+impl Driver {
+    /// `enabled`, `draining` (finish running work, take none), `disabled`
+    /// (cut off now, refused on reconnect) or `revoked` (for good).
+    fn set_agent_state(&mut self, now: u64, id: &str, state: AgentState) -> Result<AgentStateOutput, OpError> {
         let mut record =
-            self.store.agent(id)?.ok_or_else(|| ApiError::NotFound(format!("agent {id} does not exist")))?;
+            self.store.agent(id)?.ok_or_else(|| OpError::NotFound(format!("agent {id} does not exist")))?;
         if record.state == AgentState::Revoked.as_str() && state != AgentState::Revoked {
-            return Err(ApiError::Conflict(format!(
+            return Err(OpError::Conflict(format!(
                 "agent {id} is revoked for good: enroll the host again with a join token (it gets a new id)"
             )));
         }
@@ -135,7 +174,7 @@ impl Driver {
         info!(agent = %id, state = state.as_str(), "agent state changed");
         // Enabling may make waiting work runnable.
         self.commit(now, Vec::new())?;
-        Ok(json!({ "id": id, "state": state.as_str() }))
+        Ok(AgentStateOutput { id: id.to_string(), state: state.as_str().to_string() })
     }
 
     /// An agent said hello on a new connection: it is welcomed (and its

@@ -7,7 +7,6 @@ use crate::blobs::BlobStore;
 use crate::pipeline::{self, ProviderCatalog, ProviderInfo};
 use crate::store::{Change, PluginRecord, Store};
 use anyhow::{Context as _, Result};
-use serde_json::{Value, json};
 use sluice_protocol::{Grants, PluginRef};
 use sluice_runtime::ActionInfo;
 use std::collections::HashMap;
@@ -67,15 +66,15 @@ impl PluginEntry {
     }
 
     /// The plugin as `plugin list` and `plugin describe` show it.
-    pub(super) fn view(&self, key: &str) -> Value {
-        json!({
-            "provider": key,
-            "digest": self.digest,
-            "builtin": self.builtin,
-            "signedBy": self.signature.as_ref().map(|s| s.publisher.clone()),
-            "keyId": self.signature.as_ref().map(|s| s.key_id.clone()),
-            "info": self.info,
-        })
+    pub(super) fn view(&self, key: &str) -> crate::ops::PluginView {
+        crate::ops::PluginView {
+            provider: key.to_string(),
+            digest: self.digest.clone(),
+            builtin: self.builtin,
+            signed_by: self.signature.as_ref().map(|s| s.publisher.clone()),
+            key_id: self.signature.as_ref().map(|s| s.key_id.clone()),
+            info: self.info.clone(),
+        }
     }
 }
 

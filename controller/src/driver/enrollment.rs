@@ -2,15 +2,17 @@
 //! an agent with one, and certificate renewals with their allowance.
 
 use super::Driver;
-use super::command::{AgentState, ApiError};
+use super::command::AgentState;
 use super::intake;
+use crate::ops::{
+    AgentTokenView, CreateAgentToken, CreateAgentTokenOutput, Handle, ListAgentTokens, ListAgentTokensOutput, OpError,
+    RevokeAgentToken, RevokeAgentTokenOutput,
+};
 use crate::store::{AgentRecord, Change, JoinTokenRecord};
 use crate::views;
 use anyhow::{Context as _, Result};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sluice_protocol::{EnrollRequest, EnrollResponse};
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::info;
 
@@ -20,16 +22,14 @@ use tracing::info;
 /// broken one meets the bound, and signing is the CPU it would burn.
 const RENEWAL_BURST: u32 = 3;
 
-impl Driver {
-    pub(super) fn create_join_token(
-        &mut self,
-        now: u64,
-        ttl: Duration,
-        uses: Option<u32>,
-        labels: BTreeMap<String, String>,
-        allow_agent_labels: Vec<String>,
-    ) -> Result<Value, ApiError> {
-        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
+impl Handle<CreateAgentToken> for Driver {
+    fn handle(&mut self, op: CreateAgentToken, ctx: &crate::ops::Context) -> Result<CreateAgentTokenOutput, OpError> {
+        let now = ctx.now;
+        let CreateAgentToken { ttl_seconds, uses, labels, allow_agent_labels } = op;
+        let invalid = OpError::invalid;
+        if ttl_seconds == 0 {
+            return Err(invalid("ttl must be positive".into()));
+        }
         if uses == Some(0) {
             return Err(invalid("--uses must be at least 1".into()));
         }
@@ -45,26 +45,29 @@ impl Driver {
             secret_hash: sha256_hex(&secret),
             labels,
             uses_left: uses,
-            expires_at: now + ttl.as_millis() as u64,
+            expires_at: now.saturating_add(ttl_seconds.saturating_mul(1000)),
             created_at: now,
             revoked: false,
             allow_agent_labels,
         };
         self.commit(now, vec![Change::JoinToken(record.clone())])?;
         let token = sluice_protocol::JoinToken { ca_fingerprint: self.ca.fingerprint().to_string(), secret };
-        Ok(json!({
-            "id": record.id,
-            "token": token.to_string(),
-            "expires": views::time(record.expires_at),
-            "uses": record.uses_left,
-            "labels": record.labels,
-            "allowAgentLabels": record.allow_agent_labels,
-        }))
+        Ok(CreateAgentTokenOutput {
+            id: record.id,
+            token: token.to_string(),
+            expires: views::time(record.expires_at),
+            uses: record.uses_left,
+            labels: record.labels,
+            allow_agent_labels: record.allow_agent_labels,
+        })
     }
+}
 
-    /// Join tokens without their secrets (only hashes are kept anyway).
-    pub(super) fn list_join_tokens(&mut self, now: u64) -> Result<Value, ApiError> {
-        let tokens: Vec<Value> = self
+/// Join tokens without their secrets (only hashes are kept anyway).
+impl Handle<ListAgentTokens> for Driver {
+    fn handle(&mut self, _: ListAgentTokens, ctx: &crate::ops::Context) -> Result<ListAgentTokensOutput, OpError> {
+        let now = ctx.now;
+        let agent_tokens = self
             .store
             .join_tokens()?
             .into_iter()
@@ -78,32 +81,39 @@ impl Driver {
                 } else {
                     "valid"
                 };
-                json!({
-                    "id": t.id,
-                    "state": state,
-                    "usesLeft": t.uses_left,
-                    "labels": t.labels,
-                    "allowAgentLabels": t.allow_agent_labels,
-                    "created": views::time(t.created_at),
-                    "expires": views::time(t.expires_at),
-                })
+                AgentTokenView {
+                    id: t.id,
+                    state: state.to_string(),
+                    uses_left: t.uses_left,
+                    labels: t.labels,
+                    allow_agent_labels: t.allow_agent_labels,
+                    created: views::time(t.created_at),
+                    expires: views::time(t.expires_at),
+                }
             })
             .collect();
-        Ok(json!({ "agentTokens": tokens }))
+        Ok(ListAgentTokensOutput { agent_tokens })
     }
+}
 
-    pub(super) fn revoke_join_token(&mut self, now: u64, id: &str) -> Result<Value, ApiError> {
+impl Handle<RevokeAgentToken> for Driver {
+    fn handle(&mut self, op: RevokeAgentToken, ctx: &crate::ops::Context) -> Result<RevokeAgentTokenOutput, OpError> {
+        let now = ctx.now;
+        let id = op.id.as_str();
         let mut token = self
             .store
             .join_tokens()?
             .into_iter()
             .find(|t| t.id == id)
-            .ok_or_else(|| ApiError::NotFound(format!("join token {id} does not exist")))?;
+            .ok_or_else(|| OpError::NotFound(format!("join token {id} does not exist")))?;
         token.revoked = true;
         self.commit(now, vec![Change::JoinToken(token)])?;
         info!(token = %id, "join token revoked");
-        Ok(json!({ "id": id, "state": "revoked" }))
+        Ok(RevokeAgentTokenOutput { id: op.id.clone(), state: "revoked".into() })
     }
+}
+
+impl Driver {
 
     pub(super) fn enroll(&mut self, now: u64, request: &EnrollRequest) -> Result<EnrollResponse> {
         let refuse = |reason: &str| Ok(EnrollResponse::Refused { reason: reason.to_string() });

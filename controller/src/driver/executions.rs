@@ -3,18 +3,39 @@
 //! their logs and a pipeline's state.
 
 use super::Driver;
-use super::command::{ApiError, DEFAULT_HISTORY};
+use super::command::DEFAULT_HISTORY;
 use super::intake;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{
-    ActionStatus, Decision, Event, Execution, ExecutionId, Handled, RetryMode, StopMode, TransitionState, Trigger,
+    self, ActionStatus, Decision, Event, Execution, ExecutionId, Handled, Refusal, StopMode, TransitionState, Trigger,
 };
 use crate::store::{Change, TransitionRecord};
+use crate::ops::{
+    ApprovalStatus, Context, DisableStageTransition, EnableStageTransition, GetExecutionLogs, GetExecutionLogsOutput,
+    GetPipelineExecution, GetPipelineExecutionOutput, GetPipelineState, GetPipelineStateOutput, Handle,
+    ListPipelineExecutions, ListPipelineExecutionsOutput, LogLineView, OpError, PutApprovalResult,
+    PutApprovalResultOutput, RetryMode, RetryStageExecution, RetryStageExecutionOutput, RollbackStage,
+    RollbackStageOutput, StageTransitionOutput, StartPipelineExecution, StartPipelineExecutionOutput,
+    StopPipelineExecution, StopPipelineExecutionOutput,
+};
 use crate::views;
-use serde_json::{Value, json};
 use sluice_protocol::ToAgent;
 use std::collections::{BTreeMap, HashMap};
 use tracing::info;
+
+impl Handle<StartPipelineExecution> for Driver {
+    fn handle(&mut self, op: StartPipelineExecution, ctx: &Context) -> Result<StartPipelineExecutionOutput, OpError> {
+        let variables: BTreeMap<String, String> = op.variables.into_iter().map(|v| (v.name, v.value)).collect();
+        // `revisionType` can only be COMMIT_ID (serde refuses any other).
+        let revisions: BTreeMap<String, String> =
+            op.source_revisions.into_iter().map(|o| (o.action_name, o.revision_value)).collect();
+        let by = &ctx.caller.user;
+        let detail = if revisions.is_empty() { "admin API" } else { "admin API, pinned revisions" };
+        let trigger = Trigger::new("StartPipelineExecution", format!("{detail}, by {by}")).by(by);
+        let id = self.start_execution(ctx.now, &op.name, variables, revisions, trigger, Vec::new())?;
+        Ok(StartPipelineExecutionOutput { pipeline_execution_id: id.0 })
+    }
+}
 
 impl Driver {
     pub(super) fn start_execution(
@@ -25,7 +46,7 @@ impl Driver {
         revisions: BTreeMap<String, String>,
         trigger: Trigger,
         changes: Vec<Change>,
-    ) -> Result<ExecutionId, ApiError> {
+    ) -> Result<ExecutionId, OpError> {
         let version = match changes.iter().find_map(|c| match c {
             Change::Pipeline(p) if p.name == name => Some(p.version),
             _ => None,
@@ -36,13 +57,10 @@ impl Driver {
         let def = self.definition(name, version)?;
         let unknown: Vec<&String> = variables.keys().filter(|k| def.variable(k).is_none()).collect();
         if !unknown.is_empty() {
-            return Err(ApiError::Invalid {
-                message: format!(
-                    "pipeline \"{name}\" declares no variable {}",
-                    unknown.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
-                ),
-                diagnostics: vec![],
-            });
+            return Err(OpError::invalid(format!(
+                "pipeline \"{name}\" declares no variable {}",
+                unknown.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+            )));
         }
         let sources: Vec<&str> = def
             .stages
@@ -52,42 +70,58 @@ impl Driver {
         let not_sources: Vec<String> =
             revisions.keys().filter(|k| !sources.contains(&k.as_str())).map(|k| format!("\"{k}\"")).collect();
         if !not_sources.is_empty() {
-            return Err(ApiError::Invalid {
-                message: format!(
-                    "pipeline \"{name}\" has no source action {}; its source actions: {}",
-                    not_sources.join(", "),
-                    sources.join(", ")
-                ),
-                diagnostics: vec![],
-            });
+            return Err(OpError::invalid(format!(
+                "pipeline \"{name}\" has no source action {}; its source actions: {}",
+                not_sources.join(", "),
+                sources.join(", ")
+            )));
         }
         for (action, revision) in &revisions {
-            intake::check_revision(revision).map_err(|e| ApiError::Invalid {
-                message: format!("the revision for \"{action}\": {e}"),
-                diagnostics: vec![],
-            })?;
+            intake::check_revision(revision)
+                .map_err(|e| OpError::invalid(format!("the revision for \"{action}\": {e}")))?;
         }
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
         self.feed(now, Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
         self.commit(now, changes)?;
         Ok(id)
     }
+}
 
-    pub(super) fn retry_stage(&mut self, now: u64, name: &str, stage: &str, id: &str, all: bool) -> Result<Value, ApiError> {
+/// RetryStageExecution: failed actions only, or all of the stage's.
+impl Handle<RetryStageExecution> for Driver {
+    fn handle(&mut self, op: RetryStageExecution, ctx: &Context) -> Result<RetryStageExecutionOutput, OpError> {
+        let now = ctx.now;
+        let (name, stage, id) = (op.pipeline_name.as_str(), op.stage_name.as_str(), op.pipeline_execution_id.as_str());
+        let all = op.retry_mode == RetryMode::AllActions;
         let execution = self.execution(name, id)?;
         if self.engine.execution(&execution.id).is_some() {
-            return Err(ApiError::Conflict(format!("execution {id} is still {}", execution.status.as_str())));
+            return Err(OpError::Conflict(format!("execution {id} is still {}", execution.status.as_str())));
         }
         let def = self.definition(name, execution.version)?;
-        let mode = if all { RetryMode::AllActions } else { RetryMode::FailedActions };
+        let mode = if all { engine::RetryMode::AllActions } else { engine::RetryMode::FailedActions };
         let event = Event::RetryStage { pipeline: def, execution: Box::new(execution), stage: stage.to_string(), mode };
-        self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))?;
+        self.engine.handle(now, event).map_err(refused)?;
         self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, execution = %id, all, "stage retried");
-        Ok(json!({ "pipelineExecutionId": id }))
+        Ok(RetryStageExecutionOutput { pipeline_execution_id: op.pipeline_execution_id })
     }
+}
 
-    pub(super) fn set_transition(
+impl Handle<DisableStageTransition> for Driver {
+    fn handle(&mut self, op: DisableStageTransition, ctx: &Context) -> Result<StageTransitionOutput, OpError> {
+        self.set_transition(ctx.now, &op.pipeline_name, &op.stage_name, false, op.reason, &ctx.caller.user)
+    }
+}
+
+impl Handle<EnableStageTransition> for Driver {
+    fn handle(&mut self, op: EnableStageTransition, ctx: &Context) -> Result<StageTransitionOutput, OpError> {
+        self.set_transition(ctx.now, &op.pipeline_name, &op.stage_name, true, op.reason, &ctx.caller.user)
+    }
+}
+
+impl Driver {
+    /// DisableStageTransition / EnableStageTransition (inbound only).
+    fn set_transition(
         &mut self,
         now: u64,
         name: &str,
@@ -95,22 +129,19 @@ impl Driver {
         enabled: bool,
         reason: String,
         by: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<StageTransitionOutput, OpError> {
         let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let def = self.definition(name, record.version)?;
         let index = def
             .stages
             .iter()
             .position(|s| s.name == stage)
-            .ok_or_else(|| ApiError::NotFound(format!("pipeline \"{name}\" has no stage \"{stage}\"")))?;
+            .ok_or_else(|| OpError::StageNotFound(format!("pipeline \"{name}\" has no stage \"{stage}\"")))?;
         if index == 0 {
-            return Err(ApiError::Invalid {
-                message: format!("stage \"{stage}\" is the first stage: it has no inbound transition"),
-                diagnostics: vec![],
-            });
+            return Err(OpError::invalid(format!("stage \"{stage}\" is the first stage: it has no inbound transition")));
         }
         if !enabled && reason.trim().is_empty() {
-            return Err(ApiError::Invalid { message: "disabling a transition needs a --reason".into(), diagnostics: vec![] });
+            return Err(OpError::invalid("disabling a transition needs a --reason"));
         }
         let transition = TransitionRecord {
             pipeline: name.to_string(),
@@ -125,15 +156,20 @@ impl Driver {
         self.commit(now, vec![Change::Transition(transition.clone())])?;
         info!(pipeline = %name, %stage, enabled, "transition changed");
         self.transitions.insert((name.to_string(), stage.to_string()), transition);
-        Ok(json!({ "pipelineName": name, "stageName": stage, "enabled": enabled }))
+        Ok(StageTransitionOutput { pipeline_name: name.to_string(), stage_name: stage.to_string(), enabled })
     }
+}
 
-    /// StopPipelineExecution: `abandon` cancels running actions on their
-    /// agents at once; otherwise they finish and nothing new starts.
-    pub(super) fn stop_execution(&mut self, now: u64, name: &str, id: &str, abandon: bool, reason: String) -> Result<Value, ApiError> {
+/// StopPipelineExecution: `abandon` cancels running actions on their
+/// agents at once; otherwise they finish and nothing new starts.
+impl Handle<StopPipelineExecution> for Driver {
+    fn handle(&mut self, op: StopPipelineExecution, ctx: &Context) -> Result<StopPipelineExecutionOutput, OpError> {
+        let now = ctx.now;
+        let (name, id, abandon, reason) =
+            (op.pipeline_name.as_str(), op.pipeline_execution_id.as_str(), op.abandon, op.reason);
         let execution = self.execution(name, id)?;
         if execution.status.is_final() {
-            return Err(ApiError::Conflict(format!(
+            return Err(OpError::Conflict(format!(
                 "execution {id} has already ended ({})",
                 execution.status.as_str()
             )));
@@ -158,26 +194,37 @@ impl Driver {
         }
         self.commit(now, Vec::new())?;
         let status = self.execution(name, id)?.status;
-        Ok(json!({ "pipelineExecutionId": id, "status": status.as_str() }))
+        Ok(StopPipelineExecutionOutput {
+            pipeline_execution_id: op.pipeline_execution_id.clone(),
+            status: status.as_str().to_string(),
+        })
     }
+}
 
+impl Handle<GetPipelineExecution> for Driver {
+    fn handle(&mut self, op: GetPipelineExecution, _: &Context) -> Result<GetPipelineExecutionOutput, OpError> {
+        Ok(views::execution(&self.execution(&op.pipeline_name, &op.pipeline_execution_id)?))
+    }
+}
+
+impl Driver {
     /// An execution from memory when it is running, else from the store.
-    pub(super) fn execution(&mut self, name: &str, id: &str) -> Result<Execution, ApiError> {
+    pub(super) fn execution(&mut self, name: &str, id: &str) -> Result<Execution, OpError> {
         let id = ExecutionId(id.to_string());
         let execution = match self.engine.execution(&id) {
             Some(e) => e.clone(),
             None => self
                 .store
                 .execution(&id)?
-                .ok_or_else(|| ApiError::NotFound(format!("pipeline \"{name}\" has no execution {id}")))?,
+                .ok_or_else(|| OpError::ExecutionNotFound(format!("pipeline \"{name}\" has no execution {id}")))?,
         };
         if execution.pipeline != name {
-            return Err(ApiError::NotFound(format!("pipeline \"{name}\" has no execution {id}")));
+            return Err(OpError::ExecutionNotFound(format!("pipeline \"{name}\" has no execution {id}")));
         }
         Ok(execution)
     }
 
-    pub(super) fn recent_executions(&mut self, name: &str, limit: usize) -> Result<Vec<Execution>, ApiError> {
+    pub(super) fn recent_executions(&mut self, name: &str, limit: usize) -> Result<Vec<Execution>, OpError> {
         let mut list = self.store.executions(name, limit)?;
         for e in &mut list {
             if let Some(live) = self.engine.execution(&e.id) {
@@ -186,8 +233,14 @@ impl Driver {
         }
         Ok(list)
     }
+}
 
-    pub(super) fn list_executions(&mut self, name: &str, limit: usize, next_token: Option<String>) -> Result<Value, ApiError> {
+/// ListPipelineExecutions: a page, newest first, after `nextToken`.
+impl Handle<ListPipelineExecutions> for Driver {
+    fn handle(&mut self, op: ListPipelineExecutions, _: &Context) -> Result<ListPipelineExecutionsOutput, OpError> {
+        let name = op.pipeline_name.as_str();
+        let limit = op.max_results.unwrap_or(DEFAULT_HISTORY).clamp(1, 1000);
+        let next_token = op.next_token;
         if self.store.pipeline(name, None)?.is_none() {
             return Err(not_found_pipeline(name));
         }
@@ -195,7 +248,7 @@ impl Driver {
         let mut list = match &next_token {
             None => self.recent_executions(name, limit + 1)?,
             Some(token) => {
-                let bad = || ApiError::Invalid { message: format!("nextToken {token:?} is not one this API gave"), diagnostics: vec![] };
+                let bad = || OpError::invalid(format!("nextToken {token:?} is not one this API gave"));
                 let (started, id) = token.split_once('.').ok_or_else(bad)?;
                 let started: u64 = started.parse().map_err(|_| bad())?;
                 let mut list = self.store.executions_before(name, (started, id), limit + 1)?;
@@ -212,34 +265,37 @@ impl Driver {
             let last = list.last().expect("limit is at least 1");
             format!("{}.{}", last.started_at, last.id)
         });
-        Ok(json!({
-            "pipelineExecutionSummaries": list.iter().map(views::execution_summary).collect::<Vec<_>>(),
-            "nextToken": next,
-        }))
+        Ok(ListPipelineExecutionsOutput {
+            pipeline_execution_summaries: list.iter().map(views::execution_summary).collect(),
+            next_token: next,
+        })
     }
+}
 
-    pub(super) fn pipeline_state(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
+impl Handle<GetPipelineState> for Driver {
+    fn handle(&mut self, op: GetPipelineState, ctx: &Context) -> Result<GetPipelineStateOutput, OpError> {
+        let name = op.name.as_str();
         let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let def = self.definition(name, record.version)?;
         let recent = self.recent_executions(name, DEFAULT_HISTORY)?;
         let waiting: HashMap<&str, String> =
-            self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(now, d))).collect();
+            self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(ctx.now, d))).collect();
         let transitions: HashMap<&str, &TransitionRecord> =
             self.transitions.iter().filter(|((p, _), _)| p == name).map(|((_, s), t)| (s.as_str(), t)).collect();
         let mut state = views::pipeline_state(&record, &def, &recent, &waiting, &transitions);
         // How change detection of each polled source action is doing.
-        if let Some(actions) = state["stageStates"][0]["actionStates"].as_array_mut() {
-            for action in actions {
-                let name = action["actionName"].as_str().unwrap_or_default().to_string();
-                if let Some(polling) = self.poll_view(&record.name, &name) {
-                    action["polling"] = polling;
-                }
+        if let Some(first) = state.stage_states.first_mut() {
+            for action in &mut first.action_states {
+                action.polling = self.poll_view(&record.name, &action.action_name);
             }
         }
         Ok(state)
     }
+}
 
-    pub(super) fn execution_logs(&mut self, name: &str, id: &str) -> Result<Value, ApiError> {
+impl Handle<GetExecutionLogs> for Driver {
+    fn handle(&mut self, op: GetExecutionLogs, _: &Context) -> Result<GetExecutionLogsOutput, OpError> {
+        let (name, id) = (op.pipeline_name.as_str(), op.pipeline_execution_id.as_str());
         let execution = self.execution(name, id)?;
         let lines = self.store.logs(&execution.id.0)?;
         let mut places: HashMap<String, (String, String)> = HashMap::new();
@@ -250,30 +306,32 @@ impl Driver {
                 }
             }
         }
-        let lines: Vec<Value> = lines
-            .iter()
+        let lines = lines
+            .into_iter()
             .map(|l| {
                 let (stage, action) = places.get(&l.job_id).cloned().unwrap_or_default();
-                json!({"jobId": l.job_id, "stage": stage, "action": action, "seq": l.seq, "text": l.text})
+                LogLineView { job_id: l.job_id, stage, action, seq: l.seq, text: l.text }
             })
             .collect();
-        Ok(json!({ "pipelineExecutionId": id, "lines": lines }))
+        Ok(GetExecutionLogsOutput { pipeline_execution_id: op.pipeline_execution_id, lines })
     }
+}
 
-    /// RollbackStage by `by`, committed.
-    pub(super) fn rollback_stage(
-        &mut self,
-        now: u64,
-        name: &str,
-        stage: &str,
-        target: Option<&str>,
-        by: String,
-    ) -> Result<Value, ApiError> {
+/// RollbackStage (to the target, or the newest execution in which the
+/// stage succeeded).
+impl Handle<RollbackStage> for Driver {
+    fn handle(&mut self, op: RollbackStage, ctx: &Context) -> Result<RollbackStageOutput, OpError> {
+        let now = ctx.now;
+        let (stage, by) = (&op.stage_name, &ctx.caller.user);
         let trigger = Trigger::new("RollbackStage", format!("stage {stage} rolled back by {by}")).by(by);
-        let id = self.start_rollback(now, name, stage, target, None, trigger)?;
+        let target = op.target_pipeline_execution_id.as_deref();
+        let id = self.start_rollback(ctx.now, &op.pipeline_name, stage, target, None, trigger)?;
         self.commit(now, Vec::new())?;
-        Ok(json!({ "pipelineExecutionId": id.0 }))
+        Ok(RollbackStageOutput { pipeline_execution_id: id.0 })
     }
+}
+
+impl Driver {
 
     /// RollbackStage: runs `stage` again in a new execution with the
     /// artifacts of `target` (by default the newest execution, older than
@@ -287,7 +345,7 @@ impl Driver {
         target: Option<&str>,
         before: Option<&ExecutionId>,
         trigger: Trigger,
-    ) -> Result<ExecutionId, ApiError> {
+    ) -> Result<ExecutionId, OpError> {
         let succeeded_here = |e: &Execution| {
             e.status.is_final() && e.stages.iter().any(|s| s.name == stage && s.status == Some(crate::engine::StageStatus::Succeeded))
         };
@@ -295,7 +353,7 @@ impl Driver {
             Some(id) => {
                 let e = self.execution(name, id)?;
                 if !succeeded_here(&e) {
-                    return Err(ApiError::Conflict(format!("stage \"{stage}\" did not succeed in execution {id} (or it is still running)")));
+                    return Err(OpError::Conflict(format!("stage \"{stage}\" did not succeed in execution {id} (or it is still running)")));
                 }
                 e
             }
@@ -309,7 +367,7 @@ impl Driver {
                     .filter(|e| before_started.as_ref().is_none_or(|(at, id)| &e.id != id && e.started_at <= *at))
                     .find(|e| succeeded_here(e))
                     .ok_or_else(|| {
-                        ApiError::Conflict(format!("no earlier execution of \"{name}\" in which stage \"{stage}\" succeeded"))
+                        OpError::Conflict(format!("no earlier execution of \"{name}\" in which stage \"{stage}\" succeeded"))
                     })?
             }
         };
@@ -323,23 +381,18 @@ impl Driver {
             stage: stage.to_string(),
             trigger,
         };
-        self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))?;
+        self.engine.handle(now, event).map_err(refused)?;
         Ok(id)
     }
+}
 
-    /// Records an approval decision by `by` (the caller's user).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn decide(
-        &mut self,
-        now: u64,
-        name: &str,
-        stage: &str,
-        action: &str,
-        execution: Option<String>,
-        by: &str,
-        approve: bool,
-        comment: &str,
-    ) -> Result<Value, ApiError> {
+/// PutApprovalResult: approve or reject a manual approval, as the caller.
+impl Handle<PutApprovalResult> for Driver {
+    fn handle(&mut self, op: PutApprovalResult, ctx: &Context) -> Result<PutApprovalResultOutput, OpError> {
+        let now = ctx.now;
+        let (name, stage, action) = (op.pipeline_name.as_str(), op.stage_name.as_str(), op.action_name.as_str());
+        let (execution, by, comment) = (op.execution_id, ctx.caller.user.as_str(), op.summary.as_str());
+        let approve = op.status == ApprovalStatus::Approved;
         self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let id = match execution {
             Some(id) => ExecutionId(id),
@@ -358,9 +411,10 @@ impl Driver {
                 .max_by_key(|e| e.ordinal)
                 .map(|e| e.id.clone())
                 .ok_or_else(|| {
-                    ApiError::NotFound(format!("no execution of \"{name}\" is waiting for approval at {stage}/{action}"))
+                    OpError::NotFound(format!("no execution of \"{name}\" is waiting for approval at {stage}/{action}"))
                 })?,
         };
+        let before = approval_at(self.engine.execution(&id), stage, action);
         let event = Event::PutApprovalResult {
             execution: id.clone(),
             stage: stage.to_string(),
@@ -369,12 +423,48 @@ impl Driver {
             decision: if approve { Decision::Approved } else { Decision::Rejected },
             comment: comment.to_string(),
         };
-        let outcome = match self.engine.handle(now, event).map_err(|refusal| ApiError::Conflict(refusal.to_string()))? {
+        let outcome = match self.engine.handle(now, event).map_err(|refusal| {
+            let message = refusal.to_string();
+            match before {
+                ApprovalAt::NotRunning => OpError::InvalidApprovalToken(message),
+                ApprovalAt::Decided => OpError::ApprovalAlreadyCompleted(message),
+                ApprovalAt::Missing | ApprovalAt::Waiting => OpError::Conflict(message),
+            }
+        })? {
             Handled::Decided(said) => said,
             Handled::Applied => String::new(),
         };
         self.commit(now, Vec::new())?;
         info!(pipeline = %name, %stage, %action, execution = %id, %by, approve, "approval decision: {outcome}");
-        Ok(json!({ "pipelineExecutionId": id.0, "status": if approve { "Approved" } else { "Rejected" }, "result": outcome }))
+        Ok(PutApprovalResultOutput { pipeline_execution_id: id.0, status: op.status, result: outcome })
     }
+}
+
+/// Where the approval at `stage`/`action` of an execution stands, read
+/// before the engine decides so that a refusal says why: no approval of an
+/// execution that is not running waits (CodePipeline's invalid approval
+/// token), one no longer waiting was completed, one still waiting refused
+/// this caller (the starter, or someone who already decided).
+enum ApprovalAt {
+    NotRunning,
+    Missing,
+    Waiting,
+    Decided,
+}
+
+fn approval_at(execution: Option<&Execution>, stage: &str, action: &str) -> ApprovalAt {
+    let Some(execution) = execution else { return ApprovalAt::NotRunning };
+    let run = execution.stages.iter().filter(|s| s.name == stage).flat_map(|s| &s.actions).find(|a| a.name == action);
+    match run {
+        Some(a) if a.approval.is_some() && a.status == Some(ActionStatus::InProgress) => ApprovalAt::Waiting,
+        Some(a) if a.approval.is_some() => ApprovalAt::Decided,
+        _ => ApprovalAt::Missing,
+    }
+}
+
+/// An operator's request the engine refused (a retry, a rollback): a
+/// conflict with the execution's state, as before the engine's refusals
+/// were typed.
+fn refused(refusal: Refusal) -> OpError {
+    OpError::Conflict(refusal.to_string())
 }

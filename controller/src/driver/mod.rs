@@ -11,9 +11,11 @@
 //! the commit of a step and the dispatch of commands; each concern has a
 //! file of its own:
 //!
-//! - `command.rs`: the commands, replies and API errors; `link.rs`: the
-//!   queue to one agent. Both know nothing of the driver, so that `api`
-//!   and `fleet` depend on them and not on the driver that spawns them.
+//! - `command.rs`: the commands and replies (an API operation arrives as
+//!   `Command::Call` with a typed `crate::ops::Request`, and each has one
+//!   `Handle` impl in the file of its concern); `link.rs`: the queue to
+//!   one agent. Both know nothing of the driver, so that `api` and `fleet`
+//!   depend on them and not on the driver that spawns them.
 //! - `catalog.rs`: registered plugins and `describe()`; `plugins.rs` and
 //!   `publishers.rs`: pushing and deleting plugins, trusted publishers.
 //! - `pipelines.rs`, `executions.rs`: the pipeline and execution commands.
@@ -63,6 +65,7 @@ use crate::engine::{AgentId, Dispatch, Engine, Event, JobId, Notice, TransitionS
 use crate::exit::Exit;
 use crate::pipeline::{self, Pipeline};
 use crate::store::{Change, SqliteStore, Store, TransitionRecord};
+use crate::ops;
 use crate::views;
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -465,80 +468,10 @@ impl Driver {
     /// changed is committed.
     fn handle(&mut self, now: u64, command: Command) {
         match command {
-            // Pipelines.
-            Command::CreatePipeline { text, by, reply } => answer(reply, self.create_pipeline(now, &text, &by)),
-            Command::ValidatePipeline { text, reply } => answer(reply, self.validate_pipeline(&text)),
-            Command::UpdatePipeline { name, text, reply } => answer(reply, self.update_pipeline(now, &name, &text)),
-            Command::DeletePipeline { name, reply } => answer(reply, self.delete_pipeline(now, &name)),
-            Command::GetPipeline { name, version, reply } => answer(reply, self.get_pipeline(&name, version)),
-            Command::ListPipelines { reply } => answer(reply, self.list_pipelines()),
-            Command::PipelineState { name, reply } => answer(reply, self.pipeline_state(now, &name)),
-            // Executions.
-            Command::StartExecution { name, variables, revisions, trigger, reply } => {
-                let result = self.start_execution(now, &name, variables, revisions, trigger, Vec::new());
-                answer(reply, result.map(|id| json!({ "pipelineExecutionId": id.0 })));
+            Command::Call { request, caller, reply } => {
+                let ctx = ops::Context { caller, now };
+                answer(reply, request.dispatch(self, &ctx));
             }
-            Command::StopExecution { name, id, abandon, reason, reply } => {
-                answer(reply, self.stop_execution(now, &name, &id, abandon, reason));
-            }
-            Command::RetryStage { name, stage, id, all, reply } => {
-                answer(reply, self.retry_stage(now, &name, &stage, &id, all));
-            }
-            Command::SetTransition { name, stage, enabled, reason, by, reply } => {
-                answer(reply, self.set_transition(now, &name, &stage, enabled, reason, &by));
-            }
-            Command::RollbackStage { name, stage, target, by, reply } => {
-                answer(reply, self.rollback_stage(now, &name, &stage, target.as_deref(), by));
-            }
-            Command::Decide { name, stage, action, execution, by, approve, comment, reply } => {
-                answer(reply, self.decide(now, &name, &stage, &action, execution, &by, approve, &comment));
-            }
-            Command::GetExecution { name, id, reply } => {
-                answer(reply, self.execution(&name, &id).map(|e| views::execution(&e)));
-            }
-            Command::ListExecutions { name, limit, next_token, reply } => {
-                answer(reply, self.list_executions(&name, limit, next_token));
-            }
-            Command::ExecutionLogs { name, id, reply } => answer(reply, self.execution_logs(&name, &id)),
-            // Sources and secrets.
-            Command::Webhook { name, headers, body, reply } => answer(reply, self.webhook(now, &name, &headers, &body)),
-            Command::CreateWebhook { name, reply } => answer(reply, self.create_webhook(now, &name)),
-            Command::DeleteWebhook { name, reply } => answer(reply, self.delete_webhook(now, &name)),
-            Command::SetSecret { name, value, pipelines, reply } => {
-                answer(reply, self.set_secret(now, &name, &value, pipelines));
-            }
-            Command::ListSecrets { reply } => answer(reply, self.list_secrets()),
-            Command::DeleteSecret { name, reply } => answer(reply, self.delete_secret(now, &name)),
-            // Users and API tokens.
-            Command::CreateUser { name, role, reply } => answer(reply, self.create_user(now, &name, role)),
-            Command::ListUsers { reply } => answer(reply, self.list_users()),
-            Command::CreateToken { user, reply } => answer(reply, self.create_token(now, &user)),
-            Command::ListTokens { reply } => answer(reply, self.list_tokens()),
-            Command::RevokeToken { id, reply } => answer(reply, self.revoke_token(now, &id)),
-            // Agents and enrollment.
-            Command::ListAgents { reply } => answer(reply, self.list_agents()),
-            Command::LabelAgent { id, set, remove, reply } => answer(reply, self.label_agent(now, &id, set, remove)),
-            Command::SetAgentState { id, state, reply } => answer(reply, self.set_agent_state(now, &id, state)),
-            Command::CreateJoinToken { ttl, uses, labels, allow_agent_labels, reply } => {
-                answer(reply, self.create_join_token(now, ttl, uses, labels, allow_agent_labels));
-            }
-            Command::ListJoinTokens { reply } => answer(reply, self.list_join_tokens(now)),
-            Command::RevokeJoinToken { id, reply } => answer(reply, self.revoke_join_token(now, &id)),
-            // Plugins and publishers.
-            Command::ListPlugins { reply } => answer(reply, Ok(self.list_plugins())),
-            Command::DescribePlugin { key, reply } => answer(reply, self.describe_plugin(&key)),
-            Command::DeletePlugin { key, reply } => answer(reply, self.delete_plugin(now, &key)),
-            Command::PushPlugin { wasm, info, signature, reply } => {
-                answer(reply, self.push_plugin(now, &wasm, *info, signature.as_deref()));
-            }
-            Command::VetPluginSignature { digest, signature, reply } => {
-                answer(reply, self.vet_plugin_signature(now, &digest, signature.as_deref()));
-            }
-            Command::ListPublishers { reply } => answer(reply, self.list_publishers()),
-            Command::AddPublisher { name, public_key, by, reply } => {
-                answer(reply, self.add_publisher(now, &name, &public_key, &by));
-            }
-            Command::RemovePublisher { name, reply } => answer(reply, self.remove_publisher(now, &name)),
             // The fleet.
             Command::Enroll { request, reply } => {
                 let response = self.enroll(now, &request);

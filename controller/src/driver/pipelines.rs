@@ -2,27 +2,26 @@
 //! execution), update, delete, get and list.
 
 use super::Driver;
-use super::command::ApiError;
+use crate::ops::{
+    Context, CreatePipeline, CreatePipelineOutput, DeletePipeline, DeletePipelineOutput, GetPipeline, GetPipelineOutput,
+    Handle, ListPipelines, ListPipelinesOutput, OpError, PipelineMetadata, PipelineSummary, UpdatePipeline,
+    UpdatePipelineOutput, ValidatePipeline, ValidatePipelineOutput,
+};
 use crate::engine::{Event, TransitionState, Trigger};
 use crate::pipeline::{self, Declaration};
 use crate::store::{Change, PipelineRecord};
 use crate::views;
 use anyhow::Context as _;
 use serde_json::{Value, json};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tracing::info;
 
-impl Driver {
-    /// ValidatePipeline: the declaration checked as `create` would, stored
-    /// nowhere.
-    pub(super) fn validate_pipeline(&self, text: &str) -> Result<Value, ApiError> {
-        pipeline::parse_and_validate(text, &self.catalog)
-            .map(|d| json!({ "valid": true, "pipelineName": d.pipeline.name }))
-            .map_err(invalid_declaration)
-    }
-
-    pub(super) fn create_pipeline(&mut self, now: u64, text: &str, by: &str) -> Result<Value, ApiError> {
+impl Handle<CreatePipeline> for Driver {
+    fn handle(&mut self, op: CreatePipeline, ctx: &Context) -> Result<CreatePipelineOutput, OpError> {
+        let now = ctx.now;
+        let (text, by) = (&op.pipeline_declaration, &ctx.caller.user);
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         let name = decl.pipeline.name.clone();
@@ -31,7 +30,7 @@ impl Driver {
             panic!("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE: pipeline {name}");
         }
         if self.store.pipeline(&name, None)?.is_some() {
-            return Err(ApiError::Conflict(format!("pipeline \"{name}\" already exists")));
+            return Err(OpError::PipelineNameInUse(format!("pipeline \"{name}\" already exists")));
         }
         let definition = pipeline::to_json(&decl);
         let record = PipelineRecord { name: name.clone(), version: 1, definition, created_at: now, updated_at: now };
@@ -47,25 +46,31 @@ impl Driver {
             vec![Change::Pipeline(record)],
         )?;
         self.refresh_polls(now, &name, 1)?;
-        let mut out = declaration_value(&decl);
-        out["pipelineExecutionId"] = json!(id.0);
         info!(pipeline = %name, execution = %id, "pipeline created");
-        Ok(out)
+        Ok(CreatePipelineOutput { pipeline: pipeline_value(&decl), pipeline_execution_id: id.0 })
     }
+}
 
-    /// Stores a new version. Executions in flight keep the version they
-    /// started with; the next one uses this.
-    pub(super) fn update_pipeline(&mut self, now: u64, name: &str, text: &str) -> Result<Value, ApiError> {
+impl Handle<ValidatePipeline> for Driver {
+    fn handle(&mut self, op: ValidatePipeline, _: &Context) -> Result<ValidatePipelineOutput, OpError> {
+        let decl = pipeline::parse_and_validate(&op.pipeline_declaration, &self.catalog).map_err(invalid_declaration)?;
+        Ok(ValidatePipelineOutput { valid: true, pipeline_name: decl.pipeline.name })
+    }
+}
+
+/// Stores a new version. Executions in flight keep the version they
+/// started with; the next one uses this.
+impl Handle<UpdatePipeline> for Driver {
+    fn handle(&mut self, op: UpdatePipeline, ctx: &Context) -> Result<UpdatePipelineOutput, OpError> {
+        let now = ctx.now;
+        let (name, text) = (op.name.as_str(), &op.pipeline_declaration);
         let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         if decl.pipeline.name != name {
-            return Err(ApiError::Invalid {
-                message: format!(
-                    "the declaration names pipeline \"{}\", not \"{name}\": a pipeline cannot be renamed",
-                    decl.pipeline.name
-                ),
-                diagnostics: vec![],
-            });
+            return Err(OpError::invalid(format!(
+                "the declaration names pipeline \"{}\", not \"{name}\": a pipeline cannot be renamed",
+                decl.pipeline.name
+            )));
         }
         let current = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let version = current.version + 1;
@@ -79,20 +84,24 @@ impl Driver {
         self.commit(now, vec![Change::Pipeline(record)])?;
         self.refresh_polls(now, name, version)?;
         info!(pipeline = %name, version, "pipeline updated");
-        let mut out = declaration_value(&decl);
-        out["pipeline"]["version"] = json!(version);
-        Ok(out)
+        let mut pipeline = pipeline_value(&decl);
+        pipeline["version"] = json!(version);
+        Ok(UpdatePipelineOutput { pipeline })
     }
+}
 
-    /// Deletes every version, execution and log of a pipeline. Refused
-    /// while an execution runs, so that nothing is cut off half-way.
-    pub(super) fn delete_pipeline(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
+/// Deletes every version, execution and log of a pipeline. Refused
+/// while an execution runs, so that nothing is cut off half-way.
+impl Handle<DeletePipeline> for Driver {
+    fn handle(&mut self, op: DeletePipeline, ctx: &Context) -> Result<DeletePipelineOutput, OpError> {
+        let now = ctx.now;
+        let name = op.name.as_str();
         if self.store.pipeline(name, None)?.is_none() {
             return Err(not_found_pipeline(name));
         }
         let running = self.engine.executions().filter(|e| e.pipeline == name).count();
         if running > 0 {
-            return Err(ApiError::Conflict(format!(
+            return Err(OpError::Conflict(format!(
                 "pipeline \"{name}\" has {running} execution(s) in progress; wait for them to end before deleting it"
             )));
         }
@@ -107,53 +116,61 @@ impl Driver {
             self.feed(now, Event::SetTransition { pipeline, stage, state });
         }
         info!(pipeline = %name, "pipeline deleted");
-        Ok(json!({ "name": name, "deleted": true }))
-    }
-
-    pub(super) fn get_pipeline(&mut self, name: &str, version: Option<u64>) -> Result<Value, ApiError> {
-        let record = self.store.pipeline(name, version)?.ok_or_else(|| match version {
-            Some(v) => ApiError::NotFound(format!("pipeline \"{name}\" has no version {v}")),
-            None => not_found_pipeline(name),
-        })?;
-        let mut value: Value = serde_json::from_str(&record.definition).context("stored pipeline is corrupt")?;
-        value["pipeline"]["version"] = json!(record.version);
-        value["metadata"] = json!({
-            "pipelineArn": format!("sluice:pipeline/{name}"),
-            "created": views::time(record.created_at),
-            "updated": views::time(record.updated_at),
-        });
-        Ok(value)
-    }
-
-    pub(super) fn list_pipelines(&mut self) -> Result<Value, ApiError> {
-        let pipelines: Vec<Value> = self
-            .store
-            .pipelines()?
-            .into_iter()
-            .map(|p| {
-                json!({
-                    "name": p.name,
-                    "version": p.version,
-                    "created": views::time(p.created_at),
-                    "updated": views::time(p.updated_at),
-                })
-            })
-            .collect();
-        Ok(json!({ "pipelines": pipelines }))
+        Ok(DeletePipelineOutput { name: op.name, deleted: true })
     }
 }
 
-pub(super) fn invalid_declaration(d: pipeline::Diagnostics) -> ApiError {
-    ApiError::Invalid {
+impl Handle<GetPipeline> for Driver {
+    fn handle(&mut self, op: GetPipeline, _: &Context) -> Result<GetPipelineOutput, OpError> {
+        let (name, version) = (op.name.as_str(), op.version);
+        let record = self.store.pipeline(name, version)?.ok_or_else(|| match version {
+            Some(v) => OpError::PipelineVersionNotFound(format!("pipeline \"{name}\" has no version {v}")),
+            None => not_found_pipeline(name),
+        })?;
+        let mut value: Value = serde_json::from_str(&record.definition).context("stored pipeline is corrupt")?;
+        let mut pipeline = value["pipeline"].take();
+        pipeline["version"] = json!(record.version);
+        Ok(GetPipelineOutput {
+            pipeline,
+            metadata: PipelineMetadata {
+                pipeline_arn: format!("sluice:pipeline/{name}"),
+                created: views::time(record.created_at),
+                updated: views::time(record.updated_at),
+            },
+        })
+    }
+}
+
+impl Handle<ListPipelines> for Driver {
+    fn handle(&mut self, _: ListPipelines, _: &Context) -> Result<ListPipelinesOutput, OpError> {
+        let pipelines = self
+            .store
+            .pipelines()?
+            .into_iter()
+            .map(|p| PipelineSummary {
+                name: p.name,
+                version: p.version,
+                created: views::time(p.created_at),
+                updated: views::time(p.updated_at),
+            })
+            .collect();
+        Ok(ListPipelinesOutput { pipelines })
+    }
+}
+
+pub(super) fn invalid_declaration(d: pipeline::Diagnostics) -> OpError {
+    OpError::Validation {
         message: format!("pipeline declaration is invalid ({} problems)", d.0.len()),
         diagnostics: d.0.iter().map(|x| x.to_string()).collect(),
     }
 }
 
-pub(super) fn not_found_pipeline(name: &str) -> ApiError {
-    ApiError::NotFound(format!("pipeline \"{name}\" does not exist"))
+pub(super) fn not_found_pipeline(name: &str) -> OpError {
+    OpError::PipelineNotFound(format!("pipeline \"{name}\" does not exist"))
 }
 
-pub(super) fn declaration_value(decl: &Declaration) -> Value {
-    serde_json::from_str(&pipeline::to_json(decl)).expect("a declaration serializes to JSON")
+/// The declaration's `pipeline` object, as stored.
+fn pipeline_value(decl: &Declaration) -> Value {
+    let mut value: Value = serde_json::from_str(&pipeline::to_json(decl)).expect("a declaration serializes to JSON");
+    value["pipeline"].take()
 }

@@ -4,52 +4,56 @@
 
 use super::Driver;
 use super::catalog::PluginEntry;
-use super::command::ApiError;
+use crate::ops::{
+    Context, DeletePlugin, DeletePluginOutput, DescribePlugin, Handle, ListPlugins, ListPluginsOutput, OpError,
+    PluginView, PushPlugin, PushPluginOutput, VetPluginSignature,
+};
 use crate::pipeline::Pipeline;
 use crate::store::{Change, PluginRecord};
-use serde_json::{Value, json};
-use sluice_runtime::ActionInfo;
 use tracing::info;
 
-impl Driver {
-    /// Every registered plugin version, by provider.
-    pub(super) fn list_plugins(&self) -> Value {
-        let mut plugins: Vec<Value> = self
-            .catalog
-            .0
-            .iter()
-            .map(|(key, p)| p.view(key))
-            .collect();
-        plugins.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
-        json!({ "plugins": plugins })
+impl Handle<ListPlugins> for Driver {
+    fn handle(&mut self, _: ListPlugins, _: &Context) -> Result<ListPluginsOutput, OpError> {
+        let mut plugins: Vec<PluginView> = self.catalog.0.iter().map(|(key, p)| p.view(key)).collect();
+        plugins.sort_by(|a, b| a.provider.cmp(&b.provider));
+        Ok(ListPluginsOutput { plugins })
     }
+}
 
-    pub(super) fn describe_plugin(&self, key: &str) -> Result<Value, ApiError> {
-        self.catalog
-            .0
-            .get(key)
-            .map(|p| p.view(key))
-            .ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")))
+impl Handle<DescribePlugin> for Driver {
+    fn handle(&mut self, op: DescribePlugin, _: &Context) -> Result<PluginView, OpError> {
+        let key = op.key;
+        self.catalog.0.get(&key).map(|p| p.view(&key)).ok_or_else(|| OpError::NotFound(format!("plugin {key} is not registered")))
     }
+}
 
-    /// Registers `provider@version` from the plugin's own `describe()`. The
-    /// same version pushed again with other bytes is refused: a version
-    /// names one component forever, so running pipelines never change
-    /// under anyone's feet. A signature is checked against the trusted
-    /// publishers first; one pushed for a version registered unsigned is
-    /// recorded.
-    pub(super) fn push_plugin(&mut self, now: u64, wasm: &[u8], info: ActionInfo, signature: Option<&str>) -> Result<Value, ApiError> {
+impl Handle<VetPluginSignature> for Driver {
+    fn handle(&mut self, op: VetPluginSignature, ctx: &Context) -> Result<(), OpError> {
+        let key = format!("with digest {}", op.digest);
+        self.verify_push(ctx.now, &key, &op.digest, op.signature.as_deref()).map(|_| ())
+    }
+}
+
+/// Registers `provider@version` from the plugin's own `describe()`. The
+/// same version pushed again with other bytes is refused: a version names
+/// one component forever, so running pipelines never change under
+/// anyone's feet. A signature is checked against the trusted publishers
+/// first; one pushed for a version registered unsigned is recorded.
+impl Handle<PushPlugin> for Driver {
+    fn handle(&mut self, op: PushPlugin, ctx: &Context) -> Result<PushPluginOutput, OpError> {
+        let now = ctx.now;
+        let (wasm, info, signature) = (&op.wasm, *op.info, op.signature.as_deref());
         let key = format!("{}@{}", info.name, info.version);
         let digest = sluice_runtime::digest(wasm);
         if let Some(existing) = self.catalog.0.get(&key) {
             if existing.digest != digest {
-                return Err(ApiError::Conflict(format!(
+                return Err(OpError::Conflict(format!(
                     "plugin {key} is already registered with digest {}; publish the change under a new version",
                     existing.digest
                 )));
             }
             if existing.builtin {
-                return Ok(json!({"provider": key, "digest": digest, "created": false, "signedBy": null}));
+                return Ok(PushPluginOutput { provider: key, digest, created: false, signed_by: None });
             }
             let mut signed = existing.signature.clone();
             if signed.is_none() && signature.is_some() {
@@ -65,7 +69,7 @@ impl Driver {
                 self.verify_push(now, &key, &digest, signature)?;
             }
             let signed_by = signed.map(|s| s.publisher);
-            return Ok(json!({"provider": key, "digest": digest, "created": false, "signedBy": signed_by}));
+            return Ok(PushPluginOutput { provider: key, digest, created: false, signed_by });
         }
         let signed = self.verify_push(now, &key, &digest, signature)?;
         self.plugins.put_bytes(wasm)?;
@@ -82,15 +86,20 @@ impl Driver {
         let signed_by = signed.as_ref().map(|s| s.publisher.clone());
         info!(plugin = %key, %digest, publisher = signed_by.as_deref().unwrap_or("-"), "plugin registered");
         self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false, signature: signed });
-        Ok(json!({"provider": key, "digest": digest, "created": true, "signedBy": signed_by}))
+        Ok(PushPluginOutput { provider: key, digest, created: true, signed_by })
     }
 
-    /// Removes a pushed plugin version that no pipeline's latest version and
-    /// no running execution uses.
-    pub(super) fn delete_plugin(&mut self, now: u64, key: &str) -> Result<Value, ApiError> {
-        let entry = self.catalog.0.get(key).ok_or_else(|| ApiError::NotFound(format!("plugin {key} is not registered")))?;
+}
+
+/// Removes a pushed plugin version that no pipeline's latest version and
+/// no running execution uses.
+impl Handle<DeletePlugin> for Driver {
+    fn handle(&mut self, op: DeletePlugin, ctx: &Context) -> Result<DeletePluginOutput, OpError> {
+        let now = ctx.now;
+        let key = op.key.as_str();
+        let entry = self.catalog.0.get(key).ok_or_else(|| OpError::NotFound(format!("plugin {key} is not registered")))?;
         if entry.builtin {
-            return Err(ApiError::Conflict(format!("plugin {key} is built in and cannot be deleted")));
+            return Err(OpError::Conflict(format!("plugin {key} is built in and cannot be deleted")));
         }
         let (provider, version) = key.split_once('@').expect("catalog keys are provider@version");
         let uses = |def: &Pipeline| {
@@ -111,11 +120,11 @@ impl Driver {
             }
         }
         if !users.is_empty() {
-            return Err(ApiError::Conflict(format!("plugin {key} is used by {}", users.join(", "))));
+            return Err(OpError::Conflict(format!("plugin {key} is used by {}", users.join(", "))));
         }
         self.commit(now, vec![Change::DeletePlugin { provider: provider.to_string(), version: version.to_string() }])?;
         self.catalog.0.remove(key);
         info!(plugin = %key, "plugin deleted");
-        Ok(json!({ "provider": key, "deleted": true }))
+        Ok(DeletePluginOutput { provider: op.key.clone(), deleted: true })
     }
 }

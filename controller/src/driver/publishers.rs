@@ -5,44 +5,51 @@
 //! it again with keys of their own.
 
 use super::Driver;
-use super::command::ApiError;
+use crate::ops::{
+    AddPublisher, Context, Handle, ListPublishers, ListPublishersOutput, OpError, PublisherView, RemovePublisher,
+    RemovePublisherOutput,
+};
 use crate::store::{Change, PluginSignatureRecord, PublisherRecord};
 use crate::views;
-use serde_json::{Value, json};
 use sluice_runtime::signature::{PublicKey, Signature};
 use tracing::info;
 
 /// Publisher names: as user names, letters, digits, `.`, `_`, `-`, `@`.
-fn check_publisher_name(name: &str) -> Result<(), ApiError> {
+fn check_publisher_name(name: &str) -> Result<(), OpError> {
     crate::auth::check_user_name(name)
-        .map_err(|m| ApiError::Invalid { message: m.replace("user name", "publisher name"), diagnostics: vec![] })
+        .map_err(|m| OpError::invalid(m.replace("user name", "publisher name")))
 }
 
 impl Driver {
     /// The trusted publishers' keys, by name.
-    fn trusted_keys(&self) -> Result<Vec<(String, PublicKey)>, ApiError> {
+    fn trusted_keys(&self) -> Result<Vec<(String, PublicKey)>, OpError> {
         self.store
             .publishers()?
             .into_iter()
             .map(|p| {
                 let key = PublicKey::parse(&p.public_key)
-                    .map_err(|e| ApiError::Internal(format!("the store holds a bad key of publisher {}: {e}", p.name)))?;
+                    .map_err(|e| OpError::Internal(format!("the store holds a bad key of publisher {}: {e}", p.name)))?;
                 Ok((p.name, key))
             })
             .collect()
     }
 
-    pub(super) fn add_publisher(&mut self, now: u64, name: &str, public_key: &str, by: &str) -> Result<Value, ApiError> {
+}
+
+/// Trusts a publisher's key, as the caller.
+impl Handle<AddPublisher> for Driver {
+    fn handle(&mut self, op: AddPublisher, ctx: &Context) -> Result<PublisherView, OpError> {
+        let now = ctx.now;
+        let (name, by) = (op.name.as_str(), ctx.caller.user.as_str());
         check_publisher_name(name)?;
-        let key = PublicKey::parse(public_key)
-            .map_err(|e| ApiError::Invalid { message: format!("publisher {name}: {e}"), diagnostics: vec![] })?;
+        let key = PublicKey::parse(&op.public_key).map_err(|e| OpError::invalid(format!("publisher {name}: {e}")))?;
         let key_id = key.key_id();
         for existing in self.store.publishers()? {
             if existing.name == name {
-                return Err(ApiError::Conflict(format!("publisher {name} already exists (key {})", existing.key_id)));
+                return Err(OpError::Conflict(format!("publisher {name} already exists (key {})", existing.key_id)));
             }
             if existing.key_id == key_id {
-                return Err(ApiError::Conflict(format!("key {key_id} is already trusted as publisher {}", existing.name)));
+                return Err(OpError::Conflict(format!("key {key_id} is already trusted as publisher {}", existing.name)));
             }
         }
         let record = PublisherRecord {
@@ -56,30 +63,31 @@ impl Driver {
         info!(publisher = %name, %key_id, by, "publisher trusted");
         Ok(publisher_view(&record))
     }
+}
 
-    pub(super) fn list_publishers(&self) -> Result<Value, ApiError> {
-        let publishers: Vec<Value> = self.store.publishers()?.iter().map(publisher_view).collect();
-        Ok(json!({ "publishers": publishers, "requireSignedPlugins": self.require_signed_plugins }))
+impl Handle<ListPublishers> for Driver {
+    fn handle(&mut self, _: ListPublishers, _: &Context) -> Result<ListPublishersOutput, OpError> {
+        let publishers = self.store.publishers()?.iter().map(publisher_view).collect();
+        Ok(ListPublishersOutput { publishers, require_signed_plugins: self.require_signed_plugins })
     }
+}
 
-    /// Plugins already registered keep the signer recorded at their push:
-    /// the controller checked it then, and agents check with their own keys.
-    pub(super) fn remove_publisher(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
+/// Plugins already registered keep the signer recorded at their push: the
+/// controller checked it then, and agents check with their own keys.
+impl Handle<RemovePublisher> for Driver {
+    fn handle(&mut self, op: RemovePublisher, ctx: &Context) -> Result<RemovePublisherOutput, OpError> {
+        let now = ctx.now;
+        let name = op.name.as_str();
         if !self.store.publishers()?.iter().any(|p| p.name == name) {
-            return Err(ApiError::NotFound(format!("publisher {name} is not trusted")));
+            return Err(OpError::NotFound(format!("publisher {name} is not trusted")));
         }
         self.commit(now, vec![Change::DeletePublisher(name.to_string())])?;
         info!(publisher = %name, "publisher removed");
-        Ok(json!({ "name": name, "removed": true }))
+        Ok(RemovePublisherOutput { name: op.name.clone(), removed: true })
     }
+}
 
-    /// Whether a component with `digest` and this signature (or none)
-    /// would be accepted, asked before it is compiled.
-    pub(super) fn vet_plugin_signature(&self, now: u64, digest: &str, signature: Option<&str>) -> Result<Value, ApiError> {
-        let key = format!("with digest {digest}");
-        self.verify_push(now, &key, digest, signature).map(|_| Value::Null)
-    }
-
+impl Driver {
     /// Checks the signature pushed with a component: `Some` with the record
     /// to keep when it verifies with a trusted publisher's key, `None` when
     /// there is none and this controller accepts unsigned plugins. A
@@ -90,8 +98,8 @@ impl Driver {
         key: &str,
         digest: &str,
         signature: Option<&str>,
-    ) -> Result<Option<PluginSignatureRecord>, ApiError> {
-        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
+    ) -> Result<Option<PluginSignatureRecord>, OpError> {
+        let invalid = OpError::invalid;
         let Some(text) = signature else {
             if !self.require_signed_plugins {
                 return Ok(None);
@@ -119,12 +127,12 @@ impl Driver {
     }
 }
 
-fn publisher_view(p: &PublisherRecord) -> Value {
-    json!({
-        "name": p.name,
-        "keyId": p.key_id,
-        "publicKey": p.public_key,
-        "added": views::time(p.added_at),
-        "addedBy": p.added_by,
-    })
+fn publisher_view(p: &PublisherRecord) -> PublisherView {
+    PublisherView {
+        name: p.name.clone(),
+        key_id: p.key_id.clone(),
+        public_key: p.public_key.clone(),
+        added: views::time(p.added_at),
+        added_by: p.added_by.clone(),
+    }
 }

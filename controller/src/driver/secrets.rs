@@ -4,11 +4,13 @@
 //! `crate::secrets`.
 
 use super::Driver;
-use super::command::ApiError;
+use crate::ops::{
+    Context, DeleteSecret, DeleteSecretOutput, Handle, ListSecrets, ListSecretsOutput, OpError, SecretView, SetSecret,
+    SetSecretOutput,
+};
 use crate::store::Change;
 use crate::views;
 use anyhow::Result;
-use serde_json::{Value, json};
 use tracing::{info, warn};
 
 impl Driver {
@@ -35,7 +37,7 @@ impl Driver {
 
     /// Refuses a declaration that grants a secret outside the secret's
     /// scope, naming the path of each such grant.
-    pub(super) fn check_secret_scopes(&self, declaration: &crate::pipeline::Declaration) -> Result<(), ApiError> {
+    pub(super) fn check_secret_scopes(&self, declaration: &crate::pipeline::Declaration) -> Result<(), OpError> {
         let scopes = self
             .store
             .secrets()?
@@ -46,17 +48,22 @@ impl Driver {
         if problems.is_empty() {
             return Ok(());
         }
-        Err(ApiError::Invalid {
+        Err(OpError::Validation {
             message: format!("pipeline declaration is invalid ({} problems)", problems.len()),
             diagnostics: problems.iter().map(ToString::to_string).collect(),
         })
     }
 
-    /// Sets a secret's value and, with `pipelines`, its scope. A new secret
-    /// must say which pipelines may use it; an existing one keeps its scope
-    /// when none is given, so that rotating a value changes nothing else.
-    pub(super) fn set_secret(&mut self, now: u64, name: &str, value: &str, pipelines: Option<Vec<String>>) -> Result<Value, ApiError> {
-        let invalid = |message: String| ApiError::Invalid { message, diagnostics: vec![] };
+}
+
+/// Sets a secret's value and, with `pipelines`, its scope. A new secret
+/// must say which pipelines may use it; an existing one keeps its scope
+/// when none is given, so that rotating a value changes nothing else.
+impl Handle<SetSecret> for Driver {
+    fn handle(&mut self, op: SetSecret, ctx: &Context) -> Result<SetSecretOutput, OpError> {
+        let now = ctx.now;
+        let (name, value, pipelines) = (op.name.as_str(), op.value.as_str(), op.pipelines);
+        let invalid = OpError::invalid;
         crate::secrets::check_name(name).map_err(invalid)?;
         if value.is_empty() || value.len() > crate::secrets::MAX_SECRET_BYTES {
             return Err(invalid(format!("a secret value is 1 to {} bytes", crate::secrets::MAX_SECRET_BYTES)));
@@ -84,32 +91,41 @@ impl Driver {
             pipelines: pipelines.clone(),
         })])?;
         info!(secret = %name, pipelines = %pipelines.join(","), "secret set");
-        Ok(json!({ "name": name, "pipelines": pipelines, "created": views::time(created_at), "updated": views::time(now) }))
+        Ok(SetSecretOutput {
+            name: op.name.clone(),
+            pipelines,
+            created: views::time(created_at),
+            updated: views::time(now),
+        })
     }
+}
 
-    pub(super) fn list_secrets(&self) -> Result<Value, ApiError> {
-        let secrets: Vec<Value> = self
+impl Handle<ListSecrets> for Driver {
+    fn handle(&mut self, _: ListSecrets, _: &Context) -> Result<ListSecretsOutput, OpError> {
+        let secrets = self
             .store
             .secrets()?
             .into_iter()
-            .map(|s| {
-                json!({
-                    "name": s.name,
-                    "pipelines": s.pipelines,
-                    "created": views::time(s.created_at),
-                    "updated": views::time(s.updated_at),
-                })
+            .map(|s| SecretView {
+                name: s.name,
+                pipelines: s.pipelines,
+                created: views::time(s.created_at),
+                updated: views::time(s.updated_at),
             })
             .collect();
-        Ok(json!({ "secrets": secrets }))
+        Ok(ListSecretsOutput { secrets })
     }
+}
 
-    pub(super) fn delete_secret(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
+impl Handle<DeleteSecret> for Driver {
+    fn handle(&mut self, op: DeleteSecret, ctx: &Context) -> Result<DeleteSecretOutput, OpError> {
+        let now = ctx.now;
+        let name = op.name.as_str();
         if !self.store.secrets()?.iter().any(|s| s.name == name) {
-            return Err(ApiError::NotFound(format!("secret \"{name}\" does not exist")));
+            return Err(OpError::NotFound(format!("secret \"{name}\" does not exist")));
         }
         self.commit(now, vec![Change::DeleteSecret(name.to_string())])?;
         info!(secret = %name, "secret deleted");
-        Ok(json!({ "name": name, "deleted": true }))
+        Ok(DeleteSecretOutput { name: op.name.clone(), deleted: true })
     }
 }

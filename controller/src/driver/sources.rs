@@ -3,17 +3,19 @@
 //! starts exactly one execution however many polls and deliveries report it.
 
 use super::Driver;
-use super::command::ApiError;
 use super::intake;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{Execution, ExecutionId, Trigger};
 use crate::pipeline;
+use crate::ops::{
+    Context, DeleteWebhook, DeleteWebhookOutput, DeliverWebhook, DeliverWebhookOutput, Handle, OpError, PollingState,
+    PutWebhook, PutWebhookOutput,
+};
 use crate::pipeline::triggers;
 use crate::store::{Change, SeenRevision};
 use crate::views;
 use crate::webhooks::{self, Delivery, WebhookError};
 use anyhow::Result;
-use serde_json::{Value, json};
 use sluice_protocol::{Grants, PollSpec, PolledRevision, ToAgent};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -305,8 +307,8 @@ impl Driver {
         revision: &str,
         trigger: Trigger,
         from_poll: bool,
-    ) -> Result<Reported, ApiError> {
-        intake::check_revision(revision).map_err(|message| ApiError::Invalid { message, diagnostics: vec![] })?;
+    ) -> Result<Reported, OpError> {
+        intake::check_revision(revision).map_err(OpError::invalid)?;
         let mut unseen = Vec::new();
         let mut seen_by = None;
         for action in actions {
@@ -368,11 +370,25 @@ impl Driver {
             .collect()
     }
 
-    /// `POST /v1/webhooks/PIPELINE`.
-    pub(super) fn webhook(&mut self, now: u64, name: &str, headers: &[(String, String)], body: &[u8]) -> Result<Value, ApiError> {
+    /// What `pipeline state` shows about polling a source action.
+    pub(super) fn poll_view(&self, pipeline: &str, action: &str) -> Option<PollingState> {
+        let state = self.sources.polls.get(&(pipeline.to_string(), action.to_string()))?;
+        Some(PollingState {
+            interval_seconds: state.interval_ms / 1000,
+            last_polled: state.last_polled_at.map(views::time),
+            last_error: state.last_error.clone(),
+        })
+    }
+}
+
+/// `POST /v1/webhooks/PIPELINE`.
+impl Handle<DeliverWebhook> for Driver {
+    fn handle(&mut self, op: DeliverWebhook, ctx: &Context) -> Result<DeliverWebhookOutput, OpError> {
+        let now = ctx.now;
+        let (name, headers, body) = (op.pipeline_name.as_str(), &op.headers, &op.body);
         let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let Some(secret) = self.sources.webhooks.get(name).cloned() else {
-            return Err(ApiError::NotFound(format!(
+            return Err(OpError::NotFound(format!(
                 "pipeline \"{name}\" has no webhook; make one with `sluice webhook create {name}`"
             )));
         };
@@ -380,29 +396,29 @@ impl Driver {
             Ok(d) => d,
             Err(WebhookError::Unauthorized(why)) => {
                 warn!(pipeline = %name, "webhook refused: {why}");
-                return Err(ApiError::Unauthorized(format!("webhook refused: {why}")));
+                return Err(OpError::Unauthorized(format!("webhook refused: {why}")));
             }
             Err(WebhookError::Malformed(why)) => {
                 warn!(pipeline = %name, "malformed webhook: {why}");
-                return Err(ApiError::Invalid { message: format!("malformed webhook: {why}"), diagnostics: vec![] });
+                return Err(OpError::invalid(format!("malformed webhook: {why}")));
             }
         };
         let (sender, change) = match delivery {
             Delivery::Ignored { sender, reason } => {
                 info!(pipeline = %name, %sender, "webhook ignored: {reason}");
-                return Ok(json!({ "started": false, "reason": reason }));
+                return Ok(not_started(reason, None));
             }
             Delivery::Change { sender, change } => (sender, change),
         };
         let def = self.definition(name, record.version)?;
         let git_triggers = triggers::git_triggers(&def).map_err(|d| {
-            ApiError::Internal(format!("stored triggers of \"{name}\" are invalid: {}", d[0]))
+            OpError::Internal(format!("stored triggers of \"{name}\" are invalid: {}", d[0]))
         })?;
         let actions = triggers::sources_started_by(&def, &git_triggers, &change, branch_of);
         if actions.is_empty() {
             let reason = format!("no trigger of pipeline \"{name}\" matches this {}", change.kind.describe());
             info!(pipeline = %name, %sender, "webhook starts nothing: {reason}");
-            return Ok(json!({ "started": false, "reason": reason }));
+            return Ok(not_started(reason, None));
         }
         let trigger = Trigger::new(
             "Webhook",
@@ -411,44 +427,51 @@ impl Driver {
         match self.source_changed(now, name, &actions, &change.revision, trigger, false)? {
             Reported::Started(id) => {
                 info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
-                Ok(json!({ "started": true, "pipelineExecutionId": id.0, "sourceActions": actions }))
+                Ok(DeliverWebhookOutput {
+                    started: true,
+                    reason: None,
+                    pipeline_execution_id: Some(id.0),
+                    source_actions: Some(actions),
+                })
             }
-            Reported::Duplicate(by) => Ok(json!({
-                "started": false,
-                "reason": format!("revision {} already started execution {by}", short(&change.revision)),
-                "pipelineExecutionId": by,
-            })),
+            Reported::Duplicate(by) => Ok(not_started(
+                format!("revision {} already started execution {by}", short(&change.revision)),
+                Some(by.to_string()),
+            )),
             Reported::Deferred => unreachable!("only polls are deferred"),
         }
     }
 
-    /// Makes (or replaces) a pipeline's webhook secret; shown once.
-    pub(super) fn create_webhook(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
+}
+
+fn not_started(reason: String, by: Option<String>) -> DeliverWebhookOutput {
+    DeliverWebhookOutput { started: false, reason: Some(reason), pipeline_execution_id: by, source_actions: None }
+}
+
+/// Makes (or replaces) a pipeline's webhook secret; shown once.
+impl Handle<PutWebhook> for Driver {
+    fn handle(&mut self, op: PutWebhook, ctx: &Context) -> Result<PutWebhookOutput, OpError> {
+        let now = ctx.now;
+        let name = op.pipeline_name.as_str();
         self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()));
         let sealed = self.secret_box.seal(&webhook_aad(name), secret.as_bytes())?;
         self.commit(now, vec![Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now }])?;
         self.sources.webhooks.insert(name.to_string(), secret.clone());
         info!(pipeline = %name, "webhook secret created");
-        Ok(json!({ "pipelineName": name, "secret": secret, "path": format!("/v1/webhooks/{name}") }))
+        Ok(PutWebhookOutput { pipeline_name: op.pipeline_name.clone(), secret, path: format!("/v1/webhooks/{name}") })
     }
+}
 
-    pub(super) fn delete_webhook(&mut self, now: u64, name: &str) -> Result<Value, ApiError> {
+impl Handle<DeleteWebhook> for Driver {
+    fn handle(&mut self, op: DeleteWebhook, ctx: &Context) -> Result<DeleteWebhookOutput, OpError> {
+        let now = ctx.now;
+        let name = op.pipeline_name.as_str();
         if self.sources.webhooks.remove(name).is_none() {
-            return Err(ApiError::NotFound(format!("pipeline \"{name}\" has no webhook")));
+            return Err(OpError::NotFound(format!("pipeline \"{name}\" has no webhook")));
         }
         self.commit(now, vec![Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 }])?;
-        Ok(json!({ "pipelineName": name, "deleted": true }))
-    }
-
-    /// What `pipeline state` shows about polling a source action.
-    pub(super) fn poll_view(&self, pipeline: &str, action: &str) -> Option<Value> {
-        let state = self.sources.polls.get(&(pipeline.to_string(), action.to_string()))?;
-        Some(json!({
-            "intervalSeconds": state.interval_ms / 1000,
-            "lastPolled": state.last_polled_at.map(views::time),
-            "lastError": state.last_error,
-        }))
+        Ok(DeleteWebhookOutput { pipeline_name: op.pipeline_name.clone(), deleted: true })
     }
 }
 

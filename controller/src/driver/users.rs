@@ -3,12 +3,14 @@
 //! counts from the next request.
 
 use super::Driver;
-use super::command::ApiError;
 use crate::auth::{self, ADMIN_USER, Caller, Role};
+use crate::ops::{
+    ApiTokenView, Context, CreateApiToken, CreateApiTokenOutput, CreateUser, CreateUserOutput, Handle, ListApiTokens,
+    ListApiTokensOutput, ListUsers, ListUsersOutput, OpError, RevokeApiToken, RevokeApiTokenOutput, UserView,
+};
 use crate::store::{ApiTokenRecord, Change, UserRecord};
 use crate::views;
 use anyhow::Result;
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use tracing::info;
 
@@ -30,34 +32,49 @@ impl Driver {
         }
         Ok(())
     }
+}
 
-    pub(super) fn create_user(&mut self, now: u64, name: &str, role: Role) -> Result<Value, ApiError> {
-        auth::check_user_name(name).map_err(|m| ApiError::Invalid { message: m, diagnostics: vec![] })?;
+impl Handle<CreateUser> for Driver {
+    fn handle(&mut self, op: CreateUser, ctx: &Context) -> Result<CreateUserOutput, OpError> {
+        let now = ctx.now;
+        let name = op.name.as_str();
+        let role = Role::parse(op.role.as_deref().unwrap_or("operator")).map_err(OpError::invalid)?;
+        auth::check_user_name(name).map_err(OpError::invalid)?;
         if name == ADMIN_USER || self.store.users()?.iter().any(|u| u.name == name) {
-            return Err(ApiError::Conflict(format!("user \"{name}\" already exists")));
+            return Err(OpError::Conflict(format!("user \"{name}\" already exists")));
         }
         let record = UserRecord { name: name.to_string(), role: role.as_str().into(), created_at: now };
         self.commit(now, vec![Change::User(record)])?;
         info!(user = %name, role = role.as_str(), "user created");
-        Ok(json!({ "name": name, "role": role.as_str() }))
+        Ok(CreateUserOutput { name: op.name.clone(), role: role.as_str().to_string() })
     }
+}
 
-    pub(super) fn list_users(&self) -> Result<Value, ApiError> {
-        let mut users = vec![json!({ "name": ADMIN_USER, "role": "admin", "builtin": true })];
-        users.extend(self.store.users()?.into_iter().map(|u| {
-            json!({ "name": u.name, "role": u.role, "created": views::time(u.created_at), "builtin": false })
+impl Handle<ListUsers> for Driver {
+    fn handle(&mut self, _: ListUsers, _: &Context) -> Result<ListUsersOutput, OpError> {
+        let builtin = UserView { name: ADMIN_USER.into(), role: "admin".into(), created: None, builtin: true };
+        let mut users = vec![builtin];
+        users.extend(self.store.users()?.into_iter().map(|u| UserView {
+            name: u.name,
+            role: u.role,
+            created: Some(views::time(u.created_at)),
+            builtin: false,
         }));
-        Ok(json!({ "users": users }))
+        Ok(ListUsersOutput { users })
     }
+}
 
-    /// A new token for a user; the secret is shown once, only its hash kept.
-    pub(super) fn create_token(&mut self, now: u64, user: &str) -> Result<Value, ApiError> {
+/// A new token for a user; the secret is shown once, only its hash kept.
+impl Handle<CreateApiToken> for Driver {
+    fn handle(&mut self, op: CreateApiToken, ctx: &Context) -> Result<CreateApiTokenOutput, OpError> {
+        let now = ctx.now;
+        let user = op.user.as_str();
         let record = self
             .store
             .users()?
             .into_iter()
             .find(|u| u.name == user)
-            .ok_or_else(|| ApiError::NotFound(format!("user \"{user}\" does not exist; create it with `sluice user create {user}`")))?;
+            .ok_or_else(|| OpError::NotFound(format!("user \"{user}\" does not exist; create it with `sluice user create {user}`")))?;
         let secret = format!("sut_{}", hex::encode(rand::random::<[u8; 24]>()));
         let token = ApiTokenRecord {
             id: format!("tok-{}", hex::encode(rand::random::<[u8; 6]>())),
@@ -70,30 +87,36 @@ impl Driver {
         let role = Role::parse(&record.role).unwrap_or(Role::Operator);
         self.tokens.insert_hash(token.secret_hash.clone(), Caller { user: user.to_string(), role });
         info!(%user, token = %token.id, "API token created");
-        Ok(json!({ "id": token.id, "user": user, "token": secret }))
+        Ok(CreateApiTokenOutput { id: token.id, user: op.user.clone(), token: secret })
     }
+}
 
-    pub(super) fn list_tokens(&self) -> Result<Value, ApiError> {
-        let tokens: Vec<Value> = self
+impl Handle<ListApiTokens> for Driver {
+    fn handle(&mut self, _: ListApiTokens, _: &Context) -> Result<ListApiTokensOutput, OpError> {
+        let tokens = self
             .store
             .api_tokens()?
             .into_iter()
-            .map(|t| json!({ "id": t.id, "user": t.user, "created": views::time(t.created_at), "revoked": t.revoked }))
+            .map(|t| ApiTokenView { id: t.id, user: t.user, created: views::time(t.created_at), revoked: t.revoked })
             .collect();
-        Ok(json!({ "tokens": tokens }))
+        Ok(ListApiTokensOutput { tokens })
     }
+}
 
-    pub(super) fn revoke_token(&mut self, now: u64, id: &str) -> Result<Value, ApiError> {
+impl Handle<RevokeApiToken> for Driver {
+    fn handle(&mut self, op: RevokeApiToken, ctx: &Context) -> Result<RevokeApiTokenOutput, OpError> {
+        let now = ctx.now;
+        let id = op.id.as_str();
         let mut token = self
             .store
             .api_tokens()?
             .into_iter()
             .find(|t| t.id == id)
-            .ok_or_else(|| ApiError::NotFound(format!("API token {id} does not exist")))?;
+            .ok_or_else(|| OpError::NotFound(format!("API token {id} does not exist")))?;
         token.revoked = true;
         self.commit(now, vec![Change::ApiToken(token.clone())])?;
         self.tokens.remove_hash(&token.secret_hash);
         info!(token = %id, user = %token.user, "API token revoked");
-        Ok(json!({ "id": id, "revoked": true }))
+        Ok(RevokeApiTokenOutput { id: op.id.clone(), revoked: true })
     }
 }

@@ -7,6 +7,9 @@ use serde_json::Value;
 #[cfg(test)]
 use serde_json::Map;
 
+/// A request's URL and its body with the body's content type.
+type Encoded = (reqwest::Url, Option<(Vec<u8>, &'static str)>);
+
 /// The header that carries a pushed plugin's signature document, base64.
 pub const SIGNATURE_HEADER: &str = "sluice-plugin-signature";
 
@@ -70,7 +73,7 @@ impl Client {
 
     /// The URL (path and query filled from the request's fields) and the
     /// body (the fields left, as JSON, or the text field) of `op`.
-    fn encode<O: Route>(&self, op: &O) -> Result<(reqwest::Url, Option<(Vec<u8>, &'static str)>), OpError> {
+    fn encode<O: Route>(&self, op: &O) -> Result<Encoded, OpError> {
         let mut fields = match serde_json::to_value(op) {
             Ok(Value::Object(fields)) => fields,
             Ok(_) | Err(_) => return Err(OpError::Internal(format!("{} does not serialize to an object", O::NAME))),

@@ -421,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn every_route_is_unique_and_fills_its_path_from_fields() {
+    fn every_route_is_unique_and_named_after_its_operation() {
         let mut seen = std::collections::HashSet::new();
         for (method, path, op) in ROUTES {
             assert!(seen.insert((method, path)), "{method} {path} twice");

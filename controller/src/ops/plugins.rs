@@ -54,11 +54,22 @@ pub struct DeletePluginOutput {
 /// its publisher's signature document if it came with one. Travels as a
 /// binary body (`POST /v1/plugins`, signature in the
 /// `sluice-plugin-signature` header, base64).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PushPlugin {
     pub wasm: Vec<u8>,
     pub info: Box<ActionInfo>,
     pub signature: Option<String>,
+}
+
+/// The component's size, not its bytes (up to 64 MiB).
+impl std::fmt::Debug for PushPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushPlugin")
+            .field("wasm_bytes", &self.wasm.len())
+            .field("info", &self.info)
+            .field("signature", &self.signature.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
