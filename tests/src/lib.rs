@@ -91,7 +91,7 @@ impl Events {
         let mut reader = BufReader::new(socket.try_clone()?);
         let mut status = String::new();
         reader.read_line(&mut status)?;
-        if !status.split_whitespace().nth(1).is_some_and(|code| code == "200") {
+        if status.split_whitespace().nth(1) != Some("200") {
             bail!("GET /v1/events answered {}", status.trim());
         }
         // The handler subscribed before it answered: from here on, nothing
