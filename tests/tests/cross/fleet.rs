@@ -284,7 +284,7 @@ fn a_controller_killed_ten_times_mid_execution_loses_nothing_and_runs_nothing_tw
         std::thread::sleep(Duration::from_millis(pause_ms));
         let history = cluster.sluice_json(&["pipeline", "history", "busy"]).unwrap();
         let in_progress = history["pipelineExecutionSummaries"].as_array().unwrap().iter().any(|e| e["status"] == "InProgress");
-        assert!(in_progress, "round {round}: the kill must land mid-execution");
+        assert!(in_progress, "round {round}: the kill must land mid-execution: {history}\n{}", cluster.controller_log());
         cluster.kill_controller();
         cluster.start_controller().unwrap();
     }
