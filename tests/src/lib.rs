@@ -34,17 +34,133 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// How often a wait on polled state looks again: short, so that a wait
+/// ends soon after its condition holds, long enough not to load the
+/// controller with requests.
+const POLL: Duration = Duration::from_millis(50);
+
 /// Waits until `probe` returns `Some`, or fails after `timeout` with `what`.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
+    wait_for(what, timeout, || probe().ok_or_else(String::new))
+}
+
+/// Waits on polled state: until `probe` returns `Ok`, or fails after
+/// `timeout` naming `what` and the last state `probe` described in its
+/// `Err`, so that a timeout says what the test saw instead of what it
+/// wanted.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = probe() {
-            return Ok(v);
-        }
+        let last = match probe() {
+            Ok(v) => return Ok(v),
+            Err(seen) => seen,
+        };
         if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
+            if last.is_empty() {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            bail!("timed out after {timeout:?} waiting for {what}; last saw: {last}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The controller's live event stream (`GET /v1/events`, Server-Sent
+/// Events): execution, stage and action notices and log lines, each a JSON
+/// object. Subscribed when [`Cluster::events`] returns, so that a test
+/// subscribes first and then causes what it waits for. Ends on drop, or
+/// when the controller stops.
+pub struct Events {
+    rx: std::sync::mpsc::Receiver<Value>,
+    socket: std::net::TcpStream,
+    /// The latest events seen, for the message of a timeout.
+    seen: std::collections::VecDeque<Value>,
+}
+
+/// Events kept for a timeout's message.
+const EVENTS_SHOWN: usize = 20;
+
+impl Events {
+    fn connect(api: &str, token: &str, pipeline: Option<&str>) -> Result<Self> {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let host = api.strip_prefix("http://").context("the API address is http://HOST:PORT")?;
+        let mut socket = std::net::TcpStream::connect(host).with_context(|| format!("connecting to {api}"))?;
+        let query = pipeline.map(|p| format!("?pipeline={p}")).unwrap_or_default();
+        // HTTP/1.0: the stream comes unchunked and ends with the connection.
+        write!(socket, "GET /v1/events{query} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n")?;
+        let mut reader = BufReader::new(socket.try_clone()?);
+        let mut status = String::new();
+        reader.read_line(&mut status)?;
+        if status.split_whitespace().nth(1) != Some("200") {
+            bail!("GET /v1/events answered {}", status.trim());
+        }
+        // The handler subscribed before it answered: from here on, nothing
+        // is missed.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                let Some(data) = line.strip_prefix("data:") else { continue };
+                let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { rx, socket, seen: std::collections::VecDeque::new() })
+    }
+
+    /// Waits for the first event (from now on) that `want` accepts and
+    /// returns it; fails after `timeout` with `what` and the latest events
+    /// seen.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut want: impl FnMut(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = match self.rx.recv_timeout(left) {
+                Ok(event) => event,
+                Err(e) => {
+                    let seen: Vec<String> = self.seen.iter().map(Value::to_string).collect();
+                    let why = match e {
+                        std::sync::mpsc::RecvTimeoutError::Timeout => format!("timed out after {timeout:?}"),
+                        std::sync::mpsc::RecvTimeoutError::Disconnected => "the event stream ended".to_string(),
+                    };
+                    bail!("{why} waiting for {what}; the latest events:\n{}", seen.join("\n"));
+                }
+            };
+            if self.seen.len() == EVENTS_SHOWN {
+                self.seen.pop_front();
+            }
+            self.seen.push_back(event.clone());
+            if want(&event) {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Waits for the notice that `execution`'s `stage` (or, with `action`,
+    /// that action) reached `status`.
+    pub fn wait_for_notice(
+        &mut self,
+        execution: &str,
+        stage: &str,
+        action: Option<&str>,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let what = format!("{execution} {stage}/{} to be {status}", action.unwrap_or("*"));
+        self.wait_for(&what, timeout, |e| {
+            e["executionId"] == execution
+                && e["stage"] == stage
+                && action.map_or(e["type"] == "stage", |a| e["action"] == a)
+                && e["status"] == status
+        })
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -317,6 +433,12 @@ impl Cluster {
         })
     }
 
+    /// Subscribes to the controller's live events, of one pipeline or of
+    /// all; see [`Events`].
+    pub fn events(&self, pipeline: Option<&str>) -> Result<Events> {
+        Events::connect(&self.api, &self.token, pipeline)
+    }
+
     /// Runs the `sluice` CLI against this cluster.
     pub fn sluice(&self, args: &[&str]) -> Output {
         Command::new(bin("sluice"))
@@ -401,6 +523,13 @@ pub struct UdpRelay {
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The agent's latest address.
+    client: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
+    /// The agent's address when the relay was cut.
+    cut_client: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
+    /// Packets dropped, while cut, that came from another address than
+    /// `cut_client`: a reconnecting agent's new socket.
+    dropped_from_new_sockets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl UdpRelay {
@@ -418,11 +547,14 @@ impl UdpRelay {
         let (front, back) = (Arc::new(front), Arc::new(back));
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let cut_client = Arc::new(Mutex::new(None::<std::net::SocketAddr>));
+        let dropped_from_new_sockets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // The agent's address: the last one heard from (a reconnecting
         // agent opens a new socket).
         let client = Arc::new(Mutex::new(None::<std::net::SocketAddr>));
         let up = {
             let (front, back, cut, stop, client) = (front.clone(), back.clone(), cut.clone(), stop.clone(), client.clone());
+            let (cut_client, dropped) = (cut_client.clone(), dropped_from_new_sockets.clone());
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
@@ -430,13 +562,15 @@ impl UdpRelay {
                         *client.lock().expect("relay lock") = Some(from);
                         if !cut.load(Ordering::Relaxed) {
                             let _ = back.send(&buf[..n]);
+                        } else if *cut_client.lock().expect("relay lock") != Some(from) {
+                            dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
             })
         };
         let down = {
-            let (cut, stop) = (cut.clone(), stop.clone());
+            let (cut, stop, client) = (cut.clone(), stop.clone(), client.clone());
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
@@ -449,7 +583,7 @@ impl UdpRelay {
                 }
             })
         };
-        Ok(Self { addr, cut, stop, threads: vec![up, down] })
+        Ok(Self { addr, cut, stop, threads: vec![up, down], client, cut_client, dropped_from_new_sockets })
     }
 
     /// Where agents dial instead of the fleet port.
@@ -459,7 +593,14 @@ impl UdpRelay {
 
     /// Drops every packet from now on, both ways.
     pub fn cut(&self) {
+        *self.cut_client.lock().expect("relay lock") = *self.client.lock().expect("relay lock");
         self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Packets dropped since [`UdpRelay::cut`] that the agent sent from a
+    /// new socket: more than zero once a reconnect attempt was dropped.
+    pub fn dropped_from_new_sockets(&self) -> usize {
+        self.dropped_from_new_sockets.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Relays packets again.

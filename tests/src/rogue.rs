@@ -197,6 +197,7 @@ impl Rogue {
                 if control.lock().await.write_all(&frame).await.is_err() {
                     return;
                 }
+                // The heartbeat's period, not a wait for anything.
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
@@ -228,17 +229,27 @@ impl Rogue {
 }
 
 impl Rogue {
-    /// Opens an upload stream, sends `request` and `body`, then resets the
-    /// stream as a dropped connection would: the controller keeps what
-    /// arrived as a partial file for a resume.
-    pub async fn transfer_cut(&self, request: &StreamRequest, body: &[u8]) -> Result<()> {
+    /// Opens an upload stream, sends `request` and `body`, waits until the
+    /// controller's partial file (`partial`) holds all of `body`, then
+    /// resets the stream as a dropped connection would: the controller
+    /// keeps what arrived for a resume. (A reset sooner would discard what
+    /// is still unsent.)
+    pub async fn transfer_cut(&self, request: &StreamRequest, body: &[u8], partial: &std::path::Path) -> Result<()> {
         let (mut send, _recv) = self.conn.open_bi().await?;
         send.write_all(&encode(request)?).await?;
         send.write_all(body).await?;
-        // Give the bytes time to land before the reset discards what is
-        // still unsent.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let deadline = tokio::time::Instant::now() + crate::WAIT;
+        let landed = loop {
+            let have = std::fs::metadata(partial).map_or(0, |m| m.len());
+            if have >= body.len() as u64 || tokio::time::Instant::now() > deadline {
+                break have;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let _ = send.reset(0u32.into());
+        if landed < body.len() as u64 {
+            bail!("timed out after {:?}: {landed} of {} bytes reached {}", crate::WAIT, body.len(), partial.display());
+        }
         Ok(())
     }
 }

@@ -101,6 +101,11 @@ fn log_has(cluster: &Cluster, what: &str) {
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()));
 }
 
+/// How long a rogue listens for a message that must not come, after the
+/// controller's step that would have sent it: the message's way over
+/// loopback, with room for a loaded machine.
+const NOTHING_MORE: Duration = Duration::from_secs(1);
+
 fn refusal(reply: StreamReply) -> String {
     match reply {
         StreamReply::Error { message } => message,
@@ -163,7 +168,11 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     };
     let mut rogue = Rogue::connect(&endpoint, fleet, &enrolled, claims, Window::Normal).await.unwrap();
     let _alive = rogue.keep_alive();
-    let got_job = rogue.expect(Duration::from_secs(3), |m| matches!(m, ToAgent::Job(_)).then_some(m)).await;
+    // A job would be handed out in the step that welcomes the rogue (the
+    // one that logs its hello): wait for that step, then give a job on its
+    // way a second to arrive. Proving that none comes needs a bounded wait.
+    tokio::task::block_in_place(|| log_has(&cluster, "the agent lists jobs it does not hold: refused"));
+    let got_job = rogue.expect(NOTHING_MORE, |m| matches!(m, ToAgent::Job(_)).then_some(m)).await;
     assert!(got_job.is_none(), "the rogue was handed {got_job:?}");
     tokio::task::block_in_place(|| {
         log_has(&cluster, "the agent lists jobs it does not hold: refused");
@@ -266,8 +275,8 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     // against the agent until the collector removes them, across jobs.
     let cut = "ef".repeat(32);
     let put = StreamRequest::PutArtifact { digest: cut.clone(), size: 60 << 10, offset: 0 };
-    rogue.transfer_cut(&put, &[7u8; 40 << 10]).await.unwrap();
     let partial = cluster.data_dir().join("artifacts/tmp").join(format!("{cut}.partial"));
+    rogue.transfer_cut(&put, &[7u8; 40 << 10], &partial).await.unwrap();
     tokio::task::block_in_place(|| {
         wait_until("the cut upload's partial file", WAIT, || partial.exists().then_some(())).unwrap();
     });
@@ -424,7 +433,15 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     let claims = Claims { labels: BTreeMap::new(), running, slots: 1 };
     let mut drained_rogue = Rogue::connect(&endpoint, fleet, &drained, claims, Window::Normal).await.unwrap();
     let _alive_too = drained_rogue.keep_alive();
-    let got_job = drained_rogue.expect(Duration::from_secs(3), |m| matches!(m, ToAgent::Job(_)).then_some(m)).await;
+    // As above: once the controller lists it connected, the step that
+    // welcomed it (and would have handed it the job) is over.
+    tokio::task::block_in_place(|| {
+        wait_until("the drained rogue to be connected", WAIT, || {
+            (agent(&cluster, &drained.agent_id)["connected"] == true).then_some(())
+        })
+        .unwrap()
+    });
+    let got_job = drained_rogue.expect(NOTHING_MORE, |m| matches!(m, ToAgent::Job(_)).then_some(m)).await;
     assert!(got_job.is_none(), "the drained rogue was handed {got_job:?}");
     tokio::task::block_in_place(|| {
         let out = cluster.sluice(&["agent", "enable", &drained.agent_id]);
@@ -590,6 +607,8 @@ async fn arbitrary_messages_from_an_enrolled_agent_leave_the_controller_serving(
             }
         }
         if n % 100 == 0 {
+            // Pacing, not a wait: lets the controller drain its queue now
+            // and then, as a real agent's link would.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let message = rng.message(&known);

@@ -3,11 +3,11 @@
 //! the shipped post-receive hook, and an http remote that wants credentials.
 
 use serde_json::Value;
-use sluice_tests::{Cluster, WAIT, git, output_text, wait_until};
+use sluice_tests::{Cluster, WAIT, git, output_text, wait_for, wait_until};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// A bare `origin.git` and a clone `work` with one commit pushed to `main`.
 struct Repo {
@@ -84,6 +84,37 @@ fn wait_for_executions(cluster: &Cluster, name: &str, n: usize) -> Vec<Value> {
     .unwrap()
 }
 
+/// When each source action of `pipeline` was last polled
+/// (`polling.lastPolled` in `pipeline state`), by action name.
+fn last_polled(cluster: &Cluster, pipeline: &str) -> Result<Vec<(String, Value)>, String> {
+    let state = cluster.sluice_json(&["pipeline", "state", pipeline]).map_err(|e| e.to_string())?;
+    let actions = state["stageStates"][0]["actionStates"].as_array().ok_or_else(|| format!("no source stage in {state}"))?;
+    Ok(actions.iter().map(|a| (a["actionName"].as_str().unwrap_or_default().to_string(), a["polling"]["lastPolled"].clone())).collect())
+}
+
+/// Waits until every source action of `pipeline` named in `actions` has
+/// been polled `n` more times. A poll's answer is judged in the same
+/// driver step that records it: once it shows here, any execution it
+/// started is in the history. So "nothing started" holds for these polls
+/// without sleeping for a guessed number of intervals.
+fn wait_for_polls(cluster: &Cluster, pipeline: &str, actions: &[&str], n: usize) {
+    let mut last = last_polled(cluster, pipeline).unwrap();
+    let mut polls: BTreeMap<String, usize> = actions.iter().map(|a| (a.to_string(), 0)).collect();
+    wait_for(&format!("{n} more polls of {actions:?} in {pipeline}"), WAIT, || {
+        let now = last_polled(cluster, pipeline)?;
+        for ((action, before), (_, after)) in last.iter().zip(&now) {
+            if before != after
+                && let Some(count) = polls.get_mut(action)
+            {
+                *count += 1;
+            }
+        }
+        last = now;
+        if polls.values().all(|&count| count >= n) { Ok(()) } else { Err(format!("polls so far {polls:?}, lastPolled {last:?}")) }
+    })
+    .unwrap();
+}
+
 fn revision_of<'a>(execution: &'a Value, action: &str) -> &'a str {
     execution["sourceRevisions"]
         .as_array()
@@ -128,8 +159,8 @@ fn a_push_is_found_by_polling_once_and_that_commit_runs() {
     let url = repo.origin.display().to_string();
     create(&cluster, "polled", &pipeline("polled", &[source("App", &url, r#", "pollIntervalSeconds": 1"#)], "[]"));
 
-    // The first poll finds the revision the created execution already ran.
-    std::thread::sleep(Duration::from_secs(3));
+    // The first polls find the revision the created execution already ran.
+    wait_for_polls(&cluster, "polled", &["App"], 2);
     assert_eq!(history(&cluster, "polled").len(), 1);
 
     let pushed = repo.commit("src/lib.rs", "fn main() {}\n", "second");
@@ -138,7 +169,7 @@ fn a_push_is_found_by_polling_once_and_that_commit_runs() {
     assert_eq!(runs[0]["status"], "Succeeded", "{}", runs[0]);
     assert_eq!(revision_of(&runs[0], "App"), pushed);
     // Several more polls see the same revision: nothing else starts.
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for_polls(&cluster, "polled", &["App"], 3);
     assert_eq!(history(&cluster, "polled").len(), 2);
 
     let state = cluster.sluice_json(&["pipeline", "state", "polled"]).unwrap();
@@ -225,9 +256,11 @@ fn webhooks_start_at_once_check_signatures_filter_paths_and_deduplicate() {
     assert_eq!(runs[0]["trigger"]["triggerType"], "Webhook", "{}", runs[0]);
     assert!(runs[0]["trigger"]["triggerDetail"].as_str().unwrap().contains("generic"), "{}", runs[0]);
     assert_eq!(revision_of(&runs[0], "Web"), hooked);
-    // And a push of docs through the hook starts nothing.
+    // And a push of docs through the hook starts nothing. No wait: the
+    // hook delivers before the push returns (git waits for post-receive,
+    // which waits for the controller's answer), and an execution a
+    // delivery starts is stored before the answer.
     repo.commit("docs/more.md", "x\n", "docs through the hook");
-    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(history(&cluster, "hooked").len(), before + 1);
 }
 
@@ -250,8 +283,10 @@ fn a_change_in_any_source_starts_a_run_that_pins_every_source() {
     assert_eq!(runs[0]["trigger"]["triggerType"], "Poll", "{}", runs[0]);
     assert_eq!(revision_of(&runs[0], "Lib"), lib_new);
     assert_eq!(revision_of(&runs[0], "App"), app_head, "the other source keeps its revision");
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(history(&cluster, "multi").len(), 2, "one change, one run");
+    // Polls of both sources go on finding what run 2 pinned.
+    wait_for_polls(&cluster, "multi", &["App", "Lib"], 3);
+    let all = history(&cluster, "multi");
+    assert_eq!(all.len(), 2, "one change, one run: {all:#?}");
 
     // An unreachable repository fails its source action with git's message.
     let missing = cluster.dir.path().join("missing.git").display().to_string();

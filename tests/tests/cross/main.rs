@@ -1,0 +1,11 @@
+//! The cross-process suites, as one test binary (one link, one harness):
+//! the real `sluice` and `sluice-agent` binaries on loopback, each test
+//! with its own cluster. Build the binaries first:
+//! `cargo build --workspace --bins`, then
+//! `cargo test -p sluice-tests --test cross [MODULE::NAME]`.
+
+mod cluster;
+mod fleet;
+mod rogue;
+mod signing;
+mod sources;
