@@ -2,7 +2,7 @@
 // world with componentize-js (no AOT):
 //   node build.mjs PLUGIN.js WIT_DIR OUT.wasm
 // Run from a directory whose node_modules has
-// @bytecodealliance/componentize-js (controller/builtins/build.rs makes one).
+// @bytecodealliance/componentize-js (test-plugins/build.rs makes one).
 import { componentize } from '@bytecodealliance/componentize-js';
 import { readFileSync, writeFileSync } from 'node:fs';
 const [source, wit, out] = process.argv.slice(2);

@@ -416,7 +416,7 @@ async fn write_control(
 ) -> (mpsc::Receiver<FromAgent>, Option<Vec<u8>>) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One stream per job's log (DESIGN.md section 5), opened at its first
+    // One stream per job's log (docs/design.md section 5), opened at its first
     // line and closed before its result goes out.
     let mut log_streams: HashMap<String, mpsc::UnboundedSender<LogOp>> = HashMap::new();
     // Results held back until their job's log is confirmed, so that the

@@ -24,7 +24,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 mod dirs;
 
-/// DESIGN.md: an action's timeout is 60 minutes unless the pipeline says
+/// docs/design.md section 3: an action's timeout is 60 minutes unless the pipeline says
 /// otherwise; used only if a job arrives without one.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 

@@ -23,7 +23,7 @@ BUILDBOT_VERSION=4.3.0
 SLUICE_BENCH=${SLUICE_BENCH:-${CARGO_TARGET_DIR:-target}/release/sluice-bench}
 
 if [ ! -x "$SLUICE_BENCH" ]; then
-  echo "error: $SLUICE_BENCH is missing: build it first with cargo build --release" >&2
+  echo "error: $SLUICE_BENCH is missing: build it first with cargo build --release --workspace --bins" >&2
   exit 2
 fi
 if [ ! -x "$VENV/bin/buildbot" ] || ! "$VENV/bin/pip" show buildbot 2>/dev/null | grep -q "^Version: $BUILDBOT_VERSION$"; then

@@ -1,4 +1,4 @@
-//! `sluice-bench`: the performance budget of DESIGN.md section 8, measured
+//! `sluice-bench`: the performance budget of docs/design.md section 8, measured
 //! on real `sluice` and `sluice-agent` processes (found beside this binary),
 //! real SQLite, real QUIC with mutual TLS and the real built-in plugins.
 //!
@@ -6,7 +6,7 @@
 //! verdict (`--output json`: one JSON document with the machine and the
 //! command). `--smoke` runs each scenario tiny and fast, to check that it
 //! still runs; its figures mean nothing. The figures worth publishing come
-//! from a release build (`cargo build --release`).
+//! from a release build (`cargo build --release --workspace --bins`).
 //!
 //! Must not decide anything about Sluice itself: it drives the processes
 //! through their public interfaces (the admin API, the fleet protocol, the
@@ -28,7 +28,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use report::{Report, ScenarioReport};
 
 #[derive(Parser)]
-#[command(name = "sluice-bench", about = "Measures Sluice against its performance budget (DESIGN.md section 8)")]
+#[command(name = "sluice-bench", about = "Measures Sluice against its performance budget (docs/design.md section 8)")]
 struct Cli {
     /// Every scenario tiny and fast: checks that it runs, measures nothing.
     #[arg(long, global = true)]

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sluice_tests::{Cluster, git_pipeline, make_repo};
 use std::path::PathBuf;
 
-/// DESIGN.md and `pipeline/limits.rs`: at most 50 actions in a stage.
+/// docs/design.md section 2 and `pipeline/limits.rs`: at most 50 actions in a stage.
 const MAX_ACTIONS_PER_STAGE: usize = 50;
 
 /// How the noop actions of a stage run.

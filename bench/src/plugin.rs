@@ -55,7 +55,7 @@ pub fn run(p: &Params) -> Result<ScenarioReport> {
     }
     report.figure(Figure::new("load from the compile cache", ms(percentile(&loads, 50.0)), "ms"));
 
-    match sluice_builtins::try_test_plugin("wordcount-py") {
+    match sluice_test_plugins::try_test_plugin("wordcount-py") {
         Ok(path) => python_loads(&mut report, &std::fs::read(&path)?, &dir.path().join("py-cache"))?,
         Err(why) => report.note(format!("no Python figure: {why}")),
     }

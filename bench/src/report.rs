@@ -1,4 +1,4 @@
-//! What a run found: figures with their budget (DESIGN.md section 8), the
+//! What a run found: figures with their budget (docs/design.md section 8), the
 //! machine they were measured on, and the command; printed as a table or as
 //! one JSON document. Knows nothing of how figures are measured.
 

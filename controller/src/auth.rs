@@ -6,7 +6,7 @@
 //! `sluice token create --user NAME`. A role says what a user may do:
 //! `admin` manages users and tokens, `operator` does everything else
 //! (runs, approvals, transitions). Roles are the extension point for
-//! resource-level permissions (DESIGN.md section 6) without changing how
+//! resource-level permissions (docs/design.md section 6) without changing how
 //! callers are identified.
 
 use sha2::{Digest, Sha256};

@@ -29,7 +29,7 @@ use std::time::Duration;
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// The controller's server certificate is re-issued at every start.
 const SERVER_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Default lifetime of an agent's client certificate (DESIGN: short-lived).
+/// Default lifetime of an agent's client certificate (docs/design.md section 5: short-lived).
 pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// QUIC keep-alives, so that a quiet connection stays up through NATs.
 const KEEP_ALIVE: Duration = Duration::from_secs(3);

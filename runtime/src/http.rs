@@ -83,13 +83,15 @@ impl HttpGate {
         lines
     }
 
-    fn refuse(&self, reason: String) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
+    fn refuse(&self, reason: String) -> SendFuture {
         self.refusals.lock().expect("refusals lock").push(reason.clone());
         Box::new(std::future::ready(Err(Error::InternalError(Some(reason)))))
     }
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+/// What `send_request` returns: the response and the future of its body's I/O.
+type SendFuture = Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>;
 
 impl WasiHttpHooks for HttpGate {
     fn send_request(
@@ -97,7 +99,7 @@ impl WasiHttpHooks for HttpGate {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _response_errors: IoFuture,
-    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
+    ) -> SendFuture {
         // The grants are checked here, before anything is spawned; the
         // addresses after resolution, on the async side.
         if let Err(reason) = authorize(&self.grants, request.uri()) {

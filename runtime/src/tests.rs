@@ -31,7 +31,7 @@ pub(crate) fn fixture_with(memory_limit: usize, allocation: Allocation) -> Fixtu
 }
 
 pub(crate) fn hostile(f: &Fixture) -> Arc<LoadedPlugin> {
-    let bytes = std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap();
+    let bytes = std::fs::read(sluice_test_plugins::test_plugin("hostile")).unwrap();
     f.runtime.load(&bytes, None).unwrap()
 }
 
@@ -181,7 +181,7 @@ fn a_core_module_and_a_tampered_plugin_are_refused() {
     let core = [0u8, b'a', b's', b'm', 1, 0, 0, 0];
     let err = f.runtime.load(&core, None).err().unwrap().to_string();
     assert!(err.contains("core WebAssembly module, not a component"), "{err}");
-    let bytes = std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap();
+    let bytes = std::fs::read(sluice_test_plugins::test_plugin("hostile")).unwrap();
     let err = f.runtime.load(&bytes, Some(&"0".repeat(64))).err().unwrap().to_string();
     assert!(err.contains("digest mismatch"), "{err}");
 }
@@ -189,7 +189,7 @@ fn a_core_module_and_a_tampered_plugin_are_refused() {
 #[test]
 fn compiled_plugins_are_cached_on_disk_and_reused() {
     let f = fixture(64 << 20);
-    let bytes = std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap();
+    let bytes = std::fs::read(sluice_test_plugins::test_plugin("hostile")).unwrap();
     f.runtime.load(&bytes, None).unwrap();
     let cached: Vec<_> = std::fs::read_dir(f.dir.path().join("cache")).unwrap().collect();
     assert_eq!(cached.len(), 1);
@@ -207,7 +207,7 @@ fn compiled_plugins_are_cached_on_disk_and_reused() {
 #[test]
 fn concurrent_first_loads_of_one_plugin_all_succeed() {
     let f = fixture(64 << 20);
-    let bytes = Arc::new(std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap());
+    let bytes = Arc::new(std::fs::read(sluice_test_plugins::test_plugin("hostile")).unwrap());
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let (rt, bytes) = (f.runtime.clone(), bytes.clone());
@@ -310,7 +310,7 @@ fn latest_revision_asks_a_source_plugin_and_refuses_other_plugins() {
 #[test]
 fn a_python_plugin_runs_in_the_same_sandbox() {
     let f = fixture(256 << 20);
-    let bytes = std::fs::read(sluice_builtins::test_plugin("wordcount-py")).unwrap();
+    let bytes = std::fs::read(sluice_test_plugins::test_plugin("wordcount-py")).unwrap();
     let started = Instant::now();
     let plugin = f.runtime.load(&bytes, None).unwrap();
     let cold = started.elapsed();
@@ -348,7 +348,7 @@ fn a_python_plugin_runs_in_the_same_sandbox() {
 #[test]
 fn a_javascript_plugin_runs_in_the_same_sandbox() {
     let f = fixture(256 << 20);
-    let bytes = std::fs::read(sluice_builtins::test_plugin("semver-js")).unwrap();
+    let bytes = std::fs::read(sluice_test_plugins::test_plugin("semver-js")).unwrap();
     let plugin = f.runtime.load(&bytes, None).unwrap();
     assert_eq!(f.runtime.describe(&plugin).unwrap().name, "semver");
     let mut inv = invocation(&f, "javascript", Grants::default(), Duration::from_secs(60));
@@ -646,7 +646,7 @@ fn the_largest_real_plugins_fit_the_limits_in_the_pools() {
     let f = fixture_with(256 << 20, Allocation::Pooling { concurrent_calls: 1 });
     assert_eq!(f.runtime.allocation(), Allocation::Pooling { concurrent_calls: 1 });
     for name in ["wordcount-py", "semver-js"] {
-        let bytes = std::fs::read(sluice_builtins::test_plugin(name)).unwrap();
+        let bytes = std::fs::read(sluice_test_plugins::test_plugin(name)).unwrap();
         let plugin = f.runtime.load(&bytes, None).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         f.runtime.describe(&plugin).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     }

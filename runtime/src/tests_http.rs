@@ -247,7 +247,7 @@ fn a_giant_output_and_a_component_of_another_world_are_refused() {
     let (outcome, _) = run_with(&f, "giant-output", &[("Bytes", "1048576")], Grants::default(), Duration::from_secs(60));
     assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
 
-    let other = std::fs::read(sluice_builtins::test_plugin("other-world")).unwrap();
+    let other = std::fs::read(sluice_test_plugins::test_plugin("other-world")).unwrap();
     let error = format!("{:#}", f.runtime.load(&other, None).err().expect("refused"));
     assert!(error.contains("does not export sluice:plugin/action"), "{error}");
     assert!(matches!(run(&f, "ok", Grants::default(), Duration::from_secs(30)).0, Outcome::Succeeded { .. }));
@@ -337,7 +337,7 @@ fn webhook_notify_posts_a_slack_message_and_never_logs_a_secret_url() {
 #[test]
 fn a_plugin_built_against_0_1_0_runs_on_this_host() {
     let f = fixture(64 << 20);
-    let bytes = std::fs::read(sluice_builtins::test_plugin("compat-0-1")).unwrap();
+    let bytes = std::fs::read(sluice_test_plugins::test_plugin("compat-0-1")).unwrap();
     let plugin = f.runtime.load(&bytes, None).unwrap();
     assert_eq!(plugin.interface_version(), "0.1.0");
     assert_eq!(hostile(&f).interface_version(), INTERFACE_VERSIONS[0]);

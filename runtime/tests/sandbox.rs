@@ -99,7 +99,7 @@ impl Job {
 
     /// Runs `Program` with the given `Args` lines through the plugin.
     fn run(&self, program: &str, args: &[&str]) -> (Outcome, Vec<String>) {
-        let bytes = std::fs::read(sluice_builtins::test_plugin("hostile")).unwrap();
+        let bytes = std::fs::read(sluice_test_plugins::test_plugin("hostile")).unwrap();
         let plugin = self.runtime.load(&bytes, None).unwrap();
         let mut inv = self.inv.clone();
         inv.configuration.push(("Program".into(), program.into()));

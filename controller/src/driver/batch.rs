@@ -7,7 +7,7 @@
 //! already queued (at most `MAX_BATCH`), feeds each to the engine, writes
 //! all their changes in one transaction, and only then acknowledges
 //! results, tells watchers and hands out the actions that became ready:
-//! every acknowledgement still follows the commit that covers it (DESIGN.md
+//! every acknowledgement still follows the commit that covers it (docs/design.md
 //! section 7). Any other command ends the batch first, so API replies and
 //! agent connections see the driver exactly as before.
 

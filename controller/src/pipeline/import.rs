@@ -72,7 +72,7 @@ impl ProviderMap {
         let value: Value = if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|e| format!("provider map is not valid JSON: {e}"))?
         } else {
-            serde_yaml_ng::from_str(text).map_err(|e| format!("provider map is not valid YAML: {e}"))?
+            super::parse::yaml(text).map_err(|e| format!("provider map is not valid YAML: {e}"))?
         };
         let overrides: BTreeMap<String, Mapping> =
             serde_json::from_value(value).map_err(|e| format!("provider map is invalid: {e}"))?;

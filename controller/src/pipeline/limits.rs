@@ -53,7 +53,7 @@ pub const MIN_TIMEOUT_MINUTES: u32 = 1;
 /// maximum, long enough for any manual approval.
 pub const MAX_TIMEOUT_MINUTES: u32 = 86_400;
 
-/// Timeout of an action that declares none (DESIGN.md section 3).
+/// Timeout of an action that declares none (docs/design.md section 3).
 pub const DEFAULT_TIMEOUT_MINUTES: u32 = 60;
 
 /// Most distinct approvers a manual approval may require.
@@ -67,7 +67,7 @@ pub const DEFAULT_POLL_INTERVAL_SECONDS: u32 = 60;
 /// Longest polling interval: a day.
 pub const MAX_POLL_INTERVAL_SECONDS: u32 = 86_400;
 
-/// Timeout of an `Approval` action that declares none: 7 days (DESIGN.md
+/// Timeout of an `Approval` action that declares none: 7 days (docs/design.md
 /// section 3), as for CodePipeline's manual approval.
 pub const DEFAULT_APPROVAL_TIMEOUT_MINUTES: u32 = 7 * 24 * 60;
 

@@ -1,5 +1,5 @@
 //! Pipeline declarations: parse, validate and write back the JSON or YAML a
-//! user declares a pipeline in (DESIGN.md section 2).
+//! user declares a pipeline in (docs/design.md section 2).
 //!
 //! The format is AWS CodePipeline's `get-pipeline` output, `{"pipeline":
 //! {...}}`, plus Sluice's `capabilities`, `agentLabels` and

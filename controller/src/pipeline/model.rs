@@ -43,7 +43,7 @@ pub struct Declaration {
     pub pipeline: Pipeline,
 }
 
-/// How the pipeline handles several executions at once (DESIGN.md section 3).
+/// How the pipeline handles several executions at once (docs/design.md section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ExecutionMode {
@@ -161,7 +161,7 @@ pub struct Action {
     pub output_artifacts: Vec<OutputArtifact>,
     pub namespace: Option<String>,
     pub timeout_in_minutes: Option<u32>,
-    /// Sluice: what the plugin is granted (DESIGN.md section 4).
+    /// Sluice: what the plugin is granted (docs/design.md section 4).
     pub capabilities: Option<Capabilities>,
     /// Sluice: labels an agent must carry to run this action.
     pub agent_labels: BTreeMap<String, String>,
@@ -197,7 +197,7 @@ impl Action {
     }
 
     /// The effective timeout: as declared, else 7 days for an `Approval`
-    /// action and 60 minutes for any other (DESIGN.md section 3).
+    /// action and 60 minutes for any other (docs/design.md section 3).
     pub fn timeout_minutes(&self) -> u32 {
         self.timeout_in_minutes
             .unwrap_or(if self.action_type_id.category == "Approval" {

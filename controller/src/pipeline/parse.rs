@@ -98,10 +98,40 @@ pub(crate) fn document(text: &str) -> Result<Value, Diagnostic> {
         serde_json::from_str(text)
             .map_err(|err| syntax_error("JSON", &err.to_string(), Some((err.line(), err.column()))))
     } else {
-        serde_yaml_ng::from_str(text).map_err(|err| {
-            let location = err.location().map(|l| (l.line(), l.column()));
-            syntax_error("YAML", &err.to_string(), location)
+        yaml(text).map_err(|err| {
+            let location = err.location().map(|l| (l.line() as usize, l.column() as usize));
+            syntax_error("YAML", &yaml_message(&err), location)
         })
+    }
+}
+
+/// Reads YAML into a JSON value with the YAML 1.2 core schema, as
+/// declarations have always been read: `yes`, `on`, `0755` and `1_000` stay
+/// strings, a tag the schema does not know and a duplicate key are errors,
+/// and `<<` is an ordinary key (no YAML 1.1 merge).
+pub(crate) fn yaml(text: &str) -> Result<Value, serde_saphyr::Error> {
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        merge_keys: serde_saphyr::MergeKeyPolicy::AsOrdinary,
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        reject_unsupported_tags: true,
+        // One line: the location goes into the diagnostic's path.
+        with_snippet: false,
+    };
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+/// The parser's message, without its advice to the programmer on a
+/// duplicate key.
+fn yaml_message(err: &serde_saphyr::Error) -> String {
+    match err.without_snippet() {
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
+            format!("duplicate key {}", Value::from(key.as_str()))
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => "duplicate key".into(),
+        other => other.to_string(),
     }
 }
 
@@ -643,6 +673,24 @@ mod tests {
             "{}",
             yaml.message
         );
+    }
+
+    #[test]
+    fn yaml_refuses_duplicate_keys_where_they_are() {
+        let err = document("pipeline:\n  name: p\n  name: q\n").unwrap_err();
+        assert_eq!(err.path, "line 3, column 3");
+        assert_eq!(err.message, "invalid YAML: duplicate key \"name\"");
+    }
+
+    #[test]
+    fn yaml_reads_the_core_schema() {
+        let value = document("a: yes\nb: on\nc: 0755\nd: 1_000\ne: 0x1F\nf: true\ng: ~\n<<: {h: 1}\n").unwrap();
+        assert_eq!(
+            value,
+            json!({"a": "yes", "b": "on", "c": "0755", "d": "1_000", "e": 31, "f": true, "g": null, "<<": {"h": 1}})
+        );
+        let err = document("a: !custom x\n").unwrap_err();
+        assert!(err.message.starts_with("invalid YAML: "), "{}", err.message);
     }
 
     #[test]

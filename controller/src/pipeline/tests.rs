@@ -191,7 +191,7 @@ fn minimal_declaration_is_accepted_and_typed() {
 #[test]
 fn json_and_yaml_give_the_same_declaration() {
     let json = parse(MINIMAL).unwrap();
-    let yaml = serde_yaml_ng::to_string(&serde_json::to_value(&json).unwrap()).unwrap();
+    let yaml = serde_saphyr::to_string(&serde_json::to_value(&json).unwrap()).unwrap();
     assert!(!yaml.trim_start().starts_with('{'));
     assert_eq!(parse(&yaml).unwrap(), json);
 }

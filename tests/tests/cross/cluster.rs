@@ -343,7 +343,7 @@ fn the_fleet_port_refuses_foreign_and_expired_certificates() {
 #[test]
 fn a_misbehaving_plugin_fails_its_own_action_and_the_agent_keeps_serving() {
     let cluster = Cluster::new().agent(&[]).start().unwrap();
-    let hostile = sluice_builtins::test_plugin("hostile");
+    let hostile = sluice_test_plugins::test_plugin("hostile");
     let out = cluster.sluice(&["plugin", "push", hostile.to_str().unwrap()]);
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hostile@1 registered"), "{}", output_text(&out));
@@ -354,13 +354,13 @@ fn a_misbehaving_plugin_fails_its_own_action_and_the_agent_keeps_serving() {
     write(&junk, "not wasm");
     assert_eq!(cluster.sluice(&["plugin", "push", junk.to_str().unwrap()]).status.code(), Some(2));
     // A component of another world is refused with the reason.
-    let other = sluice_builtins::test_plugin("other-world");
+    let other = sluice_test_plugins::test_plugin("other-world");
     let out = cluster.sluice(&["plugin", "push", other.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(output_text(&out).contains("does not export sluice:plugin/action"), "{}", output_text(&out));
     // A plugin built against the first released interface registers, and
     // says which version it was built against.
-    let compat = sluice_builtins::test_plugin("compat-0-1");
+    let compat = sluice_test_plugins::test_plugin("compat-0-1");
     let out = cluster.sluice(&["plugin", "push", compat.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("compat-0-1@1 registered"), "{}", output_text(&out));
     let described = cluster.sluice_json(&["plugin", "describe", "compat-0-1@1"]).unwrap();

@@ -21,7 +21,7 @@ fn keygen(cluster: &Cluster, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// A copy of a test plugin's component in `dir`, signed with `key` when given.
 fn component(cluster: &Cluster, dir: &Path, plugin: &str, key: Option<&Path>) -> PathBuf {
     let wasm = dir.join(format!("{plugin}.wasm"));
-    std::fs::copy(sluice_builtins::test_plugin(plugin), &wasm).unwrap();
+    std::fs::copy(sluice_test_plugins::test_plugin(plugin), &wasm).unwrap();
     if let Some(key) = key {
         let out = cluster.sluice(&["plugin", "sign", wasm.to_str().unwrap(), "--key", key.to_str().unwrap()]);
         assert!(out.status.success(), "{}", output_text(&out));
