@@ -9,8 +9,8 @@
 //! [`Link`] pointing at the live connection.
 
 use crate::identity::{self, EnrollmentKey, Identity, PinnedCaVerifier};
-use crate::renewal::Renewal;
 use crate::jobs::Jobs;
+use crate::renewal::Renewal;
 use crate::transfer::{Link, read_frame, write_frame};
 use anyhow::{Context as _, Result, anyhow, bail};
 use rand::Rng as _;
@@ -168,9 +168,7 @@ async fn enroll_once(
     // Lets the close reach the controller; bounded, as nothing depends on it.
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     match answer {
-        Some(EnrollResponse::Enrolled { agent_id, cert_pem, ca_pem, labels }) => {
-            Ok((agent_id, cert_pem, ca_pem, labels))
-        }
+        Some(EnrollResponse::Enrolled { agent_id, cert_pem, ca_pem, labels }) => Ok((agent_id, cert_pem, ca_pem, labels)),
         Some(EnrollResponse::Refused { reason }) => Err(anyhow!(Refused(format!("enrollment refused: {reason}")))),
         None => bail!("the controller closed the enrollment stream without an answer"),
     }
@@ -206,16 +204,7 @@ impl Fleet {
         link: Link,
         outbox: mpsc::Receiver<FromAgent>,
     ) -> Result<Self> {
-        Ok(Self {
-            controller,
-            renewal,
-            presence,
-            jobs,
-            link,
-            outbox: Some(outbox),
-            unsent: None,
-            instance: rand::random(),
-        })
+        Ok(Self { controller, renewal, presence, jobs, link, outbox: Some(outbox), unsent: None, instance: rand::random() })
     }
 
     /// Serves the controller for as long as the process lives; returns only
@@ -705,18 +694,15 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let key = EnrollmentKey::generate("h").unwrap();
         let cert = testing::sign(&ca, &key.csr_pem);
-        let identity = key
-            .into_identity("agent-1".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der()))
-            .unwrap();
+        let identity =
+            key.into_identity("agent-1".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der())).unwrap();
         let claimed = "ab".repeat(32);
         let digest = claimed.clone();
         let script = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
             let (mut send, mut recv) = conn.accept_bi().await.unwrap();
             let Some(FromAgent::Hello(_)) = read_frame(&mut recv).await.unwrap() else { panic!("hello first") };
-            write_frame(&mut send, &ToAgent::Welcome { agent_id: "agent-1".into(), heartbeat_ms: 60_000 })
-                .await
-                .unwrap();
+            write_frame(&mut send, &ToAgent::Welcome { agent_id: "agent-1".into(), heartbeat_ms: 60_000 }).await.unwrap();
             write_frame(&mut send, &ToAgent::Job(Box::new(job("j-1", &digest)))).await.unwrap();
             let started = read_frame::<FromAgent>(&mut recv).await.unwrap();
             assert_eq!(started, Some(FromAgent::JobStarted { job_id: "j-1".into(), lease_epoch: 4 }));
@@ -727,11 +713,8 @@ mod tests {
             psend.write_all(b"junk").await.unwrap();
             psend.finish().unwrap();
             let finished = read_frame::<FromAgent>(&mut recv).await.unwrap();
-            let Some(FromAgent::JobFinished {
-                job_id,
-                lease_epoch: 4,
-                result: JobResult::Failed { message, retryable },
-            }) = finished
+            let Some(FromAgent::JobFinished { job_id, lease_epoch: 4, result: JobResult::Failed { message, retryable } }) =
+                finished
             else {
                 panic!("{finished:?}")
             };
@@ -803,9 +786,7 @@ mod tests {
                 let request: StreamRequest = read_frame(&mut recv).await.unwrap().unwrap();
                 match request {
                     StreamRequest::FetchArtifact { digest, .. } if digest.starts_with("00") => {
-                        write_frame(&mut send, &StreamReply::Error { message: "no such artifact".into() })
-                            .await
-                            .unwrap();
+                        write_frame(&mut send, &StreamReply::Error { message: "no such artifact".into() }).await.unwrap();
                     }
                     StreamRequest::FetchArtifact { offset, .. } => {
                         asked.lock().unwrap().push(offset);

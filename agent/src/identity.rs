@@ -108,8 +108,7 @@ impl Identity {
     /// identity. The certificate goes last: its presence means "enrolled".
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let meta =
-            serde_json::to_string_pretty(&Meta { agent_id: self.agent_id.clone(), labels: self.labels.clone() })?;
+        let meta = serde_json::to_string_pretty(&Meta { agent_id: self.agent_id.clone(), labels: self.labels.clone() })?;
         write_atomically(&dir.join(KEY_FILE), self.key_pem.as_bytes(), 0o600)?;
         write_atomically(&dir.join(CA_FILE), self.ca_pem.as_bytes(), 0o644)?;
         write_atomically(&dir.join(META_FILE), meta.as_bytes(), 0o644)?;
@@ -368,9 +367,7 @@ pub fn hostname() -> String {
         .into_iter()
         .flatten()
         .map(|h| h.trim().to_string())
-        .find(|h| {
-            !h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        })
+        .find(|h| !h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
         .unwrap_or_else(|| "sluice-agent".to_string())
 }
 
@@ -440,10 +437,7 @@ mod tests {
         testing::leaf(ca, name).0
     }
 
-    fn verify(
-        verifier: &PinnedCaVerifier,
-        chain: &[CertificateDer<'static>],
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify(verifier: &PinnedCaVerifier, chain: &[CertificateDer<'static>]) -> Result<ServerCertVerified, rustls::Error> {
         let name = ServerName::try_from(sluice_protocol::CONTROLLER_SERVER_NAME).unwrap();
         verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
     }
@@ -537,9 +531,8 @@ mod tests {
         let key = EnrollmentKey::generate("host").unwrap();
         let stranger = EnrollmentKey::generate("host").unwrap();
         let cert = sign(&ca, &stranger.csr_pem);
-        let err = key
-            .into_identity("a".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der()))
-            .unwrap_err();
+        let err =
+            key.into_identity("a".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der())).unwrap_err();
         assert!(format!("{err:#}").contains("unusable"), "{err:#}");
     }
 }

@@ -138,7 +138,8 @@ impl Jobs {
         for dir in [&jobs_dir, &plugins_dir] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let dirs = dirs::JobDirs::new(&jobs_dir, slots as usize).with_context(|| format!("reading {}", jobs_dir.display()))?;
+        let dirs =
+            dirs::JobDirs::new(&jobs_dir, slots as usize).with_context(|| format!("reading {}", jobs_dir.display()))?;
         Ok(Arc::new(Self {
             runtime,
             dirs,
@@ -237,7 +238,8 @@ impl Jobs {
             }
             running.insert(spec.job_id.clone(), Running { token, lease_epoch: spec.lease_epoch, cancel: cancel_tx });
         }
-        let span = info_span!("job", job_id = %spec.job_id, pipeline = %spec.pipeline, stage = %spec.stage, action = %spec.action);
+        let span =
+            info_span!("job", job_id = %spec.job_id, pipeline = %spec.pipeline, stage = %spec.stage, action = %spec.action);
         tokio::spawn(self.clone().run(spec, token, cancel_rx).instrument(span));
     }
 
@@ -318,7 +320,11 @@ impl Jobs {
                         })
                         .await
                         .unwrap_or_else(|e| Err(format!("the poll crashed: {e}")))
-                        .map(|r| PolledRevision { id: r.id, summary: r.summary, created: r.created })
+                        .map(|r| PolledRevision {
+                            id: r.id,
+                            summary: r.summary,
+                            created: r.created,
+                        })
                     }
                 };
                 match &result {
@@ -426,10 +432,9 @@ impl Jobs {
             return None;
         }
         let result = match outcome {
-            Err(e) => JobResult::Failed {
-                message: format!("running the plugin: the plugin host failed: {e}"),
-                retryable: false,
-            },
+            Err(e) => {
+                JobResult::Failed { message: format!("running the plugin: the plugin host failed: {e}"), retryable: false }
+            }
             Ok(Outcome::Failed { message, retryable }) => JobResult::Failed { message, retryable },
             Ok(Outcome::InProgress { .. }) => JobResult::Failed {
                 message: "running the plugin: the runtime returned while the action was still in progress".into(),
@@ -742,9 +747,7 @@ mod tests {
             },
         };
         match sendable(huge) {
-            FromAgent::JobFinished {
-                lease_epoch: 3, result: JobResult::Failed { message, retryable: false }, ..
-            } => {
+            FromAgent::JobFinished { lease_epoch: 3, result: JobResult::Failed { message, retryable: false }, .. } => {
                 assert!(message.contains("reporting the result"), "{message}")
             }
             other => panic!("{other:?}"),

@@ -30,11 +30,7 @@ use tracing::info;
 const OUTBOX: usize = 4096;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sluice-agent",
-    version,
-    about = "Sluice agent: runs pipeline actions as sandboxed WebAssembly plugins"
-)]
+#[command(name = "sluice-agent", version, about = "Sluice agent: runs pipeline actions as sandboxed WebAssembly plugins")]
 struct Args {
     /// The controller's fleet address.
     #[arg(long, env = "SLUICE_CONTROLLER", value_name = "HOST:PORT")]
@@ -204,10 +200,8 @@ async fn run(mut args: Args) -> Result<()> {
     create_private_dir(&args.data_dir)?;
     // Plugins hand host paths to programs that run elsewhere (git runs in
     // the job's workspace): every path the agent builds must be absolute.
-    args.data_dir = args
-        .data_dir
-        .canonicalize()
-        .with_context(|| format!("resolving the data dir {}", args.data_dir.display()))?;
+    args.data_dir =
+        args.data_dir.canonicalize().with_context(|| format!("resolving the data dir {}", args.data_dir.display()))?;
     // Bad --sandbox-* flags stop the agent before it enrolls, too.
     let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
     let confinement = confinement(&args, &[args.data_dir.clone(), cache_dir.clone()])?;
@@ -274,8 +268,7 @@ async fn run(mut args: Args) -> Result<()> {
     }
     let presence = connection::Presence { labels: merged_labels(&identity.labels, &args.labels), slots: args.slots };
     let renewal = std::sync::Arc::new(renewal::Renewal::new(args.data_dir.clone(), identity));
-    let fleet =
-        connection::Fleet::new(args.controller.clone(), renewal.clone(), presence, jobs.clone(), link, outbox_rx)?;
+    let fleet = connection::Fleet::new(args.controller.clone(), renewal.clone(), presence, jobs.clone(), link, outbox_rx)?;
 
     tokio::spawn(async move { renewal.run(outbox_tx).await });
     let result = tokio::select! {
@@ -388,11 +381,8 @@ mod tests {
         assert_eq!(args.allocator, AllocatorFlag::Pooling);
         assert_eq!(args.labels, [("a".into(), "1".into()), ("b".into(), "2".into())]);
         assert!(
-            Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--labels", "nokey"])
-                .is_err()
+            Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--labels", "nokey"]).is_err()
         );
-        assert!(
-            Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--slots", "0"]).is_err()
-        );
+        assert!(Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--slots", "0"]).is_err());
     }
 }

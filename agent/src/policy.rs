@@ -36,9 +36,9 @@ use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use sluice_protocol::{Grants, PluginRef};
 use sluice_runtime::net::{Endpoint, parse_grants};
+use sluice_runtime::sandbox::NetGrant;
 use sluice_runtime::signature::{PublicKey, Signature};
 use std::collections::{BTreeMap, HashSet};
-use sluice_runtime::sandbox::NetGrant;
 use std::path::{Component, Path};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -79,7 +79,8 @@ impl Policy {
             } else {
                 key.clone()
             };
-            let key = PublicKey::parse(&key).map_err(|e| anyhow::anyhow!("policy {}: publisher {name}: {e}", path.display()))?;
+            let key =
+                PublicKey::parse(&key).map_err(|e| anyhow::anyhow!("policy {}: publisher {name}: {e}", path.display()))?;
             policy.trusted.push((name.clone(), key));
         }
         if !policy.trusted.is_empty() {
@@ -200,9 +201,17 @@ mod tests {
     fn http_grants_pass_only_inside_a_policy_pattern() {
         let policy: Policy = serde_json::from_str(r#"{"http": ["10.20.0.0/16:8080", "*.corp.example:*"]}"#).unwrap();
         let granted = Grants {
-            http: ["10.20.3.4:8080", "10.20.3.0/24:8080", "10.0.0.0/8:8080", "10.20.3.4:80", "ci.corp.example:443", "*:443", "bad"]
-                .map(String::from)
-                .to_vec(),
+            http: [
+                "10.20.3.4:8080",
+                "10.20.3.0/24:8080",
+                "10.0.0.0/8:8080",
+                "10.20.3.4:80",
+                "ci.corp.example:443",
+                "*:443",
+                "bad",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..Grants::default()
         };
         let (kept, denied) = policy.apply(&granted);

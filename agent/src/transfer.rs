@@ -336,8 +336,7 @@ pub fn pack_dir(dir: &Path, dest: &Path) -> Result<Packed> {
     entries.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
 
     let file = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let out =
-        HashingWriter { inner: std::io::BufWriter::with_capacity(IO_BUFFER, file), hasher: Sha256::new(), written: 0 };
+    let out = HashingWriter { inner: std::io::BufWriter::with_capacity(IO_BUFFER, file), hasher: Sha256::new(), written: 0 };
     let mut builder = tar::Builder::new(out);
     for (rel, meta) in entries {
         let path = dir.join(&rel);

@@ -88,11 +88,8 @@ impl Api {
 
     /// Starts `n` executions, `parallel` requests at a time; their ids.
     pub async fn start_many(&self, pipeline: &str, n: usize, parallel: usize) -> Result<Vec<String>> {
-        let results: Vec<Result<String>> = futures_util::stream::iter(0..n)
-            .map(|_| self.start(pipeline))
-            .buffer_unordered(parallel.max(1))
-            .collect()
-            .await;
+        let results: Vec<Result<String>> =
+            futures_util::stream::iter(0..n).map(|_| self.start(pipeline)).buffer_unordered(parallel.max(1)).collect().await;
         results.into_iter().collect()
     }
 

@@ -12,11 +12,11 @@
 //! and whose next action takes that artifact as its input, downloaded.
 
 use crate::client;
-use sluice::fleet::read_frame_exact;
 use crate::report::{Budget, Figure, ScenarioReport};
 use anyhow::{Context as _, Result, bail};
-use sha2::{Digest as _, Sha256};
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use sluice::fleet::read_frame_exact;
 use sluice_protocol::{FromAgent, JobResult, JoinToken, ProducedArtifact, StreamReply, StreamRequest, encode};
 use sluice_tests::Cluster;
 use std::net::SocketAddr;
@@ -71,7 +71,12 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
         let source = agent.next_job().await?;
         up.push(sluice_upload(&agent.conn, &bytes, &round_digest).await?);
         let outputs = vec![ProducedArtifact { name: "blob".into(), digest: round_digest.clone(), size: size as u64 }];
-        let result = JobResult::Succeeded { summary: String::new(), output_variables: Default::default(), external_url: None, outputs };
+        let result = JobResult::Succeeded {
+            summary: String::new(),
+            output_variables: Default::default(),
+            external_url: None,
+            outputs,
+        };
         agent.send(&FromAgent::JobFinished { job_id: source.job_id, lease_epoch: source.lease_epoch, result }).await?;
         let consumer = agent.next_job().await?;
         down.push(sluice_download(&agent.conn, &round_digest, size as u64, &dir.path().join("download")).await?);
@@ -136,7 +141,12 @@ fn median(times: &[Duration]) -> Duration {
 async fn sluice_upload(conn: &quinn::Connection, bytes: &[u8], digest: &str) -> Result<Duration> {
     let started = Instant::now();
     let (mut send, mut recv) = conn.open_bi().await?;
-    send.write_all(&encode(&StreamRequest::PutArtifact { digest: digest.to_string(), size: bytes.len() as u64, offset: 0 })?).await?;
+    send.write_all(&encode(&StreamRequest::PutArtifact {
+        digest: digest.to_string(),
+        size: bytes.len() as u64,
+        offset: 0,
+    })?)
+    .await?;
     send.write_all(bytes).await?;
     send.finish()?;
     match read_frame_exact::<StreamReply>(&mut recv).await? {

@@ -11,11 +11,11 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sluice_protocol::{
-    ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello,
-    JoinToken, PROTOCOL_VERSION, ToAgent, encode,
-};
 use sluice::fleet::read_frame_exact;
+use sluice_protocol::{
+    ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken,
+    PROTOCOL_VERSION, ToAgent, encode,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -65,13 +65,20 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
         bail!("the controller lists {live} connected agents of {}", p.agents);
     }
 
-    let mut report = ScenarioReport::new("fleet", json!({"agents": p.agents, "parallel": p.parallel, "clientEndpoints": endpoints.len()}));
+    let mut report = ScenarioReport::new(
+        "fleet",
+        json!({"agents": p.agents, "parallel": p.parallel, "clientEndpoints": endpoints.len()}),
+    );
     report.figure(Figure::new("idle agents held", p.agents as f64, "agents").budget(Budget::AtLeast(10_000.0)));
     report.figure(
         Figure::new("controller memory per idle agent", after.saturating_sub(before) as f64 / p.agents as f64, "KiB")
             .budget(Budget::Below(100.0)),
     );
-    report.figure(Figure::new("mutual-TLS handshakes (with hello) per second", p.agents as f64 / connect_time.as_secs_f64(), "1/s"));
+    report.figure(Figure::new(
+        "mutual-TLS handshakes (with hello) per second",
+        p.agents as f64 / connect_time.as_secs_f64(),
+        "1/s",
+    ));
     report.figure(Figure::new("enrollments per second", p.agents as f64 / enroll_time.as_secs_f64(), "1/s"));
     report.note(format!("controller VmRSS {before} KiB before the connections, {after} KiB with {} idle agents", p.agents));
     drop(connected);

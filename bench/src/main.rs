@@ -180,11 +180,8 @@ async fn run(cli: &Cli) -> Result<Report> {
                 tokio::task::block_in_place(|| plugin::run(&params))?
             }
             Scenario::Recovery { executions, no_finish } => {
-                recovery::run(&recovery::Params {
-                    executions: pick(*executions, 1000, 10),
-                    finish: !no_finish && !smoke,
-                })
-                .await?
+                recovery::run(&recovery::Params { executions: pick(*executions, 1000, 10), finish: !no_finish && !smoke })
+                    .await?
             }
             Scenario::All => unreachable!("expanded above"),
         };

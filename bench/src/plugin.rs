@@ -28,7 +28,9 @@ pub fn run(p: &Params) -> Result<ScenarioReport> {
     let wasm = noop()?;
     let mut report = ScenarioReport::new("plugin", json!({"iterations": p.iterations, "plugin": "noop"}));
 
-    for (label, allocation) in [("pooling", Allocation::Pooling { concurrent_calls: 4 }), ("on-demand", Allocation::OnDemand)] {
+    for (label, allocation) in
+        [("pooling", Allocation::Pooling { concurrent_calls: 4 }), ("on-demand", Allocation::OnDemand)]
+    {
         let runtime = Runtime::new(RuntimeConfig { allocation, ..Default::default() })?;
         if runtime.allocation() != allocation {
             report.note(format!("{label}: the runtime fell back to {:?}", runtime.allocation()));
@@ -88,7 +90,11 @@ fn python_loads(report: &mut ScenarioReport, wasm: &[u8], cache: &std::path::Pat
         Figure::new("Python plugin: load from the compile cache p50", ms(percentile(&by_digest, 50.0)), "ms")
             .budget(Budget::Below(50.0)),
     );
-    report.figure(Figure::new("Python plugin: verify bytes + load from the cache p50", ms(percentile(&by_bytes, 50.0)), "ms"));
+    report.figure(Figure::new(
+        "Python plugin: verify bytes + load from the cache p50",
+        ms(percentile(&by_bytes, 50.0)),
+        "ms",
+    ));
     Ok(())
 }
 

@@ -63,7 +63,9 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     report.figure(
         Figure::new("restart until every execution is listed in progress", ms(resumed), "ms").budget(Budget::Below(2000.0)),
     );
-    report.figure(Figure::new("executions resumed", resumed_count as f64, "executions").budget(Budget::AtLeast(p.executions as f64)));
+    report.figure(
+        Figure::new("executions resumed", resumed_count as f64, "executions").budget(Budget::AtLeast(p.executions as f64)),
+    );
     if p.finish {
         let joined = Instant::now();
         tokio::task::block_in_place(|| cluster.add_agent(&[]))?;

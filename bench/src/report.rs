@@ -101,7 +101,14 @@ impl Report {
             .iter()
             .flat_map(|s| {
                 s.figures.iter().filter(|f| f.holds() == Some(false)).map(move |f| {
-                    format!("{}: {} is {} {}, budget {}", s.scenario, f.name, number(f.value), f.unit, f.budget.map(|b| b.text(f.unit)).unwrap_or_default())
+                    format!(
+                        "{}: {} is {} {}, budget {}",
+                        s.scenario,
+                        f.name,
+                        number(f.value),
+                        f.unit,
+                        f.budget.map(|b| b.text(f.unit)).unwrap_or_default()
+                    )
                 })
             })
             .collect()
@@ -145,7 +152,9 @@ impl Report {
         out.push('\n');
         let short = self.shortfalls();
         if self.smoke {
-            out.push_str("\nsmoke run: every scenario ran with tiny sizes; the figures are not comparable with the budget\n");
+            out.push_str(
+                "\nsmoke run: every scenario ran with tiny sizes; the figures are not comparable with the budget\n",
+            );
         } else if short.is_empty() {
             out.push_str("\nevery figure with a budget holds it\n");
         } else {

@@ -40,7 +40,9 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
 
     let started = Instant::now();
     api.start_many(name, p.executions, STARTS_IN_FLIGHT).await?;
-    let seen = collect_until(&mut events, Duration::from_secs(600), "every execution to end", executions_ended(p.executions)).await?;
+    let seen =
+        collect_until(&mut events, Duration::from_secs(600), "every execution to end", executions_ended(p.executions))
+            .await?;
     let elapsed = started.elapsed();
     let failed = seen.iter().filter_map(|e| e.execution()).filter(|(_, s)| is_final(s) && *s != "Succeeded").count();
     if failed > 0 {
@@ -71,12 +73,19 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     );
     if after_sources >= total / 4 && window > 0.0 {
         report.figure(
-            Figure::new("noop actions per second", after_sources as f64 / window, "actions/s").budget(Budget::AtLeast(2000.0)),
+            Figure::new("noop actions per second", after_sources as f64 / window, "actions/s")
+                .budget(Budget::AtLeast(2000.0)),
         );
     } else {
-        report.note("too few noop actions ran after the last Source action to measure the noop rate alone: raise --executions");
+        report.note(
+            "too few noop actions ran after the last Source action to measure the noop rate alone: raise --executions",
+        );
     }
-    report.figure(Figure::new("actions per second, Source included", (total + p.executions) as f64 / elapsed.as_secs_f64(), "actions/s"));
+    report.figure(Figure::new(
+        "actions per second, Source included",
+        (total + p.executions) as f64 / elapsed.as_secs_f64(),
+        "actions/s",
+    ));
     report.note(format!(
         "{after_sources} of {total} noop actions ran after the last Source action, in {window:.2} s; the whole run took {:.2} s",
         elapsed.as_secs_f64()

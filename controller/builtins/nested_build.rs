@@ -53,11 +53,8 @@ impl Nested {
         let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
         let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
         // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out.
-        let target_dir = out_dir
-            .ancestors()
-            .nth(4)
-            .map(|t| t.join("wasm-plugins"))
-            .unwrap_or_else(|| out_dir.join("wasm-plugins"));
+        let target_dir =
+            out_dir.ancestors().nth(4).map(|t| t.join("wasm-plugins")).unwrap_or_else(|| out_dir.join("wasm-plugins"));
         let mut nested = Self { repo: manifest_dir.join(repo_from_manifest), out_dir, target_dir, watched: BTreeSet::new() };
         check_target();
         nested.watch_sources();
@@ -117,8 +114,7 @@ impl Nested {
         let plugins = self.repo.join("plugins");
         self.watch(&plugins.join("Cargo.toml"));
         self.watch(&plugins.join("Cargo.lock"));
-        let entries =
-            fs::read_dir(&plugins).unwrap_or_else(|e| fail(&format!("reading \"{}\": {e}", plugins.display())));
+        let entries = fs::read_dir(&plugins).unwrap_or_else(|e| fail(&format!("reading \"{}\": {e}", plugins.display())));
         for entry in entries.flatten() {
             let path = entry.path();
             if path.join("Cargo.toml").is_file() {

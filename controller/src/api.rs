@@ -10,7 +10,7 @@
 
 use crate::auth::Caller;
 use crate::driver::command::Command;
-use crate::ops::{self, DeliverWebhook, Operation, OpError, PushPlugin, Route, VetPluginSignature};
+use crate::ops::{self, DeliverWebhook, OpError, Operation, PushPlugin, Route, VetPluginSignature};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
@@ -121,7 +121,8 @@ pub async fn ask<O: Operation>(state: &ApiState, op: O, caller: Caller) -> Resul
     let command = Command::Call { request: op.into_request(), caller, reply };
     state.driver.send(command).await.map_err(|_| OpError::Internal("the controller is shutting down".into()))?;
     let response = answer.await.map_err(|_| OpError::Internal("the controller dropped the request".into()))??;
-    O::output_of(response).ok_or_else(|| OpError::Internal(format!("the driver answered {} with another operation's output", O::NAME)))
+    O::output_of(response)
+        .ok_or_else(|| OpError::Internal(format!("the driver answered {} with another operation's output", O::NAME)))
 }
 
 /// The one handler of every route in the table.
@@ -182,10 +183,8 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ops::DeliverWebhookOutput>, OpError> {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
     let op = DeliverWebhook { pipeline_name: name, headers, body: body.to_vec() };
     // No token: the delivery's signature, checked by the driver, is its
     // authentication.
@@ -225,8 +224,7 @@ async fn push_plugin(
                 .ok_or_else(|| {
                     OpError::invalid(format!("the {SIGNATURE_HEADER} header is not base64 of a signature document"))
                 })?;
-            let parsed =
-                sluice_runtime::signature::Signature::parse(&text).map_err(|e| OpError::invalid(e.to_string()))?;
+            let parsed = sluice_runtime::signature::Signature::parse(&text).map_err(|e| OpError::invalid(e.to_string()))?;
             let digest = sluice_runtime::digest(&body);
             if parsed.digest() != digest {
                 return Err(OpError::invalid(
@@ -307,8 +305,14 @@ mod tests {
         let (events, _) = broadcast::channel(1);
         let state = ApiState { driver, events, tokens: crate::auth::Tokens::default(), runtime };
         let _ = router(state);
-        assert_eq!(positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"), "/pipelines/{s2}/executions/{s4}");
-        assert_eq!(field_of("/pipelines/{pipelineName}/executions/{pipelineExecutionId}", "s4"), Some("pipelineExecutionId"));
+        assert_eq!(
+            positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),
+            "/pipelines/{s2}/executions/{s4}"
+        );
+        assert_eq!(
+            field_of("/pipelines/{pipelineName}/executions/{pipelineExecutionId}", "s4"),
+            Some("pipelineExecutionId")
+        );
     }
 
     #[test]
@@ -320,14 +324,10 @@ mod tests {
         assert!(refused(decode::<StartPipelineExecution>(pairs(&[("s2", "w")]), vec![], b"[]").unwrap_err()));
         assert!(refused(decode::<CreateUser>(vec![], vec![], b"").unwrap_err()));
         assert!(refused(
-            decode::<ListPipelineExecutions>(pairs(&[("s2", "w")]), pairs(&[("maxResults", "x")]), b"")
-                .unwrap_err()
+            decode::<ListPipelineExecutions>(pairs(&[("s2", "w")]), pairs(&[("maxResults", "x")]), b"").unwrap_err()
         ));
-        let bad = decode::<PutApprovalResult>(
-            pairs(&[("s2", "w"), ("s4", "s"), ("s6", "a")]),
-            vec![],
-            br#"{"status": "Maybe"}"#,
-        );
+        let bad =
+            decode::<PutApprovalResult>(pairs(&[("s2", "w"), ("s4", "s"), ("s6", "a")]), vec![], br#"{"status": "Maybe"}"#);
         assert!(refused(bad.unwrap_err()));
         let not_utf8 = decode::<CreatePipeline>(vec![], vec![], &[0xff, 0xfe]).unwrap_err();
         assert_eq!(not_utf8, OpError::invalid("pipeline declaration is not UTF-8"));

@@ -210,7 +210,11 @@ impl BlobStore {
             Ok(()) if total != size => Err(anyhow::anyhow!("artifact ended after {total} of {size} bytes")),
             Ok(()) => {
                 let got = hex::encode(hasher.finalize());
-                if got == digest { Ok(()) } else { Err(anyhow::anyhow!("artifact digest mismatch: announced {digest}, received {got}")) }
+                if got == digest {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("artifact digest mismatch: announced {digest}, received {got}"))
+                }
             }
         };
         if let Err(e) = verdict {
@@ -407,7 +411,14 @@ mod resume_tests {
         let offset = store.upload_offset(&digest, size).await.unwrap();
         assert_eq!(offset, 100_000);
         // A resume past what is here is refused and changes nothing.
-        assert!(store.put_stream(&digest, size, 200_000, &mut &data[200_000..]).await.unwrap_err().to_string().contains("ask for the offset"));
+        assert!(
+            store
+                .put_stream(&digest, size, 200_000, &mut &data[200_000..])
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("ask for the offset")
+        );
         assert_eq!(store.upload_offset(&digest, size).await.unwrap(), offset);
         store.put_stream(&digest, size, offset, &mut &data[offset as usize..]).await.unwrap();
         assert!(store.contains(&digest));
@@ -430,10 +441,8 @@ mod resume_tests {
         let digest = hex::encode(Sha256::digest(&data));
         let size = data.len() as u64;
         let (mut first, mut second) = (&data[..], &data[..]);
-        let (a, b) = tokio::join!(
-            store.put_stream(&digest, size, 0, &mut first),
-            store.put_stream(&digest, size, 0, &mut second),
-        );
+        let (a, b) =
+            tokio::join!(store.put_stream(&digest, size, 0, &mut first), store.put_stream(&digest, size, 0, &mut second),);
         a.unwrap();
         b.unwrap();
         assert_eq!(std::fs::read(store.path(&digest).unwrap()).unwrap(), data);

@@ -59,7 +59,10 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         .arg("--sandbox-read")
         .arg(std::path::absolute(dir.join("repo")).unwrap_or_else(|_| dir.join("repo")))
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&agent_log).map_err(|e| Failure::new(1, format!("creating {}: {e}", agent_log.display())))?)
+        .stderr(
+            std::fs::File::create(&agent_log)
+                .map_err(|e| Failure::new(1, format!("creating {}: {e}", agent_log.display())))?,
+        )
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Failure::new(1, format!("starting {}: {e}", agent_bin.display())))?;

@@ -124,9 +124,7 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     let (tx, mut rx) = mpsc::channel::<ToAgent>(AGENT_QUEUE);
     let tx = AgentSender::new(tx, conn.clone(), &agent_id);
     let (reply_tx, reply_rx) = oneshot::channel();
-    ctx.driver
-        .send(Command::AgentConnected { agent_id: agent_id.clone(), conn_id, hello, tx, reply: reply_tx })
-        .await?;
+    ctx.driver.send(Command::AgentConnected { agent_id: agent_id.clone(), conn_id, hello, tx, reply: reply_tx }).await?;
     let welcome = reply_rx.await?;
     send.write_all(&encode(&welcome)?).await?;
     if let ToAgent::Refused { reason } = welcome {
@@ -215,9 +213,7 @@ async fn serve_transfer(
     // (Log lines are checked one by one, as those of the control stream.)
     if let Some(transfer) = transfer {
         let (tx, rx) = oneshot::channel();
-        ctx.driver
-            .send(Command::AuthorizeTransfer { agent_id: agent_id.to_string(), conn_id, transfer, reply: tx })
-            .await?;
+        ctx.driver.send(Command::AuthorizeTransfer { agent_id: agent_id.to_string(), conn_id, transfer, reply: tx }).await?;
         if let Err(message) = rx.await? {
             let _ = recv.stop(1u32.into());
             send.write_all(&encode(&StreamReply::Error { message: message.clone() })?).await?;
@@ -240,9 +236,7 @@ async fn serve_transfer(
                             bail!("log stream of job {job_id} carried another job's line");
                         }
                         lines += 1;
-                        ctx.driver
-                            .send(Command::AgentMessage { agent_id: agent_id.to_string(), conn_id, message })
-                            .await?;
+                        ctx.driver.send(Command::AgentMessage { agent_id: agent_id.to_string(), conn_id, message }).await?;
                     }
                     Some(other) => bail!("log stream of job {job_id} carried {other:?}"),
                     None => break,
@@ -346,4 +340,3 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
         }
     }
 }
-

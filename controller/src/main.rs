@@ -12,9 +12,8 @@ fn main() {
     sluice_runtime::sandbox::run_launcher_if_asked();
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| {
-        if matches!(cli.command, Cmd::Controller(_)) { "info" } else { "warn" }.to_string()
-    });
+    let filter = std::env::var("SLUICE_LOG")
+        .unwrap_or_else(|_| if matches!(cli.command, Cmd::Controller(_)) { "info" } else { "warn" }.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -185,13 +185,20 @@ pub enum Change {
     Secret(SecretRecord),
     DeleteSecret(String),
     /// A pipeline's webhook secret, sealed; `None` deletes it.
-    Webhook { pipeline: String, sealed: Option<Vec<u8>>, created_at: u64 },
+    Webhook {
+        pipeline: String,
+        sealed: Option<Vec<u8>>,
+        created_at: u64,
+    },
     SeenRevision(SeenRevision),
     User(UserRecord),
     ApiToken(ApiTokenRecord),
     /// A pushed plugin version leaves the registry (its blob stays for
     /// executions that refer to it by digest).
-    DeletePlugin { provider: String, version: String },
+    DeletePlugin {
+        provider: String,
+        version: String,
+    },
     Revocation(RevocationRecord),
     Publisher(PublisherRecord),
     DeletePublisher(String),
@@ -343,7 +350,12 @@ fn pipeline_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PipelineRecord> {
 }
 
 impl SqliteStore {
-    fn query_json<T: for<'de> Deserialize<'de>>(&self, sql: &str, args: impl rusqlite::Params, what: &str) -> Result<Vec<T>> {
+    fn query_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        what: &str,
+    ) -> Result<Vec<T>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let texts = stmt.query_map(args, |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
         texts.iter().map(|t| parse(t, what)).collect()
@@ -526,8 +538,9 @@ impl Store for SqliteStore {
     }
 
     fn plugins(&self) -> Result<Vec<PluginRecord>> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT provider, version, digest, info, builtin FROM plugins ORDER BY provider, version")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT provider, version, digest, info, builtin FROM plugins ORDER BY provider, version")?;
         Ok(stmt
             .query_map([], |r| {
                 Ok(PluginRecord {
@@ -641,9 +654,9 @@ impl Store for SqliteStore {
     }
 
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT job_id, execution_id, seq, text FROM logs WHERE execution_id = ?1 ORDER BY rowid",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT job_id, execution_id, seq, text FROM logs WHERE execution_id = ?1 ORDER BY rowid")?;
         Ok(stmt
             .query_map([execution_id], |r| {
                 Ok(LogLine { job_id: r.get(0)?, execution_id: r.get(1)?, seq: r.get::<_, i64>(2)? as u64, text: r.get(3)? })
@@ -693,7 +706,13 @@ mod tests {
         let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
         let old = store.secrets().unwrap();
         assert_eq!((old[0].name.as_str(), old[0].pipelines.clone()), ("OLD", vec!["*".to_string()]));
-        let scoped = SecretRecord { name: "NEW".into(), sealed: vec![1], created_at: 3, updated_at: 3, pipelines: vec!["web".into(), "api-*".into()] };
+        let scoped = SecretRecord {
+            name: "NEW".into(),
+            sealed: vec![1],
+            created_at: 3,
+            updated_at: 3,
+            pipelines: vec!["web".into(), "api-*".into()],
+        };
         store.apply(&[Change::Secret(scoped.clone())]).unwrap();
         drop(store);
         let store = SqliteStore::open(&path, Durability::Process).unwrap();

@@ -5,9 +5,9 @@
 
 use crate::engine::{ActionRun, ActionStatus, ArtifactRef, Execution, Notice};
 use crate::ops::{
-    ActionExecution, ActionRunView, ActionState, ArtifactView, ErrorDetails, ExecutionSummary,
-    GetPipelineExecutionOutput, GetPipelineStateOutput, PipelineExecution, ResolvedVariable, RollbackMetadata,
-    SourceRevisionView, StageExecution, StageRunView, StageState, TransitionState,
+    ActionExecution, ActionRunView, ActionState, ArtifactView, ErrorDetails, ExecutionSummary, GetPipelineExecutionOutput,
+    GetPipelineStateOutput, PipelineExecution, ResolvedVariable, RollbackMetadata, SourceRevisionView, StageExecution,
+    StageRunView, StageState, TransitionState,
 };
 use crate::pipeline::Pipeline;
 use crate::store::{PipelineRecord, TransitionRecord};
@@ -159,46 +159,45 @@ pub fn pipeline_state(
     waiting: &HashMap<&str, String>,
     transitions: &HashMap<&str, &TransitionRecord>,
 ) -> GetPipelineStateOutput {
-    let stage_states = def
-        .stages
-        .iter()
-        .map(|stage| {
-            let latest = recent.iter().find_map(|e| {
-                e.stages.iter().find(|s| s.name == stage.name && s.status.is_some()).map(|s| (e, s))
-            });
-            let action_states = stage
-                .actions
-                .iter()
-                .map(|action| {
-                    let run = latest.and_then(|(_, s)| s.actions.iter().find(|a| a.name == action.name));
-                    let latest_execution = run.filter(|a| a.status.is_some()).map(|a| ActionExecution {
-                        status: a.status.map(|x| x.as_str().to_string()),
-                        summary: a.summary.clone(),
-                        last_status_change: a.ended_at.or(a.started_at).map(time),
-                        error_details: error_details(a),
-                        external_execution_url: a.external_url.clone(),
-                        agent: a.agent.clone(),
-                        attempt: a.attempt,
-                        waiting_reason: a
-                            .job_id
-                            .as_deref()
-                            .and_then(|j| waiting.get(j).cloned())
-                            .or_else(|| a.waiting_reason.clone().filter(|_| a.status == Some(ActionStatus::InProgress))),
-                    });
-                    ActionState { action_name: action.name.clone(), latest_execution, polling: None }
-                })
-                .collect();
-            StageState {
-                stage_name: stage.name.clone(),
-                inbound_transition_state: transition_state(transitions.get(stage.name.as_str())),
-                action_states,
-                latest_execution: latest.map(|(e, s)| StageExecution {
-                    pipeline_execution_id: e.id.0.clone(),
-                    status: s.status.map(|x| x.as_str().to_string()),
-                }),
-            }
-        })
-        .collect();
+    let stage_states =
+        def.stages
+            .iter()
+            .map(|stage| {
+                let latest = recent
+                    .iter()
+                    .find_map(|e| e.stages.iter().find(|s| s.name == stage.name && s.status.is_some()).map(|s| (e, s)));
+                let action_states = stage
+                    .actions
+                    .iter()
+                    .map(|action| {
+                        let run = latest.and_then(|(_, s)| s.actions.iter().find(|a| a.name == action.name));
+                        let latest_execution =
+                            run.filter(|a| a.status.is_some()).map(|a| ActionExecution {
+                                status: a.status.map(|x| x.as_str().to_string()),
+                                summary: a.summary.clone(),
+                                last_status_change: a.ended_at.or(a.started_at).map(time),
+                                error_details: error_details(a),
+                                external_execution_url: a.external_url.clone(),
+                                agent: a.agent.clone(),
+                                attempt: a.attempt,
+                                waiting_reason: a.job_id.as_deref().and_then(|j| waiting.get(j).cloned()).or_else(|| {
+                                    a.waiting_reason.clone().filter(|_| a.status == Some(ActionStatus::InProgress))
+                                }),
+                            });
+                        ActionState { action_name: action.name.clone(), latest_execution, polling: None }
+                    })
+                    .collect();
+                StageState {
+                    stage_name: stage.name.clone(),
+                    inbound_transition_state: transition_state(transitions.get(stage.name.as_str())),
+                    action_states,
+                    latest_execution: latest.map(|(e, s)| StageExecution {
+                        pipeline_execution_id: e.id.0.clone(),
+                        status: s.status.map(|x| x.as_str().to_string()),
+                    }),
+                }
+            })
+            .collect();
     GetPipelineStateOutput {
         pipeline_name: record.name.clone(),
         pipeline_version: record.version,

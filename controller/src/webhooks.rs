@@ -33,17 +33,21 @@ pub enum WebhookError {
 /// What a verified delivery asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    Change { sender: &'static str, change: Change },
+    Change {
+        sender: &'static str,
+        change: Change,
+    },
     /// A delivery that starts nothing by design (a ping, a deleted branch,
     /// an event kind Sluice does not act on), with why.
-    Ignored { sender: &'static str, reason: String },
+    Ignored {
+        sender: &'static str,
+        reason: String,
+    },
 }
 
 /// Verifies a delivery against the pipeline's webhook secret and reads it.
 pub fn read(headers: &[(String, String)], body: &[u8], secret: &str) -> Result<Delivery, WebhookError> {
-    let header = |name: &str| {
-        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())
-    };
+    let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string());
     let (sender, event) = if let Some(e) = header("X-Gitea-Event") {
         ("gitea", e)
     } else if let Some(e) = header("X-GitHub-Event") {
@@ -71,8 +75,8 @@ pub fn read(headers: &[(String, String)], body: &[u8], secret: &str) -> Result<D
             };
             let value = value.ok_or_else(|| WebhookError::Unauthorized(format!("missing {name} header")))?;
             let hex_sig = value.strip_prefix("sha256=").unwrap_or(&value);
-            let signature = hex::decode(hex_sig)
-                .map_err(|_| WebhookError::Unauthorized(format!("{name} is not a hex HMAC-SHA256")))?;
+            let signature =
+                hex::decode(hex_sig).map_err(|_| WebhookError::Unauthorized(format!("{name} is not a hex HMAC-SHA256")))?;
             let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
             hmac::verify(&key, body, &signature)
                 .map_err(|_| WebhookError::Unauthorized(format!("{name} does not match the body")))?;
@@ -299,13 +303,15 @@ mod tests {
 
     #[test]
     fn github_pull_requests_map_to_codepipeline_events() {
-        let pr = |action: &str| {
-            json!({"action": action, "pull_request": {"head": {"sha": SHA, "ref": "feature"}, "base": {"ref": "main"}}})
-        };
+        let pr = |action: &str| json!({"action": action, "pull_request": {"head": {"sha": SHA, "ref": "feature"}, "base": {"ref": "main"}}});
         let c = change(github("pull_request", &pr("synchronize")).unwrap());
         assert_eq!(
             c.kind,
-            ChangeKind::PullRequest { event: "UPDATED".into(), source_branch: "feature".into(), destination_branch: "main".into() }
+            ChangeKind::PullRequest {
+                event: "UPDATED".into(),
+                source_branch: "feature".into(),
+                destination_branch: "main".into()
+            }
         );
         assert!(matches!(github("pull_request", &pr("labeled")).unwrap(), Delivery::Ignored { .. }));
         assert!(matches!(github("ping", &json!({"zen": "x"})).unwrap(), Delivery::Ignored { .. }));
@@ -346,7 +352,8 @@ mod tests {
         let mr = serde_json::to_vec(&json!({"object_kind": "merge_request", "object_attributes": {
             "action": "open", "source_branch": "f", "target_branch": "main", "last_commit": {"id": SHA}}}))
         .unwrap();
-        let c = change(read(&h(&[("X-Gitlab-Event", "Merge Request Hook"), ("X-Gitlab-Token", SECRET)]), &mr, SECRET).unwrap());
+        let c =
+            change(read(&h(&[("X-Gitlab-Event", "Merge Request Hook"), ("X-Gitlab-Token", SECRET)]), &mr, SECRET).unwrap());
         assert!(matches!(c.kind, ChangeKind::PullRequest { ref event, .. } if event == "OPEN"));
 
         let body = serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": SHA, "commits": []})).unwrap();

@@ -37,8 +37,7 @@ pub enum FrameError {
 
 /// Encodes one message as a length-prefixed frame.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = postcard::to_extend(message, vec![0u8; 4])
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let mut out = postcard::to_extend(message, vec![0u8; 4]).map_err(|e| FrameError::Malformed(e.to_string()))?;
     let len = out.len() - 4;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
@@ -86,8 +85,7 @@ impl FrameDecoder {
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
-        let message = postcard::from_bytes(&self.buf[4..4 + len])
-            .map_err(|e| FrameError::Malformed(e.to_string()));
+        let message = postcard::from_bytes(&self.buf[4..4 + len]).map_err(|e| FrameError::Malformed(e.to_string()));
         self.buf.drain(..4 + len);
         message.map(Some)
     }
@@ -227,10 +225,17 @@ pub struct Hello {
 /// Controller to agent, on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToAgent {
-    Welcome { agent_id: String, heartbeat_ms: u64 },
-    Refused { reason: String },
+    Welcome {
+        agent_id: String,
+        heartbeat_ms: u64,
+    },
+    Refused {
+        reason: String,
+    },
     Job(Box<JobSpec>),
-    Cancel { job_id: String },
+    Cancel {
+        job_id: String,
+    },
     /// Run the source plugin's `latest-revision`; answered by
     /// [`FromAgent::PollResult`]. Takes no slot.
     Poll(Box<PollSpec>),
@@ -238,30 +243,57 @@ pub enum ToAgent {
     /// The controller has durably taken the job's result: the agent may
     /// forget it. Until then the agent reports the job in `Hello.running`
     /// and sends its result again after a reconnect.
-    ResultAck { job_id: String },
+    ResultAck {
+        job_id: String,
+    },
     /// A renewed certificate for the agent's new key (answer to
     /// [`FromAgent::RenewCertificate`]).
-    Renewed { cert_pem: String },
-    RenewalRefused { reason: String },
+    Renewed {
+        cert_pem: String,
+    },
+    RenewalRefused {
+        reason: String,
+    },
     /// The controller has durably taken the job's log up to `seq`: the
     /// agent may forget those lines. Lines not acknowledged are sent again
     /// after a reconnect; the controller drops the ones it has.
-    LogAck { job_id: String, seq: u64 },
+    LogAck {
+        job_id: String,
+        seq: u64,
+    },
 }
 
 /// Agent to controller, on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromAgent {
     Hello(Hello),
-    Heartbeat { running: Vec<String> },
-    JobStarted { job_id: String, lease_epoch: u64 },
-    Log { job_id: String, seq: u64, text: String },
-    JobFinished { job_id: String, lease_epoch: u64, result: JobResult },
+    Heartbeat {
+        running: Vec<String>,
+    },
+    JobStarted {
+        job_id: String,
+        lease_epoch: u64,
+    },
+    Log {
+        job_id: String,
+        seq: u64,
+        text: String,
+    },
+    JobFinished {
+        job_id: String,
+        lease_epoch: u64,
+        result: JobResult,
+    },
     /// Asks for a new certificate before the current one expires; the CSR
     /// carries a fresh key. Sent on the authenticated control stream, so
     /// the controller knows whose certificate it renews.
-    RenewCertificate { csr_pem: String },
-    PollResult { poll_id: String, result: Result<PolledRevision, String> },
+    RenewCertificate {
+        csr_pem: String,
+    },
+    PollResult {
+        poll_id: String,
+        result: Result<PolledRevision, String>,
+    },
 }
 
 /// First frame of every other bidirectional stream an agent opens.

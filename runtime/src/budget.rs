@@ -78,10 +78,8 @@ impl LogBudget {
         self.total += cost;
         if self.total >= MAX_LOG_BYTES {
             self.capped = true;
-            notices.push(format!(
-                "[warn] the action logged more than {} MiB; further lines are dropped",
-                MAX_LOG_BYTES >> 20
-            ));
+            notices
+                .push(format!("[warn] the action logged more than {} MiB; further lines are dropped", MAX_LOG_BYTES >> 20));
             return Verdict::Drop(notices);
         }
         Verdict::Log(notices)

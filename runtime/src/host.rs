@@ -77,7 +77,6 @@ impl Stdio {
     }
 }
 
-
 impl HostState {
     /// The state of one call. `log` is wrapped once here so that every line
     /// the call logs, by any path (log import, programs, stdio), is masked.
@@ -112,8 +111,8 @@ impl HostState {
             // view and any program it runs.
             crate::sandbox::grantable_dir(&path, protected).map_err(|e| anyhow::anyhow!("fs grant refused: {e}"))?;
             std::fs::create_dir_all(&path).with_context(|| format!("creating granted directory {dir}"))?;
-            let host = crate::sandbox::grantable_dir(&path, protected)
-                .map_err(|e| anyhow::anyhow!("fs grant refused: {e}"))?;
+            let host =
+                crate::sandbox::grantable_dir(&path, protected).map_err(|e| anyhow::anyhow!("fs grant refused: {e}"))?;
             mounts.push(Mount { guest: path, host, writable: true });
         }
 
@@ -328,13 +327,15 @@ pub(crate) fn explain_trap(error: &wasmtime::Error, store: &Store<HostState>) ->
     if text.contains("forcing trap when growing table") || text.contains("has a minimum element size of") {
         return format!("plugin exceeded its table limit of {} elements", crate::MAX_TABLE_ELEMENTS);
     }
-    for (what, limit) in
-        [("memory", crate::MAX_MEMORIES), ("table", crate::MAX_TABLES), ("instance", crate::MAX_INSTANCES)]
+    for (what, limit) in [("memory", crate::MAX_MEMORIES), ("table", crate::MAX_TABLES), ("instance", crate::MAX_INSTANCES)]
     {
         let pooled = what == "memory"
             && (text.contains("defined memories count of") || text.contains("Wasm linear memories, which exceeds"));
         if pooled || text.contains(&format!("resource limit exceeded: {what} count too high")) {
-            return format!("plugin needs more than {limit} {what}{}, the limit of a plugin", if limit == 1 { "" } else { "s" });
+            return format!(
+                "plugin needs more than {limit} {what}{}, the limit of a plugin",
+                if limit == 1 { "" } else { "s" }
+            );
         }
     }
     if Instant::now() >= state.deadline {

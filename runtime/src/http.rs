@@ -76,7 +76,8 @@ impl HttpGate {
     /// The refusals decided since the last call, as log lines.
     pub fn take_refusals(&self) -> Vec<String> {
         let Refusals { lines, more } = std::mem::take(&mut *self.refusals.lock().expect("refusals lock"));
-        let mut lines: Vec<String> = lines.into_iter().map(|reason| format!("[warn] http request refused: {reason}")).collect();
+        let mut lines: Vec<String> =
+            lines.into_iter().map(|reason| format!("[warn] http request refused: {reason}")).collect();
         if more > 0 {
             lines.push(format!("[warn] {more} more http requests were refused"));
         }
@@ -107,11 +108,11 @@ impl WasiHttpHooks for HttpGate {
         }
         // Held until the exchange is over, body included.
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            return self.refuse(format!(
-                "more than {MAX_IN_FLIGHT} requests of this action are in flight; wait for one to end"
-            ));
+            return self
+                .refuse(format!("more than {MAX_IN_FLIGHT} requests of this action are in flight; wait for one to end"));
         };
-        let (grants, deadline, refusals, tls) = (self.grants.clone(), self.deadline, self.refusals.clone(), self.tls.clone());
+        let (grants, deadline, refusals, tls) =
+            (self.grants.clone(), self.deadline, self.refusals.clone(), self.tls.clone());
         Box::new(async move {
             match send(&grants, deadline, tls, request, options, permit).await {
                 Ok(done) => Ok(done),
@@ -338,7 +339,8 @@ impl Body for Paced {
             Poll::Pending => {
                 if !self.waiting {
                     self.waiting = true;
-                    let until = tokio::time::Instant::now().checked_add(self.idle).map_or(self.deadline, |t| t.min(self.deadline));
+                    let until =
+                        tokio::time::Instant::now().checked_add(self.idle).map_or(self.deadline, |t| t.min(self.deadline));
                     self.timer.as_mut().reset(until);
                 }
                 match self.timer.as_mut().poll(cx) {

@@ -23,8 +23,8 @@ mod http;
 pub mod mask;
 pub mod net;
 mod process;
-pub mod signature;
 pub mod sandbox;
+pub mod signature;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -544,8 +544,7 @@ impl Runtime {
         {
             return Ok(component);
         }
-        let compiled =
-            self.engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("compiling plugin: {e:#}"))?;
+        let compiled = self.engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("compiling plugin: {e:#}"))?;
         // Another process may share the cache directory: write under a name
         // of our own and rename into place.
         let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), rand_suffix()));
@@ -558,7 +557,12 @@ impl Runtime {
 
     /// An invocation with no artifacts and an empty scratch directory, for
     /// calls outside an action run (`describe`, `latest-revision`).
-    fn bare_invocation(workspace: &Path, grants: Grants, secrets: BTreeMap<String, String>, timeout: Duration) -> Invocation {
+    fn bare_invocation(
+        workspace: &Path,
+        grants: Grants,
+        secrets: BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Invocation {
         Invocation {
             pipeline: String::new(),
             execution_id: String::new(),
@@ -606,8 +610,9 @@ impl Runtime {
         inv: &Invocation,
         log: Arc<dyn LogSink>,
     ) -> std::result::Result<Revision, String> {
-        let (mut store, stdio) =
-            self.store(inv, log.clone(), Instant::now() + inv.timeout).map_err(|e| format!("preparing the sandbox: {e:#}"))?;
+        let (mut store, stdio) = self
+            .store(inv, log.clone(), Instant::now() + inv.timeout)
+            .map_err(|e| format!("preparing the sandbox: {e:#}"))?;
         let instance = plugin
             .instance_pre()
             .instantiate(&mut store)
@@ -713,10 +718,7 @@ impl Runtime {
         for (name, dir, _) in &inv.outputs {
             let size = files::tree_size(dir, limit).map_err(|e| format!("measuring output artifact {name:?}: {e}"))?;
             if size > limit {
-                return Err(format!(
-                    "output artifact {name:?} holds more than {}, the limit of one artifact",
-                    bytes(limit)
-                ));
+                return Err(format!("output artifact {name:?} holds more than {}, the limit of one artifact", bytes(limit)));
             }
         }
         Ok(())

@@ -88,8 +88,7 @@ impl Masker {
         let Some(matcher) = &self.matcher else { return text.to_string() };
         // The union of every occurrence, overlapping ones included, so that
         // no piece of a form is left visible beside another.
-        let mut spans: Vec<(usize, usize)> =
-            matcher.find_overlapping_iter(text).map(|m| (m.start(), m.end())).collect();
+        let mut spans: Vec<(usize, usize)> = matcher.find_overlapping_iter(text).map(|m| (m.start(), m.end())).collect();
         if spans.is_empty() {
             return text.to_string();
         }

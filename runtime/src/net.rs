@@ -32,7 +32,10 @@ enum HostPattern {
     /// `*.example.com`, kept as `.example.com`.
     Under(String),
     Name(String),
-    Net { addr: IpAddr, prefix: u8 },
+    Net {
+        addr: IpAddr,
+        prefix: u8,
+    },
 }
 
 impl FromStr for Endpoint {
@@ -104,7 +107,9 @@ impl HostPattern {
         let max = if v6 { 128 } else { 32 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("/{p} is not a prefix length 0-{max}"))?,
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("/{p} is not a prefix length 0-{max}"))?
+            }
         };
         Ok(Self::Net { addr: mask(addr, prefix), prefix })
     }
@@ -173,7 +178,9 @@ impl Endpoint {
                 (HostPattern::Any, HostPattern::Net { .. }) => false,
                 (HostPattern::Any, _) => true,
                 (HostPattern::Under(a), HostPattern::Under(b)) => b == a || b.ends_with(a.as_str()),
-                (HostPattern::Under(a), HostPattern::Name(b)) => format!(".{b}").ends_with(a.as_str()) && b.len() + 1 > a.len(),
+                (HostPattern::Under(a), HostPattern::Name(b)) => {
+                    format!(".{b}").ends_with(a.as_str()) && b.len() + 1 > a.len()
+                }
                 (HostPattern::Name(a), HostPattern::Name(b)) => a == b,
                 (HostPattern::Net { addr: a, prefix: pa }, HostPattern::Net { addr: b, prefix: pb }) => {
                     pb >= pa && same_family(*b, *a).is_some_and(|b| mask(b, *pa) == *a)
@@ -228,10 +235,7 @@ pub fn intersect(declared: &[String], granted: &[String]) -> Vec<String> {
 /// Parses every pattern of a grant, naming each bad one.
 pub fn parse_grants(grants: &[String]) -> Result<Vec<Endpoint>, String> {
     let mut errors = Vec::new();
-    let parsed: Vec<Endpoint> = grants
-        .iter()
-        .filter_map(|g| g.parse().map_err(|e| errors.push(e)).ok())
-        .collect();
+    let parsed: Vec<Endpoint> = grants.iter().filter_map(|g| g.parse().map_err(|e| errors.push(e)).ok()).collect();
     if errors.is_empty() { Ok(parsed) } else { Err(errors.join("; ")) }
 }
 
@@ -349,11 +353,7 @@ impl HttpGrants {
             return Ok(());
         }
         let granted: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        Err(format!(
-            "http to {} is not granted to this action (granted: {})",
-            authority(host, port),
-            granted.join(", ")
-        ))
+        Err(format!("http to {} is not granted to this action (granted: {})", authority(host, port), granted.join(", ")))
     }
 
     /// The resolved addresses the request may connect to, in resolution
@@ -392,8 +392,12 @@ impl HttpGrants {
             return Err(Refusal { for_plugin: message.clone(), for_log: message });
         }
         Err(Refusal {
-            for_plugin: format!("http to {target} is refused: the name resolves to {kind}; {need} (the action's log names the address)"),
-            for_log: format!("http to {target} is refused: the name resolves to {ip}, {kind}; {need}, such as \"{literal}\""),
+            for_plugin: format!(
+                "http to {target} is refused: the name resolves to {kind}; {need} (the action's log names the address)"
+            ),
+            for_log: format!(
+                "http to {target} is refused: the name resolves to {ip}, {kind}; {need}, such as \"{literal}\""
+            ),
         })
     }
 }
@@ -423,7 +427,16 @@ mod tests {
 
     #[test]
     fn patterns_parse_and_bad_ones_say_why() {
-        for good in ["*", "*:*", "api.example.com:443", "*.example.com:*", "10.0.0.0/8:443", "127.0.0.1:8080", "[::1]:80", "[fd00::/8]:*"] {
+        for good in [
+            "*",
+            "*:*",
+            "api.example.com:443",
+            "*.example.com:*",
+            "10.0.0.0/8:443",
+            "127.0.0.1:8080",
+            "[::1]:80",
+            "[fd00::/8]:*",
+        ] {
             assert!(good.parse::<Endpoint>().is_ok(), "{good}");
         }
         assert_eq!(ep("API.Example.com:443").to_string(), "api.example.com:443");
@@ -503,7 +516,10 @@ mod tests {
     fn a_plugin_gets_the_overlap_of_its_declaration_and_the_grant() {
         let v = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(intersect(&v(&["api.github.com:443"]), &v(&["*:443"])), v(&["api.github.com:443"]));
-        assert_eq!(intersect(&v(&["*.github.com:443"]), &v(&["api.github.com:443", "evil.test:443"])), v(&["api.github.com:443"]));
+        assert_eq!(
+            intersect(&v(&["*.github.com:443"]), &v(&["api.github.com:443", "evil.test:443"])),
+            v(&["api.github.com:443"])
+        );
         assert_eq!(intersect(&v(&["*"]), &v(&["10.0.0.0/8:*", "x.test:80"])), v(&["10.0.0.0/8:*", "x.test:80"]));
         assert_eq!(intersect(&v(&["*:443"]), &v(&["10.0.0.5:443", "10.0.0.5:80"])), v(&["10.0.0.5:443"]));
         assert!(intersect(&v(&["api.github.com:443"]), &v(&["api.github.com:80"])).is_empty());

@@ -279,9 +279,8 @@ pub(crate) fn run(state: &mut HostState, cmd: wit::Command) -> Result<wit::Outpu
     // Readers still blocked on a pipe held by an escaped process are left
     // behind rather than waited for.
     // (Once the pipes are closed the readers have ended and are joined.)
-    let mut outputs = readers
-        .into_iter()
-        .map(|r| if !pipes_open || r.is_finished() { r.join().unwrap_or_default() } else { Vec::new() });
+    let mut outputs =
+        readers.into_iter().map(|r| if !pipes_open || r.is_finished() { r.join().unwrap_or_default() } else { Vec::new() });
     let (stdout, stderr) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
     if state.cancel.is_cancelled() {
         return Err(format!("{:?} was killed: the action was cancelled", cmd.program));
@@ -306,9 +305,8 @@ fn resolve_granted(granted: &[String], program: &str) -> Result<PathBuf, String>
     if granted.is_empty() {
         return Err(format!("running {program:?} is not permitted: the action has no `exec` grant"));
     }
-    let not_permitted = || {
-        format!("running {program:?} is not permitted: the action's `exec` grant allows only {}", granted.join(", "))
-    };
+    let not_permitted =
+        || format!("running {program:?} is not permitted: the action's `exec` grant allows only {}", granted.join(", "));
     if !program.contains('/') {
         if !granted.iter().any(|g| g == program) {
             return Err(not_permitted());

@@ -218,10 +218,9 @@ impl Confinement {
     pub fn describe(&self) -> String {
         match self {
             Confinement::Confined(s) => match &s.reaper {
-                Reaper::Cgroup(dir) => format!(
-                    "granted programs run under landlock, each run in its own cgroup under {}",
-                    dir.display()
-                ),
+                Reaper::Cgroup(dir) => {
+                    format!("granted programs run under landlock, each run in its own cgroup under {}", dir.display())
+                }
                 Reaper::Subreaper => {
                     "granted programs run under landlock, their leftovers killed by a subreaper (no writable cgroup v2)"
                         .to_string()
@@ -254,17 +253,15 @@ pub fn landlock_available() -> Result<(), String> {
 pub fn writable_cgroup() -> Result<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
-    let (mount_root, mount_point) =
-        cgroup2_mount(&mountinfo).ok_or_else(|| anyhow!("no cgroup2 filesystem is mounted"))?;
-    let own = cgroups
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or_else(|| anyhow!("this process is in no cgroup v2"))?;
+    let (mount_root, mount_point) = cgroup2_mount(&mountinfo).ok_or_else(|| anyhow!("no cgroup2 filesystem is mounted"))?;
+    let own =
+        cgroups.lines().find_map(|l| l.strip_prefix("0::")).ok_or_else(|| anyhow!("this process is in no cgroup v2"))?;
     let relative = Path::new(own)
         .strip_prefix(&mount_root)
         .map_err(|_| anyhow!("this process's cgroup {own} is outside the cgroup2 mount's root {mount_root}"))?;
     // An empty relative path would leave a trailing `/` in messages.
-    let dir = if relative.as_os_str().is_empty() { PathBuf::from(&mount_point) } else { Path::new(&mount_point).join(relative) };
+    let dir =
+        if relative.as_os_str().is_empty() { PathBuf::from(&mount_point) } else { Path::new(&mount_point).join(relative) };
     let probe = dir.join(format!("sluice-probe-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir(&probe).with_context(|| format!("creating a cgroup under {}", dir.display()))?;
     let has_kill = probe.join("cgroup.kill").exists();
@@ -380,9 +377,7 @@ impl std::str::FromStr for NetGrant {
 
     /// `tcp:443`, `tcp:*`, `tcp-bind:8080`, `tcp-bind:0`, `tcp-bind:*`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, port) = s
-            .split_once(':')
-            .ok_or_else(|| format!("net grant {s:?} is not tcp:PORT or tcp-bind:PORT"))?;
+        let (kind, port) = s.split_once(':').ok_or_else(|| format!("net grant {s:?} is not tcp:PORT or tcp-bind:PORT"))?;
         let access = match kind {
             "tcp" => NetAccess::Connect,
             "tcp-bind" => NetAccess::Bind,
@@ -753,11 +748,9 @@ fn confine(spec: &Spec) -> Result<()> {
     let mut created = ruleset.create()?;
     let read_exec = AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::Execute;
     let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate;
-    for (paths, access, required) in [
-        (&spec.read, read_exec, false),
-        (&spec.devices, device, false),
-        (&spec.write, AccessFs::from_all(abi), true),
-    ] {
+    for (paths, access, required) in
+        [(&spec.read, read_exec, false), (&spec.devices, device, false), (&spec.write, AccessFs::from_all(abi), true)]
+    {
         for path in paths {
             let fd = match PathFd::new(path) {
                 Ok(fd) => fd,
@@ -818,7 +811,9 @@ enum NetUse {
 ///   is refused, since the filter matches numbers, not names.
 fn socket_filter(net: NetUse) -> Result<seccompiler::BpfProgram> {
     use nix::libc;
-    use seccompiler::{SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter, SeccompRule};
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter, SeccompRule,
+    };
     let cond = |arg: u8, op: Op, value: u64| Cond::new(arg, Len::Dword, op, value);
     let inet = [libc::AF_INET as u64, libc::AF_INET6 as u64];
     let mut rules = Vec::new();

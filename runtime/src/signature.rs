@@ -271,7 +271,10 @@ mod tests {
         let signature = acme.sign(&digest).unwrap();
         // The component's bytes changed: its digest is not the signed one.
         let tampered = crate::digest(b"component!");
-        assert!(matches!(signature.verify(&tampered, std::slice::from_ref(&trusted)), Err(SignatureError::DigestMismatch { .. })));
+        assert!(matches!(
+            signature.verify(&tampered, std::slice::from_ref(&trusted)),
+            Err(SignatureError::DigestMismatch { .. })
+        ));
         // The document names another digest than the one signed.
         let mut moved = signature.clone();
         moved.digest = format!("sha256:{tampered}");

@@ -15,18 +15,17 @@ pub(crate) fn fixture(memory_limit: usize) -> Fixture {
 
 pub(crate) fn fixture_with(memory_limit: usize, allocation: Allocation) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let runtime =
-        Runtime::new(RuntimeConfig {
-            memory_limit,
-            cache_dir: Some(dir.path().join("cache")),
-            allocation,
-            max_output_bytes: 16 << 20,
-            // These tests are about the wasm sandbox; confinement of
-            // programs has its own tests (`tests/sandbox.rs`).
-            confinement: sandbox::Confinement::Unconfined,
-            ..RuntimeConfig::default()
-        })
-        .unwrap();
+    let runtime = Runtime::new(RuntimeConfig {
+        memory_limit,
+        cache_dir: Some(dir.path().join("cache")),
+        allocation,
+        max_output_bytes: 16 << 20,
+        // These tests are about the wasm sandbox; confinement of
+        // programs has its own tests (`tests/sandbox.rs`).
+        confinement: sandbox::Confinement::Unconfined,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     Fixture { runtime, dir }
 }
 
@@ -338,7 +337,12 @@ fn a_python_plugin_runs_in_the_same_sandbox() {
     assert_eq!(failure(&f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}))), "4 words is more than MaxWords 3");
 
     // A second runtime on the same cache loads the compiled plugin instead of compiling.
-    let again = Runtime::new(RuntimeConfig { memory_limit: 256 << 20, cache_dir: Some(f.dir.path().join("cache")), ..RuntimeConfig::default() }).unwrap();
+    let again = Runtime::new(RuntimeConfig {
+        memory_limit: 256 << 20,
+        cache_dir: Some(f.dir.path().join("cache")),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     let started = Instant::now();
     again.load(&bytes, None).unwrap();
     let cached = started.elapsed();
@@ -360,7 +364,10 @@ fn a_javascript_plugin_runs_in_the_same_sandbox() {
     inv.configuration = vec![("Version".into(), "1.9.9".into()), ("Minimum".into(), "2.0.0".into())];
     assert_eq!(failure(&f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}))), "1.9.9 is below the minimum 2.0.0");
     inv.configuration = vec![("Version".into(), "banana".into())];
-    assert_eq!(failure(&f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}))), "\"banana\" is not a semantic version");
+    assert_eq!(
+        failure(&f.runtime.run_action(&plugin, &inv, Arc::new(|_: &str| {}))),
+        "\"banana\" is not a semantic version"
+    );
 }
 
 #[test]
@@ -473,7 +480,14 @@ fn a_source_revision_and_its_error_are_masked() {
     // git names the URL in its error: the URL is the secret here.
     let err = f
         .runtime
-        .latest_revision(&git, vec![("Url".into(), secret.into())], grants, secrets, Duration::from_secs(30), Arc::new(|_: &str| {}))
+        .latest_revision(
+            &git,
+            vec![("Url".into(), secret.into())],
+            grants,
+            secrets,
+            Duration::from_secs(30),
+            Arc::new(|_: &str| {}),
+        )
         .unwrap_err();
     assert!(!err.contains("Sup3rpw") && err.contains(mask::MASK), "{err}");
 }
@@ -522,11 +536,8 @@ fn run_wat(f: &Fixture, wat: &str) -> std::result::Result<(), String> {
 /// first instance's core function `run` (when `body` has one) as `run`.
 fn wat_component(body: &str, n: usize) -> String {
     let instances: String = (0..n).map(|i| format!("(core instance $i{i} (instantiate $m))\n")).collect();
-    let export = if body.contains("(export \"run\")") {
-        "(func (export \"run\") (canon lift (core func $i0 \"run\")))"
-    } else {
-        ""
-    };
+    let export =
+        if body.contains("(export \"run\")") { "(func (export \"run\") (canon lift (core func $i0 \"run\")))" } else { "" };
     format!("(component (core module $m {body}) {instances} {export})")
 }
 
@@ -617,7 +628,8 @@ fn describe_of_a_pushed_plugin_keeps_the_table_and_memory_limits() {
             let plugin = f.runtime.load(&bytes, None).map_err(|e| format!("{e:#}"))?;
             f.runtime.describe(&plugin).map(|_| ()).map_err(|e| format!("{e:#}"))
         };
-        let table_limit = format!("plugin describe() failed: plugin exceeded its table limit of {MAX_TABLE_ELEMENTS} elements");
+        let table_limit =
+            format!("plugin describe() failed: plugin exceeded its table limit of {MAX_TABLE_ELEMENTS} elements");
         // A describe that grows a table without end.
         let grow = "(drop (table.grow $t (ref.null func) (i32.const 0x10000000))) unreachable";
         let err = describe(wat_plugin(grow, "(table $t 1 funcref)")).unwrap_err();

@@ -358,7 +358,10 @@ fn a_plugin_built_against_0_1_0_runs_on_this_host() {
     assert_eq!(output_variables["Shell"], "from-sh");
     assert_eq!(output_variables["TokenLength"], "12");
     assert!(lines.contains(&"[info] hello from 0.1.0: hi".to_string()), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("the token is ***")) && !lines.iter().any(|l| l.contains("s3cr3t")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("the token is ***")) && !lines.iter().any(|l| l.contains("s3cr3t")),
+        "{lines:?}"
+    );
     let (_, output, _) = &inv.outputs[0];
     assert_eq!(std::fs::read_to_string(output.join("copy/file.txt")).unwrap(), "input");
 
@@ -433,7 +436,10 @@ fn http_works_from_a_blocking_thread_of_a_tokio_runtime() {
             Outcome::Succeeded { summary, .. } => assert_eq!(summary, expect),
             Outcome::Failed { message, .. } => {
                 assert!(message.contains(expect), "{message}");
-                assert!(lines.iter().any(|l| l.starts_with("[warn] http request refused") && l.contains(expect)), "{lines:?}");
+                assert!(
+                    lines.iter().any(|l| l.starts_with("[warn] http request refused") && l.contains(expect)),
+                    "{lines:?}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -26,11 +26,7 @@ pub fn bin(name: &str) -> PathBuf {
     let beside = exe.parent().expect("executable dir");
     let dir = if beside.join(name).exists() { beside } else { beside.parent().expect("target dir") };
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first with `cargo build --workspace --bins`",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: build the binaries first with `cargo build --workspace --bins`", path.display());
     path
 }
 
@@ -239,7 +235,12 @@ pub struct Cluster {
 impl Cluster {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> ClusterBuilder {
-        ClusterBuilder { agents: Vec::new(), controller_args: Vec::new(), controller_env: Vec::new(), agent_args: Vec::new() }
+        ClusterBuilder {
+            agents: Vec::new(),
+            controller_args: Vec::new(),
+            controller_env: Vec::new(),
+            agent_args: Vec::new(),
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -512,7 +513,12 @@ pub fn make_repo(dir: &Path, files: &[(&str, &str)]) -> String {
 }
 
 pub fn output_text(out: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A UDP relay the test controls, between an agent and the fleet port:

@@ -100,7 +100,8 @@ pub async fn enroll(endpoint: &quinn::Endpoint, fleet: SocketAddr, ca_pem: &str,
     tls.alpn_protocols = vec![ALPN_ENROLL.to_vec()];
     let conn = endpoint.connect_with(quic(tls, Window::Normal)?, fleet, CONTROLLER_SERVER_NAME)?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;
-    let request = EnrollRequest { protocol_version: PROTOCOL_VERSION, secret: token.secret, csr_pem, hostname: "rogue".into() };
+    let request =
+        EnrollRequest { protocol_version: PROTOCOL_VERSION, secret: token.secret, csr_pem, hostname: "rogue".into() };
     send.write_all(&encode(&request)?).await?;
     send.finish()?;
     let answer: EnrollResponse = read_frame(&mut recv).await?.context("no enrollment answer")?;

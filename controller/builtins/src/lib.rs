@@ -23,30 +23,12 @@ macro_rules! component {
 
 /// The plugins registered at start, in a stable order.
 pub const BUILTINS: &[Builtin] = &[
-    Builtin {
-        provider: "noop",
-        wasm: component!("noop.wasm"),
-    },
-    Builtin {
-        provider: "shell",
-        wasm: component!("shell.wasm"),
-    },
-    Builtin {
-        provider: "git",
-        wasm: component!("git.wasm"),
-    },
-    Builtin {
-        provider: "deploy-dir",
-        wasm: component!("deploy_dir.wasm"),
-    },
-    Builtin {
-        provider: "http",
-        wasm: component!("http.wasm"),
-    },
-    Builtin {
-        provider: "webhook-notify",
-        wasm: component!("webhook_notify.wasm"),
-    },
+    Builtin { provider: "noop", wasm: component!("noop.wasm") },
+    Builtin { provider: "shell", wasm: component!("shell.wasm") },
+    Builtin { provider: "git", wasm: component!("git.wasm") },
+    Builtin { provider: "deploy-dir", wasm: component!("deploy_dir.wasm") },
+    Builtin { provider: "http", wasm: component!("http.wasm") },
+    Builtin { provider: "webhook-notify", wasm: component!("webhook_notify.wasm") },
 ];
 
 #[cfg(test)]
@@ -59,11 +41,7 @@ mod tests {
     #[test]
     fn builtins_are_components() {
         for builtin in BUILTINS {
-            assert!(
-                builtin.wasm.starts_with(&COMPONENT_HEADER),
-                "{} is not a component",
-                builtin.provider
-            );
+            assert!(builtin.wasm.starts_with(&COMPONENT_HEADER), "{} is not a component", builtin.provider);
         }
     }
 }

@@ -4,7 +4,8 @@
 use super::output::{Table, columns, items, labels, s};
 use super::{Ctx, Failure, parse_duration, parse_label_changes, parse_labels};
 use crate::ops::{
-    CreateAgentToken, DisableAgent, DrainAgent, EnableAgent, LabelAgent, ListAgentTokens, ListAgents, RevokeAgent, RevokeAgentToken,
+    CreateAgentToken, DisableAgent, DrainAgent, EnableAgent, LabelAgent, ListAgentTokens, ListAgents, RevokeAgent,
+    RevokeAgentToken,
 };
 use clap::Subcommand;
 use serde_json::{Value, json};

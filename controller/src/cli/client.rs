@@ -25,7 +25,10 @@ impl From<OpError> for Failure {
 impl Client {
     pub fn new(api: Option<&str>, token: Option<&str>) -> Result<Self, Failure> {
         let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-            Failure::new(2, "no API token: pass --token or set SLUICE_TOKEN (the controller writes one to DATA_DIR/admin.token)")
+            Failure::new(
+                2,
+                "no API token: pass --token or set SLUICE_TOKEN (the controller writes one to DATA_DIR/admin.token)",
+            )
         })?;
         Ok(Self { ops: ops::Client::new(api.unwrap_or(DEFAULT_API), token)? })
     }
@@ -76,15 +79,15 @@ impl Client {
     fn unreachable(&self, e: reqwest::Error) -> Failure {
         Failure::new(
             1,
-            format!("cannot reach the controller at {}: {e} (is `sluice controller` running? set --api or SLUICE_API)", self.ops.base()),
+            format!(
+                "cannot reach the controller at {}: {e} (is `sluice controller` running? set --api or SLUICE_API)",
+                self.ops.base()
+            ),
         )
     }
 
     /// Live events of a pipeline.
-    pub async fn events(
-        &self,
-        pipeline: &str,
-    ) -> Result<impl futures_util::Stream<Item = Value> + Unpin + use<>, Failure> {
+    pub async fn events(&self, pipeline: &str) -> Result<impl futures_util::Stream<Item = Value> + Unpin + use<>, Failure> {
         let response = self
             .ops
             .http()

@@ -7,7 +7,7 @@ use super::output::{StageAction, Table, columns, items, print_json, s, stage_act
 use super::{Ctx, Failure, Output};
 use crate::ops::{
     self, ApprovalStatus, DisableStageTransition, EnableStageTransition, GetExecutionLogs, GetPipelineExecution,
-    ListPipelineExecutions, PutApprovalResult, RevisionType, RetryStageExecution, RollbackStage, SourceRevisionOverride,
+    ListPipelineExecutions, PutApprovalResult, RetryStageExecution, RevisionType, RollbackStage, SourceRevisionOverride,
     StartPipelineExecution, StopPipelineExecution, VariableValue,
 };
 use clap::{Args, Subcommand, ValueEnum};
@@ -321,7 +321,8 @@ pub async fn run_transition(ctx: &Ctx, cmd: TransitionCmd) -> Result<i32, Failur
             (pipeline, stage, "disable", c.call(disable).await?)
         }
         TransitionCmd::Enable { pipeline, stage } => {
-            let enable = EnableStageTransition { pipeline_name: pipeline.clone(), stage_name: stage.clone(), reason: String::new() };
+            let enable =
+                EnableStageTransition { pipeline_name: pipeline.clone(), stage_name: stage.clone(), reason: String::new() };
             (pipeline, stage, "enable", c.call(enable).await?)
         }
     };
@@ -410,13 +411,7 @@ fn print_log_line(out: &mut impl Write, line: &Value, output: Output) {
 /// Prints an execution's stored log, then its lines as they arrive (from
 /// the event stream), until the execution ends. Every line is printed once,
 /// in order per action, however the stream and the store overlap.
-pub async fn follow_logs(
-    c: &Client,
-    pipeline: &str,
-    id: &str,
-    output: Output,
-    out: &mut impl Write,
-) -> Result<(), Failure> {
+pub async fn follow_logs(c: &Client, pipeline: &str, id: &str, output: Output, out: &mut impl Write) -> Result<(), Failure> {
     // Subscribe first, then read the store, so no line falls in between.
     let mut events = c.events(pipeline).await?;
     let mut printed: HashMap<String, u64> = HashMap::new();
@@ -537,7 +532,9 @@ impl<'w, W: Write> WatchPrinter<'w, W> {
     /// The end, learnt from the state when the stream lagged.
     pub fn ended(&mut self, status: &str) {
         match self.output {
-            Output::Json => write_json_line(self.out, &json!({"type": "execution", "executionId": self.id, "status": status})),
+            Output::Json => {
+                write_json_line(self.out, &json!({"type": "execution", "executionId": self.id, "status": status}))
+            }
             Output::Table => {
                 let _ = writeln!(self.out, "execution {status}");
                 let _ = self.out.flush();
@@ -568,7 +565,13 @@ pub async fn watch(c: &Client, pipeline: &str, id: &str, out: &mut impl Write) -
 
 /// Prints an execution's progress live until it ends, in the given
 /// format; returns its status.
-pub async fn watch_as(c: &Client, pipeline: &str, id: &str, output: Output, out: &mut impl Write) -> Result<String, Failure> {
+pub async fn watch_as(
+    c: &Client,
+    pipeline: &str,
+    id: &str,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<String, Failure> {
     // Subscribe first, then read the state, so no event falls in between.
     let mut events = c.events(pipeline).await?;
     let current = c.call(get_execution(pipeline, id)).await?;
@@ -659,7 +662,8 @@ mod tests {
     fn watch_in_json_prints_one_object_per_line_to_the_end() {
         let (text, end) = feed(Output::Json);
         assert_eq!(end.as_deref(), Some("Failed"));
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("each line is one JSON object")).collect();
+        let lines: Vec<Value> =
+            text.lines().map(|l| serde_json::from_str(l).expect("each line is one JSON object")).collect();
         let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["snapshot", "action", "stage", "action", "execution"]);
         assert_eq!(lines[0]["executionId"], "e1");

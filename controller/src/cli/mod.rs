@@ -23,8 +23,8 @@ pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
 pub use client::Client;
 pub use execution::{
-    ApprovalArgs, ApprovalCmd, ExecutionCmd, LogsArgs, RetryMode, StageCmd, StopMode, TransitionCmd, WatchArgs, WatchPrinter,
-    follow_logs, wait_for, watch, watch_as,
+    ApprovalArgs, ApprovalCmd, ExecutionCmd, LogsArgs, RetryMode, StageCmd, StopMode, TransitionCmd, WatchArgs,
+    WatchPrinter, follow_logs, wait_for, watch, watch_as,
 };
 pub use output::{Column, Table, print_table};
 pub use pipeline::PipelineCmd;
@@ -190,7 +190,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(scale).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
-
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Exit after the first execution: 0 if it succeeded, 1 if not.
@@ -342,4 +341,3 @@ mod tests {
         assert!(parse_size("99999999999GiB").unwrap_err().contains("too large"));
     }
 }
-

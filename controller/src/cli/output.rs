@@ -100,7 +100,8 @@ impl<T> Table<T> {
     where
         T: 'r,
     {
-        let cells: Vec<Vec<String>> = rows.into_iter().map(|row| self.columns.iter().map(|c| (c.cell)(row)).collect()).collect();
+        let cells: Vec<Vec<String>> =
+            rows.into_iter().map(|row| self.columns.iter().map(|c| (c.cell)(row)).collect()).collect();
         let header: Vec<&str> = self.columns.iter().map(|c| c.header).collect();
         render_rows(&header, &cells)
     }
@@ -155,7 +156,8 @@ mod tests {
 
     #[test]
     fn a_table_aligns_its_columns_and_trims_the_last() {
-        let table = columns![Value; ("NAME", |p| s(&p["name"])), ("VERSION", |p| s(&p["version"])), ("NOTE", |p| s(&p["note"]))];
+        let table =
+            columns![Value; ("NAME", |p| s(&p["name"])), ("VERSION", |p| s(&p["version"])), ("NOTE", |p| s(&p["note"]))];
         let rows = [json!({"name": "web", "version": 12, "note": "x"}), json!({"name": "deploy-all", "version": 1})];
         assert_eq!(table.render(&rows), "NAME        VERSION  NOTE\nweb         12       x\ndeploy-all  1        -\n");
         assert_eq!(table.render(&[]), "NAME  VERSION  NOTE\n");

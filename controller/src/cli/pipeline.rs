@@ -5,7 +5,9 @@
 use super::execution::{self, StopMode};
 use super::output::{StageAction, Table, columns, items, s, stage_actions};
 use super::{Ctx, Failure, Output};
-use crate::ops::{CreatePipeline, DeletePipeline, GetPipeline, GetPipelineState, ListPipelines, UpdatePipeline, ValidatePipeline};
+use crate::ops::{
+    CreatePipeline, DeletePipeline, GetPipeline, GetPipelineState, ListPipelines, UpdatePipeline, ValidatePipeline,
+};
 use clap::Subcommand;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -89,7 +91,11 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
         PipelineCmd::Create { file } => {
             let out = ctx.client()?.call(CreatePipeline { pipeline_declaration: read_file(&file)? }).await?;
             output.print(&out, |out| {
-                format!("pipeline {} created; execution {} started\n", s(&out["pipeline"]["name"]), s(&out["pipelineExecutionId"]))
+                format!(
+                    "pipeline {} created; execution {} started\n",
+                    s(&out["pipeline"]["name"]),
+                    s(&out["pipelineExecutionId"])
+                )
             });
         }
         PipelineCmd::Validate { file, provider_map } => {
@@ -106,7 +112,11 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
             }
             let out = ctx.client()?.call(CreatePipeline { pipeline_declaration: text }).await?;
             output.print(&out, |out| {
-                format!("pipeline {} imported; execution {} started\n", s(&out["pipeline"]["name"]), s(&out["pipelineExecutionId"]))
+                format!(
+                    "pipeline {} imported; execution {} started\n",
+                    s(&out["pipeline"]["name"]),
+                    s(&out["pipelineExecutionId"])
+                )
             });
         }
         PipelineCmd::Update { file } => {
@@ -222,7 +232,6 @@ fn read_declaration(file: &Path, provider_map: Option<&Path>) -> Result<String, 
         let map_text = read_file(map_path)?;
         crate::pipeline::import::ProviderMap::with_overrides(&map_text).map_err(|e| Failure::new(2, e))?
     };
-    crate::pipeline::import::import(&text, &map).map_err(|problems| {
-        Failure::new(2, format!("cannot import {}:\n  {}", file.display(), problems.join("\n  ")))
-    })
+    crate::pipeline::import::import(&text, &map)
+        .map_err(|problems| Failure::new(2, format!("cannot import {}:\n  {}", file.display(), problems.join("\n  "))))
 }

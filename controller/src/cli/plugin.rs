@@ -94,7 +94,11 @@ pub async fn run(ctx: &Ctx, cmd: PluginCmd) -> Result<i32, Failure> {
             crate::plugin_template::write(&name, &dir).map_err(|e| Failure::new(2, format!("{e:#}")))?;
             let made = json!({ "name": name, "dir": dir });
             ctx.output.print(&made, |_| {
-                format!("wrote {} — build it with: cd {} && cargo build --release --target wasm32-wasip2\n", dir.display(), dir.display())
+                format!(
+                    "wrote {} — build it with: cd {} && cargo build --release --target wasm32-wasip2\n",
+                    dir.display(),
+                    dir.display()
+                )
             });
         }
         PluginCmd::Push { file, signature } => push(ctx, &file, signature).await?,
@@ -154,7 +158,8 @@ fn property_table() -> Table<Value> {
 /// `plugin describe` in prose.
 fn show_description(out: &Value) -> String {
     let info = &out["info"];
-    let mut text = format!("{} ({}, {}): {}\n", s(&out["provider"]), s(&info["category"]), origin(out), s(&info["description"]));
+    let mut text =
+        format!("{} ({}, {}): {}\n", s(&out["provider"]), s(&info["category"]), origin(out), s(&info["description"]));
     text.push_str(&format!("digest: {}\n", s(&out["digest"])));
     match out["keyId"].as_str() {
         Some(key_id) => text.push_str(&format!("signed by: {} (key {key_id})\n", signer(out))),
@@ -203,7 +208,8 @@ fn sign(file: &Path, key: &Path, out: Option<PathBuf>) -> Result<Value, Failure>
     let digest = sluice_runtime::digest(&wasm);
     let signature = signing_key.sign(&digest).map_err(|e| Failure::new(1, e.to_string()))?;
     let out = out.unwrap_or_else(|| PathBuf::from(format!("{}.sig", file.display())));
-    std::fs::write(&out, signature.to_text()).map_err(|e| Failure::new(1, format!("cannot write {}: {e}", out.display())))?;
+    std::fs::write(&out, signature.to_text())
+        .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", out.display())))?;
     Ok(json!({ "signature": out, "digest": digest, "keyId": signature.key_id() }))
 }
 

@@ -3,8 +3,8 @@
 
 use super::output::{Table, columns, items, s};
 use super::{Ctx, Failure};
-use clap::Subcommand;
 use crate::ops::{DeleteSecret, ListSecrets, SetSecret};
+use clap::Subcommand;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -84,9 +84,13 @@ mod tests {
 
     #[test]
     fn secret_list_never_has_a_value_column_and_json_is_the_reply() {
-        let reply = json!({"secrets": [{"name": "db-pass", "pipelines": ["demo", "deploy-*"], "created": "c", "updated": "u"}]});
+        let reply =
+            json!({"secrets": [{"name": "db-pass", "pipelines": ["demo", "deploy-*"], "created": "c", "updated": "u"}]});
         let prose = |out: &Value| secret_table().render(items(&out["secrets"]));
-        assert_eq!(Output::Table.render(&reply, prose), "NAME     PIPELINES      CREATED  UPDATED\ndb-pass  demo,deploy-*  c        u\n");
+        assert_eq!(
+            Output::Table.render(&reply, prose),
+            "NAME     PIPELINES      CREATED  UPDATED\ndb-pass  demo,deploy-*  c        u\n"
+        );
         let printed: Value = serde_json::from_str(&Output::Json.render(&reply, prose)).unwrap();
         assert_eq!(printed["secrets"][0]["pipelines"], json!(["demo", "deploy-*"]));
     }

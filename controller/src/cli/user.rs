@@ -3,8 +3,8 @@
 
 use super::output::{Table, columns, items, s};
 use super::{Ctx, Failure};
-use clap::Subcommand;
 use crate::ops::{CreateApiToken, CreateUser, ListApiTokens, ListUsers, RevokeApiToken};
+use clap::Subcommand;
 use serde_json::Value;
 
 #[derive(Subcommand, Debug)]
@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn the_user_and_token_tables() {
         let users = json!([{"name": "admin", "role": "admin", "created": "c1"}, {"name": "alice", "role": "operator", "created": "c2"}]);
-        assert_eq!(user_table().render(items(&users)), "NAME   ROLE      CREATED\nadmin  admin     c1\nalice  operator  c2\n");
+        assert_eq!(
+            user_table().render(items(&users)),
+            "NAME   ROLE      CREATED\nadmin  admin     c1\nalice  operator  c2\n"
+        );
         let tokens = json!([{"id": "t1", "user": "alice", "created": "c", "revoked": null}]);
         assert_eq!(token_table().render(items(&tokens)), "ID  USER   CREATED  REVOKED\nt1  alice  c        -\n");
     }

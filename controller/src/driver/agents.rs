@@ -40,7 +40,6 @@ pub(super) struct AgentConn {
     pub(super) plugins: HashSet<String>,
 }
 
-
 impl Handle<ListAgents> for Driver {
     fn handle(&mut self, _: ListAgents, _: &Context) -> Result<ListAgentsOutput, OpError> {
         let agents = self
@@ -80,8 +79,7 @@ impl Handle<LabelAgent> for Driver {
         if let Some(key) = remove.iter().find(|k| set.contains_key(*k)) {
             return Err(invalid(format!("label {key:?} is both set and removed")));
         }
-        let mut record =
-            self.store.agent(id)?.ok_or_else(|| OpError::NotFound(format!("agent {id} does not exist")))?;
+        let mut record = self.store.agent(id)?.ok_or_else(|| OpError::NotFound(format!("agent {id} does not exist")))?;
         if let Some(key) = remove.iter().find(|k| intake::OBSERVED_LABELS.contains(&k.as_str())) {
             return Err(invalid(format!("label {key:?} is observed from the agent's host and cannot be removed")));
         }
@@ -98,11 +96,7 @@ impl Handle<LabelAgent> for Driver {
         // New labels may make waiting work runnable.
         self.commit(now, Vec::new())?;
         let live = self.agents.get(id).map(|a| a.labels.clone());
-        Ok(LabelAgentOutput {
-            id: op.id.clone(),
-            labels: live.unwrap_or(record.labels.clone()),
-            assigned: record.labels,
-        })
+        Ok(LabelAgentOutput { id: op.id.clone(), labels: live.unwrap_or(record.labels.clone()), assigned: record.labels })
     }
 }
 
@@ -134,8 +128,7 @@ impl Driver {
     /// `enabled`, `draining` (finish running work, take none), `disabled`
     /// (cut off now, refused on reconnect) or `revoked` (for good).
     fn set_agent_state(&mut self, now: u64, id: &str, state: AgentState) -> Result<AgentStateOutput, OpError> {
-        let mut record =
-            self.store.agent(id)?.ok_or_else(|| OpError::NotFound(format!("agent {id} does not exist")))?;
+        let mut record = self.store.agent(id)?.ok_or_else(|| OpError::NotFound(format!("agent {id} does not exist")))?;
         if record.state == AgentState::Revoked.as_str() && state != AgentState::Revoked {
             return Err(OpError::Conflict(format!(
                 "agent {id} is revoked for good: enroll the host again with a join token (it gets a new id)"
@@ -179,7 +172,14 @@ impl Driver {
 
     /// An agent said hello on a new connection: it is welcomed (and its
     /// jobs from before are taken back, given back or lost), or refused.
-    pub(super) fn agent_connected(&mut self, now: u64, agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender) -> ToAgent {
+    pub(super) fn agent_connected(
+        &mut self,
+        now: u64,
+        agent_id: String,
+        conn_id: u64,
+        hello: Hello,
+        tx: AgentSender,
+    ) -> ToAgent {
         let record = match self.admit(&agent_id, &hello) {
             Ok(record) => record,
             Err(reason) => return ToAgent::Refused { reason },
@@ -320,7 +320,8 @@ impl Driver {
         if !foreign.is_empty() {
             // Either jobs that ended while it was away (the controller has
             // their results) or ids it has no claim to: nothing is handed over.
-            let shown: Vec<String> = foreign.iter().take(8).map(|j| intake::clean_text(j, 80, intake::Lines::Joined)).collect();
+            let shown: Vec<String> =
+                foreign.iter().take(8).map(|j| intake::clean_text(j, 80, intake::Lines::Joined)).collect();
             warn!(%agent_id, jobs = %shown.join(","), "the agent lists jobs it does not hold: refused");
         }
         for job_id in resumed.iter().chain(&forgotten).map(|d| &d.job_id).chain(&never_received) {

@@ -106,17 +106,16 @@ pub(super) async fn register_builtins(
                 info
             }
         };
-        entries.insert(format!("{}@{}", info.name, info.version), PluginEntry { digest, info, builtin: true, signature: None });
+        entries
+            .insert(format!("{}@{}", info.name, info.version), PluginEntry { digest, info, builtin: true, signature: None });
     }
     store.apply(&changes)?;
     // The manual approval runs in the controller: no component.
     let manual = manual_approval_info();
-    entries.insert(format!("{}@{}", manual.name, manual.version), PluginEntry {
-        digest: String::new(),
-        info: manual,
-        builtin: true,
-        signature: None,
-    });
+    entries.insert(
+        format!("{}@{}", manual.name, manual.version),
+        PluginEntry { digest: String::new(), info: manual, builtin: true, signature: None },
+    );
     // Pushed plugins registered earlier, with the signatures they came with.
     let signatures: HashMap<String, crate::store::PluginSignatureRecord> =
         store.plugin_signatures()?.into_iter().map(|s| (s.digest.clone(), s)).collect();

@@ -19,14 +19,39 @@ pub const DEFAULT_HISTORY: usize = 20;
 pub enum Command {
     /// An operation of the admin API (or a transport of its own, such as
     /// a webhook delivery), answered with its typed output.
-    Call { request: ops::Request, caller: Caller, reply: oneshot::Sender<Result<ops::Response, OpError>> },
-    Enroll { request: Box<EnrollRequest>, reply: oneshot::Sender<EnrollResponse> },
-    AgentConnected { agent_id: String, conn_id: u64, hello: Hello, tx: AgentSender, reply: oneshot::Sender<ToAgent> },
+    Call {
+        request: ops::Request,
+        caller: Caller,
+        reply: oneshot::Sender<Result<ops::Response, OpError>>,
+    },
+    Enroll {
+        request: Box<EnrollRequest>,
+        reply: oneshot::Sender<EnrollResponse>,
+    },
+    AgentConnected {
+        agent_id: String,
+        conn_id: u64,
+        hello: Hello,
+        tx: AgentSender,
+        reply: oneshot::Sender<ToAgent>,
+    },
     /// May this agent, on this connection, move these bytes? Asked by the
     /// fleet before every plugin or artifact stream.
-    AuthorizeTransfer { agent_id: String, conn_id: u64, transfer: Transfer, reply: oneshot::Sender<Result<(), String>> },
-    AgentMessage { agent_id: String, conn_id: u64, message: FromAgent },
-    AgentDisconnected { agent_id: String, conn_id: u64 },
+    AuthorizeTransfer {
+        agent_id: String,
+        conn_id: u64,
+        transfer: Transfer,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    AgentMessage {
+        agent_id: String,
+        conn_id: u64,
+        message: FromAgent,
+    },
+    AgentDisconnected {
+        agent_id: String,
+        conn_id: u64,
+    },
 }
 
 /// What an operator allows an agent to do.
@@ -54,8 +79,15 @@ impl AgentState {
 /// A transfer an agent asks for, as the driver authorizes it.
 #[derive(Debug, Clone)]
 pub enum Transfer {
-    FetchPlugin { digest: String },
-    FetchArtifact { digest: String },
+    FetchPlugin {
+        digest: String,
+    },
+    FetchArtifact {
+        digest: String,
+    },
     /// An upload, or the question of where one would start.
-    Upload { digest: String, size: u64 },
+    Upload {
+        digest: String,
+        size: u64,
+    },
 }

@@ -114,7 +114,6 @@ impl Handle<RevokeAgentToken> for Driver {
 }
 
 impl Driver {
-
     pub(super) fn enroll(&mut self, now: u64, request: &EnrollRequest) -> Result<EnrollResponse> {
         let refuse = |reason: &str| Ok(EnrollResponse::Refused { reason: reason.to_string() });
         let Some(mut token) = self.store.join_token_by_hash(&sha256_hex(&request.secret))? else {

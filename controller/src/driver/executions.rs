@@ -9,15 +9,14 @@ use super::pipelines::not_found_pipeline;
 use crate::engine::{
     self, ActionStatus, Decision, Event, Execution, ExecutionId, Handled, Refusal, StopMode, TransitionState, Trigger,
 };
-use crate::store::{Change, TransitionRecord};
 use crate::ops::{
     ApprovalStatus, Context, DisableStageTransition, EnableStageTransition, GetExecutionLogs, GetExecutionLogsOutput,
     GetPipelineExecution, GetPipelineExecutionOutput, GetPipelineState, GetPipelineStateOutput, Handle,
-    ListPipelineExecutions, ListPipelineExecutionsOutput, LogLineView, OpError, PutApprovalResult,
-    PutApprovalResultOutput, RetryMode, RetryStageExecution, RetryStageExecutionOutput, RollbackStage,
-    RollbackStageOutput, StageTransitionOutput, StartPipelineExecution, StartPipelineExecutionOutput,
-    StopPipelineExecution, StopPipelineExecutionOutput,
+    ListPipelineExecutions, ListPipelineExecutionsOutput, LogLineView, OpError, PutApprovalResult, PutApprovalResultOutput,
+    RetryMode, RetryStageExecution, RetryStageExecutionOutput, RollbackStage, RollbackStageOutput, StageTransitionOutput,
+    StartPipelineExecution, StartPipelineExecutionOutput, StopPipelineExecution, StopPipelineExecutionOutput,
 };
+use crate::store::{Change, TransitionRecord};
 use crate::views;
 use sluice_protocol::ToAgent;
 use std::collections::{BTreeMap, HashMap};
@@ -77,8 +76,7 @@ impl Driver {
             )));
         }
         for (action, revision) in &revisions {
-            intake::check_revision(revision)
-                .map_err(|e| OpError::invalid(format!("the revision for \"{action}\": {e}")))?;
+            intake::check_revision(revision).map_err(|e| OpError::invalid(format!("the revision for \"{action}\": {e}")))?;
         }
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
         self.feed(now, Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
@@ -169,10 +167,7 @@ impl Handle<StopPipelineExecution> for Driver {
             (op.pipeline_name.as_str(), op.pipeline_execution_id.as_str(), op.abandon, op.reason);
         let execution = self.execution(name, id)?;
         if execution.status.is_final() {
-            return Err(OpError::Conflict(format!(
-                "execution {id} has already ended ({})",
-                execution.status.as_str()
-            )));
+            return Err(OpError::Conflict(format!("execution {id} has already ended ({})", execution.status.as_str())));
         }
         let exec_id = execution.id.clone();
         let reason = if reason.trim().is_empty() { "stopped by an operator".to_string() } else { reason };
@@ -332,7 +327,6 @@ impl Handle<RollbackStage> for Driver {
 }
 
 impl Driver {
-
     /// RollbackStage: runs `stage` again in a new execution with the
     /// artifacts of `target` (by default the newest execution, older than
     /// `before` if given, in which the stage succeeded). Engine only: the
@@ -347,20 +341,22 @@ impl Driver {
         trigger: Trigger,
     ) -> Result<ExecutionId, OpError> {
         let succeeded_here = |e: &Execution| {
-            e.status.is_final() && e.stages.iter().any(|s| s.name == stage && s.status == Some(crate::engine::StageStatus::Succeeded))
+            e.status.is_final()
+                && e.stages.iter().any(|s| s.name == stage && s.status == Some(crate::engine::StageStatus::Succeeded))
         };
         let target = match target {
             Some(id) => {
                 let e = self.execution(name, id)?;
                 if !succeeded_here(&e) {
-                    return Err(OpError::Conflict(format!("stage \"{stage}\" did not succeed in execution {id} (or it is still running)")));
+                    return Err(OpError::Conflict(format!(
+                        "stage \"{stage}\" did not succeed in execution {id} (or it is still running)"
+                    )));
                 }
                 e
             }
             None => {
-                let before_started = before
-                    .and_then(|id| self.store.execution(id).ok().flatten())
-                    .map(|e| (e.started_at, e.id));
+                let before_started =
+                    before.and_then(|id| self.store.execution(id).ok().flatten()).map(|e| (e.started_at, e.id));
                 self.store
                     .executions(name, 200)?
                     .into_iter()

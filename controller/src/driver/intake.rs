@@ -135,7 +135,9 @@ pub fn clean_result(result: JobResult, declared: &[OutputSpec]) -> JobResult {
                     external_url,
                     outputs,
                 },
-                Err(why) => JobResult::Failed { message: format!("the agent's result was refused: {why}"), retryable: false },
+                Err(why) => {
+                    JobResult::Failed { message: format!("the agent's result was refused: {why}"), retryable: false }
+                }
             }
         }
     }
@@ -213,9 +215,8 @@ pub fn effective_labels(
     let mut ignored = Vec::new();
     for (key, value) in claimed {
         let observed = OBSERVED_LABELS.contains(&key.as_str());
-        let valid = label_key_ok(key)
-            && value.chars().count() <= LABEL_VALUE_MAX_CHARS
-            && !value.chars().any(char::is_control);
+        let valid =
+            label_key_ok(key) && value.chars().count() <= LABEL_VALUE_MAX_CHARS && !value.chars().any(char::is_control);
         let may = observed || allowed.iter().any(|a| a == key);
         if valid && may && labels.len() < MAX_LABELS {
             labels.insert(key.clone(), value.clone());
@@ -304,7 +305,9 @@ mod tests {
         assert!(refusal(succeeded(&[("CommitId", "--upload-pack=x")], None, &[])).contains("starts with '-'"));
         assert!(refusal(succeeded(&[], Some("javascript:x"), &[])).contains("not http(s)"));
         let long = JobResult::Failed { message: "x".repeat(10_000), retryable: false };
-        assert!(matches!(clean_result(long, &[]), JobResult::Failed { message, .. } if message.chars().count() == MESSAGE_MAX_CHARS + 1));
+        assert!(
+            matches!(clean_result(long, &[]), JobResult::Failed { message, .. } if message.chars().count() == MESSAGE_MAX_CHARS + 1)
+        );
     }
 
     #[test]

@@ -52,7 +52,8 @@ impl Driver {
             let grace = RECONNECT_GRACE.max(self.lease_timeout).as_secs();
             for d in held {
                 let agent = &restored[&d.job_id];
-                let reason = format!("agent {agent} lost: it did not report the action within {grace}s of a controller restart");
+                let reason =
+                    format!("agent {agent} lost: it did not report the action within {grace}s of a controller restart");
                 warn!(%agent, job = %d.job_id, "{reason}");
                 self.feed(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
             }
@@ -68,7 +69,8 @@ impl Driver {
             let agent = self.agents.remove(&agent_id).expect("listed");
             let secs = self.lease_timeout.as_secs_f64();
             warn!(%agent_id, "agent silent for {secs}s: taking it for gone");
-            let _ = agent.tx.send(ToAgent::Refused { reason: format!("agent {agent_id} was silent for {secs}s: reconnect") });
+            let _ =
+                agent.tx.send(ToAgent::Refused { reason: format!("agent {agent_id} was silent for {secs}s: reconnect") });
             changed = true;
         }
         let expired: Vec<String> =

@@ -63,9 +63,9 @@ use crate::blobs::BlobStore;
 use crate::ca::{Ca, Revocations};
 use crate::engine::{AgentId, Dispatch, Engine, Event, JobId, Notice, TransitionState, Trigger};
 use crate::exit::Exit;
+use crate::ops;
 use crate::pipeline::{self, Pipeline};
 use crate::store::{Change, SqliteStore, Store, TransitionRecord};
-use crate::ops;
 use crate::views;
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -272,9 +272,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
     let fleet = endpoint.local_addr()?;
-    let listener = tokio::net::TcpListener::bind(config.api)
-        .await
-        .with_context(|| format!("binding the API port {}", config.api))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.api).await.with_context(|| format!("binding the API port {}", config.api))?;
     let api = listener.local_addr()?;
 
     let (tx, rx) = mpsc::channel(1024);
@@ -291,12 +290,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         endpoint.clone(),
         crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
     ));
-    let state = crate::api::ApiState {
-        driver: tx.clone(),
-        events: events.clone(),
-        tokens,
-        runtime,
-    };
+    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
             error!("admin API stopped: {e}");
@@ -504,7 +498,9 @@ fn log_notice(n: &Notice) {
         (Some(stage), Some(action)) => {
             info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, %action, status = %n.status, "action")
         }
-        (Some(stage), None) => info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, status = %n.status, "stage"),
+        (Some(stage), None) => {
+            info!(pipeline = %n.pipeline, execution = %n.execution_id, %stage, status = %n.status, "stage")
+        }
         _ => info!(pipeline = %n.pipeline, execution = %n.execution_id, status = %n.status, "execution"),
     }
 }

@@ -2,12 +2,12 @@
 //! execution), update, delete, get and list.
 
 use super::Driver;
+use crate::engine::{Event, TransitionState, Trigger};
 use crate::ops::{
     Context, CreatePipeline, CreatePipelineOutput, DeletePipeline, DeletePipelineOutput, GetPipeline, GetPipelineOutput,
     Handle, ListPipelines, ListPipelinesOutput, OpError, PipelineMetadata, PipelineSummary, UpdatePipeline,
     UpdatePipelineOutput, ValidatePipeline, ValidatePipelineOutput,
 };
-use crate::engine::{Event, TransitionState, Trigger};
 use crate::pipeline::{self, Declaration};
 use crate::store::{Change, PipelineRecord};
 use crate::views;
@@ -38,7 +38,8 @@ impl Handle<CreatePipeline> for Driver {
         self.definitions.insert((name.clone(), 1), def);
         // Creating a pipeline starts its first execution, as CodePipeline
         // does; both land in one transaction.
-        let id = self.start_execution(now, 
+        let id = self.start_execution(
+            now,
             &name,
             BTreeMap::new(),
             BTreeMap::new(),
@@ -108,8 +109,7 @@ impl Handle<DeletePipeline> for Driver {
         self.commit(now, vec![Change::DeletePipeline(name.to_string())])?;
         self.definitions.retain(|(n, _), _| n != name);
         self.forget_pipeline_sources(name);
-        let stages: Vec<String> =
-            self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
+        let stages: Vec<String> = self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
         for stage in stages {
             self.transitions.remove(&(name.to_string(), stage.clone()));
             let (pipeline, state) = (name.to_string(), TransitionState::Enabled);

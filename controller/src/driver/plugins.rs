@@ -5,8 +5,8 @@
 use super::Driver;
 use super::catalog::PluginEntry;
 use crate::ops::{
-    Context, DeletePlugin, DeletePluginOutput, DescribePlugin, Handle, ListPlugins, ListPluginsOutput, OpError,
-    PluginView, PushPlugin, PushPluginOutput, VetPluginSignature,
+    Context, DeletePlugin, DeletePluginOutput, DescribePlugin, Handle, ListPlugins, ListPluginsOutput, OpError, PluginView,
+    PushPlugin, PushPluginOutput, VetPluginSignature,
 };
 use crate::pipeline::Pipeline;
 use crate::store::{Change, PluginRecord};
@@ -23,7 +23,11 @@ impl Handle<ListPlugins> for Driver {
 impl Handle<DescribePlugin> for Driver {
     fn handle(&mut self, op: DescribePlugin, _: &Context) -> Result<PluginView, OpError> {
         let key = op.key;
-        self.catalog.0.get(&key).map(|p| p.view(&key)).ok_or_else(|| OpError::NotFound(format!("plugin {key} is not registered")))
+        self.catalog
+            .0
+            .get(&key)
+            .map(|p| p.view(&key))
+            .ok_or_else(|| OpError::NotFound(format!("plugin {key} is not registered")))
     }
 }
 
@@ -88,7 +92,6 @@ impl Handle<PushPlugin> for Driver {
         self.catalog.0.insert(key.clone(), PluginEntry { digest: digest.clone(), info, builtin: false, signature: signed });
         Ok(PushPluginOutput { provider: key, digest, created: true, signed_by })
     }
-
 }
 
 /// Removes a pushed plugin version that no pipeline's latest version and
@@ -103,9 +106,10 @@ impl Handle<DeletePlugin> for Driver {
         }
         let (provider, version) = key.split_once('@').expect("catalog keys are provider@version");
         let uses = |def: &Pipeline| {
-            def.stages.iter().flat_map(|s| &s.actions).any(|a| {
-                a.action_type_id.provider == provider && a.action_type_id.version == version
-            })
+            def.stages
+                .iter()
+                .flat_map(|s| &s.actions)
+                .any(|a| a.action_type_id.provider == provider && a.action_type_id.version == version)
         };
         let mut users = Vec::new();
         for record in self.store.pipelines()? {

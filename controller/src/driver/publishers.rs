@@ -16,8 +16,7 @@ use tracing::info;
 
 /// Publisher names: as user names, letters, digits, `.`, `_`, `-`, `@`.
 fn check_publisher_name(name: &str) -> Result<(), OpError> {
-    crate::auth::check_user_name(name)
-        .map_err(|m| OpError::invalid(m.replace("user name", "publisher name")))
+    crate::auth::check_user_name(name).map_err(|m| OpError::invalid(m.replace("user name", "publisher name")))
 }
 
 impl Driver {
@@ -33,7 +32,6 @@ impl Driver {
             })
             .collect()
     }
-
 }
 
 /// Trusts a publisher's key, as the caller.
@@ -104,11 +102,8 @@ impl Driver {
             if !self.require_signed_plugins {
                 return Ok(None);
             }
-            let hint = if self.store.publishers()?.is_empty() {
-                "; it trusts no publisher yet (sluice publisher add)"
-            } else {
-                ""
-            };
+            let hint =
+                if self.store.publishers()?.is_empty() { "; it trusts no publisher yet (sluice publisher add)" } else { "" };
             return Err(invalid(format!(
                 "plugin {key} is not signed: this controller accepts only plugins signed by a trusted publisher \
                  (sluice plugin sign){hint}"

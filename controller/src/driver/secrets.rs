@@ -53,7 +53,6 @@ impl Driver {
             diagnostics: problems.iter().map(ToString::to_string).collect(),
         })
     }
-
 }
 
 /// Sets a secret's value and, with `pipelines`, its scope. A new secret
@@ -83,20 +82,18 @@ impl Handle<SetSecret> for Driver {
         };
         let created_at = existing.map_or(now, |s| s.created_at);
         let sealed = self.secret_box.seal(name, value.as_bytes())?;
-        self.commit(now, vec![Change::Secret(crate::store::SecretRecord {
-            name: name.to_string(),
-            sealed,
-            created_at,
-            updated_at: now,
-            pipelines: pipelines.clone(),
-        })])?;
+        self.commit(
+            now,
+            vec![Change::Secret(crate::store::SecretRecord {
+                name: name.to_string(),
+                sealed,
+                created_at,
+                updated_at: now,
+                pipelines: pipelines.clone(),
+            })],
+        )?;
         info!(secret = %name, pipelines = %pipelines.join(","), "secret set");
-        Ok(SetSecretOutput {
-            name: op.name.clone(),
-            pipelines,
-            created: views::time(created_at),
-            updated: views::time(now),
-        })
+        Ok(SetSecretOutput { name: op.name.clone(), pipelines, created: views::time(created_at), updated: views::time(now) })
     }
 }
 

@@ -6,11 +6,11 @@ use super::Driver;
 use super::intake;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{Execution, ExecutionId, Trigger};
-use crate::pipeline;
 use crate::ops::{
     Context, DeleteWebhook, DeleteWebhookOutput, DeliverWebhook, DeliverWebhookOutput, Handle, OpError, PollingState,
     PutWebhook, PutWebhookOutput,
 };
+use crate::pipeline;
 use crate::pipeline::triggers;
 use crate::store::{Change, SeenRevision};
 use crate::views;
@@ -138,9 +138,11 @@ impl Driver {
     /// When [`Driver::run_polls`] next has something to do: a poll due, or
     /// one in flight to give up (at once if its agent went away).
     pub(super) fn next_poll_at(&self) -> Option<u64> {
-        let given_up = self.sources.in_flight.values().map(|f| {
-            if self.agents.contains_key(&f.agent) { f.sent_at + POLL_TIMEOUT.as_millis() as u64 } else { 0 }
-        });
+        let given_up = self
+            .sources
+            .in_flight
+            .values()
+            .map(|f| if self.agents.contains_key(&f.agent) { f.sent_at + POLL_TIMEOUT.as_millis() as u64 } else { 0 });
         let due = self.sources.polls.values().filter(|s| s.busy.is_none()).map(|s| s.next_at);
         given_up.chain(due).min()
     }
@@ -275,12 +277,12 @@ impl Driver {
                 return;
             }
         };
-        let trigger = Trigger::new(
-            "Poll",
-            format!("{action} found {} by polling ({})", short(&revision.id), revision.summary),
-        );
+        let trigger =
+            Trigger::new("Poll", format!("{action} found {} by polling ({})", short(&revision.id), revision.summary));
         match self.source_changed(now, &pipeline, std::slice::from_ref(&action), &revision.id, trigger, true) {
-            Ok(Reported::Started(id)) => info!(%pipeline, %action, revision = %revision.id, execution = %id, "new revision found by polling"),
+            Ok(Reported::Started(id)) => {
+                info!(%pipeline, %action, revision = %revision.id, execution = %id, "new revision found by polling")
+            }
             Ok(Reported::Duplicate(_)) => {}
             Ok(Reported::Deferred) => {
                 // Look again soon rather than a whole interval later.
@@ -326,16 +328,15 @@ impl Driver {
             let unresolved = self.engine.executions().any(|e| {
                 e.pipeline == pipeline
                     && unseen.iter().any(|a| !e.source_revisions.contains_key(a))
-                    && e.stages.first().is_some_and(|s| {
-                        s.actions.iter().any(|a| unseen.contains(&a.name) && a.ended_at.is_none())
-                    })
+                    && e.stages
+                        .first()
+                        .is_some_and(|s| s.actions.iter().any(|a| unseen.contains(&a.name) && a.ended_at.is_none()))
             });
             if unresolved {
                 return Ok(Reported::Deferred);
             }
         }
-        let mut revisions: BTreeMap<String, String> =
-            unseen.iter().map(|a| (a.clone(), revision.to_string())).collect();
+        let mut revisions: BTreeMap<String, String> = unseen.iter().map(|a| (a.clone(), revision.to_string())).collect();
         // The other sources keep the newest revision seen for them, if any.
         for seen in self.store.latest_seen_revisions(pipeline)? {
             revisions.entry(seen.action).or_insert(seen.revision);
@@ -352,10 +353,8 @@ impl Driver {
             .source_revisions
             .iter()
             .filter(|(action, r)| {
-                let just_ended = first
-                    .actions
-                    .iter()
-                    .any(|a| &a.name == *action && a.ended_at == Some(execution.updated_at));
+                let just_ended =
+                    first.actions.iter().any(|a| &a.name == *action && a.ended_at == Some(execution.updated_at));
                 (r.pinned && execution.started_at == execution.updated_at) || (!r.pinned && just_ended)
             })
             .map(|(action, r)| {
@@ -411,19 +410,16 @@ impl Handle<DeliverWebhook> for Driver {
             Delivery::Change { sender, change } => (sender, change),
         };
         let def = self.definition(name, record.version)?;
-        let git_triggers = triggers::git_triggers(&def).map_err(|d| {
-            OpError::Internal(format!("stored triggers of \"{name}\" are invalid: {}", d[0]))
-        })?;
+        let git_triggers = triggers::git_triggers(&def)
+            .map_err(|d| OpError::Internal(format!("stored triggers of \"{name}\" are invalid: {}", d[0])))?;
         let actions = triggers::sources_started_by(&def, &git_triggers, &change, branch_of);
         if actions.is_empty() {
             let reason = format!("no trigger of pipeline \"{name}\" matches this {}", change.kind.describe());
             info!(pipeline = %name, %sender, "webhook starts nothing: {reason}");
             return Ok(not_started(reason, None));
         }
-        let trigger = Trigger::new(
-            "Webhook",
-            format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)),
-        );
+        let trigger =
+            Trigger::new("Webhook", format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)));
         match self.source_changed(now, name, &actions, &change.revision, trigger, false)? {
             Reported::Started(id) => {
                 info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
@@ -441,7 +437,6 @@ impl Handle<DeliverWebhook> for Driver {
             Reported::Deferred => unreachable!("only polls are deferred"),
         }
     }
-
 }
 
 fn not_started(reason: String, by: Option<String>) -> DeliverWebhookOutput {

@@ -25,7 +25,13 @@ impl Driver {
     /// plugin of a poll it was handed), and upload while it holds a job
     /// that declares output artifacts, within its quota and the store's
     /// free-space floor. An upload granted is booked against the quota.
-    pub(super) fn authorize_transfer(&mut self, now: u64, agent_id: &str, conn_id: u64, transfer: &Transfer) -> Result<(), String> {
+    pub(super) fn authorize_transfer(
+        &mut self,
+        now: u64,
+        agent_id: &str,
+        conn_id: u64,
+        transfer: &Transfer,
+    ) -> Result<(), String> {
         if self.agents.get(agent_id).is_none_or(|a| a.conn_id != conn_id) {
             return Err(format!("agent {agent_id} is not connected on this connection"));
         }

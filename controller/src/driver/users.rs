@@ -19,12 +19,8 @@ impl Driver {
     /// unrevoked user token.
     pub(super) fn recover_users(&mut self, admin_token: &str) -> Result<()> {
         self.tokens.insert_hash(auth::hash(admin_token), Caller { user: ADMIN_USER.into(), role: Role::Admin });
-        let roles: HashMap<String, Role> = self
-            .store
-            .users()?
-            .into_iter()
-            .map(|u| (u.name, Role::parse(&u.role).unwrap_or(Role::Operator)))
-            .collect();
+        let roles: HashMap<String, Role> =
+            self.store.users()?.into_iter().map(|u| (u.name, Role::parse(&u.role).unwrap_or(Role::Operator))).collect();
         for token in self.store.api_tokens()?.into_iter().filter(|t| !t.revoked) {
             if let Some(role) = roles.get(&token.user) {
                 self.tokens.insert_hash(token.secret_hash, Caller { user: token.user, role: *role });
@@ -69,12 +65,9 @@ impl Handle<CreateApiToken> for Driver {
     fn handle(&mut self, op: CreateApiToken, ctx: &Context) -> Result<CreateApiTokenOutput, OpError> {
         let now = ctx.now;
         let user = op.user.as_str();
-        let record = self
-            .store
-            .users()?
-            .into_iter()
-            .find(|u| u.name == user)
-            .ok_or_else(|| OpError::NotFound(format!("user \"{user}\" does not exist; create it with `sluice user create {user}`")))?;
+        let record = self.store.users()?.into_iter().find(|u| u.name == user).ok_or_else(|| {
+            OpError::NotFound(format!("user \"{user}\" does not exist; create it with `sluice user create {user}`"))
+        })?;
         let secret = format!("sut_{}", hex::encode(rand::random::<[u8; 24]>()));
         let token = ApiTokenRecord {
             id: format!("tok-{}", hex::encode(rand::random::<[u8; 6]>())),

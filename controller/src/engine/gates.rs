@@ -123,12 +123,10 @@ impl Engine {
         match &rule.kind {
             RuleKind::VariableCheck { variable, value, operator } => {
                 let resolved = resolve(variable, |r| lookup(exec, r));
-                let verdict = resolved
-                    .map_err(|e| format!("cannot resolve {variable}: {e}"))
-                    .and_then(|actual| {
-                        conditions::check(*operator, &actual, value)
-                            .map(|ok| (ok, format!("{variable} = {actual:?}, {operator:?} {value:?}")))
-                    });
+                let verdict = resolved.map_err(|e| format!("cannot resolve {variable}: {e}")).and_then(|actual| {
+                    conditions::check(*operator, &actual, value)
+                        .map(|ok| (ok, format!("{variable} = {actual:?}, {operator:?} {value:?}")))
+                });
                 match verdict {
                     Ok((ok, said)) => {
                         run.status = if ok { ActionStatus::Succeeded } else { ActionStatus::Failed };
@@ -193,11 +191,11 @@ impl Engine {
     pub(super) fn rule_result(&mut self, now: Millis, job_id: &JobId, lease_epoch: u64, ok: bool, message: String) -> bool {
         let Some(place) = self.jobs.get(job_id).filter(|p| p.action == usize::MAX).cloned() else { return false };
         let Some(exec) = self.executions.get_mut(&place.execution) else { return true };
-        let Some(run) = exec.stages[place.stage]
-            .rules
-            .iter_mut()
-            .find(|r| r.job_id.as_deref() == Some(job_id.as_str()) && r.lease_epoch == lease_epoch && r.status == ActionStatus::InProgress)
-        else {
+        let Some(run) = exec.stages[place.stage].rules.iter_mut().find(|r| {
+            r.job_id.as_deref() == Some(job_id.as_str())
+                && r.lease_epoch == lease_epoch
+                && r.status == ActionStatus::InProgress
+        }) else {
             return true;
         };
         run.status = if ok { ActionStatus::Succeeded } else { ActionStatus::Failed };
@@ -249,8 +247,7 @@ impl Engine {
         stage: &str,
         trigger: Trigger,
     ) -> Result<(), Refusal> {
-        let si =
-            pipeline.stages.iter().position(|s| s.name == stage).ok_or_else(|| Refusal::NoStage(stage.to_string()))?;
+        let si = pipeline.stages.iter().position(|s| s.name == stage).ok_or_else(|| Refusal::NoStage(stage.to_string()))?;
         if si == 0 {
             return Err(Refusal::FirstStage);
         }

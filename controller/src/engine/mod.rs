@@ -22,10 +22,10 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use gates::RollbackRequest;
-use gates::Gate;
-pub use model::*;
 use crate::pipeline::conditions::Outcome;
+use gates::Gate;
+pub use gates::RollbackRequest;
+pub use model::*;
 
 /// The context variable that tells a source plugin which revision to fetch
 /// when the execution pinned one (`codepipeline` is a namespace no pipeline
@@ -565,9 +565,7 @@ impl Engine {
             }
             Event::Stop { id, mode, reason } => self.stop(now, &id, mode, reason),
             Event::SetTransition { pipeline, stage, state } => self.set_transition(now, pipeline, stage, state),
-            Event::RetryStage { pipeline, execution, stage, mode } => {
-                self.retry(now, pipeline, *execution, &stage, mode)?
-            }
+            Event::RetryStage { pipeline, execution, stage, mode } => self.retry(now, pipeline, *execution, &stage, mode)?,
             Event::PutApprovalResult { execution, stage, action, by, decision, comment } => {
                 let said = self.decide(now, &execution, &stage, &action, &by, decision, &comment)?;
                 return Ok(Handled::Decided(said));
@@ -717,9 +715,7 @@ impl Engine {
             waiting_for: None,
             source_revisions: revisions
                 .into_iter()
-                .map(|(action, revision_id)| {
-                    (action, SourceRevision { revision_id, revision_summary: None, pinned: true })
-                })
+                .map(|(action, revision_id)| (action, SourceRevision { revision_id, revision_summary: None, pinned: true }))
                 .collect(),
             rollback: None,
         };
@@ -830,8 +826,9 @@ impl Engine {
             }
             if exec.status == ExecutionStatus::Stopping {
                 // Nothing new starts; once nothing runs, it has stopped.
-                let running = exec.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == Some(ActionStatus::InProgress))
-                    || exec.stages.iter().flat_map(|s| &s.rules).any(|r| r.status == ActionStatus::InProgress);
+                let running =
+                    exec.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == Some(ActionStatus::InProgress))
+                        || exec.stages.iter().flat_map(|s| &s.rules).any(|r| r.status == ActionStatus::InProgress);
                 if !running {
                     let current = exec.stages.iter().position(|s| s.status == Some(StageStatus::InProgress));
                     if let Some(si) = current {
@@ -889,12 +886,8 @@ impl Engine {
             }
             // The lowest run order with an action not yet succeeded.
             let stage = &self.executions[exec_id].stages[si];
-            let Some(order) = stage
-                .actions
-                .iter()
-                .filter(|a| a.status != Some(ActionStatus::Succeeded))
-                .map(|a| a.run_order)
-                .min()
+            let Some(order) =
+                stage.actions.iter().filter(|a| a.status != Some(ActionStatus::Succeeded)).map(|a| a.run_order).min()
             else {
                 match self.gate(now, exec_id, si, GatePhase::OnSuccess) {
                     Gate::Pending => return,
@@ -1249,7 +1242,12 @@ impl Engine {
                 by: by.to_string(),
             });
         }
-        approval.decisions.push(ApprovalDecision { by: by.to_string(), approved: approve, comment: comment.to_string(), at: now });
+        approval.decisions.push(ApprovalDecision {
+            by: by.to_string(),
+            approved: approve,
+            comment: comment.to_string(),
+            at: now,
+        });
         let approvers: Vec<String> = approval.decisions.iter().filter(|d| d.approved).map(|d| d.by.clone()).collect();
         let required = approval.required;
         let comment_suffix = if comment.is_empty() { String::new() } else { format!(": {comment}") };
@@ -1298,7 +1296,11 @@ impl Engine {
             if let Some(job_id) = job_id.filter(|_| self.executions[&exec_id].stages[si].actions[ai].approval.is_none()) {
                 self.expired.push(JobId(job_id));
             }
-            self.ready.retain(|d| !(d.execution_id == exec_id && d.stage == self.executions[&exec_id].stages[si].name && d.action == self.executions[&exec_id].stages[si].actions[ai].name));
+            self.ready.retain(|d| {
+                !(d.execution_id == exec_id
+                    && d.stage == self.executions[&exec_id].stages[si].name
+                    && d.action == self.executions[&exec_id].stages[si].actions[ai].name)
+            });
             self.finish_action(now, &exec_id, si, ai, ActionResult::Failed { message });
         }
         // Every action due has ended and left the index: what is left at

@@ -176,7 +176,10 @@ impl World {
     }
 
     fn fail(&self, what: String) -> ! {
-        panic!("simulation seed {} step {}: {what}\nreplay: SLUICE_SIM_SEED={} cargo test -p sluice --lib simulated", self.seed, self.step, self.seed)
+        panic!(
+            "simulation seed {} step {}: {what}\nreplay: SLUICE_SIM_SEED={} cargo test -p sluice --lib simulated",
+            self.seed, self.step, self.seed
+        )
     }
 
     /// Collects dispatches and dirty executions after an engine step and
@@ -195,7 +198,10 @@ impl World {
                 let target = &self.stored[target];
                 for (name, artifact) in &d.inputs {
                     if target.artifacts.get(name) != Some(artifact) {
-                        self.fail(format!("rollback {} gave {} input {name} {artifact:?}, not the target's", d.execution_id, d.action));
+                        self.fail(format!(
+                            "rollback {} gave {} input {name} {artifact:?}, not the target's",
+                            d.execution_id, d.action
+                        ));
                     }
                 }
             }
@@ -207,14 +213,9 @@ impl World {
         for e in self.engine.take_dirty() {
             let before = self.stored.get(&e.id).cloned();
             // A rollback copies the stages before its own: never entered.
-            let copied = e
-                .rollback
-                .as_ref()
-                .and_then(|r| e.stages.iter().position(|s| s.name == r.stage))
-                .unwrap_or(0);
+            let copied = e.rollback.as_ref().and_then(|r| e.stages.iter().position(|s| s.name == r.stage)).unwrap_or(0);
             for (si, stage) in e.stages.iter().enumerate().skip(copied) {
-                let entered_now = stage.status.is_some()
-                    && before.as_ref().is_none_or(|b| b.stages[si].status.is_none());
+                let entered_now = stage.status.is_some() && before.as_ref().is_none_or(|b| b.stages[si].status.is_none());
                 if entered_now {
                     let key = (e.pipeline.clone(), stage.name.clone());
                     if self.disabled.contains(&key) {
@@ -257,7 +258,10 @@ impl World {
                     ) => {
                         let first = *self.ended.entry(key).or_insert(status);
                         if first != status {
-                            self.fail(format!("{} {} attempt {} ended twice: {first:?}, then {status:?}", e.id, a.name, a.attempt));
+                            self.fail(format!(
+                                "{} {} attempt {} ended twice: {first:?}, then {status:?}",
+                                e.id, a.name, a.attempt
+                            ));
                         }
                     }
                     Some(ActionStatus::InProgress) if self.ended.contains_key(&key) => {
@@ -290,7 +294,11 @@ impl World {
             ));
         }
         if self.engine.poll_timeout() != expected.values().min().copied() {
-            self.fail(format!("poll_timeout is {:?}, the first deadline {:?}", self.engine.poll_timeout(), expected.values().min()));
+            self.fail(format!(
+                "poll_timeout is {:?}, the first deadline {:?}",
+                self.engine.poll_timeout(),
+                expected.values().min()
+            ));
         }
     }
 
@@ -308,7 +316,12 @@ impl World {
                     .map(|e| &e.id)
                     .collect();
                 if holders.len() > 1 {
-                    self.fail(format!("{} executions hold stage {} of {}: {holders:?}", holders.len(), stage.name, def.name));
+                    self.fail(format!(
+                        "{} executions hold stage {} of {}: {holders:?}",
+                        holders.len(),
+                        stage.name,
+                        def.name
+                    ));
                 }
             }
         }
@@ -373,7 +386,11 @@ impl World {
                 // The driver records the assignment; sometimes the agent
                 // reports its start before its result.
                 if self.rng.random_bool(0.5) {
-                    self.feed(Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: agent.clone() });
+                    self.feed(Event::ActionAssigned {
+                        job_id: d.job_id.clone(),
+                        lease_epoch: d.lease_epoch,
+                        agent: agent.clone(),
+                    });
                 }
                 if self.rng.random_bool(0.5) {
                     self.feed(Event::ActionStarted { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent });
@@ -388,7 +405,11 @@ impl World {
                 let d = self.held.swap_remove(i);
                 let agent = AGENTS[self.rng.random_range(0..AGENTS.len())];
                 if self.rng.random_bool(0.5) {
-                    self.feed(Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: agent.into() });
+                    self.feed(Event::ActionAssigned {
+                        job_id: d.job_id.clone(),
+                        lease_epoch: d.lease_epoch,
+                        agent: agent.into(),
+                    });
                 }
                 let reason = format!("agent {agent} lost");
                 self.feed(Event::ActionLost { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, reason });
@@ -427,7 +448,8 @@ impl World {
                 self.feed(Event::SetTransition { pipeline: def.name.clone(), stage, state });
             }
             70..=72 => {
-                let mut live: Vec<ExecutionId> = self.engine.executions().filter(|e| !e.status.is_final()).map(|e| e.id.clone()).collect();
+                let mut live: Vec<ExecutionId> =
+                    self.engine.executions().filter(|e| !e.status.is_final()).map(|e| e.id.clone()).collect();
                 live.sort();
                 if !live.is_empty() {
                     let id = live[self.rng.random_range(0..live.len())].clone();
@@ -446,7 +468,11 @@ impl World {
                 // An agent takes a job and reports its start; it runs on.
                 let d = self.held[self.rng.random_range(0..self.held.len())].clone();
                 let agent = AgentId::from(AGENTS[self.rng.random_range(0..AGENTS.len())]);
-                self.feed(Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: agent.clone() });
+                self.feed(Event::ActionAssigned {
+                    job_id: d.job_id.clone(),
+                    lease_epoch: d.lease_epoch,
+                    agent: agent.clone(),
+                });
                 self.feed(Event::ActionStarted { job_id: d.job_id, lease_epoch: d.lease_epoch, agent });
             }
             _ => {}
@@ -527,7 +553,11 @@ impl World {
         let mut waiting: Vec<ExecutionId> = self
             .engine
             .executions()
-            .filter(|e| e.stages.iter().any(|s| s.actions.iter().any(|a| a.approval.is_some() && a.status == Some(ActionStatus::InProgress))))
+            .filter(|e| {
+                e.stages
+                    .iter()
+                    .any(|s| s.actions.iter().any(|a| a.approval.is_some() && a.status == Some(ActionStatus::InProgress)))
+            })
             .map(|e| e.id.clone())
             .collect();
         waiting.sort();
@@ -562,7 +592,9 @@ impl World {
         let def = self.pipelines.iter().find(|p| p.name == e.pipeline).cloned().expect("known pipeline");
         let mode = if self.rng.random_bool(0.5) { RetryMode::AllActions } else { RetryMode::FailedActions };
         self.retried.insert(e.ordinal);
-        if let Err(err) = self.engine.handle(self.now, Event::RetryStage { pipeline: def, execution: Box::new(e), stage, mode }) {
+        if let Err(err) =
+            self.engine.handle(self.now, Event::RetryStage { pipeline: def, execution: Box::new(e), stage, mode })
+        {
             self.fail(format!("retrying a failed stage was refused: {err}"));
         }
     }
@@ -619,7 +651,11 @@ impl World {
                 let waiting: Vec<ExecutionId> = self
                     .engine
                     .executions()
-                    .filter(|e| e.stages.iter().any(|s| s.actions.iter().any(|a| a.approval.is_some() && a.status == Some(ActionStatus::InProgress))))
+                    .filter(|e| {
+                        e.stages.iter().any(|s| {
+                            s.actions.iter().any(|a| a.approval.is_some() && a.status == Some(ActionStatus::InProgress))
+                        })
+                    })
                     .map(|e| e.id.clone())
                     .collect();
                 for id in waiting {

@@ -49,12 +49,26 @@ fn transition(engine: &mut Engine, now: Millis, stage: &str, state: TransitionSt
     feed(engine, now, Event::SetTransition { pipeline: "web".into(), stage: stage.into(), state });
 }
 
-fn retry(engine: &mut Engine, now: Millis, p: Arc<Pipeline>, e: Execution, stage: &str, mode: RetryMode) -> Result<(), Refusal> {
+fn retry(
+    engine: &mut Engine,
+    now: Millis,
+    p: Arc<Pipeline>,
+    e: Execution,
+    stage: &str,
+    mode: RetryMode,
+) -> Result<(), Refusal> {
     engine.handle(now, Event::RetryStage { pipeline: p, execution: Box::new(e), stage: stage.into(), mode }).map(|_| ())
 }
 
 /// A decision on the approval `Approve/Release`; what it did, in words.
-fn decide(engine: &mut Engine, now: Millis, id: &ExecutionId, by: &str, decision: Decision, comment: &str) -> Result<String, Refusal> {
+fn decide(
+    engine: &mut Engine,
+    now: Millis,
+    id: &ExecutionId,
+    by: &str,
+    decision: Decision,
+    comment: &str,
+) -> Result<String, Refusal> {
     let event = Event::PutApprovalResult {
         execution: id.clone(),
         stage: "Approve".into(),
@@ -75,7 +89,14 @@ fn expire(engine: &mut Engine, now: Millis) -> Vec<JobId> {
     engine.take_expired()
 }
 
-fn rollback(engine: &mut Engine, now: Millis, id: &str, p: Arc<Pipeline>, target: &Execution, trigger: Trigger) -> Result<(), Refusal> {
+fn rollback(
+    engine: &mut Engine,
+    now: Millis,
+    id: &str,
+    p: Arc<Pipeline>,
+    target: &Execution,
+    trigger: Trigger,
+) -> Result<(), Refusal> {
     let event = Event::Rollback {
         id: ExecutionId(id.into()),
         pipeline: p,
@@ -92,10 +113,7 @@ fn ok(outputs: &[(&str, &str)], vars: &[(&str, &str)]) -> ActionResult {
         summary: "ok".into(),
         output_variables: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         external_url: None,
-        outputs: outputs
-            .iter()
-            .map(|(n, d)| (n.to_string(), ArtifactRef { digest: d.to_string(), size: 1 }))
-            .collect(),
+        outputs: outputs.iter().map(|(n, d)| (n.to_string(), ArtifactRef { digest: d.to_string(), size: 1 })).collect(),
     }
 }
 
@@ -516,7 +534,11 @@ fn an_action_no_agent_takes_fails_at_its_timeout_and_a_silent_agent_after_the_gr
 
     start(&mut engine, three_stage(), "s");
     let src = drain(&mut engine);
-    feed(&mut engine, 0, Event::ActionStarted { job_id: src[0].job_id.clone(), lease_epoch: src[0].lease_epoch, agent: "a".into() });
+    feed(
+        &mut engine,
+        0,
+        Event::ActionStarted { job_id: src[0].job_id.clone(), lease_epoch: src[0].lease_epoch, agent: "a".into() },
+    );
     // Started: the deadline moves on by the grace.
     assert_eq!(engine.poll_timeout(), Some(60 * 60_000 + TIMEOUT_GRACE_MS));
     assert!(expire(&mut engine, 60 * 60_000 + TIMEOUT_GRACE_MS - 1).is_empty());
@@ -657,7 +679,10 @@ fn a_commands_rule_runs_on_an_agent_and_on_success_rollback_asks_for_a_rollback(
     assert_eq!(bad.status, ExecutionStatus::Failed);
     assert!(bad.status_summary.as_deref().unwrap().contains("rolling back"), "{bad:?}");
     let requests = engine.take_rollbacks();
-    assert_eq!(requests, vec![RollbackRequest { pipeline: "cond".into(), stage: "Deploy".into(), failed: ExecutionId("bad".into()) }]);
+    assert_eq!(
+        requests,
+        vec![RollbackRequest { pipeline: "cond".into(), stage: "Deploy".into(), failed: ExecutionId("bad".into()) }]
+    );
 
     // The rollback runs Deploy again with the good execution's artifacts, and only Deploy.
     rollback(&mut engine, 9, "rb", def.clone(), &good, Trigger::new("AutomatedRollback", "x")).unwrap();
@@ -674,11 +699,7 @@ fn a_commands_rule_runs_on_an_agent_and_on_success_rollback_asks_for_a_rollback(
 }
 
 fn lose(engine: &mut Engine, d: &Dispatch, agent: &str) {
-    feed(
-        engine,
-        2,
-        Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: agent.into() },
-    );
+    feed(engine, 2, Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: agent.into() });
     feed(
         engine,
         3,
@@ -699,10 +720,7 @@ fn a_retryable_lost_action_runs_again_as_a_new_attempt_avoiding_the_lost_agent()
     let first = drain(&mut engine).remove(0);
     lose(&mut engine, &first, "ag-1");
     let notices = engine.take_notices();
-    assert!(
-        notices.iter().any(|n| n.status == "Lost" && n.message.as_deref() == Some("agent ag-1 lost")),
-        "{notices:?}"
-    );
+    assert!(notices.iter().any(|n| n.status == "Lost" && n.message.as_deref() == Some("agent ag-1 lost")), "{notices:?}");
     let second = drain(&mut engine).remove(0);
     assert_eq!((second.attempt, second.lease_epoch), (first.attempt + 1, first.lease_epoch + 1));
     assert_ne!(second.job_id, first.job_id, "a new attempt is a new job");
@@ -776,7 +794,11 @@ fn an_assignment_survives_a_restart_and_names_the_agent_to_wait_for() {
     start(&mut engine, two_stage(""), "e1");
     let d = drain(&mut engine).remove(0);
     assert_eq!(d.assigned, None);
-    feed(&mut engine, 1, Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() });
+    feed(
+        &mut engine,
+        1,
+        Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() },
+    );
     let stored = engine.take_dirty().remove(0);
     let mut restarted = Engine::new();
     restore(&mut restarted, 5, two_stage(""), stored.clone());
@@ -786,7 +808,11 @@ fn an_assignment_survives_a_restart_and_names_the_agent_to_wait_for() {
     assert_eq!(again.lease_epoch, d.lease_epoch + 1);
 
     // Once the agent says it started, a restart knows that too.
-    feed(&mut engine, 2, Event::ActionStarted { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() });
+    feed(
+        &mut engine,
+        2,
+        Event::ActionStarted { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() },
+    );
     let stored = engine.take_dirty().remove(0);
     let mut restarted = Engine::new();
     restore(&mut restarted, 5, two_stage(""), stored);

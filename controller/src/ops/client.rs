@@ -3,9 +3,9 @@
 
 use super::error::{ErrorBody, OpError};
 use super::{PushPluginOutput, Route};
-use serde_json::Value;
 #[cfg(test)]
 use serde_json::Map;
+use serde_json::Value;
 
 /// A request's URL and its body with the body's content type.
 type Encoded = (reqwest::Url, Option<(Vec<u8>, &'static str)>);
@@ -114,9 +114,8 @@ impl Client {
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                OpError::Unavailable(format!("the controller's answer is not what this client expects: {e}"))
-            });
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| OpError::Unavailable(format!("the controller's answer is not what this client expects: {e}")));
         }
         let detail = serde_json::from_slice::<ErrorBody>(&bytes).ok().map(|b| b.error);
         Err(OpError::from_wire(status.as_u16(), detail))

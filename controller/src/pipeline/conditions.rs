@@ -50,9 +50,17 @@ pub enum Operator {
 
 #[derive(Debug, Clone)]
 pub enum RuleKind {
-    VariableCheck { variable: String, value: String, operator: Operator },
+    VariableCheck {
+        variable: String,
+        value: String,
+        operator: Operator,
+    },
     /// Run by the `shell` plugin on an agent.
-    Commands { commands: String, inputs: Vec<String>, capabilities: Capabilities },
+    Commands {
+        commands: String,
+        inputs: Vec<String>,
+        capabilities: Capabilities,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -94,9 +102,9 @@ pub fn check(operator: Operator, actual: &str, expected: &str) -> Result<bool, S
         Operator::Eq => actual == expected,
         Operator::Ne => actual != expected,
         Operator::Contains => actual.contains(expected),
-        Operator::Matches => regex::Regex::new(expected)
-            .map_err(|e| format!("bad MATCHES pattern {expected:?}: {e}"))?
-            .is_match(actual),
+        Operator::Matches => {
+            regex::Regex::new(expected).map_err(|e| format!("bad MATCHES pattern {expected:?}: {e}"))?.is_match(actual)
+        }
     })
 }
 
@@ -227,7 +235,17 @@ fn rule(value: &Value, path: &str, problems: &mut Vec<Diagnostic>) -> Option<Rul
     allowed(
         map,
         path,
-        &["name", "ruleTypeId", "configuration", "commands", "inputArtifacts", "region", "roleArn", "timeoutInMinutes", "capabilities"],
+        &[
+            "name",
+            "ruleTypeId",
+            "configuration",
+            "commands",
+            "inputArtifacts",
+            "region",
+            "roleArn",
+            "timeoutInMinutes",
+            "capabilities",
+        ],
         problems,
     );
     let name = map.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -276,7 +294,9 @@ fn rule(value: &Value, path: &str, problems: &mut Vec<Diagnostic>) -> Option<Rul
             let inputs = map
                 .get("inputArtifacts")
                 .and_then(Value::as_array)
-                .map(|items| items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)).map(str::to_string).collect())
+                .map(|items| {
+                    items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)).map(str::to_string).collect()
+                })
                 .unwrap_or_default();
             let capabilities = match map.get("capabilities") {
                 None => Capabilities { exec: vec!["sh".into()], ..Capabilities::default() },
@@ -342,7 +362,10 @@ mod tests {
         assert_eq!(c.on_success[0].result, Outcome::Rollback);
         match &c.on_success[0].rules[0].kind {
             RuleKind::Commands { commands, inputs, capabilities } => {
-                assert_eq!((commands.as_str(), inputs.as_slice(), capabilities.exec.as_slice()), ("curl -f localhost", &["src".to_string()][..], &["sh".to_string()][..]));
+                assert_eq!(
+                    (commands.as_str(), inputs.as_slice(), capabilities.exec.as_slice()),
+                    ("curl -f localhost", &["src".to_string()][..], &["sh".to_string()][..])
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -273,7 +273,12 @@ mod tests {
     fn every_unmapped_provider_and_missing_key_is_named_at_once() {
         let problems = import(EXPORTED, &ProviderMap::defaults()).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:#?}");
-        assert!(problems[0].contains("AWS/ECS (at pipeline.stages[3].actions[0] \"Ship\", pipeline.stages[3].actions[2] \"Ship2\")"), "{}", problems[0]);
+        assert!(
+            problems[0]
+                .contains("AWS/ECS (at pipeline.stages[3].actions[0] \"Ship\", pipeline.stages[3].actions[2] \"Ship2\")"),
+            "{}",
+            problems[0]
+        );
         assert!(problems[0].contains("AWS/Lambda (at pipeline.stages[3].actions[1] \"Tell\")"), "{}", problems[0]);
         assert_eq!(
             problems[1],
@@ -303,13 +308,20 @@ AWS/Lambda: {provider: noop}
         assert_eq!(src.configuration.get("Branch"), Some("main"));
         assert_eq!(src.configuration.get("ConnectionArn"), None);
         let build = &decl.pipeline.stages[1].actions[0];
-        assert_eq!((build.action_type_id.provider.as_str(), build.configuration.get("Commands")), ("shell", Some("make build")));
+        assert_eq!(
+            (build.action_type_id.provider.as_str(), build.configuration.get("Commands")),
+            ("shell", Some("make build"))
+        );
         assert_eq!(build.capabilities.as_ref().unwrap().exec, ["sh", "make"]);
         assert_eq!(decl.pipeline.stages[2].actions[0].action_type_id.provider, "manual");
         // Fields CodePipeline has and Sluice does not use are kept.
         assert!(text.contains("roleArn") && text.contains("artifactStore"));
         // A bad map is refused with the reason.
-        assert!(ProviderMap::with_overrides("{\"CodeBuild\": {\"provider\": \"shell\"}}").unwrap_err().contains("Owner/Provider"));
+        assert!(
+            ProviderMap::with_overrides("{\"CodeBuild\": {\"provider\": \"shell\"}}")
+                .unwrap_err()
+                .contains("Owner/Provider")
+        );
         assert!(ProviderMap::with_overrides("{\"AWS/X\": {\"providr\": \"shell\"}}").unwrap_err().contains("unknown field"));
     }
 }

@@ -41,18 +41,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use model::{
-    ACTION_PASSTHROUGH, Action, ActionTypeId, Capabilities, Configuration, Declaration,
-    ExecutionMode, InputArtifact, OutputArtifact, PIPELINE_PASSTHROUGH, Pipeline,
-    STAGE_PASSTHROUGH, Stage, Variable,
+    ACTION_PASSTHROUGH, Action, ActionTypeId, Capabilities, Configuration, Declaration, ExecutionMode, InputArtifact,
+    OutputArtifact, PIPELINE_PASSTHROUGH, Pipeline, STAGE_PASSTHROUGH, Stage, Variable,
 };
 pub use validate::{
-    CATEGORIES, IMPORT_OWNERS, OWNERS, PropertyInfo, ProviderCatalog, ProviderInfo, StaticCatalog,
-    validate,
+    CATEGORIES, IMPORT_OWNERS, OWNERS, PropertyInfo, ProviderCatalog, ProviderInfo, StaticCatalog, validate,
 };
-pub use vars::{
-    CODEPIPELINE_NAMESPACE, CODEPIPELINE_VARIABLES, VARIABLES_NAMESPACE, VarRef, resolve,
-    variable_references,
-};
+pub use vars::{CODEPIPELINE_NAMESPACE, CODEPIPELINE_VARIABLES, VARIABLES_NAMESPACE, VarRef, resolve, variable_references};
 
 /// One problem in a declaration, at a JSON path such as
 /// `pipeline.stages[0].actions[1].name`. Syntax errors use `line L, column C`
@@ -100,42 +95,29 @@ pub fn parse(text: &str) -> Result<Declaration, Diagnostics> {
 /// Parses and validates, reporting the problems of both phases at once. A
 /// validation problem at or under a path that already has a parse problem is
 /// left out: it would only repeat it.
-pub fn parse_and_validate(
-    text: &str,
-    catalog: &dyn ProviderCatalog,
-) -> Result<Declaration, Diagnostics> {
+pub fn parse_and_validate(text: &str, catalog: &dyn ProviderCatalog) -> Result<Declaration, Diagnostics> {
     let value = parse::document(text).map_err(|diagnostic| Diagnostics(vec![diagnostic]))?;
     let mut cx = parse::Cx::default();
     let declaration = parse::declaration(&value, "", &mut cx);
     let mut diagnostics = cx.diagnostics;
     let parse_paths: Vec<String> = diagnostics.iter().map(|d| d.path.clone()).collect();
-    diagnostics.extend(
-        validate(&declaration, catalog)
-            .into_iter()
-            .filter(|d| !parse_paths.iter().any(|p| is_within(&d.path, p))),
-    );
-    if diagnostics.is_empty() {
-        Ok(declaration)
-    } else {
-        Err(Diagnostics(diagnostics))
-    }
+    diagnostics
+        .extend(validate(&declaration, catalog).into_iter().filter(|d| !parse_paths.iter().any(|p| is_within(&d.path, p))));
+    if diagnostics.is_empty() { Ok(declaration) } else { Err(Diagnostics(diagnostics)) }
 }
 
 /// Whether `path` is `ancestor` or lies under it.
 fn is_within(path: &str, ancestor: &str) -> bool {
     ancestor == "document"
-        || path
-            .strip_prefix(ancestor)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+        || path.strip_prefix(ancestor).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Writes a declaration as pretty JSON (two-space indent, trailing newline)
 /// in CodePipeline's shape and field order. `parse(&to_json(d)) == Ok(d)`,
 /// and a declaration already in this canonical form comes back byte for byte.
 pub fn to_json(declaration: &Declaration) -> String {
-    let mut text = serde_json::to_string_pretty(declaration).expect(
-        "a declaration holds only strings, numbers and JSON values, which always serialize",
-    );
+    let mut text = serde_json::to_string_pretty(declaration)
+        .expect("a declaration holds only strings, numbers and JSON values, which always serialize");
     text.push('\n');
     text
 }

@@ -28,13 +28,7 @@ pub const STAGE_PASSTHROUGH: &[&str] = &["blockers", "onFailure", "onSuccess", "
 
 /// Action fields CodePipeline defines that mean nothing to Sluice: accepted,
 /// kept in [`Action::extra`] and given back.
-pub const ACTION_PASSTHROUGH: &[&str] = &[
-    "commands",
-    "outputVariables",
-    "roleArn",
-    "region",
-    "environmentVariables",
-];
+pub const ACTION_PASSTHROUGH: &[&str] = &["commands", "outputVariables", "roleArn", "region", "environmentVariables"];
 
 /// A whole declaration document: `{"pipeline": {...}}`. CodePipeline's
 /// `metadata` object is accepted on input and not kept.
@@ -199,12 +193,11 @@ impl Action {
     /// The effective timeout: as declared, else 7 days for an `Approval`
     /// action and 60 minutes for any other (docs/design.md section 3).
     pub fn timeout_minutes(&self) -> u32 {
-        self.timeout_in_minutes
-            .unwrap_or(if self.action_type_id.category == "Approval" {
-                limits::DEFAULT_APPROVAL_TIMEOUT_MINUTES
-            } else {
-                limits::DEFAULT_TIMEOUT_MINUTES
-            })
+        self.timeout_in_minutes.unwrap_or(if self.action_type_id.category == "Approval" {
+            limits::DEFAULT_APPROVAL_TIMEOUT_MINUTES
+        } else {
+            limits::DEFAULT_TIMEOUT_MINUTES
+        })
     }
 }
 
@@ -294,10 +287,7 @@ impl Configuration {
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Sets `key`, keeping its position if it was already present.
@@ -349,11 +339,7 @@ impl Serialize for Configuration {
 }
 
 /// Writes the `extra` entries named in `keys`, in that order.
-fn passthrough<M: SerializeMap>(
-    map: &mut M,
-    extra: &Map<String, Value>,
-    keys: &[&str],
-) -> Result<(), M::Error> {
+fn passthrough<M: SerializeMap>(map: &mut M, extra: &Map<String, Value>, keys: &[&str]) -> Result<(), M::Error> {
     for key in keys {
         if let Some(value) = extra.get(*key) {
             map.serialize_entry(key, value)?;
@@ -398,12 +384,7 @@ impl Serialize for Pipeline {
         if !self.triggers.is_empty() {
             map.serialize_entry("triggers", &self.triggers)?;
         }
-        leftovers(
-            &mut map,
-            &self.extra,
-            parse::PIPELINE_FIELDS,
-            PIPELINE_PASSTHROUGH,
-        )?;
+        leftovers(&mut map, &self.extra, parse::PIPELINE_FIELDS, PIPELINE_PASSTHROUGH)?;
         map.end()
     }
 }
@@ -414,17 +395,8 @@ impl Serialize for Stage {
         map.serialize_entry("name", &self.name)?;
         passthrough(&mut map, &self.extra, &["blockers"])?;
         map.serialize_entry("actions", &self.actions)?;
-        passthrough(
-            &mut map,
-            &self.extra,
-            &["onFailure", "onSuccess", "beforeEntry"],
-        )?;
-        leftovers(
-            &mut map,
-            &self.extra,
-            parse::STAGE_FIELDS,
-            STAGE_PASSTHROUGH,
-        )?;
+        passthrough(&mut map, &self.extra, &["onFailure", "onSuccess", "beforeEntry"])?;
+        leftovers(&mut map, &self.extra, parse::STAGE_FIELDS, STAGE_PASSTHROUGH)?;
         map.end()
     }
 }
@@ -447,11 +419,7 @@ impl Serialize for Action {
         if !self.input_artifacts.is_empty() {
             map.serialize_entry("inputArtifacts", &self.input_artifacts)?;
         }
-        passthrough(
-            &mut map,
-            &self.extra,
-            &["outputVariables", "roleArn", "region"],
-        )?;
+        passthrough(&mut map, &self.extra, &["outputVariables", "roleArn", "region"])?;
         if let Some(namespace) = &self.namespace {
             map.serialize_entry("namespace", namespace)?;
         }
@@ -474,12 +442,7 @@ impl Serialize for Action {
         if let Some(retry) = self.retry_on_agent_lost {
             map.serialize_entry("retryOnAgentLost", &retry)?;
         }
-        leftovers(
-            &mut map,
-            &self.extra,
-            parse::ACTION_FIELDS,
-            ACTION_PASSTHROUGH,
-        )?;
+        leftovers(&mut map, &self.extra, parse::ACTION_FIELDS, ACTION_PASSTHROUGH)?;
         map.end()
     }
 }
@@ -518,23 +481,14 @@ mod tests {
     use super::*;
 
     fn action(name: &str, run_order: Option<u32>) -> Action {
-        Action {
-            name: name.into(),
-            run_order,
-            ..Action::default()
-        }
+        Action { name: name.into(), run_order, ..Action::default() }
     }
 
     #[test]
     fn run_order_groups_ascend_and_keep_declaration_order() {
         let stage = Stage {
             name: "Build".into(),
-            actions: vec![
-                action("c", Some(3)),
-                action("a", None),
-                action("b", Some(1)),
-                action("d", Some(2)),
-            ],
+            actions: vec![action("c", Some(3)), action("a", None), action("b", Some(1)), action("d", Some(2))],
             extra: Map::new(),
         };
         let groups: Vec<(u32, Vec<&str>)> = stage
@@ -542,10 +496,7 @@ mod tests {
             .into_iter()
             .map(|(order, actions)| (order, actions.iter().map(|a| a.name.as_str()).collect()))
             .collect();
-        assert_eq!(
-            groups,
-            vec![(1, vec!["a", "b"]), (2, vec!["d"]), (3, vec!["c"])]
-        );
+        assert_eq!(groups, vec![(1, vec!["a", "b"]), (2, vec!["d"]), (3, vec!["c"])]);
     }
 
     #[test]
@@ -564,41 +515,23 @@ mod tests {
         let mut c: Configuration = [("B", "1"), ("A", "2")].into_iter().collect();
         c.insert("B", "3");
         c.insert("C", "4");
-        assert_eq!(
-            c.iter().collect::<Vec<_>>(),
-            vec![("B", "3"), ("A", "2"), ("C", "4")]
-        );
+        assert_eq!(c.iter().collect::<Vec<_>>(), vec![("B", "3"), ("A", "2"), ("C", "4")]);
         assert_eq!(c.get("A"), Some("2"));
-        assert_eq!(
-            serde_json::to_string(&c).unwrap(),
-            r#"{"B":"3","A":"2","C":"4"}"#
-        );
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"B":"3","A":"2","C":"4"}"#);
     }
 
     #[test]
     fn extras_go_back_where_codepipeline_has_them() {
         let mut a = action("a", Some(2));
         a.extra.insert("region".into(), "eu-west-1".into());
-        a.extra
-            .insert("commands".into(), serde_json::json!(["make"]));
+        a.extra.insert("commands".into(), serde_json::json!(["make"]));
         a.extra.insert("sluiceLater".into(), true.into());
         a.namespace = Some("N".into());
         let keys: Vec<String> = match serde_json::to_value(&a).unwrap() {
             Value::Object(map) => map.keys().cloned().collect(),
             other => panic!("not an object: {other}"),
         };
-        assert_eq!(
-            keys,
-            [
-                "name",
-                "actionTypeId",
-                "runOrder",
-                "commands",
-                "region",
-                "namespace",
-                "sluiceLater"
-            ]
-        );
+        assert_eq!(keys, ["name", "actionTypeId", "runOrder", "commands", "region", "namespace", "sluiceLater"]);
     }
 
     #[test]
@@ -608,21 +541,14 @@ mod tests {
                 "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]
         }))
         .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("actions[0].bogus: unknown field \"bogus\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("actions[0].bogus: unknown field \"bogus\""), "{err}");
     }
 
     #[test]
     fn execution_mode_names() {
         for mode in ExecutionMode::ALL {
             assert_eq!(ExecutionMode::from_name(mode.as_str()), Some(mode));
-            assert_eq!(
-                serde_json::to_value(mode).unwrap(),
-                Value::from(mode.as_str())
-            );
+            assert_eq!(serde_json::to_value(mode).unwrap(), Value::from(mode.as_str()));
         }
         assert_eq!(ExecutionMode::from_name("superseded"), None);
     }

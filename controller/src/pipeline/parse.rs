@@ -13,9 +13,8 @@ use serde_json::{Map, Value};
 
 use super::limits;
 use super::model::{
-    ACTION_PASSTHROUGH, Action, ActionTypeId, Capabilities, Configuration, Declaration,
-    ExecutionMode, InputArtifact, OutputArtifact, PIPELINE_PASSTHROUGH, Pipeline,
-    STAGE_PASSTHROUGH, Stage, Variable,
+    ACTION_PASSTHROUGH, Action, ActionTypeId, Capabilities, Configuration, Declaration, ExecutionMode, InputArtifact,
+    OutputArtifact, PIPELINE_PASSTHROUGH, Pipeline, STAGE_PASSTHROUGH, Stage, Variable,
 };
 use super::{Diagnostic, Diagnostics};
 
@@ -23,15 +22,8 @@ pub(crate) const DECLARATION_FIELDS: &[&str] = &["pipeline"];
 /// Top-level fields of `get-pipeline` output that are accepted and dropped:
 /// `metadata` describes the stored pipeline (ARN, dates), not the declaration.
 const DECLARATION_IGNORED: &[&str] = &["metadata"];
-pub(crate) const PIPELINE_FIELDS: &[&str] = &[
-    "name",
-    "stages",
-    "version",
-    "executionMode",
-    "pipelineType",
-    "variables",
-    "triggers",
-];
+pub(crate) const PIPELINE_FIELDS: &[&str] =
+    &["name", "stages", "version", "executionMode", "pipelineType", "variables", "triggers"];
 pub(crate) const STAGE_FIELDS: &[&str] = &["name", "actions"];
 pub(crate) const ACTION_FIELDS: &[&str] = &[
     "name",
@@ -63,19 +55,12 @@ pub(crate) struct Cx {
 impl Cx {
     fn error(&mut self, path: &str, message: impl Into<String>) {
         let path = if path.is_empty() { "document" } else { path };
-        self.diagnostics.push(Diagnostic {
-            path: path.to_owned(),
-            message: message.into(),
-        });
+        self.diagnostics.push(Diagnostic { path: path.to_owned(), message: message.into() });
     }
 
     /// The walked value if nothing was wrong, else every problem found.
     pub(crate) fn finish<T>(self, value: T) -> Result<T, Diagnostics> {
-        if self.diagnostics.is_empty() {
-            Ok(value)
-        } else {
-            Err(Diagnostics(self.diagnostics))
-        }
+        if self.diagnostics.is_empty() { Ok(value) } else { Err(Diagnostics(self.diagnostics)) }
     }
 }
 
@@ -95,8 +80,7 @@ pub(crate) fn document(text: &str) -> Result<Value, Diagnostic> {
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim_start().starts_with('{') {
-        serde_json::from_str(text)
-            .map_err(|err| syntax_error("JSON", &err.to_string(), Some((err.line(), err.column()))))
+        serde_json::from_str(text).map_err(|err| syntax_error("JSON", &err.to_string(), Some((err.line(), err.column()))))
     } else {
         yaml(text).map_err(|err| {
             let location = err.location().map(|l| (l.line() as usize, l.column() as usize));
@@ -138,9 +122,7 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
 fn syntax_error(format: &str, message: &str, location: Option<(usize, usize)>) -> Diagnostic {
     // Both parsers append their own " at line L column C"; the location is the
     // path here, so keep only the message.
-    let message = message
-        .find(" at line ")
-        .map_or(message, |at| &message[..at]);
+    let message = message.find(" at line ").map_or(message, |at| &message[..at]);
     Diagnostic {
         path: match location {
             Some((line, column)) => format!("line {line}, column {column}"),
@@ -153,10 +135,7 @@ fn syntax_error(format: &str, message: &str, location: Option<(usize, usize)>) -
 /// `path.key`, or `path["key"]` when the key is not a plain word, so that
 /// every path stays unambiguous.
 pub(crate) fn child(path: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '@'));
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '@'));
     match (path.is_empty(), plain) {
         (true, true) => key.to_owned(),
         (false, true) => format!("{path}.{key}"),
@@ -192,22 +171,13 @@ fn object<'a>(value: &'a Value, path: &str, cx: &mut Cx) -> Option<&'a Map<Strin
 
 /// Reports every field that is neither typed nor passthrough, and returns the
 /// passthrough ones in document order.
-fn fields(
-    map: &Map<String, Value>,
-    path: &str,
-    typed: &[&str],
-    passthrough: &[&str],
-    cx: &mut Cx,
-) -> Map<String, Value> {
+fn fields(map: &Map<String, Value>, path: &str, typed: &[&str], passthrough: &[&str], cx: &mut Cx) -> Map<String, Value> {
     let mut extra = Map::new();
     for (key, value) in map {
         if passthrough.contains(&key.as_str()) {
             extra.insert(key.clone(), value.clone());
         } else if !typed.contains(&key.as_str()) {
-            cx.error(
-                &child(path, key),
-                format!("unknown field {}", Value::from(key.as_str())),
-            );
+            cx.error(&child(path, key), format!("unknown field {}", Value::from(key.as_str())));
         }
     }
     extra
@@ -220,13 +190,7 @@ fn string(value: &Value, path: &str, cx: &mut Cx) -> String {
             // YAML reads `version: 1` as a number. Keep its text so that
             // validation does not also report an empty field; the document
             // is rejected anyway.
-            cx.error(
-                path,
-                format!(
-                    "expected a string, found {}; quote it: \"{value}\"",
-                    kind(value)
-                ),
-            );
+            cx.error(path, format!("expected a string, found {}; quote it: \"{value}\"", kind(value)));
             value.to_string()
         }
         other => {
@@ -236,26 +200,16 @@ fn string(value: &Value, path: &str, cx: &mut Cx) -> String {
     }
 }
 
-fn required<'a>(
-    map: &'a Map<String, Value>,
-    path: &str,
-    key: &str,
-    cx: &mut Cx,
-) -> Option<&'a Value> {
+fn required<'a>(map: &'a Map<String, Value>, path: &str, key: &str, cx: &mut Cx) -> Option<&'a Value> {
     let value = map.get(key);
     if value.is_none() {
-        cx.error(
-            &child(path, key),
-            format!("missing required field {}", Value::from(key)),
-        );
+        cx.error(&child(path, key), format!("missing required field {}", Value::from(key)));
     }
     value
 }
 
 fn required_string(map: &Map<String, Value>, path: &str, key: &str, cx: &mut Cx) -> String {
-    required(map, path, key, cx)
-        .map(|v| string(v, &child(path, key), cx))
-        .unwrap_or_default()
+    required(map, path, key, cx).map(|v| string(v, &child(path, key), cx)).unwrap_or_default()
 }
 
 fn optional_string(map: &Map<String, Value>, path: &str, key: &str, cx: &mut Cx) -> Option<String> {
@@ -271,11 +225,7 @@ fn whole(value: &Value, path: &str, max: u64, cx: &mut Cx) -> Option<u64> {
             None
         }
         None => {
-            let found = if value.is_number() {
-                "a negative or fractional number"
-            } else {
-                kind(value)
-            };
+            let found = if value.is_number() { "a negative or fractional number" } else { kind(value) };
             cx.error(path, format!("expected a whole number, found {found}"));
             None
         }
@@ -320,11 +270,7 @@ fn list<T>(
     let path = child(path, key);
     match value {
         None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| item(v, &index(&path, i), cx))
-            .collect(),
+        Some(Value::Array(items)) => items.iter().enumerate().map(|(i, v)| item(v, &index(&path, i), cx)).collect(),
         Some(other) => {
             cx.error(&path, format!("expected an array, found {}", kind(other)));
             Vec::new()
@@ -334,16 +280,9 @@ fn list<T>(
 
 fn strings(value: &Value, path: &str, cx: &mut Cx) -> Vec<String> {
     match value {
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| string(v, &index(path, i), cx))
-            .collect(),
+        Value::Array(items) => items.iter().enumerate().map(|(i, v)| string(v, &index(path, i), cx)).collect(),
         other => {
-            cx.error(
-                path,
-                format!("expected an array of strings, found {}", kind(other)),
-            );
+            cx.error(path, format!("expected an array of strings, found {}", kind(other)));
             Vec::new()
         }
     }
@@ -354,18 +293,12 @@ pub(crate) fn declaration(value: &Value, path: &str, cx: &mut Cx) -> Declaration
         return Declaration::default();
     };
     for (key, _) in map {
-        if !DECLARATION_FIELDS.contains(&key.as_str())
-            && !DECLARATION_IGNORED.contains(&key.as_str())
-        {
-            cx.error(
-                &child(path, key),
-                format!("unknown field {}", Value::from(key.as_str())),
-            );
+        if !DECLARATION_FIELDS.contains(&key.as_str()) && !DECLARATION_IGNORED.contains(&key.as_str()) {
+            cx.error(&child(path, key), format!("unknown field {}", Value::from(key.as_str())));
         }
     }
-    let pipeline = required(map, path, "pipeline", cx)
-        .map(|v| self::pipeline(v, &child(path, "pipeline"), cx))
-        .unwrap_or_default();
+    let pipeline =
+        required(map, path, "pipeline", cx).map(|v| self::pipeline(v, &child(path, "pipeline"), cx)).unwrap_or_default();
     Declaration { pipeline }
 }
 
@@ -377,28 +310,13 @@ pub(crate) fn pipeline(value: &Value, path: &str, cx: &mut Cx) -> Pipeline {
     // Walked in canonical field order so that diagnostics come in that order.
     let name = required_string(map, path, "name", cx);
     let stages = list(map, path, "stages", Presence::Required, cx, stage);
-    let version = map
-        .get("version")
-        .and_then(|v| whole(v, &child(path, "version"), u64::MAX, cx));
-    let execution_mode = map
-        .get("executionMode")
-        .map(|v| execution_mode(v, &child(path, "executionMode"), cx))
-        .unwrap_or_default();
+    let version = map.get("version").and_then(|v| whole(v, &child(path, "version"), u64::MAX, cx));
+    let execution_mode =
+        map.get("executionMode").map(|v| execution_mode(v, &child(path, "executionMode"), cx)).unwrap_or_default();
     let pipeline_type = optional_string(map, path, "pipelineType", cx);
     let variables = list(map, path, "variables", Presence::Optional, cx, variable);
-    let triggers = list(map, path, "triggers", Presence::Optional, cx, |v, _, _| {
-        v.clone()
-    });
-    Pipeline {
-        name,
-        pipeline_type,
-        execution_mode,
-        variables,
-        triggers,
-        stages,
-        version,
-        extra,
-    }
+    let triggers = list(map, path, "triggers", Presence::Optional, cx, |v, _, _| v.clone());
+    Pipeline { name, pipeline_type, execution_mode, variables, triggers, stages, version, extra }
 }
 
 pub(crate) fn execution_mode(value: &Value, path: &str, cx: &mut Cx) -> ExecutionMode {
@@ -406,14 +324,7 @@ pub(crate) fn execution_mode(value: &Value, path: &str, cx: &mut Cx) -> Executio
     ExecutionMode::from_name(&name).unwrap_or_else(|| {
         if value.is_string() {
             let all: Vec<&str> = ExecutionMode::ALL.iter().map(|m| m.as_str()).collect();
-            cx.error(
-                path,
-                format!(
-                    "unknown execution mode {}, expected one of {}",
-                    Value::from(name),
-                    all.join(", ")
-                ),
-            );
+            cx.error(path, format!("unknown execution mode {}, expected one of {}", Value::from(name), all.join(", ")));
         }
         ExecutionMode::default()
     })
@@ -458,31 +369,12 @@ pub(crate) fn action(value: &Value, path: &str, cx: &mut Cx) -> Action {
             .get("configuration")
             .map(|v| configuration(v, &child(path, "configuration"), cx))
             .unwrap_or_default(),
-        input_artifacts: list(
-            map,
-            path,
-            "inputArtifacts",
-            Presence::Optional,
-            cx,
-            input_artifact,
-        ),
-        output_artifacts: list(
-            map,
-            path,
-            "outputArtifacts",
-            Presence::Optional,
-            cx,
-            output_artifact,
-        ),
+        input_artifacts: list(map, path, "inputArtifacts", Presence::Optional, cx, input_artifact),
+        output_artifacts: list(map, path, "outputArtifacts", Presence::Optional, cx, output_artifact),
         namespace: optional_string(map, path, "namespace", cx),
         timeout_in_minutes: optional_u32(map, path, "timeoutInMinutes", cx),
-        capabilities: map
-            .get("capabilities")
-            .map(|v| capabilities(v, &child(path, "capabilities"), cx)),
-        agent_labels: map
-            .get("agentLabels")
-            .map(|v| agent_labels(v, &child(path, "agentLabels"), cx))
-            .unwrap_or_default(),
+        capabilities: map.get("capabilities").map(|v| capabilities(v, &child(path, "capabilities"), cx)),
+        agent_labels: map.get("agentLabels").map(|v| agent_labels(v, &child(path, "agentLabels"), cx)).unwrap_or_default(),
         poll_interval_seconds: optional_u32(map, path, "pollIntervalSeconds", cx),
         retry_on_agent_lost: optional_bool(map, path, "retryOnAgentLost", cx),
         plugin_digest: optional_string(map, path, "pluginDigest", cx),
@@ -518,10 +410,7 @@ pub(crate) fn configuration(value: &Value, path: &str, cx: &mut Cx) -> Configura
                     };
                     cx.error(
                         &child(path, key),
-                        format!(
-                            "configuration values must be strings, found {}{hint}",
-                            kind(other)
-                        ),
+                        format!("configuration values must be strings, found {}{hint}", kind(other)),
                     );
                     // Keep the key so that validation does not also report
                     // it as missing; the document is rejected anyway.
@@ -538,9 +427,7 @@ pub(crate) fn input_artifact(value: &Value, path: &str, cx: &mut Cx) -> InputArt
         return InputArtifact::default();
     };
     fields(map, path, INPUT_ARTIFACT_FIELDS, &[], cx);
-    InputArtifact {
-        name: required_string(map, path, "name", cx),
-    }
+    InputArtifact { name: required_string(map, path, "name", cx) }
 }
 
 pub(crate) fn output_artifact(value: &Value, path: &str, cx: &mut Cx) -> OutputArtifact {
@@ -550,9 +437,7 @@ pub(crate) fn output_artifact(value: &Value, path: &str, cx: &mut Cx) -> OutputA
     fields(map, path, OUTPUT_ARTIFACT_FIELDS, &[], cx);
     OutputArtifact {
         name: required_string(map, path, "name", cx),
-        files: map
-            .get("files")
-            .map(|v| strings(v, &child(path, "files"), cx)),
+        files: map.get("files").map(|v| strings(v, &child(path, "files"), cx)),
     }
 }
 
@@ -561,11 +446,7 @@ pub(crate) fn capabilities(value: &Value, path: &str, cx: &mut Cx) -> Capabiliti
         return Capabilities::default();
     };
     fields(map, path, CAPABILITY_FIELDS, &[], cx);
-    let mut grant = |key: &str| {
-        map.get(key)
-            .map(|v| strings(v, &child(path, key), cx))
-            .unwrap_or_default()
-    };
+    let mut grant = |key: &str| map.get(key).map(|v| strings(v, &child(path, key), cx)).unwrap_or_default();
     Capabilities {
         exec: grant("exec"),
         http: grant("http"),
@@ -580,9 +461,7 @@ fn agent_labels(value: &Value, path: &str, cx: &mut Cx) -> BTreeMap<String, Stri
     let Some(map) = object(value, path, cx) else {
         return BTreeMap::new();
     };
-    map.iter()
-        .map(|(key, value)| (key.clone(), string(value, &child(path, key), cx)))
-        .collect()
+    map.iter().map(|(key, value)| (key.clone(), string(value, &child(path, key), cx))).collect()
 }
 
 #[cfg(test)]
@@ -641,38 +520,21 @@ mod tests {
 
     #[test]
     fn root_must_be_an_object_with_a_pipeline() {
-        assert_eq!(
-            walk(json!([])),
-            ["document: expected an object, found an array"]
-        );
-        assert_eq!(
-            walk(json!({})),
-            ["pipeline: missing required field \"pipeline\""]
-        );
-        assert_eq!(
-            walk(json!({"pipeline": {"name": "p", "stages": []}, "metadata": {"x": 1}})),
-            Vec::<String>::new()
-        );
+        assert_eq!(walk(json!([])), ["document: expected an object, found an array"]);
+        assert_eq!(walk(json!({})), ["pipeline: missing required field \"pipeline\""]);
+        assert_eq!(walk(json!({"pipeline": {"name": "p", "stages": []}, "metadata": {"x": 1}})), Vec::<String>::new());
     }
 
     #[test]
     fn syntax_errors_carry_line_and_column() {
         let json = document("{\n  \"pipeline\": {,\n}").unwrap_err();
         assert_eq!(json.path, "line 2, column 16");
-        assert!(
-            json.message.starts_with("invalid JSON: "),
-            "{}",
-            json.message
-        );
+        assert!(json.message.starts_with("invalid JSON: "), "{}", json.message);
         assert!(!json.message.contains(" at line "), "{}", json.message);
 
         let yaml = document("pipeline:\n  name: [a\n  stages: b\n").unwrap_err();
         assert!(yaml.path.starts_with("line "), "{}", yaml.path);
-        assert!(
-            yaml.message.starts_with("invalid YAML: "),
-            "{}",
-            yaml.message
-        );
+        assert!(yaml.message.starts_with("invalid YAML: "), "{}", yaml.message);
     }
 
     #[test]
@@ -696,11 +558,6 @@ mod tests {
     #[test]
     fn oversized_documents_are_refused_before_parsing() {
         let text = " ".repeat(limits::MAX_DOCUMENT_BYTES + 1);
-        assert!(
-            document(&text)
-                .unwrap_err()
-                .message
-                .contains("more than the limit")
-        );
+        assert!(document(&text).unwrap_err().message.contains("more than the limit"));
     }
 }

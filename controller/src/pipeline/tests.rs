@@ -12,20 +12,12 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
-fn info(
-    category: &str,
-    properties: &[(&str, bool)],
-    inputs: (u32, u32),
-    outputs: (u32, u32),
-) -> ProviderInfo {
+fn info(category: &str, properties: &[(&str, bool)], inputs: (u32, u32), outputs: (u32, u32)) -> ProviderInfo {
     ProviderInfo {
         category: category.into(),
         properties: properties
             .iter()
-            .map(|(name, required)| PropertyInfo {
-                name: (*name).into(),
-                required: *required,
-            })
+            .map(|(name, required)| PropertyInfo { name: (*name).into(), required: *required })
             .collect(),
         digest: None,
         inputs,
@@ -36,52 +28,15 @@ fn info(
 /// The providers the test declarations use.
 pub(crate) fn catalog() -> StaticCatalog {
     StaticCatalog::new()
-        .with(
-            "Sluice",
-            "git",
-            "1",
-            info(
-                "Source",
-                &[("Url", true), ("Branch", false)],
-                (0, 0),
-                (1, 1),
-            ),
-        )
-        .with(
-            "Sluice",
-            "shell",
-            "1",
-            info(
-                "Build",
-                &[("Commands", true), ("Shell", false)],
-                (0, 5),
-                (0, 5),
-            ),
-        )
-        .with(
-            "Sluice",
-            "noop",
-            "1",
-            info("Test", &[("Message", false)], (0, 5), (0, 5)),
-        )
-        .with(
-            "Sluice",
-            "deploy-dir",
-            "1",
-            info("Deploy", &[("Path", true)], (1, 1), (0, 0)),
-        )
-        .with(
-            "Sluice",
-            "manual",
-            "1",
-            info("Approval", &[("RequiredApprovals", false)], (0, 0), (0, 0)),
-        )
+        .with("Sluice", "git", "1", info("Source", &[("Url", true), ("Branch", false)], (0, 0), (1, 1)))
+        .with("Sluice", "shell", "1", info("Build", &[("Commands", true), ("Shell", false)], (0, 5), (0, 5)))
+        .with("Sluice", "noop", "1", info("Test", &[("Message", false)], (0, 5), (0, 5)))
+        .with("Sluice", "deploy-dir", "1", info("Deploy", &[("Path", true)], (1, 1), (0, 0)))
+        .with("Sluice", "manual", "1", info("Approval", &[("RequiredApprovals", false)], (0, 0), (0, 0)))
 }
 
 fn declarations_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("declarations")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("declarations")
 }
 
 fn outcome(text: &str) -> String {
@@ -97,19 +52,10 @@ fn declarations() {
     let mut cases: Vec<PathBuf> = fs::read_dir(declarations_dir())
         .expect("controller/tests/declarations exists")
         .map(|entry| entry.expect("readable directory entry").path())
-        .filter(|path| {
-            matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("json" | "yaml")
-            )
-        })
+        .filter(|path| matches!(path.extension().and_then(|e| e.to_str()), Some("json" | "yaml")))
         .collect();
     cases.sort();
-    assert!(
-        cases.len() >= 15,
-        "expected at least 15 declaration cases, found {}",
-        cases.len()
-    );
+    assert!(cases.len() >= 15, "expected at least 15 declaration cases, found {}", cases.len());
 
     let mut failures = Vec::new();
     for case in &cases {
@@ -121,38 +67,17 @@ fn declarations() {
         } else {
             let expected = fs::read_to_string(&expected_path).unwrap_or_default();
             if expected != actual {
-                failures.push(format!(
-                    "{}\n--- expected\n{expected}--- actual\n{actual}",
-                    case.display()
-                ));
+                failures.push(format!("{}\n--- expected\n{expected}--- actual\n{actual}", case.display()));
             }
         }
         if actual == "ok\n" {
             let declaration = parse(&text).expect("accepted declarations parse");
             let json = to_json(&declaration);
-            assert_eq!(
-                parse(&json).as_ref(),
-                Ok(&declaration),
-                "{}: to_json does not parse back equal",
-                case.display()
-            );
-            assert_eq!(
-                to_json(&parse(&json).expect("reparses")),
-                json,
-                "{}: to_json is not stable",
-                case.display()
-            );
-            let name = case
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
+            assert_eq!(parse(&json).as_ref(), Ok(&declaration), "{}: to_json does not parse back equal", case.display());
+            assert_eq!(to_json(&parse(&json).expect("reparses")), json, "{}: to_json is not stable", case.display());
+            let name = case.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if name.starts_with("canonical-") {
-                assert_eq!(
-                    json,
-                    text,
-                    "{}: canonical input does not come back byte for byte",
-                    case.display()
-                );
+                assert_eq!(json, text, "{}: canonical input does not come back byte for byte", case.display());
             }
         }
     }
@@ -181,10 +106,7 @@ fn minimal_declaration_is_accepted_and_typed() {
     let build = pipeline.stage("Build").unwrap();
     assert_eq!(build.actions[0].run_order, None);
     assert_eq!(build.actions[0].run_order(), 1);
-    assert_eq!(
-        build.actions[0].configuration.get("Commands"),
-        Some("make #{SrcVars.CommitId}")
-    );
+    assert_eq!(build.actions[0].configuration.get("Commands"), Some("make #{SrcVars.CommitId}"));
     assert!(pipeline.stage("Deploy").is_none());
 }
 
@@ -200,15 +122,9 @@ fn json_and_yaml_give_the_same_declaration() {
 fn serde_round_trip_matches_parse() {
     let declaration = parse(MINIMAL).unwrap();
     let value = serde_json::to_value(&declaration).unwrap();
-    assert_eq!(
-        value["pipeline"]["stages"][0]["actions"][0]["actionTypeId"]["provider"],
-        "git"
-    );
+    assert_eq!(value["pipeline"]["stages"][0]["actions"][0]["actionTypeId"]["provider"], "git");
     assert_eq!(value["pipeline"]["executionMode"], "SUPERSEDED");
-    assert_eq!(
-        serde_json::from_value::<Declaration>(value).unwrap(),
-        declaration
-    );
+    assert_eq!(serde_json::from_value::<Declaration>(value).unwrap(), declaration);
 }
 
 #[test]
@@ -216,12 +132,8 @@ fn parse_problems_suppress_only_their_own_validation_echoes() {
     // A missing stage name is a parse problem; validation must not repeat it
     // as "stage name must not be empty", but must still report the bad
     // artifact reference elsewhere.
-    let text = MINIMAL
-        .replace(r#""name": "Build", "#, "")
-        .replace(r#""name": "src"}]}]}"#, r#""name": "nope"}]}]}"#);
-    let diagnostics = parse_and_validate(&text, &catalog())
-        .unwrap_err()
-        .to_string();
+    let text = MINIMAL.replace(r#""name": "Build", "#, "").replace(r#""name": "src"}]}]}"#, r#""name": "nope"}]}]}"#);
+    let diagnostics = parse_and_validate(&text, &catalog()).unwrap_err().to_string();
     assert_eq!(
         diagnostics,
         "pipeline.stages[1].name: missing required field \"name\"\n\
@@ -232,14 +144,8 @@ fn parse_problems_suppress_only_their_own_validation_echoes() {
 #[test]
 fn diagnostics_display_one_per_line() {
     let diagnostics = Diagnostics(vec![
-        Diagnostic {
-            path: "a".into(),
-            message: "x".into(),
-        },
-        Diagnostic {
-            path: "b[0]".into(),
-            message: "y".into(),
-        },
+        Diagnostic { path: "a".into(), message: "x".into() },
+        Diagnostic { path: "b[0]".into(), message: "y".into() },
     ]);
     assert_eq!(diagnostics.to_string(), "a: x\nb[0]: y");
     let error: &dyn std::error::Error = &diagnostics;
@@ -248,24 +154,16 @@ fn diagnostics_display_one_per_line() {
 
 #[test]
 fn is_within_respects_segment_boundaries() {
-    assert!(super::is_within(
-        "pipeline.stages[1].name",
-        "pipeline.stages[1]"
-    ));
+    assert!(super::is_within("pipeline.stages[1].name", "pipeline.stages[1]"));
     assert!(super::is_within("pipeline.stages[1]", "pipeline.stages[1]"));
-    assert!(!super::is_within(
-        "pipeline.stages[10]",
-        "pipeline.stages[1]"
-    ));
+    assert!(!super::is_within("pipeline.stages[10]", "pipeline.stages[1]"));
     assert!(!super::is_within("pipeline.namespace", "pipeline.name"));
 }
 
 #[test]
 fn unknown_provider_lists_known_ones() {
     let text = MINIMAL.replace(r#""provider": "shell""#, r#""provider": "shel""#);
-    let diagnostics = parse_and_validate(&text, &catalog())
-        .unwrap_err()
-        .to_string();
+    let diagnostics = parse_and_validate(&text, &catalog()).unwrap_err().to_string();
     assert_eq!(
         diagnostics,
         "pipeline.stages[1].actions[0].actionTypeId: unknown provider shel@1 (owner Sluice); \

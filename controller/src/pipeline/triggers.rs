@@ -110,14 +110,11 @@ impl GitTrigger {
         let file_paths_pass = |p: &Option<Patterns>| p.as_ref().is_none_or(|p| p.matches_any(files));
         match &change.kind {
             ChangeKind::Branch(branch) => self.push.iter().any(|f| {
-                f.tags.is_none()
-                    && f.branches.as_ref().is_none_or(|b| b.matches(branch))
-                    && file_paths_pass(&f.file_paths)
+                f.tags.is_none() && f.branches.as_ref().is_none_or(|b| b.matches(branch)) && file_paths_pass(&f.file_paths)
             }),
-            ChangeKind::Tag(tag) => self
-                .push
-                .iter()
-                .any(|f| f.tags.as_ref().is_some_and(|t| t.matches(tag)) && file_paths_pass(&f.file_paths)),
+            ChangeKind::Tag(tag) => {
+                self.push.iter().any(|f| f.tags.as_ref().is_some_and(|t| t.matches(tag)) && file_paths_pass(&f.file_paths))
+            }
             ChangeKind::PullRequest { event, destination_branch, .. } => self.pull_request.iter().any(|f| {
                 (f.events.is_empty() || f.events.iter().any(|e| e == event))
                     && f.branches.as_ref().is_none_or(|b| b.matches(destination_branch))

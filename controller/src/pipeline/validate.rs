@@ -62,8 +62,7 @@ impl StaticCatalog {
 
     /// Registers `provider@version` for `owner`.
     pub fn insert(&mut self, owner: &str, provider: &str, version: &str, info: ProviderInfo) {
-        self.providers
-            .insert((owner.into(), provider.into(), version.into()), info);
+        self.providers.insert((owner.into(), provider.into(), version.into()), info);
     }
 
     /// [`StaticCatalog::insert`], by value.
@@ -75,26 +74,19 @@ impl StaticCatalog {
 
 impl ProviderCatalog for StaticCatalog {
     fn provider(&self, owner: &str, provider: &str, version: &str) -> Option<ProviderInfo> {
-        self.providers
-            .get(&(owner.into(), provider.into(), version.into()))
-            .cloned()
+        self.providers.get(&(owner.into(), provider.into(), version.into())).cloned()
     }
 
     fn known(&self) -> Vec<String> {
-        let mut known: Vec<String> = self
-            .providers
-            .keys()
-            .map(|(_, provider, version)| format!("{provider}@{version}"))
-            .collect();
+        let mut known: Vec<String> =
+            self.providers.keys().map(|(_, provider, version)| format!("{provider}@{version}")).collect();
         known.dedup();
         known
     }
 }
 
 /// CodePipeline's action categories.
-pub const CATEGORIES: &[&str] = &[
-    "Source", "Build", "Test", "Deploy", "Approval", "Invoke", "Compute",
-];
+pub const CATEGORIES: &[&str] = &["Source", "Build", "Test", "Deploy", "Approval", "Invoke", "Compute"];
 
 /// Owners whose providers Sluice runs: built-in plugins and pushed plugins.
 pub const OWNERS: &[&str] = &["Sluice", "Custom"];
@@ -125,36 +117,18 @@ fn artifact_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
 }
 
-const PIPELINE_NAME: NameRule = NameRule {
-    what: "pipeline name",
-    max: limits::NAME_MAX_LEN,
-    allowed: declaration_char,
-    chars: "A-Z a-z 0-9 . @ - _",
-};
-const STAGE_NAME: NameRule = NameRule {
-    what: "stage name",
-    ..PIPELINE_NAME
-};
-const ACTION_NAME: NameRule = NameRule {
-    what: "action name",
-    ..PIPELINE_NAME
-};
+const PIPELINE_NAME: NameRule =
+    NameRule { what: "pipeline name", max: limits::NAME_MAX_LEN, allowed: declaration_char, chars: "A-Z a-z 0-9 . @ - _" };
+const STAGE_NAME: NameRule = NameRule { what: "stage name", ..PIPELINE_NAME };
+const ACTION_NAME: NameRule = NameRule { what: "action name", ..PIPELINE_NAME };
 /// CodePipeline's artifact rule, stricter than other names; it also keeps
 /// `.` and `..` out of the directory names artifacts get on agents.
-const ARTIFACT_NAME: NameRule = NameRule {
-    what: "artifact name",
-    max: limits::NAME_MAX_LEN,
-    allowed: artifact_char,
-    chars: "A-Z a-z 0-9 - _",
-};
+const ARTIFACT_NAME: NameRule =
+    NameRule { what: "artifact name", max: limits::NAME_MAX_LEN, allowed: artifact_char, chars: "A-Z a-z 0-9 - _" };
 /// CodePipeline's namespace rule: no `.`, which separates namespace and name
 /// in `#{Namespace.Name}`.
-const NAMESPACE_NAME: NameRule = NameRule {
-    what: "namespace",
-    max: limits::NAME_MAX_LEN,
-    allowed: dotless_char,
-    chars: "A-Z a-z 0-9 @ - _",
-};
+const NAMESPACE_NAME: NameRule =
+    NameRule { what: "namespace", max: limits::NAME_MAX_LEN, allowed: dotless_char, chars: "A-Z a-z 0-9 @ - _" };
 const VARIABLE_NAME: NameRule = NameRule {
     what: "variable name",
     max: limits::VARIABLE_NAME_MAX_LEN,
@@ -205,15 +179,9 @@ impl<'d> Site<'d> {
                 self.action_name
             )
         } else if self.stage == consumer.stage {
-            format!(
-                "action {:?} at runOrder {}, which runs after this action",
-                self.action_name, self.run_order
-            )
+            format!("action {:?} at runOrder {}, which runs after this action", self.action_name, self.run_order)
         } else {
-            format!(
-                "action {:?} in stage {:?}, which runs after this action",
-                self.action_name, self.stage_name
-            )
+            format!("action {:?} in stage {:?}, which runs after this action", self.action_name, self.stage_name)
         }
     }
 }
@@ -232,13 +200,8 @@ struct Validator<'d> {
 /// the pipeline can be stored and run.
 pub fn validate(declaration: &Declaration, catalog: &dyn ProviderCatalog) -> Vec<Diagnostic> {
     let pipeline = &declaration.pipeline;
-    let mut v = Validator {
-        pipeline,
-        catalog,
-        producers: HashMap::new(),
-        namespaces: HashMap::new(),
-        diagnostics: Vec::new(),
-    };
+    let mut v =
+        Validator { pipeline, catalog, producers: HashMap::new(), namespaces: HashMap::new(), diagnostics: Vec::new() };
     for (site, action) in v.sites() {
         for output in &action.output_artifacts {
             v.producers.entry(output.name.as_str()).or_insert(site);
@@ -254,10 +217,7 @@ pub fn validate(declaration: &Declaration, catalog: &dyn ProviderCatalog) -> Vec
 
 impl<'d> Validator<'d> {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.diagnostics.push(Diagnostic { path: path.into(), message: message.into() });
     }
 
     /// Every action with where it sits, in declaration order.
@@ -279,15 +239,9 @@ impl<'d> Validator<'d> {
         if name.is_empty() {
             self.error(path, format!("{what} must not be empty"));
         } else if length > rule.max {
-            self.error(
-                path,
-                format!("{what} is {length} characters long, more than {}", rule.max),
-            );
+            self.error(path, format!("{what} is {length} characters long, more than {}", rule.max));
         } else if !name.chars().all(rule.allowed) {
-            self.error(
-                path,
-                format!("{what} {name:?} may only contain {}", rule.chars),
-            );
+            self.error(path, format!("{what} {name:?} may only contain {}", rule.chars));
         } else if name == "." || name == ".." {
             self.error(path, format!("{what} {name:?} is reserved"));
         }
@@ -299,20 +253,13 @@ impl<'d> Validator<'d> {
         if let Some(pipeline_type) = &pipeline.pipeline_type
             && !PIPELINE_TYPES.contains(&pipeline_type.as_str())
         {
-            self.error(
-                "pipeline.pipelineType",
-                format!("unknown pipeline type {pipeline_type:?}, expected V1 or V2"),
-            );
+            self.error("pipeline.pipelineType", format!("unknown pipeline type {pipeline_type:?}, expected V1 or V2"));
         }
         let stages = pipeline.stages.len();
         if !(limits::MIN_STAGES..=limits::MAX_STAGES).contains(&stages) {
             self.error(
                 "pipeline.stages",
-                format!(
-                    "a pipeline has {} to {} stages, found {stages}",
-                    limits::MIN_STAGES,
-                    limits::MAX_STAGES
-                ),
+                format!("a pipeline has {} to {} stages, found {stages}", limits::MIN_STAGES, limits::MAX_STAGES),
             );
         }
         self.variables();
@@ -324,11 +271,7 @@ impl<'d> Validator<'d> {
         if variables.len() > limits::MAX_VARIABLES {
             self.error(
                 "pipeline.variables",
-                format!(
-                    "a pipeline has at most {} variables, found {}",
-                    limits::MAX_VARIABLES,
-                    variables.len()
-                ),
+                format!("a pipeline has at most {} variables, found {}", limits::MAX_VARIABLES, variables.len()),
             );
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -339,10 +282,7 @@ impl<'d> Validator<'d> {
                 seen.insert(&variable.name, first);
                 self.error(
                     child(&path, "name"),
-                    format!(
-                        "variable {:?} is already declared at pipeline.variables[{first}]",
-                        variable.name
-                    ),
+                    format!("variable {:?} is already declared at pipeline.variables[{first}]", variable.name),
                 );
             }
             if let Some(default) = &variable.default_value
@@ -350,10 +290,7 @@ impl<'d> Validator<'d> {
             {
                 self.error(
                     child(&path, "defaultValue"),
-                    format!(
-                        "default value is longer than {} characters",
-                        limits::VARIABLE_DEFAULT_MAX_LEN
-                    ),
+                    format!("default value is longer than {} characters", limits::VARIABLE_DEFAULT_MAX_LEN),
                 );
             }
             if let Some(description) = &variable.description
@@ -361,10 +298,7 @@ impl<'d> Validator<'d> {
             {
                 self.error(
                     child(&path, "description"),
-                    format!(
-                        "description is longer than {} characters",
-                        limits::VARIABLE_DESCRIPTION_MAX_LEN
-                    ),
+                    format!("description is longer than {} characters", limits::VARIABLE_DESCRIPTION_MAX_LEN),
                 );
             }
         }
@@ -379,10 +313,7 @@ impl<'d> Validator<'d> {
             self.diagnostics.extend(problems);
         }
         for (i, trigger) in pipeline.triggers.iter().enumerate() {
-            let Some(name) = trigger
-                .pointer("/gitConfiguration/sourceActionName")
-                .and_then(|v| v.as_str())
-            else {
+            let Some(name) = trigger.pointer("/gitConfiguration/sourceActionName").and_then(|v| v.as_str()) else {
                 continue;
             };
             let found = pipeline.stages.first().and_then(|stage| stage.action(name));
@@ -407,10 +338,7 @@ impl<'d> Validator<'d> {
             match stage_names.get(stage.name.as_str()) {
                 Some(first) => self.error(
                     child(&path, "name"),
-                    format!(
-                        "stage name {:?} is already used by pipeline.stages[{first}]",
-                        stage.name
-                    ),
+                    format!("stage name {:?} is already used by pipeline.stages[{first}]", stage.name),
                 ),
                 None => {
                     stage_names.insert(&stage.name, si);
@@ -457,11 +385,7 @@ impl<'d> Validator<'d> {
         {
             self.error(
                 child(path, "runOrder"),
-                format!(
-                    "runOrder is {} to {}, found {run_order}",
-                    limits::MIN_RUN_ORDER,
-                    limits::MAX_RUN_ORDER
-                ),
+                format!("runOrder is {} to {}, found {run_order}", limits::MIN_RUN_ORDER, limits::MAX_RUN_ORDER),
             );
         }
         if let Some(timeout) = action.timeout_in_minutes
@@ -478,10 +402,7 @@ impl<'d> Validator<'d> {
         }
         if let Some(interval) = action.poll_interval_seconds {
             if action.action_type_id.category != "Source" {
-                self.error(
-                    child(path, "pollIntervalSeconds"),
-                    "only Source actions are polled for changes",
-                );
+                self.error(child(path, "pollIntervalSeconds"), "only Source actions are polled for changes");
             } else if interval > limits::MAX_POLL_INTERVAL_SECONDS {
                 self.error(
                     child(path, "pollIntervalSeconds"),
@@ -510,10 +431,7 @@ impl<'d> Validator<'d> {
         } else if let Some(first) = self.namespaces.get(namespace.as_str())
             && !first.same_action(&site)
         {
-            let message = format!(
-                "namespace {namespace:?} is already declared by {}",
-                first.path()
-            );
+            let message = format!("namespace {namespace:?} is already declared by {}", first.path());
             self.error(&path, message);
         }
     }
@@ -525,25 +443,15 @@ impl<'d> Validator<'d> {
         if !CATEGORIES.contains(&id.category.as_str()) {
             self.error(
                 &category_path,
-                format!(
-                    "unknown category {:?}, expected one of {}",
-                    id.category,
-                    CATEGORIES.join(", ")
-                ),
+                format!("unknown category {:?}, expected one of {}", id.category, CATEGORIES.join(", ")),
             );
         } else if site.stage == 0 && id.category != "Source" {
             self.error(
                 &category_path,
-                format!(
-                    "the first stage may only contain Source actions, this is a {} action",
-                    id.category
-                ),
+                format!("the first stage may only contain Source actions, this is a {} action", id.category),
             );
         } else if site.stage > 0 && id.category == "Source" {
-            self.error(
-                &category_path,
-                "Source actions may only be in the first stage",
-            );
+            self.error(&category_path, "Source actions may only be in the first stage");
         }
 
         if IMPORT_OWNERS.contains(&id.owner.as_str()) {
@@ -557,10 +465,7 @@ impl<'d> Validator<'d> {
             return;
         }
         if !OWNERS.contains(&id.owner.as_str()) {
-            self.error(
-                child(&path, "owner"),
-                format!("unknown owner {:?}, expected Sluice or Custom", id.owner),
-            );
+            self.error(child(&path, "owner"), format!("unknown owner {:?}, expected Sluice or Custom", id.owner));
             return;
         }
         let mut named = true;
@@ -580,20 +485,17 @@ impl<'d> Validator<'d> {
             } else {
                 format!("known providers: {}", known.join(", "))
             };
-            self.error(
-                &path,
-                format!(
-                    "unknown provider {}@{} (owner {}); {known}",
-                    id.provider, id.version, id.owner
-                ),
-            );
+            self.error(&path, format!("unknown provider {}@{} (owner {}); {known}", id.provider, id.version, id.owner));
             return;
         };
         let key = id.provider_key();
         if let Some(pin) = &action.plugin_digest {
             let wanted = pin.strip_prefix("sha256:").unwrap_or(pin);
             if wanted.len() != 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
-                self.error(child(action_path, "pluginDigest"), "expected a sha256 digest (64 hex digits, optionally sha256:)");
+                self.error(
+                    child(action_path, "pluginDigest"),
+                    "expected a sha256 digest (64 hex digits, optionally sha256:)",
+                );
             } else if info.digest.as_deref() != Some(&wanted.to_ascii_lowercase()) {
                 self.error(
                     child(action_path, "pluginDigest"),
@@ -605,34 +507,19 @@ impl<'d> Validator<'d> {
             }
         }
         if !category_fits(&info.category, &id.category) && CATEGORIES.contains(&id.category.as_str()) {
-            self.error(
-                &category_path,
-                format!(
-                    "provider {key} is a {} provider, not {}",
-                    info.category, id.category
-                ),
-            );
+            self.error(&category_path, format!("provider {key} is a {} provider, not {}", info.category, id.category));
         }
         let config_path = child(action_path, "configuration");
         for property in info.properties.iter().filter(|p| p.required) {
             if action.configuration.get(&property.name).is_none() {
-                self.error(
-                    &config_path,
-                    format!(
-                        "provider {key} requires configuration key {:?}",
-                        property.name
-                    ),
-                );
+                self.error(&config_path, format!("provider {key} requires configuration key {:?}", property.name));
             }
         }
         for key_name in action.configuration.keys() {
             if !info.properties.iter().any(|p| p.name == key_name) {
                 let keys: Vec<&str> = info.properties.iter().map(|p| p.name.as_str()).collect();
-                let keys = if keys.is_empty() {
-                    "it takes none".to_owned()
-                } else {
-                    format!("its keys: {}", keys.join(", "))
-                };
+                let keys =
+                    if keys.is_empty() { "it takes none".to_owned() } else { format!("its keys: {}", keys.join(", ")) };
                 self.error(
                     child(&config_path, key_name),
                     format!("provider {key} has no configuration key {key_name:?} ({keys})"),
@@ -640,35 +527,19 @@ impl<'d> Validator<'d> {
             }
         }
         for (field, noun, (min, max), found) in [
-            (
-                "inputArtifacts",
-                "input",
-                info.inputs,
-                action.input_artifacts.len(),
-            ),
-            (
-                "outputArtifacts",
-                "output",
-                info.outputs,
-                action.output_artifacts.len(),
-            ),
+            ("inputArtifacts", "input", info.inputs, action.input_artifacts.len()),
+            ("outputArtifacts", "output", info.outputs, action.output_artifacts.len()),
         ] {
             let found = u32::try_from(found).unwrap_or(u32::MAX);
             if !(min..=max).contains(&found) {
                 let takes = match (min, max) {
                     (0, 0) => format!("no {noun} artifacts"),
                     (min, max) if min == max => {
-                        format!(
-                            "exactly {min} {noun} artifact{}",
-                            if min == 1 { "" } else { "s" }
-                        )
+                        format!("exactly {min} {noun} artifact{}", if min == 1 { "" } else { "s" })
                     }
                     (min, max) => format!("{min} to {max} {noun} artifacts"),
                 };
-                self.error(
-                    child(action_path, field),
-                    format!("provider {key} takes {takes}, found {found}"),
-                );
+                self.error(child(action_path, field), format!("provider {key} takes {takes}, found {found}"));
             }
         }
     }
@@ -690,13 +561,7 @@ impl<'d> Validator<'d> {
             if key.is_empty() {
                 self.error(&path, "configuration key must not be empty");
             } else if key.chars().count() > limits::CONFIG_KEY_MAX_LEN {
-                self.error(
-                    &path,
-                    format!(
-                        "configuration key is longer than {} characters",
-                        limits::CONFIG_KEY_MAX_LEN
-                    ),
-                );
+                self.error(&path, format!("configuration key is longer than {} characters", limits::CONFIG_KEY_MAX_LEN));
             }
             if value.len() > limits::CONFIG_VALUE_MAX_LEN {
                 self.error(
@@ -712,17 +577,11 @@ impl<'d> Validator<'d> {
                 match piece {
                     Piece::Text(_) => {}
                     Piece::Malformed { text, reason } => {
-                        self.error(
-                            &path,
-                            format!("malformed variable reference {text:?}: {reason}"),
-                        );
+                        self.error(&path, format!("malformed variable reference {text:?}: {reason}"));
                     }
                     Piece::Ref(reference) => {
                         if let Some(problem) = self.reference(&reference, site) {
-                            self.error(
-                                &path,
-                                format!("variable reference \"{reference}\": {problem}"),
-                            );
+                            self.error(&path, format!("variable reference \"{reference}\": {problem}"));
                         }
                     }
                 }
@@ -734,25 +593,16 @@ impl<'d> Validator<'d> {
     fn reference(&self, reference: &VarRef, site: Site<'d>) -> Option<String> {
         let VarRef { namespace, name } = reference;
         match namespace.as_str() {
-            vars::VARIABLES_NAMESPACE => self
-                .pipeline
-                .variable(name)
-                .is_none()
-                .then(|| format!("no pipeline variable {name:?} is declared")),
-            vars::CODEPIPELINE_NAMESPACE => {
-                (!vars::CODEPIPELINE_VARIABLES.contains(&name.as_str())).then(|| {
-                    format!(
-                        "the codepipeline namespace only has {}",
-                        vars::CODEPIPELINE_VARIABLES.join(", ")
-                    )
-                })
+            vars::VARIABLES_NAMESPACE => {
+                self.pipeline.variable(name).is_none().then(|| format!("no pipeline variable {name:?} is declared"))
             }
+            vars::CODEPIPELINE_NAMESPACE => (!vars::CODEPIPELINE_VARIABLES.contains(&name.as_str()))
+                .then(|| format!("the codepipeline namespace only has {}", vars::CODEPIPELINE_VARIABLES.join(", "))),
             _ => match self.namespaces.get(namespace.as_str()) {
                 None => Some(format!("no action declares namespace {namespace:?}")),
-                Some(producer) if !producer.runs_before(&site) => Some(format!(
-                    "namespace {namespace:?} belongs to {}",
-                    producer.not_before(&site)
-                )),
+                Some(producer) if !producer.runs_before(&site) => {
+                    Some(format!("namespace {namespace:?} belongs to {}", producer.not_before(&site)))
+                }
                 Some(_) => None,
             },
         }
@@ -772,18 +622,12 @@ impl<'d> Validator<'d> {
                     first.path()
                 );
                 self.error(&path, message);
-            } else if action.output_artifacts[..i]
-                .iter()
-                .any(|o| o.name == output.name)
-            {
+            } else if action.output_artifacts[..i].iter().any(|o| o.name == output.name) {
                 self.error(&path, format!("artifact {:?} is listed twice", output.name));
             }
             for (fi, file) in output.files.iter().flatten().enumerate() {
                 if file.is_empty() {
-                    self.error(
-                        index(&child(&path, "files"), fi),
-                        "file pattern must not be empty",
-                    );
+                    self.error(index(&child(&path, "files"), fi), "file pattern must not be empty");
                 }
             }
         }
@@ -791,27 +635,14 @@ impl<'d> Validator<'d> {
         for (i, input) in action.input_artifacts.iter().enumerate() {
             let path = index(&inputs_path, i);
             self.name(&child(&path, "name"), &input.name, &ARTIFACT_NAME);
-            if action.input_artifacts[..i]
-                .iter()
-                .any(|other| other.name == input.name)
-            {
+            if action.input_artifacts[..i].iter().any(|other| other.name == input.name) {
                 self.error(&path, format!("artifact {:?} is listed twice", input.name));
                 continue;
             }
             match self.producers.get(input.name.as_str()) {
-                None => self.error(
-                    &path,
-                    format!(
-                        "artifact {:?} is not produced by any earlier action",
-                        input.name
-                    ),
-                ),
+                None => self.error(&path, format!("artifact {:?} is not produced by any earlier action", input.name)),
                 Some(producer) if !producer.runs_before(&site) => {
-                    let message = format!(
-                        "artifact {:?} is produced by {}",
-                        input.name,
-                        producer.not_before(&site)
-                    );
+                    let message = format!("artifact {:?} is produced by {}", input.name, producer.not_before(&site));
                     self.error(&path, message);
                 }
                 Some(_) => {}

@@ -54,39 +54,20 @@ pub(crate) fn pieces(value: &str) -> Vec<Piece<'_>> {
         }
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            out.push(Piece::Malformed {
-                text: &rest[start..],
-                reason: "it has no closing '}'",
-            });
+            out.push(Piece::Malformed { text: &rest[start..], reason: "it has no closing '}'" });
             return out;
         };
         let text = &rest[start..start + 2 + end + 1];
         let inner = &after[..end];
         out.push(match inner.split_once('.') {
-            None => Piece::Malformed {
-                text,
-                reason: "expected #{namespace.name}",
-            },
-            Some((namespace, _))
-                if namespace.is_empty() || !namespace.chars().all(namespace_char) =>
-            {
-                Piece::Malformed {
-                    text,
-                    reason: "the namespace may only contain A-Z a-z 0-9 @ - _",
-                }
+            None => Piece::Malformed { text, reason: "expected #{namespace.name}" },
+            Some((namespace, _)) if namespace.is_empty() || !namespace.chars().all(namespace_char) => {
+                Piece::Malformed { text, reason: "the namespace may only contain A-Z a-z 0-9 @ - _" }
             }
-            Some((_, name))
-                if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '{') =>
-            {
-                Piece::Malformed {
-                    text,
-                    reason: "the variable name is empty or contains blanks or '{'",
-                }
+            Some((_, name)) if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '{') => {
+                Piece::Malformed { text, reason: "the variable name is empty or contains blanks or '{'" }
             }
-            Some((namespace, name)) => Piece::Ref(VarRef {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            }),
+            Some((namespace, name)) => Piece::Ref(VarRef { namespace: namespace.to_owned(), name: name.to_owned() }),
         });
         rest = &after[end + 1..];
     }
@@ -132,23 +113,14 @@ mod tests {
     use super::*;
 
     fn r(namespace: &str, name: &str) -> VarRef {
-        VarRef {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        VarRef { namespace: namespace.into(), name: name.into() }
     }
 
     #[test]
     fn finds_references_between_text() {
         assert_eq!(
-            variable_references(
-                "git checkout #{Src.CommitId} && echo #{variables.ENV}#{codepipeline.PipelineExecutionId}"
-            ),
-            vec![
-                r("Src", "CommitId"),
-                r("variables", "ENV"),
-                r("codepipeline", "PipelineExecutionId")
-            ]
+            variable_references("git checkout #{Src.CommitId} && echo #{variables.ENV}#{codepipeline.PipelineExecutionId}"),
+            vec![r("Src", "CommitId"), r("variables", "ENV"), r("codepipeline", "PipelineExecutionId")]
         );
         assert_eq!(variable_references("no refs, just # and { }"), vec![]);
         assert_eq!(variable_references("#{A.b.c}"), vec![r("A", "b.c")]);
@@ -160,17 +132,11 @@ mod tests {
             pieces("x #{nodot} y"),
             vec![
                 Piece::Text("x "),
-                Piece::Malformed {
-                    text: "#{nodot}",
-                    reason: "expected #{namespace.name}"
-                },
+                Piece::Malformed { text: "#{nodot}", reason: "expected #{namespace.name}" },
                 Piece::Text(" y"),
             ]
         );
-        assert!(matches!(
-            pieces("#{A.b")[..],
-            [Piece::Malformed { text: "#{A.b", .. }]
-        ));
+        assert!(matches!(pieces("#{A.b")[..], [Piece::Malformed { text: "#{A.b", .. }]));
         assert!(matches!(pieces("#{a b.c}")[..], [Piece::Malformed { .. }]));
         assert!(matches!(pieces("#{A.}")[..], [Piece::Malformed { .. }]));
         assert!(matches!(pieces("#{.x}")[..], [Piece::Malformed { .. }]));
@@ -183,15 +149,9 @@ mod tests {
             ("Src", "CommitId") => Some("#{variables.ENV}".to_owned()),
             _ => None,
         };
-        assert_eq!(
-            resolve("deploy #{variables.ENV}!", lookup).unwrap(),
-            "deploy prod!"
-        );
+        assert_eq!(resolve("deploy #{variables.ENV}!", lookup).unwrap(), "deploy prod!");
         // A resolved value is not scanned again.
-        assert_eq!(
-            resolve("#{Src.CommitId}", lookup).unwrap(),
-            "#{variables.ENV}"
-        );
+        assert_eq!(resolve("#{Src.CommitId}", lookup).unwrap(), "#{variables.ENV}");
         assert_eq!(
             resolve("#{variables.ENV} #{Build.Out} #{Other.X}", lookup).unwrap_err(),
             "unresolved variable reference \"#{Build.Out}\""

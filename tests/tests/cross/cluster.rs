@@ -63,7 +63,10 @@ fn artifact_crosses_agents_by_label_and_a_failing_test_fails_the_execution() {
     let repo = cluster.dir.path().join("repo");
     let commit = make_repo(&repo, &[("app.sh", "#!/bin/sh\necho hello from app\n")]);
     let file = cluster.dir.path().join("good.json");
-    write(&file, &two_agent_pipeline("crossing", &repo, "./out/app | grep -q 'hello from app'\ngrep -q built-from- out/stamp"));
+    write(
+        &file,
+        &two_agent_pipeline("crossing", &repo, "./out/app | grep -q 'hello from app'\ngrep -q built-from- out/stamp"),
+    );
     let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -76,12 +79,8 @@ fn artifact_crosses_agents_by_label_and_a_failing_test_fails_the_execution() {
     assert_ne!(first, second);
     // The execution that `create` started runs alongside; wait for it too.
     let exec = cluster.wait_for_executions_to_end("crossing").unwrap();
-    let statuses: Vec<&str> = exec["pipelineExecutionSummaries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap())
-        .collect();
+    let statuses: Vec<&str> =
+        exec["pipelineExecutionSummaries"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["Succeeded", "Succeeded"], "{exec}");
 
     let state = cluster.sluice_json(&["pipeline", "state", "crossing"]).unwrap();
@@ -237,7 +236,11 @@ fn the_demo_runs_to_a_deployment() {
 
 /// Connects to the fleet port with the given client identity; returns how
 /// the first round trip on a control stream ended.
-fn fleet_round_trip(cluster: &Cluster, chain: Vec<rustls::pki_types::CertificateDer<'static>>, key: rustls::pki_types::PrivateKeyDer<'static>) -> Result<(), String> {
+fn fleet_round_trip(
+    cluster: &Cluster,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<(), String> {
     use rustls::pki_types::pem::PemObject;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = rustls::pki_types::CertificateDer::from_pem_file(cluster.data_dir().join("ca/ca.crt")).unwrap();
@@ -248,9 +251,8 @@ fn fleet_round_trip(cluster: &Cluster, chain: Vec<rustls::pki_types::Certificate
         .with_client_auth_cert(chain, key)
         .unwrap();
     tls.alpn_protocols = vec![sluice_protocol::ALPN_FLEET.to_vec()];
-    let config = quinn::ClientConfig::new(std::sync::Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
-    ));
+    let config =
+        quinn::ClientConfig::new(std::sync::Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap()));
     let fleet: std::net::SocketAddr = cluster.fleet.parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
@@ -392,7 +394,12 @@ fn a_misbehaving_plugin_fails_its_own_action_and_the_agent_keeps_serving() {
         assert_eq!(out.status.code(), Some(1), "{mode}: {}", output_text(&out));
         let state = cluster.sluice_json(&["pipeline", "state", "hostile"]).unwrap();
         let run = action_state(&state, "Misbehave", "Run");
-        assert_eq!(run["status"], "Failed", "{mode}: {run}\n{}", cluster.sluice_json(&["pipeline", "history", "hostile"]).unwrap());
+        assert_eq!(
+            run["status"],
+            "Failed",
+            "{mode}: {run}\n{}",
+            cluster.sluice_json(&["pipeline", "history", "hostile"]).unwrap()
+        );
         assert!(run["errorDetails"]["message"].to_string().contains(reason), "{mode}: {run}");
     }
     // The same agent still serves.
@@ -916,7 +923,8 @@ fn approvals_need_two_other_users_and_a_rejection_fails_the_run() {
     );
     // A revoked token stops working at once.
     let tokens = cluster.sluice_json(&["token", "list"]).unwrap();
-    let cy_id = tokens["tokens"].as_array().unwrap().iter().find(|t| t["user"] == "cy").unwrap()["id"].as_str().unwrap().to_string();
+    let cy_id =
+        tokens["tokens"].as_array().unwrap().iter().find(|t| t["user"] == "cy").unwrap()["id"].as_str().unwrap().to_string();
     assert!(cluster.sluice(&["token", "revoke", &cy_id]).status.success());
     let out = as_user(&cy, &["pipeline", "list"]);
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
@@ -994,7 +1002,12 @@ fn declarations_are_validated_imported_and_history_is_paged() {
     let second = cluster.sluice_json(&["pipeline", "history", "paged", "--max", "2", "--next-token", &token]).unwrap();
     assert!(second["nextToken"].is_null(), "{second}");
     let ids = |page: &Value| -> Vec<String> {
-        page["pipelineExecutionSummaries"].as_array().unwrap().iter().map(|e| e["pipelineExecutionId"].as_str().unwrap().to_string()).collect()
+        page["pipelineExecutionSummaries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["pipelineExecutionId"].as_str().unwrap().to_string())
+            .collect()
     };
     let (a, b) = (ids(&first), ids(&second));
     assert_eq!((a.len(), b.len()), (2, 1));
@@ -1060,7 +1073,8 @@ fn stage_conditions_skip_and_roll_back_to_the_last_good_artifacts() {
         panic!("{e}\n{}\n{}", cluster.sluice_json(&["pipeline", "history", "guarded"]).unwrap(), tail.join("\n"))
     });
     assert_eq!(rollback["status"], "Succeeded", "{rollback}");
-    let rb = cluster.sluice_json(&["execution", "get", "guarded", rollback["pipelineExecutionId"].as_str().unwrap()]).unwrap();
+    let rb =
+        cluster.sluice_json(&["execution", "get", "guarded", rollback["pipelineExecutionId"].as_str().unwrap()]).unwrap();
     let good_exec = cluster.sluice_json(&["execution", "get", "guarded", &good]).unwrap();
     assert_eq!(rb["pipelineExecution"]["rollbackMetadata"]["rollbackTargetPipelineExecution"], good.as_str());
     assert_eq!(
@@ -1100,8 +1114,16 @@ fn a_new_plugin_is_built_run_locally_pushed_described_used_and_deleted() {
     // Run locally, exactly as an agent would.
     let local_out = cluster.dir.path().join("local-out");
     let out = cluster.sluice(&[
-        "action", "run", "--plugin", wasm.to_str().unwrap(), "--config", "Name=local",
-        "--output-dir", &format!("greeting={}", local_out.display()), "--output", "json",
+        "action",
+        "run",
+        "--plugin",
+        wasm.to_str().unwrap(),
+        "--config",
+        "Name=local",
+        "--output-dir",
+        &format!("greeting={}", local_out.display()),
+        "--output",
+        "json",
     ]);
     assert!(out.status.success(), "{}", output_text(&out));
     let ran: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -1152,7 +1174,8 @@ fn an_agent_policy_is_the_third_consent() {
     // pipelines grant.
     let policy = std::env::temp_dir().join(format!("sluice-policy-{}.json", std::process::id()));
     write(&policy, r#"{"exec": ["git"], "http": ["127.0.0.0/8:*"]}"#);
-    let cluster = Cluster::new().agent_args(&["--policy", policy.to_str().unwrap(), "--slots", "4"]).agent(&[]).start().unwrap();
+    let cluster =
+        Cluster::new().agent_args(&["--policy", policy.to_str().unwrap(), "--slots", "4"]).agent(&[]).start().unwrap();
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("a", "a")]);
     // A server for the built-in `http` plugin to call.
@@ -1182,9 +1205,9 @@ fn an_agent_policy_is_the_third_consent() {
     let file = cluster.dir.path().join("policed.json");
     write(&file, &git_pipeline("policed", "", &repo, &stages));
     assert!(cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]).status.success());
-    let history = cluster.wait_for_executions_to_end("policed").unwrap_or_else(|e| {
-        panic!("{e}: {}", cluster.sluice_json(&["pipeline", "state", "policed"]).unwrap())
-    });
+    let history = cluster
+        .wait_for_executions_to_end("policed")
+        .unwrap_or_else(|e| panic!("{e}: {}", cluster.sluice_json(&["pipeline", "state", "policed"]).unwrap()));
     assert_eq!(history["pipelineExecutionSummaries"][0]["status"], "Failed", "{history}");
     let state = cluster.sluice_json(&["pipeline", "state", "policed"]).unwrap();
     assert_eq!(action_state(&state, "Source", "Checkout")["status"], "Succeeded", "git is permitted");
@@ -1222,7 +1245,10 @@ fn an_agent_policy_is_the_third_consent() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not valid"), "{}", output_text(&out));
-    assert!(cluster.sluice_json(&["agent-token", "list"]).unwrap().to_string().contains("\"usesLeft\":1"), "the token was not used");
+    assert!(
+        cluster.sluice_json(&["agent-token", "list"]).unwrap().to_string().contains("\"usesLeft\":1"),
+        "the token was not used"
+    );
 }
 
 #[test]

@@ -84,10 +84,7 @@ fn an_agent_killed_mid_action_loses_it_and_only_a_retryable_action_runs_again() 
     // The first attempt marks that it started and hangs; a second one
     // finishes at once.
     let runs = cluster.dir.path().join("runs");
-    let commands = format!(
-        "echo ran >> {runs}\nif [ $(wc -l < {runs}) -eq 1 ]; then sleep 120; fi",
-        runs = runs.display()
-    );
+    let commands = format!("echo ran >> {runs}\nif [ $(wc -l < {runs}) -eq 1 ]; then sleep 120; fi", runs = runs.display());
     let id = create(&cluster, "retried", &pipeline("retried", &repo, &commands, r#""retryOnAgentLost": true"#));
     let victim = running_on(&cluster, &ids, "retried", &id, &runs);
     cluster.kill_agent(victim);
@@ -230,8 +227,10 @@ fn logs_are_followed_live_and_bounded_per_action() {
         go = go.display()
     );
     let id = create(&cluster, "long", &pipeline("long", &repo, &commands, ""));
-    wait_until("the action to start", WAIT, || stored_log(&cluster, "long", &id).iter().any(|l| l == "waiting").then_some(()))
-        .unwrap();
+    wait_until("the action to start", WAIT, || {
+        stored_log(&cluster, "long", &id).iter().any(|l| l == "waiting").then_some(())
+    })
+    .unwrap();
     let mut follow = std::process::Command::new(sluice_tests::bin("sluice"))
         .args(["logs", "long", "--execution", &id, "--follow"])
         .env("SLUICE_API", &cluster.api)
@@ -283,7 +282,8 @@ fn a_controller_killed_ten_times_mid_execution_loses_nothing_and_runs_nothing_tw
         ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
         std::thread::sleep(Duration::from_millis(pause_ms));
         let history = cluster.sluice_json(&["pipeline", "history", "busy"]).unwrap();
-        let in_progress = history["pipelineExecutionSummaries"].as_array().unwrap().iter().any(|e| e["status"] == "InProgress");
+        let in_progress =
+            history["pipelineExecutionSummaries"].as_array().unwrap().iter().any(|e| e["status"] == "InProgress");
         assert!(in_progress, "round {round}: the kill must land mid-execution: {history}\n{}", cluster.controller_log());
         cluster.kill_controller();
         cluster.start_controller().unwrap();

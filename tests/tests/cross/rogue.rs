@@ -194,7 +194,8 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
 
     // Transfers it holds no job for.
     let digest = "ab".repeat(32);
-    let message = refusal(rogue.transfer(&StreamRequest::UploadOffset { digest: digest.clone(), size: 10 }, &[]).await.unwrap());
+    let message =
+        refusal(rogue.transfer(&StreamRequest::UploadOffset { digest: digest.clone(), size: 10 }, &[]).await.unwrap());
     assert!(message.contains("holds no job that declares output artifacts"), "{message}");
     let put = StreamRequest::PutArtifact { digest: digest.clone(), size: 10, offset: 0 };
     assert!(refusal(rogue.transfer(&put, b"0123456789").await.unwrap()).contains("holds no job"));
@@ -301,7 +302,8 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
         log_has(&cluster, "poll answer refused: the revision id \"abcdefé-non-ascii\" is not printable ASCII");
         log_has(&cluster, "starts with '-'");
         let state = cluster.sluice_json(&["pipeline", "state", "polled"]).unwrap();
-        let error = state["stageStates"][0]["actionStates"][0]["polling"]["lastError"].as_str().unwrap_or_default().to_string();
+        let error =
+            state["stageStates"][0]["actionStates"][0]["polling"]["lastError"].as_str().unwrap_or_default().to_string();
         assert!(error.contains("invalid revision"), "{state:#}");
         let history = cluster.sluice_json(&["pipeline", "history", "polled"]).unwrap();
         assert_eq!(history["pipelineExecutionSummaries"].as_array().unwrap().len(), 1, "{history:#}");
@@ -338,9 +340,8 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
         })
         .await
         .expect("the rogue's next job");
-    let message = refusal(
-        rogue.transfer(&StreamRequest::UploadOffset { digest: "12".repeat(32), size: 8 << 10 }, &[]).await.unwrap(),
-    );
+    let message =
+        refusal(rogue.transfer(&StreamRequest::UploadOffset { digest: "12".repeat(32), size: 8 << 10 }, &[]).await.unwrap());
     assert!(message.contains("upload quota is used up: 61441 bytes"), "{message}");
     // A result naming an artifact it uploaded for this job, with a size
     // other than the stored blob's, fails the action, for that reason.
@@ -384,9 +385,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
         let e = execution_end(&cluster, "fourth", &fourth);
         let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
         assert!(
-            error.contains(&format!(
-                "output artifact \"src\" ({src}) was not uploaded by this agent while it held the job"
-            )),
+            error.contains(&format!("output artifact \"src\" ({src}) was not uploaded by this agent while it held the job")),
             "{e:#}"
         );
     });
@@ -514,7 +513,11 @@ impl Rng {
                         output_variables: (0..self.below(4)).map(|_| (self.text(known), self.text(known))).collect(),
                         external_url: Some(self.text(known)),
                         outputs: (0..self.below(3))
-                            .map(|_| ProducedArtifact { name: self.text(known), digest: self.text(known), size: self.next() })
+                            .map(|_| ProducedArtifact {
+                                name: self.text(known),
+                                digest: self.text(known),
+                                size: self.next(),
+                            })
                             .collect(),
                     }
                 };
@@ -602,7 +605,10 @@ async fn arbitrary_messages_from_an_enrolled_agent_leave_the_controller_serving(
         }
         for answer in answers {
             if sluice_protocol::encode(&answer).is_ok() {
-                fuzzer.send(&answer).await.unwrap_or_else(|e| panic!("seed {seed}: the controller closed the stream: {e:#}"));
+                fuzzer
+                    .send(&answer)
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed}: the controller closed the stream: {e:#}"));
                 polls_answered += 1;
             }
         }
@@ -638,8 +644,7 @@ async fn arbitrary_messages_from_an_enrolled_agent_leave_the_controller_serving(
 /// compiled into debug builds only (no input is known to cause one).
 #[test]
 fn a_driver_panic_ends_the_controller_process() {
-    let mut cluster =
-        Cluster::new().controller_env("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE", "boom").start().unwrap();
+    let mut cluster = Cluster::new().controller_env("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE", "boom").start().unwrap();
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("README", "hello\n")]);
     // Serving before.

@@ -32,7 +32,8 @@ fn component(cluster: &Cluster, dir: &Path, plugin: &str, key: Option<&Path>) ->
 /// The error of the pipeline's action in stage `Run`, if it failed.
 fn action_message(cluster: &Cluster, pipeline: &str) -> String {
     let state = cluster.sluice_json(&["pipeline", "state", pipeline]).unwrap();
-    let stage = state["stageStates"].as_array().unwrap().iter().find(|s| s["stageName"] == "Run").cloned().unwrap_or_default();
+    let stage =
+        state["stageStates"].as_array().unwrap().iter().find(|s| s["stageName"] == "Run").cloned().unwrap_or_default();
     stage["actionStates"][0]["latestExecution"]["errorDetails"]["message"].as_str().unwrap_or_default().to_string()
 }
 
@@ -173,7 +174,11 @@ fn a_push_with_a_tampered_component_or_an_untrusted_signature_is_refused() {
     // Required, and nobody trusted yet: the refusal says what to do.
     let out = cluster.sluice(&["plugin", "push", hostile.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
-    assert!(output_text(&out).contains("is not signed") && output_text(&out).contains("sluice publisher add"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("is not signed") && output_text(&out).contains("sluice publisher add"),
+        "{}",
+        output_text(&out)
+    );
     assert!(cluster.sluice(&["publisher", "add", "acme", acme_pub.to_str().unwrap()]).status.success());
     // A public key that is not one.
     let out = cluster.sluice(&["publisher", "add", "junk", acme_key.to_str().unwrap()]);
@@ -196,7 +201,15 @@ fn a_push_with_a_tampered_component_or_an_untrusted_signature_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(output_text(&out).contains("not for this component"), "{}", output_text(&out));
     // Signed by a key the controller does not trust.
-    let out = cluster.sluice(&["plugin", "sign", signed.to_str().unwrap(), "--key", mallory_key.to_str().unwrap(), "--out", &format!("{sig}.mallory")]);
+    let out = cluster.sluice(&[
+        "plugin",
+        "sign",
+        signed.to_str().unwrap(),
+        "--key",
+        mallory_key.to_str().unwrap(),
+        "--out",
+        &format!("{sig}.mallory"),
+    ]);
     assert!(out.status.success(), "{}", output_text(&out));
     let out = cluster.sluice(&["plugin", "push", signed.to_str().unwrap(), "--signature", &format!("{sig}.mallory")]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
@@ -283,7 +296,11 @@ fn an_agent_runs_only_plugins_its_own_publishers_signed() {
     // Signed by acme (recorded on the version pushed unsigned before): runs.
     let signed = component(&cluster, keys.path(), "hostile", Some(&acme_key));
     let out = cluster.sluice(&["plugin", "push", signed.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("already registered") && output_text(&out).contains("signed by acme"), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already registered") && output_text(&out).contains("signed by acme"),
+        "{}",
+        output_text(&out)
+    );
     let out = cluster.sluice(&["pipeline", "start", "unsigned", "--wait"]);
     assert!(out.status.success(), "{}\n{}", action_message(&cluster, "unsigned"), cluster.agent_log(0));
     assert_eq!(cluster.agents_json().unwrap()[0]["connected"], true);
@@ -308,8 +325,10 @@ fn a_controller_that_swaps_a_plugin_or_strips_its_signature_is_caught_by_the_age
     assert!(cluster.sluice(&["plugin", "push", signed.to_str().unwrap()]).status.success());
     let evil = component(&cluster, keys.path(), "compat-0-1", None);
     assert!(cluster.sluice(&["plugin", "push", evil.to_str().unwrap()]).status.success());
-    let good_digest = cluster.sluice_json(&["plugin", "describe", "hostile@1"]).unwrap()["digest"].as_str().unwrap().to_string();
-    let evil_digest = cluster.sluice_json(&["plugin", "describe", "compat-0-1@1"]).unwrap()["digest"].as_str().unwrap().to_string();
+    let good_digest =
+        cluster.sluice_json(&["plugin", "describe", "hostile@1"]).unwrap()["digest"].as_str().unwrap().to_string();
+    let evil_digest =
+        cluster.sluice_json(&["plugin", "describe", "compat-0-1@1"]).unwrap()["digest"].as_str().unwrap().to_string();
     // It runs, and the agent has compiled and cached it.
     let (ok, message) = run(&cluster, "victim", "hostile", r#"{"Mode": "ok"}"#);
     assert!(ok, "{message}");

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 use sluice_tests::{Cluster, WAIT, git, output_text, wait_for, wait_until};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -69,10 +69,7 @@ fn create(cluster: &Cluster, name: &str, text: &str) {
 }
 
 fn history(cluster: &Cluster, name: &str) -> Vec<Value> {
-    cluster.sluice_json(&["pipeline", "history", name]).unwrap()["pipelineExecutionSummaries"]
-        .as_array()
-        .unwrap()
-        .clone()
+    cluster.sluice_json(&["pipeline", "history", name]).unwrap()["pipelineExecutionSummaries"].as_array().unwrap().clone()
 }
 
 /// Waits for the pipeline to have `n` executions, all ended; newest first.
@@ -89,7 +86,10 @@ fn wait_for_executions(cluster: &Cluster, name: &str, n: usize) -> Vec<Value> {
 fn last_polled(cluster: &Cluster, pipeline: &str) -> Result<Vec<(String, Value)>, String> {
     let state = cluster.sluice_json(&["pipeline", "state", pipeline]).map_err(|e| e.to_string())?;
     let actions = state["stageStates"][0]["actionStates"].as_array().ok_or_else(|| format!("no source stage in {state}"))?;
-    Ok(actions.iter().map(|a| (a["actionName"].as_str().unwrap_or_default().to_string(), a["polling"]["lastPolled"].clone())).collect())
+    Ok(actions
+        .iter()
+        .map(|a| (a["actionName"].as_str().unwrap_or_default().to_string(), a["polling"]["lastPolled"].clone()))
+        .collect())
 }
 
 /// Waits until every source action of `pipeline` named in `actions` has
@@ -110,7 +110,11 @@ fn wait_for_polls(cluster: &Cluster, pipeline: &str, actions: &[&str], n: usize)
             }
         }
         last = now;
-        if polls.values().all(|&count| count >= n) { Ok(()) } else { Err(format!("polls so far {polls:?}, lastPolled {last:?}")) }
+        if polls.values().all(|&count| count >= n) {
+            Ok(())
+        } else {
+            Err(format!("polls so far {polls:?}, lastPolled {last:?}"))
+        }
     })
     .unwrap();
 }
@@ -369,9 +373,11 @@ fn serve_git(mut stream: std::net::TcpStream, root: &Path, expected: &str, refus
         .unwrap();
     cgi.stdin.take().unwrap().write_all(&body).unwrap();
     let out = cgi.wait_with_output().unwrap().stdout;
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4)).or_else(|| {
-        out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2))
-    });
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
     let (head, payload) = match split {
         Some((i, n)) => (String::from_utf8_lossy(&out[..i]).to_string(), &out[i + n..]),
         None => (String::new(), &out[..]),
@@ -385,10 +391,8 @@ fn serve_git(mut stream: std::net::TcpStream, root: &Path, expected: &str, refus
             None => {}
         }
     }
-    let response = format!(
-        "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        payload.len()
-    );
+    let response =
+        format!("HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n", payload.len());
     let _ = stream.write_all(response.as_bytes());
     let _ = stream.write_all(payload);
 }
@@ -434,8 +438,8 @@ fn an_http_remote_is_fetched_with_credentials_from_a_granted_secret() {
     let extra = format!(
         r#", "pollIntervalSeconds": 1, "capabilities": {{"exec": ["git"], "secrets": ["GIT_CREDS"], "net": ["tcp:{port}"]}}"#
     );
-    let action = source("Src", &url, &extra)
-        .replace(r#""Branch": "main""#, r#""Branch": "main", "CredentialsSecret": "GIT_CREDS""#);
+    let action =
+        source("Src", &url, &extra).replace(r#""Branch": "main""#, r#""Branch": "main", "CredentialsSecret": "GIT_CREDS""#);
     let text = pipeline("private", &[action], "[]");
     create(&cluster, "private", &text);
     let runs = history(&cluster, "private");
@@ -481,7 +485,11 @@ fn a_secret_reaches_only_the_pipelines_of_its_scope() {
     // A new secret must name its pipelines; the CLI round trip keeps them.
     let out = set_secret(&cluster, "DEPLOY_KEY", "k3y-v4lue-0001", None);
     assert!(!out.status.success());
-    assert!(output_text(&out).contains("secret \"DEPLOY_KEY\" is new: say which pipelines may use it with --pipelines"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("secret \"DEPLOY_KEY\" is new: say which pipelines may use it with --pipelines"),
+        "{}",
+        output_text(&out)
+    );
     let out = set_secret(&cluster, "DEPLOY_KEY", "k3y-v4lue-0001", Some("deploy-*,ops"));
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(output_text(&out).contains("secret DEPLOY_KEY set (pipelines: deploy-*,ops)"), "{}", output_text(&out));
@@ -514,7 +522,11 @@ fn a_secret_reaches_only_the_pipelines_of_its_scope() {
     create(&cluster, "web", &pipeline("web", &[source("Src", &url, "")], "[]"));
     std::fs::write(&file, granting("web")).unwrap();
     let out = cluster.sluice(&["pipeline", "update", file.to_str().unwrap()]);
-    assert!(!out.status.success() && output_text(&out).contains("is not available to pipeline \"web\""), "{}", output_text(&out));
+    assert!(
+        !out.status.success() && output_text(&out).contains("is not available to pipeline \"web\""),
+        "{}",
+        output_text(&out)
+    );
 
     // Inside the scope it is granted and the action runs.
     create(&cluster, "deploy-eu", &granting("deploy-eu"));
