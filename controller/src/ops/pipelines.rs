@@ -143,7 +143,7 @@ pub struct StageState {
 pub struct TransitionState {
     pub enabled: bool,
     /// Present once the transition was changed (`null` when enabled again).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub disabled_reason: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_changed_by: Option<String>,
@@ -196,4 +196,31 @@ pub struct PollingState {
     pub interval_seconds: u64,
     pub last_polled: Option<String>,
     pub last_error: Option<String>,
+}
+
+/// A field that may be absent, `null` or a value, read as such: `null` is
+/// `Some(None)`, so that a client prints what the controller sent.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod transition_tests {
+    use super::TransitionState;
+
+    #[test]
+    fn a_transition_enabled_again_keeps_its_null_reason_through_the_client() {
+        for text in [
+            r#"{"enabled":true}"#,
+            r#"{"enabled":true,"disabledReason":null,"lastChangedBy":"ann"}"#,
+            r#"{"enabled":false,"disabledReason":"freeze","lastChangedBy":"ann"}"#,
+        ] {
+            let state: TransitionState = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&state).unwrap(), text);
+        }
+    }
 }

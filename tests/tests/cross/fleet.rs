@@ -269,7 +269,10 @@ fn a_controller_killed_ten_times_mid_execution_loses_nothing_and_runs_nothing_tw
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("README", "x\n")]);
     let runs = cluster.dir.path().join("runs");
-    let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep 2", runs.display());
+    // The action outlasts the longest pause of the schedule below (2 s) by
+    // a second, so that every kill lands mid-execution however fast the
+    // machine is.
+    let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep 3", runs.display());
     let mut ids = vec![create(&cluster, "busy", &pipeline("busy", &repo, &commands, ""))];
     let started = std::time::Instant::now();
     // Fixed pauses, so that a failure can be replayed: the kills land in
