@@ -434,6 +434,29 @@ impl Cluster {
         })
     }
 
+    /// `sluice pipeline create` of `declaration` (written to a file named
+    /// after the pipeline); the id of the execution the creation started.
+    pub fn create_pipeline(&self, name: &str, declaration: &str) -> String {
+        let file = self.dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, declaration).unwrap();
+        let out = self.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+        created["pipelineExecutionId"].as_str().unwrap().to_string()
+    }
+
+    /// An execution once it ended (neither InProgress nor Stopping), as
+    /// `execution get` shows it; after `timeout`, a panic with the
+    /// controller's log.
+    pub fn execution_end(&self, pipeline: &str, id: &str, timeout: Duration) -> Value {
+        wait_until(&format!("execution {id} to end"), timeout, || {
+            let e = self.sluice_json(&["execution", "get", pipeline, id]).ok()?;
+            let status = e["pipelineExecution"]["status"].as_str()?;
+            (status != "InProgress" && status != "Stopping").then_some(e)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.controller_log()))
+    }
+
     /// Subscribes to the controller's live events, of one pipeline or of
     /// all; see [`Events`].
     pub fn events(&self, pipeline: Option<&str>) -> Result<Events> {

@@ -12,9 +12,10 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sluice::fleet::read_frame_exact;
 use sluice_protocol::{
-    ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FrameDecoder, FromAgent, Hello,
-    JoinToken, MAX_FRAME, PROTOCOL_VERSION, StreamReply, StreamRequest, ToAgent, encode,
+    ALPN_ENROLL, ALPN_FLEET, CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken,
+    PROTOCOL_VERSION, StreamReply, StreamRequest, ToAgent, encode,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,26 +46,6 @@ fn quic(tls: rustls::ClientConfig, window: Window) -> Result<quinn::ClientConfig
     }
     config.transport_config(Arc::new(transport));
     Ok(config)
-}
-
-/// One frame read with exact reads.
-pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(recv: &mut quinn::RecvStream) -> Result<Option<T>> {
-    let mut len = [0u8; 4];
-    match recv.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
-        bail!("frame of {n} bytes");
-    }
-    let mut body = vec![0u8; n];
-    recv.read_exact(&mut body).await?;
-    let mut decoder = FrameDecoder::new();
-    decoder.push(&len);
-    decoder.push(&body);
-    Ok(decoder.next_frame()?)
 }
 
 /// An enrolled identity.
@@ -104,7 +85,7 @@ pub async fn enroll(endpoint: &quinn::Endpoint, fleet: SocketAddr, ca_pem: &str,
         EnrollRequest { protocol_version: PROTOCOL_VERSION, secret: token.secret, csr_pem, hostname: "rogue".into() };
     send.write_all(&encode(&request)?).await?;
     send.finish()?;
-    let answer: EnrollResponse = read_frame(&mut recv).await?.context("no enrollment answer")?;
+    let answer: EnrollResponse = read_frame_exact(&mut recv).await?.context("no enrollment answer")?;
     conn.close(0u32.into(), b"enrolled");
     match answer {
         EnrollResponse::Enrolled { agent_id, cert_pem, .. } => {
@@ -161,7 +142,7 @@ impl Rogue {
             instance: rand_instance(),
         });
         send.write_all(&encode(&hello)?).await?;
-        match read_frame::<ToAgent>(&mut recv).await? {
+        match read_frame_exact::<ToAgent>(&mut recv).await? {
             Some(ToAgent::Welcome { .. }) => {}
             other => bail!("rogue {}: expected a welcome, got {other:?}", enrolled.agent_id),
         }
@@ -170,7 +151,7 @@ impl Rogue {
             Window::Tiny => Some(recv),
             Window::Normal => {
                 tokio::spawn(async move {
-                    while let Ok(Some(message)) = read_frame::<ToAgent>(&mut recv).await {
+                    while let Ok(Some(message)) = read_frame_exact::<ToAgent>(&mut recv).await {
                         if tx.send(message).is_err() {
                             return;
                         }
@@ -225,7 +206,7 @@ impl Rogue {
             let _ = send.write_all(body).await;
         }
         let _ = send.finish();
-        read_frame::<StreamReply>(&mut recv).await?.context("no answer on the transfer stream")
+        read_frame_exact::<StreamReply>(&mut recv).await?.context("no answer on the transfer stream")
     }
 }
 

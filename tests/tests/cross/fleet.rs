@@ -33,28 +33,10 @@ fn pipeline(name: &str, repo: &Path, commands: &str, extra: &str) -> String {
     )
 }
 
-fn create(cluster: &Cluster, name: &str, declaration: &str) -> String {
-    let file = cluster.dir.path().join(format!("{name}.json"));
-    std::fs::write(&file, declaration).unwrap();
-    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    created["pipelineExecutionId"].as_str().unwrap().to_string()
-}
-
 /// The Build action of an execution, as `execution get` shows it.
 fn work(cluster: &Cluster, pipeline: &str, id: &str) -> Value {
     let e = cluster.sluice_json(&["execution", "get", pipeline, id]).unwrap();
     e["stages"][1]["actions"][0].clone()
-}
-
-fn execution_end(cluster: &Cluster, pipeline: &str, id: &str, timeout: Duration) -> Value {
-    wait_until(&format!("execution {id} to end"), timeout, || {
-        let e = cluster.sluice_json(&["execution", "get", pipeline, id]).ok()?;
-        let status = e["pipelineExecution"]["status"].as_str()?;
-        (status != "InProgress" && status != "Stopping").then_some(e)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()))
 }
 
 /// Which started agent runs the Build action of an execution, once it runs.
@@ -85,10 +67,10 @@ fn an_agent_killed_mid_action_loses_it_and_only_a_retryable_action_runs_again() 
     // finishes at once.
     let runs = cluster.dir.path().join("runs");
     let commands = format!("echo ran >> {runs}\nif [ $(wc -l < {runs}) -eq 1 ]; then sleep 120; fi", runs = runs.display());
-    let id = create(&cluster, "retried", &pipeline("retried", &repo, &commands, r#""retryOnAgentLost": true"#));
+    let id = cluster.create_pipeline("retried", &pipeline("retried", &repo, &commands, r#""retryOnAgentLost": true"#));
     let victim = running_on(&cluster, &ids, "retried", &id, &runs);
     cluster.kill_agent(victim);
-    let e = execution_end(&cluster, "retried", &id, WAIT);
+    let e = cluster.execution_end("retried", &id, WAIT);
     assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}");
     let action = &e["stages"][1]["actions"][0];
     assert_eq!(action["attempt"], 2, "{action}");
@@ -99,10 +81,10 @@ fn an_agent_killed_mid_action_loses_it_and_only_a_retryable_action_runs_again() 
     // Without retryOnAgentLost, losing the agent fails the action.
     let marker = cluster.dir.path().join("once");
     let commands = format!("touch {}\nsleep 120", marker.display());
-    let id = create(&cluster, "once", &pipeline("once", &repo, &commands, ""));
+    let id = cluster.create_pipeline("once", &pipeline("once", &repo, &commands, ""));
     let victim = running_on(&cluster, &ids, "once", &id, &marker);
     cluster.kill_agent(victim);
-    let e = execution_end(&cluster, "once", &id, WAIT);
+    let e = cluster.execution_end("once", &id, WAIT);
     assert_eq!(e["pipelineExecution"]["status"], "Failed", "{e}");
     let summary = e["pipelineExecution"]["statusSummary"].as_str().unwrap_or_default().to_string();
     let lost = format!("agent {} lost: no heartbeat for 5s; not retried", ids[victim]);
@@ -120,7 +102,7 @@ fn a_revoked_agent_is_cut_off_live_and_refused_at_every_later_handshake() {
     make_repo(&repo, &[("README", "x\n")]);
     let marker = cluster.dir.path().join("started");
     let commands = format!("touch {}\nsleep 120", marker.display());
-    let id = create(&cluster, "cut", &pipeline("cut", &repo, &commands, ""));
+    let id = cluster.create_pipeline("cut", &pipeline("cut", &repo, &commands, ""));
     wait_until("the action to start", WAIT, || marker.exists().then_some(())).unwrap();
 
     let out = cluster.sluice(&["agent", "revoke", &agent]);
@@ -130,7 +112,7 @@ fn a_revoked_agent_is_cut_off_live_and_refused_at_every_later_handshake() {
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", cluster.agent_log(0), cluster.controller_log()));
     assert!(!status.success());
     assert!(cluster.agent_log(0).contains(&format!("agent {agent} was revoked")), "{}", cluster.agent_log(0));
-    let e = execution_end(&cluster, "cut", &id, Duration::from_secs(20));
+    let e = cluster.execution_end("cut", &id, Duration::from_secs(20));
     let summary = e["pipelineExecution"]["statusSummary"].to_string();
     assert!(summary.contains(&format!("agent {agent} lost: it was revoked")), "{summary}");
     let agents = cluster.agents_json().unwrap();
@@ -178,7 +160,7 @@ fn an_agent_cut_off_by_the_network_reconnects_and_its_log_has_every_line_once() 
     make_repo(&repo, &[("README", "x\n")]);
     // Each line of Commands is its own shell: the loop is one line.
     let commands = "i=0; while [ $i -lt 250 ]; do i=$((i+1)); echo line-$i; sleep 0.05; done";
-    let id = create(&cluster, "chatty", &pipeline("chatty", &repo, commands, ""));
+    let id = cluster.create_pipeline("chatty", &pipeline("chatty", &repo, commands, ""));
     wait_until("the log to flow", WAIT, || stored_log(&cluster, "chatty", &id).iter().any(|l| l == "line-20").then_some(()))
         .unwrap();
     relay.cut();
@@ -198,12 +180,12 @@ fn an_agent_cut_off_by_the_network_reconnects_and_its_log_has_every_line_once() 
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_log(n)));
     relay.restore();
 
-    let e = execution_end(&cluster, "chatty", &id, WAIT);
+    let e = cluster.execution_end("chatty", &id, WAIT);
     assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
     let action = &e["stages"][1]["actions"][0];
     assert_eq!(action["attempt"], 1, "the action was not lost: {action}");
     // The job that never reached the agent went out again, in its attempt.
-    let e = execution_end(&cluster, "chatty", &unsent, WAIT);
+    let e = cluster.execution_end("chatty", &unsent, WAIT);
     assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
     assert_eq!(e["stages"][0]["actions"][0]["attempt"], 1, "{e}");
     assert!(cluster.controller_log().contains("the job never reached the agent"), "{}", cluster.controller_log());
@@ -226,7 +208,7 @@ fn logs_are_followed_live_and_bounded_per_action() {
         "echo waiting\nwhile [ ! -e {go} ]; do sleep 0.05; done\ni=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line-$i-0123456789; done",
         go = go.display()
     );
-    let id = create(&cluster, "long", &pipeline("long", &repo, &commands, ""));
+    let id = cluster.create_pipeline("long", &pipeline("long", &repo, &commands, ""));
     wait_until("the action to start", WAIT, || {
         stored_log(&cluster, "long", &id).iter().any(|l| l == "waiting").then_some(())
     })
@@ -247,7 +229,7 @@ fn logs_are_followed_live_and_bounded_per_action() {
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     let followed = format!("{first}{rest}");
     assert!(follow.wait().unwrap().success(), "logs --follow exits 0 when the execution ends");
-    assert_eq!(execution_end(&cluster, "long", &id, WAIT)["pipelineExecution"]["status"], "Succeeded");
+    assert_eq!(cluster.execution_end("long", &id, WAIT)["pipelineExecution"]["status"], "Succeeded");
 
     // What was followed is what was stored: the first lines, then the
     // truncation note, each once.
@@ -273,7 +255,7 @@ fn a_controller_killed_ten_times_mid_execution_loses_nothing_and_runs_nothing_tw
     // a second, so that every kill lands mid-execution however fast the
     // machine is.
     let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep 3", runs.display());
-    let mut ids = vec![create(&cluster, "busy", &pipeline("busy", &repo, &commands, ""))];
+    let mut ids = vec![cluster.create_pipeline("busy", &pipeline("busy", &repo, &commands, ""))];
     let started = std::time::Instant::now();
     // Fixed pauses, so that a failure can be replayed: the kills land in
     // every phase of an action (handed out, running, reporting). They are
@@ -297,7 +279,7 @@ fn a_controller_killed_ten_times_mid_execution_loses_nothing_and_runs_nothing_tw
     assert_eq!(summaries.len(), ids.len(), "no execution is lost: {history}");
     let runs = std::fs::read_to_string(&runs).unwrap();
     for id in &ids {
-        let e = execution_end(&cluster, "busy", id, WAIT);
+        let e = cluster.execution_end("busy", id, WAIT);
         assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
         let attempts = e["stages"][1]["actions"][0]["attempt"].as_u64().unwrap();
         let ran = runs.lines().filter(|l| l == id).count() as u64;
@@ -317,23 +299,23 @@ fn an_agents_granted_programs_run_confined_and_reach_only_granted_ports() {
     let connect = format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo connected");
 
     // Outside the action's directories (and the harness's), nothing.
-    let id = create(&cluster, "nosy", &pipeline("nosy", &repo, "ls /root", ""));
-    let e = execution_end(&cluster, "nosy", &id, WAIT);
+    let id = cluster.create_pipeline("nosy", &pipeline("nosy", &repo, "ls /root", ""));
+    let e = cluster.execution_end("nosy", &id, WAIT);
     let action = &e["stages"][1]["actions"][0];
     assert_eq!(action["status"], "Failed", "{e}");
     let lines = stored_log(&cluster, "nosy", &id);
     assert!(lines.iter().any(|l| l.contains("Permission denied")), "{lines:?}");
 
     // TCP only to a port the action grants.
-    let id = create(&cluster, "offline", &pipeline("offline", &repo, &connect, ""));
-    let e = execution_end(&cluster, "offline", &id, WAIT);
+    let id = cluster.create_pipeline("offline", &pipeline("offline", &repo, &connect, ""));
+    let e = cluster.execution_end("offline", &id, WAIT);
     assert_eq!(e["stages"][1]["actions"][0]["status"], "Failed", "{e}");
     let lines = stored_log(&cluster, "offline", &id);
     assert!(lines.iter().any(|l| l.contains("Permission denied")), "{lines:?}");
     let granted = pipeline("online", &repo, &connect, "")
         .replace(r#""exec":["sh"]"#, &format!(r#""exec":["sh"],"net":["tcp:{port}"]"#));
     assert!(granted.contains("\"net\""), "{granted}");
-    let id = create(&cluster, "online", &granted);
-    let e = execution_end(&cluster, "online", &id, WAIT);
+    let id = cluster.create_pipeline("online", &granted);
+    let e = cluster.execution_end("online", &id, WAIT);
     assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}");
 }

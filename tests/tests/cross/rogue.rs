@@ -64,30 +64,12 @@ fn busy_pipeline(name: &str, repo: &Path, marker: &Path) -> String {
     )
 }
 
-fn create(cluster: &Cluster, name: &str, declaration: &str) -> String {
-    let file = cluster.dir.path().join(format!("{name}.json"));
-    std::fs::write(&file, declaration).unwrap();
-    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    created["pipelineExecutionId"].as_str().unwrap().to_string()
-}
-
-fn execution_end(cluster: &Cluster, pipeline: &str, id: &str) -> Value {
-    wait_until(&format!("execution {id} to end"), WAIT, || {
-        let e = cluster.sluice_json(&["execution", "get", pipeline, id]).ok()?;
-        let status = e["pipelineExecution"]["status"].as_str()?;
-        (status != "InProgress" && status != "Stopping").then_some(e)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()))
-}
-
 /// Runs the real pipeline once more and asserts it succeeds.
 fn real_run_succeeds(cluster: &Cluster) -> Value {
     let out = cluster.sluice(&["pipeline", "start", "real", "--output", "json"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["pipelineExecutionId"].as_str().unwrap().to_string();
-    let e = execution_end(cluster, "real", &id);
+    let e = cluster.execution_end("real", &id, WAIT);
     assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e:#}\n{}", cluster.controller_log());
     e
 }
@@ -122,22 +104,22 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("README", "hello\n")]);
     let (src, src_size, shell_digest, waiting) = tokio::task::block_in_place(|| {
-        let id = create(&cluster, "real", &real_pipeline("real", &repo));
-        let e = execution_end(&cluster, "real", &id);
+        let id = cluster.create_pipeline("real", &real_pipeline("real", &repo));
+        let e = cluster.execution_end("real", &id, WAIT);
         assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e:#}");
         let src = e["stages"][0]["actions"][0]["outputArtifacts"][0]["digest"].as_str().unwrap().to_string();
         let src_size = e["stages"][0]["actions"][0]["outputArtifacts"][0]["size"].as_u64().unwrap();
         let plugins = cluster.sluice_json(&["plugin", "list"]).unwrap();
         let shell = plugins["plugins"].as_array().unwrap().iter().find(|p| p["provider"] == "shell@1").unwrap();
         // An action no agent may take: it waits, unassigned.
-        let waiting = create(&cluster, "waiting", &source_pipeline("waiting", &repo, r#"{"pool": "nowhere"}"#, 0));
+        let waiting = cluster.create_pipeline("waiting", &source_pipeline("waiting", &repo, r#"{"pool": "nowhere"}"#, 0));
         (src, src_size, shell["digest"].as_str().unwrap().to_string(), waiting)
     });
     // A job any agent may take (the rogue's labels match it), running on
     // the real agent.
     let marker = cluster.dir.path().join("release-busy");
     let (busy, real_agent) = tokio::task::block_in_place(|| {
-        let busy = create(&cluster, "busy", &busy_pipeline("busy", &repo, &marker));
+        let busy = cluster.create_pipeline("busy", &busy_pipeline("busy", &repo, &marker));
         let agent = wait_until("the busy action to run", WAIT, || {
             let e = cluster.sluice_json(&["execution", "get", "busy", &busy]).ok()?;
             let action = &e["stages"][1]["actions"][0];
@@ -188,7 +170,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
         let e = cluster.sluice_json(&["execution", "get", "busy", &busy]).unwrap();
         assert_eq!(e["stages"][1]["actions"][0]["agent"].as_str(), Some(real_agent.as_str()), "{e:#}");
         std::fs::write(&marker, "").unwrap();
-        let e = execution_end(&cluster, "busy", &busy);
+        let e = cluster.execution_end("busy", &busy, WAIT);
         assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e:#}");
     });
 
@@ -250,7 +232,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
         assert_eq!(me["labels"].get("spare"), None, "{me}");
     });
     let polled = tokio::task::block_in_place(|| {
-        create(&cluster, "polled", &source_pipeline("polled", &repo, r#"{"pollee": "yes"}"#, 1))
+        cluster.create_pipeline("polled", &source_pipeline("polled", &repo, r#"{"pollee": "yes"}"#, 1))
     });
     let job = rogue
         .expect(WAIT, |m| match m {
@@ -319,7 +301,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     };
     rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
     tokio::task::block_in_place(|| {
-        let e = execution_end(&cluster, "polled", &polled);
+        let e = cluster.execution_end("polled", &polled, WAIT);
         let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
         assert!(
             error.contains("the agent's result was refused: output artifact \"loot\" is not one the action declares"),
@@ -331,7 +313,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     // Its next job: the cut upload's bytes still count (60 KiB booked of
     // 64 KiB), though the job that made them is over.
     let again = tokio::task::block_in_place(|| {
-        create(&cluster, "again", &source_pipeline("again", &repo, r#"{"pollee": "yes"}"#, 0))
+        cluster.create_pipeline("again", &source_pipeline("again", &repo, r#"{"pollee": "yes"}"#, 0))
     });
     let job = rogue
         .expect(WAIT, |m| match m {
@@ -357,7 +339,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     };
     rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
     tokio::task::block_in_place(|| {
-        let e = execution_end(&cluster, "again", &again);
+        let e = cluster.execution_end("again", &again, WAIT);
         let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
         assert!(error.contains(&format!("output artifact \"src\" ({hello}) is not stored with 6 bytes")), "{e:#}");
     });
@@ -365,7 +347,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     // size, that this agent never uploaded (nor claimed) for the job fails
     // the action, for that reason.
     let fourth = tokio::task::block_in_place(|| {
-        create(&cluster, "fourth", &source_pipeline("fourth", &repo, r#"{"pollee": "yes"}"#, 0))
+        cluster.create_pipeline("fourth", &source_pipeline("fourth", &repo, r#"{"pollee": "yes"}"#, 0))
     });
     let job = rogue
         .expect(WAIT, |m| match m {
@@ -382,7 +364,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     };
     rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
     tokio::task::block_in_place(|| {
-        let e = execution_end(&cluster, "fourth", &fourth);
+        let e = cluster.execution_end("fourth", &fourth, WAIT);
         let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
         assert!(
             error.contains(&format!("output artifact \"src\" ({src}) was not uploaded by this agent while it held the job")),
@@ -392,7 +374,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     // A result whose external URL is not http(s) fails the action, for
     // that reason.
     let third = tokio::task::block_in_place(|| {
-        create(&cluster, "third", &source_pipeline("third", &repo, r#"{"pollee": "yes"}"#, 0))
+        cluster.create_pipeline("third", &source_pipeline("third", &repo, r#"{"pollee": "yes"}"#, 0))
     });
     let job = rogue
         .expect(WAIT, |m| match m {
@@ -409,7 +391,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
     };
     rogue.send(&FromAgent::JobFinished { job_id: job.job_id.clone(), lease_epoch: job.lease_epoch, result }).await.unwrap();
     tokio::task::block_in_place(|| {
-        let e = execution_end(&cluster, "third", &third);
+        let e = cluster.execution_end("third", &third, WAIT);
         let error = e["stages"][0]["actions"][0]["errorDetails"]["message"].as_str().unwrap_or_default().to_string();
         assert!(
             error.contains("the agent's result was refused: the external URL \"javascript:alert(1)\" is not http(s)"),
@@ -426,7 +408,7 @@ async fn a_rogue_agent_gets_nothing_it_was_not_given_while_a_real_one_works() {
             let out = cluster.sluice(&args);
             assert!(out.status.success(), "{}", output_text(&out));
         }
-        create(&cluster, "drained", &source_pipeline("drained", &repo, r#"{"only": "drained"}"#, 0))
+        cluster.create_pipeline("drained", &source_pipeline("drained", &repo, r#"{"only": "drained"}"#, 0))
     });
     let running: Vec<String> = (0..3).map(|attempt| format!("{work}.0.0.{attempt}")).collect();
     let claims = Claims { labels: BTreeMap::new(), running, slots: 1 };
@@ -556,9 +538,9 @@ async fn arbitrary_messages_from_an_enrolled_agent_leave_the_controller_serving(
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("README", "hello\n")]);
     let first = tokio::task::block_in_place(|| {
-        let id = create(&cluster, "real", &real_pipeline("real", &repo));
-        execution_end(&cluster, "real", &id);
-        create(&cluster, "polled", &source_pipeline("polled", &repo, r#"{"role": "nowhere"}"#, 1))
+        let id = cluster.create_pipeline("real", &real_pipeline("real", &repo));
+        cluster.execution_end("real", &id, WAIT);
+        cluster.create_pipeline("polled", &source_pipeline("polled", &repo, r#"{"role": "nowhere"}"#, 1))
     });
     // Ids that exist, so that some messages reach deep paths.
     let known: Vec<String> = vec![
@@ -648,7 +630,7 @@ fn a_driver_panic_ends_the_controller_process() {
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("README", "hello\n")]);
     // Serving before.
-    create(&cluster, "fine", &source_pipeline("fine", &repo, "{}", 0));
+    cluster.create_pipeline("fine", &source_pipeline("fine", &repo, "{}", 0));
     let file = cluster.dir.path().join("boom.json");
     std::fs::write(&file, source_pipeline("boom", &repo, "{}", 0)).unwrap();
     let _ = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);

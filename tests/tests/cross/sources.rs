@@ -61,10 +61,7 @@ fn pipeline(name: &str, sources: &[String], triggers: &str) -> String {
 }
 
 fn create(cluster: &Cluster, name: &str, text: &str) {
-    let file = cluster.dir.path().join(format!("{name}.json"));
-    std::fs::write(&file, text).unwrap();
-    let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", output_text(&out));
+    cluster.create_pipeline(name, text);
     cluster.wait_for_executions_to_end(name).unwrap();
 }
 
