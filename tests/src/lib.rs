@@ -7,6 +7,7 @@
 //! let out = cluster.sluice(&["pipeline", "list"]);
 //! ```
 
+pub mod aws;
 pub mod rogue;
 
 use anyhow::{Context as _, Result, bail};
