@@ -11,7 +11,7 @@ mod nested_build;
 /// Cargo invocations, each a set of packages built together. `git` is built
 /// in a second invocation: it enables the SDK's `source` feature, which
 /// would otherwise unify into the others.
-const BUILDS: &[&[&str]] = &[&["noop", "shell", "deploy-dir", "http", "webhook-notify"], &["git"]];
+const BUILDS: &[&[&str]] = &[&["noop", "shell", "codebuild", "deploy-dir", "http", "webhook-notify"], &["git"]];
 
 fn main() {
     nested_build::Nested::new("../..").build(BUILDS);

@@ -25,6 +25,7 @@ macro_rules! component {
 pub const BUILTINS: &[Builtin] = &[
     Builtin { provider: "noop", wasm: component!("noop.wasm") },
     Builtin { provider: "shell", wasm: component!("shell.wasm") },
+    Builtin { provider: "codebuild", wasm: component!("codebuild.wasm") },
     Builtin { provider: "git", wasm: component!("git.wasm") },
     Builtin { provider: "deploy-dir", wasm: component!("deploy_dir.wasm") },
     Builtin { provider: "http", wasm: component!("http.wasm") },
