@@ -8,6 +8,7 @@ use super::{Ctx, Failure, Output};
 use crate::ops::{
     CreatePipeline, DeletePipeline, GetPipeline, GetPipelineState, ListPipelines, UpdatePipeline, ValidatePipeline,
 };
+use crate::pipeline::import::ImportOptions;
 use clap::Subcommand;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -25,12 +26,20 @@ pub enum PipelineCmd {
         provider_map: Option<PathBuf>,
     },
     /// Create a pipeline from CodePipeline's `get-pipeline` output, mapping
-    /// its providers to Sluice's (built-in defaults, e.g. AWS/CodeBuild -> shell,
-    /// overridden by --provider-map).
+    /// its providers to Sluice's (built-in defaults, e.g. AWS/CodeBuild ->
+    /// codebuild, overridden by --provider-map); prints what it mapped and
+    /// what needs a hand.
     Import {
         file: PathBuf,
         #[arg(long, value_name = "FILE")]
         provider_map: Option<PathBuf>,
+        /// Where GitHub and CodeStar sources live: their Url is
+        /// BASE/OWNER/REPO.git (https://github.com by default).
+        #[arg(long, value_name = "BASE")]
+        git_base: Option<String>,
+        /// The Url of one source action, over the derived one (repeatable).
+        #[arg(long = "source-url", value_name = "ACTION=URL")]
+        source_urls: Vec<String>,
         /// Print the converted declaration instead of creating the pipeline.
         #[arg(long)]
         dry_run: bool,
@@ -99,12 +108,13 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
             });
         }
         PipelineCmd::Validate { file, provider_map } => {
-            let text = read_declaration(&file, provider_map.as_deref())?;
+            let text = read_declaration(&file, provider_map.as_deref(), &ImportOptions::default())?;
             let out = ctx.client()?.call(ValidatePipeline { pipeline_declaration: text }).await?;
             output.print(&out, |out| format!("{}: pipeline {} is valid\n", file.display(), s(&out["pipelineName"])));
         }
-        PipelineCmd::Import { file, provider_map, dry_run } => {
-            let text = read_declaration(&file, Some(provider_map.as_deref().unwrap_or(Path::new(""))))?;
+        PipelineCmd::Import { file, provider_map, git_base, source_urls, dry_run } => {
+            let options = import_options(git_base, &source_urls)?;
+            let text = read_declaration(&file, Some(provider_map.as_deref().unwrap_or(Path::new(""))), &options)?;
             if dry_run {
                 // The converted declaration is JSON already, in either format.
                 println!("{text}");
@@ -221,9 +231,25 @@ fn read_file(file: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(file).map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))
 }
 
+/// `--git-base` and `--source-url ACTION=URL` as import options.
+fn import_options(git_base: Option<String>, source_urls: &[String]) -> Result<ImportOptions, Failure> {
+    let mut options = ImportOptions::default();
+    if let Some(base) = git_base {
+        options.git_base = base;
+    }
+    for entry in source_urls {
+        let Some((action, url)) = entry.split_once('=').filter(|(a, u)| !a.is_empty() && !u.is_empty()) else {
+            return Err(Failure::new(2, format!("--source-url {entry:?} must be ACTION=URL")));
+        };
+        options.source_urls.insert(action.to_owned(), url.to_owned());
+    }
+    Ok(options)
+}
+
 /// Reads a declaration file; with a provider map (an empty path: the
-/// defaults alone), remaps CodePipeline's providers first.
-fn read_declaration(file: &Path, provider_map: Option<&Path>) -> Result<String, Failure> {
+/// defaults alone), remaps CodePipeline's providers first and prints the
+/// import report on stderr.
+fn read_declaration(file: &Path, provider_map: Option<&Path>, options: &ImportOptions) -> Result<String, Failure> {
     let text = read_file(file)?;
     let Some(map_path) = provider_map else { return Ok(text) };
     let map = if map_path.as_os_str().is_empty() {
@@ -232,6 +258,10 @@ fn read_declaration(file: &Path, provider_map: Option<&Path>) -> Result<String, 
         let map_text = read_file(map_path)?;
         crate::pipeline::import::ProviderMap::with_overrides(&map_text).map_err(|e| Failure::new(2, e))?
     };
-    crate::pipeline::import::import(&text, &map)
-        .map_err(|problems| Failure::new(2, format!("cannot import {}:\n  {}", file.display(), problems.join("\n  "))))
+    let imported = crate::pipeline::import::import(&text, &map, options)
+        .map_err(|problems| Failure::new(2, format!("cannot import {}:\n  {}", file.display(), problems.join("\n  "))))?;
+    if !imported.report.is_empty() {
+        eprintln!("import of {}:\n  {}", file.display(), imported.report.join("\n  "));
+    }
+    Ok(imported.declaration)
 }

@@ -26,6 +26,7 @@
 
 pub mod conditions;
 pub mod import;
+mod import_codebuild;
 pub mod limits;
 mod model;
 mod parse;
