@@ -5,6 +5,7 @@
 //! `cargo test -p sluice-tests --test cross [MODULE::NAME]`.
 
 mod cluster;
+mod codebuild;
 mod fleet;
 mod rogue;
 mod signing;
