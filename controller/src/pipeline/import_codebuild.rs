@@ -74,7 +74,7 @@ pub fn complete(
         notes.push(format!("{at}: EnvironmentVariables carried over ({} entries)", entries.len()));
     }
 
-    let inline = text("BuildSpec").filter(|b| b.contains('\n') || b.starts_with("version"));
+    let inline = text("BuildSpec").filter(|b| b.contains('\n') || b.starts_with("version") || b.starts_with('{'));
     match (inline, text("BuildSpec")) {
         (Some(spec), _) => {
             let spec =
@@ -118,6 +118,10 @@ pub fn complete(
             )),
         }
     }
+    notes.push(format!(
+        "{at}: the CodeBuild project's environment (image, compute type, runtime-versions) is not imported: \
+         commands run on the agent's host with what is installed there"
+    ));
     grant(action, &shells, &secrets);
     if !secrets.is_empty() {
         notes.push(format!("{at}: grants secrets {} (set them with `sluice secret set`)", secrets.join(", ")));

@@ -51,7 +51,11 @@ pub fn collect(src: &Path, spec: &ArtifactSpec, output: &Artifact) -> Result<usi
             spec.base_directory.as_deref().unwrap_or(".")
         )));
     }
-    let files = artifacts::matching_files(&base, &spec.files).with_context(|| format!("{}.files", spec.key))?;
+    let mut files = artifacts::matching_files(&base, &spec.files).with_context(|| format!("{}.files", spec.key))?;
+    if !spec.exclude.is_empty() {
+        let excluded = exclusions(&spec.exclude).with_context(|| format!("{}.exclude-paths", spec.key))?;
+        files.retain(|f| !excluded.is_match(f));
+    }
     let mut targets: BTreeMap<String, &str> = BTreeMap::new();
     for file in &files {
         let target = if spec.discard_paths { file.rsplit('/').next().unwrap_or(file).to_owned() } else { file.clone() };
@@ -66,6 +70,19 @@ pub fn collect(src: &Path, spec: &ArtifactSpec, output: &Artifact) -> Result<usi
         artifacts::copy(base.join(file), output.path.join(target)).with_context(|| format!("copying \"{file}\""))?;
     }
     Ok(targets.len())
+}
+
+/// `exclude-paths` patterns, with the same glob rules as `files`.
+fn exclusions(patterns: &[String]) -> Result<globset::GlobSet, Error> {
+    let mut set = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = globset::GlobBuilder::new(pattern.trim_start_matches("./"))
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::new(format!("invalid pattern \"{pattern}\": {}", e.kind())))?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| Error::new(format!("invalid patterns: {e}")))
 }
 
 /// An output filled by the pipeline's own `files` patterns.
@@ -112,13 +129,13 @@ mod tests {
         all
     }
 
-    const SPEC: &str = "version: 0.2\nphases: {}\nartifacts:\n  files: ['**/*']\n  base-directory: dist\n  discard-paths: yes\n  secondary-artifacts:\n    docs:\n      files: ['site/**/*']\n";
+    const SPEC: &str = "version: 0.2\nphases: {}\nartifacts:\n  files: ['**/*']\n  base-directory: dist\n  discard-paths: yes\n  exclude-paths: ['**/*.map']\n  secondary-artifacts:\n    docs:\n      files: ['site/**/*']\n";
 
     #[test]
     fn base_directory_discard_paths_and_secondary_artifacts() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
-        tree(&src, &["dist/app.js", "dist/css/site.css", "site/index.html", "site/a/b.html", "README"]);
+        tree(&src, &["dist/app.js", "dist/app.js.map", "dist/css/site.css", "site/index.html", "site/a/b.html", "README"]);
         let spec = parse(SPEC).unwrap();
         let outputs = [out(dir.path(), "Build", &[]), out(dir.path(), "docs", &[])];
         let assigned = assign(&spec, &outputs).unwrap();

@@ -133,7 +133,12 @@ impl Plugin for CodeBuild {
         let mut outcome_files = 0;
         for (output, spec) in ctx.outputs.iter().zip(outputs) {
             let count = match spec {
-                Some(spec) => collect::collect(&src, spec, output)?,
+                Some(spec) => {
+                    if let Some(name) = &spec.name {
+                        log::info(format!("{} name \"{name}\" is kept as output artifact \"{}\"", spec.key, output.name));
+                    }
+                    collect::collect(&src, spec, output)?
+                }
                 None => collect::collect_declared(&src, output)?,
             };
             log::info(format!("output artifact \"{}\": {count} files", output.name));
@@ -164,11 +169,11 @@ fn primary_input<'c>(ctx: &'c Context, named: Option<&str>) -> Result<Option<&'c
 }
 
 /// The buildspec: `BuildSpec` inline when it holds one (a line break, or it
-/// starts with `version`), else the path it names (or `buildspec.yml`) in
-/// the source directory.
+/// starts with `version` or `{`), else the path it names (or
+/// `buildspec.yml`) in the source directory.
 fn load_buildspec(setting: Option<&str>, src: &Path, primary: Option<&Artifact>) -> Result<Buildspec, Error> {
     let setting = setting.map(str::trim).filter(|s| !s.is_empty());
-    if let Some(inline) = setting.filter(|s| s.contains('\n') || s.starts_with("version")) {
+    if let Some(inline) = setting.filter(|s| s.contains('\n') || s.starts_with("version") || s.starts_with('{')) {
         log::info("running the buildspec given in configuration \"BuildSpec\"");
         return buildspec::parse(inline).context("configuration \"BuildSpec\"");
     }

@@ -313,4 +313,19 @@ mod tests {
             Some("command \"echo one ...\" exited with status 7")
         );
     }
+
+    #[test]
+    fn bash_keeps_state_too() {
+        if std::process::Command::new("bash").arg("-c").arg("true").status().is_err() {
+            return; // no bash on this host: nothing to check
+        }
+        let fx = Fixture::new();
+        let env = vec![("START".to_owned(), "a b".to_owned())];
+        let session = Session::new("bash", &fx.root.join("src"), &fx.root, fx.root.join("state.sh"), &env).unwrap();
+        // Variables carry over; bash arrays and functions cannot be exported, so they do not.
+        for line in ["cd sub", "ARR=(one two); X=\"${ARR[1]} $START\"", "[[ $PWD == */sub ]]", "[[ -z ${ARR[1]} ]]"] {
+            assert_eq!(session.command(line).unwrap(), None, "{line}");
+        }
+        assert_eq!(session.values(&["X".to_owned()]).unwrap(), [("X".into(), "two a b".into())]);
+    }
 }
