@@ -249,9 +249,17 @@ fn hostile_buildspecs_stay_confined_and_are_refused_clearly() {
     // Every probe was refused, so the build itself went well.
     assert_eq!(e["stages"][1]["actions"][0]["status"], "Succeeded", "{e}");
 
-    // Artifact paths out of the source, a buildspec bomb, a buildspec that
-    // is a symbolic link out of the input: refused with the key or line.
-    let cases: [(&str, String, &str); 3] = [
+    // An ungranted secret, artifact paths out of the source, a nesting bomb,
+    // an old version: refused, naming the secret, the key or the line.
+    // A secret that exists but that the pipeline does not grant.
+    set_secret(&cluster, "other.secret", "not-for-you", "cb-*");
+    let cases: [(&str, String, &str); 4] = [
+        (
+            "cb-ungranted",
+            "version: 0.2\nenv:\n  parameter-store:\n    X: /other/secret\nphases: {build: {commands: ['echo $X']}}\n"
+                .into(),
+            "variable \"X\" (env.parameter-store): Sluice secret \"other.secret\": secret \"other.secret\" is not granted to this action",
+        ),
         (
             "cb-dotdot",
             "version: 0.2\nphases: {build: {commands: ['true']}}\nartifacts:\n  files: ['../../../etc/passwd']\n".into(),
@@ -276,5 +284,6 @@ fn hostile_buildspecs_stay_confined_and_are_refused_clearly() {
         assert_eq!(build["status"], "Failed", "{name}: {e}");
         let message = build["errorDetails"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(want), "{name}: {message:?} lacks {want:?}");
+        assert!(!stored_log(&cluster, name, &id).iter().any(|l| l.contains("not-for-you")));
     }
 }
