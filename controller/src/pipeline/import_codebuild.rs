@@ -71,7 +71,8 @@ pub fn complete(
                 _ => {}
             }
         }
-        notes.push(format!("{at}: EnvironmentVariables carried over ({} entries)", entries.len()));
+        let plural = if entries.len() == 1 { "y" } else { "ies" };
+        notes.push(format!("{at}: EnvironmentVariables carried over ({} entr{plural})", entries.len()));
     }
 
     let inline = text("BuildSpec").filter(|b| b.contains('\n') || b.starts_with("version") || b.starts_with('{'));
