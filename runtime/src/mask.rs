@@ -52,7 +52,9 @@ pub struct Masker {
 impl Masker {
     pub fn new(secrets: &BTreeMap<String, String>) -> Self {
         let mut forms = Vec::new();
-        for value in secrets.values().filter(|v| v.len() >= MIN_SECRET) {
+        let mut values: Vec<String> = secrets.values().cloned().collect();
+        values.extend(secrets.values().flat_map(|v| json_leaves(v)));
+        for value in values.iter().filter(|v| v.len() >= MIN_SECRET) {
             forms.push(value.clone());
             let mut derived = Vec::new();
             for line in value.lines().map(str::trim).filter(|l| l.len() >= MIN_SECRET) {
@@ -256,6 +258,30 @@ impl LogSink for MaskingSink {
     }
 }
 
+/// The scalar values inside a secret that is a JSON object or array: a
+/// plugin may hand one of them on alone (the codebuild plugin's
+/// Secrets Manager `json-key`), and each must then be masked on its own.
+fn json_leaves(value: &str) -> Vec<String> {
+    fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Number(n) => out.push(n.to_string()),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|v| walk(v, out)),
+            serde_json::Value::Bool(_) | serde_json::Value::Null => {}
+        }
+    }
+    let trimmed = value.trim_start();
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(value) {
+        walk(&parsed, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +392,14 @@ mod tests {
         });
         let Outcome::InProgress { summary, continuation, .. } = out else { panic!() };
         assert_eq!((summary.as_str(), continuation.as_str()), (MASK, SECRET));
+    }
+
+    #[test]
+    fn values_inside_a_json_secret_are_masked_alone() {
+        let m = masker(&[r#"{"user": "dbadmin-42", "password": "pa55-w0rd", "port": 5432, "flag": true, "x": "ab"}"#]);
+        assert_eq!(m.mask("user dbadmin-42 pw pa55-w0rd port 5432"), "user *** pw *** port ***");
+        // Keys, booleans and values too short to mask stay.
+        assert_eq!(m.mask("user password true ab"), "user password true ab");
+        assert_eq!(masker(&["{not json"]).mask("{not json"), "***");
     }
 }

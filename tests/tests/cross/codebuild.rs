@@ -35,6 +35,8 @@ phases:
       - test "$DB_PASSWORD" = "s3cret-pw"
       - PW_LEN=${#DB_PASSWORD}
       - echo "the password is $DB_PASSWORD"
+      - test "$DB_USER" = dbadmin-42
+      - echo "the user is $DB_USER"
   post_build:
     commands:
       - echo "post $CODEBUILD_BUILD_SUCCEEDING" > ../out/docs/post.txt
@@ -67,7 +69,7 @@ phases:
 /// A GitHub source, a CodeBuild build and a CodeBuild test, as
 /// `aws codepipeline get-pipeline` prints them.
 fn definition(name: &str, test_buildspec: &str) -> String {
-    let environment = r#"[{"name":"STAGE","value":"prod","type":"PLAINTEXT"},{"name":"DB_PASSWORD","value":"/app/prod/db-password","type":"PARAMETER_STORE"}]"#;
+    let environment = r#"[{"name":"STAGE","value":"prod","type":"PLAINTEXT"},{"name":"DB_PASSWORD","value":"/app/prod/db-password","type":"PARAMETER_STORE"},{"name":"DB_USER","value":"app/db:user::","type":"SECRETS_MANAGER"}]"#;
     let test_environment = r##"[{"name":"TAG","value":"#{BuildVariables.IMAGE_TAG}"},{"name":"LEN","value":"#{BuildVariables.PW_LEN}","type":"PLAINTEXT"}]"##;
     let pipeline = serde_json::json!({"pipeline": {
         "name": name, "roleArn": "arn:aws:iam::123456789012:role/cp", "version": 1,
@@ -106,6 +108,13 @@ fn set_secret(cluster: &Cluster, name: &str, value: &str, pipelines: &str) {
     set.stdin.take().unwrap().write_all(format!("{value}\n").as_bytes()).unwrap();
     let out = set.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
+}
+
+/// The secrets the definition's build action is granted: a Parameter
+/// Store parameter and a Secrets Manager JSON secret.
+fn set_secrets(cluster: &Cluster) {
+    set_secret(cluster, "app.prod.db-password", "s3cret-pw", "cb-*");
+    set_secret(cluster, "app.db", r#"{"user": "dbadmin-42", "password": "other-pw"}"#, "cb-*");
 }
 
 /// Imports `definition` with its GitHub source pointed at `repo`; returns
@@ -147,7 +156,7 @@ fn an_imported_buildspec_pipeline_runs_end_to_end() {
     let mut cluster = Cluster::new().start().unwrap();
     cluster.add_agent(&[]).unwrap();
     let (repo, commit) = repo_with(&cluster, "repo", BUILDSPEC);
-    set_secret(&cluster, "app.prod.db-password", "s3cret-pw", "cb-*");
+    set_secrets(&cluster);
 
     let test_buildspec = TEST_BUILDSPEC.replace("{commit}", &commit);
     let (id, report) = import(&cluster, "cb-app", &definition("cb-app", &test_buildspec), &repo);
@@ -155,7 +164,7 @@ fn an_imported_buildspec_pipeline_runs_end_to_end() {
         "action \"App\": ThirdParty/GitHub -> git@1",
         &format!("action \"App\": Url {} (from --source-url)", repo.display()),
         "action \"Build\": AWS/CodeBuild -> codebuild@1",
-        "action \"Build\": grants secrets app.prod.db-password",
+        "action \"Build\": grants secrets app.prod.db-password, app.db",
         "action \"Check\": runs the inline BuildSpec",
     ] {
         assert!(report.contains(line), "{line:?} not in the report:\n{report}");
@@ -173,10 +182,11 @@ fn an_imported_buildspec_pipeline_runs_end_to_end() {
     let phases: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("[info] entering phase ")).collect();
     assert_eq!(phases[..4], ["INSTALL", "PRE_BUILD", "BUILD", "POST_BUILD"]);
     assert!(lines.iter().any(|l| l == "the password is ***"), "{lines:?}");
-    assert!(!lines.iter().any(|l| l.contains("s3cret-pw")), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "the user is ***"), "a JSON secret's field is masked alone: {lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("s3cret-pw") || l.contains("dbadmin-42")), "{lines:?}");
     let declared = cluster.sluice_json(&["pipeline", "get", "cb-app"]).unwrap();
     let caps = &declared["pipeline"]["stages"][1]["actions"][0]["capabilities"];
-    assert_eq!(caps["secrets"], serde_json::json!(["app.prod.db-password"]), "{declared}");
+    assert_eq!(caps["secrets"], serde_json::json!(["app.prod.db-password", "app.db"]), "{declared}");
 }
 
 #[test]
@@ -200,7 +210,7 @@ phases:
       - echo "post_build succeeding=$CODEBUILD_BUILD_SUCCEEDING"
 "#;
     let (repo, _) = repo_with(&cluster, "repo", &format!("{failing}{ARTIFACTS}"));
-    set_secret(&cluster, "app.prod.db-password", "unused", "cb-*");
+    set_secrets(&cluster);
     let (id, _) = import(&cluster, "cb-fail", &definition("cb-fail", "version: 0.2\nphases: {}\n"), &repo);
     let e = cluster.execution_end("cb-fail", &id, WAIT);
     assert_eq!(e["pipelineExecution"]["status"], "Failed", "{e}");
@@ -222,7 +232,7 @@ phases:
 fn hostile_buildspecs_stay_confined_and_are_refused_clearly() {
     let mut cluster = Cluster::new().start().unwrap();
     cluster.add_agent(&[]).unwrap();
-    set_secret(&cluster, "app.prod.db-password", "unused", "cb-*");
+    set_secrets(&cluster);
     // The harness lets agents' programs use the cluster's directory (its
     // repositories); the agents' directories are outside it, as is /root.
     let agent_key = cluster.agent_dir(0).join("agent.key");
