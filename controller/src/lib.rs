@@ -19,3 +19,4 @@ pub mod secrets;
 pub mod store;
 pub mod views;
 pub mod webhooks;
+pub mod workers;

@@ -22,7 +22,7 @@ impl Handle<CreatePipeline> for Driver {
     fn handle(&mut self, op: CreatePipeline, ctx: &Context) -> Result<CreatePipelineOutput, OpError> {
         let now = ctx.now;
         let (text, by) = (&op.pipeline_declaration, &ctx.caller.user);
-        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         let name = decl.pipeline.name.clone();
         #[cfg(debug_assertions)]
@@ -54,7 +54,7 @@ impl Handle<CreatePipeline> for Driver {
 
 impl Handle<ValidatePipeline> for Driver {
     fn handle(&mut self, op: ValidatePipeline, _: &Context) -> Result<ValidatePipelineOutput, OpError> {
-        let decl = pipeline::parse_and_validate(&op.pipeline_declaration, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(&op.pipeline_declaration, &self.providers()).map_err(invalid_declaration)?;
         Ok(ValidatePipelineOutput { valid: true, pipeline_name: decl.pipeline.name })
     }
 }
@@ -65,7 +65,7 @@ impl Handle<UpdatePipeline> for Driver {
     fn handle(&mut self, op: UpdatePipeline, ctx: &Context) -> Result<UpdatePipelineOutput, OpError> {
         let now = ctx.now;
         let (name, text) = (op.name.as_str(), &op.pipeline_declaration);
-        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         if decl.pipeline.name != name {
             return Err(OpError::invalid(format!(
