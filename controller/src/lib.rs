@@ -3,6 +3,7 @@
 
 pub mod action_run;
 pub mod api;
+pub mod artifact_zip;
 pub mod auth;
 pub mod blobs;
 pub mod ca;
