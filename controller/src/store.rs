@@ -144,6 +144,21 @@ pub struct ApiTokenRecord {
     pub revoked: bool,
 }
 
+/// An access key of a user for the AWS-compatible API (SigV4). Signature
+/// Version 4 needs the secret itself to recompute a signature, so it is
+/// kept sealed ([`crate::secrets::SecretBox`], bound to the key id), not
+/// hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeyRecord {
+    pub id: String,
+    pub user: String,
+    /// Base64 of the sealed secret.
+    pub sealed_secret: String,
+    pub created_at: u64,
+    pub revoked: bool,
+}
+
 /// A secret, sealed by the controller's secret key (never stored in clear).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRecord {
@@ -203,6 +218,8 @@ pub enum Change {
     Publisher(PublisherRecord),
     DeletePublisher(String),
     PluginSignature(PluginSignatureRecord),
+    // AWS-compatible API (issue 14, aws).
+    AccessKey(AccessKeyRecord),
 }
 
 /// How much an acknowledged change survives.
@@ -250,6 +267,8 @@ pub trait Store: Send {
     fn artifact_digests(&self) -> Result<std::collections::HashSet<String>>;
     fn publishers(&self) -> Result<Vec<PublisherRecord>>;
     fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>>;
+    // AWS-compatible API (issue 14, aws).
+    fn access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
 }
 
 pub struct SqliteStore {
@@ -289,6 +308,8 @@ CREATE TABLE IF NOT EXISTS seen_revisions (
 CREATE TABLE IF NOT EXISTS revocations (serial TEXT PRIMARY KEY, agent_id TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS publishers (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plugin_signatures (digest TEXT PRIMARY KEY, record TEXT NOT NULL);
+-- AWS-compatible API (issue 14, aws).
+CREATE TABLE IF NOT EXISTS access_keys (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -466,6 +487,11 @@ impl Store for SqliteStore {
                     tx.prepare_cached("INSERT OR REPLACE INTO plugin_signatures (digest, record) VALUES (?1, ?2)")?
                         .execute(params![p.digest, json(p)?])?;
                 }
+                // AWS-compatible API (issue 14, aws).
+                Change::AccessKey(k) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO access_keys (id, record) VALUES (?1, ?2)")?
+                        .execute(params![k.id, json(k)?])?;
+                }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO plugins (provider, version, digest, info, builtin) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -560,6 +586,10 @@ impl Store for SqliteStore {
 
     fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>> {
         self.query_json("SELECT record FROM plugin_signatures ORDER BY digest", [], "plugin signature")
+    }
+
+    fn access_keys(&self) -> Result<Vec<AccessKeyRecord>> {
+        self.query_json("SELECT record FROM access_keys ORDER BY id", [], "access key")
     }
 
     fn transitions(&self) -> Result<Vec<TransitionRecord>> {

@@ -30,7 +30,7 @@ pub use output::{Column, Table, print_table};
 pub use pipeline::PipelineCmd;
 pub use plugin::{PluginCmd, PublisherCmd};
 pub use secret::SecretCmd;
-pub use user::{TokenCmd, UserCmd};
+pub use user::{AccessKeyCmd, TokenCmd, UserCmd};
 pub use webhook::WebhookCmd;
 
 use anyhow::Context as _;
@@ -124,6 +124,9 @@ pub enum Cmd {
     /// API tokens of users (admin role only).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Access keys of users for the AWS CLI and SDKs (admin role only).
+    #[command(name = "access-key", subcommand)]
+    AccessKey(AccessKeyCmd),
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +306,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Action(cmd) => action::run(&ctx, cmd).await,
         Cmd::User(cmd) => user::run(&ctx, cmd).await,
         Cmd::Token(cmd) => user::run_token(&ctx, cmd).await,
+        Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
     }
 }
 

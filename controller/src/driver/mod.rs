@@ -48,6 +48,8 @@ mod secrets;
 mod sources;
 mod transfers;
 mod users;
+// AWS-compatible API (issue 14, aws).
+mod access_keys;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -155,6 +157,8 @@ struct Driver {
     sources: sources::Sources,
     /// The API's token table, kept in step with the store.
     tokens: crate::auth::Tokens,
+    /// The AWS-compatible API's access keys, kept in step with the store.
+    access_keys: crate::aws::keys::AccessKeys,
     /// Agent reports handled together, held until their commit.
     batch: batch::Batch,
     /// `--require-signed-plugins`.
@@ -249,6 +253,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
         tokens: crate::auth::Tokens::default(),
+        access_keys: crate::aws::keys::AccessKeys::default(),
         batch: batch::Batch::default(),
         require_signed_plugins: config.require_signed_plugins,
         max_agent_slots: config.max_agent_slots.max(1),
@@ -267,7 +272,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover(now)?;
     driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
+    driver.recover_access_keys()?;
     let tokens = driver.tokens.clone();
+    let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
     let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
@@ -290,7 +297,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         endpoint.clone(),
         crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
     ));
-    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime };
+    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime, aws };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
             error!("admin API stopped: {e}");
