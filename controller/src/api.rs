@@ -40,6 +40,8 @@ pub struct ApiState {
     /// Token hashes to users (the admin token included).
     pub tokens: crate::auth::Tokens,
     pub runtime: Arc<sluice_runtime::Runtime>,
+    /// Access keys and ARNs of the AWS-compatible API (`crate::aws`).
+    pub aws: crate::aws::AwsState,
 }
 
 /// Registers the generic handler of each operation at its route.
@@ -89,7 +91,8 @@ fn routes(state: ApiState) -> Router<ApiState> {
     let hooks = Router::new()
         .route(&positional("/webhooks/{name}"), post(webhook))
         .layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY_BYTES));
-    Router::new().nest("/v1", v1.merge(hooks)).route("/healthz", get(|| async { "ok\n" }))
+    // The AWS-compatible API (`POST /`) authenticates with SigV4, not tokens.
+    Router::new().nest("/v1", v1.merge(hooks)).route("/healthz", get(|| async { "ok\n" })).merge(crate::aws::routes())
 }
 
 impl IntoResponse for OpError {
@@ -303,7 +306,8 @@ mod tests {
         let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
         let (driver, _) = mpsc::channel(1);
         let (events, _) = broadcast::channel(1);
-        let state = ApiState { driver, events, tokens: crate::auth::Tokens::default(), runtime };
+        let aws = crate::aws::AwsState::new(crate::aws::keys::AccessKeys::default(), "test");
+        let state = ApiState { driver, events, tokens: crate::auth::Tokens::default(), runtime, aws };
         let _ = router(state);
         assert_eq!(
             positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),

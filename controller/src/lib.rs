@@ -5,6 +5,7 @@ pub mod action_run;
 pub mod api;
 pub mod artifact_zip;
 pub mod auth;
+pub mod aws;
 pub mod blobs;
 pub mod ca;
 pub mod cli;

@@ -144,6 +144,21 @@ pub struct ApiTokenRecord {
     pub revoked: bool,
 }
 
+/// An access key of a user for the AWS-compatible API (SigV4). Signature
+/// Version 4 needs the secret itself to recompute a signature, so it is
+/// kept sealed ([`crate::secrets::SecretBox`], bound to the key id), not
+/// hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeyRecord {
+    pub id: String,
+    pub user: String,
+    /// Base64 of the sealed secret.
+    pub sealed_secret: String,
+    pub created_at: u64,
+    pub revoked: bool,
+}
+
 /// A secret, sealed by the controller's secret key (never stored in clear).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRecord {
@@ -206,6 +221,8 @@ pub enum Change {
     // Custom action types and the jobs of job workers.
     ActionType(crate::workers::ActionTypeRecord),
     WorkerJob(Box<crate::workers::WorkerJob>),
+    // AWS-compatible API (issue 14, aws).
+    AccessKey(AccessKeyRecord),
 }
 
 /// How much an acknowledged change survives.
@@ -260,6 +277,8 @@ pub trait Store: Send {
     fn unfinished_worker_jobs(&self) -> Result<Vec<crate::workers::WorkerJob>>;
     fn worker_job(&self, id: &str) -> Result<Option<crate::workers::WorkerJob>>;
     fn worker_job_by_key(&self, access_key_id: &str) -> Result<Option<crate::workers::WorkerJob>>;
+    // AWS-compatible API (issue 14, aws).
+    fn access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
 }
 
 pub struct SqliteStore {
@@ -306,6 +325,8 @@ CREATE TABLE IF NOT EXISTS worker_jobs (
     id TEXT PRIMARY KEY, access_key_id TEXT NOT NULL UNIQUE, finished INTEGER NOT NULL,
     updated_at INTEGER NOT NULL, record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS worker_jobs_unfinished ON worker_jobs (finished);
+-- AWS-compatible API (issue 14, aws).
+CREATE TABLE IF NOT EXISTS access_keys (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -496,6 +517,11 @@ impl Store for SqliteStore {
                     )?
                     .execute(params![j.id, j.access_key_id, j.status.is_final(), updated as i64, json(j)?])?;
                 }
+                // AWS-compatible API (issue 14, aws).
+                Change::AccessKey(k) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO access_keys (id, record) VALUES (?1, ?2)")?
+                        .execute(params![k.id, json(k)?])?;
+                }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO plugins (provider, version, digest, info, builtin) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -606,6 +632,10 @@ impl Store for SqliteStore {
 
     fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>> {
         self.query_json("SELECT record FROM plugin_signatures ORDER BY digest", [], "plugin signature")
+    }
+
+    fn access_keys(&self) -> Result<Vec<AccessKeyRecord>> {
+        self.query_json("SELECT record FROM access_keys ORDER BY id", [], "access key")
     }
 
     fn transitions(&self) -> Result<Vec<TransitionRecord>> {

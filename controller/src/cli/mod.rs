@@ -32,7 +32,7 @@ pub use output::{Column, Table, print_table};
 pub use pipeline::PipelineCmd;
 pub use plugin::{PluginCmd, PublisherCmd};
 pub use secret::SecretCmd;
-pub use user::{TokenCmd, UserCmd};
+pub use user::{AccessKeyCmd, TokenCmd, UserCmd};
 pub use webhook::WebhookCmd;
 pub use jobs::{ActionTypeCmd, JobCmd};
 
@@ -133,6 +133,9 @@ pub enum Cmd {
     /// A job worker's calls: poll, acknowledge, show, succeed, fail.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Access keys of users for the AWS CLI and SDKs (admin role only).
+    #[command(name = "access-key", subcommand)]
+    AccessKey(AccessKeyCmd),
 }
 
 #[derive(Args, Debug)]
@@ -318,6 +321,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Token(cmd) => user::run_token(&ctx, cmd).await,
         Cmd::ActionType(cmd) => jobs::run(&ctx, cmd).await,
         Cmd::Job(cmd) => jobs::run_job(&ctx, cmd).await,
+        Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
     }
 }
 

@@ -49,6 +49,8 @@ mod sources;
 mod transfers;
 mod users;
 mod workers;
+// AWS-compatible API (issue 14, aws).
+mod access_keys;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -156,6 +158,8 @@ struct Driver {
     sources: sources::Sources,
     /// The API's token table, kept in step with the store.
     tokens: crate::auth::Tokens,
+    /// The AWS-compatible API's access keys, kept in step with the store.
+    access_keys: crate::aws::keys::AccessKeys,
     /// Agent reports handled together, held until their commit.
     batch: batch::Batch,
     /// `--require-signed-plugins`.
@@ -254,6 +258,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
         tokens: crate::auth::Tokens::default(),
+        access_keys: crate::aws::keys::AccessKeys::default(),
         batch: batch::Batch::default(),
         require_signed_plugins: config.require_signed_plugins,
         max_agent_slots: config.max_agent_slots.max(1),
@@ -277,7 +282,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover(now)?;
     driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
+    driver.recover_access_keys()?;
     let tokens = driver.tokens.clone();
+    let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
     let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
@@ -300,7 +307,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         endpoint.clone(),
         crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
     ));
-    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime };
+    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime, aws };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
             error!("admin API stopped: {e}");

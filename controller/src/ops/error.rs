@@ -61,6 +61,26 @@ pub enum OpError {
     /// understands.
     #[error("{0}")]
     Unavailable(String),
+    // AWS-compatible API (issue 14, aws).
+    /// Another change to the same resource got there first.
+    #[error("{0}")]
+    ConcurrentModification(String),
+    /// A CodePipeline operation Sluice does not implement.
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    /// An `X-Amz-Target` that names no CodePipeline operation.
+    #[error("{0}")]
+    UnknownOperation(String),
+    /// A `nextToken` this listing did not hand out.
+    #[error("{0}")]
+    InvalidNextToken(String),
+    /// A resource ARN that is malformed or names no Sluice resource kind.
+    #[error("{0}")]
+    InvalidArn(String),
+    #[error("{0}")]
+    InvalidTags(String),
+    #[error("{0}")]
+    TooManyTags(String),
 }
 
 /// The JSON body of an error: `{"error": {"code", "message", "diagnostics"}}`.
@@ -103,13 +123,25 @@ impl OpError {
             | Self::InvalidJobState(_) => 409,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
+            Self::ConcurrentModification(_) => 409,
+            Self::UnsupportedOperation(_)
+            | Self::UnknownOperation(_)
+            | Self::InvalidNextToken(_)
+            | Self::InvalidArn(_)
+            | Self::InvalidTags(_)
+            | Self::TooManyTags(_) => 400,
         }
     }
 
     /// The exit code of the CLI command that met this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Validation { .. } => 2,
+            Self::Validation { .. }
+            | Self::UnknownOperation(_)
+            | Self::InvalidNextToken(_)
+            | Self::InvalidArn(_)
+            | Self::InvalidTags(_)
+            | Self::TooManyTags(_) => 2,
             Self::Unauthorized(_) | Self::AccessDenied(_) => 3,
             _ => 1,
         }
@@ -136,6 +168,13 @@ impl OpError {
             Self::InvalidNonce(_) => "InvalidNonceException",
             Self::InvalidJobState(_) => "InvalidJobStateException",
             Self::ActionTypeNotFound(_) => "ActionTypeNotFoundException",
+            Self::ConcurrentModification(_) => "ConcurrentModificationException",
+            Self::UnsupportedOperation(_) => "UnsupportedOperationException",
+            Self::UnknownOperation(_) => "UnknownOperationException",
+            Self::InvalidNextToken(_) => "InvalidNextTokenException",
+            Self::InvalidArn(_) => "InvalidArnException",
+            Self::InvalidTags(_) => "InvalidTagsException",
+            Self::TooManyTags(_) => "TooManyTagsException",
         }
     }
 
@@ -192,6 +231,13 @@ impl OpError {
             Self::InvalidNonce(String::new()),
             Self::InvalidJobState(String::new()),
             Self::ActionTypeNotFound(String::new()),
+            Self::ConcurrentModification(String::new()),
+            Self::UnsupportedOperation(String::new()),
+            Self::UnknownOperation(String::new()),
+            Self::InvalidNextToken(String::new()),
+            Self::InvalidArn(String::new()),
+            Self::InvalidTags(String::new()),
+            Self::TooManyTags(String::new()),
         ];
         if code == "ValidationException" || (status == 400 && !known.iter().any(|k| k.aws_type() == code)) {
             return Self::Validation { message, diagnostics };
@@ -228,6 +274,13 @@ impl OpError {
             Self::InvalidNonce(_) => Self::InvalidNonce(message),
             Self::InvalidJobState(_) => Self::InvalidJobState(message),
             Self::ActionTypeNotFound(_) => Self::ActionTypeNotFound(message),
+            Self::ConcurrentModification(_) => Self::ConcurrentModification(message),
+            Self::UnsupportedOperation(_) => Self::UnsupportedOperation(message),
+            Self::UnknownOperation(_) => Self::UnknownOperation(message),
+            Self::InvalidNextToken(_) => Self::InvalidNextToken(message),
+            Self::InvalidArn(_) => Self::InvalidArn(message),
+            Self::InvalidTags(_) => Self::InvalidTags(message),
+            Self::TooManyTags(_) => Self::TooManyTags(message),
         }
     }
 }
@@ -266,6 +319,13 @@ mod tests {
             (OpError::InvalidNonce(m()), 409, 1, "InvalidNonceException"),
             (OpError::InvalidJobState(m()), 409, 1, "InvalidJobStateException"),
             (OpError::ActionTypeNotFound(m()), 404, 1, "ActionTypeNotFoundException"),
+            (OpError::ConcurrentModification(m()), 409, 1, "ConcurrentModificationException"),
+            (OpError::UnsupportedOperation(m()), 400, 1, "UnsupportedOperationException"),
+            (OpError::UnknownOperation(m()), 400, 2, "UnknownOperationException"),
+            (OpError::InvalidNextToken(m()), 400, 2, "InvalidNextTokenException"),
+            (OpError::InvalidArn(m()), 400, 2, "InvalidArnException"),
+            (OpError::InvalidTags(m()), 400, 2, "InvalidTagsException"),
+            (OpError::TooManyTags(m()), 400, 2, "TooManyTagsException"),
         ];
         for (error, status, exit, aws) in cases {
             assert_eq!(error.status(), status, "{error:?}");

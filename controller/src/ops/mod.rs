@@ -55,6 +55,7 @@
 //!
 //! Who may call it follows from the permission ([`authorize`]).
 
+mod access_keys;
 mod agents;
 mod client;
 mod error;
@@ -68,6 +69,7 @@ mod stages;
 mod users;
 mod webhooks;
 
+pub use access_keys::*;
 pub use agents::*;
 pub use client::{Client, SIGNATURE_HEADER};
 pub use error::OpError;
@@ -151,6 +153,10 @@ const ADMIN_ONLY: &[(&str, &str)] = &[
     // Whom the controller trusts to sign plugins is the admin's decision.
     ("sluice:AddPublisher", "manage trusted publishers"),
     ("sluice:RemovePublisher", "manage trusted publishers"),
+    // Access keys for the AWS-compatible API are credentials, as API tokens are.
+    ("sluice:CreateAccessKey", "manage users and tokens"),
+    ("sluice:ListAccessKeys", "manage users and tokens"),
+    ("sluice:RevokeAccessKey", "manage users and tokens"),
 ];
 
 /// Whether `caller` may use `permission`: the one role rule.
@@ -377,6 +383,10 @@ operations! {
         GetJobDetails -> GetJobDetailsOutput: GET "/jobs/{jobId}", "codepipeline:GetJobDetails";
         PutJobSuccessResult -> EmptyOutput: POST "/jobs/{jobId}/success", "codepipeline:PutJobSuccessResult";
         PutJobFailureResult -> EmptyOutput: POST "/jobs/{jobId}/failure", "codepipeline:PutJobFailureResult";
+        // Access keys for the AWS-compatible API (issue 14, aws).
+        CreateAccessKey -> CreateAccessKeyOutput: POST "/access-keys", "sluice:CreateAccessKey";
+        ListAccessKeys -> ListAccessKeysOutput: GET "/access-keys", "sluice:ListAccessKeys";
+        RevokeAccessKey -> RevokeAccessKeyOutput: POST "/access-keys/{id}/revoke", "sluice:RevokeAccessKey";
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.
@@ -410,6 +420,9 @@ mod tests {
             LabelAgent::PERMISSION,
             AddPublisher::PERMISSION,
             RemovePublisher::PERMISSION,
+            CreateAccessKey::PERMISSION,
+            ListAccessKeys::PERMISSION,
+            RevokeAccessKey::PERMISSION,
         ] {
             assert!(authorize(&admin, permission).is_ok(), "{permission}");
             let refused = authorize(&ann, permission).unwrap_err();

@@ -4,6 +4,7 @@
 //! `cargo build --workspace --bins`, then
 //! `cargo test -p sluice-tests --test cross [MODULE::NAME]`.
 
+mod aws;
 mod cluster;
 mod fleet;
 mod rogue;
