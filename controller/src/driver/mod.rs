@@ -305,9 +305,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     });
     tokio::spawn(crate::fleet::serve(
         endpoint.clone(),
-        crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
+        crate::fleet::FleetContext { driver: tx.clone(), artifacts: artifacts.clone(), plugins },
     ));
-    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime, aws };
+    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime, aws, artifacts };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
             error!("admin API stopped: {e}");
