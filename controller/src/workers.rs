@@ -377,6 +377,17 @@ impl Workers {
         })
     }
 
+    /// A live job of the engine's job `engine_job` (whatever its lease
+    /// epoch) moved to `lease_epoch`, if it was on another: after a
+    /// restart the engine hands the same attempt out again under a new
+    /// epoch, and the worker holding the job goes on with it.
+    pub fn adopt(&self, engine_job: &JobId, lease_epoch: u64) -> Option<WorkerJob> {
+        self.jobs
+            .values()
+            .find(|j| &j.engine_job == engine_job && j.lease_epoch != lease_epoch)
+            .map(|j| WorkerJob { lease_epoch, ..j.clone() })
+    }
+
     pub fn job(&self, id: &str) -> Option<&WorkerJob> {
         self.jobs.get(id)
     }

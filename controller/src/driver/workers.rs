@@ -76,6 +76,12 @@ impl Driver {
             .type_of(&dispatch.provider, &dispatch.provider_version)
             .map(|t| t.category.clone())
             .unwrap_or_default();
+        if let Some(job) = self.workers.adopt(&dispatch.job_id, dispatch.lease_epoch) {
+            info!(job = %job.id, action = %dispatch.action, "worker job kept across a restart");
+            self.worker_changes.push(Change::WorkerJob(Box::new(job.clone())));
+            self.workers.put_job(job);
+            return;
+        }
         let (id, key) = new_job_ids();
         if let Some(job) = self.workers.job_for(&dispatch, &category, id, key, now) {
             info!(job = %job.id, action = %dispatch.action, execution = %dispatch.execution_id, "worker job queued");
