@@ -100,6 +100,12 @@ fn a_boto3_job_worker_runs_a_custom_action_and_the_next_action_consumes_its_outp
         assert_eq!(codes[what], code, "{what}: {seen}");
     }
 
+    // The output the shell action consumed came as real boto3 sends it over TLS.
+    assert_eq!(
+        seen["codes"]["chunkedUpload"],
+        serde_json::json!(["aws-chunked", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "x-amz-checksum-crc32"]),
+        "{seen}"
+    );
     let state = cluster.sluice_json(&["pipeline", "state", "packaged"]).unwrap();
     let package = action_state(&state, "Build", "Package");
     assert_eq!(package["status"], "Succeeded", "{state}");
