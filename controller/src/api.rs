@@ -94,7 +94,10 @@ fn routes(state: ApiState) -> Router<ApiState> {
         .route(&positional("/webhooks/{name}"), post(webhook))
         .layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY_BYTES));
     // The AWS-compatible API (`POST /`) authenticates with SigV4, not tokens.
-    Router::new().nest("/v1", v1.merge(hooks)).route("/healthz", get(|| async { "ok\n" })).merge(crate::aws::routes())
+    Router::new()
+        .nest("/v1", v1.merge(hooks))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::aws::routes())
         // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).
         .merge(crate::aws::s3::routes())
 }

@@ -175,7 +175,10 @@ pub fn tar_to_zip(tar_bytes: &[u8], max_bytes: u64) -> anyhow::Result<Vec<u8>> {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 total += entry.size();
-                anyhow::ensure!(total <= max_bytes, "the artifact is larger than {max_bytes} bytes: too large to serve as a zip");
+                anyhow::ensure!(
+                    total <= max_bytes,
+                    "the artifact is larger than {max_bytes} bytes: too large to serve as a zip"
+                );
                 zip.start_file(path, base.unix_permissions(if mode & 0o111 != 0 { 0o755 } else { 0o644 }))?;
                 std::io::copy(&mut entry, &mut zip)?;
             }

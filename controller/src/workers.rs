@@ -100,7 +100,11 @@ impl ActionTypeRecord {
     pub fn provider_info(&self) -> ProviderInfo {
         ProviderInfo {
             category: self.category.clone(),
-            properties: self.properties.iter().map(|p| PropertyInfo { name: p.name.clone(), required: p.required }).collect(),
+            properties: self
+                .properties
+                .iter()
+                .map(|p| PropertyInfo { name: p.name.clone(), required: p.required })
+                .collect(),
             inputs: (self.input_artifact_details.minimum_count, self.input_artifact_details.maximum_count),
             outputs: (self.output_artifact_details.minimum_count, self.output_artifact_details.maximum_count),
             digest: None,
@@ -426,12 +430,16 @@ impl Workers {
         }
         let wanted = match (t.queryable(), query.len()) {
             (None, 0) => None,
-            (None, _) => return Err(OpError::invalid("this action type has no queryable property: queryParam must be empty")),
+            (None, _) => {
+                return Err(OpError::invalid("this action type has no queryable property: queryParam must be empty"));
+            }
             (Some(name), 1) => match query.get(name) {
                 Some(value) => Some((name, value)),
                 None => return Err(OpError::invalid(format!("queryParam must name the queryable property {name:?}"))),
             },
-            (Some(name), _) => return Err(OpError::invalid(format!("queryParam must name the queryable property {name:?}"))),
+            (Some(name), _) => {
+                return Err(OpError::invalid(format!("queryParam must name the queryable property {name:?}")));
+            }
         };
         let mut queued: Vec<&WorkerJob> = self
             .jobs
@@ -522,9 +530,9 @@ impl Workers {
         if let Some(revision) = &op.current_revision {
             output_variables.entry("RevisionId".into()).or_insert_with(|| revision.revision.clone());
         }
-        let template = self.type_of(&job.action_type.provider, &job.action_type.version).and_then(|t| {
-            t.settings.as_ref().and_then(|s| s.execution_url_template.clone())
-        });
+        let template = self
+            .type_of(&job.action_type.provider, &job.action_type.version)
+            .and_then(|t| t.settings.as_ref().and_then(|s| s.execution_url_template.clone()));
         let external_url = match (template, details.external_execution_id) {
             (Some(template), Some(id)) => Some(template.replace("{ExternalExecutionId}", &id)),
             _ => None,
@@ -536,10 +544,21 @@ impl Workers {
     }
 
     /// PutJobFailureResult on a live job.
-    pub fn fail(&self, job: &WorkerJob, details: &crate::ops::FailureDetails, now: u64) -> Result<(WorkerJob, Outcome), OpError> {
+    pub fn fail(
+        &self,
+        job: &WorkerJob,
+        details: &crate::ops::FailureDetails,
+        now: u64,
+    ) -> Result<(WorkerJob, Outcome), OpError> {
         running(job)?;
-        const TYPES: &[&str] =
-            &["JobFailed", "ConfigurationError", "PermissionError", "RevisionOutOfSync", "RevisionUnavailable", "SystemUnavailable"];
+        const TYPES: &[&str] = &[
+            "JobFailed",
+            "ConfigurationError",
+            "PermissionError",
+            "RevisionOutOfSync",
+            "RevisionUnavailable",
+            "SystemUnavailable",
+        ];
         if !TYPES.contains(&details.kind.as_str()) {
             return Err(OpError::invalid(format!("failureDetails.type must be one of {}", TYPES.join(", "))));
         }
@@ -556,9 +575,11 @@ impl Workers {
     /// Records an uploaded output on a running job: the changed job.
     pub fn record_output(&self, job: &WorkerJob, key: &str, artifact: ArtifactRef) -> Result<WorkerJob, OpError> {
         running(job)?;
-        let name = job.outputs.iter().find(|name| job.output_key(name) == key).ok_or_else(|| {
-            OpError::AccessDenied(format!("job {} may not write {key}", job.id))
-        })?;
+        let name = job
+            .outputs
+            .iter()
+            .find(|name| job.output_key(name) == key)
+            .ok_or_else(|| OpError::AccessDenied(format!("job {} may not write {key}", job.id)))?;
         let mut changed = job.clone();
         changed.uploaded.insert(name.clone(), artifact);
         Ok(changed)
@@ -699,7 +720,8 @@ fn check_declaration(op: &CreateCustomActionType) -> Vec<String> {
             problems.push(format!("{field} must be 1 to {max} characters of A-Z, a-z, 0-9, _ and -"));
         }
     }
-    for (field, d) in [("inputArtifactDetails", op.input_artifact_details), ("outputArtifactDetails", op.output_artifact_details)]
+    for (field, d) in
+        [("inputArtifactDetails", op.input_artifact_details), ("outputArtifactDetails", op.output_artifact_details)]
     {
         if d.maximum_count > MAX_ARTIFACTS || d.minimum_count > d.maximum_count {
             problems.push(format!("{field}: counts run from 0 to {MAX_ARTIFACTS}, minimumCount at most maximumCount"));
@@ -754,7 +776,7 @@ fn check_declaration(op: &CreateCustomActionType) -> Vec<String> {
 }
 
 fn human_ms(ms: u64) -> String {
-    if ms % 60_000 == 0 { format!("{} min", ms / 60_000) } else { format!("{} s", ms.div_ceil(1000)) }
+    if ms.is_multiple_of(60_000) { format!("{} min", ms / 60_000) } else { format!("{} s", ms.div_ceil(1000)) }
 }
 
 /// Compares secrets without leaking where they differ.

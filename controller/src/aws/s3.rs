@@ -167,7 +167,10 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
     debug!(job = %grant.credentials.job_id, %key, method = %parts.method, "S3 request");
     if parts.method == Method::PUT {
         if !object.writable {
-            return Err(S3Error::denied(format!("{key} is an input of job {}: it cannot be written", grant.credentials.job_id)));
+            return Err(S3Error::denied(format!(
+                "{key} is an input of job {}: it cannot be written",
+                grant.credentials.job_id
+            )));
         }
         return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await;
     }
@@ -194,11 +197,14 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body
         .ok_or_else(|| signature_error(&SigError::Missing))?;
     let access_key_id = sigv4::Authorization::parse(authorization).map_err(|e| signature_error(&e))?.access_key_id;
     // What the key is, from the driver, before the signature can be checked.
-    let credentials = match crate::api::ask(state, JobCredentials { access_key_id: access_key_id.clone() }, job_caller(&access_key_id)).await {
-        Ok(c) => c,
-        Err(OpError::Unauthorized(_)) => return Err(signature_error(&SigError::UnknownKey(access_key_id))),
-        Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
+    let credentials =
+        match crate::api::ask(state, JobCredentials { access_key_id: access_key_id.clone() }, job_caller(&access_key_id))
+            .await
+        {
+            Ok(c) => c,
+            Err(OpError::Unauthorized(_)) => return Err(signature_error(&SigError::UnknownKey(access_key_id))),
+            Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        };
     // Streaming bodies are signed as their literal `x-amz-content-sha256`;
     // the decoded payload is checked by its checksum instead.
     let request = sigv4::Request {
@@ -210,10 +216,8 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expect = sigv4::Expect { service: "s3", signed: &[], now };
-    let key = sigv4::Key {
-        secret: credentials.secret_access_key.clone(),
-        session_token: Some(credentials.session_token.clone()),
-    };
+    let key =
+        sigv4::Key { secret: credentials.secret_access_key.clone(), session_token: Some(credentials.session_token.clone()) };
     sigv4::verify(&request, &expect, |_| Some(key)).map_err(|e| signature_error(&e))?;
     if !credentials.active {
         return Err(S3Error::new(
@@ -237,7 +241,8 @@ fn percent_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex =
+            bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
             (b'%', Some(b)) => {
                 out.push(b);
@@ -253,8 +258,16 @@ fn percent_decode(text: &str) -> Vec<u8> {
 }
 
 /// GetObject and HeadObject: the stored archive as a zip, whole or a range.
-async fn get_object(state: &ApiState, method: &Method, headers: &HeaderMap, artifact: &ArtifactRef) -> Result<Response, S3Error> {
-    let path = state.artifacts.path(&artifact.digest).map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+async fn get_object(
+    state: &ApiState,
+    method: &Method,
+    headers: &HeaderMap,
+    artifact: &ArtifactRef,
+) -> Result<Response, S3Error> {
+    let path = state
+        .artifacts
+        .path(&artifact.digest)
+        .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let zip = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
         let tar = std::fs::read(&path)?;
         artifact_zip::tar_to_zip(&tar, MAX_UNPACKED_BYTES)
@@ -328,11 +341,19 @@ async fn put_object(
     })
     .await
     .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    let record = RecordJobOutput { access_key_id: access_key_id.to_string(), key: key.to_string(), artifact: ArtifactRef { digest, size } };
+    let record = RecordJobOutput {
+        access_key_id: access_key_id.to_string(),
+        key: key.to_string(),
+        artifact: ArtifactRef { digest, size },
+    };
     match crate::api::ask(state, record, job_caller(access_key_id)).await {
         Ok(_) => {}
         Err(OpError::InvalidJobState(why)) => {
-            return Err(S3Error::new("ExpiredToken", StatusCode::BAD_REQUEST, format!("the provided token has expired: {why}")));
+            return Err(S3Error::new(
+                "ExpiredToken",
+                StatusCode::BAD_REQUEST,
+                format!("the provided token has expired: {why}"),
+            ));
         }
         Err(OpError::AccessDenied(why)) => return Err(S3Error::denied(why)),
         Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
@@ -356,7 +377,9 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error>
             return Err(S3Error::new(
                 "NotImplemented",
                 StatusCode::NOT_IMPLEMENTED,
-                format!("x-amz-content-sha256 {sha:?}: of the streaming uploads only STREAMING-UNSIGNED-PAYLOAD-TRAILER is supported"),
+                format!(
+                    "x-amz-content-sha256 {sha:?}: of the streaming uploads only STREAMING-UNSIGNED-PAYLOAD-TRAILER is supported"
+                ),
             ));
         }
         let (payload, trailers) = decode_chunked(body)?;
@@ -382,11 +405,17 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error>
     if let Some(trailer) = text("x-amz-trailer")
         && !checksums.iter().any(|(k, _)| k.eq_ignore_ascii_case(trailer.trim()))
     {
-        return Err(S3Error::new("IncompleteBody", StatusCode::BAD_REQUEST, format!("the trailer {trailer} was announced but not sent")));
+        return Err(S3Error::new(
+            "IncompleteBody",
+            StatusCode::BAD_REQUEST,
+            format!("the trailer {trailer} was announced but not sent"),
+        ));
     }
     for (name, value) in checksums {
         let actual = match name.to_ascii_lowercase().as_str() {
-            "x-amz-checksum-crc32" => base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&payload).to_be_bytes()),
+            "x-amz-checksum-crc32" => {
+                base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&payload).to_be_bytes())
+            }
             "x-amz-checksum-sha256" => base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&payload)),
             other => {
                 return Err(S3Error::invalid(format!(
@@ -405,10 +434,14 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error>
     Ok(payload)
 }
 
+/// Trailer lines of an `aws-chunked` body: lowercase name, value.
+type Trailers = Vec<(String, String)>;
+
 /// `aws-chunked`: `HEX-SIZE[;ext]\r\nDATA\r\n` ... `0\r\n` then trailer
 /// lines `name:value\r\n` and an empty line.
-fn decode_chunked(body: &[u8]) -> Result<(Vec<u8>, Vec<(String, String)>), S3Error> {
-    let malformed = |why: &str| S3Error::new("IncompleteBody", StatusCode::BAD_REQUEST, format!("malformed aws-chunked body: {why}"));
+fn decode_chunked(body: &[u8]) -> Result<(Vec<u8>, Trailers), S3Error> {
+    let malformed =
+        |why: &str| S3Error::new("IncompleteBody", StatusCode::BAD_REQUEST, format!("malformed aws-chunked body: {why}"));
     let mut payload = Vec::new();
     let mut rest = body;
     loop {

@@ -126,7 +126,8 @@ pub async fn run(ctx: &Ctx, cmd: ActionTypeCmd) -> Result<i32, Failure> {
         }
         ActionTypeCmd::Get { category, provider, version, owner } => {
             let out = ctx.client()?.call(GetActionType { category, owner, provider, version }).await?;
-            ctx.output.print(&out, |out| format!("{}\n", serde_json::to_string_pretty(&out["actionType"]).unwrap_or_default()));
+            ctx.output
+                .print(&out, |out| format!("{}\n", serde_json::to_string_pretty(&out["actionType"]).unwrap_or_default()));
         }
         ActionTypeCmd::Delete { category, provider, version } => {
             let what = format!("{category}/Custom/{provider}/{version}");
@@ -152,7 +153,8 @@ pub async fn run_job(ctx: &Ctx, cmd: JobCmd) -> Result<i32, Failure> {
         }
         JobCmd::Get { id } => {
             let out = ctx.client()?.call(GetJobDetails { job_id: id }).await?;
-            ctx.output.print(&out, |out| format!("{}\n", serde_json::to_string_pretty(&out["jobDetails"]).unwrap_or_default()));
+            ctx.output
+                .print(&out, |out| format!("{}\n", serde_json::to_string_pretty(&out["jobDetails"]).unwrap_or_default()));
         }
         JobCmd::Succeed { id, continuation_token, summary, variables } => {
             let execution_details = summary.map(|summary| ExecutionDetails { summary: Some(summary), ..Default::default() });

@@ -28,13 +28,13 @@ pub use execution::{
     ApprovalArgs, ApprovalCmd, ExecutionCmd, LogsArgs, RetryMode, StageCmd, StopMode, TransitionCmd, WatchArgs,
     WatchPrinter, follow_logs, wait_for, watch, watch_as,
 };
+pub use jobs::{ActionTypeCmd, JobCmd};
 pub use output::{Column, Table, print_table};
 pub use pipeline::PipelineCmd;
 pub use plugin::{PluginCmd, PublisherCmd};
 pub use secret::SecretCmd;
 pub use user::{AccessKeyCmd, TokenCmd, UserCmd};
 pub use webhook::WebhookCmd;
-pub use jobs::{ActionTypeCmd, JobCmd};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};

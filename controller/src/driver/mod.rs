@@ -268,10 +268,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         renewals: HashMap::new(),
         #[cfg(debug_assertions)]
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
-        workers: crate::workers::Workers::new(
-            &workers::worker_key(dir)?,
-            config.worker_job_timeout.as_millis() as u64,
-        ),
+        workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
         worker_changes: Vec::new(),
     };
     if config.require_signed_plugins {

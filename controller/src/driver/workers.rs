@@ -8,11 +8,12 @@
 use super::Driver;
 use crate::engine::{ActionResult, ActionStatus, AgentId, Dispatch, Event, Execution};
 use crate::ops::{
-    AcknowledgeJob, AcknowledgeJobOutput, ActionConfigurationProperty, ActionType, ActionTypeDeclaration, ActionTypeExecutor,
-    ActionTypeId, ActionTypeProperty, ActionTypeUrls, ArtifactDetails, Context, CreateCustomActionType,
+    AcknowledgeJob, AcknowledgeJobOutput, ActionConfigurationProperty, ActionType, ActionTypeDeclaration,
+    ActionTypeExecutor, ActionTypeId, ActionTypeProperty, ActionTypeUrls, ArtifactDetails, Context, CreateCustomActionType,
     CreateCustomActionTypeOutput, DeleteCustomActionType, EmptyOutput, GetActionType, GetActionTypeOutput, GetJobDetails,
-    GetJobDetailsOutput, Handle, Job, JobCredentials, JobCredentialsOutput, JobDetails, ListActionTypes, ListActionTypesOutput,
-    OpError, PollForJobs, PollForJobsOutput, PutJobFailureResult, PutJobSuccessResult, RecordJobOutput,
+    GetJobDetailsOutput, Handle, Job, JobCredentials, JobCredentialsOutput, JobDetails, ListActionTypes,
+    ListActionTypesOutput, OpError, PollForJobs, PollForJobsOutput, PutJobFailureResult, PutJobSuccessResult,
+    RecordJobOutput,
 };
 use crate::store::Change;
 use crate::workers::{ACCOUNT_ID, ActionTypeRecord, BUCKET, JobStatus, Outcome, WorkerJob};
@@ -98,7 +99,8 @@ impl Driver {
             .jobs()
             .filter(|j| j.execution_id == execution.id.0)
             .filter_map(|j| {
-                let run = execution.stages.iter().find(|s| s.name == j.stage)?.actions.iter().find(|a| a.name == j.action)?;
+                let run =
+                    execution.stages.iter().find(|s| s.name == j.stage)?.actions.iter().find(|a| a.name == j.action)?;
                 let current = run.status == Some(ActionStatus::InProgress)
                     && run.lease_epoch == j.lease_epoch
                     && run.job_id.as_deref() == Some(j.engine_job.as_str());
@@ -112,12 +114,7 @@ impl Driver {
                         }
                         _ => "the action attempt it belonged to ended".to_string(),
                     };
-                    WorkerJob {
-                        status: JobStatus::Failed,
-                        ended_at: Some(now),
-                        message: Some(why),
-                        ..j.clone()
-                    }
+                    WorkerJob { status: JobStatus::Failed, ended_at: Some(now), message: Some(why), ..j.clone() }
                 })
             })
             .collect();
@@ -246,7 +243,9 @@ impl Handle<ListActionTypes> for Driver {
             Some("Sluice") => self.plugin_action_types(),
             Some("AWS" | "ThirdParty") => Vec::new(),
             Some(other) => {
-                return Err(OpError::invalid(format!("actionOwnerFilter must be Custom, Sluice, AWS or ThirdParty, not {other:?}")));
+                return Err(OpError::invalid(format!(
+                    "actionOwnerFilter must be Custom, Sluice, AWS or ThirdParty, not {other:?}"
+                )));
             }
         };
         let start = match &op.next_token {
@@ -275,7 +274,10 @@ impl Handle<GetActionType> for Driver {
             _ => None,
         };
         let t = found.ok_or_else(|| {
-            OpError::ActionTypeNotFound(format!("no action type {}/{}/{}/{}", id.category, id.owner, id.provider, id.version))
+            OpError::ActionTypeNotFound(format!(
+                "no action type {}/{}/{}/{}",
+                id.category, id.owner, id.provider, id.version
+            ))
         })?;
         let worker = t.id.owner == "Custom";
         let settings = t.settings.clone().unwrap_or_default();
@@ -319,8 +321,14 @@ impl Handle<GetActionType> for Driver {
 
 impl Handle<PollForJobs> for Driver {
     fn handle(&mut self, op: PollForJobs, ctx: &Context) -> Result<PollForJobsOutput, OpError> {
-        let polled =
-            self.workers.poll(&op.action_type_id, op.max_batch_size, &op.query_param, &ctx.caller.user, ctx.now, new_nonce)?;
+        let polled = self.workers.poll(
+            &op.action_type_id,
+            op.max_batch_size,
+            &op.query_param,
+            &ctx.caller.user,
+            ctx.now,
+            new_nonce,
+        )?;
         let mut changes = Vec::new();
         let mut jobs = Vec::new();
         for job in polled {
@@ -348,7 +356,10 @@ impl Handle<AcknowledgeJob> for Driver {
             Some(job) => job.clone(),
             None => {
                 // An ended job answers with how it ended, to its own worker.
-                let job = self.store.worker_job(&op.job_id)?.ok_or_else(|| OpError::JobNotFound(format!("no job {}", op.job_id)))?;
+                let job = self
+                    .store
+                    .worker_job(&op.job_id)?
+                    .ok_or_else(|| OpError::JobNotFound(format!("no job {}", op.job_id)))?;
                 self.workers.acknowledge(&WorkerJob { status: JobStatus::Failed, ..job.clone() }, &op.nonce, ctx.now)?;
                 return Ok(AcknowledgeJobOutput { status: job.status.as_str().into() });
             }
@@ -370,7 +381,9 @@ impl Handle<GetJobDetails> for Driver {
     fn handle(&mut self, op: GetJobDetails, _ctx: &Context) -> Result<GetJobDetailsOutput, OpError> {
         let job = match self.workers.job(&op.job_id) {
             Some(job) => job.clone(),
-            None => self.store.worker_job(&op.job_id)?.ok_or_else(|| OpError::JobNotFound(format!("no job {}", op.job_id)))?,
+            None => {
+                self.store.worker_job(&op.job_id)?.ok_or_else(|| OpError::JobNotFound(format!("no job {}", op.job_id)))?
+            }
         };
         Ok(GetJobDetailsOutput {
             job_details: JobDetails { id: job.id.clone(), data: self.workers.job_data(&job), account_id: ACCOUNT_ID.into() },
@@ -443,11 +456,10 @@ impl Handle<JobCredentials> for Driver {
 
 impl Handle<RecordJobOutput> for Driver {
     fn handle(&mut self, op: RecordJobOutput, ctx: &Context) -> Result<EmptyOutput, OpError> {
-        let job = self
-            .workers
-            .job_by_key(&op.access_key_id)
-            .cloned()
-            .ok_or_else(|| OpError::InvalidJobState(format!("access key {} belongs to no running job", op.access_key_id)))?;
+        let job =
+            self.workers.job_by_key(&op.access_key_id).cloned().ok_or_else(|| {
+                OpError::InvalidJobState(format!("access key {} belongs to no running job", op.access_key_id))
+            })?;
         let changed = self.workers.record_output(&job, &op.key, op.artifact)?;
         info!(job = %job.id, key = %op.key, "worker job output stored");
         let change = self.save_job(changed);

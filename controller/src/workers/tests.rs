@@ -81,7 +81,9 @@ fn a_declaration_is_checked_and_a_deleted_version_cannot_come_back() {
     bad.configuration_properties[1].queryable = true;
     let err = w.create_type(bad, true, 6).unwrap_err();
     let diagnostics = err.diagnostics().join("\n");
-    for expected in ["category must be", "outputArtifactDetails", "must be required", "at most one", "a plugin is registered"] {
+    for expected in
+        ["category must be", "outputArtifactDetails", "must be required", "at most one", "a plugin is registered"]
+    {
         assert!(diagnostics.contains(expected), "{expected}: {diagnostics}");
     }
     assert!(matches!(w.delete_type("Build", "Acme", "9", 7), Err(OpError::ActionTypeNotFound(_))));
@@ -120,7 +122,8 @@ fn a_continuation_queues_a_new_job_and_success_needs_every_output() {
     w.put_job(running.clone());
     let next = || ("2".to_string(), "ASIA2".to_string());
     let op = PutJobSuccessResult { job_id: "1".into(), continuation_token: Some("step-2".into()), ..Default::default() };
-    let uploaded = w.record_output(&running, &job.output_key("out"), ArtifactRef { digest: "e".repeat(64), size: 9 }).unwrap();
+    let uploaded =
+        w.record_output(&running, &job.output_key("out"), ArtifactRef { digest: "e".repeat(64), size: 9 }).unwrap();
     w.put_job(uploaded.clone());
     let (ended, outcome) = w.succeed(&uploaded, &op, 30, next).unwrap();
     assert_eq!(ended.status, JobStatus::Succeeded);

@@ -133,9 +133,24 @@ fn a_failed_job_fails_its_action_and_an_unacknowledged_one_times_out() {
     let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap()]);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.contains("pipeline.stages[1].actions[0].configuration: provider Tester@1 requires configuration key \"ProjectName\""), "{text}");
-    assert!(text.contains("pipeline.stages[1].actions[0].inputArtifacts: provider Tester@1 takes exactly 1 input artifact, found 0"), "{text}");
-    assert!(text.contains("pipeline.stages[1].actions[0].outputArtifacts: provider Tester@1 takes 0 to 1 output artifacts, found 2"), "{text}");
+    assert!(
+        text.contains(
+            "pipeline.stages[1].actions[0].configuration: provider Tester@1 requires configuration key \"ProjectName\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "pipeline.stages[1].actions[0].inputArtifacts: provider Tester@1 takes exactly 1 input artifact, found 0"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "pipeline.stages[1].actions[0].outputArtifacts: provider Tester@1 takes 0 to 1 output artifacts, found 2"
+        ),
+        "{text}"
+    );
 
     let build = [custom_action("Fails", "Tester", "fails", ""), custom_action("Sleeps", "Tester", "sleeps", "")].join(",");
     let id = cluster.create_pipeline("failing", &pipeline("failing", &repo, &build, ""));
@@ -170,7 +185,8 @@ fn worker_jobs_survive_a_killed_controller_and_end_with_a_stopped_execution() {
     create_type(&cluster, "Durable");
     let build = custom_action("Deploy", "Durable", "web", "");
     let id = cluster.create_pipeline("durable", &pipeline("durable", &repo, &build, ""));
-    let poll = ["job", "poll", "--category", "Build", "--provider", "Durable", "--version", "1", "--query", "ProjectName=web"];
+    let poll =
+        ["job", "poll", "--category", "Build", "--provider", "Durable", "--version", "1", "--query", "ProjectName=web"];
     let job = wait_until("a job to poll", WAIT, || {
         let out = cluster.sluice_json(&poll).ok()?;
         out["jobs"].as_array()?.first().cloned()
