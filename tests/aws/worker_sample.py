@@ -106,6 +106,7 @@ def output_zip(greeting):
 job = poll()
 seen["wrongNonce"] = code_of(lambda: codepipeline.acknowledge_job(jobId=job["id"], nonce="0" * 32))
 seen["ack"] = codepipeline.acknowledge_job(jobId=job["id"], nonce=job["nonce"])["status"]
+seen["secret"] = job["data"]["actionConfiguration"]["configuration"].get("Token")
 details = codepipeline.get_job_details(jobId=job["id"])["jobDetails"]
 assert details["data"]["pipelineContext"]["stage"]["name"] == "Build", details
 s3 = s3_for(job)
@@ -166,6 +167,7 @@ print(
             "draft": draft.read("greeting.txt").decode(),
             "headLength": head["ContentLength"],
             "hello": hello,
+            "secret": seen.pop("secret"),
             "codes": seen,
         }
     )

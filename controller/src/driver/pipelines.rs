@@ -48,7 +48,7 @@ impl Handle<CreatePipeline> for Driver {
         )?;
         self.refresh_polls(now, &name, 1)?;
         info!(pipeline = %name, execution = %id, "pipeline created");
-        Ok(CreatePipelineOutput { pipeline: pipeline_value(&decl), pipeline_execution_id: id.0 })
+        Ok(CreatePipelineOutput { pipeline: self.hide_worker_secrets(pipeline_value(&decl)), pipeline_execution_id: id.0 })
     }
 }
 
@@ -87,7 +87,7 @@ impl Handle<UpdatePipeline> for Driver {
         info!(pipeline = %name, version, "pipeline updated");
         let mut pipeline = pipeline_value(&decl);
         pipeline["version"] = json!(version);
-        Ok(UpdatePipelineOutput { pipeline })
+        Ok(UpdatePipelineOutput { pipeline: self.hide_worker_secrets(pipeline) })
     }
 }
 
@@ -131,7 +131,7 @@ impl Handle<GetPipeline> for Driver {
         let mut pipeline = value["pipeline"].take();
         pipeline["version"] = json!(record.version);
         Ok(GetPipelineOutput {
-            pipeline,
+            pipeline: self.hide_worker_secrets(pipeline),
             metadata: PipelineMetadata {
                 pipeline_arn: format!("sluice:pipeline/{name}"),
                 created: views::time(record.created_at),

@@ -499,3 +499,32 @@ impl Driver {
         Providers { catalog: &self.catalog, workers: &self.workers }
     }
 }
+
+impl Driver {
+    /// A pipeline as GetPipeline (and Create/UpdatePipeline) return it:
+    /// the values of a custom action type's `secret` properties are hidden,
+    /// as CodePipeline hides them from every call but the job worker's
+    /// PollForJobs and GetJobDetails.
+    pub(super) fn hide_worker_secrets(&self, mut pipeline: serde_json::Value) -> serde_json::Value {
+        let stages = pipeline.get_mut("stages").and_then(|s| s.as_array_mut());
+        for action in stages.into_iter().flatten().filter_map(|s| s.get_mut("actions")?.as_array_mut()).flatten() {
+            let id = &action["actionTypeId"];
+            if id["owner"] != "Custom" {
+                continue;
+            }
+            let Some(t) = self.workers.type_of(id["provider"].as_str().unwrap_or(""), id["version"].as_str().unwrap_or(""))
+            else {
+                continue;
+            };
+            let secrets: Vec<String> = t.properties.iter().filter(|p| p.secret).map(|p| p.name.clone()).collect();
+            if let Some(configuration) = action.get_mut("configuration").and_then(|c| c.as_object_mut()) {
+                for name in secrets {
+                    if let Some(value) = configuration.get_mut(&name) {
+                        *value = serde_json::Value::String("****".into());
+                    }
+                }
+            }
+        }
+        pipeline
+    }
+}

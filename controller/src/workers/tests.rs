@@ -196,3 +196,17 @@ fn jobs_time_out_from_their_poll_and_credentials_are_per_job() {
     let err = w.record_output(&running, &b.output_key("out"), ArtifactRef { digest: "e".repeat(64), size: 1 }).unwrap_err();
     assert!(matches!(err, OpError::AccessDenied(_)), "{err}");
 }
+
+#[test]
+fn a_restart_hands_the_same_attempt_out_again_and_the_running_job_is_kept() {
+    let mut w = workers();
+    let d = dispatch("a", "web", &[]);
+    queue(&mut w, &d, "1", 10);
+    // The same attempt under the same epoch: no second job.
+    assert!(w.job_for(&d, "Build", "2".into(), "ASIA2".into(), 11).is_none());
+    assert!(w.adopt(&d.job_id, 1).is_none());
+    // Under the epoch a restart gives it, the job moves along.
+    let moved = w.adopt(&d.job_id, 2).unwrap();
+    assert_eq!((moved.id.as_str(), moved.lease_epoch), ("1", 2));
+    assert!(w.adopt(&"other".into(), 2).is_none());
+}

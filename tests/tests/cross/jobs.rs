@@ -20,6 +20,7 @@ fn create_type(cluster: &Cluster, provider: &str) {
             "category: Build\nprovider: {provider}\nversion: \"1\"\n\
              settings:\n  executionUrlTemplate: https://ci.example.test/runs/{{ExternalExecutionId}}\n\
              configurationProperties:\n  - {{name: ProjectName, required: true, key: true, secret: false, queryable: true, type: String}}\n\
+             \x20 - {{name: Token, required: false, key: false, secret: true}}\n\
              inputArtifactDetails: {{minimumCount: 1, maximumCount: 1}}\n\
              outputArtifactDetails: {{minimumCount: 0, maximumCount: 1}}\n"
         ),
@@ -70,7 +71,8 @@ fn a_boto3_job_worker_runs_a_custom_action_and_the_next_action_consumes_its_outp
         "actionTypeId": {"category": "Test", "owner": "Sluice", "provider": "shell", "version": "1"},
         "configuration": {"Commands": "test \"$(cat greeting.txt)\" = 'hello from the worker: hello from git' && test -x bin/run.sh && test '#{Package.Version}' = 1.2.3"},
         "inputArtifacts": [{"name": "pkg"}], "capabilities": {"exec": ["sh"]}}]}"#;
-    let build = custom_action("Package", "Packager", "web", r#"{"name": "pkg"}"#);
+    let build = custom_action("Package", "Packager", "web", r#"{"name": "pkg"}"#)
+        .replace(r#""ProjectName": "web""#, r#""ProjectName": "web", "Token": "s3cr3t""#);
     let id = cluster.create_pipeline("packaged", &pipeline("packaged", &repo, &build, &format!(",\n{check}")));
 
     let key = access_key(&cluster, "worker", "operator").unwrap();
@@ -106,6 +108,10 @@ fn a_boto3_job_worker_runs_a_custom_action_and_the_next_action_consumes_its_outp
         serde_json::json!(["aws-chunked", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "x-amz-checksum-crc32"]),
         "{seen}"
     );
+    // The worker got the secret property; GetPipeline hides it.
+    assert_eq!(seen["secret"], "s3cr3t", "{seen}");
+    let got = cluster.sluice_json(&["pipeline", "get", "packaged"]).unwrap();
+    assert_eq!(got["pipeline"]["stages"][1]["actions"][0]["configuration"]["Token"], "****", "{got}");
     let state = cluster.sluice_json(&["pipeline", "state", "packaged"]).unwrap();
     let package = action_state(&state, "Build", "Package");
     assert_eq!(package["status"], "Succeeded", "{state}");
