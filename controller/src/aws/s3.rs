@@ -1,6 +1,7 @@
 //! The S3 subset job workers use: `GetObject`, `PutObject` and `HeadObject`
 //! on the one bucket of job artifacts ([`crate::workers::BUCKET`]),
-//! path-style (`/sluice-artifacts/KEY`), on the controller's API listener.
+//! path-style (`/sluice-artifacts/KEY`, what the SDKs use with a custom
+//! endpoint) or virtual-host style, on the controller's API listener.
 //!
 //! Requests are signed with Signature Version 4 for service `s3` by a job's
 //! temporary credentials (`artifactCredentials`, with `x-amz-security-token`),
@@ -42,10 +43,11 @@ use tracing::{debug, warn};
 /// and converted (multipart uploads are not part of the subset).
 pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
 
-/// The routes of the S3 subset: every path of the artifact bucket, and
-/// any other bucket (answered `NoSuchBucket`).
+/// The routes of the S3 subset: every path of two segments or more, in
+/// path style (`/sluice-artifacts/KEY`) or virtual-host style (`Host:
+/// sluice-artifacts.HOST`, path `/KEY`); any other bucket is `NoSuchBucket`.
 pub fn routes() -> Router<ApiState> {
-    Router::new().route(&format!("/{BUCKET}/{{*key}}"), any(serve)).route("/{bucket}/{*key}", any(no_bucket))
+    Router::new().route(&format!("/{BUCKET}/{{*key}}"), any(serve)).route("/{bucket}/{*key}", any(serve))
 }
 
 /// An S3 error: its code, HTTP status and message.
@@ -119,11 +121,6 @@ fn job_caller(access_key_id: &str) -> Caller {
     Caller { user: format!("job-key:{access_key_id}"), role: Role::Operator }
 }
 
-async fn no_bucket(method: Method, request: Request) -> Response {
-    let path = request.uri().path().to_string();
-    S3Error::new("NoSuchBucket", StatusCode::NOT_FOUND, format!("the only bucket is {BUCKET}")).response(&method, &path)
-}
-
 async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let resource = parts.uri.path().to_string();
@@ -159,8 +156,9 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
     let body = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| {
         S3Error::new("EntityTooLarge", StatusCode::BAD_REQUEST, format!("objects are at most {MAX_UPLOAD_BYTES} bytes"))
     })?;
+    let key = object_key(&parts.headers, parts.uri.path())?
+        .ok_or_else(|| S3Error::new("NoSuchBucket", StatusCode::NOT_FOUND, format!("the only bucket is {BUCKET}")))?;
     let grant = authenticate(state, &parts, &body).await?;
-    let key = object_key(parts.uri.path())?;
     let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
         return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
     };
@@ -229,11 +227,21 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body
     Ok(Grant { access_key_id, credentials })
 }
 
-/// The object key of a path-style request, decoded.
-fn object_key(path: &str) -> Result<String, S3Error> {
-    let raw = path.strip_prefix(&format!("/{BUCKET}/")).unwrap_or("");
-    let bytes = percent_decode(raw);
-    String::from_utf8(bytes).map_err(|_| S3Error::invalid("the object key is not UTF-8"))
+/// The object key of a request to the artifact bucket, decoded: the whole
+/// path when the host names the bucket (virtual-host style), else the path
+/// after `/sluice-artifacts/`. `None`: another bucket.
+fn object_key(headers: &HeaderMap, path: &str) -> Result<Option<String>, S3Error> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let raw = if host.starts_with(&format!("{BUCKET}.")) {
+        path.strip_prefix('/').unwrap_or(path)
+    } else {
+        match path.strip_prefix(&format!("/{BUCKET}/")) {
+            Some(raw) => raw,
+            None => return Ok(None),
+        }
+    };
+    let key = String::from_utf8(percent_decode(raw)).map_err(|_| S3Error::invalid("the object key is not UTF-8"))?;
+    Ok(Some(key))
 }
 
 fn percent_decode(text: &str) -> Vec<u8> {
@@ -534,7 +542,13 @@ mod tests {
         assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
         assert_eq!(parse_range("bytes=100-", 100), None);
         assert_eq!(parse_range("lines=1-2", 100), None);
-        assert_eq!(object_key(&format!("/{BUCKET}/p/e%201/in/src.zip")).unwrap(), "p/e 1/in/src.zip");
+        let path_style = headers(&[("host", "127.0.0.1:7400")]);
+        let key = object_key(&path_style, &format!("/{BUCKET}/p/e%201/in/src.zip")).unwrap();
+        assert_eq!(key.as_deref(), Some("p/e 1/in/src.zip"));
+        assert_eq!(object_key(&path_style, "/other-bucket/p/in/src.zip").unwrap(), None);
+        let virtual_host = headers(&[("host", "sluice-artifacts.ci.example:7400")]);
+        let key = object_key(&virtual_host, "/sluice-artifacts/e/in/src.zip").unwrap();
+        assert_eq!(key.as_deref(), Some("sluice-artifacts/e/in/src.zip"), "a pipeline may be named as the bucket");
         let e = S3Error::denied("a < b & c");
         let response = e.response(&Method::GET, "/x");
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
