@@ -180,6 +180,27 @@ fn a_failed_job_fails_its_action_and_an_unacknowledged_one_times_out() {
     assert!(message.contains("was not acknowledged within 3 s of its poll"), "{state}");
     let job = cluster.sluice_json(&["job", "get", seen["sleeps"].as_str().unwrap()]).unwrap();
     assert!(job["jobDetails"]["id"].is_string(), "{job}");
+
+    // The action types themselves, through boto3.
+    let types = script_json(&cluster, &key, "worker_action_types.py", &["Deployer"]).unwrap();
+    assert_eq!(types["created"]["owner"], "Custom", "{types}");
+    assert_eq!(types["tags"][0]["key"], "team", "{types}");
+    assert_eq!(types["custom"], serde_json::json!(["Deployer", "Tester"]), "{types}");
+    assert_eq!(types["pluginOwners"], serde_json::json!(["Sluice"]), "{types}");
+    assert_eq!(types["hasShell"], true, "{types}");
+    assert_eq!(types["executor"], "JobWorker", "{types}");
+    assert_eq!(types["queryable"], true, "{types}");
+    assert_eq!(types["aws"], serde_json::json!([]), "{types}");
+    for (what, code) in [
+        ("twice", "ValidationException"),
+        ("badQueryable", "ValidationException"),
+        ("unknown", "ActionTypeNotFoundException"),
+        ("deleteAgain", "ActionTypeNotFoundException"),
+        ("recreate", "ValidationException"),
+    ] {
+        assert_eq!(types[what], code, "{what}: {types}");
+    }
+    assert_eq!(types["next"], "2", "{types}");
 }
 
 #[test]
