@@ -461,11 +461,15 @@ fn decode_chunked(body: &[u8]) -> Result<(Vec<u8>, Trailers), S3Error> {
         if size == 0 {
             break;
         }
-        if rest.len() < size + 2 || &rest[size..size + 2] != b"\r\n" {
+        let end = size
+            .checked_add(2)
+            .filter(|end| *end <= rest.len())
+            .ok_or_else(|| malformed("a chunk is shorter than its size"))?;
+        if &rest[size..end] != b"\r\n" {
             return Err(malformed("a chunk is shorter than its size"));
         }
         payload.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+        rest = &rest[end..];
     }
     let mut trailers = Vec::new();
     while !rest.is_empty() {
@@ -517,6 +521,8 @@ mod tests {
         assert_eq!(decode_body(&h, body.as_bytes()).unwrap(), data);
         let forged = body.replace(", worker", ", w0rker");
         assert_eq!(decode_body(&h, forged.as_bytes()).unwrap_err().code, "BadDigest");
+        let huge = "ffffffffffffffff\r\nhello\r\n";
+        assert_eq!(decode_body(&h, huge.as_bytes()).unwrap_err().code, "IncompleteBody");
         let cut = "5\r\nhello\r\n8\r\n, wo";
         assert_eq!(decode_body(&h, cut.as_bytes()).unwrap_err().code, "IncompleteBody");
         let no_trailer = "5\r\nhello\r\n8\r\n, worker\r\n0\r\n\r\n";

@@ -256,7 +256,7 @@ impl Handle<ListActionTypes> for Driver {
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.strip_prefix("action-types:").and_then(|n| n.parse::<usize>().ok()))
                 .filter(|n| *n <= all.len())
-                .ok_or_else(|| OpError::invalid("the nextToken is not one this controller gave"))?,
+                .ok_or_else(|| OpError::InvalidNextToken("the nextToken is not one this controller gave".into()))?,
         };
         let end = (start + PAGE).min(all.len());
         let next_token = (end < all.len())
