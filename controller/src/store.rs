@@ -220,6 +220,17 @@ pub enum Change {
     PluginSignature(PluginSignatureRecord),
     // AWS-compatible API (issue 14, aws).
     AccessKey(AccessKeyRecord),
+    /// The execution a StartPipelineExecution `clientRequestToken` started.
+    StartRequest {
+        pipeline: String,
+        token: String,
+        execution_id: String,
+    },
+    /// A resource's tags (by its key, e.g. `pipeline:web`); empty deletes them.
+    Tags {
+        resource: String,
+        tags: Vec<(String, String)>,
+    },
 }
 
 /// How much an acknowledged change survives.
@@ -269,6 +280,10 @@ pub trait Store: Send {
     fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>>;
     // AWS-compatible API (issue 14, aws).
     fn access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
+    /// The execution a `clientRequestToken` started, if one did.
+    fn start_request(&self, pipeline: &str, token: &str) -> Result<Option<String>>;
+    /// A resource's tags, in the order they were set.
+    fn tags(&self, resource: &str) -> Result<Vec<(String, String)>>;
 }
 
 pub struct SqliteStore {
@@ -310,6 +325,9 @@ CREATE TABLE IF NOT EXISTS publishers (name TEXT PRIMARY KEY, record TEXT NOT NU
 CREATE TABLE IF NOT EXISTS plugin_signatures (digest TEXT PRIMARY KEY, record TEXT NOT NULL);
 -- AWS-compatible API (issue 14, aws).
 CREATE TABLE IF NOT EXISTS access_keys (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS start_requests (
+    pipeline TEXT NOT NULL, token TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (pipeline, token));
+CREATE TABLE IF NOT EXISTS tags (resource TEXT PRIMARY KEY, tags TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -433,6 +451,8 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM transitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([format!("pipeline:{name}")])?;
                 }
                 Change::Secret(s) => {
                     tx.prepare_cached(
@@ -491,6 +511,19 @@ impl Store for SqliteStore {
                 Change::AccessKey(k) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO access_keys (id, record) VALUES (?1, ?2)")?
                         .execute(params![k.id, json(k)?])?;
+                }
+                Change::StartRequest { pipeline, token, execution_id } => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO start_requests (pipeline, token, execution_id) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![pipeline, token, execution_id])?;
+                }
+                Change::Tags { resource, tags } if tags.is_empty() => {
+                    tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([resource])?;
+                }
+                Change::Tags { resource, tags } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO tags (resource, tags) VALUES (?1, ?2)")?
+                        .execute(params![resource, json(tags)?])?;
                 }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
@@ -590,6 +623,16 @@ impl Store for SqliteStore {
 
     fn access_keys(&self) -> Result<Vec<AccessKeyRecord>> {
         self.query_json("SELECT record FROM access_keys ORDER BY id", [], "access key")
+    }
+
+    fn start_request(&self, pipeline: &str, token: &str) -> Result<Option<String>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT execution_id FROM start_requests WHERE pipeline = ?1 AND token = ?2")?;
+        Ok(stmt.query_map(params![pipeline, token], |r| r.get::<_, String>(0))?.next().transpose()?)
+    }
+
+    fn tags(&self, resource: &str) -> Result<Vec<(String, String)>> {
+        Ok(self.query_json("SELECT tags FROM tags WHERE resource = ?1", [resource], "tag list")?.pop().unwrap_or_default())
     }
 
     fn transitions(&self) -> Result<Vec<TransitionRecord>> {

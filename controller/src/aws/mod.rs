@@ -128,8 +128,26 @@ macro_rules! aws_operations {
 }
 
 aws_operations! {
-    // Pipelines (issue 14, aws).
+    // Pipelines, executions, stages and tags (issue 14, aws).
+    CreatePipeline => pipelines::create_pipeline;
+    GetPipeline => pipelines::get_pipeline;
+    UpdatePipeline => pipelines::update_pipeline;
+    DeletePipeline => pipelines::delete_pipeline;
     ListPipelines => pipelines::list_pipelines;
+    GetPipelineState => pipelines::get_pipeline_state;
+    StartPipelineExecution => pipelines::start_pipeline_execution;
+    StopPipelineExecution => pipelines::stop_pipeline_execution;
+    GetPipelineExecution => pipelines::get_pipeline_execution;
+    ListPipelineExecutions => pipelines::list_pipeline_executions;
+    ListActionExecutions => pipelines::list_action_executions;
+    RetryStageExecution => pipelines::retry_stage_execution;
+    RollbackStage => pipelines::rollback_stage;
+    PutApprovalResult => pipelines::put_approval_result;
+    DisableStageTransition => pipelines::disable_stage_transition;
+    EnableStageTransition => pipelines::enable_stage_transition;
+    TagResource => pipelines::tag_resource;
+    UntagResource => pipelines::untag_resource;
+    ListTagsForResource => pipelines::list_tags_for_resource;
 }
 
 /// Every operation of CodePipeline's API model (2015-07-09), served or not.

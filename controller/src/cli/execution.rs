@@ -342,6 +342,7 @@ pub async fn run_approval(ctx: &Ctx, cmd: ApprovalCmd) -> Result<i32, Failure> {
         status,
         summary: args.comment,
         execution_id: args.execution,
+        token: None,
     };
     let out = ctx.client()?.call(decision).await?;
     ctx.output.print(&out, |out| format!("{} ({})\n", s(&out["result"]), s(&out["pipelineExecutionId"])));

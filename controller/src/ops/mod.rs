@@ -60,11 +60,13 @@ mod agents;
 mod client;
 mod error;
 mod executions;
+pub mod paging;
 mod pipelines;
 mod plugins;
 mod publishers;
 mod secrets;
 mod stages;
+mod tags;
 mod users;
 mod webhooks;
 
@@ -78,6 +80,7 @@ pub use plugins::*;
 pub use publishers::*;
 pub use secrets::*;
 pub use stages::*;
+pub use tags::*;
 pub use users::*;
 pub use webhooks::*;
 
@@ -323,7 +326,7 @@ operations! {
     routes {
         // Pipelines.
         CreatePipeline -> CreatePipelineOutput: POST "/pipelines" text "pipelineDeclaration" "pipeline declaration", "codepipeline:CreatePipeline";
-        ListPipelines -> ListPipelinesOutput: GET "/pipelines", "codepipeline:ListPipelines";
+        ListPipelines -> ListPipelinesOutput: GET "/pipelines" query ["maxResults", "nextToken"], "codepipeline:ListPipelines";
         GetPipeline -> GetPipelineOutput: GET "/pipelines/{name}" query ["version"], "codepipeline:GetPipeline";
         UpdatePipeline -> UpdatePipelineOutput: PUT "/pipelines/{name}" text "pipelineDeclaration" "pipeline declaration", "codepipeline:UpdatePipeline";
         DeletePipeline -> DeletePipelineOutput: DELETE "/pipelines/{name}", "codepipeline:DeletePipeline";
@@ -375,6 +378,11 @@ operations! {
         CreateAccessKey -> CreateAccessKeyOutput: POST "/access-keys", "sluice:CreateAccessKey";
         ListAccessKeys -> ListAccessKeysOutput: GET "/access-keys", "sluice:ListAccessKeys";
         RevokeAccessKey -> RevokeAccessKeyOutput: POST "/access-keys/{id}/revoke", "sluice:RevokeAccessKey";
+        // Tags and action executions (issue 14, aws).
+        TagResource -> TagResourceOutput: POST "/tags", "codepipeline:TagResource";
+        UntagResource -> UntagResourceOutput: POST "/tags/remove", "codepipeline:UntagResource";
+        ListTagsForResource -> ListTagsForResourceOutput: GET "/tags" query ["resourceArn", "maxResults", "nextToken"], "codepipeline:ListTagsForResource";
+        ListActionExecutions -> ListActionExecutionsOutput: GET "/pipelines/{pipelineName}/action-executions" query ["pipelineExecutionId", "maxResults", "nextToken"], "codepipeline:ListActionExecutions";
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.
