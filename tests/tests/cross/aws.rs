@@ -81,3 +81,132 @@ fn boto3_drives_a_pipeline_through_its_life() {
     assert_eq!(r["outbound"]["class"], "ValidationException");
     assert_eq!(r["delete_again"], Value::Null, "deleting what is gone succeeds, as in CodePipeline");
 }
+
+#[test]
+fn boto3_approves_with_the_token_from_the_state_as_another_user() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let ann = access_key(&cluster, "ann", "operator").unwrap();
+    let bob = access_key(&cluster, "bob", "operator").unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let stages = r#"{"name": "Approve", "actions": [{"name": "Release",
+        "actionTypeId": {"category": "Approval", "owner": "Sluice", "provider": "manual", "version": "1"}}]},
+      {"name": "Deploy", "actions": [{"name": "Go",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+    let file = cluster.dir.path().join("gate.json");
+    std::fs::write(&file, git_pipeline("gate", "", &repo, stages)).unwrap();
+    let args = [file.to_str().unwrap(), &bob.access_key_id, &bob.secret_access_key];
+    let r =
+        script_json(&cluster, &ann, "approval.py", &args).unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.controller_log()));
+
+    let token = r["token"].as_str().unwrap();
+    assert_eq!(token.len(), 36, "a UUID, as the model's ApprovalToken pattern wants: {token}");
+    assert_eq!(r["waiting_status"], "InProgress");
+    assert_eq!(r["made_up"]["class"], "InvalidApprovalTokenException");
+    // Ann started the run (she created the pipeline): her key is Ann.
+    assert_eq!(r["own_run"]["code"], "ConflictException", "{r}");
+    assert_eq!(r["approved_at_is_datetime"], "datetime");
+    assert_eq!(r["end"], "Succeeded");
+    assert_eq!(r["used_again"]["class"], "ApprovalAlreadyCompletedException");
+}
+
+#[test]
+fn forged_tampered_replayed_and_revoked_requests_are_refused() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let ann = access_key(&cluster, "ann", "operator").unwrap();
+    let carol = access_key(&cluster, "carol", "operator").unwrap();
+    let file = declaration(&cluster, "web");
+    cluster.create_pipeline("web", &std::fs::read_to_string(&file).unwrap());
+    // Carol's key works until it is revoked, then at once it does not.
+    let listed = sluice_tests::aws::aws(&cluster, &carol, &["codepipeline", "list-pipelines"]).unwrap();
+    assert!(listed.status.success(), "{}", sluice_tests::output_text(&listed));
+    let out = cluster.sluice(&["access-key", "revoke", &carol.access_key_id]);
+    assert!(out.status.success(), "{}", sluice_tests::output_text(&out));
+
+    let args = ["web", carol.access_key_id.as_str(), carol.secret_access_key.as_str()];
+    let r =
+        script_json(&cluster, &ann, "attacks.py", &args).unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.controller_log()));
+    assert_eq!(r["wrong_secret"]["code"], "InvalidSignatureException", "{r}");
+    assert_eq!(r["wrong_secret"]["status"], 400);
+    assert_eq!(r["unknown_key"]["code"], "UnrecognizedClientException");
+    assert_eq!(r["revoked_key"]["code"], "UnrecognizedClientException");
+    assert_eq!(r["genuine"], 200);
+    assert_eq!(r["tampered_body"]["code"], "InvalidSignatureException");
+    assert_eq!(r["other_operation"]["code"], "InvalidSignatureException");
+    assert_eq!(r["stale"]["code"], "InvalidSignatureException");
+    assert!(r["stale"]["message"].as_str().unwrap().starts_with("signature expired"), "{r}");
+    assert_eq!(r["unsigned_target"]["code"], "IncompleteSignatureException");
+    assert_eq!(r["no_signature"]["code"], "MissingAuthenticationTokenException");
+    assert_eq!(r["no_signature"]["status"], 403);
+    assert_eq!(r["oversized"]["code"], "ValidationException");
+    assert_eq!(r["malformed"]["code"], "ValidationException");
+    assert_eq!(r["unknown_target"]["code"], "UnknownOperationException");
+    assert!(r["trigger_detail"].as_str().unwrap().ends_with("by ann"), "{r}");
+    // The pipeline is still there: nothing the attacks sent did anything.
+    assert!(cluster.sluice_json(&["pipeline", "get", "web"]).is_ok());
+
+    // Keys are the admin's to manage; their secrets are never listed; a
+    // secret is not a bearer token.
+    let token = cluster.sluice(&["token", "create", "--user", "ann"]);
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let as_ann = |args: &[&str]| {
+        std::process::Command::new(sluice_tests::bin("sluice"))
+            .args(args)
+            .env("SLUICE_API", &cluster.api)
+            .env("SLUICE_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["access-key", "create", "--user", "ann"][..],
+        &["access-key", "list"],
+        &["access-key", "revoke", &ann.access_key_id],
+    ] {
+        assert_eq!(as_ann(args).status.code(), Some(3), "{args:?}");
+    }
+    let listed = cluster.sluice_json(&["access-key", "list"]).unwrap();
+    assert!(!listed.to_string().contains(&ann.secret_access_key), "{listed}");
+    assert_eq!(listed["accessKeys"].as_array().unwrap().len(), 2);
+    let secret_as_token = std::process::Command::new(sluice_tests::bin("sluice"))
+        .args(["pipeline", "list"])
+        .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_TOKEN", &ann.secret_access_key)
+        .output()
+        .unwrap();
+    assert_eq!(secret_as_token.status.code(), Some(3));
+}
+
+#[test]
+fn the_aws_cli_lists_pipelines_and_idempotent_starts_survive_a_restart() {
+    let mut cluster = Cluster::new().agent(&[]).start().unwrap();
+    let key = access_key(&cluster, "ann", "operator").unwrap();
+    let file = declaration(&cluster, "web");
+    cluster.create_pipeline("web", &std::fs::read_to_string(&file).unwrap());
+    let aws = |cluster: &Cluster, args: &[&str]| -> Value {
+        let out = sluice_tests::aws::aws(cluster, &key, args).unwrap();
+        assert!(out.status.success(), "aws {args:?}: {}", sluice_tests::output_text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // As the README shows it: the endpoint on the command line.
+    let api = cluster.api.clone();
+    let listed = aws(&cluster, &["codepipeline", "list-pipelines", "--endpoint-url", &api]);
+    assert_eq!(listed["pipelines"][0]["name"], "web", "{listed}");
+    let start = ["codepipeline", "start-pipeline-execution", "--name", "web", "--client-request-token", "deploy-7"];
+    let first = aws(&cluster, &start)["pipelineExecutionId"].clone();
+    cluster.wait_for_executions_to_end("web").unwrap();
+    cluster.kill_controller();
+    cluster.start_controller().unwrap();
+    // The key and the token both survived.
+    let again = aws(&cluster, &start)["pipelineExecutionId"].clone();
+    assert_eq!(first, again);
+    let history = cluster.sluice_json(&["pipeline", "history", "web"]).unwrap();
+    assert_eq!(history["pipelineExecutionSummaries"].as_array().unwrap().len(), 2, "created and started once: {history}");
+    let missing = sluice_tests::aws::aws(&cluster, &key, &["codepipeline", "get-pipeline", "--name", "nope"]).unwrap();
+    // awscli 1.x exits 255 on an error the service answered.
+    assert_eq!(missing.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("PipelineNotFoundException"),
+        "{}",
+        sluice_tests::output_text(&missing)
+    );
+}
