@@ -560,6 +560,27 @@ mod tests {
         );
     }
 
+    /// Reserved keys become the fields they stand for; plugins, which see
+    /// the configuration, never see them.
+    #[test]
+    fn reserved_configuration_keys_become_fields() {
+        let mut cx = Cx::default();
+        let a = action(
+            &json!({"name": "a", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+                "configuration": {"Commands": "make", "Sluice:Capabilities": "{\"exec\": [\"make\"]}",
+                    "Sluice:AgentLabels": "{\"os\": \"linux\"}", "Sluice:RetryOnAgentLost": "true",
+                    "Sluice:PollIntervalSeconds": "90", "Sluice:PluginDigest": "sha256:00"}}),
+            "a",
+            &mut cx,
+        );
+        assert!(cx.diagnostics.is_empty(), "{:?}", cx.diagnostics);
+        assert_eq!(a.configuration.keys().collect::<Vec<_>>(), ["Commands"]);
+        assert_eq!(a.capabilities.unwrap().exec, ["make"]);
+        assert_eq!(a.agent_labels.get("os").map(String::as_str), Some("linux"));
+        assert_eq!((a.retry_on_agent_lost, a.poll_interval_seconds), (Some(true), Some(90)));
+        assert_eq!(a.plugin_digest.as_deref(), Some("sha256:00"));
+    }
+
     #[test]
     fn root_must_be_an_object_with_a_pipeline() {
         assert_eq!(walk(json!([])), ["document: expected an object, found an array"]);
