@@ -226,6 +226,12 @@ pub enum Change {
         token: String,
         execution_id: String,
     },
+    /// A pipeline's webhook as CodePipeline defined it (JSON, without its
+    /// secret); `None` deletes it.
+    WebhookDefinition {
+        pipeline: String,
+        definition: Option<String>,
+    },
     /// A resource's tags (by its key, e.g. `pipeline:web`); empty deletes them.
     Tags {
         resource: String,
@@ -284,6 +290,8 @@ pub trait Store: Send {
     fn start_request(&self, pipeline: &str, token: &str) -> Result<Option<String>>;
     /// A resource's tags, in the order they were set.
     fn tags(&self, resource: &str) -> Result<Vec<(String, String)>>;
+    /// CodePipeline definitions of webhooks, by pipeline.
+    fn webhook_definitions(&self) -> Result<Vec<(String, String)>>;
 }
 
 pub struct SqliteStore {
@@ -328,6 +336,7 @@ CREATE TABLE IF NOT EXISTS access_keys (id TEXT PRIMARY KEY, record TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS start_requests (
     pipeline TEXT NOT NULL, token TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (pipeline, token));
 CREATE TABLE IF NOT EXISTS tags (resource TEXT PRIMARY KEY, tags TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhook_definitions (pipeline TEXT PRIMARY KEY, definition TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -452,6 +461,7 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([format!("pipeline:{name}")])?;
                 }
                 Change::Secret(s) => {
@@ -517,6 +527,13 @@ impl Store for SqliteStore {
                         "INSERT OR IGNORE INTO start_requests (pipeline, token, execution_id) VALUES (?1, ?2, ?3)",
                     )?
                     .execute(params![pipeline, token, execution_id])?;
+                }
+                Change::WebhookDefinition { pipeline, definition: Some(definition) } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO webhook_definitions (pipeline, definition) VALUES (?1, ?2)")?
+                        .execute(params![pipeline, definition])?;
+                }
+                Change::WebhookDefinition { pipeline, definition: None } => {
+                    tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([pipeline])?;
                 }
                 Change::Tags { resource, tags } if tags.is_empty() => {
                     tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([resource])?;
@@ -629,6 +646,12 @@ impl Store for SqliteStore {
         let mut stmt =
             self.conn.prepare_cached("SELECT execution_id FROM start_requests WHERE pipeline = ?1 AND token = ?2")?;
         Ok(stmt.query_map(params![pipeline, token], |r| r.get::<_, String>(0))?.next().transpose()?)
+    }
+
+    fn webhook_definitions(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT pipeline, definition FROM webhook_definitions ORDER BY pipeline")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn tags(&self, resource: &str) -> Result<Vec<(String, String)>> {

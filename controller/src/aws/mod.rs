@@ -27,6 +27,7 @@
 pub mod keys;
 pub mod pipelines;
 pub mod sigv4;
+pub mod webhooks;
 
 use crate::api::ApiState;
 use crate::auth::Caller;
@@ -68,6 +69,15 @@ impl AwsState {
     }
 }
 
+/// The region of the ARNs the REST API and the CLI show (which have no
+/// signing region); any region is accepted back.
+pub const REST_REGION: &str = "us-east-1";
+
+/// `arn:aws:codepipeline:REGION:ACCOUNT:RESOURCE`.
+pub fn arn(region: &str, account: &str, resource: &str) -> String {
+    format!("arn:aws:codepipeline:{region}:{account}:{resource}")
+}
+
 /// Twelve decimal digits derived from a fingerprint.
 pub fn account_id(fingerprint: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -87,6 +97,8 @@ pub struct Call<'a> {
     pub caller: Caller,
     /// The region the client signed for (ARNs name it).
     pub region: String,
+    /// `http://HOST` as the client addressed the controller (webhook URLs).
+    pub endpoint: String,
 }
 
 impl Call<'_> {
@@ -99,7 +111,7 @@ impl Call<'_> {
 
     /// `arn:aws:codepipeline:REGION:ACCOUNT:RESOURCE`.
     pub fn arn(&self, resource: &str) -> String {
-        format!("arn:aws:codepipeline:{}:{}:{resource}", self.region, self.state.aws.account)
+        arn(&self.region, &self.state.aws.account, resource)
     }
 }
 
@@ -148,6 +160,9 @@ aws_operations! {
     TagResource => pipelines::tag_resource;
     UntagResource => pipelines::untag_resource;
     ListTagsForResource => pipelines::list_tags_for_resource;
+    PutWebhook => webhooks::put_webhook;
+    ListWebhooks => webhooks::list_webhooks;
+    DeleteWebhook => webhooks::delete_webhook;
 }
 
 /// Every operation of CodePipeline's API model (2015-07-09), served or not.
@@ -284,7 +299,8 @@ async fn answer(
             Err(e) => return Err(OpError::invalid(format!("the request body is not JSON: {e}"))),
         }
     };
-    let call = Call { state, caller, region };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let call = Call { state, caller, region, endpoint: format!("http://{host}") };
     match dispatch(&call, operation, input).await {
         Some(result) => result,
         None if MODEL_OPERATIONS.contains(&operation) => Err(OpError::UnsupportedOperation(format!(

@@ -134,7 +134,7 @@ impl Handle<GetPipeline> for Driver {
         Ok(GetPipelineOutput {
             pipeline,
             metadata: PipelineMetadata {
-                pipeline_arn: format!("sluice:pipeline/{name}"),
+                pipeline_arn: crate::aws::arn(crate::aws::REST_REGION, &crate::aws::account_id(self.ca.fingerprint()), name),
                 created: views::time(record.created_at),
                 updated: views::time(record.updated_at),
             },

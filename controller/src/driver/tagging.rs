@@ -26,7 +26,9 @@ impl Driver {
         let resource = parse_arn(arn, &account)?;
         let exists = match &resource {
             Resource::Pipeline(name) => self.store.pipeline(name, None)?.is_some(),
-            Resource::Webhook(name) => self.store.webhooks()?.iter().any(|(pipeline, _, _)| pipeline == name),
+            Resource::Webhook(name) => self.store.webhook_definitions()?.iter().any(|(_, definition)| {
+                serde_json::from_str::<serde_json::Value>(definition).is_ok_and(|d| d["name"] == name.as_str())
+            }),
         };
         if !exists {
             return Err(OpError::NotFound(format!("{arn} names no existing resource")));

@@ -347,6 +347,7 @@ operations! {
         // Webhooks.
         PutWebhook -> PutWebhookOutput: POST "/pipelines/{pipelineName}/webhook", "codepipeline:PutWebhook";
         DeleteWebhook -> DeleteWebhookOutput: DELETE "/pipelines/{pipelineName}/webhook", "codepipeline:DeleteWebhook";
+        ListWebhooks -> ListWebhooksOutput: GET "/webhooks" query ["maxResults", "nextToken"], "codepipeline:ListWebhooks";
         // Agents and their join tokens.
         ListAgents -> ListAgentsOutput: GET "/agents", "sluice:ListAgents";
         LabelAgent -> LabelAgentOutput: POST "/agents/{id}/labels", "sluice:LabelAgent";

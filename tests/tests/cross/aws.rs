@@ -210,3 +210,25 @@ fn the_aws_cli_lists_pipelines_and_idempotent_starts_survive_a_restart() {
         sluice_tests::output_text(&missing)
     );
 }
+
+#[test]
+fn boto3_webhooks_map_onto_the_pipelines_webhook() {
+    let cluster = Cluster::new().start().unwrap();
+    let key = access_key(&cluster, "ann", "operator").unwrap();
+    let file = declaration(&cluster, "web");
+    cluster.create_pipeline("web", &std::fs::read_to_string(&file).unwrap());
+    let r = script_json(&cluster, &key, "webhooks.py", &["web"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.controller_log()));
+    assert_eq!(r["put_url"], format!("{}/v1/webhooks/web", cluster.api));
+    assert!(r["put_arn"].as_str().unwrap().ends_with(":webhook:github-push"), "{r}");
+    assert_eq!(r["put_secret_shown"], false);
+    assert_eq!(r["listed"], json!([["github-push", "web", [{"jsonPath": "$.ref", "matchEquals": "refs/heads/{Branch}"}]]]));
+    assert_eq!(r["listed_secret_shown"], false);
+    assert_eq!(r["tags"], json!([{"key": "hook", "value": "gh"}]));
+    assert_eq!(r["unauthenticated"]["code"], "ValidationException");
+    assert_eq!(r["delivery_signed"], 200, "signed with the SecretToken: accepted");
+    assert_eq!(r["delivery_forged"], 401, "{r}");
+    assert_eq!(r["after_delete"], json!([]));
+    assert_eq!(r["delete_again"], Value::Null);
+    assert_eq!(r["delivery_after_delete"], 404, "{r}");
+}
