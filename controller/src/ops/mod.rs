@@ -1,5 +1,6 @@
-//! Operations as types: what the admin API, the CLI and (later) the
-//! awsJson endpoint can ask of the controller, and what they get back.
+//! Operations as types: what the admin API, the CLI and the awsJson
+//! endpoint (`crate::aws`, which translates CodePipeline's shapes to these)
+//! can ask of the controller, and what they get back.
 //!
 //! Each operation is a request struct and a response struct (serde,
 //! camelCase, in CodePipeline's shapes where CodePipeline has the

@@ -201,6 +201,21 @@ fn the_aws_cli_lists_pipelines_and_idempotent_starts_survive_a_restart() {
     assert_eq!(first, again);
     let history = cluster.sluice_json(&["pipeline", "history", "web"]).unwrap();
     assert_eq!(history["pipelineExecutionSummaries"].as_array().unwrap().len(), 2, "created and started once: {history}");
+    // The same operations on the REST side, through the CLI: pages of
+    // action executions, tags by the ARN the REST API shows.
+    let page = cluster.sluice_json(&["execution", "actions", "web", "--max-results", "2"]).unwrap();
+    assert_eq!(page["actionExecutionDetails"].as_array().unwrap().len(), 2, "{page}");
+    let token = page["nextToken"].as_str().unwrap().to_string();
+    let next = cluster.sluice_json(&["execution", "actions", "web", "--max-results", "2", "--next-token", &token]).unwrap();
+    assert_ne!(next["actionExecutionDetails"][0], page["actionExecutionDetails"][0]);
+    let bad = cluster.sluice(&["execution", "actions", "web", "--next-token", "forged"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", sluice_tests::output_text(&bad));
+    let arn =
+        cluster.sluice_json(&["pipeline", "get", "web"]).unwrap()["metadata"]["pipelineArn"].as_str().unwrap().to_string();
+    assert!(arn.starts_with("arn:aws:codepipeline:us-east-1:"), "{arn}");
+    assert!(cluster.sluice(&["tag", "add", &arn, "team=ci"]).status.success());
+    let tags = aws(&cluster, &["codepipeline", "list-tags-for-resource", "--resource-arn", &arn]);
+    assert_eq!(tags["tags"], json!([{"key": "team", "value": "ci"}]));
     let missing = sluice_tests::aws::aws(&cluster, &key, &["codepipeline", "get-pipeline", "--name", "nope"]).unwrap();
     // awscli 1.x exits 255 on an error the service answered.
     assert_eq!(missing.status.code(), Some(255));
