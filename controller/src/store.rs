@@ -223,6 +223,23 @@ pub enum Change {
     WorkerJob(Box<crate::workers::WorkerJob>),
     // AWS-compatible API (issue 14, aws).
     AccessKey(AccessKeyRecord),
+    /// The execution a StartPipelineExecution `clientRequestToken` started.
+    StartRequest {
+        pipeline: String,
+        token: String,
+        execution_id: String,
+    },
+    /// A pipeline's webhook as CodePipeline defined it (JSON, without its
+    /// secret); `None` deletes it.
+    WebhookDefinition {
+        pipeline: String,
+        definition: Option<String>,
+    },
+    /// A resource's tags (by its key, e.g. `pipeline:web`); empty deletes them.
+    Tags {
+        resource: String,
+        tags: Vec<(String, String)>,
+    },
 }
 
 /// How much an acknowledged change survives.
@@ -279,6 +296,12 @@ pub trait Store: Send {
     fn worker_job_by_key(&self, access_key_id: &str) -> Result<Option<crate::workers::WorkerJob>>;
     // AWS-compatible API (issue 14, aws).
     fn access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
+    /// The execution a `clientRequestToken` started, if one did.
+    fn start_request(&self, pipeline: &str, token: &str) -> Result<Option<String>>;
+    /// A resource's tags, in the order they were set.
+    fn tags(&self, resource: &str) -> Result<Vec<(String, String)>>;
+    /// CodePipeline definitions of webhooks, by pipeline.
+    fn webhook_definitions(&self) -> Result<Vec<(String, String)>>;
 }
 
 pub struct SqliteStore {
@@ -327,6 +350,10 @@ CREATE TABLE IF NOT EXISTS worker_jobs (
 CREATE INDEX IF NOT EXISTS worker_jobs_unfinished ON worker_jobs (finished);
 -- AWS-compatible API (issue 14, aws).
 CREATE TABLE IF NOT EXISTS access_keys (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS start_requests (
+    pipeline TEXT NOT NULL, token TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (pipeline, token));
+CREATE TABLE IF NOT EXISTS tags (resource TEXT PRIMARY KEY, tags TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhook_definitions (pipeline TEXT PRIMARY KEY, definition TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -450,6 +477,9 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM transitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([format!("pipeline:{name}")])?;
                 }
                 Change::Secret(s) => {
                     tx.prepare_cached(
@@ -521,6 +551,26 @@ impl Store for SqliteStore {
                 Change::AccessKey(k) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO access_keys (id, record) VALUES (?1, ?2)")?
                         .execute(params![k.id, json(k)?])?;
+                }
+                Change::StartRequest { pipeline, token, execution_id } => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO start_requests (pipeline, token, execution_id) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![pipeline, token, execution_id])?;
+                }
+                Change::WebhookDefinition { pipeline, definition: Some(definition) } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO webhook_definitions (pipeline, definition) VALUES (?1, ?2)")?
+                        .execute(params![pipeline, definition])?;
+                }
+                Change::WebhookDefinition { pipeline, definition: None } => {
+                    tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([pipeline])?;
+                }
+                Change::Tags { resource, tags } if tags.is_empty() => {
+                    tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([resource])?;
+                }
+                Change::Tags { resource, tags } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO tags (resource, tags) VALUES (?1, ?2)")?
+                        .execute(params![resource, json(tags)?])?;
                 }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
@@ -636,6 +686,22 @@ impl Store for SqliteStore {
 
     fn access_keys(&self) -> Result<Vec<AccessKeyRecord>> {
         self.query_json("SELECT record FROM access_keys ORDER BY id", [], "access key")
+    }
+
+    fn start_request(&self, pipeline: &str, token: &str) -> Result<Option<String>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT execution_id FROM start_requests WHERE pipeline = ?1 AND token = ?2")?;
+        Ok(stmt.query_map(params![pipeline, token], |r| r.get::<_, String>(0))?.next().transpose()?)
+    }
+
+    fn webhook_definitions(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT pipeline, definition FROM webhook_definitions ORDER BY pipeline")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn tags(&self, resource: &str) -> Result<Vec<(String, String)>> {
+        Ok(self.query_json("SELECT tags FROM tags WHERE resource = ?1", [resource], "tag list")?.pop().unwrap_or_default())
     }
 
     fn transitions(&self) -> Result<Vec<TransitionRecord>> {

@@ -27,6 +27,7 @@
 pub mod keys;
 pub mod pipelines;
 pub mod sigv4;
+pub mod webhooks;
 // Custom actions and job workers (issue 14, jobs).
 pub mod jobs;
 pub mod s3;
@@ -71,6 +72,15 @@ impl AwsState {
     }
 }
 
+/// The region of the ARNs the REST API and the CLI show (which have no
+/// signing region); any region is accepted back.
+pub const REST_REGION: &str = "us-east-1";
+
+/// `arn:aws:codepipeline:REGION:ACCOUNT:RESOURCE`.
+pub fn arn(region: &str, account: &str, resource: &str) -> String {
+    format!("arn:aws:codepipeline:{region}:{account}:{resource}")
+}
+
 /// Twelve decimal digits derived from a fingerprint.
 pub fn account_id(fingerprint: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -90,6 +100,8 @@ pub struct Call<'a> {
     pub caller: Caller,
     /// The region the client signed for (ARNs name it).
     pub region: String,
+    /// `http://HOST` as the client addressed the controller (webhook URLs).
+    pub endpoint: String,
 }
 
 impl Call<'_> {
@@ -102,7 +114,7 @@ impl Call<'_> {
 
     /// `arn:aws:codepipeline:REGION:ACCOUNT:RESOURCE`.
     pub fn arn(&self, resource: &str) -> String {
-        format!("arn:aws:codepipeline:{}:{}:{resource}", self.region, self.state.aws.account)
+        arn(&self.region, &self.state.aws.account, resource)
     }
 }
 
@@ -131,8 +143,29 @@ macro_rules! aws_operations {
 }
 
 aws_operations! {
-    // Pipelines (issue 14, aws).
+    // Pipelines, executions, stages and tags (issue 14, aws).
+    CreatePipeline => pipelines::create_pipeline;
+    GetPipeline => pipelines::get_pipeline;
+    UpdatePipeline => pipelines::update_pipeline;
+    DeletePipeline => pipelines::delete_pipeline;
     ListPipelines => pipelines::list_pipelines;
+    GetPipelineState => pipelines::get_pipeline_state;
+    StartPipelineExecution => pipelines::start_pipeline_execution;
+    StopPipelineExecution => pipelines::stop_pipeline_execution;
+    GetPipelineExecution => pipelines::get_pipeline_execution;
+    ListPipelineExecutions => pipelines::list_pipeline_executions;
+    ListActionExecutions => pipelines::list_action_executions;
+    RetryStageExecution => pipelines::retry_stage_execution;
+    RollbackStage => pipelines::rollback_stage;
+    PutApprovalResult => pipelines::put_approval_result;
+    DisableStageTransition => pipelines::disable_stage_transition;
+    EnableStageTransition => pipelines::enable_stage_transition;
+    TagResource => pipelines::tag_resource;
+    UntagResource => pipelines::untag_resource;
+    ListTagsForResource => pipelines::list_tags_for_resource;
+    PutWebhook => webhooks::put_webhook;
+    ListWebhooks => webhooks::list_webhooks;
+    DeleteWebhook => webhooks::delete_webhook;
     // Custom action types and job workers (issue 14, jobs).
     CreateCustomActionType => jobs::create_custom_action_type;
     DeleteCustomActionType => jobs::delete_custom_action_type;
@@ -279,7 +312,8 @@ async fn answer(
             Err(e) => return Err(OpError::invalid(format!("the request body is not JSON: {e}"))),
         }
     };
-    let call = Call { state, caller, region };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let call = Call { state, caller, region, endpoint: format!("http://{host}") };
     match dispatch(&call, operation, input).await {
         Some(result) => result,
         None if MODEL_OPERATIONS.contains(&operation) => Err(OpError::UnsupportedOperation(format!(

@@ -16,6 +16,7 @@ mod output;
 mod pipeline;
 mod plugin;
 mod secret;
+mod tag;
 mod user;
 mod webhook;
 // Custom action types and job workers.
@@ -33,6 +34,7 @@ pub use output::{Column, Table, print_table};
 pub use pipeline::PipelineCmd;
 pub use plugin::{PluginCmd, PublisherCmd};
 pub use secret::SecretCmd;
+pub use tag::TagCmd;
 pub use user::{AccessKeyCmd, TokenCmd, UserCmd};
 pub use webhook::WebhookCmd;
 
@@ -136,6 +138,9 @@ pub enum Cmd {
     /// Access keys of users for the AWS CLI and SDKs (admin role only).
     #[command(name = "access-key", subcommand)]
     AccessKey(AccessKeyCmd),
+    /// Tags of pipelines and webhooks, by ARN.
+    #[command(subcommand)]
+    Tag(TagCmd),
 }
 
 #[derive(Args, Debug)]
@@ -322,6 +327,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::ActionType(cmd) => jobs::run(&ctx, cmd).await,
         Cmd::Job(cmd) => jobs::run_job(&ctx, cmd).await,
         Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
+        Cmd::Tag(cmd) => tag::run(&ctx, cmd).await,
     }
 }
 

@@ -25,7 +25,9 @@
 //! - `scheduler.rs`: hand-outs; `transfers.rs`: streams, upload quotas and
 //!   artifact collection; `leases.rs`: leases, silent agents, timeouts.
 //! - `sources.rs`: polling, webhooks, seen revisions; `secrets.rs`: the
-//!   secret store's commands; `users.rs`: users and API tokens.
+//!   secret store's commands; `users.rs`: users and API tokens;
+//!   `access_keys.rs`: users' access keys for the AWS API; `tagging.rs`:
+//!   resource tags and the action-execution history.
 //! - `batch.rs`: agent reports handled as one step; `intake.rs`: every
 //!   value an agent sends, checked (pure).
 
@@ -51,6 +53,7 @@ mod users;
 mod workers;
 // AWS-compatible API (issue 14, aws).
 mod access_keys;
+mod tagging;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,

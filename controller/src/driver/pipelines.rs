@@ -3,6 +3,7 @@
 
 use super::Driver;
 use crate::engine::{Event, TransitionState, Trigger};
+use crate::ops::paging;
 use crate::ops::{
     Context, CreatePipeline, CreatePipelineOutput, DeletePipeline, DeletePipelineOutput, GetPipeline, GetPipelineOutput,
     Handle, ListPipelines, ListPipelinesOutput, OpError, PipelineMetadata, PipelineSummary, UpdatePipeline,
@@ -133,7 +134,7 @@ impl Handle<GetPipeline> for Driver {
         Ok(GetPipelineOutput {
             pipeline: self.hide_worker_secrets(pipeline),
             metadata: PipelineMetadata {
-                pipeline_arn: format!("sluice:pipeline/{name}"),
+                pipeline_arn: crate::aws::arn(crate::aws::REST_REGION, &crate::aws::account_id(self.ca.fingerprint()), name),
                 created: views::time(record.created_at),
                 updated: views::time(record.updated_at),
             },
@@ -142,19 +143,24 @@ impl Handle<GetPipeline> for Driver {
 }
 
 impl Handle<ListPipelines> for Driver {
-    fn handle(&mut self, _: ListPipelines, _: &Context) -> Result<ListPipelinesOutput, OpError> {
-        let pipelines = self
-            .store
-            .pipelines()?
-            .into_iter()
-            .map(|p| PipelineSummary {
+    fn handle(&mut self, op: ListPipelines, _: &Context) -> Result<ListPipelinesOutput, OpError> {
+        let limit = paging::limit(op.max_results, 1000, 1000)?;
+        let mut all = self.store.pipelines()?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let (records, next_token) = paging::page(all, |p| p.name.clone(), "pipelines", limit, op.next_token.as_deref())?;
+        let mut pipelines = Vec::with_capacity(records.len());
+        for p in records {
+            let def = self.definition(&p.name, p.version)?;
+            pipelines.push(PipelineSummary {
+                pipeline_type: def.pipeline_type.clone(),
+                execution_mode: Some(def.execution_mode.as_str().to_string()),
                 name: p.name,
                 version: p.version,
                 created: views::time(p.created_at),
                 updated: views::time(p.updated_at),
-            })
-            .collect();
-        Ok(ListPipelinesOutput { pipelines })
+            });
+        }
+        Ok(ListPipelinesOutput { pipelines, next_token })
     }
 }
 

@@ -1,5 +1,6 @@
-//! Operations as types: what the admin API, the CLI and (later) the
-//! awsJson endpoint can ask of the controller, and what they get back.
+//! Operations as types: what the admin API, the CLI and the awsJson
+//! endpoint (`crate::aws`, which translates CodePipeline's shapes to these)
+//! can ask of the controller, and what they get back.
 //!
 //! Each operation is a request struct and a response struct (serde,
 //! camelCase, in CodePipeline's shapes where CodePipeline has the
@@ -60,12 +61,14 @@ mod agents;
 mod client;
 mod error;
 mod executions;
+pub mod paging;
 mod jobs;
 mod pipelines;
 mod plugins;
 mod publishers;
 mod secrets;
 mod stages;
+mod tags;
 mod users;
 mod webhooks;
 
@@ -80,6 +83,7 @@ pub use plugins::*;
 pub use publishers::*;
 pub use secrets::*;
 pub use stages::*;
+pub use tags::*;
 pub use users::*;
 pub use webhooks::*;
 
@@ -325,7 +329,7 @@ operations! {
     routes {
         // Pipelines.
         CreatePipeline -> CreatePipelineOutput: POST "/pipelines" text "pipelineDeclaration" "pipeline declaration", "codepipeline:CreatePipeline";
-        ListPipelines -> ListPipelinesOutput: GET "/pipelines", "codepipeline:ListPipelines";
+        ListPipelines -> ListPipelinesOutput: GET "/pipelines" query ["maxResults", "nextToken"], "codepipeline:ListPipelines";
         GetPipeline -> GetPipelineOutput: GET "/pipelines/{name}" query ["version"], "codepipeline:GetPipeline";
         UpdatePipeline -> UpdatePipelineOutput: PUT "/pipelines/{name}" text "pipelineDeclaration" "pipeline declaration", "codepipeline:UpdatePipeline";
         DeletePipeline -> DeletePipelineOutput: DELETE "/pipelines/{name}", "codepipeline:DeletePipeline";
@@ -346,6 +350,7 @@ operations! {
         // Webhooks.
         PutWebhook -> PutWebhookOutput: POST "/pipelines/{pipelineName}/webhook", "codepipeline:PutWebhook";
         DeleteWebhook -> DeleteWebhookOutput: DELETE "/pipelines/{pipelineName}/webhook", "codepipeline:DeleteWebhook";
+        ListWebhooks -> ListWebhooksOutput: GET "/webhooks" query ["maxResults", "nextToken"], "codepipeline:ListWebhooks";
         // Agents and their join tokens.
         ListAgents -> ListAgentsOutput: GET "/agents", "sluice:ListAgents";
         LabelAgent -> LabelAgentOutput: POST "/agents/{id}/labels", "sluice:LabelAgent";
@@ -387,6 +392,11 @@ operations! {
         CreateAccessKey -> CreateAccessKeyOutput: POST "/access-keys", "sluice:CreateAccessKey";
         ListAccessKeys -> ListAccessKeysOutput: GET "/access-keys", "sluice:ListAccessKeys";
         RevokeAccessKey -> RevokeAccessKeyOutput: POST "/access-keys/{id}/revoke", "sluice:RevokeAccessKey";
+        // Tags and action executions (issue 14, aws).
+        TagResource -> TagResourceOutput: POST "/tags", "codepipeline:TagResource";
+        UntagResource -> UntagResourceOutput: POST "/tags/remove", "codepipeline:UntagResource";
+        ListTagsForResource -> ListTagsForResourceOutput: GET "/tags" query ["resourceArn", "maxResults", "nextToken"], "codepipeline:ListTagsForResource";
+        ListActionExecutions -> ListActionExecutionsOutput: GET "/pipelines/{pipelineName}/action-executions" query ["pipelineExecutionId", "maxResults", "nextToken"], "codepipeline:ListActionExecutions";
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.
