@@ -492,6 +492,12 @@ impl Workers {
             if token.is_empty() || token.len() > 2048 {
                 return Err(OpError::invalid("continuationToken must be 1 to 2048 characters"));
             }
+            // CodePipeline's rule: variables come with the last job only.
+            if !op.output_variables.is_empty() {
+                return Err(OpError::invalid(
+                    "outputVariables can be given only without a continuationToken (with the job that finishes the action)",
+                ));
+            }
             let (id, access_key_id) = new_job();
             let next = WorkerJob {
                 id,

@@ -125,6 +125,8 @@ fn a_continuation_queues_a_new_job_and_success_needs_every_output() {
     let uploaded =
         w.record_output(&running, &job.output_key("out"), ArtifactRef { digest: "e".repeat(64), size: 9 }).unwrap();
     w.put_job(uploaded.clone());
+    let with_variables = PutJobSuccessResult { output_variables: [("A".to_string(), "1".to_string())].into(), ..op.clone() };
+    assert!(matches!(w.succeed(&uploaded, &with_variables, 30, next), Err(OpError::Validation { .. })));
     let (ended, outcome) = w.succeed(&uploaded, &op, 30, next).unwrap();
     assert_eq!(ended.status, JobStatus::Succeeded);
     let Outcome::Continue(second) = outcome else { panic!("{outcome:?}") };
