@@ -3,7 +3,9 @@
 
 pub mod action_run;
 pub mod api;
+pub mod artifact_zip;
 pub mod auth;
+pub mod aws;
 pub mod blobs;
 pub mod ca;
 pub mod cli;
@@ -19,3 +21,4 @@ pub mod secrets;
 pub mod store;
 pub mod views;
 pub mod webhooks;
+pub mod workers;

@@ -144,6 +144,21 @@ pub struct ApiTokenRecord {
     pub revoked: bool,
 }
 
+/// An access key of a user for the AWS-compatible API (SigV4). Signature
+/// Version 4 needs the secret itself to recompute a signature, so it is
+/// kept sealed ([`crate::secrets::SecretBox`], bound to the key id), not
+/// hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeyRecord {
+    pub id: String,
+    pub user: String,
+    /// Base64 of the sealed secret.
+    pub sealed_secret: String,
+    pub created_at: u64,
+    pub revoked: bool,
+}
+
 /// A secret, sealed by the controller's secret key (never stored in clear).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRecord {
@@ -203,6 +218,28 @@ pub enum Change {
     Publisher(PublisherRecord),
     DeletePublisher(String),
     PluginSignature(PluginSignatureRecord),
+    // Custom action types and the jobs of job workers.
+    ActionType(crate::workers::ActionTypeRecord),
+    WorkerJob(Box<crate::workers::WorkerJob>),
+    // AWS-compatible API (issue 14, aws).
+    AccessKey(AccessKeyRecord),
+    /// The execution a StartPipelineExecution `clientRequestToken` started.
+    StartRequest {
+        pipeline: String,
+        token: String,
+        execution_id: String,
+    },
+    /// A pipeline's webhook as CodePipeline defined it (JSON, without its
+    /// secret); `None` deletes it.
+    WebhookDefinition {
+        pipeline: String,
+        definition: Option<String>,
+    },
+    /// A resource's tags (by its key, e.g. `pipeline:web`); empty deletes them.
+    Tags {
+        resource: String,
+        tags: Vec<(String, String)>,
+    },
 }
 
 /// How much an acknowledged change survives.
@@ -250,6 +287,21 @@ pub trait Store: Send {
     fn artifact_digests(&self) -> Result<std::collections::HashSet<String>>;
     fn publishers(&self) -> Result<Vec<PublisherRecord>>;
     fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>>;
+    // Custom action types and the jobs of job workers.
+    /// Every custom action type, deleted ones too.
+    fn action_types(&self) -> Result<Vec<crate::workers::ActionTypeRecord>>;
+    /// Worker jobs that have not ended.
+    fn unfinished_worker_jobs(&self) -> Result<Vec<crate::workers::WorkerJob>>;
+    fn worker_job(&self, id: &str) -> Result<Option<crate::workers::WorkerJob>>;
+    fn worker_job_by_key(&self, access_key_id: &str) -> Result<Option<crate::workers::WorkerJob>>;
+    // AWS-compatible API (issue 14, aws).
+    fn access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
+    /// The execution a `clientRequestToken` started, if one did.
+    fn start_request(&self, pipeline: &str, token: &str) -> Result<Option<String>>;
+    /// A resource's tags, in the order they were set.
+    fn tags(&self, resource: &str) -> Result<Vec<(String, String)>>;
+    /// CodePipeline definitions of webhooks, by pipeline.
+    fn webhook_definitions(&self) -> Result<Vec<(String, String)>>;
 }
 
 pub struct SqliteStore {
@@ -289,6 +341,19 @@ CREATE TABLE IF NOT EXISTS seen_revisions (
 CREATE TABLE IF NOT EXISTS revocations (serial TEXT PRIMARY KEY, agent_id TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS publishers (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plugin_signatures (digest TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS action_types (
+    category TEXT NOT NULL, provider TEXT NOT NULL, version TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (category, provider, version));
+CREATE TABLE IF NOT EXISTS worker_jobs (
+    id TEXT PRIMARY KEY, access_key_id TEXT NOT NULL UNIQUE, finished INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS worker_jobs_unfinished ON worker_jobs (finished);
+-- AWS-compatible API (issue 14, aws).
+CREATE TABLE IF NOT EXISTS access_keys (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS start_requests (
+    pipeline TEXT NOT NULL, token TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (pipeline, token));
+CREATE TABLE IF NOT EXISTS tags (resource TEXT PRIMARY KEY, tags TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhook_definitions (pipeline TEXT PRIMARY KEY, definition TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -412,6 +477,9 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM transitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([format!("pipeline:{name}")])?;
                 }
                 Change::Secret(s) => {
                     tx.prepare_cached(
@@ -465,6 +533,44 @@ impl Store for SqliteStore {
                 Change::PluginSignature(p) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO plugin_signatures (digest, record) VALUES (?1, ?2)")?
                         .execute(params![p.digest, json(p)?])?;
+                }
+                Change::ActionType(t) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO action_types (category, provider, version, record) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![t.category, t.provider, t.version, json(t)?])?;
+                }
+                Change::WorkerJob(j) => {
+                    let updated = j.ended_at.or(j.acknowledged_at).or(j.polled_at).unwrap_or(j.created_at);
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO worker_jobs (id, access_key_id, finished, updated_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![j.id, j.access_key_id, j.status.is_final(), updated as i64, json(j)?])?;
+                }
+                // AWS-compatible API (issue 14, aws).
+                Change::AccessKey(k) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO access_keys (id, record) VALUES (?1, ?2)")?
+                        .execute(params![k.id, json(k)?])?;
+                }
+                Change::StartRequest { pipeline, token, execution_id } => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO start_requests (pipeline, token, execution_id) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![pipeline, token, execution_id])?;
+                }
+                Change::WebhookDefinition { pipeline, definition: Some(definition) } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO webhook_definitions (pipeline, definition) VALUES (?1, ?2)")?
+                        .execute(params![pipeline, definition])?;
+                }
+                Change::WebhookDefinition { pipeline, definition: None } => {
+                    tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([pipeline])?;
+                }
+                Change::Tags { resource, tags } if tags.is_empty() => {
+                    tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([resource])?;
+                }
+                Change::Tags { resource, tags } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO tags (resource, tags) VALUES (?1, ?2)")?
+                        .execute(params![resource, json(tags)?])?;
                 }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
@@ -554,12 +660,48 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    fn action_types(&self) -> Result<Vec<crate::workers::ActionTypeRecord>> {
+        self.query_json("SELECT record FROM action_types ORDER BY category, provider, version", [], "action type")
+    }
+
+    fn unfinished_worker_jobs(&self) -> Result<Vec<crate::workers::WorkerJob>> {
+        self.query_json("SELECT record FROM worker_jobs WHERE finished = 0 ORDER BY id", [], "worker job")
+    }
+
+    fn worker_job(&self, id: &str) -> Result<Option<crate::workers::WorkerJob>> {
+        Ok(self.query_json("SELECT record FROM worker_jobs WHERE id = ?1", [id], "worker job")?.pop())
+    }
+
+    fn worker_job_by_key(&self, access_key_id: &str) -> Result<Option<crate::workers::WorkerJob>> {
+        Ok(self.query_json("SELECT record FROM worker_jobs WHERE access_key_id = ?1", [access_key_id], "worker job")?.pop())
+    }
+
     fn publishers(&self) -> Result<Vec<PublisherRecord>> {
         self.query_json("SELECT record FROM publishers ORDER BY name", [], "publisher")
     }
 
     fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>> {
         self.query_json("SELECT record FROM plugin_signatures ORDER BY digest", [], "plugin signature")
+    }
+
+    fn access_keys(&self) -> Result<Vec<AccessKeyRecord>> {
+        self.query_json("SELECT record FROM access_keys ORDER BY id", [], "access key")
+    }
+
+    fn start_request(&self, pipeline: &str, token: &str) -> Result<Option<String>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT execution_id FROM start_requests WHERE pipeline = ?1 AND token = ?2")?;
+        Ok(stmt.query_map(params![pipeline, token], |r| r.get::<_, String>(0))?.next().transpose()?)
+    }
+
+    fn webhook_definitions(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT pipeline, definition FROM webhook_definitions ORDER BY pipeline")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn tags(&self, resource: &str) -> Result<Vec<(String, String)>> {
+        Ok(self.query_json("SELECT tags FROM tags WHERE resource = ?1", [resource], "tag list")?.pop().unwrap_or_default())
     }
 
     fn transitions(&self) -> Result<Vec<TransitionRecord>> {

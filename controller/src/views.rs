@@ -150,6 +150,20 @@ fn transition_state(t: Option<&&TransitionRecord>) -> TransitionState {
     }
 }
 
+/// The approval token of one attempt of a manual approval: a UUID (the
+/// shape CodePipeline's tokens have) derived from the execution, stage,
+/// action and attempt, so that a token decides only the request it was
+/// shown for, and a retried approval has a new one.
+pub fn approval_token(execution_id: &str, stage: &str, action: &str, attempt: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("approval\n{execution_id}\n{stage}\n{action}\n{attempt}"));
+    let mut bytes: [u8; 16] = digest[..16].try_into().expect("16 bytes");
+    // Version 8 ("custom") and the RFC 4122 variant.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(bytes).to_string()
+}
+
 /// GetPipelineState: for each stage, the latest execution that entered it.
 /// `recent` is newest first; `waiting` maps job ids to why they wait.
 pub fn pipeline_state(
@@ -183,6 +197,9 @@ pub fn pipeline_state(
                                 waiting_reason: a.job_id.as_deref().and_then(|j| waiting.get(j).cloned()).or_else(|| {
                                     a.waiting_reason.clone().filter(|_| a.status == Some(ActionStatus::InProgress))
                                 }),
+                                token: latest
+                                    .filter(|_| a.approval.is_some() && a.status == Some(ActionStatus::InProgress))
+                                    .map(|(e, s)| approval_token(&e.id.0, &s.name, &a.name, a.attempt)),
                             });
                         ActionState { action_name: action.name.clone(), latest_execution, polling: None }
                     })

@@ -29,6 +29,19 @@ pub enum StopMode {
 pub enum ExecutionCmd {
     /// Every action of an execution: status, attempt, agent, times, outputs.
     Get { pipeline: String, execution: String },
+    /// Every action run of a pipeline's recent executions (or of one),
+    /// newest execution first: CodePipeline's ListActionExecutions.
+    Actions {
+        pipeline: String,
+        #[arg(long, value_name = "EXECUTION")]
+        execution: Option<String>,
+        /// At most this many (1 to 100).
+        #[arg(long)]
+        max_results: Option<usize>,
+        /// The page after the one that printed this token.
+        #[arg(long)]
+        next_token: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,10 +243,39 @@ fn history_table() -> Table<Value> {
 }
 
 pub async fn run_execution(ctx: &Ctx, cmd: ExecutionCmd) -> Result<i32, Failure> {
-    let ExecutionCmd::Get { pipeline, execution } = cmd;
-    let out = ctx.client()?.call(get_execution(&pipeline, &execution)).await?;
-    ctx.output.print(&out, show_execution);
+    match cmd {
+        ExecutionCmd::Get { pipeline, execution } => {
+            let out = ctx.client()?.call(get_execution(&pipeline, &execution)).await?;
+            ctx.output.print(&out, show_execution);
+        }
+        ExecutionCmd::Actions { pipeline, execution, max_results, next_token } => {
+            let op = crate::ops::ListActionExecutions {
+                pipeline_name: pipeline,
+                pipeline_execution_id: execution,
+                max_results,
+                next_token,
+            };
+            let out = ctx.client()?.call(op).await?;
+            ctx.output.print(&out, |out| {
+                let mut text = action_executions_table().render(items(&out["actionExecutionDetails"]));
+                if let Some(token) = out["nextToken"].as_str() {
+                    text.push_str(&format!("more: --next-token {token}\n"));
+                }
+                text
+            });
+        }
+    }
     Ok(0)
+}
+
+fn action_executions_table() -> Table<Value> {
+    columns![Value;
+        ("EXECUTION", |d| s(&d["pipelineExecutionId"])),
+        ("STAGE", |d| s(&d["stageName"])),
+        ("ACTION", |d| s(&d["actionName"])),
+        ("STATUS", |d| s(&d["status"])),
+        ("STARTED", |d| s(&d["startTime"])),
+    ]
 }
 
 fn show_execution(out: &Value) -> String {
@@ -342,6 +384,7 @@ pub async fn run_approval(ctx: &Ctx, cmd: ApprovalCmd) -> Result<i32, Failure> {
         status,
         summary: args.comment,
         execution_id: args.execution,
+        token: None,
     };
     let out = ctx.client()?.call(decision).await?;
     ctx.output.print(&out, |out| format!("{} ({})\n", s(&out["result"]), s(&out["pipelineExecutionId"])));

@@ -148,7 +148,7 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
             output.print(&out, |out| Output::Json.render(&declaration_of(out), |_| String::new()));
         }
         PipelineCmd::List => {
-            let out = ctx.client()?.call(ListPipelines {}).await?;
+            let out = ctx.client()?.call(ListPipelines::default()).await?;
             output.print(&out, |out| pipeline_table().render(items(&out["pipelines"])));
         }
         PipelineCmd::Start { name, variables, source_revisions, wait } => {

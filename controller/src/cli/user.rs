@@ -1,9 +1,12 @@
-//! `sluice user` (named users of the admin API) and `sluice token` (their
-//! API tokens). Admin role only.
+//! `sluice user` (named users of the admin API), `sluice token` (their
+//! API tokens) and `sluice access-key` (their keys for the AWS CLI and
+//! SDKs). Admin role only.
 
 use super::output::{Table, columns, items, s};
 use super::{Ctx, Failure};
-use crate::ops::{CreateApiToken, CreateUser, ListApiTokens, ListUsers, RevokeApiToken};
+use crate::ops::{
+    CreateAccessKey, CreateApiToken, CreateUser, ListAccessKeys, ListApiTokens, ListUsers, RevokeAccessKey, RevokeApiToken,
+};
 use clap::Subcommand;
 use serde_json::Value;
 
@@ -29,6 +32,19 @@ pub enum TokenCmd {
     /// List API tokens (never their secrets).
     List,
     /// Revoke an API token: it stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccessKeyCmd {
+    /// Create an access key for a user; prints its id and secret, once.
+    Create {
+        #[arg(long)]
+        user: String,
+    },
+    /// List access keys (never their secrets).
+    List,
+    /// Revoke an access key: requests signed with it fail at once.
     Revoke { id: String },
 }
 
@@ -68,6 +84,38 @@ pub async fn run_token(ctx: &Ctx, cmd: TokenCmd) -> Result<i32, Failure> {
     Ok(0)
 }
 
+pub async fn run_access_key(ctx: &Ctx, cmd: AccessKeyCmd) -> Result<i32, Failure> {
+    match cmd {
+        AccessKeyCmd::Create { user } => {
+            let out = ctx.client()?.call(CreateAccessKey { user }).await?;
+            ctx.output.print(&out, access_key_prose);
+        }
+        AccessKeyCmd::List => {
+            let out = ctx.client()?.call(ListAccessKeys {}).await?;
+            ctx.output.print(&out, |out| access_key_table().render(items(&out["accessKeys"])));
+        }
+        AccessKeyCmd::Revoke { id } => {
+            let out = ctx.client()?.call(RevokeAccessKey { id: id.clone() }).await?;
+            ctx.output.print(&out, |_| format!("access key {id} revoked\n"));
+        }
+    }
+    Ok(0)
+}
+
+/// The two lines `aws configure` asks for.
+fn access_key_prose(out: &Value) -> String {
+    format!("aws_access_key_id = {}\naws_secret_access_key = {}\n", s(&out["accessKeyId"]), s(&out["secretAccessKey"]))
+}
+
+fn access_key_table() -> Table<Value> {
+    columns![Value;
+        ("ACCESS KEY ID", |k| s(&k["accessKeyId"])),
+        ("USER", |k| s(&k["user"])),
+        ("CREATED", |k| s(&k["created"])),
+        ("REVOKED", |k| s(&k["revoked"])),
+    ]
+}
+
 fn token_table() -> Table<Value> {
     columns![Value;
         ("ID", |t| s(&t["id"])),
@@ -90,6 +138,22 @@ mod tests {
         assert_eq!(Output::Table.render(&reply, prose), "sl_secret\n");
         let printed: Value = serde_json::from_str(&Output::Json.render(&reply, prose)).unwrap();
         assert_eq!(printed, reply);
+    }
+
+    #[test]
+    fn access_key_create_prints_the_credentials_file_lines_or_the_reply() {
+        let reply = json!({"accessKeyId": "AKSLX", "secretAccessKey": "s/k", "user": "ann"});
+        assert_eq!(
+            Output::Table.render(&reply, access_key_prose),
+            "aws_access_key_id = AKSLX\naws_secret_access_key = s/k\n"
+        );
+        let printed: Value = serde_json::from_str(&Output::Json.render(&reply, access_key_prose)).unwrap();
+        assert_eq!(printed, reply);
+        let keys = json!([{"accessKeyId": "AKSLX", "user": "ann", "created": "c", "revoked": false}]);
+        assert_eq!(
+            access_key_table().render(items(&keys)),
+            "ACCESS KEY ID  USER  CREATED  REVOKED\nAKSLX          ann   c        false\n"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::pipelines::not_found_pipeline;
 use crate::engine::{
     self, ActionStatus, Decision, Event, Execution, ExecutionId, Handled, Refusal, StopMode, TransitionState, Trigger,
 };
+use crate::ops::paging;
 use crate::ops::{
     ApprovalStatus, Context, DisableStageTransition, EnableStageTransition, GetExecutionLogs, GetExecutionLogsOutput,
     GetPipelineExecution, GetPipelineExecutionOutput, GetPipelineState, GetPipelineStateOutput, Handle,
@@ -31,9 +32,28 @@ impl Handle<StartPipelineExecution> for Driver {
         let by = &ctx.caller.user;
         let detail = if revisions.is_empty() { "admin API" } else { "admin API, pinned revisions" };
         let trigger = Trigger::new("StartPipelineExecution", format!("{detail}, by {by}")).by(by);
-        let id = self.start_execution(ctx.now, &op.name, variables, revisions, trigger, Vec::new())?;
+        let id = ExecutionId(uuid::Uuid::new_v4().to_string());
+        let mut changes = Vec::new();
+        if let Some(token) = op.client_request_token {
+            check_client_request_token(&token)?;
+            if let Some(first) = self.store.start_request(&op.name, &token)? {
+                info!(pipeline = %op.name, execution = %first, "start repeated with the same clientRequestToken");
+                return Ok(StartPipelineExecutionOutput { pipeline_execution_id: first });
+            }
+            // Stored in the start's own commit: the token and the execution exist together or not at all.
+            changes.push(Change::StartRequest { pipeline: op.name.clone(), token, execution_id: id.0.clone() });
+        }
+        self.start_execution_as(ctx.now, id.clone(), &op.name, variables, revisions, trigger, changes)?;
         Ok(StartPipelineExecutionOutput { pipeline_execution_id: id.0 })
     }
+}
+
+/// CodePipeline's `ClientRequestToken`: 1 to 128 of `A-Z a-z 0-9 -`.
+fn check_client_request_token(token: &str) -> Result<(), OpError> {
+    if token.is_empty() || token.len() > 128 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(OpError::invalid(format!("clientRequestToken {token:?} must be 1 to 128 of A-Z a-z 0-9 -")));
+    }
+    Ok(())
 }
 
 impl Driver {
@@ -46,6 +66,23 @@ impl Driver {
         trigger: Trigger,
         changes: Vec<Change>,
     ) -> Result<ExecutionId, OpError> {
+        let id = ExecutionId(uuid::Uuid::new_v4().to_string());
+        self.start_execution_as(now, id.clone(), name, variables, revisions, trigger, changes)?;
+        Ok(id)
+    }
+
+    /// Starts execution `id`, committing `changes` with it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_execution_as(
+        &mut self,
+        now: u64,
+        id: ExecutionId,
+        name: &str,
+        variables: BTreeMap<String, String>,
+        revisions: BTreeMap<String, String>,
+        trigger: Trigger,
+        changes: Vec<Change>,
+    ) -> Result<(), OpError> {
         let version = match changes.iter().find_map(|c| match c {
             Change::Pipeline(p) if p.name == name => Some(p.version),
             _ => None,
@@ -78,10 +115,9 @@ impl Driver {
         for (action, revision) in &revisions {
             intake::check_revision(revision).map_err(|e| OpError::invalid(format!("the revision for \"{action}\": {e}")))?;
         }
-        let id = ExecutionId(uuid::Uuid::new_v4().to_string());
-        self.feed(now, Event::Start { id: id.clone(), pipeline: def, version, trigger, variables, revisions });
+        self.feed(now, Event::Start { id, pipeline: def, version, trigger, variables, revisions });
         self.commit(now, changes)?;
-        Ok(id)
+        Ok(())
     }
 }
 
@@ -243,8 +279,9 @@ impl Handle<ListPipelineExecutions> for Driver {
         let mut list = match &next_token {
             None => self.recent_executions(name, limit + 1)?,
             Some(token) => {
-                let bad = || OpError::invalid(format!("nextToken {token:?} is not one this API gave"));
-                let (started, id) = token.split_once('.').ok_or_else(bad)?;
+                let bad = || OpError::InvalidNextToken(format!("nextToken {token:?} is not one this listing gave"));
+                let cursor = paging::cursor("executions", token)?;
+                let (started, id) = cursor.split_once('.').ok_or_else(bad)?;
                 let started: u64 = started.parse().map_err(|_| bad())?;
                 let mut list = self.store.executions_before(name, (started, id), limit + 1)?;
                 for e in &mut list {
@@ -258,7 +295,7 @@ impl Handle<ListPipelineExecutions> for Driver {
         let next = (list.len() > limit).then(|| {
             list.truncate(limit);
             let last = list.last().expect("limit is at least 1");
-            format!("{}.{}", last.started_at, last.id)
+            paging::token("executions", &format!("{}.{}", last.started_at, last.id))
         });
         Ok(ListPipelineExecutionsOutput {
             pipeline_execution_summaries: list.iter().map(views::execution_summary).collect(),
@@ -382,6 +419,33 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// The execution whose approval at `stage`/`action` has `token`: one
+    /// waiting now, else `ApprovalAlreadyCompleted` if the token was one of
+    /// a recent execution's, else `InvalidApprovalToken`.
+    fn approval_by_token(&mut self, name: &str, stage: &str, action: &str, token: &str) -> Result<ExecutionId, OpError> {
+        let token_of = |e: &Execution, only_waiting: bool| {
+            e.stages.iter().filter(|s| s.name == stage).flat_map(|s| &s.actions).any(|a| {
+                a.name == action
+                    && a.approval.is_some()
+                    && (!only_waiting || a.status == Some(ActionStatus::InProgress))
+                    && (1..=a.attempt.max(1)).any(|n| views::approval_token(&e.id.0, stage, action, n) == token)
+            })
+        };
+        if let Some(e) = self.engine.executions().filter(|e| e.pipeline == name).find(|e| token_of(e, true)) {
+            return Ok(e.id.clone());
+        }
+        if self.recent_executions(name, DEFAULT_HISTORY)?.iter().any(|e| token_of(e, false)) {
+            return Err(OpError::ApprovalAlreadyCompleted(format!(
+                "the approval at {stage}/{action} that token {token} was for is no longer waiting"
+            )));
+        }
+        Err(OpError::InvalidApprovalToken(format!(
+            "token {token} is not the token of an approval at {stage}/{action} of \"{name}\""
+        )))
+    }
+}
+
 /// PutApprovalResult: approve or reject a manual approval, as the caller.
 impl Handle<PutApprovalResult> for Driver {
     fn handle(&mut self, op: PutApprovalResult, ctx: &Context) -> Result<PutApprovalResultOutput, OpError> {
@@ -390,9 +454,10 @@ impl Handle<PutApprovalResult> for Driver {
         let (execution, by, comment) = (op.execution_id, ctx.caller.user.as_str(), op.summary.as_str());
         let approve = op.status == ApprovalStatus::Approved;
         self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
-        let id = match execution {
-            Some(id) => ExecutionId(id),
-            None => self
+        let id = match (execution, op.token) {
+            (Some(id), _) => ExecutionId(id),
+            (None, Some(token)) => self.approval_by_token(name, stage, action, &token)?,
+            (None, None) => self
                 .engine
                 .executions()
                 .filter(|e| e.pipeline == name)

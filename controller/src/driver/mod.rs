@@ -25,7 +25,9 @@
 //! - `scheduler.rs`: hand-outs; `transfers.rs`: streams, upload quotas and
 //!   artifact collection; `leases.rs`: leases, silent agents, timeouts.
 //! - `sources.rs`: polling, webhooks, seen revisions; `secrets.rs`: the
-//!   secret store's commands; `users.rs`: users and API tokens.
+//!   secret store's commands; `users.rs`: users and API tokens;
+//!   `access_keys.rs`: users' access keys for the AWS API; `tagging.rs`:
+//!   resource tags and the action-execution history.
 //! - `batch.rs`: agent reports handled as one step; `intake.rs`: every
 //!   value an agent sends, checked (pure).
 
@@ -48,6 +50,10 @@ mod secrets;
 mod sources;
 mod transfers;
 mod users;
+mod workers;
+// AWS-compatible API (issue 14, aws).
+mod access_keys;
+mod tagging;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -155,6 +161,8 @@ struct Driver {
     sources: sources::Sources,
     /// The API's token table, kept in step with the store.
     tokens: crate::auth::Tokens,
+    /// The AWS-compatible API's access keys, kept in step with the store.
+    access_keys: crate::aws::keys::AccessKeys,
     /// Agent reports handled together, held until their commit.
     batch: batch::Batch,
     /// `--require-signed-plugins`.
@@ -172,6 +180,10 @@ struct Driver {
     /// to cause one; release builds have no such field).
     #[cfg(debug_assertions)]
     panic_on_pipeline: Option<String>,
+    /// Custom action types and the jobs of job workers.
+    workers: crate::workers::Workers,
+    /// Worker jobs made in this step, committed with its next round.
+    worker_changes: Vec<Change>,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -249,6 +261,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         secret_box: crate::secrets::SecretBox::open(dir)?,
         sources: sources::Sources::default(),
         tokens: crate::auth::Tokens::default(),
+        access_keys: crate::aws::keys::AccessKeys::default(),
         batch: batch::Batch::default(),
         require_signed_plugins: config.require_signed_plugins,
         max_agent_slots: config.max_agent_slots.max(1),
@@ -258,6 +271,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         renewals: HashMap::new(),
         #[cfg(debug_assertions)]
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
+        workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
+        worker_changes: Vec::new(),
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -267,7 +282,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover(now)?;
     driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
+    driver.recover_access_keys()?;
     let tokens = driver.tokens.clone();
+    let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
     let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
@@ -288,9 +305,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     });
     tokio::spawn(crate::fleet::serve(
         endpoint.clone(),
-        crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
+        crate::fleet::FleetContext { driver: tx.clone(), artifacts: artifacts.clone(), plugins },
     ));
-    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime };
+    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime, aws, artifacts };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
             error!("admin API stopped: {e}");
@@ -314,6 +331,7 @@ impl Driver {
             self.feed(now, Event::SetTransition { pipeline: t.pipeline.clone(), stage: t.stage.clone(), state });
             self.transitions.insert((t.pipeline.clone(), t.stage.clone()), t);
         }
+        self.recover_workers()?;
         let unfinished = self.store.unfinished_executions()?;
         let count = unfinished.len();
         let mut restored = Vec::new();
@@ -326,15 +344,18 @@ impl Driver {
         // what was never handed out goes to whoever can take it.
         self.hold_restored_until = now + RECONNECT_GRACE.max(self.lease_timeout).as_millis() as u64;
         while let Some(dispatch) = self.engine.poll_dispatch() {
-            if let Some(agent) = &dispatch.assigned {
+            if let Some(agent) = &dispatch.assigned
+                && !self.workers.is_worker_action(&dispatch)
+            {
                 self.restored.insert(dispatch.job_id.clone(), agent.clone());
             }
-            self.pending.push_back(dispatch);
+            self.route_dispatch(now, dispatch);
         }
+        let changes = std::mem::take(&mut self.worker_changes);
         if count > 0 {
             info!(executions = count, "resumed unfinished executions");
         }
-        self.commit(now, Vec::new())?;
+        self.commit(now, changes)?;
         Ok(())
     }
 
@@ -399,6 +420,7 @@ impl Driver {
         loop {
             for execution in self.engine.take_dirty() {
                 changes.extend(Self::seen_revisions(&execution));
+                changes.extend(self.end_stale_worker_jobs(now, &execution));
                 changes.push(Change::Execution(Box::new(execution)));
             }
             if let Err(e) = self.store.apply(&changes) {
@@ -417,7 +439,7 @@ impl Driver {
                 log_notice(&notice);
             }
             while let Some(dispatch) = self.engine.poll_dispatch() {
-                self.pending.push_back(dispatch);
+                self.route_dispatch(now, dispatch);
             }
             // Actions that cannot be handed out (e.g. an unregistered
             // plugin) fail, which is another engine step to persist.
@@ -438,13 +460,13 @@ impl Driver {
                     Err(e) => warn!(pipeline = %request.pipeline, stage = %request.stage, "no rollback: {e}"),
                 }
             }
-            if refused.is_empty() && self.outgoing.is_empty() && !rolled_back {
+            if refused.is_empty() && self.outgoing.is_empty() && !rolled_back && self.worker_changes.is_empty() {
                 return Ok(());
             }
             for (dispatch, message) in refused {
                 self.refuse(now, dispatch, message);
             }
-            changes = Vec::new();
+            changes = std::mem::take(&mut self.worker_changes);
         }
     }
 

@@ -3,6 +3,7 @@
 
 use super::Driver;
 use crate::engine::{Event, TransitionState, Trigger};
+use crate::ops::paging;
 use crate::ops::{
     Context, CreatePipeline, CreatePipelineOutput, DeletePipeline, DeletePipelineOutput, GetPipeline, GetPipelineOutput,
     Handle, ListPipelines, ListPipelinesOutput, OpError, PipelineMetadata, PipelineSummary, UpdatePipeline,
@@ -22,7 +23,7 @@ impl Handle<CreatePipeline> for Driver {
     fn handle(&mut self, op: CreatePipeline, ctx: &Context) -> Result<CreatePipelineOutput, OpError> {
         let now = ctx.now;
         let (text, by) = (&op.pipeline_declaration, &ctx.caller.user);
-        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         let name = decl.pipeline.name.clone();
         #[cfg(debug_assertions)]
@@ -48,13 +49,13 @@ impl Handle<CreatePipeline> for Driver {
         )?;
         self.refresh_polls(now, &name, 1)?;
         info!(pipeline = %name, execution = %id, "pipeline created");
-        Ok(CreatePipelineOutput { pipeline: pipeline_value(&decl), pipeline_execution_id: id.0 })
+        Ok(CreatePipelineOutput { pipeline: self.hide_worker_secrets(pipeline_value(&decl)), pipeline_execution_id: id.0 })
     }
 }
 
 impl Handle<ValidatePipeline> for Driver {
     fn handle(&mut self, op: ValidatePipeline, _: &Context) -> Result<ValidatePipelineOutput, OpError> {
-        let decl = pipeline::parse_and_validate(&op.pipeline_declaration, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(&op.pipeline_declaration, &self.providers()).map_err(invalid_declaration)?;
         Ok(ValidatePipelineOutput { valid: true, pipeline_name: decl.pipeline.name })
     }
 }
@@ -65,7 +66,7 @@ impl Handle<UpdatePipeline> for Driver {
     fn handle(&mut self, op: UpdatePipeline, ctx: &Context) -> Result<UpdatePipelineOutput, OpError> {
         let now = ctx.now;
         let (name, text) = (op.name.as_str(), &op.pipeline_declaration);
-        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         if decl.pipeline.name != name {
             return Err(OpError::invalid(format!(
@@ -87,7 +88,7 @@ impl Handle<UpdatePipeline> for Driver {
         info!(pipeline = %name, version, "pipeline updated");
         let mut pipeline = pipeline_value(&decl);
         pipeline["version"] = json!(version);
-        Ok(UpdatePipelineOutput { pipeline })
+        Ok(UpdatePipelineOutput { pipeline: self.hide_worker_secrets(pipeline) })
     }
 }
 
@@ -131,9 +132,9 @@ impl Handle<GetPipeline> for Driver {
         let mut pipeline = value["pipeline"].take();
         pipeline["version"] = json!(record.version);
         Ok(GetPipelineOutput {
-            pipeline,
+            pipeline: self.hide_worker_secrets(pipeline),
             metadata: PipelineMetadata {
-                pipeline_arn: format!("sluice:pipeline/{name}"),
+                pipeline_arn: crate::aws::arn(crate::aws::REST_REGION, &crate::aws::account_id(self.ca.fingerprint()), name),
                 created: views::time(record.created_at),
                 updated: views::time(record.updated_at),
             },
@@ -142,19 +143,24 @@ impl Handle<GetPipeline> for Driver {
 }
 
 impl Handle<ListPipelines> for Driver {
-    fn handle(&mut self, _: ListPipelines, _: &Context) -> Result<ListPipelinesOutput, OpError> {
-        let pipelines = self
-            .store
-            .pipelines()?
-            .into_iter()
-            .map(|p| PipelineSummary {
+    fn handle(&mut self, op: ListPipelines, _: &Context) -> Result<ListPipelinesOutput, OpError> {
+        let limit = paging::limit(op.max_results, 1000, 1000)?;
+        let mut all = self.store.pipelines()?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let (records, next_token) = paging::page(all, |p| p.name.clone(), "pipelines", limit, op.next_token.as_deref())?;
+        let mut pipelines = Vec::with_capacity(records.len());
+        for p in records {
+            let def = self.definition(&p.name, p.version)?;
+            pipelines.push(PipelineSummary {
+                pipeline_type: def.pipeline_type.clone(),
+                execution_mode: Some(def.execution_mode.as_str().to_string()),
                 name: p.name,
                 version: p.version,
                 created: views::time(p.created_at),
                 updated: views::time(p.updated_at),
-            })
-            .collect();
-        Ok(ListPipelinesOutput { pipelines })
+            });
+        }
+        Ok(ListPipelinesOutput { pipelines, next_token })
     }
 }
 

@@ -7,8 +7,8 @@ use super::intake;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{Execution, ExecutionId, Trigger};
 use crate::ops::{
-    Context, DeleteWebhook, DeleteWebhookOutput, DeliverWebhook, DeliverWebhookOutput, Handle, OpError, PollingState,
-    PutWebhook, PutWebhookOutput,
+    Context, DeleteWebhook, DeleteWebhookOutput, DeliverWebhook, DeliverWebhookOutput, Handle, ListWebhooks,
+    ListWebhooksOutput, OpError, PollingState, PutWebhook, PutWebhookOutput, WebhookView,
 };
 use crate::pipeline;
 use crate::pipeline::triggers;
@@ -449,9 +449,20 @@ impl Handle<PutWebhook> for Driver {
         let now = ctx.now;
         let name = op.pipeline_name.as_str();
         self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
-        let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()));
+        let secret = match op.secret {
+            Some(secret) => {
+                check_webhook_secret(&secret)?;
+                secret
+            }
+            None => format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>())),
+        };
         let sealed = self.secret_box.seal(&webhook_aad(name), secret.as_bytes())?;
-        self.commit(now, vec![Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now }])?;
+        let definition = op.definition.map(|d| d.to_string());
+        let changes = vec![
+            Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now },
+            Change::WebhookDefinition { pipeline: name.to_string(), definition },
+        ];
+        self.commit(now, changes)?;
         self.sources.webhooks.insert(name.to_string(), secret.clone());
         info!(pipeline = %name, "webhook secret created");
         Ok(PutWebhookOutput { pipeline_name: op.pipeline_name.clone(), secret, path: format!("/v1/webhooks/{name}") })
@@ -465,8 +476,41 @@ impl Handle<DeleteWebhook> for Driver {
         if self.sources.webhooks.remove(name).is_none() {
             return Err(OpError::NotFound(format!("pipeline \"{name}\" has no webhook")));
         }
-        self.commit(now, vec![Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 }])?;
+        let changes = vec![
+            Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 },
+            Change::WebhookDefinition { pipeline: name.to_string(), definition: None },
+        ];
+        self.commit(now, changes)?;
         Ok(DeleteWebhookOutput { pipeline_name: op.pipeline_name.clone(), deleted: true })
+    }
+}
+
+/// A caller's webhook secret: 16 to 1024 bytes, so that it is hard to guess.
+fn check_webhook_secret(secret: &str) -> Result<(), OpError> {
+    if !(16..=1024).contains(&secret.len()) {
+        return Err(OpError::invalid(format!("a webhook secret must be 16 to 1024 bytes, not {}", secret.len())));
+    }
+    Ok(())
+}
+
+impl Handle<ListWebhooks> for Driver {
+    fn handle(&mut self, op: ListWebhooks, _: &Context) -> Result<ListWebhooksOutput, OpError> {
+        let limit = crate::ops::paging::limit(op.max_results, 100, 100)?;
+        let definitions: HashMap<String, String> = self.store.webhook_definitions()?.into_iter().collect();
+        let mut all = self.store.webhooks()?;
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let (page, next_token) =
+            crate::ops::paging::page(all, |(p, _, _)| p.clone(), "webhooks", limit, op.next_token.as_deref())?;
+        let webhooks = page
+            .into_iter()
+            .map(|(pipeline, _, created)| WebhookView {
+                path: format!("/v1/webhooks/{pipeline}"),
+                created: crate::views::time(created),
+                definition: definitions.get(&pipeline).and_then(|d| serde_json::from_str(d).ok()),
+                pipeline_name: pipeline,
+            })
+            .collect();
+        Ok(ListWebhooksOutput { webhooks, next_token })
     }
 }
 

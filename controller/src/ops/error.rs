@@ -45,10 +45,42 @@ pub enum OpError {
     AccessDenied(String),
     #[error("{0}")]
     Internal(String),
+    /// A job worker named a job that does not exist.
+    #[error("{0}")]
+    JobNotFound(String),
+    /// A job was acknowledged with a nonce other than its poll's.
+    #[error("{0}")]
+    InvalidNonce(String),
+    /// A job already ended (succeeded, failed, timed out, or its execution
+    /// stopped), or not yet polled.
+    #[error("{0}")]
+    InvalidJobState(String),
+    #[error("{0}")]
+    ActionTypeNotFound(String),
     /// The client could not reach the controller, or got no answer it
     /// understands.
     #[error("{0}")]
     Unavailable(String),
+    // AWS-compatible API (issue 14, aws).
+    /// Another change to the same resource got there first.
+    #[error("{0}")]
+    ConcurrentModification(String),
+    /// A CodePipeline operation Sluice does not implement.
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    /// An `X-Amz-Target` that names no CodePipeline operation.
+    #[error("{0}")]
+    UnknownOperation(String),
+    /// A `nextToken` this listing did not hand out.
+    #[error("{0}")]
+    InvalidNextToken(String),
+    /// A resource ARN that is malformed or names no Sluice resource kind.
+    #[error("{0}")]
+    InvalidArn(String),
+    #[error("{0}")]
+    InvalidTags(String),
+    #[error("{0}")]
+    TooManyTags(String),
 }
 
 /// The JSON body of an error: `{"error": {"code", "message", "diagnostics"}}`.
@@ -80,20 +112,36 @@ impl OpError {
             | Self::PipelineVersionNotFound(_)
             | Self::ExecutionNotFound(_)
             | Self::StageNotFound(_)
-            | Self::NotFound(_) => 404,
+            | Self::NotFound(_)
+            | Self::JobNotFound(_)
+            | Self::ActionTypeNotFound(_) => 404,
             Self::PipelineNameInUse(_)
             | Self::ApprovalAlreadyCompleted(_)
             | Self::InvalidApprovalToken(_)
-            | Self::Conflict(_) => 409,
+            | Self::Conflict(_)
+            | Self::InvalidNonce(_)
+            | Self::InvalidJobState(_) => 409,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
+            Self::ConcurrentModification(_) => 409,
+            Self::UnsupportedOperation(_)
+            | Self::UnknownOperation(_)
+            | Self::InvalidNextToken(_)
+            | Self::InvalidArn(_)
+            | Self::InvalidTags(_)
+            | Self::TooManyTags(_) => 400,
         }
     }
 
     /// The exit code of the CLI command that met this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Validation { .. } => 2,
+            Self::Validation { .. }
+            | Self::UnknownOperation(_)
+            | Self::InvalidNextToken(_)
+            | Self::InvalidArn(_)
+            | Self::InvalidTags(_)
+            | Self::TooManyTags(_) => 2,
             Self::Unauthorized(_) | Self::AccessDenied(_) => 3,
             _ => 1,
         }
@@ -116,6 +164,17 @@ impl OpError {
             Self::AccessDenied(_) => "AccessDeniedException",
             Self::Internal(_) => "InternalError",
             Self::Unavailable(_) => "ServiceUnavailableException",
+            Self::JobNotFound(_) => "JobNotFoundException",
+            Self::InvalidNonce(_) => "InvalidNonceException",
+            Self::InvalidJobState(_) => "InvalidJobStateException",
+            Self::ActionTypeNotFound(_) => "ActionTypeNotFoundException",
+            Self::ConcurrentModification(_) => "ConcurrentModificationException",
+            Self::UnsupportedOperation(_) => "UnsupportedOperationException",
+            Self::UnknownOperation(_) => "UnknownOperationException",
+            Self::InvalidNextToken(_) => "InvalidNextTokenException",
+            Self::InvalidArn(_) => "InvalidArnException",
+            Self::InvalidTags(_) => "InvalidTagsException",
+            Self::TooManyTags(_) => "TooManyTagsException",
         }
     }
 
@@ -168,6 +227,17 @@ impl OpError {
             Self::AccessDenied(String::new()),
             Self::Internal(String::new()),
             Self::Unavailable(String::new()),
+            Self::JobNotFound(String::new()),
+            Self::InvalidNonce(String::new()),
+            Self::InvalidJobState(String::new()),
+            Self::ActionTypeNotFound(String::new()),
+            Self::ConcurrentModification(String::new()),
+            Self::UnsupportedOperation(String::new()),
+            Self::UnknownOperation(String::new()),
+            Self::InvalidNextToken(String::new()),
+            Self::InvalidArn(String::new()),
+            Self::InvalidTags(String::new()),
+            Self::TooManyTags(String::new()),
         ];
         if code == "ValidationException" || (status == 400 && !known.iter().any(|k| k.aws_type() == code)) {
             return Self::Validation { message, diagnostics };
@@ -200,6 +270,17 @@ impl OpError {
             Self::AccessDenied(_) => Self::AccessDenied(message),
             Self::Internal(_) => Self::Internal(message),
             Self::Unavailable(_) => Self::Unavailable(message),
+            Self::JobNotFound(_) => Self::JobNotFound(message),
+            Self::InvalidNonce(_) => Self::InvalidNonce(message),
+            Self::InvalidJobState(_) => Self::InvalidJobState(message),
+            Self::ActionTypeNotFound(_) => Self::ActionTypeNotFound(message),
+            Self::ConcurrentModification(_) => Self::ConcurrentModification(message),
+            Self::UnsupportedOperation(_) => Self::UnsupportedOperation(message),
+            Self::UnknownOperation(_) => Self::UnknownOperation(message),
+            Self::InvalidNextToken(_) => Self::InvalidNextToken(message),
+            Self::InvalidArn(_) => Self::InvalidArn(message),
+            Self::InvalidTags(_) => Self::InvalidTags(message),
+            Self::TooManyTags(_) => Self::TooManyTags(message),
         }
     }
 }
@@ -234,6 +315,17 @@ mod tests {
             (OpError::AccessDenied(m()), 403, 3, "AccessDeniedException"),
             (OpError::Internal(m()), 500, 1, "InternalError"),
             (OpError::Unavailable(m()), 503, 1, "ServiceUnavailableException"),
+            (OpError::JobNotFound(m()), 404, 1, "JobNotFoundException"),
+            (OpError::InvalidNonce(m()), 409, 1, "InvalidNonceException"),
+            (OpError::InvalidJobState(m()), 409, 1, "InvalidJobStateException"),
+            (OpError::ActionTypeNotFound(m()), 404, 1, "ActionTypeNotFoundException"),
+            (OpError::ConcurrentModification(m()), 409, 1, "ConcurrentModificationException"),
+            (OpError::UnsupportedOperation(m()), 400, 1, "UnsupportedOperationException"),
+            (OpError::UnknownOperation(m()), 400, 2, "UnknownOperationException"),
+            (OpError::InvalidNextToken(m()), 400, 2, "InvalidNextTokenException"),
+            (OpError::InvalidArn(m()), 400, 2, "InvalidArnException"),
+            (OpError::InvalidTags(m()), 400, 2, "InvalidTagsException"),
+            (OpError::TooManyTags(m()), 400, 2, "TooManyTagsException"),
         ];
         for (error, status, exit, aws) in cases {
             assert_eq!(error.status(), status, "{error:?}");

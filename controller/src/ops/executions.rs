@@ -14,7 +14,9 @@ pub struct StartPipelineExecution {
     pub variables: Vec<VariableValue>,
     #[serde(default)]
     pub source_revisions: Vec<SourceRevisionOverride>,
-    /// Accepted as CodePipeline does; not used yet.
+    /// Idempotency: a second start with the same token (for the same
+    /// pipeline) starts nothing and answers the first one's execution,
+    /// also after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_request_token: Option<String>,
 }
@@ -220,4 +222,71 @@ pub struct LogLineView {
     pub action: String,
     pub seq: u64,
     pub text: String,
+}
+
+/// ListActionExecutions: every action run of a pipeline's recent
+/// executions (or of one), newest execution first, as CodePipeline's
+/// `ActionExecutionDetail`s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListActionExecutions {
+    pub pipeline_name: String,
+    /// CodePipeline's `filter.pipelineExecutionId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_execution_id: Option<String>,
+    /// 1 to 100; 100 when absent.
+    #[serde(default, deserialize_with = "super::query_number::deserialize", skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListActionExecutionsOutput {
+    pub action_execution_details: Vec<ActionExecutionDetail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionExecutionDetail {
+    pub pipeline_execution_id: String,
+    /// `EXECUTION:STAGE:ACTION:ATTEMPT`.
+    pub action_execution_id: String,
+    pub pipeline_version: u64,
+    pub stage_name: String,
+    pub action_name: String,
+    pub start_time: Option<String>,
+    pub last_update_time: Option<String>,
+    pub status: Option<String>,
+    pub input: ActionExecutionInputView,
+    pub output: ActionExecutionOutputView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionExecutionInputView {
+    pub action_type_id: serde_json::Value,
+    pub configuration: serde_json::Map<String, serde_json::Value>,
+    pub resolved_configuration: serde_json::Map<String, serde_json::Value>,
+    pub input_artifacts: Vec<ArtifactView>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionExecutionOutputView {
+    pub output_artifacts: Vec<ArtifactView>,
+    pub execution_result: ActionExecutionResultView,
+    pub output_variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionExecutionResultView {
+    pub external_execution_summary: Option<String>,
+    pub external_execution_url: Option<String>,
+    pub error_details: Option<ErrorDetails>,
 }

@@ -1,5 +1,6 @@
-//! Operations as types: what the admin API, the CLI and (later) the
-//! awsJson endpoint can ask of the controller, and what they get back.
+//! Operations as types: what the admin API, the CLI and the awsJson
+//! endpoint (`crate::aws`, which translates CodePipeline's shapes to these)
+//! can ask of the controller, and what they get back.
 //!
 //! Each operation is a request struct and a response struct (serde,
 //! camelCase, in CodePipeline's shapes where CodePipeline has the
@@ -55,27 +56,34 @@
 //!
 //! Who may call it follows from the permission ([`authorize`]).
 
+mod access_keys;
 mod agents;
 mod client;
 mod error;
 mod executions;
+mod jobs;
+pub mod paging;
 mod pipelines;
 mod plugins;
 mod publishers;
 mod secrets;
 mod stages;
+mod tags;
 mod users;
 mod webhooks;
 
+pub use access_keys::*;
 pub use agents::*;
 pub use client::{Client, SIGNATURE_HEADER};
 pub use error::OpError;
 pub use executions::*;
+pub use jobs::*;
 pub use pipelines::*;
 pub use plugins::*;
 pub use publishers::*;
 pub use secrets::*;
 pub use stages::*;
+pub use tags::*;
 pub use users::*;
 pub use webhooks::*;
 
@@ -149,6 +157,10 @@ const ADMIN_ONLY: &[(&str, &str)] = &[
     // Whom the controller trusts to sign plugins is the admin's decision.
     ("sluice:AddPublisher", "manage trusted publishers"),
     ("sluice:RemovePublisher", "manage trusted publishers"),
+    // Access keys for the AWS-compatible API are credentials, as API tokens are.
+    ("sluice:CreateAccessKey", "manage users and tokens"),
+    ("sluice:ListAccessKeys", "manage users and tokens"),
+    ("sluice:RevokeAccessKey", "manage users and tokens"),
 ];
 
 /// Whether `caller` may use `permission`: the one role rule.
@@ -317,7 +329,7 @@ operations! {
     routes {
         // Pipelines.
         CreatePipeline -> CreatePipelineOutput: POST "/pipelines" text "pipelineDeclaration" "pipeline declaration", "codepipeline:CreatePipeline";
-        ListPipelines -> ListPipelinesOutput: GET "/pipelines", "codepipeline:ListPipelines";
+        ListPipelines -> ListPipelinesOutput: GET "/pipelines" query ["maxResults", "nextToken"], "codepipeline:ListPipelines";
         GetPipeline -> GetPipelineOutput: GET "/pipelines/{name}" query ["version"], "codepipeline:GetPipeline";
         UpdatePipeline -> UpdatePipelineOutput: PUT "/pipelines/{name}" text "pipelineDeclaration" "pipeline declaration", "codepipeline:UpdatePipeline";
         DeletePipeline -> DeletePipelineOutput: DELETE "/pipelines/{name}", "codepipeline:DeletePipeline";
@@ -338,6 +350,7 @@ operations! {
         // Webhooks.
         PutWebhook -> PutWebhookOutput: POST "/pipelines/{pipelineName}/webhook", "codepipeline:PutWebhook";
         DeleteWebhook -> DeleteWebhookOutput: DELETE "/pipelines/{pipelineName}/webhook", "codepipeline:DeleteWebhook";
+        ListWebhooks -> ListWebhooksOutput: GET "/webhooks" query ["maxResults", "nextToken"], "codepipeline:ListWebhooks";
         // Agents and their join tokens.
         ListAgents -> ListAgentsOutput: GET "/agents", "sluice:ListAgents";
         LabelAgent -> LabelAgentOutput: POST "/agents/{id}/labels", "sluice:LabelAgent";
@@ -365,6 +378,25 @@ operations! {
         CreateApiToken -> CreateApiTokenOutput: POST "/tokens", "sluice:CreateApiToken";
         ListApiTokens -> ListApiTokensOutput: GET "/tokens", "sluice:ListApiTokens";
         RevokeApiToken -> RevokeApiTokenOutput: POST "/tokens/{id}/revoke", "sluice:RevokeApiToken";
+        // Custom action types and job workers.
+        CreateCustomActionType -> CreateCustomActionTypeOutput: POST "/custom-action-types", "codepipeline:CreateCustomActionType";
+        DeleteCustomActionType -> EmptyOutput: DELETE "/custom-action-types/{category}/{provider}/{version}", "codepipeline:DeleteCustomActionType";
+        ListActionTypes -> ListActionTypesOutput: GET "/action-types" query ["actionOwnerFilter", "nextToken", "regionFilter"], "codepipeline:ListActionTypes";
+        GetActionType -> GetActionTypeOutput: GET "/action-types/{category}/{owner}/{provider}/{version}", "codepipeline:GetActionType";
+        PollForJobs -> PollForJobsOutput: POST "/jobs/poll", "codepipeline:PollForJobs";
+        AcknowledgeJob -> AcknowledgeJobOutput: POST "/jobs/{jobId}/acknowledge", "codepipeline:AcknowledgeJob";
+        GetJobDetails -> GetJobDetailsOutput: GET "/jobs/{jobId}", "codepipeline:GetJobDetails";
+        PutJobSuccessResult -> EmptyOutput: POST "/jobs/{jobId}/success", "codepipeline:PutJobSuccessResult";
+        PutJobFailureResult -> EmptyOutput: POST "/jobs/{jobId}/failure", "codepipeline:PutJobFailureResult";
+        // Access keys for the AWS-compatible API (issue 14, aws).
+        CreateAccessKey -> CreateAccessKeyOutput: POST "/access-keys", "sluice:CreateAccessKey";
+        ListAccessKeys -> ListAccessKeysOutput: GET "/access-keys", "sluice:ListAccessKeys";
+        RevokeAccessKey -> RevokeAccessKeyOutput: POST "/access-keys/{id}/revoke", "sluice:RevokeAccessKey";
+        // Tags and action executions (issue 14, aws).
+        TagResource -> TagResourceOutput: POST "/tags", "codepipeline:TagResource";
+        UntagResource -> UntagResourceOutput: POST "/tags/remove", "codepipeline:UntagResource";
+        ListTagsForResource -> ListTagsForResourceOutput: GET "/tags" query ["resourceArn", "maxResults", "nextToken"], "codepipeline:ListTagsForResource";
+        ListActionExecutions -> ListActionExecutionsOutput: GET "/pipelines/{pipelineName}/action-executions" query ["pipelineExecutionId", "maxResults", "nextToken"], "codepipeline:ListActionExecutions";
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.
@@ -373,6 +405,9 @@ operations! {
         VetPluginSignature -> (), "sluice:PushPlugin";
         // Authenticated by the signature of its raw body, not by a token.
         DeliverWebhook -> DeliverWebhookOutput, "sluice:DeliverWebhook";
+        // Asked by the S3 subset for a job's temporary credentials (SigV4 with them).
+        JobCredentials -> JobCredentialsOutput, "s3:GetObject";
+        RecordJobOutput -> EmptyOutput, "s3:PutObject";
     }
 }
 
@@ -395,6 +430,9 @@ mod tests {
             LabelAgent::PERMISSION,
             AddPublisher::PERMISSION,
             RemovePublisher::PERMISSION,
+            CreateAccessKey::PERMISSION,
+            ListAccessKeys::PERMISSION,
+            RevokeAccessKey::PERMISSION,
         ] {
             assert!(authorize(&admin, permission).is_ok(), "{permission}");
             let refused = authorize(&ann, permission).unwrap_err();

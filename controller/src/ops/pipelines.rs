@@ -90,14 +90,23 @@ pub struct PipelineMetadata {
     pub updated: String,
 }
 
+/// ListPipelines: a page, by name, after `nextToken`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ListPipelines {}
+pub struct ListPipelines {
+    /// 1 to 1000; every pipeline (up to 1000) when absent.
+    #[serde(default, deserialize_with = "super::query_number::deserialize", skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListPipelinesOutput {
     pub pipelines: Vec<PipelineSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +114,10 @@ pub struct ListPipelinesOutput {
 pub struct PipelineSummary {
     pub name: String,
     pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_mode: Option<String>,
     pub created: String,
     pub updated: String,
 }
@@ -179,6 +192,10 @@ pub struct ActionExecution {
     pub agent: Option<String>,
     pub attempt: u32,
     pub waiting_reason: Option<String>,
+    /// A manual approval waiting for a decision: CodePipeline's approval
+    /// token, which PutApprovalResult takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// CodePipeline's `errorDetails`; an attempt lost with its agent has the

@@ -78,9 +78,9 @@ pub struct StageTransitionOutput {
     pub enabled: bool,
 }
 
-/// PutApprovalResult: CodePipeline's `result` fields, flattened; the
-/// execution (by default the newest waiting at the action) stands in for
-/// CodePipeline's approval token.
+/// PutApprovalResult: CodePipeline's `result` fields, flattened. Which
+/// approval: the one CodePipeline's `token` names (GetPipelineState shows
+/// it), or the execution's, or by default the newest waiting at the action.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PutApprovalResult {
@@ -92,6 +92,8 @@ pub struct PutApprovalResult {
     pub summary: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,9 @@
 //! {...}}`, plus Sluice's `capabilities`, `agentLabels` and
 //! `pollIntervalSeconds` on actions, so a
 //! CodePipeline definition loads with at most its providers remapped.
+//! Sluice's own action fields may also be spelled as reserved
+//! `configuration` keys (`Sluice:Capabilities`, ...; see [`reserved`]),
+//! which is how they travel through the AWS SDKs.
 //!
 //! Two phases, both pure and both reporting every problem with its JSON path
 //! (`pipeline.stages[1].actions[0].inputArtifacts[0]: artifact "src2" is not
@@ -30,6 +33,7 @@ mod import_codebuild;
 pub mod limits;
 mod model;
 mod parse;
+pub mod reserved;
 pub mod triggers;
 mod validate;
 mod vars;

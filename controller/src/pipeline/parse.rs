@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::limits;
 use super::model::{
     ACTION_PASSTHROUGH, Action, ActionTypeId, Capabilities, Configuration, Declaration, ExecutionMode, InputArtifact,
     OutputArtifact, PIPELINE_PASSTHROUGH, Pipeline, STAGE_PASSTHROUGH, Stage, Variable,
 };
 use super::{Diagnostic, Diagnostics};
+use super::{limits, reserved};
 
 pub(crate) const DECLARATION_FIELDS: &[&str] = &["pipeline"];
 /// Top-level fields of `get-pipeline` output that are accepted and dropped:
@@ -359,16 +359,17 @@ pub(crate) fn action(value: &Value, path: &str, cx: &mut Cx) -> Action {
         return Action::default();
     };
     let extra = fields(map, path, ACTION_FIELDS, ACTION_PASSTHROUGH, cx);
+    // Sluice's own fields may come as reserved configuration keys: one
+    // map with both spellings resolved, the keys out of the configuration.
+    let (configuration_value, merged) = reserved_keys(map, path, cx);
+    let map = &merged;
     Action {
         name: required_string(map, path, "name", cx),
         action_type_id: required(map, path, "actionTypeId", cx)
             .map(|v| action_type_id(v, &child(path, "actionTypeId"), cx))
             .unwrap_or_default(),
         run_order: optional_u32(map, path, "runOrder", cx),
-        configuration: map
-            .get("configuration")
-            .map(|v| configuration(v, &child(path, "configuration"), cx))
-            .unwrap_or_default(),
+        configuration: configuration_value.map(|v| configuration(&v, &child(path, "configuration"), cx)).unwrap_or_default(),
         input_artifacts: list(map, path, "inputArtifacts", Presence::Optional, cx, input_artifact),
         output_artifacts: list(map, path, "outputArtifacts", Presence::Optional, cx, output_artifact),
         namespace: optional_string(map, path, "namespace", cx),
@@ -380,6 +381,47 @@ pub(crate) fn action(value: &Value, path: &str, cx: &mut Cx) -> Action {
         plugin_digest: optional_string(map, path, "pluginDigest", cx),
         extra,
     }
+}
+
+/// The action's configuration without its reserved `Sluice:` keys, and the
+/// action's fields with those keys' values in place of the fields they
+/// stand for. A field given both ways, an unknown reserved key and a
+/// value that is not what its field takes are errors.
+fn reserved_keys(map: &Map<String, Value>, path: &str, cx: &mut Cx) -> (Option<Value>, Map<String, Value>) {
+    let mut merged = map.clone();
+    let Some(Value::Object(config)) = map.get("configuration") else {
+        return (map.get("configuration").cloned(), merged);
+    };
+    let config_path = child(path, "configuration");
+    let mut kept = Map::new();
+    for (key, value) in config {
+        if !key.starts_with(reserved::PREFIX) {
+            kept.insert(key.clone(), value.clone());
+            continue;
+        }
+        let key_path = child(&config_path, key);
+        let Some(text) = value.as_str() else {
+            cx.error(&key_path, format!("configuration values must be strings, found {}", kind(value)));
+            continue;
+        };
+        match reserved::field_value(key, text) {
+            None => {
+                let known: Vec<&str> = reserved::KEYS.iter().map(|(_, k)| *k).collect();
+                cx.error(
+                    &key_path,
+                    format!("unknown reserved configuration key; the {} keys are {}", reserved::PREFIX, known.join(", ")),
+                );
+            }
+            Some((field, _)) if map.contains_key(field) => {
+                cx.error(&key_path, format!("{field} is given twice: as the field {field:?} and as {key:?}; keep one"));
+            }
+            Some((_, Err(message))) => cx.error(&key_path, message),
+            Some((field, Ok(value))) => {
+                merged.insert(field.to_string(), value);
+            }
+        }
+    }
+    (Some(Value::Object(kept)), merged)
 }
 
 pub(crate) fn action_type_id(value: &Value, path: &str, cx: &mut Cx) -> ActionTypeId {
@@ -516,6 +558,27 @@ mod tests {
                 "pipeline.stages[1].actions[0].retryOnAgentLost: expected true or false, found a string",
             ]
         );
+    }
+
+    /// Reserved keys become the fields they stand for; plugins, which see
+    /// the configuration, never see them.
+    #[test]
+    fn reserved_configuration_keys_become_fields() {
+        let mut cx = Cx::default();
+        let a = action(
+            &json!({"name": "a", "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+                "configuration": {"Commands": "make", "Sluice:Capabilities": "{\"exec\": [\"make\"]}",
+                    "Sluice:AgentLabels": "{\"os\": \"linux\"}", "Sluice:RetryOnAgentLost": "true",
+                    "Sluice:PollIntervalSeconds": "90", "Sluice:PluginDigest": "sha256:00"}}),
+            "a",
+            &mut cx,
+        );
+        assert!(cx.diagnostics.is_empty(), "{:?}", cx.diagnostics);
+        assert_eq!(a.configuration.keys().collect::<Vec<_>>(), ["Commands"]);
+        assert_eq!(a.capabilities.unwrap().exec, ["make"]);
+        assert_eq!(a.agent_labels.get("os").map(String::as_str), Some("linux"));
+        assert_eq!((a.retry_on_agent_lost, a.poll_interval_seconds), (Some(true), Some(90)));
+        assert_eq!(a.plugin_digest.as_deref(), Some("sha256:00"));
     }
 
     #[test]

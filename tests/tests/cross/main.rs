@@ -4,9 +4,11 @@
 //! `cargo build --workspace --bins`, then
 //! `cargo test -p sluice-tests --test cross [MODULE::NAME]`.
 
+mod aws;
 mod cluster;
 mod codebuild;
 mod fleet;
+mod jobs;
 mod rogue;
 mod signing;
 mod sources;
