@@ -42,6 +42,8 @@ pub struct ApiState {
     pub runtime: Arc<sluice_runtime::Runtime>,
     /// Access keys and ARNs of the AWS-compatible API (`crate::aws`).
     pub aws: crate::aws::AwsState,
+    /// The artifact store, for the S3 subset of job workers (`crate::aws::s3`).
+    pub artifacts: crate::blobs::BlobStore,
 }
 
 /// Registers the generic handler of each operation at its route.
@@ -92,7 +94,12 @@ fn routes(state: ApiState) -> Router<ApiState> {
         .route(&positional("/webhooks/{name}"), post(webhook))
         .layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY_BYTES));
     // The AWS-compatible API (`POST /`) authenticates with SigV4, not tokens.
-    Router::new().nest("/v1", v1.merge(hooks)).route("/healthz", get(|| async { "ok\n" })).merge(crate::aws::routes())
+    Router::new()
+        .nest("/v1", v1.merge(hooks))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::aws::routes())
+        // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).
+        .merge(crate::aws::s3::routes())
 }
 
 impl IntoResponse for OpError {
@@ -307,7 +314,9 @@ mod tests {
         let (driver, _) = mpsc::channel(1);
         let (events, _) = broadcast::channel(1);
         let aws = crate::aws::AwsState::new(crate::aws::keys::AccessKeys::default(), "test");
-        let state = ApiState { driver, events, tokens: crate::auth::Tokens::default(), runtime, aws };
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = crate::blobs::BlobStore::open(dir.path()).unwrap();
+        let state = ApiState { driver, events, tokens: crate::auth::Tokens::default(), runtime, aws, artifacts };
         let _ = router(state);
         assert_eq!(
             positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),

@@ -3,6 +3,7 @@
 
 pub mod action_run;
 pub mod api;
+pub mod artifact_zip;
 pub mod auth;
 pub mod aws;
 pub mod blobs;
@@ -20,3 +21,4 @@ pub mod secrets;
 pub mod store;
 pub mod views;
 pub mod webhooks;
+pub mod workers;

@@ -50,6 +50,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         max_agent_slots: args.max_agent_slots,
         agent_upload_quota: args.agent_upload_quota,
         min_free_space: args.min_free_space,
+        worker_job_timeout: args.worker_job_timeout,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

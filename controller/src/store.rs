@@ -218,6 +218,9 @@ pub enum Change {
     Publisher(PublisherRecord),
     DeletePublisher(String),
     PluginSignature(PluginSignatureRecord),
+    // Custom action types and the jobs of job workers.
+    ActionType(crate::workers::ActionTypeRecord),
+    WorkerJob(Box<crate::workers::WorkerJob>),
     // AWS-compatible API (issue 14, aws).
     AccessKey(AccessKeyRecord),
     /// The execution a StartPipelineExecution `clientRequestToken` started.
@@ -284,6 +287,13 @@ pub trait Store: Send {
     fn artifact_digests(&self) -> Result<std::collections::HashSet<String>>;
     fn publishers(&self) -> Result<Vec<PublisherRecord>>;
     fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>>;
+    // Custom action types and the jobs of job workers.
+    /// Every custom action type, deleted ones too.
+    fn action_types(&self) -> Result<Vec<crate::workers::ActionTypeRecord>>;
+    /// Worker jobs that have not ended.
+    fn unfinished_worker_jobs(&self) -> Result<Vec<crate::workers::WorkerJob>>;
+    fn worker_job(&self, id: &str) -> Result<Option<crate::workers::WorkerJob>>;
+    fn worker_job_by_key(&self, access_key_id: &str) -> Result<Option<crate::workers::WorkerJob>>;
     // AWS-compatible API (issue 14, aws).
     fn access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
     /// The execution a `clientRequestToken` started, if one did.
@@ -331,6 +341,13 @@ CREATE TABLE IF NOT EXISTS seen_revisions (
 CREATE TABLE IF NOT EXISTS revocations (serial TEXT PRIMARY KEY, agent_id TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS publishers (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plugin_signatures (digest TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS action_types (
+    category TEXT NOT NULL, provider TEXT NOT NULL, version TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (category, provider, version));
+CREATE TABLE IF NOT EXISTS worker_jobs (
+    id TEXT PRIMARY KEY, access_key_id TEXT NOT NULL UNIQUE, finished INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS worker_jobs_unfinished ON worker_jobs (finished);
 -- AWS-compatible API (issue 14, aws).
 CREATE TABLE IF NOT EXISTS access_keys (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS start_requests (
@@ -517,6 +534,19 @@ impl Store for SqliteStore {
                     tx.prepare_cached("INSERT OR REPLACE INTO plugin_signatures (digest, record) VALUES (?1, ?2)")?
                         .execute(params![p.digest, json(p)?])?;
                 }
+                Change::ActionType(t) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO action_types (category, provider, version, record) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![t.category, t.provider, t.version, json(t)?])?;
+                }
+                Change::WorkerJob(j) => {
+                    let updated = j.ended_at.or(j.acknowledged_at).or(j.polled_at).unwrap_or(j.created_at);
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO worker_jobs (id, access_key_id, finished, updated_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![j.id, j.access_key_id, j.status.is_final(), updated as i64, json(j)?])?;
+                }
                 // AWS-compatible API (issue 14, aws).
                 Change::AccessKey(k) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO access_keys (id, record) VALUES (?1, ?2)")?
@@ -628,6 +658,22 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn action_types(&self) -> Result<Vec<crate::workers::ActionTypeRecord>> {
+        self.query_json("SELECT record FROM action_types ORDER BY category, provider, version", [], "action type")
+    }
+
+    fn unfinished_worker_jobs(&self) -> Result<Vec<crate::workers::WorkerJob>> {
+        self.query_json("SELECT record FROM worker_jobs WHERE finished = 0 ORDER BY id", [], "worker job")
+    }
+
+    fn worker_job(&self, id: &str) -> Result<Option<crate::workers::WorkerJob>> {
+        Ok(self.query_json("SELECT record FROM worker_jobs WHERE id = ?1", [id], "worker job")?.pop())
+    }
+
+    fn worker_job_by_key(&self, access_key_id: &str) -> Result<Option<crate::workers::WorkerJob>> {
+        Ok(self.query_json("SELECT record FROM worker_jobs WHERE access_key_id = ?1", [access_key_id], "worker job")?.pop())
     }
 
     fn publishers(&self) -> Result<Vec<PublisherRecord>> {

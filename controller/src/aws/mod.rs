@@ -28,6 +28,9 @@ pub mod keys;
 pub mod pipelines;
 pub mod sigv4;
 pub mod webhooks;
+// Custom actions and job workers (issue 14, jobs).
+pub mod jobs;
+pub mod s3;
 
 use crate::api::ApiState;
 use crate::auth::Caller;
@@ -163,6 +166,16 @@ aws_operations! {
     PutWebhook => webhooks::put_webhook;
     ListWebhooks => webhooks::list_webhooks;
     DeleteWebhook => webhooks::delete_webhook;
+    // Custom action types and job workers (issue 14, jobs).
+    CreateCustomActionType => jobs::create_custom_action_type;
+    DeleteCustomActionType => jobs::delete_custom_action_type;
+    GetActionType => jobs::get_action_type;
+    ListActionTypes => jobs::list_action_types;
+    PollForJobs => jobs::poll_for_jobs;
+    AcknowledgeJob => jobs::acknowledge_job;
+    GetJobDetails => jobs::get_job_details;
+    PutJobSuccessResult => jobs::put_job_success_result;
+    PutJobFailureResult => jobs::put_job_failure_result;
 }
 
 /// Every operation of CodePipeline's API model (2015-07-09), served or not.

@@ -30,6 +30,8 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 5 * 60;
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// The payload hash S3 clients may send instead of the body's.
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+/// The payload hash of an unsigned `aws-chunked` S3 body with a trailer.
+pub const STREAMING_UNSIGNED_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
 /// Longest `Authorization` header read (the SDKs send about 250 bytes).
 const MAX_AUTHORIZATION_BYTES: usize = 4096;
 
@@ -253,6 +255,11 @@ fn payload_hash(request: &Request<'_>, service: &str) -> Result<String, SigError
         return Ok(body);
     };
     if claimed == UNSIGNED_PAYLOAD && service == "s3" {
+        return Ok(claimed);
+    }
+    // An unsigned aws-chunked body (what the SDKs send to S3 over TLS):
+    // the S3 subset checks the payload by its trailing checksum.
+    if claimed == STREAMING_UNSIGNED_TRAILER && service == "s3" {
         return Ok(claimed);
     }
     if claimed.starts_with("STREAMING-") {

@@ -19,6 +19,8 @@ mod secret;
 mod tag;
 mod user;
 mod webhook;
+// Custom action types and job workers.
+mod jobs;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -27,6 +29,7 @@ pub use execution::{
     ApprovalArgs, ApprovalCmd, ExecutionCmd, LogsArgs, RetryMode, StageCmd, StopMode, TransitionCmd, WatchArgs,
     WatchPrinter, follow_logs, wait_for, watch, watch_as,
 };
+pub use jobs::{ActionTypeCmd, JobCmd};
 pub use output::{Column, Table, print_table};
 pub use pipeline::PipelineCmd;
 pub use plugin::{PluginCmd, PublisherCmd};
@@ -126,6 +129,12 @@ pub enum Cmd {
     /// API tokens of users (admin role only).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Custom action types: actions of owner Custom that job workers run.
+    #[command(name = "action-type", subcommand)]
+    ActionType(ActionTypeCmd),
+    /// A job worker's calls: poll, acknowledge, show, succeed, fail.
+    #[command(subcommand)]
+    Job(JobCmd),
     /// Access keys of users for the AWS CLI and SDKs (admin role only).
     #[command(name = "access-key", subcommand)]
     AccessKey(AccessKeyCmd),
@@ -180,6 +189,10 @@ pub struct ControllerArgs {
     /// that would leave less is refused.
     #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
     pub min_free_space: u64,
+    /// How long a job worker has from polling a job to its result (to
+    /// acknowledge it, too); a job past it times out and fails its action.
+    #[arg(long, default_value = "20m", value_parser = parse_duration, value_name = "DURATION")]
+    pub worker_job_timeout: Duration,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -311,6 +324,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Action(cmd) => action::run(&ctx, cmd).await,
         Cmd::User(cmd) => user::run(&ctx, cmd).await,
         Cmd::Token(cmd) => user::run_token(&ctx, cmd).await,
+        Cmd::ActionType(cmd) => jobs::run(&ctx, cmd).await,
+        Cmd::Job(cmd) => jobs::run_job(&ctx, cmd).await,
         Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
         Cmd::Tag(cmd) => tag::run(&ctx, cmd).await,
     }

@@ -34,6 +34,8 @@ pub struct ControllerConfig {
     /// Bytes kept free on the artifact store's file system: an upload that
     /// would leave less is refused.
     pub min_free_space: u64,
+    /// How long a job worker's job may take from its poll to its result.
+    pub worker_job_timeout: Duration,
 }
 
 /// Default lease of a job: an agent that has not reported a job in a

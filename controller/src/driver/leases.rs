@@ -19,7 +19,8 @@ impl Driver {
         let restored = (!self.restored.is_empty()).then_some(self.hold_restored_until);
         let silent = self.agents.values().map(|a| a.last_heard + lease).min();
         let leases = self.jobs.values().map(|j| j.lease_until).min();
-        [self.engine.poll_timeout(), restored, silent, leases, Some(self.next_gc), self.next_poll_at()]
+        let workers = self.workers.next_deadline();
+        [self.engine.poll_timeout(), restored, silent, leases, Some(self.next_gc), self.next_poll_at(), workers]
             .into_iter()
             .flatten()
             .min()
@@ -31,6 +32,7 @@ impl Driver {
     pub(super) fn on_time(&mut self, now: u64) {
         self.expire_leases(now);
         self.expire_actions(now);
+        self.expire_worker_jobs(now);
         self.collect_artifacts(now);
         self.run_polls(now);
     }

@@ -50,6 +50,7 @@ mod secrets;
 mod sources;
 mod transfers;
 mod users;
+mod workers;
 // AWS-compatible API (issue 14, aws).
 mod access_keys;
 mod tagging;
@@ -179,6 +180,10 @@ struct Driver {
     /// to cause one; release builds have no such field).
     #[cfg(debug_assertions)]
     panic_on_pipeline: Option<String>,
+    /// Custom action types and the jobs of job workers.
+    workers: crate::workers::Workers,
+    /// Worker jobs made in this step, committed with its next round.
+    worker_changes: Vec<Change>,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -266,6 +271,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         renewals: HashMap::new(),
         #[cfg(debug_assertions)]
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
+        workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
+        worker_changes: Vec::new(),
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -298,9 +305,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     });
     tokio::spawn(crate::fleet::serve(
         endpoint.clone(),
-        crate::fleet::FleetContext { driver: tx.clone(), artifacts, plugins },
+        crate::fleet::FleetContext { driver: tx.clone(), artifacts: artifacts.clone(), plugins },
     ));
-    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime, aws };
+    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime, aws, artifacts };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
             error!("admin API stopped: {e}");
@@ -324,6 +331,7 @@ impl Driver {
             self.feed(now, Event::SetTransition { pipeline: t.pipeline.clone(), stage: t.stage.clone(), state });
             self.transitions.insert((t.pipeline.clone(), t.stage.clone()), t);
         }
+        self.recover_workers()?;
         let unfinished = self.store.unfinished_executions()?;
         let count = unfinished.len();
         let mut restored = Vec::new();
@@ -336,15 +344,18 @@ impl Driver {
         // what was never handed out goes to whoever can take it.
         self.hold_restored_until = now + RECONNECT_GRACE.max(self.lease_timeout).as_millis() as u64;
         while let Some(dispatch) = self.engine.poll_dispatch() {
-            if let Some(agent) = &dispatch.assigned {
+            if let Some(agent) = &dispatch.assigned
+                && !self.workers.is_worker_action(&dispatch)
+            {
                 self.restored.insert(dispatch.job_id.clone(), agent.clone());
             }
-            self.pending.push_back(dispatch);
+            self.route_dispatch(now, dispatch);
         }
+        let changes = std::mem::take(&mut self.worker_changes);
         if count > 0 {
             info!(executions = count, "resumed unfinished executions");
         }
-        self.commit(now, Vec::new())?;
+        self.commit(now, changes)?;
         Ok(())
     }
 
@@ -409,6 +420,7 @@ impl Driver {
         loop {
             for execution in self.engine.take_dirty() {
                 changes.extend(Self::seen_revisions(&execution));
+                changes.extend(self.end_stale_worker_jobs(now, &execution));
                 changes.push(Change::Execution(Box::new(execution)));
             }
             if let Err(e) = self.store.apply(&changes) {
@@ -427,7 +439,7 @@ impl Driver {
                 log_notice(&notice);
             }
             while let Some(dispatch) = self.engine.poll_dispatch() {
-                self.pending.push_back(dispatch);
+                self.route_dispatch(now, dispatch);
             }
             // Actions that cannot be handed out (e.g. an unregistered
             // plugin) fail, which is another engine step to persist.
@@ -448,13 +460,13 @@ impl Driver {
                     Err(e) => warn!(pipeline = %request.pipeline, stage = %request.stage, "no rollback: {e}"),
                 }
             }
-            if refused.is_empty() && self.outgoing.is_empty() && !rolled_back {
+            if refused.is_empty() && self.outgoing.is_empty() && !rolled_back && self.worker_changes.is_empty() {
                 return Ok(());
             }
             for (dispatch, message) in refused {
                 self.refuse(now, dispatch, message);
             }
-            changes = Vec::new();
+            changes = std::mem::take(&mut self.worker_changes);
         }
     }
 

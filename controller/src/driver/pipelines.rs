@@ -23,7 +23,7 @@ impl Handle<CreatePipeline> for Driver {
     fn handle(&mut self, op: CreatePipeline, ctx: &Context) -> Result<CreatePipelineOutput, OpError> {
         let now = ctx.now;
         let (text, by) = (&op.pipeline_declaration, &ctx.caller.user);
-        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         let name = decl.pipeline.name.clone();
         #[cfg(debug_assertions)]
@@ -49,13 +49,13 @@ impl Handle<CreatePipeline> for Driver {
         )?;
         self.refresh_polls(now, &name, 1)?;
         info!(pipeline = %name, execution = %id, "pipeline created");
-        Ok(CreatePipelineOutput { pipeline: pipeline_value(&decl), pipeline_execution_id: id.0 })
+        Ok(CreatePipelineOutput { pipeline: self.hide_worker_secrets(pipeline_value(&decl)), pipeline_execution_id: id.0 })
     }
 }
 
 impl Handle<ValidatePipeline> for Driver {
     fn handle(&mut self, op: ValidatePipeline, _: &Context) -> Result<ValidatePipelineOutput, OpError> {
-        let decl = pipeline::parse_and_validate(&op.pipeline_declaration, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(&op.pipeline_declaration, &self.providers()).map_err(invalid_declaration)?;
         Ok(ValidatePipelineOutput { valid: true, pipeline_name: decl.pipeline.name })
     }
 }
@@ -66,7 +66,7 @@ impl Handle<UpdatePipeline> for Driver {
     fn handle(&mut self, op: UpdatePipeline, ctx: &Context) -> Result<UpdatePipelineOutput, OpError> {
         let now = ctx.now;
         let (name, text) = (op.name.as_str(), &op.pipeline_declaration);
-        let decl = pipeline::parse_and_validate(text, &self.catalog).map_err(invalid_declaration)?;
+        let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         if decl.pipeline.name != name {
             return Err(OpError::invalid(format!(
@@ -88,7 +88,7 @@ impl Handle<UpdatePipeline> for Driver {
         info!(pipeline = %name, version, "pipeline updated");
         let mut pipeline = pipeline_value(&decl);
         pipeline["version"] = json!(version);
-        Ok(UpdatePipelineOutput { pipeline })
+        Ok(UpdatePipelineOutput { pipeline: self.hide_worker_secrets(pipeline) })
     }
 }
 
@@ -132,7 +132,7 @@ impl Handle<GetPipeline> for Driver {
         let mut pipeline = value["pipeline"].take();
         pipeline["version"] = json!(record.version);
         Ok(GetPipelineOutput {
-            pipeline,
+            pipeline: self.hide_worker_secrets(pipeline),
             metadata: PipelineMetadata {
                 pipeline_arn: crate::aws::arn(crate::aws::REST_REGION, &crate::aws::account_id(self.ca.fingerprint()), name),
                 created: views::time(record.created_at),

@@ -182,10 +182,13 @@ impl Driver {
         self.next_gc = now + self.artifact_gc_interval.as_millis() as u64;
         // Before this collection: what the last one removed is released.
         self.forget_collected_uploads(now);
-        let keep = match self.store.artifact_digests() {
+        let mut keep = match self.store.artifact_digests() {
             Ok(keep) => keep,
             Err(e) => return warn!("listing the artifacts in use: {e:#}"),
         };
+        // Outputs job workers uploaded for actions still running (a
+        // continuation may hold them longer than the collection's age).
+        keep.extend(self.workers.jobs().flat_map(|j| j.uploaded.values().map(|a| a.digest.clone())));
         let artifacts = self.artifacts.clone();
         let before = UNIX_EPOCH + Duration::from_millis(now) - self.artifact_gc_interval;
         tokio::task::spawn_blocking(move || match artifacts.collect_garbage(&keep, before) {

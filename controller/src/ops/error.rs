@@ -45,6 +45,18 @@ pub enum OpError {
     AccessDenied(String),
     #[error("{0}")]
     Internal(String),
+    /// A job worker named a job that does not exist.
+    #[error("{0}")]
+    JobNotFound(String),
+    /// A job was acknowledged with a nonce other than its poll's.
+    #[error("{0}")]
+    InvalidNonce(String),
+    /// A job already ended (succeeded, failed, timed out, or its execution
+    /// stopped), or not yet polled.
+    #[error("{0}")]
+    InvalidJobState(String),
+    #[error("{0}")]
+    ActionTypeNotFound(String),
     /// The client could not reach the controller, or got no answer it
     /// understands.
     #[error("{0}")]
@@ -100,11 +112,15 @@ impl OpError {
             | Self::PipelineVersionNotFound(_)
             | Self::ExecutionNotFound(_)
             | Self::StageNotFound(_)
-            | Self::NotFound(_) => 404,
+            | Self::NotFound(_)
+            | Self::JobNotFound(_)
+            | Self::ActionTypeNotFound(_) => 404,
             Self::PipelineNameInUse(_)
             | Self::ApprovalAlreadyCompleted(_)
             | Self::InvalidApprovalToken(_)
-            | Self::Conflict(_) => 409,
+            | Self::Conflict(_)
+            | Self::InvalidNonce(_)
+            | Self::InvalidJobState(_) => 409,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
             Self::ConcurrentModification(_) => 409,
@@ -148,6 +164,10 @@ impl OpError {
             Self::AccessDenied(_) => "AccessDeniedException",
             Self::Internal(_) => "InternalError",
             Self::Unavailable(_) => "ServiceUnavailableException",
+            Self::JobNotFound(_) => "JobNotFoundException",
+            Self::InvalidNonce(_) => "InvalidNonceException",
+            Self::InvalidJobState(_) => "InvalidJobStateException",
+            Self::ActionTypeNotFound(_) => "ActionTypeNotFoundException",
             Self::ConcurrentModification(_) => "ConcurrentModificationException",
             Self::UnsupportedOperation(_) => "UnsupportedOperationException",
             Self::UnknownOperation(_) => "UnknownOperationException",
@@ -207,6 +227,10 @@ impl OpError {
             Self::AccessDenied(String::new()),
             Self::Internal(String::new()),
             Self::Unavailable(String::new()),
+            Self::JobNotFound(String::new()),
+            Self::InvalidNonce(String::new()),
+            Self::InvalidJobState(String::new()),
+            Self::ActionTypeNotFound(String::new()),
             Self::ConcurrentModification(String::new()),
             Self::UnsupportedOperation(String::new()),
             Self::UnknownOperation(String::new()),
@@ -246,6 +270,10 @@ impl OpError {
             Self::AccessDenied(_) => Self::AccessDenied(message),
             Self::Internal(_) => Self::Internal(message),
             Self::Unavailable(_) => Self::Unavailable(message),
+            Self::JobNotFound(_) => Self::JobNotFound(message),
+            Self::InvalidNonce(_) => Self::InvalidNonce(message),
+            Self::InvalidJobState(_) => Self::InvalidJobState(message),
+            Self::ActionTypeNotFound(_) => Self::ActionTypeNotFound(message),
             Self::ConcurrentModification(_) => Self::ConcurrentModification(message),
             Self::UnsupportedOperation(_) => Self::UnsupportedOperation(message),
             Self::UnknownOperation(_) => Self::UnknownOperation(message),
@@ -287,6 +315,10 @@ mod tests {
             (OpError::AccessDenied(m()), 403, 3, "AccessDeniedException"),
             (OpError::Internal(m()), 500, 1, "InternalError"),
             (OpError::Unavailable(m()), 503, 1, "ServiceUnavailableException"),
+            (OpError::JobNotFound(m()), 404, 1, "JobNotFoundException"),
+            (OpError::InvalidNonce(m()), 409, 1, "InvalidNonceException"),
+            (OpError::InvalidJobState(m()), 409, 1, "InvalidJobStateException"),
+            (OpError::ActionTypeNotFound(m()), 404, 1, "ActionTypeNotFoundException"),
             (OpError::ConcurrentModification(m()), 409, 1, "ConcurrentModificationException"),
             (OpError::UnsupportedOperation(m()), 400, 1, "UnsupportedOperationException"),
             (OpError::UnknownOperation(m()), 400, 2, "UnknownOperationException"),

@@ -62,6 +62,7 @@ mod client;
 mod error;
 mod executions;
 pub mod paging;
+mod jobs;
 mod pipelines;
 mod plugins;
 mod publishers;
@@ -76,6 +77,7 @@ pub use agents::*;
 pub use client::{Client, SIGNATURE_HEADER};
 pub use error::OpError;
 pub use executions::*;
+pub use jobs::*;
 pub use pipelines::*;
 pub use plugins::*;
 pub use publishers::*;
@@ -376,6 +378,16 @@ operations! {
         CreateApiToken -> CreateApiTokenOutput: POST "/tokens", "sluice:CreateApiToken";
         ListApiTokens -> ListApiTokensOutput: GET "/tokens", "sluice:ListApiTokens";
         RevokeApiToken -> RevokeApiTokenOutput: POST "/tokens/{id}/revoke", "sluice:RevokeApiToken";
+        // Custom action types and job workers.
+        CreateCustomActionType -> CreateCustomActionTypeOutput: POST "/custom-action-types", "codepipeline:CreateCustomActionType";
+        DeleteCustomActionType -> EmptyOutput: DELETE "/custom-action-types/{category}/{provider}/{version}", "codepipeline:DeleteCustomActionType";
+        ListActionTypes -> ListActionTypesOutput: GET "/action-types" query ["actionOwnerFilter", "nextToken", "regionFilter"], "codepipeline:ListActionTypes";
+        GetActionType -> GetActionTypeOutput: GET "/action-types/{category}/{owner}/{provider}/{version}", "codepipeline:GetActionType";
+        PollForJobs -> PollForJobsOutput: POST "/jobs/poll", "codepipeline:PollForJobs";
+        AcknowledgeJob -> AcknowledgeJobOutput: POST "/jobs/{jobId}/acknowledge", "codepipeline:AcknowledgeJob";
+        GetJobDetails -> GetJobDetailsOutput: GET "/jobs/{jobId}", "codepipeline:GetJobDetails";
+        PutJobSuccessResult -> EmptyOutput: POST "/jobs/{jobId}/success", "codepipeline:PutJobSuccessResult";
+        PutJobFailureResult -> EmptyOutput: POST "/jobs/{jobId}/failure", "codepipeline:PutJobFailureResult";
         // Access keys for the AWS-compatible API (issue 14, aws).
         CreateAccessKey -> CreateAccessKeyOutput: POST "/access-keys", "sluice:CreateAccessKey";
         ListAccessKeys -> ListAccessKeysOutput: GET "/access-keys", "sluice:ListAccessKeys";
@@ -393,6 +405,9 @@ operations! {
         VetPluginSignature -> (), "sluice:PushPlugin";
         // Authenticated by the signature of its raw body, not by a token.
         DeliverWebhook -> DeliverWebhookOutput, "sluice:DeliverWebhook";
+        // Asked by the S3 subset for a job's temporary credentials (SigV4 with them).
+        JobCredentials -> JobCredentialsOutput, "s3:GetObject";
+        RecordJobOutput -> EmptyOutput, "s3:PutObject";
     }
 }
 

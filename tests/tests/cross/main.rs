@@ -7,6 +7,7 @@
 mod aws;
 mod cluster;
 mod fleet;
+mod jobs;
 mod rogue;
 mod signing;
 mod sources;

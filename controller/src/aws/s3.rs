@@ -1,0 +1,556 @@
+//! The S3 subset job workers use: `GetObject`, `PutObject` and `HeadObject`
+//! on the one bucket of job artifacts ([`crate::workers::BUCKET`]),
+//! path-style (`/sluice-artifacts/KEY`, what the SDKs use with a custom
+//! endpoint) or virtual-host style, on the controller's API listener.
+//!
+//! Requests are signed with Signature Version 4 for service `s3` by a job's
+//! temporary credentials (`artifactCredentials`, with `x-amz-security-token`),
+//! verified by [`super::sigv4`]. A key opens only its own job's objects and
+//! only while the job runs: inputs for reading, outputs for writing (and
+//! reading back). The driver says what a key may do (`JobCredentials`) and
+//! records an upload (`RecordJobOutput`); this module only translates.
+//!
+//! Objects are zip files, as CodePipeline's: an input is Sluice's stored
+//! archive served as a zip, an upload is checked and converted into
+//! Sluice's archive ([`crate::artifact_zip`]) before it is stored, and a
+//! zip that is malformed or hostile stores nothing. The body of a PutObject
+//! may be plain or `aws-chunked` (with `STREAMING-UNSIGNED-PAYLOAD-TRAILER`
+//! and a trailing checksum, as the SDKs send over TLS); a CRC32 or SHA256
+//! checksum, in a header or a trailer, is verified.
+//!
+//! Errors are S3's XML (`<Error><Code>NoSuchKey</Code>...`), so the SDKs
+//! raise their usual `ClientError` codes.
+
+use super::sigv4::{self, SigError};
+use crate::api::ApiState;
+use crate::artifact_zip::{self, MAX_UNPACKED_BYTES};
+use crate::auth::{Caller, Role};
+use crate::engine::ArtifactRef;
+use crate::ops::{JobCredentials, JobCredentialsOutput, OpError, RecordJobOutput};
+use crate::workers::BUCKET;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{debug, warn};
+
+/// Largest PutObject body read: uploads are held in memory to be checked
+/// and converted (multipart uploads are not part of the subset).
+pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
+
+/// The routes of the S3 subset: every path of two segments or more, in
+/// path style (`/sluice-artifacts/KEY`) or virtual-host style (`Host:
+/// sluice-artifacts.HOST`, path `/KEY`); any other bucket is `NoSuchBucket`.
+pub fn routes() -> Router<ApiState> {
+    Router::new().route(&format!("/{BUCKET}/{{*key}}"), any(serve)).route("/{bucket}/{*key}", any(serve))
+}
+
+/// An S3 error: its code, HTTP status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Error {
+    pub code: &'static str,
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl S3Error {
+    fn new(code: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
+        Self { code, status, message: message.into() }
+    }
+
+    fn denied(message: impl Into<String>) -> Self {
+        Self::new("AccessDenied", StatusCode::FORBIDDEN, message)
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new("InvalidArgument", StatusCode::BAD_REQUEST, message)
+    }
+
+    /// S3's XML body; a HEAD answer has none (the SDKs read the status).
+    fn response(&self, method: &Method, resource: &str) -> Response {
+        let body = if method == Method::HEAD {
+            String::new()
+        } else {
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+                self.code,
+                xml_escape(&self.message),
+                xml_escape(resource),
+                uuid::Uuid::new_v4().simple()
+            )
+        };
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/xml"));
+        response
+    }
+}
+
+/// What a signature problem is in S3's words.
+fn signature_error(e: &SigError) -> S3Error {
+    match e {
+        SigError::Missing => S3Error::denied("anonymous access is not allowed: sign with the job's artifactCredentials"),
+        SigError::Incomplete(why) => S3Error::new("AuthorizationHeaderMalformed", StatusCode::BAD_REQUEST, why.clone()),
+        SigError::UnknownKey(id) => S3Error::new(
+            "InvalidAccessKeyId",
+            StatusCode::FORBIDDEN,
+            format!("the AWS access key id {id} does not exist in our records"),
+        ),
+        SigError::BadSessionToken => {
+            S3Error::new("InvalidToken", StatusCode::BAD_REQUEST, "the provided token is malformed or otherwise invalid")
+        }
+        SigError::WrongService { .. } => {
+            S3Error::new("AuthorizationHeaderMalformed", StatusCode::BAD_REQUEST, e.to_string())
+        }
+        SigError::Expired { .. } => S3Error::new("RequestTimeTooSkewed", StatusCode::FORBIDDEN, e.to_string()),
+        SigError::PayloadMismatch => S3Error::new("XAmzContentSHA256Mismatch", StatusCode::BAD_REQUEST, e.to_string()),
+        SigError::Mismatch => S3Error::new("SignatureDoesNotMatch", StatusCode::FORBIDDEN, e.to_string()),
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+}
+
+/// The caller the driver sees for a job's key.
+fn job_caller(access_key_id: &str) -> Caller {
+    Caller { user: format!("job-key:{access_key_id}"), role: Role::Operator }
+}
+
+async fn serve(State(state): State<ApiState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let resource = parts.uri.path().to_string();
+    let method = parts.method.clone();
+    match handle(&state, parts, body).await {
+        Ok(response) => response,
+        Err(e) => {
+            warn!(code = e.code, %resource, "S3 request refused: {}", e.message);
+            e.response(&method, &resource)
+        }
+    }
+}
+
+async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body) -> Result<Response, S3Error> {
+    if parts.method != Method::GET && parts.method != Method::PUT && parts.method != Method::HEAD {
+        return Err(S3Error::new(
+            "MethodNotAllowed",
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not supported: this S3 subset serves GetObject, PutObject and HeadObject", parts.method),
+        ));
+    }
+    let query = parts.uri.query().unwrap_or("");
+    if query.contains("X-Amz-Signature") {
+        return Err(S3Error::denied("presigned URLs are not supported: sign the request's headers"));
+    }
+    if !query.is_empty() && parts.method == Method::PUT {
+        return Err(S3Error::new(
+            "NotImplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            "only PutObject is supported (no multipart uploads, ACLs or tagging)",
+        ));
+    }
+    let body = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| {
+        S3Error::new("EntityTooLarge", StatusCode::BAD_REQUEST, format!("objects are at most {MAX_UPLOAD_BYTES} bytes"))
+    })?;
+    let key = object_key(&parts.headers, parts.uri.path())?
+        .ok_or_else(|| S3Error::new("NoSuchBucket", StatusCode::NOT_FOUND, format!("the only bucket is {BUCKET}")))?;
+    let grant = authenticate(state, &parts, &body).await?;
+    let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
+        return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
+    };
+    debug!(job = %grant.credentials.job_id, %key, method = %parts.method, "S3 request");
+    if parts.method == Method::PUT {
+        if !object.writable {
+            return Err(S3Error::denied(format!(
+                "{key} is an input of job {}: it cannot be written",
+                grant.credentials.job_id
+            )));
+        }
+        return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await;
+    }
+    let artifact = object
+        .artifact
+        .clone()
+        .ok_or_else(|| S3Error::new("NoSuchKey", StatusCode::NOT_FOUND, format!("{key} has not been uploaded")))?;
+    get_object(state, &parts.method, &parts.headers, &artifact).await
+}
+
+/// A verified job key and what it may do.
+struct Grant {
+    access_key_id: String,
+    credentials: JobCredentialsOutput,
+}
+
+async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body: &[u8]) -> Result<Grant, S3Error> {
+    let headers: Vec<(String, String)> =
+        parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| signature_error(&SigError::Missing))?;
+    let access_key_id = sigv4::Authorization::parse(authorization).map_err(|e| signature_error(&e))?.access_key_id;
+    // What the key is, from the driver, before the signature can be checked.
+    let credentials =
+        match crate::api::ask(state, JobCredentials { access_key_id: access_key_id.clone() }, job_caller(&access_key_id))
+            .await
+        {
+            Ok(c) => c,
+            Err(OpError::Unauthorized(_)) => return Err(signature_error(&SigError::UnknownKey(access_key_id))),
+            Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        };
+    // Streaming bodies are signed as their literal `x-amz-content-sha256`;
+    // the decoded payload is checked by its checksum instead.
+    let request = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body,
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let expect = sigv4::Expect { service: "s3", signed: &[], now };
+    let key =
+        sigv4::Key { secret: credentials.secret_access_key.clone(), session_token: Some(credentials.session_token.clone()) };
+    sigv4::verify(&request, &expect, |_| Some(key)).map_err(|e| signature_error(&e))?;
+    if !credentials.active {
+        return Err(S3Error::new(
+            "ExpiredToken",
+            StatusCode::BAD_REQUEST,
+            format!("the provided token has expired: job {} has ended", credentials.job_id),
+        ));
+    }
+    Ok(Grant { access_key_id, credentials })
+}
+
+/// The object key of a request to the artifact bucket, decoded: the whole
+/// path when the host names the bucket (virtual-host style), else the path
+/// after `/sluice-artifacts/`. `None`: another bucket.
+fn object_key(headers: &HeaderMap, path: &str) -> Result<Option<String>, S3Error> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let raw = if host.starts_with(&format!("{BUCKET}.")) {
+        path.strip_prefix('/').unwrap_or(path)
+    } else {
+        match path.strip_prefix(&format!("/{BUCKET}/")) {
+            Some(raw) => raw,
+            None => return Ok(None),
+        }
+    };
+    let key = String::from_utf8(percent_decode(raw)).map_err(|_| S3Error::invalid("the object key is not UTF-8"))?;
+    Ok(Some(key))
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex =
+            bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// GetObject and HeadObject: the stored archive as a zip, whole or a range.
+async fn get_object(
+    state: &ApiState,
+    method: &Method,
+    headers: &HeaderMap,
+    artifact: &ArtifactRef,
+) -> Result<Response, S3Error> {
+    let path = state
+        .artifacts
+        .path(&artifact.digest)
+        .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let zip = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+        let tar = std::fs::read(&path)?;
+        artifact_zip::tar_to_zip(&tar, MAX_UNPACKED_BYTES)
+    })
+    .await
+    .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let etag = etag(&zip);
+    let total = zip.len() as u64;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(spec) => Some(parse_range(spec, total).ok_or_else(|| {
+            S3Error::new("InvalidRange", StatusCode::RANGE_NOT_SATISFIABLE, format!("range {spec:?} is not satisfiable"))
+        })?),
+        None => None,
+    };
+    let (status, bytes) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, zip[start as usize..=end as usize].to_vec()),
+        None => (StatusCode::OK, zip),
+    };
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/zip")
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .header(header::ETAG, &etag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::LAST_MODIFIED, "Thu, 01 Jan 1970 00:00:00 GMT");
+    if let Some((start, end)) = range {
+        response = response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}"));
+    }
+    let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes) };
+    response.body(body).map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// `bytes=A-B`, `bytes=A-` or `bytes=-N` within `total` bytes, inclusive.
+fn parse_range(spec: &str, total: u64) -> Option<(u64, u64)> {
+    let (first, last) = spec.strip_prefix("bytes=")?.split_once('-')?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (total.checked_sub(n.min(total))?, total.checked_sub(1)?)
+        }
+        (a, "") => (a.parse().ok()?, total.checked_sub(1)?),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(total.checked_sub(1)?)),
+    };
+    (start <= end && end < total).then_some((start, end))
+}
+
+/// A quoted hex tag of the content, as S3's ETag (not an MD5).
+fn etag(bytes: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(&Sha256::digest(bytes)[..16]))
+}
+
+/// PutObject: the body decoded, its checksum verified, the zip converted
+/// and stored, and the upload recorded on the job.
+async fn put_object(
+    state: &ApiState,
+    access_key_id: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, S3Error> {
+    let payload = decode_body(headers, body)?;
+    let artifacts = state.artifacts.clone();
+    let (digest, size) = tokio::task::spawn_blocking(move || -> Result<(String, u64), S3Error> {
+        let tar = artifact_zip::zip_to_tar(&payload, MAX_UNPACKED_BYTES)
+            .map_err(|e| S3Error::invalid(format!("the object must be a zip archive, as CodePipeline's artifacts: {e}")))?;
+        let digest = artifacts
+            .put_bytes(&tar)
+            .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        Ok((digest, tar.len() as u64))
+    })
+    .await
+    .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let record = RecordJobOutput {
+        access_key_id: access_key_id.to_string(),
+        key: key.to_string(),
+        artifact: ArtifactRef { digest, size },
+    };
+    match crate::api::ask(state, record, job_caller(access_key_id)).await {
+        Ok(_) => {}
+        Err(OpError::InvalidJobState(why)) => {
+            return Err(S3Error::new(
+                "ExpiredToken",
+                StatusCode::BAD_REQUEST,
+                format!("the provided token has expired: {why}"),
+            ));
+        }
+        Err(OpError::AccessDenied(why)) => return Err(S3Error::denied(why)),
+        Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(tag) = header::HeaderValue::from_str(&etag(body)) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    Ok(response)
+}
+
+/// The object's bytes: the body itself, or the chunks of an `aws-chunked`
+/// body; with the checksum it carries (header or trailer) verified.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let sha = text("x-amz-content-sha256").unwrap_or_default();
+    let chunked = sha.starts_with("STREAMING-")
+        || text("content-encoding").is_some_and(|e| e.split(',').any(|p| p.trim() == "aws-chunked"));
+    let (payload, trailers) = if chunked {
+        if sha != "STREAMING-UNSIGNED-PAYLOAD-TRAILER" {
+            return Err(S3Error::new(
+                "NotImplemented",
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "x-amz-content-sha256 {sha:?}: of the streaming uploads only STREAMING-UNSIGNED-PAYLOAD-TRAILER is supported"
+                ),
+            ));
+        }
+        let (payload, trailers) = decode_chunked(body)?;
+        if let Some(declared) = text("x-amz-decoded-content-length")
+            && declared.parse::<usize>().ok() != Some(payload.len())
+        {
+            return Err(S3Error::new(
+                "IncompleteBody",
+                StatusCode::BAD_REQUEST,
+                format!("x-amz-decoded-content-length says {declared} bytes, the chunks hold {}", payload.len()),
+            ));
+        }
+        (payload, trailers)
+    } else {
+        (body.to_vec(), Vec::new())
+    };
+    let mut checksums: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-amz-checksum-") && k.as_str() != "x-amz-checksum-mode")
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    checksums.extend(trailers);
+    if let Some(trailer) = text("x-amz-trailer")
+        && !checksums.iter().any(|(k, _)| k.eq_ignore_ascii_case(trailer.trim()))
+    {
+        return Err(S3Error::new(
+            "IncompleteBody",
+            StatusCode::BAD_REQUEST,
+            format!("the trailer {trailer} was announced but not sent"),
+        ));
+    }
+    for (name, value) in checksums {
+        let actual = match name.to_ascii_lowercase().as_str() {
+            "x-amz-checksum-crc32" => {
+                base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&payload).to_be_bytes())
+            }
+            "x-amz-checksum-sha256" => base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&payload)),
+            other => {
+                return Err(S3Error::invalid(format!(
+                    "{other}: only CRC32 and SHA256 checksums are supported (botocore's default is CRC32)"
+                )));
+            }
+        };
+        if actual != value.trim() {
+            return Err(S3Error::new(
+                "BadDigest",
+                StatusCode::BAD_REQUEST,
+                format!("the {name} you specified did not match the calculated checksum"),
+            ));
+        }
+    }
+    Ok(payload)
+}
+
+/// Trailer lines of an `aws-chunked` body: lowercase name, value.
+type Trailers = Vec<(String, String)>;
+
+/// `aws-chunked`: `HEX-SIZE[;ext]\r\nDATA\r\n` ... `0\r\n` then trailer
+/// lines `name:value\r\n` and an empty line.
+fn decode_chunked(body: &[u8]) -> Result<(Vec<u8>, Trailers), S3Error> {
+    let malformed =
+        |why: &str| S3Error::new("IncompleteBody", StatusCode::BAD_REQUEST, format!("malformed aws-chunked body: {why}"));
+    let mut payload = Vec::new();
+    let mut rest = body;
+    loop {
+        let line_end = find_crlf(rest).ok_or_else(|| malformed("a chunk header has no line end"))?;
+        let line = std::str::from_utf8(&rest[..line_end]).map_err(|_| malformed("a chunk header is not text"))?;
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| malformed("a chunk size is not hex"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            break;
+        }
+        if rest.len() < size + 2 || &rest[size..size + 2] != b"\r\n" {
+            return Err(malformed("a chunk is shorter than its size"));
+        }
+        payload.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+    let mut trailers = Vec::new();
+    while !rest.is_empty() {
+        let line_end = find_crlf(rest).unwrap_or(rest.len());
+        let line = std::str::from_utf8(&rest[..line_end]).map_err(|_| malformed("a trailer is not text"))?;
+        rest = rest.get(line_end + 2..).unwrap_or(&[]);
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = line.split_once(':').ok_or_else(|| malformed("a trailer is not name:value"))?;
+        if name.trim().eq_ignore_ascii_case("x-amz-trailer-signature") {
+            continue;
+        }
+        trailers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    Ok((payload, trailers))
+}
+
+fn find_crlf(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|w| w == b"\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, v.parse().unwrap());
+        }
+        map
+    }
+
+    fn crc(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(bytes).to_be_bytes())
+    }
+
+    #[test]
+    fn an_aws_chunked_body_with_a_crc32_trailer_decodes_and_is_verified() {
+        let data = b"hello, worker";
+        let body = format!("5\r\nhello\r\n8\r\n, worker\r\n0\r\nx-amz-checksum-crc32:{}\r\n\r\n", crc(data));
+        let h = headers(&[
+            ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-trailer", "x-amz-checksum-crc32"),
+            ("x-amz-decoded-content-length", "13"),
+        ]);
+        assert_eq!(decode_body(&h, body.as_bytes()).unwrap(), data);
+        let forged = body.replace(", worker", ", w0rker");
+        assert_eq!(decode_body(&h, forged.as_bytes()).unwrap_err().code, "BadDigest");
+        let cut = "5\r\nhello\r\n8\r\n, wo";
+        assert_eq!(decode_body(&h, cut.as_bytes()).unwrap_err().code, "IncompleteBody");
+        let no_trailer = "5\r\nhello\r\n8\r\n, worker\r\n0\r\n\r\n";
+        assert_eq!(decode_body(&h, no_trailer.as_bytes()).unwrap_err().code, "IncompleteBody");
+        let signed = headers(&[("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")]);
+        assert_eq!(decode_body(&signed, body.as_bytes()).unwrap_err().code, "NotImplemented");
+    }
+
+    #[test]
+    fn a_plain_body_is_checked_against_its_checksum_header() {
+        let h = headers(&[("x-amz-checksum-crc32", &crc(b"zip"))]);
+        assert_eq!(decode_body(&h, b"zip").unwrap(), b"zip");
+        assert_eq!(decode_body(&h, b"zap").unwrap_err().code, "BadDigest");
+        let other = headers(&[("x-amz-checksum-crc32c", "AAAAAA==")]);
+        assert_eq!(decode_body(&other, b"zip").unwrap_err().code, "InvalidArgument");
+    }
+
+    #[test]
+    fn ranges_and_keys_read_as_s3_reads_them() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("lines=1-2", 100), None);
+        let path_style = headers(&[("host", "127.0.0.1:7400")]);
+        let key = object_key(&path_style, &format!("/{BUCKET}/p/e%201/in/src.zip")).unwrap();
+        assert_eq!(key.as_deref(), Some("p/e 1/in/src.zip"));
+        assert_eq!(object_key(&path_style, "/other-bucket/p/in/src.zip").unwrap(), None);
+        let virtual_host = headers(&[("host", "sluice-artifacts.ci.example:7400")]);
+        let key = object_key(&virtual_host, "/sluice-artifacts/e/in/src.zip").unwrap();
+        assert_eq!(key.as_deref(), Some("sluice-artifacts/e/in/src.zip"), "a pipeline may be named as the bucket");
+        let e = S3Error::denied("a < b & c");
+        let response = e.response(&Method::GET, "/x");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+}
