@@ -89,12 +89,21 @@ result["held_status"] = cp.get_pipeline_execution(pipelineName=name, pipelineExe
 cp.enable_stage_transition(pipelineName=name, stageName="Deploy", transitionType="Inbound")
 result["held_end"] = execution_end(cp, name, held)["status"]
 
+# A rollback of Build to the run that succeeded in it: a new execution.
+rolled = cp.rollback_stage(pipelineName=name, stageName="Build",
+                           targetPipelineExecutionId=started["pipelineExecutionId"])["pipelineExecutionId"]
+rolled_end = execution_end(cp, name, rolled)
+result["rollback"] = [rolled_end["status"], rolled_end.get("executionType"),
+                      rolled_end.get("rollbackMetadata", {}).get("rollbackTargetPipelineExecutionId")
+                      == started["pipelineExecutionId"]]
+
 # A stop: a slow run abandoned.
 slow = cp.start_pipeline_execution(name=name, variables=[{"name": "SLEEP", "value": "30"}])["pipelineExecutionId"]
 wait_for("the slow action to run", lambda: action_state(cp.get_pipeline_state(name=name), "Build", "Run")
          .get("latestExecution", {}).get("status") == "InProgress")
 cp.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=slow, abandon=True, reason="not today")
 result["stopped"] = execution_end(cp, name, slow)["status"]
+result["stop_again"] = error_code(lambda: cp.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=slow))
 
 # Executions through the paginator, two per page.
 pages = list(cp.get_paginator("list_pipeline_executions").paginate(pipelineName=name, PaginationConfig={"PageSize": 2}))

@@ -67,9 +67,11 @@ fn boto3_drives_a_pipeline_through_its_life() {
     assert_eq!(r["transition_disabled"]["lastChangedBy"], "ann");
     assert_eq!(r["held_status"], "InProgress");
     assert_eq!(r["held_end"], "Succeeded");
+    assert_eq!(r["rollback"], json!(["Succeeded", "ROLLBACK", true]), "{r}");
     assert_eq!(r["stopped"], "Stopped");
-    // Four executions (created, started, held, stopped), two per page.
-    assert_eq!(r["execution_pages"], json!([2, 2]));
+    assert_eq!(r["stop_again"]["class"], "PipelineExecutionNotStoppableException");
+    // Five executions (created, started, held, rolled back, stopped), two per page.
+    assert_eq!(r["execution_pages"], json!([2, 2, 1]));
     assert_eq!(r["tags"], json!([{"key": "team", "value": "platform"}]));
     assert_eq!(r["pipeline_pages"], json!([["web"], ["zz-a"], ["zz-b"], ["zz-c"]]));
     assert_eq!(r["bad_token"]["code"], "InvalidNextTokenException");
