@@ -7,7 +7,7 @@ disabled and enabled, a stop, tags, delete, and the modeled exception for
 a missing pipeline.
 
 argv: DECLARATION_FILE (a {"pipeline": ...} whose first execution fails
-unless the variable FAIL is 0)."""
+unless the variable FAIL is 0) COMMIT (the source repository's commit)."""
 import json
 import sys
 
@@ -66,6 +66,15 @@ result["second_status"] = execution["status"]
 result["second_version"] = execution["pipelineVersion"]
 result["second_variables"] = execution.get("variables")
 result["second_trigger"] = execution["trigger"]["triggerType"]
+
+# A start pinned to a source revision.
+pinned = cp.start_pipeline_execution(name=name, sourceRevisions=[
+    {"actionName": "Checkout", "revisionType": "COMMIT_ID", "revisionValue": sys.argv[2]}])["pipelineExecutionId"]
+pinned_end = execution_end(cp, name, pinned)
+result["pinned"] = [pinned_end["status"], [r["revisionId"] for r in pinned_end["artifactRevisions"]]]
+summary = [s for s in cp.list_pipeline_executions(pipelineName=name)["pipelineExecutionSummaries"]
+           if s["pipelineExecutionId"] == pinned][0]
+result["pinned_summary"] = [r["revisionId"] for r in summary["sourceRevisions"]]
 
 state = cp.get_pipeline_state(name=name)
 result["state_version"] = state["pipelineVersion"]
