@@ -7,7 +7,7 @@ disabled and enabled, a stop, tags, delete, and the modeled exception for
 a missing pipeline.
 
 argv: DECLARATION_FILE (a {"pipeline": ...} whose first execution fails
-unless the variable FAIL is 0)."""
+unless the variable FAIL is 0) COMMIT (the source repository's commit)."""
 import json
 import sys
 
@@ -67,6 +67,15 @@ result["second_version"] = execution["pipelineVersion"]
 result["second_variables"] = execution.get("variables")
 result["second_trigger"] = execution["trigger"]["triggerType"]
 
+# A start pinned to a source revision.
+pinned = cp.start_pipeline_execution(name=name, sourceRevisions=[
+    {"actionName": "Checkout", "revisionType": "COMMIT_ID", "revisionValue": sys.argv[2]}])["pipelineExecutionId"]
+pinned_end = execution_end(cp, name, pinned)
+result["pinned"] = [pinned_end["status"], [r["revisionId"] for r in pinned_end["artifactRevisions"]]]
+summary = [s for s in cp.list_pipeline_executions(pipelineName=name)["pipelineExecutionSummaries"]
+           if s["pipelineExecutionId"] == pinned][0]
+result["pinned_summary"] = [r["revisionId"] for r in summary["sourceRevisions"]]
+
 state = cp.get_pipeline_state(name=name)
 result["state_version"] = state["pipelineVersion"]
 result["state_build"] = action_state(state, "Build", "Run")["latestExecution"]["status"]
@@ -89,12 +98,21 @@ result["held_status"] = cp.get_pipeline_execution(pipelineName=name, pipelineExe
 cp.enable_stage_transition(pipelineName=name, stageName="Deploy", transitionType="Inbound")
 result["held_end"] = execution_end(cp, name, held)["status"]
 
+# A rollback of Build to the run that succeeded in it: a new execution.
+rolled = cp.rollback_stage(pipelineName=name, stageName="Build",
+                           targetPipelineExecutionId=started["pipelineExecutionId"])["pipelineExecutionId"]
+rolled_end = execution_end(cp, name, rolled)
+result["rollback"] = [rolled_end["status"], rolled_end.get("executionType"),
+                      rolled_end.get("rollbackMetadata", {}).get("rollbackTargetPipelineExecutionId")
+                      == started["pipelineExecutionId"]]
+
 # A stop: a slow run abandoned.
 slow = cp.start_pipeline_execution(name=name, variables=[{"name": "SLEEP", "value": "30"}])["pipelineExecutionId"]
 wait_for("the slow action to run", lambda: action_state(cp.get_pipeline_state(name=name), "Build", "Run")
          .get("latestExecution", {}).get("status") == "InProgress")
 cp.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=slow, abandon=True, reason="not today")
 result["stopped"] = execution_end(cp, name, slow)["status"]
+result["stop_again"] = error_code(lambda: cp.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=slow))
 
 # Executions through the paginator, two per page.
 pages = list(cp.get_paginator("list_pipeline_executions").paginate(pipelineName=name, PaginationConfig={"PageSize": 2}))

@@ -168,6 +168,14 @@ pub async fn get_pipeline_execution(call: &Call<'_>, value: Value) -> Result<Val
     execution["executionType"] = json!(if rollback.is_some() { "ROLLBACK" } else { "STANDARD" });
     execution["rollbackMetadata"] =
         rollback.map(|r| json!({ "rollbackTargetPipelineExecutionId": r.rollback_target_pipeline_execution })).into();
+    // CodePipeline's `artifactRevisions`: the revision each source action ran.
+    let revisions: Vec<Value> = out
+        .pipeline_execution
+        .source_revisions
+        .iter()
+        .map(|r| json!({ "name": r.action_name, "revisionId": r.revision_id, "revisionSummary": r.revision_summary }))
+        .collect();
+    execution["artifactRevisions"] = json!(revisions);
     Ok(aws_json(json!({ "pipelineExecution": execution })))
 }
 

@@ -203,7 +203,8 @@ impl Handle<StopPipelineExecution> for Driver {
             (op.pipeline_name.as_str(), op.pipeline_execution_id.as_str(), op.abandon, op.reason);
         let execution = self.execution(name, id)?;
         if execution.status.is_final() {
-            return Err(OpError::Conflict(format!("execution {id} has already ended ({})", execution.status.as_str())));
+            let status = execution.status.as_str();
+            return Err(OpError::PipelineExecutionNotStoppable(format!("execution {id} has already ended ({status})")));
         }
         let exec_id = execution.id.clone();
         let reason = if reason.trim().is_empty() { "stopped by an operator".to_string() } else { reason };

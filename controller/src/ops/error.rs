@@ -81,6 +81,9 @@ pub enum OpError {
     InvalidTags(String),
     #[error("{0}")]
     TooManyTags(String),
+    /// StopPipelineExecution of an execution that has already ended.
+    #[error("{0}")]
+    PipelineExecutionNotStoppable(String),
 }
 
 /// The JSON body of an error: `{"error": {"code", "message", "diagnostics"}}`.
@@ -123,7 +126,7 @@ impl OpError {
             | Self::InvalidJobState(_) => 409,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
-            Self::ConcurrentModification(_) => 409,
+            Self::ConcurrentModification(_) | Self::PipelineExecutionNotStoppable(_) => 409,
             Self::UnsupportedOperation(_)
             | Self::UnknownOperation(_)
             | Self::InvalidNextToken(_)
@@ -175,6 +178,7 @@ impl OpError {
             Self::InvalidArn(_) => "InvalidArnException",
             Self::InvalidTags(_) => "InvalidTagsException",
             Self::TooManyTags(_) => "TooManyTagsException",
+            Self::PipelineExecutionNotStoppable(_) => "PipelineExecutionNotStoppableException",
         }
     }
 
@@ -238,6 +242,7 @@ impl OpError {
             Self::InvalidArn(String::new()),
             Self::InvalidTags(String::new()),
             Self::TooManyTags(String::new()),
+            Self::PipelineExecutionNotStoppable(String::new()),
         ];
         if code == "ValidationException" || (status == 400 && !known.iter().any(|k| k.aws_type() == code)) {
             return Self::Validation { message, diagnostics };
@@ -281,6 +286,7 @@ impl OpError {
             Self::InvalidArn(_) => Self::InvalidArn(message),
             Self::InvalidTags(_) => Self::InvalidTags(message),
             Self::TooManyTags(_) => Self::TooManyTags(message),
+            Self::PipelineExecutionNotStoppable(_) => Self::PipelineExecutionNotStoppable(message),
         }
     }
 }
@@ -326,6 +332,7 @@ mod tests {
             (OpError::InvalidArn(m()), 400, 2, "InvalidArnException"),
             (OpError::InvalidTags(m()), 400, 2, "InvalidTagsException"),
             (OpError::TooManyTags(m()), 400, 2, "TooManyTagsException"),
+            (OpError::PipelineExecutionNotStoppable(m()), 409, 1, "PipelineExecutionNotStoppableException"),
         ];
         for (error, status, exit, aws) in cases {
             assert_eq!(error.status(), status, "{error:?}");

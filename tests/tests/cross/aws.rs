@@ -14,6 +14,7 @@ fn declaration(cluster: &Cluster, name: &str) -> std::path::PathBuf {
     if !repo.exists() {
         make_repo(&repo, &[("README", "x\n")]);
     }
+    std::fs::write(cluster.dir.path().join("commit"), sluice_tests::git(&repo, &["rev-parse", "HEAD"])).unwrap();
     let stages = r#"{"name": "Build", "actions": [{"name": "Run", "inputArtifacts": [{"name": "src"}],
             "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
             "configuration": {"Commands": "sleep #{variables.SLEEP}; exit #{variables.FAIL}",
@@ -31,7 +32,8 @@ fn boto3_drives_a_pipeline_through_its_life() {
     let cluster = Cluster::new().agent(&[]).start().unwrap();
     let key = access_key(&cluster, "ann", "operator").unwrap();
     let file = declaration(&cluster, "web");
-    let r: Value = script_json(&cluster, &key, "pipelines.py", &[file.to_str().unwrap()])
+    let commit = std::fs::read_to_string(cluster.dir.path().join("commit")).unwrap();
+    let r: Value = script_json(&cluster, &key, "pipelines.py", &[file.to_str().unwrap(), &commit])
         .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.controller_log()));
 
     assert_eq!(r["created_name"], "web");
@@ -55,6 +57,8 @@ fn boto3_drives_a_pipeline_through_its_life() {
     assert_eq!(r["second_status"], "Succeeded");
     assert_eq!(r["second_version"], 2);
     assert_eq!(r["second_trigger"], "StartPipelineExecution");
+    assert_eq!(r["pinned"], json!(["Succeeded", [commit]]));
+    assert_eq!(r["pinned_summary"], json!([commit]));
     assert_eq!(r["state_version"], 2);
     assert_eq!(r["state_build"], "Succeeded");
     assert_eq!(r["state_updated_is_datetime"], "datetime");
@@ -67,9 +71,11 @@ fn boto3_drives_a_pipeline_through_its_life() {
     assert_eq!(r["transition_disabled"]["lastChangedBy"], "ann");
     assert_eq!(r["held_status"], "InProgress");
     assert_eq!(r["held_end"], "Succeeded");
+    assert_eq!(r["rollback"], json!(["Succeeded", "ROLLBACK", true]), "{r}");
     assert_eq!(r["stopped"], "Stopped");
-    // Four executions (created, started, held, stopped), two per page.
-    assert_eq!(r["execution_pages"], json!([2, 2]));
+    assert_eq!(r["stop_again"]["class"], "PipelineExecutionNotStoppableException");
+    // Six executions (created, started, pinned, held, rolled back, stopped), two per page.
+    assert_eq!(r["execution_pages"], json!([2, 2, 2]));
     assert_eq!(r["tags"], json!([{"key": "team", "value": "platform"}]));
     assert_eq!(r["pipeline_pages"], json!([["web"], ["zz-a"], ["zz-b"], ["zz-c"]]));
     assert_eq!(r["bad_token"]["code"], "InvalidNextTokenException");
