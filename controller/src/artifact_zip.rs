@@ -44,7 +44,13 @@ enum Node {
 
 /// Converts a worker's zip into Sluice's deterministic tar archive.
 pub fn zip_to_tar(zip: &[u8], max_unpacked: u64) -> Result<Vec<u8>, ZipRefused> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| ZipRefused::Malformed(e.to_string()))?;
+    zip_to_tar_from(Cursor::new(zip), max_unpacked)
+}
+
+/// [`zip_to_tar`] of a zip read from a file (a completed multipart upload
+/// is spooled on disk, not held in memory).
+pub fn zip_to_tar_from<R: std::io::Read + std::io::Seek>(zip: R, max_unpacked: u64) -> Result<Vec<u8>, ZipRefused> {
+    let mut archive = zip::ZipArchive::new(zip).map_err(|e| ZipRefused::Malformed(e.to_string()))?;
     if archive.len() > MAX_ENTRIES {
         return Err(ZipRefused::TooManyEntries);
     }

@@ -31,6 +31,7 @@ pub mod webhooks;
 // Custom actions and job workers (issue 14, jobs).
 pub mod jobs;
 pub mod s3;
+pub mod s3_multipart;
 
 use crate::api::ApiState;
 use crate::auth::Caller;

@@ -18,9 +18,13 @@
 //! and a trailing checksum, as the SDKs send over TLS); a CRC32 or SHA256
 //! checksum, in a header or a trailer, is verified.
 //!
+//! Multipart uploads (what boto3's `upload_file` uses above 8 MiB) are in
+//! [`super::s3_multipart`], behind the same checks.
+//!
 //! Errors are S3's XML (`<Error><Code>NoSuchKey</Code>...`), so the SDKs
 //! raise their usual `ClientError` codes.
 
+use super::s3_multipart::{self, Query};
 use super::sigv4::{self, SigError};
 use crate::api::ApiState;
 use crate::artifact_zip::{self, MAX_UNPACKED_BYTES};
@@ -39,8 +43,8 @@ use sha2::{Digest, Sha256};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{debug, warn};
 
-/// Largest PutObject body read: uploads are held in memory to be checked
-/// and converted (multipart uploads are not part of the subset).
+/// Largest PutObject body read (it is held in memory to be checked and
+/// converted), and largest total of a multipart upload's parts.
 pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
 
 /// The routes of the S3 subset: every path of two segments or more, in
@@ -59,15 +63,15 @@ pub struct S3Error {
 }
 
 impl S3Error {
-    fn new(code: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
         Self { code, status, message: message.into() }
     }
 
-    fn denied(message: impl Into<String>) -> Self {
+    pub(super) fn denied(message: impl Into<String>) -> Self {
         Self::new("AccessDenied", StatusCode::FORBIDDEN, message)
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         Self::new("InvalidArgument", StatusCode::BAD_REQUEST, message)
     }
 
@@ -112,12 +116,12 @@ fn signature_error(e: &SigError) -> S3Error {
     }
 }
 
-fn xml_escape(text: &str) -> String {
+pub(super) fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
 }
 
 /// The caller the driver sees for a job's key.
-fn job_caller(access_key_id: &str) -> Caller {
+pub(super) fn job_caller(access_key_id: &str) -> Caller {
     Caller { user: format!("job-key:{access_key_id}"), role: Role::Operator }
 }
 
@@ -135,24 +139,11 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
 }
 
 async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body) -> Result<Response, S3Error> {
-    if parts.method != Method::GET && parts.method != Method::PUT && parts.method != Method::HEAD {
-        return Err(S3Error::new(
-            "MethodNotAllowed",
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is not supported: this S3 subset serves GetObject, PutObject and HeadObject", parts.method),
-        ));
-    }
     let query = parts.uri.query().unwrap_or("");
     if query.contains("X-Amz-Signature") {
         return Err(S3Error::denied("presigned URLs are not supported: sign the request's headers"));
     }
-    if !query.is_empty() && parts.method == Method::PUT {
-        return Err(S3Error::new(
-            "NotImplemented",
-            StatusCode::NOT_IMPLEMENTED,
-            "only PutObject is supported (no multipart uploads, ACLs or tagging)",
-        ));
-    }
+    let multipart = operation(&parts.method, query)?;
     let body = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| {
         S3Error::new("EntityTooLarge", StatusCode::BAD_REQUEST, format!("objects are at most {MAX_UPLOAD_BYTES} bytes"))
     })?;
@@ -163,20 +154,53 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
         return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
     };
     debug!(job = %grant.credentials.job_id, %key, method = %parts.method, "S3 request");
-    if parts.method == Method::PUT {
-        if !object.writable {
-            return Err(S3Error::denied(format!(
-                "{key} is an input of job {}: it cannot be written",
-                grant.credentials.job_id
-            )));
+    let writes = parts.method != Method::GET && parts.method != Method::HEAD;
+    if writes && !object.writable {
+        return Err(S3Error::denied(format!("{key} is an input of job {}: it cannot be written", grant.credentials.job_id)));
+    }
+    match (&parts.method, multipart) {
+        (&Method::PUT, Query::None) => return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await,
+        (&Method::DELETE, Query::Upload { upload_id }) => {
+            return s3_multipart::abort(state, &upload_id, &grant.access_key_id, &key);
         }
-        return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await;
+        (_, Query::None) => {}
+        (_, query) => return s3_multipart::serve(state, &grant.access_key_id, &key, query, &parts.headers, &body).await,
     }
     let artifact = object
         .artifact
         .clone()
         .ok_or_else(|| S3Error::new("NoSuchKey", StatusCode::NOT_FOUND, format!("{key} has not been uploaded")))?;
     get_object(state, &parts.method, &parts.headers, &artifact).await
+}
+
+/// The multipart operation of a request, after refusing the methods and
+/// query parameters outside the subset.
+fn operation(method: &Method, query: &str) -> Result<Query, S3Error> {
+    let not_allowed = || {
+        S3Error::new(
+            "MethodNotAllowed",
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{method} is not supported here: this S3 subset serves GetObject, PutObject, HeadObject and \
+                 multipart uploads"
+            ),
+        )
+    };
+    let parsed = match s3_multipart::parse_query(query) {
+        // Reads ignore parameters they do not know (versionId, response-*).
+        Err(_) if *method == Method::GET || *method == Method::HEAD => Query::None,
+        other => other?,
+    };
+    match (method, &parsed) {
+        (&Method::GET | &Method::HEAD, Query::None) | (&Method::PUT, Query::None | Query::Part { .. }) => Ok(parsed),
+        (&Method::POST, Query::Create | Query::Upload { .. }) | (&Method::DELETE, Query::Upload { .. }) => Ok(parsed),
+        (&Method::GET, Query::Upload { .. }) => Err(S3Error::new(
+            "NotImplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            "ListParts is not supported: a client keeps the ETags UploadPart returned",
+        )),
+        _ => Err(not_allowed()),
+    }
 }
 
 /// A verified job key and what it may do.
@@ -324,7 +348,7 @@ fn parse_range(spec: &str, total: u64) -> Option<(u64, u64)> {
 }
 
 /// A quoted hex tag of the content, as S3's ETag (not an MD5).
-fn etag(bytes: &[u8]) -> String {
+pub(super) fn etag(bytes: &[u8]) -> String {
     format!("\"{}\"", hex::encode(&Sha256::digest(bytes)[..16]))
 }
 
@@ -349,28 +373,35 @@ async fn put_object(
     })
     .await
     .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    record_output(state, access_key_id, key, digest, size).await?;
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(tag) = header::HeaderValue::from_str(&etag(body)) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    Ok(response)
+}
+
+/// Records a converted upload (stored as `digest`) as the job's output.
+pub(super) async fn record_output(
+    state: &ApiState,
+    access_key_id: &str,
+    key: &str,
+    digest: String,
+    size: u64,
+) -> Result<(), S3Error> {
     let record = RecordJobOutput {
         access_key_id: access_key_id.to_string(),
         key: key.to_string(),
         artifact: ArtifactRef { digest, size },
     };
     match crate::api::ask(state, record, job_caller(access_key_id)).await {
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(OpError::InvalidJobState(why)) => {
-            return Err(S3Error::new(
-                "ExpiredToken",
-                StatusCode::BAD_REQUEST,
-                format!("the provided token has expired: {why}"),
-            ));
+            Err(S3Error::new("ExpiredToken", StatusCode::BAD_REQUEST, format!("the provided token has expired: {why}")))
         }
-        Err(OpError::AccessDenied(why)) => return Err(S3Error::denied(why)),
-        Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(OpError::AccessDenied(why)) => Err(S3Error::denied(why)),
+        Err(e) => Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
-    let mut response = StatusCode::OK.into_response();
-    if let Ok(tag) = header::HeaderValue::from_str(&etag(body)) {
-        response.headers_mut().insert(header::ETAG, tag);
-    }
-    Ok(response)
 }
 
 /// The object's bytes: the body itself, or the chunks of an `aws-chunked`

@@ -1,0 +1,636 @@
+//! Multipart uploads of a job's output objects, the subset boto3's
+//! `upload_file`/`upload_fileobj` use above their 8 MiB threshold:
+//! CreateMultipartUpload (`POST ?uploads`), UploadPart
+//! (`PUT ?partNumber=N&uploadId=ID`), CompleteMultipartUpload
+//! (`POST ?uploadId=ID`) and AbortMultipartUpload (`DELETE ?uploadId=ID`).
+//!
+//! The credential rules are PutObject's (checked by [`super::s3`] before
+//! anything here runs): only the job's own output keys, only while the job
+//! runs. An upload id is also bound to the key that created it and to its
+//! object key: any other caller gets `NoSuchUpload`.
+//!
+//! Parts are spooled to files under `DATA/s3-uploads/ID/`, never kept in
+//! memory between requests; their total is bounded by
+//! [`super::s3::MAX_UPLOAD_BYTES`], and a part that would leave less than
+//! `--min-free-space` on the disk is refused. An upload's files go on
+//! complete, on abort, when its job ends ([`sweep_forever`]) and when the
+//! controller starts ([`Spool::open`] empties the directory: the ids lived
+//! in memory). The completed object is converted like a PutObject's.
+
+use super::s3::{S3Error, etag, record_output, xml_escape};
+use crate::api::ApiState;
+use crate::artifact_zip::{self, MAX_UNPACKED_BYTES};
+use crate::ops::{JobCredentials, OpError};
+use crate::workers::BUCKET;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// S3's smallest part, except the last one of an upload.
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+/// S3's highest part number.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+/// How often uploads of ended jobs are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Which multipart operation a query string names, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// No multipart parameter: GetObject, HeadObject, PutObject.
+    None,
+    Create,
+    Part {
+        upload_id: String,
+        number: u32,
+    },
+    /// CompleteMultipartUpload (POST), AbortMultipartUpload (DELETE) or
+    /// ListParts (GET, not supported).
+    Upload {
+        upload_id: String,
+    },
+}
+
+/// Reads the multipart parameters of a query string; any other parameter
+/// (`acl`, `tagging`, ...) is `NotImplemented` on a write.
+pub fn parse_query(query: &str) -> Result<Query, S3Error> {
+    let mut uploads = false;
+    let mut upload_id = None;
+    let mut part = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "uploads" => uploads = true,
+            "uploadId" => upload_id = Some(value.to_string()),
+            "partNumber" => part = Some(value.to_string()),
+            // Sent by some SDKs on every call; carries nothing.
+            "x-id" => {}
+            other => {
+                return Err(not_implemented(format!(
+                    "the query parameter {other:?} is not supported: this S3 subset serves GetObject, PutObject, \
+                     HeadObject and multipart uploads"
+                )));
+            }
+        }
+    }
+    match (uploads, upload_id, part) {
+        (false, None, None) => Ok(Query::None),
+        (true, None, None) => Ok(Query::Create),
+        (false, Some(upload_id), None) => Ok(Query::Upload { upload_id }),
+        (false, Some(upload_id), Some(number)) => {
+            let number = number.parse::<u32>().ok().filter(|n| (1..=MAX_PART_NUMBER).contains(n)).ok_or_else(|| {
+                S3Error::invalid(format!("part number must be an integer between 1 and {MAX_PART_NUMBER}"))
+            })?;
+            Ok(Query::Part { upload_id, number })
+        }
+        _ => Err(S3Error::invalid("uploads, uploadId and partNumber do not go together that way")),
+    }
+}
+
+fn not_implemented(message: String) -> S3Error {
+    S3Error::new("NotImplemented", StatusCode::NOT_IMPLEMENTED, message)
+}
+
+fn no_such_upload(upload_id: &str) -> S3Error {
+    S3Error::new(
+        "NoSuchUpload",
+        StatusCode::NOT_FOUND,
+        format!(
+            "the upload {upload_id:?} does not exist: it was completed or aborted, its job ended, or it belongs \
+             to another key or object"
+        ),
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> S3Error {
+    S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// An uploaded part, as recorded when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub etag: String,
+    pub size: u64,
+    /// Base64 of the big-endian CRC32 of the part, to check a
+    /// `ChecksumCRC32` of the completion list against.
+    pub crc32: String,
+}
+
+/// A part as CompleteMultipartUpload lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPart {
+    pub number: u32,
+    pub etag: String,
+    pub crc32: Option<String>,
+}
+
+/// Reads `<CompleteMultipartUpload><Part><PartNumber>N</PartNumber>
+/// <ETag>"..."</ETag>...</Part>...` (namespace and order of the fields free).
+pub fn parse_complete(xml: &str) -> Result<Vec<ListedPart>, S3Error> {
+    let malformed = |why: &str| {
+        S3Error::new(
+            "MalformedXML",
+            StatusCode::BAD_REQUEST,
+            format!("the XML you provided was not well-formed or did not validate against our published schema: {why}"),
+        )
+    };
+    let body = xml.trim_start_matches('\u{feff}').trim();
+    let body = match body.strip_prefix("<?xml") {
+        Some(rest) => rest.split_once("?>").map(|(_, rest)| rest.trim()).ok_or_else(|| malformed("open declaration"))?,
+        None => body,
+    };
+    if !body.starts_with("<CompleteMultipartUpload") || !body.ends_with("</CompleteMultipartUpload>") {
+        return Err(malformed("the root element must be CompleteMultipartUpload"));
+    }
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("<Part>") {
+        let inner = &rest[start + "<Part>".len()..];
+        let end = inner.find("</Part>").ok_or_else(|| malformed("a Part is not closed"))?;
+        let part = &inner[..end];
+        let number = element(part, "PartNumber")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+            .ok_or_else(|| malformed("a Part has no valid PartNumber"))?;
+        let etag = element(part, "ETag").map(xml_unescape).ok_or_else(|| malformed("a Part has no ETag"))?;
+        let crc32 = element(part, "ChecksumCRC32").map(|c| c.trim().to_string());
+        parts.push(ListedPart { number, etag, crc32 });
+        rest = &inner[end + "</Part>".len()..];
+    }
+    if parts.is_empty() {
+        return Err(malformed("you must specify at least one part"));
+    }
+    Ok(parts)
+}
+
+/// The text of `<name>...</name>` in `xml`, if there.
+fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let len = xml[start..].find(&format!("</{name}>"))?;
+    Some(&xml[start..start + len])
+}
+
+fn xml_unescape(text: &str) -> String {
+    text.replace("&quot;", "\"").replace("&apos;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
+/// S3's rules for a completion list against the uploaded parts: ascending
+/// part numbers, each uploaded with that ETag (and CRC32 when listed),
+/// every part but the last at least [`MIN_PART_BYTES`].
+pub fn check_complete(listed: &[ListedPart], uploaded: &BTreeMap<u32, Part>) -> Result<(), S3Error> {
+    if listed.windows(2).any(|w| w[0].number >= w[1].number) {
+        return Err(S3Error::new(
+            "InvalidPartOrder",
+            StatusCode::BAD_REQUEST,
+            "the list of parts was not in ascending order: parts must be ordered by part number",
+        ));
+    }
+    let invalid = |number: u32, why: &str| {
+        S3Error::new(
+            "InvalidPart",
+            StatusCode::BAD_REQUEST,
+            format!("one or more of the specified parts could not be found or did not match: part {number} {why}"),
+        )
+    };
+    // Every listed part first: a forged list is InvalidPart whatever the sizes.
+    let mut parts = Vec::with_capacity(listed.len());
+    for wanted in listed {
+        let part = uploaded.get(&wanted.number).ok_or_else(|| invalid(wanted.number, "was not uploaded"))?;
+        if wanted.etag.trim().trim_matches('"') != part.etag.trim_matches('"') {
+            return Err(invalid(wanted.number, "has another ETag"));
+        }
+        if wanted.crc32.as_deref().is_some_and(|c| c != part.crc32) {
+            return Err(invalid(wanted.number, "has another ChecksumCRC32"));
+        }
+        parts.push(part);
+    }
+    for (i, (wanted, part)) in listed.iter().zip(parts).enumerate() {
+        if i + 1 < listed.len() && part.size < MIN_PART_BYTES {
+            return Err(S3Error::new(
+                "EntityTooSmall",
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "your proposed upload is smaller than the minimum allowed size: part {} is {} bytes, every part \
+                     but the last must be at least {MIN_PART_BYTES}",
+                    wanted.number, part.size
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The ETag of a completed upload, as S3 shapes it: a digest of the parts'
+/// tags and their count.
+pub fn multipart_etag(listed: &[ListedPart]) -> String {
+    let mut hash = Sha256::new();
+    for part in listed {
+        hash.update(part.etag.trim_matches('"').as_bytes());
+    }
+    format!("\"{}-{}\"", hex::encode(&hash.finalize()[..16]), listed.len())
+}
+
+/// One upload in progress.
+#[derive(Debug, Clone)]
+struct Upload {
+    access_key_id: String,
+    key: String,
+    parts: BTreeMap<u32, Part>,
+    /// A completion is converting the parts: no part may change meanwhile.
+    completing: bool,
+}
+
+/// The uploads in progress and their spooled parts.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+    min_free_space: u64,
+    uploads: Arc<Mutex<HashMap<String, Upload>>>,
+}
+
+impl Spool {
+    /// Opens `root`, removing what a previous run left: its upload ids
+    /// lived in that process's memory, so no client can finish them.
+    pub fn open(root: &Path, min_free_space: u64) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        if root.exists() {
+            std::fs::remove_dir_all(root).with_context(|| format!("removing {}", root.display()))?;
+        }
+        crate::ca::create_private_dir(root).with_context(|| format!("creating {}", root.display()))?;
+        Ok(Self { root: root.to_path_buf(), min_free_space, uploads: Default::default() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
+        self.uploads.lock().expect("multipart spool lock")
+    }
+
+    fn dir(&self, upload_id: &str) -> PathBuf {
+        self.root.join(upload_id)
+    }
+
+    /// A new upload of `key` by `access_key_id`; returns its id.
+    pub fn create(&self, access_key_id: &str, key: &str) -> Result<String, S3Error> {
+        let upload_id = uuid::Uuid::new_v4().simple().to_string();
+        std::fs::create_dir(self.dir(&upload_id)).map_err(internal)?;
+        let upload =
+            Upload { access_key_id: access_key_id.into(), key: key.into(), parts: BTreeMap::new(), completing: false };
+        self.lock().insert(upload_id.clone(), upload);
+        Ok(upload_id)
+    }
+
+    /// The upload, if it is `access_key_id`'s upload of `key` and is not
+    /// being completed.
+    fn check<'a>(
+        uploads: &'a mut HashMap<String, Upload>,
+        upload_id: &str,
+        access_key_id: &str,
+        key: &str,
+    ) -> Result<&'a mut Upload, S3Error> {
+        uploads
+            .get_mut(upload_id)
+            .filter(|u| u.access_key_id == access_key_id && u.key == key && !u.completing)
+            .ok_or_else(|| no_such_upload(upload_id))
+    }
+
+    /// Writes a part to its file; a part number sent again replaces the
+    /// part (as S3 does). The upload's total stays within `max_total`.
+    pub fn put_part(
+        &self,
+        (upload_id, access_key_id, key): (&str, &str, &str),
+        number: u32,
+        payload: &[u8],
+        max_total: u64,
+        free_bytes: u64,
+    ) -> Result<Part, S3Error> {
+        Self::check(&mut self.lock(), upload_id, access_key_id, key)?;
+        if free_bytes.saturating_sub(payload.len() as u64) < self.min_free_space {
+            return Err(S3Error::new(
+                "ServiceUnavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the controller keeps {} bytes free on its disk (--min-free-space): try again later",
+                    self.min_free_space
+                ),
+            ));
+        }
+        let tmp = self.dir(upload_id).join(format!("{number}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(payload)?;
+            file.sync_data()
+        };
+        // The upload may have been aborted meanwhile: its directory is gone.
+        write().map_err(|_| no_such_upload(upload_id))?;
+        let part = Part { etag: etag(payload), size: payload.len() as u64, crc32: base64_crc32(crc32fast::hash(payload)) };
+        let mut uploads = self.lock();
+        let result = Self::check(&mut uploads, upload_id, access_key_id, key).and_then(|upload| {
+            let others: u64 = upload.parts.iter().filter(|(n, _)| **n != number).map(|(_, p)| p.size).sum();
+            if others + part.size > max_total {
+                return Err(S3Error::new(
+                    "EntityTooLarge",
+                    StatusCode::BAD_REQUEST,
+                    format!("objects are at most {max_total} bytes, all parts of an upload together"),
+                ));
+            }
+            std::fs::rename(&tmp, self.dir(upload_id).join(number.to_string())).map_err(internal)?;
+            upload.parts.insert(number, part.clone());
+            Ok(part)
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Checks a completion list and freezes the upload while it converts;
+    /// the parts then are its files, in order.
+    pub fn begin_complete(
+        &self,
+        (upload_id, access_key_id, key): (&str, &str, &str),
+        listed: &[ListedPart],
+    ) -> Result<Vec<PathBuf>, S3Error> {
+        let mut uploads = self.lock();
+        let upload = Self::check(&mut uploads, upload_id, access_key_id, key)?;
+        check_complete(listed, &upload.parts)?;
+        upload.completing = true;
+        Ok(listed.iter().map(|p| self.dir(upload_id).join(p.number.to_string())).collect())
+    }
+
+    /// Where a completion assembles the object.
+    pub fn object_path(&self, upload_id: &str) -> PathBuf {
+        self.dir(upload_id).join("object")
+    }
+
+    /// A completion that failed: the upload takes parts again (nothing lost).
+    pub fn reopen(&self, upload_id: &str) {
+        let _ = std::fs::remove_file(self.object_path(upload_id));
+        if let Some(upload) = self.lock().get_mut(upload_id) {
+            upload.completing = false;
+        }
+    }
+
+    /// Forgets an upload and removes its files.
+    pub fn remove(&self, upload_id: &str) {
+        self.lock().remove(upload_id);
+        if let Err(e) = std::fs::remove_dir_all(self.dir(upload_id))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(upload = upload_id, "removing a multipart upload's parts: {e}");
+        }
+    }
+
+    /// AbortMultipartUpload.
+    pub fn abort(&self, (upload_id, access_key_id, key): (&str, &str, &str)) -> Result<(), S3Error> {
+        Self::check(&mut self.lock(), upload_id, access_key_id, key)?;
+        self.remove(upload_id);
+        Ok(())
+    }
+
+    /// Every upload in progress and the key that made it.
+    pub fn uploads(&self) -> Vec<(String, String)> {
+        self.lock().iter().map(|(id, u)| (id.clone(), u.access_key_id.clone())).collect()
+    }
+}
+
+fn base64_crc32(crc: u32) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+fn xml_response(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/xml"));
+    response
+}
+
+/// A multipart request by a verified key allowed to write `key`.
+pub(super) async fn serve(
+    state: &ApiState,
+    access_key_id: &str,
+    key: &str,
+    query: Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, S3Error> {
+    let spool = &state.multipart;
+    match query {
+        Query::Create => {
+            let upload_id = spool.create(access_key_id, key)?;
+            debug!(upload = %upload_id, %key, "multipart upload created");
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{BUCKET}</Bucket><Key>{}</Key><UploadId>{upload_id}</UploadId></InitiateMultipartUploadResult>",
+                xml_escape(key)
+            );
+            let mut response = xml_response(StatusCode::OK, xml);
+            if let Some(algorithm) = headers.get("x-amz-checksum-algorithm") {
+                response.headers_mut().insert("x-amz-checksum-algorithm", algorithm.clone());
+            }
+            Ok(response)
+        }
+        Query::Part { upload_id, number } => {
+            let payload = super::s3::decode_body(headers, body)?;
+            let free = state.artifacts.free_bytes().map_err(|e| internal(format!("{e:#}")))?;
+            let (spool, id, akid, k) = (spool.clone(), upload_id.clone(), access_key_id.to_string(), key.to_string());
+            let part = tokio::task::spawn_blocking(move || {
+                spool.put_part((&id, &akid, &k), number, &payload, super::s3::MAX_UPLOAD_BYTES as u64, free)
+            })
+            .await
+            .map_err(internal)??;
+            debug!(upload = %upload_id, number, size = part.size, "part uploaded");
+            let mut response = StatusCode::OK.into_response();
+            if let Ok(tag) = header::HeaderValue::from_str(&part.etag) {
+                response.headers_mut().insert(header::ETAG, tag);
+            }
+            if let Ok(crc) = header::HeaderValue::from_str(&part.crc32) {
+                response.headers_mut().insert("x-amz-checksum-crc32", crc);
+            }
+            Ok(response)
+        }
+        Query::Upload { upload_id } => complete(state, (&upload_id, access_key_id, key), body).await,
+        Query::None => Err(internal("not a multipart request")),
+    }
+}
+
+/// CompleteMultipartUpload: the list checked, the parts joined in a file,
+/// converted and recorded as PutObject's body would be.
+async fn complete(
+    state: &ApiState,
+    (upload_id, access_key_id, key): (&str, &str, &str),
+    body: &[u8],
+) -> Result<Response, S3Error> {
+    let xml = std::str::from_utf8(body).map_err(|_| S3Error::invalid("the part list is not UTF-8"))?;
+    let listed = parse_complete(xml)?;
+    let spool = state.multipart.clone();
+    let files = spool.begin_complete((upload_id, access_key_id, key), &listed)?;
+    let object = spool.object_path(upload_id);
+    let artifacts = state.artifacts.clone();
+    let converted = tokio::task::spawn_blocking(move || -> Result<(String, u64), S3Error> {
+        let mut out = std::fs::File::create(&object).map_err(internal)?;
+        for file in &files {
+            std::io::copy(&mut std::fs::File::open(file).map_err(internal)?, &mut out).map_err(internal)?;
+        }
+        drop(out);
+        let zip = std::io::BufReader::new(std::fs::File::open(&object).map_err(internal)?);
+        let tar = artifact_zip::zip_to_tar_from(zip, MAX_UNPACKED_BYTES)
+            .map_err(|e| S3Error::invalid(format!("the object must be a zip archive, as CodePipeline's artifacts: {e}")))?;
+        let digest = artifacts.put_bytes(&tar).map_err(|e| internal(format!("{e:#}")))?;
+        Ok((digest, tar.len() as u64))
+    })
+    .await
+    .map_err(internal)
+    .and_then(|r| r);
+    let recorded = match converted {
+        Ok((digest, size)) => record_output(state, access_key_id, key, digest, size).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        spool.reopen(upload_id);
+        return Err(e);
+    }
+    spool.remove(upload_id);
+    info!(upload = upload_id, %key, parts = listed.len(), "multipart upload completed");
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Location>/{BUCKET}/{k}</Location><Bucket>{BUCKET}</Bucket><Key>{k}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
+        xml_escape(&multipart_etag(&listed)),
+        k = xml_escape(key)
+    );
+    Ok(xml_response(StatusCode::OK, xml))
+}
+
+/// AbortMultipartUpload: 204, the parts removed.
+pub(super) fn abort(state: &ApiState, upload_id: &str, access_key_id: &str, key: &str) -> Result<Response, S3Error> {
+    state.multipart.abort((upload_id, access_key_id, key))?;
+    debug!(upload = upload_id, %key, "multipart upload aborted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Removes, every few seconds, the uploads whose job has ended (or whose
+/// key is gone): their parts can never be completed.
+pub async fn sweep_forever(state: ApiState) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        for (upload_id, access_key_id) in state.multipart.uploads() {
+            let caller = super::s3::job_caller(&access_key_id);
+            let ended = match crate::api::ask(&state, JobCredentials { access_key_id: access_key_id.clone() }, caller).await
+            {
+                Ok(credentials) => !credentials.active,
+                Err(OpError::Unauthorized(_)) => true,
+                Err(_) => false,
+            };
+            if ended {
+                info!(upload = %upload_id, "removing a multipart upload of an ended job");
+                state.multipart.remove(&upload_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(etag: &str, size: u64) -> Part {
+        Part { etag: format!("\"{etag}\""), size, crc32: "AAAAAA==".into() }
+    }
+
+    fn listed(number: u32, etag: &str) -> ListedPart {
+        ListedPart { number, etag: format!("\"{etag}\""), crc32: None }
+    }
+
+    #[test]
+    fn queries_name_the_multipart_operations() {
+        assert_eq!(parse_query("").unwrap(), Query::None);
+        assert_eq!(parse_query("uploads").unwrap(), Query::Create);
+        assert_eq!(parse_query("uploads=").unwrap(), Query::Create);
+        assert_eq!(parse_query("uploadId=abc").unwrap(), Query::Upload { upload_id: "abc".into() });
+        assert_eq!(parse_query("partNumber=3&uploadId=abc").unwrap(), Query::Part { upload_id: "abc".into(), number: 3 });
+        assert_eq!(parse_query("partNumber=0&uploadId=a").unwrap_err().code, "InvalidArgument");
+        assert_eq!(parse_query("partNumber=10001&uploadId=a").unwrap_err().code, "InvalidArgument");
+        assert_eq!(parse_query("partNumber=1").unwrap_err().code, "InvalidArgument");
+        assert_eq!(parse_query("uploads&uploadId=a").unwrap_err().code, "InvalidArgument");
+        assert_eq!(parse_query("acl").unwrap_err().code, "NotImplemented");
+        assert_eq!(parse_query("tagging=&uploadId=a").unwrap_err().code, "NotImplemented");
+    }
+
+    #[test]
+    fn a_completion_list_parses_as_boto3_writes_it() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><ETag>&quot;aa&quot;</ETag><ChecksumCRC32>AAAAAA==</ChecksumCRC32><PartNumber>1</PartNumber></Part><Part><PartNumber>2</PartNumber><ETag>"bb"</ETag></Part></CompleteMultipartUpload>"#;
+        let parts = parse_complete(xml).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], ListedPart { number: 1, etag: "\"aa\"".into(), crc32: Some("AAAAAA==".into()) });
+        assert_eq!(parts[1], listed(2, "bb"));
+        for bad in [
+            "",
+            "<CompleteMultipartUpload></CompleteMultipartUpload>",
+            "<Other><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part></Other>",
+            "<CompleteMultipartUpload><Part><PartNumber>x</PartNumber><ETag>a</ETag></Part></CompleteMultipartUpload>",
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>",
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>a</ETag></CompleteMultipartUpload>",
+        ] {
+            assert_eq!(parse_complete(bad).unwrap_err().code, "MalformedXML", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_completion_list_must_match_the_uploaded_parts() {
+        let big = MIN_PART_BYTES;
+        let uploaded: BTreeMap<u32, Part> = [(1, part("a", big)), (2, part("b", big)), (3, part("c", 10))].into();
+        assert!(check_complete(&[listed(1, "a"), listed(2, "b"), listed(3, "c")], &uploaded).is_ok());
+        assert!(check_complete(&[listed(1, "a"), listed(3, "c")], &uploaded).is_ok(), "parts may be skipped");
+        assert!(check_complete(&[listed(3, "c")], &uploaded).is_ok(), "the last part may be small");
+        let code = |list: &[ListedPart]| check_complete(list, &uploaded).unwrap_err().code;
+        assert_eq!(code(&[listed(2, "b"), listed(1, "a")]), "InvalidPartOrder");
+        assert_eq!(code(&[listed(1, "a"), listed(1, "a")]), "InvalidPartOrder");
+        assert_eq!(code(&[listed(1, "a"), listed(4, "d")]), "InvalidPart");
+        assert_eq!(code(&[listed(1, "forged")]), "InvalidPart");
+        assert_eq!(code(&[listed(3, "c"), listed(4, "d")]), "InvalidPart");
+        let small: BTreeMap<u32, Part> = [(1, part("a", big - 1)), (2, part("b", 1))].into();
+        assert_eq!(check_complete(&[listed(1, "a"), listed(2, "b")], &small).unwrap_err().code, "EntityTooSmall");
+        let crc = ListedPart { crc32: Some("BBBBBB==".into()), ..listed(1, "a") };
+        assert_eq!(code(&[crc]), "InvalidPart");
+        assert!(multipart_etag(&[listed(1, "a"), listed(2, "b")]).ends_with("-2\""));
+    }
+
+    #[test]
+    fn the_spool_binds_uploads_to_their_key_bounds_the_total_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s3-uploads");
+        std::fs::create_dir_all(root.join("left-by-a-previous-run")).unwrap();
+        let spool = Spool::open(&root, 100).unwrap();
+        assert!(!root.join("left-by-a-previous-run").exists(), "a restart removes old parts");
+        let id = spool.create("AKIDJOB1", "p/e/out/pkg.zip").unwrap();
+        let me = (id.as_str(), "AKIDJOB1", "p/e/out/pkg.zip");
+        let free = u64::MAX;
+        let one = spool.put_part(me, 1, b"hello", 12, free).unwrap();
+        assert_eq!(std::fs::read(root.join(&id).join("1")).unwrap(), b"hello");
+        assert_eq!(one.size, 5);
+        // Another job's key, or another object, does not find the upload.
+        let code = |r: Result<Part, S3Error>| r.unwrap_err().code;
+        assert_eq!(code(spool.put_part((&id, "AKIDJOB2", "p/e/out/pkg.zip"), 2, b"x", 12, free)), "NoSuchUpload");
+        assert_eq!(code(spool.put_part((&id, "AKIDJOB1", "p/e/out/other.zip"), 2, b"x", 12, free)), "NoSuchUpload");
+        assert_eq!(spool.abort((&id, "AKIDJOB2", "p/e/out/pkg.zip")).unwrap_err().code, "NoSuchUpload");
+        // The total of the parts is bounded; a part sent again replaces its size.
+        assert_eq!(code(spool.put_part(me, 2, b"12345678", 12, free)), "EntityTooLarge");
+        assert!(spool.put_part(me, 1, b"1234", 12, free).is_ok());
+        assert!(spool.put_part(me, 2, b"12345678", 12, free).is_ok());
+        assert_eq!(code(spool.put_part(me, 3, b"x", 12, 50)), "ServiceUnavailable", "--min-free-space");
+        // While completing, no part changes; a failed completion reopens.
+        let files = spool.begin_complete(me, &[ListedPart { number: 2, etag: etag(b"12345678"), crc32: None }]).unwrap();
+        assert_eq!(files, vec![root.join(&id).join("2")]);
+        assert_eq!(code(spool.put_part(me, 3, b"x", 12, free)), "NoSuchUpload");
+        spool.reopen(&id);
+        assert!(spool.put_part(me, 1, b"x", 12, free).is_ok());
+        assert_eq!(spool.uploads(), vec![(id.clone(), "AKIDJOB1".to_string())]);
+        spool.abort(me).unwrap();
+        assert!(!root.join(&id).exists());
+        assert_eq!(code(spool.put_part(me, 4, b"x", 12, free)), "NoSuchUpload");
+        assert!(std::fs::read_dir(&root).unwrap().next().is_none(), "no temporary file left");
+    }
+}
