@@ -95,7 +95,7 @@ impl S3Error {
 }
 
 /// What a signature problem is in S3's words.
-fn signature_error(e: &SigError) -> S3Error {
+pub(super) fn signature_error(e: &SigError) -> S3Error {
     match e {
         SigError::Missing => S3Error::denied("anonymous access is not allowed: sign with the job's artifactCredentials"),
         SigError::Incomplete(why) => S3Error::new("AuthorizationHeaderMalformed", StatusCode::BAD_REQUEST, why.clone()),
@@ -144,12 +144,24 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
         return Err(S3Error::denied("presigned URLs are not supported: sign the request's headers"));
     }
     let multipart = operation(&parts.method, query)?;
-    let body = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| {
-        S3Error::new("EntityTooLarge", StatusCode::BAD_REQUEST, format!("objects are at most {MAX_UPLOAD_BYTES} bytes"))
-    })?;
     let key = object_key(&parts.headers, parts.uri.path())?
         .ok_or_else(|| S3Error::new("NoSuchBucket", StatusCode::NOT_FOUND, format!("the only bucket is {BUCKET}")))?;
-    let grant = authenticate(state, &parts, &body).await?;
+    // A part's body is streamed to disk after the headers are verified;
+    // any other body is read first (and bounded).
+    let (body, streamed) = match &multipart {
+        Query::Part { .. } if parts.method == Method::PUT => (axum::body::Bytes::new(), Some(body)),
+        _ => {
+            let bytes = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| {
+                S3Error::new(
+                    "EntityTooLarge",
+                    StatusCode::BAD_REQUEST,
+                    format!("objects are at most {MAX_UPLOAD_BYTES} bytes"),
+                )
+            })?;
+            (bytes, None)
+        }
+    };
+    let grant = authenticate(state, &parts, streamed.is_none().then_some(&body[..])).await?;
     let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
         return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
     };
@@ -158,13 +170,17 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
     if writes && !object.writable {
         return Err(S3Error::denied(format!("{key} is an input of job {}: it cannot be written", grant.credentials.job_id)));
     }
-    match (&parts.method, multipart) {
-        (&Method::PUT, Query::None) => return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await,
-        (&Method::DELETE, Query::Upload { upload_id }) => {
+    match (&parts.method, multipart, streamed) {
+        (&Method::PUT, Query::Part { upload_id, number }, Some(stream)) => {
+            let ids = (upload_id.as_str(), grant.access_key_id.as_str(), key.as_str());
+            return s3_multipart::upload_part(state, ids, number, &parts.headers, stream).await;
+        }
+        (&Method::PUT, Query::None, _) => return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await,
+        (&Method::DELETE, Query::Upload { upload_id }, _) => {
             return s3_multipart::abort(state, &upload_id, &grant.access_key_id, &key);
         }
-        (_, Query::None) => {}
-        (_, query) => return s3_multipart::serve(state, &grant.access_key_id, &key, query, &parts.headers, &body).await,
+        (_, Query::None, _) => {}
+        (_, query, _) => return s3_multipart::serve(state, &grant.access_key_id, &key, query, &parts.headers, &body).await,
     }
     let artifact = object
         .artifact
@@ -209,7 +225,9 @@ struct Grant {
     credentials: JobCredentialsOutput,
 }
 
-async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body: &[u8]) -> Result<Grant, S3Error> {
+/// `body`: `None` when it is streamed after this (checked against the
+/// hash the request claims, by the caller).
+async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body: Option<&[u8]>) -> Result<Grant, S3Error> {
     let headers: Vec<(String, String)> =
         parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
     let authorization = parts
@@ -234,13 +252,17 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
-        body,
+        body: body.unwrap_or_default(),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expect = sigv4::Expect { service: "s3", signed: &[], now };
     let key =
         sigv4::Key { secret: credentials.secret_access_key.clone(), session_token: Some(credentials.session_token.clone()) };
-    sigv4::verify(&request, &expect, |_| Some(key)).map_err(|e| signature_error(&e))?;
+    match body {
+        Some(_) => sigv4::verify(&request, &expect, |_| Some(key)),
+        None => sigv4::verify_claimed(&request, &expect, |_| Some(key)),
+    }
+    .map_err(|e| signature_error(&e))?;
     if !credentials.active {
         return Err(S3Error::new(
             "ExpiredToken",
@@ -349,7 +371,12 @@ fn parse_range(spec: &str, total: u64) -> Option<(u64, u64)> {
 
 /// A quoted hex tag of the content, as S3's ETag (not an MD5).
 pub(super) fn etag(bytes: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(&Sha256::digest(bytes)[..16]))
+    etag_of(&Sha256::digest(bytes))
+}
+
+/// [`etag`] of content whose SHA-256 is `sha256`.
+pub(super) fn etag_of(sha256: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(&sha256[..16]))
 }
 
 /// PutObject: the body decoded, its checksum verified, the zip converted
@@ -407,34 +434,55 @@ pub(super) async fn record_output(
 /// The object's bytes: the body itself, or the chunks of an `aws-chunked`
 /// body; with the checksum it carries (header or trailer) verified.
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let sha = text("x-amz-content-sha256").unwrap_or_default();
-    let chunked = sha.starts_with("STREAMING-")
-        || text("content-encoding").is_some_and(|e| e.split(',').any(|p| p.trim() == "aws-chunked"));
-    let (payload, trailers) = if chunked {
-        if sha != "STREAMING-UNSIGNED-PAYLOAD-TRAILER" {
-            return Err(S3Error::new(
-                "NotImplemented",
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "x-amz-content-sha256 {sha:?}: of the streaming uploads only STREAMING-UNSIGNED-PAYLOAD-TRAILER is supported"
-                ),
-            ));
-        }
+    let (payload, trailers) = if is_chunked(headers)? {
         let (payload, trailers) = decode_chunked(body)?;
-        if let Some(declared) = text("x-amz-decoded-content-length")
-            && declared.parse::<usize>().ok() != Some(payload.len())
-        {
-            return Err(S3Error::new(
-                "IncompleteBody",
-                StatusCode::BAD_REQUEST,
-                format!("x-amz-decoded-content-length says {declared} bytes, the chunks hold {}", payload.len()),
-            ));
-        }
+        check_decoded_length(headers, payload.len() as u64)?;
         (payload, trailers)
     } else {
         (body.to_vec(), Vec::new())
     };
+    verify_checksums(headers, trailers, crc32fast::hash(&payload), &Sha256::digest(&payload))?;
+    Ok(payload)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Whether the body is `aws-chunked`; refuses the streaming kinds outside
+/// the subset (signed chunks).
+pub(super) fn is_chunked(headers: &HeaderMap) -> Result<bool, S3Error> {
+    let sha = header_text(headers, "x-amz-content-sha256").unwrap_or_default();
+    let chunked = sha.starts_with("STREAMING-")
+        || header_text(headers, "content-encoding").is_some_and(|e| e.split(',').any(|p| p.trim() == "aws-chunked"));
+    if chunked && sha != "STREAMING-UNSIGNED-PAYLOAD-TRAILER" {
+        return Err(S3Error::new(
+            "NotImplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "x-amz-content-sha256 {sha:?}: of the streaming uploads only STREAMING-UNSIGNED-PAYLOAD-TRAILER is supported"
+            ),
+        ));
+    }
+    Ok(chunked)
+}
+
+/// The decoded length of an `aws-chunked` body against what the request declared.
+pub(super) fn check_decoded_length(headers: &HeaderMap, decoded: u64) -> Result<(), S3Error> {
+    match header_text(headers, "x-amz-decoded-content-length") {
+        Some(declared) if declared.parse::<u64>().ok() != Some(decoded) => Err(S3Error::new(
+            "IncompleteBody",
+            StatusCode::BAD_REQUEST,
+            format!("x-amz-decoded-content-length says {declared} bytes, the chunks hold {decoded}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The checksums a request carries (headers, and the trailers of an
+/// `aws-chunked` body) against the payload's CRC32 and SHA-256.
+pub(super) fn verify_checksums(headers: &HeaderMap, trailers: Trailers, crc32: u32, sha256: &[u8]) -> Result<(), S3Error> {
+    let text = |name: &str| header_text(headers, name);
     let mut checksums: Vec<(String, String)> = headers
         .iter()
         .filter(|(k, _)| k.as_str().starts_with("x-amz-checksum-") && k.as_str() != "x-amz-checksum-mode")
@@ -452,10 +500,8 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error>
     }
     for (name, value) in checksums {
         let actual = match name.to_ascii_lowercase().as_str() {
-            "x-amz-checksum-crc32" => {
-                base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&payload).to_be_bytes())
-            }
-            "x-amz-checksum-sha256" => base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&payload)),
+            "x-amz-checksum-crc32" => base64::engine::general_purpose::STANDARD.encode(crc32.to_be_bytes()),
+            "x-amz-checksum-sha256" => base64::engine::general_purpose::STANDARD.encode(sha256),
             other => {
                 return Err(S3Error::invalid(format!(
                     "{other}: only CRC32 and SHA256 checksums are supported (botocore's default is CRC32)"
@@ -470,11 +516,11 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error>
             ));
         }
     }
-    Ok(payload)
+    Ok(())
 }
 
 /// Trailer lines of an `aws-chunked` body: lowercase name, value.
-type Trailers = Vec<(String, String)>;
+pub(super) type Trailers = Vec<(String, String)>;
 
 /// `aws-chunked`: `HEX-SIZE[;ext]\r\nDATA\r\n` ... `0\r\n` then trailer
 /// lines `name:value\r\n` and an empty line.

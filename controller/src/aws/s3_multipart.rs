@@ -17,7 +17,8 @@
 //! controller starts ([`Spool::open`] empties the directory: the ids lived
 //! in memory). The completed object is converted like a PutObject's.
 
-use super::s3::{S3Error, etag, record_output, xml_escape};
+use super::s3::{S3Error, record_output, xml_escape};
+use super::sigv4;
 use crate::api::ApiState;
 use crate::artifact_zip::{self, MAX_UNPACKED_BYTES};
 use crate::ops::{JobCredentials, OpError};
@@ -26,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
+use std::io::{BufRead as _, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -297,18 +298,17 @@ impl Spool {
             .ok_or_else(|| no_such_upload(upload_id))
     }
 
-    /// Writes a part to its file; a part number sent again replaces the
-    /// part (as S3 does). The upload's total stays within `max_total`.
-    pub fn put_part(
-        &self,
-        (upload_id, access_key_id, key): (&str, &str, &str),
-        number: u32,
-        payload: &[u8],
-        max_total: u64,
-        free_bytes: u64,
-    ) -> Result<Part, S3Error> {
+    /// The upload's directory, if the upload is `access_key_id`'s of `key`
+    /// and takes parts.
+    pub fn check_open(&self, (upload_id, access_key_id, key): (&str, &str, &str)) -> Result<PathBuf, S3Error> {
         Self::check(&mut self.lock(), upload_id, access_key_id, key)?;
-        if free_bytes.saturating_sub(payload.len() as u64) < self.min_free_space {
+        Ok(self.dir(upload_id))
+    }
+
+    /// Refuses `incoming` bytes that would leave less than
+    /// `--min-free-space` of the `free` bytes on the disk.
+    pub fn check_free(&self, free: u64, incoming: u64) -> Result<(), S3Error> {
+        if free.saturating_sub(incoming) < self.min_free_space {
             return Err(S3Error::new(
                 "ServiceUnavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -318,15 +318,20 @@ impl Spool {
                 ),
             ));
         }
-        let tmp = self.dir(upload_id).join(format!("{number}.{}.tmp", uuid::Uuid::new_v4().simple()));
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(payload)?;
-            file.sync_data()
-        };
-        // The upload may have been aborted meanwhile: its directory is gone.
-        write().map_err(|_| no_such_upload(upload_id))?;
-        let part = Part { etag: etag(payload), size: payload.len() as u64, crc32: base64_crc32(crc32fast::hash(payload)) };
+        Ok(())
+    }
+
+    /// Makes the file `tmp` (in the upload's directory) part `number`; a
+    /// part number sent again replaces the part (as S3 does). The upload's
+    /// total stays within `max_total`. `tmp` is removed on refusal.
+    pub fn add_part(
+        &self,
+        (upload_id, access_key_id, key): (&str, &str, &str),
+        number: u32,
+        tmp: &Path,
+        part: Part,
+        max_total: u64,
+    ) -> Result<Part, S3Error> {
         let mut uploads = self.lock();
         let result = Self::check(&mut uploads, upload_id, access_key_id, key).and_then(|upload| {
             let others: u64 = upload.parts.iter().filter(|(n, _)| **n != number).map(|(_, p)| p.size).sum();
@@ -337,14 +342,33 @@ impl Spool {
                     format!("objects are at most {max_total} bytes, all parts of an upload together"),
                 ));
             }
-            std::fs::rename(&tmp, self.dir(upload_id).join(number.to_string())).map_err(internal)?;
+            std::fs::rename(tmp, self.dir(upload_id).join(number.to_string())).map_err(internal)?;
             upload.parts.insert(number, part.clone());
             Ok(part)
         });
         if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(tmp);
         }
         result
+    }
+
+    /// [`Spool::add_part`] of bytes in memory.
+    #[cfg(test)]
+    fn put_part(
+        &self,
+        ids: (&str, &str, &str),
+        number: u32,
+        payload: &[u8],
+        max_total: u64,
+        free_bytes: u64,
+    ) -> Result<Part, S3Error> {
+        use super::s3::etag;
+        let dir = self.check_open(ids)?;
+        self.check_free(free_bytes, payload.len() as u64)?;
+        let tmp = dir.join(format!("{number}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&tmp, payload).map_err(|_| no_such_upload(ids.0))?;
+        let part = Part { etag: etag(payload), size: payload.len() as u64, crc32: base64_crc32(crc32fast::hash(payload)) };
+        self.add_part(ids, number, &tmp, part, max_total)
     }
 
     /// Checks a completion list and freezes the upload while it converts;
@@ -432,28 +456,195 @@ pub(super) async fn serve(
             }
             Ok(response)
         }
-        Query::Part { upload_id, number } => {
-            let payload = super::s3::decode_body(headers, body)?;
-            let free = state.artifacts.free_bytes().map_err(|e| internal(format!("{e:#}")))?;
-            let (spool, id, akid, k) = (spool.clone(), upload_id.clone(), access_key_id.to_string(), key.to_string());
-            let part = tokio::task::spawn_blocking(move || {
-                spool.put_part((&id, &akid, &k), number, &payload, super::s3::MAX_UPLOAD_BYTES as u64, free)
-            })
-            .await
-            .map_err(internal)??;
-            debug!(upload = %upload_id, number, size = part.size, "part uploaded");
-            let mut response = StatusCode::OK.into_response();
-            if let Ok(tag) = header::HeaderValue::from_str(&part.etag) {
-                response.headers_mut().insert(header::ETAG, tag);
-            }
-            if let Ok(crc) = header::HeaderValue::from_str(&part.crc32) {
-                response.headers_mut().insert("x-amz-checksum-crc32", crc);
-            }
-            Ok(response)
-        }
         Query::Upload { upload_id } => complete(state, (&upload_id, access_key_id, key), body).await,
-        Query::None => Err(internal("not a multipart request")),
+        Query::None | Query::Part { .. } => Err(internal("not a multipart request of a read body")),
     }
+}
+
+/// The hashes of bytes as they pass.
+#[derive(Default)]
+struct Hashes {
+    len: u64,
+    crc32: crc32fast::Hasher,
+    sha256: Sha256,
+}
+
+impl Hashes {
+    fn update(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        self.crc32.update(bytes);
+        self.sha256.update(bytes);
+    }
+
+    fn part(self) -> (Part, Vec<u8>, u32) {
+        let sha256 = self.sha256.finalize().to_vec();
+        let crc32 = self.crc32.finalize();
+        (Part { etag: super::s3::etag_of(&sha256), size: self.len, crc32: base64_crc32(crc32) }, sha256, crc32)
+    }
+}
+
+/// UploadPart, its body streamed to a file of the upload as it arrives
+/// (never held whole in memory), then checked: the signed payload hash,
+/// the `aws-chunked` framing, the checksums; then made the part.
+pub(super) async fn upload_part(
+    state: &ApiState,
+    ids: (&str, &str, &str),
+    number: u32,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, S3Error> {
+    let spool = state.multipart.clone();
+    let dir = spool.check_open(ids)?;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let free = state.artifacts.free_bytes().map_err(|e| internal(format!("{e:#}")))?;
+    spool.check_free(free, declared.unwrap_or(0))?;
+    let raw = dir.join(format!("{number}.{}.raw", uuid::Uuid::new_v4().simple()));
+    let received = receive(body, &raw, super::s3::MAX_UPLOAD_BYTES as u64).await;
+    let checked = match received {
+        Ok(hashes) => check_part(headers, hashes, &raw).await,
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&raw);
+    let (tmp, part) = checked?;
+    let (upload_id, owner, key) = (ids.0.to_string(), ids.1.to_string(), ids.2.to_string());
+    let part = tokio::task::spawn_blocking(move || {
+        spool.add_part((&upload_id, &owner, &key), number, &tmp, part, super::s3::MAX_UPLOAD_BYTES as u64)
+    })
+    .await
+    .map_err(internal)??;
+    debug!(upload = ids.0, number, size = part.size, "part uploaded");
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(tag) = header::HeaderValue::from_str(&part.etag) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    if let Ok(crc) = header::HeaderValue::from_str(&part.crc32) {
+        response.headers_mut().insert("x-amz-checksum-crc32", crc);
+    }
+    Ok(response)
+}
+
+/// Writes the body to `path`, at most `limit` bytes, hashing it.
+async fn receive(body: axum::body::Body, path: &Path, limit: u64) -> Result<Hashes, S3Error> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::File::create(path).await.map_err(internal)?;
+    let mut hashes = Hashes::default();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| S3Error::new("IncompleteBody", StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        if hashes.len + chunk.len() as u64 > limit {
+            return Err(S3Error::new(
+                "EntityTooLarge",
+                StatusCode::BAD_REQUEST,
+                format!("objects are at most {limit} bytes"),
+            ));
+        }
+        hashes.update(&chunk);
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    file.sync_data().await.map_err(internal)?;
+    Ok(hashes)
+}
+
+/// The received body `raw` as a part: its payload file and record.
+async fn check_part(headers: &HeaderMap, received: Hashes, raw: &Path) -> Result<(PathBuf, Part), S3Error> {
+    let claimed = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let chunked = super::s3::is_chunked(headers)?;
+    if claimed != sigv4::UNSIGNED_PAYLOAD && !chunked {
+        let actual = hex::encode(received.sha256.clone().finalize());
+        if !claimed.eq_ignore_ascii_case(&actual) {
+            return Err(super::s3::signature_error(&sigv4::SigError::PayloadMismatch));
+        }
+    }
+    let tmp = raw.with_extension("tmp");
+    let (part, sha256, crc32, trailers) = if chunked {
+        let (raw, out) = (raw.to_path_buf(), tmp.clone());
+        let decoded = tokio::task::spawn_blocking(move || -> Result<_, S3Error> {
+            let reader = std::io::BufReader::new(std::fs::File::open(&raw).map_err(internal)?);
+            let writer = std::io::BufWriter::new(std::fs::File::create(&out).map_err(internal)?);
+            decode_chunked_stream(reader, writer)
+        })
+        .await
+        .map_err(internal)?;
+        let (hashes, trailers) = decoded
+            .and_then(|(hashes, trailers)| {
+                super::s3::check_decoded_length(headers, hashes.len)?;
+                Ok((hashes, trailers))
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+        let (part, sha256, crc32) = hashes.part();
+        (part, sha256, crc32, trailers)
+    } else {
+        std::fs::rename(raw, &tmp).map_err(internal)?;
+        let (part, sha256, crc32) = received.part();
+        (part, sha256, crc32, Vec::new())
+    };
+    if let Err(e) = super::s3::verify_checksums(headers, trailers, crc32, &sha256) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((tmp, part))
+}
+
+/// `aws-chunked` read from `reader`: the payload to `writer` (hashed), the
+/// trailers returned. See [`super::s3::decode_body`] for the framing.
+fn decode_chunked_stream(
+    mut reader: impl std::io::BufRead,
+    mut writer: impl std::io::Write,
+) -> Result<(Hashes, super::s3::Trailers), S3Error> {
+    let malformed =
+        |why: &str| S3Error::new("IncompleteBody", StatusCode::BAD_REQUEST, format!("malformed aws-chunked body: {why}"));
+    let mut line = Vec::new();
+    let mut read_line = |reader: &mut dyn std::io::BufRead| -> Result<Option<String>, S3Error> {
+        line.clear();
+        // A line is short: a chunk header or a trailer, never data.
+        let n = reader.take(4096).read_until(b'\n', &mut line).map_err(internal)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let text = line.strip_suffix(b"\r\n").ok_or_else(|| malformed("a line has no CRLF end"))?;
+        String::from_utf8(text.to_vec()).map(Some).map_err(|_| malformed("a chunk header or trailer is not text"))
+    };
+    let mut hashes = Hashes::default();
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let header = read_line(&mut reader)?.ok_or_else(|| malformed("a chunk header is missing"))?;
+        let size_text = header.split(';').next().unwrap_or("").trim();
+        let mut size = u64::from_str_radix(size_text, 16).map_err(|_| malformed("a chunk size is not hex"))?;
+        if size == 0 {
+            break;
+        }
+        while size > 0 {
+            let want = size.min(buffer.len() as u64) as usize;
+            let got = reader.read(&mut buffer[..want]).map_err(internal)?;
+            if got == 0 {
+                return Err(malformed("a chunk is shorter than its size"));
+            }
+            hashes.update(&buffer[..got]);
+            writer.write_all(&buffer[..got]).map_err(internal)?;
+            size -= got as u64;
+        }
+        let mut end = [0u8; 2];
+        reader.read_exact(&mut end).map_err(|_| malformed("a chunk is shorter than its size"))?;
+        if &end != b"\r\n" {
+            return Err(malformed("a chunk is shorter than its size"));
+        }
+    }
+    writer.flush().map_err(internal)?;
+    let mut trailers = Vec::new();
+    while let Some(line) = read_line(&mut reader)? {
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = line.split_once(':').ok_or_else(|| malformed("a trailer is not name:value"))?;
+        if !name.trim().eq_ignore_ascii_case("x-amz-trailer-signature") {
+            trailers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    Ok((hashes, trailers))
 }
 
 /// CompleteMultipartUpload: the list checked, the parts joined in a file,
@@ -533,6 +724,7 @@ pub async fn sweep_forever(state: ApiState) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::s3::etag;
     use super::*;
 
     fn part(etag: &str, size: u64) -> Part {
@@ -596,6 +788,67 @@ mod tests {
         let crc = ListedPart { crc32: Some("BBBBBB==".into()), ..listed(1, "a") };
         assert_eq!(code(&[crc]), "InvalidPart");
         assert!(multipart_etag(&[listed(1, "a"), listed(2, "b")]).ends_with("-2\""));
+    }
+
+    fn received(body: &[u8], dir: &Path) -> (Hashes, PathBuf) {
+        let raw = dir.join("1.x.raw");
+        std::fs::write(&raw, body).unwrap();
+        let mut hashes = Hashes::default();
+        hashes.update(body);
+        (hashes, raw)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (header::HeaderName::from_static(k), v.parse().unwrap())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_part_is_checked_against_its_signed_hash_framing_and_checksums() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"part of a zip";
+        let crc = base64_crc32(crc32fast::hash(data));
+        let sha = hex::encode(Sha256::digest(data));
+        // Plain, signed with its hash (boto3 over HTTP), and a CRC32 header.
+        let plain = headers(&[("x-amz-content-sha256", &sha), ("x-amz-checksum-crc32", &crc)]);
+        let (hashes, raw) = received(data, dir.path());
+        let (tmp, part) = check_part(&plain, hashes, &raw).await.unwrap();
+        assert_eq!(std::fs::read(&tmp).unwrap(), data);
+        assert_eq!((part.size, part.etag, part.crc32), (13, super::super::s3::etag(data), crc.clone()));
+        // A body other than the one signed.
+        let (hashes, raw) = received(b"part of a zap", dir.path());
+        assert_eq!(check_part(&plain, hashes, &raw).await.unwrap_err().code, "XAmzContentSHA256Mismatch");
+        // Unsigned with a wrong checksum: refused, nothing left behind.
+        let unsigned = headers(&[("x-amz-content-sha256", "UNSIGNED-PAYLOAD"), ("x-amz-checksum-crc32", &crc)]);
+        let (hashes, raw) = received(b"part of a zap", dir.path());
+        assert_eq!(check_part(&unsigned, hashes, &raw).await.unwrap_err().code, "BadDigest");
+        assert!(!raw.with_extension("tmp").exists());
+        // aws-chunked with a trailer (boto3 over TLS), decoded from the file.
+        let chunked = headers(&[
+            ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-trailer", "x-amz-checksum-crc32"),
+            ("x-amz-decoded-content-length", "13"),
+        ]);
+        let body = format!("4\r\npart\r\n9\r\n of a zip\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n");
+        let (hashes, raw) = received(body.as_bytes(), dir.path());
+        let (tmp, part) = check_part(&chunked, hashes, &raw).await.unwrap();
+        assert_eq!(std::fs::read(&tmp).unwrap(), data);
+        assert_eq!(part.size, 13);
+        for bad in [
+            body.replace("of a zip", "of a zap"),
+            "4\r\npart\r\n9\r\n of".to_string(),
+            "ffffffffffffffff\r\npart\r\n".to_string(),
+            "4\r\npartXX9\r\n of a zip\r\n0\r\n\r\n".to_string(),
+            "4\npart\r\n0\r\n\r\n".to_string(),
+            "4\r\npart\r\n9\r\n of a zip\r\n0\r\n\r\n".to_string(),
+            body.replace("9\r\n of a zip", "8\r\n of a zi"),
+            format!("{}\r\n", "0".repeat(5000)),
+        ] {
+            let (hashes, raw) = received(bad.as_bytes(), dir.path());
+            let code = check_part(&chunked, hashes, &raw).await.unwrap_err().code;
+            assert!(["BadDigest", "IncompleteBody"].contains(&code), "{bad:?}: {code}");
+            assert!(!raw.with_extension("tmp").exists(), "{bad:?}");
+        }
     }
 
     #[test]
