@@ -315,6 +315,8 @@ fn a_boto3_worker_moves_artifacts_above_8_mib_with_download_file_and_multipart_u
     assert_eq!(calls["UploadPart"], 2, "two parts of 8 MiB at most: {seen}");
     assert_eq!(calls["CompleteMultipartUpload"], 1, "{seen}");
     assert!(calls.get("PutObject").is_none(), "{seen}");
+    let chunked = serde_json::json!(["aws-chunked", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "x-amz-checksum-crc32"]);
+    assert!(seen["partBodies"].as_array().unwrap().contains(&chunked), "parts as boto3 sends them over TLS: {seen}");
     for (what, code) in [
         ("otherJobPartOnItsObject", "AccessDenied"),
         ("otherJobPartOnOwnObject", "NoSuchUpload"),
