@@ -46,6 +46,8 @@ pub struct ApiState {
     pub artifacts: crate::blobs::BlobStore,
     /// Multipart uploads of job workers in progress (`crate::aws::s3_multipart`).
     pub multipart: crate::aws::s3_multipart::Spool,
+    /// Zips of stored archives served to job workers (`crate::aws::s3_zips`).
+    pub zips: crate::aws::s3_zips::ServedZips,
 }
 
 /// Registers the generic handler of each operation at its route.
@@ -319,7 +321,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let artifacts = crate::blobs::BlobStore::open(dir.path()).unwrap();
         let multipart = crate::aws::s3_multipart::Spool::open(&dir.path().join("s3-uploads"), 0).unwrap();
-        let state = ApiState { driver, events, tokens: crate::auth::Tokens::default(), runtime, aws, artifacts, multipart };
+        let zips = crate::aws::s3_zips::ServedZips::open(&dir.path().join("s3-zips")).unwrap();
+        let tokens = crate::auth::Tokens::default();
+        let state = ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips };
         let _ = router(state);
         assert_eq!(
             positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),

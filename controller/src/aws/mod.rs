@@ -32,6 +32,7 @@ pub mod webhooks;
 pub mod jobs;
 pub mod s3;
 pub mod s3_multipart;
+pub mod s3_zips;
 
 use crate::api::ApiState;
 use crate::auth::Caller;

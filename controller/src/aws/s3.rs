@@ -318,41 +318,57 @@ async fn get_object(
     headers: &HeaderMap,
     artifact: &ArtifactRef,
 ) -> Result<Response, S3Error> {
-    let path = state
-        .artifacts
-        .path(&artifact.digest)
-        .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let zip = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-        let tar = std::fs::read(&path)?;
-        artifact_zip::tar_to_zip(&tar, MAX_UNPACKED_BYTES)
-    })
-    .await
-    .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-    let etag = etag(&zip);
-    let total = zip.len() as u64;
+    let internal = |e: anyhow::Error| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+    let tar = state.artifacts.path(&artifact.digest).map_err(internal)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let zip = state.zips.get(&artifact.digest, tar, MAX_UNPACKED_BYTES, now).await.map_err(internal)?;
+    let total = zip.size;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) => Some(parse_range(spec, total).ok_or_else(|| {
             S3Error::new("InvalidRange", StatusCode::RANGE_NOT_SATISFIABLE, format!("range {spec:?} is not satisfiable"))
         })?),
         None => None,
     };
-    let (status, bytes) = match range {
-        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, zip[start as usize..=end as usize].to_vec()),
-        None => (StatusCode::OK, zip),
+    let (status, start, len) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        None => (StatusCode::OK, 0, total),
     };
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/zip")
-        .header(header::CONTENT_LENGTH, bytes.len())
-        .header(header::ETAG, &etag)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ETAG, &zip.etag)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::LAST_MODIFIED, "Thu, 01 Jan 1970 00:00:00 GMT");
     if let Some((start, end)) = range {
         response = response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}"));
     }
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes) };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        file_body(&zip.path, start, len).await.map_err(|e| internal(e.into()))?
+    };
     response.body(body).map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// `len` bytes of the file from `start`, streamed in blocks.
+async fn file_body(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Body> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let stream = futures_util::stream::try_unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let mut block = vec![0u8; left.min(64 << 10) as usize];
+        let n = file.read(&mut block).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the served zip is shorter than its size"));
+        }
+        block.truncate(n);
+        Ok(Some((axum::body::Bytes::from(block), (file, left - n as u64))))
+    });
+    Ok(Body::from_stream(stream))
 }
 
 /// `bytes=A-B`, `bytes=A-` or `bytes=-N` within `total` bytes, inclusive.

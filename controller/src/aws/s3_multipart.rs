@@ -701,11 +701,14 @@ pub(super) fn abort(state: &ApiState, upload_id: &str, access_key_id: &str, key:
 }
 
 /// Removes, every few seconds, the uploads whose job has ended (or whose
-/// key is gone): their parts can never be completed.
+/// key is gone): their parts can never be completed; and the served zips
+/// nobody has read for a while ([`super::s3_zips::IDLE`]).
 pub async fn sweep_forever(state: ApiState) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tick.tick().await;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        state.zips.sweep(now, super::s3_zips::IDLE);
         for (upload_id, access_key_id) in state.multipart.uploads() {
             let caller = super::s3::job_caller(&access_key_id);
             let ended = match crate::api::ask(&state, JobCredentials { access_key_id: access_key_id.clone() }, caller).await
