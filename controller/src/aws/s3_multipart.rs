@@ -372,27 +372,22 @@ impl Spool {
     }
 
     /// Checks a completion list and freezes the upload while it converts;
-    /// the parts then are its files, in order.
+    /// the parts then are its files and their sizes, in order.
     pub fn begin_complete(
         &self,
         (upload_id, access_key_id, key): (&str, &str, &str),
         listed: &[ListedPart],
-    ) -> Result<Vec<PathBuf>, S3Error> {
+    ) -> Result<Vec<(PathBuf, u64)>, S3Error> {
         let mut uploads = self.lock();
         let upload = Self::check(&mut uploads, upload_id, access_key_id, key)?;
         check_complete(listed, &upload.parts)?;
         upload.completing = true;
-        Ok(listed.iter().map(|p| self.dir(upload_id).join(p.number.to_string())).collect())
-    }
-
-    /// Where a completion assembles the object.
-    pub fn object_path(&self, upload_id: &str) -> PathBuf {
-        self.dir(upload_id).join("object")
+        let file = |p: &ListedPart| (self.dir(upload_id).join(p.number.to_string()), upload.parts[&p.number].size);
+        Ok(listed.iter().map(file).collect())
     }
 
     /// A completion that failed: the upload takes parts again (nothing lost).
     pub fn reopen(&self, upload_id: &str) {
-        let _ = std::fs::remove_file(self.object_path(upload_id));
         if let Some(upload) = self.lock().get_mut(upload_id) {
             upload.completing = false;
         }
@@ -647,6 +642,55 @@ fn decode_chunked_stream(
     Ok((hashes, trailers))
 }
 
+/// The files of the listed parts read as one object, in order, with seeks
+/// (a zip is read from its end): the object is never copied whole.
+struct Joined {
+    files: Vec<(std::fs::File, u64)>,
+    position: u64,
+    total: u64,
+}
+
+impl Joined {
+    fn open(parts: &[(PathBuf, u64)]) -> std::io::Result<Self> {
+        let files =
+            parts.iter().map(|(path, size)| Ok((std::fs::File::open(path)?, *size))).collect::<std::io::Result<Vec<_>>>()?;
+        let total = files.iter().map(|(_, size)| size).sum();
+        Ok(Self { files, position: 0, total })
+    }
+}
+
+impl std::io::Read for Joined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Seek as _;
+        let mut start = 0;
+        for (file, size) in &mut self.files {
+            if self.position < start + *size {
+                let offset = self.position - start;
+                file.seek(std::io::SeekFrom::Start(offset))?;
+                let want = buf.len().min((*size - offset) as usize);
+                let n = file.read(&mut buf[..want])?;
+                self.position += n as u64;
+                return Ok(n);
+            }
+            start += *size;
+        }
+        Ok(0)
+    }
+}
+
+impl std::io::Seek for Joined {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(n) => Some(n),
+            std::io::SeekFrom::End(d) => self.total.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.position.checked_add_signed(d),
+        };
+        self.position = target
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the object"))?;
+        Ok(self.position)
+    }
+}
+
 /// CompleteMultipartUpload: the list checked, the parts joined in a file,
 /// converted and recorded as PutObject's body would be.
 async fn complete(
@@ -658,15 +702,9 @@ async fn complete(
     let listed = parse_complete(xml)?;
     let spool = state.multipart.clone();
     let files = spool.begin_complete((upload_id, access_key_id, key), &listed)?;
-    let object = spool.object_path(upload_id);
     let artifacts = state.artifacts.clone();
     let converted = tokio::task::spawn_blocking(move || -> Result<(String, u64), S3Error> {
-        let mut out = std::fs::File::create(&object).map_err(internal)?;
-        for file in &files {
-            std::io::copy(&mut std::fs::File::open(file).map_err(internal)?, &mut out).map_err(internal)?;
-        }
-        drop(out);
-        let zip = std::io::BufReader::new(std::fs::File::open(&object).map_err(internal)?);
+        let zip = std::io::BufReader::new(Joined::open(&files).map_err(internal)?);
         let tar = artifact_zip::zip_to_tar_from(zip, MAX_UNPACKED_BYTES)
             .map_err(|e| S3Error::invalid(format!("the object must be a zip archive, as CodePipeline's artifacts: {e}")))?;
         let digest = artifacts.put_bytes(&tar).map_err(|e| internal(format!("{e:#}")))?;
@@ -855,6 +893,45 @@ mod tests {
     }
 
     #[test]
+    fn the_parts_read_as_one_object_with_seeks() {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = Vec::new();
+        for (i, text) in ["hello, ", "", "multipart ", "world"].iter().enumerate() {
+            let path = dir.path().join(i.to_string());
+            std::fs::write(&path, text).unwrap();
+            parts.push((path, text.len() as u64));
+        }
+        let mut joined = Joined::open(&parts).unwrap();
+        let mut all = String::new();
+        joined.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "hello, multipart world");
+        assert_eq!(joined.seek(SeekFrom::End(-5)).unwrap(), 17);
+        let mut end = String::new();
+        joined.read_to_string(&mut end).unwrap();
+        assert_eq!(end, "world");
+        joined.seek(SeekFrom::Start(5)).unwrap();
+        joined.seek(SeekFrom::Current(2)).unwrap();
+        let mut middle = [0u8; 9];
+        joined.read_exact(&mut middle).unwrap();
+        assert_eq!(&middle, b"multipart");
+        assert!(joined.seek(SeekFrom::Current(-100)).is_err());
+        joined.seek(SeekFrom::Start(100)).unwrap();
+        assert_eq!(joined.read(&mut middle).unwrap(), 0, "past the end reads nothing");
+        // A zip split across parts converts as the whole one.
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file("a.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut zip, &[7u8; 3000]).unwrap();
+        let zip = zip.finish().unwrap().into_inner();
+        let (a, b) = zip.split_at(zip.len() / 2);
+        std::fs::write(dir.path().join("za"), a).unwrap();
+        std::fs::write(dir.path().join("zb"), b).unwrap();
+        let split = [(dir.path().join("za"), a.len() as u64), (dir.path().join("zb"), b.len() as u64)];
+        let from_parts = artifact_zip::zip_to_tar_from(Joined::open(&split).unwrap(), 1 << 20).unwrap();
+        assert_eq!(from_parts, artifact_zip::zip_to_tar(&zip, 1 << 20).unwrap());
+    }
+
+    #[test]
     fn the_spool_binds_uploads_to_their_key_bounds_the_total_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("s3-uploads");
@@ -879,7 +956,7 @@ mod tests {
         assert_eq!(code(spool.put_part(me, 3, b"x", 12, 50)), "ServiceUnavailable", "--min-free-space");
         // While completing, no part changes; a failed completion reopens.
         let files = spool.begin_complete(me, &[ListedPart { number: 2, etag: etag(b"12345678"), crc32: None }]).unwrap();
-        assert_eq!(files, vec![root.join(&id).join("2")]);
+        assert_eq!(files, vec![(root.join(&id).join("2"), 8)]);
         assert_eq!(code(spool.put_part(me, 3, b"x", 12, free)), "NoSuchUpload");
         spool.reopen(&id);
         assert!(spool.put_part(me, 1, b"x", 12, free).is_ok());
