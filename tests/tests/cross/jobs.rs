@@ -225,8 +225,14 @@ fn worker_jobs_survive_a_killed_controller_and_end_with_a_stopped_execution() {
     assert_eq!(acked["status"], "InProgress");
 
     // kill -9 while the worker holds the job: the job and its action wait.
+    // Parts of a multipart upload cut off with it cannot be completed any
+    // more (upload ids live in memory): the restart removes them.
     cluster.kill_controller();
+    let stale = cluster.data_dir().join("s3-uploads/0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("1"), b"a part").unwrap();
     cluster.start_controller().unwrap();
+    assert!(!stale.exists(), "the restart removes spooled parts");
     let out = cluster.sluice(&["job", "succeed", &job_id, "--summary", "deployed", "--variable", "Url=https://web.test"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let end = cluster.execution_end("durable", &id, WAIT);
