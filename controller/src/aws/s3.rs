@@ -151,11 +151,13 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
     let (body, streamed) = match &multipart {
         Query::Part { .. } if parts.method == Method::PUT => (axum::body::Bytes::new(), Some(body)),
         _ => {
-            let bytes = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| {
+            // Only PutObject carries an object; the rest at most a part list.
+            let limit = if parts.method == Method::PUT { MAX_UPLOAD_BYTES } else { s3_multipart::MAX_LIST_BYTES };
+            let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
                 S3Error::new(
                     "EntityTooLarge",
                     StatusCode::BAD_REQUEST,
-                    format!("objects are at most {MAX_UPLOAD_BYTES} bytes"),
+                    format!("this request's body is at most {limit} bytes"),
                 )
             })?;
             (bytes, None)

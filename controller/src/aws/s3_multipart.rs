@@ -37,6 +37,9 @@ use tracing::{debug, info, warn};
 pub const MIN_PART_BYTES: u64 = 5 << 20;
 /// S3's highest part number.
 pub const MAX_PART_NUMBER: u32 = 10_000;
+/// Largest CompleteMultipartUpload body: 10 000 parts with their ETags and
+/// checksums take about 1.5 MiB.
+pub const MAX_LIST_BYTES: usize = 4 << 20;
 /// How often uploads of ended jobs are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -494,7 +497,10 @@ pub(super) async fn upload_part(
     let free = state.artifacts.free_bytes().map_err(|e| internal(format!("{e:#}")))?;
     spool.check_free(free, declared.unwrap_or(0))?;
     let raw = dir.join(format!("{number}.{}.raw", uuid::Uuid::new_v4().simple()));
-    let received = receive(body, &raw, super::s3::MAX_UPLOAD_BYTES as u64).await;
+    // An abort (or the job's end) meanwhile removes the directory.
+    let received = receive(body, &raw, super::s3::MAX_UPLOAD_BYTES as u64)
+        .await
+        .map_err(|e| if dir.exists() { e } else { no_such_upload(ids.0) });
     let checked = match received {
         Ok(hashes) => check_part(headers, hashes, &raw).await,
         Err(e) => Err(e),
