@@ -212,10 +212,10 @@ fn operation(method: &Method, query: &str) -> Result<Query, S3Error> {
     match (method, &parsed) {
         (&Method::GET | &Method::HEAD, Query::None) | (&Method::PUT, Query::None | Query::Part { .. }) => Ok(parsed),
         (&Method::POST, Query::Create | Query::Upload { .. }) | (&Method::DELETE, Query::Upload { .. }) => Ok(parsed),
-        (&Method::GET, Query::Upload { .. }) => Err(S3Error::new(
+        (&Method::GET, Query::Upload { .. } | Query::Create) => Err(S3Error::new(
             "NotImplemented",
             StatusCode::NOT_IMPLEMENTED,
-            "ListParts is not supported: a client keeps the ETags UploadPart returned",
+            "ListParts and ListMultipartUploads are not supported: a client keeps the ETags UploadPart returned",
         )),
         _ => Err(not_allowed()),
     }
