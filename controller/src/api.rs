@@ -44,6 +44,10 @@ pub struct ApiState {
     pub aws: crate::aws::AwsState,
     /// The artifact store, for the S3 subset of job workers (`crate::aws::s3`).
     pub artifacts: crate::blobs::BlobStore,
+    /// Multipart uploads of job workers in progress (`crate::aws::s3_multipart`).
+    pub multipart: crate::aws::s3_multipart::Spool,
+    /// Zips of stored archives served to job workers (`crate::aws::s3_zips`).
+    pub zips: crate::aws::s3_zips::ServedZips,
 }
 
 /// Registers the generic handler of each operation at its route.
@@ -316,7 +320,10 @@ mod tests {
         let aws = crate::aws::AwsState::new(crate::aws::keys::AccessKeys::default(), "test");
         let dir = tempfile::tempdir().unwrap();
         let artifacts = crate::blobs::BlobStore::open(dir.path()).unwrap();
-        let state = ApiState { driver, events, tokens: crate::auth::Tokens::default(), runtime, aws, artifacts };
+        let multipart = crate::aws::s3_multipart::Spool::open(&dir.path().join("s3-uploads"), 0).unwrap();
+        let zips = crate::aws::s3_zips::ServedZips::open(&dir.path().join("s3-zips")).unwrap();
+        let tokens = crate::auth::Tokens::default();
+        let state = ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips };
         let _ = router(state);
         assert_eq!(
             positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),

@@ -14,7 +14,7 @@
 //! blocking (callers run it off the async runtime).
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Read};
 
 /// Entries a worker's zip may hold.
 pub const MAX_ENTRIES: usize = 20_000;
@@ -44,7 +44,13 @@ enum Node {
 
 /// Converts a worker's zip into Sluice's deterministic tar archive.
 pub fn zip_to_tar(zip: &[u8], max_unpacked: u64) -> Result<Vec<u8>, ZipRefused> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| ZipRefused::Malformed(e.to_string()))?;
+    zip_to_tar_from(Cursor::new(zip), max_unpacked)
+}
+
+/// [`zip_to_tar`] of a zip read from a file (a completed multipart upload
+/// is spooled on disk, not held in memory).
+pub fn zip_to_tar_from<R: std::io::Read + std::io::Seek>(zip: R, max_unpacked: u64) -> Result<Vec<u8>, ZipRefused> {
+    let mut archive = zip::ZipArchive::new(zip).map_err(|e| ZipRefused::Malformed(e.to_string()))?;
     if archive.len() > MAX_ENTRIES {
         return Err(ZipRefused::TooManyEntries);
     }
@@ -154,14 +160,27 @@ fn pack(nodes: BTreeMap<String, Node>) -> std::io::Result<Vec<u8>> {
 /// executable bit, directories, symlinks as zip symlinks. Errors when the
 /// archive is not one Sluice wrote or is larger than `max_bytes`.
 pub fn tar_to_zip(tar_bytes: &[u8], max_bytes: u64) -> anyhow::Result<Vec<u8>> {
+    let mut out = Cursor::new(Vec::new());
+    tar_to_zip_into(tar_bytes, tar_bytes.len() as u64, &mut out, max_bytes)?;
+    Ok(out.into_inner())
+}
+
+/// [`tar_to_zip`] from a reader of `tar_len` bytes into a file (or any
+/// seekable writer): the same bytes, without holding them in memory.
+pub fn tar_to_zip_into<W: std::io::Write + std::io::Seek>(
+    tar: impl Read,
+    tar_len: u64,
+    out: W,
+    max_bytes: u64,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use zip::write::SimpleFileOptions;
-    let mut archive = tar::Archive::new(tar_bytes);
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let mut archive = tar::Archive::new(tar);
+    let mut zip = zip::ZipWriter::new(out);
     let base = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .last_modified_time(zip::DateTime::DEFAULT)
-        .large_file(tar_bytes.len() as u64 >= u32::MAX as u64);
+        .large_file(tar_len >= u32::MAX as u64);
     let mut total = 0u64;
     for entry in archive.entries().context("reading the stored archive")? {
         let mut entry = entry.context("reading the stored archive")?;
@@ -186,14 +205,14 @@ pub fn tar_to_zip(tar_bytes: &[u8], max_bytes: u64) -> anyhow::Result<Vec<u8>> {
             other => anyhow::bail!("entry {path}: unsupported entry type {other:?}"),
         }
     }
-    let mut out = zip.finish()?.into_inner();
-    out.flush()?;
-    Ok(out)
+    zip.finish()?.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
     use zip::write::SimpleFileOptions;
 
     fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {

@@ -31,6 +31,8 @@ pub mod webhooks;
 // Custom actions and job workers (issue 14, jobs).
 pub mod jobs;
 pub mod s3;
+pub mod s3_multipart;
+pub mod s3_zips;
 
 use crate::api::ApiState;
 use crate::auth::Caller;

@@ -18,9 +18,13 @@
 //! and a trailing checksum, as the SDKs send over TLS); a CRC32 or SHA256
 //! checksum, in a header or a trailer, is verified.
 //!
+//! Multipart uploads (what boto3's `upload_file` uses above 8 MiB) are in
+//! [`super::s3_multipart`], behind the same checks.
+//!
 //! Errors are S3's XML (`<Error><Code>NoSuchKey</Code>...`), so the SDKs
 //! raise their usual `ClientError` codes.
 
+use super::s3_multipart::{self, Query};
 use super::sigv4::{self, SigError};
 use crate::api::ApiState;
 use crate::artifact_zip::{self, MAX_UNPACKED_BYTES};
@@ -39,8 +43,8 @@ use sha2::{Digest, Sha256};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{debug, warn};
 
-/// Largest PutObject body read: uploads are held in memory to be checked
-/// and converted (multipart uploads are not part of the subset).
+/// Largest PutObject body read (it is held in memory to be checked and
+/// converted), and largest total of a multipart upload's parts.
 pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
 
 /// The routes of the S3 subset: every path of two segments or more, in
@@ -59,15 +63,15 @@ pub struct S3Error {
 }
 
 impl S3Error {
-    fn new(code: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
         Self { code, status, message: message.into() }
     }
 
-    fn denied(message: impl Into<String>) -> Self {
+    pub(super) fn denied(message: impl Into<String>) -> Self {
         Self::new("AccessDenied", StatusCode::FORBIDDEN, message)
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         Self::new("InvalidArgument", StatusCode::BAD_REQUEST, message)
     }
 
@@ -91,7 +95,7 @@ impl S3Error {
 }
 
 /// What a signature problem is in S3's words.
-fn signature_error(e: &SigError) -> S3Error {
+pub(super) fn signature_error(e: &SigError) -> S3Error {
     match e {
         SigError::Missing => S3Error::denied("anonymous access is not allowed: sign with the job's artifactCredentials"),
         SigError::Incomplete(why) => S3Error::new("AuthorizationHeaderMalformed", StatusCode::BAD_REQUEST, why.clone()),
@@ -112,12 +116,12 @@ fn signature_error(e: &SigError) -> S3Error {
     }
 }
 
-fn xml_escape(text: &str) -> String {
+pub(super) fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
 }
 
 /// The caller the driver sees for a job's key.
-fn job_caller(access_key_id: &str) -> Caller {
+pub(super) fn job_caller(access_key_id: &str) -> Caller {
     Caller { user: format!("job-key:{access_key_id}"), role: Role::Operator }
 }
 
@@ -135,42 +139,50 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
 }
 
 async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body) -> Result<Response, S3Error> {
-    if parts.method != Method::GET && parts.method != Method::PUT && parts.method != Method::HEAD {
-        return Err(S3Error::new(
-            "MethodNotAllowed",
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is not supported: this S3 subset serves GetObject, PutObject and HeadObject", parts.method),
-        ));
-    }
     let query = parts.uri.query().unwrap_or("");
     if query.contains("X-Amz-Signature") {
         return Err(S3Error::denied("presigned URLs are not supported: sign the request's headers"));
     }
-    if !query.is_empty() && parts.method == Method::PUT {
-        return Err(S3Error::new(
-            "NotImplemented",
-            StatusCode::NOT_IMPLEMENTED,
-            "only PutObject is supported (no multipart uploads, ACLs or tagging)",
-        ));
-    }
-    let body = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| {
-        S3Error::new("EntityTooLarge", StatusCode::BAD_REQUEST, format!("objects are at most {MAX_UPLOAD_BYTES} bytes"))
-    })?;
+    let multipart = operation(&parts.method, query)?;
     let key = object_key(&parts.headers, parts.uri.path())?
         .ok_or_else(|| S3Error::new("NoSuchBucket", StatusCode::NOT_FOUND, format!("the only bucket is {BUCKET}")))?;
-    let grant = authenticate(state, &parts, &body).await?;
+    // A part's body is streamed to disk after the headers are verified;
+    // any other body is read first (and bounded).
+    let (body, streamed) = match &multipart {
+        Query::Part { .. } if parts.method == Method::PUT => (axum::body::Bytes::new(), Some(body)),
+        _ => {
+            // Only PutObject carries an object; the rest at most a part list.
+            let limit = if parts.method == Method::PUT { MAX_UPLOAD_BYTES } else { s3_multipart::MAX_LIST_BYTES };
+            let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+                S3Error::new(
+                    "EntityTooLarge",
+                    StatusCode::BAD_REQUEST,
+                    format!("this request's body is at most {limit} bytes"),
+                )
+            })?;
+            (bytes, None)
+        }
+    };
+    let grant = authenticate(state, &parts, streamed.is_none().then_some(&body[..])).await?;
     let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
         return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
     };
     debug!(job = %grant.credentials.job_id, %key, method = %parts.method, "S3 request");
-    if parts.method == Method::PUT {
-        if !object.writable {
-            return Err(S3Error::denied(format!(
-                "{key} is an input of job {}: it cannot be written",
-                grant.credentials.job_id
-            )));
+    let writes = parts.method != Method::GET && parts.method != Method::HEAD;
+    if writes && !object.writable {
+        return Err(S3Error::denied(format!("{key} is an input of job {}: it cannot be written", grant.credentials.job_id)));
+    }
+    match (&parts.method, multipart, streamed) {
+        (&Method::PUT, Query::Part { upload_id, number }, Some(stream)) => {
+            let ids = (upload_id.as_str(), grant.access_key_id.as_str(), key.as_str());
+            return s3_multipart::upload_part(state, ids, number, &parts.headers, stream).await;
         }
-        return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await;
+        (&Method::PUT, Query::None, _) => return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await,
+        (&Method::DELETE, Query::Upload { upload_id }, _) => {
+            return s3_multipart::abort(state, &upload_id, &grant.access_key_id, &key);
+        }
+        (_, Query::None, _) => {}
+        (_, query, _) => return s3_multipart::serve(state, &grant.access_key_id, &key, query, &parts.headers, &body).await,
     }
     let artifact = object
         .artifact
@@ -179,13 +191,45 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
     get_object(state, &parts.method, &parts.headers, &artifact).await
 }
 
+/// The multipart operation of a request, after refusing the methods and
+/// query parameters outside the subset.
+fn operation(method: &Method, query: &str) -> Result<Query, S3Error> {
+    let not_allowed = || {
+        S3Error::new(
+            "MethodNotAllowed",
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{method} is not supported here: this S3 subset serves GetObject, PutObject, HeadObject and \
+                 multipart uploads"
+            ),
+        )
+    };
+    let parsed = match s3_multipart::parse_query(query) {
+        // Reads ignore parameters they do not know (versionId, response-*).
+        Err(_) if *method == Method::GET || *method == Method::HEAD => Query::None,
+        other => other?,
+    };
+    match (method, &parsed) {
+        (&Method::GET | &Method::HEAD, Query::None) | (&Method::PUT, Query::None | Query::Part { .. }) => Ok(parsed),
+        (&Method::POST, Query::Create | Query::Upload { .. }) | (&Method::DELETE, Query::Upload { .. }) => Ok(parsed),
+        (&Method::GET, Query::Upload { .. } | Query::Create) => Err(S3Error::new(
+            "NotImplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            "ListParts and ListMultipartUploads are not supported: a client keeps the ETags UploadPart returned",
+        )),
+        _ => Err(not_allowed()),
+    }
+}
+
 /// A verified job key and what it may do.
 struct Grant {
     access_key_id: String,
     credentials: JobCredentialsOutput,
 }
 
-async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body: &[u8]) -> Result<Grant, S3Error> {
+/// `body`: `None` when it is streamed after this (checked against the
+/// hash the request claims, by the caller).
+async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body: Option<&[u8]>) -> Result<Grant, S3Error> {
     let headers: Vec<(String, String)> =
         parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
     let authorization = parts
@@ -210,13 +254,17 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
-        body,
+        body: body.unwrap_or_default(),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expect = sigv4::Expect { service: "s3", signed: &[], now };
     let key =
         sigv4::Key { secret: credentials.secret_access_key.clone(), session_token: Some(credentials.session_token.clone()) };
-    sigv4::verify(&request, &expect, |_| Some(key)).map_err(|e| signature_error(&e))?;
+    match body {
+        Some(_) => sigv4::verify(&request, &expect, |_| Some(key)),
+        None => sigv4::verify_claimed(&request, &expect, |_| Some(key)),
+    }
+    .map_err(|e| signature_error(&e))?;
     if !credentials.active {
         return Err(S3Error::new(
             "ExpiredToken",
@@ -272,41 +320,57 @@ async fn get_object(
     headers: &HeaderMap,
     artifact: &ArtifactRef,
 ) -> Result<Response, S3Error> {
-    let path = state
-        .artifacts
-        .path(&artifact.digest)
-        .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let zip = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-        let tar = std::fs::read(&path)?;
-        artifact_zip::tar_to_zip(&tar, MAX_UNPACKED_BYTES)
-    })
-    .await
-    .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-    let etag = etag(&zip);
-    let total = zip.len() as u64;
+    let internal = |e: anyhow::Error| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+    let tar = state.artifacts.path(&artifact.digest).map_err(internal)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let zip = state.zips.get(&artifact.digest, tar, MAX_UNPACKED_BYTES, now).await.map_err(internal)?;
+    let total = zip.size;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) => Some(parse_range(spec, total).ok_or_else(|| {
             S3Error::new("InvalidRange", StatusCode::RANGE_NOT_SATISFIABLE, format!("range {spec:?} is not satisfiable"))
         })?),
         None => None,
     };
-    let (status, bytes) = match range {
-        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, zip[start as usize..=end as usize].to_vec()),
-        None => (StatusCode::OK, zip),
+    let (status, start, len) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        None => (StatusCode::OK, 0, total),
     };
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/zip")
-        .header(header::CONTENT_LENGTH, bytes.len())
-        .header(header::ETAG, &etag)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ETAG, &zip.etag)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::LAST_MODIFIED, "Thu, 01 Jan 1970 00:00:00 GMT");
     if let Some((start, end)) = range {
         response = response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}"));
     }
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes) };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        file_body(&zip.path, start, len).await.map_err(|e| internal(e.into()))?
+    };
     response.body(body).map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// `len` bytes of the file from `start`, streamed in blocks.
+async fn file_body(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Body> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let stream = futures_util::stream::try_unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let mut block = vec![0u8; left.min(64 << 10) as usize];
+        let n = file.read(&mut block).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the served zip is shorter than its size"));
+        }
+        block.truncate(n);
+        Ok(Some((axum::body::Bytes::from(block), (file, left - n as u64))))
+    });
+    Ok(Body::from_stream(stream))
 }
 
 /// `bytes=A-B`, `bytes=A-` or `bytes=-N` within `total` bytes, inclusive.
@@ -324,8 +388,13 @@ fn parse_range(spec: &str, total: u64) -> Option<(u64, u64)> {
 }
 
 /// A quoted hex tag of the content, as S3's ETag (not an MD5).
-fn etag(bytes: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(&Sha256::digest(bytes)[..16]))
+pub(super) fn etag(bytes: &[u8]) -> String {
+    etag_of(&Sha256::digest(bytes))
+}
+
+/// [`etag`] of content whose SHA-256 is `sha256`.
+pub(super) fn etag_of(sha256: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(&sha256[..16]))
 }
 
 /// PutObject: the body decoded, its checksum verified, the zip converted
@@ -349,23 +418,7 @@ async fn put_object(
     })
     .await
     .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    let record = RecordJobOutput {
-        access_key_id: access_key_id.to_string(),
-        key: key.to_string(),
-        artifact: ArtifactRef { digest, size },
-    };
-    match crate::api::ask(state, record, job_caller(access_key_id)).await {
-        Ok(_) => {}
-        Err(OpError::InvalidJobState(why)) => {
-            return Err(S3Error::new(
-                "ExpiredToken",
-                StatusCode::BAD_REQUEST,
-                format!("the provided token has expired: {why}"),
-            ));
-        }
-        Err(OpError::AccessDenied(why)) => return Err(S3Error::denied(why)),
-        Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
+    record_output(state, access_key_id, key, digest, size).await?;
     let mut response = StatusCode::OK.into_response();
     if let Ok(tag) = header::HeaderValue::from_str(&etag(body)) {
         response.headers_mut().insert(header::ETAG, tag);
@@ -373,37 +426,81 @@ async fn put_object(
     Ok(response)
 }
 
+/// Records a converted upload (stored as `digest`) as the job's output.
+pub(super) async fn record_output(
+    state: &ApiState,
+    access_key_id: &str,
+    key: &str,
+    digest: String,
+    size: u64,
+) -> Result<(), S3Error> {
+    let record = RecordJobOutput {
+        access_key_id: access_key_id.to_string(),
+        key: key.to_string(),
+        artifact: ArtifactRef { digest, size },
+    };
+    match crate::api::ask(state, record, job_caller(access_key_id)).await {
+        Ok(_) => Ok(()),
+        Err(OpError::InvalidJobState(why)) => {
+            Err(S3Error::new("ExpiredToken", StatusCode::BAD_REQUEST, format!("the provided token has expired: {why}")))
+        }
+        Err(OpError::AccessDenied(why)) => Err(S3Error::denied(why)),
+        Err(e) => Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
 /// The object's bytes: the body itself, or the chunks of an `aws-chunked`
 /// body; with the checksum it carries (header or trailer) verified.
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let sha = text("x-amz-content-sha256").unwrap_or_default();
-    let chunked = sha.starts_with("STREAMING-")
-        || text("content-encoding").is_some_and(|e| e.split(',').any(|p| p.trim() == "aws-chunked"));
-    let (payload, trailers) = if chunked {
-        if sha != "STREAMING-UNSIGNED-PAYLOAD-TRAILER" {
-            return Err(S3Error::new(
-                "NotImplemented",
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "x-amz-content-sha256 {sha:?}: of the streaming uploads only STREAMING-UNSIGNED-PAYLOAD-TRAILER is supported"
-                ),
-            ));
-        }
+    let (payload, trailers) = if is_chunked(headers)? {
         let (payload, trailers) = decode_chunked(body)?;
-        if let Some(declared) = text("x-amz-decoded-content-length")
-            && declared.parse::<usize>().ok() != Some(payload.len())
-        {
-            return Err(S3Error::new(
-                "IncompleteBody",
-                StatusCode::BAD_REQUEST,
-                format!("x-amz-decoded-content-length says {declared} bytes, the chunks hold {}", payload.len()),
-            ));
-        }
+        check_decoded_length(headers, payload.len() as u64)?;
         (payload, trailers)
     } else {
         (body.to_vec(), Vec::new())
     };
+    verify_checksums(headers, trailers, crc32fast::hash(&payload), &Sha256::digest(&payload))?;
+    Ok(payload)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Whether the body is `aws-chunked`; refuses the streaming kinds outside
+/// the subset (signed chunks).
+pub(super) fn is_chunked(headers: &HeaderMap) -> Result<bool, S3Error> {
+    let sha = header_text(headers, "x-amz-content-sha256").unwrap_or_default();
+    let chunked = sha.starts_with("STREAMING-")
+        || header_text(headers, "content-encoding").is_some_and(|e| e.split(',').any(|p| p.trim() == "aws-chunked"));
+    if chunked && sha != "STREAMING-UNSIGNED-PAYLOAD-TRAILER" {
+        return Err(S3Error::new(
+            "NotImplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "x-amz-content-sha256 {sha:?}: of the streaming uploads only STREAMING-UNSIGNED-PAYLOAD-TRAILER is supported"
+            ),
+        ));
+    }
+    Ok(chunked)
+}
+
+/// The decoded length of an `aws-chunked` body against what the request declared.
+pub(super) fn check_decoded_length(headers: &HeaderMap, decoded: u64) -> Result<(), S3Error> {
+    match header_text(headers, "x-amz-decoded-content-length") {
+        Some(declared) if declared.parse::<u64>().ok() != Some(decoded) => Err(S3Error::new(
+            "IncompleteBody",
+            StatusCode::BAD_REQUEST,
+            format!("x-amz-decoded-content-length says {declared} bytes, the chunks hold {decoded}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The checksums a request carries (headers, and the trailers of an
+/// `aws-chunked` body) against the payload's CRC32 and SHA-256.
+pub(super) fn verify_checksums(headers: &HeaderMap, trailers: Trailers, crc32: u32, sha256: &[u8]) -> Result<(), S3Error> {
+    let text = |name: &str| header_text(headers, name);
     let mut checksums: Vec<(String, String)> = headers
         .iter()
         .filter(|(k, _)| k.as_str().starts_with("x-amz-checksum-") && k.as_str() != "x-amz-checksum-mode")
@@ -421,10 +518,8 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error>
     }
     for (name, value) in checksums {
         let actual = match name.to_ascii_lowercase().as_str() {
-            "x-amz-checksum-crc32" => {
-                base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&payload).to_be_bytes())
-            }
-            "x-amz-checksum-sha256" => base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&payload)),
+            "x-amz-checksum-crc32" => base64::engine::general_purpose::STANDARD.encode(crc32.to_be_bytes()),
+            "x-amz-checksum-sha256" => base64::engine::general_purpose::STANDARD.encode(sha256),
             other => {
                 return Err(S3Error::invalid(format!(
                     "{other}: only CRC32 and SHA256 checksums are supported (botocore's default is CRC32)"
@@ -439,11 +534,11 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error>
             ));
         }
     }
-    Ok(payload)
+    Ok(())
 }
 
 /// Trailer lines of an `aws-chunked` body: lowercase name, value.
-type Trailers = Vec<(String, String)>;
+pub(super) type Trailers = Vec<(String, String)>;
 
 /// `aws-chunked`: `HEX-SIZE[;ext]\r\nDATA\r\n` ... `0\r\n` then trailer
 /// lines `name:value\r\n` and an empty line.

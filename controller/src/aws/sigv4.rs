@@ -193,6 +193,29 @@ pub fn verify(
     expect: &Expect<'_>,
     lookup: impl FnOnce(&str) -> Option<Key>,
 ) -> Result<Verified, SigError> {
+    let body = hex::encode(Sha256::digest(request.body));
+    verify_payload(request, expect, lookup, Some(&body))
+}
+
+/// [`verify`] before the body is read (S3 parts are streamed to disk):
+/// the signature is checked with the payload hash the request claims in
+/// `x-amz-content-sha256`, which must be there; the caller checks the bytes
+/// against it as they arrive. `request.body` is not read.
+pub fn verify_claimed(
+    request: &Request<'_>,
+    expect: &Expect<'_>,
+    lookup: impl FnOnce(&str) -> Option<Key>,
+) -> Result<Verified, SigError> {
+    verify_payload(request, expect, lookup, None)
+}
+
+/// `body`: the hex SHA-256 of the body, `None` when it is not read yet.
+fn verify_payload(
+    request: &Request<'_>,
+    expect: &Expect<'_>,
+    lookup: impl FnOnce(&str) -> Option<Key>,
+    body: Option<&str>,
+) -> Result<Verified, SigError> {
     let authorization = header(request.headers, "authorization").ok_or(SigError::Missing)?;
     let auth = Authorization::parse(&authorization)?;
     if auth.service != expect.service {
@@ -218,7 +241,7 @@ pub fn verify(
     }
     let key = lookup(&auth.access_key_id).ok_or_else(|| SigError::UnknownKey(auth.access_key_id.clone()))?;
     check_session_token(request, &auth, &key)?;
-    let payload_hash = payload_hash(request, expect.service)?;
+    let payload_hash = payload_hash(request, expect.service, body)?;
     let canonical = canonical_request(request, &auth, &payload_hash)?;
     let to_sign = string_to_sign(&amz_date, &auth.scope(), &canonical);
     let provided = hex::decode(&auth.signature).map_err(|_| SigError::Mismatch)?;
@@ -249,10 +272,11 @@ fn check_session_token(request: &Request<'_>, auth: &Authorization, key: &Key) -
 
 /// The hash the signature covers: the body's, or what `x-amz-content-sha256`
 /// says (which must then be the body's, except `UNSIGNED-PAYLOAD` for S3).
-fn payload_hash(request: &Request<'_>, service: &str) -> Result<String, SigError> {
-    let body = hex::encode(Sha256::digest(request.body));
+fn payload_hash(request: &Request<'_>, service: &str, body: Option<&str>) -> Result<String, SigError> {
     let Some(claimed) = header(request.headers, "x-amz-content-sha256") else {
-        return Ok(body);
+        return body
+            .map(str::to_string)
+            .ok_or_else(|| SigError::Incomplete("the x-amz-content-sha256 header is required".into()));
     };
     if claimed == UNSIGNED_PAYLOAD && service == "s3" {
         return Ok(claimed);
@@ -267,7 +291,10 @@ fn payload_hash(request: &Request<'_>, service: &str) -> Result<String, SigError
             "x-amz-content-sha256 {claimed} (chunked upload) is not supported; send the payload in one piece"
         )));
     }
-    if !claimed.eq_ignore_ascii_case(&body) {
+    // Without the body (not read yet) the caller checks it against the claim.
+    if let Some(body) = body
+        && !claimed.eq_ignore_ascii_case(body)
+    {
         return Err(SigError::PayloadMismatch);
     }
     Ok(claimed)

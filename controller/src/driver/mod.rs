@@ -307,7 +307,21 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         endpoint.clone(),
         crate::fleet::FleetContext { driver: tx.clone(), artifacts: artifacts.clone(), plugins },
     ));
-    let state = crate::api::ApiState { driver: tx.clone(), events: events.clone(), tokens, runtime, aws, artifacts };
+    // Worker multipart uploads (parts spooled on disk; a restart removes them).
+    let multipart = crate::aws::s3_multipart::Spool::open(&dir.join("s3-uploads"), config.min_free_space)?;
+    // Served zips of inputs (built once per archive; a restart removes them).
+    let zips = crate::aws::s3_zips::ServedZips::open(&dir.join("s3-zips"))?;
+    let state = crate::api::ApiState {
+        driver: tx.clone(),
+        events: events.clone(),
+        tokens,
+        runtime,
+        aws,
+        artifacts,
+        multipart,
+        zips,
+    };
+    tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
             error!("admin API stopped: {e}");

@@ -225,8 +225,14 @@ fn worker_jobs_survive_a_killed_controller_and_end_with_a_stopped_execution() {
     assert_eq!(acked["status"], "InProgress");
 
     // kill -9 while the worker holds the job: the job and its action wait.
+    // Parts of a multipart upload cut off with it cannot be completed any
+    // more (upload ids live in memory): the restart removes them.
     cluster.kill_controller();
+    let stale = cluster.data_dir().join("s3-uploads/0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("1"), b"a part").unwrap();
     cluster.start_controller().unwrap();
+    assert!(!stale.exists(), "the restart removes spooled parts");
     let out = cluster.sluice(&["job", "succeed", &job_id, "--summary", "deployed", "--variable", "Url=https://web.test"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let end = cluster.execution_end("durable", &id, WAIT);
@@ -254,4 +260,94 @@ fn worker_jobs_survive_a_killed_controller_and_end_with_a_stopped_execution() {
     let again = cluster.dir.path().join("Durable.yaml");
     let out = cluster.sluice(&["action-type", "create", "--file", again.to_str().unwrap()]);
     assert!(output_text(&out).contains("cannot be created again"), "{}", output_text(&out));
+}
+
+/// Bytes no compressor shrinks (xorshift), so that the zip stays as large.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_boto3_worker_moves_artifacts_above_8_mib_with_download_file_and_multipart_upload_file() {
+    use sha2::{Digest, Sha256};
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("hello.txt", "hello")]);
+    let big = noise(12 << 20);
+    let hash = hex::encode(Sha256::digest(&big));
+    std::fs::write(repo.join("big.bin"), &big).unwrap();
+    for args in [&["add", "big.bin"][..], &["commit", "-q", "-m", "big"]] {
+        let out = std::process::Command::new("git").arg("-C").arg(&repo).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+    create_type(&cluster, "Mover");
+
+    let check = format!(
+        r#"{{"name": "Check", "actions": [{{"name": "Run",
+        "actionTypeId": {{"category": "Test", "owner": "Sluice", "provider": "shell", "version": "1"}},
+        "configuration": {{"Commands": "test \"$(sha256sum big.bin | cut -d' ' -f1)\" = {hash} && test \"$(cat from-worker.txt)\" = multipart"}},
+        "inputArtifacts": [{{"name": "pkg"}}], "capabilities": {{"exec": ["sh"]}}}}]}}"#
+    );
+    let build = [
+        custom_action("Big", "Mover", "big", r#"{"name": "pkg"}"#),
+        custom_action("Side", "Mover", "side", r#"{"name": "side"}"#),
+    ]
+    .join(",");
+    let id = cluster.create_pipeline("moved", &pipeline("moved", &repo, &build, &format!(",\n{check}")));
+
+    let key = access_key(&cluster, "worker", "operator").unwrap();
+    let seen = script_json(&cluster, &key, "worker_multipart.py", &["Build", "Mover", "1"]).unwrap();
+    let end = cluster.execution_end("moved", &id, WAIT);
+    assert_eq!(end["pipelineExecution"]["status"], "Succeeded", "{end}\n{seen}\n{}", cluster.controller_log());
+
+    // download_file: parallel ranged GETs of one byte-identical zip.
+    assert!(seen["inputZipBytes"].as_u64().unwrap() > 8 << 20, "{seen}");
+    assert!(seen["rangedGets"].as_u64().unwrap() >= 2, "{seen}");
+    assert_eq!(seen["stitchedIsWhole"], true, "{seen}");
+    assert_eq!(seen["inputSha256"], hash.as_str(), "{seen}");
+    // upload_file: multipart, as boto3 does above 8 MiB.
+    assert!(seen["outputZipBytes"].as_u64().unwrap() > 8 << 20, "{seen}");
+    let calls = &seen["uploadRequests"];
+    assert_eq!(calls["CreateMultipartUpload"], 1, "{seen}");
+    assert_eq!(calls["UploadPart"], 2, "two parts of 8 MiB at most: {seen}");
+    assert_eq!(calls["CompleteMultipartUpload"], 1, "{seen}");
+    assert!(calls.get("PutObject").is_none(), "{seen}");
+    let chunked = serde_json::json!(["aws-chunked", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "x-amz-checksum-crc32"]);
+    assert!(seen["partBodies"].as_array().unwrap().contains(&chunked), "parts as boto3 sends them over TLS: {seen}");
+    for (what, code) in [
+        ("otherJobPartOnItsObject", "AccessDenied"),
+        ("otherJobPartOnOwnObject", "NoSuchUpload"),
+        ("otherJobComplete", "NoSuchUpload"),
+        ("otherJobAbort", "NoSuchUpload"),
+        ("forgedETag", "InvalidPart"),
+        ("notUploaded", "InvalidPart"),
+        ("wrongOrder", "InvalidPartOrder"),
+        ("tooSmall", "EntityTooSmall"),
+        ("unknownUpload", "NoSuchUpload"),
+        ("listParts", "NotImplemented"),
+        ("partAfterAbort", "NoSuchUpload"),
+        ("writeInput", "AccessDenied"),
+        ("partAfterEnd", "ExpiredToken"),
+        ("completeAfterEnd", "ExpiredToken"),
+    ] {
+        assert_eq!(seen["codes"][what], code, "{what}: {seen}");
+    }
+    let state = cluster.sluice_json(&["pipeline", "state", "moved"]).unwrap();
+    assert_eq!(action_state(&state, "Build", "Big")["summary"], "uploaded in parts", "{state}");
+
+    // The dead upload of the first job is gone with its parts; nothing else is left.
+    let spool = cluster.data_dir().join("s3-uploads");
+    wait_until("the spooled parts removed", Duration::from_secs(30), || {
+        (std::fs::read_dir(&spool).ok()?.count() == 0).then_some(())
+    })
+    .unwrap();
 }
