@@ -6,12 +6,19 @@ Prints the job ids and the error codes it met, as one JSON line.
 
 usage: worker_fail_and_timeout.py CATEGORY PROVIDER VERSION
 """
+import http.client
 import json
+import os
+import re
 import sys
 import time
+import urllib.parse
 
 import boto3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 category, provider, version = sys.argv[1:4]
@@ -50,6 +57,40 @@ s3 = boto3.client(
 )
 other = sleeps["data"]["inputArtifacts"][0]["location"]["s3Location"]
 codes = {"othersInput": code_of(lambda: s3.get_object(Bucket=other["bucketName"], Key=other["objectKey"]))}
+
+# The signature is checked before a body is read: a huge upload with an
+# unknown key is refused at once, without sending a byte of it.
+endpoint = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"])
+mine = fails["data"]["inputArtifacts"][0]["location"]["s3Location"]
+path = f"/{mine['bucketName']}/{mine['objectKey']}"
+connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
+connection.putrequest("PUT", path)
+for name, value in {
+    "Content-Length": str(600 << 20),
+    "x-amz-date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+    "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+    "Authorization": "AWS4-HMAC-SHA256 Credential=ASIAFORGEDFORGEDFORG/20260101/us-east-1/s3/aws4_request, "
+    "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + "0" * 64,
+}.items():
+    connection.putheader(name, value)
+connection.endheaders()
+answer = connection.getresponse()
+codes["hugeUnsignedPut"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
+connection.close()
+
+# A body changed after signing is refused, whatever the signature says.
+signed = AWSRequest("PUT", os.environ["AWS_ENDPOINT_URL"] + path, data=b"PK-what-was-signed")
+S3SigV4Auth(
+    Credentials(credentials["accessKeyId"], credentials["secretAccessKey"], credentials["sessionToken"]),
+    "s3",
+    os.environ["AWS_DEFAULT_REGION"],
+).add_auth(signed)
+connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
+connection.request("PUT", path, body=b"PK-what-was-sent!!", headers=dict(signed.headers.items()))
+answer = connection.getresponse()
+codes["tamperedPut"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
+connection.close()
+
 codes["noQuery"] = code_of(lambda: codepipeline.poll_for_jobs(actionTypeId=ACTION_TYPE))
 codes["unknownType"] = code_of(
     lambda: codepipeline.poll_for_jobs(actionTypeId={**ACTION_TYPE, "provider": "Nobody"}, queryParam={"ProjectName": "x"})

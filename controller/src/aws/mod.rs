@@ -235,11 +235,9 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(&target).to_string();
     let span = info_span!("aws", %operation);
     async move {
-        let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        let body = match read_bounded(body).await {
             Ok(body) => body,
-            Err(_) => {
-                return error(&OpError::invalid(format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes")));
-            }
+            Err(e) => return error(&e),
         };
         let (caller, region) = match authenticate(&state, &parts.method, &parts.uri, &parts.headers, &body) {
             Ok(found) => found,
@@ -256,6 +254,35 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     }
     .instrument(span)
     .await
+}
+
+/// How much of a body over [`MAX_BODY_BYTES`] is read and thrown away
+/// before the error is answered: a client that sends its whole body before
+/// it reads the answer (as the SDKs do) then gets the error instead of a
+/// broken connection. Beyond this the connection is simply closed.
+const MAX_DRAIN_BYTES: usize = 64 << 20;
+
+/// The body, held only up to [`MAX_BODY_BYTES`].
+async fn read_bounded(body: Body) -> Result<axum::body::Bytes, OpError> {
+    use futures_util::StreamExt as _;
+    let too_big = || OpError::invalid(format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes"));
+    let mut stream = body.into_data_stream();
+    let mut held = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| OpError::invalid(format!("reading the request body: {e}")))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > MAX_DRAIN_BYTES {
+            return Err(too_big());
+        }
+        if seen <= MAX_BODY_BYTES {
+            held.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_big());
+    }
+    Ok(held.into())
 }
 
 /// Verifies the signature and resolves the key to its user.

@@ -146,8 +146,11 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
     let multipart = operation(&parts.method, query)?;
     let key = object_key(&parts.headers, parts.uri.path())?
         .ok_or_else(|| S3Error::new("NoSuchBucket", StatusCode::NOT_FOUND, format!("the only bucket is {BUCKET}")))?;
-    // A part's body is streamed to disk after the headers are verified;
-    // any other body is read first (and bounded).
+    // The signature is checked on the headers before any body is read, so
+    // that nobody without a job's key makes the controller read (or hold)
+    // an upload. A part's body is then streamed to disk; any other body is
+    // read (bounded) and checked against the hash the signature covered.
+    let grant = authenticate(state, &parts).await?;
     let (body, streamed) = match &multipart {
         Query::Part { .. } if parts.method == Method::PUT => (axum::body::Bytes::new(), Some(body)),
         _ => {
@@ -160,10 +163,10 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
                     format!("this request's body is at most {limit} bytes"),
                 )
             })?;
+            check_payload(&parts, &bytes)?;
             (bytes, None)
         }
     };
-    let grant = authenticate(state, &parts, streamed.is_none().then_some(&body[..])).await?;
     let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
         return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
     };
@@ -227,11 +230,29 @@ struct Grant {
     credentials: JobCredentialsOutput,
 }
 
-/// `body`: `None` when it is streamed after this (checked against the
-/// hash the request claims, by the caller).
-async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body: Option<&[u8]>) -> Result<Grant, S3Error> {
-    let headers: Vec<(String, String)> =
-        parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
+/// A body read after [`authenticate`] must be the one the signature
+/// covered.
+fn check_payload(parts: &axum::http::request::Parts, body: &[u8]) -> Result<(), S3Error> {
+    let headers = header_pairs(&parts.headers);
+    let request = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body,
+    };
+    sigv4::check_payload(&request, "s3").map_err(|e| signature_error(&e))
+}
+
+fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect()
+}
+
+/// Checks the signature on the headers, with the payload hash the request
+/// claims: the caller checks the body against that claim when it reads it
+/// ([`check_payload`], or the part's stream).
+async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> Result<Grant, S3Error> {
+    let headers = header_pairs(&parts.headers);
     let authorization = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -254,17 +275,13 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts, body
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
-        body: body.unwrap_or_default(),
+        body: &[],
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expect = sigv4::Expect { service: "s3", signed: &[], now };
     let key =
         sigv4::Key { secret: credentials.secret_access_key.clone(), session_token: Some(credentials.session_token.clone()) };
-    match body {
-        Some(_) => sigv4::verify(&request, &expect, |_| Some(key)),
-        None => sigv4::verify_claimed(&request, &expect, |_| Some(key)),
-    }
-    .map_err(|e| signature_error(&e))?;
+    sigv4::verify_claimed(&request, &expect, |_| Some(key)).map_err(|e| signature_error(&e))?;
     if !credentials.active {
         return Err(S3Error::new(
             "ExpiredToken",

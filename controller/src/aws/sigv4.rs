@@ -209,6 +209,14 @@ pub fn verify_claimed(
     verify_payload(request, expect, lookup, None)
 }
 
+/// After [`verify_claimed`], once the body is read: the body must be what
+/// `x-amz-content-sha256` claimed (unless the claim is one of the S3
+/// forms checked otherwise, `UNSIGNED-PAYLOAD` or an aws-chunked body).
+pub fn check_payload(request: &Request<'_>, service: &str) -> Result<(), SigError> {
+    let body = hex::encode(Sha256::digest(request.body));
+    payload_hash(request, service, Some(&body)).map(|_| ())
+}
+
 /// `body`: the hex SHA-256 of the body, `None` when it is not read yet.
 fn verify_payload(
     request: &Request<'_>,

@@ -167,6 +167,9 @@ fn a_failed_job_fails_its_action_and_an_unacknowledged_one_times_out() {
 
     let codes = &seen["codes"];
     assert_eq!(codes["othersInput"], "AccessDenied", "{seen}");
+    // Refused on its headers, before a byte of the 600 MiB body was read.
+    assert_eq!(codes["hugeUnsignedPut"], serde_json::json!([403, "InvalidAccessKeyId"]), "{seen}");
+    assert_eq!(codes["tamperedPut"], serde_json::json!([400, "XAmzContentSHA256Mismatch"]), "{seen}");
     assert_eq!(codes["noQuery"], "ValidationException", "{seen}");
     assert_eq!(codes["unknownType"], "ActionTypeNotFoundException", "{seen}");
     assert_eq!(codes["failAgain"], "InvalidJobStateException", "{seen}");
