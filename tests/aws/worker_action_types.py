@@ -8,18 +8,11 @@ import json
 import sys
 
 import boto3
-from botocore.exceptions import ClientError
+
+from common import code_of
 
 provider = sys.argv[1]
 codepipeline = boto3.client("codepipeline")
-
-
-def code_of(call):
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"]
-    return "no error"
 
 
 declaration = dict(

@@ -19,7 +19,8 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
+
+from common import code_of
 
 category, provider, version = sys.argv[1:4]
 ACTION_TYPE = {"category": category, "owner": "Custom", "provider": provider, "version": version}
@@ -34,14 +35,6 @@ def poll(project):
             return jobs[0]
         time.sleep(0.3)
     raise SystemExit(f"no job of {project} within 60 s")
-
-
-def code_of(call):
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"]
-    return "no error"
 
 
 fails = poll("fails")

@@ -21,10 +21,9 @@ import time
 import zipfile
 
 import boto3
-import urllib3
-from botocore.awsrequest import AWSResponse
 from botocore.config import Config
-from botocore.exceptions import ClientError
+
+from common import code_of, send_over_plain_http
 
 category, provider, version = sys.argv[1:4]
 ACTION_TYPE = {"category": category, "owner": "Custom", "provider": provider, "version": version}
@@ -74,36 +73,13 @@ def s3_for(job, endpoint=None):
 
 
 def s3_as_over_tls(job):
-    """An S3 client for an https endpoint whose requests go to the same
-    host and port over plain HTTP: botocore sends UploadPart as an unsigned
-    aws-chunked body with a trailing CRC32 only over TLS. SigV4 does not
-    cover the scheme, so the signature still holds."""
+    """An S3 client for an https endpoint whose requests go over plain HTTP
+    (common.send_over_plain_http), its headers recorded in sent."""
     client = s3_for(job, endpoint=os.environ["AWS_ENDPOINT_URL"].replace("http://", "https://", 1))
-    http = urllib3.PoolManager(maxsize=16)
-
-    def send_over_http(request, **kwargs):
-        body = request.body
-        if hasattr(body, "read"):
-            body = body.read()
-        headers = {k: v for k, v in request.headers.items()}
-        sent.append({k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in headers.items()})
-        url = request.url.replace("https://", "http://", 1)
-        raw = http.request(request.method, url, body=body, headers=headers, preload_content=False, retries=False)
-        return AWSResponse(url, raw.status, raw.headers, raw)
-
-    client.meta.events.register("before-send.s3", send_over_http)
-    return client
+    return send_over_plain_http(client, sent)
 
 
 sent = []
-
-
-def code_of(call):
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"]
-    return "no error"
 
 
 def location(artifact):

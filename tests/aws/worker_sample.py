@@ -19,10 +19,9 @@ import time
 import zipfile
 
 import boto3
-import urllib3
-from botocore.awsrequest import AWSResponse
 from botocore.config import Config
-from botocore.exceptions import ClientError
+
+from common import code_of, send_over_plain_http
 
 category, provider, version, project = sys.argv[1:5]
 ACTION_TYPE = {"category": category, "owner": "Custom", "provider": provider, "version": version}
@@ -57,34 +56,10 @@ def s3_for(job, token=None, endpoint=None):
 
 
 def s3_as_over_tls(job):
-    """An S3 client for an https endpoint, whose requests are sent to the
-    same host and port over plain HTTP: botocore sends PutObject as an
-    unsigned aws-chunked body with a trailing CRC32 only over TLS, and this
-    is how real boto3 bytes of that kind reach the controller in a test.
-    SigV4 does not cover the scheme, so the signature still holds."""
+    """An S3 client for an https endpoint whose requests go over plain HTTP
+    (common.send_over_plain_http), its headers recorded in sent_headers."""
     client = s3_for(job, endpoint=os.environ["AWS_ENDPOINT_URL"].replace("http://", "https://", 1))
-    http = urllib3.PoolManager()
-
-    def send_over_http(request, **kwargs):
-        body = request.body
-        if hasattr(body, "read"):
-            body = body.read()
-        headers = {k: v for k, v in request.headers.items()}
-        sent_headers.append({k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in headers.items()})
-        url = request.url.replace("https://", "http://", 1)
-        raw = http.request(request.method, url, body=body, headers=headers, preload_content=False, retries=False)
-        return AWSResponse(url, raw.status, raw.headers, raw)
-
-    client.meta.events.register("before-send.s3", send_over_http)
-    return client
-
-
-def code_of(call):
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"]
-    return "no error"
+    return send_over_plain_http(client, sent_headers)
 
 
 def location(artifact):
