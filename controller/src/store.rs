@@ -480,6 +480,10 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([format!("pipeline:{name}")])?;
+                    // Ended jobs only (a pipeline with executions running is
+                    // not deleted): their details name secret properties.
+                    tx.prepare_cached("DELETE FROM worker_jobs WHERE json_extract(record, '$.pipeline') = ?1")?
+                        .execute([name])?;
                 }
                 Change::Secret(s) => {
                     tx.prepare_cached(
@@ -862,6 +866,31 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "an existing store file is made owner-only");
+    }
+
+    #[test]
+    fn deleting_a_pipeline_deletes_its_worker_jobs_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        for (id, pipeline) in [("j1", "web"), ("j2", "web"), ("j3", "api")] {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO worker_jobs (id, access_key_id, finished, updated_at, record) VALUES (?1, ?2, 1, 0, ?3)",
+                    params![id, format!("key-{id}"), format!(r#"{{"pipeline": "{pipeline}"}}"#)],
+                )
+                .unwrap();
+        }
+        store.apply(&[Change::DeletePipeline("web".into())]).unwrap();
+        let left: Vec<String> = store
+            .conn
+            .prepare("SELECT id FROM worker_jobs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(left, ["j3"]);
     }
 
     #[test]

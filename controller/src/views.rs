@@ -101,6 +101,12 @@ fn action_run(a: &ActionRun) -> ActionRunView {
     }
 }
 
+/// The id of one attempt of an action (ListActionExecutions'
+/// `actionExecutionId`, and a job worker's `pipelineContext.action`).
+pub fn action_execution_id(execution: &str, stage: &str, action: &str, attempt: u32) -> String {
+    format!("{execution}:{stage}:{action}:{attempt}")
+}
+
 /// GetPipelineExecution.
 pub fn execution(e: &Execution) -> GetPipelineExecutionOutput {
     let stages = e

@@ -283,6 +283,12 @@ impl Workers {
         self.types().find(|t| t.provider == provider && t.version == version)
     }
 
+    /// The type of `provider@version`, live or deleted (the newest one):
+    /// what hides the secret properties of actions stored while it lived.
+    pub fn any_type_of(&self, provider: &str, version: &str) -> Option<&ActionTypeRecord> {
+        self.types.values().filter(|t| t.provider == provider && t.version == version).max_by_key(|t| t.deleted_at.is_none())
+    }
+
     /// Whether a dispatch is for a worker rather than an agent.
     pub fn is_worker_action(&self, d: &Dispatch) -> bool {
         d.owner == "Custom" && self.type_of(&d.provider, &d.provider_version).is_some()
@@ -644,7 +650,15 @@ impl Workers {
             pipeline_context: PipelineContext {
                 pipeline_name: job.pipeline.clone(),
                 stage: NameContext { name: job.stage.clone() },
-                action: ActionContext { name: job.action.clone(), action_execution_id: job.engine_job.to_string() },
+                action: ActionContext {
+                    name: job.action.clone(),
+                    action_execution_id: crate::views::action_execution_id(
+                        &job.execution_id,
+                        &job.stage,
+                        &job.action,
+                        job.attempt,
+                    ),
+                },
                 pipeline_execution_id: job.execution_id.clone(),
             },
             input_artifacts: job

@@ -7,10 +7,12 @@ and a malformed body. Also: the key's user is who the controller sees.
 argv: PIPELINE REVOKED_KEY_ID REVOKED_SECRET (the environment's key is
 a valid one)."""
 import datetime
+import http.client
 import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from unittest import mock
 
@@ -96,6 +98,21 @@ result["no_signature"] = send(good, drop=("authorization",))
 big = b"{" + b" " * (5 << 20) + b"}"
 result["oversized"] = send(signed("GetPipeline", big))
 result["malformed"] = send(signed("GetPipeline", b"{not json"))
+
+# A request that cannot verify is refused on its headers: an unknown key
+# announcing a 100 MiB body gets its answer without sending a byte of it.
+url = urllib.parse.urlsplit(endpoint)
+connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+connection.putrequest("POST", "/")
+unknown = signed("GetPipeline", body)
+for name, value in unknown.headers.items():
+    if name.lower() != "content-length":
+        connection.putheader(name, value.replace(key_id, "AKSLUNKNOWNUNKNOWNUN"))
+connection.putheader("Content-Length", str(100 << 20))
+connection.endheaders()
+answer = connection.getresponse()
+result["unread_body"] = {"status": answer.status, "code": json.loads(answer.read()).get("__type")}
+connection.close()
 result["unknown_target"] = send(signed("Frobnicate", b"{}"))
 
 # Who the controller sees: the key's user started this run.

@@ -235,6 +235,12 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(&target).to_string();
     let span = info_span!("aws", %operation);
     async move {
+        // Nothing is read of a request that cannot verify: its headers
+        // and key are checked first.
+        if let Err(e) = precheck(&state, &parts.headers) {
+            debug!("AWS request refused on its headers: {e}");
+            return signature_error(&e);
+        }
         let body = match read_bounded(body).await {
             Ok(body) => body,
             Err(e) => return error(&e),
@@ -285,6 +291,23 @@ async fn read_bounded(body: Body) -> Result<axum::body::Bytes, OpError> {
     Ok(held.into())
 }
 
+/// The header-only checks ([`sigv4::check_headers`]) and that the key
+/// exists.
+fn precheck(state: &ApiState, headers: &HeaderMap) -> Result<(), sigv4::SigError> {
+    let headers = header_pairs(headers);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let expect = sigv4::Expect { service: SERVICE, signed: &["x-amz-target"], now };
+    let (auth, _) = sigv4::check_headers(&headers, &expect)?;
+    match state.aws.keys.lookup(&auth.access_key_id) {
+        Some(_) => Ok(()),
+        None => Err(sigv4::SigError::UnknownKey(auth.access_key_id)),
+    }
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect()
+}
+
 /// Verifies the signature and resolves the key to its user.
 fn authenticate(
     state: &ApiState,
@@ -293,8 +316,7 @@ fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Caller, String), sigv4::SigError> {
-    let headers: Vec<(String, String)> =
-        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
+    let headers = header_pairs(headers);
     let request = sigv4::Request {
         method: method.as_str(),
         path: uri.path(),

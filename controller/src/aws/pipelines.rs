@@ -18,6 +18,11 @@ use serde_json::{Value, json};
 const TIMESTAMPS: &[&str] =
     &["created", "updated", "startTime", "lastUpdateTime", "lastStatusChange", "lastChangedAt", "lastTriggered"];
 
+/// Members whose values are maps of the user's own keys and strings
+/// (an action's configuration, its output variables): nothing inside is a
+/// member of the model, so nothing inside is converted.
+const USER_MAPS: &[&str] = &["configuration", "resolvedConfiguration", "outputVariables", "variables"];
+
 /// A typed output as awsJson: timestamps as epoch seconds, no nulls
 /// (absent members, as AWS sends them).
 pub fn aws_json(value: Value) -> Value {
@@ -26,8 +31,9 @@ pub fn aws_json(value: Value) -> Value {
             map.into_iter()
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| {
-                    let v = match (&v, TIMESTAMPS.contains(&k.as_str())) {
-                        (Value::String(text), true) => super::epoch(text).unwrap_or(v),
+                    let v = match (&v, k.as_str()) {
+                        (Value::String(text), member) if TIMESTAMPS.contains(&member) => super::epoch(text).unwrap_or(v),
+                        (Value::Object(_), member) if USER_MAPS.contains(&member) => v,
                         _ => aws_json(v),
                     };
                     (k, v)
@@ -346,6 +352,17 @@ mod tests {
             json!({"pipelineName": "p", "created": 1_440_938_160.0,
                 "stageStates": [{"inboundTransitionState": {"enabled": true, "lastChangedAt": 1_440_938_161.5}}],
                 "summary": "created 2015-08-30T12:36:00Z"})
+        );
+        // The user's own keys are not the model's members: a configuration
+        // key or output variable named like a timestamp stays as written.
+        let action = json!({"startTime": "2015-08-30T12:36:00Z",
+            "input": {"configuration": {"created": "2015-08-30T12:36:00Z"}, "resolvedConfiguration": {"updated": "2015-08-30T12:36:00Z"}},
+            "output": {"outputVariables": {"lastUpdateTime": "2015-08-30T12:36:00Z"}}});
+        assert_eq!(
+            aws_json(action),
+            json!({"startTime": 1_440_938_160.0,
+                "input": {"configuration": {"created": "2015-08-30T12:36:00Z"}, "resolvedConfiguration": {"updated": "2015-08-30T12:36:00Z"}},
+                "output": {"outputVariables": {"lastUpdateTime": "2015-08-30T12:36:00Z"}}})
         );
         let (text, name) = declaration(json!({"name": "web", "stages": []})).unwrap();
         assert_eq!((text.as_str(), name.as_str()), (r#"{"pipeline":{"name":"web","stages":[]}}"#, "web"));

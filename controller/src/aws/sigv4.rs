@@ -217,20 +217,20 @@ pub fn check_payload(request: &Request<'_>, service: &str) -> Result<(), SigErro
     payload_hash(request, service, Some(&body)).map(|_| ())
 }
 
-/// `body`: the hex SHA-256 of the body, `None` when it is not read yet.
-fn verify_payload(
-    request: &Request<'_>,
-    expect: &Expect<'_>,
-    lookup: impl FnOnce(&str) -> Option<Key>,
-    body: Option<&str>,
-) -> Result<Verified, SigError> {
-    let authorization = header(request.headers, "authorization").ok_or(SigError::Missing)?;
+/// What can be checked on the headers alone, before a key is looked up or
+/// a body read: the `Authorization` header parses, names the expected
+/// service and the date of `x-amz-date`, signs what must be signed, and
+/// the time is within [`MAX_CLOCK_SKEW_SECS`]. Endpoints call it first, so
+/// that a request which cannot verify costs neither a lookup nor a read.
+/// Returns the parsed header and `x-amz-date`.
+pub fn check_headers(headers: &[(String, String)], expect: &Expect<'_>) -> Result<(Authorization, String), SigError> {
+    let authorization = header(headers, "authorization").ok_or(SigError::Missing)?;
     let auth = Authorization::parse(&authorization)?;
     if auth.service != expect.service {
         return Err(SigError::WrongService { expected: expect.service.into(), got: auth.service.clone() });
     }
-    let amz_date = header(request.headers, "x-amz-date")
-        .ok_or_else(|| SigError::Incomplete("the x-amz-date header is required".into()))?;
+    let amz_date =
+        header(headers, "x-amz-date").ok_or_else(|| SigError::Incomplete("the x-amz-date header is required".into()))?;
     let when = parse_amz_date(&amz_date)
         .ok_or_else(|| SigError::Incomplete(format!("x-amz-date {amz_date:?} is not YYYYMMDDTHHMMSSZ")))?;
     if !amz_date.starts_with(&auth.date) {
@@ -247,6 +247,17 @@ fn verify_payload(
     if when.abs_diff(expect.now) > MAX_CLOCK_SKEW_SECS {
         return Err(SigError::Expired { date: amz_date });
     }
+    Ok((auth, amz_date))
+}
+
+/// `body`: the hex SHA-256 of the body, `None` when it is not read yet.
+fn verify_payload(
+    request: &Request<'_>,
+    expect: &Expect<'_>,
+    lookup: impl FnOnce(&str) -> Option<Key>,
+    body: Option<&str>,
+) -> Result<Verified, SigError> {
+    let (auth, amz_date) = check_headers(request.headers, expect)?;
     let key = lookup(&auth.access_key_id).ok_or_else(|| SigError::UnknownKey(auth.access_key_id.clone()))?;
     check_session_token(request, &auth, &key)?;
     let payload_hash = payload_hash(request, expect.service, body)?;

@@ -235,7 +235,11 @@ impl Handle<StopPipelineExecution> for Driver {
 
 impl Handle<GetPipelineExecution> for Driver {
     fn handle(&mut self, op: GetPipelineExecution, _: &Context) -> Result<GetPipelineExecutionOutput, OpError> {
-        Ok(views::execution(&self.execution(&op.pipeline_name, &op.pipeline_execution_id)?))
+        let e = self.execution(&op.pipeline_name, &op.pipeline_execution_id)?;
+        let mut view = views::execution(&e);
+        let def = self.definition(&e.pipeline, e.version).map_err(|e| OpError::Internal(format!("{e:#}")))?;
+        self.hide_run_secrets(&mut view, &def);
+        Ok(view)
     }
 }
 

@@ -66,7 +66,7 @@ impl Handle<UpdatePipeline> for Driver {
     fn handle(&mut self, op: UpdatePipeline, ctx: &Context) -> Result<UpdatePipelineOutput, OpError> {
         let now = ctx.now;
         let (name, text) = (op.name.as_str(), &op.pipeline_declaration);
-        let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
+        let mut decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
         if decl.pipeline.name != name {
             return Err(OpError::invalid(format!(
@@ -75,6 +75,8 @@ impl Handle<UpdatePipeline> for Driver {
             )));
         }
         let current = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let stored = self.definition(name, current.version).map_err(|e| OpError::Internal(format!("{e:#}")))?;
+        self.keep_hidden_secrets(&mut decl.pipeline, &stored)?;
         let version = current.version + 1;
         let record = PipelineRecord {
             name: name.to_string(),

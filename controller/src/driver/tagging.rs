@@ -93,13 +93,19 @@ impl Handle<ListActionExecutions> for Driver {
         let mut details = Vec::new();
         for e in &executions {
             let def = self.definition(name, e.version)?;
-            let view = views::execution(e);
+            let mut view = views::execution(e);
+            self.hide_run_secrets(&mut view, &def);
             for stage in &view.stages {
                 for run in stage.actions.iter().filter(|a| a.status.is_some()) {
                     let declared = def.stage(&stage.stage_name).and_then(|s| s.action(&run.action_name));
                     details.push(ActionExecutionDetail {
                         pipeline_execution_id: e.id.0.clone(),
-                        action_execution_id: format!("{}:{}:{}:{}", e.id.0, stage.stage_name, run.action_name, run.attempt),
+                        action_execution_id: views::action_execution_id(
+                            &e.id.0,
+                            &stage.stage_name,
+                            &run.action_name,
+                            run.attempt,
+                        ),
                         pipeline_version: e.version,
                         stage_name: stage.stage_name.clone(),
                         action_name: run.action_name.clone(),
@@ -108,9 +114,7 @@ impl Handle<ListActionExecutions> for Driver {
                         status: run.status.clone(),
                         input: ActionExecutionInputView {
                             action_type_id: declared.map(|a| json!(a.action_type_id)).unwrap_or_default(),
-                            configuration: declared
-                                .map(|a| a.configuration.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
-                                .unwrap_or_default(),
+                            configuration: declared.map(|a| self.declared_configuration(a)).unwrap_or_default(),
                             resolved_configuration: run.resolved_configuration.clone(),
                             input_artifacts: run.input_artifacts.clone(),
                             namespace: declared.and_then(|a| a.namespace.clone()),

@@ -227,6 +227,7 @@ impl Handle<CreateCustomActionType> for Driver {
 impl Handle<DeleteCustomActionType> for Driver {
     fn handle(&mut self, op: DeleteCustomActionType, ctx: &Context) -> Result<EmptyOutput, OpError> {
         let record = self.workers.delete_type(&op.category, &op.provider, &op.version, ctx.now)?;
+        self.refuse_deleting_a_type_in_use(&record)?;
         self.workers.restore_type(record.clone());
         self.commit(ctx.now, vec![Change::ActionType(record)])?;
         info!(category = %op.category, provider = %op.provider, version = %op.version, "custom action type deleted");
@@ -501,6 +502,124 @@ impl Driver {
 }
 
 impl Driver {
+    /// A custom action type is not deleted while a job of it is out or a
+    /// pipeline's current version declares it: its jobs could no longer be
+    /// polled, its secret properties no longer hidden, and new runs of the
+    /// pipeline would look for a plugin of that name.
+    fn refuse_deleting_a_type_in_use(&mut self, t: &ActionTypeRecord) -> Result<(), OpError> {
+        let name = format!("{}/Custom/{}/{}", t.category, t.provider, t.version);
+        let is_it = |id: &crate::ops::ActionTypeId| {
+            id.owner == "Custom" && id.category == t.category && id.provider == t.provider && id.version == t.version
+        };
+        if let Some(job) = self.workers.jobs().find(|j| is_it(&j.action_type)) {
+            return Err(OpError::Conflict(format!(
+                "action type {name} has a job out (pipeline {}, execution {}): stop the execution first",
+                job.pipeline, job.execution_id
+            )));
+        }
+        for record in self.store.pipelines().map_err(|e| OpError::Internal(format!("{e:#}")))? {
+            let def = self.definition(&record.name, record.version).map_err(|e| OpError::Internal(format!("{e:#}")))?;
+            let used = def.stages.iter().flat_map(|s| s.actions.iter()).find(|a| {
+                let id = &a.action_type_id;
+                id.owner == "Custom" && id.category == t.category && id.provider == t.provider && id.version == t.version
+            });
+            if let Some(action) = used {
+                return Err(OpError::Conflict(format!(
+                    "action type {name} is used by pipeline {} (action {}): remove it from the pipeline first",
+                    record.name, action.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the `secret` properties of the custom action type an
+    /// action declares (`owner`, `provider`, `version` of its
+    /// actionTypeId), deleted types included; none for any other action.
+    pub(super) fn worker_secret_names(&self, owner: &str, provider: &str, version: &str) -> Vec<String> {
+        if owner != "Custom" {
+            return Vec::new();
+        }
+        self.workers
+            .any_type_of(provider, version)
+            .map(|t| t.properties.iter().filter(|p| p.secret).map(|p| p.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Hides the `secret` properties of custom actions in an execution's
+    /// view (their resolved configuration), as GetPipeline hides them in
+    /// the declaration.
+    pub(super) fn hide_run_secrets(
+        &self,
+        view: &mut crate::ops::GetPipelineExecutionOutput,
+        def: &crate::pipeline::Pipeline,
+    ) {
+        for stage in &mut view.stages {
+            for run in &mut stage.actions {
+                let Some(action) = def.stage(&stage.stage_name).and_then(|s| s.action(&run.action_name)) else {
+                    continue;
+                };
+                let id = &action.action_type_id;
+                hide_values(
+                    &mut run.resolved_configuration,
+                    &self.worker_secret_names(&id.owner, &id.provider, &id.version),
+                );
+            }
+        }
+    }
+
+    /// UpdatePipeline: a `secret` property of a custom action sent back as
+    /// GetPipeline showed it ([`HIDDEN`]) keeps the value the current
+    /// version stores for that stage and action, as in CodePipeline.
+    pub(super) fn keep_hidden_secrets(
+        &self,
+        new: &mut crate::pipeline::Pipeline,
+        stored: &crate::pipeline::Pipeline,
+    ) -> Result<(), OpError> {
+        let mut problems = Vec::new();
+        for stage in &mut new.stages {
+            for action in &mut stage.actions {
+                let id = &action.action_type_id;
+                for name in self.worker_secret_names(&id.owner, &id.provider, &id.version) {
+                    if action.configuration.get(&name) != Some(HIDDEN) {
+                        continue;
+                    }
+                    let kept = stored
+                        .stage(&stage.name)
+                        .and_then(|s| s.action(&action.name))
+                        .filter(|old| old.action_type_id == action.action_type_id)
+                        .and_then(|old| old.configuration.get(&name))
+                        .filter(|value| *value != HIDDEN);
+                    match kept {
+                        Some(value) => action.configuration.insert(name, value.to_string()),
+                        None => problems.push(format!(
+                            "stages[{}].actions[{}].configuration.{name}: {HIDDEN} keeps a stored secret value, and \
+                             the current version has none for this action: give the value",
+                            stage.name, action.name
+                        )),
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(OpError::Validation { message: "the pipeline declaration is invalid".into(), diagnostics: problems })
+        }
+    }
+
+    /// An action's declared configuration as JSON, its `secret` properties
+    /// hidden.
+    pub(super) fn declared_configuration(
+        &self,
+        action: &crate::pipeline::Action,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut configuration = action.configuration.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+        let id = &action.action_type_id;
+        hide_values(&mut configuration, &self.worker_secret_names(&id.owner, &id.provider, &id.version));
+        configuration
+    }
+
     /// A pipeline as GetPipeline (and Create/UpdatePipeline) return it:
     /// the values of a custom action type's `secret` properties are hidden,
     /// as CodePipeline hides them from every call but the job worker's
@@ -509,22 +628,25 @@ impl Driver {
         let stages = pipeline.get_mut("stages").and_then(|s| s.as_array_mut());
         for action in stages.into_iter().flatten().filter_map(|s| s.get_mut("actions")?.as_array_mut()).flatten() {
             let id = &action["actionTypeId"];
-            if id["owner"] != "Custom" {
-                continue;
-            }
-            let Some(t) = self.workers.type_of(id["provider"].as_str().unwrap_or(""), id["version"].as_str().unwrap_or(""))
-            else {
-                continue;
-            };
-            let secrets: Vec<String> = t.properties.iter().filter(|p| p.secret).map(|p| p.name.clone()).collect();
+            let text = |field: &str| id[field].as_str().unwrap_or("").to_string();
+            let secrets = self.worker_secret_names(&text("owner"), &text("provider"), &text("version"));
             if let Some(configuration) = action.get_mut("configuration").and_then(|c| c.as_object_mut()) {
-                for name in secrets {
-                    if let Some(value) = configuration.get_mut(&name) {
-                        *value = serde_json::Value::String("****".into());
-                    }
-                }
+                hide_values(configuration, &secrets);
             }
         }
         pipeline
+    }
+}
+
+/// The value CodePipeline shows for a `secret` property of a custom action
+/// type; an UpdatePipeline that sends it back keeps the stored value.
+pub(super) const HIDDEN: &str = "****";
+
+/// Replaces the values of `names` in a configuration map with [`HIDDEN`].
+pub(super) fn hide_values(configuration: &mut serde_json::Map<String, serde_json::Value>, names: &[String]) {
+    for name in names {
+        if let Some(value) = configuration.get_mut(name) {
+            *value = serde_json::Value::String(HIDDEN.into());
+        }
     }
 }

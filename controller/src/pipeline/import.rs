@@ -159,7 +159,7 @@ impl ProviderMap {
 /// returns the declaration as JSON with a report, or every problem at once.
 pub fn import(text: &str, map: &ProviderMap, options: &ImportOptions) -> Result<Imported, Vec<String>> {
     let mut doc = super::parse::document(text).map_err(|d| vec![d.to_string()])?;
-    let namespaces = super::import_codebuild::source_namespaces(&doc);
+    let namespaces = super::import_codebuild::source_namespaces(&doc, map);
     let mut unmapped: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut problems = Vec::new();
     let mut report = Vec::new();
@@ -452,6 +452,29 @@ AWS/Lambda: {provider: noop}
         ] {
             assert!(report.contains(line), "{line:?} not in\n{report}");
         }
+    }
+
+    /// A source that does not become `git` sets no `CommitId`: the build
+    /// after it gets no `SourceVersion` that would fail to resolve.
+    #[test]
+    fn only_git_sources_give_codebuild_a_source_version() {
+        let s3 = GITHUB_BUILD_TEST.replace(
+            r#""owner": "ThirdParty", "provider": "GitHub", "version": "1"},
+          "configuration": {"Owner": "acme", "Repo": "app", "Branch": "main", "OAuthToken": "****", "PollForSourceChanges": "false"},"#,
+            r#""owner": "AWS", "provider": "S3", "version": "1"},
+          "configuration": {"S3Bucket": "drops", "S3ObjectKey": "app.zip"},"#,
+        );
+        assert_ne!(s3, GITHUB_BUILD_TEST, "the source was replaced");
+        let map = ProviderMap::with_overrides(r#"{"AWS/S3": {"provider": "noop"}}"#).unwrap();
+        let imported = import(&s3, &map, &ImportOptions::default()).unwrap();
+        let decl = crate::pipeline::parse(&imported.declaration).unwrap();
+        let build = &decl.pipeline.stages[1].actions[0];
+        assert_eq!(build.configuration.get("SourceVersion"), None);
+        assert!(
+            imported.report.join("\n").contains("CODEBUILD_RESOLVED_SOURCE_VERSION stays unset"),
+            "{:?}",
+            imported.report
+        );
     }
 
     #[test]

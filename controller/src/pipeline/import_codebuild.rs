@@ -31,12 +31,17 @@ pub fn secrets_manager_secret(reference: &str) -> String {
     parameter_secret(id)
 }
 
-/// Source actions' output artifacts to their namespaces, for `SourceVersion`.
-pub fn source_namespaces(doc: &Value) -> BTreeMap<String, String> {
+/// Output artifacts of the source actions that become `git` (and so set
+/// `CommitId`) to their namespaces, for `SourceVersion`.
+pub fn source_namespaces(doc: &Value, map: &super::import::ProviderMap) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let stages = doc.pointer("/pipeline/stages").and_then(Value::as_array).into_iter().flatten();
     for action in stages.filter_map(|s| s.get("actions").and_then(Value::as_array)).flatten() {
-        let is_source = action.pointer("/actionTypeId/category").and_then(Value::as_str) == Some("Source");
+        let field = |name: &str| action.pointer(&format!("/actionTypeId/{name}")).and_then(Value::as_str).unwrap_or("");
+        let provider = field("provider");
+        let key = format!("{}/{provider}", field("owner"));
+        let becomes_git = map.0.get(&key).map_or(provider == "git", |m| m.provider == "git");
+        let is_source = field("category") == "Source" && becomes_git;
         let Some(namespace) = action.get("namespace").and_then(Value::as_str).filter(|_| is_source) else { continue };
         for artifact in action.get("outputArtifacts").and_then(Value::as_array).into_iter().flatten() {
             if let Some(name) = artifact.get("name").and_then(Value::as_str) {

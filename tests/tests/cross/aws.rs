@@ -145,6 +145,7 @@ fn forged_tampered_replayed_and_revoked_requests_are_refused() {
     assert_eq!(r["no_signature"]["code"], "MissingAuthenticationTokenException");
     assert_eq!(r["no_signature"]["status"], 403);
     assert_eq!(r["oversized"]["code"], "ValidationException");
+    assert_eq!(r["unread_body"], serde_json::json!({"status": 400, "code": "UnrecognizedClientException"}), "{r}");
     assert_eq!(r["malformed"]["code"], "ValidationException");
     assert_eq!(r["unknown_target"]["code"], "UnknownOperationException");
     assert!(r["trigger_detail"].as_str().unwrap().ends_with("by ann"), "{r}");

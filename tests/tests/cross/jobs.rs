@@ -112,6 +112,42 @@ fn a_boto3_job_worker_runs_a_custom_action_and_the_next_action_consumes_its_outp
     assert_eq!(seen["secret"], "s3cr3t", "{seen}");
     let got = cluster.sluice_json(&["pipeline", "get", "packaged"]).unwrap();
     assert_eq!(got["pipeline"]["stages"][1]["actions"][0]["configuration"]["Token"], "****", "{got}");
+    // ... and so do the execution's views of what the action ran with.
+    let execution = cluster.sluice_json(&["execution", "get", "packaged", &id]).unwrap();
+    let run = &execution["stages"][1]["actions"][0];
+    assert_eq!(
+        (&run["actionName"], &run["resolvedConfiguration"]["Token"]),
+        (&"Package".into(), &"****".into()),
+        "{execution}"
+    );
+    let actions = cluster.sluice_json(&["execution", "actions", "packaged", "--execution", &id]).unwrap();
+    let package_run = actions["actionExecutionDetails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["actionName"] == "Package")
+        .unwrap_or_else(|| panic!("no Package in {actions}"));
+    assert_eq!(package_run["input"]["configuration"]["Token"], "****", "{actions}");
+    assert_eq!(package_run["input"]["resolvedConfiguration"]["Token"], "****", "{actions}");
+    assert!(!actions.to_string().contains("s3cr3t") && !execution.to_string().contains("s3cr3t"));
+
+    // An update that sends the hidden value back keeps the stored one.
+    let file = cluster.dir.path().join("packaged-v2.json");
+    std::fs::write(&file, serde_json::json!({"pipeline": got["pipeline"]}).to_string()).unwrap();
+    let out = cluster.sluice(&["pipeline", "update", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let db = rusqlite::Connection::open(cluster.data_dir().join("sluice.db")).unwrap();
+    let stored: String = db
+        .query_row("SELECT definition FROM pipelines WHERE name = 'packaged' ORDER BY version DESC LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["pipeline"]["stages"][1]["actions"][0]["configuration"]["Token"], "s3cr3t", "{stored}");
+    // The type is in use: it is not deleted.
+    let out = cluster.sluice(&["action-type", "delete", "Build", "Packager", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(output_text(&out).contains("is used by pipeline packaged"), "{}", output_text(&out));
     let state = cluster.sluice_json(&["pipeline", "state", "packaged"]).unwrap();
     let package = action_state(&state, "Build", "Package");
     assert_eq!(package["status"], "Succeeded", "{state}");
@@ -121,6 +157,11 @@ fn a_boto3_job_worker_runs_a_custom_action_and_the_next_action_consumes_its_outp
     let jobs: Vec<&str> = seen["jobs"].as_array().unwrap().iter().map(|j| j.as_str().unwrap()).collect();
     let first = cluster.sluice_json(&["job", "get", jobs[0]]).unwrap();
     assert_eq!(first["jobDetails"]["data"]["pipelineContext"]["action"]["name"], "Package", "{first}");
+    // The worker's action execution id is the one ListActionExecutions shows.
+    assert_eq!(
+        first["jobDetails"]["data"]["pipelineContext"]["action"]["actionExecutionId"],
+        package_run["actionExecutionId"]
+    );
 }
 
 #[test]
@@ -258,6 +299,14 @@ fn worker_jobs_survive_a_killed_controller_and_end_with_a_stopped_execution() {
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("is Failed") && text.contains("abandoned"), "{text}");
+    // In use by the pipeline, the type stays; once the pipeline is gone
+    // (with its ended jobs) it can be deleted.
+    let refused = cluster.sluice(&["action-type", "delete", "Build", "Durable", "1"]);
+    assert!(output_text(&refused).contains("is used by pipeline durable"), "{}", output_text(&refused));
+    let out = cluster.sluice(&["pipeline", "delete", "durable"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = cluster.sluice(&["job", "get", &job_id]);
+    assert_eq!(out.status.code(), Some(1), "the pipeline's jobs went with it: {}", output_text(&out));
     let deleted = cluster.sluice(&["action-type", "delete", "Build", "Durable", "1"]);
     assert!(deleted.status.success(), "{}", output_text(&deleted));
     let again = cluster.dir.path().join("Durable.yaml");
