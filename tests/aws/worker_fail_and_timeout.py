@@ -71,6 +71,24 @@ answer = connection.getresponse()
 codes["hugeUnsignedPut"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
 connection.close()
 
+# What a key may do is known from the headers: a correctly signed write of
+# a huge body to the job's input is refused at once, no byte of it read.
+empty = AWSRequest("PUT", os.environ["AWS_ENDPOINT_URL"] + path, data=b"")
+S3SigV4Auth(
+    Credentials(credentials["accessKeyId"], credentials["secretAccessKey"], credentials["sessionToken"]),
+    "s3",
+    os.environ["AWS_DEFAULT_REGION"],
+).add_auth(empty)
+connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
+connection.putrequest("PUT", path, skip_accept_encoding=True)
+for name, value in empty.headers.items():
+    connection.putheader(name, value)
+connection.putheader("Content-Length", str(100 << 20))
+connection.endheaders()
+answer = connection.getresponse()
+codes["hugePutToInput"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
+connection.close()
+
 # A body changed after signing is refused, whatever the signature says.
 signed = AWSRequest("PUT", os.environ["AWS_ENDPOINT_URL"] + path, data=b"PK-what-was-signed")
 S3SigV4Auth(

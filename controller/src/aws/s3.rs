@@ -47,6 +47,18 @@ use tracing::{debug, warn};
 /// converted), and largest total of a multipart upload's parts.
 pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
 
+/// Uploads read and converted in memory at once (PutObject bodies and
+/// multipart completions): each may hold [`MAX_UPLOAD_BYTES`] and its tar.
+pub const MAX_CONVERSIONS: usize = 2;
+
+static CONVERSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONVERSIONS);
+
+/// Waits for one of the [`MAX_CONVERSIONS`] slots; held while an upload is
+/// read and converted.
+pub(super) async fn conversion_permit() -> Result<tokio::sync::SemaphorePermit<'static>, S3Error> {
+    CONVERSIONS.acquire().await.map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 /// The routes of the S3 subset: every path of two segments or more, in
 /// path style (`/sluice-artifacts/KEY`) or virtual-host style (`Host:
 /// sluice-artifacts.HOST`, path `/KEY`); any other bucket is `NoSuchBucket`.
@@ -151,6 +163,22 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
     // an upload. A part's body is then streamed to disk; any other body is
     // read (bounded) and checked against the hash the signature covered.
     let grant = authenticate(state, &parts).await?;
+    // What the key may do is known from the headers too: a write to an
+    // object the job may not write is refused before its body is read.
+    let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
+        return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
+    };
+    debug!(job = %grant.credentials.job_id, %key, method = %parts.method, "S3 request");
+    let writes = parts.method != Method::GET && parts.method != Method::HEAD;
+    if writes && !object.writable {
+        return Err(S3Error::denied(format!("{key} is an input of job {}: it cannot be written", grant.credentials.job_id)));
+    }
+    // A PutObject's body is held in memory and converted there: a few at a
+    // time, whatever the number of workers uploading at once.
+    let _permit = match (&parts.method, &multipart) {
+        (&Method::PUT, Query::None) => Some(conversion_permit().await?),
+        _ => None,
+    };
     let (body, streamed) = match &multipart {
         Query::Part { .. } if parts.method == Method::PUT => (axum::body::Bytes::new(), Some(body)),
         _ => {
@@ -167,20 +195,12 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
             (bytes, None)
         }
     };
-    let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
-        return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
-    };
-    debug!(job = %grant.credentials.job_id, %key, method = %parts.method, "S3 request");
-    let writes = parts.method != Method::GET && parts.method != Method::HEAD;
-    if writes && !object.writable {
-        return Err(S3Error::denied(format!("{key} is an input of job {}: it cannot be written", grant.credentials.job_id)));
-    }
     match (&parts.method, multipart, streamed) {
         (&Method::PUT, Query::Part { upload_id, number }, Some(stream)) => {
             let ids = (upload_id.as_str(), grant.access_key_id.as_str(), key.as_str());
             return s3_multipart::upload_part(state, ids, number, &parts.headers, stream).await;
         }
-        (&Method::PUT, Query::None, _) => return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await,
+        (&Method::PUT, Query::None, _) => return put_object(state, &grant.access_key_id, &key, &parts.headers, body).await,
         (&Method::DELETE, Query::Upload { upload_id }, _) => {
             return s3_multipart::abort(state, &upload_id, &grant.access_key_id, &key);
         }
@@ -421,13 +441,16 @@ async fn put_object(
     access_key_id: &str,
     key: &str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: axum::body::Bytes,
 ) -> Result<Response, S3Error> {
-    let payload = decode_body(headers, body)?;
     let artifacts = state.artifacts.clone();
+    let (headers, raw) = (headers.clone(), body.clone());
     let (digest, size) = tokio::task::spawn_blocking(move || -> Result<(String, u64), S3Error> {
+        // Decoded here, off the runtime; a plain body is not copied.
+        let payload = decode_body(&headers, &raw)?;
         let tar = artifact_zip::zip_to_tar(&payload, MAX_UNPACKED_BYTES)
             .map_err(|e| S3Error::invalid(format!("the object must be a zip archive, as CodePipeline's artifacts: {e}")))?;
+        drop(payload);
         let digest = artifacts
             .put_bytes(&tar)
             .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
@@ -437,7 +460,7 @@ async fn put_object(
     .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     record_output(state, access_key_id, key, digest, size).await?;
     let mut response = StatusCode::OK.into_response();
-    if let Ok(tag) = header::HeaderValue::from_str(&etag(body)) {
+    if let Ok(tag) = header::HeaderValue::from_str(&etag(&body)) {
         response.headers_mut().insert(header::ETAG, tag);
     }
     Ok(response)
@@ -468,13 +491,13 @@ pub(super) async fn record_output(
 
 /// The object's bytes: the body itself, or the chunks of an `aws-chunked`
 /// body; with the checksum it carries (header or trailer) verified.
-pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error> {
+pub fn decode_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, S3Error> {
     let (payload, trailers) = if is_chunked(headers)? {
         let (payload, trailers) = decode_chunked(body)?;
         check_decoded_length(headers, payload.len() as u64)?;
-        (payload, trailers)
+        (std::borrow::Cow::Owned(payload), trailers)
     } else {
-        (body.to_vec(), Vec::new())
+        (std::borrow::Cow::Borrowed(body), Vec::new())
     };
     verify_checksums(headers, trailers, crc32fast::hash(&payload), &Sha256::digest(&payload))?;
     Ok(payload)
@@ -630,7 +653,7 @@ mod tests {
             ("x-amz-trailer", "x-amz-checksum-crc32"),
             ("x-amz-decoded-content-length", "13"),
         ]);
-        assert_eq!(decode_body(&h, body.as_bytes()).unwrap(), data);
+        assert_eq!(decode_body(&h, body.as_bytes()).unwrap().as_ref(), data);
         let forged = body.replace(", worker", ", w0rker");
         assert_eq!(decode_body(&h, forged.as_bytes()).unwrap_err().code, "BadDigest");
         let huge = "ffffffffffffffff\r\nhello\r\n";
@@ -646,7 +669,7 @@ mod tests {
     #[test]
     fn a_plain_body_is_checked_against_its_checksum_header() {
         let h = headers(&[("x-amz-checksum-crc32", &crc(b"zip"))]);
-        assert_eq!(decode_body(&h, b"zip").unwrap(), b"zip");
+        assert_eq!(decode_body(&h, b"zip").unwrap().as_ref(), b"zip");
         assert_eq!(decode_body(&h, b"zap").unwrap_err().code, "BadDigest");
         let other = headers(&[("x-amz-checksum-crc32c", "AAAAAA==")]);
         assert_eq!(decode_body(&other, b"zip").unwrap_err().code, "InvalidArgument");
@@ -670,5 +693,14 @@ mod tests {
         let e = S3Error::denied("a < b & c");
         let response = e.response(&Method::GET, "/x");
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn uploads_are_read_and_converted_a_few_at_a_time() {
+        let held: Vec<_> = futures_util::future::join_all((0..MAX_CONVERSIONS).map(|_| conversion_permit())).await;
+        let wait = std::time::Duration::from_millis(100);
+        assert!(tokio::time::timeout(wait, conversion_permit()).await.is_err(), "a third upload must wait");
+        drop(held);
+        assert!(tokio::time::timeout(wait, conversion_permit()).await.unwrap().is_ok());
     }
 }

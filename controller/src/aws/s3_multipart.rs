@@ -708,6 +708,14 @@ async fn complete(
     let listed = parse_complete(xml)?;
     let spool = state.multipart.clone();
     let files = spool.begin_complete((upload_id, access_key_id, key), &listed)?;
+    // The tar is built in memory: one of the few conversions at a time.
+    let permit = match super::s3::conversion_permit().await {
+        Ok(permit) => permit,
+        Err(e) => {
+            spool.reopen(upload_id);
+            return Err(e);
+        }
+    };
     let artifacts = state.artifacts.clone();
     let converted = tokio::task::spawn_blocking(move || -> Result<(String, u64), S3Error> {
         let zip = std::io::BufReader::new(Joined::open(&files).map_err(internal)?);
@@ -719,6 +727,7 @@ async fn complete(
     .await
     .map_err(internal)
     .and_then(|r| r);
+    drop(permit);
     let recorded = match converted {
         Ok((digest, size)) => record_output(state, access_key_id, key, digest, size).await,
         Err(e) => Err(e),
