@@ -445,12 +445,18 @@ async fn put_object(
 ) -> Result<Response, S3Error> {
     let artifacts = state.artifacts.clone();
     let (headers, raw) = (headers.clone(), body.clone());
+    let spool = state.multipart.clone();
     let (digest, size) = tokio::task::spawn_blocking(move || -> Result<(String, u64), S3Error> {
         // Decoded here, off the runtime; a plain body is not copied.
         let payload = decode_body(&headers, &raw)?;
         let tar = artifact_zip::zip_to_tar(&payload, MAX_UNPACKED_BYTES)
             .map_err(|e| S3Error::invalid(format!("the object must be a zip archive, as CodePipeline's artifacts: {e}")))?;
         drop(payload);
+        // The tar goes to the disk: --min-free-space holds for it too.
+        let free = artifacts
+            .free_bytes()
+            .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        spool.check_free(free, tar.len() as u64)?;
         let digest = artifacts
             .put_bytes(&tar)
             .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
