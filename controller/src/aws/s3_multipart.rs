@@ -442,8 +442,19 @@ impl Spool {
     }
 
     /// Every upload in progress and the key that made it.
+    #[cfg(test)]
     pub fn uploads(&self) -> Vec<(String, String)> {
         self.lock().iter().map(|(id, u)| (id.clone(), u.access_key_id.clone())).collect()
+    }
+
+    /// The uploads in progress by the key that made them: one question
+    /// to the driver per key, however many uploads it has open.
+    pub fn uploads_by_key(&self) -> BTreeMap<String, Vec<String>> {
+        let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, upload) in self.lock().iter() {
+            keys.entry(upload.access_key_id.clone()).or_default().push(id.clone());
+        }
+        keys
     }
 }
 
@@ -806,7 +817,7 @@ pub async fn sweep_forever(state: ApiState) {
         tick.tick().await;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         state.zips.sweep(now, super::s3_zips::IDLE);
-        for (upload_id, access_key_id) in state.multipart.uploads() {
+        for (access_key_id, upload_ids) in state.multipart.uploads_by_key() {
             let caller = super::s3::job_caller(&access_key_id);
             let ended = match crate::api::ask(&state, JobCredentials { access_key_id: access_key_id.clone() }, caller).await
             {
@@ -815,8 +826,10 @@ pub async fn sweep_forever(state: ApiState) {
                 Err(_) => false,
             };
             if ended {
-                info!(upload = %upload_id, "removing a multipart upload of an ended job");
-                state.multipart.remove(&upload_id);
+                for upload_id in upload_ids {
+                    info!(upload = %upload_id, "removing a multipart upload of an ended job");
+                    state.multipart.remove(&upload_id);
+                }
             }
         }
     }
@@ -1034,6 +1047,10 @@ mod tests {
         let err = spool.create("AKIDJOB1", "out.zip").unwrap_err();
         assert_eq!((err.code, err.status), ("InvalidRequest", StatusCode::BAD_REQUEST), "{}", err.message);
         assert!(spool.create("AKIDJOB2", "out.zip").is_ok(), "another key has its own uploads");
+        // The sweep asks about each key once.
+        let keys = spool.uploads_by_key();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["AKIDJOB1", "AKIDJOB2"]);
+        assert_eq!((keys["AKIDJOB1"].len(), keys["AKIDJOB2"].len()), (MAX_UPLOADS_PER_KEY, 1));
         spool.abort((&ids[0], "AKIDJOB1", "out.zip")).unwrap();
         let id = spool.create("AKIDJOB1", "out.zip").unwrap();
         // What a part may hold while it is received: the total less the others.
