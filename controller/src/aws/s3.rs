@@ -273,12 +273,8 @@ fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
 /// ([`check_payload`], or the part's stream).
 async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> Result<Grant, S3Error> {
     let headers = header_pairs(&parts.headers);
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| signature_error(&SigError::Missing))?;
-    let access_key_id = sigv4::Authorization::parse(authorization).map_err(|e| signature_error(&e))?.access_key_id;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let access_key_id = precheck(parts, now)?;
     // What the key is, from the driver, before the signature can be checked.
     let credentials =
         match crate::api::ask(state, JobCredentials { access_key_id: access_key_id.clone() }, job_caller(&access_key_id))
@@ -297,7 +293,6 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> R
         headers: &headers,
         body: &[],
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expect = sigv4::Expect { service: "s3", signed: &[], now };
     let key =
         sigv4::Key { secret: credentials.secret_access_key.clone(), session_token: Some(credentials.session_token.clone()) };
@@ -310,6 +305,36 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> R
         ));
     }
     Ok(Grant { access_key_id, credentials })
+}
+
+/// Whether `id` has the shape of a job's access key id (`ASIA` and 16
+/// characters of base32, as the driver makes them).
+fn looks_like_job_key(id: &str) -> bool {
+    id.strip_prefix("ASIA")
+        .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)))
+}
+
+/// What can be checked on the headers alone, before the driver is asked
+/// about the key: the Authorization header parses, names service `s3` and
+/// a key of a job's shape, and x-amz-date is within the allowed skew.
+/// A random key id costs no round trip to the driver. Returns the key id.
+fn precheck(parts: &axum::http::request::Parts, now: u64) -> Result<String, S3Error> {
+    let headers = header_pairs(&parts.headers);
+    let request = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body: &[],
+    };
+    let expect = sigv4::Expect { service: "s3", signed: &[], now };
+    // The verifier checks the headers in full before it looks a key up:
+    // with no key known, passing those checks ends in UnknownKey.
+    match sigv4::verify_claimed(&request, &expect, |_| None) {
+        Err(SigError::UnknownKey(id)) if looks_like_job_key(&id) => Ok(id),
+        Err(e) => Err(signature_error(&e)),
+        Ok(_) => Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, "a signature verified without a key")),
+    }
 }
 
 /// The object key of a request to the artifact bucket, decoded: the whole
@@ -708,5 +733,40 @@ mod tests {
         assert!(tokio::time::timeout(wait, conversion_permit()).await.is_err(), "a third upload must wait");
         drop(held);
         assert!(tokio::time::timeout(wait, conversion_permit()).await.unwrap().is_ok());
+    }
+
+    #[test]
+    fn headers_alone_refuse_foreign_keys_services_and_stale_dates() {
+        let now = 1_780_000_000; // 2026-05-28T20:26:40Z
+        let parts = |key: &str, service: &str, date: &str| {
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential={key}/{}/us-east-1/{service}/aws4_request, \
+                 SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={}",
+                &date[..8],
+                "0".repeat(64)
+            );
+            let request = axum::http::Request::put("/sluice-artifacts/a/b.zip")
+                .header("host", "localhost")
+                .header("x-amz-date", date)
+                .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+                .header("authorization", auth)
+                .body(())
+                .unwrap();
+            request.into_parts().0
+        };
+        let good = "ASIAABCDEFGHIJKLMNOP";
+        assert_eq!(precheck(&parts(good, "s3", "20260528T202640Z"), now).unwrap(), good);
+        for (key, service, date, code) in [
+            ("AKIAABCDEFGHIJKLMNOP", "s3", "20260528T202640Z", "InvalidAccessKeyId"),
+            ("ASIAFORGED", "s3", "20260528T202640Z", "InvalidAccessKeyId"),
+            ("ASIAabcdefghijklmnop", "s3", "20260528T202640Z", "InvalidAccessKeyId"),
+            (good, "codepipeline", "20260528T202640Z", "AuthorizationHeaderMalformed"),
+            (good, "s3", "20260528T190000Z", "RequestTimeTooSkewed"),
+        ] {
+            assert_eq!(precheck(&parts(key, service, date), now).unwrap_err().code, code, "{key} {service} {date}");
+        }
+        let mut unsigned = parts(good, "s3", "20260528T202640Z");
+        unsigned.headers.remove("authorization");
+        assert_eq!(precheck(&unsigned, now).unwrap_err().code, "AccessDenied");
     }
 }
