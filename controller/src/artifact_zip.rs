@@ -48,6 +48,16 @@ pub enum ZipRefused {
     TooLarge { limit: u64 },
 }
 
+/// Why a stored archive cannot be served as a zip: it will not change on
+/// a retry (the same archive, the same limit).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unservable {
+    #[error("the artifact is larger than {0} bytes: too large to serve as a zip")]
+    TooLarge(u64),
+    #[error("entry {entry:?} of the stored archive: {why}")]
+    Entry { entry: String, why: String },
+}
+
 /// What a zip entry becomes in the tar.
 enum Node {
     Dir,
@@ -243,27 +253,26 @@ pub fn tar_to_zip_into<W: std::io::Write + std::io::Seek>(
         let path = entry.path().context("reading an entry's path")?.to_string_lossy().into_owned();
         // Sluice wrote this archive, but a worker unpacks what it is served:
         // the same path rules as an upload (defence in depth).
-        clean_path(&path).map_err(|why| anyhow::anyhow!("entry {path:?} of the stored archive: {why}"))?;
+        let unservable = |entry: &str, why: String| Unservable::Entry { entry: entry.to_string(), why };
+        clean_path(&path).map_err(|why| unservable(&path, why))?;
         let mode = entry.header().mode().unwrap_or(0o644);
         match entry.header().entry_type() {
             tar::EntryType::Directory => zip.add_directory(path, base.unix_permissions(0o755))?,
             tar::EntryType::Symlink => {
                 let target = entry.link_name()?.map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-                check_link_target(&path, &target)
-                    .map_err(|why| anyhow::anyhow!("entry {path:?} of the stored archive: {why}"))?;
+                check_link_target(&path, &target).map_err(|why| unservable(&path, why))?;
                 zip.add_symlink(path, target, base)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 total += entry.size();
-                anyhow::ensure!(
-                    total <= max_bytes,
-                    "the artifact is larger than {max_bytes} bytes: too large to serve as a zip"
-                );
+                if total > max_bytes {
+                    return Err(Unservable::TooLarge(max_bytes).into());
+                }
                 zip.start_file(path, base.unix_permissions(if mode & 0o111 != 0 { 0o755 } else { 0o644 }))?;
                 std::io::copy(&mut entry, &mut zip)?;
             }
             tar::EntryType::XGlobalHeader => {}
-            other => anyhow::bail!("entry {path}: unsupported entry type {other:?}"),
+            other => return Err(unservable(&path, format!("unsupported entry type {other:?}")).into()),
         }
     }
     zip.finish()?.flush()?;

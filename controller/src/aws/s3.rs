@@ -385,7 +385,7 @@ async fn get_object(
     let internal = |e: anyhow::Error| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
     let tar = state.artifacts.path(&artifact.digest).map_err(internal)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let zip = state.zips.get(&artifact.digest, tar, MAX_UNPACKED_BYTES, now).await.map_err(internal)?;
+    let zip = state.zips.get(&artifact.digest, tar, MAX_UNPACKED_BYTES, now).await.map_err(serve_error)?;
     let total = zip.size;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) => Some(parse_range(spec, total).ok_or_else(|| {
@@ -413,6 +413,22 @@ async fn get_object(
         file_body(&zip.path, start, len).await.map_err(|e| internal(e.into()))?
     };
     response.body(body).map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A served zip that could not be had: the archive's fault (it will not
+/// change on a retry) is a 4xx, anything else a 500.
+fn serve_error(e: anyhow::Error) -> S3Error {
+    match e.downcast_ref::<artifact_zip::Unservable>() {
+        Some(too_large @ artifact_zip::Unservable::TooLarge(_)) => {
+            S3Error::new("EntityTooLarge", StatusCode::BAD_REQUEST, too_large.to_string())
+        }
+        Some(entry) => S3Error::new(
+            "InvalidObjectState",
+            StatusCode::FORBIDDEN,
+            format!("the artifact cannot be served as a zip: {entry}"),
+        ),
+        None => S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
 }
 
 /// `len` bytes of the file from `start`, streamed in blocks.
@@ -768,5 +784,15 @@ mod tests {
         let mut unsigned = parts(good, "s3", "20260528T202640Z");
         unsigned.headers.remove("authorization");
         assert_eq!(precheck(&unsigned, now).unwrap_err().code, "AccessDenied");
+    }
+
+    #[test]
+    fn an_archive_that_cannot_be_served_is_a_client_error() {
+        let e = serve_error(artifact_zip::Unservable::TooLarge(10).into());
+        assert_eq!((e.code, e.status), ("EntityTooLarge", StatusCode::BAD_REQUEST));
+        let e = serve_error(artifact_zip::Unservable::Entry { entry: "l".into(), why: "leaves".into() }.into());
+        assert_eq!((e.code, e.status), ("InvalidObjectState", StatusCode::FORBIDDEN));
+        let e = serve_error(anyhow::anyhow!("disk on fire"));
+        assert_eq!((e.code, e.status), ("InternalError", StatusCode::INTERNAL_SERVER_ERROR));
     }
 }
