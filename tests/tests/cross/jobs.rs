@@ -158,7 +158,11 @@ fn a_failed_job_fails_its_action_and_an_unacknowledged_one_times_out() {
         "{text}"
     );
 
-    let build = [custom_action("Fails", "Tester", "fails", ""), custom_action("Sleeps", "Tester", "sleeps", "")].join(",");
+    let build = [
+        custom_action("Fails", "Tester", "fails", r#"{"name": "failed"}"#),
+        custom_action("Sleeps", "Tester", "sleeps", ""),
+    ]
+    .join(",");
     let id = cluster.create_pipeline("failing", &pipeline("failing", &repo, &build, ""));
     let key = access_key(&cluster, "worker", "operator").unwrap();
     let seen = script_json(&cluster, &key, "worker_fail_and_timeout.py", &["Build", "Tester", "1"]).unwrap();
