@@ -141,16 +141,55 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let resource = parts.uri.path().to_string();
     let method = parts.method.clone();
-    match handle(&state, parts, body).await {
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let mut body = Some(body);
+    match handle(&state, parts, &mut body).await {
         Ok(response) => response,
         Err(e) => {
             warn!(code = e.code, %resource, "S3 request refused: {}", e.message);
-            e.response(&method, &resource)
+            let mut response = e.response(&method, &resource);
+            // Refused before its body was read: a small body is read and
+            // dropped so that the client's connection stays usable; a large
+            // one is not read, and the connection is closed after the error.
+            if let Some(unread) = body.take()
+                && !drain(unread, declared).await
+            {
+                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
+            response
         }
     }
 }
 
-async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body) -> Result<Response, S3Error> {
+/// Most bytes of a refused request's body read (and dropped), and for how long.
+const DRAIN_LIMIT: u64 = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops a refused request's body of at most [`DRAIN_LIMIT`]
+/// bytes within [`DRAIN_TIME`]; false when it is larger, slower or broken.
+async fn drain(body: Body, declared: Option<u64>) -> bool {
+    use futures_util::StreamExt as _;
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return false;
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { return false };
+            total += chunk.len() as u64;
+            if total > DRAIN_LIMIT {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, read).await.unwrap_or(false)
+}
+
+/// `body` is taken when it is read (or streamed): an error with the body
+/// still there was decided before reading it.
+async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: &mut Option<Body>) -> Result<Response, S3Error> {
     let query = parts.uri.query().unwrap_or("");
     if query.contains("X-Amz-Signature") {
         return Err(S3Error::denied("presigned URLs are not supported: sign the request's headers"));
@@ -180,11 +219,15 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
         _ => None,
     };
     let (body, streamed) = match &multipart {
-        Query::Part { .. } if parts.method == Method::PUT => (axum::body::Bytes::new(), Some(body)),
+        Query::Part { upload_id, .. } if parts.method == Method::PUT => {
+            // An upload that is not there is refused before the part is read.
+            state.multipart.check_open((upload_id, &grant.access_key_id, &key))?;
+            (axum::body::Bytes::new(), body.take())
+        }
         _ => {
             // Only PutObject carries an object; the rest at most a part list.
             let limit = if parts.method == Method::PUT { MAX_UPLOAD_BYTES } else { s3_multipart::MAX_LIST_BYTES };
-            let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            let bytes = axum::body::to_bytes(body.take().unwrap_or_else(Body::empty), limit).await.map_err(|_| {
                 S3Error::new(
                     "EntityTooLarge",
                     StatusCode::BAD_REQUEST,
@@ -794,5 +837,12 @@ mod tests {
         assert_eq!((e.code, e.status), ("InvalidObjectState", StatusCode::FORBIDDEN));
         let e = serve_error(anyhow::anyhow!("disk on fire"));
         assert_eq!((e.code, e.status), ("InternalError", StatusCode::INTERNAL_SERVER_ERROR));
+    }
+
+    #[tokio::test]
+    async fn a_refused_requests_body_is_drained_only_when_small() {
+        assert!(drain(Body::from(vec![0u8; 1000]), Some(1000)).await);
+        assert!(!drain(Body::from(vec![0u8; 10]), Some(DRAIN_LIMIT + 1)).await, "declared too large: not read");
+        assert!(!drain(Body::from(vec![0u8; DRAIN_LIMIT as usize + 1]), None).await, "larger than it said");
     }
 }
