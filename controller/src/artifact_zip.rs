@@ -20,8 +20,20 @@ use std::io::{Cursor, Read};
 pub const MAX_ENTRIES: usize = 20_000;
 
 /// Bytes a worker's zip may inflate to, and the size of a zip this
-/// controller builds for a worker: conversions happen in memory.
+/// controller builds for a worker: conversions happen in memory. Every
+/// node of the tar (entries and the parents they imply) also costs its
+/// header and path, so that a small zip of long, deep names cannot make a
+/// huge tar.
 pub const MAX_UNPACKED_BYTES: u64 = 1 << 30;
+
+/// Longest path of an entry, in bytes (Linux's PATH_MAX).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Most segments (directories deep) of an entry's path.
+pub const MAX_PATH_SEGMENTS: usize = 256;
+
+/// What a node of the tar costs beyond its data: a header block.
+const NODE_OVERHEAD: u64 = 512;
 
 /// Why a zip could not become an artifact.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +46,16 @@ pub enum ZipRefused {
     TooManyEntries,
     #[error("inflates to more than {limit} bytes")]
     TooLarge { limit: u64 },
+}
+
+/// Why a stored archive cannot be served as a zip: it will not change on
+/// a retry (the same archive, the same limit).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unservable {
+    #[error("the artifact is larger than {0} bytes: too large to serve as a zip")]
+    TooLarge(u64),
+    #[error("entry {entry:?} of the stored archive: {why}")]
+    Entry { entry: String, why: String },
 }
 
 /// What a zip entry becomes in the tar.
@@ -67,6 +89,12 @@ pub fn zip_to_tar_from<R: std::io::Read + std::io::Seek>(zip: R, max_unpacked: u
             return Err(refuse("symlinks are not accepted in an artifact from a job worker"));
         }
         let path = clean_path(&raw).map_err(|why| refuse(&why))?;
+        // A name is paid for before its data: a zip of long names and no
+        // data must not build a huge tar either.
+        total += NODE_OVERHEAD + path.len() as u64;
+        if total > max_unpacked {
+            return Err(ZipRefused::TooLarge { limit: max_unpacked });
+        }
         let node = if file.is_dir() {
             Node::Dir
         } else {
@@ -91,7 +119,15 @@ pub fn zip_to_tar_from<R: std::io::Read + std::io::Seek>(zip: R, max_unpacked: u
                 Some(Node::File { .. }) => return Err(refuse("a file of the archive is used as a directory")),
                 Some(Node::Dir) => {}
                 None => {
+                    // An implied parent is a node like any other.
+                    total += NODE_OVERHEAD + up.len() as u64;
+                    if total > max_unpacked {
+                        return Err(ZipRefused::TooLarge { limit: max_unpacked });
+                    }
                     nodes.insert(up.to_string(), Node::Dir);
+                    if nodes.len() > MAX_ENTRIES {
+                        return Err(ZipRefused::TooManyEntries);
+                    }
                 }
             }
             parent = up;
@@ -101,6 +137,9 @@ pub fn zip_to_tar_from<R: std::io::Read + std::io::Seek>(zip: R, max_unpacked: u
             (Some(_), _) => return Err(refuse("the path appears twice")),
             (None, _) => {
                 nodes.insert(path, node);
+                if nodes.len() > MAX_ENTRIES {
+                    return Err(ZipRefused::TooManyEntries);
+                }
             }
         }
     }
@@ -115,6 +154,9 @@ fn clean_path(raw: &str) -> Result<String, String> {
     if raw.starts_with('/') || raw.get(1..2) == Some(":") {
         return Err("absolute paths are not allowed".into());
     }
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(format!("the path is longer than {MAX_PATH_BYTES} bytes"));
+    }
     let trimmed = raw.trim_end_matches('/');
     let mut parts = Vec::new();
     for part in trimmed.split('/') {
@@ -127,7 +169,31 @@ fn clean_path(raw: &str) -> Result<String, String> {
     if parts.is_empty() {
         return Err("the path is empty".into());
     }
+    if parts.len() > MAX_PATH_SEGMENTS {
+        return Err(format!("the path is more than {MAX_PATH_SEGMENTS} directories deep"));
+    }
     Ok(parts.join("/"))
+}
+
+/// A stored archive's symlink target must stay inside the artifact: not
+/// absolute, and no `..` climbing above the artifact's root from the
+/// link's directory (a worker unpacking the zip would follow it out).
+fn check_link_target(path: &str, target: &str) -> Result<(), String> {
+    if target.starts_with('/') || target.contains('\\') || target.contains('\0') || target.get(1..2) == Some(":") {
+        return Err(format!("symlink target {target:?} is absolute or not portable"));
+    }
+    let mut depth = path.trim_end_matches('/').split('/').filter(|p| !p.is_empty() && *p != ".").count() as i64 - 1;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return Err(format!("symlink target {target:?} leaves the artifact"));
+        }
+    }
+    Ok(())
 }
 
 /// Writes the nodes, sorted by path bytes, as agents pack a directory.
@@ -185,24 +251,28 @@ pub fn tar_to_zip_into<W: std::io::Write + std::io::Seek>(
     for entry in archive.entries().context("reading the stored archive")? {
         let mut entry = entry.context("reading the stored archive")?;
         let path = entry.path().context("reading an entry's path")?.to_string_lossy().into_owned();
+        // Sluice wrote this archive, but a worker unpacks what it is served:
+        // the same path rules as an upload (defence in depth).
+        let unservable = |entry: &str, why: String| Unservable::Entry { entry: entry.to_string(), why };
+        clean_path(&path).map_err(|why| unservable(&path, why))?;
         let mode = entry.header().mode().unwrap_or(0o644);
         match entry.header().entry_type() {
             tar::EntryType::Directory => zip.add_directory(path, base.unix_permissions(0o755))?,
             tar::EntryType::Symlink => {
                 let target = entry.link_name()?.map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+                check_link_target(&path, &target).map_err(|why| unservable(&path, why))?;
                 zip.add_symlink(path, target, base)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 total += entry.size();
-                anyhow::ensure!(
-                    total <= max_bytes,
-                    "the artifact is larger than {max_bytes} bytes: too large to serve as a zip"
-                );
+                if total > max_bytes {
+                    return Err(Unservable::TooLarge(max_bytes).into());
+                }
                 zip.start_file(path, base.unix_permissions(if mode & 0o111 != 0 { 0o755 } else { 0o644 }))?;
                 std::io::copy(&mut entry, &mut zip)?;
             }
             tar::EntryType::XGlobalHeader => {}
-            other => anyhow::bail!("entry {path}: unsupported entry type {other:?}"),
+            other => return Err(unservable(&path, format!("unsupported entry type {other:?}")).into()),
         }
     }
     zip.finish()?.flush()?;
@@ -301,5 +371,59 @@ mod tests {
         let bomb = zip.finish().unwrap().into_inner();
         assert!(bomb.len() < 64 << 10, "{}", bomb.len());
         assert_eq!(zip_to_tar(&bomb, 1 << 20).unwrap_err(), ZipRefused::TooLarge { limit: 1 << 20 });
+    }
+
+    #[test]
+    fn long_and_deep_paths_are_refused_with_the_entry_named() {
+        for (name, why) in [
+            (format!("d0/{}f", "a/".repeat(2100)), "longer than 4096 bytes"),
+            (format!("{}f", "a/".repeat(256)), "more than 256 directories deep"),
+        ] {
+            let err = zip_to_tar(&zip_of(&[(&name, b"x", 0o644)]), MAX_UNPACKED_BYTES).unwrap_err();
+            assert!(matches!(&err, ZipRefused::Entry { entry, .. } if *entry == name), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        // At the limits, a path is still accepted.
+        let name = format!("{}f", "a/".repeat(255));
+        assert!(zip_to_tar(&zip_of(&[(&name, b"x", 0o644)]), MAX_UNPACKED_BYTES).is_ok());
+    }
+
+    #[test]
+    fn implied_parents_count_against_the_entry_and_byte_limits() {
+        // 100 entries, each implying 250 directories of its own: 25,100
+        // nodes of the tar from a zip of 100 entries.
+        let names: Vec<String> = (0..100).map(|i| format!("d{i}/{}f", "a/".repeat(249))).collect();
+        let entries: Vec<(&str, &[u8], u32)> = names.iter().map(|n| (n.as_str(), &b""[..], 0o644)).collect();
+        assert_eq!(zip_to_tar(&zip_of(&entries), MAX_UNPACKED_BYTES).unwrap_err(), ZipRefused::TooManyEntries);
+        // Empty directories with long names inflate to nothing but are not
+        // free: their headers and paths count against the byte limit.
+        let names: Vec<String> = (0..64).map(|i| format!("{i}{}/", "b".repeat(1000))).collect();
+        let entries: Vec<(&str, &[u8], u32)> = names.iter().map(|n| (n.as_str(), &b""[..], 0o755)).collect();
+        let zip = zip_of(&entries);
+        assert_eq!(zip_to_tar(&zip, 32 << 10).unwrap_err(), ZipRefused::TooLarge { limit: 32 << 10 });
+        assert!(zip_to_tar(&zip, 1 << 20).is_ok());
+    }
+
+    fn tar_with_symlink(path: &str, target: &str) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        builder.append_link(&mut header, path, target).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn stored_archives_with_escaping_symlinks_or_long_paths_are_not_served() {
+        for (path, target) in [("link", "/etc/passwd"), ("a/link", "../../etc/passwd"), ("link", "x/../../y")] {
+            let err = tar_to_zip(&tar_with_symlink(path, target), MAX_UNPACKED_BYTES).unwrap_err();
+            assert!(format!("{err:#}").contains("symlink target"), "{path} -> {target}: {err:#}");
+        }
+        for (path, target) in [("a/link", "../b"), ("link", "b/c"), ("a/b/link", "../../c")] {
+            assert!(tar_to_zip(&tar_with_symlink(path, target), MAX_UNPACKED_BYTES).is_ok(), "{path} -> {target}");
+        }
+        let long = format!("{}f", "a/".repeat(2100));
+        let err = tar_to_zip(&tar_with_symlink(&long, "b"), MAX_UNPACKED_BYTES).unwrap_err();
+        assert!(format!("{err:#}").contains("longer than 4096 bytes"), "{err:#}");
     }
 }

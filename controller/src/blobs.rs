@@ -91,9 +91,17 @@ impl BlobStore {
         let path = self.path(&digest)?;
         if !path.exists() {
             std::fs::create_dir_all(path.parent().expect("has parent"))?;
-            let tmp = self.root.join("tmp").join(format!("{digest}.{}", std::process::id()));
-            std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path)?;
+            // Unique per put: two uploads of the same content at once each
+            // write their own file, and either rename puts it in place.
+            let tmp =
+                self.root.join("tmp").join(format!("{digest}.{}.{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+            let written = std::fs::write(&tmp, bytes)
+                .with_context(|| format!("writing {}", tmp.display()))
+                .and_then(|()| std::fs::rename(&tmp, &path).with_context(|| format!("storing {}", path.display())));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
         }
         Ok(digest)
     }
@@ -366,6 +374,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         assert!(store.free_bytes().unwrap() > 0);
+    }
+
+    #[test]
+    fn concurrent_puts_of_the_same_bytes_all_succeed_and_leave_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        for round in 0..20u32 {
+            // 1 MiB, so that the writes overlap.
+            let data: Vec<u8> = (0..1u32 << 20).map(|i| (i ^ round) as u8).collect();
+            let barrier = std::sync::Barrier::new(8);
+            let digests: Vec<String> = std::thread::scope(|scope| {
+                let puts: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            store.put_bytes(&data)
+                        })
+                    })
+                    .collect();
+                puts.into_iter().map(|p| p.join().unwrap().expect("a concurrent put of the same bytes")).collect()
+            });
+            assert!(digests.iter().all(|d| *d == digests[0]));
+            assert_eq!(std::fs::read(store.path(&digests[0]).unwrap()).unwrap(), data);
+            assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no partial file left");
+        }
     }
 }
 

@@ -58,11 +58,12 @@ mine = fails["data"]["inputArtifacts"][0]["location"]["s3Location"]
 path = f"/{mine['bucketName']}/{mine['objectKey']}"
 connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
 connection.putrequest("PUT", path)
+now = time.gmtime()
 for name, value in {
     "Content-Length": str(600 << 20),
-    "x-amz-date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+    "x-amz-date": time.strftime("%Y%m%dT%H%M%SZ", now),
     "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
-    "Authorization": "AWS4-HMAC-SHA256 Credential=ASIAFORGEDFORGEDFORG/20260101/us-east-1/s3/aws4_request, "
+    "Authorization": f"AWS4-HMAC-SHA256 Credential=ASIAFORGEDFORGEDFORG/{time.strftime('%Y%m%d', now)}/us-east-1/s3/aws4_request, "
     "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + "0" * 64,
 }.items():
     connection.putheader(name, value)
@@ -71,7 +72,28 @@ answer = connection.getresponse()
 codes["hugeUnsignedPut"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
 connection.close()
 
-# A body changed after signing is refused, whatever the signature says.
+# What a key may do is known from the headers: a correctly signed write of
+# a huge body to the job's input is refused at once, no byte of it read.
+empty = AWSRequest("PUT", os.environ["AWS_ENDPOINT_URL"] + path, data=b"")
+S3SigV4Auth(
+    Credentials(credentials["accessKeyId"], credentials["secretAccessKey"], credentials["sessionToken"]),
+    "s3",
+    os.environ["AWS_DEFAULT_REGION"],
+).add_auth(empty)
+connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
+connection.putrequest("PUT", path, skip_accept_encoding=True)
+for name, value in empty.headers.items():
+    connection.putheader(name, value)
+connection.putheader("Content-Length", str(100 << 20))
+connection.endheaders()
+answer = connection.getresponse()
+codes["hugePutToInput"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
+connection.close()
+
+# A body changed after signing is refused, whatever the signature says (on
+# the job's output: its input is refused before any body is read).
+output = fails["data"]["outputArtifacts"][0]["location"]["s3Location"]
+path = f"/{output['bucketName']}/{output['objectKey']}"
 signed = AWSRequest("PUT", os.environ["AWS_ENDPOINT_URL"] + path, data=b"PK-what-was-signed")
 S3SigV4Auth(
     Credentials(credentials["accessKeyId"], credentials["secretAccessKey"], credentials["sessionToken"]),

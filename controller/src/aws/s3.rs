@@ -47,6 +47,18 @@ use tracing::{debug, warn};
 /// converted), and largest total of a multipart upload's parts.
 pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
 
+/// Uploads read and converted in memory at once (PutObject bodies and
+/// multipart completions): each may hold [`MAX_UPLOAD_BYTES`] and its tar.
+pub const MAX_CONVERSIONS: usize = 2;
+
+static CONVERSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONVERSIONS);
+
+/// Waits for one of the [`MAX_CONVERSIONS`] slots; held while an upload is
+/// read and converted.
+pub(super) async fn conversion_permit() -> Result<tokio::sync::SemaphorePermit<'static>, S3Error> {
+    CONVERSIONS.acquire().await.map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 /// The routes of the S3 subset: every path of two segments or more, in
 /// path style (`/sluice-artifacts/KEY`) or virtual-host style (`Host:
 /// sluice-artifacts.HOST`, path `/KEY`); any other bucket is `NoSuchBucket`.
@@ -129,16 +141,55 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let resource = parts.uri.path().to_string();
     let method = parts.method.clone();
-    match handle(&state, parts, body).await {
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let mut body = Some(body);
+    match handle(&state, parts, &mut body).await {
         Ok(response) => response,
         Err(e) => {
             warn!(code = e.code, %resource, "S3 request refused: {}", e.message);
-            e.response(&method, &resource)
+            let mut response = e.response(&method, &resource);
+            // Refused before its body was read: a small body is read and
+            // dropped so that the client's connection stays usable; a large
+            // one is not read, and the connection is closed after the error.
+            if let Some(unread) = body.take()
+                && !drain(unread, declared).await
+            {
+                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
+            response
         }
     }
 }
 
-async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body) -> Result<Response, S3Error> {
+/// Most bytes of a refused request's body read (and dropped), and for how long.
+const DRAIN_LIMIT: u64 = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops a refused request's body of at most [`DRAIN_LIMIT`]
+/// bytes within [`DRAIN_TIME`]; false when it is larger, slower or broken.
+async fn drain(body: Body, declared: Option<u64>) -> bool {
+    use futures_util::StreamExt as _;
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return false;
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { return false };
+            total += chunk.len() as u64;
+            if total > DRAIN_LIMIT {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, read).await.unwrap_or(false)
+}
+
+/// `body` is taken when it is read (or streamed): an error with the body
+/// still there was decided before reading it.
+async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: &mut Option<Body>) -> Result<Response, S3Error> {
     let query = parts.uri.query().unwrap_or("");
     if query.contains("X-Amz-Signature") {
         return Err(S3Error::denied("presigned URLs are not supported: sign the request's headers"));
@@ -151,12 +202,32 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
     // an upload. A part's body is then streamed to disk; any other body is
     // read (bounded) and checked against the hash the signature covered.
     let grant = authenticate(state, &parts).await?;
+    // What the key may do is known from the headers too: a write to an
+    // object the job may not write is refused before its body is read.
+    let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
+        return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
+    };
+    debug!(job = %grant.credentials.job_id, %key, method = %parts.method, "S3 request");
+    let writes = parts.method != Method::GET && parts.method != Method::HEAD;
+    if writes && !object.writable {
+        return Err(S3Error::denied(format!("{key} is an input of job {}: it cannot be written", grant.credentials.job_id)));
+    }
+    // A PutObject's body is held in memory and converted there: a few at a
+    // time, whatever the number of workers uploading at once.
+    let _permit = match (&parts.method, &multipart) {
+        (&Method::PUT, Query::None) => Some(conversion_permit().await?),
+        _ => None,
+    };
     let (body, streamed) = match &multipart {
-        Query::Part { .. } if parts.method == Method::PUT => (axum::body::Bytes::new(), Some(body)),
+        Query::Part { upload_id, .. } if parts.method == Method::PUT => {
+            // An upload that is not there is refused before the part is read.
+            state.multipart.check_open((upload_id, &grant.access_key_id, &key))?;
+            (axum::body::Bytes::new(), body.take())
+        }
         _ => {
             // Only PutObject carries an object; the rest at most a part list.
             let limit = if parts.method == Method::PUT { MAX_UPLOAD_BYTES } else { s3_multipart::MAX_LIST_BYTES };
-            let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            let bytes = axum::body::to_bytes(body.take().unwrap_or_else(Body::empty), limit).await.map_err(|_| {
                 S3Error::new(
                     "EntityTooLarge",
                     StatusCode::BAD_REQUEST,
@@ -167,20 +238,12 @@ async fn handle(state: &ApiState, parts: axum::http::request::Parts, body: Body)
             (bytes, None)
         }
     };
-    let Some(object) = grant.credentials.objects.iter().find(|o| o.key == key) else {
-        return Err(S3Error::denied(format!("job {} may not access {key}", grant.credentials.job_id)));
-    };
-    debug!(job = %grant.credentials.job_id, %key, method = %parts.method, "S3 request");
-    let writes = parts.method != Method::GET && parts.method != Method::HEAD;
-    if writes && !object.writable {
-        return Err(S3Error::denied(format!("{key} is an input of job {}: it cannot be written", grant.credentials.job_id)));
-    }
     match (&parts.method, multipart, streamed) {
         (&Method::PUT, Query::Part { upload_id, number }, Some(stream)) => {
             let ids = (upload_id.as_str(), grant.access_key_id.as_str(), key.as_str());
             return s3_multipart::upload_part(state, ids, number, &parts.headers, stream).await;
         }
-        (&Method::PUT, Query::None, _) => return put_object(state, &grant.access_key_id, &key, &parts.headers, &body).await,
+        (&Method::PUT, Query::None, _) => return put_object(state, &grant.access_key_id, &key, &parts.headers, body).await,
         (&Method::DELETE, Query::Upload { upload_id }, _) => {
             return s3_multipart::abort(state, &upload_id, &grant.access_key_id, &key);
         }
@@ -253,12 +316,8 @@ fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
 /// ([`check_payload`], or the part's stream).
 async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> Result<Grant, S3Error> {
     let headers = header_pairs(&parts.headers);
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| signature_error(&SigError::Missing))?;
-    let access_key_id = sigv4::Authorization::parse(authorization).map_err(|e| signature_error(&e))?.access_key_id;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let access_key_id = precheck(parts, now)?;
     // What the key is, from the driver, before the signature can be checked.
     let credentials =
         match crate::api::ask(state, JobCredentials { access_key_id: access_key_id.clone() }, job_caller(&access_key_id))
@@ -277,7 +336,6 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> R
         headers: &headers,
         body: &[],
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expect = sigv4::Expect { service: "s3", signed: &[], now };
     let key =
         sigv4::Key { secret: credentials.secret_access_key.clone(), session_token: Some(credentials.session_token.clone()) };
@@ -290,6 +348,36 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> R
         ));
     }
     Ok(Grant { access_key_id, credentials })
+}
+
+/// Whether `id` has the shape of a job's access key id (`ASIA` and 16
+/// characters of base32, as the driver makes them).
+fn looks_like_job_key(id: &str) -> bool {
+    id.strip_prefix("ASIA")
+        .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)))
+}
+
+/// What can be checked on the headers alone, before the driver is asked
+/// about the key: the Authorization header parses, names service `s3` and
+/// a key of a job's shape, and x-amz-date is within the allowed skew.
+/// A random key id costs no round trip to the driver. Returns the key id.
+fn precheck(parts: &axum::http::request::Parts, now: u64) -> Result<String, S3Error> {
+    let headers = header_pairs(&parts.headers);
+    let request = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body: &[],
+    };
+    let expect = sigv4::Expect { service: "s3", signed: &[], now };
+    // The verifier checks the headers in full before it looks a key up:
+    // with no key known, passing those checks ends in UnknownKey.
+    match sigv4::verify_claimed(&request, &expect, |_| None) {
+        Err(SigError::UnknownKey(id)) if looks_like_job_key(&id) => Ok(id),
+        Err(e) => Err(signature_error(&e)),
+        Ok(_) => Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, "a signature verified without a key")),
+    }
 }
 
 /// The object key of a request to the artifact bucket, decoded: the whole
@@ -340,7 +428,7 @@ async fn get_object(
     let internal = |e: anyhow::Error| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
     let tar = state.artifacts.path(&artifact.digest).map_err(internal)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let zip = state.zips.get(&artifact.digest, tar, MAX_UNPACKED_BYTES, now).await.map_err(internal)?;
+    let zip = state.zips.get(&artifact.digest, tar, MAX_UNPACKED_BYTES, now).await.map_err(serve_error)?;
     let total = zip.size;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) => Some(parse_range(spec, total).ok_or_else(|| {
@@ -368,6 +456,22 @@ async fn get_object(
         file_body(&zip.path, start, len).await.map_err(|e| internal(e.into()))?
     };
     response.body(body).map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A served zip that could not be had: the archive's fault (it will not
+/// change on a retry) is a 4xx, anything else a 500.
+fn serve_error(e: anyhow::Error) -> S3Error {
+    match e.downcast_ref::<artifact_zip::Unservable>() {
+        Some(too_large @ artifact_zip::Unservable::TooLarge(_)) => {
+            S3Error::new("EntityTooLarge", StatusCode::BAD_REQUEST, too_large.to_string())
+        }
+        Some(entry) => S3Error::new(
+            "InvalidObjectState",
+            StatusCode::FORBIDDEN,
+            format!("the artifact cannot be served as a zip: {entry}"),
+        ),
+        None => S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
 }
 
 /// `len` bytes of the file from `start`, streamed in blocks.
@@ -421,13 +525,22 @@ async fn put_object(
     access_key_id: &str,
     key: &str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: axum::body::Bytes,
 ) -> Result<Response, S3Error> {
-    let payload = decode_body(headers, body)?;
     let artifacts = state.artifacts.clone();
+    let (headers, raw) = (headers.clone(), body.clone());
+    let spool = state.multipart.clone();
     let (digest, size) = tokio::task::spawn_blocking(move || -> Result<(String, u64), S3Error> {
+        // Decoded here, off the runtime; a plain body is not copied.
+        let payload = decode_body(&headers, &raw)?;
         let tar = artifact_zip::zip_to_tar(&payload, MAX_UNPACKED_BYTES)
             .map_err(|e| S3Error::invalid(format!("the object must be a zip archive, as CodePipeline's artifacts: {e}")))?;
+        drop(payload);
+        // The tar goes to the disk: --min-free-space holds for it too.
+        let free = artifacts
+            .free_bytes()
+            .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        spool.check_free(free, tar.len() as u64)?;
         let digest = artifacts
             .put_bytes(&tar)
             .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
@@ -437,7 +550,7 @@ async fn put_object(
     .map_err(|e| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     record_output(state, access_key_id, key, digest, size).await?;
     let mut response = StatusCode::OK.into_response();
-    if let Ok(tag) = header::HeaderValue::from_str(&etag(body)) {
+    if let Ok(tag) = header::HeaderValue::from_str(&etag(&body)) {
         response.headers_mut().insert(header::ETAG, tag);
     }
     Ok(response)
@@ -468,13 +581,13 @@ pub(super) async fn record_output(
 
 /// The object's bytes: the body itself, or the chunks of an `aws-chunked`
 /// body; with the checksum it carries (header or trailer) verified.
-pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, S3Error> {
+pub fn decode_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, S3Error> {
     let (payload, trailers) = if is_chunked(headers)? {
         let (payload, trailers) = decode_chunked(body)?;
         check_decoded_length(headers, payload.len() as u64)?;
-        (payload, trailers)
+        (std::borrow::Cow::Owned(payload), trailers)
     } else {
-        (body.to_vec(), Vec::new())
+        (std::borrow::Cow::Borrowed(body), Vec::new())
     };
     verify_checksums(headers, trailers, crc32fast::hash(&payload), &Sha256::digest(&payload))?;
     Ok(payload)
@@ -630,7 +743,7 @@ mod tests {
             ("x-amz-trailer", "x-amz-checksum-crc32"),
             ("x-amz-decoded-content-length", "13"),
         ]);
-        assert_eq!(decode_body(&h, body.as_bytes()).unwrap(), data);
+        assert_eq!(decode_body(&h, body.as_bytes()).unwrap().as_ref(), data);
         let forged = body.replace(", worker", ", w0rker");
         assert_eq!(decode_body(&h, forged.as_bytes()).unwrap_err().code, "BadDigest");
         let huge = "ffffffffffffffff\r\nhello\r\n";
@@ -646,7 +759,7 @@ mod tests {
     #[test]
     fn a_plain_body_is_checked_against_its_checksum_header() {
         let h = headers(&[("x-amz-checksum-crc32", &crc(b"zip"))]);
-        assert_eq!(decode_body(&h, b"zip").unwrap(), b"zip");
+        assert_eq!(decode_body(&h, b"zip").unwrap().as_ref(), b"zip");
         assert_eq!(decode_body(&h, b"zap").unwrap_err().code, "BadDigest");
         let other = headers(&[("x-amz-checksum-crc32c", "AAAAAA==")]);
         assert_eq!(decode_body(&other, b"zip").unwrap_err().code, "InvalidArgument");
@@ -670,5 +783,66 @@ mod tests {
         let e = S3Error::denied("a < b & c");
         let response = e.response(&Method::GET, "/x");
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn uploads_are_read_and_converted_a_few_at_a_time() {
+        let held: Vec<_> = futures_util::future::join_all((0..MAX_CONVERSIONS).map(|_| conversion_permit())).await;
+        let wait = std::time::Duration::from_millis(100);
+        assert!(tokio::time::timeout(wait, conversion_permit()).await.is_err(), "a third upload must wait");
+        drop(held);
+        assert!(tokio::time::timeout(wait, conversion_permit()).await.unwrap().is_ok());
+    }
+
+    #[test]
+    fn headers_alone_refuse_foreign_keys_services_and_stale_dates() {
+        let now = 1_780_000_000; // 2026-05-28T20:26:40Z
+        let parts = |key: &str, service: &str, date: &str| {
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential={key}/{}/us-east-1/{service}/aws4_request, \
+                 SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={}",
+                &date[..8],
+                "0".repeat(64)
+            );
+            let request = axum::http::Request::put("/sluice-artifacts/a/b.zip")
+                .header("host", "localhost")
+                .header("x-amz-date", date)
+                .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+                .header("authorization", auth)
+                .body(())
+                .unwrap();
+            request.into_parts().0
+        };
+        let good = "ASIAABCDEFGHIJKLMNOP";
+        assert_eq!(precheck(&parts(good, "s3", "20260528T202640Z"), now).unwrap(), good);
+        for (key, service, date, code) in [
+            ("AKIAABCDEFGHIJKLMNOP", "s3", "20260528T202640Z", "InvalidAccessKeyId"),
+            ("ASIAFORGED", "s3", "20260528T202640Z", "InvalidAccessKeyId"),
+            ("ASIAabcdefghijklmnop", "s3", "20260528T202640Z", "InvalidAccessKeyId"),
+            (good, "codepipeline", "20260528T202640Z", "AuthorizationHeaderMalformed"),
+            (good, "s3", "20260528T190000Z", "RequestTimeTooSkewed"),
+        ] {
+            assert_eq!(precheck(&parts(key, service, date), now).unwrap_err().code, code, "{key} {service} {date}");
+        }
+        let mut unsigned = parts(good, "s3", "20260528T202640Z");
+        unsigned.headers.remove("authorization");
+        assert_eq!(precheck(&unsigned, now).unwrap_err().code, "AccessDenied");
+    }
+
+    #[test]
+    fn an_archive_that_cannot_be_served_is_a_client_error() {
+        let e = serve_error(artifact_zip::Unservable::TooLarge(10).into());
+        assert_eq!((e.code, e.status), ("EntityTooLarge", StatusCode::BAD_REQUEST));
+        let e = serve_error(artifact_zip::Unservable::Entry { entry: "l".into(), why: "leaves".into() }.into());
+        assert_eq!((e.code, e.status), ("InvalidObjectState", StatusCode::FORBIDDEN));
+        let e = serve_error(anyhow::anyhow!("disk on fire"));
+        assert_eq!((e.code, e.status), ("InternalError", StatusCode::INTERNAL_SERVER_ERROR));
+    }
+
+    #[tokio::test]
+    async fn a_refused_requests_body_is_drained_only_when_small() {
+        assert!(drain(Body::from(vec![0u8; 1000]), Some(1000)).await);
+        assert!(!drain(Body::from(vec![0u8; 10]), Some(DRAIN_LIMIT + 1)).await, "declared too large: not read");
+        assert!(!drain(Body::from(vec![0u8; DRAIN_LIMIT as usize + 1]), None).await, "larger than it said");
     }
 }

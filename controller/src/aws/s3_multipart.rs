@@ -11,8 +11,10 @@
 //!
 //! Parts are spooled to files under `DATA/s3-uploads/ID/`, never kept in
 //! memory between requests; their total is bounded by
-//! [`super::s3::MAX_UPLOAD_BYTES`], and a part that would leave less than
-//! `--min-free-space` on the disk is refused. An upload's files go on
+//! [`super::s3::MAX_UPLOAD_BYTES`] (counted while a part is written), a
+//! part that would leave less than `--min-free-space` on the disk is
+//! refused (re-checked every few MiB written), and a key has at most
+//! [`MAX_UPLOADS_PER_KEY`] uploads open. An upload's files go on
 //! complete, on abort, when its job ends ([`sweep_forever`]) and when the
 //! controller starts ([`Spool::open`] empties the directory: the ids lived
 //! in memory). The completed object is converted like a PutObject's.
@@ -40,6 +42,11 @@ pub const MAX_PART_NUMBER: u32 = 10_000;
 /// Largest CompleteMultipartUpload body: 10 000 parts with their ETags and
 /// checksums take about 1.5 MiB.
 pub const MAX_LIST_BYTES: usize = 4 << 20;
+/// Multipart uploads one key may have open at once.
+pub const MAX_UPLOADS_PER_KEY: usize = 32;
+/// How often, in bytes written, a part being received re-checks the free
+/// space of the disk (a missing or lying Content-Length is no guard).
+const FREE_CHECK_EVERY: u64 = 4 << 20;
 /// How often uploads of ended jobs are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -278,13 +285,34 @@ impl Spool {
     }
 
     /// A new upload of `key` by `access_key_id`; returns its id.
+    /// At most [`MAX_UPLOADS_PER_KEY`] uploads of one key are open at once.
     pub fn create(&self, access_key_id: &str, key: &str) -> Result<String, S3Error> {
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut uploads = self.lock();
+        if uploads.values().filter(|u| u.access_key_id == access_key_id).count() >= MAX_UPLOADS_PER_KEY {
+            return Err(S3Error::new(
+                "InvalidRequest",
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "this key has {MAX_UPLOADS_PER_KEY} multipart uploads open: complete or abort one before \
+                     creating another"
+                ),
+            ));
+        }
         std::fs::create_dir(self.dir(&upload_id)).map_err(internal)?;
         let upload =
             Upload { access_key_id: access_key_id.into(), key: key.into(), parts: BTreeMap::new(), completing: false };
-        self.lock().insert(upload_id.clone(), upload);
+        uploads.insert(upload_id.clone(), upload);
         Ok(upload_id)
+    }
+
+    /// Bytes part `number` may hold within `max_total` for the whole
+    /// upload, given its other parts: the bound a part is received under.
+    pub fn room_for_part(&self, ids: (&str, &str, &str), number: u32, max_total: u64) -> Result<u64, S3Error> {
+        let mut uploads = self.lock();
+        let upload = Self::check(&mut uploads, ids.0, ids.1, ids.2)?;
+        let others: u64 = upload.parts.iter().filter(|(n, _)| **n != number).map(|(_, p)| p.size).sum();
+        Ok(max_total.saturating_sub(others))
     }
 
     /// The upload, if it is `access_key_id`'s upload of `key` and is not
@@ -414,8 +442,19 @@ impl Spool {
     }
 
     /// Every upload in progress and the key that made it.
+    #[cfg(test)]
     pub fn uploads(&self) -> Vec<(String, String)> {
         self.lock().iter().map(|(id, u)| (id.clone(), u.access_key_id.clone())).collect()
+    }
+
+    /// The uploads in progress by the key that made them: one question
+    /// to the driver per key, however many uploads it has open.
+    pub fn uploads_by_key(&self) -> BTreeMap<String, Vec<String>> {
+        let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, upload) in self.lock().iter() {
+            keys.entry(upload.access_key_id.clone()).or_default().push(id.clone());
+        }
+        keys
     }
 }
 
@@ -496,11 +535,15 @@ pub(super) async fn upload_part(
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let free = state.artifacts.free_bytes().map_err(|e| internal(format!("{e:#}")))?;
     spool.check_free(free, declared.unwrap_or(0))?;
+    // The upload's total bounds the part while it is written, not after.
+    let limit = spool.room_for_part(ids, number, super::s3::MAX_UPLOAD_BYTES as u64)?;
     let raw = dir.join(format!("{number}.{}.raw", uuid::Uuid::new_v4().simple()));
+    let room = |incoming: u64| {
+        let free = state.artifacts.free_bytes().map_err(|e| internal(format!("{e:#}")))?;
+        spool.check_free(free, incoming)
+    };
     // An abort (or the job's end) meanwhile removes the directory.
-    let received = receive(body, &raw, super::s3::MAX_UPLOAD_BYTES as u64)
-        .await
-        .map_err(|e| if dir.exists() { e } else { no_such_upload(ids.0) });
+    let received = receive(body, &raw, limit, room).await.map_err(|e| if dir.exists() { e } else { no_such_upload(ids.0) });
     let checked = match received {
         Ok(hashes) => check_part(headers, hashes, &raw).await,
         Err(e) => Err(e),
@@ -524,8 +567,15 @@ pub(super) async fn upload_part(
     Ok(response)
 }
 
-/// Writes the body to `path`, at most `limit` bytes, hashing it.
-async fn receive(body: axum::body::Body, path: &Path, limit: u64) -> Result<Hashes, S3Error> {
+/// Writes the body to `path`, at most `limit` bytes, hashing it; asks
+/// `room` every [`FREE_CHECK_EVERY`] bytes whether the disk takes that much
+/// more (the `--min-free-space` check).
+async fn receive(
+    body: axum::body::Body,
+    path: &Path,
+    limit: u64,
+    room: impl Fn(u64) -> Result<(), S3Error>,
+) -> Result<Hashes, S3Error> {
     use futures_util::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
     let mut file = tokio::fs::File::create(path).await.map_err(internal)?;
@@ -540,6 +590,9 @@ async fn receive(body: axum::body::Body, path: &Path, limit: u64) -> Result<Hash
                 StatusCode::BAD_REQUEST,
                 format!("objects are at most {limit} bytes"),
             ));
+        }
+        if (hashes.len + chunk.len() as u64) / FREE_CHECK_EVERY != hashes.len / FREE_CHECK_EVERY {
+            room(FREE_CHECK_EVERY)?;
         }
         hashes.update(&chunk);
         file.write_all(&chunk).await.map_err(internal)?;
@@ -708,17 +761,28 @@ async fn complete(
     let listed = parse_complete(xml)?;
     let spool = state.multipart.clone();
     let files = spool.begin_complete((upload_id, access_key_id, key), &listed)?;
+    // The tar is built in memory: one of the few conversions at a time.
+    let permit = match super::s3::conversion_permit().await {
+        Ok(permit) => permit,
+        Err(e) => {
+            spool.reopen(upload_id);
+            return Err(e);
+        }
+    };
     let artifacts = state.artifacts.clone();
+    let spool_for_room = spool.clone();
     let converted = tokio::task::spawn_blocking(move || -> Result<(String, u64), S3Error> {
         let zip = std::io::BufReader::new(Joined::open(&files).map_err(internal)?);
         let tar = artifact_zip::zip_to_tar_from(zip, MAX_UNPACKED_BYTES)
             .map_err(|e| S3Error::invalid(format!("the object must be a zip archive, as CodePipeline's artifacts: {e}")))?;
+        spool_for_room.check_free(artifacts.free_bytes().map_err(|e| internal(format!("{e:#}")))?, tar.len() as u64)?;
         let digest = artifacts.put_bytes(&tar).map_err(|e| internal(format!("{e:#}")))?;
         Ok((digest, tar.len() as u64))
     })
     .await
     .map_err(internal)
     .and_then(|r| r);
+    drop(permit);
     let recorded = match converted {
         Ok((digest, size)) => record_output(state, access_key_id, key, digest, size).await,
         Err(e) => Err(e),
@@ -753,7 +817,7 @@ pub async fn sweep_forever(state: ApiState) {
         tick.tick().await;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         state.zips.sweep(now, super::s3_zips::IDLE);
-        for (upload_id, access_key_id) in state.multipart.uploads() {
+        for (access_key_id, upload_ids) in state.multipart.uploads_by_key() {
             let caller = super::s3::job_caller(&access_key_id);
             let ended = match crate::api::ask(&state, JobCredentials { access_key_id: access_key_id.clone() }, caller).await
             {
@@ -762,8 +826,10 @@ pub async fn sweep_forever(state: ApiState) {
                 Err(_) => false,
             };
             if ended {
-                info!(upload = %upload_id, "removing a multipart upload of an ended job");
-                state.multipart.remove(&upload_id);
+                for upload_id in upload_ids {
+                    info!(upload = %upload_id, "removing a multipart upload of an ended job");
+                    state.multipart.remove(&upload_id);
+                }
             }
         }
     }
@@ -971,5 +1037,51 @@ mod tests {
         assert!(!root.join(&id).exists());
         assert_eq!(code(spool.put_part(me, 4, b"x", 12, free)), "NoSuchUpload");
         assert!(std::fs::read_dir(&root).unwrap().next().is_none(), "no temporary file left");
+    }
+
+    #[test]
+    fn a_key_has_a_bounded_number_of_open_uploads_and_parts_are_bounded_by_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("s3-uploads"), 0).unwrap();
+        let ids: Vec<String> = (0..MAX_UPLOADS_PER_KEY).map(|_| spool.create("AKIDJOB1", "out.zip").unwrap()).collect();
+        let err = spool.create("AKIDJOB1", "out.zip").unwrap_err();
+        assert_eq!((err.code, err.status), ("InvalidRequest", StatusCode::BAD_REQUEST), "{}", err.message);
+        assert!(spool.create("AKIDJOB2", "out.zip").is_ok(), "another key has its own uploads");
+        // The sweep asks about each key once.
+        let keys = spool.uploads_by_key();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["AKIDJOB1", "AKIDJOB2"]);
+        assert_eq!((keys["AKIDJOB1"].len(), keys["AKIDJOB2"].len()), (MAX_UPLOADS_PER_KEY, 1));
+        spool.abort((&ids[0], "AKIDJOB1", "out.zip")).unwrap();
+        let id = spool.create("AKIDJOB1", "out.zip").unwrap();
+        // What a part may hold while it is received: the total less the others.
+        let me = (id.as_str(), "AKIDJOB1", "out.zip");
+        spool.put_part(me, 1, b"1234", 12, u64::MAX).unwrap();
+        assert_eq!(spool.room_for_part(me, 2, 12).unwrap(), 8);
+        assert_eq!(spool.room_for_part(me, 1, 12).unwrap(), 12, "a part sent again replaces itself");
+    }
+
+    #[tokio::test]
+    async fn a_part_rechecks_the_free_space_while_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        // 12 MiB in chunks of 3 MiB.
+        let chunks = || (0..4).map(|_| Ok::<_, std::convert::Infallible>(vec![7u8; 3 << 20]));
+        let body = || axum::body::Body::from_stream(futures_util::stream::iter(chunks()));
+        let asked = std::cell::Cell::new(0);
+        let room = |_: u64| {
+            asked.set(asked.get() + 1);
+            if asked.get() > 1 {
+                Err(S3Error::new("ServiceUnavailable", StatusCode::SERVICE_UNAVAILABLE, "disk full"))
+            } else {
+                Ok(())
+            }
+        };
+        let Err(err) = receive(body(), &path, u64::MAX, room).await else { panic!("the disk was full") };
+        assert_eq!(err.code, "ServiceUnavailable");
+        assert_eq!(asked.get(), 2, "asked once per 4 MiB written");
+        // The limit holds while writing: 12 MiB in a 10 MiB room is refused.
+        let Err(err) = receive(body(), &path, 10 << 20, |_| Ok(())).await else { panic!("past the limit") };
+        assert_eq!(err.code, "EntityTooLarge");
+        assert_eq!(receive(body(), &path, 12 << 20, |_| Ok(())).await.unwrap().len, 12 << 20);
     }
 }

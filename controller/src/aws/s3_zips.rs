@@ -6,9 +6,11 @@
 //! deterministic too ([`crate::artifact_zip::tar_to_zip`]), so a rebuilt zip
 //! (after a restart or an idle sweep) has the same bytes and `ETag`.
 //!
-//! Concurrent requests for one archive wait for one build. A zip unused for
-//! [`IDLE`] is removed ([`ServedZips::sweep`]); the directory is emptied when
-//! the controller starts.
+//! Concurrent requests for one archive wait for one build. An archive that
+//! cannot be served ([`artifact_zip::Unservable`]: too large, a hostile
+//! entry) is remembered as such: a retry gets the same refusal without a
+//! rebuild. A zip unused for [`IDLE`] is removed ([`ServedZips::sweep`]);
+//! the directory is emptied when the controller starts.
 
 use crate::artifact_zip;
 use anyhow::{Context as _, Result};
@@ -35,8 +37,12 @@ pub struct Served {
 #[derive(Debug, Default)]
 struct Entry {
     zip: tokio::sync::OnceCell<Served>,
-    /// Milliseconds since the epoch of the last request.
+    /// Milliseconds since the epoch of the last request; written under
+    /// the map's lock, so that a sweep never sees an entry just handed out
+    /// as idle.
     last_used: AtomicU64,
+    /// The refusal of a build and the limit it was made under.
+    refused: Mutex<Option<(u64, artifact_zip::Unservable)>>,
 }
 
 /// The built zips, by archive digest.
@@ -57,9 +63,20 @@ impl ServedZips {
     }
 
     /// The zip of the archive `digest` stored at `tar`, built on first use.
+    /// An [`artifact_zip::Unservable`] error (downcast it) is the archive's:
+    /// it is remembered and answered again without a rebuild.
     pub async fn get(&self, digest: &str, tar: PathBuf, max_bytes: u64, now_ms: u64) -> Result<Served> {
-        let entry = self.entries.lock().expect("served zips lock").entry(digest.to_string()).or_default().clone();
-        entry.last_used.store(now_ms, Ordering::Relaxed);
+        let entry = {
+            let mut entries = self.entries.lock().expect("served zips lock");
+            let entry = entries.entry(digest.to_string()).or_default().clone();
+            entry.last_used.store(now_ms, Ordering::Relaxed);
+            entry
+        };
+        if let Some((limit, why)) = entry.refused.lock().expect("served zip refusal lock").clone()
+            && limit == max_bytes
+        {
+            return Err(why.into());
+        }
         let (root, digest) = (self.root.clone(), digest.to_string());
         let served = entry
             .zip
@@ -68,8 +85,16 @@ impl ServedZips {
                     .await
                     .context("building a zip")?
             })
-            .await?;
-        Ok(served.clone())
+            .await;
+        match served {
+            Ok(served) => Ok(served.clone()),
+            Err(e) => {
+                if let Some(why) = e.downcast_ref::<artifact_zip::Unservable>() {
+                    *entry.refused.lock().expect("served zip refusal lock") = Some((max_bytes, why.clone()));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Removes the zips unused since `now_ms - idle`.
@@ -77,7 +102,9 @@ impl ServedZips {
         let cutoff = now_ms.saturating_sub(idle.as_millis() as u64);
         let mut entries = self.entries.lock().expect("served zips lock");
         entries.retain(|digest, entry| {
-            let keep = entry.last_used.load(Ordering::Relaxed) >= cutoff || entry.zip.get().is_none();
+            // An entry with neither a zip nor a refusal may be building.
+            let building = entry.zip.get().is_none() && entry.refused.lock().is_ok_and(|r| r.is_none());
+            let keep = entry.last_used.load(Ordering::Relaxed) >= cutoff || building;
             if !keep && let Some(served) = entry.zip.get() {
                 debug!(%digest, "removing an idle served zip");
                 if let Err(e) = std::fs::remove_file(&served.path) {
@@ -164,5 +191,25 @@ mod tests {
         let other = "cd".repeat(32);
         assert!(zips.get(&other, tar.clone(), 2, 30_000).await.is_err());
         assert!(zips.get(&other, tar, 1 << 20, 30_000).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_remembered_not_rebuilt_on_every_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("archive.tar");
+        std::fs::write(&tar, archive()).unwrap();
+        let zips = ServedZips::open(&dir.path().join("zips")).unwrap();
+        let digest = "ef".repeat(32);
+        let refused = |r: Result<Served>| r.unwrap_err().downcast::<artifact_zip::Unservable>().unwrap();
+        assert_eq!(refused(zips.get(&digest, tar.clone(), 2, 1_000).await), artifact_zip::Unservable::TooLarge(2));
+        // The archive is not read again: the retry gets the same refusal.
+        std::fs::remove_file(&tar).unwrap();
+        assert_eq!(refused(zips.get(&digest, tar.clone(), 2, 2_000).await), artifact_zip::Unservable::TooLarge(2));
+        assert_eq!(std::fs::read_dir(dir.path().join("zips")).unwrap().count(), 0, "no temporary file left");
+        // Idle refusals are swept like idle zips.
+        zips.sweep(2_000, std::time::Duration::from_secs(10));
+        assert_eq!(zips.entries.lock().unwrap().len(), 1, "used recently");
+        zips.sweep(2_000 + 20_000, std::time::Duration::from_secs(10));
+        assert!(zips.entries.lock().unwrap().is_empty(), "idle");
     }
 }

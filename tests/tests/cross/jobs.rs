@@ -199,7 +199,11 @@ fn a_failed_job_fails_its_action_and_an_unacknowledged_one_times_out() {
         "{text}"
     );
 
-    let build = [custom_action("Fails", "Tester", "fails", ""), custom_action("Sleeps", "Tester", "sleeps", "")].join(",");
+    let build = [
+        custom_action("Fails", "Tester", "fails", r#"{"name": "failed"}"#),
+        custom_action("Sleeps", "Tester", "sleeps", ""),
+    ]
+    .join(",");
     let id = cluster.create_pipeline("failing", &pipeline("failing", &repo, &build, ""));
     let key = access_key(&cluster, "worker", "operator").unwrap();
     let seen = script_json(&cluster, &key, "worker_fail_and_timeout.py", &["Build", "Tester", "1"]).unwrap();
@@ -210,6 +214,8 @@ fn a_failed_job_fails_its_action_and_an_unacknowledged_one_times_out() {
     assert_eq!(codes["othersInput"], "AccessDenied", "{seen}");
     // Refused on its headers, before a byte of the 600 MiB body was read.
     assert_eq!(codes["hugeUnsignedPut"], serde_json::json!([403, "InvalidAccessKeyId"]), "{seen}");
+    // Refused on its headers: the key may not write its input.
+    assert_eq!(codes["hugePutToInput"], serde_json::json!([403, "AccessDenied"]), "{seen}");
     assert_eq!(codes["tamperedPut"], serde_json::json!([400, "XAmzContentSHA256Mismatch"]), "{seen}");
     assert_eq!(codes["noQuery"], "ValidationException", "{seen}");
     assert_eq!(codes["unknownType"], "ActionTypeNotFoundException", "{seen}");
