@@ -239,7 +239,15 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
         // and key are checked first.
         if let Err(e) = precheck(&state, &parts.headers) {
             debug!("AWS request refused on its headers: {e}");
-            return signature_error(&e);
+            let mut response = signature_error(&e);
+            // As the S3 subset does: a small unread body is dropped so the
+            // client's connection stays usable, a large one closes it.
+            let declared =
+                parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            if !s3::drain(body, declared).await {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
         }
         let body = match read_bounded(body).await {
             Ok(body) => body,

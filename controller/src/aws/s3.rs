@@ -167,7 +167,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads and drops a refused request's body of at most [`DRAIN_LIMIT`]
 /// bytes within [`DRAIN_TIME`]; false when it is larger, slower or broken.
-async fn drain(body: Body, declared: Option<u64>) -> bool {
+pub(super) async fn drain(body: Body, declared: Option<u64>) -> bool {
     use futures_util::StreamExt as _;
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return false;
