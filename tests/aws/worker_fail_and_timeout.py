@@ -51,60 +51,56 @@ s3 = boto3.client(
 other = sleeps["data"]["inputArtifacts"][0]["location"]["s3Location"]
 codes = {"othersInput": code_of(lambda: s3.get_object(Bucket=other["bucketName"], Key=other["objectKey"]))}
 
+endpoint = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"])
+job_credentials = Credentials(credentials["accessKeyId"], credentials["secretAccessKey"], credentials["sessionToken"])
+
+
+def raw_put(path, headers, body=None, announced=None):
+    """A PUT sent by hand: `announced` is a Content-Length whose body is
+    never sent (the answer must come from the headers alone). Returns
+    [status, S3 error code]."""
+    connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
+    connection.putrequest("PUT", path, skip_accept_encoding=True)
+    for name, value in headers.items():
+        if name.lower() != "content-length":
+            connection.putheader(name, value)
+    connection.putheader("Content-Length", str(len(body) if announced is None else announced))
+    connection.endheaders(body if announced is None else None)
+    answer = connection.getresponse()
+    code = re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()
+    connection.close()
+    return [answer.status, code]
+
+
+def signed_put(path, body):
+    """The headers boto3's signer gives a PUT of `body` with the job's key."""
+    request = AWSRequest("PUT", os.environ["AWS_ENDPOINT_URL"] + path, data=body)
+    S3SigV4Auth(job_credentials, "s3", os.environ["AWS_DEFAULT_REGION"]).add_auth(request)
+    return dict(request.headers.items())
+
+
 # The signature is checked before a body is read: a huge upload with an
 # unknown key is refused at once, without sending a byte of it.
-endpoint = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"])
 mine = fails["data"]["inputArtifacts"][0]["location"]["s3Location"]
 path = f"/{mine['bucketName']}/{mine['objectKey']}"
-connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
-connection.putrequest("PUT", path)
 now = time.gmtime()
-for name, value in {
-    "Content-Length": str(600 << 20),
+forged = {
     "x-amz-date": time.strftime("%Y%m%dT%H%M%SZ", now),
     "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
     "Authorization": f"AWS4-HMAC-SHA256 Credential=ASIAFORGEDFORGEDFORG/{time.strftime('%Y%m%d', now)}/us-east-1/s3/aws4_request, "
     "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + "0" * 64,
-}.items():
-    connection.putheader(name, value)
-connection.endheaders()
-answer = connection.getresponse()
-codes["hugeUnsignedPut"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
-connection.close()
+}
+codes["hugeUnsignedPut"] = raw_put(path, forged, announced=600 << 20)
 
 # What a key may do is known from the headers: a correctly signed write of
 # a huge body to the job's input is refused at once, no byte of it read.
-empty = AWSRequest("PUT", os.environ["AWS_ENDPOINT_URL"] + path, data=b"")
-S3SigV4Auth(
-    Credentials(credentials["accessKeyId"], credentials["secretAccessKey"], credentials["sessionToken"]),
-    "s3",
-    os.environ["AWS_DEFAULT_REGION"],
-).add_auth(empty)
-connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
-connection.putrequest("PUT", path, skip_accept_encoding=True)
-for name, value in empty.headers.items():
-    connection.putheader(name, value)
-connection.putheader("Content-Length", str(100 << 20))
-connection.endheaders()
-answer = connection.getresponse()
-codes["hugePutToInput"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
-connection.close()
+codes["hugePutToInput"] = raw_put(path, signed_put(path, b""), announced=100 << 20)
 
 # A body changed after signing is refused, whatever the signature says (on
 # the job's output: its input is refused before any body is read).
 output = fails["data"]["outputArtifacts"][0]["location"]["s3Location"]
 path = f"/{output['bucketName']}/{output['objectKey']}"
-signed = AWSRequest("PUT", os.environ["AWS_ENDPOINT_URL"] + path, data=b"PK-what-was-signed")
-S3SigV4Auth(
-    Credentials(credentials["accessKeyId"], credentials["secretAccessKey"], credentials["sessionToken"]),
-    "s3",
-    os.environ["AWS_DEFAULT_REGION"],
-).add_auth(signed)
-connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
-connection.request("PUT", path, body=b"PK-what-was-sent!!", headers=dict(signed.headers.items()))
-answer = connection.getresponse()
-codes["tamperedPut"] = [answer.status, re.search(rb"<Code>(\w+)</Code>", answer.read()).group(1).decode()]
-connection.close()
+codes["tamperedPut"] = raw_put(path, signed_put(path, b"PK-what-was-signed"), body=b"PK-what-was-sent!!")
 
 codes["noQuery"] = code_of(lambda: codepipeline.poll_for_jobs(actionTypeId=ACTION_TYPE))
 codes["unknownType"] = code_of(
