@@ -303,8 +303,7 @@ async fn read_bounded(body: Body) -> Result<axum::body::Bytes, OpError> {
 /// exists.
 fn precheck(state: &ApiState, headers: &HeaderMap) -> Result<(), sigv4::SigError> {
     let headers = header_pairs(headers);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let expect = sigv4::Expect { service: SERVICE, signed: &["x-amz-target"], now };
+    let expect = sigv4::Expect { service: SERVICE, signed: &["x-amz-target"], now: epoch_seconds() };
     let (auth, _) = sigv4::check_headers(&headers, &expect)?;
     match state.aws.keys.lookup(&auth.access_key_id) {
         Some(_) => Ok(()),
@@ -312,8 +311,25 @@ fn precheck(state: &ApiState, headers: &HeaderMap) -> Result<(), sigv4::SigError
     }
 }
 
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+/// Every header as text (the verifier's view; a value that is not UTF-8
+/// is left out, so it cannot be signed either).
+pub(super) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect()
+}
+
+/// The parts of a request the verifier reads.
+pub(super) fn signed_request<'a>(
+    method: &'a axum::http::Method,
+    uri: &'a axum::http::Uri,
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+) -> sigv4::Request<'a> {
+    sigv4::Request { method: method.as_str(), path: uri.path(), query: uri.query().unwrap_or(""), headers, body }
+}
+
+/// Seconds since the epoch, the clock signatures are checked against.
+pub(super) fn epoch_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Verifies the signature and resolves the key to its user.
@@ -325,15 +341,8 @@ fn authenticate(
     body: &[u8],
 ) -> Result<(Caller, String), sigv4::SigError> {
     let headers = header_pairs(headers);
-    let request = sigv4::Request {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers: &headers,
-        body,
-    };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let expect = sigv4::Expect { service: SERVICE, signed: &["x-amz-target"], now };
+    let request = signed_request(method, uri, &headers, body);
+    let expect = sigv4::Expect { service: SERVICE, signed: &["x-amz-target"], now: epoch_seconds() };
     let mut owner = None;
     let verified = sigv4::verify(&request, &expect, |id| {
         let (secret, caller) = state.aws.keys.lookup(id)?;

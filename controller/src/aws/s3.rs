@@ -26,6 +26,7 @@
 
 use super::s3_multipart::{self, Query};
 use super::sigv4::{self, SigError};
+use super::{epoch_seconds, header_pairs, signed_request};
 use crate::api::ApiState;
 use crate::artifact_zip::{self, MAX_UNPACKED_BYTES};
 use crate::auth::{Caller, Role};
@@ -297,18 +298,8 @@ struct Grant {
 /// covered.
 fn check_payload(parts: &axum::http::request::Parts, body: &[u8]) -> Result<(), S3Error> {
     let headers = header_pairs(&parts.headers);
-    let request = sigv4::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers: &headers,
-        body,
-    };
+    let request = signed_request(&parts.method, &parts.uri, &headers, body);
     sigv4::check_payload(&request, "s3").map_err(|e| signature_error(&e))
-}
-
-fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
-    headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect()
 }
 
 /// Checks the signature on the headers, with the payload hash the request
@@ -316,7 +307,7 @@ fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
 /// ([`check_payload`], or the part's stream).
 async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> Result<Grant, S3Error> {
     let headers = header_pairs(&parts.headers);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = epoch_seconds();
     let access_key_id = precheck(parts, now)?;
     // What the key is, from the driver, before the signature can be checked.
     let credentials =
@@ -329,13 +320,7 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> R
         };
     // Streaming bodies are signed as their literal `x-amz-content-sha256`;
     // the decoded payload is checked by its checksum instead.
-    let request = sigv4::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers: &headers,
-        body: &[],
-    };
+    let request = signed_request(&parts.method, &parts.uri, &headers, &[]);
     let expect = sigv4::Expect { service: "s3", signed: &[], now };
     let key =
         sigv4::Key { secret: credentials.secret_access_key.clone(), session_token: Some(credentials.session_token.clone()) };

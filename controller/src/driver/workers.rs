@@ -508,10 +508,14 @@ impl Driver {
     /// pipeline would look for a plugin of that name.
     fn refuse_deleting_a_type_in_use(&mut self, t: &ActionTypeRecord) -> Result<(), OpError> {
         let name = format!("{}/Custom/{}/{}", t.category, t.provider, t.version);
-        let is_it = |id: &crate::ops::ActionTypeId| {
-            id.owner == "Custom" && id.category == t.category && id.provider == t.provider && id.version == t.version
+        let is_it = |category: &str, owner: &str, provider: &str, version: &str| {
+            owner == "Custom" && category == t.category && provider == t.provider && version == t.version
         };
-        if let Some(job) = self.workers.jobs().find(|j| is_it(&j.action_type)) {
+        let job_of_it = |j: &&WorkerJob| {
+            let id = &j.action_type;
+            is_it(&id.category, &id.owner, &id.provider, &id.version)
+        };
+        if let Some(job) = self.workers.jobs().find(job_of_it) {
             return Err(OpError::Conflict(format!(
                 "action type {name} has a job out (pipeline {}, execution {}): stop the execution first",
                 job.pipeline, job.execution_id
@@ -521,7 +525,7 @@ impl Driver {
             let def = self.definition(&record.name, record.version).map_err(|e| OpError::Internal(format!("{e:#}")))?;
             let used = def.stages.iter().flat_map(|s| s.actions.iter()).find(|a| {
                 let id = &a.action_type_id;
-                id.owner == "Custom" && id.category == t.category && id.provider == t.provider && id.version == t.version
+                is_it(&id.category, &id.owner, &id.provider, &id.version)
             });
             if let Some(action) = used {
                 return Err(OpError::Conflict(format!(
