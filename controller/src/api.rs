@@ -202,7 +202,7 @@ async fn webhook(
     let op = DeliverWebhook { pipeline_name: name, headers, body: body.to_vec() };
     // No token: the delivery's signature, checked by the driver, is its
     // authentication.
-    let sender = Caller { user: "webhook".into(), role: crate::auth::Role::Operator };
+    let sender = Caller::new("webhook", crate::auth::Role::Operator).with_via(crate::auth::Via::Webhook);
     Ok(Json(ask(&s, op, sender).await?))
 }
 

@@ -39,14 +39,69 @@ impl Role {
     }
 }
 
+/// How a caller proved who it is: the principal the audit log names
+/// beside the user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Via {
+    /// A bearer API token (the admin token included).
+    #[default]
+    Token,
+    /// A SigV4 signature with this access key of the user.
+    AccessKey(String),
+    /// A webhook delivery, authenticated by the signature of its body.
+    Webhook,
+    /// A job's temporary credentials (the S3 subset of job workers).
+    JobKey(String),
+    /// An agent's client certificate.
+    Agent(String),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token => f.write_str("token"),
+            Self::AccessKey(id) => write!(f, "access-key:{id}"),
+            Self::Webhook => f.write_str("webhook"),
+            Self::JobKey(id) => write!(f, "job-key:{id}"),
+            Self::Agent(id) => write!(f, "agent:{id}"),
+        }
+    }
+}
+
+/// Where a request came from: what the audit log records beside the
+/// principal. Filled by the transport; empty for work the controller does
+/// on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// Unique per request, echoed to the client.
+    pub request_id: String,
+    /// The peer's address, when the transport knows it.
+    pub source: Option<std::net::SocketAddr>,
+}
+
 /// The identity behind a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub user: String,
     pub role: Role,
+    pub via: Via,
+    pub origin: Origin,
 }
 
 impl Caller {
+    /// A user authenticated by an API token, origin not yet known.
+    pub fn new(user: impl Into<String>, role: Role) -> Self {
+        Self { user: user.into(), role, via: Via::Token, origin: Origin::default() }
+    }
+
+    pub fn with_via(self, via: Via) -> Self {
+        Self { via, ..self }
+    }
+
+    pub fn with_origin(self, origin: Origin) -> Self {
+        Self { origin, ..self }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
@@ -94,7 +149,7 @@ mod tests {
     #[test]
     fn tokens_resolve_to_their_users_until_removed() {
         let tokens = Tokens::default();
-        tokens.insert_hash(hash("sut_abc"), Caller { user: "ann".into(), role: Role::Operator });
+        tokens.insert_hash(hash("sut_abc"), Caller::new("ann", Role::Operator));
         assert_eq!(tokens.lookup(" sut_abc\n").unwrap().user, "ann");
         assert!(tokens.lookup("sut_abd").is_none());
         tokens.remove_hash(&hash("sut_abc"));

@@ -62,7 +62,7 @@ mod tests {
         assert_eq!(new_secret().len(), 40);
         assert_ne!(new_secret(), new_secret());
         let keys = AccessKeys::default();
-        keys.insert(id.clone(), "s".into(), Caller { user: "ann".into(), role: Role::Operator });
+        keys.insert(id.clone(), "s".into(), Caller::new("ann", Role::Operator));
         assert_eq!(keys.lookup(&id).unwrap().1.user, "ann");
         keys.remove(&id);
         assert!(keys.lookup(&id).is_none());

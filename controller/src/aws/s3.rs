@@ -135,7 +135,8 @@ pub(super) fn xml_escape(text: &str) -> String {
 
 /// The caller the driver sees for a job's key.
 pub(super) fn job_caller(access_key_id: &str) -> Caller {
-    Caller { user: format!("job-key:{access_key_id}"), role: Role::Operator }
+    Caller::new(format!("job-key:{access_key_id}"), Role::Operator)
+        .with_via(crate::auth::Via::JobKey(access_key_id.to_string()))
 }
 
 async fn serve(State(state): State<ApiState>, request: Request) -> Response {

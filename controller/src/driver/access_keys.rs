@@ -3,7 +3,7 @@
 //! new or revoked key counts from the next request.
 
 use super::Driver;
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, Role, Via};
 use crate::aws::keys;
 use crate::ops::{
     AccessKeyView, Context, CreateAccessKey, CreateAccessKeyOutput, Handle, ListAccessKeys, ListAccessKeysOutput, OpError,
@@ -25,7 +25,10 @@ impl Driver {
         for key in self.store.access_keys()?.into_iter().filter(|k| !k.revoked) {
             let Some(role) = roles.get(&key.user) else { continue };
             match self.open_access_key(&key) {
-                Ok(secret) => self.access_keys.insert(key.id, secret, Caller { user: key.user, role: *role }),
+                Ok(secret) => {
+                    let caller = Caller::new(key.user, *role).with_via(Via::AccessKey(key.id.clone()));
+                    self.access_keys.insert(key.id, secret, caller)
+                }
                 // One unreadable key must not stop the controller; it
                 // just does not sign anything.
                 Err(e) => warn!(key = %key.id, "access key is unusable: {e:#}"),
@@ -61,7 +64,7 @@ impl Handle<CreateAccessKey> for Driver {
         };
         self.commit(ctx.now, vec![Change::AccessKey(key)])?;
         let role = Role::parse(&record.role).unwrap_or(Role::Operator);
-        self.access_keys.insert(id.clone(), secret.clone(), Caller { user: user.to_string(), role });
+        self.access_keys.insert(id.clone(), secret.clone(), Caller::new(user, role).with_via(Via::AccessKey(id.clone())));
         info!(%user, key = %id, "access key created");
         Ok(CreateAccessKeyOutput { access_key_id: id, secret_access_key: secret, user: op.user })
     }

@@ -18,12 +18,12 @@ impl Driver {
     /// Fills the API's token table at start: the admin token and every
     /// unrevoked user token.
     pub(super) fn recover_users(&mut self, admin_token: &str) -> Result<()> {
-        self.tokens.insert_hash(auth::hash(admin_token), Caller { user: ADMIN_USER.into(), role: Role::Admin });
+        self.tokens.insert_hash(auth::hash(admin_token), Caller::new(ADMIN_USER, Role::Admin));
         let roles: HashMap<String, Role> =
             self.store.users()?.into_iter().map(|u| (u.name, Role::parse(&u.role).unwrap_or(Role::Operator))).collect();
         for token in self.store.api_tokens()?.into_iter().filter(|t| !t.revoked) {
             if let Some(role) = roles.get(&token.user) {
-                self.tokens.insert_hash(token.secret_hash, Caller { user: token.user, role: *role });
+                self.tokens.insert_hash(token.secret_hash, Caller::new(token.user, *role));
             }
         }
         Ok(())
@@ -78,7 +78,7 @@ impl Handle<CreateApiToken> for Driver {
         };
         self.commit(now, vec![Change::ApiToken(token.clone())])?;
         let role = Role::parse(&record.role).unwrap_or(Role::Operator);
-        self.tokens.insert_hash(token.secret_hash.clone(), Caller { user: user.to_string(), role });
+        self.tokens.insert_hash(token.secret_hash.clone(), Caller::new(user, role));
         info!(%user, token = %token.id, "API token created");
         Ok(CreateApiTokenOutput { id: token.id, user: op.user.clone(), token: secret })
     }

@@ -418,8 +418,8 @@ mod tests {
 
     #[test]
     fn the_role_rule_follows_the_permission() {
-        let admin = Caller { user: "admin".into(), role: Role::Admin };
-        let ann = Caller { user: "ann".into(), role: Role::Operator };
+        let admin = Caller::new("admin", Role::Admin);
+        let ann = Caller::new("ann", Role::Operator);
         for permission in [
             CreateUser::PERMISSION,
             CreateApiToken::PERMISSION,
