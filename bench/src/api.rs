@@ -50,12 +50,11 @@ pub fn is_final(status: &str) -> bool {
 }
 
 impl Api {
+    /// The cluster's API over HTTPS, verified against the controller's CA.
     pub fn new(cluster: &Cluster) -> Self {
-        Self::at(&cluster.api, &cluster.token)
-    }
-
-    pub fn at(base: &str, token: &str) -> Self {
-        Self { http: reqwest::Client::new(), base: format!("{base}/v1"), token: token.to_string() }
+        let ca = std::fs::read(cluster.ca_file()).unwrap_or_default();
+        let http = sluice::ops::http_client(Some(&ca)).expect("an HTTP client trusting the controller's CA");
+        Self { http, base: format!("{}/v1", cluster.api), token: cluster.token.clone() }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> Result<Value> {

@@ -80,11 +80,33 @@ fn field_of<'a>(path: &'a str, param: &str) -> Option<&'a str> {
     path.split('/').nth(index)?.strip_prefix('{')?.strip_suffix('}')
 }
 
+/// Everything on one listener: the API with webhook deliveries.
 pub fn router(state: ApiState) -> Router {
-    routes(state.clone()).with_state(state)
+    routes(state.clone(), hooks()).with_state(state)
 }
 
-fn routes(state: ApiState) -> Router<ApiState> {
+/// The API without webhook deliveries, which a listener of their own
+/// serves (`--webhook-listen`): `POST /v1/webhooks/{name}` is not found here.
+pub fn router_without_webhooks(state: ApiState) -> Router {
+    routes(state.clone(), Router::new()).with_state(state)
+}
+
+/// The webhook listener's routes: deliveries and `/healthz`, nothing else
+/// (the admin API need not be reachable where webhooks come from).
+pub fn webhook_router(state: ApiState) -> Router {
+    Router::new().nest("/v1", hooks()).route("/healthz", get(|| async { "ok\n" })).with_state(state)
+}
+
+/// Webhook deliveries carry their own authentication (a signature of the body).
+fn hooks() -> Router<ApiState> {
+    Router::new()
+        .route(&positional("/webhooks/{name}"), post(webhook))
+        .layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY_BYTES))
+}
+
+/// The API's routes, with `extra` routes under `/v1` (webhook deliveries
+/// when this listener serves them).
+fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
     let v1 = ops::for_each_route(Router::new(), &mut Routes)
         .route("/plugins", post(push_plugin))
         // Verbs the table does not have get the answer they always got.
@@ -93,13 +115,9 @@ fn routes(state: ApiState) -> Router<ApiState> {
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state, authenticate))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES + 1));
-    // Webhooks carry their own authentication (a signature of the body).
-    let hooks = Router::new()
-        .route(&positional("/webhooks/{name}"), post(webhook))
-        .layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY_BYTES));
     // The AWS-compatible API (`POST /`) authenticates with SigV4, not tokens.
     Router::new()
-        .nest("/v1", v1.merge(hooks))
+        .nest("/v1", v1.merge(extra))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::aws::routes())
         // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).

@@ -129,16 +129,29 @@ impl Ca {
     /// A fresh server identity: chain [leaf, CA] so that agents can find the
     /// CA they pinned by fingerprint at enrollment.
     fn server_identity(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        self.issue_server(&[CONTROLLER_SERVER_NAME.to_string()], SERVER_LIFETIME)
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses, the
+    /// first one its common name) valid for `lifetime`, with a fresh key:
+    /// the chain [leaf, CA] and the key. The fleet port's identity, and
+    /// the API's unless the operator gives one (`crate::https`).
+    pub fn issue_server(
+        &self,
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![CONTROLLER_SERVER_NAME.to_string()])?;
+        let mut params = CertificateParams::new(names.to_vec())
+            .with_context(|| format!("a server certificate for {names:?}: every name must be a DNS name or an IP address"))?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, CONTROLLER_SERVER_NAME);
+        dn.push(DnType::CommonName, names.first().map(String::as_str).unwrap_or(CONTROLLER_SERVER_NAME));
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
-        params.not_after = now + SERVER_LIFETIME;
+        params.not_after = now + lifetime;
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer()?)?;

@@ -7,7 +7,6 @@
 use crate::cli::{Client, DemoArgs, Failure, print_table, watch};
 use crate::driver::{ControllerConfig, start};
 use crate::exit::shutdown_signal;
-use crate::store::Durability;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,25 +25,13 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
     let agent_bin = sibling_binary("sluice-agent")?;
     which("git").ok_or_else(|| Failure::new(1, "the demo needs git on PATH (apt-get install git)"))?;
 
-    let controller = start(ControllerConfig {
-        data_dir: dir.join("controller"),
-        api: "127.0.0.1:0".parse().expect("address"),
-        fleet: "127.0.0.1:0".parse().expect("address"),
-        durability: Durability::Process,
-        agent_cert_lifetime: crate::ca::AGENT_CERT_LIFETIME,
-        lease_timeout: crate::driver::DEFAULT_LEASE_TIMEOUT,
-        max_lost_retries: crate::engine::DEFAULT_MAX_LOST_RETRIES,
-        max_action_log: crate::driver::DEFAULT_MAX_ACTION_LOG,
-        artifact_gc_interval: crate::driver::DEFAULT_ARTIFACT_GC_INTERVAL,
-        require_signed_plugins: false,
-        max_agent_slots: crate::driver::DEFAULT_MAX_AGENT_SLOTS,
-        agent_upload_quota: crate::driver::DEFAULT_AGENT_UPLOAD_QUOTA,
-        min_free_space: crate::driver::DEFAULT_MIN_FREE_SPACE,
-        worker_job_timeout: std::time::Duration::from_millis(crate::workers::DEFAULT_JOB_TIMEOUT_MS),
-    })
-    .await?;
-    let api = format!("http://{}", controller.api);
-    let client = Client::new(Some(&api), Some(&controller.admin_token))?;
+    let loopback = "127.0.0.1:0".parse().expect("address");
+    let controller = start(ControllerConfig::new(dir.join("controller"), loopback, loopback)).await?;
+    // HTTPS with a certificate from the demo controller's own CA.
+    let api = controller.api_url.clone();
+    let ca = std::fs::read(&controller.ca_file)
+        .map_err(|e| Failure::new(1, format!("reading {}: {e}", controller.ca_file.display())))?;
+    let client = Client::with_ca(Some(&api), Some(&controller.admin_token), Some(&ca))?;
     step(&format!("controller up: api {api}, fleet {} (data dir {})", controller.fleet, dir.join("controller").display()));
 
     let token = client.post("/agent-tokens", json!({"ttlSeconds": 600, "uses": 1}).to_string()).await?;
@@ -100,7 +87,7 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
     // Name this very binary, so the commands work before it is on PATH.
     let sluice = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "sluice".into());
     println!("Use the CLI against this controller:");
-    println!("  export SLUICE_API={api}");
+    println!("  export SLUICE_API={api} SLUICE_CA={}", controller.ca_file.display());
     println!("  export SLUICE_TOKEN=$(cat {})", dir.join("controller/admin.token").display());
     for command in ["pipeline state demo", "pipeline start demo --wait", "watch demo", "logs demo", "agent list"] {
         println!("  {sluice} {command}");

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod engine;
 pub mod exit;
 pub mod fleet;
+pub mod https;
 pub mod ops;
 pub mod pipeline;
 pub mod plugin_template;

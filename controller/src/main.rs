@@ -12,8 +12,11 @@ fn main() {
     sluice_runtime::sandbox::run_launcher_if_asked();
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = std::env::var("SLUICE_LOG")
-        .unwrap_or_else(|_| if matches!(cli.command, Cmd::Controller(_)) { "info" } else { "warn" }.to_string());
+    // The CLI reports a refused certificate itself (with what to do), so
+    // the verifier's own log line would only repeat it.
+    let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| {
+        if matches!(cli.command, Cmd::Controller(_)) { "info" } else { "warn,rustls_platform_verifier=off" }.to_string()
+    });
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -36,9 +39,21 @@ fn main() {
 }
 
 async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Result<i32, Failure> {
+    use sluice::https::{CertSource, Scheme, check_listener};
+    let api = sluice::cli::api_bind_address(api)?;
+    let api_scheme = if args.api_plain_http { Scheme::Http } else { Scheme::Https };
+    check_listener(api, api_scheme, "--api-plain-http").map_err(|e| Failure::new(2, e))?;
+    let webhook_scheme = if args.webhook_plain_http { Scheme::Http } else { Scheme::Https };
+    if let Some(addr) = args.webhook_listen {
+        check_listener(addr, webhook_scheme, "--webhook-plain-http").map_err(|e| Failure::new(2, e))?;
+    }
+    let api_cert = match (args.api_cert, args.api_key) {
+        (Some(cert), Some(key)) => CertSource::Files { cert, key },
+        _ => CertSource::Ca { names: args.api_names },
+    };
     let config = ControllerConfig {
         data_dir: args.data_dir,
-        api: sluice::cli::api_bind_address(api)?,
+        api,
         fleet: args.fleet,
         durability: if args.fsync { Durability::PowerLoss } else { Durability::Process },
         agent_cert_lifetime: args.agent_cert_lifetime,
@@ -51,11 +66,18 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         agent_upload_quota: args.agent_upload_quota,
         min_free_space: args.min_free_space,
         worker_job_timeout: args.worker_job_timeout,
+        api_scheme,
+        api_cert,
+        webhook_listen: args.webhook_listen.map(|addr| (addr, webhook_scheme)),
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");
-    println!("  api:      http://{}", controller.api);
+    println!("  api:      {}", controller.api_url);
+    if let Some(webhooks) = controller.webhooks {
+        println!("  webhooks: {}://{webhooks}", webhook_scheme.as_str());
+    }
     println!("  fleet:    {}", controller.fleet);
+    println!("  ca:       {}", controller.ca_file.display());
     println!("  data dir: {}", config.data_dir.display());
     println!("  token:    {}", config.data_dir.join("admin.token").display());
     shutdown_signal().await;

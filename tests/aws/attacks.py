@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from common import client, done, error_code
+from common import client, connection as open_connection, done, error_code, ssl_context
 
 endpoint = os.environ["AWS_ENDPOINT_URL"]
 region = os.environ["AWS_DEFAULT_REGION"]
@@ -73,7 +73,7 @@ def send(request, body=None, headers=None, drop=()):
     data = request.body if body is None else body
     http = urllib.request.Request(endpoint + "/", data=data, headers=all_headers, method="POST")
     try:
-        with urllib.request.urlopen(http) as response:
+        with urllib.request.urlopen(http, context=ssl_context()) as response:
             return {"status": response.status, "body": json.loads(response.read() or b"{}")}
     except urllib.error.HTTPError as e:
         raw = e.read()
@@ -101,8 +101,7 @@ result["malformed"] = send(signed("GetPipeline", b"{not json"))
 
 # A request that cannot verify is refused on its headers: an unknown key
 # announcing a 100 MiB body gets its answer without sending a byte of it.
-url = urllib.parse.urlsplit(endpoint)
-connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+connection = open_connection(endpoint)
 connection.putrequest("POST", "/")
 unknown = signed("GetPipeline", body)
 for name, value in unknown.headers.items():

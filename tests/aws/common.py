@@ -1,13 +1,15 @@
 """Helpers the AWS-API test scripts share: a boto3 client configured by
 the environment the test harness sets (AWS_ENDPOINT_URL, the key, the
 region), waiting, and printing the result the Rust test reads."""
+import http.client
 import json
+import os
+import ssl
 import sys
 import time
+import urllib.parse
 
 import boto3
-import urllib3
-from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -69,27 +71,34 @@ def code_of(call):
     return "no error"
 
 
-def send_over_plain_http(client, sent):
-    """Sends the requests of an S3 client built for an https endpoint to
-    the same host and port over plain HTTP, recording each one's headers in
-    `sent`: botocore sends PutObject and UploadPart as unsigned aws-chunked
-    bodies with a trailing CRC32 only over TLS, and this is how real boto3
-    bytes of that kind reach the controller in a test. SigV4 does not cover
-    the scheme, so the signature still holds."""
-    http = urllib3.PoolManager(maxsize=16)
+def record_headers(client, sent):
+    """Records the headers of each request an S3 client sends in `sent`
+    (the request itself goes out unchanged, over HTTPS): botocore sends
+    PutObject and UploadPart as unsigned aws-chunked bodies with a
+    trailing CRC32 only over TLS, and the tests check that it did."""
 
-    def send(request, **kwargs):
-        body = request.body
-        if hasattr(body, "read"):
-            body = body.read()
+    def record(request, **kwargs):
         headers = dict(request.headers.items())
         sent.append({k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in headers.items()})
-        url = request.url.replace("https://", "http://", 1)
-        raw = http.request(request.method, url, body=body, headers=headers, preload_content=False, retries=False)
-        return AWSResponse(url, raw.status, raw.headers, raw)
+        return None  # botocore sends the request itself
 
-    client.meta.events.register("before-send.s3", send)
+    client.meta.events.register("before-send.s3", record)
     return client
+
+
+def ssl_context():
+    """TLS verified against AWS_CA_BUNDLE (the controller's CA), as the SDK
+    verifies it."""
+    return ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE"))
+
+
+def connection(endpoint_url, timeout=10):
+    """An http.client connection to the endpoint: HTTPS verified against
+    AWS_CA_BUNDLE, or plain HTTP for an http:// endpoint."""
+    url = urllib.parse.urlsplit(endpoint_url)
+    if url.scheme == "https":
+        return http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout, context=ssl_context())
+    return http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
 
 
 def done(result):

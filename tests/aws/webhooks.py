@@ -11,7 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from common import client, done, error_code
+from common import client, done, error_code, ssl_context
 
 cp = client()
 pipeline = sys.argv[1]
@@ -43,7 +43,7 @@ def deliver(key):
     request = urllib.request.Request(put["url"], data=body, method="POST", headers={
         "Content-Type": "application/json", "X-GitHub-Event": "ping", "X-Hub-Signature-256": signature})
     try:
-        with urllib.request.urlopen(request) as response:
+        with urllib.request.urlopen(request, context=ssl_context()) as response:
             return response.status
     except urllib.error.HTTPError as e:
         return e.code

@@ -20,7 +20,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from common import code_of
+from common import code_of, connection as open_connection
 
 category, provider, version = sys.argv[1:4]
 ACTION_TYPE = {"category": category, "owner": "Custom", "provider": provider, "version": version}
@@ -59,7 +59,7 @@ def raw_put(path, headers, body=None, announced=None):
     """A PUT sent by hand: `announced` is a Content-Length whose body is
     never sent (the answer must come from the headers alone). Returns
     [status, S3 error code]."""
-    connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=10)
+    connection = open_connection(os.environ["AWS_ENDPOINT_URL"])
     connection.putrequest("PUT", path, skip_accept_encoding=True)
     for name, value in headers.items():
         if name.lower() != "content-length":

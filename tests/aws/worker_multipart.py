@@ -23,7 +23,7 @@ import zipfile
 import boto3
 from botocore.config import Config
 
-from common import code_of, send_over_plain_http
+from common import code_of, record_headers
 
 category, provider, version = sys.argv[1:4]
 ACTION_TYPE = {"category": category, "owner": "Custom", "provider": provider, "version": version}
@@ -73,10 +73,10 @@ def s3_for(job, endpoint=None):
 
 
 def s3_as_over_tls(job):
-    """An S3 client for an https endpoint whose requests go over plain HTTP
-    (common.send_over_plain_http), its headers recorded in sent."""
-    client = s3_for(job, endpoint=os.environ["AWS_ENDPOINT_URL"].replace("http://", "https://", 1))
-    return send_over_plain_http(client, sent)
+    """An S3 client over HTTPS (the endpoint is https://), its headers
+    recorded in sent (common.record_headers)."""
+    client = s3_for(job, endpoint=os.environ["AWS_ENDPOINT_URL"])
+    return record_headers(client, sent)
 
 
 sent = []

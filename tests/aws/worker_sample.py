@@ -21,7 +21,7 @@ import zipfile
 import boto3
 from botocore.config import Config
 
-from common import code_of, send_over_plain_http
+from common import code_of, record_headers
 
 category, provider, version, project = sys.argv[1:5]
 ACTION_TYPE = {"category": category, "owner": "Custom", "provider": provider, "version": version}
@@ -56,10 +56,10 @@ def s3_for(job, token=None, endpoint=None):
 
 
 def s3_as_over_tls(job):
-    """An S3 client for an https endpoint whose requests go over plain HTTP
-    (common.send_over_plain_http), its headers recorded in sent_headers."""
-    client = s3_for(job, endpoint=os.environ["AWS_ENDPOINT_URL"].replace("http://", "https://", 1))
-    return send_over_plain_http(client, sent_headers)
+    """An S3 client over HTTPS (the endpoint is https://), its headers
+    recorded in sent_headers (common.record_headers)."""
+    client = s3_for(job, endpoint=os.environ["AWS_ENDPOINT_URL"])
+    return record_headers(client, sent_headers)
 
 
 def location(artifact):

@@ -94,7 +94,7 @@ pub fn access_key(cluster: &crate::Cluster, user: &str, role: &str) -> Result<Aw
 }
 
 /// The environment of an SDK or AWS CLI run against `cluster` as `key`:
-/// the key, the region, the endpoint, and no configuration or credential
+/// the key, the region, the endpoint and its CA, and no configuration or credential
 /// file, profile or instance metadata that could lend other credentials.
 pub fn env(cluster: &crate::Cluster, key: &AwsKey) -> Vec<(String, String)> {
     let nothing = cluster.dir.path().join("no-aws-config");
@@ -103,6 +103,8 @@ pub fn env(cluster: &crate::Cluster, key: &AwsKey) -> Vec<(String, String)> {
         ("AWS_SECRET_ACCESS_KEY", key.secret_access_key.clone()),
         ("AWS_DEFAULT_REGION", REGION.to_string()),
         ("AWS_ENDPOINT_URL", cluster.api.clone()),
+        // The SDKs verify the controller's certificate against its CA.
+        ("AWS_CA_BUNDLE", cluster.ca_file().display().to_string()),
         ("AWS_CONFIG_FILE", nothing.display().to_string()),
         ("AWS_SHARED_CREDENTIALS_FILE", nothing.display().to_string()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_string()),

@@ -62,6 +62,48 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Res
     }
 }
 
+/// A TLS client configuration trusting the CA certificates (PEM) in
+/// `ca` alone: what the harness speaks HTTPS to a controller with.
+pub fn tls_client_config(ca: &Path) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+        roots.add(cert.with_context(|| format!("{} is not PEM certificates", ca.display()))?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+/// A connection to `api` (`https://HOST:PORT`, verified against `ca`, or
+/// `http://HOST:PORT` on loopback): something to write a request to and
+/// read its answer from, and the socket, to shut it down.
+pub fn connect(api: &str, ca: &Path) -> Result<(Box<dyn ReadWrite>, std::net::TcpStream)> {
+    let (tls, host) = match (api.strip_prefix("https://"), api.strip_prefix("http://")) {
+        (Some(host), _) => (true, host),
+        (None, Some(host)) => (false, host),
+        (None, None) => bail!("the API address {api:?} is not https://HOST:PORT or http://HOST:PORT"),
+    };
+    let host = host.trim_end_matches('/');
+    let socket = std::net::TcpStream::connect(host).with_context(|| format!("connecting to {api}"))?;
+    let handle = socket.try_clone()?;
+    if !tls {
+        return Ok((Box::new(socket), handle));
+    }
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).with_context(|| format!("server name {name:?}"))?;
+    let connection = rustls::ClientConnection::new(tls_client_config(ca)?, name)?;
+    Ok((Box::new(rustls::StreamOwned::new(connection, socket)), handle))
+}
+
+/// A byte stream both ways (a TCP socket, or TLS over one).
+pub trait ReadWrite: std::io::Read + std::io::Write + Send {}
+impl<T: std::io::Read + std::io::Write + Send> ReadWrite for T {}
+
 /// The controller's live event stream (`GET /v1/events`, Server-Sent
 /// Events): execution, stage and action notices and log lines, each a JSON
 /// object. Subscribed when [`Cluster::events`] returns, so that a test
@@ -78,14 +120,15 @@ pub struct Events {
 const EVENTS_SHOWN: usize = 20;
 
 impl Events {
-    fn connect(api: &str, token: &str, pipeline: Option<&str>) -> Result<Self> {
+    fn connect(api: &str, ca: &Path, token: &str, pipeline: Option<&str>) -> Result<Self> {
         use std::io::{BufRead as _, BufReader, Write as _};
-        let host = api.strip_prefix("http://").context("the API address is http://HOST:PORT")?;
-        let mut socket = std::net::TcpStream::connect(host).with_context(|| format!("connecting to {api}"))?;
+        let host = api.split_once("://").map_or(api, |(_, host)| host).trim_end_matches('/');
+        let (mut stream, socket) = connect(api, ca)?;
         let query = pipeline.map(|p| format!("?pipeline={p}")).unwrap_or_default();
         // HTTP/1.0: the stream comes unchunked and ends with the connection.
-        write!(socket, "GET /v1/events{query} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n")?;
-        let mut reader = BufReader::new(socket.try_clone()?);
+        write!(stream, "GET /v1/events{query} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n")?;
+        stream.flush()?;
+        let mut reader = BufReader::new(stream);
         let mut status = String::new();
         reader.read_line(&mut status)?;
         if status.split_whitespace().nth(1) != Some("200") {
@@ -201,6 +244,8 @@ impl ClusterBuilder {
             api: String::new(),
             fleet: String::new(),
             token: String::new(),
+            ca: None,
+            webhooks: None,
             controller_args: self.controller_args,
             controller_env: self.controller_env,
             agent_args: self.agent_args,
@@ -223,6 +268,11 @@ pub struct Cluster {
     pub api: String,
     pub fleet: String,
     pub token: String,
+    /// The CA file `controller.json` names (see [`Cluster::ca_file`]).
+    ca: Option<PathBuf>,
+    /// The webhook listener's URL, when the controller has one
+    /// (`--webhook-listen`).
+    pub webhooks: Option<String>,
     controller_args: Vec<String>,
     controller_env: Vec<(String, String)>,
     agent_args: Vec<String>,
@@ -270,6 +320,8 @@ impl Cluster {
             serde_json::from_str(&text).ok()
         })?;
         self.api = addresses["api"].as_str().context("api address")?.to_string();
+        self.ca = addresses["ca"].as_str().map(PathBuf::from);
+        self.webhooks = addresses["webhooks"].as_str().map(str::to_string);
         self.fleet = addresses["fleet"].as_str().context("fleet address")?.to_string();
         self.token = std::fs::read_to_string(data.join("admin.token"))?.trim().to_string();
         Ok(())
@@ -461,17 +513,28 @@ impl Cluster {
     /// Subscribes to the controller's live events, of one pipeline or of
     /// all; see [`Events`].
     pub fn events(&self, pipeline: Option<&str>) -> Result<Events> {
-        Events::connect(&self.api, &self.token, pipeline)
+        Events::connect(&self.api, &self.ca_file(), &self.token, pipeline)
+    }
+
+    /// The CA certificate (PEM) the API's certificate chains to: the one
+    /// `controller.json` names, the controller's own CA.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca.clone().unwrap_or_else(|| self.data_dir().join("ca").join("ca.crt"))
+    }
+
+    /// The `sluice` CLI with this cluster's API, CA and admin token in its
+    /// environment (a test may override any of them).
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(bin("sluice"));
+        command.env("SLUICE_API", &self.api).env("SLUICE_CA", self.ca_file()).env("SLUICE_TOKEN", &self.token);
+        // No profile of the user running the tests applies.
+        command.env("SLUICE_CONFIG", self.dir.path().join("profiles.json")).env_remove("SLUICE_PROFILE");
+        command
     }
 
     /// Runs the `sluice` CLI against this cluster.
     pub fn sluice(&self, args: &[&str]) -> Output {
-        Command::new(bin("sluice"))
-            .args(args)
-            .env("SLUICE_API", &self.api)
-            .env("SLUICE_TOKEN", &self.token)
-            .output()
-            .expect("running sluice")
+        self.cli().args(args).output().expect("running sluice")
     }
 
     /// Runs the CLI and parses its `--output json` document.

@@ -66,11 +66,51 @@ pub struct AwsState {
     /// fingerprint, so that it is stable across restarts and differs
     /// between controllers.
     pub account: String,
+    /// Where webhook deliveries go, for the URLs shown (`https://` unless
+    /// the API is plain HTTP on loopback).
+    pub webhooks: WebhookBase,
+}
+
+/// The listener of webhook deliveries, as the URLs shown name it.
+#[derive(Clone, Debug)]
+pub enum WebhookBase {
+    /// The API's own listener, with its scheme.
+    Api(crate::https::Scheme),
+    /// A listener of their own (`--webhook-listen`), with its scheme.
+    Own(std::net::SocketAddr, crate::https::Scheme),
+}
+
+impl WebhookBase {
+    /// `SCHEME://HOST[:PORT]` of the webhook listener, for a client that
+    /// addressed the API as `host` (its `Host` header): the same host when
+    /// the webhook listener is bound to every address.
+    pub fn url(&self, host: &str) -> String {
+        match self {
+            WebhookBase::Api(scheme) => format!("{}://{host}", scheme.as_str()),
+            WebhookBase::Own(addr, scheme) if addr.ip().is_unspecified() => {
+                format!("{}://{}:{}", scheme.as_str(), host_without_port(host), addr.port())
+            }
+            WebhookBase::Own(addr, scheme) => format!("{}://{addr}", scheme.as_str()),
+        }
+    }
+}
+
+/// `HOST` of `HOST:PORT`, `[::1]` of `[::1]:PORT`.
+fn host_without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
 }
 
 impl AwsState {
     pub fn new(keys: keys::AccessKeys, ca_fingerprint: &str) -> Self {
-        Self { keys, account: account_id(ca_fingerprint) }
+        Self { keys, account: account_id(ca_fingerprint), webhooks: WebhookBase::Api(crate::https::Scheme::Https) }
+    }
+
+    /// Where webhook deliveries go, for the URLs shown.
+    pub fn with_webhooks(self, webhooks: WebhookBase) -> Self {
+        Self { webhooks, ..self }
     }
 }
 
@@ -102,7 +142,8 @@ pub struct Call<'a> {
     pub caller: Caller,
     /// The region the client signed for (ARNs name it).
     pub region: String,
-    /// `http://HOST` as the client addressed the controller (webhook URLs).
+    /// `https://HOST[:PORT]` of the webhook listener as the client
+    /// addressed the controller (webhook URLs).
     pub endpoint: String,
 }
 
@@ -381,7 +422,7 @@ async fn answer(
         }
     };
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    let call = Call { state, caller, region, endpoint: format!("http://{host}") };
+    let call = Call { state, caller, region, endpoint: state.aws.webhooks.url(host) };
     match dispatch(&call, operation, input).await {
         Some(result) => result,
         None if MODEL_OPERATIONS.contains(&operation) => Err(OpError::UnsupportedOperation(format!(
@@ -451,6 +492,19 @@ mod tests {
             assert!(MODEL_OPERATIONS.contains(op), "{op} is not in CodePipeline's model");
             assert!(seen.insert(op), "{op} twice");
         }
+    }
+
+    #[test]
+    fn webhook_urls_name_the_listener_that_serves_deliveries() {
+        use crate::https::Scheme;
+        assert_eq!(WebhookBase::Api(Scheme::Https).url("ci.example:7400"), "https://ci.example:7400");
+        assert_eq!(WebhookBase::Api(Scheme::Http).url("127.0.0.1:7400"), "http://127.0.0.1:7400");
+        let own = WebhookBase::Own("0.0.0.0:7500".parse().unwrap(), Scheme::Https);
+        assert_eq!(own.url("ci.example:7400"), "https://ci.example:7500");
+        assert_eq!(own.url("[::1]:7400"), "https://[::1]:7500");
+        assert_eq!(own.url("ci.example"), "https://ci.example:7500");
+        let bound = WebhookBase::Own("127.0.0.1:7500".parse().unwrap(), Scheme::Http);
+        assert_eq!(bound.url("ci.example:7400"), "http://127.0.0.1:7500");
     }
 
     #[test]

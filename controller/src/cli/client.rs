@@ -23,14 +23,22 @@ impl From<OpError> for Failure {
 }
 
 impl Client {
+    /// A client verifying the controller's certificate against the
+    /// system's roots.
     pub fn new(api: Option<&str>, token: Option<&str>) -> Result<Self, Failure> {
+        Self::with_ca(api, token, None)
+    }
+
+    /// A client verifying the controller's certificate against `ca` (PEM)
+    /// alone when given.
+    pub fn with_ca(api: Option<&str>, token: Option<&str>, ca: Option<&[u8]>) -> Result<Self, Failure> {
         let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
             Failure::new(
                 2,
                 "no API token: pass --token or set SLUICE_TOKEN (the controller writes one to DATA_DIR/admin.token)",
             )
         })?;
-        Ok(Self { ops: ops::Client::new(api.unwrap_or(DEFAULT_API), token)? })
+        Ok(Self { ops: ops::Client::with_ca(api.unwrap_or(DEFAULT_API), token, ca)? })
     }
 
     /// Performs one operation; its output as JSON, which is what
@@ -77,13 +85,7 @@ impl Client {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> Failure {
-        Failure::new(
-            1,
-            format!(
-                "cannot reach the controller at {}: {e} (is `sluice controller` running? set --api or SLUICE_API)",
-                self.ops.base()
-            ),
-        )
+        Failure::new(1, ops::unreachable(self.ops.base(), &e))
     }
 
     /// Live events of a pipeline.

@@ -21,6 +21,8 @@ mod user;
 mod webhook;
 // Custom action types and job workers.
 mod jobs;
+// https (issue 15): named controllers (address, CA, token file).
+mod profile;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -37,6 +39,8 @@ pub use secret::SecretCmd;
 pub use tag::TagCmd;
 pub use user::{AccessKeyCmd, TokenCmd, UserCmd};
 pub use webhook::WebhookCmd;
+// https (issue 15).
+pub use profile::{ProfileCmd, Profiles};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -44,14 +48,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const DEFAULT_API: &str = "http://127.0.0.1:7400";
+pub const DEFAULT_API: &str = "https://127.0.0.1:7400";
 
 /// The address the controller's API binds: the global `--api` (which
 /// admin commands use to reach it), without a scheme; port 0 picks a free
 /// port.
 pub fn api_bind_address(api: Option<&str>) -> Result<std::net::SocketAddr, Failure> {
     let text = api.unwrap_or(DEFAULT_API);
-    let bare = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+    let bare = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")).unwrap_or(text).trim_end_matches('/');
     bare.parse().map_err(|_| Failure::new(2, format!("--api {text:?} is not an address to listen on, e.g. 127.0.0.1:7400")))
 }
 
@@ -64,6 +68,15 @@ pub struct Cli {
     /// API token (the controller writes one to DATA_DIR/admin.token).
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// CA certificate (PEM) that the controller's certificate must chain
+    /// to; without it, the system's roots (DATA_DIR/ca/ca.crt is a
+    /// controller's own CA).
+    #[arg(long, global = true, env = "SLUICE_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A profile saved with `sluice profile add` (address, CA, token file);
+    /// --api, --ca and --token override its parts.
+    #[arg(long, global = true, env = "SLUICE_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -141,6 +154,10 @@ pub enum Cmd {
     /// Tags of pipelines and webhooks, by ARN.
     #[command(subcommand)]
     Tag(TagCmd),
+    // https (issue 15).
+    /// Named controllers: address, CA and token file, chosen with --profile.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
 }
 
 #[derive(Args, Debug)]
@@ -193,6 +210,29 @@ pub struct ControllerArgs {
     /// acknowledge it, too); a job past it times out and fails its action.
     #[arg(long, default_value = "20m", value_parser = parse_duration, value_name = "DURATION")]
     pub worker_job_timeout: Duration,
+    // https (issue 15): how the API and the webhook listener speak.
+    /// A name clients reach the API by (DNS name or IP address; repeatable):
+    /// the certificate the controller's CA issues for the API covers these,
+    /// the bind address, localhost, 127.0.0.1 and ::1.
+    #[arg(long = "api-name", value_name = "NAME")]
+    pub api_names: Vec<String>,
+    /// The API's certificate chain (PEM, leaf first) instead of one from the
+    /// controller's CA; read again whenever it or the key changes.
+    #[arg(long, value_name = "FILE", requires = "api_key")]
+    pub api_cert: Option<PathBuf>,
+    /// The private key (PEM) of --api-cert.
+    #[arg(long, value_name = "FILE", requires = "api_cert")]
+    pub api_key: Option<PathBuf>,
+    /// Serve the API over plain HTTP: only on a loopback address.
+    #[arg(long, conflicts_with_all = ["api_cert", "api_names"])]
+    pub api_plain_http: bool,
+    /// Serve webhook deliveries (POST /v1/webhooks/PIPELINE) and /healthz
+    /// on an address of their own; the API then serves no deliveries.
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// Serve --webhook-listen over plain HTTP: only on a loopback address.
+    #[arg(long, requires = "webhook_listen")]
+    pub webhook_plain_http: bool,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -293,19 +333,36 @@ pub fn parse_label_changes(changes: &[String]) -> Result<(BTreeMap<String, Strin
 pub struct Ctx {
     api: Option<String>,
     token: Option<String>,
+    ca: Option<PathBuf>,
+    profile: Option<String>,
     pub output: Output,
 }
 
 impl Ctx {
     /// The API client; an admin command without a token is a usage error.
+    /// The flags (and their variables) win over the profile's parts.
     pub fn client(&self) -> Result<Client, Failure> {
-        Client::new(self.api.as_deref(), self.token.as_deref())
+        let profile = Profiles::load()?.select(self.profile.as_deref())?;
+        let api = self.api.clone().or_else(|| profile.as_ref().map(|p| p.api.clone()));
+        let token = match (&self.token, &profile) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(p)) => p.token()?,
+            (None, None) => None,
+        };
+        let ca = self.ca.clone().or_else(|| profile.as_ref().and_then(|p| p.ca.clone()));
+        let ca = match ca {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                Failure::new(2, format!("reading the CA file {} (--ca, SLUICE_CA or the profile): {e}", path.display()))
+            })?),
+            None => None,
+        };
+        Client::with_ca(api.as_deref(), token.as_deref(), ca.as_deref())
     }
 }
 
 /// Runs an admin command; returns the exit code.
 pub async fn run(cli: Cli) -> Result<i32, Failure> {
-    let ctx = Ctx { api: cli.api, token: cli.token, output: cli.output };
+    let ctx = Ctx { api: cli.api, token: cli.token, ca: cli.ca, profile: cli.profile, output: cli.output };
     match cli.command {
         Cmd::Controller(_) | Cmd::Demo(_) => unreachable!("handled by main"),
         Cmd::Pipeline(cmd) => pipeline::run(&ctx, cmd).await,
@@ -328,6 +385,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Job(cmd) => jobs::run_job(&ctx, cmd).await,
         Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
         Cmd::Tag(cmd) => tag::run(&ctx, cmd).await,
+        Cmd::Profile(cmd) => profile::run(&ctx, cmd),
     }
 }
 
@@ -350,6 +408,7 @@ mod tests {
     fn the_controller_listens_where_admin_commands_look() {
         assert_eq!(api_bind_address(None).unwrap().to_string(), "127.0.0.1:7400");
         assert_eq!(api_bind_address(Some("http://127.0.0.1:0/")).unwrap().port(), 0);
+        assert_eq!(api_bind_address(Some("https://127.0.0.1:7401")).unwrap().port(), 7401);
         assert_eq!(api_bind_address(Some("nope")).unwrap_err().code, 2);
         assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("1w").is_err());

@@ -36,6 +36,38 @@ pub struct ControllerConfig {
     pub min_free_space: u64,
     /// How long a job worker's job may take from its poll to its result.
     pub worker_job_timeout: Duration,
+    // https (issue 15): how the API and the webhook listener speak.
+    /// HTTPS (the default) or, on loopback only, plain HTTP.
+    pub api_scheme: crate::https::Scheme,
+    /// The API's certificate: issued by the controller's CA, or the operator's.
+    pub api_cert: crate::https::CertSource,
+    /// Webhook deliveries on an address of their own, and how it speaks.
+    pub webhook_listen: Option<(SocketAddr, crate::https::Scheme)>,
+}
+
+impl ControllerConfig {
+    /// Every setting at its default: a data dir, the API and fleet addresses.
+    pub fn new(data_dir: PathBuf, api: SocketAddr, fleet: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            api,
+            fleet,
+            durability: Durability::Process,
+            agent_cert_lifetime: crate::ca::AGENT_CERT_LIFETIME,
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            max_lost_retries: crate::engine::DEFAULT_MAX_LOST_RETRIES,
+            max_action_log: DEFAULT_MAX_ACTION_LOG,
+            artifact_gc_interval: DEFAULT_ARTIFACT_GC_INTERVAL,
+            require_signed_plugins: false,
+            max_agent_slots: DEFAULT_MAX_AGENT_SLOTS,
+            agent_upload_quota: DEFAULT_AGENT_UPLOAD_QUOTA,
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
+            worker_job_timeout: Duration::from_millis(crate::workers::DEFAULT_JOB_TIMEOUT_MS),
+            api_scheme: crate::https::Scheme::Https,
+            api_cert: crate::https::CertSource::Ca { names: Vec::new() },
+            webhook_listen: None,
+        }
+    }
 }
 
 /// Default lease of a job: an agent that has not reported a job in a

@@ -54,6 +54,8 @@ mod workers;
 // AWS-compatible API (issue 14, aws).
 mod access_keys;
 mod tagging;
+// https (issue 15): the API and webhook listeners, controller.json.
+mod listeners;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -74,11 +76,11 @@ use crate::pipeline::{self, Pipeline};
 use crate::store::{Change, SqliteStore, Store, TransitionRecord};
 use crate::views;
 use anyhow::{Context as _, Result};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_protocol::{EnrollResponse, ToAgent};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -108,6 +110,13 @@ const CLOCK_RECHECK: Duration = Duration::from_secs(10);
 /// A running controller.
 pub struct Controller {
     pub api: SocketAddr,
+    /// `https://ADDR` (or `http://` for plain HTTP on loopback).
+    pub api_url: String,
+    /// The CA certificate (PEM) that the API's certificate chains to, when
+    /// the controller's CA issued it.
+    pub ca_file: PathBuf,
+    /// The webhook listener's address, when it has one of its own.
+    pub webhooks: Option<SocketAddr>,
     pub fleet: SocketAddr,
     pub admin_token: String,
     pub ca_fingerprint: String,
@@ -289,9 +298,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
     let fleet = endpoint.local_addr()?;
-    let listener =
-        tokio::net::TcpListener::bind(config.api).await.with_context(|| format!("binding the API port {}", config.api))?;
-    let api = listener.local_addr()?;
+    let listeners = listeners::bind(&config, &ca).await?;
+    let api = listeners.api.local_addr()?;
 
     let (tx, rx) = mpsc::channel(1024);
     let driver_task = tokio::spawn(driver.run(rx));
@@ -316,22 +324,28 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         events: events.clone(),
         tokens,
         runtime,
-        aws,
+        aws: aws.with_webhooks(listeners.webhook_base()?),
         artifacts,
         multipart,
         zips,
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
-            error!("admin API stopped: {e}");
-        }
-    });
-
-    let addresses = json!({ "api": format!("http://{api}"), "fleet": fleet.to_string() });
-    std::fs::write(dir.join("controller.json"), serde_json::to_string_pretty(&addresses)? + "\n")?;
-    info!(%api, %fleet, data_dir = %dir.display(), "controller started");
-    Ok(Controller { api, fleet, admin_token, ca_fingerprint: ca.fingerprint().to_string(), driver: tx, events, endpoint })
+    let (api_url, webhooks) = listeners.serve(state)?;
+    let ca_file = std::path::absolute(dir.join("ca").join("ca.crt"))?;
+    listeners::write_addresses(dir, &config, &api_url, fleet, &ca_file, webhooks)?;
+    info!(%api_url, %fleet, data_dir = %dir.display(), "controller started");
+    Ok(Controller {
+        api,
+        api_url,
+        ca_file,
+        webhooks: webhooks.map(|(addr, _)| addr),
+        fleet,
+        admin_token,
+        ca_fingerprint: ca.fingerprint().to_string(),
+        driver: tx,
+        events,
+        endpoint,
+    })
 }
 
 impl Driver {

@@ -22,12 +22,20 @@ pub struct Client {
 }
 
 impl Client {
-    /// `base` is the controller's API address, with or without `http://`.
+    /// `base` is the controller's API address: a URL, or `HOST:PORT` for
+    /// `https://HOST:PORT`. The server's certificate is verified against
+    /// the system's roots.
     pub fn new(base: &str, token: &str) -> Result<Self, OpError> {
+        Self::with_ca(base, token, None)
+    }
+
+    /// As [`Client::new`], verifying the server's certificate against
+    /// `ca` (PEM: one or more certificates) alone when given.
+    pub fn with_ca(base: &str, token: &str, ca: Option<&[u8]>) -> Result<Self, OpError> {
         let base = base.trim_end_matches('/');
-        let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
+        let base = if base.contains("://") { base.to_string() } else { format!("https://{base}") };
         reqwest::Url::parse(&base).map_err(|e| OpError::invalid(format!("API address {base:?} is not a URL: {e}")))?;
-        let http = reqwest::Client::builder().build().map_err(|e| OpError::Internal(e.to_string()))?;
+        let http = http_client(ca)?;
         Ok(Self { base, token: token.trim().to_string(), http })
     }
 
@@ -122,11 +130,60 @@ impl Client {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> OpError {
-        OpError::Unavailable(format!(
-            "cannot reach the controller at {}: {e} (is `sluice controller` running? set --api or SLUICE_API)",
-            self.base
-        ))
+        OpError::Unavailable(unreachable(&self.base, &e))
     }
+}
+
+/// An HTTP client for the controller's API: TLS with the process's
+/// crypto provider (ring, installed here when nothing else did), trusting
+/// `ca` alone when given, the system's roots otherwise.
+pub fn http_client(ca: Option<&[u8]>) -> Result<reqwest::Client, OpError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder();
+    if let Some(pem) = ca {
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| OpError::invalid(format!("the CA file is not PEM certificates: {e}")))?;
+        if roots.is_empty() {
+            return Err(OpError::invalid("the CA file holds no PEM certificate"));
+        }
+        builder = builder.tls_certs_only(roots);
+    }
+    builder.build().map_err(|e| OpError::Internal(format!("building the HTTP client: {e}")))
+}
+
+/// Why the controller at `base` could not be reached, with every cause
+/// (a refused certificate is several layers down) and what to do.
+pub fn unreachable(base: &str, e: &reqwest::Error) -> String {
+    let mut causes = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let text = causes.join(": ");
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("notvalidforname") {
+        return format!(
+            "cannot reach the controller at {base}: its TLS certificate is not trusted: {text} \
+             (pass the CA that issued it with --ca FILE or SLUICE_CA; a controller's own CA is DATA_DIR/ca/ca.crt, \
+             named in DATA_DIR/controller.json)"
+        );
+    }
+    if base.starts_with("https://") && (lower.contains("invalidcontenttype") || lower.contains("corrupt message")) {
+        return format!(
+            "cannot reach the controller at {base}: it does not speak TLS there: {text} \
+             (a controller started with --api-plain-http is reached at http://)"
+        );
+    }
+    if base.starts_with("http://") && lower.contains("invalid http version") {
+        return format!(
+            "cannot reach the controller at {base}: it speaks HTTPS there: {text} (use https:// in --api or SLUICE_API)"
+        );
+    }
+    format!("cannot reach the controller at {base}: {text} (is `sluice controller` running? set --api or SLUICE_API)")
 }
 
 /// A field's value as text: strings as they are, anything else as JSON.
@@ -157,7 +214,7 @@ mod tests {
         let client = Client::new("127.0.0.1:7400/", "t").unwrap();
         let op = ListPipelineExecutions { pipeline_name: "web app".into(), max_results: Some(5), next_token: None };
         let (url, body) = client.encode(&op).unwrap();
-        assert_eq!(url.as_str(), "http://127.0.0.1:7400/v1/pipelines/web%20app/executions?maxResults=5");
+        assert_eq!(url.as_str(), "https://127.0.0.1:7400/v1/pipelines/web%20app/executions?maxResults=5");
         assert!(body.is_none());
 
         let op = RetryStageExecution {

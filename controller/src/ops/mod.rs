@@ -74,7 +74,7 @@ mod webhooks;
 
 pub use access_keys::*;
 pub use agents::*;
-pub use client::{Client, SIGNATURE_HEADER};
+pub use client::{Client, SIGNATURE_HEADER, http_client, unreachable};
 pub use error::OpError;
 pub use executions::*;
 pub use jobs::*;

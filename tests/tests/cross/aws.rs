@@ -160,6 +160,7 @@ fn forged_tampered_replayed_and_revoked_requests_are_refused() {
         std::process::Command::new(sluice_tests::bin("sluice"))
             .args(args)
             .env("SLUICE_API", &cluster.api)
+            .env("SLUICE_CA", cluster.ca_file())
             .env("SLUICE_TOKEN", &token)
             .output()
             .unwrap()
@@ -177,6 +178,7 @@ fn forged_tampered_replayed_and_revoked_requests_are_refused() {
     let secret_as_token = std::process::Command::new(sluice_tests::bin("sluice"))
         .args(["pipeline", "list"])
         .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_CA", cluster.ca_file())
         .env("SLUICE_TOKEN", &ann.secret_access_key)
         .output()
         .unwrap();

@@ -139,6 +139,7 @@ fn invalid_pipeline_files_are_refused_with_every_problem_and_exit_2() {
     assert_eq!(cluster.sluice(&["pipeline", "create", "/no/such/file.json"]).status.code(), Some(2));
     let out = Command::new(bin("sluice"))
         .args(["pipeline", "list", "--api", &cluster.api, "--token", "wrong"])
+        .env("SLUICE_CA", cluster.ca_file())
         .env_remove("SLUICE_TOKEN")
         .output()
         .unwrap();
@@ -539,6 +540,7 @@ fn operators_list_and_revoke_tokens_and_drain_disable_and_enable_agents() {
         std::process::Command::new(sluice_tests::bin("sluice"))
             .args(args)
             .env("SLUICE_API", &cluster.api)
+            .env("SLUICE_CA", cluster.ca_file())
             .env("SLUICE_TOKEN", &oscar)
             .output()
             .unwrap()
@@ -865,6 +867,7 @@ fn approvals_need_two_other_users_and_a_rejection_fails_the_run() {
         std::process::Command::new(sluice_tests::bin("sluice"))
             .args(args)
             .env("SLUICE_API", &cluster.api)
+            .env("SLUICE_CA", cluster.ca_file())
             .env("SLUICE_TOKEN", token)
             .output()
             .unwrap()

@@ -99,6 +99,7 @@ fn set_secret(cluster: &Cluster, name: &str, value: &str, pipelines: &str) {
     let mut set = Command::new(sluice_tests::bin("sluice"))
         .args(["secret", "set", name, "--pipelines", pipelines])
         .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_CA", cluster.ca_file())
         .env("SLUICE_TOKEN", &cluster.token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -216,6 +216,7 @@ fn logs_are_followed_live_and_bounded_per_action() {
     let mut follow = std::process::Command::new(sluice_tests::bin("sluice"))
         .args(["logs", "long", "--execution", &id, "--follow"])
         .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_CA", cluster.ca_file())
         .env("SLUICE_TOKEN", &cluster.token)
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -129,7 +129,7 @@ fn revision_of<'a>(execution: &'a Value, action: &str) -> &'a str {
 /// POSTs a webhook delivery with curl; returns (HTTP status, body).
 fn deliver(cluster: &Cluster, pipeline: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, Value) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-X", "POST", "--data-binary", "@-", "-w", "\n%{http_code}"]);
+    cmd.args(["-sS", "-X", "POST", "--data-binary", "@-", "-w", "\n%{http_code}"]).arg("--cacert").arg(cluster.ca_file());
     for (k, v) in headers {
         cmd.args(["-H", &format!("{k}: {v}")]);
     }
@@ -251,6 +251,7 @@ fn webhooks_start_at_once_check_signatures_filter_paths_and_deduplicate() {
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/hooks/post-receive"), &hook).unwrap();
     git(&repo.origin, &["config", "sluice.webhookUrl", &format!("{}/v1/webhooks/hooked", cluster.api)]);
     git(&repo.origin, &["config", "sluice.webhookSecret", &secret]);
+    git(&repo.origin, &["config", "sluice.webhookCa", cluster.ca_file().to_str().unwrap()]);
     let before = history(&cluster, "hooked").len();
     let hooked = repo.commit("src/more.rs", "more\n", "through the hook");
     let runs = wait_for_executions(&cluster, "hooked", before + 1);
@@ -421,6 +422,7 @@ fn an_http_remote_is_fetched_with_credentials_from_a_granted_secret() {
     let mut set = Command::new(sluice_tests::bin("sluice"))
         .args(["secret", "set", "GIT_CREDS", "--pipelines", "private"])
         .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_CA", cluster.ca_file())
         .env("SLUICE_TOKEN", &cluster.token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -462,6 +464,7 @@ fn set_secret(cluster: &Cluster, name: &str, value: &str, pipelines: Option<&str
     let mut set = Command::new(sluice_tests::bin("sluice"))
         .args(&args)
         .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_CA", cluster.ca_file())
         .env("SLUICE_TOKEN", &cluster.token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
