@@ -88,7 +88,13 @@ pub fn router(state: ApiState) -> Router {
 /// The API without webhook deliveries, which a listener of their own
 /// serves (`--webhook-listen`): `POST /v1/webhooks/{name}` is not found here.
 pub fn router_without_webhooks(state: ApiState) -> Router {
-    routes(state.clone(), Router::new()).with_state(state)
+    let elsewhere = Router::new().route(&positional("/webhooks/{name}"), post(delivered_elsewhere));
+    routes(state.clone(), elsewhere).with_state(state)
+}
+
+/// A delivery to the API when the webhook listener serves them.
+async fn delivered_elsewhere() -> OpError {
+    OpError::NotFound("webhook deliveries are served on the webhook listener (--webhook-listen), not the API".into())
 }
 
 /// The webhook listener's routes: deliveries and `/healthz`, nothing else

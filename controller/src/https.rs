@@ -155,7 +155,8 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey> {
     if chain.is_empty() {
         bail!("{} holds no PEM certificate", cert.display());
     }
-    let private = PrivateKeyDer::from_pem_file(key).with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let private =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("{} is not a PEM private key", key.display()))?;
     certified(chain, private).with_context(|| format!("{} and {}", cert.display(), key.display()))
 }
 
@@ -229,7 +230,8 @@ type Stamp = Option<[(SystemTime, u64, u64); 2]>;
 
 fn stamp_of(cert: &Path, key: &Path) -> Stamp {
     use std::os::unix::fs::MetadataExt as _;
-    let one = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), m.ino()));
+    let one =
+        |p: &Path| std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), m.ino()));
     Some([one(cert)?, one(key)?])
 }
 

@@ -89,7 +89,7 @@ pub(super) fn write_addresses(
     webhooks: Option<(SocketAddr, crate::https::Scheme)>,
 ) -> Result<()> {
     let mut addresses = json!({ "api": api_url, "fleet": fleet.to_string() });
-    if matches!(config.api_cert, crate::https::CertSource::Ca { .. }) {
+    if config.api_scheme == crate::https::Scheme::Https && matches!(config.api_cert, crate::https::CertSource::Ca { .. }) {
         addresses["ca"] = json!(ca_file.display().to_string());
     }
     if let Some((addr, scheme)) = webhooks {

@@ -8,6 +8,8 @@ mod aws;
 mod cluster;
 mod codebuild;
 mod fleet;
+// https (issue 15).
+mod https;
 mod jobs;
 mod rogue;
 mod signing;
