@@ -142,8 +142,9 @@ impl Ca {
         lifetime: Duration,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(names.to_vec())
-            .with_context(|| format!("a server certificate for {names:?}: every name must be a DNS name or an IP address"))?;
+        let mut params = CertificateParams::new(names.to_vec()).with_context(|| {
+            format!("a server certificate for {names:?}: every name must be a DNS name or an IP address")
+        })?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, names.first().map(String::as_str).unwrap_or(CONTROLLER_SERVER_NAME));
         params.distinguished_name = dn;

@@ -329,6 +329,50 @@ mod tests {
         assert_eq!(names, ["ci.example.com", "127.0.0.1", "10.1.2.3", "localhost", "::1"]);
     }
 
+    /// A router answering the peer address its request carries.
+    fn echo_peer() -> Router {
+        async fn peer(ConnectInfo(addr): ConnectInfo<SocketAddr>) -> String {
+            addr.to_string()
+        }
+        Router::new().route("/peer", axum::routing::get(peer))
+    }
+
+    #[tokio::test]
+    async fn every_request_carries_the_peer_address_over_tls_and_plain_http_and_a_stuck_handshake_blocks_nothing() {
+        use tokio::io::AsyncWriteExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(Ca::load_or_create(&dir.path().join("ca")).unwrap());
+        let ca_pem = ca.cert_pem().as_bytes().to_vec();
+        let tls = Tls::start(ca, &CertSource::Ca { names: Vec::new() }, &[]).unwrap();
+        let secure = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (secure_addr, plain_addr) = (secure.local_addr().unwrap(), plain.local_addr().unwrap());
+        tokio::spawn(serve(secure, echo_peer(), Some(tls.acceptor.clone()), "test-tls"));
+        tokio::spawn(serve(plain, echo_peer(), None, "test-plain"));
+
+        // A client that never finishes its handshake, and one that speaks
+        // plain HTTP to the TLS port: neither holds up the next client.
+        let _stuck = tokio::net::TcpStream::connect(secure_addr).await.unwrap();
+        let mut confused = tokio::net::TcpStream::connect(secure_addr).await.unwrap();
+        confused.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+
+        let client = crate::ops::http_client(Some(&ca_pem)).unwrap();
+        for url in [format!("https://{secure_addr}/peer"), format!("https://localhost:{}/peer", secure_addr.port())] {
+            let answer = tokio::time::timeout(Duration::from_secs(5), client.get(&url).send()).await.unwrap().unwrap();
+            let peer: SocketAddr = answer.text().await.unwrap().parse().unwrap();
+            assert!(peer.ip().is_loopback() && peer.port() != secure_addr.port(), "{peer}");
+        }
+        let answer = client.get(format!("http://{plain_addr}/peer")).send().await.unwrap();
+        let peer: SocketAddr = answer.text().await.unwrap().parse().unwrap();
+        assert!(peer.ip().is_loopback(), "{peer}");
+        // Another CA's client refuses the certificate.
+        let other = tempfile::tempdir().unwrap();
+        let other_ca = Ca::load_or_create(&other.path().join("ca")).unwrap();
+        let stranger = crate::ops::http_client(Some(other_ca.cert_pem().as_bytes())).unwrap();
+        let refused = stranger.get(format!("https://{secure_addr}/peer")).send().await.unwrap_err();
+        assert!(crate::ops::unreachable("x", &refused).contains("certificate is not trusted"), "{refused:?}");
+    }
+
     #[test]
     fn a_pair_that_does_not_belong_together_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -97,7 +97,11 @@ fn a_plugin_signed_by_a_trusted_publisher_is_pushed_listed_and_run() {
     assert!(cluster.sluice(&["user", "create", "olga"]).status.success());
     let token = cluster.sluice_json(&["token", "create", "--user", "olga"]).unwrap()["token"].as_str().unwrap().to_string();
     let mut as_olga = std::process::Command::new(sluice_tests::bin("sluice"));
-    as_olga.args(["publisher", "remove", "acme"]).env("SLUICE_API", &cluster.api).env("SLUICE_CA", cluster.ca_file()).env("SLUICE_TOKEN", token);
+    as_olga
+        .args(["publisher", "remove", "acme"])
+        .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_CA", cluster.ca_file())
+        .env("SLUICE_TOKEN", token);
     let out = as_olga.output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
 
