@@ -77,7 +77,9 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         println!("  webhooks: {}://{webhooks}", webhook_scheme.as_str());
     }
     println!("  fleet:    {}", controller.fleet);
-    println!("  ca:       {}", controller.ca_file.display());
+    if api_scheme == Scheme::Https && matches!(config.api_cert, CertSource::Ca { .. }) {
+        println!("  ca:       {}", controller.ca_file.display());
+    }
     println!("  data dir: {}", config.data_dir.display());
     println!("  token:    {}", config.data_dir.join("admin.token").display());
     shutdown_signal().await;
