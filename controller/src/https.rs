@@ -82,6 +82,30 @@ pub fn check_listener(addr: SocketAddr, scheme: Scheme, flag: &str) -> Result<()
     Ok(())
 }
 
+/// `--api-name` values: IP addresses, or DNS names (letters, digits,
+/// hyphens, dots; a leading `*.` for a wildcard).
+pub fn check_api_names(names: &[String]) -> Result<(), String> {
+    for name in names {
+        if name.parse::<IpAddr>().is_ok() {
+            continue;
+        }
+        let host = name.strip_prefix("*.").unwrap_or(name);
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !valid {
+            return Err(format!("--api-name {name:?} is neither an IP address nor a DNS name"));
+        }
+    }
+    Ok(())
+}
+
 /// The names an issued certificate covers: the operator's, the bind
 /// addresses (unless unspecified), and loopback's; each once.
 pub fn issued_names(names: &[String], binds: &[SocketAddr]) -> Vec<String> {
@@ -320,6 +344,15 @@ mod tests {
         assert!(refused.contains("loopback") && refused.contains("0.0.0.0:7400"), "{refused}");
         assert!(check_listener("10.0.0.1:7400".parse().unwrap(), Scheme::Http, "--api-plain-http").is_err());
         assert!(check_listener("0.0.0.0:7400".parse().unwrap(), Scheme::Https, "--api-plain-http").is_ok());
+    }
+
+    #[test]
+    fn api_names_are_ip_addresses_or_dns_names() {
+        let ok = ["ci.example.com", "10.0.0.1", "::1", "*.example.com", "localhost"].map(String::from);
+        assert!(check_api_names(&ok).is_ok());
+        for bad in ["", "ci example.com", "-ci.example", "ci..example", "ci.example.com/path", "https://ci.example"] {
+            assert!(check_api_names(&[bad.to_string()]).unwrap_err().contains("--api-name"), "{bad}");
+        }
     }
 
     #[test]

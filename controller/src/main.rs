@@ -47,6 +47,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
     if let Some(addr) = args.webhook_listen {
         check_listener(addr, webhook_scheme, "--webhook-plain-http").map_err(|e| Failure::new(2, e))?;
     }
+    sluice::https::check_api_names(&args.api_names).map_err(|e| Failure::new(2, e))?;
     let api_cert = match (args.api_cert, args.api_key) {
         (Some(cert), Some(key)) => CertSource::Files { cert, key },
         _ => CertSource::Ca { names: args.api_names },

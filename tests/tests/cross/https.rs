@@ -261,6 +261,8 @@ fn plain_http_is_refused_off_loopback_and_served_on_loopback_when_asked() {
     assert!(stderr.contains("--api-plain-http") && stderr.contains("loopback"), "{stderr}");
     let stderr = refused(&["--api", "127.0.0.1:0", "--webhook-listen", "0.0.0.0:0", "--webhook-plain-http"]);
     assert!(stderr.contains("--webhook-plain-http") && stderr.contains("loopback"), "{stderr}");
+    let stderr = refused(&["--api", "127.0.0.1:0", "--api-name", "ci example.com"]);
+    assert!(stderr.contains("--api-name \"ci example.com\" is neither an IP address nor a DNS name"), "{stderr}");
     // Nothing was started: no data dir, no controller.json.
     assert!(!dir.path().join("data/controller.json").exists());
 
