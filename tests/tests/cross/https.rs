@@ -349,6 +349,13 @@ fn the_webhook_listener_serves_deliveries_and_the_admin_listener_no_longer_does(
     assert_eq!(status(format!("{hooks}/healthz"), &[]), (0, "200".to_string()));
     // The admin API keeps serving on its own listener.
     assert_eq!(status(format!("{}/v1/pipelines", cluster.api), &[]), (0, "200".to_string()));
+    // CodePipeline's webhooks (boto3) name the webhook listener in their
+    // URL, and a delivery to that URL is served.
+    let key = sluice_tests::aws::access_key(&cluster, "ann", "operator").unwrap();
+    let r = sluice_tests::aws::script_json(&cluster, &key, "webhooks.py", &["web"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.controller_log()));
+    assert_eq!(r["put_url"], format!("{hooks}/v1/webhooks/web"), "{r}");
+    assert_eq!((r["delivery_signed"].as_u64(), r["delivery_forged"].as_u64()), (Some(200), Some(401)), "{r}");
     // Without the CA the webhook listener is refused like the API.
     let (code, body) = curl(&format!("{hooks}/healthz"), &[]);
     assert_eq!(code, 60, "{body}");
