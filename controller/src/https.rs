@@ -235,8 +235,7 @@ async fn renew_forever(cert: Arc<ServerCert>, ca: Arc<Ca>, names: Vec<String>) {
     let mut tick = tokio::time::interval(RENEW_CHECK);
     loop {
         tick.tick().await;
-        let due = cert.leaf().is_none_or(|(_, expiry)| expiry < SystemTime::now() + RENEW_BEFORE);
-        if !due {
+        if !needs_renewal(&cert.current(), SystemTime::now()) {
             continue;
         }
         match issue(&ca, &names) {
@@ -247,6 +246,12 @@ async fn renew_forever(cert: Arc<ServerCert>, ca: Arc<Ca>, names: Vec<String>) {
             Err(e) => error!("renewing the API certificate: {e:#}; the current one is still served"),
         }
     }
+}
+
+/// Whether an issued certificate has less than [`RENEW_BEFORE`] left at
+/// `now` (one that cannot be read is replaced too).
+fn needs_renewal(key: &CertifiedKey, now: SystemTime) -> bool {
+    leaf_of(key).is_none_or(|(_, expiry)| expiry < now + RENEW_BEFORE)
 }
 
 /// What tells a changed file: modification time, size and inode of both.
@@ -344,6 +349,20 @@ mod tests {
         assert!(refused.contains("loopback") && refused.contains("0.0.0.0:7400"), "{refused}");
         assert!(check_listener("10.0.0.1:7400".parse().unwrap(), Scheme::Http, "--api-plain-http").is_err());
         assert!(check_listener("0.0.0.0:7400".parse().unwrap(), Scheme::Https, "--api-plain-http").is_ok());
+    }
+
+    #[test]
+    fn an_issued_certificate_is_renewed_a_month_before_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(&dir.path().join("ca")).unwrap();
+        let names = issued_names(&[], &[]);
+        let fresh = issue(&ca, &names).unwrap();
+        let now = SystemTime::now();
+        assert!(!needs_renewal(&fresh, now));
+        assert!(!needs_renewal(&fresh, now + ISSUED_LIFETIME - RENEW_BEFORE - Duration::from_secs(3600)));
+        assert!(needs_renewal(&fresh, now + ISSUED_LIFETIME - RENEW_BEFORE + Duration::from_secs(3600)));
+        let (chain, key) = ca.issue_server(&names, Duration::from_secs(10 * 24 * 3600)).unwrap();
+        assert!(needs_renewal(&certified(chain, key).unwrap(), now));
     }
 
     #[test]
