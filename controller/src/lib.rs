@@ -12,6 +12,8 @@ pub mod cli;
 pub mod demo;
 pub mod driver;
 pub mod engine;
+// Notifications (issue 15, notify).
+pub mod notify;
 pub mod exit;
 pub mod fleet;
 pub mod ops;

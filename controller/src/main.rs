@@ -36,6 +36,7 @@ fn main() {
 }
 
 async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Result<i32, Failure> {
+    let notifications = sluice::cli::notify_config(&args);
     let config = ControllerConfig {
         data_dir: args.data_dir,
         api: sluice::cli::api_bind_address(api)?,
@@ -51,6 +52,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         agent_upload_quota: args.agent_upload_quota,
         min_free_space: args.min_free_space,
         worker_job_timeout: args.worker_job_timeout,
+        notifications,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod checkpoint;
+// Notifications (issue 15, notify).
+pub mod notifications;
 
 /// A stored pipeline version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +242,8 @@ pub enum Change {
         resource: String,
         tags: Vec<(String, String)>,
     },
+    // Notifications (issue 15, notify).
+    Notification(notifications::NotificationChange),
 }
 
 /// How much an acknowledged change survives.
@@ -302,6 +306,16 @@ pub trait Store: Send {
     fn tags(&self, resource: &str) -> Result<Vec<(String, String)>>;
     /// CodePipeline definitions of webhooks, by pipeline.
     fn webhook_definitions(&self) -> Result<Vec<(String, String)>>;
+    // Notifications (issue 15, notify).
+    fn notification_rules(&self) -> Result<Vec<notifications::NotificationRuleRecord>>;
+    /// Deliveries newest first, of one rule and/or in one status.
+    fn notification_deliveries(
+        &self,
+        rule_id: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<notifications::DeliveryRecord>>;
+    fn notification_delivery(&self, id: i64) -> Result<Option<notifications::DeliveryRecord>>;
 }
 
 pub struct SqliteStore {
@@ -371,6 +385,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA).context("creating the store schema")?;
+        conn.execute_batch(notifications::SCHEMA).context("creating the notification tables")?;
         migrate(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
         let checkpointer = checkpoint::Checkpointer::start(path, sync)?;
@@ -478,6 +493,7 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
+                    notifications::delete_pipeline(&tx, name)?;
                     tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([format!("pipeline:{name}")])?;
                     // Ended jobs only (a pipeline with executions running is
@@ -576,6 +592,8 @@ impl Store for SqliteStore {
                     tx.prepare_cached("INSERT OR REPLACE INTO tags (resource, tags) VALUES (?1, ?2)")?
                         .execute(params![resource, json(tags)?])?;
                 }
+                // Notifications (issue 15, notify).
+                Change::Notification(change) => notifications::apply(&tx, change)?,
                 Change::Plugin(p) => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO plugins (provider, version, digest, info, builtin) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -702,6 +720,24 @@ impl Store for SqliteStore {
         let mut stmt = self.conn.prepare_cached("SELECT pipeline, definition FROM webhook_definitions ORDER BY pipeline")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // Notifications (issue 15, notify).
+    fn notification_rules(&self) -> Result<Vec<notifications::NotificationRuleRecord>> {
+        notifications::rules(&self.conn)
+    }
+
+    fn notification_deliveries(
+        &self,
+        rule_id: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<notifications::DeliveryRecord>> {
+        notifications::deliveries(&self.conn, rule_id, status, limit)
+    }
+
+    fn notification_delivery(&self, id: i64) -> Result<Option<notifications::DeliveryRecord>> {
+        notifications::delivery(&self.conn, id)
     }
 
     fn tags(&self, resource: &str) -> Result<Vec<(String, String)>> {

@@ -21,6 +21,8 @@ mod user;
 mod webhook;
 // Custom action types and job workers.
 mod jobs;
+// Notifications (issue 15, notify).
+mod notification;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -30,6 +32,7 @@ pub use execution::{
     WatchPrinter, follow_logs, wait_for, watch, watch_as,
 };
 pub use jobs::{ActionTypeCmd, JobCmd};
+pub use notification::{NotificationCmd, NotificationRuleCmd, notify_config};
 pub use output::{Column, Table, print_table};
 pub use pipeline::PipelineCmd;
 pub use plugin::{PluginCmd, PublisherCmd};
@@ -141,6 +144,13 @@ pub enum Cmd {
     /// Tags of pipelines and webhooks, by ARN.
     #[command(subcommand)]
     Tag(TagCmd),
+    // Notifications (issue 15, notify).
+    /// Rules that send a pipeline's events to webhooks and Slack.
+    #[command(name = "notification-rule", subcommand)]
+    NotificationRule(NotificationRuleCmd),
+    /// Notifications sent, pending and dead-lettered.
+    #[command(subcommand)]
+    Notification(NotificationCmd),
 }
 
 #[derive(Args, Debug)]
@@ -193,6 +203,25 @@ pub struct ControllerArgs {
     /// acknowledge it, too); a job past it times out and fails its action.
     #[arg(long, default_value = "20m", value_parser = parse_duration, value_name = "DURATION")]
     pub worker_job_timeout: Duration,
+    // Notifications (issue 15, notify).
+    /// PEM certificates trusted for notification receivers (HTTPS), besides
+    /// the system's root certificates.
+    #[arg(long, value_name = "FILE")]
+    pub notification_ca: Option<PathBuf>,
+    /// Let notification targets be plain http:// URLs (their payloads and
+    /// Slack URLs then travel in clear).
+    #[arg(long)]
+    pub notification_allow_http: bool,
+    /// Let notification targets be on loopback and private networks
+    /// (10/8, 172.16/12, 192.168/16, 127/8, fc00::/7...). Link-local and
+    /// metadata addresses (169.254.0.0/16, fe80::/10) are refused always.
+    #[arg(long)]
+    pub notification_allow_private: bool,
+    /// Attempts of a notification delivery, the first included, before it
+    /// is a dead letter (waits 1 s, 2 s, 4 s ... up to 5 min between).
+    #[arg(long, default_value_t = crate::notify::retry::DEFAULT_MAX_ATTEMPTS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub notification_max_attempts: u32,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -328,6 +357,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Job(cmd) => jobs::run_job(&ctx, cmd).await,
         Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
         Cmd::Tag(cmd) => tag::run(&ctx, cmd).await,
+        Cmd::NotificationRule(cmd) => notification::run_rule(&ctx, cmd).await,
+        Cmd::Notification(cmd) => notification::run(&ctx, cmd).await,
     }
 }
 

@@ -36,6 +36,9 @@ pub struct ControllerConfig {
     pub min_free_space: u64,
     /// How long a job worker's job may take from its poll to its result.
     pub worker_job_timeout: Duration,
+    /// Notifications (issue 15, notify): the receivers' CA, the address
+    /// policy and the retries.
+    pub notifications: crate::notify::NotifyConfig,
 }
 
 /// Default lease of a job: an agent that has not reported a job in a

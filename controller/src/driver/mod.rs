@@ -54,6 +54,8 @@ mod workers;
 // AWS-compatible API (issue 14, aws).
 mod access_keys;
 mod tagging;
+// Notifications (issue 15, notify).
+mod notifications;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -184,6 +186,13 @@ struct Driver {
     workers: crate::workers::Workers,
     /// Worker jobs made in this step, committed with its next round.
     worker_changes: Vec<Change>,
+    // Notifications (issue 15, notify).
+    /// Every pipeline's notification rules, to match notices against.
+    notifications: crate::notify::Rules,
+    /// Tells the delivery task that deliveries were written.
+    notify_wake: Arc<tokio::sync::Notify>,
+    /// Which target addresses rules may have.
+    notify_policy: crate::notify::target::AddressPolicy,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -273,6 +282,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
         workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
         worker_changes: Vec::new(),
+        notifications: crate::notify::Rules::default(),
+        notify_wake: Arc::new(tokio::sync::Notify::new()),
+        notify_policy: config.notifications.policy,
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -283,6 +295,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
     driver.recover_access_keys()?;
+    driver.recover_notifications()?;
+    notifications::spawn_delivery(dir, &config.notifications, driver.notify_wake.clone())?;
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
@@ -432,7 +446,14 @@ impl Driver {
             return Ok(());
         }
         loop {
-            for execution in self.engine.take_dirty() {
+            let dirty = self.engine.take_dirty();
+            // The notices of the step, and the notification deliveries they
+            // make, go in the same transaction as the state they report.
+            let notices = self.engine.take_notices();
+            let deliveries = self.notification_changes(now, &notices, &dirty);
+            let notify = !deliveries.is_empty();
+            changes.extend(deliveries);
+            for execution in dirty {
                 changes.extend(Self::seen_revisions(&execution));
                 changes.extend(self.end_stale_worker_jobs(now, &execution));
                 changes.push(Change::Execution(Box::new(execution)));
@@ -442,13 +463,16 @@ impl Driver {
                 // safe answer: a restart replays the last committed state.
                 Exit::StoreWriteFailed(format!("{e:#}")).now();
             }
+            if notify {
+                self.notify_wake.notify_one();
+            }
             for (agent_id, message) in self.outgoing.drain(..) {
                 if let Some(agent) = self.agents.get(&agent_id) {
                     agent.tx.send(message);
                 }
             }
             self.tell_batched_watchers();
-            for notice in self.engine.take_notices() {
+            for notice in notices {
                 let _ = self.events.send(Arc::new(views::notice(&notice)));
                 log_notice(&notice);
             }

@@ -112,6 +112,7 @@ impl Handle<DeletePipeline> for Driver {
         self.commit(now, vec![Change::DeletePipeline(name.to_string())])?;
         self.definitions.retain(|(n, _), _| n != name);
         self.forget_pipeline_sources(name);
+        self.forget_pipeline_notifications(name);
         let stages: Vec<String> = self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
         for stage in stages {
             self.transitions.remove(&(name.to_string(), stage.clone()));

@@ -27,6 +27,9 @@ impl Client {
         let base = base.trim_end_matches('/');
         let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
         reqwest::Url::parse(&base).map_err(|e| OpError::invalid(format!("API address {base:?} is not a URL: {e}")))?;
+        // reqwest's TLS has no crypto provider of its own: ring, installed
+        // here when nothing else did (issue 15, notify; https does the same).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().build().map_err(|e| OpError::Internal(e.to_string()))?;
         Ok(Self { base, token: token.trim().to_string(), http })
     }

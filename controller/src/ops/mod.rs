@@ -71,6 +71,8 @@ mod stages;
 mod tags;
 mod users;
 mod webhooks;
+// Notifications (issue 15, notify).
+mod notifications;
 
 pub use access_keys::*;
 pub use agents::*;
@@ -86,6 +88,8 @@ pub use stages::*;
 pub use tags::*;
 pub use users::*;
 pub use webhooks::*;
+// Notifications (issue 15, notify).
+pub use notifications::*;
 
 use crate::auth::Caller;
 use serde::Serialize;
@@ -397,6 +401,12 @@ operations! {
         UntagResource -> UntagResourceOutput: POST "/tags/remove", "codepipeline:UntagResource";
         ListTagsForResource -> ListTagsForResourceOutput: GET "/tags" query ["resourceArn", "maxResults", "nextToken"], "codepipeline:ListTagsForResource";
         ListActionExecutions -> ListActionExecutionsOutput: GET "/pipelines/{pipelineName}/action-executions" query ["pipelineExecutionId", "maxResults", "nextToken"], "codepipeline:ListActionExecutions";
+        // Notifications (issue 15, notify).
+        CreateNotificationRule -> CreateNotificationRuleOutput: POST "/notification-rules", "codestar-notifications:CreateNotificationRule";
+        ListNotificationRules -> ListNotificationRulesOutput: GET "/notification-rules" query ["pipelineName"], "codestar-notifications:ListNotificationRules";
+        DeleteNotificationRule -> DeleteNotificationRuleOutput: DELETE "/notification-rules/{id}", "codestar-notifications:DeleteNotificationRule";
+        ListNotificationDeliveries -> ListNotificationDeliveriesOutput: GET "/notification-deliveries" query ["ruleId", "status", "maxResults"], "sluice:ListNotificationDeliveries";
+        RedeliverNotification -> RedeliverNotificationOutput: POST "/notification-deliveries/{id}/redeliver", "sluice:RedeliverNotification";
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.
