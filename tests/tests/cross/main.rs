@@ -9,6 +9,8 @@ mod cluster;
 mod codebuild;
 mod fleet;
 mod jobs;
+// Notifications (issue 15, notify).
+mod notify;
 mod rogue;
 mod signing;
 mod sources;
