@@ -100,9 +100,8 @@ pub fn client(config: &NotifyConfig) -> Result<reqwest::Client> {
     }
 }
 
-/// An attempt ready to go: the row, and its target opened.
-struct Prepared {
-    row: DeliveryRecord,
+/// A row's target, opened: what an attempt needs.
+struct Opened {
     target_type: TargetType,
     url: String,
     secret: Option<Vec<u8>>,
@@ -138,21 +137,23 @@ pub async fn run(outbox: Outbox, secret_box: SecretBox, config: NotifyConfig, cl
             if busy.contains(&key) {
                 continue;
             }
-            let prepared = {
+            let opened = {
                 let (outbox, secret_box, policy) = (outbox.clone(), secret_box.clone(), config.policy);
-                tokio::task::spawn_blocking(move || prepare(&outbox, &secret_box, policy, row)).await
+                tokio::task::spawn_blocking(move || {
+                    let opened = open_target(&outbox, &secret_box, policy, &row);
+                    (row, opened)
+                })
+                .await
             };
-            let Ok(prepared) = prepared else { continue };
+            let Ok((row, opened)) = opened else { continue };
             busy.insert(key);
             let client = client.clone();
             tasks.spawn(async move {
-                match prepared {
-                    Ok(p) => {
-                        let attempt = send(&client, &p).await;
-                        (p.row, attempt)
-                    }
-                    Err((row, why)) => (row, Attempt::Refused(why)),
-                }
+                let attempt = match opened {
+                    Ok(target) => send(&client, &row, &target).await,
+                    Err(why) => Attempt::Refused(why),
+                };
+                (row, attempt)
             });
         }
         let next_due = blocking(&outbox, |o| o.next_due()).await.ok().flatten();
@@ -192,20 +193,20 @@ async fn blocking<T: Send + 'static>(
 
 /// Opens a row's target; a row whose rule or target is gone, or whose URL
 /// the policy now refuses, is refused (a dead letter at once).
-fn prepare(
+fn open_target(
     outbox: &Mutex<Outbox>,
     secret_box: &SecretBox,
     policy: AddressPolicy,
-    row: DeliveryRecord,
-) -> Result<Prepared, (DeliveryRecord, String)> {
+    row: &DeliveryRecord,
+) -> Result<Opened, String> {
     let rule = outbox.lock().unwrap_or_else(|p| p.into_inner()).rule(&row.rule_id);
     let rule = match rule {
         Ok(Some(rule)) => rule,
-        Ok(None) => return Err((row, "its notification rule no longer exists".into())),
-        Err(e) => return Err((row, format!("reading its rule: {e:#}"))),
+        Ok(None) => return Err("its notification rule no longer exists".into()),
+        Err(e) => return Err(format!("reading its rule: {e:#}")),
     };
     let Some(stored) = rule.targets.get(row.target as usize) else {
-        return Err((row, "its target no longer exists".into()));
+        return Err("its target no longer exists".into());
     };
     let b64 = base64::engine::general_purpose::STANDARD;
     let open = |aad: String, sealed: &str| -> Result<Vec<u8>, String> {
@@ -214,45 +215,40 @@ fn prepare(
     };
     let url = match open(address_aad(&row.rule_id, row.target), &stored.sealed_address) {
         Ok(url) => String::from_utf8_lossy(&url).into_owned(),
-        Err(e) => return Err((row, format!("target address: {e}"))),
+        Err(e) => return Err(format!("target address: {e}")),
     };
-    if let Err(why) = target::check_url(&url, policy) {
-        return Err((row, why));
-    }
+    target::check_url(&url, policy)?;
     let secret = match &stored.sealed_secret {
         Some(sealed) => match open(secret_aad(&row.rule_id, row.target), sealed) {
             Ok(secret) => Some(secret),
-            Err(e) => return Err((row, format!("signing secret: {e}"))),
+            Err(e) => return Err(format!("signing secret: {e}")),
         },
         None => None,
     };
-    let target_type = match TargetType::parse(&stored.target_type) {
-        Ok(t) => t,
-        Err(e) => return Err((row, e)),
-    };
-    Ok(Prepared { row, target_type, url, secret })
+    let target_type = TargetType::parse(&stored.target_type)?;
+    Ok(Opened { target_type, url, secret })
 }
 
 /// One attempt: the body and headers of the target's kind, POSTed.
-async fn send(client: &reqwest::Client, p: &Prepared) -> Attempt {
-    let request = match p.target_type {
+async fn send(client: &reqwest::Client, row: &DeliveryRecord, target: &Opened) -> Attempt {
+    let request = match target.target_type {
         TargetType::Webhook => {
             let timestamp = crate::driver::now_ms() / 1000;
-            let body = p.row.payload.clone().into_bytes();
-            let signature = message::sign(p.secret.as_deref().unwrap_or_default(), timestamp, &body);
+            let body = row.payload.clone().into_bytes();
+            let signature = message::sign(target.secret.as_deref().unwrap_or_default(), timestamp, &body);
             client
-                .post(&p.url)
+                .post(&target.url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(TIMESTAMP_HEADER, timestamp.to_string())
                 .header(SIGNATURE_HEADER, signature)
-                .header(EVENT_HEADER, &p.row.event_type)
-                .header(DELIVERY_HEADER, p.row.id.to_string())
+                .header(EVENT_HEADER, &row.event_type)
+                .header(DELIVERY_HEADER, row.id.to_string())
                 .body(body)
         }
         TargetType::Slack => {
-            let payload: serde_json::Value = serde_json::from_str(&p.row.payload).unwrap_or_default();
+            let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap_or_default();
             client
-                .post(&p.url)
+                .post(&target.url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(message::slack_body(&payload).to_string())
         }

@@ -151,6 +151,9 @@ fn rule(conn: &Connection, id: &str) -> Result<Option<NotificationRuleRecord>> {
     record.map(|r| Ok(serde_json::from_str(&r)?)).transpose()
 }
 
+/// The oldest pending delivery of each rule's target.
+const HEADS: &str = "SELECT MIN(id) FROM notification_deliveries WHERE status = 'pending' GROUP BY rule_id, target";
+
 const COLUMNS: &str =
     "id, rule_id, target, pipeline, event_type, execution_id, status, attempts, next_attempt_at, created_at,
     updated_at, last_error, payload";
@@ -218,21 +221,25 @@ impl Outbox {
         Ok(Self { conn })
     }
 
-    /// Pending deliveries due by `now`, oldest due first.
+    /// The head of each target's queue (its oldest pending delivery) when
+    /// it is due by `now`, the longest due first. A target gets its
+    /// deliveries in order, one at a time: while its head waits out a
+    /// backoff the rest wait too (a receiver that is down is not hammered),
+    /// and a target with a long queue does not crowd the others out.
     pub fn due(&self, now: u64, limit: usize) -> Result<Vec<DeliveryRecord>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM notification_deliveries WHERE status = 'pending' AND next_attempt_at <= ?1
+            "SELECT {COLUMNS} FROM notification_deliveries WHERE id IN ({HEADS}) AND next_attempt_at <= ?1
              ORDER BY next_attempt_at, id LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![now as i64, limit as i64], delivery_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// When the first pending delivery is next due.
+    /// When the first head of a queue is next due.
     pub fn next_due(&self) -> Result<Option<u64>> {
         let at: Option<i64> = self
             .conn
-            .prepare_cached("SELECT MIN(next_attempt_at) FROM notification_deliveries WHERE status = 'pending'")?
+            .prepare_cached(&format!("SELECT MIN(next_attempt_at) FROM notification_deliveries WHERE id IN ({HEADS})"))?
             .query_row([], |r| r.get(0))?;
         Ok(at.map(|a| a.max(0) as u64))
     }
@@ -283,5 +290,81 @@ impl Outbox {
         )?;
         tx.commit()?;
         Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Change, Durability, SqliteStore, Store};
+
+    fn delivery(rule: &str, target: u32, at: u64) -> Change {
+        Change::Notification(NotificationChange::Delivery(NewDelivery {
+            rule_id: rule.into(),
+            target,
+            pipeline: "web".into(),
+            event_type: "codepipeline-pipeline-pipeline-execution-failed".into(),
+            execution_id: "e".into(),
+            payload: "{}".into(),
+            created_at: at,
+        }))
+    }
+
+    #[test]
+    fn the_outbox_hands_out_one_due_delivery_per_target_and_records_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let outbox = Outbox::open(&path).unwrap();
+        // A long queue for one target, one delivery for another, one not yet due.
+        let mut changes: Vec<Change> = (0..5).map(|i| delivery("web:a", 0, 100 + i)).collect();
+        changes.push(delivery("web:b", 0, 200));
+        store.apply(&changes).unwrap();
+        let due = outbox.due(1000, 64).unwrap();
+        let got: Vec<(&str, u64)> = due.iter().map(|d| (d.rule_id.as_str(), d.created_at)).collect();
+        assert_eq!(got, [("web:a", 100), ("web:b", 200)]);
+        assert_eq!(outbox.due(150, 64).unwrap().len(), 1);
+
+        // A failed attempt waits, and its queue with it; a dead one is kept.
+        let (first, other) = (due[0].id, due[1].id);
+        outbox.record(first, "pending", 1, 5000, Some("HTTP 503"), 1000).unwrap();
+        outbox.record(other, "dead", 1, 1000, Some("HTTP 404"), 1000).unwrap();
+        assert!(outbox.due(1000, 64).unwrap().is_empty(), "the queue waits behind its head");
+        assert_eq!(outbox.next_due().unwrap(), Some(5000));
+        outbox.record(first, "delivered", 2, 5000, None, 5000).unwrap();
+        let next: Vec<u64> = outbox.due(5000, 64).unwrap().iter().map(|d| d.created_at).collect();
+        assert_eq!(next, [101], "then the next in order");
+        let dead = store.notification_deliveries(None, Some("dead"), 10).unwrap();
+        assert_eq!((dead.len(), dead[0].last_error.as_deref()), (1, Some("HTTP 404")));
+
+        // Redelivery makes it pending again, attempts reset.
+        store.apply(&[Change::Notification(NotificationChange::Redeliver { id: other, at: 2000 })]).unwrap();
+        let again = store.notification_delivery(other).unwrap().unwrap();
+        assert_eq!((again.status.as_str(), again.attempts, again.next_attempt_at), ("pending", 0, 2000));
+
+        // Deleting the rule deletes its deliveries; deleting the pipeline the rest.
+        store.apply(&[Change::Notification(NotificationChange::DeleteRule("web:a".into()))]).unwrap();
+        assert_eq!(store.notification_deliveries(None, None, 100).unwrap().len(), 1);
+        store.apply(&[Change::DeletePipeline("web".into())]).unwrap();
+        assert!(store.notification_deliveries(None, None, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pruning_drops_old_delivered_rows_and_caps_each_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let mut outbox = Outbox::open(&path).unwrap();
+        let n = MAX_UNDELIVERED_PER_RULE as u64 + 5;
+        let changes: Vec<Change> = (0..n).map(|i| delivery("web:a", 0, i)).chain([delivery("web:b", 0, 0)]).collect();
+        store.apply(&changes).unwrap();
+        let b = store.notification_deliveries(Some("web:b"), None, 1).unwrap()[0].id;
+        outbox.record(b, "delivered", 1, 0, None, 10).unwrap();
+        let now = 10 + KEEP_DELIVERED_MS + 1;
+        assert_eq!(outbox.prune(now).unwrap(), 6);
+        let left = store.notification_deliveries(Some("web:a"), None, 2000).unwrap();
+        assert_eq!(left.len() as i64, MAX_UNDELIVERED_PER_RULE);
+        assert_eq!(left.last().unwrap().created_at, 5, "the oldest went first");
+        assert!(store.notification_deliveries(Some("web:b"), None, 10).unwrap().is_empty());
     }
 }
