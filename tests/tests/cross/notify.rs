@@ -465,3 +465,48 @@ fn a_failing_receiver_is_retried_then_dead_lettered_and_a_foreign_certificate_is
     );
     assert!(deliveries(&cluster, &[]).is_empty());
 }
+
+#[test]
+fn a_retried_stage_resumes_its_execution_and_a_failure_says_why() {
+    let ca = TestCa::new();
+    let receiver = Receiver::start(&ca, 0, 200);
+    let (cluster, _ca_dir) = cluster(&ca, &[]);
+    // Fails on its first two runs, succeeds on the third.
+    let marker = cluster.dir.path().join("runs");
+    let stages = format!(
+        r#"{{"name": "Build", "actions": [{{"name": "Flaky", "inputArtifacts": [{{"name": "src"}}],
+            "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+            "configuration": {{"Commands": "n=$(cat {m} 2>/dev/null || echo 0); echo $((n+1)) > {m}; [ $n -ge 2 ]"}},
+            "capabilities": {{"exec": ["sh"]}}}}]}}"#,
+        m = marker.display()
+    );
+    quiet_pipeline(&cluster, "retried", &stages);
+    let first = cluster.sluice_json(&["pipeline", "history", "retried"]).unwrap()["pipelineExecutionSummaries"][0]
+        ["pipelineExecutionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    create_rule(
+        &cluster,
+        "retried",
+        "action-execution-failed,pipeline-execution-resumed,stage-execution-failed,pipeline-execution-succeeded",
+        &[format!("webhook={}", receiver.url("/retried"))],
+    );
+    let event = |r: &Received, id: &str| r.json()["eventType"] == format!("codepipeline-pipeline-{id}");
+
+    let out = cluster.sluice(&["stage", "retry", "retried", "Build", &first, "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "the second run fails too: {}", output_text(&out));
+    receiver.wait_for("resumed", "/retried", |r| event(r, "pipeline-execution-resumed"));
+    let failed = receiver.wait_for("the action failed", "/retried", |r| event(r, "action-execution-failed"));
+    let detail = &failed.json()["detail"];
+    assert_eq!((detail["stage"].as_str(), detail["action"].as_str()), (Some("Build"), Some("Flaky")));
+    assert_eq!(detail["state"], "FAILED");
+    assert!(detail["message"].is_string(), "a failure says why: {detail}");
+    receiver.wait_for("the stage failed", "/retried", |r| event(r, "stage-execution-failed"));
+
+    let out = cluster.sluice(&["stage", "retry", "retried", "Build", &first, "--wait"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    receiver.wait_for("succeeded", "/retried", |r| event(r, "pipeline-execution-succeeded"));
+    let resumed = receiver.received().iter().filter(|r| event(r, "pipeline-execution-resumed")).count();
+    assert_eq!(resumed, 2, "each retry resumes the execution, none starts one");
+}
