@@ -457,6 +457,17 @@ fn a_failing_receiver_is_retried_then_dead_lettered_and_a_foreign_certificate_is
     .unwrap();
     assert_eq!(failing.received().len(), 4);
 
+    // Deleting a rule deletes its deliveries; an unknown one is not found.
+    let gone_id = to_gone["id"].as_str().unwrap();
+    let out = cluster.sluice(&["notification-rule", "delete", gone_id]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(deliveries(&cluster, &[]).iter().all(|d| d["ruleId"] != gone_id));
+    let listed = cluster.sluice_json(&["notification-rule", "list", "--pipeline", "flaky"]).unwrap();
+    assert_eq!(listed["notificationRules"].as_array().unwrap().len(), 2, "{listed}");
+    let out = cluster.sluice(&["notification-rule", "delete", gone_id]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(output_text(&out).contains("does not exist"), "{}", output_text(&out));
+
     // Deleting the pipeline deletes its rules and their deliveries.
     let out = cluster.sluice(&["pipeline", "delete", "flaky"]);
     assert!(out.status.success(), "{}", output_text(&out));
