@@ -54,6 +54,8 @@ mod workers;
 // AWS-compatible API (issue 14, aws).
 mod access_keys;
 mod tagging;
+// Permissions (issue 15, policy).
+mod access;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -184,6 +186,9 @@ struct Driver {
     workers: crate::workers::Workers,
     /// Worker jobs made in this step, committed with its next round.
     worker_changes: Vec<Change>,
+    /// Users, teams, roles and delegations every call is checked against
+    /// (issue 15, policy); shared with the API.
+    directory: crate::policy::Directory,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -273,6 +278,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
         workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
         worker_changes: Vec::new(),
+        directory: crate::policy::Directory::default(),
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -283,6 +289,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
     driver.recover_access_keys()?;
+    driver.recover_directory()?;
+    let directory = driver.directory.clone();
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
@@ -320,6 +328,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         artifacts,
         multipart,
         zips,
+        directory,
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     tokio::spawn(async move {
@@ -499,8 +508,12 @@ impl Driver {
     fn handle(&mut self, now: u64, command: Command) {
         match command {
             Command::Call { request, caller, reply } => {
-                let ctx = ops::Context { caller, now };
-                answer(reply, request.dispatch(self, &ctx));
+                // The one check of every call, whatever its transport.
+                let answered = match self.authorize_call(&request, &caller) {
+                    Ok(()) => request.dispatch(self, &ops::Context { caller, now }),
+                    Err(refused) => Err(refused),
+                };
+                answer(reply, answered);
             }
             // The fleet.
             Command::Enroll { request, reply } => {
