@@ -244,6 +244,16 @@ pub enum Change {
     },
     // Notifications (issue 15, notify).
     Notification(notifications::NotificationChange),
+    // Permissions (issue 15, policy).
+    /// A user leaves (its tokens and access keys are revoked in the same batch).
+    DeleteUser(String),
+    /// A team, custom role, delegation or pipeline owner (`kind`), by its
+    /// name within the kind; `None` deletes it.
+    Directory {
+        kind: String,
+        name: String,
+        record: Option<String>,
+    },
 }
 
 /// How much an acknowledged change survives.
@@ -316,6 +326,9 @@ pub trait Store: Send {
         limit: usize,
     ) -> Result<Vec<notifications::DeliveryRecord>>;
     fn notification_delivery(&self, id: i64) -> Result<Option<notifications::DeliveryRecord>>;
+    // Permissions (issue 15, policy).
+    /// Every directory entry: (kind, name, record JSON).
+    fn directory_entries(&self) -> Result<Vec<(String, String, String)>>;
 }
 
 pub struct SqliteStore {
@@ -368,6 +381,8 @@ CREATE TABLE IF NOT EXISTS start_requests (
     pipeline TEXT NOT NULL, token TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (pipeline, token));
 CREATE TABLE IF NOT EXISTS tags (resource TEXT PRIMARY KEY, tags TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS webhook_definitions (pipeline TEXT PRIMARY KEY, definition TEXT NOT NULL);
+-- Permissions (issue 15, policy): teams, custom roles, delegations, pipeline owners.
+CREATE TABLE IF NOT EXISTS directory (kind TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (kind, name));
 ";
 
 impl SqliteStore {
@@ -594,6 +609,18 @@ impl Store for SqliteStore {
                 }
                 // Notifications (issue 15, notify).
                 Change::Notification(change) => notifications::apply(&tx, change)?,
+                // Permissions (issue 15, policy).
+                Change::DeleteUser(name) => {
+                    tx.prepare_cached("DELETE FROM users WHERE name = ?1")?.execute([name])?;
+                }
+                Change::Directory { kind, name, record: Some(record) } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO directory (kind, name, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![kind, name, record])?;
+                }
+                Change::Directory { kind, name, record: None } => {
+                    tx.prepare_cached("DELETE FROM directory WHERE kind = ?1 AND name = ?2")?
+                        .execute(params![kind, name])?;
+                }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO plugins (provider, version, digest, info, builtin) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -738,6 +765,13 @@ impl Store for SqliteStore {
 
     fn notification_delivery(&self, id: i64) -> Result<Option<notifications::DeliveryRecord>> {
         notifications::delivery(&self.conn, id)
+    }
+
+    // Permissions (issue 15, policy).
+    fn directory_entries(&self) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT kind, name, record FROM directory ORDER BY kind, name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn tags(&self, resource: &str) -> Result<Vec<(String, String)>> {

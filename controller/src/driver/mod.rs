@@ -56,6 +56,8 @@ mod access_keys;
 mod tagging;
 // Notifications (issue 15, notify).
 mod notifications;
+// Permissions (issue 15, policy).
+mod access;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -193,6 +195,9 @@ struct Driver {
     notify_wake: Arc<tokio::sync::Notify>,
     /// Which target addresses rules may have.
     notify_policy: crate::notify::target::AddressPolicy,
+    /// Users, teams, roles and delegations every call is checked against
+    /// (issue 15, policy); shared with the API.
+    directory: crate::policy::Directory,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -285,6 +290,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         notifications: crate::notify::Rules::default(),
         notify_wake: Arc::new(tokio::sync::Notify::new()),
         notify_policy: config.notifications.policy,
+        directory: crate::policy::Directory::default(),
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -297,6 +303,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_access_keys()?;
     driver.recover_notifications()?;
     notifications::spawn_delivery(dir, &config.notifications, driver.notify_wake.clone())?;
+    driver.recover_directory()?;
+    let directory = driver.directory.clone();
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
@@ -334,6 +342,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         artifacts,
         multipart,
         zips,
+        directory,
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     tokio::spawn(async move {
@@ -523,8 +532,12 @@ impl Driver {
     fn handle(&mut self, now: u64, command: Command) {
         match command {
             Command::Call { request, caller, reply } => {
-                let ctx = ops::Context { caller, now };
-                answer(reply, request.dispatch(self, &ctx));
+                // The one check of every call, whatever its transport.
+                let answered = match self.authorize_call(&request, &caller) {
+                    Ok(()) => request.dispatch(self, &ops::Context { caller, now }),
+                    Err(refused) => Err(refused),
+                };
+                answer(reply, answered);
             }
             // The fleet.
             Command::Enroll { request, reply } => {

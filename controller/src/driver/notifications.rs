@@ -14,7 +14,7 @@ use crate::notify::{NotifyConfig, RuleSummary};
 use crate::ops::{
     Context, CreateNotificationRule, CreateNotificationRuleOutput, DeleteNotificationRule, DeleteNotificationRuleOutput,
     Handle, ListNotificationDeliveries, ListNotificationDeliveriesOutput, ListNotificationRules,
-    ListNotificationRulesOutput, NotificationDeliveryView, NotificationRuleView, OpError, RedeliverNotification,
+    ListNotificationRulesOutput, NotificationDeliveryView, NotificationRuleView, OpError, Operation, RedeliverNotification,
     RedeliverNotificationOutput, TargetView, pipeline_of_id,
 };
 use crate::store::Change;
@@ -205,11 +205,22 @@ impl Handle<CreateNotificationRule> for Driver {
     }
 }
 
+impl Driver {
+    /// Lists of every pipeline show only the pipelines the caller may list on.
+    fn may_list(&self, ctx: &Context, permission: &str, pipeline: &str) -> bool {
+        self.directory.allows(&ctx.caller, permission, &crate::policy::pipeline(pipeline))
+    }
+}
+
 impl Handle<ListNotificationRules> for Driver {
-    fn handle(&mut self, op: ListNotificationRules, _: &Context) -> Result<ListNotificationRulesOutput, OpError> {
+    fn handle(&mut self, op: ListNotificationRules, ctx: &Context) -> Result<ListNotificationRulesOutput, OpError> {
         let rules = self.store.notification_rules()?;
-        let notification_rules =
-            rules.iter().filter(|r| op.pipeline_name.as_ref().is_none_or(|p| &r.pipeline == p)).map(view).collect();
+        let notification_rules = rules
+            .iter()
+            .filter(|r| op.pipeline_name.as_ref().is_none_or(|p| &r.pipeline == p))
+            .filter(|r| self.may_list(ctx, ListNotificationRules::PERMISSION, &r.pipeline))
+            .map(view)
+            .collect();
         Ok(ListNotificationRulesOutput { notification_rules })
     }
 }
@@ -228,7 +239,11 @@ impl Handle<DeleteNotificationRule> for Driver {
 const MAX_LISTED: usize = 1000;
 
 impl Handle<ListNotificationDeliveries> for Driver {
-    fn handle(&mut self, op: ListNotificationDeliveries, _: &Context) -> Result<ListNotificationDeliveriesOutput, OpError> {
+    fn handle(
+        &mut self,
+        op: ListNotificationDeliveries,
+        ctx: &Context,
+    ) -> Result<ListNotificationDeliveriesOutput, OpError> {
         if let Some(status) = &op.status
             && !["pending", "delivered", "dead"].contains(&status.as_str())
         {
@@ -243,6 +258,7 @@ impl Handle<ListNotificationDeliveries> for Driver {
         let rows = self.store.notification_deliveries(op.rule_id.as_deref(), op.status.as_deref(), limit)?;
         let deliveries = rows
             .into_iter()
+            .filter(|d| self.may_list(ctx, ListNotificationDeliveries::PERMISSION, &d.pipeline))
             .map(|d| {
                 let target = rules.get(&d.rule_id).and_then(|r| r.targets.get(d.target as usize));
                 NotificationDeliveryView {
