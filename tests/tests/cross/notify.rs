@@ -521,3 +521,88 @@ fn a_retried_stage_resumes_its_execution_and_a_failure_says_why() {
     let resumed = receiver.received().iter().filter(|r| event(r, "pipeline-execution-resumed")).count();
     assert_eq!(resumed, 2, "each retry resumes the execution, none starts one");
 }
+
+/// The CLI as another user (the cluster's API and CA, `token`).
+fn as_user(cluster: &Cluster, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(sluice_tests::bin("sluice"))
+        .args(args)
+        .env("SLUICE_API", &cluster.api)
+        .env("SLUICE_TOKEN", token)
+        .env("SLUICE_CA", cluster.data_dir().join("ca").join("ca.crt"))
+        .env("SLUICE_CONFIG", cluster.dir.path().join("no-profiles.json"))
+        .env_remove("SLUICE_PROFILE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_viewer_reads_rules_and_deliveries_but_cannot_change_or_redeliver_them() {
+    let ca = TestCa::new();
+    let receiver = Receiver::start(&ca, 0, 404);
+    let (cluster, _ca_dir) = cluster(&ca, &[]);
+    quiet_pipeline(&cluster, "watched", NOOP_STAGE);
+    let rule =
+        create_rule(&cluster, "watched", "pipeline-execution-succeeded", &[format!("webhook={}", receiver.url("/w"))]);
+    let rule_id = rule["id"].as_str().unwrap();
+    start(&cluster, "watched");
+    let dead = wait_until("a dead letter", WAIT, || deliveries(&cluster, &["--status", "dead"]).into_iter().next()).unwrap();
+
+    let token = |user: &str, role: &str| {
+        let out = cluster.sluice(&["user", "create", user, "--role", role]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = cluster.sluice(&["token", "create", "--user", user]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let vera = token("vera", "viewer");
+    let out = as_user(&cluster, &vera, &["notification-rule", "list", "--output", "json"]);
+    assert!(out.status.success() && output_text(&out).contains(rule_id), "{}", output_text(&out));
+    let out = as_user(&cluster, &vera, &["notification", "deliveries", "--output", "json"]);
+    assert!(out.status.success() && output_text(&out).contains(dead["id"].as_str().unwrap()), "{}", output_text(&out));
+
+    let target = format!("webhook={}", receiver.url("/v"));
+    for (args, permission) in [
+        (
+            vec![
+                "notification-rule",
+                "create",
+                "--pipeline",
+                "watched",
+                "--event",
+                "pipeline-execution-failed",
+                "--target",
+                &target,
+            ],
+            "codestar-notifications:CreateNotificationRule",
+        ),
+        (vec!["notification-rule", "delete", rule_id], "codestar-notifications:DeleteNotificationRule"),
+        (vec!["notification", "redeliver", dead["id"].as_str().unwrap()], "sluice:RedeliverNotification"),
+    ] {
+        let out = as_user(&cluster, &vera, &args);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+        assert!(text.contains(permission) && text.contains("pipeline/watched"), "{args:?}: {text}");
+    }
+    assert_eq!(
+        cluster.sluice_json(&["notification-rule", "list"]).unwrap()["notificationRules"].as_array().unwrap().len(),
+        1
+    );
+
+    // An operator may.
+    let otto = token("otto", "operator");
+    let out = as_user(
+        &cluster,
+        &otto,
+        &[
+            "notification-rule",
+            "create",
+            "--pipeline",
+            "watched",
+            "--event",
+            "pipeline-execution-failed",
+            "--target",
+            &target,
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+}
