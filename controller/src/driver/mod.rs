@@ -193,6 +193,9 @@ struct Driver {
     notifications: crate::notify::Rules,
     /// Tells the delivery task that deliveries were written.
     notify_wake: Arc<tokio::sync::Notify>,
+    /// A commit of this command wrote deliveries: wake the delivery task
+    /// once the command is done (its transaction committed).
+    deliveries_written: bool,
     /// Which target addresses rules may have.
     notify_policy: crate::notify::target::AddressPolicy,
     /// Users, teams, roles and delegations every call is checked against
@@ -289,6 +292,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         worker_changes: Vec::new(),
         notifications: crate::notify::Rules::default(),
         notify_wake: Arc::new(tokio::sync::Notify::new()),
+        deliveries_written: false,
         notify_policy: config.notifications.policy,
         directory: crate::policy::Directory::default(),
     };
@@ -406,6 +410,7 @@ impl Driver {
                 command = rx.recv() => command,
                 () = tokio::time::sleep(delay) => {
                     self.on_time(now_ms());
+                    self.wake_delivery();
                     continue;
                 }
             };
@@ -417,6 +422,7 @@ impl Driver {
                 // decides and records happened at this one time.
                 let now = now_ms();
                 next = self.handle_batch(now, command, &mut rx);
+                self.wake_delivery();
             }
         }
     }
@@ -472,9 +478,7 @@ impl Driver {
                 // safe answer: a restart replays the last committed state.
                 Exit::StoreWriteFailed(format!("{e:#}")).now();
             }
-            if notify {
-                self.notify_wake.notify_one();
-            }
+            self.deliveries_written |= notify;
             for (agent_id, message) in self.outgoing.drain(..) {
                 if let Some(agent) = self.agents.get(&agent_id) {
                     agent.tx.send(message);

@@ -124,6 +124,15 @@ impl Driver {
         changes
     }
 
+    /// Wakes the delivery task when the command just handled wrote
+    /// deliveries: after the command, so that its transaction (which may
+    /// span several commits) is committed and the task sees them.
+    pub(super) fn wake_delivery(&mut self) {
+        if std::mem::take(&mut self.deliveries_written) {
+            self.notify_wake.notify_one();
+        }
+    }
+
     /// After a pipeline is deleted (the store deleted its rules with it).
     pub(super) fn forget_pipeline_notifications(&mut self, pipeline: &str) {
         self.notifications.remove_pipeline(pipeline);
@@ -292,7 +301,7 @@ impl Handle<RedeliverNotification> for Driver {
             return Err(OpError::Conflict(format!("notification delivery \"{}\" is still pending", op.id)));
         }
         self.commit(ctx.now, vec![Change::Notification(NotificationChange::Redeliver { id: n, at: ctx.now })])?;
-        self.notify_wake.notify_one();
+        self.deliveries_written = true;
         info!(delivery = %op.id, by = %ctx.caller.user, "notification to be delivered again");
         Ok(RedeliverNotificationOutput { id: op.id, status: "pending".into() })
     }
