@@ -103,10 +103,23 @@ impl Driver {
             return Vec::new();
         }
         let mut changes = Vec::new();
+        // Executions resumed in this step: the first stage they enter next
+        // is the one retried.
+        let mut resumed: Vec<&str> = Vec::new();
         for notice in notices {
             let execution =
                 dirty.iter().find(|e| e.id == notice.execution_id).or_else(|| self.engine.execution(&notice.execution_id));
-            for m in self.notifications.matches(notice, notice_context(notice, execution)) {
+            let mut context = notice_context(notice, execution);
+            let id = notice.execution_id.0.as_str();
+            match (&notice.stage, &notice.action) {
+                (None, _) if context.resumed => resumed.push(id),
+                (Some(_), None) if notice.status == "InProgress" && resumed.contains(&id) => {
+                    resumed.retain(|r| *r != id);
+                    context.resumed = true;
+                }
+                _ => {}
+            }
+            for m in self.notifications.matches(notice, context) {
                 let rule = RuleRef { id: &m.rule.id, name: &m.rule.name };
                 let event_id = uuid::Uuid::new_v4().to_string();
                 let payload = message::payload(rule, m.event_type, notice, &event_id);

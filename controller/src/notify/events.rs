@@ -16,6 +16,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "codepipeline-pipeline-stage-execution-succeeded",
     "codepipeline-pipeline-stage-execution-failed",
     "codepipeline-pipeline-stage-execution-canceled",
+    "codepipeline-pipeline-stage-execution-resumed",
     "codepipeline-pipeline-action-execution-started",
     "codepipeline-pipeline-action-execution-succeeded",
     "codepipeline-pipeline-action-execution-failed",
@@ -31,7 +32,7 @@ pub struct NoticeContext {
     /// The action is a manual approval.
     pub approval: bool,
     /// An execution went back to InProgress after it had started (a stage
-    /// retry), rather than starting.
+    /// retry), rather than starting; for a stage, it is the stage retried.
     pub resumed: bool,
 }
 
@@ -59,6 +60,7 @@ pub fn event_types(notice: &Notice, ctx: NoticeContext) -> Vec<&'static str> {
             action.into_iter().chain(approval).collect()
         }
         (Some(_), None) => match status {
+            "InProgress" if ctx.resumed => vec!["codepipeline-pipeline-stage-execution-resumed"],
             "InProgress" => vec!["codepipeline-pipeline-stage-execution-started"],
             "Succeeded" => vec!["codepipeline-pipeline-stage-execution-succeeded"],
             "Failed" => vec!["codepipeline-pipeline-stage-execution-failed"],
@@ -155,6 +157,10 @@ mod tests {
             ["codepipeline-pipeline-stage-execution-failed"]
         );
         assert!(event_types(&notice(Some("Build"), None, "Condition"), plain).is_empty());
+        assert_eq!(
+            event_types(&notice(Some("Build"), None, "InProgress"), resumed),
+            ["codepipeline-pipeline-stage-execution-resumed"]
+        );
         assert_eq!(
             event_types(&notice(Some("Build"), Some("Compile"), "Succeeded"), plain),
             ["codepipeline-pipeline-action-execution-succeeded"]

@@ -500,7 +500,8 @@ fn a_retried_stage_resumes_its_execution_and_a_failure_says_why() {
     create_rule(
         &cluster,
         "retried",
-        "action-execution-failed,pipeline-execution-resumed,stage-execution-failed,pipeline-execution-succeeded",
+        "action-execution-failed,pipeline-execution-resumed,stage-execution-failed,stage-execution-resumed,\
+         stage-execution-started,pipeline-execution-succeeded",
         &[format!("webhook={}", receiver.url("/retried"))],
     );
     let event = |r: &Received, id: &str| r.json()["eventType"] == format!("codepipeline-pipeline-{id}");
@@ -520,6 +521,14 @@ fn a_retried_stage_resumes_its_execution_and_a_failure_says_why() {
     receiver.wait_for("succeeded", "/retried", |r| event(r, "pipeline-execution-succeeded"));
     let resumed = receiver.received().iter().filter(|r| event(r, "pipeline-execution-resumed")).count();
     assert_eq!(resumed, 2, "each retry resumes the execution, none starts one");
+    let stages: Vec<String> = receiver
+        .received()
+        .iter()
+        .filter(|r| event(r, "stage-execution-resumed") || event(r, "stage-execution-started"))
+        .map(|r| format!("{} {}", r.json()["eventType"].as_str().unwrap(), r.json()["detail"]["stage"].as_str().unwrap()))
+        .collect();
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert!(stages.iter().all(|s| s == "codepipeline-pipeline-stage-execution-resumed Build"), "{stages:?}");
 }
 
 /// The CLI as another user (the cluster's API and CA, `token`).
