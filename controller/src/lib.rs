@@ -12,12 +12,15 @@ pub mod cli;
 pub mod demo;
 pub mod driver;
 pub mod engine;
+// Notifications (issue 15, notify).
+pub mod notify;
 pub mod exit;
 pub mod fleet;
 pub mod https;
 pub mod ops;
 pub mod pipeline;
 pub mod plugin_template;
+pub mod policy;
 pub mod secrets;
 pub mod store;
 pub mod views;

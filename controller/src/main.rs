@@ -48,6 +48,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         check_listener(addr, webhook_scheme, "--webhook-plain-http").map_err(|e| Failure::new(2, e))?;
     }
     sluice::https::check_api_names(&args.api_names).map_err(|e| Failure::new(2, e))?;
+    let notifications = sluice::cli::notify_config(&args);
     let api_cert = match (args.api_cert, args.api_key) {
         (Some(cert), Some(key)) => CertSource::Files { cert, key },
         _ => CertSource::Ca { names: args.api_names },
@@ -70,6 +71,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         api_scheme,
         api_cert,
         webhook_listen: args.webhook_listen.map(|addr| (addr, webhook_scheme)),
+        notifications,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

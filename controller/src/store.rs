@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod checkpoint;
+// Notifications (issue 15, notify).
+pub mod notifications;
 
 /// A stored pipeline version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +242,18 @@ pub enum Change {
         resource: String,
         tags: Vec<(String, String)>,
     },
+    // Notifications (issue 15, notify).
+    Notification(notifications::NotificationChange),
+    // Permissions (issue 15, policy).
+    /// A user leaves (its tokens and access keys are revoked in the same batch).
+    DeleteUser(String),
+    /// A team, custom role, delegation or pipeline owner (`kind`), by its
+    /// name within the kind; `None` deletes it.
+    Directory {
+        kind: String,
+        name: String,
+        record: Option<String>,
+    },
 }
 
 /// How much an acknowledged change survives.
@@ -302,6 +316,19 @@ pub trait Store: Send {
     fn tags(&self, resource: &str) -> Result<Vec<(String, String)>>;
     /// CodePipeline definitions of webhooks, by pipeline.
     fn webhook_definitions(&self) -> Result<Vec<(String, String)>>;
+    // Notifications (issue 15, notify).
+    fn notification_rules(&self) -> Result<Vec<notifications::NotificationRuleRecord>>;
+    /// Deliveries newest first, of one rule and/or in one status.
+    fn notification_deliveries(
+        &self,
+        rule_id: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<notifications::DeliveryRecord>>;
+    fn notification_delivery(&self, id: i64) -> Result<Option<notifications::DeliveryRecord>>;
+    // Permissions (issue 15, policy).
+    /// Every directory entry: (kind, name, record JSON).
+    fn directory_entries(&self) -> Result<Vec<(String, String, String)>>;
 }
 
 pub struct SqliteStore {
@@ -354,6 +381,8 @@ CREATE TABLE IF NOT EXISTS start_requests (
     pipeline TEXT NOT NULL, token TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (pipeline, token));
 CREATE TABLE IF NOT EXISTS tags (resource TEXT PRIMARY KEY, tags TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS webhook_definitions (pipeline TEXT PRIMARY KEY, definition TEXT NOT NULL);
+-- Permissions (issue 15, policy): teams, custom roles, delegations, pipeline owners.
+CREATE TABLE IF NOT EXISTS directory (kind TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (kind, name));
 ";
 
 impl SqliteStore {
@@ -371,6 +400,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA).context("creating the store schema")?;
+        conn.execute_batch(notifications::SCHEMA).context("creating the notification tables")?;
         migrate(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
         let checkpointer = checkpoint::Checkpointer::start(path, sync)?;
@@ -478,6 +508,7 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
+                    notifications::delete_pipeline(&tx, name)?;
                     tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([format!("pipeline:{name}")])?;
                     // Ended jobs only (a pipeline with executions running is
@@ -575,6 +606,20 @@ impl Store for SqliteStore {
                 Change::Tags { resource, tags } => {
                     tx.prepare_cached("INSERT OR REPLACE INTO tags (resource, tags) VALUES (?1, ?2)")?
                         .execute(params![resource, json(tags)?])?;
+                }
+                // Notifications (issue 15, notify).
+                Change::Notification(change) => notifications::apply(&tx, change)?,
+                // Permissions (issue 15, policy).
+                Change::DeleteUser(name) => {
+                    tx.prepare_cached("DELETE FROM users WHERE name = ?1")?.execute([name])?;
+                }
+                Change::Directory { kind, name, record: Some(record) } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO directory (kind, name, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![kind, name, record])?;
+                }
+                Change::Directory { kind, name, record: None } => {
+                    tx.prepare_cached("DELETE FROM directory WHERE kind = ?1 AND name = ?2")?
+                        .execute(params![kind, name])?;
                 }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
@@ -701,6 +746,31 @@ impl Store for SqliteStore {
     fn webhook_definitions(&self) -> Result<Vec<(String, String)>> {
         let mut stmt = self.conn.prepare_cached("SELECT pipeline, definition FROM webhook_definitions ORDER BY pipeline")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // Notifications (issue 15, notify).
+    fn notification_rules(&self) -> Result<Vec<notifications::NotificationRuleRecord>> {
+        notifications::rules(&self.conn)
+    }
+
+    fn notification_deliveries(
+        &self,
+        rule_id: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<notifications::DeliveryRecord>> {
+        notifications::deliveries(&self.conn, rule_id, status, limit)
+    }
+
+    fn notification_delivery(&self, id: i64) -> Result<Option<notifications::DeliveryRecord>> {
+        notifications::delivery(&self.conn, id)
+    }
+
+    // Permissions (issue 15, policy).
+    fn directory_entries(&self) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT kind, name, record FROM directory ORDER BY kind, name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 

@@ -23,6 +23,8 @@ mod webhook;
 mod jobs;
 // https (issue 15): named controllers (address, CA, token file).
 mod profile;
+// Notifications (issue 15, notify).
+mod notification;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -32,6 +34,7 @@ pub use execution::{
     WatchPrinter, follow_logs, wait_for, watch, watch_as,
 };
 pub use jobs::{ActionTypeCmd, JobCmd};
+pub use notification::{NotificationCmd, NotificationRuleCmd, notify_config};
 pub use output::{Column, Table, print_table};
 pub use pipeline::PipelineCmd;
 pub use plugin::{PluginCmd, PublisherCmd};
@@ -158,6 +161,13 @@ pub enum Cmd {
     /// Named controllers: address, CA and token file, chosen with --profile.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    // Notifications (issue 15, notify).
+    /// Rules that send a pipeline's events to webhooks and Slack.
+    #[command(name = "notification-rule", subcommand)]
+    NotificationRule(NotificationRuleCmd),
+    /// Notifications sent, pending and dead-lettered.
+    #[command(subcommand)]
+    Notification(NotificationCmd),
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +243,25 @@ pub struct ControllerArgs {
     /// Serve --webhook-listen over plain HTTP: only on a loopback address.
     #[arg(long, requires = "webhook_listen")]
     pub webhook_plain_http: bool,
+    // Notifications (issue 15, notify).
+    /// PEM certificates trusted for notification receivers (HTTPS), besides
+    /// the system's root certificates.
+    #[arg(long, value_name = "FILE")]
+    pub notification_ca: Option<PathBuf>,
+    /// Let notification targets be plain http:// URLs (their payloads and
+    /// Slack URLs then travel in clear).
+    #[arg(long)]
+    pub notification_allow_http: bool,
+    /// Let notification targets be on loopback and private networks
+    /// (10/8, 172.16/12, 192.168/16, 127/8, fc00::/7...). Link-local and
+    /// metadata addresses (169.254.0.0/16, fe80::/10) are refused always.
+    #[arg(long)]
+    pub notification_allow_private: bool,
+    /// Attempts of a notification delivery, the first included, before it
+    /// is a dead letter (waits 1 s, 2 s, 4 s ... up to 5 min between).
+    #[arg(long, default_value_t = crate::notify::retry::DEFAULT_MAX_ATTEMPTS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub notification_max_attempts: u32,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -386,6 +415,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
         Cmd::Tag(cmd) => tag::run(&ctx, cmd).await,
         Cmd::Profile(cmd) => profile::run(&ctx, cmd),
+        Cmd::NotificationRule(cmd) => notification::run_rule(&ctx, cmd).await,
+        Cmd::Notification(cmd) => notification::run(&ctx, cmd).await,
     }
 }
 

@@ -43,6 +43,9 @@ pub struct ControllerConfig {
     pub api_cert: crate::https::CertSource,
     /// Webhook deliveries on an address of their own, and how it speaks.
     pub webhook_listen: Option<(SocketAddr, crate::https::Scheme)>,
+    /// Notifications (issue 15, notify): the receivers' CA, the address
+    /// policy and the retries.
+    pub notifications: crate::notify::NotifyConfig,
 }
 
 impl ControllerConfig {
@@ -66,6 +69,7 @@ impl ControllerConfig {
             api_scheme: crate::https::Scheme::Https,
             api_cert: crate::https::CertSource::Ca { names: Vec::new() },
             webhook_listen: None,
+            notifications: Default::default(),
         }
     }
 }

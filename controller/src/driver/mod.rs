@@ -56,6 +56,10 @@ mod access_keys;
 mod tagging;
 // https (issue 15): the API and webhook listeners, controller.json.
 mod listeners;
+// Notifications (issue 15, notify).
+mod notifications;
+// Permissions (issue 15, policy).
+mod access;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -193,6 +197,19 @@ struct Driver {
     workers: crate::workers::Workers,
     /// Worker jobs made in this step, committed with its next round.
     worker_changes: Vec<Change>,
+    // Notifications (issue 15, notify).
+    /// Every pipeline's notification rules, to match notices against.
+    notifications: crate::notify::Rules,
+    /// Tells the delivery task that deliveries were written.
+    notify_wake: Arc<tokio::sync::Notify>,
+    /// A commit of this command wrote deliveries: wake the delivery task
+    /// once the command is done (its transaction committed).
+    deliveries_written: bool,
+    /// Which target addresses rules may have.
+    notify_policy: crate::notify::target::AddressPolicy,
+    /// Users, teams, roles and delegations every call is checked against
+    /// (issue 15, policy); shared with the API.
+    directory: crate::policy::Directory,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -282,6 +299,11 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
         workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
         worker_changes: Vec::new(),
+        notifications: crate::notify::Rules::default(),
+        notify_wake: Arc::new(tokio::sync::Notify::new()),
+        deliveries_written: false,
+        notify_policy: config.notifications.policy,
+        directory: crate::policy::Directory::default(),
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -292,6 +314,10 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
     driver.recover_access_keys()?;
+    driver.recover_notifications()?;
+    notifications::spawn_delivery(dir, &config.notifications, driver.notify_wake.clone())?;
+    driver.recover_directory()?;
+    let directory = driver.directory.clone();
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
@@ -328,6 +354,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         artifacts,
         multipart,
         zips,
+        directory,
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     let (api_url, webhooks) = listeners.serve(state)?;
@@ -397,6 +424,7 @@ impl Driver {
                 command = rx.recv() => command,
                 () = tokio::time::sleep(delay) => {
                     self.on_time(now_ms());
+                    self.wake_delivery();
                     continue;
                 }
             };
@@ -408,6 +436,7 @@ impl Driver {
                 // decides and records happened at this one time.
                 let now = now_ms();
                 next = self.handle_batch(now, command, &mut rx);
+                self.wake_delivery();
             }
         }
     }
@@ -446,7 +475,14 @@ impl Driver {
             return Ok(());
         }
         loop {
-            for execution in self.engine.take_dirty() {
+            let dirty = self.engine.take_dirty();
+            // The notices of the step, and the notification deliveries they
+            // make, go in the same transaction as the state they report.
+            let notices = self.engine.take_notices();
+            let deliveries = self.notification_changes(now, &notices, &dirty);
+            let notify = !deliveries.is_empty();
+            changes.extend(deliveries);
+            for execution in dirty {
                 changes.extend(Self::seen_revisions(&execution));
                 changes.extend(self.end_stale_worker_jobs(now, &execution));
                 changes.push(Change::Execution(Box::new(execution)));
@@ -456,13 +492,14 @@ impl Driver {
                 // safe answer: a restart replays the last committed state.
                 Exit::StoreWriteFailed(format!("{e:#}")).now();
             }
+            self.deliveries_written |= notify;
             for (agent_id, message) in self.outgoing.drain(..) {
                 if let Some(agent) = self.agents.get(&agent_id) {
                     agent.tx.send(message);
                 }
             }
             self.tell_batched_watchers();
-            for notice in self.engine.take_notices() {
+            for notice in notices {
                 let _ = self.events.send(Arc::new(views::notice(&notice)));
                 log_notice(&notice);
             }
@@ -513,8 +550,12 @@ impl Driver {
     fn handle(&mut self, now: u64, command: Command) {
         match command {
             Command::Call { request, caller, reply } => {
-                let ctx = ops::Context { caller, now };
-                answer(reply, request.dispatch(self, &ctx));
+                // The one check of every call, whatever its transport.
+                let answered = match self.authorize_call(&request, &caller) {
+                    Ok(()) => request.dispatch(self, &ops::Context { caller, now }),
+                    Err(refused) => Err(refused),
+                };
+                answer(reply, answered);
             }
             // The fleet.
             Command::Enroll { request, reply } => {

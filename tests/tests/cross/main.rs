@@ -11,6 +11,8 @@ mod fleet;
 // https (issue 15).
 mod https;
 mod jobs;
+// Notifications (issue 15, notify).
+mod notify;
 mod rogue;
 mod signing;
 mod sources;
