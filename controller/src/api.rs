@@ -104,6 +104,43 @@ fn routes(state: ApiState) -> Router<ApiState> {
         .merge(crate::aws::routes())
         // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).
         .merge(crate::aws::s3::routes())
+        // Every request of every route gets an id and its origin first.
+        .layer(middleware::from_fn(origin))
+}
+
+/// The response header that carries a request's id (the AWS endpoints'
+/// `x-amzn-RequestId` carries the same).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Gives each request an id of the controller's (one a client sends is
+/// ignored: the audit log's ids must be unique and not chosen by the
+/// caller) and its peer's address, as an [`Origin`](crate::auth::Origin)
+/// in its extensions, and returns the id in [`REQUEST_ID_HEADER`].
+async fn origin(mut request: Request, next: Next) -> Response {
+    let source = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    request.extensions_mut().insert(crate::auth::Origin { request_id: request_id.clone(), source });
+    let mut response = next.run(request).await;
+    if let Ok(id) = axum::http::HeaderValue::from_str(&request_id) {
+        let headers = response.headers_mut();
+        if headers.contains_key("x-amzn-requestid") {
+            headers.insert("x-amzn-requestid", id.clone());
+        }
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+    response
+}
+
+/// The origin [`origin`] gave a request (empty if the layer is missing).
+pub fn origin_of(request_extensions: &axum::http::Extensions) -> crate::auth::Origin {
+    request_extensions.get::<crate::auth::Origin>().cloned().unwrap_or_default()
+}
+
+/// Sends the audit log a record of a request refused before it became a
+/// call (the driver records calls itself).
+pub async fn audit_refusal(state: &ApiState, entry: crate::audit::Entry) {
+    // Waits for room rather than dropping: nothing is refused unrecorded.
+    let _ = state.driver.send(Command::Audit { entry: Box::new(entry) }).await;
 }
 
 impl IntoResponse for OpError {
@@ -116,18 +153,26 @@ impl IntoResponse for OpError {
 /// Resolves the bearer token to a [`Caller`] (looked up by its hash, so the
 /// lookup's timing does not depend on the secret) for the handlers.
 async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, mut request: Request, next: Next) -> Response {
+    let origin = origin_of(request.extensions());
     let caller = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|t| state.tokens.lookup(t));
     let Some(caller) = caller else {
-        return OpError::Unauthorized("missing or invalid bearer token: pass --token or set SLUICE_TOKEN".into())
-            .into_response();
+        let refusal = OpError::Unauthorized("missing or invalid bearer token: pass --token or set SLUICE_TOKEN".into());
+        let anonymous = Caller::new(ANONYMOUS, crate::auth::Role::Operator).with_origin(origin);
+        let resource = format!("{} {}", request.method(), request.uri().path());
+        let entry = crate::audit::Entry::of_caller(&anonymous, "Authenticate", &resource);
+        audit_refusal(&state, entry.failed(refusal.aws_type(), &refusal.to_string())).await;
+        return refusal.into_response();
     };
-    request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(caller.with_origin(origin));
     next.run(request).await
 }
+
+/// The user the audit log names for a request without valid credentials.
+pub const ANONYMOUS: &str = "-";
 
 /// Sends an operation to the driver and waits for its typed answer.
 pub async fn ask<O: Operation>(state: &ApiState, op: O, caller: Caller) -> Result<O::Output, OpError> {
@@ -147,8 +192,21 @@ async fn serve<O: Route>(
     Query(query): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<Json<O::Output>, OpError> {
-    ops::authorize(&caller, O::PERMISSION)?;
-    let op: O = decode(params, query, &body)?;
+    // Refused before the driver sees it: recorded here. A request that
+    // cannot be read is recorded without the parser's message, which may
+    // quote what was sent (a secret's value, say).
+    let entry = || crate::audit::Entry::of_caller(&caller, O::NAME, "*");
+    if let Err(e) = ops::authorize(&caller, O::PERMISSION) {
+        audit_refusal(&state, entry().failed(e.aws_type(), &e.to_string())).await;
+        return Err(e);
+    }
+    let op: O = match decode(params, query, &body) {
+        Ok(op) => op,
+        Err(e) => {
+            audit_refusal(&state, entry().failed(e.aws_type(), "the request could not be read")).await;
+            return Err(e);
+        }
+    };
     Ok(Json(ask(&state, op, caller).await?))
 }
 
@@ -193,6 +251,7 @@ async fn no_agent_verb(Path((_, verb)): Path<(String, String)>) -> OpError {
 /// `POST /v1/webhooks/{name}`: a push or pull-request notification.
 async fn webhook(
     State(s): State<ApiState>,
+    Extension(origin): Extension<crate::auth::Origin>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -202,7 +261,7 @@ async fn webhook(
     let op = DeliverWebhook { pipeline_name: name, headers, body: body.to_vec() };
     // No token: the delivery's signature, checked by the driver, is its
     // authentication.
-    let sender = Caller::new("webhook", crate::auth::Role::Operator).with_via(crate::auth::Via::Webhook);
+    let sender = Caller::new("webhook", crate::auth::Role::Operator).with_via(crate::auth::Via::Webhook).with_origin(origin);
     Ok(Json(ask(&s, op, sender).await?))
 }
 

@@ -41,6 +41,7 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         agent_upload_quota: crate::driver::DEFAULT_AGENT_UPLOAD_QUOTA,
         min_free_space: crate::driver::DEFAULT_MIN_FREE_SPACE,
         worker_job_timeout: std::time::Duration::from_millis(crate::workers::DEFAULT_JOB_TIMEOUT_MS),
+        audit_retention: std::time::Duration::from_secs(crate::driver::DEFAULT_AUDIT_RETENTION_DAYS * 86_400),
     })
     .await?;
     let api = format!("http://{}", controller.api);

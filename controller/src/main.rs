@@ -51,6 +51,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         agent_upload_quota: args.agent_upload_quota,
         min_free_space: args.min_free_space,
         worker_job_timeout: args.worker_job_timeout,
+        audit_retention: std::time::Duration::from_secs(args.audit_retention_days.saturating_mul(86_400)),
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

@@ -234,11 +234,13 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(&target).to_string();
     let span = info_span!("aws", %operation);
+    let origin = crate::api::origin_of(&parts.extensions);
     async move {
         // Nothing is read of a request that cannot verify: its headers
         // and key are checked first.
         if let Err(e) = precheck(&state, &parts.headers) {
             debug!("AWS request refused on its headers: {e}");
+            crate::api::audit_refusal(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
             let mut response = signature_error(&e);
             // As the S3 subset does: a small unread body is dropped so the
             // client's connection stays usable, a large one closes it.
@@ -257,9 +259,11 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
             Ok(found) => found,
             Err(e) => {
                 warn!("AWS request refused: {e}");
+                crate::api::audit_refusal(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
                 return signature_error(&e);
             }
         };
+        let caller = caller.with_origin(origin);
         debug!(user = %caller.user, "AWS request");
         match answer(&state, caller, region, &target, &parts.headers, &body).await {
             Ok(output) => ok(output),
@@ -351,6 +355,29 @@ fn authenticate(
     })?;
     let caller = owner.ok_or_else(|| sigv4::SigError::UnknownKey(verified.access_key_id.clone()))?;
     Ok((caller, verified.region))
+}
+
+/// The audit log's record of a request whose signature was refused: the
+/// access key it claimed (if its header names one), the operation it asked.
+fn signature_refusal(
+    headers: &HeaderMap,
+    operation: &str,
+    origin: &crate::auth::Origin,
+    e: &sigv4::SigError,
+) -> crate::audit::Entry {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| sigv4::Authorization::parse(v).ok())
+        .map(|auth| auth.access_key_id);
+    let via = match key {
+        Some(id) => crate::auth::Via::AccessKey(id),
+        None => crate::auth::Via::AccessKey(String::new()),
+    };
+    let caller = Caller::new(crate::api::ANONYMOUS, crate::auth::Role::Operator).with_via(via).with_origin(origin.clone());
+    let operation = if operation.is_empty() { "-" } else { operation };
+    crate::audit::Entry::of_caller(&caller, "SigV4", &format!("codepipeline:{operation}"))
+        .failed(e.aws_type(), &e.to_string())
 }
 
 /// The operation's output, or why not.

@@ -21,6 +21,9 @@ mod user;
 mod webhook;
 // Custom action types and job workers.
 mod jobs;
+// The audit log (issue 15, gov).
+mod audit;
+pub use audit::AuditCmd;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -141,6 +144,10 @@ pub enum Cmd {
     /// Tags of pipelines and webhooks, by ARN.
     #[command(subcommand)]
     Tag(TagCmd),
+    // The audit log (issue 15, gov).
+    /// The audit log: every call, who made it, from where, and how it ended (admin only).
+    #[command(subcommand)]
+    Audit(AuditCmd),
 }
 
 #[derive(Args, Debug)]
@@ -193,6 +200,11 @@ pub struct ControllerArgs {
     /// acknowledge it, too); a job past it times out and fails its action.
     #[arg(long, default_value = "20m", value_parser = parse_duration, value_name = "DURATION")]
     pub worker_job_timeout: Duration,
+    // The audit log (issue 15, gov).
+    /// Days audit records are kept; older ones are pruned (the last pruned
+    /// record's hash is kept, so the rest still verifies).
+    #[arg(long, default_value_t = crate::driver::DEFAULT_AUDIT_RETENTION_DAYS, value_name = "DAYS")]
+    pub audit_retention_days: u64,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -328,6 +340,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Job(cmd) => jobs::run_job(&ctx, cmd).await,
         Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
         Cmd::Tag(cmd) => tag::run(&ctx, cmd).await,
+        Cmd::Audit(cmd) => audit::run(&ctx, cmd).await,
     }
 }
 

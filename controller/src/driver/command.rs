@@ -24,14 +24,23 @@ pub enum Command {
         caller: Caller,
         reply: oneshot::Sender<Result<ops::Response, OpError>>,
     },
+    /// A record for the audit log from a transport: a request refused
+    /// before it became a call (a bad bearer token, a bad signature).
+    Audit {
+        entry: Box<crate::audit::Entry>,
+    },
     Enroll {
         request: Box<EnrollRequest>,
+        /// The enrolling host's address, for the audit log.
+        source: std::net::SocketAddr,
         reply: oneshot::Sender<EnrollResponse>,
     },
     AgentConnected {
         agent_id: String,
         conn_id: u64,
         hello: Hello,
+        /// The agent's address, for the audit log.
+        source: std::net::SocketAddr,
         tx: AgentSender,
         reply: oneshot::Sender<ToAgent>,
     },

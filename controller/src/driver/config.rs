@@ -36,6 +36,9 @@ pub struct ControllerConfig {
     pub min_free_space: u64,
     /// How long a job worker's job may take from its poll to its result.
     pub worker_job_timeout: Duration,
+    // The audit log (issue 15, gov).
+    /// How long audit records are kept (`--audit-retention-days`).
+    pub audit_retention: Duration,
 }
 
 /// Default lease of a job: an agent that has not reported a job in a

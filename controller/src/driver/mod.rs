@@ -54,6 +54,9 @@ mod workers;
 // AWS-compatible API (issue 14, aws).
 mod access_keys;
 mod tagging;
+// The audit log (issue 15, gov).
+mod audit;
+pub use audit::DEFAULT_AUDIT_RETENTION_DAYS;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -69,7 +72,6 @@ use crate::blobs::BlobStore;
 use crate::ca::{Ca, Revocations};
 use crate::engine::{AgentId, Dispatch, Engine, Event, JobId, Notice, TransitionState, Trigger};
 use crate::exit::Exit;
-use crate::ops;
 use crate::pipeline::{self, Pipeline};
 use crate::store::{Change, SqliteStore, Store, TransitionRecord};
 use crate::views;
@@ -184,6 +186,11 @@ struct Driver {
     workers: crate::workers::Workers,
     /// Worker jobs made in this step, committed with its next round.
     worker_changes: Vec<Change>,
+    // The audit log (issue 15, gov).
+    audit: audit::AuditLog,
+    /// Inside an audited step: what its commits would send, until the
+    /// step's transaction commits.
+    held: Option<audit::Held>,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -273,6 +280,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
         workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
         worker_changes: Vec::new(),
+        audit: audit::AuditLog::new(config.audit_retention),
+        held: None,
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -283,6 +292,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
     driver.recover_access_keys()?;
+    driver.recover_audit()?;
+    driver.prune_audit(now);
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
@@ -323,7 +334,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, crate::api::router(state)).await {
+        // The peer's address reaches every request (the audit log's source).
+        let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, app).await {
             error!("admin API stopped: {e}");
         }
     });
@@ -442,14 +455,12 @@ impl Driver {
                 // safe answer: a restart replays the last committed state.
                 Exit::StoreWriteFailed(format!("{e:#}")).now();
             }
-            for (agent_id, message) in self.outgoing.drain(..) {
-                if let Some(agent) = self.agents.get(&agent_id) {
-                    agent.tx.send(message);
-                }
+            for (agent_id, message) in std::mem::take(&mut self.outgoing) {
+                self.send_after_commit(agent_id, message);
             }
             self.tell_batched_watchers();
             for notice in self.engine.take_notices() {
-                let _ = self.events.send(Arc::new(views::notice(&notice)));
+                self.tell_after_commit(Arc::new(views::notice(&notice)));
                 log_notice(&notice);
             }
             while let Some(dispatch) = self.engine.poll_dispatch() {
@@ -498,17 +509,29 @@ impl Driver {
     /// changed is committed.
     fn handle(&mut self, now: u64, command: Command) {
         match command {
-            Command::Call { request, caller, reply } => {
-                let ctx = ops::Context { caller, now };
-                answer(reply, request.dispatch(self, &ctx));
-            }
+            // Audited: the record commits with the call's changes.
+            Command::Call { request, caller, reply } => answer(reply, self.call(now, request, caller)),
+            Command::Audit { entry } => self.record(now, *entry),
             // The fleet.
-            Command::Enroll { request, reply } => {
-                let response = self.enroll(now, &request);
-                answer(reply, response.unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") }));
+            Command::Enroll { request, source, reply } => {
+                let response = self.audited(
+                    now,
+                    |driver| {
+                        let response = driver.enroll(now, &request);
+                        response.unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") })
+                    },
+                    |response| audit::enrollment(&request, source, response),
+                );
+                answer(reply, response);
             }
-            Command::AgentConnected { agent_id, conn_id, hello, tx, reply } => {
-                answer(reply, self.agent_connected(now, agent_id, conn_id, hello, tx));
+            Command::AgentConnected { agent_id, conn_id, hello, source, tx, reply } => {
+                let entry = audit::connection(&agent_id, source);
+                let welcome = self.audited(
+                    now,
+                    |driver| driver.agent_connected(now, agent_id, conn_id, hello, tx),
+                    |w| audit::welcomed(entry, w),
+                );
+                answer(reply, welcome);
             }
             Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
                 let answered = self.authorize_transfer(now, &agent_id, conn_id, &transfer);

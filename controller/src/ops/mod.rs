@@ -58,6 +58,8 @@
 
 mod access_keys;
 mod agents;
+// The audit log (issue 15, gov).
+mod audit;
 mod client;
 mod error;
 mod executions;
@@ -74,6 +76,7 @@ mod webhooks;
 
 pub use access_keys::*;
 pub use agents::*;
+pub use audit::*;
 pub use client::{Client, SIGNATURE_HEADER};
 pub use error::OpError;
 pub use executions::*;
@@ -161,6 +164,10 @@ const ADMIN_ONLY: &[(&str, &str)] = &[
     ("sluice:CreateAccessKey", "manage users and tokens"),
     ("sluice:ListAccessKeys", "manage users and tokens"),
     ("sluice:RevokeAccessKey", "manage users and tokens"),
+    // The audit log (issue 15, gov): who did what is the security
+    // officer's to read, as CloudTrail is; operators are among the audited.
+    ("sluice:ListAuditRecords", "read the audit log"),
+    ("sluice:VerifyAudit", "read the audit log"),
 ];
 
 /// Whether `caller` may use `permission`: the one role rule.
@@ -397,6 +404,9 @@ operations! {
         UntagResource -> UntagResourceOutput: POST "/tags/remove", "codepipeline:UntagResource";
         ListTagsForResource -> ListTagsForResourceOutput: GET "/tags" query ["resourceArn", "maxResults", "nextToken"], "codepipeline:ListTagsForResource";
         ListActionExecutions -> ListActionExecutionsOutput: GET "/pipelines/{pipelineName}/action-executions" query ["pipelineExecutionId", "maxResults", "nextToken"], "codepipeline:ListActionExecutions";
+        // The audit log (issue 15, gov).
+        ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit"], "sluice:ListAuditRecords";
+        VerifyAudit -> VerifyAuditOutput: POST "/audit/verify", "sluice:VerifyAudit";
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.
