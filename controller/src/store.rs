@@ -23,6 +23,9 @@ pub struct PipelineRecord {
     pub definition: String,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Who wrote this version: the caller of CreatePipeline or
+    /// UpdatePipeline (issue 15, gov); empty for versions stored before.
+    pub author: String,
 }
 
 /// An enrolled agent.
@@ -431,6 +434,11 @@ fn migrate(conn: &Connection) -> Result<()> {
         ))
         .context("adding scopes to the stored secrets")?;
     }
+    // Pipeline versions got their author (issue 15, gov).
+    if !has_column("pipelines", "author")? {
+        conn.execute_batch("ALTER TABLE pipelines ADD COLUMN author TEXT NOT NULL DEFAULT ''")
+            .context("adding authors to the stored pipeline versions")?;
+    }
     Ok(())
 }
 
@@ -449,6 +457,7 @@ fn pipeline_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PipelineRecord> {
         definition: row.get(2)?,
         created_at: row.get::<_, i64>(3)? as u64,
         updated_at: row.get::<_, i64>(4)? as u64,
+        author: row.get(5)?,
     })
 }
 
@@ -477,9 +486,9 @@ impl Store for SqliteStore {
             match change {
                 Change::Pipeline(p) => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pipelines (name, version, definition, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR REPLACE INTO pipelines (name, version, definition, created_at, updated_at, author) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
-                    .execute(params![p.name, p.version as i64, p.definition, p.created_at as i64, p.updated_at as i64])?;
+                    .execute(params![p.name, p.version as i64, p.definition, p.created_at as i64, p.updated_at as i64, p.author])?;
                 }
                 Change::Execution(e) => {
                     tx.prepare_cached(
@@ -744,14 +753,14 @@ impl Store for SqliteStore {
 
     fn pipelines(&self) -> Result<Vec<PipelineRecord>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT p.name, p.version, p.definition, p.created_at, p.updated_at FROM pipelines p
+            "SELECT p.name, p.version, p.definition, p.created_at, p.updated_at, p.author FROM pipelines p
              WHERE p.version = (SELECT MAX(version) FROM pipelines q WHERE q.name = p.name) ORDER BY p.name",
         )?;
         Ok(stmt.query_map([], pipeline_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn pipeline(&self, name: &str, version: Option<u64>) -> Result<Option<PipelineRecord>> {
-        let sql = "SELECT name, version, definition, created_at, updated_at FROM pipelines
+        let sql = "SELECT name, version, definition, created_at, updated_at, author FROM pipelines
                    WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY version DESC LIMIT 1";
         Ok(self.conn.prepare_cached(sql)?.query_row(params![name, version.map(|v| v as i64)], pipeline_row).optional()?)
     }
@@ -1095,6 +1104,7 @@ mod tests {
                         definition: "{}".into(),
                         created_at: 1,
                         updated_at: 1,
+                        author: "ann".into(),
                     }),
                     Change::Pipeline(PipelineRecord {
                         name: "web".into(),
@@ -1102,6 +1112,7 @@ mod tests {
                         definition: "{\"v\":2}".into(),
                         created_at: 1,
                         updated_at: 2,
+                        author: String::new(),
                     }),
                     Change::Execution(Box::new(execution("a", ExecutionStatus::Succeeded, 1))),
                     Change::Execution(Box::new(execution("b", ExecutionStatus::InProgress, 2))),
@@ -1163,7 +1174,14 @@ mod tests {
         // A step's writes are visible inside it, and commit with its record.
         store.begin_step().unwrap();
         let record =
-            PipelineRecord { name: "web".into(), version: 1, definition: "{}".into(), created_at: 1, updated_at: 1 };
+            PipelineRecord {
+                name: "web".into(),
+                version: 1,
+                definition: "{}".into(),
+                created_at: 1,
+                updated_at: 1,
+                author: "ann".into(),
+            };
         store.apply(&[Change::Pipeline(record)]).unwrap();
         assert!(store.pipeline("web", Some(1)).unwrap().is_some());
         let record = head.append(1_000, entry("ann", "pipeline/web"));

@@ -162,6 +162,15 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// The teams and roles a caller holds, as `Approvers` names them
+    /// (`team:NAME`, `role:NAME`).
+    // TODO(gov): teams and roles from the policy's directory once merged.
+    pub(super) fn member_of(&self, caller: &crate::auth::Caller) -> Vec<String> {
+        vec![format!("role:{}", caller.role.as_str())]
+    }
+}
+
 /// The entry of a call that ended with `result`.
 fn outcome<T>(entry: Entry, result: &Result<T, OpError>) -> Entry {
     match result {

@@ -34,7 +34,14 @@ impl Handle<CreatePipeline> for Driver {
             return Err(OpError::PipelineNameInUse(format!("pipeline \"{name}\" already exists")));
         }
         let definition = pipeline::to_json(&decl);
-        let record = PipelineRecord { name: name.clone(), version: 1, definition, created_at: now, updated_at: now };
+        let record = PipelineRecord {
+            name: name.clone(),
+            version: 1,
+            definition,
+            created_at: now,
+            updated_at: now,
+            author: by.clone(),
+        };
         let def = Arc::new(decl.pipeline.clone());
         self.definitions.insert((name.clone(), 1), def);
         // Creating a pipeline starts its first execution, as CodePipeline
@@ -84,6 +91,7 @@ impl Handle<UpdatePipeline> for Driver {
             definition: pipeline::to_json(&decl),
             created_at: current.created_at,
             updated_at: now,
+            author: ctx.caller.user.clone(),
         };
         self.commit(now, vec![Change::Pipeline(record)])?;
         self.refresh_polls(now, name, version)?;

@@ -402,12 +402,12 @@ impl Handle<DeliverWebhook> for Driver {
                 return Err(OpError::invalid(format!("malformed webhook: {why}")));
             }
         };
-        let (sender, change) = match delivery {
+        let (sender, change, pusher) = match delivery {
             Delivery::Ignored { sender, reason } => {
                 info!(pipeline = %name, %sender, "webhook ignored: {reason}");
                 return Ok(not_started(reason, None));
             }
-            Delivery::Change { sender, change } => (sender, change),
+            Delivery::Change { sender, change, pusher } => (sender, change, pusher),
         };
         let def = self.definition(name, record.version)?;
         let git_triggers = triggers::git_triggers(&def)
@@ -418,8 +418,9 @@ impl Handle<DeliverWebhook> for Driver {
             info!(pipeline = %name, %sender, "webhook starts nothing: {reason}");
             return Ok(not_started(reason, None));
         }
-        let trigger =
-            Trigger::new("Webhook", format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)));
+        let by = pusher.as_deref().map(|p| format!(", pushed by {p}")).unwrap_or_default();
+        let detail = format!("{sender} webhook: {} at {}{by}", change.kind.describe(), short(&change.revision));
+        let trigger = Trigger::new("Webhook", detail).pushed_by(pusher);
         match self.source_changed(now, name, &actions, &change.revision, trigger, false)? {
             Reported::Started(id) => {
                 info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
