@@ -1173,15 +1173,14 @@ mod tests {
         };
         // A step's writes are visible inside it, and commit with its record.
         store.begin_step().unwrap();
-        let record =
-            PipelineRecord {
-                name: "web".into(),
-                version: 1,
-                definition: "{}".into(),
-                created_at: 1,
-                updated_at: 1,
-                author: "ann".into(),
-            };
+        let record = PipelineRecord {
+            name: "web".into(),
+            version: 1,
+            definition: "{}".into(),
+            created_at: 1,
+            updated_at: 1,
+            author: "ann".into(),
+        };
         store.apply(&[Change::Pipeline(record)]).unwrap();
         assert!(store.pipeline("web", Some(1)).unwrap().is_some());
         let record = head.append(1_000, entry("ann", "pipeline/web"));

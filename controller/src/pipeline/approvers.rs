@@ -38,7 +38,8 @@ pub fn parse(text: &str) -> Result<Vec<Approver>, Vec<String>> {
     let mut problems = Vec::new();
     for item in text.split(',').map(str::trim) {
         if item.is_empty() {
-            problems.push("Approvers has an empty entry: give user:NAME, team:NAME or role:NAME, separated by commas".into());
+            problems
+                .push("Approvers has an empty entry: give user:NAME, team:NAME or role:NAME, separated by commas".into());
             continue;
         }
         let parsed = match item.split_once(':') {
