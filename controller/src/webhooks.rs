@@ -42,10 +42,7 @@ pub enum Delivery {
     },
     /// A delivery that starts nothing by design (a ping, a deleted branch,
     /// an event kind Sluice does not act on), with why.
-    Ignored {
-        sender: &'static str,
-        reason: String,
-    },
+    Ignored { sender: &'static str, reason: String },
 }
 
 /// Verifies a delivery against the pipeline's webhook secret and reads it.
