@@ -162,7 +162,9 @@ async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, mut req
     let Some(caller) = caller else {
         let refusal = OpError::Unauthorized("missing or invalid bearer token: pass --token or set SLUICE_TOKEN".into());
         let anonymous = Caller::new(ANONYMOUS, crate::auth::Role::Operator).with_origin(origin);
-        let resource = format!("{} {}", request.method(), request.uri().path());
+        // The path as sent (`nest` strips its prefix from the request's).
+        let path = request.extensions().get::<axum::extract::OriginalUri>().map(|u| u.0.path().to_string());
+        let resource = format!("{} {}", request.method(), path.as_deref().unwrap_or(request.uri().path()));
         let entry = crate::audit::Entry::of_caller(&anonymous, "Authenticate", &resource);
         audit_refusal(&state, entry.failed(refusal.aws_type(), &refusal.to_string())).await;
         return refusal.into_response();

@@ -8,6 +8,8 @@ mod aws;
 mod cluster;
 mod codebuild;
 mod fleet;
+// Approvals with separation of duties and the audit log (issue 15, gov).
+mod gov;
 mod jobs;
 mod rogue;
 mod signing;
