@@ -136,9 +136,9 @@ pub fn origin_of(request_extensions: &axum::http::Extensions) -> crate::auth::Or
     request_extensions.get::<crate::auth::Origin>().cloned().unwrap_or_default()
 }
 
-/// Sends the audit log a record of a request refused before it became a
-/// call (the driver records calls itself).
-pub async fn audit_refusal(state: &ApiState, entry: crate::audit::Entry) {
+/// Sends the audit log a record of a request that never became a call: a
+/// refusal, or an event subscription (the driver records calls itself).
+pub async fn send_audit_record(state: &ApiState, entry: crate::audit::Entry) {
     // Waits for room rather than dropping: nothing is refused unrecorded.
     let _ = state.driver.send(Command::Audit { entry: Box::new(entry) }).await;
 }
@@ -166,7 +166,7 @@ async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, mut req
         let path = request.extensions().get::<axum::extract::OriginalUri>().map(|u| u.0.path().to_string());
         let resource = format!("{} {}", request.method(), path.as_deref().unwrap_or(request.uri().path()));
         let entry = crate::audit::Entry::of_caller(&anonymous, "Authenticate", &resource);
-        audit_refusal(&state, entry.failed(refusal.aws_type(), &refusal.to_string())).await;
+        send_audit_record(&state, entry.failed(refusal.aws_type(), &refusal.to_string())).await;
         return refusal.into_response();
     };
     request.extensions_mut().insert(caller.with_origin(origin));
@@ -199,13 +199,13 @@ async fn serve<O: Route>(
     // quote what was sent (a secret's value, say).
     let entry = || crate::audit::Entry::of_caller(&caller, O::NAME, "*");
     if let Err(e) = ops::authorize(&caller, O::PERMISSION) {
-        audit_refusal(&state, entry().failed(e.aws_type(), &e.to_string())).await;
+        send_audit_record(&state, entry().failed(e.aws_type(), &e.to_string())).await;
         return Err(e);
     }
     let op: O = match decode(params, query, &body) {
         Ok(op) => op,
         Err(e) => {
-            audit_refusal(&state, entry().failed(e.aws_type(), "the request could not be read")).await;
+            send_audit_record(&state, entry().failed(e.aws_type(), "the request could not be read")).await;
             return Err(e);
         }
     };
@@ -332,8 +332,12 @@ struct EventsQuery {
 /// Live events (execution, stage, action, log) as Server-Sent Events.
 async fn events(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // A subscription is a call too (issue 15, gov): recorded when it starts.
+    let resource = q.pipeline.as_deref().map_or_else(|| "*".to_string(), |p| format!("pipeline/{p}"));
+    send_audit_record(&s, crate::audit::Entry::of_caller(&caller, "SubscribeEvents", &resource)).await;
     let stream = BroadcastStream::new(s.events.subscribe()).filter_map(move |item| {
         let value = item.ok()?;
         if let Some(p) = &q.pipeline

@@ -104,13 +104,21 @@ pub struct Call<'a> {
     pub region: String,
     /// `http://HOST` as the client addressed the controller (webhook URLs).
     pub endpoint: String,
+    /// Whether an operation reached the driver, which records it in the
+    /// audit log; otherwise [`serve`] does.
+    asked: std::sync::atomic::AtomicBool,
 }
 
 impl Call<'_> {
     /// Authorizes and sends a typed operation to the driver: the same path
     /// as the REST API's.
     pub async fn ask<O: Operation>(&self, op: O) -> Result<O::Output, OpError> {
-        ops::authorize(&self.caller, O::PERMISSION)?;
+        self.asked.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = ops::authorize(&self.caller, O::PERMISSION) {
+            let entry = crate::audit::Entry::of_caller(&self.caller, O::NAME, "*");
+            crate::api::send_audit_record(self.state, entry.failed(e.aws_type(), &e.to_string())).await;
+            return Err(e);
+        }
         crate::api::ask(self.state, op, self.caller.clone()).await
     }
 
@@ -240,7 +248,7 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
         // and key are checked first.
         if let Err(e) = precheck(&state, &parts.headers) {
             debug!("AWS request refused on its headers: {e}");
-            crate::api::audit_refusal(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
+            crate::api::send_audit_record(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
             let mut response = signature_error(&e);
             // As the S3 subset does: a small unread body is dropped so the
             // client's connection stays usable, a large one closes it.
@@ -259,7 +267,7 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
             Ok(found) => found,
             Err(e) => {
                 warn!("AWS request refused: {e}");
-                crate::api::audit_refusal(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
+                crate::api::send_audit_record(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
                 return signature_error(&e);
             }
         };
@@ -389,6 +397,39 @@ async fn answer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, OpError> {
+    let (operation, input) = match request_input(target, headers, body) {
+        Ok(found) => found,
+        Err(e) => {
+            let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(target);
+            let entry = crate::audit::Entry::of_caller(&caller, operation, "*");
+            crate::api::send_audit_record(state, entry.failed(e.aws_type(), &e.to_string())).await;
+            return Err(e);
+        }
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let call = Call { state, caller, region, endpoint: format!("http://{host}"), asked: false.into() };
+    let answered = dispatch(&call, operation, input).await;
+    // An input the translation refused never reached the driver: recorded
+    // here, without the message (which may quote the input).
+    let result = match answered {
+        Some(result) => result,
+        None if MODEL_OPERATIONS.contains(&operation) => Err(OpError::UnsupportedOperation(format!(
+            "Sluice does not support the CodePipeline operation {operation} (see docs/aws-compat.md)"
+        ))),
+        None => Err(OpError::UnknownOperation(format!("{operation} is not a CodePipeline operation"))),
+    };
+    if let Err(e) = &result
+        && !call.asked.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let entry = crate::audit::Entry::of_caller(&call.caller, operation, "*");
+        crate::api::send_audit_record(state, entry.failed(e.aws_type(), "the request could not be read")).await;
+    }
+    result
+}
+
+/// The operation a request names and its JSON input, or why not. The
+/// messages quote no input (the audit log records them).
+fn request_input<'t>(target: &'t str, headers: &HeaderMap, body: &[u8]) -> Result<(&'t str, Value), OpError> {
     let Some(operation) = target.strip_prefix(TARGET_PREFIX) else {
         return Err(OpError::UnknownOperation(format!(
             "X-Amz-Target {target:?} is not a CodePipeline operation ({TARGET_PREFIX}<Operation>)"
@@ -407,15 +448,7 @@ async fn answer(
             Err(e) => return Err(OpError::invalid(format!("the request body is not JSON: {e}"))),
         }
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    let call = Call { state, caller, region, endpoint: format!("http://{host}") };
-    match dispatch(&call, operation, input).await {
-        Some(result) => result,
-        None if MODEL_OPERATIONS.contains(&operation) => Err(OpError::UnsupportedOperation(format!(
-            "Sluice does not support the CodePipeline operation {operation} (see docs/aws-compat.md)"
-        ))),
-        None => Err(OpError::UnknownOperation(format!("{operation} is not a CodePipeline operation"))),
-    }
+    Ok((operation, input))
 }
 
 /// The HTTP status AWS's JSON protocol answers an error with: 400 for

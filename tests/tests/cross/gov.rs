@@ -280,6 +280,29 @@ fn the_audit_log_records_every_call_with_its_origin_and_detects_tampering() {
     assert_eq!(record["resource"], "codepipeline:ListPipelines", "{log}");
     assert_eq!(record["result"], "InvalidSignatureException", "{log}");
     assert!(record["source"].as_str().unwrap().starts_with("127.0.0.1:") && record["requestId"] != "", "{log}");
+    // An unsigned AWS request: the AWS request id is the request id.
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "-X", "POST"])
+        .args(["-H", "X-Amz-Target: CodePipeline_20150709.ListPipelines"])
+        .arg(format!("{}/", cluster.api))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let header = |name: &str| {
+        headers
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("{headers}"))
+    };
+    let (request_id, amzn) = (header("x-request-id:"), header("x-amzn-requestid:"));
+    assert_eq!(request_id, amzn, "{headers}");
+    let log = cluster.sluice_json(&["audit", "list", "--operation", "SigV4"]).unwrap();
+    let last = log["records"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["requestId"].as_str(), last["result"].as_str()),
+        (Some(request_id.as_str()), Some("MissingAuthenticationTokenException"))
+    );
+
     // The good call went in as ann, by her access key.
     let log = cluster.sluice_json(&["audit", "list", "--operation", "ListPipelines", "--user", "ann"]).unwrap();
     assert_eq!(log["records"][0]["via"], format!("access-key:{}", key.access_key_id), "{log}");
