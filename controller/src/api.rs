@@ -48,6 +48,9 @@ pub struct ApiState {
     pub multipart: crate::aws::s3_multipart::Spool,
     /// Zips of stored archives served to job workers (`crate::aws::s3_zips`).
     pub zips: crate::aws::s3_zips::ServedZips,
+    /// Who may do what (the driver checks every call; the event stream
+    /// filters with it).
+    pub directory: crate::policy::Directory,
 }
 
 /// Registers the generic handler of each operation at its route.
@@ -194,18 +197,14 @@ async fn serve<O: Route>(
     Query(query): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<Json<O::Output>, OpError> {
-    // Refused before the driver sees it: recorded here. A request that
-    // cannot be read is recorded without the parser's message, which may
-    // quote what was sent (a secret's value, say).
-    let entry = || crate::audit::Entry::of_caller(&caller, O::NAME, "*");
-    if let Err(e) = ops::authorize(&caller, O::PERMISSION) {
-        send_audit_record(&state, entry().failed(e.aws_type(), &e.to_string())).await;
-        return Err(e);
-    }
+    // A request that cannot be read never reaches the driver: recorded
+    // here, without the parser's message, which may quote what was sent
+    // (a secret's value, say). Who may call what is the driver's check.
     let op: O = match decode(params, query, &body) {
         Ok(op) => op,
         Err(e) => {
-            send_audit_record(&state, entry().failed(e.aws_type(), "the request could not be read")).await;
+            let entry = crate::audit::Entry::of_caller(&caller, O::NAME, "*");
+            send_audit_record(&state, entry.failed(e.aws_type(), "the request could not be read")).await;
             return Err(e);
         }
     };
@@ -281,7 +280,8 @@ async fn push_plugin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ops::PushPluginOutput>, OpError> {
-    ops::authorize(&caller, PushPlugin::PERMISSION)?;
+    // Refused before the body is looked at (the driver checks again).
+    s.directory.check(&caller, PushPlugin::PERMISSION, &crate::policy::named("plugin", "*"))?;
     if body.len() > MAX_PLUGIN_BYTES {
         return Err(OpError::invalid(format!(
             "plugin of {} bytes exceeds the limit of {MAX_PLUGIN_BYTES} bytes",
@@ -388,7 +388,8 @@ mod tests {
         let multipart = crate::aws::s3_multipart::Spool::open(&dir.path().join("s3-uploads"), 0).unwrap();
         let zips = crate::aws::s3_zips::ServedZips::open(&dir.path().join("s3-zips")).unwrap();
         let tokens = crate::auth::Tokens::default();
-        let state = ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips };
+        let directory = crate::policy::Directory::default();
+        let state = ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips, directory };
         let _ = router(state);
         assert_eq!(
             positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),

@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod ops;
 pub mod pipeline;
 pub mod plugin_template;
+pub mod policy;
 pub mod secrets;
 pub mod store;
 pub mod views;

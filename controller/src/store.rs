@@ -249,6 +249,16 @@ pub enum Change {
     /// Records up to the anchor's leave the log; the anchor (the last
     /// pruned record's hash) is where verification starts from then on.
     PruneAudit(crate::audit::Anchor),
+    // Permissions (issue 15, policy).
+    /// A user leaves (its tokens and access keys are revoked in the same batch).
+    DeleteUser(String),
+    /// A team, custom role, delegation or pipeline owner (`kind`), by its
+    /// name within the kind; `None` deletes it.
+    Directory {
+        kind: String,
+        name: String,
+        record: Option<String>,
+    },
 }
 
 /// How much an acknowledged change survives.
@@ -327,6 +337,9 @@ pub trait Store: Send {
     fn audit_hash(&self, seq: u64) -> Result<Option<String>>;
     /// The newest record older than `before` (ms): where pruning by age stops.
     fn audit_prune_point(&self, before: u64) -> Result<Option<crate::audit::Anchor>>;
+    // Permissions (issue 15, policy).
+    /// Every directory entry: (kind, name, record JSON).
+    fn directory_entries(&self) -> Result<Vec<(String, String, String)>>;
 }
 
 pub struct SqliteStore {
@@ -395,6 +408,8 @@ CREATE TRIGGER IF NOT EXISTS audit_log_append_only BEFORE UPDATE ON audit_log
 CREATE TRIGGER IF NOT EXISTS audit_log_prune_only BEFORE DELETE ON audit_log
     WHEN OLD.seq > COALESCE((SELECT seq FROM audit_anchor WHERE id = 1), 0)
     BEGIN SELECT RAISE(ABORT, 'only pruned audit records may be deleted'); END;
+-- Permissions (issue 15, policy): teams, custom roles, delegations, pipeline owners.
+CREATE TABLE IF NOT EXISTS directory (kind TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (kind, name));
 ";
 
 impl SqliteStore {
@@ -624,6 +639,18 @@ impl Store for SqliteStore {
                 Change::Tags { resource, tags } => {
                     tx.prepare_cached("INSERT OR REPLACE INTO tags (resource, tags) VALUES (?1, ?2)")?
                         .execute(params![resource, json(tags)?])?;
+                }
+                // Permissions (issue 15, policy).
+                Change::DeleteUser(name) => {
+                    tx.prepare_cached("DELETE FROM users WHERE name = ?1")?.execute([name])?;
+                }
+                Change::Directory { kind, name, record: Some(record) } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO directory (kind, name, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![kind, name, record])?;
+                }
+                Change::Directory { kind, name, record: None } => {
+                    tx.prepare_cached("DELETE FROM directory WHERE kind = ?1 AND name = ?2")?
+                        .execute(params![kind, name])?;
                 }
                 Change::Plugin(p) => {
                     tx.prepare_cached(
@@ -864,6 +891,13 @@ impl Store for SqliteStore {
     fn webhook_definitions(&self) -> Result<Vec<(String, String)>> {
         let mut stmt = self.conn.prepare_cached("SELECT pipeline, definition FROM webhook_definitions ORDER BY pipeline")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // Permissions (issue 15, policy).
+    fn directory_entries(&self) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT kind, name, record FROM directory ORDER BY kind, name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 

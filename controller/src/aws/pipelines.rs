@@ -91,8 +91,13 @@ pub async fn create_pipeline(call: &Call<'_>, value: Value) -> Result<Value, OpE
     let CreatePipelineInput { pipeline, tags } = input(value)?;
     ops::check_tags(&tags)?;
     let (text, name) = declaration(pipeline)?;
-    ops::authorize(&call.caller, <TagResource as ops::Operation>::PERMISSION)?;
-    let out = call.ask(CreatePipeline { pipeline_declaration: text }).await?;
+    if !tags.is_empty() {
+        // Tagging is checked before the pipeline is created, so that a caller
+        // who may create but not tag changes nothing.
+        let resource = crate::policy::pipeline(&name);
+        call.state.directory.check(&call.caller, <TagResource as ops::Operation>::PERMISSION, &resource)?;
+    }
+    let out = call.ask(CreatePipeline { pipeline_declaration: text, team: None }).await?;
     if !tags.is_empty() {
         call.ask(TagResource { resource_arn: call.arn(&name), tags: tags.clone() }).await?;
     }

@@ -16,7 +16,12 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand, Debug)]
 pub enum PipelineCmd {
     /// Create a pipeline from a JSON or YAML file and start its first execution.
-    Create { file: PathBuf },
+    Create {
+        file: PathBuf,
+        /// The team the pipeline belongs to (default: yours, when you are in exactly one).
+        #[arg(long)]
+        team: Option<String>,
+    },
     /// Check a declaration as `create` would, without creating anything;
     /// exit 0 when valid, 2 with every problem when not.
     Validate {
@@ -97,8 +102,8 @@ pub enum PipelineCmd {
 pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
     let output = ctx.output;
     match cmd {
-        PipelineCmd::Create { file } => {
-            let out = ctx.client()?.call(CreatePipeline { pipeline_declaration: read_file(&file)? }).await?;
+        PipelineCmd::Create { file, team } => {
+            let out = ctx.client()?.call(CreatePipeline { pipeline_declaration: read_file(&file)?, team }).await?;
             output.print(&out, |out| {
                 format!(
                     "pipeline {} created; execution {} started\n",
@@ -120,7 +125,7 @@ pub async fn run(ctx: &Ctx, cmd: PipelineCmd) -> Result<i32, Failure> {
                 println!("{text}");
                 return Ok(0);
             }
-            let out = ctx.client()?.call(CreatePipeline { pipeline_declaration: text }).await?;
+            let out = ctx.client()?.call(CreatePipeline { pipeline_declaration: text, team: None }).await?;
             output.print(&out, |out| {
                 format!(
                     "pipeline {} imported; execution {} started\n",

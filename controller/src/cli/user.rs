@@ -12,11 +12,15 @@ use serde_json::Value;
 
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {
-    /// Create a user (role operator unless --role admin).
+    /// Create a user with a role (built-in: admin, operator, developer,
+    /// approver, viewer; or a custom role), optionally in a team.
     Create {
         name: String,
-        #[arg(long, default_value = "operator", value_parser = ["operator", "admin"])]
+        #[arg(long, default_value = "operator")]
         role: String,
+        /// A team the user joins.
+        #[arg(long)]
+        team: Option<String>,
     },
     /// List users.
     List,
@@ -50,8 +54,8 @@ pub enum AccessKeyCmd {
 
 pub async fn run(ctx: &Ctx, cmd: UserCmd) -> Result<i32, Failure> {
     match cmd {
-        UserCmd::Create { name, role } => {
-            let out = ctx.client()?.call(CreateUser { name: name.clone(), role: Some(role.clone()) }).await?;
+        UserCmd::Create { name, role, team } => {
+            let out = ctx.client()?.call(CreateUser { name: name.clone(), role: Some(role.clone()), team }).await?;
             ctx.output.print(&out, |_| format!("user {name} created ({role})\n"));
         }
         UserCmd::List => {

@@ -21,7 +21,7 @@ impl Driver {
     /// that exists, opened with the controller's secret key.
     pub(super) fn recover_access_keys(&mut self) -> Result<()> {
         let roles: HashMap<String, Role> =
-            self.store.users()?.into_iter().map(|u| (u.name, Role::parse(&u.role).unwrap_or(Role::Operator))).collect();
+            self.store.users()?.into_iter().map(|u| (u.name, super::users::token_role(&u.role))).collect();
         for key in self.store.access_keys()?.into_iter().filter(|k| !k.revoked) {
             let Some(role) = roles.get(&key.user) else { continue };
             match self.open_access_key(&key) {
@@ -63,7 +63,7 @@ impl Handle<CreateAccessKey> for Driver {
             revoked: false,
         };
         self.commit(ctx.now, vec![Change::AccessKey(key)])?;
-        let role = Role::parse(&record.role).unwrap_or(Role::Operator);
+        let role = super::users::token_role(&record.role);
         self.access_keys.insert(id.clone(), secret.clone(), Caller::new(user, role).with_via(Via::AccessKey(id.clone())));
         info!(%user, key = %id, "access key created");
         Ok(CreateAccessKeyOutput { access_key_id: id, secret_access_key: secret, user: op.user })

@@ -115,18 +115,17 @@ impl Driver {
         }
     }
 
-    /// A call of the API (any interface), recorded with its result.
-    pub(super) fn call(
-        &mut self,
-        now: u64,
-        request: ops::Request,
-        caller: crate::auth::Caller,
-    ) -> Result<ops::Response, OpError> {
-        let operation = request.name();
-        let resource = resource_of(&request);
-        let entry = Entry::of_caller(&caller, operation, &resource);
+    /// A call of the API (any interface), checked against the caller's
+    /// permissions once, whatever its transport, and recorded with its
+    /// result, refusals included.
+    pub(super) fn call(&mut self, now: u64, request: ops::Request, caller: crate::auth::Caller) -> Result<ops::Response, OpError> {
+        let entry = Entry::of_caller(&caller, request.name(), &request.resource());
         let ctx = Context { caller, now };
-        self.audited(now, |driver| request.dispatch(driver, &ctx), |result| outcome(entry, result))
+        let work = |driver: &mut Self| {
+            driver.authorize_call(&request, &ctx.caller)?;
+            request.dispatch(driver, &ctx)
+        };
+        self.audited(now, work, |result| outcome(entry, result))
     }
 
     /// A record a transport sends: a refusal that never became a call.
@@ -163,11 +162,12 @@ impl Driver {
 }
 
 impl Driver {
-    /// The teams and roles a caller holds, as `Approvers` names them
-    /// (`team:NAME`, `role:NAME`).
-    // TODO(gov): teams and roles from the policy's directory once merged.
+    /// The teams and roles a caller holds now, as `Approvers` names them
+    /// (`team:NAME`, `role:NAME`): what an approval's eligibility reads.
     pub(super) fn member_of(&self, caller: &crate::auth::Caller) -> Vec<String> {
-        vec![format!("role:{}", caller.role.as_str())]
+        let teams = self.directory.teams_of(&caller.user).into_iter().map(|t| format!("team:{t}"));
+        let roles = self.directory.roles_of(&caller.user).into_iter().map(|r| format!("role:{r}"));
+        teams.chain(roles).collect()
     }
 }
 
@@ -176,25 +176,6 @@ fn outcome<T>(entry: Entry, result: &Result<T, OpError>) -> Entry {
     match result {
         Ok(_) => entry,
         Err(e) => entry.failed(e.aws_type(), &e.to_string()),
-    }
-}
-
-/// The resource a request acts on, as the audit log names it.
-// TODO(gov): replaced by `Request::resource()` from the policy skeleton.
-fn resource_of(request: &ops::Request) -> String {
-    use ops::Request as R;
-    match request {
-        R::GetPipeline(o) => format!("pipeline/{}", o.name),
-        R::UpdatePipeline(o) => format!("pipeline/{}", o.name),
-        R::DeletePipeline(o) => format!("pipeline/{}", o.name),
-        R::GetPipelineState(o) => format!("pipeline/{}", o.name),
-        R::StartPipelineExecution(o) => format!("pipeline/{}", o.name),
-        R::GetPipelineExecution(o) => format!("pipeline/{}", o.pipeline_name),
-        R::PutApprovalResult(o) => format!("pipeline/{}/{}/{}", o.pipeline_name, o.stage_name, o.action_name),
-        R::DeliverWebhook(o) => format!("pipeline/{}", o.pipeline_name),
-        R::SetSecret(o) => format!("secret/{}", o.name),
-        R::ListAuditRecords(_) | R::VerifyAudit(_) => "audit/*".to_string(),
-        _ => "*".to_string(),
     }
 }
 

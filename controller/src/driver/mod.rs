@@ -57,6 +57,8 @@ mod tagging;
 // The audit log (issue 15, gov).
 mod audit;
 pub use audit::DEFAULT_AUDIT_RETENTION_DAYS;
+// Permissions (issue 15, policy).
+mod access;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -191,6 +193,9 @@ struct Driver {
     /// Inside an audited step: what its commits would send, until the
     /// step's transaction commits.
     held: Option<audit::Held>,
+    /// Users, teams, roles and delegations every call is checked against
+    /// (issue 15, policy); shared with the API.
+    directory: crate::policy::Directory,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -282,6 +287,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         worker_changes: Vec::new(),
         audit: audit::AuditLog::new(config.audit_retention),
         held: None,
+        directory: crate::policy::Directory::default(),
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -294,6 +300,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_access_keys()?;
     driver.recover_audit()?;
     driver.prune_audit(now);
+    driver.recover_directory()?;
+    let directory = driver.directory.clone();
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
@@ -331,6 +339,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         artifacts,
         multipart,
         zips,
+        directory,
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     tokio::spawn(async move {

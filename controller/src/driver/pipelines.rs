@@ -10,6 +10,7 @@ use crate::ops::{
     UpdatePipelineOutput, ValidatePipeline, ValidatePipelineOutput,
 };
 use crate::pipeline::{self, Declaration};
+use crate::policy::records::{self, PipelineTeamRecord};
 use crate::store::{Change, PipelineRecord};
 use crate::views;
 use anyhow::Context as _;
@@ -44,6 +45,13 @@ impl Handle<CreatePipeline> for Driver {
         };
         let def = Arc::new(decl.pipeline.clone());
         self.definitions.insert((name.clone(), 1), def);
+        let mut changes = vec![Change::Pipeline(record)];
+        // The team it belongs to (permissions, issue 15).
+        let team = self.team_for_new_pipeline(op.team.as_deref(), &ctx.caller)?;
+        if let Some(team) = &team {
+            let owner = PipelineTeamRecord { pipeline: name.clone(), team: team.clone() };
+            changes.push(records::put(records::PIPELINE_TEAM, &name, &owner));
+        }
         // Creating a pipeline starts its first execution, as CodePipeline
         // does; both land in one transaction.
         let id = self.start_execution(
@@ -52,8 +60,13 @@ impl Handle<CreatePipeline> for Driver {
             BTreeMap::new(),
             BTreeMap::new(),
             Trigger::new("CreatePipeline", format!("pipeline created by {by}")).by(by),
-            vec![Change::Pipeline(record)],
+            changes,
         )?;
+        if let Some(team) = team {
+            self.directory.update(|d| {
+                d.pipeline_teams.insert(name.clone(), team);
+            });
+        }
         self.refresh_polls(now, &name, 1)?;
         info!(pipeline = %name, execution = %id, "pipeline created");
         Ok(CreatePipelineOutput { pipeline: self.hide_worker_secrets(pipeline_value(&decl)), pipeline_execution_id: id.0 })
@@ -117,7 +130,10 @@ impl Handle<DeletePipeline> for Driver {
                 "pipeline \"{name}\" has {running} execution(s) in progress; wait for them to end before deleting it"
             )));
         }
-        self.commit(now, vec![Change::DeletePipeline(name.to_string())])?;
+        self.commit(now, vec![Change::DeletePipeline(name.to_string()), records::delete(records::PIPELINE_TEAM, name)])?;
+        self.directory.update(|d| {
+            d.pipeline_teams.remove(name);
+        });
         self.definitions.retain(|(n, _), _| n != name);
         self.forget_pipeline_sources(name);
         let stages: Vec<String> = self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();

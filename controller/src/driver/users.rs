@@ -3,11 +3,13 @@
 //! counts from the next request.
 
 use super::Driver;
+use super::access::Membership;
 use crate::auth::{self, ADMIN_USER, Caller, Role};
 use crate::ops::{
     ApiTokenView, Context, CreateApiToken, CreateApiTokenOutput, CreateUser, CreateUserOutput, Handle, ListApiTokens,
     ListApiTokensOutput, ListUsers, ListUsersOutput, OpError, RevokeApiToken, RevokeApiTokenOutput, UserView,
 };
+use crate::policy::{UserEntry, roles};
 use crate::store::{ApiTokenRecord, Change, UserRecord};
 use crate::views;
 use anyhow::Result;
@@ -19,8 +21,7 @@ impl Driver {
     /// unrevoked user token.
     pub(super) fn recover_users(&mut self, admin_token: &str) -> Result<()> {
         self.tokens.insert_hash(auth::hash(admin_token), Caller::new(ADMIN_USER, Role::Admin));
-        let roles: HashMap<String, Role> =
-            self.store.users()?.into_iter().map(|u| (u.name, Role::parse(&u.role).unwrap_or(Role::Operator))).collect();
+        let roles: HashMap<String, Role> = self.store.users()?.into_iter().map(|u| (u.name, token_role(&u.role))).collect();
         for token in self.store.api_tokens()?.into_iter().filter(|t| !t.revoked) {
             if let Some(role) = roles.get(&token.user) {
                 self.tokens.insert_hash(token.secret_hash, Caller::new(token.user, *role));
@@ -30,19 +31,36 @@ impl Driver {
     }
 }
 
+/// The role a token's caller carries: what the policy of its user decides
+/// (`crate::policy`) is looked up per call; this only marks admins.
+pub(super) fn token_role(role: &str) -> Role {
+    if role == roles::ADMIN { Role::Admin } else { Role::Operator }
+}
+
 impl Handle<CreateUser> for Driver {
     fn handle(&mut self, op: CreateUser, ctx: &Context) -> Result<CreateUserOutput, OpError> {
         let now = ctx.now;
         let name = op.name.as_str();
-        let role = Role::parse(op.role.as_deref().unwrap_or("operator")).map_err(OpError::invalid)?;
+        let role = op.role.as_deref().unwrap_or(roles::OPERATOR);
+        self.check_role_exists(role)?;
         auth::check_user_name(name).map_err(OpError::invalid)?;
         if name == ADMIN_USER || self.store.users()?.iter().any(|u| u.name == name) {
             return Err(OpError::Conflict(format!("user \"{name}\" already exists")));
         }
-        let record = UserRecord { name: name.to_string(), role: role.as_str().into(), created_at: now };
-        self.commit(now, vec![Change::User(record)])?;
-        info!(user = %name, role = role.as_str(), "user created");
-        Ok(CreateUserOutput { name: op.name.clone(), role: role.as_str().to_string() })
+        let record = UserRecord { name: name.to_string(), role: role.into(), created_at: now };
+        let mut changes = vec![Change::User(record)];
+        if let Some(team) = &op.team {
+            changes.push(self.team_with_member(team, name, Membership::Join)?);
+        }
+        self.commit(now, changes)?;
+        self.directory.update(|d| {
+            d.users.insert(name.to_string(), UserEntry { role: role.to_string() });
+            if let Some(team) = &op.team {
+                d.teams.entry(team.clone()).or_default().members.insert(name.to_string());
+            }
+        });
+        info!(user = %name, %role, team = ?op.team, "user created");
+        Ok(CreateUserOutput { name: op.name.clone(), role: role.to_string() })
     }
 }
 
@@ -77,7 +95,7 @@ impl Handle<CreateApiToken> for Driver {
             revoked: false,
         };
         self.commit(now, vec![Change::ApiToken(token.clone())])?;
-        let role = Role::parse(&record.role).unwrap_or(Role::Operator);
+        let role = token_role(&record.role);
         self.tokens.insert_hash(token.secret_hash.clone(), Caller::new(user, role));
         info!(%user, token = %token.id, "API token created");
         Ok(CreateApiTokenOutput { id: token.id, user: op.user.clone(), token: secret })

@@ -173,7 +173,7 @@ mod tests {
             serde_json::json!({ "pipelineExecutionId": "e-1", "retryMode": "ALL_ACTIONS" })
         );
 
-        let op = CreatePipeline { pipeline_declaration: "pipeline:\n  name: web\n".into() };
+        let op = CreatePipeline { pipeline_declaration: "pipeline:\n  name: web\n".into(), team: None };
         let (url, body) = client.encode(&op).unwrap();
         assert_eq!(url.path(), "/v1/pipelines");
         assert_eq!(body.unwrap().0, b"pipeline:\n  name: web\n");

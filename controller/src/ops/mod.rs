@@ -37,11 +37,12 @@
 //!
 //! 2. One line of the table below: the method and path (`{field}` is
 //!    filled from the request's field of that name; the other fields are
-//!    the JSON body, or the query string when listed after `query`) and the
-//!    permission:
+//!    the JSON body, or the query string when listed after `query`), the
+//!    permission and the resource:
 //!
 //!    ```ignore
-//!    DeletePipeline -> DeletePipelineOutput: DELETE "/pipelines/{name}", "codepipeline:DeletePipeline";
+//!    DeletePipeline -> DeletePipelineOutput: DELETE "/pipelines/{name}", "codepipeline:DeletePipeline",
+//!        |o| policy::pipeline(&o.name);
 //!    ```
 //!
 //! 3. The driver's handler (the compiler asks for it):
@@ -54,7 +55,9 @@
 //!
 //! 4. The CLI's line: `client.call(DeletePipeline { name }).await?`.
 //!
-//! Who may call it follows from the permission ([`authorize`]).
+//! Who may call it follows from the permission on the resource (the last
+//! column: a function of the request), checked by the driver against the
+//! caller's policies ([`crate::policy::Directory::check`]) for every call.
 
 mod access_keys;
 mod agents;
@@ -91,6 +94,7 @@ pub use users::*;
 pub use webhooks::*;
 
 use crate::auth::Caller;
+use crate::policy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -104,6 +108,9 @@ pub trait Operation: Sized + Send + 'static {
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
     fn into_request(self) -> Request;
+
+    /// The resource this request acts on (see [`Request::resource`]).
+    fn resource(&self) -> String;
 
     /// This operation's output, if `response` is one.
     fn output_of(response: Response) -> Option<Self::Output>;
@@ -142,42 +149,27 @@ pub trait Handle<O: Operation> {
     fn handle(&mut self, op: O, ctx: &Context) -> Result<O::Output, OpError>;
 }
 
-/// Operations only the admin role may call, and what the refusal says the
-/// caller may not do. Every other operation is open to every
-/// authenticated caller (admin and operator).
-const ADMIN_ONLY: &[(&str, &str)] = &[
-    ("sluice:CreateUser", "manage users and tokens"),
-    ("sluice:CreateApiToken", "manage users and tokens"),
-    ("sluice:ListApiTokens", "manage users and tokens"),
-    ("sluice:RevokeApiToken", "manage users and tokens"),
-    // Who may enroll hosts, and which hosts a label like `env=prod` sends
-    // work (and its secrets) to, is the admin's decision: an operator who
-    // could label a shared host, or mint a token letting hosts claim a
-    // label, could route another team's jobs onto a host they control.
-    ("sluice:CreateAgentToken", "manage join tokens or agent labels"),
-    ("sluice:RevokeAgentToken", "manage join tokens or agent labels"),
-    ("sluice:LabelAgent", "manage join tokens or agent labels"),
-    // Whom the controller trusts to sign plugins is the admin's decision.
-    ("sluice:AddPublisher", "manage trusted publishers"),
-    ("sluice:RemovePublisher", "manage trusted publishers"),
-    // Access keys for the AWS-compatible API are credentials, as API tokens are.
-    ("sluice:CreateAccessKey", "manage users and tokens"),
-    ("sluice:ListAccessKeys", "manage users and tokens"),
-    ("sluice:RevokeAccessKey", "manage users and tokens"),
-    // The audit log (issue 15, gov): who did what is the security
-    // officer's to read, as CloudTrail is; operators are among the audited.
-    ("sluice:ListAuditRecords", "read the audit log"),
-    ("sluice:VerifyAudit", "read the audit log"),
-];
+/// Actions a policy may name that are no operation's permission: checked
+/// inside operations (a pipeline granting a secret to an action needs
+/// `sluice:UseSecret` on it; adding, changing or removing a manual
+/// approval needs `sluice:EditApprovalAction` on it).
+pub const EXTRA_ACTIONS: &[&str] = &["sluice:UseSecret", "sluice:EditApprovalAction"];
 
-/// Whether `caller` may use `permission`: the one role rule.
-pub fn authorize(caller: &Caller, permission: &str) -> Result<(), OpError> {
-    match ADMIN_ONLY.iter().find(|(p, _)| *p == permission) {
-        Some((_, what)) if !caller.is_admin() => {
-            Err(OpError::AccessDenied(format!("{} may not {what}: that needs the admin role", caller.user)))
+/// Every action a policy may name: each operation's permission and
+/// [`EXTRA_ACTIONS`], once each.
+pub fn actions() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = Vec::new();
+    for action in PERMISSIONS.iter().map(|(_, p)| *p).chain(EXTRA_ACTIONS.iter().copied()) {
+        if !all.contains(&action) {
+            all.push(action);
         }
-        _ => Ok(()),
     }
+    all
+}
+
+/// The permission of an operation named `name` (`StartPipelineExecution`).
+pub fn permission_of(name: &str) -> Option<&'static str> {
+    PERMISSIONS.iter().find(|(op, _)| *op == name).map(|(_, p)| *p)
 }
 
 /// Query parameters arrive as text: a number field of a request read from
@@ -226,10 +218,10 @@ macro_rules! operations {
             $( $op:ident -> $out:ty : $method:ident $path:literal
                $( query [ $($q:literal),* ] )?
                $( text $tf:literal $tw:literal )?
-               , $perm:literal ; )*
+               , $perm:literal , $res:expr ; )*
         }
         internal {
-            $( $iop:ident -> $iout:ty , $iperm:literal ; )*
+            $( $iop:ident -> $iout:ty , $iperm:literal , $ires:expr ; )*
         }
     ) => {
         /// Every operation, as the driver receives it.
@@ -261,6 +253,16 @@ macro_rules! operations {
                 }
             }
 
+            /// The resource the request acts on (`pipeline/web`,
+            /// `pipeline/web/Deploy/Approve`, `secret/db`, `*`): what the
+            /// permission is checked on.
+            pub fn resource(&self) -> String {
+                match self {
+                    $( Request::$op(op) => op.resource(), )*
+                    $( Request::$iop(op) => op.resource(), )*
+                }
+            }
+
             /// The one dispatch: each operation to its handler.
             pub fn dispatch<H: Handler>(self, handler: &mut H, ctx: &Context) -> Result<Response, OpError> {
                 match self {
@@ -282,6 +284,11 @@ macro_rules! operations {
 
                 fn into_request(self) -> Request {
                     Request::$op(self)
+                }
+
+                fn resource(&self) -> String {
+                    let resource: fn(&Self) -> String = $res;
+                    resource(self)
                 }
 
                 fn output_of(response: Response) -> Option<$out> {
@@ -310,6 +317,11 @@ macro_rules! operations {
                     Request::$iop(self)
                 }
 
+                fn resource(&self) -> String {
+                    let resource: fn(&Self) -> String = $ires;
+                    resource(self)
+                }
+
                 fn output_of(response: Response) -> Option<$iout> {
                     match response {
                         Response::$iop(output) => Some(output),
@@ -325,6 +337,12 @@ macro_rules! operations {
             router
         }
 
+        /// Every operation's name and permission, in table order.
+        pub const PERMISSIONS: &[(&str, &str)] = &[
+            $( (stringify!($op), $perm), )*
+            $( (stringify!($iop), $iperm), )*
+        ];
+
         /// Every route's method, path and operation name (for docs and tests).
         pub const ROUTES: &[(&str, &str, &str)] = &[
             $( (stringify!($method), $path, stringify!($op)), )*
@@ -335,136 +353,109 @@ macro_rules! operations {
 operations! {
     routes {
         // Pipelines.
-        CreatePipeline -> CreatePipelineOutput: POST "/pipelines" text "pipelineDeclaration" "pipeline declaration", "codepipeline:CreatePipeline";
-        ListPipelines -> ListPipelinesOutput: GET "/pipelines" query ["maxResults", "nextToken"], "codepipeline:ListPipelines";
-        GetPipeline -> GetPipelineOutput: GET "/pipelines/{name}" query ["version"], "codepipeline:GetPipeline";
-        UpdatePipeline -> UpdatePipelineOutput: PUT "/pipelines/{name}" text "pipelineDeclaration" "pipeline declaration", "codepipeline:UpdatePipeline";
-        DeletePipeline -> DeletePipelineOutput: DELETE "/pipelines/{name}", "codepipeline:DeletePipeline";
-        ValidatePipeline -> ValidatePipelineOutput: POST "/validate-pipeline" text "pipelineDeclaration" "pipeline declaration", "sluice:ValidatePipeline";
-        GetPipelineState -> GetPipelineStateOutput: GET "/pipelines/{name}/state", "codepipeline:GetPipelineState";
+        CreatePipeline -> CreatePipelineOutput: POST "/pipelines" query ["team"] text "pipelineDeclaration" "pipeline declaration", "codepipeline:CreatePipeline", |o| policy::declared(&o.pipeline_declaration);
+        ListPipelines -> ListPipelinesOutput: GET "/pipelines" query ["maxResults", "nextToken"], "codepipeline:ListPipelines", |_| policy::ANY.into();
+        GetPipeline -> GetPipelineOutput: GET "/pipelines/{name}" query ["version"], "codepipeline:GetPipeline", |o| policy::pipeline(&o.name);
+        UpdatePipeline -> UpdatePipelineOutput: PUT "/pipelines/{name}" text "pipelineDeclaration" "pipeline declaration", "codepipeline:UpdatePipeline", |o| policy::pipeline(&o.name);
+        DeletePipeline -> DeletePipelineOutput: DELETE "/pipelines/{name}", "codepipeline:DeletePipeline", |o| policy::pipeline(&o.name);
+        ValidatePipeline -> ValidatePipelineOutput: POST "/validate-pipeline" text "pipelineDeclaration" "pipeline declaration", "sluice:ValidatePipeline", |_| policy::ANY.into();
+        GetPipelineState -> GetPipelineStateOutput: GET "/pipelines/{name}/state", "codepipeline:GetPipelineState", |o| policy::pipeline(&o.name);
         // Executions.
-        StartPipelineExecution -> StartPipelineExecutionOutput: POST "/pipelines/{name}/executions", "codepipeline:StartPipelineExecution";
-        ListPipelineExecutions -> ListPipelineExecutionsOutput: GET "/pipelines/{pipelineName}/executions" query ["maxResults", "nextToken"], "codepipeline:ListPipelineExecutions";
-        GetPipelineExecution -> GetPipelineExecutionOutput: GET "/pipelines/{pipelineName}/executions/{pipelineExecutionId}", "codepipeline:GetPipelineExecution";
-        GetExecutionLogs -> GetExecutionLogsOutput: GET "/pipelines/{pipelineName}/executions/{pipelineExecutionId}/logs", "sluice:GetExecutionLogs";
-        StopPipelineExecution -> StopPipelineExecutionOutput: POST "/pipelines/{pipelineName}/executions/{pipelineExecutionId}/stop", "codepipeline:StopPipelineExecution";
+        StartPipelineExecution -> StartPipelineExecutionOutput: POST "/pipelines/{name}/executions", "codepipeline:StartPipelineExecution", |o| policy::pipeline(&o.name);
+        ListPipelineExecutions -> ListPipelineExecutionsOutput: GET "/pipelines/{pipelineName}/executions" query ["maxResults", "nextToken"], "codepipeline:ListPipelineExecutions", |o| policy::pipeline(&o.pipeline_name);
+        GetPipelineExecution -> GetPipelineExecutionOutput: GET "/pipelines/{pipelineName}/executions/{pipelineExecutionId}", "codepipeline:GetPipelineExecution", |o| policy::pipeline(&o.pipeline_name);
+        GetExecutionLogs -> GetExecutionLogsOutput: GET "/pipelines/{pipelineName}/executions/{pipelineExecutionId}/logs", "sluice:GetExecutionLogs", |o| policy::pipeline(&o.pipeline_name);
+        StopPipelineExecution -> StopPipelineExecutionOutput: POST "/pipelines/{pipelineName}/executions/{pipelineExecutionId}/stop", "codepipeline:StopPipelineExecution", |o| policy::pipeline(&o.pipeline_name);
         // Stages, transitions and approvals.
-        RetryStageExecution -> RetryStageExecutionOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/retry", "codepipeline:RetryStageExecution";
-        RollbackStage -> RollbackStageOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/rollback", "codepipeline:RollbackStage";
-        DisableStageTransition -> StageTransitionOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/transition/disable", "codepipeline:DisableStageTransition";
-        EnableStageTransition -> StageTransitionOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/transition/enable", "codepipeline:EnableStageTransition";
-        PutApprovalResult -> PutApprovalResultOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/actions/{actionName}/approval", "codepipeline:PutApprovalResult";
+        RetryStageExecution -> RetryStageExecutionOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/retry", "codepipeline:RetryStageExecution", |o| policy::stage(&o.pipeline_name, &o.stage_name);
+        RollbackStage -> RollbackStageOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/rollback", "codepipeline:RollbackStage", |o| policy::stage(&o.pipeline_name, &o.stage_name);
+        DisableStageTransition -> StageTransitionOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/transition/disable", "codepipeline:DisableStageTransition", |o| policy::stage(&o.pipeline_name, &o.stage_name);
+        EnableStageTransition -> StageTransitionOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/transition/enable", "codepipeline:EnableStageTransition", |o| policy::stage(&o.pipeline_name, &o.stage_name);
+        PutApprovalResult -> PutApprovalResultOutput: POST "/pipelines/{pipelineName}/stages/{stageName}/actions/{actionName}/approval", "codepipeline:PutApprovalResult", |o| policy::action(&o.pipeline_name, &o.stage_name, &o.action_name);
         // Webhooks.
-        PutWebhook -> PutWebhookOutput: POST "/pipelines/{pipelineName}/webhook", "codepipeline:PutWebhook";
-        DeleteWebhook -> DeleteWebhookOutput: DELETE "/pipelines/{pipelineName}/webhook", "codepipeline:DeleteWebhook";
-        ListWebhooks -> ListWebhooksOutput: GET "/webhooks" query ["maxResults", "nextToken"], "codepipeline:ListWebhooks";
+        PutWebhook -> PutWebhookOutput: POST "/pipelines/{pipelineName}/webhook", "codepipeline:PutWebhook", |o| policy::pipeline(&o.pipeline_name);
+        DeleteWebhook -> DeleteWebhookOutput: DELETE "/pipelines/{pipelineName}/webhook", "codepipeline:DeleteWebhook", |o| policy::pipeline(&o.pipeline_name);
+        ListWebhooks -> ListWebhooksOutput: GET "/webhooks" query ["maxResults", "nextToken"], "codepipeline:ListWebhooks", |_| policy::ANY.into();
         // Agents and their join tokens.
-        ListAgents -> ListAgentsOutput: GET "/agents", "sluice:ListAgents";
-        LabelAgent -> LabelAgentOutput: POST "/agents/{id}/labels", "sluice:LabelAgent";
-        EnableAgent -> AgentStateOutput: POST "/agents/{id}/enable", "sluice:ManageAgents";
-        DrainAgent -> AgentStateOutput: POST "/agents/{id}/drain", "sluice:ManageAgents";
-        DisableAgent -> AgentStateOutput: POST "/agents/{id}/disable", "sluice:ManageAgents";
-        RevokeAgent -> AgentStateOutput: POST "/agents/{id}/revoke", "sluice:ManageAgents";
-        CreateAgentToken -> CreateAgentTokenOutput: POST "/agent-tokens", "sluice:CreateAgentToken";
-        ListAgentTokens -> ListAgentTokensOutput: GET "/agent-tokens", "sluice:ListAgentTokens";
-        RevokeAgentToken -> RevokeAgentTokenOutput: POST "/agent-tokens/{id}/revoke", "sluice:RevokeAgentToken";
+        ListAgents -> ListAgentsOutput: GET "/agents", "sluice:ListAgents", |_| policy::ANY.into();
+        LabelAgent -> LabelAgentOutput: POST "/agents/{id}/labels", "sluice:LabelAgent", |o| policy::named("agent", &o.id);
+        EnableAgent -> AgentStateOutput: POST "/agents/{id}/enable", "sluice:ManageAgents", |o| policy::named("agent", &o.id);
+        DrainAgent -> AgentStateOutput: POST "/agents/{id}/drain", "sluice:ManageAgents", |o| policy::named("agent", &o.id);
+        DisableAgent -> AgentStateOutput: POST "/agents/{id}/disable", "sluice:ManageAgents", |o| policy::named("agent", &o.id);
+        RevokeAgent -> AgentStateOutput: POST "/agents/{id}/revoke", "sluice:ManageAgents", |o| policy::named("agent", &o.id);
+        CreateAgentToken -> CreateAgentTokenOutput: POST "/agent-tokens", "sluice:CreateAgentToken", |_| policy::named("agent", "*");
+        ListAgentTokens -> ListAgentTokensOutput: GET "/agent-tokens", "sluice:ListAgentTokens", |_| policy::ANY.into();
+        RevokeAgentToken -> RevokeAgentTokenOutput: POST "/agent-tokens/{id}/revoke", "sluice:RevokeAgentToken", |_| policy::named("agent", "*");
         // Plugins and their publishers.
-        ListPlugins -> ListPluginsOutput: GET "/plugins", "sluice:ListPlugins";
-        DescribePlugin -> PluginView: GET "/plugins/{key}", "sluice:DescribePlugin";
-        DeletePlugin -> DeletePluginOutput: DELETE "/plugins/{key}", "sluice:DeletePlugin";
-        ListPublishers -> ListPublishersOutput: GET "/publishers", "sluice:ListPublishers";
-        AddPublisher -> PublisherView: POST "/publishers", "sluice:AddPublisher";
-        RemovePublisher -> RemovePublisherOutput: DELETE "/publishers/{name}", "sluice:RemovePublisher";
+        ListPlugins -> ListPluginsOutput: GET "/plugins", "sluice:ListPlugins", |_| policy::ANY.into();
+        DescribePlugin -> PluginView: GET "/plugins/{key}", "sluice:DescribePlugin", |o| policy::named("plugin", &o.key);
+        DeletePlugin -> DeletePluginOutput: DELETE "/plugins/{key}", "sluice:DeletePlugin", |o| policy::named("plugin", &o.key);
+        ListPublishers -> ListPublishersOutput: GET "/publishers", "sluice:ListPublishers", |_| policy::ANY.into();
+        AddPublisher -> PublisherView: POST "/publishers", "sluice:AddPublisher", |o| policy::named("publisher", &o.name);
+        RemovePublisher -> RemovePublisherOutput: DELETE "/publishers/{name}", "sluice:RemovePublisher", |o| policy::named("publisher", &o.name);
         // Secrets.
-        SetSecret -> SetSecretOutput: PUT "/secrets/{name}", "sluice:SetSecret";
-        ListSecrets -> ListSecretsOutput: GET "/secrets", "sluice:ListSecrets";
-        DeleteSecret -> DeleteSecretOutput: DELETE "/secrets/{name}", "sluice:DeleteSecret";
+        SetSecret -> SetSecretOutput: PUT "/secrets/{name}", "sluice:SetSecret", |o| policy::named("secret", &o.name);
+        ListSecrets -> ListSecretsOutput: GET "/secrets", "sluice:ListSecrets", |_| policy::ANY.into();
+        DeleteSecret -> DeleteSecretOutput: DELETE "/secrets/{name}", "sluice:DeleteSecret", |o| policy::named("secret", &o.name);
         // Users and their API tokens.
-        CreateUser -> CreateUserOutput: POST "/users", "sluice:CreateUser";
-        ListUsers -> ListUsersOutput: GET "/users", "sluice:ListUsers";
-        CreateApiToken -> CreateApiTokenOutput: POST "/tokens", "sluice:CreateApiToken";
-        ListApiTokens -> ListApiTokensOutput: GET "/tokens", "sluice:ListApiTokens";
-        RevokeApiToken -> RevokeApiTokenOutput: POST "/tokens/{id}/revoke", "sluice:RevokeApiToken";
+        CreateUser -> CreateUserOutput: POST "/users", "sluice:CreateUser", |o| policy::named("user", &o.name);
+        ListUsers -> ListUsersOutput: GET "/users", "sluice:ListUsers", |_| policy::ANY.into();
+        CreateApiToken -> CreateApiTokenOutput: POST "/tokens", "sluice:CreateApiToken", |o| policy::named("user", &o.user);
+        ListApiTokens -> ListApiTokensOutput: GET "/tokens", "sluice:ListApiTokens", |_| policy::ANY.into();
+        RevokeApiToken -> RevokeApiTokenOutput: POST "/tokens/{id}/revoke", "sluice:RevokeApiToken", |o| policy::named("token", &o.id);
         // Custom action types and job workers.
-        CreateCustomActionType -> CreateCustomActionTypeOutput: POST "/custom-action-types", "codepipeline:CreateCustomActionType";
-        DeleteCustomActionType -> EmptyOutput: DELETE "/custom-action-types/{category}/{provider}/{version}", "codepipeline:DeleteCustomActionType";
-        ListActionTypes -> ListActionTypesOutput: GET "/action-types" query ["actionOwnerFilter", "nextToken", "regionFilter"], "codepipeline:ListActionTypes";
-        GetActionType -> GetActionTypeOutput: GET "/action-types/{category}/{owner}/{provider}/{version}", "codepipeline:GetActionType";
-        PollForJobs -> PollForJobsOutput: POST "/jobs/poll", "codepipeline:PollForJobs";
-        AcknowledgeJob -> AcknowledgeJobOutput: POST "/jobs/{jobId}/acknowledge", "codepipeline:AcknowledgeJob";
-        GetJobDetails -> GetJobDetailsOutput: GET "/jobs/{jobId}", "codepipeline:GetJobDetails";
-        PutJobSuccessResult -> EmptyOutput: POST "/jobs/{jobId}/success", "codepipeline:PutJobSuccessResult";
-        PutJobFailureResult -> EmptyOutput: POST "/jobs/{jobId}/failure", "codepipeline:PutJobFailureResult";
+        CreateCustomActionType -> CreateCustomActionTypeOutput: POST "/custom-action-types", "codepipeline:CreateCustomActionType", |o| policy::named("actiontype", &format!("Custom/{}/{}/{}", o.category, o.provider, o.version));
+        DeleteCustomActionType -> EmptyOutput: DELETE "/custom-action-types/{category}/{provider}/{version}", "codepipeline:DeleteCustomActionType", |o| policy::named("actiontype", &format!("Custom/{}/{}/{}", o.category, o.provider, o.version));
+        ListActionTypes -> ListActionTypesOutput: GET "/action-types" query ["actionOwnerFilter", "nextToken", "regionFilter"], "codepipeline:ListActionTypes", |_| policy::ANY.into();
+        GetActionType -> GetActionTypeOutput: GET "/action-types/{category}/{owner}/{provider}/{version}", "codepipeline:GetActionType", |o| policy::named("actiontype", &format!("{}/{}/{}/{}", o.owner, o.category, o.provider, o.version));
+        PollForJobs -> PollForJobsOutput: POST "/jobs/poll", "codepipeline:PollForJobs", |o| policy::named("actiontype", &format!("{}/{}/{}/{}", o.action_type_id.owner, o.action_type_id.category, o.action_type_id.provider, o.action_type_id.version));
+        AcknowledgeJob -> AcknowledgeJobOutput: POST "/jobs/{jobId}/acknowledge", "codepipeline:AcknowledgeJob", |o| policy::named("job", &o.job_id);
+        GetJobDetails -> GetJobDetailsOutput: GET "/jobs/{jobId}", "codepipeline:GetJobDetails", |o| policy::named("job", &o.job_id);
+        PutJobSuccessResult -> EmptyOutput: POST "/jobs/{jobId}/success", "codepipeline:PutJobSuccessResult", |o| policy::named("job", &o.job_id);
+        PutJobFailureResult -> EmptyOutput: POST "/jobs/{jobId}/failure", "codepipeline:PutJobFailureResult", |o| policy::named("job", &o.job_id);
         // Access keys for the AWS-compatible API (issue 14, aws).
-        CreateAccessKey -> CreateAccessKeyOutput: POST "/access-keys", "sluice:CreateAccessKey";
-        ListAccessKeys -> ListAccessKeysOutput: GET "/access-keys", "sluice:ListAccessKeys";
-        RevokeAccessKey -> RevokeAccessKeyOutput: POST "/access-keys/{id}/revoke", "sluice:RevokeAccessKey";
+        CreateAccessKey -> CreateAccessKeyOutput: POST "/access-keys", "sluice:CreateAccessKey", |o| policy::named("user", &o.user);
+        ListAccessKeys -> ListAccessKeysOutput: GET "/access-keys", "sluice:ListAccessKeys", |_| policy::ANY.into();
+        RevokeAccessKey -> RevokeAccessKeyOutput: POST "/access-keys/{id}/revoke", "sluice:RevokeAccessKey", |o| policy::named("token", &o.id);
         // Tags and action executions (issue 14, aws).
-        TagResource -> TagResourceOutput: POST "/tags", "codepipeline:TagResource";
-        UntagResource -> UntagResourceOutput: POST "/tags/remove", "codepipeline:UntagResource";
-        ListTagsForResource -> ListTagsForResourceOutput: GET "/tags" query ["resourceArn", "maxResults", "nextToken"], "codepipeline:ListTagsForResource";
-        ListActionExecutions -> ListActionExecutionsOutput: GET "/pipelines/{pipelineName}/action-executions" query ["pipelineExecutionId", "maxResults", "nextToken"], "codepipeline:ListActionExecutions";
+        TagResource -> TagResourceOutput: POST "/tags", "codepipeline:TagResource", |o| policy::from_arn(&o.resource_arn);
+        UntagResource -> UntagResourceOutput: POST "/tags/remove", "codepipeline:UntagResource", |o| policy::from_arn(&o.resource_arn);
+        ListTagsForResource -> ListTagsForResourceOutput: GET "/tags" query ["resourceArn", "maxResults", "nextToken"], "codepipeline:ListTagsForResource", |o| policy::from_arn(&o.resource_arn);
+        ListActionExecutions -> ListActionExecutionsOutput: GET "/pipelines/{pipelineName}/action-executions" query ["pipelineExecutionId", "maxResults", "nextToken"], "codepipeline:ListActionExecutions", |o| policy::pipeline(&o.pipeline_name);
         // The audit log (issue 15, gov).
-        ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit"], "sluice:ListAuditRecords";
-        VerifyAudit -> VerifyAuditOutput: POST "/audit/verify", "sluice:VerifyAudit";
+        ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit"], "sluice:ListAuditRecords", |_| policy::named("audit", "*");
+        VerifyAudit -> VerifyAuditOutput: POST "/audit/verify", "sluice:VerifyAudit", |_| policy::named("audit", "*");
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.
-        PushPlugin -> PushPluginOutput, "sluice:PushPlugin";
+        PushPlugin -> PushPluginOutput, "sluice:PushPlugin", |o| policy::named("plugin", &format!("{}@{}", o.info.name, o.info.version));
         // Asked by `PushPlugin`'s transport before any of the component's code runs.
-        VetPluginSignature -> (), "sluice:PushPlugin";
+        VetPluginSignature -> (), "sluice:PushPlugin", |_| policy::named("plugin", "*");
         // Authenticated by the signature of its raw body, not by a token.
-        DeliverWebhook -> DeliverWebhookOutput, "sluice:DeliverWebhook";
+        DeliverWebhook -> DeliverWebhookOutput, "sluice:DeliverWebhook", |o| policy::pipeline(&o.pipeline_name);
         // Asked by the S3 subset for a job's temporary credentials (SigV4 with them).
-        JobCredentials -> JobCredentialsOutput, "s3:GetObject";
-        RecordJobOutput -> EmptyOutput, "s3:PutObject";
+        JobCredentials -> JobCredentialsOutput, "s3:GetObject", |o| policy::named("job", &o.access_key_id);
+        RecordJobOutput -> EmptyOutput, "s3:PutObject", |o| policy::named("job", &o.access_key_id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Role;
 
     #[test]
-    fn the_role_rule_follows_the_permission() {
-        let admin = Caller::new("admin", Role::Admin);
-        let ann = Caller::new("ann", Role::Operator);
-        for permission in [
-            CreateUser::PERMISSION,
-            CreateApiToken::PERMISSION,
-            ListApiTokens::PERMISSION,
-            RevokeApiToken::PERMISSION,
-            CreateAgentToken::PERMISSION,
-            RevokeAgentToken::PERMISSION,
-            LabelAgent::PERMISSION,
-            AddPublisher::PERMISSION,
-            RemovePublisher::PERMISSION,
-            CreateAccessKey::PERMISSION,
-            ListAccessKeys::PERMISSION,
-            RevokeAccessKey::PERMISSION,
-        ] {
-            assert!(authorize(&admin, permission).is_ok(), "{permission}");
-            let refused = authorize(&ann, permission).unwrap_err();
-            assert!(matches!(refused, OpError::AccessDenied(_)), "{permission}");
-            assert!(refused.to_string().starts_with("ann may not manage "), "{refused}");
-        }
-        // Everything else is any authenticated caller's, as before.
-        for permission in [
-            StartPipelineExecution::PERMISSION,
-            PutApprovalResult::PERMISSION,
-            ListUsers::PERMISSION,
-            ListAgentTokens::PERMISSION,
-            RevokeAgent::PERMISSION,
-            PushPlugin::PERMISSION,
-            SetSecret::PERMISSION,
-            DeletePipeline::PERMISSION,
-        ] {
-            assert!(authorize(&ann, permission).is_ok(), "{permission}");
-        }
-        // Every admin-only permission names an operation that exists.
-        for (permission, _) in ADMIN_ONLY {
-            assert!(ROUTES.iter().any(|(_, _, op)| permission.ends_with(op)), "{permission}");
+    fn every_operation_names_its_resource() {
+        let start = StartPipelineExecution { name: "web".into(), ..Default::default() }.into_request();
+        assert_eq!((start.permission(), start.resource().as_str()), ("codepipeline:StartPipelineExecution", "pipeline/web"));
+        let create = CreatePipeline { pipeline_declaration: "pipeline:\n  name: site\n".into(), ..Default::default() };
+        assert_eq!(create.resource(), "pipeline/site");
+        assert_eq!(CreatePipeline { pipeline_declaration: "][".into(), ..Default::default() }.resource(), "pipeline/*");
+        assert_eq!(permission_of("PushPlugin"), Some("sluice:PushPlugin"));
+        let all = actions();
+        assert!(all.contains(&"sluice:UseSecret") && all.contains(&"codepipeline:PutApprovalResult"));
+        // Every admin-only action of the built-in roles is an operation's.
+        for action in crate::policy::roles::ADMIN_ONLY {
+            assert!(all.contains(action), "{action}");
         }
     }
 

@@ -6,10 +6,14 @@ use serde_json::Value;
 
 /// CreatePipeline: the body is the declaration itself (JSON or YAML).
 /// Creating a pipeline starts its first execution, as CodePipeline does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreatePipeline {
     pub pipeline_declaration: String,
+    /// The team the pipeline belongs to (permissions, issue 15). Absent: the
+    /// creator's team when it has exactly one, else none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 /// The declaration as stored (`{"pipeline": {...}}`) and the first execution.

@@ -2,13 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// CreateUser (admin only); `role` is `admin` or `operator` (the default).
+/// CreateUser (admin only); `role` is a built-in role (admin, operator,
+/// developer, approver, viewer) or a custom one; operator by default.
+/// `team`, when given, is a team the user joins.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

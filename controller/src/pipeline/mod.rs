@@ -99,6 +99,13 @@ pub fn parse(text: &str) -> Result<Declaration, Diagnostics> {
     cx.finish(declaration)
 }
 
+/// The name a declaration gives its pipeline, read without validating the
+/// rest (what the permission of creating it is checked on).
+pub fn declared_name(text: &str) -> Option<String> {
+    let value = parse::document(text).ok()?;
+    value.get("pipeline")?.get("name")?.as_str().map(str::to_string)
+}
+
 /// Parses and validates, reporting the problems of both phases at once. A
 /// validation problem at or under a path that already has a parse problem is
 /// left out: it would only repeat it.
