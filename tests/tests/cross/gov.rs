@@ -328,9 +328,19 @@ fn the_audit_log_records_every_call_with_its_origin_and_detects_tampering() {
     let out = cluster.sluice(&["audit", "list", "--operation", "PutApprovalResult"]);
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(table.contains("pipeline/gate/Approve/Release") && table.contains("ann"), "{table}");
-    // The log is the admin's to read: an operator may not.
+    // The log is the admin's to read: an operator may not, nor a viewer;
+    // the refusal is recorded with the operation and its resource.
     let out = as_user(&cluster, &ann, &["audit", "list"]);
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(cluster.sluice(&["user", "create", "vic", "--role", "viewer"]).status.success());
+    let vic = String::from_utf8(cluster.sluice(&["token", "create", "--user", "vic"]).stdout).unwrap().trim().to_string();
+    let out = as_user(&cluster, &vic, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    let log = cluster.sluice_json(&["audit", "list", "--operation", "ListAuditRecords", "--user", "ann"]).unwrap();
+    let refused = &log["records"][0];
+    assert_eq!((refused["resource"].as_str(), refused["result"].as_str()), (Some("audit/*"), Some("AccessDeniedException")));
+    let log = cluster.sluice_json(&["audit", "list", "--operation", "VerifyAudit", "--user", "vic"]).unwrap();
+    assert_eq!(log["records"][0]["result"], "AccessDeniedException", "{log}");
 
     // An intact log verifies, and says its head.
     let out = verify(&cluster, &[]);
