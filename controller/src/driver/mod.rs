@@ -56,6 +56,8 @@ mod access_keys;
 mod tagging;
 // Permissions (issue 15, policy).
 mod access;
+mod roles;
+mod teams;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,

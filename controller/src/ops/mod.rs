@@ -59,6 +59,7 @@
 //! column: a function of the request), checked by the driver against the
 //! caller's policies ([`crate::policy::Directory::check`]) for every call.
 
+mod access;
 mod access_keys;
 mod agents;
 mod client;
@@ -75,6 +76,7 @@ mod tags;
 mod users;
 mod webhooks;
 
+pub use access::*;
 pub use access_keys::*;
 pub use agents::*;
 pub use client::{Client, SIGNATURE_HEADER};
@@ -419,6 +421,23 @@ operations! {
         UntagResource -> UntagResourceOutput: POST "/tags/remove", "codepipeline:UntagResource", |o| policy::from_arn(&o.resource_arn);
         ListTagsForResource -> ListTagsForResourceOutput: GET "/tags" query ["resourceArn", "maxResults", "nextToken"], "codepipeline:ListTagsForResource", |o| policy::from_arn(&o.resource_arn);
         ListActionExecutions -> ListActionExecutionsOutput: GET "/pipelines/{pipelineName}/action-executions" query ["pipelineExecutionId", "maxResults", "nextToken"], "codepipeline:ListActionExecutions", |o| policy::pipeline(&o.pipeline_name);
+        // Permissions: teams, roles, delegations, who may do what (issue 15, policy).
+        CreateTeam -> TeamView: POST "/teams", "sluice:CreateTeam", |o| policy::named("team", &o.name);
+        ListTeams -> ListTeamsOutput: GET "/teams", "sluice:ListTeams", |_| policy::ANY.into();
+        GetTeam -> TeamView: GET "/teams/{name}", "sluice:GetTeam", |o| policy::named("team", &o.name);
+        DeleteTeam -> DeleteTeamOutput: DELETE "/teams/{name}", "sluice:DeleteTeam", |o| policy::named("team", &o.name);
+        AddTeamMember -> TeamView: POST "/teams/{team}/members", "sluice:AddTeamMember", |o| policy::named("team", &o.team);
+        RemoveTeamMember -> TeamView: DELETE "/teams/{team}/members/{user}", "sluice:RemoveTeamMember", |o| policy::named("team", &o.team);
+        GrantTeamRole -> GrantView: POST "/teams/{team}/grants", "sluice:GrantTeamRole", |o| policy::named("team", &o.team);
+        RevokeTeamRole -> RevokeTeamRoleOutput: DELETE "/teams/{team}/grants/{to}/{role}", "sluice:RevokeTeamRole", |o| policy::named("team", &o.team);
+        CreateRole -> RoleView: POST "/roles", "sluice:CreateRole", |o| policy::named("role", &o.name);
+        ListRoles -> ListRolesOutput: GET "/roles", "sluice:ListRoles", |_| policy::ANY.into();
+        GetRole -> RoleView: GET "/roles/{name}", "sluice:GetRole", |o| policy::named("role", &o.name);
+        DeleteRole -> DeleteRoleOutput: DELETE "/roles/{name}", "sluice:DeleteRole", |o| policy::named("role", &o.name);
+        DeleteUser -> DeleteUserOutput: DELETE "/users/{name}", "sluice:DeleteUser", |o| policy::named("user", &o.name);
+        SetUserRole -> UserView: PUT "/users/{name}/role", "sluice:SetUserRole", |o| policy::named("user", &o.name);
+        WhoAmI -> WhoAmIOutput: GET "/whoami", "sluice:WhoAmI", |_| policy::ANY.into();
+        CheckAccess -> CheckAccessOutput: GET "/can" query ["action", "resource"], "sluice:CheckAccess", |_| policy::ANY.into();
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.

@@ -27,6 +27,8 @@ pub const BUILTIN: &[&str] = &[ADMIN, OPERATOR, DEVELOPER, APPROVER, VIEWER];
 /// Actions only admin has among the built-in roles.
 pub const ADMIN_ONLY: &[&str] = &[
     "sluice:CreateUser",
+    "sluice:DeleteUser",
+    "sluice:SetUserRole",
     "sluice:CreateApiToken",
     "sluice:ListApiTokens",
     "sluice:RevokeApiToken",
@@ -43,6 +45,15 @@ pub const ADMIN_ONLY: &[&str] = &[
     // Whom the controller trusts to sign plugins.
     "sluice:AddPublisher",
     "sluice:RemovePublisher",
+    // Who may do what.
+    "sluice:CreateTeam",
+    "sluice:DeleteTeam",
+    "sluice:AddTeamMember",
+    "sluice:RemoveTeamMember",
+    "sluice:GrantTeamRole",
+    "sluice:RevokeTeamRole",
+    "sluice:CreateRole",
+    "sluice:DeleteRole",
 ];
 
 /// Reads that would show a credential or a job's keys: not in the read set.
