@@ -80,7 +80,15 @@ pub async fn run(ctx: &Ctx, cmd: UserCmd) -> Result<i32, Failure> {
 }
 
 fn user_table() -> Table<Value> {
-    columns![Value; ("NAME", |u| s(&u["name"])), ("ROLE", |u| s(&u["role"])), ("CREATED", |u| s(&u["created"]))]
+    let teams = |u: &Value| {
+        let names: Vec<String> = items(&u["teams"]).map(s).collect();
+        if names.is_empty() { "-".to_string() } else { names.join(",") }
+    };
+    columns![Value;
+        ("NAME", |u| s(&u["name"])),
+        ("ROLE", |u| s(&u["role"])),
+        ("TEAMS", teams),
+        ("CREATED", |u| s(&u["created"]))]
 }
 
 pub async fn run_token(ctx: &Ctx, cmd: TokenCmd) -> Result<i32, Failure> {

@@ -67,13 +67,21 @@ impl Handle<CreateUser> for Driver {
 
 impl Handle<ListUsers> for Driver {
     fn handle(&mut self, _: ListUsers, _: &Context) -> Result<ListUsersOutput, OpError> {
-        let builtin = UserView { name: ADMIN_USER.into(), role: "admin".into(), created: None, builtin: true };
+        let directory = self.directory.snapshot();
+        let builtin = UserView {
+            name: ADMIN_USER.into(),
+            role: "admin".into(),
+            created: None,
+            builtin: true,
+            teams: directory.teams_of(ADMIN_USER),
+        };
         let mut users = vec![builtin];
         users.extend(self.store.users()?.into_iter().map(|u| UserView {
-            name: u.name,
             role: u.role,
             created: Some(views::time(u.created_at)),
             builtin: false,
+            teams: directory.teams_of(&u.name),
+            name: u.name,
         }));
         Ok(ListUsersOutput { users })
     }
@@ -204,6 +212,7 @@ impl Handle<SetUserRole> for Driver {
         });
         self.refresh_credentials(&user.name, token_role(&op.role))?;
         info!(user = %user.name, role = %op.role, by = %ctx.caller.user, "user role changed");
-        Ok(UserView { name: user.name, role: user.role, created: Some(views::time(user.created_at)), builtin: false })
+        let teams = self.directory.teams_of(&user.name);
+        Ok(UserView { name: user.name, role: user.role, created: Some(views::time(user.created_at)), builtin: false, teams })
     }
 }

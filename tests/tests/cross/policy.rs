@@ -415,3 +415,38 @@ fn the_aws_api_refuses_and_filters_per_request() {
     assert!(r["listed"]["code"].is_string(), "{r}");
     assert_ne!(r["start"], Value::Null, "{r}");
 }
+
+#[test]
+fn an_approver_approves_only_where_a_policy_names_it() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    for name in ["site", "etl"] {
+        let path = file(&cluster, &format!("{name}.json"), &declaration(&cluster, name, None, true));
+        admin(&cluster, &["pipeline", "create", &path]);
+    }
+    // A custom approver of site's release only, and the built-in approver.
+    let policy = json!({"Statement": [
+        {"Effect": "Allow", "Action": ["codepipeline:Get*", "codepipeline:List*"], "Resource": "*"},
+        {"Effect": "Allow", "Action": "codepipeline:PutApprovalResult", "Resource": "pipeline/site/Approve/Release"}]});
+    let path = file(&cluster, "site-approver.json", &policy.to_string());
+    admin(&cluster, &["role", "create", "site-approver", "--policy", &path]);
+    let sam = user(&cluster, "sam", "site-approver", None);
+    let apr = user(&cluster, "apr", "approver", None);
+    let vic = user(&cluster, "vic", "viewer", None);
+    for name in ["site", "etl"] {
+        sluice_tests::wait_until(&format!("{name}'s approval to wait"), WAIT, || {
+            let state = cluster.sluice_json(&["pipeline", "state", name]).ok()?;
+            let stages = state["stageStates"].as_array()?;
+            let approve = stages.iter().find(|s| s["stageName"] == "Approve")?;
+            (approve["actionStates"][0]["latestExecution"]["status"] == "InProgress").then_some(())
+        })
+        .unwrap();
+    }
+    let approve =
+        |token: &str, pipeline: &str| cluster.sluice_as(token, &["approval", "approve", pipeline, "Approve", "Release"]);
+    let put = "codepipeline:PutApprovalResult";
+    refused(&approve(&sam, "etl"), put, "pipeline/etl/Approve/Release");
+    refused(&approve(&vic, "site"), put, "pipeline/site/Approve/Release");
+    ok(&approve(&sam, "site"));
+    ok(&approve(&apr, "etl"));
+}
