@@ -329,26 +329,45 @@ struct EventsQuery {
     pipeline: Option<String>,
 }
 
-/// Live events (execution, stage, action, log) as Server-Sent Events.
+/// Live events (execution, stage, action, log) as Server-Sent Events:
+/// only those of pipelines the caller may read, decided per event on the
+/// directory of the moment (a revoked permission stops the flow at once).
+/// Asking for one pipeline the caller may not read is refused outright.
 async fn events(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<EventsQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    // A subscription is a call too (issue 15, gov): recorded when it starts.
-    let resource = q.pipeline.as_deref().map_or_else(|| "*".to_string(), |p| format!("pipeline/{p}"));
-    send_audit_record(&s, crate::audit::Entry::of_caller(&caller, "SubscribeEvents", &resource)).await;
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, OpError> {
+    // A subscription is a call too (issue 15, gov): recorded when it
+    // starts, or when it is refused.
+    let resource = q.pipeline.as_deref().map_or_else(|| "*".to_string(), crate::policy::pipeline);
+    let entry = crate::audit::Entry::of_caller(&caller, "SubscribeEvents", &resource);
+    if let Some(p) = &q.pipeline
+        && let Err(e) = s.directory.check(&caller, STATE_PERMISSION, &crate::policy::pipeline(p))
+    {
+        send_audit_record(&s, entry.failed(e.aws_type(), &e.to_string())).await;
+        return Err(e);
+    }
+    send_audit_record(&s, entry).await;
+    let directory = s.directory.clone();
     let stream = BroadcastStream::new(s.events.subscribe()).filter_map(move |item| {
         let value = item.ok()?;
-        if let Some(p) = &q.pipeline
-            && value["pipeline"].as_str() != Some(p.as_str())
-        {
+        let pipeline = value["pipeline"].as_str()?;
+        if q.pipeline.as_deref().is_some_and(|p| p != pipeline) {
+            return None;
+        }
+        let permission = if value["type"] == "log" { LOGS_PERMISSION } else { STATE_PERMISSION };
+        if !directory.allows(&caller, permission, &crate::policy::pipeline(pipeline)) {
             return None;
         }
         Some(Ok(Event::default().data(value.to_string())))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
 }
+
+/// What reading a pipeline's events takes: its state, and its logs for log lines.
+const STATE_PERMISSION: &str = <ops::GetPipelineState as Operation>::PERMISSION;
+const LOGS_PERMISSION: &str = <ops::GetExecutionLogs as Operation>::PERMISSION;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 //! its subcommands and how they print; this one holds the global flags,
 //! the argument parsers they share and the dispatch.
 
+mod access;
 mod action;
 mod agent;
 mod client;
@@ -148,6 +149,17 @@ pub enum Cmd {
     /// The audit log: every call, who made it, from where, and how it ended (admin only).
     #[command(subcommand)]
     Audit(AuditCmd),
+    // Permissions (issue 15, policy).
+    /// Teams, their members, and the roles they grant other teams.
+    #[command(subcommand)]
+    Team(access::TeamCmd),
+    /// Roles: built-in, and custom ones from a JSON policy file.
+    #[command(subcommand)]
+    Role(access::RoleCmd),
+    /// Who the token is: user, teams, roles and the statements they hold.
+    Whoami,
+    /// Whether the token may use an operation on a resource (exit 0 yes, 3 no).
+    Can(access::CanArgs),
 }
 
 #[derive(Args, Debug)]
@@ -341,6 +353,11 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::AccessKey(cmd) => user::run_access_key(&ctx, cmd).await,
         Cmd::Tag(cmd) => tag::run(&ctx, cmd).await,
         Cmd::Audit(cmd) => audit::run(&ctx, cmd).await,
+        // Permissions (issue 15, policy).
+        Cmd::Team(cmd) => access::run_team(&ctx, cmd).await,
+        Cmd::Role(cmd) => access::run_role(&ctx, cmd).await,
+        Cmd::Whoami => access::run_whoami(&ctx).await,
+        Cmd::Can(args) => access::run_can(&ctx, args).await,
     }
 }
 

@@ -16,6 +16,10 @@ use tokio::sync::oneshot;
 pub const DEFAULT_HISTORY: usize = 20;
 
 /// Everything the driver is asked to do.
+// A call carries its caller (with how it authenticated and where from, for
+// the audit log) beside the request: each command is moved once into the
+// driver's queue, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// An operation of the admin API (or a transport of its own, such as
     /// a webhook delivery), answered with its typed output.

@@ -59,6 +59,8 @@ mod audit;
 pub use audit::DEFAULT_AUDIT_RETENTION_DAYS;
 // Permissions (issue 15, policy).
 mod access;
+mod roles;
+mod teams;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,

@@ -495,10 +495,14 @@ fn check_webhook_secret(secret: &str) -> Result<(), OpError> {
 }
 
 impl Handle<ListWebhooks> for Driver {
-    fn handle(&mut self, op: ListWebhooks, _: &Context) -> Result<ListWebhooksOutput, OpError> {
+    fn handle(&mut self, op: ListWebhooks, ctx: &Context) -> Result<ListWebhooksOutput, OpError> {
         let limit = crate::ops::paging::limit(op.max_results, 100, 100)?;
         let definitions: HashMap<String, String> = self.store.webhook_definitions()?.into_iter().collect();
         let mut all = self.store.webhooks()?;
+        // Only the webhooks of pipelines the caller may list them of (issue 15).
+        let directory = self.directory.snapshot();
+        let permission = <ListWebhooks as crate::ops::Operation>::PERMISSION;
+        all.retain(|(p, _, _)| directory.decide(&ctx.caller, permission, &crate::policy::pipeline(p)).is_allowed());
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let (page, next_token) =
             crate::ops::paging::page(all, |(p, _, _)| p.clone(), "webhooks", limit, op.next_token.as_deref())?;

@@ -59,6 +59,7 @@
 //! column: a function of the request), checked by the driver against the
 //! caller's policies ([`crate::policy::Directory::check`]) for every call.
 
+mod access;
 mod access_keys;
 mod agents;
 // The audit log (issue 15, gov).
@@ -77,6 +78,7 @@ mod tags;
 mod users;
 mod webhooks;
 
+pub use access::*;
 pub use access_keys::*;
 pub use agents::*;
 pub use audit::*;
@@ -425,6 +427,23 @@ operations! {
         // The audit log (issue 15, gov).
         ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit"], "sluice:ListAuditRecords", |_| policy::named("audit", "*");
         VerifyAudit -> VerifyAuditOutput: POST "/audit/verify", "sluice:VerifyAudit", |_| policy::named("audit", "*");
+        // Permissions: teams, roles, delegations, who may do what (issue 15, policy).
+        CreateTeam -> TeamView: POST "/teams", "sluice:CreateTeam", |o| policy::named("team", &o.name);
+        ListTeams -> ListTeamsOutput: GET "/teams", "sluice:ListTeams", |_| policy::ANY.into();
+        GetTeam -> TeamView: GET "/teams/{name}", "sluice:GetTeam", |o| policy::named("team", &o.name);
+        DeleteTeam -> DeleteTeamOutput: DELETE "/teams/{name}", "sluice:DeleteTeam", |o| policy::named("team", &o.name);
+        AddTeamMember -> TeamView: POST "/teams/{team}/members", "sluice:AddTeamMember", |o| policy::named("team", &o.team);
+        RemoveTeamMember -> TeamView: DELETE "/teams/{team}/members/{user}", "sluice:RemoveTeamMember", |o| policy::named("team", &o.team);
+        GrantTeamRole -> GrantView: POST "/teams/{team}/grants", "sluice:GrantTeamRole", |o| policy::named("team", &o.team);
+        RevokeTeamRole -> RevokeTeamRoleOutput: DELETE "/teams/{team}/grants/{to}/{role}", "sluice:RevokeTeamRole", |o| policy::named("team", &o.team);
+        CreateRole -> RoleView: POST "/roles", "sluice:CreateRole", |o| policy::named("role", &o.name);
+        ListRoles -> ListRolesOutput: GET "/roles", "sluice:ListRoles", |_| policy::ANY.into();
+        GetRole -> RoleView: GET "/roles/{name}", "sluice:GetRole", |o| policy::named("role", &o.name);
+        DeleteRole -> DeleteRoleOutput: DELETE "/roles/{name}", "sluice:DeleteRole", |o| policy::named("role", &o.name);
+        DeleteUser -> DeleteUserOutput: DELETE "/users/{name}", "sluice:DeleteUser", |o| policy::named("user", &o.name);
+        SetUserRole -> UserView: PUT "/users/{name}/role", "sluice:SetUserRole", |o| policy::named("user", &o.name);
+        WhoAmI -> WhoAmIOutput: GET "/whoami", "sluice:WhoAmI", |_| policy::ANY.into();
+        CheckAccess -> CheckAccessOutput: GET "/can" query ["action", "resource"], "sluice:CheckAccess", |_| policy::ANY.into();
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.

@@ -27,6 +27,8 @@ pub const BUILTIN: &[&str] = &[ADMIN, OPERATOR, DEVELOPER, APPROVER, VIEWER];
 /// Actions only admin has among the built-in roles.
 pub const ADMIN_ONLY: &[&str] = &[
     "sluice:CreateUser",
+    "sluice:DeleteUser",
+    "sluice:SetUserRole",
     "sluice:CreateApiToken",
     "sluice:ListApiTokens",
     "sluice:RevokeApiToken",
@@ -47,6 +49,15 @@ pub const ADMIN_ONLY: &[&str] = &[
     // officer's to read, as CloudTrail is; operators are among the audited.
     "sluice:ListAuditRecords",
     "sluice:VerifyAudit",
+    // Who may do what.
+    "sluice:CreateTeam",
+    "sluice:DeleteTeam",
+    "sluice:AddTeamMember",
+    "sluice:RemoveTeamMember",
+    "sluice:GrantTeamRole",
+    "sluice:RevokeTeamRole",
+    "sluice:CreateRole",
+    "sluice:DeleteRole",
 ];
 
 /// Reads that would show a credential or a job's keys: not in the read set.

@@ -545,7 +545,9 @@ fn operators_list_and_revoke_tokens_and_drain_disable_and_enable_agents() {
     };
     let out = as_oscar(&["agent", "label", &agent_id, "env=prod"]);
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("admin role"), "{}", output_text(&out));
+    // The refusal names the operation and the resource (issue 15).
+    let refusal = format!("oscar (operator) may not sluice:LabelAgent on agent/{agent_id}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&refusal), "{}", output_text(&out));
     let out = as_oscar(&["agent-token", "create", "--allow-agent-labels", "env"]);
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     let kept = cluster.join_token(Some(1)).unwrap();

@@ -14,3 +14,5 @@ mod jobs;
 mod rogue;
 mod signing;
 mod sources;
+// Permissions (issue 15, policy).
+mod policy;
