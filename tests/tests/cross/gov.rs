@@ -104,7 +104,7 @@ fn approvals_bar_the_starter_the_author_and_the_pusher_and_need_n_distinct_appro
     assert!(stderr(&out).contains("Approvers names only 2 users"), "{}", output_text(&out));
 
     // Ann writes the pipeline: its first execution is hers.
-    let approvers = "user:ann,user:bob,user:cy,role:admin";
+    let approvers = "user:ann,user:bob,user:cy,role:admin,team:release";
     std::fs::write(&file, gate(&repo, 2, approvers)).unwrap();
     let out = as_user(&cluster, ann, &["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -135,7 +135,12 @@ fn approvals_bar_the_starter_the_author_and_the_pusher_and_need_n_distinct_appro
     assert_eq!(release["status"], "InProgress", "{release}");
     assert_eq!(release["approval"]["decisions"][0]["by"], "bob", "{release}");
     assert_eq!(release["approval"]["approvers"], approvers, "{release}");
-    let out = approve(&cluster, cy, &first);
+    // Dee joins the release team: now among the approvers, by team.
+    for args in [&["team", "create", "release"][..], &["team", "add-member", "release", "dee"]] {
+        let out = cluster.sluice(args);
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+    let out = approve(&cluster, dee, &first);
     assert!(out.status.success(), "{}", output_text(&out));
     let ended = cluster.execution_end("gate", &first, WAIT);
     assert_eq!(ended["pipelineExecution"]["status"], "Succeeded", "{ended}");
@@ -146,7 +151,7 @@ fn approvals_bar_the_starter_the_author_and_the_pusher_and_need_n_distinct_appro
         .iter()
         .map(|d| (d["by"].as_str().unwrap(), d["approved"].as_bool().unwrap()))
         .collect();
-    assert_eq!(decisions, [("bob", true), ("cy", true)], "{detail}");
+    assert_eq!(decisions, [("bob", true), ("dee", true)], "{detail}");
 
     // Bob starts one: he is its starter, Ann the author of the version it runs.
     let out = as_user(&cluster, bob, &["pipeline", "start", "gate"]);
