@@ -215,7 +215,8 @@ pub struct ControllerArgs {
     // The audit log (issue 15, gov).
     /// Days audit records are kept; older ones are pruned (the last pruned
     /// record's hash is kept, so the rest still verifies).
-    #[arg(long, default_value_t = crate::driver::DEFAULT_AUDIT_RETENTION_DAYS, value_name = "DAYS")]
+    #[arg(long, default_value_t = crate::driver::DEFAULT_AUDIT_RETENTION_DAYS, value_name = "DAYS",
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub audit_retention_days: u64,
 }
 
