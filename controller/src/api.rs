@@ -131,6 +131,43 @@ fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
         .merge(crate::aws::routes())
         // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).
         .merge(crate::aws::s3::routes())
+        // Every request of every route gets an id and its origin first.
+        .layer(middleware::from_fn(origin))
+}
+
+/// The response header that carries a request's id (the AWS endpoints'
+/// `x-amzn-RequestId` carries the same).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Gives each request an id of the controller's (one a client sends is
+/// ignored: the audit log's ids must be unique and not chosen by the
+/// caller) and its peer's address, as an [`Origin`](crate::auth::Origin)
+/// in its extensions, and returns the id in [`REQUEST_ID_HEADER`].
+async fn origin(mut request: Request, next: Next) -> Response {
+    let source = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    request.extensions_mut().insert(crate::auth::Origin { request_id: request_id.clone(), source });
+    let mut response = next.run(request).await;
+    if let Ok(id) = axum::http::HeaderValue::from_str(&request_id) {
+        let headers = response.headers_mut();
+        if headers.contains_key("x-amzn-requestid") {
+            headers.insert("x-amzn-requestid", id.clone());
+        }
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+    response
+}
+
+/// The origin [`origin`] gave a request (empty if the layer is missing).
+pub fn origin_of(request_extensions: &axum::http::Extensions) -> crate::auth::Origin {
+    request_extensions.get::<crate::auth::Origin>().cloned().unwrap_or_default()
+}
+
+/// Sends the audit log a record of a request that never became a call: a
+/// refusal, or an event subscription (the driver records calls itself).
+pub async fn send_audit_record(state: &ApiState, entry: crate::audit::Entry) {
+    // Waits for room rather than dropping: nothing is refused unrecorded.
+    let _ = state.driver.send(Command::Audit { entry: Box::new(entry) }).await;
 }
 
 impl IntoResponse for OpError {
@@ -143,18 +180,28 @@ impl IntoResponse for OpError {
 /// Resolves the bearer token to a [`Caller`] (looked up by its hash, so the
 /// lookup's timing does not depend on the secret) for the handlers.
 async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, mut request: Request, next: Next) -> Response {
+    let origin = origin_of(request.extensions());
     let caller = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|t| state.tokens.lookup(t));
     let Some(caller) = caller else {
-        return OpError::Unauthorized("missing or invalid bearer token: pass --token or set SLUICE_TOKEN".into())
-            .into_response();
+        let refusal = OpError::Unauthorized("missing or invalid bearer token: pass --token or set SLUICE_TOKEN".into());
+        let anonymous = Caller::new(ANONYMOUS, crate::auth::Role::Operator).with_origin(origin);
+        // The path as sent (`nest` strips its prefix from the request's).
+        let path = request.extensions().get::<axum::extract::OriginalUri>().map(|u| u.0.path().to_string());
+        let resource = format!("{} {}", request.method(), path.as_deref().unwrap_or(request.uri().path()));
+        let entry = crate::audit::Entry::of_caller(&anonymous, "Authenticate", &resource);
+        send_audit_record(&state, entry.failed(refusal.aws_type(), &refusal.to_string())).await;
+        return refusal.into_response();
     };
-    request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(caller.with_origin(origin));
     next.run(request).await
 }
+
+/// The user the audit log names for a request without valid credentials.
+pub const ANONYMOUS: &str = "-";
 
 /// Sends an operation to the driver and waits for its typed answer.
 pub async fn ask<O: Operation>(state: &ApiState, op: O, caller: Caller) -> Result<O::Output, OpError> {
@@ -174,7 +221,17 @@ async fn serve<O: Route>(
     Query(query): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<Json<O::Output>, OpError> {
-    let op: O = decode(params, query, &body)?;
+    // A request that cannot be read never reaches the driver: recorded
+    // here, without the parser's message, which may quote what was sent
+    // (a secret's value, say). Who may call what is the driver's check.
+    let op: O = match decode(params, query, &body) {
+        Ok(op) => op,
+        Err(e) => {
+            let entry = crate::audit::Entry::of_caller(&caller, O::NAME, "*");
+            send_audit_record(&state, entry.failed(e.aws_type(), "the request could not be read")).await;
+            return Err(e);
+        }
+    };
     Ok(Json(ask(&state, op, caller).await?))
 }
 
@@ -219,6 +276,7 @@ async fn no_agent_verb(Path((_, verb)): Path<(String, String)>) -> OpError {
 /// `POST /v1/webhooks/{name}`: a push or pull-request notification.
 async fn webhook(
     State(s): State<ApiState>,
+    Extension(origin): Extension<crate::auth::Origin>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -228,7 +286,7 @@ async fn webhook(
     let op = DeliverWebhook { pipeline_name: name, headers, body: body.to_vec() };
     // No token: the delivery's signature, checked by the driver, is its
     // authentication.
-    let sender = Caller::new("webhook", crate::auth::Role::Operator).with_via(crate::auth::Via::Webhook);
+    let sender = Caller::new("webhook", crate::auth::Role::Operator).with_via(crate::auth::Via::Webhook).with_origin(origin);
     Ok(Json(ask(&s, op, sender).await?))
 }
 
@@ -295,22 +353,45 @@ struct EventsQuery {
     pipeline: Option<String>,
 }
 
-/// Live events (execution, stage, action, log) as Server-Sent Events.
+/// Live events (execution, stage, action, log) as Server-Sent Events:
+/// only those of pipelines the caller may read, decided per event on the
+/// directory of the moment (a revoked permission stops the flow at once).
+/// Asking for one pipeline the caller may not read is refused outright.
 async fn events(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<EventsQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, OpError> {
+    // A subscription is a call too (issue 15, gov): recorded when it
+    // starts, or when it is refused.
+    let resource = q.pipeline.as_deref().map_or_else(|| "*".to_string(), crate::policy::pipeline);
+    let entry = crate::audit::Entry::of_caller(&caller, "SubscribeEvents", &resource);
+    if let Some(p) = &q.pipeline
+        && let Err(e) = s.directory.check(&caller, STATE_PERMISSION, &crate::policy::pipeline(p))
+    {
+        send_audit_record(&s, entry.failed(e.aws_type(), &e.to_string())).await;
+        return Err(e);
+    }
+    send_audit_record(&s, entry).await;
+    let directory = s.directory.clone();
     let stream = BroadcastStream::new(s.events.subscribe()).filter_map(move |item| {
         let value = item.ok()?;
-        if let Some(p) = &q.pipeline
-            && value["pipeline"].as_str() != Some(p.as_str())
-        {
+        let pipeline = value["pipeline"].as_str()?;
+        if q.pipeline.as_deref().is_some_and(|p| p != pipeline) {
+            return None;
+        }
+        let permission = if value["type"] == "log" { LOGS_PERMISSION } else { STATE_PERMISSION };
+        if !directory.allows(&caller, permission, &crate::policy::pipeline(pipeline)) {
             return None;
         }
         Some(Ok(Event::default().data(value.to_string())))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
 }
+
+/// What reading a pipeline's events takes: its state, and its logs for log lines.
+const STATE_PERMISSION: &str = <ops::GetPipelineState as Operation>::PERMISSION;
+const LOGS_PERMISSION: &str = <ops::GetExecutionLogs as Operation>::PERMISSION;
 
 #[cfg(test)]
 mod tests {

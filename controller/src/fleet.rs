@@ -100,7 +100,8 @@ async fn enroll(conn: quinn::Connection, ctx: FleetContext) -> Result<()> {
         }
     } else {
         let (tx, rx) = oneshot::channel();
-        ctx.driver.send(Command::Enroll { request: Box::new(request), reply: tx }).await?;
+        let source = conn.remote_address();
+        ctx.driver.send(Command::Enroll { request: Box::new(request), source, reply: tx }).await?;
         rx.await?
     };
     if let EnrollResponse::Refused { reason } = &response {
@@ -124,7 +125,10 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     let (tx, mut rx) = mpsc::channel::<ToAgent>(AGENT_QUEUE);
     let tx = AgentSender::new(tx, conn.clone(), &agent_id);
     let (reply_tx, reply_rx) = oneshot::channel();
-    ctx.driver.send(Command::AgentConnected { agent_id: agent_id.clone(), conn_id, hello, tx, reply: reply_tx }).await?;
+    let source = conn.remote_address();
+    ctx.driver
+        .send(Command::AgentConnected { agent_id: agent_id.clone(), conn_id, hello, source, tx, reply: reply_tx })
+        .await?;
     let welcome = reply_rx.await?;
     send.write_all(&encode(&welcome)?).await?;
     if let ToAgent::Refused { reason } = welcome {

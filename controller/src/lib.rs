@@ -4,6 +4,7 @@
 pub mod action_run;
 pub mod api;
 pub mod artifact_zip;
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod blobs;

@@ -72,6 +72,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         api_cert,
         webhook_listen: args.webhook_listen.map(|addr| (addr, webhook_scheme)),
         notifications,
+        audit_retention: std::time::Duration::from_secs(args.audit_retention_days.saturating_mul(86_400)),
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

@@ -106,7 +106,7 @@ pub fn check_grants(
 ) -> Vec<crate::pipeline::Diagnostic> {
     let pipeline = &declaration.pipeline;
     let mut problems = Vec::new();
-    let mut check = |path: String, names: &[String]| {
+    for_each_grant(declaration, |path, names| {
         for (i, name) in names.iter().enumerate() {
             if let Some(scope) = scopes.get(name)
                 && !scope.allows(&pipeline.name)
@@ -117,7 +117,20 @@ pub fn check_grants(
                 });
             }
         }
-    };
+    });
+    problems
+}
+
+/// Every secret a declaration grants, to an action or a condition's rule.
+pub fn granted(declaration: &crate::pipeline::Declaration) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for_each_grant(declaration, |_, granted| names.extend(granted.iter().cloned()));
+    names
+}
+
+/// Calls `check` with the path and the secrets of every grant.
+fn for_each_grant(declaration: &crate::pipeline::Declaration, mut check: impl FnMut(String, &[String])) {
+    let pipeline = &declaration.pipeline;
     for (si, stage) in pipeline.stages.iter().enumerate() {
         for (ai, action) in stage.actions.iter().enumerate() {
             if let Some(capabilities) = &action.capabilities {
@@ -142,7 +155,6 @@ pub fn check_grants(
             }
         }
     }
-    problems
 }
 
 /// Why a secret is not handed to a pipeline.

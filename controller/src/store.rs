@@ -25,6 +25,9 @@ pub struct PipelineRecord {
     pub definition: String,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Who wrote this version: the caller of CreatePipeline or
+    /// UpdatePipeline (issue 15, gov); empty for versions stored before.
+    pub author: String,
 }
 
 /// An enrolled agent.
@@ -244,6 +247,12 @@ pub enum Change {
     },
     // Notifications (issue 15, notify).
     Notification(notifications::NotificationChange),
+    // The audit log (issue 15, gov).
+    /// One record of the audit log and its chained hash: appended, never changed.
+    Audit(Box<(crate::audit::Record, String)>),
+    /// Records up to the anchor's leave the log; the anchor (the last
+    /// pruned record's hash) is where verification starts from then on.
+    PruneAudit(crate::audit::Anchor),
     // Permissions (issue 15, policy).
     /// A user leaves (its tokens and access keys are revoked in the same batch).
     DeleteUser(String),
@@ -326,6 +335,22 @@ pub trait Store: Send {
         limit: usize,
     ) -> Result<Vec<notifications::DeliveryRecord>>;
     fn notification_delivery(&self, id: i64) -> Result<Option<notifications::DeliveryRecord>>;
+    // The audit log (issue 15, gov).
+    /// Opens a step: every [`Store::apply`] until [`Store::end_step`] is
+    /// part of one transaction (and sees the writes before it), so that a
+    /// call's audit record commits with the changes the call made.
+    fn begin_step(&mut self) -> Result<()>;
+    fn end_step(&mut self) -> Result<()>;
+    /// Where the stored chain starts: the last pruned record.
+    fn audit_anchor(&self) -> Result<crate::audit::Anchor>;
+    /// The newest record's place in the chain (the anchor when none is stored).
+    fn audit_head(&self) -> Result<crate::audit::Anchor>;
+    /// Records matching `filter`, oldest first, with their stored hashes.
+    fn audit_records(&self, filter: &crate::audit::Filter) -> Result<Vec<(crate::audit::Record, String)>>;
+    /// The hash stored with record `seq`, if it is stored.
+    fn audit_hash(&self, seq: u64) -> Result<Option<String>>;
+    /// The newest record older than `before` (ms): where pruning by age stops.
+    fn audit_prune_point(&self, before: u64) -> Result<Option<crate::audit::Anchor>>;
     // Permissions (issue 15, policy).
     /// Every directory entry: (kind, name, record JSON).
     fn directory_entries(&self) -> Result<Vec<(String, String, String)>>;
@@ -381,6 +406,22 @@ CREATE TABLE IF NOT EXISTS start_requests (
     pipeline TEXT NOT NULL, token TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (pipeline, token));
 CREATE TABLE IF NOT EXISTS tags (resource TEXT PRIMARY KEY, tags TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS webhook_definitions (pipeline TEXT PRIMARY KEY, definition TEXT NOT NULL);
+-- The audit log (issue 15, gov): append-only, hash-chained (crate::audit).
+-- The triggers stop the controller's own code from changing a record or
+-- removing one that is not pruned; they are no defence against someone
+-- who can write the file (the chain is: `sluice audit verify`).
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, user TEXT NOT NULL, via TEXT NOT NULL,
+    operation TEXT NOT NULL, resource TEXT NOT NULL, result TEXT NOT NULL, message TEXT NOT NULL,
+    source TEXT NOT NULL, request_id TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_log_by_time ON audit_log (time);
+CREATE TABLE IF NOT EXISTS audit_anchor (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_log_append_only BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_prune_only BEFORE DELETE ON audit_log
+    WHEN OLD.seq > COALESCE((SELECT seq FROM audit_anchor WHERE id = 1), 0)
+    BEGIN SELECT RAISE(ABORT, 'only pruned audit records may be deleted'); END;
 -- Permissions (issue 15, policy): teams, custom roles, delegations, pipeline owners.
 CREATE TABLE IF NOT EXISTS directory (kind TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (kind, name));
 ";
@@ -423,6 +464,11 @@ fn migrate(conn: &Connection) -> Result<()> {
         ))
         .context("adding scopes to the stored secrets")?;
     }
+    // Pipeline versions got their author (issue 15, gov).
+    if !has_column("pipelines", "author")? {
+        conn.execute_batch("ALTER TABLE pipelines ADD COLUMN author TEXT NOT NULL DEFAULT ''")
+            .context("adding authors to the stored pipeline versions")?;
+    }
     Ok(())
 }
 
@@ -441,6 +487,7 @@ fn pipeline_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PipelineRecord> {
         definition: row.get(2)?,
         created_at: row.get::<_, i64>(3)? as u64,
         updated_at: row.get::<_, i64>(4)? as u64,
+        author: row.get(5)?,
     })
 }
 
@@ -462,14 +509,16 @@ impl Store for SqliteStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        // A savepoint is a transaction of its own outside a step, and a
+        // part of the step's transaction inside one (issue 15, gov).
+        let tx = self.conn.savepoint()?;
         for change in changes {
             match change {
                 Change::Pipeline(p) => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pipelines (name, version, definition, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR REPLACE INTO pipelines (name, version, definition, created_at, updated_at, author) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
-                    .execute(params![p.name, p.version as i64, p.definition, p.created_at as i64, p.updated_at as i64])?;
+                    .execute(params![p.name, p.version as i64, p.definition, p.created_at as i64, p.updated_at as i64, p.author])?;
                 }
                 Change::Execution(e) => {
                     tx.prepare_cached(
@@ -627,22 +676,136 @@ impl Store for SqliteStore {
                     )?
                     .execute(params![p.provider, p.version, p.digest, p.info, p.builtin])?;
                 }
+                // The audit log (issue 15, gov).
+                Change::Audit(entry) => {
+                    let (r, hash) = &**entry;
+                    tx.prepare_cached(
+                            "INSERT INTO audit_log (seq, time, user, via, operation, resource, result, message, source, request_id, hash) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        )?
+                        .execute(params![
+                            r.seq as i64,
+                            r.time as i64,
+                            r.user,
+                            r.via,
+                            r.operation,
+                            r.resource,
+                            r.result,
+                            r.message,
+                            r.source,
+                            r.request_id,
+                            hash
+                        ])?;
+                }
+                Change::PruneAudit(anchor) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2)")?
+                        .execute(params![anchor.seq as i64, anchor.hash])?;
+                    tx.prepare_cached("DELETE FROM audit_log WHERE seq <= ?1")?.execute([anchor.seq as i64])?;
+                }
             }
         }
         tx.commit().context("committing to the store")?;
         Ok(())
     }
 
+    // The audit log (issue 15, gov).
+    fn begin_step(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN").context("opening a transaction")
+    }
+
+    fn end_step(&mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT").context("committing to the store")
+    }
+
+    fn audit_anchor(&self) -> Result<crate::audit::Anchor> {
+        let found = self
+            .conn
+            .prepare_cached("SELECT seq, hash FROM audit_anchor WHERE id = 1")?
+            .query_row([], |r| Ok(crate::audit::Anchor { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? }))
+            .optional()?;
+        Ok(found.unwrap_or_default())
+    }
+
+    fn audit_head(&self) -> Result<crate::audit::Anchor> {
+        let newest = self
+            .conn
+            .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok(crate::audit::Anchor { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? }))
+            .optional()?;
+        match newest {
+            Some(head) => Ok(head),
+            None => self.audit_anchor(),
+        }
+    }
+
+    fn audit_records(&self, f: &crate::audit::Filter) -> Result<Vec<(crate::audit::Record, String)>> {
+        // Newest first when a listing wants the newest `limit`; turned
+        // oldest first below either way.
+        let order = if f.newest { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT seq, time, user, via, operation, resource, result, message, source, request_id, hash
+             FROM audit_log WHERE seq > ?1 AND (?2 IS NULL OR time >= ?2) AND (?3 IS NULL OR time < ?3)
+             AND (?4 IS NULL OR user = ?4)
+             AND (?5 IS NULL OR resource = 'pipeline/' || ?5 OR substr(resource, 1, length(?5) + 10) = 'pipeline/' || ?5 || '/')
+             AND (?6 IS NULL OR operation = ?6)
+             ORDER BY seq {order} LIMIT ?7"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let args = params![
+            f.after_seq as i64,
+            f.since.map(|t| t as i64),
+            f.until.map(|t| t as i64),
+            f.user,
+            f.pipeline,
+            f.operation,
+            f.limit.min(i64::MAX as usize) as i64
+        ];
+        let mut rows = stmt
+            .query_map(args, |r| {
+                let record = crate::audit::Record {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    time: r.get::<_, i64>(1)? as u64,
+                    user: r.get(2)?,
+                    via: r.get(3)?,
+                    operation: r.get(4)?,
+                    resource: r.get(5)?,
+                    result: r.get(6)?,
+                    message: r.get(7)?,
+                    source: r.get(8)?,
+                    request_id: r.get(9)?,
+                };
+                Ok((record, r.get::<_, String>(10)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if f.newest {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    fn audit_hash(&self, seq: u64) -> Result<Option<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?;
+        Ok(stmt.query_row([seq as i64], |r| r.get(0)).optional()?)
+    }
+
+    fn audit_prune_point(&self, before: u64) -> Result<Option<crate::audit::Anchor>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT seq, hash FROM audit_log WHERE time < ?1 ORDER BY seq DESC LIMIT 1")?;
+        Ok(stmt
+            .query_row([before as i64], |r| Ok(crate::audit::Anchor { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? }))
+            .optional()?)
+    }
+
     fn pipelines(&self) -> Result<Vec<PipelineRecord>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT p.name, p.version, p.definition, p.created_at, p.updated_at FROM pipelines p
+            "SELECT p.name, p.version, p.definition, p.created_at, p.updated_at, p.author FROM pipelines p
              WHERE p.version = (SELECT MAX(version) FROM pipelines q WHERE q.name = p.name) ORDER BY p.name",
         )?;
         Ok(stmt.query_map([], pipeline_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn pipeline(&self, name: &str, version: Option<u64>) -> Result<Option<PipelineRecord>> {
-        let sql = "SELECT name, version, definition, created_at, updated_at FROM pipelines
+        let sql = "SELECT name, version, definition, created_at, updated_at, author FROM pipelines
                    WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY version DESC LIMIT 1";
         Ok(self.conn.prepare_cached(sql)?.query_row(params![name, version.map(|v| v as i64)], pipeline_row).optional()?)
     }
@@ -1011,6 +1174,7 @@ mod tests {
                         definition: "{}".into(),
                         created_at: 1,
                         updated_at: 1,
+                        author: "ann".into(),
                     }),
                     Change::Pipeline(PipelineRecord {
                         name: "web".into(),
@@ -1018,6 +1182,7 @@ mod tests {
                         definition: "{\"v\":2}".into(),
                         created_at: 1,
                         updated_at: 2,
+                        author: String::new(),
                     }),
                     Change::Execution(Box::new(execution("a", ExecutionStatus::Succeeded, 1))),
                     Change::Execution(Box::new(execution("b", ExecutionStatus::InProgress, 2))),
@@ -1060,5 +1225,65 @@ mod tests {
         store.apply(&[line("j", 0, "héllo\n"), line("j", 1, "[cut here]\n"), line("k", 9, "other\n")]).unwrap();
         assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (Some(1), 18, true));
         assert_eq!(store.log_position("e", "k", "[cut").unwrap(), (Some(9), 6, false));
+    }
+
+    // The audit log (issue 15, gov).
+    #[test]
+    fn audit_records_chain_filter_prune_and_commit_with_their_step() {
+        use crate::audit::{Entry, Filter, Head, Verifier};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let mut head = Head::default();
+        let entry = |user: &str, resource: &str| Entry {
+            user: user.into(),
+            operation: "GetPipeline".into(),
+            resource: resource.into(),
+            ..Entry::default()
+        };
+        // A step's writes are visible inside it, and commit with its record.
+        store.begin_step().unwrap();
+        let record = PipelineRecord {
+            name: "web".into(),
+            version: 1,
+            definition: "{}".into(),
+            created_at: 1,
+            updated_at: 1,
+            author: "ann".into(),
+        };
+        store.apply(&[Change::Pipeline(record)]).unwrap();
+        assert!(store.pipeline("web", Some(1)).unwrap().is_some());
+        let record = head.append(1_000, entry("ann", "pipeline/web"));
+        store.apply(&[Change::Audit(Box::new(record))]).unwrap();
+        store.end_step().unwrap();
+        for (i, (user, resource)) in
+            [("bob", "pipeline/web/Deploy/Approve"), ("ann", "pipeline/webby"), ("bob", "secret/x")].into_iter().enumerate()
+        {
+            store.apply(&[Change::Audit(Box::new(head.append(2_000 + i as u64 * 1_000, entry(user, resource))))]).unwrap();
+        }
+        let all = |store: &SqliteStore, f: Filter| store.audit_records(&Filter { limit: 100, ..f }).unwrap();
+        assert_eq!(all(&store, Filter::default()).len(), 4);
+        let web = all(&store, Filter { pipeline: Some("web".into()), ..Filter::default() });
+        assert_eq!(web.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [1, 2]);
+        let bob = all(&store, Filter { user: Some("bob".into()), since: Some(3_000), ..Filter::default() });
+        assert_eq!(bob.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [4]);
+        let newest = store.audit_records(&Filter { limit: 2, newest: true, ..Filter::default() }).unwrap();
+        assert_eq!(newest.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(store.audit_head().unwrap(), head.0);
+
+        // The controller cannot change a record, nor delete one it did not prune.
+        assert!(store.conn.execute("UPDATE audit_log SET user = 'x' WHERE seq = 2", []).is_err());
+        assert!(store.conn.execute("DELETE FROM audit_log WHERE seq = 2", []).is_err());
+
+        // Pruning keeps the last pruned record's hash: the rest verifies from it.
+        let point = store.audit_prune_point(2_500).unwrap().unwrap();
+        assert_eq!(point.seq, 2);
+        store.apply(&[Change::PruneAudit(point.clone())]).unwrap();
+        assert_eq!(store.audit_anchor().unwrap(), point);
+        let mut verifier = Verifier::new(store.audit_anchor().unwrap());
+        for (record, hash) in all(&store, Filter::default()) {
+            verifier.feed(&record, &hash).unwrap();
+        }
+        assert_eq!(verifier.count(), 2);
     }
 }

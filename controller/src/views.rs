@@ -206,6 +206,7 @@ pub fn pipeline_state(
                                 token: latest
                                     .filter(|_| a.approval.is_some() && a.status == Some(ActionStatus::InProgress))
                                     .map(|(e, s)| approval_token(&e.id.0, &s.name, &a.name, a.attempt)),
+                                approval: a.approval.clone(),
                             });
                         ActionState { action_name: action.name.clone(), latest_execution, polling: None }
                     })

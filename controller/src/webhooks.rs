@@ -36,13 +36,13 @@ pub enum Delivery {
     Change {
         sender: &'static str,
         change: Change,
+        /// The git host's user who pushed (or opened the pull request), when
+        /// the payload names one (issue 15, gov).
+        pusher: Option<String>,
     },
     /// A delivery that starts nothing by design (a ping, a deleted branch,
     /// an event kind Sluice does not act on), with why.
-    Ignored {
-        sender: &'static str,
-        reason: String,
-    },
+    Ignored { sender: &'static str, reason: String },
 }
 
 /// Verifies a delivery against the pipeline's webhook secret and reads it.
@@ -93,9 +93,29 @@ pub fn read(headers: &[(String, String)], body: &[u8], secret: &str) -> Result<D
         _ => generic(&payload),
     }?;
     Ok(match parsed {
-        Ok(change) => Delivery::Change { sender, change },
+        Ok(change) => Delivery::Change { sender, change, pusher: pusher(sender, &payload) },
         Err(reason) => Delivery::Ignored { sender, reason },
     })
+}
+
+/// Who pushed, as the git host names its user: GitHub's and Gitea's
+/// `sender.login` (the account, where `pusher.name` may be a display
+/// name), else `pusher.login` or `pusher.name`; GitLab's `user_username`
+/// (pushes) or `user.username` (merge requests); the generic sender's
+/// `pusher`. Separation of duties compares it with Sluice user names, so
+/// a name that could not be one is dropped.
+fn pusher(sender: &str, payload: &Value) -> Option<String> {
+    let pointers: &[&str] = match sender {
+        "github" | "gitea" => &["/sender/login", "/pusher/login", "/pusher/name"],
+        "gitlab" => &["/user_username", "/user/username"],
+        _ => &["/pusher"],
+    };
+    pointers
+        .iter()
+        .filter_map(|p| payload.pointer(p).and_then(Value::as_str))
+        .map(str::trim)
+        .find(|name| crate::auth::check_user_name(name).is_ok())
+        .map(str::to_string)
 }
 
 /// `Ok(Ok(change))`, `Ok(Err(why ignored))` or `Err(malformed)`.
@@ -232,9 +252,9 @@ fn gitlab(event: &str, payload: &Value) -> Parsed {
 fn generic(payload: &Value) -> Parsed {
     let map = payload.as_object().expect("checked to be an object");
     for key in map.keys() {
-        if !["revision", "branch", "tag", "files"].contains(&key.as_str()) {
+        if !["revision", "branch", "tag", "files", "pusher"].contains(&key.as_str()) {
             return Err(WebhookError::Malformed(format!(
-                "unknown field {key:?}; expected {{\"revision\": SHA, \"branch\": NAME}} (or \"tag\"), optionally \"files\""
+                "unknown field {key:?}; expected {{\"revision\": SHA, \"branch\": NAME}} (or \"tag\"), optionally \"files\" and \"pusher\""
             )));
         }
     }
@@ -299,6 +319,29 @@ mod tests {
         assert_eq!(c.files.unwrap(), ["src/a.rs", "README.md", "old.txt"]);
         let tag = change(github("push", &json!({"ref": "refs/tags/v1.0", "after": SHA})).unwrap());
         assert_eq!(tag.kind, ChangeKind::Tag("v1.0".into()));
+    }
+
+    // Separation of duties (issue 15, gov).
+    #[test]
+    fn the_pusher_is_read_as_each_host_names_it() {
+        let pusher = |d: Delivery| match d {
+            Delivery::Change { pusher, .. } => pusher,
+            other => panic!("expected a change, got {other:?}"),
+        };
+        let push = json!({"ref": "refs/heads/main", "after": SHA,
+            "pusher": {"name": "Ann Smith", "email": "a@x"}, "sender": {"login": "ann"}});
+        assert_eq!(pusher(github("push", &push).unwrap()).as_deref(), Some("ann"));
+        // Only a display name that cannot be a user name: nobody is named.
+        let display_only = json!({"ref": "refs/heads/main", "after": SHA, "pusher": {"name": "Ann Smith"}});
+        assert_eq!(pusher(github("push", &display_only).unwrap()), None);
+        assert_eq!(gitlab_like(&json!({"user_username": "bob"})), Some("bob".into()));
+        assert_eq!(gitlab_like(&json!({"user": {"username": "cy"}})), Some("cy".into()));
+        assert_eq!(super::pusher("generic", &json!({"pusher": "dee"})), Some("dee".into()));
+        assert_eq!(super::pusher("gitea", &json!({"pusher": {"login": "eve"}})), Some("eve".into()));
+    }
+
+    fn gitlab_like(payload: &Value) -> Option<String> {
+        super::pusher("gitlab", payload)
     }
 
     #[test]

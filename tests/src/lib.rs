@@ -532,6 +532,22 @@ impl Cluster {
         command
     }
 
+    /// Subscribes to the live events with another user's token (issue 15,
+    /// policy: the stream carries only what that user may read).
+    pub fn events_as(&self, token: &str, pipeline: Option<&str>) -> Result<Events> {
+        Events::connect(&self.api, &self.ca_file(), token, pipeline)
+    }
+
+    /// Runs the `sluice` CLI against this cluster with another user's token.
+    pub fn sluice_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(bin("sluice"))
+            .args(args)
+            .env("SLUICE_API", &self.api)
+            .env("SLUICE_TOKEN", token)
+            .output()
+            .expect("running sluice")
+    }
+
     /// Runs the `sluice` CLI against this cluster.
     pub fn sluice(&self, args: &[&str]) -> Output {
         self.cli().args(args).output().expect("running sluice")

@@ -145,12 +145,16 @@ pub struct Call<'a> {
     /// `https://HOST[:PORT]` of the webhook listener as the client
     /// addressed the controller (webhook URLs).
     pub endpoint: String,
+    /// Whether an operation reached the driver, which records it in the
+    /// audit log; otherwise [`serve`] does.
+    asked: std::sync::atomic::AtomicBool,
 }
 
 impl Call<'_> {
     /// Sends a typed operation to the driver, which authorizes it: the same
     /// path as the REST API's.
     pub async fn ask<O: Operation>(&self, op: O) -> Result<O::Output, OpError> {
+        self.asked.store(true, std::sync::atomic::Ordering::Relaxed);
         crate::api::ask(self.state, op, self.caller.clone()).await
     }
 
@@ -274,11 +278,13 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(&target).to_string();
     let span = info_span!("aws", %operation);
+    let origin = crate::api::origin_of(&parts.extensions);
     async move {
         // Nothing is read of a request that cannot verify: its headers
         // and key are checked first.
         if let Err(e) = precheck(&state, &parts.headers) {
             debug!("AWS request refused on its headers: {e}");
+            crate::api::send_audit_record(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
             let mut response = signature_error(&e);
             // As the S3 subset does: a small unread body is dropped so the
             // client's connection stays usable, a large one closes it.
@@ -297,9 +303,11 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
             Ok(found) => found,
             Err(e) => {
                 warn!("AWS request refused: {e}");
+                crate::api::send_audit_record(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
                 return signature_error(&e);
             }
         };
+        let caller = caller.with_origin(origin);
         debug!(user = %caller.user, "AWS request");
         match answer(&state, caller, region, &target, &parts.headers, &body).await {
             Ok(output) => ok(output),
@@ -393,6 +401,29 @@ fn authenticate(
     Ok((caller, verified.region))
 }
 
+/// The audit log's record of a request whose signature was refused: the
+/// access key it claimed (if its header names one), the operation it asked.
+fn signature_refusal(
+    headers: &HeaderMap,
+    operation: &str,
+    origin: &crate::auth::Origin,
+    e: &sigv4::SigError,
+) -> crate::audit::Entry {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| sigv4::Authorization::parse(v).ok())
+        .map(|auth| auth.access_key_id);
+    let via = match key {
+        Some(id) => crate::auth::Via::AccessKey(id),
+        None => crate::auth::Via::AccessKey(String::new()),
+    };
+    let caller = Caller::new(crate::api::ANONYMOUS, crate::auth::Role::Operator).with_via(via).with_origin(origin.clone());
+    let operation = if operation.is_empty() { "-" } else { operation };
+    crate::audit::Entry::of_caller(&caller, "SigV4", &format!("codepipeline:{operation}"))
+        .failed(e.aws_type(), &e.to_string())
+}
+
 /// The operation's output, or why not.
 async fn answer(
     state: &ApiState,
@@ -402,6 +433,39 @@ async fn answer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, OpError> {
+    let (operation, input) = match request_input(target, headers, body) {
+        Ok(found) => found,
+        Err(e) => {
+            let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(target);
+            let entry = crate::audit::Entry::of_caller(&caller, operation, "*");
+            crate::api::send_audit_record(state, entry.failed(e.aws_type(), &e.to_string())).await;
+            return Err(e);
+        }
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let call = Call { state, caller, region, endpoint: state.aws.webhooks.url(host), asked: false.into() };
+    let answered = dispatch(&call, operation, input).await;
+    // An input the translation refused never reached the driver: recorded
+    // here, without the message (which may quote the input).
+    let result = match answered {
+        Some(result) => result,
+        None if MODEL_OPERATIONS.contains(&operation) => Err(OpError::UnsupportedOperation(format!(
+            "Sluice does not support the CodePipeline operation {operation} (see docs/aws-compat.md)"
+        ))),
+        None => Err(OpError::UnknownOperation(format!("{operation} is not a CodePipeline operation"))),
+    };
+    if let Err(e) = &result
+        && !call.asked.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let entry = crate::audit::Entry::of_caller(&call.caller, operation, "*");
+        crate::api::send_audit_record(state, entry.failed(e.aws_type(), "the request could not be read")).await;
+    }
+    result
+}
+
+/// The operation a request names and its JSON input, or why not. The
+/// messages quote no input (the audit log records them).
+fn request_input<'t>(target: &'t str, headers: &HeaderMap, body: &[u8]) -> Result<(&'t str, Value), OpError> {
     let Some(operation) = target.strip_prefix(TARGET_PREFIX) else {
         return Err(OpError::UnknownOperation(format!(
             "X-Amz-Target {target:?} is not a CodePipeline operation ({TARGET_PREFIX}<Operation>)"
@@ -420,15 +484,7 @@ async fn answer(
             Err(e) => return Err(OpError::invalid(format!("the request body is not JSON: {e}"))),
         }
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    let call = Call { state, caller, region, endpoint: state.aws.webhooks.url(host) };
-    match dispatch(&call, operation, input).await {
-        Some(result) => result,
-        None if MODEL_OPERATIONS.contains(&operation) => Err(OpError::UnsupportedOperation(format!(
-            "Sluice does not support the CodePipeline operation {operation} (see docs/aws-compat.md)"
-        ))),
-        None => Err(OpError::UnknownOperation(format!("{operation} is not a CodePipeline operation"))),
-    }
+    Ok((operation, input))
 }
 
 /// The HTTP status AWS's JSON protocol answers an error with: 400 for

@@ -144,11 +144,13 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     let resource = parts.uri.path().to_string();
     let method = parts.method.clone();
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let refusal = refusal_entry(&parts);
     let mut body = Some(body);
     match handle(&state, parts, &mut body).await {
         Ok(response) => response,
         Err(e) => {
             warn!(code = e.code, %resource, "S3 request refused: {}", e.message);
+            crate::api::send_audit_record(&state, refusal.failed(e.code, &e.message)).await;
             let mut response = e.response(&method, &resource);
             // Refused before its body was read: a small body is read and
             // dropped so that the client's connection stays usable; a large
@@ -161,6 +163,27 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
             response
         }
     }
+}
+
+/// The audit log's record of a refused S3 request: the job key its
+/// signature claims, `S3:GetObject` or `S3:PutObject`, the object's path.
+fn refusal_entry(parts: &axum::http::request::Parts) -> crate::audit::Entry {
+    let key = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| sigv4::Authorization::parse(v).ok())
+        .map(|auth| auth.access_key_id)
+        .unwrap_or_default();
+    let operation = match parts.method {
+        Method::GET | Method::HEAD => "S3:GetObject".to_string(),
+        Method::PUT | Method::POST => "S3:PutObject".to_string(),
+        ref other => format!("S3:{other}"),
+    };
+    let caller = Caller::new(crate::api::ANONYMOUS, Role::Operator)
+        .with_via(crate::auth::Via::JobKey(key))
+        .with_origin(crate::api::origin_of(&parts.extensions));
+    crate::audit::Entry::of_caller(&caller, &operation, parts.uri.path())
 }
 
 /// Most bytes of a refused request's body read (and dropped), and for how long.
@@ -311,14 +334,12 @@ async fn authenticate(state: &ApiState, parts: &axum::http::request::Parts) -> R
     let now = epoch_seconds();
     let access_key_id = precheck(parts, now)?;
     // What the key is, from the driver, before the signature can be checked.
-    let credentials =
-        match crate::api::ask(state, JobCredentials { access_key_id: access_key_id.clone() }, job_caller(&access_key_id))
-            .await
-        {
-            Ok(c) => c,
-            Err(OpError::Unauthorized(_)) => return Err(signature_error(&SigError::UnknownKey(access_key_id))),
-            Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        };
+    let caller = job_caller(&access_key_id).with_origin(crate::api::origin_of(&parts.extensions));
+    let credentials = match crate::api::ask(state, JobCredentials { access_key_id: access_key_id.clone() }, caller).await {
+        Ok(c) => c,
+        Err(OpError::Unauthorized(_)) => return Err(signature_error(&SigError::UnknownKey(access_key_id))),
+        Err(e) => return Err(S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    };
     // Streaming bodies are signed as their literal `x-amz-content-sha256`;
     // the decoded payload is checked by its checksum instead.
     let request = signed_request(&parts.method, &parts.uri, &headers, &[]);

@@ -8,6 +8,7 @@
 //! its subcommands and how they print; this one holds the global flags,
 //! the argument parsers they share and the dispatch.
 
+mod access;
 mod action;
 mod agent;
 mod client;
@@ -25,6 +26,9 @@ mod jobs;
 mod profile;
 // Notifications (issue 15, notify).
 mod notification;
+// The audit log (issue 15, gov).
+mod audit;
+pub use audit::AuditCmd;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -168,6 +172,21 @@ pub enum Cmd {
     /// Notifications sent, pending and dead-lettered.
     #[command(subcommand)]
     Notification(NotificationCmd),
+    // The audit log (issue 15, gov).
+    /// The audit log: every call, who made it, from where, and how it ended (admin only).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    // Permissions (issue 15, policy).
+    /// Teams, their members, and the roles they grant other teams.
+    #[command(subcommand)]
+    Team(access::TeamCmd),
+    /// Roles: built-in, and custom ones from a JSON policy file.
+    #[command(subcommand)]
+    Role(access::RoleCmd),
+    /// Who the token is: user, teams, roles and the statements they hold.
+    Whoami,
+    /// Whether the token may use an operation on a resource (exit 0 yes, 3 no).
+    Can(access::CanArgs),
 }
 
 #[derive(Args, Debug)]
@@ -262,6 +281,12 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = crate::notify::retry::DEFAULT_MAX_ATTEMPTS, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub notification_max_attempts: u32,
+    // The audit log (issue 15, gov).
+    /// Days audit records are kept; older ones are pruned (the last pruned
+    /// record's hash is kept, so the rest still verifies).
+    #[arg(long, default_value_t = crate::driver::DEFAULT_AUDIT_RETENTION_DAYS, value_name = "DAYS",
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub audit_retention_days: u64,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -417,6 +442,12 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Profile(cmd) => profile::run(&ctx, cmd),
         Cmd::NotificationRule(cmd) => notification::run_rule(&ctx, cmd).await,
         Cmd::Notification(cmd) => notification::run(&ctx, cmd).await,
+        Cmd::Audit(cmd) => audit::run(&ctx, cmd).await,
+        // Permissions (issue 15, policy).
+        Cmd::Team(cmd) => access::run_team(&ctx, cmd).await,
+        Cmd::Role(cmd) => access::run_role(&ctx, cmd).await,
+        Cmd::Whoami => access::run_whoami(&ctx).await,
+        Cmd::Can(args) => access::run_can(&ctx, args).await,
     }
 }
 

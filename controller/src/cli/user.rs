@@ -5,7 +5,8 @@
 use super::output::{Table, columns, items, s};
 use super::{Ctx, Failure};
 use crate::ops::{
-    CreateAccessKey, CreateApiToken, CreateUser, ListAccessKeys, ListApiTokens, ListUsers, RevokeAccessKey, RevokeApiToken,
+    CreateAccessKey, CreateApiToken, CreateUser, DeleteUser, ListAccessKeys, ListApiTokens, ListUsers, RevokeAccessKey,
+    RevokeApiToken, SetUserRole,
 };
 use clap::Subcommand;
 use serde_json::Value;
@@ -24,6 +25,10 @@ pub enum UserCmd {
     },
     /// List users.
     List,
+    /// Delete a user: its tokens and access keys stop working at once.
+    Delete { name: String },
+    /// Give a user another role (built-in or custom); follows at once.
+    SetRole { name: String, role: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,12 +67,28 @@ pub async fn run(ctx: &Ctx, cmd: UserCmd) -> Result<i32, Failure> {
             let out = ctx.client()?.call(ListUsers {}).await?;
             ctx.output.print(&out, |out| user_table().render(items(&out["users"])));
         }
+        UserCmd::Delete { name } => {
+            let out = ctx.client()?.call(DeleteUser { name: name.clone() }).await?;
+            ctx.output.print(&out, |_| format!("user {name} deleted; its tokens and access keys are revoked\n"));
+        }
+        UserCmd::SetRole { name, role } => {
+            let out = ctx.client()?.call(SetUserRole { name: name.clone(), role: role.clone() }).await?;
+            ctx.output.print(&out, |_| format!("user {name} now has role {role}\n"));
+        }
     }
     Ok(0)
 }
 
 fn user_table() -> Table<Value> {
-    columns![Value; ("NAME", |u| s(&u["name"])), ("ROLE", |u| s(&u["role"])), ("CREATED", |u| s(&u["created"]))]
+    let teams = |u: &Value| {
+        let names: Vec<String> = items(&u["teams"]).map(s).collect();
+        if names.is_empty() { "-".to_string() } else { names.join(",") }
+    };
+    columns![Value;
+        ("NAME", |u| s(&u["name"])),
+        ("ROLE", |u| s(&u["role"])),
+        ("TEAMS", teams),
+        ("CREATED", |u| s(&u["created"]))]
 }
 
 pub async fn run_token(ctx: &Ctx, cmd: TokenCmd) -> Result<i32, Failure> {

@@ -5,9 +5,11 @@
 
 use super::Driver;
 use crate::auth::Caller;
-use crate::ops::{OpError, Request};
+use crate::ops::{CheckAccess, CheckAccessOutput, Context, Handle, HeldStatement, OpError, Request, WhoAmI, WhoAmIOutput};
+use crate::policy::Decision;
 use crate::policy::records::{self, Stored, TeamRecord};
 use anyhow::Result;
+use std::collections::BTreeMap;
 use tracing::warn;
 
 impl Driver {
@@ -55,7 +57,6 @@ impl Driver {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Membership {
     Join,
-    #[allow(dead_code)] // RemoveTeamMember, next commit
     Leave,
 }
 
@@ -89,4 +90,98 @@ impl Driver {
             OpError::NotFound(format!("team \"{team}\" does not exist; create it with `sluice team create {team}`"))
         })
     }
+}
+
+impl Handle<WhoAmI> for Driver {
+    fn handle(&mut self, _: WhoAmI, ctx: &Context) -> Result<WhoAmIOutput, OpError> {
+        let snapshot = self.directory.snapshot();
+        let caller = &ctx.caller;
+        let (_, held) = snapshot.holdings(caller);
+        let statements = held
+            .iter()
+            .flat_map(|h| {
+                h.policy.statements.iter().map(|s| HeldStatement {
+                    through: h.through.clone(),
+                    only_team: h.only_owner.clone(),
+                    statement: s.to_value(),
+                })
+            })
+            .collect();
+        Ok(WhoAmIOutput {
+            user: caller.user.clone(),
+            via: caller.via.to_string(),
+            teams: snapshot.teams_of(&caller.user),
+            roles: self.directory.roles_of(&caller.user),
+            statements,
+        })
+    }
+}
+
+impl Handle<CheckAccess> for Driver {
+    fn handle(&mut self, op: CheckAccess, ctx: &Context) -> Result<CheckAccessOutput, OpError> {
+        // An operation's name stands for its permission.
+        let action = match crate::ops::permission_of(&op.action) {
+            Some(permission) => permission.to_string(),
+            None if op.action.contains(':') => op.action.clone(),
+            None => {
+                return Err(OpError::invalid(format!(
+                    "{:?} is neither an operation (StartPipelineExecution) nor an action (codepipeline:StartPipelineExecution)",
+                    op.action
+                )));
+            }
+        };
+        if !crate::policy::roles::known_actions().contains(&action.as_str()) {
+            return Err(OpError::invalid(format!("unknown action {action:?}")));
+        }
+        let decision = self.directory.snapshot().decide(&ctx.caller, &action, &op.resource);
+        let decided_by = match &decision {
+            Decision::Allowed(by) => format!("allowed by {by}"),
+            Decision::Denied(by) => format!("denied by {by}"),
+            Decision::NoAllow => "no statement allows it".to_string(),
+        };
+        Ok(CheckAccessOutput { allowed: decision.is_allowed(), action, resource: op.resource, decided_by })
+    }
+}
+
+impl Driver {
+    /// What creating or updating a pipeline needs beyond the operation's
+    /// own permission: `sluice:UseSecret` on every secret it grants (each
+    /// time, so that an update by someone without it cannot keep a grant
+    /// someone else made), and, on an update, `sluice:EditApprovalAction`
+    /// on every manual approval it adds, changes or removes.
+    pub(super) fn check_pipeline_edit(
+        &self,
+        caller: &Caller,
+        declaration: &crate::pipeline::Declaration,
+        before: Option<&crate::pipeline::Pipeline>,
+    ) -> Result<(), OpError> {
+        let snapshot = self.directory.snapshot();
+        let name = &declaration.pipeline.name;
+        let owner = snapshot.pipeline_teams.get(name).cloned();
+        for secret in crate::secrets::granted(declaration) {
+            snapshot.check_owned(caller, USE_SECRET, &crate::policy::named("secret", &secret), None)?;
+        }
+        let Some(before) = before else { return Ok(()) };
+        let (old, new) = (approvals(before), approvals(&declaration.pipeline));
+        let touched = old.keys().chain(new.keys()).filter(|key| old.get(*key) != new.get(*key));
+        for (stage, action) in touched {
+            let resource = crate::policy::action(name, stage, action);
+            snapshot.check_owned(caller, EDIT_APPROVAL, &resource, owner.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+const USE_SECRET: &str = "sluice:UseSecret";
+const EDIT_APPROVAL: &str = "sluice:EditApprovalAction";
+
+/// The manual approval actions of a pipeline, by (stage, action).
+fn approvals(pipeline: &crate::pipeline::Pipeline) -> BTreeMap<(String, String), &crate::pipeline::Action> {
+    let mut found = BTreeMap::new();
+    for stage in &pipeline.stages {
+        for action in stage.actions.iter().filter(|a| a.action_type_id.category == "Approval") {
+            found.insert((stage.name.clone(), action.name.clone()), action);
+        }
+    }
+    found
 }

@@ -86,7 +86,7 @@ impl Driver {
     /// Called by `commit` once the store has the changes.
     pub(super) fn tell_batched_watchers(&mut self) {
         for event in std::mem::take(&mut self.batch.events) {
-            let _ = self.events.send(event);
+            self.tell_after_commit(event);
         }
     }
 
@@ -103,8 +103,8 @@ impl Driver {
     pub(super) fn after_commit(&mut self, agent_id: &str, message: ToAgent) {
         if self.batch.open {
             self.batch.to_agents.push((agent_id.to_string(), message));
-        } else if let Some(agent) = self.agents.get(agent_id) {
-            let _ = agent.tx.send(message);
+        } else {
+            self.send_after_commit(agent_id.to_string(), message);
         }
     }
 
@@ -113,7 +113,7 @@ impl Driver {
         if self.batch.open {
             self.batch.events.push(Arc::new(event));
         } else {
-            let _ = self.events.send(Arc::new(event));
+            self.tell_after_commit(Arc::new(event));
         }
     }
 }

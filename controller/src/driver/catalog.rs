@@ -131,7 +131,8 @@ pub(super) async fn register_builtins(
 }
 
 /// `manual@1`, CodePipeline's manual approval: decided through the API by
-/// `RequiredApprovals` distinct people, none of whom started the execution.
+/// `RequiredApprovals` distinct people among its `Approvers`, none of whom
+/// started the execution, wrote its pipeline version or pushed its revision.
 fn manual_approval_info() -> ActionInfo {
     let property = |name: &str, description: &str, kind: &str| sluice_runtime::PropertyInfo {
         name: name.into(),
@@ -147,6 +148,7 @@ fn manual_approval_info() -> ActionInfo {
         description: "Waits for people to approve or reject (sluice approval approve|reject)".into(),
         configuration: vec![
             property("RequiredApprovals", "Distinct approvers needed, 1 by default", "number"),
+            property("Approvers", "Who may decide: user:NAME, team:NAME, role:NAME, comma-separated", "string"),
             property("CustomData", "Shown to approvers", "string"),
             property("ExternalEntityLink", "A link for approvers to review", "string"),
             property("NotificationArn", "Accepted on import; notifications are not sent", "string"),

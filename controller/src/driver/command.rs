@@ -16,6 +16,10 @@ use tokio::sync::oneshot;
 pub const DEFAULT_HISTORY: usize = 20;
 
 /// Everything the driver is asked to do.
+// A call carries its caller (with how it authenticated and where from, for
+// the audit log) beside the request: each command is moved once into the
+// driver's queue, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// An operation of the admin API (or a transport of its own, such as
     /// a webhook delivery), answered with its typed output.
@@ -24,14 +28,23 @@ pub enum Command {
         caller: Caller,
         reply: oneshot::Sender<Result<ops::Response, OpError>>,
     },
+    /// A record for the audit log from a transport: a request refused
+    /// before it became a call (a bad bearer token, a bad signature).
+    Audit {
+        entry: Box<crate::audit::Entry>,
+    },
     Enroll {
         request: Box<EnrollRequest>,
+        /// The enrolling host's address, for the audit log.
+        source: std::net::SocketAddr,
         reply: oneshot::Sender<EnrollResponse>,
     },
     AgentConnected {
         agent_id: String,
         conn_id: u64,
         hello: Hello,
+        /// The agent's address, for the audit log.
+        source: std::net::SocketAddr,
         tx: AgentSender,
         reply: oneshot::Sender<ToAgent>,
     },

@@ -46,6 +46,9 @@ pub struct ControllerConfig {
     /// Notifications (issue 15, notify): the receivers' CA, the address
     /// policy and the retries.
     pub notifications: crate::notify::NotifyConfig,
+    // The audit log (issue 15, gov).
+    /// How long audit records are kept (`--audit-retention-days`).
+    pub audit_retention: Duration,
 }
 
 impl ControllerConfig {
@@ -70,6 +73,7 @@ impl ControllerConfig {
             api_cert: crate::https::CertSource::Ca { names: Vec::new() },
             webhook_listen: None,
             notifications: Default::default(),
+            audit_retention: Duration::from_secs(crate::driver::DEFAULT_AUDIT_RETENTION_DAYS * 86_400),
         }
     }
 }

@@ -83,13 +83,19 @@ impl Driver {
         trigger: Trigger,
         changes: Vec<Change>,
     ) -> Result<(), OpError> {
-        let version = match changes.iter().find_map(|c| match c {
-            Change::Pipeline(p) if p.name == name => Some(p.version),
+        let (version, author) = match changes.iter().find_map(|c| match c {
+            Change::Pipeline(p) if p.name == name => Some((p.version, p.author.clone())),
             _ => None,
         }) {
-            Some(v) => v,
-            None => self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?.version,
+            Some(found) => found,
+            None => {
+                let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+                (record.version, record.author)
+            }
         };
+        // The version's author may not approve what it runs (issue 15, gov).
+        let mut trigger = trigger;
+        trigger.version_author = Some(author).filter(|a| !a.is_empty());
         let def = self.definition(name, version)?;
         let unknown: Vec<&String> = variables.keys().filter(|k| def.variable(k).is_none()).collect();
         if !unknown.is_empty() {
@@ -486,11 +492,15 @@ impl Handle<PutApprovalResult> for Driver {
             stage: stage.to_string(),
             action: action.to_string(),
             by: by.to_string(),
+            member_of: self.member_of(&ctx.caller),
             decision: if approve { Decision::Approved } else { Decision::Rejected },
             comment: comment.to_string(),
         };
         let outcome = match self.engine.handle(now, event).map_err(|refusal| {
             let message = refusal.to_string();
+            if refusal.is_separation_of_duties() {
+                return OpError::AccessDenied(message);
+            }
             match before {
                 ApprovalAt::NotRunning => OpError::InvalidApprovalToken(message),
                 ApprovalAt::Decided => OpError::ApprovalAlreadyCompleted(message),

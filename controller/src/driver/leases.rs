@@ -35,6 +35,7 @@ impl Driver {
         self.expire_worker_jobs(now);
         self.collect_artifacts(now);
         self.run_polls(now);
+        self.prune_audit(now);
     }
 
     /// Gives up on jobs whose lease ran out, and on restored actions whose

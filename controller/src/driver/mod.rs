@@ -58,8 +58,13 @@ mod tagging;
 mod listeners;
 // Notifications (issue 15, notify).
 mod notifications;
+// The audit log (issue 15, gov).
+mod audit;
+pub use audit::DEFAULT_AUDIT_RETENTION_DAYS;
 // Permissions (issue 15, policy).
 mod access;
+mod roles;
+mod teams;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -75,7 +80,6 @@ use crate::blobs::BlobStore;
 use crate::ca::{Ca, Revocations};
 use crate::engine::{AgentId, Dispatch, Engine, Event, JobId, Notice, TransitionState, Trigger};
 use crate::exit::Exit;
-use crate::ops;
 use crate::pipeline::{self, Pipeline};
 use crate::store::{Change, SqliteStore, Store, TransitionRecord};
 use crate::views;
@@ -207,6 +211,11 @@ struct Driver {
     deliveries_written: bool,
     /// Which target addresses rules may have.
     notify_policy: crate::notify::target::AddressPolicy,
+    // The audit log (issue 15, gov).
+    audit: audit::AuditLog,
+    /// Inside an audited step: what its commits would send, until the
+    /// step's transaction commits.
+    held: Option<audit::Held>,
     /// Users, teams, roles and delegations every call is checked against
     /// (issue 15, policy); shared with the API.
     directory: crate::policy::Directory,
@@ -303,6 +312,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         notify_wake: Arc::new(tokio::sync::Notify::new()),
         deliveries_written: false,
         notify_policy: config.notifications.policy,
+        audit: audit::AuditLog::new(config.audit_retention),
+        held: None,
         directory: crate::policy::Directory::default(),
     };
     if config.require_signed_plugins {
@@ -316,6 +327,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_access_keys()?;
     driver.recover_notifications()?;
     notifications::spawn_delivery(dir, &config.notifications, driver.notify_wake.clone())?;
+    driver.recover_audit()?;
+    driver.prune_audit(now);
     driver.recover_directory()?;
     let directory = driver.directory.clone();
     let tokens = driver.tokens.clone();
@@ -493,14 +506,12 @@ impl Driver {
                 Exit::StoreWriteFailed(format!("{e:#}")).now();
             }
             self.deliveries_written |= notify;
-            for (agent_id, message) in self.outgoing.drain(..) {
-                if let Some(agent) = self.agents.get(&agent_id) {
-                    agent.tx.send(message);
-                }
+            for (agent_id, message) in std::mem::take(&mut self.outgoing) {
+                self.send_after_commit(agent_id, message);
             }
             self.tell_batched_watchers();
             for notice in notices {
-                let _ = self.events.send(Arc::new(views::notice(&notice)));
+                self.tell_after_commit(Arc::new(views::notice(&notice)));
                 log_notice(&notice);
             }
             while let Some(dispatch) = self.engine.poll_dispatch() {
@@ -549,21 +560,29 @@ impl Driver {
     /// changed is committed.
     fn handle(&mut self, now: u64, command: Command) {
         match command {
-            Command::Call { request, caller, reply } => {
-                // The one check of every call, whatever its transport.
-                let answered = match self.authorize_call(&request, &caller) {
-                    Ok(()) => request.dispatch(self, &ops::Context { caller, now }),
-                    Err(refused) => Err(refused),
-                };
-                answer(reply, answered);
-            }
+            // Audited: the record commits with the call's changes.
+            Command::Call { request, caller, reply } => answer(reply, self.call(now, request, caller)),
+            Command::Audit { entry } => self.record(now, *entry),
             // The fleet.
-            Command::Enroll { request, reply } => {
-                let response = self.enroll(now, &request);
-                answer(reply, response.unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") }));
+            Command::Enroll { request, source, reply } => {
+                let response = self.audited(
+                    now,
+                    |driver| {
+                        let response = driver.enroll(now, &request);
+                        response.unwrap_or_else(|e| EnrollResponse::Refused { reason: format!("{e:#}") })
+                    },
+                    |response| audit::enrollment(&request, source, response),
+                );
+                answer(reply, response);
             }
-            Command::AgentConnected { agent_id, conn_id, hello, tx, reply } => {
-                answer(reply, self.agent_connected(now, agent_id, conn_id, hello, tx));
+            Command::AgentConnected { agent_id, conn_id, hello, source, tx, reply } => {
+                let entry = audit::connection(&agent_id, source);
+                let welcome = self.audited(
+                    now,
+                    |driver| driver.agent_connected(now, agent_id, conn_id, hello, tx),
+                    |w| audit::welcomed(entry, w),
+                );
+                answer(reply, welcome);
             }
             Command::AuthorizeTransfer { agent_id, conn_id, transfer, reply } => {
                 let answered = self.authorize_transfer(now, &agent_id, conn_id, &transfer);

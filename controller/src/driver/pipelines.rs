@@ -10,7 +10,10 @@ use crate::ops::{
     UpdatePipelineOutput, ValidatePipeline, ValidatePipelineOutput,
 };
 use crate::pipeline::{self, Declaration};
-use crate::policy::records::{self, PipelineTeamRecord};
+use crate::policy::{
+    self,
+    records::{self, PipelineTeamRecord},
+};
 use crate::store::{Change, PipelineRecord};
 use crate::views;
 use anyhow::Context as _;
@@ -26,6 +29,7 @@ impl Handle<CreatePipeline> for Driver {
         let (text, by) = (&op.pipeline_declaration, &ctx.caller.user);
         let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
+        self.check_pipeline_edit(&ctx.caller, &decl, None)?;
         let name = decl.pipeline.name.clone();
         #[cfg(debug_assertions)]
         if self.panic_on_pipeline.as_ref() == Some(&name) {
@@ -35,7 +39,14 @@ impl Handle<CreatePipeline> for Driver {
             return Err(OpError::PipelineNameInUse(format!("pipeline \"{name}\" already exists")));
         }
         let definition = pipeline::to_json(&decl);
-        let record = PipelineRecord { name: name.clone(), version: 1, definition, created_at: now, updated_at: now };
+        let record = PipelineRecord {
+            name: name.clone(),
+            version: 1,
+            definition,
+            created_at: now,
+            updated_at: now,
+            author: by.clone(),
+        };
         let def = Arc::new(decl.pipeline.clone());
         self.definitions.insert((name.clone(), 1), def);
         let mut changes = vec![Change::Pipeline(record)];
@@ -90,6 +101,7 @@ impl Handle<UpdatePipeline> for Driver {
         let current = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let stored = self.definition(name, current.version).map_err(|e| OpError::Internal(format!("{e:#}")))?;
         self.keep_hidden_secrets(&mut decl.pipeline, &stored)?;
+        self.check_pipeline_edit(&ctx.caller, &decl, Some(&stored))?;
         let version = current.version + 1;
         let record = PipelineRecord {
             name: name.to_string(),
@@ -97,6 +109,7 @@ impl Handle<UpdatePipeline> for Driver {
             definition: pipeline::to_json(&decl),
             created_at: current.created_at,
             updated_at: now,
+            author: ctx.caller.user.clone(),
         };
         self.commit(now, vec![Change::Pipeline(record)])?;
         self.refresh_polls(now, name, version)?;
@@ -162,9 +175,12 @@ impl Handle<GetPipeline> for Driver {
 }
 
 impl Handle<ListPipelines> for Driver {
-    fn handle(&mut self, op: ListPipelines, _: &Context) -> Result<ListPipelinesOutput, OpError> {
+    fn handle(&mut self, op: ListPipelines, ctx: &Context) -> Result<ListPipelinesOutput, OpError> {
         let limit = paging::limit(op.max_results, 1000, 1000)?;
         let mut all = self.store.pipelines()?;
+        // Only what the caller may read (permissions, issue 15).
+        let directory = self.directory.snapshot();
+        all.retain(|p| directory.decide(&ctx.caller, "codepipeline:GetPipeline", &policy::pipeline(&p.name)).is_allowed());
         all.sort_by(|a, b| a.name.cmp(&b.name));
         let (records, next_token) = paging::page(all, |p| p.name.clone(), "pipelines", limit, op.next_token.as_deref())?;
         let mut pipelines = Vec::with_capacity(records.len());

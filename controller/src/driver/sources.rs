@@ -402,12 +402,12 @@ impl Handle<DeliverWebhook> for Driver {
                 return Err(OpError::invalid(format!("malformed webhook: {why}")));
             }
         };
-        let (sender, change) = match delivery {
+        let (sender, change, pusher) = match delivery {
             Delivery::Ignored { sender, reason } => {
                 info!(pipeline = %name, %sender, "webhook ignored: {reason}");
                 return Ok(not_started(reason, None));
             }
-            Delivery::Change { sender, change } => (sender, change),
+            Delivery::Change { sender, change, pusher } => (sender, change, pusher),
         };
         let def = self.definition(name, record.version)?;
         let git_triggers = triggers::git_triggers(&def)
@@ -418,8 +418,9 @@ impl Handle<DeliverWebhook> for Driver {
             info!(pipeline = %name, %sender, "webhook starts nothing: {reason}");
             return Ok(not_started(reason, None));
         }
-        let trigger =
-            Trigger::new("Webhook", format!("{sender} webhook: {} at {}", change.kind.describe(), short(&change.revision)));
+        let by = pusher.as_deref().map(|p| format!(", pushed by {p}")).unwrap_or_default();
+        let detail = format!("{sender} webhook: {} at {}{by}", change.kind.describe(), short(&change.revision));
+        let trigger = Trigger::new("Webhook", detail).pushed_by(pusher);
         match self.source_changed(now, name, &actions, &change.revision, trigger, false)? {
             Reported::Started(id) => {
                 info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
@@ -494,10 +495,14 @@ fn check_webhook_secret(secret: &str) -> Result<(), OpError> {
 }
 
 impl Handle<ListWebhooks> for Driver {
-    fn handle(&mut self, op: ListWebhooks, _: &Context) -> Result<ListWebhooksOutput, OpError> {
+    fn handle(&mut self, op: ListWebhooks, ctx: &Context) -> Result<ListWebhooksOutput, OpError> {
         let limit = crate::ops::paging::limit(op.max_results, 100, 100)?;
         let definitions: HashMap<String, String> = self.store.webhook_definitions()?.into_iter().collect();
         let mut all = self.store.webhooks()?;
+        // Only the webhooks of pipelines the caller may list them of (issue 15).
+        let directory = self.directory.snapshot();
+        let permission = <ListWebhooks as crate::ops::Operation>::PERMISSION;
+        all.retain(|(p, _, _)| directory.decide(&ctx.caller, permission, &crate::policy::pipeline(p)).is_allowed());
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let (page, next_token) =
             crate::ops::paging::page(all, |(p, _, _)| p.clone(), "webhooks", limit, op.next_token.as_deref())?;

@@ -6,11 +6,12 @@ use super::Driver;
 use super::access::Membership;
 use crate::auth::{self, ADMIN_USER, Caller, Role};
 use crate::ops::{
-    ApiTokenView, Context, CreateApiToken, CreateApiTokenOutput, CreateUser, CreateUserOutput, Handle, ListApiTokens,
-    ListApiTokensOutput, ListUsers, ListUsersOutput, OpError, RevokeApiToken, RevokeApiTokenOutput, UserView,
+    ApiTokenView, Context, CreateApiToken, CreateApiTokenOutput, CreateUser, CreateUserOutput, DeleteUser, DeleteUserOutput,
+    Handle, ListApiTokens, ListApiTokensOutput, ListUsers, ListUsersOutput, OpError, RevokeApiToken, RevokeApiTokenOutput,
+    SetUserRole, UserView,
 };
 use crate::policy::{UserEntry, roles};
-use crate::store::{ApiTokenRecord, Change, UserRecord};
+use crate::store::{AccessKeyRecord, ApiTokenRecord, Change, UserRecord};
 use crate::views;
 use anyhow::Result;
 use std::collections::HashMap;
@@ -66,13 +67,21 @@ impl Handle<CreateUser> for Driver {
 
 impl Handle<ListUsers> for Driver {
     fn handle(&mut self, _: ListUsers, _: &Context) -> Result<ListUsersOutput, OpError> {
-        let builtin = UserView { name: ADMIN_USER.into(), role: "admin".into(), created: None, builtin: true };
+        let directory = self.directory.snapshot();
+        let builtin = UserView {
+            name: ADMIN_USER.into(),
+            role: "admin".into(),
+            created: None,
+            builtin: true,
+            teams: directory.teams_of(ADMIN_USER),
+        };
         let mut users = vec![builtin];
         users.extend(self.store.users()?.into_iter().map(|u| UserView {
-            name: u.name,
             role: u.role,
             created: Some(views::time(u.created_at)),
             builtin: false,
+            teams: directory.teams_of(&u.name),
+            name: u.name,
         }));
         Ok(ListUsersOutput { users })
     }
@@ -129,5 +138,81 @@ impl Handle<RevokeApiToken> for Driver {
         self.tokens.remove_hash(&token.secret_hash);
         info!(token = %id, user = %token.user, "API token revoked");
         Ok(RevokeApiTokenOutput { id: op.id.clone(), revoked: true })
+    }
+}
+
+impl Driver {
+    fn named_user(&self, name: &str) -> Result<UserRecord, OpError> {
+        if name == ADMIN_USER {
+            return Err(OpError::invalid(format!("\"{ADMIN_USER}\" is the built-in admin (DATA/admin.token)")));
+        }
+        self.store
+            .users()?
+            .into_iter()
+            .find(|u| u.name == name)
+            .ok_or_else(|| OpError::NotFound(format!("user \"{name}\" does not exist")))
+    }
+
+    /// Points the user's live tokens and access keys at its role's marker.
+    fn refresh_credentials(&self, user: &str, role: Role) -> Result<(), OpError> {
+        for token in self.store.api_tokens()?.into_iter().filter(|t| t.user == user && !t.revoked) {
+            self.tokens.insert_hash(token.secret_hash, Caller::new(user, role));
+        }
+        for key in self.store.access_keys()?.into_iter().filter(|k| k.user == user && !k.revoked) {
+            if let Some((secret, caller)) = self.access_keys.lookup(&key.id) {
+                self.access_keys.insert(key.id, secret, Caller { role, ..caller });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deleting a user revokes its tokens and access keys and ends its
+/// memberships in the same commit; its calls fail from the next one.
+impl Handle<DeleteUser> for Driver {
+    fn handle(&mut self, op: DeleteUser, ctx: &Context) -> Result<DeleteUserOutput, OpError> {
+        let user = self.named_user(&op.name)?;
+        let mut changes = vec![Change::DeleteUser(user.name.clone())];
+        let tokens: Vec<ApiTokenRecord> =
+            self.store.api_tokens()?.into_iter().filter(|t| t.user == user.name && !t.revoked).collect();
+        changes.extend(tokens.iter().map(|t| Change::ApiToken(ApiTokenRecord { revoked: true, ..t.clone() })));
+        let keys: Vec<AccessKeyRecord> =
+            self.store.access_keys()?.into_iter().filter(|k| k.user == user.name && !k.revoked).collect();
+        changes.extend(keys.iter().map(|k| Change::AccessKey(AccessKeyRecord { revoked: true, ..k.clone() })));
+        for team in self.directory.teams_of(&user.name) {
+            changes.push(self.team_with_member(&team, &user.name, Membership::Leave)?);
+        }
+        self.commit(ctx.now, changes)?;
+        for token in &tokens {
+            self.tokens.remove_hash(&token.secret_hash);
+        }
+        for key in &keys {
+            self.access_keys.remove(&key.id);
+        }
+        self.directory.update(|d| {
+            d.users.remove(&user.name);
+            for team in d.teams.values_mut() {
+                team.members.remove(&user.name);
+            }
+        });
+        info!(user = %user.name, tokens = tokens.len(), access_keys = keys.len(), by = %ctx.caller.user, "user deleted");
+        Ok(DeleteUserOutput { name: op.name, deleted: true })
+    }
+}
+
+/// A new role for a user: every interface decides on it from the next call.
+impl Handle<SetUserRole> for Driver {
+    fn handle(&mut self, op: SetUserRole, ctx: &Context) -> Result<UserView, OpError> {
+        let mut user = self.named_user(&op.name)?;
+        self.check_role_exists(&op.role)?;
+        user.role = op.role.clone();
+        self.commit(ctx.now, vec![Change::User(user.clone())])?;
+        self.directory.update(|d| {
+            d.users.insert(user.name.clone(), UserEntry { role: op.role.clone() });
+        });
+        self.refresh_credentials(&user.name, token_role(&op.role))?;
+        info!(user = %user.name, role = %op.role, by = %ctx.caller.user, "user role changed");
+        let teams = self.directory.teams_of(&user.name);
+        Ok(UserView { name: user.name, role: user.role, created: Some(views::time(user.created_at)), builtin: false, teams })
     }
 }

@@ -16,6 +16,7 @@
 //! empty engine with [`Event::Restore`]; there is no second code path.
 
 mod gates;
+use crate::pipeline::approvers;
 mod model;
 #[cfg(test)]
 mod sim;
@@ -150,14 +151,19 @@ pub enum Event {
     /// execution failed in that stage.
     RetryStage { pipeline: Arc<Pipeline>, execution: Box<Execution>, stage: String, mode: RetryMode },
     /// PutApprovalResult: a decision on an in-progress manual approval of
-    /// an execution this engine runs. Whoever started the execution may not
-    /// approve it; each approver counts once; one rejection fails it.
+    /// an execution this engine runs. Only those its `Approvers` name may
+    /// decide (anyone, without it); whoever started the execution, wrote
+    /// the pipeline version it runs or pushed its revision may not approve
+    /// it; each approver counts once; one rejection fails it.
     /// Accepted as [`Handled::Decided`], with what it did in words.
     PutApprovalResult {
         execution: ExecutionId,
         stage: String,
         action: String,
         by: String,
+        /// The teams and roles `by` holds, as `team:NAME` and `role:NAME`
+        /// (what `Approvers` may name besides `user:NAME`).
+        member_of: Vec<String>,
         decision: Decision,
         comment: String,
     },
@@ -240,12 +246,33 @@ pub enum Refusal {
     NotWaitingForApproval { id: ExecutionId, stage: String, action: String },
     #[error("{by} started execution {id} and cannot approve it")]
     StarterMayNotApprove { id: ExecutionId, by: String },
+    // Separation of duties (issue 15, gov).
+    #[error("{by} authored version {version} of \"{pipeline}\" and may not approve its execution")]
+    AuthorMayNotApprove { pipeline: String, version: u64, by: String },
+    #[error("{by} pushed the revision execution {id} runs and may not approve it")]
+    PusherMayNotApprove { id: ExecutionId, by: String },
+    #[error("{by} is not among the approvers of {stage}/{action} (Approvers: {approvers})")]
+    NotAnApprover { stage: String, action: String, by: String, approvers: String },
     #[error("{by} has already decided on \"{stage}/{action}\" of execution {id}")]
     AlreadyDecided { id: ExecutionId, stage: String, action: String, by: String },
     #[error("the first stage cannot be rolled back: start the pipeline on a revision instead")]
     FirstStage,
     #[error("stage \"{stage}\" did not succeed in execution {id}")]
     StageDidNotSucceed { id: ExecutionId, stage: String },
+}
+
+impl Refusal {
+    /// A decider the approval does not accept: not among its approvers,
+    /// or barred from approving this execution (a 403, not a conflict).
+    pub fn is_separation_of_duties(&self) -> bool {
+        matches!(
+            self,
+            Self::StarterMayNotApprove { .. }
+                | Self::AuthorMayNotApprove { .. }
+                | Self::PusherMayNotApprove { .. }
+                | Self::NotAnApprover { .. }
+        )
+    }
 }
 
 /// How an action attempt ended, in engine terms.
@@ -566,8 +593,9 @@ impl Engine {
             Event::Stop { id, mode, reason } => self.stop(now, &id, mode, reason),
             Event::SetTransition { pipeline, stage, state } => self.set_transition(now, pipeline, stage, state),
             Event::RetryStage { pipeline, execution, stage, mode } => self.retry(now, pipeline, *execution, &stage, mode)?,
-            Event::PutApprovalResult { execution, stage, action, by, decision, comment } => {
-                let said = self.decide(now, &execution, &stage, &action, &by, decision, &comment)?;
+            Event::PutApprovalResult { execution, stage, action, by, member_of, decision, comment } => {
+                let decider = approvers::Decider { user: &by, member_of: &member_of };
+                let said = self.decide(now, &execution, &stage, &action, &decider, decision, &comment)?;
                 return Ok(Handled::Decided(said));
             }
             Event::Rollback { id, pipeline, version, target, stage, trigger } => {
@@ -1012,7 +1040,8 @@ impl Engine {
             let required = required_approvals(action_def);
             let exec = self.executions.get_mut(exec_id).expect("known");
             let action = &mut exec.stages[si].actions[ai];
-            action.approval = Some(ApprovalState { required, decisions: Vec::new() });
+            let approvers = action_def.configuration.get("Approvers").map(|a| a.trim().to_string()).unwrap_or_default();
+            action.approval = Some(ApprovalState { required, approvers, decisions: Vec::new() });
             action.waiting_reason = Some(format!("waiting for {required} approval(s)"));
             self.schedule_timeout(exec_id, si, ai);
             return;
@@ -1210,10 +1239,11 @@ impl Engine {
         exec_id: &ExecutionId,
         stage: &str,
         action: &str,
-        by: &str,
+        decider: &approvers::Decider<'_>,
         decision: Decision,
         comment: &str,
     ) -> Result<String, Refusal> {
+        let by = decider.user;
         let approve = decision == Decision::Approved;
         let exec = self.executions.get_mut(exec_id).ok_or_else(|| Refusal::NotInProgress(exec_id.clone()))?;
         let si = exec.stages.iter().position(|s| s.name == stage).ok_or_else(|| Refusal::NoStage(stage.to_string()))?;
@@ -1222,7 +1252,7 @@ impl Engine {
             .iter()
             .position(|a| a.name == action)
             .ok_or_else(|| Refusal::NoAction { stage: stage.to_string(), action: action.to_string() })?;
-        let started_by = exec.trigger.started_by.clone();
+        let (trigger, pipeline, version) = (exec.trigger.clone(), exec.pipeline.clone(), exec.version);
         let run = &mut exec.stages[si].actions[ai];
         let Some(approval) = run.approval.as_mut().filter(|_| run.status == Some(ActionStatus::InProgress)) else {
             return Err(Refusal::NotWaitingForApproval {
@@ -1231,8 +1261,24 @@ impl Engine {
                 action: action.to_string(),
             });
         };
-        if approve && started_by.as_deref() == Some(by) {
+        if !approvers::eligible(&approval.approvers, decider) {
+            return Err(Refusal::NotAnApprover {
+                stage: stage.to_string(),
+                action: action.to_string(),
+                by: by.to_string(),
+                approvers: approval.approvers.clone(),
+            });
+        }
+        // Whoever is barred may still reject: stopping one's own change
+        // is no breach of the separation of duties.
+        if approve && trigger.started_by.as_deref() == Some(by) {
             return Err(Refusal::StarterMayNotApprove { id: exec_id.clone(), by: by.to_string() });
+        }
+        if approve && trigger.version_author.as_deref() == Some(by) {
+            return Err(Refusal::AuthorMayNotApprove { pipeline, version, by: by.to_string() });
+        }
+        if approve && trigger.pushed_by.as_deref() == Some(by) {
+            return Err(Refusal::PusherMayNotApprove { id: exec_id.clone(), by: by.to_string() });
         }
         if approval.decisions.iter().any(|d| d.by == by) {
             return Err(Refusal::AlreadyDecided {

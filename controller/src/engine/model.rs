@@ -161,11 +161,31 @@ pub struct Trigger {
     /// that user may not approve it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+    // Separation of duties (issue 15, gov).
+    /// Who wrote the pipeline version the execution runs (the caller of
+    /// CreatePipeline or UpdatePipeline) and which version; they may not approve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_author: Option<String>,
+    /// The git host's user who pushed the revision, when a webhook names
+    /// one; taken to be the Sluice user of the same name, who may not approve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_by: Option<String>,
 }
 
 impl Trigger {
     pub fn new(trigger_type: impl Into<String>, trigger_detail: impl Into<String>) -> Self {
-        Self { trigger_type: trigger_type.into(), trigger_detail: trigger_detail.into(), started_by: None }
+        Self {
+            trigger_type: trigger_type.into(),
+            trigger_detail: trigger_detail.into(),
+            started_by: None,
+            version_author: None,
+            pushed_by: None,
+        }
+    }
+
+    pub fn pushed_by(mut self, pusher: Option<String>) -> Self {
+        self.pushed_by = pusher;
+        self
     }
 
     pub fn by(mut self, user: impl Into<String>) -> Self {
@@ -180,6 +200,10 @@ impl Trigger {
 pub struct ApprovalState {
     /// `RequiredApprovals`: distinct approvers needed.
     pub required: u32,
+    /// `Approvers` as declared (`user:ann,team:release,role:approver`);
+    /// empty when anyone allowed to call PutApprovalResult may decide.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub approvers: String,
     /// Every decision, in order: the audit trail.
     pub decisions: Vec<ApprovalDecision>,
 }

@@ -543,6 +543,7 @@ impl World {
             stage: "Approve".into(),
             action: "Gate".into(),
             by: by.into(),
+            member_of: Vec::new(),
             decision,
             comment: String::new(),
         };

@@ -74,6 +74,7 @@ fn decide(
         stage: "Approve".into(),
         action: "Release".into(),
         by: by.into(),
+        member_of: Vec::new(),
         decision,
         comment: comment.into(),
     };
@@ -488,6 +489,72 @@ fn an_approval_needs_distinct_approvers_other_than_the_starter() {
     assert_eq!(decisions.iter().map(|d| (d.by.as_str(), d.at)).collect::<Vec<_>>(), [("bob", 3), ("cy", 5)]);
     // Nothing is waiting any more.
     assert!(decide(&mut engine, 6, &id, "dee", Decision::Approved, "").is_err());
+}
+
+// Separation of duties (issue 15, gov).
+fn approvers_pipeline(approvers: &str) -> Arc<Pipeline> {
+    pipeline(&format!(
+        r#"{{"pipeline": {{"name": "gate", "stages": [
+        {{"name": "Source", "actions": [{{"name": "Src", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+            "configuration": {{"Url": "/r"}}, "outputArtifacts": [{{"name": "src"}}]}}]}},
+        {{"name": "Approve", "actions": [{{"name": "Release",
+            "actionTypeId": {{"category": "Approval", "owner": "Sluice", "provider": "manual", "version": "1"}},
+            "configuration": {{"RequiredApprovals": "1", "Approvers": "{approvers}"}}}}]}}
+    ]}}}}"#
+    ))
+}
+
+fn decide_as(engine: &mut Engine, id: &str, by: &str, member_of: &[&str], decision: Decision) -> Result<Handled, Refusal> {
+    let event = Event::PutApprovalResult {
+        execution: ExecutionId(id.into()),
+        stage: "Approve".into(),
+        action: "Release".into(),
+        by: by.into(),
+        member_of: member_of.iter().map(|m| m.to_string()).collect(),
+        decision,
+        comment: String::new(),
+    };
+    engine.handle(5, event)
+}
+
+#[test]
+fn the_author_the_pusher_and_those_outside_approvers_may_not_approve() {
+    let mut engine = Engine::new();
+    let mut trigger = Trigger::new("Webhook", "test").pushed_by(Some("pat".into()));
+    trigger.version_author = Some("ann".into());
+    let start = Event::Start {
+        id: ExecutionId("e".into()),
+        pipeline: approvers_pipeline("user:ann, user:pat, user:bob, team:release"),
+        version: 3,
+        trigger,
+        variables: BTreeMap::new(),
+        revisions: BTreeMap::new(),
+    };
+    feed(&mut engine, 0, start);
+    let src = drain(&mut engine);
+    finish(&mut engine, &src[0], ok(&[("src", "d")], &[]));
+    let refused = |r: Result<Handled, Refusal>| {
+        let refusal = r.unwrap_err();
+        assert!(refusal.is_separation_of_duties(), "{refusal}");
+        refusal.to_string()
+    };
+    assert_eq!(
+        refused(decide_as(&mut engine, "e", "ann", &[], Decision::Approved)),
+        "ann authored version 3 of \"gate\" and may not approve its execution"
+    );
+    assert_eq!(
+        refused(decide_as(&mut engine, "e", "pat", &[], Decision::Approved)),
+        "pat pushed the revision execution e runs and may not approve it"
+    );
+    assert_eq!(
+        refused(decide_as(&mut engine, "e", "cy", &["team:ops", "role:approver"], Decision::Approved)),
+        "cy is not among the approvers of Approve/Release (Approvers: user:ann, user:pat, user:bob, team:release)"
+    );
+    // Outside the approvers, not even a rejection counts.
+    refused(decide_as(&mut engine, "e", "cy", &[], Decision::Rejected));
+    // A team member approves.
+    let said = decide_as(&mut engine, "e", "dee", &["team:release"], Decision::Approved).unwrap();
+    assert_eq!(said, Handled::Decided("approved by dee".into()));
 }
 
 #[test]

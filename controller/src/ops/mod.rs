@@ -59,8 +59,11 @@
 //! column: a function of the request), checked by the driver against the
 //! caller's policies ([`crate::policy::Directory::check`]) for every call.
 
+mod access;
 mod access_keys;
 mod agents;
+// The audit log (issue 15, gov).
+mod audit;
 mod client;
 mod error;
 mod executions;
@@ -77,8 +80,10 @@ mod webhooks;
 // Notifications (issue 15, notify).
 mod notifications;
 
+pub use access::*;
 pub use access_keys::*;
 pub use agents::*;
+pub use audit::*;
 pub use client::{Client, SIGNATURE_HEADER, http_client, unreachable};
 pub use error::OpError;
 pub use executions::*;
@@ -430,6 +435,26 @@ operations! {
         DeleteNotificationRule -> DeleteNotificationRuleOutput: DELETE "/notification-rules/{id}", "codestar-notifications:DeleteNotificationRule", |o| policy::pipeline(pipeline_of_id(&o.id).unwrap_or("?"));
         ListNotificationDeliveries -> ListNotificationDeliveriesOutput: GET "/notification-deliveries" query ["ruleId", "status", "maxResults"], "sluice:ListNotificationDeliveries", |o| o.rule_id.as_deref().and_then(pipeline_of_id).map_or_else(|| policy::ANY.into(), policy::pipeline);
         RedeliverNotification -> RedeliverNotificationOutput: POST "/notification-deliveries/{id}/redeliver", "sluice:RedeliverNotification", |o| policy::pipeline(pipeline_of_id(&o.id).unwrap_or("?"));
+        // The audit log (issue 15, gov).
+        ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit"], "sluice:ListAuditRecords", |_| policy::named("audit", "*");
+        VerifyAudit -> VerifyAuditOutput: POST "/audit/verify", "sluice:VerifyAudit", |_| policy::named("audit", "*");
+        // Permissions: teams, roles, delegations, who may do what (issue 15, policy).
+        CreateTeam -> TeamView: POST "/teams", "sluice:CreateTeam", |o| policy::named("team", &o.name);
+        ListTeams -> ListTeamsOutput: GET "/teams", "sluice:ListTeams", |_| policy::ANY.into();
+        GetTeam -> TeamView: GET "/teams/{name}", "sluice:GetTeam", |o| policy::named("team", &o.name);
+        DeleteTeam -> DeleteTeamOutput: DELETE "/teams/{name}", "sluice:DeleteTeam", |o| policy::named("team", &o.name);
+        AddTeamMember -> TeamView: POST "/teams/{team}/members", "sluice:AddTeamMember", |o| policy::named("team", &o.team);
+        RemoveTeamMember -> TeamView: DELETE "/teams/{team}/members/{user}", "sluice:RemoveTeamMember", |o| policy::named("team", &o.team);
+        GrantTeamRole -> GrantView: POST "/teams/{team}/grants", "sluice:GrantTeamRole", |o| policy::named("team", &o.team);
+        RevokeTeamRole -> RevokeTeamRoleOutput: DELETE "/teams/{team}/grants/{to}/{role}", "sluice:RevokeTeamRole", |o| policy::named("team", &o.team);
+        CreateRole -> RoleView: POST "/roles", "sluice:CreateRole", |o| policy::named("role", &o.name);
+        ListRoles -> ListRolesOutput: GET "/roles", "sluice:ListRoles", |_| policy::ANY.into();
+        GetRole -> RoleView: GET "/roles/{name}", "sluice:GetRole", |o| policy::named("role", &o.name);
+        DeleteRole -> DeleteRoleOutput: DELETE "/roles/{name}", "sluice:DeleteRole", |o| policy::named("role", &o.name);
+        DeleteUser -> DeleteUserOutput: DELETE "/users/{name}", "sluice:DeleteUser", |o| policy::named("user", &o.name);
+        SetUserRole -> UserView: PUT "/users/{name}/role", "sluice:SetUserRole", |o| policy::named("user", &o.name);
+        WhoAmI -> WhoAmIOutput: GET "/whoami", "sluice:WhoAmI", |_| policy::ANY.into();
+        CheckAccess -> CheckAccessOutput: GET "/can" query ["action", "resource"], "sluice:CheckAccess", |_| policy::ANY.into();
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.

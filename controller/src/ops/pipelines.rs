@@ -200,6 +200,10 @@ pub struct ActionExecution {
     /// token, which PutApprovalResult takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A manual approval's approvers and every decision so far: who,
+    /// approved or rejected, when, with what comment (issue 15, gov).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::engine::ApprovalState>,
 }
 
 /// CodePipeline's `errorDetails`; an attempt lost with its agent has the

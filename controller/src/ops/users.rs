@@ -38,6 +38,9 @@ pub struct UserView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
     pub builtin: bool,
+    /// The teams the user is in (permissions, issue 15).
+    #[serde(default)]
+    pub teams: Vec<String>,
 }
 
 /// CreateApiToken (admin only): a new token for a user, shown once.

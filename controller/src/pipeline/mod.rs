@@ -27,6 +27,8 @@
 //! This module must not know about storage, the engine, agents or plugins
 //! beyond the [`ProviderCatalog`] trait; it does no I/O.
 
+// Who may decide a manual approval (issue 15, gov).
+pub mod approvers;
 pub mod conditions;
 pub mod import;
 mod import_codebuild;

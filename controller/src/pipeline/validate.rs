@@ -556,6 +556,26 @@ impl<'d> Validator<'d> {
                 format!("RequiredApprovals is a whole number from 1 to {}, found {n:?}", limits::MAX_REQUIRED_APPROVALS),
             );
         }
+        // Separation of duties (issue 15, gov).
+        if action.action_type_id.category == "Approval"
+            && action.action_type_id.provider == "manual"
+            && let Some(text) = action.configuration.get("Approvers")
+        {
+            let at = child(&config_path, "Approvers");
+            match super::approvers::parse(text) {
+                Ok(list) => {
+                    let required = action.configuration.get("RequiredApprovals").and_then(|n| n.trim().parse().ok());
+                    if let Err(why) = super::approvers::check_enough(&list, required.unwrap_or(1)) {
+                        self.error(at, why);
+                    }
+                }
+                Err(problems) => {
+                    for problem in problems {
+                        self.error(at.clone(), problem);
+                    }
+                }
+            }
+        }
         for (key, value) in action.configuration.iter() {
             let path = child(&config_path, key);
             if key.is_empty() {

@@ -99,8 +99,8 @@ impl Stored {
 
     /// The snapshot of these records and the users `(name, role)`.
     pub fn snapshot(&self, users: impl IntoIterator<Item = (String, String)>) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        snapshot.users = users.into_iter().map(|(name, role)| (name, UserEntry { role })).collect();
+        let users = users.into_iter().map(|(name, role)| (name, UserEntry { role })).collect();
+        let mut snapshot = Snapshot { users, ..Snapshot::default() };
         for team in &self.teams {
             snapshot.teams.insert(team.name.clone(), TeamEntry { members: team.members.iter().cloned().collect() });
         }

@@ -27,6 +27,8 @@ pub const BUILTIN: &[&str] = &[ADMIN, OPERATOR, DEVELOPER, APPROVER, VIEWER];
 /// Actions only admin has among the built-in roles.
 pub const ADMIN_ONLY: &[&str] = &[
     "sluice:CreateUser",
+    "sluice:DeleteUser",
+    "sluice:SetUserRole",
     "sluice:CreateApiToken",
     "sluice:ListApiTokens",
     "sluice:RevokeApiToken",
@@ -43,6 +45,19 @@ pub const ADMIN_ONLY: &[&str] = &[
     // Whom the controller trusts to sign plugins.
     "sluice:AddPublisher",
     "sluice:RemovePublisher",
+    // The audit log (issue 15, gov): who did what is the security
+    // officer's to read, as CloudTrail is; operators are among the audited.
+    "sluice:ListAuditRecords",
+    "sluice:VerifyAudit",
+    // Who may do what.
+    "sluice:CreateTeam",
+    "sluice:DeleteTeam",
+    "sluice:AddTeamMember",
+    "sluice:RemoveTeamMember",
+    "sluice:GrantTeamRole",
+    "sluice:RevokeTeamRole",
+    "sluice:CreateRole",
+    "sluice:DeleteRole",
 ];
 
 /// Reads that would show a credential or a job's keys: not in the read set.
@@ -53,6 +68,8 @@ const NOT_READS: &[&str] = &[
     "sluice:ListSecrets",
     "codepipeline:ListWebhooks",
     "codepipeline:GetJobDetails",
+    // The audit log (issue 15, gov): not for viewers (see ADMIN_ONLY).
+    "sluice:ListAuditRecords",
 ];
 
 /// What a developer may do on its team's pipelines.

@@ -5,7 +5,7 @@
 //! connection of its own ([`Outbox`]). Issue 15, notify.
 
 use anyhow::{Context as _, Result};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -93,7 +93,7 @@ pub enum NotificationChange {
     },
 }
 
-pub(super) fn apply(tx: &Transaction<'_>, change: &NotificationChange) -> Result<()> {
+pub(super) fn apply(tx: &Connection, change: &NotificationChange) -> Result<()> {
     match change {
         NotificationChange::Rule(r) => {
             tx.prepare_cached("INSERT OR REPLACE INTO notification_rules (id, pipeline, record) VALUES (?1, ?2, ?3)")?
@@ -131,7 +131,7 @@ pub(super) fn apply(tx: &Transaction<'_>, change: &NotificationChange) -> Result
 }
 
 /// With a pipeline go its rules and their deliveries.
-pub(super) fn delete_pipeline(tx: &Transaction<'_>, pipeline: &str) -> Result<()> {
+pub(super) fn delete_pipeline(tx: &Connection, pipeline: &str) -> Result<()> {
     tx.prepare_cached("DELETE FROM notification_deliveries WHERE pipeline = ?1")?.execute([pipeline])?;
     tx.prepare_cached("DELETE FROM notification_rules WHERE pipeline = ?1")?.execute([pipeline])?;
     Ok(())

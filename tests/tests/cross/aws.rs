@@ -109,8 +109,13 @@ fn boto3_approves_with_the_token_from_the_state_as_another_user() {
     assert_eq!(token.len(), 36, "a UUID, as the model's ApprovalToken pattern wants: {token}");
     assert_eq!(r["waiting_status"], "InProgress");
     assert_eq!(r["made_up"]["class"], "InvalidApprovalTokenException");
-    // Ann started the run (she created the pipeline): her key is Ann.
-    assert_eq!(r["own_run"]["code"], "ConflictException", "{r}");
+    // Ann started the run (she created the pipeline): her key is Ann, and
+    // a separation-of-duties refusal is a 403 (issue 15, gov).
+    assert_eq!(
+        (r["own_run"]["code"].as_str(), r["own_run"]["status"].as_u64()),
+        (Some("AccessDeniedException"), Some(403)),
+        "{r}"
+    );
     assert_eq!(r["approved_at_is_datetime"], "datetime");
     assert_eq!(r["end"], "Succeeded");
     assert_eq!(r["used_again"]["class"], "ApprovalAlreadyCompletedException");

@@ -547,7 +547,9 @@ fn operators_list_and_revoke_tokens_and_drain_disable_and_enable_agents() {
     };
     let out = as_oscar(&["agent", "label", &agent_id, "env=prod"]);
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("admin role"), "{}", output_text(&out));
+    // The refusal names the operation and the resource (issue 15).
+    let refusal = format!("oscar (operator) may not sluice:LabelAgent on agent/{agent_id}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&refusal), "{}", output_text(&out));
     let out = as_oscar(&["agent-token", "create", "--allow-agent-labels", "env"]);
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     let kept = cluster.join_token(Some(1)).unwrap();
@@ -886,7 +888,7 @@ fn approvals_need_two_other_users_and_a_rejection_fails_the_run() {
     .unwrap();
     assert_eq!(waiting["waitingReason"], "waiting for 2 approval(s)", "{waiting}");
     let out = as_user(&ann, &["approval", "approve", "gate", "Approve", "Release", "--comment", "mine"]);
-    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot approve"), "{}", output_text(&out));
 
     let out = as_user(&bob, &["approval", "approve", "gate", "Approve", "Release", "--comment", "looks good"]);
@@ -915,7 +917,7 @@ fn approvals_need_two_other_users_and_a_rejection_fails_the_run() {
     })
     .unwrap();
     let out = as_user(&bob, &["approval", "approve", "gate", "Approve", "Release"]);
-    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     let out = as_user(&cy, &["approval", "reject", "gate", "Approve", "Release", "--comment", "freeze"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let history = cluster.wait_for_executions_to_end("gate").unwrap();

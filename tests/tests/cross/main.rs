@@ -10,9 +10,13 @@ mod codebuild;
 mod fleet;
 // https (issue 15).
 mod https;
+// Approvals with separation of duties and the audit log (issue 15, gov).
+mod gov;
 mod jobs;
 // Notifications (issue 15, notify).
 mod notify;
 mod rogue;
 mod signing;
 mod sources;
+// Permissions (issue 15, policy).
+mod policy;
