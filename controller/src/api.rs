@@ -103,7 +103,12 @@ async fn delivered_elsewhere() -> OpError {
 /// The webhook listener's routes: deliveries and `/healthz`, nothing else
 /// (the admin API need not be reachable where webhooks come from).
 pub fn webhook_router(state: ApiState) -> Router {
-    Router::new().nest("/v1", hooks()).route("/healthz", get(|| async { "ok\n" })).with_state(state)
+    Router::new()
+        .nest("/v1", hooks())
+        .route("/healthz", get(|| async { "ok\n" }))
+        // Deliveries are audited with their request id and source too.
+        .layer(middleware::from_fn(origin))
+        .with_state(state)
 }
 
 /// Webhook deliveries carry their own authentication (a signature of the body).
