@@ -111,6 +111,8 @@ fn each_built_in_role_against_each_kind_of_operation() {
     let web = json_of(&cluster.sluice(&["team", "show", "web", "--output", "json"]));
     assert_eq!(web["pipelines"], json!(["mine", "site"]), "{web}");
     assert_eq!(web["members"], json!(["dev"]), "{web}");
+    let got = json_of(&cluster.sluice(&["pipeline", "get", "mine", "--output", "json"]));
+    assert_eq!(got["metadata"]["team"], "web", "{got}");
     refused(
         &cluster.sluice_as(&dev, &["pipeline", "create", &mine, "--team", "data"]),
         "codepipeline:CreatePipeline",
