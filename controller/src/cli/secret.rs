@@ -21,6 +21,9 @@ pub enum SecretCmd {
         /// new secret; an existing one keeps its pipelines when not given.
         #[arg(long, value_name = "PATTERN,...", value_delimiter = ',')]
         pipelines: Option<Vec<String>>,
+        /// The team that owns it: its developers may grant it to their pipelines.
+        #[arg(long)]
+        team: Option<String>,
     },
     /// List secrets (names, pipelines and dates, never values).
     List,
@@ -30,7 +33,7 @@ pub enum SecretCmd {
 
 pub async fn run(ctx: &Ctx, cmd: SecretCmd) -> Result<i32, Failure> {
     match cmd {
-        SecretCmd::Set { name, from_file, pipelines } => {
+        SecretCmd::Set { name, from_file, pipelines, team } => {
             let value = match &from_file {
                 Some(path) => std::fs::read_to_string(path)
                     .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", path.display())))?,
@@ -41,7 +44,7 @@ pub async fn run(ctx: &Ctx, cmd: SecretCmd) -> Result<i32, Failure> {
                     value
                 }
             };
-            let set = SetSecret { name: name.clone(), value: without_line_end(&value).to_string(), pipelines };
+            let set = SetSecret { name: name.clone(), value: without_line_end(&value).to_string(), pipelines, team };
             let out = ctx.client()?.call(set).await?;
             ctx.output.print(&out, |out| format!("secret {name} set (pipelines: {})\n", patterns(&out["pipelines"])));
         }

@@ -183,10 +183,11 @@ mod tests {
 
     #[test]
     fn the_user_and_token_tables() {
-        let users = json!([{"name": "admin", "role": "admin", "created": "c1"}, {"name": "alice", "role": "operator", "created": "c2"}]);
+        let users = json!([{"name": "admin", "role": "admin", "created": "c1"},
+                           {"name": "alice", "role": "operator", "created": "c2", "teams": ["web", "qa"]}]);
         assert_eq!(
             user_table().render(items(&users)),
-            "NAME   ROLE      CREATED\nadmin  admin     c1\nalice  operator  c2\n"
+            "NAME   ROLE      TEAMS   CREATED\nadmin  admin     -       c1\nalice  operator  web,qa  c2\n"
         );
         let tokens = json!([{"id": "t1", "user": "alice", "created": "c", "revoked": null}]);
         assert_eq!(token_table().render(items(&tokens)), "ID  USER   CREATED  REVOKED\nt1  alice  c        -\n");

@@ -159,7 +159,8 @@ impl Driver {
         let name = &declaration.pipeline.name;
         let owner = snapshot.pipeline_teams.get(name).cloned();
         for secret in crate::secrets::granted(declaration) {
-            snapshot.check_owned(caller, USE_SECRET, &crate::policy::named("secret", &secret), None)?;
+            let resource = crate::policy::named("secret", &secret);
+            snapshot.check_owned(caller, USE_SECRET, &resource, snapshot.owner_of(&resource).as_deref())?;
         }
         let Some(before) = before else { return Ok(()) };
         let (old, new) = (approvals(before), approvals(&declaration.pipeline));

@@ -169,6 +169,7 @@ impl Handle<GetPipeline> for Driver {
                 pipeline_arn: crate::aws::arn(crate::aws::REST_REGION, &crate::aws::account_id(self.ca.fingerprint()), name),
                 created: views::time(record.created_at),
                 updated: views::time(record.updated_at),
+                team: self.directory.snapshot().pipeline_teams.get(name).cloned(),
             },
         })
     }

@@ -8,6 +8,7 @@ use crate::ops::{
     Context, DeleteSecret, DeleteSecretOutput, Handle, ListSecrets, ListSecretsOutput, OpError, SecretView, SetSecret,
     SetSecretOutput,
 };
+use crate::policy::records;
 use crate::store::Change;
 use crate::views;
 use anyhow::Result;
@@ -82,16 +83,25 @@ impl Handle<SetSecret> for Driver {
         };
         let created_at = existing.map_or(now, |s| s.created_at);
         let sealed = self.secret_box.seal(name, value.as_bytes())?;
-        self.commit(
-            now,
-            vec![Change::Secret(crate::store::SecretRecord {
-                name: name.to_string(),
-                sealed,
-                created_at,
-                updated_at: now,
-                pipelines: pipelines.clone(),
-            })],
-        )?;
+        let mut changes = vec![Change::Secret(crate::store::SecretRecord {
+            name: name.to_string(),
+            sealed,
+            created_at,
+            updated_at: now,
+            pipelines: pipelines.clone(),
+        })];
+        // The owning team (permissions, issue 15).
+        if let Some(team) = &op.team {
+            self.team_record(team)?;
+            let owner = records::SecretTeamRecord { secret: name.to_string(), team: team.clone() };
+            changes.push(records::put(records::SECRET_TEAM, name, &owner));
+        }
+        self.commit(now, changes)?;
+        if let Some(team) = op.team {
+            self.directory.update(|d| {
+                d.secret_teams.insert(name.to_string(), team);
+            });
+        }
         info!(secret = %name, pipelines = %pipelines.join(","), "secret set");
         Ok(SetSecretOutput { name: op.name.clone(), pipelines, created: views::time(created_at), updated: views::time(now) })
     }
@@ -125,7 +135,10 @@ impl Handle<DeleteSecret> for Driver {
         if !self.store.secrets()?.iter().any(|s| s.name == name) {
             return Err(OpError::NotFound(format!("secret \"{name}\" does not exist")));
         }
-        self.commit(now, vec![Change::DeleteSecret(name.to_string())])?;
+        self.commit(now, vec![Change::DeleteSecret(name.to_string()), records::delete(records::SECRET_TEAM, name)])?;
+        self.directory.update(|d| {
+            d.secret_teams.remove(name);
+        });
         info!(secret = %name, "secret deleted");
         Ok(DeleteSecretOutput { name: op.name.clone(), deleted: true })
     }

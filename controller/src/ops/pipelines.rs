@@ -92,6 +92,9 @@ pub struct PipelineMetadata {
     pub pipeline_arn: String,
     pub created: String,
     pub updated: String,
+    /// The team the pipeline belongs to, if any (permissions, issue 15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 /// ListPipelines: a page, by name, after `nextToken`.

@@ -12,6 +12,10 @@ pub struct SetSecret {
     pub value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipelines: Option<Vec<String>>,
+    /// The team that owns the secret (permissions, issue 15): its developers
+    /// may grant it to their pipelines. Absent: kept as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

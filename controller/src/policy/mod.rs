@@ -66,6 +66,8 @@ pub struct Snapshot {
     pub grants: BTreeSet<Grant>,
     /// The team each pipeline belongs to, if any.
     pub pipeline_teams: BTreeMap<String, String>,
+    /// The team each secret belongs to, if any.
+    pub secret_teams: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -84,6 +86,7 @@ impl Snapshot {
         let mut parts = resource.splitn(3, '/');
         match (parts.next(), parts.next()) {
             (Some("pipeline"), Some(name)) => self.pipeline_teams.get(name).cloned(),
+            (Some("secret"), Some(name)) => self.secret_teams.get(name).cloned(),
             (Some("team"), Some(name)) => Some(name.to_string()),
             _ => None,
         }
@@ -256,6 +259,7 @@ mod tests {
         s.teams.insert("data".into(), TeamEntry { members: ["ann".to_string()].into() });
         s.pipeline_teams.insert("site".into(), "web".into());
         s.pipeline_teams.insert("etl".into(), "data".into());
+        s.secret_teams.insert("webdb".into(), "web".into());
         Directory::new(s)
     }
 
@@ -278,6 +282,11 @@ mod tests {
         assert!(!d.allows(&caller("apr"), start, "pipeline/site"));
         assert!(!d.allows(&caller("nobody"), "codepipeline:GetPipeline", "pipeline/site"));
         assert!(d.allows(&caller("nobody-known"), "sluice:WhoAmI", ANY));
+        // A developer grants its team's secrets, and no other.
+        assert!(d.allows(&caller("dev"), "sluice:UseSecret", "secret/webdb"));
+        assert!(!d.allows(&caller("dev"), "sluice:UseSecret", "secret/db"));
+        assert!(!d.allows(&caller("dev"), "sluice:SetSecret", "secret/webdb"));
+        assert!(d.allows(&caller("ops"), "sluice:UseSecret", "secret/db"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub const TEAM: &str = "team";
 pub const ROLE: &str = "role";
 pub const GRANT: &str = "grant";
 pub const PIPELINE_TEAM: &str = "pipeline-team";
+pub const SECRET_TEAM: &str = "secret-team";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -57,6 +58,13 @@ pub struct PipelineTeamRecord {
     pub team: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTeamRecord {
+    pub secret: String,
+    pub team: String,
+}
+
 /// The change that stores `record` under `kind`/`name`.
 pub fn put<T: Serialize>(kind: &str, name: &str, record: &T) -> Change {
     let record = serde_json::to_string(record).expect("directory records serialize");
@@ -76,6 +84,7 @@ pub struct Stored {
     pub roles: Vec<RoleRecord>,
     pub grants: Vec<GrantRecord>,
     pub pipeline_teams: Vec<PipelineTeamRecord>,
+    pub secret_teams: Vec<SecretTeamRecord>,
     pub unreadable: Vec<String>,
 }
 
@@ -88,6 +97,7 @@ impl Stored {
                 ROLE => serde_json::from_str(&record).map(|r| stored.roles.push(r)),
                 GRANT => serde_json::from_str(&record).map(|r| stored.grants.push(r)),
                 PIPELINE_TEAM => serde_json::from_str(&record).map(|r| stored.pipeline_teams.push(r)),
+                SECRET_TEAM => serde_json::from_str(&record).map(|r| stored.secret_teams.push(r)),
                 _ => Ok(()),
             };
             if let Err(e) = read {
@@ -116,6 +126,9 @@ impl Stored {
         }
         for p in &self.pipeline_teams {
             snapshot.pipeline_teams.insert(p.pipeline.clone(), p.team.clone());
+        }
+        for s in &self.secret_teams {
+            snapshot.secret_teams.insert(s.secret.clone(), s.team.clone());
         }
         snapshot
     }

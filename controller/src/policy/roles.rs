@@ -6,7 +6,8 @@
 //!   delegations, join tokens, agent labels, trusted publishers.
 //! - developer: reads everything that is not a credential; creates, edits,
 //!   runs, stops, retries, rolls back and gates the transitions of its
-//!   team's pipelines. No approvals, no plugins, no agents, no secrets.
+//!   team's pipelines, and grants its team's secrets to them. No
+//!   approvals, no plugins, no agents, no setting secrets.
 //! - approver: reads, and approves or rejects (`PutApprovalResult`) on any
 //!   pipeline; an approval action's own approver list narrows that.
 //! - viewer: reads, logs included (secret values are masked in logs and
@@ -125,11 +126,15 @@ fn policies() -> &'static BTreeMap<&'static str, Policy> {
             team: Some(TeamCondition::PrincipalTeam),
             ..allow(DEVELOPER_ON_TEAM.iter().map(|a| a.to_string()).collect(), "pipeline/*", "TeamPipelines")
         };
+        let team_secrets = Statement {
+            team: Some(TeamCondition::PrincipalTeam),
+            ..allow(vec!["sluice:UseSecret".into()], "secret/*", "TeamSecrets")
+        };
         let approve = allow(vec!["codepipeline:PutApprovalResult".into()], "pipeline/*", "Approve");
         BTreeMap::from([
             (ADMIN, Policy { statements: vec![allow(everything, "*", "Everything")] }),
             (OPERATOR, Policy { statements: vec![allow(operator, "*", "AllButAccess")] }),
-            (DEVELOPER, Policy { statements: vec![allow(reads(), "*", "Read"), on_team] }),
+            (DEVELOPER, Policy { statements: vec![allow(reads(), "*", "Read"), on_team, team_secrets] }),
             (APPROVER, Policy { statements: vec![allow(reads(), "*", "Read"), approve] }),
             (VIEWER, Policy { statements: vec![allow(reads(), "*", "Read")] }),
         ])

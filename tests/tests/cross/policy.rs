@@ -111,6 +111,8 @@ fn each_built_in_role_against_each_kind_of_operation() {
     let web = json_of(&cluster.sluice(&["team", "show", "web", "--output", "json"]));
     assert_eq!(web["pipelines"], json!(["mine", "site"]), "{web}");
     assert_eq!(web["members"], json!(["dev"]), "{web}");
+    let got = json_of(&cluster.sluice(&["pipeline", "get", "mine", "--output", "json"]));
+    assert_eq!(got["metadata"]["team"], "web", "{got}");
     refused(
         &cluster.sluice_as(&dev, &["pipeline", "create", &mine, "--team", "data"]),
         "codepipeline:CreatePipeline",
@@ -297,10 +299,12 @@ fn delegation_is_granted_used_listed_on_both_sides_and_revoked() {
     assert!(output_text(&out).contains("owns pipelines (site)"), "{}", output_text(&out));
 }
 
-/// `sluice secret set NAME --pipelines *` with the value on stdin.
-fn set_secret(cluster: &Cluster, name: &str, value: &str) {
+/// `sluice secret set NAME --pipelines * [--team T]` with the value on stdin.
+fn set_secret(cluster: &Cluster, name: &str, value: &str, team: Option<&str>) {
+    let mut args = vec!["secret", "set", name, "--pipelines", "*"];
+    args.extend(team.map(|t| ["--team", t]).into_iter().flatten());
     let mut set = std::process::Command::new(sluice_tests::bin("sluice"))
-        .args(["secret", "set", name, "--pipelines", "*"])
+        .args(args)
         .env("SLUICE_API", &cluster.api)
         .env("SLUICE_TOKEN", &cluster.token)
         .stdin(Stdio::piped())
@@ -316,7 +320,7 @@ fn set_secret(cluster: &Cluster, name: &str, value: &str) {
 fn granting_a_secret_needs_use_secret_at_create_and_at_every_update() {
     let cluster = Cluster::new().start().unwrap();
     admin(&cluster, &["team", "create", "web"]);
-    set_secret(&cluster, "db", "hunter2-value");
+    set_secret(&cluster, "db", "hunter2-value", None);
     let dev = user(&cluster, "dev", "developer", Some("web"));
     let with_secret = file(&cluster, "site.json", &declaration(&cluster, "site", Some("db"), false));
     refused(&cluster.sluice_as(&dev, &["pipeline", "create", &with_secret]), "sluice:UseSecret", "secret/db");
@@ -326,7 +330,7 @@ fn granting_a_secret_needs_use_secret_at_create_and_at_every_update() {
     admin(&cluster, &["pipeline", "create", &with_secret, "--team", "web"]);
     refused(&cluster.sluice_as(&dev, &["pipeline", "update", &with_secret]), "sluice:UseSecret", "secret/db");
     let other = file(&cluster, "site2.json", &declaration(&cluster, "site", Some("other"), false));
-    set_secret(&cluster, "other", "x-value");
+    set_secret(&cluster, "other", "x-value", None);
     refused(&cluster.sluice_as(&dev, &["pipeline", "update", &other]), "sluice:UseSecret", "secret/other");
 
     // A role that adds UseSecret on this one secret to the developer's.
@@ -340,6 +344,11 @@ fn granting_a_secret_needs_use_secret_at_create_and_at_every_update() {
     let dora = user(&cluster, "dora", "db-dev", Some("web"));
     ok(&cluster.sluice_as(&dora, &["pipeline", "update", &with_secret]));
     refused(&cluster.sluice_as(&dora, &["pipeline", "update", &other]), "sluice:UseSecret", "secret/other");
+
+    // A secret of the developer's team is the developer's to grant.
+    set_secret(&cluster, "webdb", "w-value", Some("web"));
+    let own = file(&cluster, "own.json", &declaration(&cluster, "own", Some("webdb"), false));
+    ok(&cluster.sluice_as(&dev, &["pipeline", "create", &own]));
 
     // No interface returns the value.
     for args in [&["pipeline", "get", "site", "--output", "json"][..], &["secret", "list", "--output", "json"]] {
