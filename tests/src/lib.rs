@@ -540,11 +540,7 @@ impl Cluster {
 
     /// Runs the `sluice` CLI against this cluster with another user's token.
     pub fn sluice_as(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(bin("sluice"))
-            .args(args)
-            .env("SLUICE_API", &self.api)
-            .env("SLUICE_TOKEN", token)
-            .output()
+        self.cli().args(args).env("SLUICE_TOKEN", token).output()
             .expect("running sluice")
     }
 

@@ -303,10 +303,9 @@ fn delegation_is_granted_used_listed_on_both_sides_and_revoked() {
 fn set_secret(cluster: &Cluster, name: &str, value: &str, team: Option<&str>) {
     let mut args = vec!["secret", "set", name, "--pipelines", "*"];
     args.extend(team.map(|t| ["--team", t]).into_iter().flatten());
-    let mut set = std::process::Command::new(sluice_tests::bin("sluice"))
+    let mut set = cluster
+        .cli()
         .args(args)
-        .env("SLUICE_API", &cluster.api)
-        .env("SLUICE_TOKEN", &cluster.token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
