@@ -14,10 +14,10 @@ pub mod demo;
 pub mod driver;
 pub mod engine;
 // Notifications (issue 15, notify).
-pub mod notify;
 pub mod exit;
 pub mod fleet;
 pub mod https;
+pub mod notify;
 pub mod ops;
 pub mod pipeline;
 pub mod plugin_template;

@@ -540,8 +540,7 @@ impl Cluster {
 
     /// Runs the `sluice` CLI against this cluster with another user's token.
     pub fn sluice_as(&self, token: &str, args: &[&str]) -> Output {
-        self.cli().args(args).env("SLUICE_TOKEN", token).output()
-            .expect("running sluice")
+        self.cli().args(args).env("SLUICE_TOKEN", token).output().expect("running sluice")
     }
 
     /// Runs the `sluice` CLI against this cluster.

@@ -118,7 +118,12 @@ impl Driver {
     /// A call of the API (any interface), checked against the caller's
     /// permissions once, whatever its transport, and recorded with its
     /// result, refusals included.
-    pub(super) fn call(&mut self, now: u64, request: ops::Request, caller: crate::auth::Caller) -> Result<ops::Response, OpError> {
+    pub(super) fn call(
+        &mut self,
+        now: u64,
+        request: ops::Request,
+        caller: crate::auth::Caller,
+    ) -> Result<ops::Response, OpError> {
         let entry = Entry::of_caller(&caller, request.name(), &request.resource());
         let ctx = Context { caller, now };
         let work = |driver: &mut Self| {

@@ -303,14 +303,8 @@ fn delegation_is_granted_used_listed_on_both_sides_and_revoked() {
 fn set_secret(cluster: &Cluster, name: &str, value: &str, team: Option<&str>) {
     let mut args = vec!["secret", "set", name, "--pipelines", "*"];
     args.extend(team.map(|t| ["--team", t]).into_iter().flatten());
-    let mut set = cluster
-        .cli()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut set =
+        cluster.cli().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     set.stdin.take().unwrap().write_all(format!("{value}\n").as_bytes()).unwrap();
     ok(&set.wait_with_output().unwrap());
 }
