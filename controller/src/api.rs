@@ -309,13 +309,40 @@ async fn push_plugin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ops::PushPluginOutput>, OpError> {
+    let result = push_plugin_checked(&s, &caller, &headers, body).await;
+    // What the driver answered it recorded; a push refused here (not
+    // permitted, too large, a bad signature header, not a component) is
+    // recorded here (the messages name sizes, digests and wasm errors,
+    // nothing secret).
+    if let Err((e, Refused::Here)) = &result {
+        let entry = crate::audit::Entry::of_caller(&caller, PushPlugin::NAME, "plugin/*");
+        send_audit_record(&s, entry.failed(e.aws_type(), &e.to_string())).await;
+    }
+    result.map_err(|(e, _)| e)
+}
+
+/// Where a push was refused: by the driver (which records its calls) or
+/// before it.
+enum Refused {
+    Here,
+    ByDriver,
+}
+
+async fn push_plugin_checked(
+    s: &ApiState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Json<ops::PushPluginOutput>, (OpError, Refused)> {
+    let here = |e: OpError| (e, Refused::Here);
+    let driver = |e: OpError| (e, Refused::ByDriver);
     // Refused before the body is looked at (the driver checks again).
-    s.directory.check(&caller, PushPlugin::PERMISSION, &crate::policy::named("plugin", "*"))?;
+    s.directory.check(caller, PushPlugin::PERMISSION, &crate::policy::named("plugin", "*")).map_err(here)?;
     if body.len() > MAX_PLUGIN_BYTES {
-        return Err(OpError::invalid(format!(
+        return Err(here(OpError::invalid(format!(
             "plugin of {} bytes exceeds the limit of {MAX_PLUGIN_BYTES} bytes",
             body.len()
-        )));
+        ))));
     }
     let signature = match headers.get(SIGNATURE_HEADER) {
         None => None,
@@ -326,18 +353,19 @@ async fn push_plugin(
                 .ok()
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .ok_or_else(|| {
-                    OpError::invalid(format!("the {SIGNATURE_HEADER} header is not base64 of a signature document"))
+                    here(OpError::invalid(format!("the {SIGNATURE_HEADER} header is not base64 of a signature document")))
                 })?;
-            let parsed = sluice_runtime::signature::Signature::parse(&text).map_err(|e| OpError::invalid(e.to_string()))?;
+            let parsed =
+                sluice_runtime::signature::Signature::parse(&text).map_err(|e| here(OpError::invalid(e.to_string())))?;
             let digest = sluice_runtime::digest(&body);
             if parsed.digest() != digest {
-                return Err(OpError::invalid(
+                return Err(here(OpError::invalid(
                     sluice_runtime::signature::SignatureError::DigestMismatch {
                         signed: parsed.digest().into(),
                         component: digest,
                     }
                     .to_string(),
-                ));
+                )));
             }
             Some(text)
         }
@@ -345,12 +373,13 @@ async fn push_plugin(
     // A signature required, or sent, is checked against the trusted
     // publishers before any of the component's code is compiled or run.
     let digest = sluice_runtime::digest(&body);
-    ask(&s, VetPluginSignature { digest, signature: signature.clone() }, caller.clone()).await?;
+    ask(s, VetPluginSignature { digest, signature: signature.clone() }, caller.clone()).await.map_err(driver)?;
     let wasm = body.to_vec();
     let info = crate::driver::catalog::describe(&s.runtime, wasm.clone())
         .await
-        .map_err(|e| OpError::invalid(format!("not a usable sluice:plugin component: {e:#}")))?;
-    Ok(Json(ask(&s, PushPlugin { wasm, info: Box::new(info), signature }, caller).await?))
+        .map_err(|e| here(OpError::invalid(format!("not a usable sluice:plugin component: {e:#}"))))?;
+    let pushed = ask(s, PushPlugin { wasm, info: Box::new(info), signature }, caller.clone()).await.map_err(driver)?;
+    Ok(Json(pushed))
 }
 
 #[derive(Deserialize)]

@@ -504,13 +504,9 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn apply(&mut self, changes: &[Change]) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        // A savepoint is a transaction of its own outside a step, and a
-        // part of the step's transaction inside one (issue 15, gov).
+impl SqliteStore {
+    /// The changes in a savepoint: a part of the open transaction.
+    fn apply_changes(&mut self, changes: &[Change]) -> Result<()> {
         let tx = self.conn.savepoint()?;
         for change in changes {
             match change {
@@ -707,10 +703,35 @@ impl Store for SqliteStore {
         tx.commit().context("committing to the store")?;
         Ok(())
     }
+}
+
+impl Store for SqliteStore {
+    fn apply(&mut self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // Outside a step, the write lock first (as a step takes it): the
+        // delivery task writes through a connection of its own, and a
+        // deferred transaction that read before it wrote would fail at its
+        // first write when that connection committed in between.
+        if !self.conn.is_autocommit() {
+            return self.apply_changes(changes);
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").context("opening a transaction")?;
+        match self.apply_changes(changes) {
+            Ok(()) => self.conn.execute_batch("COMMIT").context("committing to the store"),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
 
     // The audit log (issue 15, gov).
     fn begin_step(&mut self) -> Result<()> {
-        self.conn.execute_batch("BEGIN").context("opening a transaction")
+        // IMMEDIATE: the step takes the write lock first, so that a write after
+        // its reads cannot fail because the delivery task committed between.
+        self.conn.execute_batch("BEGIN IMMEDIATE").context("opening a transaction")
     }
 
     fn end_step(&mut self) -> Result<()> {

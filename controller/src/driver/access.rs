@@ -154,23 +154,61 @@ impl Driver {
         caller: &Caller,
         declaration: &crate::pipeline::Declaration,
         before: Option<&crate::pipeline::Pipeline>,
+        new_team: Option<&str>,
     ) -> Result<(), OpError> {
         let snapshot = self.directory.snapshot();
         let name = &declaration.pipeline.name;
-        let owner = snapshot.pipeline_teams.get(name).cloned();
+        // A pipeline being created has the team it is about to get.
+        let owner = match before {
+            Some(_) => snapshot.pipeline_teams.get(name).cloned(),
+            None => new_team.map(str::to_string),
+        };
         for secret in crate::secrets::granted(declaration) {
             let resource = crate::policy::named("secret", &secret);
-            snapshot.check_owned(caller, USE_SECRET, &resource, snapshot.owner_of(&resource).as_deref())?;
+            let secret_owner = snapshot.owner_of(&resource);
+            // A team's secret in a pipeline of another team (or of none):
+            // a holding limited to the secret's team (its developers, a
+            // delegation from it) does not reach that far; only a grant of
+            // UseSecret on the secret beyond team lines (operator, admin,
+            // a custom role without the team condition) does.
+            let owner = if secret_owner.is_some() && secret_owner != owner { None } else { secret_owner };
+            snapshot.check_owned(caller, USE_SECRET, &resource, owner.as_deref())?;
         }
         let Some(before) = before else { return Ok(()) };
         let (old, new) = (approvals(before), approvals(&declaration.pipeline));
-        let touched = old.keys().chain(new.keys()).filter(|key| old.get(*key) != new.get(*key));
-        for (stage, action) in touched {
+        // An approval is edited out as surely by what surrounds it as by
+        // removing it: a stage condition that skips its stage, an action
+        // run before it in its stage, a stage moved ahead of it. So when
+        // anything from the first approval's stage on changes, every
+        // approval counts as touched; stages before it stay free to edit.
+        let gates_changed = guarded_stages(before) != guarded_stages(&declaration.pipeline);
+        let touched = old.keys().chain(new.keys()).filter(|key| gates_changed || old.get(*key) != new.get(*key));
+        for (stage, action) in touched.collect::<std::collections::BTreeSet<_>>() {
             let resource = crate::policy::action(name, stage, action);
             snapshot.check_owned(caller, EDIT_APPROVAL, &resource, owner.as_deref())?;
         }
         Ok(())
     }
+
+    /// Deleting a pipeline drops its approvals with it: that needs
+    /// `sluice:EditApprovalAction` on each, as removing them would.
+    pub(super) fn check_pipeline_delete(&self, caller: &Caller, before: &crate::pipeline::Pipeline) -> Result<(), OpError> {
+        let snapshot = self.directory.snapshot();
+        let name = &before.name;
+        let owner = snapshot.pipeline_teams.get(name).cloned();
+        for (stage, action) in approvals(before).keys() {
+            let resource = crate::policy::action(name, stage, action);
+            snapshot.check_owned(caller, EDIT_APPROVAL, &resource, owner.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+/// The stages an approval guards: from the first stage holding a manual
+/// approval to the last (none when the pipeline has no approval).
+fn guarded_stages(pipeline: &crate::pipeline::Pipeline) -> &[crate::pipeline::Stage] {
+    let first = pipeline.stages.iter().position(|s| s.actions.iter().any(|a| a.action_type_id.category == "Approval"));
+    first.map_or(&[], |i| &pipeline.stages[i..])
 }
 
 const USE_SECRET: &str = "sluice:UseSecret";

@@ -169,9 +169,12 @@ impl Driver {
 impl Driver {
     /// The teams and roles a caller holds now, as `Approvers` names them
     /// (`team:NAME`, `role:NAME`): what an approval's eligibility reads.
-    pub(super) fn member_of(&self, caller: &crate::auth::Caller) -> Vec<String> {
+    /// A role delegated by another team counts only on that team's
+    /// pipelines (`pipeline`'s owner).
+    pub(super) fn member_of(&self, caller: &crate::auth::Caller, pipeline: &str) -> Vec<String> {
+        let owner = self.directory.snapshot().pipeline_teams.get(pipeline).cloned();
         let teams = self.directory.teams_of(&caller.user).into_iter().map(|t| format!("team:{t}"));
-        let roles = self.directory.roles_of(&caller.user).into_iter().map(|r| format!("role:{r}"));
+        let roles = self.directory.roles_on(&caller.user, Some(owner.as_deref())).into_iter().map(|r| format!("role:{r}"));
         teams.chain(roles).collect()
     }
 }
@@ -245,12 +248,32 @@ impl Handle<VerifyAudit> for Driver {
                 }
             }
         }
-        // A head kept elsewhere finds a rewritten chain or a cut tail.
+        // Pruning deletes every record up to the anchor: one still stored
+        // there means the anchor was moved to skip records.
+        if problem.is_none() && anchor.seq > 0 {
+            let oldest = Filter { after_seq: 0, limit: 1, ..Filter::default() };
+            if let Some((record, _)) = self.store.audit_records(&oldest)?.first()
+                && record.seq <= anchor.seq
+            {
+                problem = Some(audit::Break::Altered { seq: record.seq });
+            }
+        }
+        // A head kept elsewhere finds a rewritten chain or a cut tail; a
+        // kept head gone from the log is a break unless pruning took it.
         if problem.is_none()
             && let Some(expected) = &expected
         {
             let seen = self.store.audit_hash(expected.seq)?;
-            problem = verifier.check_anchored(expected, seen.as_deref()).err();
+            problem = match seen {
+                None if expected.seq > anchor.seq && expected.seq <= verifier.head().seq => {
+                    Some(audit::Break::NotAnchored {
+                        seq: expected.seq,
+                        expected: expected.hash.clone(),
+                        found: "nothing".into(),
+                    })
+                }
+                seen => verifier.check_anchored(expected, seen.as_deref()).err(),
+            };
         }
         let head: &Anchor = verifier.head();
         let first_bad = problem.as_ref().map(|p| match p {

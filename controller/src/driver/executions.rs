@@ -466,7 +466,9 @@ impl Handle<PutApprovalResult> for Driver {
         let approve = op.status == ApprovalStatus::Approved;
         self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let id = match (execution, op.token) {
-            (Some(id), _) => ExecutionId(id),
+            // The id must be one of this pipeline's executions: the caller's
+            // permission was checked on this pipeline's action, not another's.
+            (Some(id), _) => self.execution(name, &id)?.id,
             (None, Some(token)) => self.approval_by_token(name, stage, action, &token)?,
             (None, None) => self
                 .engine
@@ -492,7 +494,7 @@ impl Handle<PutApprovalResult> for Driver {
             stage: stage.to_string(),
             action: action.to_string(),
             by: by.to_string(),
-            member_of: self.member_of(&ctx.caller),
+            member_of: self.member_of(&ctx.caller, name),
             decision: if approve { Decision::Approved } else { Decision::Rejected },
             comment: comment.to_string(),
         };

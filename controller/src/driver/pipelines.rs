@@ -29,7 +29,9 @@ impl Handle<CreatePipeline> for Driver {
         let (text, by) = (&op.pipeline_declaration, &ctx.caller.user);
         let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
-        self.check_pipeline_edit(&ctx.caller, &decl, None)?;
+        // The team it belongs to (permissions, issue 15).
+        let team = self.team_for_new_pipeline(op.team.as_deref(), &ctx.caller)?;
+        self.check_pipeline_edit(&ctx.caller, &decl, None, team.as_deref())?;
         let name = decl.pipeline.name.clone();
         #[cfg(debug_assertions)]
         if self.panic_on_pipeline.as_ref() == Some(&name) {
@@ -50,8 +52,6 @@ impl Handle<CreatePipeline> for Driver {
         let def = Arc::new(decl.pipeline.clone());
         self.definitions.insert((name.clone(), 1), def);
         let mut changes = vec![Change::Pipeline(record)];
-        // The team it belongs to (permissions, issue 15).
-        let team = self.team_for_new_pipeline(op.team.as_deref(), &ctx.caller)?;
         if let Some(team) = &team {
             let owner = PipelineTeamRecord { pipeline: name.clone(), team: team.clone() };
             changes.push(records::put(records::PIPELINE_TEAM, &name, &owner));
@@ -101,7 +101,7 @@ impl Handle<UpdatePipeline> for Driver {
         let current = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let stored = self.definition(name, current.version).map_err(|e| OpError::Internal(format!("{e:#}")))?;
         self.keep_hidden_secrets(&mut decl.pipeline, &stored)?;
-        self.check_pipeline_edit(&ctx.caller, &decl, Some(&stored))?;
+        self.check_pipeline_edit(&ctx.caller, &decl, Some(&stored), None)?;
         let version = current.version + 1;
         let record = PipelineRecord {
             name: name.to_string(),
@@ -126,9 +126,9 @@ impl Handle<DeletePipeline> for Driver {
     fn handle(&mut self, op: DeletePipeline, ctx: &Context) -> Result<DeletePipelineOutput, OpError> {
         let now = ctx.now;
         let name = op.name.as_str();
-        if self.store.pipeline(name, None)?.is_none() {
-            return Err(not_found_pipeline(name));
-        }
+        let current = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
+        let stored = self.definition(name, current.version).map_err(|e| OpError::Internal(format!("{e:#}")))?;
+        self.check_pipeline_delete(&ctx.caller, &stored)?;
         let running = self.engine.executions().filter(|e| e.pipeline == name).count();
         if running > 0 {
             return Err(OpError::Conflict(format!(

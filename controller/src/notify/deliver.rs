@@ -78,6 +78,9 @@ pub fn client(config: &NotifyConfig) -> Result<reqwest::Client> {
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(REQUEST_TIMEOUT / 2)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve the target's name
+            // itself, past the address policy's resolver.
+            .no_proxy()
             .user_agent(concat!("sluice-notifications/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(PolicyResolver(config.policy))
     };

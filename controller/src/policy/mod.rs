@@ -183,13 +183,21 @@ impl Directory {
 
     /// Role names a user holds: its own, and those granted to its teams.
     pub fn roles_of(&self, user: &str) -> Vec<String> {
+        self.roles_on(user, None)
+    }
+
+    /// The roles a user holds on what `owner` owns: its own role, and the
+    /// roles granted to its teams by `owner` (every grant when `owner` is
+    /// `None`). A delegated role acts only on the granting team's resources.
+    pub fn roles_on(&self, user: &str, owner: Option<Option<&str>>) -> Vec<String> {
         let snapshot = self.snapshot();
         let teams = snapshot.teams_of(user);
         let mut roles: Vec<String> = snapshot.users.get(user).map(|u| u.role.clone()).into_iter().collect();
         if user == ADMIN_USER && roles.is_empty() {
             roles.push(roles::ADMIN.into());
         }
-        for grant in snapshot.grants.iter().filter(|g| teams.contains(&g.to)) {
+        let from_owner = |g: &&Grant| owner.is_none_or(|o| o == Some(g.owner.as_str()));
+        for grant in snapshot.grants.iter().filter(|g| teams.contains(&g.to)).filter(from_owner) {
             if !roles.contains(&grant.role) {
                 roles.push(grant.role.clone());
             }

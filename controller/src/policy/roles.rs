@@ -50,6 +50,10 @@ pub const ADMIN_ONLY: &[&str] = &[
     // officer's to read, as CloudTrail is; operators are among the audited.
     "sluice:ListAuditRecords",
     "sluice:VerifyAudit",
+    // Approvals are the release's gate: who may remove or change one (or
+    // delete a pipeline holding one) is the admin's decision, or a custom
+    // release-manager role's, not every operator's.
+    "sluice:EditApprovalAction",
     // Who may do what.
     "sluice:CreateTeam",
     "sluice:DeleteTeam",

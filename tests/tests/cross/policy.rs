@@ -94,6 +94,9 @@ fn each_built_in_role_against_each_kind_of_operation() {
     refused(&cluster.sluice_as(&dev, &["pipeline", "start", "etl"]), "codepipeline:StartPipelineExecution", "pipeline/etl");
     let wasm = file(&cluster, "x.wasm", "not a component");
     refused(&cluster.sluice_as(&dev, &["plugin", "push", &wasm]), "sluice:PushPlugin", "plugin/*");
+    // Refused before the driver saw it, and still in the audit log.
+    let log = admin(&cluster, &["audit", "list", "--operation", "PushPlugin", "--user", "dev", "--output", "json"]);
+    assert!(log.contains("AccessDeniedException") && log.contains("plugin/*"), "{log}");
     refused(&cluster.sluice_as(&dev, &["agent-token", "create"]), "sluice:CreateAgentToken", "agent/*");
     refused(&cluster.sluice_as(&dev, &["secret", "delete", "db"]), "sluice:DeleteSecret", "secret/db");
     // Editing keeps the approval: allowed; removing it is not a developer's.
@@ -101,6 +104,29 @@ fn each_built_in_role_against_each_kind_of_operation() {
     let bare = file(&cluster, "site-bare.json", &declaration(&cluster, "site", None, false));
     refused(
         &cluster.sluice_as(&dev, &["pipeline", "update", &bare]),
+        "sluice:EditApprovalAction",
+        "pipeline/site/Approve/Release",
+    );
+    // Nor is taking it out by what surrounds it: a stage condition that
+    // skips its stage on failure, or a changed stage after it.
+    let site_text = std::fs::read_to_string(&site).unwrap();
+    let skipping = site_text.replacen(
+        r#"{"name": "Approve", "actions""#,
+        r#"{"name": "Approve", "onFailure": {"result": "SKIP"}, "actions""#,
+        1,
+    );
+    assert_ne!(skipping, site_text, "the declaration has its Approve stage");
+    let skipping = file(&cluster, "site-skip.json", &skipping);
+    refused(
+        &cluster.sluice_as(&dev, &["pipeline", "update", &skipping]),
+        "sluice:EditApprovalAction",
+        "pipeline/site/Approve/Release",
+    );
+    let moved = site_text.replacen(r#"{"name": "Go","#, r#"{"name": "GoNow","#, 1);
+    assert_ne!(moved, site_text, "the declaration has its Deploy action");
+    let moved = file(&cluster, "site-moved.json", &moved);
+    refused(
+        &cluster.sluice_as(&dev, &["pipeline", "update", &moved]),
         "sluice:EditApprovalAction",
         "pipeline/site/Approve/Release",
     );
@@ -125,9 +151,21 @@ fn each_built_in_role_against_each_kind_of_operation() {
     assert!(out.status.code() != Some(3) && !output_text(&out).contains("may not"), "{}", output_text(&out));
     refused(&cluster.sluice_as(&apr, &["pipeline", "start", "etl"]), "codepipeline:StartPipelineExecution", "pipeline/etl");
 
-    // An operator does everything but who may do what.
+    // An operator does everything but who may do what, and but taking an
+    // approval out of a pipeline (by an update or by deleting it): the
+    // release's gate is the admin's (or a release manager's custom role).
     ok(&cluster.sluice_as(&ops, &["secret", "list"]));
-    ok(&cluster.sluice_as(&ops, &["pipeline", "update", &bare]));
+    refused(
+        &cluster.sluice_as(&ops, &["pipeline", "update", &bare]),
+        "sluice:EditApprovalAction",
+        "pipeline/site/Approve/Release",
+    );
+    refused(
+        &cluster.sluice_as(&ops, &["pipeline", "delete", "site"]),
+        "sluice:EditApprovalAction",
+        "pipeline/site/Approve/Release",
+    );
+    admin(&cluster, &["pipeline", "update", &bare]);
     refused(&cluster.sluice_as(&ops, &["user", "create", "eve"]), "sluice:CreateUser", "user/eve");
     refused(&cluster.sluice_as(&ops, &["agent-token", "create"]), "sluice:CreateAgentToken", "agent/*");
     refused(
@@ -448,6 +486,19 @@ fn an_approver_approves_only_where_a_policy_names_it() {
         |token: &str, pipeline: &str| cluster.sluice_as(token, &["approval", "approve", pipeline, "Approve", "Release"]);
     let put = "codepipeline:PutApprovalResult";
     refused(&approve(&sam, "etl"), put, "pipeline/etl/Approve/Release");
+    // Naming etl's execution under site's action changes nothing: the id
+    // must be one of site's executions.
+    let etl_state = cluster.sluice_json(&["pipeline", "state", "etl"]).unwrap();
+    let etl_id = etl_state["stageStates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stageName"] == "Approve")
+        .and_then(|s| s["latestExecution"]["pipelineExecutionId"].as_str())
+        .expect("etl's waiting execution")
+        .to_string();
+    let out = cluster.sluice_as(&sam, &["approval", "approve", "site", "Approve", "Release", "--execution", &etl_id]);
+    assert!(!out.status.success() && output_text(&out).contains("has no execution"), "{}", output_text(&out));
     refused(&approve(&vic, "site"), put, "pipeline/site/Approve/Release");
     ok(&approve(&sam, "site"));
     ok(&approve(&apr, "etl"));
