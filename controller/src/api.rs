@@ -51,6 +51,9 @@ pub struct ApiState {
     /// Who may do what (the driver checks every call; the event stream
     /// filters with it).
     pub directory: crate::policy::Directory,
+    /// How many refusals of unauthenticated requests the audit log takes
+    /// per second (the rest are counted into the next one recorded).
+    pub refusals: crate::audit::RefusalBudget,
 }
 
 /// Registers the generic handler of each operation at its route.
@@ -170,6 +173,16 @@ pub fn origin_of(request_extensions: &axum::http::Extensions) -> crate::auth::Or
 
 /// Sends the audit log a record of a request that never became a call: a
 /// refusal, or an event subscription (the driver records calls itself).
+/// A refusal of a request that never authenticated (no or a bad token, a
+/// bad signature): recorded within [`crate::audit::RefusalBudget`], so
+/// that a flood of them cannot fill the disk or hold up the driver. One
+/// over the budget is counted, and the count goes into the next record.
+pub async fn send_refusal_record(state: &ApiState, entry: crate::audit::Entry) {
+    if let Some(entry) = state.refusals.admit(entry) {
+        send_audit_record(state, entry).await;
+    }
+}
+
 pub async fn send_audit_record(state: &ApiState, entry: crate::audit::Entry) {
     // Waits for room rather than dropping: nothing is refused unrecorded.
     let _ = state.driver.send(Command::Audit { entry: Box::new(entry) }).await;
@@ -198,7 +211,7 @@ async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, mut req
         let path = request.extensions().get::<axum::extract::OriginalUri>().map(|u| u.0.path().to_string());
         let resource = format!("{} {}", request.method(), path.as_deref().unwrap_or(request.uri().path()));
         let entry = crate::audit::Entry::of_caller(&anonymous, "Authenticate", &resource);
-        send_audit_record(&state, entry.failed(refusal.aws_type(), &refusal.to_string())).await;
+        send_refusal_record(&state, entry.failed(refusal.aws_type(), &refusal.to_string())).await;
         return refusal.into_response();
     };
     request.extensions_mut().insert(caller.with_origin(origin));
@@ -466,7 +479,8 @@ mod tests {
         let zips = crate::aws::s3_zips::ServedZips::open(&dir.path().join("s3-zips")).unwrap();
         let tokens = crate::auth::Tokens::default();
         let directory = crate::policy::Directory::default();
-        let state = ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips, directory };
+        let refusals = crate::audit::RefusalBudget::default();
+        let state = ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips, directory, refusals };
         let _ = router(state);
         assert_eq!(
             positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),

@@ -80,10 +80,71 @@ impl Entry {
         Self {
             result: kind.to_string(),
             message: clip(message),
+            // Claimed by the request (a SigV4 access key id, say): as long
+            // as the sender likes.
+            user: clip(&self.user),
+            via: clip(&self.via),
             resource: clip(&self.resource),
             operation: clip(&self.operation),
             ..self
         }
+    }
+}
+
+/// Refusals of unauthenticated requests recorded per second, on average.
+pub const REFUSALS_PER_SECOND: f64 = 20.0;
+/// How many may come at once before the rate applies.
+pub const REFUSAL_BURST: f64 = 200.0;
+
+/// A token bucket over the refusals of requests that never authenticated
+/// (anyone on the network can make those): within it each is recorded;
+/// over it they are counted, and the next one recorded says how many
+/// were not. Nothing is dropped without a trace, and a flood cannot fill
+/// the disk or hold up the driver.
+#[derive(Clone)]
+pub struct RefusalBudget(std::sync::Arc<std::sync::Mutex<Bucket>>);
+
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+    suppressed: u64,
+}
+
+impl Default for RefusalBudget {
+    fn default() -> Self {
+        let bucket = Bucket { tokens: REFUSAL_BURST, last: std::time::Instant::now(), suppressed: 0 };
+        Self(std::sync::Arc::new(std::sync::Mutex::new(bucket)))
+    }
+}
+
+impl RefusalBudget {
+    /// The entry to record (with the count of those not recorded before
+    /// it), or `None` when the budget is spent.
+    pub fn admit(&self, entry: Entry) -> Option<Entry> {
+        self.admit_at(entry, std::time::Instant::now())
+    }
+
+    fn admit_at(&self, mut entry: Entry, now: std::time::Instant) -> Option<Entry> {
+        let mut bucket = self.0.lock().expect("refusal budget lock");
+        let refill = now.saturating_duration_since(bucket.last).as_secs_f64() * REFUSALS_PER_SECOND;
+        bucket.tokens = (bucket.tokens + refill).min(REFUSAL_BURST);
+        bucket.last = now;
+        if bucket.tokens < 1.0 {
+            if bucket.suppressed == 0 {
+                tracing::warn!("more than {REFUSALS_PER_SECOND} unauthenticated refusals a second: counting the excess");
+            }
+            bucket.suppressed += 1;
+            return None;
+        }
+        bucket.tokens -= 1.0;
+        let suppressed = std::mem::take(&mut bucket.suppressed);
+        if suppressed > 0 {
+            entry.message = clip(&format!(
+                "{} ({suppressed} earlier unauthenticated refusals not recorded: over {REFUSALS_PER_SECOND} a second)",
+                entry.message
+            ));
+        }
+        Some(entry)
     }
 }
 
@@ -296,6 +357,22 @@ pub fn parse_time(text: &str, now: u64) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_is_counted_not_recorded_one_by_one() {
+        let budget = RefusalBudget::default();
+        let start = std::time::Instant::now();
+        let someone = crate::auth::Caller::new("-", crate::auth::Role::Operator);
+        let refusal = || Entry::of_caller(&someone, "Authenticate", "*").failed("UnauthorizedException", "bad token");
+        let admitted = (0..1000).filter(|_| budget.admit_at(refusal(), start).is_some()).count();
+        assert_eq!(admitted, REFUSAL_BURST as usize);
+        // A second later the rate allows some more; the first says how many were not recorded.
+        let later = start + std::time::Duration::from_secs(1);
+        let next = budget.admit_at(refusal(), later).expect("the budget refilled");
+        assert!(next.message.contains("800 earlier unauthenticated refusals not recorded"), "{}", next.message);
+        let then = budget.admit_at(refusal(), later).expect("still within the refill");
+        assert_eq!(then.message, "bad token");
+    }
 
     fn entry(operation: &str) -> Entry {
         Entry {

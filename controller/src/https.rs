@@ -288,10 +288,17 @@ async fn reload_forever(cert: Arc<ServerCert>, cert_path: PathBuf, key_path: Pat
     }
 }
 
+/// Connections a listener serves at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 /// Serves `router` on `listener` until the process ends: TLS when `tls`
 /// is given. `name` names the listener in logs.
 pub async fn serve(listener: TcpListener, router: Router, tls: Option<tokio_rustls::TlsAcceptor>, name: &'static str) {
+    // Connections open at once: past it, new ones wait in the kernel's
+    // backlog, so that slow clients cannot take every file descriptor.
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = open.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -305,6 +312,7 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Option<tokio_rust
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _open = permit;
             let Some(acceptor) = tls else {
                 return serve_connection(TokioIo::new(stream), router, peer, name).await;
             };

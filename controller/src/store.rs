@@ -415,6 +415,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
     operation TEXT NOT NULL, resource TEXT NOT NULL, result TEXT NOT NULL, message TEXT NOT NULL,
     source TEXT NOT NULL, request_id TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_log_by_time ON audit_log (time);
+CREATE INDEX IF NOT EXISTS audit_log_by_user ON audit_log (user, seq);
+CREATE INDEX IF NOT EXISTS audit_log_by_operation ON audit_log (operation, seq);
 CREATE TABLE IF NOT EXISTS audit_anchor (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS audit_log_append_only BEFORE UPDATE ON audit_log
@@ -811,7 +813,13 @@ impl Store for SqliteStore {
 
     fn audit_prune_point(&self, before: u64) -> Result<Option<crate::audit::Anchor>> {
         let mut stmt =
-            self.conn.prepare_cached("SELECT seq, hash FROM audit_log WHERE time < ?1 ORDER BY seq DESC LIMIT 1")?;
+            // The record just before the oldest one young enough to keep:
+            // one stamped in the past (a clock set back) does not drag
+            // younger records out with it.
+            self.conn.prepare_cached(
+                "SELECT seq, hash FROM audit_log WHERE seq < COALESCE((SELECT MIN(seq) FROM audit_log WHERE time >= ?1), \
+                 (SELECT MAX(seq) + 1 FROM audit_log)) ORDER BY seq DESC LIMIT 1",
+            )?;
         Ok(stmt
             .query_row([before as i64], |r| Ok(crate::audit::Anchor { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? }))
             .optional()?)

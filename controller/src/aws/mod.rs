@@ -284,7 +284,7 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
         // and key are checked first.
         if let Err(e) = precheck(&state, &parts.headers) {
             debug!("AWS request refused on its headers: {e}");
-            crate::api::send_audit_record(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
+            crate::api::send_refusal_record(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
             let mut response = signature_error(&e);
             // As the S3 subset does: a small unread body is dropped so the
             // client's connection stays usable, a large one closes it.
@@ -303,7 +303,7 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
             Ok(found) => found,
             Err(e) => {
                 warn!("AWS request refused: {e}");
-                crate::api::send_audit_record(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
+                crate::api::send_refusal_record(&state, signature_refusal(&parts.headers, &operation, &origin, &e)).await;
                 return signature_error(&e);
             }
         };

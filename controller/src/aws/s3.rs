@@ -150,7 +150,7 @@ async fn serve(State(state): State<ApiState>, request: Request) -> Response {
         Ok(response) => response,
         Err(e) => {
             warn!(code = e.code, %resource, "S3 request refused: {}", e.message);
-            crate::api::send_audit_record(&state, refusal.failed(e.code, &e.message)).await;
+            crate::api::send_refusal_record(&state, refusal.failed(e.code, &e.message)).await;
             let mut response = e.response(&method, &resource);
             // Refused before its body was read: a small body is read and
             // dropped so that the client's connection stays usable; a large

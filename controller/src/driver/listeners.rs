@@ -61,12 +61,12 @@ impl Listeners {
             Scheme::Https => self.tls.as_ref().map(|t| t.acceptor.clone()),
             Scheme::Http => None,
         };
-        let api = self.api.local_addr()?;
+        let api = reachable(self.api.local_addr()?);
         let api_url = format!("{}://{api}", self.api_scheme.as_str());
         let mut webhooks = None;
         let router = match self.webhooks {
             Some((listener, scheme)) => {
-                webhooks = Some((listener.local_addr()?, scheme));
+                webhooks = Some((reachable(listener.local_addr()?), scheme));
                 tokio::spawn(serve(listener, crate::api::webhook_router(state.clone()), acceptor(scheme), "webhooks"));
                 crate::api::router_without_webhooks(state)
             }
@@ -74,6 +74,16 @@ impl Listeners {
         };
         tokio::spawn(serve(self.api, router, acceptor(self.api_scheme), "api"));
         Ok((api_url, webhooks))
+    }
+}
+
+/// An address a local client can reach and the certificate names: a
+/// listener on every address (`0.0.0.0`, `::`) is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
     }
 }
 

@@ -368,6 +368,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         multipart,
         zips,
         directory,
+        refusals: crate::audit::RefusalBudget::default(),
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     let (api_url, webhooks) = listeners.serve(state)?;

@@ -418,6 +418,15 @@ fn the_audit_log_records_every_call_with_its_origin_and_detects_tampering() {
     assert_eq!((report["verified"].as_bool(), report["firstBad"].as_u64()), (Some(false), Some(10)), "{report}");
     assert_eq!(report["count"], 9, "{report}");
 
+    // The anchor (where a pruned log starts) moved up past an altered
+    // record, as if pruning had taken it: records at or below the anchor
+    // are still there, so the anchor was moved.
+    let moved = "UPDATE audit_log SET user = 'mallory' WHERE seq = 3;
+        INSERT OR REPLACE INTO audit_anchor (id, seq, hash) SELECT 1, seq, hash FROM audit_log WHERE seq = 6;";
+    let out = tampered(&mut cluster, moved, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(stderr(&out).contains("record 1 "), "{}", output_text(&out));
+
     // What verify cannot see on its own: the newest records cut off (the
     // controller then goes on from the cut). A head kept elsewhere finds it.
     let kept: u64 = head.split(':').next().unwrap().parse().unwrap();

@@ -324,6 +324,18 @@ fn delegation_is_granted_used_listed_on_both_sides_and_revoked() {
     let out = cluster.sluice(&["team", "grant", "web", "--to", "qa", "--role", "developer"]);
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
 
+    // A delegated role acts on web's resources only: dana (a developer of
+    // qa, holding web's developer role through qa) puts web's secret into
+    // web's pipeline, never into qa's own.
+    set_secret(&cluster, "webdb", "s3cr3t-web", Some("web"));
+    let dana = user(&cluster, "dana", "developer", Some("qa"));
+    let qa_app = file(&cluster, "qa-app.json", &declaration(&cluster, "qa-app", None, false));
+    admin(&cluster, &["pipeline", "create", &qa_app, "--team", "qa"]);
+    let qa_app_secret = file(&cluster, "qa-app-secret.json", &declaration(&cluster, "qa-app", Some("webdb"), false));
+    refused(&cluster.sluice_as(&dana, &["pipeline", "update", &qa_app_secret]), "sluice:UseSecret", "secret/webdb");
+    let site_secret = file(&cluster, "site-secret.json", &declaration(&cluster, "site", Some("webdb"), false));
+    ok(&cluster.sluice_as(&dana, &["pipeline", "update", &site_secret]));
+
     // Revoked: the next call is refused again, and neither side lists it.
     admin(&cluster, &["team", "revoke", "web", "--to", "qa", "--role", "developer"]);
     refused(&cluster.sluice_as(&quinn, &["pipeline", "start", "site"]), start, "pipeline/site");
