@@ -135,7 +135,12 @@ impl Handle<DeletePipeline> for Driver {
                 "pipeline \"{name}\" has {running} execution(s) in progress; wait for them to end before deleting it"
             )));
         }
-        self.commit(now, vec![Change::DeletePipeline(name.to_string()), records::delete(records::PIPELINE_TEAM, name)])?;
+        let changes = vec![
+            Change::DeletePipeline(name.to_string()),
+            records::delete(records::PIPELINE_TEAM, name),
+            records::delete(records::WEBHOOK_HOLDER, name),
+        ];
+        self.commit(now, changes)?;
         self.directory.update(|d| {
             d.pipeline_teams.remove(name);
         });

@@ -12,6 +12,7 @@ use crate::ops::{
 };
 use crate::pipeline;
 use crate::pipeline::triggers;
+use crate::policy::records::{self, WebhookHolderRecord};
 use crate::store::{Change, SeenRevision};
 use crate::views;
 use crate::webhooks::{self, Delivery, WebhookError};
@@ -52,6 +53,8 @@ pub(super) struct Sources {
     in_flight: HashMap<String, InFlightPoll>,
     /// Webhook secrets by pipeline, in clear in memory only.
     webhooks: HashMap<String, String>,
+    /// Who set each pipeline's webhook secret (separation of duties).
+    webhook_holders: HashMap<String, String>,
 }
 
 /// What a reported revision led to.
@@ -96,6 +99,10 @@ impl Driver {
             let secret = self.secret_box.open_value(&webhook_aad(&pipeline), &sealed)?;
             self.sources.webhooks.insert(pipeline, String::from_utf8_lossy(&secret).into_owned());
         }
+        let stored = crate::policy::records::Stored::read(self.store.directory_entries()?);
+        for holder in stored.webhook_holders {
+            self.sources.webhook_holders.insert(holder.pipeline, holder.user);
+        }
         for record in self.store.pipelines()? {
             self.refresh_polls(now, &record.name, record.version)?;
         }
@@ -133,6 +140,7 @@ impl Driver {
         self.sources.polls.retain(|(p, _), _| p != name);
         self.sources.in_flight.retain(|_, f| f.pipeline != name);
         self.sources.webhooks.remove(name);
+        self.sources.webhook_holders.remove(name);
     }
 
     /// When [`Driver::run_polls`] next has something to do: a poll due, or
@@ -420,7 +428,8 @@ impl Handle<DeliverWebhook> for Driver {
         }
         let by = pusher.as_deref().map(|p| format!(", pushed by {p}")).unwrap_or_default();
         let detail = format!("{sender} webhook: {} at {}{by}", change.kind.describe(), short(&change.revision));
-        let trigger = Trigger::new("Webhook", detail).pushed_by(pusher);
+        let holder = self.sources.webhook_holders.get(name).cloned();
+        let trigger = Trigger::new("Webhook", detail).pushed_by(pusher).webhook_secret_by(holder);
         match self.source_changed(now, name, &actions, &change.revision, trigger, false)? {
             Reported::Started(id) => {
                 info!(pipeline = %name, %sender, revision = %change.revision, execution = %id, "webhook started an execution");
@@ -459,12 +468,15 @@ impl Handle<PutWebhook> for Driver {
         };
         let sealed = self.secret_box.seal(&webhook_aad(name), secret.as_bytes())?;
         let definition = op.definition.map(|d| d.to_string());
+        let holder = WebhookHolderRecord { pipeline: name.to_string(), user: ctx.caller.user.clone() };
         let changes = vec![
             Change::Webhook { pipeline: name.to_string(), sealed: Some(sealed), created_at: now },
             Change::WebhookDefinition { pipeline: name.to_string(), definition },
+            records::put(records::WEBHOOK_HOLDER, name, &holder),
         ];
         self.commit(now, changes)?;
         self.sources.webhooks.insert(name.to_string(), secret.clone());
+        self.sources.webhook_holders.insert(name.to_string(), ctx.caller.user.clone());
         info!(pipeline = %name, "webhook secret created");
         Ok(PutWebhookOutput { pipeline_name: op.pipeline_name.clone(), secret, path: format!("/v1/webhooks/{name}") })
     }
@@ -480,8 +492,10 @@ impl Handle<DeleteWebhook> for Driver {
         let changes = vec![
             Change::Webhook { pipeline: name.to_string(), sealed: None, created_at: 0 },
             Change::WebhookDefinition { pipeline: name.to_string(), definition: None },
+            records::delete(records::WEBHOOK_HOLDER, name),
         ];
         self.commit(now, changes)?;
+        self.sources.webhook_holders.remove(name);
         Ok(DeleteWebhookOutput { pipeline_name: op.pipeline_name.clone(), deleted: true })
     }
 }

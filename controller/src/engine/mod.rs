@@ -251,6 +251,8 @@ pub enum Refusal {
     AuthorMayNotApprove { pipeline: String, version: u64, by: String },
     #[error("{by} pushed the revision execution {id} runs and may not approve it")]
     PusherMayNotApprove { id: ExecutionId, by: String },
+    #[error("{by} set the webhook secret that started execution {id} and may not approve it")]
+    WebhookHolderMayNotApprove { id: ExecutionId, by: String },
     #[error("{by} is not among the approvers of {stage}/{action} (Approvers: {approvers})")]
     NotAnApprover { stage: String, action: String, by: String, approvers: String },
     #[error("{by} has already decided on \"{stage}/{action}\" of execution {id}")]
@@ -270,6 +272,7 @@ impl Refusal {
             Self::StarterMayNotApprove { .. }
                 | Self::AuthorMayNotApprove { .. }
                 | Self::PusherMayNotApprove { .. }
+                | Self::WebhookHolderMayNotApprove { .. }
                 | Self::NotAnApprover { .. }
         )
     }
@@ -1279,6 +1282,9 @@ impl Engine {
         }
         if approve && trigger.pushed_by.as_deref() == Some(by) {
             return Err(Refusal::PusherMayNotApprove { id: exec_id.clone(), by: by.to_string() });
+        }
+        if approve && trigger.webhook_secret_by.as_deref() == Some(by) {
+            return Err(Refusal::WebhookHolderMayNotApprove { id: exec_id.clone(), by: by.to_string() });
         }
         if approval.decisions.iter().any(|d| d.by == by) {
             return Err(Refusal::AlreadyDecided {

@@ -170,6 +170,11 @@ pub struct Trigger {
     /// one; taken to be the Sluice user of the same name, who may not approve it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed_by: Option<String>,
+    /// Who set the webhook secret a delivery that started the execution
+    /// was signed with: whoever holds it can start any revision, so they
+    /// may not approve it, as the starter may not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_by: Option<String>,
 }
 
 impl Trigger {
@@ -180,7 +185,13 @@ impl Trigger {
             started_by: None,
             version_author: None,
             pushed_by: None,
+            webhook_secret_by: None,
         }
+    }
+
+    pub fn webhook_secret_by(mut self, user: Option<String>) -> Self {
+        self.webhook_secret_by = user;
+        self
     }
 
     pub fn pushed_by(mut self, pusher: Option<String>) -> Self {

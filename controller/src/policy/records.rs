@@ -11,6 +11,15 @@ pub const ROLE: &str = "role";
 pub const GRANT: &str = "grant";
 pub const PIPELINE_TEAM: &str = "pipeline-team";
 pub const SECRET_TEAM: &str = "secret-team";
+/// Who set a pipeline's webhook secret (and so can start its executions).
+pub const WEBHOOK_HOLDER: &str = "webhook-holder";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookHolderRecord {
+    pub pipeline: String,
+    pub user: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -85,6 +94,7 @@ pub struct Stored {
     pub grants: Vec<GrantRecord>,
     pub pipeline_teams: Vec<PipelineTeamRecord>,
     pub secret_teams: Vec<SecretTeamRecord>,
+    pub webhook_holders: Vec<WebhookHolderRecord>,
     pub unreadable: Vec<String>,
 }
 
@@ -98,6 +108,7 @@ impl Stored {
                 GRANT => serde_json::from_str(&record).map(|r| stored.grants.push(r)),
                 PIPELINE_TEAM => serde_json::from_str(&record).map(|r| stored.pipeline_teams.push(r)),
                 SECRET_TEAM => serde_json::from_str(&record).map(|r| stored.secret_teams.push(r)),
+                WEBHOOK_HOLDER => serde_json::from_str(&record).map(|r| stored.webhook_holders.push(r)),
                 _ => Ok(()),
             };
             if let Err(e) = read {

@@ -176,8 +176,9 @@ fn approvals_bar_the_starter_the_author_and_the_pusher_and_need_n_distinct_appro
     assert!(approve(&cluster, cy, &second).status.success());
     assert_eq!(cluster.execution_end("gate", &second, WAIT)["pipelineExecution"]["status"], "Succeeded");
 
-    // A push by Cy, delivered by a webhook: Cy may not approve it.
-    let out = cluster.sluice(&["webhook", "create", "gate"]);
+    // A push by Cy, delivered by a webhook Dee set up: neither Cy nor Dee
+    // (who holds the secret, so could have sent any revision) may approve it.
+    let out = as_user(&cluster, dee, &["webhook", "create", "gate"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
     std::fs::write(repo.join("b.txt"), "b\n").unwrap();
@@ -196,6 +197,14 @@ fn approvals_bar_the_starter_the_author_and_the_pusher_and_need_n_distinct_appro
         "{}",
         output_text(&out)
     );
+    let out = approve(&cluster, dee, &third);
+    assert_eq!(out.status.code(), Some(3), "the webhook's secret holder: {}", output_text(&out));
+    assert!(
+        stderr(&out).contains(&format!("dee set the webhook secret that started execution {third} and may not approve it")),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(execution(&cluster, &third)["pipelineExecution"]["trigger"]["webhookSecretBy"], "dee");
     assert!(approve(&cluster, bob, &third).status.success());
     assert!(approve(&cluster, ann, &third).status.code() == Some(3), "ann still wrote the version");
     assert!(cluster.sluice(&["approval", "approve", "gate", "Approve", "Release", "--execution", &third]).status.success());
@@ -209,7 +218,7 @@ fn approvals_bar_the_starter_the_author_and_the_pusher_and_need_n_distinct_appro
     assert!(records.iter().all(|r| r["resource"] == "pipeline/gate/Approve/Release"), "{log}");
     let refused = records.iter().filter(|r| r["result"] == "AccessDeniedException").count();
     let accepted = records.iter().filter(|r| r["result"] == "ok").count();
-    assert_eq!((refused, accepted), (7, 6), "{log}");
+    assert_eq!((refused, accepted), (8, 6), "{log}");
 }
 
 /// The rows of the audit table, as the test edits them.
