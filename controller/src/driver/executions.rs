@@ -416,6 +416,14 @@ impl Driver {
             }
         };
         let def = self.definition(name, target.version)?;
+        // The rollback runs the target's version and revisions again: its
+        // author, pusher and webhook secret holder stay barred from
+        // approving what it re-runs (issue 15).
+        let mut trigger = trigger;
+        let author = self.store.pipeline(name, Some(target.version))?.map(|r| r.author).filter(|a| !a.is_empty());
+        trigger.version_author = author.or_else(|| target.trigger.version_author.clone());
+        trigger.pushed_by = trigger.pushed_by.or_else(|| target.trigger.pushed_by.clone());
+        trigger.webhook_secret_by = trigger.webhook_secret_by.or_else(|| target.trigger.webhook_secret_by.clone());
         let id = ExecutionId(uuid::Uuid::new_v4().to_string());
         let event = Event::Rollback {
             id: id.clone(),

@@ -277,7 +277,26 @@ impl Handle<ListNotificationDeliveries> for Driver {
         let limit = crate::ops::paging::limit(op.max_results, 100, MAX_LISTED)?;
         let rules: HashMap<String, NotificationRuleRecord> =
             self.store.notification_rules()?.into_iter().map(|r| (r.id.clone(), r)).collect();
-        let rows = self.store.notification_deliveries(op.rule_id.as_deref(), op.status.as_deref(), limit)?;
+        // A caller who may not list every rule's deliveries gets the newest
+        // of those it may list (each visible rule's, merged), not the
+        // newest of all filtered down to a few.
+        let visible: Vec<&String> = rules
+            .values()
+            .filter(|r| self.may_list(ctx, ListNotificationDeliveries::PERMISSION, &r.pipeline))
+            .map(|r| &r.id)
+            .collect();
+        let rows = match &op.rule_id {
+            None if visible.len() < rules.len() => {
+                let mut rows = Vec::new();
+                for rule in visible {
+                    rows.extend(self.store.notification_deliveries(Some(rule), op.status.as_deref(), limit)?);
+                }
+                rows.sort_by_key(|d| std::cmp::Reverse(d.id));
+                rows.truncate(limit);
+                rows
+            }
+            rule => self.store.notification_deliveries(rule.as_deref(), op.status.as_deref(), limit)?,
+        };
         let deliveries = rows
             .into_iter()
             .filter(|d| self.may_list(ctx, ListNotificationDeliveries::PERMISSION, &d.pipeline))

@@ -89,7 +89,7 @@ pub fn display(url: &reqwest::Url) -> String {
 /// private networks unless `allow_private`.
 pub fn check_ip(ip: IpAddr, policy: AddressPolicy) -> Result<(), String> {
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     };
     let never = match ip {
@@ -112,6 +112,25 @@ pub fn check_ip(ip: IpAddr, policy: AddressPolicy) -> Result<(), String> {
     Ok(())
 }
 
+/// The IPv4 address an IPv6 address stands for: mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`), well-known NAT64 (`64:ff9b::/96`)
+/// and 6to4 (`2002:AABB:CCDD::/48`) reach the IPv4 host, so that host is
+/// what the policy judges.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let from = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        // IPv4-compatible (deprecated, but routed by some stacks); not :: or ::1.
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => Some(from(hi, lo)),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(from(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(from(hi, lo)),
+        _ => None,
+    }
+}
+
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -121,10 +140,17 @@ fn is_private(ip: IpAddr) -> bool {
                 || a == 0
                 // Shared address space (carrier-grade NAT), 100.64.0.0/10.
                 || (a == 100 && (64..128).contains(&b))
-                || v4 == Ipv4Addr::new(192, 0, 0, 1)
+                // IETF protocol assignments, benchmarking, reserved.
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240
         }
-        // Loopback and unique local addresses (fc00::/7).
-        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+        // Loopback, unique local addresses (fc00::/7) and local-use NAT64
+        // (64:ff9b:1::/48, which reaches a private IPv4 network).
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            v6.is_loopback() || (s[0] & 0xfe00) == 0xfc00 || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+        }
     }
 }
 
@@ -174,6 +200,20 @@ mod tests {
             assert!(check_url(url, OPEN).is_ok(), "{url}");
         }
         assert!(check_url("https://8.8.8.8/", STRICT).is_ok());
+    }
+
+    #[test]
+    fn ipv6_forms_of_an_ipv4_address_are_judged_as_that_address() {
+        for text in ["::ffff:169.254.169.254", "::169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1"] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert!(check_ip(ip, STRICT).unwrap_err().contains("never a target"), "{text}");
+        }
+        for text in ["::ffff:10.0.0.5", "::10.0.0.5", "64:ff9b::a00:5", "2002:0a00:0005::1", "64:ff9b:1::1", "198.18.0.1"] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert!(check_ip(ip, STRICT).unwrap_err().contains("private"), "{text}");
+        }
+        assert!(check_ip("2002:5db8:d822::1".parse().unwrap(), STRICT).is_ok(), "6to4 of a public address");
+        assert!(check_ip("::1".parse().unwrap(), STRICT).unwrap_err().contains("private"));
     }
 
     #[test]
