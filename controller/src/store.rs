@@ -506,6 +506,11 @@ impl SqliteStore {
     }
 }
 
+/// An audit anchor or head from a `SELECT seq, hash` row.
+fn anchor_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::audit::Anchor> {
+    Ok(crate::audit::Anchor { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? })
+}
+
 impl SqliteStore {
     /// The changes in a savepoint: a part of the open transaction.
     fn apply_changes(&mut self, changes: &[Change]) -> Result<()> {
@@ -744,7 +749,7 @@ impl Store for SqliteStore {
         let found = self
             .conn
             .prepare_cached("SELECT seq, hash FROM audit_anchor WHERE id = 1")?
-            .query_row([], |r| Ok(crate::audit::Anchor { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? }))
+            .query_row([], anchor_row)
             .optional()?;
         Ok(found.unwrap_or_default())
     }
@@ -753,7 +758,7 @@ impl Store for SqliteStore {
         let newest = self
             .conn
             .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |r| Ok(crate::audit::Anchor { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? }))
+            .query_row([], anchor_row)
             .optional()?;
         match newest {
             Some(head) => Ok(head),
@@ -820,9 +825,7 @@ impl Store for SqliteStore {
                 "SELECT seq, hash FROM audit_log WHERE seq < COALESCE((SELECT MIN(seq) FROM audit_log WHERE time >= ?1), \
                  (SELECT MAX(seq) + 1 FROM audit_log)) ORDER BY seq DESC LIMIT 1",
             )?;
-        Ok(stmt
-            .query_row([before as i64], |r| Ok(crate::audit::Anchor { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? }))
-            .optional()?)
+        Ok(stmt.query_row([before as i64], anchor_row).optional()?)
     }
 
     fn pipelines(&self) -> Result<Vec<PipelineRecord>> {
