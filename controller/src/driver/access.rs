@@ -183,11 +183,8 @@ impl Driver {
         // approval counts as touched; stages before it stay free to edit.
         let gates_changed = guarded_stages(before) != guarded_stages(&declaration.pipeline);
         let touched = old.keys().chain(new.keys()).filter(|key| gates_changed || old.get(*key) != new.get(*key));
-        for (stage, action) in touched.collect::<std::collections::BTreeSet<_>>() {
-            let resource = crate::policy::action(name, stage, action);
-            snapshot.check_owned(caller, EDIT_APPROVAL, &resource, owner.as_deref())?;
-        }
-        Ok(())
+        let touched: std::collections::BTreeSet<_> = touched.collect();
+        check_edit_approvals(&snapshot, caller, name, owner.as_deref(), touched)
     }
 
     /// Deleting a pipeline drops its approvals with it: that needs
@@ -196,12 +193,22 @@ impl Driver {
         let snapshot = self.directory.snapshot();
         let name = &before.name;
         let owner = snapshot.pipeline_teams.get(name).cloned();
-        for (stage, action) in approvals(before).keys() {
-            let resource = crate::policy::action(name, stage, action);
-            snapshot.check_owned(caller, EDIT_APPROVAL, &resource, owner.as_deref())?;
-        }
-        Ok(())
+        check_edit_approvals(&snapshot, caller, name, owner.as_deref(), approvals(before).keys())
     }
+}
+
+/// `sluice:EditApprovalAction` on each of `pipeline`'s approvals named.
+fn check_edit_approvals<'a>(
+    snapshot: &crate::policy::Snapshot,
+    caller: &Caller,
+    pipeline: &str,
+    owner: Option<&str>,
+    approvals: impl IntoIterator<Item = &'a (String, String)>,
+) -> Result<(), OpError> {
+    for (stage, action) in approvals {
+        snapshot.check_owned(caller, EDIT_APPROVAL, &crate::policy::action(pipeline, stage, action), owner)?;
+    }
+    Ok(())
 }
 
 /// The stages an approval guards: from the first stage holding a manual
