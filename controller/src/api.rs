@@ -54,6 +54,8 @@ pub struct ApiState {
     /// How many refusals of unauthenticated requests the audit log takes
     /// per second (the rest are counted into the next one recorded).
     pub refusals: crate::audit::RefusalBudget,
+    /// The web console's sessions (`crate::console`).
+    pub console: crate::console::Console,
 }
 
 /// Registers the generic handler of each operation at its route.
@@ -139,6 +141,8 @@ fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
         .merge(crate::aws::routes())
         // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).
         .merge(crate::aws::s3::routes())
+        // The web console: `GET /` and its pages (`POST /` is the AWS API's).
+        .merge(crate::console::routes())
         // Every request of every route gets an id and its origin first.
         .layer(middleware::from_fn(origin))
 }
@@ -395,8 +399,9 @@ async fn push_plugin_checked(
     Ok(Json(pushed))
 }
 
+/// `?pipeline=NAME`: the events of one pipeline only.
 #[derive(Deserialize)]
-struct EventsQuery {
+pub struct EventsQuery {
     pipeline: Option<String>,
 }
 
@@ -409,6 +414,16 @@ async fn events(
     Extension(caller): Extension<Caller>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, OpError> {
+    subscribe(s, caller, q).await
+}
+
+/// The filtered event stream of a caller (the API's `/v1/events` and the
+/// console's `/console/events`).
+pub async fn subscribe(
+    s: ApiState,
+    caller: Caller,
+    q: EventsQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, OpError> {
     // A subscription is a call too (issue 15, gov): recorded when it
     // starts, or when it is refused.
     let resource = q.pipeline.as_deref().map_or_else(|| "*".to_string(), crate::policy::pipeline);
@@ -480,7 +495,9 @@ mod tests {
         let tokens = crate::auth::Tokens::default();
         let directory = crate::policy::Directory::default();
         let refusals = crate::audit::RefusalBudget::default();
-        let state = ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips, directory, refusals };
+        let console = crate::console::Console::new(crate::https::Scheme::Https);
+        let state =
+            ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips, directory, refusals, console };
         let _ = router(state);
         assert_eq!(
             positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),

@@ -54,6 +54,9 @@ pub enum Via {
     JobKey(String),
     /// An agent's client certificate.
     Agent(String),
+    /// A web console session (its public id: never the cookie), opened
+    /// with one of the credentials above.
+    Session(String),
 }
 
 impl std::fmt::Display for Via {
@@ -64,6 +67,7 @@ impl std::fmt::Display for Via {
             Self::Webhook => f.write_str("webhook"),
             Self::JobKey(id) => write!(f, "job-key:{id}"),
             Self::Agent(id) => write!(f, "agent:{id}"),
+            Self::Session(id) => write!(f, "session:{id}"),
         }
     }
 }
@@ -115,6 +119,12 @@ pub struct Tokens(Arc<RwLock<HashMap<String, Caller>>>);
 impl Tokens {
     pub fn lookup(&self, token: &str) -> Option<Caller> {
         self.0.read().expect("token table lock").get(&hash(token)).cloned()
+    }
+
+    /// The caller of a token known by its hash (a console session keeps
+    /// the hash, never the token).
+    pub fn lookup_hash(&self, secret_hash: &str) -> Option<Caller> {
+        self.0.read().expect("token table lock").get(secret_hash).cloned()
     }
 
     pub fn insert_hash(&self, secret_hash: String, caller: Caller) {

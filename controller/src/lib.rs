@@ -16,6 +16,7 @@ pub mod engine;
 // Notifications (issue 15, notify).
 pub mod exit;
 pub mod fleet;
+pub mod console;
 pub mod https;
 pub mod notify;
 pub mod ops;

@@ -369,6 +369,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         zips,
         directory,
         refusals: crate::audit::RefusalBudget::default(),
+        console: crate::console::Console::new(config.api_scheme),
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     let (api_url, webhooks) = listeners.serve(state)?;

@@ -99,7 +99,7 @@ impl Snapshot {
             Via::Webhook => return ("webhook".into(), vec![holding("webhook".into(), roles::webhook(), vec![], None)]),
             Via::JobKey(_) => return ("job key".into(), vec![holding("job key".into(), roles::job_key(), vec![], None)]),
             Via::Agent(_) => return ("agent".into(), vec![]),
-            Via::Token | Via::AccessKey(_) => {}
+            Via::Token | Via::AccessKey(_) | Via::Session(_) => {}
         }
         if caller.user == ADMIN_USER && caller.role == Role::Admin && !self.users.contains_key(ADMIN_USER) {
             let admin = roles::builtin(roles::ADMIN).expect("admin is built in");
@@ -124,7 +124,7 @@ impl Snapshot {
 
     /// The decision on `action` on `resource` owned by `owner`.
     pub fn decide_owned(&self, caller: &Caller, action: &str, resource: &str, owner: Option<&str>) -> Decision {
-        if SELF_ACTIONS.contains(&action) && matches!(caller.via, Via::Token | Via::AccessKey(_)) {
+        if SELF_ACTIONS.contains(&action) && matches!(caller.via, Via::Token | Via::AccessKey(_) | Via::Session(_)) {
             return Decision::Allowed("every user may ask who it is and what it may do".into());
         }
         let (_, held) = self.holdings(caller);
