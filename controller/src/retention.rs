@@ -30,6 +30,9 @@ impl Keep {
     }
 }
 
+/// Which limit of a [`Keep`] a flag sets.
+type Field = fn(&mut Keep) -> &mut Option<u32>;
+
 /// The controller's retention: a global rule and rules of named pipelines,
 /// which override the global one kind by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,7 +48,7 @@ impl Retention {
     pub fn parse(keep_executions: &[String], keep_days: &[String]) -> Result<Self, Vec<String>> {
         let mut retention = Retention::default();
         let mut problems = Vec::new();
-        let kinds: [(&str, &[String], fn(&mut Keep) -> &mut Option<u32>); 2] =
+        let kinds: [(&str, &[String], Field); 2] =
             [("--keep-executions", keep_executions, |k| &mut k.executions), ("--keep-days", keep_days, |k| &mut k.days)];
         for (flag, values, field) in kinds {
             for value in values {

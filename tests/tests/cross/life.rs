@@ -261,6 +261,35 @@ fn stored_blobs(data: &Path) -> BTreeSet<String> {
 }
 
 #[test]
+fn keep_days_removes_at_start_what_ended_too_long_ago() {
+    let mut cluster = Cluster::new().controller_args(&["--keep-days", "7", "--keep-days", "other=1"]).start().unwrap();
+    let data = cluster.data_dir();
+    cluster.kill_controller();
+    for name in ["sluice.db", "sluice.db-wal", "sluice.db-shm"] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+    // The 0.1.0 store, one of its two executions ended 30 days ago.
+    let conn = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
+    conn.execute_batch(&FIXTURE.replace("@REPO@", "/nonexistent")).unwrap();
+    let (old, recent): (String, String) =
+        conn.query_row("SELECT MIN(id), MAX(id) FROM executions", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let month_ago = (std::time::SystemTime::now() - Duration::from_secs(30 * 86_400))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    conn.execute("UPDATE executions SET updated_at = ?1 WHERE id = ?2", rusqlite::params![month_ago, old]).unwrap();
+    drop(conn);
+    assert!(stored_log_lines(&data, &old) > 0);
+    cluster.start_controller().unwrap();
+    wait_until("the month-old execution to be removed", WAIT, || {
+        (history(&cluster, "fixture") == vec![recent.clone()]).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", history(&cluster, "fixture"), cluster.controller_log()));
+    assert_eq!(stored_log_lines(&data, &old), 0);
+    assert!(stored_log_lines(&data, &recent) > 0);
+}
+
+#[test]
 fn bad_retention_flags_stop_the_controller_with_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin("sluice"))
@@ -400,7 +429,7 @@ fn history_in(backup: &Path) -> Vec<String> {
 }
 
 #[test]
-fn the_free_space_floor_refuses_uploads_with_a_clear_error() {
+fn the_free_space_floor_refuses_uploads_and_plugin_pushes_with_a_clear_error() {
     // A floor no disk here can meet: every upload is refused.
     let mut cluster = Cluster::new().controller_args(&["--min-free-space", "1000000GiB"]).start().unwrap();
     cluster.add_agent(&[]).unwrap();
@@ -420,4 +449,12 @@ fn the_free_space_floor_refuses_uploads_with_a_clear_error() {
         .filter(|d| d.file_name() != "tmp")
         .count();
     assert_eq!(stored, 0);
+    // A plugin push is held to the same floor: refused with the figures, nothing stored.
+    let hostile = sluice_test_plugins::test_plugin("hostile");
+    let out = cluster.sluice(&["plugin", "push", hostile.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bytes free") && stderr.contains("--min-free-space"), "{stderr}");
+    let listed = cluster.sluice_json(&["plugin", "list"]).unwrap();
+    assert!(!listed.to_string().contains("hostile"), "{listed}");
 }
