@@ -91,8 +91,9 @@ pub fn check_target(data_dir: &Path, to: &str) -> Result<PathBuf, String> {
 /// Blocking.
 pub fn write(data_dir: &Path, to: &Path) -> Result<CreateBackupOutput> {
     let started = std::time::Instant::now();
-    crate::ca::create_private_dir(to).with_context(|| format!("creating {}", to.display()))?;
-    let created_at = crate::views::time(crate::driver::now_ms());
+    make_target(to)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let created_at = crate::views::time(now.as_millis() as u64);
     let snapshot = crate::store::snapshot::snapshot(&data_dir.join("sluice.db"), &to.join("sluice.db"))?;
     crate::ca::tighten_private_file(&to.join("sluice.db"))?;
     let (mut artifacts, mut artifact_bytes, mut missing) = (0, 0, Vec::new());
@@ -137,6 +138,24 @@ pub fn write(data_dir: &Path, to: &Path) -> Result<CreateBackupOutput> {
     let manifest = serde_json::to_vec_pretty(&output)?;
     crate::ca::write_private(&to.join(MANIFEST), &manifest)?;
     Ok(output)
+}
+
+/// Makes the target directory (0700), or takes an empty one that is a
+/// directory itself, not a link to one (checked again here: the target
+/// may have changed since the driver checked it).
+fn make_target(to: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    match std::fs::symlink_metadata(to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().mode(0o700).create(to).with_context(|| format!("creating {}", to.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", to.display())),
+        Ok(meta) if meta.is_dir() && std::fs::read_dir(to)?.next().is_none() => {
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private", to.display()))
+        }
+        Ok(_) => bail!("{} is no longer an empty directory: a backup never overwrites anything", to.display()),
+    }
 }
 
 fn blob_path(root: &Path, digest: &str) -> Result<PathBuf> {
@@ -276,5 +295,9 @@ mod tests {
         std::fs::write(artifacts.path(&kept).unwrap(), b"tampered!!").unwrap();
         let err = write(&data, &dir.path().join("again")).unwrap_err();
         assert!(format!("{err:#}").contains("is damaged"), "{err:#}");
+        // A target replaced by a link after the check is not written through.
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("link")).unwrap();
+        let err = write(&data, &dir.path().join("link")).unwrap_err();
+        assert!(format!("{err:#}").contains("no longer an empty directory"), "{err:#}");
     }
 }
