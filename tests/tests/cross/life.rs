@@ -440,7 +440,10 @@ fn the_free_space_floor_refuses_uploads_and_plugin_pushes_with_a_clear_error() {
     let e = cluster.execution_end("web", &id, Duration::from_secs(90));
     assert_eq!(e["pipelineExecution"]["status"], "Failed", "{e}");
     let text = e.to_string();
-    assert!(text.contains("--min-free-space"), "the failure names the floor: {e}");
+    assert!(
+        text.contains("controller refused the upload") && text.contains("bytes free") && text.contains("--min-free-space"),
+        "the failure says why, with the figures, and names the floor: {e}"
+    );
     assert!(cluster.controller_log().contains("transfer refused"), "{}", cluster.controller_log());
     // Nothing was stored.
     let stored = std::fs::read_dir(cluster.data_dir().join("artifacts"))
