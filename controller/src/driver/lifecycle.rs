@@ -36,13 +36,46 @@ pub(super) struct Lifecycle {
     next_retention: u64,
     /// Pipelines with an execution that ended since retention last ran.
     ended: BTreeSet<String>,
-    /// Backups copying now, by id: when each began.
-    backups: HashMap<String, u64>,
+    backups: Backups,
+}
+
+/// Backups copying now, by id: when each began. One at a time; one whose
+/// end never came stops counting after [`BACKUP_PAUSE_LIMIT`].
+#[derive(Debug, Default)]
+struct Backups(HashMap<String, u64>);
+
+impl Backups {
+    /// A new backup's id, or the one still being written.
+    fn begin(&mut self, now: u64, id: String) -> Result<String, String> {
+        self.running(now);
+        if let Some(other) = self.0.keys().next() {
+            return Err(other.clone());
+        }
+        self.0.insert(id.clone(), now);
+        Ok(id)
+    }
+
+    /// Whether `id` was being written (and is no more).
+    fn end(&mut self, id: &str) -> bool {
+        self.0.remove(id).is_some()
+    }
+
+    /// Whether a backup is being written at `now`.
+    fn running(&mut self, now: u64) -> bool {
+        self.0.retain(|id, began| {
+            let alive = now.saturating_sub(*began) < BACKUP_PAUSE_LIMIT;
+            if !alive {
+                warn!(backup = %id, "a backup never ended; artifact collection goes on");
+            }
+            alive
+        });
+        !self.0.is_empty()
+    }
 }
 
 impl Lifecycle {
     pub(super) fn new(data_dir: PathBuf, retention: Retention) -> Self {
-        Self { data_dir, retention, next_retention: 0, ended: BTreeSet::new(), backups: HashMap::new() }
+        Self { data_dir, retention, next_retention: 0, ended: BTreeSet::new(), backups: Backups::default() }
     }
 }
 
@@ -116,15 +149,7 @@ impl Driver {
     /// blob its snapshot refers to must still be there when it is copied).
     /// Postpones the collection a little when so.
     pub(super) fn backup_holds_collection(&mut self, now: u64) -> bool {
-        let life = &mut self.lifecycle;
-        life.backups.retain(|id, began| {
-            let alive = now.saturating_sub(*began) < BACKUP_PAUSE_LIMIT;
-            if !alive {
-                warn!(backup = %id, "a backup never ended; artifact collection goes on");
-            }
-            alive
-        });
-        if life.backups.is_empty() {
+        if !self.lifecycle.backups.running(now) {
             return false;
         }
         self.next_gc = now + COLLECTION_RETRY.min(self.artifact_gc_interval.as_millis() as u64);
@@ -155,11 +180,11 @@ impl Driver {
 impl Handle<BeginBackup> for Driver {
     fn handle(&mut self, op: BeginBackup, ctx: &Context) -> Result<BeginBackupOutput, OpError> {
         let to = crate::backup::check_target(&self.lifecycle.data_dir, &op.to).map_err(OpError::invalid)?;
-        if let Some(other) = self.lifecycle.backups.keys().next() {
-            return Err(OpError::Conflict(format!("backup {other} is still being written: one at a time")));
-        }
-        let id = uuid::Uuid::new_v4().to_string();
-        self.lifecycle.backups.insert(id.clone(), ctx.now);
+        let id = self
+            .lifecycle
+            .backups
+            .begin(ctx.now, uuid::Uuid::new_v4().to_string())
+            .map_err(|other| OpError::Conflict(format!("backup {other} is still being written: one at a time")))?;
         info!(backup = %id, to = %to.display(), user = %ctx.caller.user, "backup started");
         Ok(BeginBackupOutput { id, data_dir: self.lifecycle.data_dir.clone(), to })
     }
@@ -167,7 +192,7 @@ impl Handle<BeginBackup> for Driver {
 
 impl Handle<EndBackup> for Driver {
     fn handle(&mut self, op: EndBackup, _ctx: &Context) -> Result<(), OpError> {
-        if self.lifecycle.backups.remove(&op.id).is_none() {
+        if !self.lifecycle.backups.end(&op.id) {
             return Err(OpError::NotFound(format!("no backup {} is being written", op.id)));
         }
         match op.failure {
@@ -181,5 +206,27 @@ impl Handle<EndBackup> for Driver {
                 Err(OpError::Internal(format!("backup failed: {failure}")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_backup_at_a_time_pauses_collection_until_it_ends_or_is_given_up() {
+        let mut backups = Backups::default();
+        assert!(!backups.running(0));
+        let first = backups.begin(1_000, "b1".into()).unwrap();
+        assert!(backups.running(2_000));
+        assert_eq!(backups.begin(2_000, "b2".into()), Err("b1".to_string()), "one at a time");
+        assert!(!backups.end("b2"), "only a backup that began ends");
+        assert!(backups.end(&first));
+        assert!(!backups.running(3_000));
+        // A backup whose end never comes pauses collection for so long only.
+        backups.begin(10_000, "b3".into()).unwrap();
+        assert!(backups.running(10_000 + BACKUP_PAUSE_LIMIT - 1));
+        assert!(!backups.running(10_000 + BACKUP_PAUSE_LIMIT));
+        assert!(backups.begin(10_000 + BACKUP_PAUSE_LIMIT, "b4".into()).is_ok());
     }
 }
