@@ -37,6 +37,7 @@ impl Driver {
         self.expire_worker_jobs(now);
         // Data lifecycle (issue 17, life): before the collection, which removes what it lets go.
         self.apply_retention(now);
+        self.check_disk(now);
         self.collect_artifacts(now);
         self.run_polls(now);
         self.prune_audit(now);

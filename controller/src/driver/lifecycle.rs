@@ -26,6 +26,10 @@ const RETENTION_EVERY: u64 = 3_600_000;
 /// after this long.
 const BACKUP_PAUSE_LIMIT: u64 = 6 * 3_600_000;
 
+/// How often the free space is looked at when nothing is written: a disk
+/// that another writer fills is reported, not only refused uploads.
+const DISK_CHECK_EVERY: u64 = 600_000;
+
 /// How soon collection looks again while a backup runs.
 const COLLECTION_RETRY: u64 = 60_000;
 
@@ -37,6 +41,8 @@ pub(super) struct Lifecycle {
     /// Pipelines with an execution that ended since retention last ran.
     ended: BTreeSet<String>,
     backups: Backups,
+    /// When the free space is next looked at.
+    next_disk_check: u64,
 }
 
 /// Backups copying now, by id: when each began. One at a time; one whose
@@ -75,7 +81,14 @@ impl Backups {
 
 impl Lifecycle {
     pub(super) fn new(data_dir: PathBuf, retention: Retention) -> Self {
-        Self { data_dir, retention, next_retention: 0, ended: BTreeSet::new(), backups: Backups::default() }
+        Self {
+            data_dir,
+            retention,
+            next_retention: 0,
+            ended: BTreeSet::new(),
+            backups: Backups::default(),
+            next_disk_check: 0,
+        }
     }
 }
 
@@ -158,6 +171,25 @@ impl Driver {
 }
 
 impl Driver {
+    /// Logs a warning while the artifact store's disk is under the
+    /// free-space floor: uploads and pushes are refused, whatever filled it.
+    pub(super) fn check_disk(&mut self, now: u64) {
+        if now < self.lifecycle.next_disk_check {
+            return;
+        }
+        self.lifecycle.next_disk_check = now + DISK_CHECK_EVERY;
+        match self.artifacts.free_bytes() {
+            Ok(free) if free < self.min_free_space => warn!(
+                free,
+                floor = self.min_free_space,
+                "the controller's disk is under the free-space floor (--min-free-space): uploads are refused until \
+                 space is freed (retention: --keep-executions, --keep-days)"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("reading the free space: {e:#}"),
+        }
+    }
+
     /// The free-space floor (`--min-free-space`) for a write of `incoming`
     /// bytes into `blobs` that no agent upload books (a pushed plugin):
     /// refused with the figures when it would leave less free.

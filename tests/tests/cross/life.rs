@@ -444,7 +444,9 @@ fn the_free_space_floor_refuses_uploads_and_plugin_pushes_with_a_clear_error() {
         text.contains("controller refused the upload") && text.contains("bytes free") && text.contains("--min-free-space"),
         "the failure says why, with the figures, and names the floor: {e}"
     );
-    assert!(cluster.controller_log().contains("transfer refused"), "{}", cluster.controller_log());
+    let log = cluster.controller_log();
+    assert!(log.contains("transfer refused"), "{log}");
+    assert!(log.contains("the controller's disk is under the free-space floor"), "reported, not only refused: {log}");
     // Nothing was stored.
     let stored = std::fs::read_dir(cluster.data_dir().join("artifacts"))
         .unwrap()
