@@ -128,6 +128,8 @@ fn hooks() -> Router<ApiState> {
 fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
     let v1 = ops::for_each_route(Router::new(), &mut Routes)
         .route("/plugins", post(push_plugin))
+        // Data lifecycle (issue 17, life): CreateBackup, copied off the driver's task.
+        .route("/backups", post(crate::backup::create))
         // Verbs the table does not have get the answer they always got.
         .route(&positional("/pipelines/{name}/stages/{stage}/transition/{verb}"), post(no_transition_verb))
         .route(&positional("/agents/{id}/{verb}"), post(no_agent_verb))

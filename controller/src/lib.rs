@@ -21,6 +21,9 @@ pub mod https;
 pub mod notify;
 pub mod ops;
 pub mod pipeline;
+// Data lifecycle (issue 17, life).
+pub mod backup;
+pub mod retention;
 pub mod plugin_template;
 pub mod policy;
 pub mod secrets;

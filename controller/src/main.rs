@@ -49,6 +49,9 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
     }
     sluice::https::check_api_names(&args.api_names).map_err(|e| Failure::new(2, e))?;
     let notifications = sluice::cli::notify_config(&args);
+    // Data lifecycle (issue 17, life).
+    let retention = sluice::retention::Retention::parse(&args.keep_executions, &args.keep_days)
+        .map_err(|problems| Failure::new(2, problems.join("\n")))?;
     let api_cert = match (args.api_cert, args.api_key) {
         (Some(cert), Some(key)) => CertSource::Files { cert, key },
         _ => CertSource::Ca { names: args.api_names },
@@ -73,6 +76,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         webhook_listen: args.webhook_listen.map(|addr| (addr, webhook_scheme)),
         notifications,
         audit_retention: std::time::Duration::from_secs(args.audit_retention_days.saturating_mul(86_400)),
+        retention,
     };
     let controller = start(config.clone()).await?;
     println!("sluice controller");

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod checkpoint;
+// Data lifecycle (issue 17, life): schema versions and migrations, retention.
+pub mod schema;
+pub mod snapshot;
 // Notifications (issue 15, notify).
 pub mod notifications;
 
@@ -263,6 +266,10 @@ pub enum Change {
         name: String,
         record: Option<String>,
     },
+    // Data lifecycle (issue 17, life).
+    /// Ended executions that retention lets go, with their logs (an
+    /// execution still running is never deleted, whatever the list says).
+    DeleteExecutions(Vec<String>),
 }
 
 /// How much an acknowledged change survives.
@@ -354,6 +361,10 @@ pub trait Store: Send {
     // Permissions (issue 15, policy).
     /// Every directory entry: (kind, name, record JSON).
     fn directory_entries(&self) -> Result<Vec<(String, String, String)>>;
+    // Data lifecycle (issue 17, life).
+    /// The executions of one pipeline (or of all), each with its pipeline,
+    /// by pipeline and newest first: what retention decides on.
+    fn execution_ages(&self, pipeline: Option<&str>) -> Result<Vec<(String, crate::retention::Age)>>;
 }
 
 pub struct SqliteStore {
@@ -361,10 +372,13 @@ pub struct SqliteStore {
     _checkpointer: checkpoint::Checkpointer,
 }
 
-const SCHEMA: &str = "
+/// The newest schema, whole: what a fresh store is made with, and what
+/// is created where missing after an older store's migrations
+/// (`schema.rs`; a change to an existing table is a migration there).
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pipelines (
     name TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL,
-    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, author TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS executions (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, version INTEGER NOT NULL,
@@ -385,7 +399,8 @@ CREATE TABLE IF NOT EXISTS plugins (
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS api_tokens (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (
-    name TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+    name TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    pipelines TEXT NOT NULL DEFAULT '[\"*\"]');
 CREATE TABLE IF NOT EXISTS webhooks (pipeline TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS seen_revisions (
     pipeline TEXT NOT NULL, action TEXT NOT NULL, revision TEXT NOT NULL, seen_at INTEGER NOT NULL,
@@ -442,36 +457,15 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA).context("creating the store schema")?;
-        conn.execute_batch(notifications::SCHEMA).context("creating the notification tables")?;
-        migrate(&conn)?;
+        // Data lifecycle (issue 17, life): the schema is versioned.
+        let (from, to) = schema::upgrade(&conn).with_context(|| format!("the store {}", path.display()))?;
+        if from != to {
+            tracing::info!(from, to, store = %path.display(), "store schema migrated");
+        }
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
         let checkpointer = checkpoint::Checkpointer::start(path, sync)?;
         Ok(Self { conn, _checkpointer: checkpointer })
     }
-}
-
-/// Brings a store written by an older version up to this one's schema.
-fn migrate(conn: &Connection) -> Result<()> {
-    let has_column = |table: &str, column: &str| -> Result<bool> {
-        let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
-        let names = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(names.iter().any(|n| n == column))
-    };
-    // Secrets got scopes; the ones from before keep working everywhere.
-    if !has_column("secrets", "pipelines")? {
-        conn.execute_batch(&format!(
-            "ALTER TABLE secrets ADD COLUMN pipelines TEXT NOT NULL DEFAULT '[\"{}\"]'",
-            crate::secrets::LEGACY_SCOPE
-        ))
-        .context("adding scopes to the stored secrets")?;
-    }
-    // Pipeline versions got their author (issue 15, gov).
-    if !has_column("pipelines", "author")? {
-        conn.execute_batch("ALTER TABLE pipelines ADD COLUMN author TEXT NOT NULL DEFAULT ''")
-            .context("adding authors to the stored pipeline versions")?;
-    }
-    Ok(())
 }
 
 fn json<T: Serialize>(value: &T) -> Result<String> {
@@ -699,6 +693,14 @@ impl SqliteStore {
                             r.request_id,
                             hash
                         ])?;
+                }
+                // Data lifecycle (issue 17, life).
+                Change::DeleteExecutions(ids) => {
+                    for id in ids {
+                        let ended = "SELECT id FROM executions WHERE id = ?1 AND status NOT IN ('InProgress', 'Stopping')";
+                        tx.prepare_cached(&format!("DELETE FROM logs WHERE execution_id IN ({ended})"))?.execute([id])?;
+                        tx.prepare_cached(&format!("DELETE FROM executions WHERE id IN ({ended})"))?.execute([id])?;
+                    }
                 }
                 Change::PruneAudit(anchor) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2)")?
@@ -966,6 +968,19 @@ impl Store for SqliteStore {
     fn directory_entries(&self) -> Result<Vec<(String, String, String)>> {
         let mut stmt = self.conn.prepare_cached("SELECT kind, name, record FROM directory ORDER BY kind, name")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // Data lifecycle (issue 17, life).
+    fn execution_ages(&self, pipeline: Option<&str>) -> Result<Vec<(String, crate::retention::Age)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT pipeline, id, status NOT IN ('InProgress', 'Stopping'), updated_at FROM executions \
+             WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY pipeline, started_at DESC, id DESC",
+        )?;
+        let rows = stmt.query_map([pipeline], |r| {
+            let age = crate::retention::Age { id: r.get(1)?, ended: r.get(2)?, updated_at: r.get::<_, i64>(3)? as u64 };
+            Ok((r.get::<_, String>(0)?, age))
+        })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -1257,6 +1272,39 @@ mod tests {
         store.apply(&[line("j", 0, "héllo\n"), line("j", 1, "[cut here]\n"), line("k", 9, "other\n")]).unwrap();
         assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (Some(1), 18, true));
         assert_eq!(store.log_position("e", "k", "[cut").unwrap(), (Some(9), 6, false));
+    }
+
+    // Data lifecycle (issue 17, life).
+    #[test]
+    fn retention_deletes_ended_executions_with_their_logs_and_never_a_running_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        let line = |execution: &str| {
+            Change::Log(LogLine { job_id: "j".into(), execution_id: execution.into(), seq: 0, text: "x\n".into() })
+        };
+        let mut other = execution("o", ExecutionStatus::Failed, 1);
+        other.pipeline = "api".into();
+        store
+            .apply(&[
+                Change::Execution(Box::new(execution("old", ExecutionStatus::Succeeded, 1))),
+                Change::Execution(Box::new(execution("running", ExecutionStatus::InProgress, 2))),
+                Change::Execution(Box::new(execution("new", ExecutionStatus::Failed, 3))),
+                Change::Execution(Box::new(other)),
+                line("old"),
+                line("running"),
+                line("new"),
+            ])
+            .unwrap();
+        let ages = store.execution_ages(Some("web")).unwrap();
+        let seen: Vec<(&str, &str, bool)> = ages.iter().map(|(p, a)| (p.as_str(), a.id.as_str(), a.ended)).collect();
+        assert_eq!(seen, [("web", "new", true), ("web", "running", false), ("web", "old", true)]);
+        assert_eq!(store.execution_ages(None).unwrap().len(), 4);
+        store.apply(&[Change::DeleteExecutions(vec!["old".into(), "running".into()])]).unwrap();
+        assert!(store.execution(&ExecutionId("old".into())).unwrap().is_none());
+        assert!(store.logs("old").unwrap().is_empty());
+        assert!(store.execution(&ExecutionId("running".into())).unwrap().is_some(), "a running execution stays");
+        assert_eq!(store.logs("running").unwrap().len(), 1);
+        assert_eq!(store.logs("new").unwrap().len(), 1);
     }
 
     // The audit log (issue 15, gov).

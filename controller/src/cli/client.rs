@@ -54,6 +54,13 @@ impl Client {
         serde_json::to_value(output).map_err(|e| Failure::new(1, format!("PushPlugin output: {e}")))
     }
 
+    // Data lifecycle (issue 17, life).
+    /// `backup --to DIR`.
+    pub async fn create_backup(&self, op: ops::CreateBackup) -> Result<Value, Failure> {
+        let output = self.ops.create_backup(op).await?;
+        serde_json::to_value(output).map_err(|e| Failure::new(1, format!("CreateBackup output: {e}")))
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, Failure> {
         self.send(self.ops.http().get(self.ops.url(path)?)).await
     }

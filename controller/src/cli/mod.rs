@@ -29,6 +29,8 @@ mod notification;
 // The audit log (issue 15, gov).
 mod audit;
 pub use audit::AuditCmd;
+// Data lifecycle (issue 17, life).
+mod backup;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -103,6 +105,10 @@ pub enum Cmd {
     Controller(ControllerArgs),
     /// Run a demo: a controller, an agent and a pipeline from git to deploy.
     Demo(DemoArgs),
+    // Data lifecycle (issue 17, life).
+    /// Copy the store, its artifacts and the controller's keys into a new
+    /// directory on the controller's host, while it runs (admin only).
+    Backup(backup::BackupArgs),
     /// Create, inspect and run pipelines.
     #[command(subcommand)]
     Pipeline(PipelineCmd),
@@ -287,6 +293,18 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = crate::driver::DEFAULT_AUDIT_RETENTION_DAYS, value_name = "DAYS",
           value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub audit_retention_days: u64,
+    // Data lifecycle (issue 17, life).
+    /// Keep the newest N executions of every pipeline (`N`) or of one
+    /// (`PIPELINE=N`, which overrides the global N); older ones that ended
+    /// go with their logs and the artifacts nothing else refers to.
+    /// Repeatable. Running executions always stay.
+    #[arg(long, value_name = "[PIPELINE=]N")]
+    pub keep_executions: Vec<String>,
+    /// Keep executions that ended within the last D days, of every pipeline
+    /// (`D`) or of one (`PIPELINE=D`). Repeatable; with --keep-executions,
+    /// an execution goes when it falls outside either.
+    #[arg(long, value_name = "[PIPELINE=]D")]
+    pub keep_days: Vec<String>,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -448,6 +466,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Role(cmd) => access::run_role(&ctx, cmd).await,
         Cmd::Whoami => access::run_whoami(&ctx).await,
         Cmd::Can(args) => access::run_can(&ctx, args).await,
+        // Data lifecycle (issue 17, life).
+        Cmd::Backup(args) => backup::run(&ctx, args).await,
     }
 }
 

@@ -49,6 +49,9 @@ pub struct ControllerConfig {
     // The audit log (issue 15, gov).
     /// How long audit records are kept (`--audit-retention-days`).
     pub audit_retention: Duration,
+    // Data lifecycle (issue 17, life).
+    /// Which ended executions are kept (`--keep-executions`, `--keep-days`).
+    pub retention: crate::retention::Retention,
 }
 
 impl ControllerConfig {
@@ -74,6 +77,7 @@ impl ControllerConfig {
             webhook_listen: None,
             notifications: Default::default(),
             audit_retention: Duration::from_secs(crate::driver::DEFAULT_AUDIT_RETENTION_DAYS * 86_400),
+            retention: Default::default(),
         }
     }
 }

@@ -20,7 +20,9 @@ impl Driver {
         let silent = self.agents.values().map(|a| a.last_heard + lease).min();
         let leases = self.jobs.values().map(|j| j.lease_until).min();
         let workers = self.workers.next_deadline();
-        [self.engine.poll_timeout(), restored, silent, leases, Some(self.next_gc), self.next_poll_at(), workers]
+        // Data lifecycle (issue 17, life): retention.
+        let retention = self.next_retention();
+        [self.engine.poll_timeout(), restored, silent, leases, Some(self.next_gc), self.next_poll_at(), workers, retention]
             .into_iter()
             .flatten()
             .min()
@@ -33,6 +35,9 @@ impl Driver {
         self.expire_leases(now);
         self.expire_actions(now);
         self.expire_worker_jobs(now);
+        // Data lifecycle (issue 17, life): before the collection, which removes what it lets go.
+        self.apply_retention(now);
+        self.check_disk(now);
         self.collect_artifacts(now);
         self.run_polls(now);
         self.prune_audit(now);

@@ -65,6 +65,8 @@ pub use audit::DEFAULT_AUDIT_RETENTION_DAYS;
 mod access;
 mod roles;
 mod teams;
+// Data lifecycle (issue 17, life): retention and backups.
+mod lifecycle;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -219,6 +221,9 @@ struct Driver {
     /// Users, teams, roles and delegations every call is checked against
     /// (issue 15, policy); shared with the API.
     directory: crate::policy::Directory,
+    // Data lifecycle (issue 17, life).
+    /// Retention of executions, and the backups being written.
+    lifecycle: lifecycle::Lifecycle,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -315,6 +320,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         audit: audit::AuditLog::new(config.audit_retention),
         held: None,
         directory: crate::policy::Directory::default(),
+        lifecycle: lifecycle::Lifecycle::new(dir.clone(), config.retention.clone()),
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -515,6 +521,10 @@ impl Driver {
             for notice in notices {
                 self.tell_after_commit(Arc::new(views::notice(&notice)));
                 log_notice(&notice);
+                // Data lifecycle (issue 17, life): an ended execution may put an older one past its retention.
+                if notice.stage.is_none() && !matches!(notice.status.as_str(), "InProgress" | "Stopping") {
+                    self.execution_ended(&notice.pipeline);
+                }
             }
             while let Some(dispatch) = self.engine.poll_dispatch() {
                 self.route_dispatch(now, dispatch);

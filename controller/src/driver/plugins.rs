@@ -76,6 +76,10 @@ impl Handle<PushPlugin> for Driver {
             return Ok(PushPluginOutput { provider: key, digest, created: false, signed_by });
         }
         let signed = self.verify_push(now, &key, &digest, signature)?;
+        // Data lifecycle (issue 17, life): the free-space floor holds for pushes too.
+        if !self.plugins.contains(&digest) {
+            self.keep_free_space(&self.plugins, wasm.len() as u64, "the plugin")?;
+        }
         self.plugins.put_bytes(wasm)?;
         let record = PluginRecord {
             provider: info.name.clone(),

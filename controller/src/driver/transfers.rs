@@ -179,6 +179,10 @@ impl Driver {
         if now < self.next_gc {
             return;
         }
+        // Data lifecycle (issue 17, life): not while a backup copies.
+        if self.backup_holds_collection(now) {
+            return;
+        }
         self.next_gc = now + self.artifact_gc_interval.as_millis() as u64;
         // Before this collection: what the last one removed is released.
         self.forget_collected_uploads(now);

@@ -73,6 +73,15 @@ impl Client {
         self.send(request).await
     }
 
+    // Data lifecycle (issue 17, life).
+    /// `CreateBackup`'s transport (`POST /v1/backups`, routed by hand: the
+    /// copy happens off the driver's task).
+    pub async fn create_backup(&self, op: super::CreateBackup) -> Result<super::CreateBackupOutput, OpError> {
+        let body = serde_json::to_vec(&op).map_err(|e| OpError::Internal(e.to_string()))?;
+        let request = self.http.post(self.url("/backups")?).header(reqwest::header::CONTENT_TYPE, "application/json");
+        self.send(request.body(body)).await
+    }
+
     /// `/v1` + `path`.
     pub fn url(&self, path: &str) -> Result<reqwest::Url, OpError> {
         reqwest::Url::parse(&format!("{}/v1{path}", self.base))

@@ -79,6 +79,8 @@ mod users;
 mod webhooks;
 // Notifications (issue 15, notify).
 mod notifications;
+// Data lifecycle (issue 17, life).
+mod backup;
 
 pub use access::*;
 pub use access_keys::*;
@@ -98,6 +100,8 @@ pub use users::*;
 pub use webhooks::*;
 // Notifications (issue 15, notify).
 pub use notifications::*;
+// Data lifecycle (issue 17, life).
+pub use backup::*;
 
 use crate::auth::Caller;
 use crate::policy;
@@ -466,6 +470,10 @@ operations! {
         // Asked by the S3 subset for a job's temporary credentials (SigV4 with them).
         JobCredentials -> JobCredentialsOutput, "s3:GetObject", |o| policy::named("job", &o.access_key_id);
         RecordJobOutput -> EmptyOutput, "s3:PutObject", |o| policy::named("job", &o.access_key_id);
+        // Data lifecycle (issue 17, life): `POST /v1/backups` (CreateBackup) is routed by hand
+        // (`crate::backup`); its transport asks the driver to begin and to end.
+        BeginBackup -> BeginBackupOutput, "sluice:CreateBackup", |_| policy::named("backup", "*");
+        EndBackup -> (), "sluice:CreateBackup", |_| policy::named("backup", "*");
     }
 }
 

@@ -63,6 +63,9 @@ pub const ADMIN_ONLY: &[&str] = &[
     "sluice:RevokeTeamRole",
     "sluice:CreateRole",
     "sluice:DeleteRole",
+    // Data lifecycle (issue 17, life): a backup holds the CA's and the
+    // secrets' keys, and is written where the caller says on the host.
+    "sluice:CreateBackup",
 ];
 
 /// Reads that would show a credential or a job's keys: not in the read set.

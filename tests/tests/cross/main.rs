@@ -20,3 +20,5 @@ mod signing;
 mod sources;
 // Permissions (issue 15, policy).
 mod policy;
+// Data lifecycle (issue 17, life): schema upgrade, backup and restore, retention.
+mod life;

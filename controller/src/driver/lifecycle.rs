@@ -1,0 +1,264 @@
+//! Data lifecycle in the driver (issue 17, life): retention of old
+//! executions, and the driver's half of a backup (`crate::backup` copies).
+//!
+//! Retention runs at start, hourly, and for a pipeline as soon as one of
+//! its executions ends: the ended executions [`crate::retention::expired`]
+//! names go with their logs in one transaction, and the artifact
+//! collection runs next, removing the artifacts nothing refers to any
+//! more. Executions still running, and so everything they refer to, stay.
+//! While a backup copies, artifact collection waits.
+
+use super::Driver;
+use crate::exit::Exit;
+use crate::ops::{BeginBackup, BeginBackupOutput, Context, EndBackup, Handle, OpError};
+use crate::retention::Retention;
+use crate::store::Change;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+/// How often every pipeline's retention is applied (besides when an
+/// execution ends): `--keep-days` moves with the clock.
+const RETENTION_EVERY: u64 = 3_600_000;
+
+/// A backup whose transport never said it ended (a process cut off
+/// mid-copy cannot, but then it is gone too) stops pausing collection
+/// after this long.
+const BACKUP_PAUSE_LIMIT: u64 = 6 * 3_600_000;
+
+/// How often the free space is looked at when nothing is written: a disk
+/// that another writer fills is reported, not only refused uploads.
+const DISK_CHECK_EVERY: u64 = 600_000;
+
+/// How soon collection looks again while a backup runs.
+const COLLECTION_RETRY: u64 = 60_000;
+
+pub(super) struct Lifecycle {
+    data_dir: PathBuf,
+    retention: Retention,
+    /// When every pipeline's retention is next applied.
+    next_retention: u64,
+    /// Pipelines with an execution that ended since retention last ran.
+    ended: BTreeSet<String>,
+    backups: Backups,
+    /// When the free space is next looked at.
+    next_disk_check: u64,
+}
+
+/// Backups copying now, by id: when each began. One at a time; one whose
+/// end never came stops counting after [`BACKUP_PAUSE_LIMIT`].
+#[derive(Debug, Default)]
+struct Backups(HashMap<String, u64>);
+
+impl Backups {
+    /// A new backup's id, or the one still being written.
+    fn begin(&mut self, now: u64, id: String) -> Result<String, String> {
+        self.running(now);
+        if let Some(other) = self.0.keys().next() {
+            return Err(other.clone());
+        }
+        self.0.insert(id.clone(), now);
+        Ok(id)
+    }
+
+    /// Whether `id` was being written (and is no more).
+    fn end(&mut self, id: &str) -> bool {
+        self.0.remove(id).is_some()
+    }
+
+    /// Whether a backup is being written at `now`.
+    fn running(&mut self, now: u64) -> bool {
+        self.0.retain(|id, began| {
+            let alive = now.saturating_sub(*began) < BACKUP_PAUSE_LIMIT;
+            if !alive {
+                warn!(backup = %id, "a backup never ended; artifact collection goes on");
+            }
+            alive
+        });
+        !self.0.is_empty()
+    }
+}
+
+impl Lifecycle {
+    pub(super) fn new(data_dir: PathBuf, retention: Retention) -> Self {
+        Self {
+            data_dir,
+            retention,
+            next_retention: 0,
+            ended: BTreeSet::new(),
+            backups: Backups::default(),
+            next_disk_check: 0,
+        }
+    }
+}
+
+impl Driver {
+    /// When retention is next due (for [`Driver::next_wake`]).
+    pub(super) fn next_retention(&self) -> Option<u64> {
+        let life = &self.lifecycle;
+        if life.retention.is_off() {
+            return None;
+        }
+        Some(if life.ended.is_empty() { life.next_retention } else { 0 })
+    }
+
+    /// An execution of `pipeline` ended: its retention applies at once.
+    pub(super) fn execution_ended(&mut self, pipeline: &str) {
+        if !self.lifecycle.retention.is_off() {
+            self.lifecycle.ended.insert(pipeline.to_string());
+        }
+    }
+
+    /// Removes the ended executions that retention lets go, with their
+    /// logs, from every pipeline when the hourly pass is due, else from
+    /// the pipelines whose executions ended since the last pass.
+    pub(super) fn apply_retention(&mut self, now: u64) {
+        if self.lifecycle.retention.is_off() {
+            return;
+        }
+        let everything = now >= self.lifecycle.next_retention;
+        if !everything && self.lifecycle.ended.is_empty() {
+            return;
+        }
+        let ended = std::mem::take(&mut self.lifecycle.ended);
+        let ages = if everything {
+            self.lifecycle.next_retention = now + RETENTION_EVERY;
+            self.store.execution_ages(None)
+        } else {
+            ended.iter().try_fold(Vec::new(), |mut all, p| {
+                all.extend(self.store.execution_ages(Some(p))?);
+                anyhow::Ok(all)
+            })
+        };
+        let ages = match ages {
+            Ok(ages) => ages,
+            Err(e) => return warn!("reading the executions' ages for retention: {e:#}"),
+        };
+        let mut by_pipeline: std::collections::BTreeMap<String, Vec<crate::retention::Age>> = Default::default();
+        for (pipeline, age) in ages {
+            by_pipeline.entry(pipeline).or_default().push(age);
+        }
+        let mut gone = Vec::new();
+        for (pipeline, ages) in by_pipeline {
+            let keep = self.lifecycle.retention.for_pipeline(&pipeline);
+            let expired = crate::retention::expired(keep, &ages, now);
+            if !expired.is_empty() {
+                info!(%pipeline, count = expired.len(), kept = ages.len() - expired.len(), "old executions removed (retention)");
+                gone.extend(expired);
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.apply(&[Change::DeleteExecutions(gone)]) {
+            Exit::StoreWriteFailed(format!("{e:#}")).now();
+        }
+        // Their artifacts that nothing else refers to go now, not at the
+        // next interval (the collection keeps anything younger than one).
+        self.next_gc = now;
+    }
+
+    /// Whether a backup is copying: artifact collection waits for it (a
+    /// blob its snapshot refers to must still be there when it is copied).
+    /// Postpones the collection a little when so.
+    pub(super) fn backup_holds_collection(&mut self, now: u64) -> bool {
+        if !self.lifecycle.backups.running(now) {
+            return false;
+        }
+        self.next_gc = now + COLLECTION_RETRY.min(self.artifact_gc_interval.as_millis() as u64);
+        true
+    }
+}
+
+impl Driver {
+    /// Logs a warning while the artifact store's disk is under the
+    /// free-space floor: uploads and pushes are refused, whatever filled it.
+    pub(super) fn check_disk(&mut self, now: u64) {
+        if now < self.lifecycle.next_disk_check {
+            return;
+        }
+        self.lifecycle.next_disk_check = now + DISK_CHECK_EVERY;
+        match self.artifacts.free_bytes() {
+            Ok(free) if free < self.min_free_space => warn!(
+                free,
+                floor = self.min_free_space,
+                "the controller's disk is under the free-space floor (--min-free-space): uploads are refused until \
+                 space is freed (retention: --keep-executions, --keep-days)"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("reading the free space: {e:#}"),
+        }
+    }
+
+    /// The free-space floor (`--min-free-space`) for a write of `incoming`
+    /// bytes into `blobs` that no agent upload books (a pushed plugin):
+    /// refused with the figures when it would leave less free.
+    pub(super) fn keep_free_space(&self, blobs: &crate::blobs::BlobStore, incoming: u64, what: &str) -> Result<(), OpError> {
+        let free = blobs.free_bytes().map_err(|e| OpError::Internal(format!("{e:#}")))?;
+        let reserved = self.uploads_in_flight();
+        if free.saturating_sub(reserved).saturating_sub(incoming) < self.min_free_space {
+            warn!(free, reserved, incoming, floor = self.min_free_space, "write refused: the free-space floor");
+            return Err(OpError::Unavailable(format!(
+                "the controller's disk has {free} bytes free, {reserved} of them granted to uploads in flight; \
+                 {what} ({incoming} bytes) would leave less than the {} bytes kept free (--min-free-space): \
+                 free space on the controller (retention: --keep-executions, --keep-days) or lower the floor",
+                self.min_free_space
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Handle<BeginBackup> for Driver {
+    fn handle(&mut self, op: BeginBackup, ctx: &Context) -> Result<BeginBackupOutput, OpError> {
+        let to = crate::backup::check_target(&self.lifecycle.data_dir, &op.to).map_err(OpError::invalid)?;
+        let id = self
+            .lifecycle
+            .backups
+            .begin(ctx.now, uuid::Uuid::new_v4().to_string())
+            .map_err(|other| OpError::Conflict(format!("backup {other} is still being written: one at a time")))?;
+        info!(backup = %id, to = %to.display(), user = %ctx.caller.user, "backup started");
+        Ok(BeginBackupOutput { id, data_dir: self.lifecycle.data_dir.clone(), to })
+    }
+}
+
+impl Handle<EndBackup> for Driver {
+    fn handle(&mut self, op: EndBackup, _ctx: &Context) -> Result<(), OpError> {
+        if !self.lifecycle.backups.end(&op.id) {
+            return Err(OpError::NotFound(format!("no backup {} is being written", op.id)));
+        }
+        match op.failure {
+            None => {
+                info!(backup = %op.id, "backup written");
+                Ok(())
+            }
+            // Recorded in the audit log as the end's outcome.
+            Some(failure) => {
+                warn!(backup = %op.id, "backup failed: {failure}");
+                Err(OpError::Internal(format!("backup failed: {failure}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_backup_at_a_time_pauses_collection_until_it_ends_or_is_given_up() {
+        let mut backups = Backups::default();
+        assert!(!backups.running(0));
+        let first = backups.begin(1_000, "b1".into()).unwrap();
+        assert!(backups.running(2_000));
+        assert_eq!(backups.begin(2_000, "b2".into()), Err("b1".to_string()), "one at a time");
+        assert!(!backups.end("b2"), "only a backup that began ends");
+        assert!(backups.end(&first));
+        assert!(!backups.running(3_000));
+        // A backup whose end never comes pauses collection for so long only.
+        backups.begin(10_000, "b3".into()).unwrap();
+        assert!(backups.running(10_000 + BACKUP_PAUSE_LIMIT - 1));
+        assert!(!backups.running(10_000 + BACKUP_PAUSE_LIMIT));
+        assert!(backups.begin(10_000 + BACKUP_PAUSE_LIMIT, "b4".into()).is_ok());
+    }
+}

@@ -1,0 +1,172 @@
+//! Retention of executions (issue 17, life): which finished executions a
+//! pipeline no longer keeps, by count (`--keep-executions`) and by age
+//! (`--keep-days`), globally or per pipeline. Pure: the driver reads the
+//! executions' ages from the store, asks [`expired`], and deletes what it
+//! names with its logs; the artifacts nothing refers to any more go with
+//! the next collection. Knows nothing of the store or the engine.
+//!
+//! An execution that has not ended is never expired, whatever its place
+//! or age: it still needs its artifacts, its logs and its record.
+
+use std::collections::BTreeMap;
+
+/// What one pipeline keeps; `None` is no limit of that kind. An execution
+/// goes when it falls outside either limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// The newest N executions (running ones count among them).
+    pub executions: Option<u32>,
+    /// Executions that ended within the last D days.
+    pub days: Option<u32>,
+}
+
+impl Keep {
+    fn or(self, fallback: Keep) -> Keep {
+        Keep { executions: self.executions.or(fallback.executions), days: self.days.or(fallback.days) }
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.executions.is_none() && self.days.is_none()
+    }
+}
+
+/// Which limit of a [`Keep`] a flag sets.
+type Field = fn(&mut Keep) -> &mut Option<u32>;
+
+/// The controller's retention: a global rule and rules of named pipelines,
+/// which override the global one kind by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub global: Keep,
+    pub pipelines: BTreeMap<String, Keep>,
+}
+
+impl Retention {
+    /// From the values of `--keep-executions` and `--keep-days`: `N` (every
+    /// pipeline) or `PIPELINE=N` (that pipeline), each N at least 1. Every
+    /// problem is reported at once.
+    pub fn parse(keep_executions: &[String], keep_days: &[String]) -> Result<Self, Vec<String>> {
+        let mut retention = Retention::default();
+        let mut problems = Vec::new();
+        let kinds: [(&str, &[String], Field); 2] =
+            [("--keep-executions", keep_executions, |k| &mut k.executions), ("--keep-days", keep_days, |k| &mut k.days)];
+        for (flag, values, field) in kinds {
+            for value in values {
+                let (pipeline, n) = match value.split_once('=') {
+                    Some((p, n)) => (Some(p.trim()), n.trim()),
+                    None => (None, value.trim()),
+                };
+                let n = match n.parse::<u32>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        problems.push(format!("{flag} {value:?}: expected N or PIPELINE=N with N a whole number from 1"));
+                        continue;
+                    }
+                };
+                let keep = match pipeline {
+                    Some("") => {
+                        problems.push(format!("{flag} {value:?}: the pipeline name is empty"));
+                        continue;
+                    }
+                    Some(p) => retention.pipelines.entry(p.to_string()).or_default(),
+                    None => &mut retention.global,
+                };
+                if field(keep).replace(n).is_some() {
+                    problems.push(format!("{flag} {value:?}: given twice for {}", pipeline.unwrap_or("every pipeline")));
+                }
+            }
+        }
+        if problems.is_empty() { Ok(retention) } else { Err(problems) }
+    }
+
+    /// Whether any pipeline has a limit.
+    pub fn is_off(&self) -> bool {
+        self.global.is_unlimited() && self.pipelines.values().all(Keep::is_unlimited)
+    }
+
+    /// What `pipeline` keeps: its own rule, the global one where it has none.
+    pub fn for_pipeline(&self, pipeline: &str) -> Keep {
+        self.pipelines.get(pipeline).copied().unwrap_or_default().or(self.global)
+    }
+}
+
+/// One execution as retention sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Age {
+    pub id: String,
+    /// Neither in progress nor stopping.
+    pub ended: bool,
+    /// When it ended (its last change), ms since the epoch.
+    pub updated_at: u64,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// The executions of one pipeline, newest first, that `keep` lets go at `now`.
+pub fn expired(keep: Keep, newest_first: &[Age], now: u64) -> Vec<String> {
+    let cutoff = keep.days.map(|d| now.saturating_sub(u64::from(d) * DAY_MS));
+    newest_first
+        .iter()
+        .enumerate()
+        .filter(|(_, age)| age.ended)
+        .filter(|(place, age)| {
+            let beyond_count = keep.executions.is_some_and(|n| *place >= n as usize);
+            let too_old = cutoff.is_some_and(|c| age.updated_at < c);
+            beyond_count || too_old
+        })
+        .map(|(_, age)| age.id.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(id: &str, ended: bool, days_ago: u64) -> Age {
+        Age { id: id.into(), ended, updated_at: 100 * DAY_MS - days_ago * DAY_MS }
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_give_a_global_rule_and_rules_per_pipeline() {
+        let r = Retention::parse(&strings(&["20", "web=5"]), &strings(&["api=30"])).unwrap();
+        assert_eq!(r.global, Keep { executions: Some(20), days: None });
+        assert_eq!(r.for_pipeline("web"), Keep { executions: Some(5), days: None });
+        assert_eq!(r.for_pipeline("api"), Keep { executions: Some(20), days: Some(30) });
+        assert_eq!(r.for_pipeline("other"), Keep { executions: Some(20), days: None });
+        assert!(!r.is_off());
+        assert!(Retention::parse(&[], &[]).unwrap().is_off());
+    }
+
+    #[test]
+    fn bad_flags_are_refused_all_at_once() {
+        let problems = Retention::parse(&strings(&["0", "web=x", "=3", "4", "5"]), &strings(&["-1"])).unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems[0].contains("--keep-executions \"0\""), "{problems:?}");
+        assert!(problems[2].contains("pipeline name is empty"), "{problems:?}");
+        assert!(problems[3].contains("given twice for every pipeline"), "{problems:?}");
+        assert!(problems[4].contains("--keep-days \"-1\""), "{problems:?}");
+    }
+
+    #[test]
+    fn the_newest_n_stay_and_running_executions_always_stay() {
+        let ages = [age("e5", false, 0), age("e4", true, 1), age("e3", false, 2), age("e2", true, 3), age("e1", true, 4)];
+        let keep = Keep { executions: Some(2), days: None };
+        // e3 is beyond the newest two but still running: it stays.
+        assert_eq!(expired(keep, &ages, 100 * DAY_MS), ["e2", "e1"]);
+        assert_eq!(expired(Keep::default(), &ages, 100 * DAY_MS), Vec::<String>::new());
+    }
+
+    #[test]
+    fn executions_that_ended_before_the_days_go_and_either_limit_is_enough() {
+        let ages = [age("e4", true, 1), age("e3", false, 40), age("e2", true, 31), age("e1", true, 29)];
+        let keep = Keep { executions: None, days: Some(30) };
+        // e1 ended 29 days ago and stays; e3 started long ago but runs.
+        assert_eq!(expired(keep, &ages, 100 * DAY_MS), ["e2"]);
+        let both = Keep { executions: Some(3), days: Some(30) };
+        assert_eq!(expired(both, &ages, 100 * DAY_MS), ["e2", "e1"]);
+    }
+}
