@@ -186,7 +186,10 @@ pub async fn page(
 ) -> Result<Response, ConsoleError> {
     let caller = || viewer.caller.clone();
     let pipeline_state = crate::api::ask(&state, GetPipelineState { name: name.clone() }, caller()).await?;
-    let declaration = crate::api::ask(&state, ops::GetPipeline { name: name.clone(), version: None }, caller()).await?;
+    // Only the start form needs the declaration (its variables and
+    // sources): without it, the form has no fields to fill in.
+    let declaration = crate::api::ask(&state, ops::GetPipeline { name: name.clone(), version: None }, caller()).await;
+    let declaration = declaration.map(|d| d.pipeline).unwrap_or_default();
     let mut runs = BTreeMap::new();
     for id in run_ids(&pipeline_state) {
         let op = GetPipelineExecution { pipeline_name: name.clone(), pipeline_execution_id: id.clone() };
@@ -195,13 +198,8 @@ pub async fn page(
             runs.insert(id, run);
         }
     }
-    let view = PipelineView {
-        name: name.clone(),
-        state: pipeline_state,
-        declaration: declaration.pipeline,
-        runs,
-        now: super::session::now() * 1000,
-    };
+    let view =
+        PipelineView { name: name.clone(), state: pipeline_state, declaration, runs, now: super::session::now() * 1000 };
     let allows = |permission: &str, resource: &str| state.directory.allows(&viewer.caller, permission, resource);
     let body = render_pipeline(&view, &viewer, &allows);
     Ok(Page::new(name.clone(), Section::Pipelines, body).live(Live::Pipeline(name)).render(&state, &viewer))
@@ -321,7 +319,7 @@ fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &
                 }
                 @if status.is_some_and(|s| s != "InProgress")
                     && allows(ops::RollbackStage::PERMISSION, &resource) {
-                    (layout::button(viewer, &format!("{stage_url}/rollback"), "Roll back stage", Tone::Plain, &[]))
+                    (super::steer::rollback_form(&stage_url, index, &stage.stage_name, viewer))
                 }
             }
         }
