@@ -156,6 +156,10 @@ fn a_pipeline_is_seen_stopped_started_and_approved_from_its_page() {
     assert!(list.contains(r#"data-stage="Source" data-status="Succeeded""#), "{list}");
     assert!(list.contains(r#"data-stage="Approve" data-status="InProgress""#), "{list}");
 
+    let missing = ann.get("/pipelines/nope");
+    assert_eq!(missing.status, 404, "{missing:?}");
+    assert!(missing.body.contains("nope"), "{}", missing.body);
+
     // The pipeline page: the run's stages, its actions, the approval.
     let page = ann.page("/pipelines/gate");
     assert!(page.contains("<h1>gate</h1>"), "{page}");
