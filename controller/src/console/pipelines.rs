@@ -343,7 +343,7 @@ fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &
 
 /// A stage's inbound transition: enabled (with a form to disable it, and
 /// a reason), or disabled with why, by whom and when (and a button to
-/// enable it), and which executions it holds.
+/// enable it); and which executions wait to enter the stage.
 fn transition(view: &PipelineView, index: usize, stage: &StageState, viewer: &Viewer, allows: Allows) -> Markup {
     let t = &stage.inbound_transition_state;
     let resource = policy::stage(&view.name, &stage.stage_name);
@@ -362,12 +362,14 @@ fn transition(view: &PipelineView, index: usize, stage: &StageState, viewer: &Vi
                     @if let Some(by) = &t.last_changed_by { " — by " (by) }
                     @if let Some(at) = &t.last_changed_at { ", " (layout::time(at)) }
                 }
-                @for id in &held {
-                    p.held-execution { "Execution " a.mono href=(execution_url(&view.name, id)) { (id) } " waits here." }
-                }
                 @if allows(ops::EnableStageTransition::PERMISSION, &resource) {
                     (layout::button(viewer, &format!("{url}/enable"), "Enable transition", Tone::Primary, &[]))
                 }
+            }
+            // Held by the disabled transition, or by the stage still busy
+            // with an earlier execution.
+            @for id in &held {
+                p.held-execution { "Execution " a.mono href=(execution_url(&view.name, id)) { (id) } " waits here." }
             }
         }
     }
