@@ -97,7 +97,8 @@ fn list_row(row: &Row) -> Markup {
                     }
                     td { (stage_strip(state)) }
                     td { (revisions(state.latest_execution.as_ref())) }
-                    td { (layout::time(&state.updated)) }
+                    // The latest execution's last change, else the declaration's.
+                    td { (layout::time(state.latest_execution.as_ref().map_or(&state.updated, |l| &l.last_update_time))) }
                 }
             }
         }
