@@ -82,9 +82,9 @@ fn list_row(row: &Row) -> Markup {
         tr data-pipeline=(row.name) {
             th scope="row" { a href=(link) { (row.name) } }
             @match &row.state {
-                Err(why) => td colspan="4" .muted { (why) },
+                Err(why) => td colspan="4" .muted data-label="State" { (why) },
                 Ok(state) => {
-                    td {
+                    td data-label="Latest execution" {
                         @match &state.latest_execution {
                             Some(latest) => {
                                 (layout::status(&latest.status)) " "
@@ -95,10 +95,10 @@ fn list_row(row: &Row) -> Markup {
                             None => span.muted { "Never run" },
                         }
                     }
-                    td { (stage_strip(state)) }
-                    td { (revisions(state.latest_execution.as_ref())) }
+                    td data-label="Stages" { (stage_strip(state)) }
+                    td data-label="Revision" { (revisions(state.latest_execution.as_ref())) }
                     // The latest execution's last change, else the declaration's.
-                    td { (layout::time(state.latest_execution.as_ref().map_or(&state.updated, |l| &l.last_update_time))) }
+                    td data-label="Updated" { (layout::time(state.latest_execution.as_ref().map_or(&state.updated, |l| &l.last_update_time))) }
                 }
             }
         }
