@@ -58,6 +58,7 @@ impl Handle<ListAgents> for Driver {
                     running: live.map(|l| l.running.len()).unwrap_or(0),
                     plugins_cached: live.map(|l| l.plugins.len()),
                     enrolled: views::time(a.enrolled_at),
+                    certificate_expires: a.cert_expires_at.map(views::time),
                 }
             })
             .collect();

@@ -27,6 +27,10 @@ pub struct AgentView {
     pub running: usize,
     pub plugins_cached: Option<usize>,
     pub enrolled: String,
+    /// When the agent's current certificate expires (agents renew it
+    /// before); absent when not known yet (issue 16, pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires: Option<String>,
 }
 
 /// LabelAgent: `{"set": {...}, "remove": [...]}`, applied to the live

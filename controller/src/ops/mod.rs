@@ -79,6 +79,8 @@ mod users;
 mod webhooks;
 // Notifications (issue 15, notify).
 mod notifications;
+// The revision flow and artifacts (issue 16, pages).
+mod revisions;
 
 pub use access::*;
 pub use access_keys::*;
@@ -98,6 +100,8 @@ pub use users::*;
 pub use webhooks::*;
 // Notifications (issue 15, notify).
 pub use notifications::*;
+// The revision flow and artifacts (issue 16, pages).
+pub use revisions::*;
 
 use crate::auth::Caller;
 use crate::policy;
@@ -455,6 +459,11 @@ operations! {
         SetUserRole -> UserView: PUT "/users/{name}/role", "sluice:SetUserRole", |o| policy::named("user", &o.name);
         WhoAmI -> WhoAmIOutput: GET "/whoami", "sluice:WhoAmI", |_| policy::ANY.into();
         CheckAccess -> CheckAccessOutput: GET "/can" query ["action", "resource"], "sluice:CheckAccess", |_| policy::ANY.into();
+        // The revision flow and artifacts (issue 16, pages). The revision listings read every
+        // pipeline: the driver keeps only those the caller may read (GetPipelineExecution).
+        ListRevisions -> ListRevisionsOutput: GET "/revisions" query ["prefix", "maxResults"], "sluice:ListRevisions", |_| policy::ANY.into();
+        GetRevisionFlow -> GetRevisionFlowOutput: GET "/revisions/{revision}", "sluice:GetRevisionFlow", |_| policy::ANY.into();
+        GetArtifact -> GetArtifactOutput: GET "/pipelines/{pipelineName}/executions/{pipelineExecutionId}/artifacts/{artifactName}", "sluice:GetArtifact", |o| policy::pipeline(&o.pipeline_name);
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.
