@@ -785,6 +785,7 @@ impl Store for SqliteStore {
              AND (?4 IS NULL OR user = ?4)
              AND (?5 IS NULL OR resource = 'pipeline/' || ?5 OR substr(resource, 1, length(?5) + 10) = 'pipeline/' || ?5 || '/')
              AND (?6 IS NULL OR operation = ?6)
+             AND (?8 IS NULL OR seq < ?8)
              ORDER BY seq {order} LIMIT ?7"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -795,7 +796,8 @@ impl Store for SqliteStore {
             f.user,
             f.pipeline,
             f.operation,
-            f.limit.min(i64::MAX as usize) as i64
+            f.limit.min(i64::MAX as usize) as i64,
+            f.before_seq.map(|s| s.min(i64::MAX as u64) as i64)
         ];
         let mut rows = stmt
             .query_map(args, |r| {
@@ -1360,6 +1362,9 @@ mod tests {
         assert_eq!(bob.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [4]);
         let newest = store.audit_records(&Filter { limit: 2, newest: true, ..Filter::default() }).unwrap();
         assert_eq!(newest.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [3, 4]);
+        // The page before it (issue 16, pages: the console's paging).
+        let older = store.audit_records(&Filter { limit: 2, newest: true, before_seq: Some(3), ..Filter::default() }).unwrap();
+        assert_eq!(older.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(store.audit_head().unwrap(), head.0);
 
         // The controller cannot change a record, nor delete one it did not prune.

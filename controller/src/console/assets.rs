@@ -15,12 +15,14 @@ const CSS: &str = concat!(
     include_str!("assets/base.css"),
     // pipe
     // pages
+    include_str!("assets/pages.css"),
 );
 
 const JS: &str = concat!(
     include_str!("assets/base.js"),
     // pipe
     // pages
+    include_str!("assets/pages.js"),
 );
 
 struct Asset {

@@ -440,7 +440,7 @@ operations! {
         ListNotificationDeliveries -> ListNotificationDeliveriesOutput: GET "/notification-deliveries" query ["ruleId", "status", "maxResults"], "sluice:ListNotificationDeliveries", |o| o.rule_id.as_deref().and_then(pipeline_of_id).map_or_else(|| policy::ANY.into(), policy::pipeline);
         RedeliverNotification -> RedeliverNotificationOutput: POST "/notification-deliveries/{id}/redeliver", "sluice:RedeliverNotification", |o| policy::pipeline(pipeline_of_id(&o.id).unwrap_or("?"));
         // The audit log (issue 15, gov).
-        ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit"], "sluice:ListAuditRecords", |_| policy::named("audit", "*");
+        ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit", "beforeSeq"], "sluice:ListAuditRecords", |_| policy::named("audit", "*");
         VerifyAudit -> VerifyAuditOutput: POST "/audit/verify", "sluice:VerifyAudit", |_| policy::named("audit", "*");
         // Permissions: teams, roles, delegations, who may do what (issue 15, policy).
         CreateTeam -> TeamView: POST "/teams", "sluice:CreateTeam", |o| policy::named("team", &o.name);
