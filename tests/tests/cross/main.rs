@@ -20,3 +20,5 @@ mod signing;
 mod sources;
 // Permissions (issue 15, policy).
 mod policy;
+// The web console's pages slice (issue 16, pages).
+mod console_pages;
