@@ -20,3 +20,5 @@ mod signing;
 mod sources;
 // Permissions (issue 15, policy).
 mod policy;
+// The web console in a real browser (issue 16, browser).
+mod console;
