@@ -14,12 +14,14 @@ use std::sync::LazyLock;
 const CSS: &str = concat!(
     include_str!("assets/base.css"),
     // pipe
+    include_str!("assets/pipe.css"),
     // pages
 );
 
 const JS: &str = concat!(
     include_str!("assets/base.js"),
     // pipe
+    include_str!("assets/pipe.js"),
     // pages
 );
 
