@@ -166,3 +166,14 @@ export async function markDocument(page) {
 export async function notReloaded(page) {
   assert.equal(await page.evaluate(() => window.__sluiceNotReloaded === true), true, "the page was reloaded");
 }
+
+/**
+ * Opens the disclosure (`<details>`) whose summary is `text` in `scope`,
+ * unless it is open already; the details element.
+ */
+export async function disclose(scope, text) {
+  const page = typeof scope.page === "function" ? scope.page() : scope;
+  const details = scope.locator("details").filter({ has: page.locator(`summary:text-is("${text}")`) }).first();
+  if (!(await details.evaluate((d) => d.open))) await details.locator("summary").first().click();
+  return details;
+}

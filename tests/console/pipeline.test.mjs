@@ -25,9 +25,15 @@ const fact = (scope, name) => scope.locator("dt", { hasText: new RegExp(`^\\s*${
 /** A stage's region on the pipeline page, by its name. */
 const stage = (page, name) => page.getByRole("region", { name, exact: true });
 
-/** Waits until the stage's region says `status` (a live refresh may replace it meanwhile). */
-const stageIs = (page, name, status, timeout = 60_000) =>
-  page.locator(`#stages section[data-stage="${name}"][data-status="${status}"]`).waitFor({ timeout });
+/**
+ * Waits until the stage's region says `status` for execution `id` (its
+ * link) when given (a live refresh may replace the region meanwhile).
+ */
+const stageIs = (page, name, status, id, timeout = 60_000) =>
+  page
+    .locator(`#stages section[data-stage="${name}"][data-status="${status}"]${id ? `:has(a[aria-label="Execution ${id}"])` : ""}`)
+    .first()
+    .waitFor({ timeout });
 
 /** The latest execution's id, as the summary links it. */
 async function latestId(page) {
@@ -41,7 +47,7 @@ test("a run started from the page is watched to Succeeded without reloading", { 
   const before = await latestId(page);
 
   // Start with a variable, through the form.
-  await page.getByText("Start execution…").click();
+  await c.disclose(page, "Start execution…");
   await page.getByLabel("GREETING").fill("from the browser");
   await Promise.all([page.waitForURL("**/pipelines/web"), page.getByRole("button", { name: "Start execution" }).click()]);
   await page.getByRole("status").filter({ hasText: "Started execution" }).waitFor();
@@ -52,9 +58,10 @@ test("a run started from the page is watched to Succeeded without reloading", { 
 
   // From here on, nothing reloads the page: the event stream drives it.
   await c.markDocument(page);
-  await stageIs(page, "Build", "InProgress");
+  await stageIs(page, "Build", "InProgress", started);
   await c.screenshot(page, "pipeline-running");
-  await stageIs(page, "Deploy", "Succeeded");
+  await stageIs(page, "Build", "Succeeded", started);
+  await stageIs(page, "Deploy", "Succeeded", started);
   await fact(page.locator("#summary"), "Status").filter({ hasText: "Succeeded" }).waitFor();
   await c.notReloaded(page);
   assert.equal(await latestId(page), started);
@@ -75,10 +82,10 @@ test("a run started from the page is watched to Succeeded without reloading", { 
 test("a transition disabled with a reason holds the next execution until enabled", { skip: c.skip }, async () => {
   const page = await c.signedIn(browser, "ann", "/pipelines/web");
   const deploy = stage(page, "Deploy");
-  await deploy.getByText("Disable transition…").click();
+  await c.disclose(deploy, "Disable transition…");
   await deploy.getByLabel("Reason").fill("release freeze until the audit ends");
   await Promise.all([page.waitForURL("**/pipelines/web"), deploy.getByRole("button", { name: "Disable transition" }).click()]);
-  const held = stage(page, "Deploy").locator('p.transition[data-transition="disabled"]');
+  const held = stage(page, "Deploy").locator('[data-transition="disabled"]');
   await held.waitFor();
   const text = await held.textContent();
   assert.match(text, /release freeze until the audit ends/);
@@ -88,19 +95,23 @@ test("a transition disabled with a reason holds the next execution until enabled
   await c.markDocument(page);
   const id = JSON.parse(c.sluice(["pipeline", "start", "web", "--output", "json"])).pipelineExecutionId;
   await c.until("the execution to show", async () => (await latestId(page)) === id);
-  await stageIs(page, "Build", "Succeeded");
-  // Held: Build done, the execution still in progress, Deploy not entered.
-  await c.sleep(1500);
+  await stageIs(page, "Build", "Succeeded", id);
+  // Held: Build done, the execution still in progress, Deploy not entered,
+  // and the page says which execution waits in front of it.
+  await stage(page, "Deploy").locator("p.held-execution", { hasText: `Execution ${id} waits here.` }).waitFor();
   await fact(page.locator("#summary"), "Status").filter({ hasText: "InProgress" }).waitFor();
   const state = c.sluiceJson(["execution", "get", "web", id]);
   assert.equal(state.pipelineExecution.status, "InProgress");
+  assert.equal(state.stages[1].status, "Succeeded", JSON.stringify(state.stages[1]));
+  const entered = state.stages[2];
+  assert.ok(!entered || !["InProgress", "Succeeded", "Failed"].includes(entered.status), `Deploy was entered: ${JSON.stringify(entered)}`);
   await c.notReloaded(page);
   await c.screenshot(page, "pipeline-transition-disabled");
 
   // Enabling it lets the held execution through.
   await Promise.all([page.waitForURL("**/pipelines/web"), stage(page, "Deploy").getByRole("button", { name: "Enable transition" }).click()]);
   await c.markDocument(page);
-  await stageIs(page, "Deploy", "Succeeded");
+  await stageIs(page, "Deploy", "Succeeded", id);
   await fact(page.locator("#summary"), "Status").filter({ hasText: "Succeeded" }).waitFor();
   assert.equal(await latestId(page), id);
   await c.notReloaded(page);
@@ -109,9 +120,10 @@ test("a transition disabled with a reason holds the next execution until enabled
 
 test("an approval needing two stays waiting after the first and passes with the second", { skip: c.skip }, async () => {
   const ann = await c.signedIn(browser, "ann", "/pipelines/gate");
+  const gateId = await latestId(ann);
   const approve = stage(ann, "Approve");
   await approve.locator("p.approval-needs").filter({ hasText: "(0 of 2)" }).waitFor();
-  await approve.getByText("Approve or reject…").click();
+  await c.disclose(approve, "Approve or reject…");
   await approve.getByLabel("Comment").fill("looks good to me");
   await Promise.all([ann.waitForURL("**/pipelines/gate"), approve.getByRole("button", { name: "Approve", exact: true }).click()]);
   await ann.getByRole("status").filter({ hasText: "Approved" }).waitFor();
@@ -124,7 +136,7 @@ test("an approval needing two stays waiting after the first and passes with the 
   await c.screenshot(ann, "approval-one-of-two");
   // Ann cannot count twice (whether or not the page still offers her the form).
   if ((await gate.getByText("Approve or reject…").count()) > 0) {
-    await gate.getByText("Approve or reject…").click();
+    await c.disclose(gate, "Approve or reject…");
     await gate.getByLabel("Comment").fill("again");
     const [twice] = await Promise.all([
       ann.waitForResponse((r) => r.request().method() === "POST"),
@@ -139,14 +151,14 @@ test("an approval needing two stays waiting after the first and passes with the 
   // The second approver, in a browser of their own.
   const abe = await c.signedIn(browser, "abe", "/pipelines/gate");
   const theirs = stage(abe, "Approve");
-  await theirs.getByText("Approve or reject…").click();
+  await c.disclose(theirs, "Approve or reject…");
   await theirs.getByLabel("Comment").fill("ship it");
   await Promise.all([abe.waitForURL("**/pipelines/gate"), theirs.getByRole("button", { name: "Approve", exact: true }).click()]);
-  await stageIs(abe, "Ship", "Succeeded");
+  await stageIs(abe, "Ship", "Succeeded", gateId);
 
   // Ann's page saw it happen, live.
-  await stageIs(ann, "Approve", "Succeeded");
-  await stageIs(ann, "Ship", "Succeeded");
+  await stageIs(ann, "Approve", "Succeeded", gateId);
+  await stageIs(ann, "Ship", "Succeeded", gateId);
   await c.notReloaded(ann);
   await c.screenshot(ann, "approval-passed");
   await ann.context().close();

@@ -58,11 +58,11 @@ test("every page reads without JavaScript", { skip: c.skip }, async () => {
   // A change without a script: the form posts, the page comes back with its message.
   await page.goto("/pipelines/web");
   const deploy = page.getByRole("region", { name: "Deploy", exact: true });
-  await deploy.getByText("Disable transition…").click();
+  await c.disclose(deploy, "Disable transition…");
   await deploy.getByLabel("Reason").fill("no script needed");
   await Promise.all([page.waitForURL("**/pipelines/web"), deploy.getByRole("button", { name: "Disable transition" }).click()]);
   await page.getByRole("status").waitFor();
-  await page.getByRole("region", { name: "Deploy", exact: true }).locator('p.transition[data-transition="disabled"]').waitFor();
+  await page.getByRole("region", { name: "Deploy", exact: true }).locator('[data-transition="disabled"]').waitFor();
   await page.getByRole("region", { name: "Deploy", exact: true }).getByRole("button", { name: "Enable transition" }).click();
   await page.getByRole("region", { name: "Deploy", exact: true }).getByText("Disable transition…").waitFor();
   await ctx.close();

@@ -31,7 +31,14 @@ fn passes(scenario: Scenario<'_>, file: &str) {
 fn sign_in_sign_out_revocation_and_forged_posts() {
     let cluster = Cluster::new().start().unwrap();
     let rita = user(&cluster, "rita", "operator");
-    passes(Scenario::new(&cluster).token("rita", &rita), "signin.test.mjs");
+    // The forged posts aim at a real change: disabling web's transition
+    // into Deploy (web waits for an agent it never gets: no matter).
+    cluster.create_pipeline("web", &web(&cluster));
+    let scenario = Scenario::new(&cluster)
+        .token("rita", &rita)
+        .env("SLUICE_FORGE_PATH", "/pipelines/web/stages/Deploy/transition/disable")
+        .env("SLUICE_FORGE_CHECK", r#"[["pipeline", "state", "web", "--output", "json"], "forged"]"#);
+    passes(scenario, "signin.test.mjs");
 }
 
 /// `web`: Source -> Build (a shell action of a few seconds that echoes
@@ -46,7 +53,7 @@ fn web(cluster: &Cluster) -> String {
             "configuration": {"Commands": "echo building for #{variables.GREETING}\nsleep 3\necho built"},
             "capabilities": {"exec": ["sh"]}}]},
         {"name": "Deploy", "actions": [{"name": "Publish",
-            "actionTypeId": {"category": "Deploy", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
     git_pipeline("web", r#"{"name": "GREETING", "defaultValue": "hello"}"#, &repo, stages)
 }
 
@@ -60,7 +67,7 @@ fn gate(cluster: &Cluster) -> String {
             "actionTypeId": {"category": "Approval", "owner": "Sluice", "provider": "manual", "version": "1"},
             "configuration": {"RequiredApprovals": "2"}}]},
         {"name": "Ship", "actions": [{"name": "Go",
-            "actionTypeId": {"category": "Deploy", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
     git_pipeline("gate", "", &repo, stages)
 }
 
