@@ -31,7 +31,7 @@ const stage = (page, name) => page.getByRole("region", { name, exact: true });
  */
 const stageIs = (page, name, status, id, timeout = 60_000) =>
   page
-    .locator(`#stages section[data-stage="${name}"][data-status="${status}"]${id ? `:has(a[aria-label="Execution ${id}"])` : ""}`)
+    .locator(`#stages section[data-stage="${name}"][data-status="${status}"]${id ? `:has(.stage-status a[href$="/executions/${id}"])` : ""}`)
     .first()
     .waitFor({ timeout });
 

@@ -111,7 +111,7 @@ test("the README's picture: a pipeline page", { skip: c.skip }, async () => {
   const page = await c.signIn(ctx, c.token("ann"), "/pipelines/web");
   await page.locator('#stages section[data-stage="Deploy"][data-status="Succeeded"]').waitFor();
   const dir = c.env.SLUICE_SCREENSHOTS || "screenshots";
-  await page.screenshot({ path: `${dir}/readme-pipeline.png` });
+  await page.screenshot({ path: `${dir}/readme-pipeline.png`, fullPage: true });
   console.log(`screenshot saved: ${dir}/readme-pipeline.png (docs/console.png is a copy)`);
   await ctx.close();
 });

@@ -164,7 +164,7 @@ test("a form posted from another site is refused and changes nothing", { skip: c
   // A script on the console's own origin without the session's CSRF token
   // (a stale page, an injected script) is refused too.
   const status = await page.evaluate(async (path) => {
-    const r = await fetch(path, { method: "POST", body: new URLSearchParams({ csrf: "not-the-token" }) });
+    const r = await fetch(path, { method: "POST", body: new URLSearchParams({ csrf: "not-the-token", reason: "forged", comment: "forged" }) });
     return r.status;
   }, target);
   assert.equal(status, 403);
