@@ -186,7 +186,10 @@ pub async fn page(
 ) -> Result<Response, ConsoleError> {
     let caller = || viewer.caller.clone();
     let pipeline_state = crate::api::ask(&state, GetPipelineState { name: name.clone() }, caller()).await?;
-    let declaration = crate::api::ask(&state, ops::GetPipeline { name: name.clone(), version: None }, caller()).await?;
+    // Only the start form needs the declaration (its variables and
+    // sources): without it, the form has no fields to fill in.
+    let declaration = crate::api::ask(&state, ops::GetPipeline { name: name.clone(), version: None }, caller()).await;
+    let declaration = declaration.map(|d| d.pipeline).unwrap_or_default();
     let mut runs = BTreeMap::new();
     for id in run_ids(&pipeline_state) {
         let op = GetPipelineExecution { pipeline_name: name.clone(), pipeline_execution_id: id.clone() };
@@ -195,13 +198,8 @@ pub async fn page(
             runs.insert(id, run);
         }
     }
-    let view = PipelineView {
-        name: name.clone(),
-        state: pipeline_state,
-        declaration: declaration.pipeline,
-        runs,
-        now: super::session::now() * 1000,
-    };
+    let view =
+        PipelineView { name: name.clone(), state: pipeline_state, declaration, runs, now: super::session::now() * 1000 };
     let allows = |permission: &str, resource: &str| state.directory.allows(&viewer.caller, permission, resource);
     let body = render_pipeline(&view, &viewer, &allows);
     Ok(Page::new(name.clone(), Section::Pipelines, body).live(Live::Pipeline(name)).render(&state, &viewer))
@@ -237,8 +235,13 @@ pub fn render_pipeline(view: &PipelineView, viewer: &Viewer, allows: Allows) -> 
         ol #stages .stages data-refresh aria-labelledby="stages-heading" {
             @for (i, stage) in view.state.stage_states.iter().enumerate() {
                 @if i > 0 {
-                    li.arrow aria-hidden="true" {
-                        span.right { "→" } span.down { "↓" }
+                    @if stage.inbound_transition_state.enabled {
+                        li.arrow aria-hidden="true" { span.right { "→" } span.down { "↓" } }
+                    } @else {
+                        // Held: the stage's section says so in words.
+                        li.arrow.held aria-hidden="true" title="Transition disabled" {
+                            span.right { "⇥" } span.down { "⤓" }
+                        }
                     }
                 }
                 li.stage-column { (stage_column(view, i, stage, viewer, allows)) }
@@ -266,7 +269,9 @@ fn summary(view: &PipelineView, viewer: &Viewer, allows: Allows) -> Markup {
             dd {
                 (trigger.trigger_type)
                 @if !trigger.trigger_detail.is_empty() { " (" (trigger.trigger_detail) ")" }
-                @if let Some(by) = &trigger.started_by { " by " (by) }
+                @if let Some(by) = trigger.started_by.as_ref().filter(|by| !trigger.trigger_detail.contains(by.as_str())) {
+                    " by " (by)
+                }
             }
             dt { "Started" }
             dd { (layout::time(&latest.start_time)) }
@@ -321,7 +326,7 @@ fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &
                 }
                 @if status.is_some_and(|s| s != "InProgress")
                     && allows(ops::RollbackStage::PERMISSION, &resource) {
-                    (layout::button(viewer, &format!("{stage_url}/rollback"), "Roll back stage", Tone::Plain, &[]))
+                    (super::steer::rollback_form(&stage_url, index, &stage.stage_name, viewer))
                 }
             }
         }
@@ -418,8 +423,8 @@ fn action_card(
                 }
                 @if let Some(error) = &l.error_details {
                     p.error { (error.code) ": " (error.message) }
-                } @else if let Some(waiting) = &l.waiting_reason {
-                    p.waiting { "Waiting: " (waiting) }
+                } @else if let Some(waiting) = l.waiting_reason.as_ref().filter(|_| l.approval.is_none()) {
+                    p.waiting { (capitalized(waiting)) }
                 } @else if let Some(summary) = &l.summary {
                     p.summary { (summary) }
                 }
@@ -482,6 +487,12 @@ fn took(start: Option<&str>, end: Option<&str>, status: Option<&str>, now: u64) 
     let start = millis(start?)?;
     let end = if status == Some("InProgress") { now } else { millis(end?)? };
     Some(layout::duration(end.saturating_sub(start)))
+}
+
+/// A sentence of the engine's (lowercase, as errors are) to show alone.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// An id-safe form of a name (ids of headings).
@@ -613,7 +624,8 @@ pub(super) mod tests {
         // Stages as labelled regions, in order, with arrows between them.
         let source = html.find(r#"data-stage="Source""#).unwrap();
         let build = html.find(r#"data-stage="Build""#).unwrap();
-        assert!(source < build && html.matches("li class=\"arrow\"").count() == 2, "{html}");
+        assert!(source < build && html.matches("<li class=\"arrow").count() == 2, "{html}");
+        assert!(html.contains(r#"<li class="arrow held""#), "the held transition's arrow: {html}");
         // Each action: status, agent, duration, and a link to its page.
         assert!(html.contains(r#"data-action="Checkout" data-status="Succeeded""#), "{html}");
         assert!(html.contains("agent-1") && html.contains("12.4 s"), "{html}");
@@ -672,5 +684,7 @@ pub(super) mod tests {
         assert_eq!(took(Some("90s"), None, Some("InProgress"), now), None, "only times, never durations");
         assert_eq!(short("abc"), "abc");
         assert_eq!(slug("Deploy to prod"), "Deploy-to-prod");
+        assert_eq!(capitalized("waiting for an agent"), "Waiting for an agent");
+        assert_eq!(capitalized(""), "");
     }
 }

@@ -116,6 +116,27 @@ pub fn disable_form(url: &str, index: usize, viewer: &Viewer) -> Markup {
     }
 }
 
+/// Roll a stage back: a new execution runs it again with what an earlier
+/// one in which it succeeded had (the newest, or the one named).
+pub fn rollback_form(stage_url: &str, index: usize, stage: &str, viewer: &Viewer) -> Markup {
+    html! {
+        details.rollback {
+            summary { "Roll back…" }
+            form method="post" action={ (stage_url) "/rollback" } {
+                (layout::csrf(viewer))
+                p.hint {
+                    "Runs " (stage) " again in a new execution, with the revisions and artifacts of an earlier "
+                    "execution in which it succeeded."
+                }
+                label for={ "rollback-target-" (index) } { "Target execution" }
+                input #{ "rollback-target-" (index) } type="text" name="target" spellcheck="false" autocomplete="off"
+                    placeholder="the newest in which it succeeded";
+                button type="submit" { "Roll back stage" }
+            }
+        }
+    }
+}
+
 /// Approve or reject a waiting approval, with a comment.
 pub fn approval_form(
     view: &PipelineView,

@@ -7,6 +7,8 @@
 mod aws;
 mod cluster;
 mod codebuild;
+// The console's pipelines and pipeline page (issue 16, pipe).
+mod console_pipe;
 mod fleet;
 // https (issue 15).
 mod https;
