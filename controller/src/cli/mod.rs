@@ -29,6 +29,9 @@ mod notification;
 // The audit log (issue 15, gov).
 mod audit;
 pub use audit::AuditCmd;
+// The revision flow (issue 16, pages).
+mod revision;
+pub use revision::RevisionCmd;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -187,6 +190,10 @@ pub enum Cmd {
     Whoami,
     /// Whether the token may use an operation on a resource (exit 0 yes, 3 no).
     Can(access::CanArgs),
+    // The revision flow (issue 16, pages).
+    /// Where a source revision went: every pipeline, stage and action it reached.
+    #[command(subcommand)]
+    Revision(RevisionCmd),
 }
 
 #[derive(Args, Debug)]
@@ -448,6 +455,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Role(cmd) => access::run_role(&ctx, cmd).await,
         Cmd::Whoami => access::run_whoami(&ctx).await,
         Cmd::Can(args) => access::run_can(&ctx, args).await,
+        // The revision flow (issue 16, pages).
+        Cmd::Revision(cmd) => revision::run(&ctx, cmd).await,
     }
 }
 

@@ -65,6 +65,8 @@ pub use audit::DEFAULT_AUDIT_RETENTION_DAYS;
 mod access;
 mod roles;
 mod teams;
+// The revision flow and artifacts (issue 16, pages).
+mod revisions;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
