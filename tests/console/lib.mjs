@@ -13,6 +13,7 @@ import { X509Certificate, createHash } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import tls from "node:tls";
+import { test } from "node:test";
 
 export const env = process.env;
 export const url = env.SLUICE_CONSOLE_URL;
@@ -51,6 +52,8 @@ export async function pinnedKey() {
   return createHash("sha256").update(spki).digest("base64");
 }
 
+let launched = null;
+
 /** A headless Chromium (Debian's) that trusts the console's certificate. */
 export async function launch() {
   const args = [
@@ -63,7 +66,31 @@ export async function launch() {
     "--disable-sync",
   ];
   if (url.startsWith("https:")) args.push(`--ignore-certificate-errors-spki-list=${await pinnedKey()}`);
-  return chromium.launch({ executablePath: env.SLUICE_CHROMIUM || "/usr/bin/chromium", headless: true, args });
+  launched = await chromium.launch({ executablePath: env.SLUICE_CHROMIUM || "/usr/bin/chromium", headless: true, args });
+  return launched;
+}
+
+/**
+ * A test of a scenario: on failure, every page still open is saved as a
+ * screenshot (`failed-<test>-<n>.png`) before the failure is reported.
+ */
+export function scenario(name, body) {
+  test(name, { skip }, async () => {
+    try {
+      await body();
+    } catch (error) {
+      let n = 0;
+      for (const ctx of launched?.contexts() ?? []) {
+        for (const page of ctx.pages()) {
+          n += 1;
+          const slug = name.replace(/[^A-Za-z0-9]+/g, "-").slice(0, 60);
+          await screenshot(page, `failed-${slug}-${n}`).catch(() => {});
+          console.log(`  (page ${n} was at ${page.url()})`);
+        }
+      }
+      throw error;
+    }
+  });
 }
 
 /** A fresh browser context (its own cookies), optionally with options. */

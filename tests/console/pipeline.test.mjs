@@ -7,7 +7,7 @@
 // ended; `gate` (Source -> Approve, RequiredApprovals 2 -> Ship), made by
 // the admin, whose first execution waits at its approval; users `ann`
 // (operator) and `abe` (approver).
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import * as c from "./lib.mjs";
 
@@ -41,7 +41,7 @@ async function latestId(page) {
   return (await link.textContent()).trim();
 }
 
-test("a run started from the page is watched to Succeeded without reloading", { skip: c.skip }, async () => {
+c.scenario("a run started from the page is watched to Succeeded without reloading", async () => {
   const page = await c.signedIn(browser, "ann", "/pipelines/web");
   await page.getByRole("heading", { level: 1, name: "web" }).waitFor();
   const before = await latestId(page);
@@ -79,7 +79,7 @@ test("a run started from the page is watched to Succeeded without reloading", { 
   await page.context().close();
 });
 
-test("a transition disabled with a reason holds the next execution until enabled", { skip: c.skip }, async () => {
+c.scenario("a transition disabled with a reason holds the next execution until enabled", async () => {
   const page = await c.signedIn(browser, "ann", "/pipelines/web");
   const deploy = stage(page, "Deploy");
   await c.disclose(deploy, "Disable transition…");
@@ -118,7 +118,7 @@ test("a transition disabled with a reason holds the next execution until enabled
   await page.context().close();
 });
 
-test("an approval needing two stays waiting after the first and passes with the second", { skip: c.skip }, async () => {
+c.scenario("an approval needing two stays waiting after the first and passes with the second", async () => {
   const ann = await c.signedIn(browser, "ann", "/pipelines/gate");
   const gateId = await latestId(ann);
   const approve = stage(ann, "Approve");

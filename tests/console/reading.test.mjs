@@ -2,8 +2,8 @@
 // a phone's width.
 //
 // The cluster: as for pipeline.test.mjs (`web` succeeded, `gate` waiting
-// at its approval), users `ann` (operator) and `vic` (viewer).
-import { after, before, test } from "node:test";
+// at its approval), read as the admin, who sees every page and every button.
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import * as c from "./lib.mjs";
 
@@ -44,10 +44,10 @@ after(async () => {
 /** The screenshot name of a path: `/pipelines/web` -> `pipelines-web`. */
 const named = (path) => path.replace(/^\/$/, "/pipelines").replace(/^\//, "").replace(/[^A-Za-z0-9]+/g, "-").slice(0, 80);
 
-test("every page reads without JavaScript", { skip: c.skip }, async () => {
+c.scenario("every page reads without JavaScript", async () => {
   const ctx = await c.context(browser, { javaScriptEnabled: false });
   // Signing in is a plain form too.
-  const page = await c.signIn(ctx, c.token("ann"), "/");
+  const page = await c.signIn(ctx, c.token("admin"), "/");
   for (const { path, h1, shows } of pages) {
     const answer = await page.goto(path);
     assert.equal(answer.status(), 200, `${path}: ${answer.status()}`);
@@ -68,14 +68,14 @@ test("every page reads without JavaScript", { skip: c.skip }, async () => {
   await ctx.close();
 });
 
-test("every page passes axe-core with no serious or critical violation", { skip: c.skip }, async () => {
+c.scenario("every page passes axe-core with no serious or critical violation", async () => {
   const ctx = await c.context(browser);
   const signIn = await ctx.newPage();
   await signIn.goto("/sign-in");
   const counts = { "/sign-in": await c.accessible(signIn, "the sign-in page") };
   await signIn.close();
-  // As an operator, so that the forms and buttons are checked too.
-  const page = await c.signIn(ctx, c.token("ann"), "/");
+  // As the admin: every page, every form and button.
+  const page = await c.signIn(ctx, c.token("admin"), "/");
   for (const { path, h1 } of pages) {
     await page.goto(path);
     await page.getByRole("heading", { level: 1, name: h1, exact: true }).waitFor();
@@ -89,9 +89,9 @@ test("every page passes axe-core with no serious or critical violation", { skip:
   await ctx.close();
 });
 
-test("on a phone every page fits the screen's width", { skip: c.skip }, async () => {
+c.scenario("on a phone every page fits the screen's width", async () => {
   const ctx = await c.context(browser, { viewport: { width: 375, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
-  const page = await c.signIn(ctx, c.token("ann"), "/");
+  const page = await c.signIn(ctx, c.token("admin"), "/");
   for (const { path, h1 } of pages) {
     await page.goto(path);
     await page.getByRole("heading", { level: 1, name: h1, exact: true }).waitFor();
@@ -106,9 +106,9 @@ test("on a phone every page fits the screen's width", { skip: c.skip }, async ()
   await ctx.close();
 });
 
-test("the README's picture: a pipeline page", { skip: c.skip }, async () => {
+c.scenario("the README's picture: a pipeline page", async () => {
   const ctx = await c.context(browser, { viewport: { width: 1200, height: 720 } });
-  const page = await c.signIn(ctx, c.token("ann"), "/pipelines/web");
+  const page = await c.signIn(ctx, c.token("admin"), "/pipelines/web");
   await page.locator('#stages section[data-stage="Deploy"][data-status="Succeeded"]').waitFor();
   const dir = c.env.SLUICE_SCREENSHOTS || "screenshots";
   await page.screenshot({ path: `${dir}/readme-pipeline.png`, fullPage: true });

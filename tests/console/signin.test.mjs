@@ -1,7 +1,7 @@
 // Signing in and out, sessions that end, and requests from other sites.
 // The cluster (tests/tests/cross/console.rs) has an admin, and `rita`, an
 // operator whose token this scenario revokes.
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import * as c from "./lib.mjs";
@@ -14,7 +14,7 @@ after(async () => {
   await browser?.close();
 });
 
-test("a bad token is refused and nothing opens without signing in", { skip: c.skip }, async () => {
+c.scenario("a bad token is refused and nothing opens without signing in", async () => {
   const ctx = await c.context(browser);
   const page = await ctx.newPage();
   // A page of the console sends a stranger to the sign-in page, and back after.
@@ -32,7 +32,7 @@ test("a bad token is refused and nothing opens without signing in", { skip: c.sk
   await ctx.close();
 });
 
-test("a token signs in with a strict, HttpOnly, Secure cookie; sign-out ends the session", { skip: c.skip }, async () => {
+c.scenario("a token signs in with a strict, HttpOnly, Secure cookie; sign-out ends the session", async () => {
   const ctx = await c.context(browser);
   const page = await c.signIn(ctx, c.token("admin"), "/");
   await page.getByRole("heading", { level: 1, name: "Pipelines" }).waitFor();
@@ -63,7 +63,7 @@ test("a token signs in with a strict, HttpOnly, Secure cookie; sign-out ends the
   await ctx.close();
 });
 
-test("sign-in goes back to the page asked for, never to another site", { skip: c.skip }, async () => {
+c.scenario("sign-in goes back to the page asked for, never to another site", async () => {
   const ctx = await c.context(browser);
   const page = await ctx.newPage();
   await page.goto("/?from=bookmark");
@@ -81,7 +81,7 @@ test("sign-in goes back to the page asked for, never to another site", { skip: c
   await ctx.close();
 });
 
-test("revoking a token ends its open session at once", { skip: c.skip }, async () => {
+c.scenario("revoking a token ends its open session at once", async () => {
   const page = await c.signedIn(browser, "rita");
   await page.getByRole("heading", { level: 1, name: "Pipelines" }).waitFor();
   const tokens = c.sluiceJson(["token", "list"]).tokens.filter((t) => t.user === "rita" && !t.revoked);
@@ -123,7 +123,7 @@ async function attacker(forms) {
   return { server, origin: `http://localhost:${server.address().port}` };
 }
 
-test("a form posted from another site is refused and changes nothing", { skip: c.skip }, async () => {
+c.scenario("a form posted from another site is refused and changes nothing", async () => {
   const page = await c.signedIn(browser, "admin");
   const ctx = page.context();
   const target = c.env.SLUICE_FORGE_PATH || "/sign-out";

@@ -2,7 +2,7 @@
 // posted anyway is refused by the same permission check as the CLI's.
 //
 // The cluster: as for pipeline.test.mjs, and `vic`, a viewer.
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import * as c from "./lib.mjs";
 
@@ -21,7 +21,7 @@ async function controls(page) {
   return [...buttons, ...summaries].map((t) => t.trim());
 }
 
-test("a viewer sees every page and no button but Sign out", { skip: c.skip }, async () => {
+c.scenario("a viewer sees every page and no button but Sign out", async () => {
   const page = await c.signedIn(browser, "vic", "/");
   for (const path of (c.env.SLUICE_VIEWER_PAGES || "/,/pipelines/web,/pipelines/gate").split(",")) {
     const answer = await page.goto(path);
@@ -35,7 +35,7 @@ test("a viewer sees every page and no button but Sign out", { skip: c.skip }, as
   await page.context().close();
 });
 
-test("a change a viewer posts with their own session and CSRF token is refused", { skip: c.skip }, async () => {
+c.scenario("a change a viewer posts with their own session and CSRF token is refused", async () => {
   const page = await c.signedIn(browser, "vic", "/pipelines/web");
   const before = c.sluiceJson(["pipeline", "history", "web"]).pipelineExecutionSummaries.length;
   // The form a viewer is not shown, posted by hand: a real session, a real token.
