@@ -72,31 +72,40 @@ c.scenario("every page passes axe-core with no serious or critical violation", a
   const ctx = await c.context(browser);
   const signIn = await ctx.newPage();
   await signIn.goto("/sign-in");
-  const counts = { "/sign-in": await c.accessible(signIn, "the sign-in page") };
+  const findings = { "/sign-in": await c.axeFindings(signIn) };
   await signIn.close();
   // As the admin: every page, every form and button.
   const page = await c.signIn(ctx, c.token("admin"), "/");
   for (const { path, h1 } of pages) {
     await page.goto(path);
     await page.getByRole("heading", { level: 1, name: h1, exact: true }).waitFor();
-    counts[path] = await c.accessible(page, path);
+    findings[path] = await c.axeFindings(page);
   }
   // The forms hidden in disclosures, opened.
   await page.goto("/pipelines/gate");
   for (const summary of await page.locator("main summary").all()) await summary.click();
-  counts["/pipelines/gate (forms open)"] = await c.accessible(page, "the gate's forms");
-  console.log(`axe-core: minor or moderate findings per page (none serious or critical): ${JSON.stringify(counts)}`);
+  findings["/pipelines/gate (forms open)"] = await c.axeFindings(page);
+  const lesser = Object.fromEntries(Object.entries(findings).map(([path, f]) => [path, f.lesser]));
+  console.log(`axe-core: pages checked ${Object.keys(findings).length}; minor or moderate findings per page: ${JSON.stringify(lesser)}`);
+  const serious = Object.values(findings).flatMap((f) => f.serious);
+  assert.deepEqual(serious, [], "serious or critical accessibility violations");
   await ctx.close();
 });
 
 c.scenario("on a phone every page fits the screen's width", async () => {
   const ctx = await c.context(browser, { viewport: { width: 375, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
   const page = await c.signIn(ctx, c.token("admin"), "/");
+  const wide = [];
   for (const { path, h1 } of pages) {
     await page.goto(path);
     await page.getByRole("heading", { level: 1, name: h1, exact: true }).waitFor();
-    await c.fitsWidth(page, path);
+    const why = await c.overflow(page);
+    if (why) {
+      wide.push(why);
+      await c.screenshot(page, `phone-too-wide-${named(path)}`);
+    }
   }
+  assert.deepEqual(wide, [], "pages that scroll sideways on a phone");
   await page.goto("/pipelines/web");
   // The stages stack: Deploy is below Build, not beside it.
   const build = await page.getByRole("region", { name: "Build", exact: true }).boundingBox();
