@@ -82,9 +82,9 @@ fn list_row(row: &Row) -> Markup {
         tr data-pipeline=(row.name) {
             th scope="row" { a href=(link) { (row.name) } }
             @match &row.state {
-                Err(why) => td colspan="4" .muted { (why) },
+                Err(why) => td colspan="4" .muted data-label="State" { (why) },
                 Ok(state) => {
-                    td {
+                    td data-label="Latest execution" {
                         @match &state.latest_execution {
                             Some(latest) => {
                                 (layout::status(&latest.status)) " "
@@ -95,9 +95,10 @@ fn list_row(row: &Row) -> Markup {
                             None => span.muted { "Never run" },
                         }
                     }
-                    td { (stage_strip(state)) }
-                    td { (revisions(state.latest_execution.as_ref())) }
-                    td { (layout::time(&state.updated)) }
+                    td data-label="Stages" { (stage_strip(state)) }
+                    td data-label="Revision" { (revisions(state.latest_execution.as_ref())) }
+                    // The latest execution's last change, else the declaration's.
+                    td data-label="Updated" { (layout::time(state.latest_execution.as_ref().map_or(&state.updated, |l| &l.last_update_time))) }
                 }
             }
         }
@@ -312,9 +313,17 @@ fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &
                     " " a.mono href=(execution_url(&view.name, id)) aria-label={ "Execution " (id) } { (short(id)) }
                 }
             }
+            @if let Some(run) = run && !run.pipeline_execution.source_revisions.is_empty() {
+                p.stage-revision {
+                    span.visually-hidden { "Revision: " }
+                    @for r in &run.pipeline_execution.source_revisions {
+                        code title=(r.revision_id) { (short(&r.revision_id)) } " "
+                    }
+                }
+            }
             ul.actions-list {
-                @for action in &stage.action_states {
-                    li { (action_card(view, stage, action, run, viewer, allows)) }
+                @for (a, action) in stage.action_states.iter().enumerate() {
+                    li { (action_card(view, (index, a), stage, action, run, viewer, allows)) }
                 }
             }
             div.stage-buttons {
@@ -335,7 +344,7 @@ fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &
 
 /// A stage's inbound transition: enabled (with a form to disable it, and
 /// a reason), or disabled with why, by whom and when (and a button to
-/// enable it), and which executions it holds.
+/// enable it); and which executions wait to enter the stage.
 fn transition(view: &PipelineView, index: usize, stage: &StageState, viewer: &Viewer, allows: Allows) -> Markup {
     let t = &stage.inbound_transition_state;
     let resource = policy::stage(&view.name, &stage.stage_name);
@@ -354,12 +363,14 @@ fn transition(view: &PipelineView, index: usize, stage: &StageState, viewer: &Vi
                     @if let Some(by) = &t.last_changed_by { " — by " (by) }
                     @if let Some(at) = &t.last_changed_at { ", " (layout::time(at)) }
                 }
-                @for id in &held {
-                    p.held-execution { "Execution " a.mono href=(execution_url(&view.name, id)) { (id) } " waits here." }
-                }
                 @if allows(ops::EnableStageTransition::PERMISSION, &resource) {
                     (layout::button(viewer, &format!("{url}/enable"), "Enable transition", Tone::Primary, &[]))
                 }
+            }
+            // Held by the disabled transition, or by the stage still busy
+            // with an earlier execution.
+            @for id in &held {
+                p.held-execution { "Execution " a.mono href=(execution_url(&view.name, id)) { (id) } " waits here." }
             }
         }
     }
@@ -386,6 +397,7 @@ fn held_before(view: &PipelineView, index: usize) -> Vec<String> {
 /// far and the form to decide.
 fn action_card(
     view: &PipelineView,
+    at: (usize, usize),
     stage: &StageState,
     action: &ActionState,
     run: Option<&GetPipelineExecutionOutput>,
@@ -404,7 +416,9 @@ fn action_card(
     });
     let agent = latest.and_then(|l| l.agent.as_deref()).or(run_view.and_then(|a| a.agent.as_deref()));
     let took = run_view.and_then(|a| took(a.start_time.as_deref(), a.last_update_time.as_deref(), status, view.now));
-    let heading = format!("action-{}-{}", slug(&stage.stage_name), slug(&action.action_name));
+    // By position: names may hold anything, ids may not.
+    let key = format!("{}-{}", at.0, at.1);
+    let heading = format!("action-{key}");
     let resource = policy::action(&view.name, &stage.stage_name, &action.action_name);
     html! {
         article.action aria-labelledby=(heading) data-action=(action.action_name) data-status=(status.unwrap_or("")) {
@@ -432,7 +446,7 @@ fn action_card(
                     (approval_box(approval, status == Some("InProgress")))
                     @if status == Some("InProgress") && allows(ops::PutApprovalResult::PERMISSION, &resource)
                         && let Some(run) = run {
-                        (super::steer::approval_form(view, stage, action, &run.pipeline_execution.pipeline_execution_id,
+                        (super::steer::approval_form(view, &key, stage, action, &run.pipeline_execution.pipeline_execution_id,
                             l.token.as_deref(), viewer))
                     }
                 }
@@ -493,11 +507,6 @@ fn took(start: Option<&str>, end: Option<&str>, status: Option<&str>, now: u64) 
 fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
-}
-
-/// An id-safe form of a name (ids of headings).
-fn slug(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }
 
 #[cfg(test)]
@@ -580,6 +589,13 @@ pub(super) mod tests {
                 {"stageName": "Gate", "status": null, "conditionRules": [], "actions": []}
             ]),
         );
+        let mut e2 = e2;
+        e2.pipeline_execution.source_revisions.push(ops::SourceRevisionView {
+            action_name: "Checkout".into(),
+            revision_id: "feedfacecafebeef".into(),
+            revision_summary: None,
+            pinned: false,
+        });
         let e0 = run(
             "e-0",
             "InProgress",
@@ -631,6 +647,8 @@ pub(super) mod tests {
         assert!(html.contains("agent-1") && html.contains("12.4 s"), "{html}");
         assert!(html.contains(r#"href="/pipelines/web/executions/e-2/actions/Source/Checkout""#), "{html}");
         assert!(html.contains("JobFailed: exit status 2"), "{html}");
+        // Each stage names the revision of the execution it last ran.
+        assert!(html.contains(r#"<code title="feedfacecafebeef">feedfacecafe</code>"#), "{html}");
         // The disabled transition: why, who, when, what it holds.
         assert!(html.contains("Transition disabled</strong>: freeze — by cy"), "{html}");
         assert!(html.contains("e-2</a> waits here."), "{html}");
@@ -683,7 +701,6 @@ pub(super) mod tests {
         assert_eq!(took(None, None, None, now), None);
         assert_eq!(took(Some("90s"), None, Some("InProgress"), now), None, "only times, never durations");
         assert_eq!(short("abc"), "abc");
-        assert_eq!(slug("Deploy to prod"), "Deploy-to-prod");
         assert_eq!(capitalized("waiting for an agent"), "Waiting for an agent");
         assert_eq!(capitalized(""), "");
     }

@@ -140,6 +140,7 @@ pub fn rollback_form(stage_url: &str, index: usize, stage: &str, viewer: &Viewer
 /// Approve or reject a waiting approval, with a comment.
 pub fn approval_form(
     view: &PipelineView,
+    key: &str,
     stage: &StageState,
     action: &ActionState,
     execution: &str,
@@ -148,10 +149,6 @@ pub fn approval_form(
 ) -> Markup {
     let url =
         format!("{}/stages/{}/actions/{}/approval", back(&view.name), enc(&stage.stage_name), enc(&action.action_name));
-    let key: String = format!("{}-{}", stage.stage_name, action.action_name)
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
     html! {
         details.decide open {
             summary { "Approve or reject…" }

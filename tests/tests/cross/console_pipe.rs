@@ -156,6 +156,10 @@ fn a_pipeline_is_seen_stopped_started_and_approved_from_its_page() {
     assert!(list.contains(r#"data-stage="Source" data-status="Succeeded""#), "{list}");
     assert!(list.contains(r#"data-stage="Approve" data-status="InProgress""#), "{list}");
 
+    let missing = ann.get("/pipelines/nope");
+    assert_eq!(missing.status, 404, "{missing:?}");
+    assert!(missing.body.contains("nope"), "{}", missing.body);
+
     // The pipeline page: the run's stages, its actions, the approval.
     let page = ann.page("/pipelines/gate");
     assert!(page.contains("<h1>gate</h1>"), "{page}");
@@ -273,4 +277,66 @@ fn a_transition_is_disabled_with_a_reason_and_a_viewer_sees_it_without_a_single_
     assert_eq!(answer.status, 303, "{answer:?}");
     let page = ann.page("/pipelines/gate");
     assert!(!page.contains("Transition disabled") && page.contains(">Disable transition</button>"), "{page}");
+}
+
+#[test]
+fn a_failed_stage_is_retried_and_a_stage_rolled_back_from_the_page() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let tokens = users(&cluster, &[("ann", "operator")]);
+    // Fails until the marker exists.
+    let marker = cluster.dir.path().join("fixed");
+    let stages = format!(
+        r#"{{"name": "Build", "actions": [{{"name": "Flaky", "inputArtifacts": [{{"name": "src"}}],
+            "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+            "configuration": {{"Commands": "test -e {m}"}}, "capabilities": {{"exec": ["sh"]}}}}]}}"#,
+        m = marker.display()
+    );
+    let first = cluster.create_pipeline("flaky", &git_pipeline("flaky", "", &repo, &stages));
+    let ended = cluster.execution_end("flaky", &first, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Failed", "{ended}");
+
+    let ann = Browser::sign_in(&cluster, "ann", &tokens[0]);
+    let page = ann.page("/pipelines/flaky");
+    assert!(page.contains(r#"data-stage="Build" data-status="Failed""#), "{page}");
+    assert!(page.contains(r#"data-action="Flaky" data-status="Failed""#), "{page}");
+    assert!(page.contains(">Retry failed actions</button>"), "{page}");
+
+    // Retry a stage that did not fail: the driver's refusal, shown.
+    let retry_source = ann.submit("/pipelines/flaky", "/pipelines/flaky/stages/Source/retry", &[("execution", &first)]);
+    assert!((400..500).contains(&retry_source.status), "{retry_source:?}");
+    // The failed one, once fixed: the same execution goes on and succeeds.
+    std::fs::write(&marker, "").unwrap();
+    let answer = ann.submit("/pipelines/flaky", "/pipelines/flaky/stages/Build/retry", &[("execution", &first)]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let page = ann.page("/pipelines/flaky");
+    assert_eq!(flash(&page), format!("Retrying the failed actions of Build in execution {first}"));
+    let ended = cluster.execution_end("flaky", &first, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Succeeded", "{ended}");
+    let page = ann.page("/pipelines/flaky");
+    assert!(page.contains(r#"data-action="Flaky" data-status="Succeeded""#), "{page}");
+    assert!(!page.contains("Retry failed actions"), "{page}");
+
+    // Roll Build back to a target that never ran: refused, nothing started.
+    let rollback = "/pipelines/flaky/stages/Build/rollback";
+    let answer = ann.submit("/pipelines/flaky", rollback, &[("target", "no-such-execution")]);
+    assert!((400..500).contains(&answer.status), "{answer:?}");
+    assert_eq!(
+        cluster.sluice_json(&["pipeline", "history", "flaky"]).unwrap()["pipelineExecutionSummaries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // By default, to the newest execution in which it succeeded.
+    let answer = ann.submit("/pipelines/flaky", rollback, &[("target", "")]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let page = ann.page("/pipelines/flaky");
+    let rolled =
+        flash(&page).strip_prefix("Rolling back Build in execution ").expect("the rollback's execution").to_string();
+    let ended = cluster.execution_end("flaky", &rolled, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Succeeded", "{ended}");
+    assert_eq!(ended["pipelineExecution"]["trigger"]["triggerType"], "RollbackStage", "{ended}");
+    assert_eq!(ended["pipelineExecution"]["rollbackMetadata"]["rollbackTargetPipelineExecution"], first.as_str(), "{ended}");
 }
