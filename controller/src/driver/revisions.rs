@@ -12,8 +12,8 @@ use super::Driver;
 use super::pipelines::not_found_pipeline;
 use crate::engine::{ActionStatus, Execution, ExecutionStatus, StageStatus};
 use crate::ops::{
-    Context, FlowAction, FlowStage, FlowStop, GetArtifact, GetArtifactOutput, GetRevisionFlow, GetRevisionFlowOutput, Handle,
-    ListRevisions, ListRevisionsOutput, MIN_REVISION_PREFIX, OpError, RevisionFlowExecution, RevisionFlowPipeline,
+    Context, FlowAction, FlowStage, FlowStop, GetArtifact, GetArtifactOutput, GetRevisionFlow, GetRevisionFlowOutput,
+    Handle, ListRevisions, ListRevisionsOutput, MIN_REVISION_PREFIX, OpError, RevisionFlowExecution, RevisionFlowPipeline,
     RevisionSummary, paging,
 };
 use crate::{policy, views};
@@ -178,13 +178,23 @@ fn stopped_at(e: &Execution) -> Option<FlowStop> {
     let last = e.stages.iter().rposition(|s| s.status.is_some());
     let Some(index) = last else {
         let first = e.stages.first()?;
-        return Some(FlowStop { stage_name: first.name.clone(), action_name: None, status: "NotEntered".into(), before_stage: true });
+        return Some(FlowStop {
+            stage_name: first.name.clone(),
+            action_name: None,
+            status: "NotEntered".into(),
+            before_stage: true,
+        });
     };
     let stage = &e.stages[index];
     let status = stage.status.expect("the last stage entered has a status");
     if matches!(status, StageStatus::Succeeded | StageStatus::Skipped) {
         let next = e.stages.get(index + 1)?;
-        return Some(FlowStop { stage_name: next.name.clone(), action_name: None, status: "NotEntered".into(), before_stage: true });
+        return Some(FlowStop {
+            stage_name: next.name.clone(),
+            action_name: None,
+            status: "NotEntered".into(),
+            before_stage: true,
+        });
     }
     let blamed = [ActionStatus::Failed, ActionStatus::Abandoned, ActionStatus::Lost, ActionStatus::InProgress]
         .iter()
@@ -206,9 +216,10 @@ impl Handle<GetArtifact> for Driver {
         }
         let e = self.execution(&op.pipeline_name, &op.pipeline_execution_id)?;
         let produced = e.stages.iter().rev().find_map(|s| {
-            s.actions.iter().rev().find_map(|a| {
-                a.outputs.iter().find(|(name, _)| *name == op.artifact_name).map(|(_, r)| (s, a, r))
-            })
+            s.actions
+                .iter()
+                .rev()
+                .find_map(|a| a.outputs.iter().find(|(name, _)| *name == op.artifact_name).map(|(_, r)| (s, a, r)))
         });
         let Some((stage, action, artifact)) = produced else {
             return Err(OpError::NotFound(format!(
@@ -274,23 +285,32 @@ mod tests {
         let done = run("1", "web", 1, ExecutionStatus::Succeeded, vec![ok("Source"), ok("Build")], "abc");
         assert_eq!(flow_of(&done, "Source").stopped_at, None);
         // Failed at an action of a stage; the next stage never reached.
-        let failed_build = stage("Build", Some(S::Failed), vec![action("Lint", Some(A::Succeeded)), action("Test", Some(A::Failed))]);
-        let failed = run("2", "web", 2, ExecutionStatus::Failed, vec![ok("Source"), failed_build, unreached("Deploy")], "abc");
+        let failed_build =
+            stage("Build", Some(S::Failed), vec![action("Lint", Some(A::Succeeded)), action("Test", Some(A::Failed))]);
+        let failed =
+            run("2", "web", 2, ExecutionStatus::Failed, vec![ok("Source"), failed_build, unreached("Deploy")], "abc");
         let flow = flow_of(&failed, "Source");
         let stop = flow.stopped_at.unwrap();
-        assert_eq!((stop.stage_name.as_str(), stop.action_name.as_deref(), stop.status.as_str()), ("Build", Some("Test"), "Failed"));
+        assert_eq!(
+            (stop.stage_name.as_str(), stop.action_name.as_deref(), stop.status.as_str()),
+            ("Build", Some("Test"), "Failed")
+        );
         assert!(!stop.before_stage);
         assert_eq!(flow.stages[2].status, None);
         assert_eq!(flow.stages[1].actions[1].status.as_deref(), Some("Failed"));
         // Held before a stage (a disabled transition): the stage it did not enter.
-        let held = run("3", "web", 3, ExecutionStatus::InProgress, vec![ok("Source"), ok("Build"), unreached("Deploy")], "abc");
+        let held =
+            run("3", "web", 3, ExecutionStatus::InProgress, vec![ok("Source"), ok("Build"), unreached("Deploy")], "abc");
         let stop = flow_of(&held, "Source").stopped_at.unwrap();
         assert_eq!((stop.stage_name.as_str(), stop.status.as_str(), stop.before_stage), ("Deploy", "NotEntered", true));
         // Running: where it is now, at the running action.
         let approving = stage("Gate", Some(S::InProgress), vec![action("Approve", Some(A::InProgress))]);
         let running = run("4", "web", 4, ExecutionStatus::InProgress, vec![ok("Source"), approving], "abc");
         let stop = flow_of(&running, "Source").stopped_at.unwrap();
-        assert_eq!((stop.stage_name.as_str(), stop.action_name.as_deref(), stop.status.as_str()), ("Gate", Some("Approve"), "InProgress"));
+        assert_eq!(
+            (stop.stage_name.as_str(), stop.action_name.as_deref(), stop.status.as_str()),
+            ("Gate", Some("Approve"), "InProgress")
+        );
         // Never entered a stage, and an execution of no stages.
         let none = run("5", "web", 5, ExecutionStatus::Stopped, vec![unreached("Source")], "abc");
         assert_eq!(flow_of(&none, "Source").stopped_at.unwrap().stage_name, "Source");
@@ -299,8 +319,15 @@ mod tests {
 
     #[test]
     fn revisions_resolve_from_a_prefix_and_list_once_each() {
-        let e = |id: &str, pipeline: &str, started: u64, rev: &str| run(id, pipeline, started, ExecutionStatus::Succeeded, vec![], rev);
-        let list = vec![e("3", "api", 30, "abc123"), e("2", "web", 20, "abd000"), e("1", "web", 10, "abc123"), e("0", "web", 5, "ab")];
+        let e = |id: &str, pipeline: &str, started: u64, rev: &str| {
+            run(id, pipeline, started, ExecutionStatus::Succeeded, vec![], rev)
+        };
+        let list = vec![
+            e("3", "api", 30, "abc123"),
+            e("2", "web", 20, "abd000"),
+            e("1", "web", 10, "abc123"),
+            e("0", "web", 5, "ab"),
+        ];
         assert_eq!(resolve(&list, "abc1").unwrap(), "abc123");
         assert_eq!(resolve(&list, "abc123").unwrap(), "abc123");
         // An exact id shorter than the minimum prefix is still found as it is.

@@ -24,3 +24,5 @@ mod sources;
 mod policy;
 // The web console in a real browser (issue 16, browser).
 mod console;
+// The web console's pages slice (issue 16, pages).
+mod console_pages;

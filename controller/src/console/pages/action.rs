@@ -40,7 +40,9 @@ async fn gather(
         .find(|s| s.stage_name == *stage)
         .and_then(|s| s.actions.iter().find(|a| a.action_name == *action))
         .cloned()
-        .ok_or_else(|| ConsoleError::new(StatusCode::NOT_FOUND, format!("execution {id} has no action {stage} / {action}")))?;
+        .ok_or_else(|| {
+            ConsoleError::new(StatusCode::NOT_FOUND, format!("execution {id} has no action {stage} / {action}"))
+        })?;
     let op = GetExecutionLogs { pipeline_name: name.clone(), pipeline_execution_id: id.clone() };
     let logs = ask(state, op, viewer.caller.clone()).await?;
     let lines = logs.lines.into_iter().filter(|l| l.stage == *stage && l.action == *action).collect();
@@ -66,7 +68,8 @@ pub async fn page(State(state): State<ApiState>, viewer: Viewer, Path(path): Act
         .collect();
     let version = Some(run.pipeline_execution.pipeline_version);
     let declared = ask(&state, GetPipeline { name: name.clone(), version }, viewer.caller.clone()).await.ok();
-    let grants = declared.as_ref().and_then(|d| declared_action(&d.pipeline, stage, action_name)).map(|a| a["capabilities"].clone());
+    let grants =
+        declared.as_ref().and_then(|d| declared_action(&d.pipeline, stage, action_name)).map(|a| a["capabilities"].clone());
     let body = html! {
         p { a href=(execution_url(name, id)) { "Back to execution " (id) } }
         (facts(&action))
@@ -170,7 +173,9 @@ fn grants_section(grants: Option<&Value>) -> Markup {
         .and_then(Value::as_object)
         .map(|o| {
             o.iter()
-                .map(|(k, v)| (k.as_str(), v.as_array().into_iter().flatten().map(|x| x.as_str().unwrap_or("?").to_string()).collect()))
+                .map(|(k, v)| {
+                    (k.as_str(), v.as_array().into_iter().flatten().map(|x| x.as_str().unwrap_or("?").to_string()).collect())
+                })
                 .filter(|(_, v): &(&str, Vec<String>)| !v.is_empty())
                 .collect()
         })
@@ -235,8 +240,14 @@ pub async fn log_lines(
     let job = lines.last().map(|l| l.job_id.clone()).unwrap_or_default();
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
-        (header::HeaderName::from_static(LOG_JOB_HEADER), HeaderValue::from_str(&job).unwrap_or(HeaderValue::from_static(""))),
-        (header::HeaderName::from_static("x-sluice-log-finished"), HeaderValue::from_static(if finished(&action) { "1" } else { "0" })),
+        (
+            header::HeaderName::from_static(LOG_JOB_HEADER),
+            HeaderValue::from_str(&job).unwrap_or(HeaderValue::from_static("")),
+        ),
+        (
+            header::HeaderName::from_static("x-sluice-log-finished"),
+            HeaderValue::from_static(if finished(&action) { "1" } else { "0" }),
+        ),
     ];
     Ok((headers, render_lines(&lines, q.after)).into_response())
 }
@@ -253,9 +264,15 @@ mod tests {
     fn lines_keep_their_colours_across_a_fragment() {
         let lines = [line(0, "\u{fffd}[32mgreen\n"), line(1, "still green\n"), line(2, "<b>\u{fffd}[0m\n")];
         let all = render_lines(&lines, None);
-        assert!(all.starts_with("<span class=\"line\" data-seq=\"0\"><span class=\"ansi-fg-green\">green\n</span></span>"), "{all}");
+        assert!(
+            all.starts_with("<span class=\"line\" data-seq=\"0\"><span class=\"ansi-fg-green\">green\n</span></span>"),
+            "{all}"
+        );
         let after = render_lines(&lines, Some(0));
-        assert!(after.starts_with("<span class=\"line\" data-seq=\"1\"><span class=\"ansi-fg-green\">still green"), "{after}");
+        assert!(
+            after.starts_with("<span class=\"line\" data-seq=\"1\"><span class=\"ansi-fg-green\">still green"),
+            "{after}"
+        );
         assert!(after.contains("&lt;b&gt;") && !after.contains("<b>"), "{after}");
         assert_eq!(render_lines(&lines, Some(2)), "");
     }
@@ -266,7 +283,10 @@ mod tests {
             {"name": "Make", "capabilities": {"exec": ["cargo"], "secrets": ["TOKEN"], "http": []}}]}]});
         let action = declared_action(&pipeline, "Build", "Make").unwrap();
         let html = grants_section(Some(&action["capabilities"])).into_string();
-        assert!(html.contains("Programs") && html.contains("cargo") && html.contains("TOKEN") && !html.contains("HTTP hosts"), "{html}");
+        assert!(
+            html.contains("Programs") && html.contains("cargo") && html.contains("TOKEN") && !html.contains("HTTP hosts"),
+            "{html}"
+        );
         assert!(grants_section(None).into_string().contains("No grants"));
         assert!(declared_action(&pipeline, "Build", "Nope").is_none());
     }

@@ -37,17 +37,27 @@ fn given(text: &str) -> Option<String> {
 impl AuditQuery {
     /// The query string of these filters (for paging links), without `before`.
     fn filters(&self) -> String {
-        [("user", &self.user), ("pipeline", &self.pipeline), ("operation", &self.operation), ("since", &self.since), ("until", &self.until)]
-            .iter()
-            .filter(|(_, v)| !v.trim().is_empty())
-            .map(|(k, v)| format!("{k}={}", enc(v.trim())))
-            .collect::<Vec<_>>()
-            .join("&")
+        [
+            ("user", &self.user),
+            ("pipeline", &self.pipeline),
+            ("operation", &self.operation),
+            ("since", &self.since),
+            ("until", &self.until),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| format!("{k}={}", enc(v.trim())))
+        .collect::<Vec<_>>()
+        .join("&")
     }
 }
 
 /// `GET /audit`.
-pub async fn page(State(state): State<ApiState>, viewer: Viewer, Query(q): Query<AuditQuery>) -> Result<Response, ConsoleError> {
+pub async fn page(
+    State(state): State<ApiState>,
+    viewer: Viewer,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, ConsoleError> {
     let op = ListAuditRecords {
         since: given(&q.since),
         until: given(&q.until),

@@ -8,8 +8,8 @@ use crate::api::{ApiState, ask};
 use crate::console::layout::{self, Live, Page, Section};
 use crate::console::{ConsoleError, Viewer, enc};
 use crate::ops::{
-    ExecutionSummary, GetArtifact, GetPipelineExecution, GetPipelineExecutionOutput, GetPipelineState, ListPipelineExecutions,
-    StageRunView,
+    ExecutionSummary, GetArtifact, GetPipelineExecution, GetPipelineExecutionOutput, GetPipelineState,
+    ListPipelineExecutions, StageRunView,
 };
 use crate::policy;
 use axum::body::Body;
@@ -101,7 +101,12 @@ pub async fn execution(
     Ok(page.live(Live::Pipeline(name)).render(&state, &viewer))
 }
 
-pub fn render_execution(run: &GetPipelineExecutionOutput, waits: &[Wait], artifacts: &[ArtifactRow], downloads: bool) -> Markup {
+pub fn render_execution(
+    run: &GetPipelineExecutionOutput,
+    waits: &[Wait],
+    artifacts: &[ArtifactRow],
+    downloads: bool,
+) -> Markup {
     let e = &run.pipeline_execution;
     let name = &e.pipeline_name;
     html! {

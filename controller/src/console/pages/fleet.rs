@@ -19,8 +19,12 @@ use std::collections::BTreeMap;
 /// What an agent's state lets an operator do next: (verb, button text, tone).
 pub fn agent_verbs(state: &str) -> &'static [(&'static str, &'static str, Tone)] {
     match state {
-        "enabled" => &[("drain", "Drain", Tone::Plain), ("disable", "Disable", Tone::Plain), ("revoke", "Revoke", Tone::Danger)],
-        "draining" => &[("enable", "Enable", Tone::Plain), ("disable", "Disable", Tone::Plain), ("revoke", "Revoke", Tone::Danger)],
+        "enabled" => {
+            &[("drain", "Drain", Tone::Plain), ("disable", "Disable", Tone::Plain), ("revoke", "Revoke", Tone::Danger)]
+        }
+        "draining" => {
+            &[("enable", "Enable", Tone::Plain), ("disable", "Disable", Tone::Plain), ("revoke", "Revoke", Tone::Danger)]
+        }
         "disabled" => &[("enable", "Enable", Tone::Plain), ("revoke", "Revoke", Tone::Danger)],
         _ => &[],
     }
@@ -113,14 +117,21 @@ fn running_jobs(a: &AgentView) -> Markup {
 
 /// `POST /agents/{id}/{verb}`: drain, disable, enable or revoke, as the CLI's
 /// `sluice agent drain|disable|enable|revoke`.
-pub async fn agent_change(State(state): State<ApiState>, Path((id, verb)): Path<(String, String)>, change: Change) -> Response {
+pub async fn agent_change(
+    State(state): State<ApiState>,
+    Path((id, verb)): Path<(String, String)>,
+    change: Change,
+) -> Response {
     let caller = change.viewer.caller.clone();
     let result = match verb.as_str() {
         "drain" => ask(&state, DrainAgent { id: id.clone() }, caller).await,
         "disable" => ask(&state, DisableAgent { id: id.clone() }, caller).await,
         "enable" => ask(&state, EnableAgent { id: id.clone() }, caller).await,
         "revoke" => ask(&state, RevokeAgent { id: id.clone() }, caller).await,
-        _ => return ConsoleError::new(StatusCode::NOT_FOUND, format!("agents cannot {verb:?}; nothing was changed")).into_response(),
+        _ => {
+            return ConsoleError::new(StatusCode::NOT_FOUND, format!("agents cannot {verb:?}; nothing was changed"))
+                .into_response();
+        }
     };
     let done = result.map(|out| format!("Agent {} is {}", out.id, out.state));
     finish(&state, &change.viewer, "/agents", done)
@@ -133,7 +144,8 @@ pub async fn plugins(State(state): State<ApiState>, viewer: Viewer) -> Result<Re
     let pipelines = ask(&state, ListPipelines::default(), viewer.caller.clone()).await?;
     let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in pipelines.pipelines {
-        let Ok(declared) = ask(&state, GetPipeline { name: p.name.clone(), version: None }, viewer.caller.clone()).await else {
+        let Ok(declared) = ask(&state, GetPipeline { name: p.name.clone(), version: None }, viewer.caller.clone()).await
+        else {
             continue;
         };
         for key in providers(&declared.pipeline) {
@@ -259,7 +271,11 @@ mod tests {
         let shown = render_agents(&list, &|_| true, &button).into_string();
         assert!(shown.contains("Drain agent ag-1") && shown.contains("Revoke agent ag-1"), "{shown}");
         assert!(!shown.contains("agent ag-2</button>"), "a revoked agent has no buttons: {shown}");
-        assert!(shown.contains("3 of 4 slots") && shown.contains("web / Build / Make") && shown.contains("2 of pipelines you may not read"));
+        assert!(
+            shown.contains("3 of 4 slots")
+                && shown.contains("web / Build / Make")
+                && shown.contains("2 of pipelines you may not read")
+        );
         let viewer = render_agents(&list, &|_| false, &button).into_string();
         assert!(!viewer.contains("<button") && !viewer.contains(">Actions<"), "{viewer}");
         assert_eq!(agent_verbs("draining").iter().map(|v| v.1).collect::<Vec<_>>(), ["Enable", "Disable", "Revoke"]);
@@ -277,7 +293,8 @@ mod tests {
 
     #[test]
     fn secrets_show_names_never_values() {
-        let s = SecretView { name: "DB<PASS>".into(), pipelines: vec!["web".into()], created: "t".into(), updated: "t".into() };
+        let s =
+            SecretView { name: "DB<PASS>".into(), pipelines: vec!["web".into()], created: "t".into(), updated: "t".into() };
         let html = render_secrets(&[s]).into_string();
         assert!(html.contains("DB&lt;PASS&gt;") && html.contains("Values are never shown"), "{html}");
     }

@@ -72,6 +72,9 @@ mod tests {
         assert_eq!(size(512), "512 B");
         assert_eq!(size(12_595), "12.3 KiB");
         assert_eq!(size(4 * 1024 * 1024), "4.0 MiB");
-        assert_eq!(action_url("web", "e 1", "Build", "Unit/Test"), "/pipelines/web/executions/e%201/actions/Build/Unit%2FTest");
+        assert_eq!(
+            action_url("web", "e 1", "Build", "Unit/Test"),
+            "/pipelines/web/executions/e%201/actions/Build/Unit%2FTest"
+        );
     }
 }

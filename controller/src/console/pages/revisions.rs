@@ -22,7 +22,11 @@ pub struct SearchQuery {
 
 /// `GET /revisions[?q=PREFIX]`: recent revisions, or those matching a
 /// prefix (one match goes straight to its flow).
-pub async fn list(State(state): State<ApiState>, viewer: Viewer, Query(q): Query<SearchQuery>) -> Result<Response, ConsoleError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    viewer: Viewer,
+    Query(q): Query<SearchQuery>,
+) -> Result<Response, ConsoleError> {
     let prefix = q.q.trim().to_string();
     let op = ListRevisions { prefix: (!prefix.is_empty()).then(|| prefix.clone()), max_results: Some(50) };
     let out = ask(&state, op, viewer.caller.clone()).await?;
@@ -63,7 +67,11 @@ pub fn render_list(prefix: &str, revisions: &[RevisionSummary]) -> Markup {
 }
 
 /// `GET /revisions/{revision}`.
-pub async fn flow(State(state): State<ApiState>, viewer: Viewer, Path(revision): Path<String>) -> Result<Response, ConsoleError> {
+pub async fn flow(
+    State(state): State<ApiState>,
+    viewer: Viewer,
+    Path(revision): Path<String>,
+) -> Result<Response, ConsoleError> {
     let out = ask(&state, GetRevisionFlow { revision }, viewer.caller.clone()).await?;
     let title = format!("Revision {}", out.revision_id);
     Ok(Page::new(title, Section::Revisions, render_flow(&out)).live(Live::All).render(&state, &viewer))
@@ -149,7 +157,8 @@ mod tests {
         assert!(html.contains("fix &lt;it&gt;"));
         assert!(html.contains("href=\"/pipelines/web/executions/e1/actions/Build/Test\""));
         assert_eq!(stop_line(None, "Succeeded"), "Reached the end: Succeeded");
-        let held = FlowStop { stage_name: "Deploy".into(), action_name: None, status: "NotEntered".into(), before_stage: true };
+        let held =
+            FlowStop { stage_name: "Deploy".into(), action_name: None, status: "NotEntered".into(), before_stage: true };
         assert_eq!(stop_line(Some(&held), "InProgress"), "Waiting before Deploy");
     }
 }

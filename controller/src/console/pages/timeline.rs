@@ -167,7 +167,10 @@ mod tests {
         // Without the state (or with the transition enabled): waiting to enter.
         assert!(waits(&r, None)[0].why.starts_with("waiting to enter Deploy"));
         // A finished execution waits for nothing before a stage.
-        assert!(waits(&run("Failed", json!([stage("Build", Some("Failed"), vec![]), stage("Deploy", None, vec![])])), None).is_empty());
+        assert!(
+            waits(&run("Failed", json!([stage("Build", Some("Failed"), vec![]), stage("Deploy", None, vec![])])), None)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -178,10 +181,18 @@ mod tests {
             "InProgress",
             json!([
                 stage("Build", Some("Succeeded"), vec![action("Make", Some("Succeeded"), json!({"lostOn": ["ag-1"]}))]),
-                stage("Gate", Some("InProgress"), vec![
-                    action("Approve", Some("InProgress"), approval),
-                    action("Scan", Some("InProgress"), json!({"waitingReason": "no connected agent has the labels os=plan9"})),
-                ]),
+                stage(
+                    "Gate",
+                    Some("InProgress"),
+                    vec![
+                        action("Approve", Some("InProgress"), approval),
+                        action(
+                            "Scan",
+                            Some("InProgress"),
+                            json!({"waitingReason": "no connected agent has the labels os=plan9"})
+                        ),
+                    ]
+                ),
             ]),
         );
         let w = waits(&r, None);
