@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 const CSS: &str = concat!(
     include_str!("assets/base.css"),
     // pipe
+    include_str!("assets/pipe.css"),
     // pages
     include_str!("assets/pages.css"),
 );
@@ -21,6 +22,7 @@ const CSS: &str = concat!(
 const JS: &str = concat!(
     include_str!("assets/base.js"),
     // pipe
+    include_str!("assets/pipe.js"),
     // pages
     include_str!("assets/pages.js"),
 );

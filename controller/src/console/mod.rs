@@ -30,6 +30,9 @@ pub mod layout;
 pub mod pages;
 pub mod session;
 mod signin;
+// pipe: the pipelines, a pipeline's page and its changes.
+pub mod pipelines;
+pub mod steer;
 
 use crate::api::ApiState;
 use crate::auth::{Caller, Via};
@@ -52,7 +55,15 @@ pub fn routes() -> Router<ApiState> {
         .route("/assets/{file}", get(assets::serve))
         .route("/console/events", get(events::stream))
         // pipe: the pipelines and a pipeline's page and its changes.
-        .route("/", get(signin::home))
+        .route("/", get(pipelines::list))
+        .route("/pipelines/{name}", get(pipelines::page))
+        .route("/pipelines/{name}/start", post(steer::start))
+        .route("/pipelines/{name}/executions/{id}/stop", post(steer::stop))
+        .route("/pipelines/{name}/stages/{stage}/retry", post(steer::retry))
+        .route("/pipelines/{name}/stages/{stage}/rollback", post(steer::rollback))
+        .route("/pipelines/{name}/stages/{stage}/transition/disable", post(steer::disable))
+        .route("/pipelines/{name}/stages/{stage}/transition/enable", post(steer::enable))
+        .route("/pipelines/{name}/stages/{stage}/actions/{action}/approval", post(steer::approval))
         // pages: executions, actions and logs, agents, plugins, secrets,
         // audit, the revision flow.
         .route("/pipelines/{name}/executions", get(pages::executions::history))

@@ -7,7 +7,7 @@
 //! wrong. Sign-in and sign-out are recorded as `SignIn` and `SignOut`.
 
 use super::session::{self, Credential};
-use super::{Change, ConsoleError, Fields, Viewer, see_other};
+use super::{Change, ConsoleError, Fields, see_other};
 use crate::api::ApiState;
 use crate::auth::{Caller, Via};
 use crate::ops::OpError;
@@ -174,20 +174,6 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
-}
-
-/// `GET /`: the pipelines (the pipe slice fills this page in).
-pub async fn home(State(state): State<ApiState>, viewer: Viewer) -> Result<Response, ConsoleError> {
-    let list = crate::api::ask(&state, crate::ops::ListPipelines::default(), viewer.caller.clone()).await?;
-    let body = html! {
-        ul {
-            @for p in &list.pipelines {
-                li { a href={ "/pipelines/" (super::enc(&p.name)) } { (p.name) } }
-            }
-        }
-    };
-    let page = super::layout::Page::new("Pipelines", super::layout::Section::Pipelines, body);
-    Ok(page.live(super::layout::Live::All).render(&state, &viewer))
 }
 
 #[cfg(test)]

@@ -195,6 +195,12 @@ impl Driver {
         self.feed(now, Event::SetTransition { pipeline: name.to_string(), stage: stage.to_string(), state });
         self.commit(now, vec![Change::Transition(transition.clone())])?;
         info!(pipeline = %name, %stage, enabled, "transition changed");
+        // Watchers (the console's pipeline page) see the change live, as
+        // they see an execution's; no execution is named: none changed.
+        self.tell_watchers(serde_json::json!({
+            "type": "transition", "pipeline": name, "stage": stage, "enabled": enabled,
+            "time": views::time(now), "by": by,
+        }));
         self.transitions.insert((name.to_string(), stage.to_string()), transition);
         Ok(StageTransitionOutput { pipeline_name: name.to_string(), stage_name: stage.to_string(), enabled })
     }

@@ -7,6 +7,8 @@
 mod aws;
 mod cluster;
 mod codebuild;
+// The console's pipelines and pipeline page (issue 16, pipe).
+mod console_pipe;
 mod fleet;
 // https (issue 15).
 mod https;
@@ -20,5 +22,7 @@ mod signing;
 mod sources;
 // Permissions (issue 15, policy).
 mod policy;
+// The web console in a real browser (issue 16, browser).
+mod console;
 // The web console's pages slice (issue 16, pages).
 mod console_pages;

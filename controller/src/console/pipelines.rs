@@ -1,0 +1,707 @@
+//! The pipelines (`/`) and one pipeline (`/pipelines/{name}`): what the
+//! CLI's `pipeline state` shows, as stages side by side joined by arrows.
+//!
+//! Data comes from the same reads as the CLI's (ListPipelines,
+//! GetPipelineState, GetPipeline, GetPipelineExecution), asked as the
+//! viewer; the changes the page offers are the forms of [`super::steer`],
+//! each shown only to a viewer whom the directory allows its operation.
+//! Shaping and rendering are plain functions of those outputs (tested
+//! below); the handlers only gather.
+
+use super::layout::{self, Live, Page, Section, Tone};
+use super::{ConsoleError, Viewer, enc};
+use crate::api::ApiState;
+use crate::engine::ApprovalState;
+use crate::ops::{
+    self, ActionState, ExecutionSummary, GetPipelineExecution, GetPipelineExecutionOutput, GetPipelineState,
+    GetPipelineStateOutput, Operation, StageState,
+};
+use crate::policy;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use maud::{Markup, html};
+use std::collections::BTreeMap;
+
+/// The most executions a pipeline page reads to show its stages (stages
+/// each show the execution that last entered them: usually one or two).
+const MAX_RUNS: usize = 8;
+
+/// Whether the viewer may call an operation (its permission) on a
+/// resource: what decides which buttons a page shows.
+pub type Allows<'a> = &'a dyn Fn(&str, &str) -> bool;
+
+/// A pipeline's row on the list: its state, or why it cannot be read.
+pub struct Row {
+    pub name: String,
+    pub state: Result<GetPipelineStateOutput, String>,
+}
+
+/// `GET /`: every pipeline with each stage's latest status and the
+/// revision its latest execution carries.
+pub async fn list(State(state): State<ApiState>, viewer: Viewer) -> Result<Response, ConsoleError> {
+    let list = crate::api::ask(&state, ops::ListPipelines::default(), viewer.caller.clone()).await?;
+    let mut rows = Vec::with_capacity(list.pipelines.len());
+    for p in list.pipelines {
+        let read = crate::api::ask(&state, GetPipelineState { name: p.name.clone() }, viewer.caller.clone()).await;
+        rows.push(Row { name: p.name, state: read.map_err(|e| e.to_string()) });
+    }
+    let page = Page::new("Pipelines", Section::Pipelines, render_list(&rows));
+    Ok(page.live(Live::All).render(&state, &viewer))
+}
+
+/// The list of pipelines.
+pub fn render_list(rows: &[Row]) -> Markup {
+    html! {
+        div #pipelines data-refresh {
+            @if rows.is_empty() {
+                p { "No pipelines yet." }
+            } @else {
+                div.table-wrap {
+                    table.pipelines {
+                        caption.visually-hidden { "Pipelines" }
+                        thead { tr {
+                            th scope="col" { "Pipeline" }
+                            th scope="col" { "Latest execution" }
+                            th scope="col" { "Stages" }
+                            th scope="col" { "Revision" }
+                            th scope="col" { "Updated" }
+                        } }
+                        tbody {
+                            @for row in rows { (list_row(row)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn list_row(row: &Row) -> Markup {
+    let link = format!("/pipelines/{}", enc(&row.name));
+    html! {
+        tr data-pipeline=(row.name) {
+            th scope="row" { a href=(link) { (row.name) } }
+            @match &row.state {
+                Err(why) => td colspan="4" .muted data-label="State" { (why) },
+                Ok(state) => {
+                    td data-label="Latest execution" {
+                        @match &state.latest_execution {
+                            Some(latest) => {
+                                (layout::status(&latest.status)) " "
+                                a.mono href=(execution_url(&row.name, &latest.pipeline_execution_id)) {
+                                    (short(&latest.pipeline_execution_id))
+                                }
+                            }
+                            None => span.muted { "Never run" },
+                        }
+                    }
+                    td data-label="Stages" { (stage_strip(state)) }
+                    td data-label="Revision" { (revisions(state.latest_execution.as_ref())) }
+                    // The latest execution's last change, else the declaration's.
+                    td data-label="Updated" { (layout::time(state.latest_execution.as_ref().map_or(&state.updated, |l| &l.last_update_time))) }
+                }
+            }
+        }
+    }
+}
+
+/// Each stage's name and latest status, in order, joined by arrows.
+fn stage_strip(state: &GetPipelineStateOutput) -> Markup {
+    html! {
+        ol.stage-strip {
+            @for (i, stage) in state.stage_states.iter().enumerate() {
+                @let status = stage_status(stage);
+                li data-stage=(stage.stage_name) data-status=(status.unwrap_or("")) {
+                    @if i > 0 {
+                        @if stage.inbound_transition_state.enabled {
+                            (layout::decoration("→ "))
+                        } @else {
+                            span.held title="Transition disabled" { (layout::decoration("⇥ ")) }
+                            span.visually-hidden { "(transition disabled) " }
+                        }
+                    }
+                    span.stage-name { (stage.stage_name) } " "
+                    @match status {
+                        Some(s) => (layout::status(s)),
+                        None => span.muted { "Not run" },
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stage_status(stage: &StageState) -> Option<&str> {
+    stage.latest_execution.as_ref().and_then(|e| e.status.as_deref())
+}
+
+/// An execution's source revisions: the commit (short, whole in the
+/// title) and the first line of its message.
+fn revisions(latest: Option<&ExecutionSummary>) -> Markup {
+    let revisions = latest.map(|l| l.source_revisions.as_slice()).unwrap_or_default();
+    html! {
+        @if revisions.is_empty() {
+            span.muted { "—" }
+        } @else {
+            ul.revisions {
+                @for r in revisions {
+                    li {
+                        code title=(r.revision_id) { (short(&r.revision_id)) }
+                        @if let Some(summary) = &r.revision_summary {
+                            " " span.summary { (summary.lines().next().unwrap_or_default()) }
+                        }
+                        @if revisions.len() > 1 { " " span.muted { "(" (r.action_name) ")" } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The first 12 characters of an id or a commit.
+fn short(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
+}
+
+fn execution_url(pipeline: &str, id: &str) -> String {
+    format!("/pipelines/{}/executions/{}", enc(pipeline), enc(id))
+}
+
+/// What the pipeline page shows: the state, the declaration (variables
+/// and source actions, for the start form) and the executions the stages
+/// last ran, by id.
+pub struct PipelineView {
+    pub name: String,
+    pub state: GetPipelineStateOutput,
+    pub declaration: serde_json::Value,
+    pub runs: BTreeMap<String, GetPipelineExecutionOutput>,
+    /// Milliseconds since the epoch: how long running actions have run.
+    pub now: u64,
+}
+
+/// `GET /pipelines/{name}`.
+pub async fn page(
+    State(state): State<ApiState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let caller = || viewer.caller.clone();
+    let pipeline_state = crate::api::ask(&state, GetPipelineState { name: name.clone() }, caller()).await?;
+    // Only the start form needs the declaration (its variables and
+    // sources): without it, the form has no fields to fill in.
+    let declaration = crate::api::ask(&state, ops::GetPipeline { name: name.clone(), version: None }, caller()).await;
+    let declaration = declaration.map(|d| d.pipeline).unwrap_or_default();
+    let mut runs = BTreeMap::new();
+    for id in run_ids(&pipeline_state) {
+        let op = GetPipelineExecution { pipeline_name: name.clone(), pipeline_execution_id: id.clone() };
+        // An execution that ended and was removed meanwhile shows no times.
+        if let Ok(run) = crate::api::ask(&state, op, caller()).await {
+            runs.insert(id, run);
+        }
+    }
+    let view =
+        PipelineView { name: name.clone(), state: pipeline_state, declaration, runs, now: super::session::now() * 1000 };
+    let allows = |permission: &str, resource: &str| state.directory.allows(&viewer.caller, permission, resource);
+    let body = render_pipeline(&view, &viewer, &allows);
+    Ok(Page::new(name.clone(), Section::Pipelines, body).live(Live::Pipeline(name)).render(&state, &viewer))
+}
+
+/// The executions a pipeline page reads: the latest, then those that
+/// last entered each stage, each once.
+fn run_ids(state: &GetPipelineStateOutput) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    let latest = state.latest_execution.iter().map(|l| &l.pipeline_execution_id);
+    let stages = state.stage_states.iter().filter_map(|s| s.latest_execution.as_ref().map(|e| &e.pipeline_execution_id));
+    for id in latest.chain(stages) {
+        if !ids.contains(id) && ids.len() < MAX_RUNS {
+            ids.push(id.clone());
+        }
+    }
+    ids
+}
+
+/// The pipeline page's content (below its `<h1>`).
+pub fn render_pipeline(view: &PipelineView, viewer: &Viewer, allows: Allows) -> Markup {
+    let may = |op: &str, resource: &str| allows(op, resource);
+    let pipeline = policy::pipeline(&view.name);
+    html! {
+        section #summary .panel data-refresh aria-labelledby="latest-heading" {
+            h2 #latest-heading { "Latest execution" }
+            (summary(view, viewer, allows))
+        }
+        @if may(ops::StartPipelineExecution::PERMISSION, &pipeline) {
+            (super::steer::start_form(view, viewer))
+        }
+        h2 #stages-heading { "Stages" }
+        ol #stages .stages data-refresh aria-labelledby="stages-heading" {
+            @for (i, stage) in view.state.stage_states.iter().enumerate() {
+                @if i > 0 {
+                    @if stage.inbound_transition_state.enabled {
+                        li.arrow aria-hidden="true" { span.right { "→" } span.down { "↓" } }
+                    } @else {
+                        // Held: the stage's section says so in words.
+                        li.arrow.held aria-hidden="true" title="Transition disabled" {
+                            span.right { "⇥" } span.down { "⤓" }
+                        }
+                    }
+                }
+                li.stage-column { (stage_column(view, i, stage, viewer, allows)) }
+            }
+        }
+    }
+}
+
+fn summary(view: &PipelineView, viewer: &Viewer, allows: Allows) -> Markup {
+    let Some(latest) = &view.state.latest_execution else {
+        return html! { p { "This pipeline has not run yet." } };
+    };
+    let id = &latest.pipeline_execution_id;
+    let trigger = &latest.trigger;
+    html! {
+        dl.facts {
+            dt { "Execution" }
+            dd { a.mono href=(execution_url(&view.name, id)) { (id) } }
+            dt { "Status" }
+            dd data-execution-status=(latest.status) {
+                (layout::status(&latest.status))
+                @if let Some(why) = &latest.status_summary { " " span { (why) } }
+            }
+            dt { "Trigger" }
+            dd {
+                (trigger.trigger_type)
+                @if !trigger.trigger_detail.is_empty() { " (" (trigger.trigger_detail) ")" }
+                @if let Some(by) = trigger.started_by.as_ref().filter(|by| !trigger.trigger_detail.contains(by.as_str())) {
+                    " by " (by)
+                }
+            }
+            dt { "Started" }
+            dd { (layout::time(&latest.start_time)) }
+            dt { "Revisions" }
+            dd { (revisions(Some(latest))) }
+            dt { "Version" }
+            dd { (latest.pipeline_version) " (pipeline is at version " (view.state.pipeline_version) ")" }
+        }
+        @for (run_id, run) in &view.runs {
+            @let status = run.pipeline_execution.status.as_str();
+            @if matches!(status, "InProgress" | "Stopping")
+                && allows(ops::StopPipelineExecution::PERMISSION, &policy::pipeline(&view.name)) {
+                (super::steer::stop_form(&view.name, run_id, status, viewer))
+            }
+        }
+    }
+}
+
+/// One stage: its name and status, its inbound transition, its actions,
+/// and what may be done to it.
+fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &Viewer, allows: Allows) -> Markup {
+    let heading = format!("stage-{index}");
+    let status = stage_status(stage);
+    let run_id = stage.latest_execution.as_ref().map(|e| e.pipeline_execution_id.as_str());
+    let run = run_id.and_then(|id| view.runs.get(id));
+    let resource = policy::stage(&view.name, &stage.stage_name);
+    let stage_url = format!("/pipelines/{}/stages/{}", enc(&view.name), enc(&stage.stage_name));
+    html! {
+        section.stage aria-labelledby=(heading) data-stage=(stage.stage_name) data-status=(status.unwrap_or("")) {
+            @if index > 0 { (transition(view, index, stage, viewer, allows)) }
+            h3 #(heading) { (stage.stage_name) }
+            p.stage-status {
+                @match status {
+                    Some(s) => (layout::status(s)),
+                    None => span.muted { "Not run yet" },
+                }
+                @if let Some(id) = run_id {
+                    " " a.mono href=(execution_url(&view.name, id)) aria-label={ "Execution " (id) } { (short(id)) }
+                }
+            }
+            @if let Some(run) = run && !run.pipeline_execution.source_revisions.is_empty() {
+                p.stage-revision {
+                    span.visually-hidden { "Revision: " }
+                    @for r in &run.pipeline_execution.source_revisions {
+                        code title=(r.revision_id) { (short(&r.revision_id)) } " "
+                    }
+                }
+            }
+            ul.actions-list {
+                @for (a, action) in stage.action_states.iter().enumerate() {
+                    li { (action_card(view, (index, a), stage, action, run, viewer, allows)) }
+                }
+            }
+            div.stage-buttons {
+                @if status == Some("Failed")
+                    && let Some(id) = run_id
+                    && allows(ops::RetryStageExecution::PERMISSION, &resource) {
+                    (layout::button(viewer, &format!("{stage_url}/retry"), "Retry failed actions", Tone::Primary,
+                        &[("execution", id)]))
+                }
+                @if status.is_some_and(|s| s != "InProgress")
+                    && allows(ops::RollbackStage::PERMISSION, &resource) {
+                    (super::steer::rollback_form(&stage_url, index, &stage.stage_name, viewer))
+                }
+            }
+        }
+    }
+}
+
+/// A stage's inbound transition: enabled (with a form to disable it, and
+/// a reason), or disabled with why, by whom and when (and a button to
+/// enable it); and which executions wait to enter the stage.
+fn transition(view: &PipelineView, index: usize, stage: &StageState, viewer: &Viewer, allows: Allows) -> Markup {
+    let t = &stage.inbound_transition_state;
+    let resource = policy::stage(&view.name, &stage.stage_name);
+    let url = format!("/pipelines/{}/stages/{}/transition", enc(&view.name), enc(&stage.stage_name));
+    let held = held_before(view, index);
+    html! {
+        div.transition data-transition=(if t.enabled { "enabled" } else { "disabled" }) {
+            @if t.enabled {
+                @if allows(ops::DisableStageTransition::PERMISSION, &resource) {
+                    (super::steer::disable_form(&url, index, viewer))
+                }
+            } @else {
+                p.held-note {
+                    strong { "Transition disabled" }
+                    @if let Some(Some(reason)) = &t.disabled_reason { ": " (reason) }
+                    @if let Some(by) = &t.last_changed_by { " — by " (by) }
+                    @if let Some(at) = &t.last_changed_at { ", " (layout::time(at)) }
+                }
+                @if allows(ops::EnableStageTransition::PERMISSION, &resource) {
+                    (layout::button(viewer, &format!("{url}/enable"), "Enable transition", Tone::Primary, &[]))
+                }
+            }
+            // Held by the disabled transition, or by the stage still busy
+            // with an earlier execution.
+            @for id in &held {
+                p.held-execution { "Execution " a.mono href=(execution_url(&view.name, id)) { (id) } " waits here." }
+            }
+        }
+    }
+}
+
+/// Executions held before stage `index`: in progress, the stage before
+/// it done, this one not entered.
+fn held_before(view: &PipelineView, index: usize) -> Vec<String> {
+    let mut held = Vec::new();
+    for (id, run) in &view.runs {
+        if run.pipeline_execution.status != "InProgress" {
+            continue;
+        }
+        let (Some(before), Some(this)) = (run.stages.get(index - 1), run.stages.get(index)) else { continue };
+        if before.status.as_deref() == Some("Succeeded") && this.status.is_none() {
+            held.push(id.clone());
+        }
+    }
+    held
+}
+
+/// One action: its status, agent, duration and attempt, what it said, a
+/// link to its page (logs), and for a waiting approval, the decisions so
+/// far and the form to decide.
+fn action_card(
+    view: &PipelineView,
+    at: (usize, usize),
+    stage: &StageState,
+    action: &ActionState,
+    run: Option<&GetPipelineExecutionOutput>,
+    viewer: &Viewer,
+    allows: Allows,
+) -> Markup {
+    let latest = action.latest_execution.as_ref();
+    let status = latest.and_then(|l| l.status.as_deref());
+    let run_view = run.and_then(|r| {
+        r.stages
+            .iter()
+            .find(|s| s.stage_name == stage.stage_name)?
+            .actions
+            .iter()
+            .find(|a| a.action_name == action.action_name)
+    });
+    let agent = latest.and_then(|l| l.agent.as_deref()).or(run_view.and_then(|a| a.agent.as_deref()));
+    let took = run_view.and_then(|a| took(a.start_time.as_deref(), a.last_update_time.as_deref(), status, view.now));
+    // By position: names may hold anything, ids may not.
+    let key = format!("{}-{}", at.0, at.1);
+    let heading = format!("action-{key}");
+    let resource = policy::action(&view.name, &stage.stage_name, &action.action_name);
+    html! {
+        article.action aria-labelledby=(heading) data-action=(action.action_name) data-status=(status.unwrap_or("")) {
+            h4 #(heading) { (action.action_name) }
+            p.action-status {
+                @match status {
+                    Some(s) => (layout::status(s)),
+                    None => span.muted { "Not run yet" },
+                }
+            }
+            @if let Some(l) = latest {
+                dl.facts.compact {
+                    dt { "Agent" } dd { (agent.unwrap_or("—")) }
+                    dt { "Duration" } dd { (took.as_deref().unwrap_or("—")) }
+                    dt { "Attempt" } dd { (l.attempt) }
+                }
+                @if let Some(error) = &l.error_details {
+                    p.error { (error.code) ": " (error.message) }
+                } @else if let Some(waiting) = l.waiting_reason.as_ref().filter(|_| l.approval.is_none()) {
+                    p.waiting { (capitalized(waiting)) }
+                } @else if let Some(summary) = &l.summary {
+                    p.summary { (summary) }
+                }
+                @if let Some(approval) = &l.approval {
+                    (approval_box(approval, status == Some("InProgress")))
+                    @if status == Some("InProgress") && allows(ops::PutApprovalResult::PERMISSION, &resource)
+                        && let Some(run) = run {
+                        (super::steer::approval_form(view, &key, stage, action, &run.pipeline_execution.pipeline_execution_id,
+                            l.token.as_deref(), viewer))
+                    }
+                }
+            }
+            @if let Some(run) = run && latest.is_some() {
+                @let id = &run.pipeline_execution.pipeline_execution_id;
+                a.logs href=(action_url(&view.name, id, &stage.stage_name, &action.action_name))
+                    aria-label={ "Logs of " (action.action_name) } { "Logs" }
+            }
+        }
+    }
+}
+
+/// The action page (the pages slice's): its logs, attempts and grants.
+fn action_url(pipeline: &str, id: &str, stage: &str, action: &str) -> String {
+    format!("/pipelines/{}/executions/{}/actions/{}/{}", enc(pipeline), enc(id), enc(stage), enc(action))
+}
+
+/// A manual approval's decisions so far, and how many it still needs.
+fn approval_box(approval: &ApprovalState, waiting: bool) -> Markup {
+    let approved = approval.decisions.iter().filter(|d| d.approved).count() as u32;
+    let needs = approval.required.saturating_sub(approved);
+    html! {
+        div.approval {
+            @if waiting {
+                p.approval-needs {
+                    "Needs " (needs) " more approval" @if needs != 1 { "s" }
+                    " (" (approved) " of " (approval.required) ")"
+                }
+            }
+            @if !approval.approvers.is_empty() {
+                p.muted { "Approvers: " (approval.approvers) }
+            }
+            @if !approval.decisions.is_empty() {
+                ul.decisions {
+                    @for d in &approval.decisions {
+                        li {
+                            strong { (d.by) } (if d.approved { " approved" } else { " rejected" })
+                            @if !d.comment.is_empty() { ": " (d.comment) }
+                            " " (layout::time(&crate::views::time(d.at)))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long an action took (or has run, while it runs), in words.
+fn took(start: Option<&str>, end: Option<&str>, status: Option<&str>, now: u64) -> Option<String> {
+    let millis = |t: &str| crate::audit::parse_time(t, now).ok().filter(|_| t.contains('T'));
+    let start = millis(start?)?;
+    let end = if status == Some("InProgress") { now } else { millis(end?)? };
+    Some(layout::duration(end.saturating_sub(start)))
+}
+
+/// A sentence of the engine's (lowercase, as errors are) to show alone.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::auth::{Caller, Role};
+
+    pub fn viewer() -> Viewer {
+        Viewer {
+            caller: Caller::new("ann".to_string(), Role::Operator),
+            session: "s1".into(),
+            csrf: "tok3n".into(),
+            flash: None,
+            secret: "x".into(),
+        }
+    }
+
+    pub fn state_json() -> GetPipelineStateOutput {
+        serde_json::from_value(serde_json::json!({
+            "pipelineName": "web", "pipelineVersion": 2, "created": "2026-12-06T07:00:00Z", "updated": "2026-12-06T07:05:00Z",
+            "latestExecution": {
+                "pipelineExecutionId": "e-2", "pipelineVersion": 2, "status": "InProgress", "statusSummary": null,
+                "startTime": "2026-12-06T07:00:00Z", "lastUpdateTime": "2026-12-06T07:01:00Z",
+                "trigger": {"triggerType": "StartPipelineExecution", "triggerDetail": "", "startedBy": "bob"},
+                "sourceRevisions": [{"actionName": "Checkout", "revisionId": "0123456789abcdef0123",
+                                     "revisionSummary": "fix <b>the</b> build\nmore", "pinned": false}]
+            },
+            "stageStates": [
+                {"stageName": "Source", "inboundTransitionState": {"enabled": true},
+                 "latestExecution": {"pipelineExecutionId": "e-2", "status": "Succeeded"},
+                 "actionStates": [{"actionName": "Checkout", "latestExecution": {
+                     "status": "Succeeded", "summary": "checked out", "lastStatusChange": null, "errorDetails": null,
+                     "externalExecutionUrl": null, "agent": "agent-1", "attempt": 1, "waitingReason": null}}]},
+                {"stageName": "Build", "inboundTransitionState": {"enabled": true},
+                 "latestExecution": {"pipelineExecutionId": "e-1", "status": "Failed"},
+                 "actionStates": [{"actionName": "Compile", "latestExecution": {
+                     "status": "Failed", "summary": null, "lastStatusChange": null,
+                     "errorDetails": {"code": "JobFailed", "message": "exit status 2"},
+                     "externalExecutionUrl": null, "agent": "agent-1", "attempt": 1, "waitingReason": null}}]},
+                {"stageName": "Gate", "inboundTransitionState": {"enabled": false, "disabledReason": "freeze",
+                    "lastChangedBy": "cy", "lastChangedAt": "2026-12-06T07:02:00Z"},
+                 "latestExecution": {"pipelineExecutionId": "e-0", "status": "InProgress"},
+                 "actionStates": [{"actionName": "Release", "latestExecution": {
+                     "status": "InProgress", "summary": null, "lastStatusChange": null, "errorDetails": null,
+                     "externalExecutionUrl": null, "agent": null, "attempt": 1,
+                     "waitingReason": "waiting for 1 more approval(s)", "token": "tk-1",
+                     "approval": {"required": 2, "approvers": "user:ann,user:dee",
+                        "decisions": [{"by": "dee", "approved": true, "comment": "looks good", "at": 1796540000000u64}]}}}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn run(id: &str, status: &str, stages: serde_json::Value) -> GetPipelineExecutionOutput {
+        serde_json::from_value(serde_json::json!({
+            "pipelineExecution": {"pipelineName": "web", "pipelineVersion": 2, "pipelineExecutionId": id, "status": status,
+                "statusSummary": null, "startTime": "2026-12-06T07:00:00Z", "lastUpdateTime": "2026-12-06T07:01:00Z",
+                "trigger": {"triggerType": "StartPipelineExecution", "triggerDetail": ""},
+                "variables": [], "sourceRevisions": [], "rollbackMetadata": null},
+            "stages": stages
+        }))
+        .unwrap()
+    }
+
+    fn action_run(name: &str, status: Option<&str>, start: Option<&str>, end: Option<&str>) -> serde_json::Value {
+        serde_json::json!({"actionName": name, "runOrder": 1, "status": status, "attempt": 1, "agent": "agent-1",
+            "summary": null, "errorDetails": null, "lostOn": [], "externalExecutionUrl": null, "startTime": start,
+            "lastUpdateTime": end, "outputArtifacts": [], "outputVariables": {}, "approval": null, "waitingReason": null,
+            "inputArtifacts": [], "resolvedConfiguration": {}})
+    }
+
+    pub fn view() -> PipelineView {
+        let e2 = run(
+            "e-2",
+            "InProgress",
+            serde_json::json!([
+                {"stageName": "Source", "status": "Succeeded", "conditionRules": [],
+                 "actions": [action_run("Checkout", Some("Succeeded"), Some("2026-12-06T07:00:00Z"), Some("2026-12-06T07:00:12.400Z"))]},
+                {"stageName": "Build", "status": "Succeeded", "conditionRules": [], "actions": []},
+                {"stageName": "Gate", "status": null, "conditionRules": [], "actions": []}
+            ]),
+        );
+        let mut e2 = e2;
+        e2.pipeline_execution.source_revisions.push(ops::SourceRevisionView {
+            action_name: "Checkout".into(),
+            revision_id: "feedfacecafebeef".into(),
+            revision_summary: None,
+            pinned: false,
+        });
+        let e0 = run(
+            "e-0",
+            "InProgress",
+            serde_json::json!([
+                {"stageName": "Source", "status": "Succeeded", "conditionRules": [], "actions": []},
+                {"stageName": "Build", "status": "Succeeded", "conditionRules": [], "actions": []},
+                {"stageName": "Gate", "status": "InProgress", "conditionRules": [], "actions": []}
+            ]),
+        );
+        let declaration = serde_json::json!({"name": "web", "variables": [{"name": "ENV", "defaultValue": "staging"}],
+            "stages": [{"name": "Source", "actions": [{"name": "Checkout", "actionTypeId": {"category": "Source"}}]}]});
+        PipelineView {
+            name: "web".into(),
+            state: state_json(),
+            declaration,
+            runs: BTreeMap::from([("e-2".to_string(), e2), ("e-0".to_string(), e0)]),
+            now: 1_796_540_100_000,
+        }
+    }
+
+    #[test]
+    fn the_list_shows_each_stage_and_the_revision_and_escapes_it() {
+        let rows = [
+            Row { name: "web".into(), state: Ok(state_json()) },
+            Row { name: "a b".into(), state: Err("access denied".into()) },
+        ];
+        let html = render_list(&rows).into_string();
+        assert!(html.contains(r#"<a href="/pipelines/web">web</a>"#), "{html}");
+        assert!(html.contains(r#"href="/pipelines/a%20b""#), "{html}");
+        assert!(html.contains(r#"data-stage="Build" data-status="Failed""#), "{html}");
+        assert!(html.contains(r#"<code title="0123456789abcdef0123">0123456789ab</code>"#), "{html}");
+        // The commit message's first line, escaped.
+        assert!(html.contains("fix &lt;b&gt;the&lt;/b&gt; build") && !html.contains("more"), "{html}");
+        assert!(html.contains("(transition disabled)") && html.contains("access denied"), "{html}");
+        assert!(render_list(&[]).into_string().contains("No pipelines yet."));
+    }
+
+    #[test]
+    fn an_operator_sees_stages_actions_transitions_and_the_buttons_they_may_use() {
+        let allow_all = |_: &str, _: &str| true;
+        let html = render_pipeline(&view(), &viewer(), &allow_all).into_string();
+        // Stages as labelled regions, in order, with arrows between them.
+        let source = html.find(r#"data-stage="Source""#).unwrap();
+        let build = html.find(r#"data-stage="Build""#).unwrap();
+        assert!(source < build && html.matches("<li class=\"arrow").count() == 2, "{html}");
+        assert!(html.contains(r#"<li class="arrow held""#), "the held transition's arrow: {html}");
+        // Each action: status, agent, duration, and a link to its page.
+        assert!(html.contains(r#"data-action="Checkout" data-status="Succeeded""#), "{html}");
+        assert!(html.contains("agent-1") && html.contains("12.4 s"), "{html}");
+        assert!(html.contains(r#"href="/pipelines/web/executions/e-2/actions/Source/Checkout""#), "{html}");
+        assert!(html.contains("JobFailed: exit status 2"), "{html}");
+        // Each stage names the revision of the execution it last ran.
+        assert!(html.contains(r#"<code title="feedfacecafebeef">feedfacecafe</code>"#), "{html}");
+        // The disabled transition: why, who, when, what it holds.
+        assert!(html.contains("Transition disabled</strong>: freeze — by cy"), "{html}");
+        assert!(html.contains("e-2</a> waits here."), "{html}");
+        // The approval: how many it still needs, decisions, the form.
+        assert!(html.contains("Needs 1 more approval (1 of 2)"), "{html}");
+        assert!(html.contains("dee</strong> approved: looks good"), "{html}");
+        for button in [
+            "Start execution",
+            "Stop execution",
+            "Retry failed actions",
+            "Roll back stage",
+            "Disable transition",
+            "Enable transition",
+            "Approve",
+            "Reject",
+        ] {
+            assert!(html.contains(&format!(">{button}</button>")), "{button}: {html}");
+        }
+        assert!(html.contains(r#"name="csrf" value="tok3n""#));
+    }
+
+    #[test]
+    fn a_viewer_who_may_change_nothing_sees_no_form_at_all() {
+        let only_reads = |_: &str, _: &str| false;
+        let html = render_pipeline(&view(), &viewer(), &only_reads).into_string();
+        assert!(!html.contains("<form") && !html.contains("<button"), "{html}");
+        // What is read is all there.
+        assert!(html.contains("Needs 1 more approval") && html.contains("Transition disabled"), "{html}");
+    }
+
+    #[test]
+    fn buttons_follow_each_permission_and_resource() {
+        // Approve on the Gate's action only.
+        let approver =
+            |op: &str, resource: &str| op == ops::PutApprovalResult::PERMISSION && resource == "pipeline/web/Gate/Release";
+        let html = render_pipeline(&view(), &viewer(), &approver).into_string();
+        assert!(html.contains(">Approve</button>") && !html.contains(">Stop execution</button>"), "{html}");
+        assert!(!html.contains("Retry failed actions"), "{html}");
+    }
+
+    #[test]
+    fn durations_run_on_while_an_action_runs() {
+        let now = 1_796_540_100_000;
+        assert_eq!(
+            took(Some("2026-12-06T07:00:00Z"), Some("2026-12-06T07:00:00.850Z"), Some("Succeeded"), now).unwrap(),
+            "850 ms"
+        );
+        let started = crate::views::time(now - 65_000);
+        assert_eq!(took(Some(&started), None, Some("InProgress"), now).unwrap(), "1 min 05 s");
+        assert_eq!(took(None, None, None, now), None);
+        assert_eq!(took(Some("90s"), None, Some("InProgress"), now), None, "only times, never durations");
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(capitalized("waiting for an agent"), "Waiting for an agent");
+        assert_eq!(capitalized(""), "");
+    }
+}

@@ -1,0 +1,342 @@
+//! The web console's pipelines and pipeline page (issue 16, pipe), over
+//! HTTPS with curl as the browser: the real controller and agent, users
+//! signed in by token, forms posted as a browser posts them. Beside each
+//! change, the attacker's try: a form without the session's CSRF token,
+//! one from another origin, and a viewer's forged but well-formed post,
+//! each refused (403) with nothing changed.
+
+use serde_json::Value;
+use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, output_text, wait_until};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A browser: curl with its own cookie jar.
+struct Browser<'a> {
+    cluster: &'a Cluster,
+    jar: PathBuf,
+}
+
+/// An answer: its status, its `Location`, its body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl<'a> Browser<'a> {
+    /// Signs in with `token`; the browser now holds the session cookie.
+    fn sign_in(cluster: &'a Cluster, who: &str, token: &str) -> Self {
+        let browser = Self { cluster, jar: cluster.dir.path().join(format!("{who}.cookies")) };
+        let answer = browser.send("POST", "/sign-in", &[("token", token), ("next", "/")], &[]);
+        assert_eq!(answer.status, 303, "{answer:?}");
+        assert_eq!(answer.location.as_deref(), Some("/"));
+        browser
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, &[], &[])
+    }
+
+    /// GETs a page that must be there.
+    fn page(&self, path: &str) -> String {
+        let answer = self.get(path);
+        assert_eq!(answer.status, 200, "GET {path}: {answer:?}");
+        answer.body
+    }
+
+    /// Posts a form as the page that shows it does: with the session's
+    /// CSRF token (read from that page).
+    fn submit(&self, page: &str, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let csrf = csrf_of(&self.page(page));
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.send("POST", path, &all, &[])
+    }
+
+    fn send(&self, method: &str, path: &str, fields: &[(&str, &str)], headers: &[&str]) -> Answer {
+        let head = self.cluster.dir.path().join("curl-headers");
+        let mut curl = Command::new("curl");
+        curl.arg("--cacert").arg(self.cluster.ca_file()).arg("-b").arg(&self.jar).arg("-c").arg(&self.jar);
+        curl.args(["-sS", "-o", "-", "-D"]).arg(&head).args(["-X", method]);
+        for (name, value) in fields {
+            curl.arg("--data-urlencode").arg(format!("{name}={value}"));
+        }
+        for header in headers {
+            curl.args(["-H", header]);
+        }
+        let out = curl.arg(format!("{}{path}", self.cluster.api)).output().unwrap();
+        assert!(out.status.success(), "curl {method} {path}: {}", output_text(&out));
+        let head = std::fs::read_to_string(&head).unwrap();
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let location = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")))
+            .map(|(_, v)| v.trim().to_string());
+        Answer { status, location, body: String::from_utf8_lossy(&out.stdout).into_owned() }
+    }
+}
+
+/// The session's CSRF token, as the page's forms carry it.
+fn csrf_of(page: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = page.find(marker).expect("a form with the CSRF token") + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+/// Creates users with a role and returns their tokens, in order.
+fn users(cluster: &Cluster, names: &[(&str, &str)]) -> Vec<String> {
+    names
+        .iter()
+        .map(|(user, role)| {
+            let out = cluster.sluice(&["user", "create", user, "--role", role]);
+            assert!(out.status.success(), "{}", output_text(&out));
+            let out = cluster.sluice(&["token", "create", "--user", user]);
+            assert!(out.status.success(), "{}", output_text(&out));
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .collect()
+}
+
+/// A git checkout, then an approval two people must give.
+fn gate(repo: &std::path::Path) -> String {
+    git_pipeline(
+        "gate",
+        r#"{"name": "ENV", "defaultValue": "staging"}"#,
+        repo,
+        r#"{"name": "Approve", "actions": [{"name": "Release",
+     "actionTypeId": {"category": "Approval", "owner": "Sluice", "provider": "manual", "version": "1"},
+     "configuration": {"RequiredApprovals": "2"}}]}"#,
+    )
+}
+
+fn execution(cluster: &Cluster, id: &str) -> Value {
+    cluster.sluice_json(&["execution", "get", "gate", id]).unwrap()
+}
+
+fn wait_for_approval(cluster: &Cluster, id: &str) {
+    wait_until("the approval to wait", WAIT, || {
+        let e = cluster.sluice_json(&["execution", "get", "gate", id]).ok()?;
+        (e["stages"][1]["actions"][0]["status"] == "InProgress").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()));
+}
+
+fn decisions(cluster: &Cluster, id: &str) -> usize {
+    execution(cluster, id)["stages"][1]["actions"][0]["approval"]["decisions"].as_array().map_or(0, Vec::len)
+}
+
+fn executions(cluster: &Cluster) -> usize {
+    let history = cluster.sluice_json(&["pipeline", "history", "gate"]).unwrap();
+    history["pipelineExecutionSummaries"].as_array().unwrap().len()
+}
+
+/// The text the page's message (after a change) says.
+fn flash(page: &str) -> &str {
+    let start = page.find(r#"class="flash done""#).expect("a message");
+    let text = &page[start..];
+    let text = &text[text.find('>').unwrap() + 1..];
+    &text[..text.find('<').unwrap()]
+}
+
+#[test]
+fn a_pipeline_is_seen_stopped_started_and_approved_from_its_page() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("a.txt", "a\n")]);
+    let tokens = users(&cluster, &[("ann", "operator"), ("bob", "operator"), ("cy", "operator")]);
+    let first = cluster.create_pipeline("gate", &gate(&repo));
+    wait_for_approval(&cluster, &first);
+
+    // Signing in lands on the pipelines: each stage's latest status.
+    let ann = Browser::sign_in(&cluster, "ann", &tokens[0]);
+    let list = ann.page("/");
+    assert!(list.contains(r#"<a href="/pipelines/gate">gate</a>"#), "{list}");
+    assert!(list.contains(r#"data-stage="Source" data-status="Succeeded""#), "{list}");
+    assert!(list.contains(r#"data-stage="Approve" data-status="InProgress""#), "{list}");
+
+    let missing = ann.get("/pipelines/nope");
+    assert_eq!(missing.status, 404, "{missing:?}");
+    assert!(missing.body.contains("nope"), "{}", missing.body);
+
+    // The pipeline page: the run's stages, its actions, the approval.
+    let page = ann.page("/pipelines/gate");
+    assert!(page.contains("<h1>gate</h1>"), "{page}");
+    assert!(page.contains(r#"data-action="Checkout" data-status="Succeeded""#), "{page}");
+    assert!(page.contains(&format!(r#"href="/pipelines/gate/executions/{first}/actions/Source/Checkout""#)), "{page}");
+    assert!(page.contains("Needs 2 more approvals (0 of 2)"), "{page}");
+    for button in ["Start execution", "Stop execution", "Disable transition", "Approve", "Reject"] {
+        assert!(page.contains(&format!(">{button}</button>")), "{button}: {page}");
+    }
+
+    // Stop, abandoning the approval.
+    let stop = format!("/pipelines/gate/executions/{first}/stop");
+    let answer = ann.submit("/pipelines/gate", &stop, &[("reason", "wrong build"), ("abandon", "yes")]);
+    assert_eq!((answer.status, answer.location.as_deref()), (303, Some("/pipelines/gate")), "{answer:?}");
+    let ended = cluster.execution_end("gate", &first, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Stopped", "{ended}");
+
+    // Start with a variable: the message names the new execution.
+    let answer = ann.submit("/pipelines/gate", "/pipelines/gate/start", &[("variable:ENV", "prod")]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let page = ann.page("/pipelines/gate");
+    let second = flash(&page).strip_prefix("Started execution ").expect("the started execution").to_string();
+    let variables = &execution(&cluster, &second)["pipelineExecution"]["variables"];
+    assert!(variables.as_array().unwrap().iter().any(|v| v["name"] == "ENV" && v["resolvedValue"] == "prod"), "{variables}");
+    wait_for_approval(&cluster, &second);
+
+    // Bob approves with a comment; the gate still needs one more.
+    let bob = Browser::sign_in(&cluster, "bob", &tokens[1]);
+    let approve = "/pipelines/gate/stages/Approve/actions/Release/approval";
+    let fields = [("decision", "Approved"), ("comment", "ship it"), ("execution", second.as_str())];
+    let answer = bob.submit("/pipelines/gate", approve, &fields);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let page = bob.page("/pipelines/gate");
+    assert!(flash(&page).contains("approved by bob (1 of 2): ship it"), "{page}");
+    assert!(page.contains("Needs 1 more approval (1 of 2)"), "{page}");
+    assert!(page.contains("<strong>bob</strong> approved: ship it"), "{page}");
+
+    // Cy's forms: one without the token, one from another site: refused,
+    // nothing decided.
+    let cy = Browser::sign_in(&cluster, "cy", &tokens[2]);
+    let csrf = csrf_of(&cy.page("/pipelines/gate"));
+    let answer = cy.send("POST", approve, &fields, &[]);
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(answer.body.contains("CSRF token"), "{}", answer.body);
+    let with_token = [("csrf", csrf.as_str()), ("decision", "Approved"), ("execution", second.as_str())];
+    let answer = cy.send("POST", approve, &with_token, &["Origin: https://evil.example"]);
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(answer.body.contains("Origin"), "{}", answer.body);
+    let answer = cy.send("POST", "/pipelines/gate/start", &[("csrf", "not-the-token")], &[]);
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert_eq!(decisions(&cluster, &second), 1);
+    assert_eq!(executions(&cluster), 2);
+
+    // The same form, as the page posts it: the gate opens.
+    let answer = cy.send("POST", approve, &with_token, &[]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let ended = cluster.execution_end("gate", &second, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Succeeded", "{ended}");
+    let page = cy.page("/pipelines/gate");
+    assert!(page.contains(r#"data-action="Release" data-status="Succeeded""#), "{page}");
+    assert!(page.contains("approved by bob, cy"), "{page}");
+}
+
+#[test]
+fn a_transition_is_disabled_with_a_reason_and_a_viewer_sees_it_without_a_single_button() {
+    let mut cluster = Cluster::new().start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("a.txt", "a\n")]);
+    let tokens = users(&cluster, &[("ann", "operator"), ("vic", "viewer")]);
+    let first = cluster.create_pipeline("gate", &gate(&repo));
+    wait_for_approval(&cluster, &first);
+
+    // Ann disables the transition into Approve: watchers are told.
+    let mut events = cluster.events(Some("gate")).unwrap();
+    let ann = Browser::sign_in(&cluster, "ann", &tokens[0]);
+    let disable = "/pipelines/gate/stages/Approve/transition/disable";
+    let answer = ann.submit("/pipelines/gate", disable, &[("reason", "")]);
+    assert_eq!(answer.status, 400, "a reason is needed: {answer:?}");
+    let answer = ann.submit("/pipelines/gate", disable, &[("reason", "release freeze")]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let event = events.wait_for("the transition event", WAIT, |e| e["type"] == "transition").unwrap();
+    assert_eq!((event["stage"].as_str(), event["enabled"].as_bool()), (Some("Approve"), Some(false)), "{event}");
+    let page = ann.page("/pipelines/gate");
+    assert_eq!(flash(&page), "Disabled the transition into Approve");
+    assert!(page.contains("<strong>Transition disabled</strong>: release freeze — by ann"), "{page}");
+    assert!(page.contains(">Enable transition</button>"), "{page}");
+
+    // Vic reads everything and is offered nothing but signing out.
+    let vic = Browser::sign_in(&cluster, "vic", &tokens[1]);
+    let page = vic.page("/pipelines/gate");
+    assert!(page.contains("release freeze") && page.contains("Needs 2 more approvals"), "{page}");
+    assert_eq!(page.matches("<button").count(), 1, "only Sign out: {page}");
+    assert!(page.contains(">Sign out</button>") && !page.contains("<details"), "{page}");
+    assert!(vic.page("/").contains(r#"data-pipeline="gate""#));
+
+    // A well-formed post by vic (the session's token, no other site) is
+    // the driver's to refuse: 403, nothing changed.
+    let csrf = csrf_of(&page);
+    let approve = "/pipelines/gate/stages/Approve/actions/Release/approval";
+    let forged = [("csrf", csrf.as_str()), ("decision", "Approved"), ("execution", first.as_str())];
+    let answer = vic.send("POST", approve, &forged, &[]);
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(answer.body.contains("vic"), "the refusal names the user: {}", answer.body);
+    let answer = vic.send("POST", "/pipelines/gate/stages/Approve/transition/enable", &[("csrf", &csrf)], &[]);
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let answer = vic.send("POST", "/pipelines/gate/start", &[("csrf", &csrf)], &[]);
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert_eq!(decisions(&cluster, &first), 0);
+    assert_eq!(executions(&cluster), 1);
+    assert!(ann.page("/pipelines/gate").contains("release freeze"));
+
+    // Ann enables it again.
+    let answer = ann.submit("/pipelines/gate", "/pipelines/gate/stages/Approve/transition/enable", &[]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let page = ann.page("/pipelines/gate");
+    assert!(!page.contains("Transition disabled") && page.contains(">Disable transition</button>"), "{page}");
+}
+
+#[test]
+fn a_failed_stage_is_retried_and_a_stage_rolled_back_from_the_page() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let tokens = users(&cluster, &[("ann", "operator")]);
+    // Fails until the marker exists.
+    let marker = cluster.dir.path().join("fixed");
+    let stages = format!(
+        r#"{{"name": "Build", "actions": [{{"name": "Flaky", "inputArtifacts": [{{"name": "src"}}],
+            "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+            "configuration": {{"Commands": "test -e {m}"}}, "capabilities": {{"exec": ["sh"]}}}}]}}"#,
+        m = marker.display()
+    );
+    let first = cluster.create_pipeline("flaky", &git_pipeline("flaky", "", &repo, &stages));
+    let ended = cluster.execution_end("flaky", &first, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Failed", "{ended}");
+
+    let ann = Browser::sign_in(&cluster, "ann", &tokens[0]);
+    let page = ann.page("/pipelines/flaky");
+    assert!(page.contains(r#"data-stage="Build" data-status="Failed""#), "{page}");
+    assert!(page.contains(r#"data-action="Flaky" data-status="Failed""#), "{page}");
+    assert!(page.contains(">Retry failed actions</button>"), "{page}");
+
+    // Retry a stage that did not fail: the driver's refusal, shown.
+    let retry_source = ann.submit("/pipelines/flaky", "/pipelines/flaky/stages/Source/retry", &[("execution", &first)]);
+    assert!((400..500).contains(&retry_source.status), "{retry_source:?}");
+    // The failed one, once fixed: the same execution goes on and succeeds.
+    std::fs::write(&marker, "").unwrap();
+    let answer = ann.submit("/pipelines/flaky", "/pipelines/flaky/stages/Build/retry", &[("execution", &first)]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let page = ann.page("/pipelines/flaky");
+    assert_eq!(flash(&page), format!("Retrying the failed actions of Build in execution {first}"));
+    let ended = cluster.execution_end("flaky", &first, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Succeeded", "{ended}");
+    let page = ann.page("/pipelines/flaky");
+    assert!(page.contains(r#"data-action="Flaky" data-status="Succeeded""#), "{page}");
+    assert!(!page.contains("Retry failed actions"), "{page}");
+
+    // Roll Build back to a target that never ran: refused, nothing started.
+    let rollback = "/pipelines/flaky/stages/Build/rollback";
+    let answer = ann.submit("/pipelines/flaky", rollback, &[("target", "no-such-execution")]);
+    assert!((400..500).contains(&answer.status), "{answer:?}");
+    assert_eq!(
+        cluster.sluice_json(&["pipeline", "history", "flaky"]).unwrap()["pipelineExecutionSummaries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // By default, to the newest execution in which it succeeded.
+    let answer = ann.submit("/pipelines/flaky", rollback, &[("target", "")]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let page = ann.page("/pipelines/flaky");
+    let rolled =
+        flash(&page).strip_prefix("Rolling back Build in execution ").expect("the rollback's execution").to_string();
+    let ended = cluster.execution_end("flaky", &rolled, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Succeeded", "{ended}");
+    assert_eq!(ended["pipelineExecution"]["trigger"]["triggerType"], "RollbackStage", "{ended}");
+    assert_eq!(ended["pipelineExecution"]["rollbackMetadata"]["rollbackTargetPipelineExecution"], first.as_str(), "{ended}");
+}
