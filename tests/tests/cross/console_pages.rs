@@ -188,13 +188,27 @@ fn executions_logs_artifacts_and_the_revision_flow_show_what_each_user_may_see()
         "no-artifacts",
         &json!({"Statement": [{"Effect": "Allow", "Action": ["codepipeline:Get*", "codepipeline:List*", "sluice:GetExecutionLogs"], "Resource": "*"}]}),
     );
-    let nora = user(&cluster, "nora", "no-artifacts");
-    let nora = Browser::sign_in(&cluster, "nora", &nora);
+    let nora_token = user(&cluster, "nora", "no-artifacts");
+    let nora = Browser::sign_in(&cluster, "nora", &nora_token);
     let seen = nora.page(&format!("/pipelines/leaky/executions/{id}"));
     assert!(seen.contains("src") && !seen.contains("Download src"), "{seen}");
     let refused = nora.get(&download);
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert!(!refused.text().contains("hello from the repo"));
+    // The CLI downloads through the same operation: the same bytes for
+    // the admin, a refusal (exit 3) and no file for nora.
+    let file = cluster.dir.path().join("src.tar");
+    let out = cluster.sluice(&["execution", "artifact", "leaky", &id, "src", "--to", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), tar.body, "the CLI's archive is the console's");
+    let again = cluster.sluice(&["execution", "artifact", "leaky", &id, "src", "--to", file.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1), "an existing file is not overwritten: {}", output_text(&again));
+    let hers = cluster.dir.path().join("nora.tar");
+    let out =
+        cluster.sluice_as(&nora_token, &["execution", "artifact", "leaky", &id, "src", "--to", hers.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(output_text(&out).contains("sluice:GetArtifact"), "{}", output_text(&out));
+    assert!(!hers.exists());
     // An artifact the execution does not have, and one of a made-up execution.
     assert_eq!(admin.get(&format!("/pipelines/leaky/executions/{id}/artifacts/nope")).status, 404);
     assert_eq!(admin.get("/pipelines/leaky/executions/not-an-id/artifacts/src").status, 404);

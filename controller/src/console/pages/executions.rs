@@ -220,13 +220,15 @@ pub async fn download(
 ) -> Result<Response, ConsoleError> {
     let op = GetArtifact { pipeline_name: name, pipeline_execution_id: id, artifact_name: artifact };
     let found = ask(&state, op, viewer.caller.clone()).await?;
-    artifact_response(&state, &found.name, &found.digest).await
+    archive(&state, &found.name, &found.digest).await.ok_or_else(|| ConsoleError::new(StatusCode::GONE, GONE))
 }
 
-/// The archive of `digest` as an attachment named after the artifact.
-pub async fn artifact_response(state: &ApiState, name: &str, digest: &str) -> Result<Response, ConsoleError> {
-    let gone = |_| ConsoleError::new(StatusCode::GONE, "the artifact is no longer stored (removed by retention)");
-    let (file, len) = state.artifacts.open_blob(digest).await.map_err(gone)?;
+/// The archive of `digest` as an attachment named after the artifact;
+/// None when the blob is no longer stored (retention removed it). The
+/// console's link and the API's `.../content` both end here, after
+/// `GetArtifact` allowed them.
+pub async fn archive(state: &ApiState, name: &str, digest: &str) -> Option<Response> {
+    let (file, len) = state.artifacts.open_blob(digest).await.ok()?;
     let file_name: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}.tar\""))
@@ -236,8 +238,11 @@ pub async fn artifact_response(state: &ApiState, name: &str, digest: &str) -> Re
         (header::CONTENT_DISPOSITION, disposition),
         (header::CONTENT_LENGTH, HeaderValue::from(len)),
     ];
-    Ok((headers, Body::from_stream(blocks(file))).into_response())
+    Some((headers, Body::from_stream(blocks(file))).into_response())
 }
+
+/// What answers for an artifact whose blob retention removed.
+pub const GONE: &str = "the artifact is no longer stored (removed by retention)";
 
 /// A file as a stream of 64 KiB blocks.
 fn blocks(file: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
