@@ -89,11 +89,12 @@ pub async fn execution(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ConsoleError> {
     let op = GetPipelineExecution { pipeline_name: name.clone(), pipeline_execution_id: id.clone() };
-    let run = ask(&state, op, viewer.caller.clone()).await?;
-    // The transitions say why a held execution waits; a viewer who may
-    // read the execution may read the state, and without it the page
-    // still says that it waits.
+    let mut run = ask(&state, op, viewer.caller.clone()).await?;
+    // The transitions and the scheduler's reasons say why a held
+    // execution waits; a viewer who may read the execution may read the
+    // state, and without it the page still says that it waits.
     let pipeline_state = ask(&state, GetPipelineState { name: name.clone() }, viewer.caller.clone()).await.ok();
+    timeline::live_reasons(&mut run, pipeline_state.as_ref());
     let waits = timeline::waits(&run, pipeline_state.as_ref());
     let downloads = viewer.may::<GetArtifact>(&state, &policy::pipeline(&name));
     let body = render_execution(&run, &waits, &timeline::artifacts(&run), downloads);
