@@ -263,6 +263,53 @@ fn blocks(file: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Re
 mod tests {
     use super::*;
 
+    fn run(name: &str) -> GetPipelineExecutionOutput {
+        serde_json::from_value(serde_json::json!({
+            "pipelineExecution": {
+                "pipelineName": name, "pipelineVersion": 3, "pipelineExecutionId": "e1", "status": "Succeeded",
+                "statusSummary": null, "trigger": {"triggerType": "Webhook", "triggerDetail": "<push>"},
+                "startTime": "2026-12-06T07:00:00Z", "lastUpdateTime": "2026-12-06T07:00:05Z",
+                "variables": [{"name": "ENV", "resolvedValue": "<prod>"}],
+                "sourceRevisions": [{"actionName": "Source", "revisionId": "abc123", "revisionSummary": "fix", "pinned": true}],
+                "rollbackMetadata": null
+            },
+            "stages": [{"stageName": "Build", "status": "Succeeded", "conditionRules": [], "actions": [{
+                "actionName": "Make", "runOrder": 1, "status": "Succeeded", "attempt": 2, "agent": "ag-1", "summary": null,
+                "errorDetails": null, "lostOn": [], "externalExecutionUrl": null, "startTime": "2026-12-06T07:00:01Z",
+                "lastUpdateTime": "2026-12-06T07:00:04Z", "outputArtifacts": [{"name": "bin", "digest": "sha256:0011", "size": 2048}],
+                "outputVariables": {}, "approval": null, "waitingReason": null, "inputArtifacts": [], "resolvedConfiguration": {}}]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_execution_reads_as_a_timeline_with_downloads_only_when_allowed() {
+        let r = run("we<b>");
+        let html = render_execution(&r, &[], &timeline::artifacts(&r), true).into_string();
+        assert!(
+            html.contains("href=\"/pipelines/we%3Cb%3E/executions/e1/artifacts/bin\"") && html.contains("Download bin"),
+            "{html}"
+        );
+        assert!(html.contains("we&lt;b&gt;") && !html.contains("we<b>"), "{html}");
+        assert!(html.contains("&lt;prod&gt;") && html.contains("&lt;push&gt;"), "{html}");
+        assert!(html.contains("(pinned)") && html.contains("href=\"/revisions/abc123\""), "{html}");
+        assert!(html.contains("on <span class=\"mono\">ag-1</span> · attempt 2 · 3.0 s"), "{html}");
+        assert!(html.contains("Nothing waited.") && html.contains("2.0 KiB"), "{html}");
+        let hidden = render_execution(&r, &[], &timeline::artifacts(&r), false).into_string();
+        assert!(!hidden.contains("Download bin") && !hidden.contains("/artifacts/"), "{hidden}");
+    }
+
+    #[test]
+    fn the_history_pages_with_the_operations_token() {
+        let first = render_history("web", &[], false, Some("tok/+=")).into_string();
+        assert!(
+            first.contains("href=\"/pipelines/web/executions?next=tok%2F%2B%3D\"") && !first.contains("Newer executions")
+        );
+        let last = render_history("web", &[], true, None).into_string();
+        assert!(last.contains("Newer executions") && !last.contains("Older executions"), "{last}");
+        assert!(last.contains("No executions yet."));
+    }
+
     #[test]
     fn durations_come_from_the_two_times() {
         assert_eq!(duration_ms(Some("2026-12-06T07:00:00Z"), Some("2026-12-06T07:00:01.5Z")), Some(1500));
