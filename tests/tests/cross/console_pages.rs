@@ -303,6 +303,12 @@ fn executions_logs_artifacts_and_the_revision_flow_show_what_each_user_may_see()
     // Plugins name who uses them; the audit log shows the console's calls.
     let plugins = admin.page("/plugins");
     assert!(plugins.contains("hostile@1") && plugins.contains("/pipelines/leaky"), "{plugins}");
+    // Hand-edited query strings: a clear answer, never a bare one.
+    assert_eq!(admin.get("/audit?before=not-a-number").status, 200);
+    assert_eq!(admin.get(&format!("/pipelines/leaky/executions/{id}/actions/Leak/Run?attempt=-1")).status, 200);
+    let bad = admin.get("/pipelines/leaky/executions?next=garbage");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("nextToken") && bad.text().contains("<main"), "{}", bad.text());
     let audit = admin.page("/audit?operation=GetArtifact");
     assert!(audit.contains("GetArtifact") && audit.contains("AccessDenied"), "nora's refusal is recorded:\n{audit}");
 }

@@ -65,7 +65,7 @@ pub async fn page(
     }
     let (name, id, stage, action_name) = &path;
     let current = action.attempt;
-    let shown = q.attempt.filter(|n| (1..=current).contains(n)).unwrap_or(current);
+    let shown = q.attempt.trim().parse().ok().filter(|n| (1..=current).contains(n)).unwrap_or(current);
     let shown_lines: Vec<LogLineView> = lines.iter().filter(|l| attempt_of(l, current) == shown).cloned().collect();
     let version = Some(run.pipeline_execution.pipeline_version);
     let declared = ask(&state, GetPipeline { name: name.clone(), version }, viewer.caller.clone()).await.ok();
@@ -233,14 +233,18 @@ fn configuration_section(a: &ActionRunView) -> Markup {
     }
 }
 
+/// Query values are text, read leniently: a hand-edited link shows the
+/// default rather than axum's bare error.
 #[derive(Debug, Deserialize)]
 pub struct AttemptQuery {
-    attempt: Option<u32>,
+    #[serde(default)]
+    attempt: String,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct LogQuery {
-    after: Option<u64>,
+    #[serde(default)]
+    after: String,
     /// The job the page shows: lines of another (a newer attempt's) come
     /// from its start.
     job: Option<String>,
@@ -261,7 +265,7 @@ pub async fn log_lines(
     let (_, action, lines) = gather(&state, &viewer, &path).await?;
     let lines: Vec<LogLineView> = lines.into_iter().filter(|l| attempt_of(l, action.attempt) == action.attempt).collect();
     let job = lines.last().map(|l| l.job_id.clone()).unwrap_or_default();
-    let after = q.after.filter(|_| q.job.as_deref() == Some(job.as_str()));
+    let after = q.after.trim().parse().ok().filter(|_| q.job.as_deref() == Some(job.as_str()));
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
         (

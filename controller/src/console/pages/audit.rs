@@ -26,7 +26,10 @@ pub struct AuditQuery {
     since: String,
     #[serde(default)]
     until: String,
-    before: Option<u64>,
+    /// Text, read leniently: a link someone edited by hand shows the
+    /// newest page rather than axum's bare error.
+    #[serde(default)]
+    before: String,
 }
 
 fn given(text: &str) -> Option<String> {
@@ -35,6 +38,10 @@ fn given(text: &str) -> Option<String> {
 }
 
 impl AuditQuery {
+    fn before(&self) -> Option<u64> {
+        self.before.trim().parse().ok()
+    }
+
     /// The query string of these filters (for paging links), without `before`.
     fn filters(&self) -> String {
         [
@@ -65,7 +72,7 @@ pub async fn page(
         pipeline: given(&q.pipeline),
         operation: given(&q.operation),
         limit: Some(PAGE),
-        before_seq: q.before,
+        before_seq: q.before(),
     };
     // A filter the operation refuses (a time it cannot read) is shown
     // above the form, which keeps what was typed.
@@ -118,7 +125,7 @@ pub fn render(q: &AuditQuery, records: &[AuditRecordView], problem: Option<&str>
             } }
         }
         nav.pager aria-label="Pages" {
-            @if q.before.is_some() { a href={ "/audit?" (filters) } { "Newest records" } " " }
+            @if q.before().is_some() { a href={ "/audit?" (filters) } { "Newest records" } " " }
             @if let Some(oldest) = oldest.filter(|&o| o > 1 && records.len() as u64 == PAGE) {
                 a href={ "/audit?before=" (oldest) (join) } rel="next" { "Older records" }
             }
