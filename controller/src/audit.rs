@@ -309,6 +309,8 @@ pub struct Filter {
     pub limit: usize,
     /// The newest `limit` matches rather than the oldest (still returned oldest first).
     pub newest: bool,
+    /// Only records before this one: the console's next page back (issue 16, pages).
+    pub before_seq: Option<u64>,
 }
 
 /// `SEQ:HASH`, as `sluice audit verify` prints the head.

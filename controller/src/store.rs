@@ -47,6 +47,11 @@ pub struct AgentRecord {
     /// Label keys the agent may set for itself (from its join token).
     #[serde(default)]
     pub allow_agent_labels: Vec<String>,
+    /// When its current certificate expires (ms), shown by the console
+    /// (issue 16, pages); absent for a record written before it was kept,
+    /// until the agent's next renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expires_at: Option<u64>,
 }
 
 /// A join token; only the sha256 of its secret is kept.
@@ -291,6 +296,10 @@ pub trait Store: Send {
     fn executions(&self, pipeline: &str, limit: usize) -> Result<Vec<Execution>>;
     /// Newest first, strictly older than `before` (started_at, id): a page.
     fn executions_before(&self, pipeline: &str, before: (u64, &str), limit: usize) -> Result<Vec<Execution>>;
+    /// The revision flow (issue 16, pages): executions of every pipeline
+    /// with a source revision whose id starts with `prefix` (all with one
+    /// when empty), newest first.
+    fn executions_with_revision(&self, prefix: &str, limit: usize) -> Result<Vec<Execution>>;
     fn unfinished_executions(&self) -> Result<Vec<Execution>>;
     fn agents(&self) -> Result<Vec<AgentRecord>>;
     fn agent(&self, id: &str) -> Result<Option<AgentRecord>>;
@@ -778,6 +787,7 @@ impl Store for SqliteStore {
              AND (?4 IS NULL OR user = ?4)
              AND (?5 IS NULL OR resource = 'pipeline/' || ?5 OR substr(resource, 1, length(?5) + 10) = 'pipeline/' || ?5 || '/')
              AND (?6 IS NULL OR operation = ?6)
+             AND (?8 IS NULL OR seq < ?8)
              ORDER BY seq {order} LIMIT ?7"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -788,7 +798,8 @@ impl Store for SqliteStore {
             f.user,
             f.pipeline,
             f.operation,
-            f.limit.min(i64::MAX as usize) as i64
+            f.limit.min(i64::MAX as usize) as i64,
+            f.before_seq.map(|s| s.min(i64::MAX as u64) as i64)
         ];
         let mut rows = stmt
             .query_map(args, |r| {
@@ -852,6 +863,19 @@ impl Store for SqliteStore {
         self.query_json(
             "SELECT state FROM executions WHERE pipeline = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
             params![pipeline, limit as i64],
+            "execution",
+        )
+    }
+
+    fn executions_with_revision(&self, prefix: &str, limit: usize) -> Result<Vec<Execution>> {
+        // Compared as a prefix of bytes with substr, not LIKE: a revision
+        // id may hold `%` or `_`, and a prefix is not a pattern.
+        self.query_json(
+            "SELECT state FROM executions WHERE EXISTS (
+                 SELECT 1 FROM json_each(executions.state, '$.sourceRevisions') AS r
+                 WHERE substr(json_extract(r.value, '$.revisionId'), 1, length(?1)) = ?1)
+             ORDER BY started_at DESC, id DESC LIMIT ?2",
+            params![prefix, limit as i64],
             "execution",
         )
     }
@@ -1261,6 +1285,47 @@ mod tests {
         assert_eq!(digests, ["d1".to_string(), "d2".to_string()].into());
     }
 
+    // The revision flow (issue 16, pages).
+    #[test]
+    fn executions_are_found_by_a_prefix_of_their_source_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        let carrying = |id: &str, started: u64, pipeline: &str, revisions: &[(&str, &str)]| {
+            let mut e = execution(id, ExecutionStatus::Succeeded, started);
+            e.pipeline = pipeline.into();
+            for (action, revision) in revisions {
+                let r = crate::engine::SourceRevision {
+                    revision_id: revision.to_string(),
+                    revision_summary: None,
+                    pinned: false,
+                };
+                e.source_revisions.insert(action.to_string(), r);
+            }
+            Change::Execution(Box::new(e))
+        };
+        store
+            .apply(&[
+                carrying("a", 1, "web", &[("Source", "abc123")]),
+                carrying("b", 2, "api", &[("Code", "ffff"), ("Lib", "abc999")]),
+                carrying("c", 3, "web", &[("Source", "def456")]),
+                carrying("d", 4, "web", &[]),
+                // Not patterns: `%` and `_` are characters of a revision id.
+                carrying("e", 5, "odd", &[("Source", "a%_x")]),
+            ])
+            .unwrap();
+        let ids = |prefix: &str, limit: usize| -> Vec<String> {
+            store.executions_with_revision(prefix, limit).unwrap().into_iter().map(|e| e.id.0).collect()
+        };
+        assert_eq!(ids("abc", 10), ["b", "a"]);
+        assert_eq!(ids("abc123", 10), ["a"]);
+        assert_eq!(ids("abc1234", 10), Vec::<String>::new());
+        assert_eq!(ids("", 10), ["e", "c", "b", "a"]);
+        assert_eq!(ids("", 2), ["e", "c"]);
+        assert_eq!(ids("a%", 10), ["e"]);
+        assert_eq!(ids("a_", 10), Vec::<String>::new());
+        assert_eq!(ids("'; DROP TABLE executions; --", 10), Vec::<String>::new());
+    }
+
     #[test]
     fn a_log_position_says_where_a_job_log_ends() {
         let dir = tempfile::tempdir().unwrap();
@@ -1349,6 +1414,10 @@ mod tests {
         assert_eq!(bob.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [4]);
         let newest = store.audit_records(&Filter { limit: 2, newest: true, ..Filter::default() }).unwrap();
         assert_eq!(newest.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [3, 4]);
+        // The page before it (issue 16, pages: the console's paging).
+        let older =
+            store.audit_records(&Filter { limit: 2, newest: true, before_seq: Some(3), ..Filter::default() }).unwrap();
+        assert_eq!(older.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(store.audit_head().unwrap(), head.0);
 
         // The controller cannot change a record, nor delete one it did not prune.

@@ -8,6 +8,8 @@
 //! ```
 
 pub mod aws;
+// The web console's browser tests (issue 16, browser).
+pub mod console;
 pub mod rogue;
 
 use anyhow::{Context as _, Result, bail};

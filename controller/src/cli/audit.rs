@@ -42,7 +42,7 @@ pub enum AuditCmd {
 pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<i32, Failure> {
     match cmd {
         AuditCmd::List { since, until, user, pipeline, operation, limit } => {
-            let op = ListAuditRecords { since, until, user, pipeline, operation, limit: Some(limit) };
+            let op = ListAuditRecords { since, until, user, pipeline, operation, limit: Some(limit), before_seq: None };
             let out = ctx.client()?.call(op).await?;
             ctx.output.print(&out, |out| record_table().render(items(&out["records"])));
             Ok(0)

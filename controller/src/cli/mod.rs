@@ -31,6 +31,9 @@ mod audit;
 pub use audit::AuditCmd;
 // Data lifecycle (issue 17, life).
 mod backup;
+// The revision flow (issue 16, pages).
+mod revision;
+pub use revision::RevisionCmd;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -193,6 +196,10 @@ pub enum Cmd {
     Whoami,
     /// Whether the token may use an operation on a resource (exit 0 yes, 3 no).
     Can(access::CanArgs),
+    // The revision flow (issue 16, pages).
+    /// Where a source revision went: every pipeline, stage and action it reached.
+    #[command(subcommand)]
+    Revision(RevisionCmd),
 }
 
 #[derive(Args, Debug)]
@@ -468,6 +475,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Can(args) => access::run_can(&ctx, args).await,
         // Data lifecycle (issue 17, life).
         Cmd::Backup(args) => backup::run(&ctx, args).await,
+        // The revision flow (issue 16, pages).
+        Cmd::Revision(cmd) => revision::run(&ctx, cmd).await,
     }
 }
 

@@ -16,6 +16,7 @@ const CSS: &str = concat!(
     // pipe
     include_str!("assets/pipe.css"),
     // pages
+    include_str!("assets/pages.css"),
 );
 
 const JS: &str = concat!(
@@ -23,6 +24,7 @@ const JS: &str = concat!(
     // pipe
     include_str!("assets/pipe.js"),
     // pages
+    include_str!("assets/pages.js"),
 );
 
 struct Asset {

@@ -21,9 +21,13 @@
 //!   message (post/redirect/get), or an error page with the operation's
 //!   status.
 
+// pages: the ANSI converter of logs and the pages slice (issue 16).
+pub mod ansi;
 pub mod assets;
 pub mod events;
 pub mod layout;
+// pages (issue 16).
+pub mod pages;
 pub mod session;
 mod signin;
 // pipe: the pipelines, a pipeline's page and its changes.
@@ -62,6 +66,18 @@ pub fn routes() -> Router<ApiState> {
         .route("/pipelines/{name}/stages/{stage}/actions/{action}/approval", post(steer::approval))
         // pages: executions, actions and logs, agents, plugins, secrets,
         // audit, the revision flow.
+        .route("/pipelines/{name}/executions", get(pages::executions::history))
+        .route("/pipelines/{name}/executions/{id}", get(pages::executions::execution))
+        .route("/pipelines/{name}/executions/{id}/artifacts/{artifact}", get(pages::executions::download))
+        .route("/pipelines/{name}/executions/{id}/actions/{stage}/{action}", get(pages::action::page))
+        .route("/pipelines/{name}/executions/{id}/actions/{stage}/{action}/log", get(pages::action::log_lines))
+        .route("/agents", get(pages::fleet::agents))
+        .route("/agents/{id}/{verb}", post(pages::fleet::agent_change))
+        .route("/plugins", get(pages::fleet::plugins))
+        .route("/secrets", get(pages::fleet::secrets))
+        .route("/audit", get(pages::audit::page))
+        .route("/revisions", get(pages::revisions::list))
+        .route("/revisions/{revision}", get(pages::revisions::flow))
         .layer(middleware::from_fn(security_headers))
 }
 

@@ -10,7 +10,7 @@ use super::scheduler::{HandOut, Refusal};
 use crate::engine::{Dispatch, Event};
 use crate::ops::{
     AgentStateOutput, AgentView, Context, DisableAgent, DrainAgent, EnableAgent, Handle, LabelAgent, LabelAgentOutput,
-    ListAgents, ListAgentsOutput, OpError, RevokeAgent,
+    ListAgents, ListAgentsOutput, OpError, RevokeAgent, RunningJobView,
 };
 use crate::store::{AgentRecord, Change, RevocationRecord};
 use crate::views;
@@ -41,7 +41,13 @@ pub(super) struct AgentConn {
 }
 
 impl Handle<ListAgents> for Driver {
-    fn handle(&mut self, _: ListAgents, _: &Context) -> Result<ListAgentsOutput, OpError> {
+    fn handle(&mut self, _: ListAgents, ctx: &Context) -> Result<ListAgentsOutput, OpError> {
+        let directory = self.directory.snapshot();
+        let readable = |pipeline: &str| {
+            directory
+                .decide(&ctx.caller, "codepipeline:GetPipelineExecution", &crate::policy::pipeline(pipeline))
+                .is_allowed()
+        };
         let agents = self
             .store
             .agents()?
@@ -58,6 +64,26 @@ impl Handle<ListAgents> for Driver {
                     running: live.map(|l| l.running.len()).unwrap_or(0),
                     plugins_cached: live.map(|l| l.plugins.len()),
                     enrolled: views::time(a.enrolled_at),
+                    certificate_expires: a.cert_expires_at.map(views::time),
+                    running_jobs: live
+                        .map(|l| {
+                            let mut jobs: Vec<_> = l
+                                .running
+                                .iter()
+                                .filter_map(|id| self.jobs.get(id).map(|j| (id, j)))
+                                .filter(|(_, j)| readable(&j.pipeline))
+                                .map(|(id, j)| RunningJobView {
+                                    job_id: id.clone(),
+                                    pipeline_name: j.pipeline.clone(),
+                                    pipeline_execution_id: j.execution_id.clone(),
+                                    stage_name: j.stage.clone(),
+                                    action_name: j.action.clone(),
+                                })
+                                .collect();
+                            jobs.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+                            jobs
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect();

@@ -223,6 +223,7 @@ impl Handle<ListAuditRecords> for Driver {
             operation: op.operation,
             limit: limit as usize,
             newest: true,
+            before_seq: op.before_seq,
         };
         let records = self.store.audit_records(&filter)?;
         Ok(ops::ListAuditRecordsOutput { records: records.into_iter().map(|(r, h)| view(r, h)).collect() })

@@ -139,6 +139,7 @@ impl Driver {
             enrolled_at: now,
             state: "enabled".into(),
             allow_agent_labels: token.allow_agent_labels.clone(),
+            cert_expires_at: Some(now.saturating_add(self.agent_cert_lifetime.as_millis() as u64)),
         };
         let hostname = agent.hostname.clone();
         self.commit(now, vec![Change::JoinToken(token.clone()), Change::Agent(agent)])?;
@@ -174,6 +175,7 @@ impl Driver {
         }
         let (cert_pem, serial) = self.ca.sign_agent(csr_pem, agent_id, self.agent_cert_lifetime)?;
         record.cert_serial = serial;
+        record.cert_expires_at = Some(now.saturating_add(self.agent_cert_lifetime.as_millis() as u64));
         self.commit(now, vec![Change::Agent(record)])?;
         info!(%agent_id, "agent certificate renewed");
         Ok(cert_pem)

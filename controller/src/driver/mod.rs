@@ -67,6 +67,8 @@ mod roles;
 mod teams;
 // Data lifecycle (issue 17, life): retention and backups.
 mod lifecycle;
+// The revision flow and artifacts (issue 16, pages).
+mod revisions;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,

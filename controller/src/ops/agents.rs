@@ -27,6 +27,25 @@ pub struct AgentView {
     pub running: usize,
     pub plugins_cached: Option<usize>,
     pub enrolled: String,
+    /// When the agent's current certificate expires (agents renew it
+    /// before); absent when not known yet (issue 16, pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires: Option<String>,
+    /// The jobs it runs now, of pipelines the caller may read (`running`
+    /// counts them all).
+    #[serde(default)]
+    pub running_jobs: Vec<RunningJobView>,
+}
+
+/// A job an agent runs: which action of which execution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningJobView {
+    pub job_id: String,
+    pub pipeline_name: String,
+    pub pipeline_execution_id: String,
+    pub stage_name: String,
+    pub action_name: String,
 }
 
 /// LabelAgent: `{"set": {...}, "remove": [...]}`, applied to the live

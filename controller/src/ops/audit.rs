@@ -20,6 +20,10 @@ pub struct ListAuditRecords {
     pub operation: Option<String>,
     #[serde(default, deserialize_with = "super::query_number::deserialize", skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// Only records before this sequence number: the page before one
+    /// whose oldest record is this (issue 16, pages: the console's paging).
+    #[serde(default, deserialize_with = "super::query_number::deserialize", skip_serializing_if = "Option::is_none")]
+    pub before_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -81,6 +81,8 @@ mod webhooks;
 mod notifications;
 // Data lifecycle (issue 17, life).
 mod backup;
+// The revision flow and artifacts (issue 16, pages).
+mod revisions;
 
 pub use access::*;
 pub use access_keys::*;
@@ -102,6 +104,8 @@ pub use webhooks::*;
 pub use notifications::*;
 // Data lifecycle (issue 17, life).
 pub use backup::*;
+// The revision flow and artifacts (issue 16, pages).
+pub use revisions::*;
 
 use crate::auth::Caller;
 use crate::policy;
@@ -440,7 +444,7 @@ operations! {
         ListNotificationDeliveries -> ListNotificationDeliveriesOutput: GET "/notification-deliveries" query ["ruleId", "status", "maxResults"], "sluice:ListNotificationDeliveries", |o| o.rule_id.as_deref().and_then(pipeline_of_id).map_or_else(|| policy::ANY.into(), policy::pipeline);
         RedeliverNotification -> RedeliverNotificationOutput: POST "/notification-deliveries/{id}/redeliver", "sluice:RedeliverNotification", |o| policy::pipeline(pipeline_of_id(&o.id).unwrap_or("?"));
         // The audit log (issue 15, gov).
-        ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit"], "sluice:ListAuditRecords", |_| policy::named("audit", "*");
+        ListAuditRecords -> ListAuditRecordsOutput: GET "/audit" query ["since", "until", "user", "pipeline", "operation", "limit", "beforeSeq"], "sluice:ListAuditRecords", |_| policy::named("audit", "*");
         VerifyAudit -> VerifyAuditOutput: POST "/audit/verify", "sluice:VerifyAudit", |_| policy::named("audit", "*");
         // Permissions: teams, roles, delegations, who may do what (issue 15, policy).
         CreateTeam -> TeamView: POST "/teams", "sluice:CreateTeam", |o| policy::named("team", &o.name);
@@ -459,6 +463,11 @@ operations! {
         SetUserRole -> UserView: PUT "/users/{name}/role", "sluice:SetUserRole", |o| policy::named("user", &o.name);
         WhoAmI -> WhoAmIOutput: GET "/whoami", "sluice:WhoAmI", |_| policy::ANY.into();
         CheckAccess -> CheckAccessOutput: GET "/can" query ["action", "resource"], "sluice:CheckAccess", |_| policy::ANY.into();
+        // The revision flow and artifacts (issue 16, pages). The revision listings read every
+        // pipeline: the driver keeps only those the caller may read (GetPipelineExecution).
+        ListRevisions -> ListRevisionsOutput: GET "/revisions" query ["prefix", "maxResults"], "sluice:ListRevisions", |_| policy::ANY.into();
+        GetRevisionFlow -> GetRevisionFlowOutput: GET "/revisions/{revision}", "sluice:GetRevisionFlow", |_| policy::ANY.into();
+        GetArtifact -> GetArtifactOutput: GET "/pipelines/{pipelineName}/executions/{pipelineExecutionId}/artifacts/{artifactName}", "sluice:GetArtifact", |o| policy::pipeline(&o.pipeline_name);
     }
     internal {
         // A binary body with a signature header; described before the driver sees it.

@@ -24,3 +24,7 @@ mod sources;
 mod policy;
 // Data lifecycle (issue 17, life): schema upgrade, backup and restore, retention.
 mod life;
+// The web console in a real browser (issue 16, browser).
+mod console;
+// The web console's pages slice (issue 16, pages).
+mod console_pages;
