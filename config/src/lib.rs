@@ -32,11 +32,11 @@ pub struct Daemon<'a> {
     pub env_prefix: &'a str,
     /// The id of the flag that names the file (`config`).
     pub config_flag: &'a str,
-    /// Flags that are no settings and have neither variable nor key
-    /// (`check-config`).
+    /// Ids of flags that are no settings and have neither variable nor key
+    /// (`check_config`).
     pub not_settings: &'a [&'a str],
-    /// Global flags of the binary's command that are settings of the daemon
-    /// too (the controller binds the `--api` that admin commands call).
+    /// Ids of global flags of the binary's command that are settings of the
+    /// daemon too (the controller binds the `--api` that admin commands call).
     pub globals: &'a [&'a str],
 }
 
@@ -188,8 +188,11 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
             if matches!(given, Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
                 continue;
             }
-            let args = file_value_as_flags(arg, key, value)
-                .map_err(|message| Error::Value { path: path.clone(), key: key.clone(), message })?;
+            let args = file_value_as_flags(arg, key, value).map_err(|message| Error::Value {
+                path: path.clone(),
+                key: key.clone(),
+                message,
+            })?;
             if !args.is_empty() {
                 from_file.insert(id.to_string());
             }
@@ -287,7 +290,9 @@ fn effective(arg: &Arg, sub: &ArgMatches, root: &ArgMatches, from_file: &BTreeSe
     let source = match source {
         Some(ValueSource::CommandLine) if from_file.contains(id) => Source::File,
         Some(ValueSource::CommandLine) => Source::Flag,
-        Some(ValueSource::EnvVariable) => Source::Env(arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()),
+        Some(ValueSource::EnvVariable) => {
+            Source::Env(arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default())
+        }
         Some(ValueSource::DefaultValue) => Source::Default,
         _ => Source::Unset,
     };
