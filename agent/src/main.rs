@@ -158,16 +158,11 @@ fn main() -> ExitCode {
     // The agent re-executes itself as the launcher of confined programs:
     // that must happen before anything else (threads, logging).
     sluice_runtime::sandbox::run_launcher_if_asked();
-    let (args, settings) = match parse_command_line(std::env::args_os().collect()) {
-        Ok(parsed) => parsed,
-        Err(sluice_config::Error::Flags(e)) => e.exit(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(dir) = &args.man {
-        return match write_man_page(dir) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `--man DIR` needs none of the flags the agent requires (clap's
+    // `exclusive` lets it parse, but not fill `Args`): answered first.
+    if let Some(dir) = man_dir(&argv) {
+        return match write_man_page(&dir) {
             Ok(path) => {
                 eprintln!("wrote {}", path.display());
                 ExitCode::SUCCESS
@@ -178,6 +173,14 @@ fn main() -> ExitCode {
             }
         };
     }
+    let (args, settings) = match parse_command_line(argv) {
+        Ok(parsed) => parsed,
+        Err(sluice_config::Error::Flags(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check_config {
         return match check_config(&args) {
             Ok(()) => {
@@ -227,6 +230,15 @@ fn parse_command_line(
     use clap::{CommandFactory as _, FromArgMatches as _};
     let parsed = sluice_config::parse(Args::command(), argv, &AGENT)?;
     Ok((Args::from_arg_matches(&parsed.matches)?, parsed.settings))
+}
+
+/// DIR of `sluice-agent --man DIR` (or `--man=DIR`), the only argument.
+fn man_dir(argv: &[std::ffi::OsString]) -> Option<PathBuf> {
+    match argv {
+        [_, flag, dir] if flag == "--man" => Some(PathBuf::from(dir)),
+        [_, flag] => flag.to_str()?.strip_prefix("--man=").map(PathBuf::from),
+        _ => None,
+    }
 }
 
 /// The man page, made from the flags themselves (with their variables).
@@ -464,6 +476,17 @@ mod tests {
         assert_eq!(labels["gpu"], "yes");
         assert_eq!(labels["os"], std::env::consts::OS);
         assert_eq!(labels["arch"], std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn man_is_answered_before_the_required_flags() {
+        let argv = |args: &[&str]| args.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(man_dir(&argv(&["sluice-agent", "--man", "/m"])), Some(PathBuf::from("/m")));
+        assert_eq!(man_dir(&argv(&["sluice-agent", "--man=/m"])), Some(PathBuf::from("/m")));
+        assert_eq!(man_dir(&argv(&["sluice-agent", "--data-dir", "/m"])), None);
+        let dir = tempfile::tempdir().unwrap();
+        let page = std::fs::read_to_string(write_man_page(dir.path()).unwrap()).unwrap();
+        assert!(page.contains("SLUICE_AGENT_DATA_DIR"));
     }
 
     #[test]

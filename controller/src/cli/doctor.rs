@@ -72,6 +72,13 @@ const CLOCK_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 /// How long a port probe waits.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long before its end a certificate of `lifetime` seconds is
+/// worth a warning: 30 days, or a tenth of a short one's lifetime (an
+/// agent's, renewed at 70-90 % of its 7 days, would otherwise always warn).
+fn warning_before(lifetime: i64) -> i64 {
+    (EXPIRY_WARNING.as_secs() as i64).min(lifetime / 10)
+}
+
 /// The expiry and start of a certificate (PEM) against `now` (Unix
 /// seconds): expired, expiring soon, not yet valid (this clock is behind
 /// the issuer's), or fine.
@@ -101,7 +108,7 @@ pub fn check_certificate(check: &str, what: &str, pem: &[u8], now: i64, renew: &
     }
     if not_after <= now {
         findings.push(Finding::fail(check, format!("{what} expired on {}", date(not_after)), renew));
-    } else if not_after - now < EXPIRY_WARNING.as_secs() as i64 {
+    } else if not_after - now < warning_before(not_after - not_before) {
         findings.push(Finding::warn(
             check,
             format!("{what} expires on {} (in {} days)", date(not_after), (not_after - now) / 86_400),
@@ -348,12 +355,15 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(status(&certificate(NOW - DAY, NOW + 365 * DAY)), [("ca".into(), Status::Ok)]);
-        assert_eq!(status(&certificate(NOW - DAY, NOW + 3 * DAY)), [("ca".into(), Status::Warn)]);
+        assert_eq!(status(&certificate(NOW - 300 * DAY, NOW + 3 * DAY)), [("ca".into(), Status::Warn)]);
         assert_eq!(status(&certificate(NOW - 9 * DAY, NOW - DAY)), [("ca".into(), Status::Fail)]);
         assert_eq!(
             status(&certificate(NOW + DAY, NOW + 90 * DAY)),
             [("clock".into(), Status::Fail), ("ca".into(), Status::Ok)]
         );
+        // A short-lived certificate warns only past its renewal time.
+        assert_eq!(status(&certificate(NOW - 5 * DAY, NOW + 2 * DAY)), [("ca".into(), Status::Ok)]);
+        assert_eq!(status(&certificate(NOW - 7 * DAY, NOW + DAY / 2)), [("ca".into(), Status::Warn)]);
         // A start a minute ahead is clock noise, not skew.
         assert_eq!(status(&certificate(NOW + 60, NOW + 90 * DAY)), [("ca".into(), Status::Ok)]);
         assert_eq!(status("not a certificate"), [("ca".into(), Status::Fail)]);

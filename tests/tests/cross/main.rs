@@ -20,3 +20,5 @@ mod signing;
 mod sources;
 // Permissions (issue 15, policy).
 mod policy;
+// Operators: configuration, packaging, doctor (issue 17, ops).
+mod ops;
