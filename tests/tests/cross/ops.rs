@@ -368,3 +368,41 @@ fn expired_certificate() -> Result<String> {
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     Ok(params.self_signed(&rcgen::KeyPair::generate()?)?.pem())
 }
+
+#[test]
+fn cli_profiles_live_in_config_toml_and_the_old_profiles_json_is_still_read() -> Result<()> {
+    let cluster = Cluster::new().start()?;
+    let home = tempfile::tempdir()?;
+    let config_dir = home.path().join("sluice");
+    std::fs::create_dir_all(&config_dir)?;
+    let token_file = cluster.data_dir().join("admin.token");
+    let legacy = serde_json::json!({
+        "default": "old",
+        "profiles": { "old": { "api": cluster.api, "ca": cluster.ca_file(), "tokenFile": token_file } }
+    });
+    std::fs::write(config_dir.join("profiles.json"), serde_json::to_string(&legacy)?)?;
+    let cli = |args: &[&str]| -> Result<Output> {
+        Ok(sluice().args(args).env("XDG_CONFIG_HOME", home.path()).env("HOME", home.path()).output()?)
+    };
+    let out = cli(&["whoami"])?;
+    assert!(out.status.success(), "the old file's default profile: {}", output_text(&out));
+
+    let out = cli(&["profile", "add", "new", "--data-dir", cluster.data_dir().to_str().unwrap()])?;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = std::fs::read_to_string(config_dir.join("config.toml"))?;
+    assert!(text.contains("[profiles.new]") && text.contains("[profiles.old]") && text.contains("token-file = "), "{text}");
+    let out = cli(&["--profile", "new", "whoami"])?;
+    assert!(out.status.success(), "{}", output_text(&out));
+    // config.toml is the one read now.
+    std::fs::write(config_dir.join("profiles.json"), "not json")?;
+    assert!(cli(&["--profile", "old", "whoami"])?.status.success());
+
+    std::fs::write(
+        config_dir.join("config.toml"),
+        format!("{text}\n[profiles.typo]\napi = \"https://x:1\"\ntokenfile = \"/t\"\n"),
+    )?;
+    let out = cli(&["--profile", "new", "whoami"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(stderr(&out).contains("tokenfile") && stderr(&out).contains("config.toml"), "{}", output_text(&out));
+    Ok(())
+}
