@@ -201,6 +201,69 @@ fn check_udp_bound(addr: SocketAddr) -> Finding {
     }
 }
 
+/// A QUIC handshake with the controller's fleet port, verifying it by the
+/// agent's copy of the CA and offering no client certificate: the
+/// controller refuses it at the end of the handshake, which proves that it
+/// answers over UDP without touching the agent's own connection (a second
+/// connection with the agent's certificate would be taken for the agent).
+async fn probe_fleet(address: &str, ca_file: &Path) -> Finding {
+    use rustls::pki_types::pem::PemObject as _;
+    let unreachable = "check --controller, that the controller runs, and that firewalls let UDP through both ways";
+    let Some(addr) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return Finding::fail("fleet", format!("{address} does not resolve"), "check --controller and DNS");
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = std::fs::read(ca_file)
+        .ok()
+        .map(|pem| rustls::pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect::<Vec<_>>());
+    for cert in certs.unwrap_or_default() {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Finding::fail("fleet", format!("{} holds no CA certificate", ca_file.display()), "enroll the agent again");
+    }
+    let probe = async {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![sluice_protocol::ALPN_FLEET.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+        let endpoint = quinn::Endpoint::client(bind)?;
+        let connecting = endpoint.connect_with(
+            quinn::ClientConfig::new(std::sync::Arc::new(quic)),
+            addr,
+            sluice_protocol::CONTROLLER_SERVER_NAME,
+        )?;
+        let outcome = match connecting.await {
+            // The client's side of a TLS 1.3 handshake ends before the
+            // server has checked the client: the refusal follows.
+            Ok(connection) => Ok(connection.closed().await),
+            Err(e) => Err(e),
+        };
+        endpoint.close(0u32.into(), b"doctor");
+        anyhow::Ok(outcome)
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Err(_) => Finding::fail(
+            "fleet",
+            format!("{address} (UDP) did not answer a QUIC handshake in {PROBE_TIMEOUT:?}"),
+            unreachable,
+        ),
+        Ok(Err(e)) => Finding::fail("fleet", format!("probing {address}: {e:#}"), unreachable),
+        Ok(Ok(Err(quinn::ConnectionError::TransportError(e)))) if e.to_string().contains("certificate") => Finding::fail(
+            "fleet",
+            format!("{address} answers, but not with a certificate of this agent's CA: {e}"),
+            "check --controller: it is another controller, or this agent must enroll again",
+        ),
+        Ok(Ok(_)) => {
+            Finding::ok("fleet", format!("{address} (UDP) answers a QUIC handshake with a certificate of this agent's CA"))
+        }
+    }
+}
+
 fn host_port(url: &str) -> Option<SocketAddr> {
     let url = reqwest::Url::parse(url).ok()?;
     let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
@@ -264,7 +327,7 @@ fn controller_findings(dir: &Path, args: &DoctorArgs, now: i64) -> Vec<Finding> 
     findings
 }
 
-fn agent_findings(dir: &Path, args: &DoctorArgs, now: i64) -> Vec<Finding> {
+async fn agent_findings(dir: &Path, args: &DoctorArgs, now: i64) -> Vec<Finding> {
     let mut findings = read_certificate(
         "certificate",
         "the agent's certificate",
@@ -281,28 +344,23 @@ fn agent_findings(dir: &Path, args: &DoctorArgs, now: i64) -> Vec<Finding> {
     ));
     findings.push(free_space(dir, args.min_free_space));
     findings.push(check_landlock(true));
-    match &args.controller {
-        None => findings.push(Finding::warn(
+    let fleet = match &args.controller {
+        None => Finding::warn(
             "fleet",
             "the controller's address is unknown: not checked",
             "pass --controller HOST:PORT (or set SLUICE_CONTROLLER)",
-        )),
-        Some(address) => match address.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(_)) => findings.push(Finding::ok(
-                "fleet",
-                format!("{address} resolves; the fleet is QUIC over UDP: a firewall must let UDP through to it"),
-            )),
-            _ => findings.push(Finding::fail("fleet", format!("{address} does not resolve"), "check --controller and DNS")),
-        },
-    }
+        ),
+        Some(address) => probe_fleet(address, &dir.join("ca.crt")).await,
+    };
+    findings.push(fleet);
     findings
 }
 
-pub fn run(ctx: &Ctx, args: DoctorArgs) -> Result<i32, Failure> {
+pub async fn run(ctx: &Ctx, args: DoctorArgs) -> Result<i32, Failure> {
     let dir = &args.data_dir;
     let now = unix_now();
     let findings = if dir.join("agent.crt").exists() {
-        agent_findings(dir, &args, now)
+        agent_findings(dir, &args, now).await
     } else if dir.join("sluice.db").exists() || dir.join("controller.json").exists() {
         controller_findings(dir, &args, now)
     } else {

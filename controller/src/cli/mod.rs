@@ -501,7 +501,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         // Packaging and doctor (issue 17, ops).
         Cmd::Completion(args) => generate::completion(args),
         Cmd::Man(args) => generate::man(args),
-        Cmd::Doctor(args) => doctor::run(&ctx, args),
+        Cmd::Doctor(args) => doctor::run(&ctx, args).await,
     }
 }
 

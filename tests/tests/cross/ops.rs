@@ -329,6 +329,13 @@ fn doctor_passes_a_healthy_controller_and_names_what_is_broken() -> Result<()> {
     assert_eq!(status(&text, "certificate"), "ok", "{text}");
     assert_eq!(status(&text, "ca"), "ok", "{text}");
     assert_eq!(status(&text, "fleet"), "ok", "{text}");
+    assert!(text.contains("answers a QUIC handshake"), "{text}");
+    // Nothing answers on a port no controller holds.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let (code, text) = doctor(&agent_dir, &["--controller", &silent.local_addr()?.to_string()])?;
+    assert_eq!((code, status(&text, "fleet")), (Some(1), "FAIL".to_string()), "{text}");
+    drop(silent);
+    cluster.wait_for_agents(1)?;
 
     // An expired CA certificate: FAIL, with what to do, and exit 1.
     let ca = data.join("ca").join("ca.crt");
