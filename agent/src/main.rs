@@ -184,10 +184,10 @@ fn main() -> ExitCode {
     if args.check_config {
         return match check_config(&args) {
             Ok(()) => {
-                if let Some(settings) = settings {
-                    print!("{}", settings.to_toml(&AGENT));
-                }
-                println!("# the settings are valid");
+                // Written, not printed: a closed pipe (`| head`) is no panic.
+                let mut text = settings.map(|s| s.to_toml(&AGENT)).unwrap_or_default();
+                text.push_str("# the settings are valid\n");
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
                 ExitCode::SUCCESS
             }
             Err(e) => {

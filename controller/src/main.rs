@@ -50,10 +50,10 @@ async fn run_controller(
     let check_config = args.check_config;
     let config = controller_config(api, args)?;
     if check_config {
-        if let Some(settings) = settings {
-            print!("{}", settings.to_toml(&sluice::cli::CONTROLLER));
-        }
-        println!("# the settings are valid");
+        // Written, not printed: a closed pipe (`| head`) is no panic.
+        let mut text = settings.map(|s| s.to_toml(&sluice::cli::CONTROLLER)).unwrap_or_default();
+        text.push_str("# the settings are valid\n");
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
         return Ok(0);
     }
     let (api_scheme, webhook_scheme) = (config.api_scheme, config.webhook_listen.map(|(_, scheme)| scheme));
