@@ -284,6 +284,21 @@ fn the_systemd_units_pass_systemd_analyze_verify() -> Result<()> {
             .output()?;
         assert!(out.status.success() && stderr(&out).trim().is_empty(), "{unit}: {}", output_text(&out));
     }
+    // The sample settings beside the units hold, with the data dirs the
+    // units give in their Environment=.
+    let samples = repo.join("contrib/systemd");
+    let out = sluice()
+        .args(["controller", "--check-config", "--config"])
+        .arg(samples.join("controller.toml"))
+        .env("SLUICE_DATA_DIR", "/var/lib/sluice")
+        .output()?;
+    assert!(out.status.success(), "controller.toml: {}", output_text(&out));
+    let out = agent()
+        .args(["--check-config", "--config"])
+        .arg(samples.join("agent.toml"))
+        .env("SLUICE_AGENT_DATA_DIR", "/var/lib/sluice-agent")
+        .output()?;
+    assert!(out.status.success(), "agent.toml: {}", output_text(&out));
     // A broken unit fails the same check: the check can fail.
     std::fs::write(
         dir.path().join("broken.service"),
