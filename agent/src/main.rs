@@ -14,7 +14,6 @@ mod renewal;
 mod transfer;
 
 use anyhow::{Context as _, Result, anyhow};
-use clap::Parser;
 use identity::Identity;
 use sluice_protocol::{FromAgent, JoinToken};
 use sluice_runtime::sandbox::{Confinement, ReaperChoice, Unconfined};
@@ -29,7 +28,7 @@ use tracing::info;
 /// slowed down rather than its logs dropped).
 const OUTBOX: usize = 4096;
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "sluice-agent", version, about = "Sluice agent: runs pipeline actions as sandboxed WebAssembly plugins")]
 struct Args {
     /// The controller's fleet address.
@@ -92,7 +91,34 @@ struct Args {
     /// everything it starts (the run cgroup's `pids.max`; 0: no limit).
     #[arg(long, value_name = "N", default_value_t = sluice_runtime::sandbox::DEFAULT_MAX_PIDS)]
     sandbox_max_pids: u32,
+    /// A TOML file of settings: keys are these flags' long names
+    /// (`data-dir = "/var/lib/sluice-agent"`); flags and SLUICE_AGENT_*
+    /// variables win over it.
+    #[arg(long, env = "SLUICE_AGENT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the settings, print them as they would be used, with where
+    /// each came from, and exit without enrolling or connecting.
+    #[arg(long)]
+    check_config: bool,
+    /// Write this command's man page (sluice-agent.1) into DIR and exit.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    man: Option<PathBuf>,
 }
+
+/// Where the agent's settings are: each flag also reads
+/// `SLUICE_AGENT_<FLAG>` (`--data-dir`: `SLUICE_AGENT_DATA_DIR`; the
+/// controller's own flags are `SLUICE_<FLAG>`, so one shell can hold both),
+/// except `--controller` and `--token`, which kept their older
+/// `SLUICE_CONTROLLER` and `SLUICE_JOIN_TOKEN`; and the key `<flag>` of the
+/// `--config` file.
+const AGENT: sluice_config::Daemon = sluice_config::Daemon {
+    name: "sluice-agent",
+    path: &[],
+    env_prefix: "SLUICE_AGENT_",
+    config_flag: "config",
+    not_settings: &["check_config", "man"],
+    globals: &[],
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ReaperFlag {
@@ -132,7 +158,44 @@ fn main() -> ExitCode {
     // The agent re-executes itself as the launcher of confined programs:
     // that must happen before anything else (threads, logging).
     sluice_runtime::sandbox::run_launcher_if_asked();
-    let args = Args::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `--man DIR` needs none of the flags the agent requires (clap's
+    // `exclusive` lets it parse, but not fill `Args`): answered first.
+    if let Some(dir) = man_dir(&argv) {
+        return match write_man_page(&dir) {
+            Ok(path) => {
+                eprintln!("wrote {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (args, settings) = match parse_command_line(argv) {
+        Ok(parsed) => parsed,
+        Err(sluice_config::Error::Flags(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        return match check_config(&args) {
+            Ok(()) => {
+                // Written, not printed: a closed pipe (`| head`) is no panic.
+                let mut text = settings.map(|s| s.to_toml(&AGENT)).unwrap_or_default();
+                text.push_str("# the settings are valid\n");
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -158,6 +221,56 @@ fn main() -> ExitCode {
             if e.is::<Usage>() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// The command line with the agent's variables and config file folded in.
+fn parse_command_line(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<(Args, Option<sluice_config::Settings>), sluice_config::Error> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let parsed = sluice_config::parse(Args::command(), argv, &AGENT)?;
+    Ok((Args::from_arg_matches(&parsed.matches)?, parsed.settings))
+}
+
+/// DIR of `sluice-agent --man DIR` (or `--man=DIR`), the only argument.
+fn man_dir(argv: &[std::ffi::OsString]) -> Option<PathBuf> {
+    match argv {
+        [_, flag, dir] if flag == "--man" => Some(PathBuf::from(dir)),
+        [_, flag] => flag.to_str()?.strip_prefix("--man=").map(PathBuf::from),
+        _ => None,
+    }
+}
+
+/// The man page, made from the flags themselves (with their variables).
+fn write_man_page(dir: &Path) -> Result<PathBuf> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let man = clap_mangen::Man::new(sluice_config::with_env(Args::command(), &AGENT));
+    man.generate_to(dir).with_context(|| format!("writing the man page into {}", dir.display()))
+}
+
+/// What `--check-config` checks besides the flags' own parsers: the files
+/// the settings name, the join token's form and the sandbox directories'
+/// form; nothing is created, enrolled or connected.
+fn check_config(args: &Args) -> Result<()> {
+    if let Some(path) = &args.policy {
+        policy::Policy::load(path)?;
+    }
+    if let Some(path) = &args.http_ca {
+        std::fs::metadata(path).with_context(|| format!("--http-ca {}", path.display()))?;
+    }
+    if let Some(token) = &args.token {
+        JoinToken::parse(token).map_err(|e| anyhow!("--token: {e}"))?;
+    }
+    for (flag, dirs) in [("--sandbox-read", &args.sandbox_read), ("--sandbox-write", &args.sandbox_write)] {
+        if let Some(dir) = dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(anyhow!("{flag} {} must be an absolute directory", dir.display()));
+        }
+    }
+    if args.data_dir.as_os_str().is_empty() {
+        return Err(anyhow!("--data-dir is empty"));
+    }
+    Ok(())
 }
 
 /// How long a stopping agent waits for its cancelled jobs to return.
@@ -333,6 +446,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
 
     #[test]
     fn the_data_dir_is_private_whether_new_or_existing() {
@@ -362,6 +476,30 @@ mod tests {
         assert_eq!(labels["gpu"], "yes");
         assert_eq!(labels["os"], std::env::consts::OS);
         assert_eq!(labels["arch"], std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn man_is_answered_before_the_required_flags() {
+        let argv = |args: &[&str]| args.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(man_dir(&argv(&["sluice-agent", "--man", "/m"])), Some(PathBuf::from("/m")));
+        assert_eq!(man_dir(&argv(&["sluice-agent", "--man=/m"])), Some(PathBuf::from("/m")));
+        assert_eq!(man_dir(&argv(&["sluice-agent", "--data-dir", "/m"])), None);
+        let dir = tempfile::tempdir().unwrap();
+        let page = std::fs::read_to_string(write_man_page(dir.path()).unwrap()).unwrap();
+        assert!(page.contains("SLUICE_AGENT_DATA_DIR"));
+    }
+
+    #[test]
+    fn every_flag_has_a_variable() {
+        use clap::CommandFactory as _;
+        let cmd = sluice_config::with_env(Args::command(), &AGENT);
+        for arg in cmd.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "check_config" | "man")) {
+            assert!(arg.get_env().is_some(), "--{} has no variable", arg.get_long().unwrap_or_default());
+        }
+        let env = |id: &str| cmd.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_env()).unwrap().to_owned();
+        assert_eq!(env("data_dir"), "SLUICE_AGENT_DATA_DIR");
+        assert_eq!(env("controller"), "SLUICE_CONTROLLER");
+        assert_eq!(env("token"), "SLUICE_JOIN_TOKEN");
     }
 
     #[test]

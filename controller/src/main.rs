@@ -1,7 +1,6 @@
 //! `sluice`: the controller daemon, the demo and the admin CLI.
 
-use clap::Parser;
-use sluice::cli::{Cli, Cmd, Failure};
+use sluice::cli::{Cmd, Failure};
 use sluice::driver::{ControllerConfig, start};
 use sluice::exit::{Exit, shutdown_signal};
 use sluice::store::Durability;
@@ -10,7 +9,11 @@ fn main() {
     // `sluice action run` re-executes this binary as the launcher of
     // confined programs: that must happen before anything else.
     sluice_runtime::sandbox::run_launcher_if_asked();
-    let cli = Cli::parse();
+    let (cli, settings) = match sluice::cli::parse_command_line(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(sluice_config::Error::Flags(e)) => e.exit(),
+        Err(e) => Exit::Failed { code: 2, message: e.to_string() }.now(),
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The CLI reports a refused certificate itself (with what to do), so
     // the verifier's own log line would only repeat it.
@@ -27,7 +30,7 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Cmd::Controller(args) => run_controller(cli.api.as_deref(), args).await,
+            Cmd::Controller(args) => run_controller(cli.api.as_deref(), args, settings).await,
             Cmd::Demo(args) => sluice::demo::run(args).await,
             _ => sluice::cli::run(cli).await,
         }
@@ -38,7 +41,42 @@ fn main() {
     }
 }
 
-async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Result<i32, Failure> {
+async fn run_controller(
+    api: Option<&str>,
+    args: sluice::cli::ControllerArgs,
+    settings: Option<sluice_config::Settings>,
+) -> Result<i32, Failure> {
+    use sluice::https::{CertSource, Scheme};
+    let check_config = args.check_config;
+    let config = controller_config(api, args)?;
+    if check_config {
+        // Written, not printed: a closed pipe (`| head`) is no panic.
+        let mut text = settings.map(|s| s.to_toml(&sluice::cli::CONTROLLER)).unwrap_or_default();
+        text.push_str("# the settings are valid\n");
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        return Ok(0);
+    }
+    let (api_scheme, webhook_scheme) = (config.api_scheme, config.webhook_listen.map(|(_, scheme)| scheme));
+    let controller = start(config.clone()).await?;
+    println!("sluice controller");
+    println!("  api:      {}", controller.api_url);
+    if let Some(webhooks) = controller.webhooks {
+        println!("  webhooks: {}://{webhooks}", webhook_scheme.unwrap_or(Scheme::Https).as_str());
+    }
+    println!("  fleet:    {}", controller.fleet);
+    if api_scheme == Scheme::Https && matches!(config.api_cert, CertSource::Ca { .. }) {
+        println!("  ca:       {}", controller.ca_file.display());
+    }
+    println!("  data dir: {}", config.data_dir.display());
+    println!("  token:    {}", config.data_dir.join("admin.token").display());
+    shutdown_signal().await;
+    controller.close();
+    Ok(0)
+}
+
+/// The controller's configuration from its settings, validated without
+/// binding anything or touching the data dir (what `--check-config` runs).
+fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Result<ControllerConfig, Failure> {
     use sluice::https::{CertSource, Scheme, check_listener};
     let api = sluice::cli::api_bind_address(api)?;
     let api_scheme = if args.api_plain_http { Scheme::Http } else { Scheme::Https };
@@ -48,6 +86,18 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         check_listener(addr, webhook_scheme, "--webhook-plain-http").map_err(|e| Failure::new(2, e))?;
     }
     sluice::https::check_api_names(&args.api_names).map_err(|e| Failure::new(2, e))?;
+    for (flag, file) in
+        [("--api-cert", &args.api_cert), ("--api-key", &args.api_key), ("--notification-ca", &args.notification_ca)]
+    {
+        if let Some(file) = file
+            && let Err(e) = std::fs::metadata(file)
+        {
+            return Err(Failure::new(2, format!("{flag} {}: {e}", file.display())));
+        }
+    }
+    if args.data_dir.as_os_str().is_empty() {
+        return Err(Failure::new(2, "--data-dir is empty"));
+    }
     let notifications = sluice::cli::notify_config(&args);
     // Data lifecycle (issue 17, life).
     let retention = sluice::retention::Retention::parse(&args.keep_executions, &args.keep_days)
@@ -56,7 +106,7 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         (Some(cert), Some(key)) => CertSource::Files { cert, key },
         _ => CertSource::Ca { names: args.api_names },
     };
-    let config = ControllerConfig {
+    Ok(ControllerConfig {
         data_dir: args.data_dir,
         api,
         fleet: args.fleet,
@@ -77,20 +127,5 @@ async fn run_controller(api: Option<&str>, args: sluice::cli::ControllerArgs) ->
         notifications,
         audit_retention: std::time::Duration::from_secs(args.audit_retention_days.saturating_mul(86_400)),
         retention,
-    };
-    let controller = start(config.clone()).await?;
-    println!("sluice controller");
-    println!("  api:      {}", controller.api_url);
-    if let Some(webhooks) = controller.webhooks {
-        println!("  webhooks: {}://{webhooks}", webhook_scheme.as_str());
-    }
-    println!("  fleet:    {}", controller.fleet);
-    if api_scheme == Scheme::Https && matches!(config.api_cert, CertSource::Ca { .. }) {
-        println!("  ca:       {}", controller.ca_file.display());
-    }
-    println!("  data dir: {}", config.data_dir.display());
-    println!("  token:    {}", config.data_dir.join("admin.token").display());
-    shutdown_signal().await;
-    controller.close();
-    Ok(0)
+    })
 }

@@ -34,6 +34,9 @@ mod backup;
 // The revision flow (issue 16, pages).
 mod revision;
 pub use revision::RevisionCmd;
+// Packaging and doctor (issue 17, ops).
+mod doctor;
+mod generate;
 
 pub use action::{ActionCmd, RunArgs};
 pub use agent::{AgentCmd, AgentTokenCmd};
@@ -200,6 +203,13 @@ pub enum Cmd {
     /// Where a source revision went: every pipeline, stage and action it reached.
     #[command(subcommand)]
     Revision(RevisionCmd),
+    // Packaging and doctor (issue 17, ops).
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(generate::CompletionArgs),
+    /// Write the man pages, one per command.
+    Man(generate::ManArgs),
+    /// Check a controller's or an agent's setup on this host and say what to fix.
+    Doctor(doctor::DoctorArgs),
 }
 
 #[derive(Args, Debug)]
@@ -312,6 +322,46 @@ pub struct ControllerArgs {
     /// an execution goes when it falls outside either.
     #[arg(long, value_name = "[PIPELINE=]D")]
     pub keep_days: Vec<String>,
+    // Configuration (issue 17, ops): every flag above also comes from a
+    // SLUICE_* variable and from this file (`CONTROLLER`, `parse_command_line`).
+    /// A TOML file of settings: keys are these flags' long names
+    /// (`data-dir = "/var/lib/sluice"`); flags and SLUICE_* variables win over it.
+    #[arg(long, env = "SLUICE_CONTROLLER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the settings, print them as they would be used, with where
+    /// each came from, and exit without starting.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// Where `sluice controller`'s settings are in the command line: each flag
+/// also reads `SLUICE_<FLAG>` (`--data-dir`: `SLUICE_DATA_DIR`) and the key
+/// `<flag>` of the `--config` file.
+pub const CONTROLLER: sluice_config::Daemon = sluice_config::Daemon {
+    name: "sluice controller",
+    path: &["controller"],
+    env_prefix: "SLUICE_",
+    config_flag: "config",
+    not_settings: &["check_config"],
+    globals: &["api"],
+};
+
+/// The whole command line with the controller's variables: what is parsed,
+/// completed and documented in man pages.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    sluice_config::with_env(Cli::command(), &CONTROLLER)
+}
+
+/// Parses the command line, with the controller's variables and config
+/// file when it runs the controller; its effective settings then too.
+pub fn parse_command_line(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<(Cli, Option<sluice_config::Settings>), sluice_config::Error> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let parsed = sluice_config::parse(Cli::command(), argv, &CONTROLLER)?;
+    let cli = Cli::from_arg_matches(&parsed.matches)?;
+    Ok((cli, parsed.settings))
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.
@@ -477,6 +527,10 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Backup(args) => backup::run(&ctx, args).await,
         // The revision flow (issue 16, pages).
         Cmd::Revision(cmd) => revision::run(&ctx, cmd).await,
+        // Packaging and doctor (issue 17, ops).
+        Cmd::Completion(args) => generate::completion(args),
+        Cmd::Man(args) => generate::man(args),
+        Cmd::Doctor(args) => doctor::run(&ctx, args).await,
     }
 }
 
@@ -493,6 +547,21 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn every_controller_flag_has_a_variable() {
+        let cmd = command();
+        let controller = cmd.find_subcommand("controller").unwrap();
+        for arg in controller.get_arguments().filter(|a| a.get_id() != "check_config") {
+            let env = arg.get_env().unwrap_or_else(|| panic!("{:?} has no variable", arg.get_long()));
+            assert!(env.to_string_lossy().starts_with("SLUICE_"), "{env:?}");
+        }
+        let env = |id: &str| controller.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_env()).unwrap();
+        assert_eq!(env("data_dir"), "SLUICE_DATA_DIR");
+        assert_eq!(env("api_names"), "SLUICE_API_NAME");
+        assert_eq!(env("config"), "SLUICE_CONTROLLER_CONFIG");
     }
 
     #[test]

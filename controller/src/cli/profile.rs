@@ -2,8 +2,13 @@
 //! `--profile NAME` (or `SLUICE_PROFILE`) instead of the address, the CA
 //! and the token each time. A profile keeps the token's file, never the
 //! token. The file is `SLUICE_CONFIG`, else
-//! `$XDG_CONFIG_HOME/sluice/profiles.json`, else
-//! `~/.config/sluice/profiles.json`, written 0600 and atomically.
+//! `$XDG_CONFIG_HOME/sluice/config.toml`, else `~/.config/sluice/config.toml`,
+//! written 0600 and atomically.
+//!
+//! Profiles were kept in `profiles.json` before: when `config.toml` does not
+//! exist, the `profiles.json` beside it is read, and the next change writes
+//! `config.toml` (the old file is left as it was, and no longer read). A
+//! `SLUICE_CONFIG` ending in `.json` is still read and written as JSON.
 
 use super::output::s;
 use super::{Ctx, Failure};
@@ -79,20 +84,76 @@ pub fn config_path() -> Option<PathBuf> {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME").filter(|p| !p.is_empty())?).join(".config"),
     };
-    Some(base.join("sluice").join("profiles.json"))
+    Some(base.join("sluice").join(CONFIG_FILE))
+}
+
+const CONFIG_FILE: &str = "config.toml";
+/// Where earlier releases kept the profiles, beside `config.toml`.
+const LEGACY_FILE: &str = "profiles.json";
+
+/// How a profiles file is written: by its name's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Toml,
+    Json,
+}
+
+impl Format {
+    fn of(path: &Path) -> Self {
+        if path.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml }
+    }
+}
+
+/// `config.toml` as it is written: kebab-case keys; any other key is an
+/// error naming it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default: Option<String>,
+    #[serde(default)]
+    profiles: BTreeMap<String, TomlProfile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct TomlProfile {
+    api: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
 }
 
 impl Profiles {
     /// The saved profiles; none when the file does not exist.
     pub fn load() -> Result<Self, Failure> {
         let Some(path) = config_path() else { return Ok(Self::default()) };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
+        Self::load_from(path)
+    }
+
+    fn load_from(path: PathBuf) -> Result<Self, Failure> {
+        let legacy = path.with_file_name(LEGACY_FILE);
+        let (text, read_from) = match std::fs::read_to_string(&path) {
+            Ok(text) => (text, path.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && Format::of(&path) == Format::Toml => {
+                match std::fs::read_to_string(&legacy) {
+                    Ok(text) => (text, legacy),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok(Self { path: Some(path), ..Self::default() });
+                    }
+                    Err(e) => return Err(Failure::new(2, format!("reading the profiles {}: {e}", legacy.display()))),
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self { path: Some(path), ..Self::default() }),
             Err(e) => return Err(Failure::new(2, format!("reading the profiles {}: {e}", path.display()))),
         };
-        let mut profiles: Self = serde_json::from_str(&text)
-            .map_err(|e| Failure::new(2, format!("the profiles {} are not valid: {e}", path.display())))?;
+        let invalid =
+            |e: &dyn std::fmt::Display| Failure::new(2, format!("the profiles {} are not valid: {e}", read_from.display()));
+        let mut profiles = match Format::of(&read_from) {
+            Format::Json => serde_json::from_str::<Self>(&text).map_err(|e| invalid(&e))?,
+            Format::Toml => Self::from(toml::from_str::<TomlFile>(&text).map_err(|e| invalid(&e))?),
+        };
         profiles.path = Some(path);
         Ok(profiles)
     }
@@ -111,9 +172,40 @@ impl Profiles {
 
     fn save(&self) -> Result<(), Failure> {
         let path = self.path.clone().ok_or_else(|| Failure::new(2, "no place for profiles: set SLUICE_CONFIG or HOME"))?;
-        let text = serde_json::to_string_pretty(self).map_err(|e| Failure::new(1, e.to_string()))? + "\n";
+        let text = match Format::of(&path) {
+            Format::Json => serde_json::to_string_pretty(self).map_err(|e| Failure::new(1, e.to_string()))? + "\n",
+            Format::Toml => {
+                let file = TomlFile::from(self);
+                let body = toml::to_string(&file).map_err(|e| Failure::new(1, e.to_string()))?;
+                format!("# Profiles of the sluice CLI (`sluice profile add`), chosen with --profile.\n{body}")
+            }
+        };
         write_atomically(&path, text.as_bytes())
             .map_err(|e| Failure::new(1, format!("writing the profiles {}: {e:#}", path.display())))
+    }
+}
+
+impl From<TomlFile> for Profiles {
+    fn from(file: TomlFile) -> Self {
+        let profiles = file
+            .profiles
+            .into_iter()
+            .map(|(name, p)| (name, Profile { api: p.api, ca: p.ca, token_file: p.token_file }))
+            .collect();
+        Profiles { default: file.default, profiles, path: None }
+    }
+}
+
+impl From<&Profiles> for TomlFile {
+    fn from(profiles: &Profiles) -> Self {
+        let entries = profiles
+            .profiles
+            .iter()
+            .map(|(name, p)| {
+                (name.clone(), TomlProfile { api: p.api.clone(), ca: p.ca.clone(), token_file: p.token_file.clone() })
+            })
+            .collect();
+        TomlFile { default: profiles.default.clone(), profiles: entries }
     }
 }
 
@@ -223,5 +315,48 @@ mod tests {
         assert!(profiles.select(None).unwrap().is_none());
         profiles.default = Some("prod".into());
         assert_eq!(profiles.select(None).unwrap(), Some(prod));
+    }
+
+    #[test]
+    fn profiles_move_from_profiles_json_to_config_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"default": "prod", "profiles": {"prod": {"api": "https://ci:7400", "tokenFile": "/t"}}}"#;
+        std::fs::write(dir.path().join("profiles.json"), json).unwrap();
+        let toml_path = dir.path().join("config.toml");
+        let mut profiles = Profiles::load_from(toml_path.clone()).unwrap();
+        assert_eq!(profiles.select(None).unwrap().unwrap().token_file, Some(PathBuf::from("/t")), "the old file is read");
+        profiles
+            .profiles
+            .insert("dev".into(), Profile { api: "https://dev:7400".into(), ca: Some("/ca".into()), token_file: None });
+        profiles.save().unwrap();
+        let text = std::fs::read_to_string(&toml_path).unwrap();
+        assert!(text.contains("[profiles.prod]") && text.contains("token-file = \"/t\""), "{text}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("profiles.json")).unwrap(), json, "the old file is left alone");
+        // config.toml now wins over the old file.
+        std::fs::write(dir.path().join("profiles.json"), "{}").unwrap();
+        let again = Profiles::load_from(toml_path.clone()).unwrap();
+        assert_eq!(again.profiles.len(), 2);
+        assert_eq!(again.default.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn an_unknown_key_in_config_toml_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[profiles.prod]\napi = \"https://ci:7400\"\ntoken = \"secret\"\n").unwrap();
+        let e = Profiles::load_from(path).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(e.message.contains("token") && e.message.contains("config.toml"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_json_path_is_still_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("profiles.json");
+        let mut profiles = Profiles::load_from(path.clone()).unwrap();
+        profiles.profiles.insert("p".into(), Profile { api: "https://x:1".into(), ca: None, token_file: None });
+        profiles.save().unwrap();
+        let value: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(value["profiles"]["p"]["api"], "https://x:1");
     }
 }

@@ -28,3 +28,5 @@ mod life;
 mod console;
 // The web console's pages slice (issue 16, pages).
 mod console_pages;
+// Operators: configuration, packaging, doctor (issue 17, ops).
+mod ops;
