@@ -247,7 +247,9 @@ impl Fleet {
             Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
         };
         let ended = self.serve(&connection, addr, backoff).await;
-        self.link.set(None);
+        if self.link.clear() {
+            crate::observe::METRICS.disconnects.inc();
+        }
         // With TLS 1.3 the controller checks the client certificate after
         // the agent thinks the handshake is done: a refusal shows up as
         // the connection's close reason.
@@ -295,6 +297,7 @@ impl Fleet {
         // Tests and operators wait for exactly this line.
         eprintln!("agent {agent_id} connected to {addr}");
         self.link.set(Some(connection.clone()));
+        crate::observe::METRICS.connects.inc();
 
         // What the controller may have missed goes out first: log lines,
         // the frame whose write failed, then results (after their logs).

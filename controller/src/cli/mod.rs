@@ -287,6 +287,16 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = crate::driver::DEFAULT_AUDIT_RETENTION_DAYS, value_name = "DAYS",
           value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub audit_retention_days: u64,
+    // Metrics, logs and readiness (issue 17, obs).
+    /// Serve /metrics, /readyz and /healthz on this address over plain HTTP
+    /// without authentication (any address: they carry no secret). The
+    /// API serves /metrics too, to a token allowed sluice:GetMetrics.
+    #[arg(long = "metrics", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How the log on stderr is written: `text` (coloured only when stderr
+    /// is a terminal) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// A size in bytes: a number with an optional unit B, KiB, MiB or GiB.

@@ -49,6 +49,10 @@ pub struct ControllerConfig {
     // The audit log (issue 15, gov).
     /// How long audit records are kept (`--audit-retention-days`).
     pub audit_retention: Duration,
+    // Metrics and readiness (issue 17, obs).
+    /// `--metrics ADDR`: `/metrics`, `/readyz` and `/healthz` over plain
+    /// HTTP without authentication (they carry no secret).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ControllerConfig {
@@ -74,6 +78,7 @@ impl ControllerConfig {
             webhook_listen: None,
             notifications: Default::default(),
             audit_retention: Duration::from_secs(crate::driver::DEFAULT_AUDIT_RETENTION_DAYS * 86_400),
+            metrics_listen: None,
         }
     }
 }
