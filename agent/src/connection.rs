@@ -295,7 +295,10 @@ impl Fleet {
         backoff.reset();
         info!(%agent_id, %addr, heartbeat_ms = heartbeat.as_millis() as u64, "connected");
         // Tests and operators wait for exactly this line.
-        eprintln!("agent {agent_id} connected to {addr}");
+        // For a person at the terminal; a JSON log has the line above.
+        if !crate::log_is_json() {
+            eprintln!("agent {agent_id} connected to {addr}");
+        }
         self.link.set(Some(connection.clone()));
         crate::observe::METRICS.connects.inc();
 

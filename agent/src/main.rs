@@ -112,10 +112,18 @@ enum LogFormat {
     Json,
 }
 
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stderr takes JSON lines only (`--log-format json`).
+fn log_is_json() -> bool {
+    LOG_JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Logs to stderr: text, coloured only on a terminal, or JSON lines with
 /// the event's fields at the top level.
 fn init_log(format: LogFormat) {
     use std::io::IsTerminal as _;
+    LOG_JSON.store(format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -199,6 +199,10 @@ struct Driver {
     /// to cause one; release builds have no such field).
     #[cfg(debug_assertions)]
     panic_on_pipeline: Option<String>,
+    /// A test hook in debug builds only (issue 17, obs): creating this
+    /// pipeline holds the driver up, to show that `/readyz` then fails.
+    #[cfg(debug_assertions)]
+    stall_on_pipeline: Option<String>,
     /// Custom action types and the jobs of job workers.
     workers: crate::workers::Workers,
     /// Worker jobs made in this step, committed with its next round.
@@ -315,6 +319,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         renewals: HashMap::new(),
         #[cfg(debug_assertions)]
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
+        #[cfg(debug_assertions)]
+        stall_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_STALL_ON_PIPELINE").ok(),
         workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
         worker_changes: Vec::new(),
         notifications: crate::notify::Rules::default(),

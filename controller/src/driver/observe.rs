@@ -141,13 +141,19 @@ impl Driver {
     /// disabled transition.
     fn waiting(&self, now: u64) -> [(&'static str, u64); 5] {
         let mut counts = [("no_agent", 0), ("no_agent_with_labels", 0), ("no_free_slot", 0), ("approval", 0), ("transition_disabled", 0)];
+        // Pending hand-outs by the labels they ask for (few distinct sets),
+        // so that a scrape looks at each agent once per set, not per action.
+        let mut by_labels: HashMap<&BTreeMap<String, String>, (&crate::engine::Dispatch, u64)> = HashMap::new();
         for d in &self.pending {
+            by_labels.entry(&d.agent_labels).or_insert((d, 0)).1 += 1;
+        }
+        for (d, n) in by_labels.into_values() {
             let i = match waiting_kind(&DispatchNeeds::of(d, ""), self.agent_views(now)) {
                 Waiting::NoAgentTakingWork => 0,
                 Waiting::NoAgentWithLabels => 1,
                 Waiting::AllBusy => 2,
             };
-            counts[i].1 += 1;
+            counts[i].1 += n;
         }
         for e in self.engine.executions().filter(|e| e.status == ExecutionStatus::InProgress) {
             let Some(def) = self.definitions.get(&(e.pipeline.clone(), e.version)) else { continue };
@@ -165,7 +171,7 @@ impl Driver {
             if let Some(i) = next.filter(|_| previous_done)
                 && self.transitions.get(&(e.pipeline.clone(), e.stages[i].name.clone())).is_some_and(|t| !t.enabled)
             {
-                counts[4].1 += e.stages[i].actions.len().max(1) as u64;
+                counts[4].1 += def.stages.get(i).map_or(1, |s| s.actions.len()) as u64;
             }
         }
         counts
