@@ -595,8 +595,8 @@ impl Jobs {
             crate::observe::METRICS.compile.observe_duration(started.elapsed());
             loaded
         })
-            .await
-            .map_err(|e| anyhow!("compiling failed: {e}"))?
+        .await
+        .map_err(|e| anyhow!("compiling failed: {e}"))?
     }
 
     /// Packs every output directory deterministically and uploads it.

@@ -49,8 +49,18 @@ impl Health {
             Kind::Gauge,
             f64::from(u8::from(self.link.is_connected())),
         );
-        t.single("sluice_agent_connects_total", "Connections to the controller made.", Kind::Counter, m.connects.get() as f64);
-        t.single("sluice_agent_disconnects_total", "Connections to the controller lost.", Kind::Counter, m.disconnects.get() as f64);
+        t.single(
+            "sluice_agent_connects_total",
+            "Connections to the controller made.",
+            Kind::Counter,
+            m.connects.get() as f64,
+        );
+        t.single(
+            "sluice_agent_disconnects_total",
+            "Connections to the controller lost.",
+            Kind::Counter,
+            m.disconnects.get() as f64,
+        );
         t.single("sluice_agent_slots", "Actions the agent runs at once.", Kind::Gauge, f64::from(self.slots));
         t.single(
             "sluice_agent_jobs_running",
@@ -61,11 +71,17 @@ impl Health {
         t.family("sluice_agent_plugin_call_seconds", "How long plugin calls took, by kind.", Kind::Histogram)
             .histogram("sluice_agent_plugin_call_seconds", &[("kind", "action")], &m.action_call.snapshot())
             .histogram("sluice_agent_plugin_call_seconds", &[("kind", "poll")], &m.poll_call.snapshot());
-        t.family("sluice_agent_plugin_compile_seconds", "How long compiling a plugin took.", Kind::Histogram)
-            .histogram("sluice_agent_plugin_compile_seconds", &[], &m.compile.snapshot());
+        t.family("sluice_agent_plugin_compile_seconds", "How long compiling a plugin took.", Kind::Histogram).histogram(
+            "sluice_agent_plugin_compile_seconds",
+            &[],
+            &m.compile.snapshot(),
+        );
         if let Some(expiry) = self.renewal.expires_at() {
-            t.family("sluice_certificate_expiry_seconds", "When a certificate expires (Unix time).", Kind::Gauge)
-                .sample("sluice_certificate_expiry_seconds", &[("certificate", "agent")], expiry as f64);
+            t.family("sluice_certificate_expiry_seconds", "When a certificate expires (Unix time).", Kind::Gauge).sample(
+                "sluice_certificate_expiry_seconds",
+                &[("certificate", "agent")],
+                expiry as f64,
+            );
         }
         t.finish()
     }

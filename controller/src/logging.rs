@@ -22,7 +22,12 @@ pub fn init(format: LogFormat, filter: EnvFilter) {
 }
 
 /// The subscriber of a format, writing to `writer`, with ANSI colour or not.
-pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W, ansi: bool) -> Box<dyn tracing::Subscriber + Send + Sync>
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -82,7 +87,10 @@ mod tests {
     #[test]
     fn text_has_colour_only_when_asked() {
         let plain = logged(LogFormat::Text, false);
-        assert!(plain.contains("request") && plain.contains("request_id=\"r-1\"") || plain.contains("request_id=r-1"), "{plain}");
+        assert!(
+            plain.contains("request") && plain.contains("request_id=\"r-1\"") || plain.contains("request_id=r-1"),
+            "{plain}"
+        );
         assert!(!plain.contains('\u{1b}'), "{plain}");
         assert!(logged(LogFormat::Text, true).contains('\u{1b}'));
     }

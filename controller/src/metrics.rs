@@ -60,8 +60,11 @@ impl Metrics {
 
     /// The process's own figures, after the driver's part.
     fn write(&self, t: &mut Text) {
-        t.family("sluice_store_commit_seconds", "How long a store transaction took to commit.", Kind::Histogram)
-            .histogram("sluice_store_commit_seconds", &[], &self.store_commit.snapshot());
+        t.family("sluice_store_commit_seconds", "How long a store transaction took to commit.", Kind::Histogram).histogram(
+            "sluice_store_commit_seconds",
+            &[],
+            &self.store_commit.snapshot(),
+        );
         t.family("sluice_artifact_bytes_total", "Artifact bytes moved between agents and the controller.", Kind::Counter)
             .sample("sluice_artifact_bytes_total", &[("direction", "in")], self.artifact_bytes_in.get() as f64)
             .sample("sluice_artifact_bytes_total", &[("direction", "out")], self.artifact_bytes_out.get() as f64);

@@ -55,8 +55,11 @@ impl Driver {
             };
             bump(&mut self.counts.actions, &n.pipeline, &n.status);
             let Some(execution) = dirty.iter().find(|e| e.id == n.execution_id) else { continue };
-            let Some(run) =
-                execution.stages.iter().find(|s| &s.name == stage).and_then(|s| s.actions.iter().find(|a| &a.name == action))
+            let Some(run) = execution
+                .stages
+                .iter()
+                .find(|s| &s.name == stage)
+                .and_then(|s| s.actions.iter().find(|a| &a.name == action))
             else {
                 continue;
             };
@@ -112,7 +115,12 @@ impl Driver {
             Kind::Counter,
             c.lease_losses as f64,
         );
-        t.single("sluice_agents_lost_total", "Agents taken for gone after a lease of silence.", Kind::Counter, c.agents_lost as f64);
+        t.single(
+            "sluice_agents_lost_total",
+            "Agents taken for gone after a lease of silence.",
+            Kind::Counter,
+            c.agents_lost as f64,
+        );
         let mut running: BTreeMap<&str, u64> = BTreeMap::new();
         for e in self.engine.executions().filter(|e| e.status == ExecutionStatus::InProgress) {
             *running.entry(e.pipeline.as_str()).or_default() += 1;
@@ -140,7 +148,8 @@ impl Driver {
     /// scheduler would say, approvals, and the actions of stages held by a
     /// disabled transition.
     fn waiting(&self, now: u64) -> [(&'static str, u64); 5] {
-        let mut counts = [("no_agent", 0), ("no_agent_with_labels", 0), ("no_free_slot", 0), ("approval", 0), ("transition_disabled", 0)];
+        let mut counts =
+            [("no_agent", 0), ("no_agent_with_labels", 0), ("no_free_slot", 0), ("approval", 0), ("transition_disabled", 0)];
         // Pending hand-outs by the labels they ask for (few distinct sets),
         // so that a scrape looks at each agent once per set, not per action.
         let mut by_labels: HashMap<&BTreeMap<String, String>, (&crate::engine::Dispatch, u64)> = HashMap::new();
@@ -159,7 +168,8 @@ impl Driver {
             let Some(def) = self.definitions.get(&(e.pipeline.clone(), e.version)) else { continue };
             for (stage, run) in def.stages.iter().zip(&e.stages) {
                 for (action, arun) in stage.actions.iter().zip(&run.actions) {
-                    if arun.status == Some(crate::engine::ActionStatus::InProgress) && crate::engine::is_manual_approval(action)
+                    if arun.status == Some(crate::engine::ActionStatus::InProgress)
+                        && crate::engine::is_manual_approval(action)
                     {
                         counts[3].1 += 1;
                     }
@@ -167,7 +177,8 @@ impl Driver {
             }
             // The next stage to enter, when its inbound transition is off.
             let next = e.stages.iter().position(|s| s.status.is_none());
-            let previous_done = next.is_some_and(|i| i == 0 || e.stages[i - 1].status.is_some_and(|s| s.as_str() == "Succeeded"));
+            let previous_done =
+                next.is_some_and(|i| i == 0 || e.stages[i - 1].status.is_some_and(|s| s.as_str() == "Succeeded"));
             if let Some(i) = next.filter(|_| previous_done)
                 && self.transitions.get(&(e.pipeline.clone(), e.stages[i].name.clone())).is_some_and(|t| !t.enabled)
             {

@@ -18,12 +18,8 @@ fn free_port() -> u16 {
 
 /// `curl` of `url`: the status, the response headers and the body.
 fn curl(url: &str, args: &[&str]) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-D", "-", "--max-time", "30"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("curl runs");
+    let out =
+        Command::new("curl").args(["-s", "-D", "-", "--max-time", "30"]).args(args).arg(url).output().expect("curl runs");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -131,8 +127,7 @@ fn metrics_move_with_a_run_and_logs_are_json_lines_with_request_ids() {
     make_repo(&cluster.dir.path().join("repo"), &[("README", "obs\n")]);
     let started = cluster.dir.path().join("started");
     let release = cluster.dir.path().join("release");
-    let commands =
-        format!("touch {}\nwhile [ ! -e {} ]; do sleep 0.1; done", started.display(), release.display());
+    let commands = format!("touch {}\nwhile [ ! -e {} ]; do sleep 0.1; done", started.display(), release.display());
     let id = cluster.create_pipeline("obs", &pipeline("obs", &cluster.dir.path().join("repo"), &commands));
     wait_until("the Build action to start", WAIT, || started.exists().then_some(())).unwrap();
     let during = parse(&curl(&open_metrics, &[]).2);
