@@ -219,9 +219,10 @@ async fn with_request_id(response: Response, request_id: &str) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    // Error bodies are a message and a type: small. One past this is sent
-    // on as it was (lost only if it cannot be read at all).
-    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+    // JSON error bodies are built whole in memory (a message, a type and
+    // the diagnostics), so reading one back costs a copy; the bound is
+    // only against a streamed body, which no JSON error is.
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
         return (parts.status, Json(serde_json::json!({"message": "the error could not be read", "requestId": request_id})))
             .into_response();
     };
@@ -235,6 +236,9 @@ async fn with_request_id(response: Response, request_id: &str) -> Response {
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(body))
 }
+
+/// The largest error body [`with_request_id`] reads back.
+const MAX_ERROR_BODY: usize = 16 << 20;
 
 /// The origin [`origin`] gave a request (empty if the layer is missing).
 pub fn origin_of(request_extensions: &axum::http::Extensions) -> crate::auth::Origin {
