@@ -162,6 +162,25 @@ fn metrics_move_with_a_run_and_logs_are_json_lines_with_request_ids() {
     assert!(value(&agent, "sluice_certificate_expiry_seconds", &[("certificate", "agent")]).unwrap() > 1.7e9);
     assert_eq!(value(&agent, "sluice_agent_jobs_running", &[]), Some(0.0));
 
+    // Actions waiting, and why: behind a disabled transition, and for an
+    // agent with labels none has.
+    let out = cluster.sluice(&["transition", "disable", "obs", "Build", "--reason", "change freeze"]);
+    assert!(out.status.success(), "{}", sluice_tests::output_text(&out));
+    assert!(cluster.sluice(&["pipeline", "start", "obs"]).status.success());
+    let picky = pipeline("picky", &cluster.dir.path().join("repo"), "true")
+        .replace(r#""capabilities":{"exec":["sh"]}"#, r#""capabilities":{"exec":["sh"]},"agentLabels":{"pool":"gpu"}"#);
+    assert!(picky.contains("gpu"), "{picky}");
+    cluster.create_pipeline("picky", &picky);
+    let waiting = |reason: &str| {
+        let scrape = parse(&curl(&open_metrics, &[]).2);
+        value(&scrape, "sluice_actions_waiting", &[("reason", reason)])
+    };
+    wait_until("an action held by the transition", WAIT, || (waiting("transition_disabled") == Some(1.0)).then_some(()))
+        .unwrap();
+    wait_until("an action waiting for labels", WAIT, || (waiting("no_agent_with_labels") == Some(1.0)).then_some(()))
+        .unwrap();
+    assert_eq!(waiting("no_free_slot"), Some(0.0));
+
     // Both logs: JSON, line by line; the refused request logged once with
     // the id its answer carried.
     let controller = json_lines(&cluster.controller_log(), "controller");
