@@ -247,7 +247,9 @@ impl Fleet {
             Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
         };
         let ended = self.serve(&connection, addr, backoff).await;
-        self.link.set(None);
+        if self.link.clear() {
+            crate::observe::METRICS.disconnects.inc();
+        }
         // With TLS 1.3 the controller checks the client certificate after
         // the agent thinks the handshake is done: a refusal shows up as
         // the connection's close reason.
@@ -293,8 +295,12 @@ impl Fleet {
         backoff.reset();
         info!(%agent_id, %addr, heartbeat_ms = heartbeat.as_millis() as u64, "connected");
         // Tests and operators wait for exactly this line.
-        eprintln!("agent {agent_id} connected to {addr}");
+        // For a person at the terminal; a JSON log has the line above.
+        if !crate::log_is_json() {
+            eprintln!("agent {agent_id} connected to {addr}");
+        }
         self.link.set(Some(connection.clone()));
+        crate::observe::METRICS.connects.inc();
 
         // What the controller may have missed goes out first: log lines,
         // the frame whose write failed, then results (after their logs).

@@ -316,7 +316,10 @@ impl Jobs {
                         }
                         let log: Arc<dyn LogSink> = Arc::new(|line: &str| debug!("{line}"));
                         tokio::task::spawn_blocking(move || {
-                            runtime.latest_revision(&plugin, configuration, grants, secrets, timeout, log)
+                            let started = std::time::Instant::now();
+                            let polled = runtime.latest_revision(&plugin, configuration, grants, secrets, timeout, log);
+                            crate::observe::METRICS.poll_call.observe_duration(started.elapsed());
+                            polled
                         })
                         .await
                         .unwrap_or_else(|e| Err(format!("the poll crashed: {e}")))
@@ -424,7 +427,10 @@ impl Jobs {
             for line in denied {
                 log.line(&format!("[warn] {line}"));
             }
-            runtime.run_action(&plugin, &invocation, log)
+            let started = std::time::Instant::now();
+            let outcome = runtime.run_action(&plugin, &invocation, log);
+            crate::observe::METRICS.action_call.observe_duration(started.elapsed());
+            outcome
         })
         .await;
         forward.abort();
@@ -583,9 +589,14 @@ impl Jobs {
         let bytes = tokio::fs::read(path).await.with_context(|| format!("reading {}", path.display()))?;
         let runtime = self.runtime.clone();
         let digest = digest.to_string();
-        tokio::task::spawn_blocking(move || runtime.load(&bytes, Some(&digest)))
-            .await
-            .map_err(|e| anyhow!("compiling failed: {e}"))?
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let loaded = runtime.load(&bytes, Some(&digest));
+            crate::observe::METRICS.compile.observe_duration(started.elapsed());
+            loaded
+        })
+        .await
+        .map_err(|e| anyhow!("compiling failed: {e}"))?
     }
 
     /// Packs every output directory deterministically and uploads it.

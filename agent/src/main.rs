@@ -9,6 +9,8 @@
 mod connection;
 mod identity;
 mod jobs;
+// Metrics, logs and health (issue 17, obs).
+mod observe;
 mod policy;
 mod renewal;
 mod transfer;
@@ -103,6 +105,43 @@ struct Args {
     /// Write this command's man page (sluice-agent.1) into DIR and exit.
     #[arg(long, value_name = "DIR", exclusive = true)]
     man: Option<PathBuf>,
+    // Metrics, logs and health (issue 17, obs).
+    /// Serve /metrics, /healthz and /readyz on this address over plain HTTP
+    /// without authentication (they carry no secret).
+    #[arg(long = "metrics", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// How the log on stderr is written: `text` (coloured only when stderr
+    /// is a terminal) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stderr takes JSON lines only (`--log-format json`).
+fn log_is_json() -> bool {
+    LOG_JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Logs to stderr: text, coloured only on a terminal, or JSON lines with
+/// the event's fields at the top level.
+fn init_log(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    LOG_JSON.store(format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_ansi(false).init(),
+    }
 }
 
 /// Where the agent's settings are: each flag also reads
@@ -196,9 +235,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    init_log(args.log_format);
     // Every TLS configuration names its provider, but quinn and rustls
     // helpers may still ask for the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -311,6 +348,10 @@ async fn run(mut args: Args) -> Result<()> {
     // A bad policy stops the agent before it enrolls or takes any work.
     let policy = args.policy.as_deref().map(policy::Policy::load).transpose()?;
     create_private_dir(&args.data_dir)?;
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(observe::bind(addr).await?),
+        None => None,
+    };
     // Plugins hand host paths to programs that run elsewhere (git runs in
     // the job's workspace): every path the agent builds must be absolute.
     args.data_dir =
@@ -381,6 +422,11 @@ async fn run(mut args: Args) -> Result<()> {
     }
     let presence = connection::Presence { labels: merged_labels(&identity.labels, &args.labels), slots: args.slots };
     let renewal = std::sync::Arc::new(renewal::Renewal::new(args.data_dir.clone(), identity));
+    if let Some(listener) = metrics_listener {
+        let health = observe::Health { link: link.clone(), jobs: jobs.clone(), slots: args.slots, renewal: renewal.clone() };
+        info!(addr = %listener.local_addr()?, "metrics, /healthz and /readyz served without authentication (--metrics)");
+        observe::serve(listener, health);
+    }
     let fleet = connection::Fleet::new(args.controller.clone(), renewal.clone(), presence, jobs.clone(), link, outbox_rx)?;
 
     tokio::spawn(async move { renewal.run(outbox_tx).await });

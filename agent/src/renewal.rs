@@ -52,6 +52,11 @@ impl Renewal {
         }
     }
 
+    /// When the current certificate expires (Unix seconds), for metrics.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.identity.lock().expect("identity lock").expires_at().ok()
+    }
+
     /// The fleet configuration of the current identity.
     pub fn client_config(&self) -> Result<quinn::ClientConfig> {
         self.identity.lock().expect("identity lock").fleet_client_config()

@@ -40,6 +40,16 @@ impl Link {
         self.current.send_replace(connection);
     }
 
+    /// Forgets the connection; whether there was one.
+    pub fn clear(&self) -> bool {
+        self.current.send_replace(None).is_some()
+    }
+
+    /// Whether a live connection is up now (health, issue 17 obs).
+    pub fn is_connected(&self) -> bool {
+        self.current.borrow().as_ref().is_some_and(|c| c.close_reason().is_none())
+    }
+
     /// The live connection, waiting for one if the agent is reconnecting.
     pub async fn connection(&self) -> quinn::Connection {
         let mut rx = self.current.subscribe();

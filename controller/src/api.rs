@@ -56,6 +56,9 @@ pub struct ApiState {
     pub refusals: crate::audit::RefusalBudget,
     /// The web console's sessions (`crate::console`).
     pub console: crate::console::Console,
+    // Metrics and readiness (issue 17, obs).
+    /// What `/metrics` reports besides the driver's part.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Registers the generic handler of each operation at its route.
@@ -112,7 +115,7 @@ pub fn webhook_router(state: ApiState) -> Router {
         .nest("/v1", hooks())
         .route("/healthz", get(|| async { "ok\n" }))
         // Deliveries are audited with their request id and source too.
-        .layer(middleware::from_fn(origin))
+        .layer(middleware::from_fn_with_state(state.clone(), origin))
         .with_state(state)
 }
 
@@ -136,19 +139,33 @@ fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
         .route("/events", get(events))
         // An artifact's archive (issue 16, pages): `GetArtifact`, then the bytes.
         .route(&positional("/pipelines/{name}/executions/{id}/artifacts/{artifact}/content"), get(artifact_content))
-        .route_layer(middleware::from_fn_with_state(state, authenticate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES + 1));
+    // Metrics and readiness (issue 17, obs): `/metrics` takes a token with
+    // `sluice:GetMetrics` here (`--metrics ADDR` serves it without one);
+    // `/readyz` answers anyone, as `/healthz` does.
+    let metrics = get(api_metrics).layer(middleware::from_fn_with_state(state.clone(), authenticate));
     // The AWS-compatible API (`POST /`) authenticates with SigV4, not tokens.
     Router::new()
         .nest("/v1", v1.merge(extra))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|State(s): State<ApiState>| async move { crate::metrics::readyz(&s.driver).await }))
+        .route("/metrics", metrics)
         .merge(crate::aws::routes())
         // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).
         .merge(crate::aws::s3::routes())
         // The web console: `GET /` and its pages (`POST /` is the AWS API's).
         .merge(crate::console::routes())
         // Every request of every route gets an id and its origin first.
-        .layer(middleware::from_fn(origin))
+        .layer(middleware::from_fn_with_state(state, origin))
+}
+
+/// `GET /metrics` on the API: for callers allowed [`crate::metrics::PERMISSION`].
+async fn api_metrics(State(s): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(e) = s.directory.check(&caller, crate::metrics::PERMISSION, "metrics") {
+        return e.into_response();
+    }
+    crate::metrics::scrape(&s.driver, &s.metrics).await
 }
 
 /// The response header that carries a request's id (the AWS endpoints'
@@ -159,11 +176,30 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// ignored: the audit log's ids must be unique and not chosen by the
 /// caller) and its peer's address, as an [`Origin`](crate::auth::Origin)
 /// in its extensions, and returns the id in [`REQUEST_ID_HEADER`].
-async fn origin(mut request: Request, next: Next) -> Response {
+///
+/// Every request is logged once, when its answer starts, with its method,
+/// path (never the query, which may carry a secret), status, duration and
+/// id (issue 17, obs); probes and scrapes at debug level, the rest at
+/// info. An error's JSON body carries the id too, as `requestId`.
+async fn origin(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let source = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0);
     let request_id = uuid::Uuid::new_v4().to_string();
     request.extensions_mut().insert(crate::auth::Origin { request_id: request_id.clone(), source });
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
     let mut response = next.run(request).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response = with_request_id(response, &request_id).await;
+    }
+    let status = response.status().as_u16();
+    state.metrics.count_request(status);
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug!(%method, %path, status, duration_ms, %request_id, "request");
+    } else {
+        tracing::info!(%method, %path, status, duration_ms, %request_id, "request");
+    }
     if let Ok(id) = axum::http::HeaderValue::from_str(&request_id) {
         let headers = response.headers_mut();
         if headers.contains_key("x-amzn-requestid") {
@@ -173,6 +209,40 @@ async fn origin(mut request: Request, next: Next) -> Response {
     }
     response
 }
+
+/// An error answer whose body is a JSON object, with `requestId` added
+/// (bodies of other kinds, such as the AWS API's, go as they are: those
+/// carry the id in `x-amzn-RequestId`).
+async fn with_request_id(response: Response, request_id: &str) -> Response {
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next() == Some("application/json"));
+    if !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // JSON error bodies are built whole in memory (a message, a type and
+    // the diagnostics), so reading one back costs a copy; the bound is
+    // only against a streamed body, which no JSON error is.
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        return (parts.status, Json(serde_json::json!({"message": "the error could not be read", "requestId": request_id})))
+            .into_response();
+    };
+    let body = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(mut fields)) => {
+            fields.insert("requestId".into(), Value::String(request_id.to_string()));
+            Bytes::from(Value::Object(fields).to_string())
+        }
+        _ => bytes,
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The largest error body [`with_request_id`] reads back.
+const MAX_ERROR_BODY: usize = 16 << 20;
 
 /// The origin [`origin`] gave a request (empty if the layer is missing).
 pub fn origin_of(request_extensions: &axum::http::Extensions) -> crate::auth::Origin {
@@ -327,7 +397,12 @@ async fn webhook(
     // No token: the delivery's signature, checked by the driver, is its
     // authentication.
     let sender = Caller::new("webhook", crate::auth::Role::Operator).with_via(crate::auth::Via::Webhook).with_origin(origin);
-    Ok(Json(ask(&s, op, sender).await?))
+    let delivered = ask(&s, op, sender).await;
+    match &delivered {
+        Ok(_) => s.metrics.webhook_deliveries.inc(),
+        Err(_) => s.metrics.webhook_refusals.inc(),
+    }
+    Ok(Json(delivered?))
 }
 
 /// Largest component accepted by a push.
@@ -514,8 +589,21 @@ mod tests {
         let directory = crate::policy::Directory::default();
         let refusals = crate::audit::RefusalBudget::default();
         let console = crate::console::Console::new(crate::https::Scheme::Https);
-        let state =
-            ApiState { driver, events, tokens, runtime, aws, artifacts, multipart, zips, directory, refusals, console };
+        let metrics = Default::default();
+        let state = ApiState {
+            driver,
+            events,
+            tokens,
+            runtime,
+            aws,
+            artifacts,
+            multipart,
+            zips,
+            directory,
+            refusals,
+            console,
+            metrics,
+        };
         let _ = router(state);
         assert_eq!(
             positional("/pipelines/{pipelineName}/executions/{pipelineExecutionId}"),

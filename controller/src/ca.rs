@@ -99,6 +99,14 @@ impl Ca {
         &self.cert_pem
     }
 
+    /// When the CA's certificate expires, in Unix seconds (0 if unreadable).
+    pub fn expiry_unix(&self) -> u64 {
+        x509_parser::parse_x509_certificate(&self.cert_der)
+            .ok()
+            .and_then(|(_, cert)| u64::try_from(cert.validity().not_after.timestamp()).ok())
+            .unwrap_or(0)
+    }
+
     fn issuer(&self) -> Result<Issuer<'_, &KeyPair>> {
         Ok(Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?)
     }

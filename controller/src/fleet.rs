@@ -26,6 +26,8 @@ pub struct FleetContext {
     pub driver: mpsc::Sender<Command>,
     pub artifacts: BlobStore,
     pub plugins: BlobStore,
+    /// Artifact bytes in and out (issue 17, obs).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -251,8 +253,12 @@ async fn serve_transfer(
             let _ = send.stopped().await;
             Ok(())
         }
-        StreamRequest::FetchPlugin { digest } => send_blob(&ctx.plugins, &digest, 0, &mut send).await,
-        StreamRequest::FetchArtifact { digest, offset } => send_blob(&ctx.artifacts, &digest, offset, &mut send).await,
+        StreamRequest::FetchPlugin { digest } => send_blob(&ctx.plugins, &digest, 0, &mut send).await.map(|_| ()),
+        StreamRequest::FetchArtifact { digest, offset } => {
+            let sent = send_blob(&ctx.artifacts, &digest, offset, &mut send).await?;
+            ctx.metrics.artifact_bytes_out.add(sent);
+            Ok(())
+        }
         StreamRequest::UploadOffset { digest, size } => {
             let reply = match ctx.artifacts.upload_offset(&digest, size).await {
                 Ok(have) => StreamReply::Ok { size: have },
@@ -265,7 +271,10 @@ async fn serve_transfer(
         }
         StreamRequest::PutArtifact { digest, size, offset } => {
             let reply = match ctx.artifacts.put_stream(&digest, size, offset, &mut recv).await {
-                Ok(()) => StreamReply::Ok { size },
+                Ok(()) => {
+                    ctx.metrics.artifact_bytes_in.add(size.saturating_sub(offset));
+                    StreamReply::Ok { size }
+                }
                 Err(e) => StreamReply::Error { message: format!("{e:#}") },
             };
             send.write_all(&encode(&reply)?).await?;
@@ -276,8 +285,10 @@ async fn serve_transfer(
     }
 }
 
-/// Sends a blob's size, then its bytes from `offset` on.
-async fn send_blob(store: &BlobStore, digest: &str, offset: u64, send: &mut quinn::SendStream) -> Result<()> {
+/// Sends a blob's size, then its bytes from `offset` on; returns how many
+/// bytes of it were sent.
+async fn send_blob(store: &BlobStore, digest: &str, offset: u64, send: &mut quinn::SendStream) -> Result<u64> {
+    let mut sent = 0u64;
     use tokio::io::AsyncSeekExt as _;
     match store.open_blob(digest).await {
         Ok((_, size)) if offset > size => {
@@ -297,13 +308,14 @@ async fn send_blob(store: &BlobStore, digest: &str, offset: u64, send: &mut quin
                     break;
                 }
                 send.write_all(&buf[..n]).await.context("sending blob")?;
+                sent += n as u64;
             }
         }
         Err(e) => send.write_all(&encode(&StreamReply::Error { message: format!("{e:#}") })?).await?,
     }
     send.finish()?;
     let _ = send.stopped().await;
-    Ok(())
+    Ok(sent)
 }
 
 /// Reads one frame with exact reads, so that raw bytes after it stay in

@@ -18,6 +18,9 @@ pub mod exit;
 pub mod fleet;
 pub mod console;
 pub mod https;
+// Metrics, logs and readiness (issue 17, obs).
+pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod pipeline;

@@ -20,10 +20,11 @@ fn main() {
     let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| {
         if matches!(cli.command, Cmd::Controller(_)) { "info" } else { "warn,rustls_platform_verifier=off" }.to_string()
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+    let format = match &cli.command {
+        Cmd::Controller(args) => args.log_format,
+        _ => sluice::logging::LogFormat::Text,
+    };
+    sluice::logging::init(format, tracing_subscriber::EnvFilter::new(filter));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => Exit::Failed { code: 1, message: format!("cannot start the async runtime: {e}") }.now(),
@@ -127,5 +128,6 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
         notifications,
         audit_retention: std::time::Duration::from_secs(args.audit_retention_days.saturating_mul(86_400)),
         retention,
+        metrics_listen: args.metrics_listen,
     })
 }

@@ -8,6 +8,8 @@
 //! many bytes of postcard. Frames are bounded by [`MAX_FRAME`] so a peer can
 //! never make the other side allocate without limit.
 
+pub mod metrics;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -322,6 +322,16 @@ pub struct ControllerArgs {
     /// an execution goes when it falls outside either.
     #[arg(long, value_name = "[PIPELINE=]D")]
     pub keep_days: Vec<String>,
+    // Metrics, logs and readiness (issue 17, obs).
+    /// Serve /metrics, /readyz and /healthz on this address over plain HTTP
+    /// without authentication (any address: they carry no secret). The
+    /// API serves /metrics too, to a token allowed sluice:GetMetrics.
+    #[arg(long = "metrics", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How the log on stderr is written: `text` (coloured only when stderr
+    /// is a terminal) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     // Configuration (issue 17, ops): every flag above also comes from a
     // SLUICE_* variable and from this file (`CONTROLLER`, `parse_command_line`).
     /// A TOML file of settings: keys are these flags' long names

@@ -52,6 +52,10 @@ pub struct ControllerConfig {
     // Data lifecycle (issue 17, life).
     /// Which ended executions are kept (`--keep-executions`, `--keep-days`).
     pub retention: crate::retention::Retention,
+    // Metrics and readiness (issue 17, obs).
+    /// `--metrics ADDR`: `/metrics`, `/readyz` and `/healthz` over plain
+    /// HTTP without authentication (they carry no secret).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ControllerConfig {
@@ -78,6 +82,7 @@ impl ControllerConfig {
             notifications: Default::default(),
             audit_retention: Duration::from_secs(crate::driver::DEFAULT_AUDIT_RETENTION_DAYS * 86_400),
             retention: Default::default(),
+            metrics_listen: None,
         }
     }
 }

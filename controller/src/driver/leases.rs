@@ -63,6 +63,7 @@ impl Driver {
                 let reason =
                     format!("agent {agent} lost: it did not report the action within {grace}s of a controller restart");
                 warn!(%agent, job = %d.job_id, "{reason}");
+                self.counts.lease_losses += 1;
                 self.feed(now, Event::ActionLost { job_id: d.job_id, lease_epoch: d.lease_epoch, reason });
             }
             changed = true;
@@ -77,6 +78,7 @@ impl Driver {
             let agent = self.agents.remove(&agent_id).expect("listed");
             let secs = self.lease_timeout.as_secs_f64();
             warn!(%agent_id, "agent silent for {secs}s: taking it for gone");
+            self.counts.agents_lost += 1;
             let _ =
                 agent.tx.send(ToAgent::Refused { reason: format!("agent {agent_id} was silent for {secs}s: reconnect") });
             changed = true;
@@ -110,6 +112,7 @@ impl Driver {
         for job_id in jobs {
             if let Some(job) = self.jobs.remove(&job_id) {
                 warn!(agent = %job.agent, job = %job_id, "{reason}");
+                self.counts.lease_losses += 1;
                 if let Some(agent) = self.agents.get_mut(&job.agent) {
                     agent.running.remove(&job_id);
                 }

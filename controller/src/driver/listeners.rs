@@ -45,6 +45,11 @@ pub(super) async fn bind(config: &ControllerConfig, ca: &Arc<Ca>) -> Result<List
 }
 
 impl Listeners {
+    /// The API's certificate, when a listener speaks TLS (its expiry is a metric).
+    pub(super) fn api_cert(&self) -> Option<Arc<crate::https::ServerCert>> {
+        self.tls.as_ref().map(|t| t.cert.clone())
+    }
+
     pub(super) fn webhook_base(&self) -> Result<crate::aws::WebhookBase> {
         Ok(match &self.webhooks {
             Some((listener, scheme)) => crate::aws::WebhookBase::Own(listener.local_addr()?, *scheme),

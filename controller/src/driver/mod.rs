@@ -69,6 +69,8 @@ mod teams;
 mod lifecycle;
 // The revision flow and artifacts (issue 16, pages).
 mod revisions;
+// Metrics and readiness (issue 17, obs).
+mod observe;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -201,6 +203,10 @@ struct Driver {
     /// to cause one; release builds have no such field).
     #[cfg(debug_assertions)]
     panic_on_pipeline: Option<String>,
+    /// A test hook in debug builds only (issue 17, obs): creating this
+    /// pipeline holds the driver up, to show that `/readyz` then fails.
+    #[cfg(debug_assertions)]
+    stall_on_pipeline: Option<String>,
     /// Custom action types and the jobs of job workers.
     workers: crate::workers::Workers,
     /// Worker jobs made in this step, committed with its next round.
@@ -226,6 +232,11 @@ struct Driver {
     // Data lifecycle (issue 17, life).
     /// Retention of executions, and the backups being written.
     lifecycle: lifecycle::Lifecycle,
+    // Metrics and readiness (issue 17, obs).
+    /// What the driver counts itself (its own fields: no lock).
+    counts: observe::Counts,
+    /// What is counted outside the driver, and the store's commit times.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The wall clock in milliseconds since the Unix epoch. Read by the run
@@ -275,6 +286,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let catalog = catalog::register_builtins(&mut *store, &plugins, &runtime).await?;
 
     let (events, _) = broadcast::channel(4096);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    metrics.ca_expiry.store(ca.expiry_unix(), std::sync::atomic::Ordering::Relaxed);
     let mut engine = Engine::new();
     engine.set_max_lost_retries(config.max_lost_retries);
     let mut driver = Driver {
@@ -313,6 +326,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         renewals: HashMap::new(),
         #[cfg(debug_assertions)]
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
+        #[cfg(debug_assertions)]
+        stall_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_STALL_ON_PIPELINE").ok(),
         workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
         worker_changes: Vec::new(),
         notifications: crate::notify::Rules::default(),
@@ -323,6 +338,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         held: None,
         directory: crate::policy::Directory::default(),
         lifecycle: lifecycle::Lifecycle::new(dir.clone(), config.retention.clone()),
+        counts: observe::Counts::default(),
+        metrics: metrics.clone(),
     };
     if config.require_signed_plugins {
         info!("only plugins signed by a trusted publisher may be pushed (--require-signed-plugins)");
@@ -346,6 +363,17 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
     let fleet = endpoint.local_addr()?;
     let listeners = listeners::bind(&config, &ca).await?;
+    if let Some(cert) = listeners.api_cert() {
+        let _ = metrics.api_cert_expiry.set(cert);
+    }
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr).await?;
+            let bound = listener.local_addr()?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let api = listeners.api.local_addr()?;
 
     let (tx, rx) = mpsc::channel(1024);
@@ -360,7 +388,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     });
     tokio::spawn(crate::fleet::serve(
         endpoint.clone(),
-        crate::fleet::FleetContext { driver: tx.clone(), artifacts: artifacts.clone(), plugins },
+        crate::fleet::FleetContext { driver: tx.clone(), artifacts: artifacts.clone(), plugins, metrics: metrics.clone() },
     ));
     // Worker multipart uploads (parts spooled on disk; a restart removes them).
     let multipart = crate::aws::s3_multipart::Spool::open(&dir.join("s3-uploads"), config.min_free_space)?;
@@ -378,9 +406,15 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         directory,
         refusals: crate::audit::RefusalBudget::default(),
         console: crate::console::Console::new(config.api_scheme),
+        metrics: metrics.clone(),
     };
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     let (api_url, webhooks) = listeners.serve(state)?;
+    if let Some((listener, addr)) = metrics_listener {
+        let exposed = crate::metrics::Exposed { driver: tx.clone(), metrics };
+        tokio::spawn(crate::https::serve(listener, crate::metrics::router(exposed), None, "metrics"));
+        info!(%addr, "metrics, /readyz and /healthz served without authentication (--metrics)");
+    }
     let ca_file = std::path::absolute(dir.join("ca").join("ca.crt"))?;
     listeners::write_addresses(dir, &config, &api_url, fleet, &ca_file, webhooks)?;
     info!(%api_url, %fleet, data_dir = %dir.display(), "controller started");
@@ -505,12 +539,16 @@ impl Driver {
             let deliveries = self.notification_changes(now, &notices, &dirty);
             let notify = !deliveries.is_empty();
             changes.extend(deliveries);
+            self.observe_step(&notices, &dirty);
             for execution in dirty {
                 changes.extend(Self::seen_revisions(&execution));
                 changes.extend(self.end_stale_worker_jobs(now, &execution));
                 changes.push(Change::Execution(Box::new(execution)));
             }
-            if let Err(e) = self.store.apply(&changes) {
+            let started = std::time::Instant::now();
+            let applied = self.store.apply(&changes);
+            self.metrics.store_commit.observe_duration(started.elapsed());
+            if let Err(e) = applied {
                 // The engine is now ahead of the store. Stopping is the only
                 // safe answer: a restart replays the last committed state.
                 Exit::StoreWriteFailed(format!("{e:#}")).now();
@@ -607,6 +645,9 @@ impl Driver {
             }
             Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(now, &agent_id, conn_id, message),
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
+            // Metrics and readiness (issue 17, obs).
+            Command::Ping { reply } => answer(reply, ()),
+            Command::Metrics { reply } => answer(reply, self.metrics_text(now)),
         }
     }
 }

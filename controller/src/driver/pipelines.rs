@@ -37,6 +37,12 @@ impl Handle<CreatePipeline> for Driver {
         if self.panic_on_pipeline.as_ref() == Some(&name) {
             panic!("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE: pipeline {name}");
         }
+        // Readiness (issue 17, obs): a driver held up for real, as a stuck
+        // disk or a runaway step would hold it, for `/readyz` to notice.
+        #[cfg(debug_assertions)]
+        if self.stall_on_pipeline.as_ref() == Some(&name) {
+            std::thread::sleep(DEBUG_STALL);
+        }
         if self.store.pipeline(&name, None)?.is_some() {
             return Err(OpError::PipelineNameInUse(format!("pipeline \"{name}\" already exists")));
         }
@@ -221,3 +227,8 @@ fn pipeline_value(decl: &Declaration) -> Value {
     let mut value: Value = serde_json::from_str(&pipeline::to_json(decl)).expect("a declaration serializes to JSON");
     value["pipeline"].take()
 }
+
+/// How long `SLUICE_DEBUG_DRIVER_STALL_ON_PIPELINE` holds the driver up:
+/// past [`crate::metrics::READY_BOUND`].
+#[cfg(debug_assertions)]
+const DEBUG_STALL: std::time::Duration = std::time::Duration::from_secs(12);

@@ -128,12 +128,17 @@ pub(super) fn choose<'a>(needs: &DispatchNeeds<'_>, agents: impl IntoIterator<It
 /// Why an action waits, given every connected agent (whether or not one
 /// could take it this moment): what `pipeline state` shows.
 pub(super) fn waiting_reason<'a>(needs: &DispatchNeeds<'_>, agents: impl IntoIterator<Item = AgentView<'a>>) -> String {
+    waiting_kind(needs, agents).describe(needs)
+}
+
+/// Why an action waits, as [`waiting_reason`] finds it (metrics count these).
+pub(super) fn waiting_kind<'a>(needs: &DispatchNeeds<'_>, agents: impl IntoIterator<Item = AgentView<'a>>) -> Waiting {
     let (mut taking_work, mut labelled) = (false, false);
     for agent in agents {
         taking_work |= !agent.draining;
         labelled |= needs.labels_match(&agent);
     }
-    waiting(taking_work, labelled).describe(needs)
+    waiting(taking_work, labelled)
 }
 
 fn waiting(taking_work: bool, labelled: bool) -> Waiting {
@@ -207,7 +212,7 @@ pub(super) struct JobInfo {
 
 impl Driver {
     /// The connected agents as scheduling sees them at `now`.
-    fn agent_views(&self, now: u64) -> impl Iterator<Item = AgentView<'_>> {
+    pub(super) fn agent_views(&self, now: u64) -> impl Iterator<Item = AgentView<'_>> {
         let quiet = 2 * self.heartbeat().as_millis() as u64;
         self.agents.iter().map(move |(id, a)| view(id, a, now < a.last_heard + quiet))
     }

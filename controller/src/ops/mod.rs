@@ -167,7 +167,12 @@ pub trait Handle<O: Operation> {
 /// inside operations (a pipeline granting a secret to an action needs
 /// `sluice:UseSecret` on it; adding, changing or removing a manual
 /// approval needs `sluice:EditApprovalAction` on it).
-pub const EXTRA_ACTIONS: &[&str] = &["sluice:UseSecret", "sluice:EditApprovalAction"];
+pub const EXTRA_ACTIONS: &[&str] = &[
+    "sluice:UseSecret",
+    "sluice:EditApprovalAction",
+    // Metrics (issue 17, obs): reading `/metrics` on the API.
+    crate::metrics::PERMISSION,
+];
 
 /// Every action a policy may name: each operation's permission and
 /// [`EXTRA_ACTIONS`], once each.

@@ -17,6 +17,8 @@ mod gov;
 mod jobs;
 // Notifications (issue 15, notify).
 mod notify;
+// Metrics, logs and readiness (issue 17, obs).
+mod obs;
 mod rogue;
 mod signing;
 mod sources;
