@@ -93,6 +93,14 @@ pub async fn run(args: DemoArgs) -> Result<i32, Failure> {
         println!("  {sluice} {command}");
     }
 
+    println!();
+    println!("Or the web console: open {api}/ in a browser and sign in with the token in");
+    println!(
+        "  {} (the certificate is from the controller's own CA: {})",
+        dir.join("controller/admin.token").display(),
+        controller.ca_file.display()
+    );
+
     if args.once {
         let _ = agent.kill().await;
         controller.close();
