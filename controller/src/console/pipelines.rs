@@ -146,7 +146,8 @@ fn revisions(latest: Option<&ExecutionSummary>) -> Markup {
             ul.revisions {
                 @for r in revisions {
                     li {
-                        code title=(r.revision_id) { (short(&r.revision_id)) }
+                        // The revision flow (the pages slice's): where this commit went.
+                        a href={ "/revisions/" (enc(&r.revision_id)) } { code title=(r.revision_id) { (short(&r.revision_id)) } }
                         @if let Some(summary) = &r.revision_summary {
                             " " span.summary { (summary.lines().next().unwrap_or_default()) }
                         }
@@ -252,8 +253,11 @@ pub fn render_pipeline(view: &PipelineView, viewer: &Viewer, allows: Allows) -> 
 }
 
 fn summary(view: &PipelineView, viewer: &Viewer, allows: Allows) -> Markup {
+    let history = html! {
+        p.history { a href={ "/pipelines/" (enc(&view.name)) "/executions" } { "Execution history" } }
+    };
     let Some(latest) = &view.state.latest_execution else {
-        return html! { p { "This pipeline has not run yet." } };
+        return html! { p { "This pipeline has not run yet." } (history) };
     };
     let id = &latest.pipeline_execution_id;
     let trigger = &latest.trigger;
@@ -281,6 +285,7 @@ fn summary(view: &PipelineView, viewer: &Viewer, allows: Allows) -> Markup {
             dt { "Version" }
             dd { (latest.pipeline_version) " (pipeline is at version " (view.state.pipeline_version) ")" }
         }
+        (history)
         @for (run_id, run) in &view.runs {
             @let status = run.pipeline_execution.status.as_str();
             @if matches!(status, "InProgress" | "Stopping")
@@ -626,7 +631,12 @@ pub(super) mod tests {
         assert!(html.contains(r#"<a href="/pipelines/web">web</a>"#), "{html}");
         assert!(html.contains(r#"href="/pipelines/a%20b""#), "{html}");
         assert!(html.contains(r#"data-stage="Build" data-status="Failed""#), "{html}");
-        assert!(html.contains(r#"<code title="0123456789abcdef0123">0123456789ab</code>"#), "{html}");
+        assert!(
+            html.contains(
+                r#"<a href="/revisions/0123456789abcdef0123"><code title="0123456789abcdef0123">0123456789ab</code></a>"#
+            ),
+            "{html}"
+        );
         // The commit message's first line, escaped.
         assert!(html.contains("fix &lt;b&gt;the&lt;/b&gt; build") && !html.contains("more"), "{html}");
         assert!(html.contains("(transition disabled)") && html.contains("access denied"), "{html}");
@@ -647,6 +657,7 @@ pub(super) mod tests {
         assert!(html.contains("agent-1") && html.contains("12.4 s"), "{html}");
         assert!(html.contains(r#"href="/pipelines/web/executions/e-2/actions/Source/Checkout""#), "{html}");
         assert!(html.contains("JobFailed: exit status 2"), "{html}");
+        assert!(html.contains(r#"<a href="/pipelines/web/executions">Execution history</a>"#), "{html}");
         // Each stage names the revision of the execution it last ran.
         assert!(html.contains(r#"<code title="feedfacecafebeef">feedfacecafe</code>"#), "{html}");
         // The disabled transition: why, who, when, what it holds.

@@ -24,6 +24,8 @@ use maud::{Markup, html};
 const VARIABLE: &str = "variable:";
 /// The prefix of a start form's revision fields (`revision:ACTION`).
 const REVISION: &str = "revision:";
+/// A start form's idempotency token (StartPipelineExecution's `clientRequestToken`).
+const REQUEST_TOKEN: &str = "client_request_token";
 
 fn back(name: &str) -> String {
     format!("/pipelines/{}", enc(name))
@@ -46,6 +48,10 @@ pub fn start_form(view: &PipelineView, viewer: &Viewer) -> Markup {
             summary { "Start execution…" }
             form method="post" action={ (back(&view.name)) "/start" } {
                 (layout::csrf(viewer))
+                // A form sent twice (a double click, a resubmit) starts one
+                // execution: the operation's idempotency token, new with
+                // each page.
+                input type="hidden" name=(REQUEST_TOKEN) value=(hex::encode(rand::random::<[u8; 16]>()));
                 @if !variables.is_empty() {
                     fieldset {
                         legend { "Variables" }
@@ -170,7 +176,11 @@ pub fn approval_form(
 /// The variables and revision overrides of a start form: the fields
 /// filled in, in order.
 fn start_request(name: &str, fields: &super::Fields) -> StartPipelineExecution {
-    let mut op = StartPipelineExecution { name: name.to_string(), ..Default::default() };
+    let mut op = StartPipelineExecution {
+        name: name.to_string(),
+        client_request_token: fields.text(REQUEST_TOKEN).map(str::to_string),
+        ..Default::default()
+    };
     for (key, value) in &fields.0 {
         let value = value.trim();
         if value.is_empty() {
@@ -307,9 +317,11 @@ mod tests {
 
     #[test]
     fn a_start_form_sends_what_was_filled_in_and_nothing_else() {
-        let fields = Fields::parse(b"csrf=t&variable:ENV=prod&variable:EMPTY=+&revision:Checkout=abc123&other=x");
+        let fields = Fields::parse(
+            b"csrf=t&variable:ENV=prod&variable:EMPTY=+&revision:Checkout=abc123&other=x&client_request_token=r1",
+        );
         let op = start_request("web", &fields);
-        assert_eq!(op.name, "web");
+        assert_eq!((op.name.as_str(), op.client_request_token.as_deref()), ("web", Some("r1")));
         assert_eq!(op.variables.len(), 1);
         assert_eq!((op.variables[0].name.as_str(), op.variables[0].value.as_str()), ("ENV", "prod"));
         assert_eq!(op.source_revisions.len(), 1);
@@ -325,6 +337,10 @@ mod tests {
         assert!(html.contains(r#"name="variable:ENV" placeholder="staging""#), "{html}");
         assert!(html.contains(r#"<label for="start-rev-0">Revision for Checkout</label>"#), "{html}");
         assert!(html.contains(r#"action="/pipelines/web/start""#) && html.contains(r#"value="tok3n""#), "{html}");
+        // Each page's form has its own idempotency token.
+        let again = start_form(&view(), &viewer()).into_string();
+        let token = |h: &str| h.split(r#"name="client_request_token" value=""#).nth(1).map(|t| t[..32].to_string());
+        assert!(token(&html).is_some() && token(&html) != token(&again), "{html}");
     }
 
     #[test]

@@ -177,11 +177,17 @@ fn a_pipeline_is_seen_stopped_started_and_approved_from_its_page() {
     let ended = cluster.execution_end("gate", &first, WAIT);
     assert_eq!(ended["pipelineExecution"]["status"], "Stopped", "{ended}");
 
-    // Start with a variable: the message names the new execution.
-    let answer = ann.submit("/pipelines/gate", "/pipelines/gate/start", &[("variable:ENV", "prod")]);
+    // Start with a variable: the message names the new execution. The
+    // same form sent twice (a double click) starts it once.
+    let start = [("variable:ENV", "prod"), ("client_request_token", "form-1")];
+    let answer = ann.submit("/pipelines/gate", "/pipelines/gate/start", &start);
     assert_eq!(answer.status, 303, "{answer:?}");
     let page = ann.page("/pipelines/gate");
     let second = flash(&page).strip_prefix("Started execution ").expect("the started execution").to_string();
+    let answer = ann.submit("/pipelines/gate", "/pipelines/gate/start", &start);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    assert_eq!(flash(&ann.page("/pipelines/gate")), format!("Started execution {second}"));
+    assert_eq!(executions(&cluster), 2);
     let variables = &execution(&cluster, &second)["pipelineExecution"]["variables"];
     assert!(variables.as_array().unwrap().iter().any(|v| v["name"] == "ENV" && v["resolvedValue"] == "prod"), "{variables}");
     wait_for_approval(&cluster, &second);
