@@ -1279,7 +1279,11 @@ mod tests {
             let mut e = execution(id, ExecutionStatus::Succeeded, started);
             e.pipeline = pipeline.into();
             for (action, revision) in revisions {
-                let r = crate::engine::SourceRevision { revision_id: revision.to_string(), revision_summary: None, pinned: false };
+                let r = crate::engine::SourceRevision {
+                    revision_id: revision.to_string(),
+                    revision_summary: None,
+                    pinned: false,
+                };
                 e.source_revisions.insert(action.to_string(), r);
             }
             Change::Execution(Box::new(e))
@@ -1363,7 +1367,8 @@ mod tests {
         let newest = store.audit_records(&Filter { limit: 2, newest: true, ..Filter::default() }).unwrap();
         assert_eq!(newest.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [3, 4]);
         // The page before it (issue 16, pages: the console's paging).
-        let older = store.audit_records(&Filter { limit: 2, newest: true, before_seq: Some(3), ..Filter::default() }).unwrap();
+        let older =
+            store.audit_records(&Filter { limit: 2, newest: true, before_seq: Some(3), ..Filter::default() }).unwrap();
         assert_eq!(older.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(store.audit_head().unwrap(), head.0);
 

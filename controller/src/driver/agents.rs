@@ -44,7 +44,9 @@ impl Handle<ListAgents> for Driver {
     fn handle(&mut self, _: ListAgents, ctx: &Context) -> Result<ListAgentsOutput, OpError> {
         let directory = self.directory.snapshot();
         let readable = |pipeline: &str| {
-            directory.decide(&ctx.caller, "codepipeline:GetPipelineExecution", &crate::policy::pipeline(pipeline)).is_allowed()
+            directory
+                .decide(&ctx.caller, "codepipeline:GetPipelineExecution", &crate::policy::pipeline(pipeline))
+                .is_allowed()
         };
         let agents = self
             .store

@@ -355,11 +355,24 @@ impl Handle<GetExecutionLogs> for Driver {
                 }
             }
         }
+        // Lines of an earlier attempt belong to a job the action no longer
+        // holds: its id says where it ran.
+        let place = |job: &str| -> Option<(String, String, u32)> {
+            let (si, ai, attempt) = engine::job_place(&execution.id.0, job)?;
+            let stage = execution.stages.get(si)?;
+            Some((stage.name.clone(), stage.actions.get(ai)?.name.clone(), attempt))
+        };
         let lines = lines
             .into_iter()
             .map(|l| {
-                let (stage, action) = places.get(&l.job_id).cloned().unwrap_or_default();
-                LogLineView { job_id: l.job_id, stage, action, seq: l.seq, text: l.text }
+                let found = place(&l.job_id);
+                let (stage, action) = places
+                    .get(&l.job_id)
+                    .cloned()
+                    .or_else(|| found.as_ref().map(|(s, a, _)| (s.clone(), a.clone())))
+                    .unwrap_or_default();
+                let attempt = found.map(|(_, _, n)| n);
+                LogLineView { job_id: l.job_id, stage, action, seq: l.seq, text: l.text, attempt }
             })
             .collect();
         Ok(GetExecutionLogsOutput { pipeline_execution_id: op.pipeline_execution_id, lines })

@@ -41,6 +41,22 @@ pub const REVISION_OUTPUT_VARIABLES: &[&str] = &["CommitId", "RevisionId"];
 /// that reported nothing (the agent enforces the timeout itself).
 pub const TIMEOUT_GRACE_MS: u64 = 60_000;
 
+/// The id of an action's attempt: `EXECUTION.STAGE.ACTION.ATTEMPT` (stage
+/// and action by index). The one place that spells it, with [`job_place`].
+fn job_id(execution: &ExecutionId, stage: usize, action: usize, attempt: u32) -> String {
+    format!("{}.{}.{}.{}", execution, stage, action, attempt)
+}
+
+/// Where a job id of `execution` points: stage index, action index and
+/// attempt (issue 16, pages: the log lines of earlier attempts, whose jobs
+/// an action no longer holds).
+pub fn job_place(execution: &str, job_id: &str) -> Option<(usize, usize, u32)> {
+    let rest = job_id.strip_prefix(execution)?.strip_prefix('.')?;
+    let mut parts = rest.split('.');
+    let place = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    parts.next().is_none().then_some(place)
+}
+
 /// The built-in approval provider, decided through the API.
 pub fn is_manual_approval(action: &crate::pipeline::Action) -> bool {
     action.action_type_id.category == "Approval" && action.action_type_id.provider == "manual"
@@ -1030,7 +1046,7 @@ impl Engine {
         action.summary = None;
         action.agent = None;
         action.assigned = None;
-        let job_id = format!("{}.{}.{}.{}", exec_id, si, ai, action.attempt);
+        let job_id = job_id(exec_id, si, ai, action.attempt);
         action.job_id = Some(job_id.clone());
         self.jobs.insert(JobId(job_id), JobPlace { execution: exec_id.clone(), stage: si, action: ai });
         let snapshot = exec.clone();

@@ -885,3 +885,15 @@ fn an_assignment_survives_a_restart_and_names_the_agent_to_wait_for() {
     restore(&mut restarted, 5, two_stage(""), stored);
     assert!(drain(&mut restarted).remove(0).started);
 }
+
+// The console's attempts (issue 16, pages).
+#[test]
+fn a_job_id_says_which_attempt_of_which_action_it_was() {
+    let e = ExecutionId("6c1e-4b.x".into());
+    let id = super::job_id(&e, 2, 0, 3);
+    assert_eq!(super::job_place("6c1e-4b.x", &id), Some((2, 0, 3)));
+    assert_eq!(super::job_place("other", &id), None);
+    for bad in ["6c1e-4b.x.2.0", "6c1e-4b.x.2.0.3.4", "6c1e-4b.x.a.0.3", "6c1e-4b.x2.0.3", ""] {
+        assert_eq!(super::job_place("6c1e-4b.x", bad), None, "{bad}");
+    }
+}

@@ -222,6 +222,10 @@ pub struct LogLineView {
     pub action: String,
     pub seq: u64,
     pub text: String,
+    /// The attempt of the action the line was written in (issue 16,
+    /// pages); absent for a line of no action's job (a condition's rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 /// ListActionExecutions: every action run of a pipeline's recent

@@ -347,3 +347,60 @@ fn an_agent_is_drained_through_its_form_and_a_viewer_sees_no_button_and_cannot_f
     assert_eq!(odd.status, 404);
     assert_eq!(state(), "enabled");
 }
+
+#[test]
+fn an_action_run_twice_shows_each_attempt_with_its_own_log_in_colour() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    // Prints in colour (as tools do: a real ESC), then fails.
+    let declaration = git_pipeline(
+        "flaky",
+        "",
+        &repo,
+        r#"{"name": "Build", "actions": [{"name": "Make", "inputArtifacts": [{"name": "src"}],
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+            "configuration": {"Commands": "printf '\\033[31mred alert\\033[0m <b>%s</b>\\n' \"$(date +%s%N)\"; exit 3"},
+            "capabilities": {"exec": ["sh"]}}]}"#,
+    );
+    let id = cluster.create_pipeline("flaky", &declaration);
+    let end = cluster.execution_end("flaky", &id, WAIT);
+    assert_eq!(end["pipelineExecution"]["status"], "Failed", "{end}");
+    let out = cluster.sluice(&["stage", "retry", "flaky", "Build", &id, "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let end = cluster.execution_end("flaky", &id, WAIT);
+    assert_eq!(end["stages"][1]["actions"][0]["attempt"], 2, "{end}");
+
+    let admin = Browser::sign_in(&cluster, "admin", &cluster.token);
+    let path = format!("/pipelines/flaky/executions/{id}/actions/Build/Make");
+    let page = admin.page(&path);
+    // The colour is rendered, the markup the command printed is text.
+    assert!(page.contains(r#"<span class="ansi-fg-red">red alert</span>"#), "{page}");
+    assert!(page.contains("&lt;b&gt;") && !page.contains("<b>1"), "{page}");
+    assert!(
+        page.contains("Attempts") && page.contains("Log of attempt 1") && page.contains("Ran before attempt 2"),
+        "{page}"
+    );
+    let first = admin.page(&format!("{path}?attempt=1"));
+    assert!(first.contains("Log of attempt 1") && first.contains("Attempt 1 of 2: finished"), "{first}");
+    // Each attempt's log is its own: the stamps differ.
+    let stamp = |page: &str| {
+        let marker = "red alert</span> &lt;b&gt;";
+        let start = page.find(marker).unwrap() + marker.len();
+        page[start..].split("&lt;").next().unwrap().to_string()
+    };
+    assert_ne!(stamp(&page), stamp(&first));
+    // The log as `sluice logs` prints it names each line's attempt.
+    let logs = cluster.sluice_json(&["logs", "flaky", "--execution", &id]).unwrap();
+    let attempts: Vec<u64> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["action"] == "Make")
+        .filter_map(|l| l["attempt"].as_u64())
+        .collect();
+    assert!(attempts.contains(&1) && attempts.contains(&2), "{logs}");
+    // The fragment the script appends: only lines after the one it has.
+    let fragment = admin.get(&format!("{path}/log?after=0&job=nope"));
+    assert!(fragment.text().contains(r#"data-seq="0""#), "another job: from its start");
+}

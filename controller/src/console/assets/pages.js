@@ -9,7 +9,8 @@
   document.addEventListener("DOMContentLoaded", () => {
     const log = document.getElementById("log");
     const button = document.getElementById("follow");
-    if (!log || !button || !window.sluice) return;
+    // An earlier attempt's log is finished: nothing to follow.
+    if (!log || !button || !window.sluice || log.dataset.current !== "true") return;
     button.hidden = false;
 
     function setFollowing(on) {
@@ -37,7 +38,8 @@
       try {
         const job = log.dataset.job || "";
         const after = lastSeq();
-        const url = location.pathname.replace(/\/$/, "") + "/log" + (after >= 0 && job ? "?after=" + after : "");
+        const query = after >= 0 && job ? "?after=" + after + "&job=" + encodeURIComponent(job) : "";
+        const url = location.pathname.replace(/\/$/, "") + "/log" + query;
         const response = await fetch(url, { credentials: "same-origin", headers: { "x-sluice-live": "1" } });
         if (!response.ok) return;
         const newJob = response.headers.get("x-sluice-log-job") || "";

@@ -13,10 +13,7 @@ use crate::api::{ApiState, ask};
 use crate::console::ansi::AnsiHtml;
 use crate::console::layout::{self, Live, Page, Section};
 use crate::console::{ConsoleError, Viewer};
-use crate::ops::{
-    ActionExecutionDetail, ActionRunView, GetExecutionLogs, GetPipeline, GetPipelineExecution, ListActionExecutions,
-    LogLineView,
-};
+use crate::ops::{ActionRunView, GetExecutionLogs, GetPipeline, GetPipelineExecution, LogLineView};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,22 +47,17 @@ async fn gather(
 }
 
 /// `GET .../actions/{stage}/{action}`.
-pub async fn page(State(state): State<ApiState>, viewer: Viewer, Path(path): ActionPath) -> Result<Response, ConsoleError> {
+pub async fn page(
+    State(state): State<ApiState>,
+    viewer: Viewer,
+    Path(path): ActionPath,
+    Query(q): Query<AttemptQuery>,
+) -> Result<Response, ConsoleError> {
     let (run, action, lines) = gather(&state, &viewer, &path).await?;
     let (name, id, stage, action_name) = &path;
-    let op = ListActionExecutions {
-        pipeline_name: name.clone(),
-        pipeline_execution_id: Some(id.clone()),
-        max_results: Some(100),
-        next_token: None,
-    };
-    let attempts: Vec<ActionExecutionDetail> = ask(&state, op, viewer.caller.clone())
-        .await
-        .map(|o| o.action_execution_details)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|d| d.stage_name == *stage && d.action_name == *action_name)
-        .collect();
+    let current = action.attempt;
+    let shown = q.attempt.filter(|n| (1..=current).contains(n)).unwrap_or(current);
+    let shown_lines: Vec<LogLineView> = lines.iter().filter(|l| attempt_of(l, current) == shown).cloned().collect();
     let version = Some(run.pipeline_execution.pipeline_version);
     let declared = ask(&state, GetPipeline { name: name.clone(), version }, viewer.caller.clone()).await.ok();
     let grants =
@@ -73,8 +65,8 @@ pub async fn page(State(state): State<ApiState>, viewer: Viewer, Path(path): Act
     let body = html! {
         p { a href=(execution_url(name, id)) { "Back to execution " (id) } }
         (facts(&action))
-        (log_section(stage, action_name, &action, &lines))
-        (attempts_section(&action, &attempts))
+        (log_section(stage, action_name, &action, &shown_lines, shown))
+        (attempts_section(&action, &lines, shown))
         (grants_section(grants.as_ref()))
         (configuration_section(&action))
     };
@@ -105,20 +97,29 @@ fn finished(a: &ActionRunView) -> bool {
     a.status.as_deref().is_some_and(|s| s != "InProgress")
 }
 
-fn log_section(stage: &str, action: &str, a: &ActionRunView, lines: &[LogLineView]) -> Markup {
+/// The attempt a line was written in: the one its job id names (a line
+/// of no attempt's job counts as the current one's).
+fn attempt_of(line: &LogLineView, current: u32) -> u32 {
+    line.attempt.unwrap_or(current)
+}
+
+fn log_section(stage: &str, action: &str, a: &ActionRunView, lines: &[LogLineView], shown: u32) -> Markup {
     let job = lines.last().map(|l| l.job_id.as_str()).unwrap_or_default();
+    let current = shown == a.attempt;
     html! {
         section aria-labelledby="log-heading" {
-            h2 #log-heading { "Log" }
+            h2 #log-heading { @if current { "Log" } @else { "Log of attempt " (shown) } }
             div.log-tools {
                 // Shown by the script: without it there is nothing to follow.
-                button.plain #follow type="button" aria-pressed="true" aria-controls="log" hidden { "Follow log" }
+                @if current { button.plain #follow type="button" aria-pressed="true" aria-controls="log" hidden { "Follow log" } }
                 p #log-state data-refresh {
-                    @if finished(a) { "Finished" } @else { "Live: new lines appear as they are written" }
+                    @if !current { "Attempt " (shown) " of " (a.attempt) ": finished" }
+                    @else if finished(a) { "Finished" } @else { "Live: new lines appear as they are written" }
                 }
             }
             pre.log #log role="log" aria-label={ "Log of " (stage) " / " (action) } tabindex="0"
-                data-following="true" data-job=(job) data-stage=(stage) data-action=(action) {
+                data-following=(if current { "true" } else { "false" }) data-current=(if current { "true" } else { "false" })
+                data-job=(job) data-stage=(stage) data-action=(action) {
                 @if lines.is_empty() { span.muted.empty { "No log lines yet." } }
                 (PreEscaped(render_lines(lines, None)))
             }
@@ -140,18 +141,22 @@ pub fn render_lines(lines: &[LogLineView], after: Option<u64>) -> String {
     out
 }
 
-fn attempts_section(a: &ActionRunView, attempts: &[ActionExecutionDetail]) -> Markup {
+/// One row per attempt, newest first: its status (the current one's as
+/// the action says; earlier ones ran before it), its log's lines, a link
+/// to its log.
+fn attempts_section(a: &ActionRunView, lines: &[LogLineView], shown: u32) -> Markup {
+    let count = |n: u32| lines.iter().filter(|l| attempt_of(l, a.attempt) == n).count();
     html! {
         h2 { "Attempts" }
         div.table-wrap #attempts data-refresh { table {
             caption.visually-hidden { "Attempts" }
-            thead { tr { th scope="col" { "Attempt" } th scope="col" { "Status" } th scope="col" { "Started" } th scope="col" { "Last update" } } }
+            thead { tr { th scope="col" { "Attempt" } th scope="col" { "Status" } th scope="col" { "Log lines" } th scope="col" { "Log" } } }
             tbody {
-                @for d in attempts { tr {
-                    th scope="row" { (d.action_execution_id.rsplit(':').next().unwrap_or("")) }
-                    td { (layout::status(d.status.as_deref().unwrap_or("Not run"))) }
-                    td { @if let Some(t) = &d.start_time { (layout::time(t)) } }
-                    td { @if let Some(t) = &d.last_update_time { (layout::time(t)) } }
+                @for n in (1..=a.attempt).rev() { tr {
+                    th scope="row" { (n) }
+                    td { @if n == a.attempt { (layout::status(a.status.as_deref().unwrap_or("Not run"))) } @else { "Ran before attempt " (n + 1) } }
+                    td { (count(n)) }
+                    td { @if n == shown { "Shown" } @else if n == a.attempt { a href="?" { "Log of attempt " (n) } } @else { a href={ "?attempt=" (n) } { "Log of attempt " (n) } } }
                 } }
             }
         } }
@@ -220,8 +225,16 @@ fn configuration_section(a: &ActionRunView) -> Markup {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct AttemptQuery {
+    attempt: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct LogQuery {
     after: Option<u64>,
+    /// The job the page shows: lines of another (a newer attempt's) come
+    /// from its start.
+    job: Option<String>,
 }
 
 /// The header that names the job a log fragment belongs to: a new attempt
@@ -237,7 +250,9 @@ pub async fn log_lines(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ConsoleError> {
     let (_, action, lines) = gather(&state, &viewer, &path).await?;
+    let lines: Vec<LogLineView> = lines.into_iter().filter(|l| attempt_of(l, action.attempt) == action.attempt).collect();
     let job = lines.last().map(|l| l.job_id.clone()).unwrap_or_default();
+    let after = q.after.filter(|_| q.job.as_deref() == Some(job.as_str()));
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
         (
@@ -249,7 +264,7 @@ pub async fn log_lines(
             HeaderValue::from_static(if finished(&action) { "1" } else { "0" }),
         ),
     ];
-    Ok((headers, render_lines(&lines, q.after)).into_response())
+    Ok((headers, render_lines(&lines, after)).into_response())
 }
 
 #[cfg(test)]
@@ -257,7 +272,14 @@ mod tests {
     use super::*;
 
     fn line(seq: u64, text: &str) -> LogLineView {
-        LogLineView { job_id: "j1".into(), stage: "Build".into(), action: "Make".into(), seq, text: text.into() }
+        LogLineView {
+            job_id: "j1".into(),
+            stage: "Build".into(),
+            action: "Make".into(),
+            seq,
+            text: text.into(),
+            attempt: Some(1),
+        }
     }
 
     #[test]
