@@ -701,6 +701,46 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_page_reads_each_execution_once_and_names_the_held_one() {
+        let state = state_json();
+        // The latest first, then each stage's, each once.
+        assert_eq!(run_ids(&state), ["e-2", "e-1", "e-0"]);
+        let view = view();
+        // e-2 finished Build and has not entered Gate; e-0 is in Gate.
+        assert_eq!(held_before(&view, 2), ["e-2"]);
+        assert!(held_before(&view, 1).is_empty());
+    }
+
+    #[test]
+    fn names_are_escaped_in_text_and_encoded_in_links() {
+        let mut view = view();
+        view.name = "a<b>".into();
+        view.state.stage_states[1].stage_name = "<script>x</script>".into();
+        let html = render_pipeline(&view, &viewer(), &|_: &str, _: &str| true).into_string();
+        assert!(!html.contains("<script>") && html.contains("&lt;script&gt;x&lt;/script&gt;"), "{html}");
+        assert!(html.contains("/pipelines/a%3Cb%3E/stages/%3Cscript%3Ex%3C%2Fscript%3E/retry"), "{html}");
+    }
+
+    #[test]
+    fn a_pipeline_that_never_ran_says_so_and_may_be_started() {
+        let mut view = view();
+        view.state.latest_execution = None;
+        for stage in &mut view.state.stage_states {
+            stage.latest_execution = None;
+            for action in &mut stage.action_states {
+                action.latest_execution = None;
+            }
+        }
+        view.runs.clear();
+        let html = render_pipeline(&view, &viewer(), &|_: &str, _: &str| true).into_string();
+        assert!(html.contains("This pipeline has not run yet."), "{html}");
+        assert!(html.contains(">Start execution</button>") && html.contains("Not run yet"), "{html}");
+        for absent in ["Stop execution", "Retry failed actions", "Roll back stage", "Logs"] {
+            assert!(!html.contains(absent), "{absent}: {html}");
+        }
+    }
+
+    #[test]
     fn durations_run_on_while_an_action_runs() {
         let now = 1_796_540_100_000;
         assert_eq!(

@@ -230,7 +230,7 @@ fn a_pipeline_is_seen_stopped_started_and_approved_from_its_page() {
 }
 
 #[test]
-fn a_transition_is_disabled_with_a_reason_and_a_viewer_sees_it_without_a_single_button() {
+fn a_transition_is_disabled_with_a_reason_a_viewer_sees_it_without_a_single_button_and_a_rejection_fails() {
     let mut cluster = Cluster::new().start().unwrap();
     cluster.add_agent(&[]).unwrap();
     let repo = cluster.dir.path().join("repo");
@@ -283,6 +283,18 @@ fn a_transition_is_disabled_with_a_reason_and_a_viewer_sees_it_without_a_single_
     assert_eq!(answer.status, 303, "{answer:?}");
     let page = ann.page("/pipelines/gate");
     assert!(!page.contains("Transition disabled") && page.contains(">Disable transition</button>"), "{page}");
+
+    // A rejection with a comment fails the execution at once.
+    let reject = [("decision", "Rejected"), ("comment", "not today"), ("execution", first.as_str())];
+    let answer = ann.submit("/pipelines/gate", approve, &reject);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let page = ann.page("/pipelines/gate");
+    assert_eq!(flash(&page), format!("Rejected execution {first}: rejected by ann: not today"));
+    let ended = cluster.execution_end("gate", &first, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Failed", "{ended}");
+    let page = ann.page("/pipelines/gate");
+    assert!(page.contains("<strong>ann</strong> rejected: not today"), "{page}");
+    assert!(page.contains(r#"data-action="Release" data-status="Failed""#), "{page}");
 }
 
 #[test]
