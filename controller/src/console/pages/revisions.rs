@@ -110,11 +110,15 @@ fn execution(pipeline: &str, e: &RevisionFlowExecution) -> Markup {
                         " " (layout::status(a.status.as_deref().unwrap_or("Not run")))
                     } } } }
                 }
-                (layout::decoration(" → "))
+                @if !is_last(&e.stages, s) { li.arrow aria-hidden="true" { "→" } }
             } }
             p.stopped { (stop_line(e.stopped_at.as_ref(), &e.status)) }
         }
     }
+}
+
+fn is_last<T>(all: &[T], item: &T) -> bool {
+    all.last().is_some_and(|last| std::ptr::eq(last, item))
 }
 
 /// Where the execution stopped, in words.
