@@ -123,6 +123,19 @@ impl Sessions {
         Some(session.clone())
     }
 
+    /// The session of a cookie's secret, if it is open, without marking it
+    /// used (a live refresh, the event stream's checks). An expired one is
+    /// removed.
+    pub fn peek(&mut self, secret: &str, now: u64) -> Option<Session> {
+        let hash = hash_secret(secret);
+        let session = self.by_hash.get(&hash)?;
+        if session.expired(now) {
+            self.by_hash.remove(&hash);
+            return None;
+        }
+        Some(session.clone())
+    }
+
     /// Takes the session's message to show, if any.
     pub fn take_flash(&mut self, secret: &str) -> Option<Flash> {
         self.by_hash.get_mut(&hash_secret(secret))?.flash.take()
