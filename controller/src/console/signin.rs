@@ -151,7 +151,16 @@ pub async fn submit(State(state): State<ApiState>, request: Request) -> Response
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return response;
     };
-    let (secret, opened) = state.console.sessions().open(credential, session::now());
+    // Signing in again from the same browser ends its previous session
+    // (it would otherwise live on, unreachable, until it idled out).
+    let previous = state.console.secret_in(&parts.headers);
+    let (secret, opened) = {
+        let mut sessions = state.console.sessions();
+        if let Some(previous) = previous {
+            sessions.close(&previous);
+        }
+        sessions.open(credential, session::now())
+    };
     let caller = caller.with_via(Via::Session(opened.id.clone())).with_origin(origin);
     let entry = crate::audit::Entry::of_caller(&caller, "SignIn", &crate::policy::named("user", &caller.user));
     crate::api::send_audit_record(&state, entry).await;
