@@ -132,6 +132,8 @@ fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
         .route(&positional("/pipelines/{name}/stages/{stage}/transition/{verb}"), post(no_transition_verb))
         .route(&positional("/agents/{id}/{verb}"), post(no_agent_verb))
         .route("/events", get(events))
+        // An artifact's archive (issue 16, pages): `GetArtifact`, then the bytes.
+        .route(&positional("/pipelines/{name}/executions/{id}/artifacts/{artifact}/content"), get(artifact_content))
         .route_layer(middleware::from_fn_with_state(state, authenticate))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES + 1));
     // The AWS-compatible API (`POST /`) authenticates with SigV4, not tokens.
@@ -233,6 +235,20 @@ pub async fn ask<O: Operation>(state: &ApiState, op: O, caller: Caller) -> Resul
     let response = answer.await.map_err(|_| OpError::Internal("the controller dropped the request".into()))??;
     O::output_of(response)
         .ok_or_else(|| OpError::Internal(format!("the driver answered {} with another operation's output", O::NAME)))
+}
+
+/// `GET /v1/pipelines/{name}/executions/{id}/artifacts/{artifact}/content`
+/// (issue 16, pages): the artifact's archive, after `GetArtifact` (its
+/// permission, its audit record) allowed it, as the console's download.
+async fn artifact_content(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((pipeline_name, pipeline_execution_id, artifact_name)): Path<(String, String, String)>,
+) -> Result<Response, OpError> {
+    let op = ops::GetArtifact { pipeline_name, pipeline_execution_id, artifact_name };
+    let found = ask(&state, op, caller).await?;
+    let archive = crate::console::pages::executions::archive(&state, &found.name, &found.digest).await;
+    archive.ok_or_else(|| OpError::NotFound(crate::console::pages::executions::GONE.into()))
 }
 
 /// The one handler of every route in the table.

@@ -62,6 +62,38 @@ impl Client {
         self.send(self.ops.http().post(self.ops.url(path)?).body(body)).await
     }
 
+    /// `execution artifact` (issue 16, pages): the body of a GET at the
+    /// path of `segments` (each percent-encoded), streamed into `to` (a
+    /// file created anew); the bytes written. An error answer is the
+    /// operation's error, as [`Client::call`] reports it.
+    pub async fn download(&self, segments: &[&str], to: &std::path::Path) -> Result<u64, Failure> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut url = self.ops.url("")?;
+        url.path_segments_mut()
+            .map_err(|()| Failure::new(2, format!("{} cannot be a base URL", self.ops.base())))?
+            .extend(segments);
+        let response =
+            self.ops.http().get(url).bearer_auth(self.ops.token()).send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+            let detail = serde_json::from_slice::<Value>(&bytes).ok();
+            let detail = detail.as_ref().and_then(|b| serde_json::from_value(b["error"].clone()).ok());
+            return Err(OpError::from_wire(status.as_u16(), detail).into());
+        }
+        let cannot = |e: std::io::Error| Failure::new(1, format!("cannot write {}: {e}", to.display()));
+        let mut file = tokio::fs::File::create_new(to).await.map_err(cannot)?;
+        let mut body = response.bytes_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.unreachable(e))?;
+            file.write_all(&chunk).await.map_err(cannot)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(cannot)?;
+        Ok(written)
+    }
+
     /// An untyped request; an error answer has the exit code its status
     /// says, as [`OpError::exit_code`] would.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {

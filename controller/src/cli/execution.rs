@@ -42,6 +42,18 @@ pub enum ExecutionCmd {
         #[arg(long)]
         next_token: Option<String>,
     },
+    // Artifacts (issue 16, pages).
+    /// Download an artifact of an execution (its tar archive), as the web
+    /// console's link does: GetArtifact, then the bytes.
+    Artifact {
+        pipeline: String,
+        execution: String,
+        artifact: String,
+        /// Where to write it; a file that exists is not overwritten
+        /// (default: ARTIFACT.tar here).
+        #[arg(long, value_name = "FILE")]
+        to: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,6 +275,15 @@ pub async fn run_execution(ctx: &Ctx, cmd: ExecutionCmd) -> Result<i32, Failure>
                 }
                 text
             });
+        }
+        // Artifacts (issue 16, pages).
+        ExecutionCmd::Artifact { pipeline, execution, artifact, to } => {
+            let to = to.unwrap_or_else(|| format!("{artifact}.tar").into());
+            let client = ctx.client()?;
+            let path = ["pipelines", &pipeline, "executions", &execution, "artifacts", &artifact, "content"];
+            let bytes = client.download(&path, &to).await?;
+            let out = serde_json::json!({"artifact": artifact, "file": to.display().to_string(), "bytes": bytes});
+            ctx.output.print(&out, |_| format!("artifact {artifact} written to {} ({bytes} bytes)\n", to.display()));
         }
     }
     Ok(0)

@@ -188,13 +188,27 @@ fn executions_logs_artifacts_and_the_revision_flow_show_what_each_user_may_see()
         "no-artifacts",
         &json!({"Statement": [{"Effect": "Allow", "Action": ["codepipeline:Get*", "codepipeline:List*", "sluice:GetExecutionLogs"], "Resource": "*"}]}),
     );
-    let nora = user(&cluster, "nora", "no-artifacts");
-    let nora = Browser::sign_in(&cluster, "nora", &nora);
+    let nora_token = user(&cluster, "nora", "no-artifacts");
+    let nora = Browser::sign_in(&cluster, "nora", &nora_token);
     let seen = nora.page(&format!("/pipelines/leaky/executions/{id}"));
     assert!(seen.contains("src") && !seen.contains("Download src"), "{seen}");
     let refused = nora.get(&download);
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert!(!refused.text().contains("hello from the repo"));
+    // The CLI downloads through the same operation: the same bytes for
+    // the admin, a refusal (exit 3) and no file for nora.
+    let file = cluster.dir.path().join("src.tar");
+    let out = cluster.sluice(&["execution", "artifact", "leaky", &id, "src", "--to", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), tar.body, "the CLI's archive is the console's");
+    let again = cluster.sluice(&["execution", "artifact", "leaky", &id, "src", "--to", file.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1), "an existing file is not overwritten: {}", output_text(&again));
+    let hers = cluster.dir.path().join("nora.tar");
+    let out =
+        cluster.sluice_as(&nora_token, &["execution", "artifact", "leaky", &id, "src", "--to", hers.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(output_text(&out).contains("sluice:GetArtifact"), "{}", output_text(&out));
+    assert!(!hers.exists());
     // An artifact the execution does not have, and one of a made-up execution.
     assert_eq!(admin.get(&format!("/pipelines/leaky/executions/{id}/artifacts/nope")).status, 404);
     assert_eq!(admin.get("/pipelines/leaky/executions/not-an-id/artifacts/src").status, 404);
@@ -403,4 +417,52 @@ fn an_action_run_twice_shows_each_attempt_with_its_own_log_in_colour() {
     // The fragment the script appends: only lines after the one it has.
     let fragment = admin.get(&format!("{path}/log?after=0&job=nope"));
     assert!(fragment.text().contains(r#"data-seq="0""#), "another job: from its start");
+
+    // Why an execution waits: a transition disabled into Build, on the
+    // timeline and in the revision flow.
+    let out = cluster.sluice(&["transition", "disable", "flaky", "Build", "--reason", "code freeze"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = cluster.sluice(&["pipeline", "start", "flaky", "--output", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let held = serde_json::from_slice::<Value>(&out.stdout).unwrap()["pipelineExecutionId"].as_str().unwrap().to_string();
+    wait_until("the source to succeed", WAIT, || {
+        let e = cluster.sluice_json(&["execution", "get", "flaky", &held]).ok()?;
+        (e["stages"][0]["status"] == "Succeeded").then_some(())
+    })
+    .unwrap();
+    let timeline = admin.page(&format!("/pipelines/flaky/executions/{held}"));
+    assert!(timeline.contains("the transition into Build is disabled: code freeze, by admin"), "{timeline}");
+    assert!(timeline.contains(r#"<span class="status wait">Now</span>"#), "{timeline}");
+    let commit = cluster.sluice_json(&["execution", "get", "flaky", &held]).unwrap()["pipelineExecution"]["sourceRevisions"]
+        [0]["revisionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flow = admin.page(&format!("/revisions/{commit}"));
+    assert!(flow.contains("Waiting before Build") && flow.contains("Stopped at Build / Make: Failed"), "{flow}");
+}
+
+#[test]
+fn an_action_no_agent_can_take_says_so_on_its_timeline() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let declaration = git_pipeline(
+        "nowhere",
+        "",
+        &repo,
+        r#"{"name": "Build", "actions": [{"name": "Make", "agentLabels": {"os": "plan9"},
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#,
+    );
+    let id = cluster.create_pipeline("nowhere", &declaration);
+    let admin = Browser::sign_in(&cluster, "admin", &cluster.token);
+    let path = format!("/pipelines/nowhere/executions/{id}");
+    let page = wait_until("the timeline to say why Make waits", WAIT, || {
+        let page = admin.page(&path);
+        page.contains("Build / Make</strong>: not started yet:").then_some(page)
+    })
+    .unwrap();
+    assert!(page.contains("os=plan9"), "the reason names the labels: {page}");
+    let action = admin.page(&format!("{path}/actions/Build/Make"));
+    assert!(action.contains("<dt>Waiting</dt>") && action.contains("os=plan9"), "{action}");
 }

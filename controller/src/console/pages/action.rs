@@ -13,7 +13,7 @@ use crate::api::{ApiState, ask};
 use crate::console::ansi::AnsiHtml;
 use crate::console::layout::{self, Live, Page, Section};
 use crate::console::{ConsoleError, Viewer};
-use crate::ops::{ActionRunView, GetExecutionLogs, GetPipeline, GetPipelineExecution, LogLineView};
+use crate::ops::{ActionRunView, GetExecutionLogs, GetPipeline, GetPipelineExecution, GetPipelineState, LogLineView};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -53,7 +53,16 @@ pub async fn page(
     Path(path): ActionPath,
     Query(q): Query<AttemptQuery>,
 ) -> Result<Response, ConsoleError> {
-    let (run, action, lines) = gather(&state, &viewer, &path).await?;
+    let (mut run, mut action, lines) = gather(&state, &viewer, &path).await?;
+    // Why it has not started, as the scheduler says now (the page only:
+    // the log's fragments need not ask).
+    let live = ask(&state, GetPipelineState { name: path.0.clone() }, viewer.caller.clone()).await.ok();
+    super::timeline::live_reasons(&mut run, live.as_ref());
+    if let Some(now) =
+        run.stages.iter().find(|s| s.stage_name == path.2).and_then(|s| s.actions.iter().find(|a| a.action_name == path.3))
+    {
+        action.waiting_reason = now.waiting_reason.clone();
+    }
     let (name, id, stage, action_name) = &path;
     let current = action.attempt;
     let shown = q.attempt.filter(|n| (1..=current).contains(n)).unwrap_or(current);

@@ -89,11 +89,12 @@ pub async fn execution(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ConsoleError> {
     let op = GetPipelineExecution { pipeline_name: name.clone(), pipeline_execution_id: id.clone() };
-    let run = ask(&state, op, viewer.caller.clone()).await?;
-    // The transitions say why a held execution waits; a viewer who may
-    // read the execution may read the state, and without it the page
-    // still says that it waits.
+    let mut run = ask(&state, op, viewer.caller.clone()).await?;
+    // The transitions and the scheduler's reasons say why a held
+    // execution waits; a viewer who may read the execution may read the
+    // state, and without it the page still says that it waits.
     let pipeline_state = ask(&state, GetPipelineState { name: name.clone() }, viewer.caller.clone()).await.ok();
+    timeline::live_reasons(&mut run, pipeline_state.as_ref());
     let waits = timeline::waits(&run, pipeline_state.as_ref());
     let downloads = viewer.may::<GetArtifact>(&state, &policy::pipeline(&name));
     let body = render_execution(&run, &waits, &timeline::artifacts(&run), downloads);
@@ -220,13 +221,15 @@ pub async fn download(
 ) -> Result<Response, ConsoleError> {
     let op = GetArtifact { pipeline_name: name, pipeline_execution_id: id, artifact_name: artifact };
     let found = ask(&state, op, viewer.caller.clone()).await?;
-    artifact_response(&state, &found.name, &found.digest).await
+    archive(&state, &found.name, &found.digest).await.ok_or_else(|| ConsoleError::new(StatusCode::GONE, GONE))
 }
 
-/// The archive of `digest` as an attachment named after the artifact.
-pub async fn artifact_response(state: &ApiState, name: &str, digest: &str) -> Result<Response, ConsoleError> {
-    let gone = |_| ConsoleError::new(StatusCode::GONE, "the artifact is no longer stored (removed by retention)");
-    let (file, len) = state.artifacts.open_blob(digest).await.map_err(gone)?;
+/// The archive of `digest` as an attachment named after the artifact;
+/// None when the blob is no longer stored (retention removed it). The
+/// console's link and the API's `.../content` both end here, after
+/// `GetArtifact` allowed them.
+pub async fn archive(state: &ApiState, name: &str, digest: &str) -> Option<Response> {
+    let (file, len) = state.artifacts.open_blob(digest).await.ok()?;
     let file_name: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}.tar\""))
@@ -236,8 +239,11 @@ pub async fn artifact_response(state: &ApiState, name: &str, digest: &str) -> Re
         (header::CONTENT_DISPOSITION, disposition),
         (header::CONTENT_LENGTH, HeaderValue::from(len)),
     ];
-    Ok((headers, Body::from_stream(blocks(file))).into_response())
+    Some((headers, Body::from_stream(blocks(file))).into_response())
 }
+
+/// What answers for an artifact whose blob retention removed.
+pub const GONE: &str = "the artifact is no longer stored (removed by retention)";
 
 /// A file as a stream of 64 KiB blocks.
 fn blocks(file: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
@@ -256,6 +262,53 @@ fn blocks(file: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(name: &str) -> GetPipelineExecutionOutput {
+        serde_json::from_value(serde_json::json!({
+            "pipelineExecution": {
+                "pipelineName": name, "pipelineVersion": 3, "pipelineExecutionId": "e1", "status": "Succeeded",
+                "statusSummary": null, "trigger": {"triggerType": "Webhook", "triggerDetail": "<push>"},
+                "startTime": "2026-12-06T07:00:00Z", "lastUpdateTime": "2026-12-06T07:00:05Z",
+                "variables": [{"name": "ENV", "resolvedValue": "<prod>"}],
+                "sourceRevisions": [{"actionName": "Source", "revisionId": "abc123", "revisionSummary": "fix", "pinned": true}],
+                "rollbackMetadata": null
+            },
+            "stages": [{"stageName": "Build", "status": "Succeeded", "conditionRules": [], "actions": [{
+                "actionName": "Make", "runOrder": 1, "status": "Succeeded", "attempt": 2, "agent": "ag-1", "summary": null,
+                "errorDetails": null, "lostOn": [], "externalExecutionUrl": null, "startTime": "2026-12-06T07:00:01Z",
+                "lastUpdateTime": "2026-12-06T07:00:04Z", "outputArtifacts": [{"name": "bin", "digest": "sha256:0011", "size": 2048}],
+                "outputVariables": {}, "approval": null, "waitingReason": null, "inputArtifacts": [], "resolvedConfiguration": {}}]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_execution_reads_as_a_timeline_with_downloads_only_when_allowed() {
+        let r = run("we<b>");
+        let html = render_execution(&r, &[], &timeline::artifacts(&r), true).into_string();
+        assert!(
+            html.contains("href=\"/pipelines/we%3Cb%3E/executions/e1/artifacts/bin\"") && html.contains("Download bin"),
+            "{html}"
+        );
+        assert!(html.contains("we&lt;b&gt;") && !html.contains("we<b>"), "{html}");
+        assert!(html.contains("&lt;prod&gt;") && html.contains("&lt;push&gt;"), "{html}");
+        assert!(html.contains("(pinned)") && html.contains("href=\"/revisions/abc123\""), "{html}");
+        assert!(html.contains("on <span class=\"mono\">ag-1</span> · attempt 2 · 3.0 s"), "{html}");
+        assert!(html.contains("Nothing waited.") && html.contains("2.0 KiB"), "{html}");
+        let hidden = render_execution(&r, &[], &timeline::artifacts(&r), false).into_string();
+        assert!(!hidden.contains("Download bin") && !hidden.contains("/artifacts/"), "{hidden}");
+    }
+
+    #[test]
+    fn the_history_pages_with_the_operations_token() {
+        let first = render_history("web", &[], false, Some("tok/+=")).into_string();
+        assert!(
+            first.contains("href=\"/pipelines/web/executions?next=tok%2F%2B%3D\"") && !first.contains("Newer executions")
+        );
+        let last = render_history("web", &[], true, None).into_string();
+        assert!(last.contains("Newer executions") && !last.contains("Older executions"), "{last}");
+        assert!(last.contains("No executions yet."));
+    }
 
     #[test]
     fn durations_come_from_the_two_times() {

@@ -82,12 +82,37 @@ fn action_waits(stage: &StageRunView, action: &ActionRunView, out: &mut Vec<Wait
         };
         out.push(Wait { place: place.clone(), why, now: running });
     }
-    if let Some(reason) = action.waiting_reason.as_deref().filter(|_| running) {
+    // An approval's own reason ("waiting for 1 more approval(s)") is said above.
+    if let Some(reason) = action.waiting_reason.as_deref().filter(|_| running && action.approval.is_none()) {
         out.push(Wait { place: place.clone(), why: format!("not started yet: {reason}"), now: true });
     }
     if !action.lost_on.is_empty() {
         let why = format!("ran again after its agent was lost ({})", action.lost_on.join(", "));
         out.push(Wait { place, why, now: false });
+    }
+}
+
+/// Fills in why each running action of `run` has not started, as the
+/// scheduler says it now (no agent with the labels, no free slot, ...):
+/// `GetPipelineState` has it for the execution each stage last ran, while
+/// `GetPipelineExecution` keeps only what the engine recorded.
+pub fn live_reasons(run: &mut GetPipelineExecutionOutput, state: Option<&GetPipelineStateOutput>) {
+    let Some(state) = state else { return };
+    let id = run.pipeline_execution.pipeline_execution_id.clone();
+    for stage in &mut run.stages {
+        let Some(live) = state.stage_states.iter().find(|s| s.stage_name == stage.stage_name) else { continue };
+        if live.latest_execution.as_ref().is_none_or(|l| l.pipeline_execution_id != id) {
+            continue;
+        }
+        for action in stage.actions.iter_mut().filter(|a| a.waiting_reason.is_none()) {
+            let reason = live
+                .action_states
+                .iter()
+                .find(|a| a.action_name == action.action_name)
+                .and_then(|a| a.latest_execution.as_ref())
+                .and_then(|e| e.waiting_reason.clone());
+            action.waiting_reason = reason;
+        }
     }
 }
 
@@ -209,6 +234,31 @@ mod tests {
             {"by": "bob", "approved": false, "comment": "not today", "at": 2}]}});
         let r = run("Failed", json!([stage("Gate", Some("Failed"), vec![action("Approve", Some("Failed"), decided)])]));
         assert_eq!(waits(&r, None)[0].why, "waited for approval; rejected by bob: not today");
+    }
+
+    #[test]
+    fn the_schedulers_reason_comes_from_the_state_of_the_same_execution() {
+        let mut r = run(
+            "InProgress",
+            json!([stage("Build", Some("InProgress"), vec![action("Make", Some("InProgress"), json!({}))])]),
+        );
+        let state = |id: &str| -> GetPipelineStateOutput {
+            serde_json::from_value(json!({
+                "pipelineName": "web", "pipelineVersion": 1, "created": "t", "updated": "t", "latestExecution": null,
+                "stageStates": [{"stageName": "Build", "inboundTransitionState": {"enabled": true},
+                    "latestExecution": {"pipelineExecutionId": id, "status": "InProgress"},
+                    "actionStates": [{"actionName": "Make", "latestExecution": {"status": "InProgress", "summary": null,
+                        "lastStatusChange": null, "errorDetails": null, "externalExecutionUrl": null, "agent": null,
+                        "attempt": 1, "waitingReason": "no connected agent has os=plan9"}}]}]
+            }))
+            .unwrap()
+        };
+        // Another execution's reason is not this one's.
+        live_reasons(&mut r, Some(&state("e0")));
+        assert_eq!(r.stages[0].actions[0].waiting_reason, None);
+        live_reasons(&mut r, Some(&state("e1")));
+        assert_eq!(r.stages[0].actions[0].waiting_reason.as_deref(), Some("no connected agent has os=plan9"));
+        assert_eq!(waits(&r, None)[0].why, "not started yet: no connected agent has os=plan9");
     }
 
     #[test]
