@@ -178,6 +178,9 @@ pub struct PipelineView {
     pub runs: BTreeMap<String, GetPipelineExecutionOutput>,
     /// Milliseconds since the epoch: how long running actions have run.
     pub now: u64,
+    /// The viewer's teams and roles as approvals name them
+    /// (`team:NAME`, `role:NAME`): whom an approval accepts.
+    pub member_of: Vec<String>,
 }
 
 /// `GET /pipelines/{name}`.
@@ -200,8 +203,9 @@ pub async fn page(
             runs.insert(id, run);
         }
     }
-    let view =
-        PipelineView { name: name.clone(), state: pipeline_state, declaration, runs, now: super::session::now() * 1000 };
+    let member_of = state.directory.member_of(&viewer.caller.user, &name);
+    let now = super::session::now() * 1000;
+    let view = PipelineView { name: name.clone(), state: pipeline_state, declaration, runs, now, member_of };
     let allows = |permission: &str, resource: &str| state.directory.allows(&viewer.caller, permission, resource);
     let body = render_pipeline(&view, &viewer, &allows);
     Ok(Page::new(name.clone(), Section::Pipelines, body).live(Live::Pipeline(name)).render(&state, &viewer))
@@ -451,8 +455,11 @@ fn action_card(
                     (approval_box(approval, status == Some("InProgress")))
                     @if status == Some("InProgress") && allows(ops::PutApprovalResult::PERMISSION, &resource)
                         && let Some(run) = run {
-                        (super::steer::approval_form(view, &key, stage, action, &run.pipeline_execution.pipeline_execution_id,
-                            l.token.as_deref(), viewer))
+                        @match offer(view, stage, action, approval, run, &viewer.caller.user) {
+                            Offer::Nothing(why) => p.may-not-decide { "You may not decide this approval: " (why) "." },
+                            offer => (super::steer::approval_form(view, &key, stage, action,
+                                &run.pipeline_execution.pipeline_execution_id, l.token.as_deref(), &offer, viewer)),
+                        }
                     }
                 }
             }
@@ -468,6 +475,46 @@ fn action_card(
 /// The action page (the pages slice's): its logs, attempts and grants.
 fn action_url(pipeline: &str, id: &str, stage: &str, action: &str) -> String {
     format!("/pipelines/{}/executions/{}/actions/{}/{}", enc(pipeline), enc(id), enc(stage), enc(action))
+}
+
+/// What a waiting approval lets the viewer decide, as the engine would
+/// judge it ([`crate::engine::decider_refusal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// Approve or reject.
+    Both,
+    /// Reject only (the starter, the version's author, ...), and why not approve.
+    RejectOnly(String),
+    /// Neither, and why.
+    Nothing(String),
+}
+
+/// The decisions the engine would accept from `user` on a waiting approval.
+fn offer(
+    view: &PipelineView,
+    stage: &StageState,
+    action: &ActionState,
+    approval: &ApprovalState,
+    run: &GetPipelineExecutionOutput,
+    user: &str,
+) -> Offer {
+    use crate::engine::{ApprovalAt, Decision, ExecutionId, decider_refusal};
+    let id = ExecutionId(run.pipeline_execution.pipeline_execution_id.clone());
+    let at = ApprovalAt {
+        id: &id,
+        pipeline: &view.name,
+        version: run.pipeline_execution.pipeline_version,
+        stage: &stage.stage_name,
+        action: &action.action_name,
+    };
+    let decider = crate::pipeline::approvers::Decider { user, member_of: &view.member_of };
+    let trigger = &run.pipeline_execution.trigger;
+    let refusal = |decision| decider_refusal(&at, approval, trigger, &decider, decision).map(|r| r.to_string());
+    match (refusal(Decision::Approved), refusal(Decision::Rejected)) {
+        (None, _) => Offer::Both,
+        (Some(why), None) => Offer::RejectOnly(why),
+        (Some(_), Some(why)) => Offer::Nothing(why),
+    }
 }
 
 /// A manual approval's decisions so far, and how many it still needs.
@@ -618,6 +665,7 @@ pub(super) mod tests {
             declaration,
             runs: BTreeMap::from([("e-2".to_string(), e2), ("e-0".to_string(), e0)]),
             now: 1_796_540_100_000,
+            member_of: Vec::new(),
         }
     }
 
@@ -698,6 +746,43 @@ pub(super) mod tests {
         let html = render_pipeline(&view(), &viewer(), &approver).into_string();
         assert!(html.contains(">Approve</button>") && !html.contains(">Stop execution</button>"), "{html}");
         assert!(!html.contains("Retry failed actions"), "{html}");
+    }
+
+    #[test]
+    fn approve_and_reject_are_offered_only_as_the_engine_would_accept_them() {
+        let approver = |op: &str, _: &str| op == ops::PutApprovalResult::PERMISSION;
+        let as_user = |user: &str| Viewer { caller: Caller::new(user.to_string(), Role::Operator), ..viewer() };
+        let render = |view: &PipelineView, user: &str| render_pipeline(view, &as_user(user), &approver).into_string();
+        // ann is among the approvers (user:ann,user:dee) and has not decided.
+        let html = render(&view(), "ann");
+        assert!(html.contains(">Approve</button>") && html.contains(">Reject</button>"), "{html}");
+        // vic may call PutApprovalResult but is not among the approvers.
+        let html = render(&view(), "vic");
+        assert!(!html.contains(">Approve</button>") && !html.contains(">Reject</button>"), "{html}");
+        assert!(html.contains("You may not decide this approval: vic is not among the approvers"), "{html}");
+        // dee has decided already.
+        let html = render(&view(), "dee");
+        assert!(!html.contains(">Reject</button>") && html.contains("dee has already decided"), "{html}");
+        // A member of an approving team is accepted.
+        let mut team = view();
+        team.state.stage_states[2].action_states[0]
+            .latest_execution
+            .as_mut()
+            .unwrap()
+            .approval
+            .as_mut()
+            .unwrap()
+            .approvers = "team:release".into();
+        team.member_of = vec!["team:release".into()];
+        assert!(render(&team, "zed").contains(">Approve</button>"));
+        // The starter of the execution may reject it, not approve it.
+        let mut started = view();
+        for run in started.runs.values_mut() {
+            run.pipeline_execution.trigger.started_by = Some("ann".into());
+        }
+        let html = render(&started, "ann");
+        assert!(!html.contains(">Approve</button>") && html.contains(">Reject</button>"), "{html}");
+        assert!(html.contains("You may reject but not approve: ann started execution"), "{html}");
     }
 
     #[test]

@@ -467,7 +467,14 @@ impl Driver {
                 a.name == action
                     && a.approval.is_some()
                     && (!only_waiting || a.status == Some(ActionStatus::InProgress))
-                    && (1..=a.attempt.max(1)).any(|n| views::approval_token(&e.id.0, stage, action, n) == token)
+                    // A waiting approval answers to its current attempt's token
+                    // only: an earlier attempt's (a page left open before a
+                    // retry) was for artifacts the approver may not have seen.
+                    && if only_waiting {
+                        views::approval_token(&e.id.0, stage, action, a.attempt.max(1)) == token
+                    } else {
+                        (1..=a.attempt.max(1)).any(|n| views::approval_token(&e.id.0, stage, action, n) == token)
+                    }
             })
         };
         if let Some(e) = self.engine.executions().filter(|e| e.pipeline == name).find(|e| token_of(e, true)) {
@@ -495,7 +502,17 @@ impl Handle<PutApprovalResult> for Driver {
         let id = match (execution, op.token) {
             // The id must be one of this pipeline's executions: the caller's
             // permission was checked on this pipeline's action, not another's.
-            (Some(id), _) => self.execution(name, &id)?.id,
+            (Some(id), None) => self.execution(name, &id)?.id,
+            // A token sent must be the current attempt's, of that execution.
+            (Some(id), Some(token)) => {
+                let id = self.execution(name, &id)?.id;
+                if self.approval_by_token(name, stage, action, &token)? != id {
+                    return Err(OpError::InvalidApprovalToken(format!(
+                        "token {token} is not the token of the approval at {stage}/{action} of execution {id}"
+                    )));
+                }
+                id
+            }
             (None, Some(token)) => self.approval_by_token(name, stage, action, &token)?,
             (None, None) => self
                 .engine
