@@ -29,9 +29,9 @@ const READ_EXECUTION: &str = "codepipeline:GetPipelineExecution";
 impl Driver {
     /// Executions carrying a revision starting with `prefix`, newest
     /// first, of pipelines the caller may read; running ones as they are now.
-    fn readable_with_revision(&mut self, prefix: &str, ctx: &Context) -> Result<Vec<Execution>, OpError> {
+    fn readable_with_revision(&mut self, prefix: &str, most: usize, ctx: &Context) -> Result<Vec<Execution>, OpError> {
         let directory = self.directory.snapshot();
-        let mut list = self.store.executions_with_revision(prefix, FLOW_EXECUTIONS)?;
+        let mut list = self.store.executions_with_revision(prefix, most)?;
         list.retain(|e| directory.decide(&ctx.caller, READ_EXECUTION, &policy::pipeline(&e.pipeline)).is_allowed());
         for e in &mut list {
             if let Some(live) = self.engine.execution(&e.id) {
@@ -46,7 +46,10 @@ impl Handle<ListRevisions> for Driver {
     fn handle(&mut self, op: ListRevisions, ctx: &Context) -> Result<ListRevisionsOutput, OpError> {
         let limit = paging::limit(op.max_results, 20, 200)?;
         let prefix = op.prefix.as_deref().map(str::trim).unwrap_or_default();
-        let executions = self.readable_with_revision(prefix, ctx)?;
+        // Ten executions per revision asked is plenty (a revision reaches a
+        // few pipelines a few times), and keeps the driver's step short:
+        // the query reads each execution whole.
+        let executions = self.readable_with_revision(prefix, (limit * 10).min(FLOW_EXECUTIONS), ctx)?;
         Ok(ListRevisionsOutput { revisions: summaries(&executions, prefix, limit) })
     }
 }
@@ -57,7 +60,7 @@ impl Handle<GetRevisionFlow> for Driver {
         if asked.is_empty() {
             return Err(OpError::invalid("give a revision id, or a prefix of one"));
         }
-        let executions = self.readable_with_revision(asked, ctx)?;
+        let executions = self.readable_with_revision(asked, FLOW_EXECUTIONS, ctx)?;
         let revision = resolve(&executions, asked)?;
         let mut pipelines: BTreeMap<String, Vec<RevisionFlowExecution>> = BTreeMap::new();
         let mut summary = None;
