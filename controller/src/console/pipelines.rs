@@ -34,16 +34,28 @@ pub type Allows<'a> = &'a dyn Fn(&str, &str) -> bool;
 pub struct Row {
     pub name: String,
     pub state: Result<GetPipelineStateOutput, String>,
+    /// The source revisions of each execution a stage last ran, by id.
+    pub revisions: BTreeMap<String, Vec<ops::SourceRevisionView>>,
 }
 
 /// `GET /`: every pipeline with each stage's latest status and the
 /// revision its latest execution carries.
 pub async fn list(State(state): State<ApiState>, viewer: Viewer) -> Result<Response, ConsoleError> {
-    let list = crate::api::ask(&state, ops::ListPipelines::default(), viewer.caller.clone()).await?;
-    let mut rows = Vec::with_capacity(list.pipelines.len());
-    for p in list.pipelines {
-        let read = crate::api::ask(&state, GetPipelineState { name: p.name.clone() }, viewer.caller.clone()).await;
-        rows.push(Row { name: p.name, state: read.map_err(|e| e.to_string()) });
+    // One read (one audit record) per page of up to 1000 pipelines.
+    let mut rows = Vec::new();
+    let mut next_token = None;
+    loop {
+        let op = ops::ListPipelineStates { max_results: None, next_token: next_token.take() };
+        let page = crate::api::ask(&state, op, viewer.caller.clone()).await?;
+        rows.extend(page.pipeline_states.into_iter().map(|p| Row {
+            name: p.pipeline_name,
+            state: p.state.ok_or_else(|| p.error.unwrap_or_default()),
+            revisions: p.revisions,
+        }));
+        match page.next_token {
+            Some(token) => next_token = Some(token),
+            None => break,
+        }
     }
     let page = Page::new("Pipelines", Section::Pipelines, render_list(&rows));
     Ok(page.live(Live::All).render(&state, &viewer))
@@ -95,7 +107,7 @@ fn list_row(row: &Row) -> Markup {
                             None => span.muted { "Never run" },
                         }
                     }
-                    td data-label="Stages" { (stage_strip(state)) }
+                    td data-label="Stages" { (stage_strip(state, &row.revisions)) }
                     td data-label="Revision" { (revisions(state.latest_execution.as_ref())) }
                     // The latest execution's last change, else the declaration's.
                     td data-label="Updated" { (layout::time(state.latest_execution.as_ref().map_or(&state.updated, |l| &l.last_update_time))) }
@@ -105,8 +117,9 @@ fn list_row(row: &Row) -> Markup {
     }
 }
 
-/// Each stage's name and latest status, in order, joined by arrows.
-fn stage_strip(state: &GetPipelineStateOutput) -> Markup {
+/// Each stage's name, latest status and the commit it carries (that of
+/// the execution it last ran), in order, joined by arrows.
+fn stage_strip(state: &GetPipelineStateOutput, revisions: &BTreeMap<String, Vec<ops::SourceRevisionView>>) -> Markup {
     html! {
         ol.stage-strip {
             @for (i, stage) in state.stage_states.iter().enumerate() {
@@ -124,6 +137,10 @@ fn stage_strip(state: &GetPipelineStateOutput) -> Markup {
                     @match status {
                         Some(s) => (layout::status(s)),
                         None => span.muted { "Not run" },
+                    }
+                    @let carried = stage.latest_execution.as_ref().and_then(|e| revisions.get(&e.pipeline_execution_id));
+                    @for r in carried.into_iter().flatten() {
+                        " " code.stage-revision title={ (r.action_name) ": " (r.revision_id) } { (short(&r.revision_id)) }
                     }
                 }
             }
@@ -669,13 +686,31 @@ pub(super) mod tests {
         }
     }
 
+    fn carried() -> BTreeMap<String, Vec<ops::SourceRevisionView>> {
+        let revision = |id: &str| -> Vec<ops::SourceRevisionView> {
+            serde_json::from_value(
+                serde_json::json!([{"actionName": "Checkout", "revisionId": id, "revisionSummary": null, "pinned": false}]),
+            )
+            .unwrap()
+        };
+        BTreeMap::from([("e-0".to_string(), revision("oldoldoldoldold")), ("e-2".to_string(), revision("newnewnewnewnew"))])
+    }
+
     #[test]
     fn the_list_shows_each_stage_and_the_revision_and_escapes_it() {
         let rows = [
-            Row { name: "web".into(), state: Ok(state_json()) },
-            Row { name: "a b".into(), state: Err("access denied".into()) },
+            Row { name: "web".into(), state: Ok(state_json()), revisions: carried() },
+            Row { name: "a b".into(), state: Err("access denied".into()), revisions: BTreeMap::new() },
         ];
         let html = render_list(&rows).into_string();
+        // Each stage names the commit of the execution it last ran (Gate
+        // ran e-0, an older one than the latest), not the latest's.
+        let gate = &html[html.find(r#"data-stage="Gate""#).unwrap()..];
+        let gate = &gate[..gate.find("</li>").unwrap()];
+        assert!(
+            gate.contains(r#"<code class="stage-revision" title="Checkout: oldoldoldoldold">oldoldoldold</code>"#),
+            "{gate}"
+        );
         assert!(html.contains(r#"<a href="/pipelines/web">web</a>"#), "{html}");
         assert!(html.contains(r#"href="/pipelines/a%20b""#), "{html}");
         assert!(html.contains(r#"data-stage="Build" data-status="Failed""#), "{html}");
