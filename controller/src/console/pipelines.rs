@@ -228,10 +228,22 @@ pub async fn page(
     Ok(Page::new(name.clone(), Section::Pipelines, body).live(Live::Pipeline(name)).render(&state, &viewer))
 }
 
-/// The executions a pipeline page reads: the latest, then those that
-/// last entered each stage, each once.
+/// The executions a pipeline page reads, each once: always that of every
+/// stage with a waiting approval or a running action (its form, its
+/// logs); then the latest and those that last entered the other stages,
+/// up to [`MAX_RUNS`] in all.
 fn run_ids(state: &GetPipelineStateOutput) -> Vec<String> {
+    let busy = |s: &&StageState| {
+        s.action_states.iter().filter_map(|a| a.latest_execution.as_ref()).any(|l| l.status.as_deref() == Some("InProgress"))
+    };
     let mut ids: Vec<String> = Vec::new();
+    for stage in state.stage_states.iter().filter(busy) {
+        if let Some(e) = &stage.latest_execution
+            && !ids.contains(&e.pipeline_execution_id)
+        {
+            ids.push(e.pipeline_execution_id.clone());
+        }
+    }
     let latest = state.latest_execution.iter().map(|l| &l.pipeline_execution_id);
     let stages = state.stage_states.iter().filter_map(|s| s.latest_execution.as_ref().map(|e| &e.pipeline_execution_id));
     for id in latest.chain(stages) {
@@ -410,7 +422,12 @@ fn held_before(view: &PipelineView, index: usize) -> Vec<String> {
         if run.pipeline_execution.status != "InProgress" {
             continue;
         }
-        let (Some(before), Some(this)) = (run.stages.get(index - 1), run.stages.get(index)) else { continue };
+        // By name: a run of an older version may have other stages.
+        let named = |i: usize| {
+            let name = &view.state.stage_states.get(i)?.stage_name;
+            run.stages.iter().find(|s| &s.stage_name == name)
+        };
+        let (Some(before), Some(this)) = (named(index - 1), named(index)) else { continue };
         if before.status.as_deref() == Some("Succeeded") && this.status.is_none() {
             held.push(id.clone());
         }
@@ -821,10 +838,32 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_waiting_approval_s_execution_is_always_read_and_stages_match_by_name() {
+        // Nine earlier stages, each last run by another execution: the
+        // Gate's (e-0, waiting for approval) is still read.
+        let mut state = state_json();
+        for i in 0..9 {
+            let mut stage = state.stage_states[0].clone();
+            stage.stage_name = format!("Step{i}");
+            stage.latest_execution.as_mut().unwrap().pipeline_execution_id = format!("e-1{i}");
+            state.stage_states.insert(1, stage);
+        }
+        let ids = run_ids(&state);
+        assert_eq!(ids[0], "e-0", "{ids:?}");
+        assert!(ids.len() <= MAX_RUNS + 1, "{ids:?}");
+        // A run whose stages are in another order (an older version):
+        // the held execution is still found by the stages' names.
+        let mut view = view();
+        view.runs.get_mut("e-2").unwrap().stages.reverse();
+        assert_eq!(held_before(&view, 2), ["e-2"]);
+        assert!(held_before(&view, 1).is_empty());
+    }
+
+    #[test]
     fn the_page_reads_each_execution_once_and_names_the_held_one() {
         let state = state_json();
-        // The latest first, then each stage's, each once.
-        assert_eq!(run_ids(&state), ["e-2", "e-1", "e-0"]);
+        // The waiting approval's first, then the latest, then each stage's, each once.
+        assert_eq!(run_ids(&state), ["e-0", "e-2", "e-1"]);
         let view = view();
         // e-2 finished Build and has not entered Gate; e-0 is in Gate.
         assert_eq!(held_before(&view, 2), ["e-2"]);
