@@ -34,16 +34,28 @@ pub type Allows<'a> = &'a dyn Fn(&str, &str) -> bool;
 pub struct Row {
     pub name: String,
     pub state: Result<GetPipelineStateOutput, String>,
+    /// The source revisions of each execution a stage last ran, by id.
+    pub revisions: BTreeMap<String, Vec<ops::SourceRevisionView>>,
 }
 
 /// `GET /`: every pipeline with each stage's latest status and the
 /// revision its latest execution carries.
 pub async fn list(State(state): State<ApiState>, viewer: Viewer) -> Result<Response, ConsoleError> {
-    let list = crate::api::ask(&state, ops::ListPipelines::default(), viewer.caller.clone()).await?;
-    let mut rows = Vec::with_capacity(list.pipelines.len());
-    for p in list.pipelines {
-        let read = crate::api::ask(&state, GetPipelineState { name: p.name.clone() }, viewer.caller.clone()).await;
-        rows.push(Row { name: p.name, state: read.map_err(|e| e.to_string()) });
+    // One read (one audit record) per page of up to 1000 pipelines.
+    let mut rows = Vec::new();
+    let mut next_token = None;
+    loop {
+        let op = ops::ListPipelineStates { max_results: None, next_token: next_token.take() };
+        let page = crate::api::ask(&state, op, viewer.caller.clone()).await?;
+        rows.extend(page.pipeline_states.into_iter().map(|p| Row {
+            name: p.pipeline_name,
+            state: p.state.ok_or_else(|| p.error.unwrap_or_default()),
+            revisions: p.revisions,
+        }));
+        match page.next_token {
+            Some(token) => next_token = Some(token),
+            None => break,
+        }
     }
     let page = Page::new("Pipelines", Section::Pipelines, render_list(&rows));
     Ok(page.live(Live::All).render(&state, &viewer))
@@ -95,7 +107,7 @@ fn list_row(row: &Row) -> Markup {
                             None => span.muted { "Never run" },
                         }
                     }
-                    td data-label="Stages" { (stage_strip(state)) }
+                    td data-label="Stages" { (stage_strip(state, &row.revisions)) }
                     td data-label="Revision" { (revisions(state.latest_execution.as_ref())) }
                     // The latest execution's last change, else the declaration's.
                     td data-label="Updated" { (layout::time(state.latest_execution.as_ref().map_or(&state.updated, |l| &l.last_update_time))) }
@@ -105,8 +117,9 @@ fn list_row(row: &Row) -> Markup {
     }
 }
 
-/// Each stage's name and latest status, in order, joined by arrows.
-fn stage_strip(state: &GetPipelineStateOutput) -> Markup {
+/// Each stage's name, latest status and the commit it carries (that of
+/// the execution it last ran), in order, joined by arrows.
+fn stage_strip(state: &GetPipelineStateOutput, revisions: &BTreeMap<String, Vec<ops::SourceRevisionView>>) -> Markup {
     html! {
         ol.stage-strip {
             @for (i, stage) in state.stage_states.iter().enumerate() {
@@ -124,6 +137,10 @@ fn stage_strip(state: &GetPipelineStateOutput) -> Markup {
                     @match status {
                         Some(s) => (layout::status(s)),
                         None => span.muted { "Not run" },
+                    }
+                    @let carried = stage.latest_execution.as_ref().and_then(|e| revisions.get(&e.pipeline_execution_id));
+                    @for r in carried.into_iter().flatten() {
+                        " " code.stage-revision title={ (r.action_name) ": " (r.revision_id) } { (short(&r.revision_id)) }
                     }
                 }
             }
@@ -211,10 +228,22 @@ pub async fn page(
     Ok(Page::new(name.clone(), Section::Pipelines, body).live(Live::Pipeline(name)).render(&state, &viewer))
 }
 
-/// The executions a pipeline page reads: the latest, then those that
-/// last entered each stage, each once.
+/// The executions a pipeline page reads, each once: always that of every
+/// stage with a waiting approval or a running action (its form, its
+/// logs); then the latest and those that last entered the other stages,
+/// up to [`MAX_RUNS`] in all.
 fn run_ids(state: &GetPipelineStateOutput) -> Vec<String> {
+    let busy = |s: &&StageState| {
+        s.action_states.iter().filter_map(|a| a.latest_execution.as_ref()).any(|l| l.status.as_deref() == Some("InProgress"))
+    };
     let mut ids: Vec<String> = Vec::new();
+    for stage in state.stage_states.iter().filter(busy) {
+        if let Some(e) = &stage.latest_execution
+            && !ids.contains(&e.pipeline_execution_id)
+        {
+            ids.push(e.pipeline_execution_id.clone());
+        }
+    }
     let latest = state.latest_execution.iter().map(|l| &l.pipeline_execution_id);
     let stages = state.stage_states.iter().filter_map(|s| s.latest_execution.as_ref().map(|e| &e.pipeline_execution_id));
     for id in latest.chain(stages) {
@@ -393,7 +422,12 @@ fn held_before(view: &PipelineView, index: usize) -> Vec<String> {
         if run.pipeline_execution.status != "InProgress" {
             continue;
         }
-        let (Some(before), Some(this)) = (run.stages.get(index - 1), run.stages.get(index)) else { continue };
+        // By name: a run of an older version may have other stages.
+        let named = |i: usize| {
+            let name = &view.state.stage_states.get(i)?.stage_name;
+            run.stages.iter().find(|s| &s.stage_name == name)
+        };
+        let (Some(before), Some(this)) = (named(index - 1), named(index)) else { continue };
         if before.status.as_deref() == Some("Succeeded") && this.status.is_none() {
             held.push(id.clone());
         }
@@ -669,13 +703,31 @@ pub(super) mod tests {
         }
     }
 
+    fn carried() -> BTreeMap<String, Vec<ops::SourceRevisionView>> {
+        let revision = |id: &str| -> Vec<ops::SourceRevisionView> {
+            serde_json::from_value(
+                serde_json::json!([{"actionName": "Checkout", "revisionId": id, "revisionSummary": null, "pinned": false}]),
+            )
+            .unwrap()
+        };
+        BTreeMap::from([("e-0".to_string(), revision("oldoldoldoldold")), ("e-2".to_string(), revision("newnewnewnewnew"))])
+    }
+
     #[test]
     fn the_list_shows_each_stage_and_the_revision_and_escapes_it() {
         let rows = [
-            Row { name: "web".into(), state: Ok(state_json()) },
-            Row { name: "a b".into(), state: Err("access denied".into()) },
+            Row { name: "web".into(), state: Ok(state_json()), revisions: carried() },
+            Row { name: "a b".into(), state: Err("access denied".into()), revisions: BTreeMap::new() },
         ];
         let html = render_list(&rows).into_string();
+        // Each stage names the commit of the execution it last ran (Gate
+        // ran e-0, an older one than the latest), not the latest's.
+        let gate = &html[html.find(r#"data-stage="Gate""#).unwrap()..];
+        let gate = &gate[..gate.find("</li>").unwrap()];
+        assert!(
+            gate.contains(r#"<code class="stage-revision" title="Checkout: oldoldoldoldold">oldoldoldold</code>"#),
+            "{gate}"
+        );
         assert!(html.contains(r#"<a href="/pipelines/web">web</a>"#), "{html}");
         assert!(html.contains(r#"href="/pipelines/a%20b""#), "{html}");
         assert!(html.contains(r#"data-stage="Build" data-status="Failed""#), "{html}");
@@ -786,10 +838,32 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_waiting_approval_s_execution_is_always_read_and_stages_match_by_name() {
+        // Nine earlier stages, each last run by another execution: the
+        // Gate's (e-0, waiting for approval) is still read.
+        let mut state = state_json();
+        for i in 0..9 {
+            let mut stage = state.stage_states[0].clone();
+            stage.stage_name = format!("Step{i}");
+            stage.latest_execution.as_mut().unwrap().pipeline_execution_id = format!("e-1{i}");
+            state.stage_states.insert(1, stage);
+        }
+        let ids = run_ids(&state);
+        assert_eq!(ids[0], "e-0", "{ids:?}");
+        assert!(ids.len() <= MAX_RUNS + 1, "{ids:?}");
+        // A run whose stages are in another order (an older version):
+        // the held execution is still found by the stages' names.
+        let mut view = view();
+        view.runs.get_mut("e-2").unwrap().stages.reverse();
+        assert_eq!(held_before(&view, 2), ["e-2"]);
+        assert!(held_before(&view, 1).is_empty());
+    }
+
+    #[test]
     fn the_page_reads_each_execution_once_and_names_the_held_one() {
         let state = state_json();
-        // The latest first, then each stage's, each once.
-        assert_eq!(run_ids(&state), ["e-2", "e-1", "e-0"]);
+        // The waiting approval's first, then the latest, then each stage's, each once.
+        assert_eq!(run_ids(&state), ["e-0", "e-2", "e-1"]);
         let view = view();
         // e-2 finished Build and has not entered Gate; e-0 is in Gate.
         assert_eq!(held_before(&view, 2), ["e-2"]);
