@@ -492,22 +492,52 @@ async fn push_plugin_checked(
     Ok(Json(pushed))
 }
 
-/// `?pipeline=NAME`: the events of one pipeline only.
-#[derive(Deserialize)]
+/// `?pipeline=NAME`: the events of one pipeline only. `?types=state`:
+/// no log lines (a page that shows none need not receive them); `types`
+/// is a comma-separated list of `state` (every event but log lines),
+/// `log`, or an event's own type (`execution`, `stage`, ...).
+#[derive(Deserialize, Default)]
 pub struct EventsQuery {
     pipeline: Option<String>,
+    types: Option<String>,
 }
+
+impl EventsQuery {
+    /// Whether an event of type `kind` was asked for.
+    fn wants(&self, kind: &str) -> bool {
+        let Some(types) = self.types.as_deref().filter(|t| !t.trim().is_empty()) else { return true };
+        types.split(',').map(str::trim).any(|t| t == kind || (t == "state" && kind != "log"))
+    }
+}
+
+/// Whether a subscriber's credential (and, for the console, its session)
+/// still stands: asked on every event and every [`ALIVE_TICK`], so a
+/// sign-out, an expired session or a revoked token ends the stream.
+pub type Alive = Box<dyn Fn(&ApiState) -> bool + Send + Sync>;
+
+/// How often an idle stream asks whether its subscriber still stands.
+pub const ALIVE_TICK: Duration = Duration::from_secs(10);
 
 /// Live events (execution, stage, action, log) as Server-Sent Events:
 /// only those of pipelines the caller may read, decided per event on the
 /// directory of the moment (a revoked permission stops the flow at once).
 /// Asking for one pipeline the caller may not read is refused outright.
+/// The stream ends when the bearer token is revoked.
 async fn events(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, OpError> {
-    subscribe(s, caller, q).await
+    // The token itself is not kept: only its hash, looked up again.
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(crate::auth::hash)
+        .unwrap_or_default();
+    let alive: Alive = Box::new(move |s: &ApiState| s.tokens.lookup_hash(&token).is_some());
+    subscribe(s, caller, q, alive).await
 }
 
 /// The filtered event stream of a caller (the API's `/v1/events` and the
@@ -516,6 +546,7 @@ pub async fn subscribe(
     s: ApiState,
     caller: Caller,
     q: EventsQuery,
+    alive: Alive,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, OpError> {
     // A subscription is a call too (issue 15, gov): recorded when it
     // starts, or when it is refused.
@@ -529,13 +560,23 @@ pub async fn subscribe(
     }
     send_audit_record(&s, entry).await;
     let directory = s.directory.clone();
-    let stream = BroadcastStream::new(s.events.subscribe()).filter_map(move |item| {
-        let value = item.ok()?;
+    let events = BroadcastStream::new(s.events.subscribe()).map(|item| item.ok());
+    // A tick, so that a quiet stream also notices its end.
+    let ticks = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(ALIVE_TICK).await;
+        Some((None, ()))
+    });
+    let stream = events.merge(ticks).take_while(move |_| alive(&s)).filter_map(move |item| {
+        let value = item?;
         let pipeline = value["pipeline"].as_str()?;
         if q.pipeline.as_deref().is_some_and(|p| p != pipeline) {
             return None;
         }
-        let permission = if value["type"] == "log" { LOGS_PERMISSION } else { STATE_PERMISSION };
+        let kind = value["type"].as_str().unwrap_or_default();
+        if !q.wants(kind) {
+            return None;
+        }
+        let permission = if kind == "log" { LOGS_PERMISSION } else { STATE_PERMISSION };
         if !directory.allows(&caller, permission, &crate::policy::pipeline(pipeline)) {
             return None;
         }
@@ -555,6 +596,17 @@ mod tests {
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_stream_asked_for_state_gets_no_log_lines() {
+        let q = |types: Option<&str>| EventsQuery { pipeline: None, types: types.map(str::to_string) };
+        assert!(q(None).wants("log") && q(None).wants("stage"));
+        assert!(q(Some("")).wants("log"));
+        assert!(!q(Some("state")).wants("log"));
+        assert!(q(Some("state")).wants("execution") && q(Some("state")).wants("transition"));
+        assert!(q(Some("log")).wants("log") && !q(Some("log")).wants("stage"));
+        assert!(q(Some("stage, log")).wants("stage") && !q(Some("stage,log")).wants("action"));
     }
 
     #[test]

@@ -148,13 +148,12 @@ export async function axeFindings(page) {
 export async function overflow(page) {
   const { scroll, client, culprits } = await page.evaluate(() => {
     const client = document.documentElement.clientWidth;
-    // The outermost elements that reach past the right edge: what to fix.
-    const culprits = [];
-    for (const el of document.body.querySelectorAll("*")) {
-      if (el.getBoundingClientRect().right <= client + 1) continue;
-      if (culprits.some((c) => c.contains(el))) continue;
-      culprits.push(el);
-    }
+    // The deepest elements that reach past the right edge, or whose text
+    // does (a long id that does not wrap): what to fix.
+    const past = [...document.body.querySelectorAll("*")].filter(
+      (el) => el.getBoundingClientRect().right > client + 1 || (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX === "visible"),
+    );
+    const culprits = past.filter((el) => !past.some((other) => other !== el && el.contains(other)));
     const name = (el) => el.tagName.toLowerCase() + (el.id ? `#${el.id}` : "") + [...el.classList].map((c) => `.${c}`).join("");
     const path = (el) => [el.parentElement?.parentElement, el.parentElement, el].filter(Boolean).map(name).join(" > ");
     return { scroll: document.documentElement.scrollWidth, client, culprits: culprits.slice(0, 3).map(path) };

@@ -94,8 +94,12 @@ c.scenario("every page passes axe-core with no serious or critical violation", a
 
 c.scenario("on a phone every page fits the screen's width", async () => {
   const ctx = await c.context(browser, { viewport: { width: 375, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
-  const page = await c.signIn(ctx, c.token("admin"), "/");
   const wide = [];
+  const signIn = await ctx.newPage();
+  await signIn.goto("/sign-in");
+  wide.push(await c.overflow(signIn));
+  await signIn.close();
+  const page = await c.signIn(ctx, c.token("admin"), "/");
   for (const { path, h1 } of pages) {
     await page.goto(path);
     await page.getByRole("heading", { level: 1, name: h1, exact: true }).waitFor();
@@ -105,13 +109,52 @@ c.scenario("on a phone every page fits the screen's width", async () => {
       await c.screenshot(page, `phone-too-wide-${named(path)}`);
     }
   }
-  assert.deepEqual(wide, [], "pages that scroll sideways on a phone");
+  assert.deepEqual(wide.filter(Boolean), [], "pages that scroll sideways on a phone");
   await page.goto("/pipelines/web");
   // The stages stack: Deploy is below Build, not beside it.
   const build = await page.getByRole("region", { name: "Build", exact: true }).boundingBox();
   const deploy = await page.getByRole("region", { name: "Deploy", exact: true }).boundingBox();
   assert.ok(deploy.y >= build.y + build.height - 1, `Deploy ${JSON.stringify(deploy)} is not below Build ${JSON.stringify(build)}`);
   await c.screenshot(page, "phone-pipeline-web");
+  await ctx.close();
+});
+
+c.scenario("the keyboard reaches every control, with a visible focus, and opens the forms", async () => {
+  const ctx = await c.context(browser);
+  const page = await c.signIn(ctx, c.token("admin"), "/pipelines/web");
+  await page.getByRole("heading", { level: 1, name: "web" }).waitFor();
+  // First Tab: the skip link; Enter: into the content.
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent.trim()), "Skip to content");
+  await page.keyboard.press("Enter");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "main");
+  // Tab through the page: every stop shows where the focus is.
+  const stops = [];
+  for (let i = 0; i < 80; i++) {
+    await page.keyboard.press("Tab");
+    const stop = await page.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return null;
+      const style = getComputedStyle(el);
+      const visible = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0;
+      return { name: (el.getAttribute("aria-label") || el.textContent).trim().replace(/\s+/g, " ").slice(0, 60), tag: el.tagName.toLowerCase(), visible };
+    });
+    if (!stop) break;
+    stops.push(stop);
+  }
+  const names = stops.map((s) => s.name);
+  for (const want of ["Start execution…", "Disable transition…", "Logs of Compile"]) {
+    assert.ok(names.some((n) => n.startsWith(want)), `Tab never reaches "${want}": ${JSON.stringify(names)}`);
+  }
+  const unseen = stops.filter((s) => !s.visible);
+  assert.deepEqual(unseen, [], "focus stops without a visible focus indicator");
+  // A disclosure opens from the keyboard, and its field takes the typing.
+  await page.locator("summary", { hasText: "Start execution…" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByLabel("GREETING").focus();
+  await page.keyboard.type("typed");
+  assert.equal(await page.getByLabel("GREETING").inputValue(), "typed");
+  console.log(`keyboard: ${stops.length} focus stops on /pipelines/web, each with a visible focus`);
   await ctx.close();
 });
 

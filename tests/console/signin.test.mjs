@@ -63,6 +63,22 @@ c.scenario("a token signs in with a strict, HttpOnly, Secure cookie; sign-out en
   await ctx.close();
 });
 
+c.scenario("an access key's id and secret sign in too; a wrong secret does not", async () => {
+  const ctx = await c.context(browser);
+  const page = await ctx.newPage();
+  await page.goto("/sign-in");
+  await page.getByLabel("Access key ID").fill(c.env.SLUICE_ACCESS_KEY_ID);
+  await page.getByLabel("Secret access key").fill(`${c.env.SLUICE_SECRET_ACCESS_KEY}x`);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "not valid" }).waitFor();
+  assert.deepEqual(await ctx.cookies(), []);
+  await page.getByLabel("Access key ID").fill(c.env.SLUICE_ACCESS_KEY_ID);
+  await page.getByLabel("Secret access key").fill(c.env.SLUICE_SECRET_ACCESS_KEY);
+  await Promise.all([page.waitForURL((u) => u.pathname === "/"), page.getByRole("button", { name: "Sign in" }).click()]);
+  await page.getByRole("banner").getByText("ann", { exact: true }).waitFor();
+  await ctx.close();
+});
+
 c.scenario("sign-in goes back to the page asked for, never to another site", async () => {
   const ctx = await c.context(browser);
   const page = await ctx.newPage();

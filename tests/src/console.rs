@@ -190,7 +190,35 @@ impl<'a> Scenario<'a> {
     }
 }
 
+/// The last `lines` lines of a log, without its colour codes.
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    plain(&all[all.len().saturating_sub(lines)..].join("\n"))
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_tail_loses_its_colours_and_keeps_its_text() {
+        let log = "one\n\x1b[2m2026\x1b[0m \x1b[32m INFO\x1b[0m started\nthree";
+        assert_eq!(super::tail(log, 2), "2026  INFO started\nthree");
+    }
 }

@@ -142,13 +142,17 @@ impl Viewer {
     fn of(parts: &Parts, state: &ApiState) -> Result<Self, signin::Reason> {
         let secret = state.console.secret_in(&parts.headers).ok_or(signin::Reason::SignIn)?;
         let now = session::now();
-        let session = state.console.sessions().touch(&secret, now).ok_or(signin::Reason::SignIn)?;
+        // A live refresh is the page's script, not the user: it does not
+        // keep the session from idling out.
+        let live = parts.headers.contains_key(LIVE_HEADER);
+        let session =
+            if live { state.console.sessions().peek(&secret, now) } else { state.console.sessions().touch(&secret, now) };
+        let session = session.ok_or(signin::Reason::SignIn)?;
         let Some(caller) = session::resolve(state, &session.credential) else {
             // The token or key was revoked: the session ends with it.
             state.console.sessions().close(&secret);
             return Err(signin::Reason::Revoked);
         };
-        let live = parts.headers.contains_key(LIVE_HEADER);
         let flash = if parts.method == Method::GET && !live { state.console.sessions().take_flash(&secret) } else { None };
         let caller = caller.with_via(Via::Session(session.id.clone())).with_origin(crate::api::origin_of(&parts.extensions));
         Ok(Self { caller, session: session.id, csrf: session.csrf, flash, secret })

@@ -34,16 +34,28 @@ pub type Allows<'a> = &'a dyn Fn(&str, &str) -> bool;
 pub struct Row {
     pub name: String,
     pub state: Result<GetPipelineStateOutput, String>,
+    /// The source revisions of each execution a stage last ran, by id.
+    pub revisions: BTreeMap<String, Vec<ops::SourceRevisionView>>,
 }
 
 /// `GET /`: every pipeline with each stage's latest status and the
 /// revision its latest execution carries.
 pub async fn list(State(state): State<ApiState>, viewer: Viewer) -> Result<Response, ConsoleError> {
-    let list = crate::api::ask(&state, ops::ListPipelines::default(), viewer.caller.clone()).await?;
-    let mut rows = Vec::with_capacity(list.pipelines.len());
-    for p in list.pipelines {
-        let read = crate::api::ask(&state, GetPipelineState { name: p.name.clone() }, viewer.caller.clone()).await;
-        rows.push(Row { name: p.name, state: read.map_err(|e| e.to_string()) });
+    // One read (one audit record) per page of up to 1000 pipelines.
+    let mut rows = Vec::new();
+    let mut next_token = None;
+    loop {
+        let op = ops::ListPipelineStates { max_results: None, next_token: next_token.take() };
+        let page = crate::api::ask(&state, op, viewer.caller.clone()).await?;
+        rows.extend(page.pipeline_states.into_iter().map(|p| Row {
+            name: p.pipeline_name,
+            state: p.state.ok_or_else(|| p.error.unwrap_or_default()),
+            revisions: p.revisions,
+        }));
+        match page.next_token {
+            Some(token) => next_token = Some(token),
+            None => break,
+        }
     }
     let page = Page::new("Pipelines", Section::Pipelines, render_list(&rows));
     Ok(page.live(Live::All).render(&state, &viewer))
@@ -95,7 +107,7 @@ fn list_row(row: &Row) -> Markup {
                             None => span.muted { "Never run" },
                         }
                     }
-                    td data-label="Stages" { (stage_strip(state)) }
+                    td data-label="Stages" { (stage_strip(state, &row.revisions)) }
                     td data-label="Revision" { (revisions(state.latest_execution.as_ref())) }
                     // The latest execution's last change, else the declaration's.
                     td data-label="Updated" { (layout::time(state.latest_execution.as_ref().map_or(&state.updated, |l| &l.last_update_time))) }
@@ -105,8 +117,9 @@ fn list_row(row: &Row) -> Markup {
     }
 }
 
-/// Each stage's name and latest status, in order, joined by arrows.
-fn stage_strip(state: &GetPipelineStateOutput) -> Markup {
+/// Each stage's name, latest status and the commit it carries (that of
+/// the execution it last ran), in order, joined by arrows.
+fn stage_strip(state: &GetPipelineStateOutput, revisions: &BTreeMap<String, Vec<ops::SourceRevisionView>>) -> Markup {
     html! {
         ol.stage-strip {
             @for (i, stage) in state.stage_states.iter().enumerate() {
@@ -124,6 +137,10 @@ fn stage_strip(state: &GetPipelineStateOutput) -> Markup {
                     @match status {
                         Some(s) => (layout::status(s)),
                         None => span.muted { "Not run" },
+                    }
+                    @let carried = stage.latest_execution.as_ref().and_then(|e| revisions.get(&e.pipeline_execution_id));
+                    @for r in carried.into_iter().flatten() {
+                        " " code.stage-revision title={ (r.action_name) ": " (r.revision_id) } { (short(&r.revision_id)) }
                     }
                 }
             }
@@ -178,6 +195,9 @@ pub struct PipelineView {
     pub runs: BTreeMap<String, GetPipelineExecutionOutput>,
     /// Milliseconds since the epoch: how long running actions have run.
     pub now: u64,
+    /// The viewer's teams and roles as approvals name them
+    /// (`team:NAME`, `role:NAME`): whom an approval accepts.
+    pub member_of: Vec<String>,
 }
 
 /// `GET /pipelines/{name}`.
@@ -200,17 +220,30 @@ pub async fn page(
             runs.insert(id, run);
         }
     }
-    let view =
-        PipelineView { name: name.clone(), state: pipeline_state, declaration, runs, now: super::session::now() * 1000 };
+    let member_of = state.directory.member_of(&viewer.caller.user, &name);
+    let now = super::session::now() * 1000;
+    let view = PipelineView { name: name.clone(), state: pipeline_state, declaration, runs, now, member_of };
     let allows = |permission: &str, resource: &str| state.directory.allows(&viewer.caller, permission, resource);
     let body = render_pipeline(&view, &viewer, &allows);
     Ok(Page::new(name.clone(), Section::Pipelines, body).live(Live::Pipeline(name)).render(&state, &viewer))
 }
 
-/// The executions a pipeline page reads: the latest, then those that
-/// last entered each stage, each once.
+/// The executions a pipeline page reads, each once: always that of every
+/// stage with a waiting approval or a running action (its form, its
+/// logs); then the latest and those that last entered the other stages,
+/// up to [`MAX_RUNS`] in all.
 fn run_ids(state: &GetPipelineStateOutput) -> Vec<String> {
+    let busy = |s: &&StageState| {
+        s.action_states.iter().filter_map(|a| a.latest_execution.as_ref()).any(|l| l.status.as_deref() == Some("InProgress"))
+    };
     let mut ids: Vec<String> = Vec::new();
+    for stage in state.stage_states.iter().filter(busy) {
+        if let Some(e) = &stage.latest_execution
+            && !ids.contains(&e.pipeline_execution_id)
+        {
+            ids.push(e.pipeline_execution_id.clone());
+        }
+    }
     let latest = state.latest_execution.iter().map(|l| &l.pipeline_execution_id);
     let stages = state.stage_states.iter().filter_map(|s| s.latest_execution.as_ref().map(|e| &e.pipeline_execution_id));
     for id in latest.chain(stages) {
@@ -389,7 +422,12 @@ fn held_before(view: &PipelineView, index: usize) -> Vec<String> {
         if run.pipeline_execution.status != "InProgress" {
             continue;
         }
-        let (Some(before), Some(this)) = (run.stages.get(index - 1), run.stages.get(index)) else { continue };
+        // By name: a run of an older version may have other stages.
+        let named = |i: usize| {
+            let name = &view.state.stage_states.get(i)?.stage_name;
+            run.stages.iter().find(|s| &s.stage_name == name)
+        };
+        let (Some(before), Some(this)) = (named(index - 1), named(index)) else { continue };
         if before.status.as_deref() == Some("Succeeded") && this.status.is_none() {
             held.push(id.clone());
         }
@@ -451,8 +489,11 @@ fn action_card(
                     (approval_box(approval, status == Some("InProgress")))
                     @if status == Some("InProgress") && allows(ops::PutApprovalResult::PERMISSION, &resource)
                         && let Some(run) = run {
-                        (super::steer::approval_form(view, &key, stage, action, &run.pipeline_execution.pipeline_execution_id,
-                            l.token.as_deref(), viewer))
+                        @match offer(view, stage, action, approval, run, &viewer.caller.user) {
+                            Offer::Nothing(why) => p.may-not-decide { "You may not decide this approval: " (why) "." },
+                            offer => (super::steer::approval_form(view, &key, stage, action,
+                                &run.pipeline_execution.pipeline_execution_id, l.token.as_deref(), &offer, viewer)),
+                        }
                     }
                 }
             }
@@ -468,6 +509,46 @@ fn action_card(
 /// The action page (the pages slice's): its logs, attempts and grants.
 fn action_url(pipeline: &str, id: &str, stage: &str, action: &str) -> String {
     format!("/pipelines/{}/executions/{}/actions/{}/{}", enc(pipeline), enc(id), enc(stage), enc(action))
+}
+
+/// What a waiting approval lets the viewer decide, as the engine would
+/// judge it ([`crate::engine::decider_refusal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// Approve or reject.
+    Both,
+    /// Reject only (the starter, the version's author, ...), and why not approve.
+    RejectOnly(String),
+    /// Neither, and why.
+    Nothing(String),
+}
+
+/// The decisions the engine would accept from `user` on a waiting approval.
+fn offer(
+    view: &PipelineView,
+    stage: &StageState,
+    action: &ActionState,
+    approval: &ApprovalState,
+    run: &GetPipelineExecutionOutput,
+    user: &str,
+) -> Offer {
+    use crate::engine::{ApprovalAt, Decision, ExecutionId, decider_refusal};
+    let id = ExecutionId(run.pipeline_execution.pipeline_execution_id.clone());
+    let at = ApprovalAt {
+        id: &id,
+        pipeline: &view.name,
+        version: run.pipeline_execution.pipeline_version,
+        stage: &stage.stage_name,
+        action: &action.action_name,
+    };
+    let decider = crate::pipeline::approvers::Decider { user, member_of: &view.member_of };
+    let trigger = &run.pipeline_execution.trigger;
+    let refusal = |decision| decider_refusal(&at, approval, trigger, &decider, decision).map(|r| r.to_string());
+    match (refusal(Decision::Approved), refusal(Decision::Rejected)) {
+        (None, _) => Offer::Both,
+        (Some(why), None) => Offer::RejectOnly(why),
+        (Some(_), Some(why)) => Offer::Nothing(why),
+    }
 }
 
 /// A manual approval's decisions so far, and how many it still needs.
@@ -618,16 +699,35 @@ pub(super) mod tests {
             declaration,
             runs: BTreeMap::from([("e-2".to_string(), e2), ("e-0".to_string(), e0)]),
             now: 1_796_540_100_000,
+            member_of: Vec::new(),
         }
+    }
+
+    fn carried() -> BTreeMap<String, Vec<ops::SourceRevisionView>> {
+        let revision = |id: &str| -> Vec<ops::SourceRevisionView> {
+            serde_json::from_value(
+                serde_json::json!([{"actionName": "Checkout", "revisionId": id, "revisionSummary": null, "pinned": false}]),
+            )
+            .unwrap()
+        };
+        BTreeMap::from([("e-0".to_string(), revision("oldoldoldoldold")), ("e-2".to_string(), revision("newnewnewnewnew"))])
     }
 
     #[test]
     fn the_list_shows_each_stage_and_the_revision_and_escapes_it() {
         let rows = [
-            Row { name: "web".into(), state: Ok(state_json()) },
-            Row { name: "a b".into(), state: Err("access denied".into()) },
+            Row { name: "web".into(), state: Ok(state_json()), revisions: carried() },
+            Row { name: "a b".into(), state: Err("access denied".into()), revisions: BTreeMap::new() },
         ];
         let html = render_list(&rows).into_string();
+        // Each stage names the commit of the execution it last ran (Gate
+        // ran e-0, an older one than the latest), not the latest's.
+        let gate = &html[html.find(r#"data-stage="Gate""#).unwrap()..];
+        let gate = &gate[..gate.find("</li>").unwrap()];
+        assert!(
+            gate.contains(r#"<code class="stage-revision" title="Checkout: oldoldoldoldold">oldoldoldold</code>"#),
+            "{gate}"
+        );
         assert!(html.contains(r#"<a href="/pipelines/web">web</a>"#), "{html}");
         assert!(html.contains(r#"href="/pipelines/a%20b""#), "{html}");
         assert!(html.contains(r#"data-stage="Build" data-status="Failed""#), "{html}");
@@ -701,10 +801,69 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn approve_and_reject_are_offered_only_as_the_engine_would_accept_them() {
+        let approver = |op: &str, _: &str| op == ops::PutApprovalResult::PERMISSION;
+        let as_user = |user: &str| Viewer { caller: Caller::new(user.to_string(), Role::Operator), ..viewer() };
+        let render = |view: &PipelineView, user: &str| render_pipeline(view, &as_user(user), &approver).into_string();
+        // ann is among the approvers (user:ann,user:dee) and has not decided.
+        let html = render(&view(), "ann");
+        assert!(html.contains(">Approve</button>") && html.contains(">Reject</button>"), "{html}");
+        // vic may call PutApprovalResult but is not among the approvers.
+        let html = render(&view(), "vic");
+        assert!(!html.contains(">Approve</button>") && !html.contains(">Reject</button>"), "{html}");
+        assert!(html.contains("You may not decide this approval: vic is not among the approvers"), "{html}");
+        // dee has decided already.
+        let html = render(&view(), "dee");
+        assert!(!html.contains(">Reject</button>") && html.contains("dee has already decided"), "{html}");
+        // A member of an approving team is accepted.
+        let mut team = view();
+        team.state.stage_states[2].action_states[0]
+            .latest_execution
+            .as_mut()
+            .unwrap()
+            .approval
+            .as_mut()
+            .unwrap()
+            .approvers = "team:release".into();
+        team.member_of = vec!["team:release".into()];
+        assert!(render(&team, "zed").contains(">Approve</button>"));
+        // The starter of the execution may reject it, not approve it.
+        let mut started = view();
+        for run in started.runs.values_mut() {
+            run.pipeline_execution.trigger.started_by = Some("ann".into());
+        }
+        let html = render(&started, "ann");
+        assert!(!html.contains(">Approve</button>") && html.contains(">Reject</button>"), "{html}");
+        assert!(html.contains("You may reject but not approve: ann started execution"), "{html}");
+    }
+
+    #[test]
+    fn a_waiting_approval_s_execution_is_always_read_and_stages_match_by_name() {
+        // Nine earlier stages, each last run by another execution: the
+        // Gate's (e-0, waiting for approval) is still read.
+        let mut state = state_json();
+        for i in 0..9 {
+            let mut stage = state.stage_states[0].clone();
+            stage.stage_name = format!("Step{i}");
+            stage.latest_execution.as_mut().unwrap().pipeline_execution_id = format!("e-1{i}");
+            state.stage_states.insert(1, stage);
+        }
+        let ids = run_ids(&state);
+        assert_eq!(ids[0], "e-0", "{ids:?}");
+        assert!(ids.len() <= MAX_RUNS + 1, "{ids:?}");
+        // A run whose stages are in another order (an older version):
+        // the held execution is still found by the stages' names.
+        let mut view = view();
+        view.runs.get_mut("e-2").unwrap().stages.reverse();
+        assert_eq!(held_before(&view, 2), ["e-2"]);
+        assert!(held_before(&view, 1).is_empty());
+    }
+
+    #[test]
     fn the_page_reads_each_execution_once_and_names_the_held_one() {
         let state = state_json();
-        // The latest first, then each stage's, each once.
-        assert_eq!(run_ids(&state), ["e-2", "e-1", "e-0"]);
+        // The waiting approval's first, then the latest, then each stage's, each once.
+        assert_eq!(run_ids(&state), ["e-0", "e-2", "e-1"]);
         let view = view();
         // e-2 finished Build and has not entered Gate; e-0 is in Gate.
         assert_eq!(held_before(&view, 2), ["e-2"]);

@@ -13,7 +13,10 @@
 //! Sessions live in memory: a restart signs everyone out. They end after
 //! [`IDLE_SECS`] without a request, [`LIFETIME_SECS`] after sign-in, or at
 //! sign-out. At most [`MAX_SESSIONS`] are kept; the least recently used
-//! goes first.
+//! goes first. One credential keeps at most [`MAX_PER_CREDENTIAL`]: its
+//! oldest ends when it signs in again, so one token cannot push everyone
+//! else out. A live refresh of an open page does not count as use, so a
+//! tab left open still idles out.
 
 use crate::auth::Caller;
 use sha2::{Digest, Sha256};
@@ -26,6 +29,8 @@ pub const IDLE_SECS: u64 = 8 * 3600;
 pub const LIFETIME_SECS: u64 = 24 * 3600;
 /// Sessions kept at most; signing in past it ends the least recently used.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions one credential keeps at most; its oldest ends first.
+pub const MAX_PER_CREDENTIAL: usize = 20;
 
 /// What a session was opened with, looked up again on every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +95,14 @@ impl Sessions {
     /// session.
     pub fn open(&mut self, credential: Credential, now: u64) -> (String, Session) {
         self.by_hash.retain(|_, s| !s.expired(now));
+        let mut own: Vec<(u64, String)> =
+            self.by_hash.iter().filter(|(_, s)| s.credential == credential).map(|(h, s)| (s.created, h.clone())).collect();
+        if own.len() >= MAX_PER_CREDENTIAL {
+            own.sort();
+            for (_, hash) in own.iter().take(own.len() + 1 - MAX_PER_CREDENTIAL) {
+                self.by_hash.remove(hash);
+            }
+        }
         while self.by_hash.len() >= MAX_SESSIONS {
             let oldest = self.by_hash.iter().min_by_key(|(_, s)| s.last_seen).map(|(h, _)| h.clone());
             match oldest {
@@ -120,6 +133,19 @@ impl Sessions {
             return None;
         }
         session.last_seen = now;
+        Some(session.clone())
+    }
+
+    /// The session of a cookie's secret, if it is open, without marking it
+    /// used (a live refresh, the event stream's checks). An expired one is
+    /// removed.
+    pub fn peek(&mut self, secret: &str, now: u64) -> Option<Session> {
+        let hash = hash_secret(secret);
+        let session = self.by_hash.get(&hash)?;
+        if session.expired(now) {
+            self.by_hash.remove(&hash);
+            return None;
+        }
         Some(session.clone())
     }
 
@@ -241,6 +267,38 @@ mod tests {
             assert!(sessions.touch(&secret, t).is_some());
         }
         assert!(sessions.touch(&secret, LIFETIME_SECS).is_none());
+    }
+
+    #[test]
+    fn a_peek_is_not_a_use_so_a_watched_tab_still_idles_out() {
+        let mut sessions = Sessions::default();
+        let (secret, _) = sessions.open(Credential::Token("h".into()), 0);
+        let mut t = 0;
+        while t < IDLE_SECS - 60 {
+            t += 60;
+            assert!(sessions.peek(&secret, t).is_some());
+        }
+        assert!(sessions.peek(&secret, IDLE_SECS).is_none());
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn one_credential_keeps_at_most_its_share_and_loses_its_oldest_not_others() {
+        let mut sessions = Sessions::default();
+        let (other, _) = sessions.open(Credential::AccessKey("AKSLOTHER".into()), 0);
+        let mut mine = Vec::new();
+        for t in 1..=(MAX_PER_CREDENTIAL as u64 + 5) {
+            mine.push(sessions.open(Credential::Token("flood".into()), t).0);
+        }
+        assert_eq!(sessions.len(), MAX_PER_CREDENTIAL + 1);
+        assert!(sessions.touch(&other, 100).is_some(), "another credential's session survives");
+        // The first five (the oldest) are gone, the newest stay.
+        for old in &mine[..5] {
+            assert!(sessions.peek(old, 100).is_none());
+        }
+        for new in &mine[5..] {
+            assert!(sessions.peek(new, 100).is_some());
+        }
     }
 
     #[test]

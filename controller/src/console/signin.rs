@@ -143,20 +143,47 @@ pub async fn submit(State(state): State<ApiState>, request: Request) -> Response
     let next = safe_next(fields.get("next"));
     let Some((caller, credential)) = check(&state, &fields) else {
         let refusal = OpError::Unauthorized("the token or access key is not valid".into());
-        let claimed = fields.text("access_key_id").map_or(crate::api::ANONYMOUS.to_string(), str::to_string);
-        let anonymous = Caller::new(claimed, crate::auth::Role::Operator).with_origin(origin);
+        // Recorded as nobody: the form's claim is not an identity. An id
+        // shaped like an access key's is named in the message, shortened.
+        let anonymous = Caller::new(crate::api::ANONYMOUS, crate::auth::Role::Operator).with_origin(origin);
         let entry = crate::audit::Entry::of_caller(&anonymous, "SignIn", "console");
-        crate::api::send_refusal_record(&state, entry.failed(refusal.aws_type(), &refusal.to_string())).await;
+        let message = failed_sign_in_message(&refusal.to_string(), fields.text("access_key_id"));
+        crate::api::send_refusal_record(&state, entry.failed(refusal.aws_type(), &message)).await;
         let mut response = page(&next, Some("That token or access key is not valid.")).into_response();
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return response;
     };
-    let (secret, opened) = state.console.sessions().open(credential, session::now());
+    // Signing in again from the same browser ends its previous session
+    // (it would otherwise live on, unreachable, until it idled out).
+    let previous = state.console.secret_in(&parts.headers);
+    let (secret, opened) = {
+        let mut sessions = state.console.sessions();
+        if let Some(previous) = previous {
+            sessions.close(&previous);
+        }
+        sessions.open(credential, session::now())
+    };
     let caller = caller.with_via(Via::Session(opened.id.clone())).with_origin(origin);
     let entry = crate::audit::Entry::of_caller(&caller, "SignIn", &crate::policy::named("user", &caller.user));
     crate::api::send_audit_record(&state, entry).await;
     tracing::info!(user = %caller.user, session = %opened.id, "console sign-in");
     with_cookie(see_other(&next), &state.console.set_cookie(&secret))
+}
+
+/// The audit message of a failed sign-in: the refusal, and the access key
+/// id the form claimed only when it looks like one (`AKSL` and base32),
+/// cut to its public prefix, so that no free text reaches the audit log.
+fn failed_sign_in_message(refusal: &str, claimed: Option<&str>) -> String {
+    match claimed {
+        Some(id) if looks_like_access_key_id(id) => format!("{refusal} (access key id {}…)", &id[..12]),
+        _ => refusal.to_string(),
+    }
+}
+
+fn looks_like_access_key_id(id: &str) -> bool {
+    id.len() == 20
+        && id.starts_with(crate::aws::keys::KEY_ID_PREFIX)
+        && id[4..].bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
 }
 
 /// `POST /sign-out`.
@@ -187,5 +214,18 @@ mod tests {
             assert_eq!(safe_next(Some(hostile)), "/", "{hostile:?}");
         }
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn a_failed_sign_in_names_no_claimed_user_and_only_a_key_shaped_id_shortened() {
+        let refusal = "not valid";
+        assert_eq!(failed_sign_in_message(refusal, Some("admin")), "not valid");
+        assert_eq!(failed_sign_in_message(refusal, Some(&"A".repeat(10_000))), "not valid");
+        assert_eq!(failed_sign_in_message(refusal, Some("AKSL<script>alert(1)")), "not valid");
+        assert_eq!(failed_sign_in_message(refusal, None), "not valid");
+        // 8 and 9 are not base32.
+        assert_eq!(failed_sign_in_message(refusal, Some("AKSLABCDEFGH23456789")), "not valid");
+        let message = failed_sign_in_message(refusal, Some("AKSLABCDEFGH234567AB"));
+        assert_eq!(message, "not valid (access key id AKSLABCDEFGH…)");
     }
 }

@@ -151,13 +151,21 @@ pub fn approval_form(
     action: &ActionState,
     execution: &str,
     token: Option<&str>,
+    offer: &super::pipelines::Offer,
     viewer: &Viewer,
 ) -> Markup {
+    let reject_only = match offer {
+        super::pipelines::Offer::RejectOnly(why) => Some(why.as_str()),
+        _ => None,
+    };
     let url =
         format!("{}/stages/{}/actions/{}/approval", back(&view.name), enc(&stage.stage_name), enc(&action.action_name));
     html! {
         details.decide open {
-            summary { "Approve or reject…" }
+            summary { @if reject_only.is_some() { "Reject…" } @else { "Approve or reject…" } }
+            @if let Some(why) = reject_only {
+                p.may-not-decide { "You may reject but not approve: " (why) "." }
+            }
             form method="post" action=(url) {
                 (layout::csrf(viewer))
                 input type="hidden" name="execution" value=(execution);
@@ -165,7 +173,9 @@ pub fn approval_form(
                 label for={ "comment-" (key) } { "Comment" }
                 textarea #{ "comment-" (key) } name="comment" {}
                 div.actions {
-                    button.primary type="submit" name="decision" value="Approved" { "Approve" }
+                    @if reject_only.is_none() {
+                        button.primary type="submit" name="decision" value="Approved" { "Approve" }
+                    }
                     button.danger type="submit" name="decision" value="Rejected" { "Reject" }
                 }
             }

@@ -172,10 +172,7 @@ impl Driver {
     /// A role delegated by another team counts only on that team's
     /// pipelines (`pipeline`'s owner).
     pub(super) fn member_of(&self, caller: &crate::auth::Caller, pipeline: &str) -> Vec<String> {
-        let owner = self.directory.snapshot().pipeline_teams.get(pipeline).cloned();
-        let teams = self.directory.teams_of(&caller.user).into_iter().map(|t| format!("team:{t}"));
-        let roles = self.directory.roles_on(&caller.user, Some(owner.as_deref())).into_iter().map(|r| format!("role:{r}"));
-        teams.chain(roles).collect()
+        self.directory.member_of(&caller.user, pipeline)
     }
 }
 

@@ -13,9 +13,10 @@ use crate::ops::paging;
 use crate::ops::{
     ApprovalStatus, Context, DisableStageTransition, EnableStageTransition, GetExecutionLogs, GetExecutionLogsOutput,
     GetPipelineExecution, GetPipelineExecutionOutput, GetPipelineState, GetPipelineStateOutput, Handle,
-    ListPipelineExecutions, ListPipelineExecutionsOutput, LogLineView, OpError, PutApprovalResult, PutApprovalResultOutput,
-    RetryMode, RetryStageExecution, RetryStageExecutionOutput, RollbackStage, RollbackStageOutput, StageTransitionOutput,
-    StartPipelineExecution, StartPipelineExecutionOutput, StopPipelineExecution, StopPipelineExecutionOutput,
+    ListPipelineExecutions, ListPipelineExecutionsOutput, ListPipelineStates, ListPipelineStatesOutput, LogLineView,
+    OpError, PipelineStateEntry, PutApprovalResult, PutApprovalResultOutput, RetryMode, RetryStageExecution,
+    RetryStageExecutionOutput, RollbackStage, RollbackStageOutput, StageTransitionOutput, StartPipelineExecution,
+    StartPipelineExecutionOutput, StopPipelineExecution, StopPipelineExecutionOutput,
 };
 use crate::store::{Change, TransitionRecord};
 use crate::views;
@@ -323,12 +324,18 @@ impl Handle<ListPipelineExecutions> for Driver {
 
 impl Handle<GetPipelineState> for Driver {
     fn handle(&mut self, op: GetPipelineState, ctx: &Context) -> Result<GetPipelineStateOutput, OpError> {
-        let name = op.name.as_str();
+        Ok(self.pipeline_state(&op.name, ctx.now)?.0)
+    }
+}
+
+impl Driver {
+    /// A pipeline's state and the recent executions it was made of.
+    fn pipeline_state(&mut self, name: &str, now: u64) -> Result<(GetPipelineStateOutput, Vec<Execution>), OpError> {
         let record = self.store.pipeline(name, None)?.ok_or_else(|| not_found_pipeline(name))?;
         let def = self.definition(name, record.version)?;
         let recent = self.recent_executions(name, DEFAULT_HISTORY)?;
         let waiting: HashMap<&str, String> =
-            self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(ctx.now, d))).collect();
+            self.pending.iter().map(|d| (d.job_id.as_str(), self.waiting_reason(now, d))).collect();
         let transitions: HashMap<&str, &TransitionRecord> =
             self.transitions.iter().filter(|((p, _), _)| p == name).map(|((_, s), t)| (s.as_str(), t)).collect();
         let mut state = views::pipeline_state(&record, &def, &recent, &waiting, &transitions);
@@ -338,7 +345,47 @@ impl Handle<GetPipelineState> for Driver {
                 action.polling = self.poll_view(&record.name, &action.action_name);
             }
         }
-        Ok(state)
+        Ok((state, recent))
+    }
+}
+
+// pipe (issue 16): the console's pipelines list in one read.
+/// ListPipelineStates: each listed pipeline's state (or why the caller
+/// may not read it) and the revision each stage carries.
+impl Handle<ListPipelineStates> for Driver {
+    fn handle(&mut self, op: ListPipelineStates, ctx: &Context) -> Result<ListPipelineStatesOutput, OpError> {
+        let limit = paging::limit(op.max_results, 1000, 1000)?;
+        let mut all = self.store.pipelines()?;
+        let directory = self.directory.snapshot();
+        // Listed as ListPipelines lists them; read as GetPipelineState reads.
+        all.retain(|p| {
+            directory.decide(&ctx.caller, "codepipeline:GetPipeline", &crate::policy::pipeline(&p.name)).is_allowed()
+        });
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let (records, next_token) =
+            paging::page(all, |p| p.name.clone(), "pipeline states", limit, op.next_token.as_deref())?;
+        let mut pipeline_states = Vec::with_capacity(records.len());
+        for p in records {
+            let resource = crate::policy::pipeline(&p.name);
+            let decision = directory.decide(&ctx.caller, <GetPipelineState as crate::ops::Operation>::PERMISSION, &resource);
+            let mut entry =
+                PipelineStateEntry { pipeline_name: p.name.clone(), state: None, error: None, revisions: BTreeMap::new() };
+            if !decision.is_allowed() {
+                entry.error = Some(format!("{} may not read the state of \"{}\"", ctx.caller.user, p.name));
+                pipeline_states.push(entry);
+                continue;
+            }
+            let (state, recent) = self.pipeline_state(&p.name, ctx.now)?;
+            for id in state.stage_states.iter().filter_map(|s| s.latest_execution.as_ref()).map(|e| &e.pipeline_execution_id)
+            {
+                if let Some(e) = recent.iter().find(|e| &e.id.0 == id) {
+                    entry.revisions.insert(id.clone(), views::execution_summary(e).source_revisions);
+                }
+            }
+            entry.state = Some(state);
+            pipeline_states.push(entry);
+        }
+        Ok(ListPipelineStatesOutput { pipeline_states, next_token })
     }
 }
 
@@ -467,7 +514,14 @@ impl Driver {
                 a.name == action
                     && a.approval.is_some()
                     && (!only_waiting || a.status == Some(ActionStatus::InProgress))
-                    && (1..=a.attempt.max(1)).any(|n| views::approval_token(&e.id.0, stage, action, n) == token)
+                    // A waiting approval answers to its current attempt's token
+                    // only: an earlier attempt's (a page left open before a
+                    // retry) was for artifacts the approver may not have seen.
+                    && if only_waiting {
+                        views::approval_token(&e.id.0, stage, action, a.attempt.max(1)) == token
+                    } else {
+                        (1..=a.attempt.max(1)).any(|n| views::approval_token(&e.id.0, stage, action, n) == token)
+                    }
             })
         };
         if let Some(e) = self.engine.executions().filter(|e| e.pipeline == name).find(|e| token_of(e, true)) {
@@ -495,7 +549,17 @@ impl Handle<PutApprovalResult> for Driver {
         let id = match (execution, op.token) {
             // The id must be one of this pipeline's executions: the caller's
             // permission was checked on this pipeline's action, not another's.
-            (Some(id), _) => self.execution(name, &id)?.id,
+            (Some(id), None) => self.execution(name, &id)?.id,
+            // A token sent must be the current attempt's, of that execution.
+            (Some(id), Some(token)) => {
+                let id = self.execution(name, &id)?.id;
+                if self.approval_by_token(name, stage, action, &token)? != id {
+                    return Err(OpError::InvalidApprovalToken(format!(
+                        "token {token} is not the token of the approval at {stage}/{action} of execution {id}"
+                    )));
+                }
+                id
+            }
             (None, Some(token)) => self.approval_by_token(name, stage, action, &token)?,
             (None, None) => self
                 .engine

@@ -279,6 +279,71 @@ pub enum Refusal {
     StageDidNotSucceed { id: ExecutionId, stage: String },
 }
 
+/// Where an approval waits: what a refusal of a decider names.
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalAt<'a> {
+    pub id: &'a ExecutionId,
+    pub pipeline: &'a str,
+    pub version: u64,
+    pub stage: &'a str,
+    pub action: &'a str,
+}
+
+/// Why `decider` may not make `decision` on a waiting `approval` of an
+/// execution `trigger` started, if they may not: not among its approvers;
+/// the starter, the version's author, the pusher or the webhook secret's
+/// holder approving (they may still reject); or a second decision. The
+/// engine's own check, pure, so that the console offers only what the
+/// engine would accept.
+pub fn decider_refusal(
+    at: &ApprovalAt<'_>,
+    approval: &ApprovalState,
+    trigger: &Trigger,
+    decider: &approvers::Decider<'_>,
+    decision: Decision,
+) -> Option<Refusal> {
+    let by = decider.user;
+    let (id, stage, action) = (at.id, at.stage, at.action);
+    if !approvers::eligible(&approval.approvers, decider) {
+        return Some(Refusal::NotAnApprover {
+            stage: stage.to_string(),
+            action: action.to_string(),
+            by: by.to_string(),
+            approvers: approval.approvers.clone(),
+        });
+    }
+    // Whoever is barred may still reject: stopping one's own change is no
+    // breach of the separation of duties.
+    if decision == Decision::Approved {
+        let is = |who: &Option<String>| who.as_deref() == Some(by);
+        if is(&trigger.started_by) {
+            return Some(Refusal::StarterMayNotApprove { id: id.clone(), by: by.to_string() });
+        }
+        if is(&trigger.version_author) {
+            return Some(Refusal::AuthorMayNotApprove {
+                pipeline: at.pipeline.to_string(),
+                version: at.version,
+                by: by.to_string(),
+            });
+        }
+        if is(&trigger.pushed_by) {
+            return Some(Refusal::PusherMayNotApprove { id: id.clone(), by: by.to_string() });
+        }
+        if is(&trigger.webhook_secret_by) {
+            return Some(Refusal::WebhookHolderMayNotApprove { id: id.clone(), by: by.to_string() });
+        }
+    }
+    if approval.decisions.iter().any(|d| d.by == by) {
+        return Some(Refusal::AlreadyDecided {
+            id: id.clone(),
+            stage: stage.to_string(),
+            action: action.to_string(),
+            by: by.to_string(),
+        });
+    }
+    None
+}
+
 impl Refusal {
     /// A decider the approval does not accept: not among its approvers,
     /// or barred from approving this execution (a 403, not a conflict).
@@ -1280,35 +1345,9 @@ impl Engine {
                 action: action.to_string(),
             });
         };
-        if !approvers::eligible(&approval.approvers, decider) {
-            return Err(Refusal::NotAnApprover {
-                stage: stage.to_string(),
-                action: action.to_string(),
-                by: by.to_string(),
-                approvers: approval.approvers.clone(),
-            });
-        }
-        // Whoever is barred may still reject: stopping one's own change
-        // is no breach of the separation of duties.
-        if approve && trigger.started_by.as_deref() == Some(by) {
-            return Err(Refusal::StarterMayNotApprove { id: exec_id.clone(), by: by.to_string() });
-        }
-        if approve && trigger.version_author.as_deref() == Some(by) {
-            return Err(Refusal::AuthorMayNotApprove { pipeline, version, by: by.to_string() });
-        }
-        if approve && trigger.pushed_by.as_deref() == Some(by) {
-            return Err(Refusal::PusherMayNotApprove { id: exec_id.clone(), by: by.to_string() });
-        }
-        if approve && trigger.webhook_secret_by.as_deref() == Some(by) {
-            return Err(Refusal::WebhookHolderMayNotApprove { id: exec_id.clone(), by: by.to_string() });
-        }
-        if approval.decisions.iter().any(|d| d.by == by) {
-            return Err(Refusal::AlreadyDecided {
-                id: exec_id.clone(),
-                stage: stage.to_string(),
-                action: action.to_string(),
-                by: by.to_string(),
-            });
+        let at = ApprovalAt { id: exec_id, pipeline: &pipeline, version, stage, action };
+        if let Some(refusal) = decider_refusal(&at, approval, &trigger, decider, decision) {
+            return Err(refusal);
         }
         approval.decisions.push(ApprovalDecision {
             by: by.to_string(),

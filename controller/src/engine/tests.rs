@@ -897,3 +897,28 @@ fn a_job_id_says_which_attempt_of_which_action_it_was() {
         assert_eq!(super::job_place("6c1e-4b.x", bad), None, "{bad}");
     }
 }
+
+#[test]
+fn the_decider_check_is_the_engines_own_and_pure() {
+    let id = ExecutionId("e-1".into());
+    let at = ApprovalAt { id: &id, pipeline: "web", version: 3, stage: "Gate", action: "Release" };
+    let approval = ApprovalState {
+        required: 2,
+        approvers: "user:ann,team:release".into(),
+        decisions: vec![ApprovalDecision { by: "dee".into(), approved: true, comment: String::new(), at: 0 }],
+    };
+    let mut trigger = Trigger::new("StartPipelineExecution", "");
+    trigger.started_by = Some("sam".into());
+    trigger.version_author = Some("val".into());
+    let team = vec!["team:release".to_string()];
+    let check = |user: &str, member_of: &[String], decision| {
+        decider_refusal(&at, &approval, &trigger, &approvers::Decider { user, member_of }, decision)
+    };
+    assert!(check("ann", &[], Decision::Approved).is_none());
+    assert!(check("dee", &team, Decision::Rejected).is_some_and(|r| matches!(r, Refusal::AlreadyDecided { .. })));
+    assert!(check("vic", &[], Decision::Rejected).is_some_and(|r| matches!(r, Refusal::NotAnApprover { .. })));
+    // The starter and the author may reject, not approve.
+    assert!(check("sam", &team, Decision::Approved).is_some_and(|r| matches!(r, Refusal::StarterMayNotApprove { .. })));
+    assert!(check("sam", &team, Decision::Rejected).is_none());
+    assert!(check("val", &team, Decision::Approved).is_some_and(|r| matches!(r, Refusal::AuthorMayNotApprove { .. })));
+}

@@ -379,6 +379,8 @@ operations! {
         DeletePipeline -> DeletePipelineOutput: DELETE "/pipelines/{name}", "codepipeline:DeletePipeline", |o| policy::pipeline(&o.name);
         ValidatePipeline -> ValidatePipelineOutput: POST "/validate-pipeline" text "pipelineDeclaration" "pipeline declaration", "sluice:ValidatePipeline", |_| policy::ANY.into();
         GetPipelineState -> GetPipelineStateOutput: GET "/pipelines/{name}/state", "codepipeline:GetPipelineState", |o| policy::pipeline(&o.name);
+        // pipe (issue 16): every pipeline's state in one read (the console's list).
+        ListPipelineStates -> ListPipelineStatesOutput: GET "/pipeline-states" query ["maxResults", "nextToken"], "codepipeline:ListPipelines", |_| policy::ANY.into();
         // Executions.
         StartPipelineExecution -> StartPipelineExecutionOutput: POST "/pipelines/{name}/executions", "codepipeline:StartPipelineExecution", |o| policy::pipeline(&o.name);
         ListPipelineExecutions -> ListPipelineExecutionsOutput: GET "/pipelines/{pipelineName}/executions" query ["maxResults", "nextToken"], "codepipeline:ListPipelineExecutions", |o| policy::pipeline(&o.pipeline_name);

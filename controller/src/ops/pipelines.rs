@@ -129,6 +129,45 @@ pub struct PipelineSummary {
     pub updated: String,
 }
 
+// pipe (issue 16): the console's pipelines list in one read.
+/// ListPipelineStates (Sluice's own): the state of every pipeline the
+/// caller may list, a page at a time, in one call and one audit record
+/// (the console's pipelines list; GetPipelineState per pipeline would be
+/// one call and one record each).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListPipelineStates {
+    /// 1 to 1000; up to 1000 when absent.
+    #[serde(default, deserialize_with = "super::query_number::deserialize", skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPipelineStatesOutput {
+    pub pipeline_states: Vec<PipelineStateEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// One pipeline of [`ListPipelineStates`]: its state, or why the caller
+/// may not read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineStateEntry {
+    pub pipeline_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<GetPipelineStateOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The source revisions of each execution a stage last ran, by
+    /// execution id: the revision each stage carries.
+    #[serde(default)]
+    pub revisions: std::collections::BTreeMap<String, Vec<super::SourceRevisionView>>,
+}
+
 /// GetPipelineState: for each stage, the latest execution that entered it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

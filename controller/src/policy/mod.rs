@@ -181,6 +181,18 @@ impl Directory {
         self.snapshot().teams_of(user)
     }
 
+    /// The teams and roles a user holds now, as `Approvers` names them
+    /// (`team:NAME`, `role:NAME`): what an approval's eligibility reads
+    /// (the driver's decision and the console's offer alike). A role
+    /// delegated by another team counts only on that team's pipelines
+    /// (`pipeline`'s owner).
+    pub fn member_of(&self, user: &str, pipeline: &str) -> Vec<String> {
+        let owner = self.snapshot().pipeline_teams.get(pipeline).cloned();
+        let teams = self.teams_of(user).into_iter().map(|t| format!("team:{t}"));
+        let roles = self.roles_on(user, Some(owner.as_deref())).into_iter().map(|r| format!("role:{r}"));
+        teams.chain(roles).collect()
+    }
+
     /// Role names a user holds: its own, and those granted to its teams.
     pub fn roles_of(&self, user: &str) -> Vec<String> {
         self.roles_on(user, None)

@@ -34,8 +34,13 @@ fn sign_in_sign_out_revocation_and_forged_posts() {
     // The forged posts aim at a real change: disabling web's transition
     // into Deploy (web waits for an agent it never gets: no matter).
     cluster.create_pipeline("web", &web(&cluster));
+    // Ann signs in with an access key instead of a token.
+    user(&cluster, "ann", "viewer");
+    let key = cluster.sluice_json(&["access-key", "create", "--user", "ann"]).unwrap();
     let scenario = Scenario::new(&cluster)
         .token("rita", &rita)
+        .env("SLUICE_ACCESS_KEY_ID", key["accessKeyId"].as_str().unwrap())
+        .env("SLUICE_SECRET_ACCESS_KEY", key["secretAccessKey"].as_str().unwrap())
         .env("SLUICE_FORGE_PATH", "/pipelines/web/stages/Deploy/transition/disable")
         .env("SLUICE_FORGE_CHECK", r#"[["pipeline", "state", "web", "--output", "json"], "forged"]"#);
     passes(scenario, "signin.test.mjs");

@@ -358,3 +358,189 @@ fn a_failed_stage_is_retried_and_a_stage_rolled_back_from_the_page() {
     assert_eq!(ended["pipelineExecution"]["trigger"]["triggerType"], "RollbackStage", "{ended}");
     assert_eq!(ended["pipelineExecution"]["rollbackMetadata"]["rollbackTargetPipelineExecution"], first.as_str(), "{ended}");
 }
+
+impl Browser<'_> {
+    /// Opens an event stream (`curl -N`) with this browser's cookie.
+    fn stream(&self, path: &str) -> std::process::Child {
+        let mut curl = Command::new("curl");
+        curl.arg("--cacert").arg(self.cluster.ca_file()).arg("-b").arg(&self.jar);
+        curl.args(["-sS", "-N", "-o", "/dev/null"]).arg(format!("{}{path}", self.cluster.api));
+        curl.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
+    }
+
+    /// The session cookie's secret in the jar.
+    fn cookie(&self) -> String {
+        let jar = std::fs::read_to_string(&self.jar).unwrap();
+        let line = jar.lines().find(|l| l.contains("sluice-session")).expect("a session cookie");
+        line.split('\t').next_back().unwrap().to_string()
+    }
+}
+
+/// Whether a stream (curl) ends within `seconds`; kills it if not.
+fn ends_within(mut stream: std::process::Child, seconds: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if stream.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = stream.kill();
+    let _ = stream.wait();
+    false
+}
+
+/// Opens a stream and checks that it is open (connected, not refused).
+fn open(stream: std::process::Child) -> std::process::Child {
+    let mut stream = stream;
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(stream.try_wait().unwrap().is_none(), "the stream is open");
+    stream
+}
+
+#[test]
+fn an_event_stream_ends_with_its_session_or_token_and_sessions_do_not_pile_up() {
+    let cluster = Cluster::new().start().unwrap();
+    let tokens = users(&cluster, &[("ann", "operator"), ("bob", "operator")]);
+    let token_id = |user: &str| {
+        let list = cluster.sluice_json(&["token", "list"]).unwrap();
+        let token = list["tokens"].as_array().unwrap().iter().find(|t| t["user"] == user).unwrap();
+        token["id"].as_str().unwrap().to_string()
+    };
+
+    // Sign-out ends the console's stream (within the 10 s tick: nothing
+    // else happens meanwhile), and a state-only one alike.
+    let ann = Browser::sign_in(&cluster, "ann", &tokens[0]);
+    let all = open(ann.stream("/console/events"));
+    let state_only = open(ann.stream("/console/events?types=state"));
+    let answer = ann.submit("/", "/sign-out", &[]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    assert!(ends_within(all, 20), "the stream outlived its sign-out");
+    assert!(ends_within(state_only, 20), "the state stream outlived its sign-out");
+
+    // Signing in again from one browser ends its previous session: the
+    // old cookie (a copy a thief took) no longer opens a page.
+    let ann = Browser::sign_in(&cluster, "ann", &tokens[0]);
+    let old = ann.cookie();
+    let again = ann.send("POST", "/sign-in", &[("token", &tokens[0]), ("next", "/")], &[]);
+    assert_eq!(again.status, 303, "{again:?}");
+    assert_ne!(ann.cookie(), old);
+    let thief = Browser { cluster: &cluster, jar: cluster.dir.path().join("thief.cookies") };
+    let stolen = format!("Cookie: __Host-sluice-session={old}");
+    let answer = thief.send("GET", "/", &[], &[&stolen]);
+    assert_eq!((answer.status, answer.location.as_deref()), (303, Some("/sign-in?next=%2F")), "{answer:?}");
+    assert_eq!(ann.get("/").status, 200);
+
+    // A live refresh (x-sluice-live) is answered but is no visit: shown
+    // here only as answered; the idle clock is the unit test's.
+    assert_eq!(ann.send("GET", "/", &[], &["x-sluice-live: 1"]).status, 200);
+
+    // Revoking the token ends the open console stream and the API's.
+    let stream = open(ann.stream("/console/events?types=state"));
+    let mut api = Command::new("curl");
+    api.arg("--cacert").arg(cluster.ca_file()).args(["-sS", "-N", "-o", "/dev/null", "-H"]);
+    api.arg(format!("Authorization: Bearer {}", tokens[0])).arg(format!("{}/v1/events", cluster.api));
+    let api = open(api.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap());
+    // Bob's streams are not ann's business: still open after.
+    let bob = Browser::sign_in(&cluster, "bob", &tokens[1]);
+    let bobs = open(bob.stream("/console/events"));
+    assert!(cluster.sluice(&["token", "revoke", &token_id("ann")]).status.success());
+    assert!(ends_within(stream, 20), "the console stream outlived its revoked token");
+    assert!(ends_within(api, 20), "/v1/events outlived its revoked token");
+    assert!(!ends_within(bobs, 2), "another user's stream ended too");
+
+    // A failed sign-in claiming to be someone is recorded as nobody.
+    let stranger = Browser { cluster: &cluster, jar: cluster.dir.path().join("stranger.cookies") };
+    let claim = [("access_key_id", "admin"), ("secret_access_key", "guess"), ("next", "/")];
+    assert_eq!(stranger.send("POST", "/sign-in", &claim, &[]).status, 401);
+    let log = cluster.sluice_json(&["audit", "list", "--operation", "SignIn"]).unwrap();
+    let failed: Vec<&Value> = log["records"].as_array().unwrap().iter().filter(|r| r["result"] != "ok").collect();
+    assert!(!failed.is_empty(), "{log}");
+    for record in failed {
+        assert_eq!(record["user"], "-", "{record}");
+        assert!(!record.to_string().contains("\"admin\""), "{record}");
+    }
+}
+
+/// The hidden field `name` of the first form that has it.
+fn hidden(page: &str, name: &str) -> Option<String> {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = page.find(&marker)? + marker.len();
+    page[start..].split('"').next().map(str::to_string)
+}
+
+#[test]
+fn only_those_the_approval_accepts_are_offered_it_and_a_stale_token_approves_nothing() {
+    let cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("a.txt", "a\n")]);
+    let tokens = users(&cluster, &[("ann", "operator"), ("bob", "operator")]);
+    let declaration = git_pipeline(
+        "gate",
+        "",
+        &repo,
+        r#"{"name": "Approve", "actions": [{"name": "Release",
+     "actionTypeId": {"category": "Approval", "owner": "Sluice", "provider": "manual", "version": "1"},
+     "configuration": {"RequiredApprovals": "1", "Approvers": "user:ann"}}]}"#,
+    );
+    let first = cluster.create_pipeline("gate", &declaration);
+    wait_for_approval(&cluster, &first);
+    let approve = "/pipelines/gate/stages/Approve/actions/Release/approval";
+
+    // Bob may call PutApprovalResult but is not among the approvers: no
+    // form, the reason instead; his well-formed post is refused anyway.
+    let bob = Browser::sign_in(&cluster, "bob", &tokens[1]);
+    let page = bob.page("/pipelines/gate");
+    assert!(!page.contains(">Approve</button>") && !page.contains(">Reject</button>"), "{page}");
+    assert!(page.contains("You may not decide this approval: bob is not among the approvers"), "{page}");
+    let csrf = csrf_of(&page);
+    let forged = [("csrf", csrf.as_str()), ("decision", "Approved"), ("execution", first.as_str())];
+    assert_eq!(bob.send("POST", approve, &forged, &[]).status, 403);
+
+    // The list is one read, one audit record per view; each stage names
+    // the commit it carries.
+    let ann = Browser::sign_in(&cluster, "ann", &tokens[0]);
+    let reads = || {
+        let log = cluster.sluice_json(&["audit", "list", "--operation", "ListPipelineStates", "--limit", "100"]).unwrap();
+        log["records"].as_array().unwrap().len()
+    };
+    let before = reads();
+    let list = ann.page("/");
+    assert_eq!(reads(), before + 1);
+    assert!(list.contains(r#"<code class="stage-revision""#), "{list}");
+    let log = cluster.sluice_json(&["audit", "list", "--operation", "GetPipelineState", "--limit", "100"]).unwrap();
+    assert!(log["records"].as_array().unwrap().iter().all(|r| r["user"] != "ann"), "{log}");
+
+    // Ann is: both buttons, and the form carries the current token.
+    let page = ann.page("/pipelines/gate");
+    assert!(page.contains(">Approve</button>") && page.contains(">Reject</button>"), "{page}");
+    let token = hidden(&page, "token").expect("the approval's token");
+
+    // A token that is not this approval's, with the execution id: refused.
+    let wrong = [("decision", "Approved"), ("execution", first.as_str()), ("token", "not-the-token")];
+    let answer = ann.submit("/pipelines/gate", approve, &wrong);
+    assert!((400..500).contains(&answer.status), "{answer:?}");
+    assert_eq!(decisions(&cluster, &first), 0);
+
+    // Rejected, then retried: attempt 2 waits. The first attempt's token
+    // (a page left open) approves nothing.
+    let reject = [("decision", "Rejected"), ("execution", first.as_str()), ("token", token.as_str())];
+    assert_eq!(ann.submit("/pipelines/gate", approve, &reject).status, 303);
+    let ended = cluster.execution_end("gate", &first, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Failed", "{ended}");
+    let answer = ann.submit("/pipelines/gate", "/pipelines/gate/stages/Approve/retry", &[("execution", &first)]);
+    assert_eq!(answer.status, 303, "{answer:?}");
+    wait_for_approval(&cluster, &first);
+    let stale = [("decision", "Approved"), ("execution", first.as_str()), ("token", token.as_str())];
+    let answer = ann.submit("/pipelines/gate", approve, &stale);
+    assert!((400..500).contains(&answer.status), "a stale token approved: {answer:?}");
+    assert_eq!(execution(&cluster, &first)["pipelineExecution"]["status"], "InProgress");
+
+    // The current page's token approves.
+    let current = hidden(&ann.page("/pipelines/gate"), "token").expect("the approval's token");
+    assert_ne!(current, token);
+    let fresh = [("decision", "Approved"), ("execution", first.as_str()), ("token", current.as_str())];
+    assert_eq!(ann.submit("/pipelines/gate", approve, &fresh).status, 303);
+    let ended = cluster.execution_end("gate", &first, WAIT);
+    assert_eq!(ended["pipelineExecution"]["status"], "Succeeded", "{ended}");
+}

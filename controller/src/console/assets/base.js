@@ -5,12 +5,21 @@
 // the element with the same id in the new page), or the whole <main> when
 // the page marks none. A form being filled in is never wiped: a region
 // holding the focus or an edited field waits for the next event.
+// Refreshes are throttled: a page of every pipeline at most every 5 s,
+// others at most once a second. The stream carries log lines only to a
+// page that listens for events (sluice.onEvent): others ask for
+// ?types=state.
 "use strict";
 (function () {
   const listeners = [];
+  let stream = null, streamHasLogs = false;
   const sluice = {
-    // Calls fn(event) for every event of the stream this page follows.
-    onEvent(fn) { listeners.push(fn); },
+    // Calls fn(event) for every event of the stream this page follows,
+    // log lines included (the stream is reopened with them if needed).
+    onEvent(fn) {
+      listeners.push(fn);
+      if (stream && !streamHasLogs) openStream();
+    },
     refresh: () => refresh(),
   };
   window.sluice = sluice;
@@ -28,10 +37,14 @@
     return el.querySelector("[data-edited]") !== null;
   }
 
-  let timer = null, running = false, again = false;
+  let timer = null, running = false, again = false, last = 0;
+  // The least time between two refreshes (ms): a page of every pipeline
+  // changes with any event anywhere.
+  function minGap() { return document.body.dataset.live === "*" ? 5000 : 1000; }
   async function refresh() {
     if (running) { again = true; return; }
     running = true;
+    last = Date.now();
     try {
       const response = await fetch(location.href, { headers: { "x-sluice-live": "1" }, credentials: "same-origin" });
       if (response.redirected && new URL(response.url).pathname === "/sign-in") { location.href = response.url; return; }
@@ -69,7 +82,13 @@
       if (again) { again = false; schedule(); }
     }
   }
-  function schedule() { clearTimeout(timer); timer = setTimeout(refresh, 250); }
+  // Coalesces a burst of events into one refresh, and keeps refreshes
+  // at least minGap() apart.
+  function schedule() {
+    if (timer !== null) return;
+    const wait = Math.max(250, last + minGap() - Date.now());
+    timer = setTimeout(() => { timer = null; refresh(); }, wait);
+  }
 
   document.addEventListener("input", (e) => { if (e.target.form) e.target.setAttribute("data-edited", ""); });
   document.addEventListener("submit", (e) => {
@@ -78,15 +97,28 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     localTimes(document);
+    // After every script's own DOMContentLoaded handler: those that
+    // listen for events have said so by then.
+    setTimeout(openStream, 0);
+  });
+
+  function openStream() {
     const live = document.body.dataset.live;
     if (!live || !window.EventSource) return;
-    const url = "/console/events" + (live === "*" ? "" : "?pipeline=" + encodeURIComponent(live));
-    const stream = new EventSource(url);
+    if (stream) stream.close();
+    streamHasLogs = listeners.length > 0;
+    const query = [];
+    if (live !== "*") query.push("pipeline=" + encodeURIComponent(live));
+    if (!streamHasLogs) query.push("types=state");
+    stream = new EventSource("/console/events" + (query.length ? "?" + query.join("&") : ""));
     stream.onmessage = (message) => {
       let event;
       try { event = JSON.parse(message.data); } catch (_) { return; }
       for (const fn of listeners) fn(event);
       if (event.type !== "log") schedule();
     };
-  });
+    // A stream the server ended for good (signed out, expired, revoked):
+    // one refresh, which lands on the sign-in page.
+    stream.onerror = () => { if (stream.readyState === EventSource.CLOSED) refresh(); };
+  }
 })();
