@@ -6,7 +6,12 @@
 //! the next collection. Knows nothing of the store or the engine.
 //!
 //! An execution that has not ended is never expired, whatever its place
-//! or age: it still needs its artifacts, its logs and its record.
+//! or age: it still needs its artifacts, its logs and its record. Nor is,
+//! per stage, the newest ended execution in which that stage succeeded: it
+//! is the stage's rollback target (a manual rollback's default, and an
+//! automated rollback's only one), and it stays beyond N and D: N keeps
+//! the newest N, and the targets older than those stay besides (so a
+//! pipeline whose runs all succeed keeps exactly N).
 
 use std::collections::BTreeMap;
 
@@ -98,17 +103,21 @@ pub struct Age {
     pub ended: bool,
     /// When it ended (its last change), ms since the epoch.
     pub updated_at: u64,
+    /// The stages that succeeded in it (when it has ended).
+    pub succeeded: Vec<String>,
 }
 
 const DAY_MS: u64 = 86_400_000;
 
-/// The executions of one pipeline, newest first, that `keep` lets go at `now`.
+/// The executions of one pipeline, newest first, that `keep` lets go at
+/// `now`. The rollback targets (see the module) always stay.
 pub fn expired(keep: Keep, newest_first: &[Age], now: u64) -> Vec<String> {
+    let targets = rollback_targets(newest_first);
     let cutoff = keep.days.map(|d| now.saturating_sub(u64::from(d) * DAY_MS));
     newest_first
         .iter()
         .enumerate()
-        .filter(|(_, age)| age.ended)
+        .filter(|(_, age)| age.ended && !targets.contains(age.id.as_str()))
         .filter(|(place, age)| {
             let beyond_count = keep.executions.is_some_and(|n| *place >= n as usize);
             let too_old = cutoff.is_some_and(|c| age.updated_at < c);
@@ -118,12 +127,31 @@ pub fn expired(keep: Keep, newest_first: &[Age], now: u64) -> Vec<String> {
         .collect()
 }
 
+/// For each stage, the newest ended execution in which it succeeded.
+fn rollback_targets(newest_first: &[Age]) -> std::collections::BTreeSet<&str> {
+    let mut stages = std::collections::BTreeSet::new();
+    let mut targets = std::collections::BTreeSet::new();
+    for age in newest_first.iter().filter(|a| a.ended) {
+        for stage in &age.succeeded {
+            if stages.insert(stage.as_str()) {
+                targets.insert(age.id.as_str());
+            }
+        }
+    }
+    targets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An execution in which no stage succeeded (see `good`).
     fn age(id: &str, ended: bool, days_ago: u64) -> Age {
-        Age { id: id.into(), ended, updated_at: 100 * DAY_MS - days_ago * DAY_MS }
+        Age { id: id.into(), ended, updated_at: 100 * DAY_MS - days_ago * DAY_MS, succeeded: vec![] }
+    }
+
+    fn good(id: &str, days_ago: u64, stages: &[&str]) -> Age {
+        Age { succeeded: strings(stages), ..age(id, true, days_ago) }
     }
 
     fn strings(list: &[&str]) -> Vec<String> {
@@ -168,5 +196,30 @@ mod tests {
         assert_eq!(expired(keep, &ages, 100 * DAY_MS), ["e2"]);
         let both = Keep { executions: Some(3), days: Some(30) };
         assert_eq!(expired(both, &ages, 100 * DAY_MS), ["e2", "e1"]);
+    }
+
+    #[test]
+    fn the_newest_execution_in_which_each_stage_succeeded_stays_as_its_rollback_target() {
+        // Deploy failed in the five newest (or they run in PARALLEL): e2 is
+        // Deploy's last good run, e1 is older and goes; e6 is Build's.
+        let ages = [
+            age("e7", false, 0),
+            good("e6", 1, &["Build"]),
+            good("e5", 2, &["Build"]),
+            good("e4", 3, &["Build"]),
+            age("e3", true, 4),
+            good("e2", 40, &["Build", "Deploy"]),
+            good("e1", 50, &["Build", "Deploy"]),
+        ];
+        let keep = Keep { executions: Some(2), days: None };
+        // e2 stays beyond the newest two (e7, e6).
+        assert_eq!(expired(keep, &ages, 100 * DAY_MS), ["e5", "e4", "e3", "e1"]);
+        // Past the days too: the last good run of a pipeline that has not
+        // succeeded in 30 days stays.
+        let keep = Keep { executions: None, days: Some(30) };
+        assert_eq!(expired(keep, &ages, 100 * DAY_MS), ["e1"]);
+        // A running execution's stages are no target (it may yet fail or stop).
+        let running = [Age { ended: false, ..good("e9", 0, &["Deploy"]) }, good("e8", 40, &["Deploy"])];
+        assert_eq!(expired(Keep { executions: Some(1), days: Some(1) }, &running, 100 * DAY_MS), Vec::<String>::new());
     }
 }

@@ -246,6 +246,57 @@ fn retention_removes_exactly_the_old_executions_their_logs_and_artifacts_and_not
     assert!(cluster.controller_log().contains("old executions removed (retention)"));
 }
 
+#[test]
+fn retention_keeps_each_stages_last_good_run_so_a_rollback_still_finds_it() {
+    let mut cluster = Cluster::new().controller_args(&["--keep-executions", "2"]).start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "first\n")]);
+    // Build fails when the variable FAIL is `yes`; Source succeeds always.
+    let declaration = format!(
+        r#"{{"pipeline": {{"name": "web", "variables": [{{"name": "FAIL", "defaultValue": "no"}}], "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout",
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}", "Branch": "main"}}, "pollIntervalSeconds": 0,
+     "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
+  {{"name": "Build", "actions": [{{"name": "Make",
+     "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+     "configuration": {{"Commands": "test #{{variables.FAIL}} = no"}},
+     "inputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["sh"]}}}}]}}
+]}}}}"#,
+        repo = repo.display()
+    );
+    let good = create(&cluster, "web", &declaration);
+    succeeded(&cluster, "web", &good);
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let out = cluster.sluice(&["pipeline", "start", "web", "--variable", "FAIL=yes"]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let e = cluster.execution_end("web", &id, Duration::from_secs(90));
+        assert_eq!(e["pipelineExecution"]["status"], "Failed", "{e}");
+        failed.push(id);
+    }
+    // The newest two stay, the oldest failure goes; the good run stays
+    // beyond the two: it is Build's only rollback target.
+    wait_until("retention to remove the oldest failure", WAIT, || {
+        (!history(&cluster, "web").contains(&failed[0])).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", history(&cluster, "web"), cluster.controller_log()));
+    let mut h = history(&cluster, "web");
+    h.sort();
+    let mut want = vec![good.clone(), failed[1].clone(), failed[2].clone()];
+    want.sort();
+    assert_eq!(h, want);
+    let out = cluster.sluice(&["stage", "rollback", "web", "Build", "--wait"]);
+    assert!(out.status.success(), "{}\n{}", output_text(&out), cluster.controller_log());
+    let newest = cluster.sluice_json(&["pipeline", "history", "web"]).unwrap()["pipelineExecutionSummaries"][0].clone();
+    let rollback =
+        cluster.sluice_json(&["execution", "get", "web", newest["pipelineExecutionId"].as_str().unwrap()]).unwrap();
+    assert_eq!(rollback["pipelineExecution"]["status"], "Succeeded", "{rollback}");
+    assert_eq!(rollback["pipelineExecution"]["rollbackMetadata"]["rollbackTargetPipelineExecution"], good.as_str());
+}
+
 /// The digests of every blob in a data dir's artifact store.
 fn stored_blobs(data: &Path) -> BTreeSet<String> {
     let mut all = BTreeSet::new();
