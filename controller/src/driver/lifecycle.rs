@@ -35,6 +35,8 @@ const COLLECTION_RETRY: u64 = 60_000;
 
 pub(super) struct Lifecycle {
     data_dir: PathBuf,
+    /// `DATA_DIR/lock`, held while the driver lives: one controller per data dir.
+    _lock: DataDirLock,
     retention: Retention,
     /// When every pipeline's retention is next applied.
     next_retention: u64,
@@ -80,15 +82,46 @@ impl Backups {
 }
 
 impl Lifecycle {
-    pub(super) fn new(data_dir: PathBuf, retention: Retention) -> Self {
+    pub(super) fn new(data_dir: PathBuf, retention: Retention, lock: DataDirLock) -> Self {
         Self {
             data_dir,
+            _lock: lock,
             retention,
             next_retention: 0,
             ended: BTreeSet::new(),
             backups: Backups::default(),
             next_disk_check: 0,
         }
+    }
+}
+
+/// An exclusive `flock` on `DATA_DIR/lock`: a second controller started
+/// on the same data dir (an overlapping restart, a second unit) would
+/// migrate, write and collect the same store and artifacts as this one.
+pub(super) struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Takes the data dir's lock, or says which process holds it.
+pub(super) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(DataDirLock(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => anyhow::bail!(
+            "the data dir {} is in use by another controller ({} is locked): stop that one first, or give this one \
+             another --data-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err((_, e)) => anyhow::bail!("locking {}: {e}", path.display()),
     }
 }
 
@@ -244,6 +277,22 @@ impl Handle<EndBackup> for Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_dir_is_locked_by_one_controller_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(dir.path()).unwrap();
+        let err = lock_data_dir(dir.path()).err().expect("a second lock is refused");
+        assert!(format!("{err:#}").contains("in use by another controller"), "{err:#}");
+        drop(first);
+        assert!(lock_data_dir(dir.path()).is_ok(), "free again once the first is gone");
+        // A link put in the lock's place is not followed.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::remove_file(dir.path().join("lock")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("target"), dir.path().join("lock")).unwrap();
+        assert!(lock_data_dir(dir.path()).is_err());
+        assert!(!other.path().join("target").exists());
+    }
 
     #[test]
     fn one_backup_at_a_time_pauses_collection_until_it_ends_or_is_given_up() {

@@ -341,6 +341,22 @@ fn keep_days_removes_at_start_what_ended_too_long_ago() {
 }
 
 #[test]
+fn a_second_controller_on_the_same_data_dir_is_refused() {
+    let cluster = Cluster::new().start().unwrap();
+    let data = cluster.data_dir();
+    let out = std::process::Command::new(bin("sluice"))
+        .args(["controller", "--api", "127.0.0.1:0", "--fleet", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let text = output_text(&out);
+    assert!(text.contains("is in use by another controller") && text.contains("lock"), "{text}");
+    // The first one runs on, unharmed.
+    assert!(cluster.sluice(&["pipeline", "list"]).status.success());
+}
+
+#[test]
 fn bad_retention_flags_stop_the_controller_with_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin("sluice"))
