@@ -27,13 +27,18 @@ pub struct Keep {
 
 impl Keep {
     fn or(self, fallback: Keep) -> Keep {
-        Keep { executions: self.executions.or(fallback.executions), days: self.days.or(fallback.days) }
+        let limit = |own: Option<u32>, global: Option<u32>| own.or(global).filter(|n| *n != UNLIMITED);
+        Keep { executions: limit(self.executions, fallback.executions), days: limit(self.days, fallback.days) }
     }
 
     pub fn is_unlimited(&self) -> bool {
         self.executions.is_none() && self.days.is_none()
     }
 }
+
+/// A pipeline's `PIPELINE=unlimited`: no limit of that kind, whatever the
+/// global rule says (as a rule of its own, it overrides the global one).
+const UNLIMITED: u32 = u32::MAX;
 
 /// Which limit of a [`Keep`] a flag sets.
 type Field = fn(&mut Keep) -> &mut Option<u32>;
@@ -62,9 +67,13 @@ impl Retention {
                     None => (None, value.trim()),
                 };
                 let n = match n.parse::<u32>() {
-                    Ok(n) if n >= 1 => n,
+                    Ok(n) if n >= 1 && n < UNLIMITED => n,
+                    // A pipeline exempted from the global rule.
+                    _ if n == "unlimited" && pipeline.is_some() => UNLIMITED,
                     _ => {
-                        problems.push(format!("{flag} {value:?}: expected N or PIPELINE=N with N a whole number from 1"));
+                        problems.push(format!(
+                            "{flag} {value:?}: expected N, PIPELINE=N or PIPELINE=unlimited, with N a whole number from 1"
+                        ));
                         continue;
                     }
                 };
@@ -86,7 +95,13 @@ impl Retention {
 
     /// Whether any pipeline has a limit.
     pub fn is_off(&self) -> bool {
-        self.global.is_unlimited() && self.pipelines.values().all(Keep::is_unlimited)
+        self.global.is_unlimited() && self.pipelines.values().all(|k| k.or(Keep::default()).is_unlimited())
+    }
+
+    /// The pipelines with rules of their own that are not among `known`
+    /// (a misspelt name keeps nothing from the global rule).
+    pub fn unknown_pipelines<'a>(&'a self, known: &std::collections::BTreeSet<String>) -> Vec<&'a str> {
+        self.pipelines.keys().filter(|p| !known.contains(*p)).map(String::as_str).collect()
     }
 
     /// What `pipeline` keeps: its own rule, the global one where it has none.
@@ -167,12 +182,25 @@ mod tests {
         assert_eq!(r.for_pipeline("other"), Keep { executions: Some(20), days: None });
         assert!(!r.is_off());
         assert!(Retention::parse(&[], &[]).unwrap().is_off());
+        // One pipeline exempted from the global rule, kind by kind.
+        let r = Retention::parse(&strings(&["20", "release=unlimited"]), &strings(&["30", "release=unlimited"])).unwrap();
+        assert_eq!(r.for_pipeline("release"), Keep::default());
+        assert!(r.for_pipeline("release").is_unlimited());
+        assert_eq!(r.for_pipeline("web"), Keep { executions: Some(20), days: Some(30) });
+        let r = Retention::parse(&strings(&["web=unlimited"]), &[]).unwrap();
+        assert!(r.is_off());
+        let known = ["web".to_string()].into();
+        let r = Retention::parse(&strings(&["web=3", "wbe=3"]), &[]).unwrap();
+        assert_eq!(r.unknown_pipelines(&known), ["wbe"]);
     }
 
     #[test]
     fn bad_flags_are_refused_all_at_once() {
-        let problems = Retention::parse(&strings(&["0", "web=x", "=3", "4", "5"]), &strings(&["-1"])).unwrap_err();
-        assert_eq!(problems.len(), 5, "{problems:?}");
+        let problems =
+            Retention::parse(&strings(&["0", "web=x", "=3", "4", "5"]), &strings(&["-1", "unlimited", "4294967295"]))
+                .unwrap_err();
+        assert_eq!(problems.len(), 7, "{problems:?}");
+        assert!(problems[5].contains("--keep-days \"unlimited\""), "only a pipeline may be unlimited: {problems:?}");
         assert!(problems[0].contains("--keep-executions \"0\""), "{problems:?}");
         assert!(problems[2].contains("pipeline name is empty"), "{problems:?}");
         assert!(problems[3].contains("given twice for every pipeline"), "{problems:?}");

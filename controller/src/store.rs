@@ -699,6 +699,9 @@ impl SqliteStore {
                     for id in ids {
                         let ended = "SELECT id FROM executions WHERE id = ?1 AND status NOT IN ('InProgress', 'Stopping')";
                         tx.prepare_cached(&format!("DELETE FROM logs WHERE execution_id IN ({ended})"))?.execute([id])?;
+                        // A start's token must not name an execution that is gone.
+                        tx.prepare_cached(&format!("DELETE FROM start_requests WHERE execution_id IN ({ended})"))?
+                            .execute([id])?;
                         tx.prepare_cached(&format!("DELETE FROM executions WHERE id IN ({ended})"))?.execute([id])?;
                     }
                 }
@@ -1310,6 +1313,8 @@ mod tests {
                 line("old"),
                 line("running"),
                 line("new"),
+                Change::StartRequest { pipeline: "web".into(), token: "t-old".into(), execution_id: "old".into() },
+                Change::StartRequest { pipeline: "web".into(), token: "t-running".into(), execution_id: "running".into() },
             ])
             .unwrap();
         let ages = store.execution_ages(Some("web")).unwrap();
@@ -1324,6 +1329,9 @@ mod tests {
         assert!(store.execution(&ExecutionId("running".into())).unwrap().is_some(), "a running execution stays");
         assert_eq!(store.logs("running").unwrap().len(), 1);
         assert_eq!(store.logs("new").unwrap().len(), 1);
+        // A client request token of a removed execution names nothing any more.
+        assert_eq!(store.start_request("web", "t-old").unwrap(), None);
+        assert_eq!(store.start_request("web", "t-running").unwrap(), Some("running".into()));
     }
 
     // The audit log (issue 15, gov).

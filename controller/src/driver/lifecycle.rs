@@ -156,6 +156,7 @@ impl Driver {
         let ended = std::mem::take(&mut self.lifecycle.ended);
         let ages = if everything {
             self.lifecycle.next_retention = now + RETENTION_EVERY;
+            self.warn_of_unknown_pipelines();
             self.store.execution_ages(None)
         } else {
             ended.iter().try_fold(Vec::new(), |mut all, p| {
@@ -189,6 +190,21 @@ impl Driver {
         // Their artifacts that nothing else refers to go now, not at the
         // next interval (the collection keeps anything younger than one).
         self.next_gc = now;
+    }
+
+    /// Logs the per-pipeline rules whose pipeline does not exist (at start
+    /// and every hour): a misspelt name exempts nothing and limits nothing.
+    fn warn_of_unknown_pipelines(&self) {
+        if self.lifecycle.retention.pipelines.is_empty() {
+            return;
+        }
+        let known = match self.store.pipelines() {
+            Ok(records) => records.into_iter().map(|r| r.name).collect(),
+            Err(e) => return warn!("reading the pipelines for retention: {e:#}"),
+        };
+        for pipeline in self.lifecycle.retention.unknown_pipelines(&known) {
+            warn!(%pipeline, "a retention rule (--keep-executions, --keep-days) names a pipeline that does not exist");
+        }
     }
 
     /// Whether a backup is copying: artifact collection waits for it (a
