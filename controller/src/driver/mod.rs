@@ -67,6 +67,8 @@ mod roles;
 mod teams;
 // Data lifecycle (issue 17, life): retention and backups.
 mod lifecycle;
+// Data lifecycle (issue 17, life).
+pub use lifecycle::Collecting;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,

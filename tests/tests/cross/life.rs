@@ -416,6 +416,16 @@ fn a_backup_taken_under_load_restores_into_a_controller_that_runs_from_it() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{}", output_text(&out));
     }
     assert!(!backups.join("by-oscar").exists() && !cluster.data_dir().join("inside").exists());
+    // A parent other users may write (and not sticky): one of them could
+    // swap the backup's directory for their own.
+    use std::os::unix::fs::PermissionsExt as _;
+    let shared = backups.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = cluster.sluice(&["backup", "--to", shared.join("b").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(output_text(&out).contains("may be written by other users"), "{}", output_text(&out));
+    assert!(!shared.join("b").exists() && !shared.join("b.partial").exists());
 
     // Under load: executions running and finishing, logs streaming, artifacts uploading.
     let running: Vec<String> = (0..6).map(|_| start(&cluster, "web", false)).collect();
@@ -431,6 +441,11 @@ fn a_backup_taken_under_load_restores_into_a_controller_that_runs_from_it() {
     assert!(report["missingArtifacts"].is_null(), "{report}");
     let manifest: Value = serde_json::from_slice(&std::fs::read(to.join("backup.json")).unwrap()).unwrap();
     assert_eq!(manifest, report);
+    assert!(!backups.join("b1.partial").exists(), "written as b1.partial and renamed");
+    // The audit log says where the backup went.
+    let audit = cluster.sluice_json(&["audit", "list", "--operation", "BeginBackup"]).unwrap();
+    let resource = format!("backup/{}", to.display());
+    assert!(audit.to_string().contains(&resource), "{resource} in {audit}");
     for e in &running {
         succeeded(&cluster, "web", e);
     }
