@@ -27,6 +27,9 @@ const RETENTION_EVERY: u64 = 3_600_000;
 /// that another writer fills is reported, not only refused uploads.
 const DISK_CHECK_EVERY: u64 = 600_000;
 
+/// How often log ingestion looks at the free space.
+const LOG_DISK_CHECK_EVERY: u64 = 5_000;
+
 /// How soon collection looks again while a backup runs.
 const COLLECTION_RETRY: u64 = 60_000;
 
@@ -44,6 +47,9 @@ pub(super) struct Lifecycle {
     pub(super) collecting: Collecting,
     /// When the free space is next looked at.
     next_disk_check: u64,
+    /// Whether the disk was under the floor when last looked at for log
+    /// lines, and when to look again.
+    log_disk: (bool, u64),
 }
 
 /// Backups copying now, by id: when each began. One at a time. A backup
@@ -117,6 +123,7 @@ impl Lifecycle {
             backups: Backups::default(),
             collecting: Collecting::default(),
             next_disk_check: 0,
+            log_disk: (false, 0),
         }
     }
 }
@@ -263,6 +270,19 @@ impl Driver {
             Ok(_) => {}
             Err(e) => warn!("reading the free space: {e:#}"),
         }
+    }
+
+    /// Whether the artifact store's disk is under the free-space floor, for
+    /// log lines: looked at once every [`LOG_DISK_CHECK_EVERY`] at most (a
+    /// chatty action sends many lines a second).
+    pub(super) fn disk_under_floor(&mut self, now: u64) -> bool {
+        let (low, next) = self.lifecycle.log_disk;
+        if now < next {
+            return low;
+        }
+        let low = self.artifacts.free_bytes().is_ok_and(|free| free < self.min_free_space);
+        self.lifecycle.log_disk = (low, now + LOG_DISK_CHECK_EVERY);
+        low
     }
 
     /// The free-space floor (`--min-free-space`) for a write of `incoming`

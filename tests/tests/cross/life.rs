@@ -529,6 +529,18 @@ fn the_free_space_floor_refuses_uploads_and_plugin_pushes_with_a_clear_error() {
     let log = cluster.controller_log();
     assert!(log.contains("transfer refused"), "{log}");
     assert!(log.contains("the controller's disk is under the free-space floor"), "reported, not only refused: {log}");
+    // Log lines are under the floor too: the source action's first line
+    // became the note that the rest is not kept, and nothing followed.
+    let conn = rusqlite::Connection::open_with_flags(
+        cluster.data_dir().join("sluice.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = conn.prepare("SELECT text FROM logs WHERE execution_id = ?1").unwrap();
+    let lines: Vec<String> = stmt.query_map([&id], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("under the free-space floor (--min-free-space); the rest is not kept"), "{lines:?}");
+    assert!(log.contains("log refused: the free-space floor"), "{log}");
     // Nothing was stored.
     let stored = std::fs::read_dir(cluster.data_dir().join("artifacts"))
         .unwrap()
