@@ -92,7 +92,10 @@ impl Driver {
             return;
         }
         job.log_seq = Some(seq);
-        let text = if disk_low && !job.log_truncated {
+        // Once truncated (too long, or the floor), the rest is not kept.
+        let text = if job.log_truncated {
+            return;
+        } else if disk_low {
             job.log_truncated = true;
             tracing::warn!(job = %job_id, "log refused: the free-space floor");
             format!(
@@ -102,11 +105,9 @@ impl Driver {
         } else if job.log_bytes + text.len() as u64 <= max {
             job.log_bytes += text.len() as u64;
             text
-        } else if !job.log_truncated {
+        } else {
             job.log_truncated = true;
             format!("{LOG_TRUNCATED} the action wrote more than {max} bytes; the rest is not kept]\n")
-        } else {
-            return;
         };
         // Inert text for the store, the API and terminals.
         let text = intake::clean_text(&text, intake::LOG_TEXT_MAX_CHARS, intake::Lines::Kept);
