@@ -67,7 +67,7 @@ impl Retention {
                     None => (None, value.trim()),
                 };
                 let n = match n.parse::<u32>() {
-                    Ok(n) if n >= 1 && n < UNLIMITED => n,
+                    Ok(n) if (1..UNLIMITED).contains(&n) => n,
                     // A pipeline exempted from the global rule.
                     _ if n == "unlimited" && pipeline.is_some() => UNLIMITED,
                     _ => {
