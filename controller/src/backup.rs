@@ -2,8 +2,9 @@
 //! copy it makes on the controller's host.
 //!
 //! The transport asks the driver to begin (`BeginBackup`: the caller's
-//! permission, the target checked, artifact collection paused), then
-//! copies off the driver's task: the store as one committed state
+//! permission, the path checked, artifact collection paused), then, off
+//! the driver's task, checks the target on the host (`target`) and copies
+//! into it: the store as one committed state
 //! (`store::snapshot`, `VACUUM INTO` on a connection of its own), every
 //! artifact that copy refers to, the pushed plugins, and the keys
 //! (CA, `secret.key`, `worker.key`, `admin.token`), and writes
@@ -16,7 +17,7 @@
 
 use crate::api::{ApiState, ask};
 use crate::auth::Caller;
-use crate::ops::{BeginBackup, CreateBackup, CreateBackupOutput, EndBackup, OpError};
+use crate::ops::{BeginBackup, BeginBackupOutput, CreateBackup, CreateBackupOutput, EndBackup, OpError};
 use anyhow::{Context as _, Result, bail};
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -31,6 +32,11 @@ pub const MANIFEST: &str = "backup.json";
 /// Files of the data dir a restore needs besides the store and the blobs.
 const KEY_FILES: &[&str] = &["ca/ca.crt", "ca/ca.key", "secret.key", "worker.key", "admin.token"];
 
+mod target;
+
+use target::Target;
+pub use target::check_path;
+
 /// `POST /v1/backups`.
 pub async fn create(
     State(state): State<ApiState>,
@@ -39,92 +45,153 @@ pub async fn create(
 ) -> Result<Json<CreateBackupOutput>, OpError> {
     let op: CreateBackup =
         serde_json::from_slice(&body).map_err(|e| OpError::invalid(format!("request body is invalid: {e}")))?;
+    let (to, end_to) = (op.to.clone(), op.to.clone());
     let begun = ask(&state, BeginBackup { to: op.to }, caller.clone()).await?;
     // Its own task: a client that hangs up does not leave collection paused
     // or a copy half done without its end recorded.
     let task = tokio::spawn(async move {
-        let (data_dir, to) = (begun.data_dir.clone(), begun.to.clone());
-        let written = tokio::task::spawn_blocking(move || write(&data_dir, &to))
-            .await
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("the backup task failed: {e}")));
-        let failure = written.as_ref().err().map(|e| format!("{e:#}"));
-        let _ = ask(&state, EndBackup { id: begun.id, failure }, caller).await;
+        let id = begun.id.clone();
+        // The target is checked off the driver's task (a hung mount stalls this one only).
+        let written = tokio::task::spawn_blocking(move || {
+            let resolved = target::check(&begun.data_dir, &to).map_err(Failed::Refused)?;
+            write(&begun, &resolved).map_err(Failed::Copy)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Failed::Copy(anyhow::anyhow!("the backup task failed: {e}"))));
+        let failure = written.as_ref().err().map(Failed::to_string);
+        let _ = ask(&state, EndBackup { id, to: end_to, failure }, caller).await;
         written
     });
     match task.await {
         Ok(Ok(output)) => Ok(Json(output)),
-        Ok(Err(e)) => Err(OpError::Internal(format!("backup failed: {e:#}"))),
+        Ok(Err(Failed::Refused(why))) => Err(OpError::invalid(why)),
+        Ok(Err(Failed::Copy(e))) => Err(OpError::Internal(format!("backup failed: {e:#}"))),
         Err(e) => Err(OpError::Internal(format!("backup failed: {e}"))),
     }
 }
 
-/// Checks a backup's target: an absolute path outside the data dir (and
-/// not holding it), whose parent exists, and which does not exist or is an
-/// empty directory. Returns it as given (absolute).
-pub fn check_target(data_dir: &Path, to: &str) -> Result<PathBuf, String> {
-    let target = PathBuf::from(to);
-    if to.is_empty() || !target.is_absolute() {
-        return Err(format!("--to {to:?} must be an absolute path on the controller's host"));
-    }
-    if target.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(format!("--to {to:?} must not contain `..`"));
-    }
-    let data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    let parent = target.parent().ok_or_else(|| format!("--to {to:?} has no parent directory"))?;
-    let parent = std::fs::canonicalize(parent)
-        .map_err(|e| format!("--to {to:?}: its parent directory is not usable on the controller's host: {e}"))?;
-    let resolved = parent.join(target.file_name().unwrap_or_default());
-    if resolved.starts_with(&data) || data.starts_with(&resolved) {
-        return Err(format!("--to {to:?} must be outside the controller's data dir {}", data.display()));
-    }
-    match std::fs::symlink_metadata(&resolved) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(resolved),
-        Err(e) => Err(format!("--to {to:?}: {e}")),
-        Ok(meta) if meta.is_dir() && std::fs::read_dir(&resolved).map_err(|e| e.to_string())?.next().is_none() => {
-            Ok(resolved)
+/// Why a backup was not written.
+enum Failed {
+    /// The target was refused; nothing was written.
+    Refused(String),
+    /// The copy failed; what it wrote was removed.
+    Copy(anyhow::Error),
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Refused(why) => f.write_str(why),
+            Failed::Copy(e) => write!(f, "{e:#}"),
         }
-        Ok(_) => Err(format!("--to {to:?} exists and is not an empty directory: a backup never overwrites anything")),
     }
 }
 
-/// Writes a backup of `data_dir` into `to` (checked by [`check_target`]).
-/// Blocking.
-pub fn write(data_dir: &Path, to: &Path) -> Result<CreateBackupOutput> {
-    let started = std::time::Instant::now();
-    make_target(to)?;
+/// Writes a backup into `to` (checked by [`target::check`]); a failed
+/// one removes what it wrote. Blocking.
+pub fn write(begun: &BeginBackupOutput, to: &Path) -> Result<CreateBackupOutput> {
+    let mut target = Target::open(to)?;
+    match write_into(begun, &mut target) {
+        Ok(output) => {
+            target.finish()?;
+            Ok(output)
+        }
+        Err(e) => {
+            target.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// The free-space floor on the backup's way: writing `needed` more bytes
+/// must leave the data dir's filesystem above `--min-free-space` when the
+/// target is on it, and must fit where it is not.
+struct Room {
+    floor: u64,
+    same_disk: bool,
+}
+
+impl Room {
+    fn check(&self, target: &Target, needed: u64) -> Result<()> {
+        let free = target.free_bytes()?;
+        if self.same_disk && free.saturating_sub(needed) < self.floor {
+            bail!(
+                "the backup needs about {needed} more bytes on the controller's own disk, which has {free} free: that \
+                 would leave less than the {} bytes kept free (--min-free-space); write the backup to another disk",
+                self.floor
+            );
+        }
+        if !self.same_disk && free < needed {
+            bail!("the backup needs about {needed} more bytes and {} has {free} free", target.path.display());
+        }
+        Ok(())
+    }
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn write_into(begun: &BeginBackupOutput, target: &mut Target) -> Result<CreateBackupOutput> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (data_dir, started) = (&begun.data_dir, std::time::Instant::now());
+    let room = Room { floor: begun.min_free_space, same_disk: std::fs::metadata(data_dir)?.dev() == target.device()? };
+    // A collection that began before this backup may hold a keep-set older
+    // than the snapshot: it ends first (new ones wait for this backup).
+    while begun.collecting.is_running() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let live = data_dir.join("sluice.db");
+    room.check(target, file_size(&live) + file_size(&data_dir.join("sluice.db-wal")))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let created_at = crate::views::time(now.as_millis() as u64);
-    let snapshot = crate::store::snapshot::snapshot(&data_dir.join("sluice.db"), &to.join("sluice.db"))?;
-    crate::ca::tighten_private_file(&to.join("sluice.db"))?;
-    let (mut artifacts, mut artifact_bytes, mut missing) = (0, 0, Vec::new());
+    // Into a name of its own, then sealed (0600, synced) and renamed.
+    let snapshot = crate::store::snapshot::snapshot(&live, &target.reach(Path::new("sluice.db.partial")))?;
+    target.seal("sluice.db.partial", "sluice.db")?;
+    let mut copies = Vec::new();
+    let mut missing = Vec::new();
     for digest in &snapshot.artifacts {
         let Ok(from) = blob_path(&data_dir.join("artifacts"), digest) else { continue };
-        if !from.exists() {
-            missing.push(digest.clone());
-            continue;
+        match std::fs::metadata(&from) {
+            Ok(meta) => copies.push((from, blob_path(Path::new("artifacts"), digest)?, digest.clone(), meta.len())),
+            Err(_) => missing.push(digest.clone()),
         }
-        artifact_bytes += copy_blob(&from, &blob_path(&to.join("artifacts"), digest)?, digest)?;
-        artifacts += 1;
     }
+    let artifacts = copies.len() as u64;
     // Pushed plugins: few and small, and kept for executions that pin them
     // by digest even after their version is deleted; built-ins come back
     // from the binary at start.
-    let mut plugins = 0;
-    for digest in blobs_in(&data_dir.join("plugins"))? {
-        copy_blob(&blob_path(&data_dir.join("plugins"), &digest)?, &blob_path(&to.join("plugins"), &digest)?, &digest)?;
-        plugins += 1;
+    let plugins = blobs_in(&data_dir.join("plugins"))?;
+    for digest in &plugins {
+        let from = blob_path(&data_dir.join("plugins"), digest)?;
+        let size = file_size(&from);
+        copies.push((from, blob_path(Path::new("plugins"), digest)?, digest.clone(), size));
+    }
+    // Checked before each blob too: other writers share the disk.
+    let mut remaining: u64 = copies.iter().map(|c| c.3).sum();
+    let mut artifact_bytes = 0;
+    for (n, (from, to, digest, size)) in copies.iter().enumerate() {
+        room.check(target, remaining)?;
+        let copied = copy_blob(from, target, to, digest)?;
+        remaining = remaining.saturating_sub(*size);
+        if (n as u64) < artifacts {
+            artifact_bytes += copied;
+        }
     }
     for name in KEY_FILES {
         let from = data_dir.join(name);
         if from.exists() {
             let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-            let target = to.join(name);
-            crate::ca::create_private_dir(target.parent().expect("a key file has a parent"))?;
-            crate::ca::write_private(&target, &bytes)?;
+            let mut file = target.create(Path::new(name))?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
         }
     }
+    if !missing.is_empty() {
+        tracing::warn!(count = missing.len(), "backup: artifacts the store refers to are missing from the controller");
+    }
     let output = CreateBackupOutput {
-        to: to.display().to_string(),
+        to: target.path.display().to_string(),
         sluice_version: env!("CARGO_PKG_VERSION").to_string(),
         schema_version: snapshot.schema_version,
         created_at,
@@ -132,30 +199,13 @@ pub fn write(data_dir: &Path, to: &Path) -> Result<CreateBackupOutput> {
         artifacts,
         artifact_bytes,
         missing_artifacts: missing,
-        plugins,
+        plugins: plugins.len() as u64,
         took_ms: started.elapsed().as_millis() as u64,
     };
-    let manifest = serde_json::to_vec_pretty(&output)?;
-    crate::ca::write_private(&to.join(MANIFEST), &manifest)?;
+    let mut manifest = target.create(Path::new(MANIFEST))?;
+    manifest.write_all(&serde_json::to_vec_pretty(&output)?)?;
+    manifest.sync_all()?;
     Ok(output)
-}
-
-/// Makes the target directory (0700), or takes an empty one that is a
-/// directory itself, not a link to one (checked again here: the target
-/// may have changed since the driver checked it).
-fn make_target(to: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    match std::fs::symlink_metadata(to) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().mode(0o700).create(to).with_context(|| format!("creating {}", to.display()))
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", to.display())),
-        Ok(meta) if meta.is_dir() && std::fs::read_dir(to)?.next().is_none() => {
-            std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("making {} private", to.display()))
-        }
-        Ok(_) => bail!("{} is no longer an empty directory: a backup never overwrites anything", to.display()),
-    }
 }
 
 fn blob_path(root: &Path, digest: &str) -> Result<PathBuf> {
@@ -185,12 +235,12 @@ fn blobs_in(root: &Path) -> Result<Vec<String>> {
     Ok(digests)
 }
 
-/// Copies a blob, checking on the way that its bytes still hash to its
-/// name (a backup of a damaged blob would hide the damage); returns its size.
-fn copy_blob(from: &Path, to: &Path, digest: &str) -> Result<u64> {
-    crate::ca::create_private_dir(to.parent().expect("a blob has a parent"))?;
+/// Copies a blob into the target, checking on the way that its bytes
+/// still hash to its name (a backup of a damaged blob would hide the
+/// damage); returns its size.
+fn copy_blob(from: &Path, target: &mut Target, to: &Path, digest: &str) -> Result<u64> {
     let mut input = std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
-    let mut output = std::fs::File::create_new(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut output = target.create(to)?;
     let (mut hasher, mut buf, mut size) = (Sha256::new(), vec![0u8; 256 * 1024], 0u64);
     loop {
         let n = input.read(&mut buf).with_context(|| format!("reading {}", from.display()))?;
@@ -198,7 +248,7 @@ fn copy_blob(from: &Path, to: &Path, digest: &str) -> Result<u64> {
             break;
         }
         hasher.update(&buf[..n]);
-        output.write_all(&buf[..n]).with_context(|| format!("writing {}", to.display()))?;
+        output.write_all(&buf[..n]).with_context(|| format!("writing {}", target.path.join(to).display()))?;
         size += n as u64;
     }
     let got = hex::encode(hasher.finalize());
@@ -219,9 +269,9 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("artifacts")).unwrap();
         let path = |p: &str| dir.path().join(p).display().to_string();
-        assert!(check_target(&data, &path("backup")).is_ok());
+        assert!(target::check(&data, &path("backup")).is_ok());
         std::fs::create_dir(dir.path().join("empty")).unwrap();
-        assert!(check_target(&data, &path("empty")).is_ok());
+        assert!(target::check(&data, &path("empty")).is_ok());
         std::fs::write(dir.path().join("empty").join("x"), b"x").unwrap();
         let refusals = [
             ("absolute", "backups/today".to_string()),
@@ -233,7 +283,7 @@ mod tests {
             ("parent directory", path("no/such/parent")),
         ];
         for (why, to) in refusals {
-            let err = check_target(&data, &to).unwrap_err();
+            let err = target::check(&data, &to).unwrap_err();
             assert!(err.contains(why), "{to}: {err}");
         }
     }
@@ -278,7 +328,8 @@ mod tests {
             store.apply(&[crate::store::Change::Execution(Box::new(e))]).unwrap();
         }
         let to = dir.path().join("backup");
-        let out = write(&data, &to).unwrap();
+        let out = write(&begun(&data, 0), &to).unwrap();
+        assert!(!dir.path().join("backup.partial").exists(), "written as backup.partial, renamed when complete");
         assert_eq!((out.executions, out.artifacts, out.artifact_bytes, out.plugins), (1, 1, 10, 1));
         assert_eq!(out.missing_artifacts, ["ab".repeat(32)]);
         assert!(to.join("artifacts").join(&kept[..2]).join(&kept).exists());
@@ -289,15 +340,83 @@ mod tests {
         }
         let manifest: CreateBackupOutput = serde_json::from_slice(&std::fs::read(to.join(MANIFEST)).unwrap()).unwrap();
         assert_eq!(manifest, out);
-        use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(std::fs::metadata(&to).unwrap().permissions().mode() & 0o777, 0o700);
-        // A damaged blob is not copied as if it were good.
+        // Every directory 0700 and every file 0600, the store's copy included.
+        assert_modes(&to);
+        // A damaged blob is not copied as if it were good, and the failed
+        // backup leaves nothing behind.
         std::fs::write(artifacts.path(&kept).unwrap(), b"tampered!!").unwrap();
-        let err = write(&data, &dir.path().join("again")).unwrap_err();
+        let err = write(&begun(&data, 0), &dir.path().join("again")).unwrap_err();
         assert!(format!("{err:#}").contains("is damaged"), "{err:#}");
+        assert!(!dir.path().join("again").exists() && !dir.path().join("again.partial").exists());
+        // An empty directory given as the target is emptied again on failure.
+        std::fs::create_dir(dir.path().join("given")).unwrap();
+        assert!(write(&begun(&data, 0), &dir.path().join("given")).is_err());
+        assert_eq!(std::fs::read_dir(dir.path().join("given")).unwrap().count(), 0);
         // A target replaced by a link after the check is not written through.
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("link")).unwrap();
-        let err = write(&data, &dir.path().join("link")).unwrap_err();
+        let err = write(&begun(&data, 0), &dir.path().join("link")).unwrap_err();
         assert!(format!("{err:#}").contains("no longer an empty directory"), "{err:#}");
+    }
+
+    fn begun(data: &Path, floor: u64) -> BeginBackupOutput {
+        BeginBackupOutput {
+            id: "b".into(),
+            data_dir: data.to_path_buf(),
+            to: PathBuf::new(),
+            min_free_space: floor,
+            collecting: Default::default(),
+        }
+    }
+
+    fn assert_modes(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                assert_modes(&path);
+            } else {
+                assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{}", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn a_backup_that_would_go_under_the_free_space_floor_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        crate::store::SqliteStore::open(
+            &{
+                std::fs::create_dir_all(&data).unwrap();
+                data.join("sluice.db")
+            },
+            crate::store::Durability::Process,
+        )
+        .unwrap();
+        // The target shares the data dir's disk: the floor applies.
+        let err = write(&begun(&data, u64::MAX / 2), &dir.path().join("full")).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("--min-free-space") && message.contains("another disk"), "{message}");
+        assert!(!dir.path().join("full").exists() && !dir.path().join("full.partial").exists());
+        assert!(write(&begun(&data, 0), &dir.path().join("fits")).is_ok());
+    }
+
+    #[test]
+    fn a_backup_waits_for_a_collection_that_began_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        crate::store::SqliteStore::open(&data.join("sluice.db"), crate::store::Durability::Process).unwrap();
+        let mut plan = begun(&data, 0);
+        let collecting = crate::driver::Collecting::default();
+        plan.collecting = collecting.clone();
+        let guard = collecting.start_for_test();
+        let to = dir.path().join("waits");
+        let writer = std::thread::spawn(move || write(&plan, &to).map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!dir.path().join("waits.partial/sluice.db").exists(), "no snapshot while the collection runs");
+        drop(guard);
+        writer.join().unwrap().unwrap();
+        assert!(dir.path().join("waits").join(MANIFEST).exists());
     }
 }

@@ -6,7 +6,12 @@
 //! the next collection. Knows nothing of the store or the engine.
 //!
 //! An execution that has not ended is never expired, whatever its place
-//! or age: it still needs its artifacts, its logs and its record.
+//! or age: it still needs its artifacts, its logs and its record. Nor is,
+//! per stage, the newest ended execution in which that stage succeeded: it
+//! is the stage's rollback target (a manual rollback's default, and an
+//! automated rollback's only one), and it stays beyond N and D: N keeps
+//! the newest N, and the targets older than those stay besides (so a
+//! pipeline whose runs all succeed keeps exactly N).
 
 use std::collections::BTreeMap;
 
@@ -22,13 +27,18 @@ pub struct Keep {
 
 impl Keep {
     fn or(self, fallback: Keep) -> Keep {
-        Keep { executions: self.executions.or(fallback.executions), days: self.days.or(fallback.days) }
+        let limit = |own: Option<u32>, global: Option<u32>| own.or(global).filter(|n| *n != UNLIMITED);
+        Keep { executions: limit(self.executions, fallback.executions), days: limit(self.days, fallback.days) }
     }
 
     pub fn is_unlimited(&self) -> bool {
         self.executions.is_none() && self.days.is_none()
     }
 }
+
+/// A pipeline's `PIPELINE=unlimited`: no limit of that kind, whatever the
+/// global rule says (as a rule of its own, it overrides the global one).
+const UNLIMITED: u32 = u32::MAX;
 
 /// Which limit of a [`Keep`] a flag sets.
 type Field = fn(&mut Keep) -> &mut Option<u32>;
@@ -57,9 +67,13 @@ impl Retention {
                     None => (None, value.trim()),
                 };
                 let n = match n.parse::<u32>() {
-                    Ok(n) if n >= 1 => n,
+                    Ok(n) if (1..UNLIMITED).contains(&n) => n,
+                    // A pipeline exempted from the global rule.
+                    _ if n == "unlimited" && pipeline.is_some() => UNLIMITED,
                     _ => {
-                        problems.push(format!("{flag} {value:?}: expected N or PIPELINE=N with N a whole number from 1"));
+                        problems.push(format!(
+                            "{flag} {value:?}: expected N, PIPELINE=N or PIPELINE=unlimited, with N a whole number from 1"
+                        ));
                         continue;
                     }
                 };
@@ -81,7 +95,13 @@ impl Retention {
 
     /// Whether any pipeline has a limit.
     pub fn is_off(&self) -> bool {
-        self.global.is_unlimited() && self.pipelines.values().all(Keep::is_unlimited)
+        self.global.is_unlimited() && self.pipelines.values().all(|k| k.or(Keep::default()).is_unlimited())
+    }
+
+    /// The pipelines with rules of their own that are not among `known`
+    /// (a misspelt name keeps nothing from the global rule).
+    pub fn unknown_pipelines<'a>(&'a self, known: &std::collections::BTreeSet<String>) -> Vec<&'a str> {
+        self.pipelines.keys().filter(|p| !known.contains(*p)).map(String::as_str).collect()
     }
 
     /// What `pipeline` keeps: its own rule, the global one where it has none.
@@ -98,17 +118,21 @@ pub struct Age {
     pub ended: bool,
     /// When it ended (its last change), ms since the epoch.
     pub updated_at: u64,
+    /// The stages that succeeded in it (when it has ended).
+    pub succeeded: Vec<String>,
 }
 
 const DAY_MS: u64 = 86_400_000;
 
-/// The executions of one pipeline, newest first, that `keep` lets go at `now`.
+/// The executions of one pipeline, newest first, that `keep` lets go at
+/// `now`. The rollback targets (see the module) always stay.
 pub fn expired(keep: Keep, newest_first: &[Age], now: u64) -> Vec<String> {
+    let targets = rollback_targets(newest_first);
     let cutoff = keep.days.map(|d| now.saturating_sub(u64::from(d) * DAY_MS));
     newest_first
         .iter()
         .enumerate()
-        .filter(|(_, age)| age.ended)
+        .filter(|(_, age)| age.ended && !targets.contains(age.id.as_str()))
         .filter(|(place, age)| {
             let beyond_count = keep.executions.is_some_and(|n| *place >= n as usize);
             let too_old = cutoff.is_some_and(|c| age.updated_at < c);
@@ -118,12 +142,31 @@ pub fn expired(keep: Keep, newest_first: &[Age], now: u64) -> Vec<String> {
         .collect()
 }
 
+/// For each stage, the newest ended execution in which it succeeded.
+fn rollback_targets(newest_first: &[Age]) -> std::collections::BTreeSet<&str> {
+    let mut stages = std::collections::BTreeSet::new();
+    let mut targets = std::collections::BTreeSet::new();
+    for age in newest_first.iter().filter(|a| a.ended) {
+        for stage in &age.succeeded {
+            if stages.insert(stage.as_str()) {
+                targets.insert(age.id.as_str());
+            }
+        }
+    }
+    targets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An execution in which no stage succeeded (see `good`).
     fn age(id: &str, ended: bool, days_ago: u64) -> Age {
-        Age { id: id.into(), ended, updated_at: 100 * DAY_MS - days_ago * DAY_MS }
+        Age { id: id.into(), ended, updated_at: 100 * DAY_MS - days_ago * DAY_MS, succeeded: vec![] }
+    }
+
+    fn good(id: &str, days_ago: u64, stages: &[&str]) -> Age {
+        Age { succeeded: strings(stages), ..age(id, true, days_ago) }
     }
 
     fn strings(list: &[&str]) -> Vec<String> {
@@ -139,12 +182,25 @@ mod tests {
         assert_eq!(r.for_pipeline("other"), Keep { executions: Some(20), days: None });
         assert!(!r.is_off());
         assert!(Retention::parse(&[], &[]).unwrap().is_off());
+        // One pipeline exempted from the global rule, kind by kind.
+        let r = Retention::parse(&strings(&["20", "release=unlimited"]), &strings(&["30", "release=unlimited"])).unwrap();
+        assert_eq!(r.for_pipeline("release"), Keep::default());
+        assert!(r.for_pipeline("release").is_unlimited());
+        assert_eq!(r.for_pipeline("web"), Keep { executions: Some(20), days: Some(30) });
+        let r = Retention::parse(&strings(&["web=unlimited"]), &[]).unwrap();
+        assert!(r.is_off());
+        let known = ["web".to_string()].into();
+        let r = Retention::parse(&strings(&["web=3", "wbe=3"]), &[]).unwrap();
+        assert_eq!(r.unknown_pipelines(&known), ["wbe"]);
     }
 
     #[test]
     fn bad_flags_are_refused_all_at_once() {
-        let problems = Retention::parse(&strings(&["0", "web=x", "=3", "4", "5"]), &strings(&["-1"])).unwrap_err();
-        assert_eq!(problems.len(), 5, "{problems:?}");
+        let problems =
+            Retention::parse(&strings(&["0", "web=x", "=3", "4", "5"]), &strings(&["-1", "unlimited", "4294967295"]))
+                .unwrap_err();
+        assert_eq!(problems.len(), 7, "{problems:?}");
+        assert!(problems[5].contains("--keep-days \"unlimited\""), "only a pipeline may be unlimited: {problems:?}");
         assert!(problems[0].contains("--keep-executions \"0\""), "{problems:?}");
         assert!(problems[2].contains("pipeline name is empty"), "{problems:?}");
         assert!(problems[3].contains("given twice for every pipeline"), "{problems:?}");
@@ -168,5 +224,30 @@ mod tests {
         assert_eq!(expired(keep, &ages, 100 * DAY_MS), ["e2"]);
         let both = Keep { executions: Some(3), days: Some(30) };
         assert_eq!(expired(both, &ages, 100 * DAY_MS), ["e2", "e1"]);
+    }
+
+    #[test]
+    fn the_newest_execution_in_which_each_stage_succeeded_stays_as_its_rollback_target() {
+        // Deploy failed in the five newest (or they run in PARALLEL): e2 is
+        // Deploy's last good run, e1 is older and goes; e6 is Build's.
+        let ages = [
+            age("e7", false, 0),
+            good("e6", 1, &["Build"]),
+            good("e5", 2, &["Build"]),
+            good("e4", 3, &["Build"]),
+            age("e3", true, 4),
+            good("e2", 40, &["Build", "Deploy"]),
+            good("e1", 50, &["Build", "Deploy"]),
+        ];
+        let keep = Keep { executions: Some(2), days: None };
+        // e2 stays beyond the newest two (e7, e6).
+        assert_eq!(expired(keep, &ages, 100 * DAY_MS), ["e5", "e4", "e3", "e1"]);
+        // Past the days too: the last good run of a pipeline that has not
+        // succeeded in 30 days stays.
+        let keep = Keep { executions: None, days: Some(30) };
+        assert_eq!(expired(keep, &ages, 100 * DAY_MS), ["e1"]);
+        // A running execution's stages are no target (it may yet fail or stop).
+        let running = [Age { ended: false, ..good("e9", 0, &["Deploy"]) }, good("e8", 40, &["Deploy"])];
+        assert_eq!(expired(Keep { executions: Some(1), days: Some(1) }, &running, 100 * DAY_MS), Vec::<String>::new());
     }
 }

@@ -708,6 +708,9 @@ impl SqliteStore {
                     for id in ids {
                         let ended = "SELECT id FROM executions WHERE id = ?1 AND status NOT IN ('InProgress', 'Stopping')";
                         tx.prepare_cached(&format!("DELETE FROM logs WHERE execution_id IN ({ended})"))?.execute([id])?;
+                        // A start's token must not name an execution that is gone.
+                        tx.prepare_cached(&format!("DELETE FROM start_requests WHERE execution_id IN ({ended})"))?
+                            .execute([id])?;
                         tx.prepare_cached(&format!("DELETE FROM executions WHERE id IN ({ended})"))?.execute([id])?;
                     }
                 }
@@ -998,11 +1001,17 @@ impl Store for SqliteStore {
     // Data lifecycle (issue 17, life).
     fn execution_ages(&self, pipeline: Option<&str>) -> Result<Vec<(String, crate::retention::Age)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT pipeline, id, status NOT IN ('InProgress', 'Stopping'), updated_at FROM executions \
-             WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY pipeline, started_at DESC, id DESC",
+            "SELECT pipeline, id, status NOT IN ('InProgress', 'Stopping'), updated_at, \
+             (SELECT json_group_array(json_extract(s.value, '$.name')) FROM json_each(e.state, '$.stages') s \
+              WHERE json_extract(s.value, '$.status') = 'Succeeded') \
+             FROM executions e WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY pipeline, started_at DESC, id DESC",
         )?;
         let rows = stmt.query_map([pipeline], |r| {
-            let age = crate::retention::Age { id: r.get(1)?, ended: r.get(2)?, updated_at: r.get::<_, i64>(3)? as u64 };
+            let succeeded: String = r.get(4)?;
+            let succeeded = serde_json::from_str(&succeeded)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+            let age =
+                crate::retention::Age { id: r.get(1)?, ended: r.get(2)?, updated_at: r.get::<_, i64>(3)? as u64, succeeded };
             Ok((r.get::<_, String>(0)?, age))
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1349,20 +1358,35 @@ mod tests {
         };
         let mut other = execution("o", ExecutionStatus::Failed, 1);
         other.pipeline = "api".into();
+        let mut old = execution("old", ExecutionStatus::Succeeded, 1);
+        let stage = |name: &str, status| crate::engine::StageRun {
+            name: name.into(),
+            status: Some(status),
+            actions: vec![],
+            rules: vec![],
+            passed: vec![],
+            auto_retried: false,
+        };
+        old.stages =
+            vec![stage("Build", crate::engine::StageStatus::Succeeded), stage("Deploy", crate::engine::StageStatus::Failed)];
         store
             .apply(&[
-                Change::Execution(Box::new(execution("old", ExecutionStatus::Succeeded, 1))),
+                Change::Execution(Box::new(old)),
                 Change::Execution(Box::new(execution("running", ExecutionStatus::InProgress, 2))),
                 Change::Execution(Box::new(execution("new", ExecutionStatus::Failed, 3))),
                 Change::Execution(Box::new(other)),
                 line("old"),
                 line("running"),
                 line("new"),
+                Change::StartRequest { pipeline: "web".into(), token: "t-old".into(), execution_id: "old".into() },
+                Change::StartRequest { pipeline: "web".into(), token: "t-running".into(), execution_id: "running".into() },
             ])
             .unwrap();
         let ages = store.execution_ages(Some("web")).unwrap();
         let seen: Vec<(&str, &str, bool)> = ages.iter().map(|(p, a)| (p.as_str(), a.id.as_str(), a.ended)).collect();
         assert_eq!(seen, [("web", "new", true), ("web", "running", false), ("web", "old", true)]);
+        assert_eq!(ages[2].1.succeeded, ["Build"], "the stages that succeeded: rollback targets");
+        assert!(ages[0].1.succeeded.is_empty());
         assert_eq!(store.execution_ages(None).unwrap().len(), 4);
         store.apply(&[Change::DeleteExecutions(vec!["old".into(), "running".into()])]).unwrap();
         assert!(store.execution(&ExecutionId("old".into())).unwrap().is_none());
@@ -1370,6 +1394,9 @@ mod tests {
         assert!(store.execution(&ExecutionId("running".into())).unwrap().is_some(), "a running execution stays");
         assert_eq!(store.logs("running").unwrap().len(), 1);
         assert_eq!(store.logs("new").unwrap().len(), 1);
+        // A client request token of a removed execution names nothing any more.
+        assert_eq!(store.start_request("web", "t-old").unwrap(), None);
+        assert_eq!(store.start_request("web", "t-running").unwrap(), Some("running".into()));
     }
 
     // The audit log (issue 15, gov).

@@ -7,8 +7,10 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// A directory on the controller's host, absolute, that does not exist
-    /// yet (or is empty), outside the data dir. Restore: see docs/install.md.
+    /// A directory on the controller's host, absolute, outside the data dir,
+    /// best on another disk: one that does not exist yet (made 0700), or an
+    /// empty one of the controller's user that no one else may write.
+    /// Restore: see docs/install.md.
     #[arg(long, value_name = "DIR")]
     pub to: String,
 }
@@ -16,7 +18,7 @@ pub struct BackupArgs {
 pub async fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32, Failure> {
     let out = ctx.client()?.create_backup(CreateBackup { to: args.to }).await?;
     ctx.output.print(&out, |out| {
-        let mut text = format!(
+        format!(
             "backup written to {}: {} executions, {} artifacts ({} bytes), {} plugins, schema version {}, in {} ms\n",
             out["to"].as_str().unwrap_or_default(),
             out["executions"],
@@ -25,14 +27,17 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32, Failure> {
             out["plugins"],
             out["schemaVersion"],
             out["tookMs"],
-        );
-        if let Some(missing) = out["missingArtifacts"].as_array().filter(|m| !m.is_empty()) {
-            text.push_str(&format!(
-                "warning: {} artifacts the store refers to were already missing from the controller\n",
-                missing.len()
-            ));
-        }
-        text
+        )
     });
+    // A restore of it would lack them: not a backup to rely on.
+    if let Some(missing) = out["missingArtifacts"].as_array().filter(|m| !m.is_empty()) {
+        eprintln!(
+            "error: {} artifacts the store refers to are missing from the controller's artifact store, so from the \
+             backup too (listed in its backup.json as missingArtifacts); their executions cannot be rolled back to \
+             or their artifacts downloaded",
+            missing.len()
+        );
+        return Ok(1);
+    }
     Ok(0)
 }

@@ -314,12 +314,13 @@ pub struct ControllerArgs {
     /// Keep the newest N executions of every pipeline (`N`) or of one
     /// (`PIPELINE=N`, which overrides the global N); older ones that ended
     /// go with their logs and the artifacts nothing else refers to.
-    /// Repeatable. Running executions always stay.
+    /// Repeatable; `PIPELINE=unlimited` exempts a pipeline. Running
+    /// executions and each stage's last good run (its rollback target) stay.
     #[arg(long, value_name = "[PIPELINE=]N")]
     pub keep_executions: Vec<String>,
     /// Keep executions that ended within the last D days, of every pipeline
-    /// (`D`) or of one (`PIPELINE=D`). Repeatable; with --keep-executions,
-    /// an execution goes when it falls outside either.
+    /// (`D`) or of one (`PIPELINE=D`, `PIPELINE=unlimited`). Repeatable; with
+    /// --keep-executions, an execution goes when it falls outside either.
     #[arg(long, value_name = "[PIPELINE=]D")]
     pub keep_days: Vec<String>,
     // Metrics, logs and readiness (issue 17, obs).

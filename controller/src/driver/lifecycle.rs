@@ -15,45 +15,53 @@ use crate::retention::Retention;
 use crate::store::Change;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{info, warn};
 
 /// How often every pipeline's retention is applied (besides when an
 /// execution ends): `--keep-days` moves with the clock.
 const RETENTION_EVERY: u64 = 3_600_000;
 
-/// A backup whose transport never said it ended (a process cut off
-/// mid-copy cannot, but then it is gone too) stops pausing collection
-/// after this long.
-const BACKUP_PAUSE_LIMIT: u64 = 6 * 3_600_000;
-
 /// How often the free space is looked at when nothing is written: a disk
 /// that another writer fills is reported, not only refused uploads.
 const DISK_CHECK_EVERY: u64 = 600_000;
+
+/// How often log ingestion looks at the free space.
+const LOG_DISK_CHECK_EVERY: u64 = 5_000;
 
 /// How soon collection looks again while a backup runs.
 const COLLECTION_RETRY: u64 = 60_000;
 
 pub(super) struct Lifecycle {
     data_dir: PathBuf,
+    /// `DATA_DIR/lock`, held while the driver lives: one controller per data dir.
+    _lock: DataDirLock,
     retention: Retention,
     /// When every pipeline's retention is next applied.
     next_retention: u64,
     /// Pipelines with an execution that ended since retention last ran.
     ended: BTreeSet<String>,
     backups: Backups,
+    /// Whether an artifact collection runs now.
+    pub(super) collecting: Collecting,
     /// When the free space is next looked at.
     next_disk_check: u64,
+    /// Whether the disk was under the floor when last looked at for log
+    /// lines, and when to look again.
+    log_disk: (bool, u64),
 }
 
-/// Backups copying now, by id: when each began. One at a time; one whose
-/// end never came stops counting after [`BACKUP_PAUSE_LIMIT`].
+/// Backups copying now, by id: when each began. One at a time. A backup
+/// pauses collection for as long as it copies, however long: its task
+/// always sends its end (failed or not), and a process that dies mid-copy
+/// takes the pause with it.
 #[derive(Debug, Default)]
 struct Backups(HashMap<String, u64>);
 
 impl Backups {
     /// A new backup's id, or the one still being written.
     fn begin(&mut self, now: u64, id: String) -> Result<String, String> {
-        self.running(now);
         if let Some(other) = self.0.keys().next() {
             return Err(other.clone());
         }
@@ -66,29 +74,87 @@ impl Backups {
         self.0.remove(id).is_some()
     }
 
-    /// Whether a backup is being written at `now`.
-    fn running(&mut self, now: u64) -> bool {
-        self.0.retain(|id, began| {
-            let alive = now.saturating_sub(*began) < BACKUP_PAUSE_LIMIT;
-            if !alive {
-                warn!(backup = %id, "a backup never ended; artifact collection goes on");
-            }
-            alive
-        });
+    /// Whether a backup is being written.
+    fn running(&self) -> bool {
         !self.0.is_empty()
     }
 }
 
+/// Set while an artifact collection runs (off the driver's task): a backup
+/// waits for it to end before taking its snapshot, since that collection's
+/// keep-set may predate the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Collecting(Arc<AtomicBool>);
+
+impl Collecting {
+    /// Marks a collection running until the guard is dropped.
+    pub(super) fn start(&self) -> CollectionGuard {
+        self.0.store(true, Ordering::SeqCst);
+        CollectionGuard(self.0.clone())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    #[cfg(test)]
+    pub fn start_for_test(&self) -> CollectionGuard {
+        self.start()
+    }
+}
+
+/// Clears [`Collecting`] when the collection ends, or panics.
+pub struct CollectionGuard(Arc<AtomicBool>);
+
+impl Drop for CollectionGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 impl Lifecycle {
-    pub(super) fn new(data_dir: PathBuf, retention: Retention) -> Self {
+    pub(super) fn new(data_dir: PathBuf, retention: Retention, lock: DataDirLock) -> Self {
         Self {
             data_dir,
+            _lock: lock,
             retention,
             next_retention: 0,
             ended: BTreeSet::new(),
             backups: Backups::default(),
+            collecting: Collecting::default(),
             next_disk_check: 0,
+            log_disk: (false, 0),
         }
+    }
+}
+
+/// An exclusive `flock` on `DATA_DIR/lock`: a second controller started
+/// on the same data dir (an overlapping restart, a second unit) would
+/// migrate, write and collect the same store and artifacts as this one.
+pub(super) struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Takes the data dir's lock, or says which process holds it.
+pub(super) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(DataDirLock(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => anyhow::bail!(
+            "the data dir {} is in use by another controller ({} is locked): stop that one first, or give this one \
+             another --data-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err((_, e)) => anyhow::bail!("locking {}: {e}", path.display()),
     }
 }
 
@@ -123,6 +189,7 @@ impl Driver {
         let ended = std::mem::take(&mut self.lifecycle.ended);
         let ages = if everything {
             self.lifecycle.next_retention = now + RETENTION_EVERY;
+            self.warn_of_unknown_pipelines();
             self.store.execution_ages(None)
         } else {
             ended.iter().try_fold(Vec::new(), |mut all, p| {
@@ -158,11 +225,26 @@ impl Driver {
         self.next_gc = now;
     }
 
+    /// Logs the per-pipeline rules whose pipeline does not exist (at start
+    /// and every hour): a misspelt name exempts nothing and limits nothing.
+    fn warn_of_unknown_pipelines(&self) {
+        if self.lifecycle.retention.pipelines.is_empty() {
+            return;
+        }
+        let known = match self.store.pipelines() {
+            Ok(records) => records.into_iter().map(|r| r.name).collect(),
+            Err(e) => return warn!("reading the pipelines for retention: {e:#}"),
+        };
+        for pipeline in self.lifecycle.retention.unknown_pipelines(&known) {
+            warn!(%pipeline, "a retention rule (--keep-executions, --keep-days) names a pipeline that does not exist");
+        }
+    }
+
     /// Whether a backup is copying: artifact collection waits for it (a
     /// blob its snapshot refers to must still be there when it is copied).
     /// Postpones the collection a little when so.
     pub(super) fn backup_holds_collection(&mut self, now: u64) -> bool {
-        if !self.lifecycle.backups.running(now) {
+        if !self.lifecycle.backups.running() {
             return false;
         }
         self.next_gc = now + COLLECTION_RETRY.min(self.artifact_gc_interval.as_millis() as u64);
@@ -190,6 +272,19 @@ impl Driver {
         }
     }
 
+    /// Whether the artifact store's disk is under the free-space floor, for
+    /// log lines: looked at once every [`LOG_DISK_CHECK_EVERY`] at most (a
+    /// chatty action sends many lines a second).
+    pub(super) fn disk_under_floor(&mut self, now: u64) -> bool {
+        let (low, next) = self.lifecycle.log_disk;
+        if now < next {
+            return low;
+        }
+        let low = self.artifacts.free_bytes().is_ok_and(|free| free < self.min_free_space);
+        self.lifecycle.log_disk = (low, now + LOG_DISK_CHECK_EVERY);
+        low
+    }
+
     /// The free-space floor (`--min-free-space`) for a write of `incoming`
     /// bytes into `blobs` that no agent upload books (a pushed plugin):
     /// refused with the figures when it would leave less free.
@@ -211,14 +306,21 @@ impl Driver {
 
 impl Handle<BeginBackup> for Driver {
     fn handle(&mut self, op: BeginBackup, ctx: &Context) -> Result<BeginBackupOutput, OpError> {
-        let to = crate::backup::check_target(&self.lifecycle.data_dir, &op.to).map_err(OpError::invalid)?;
+        // The host's checks are the transport's, off this task.
+        let to = crate::backup::check_path(&op.to).map_err(OpError::invalid)?;
         let id = self
             .lifecycle
             .backups
             .begin(ctx.now, uuid::Uuid::new_v4().to_string())
             .map_err(|other| OpError::Conflict(format!("backup {other} is still being written: one at a time")))?;
         info!(backup = %id, to = %to.display(), user = %ctx.caller.user, "backup started");
-        Ok(BeginBackupOutput { id, data_dir: self.lifecycle.data_dir.clone(), to })
+        Ok(BeginBackupOutput {
+            id,
+            data_dir: self.lifecycle.data_dir.clone(),
+            to,
+            min_free_space: self.min_free_space,
+            collecting: self.lifecycle.collecting.clone(),
+        })
     }
 }
 
@@ -229,12 +331,12 @@ impl Handle<EndBackup> for Driver {
         }
         match op.failure {
             None => {
-                info!(backup = %op.id, "backup written");
+                info!(backup = %op.id, to = %op.to, "backup written");
                 Ok(())
             }
             // Recorded in the audit log as the end's outcome.
             Some(failure) => {
-                warn!(backup = %op.id, "backup failed: {failure}");
+                warn!(backup = %op.id, to = %op.to, "backup failed: {failure}");
                 Err(OpError::Internal(format!("backup failed: {failure}")))
             }
         }
@@ -246,19 +348,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_backup_at_a_time_pauses_collection_until_it_ends_or_is_given_up() {
+    fn a_data_dir_is_locked_by_one_controller_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(dir.path()).unwrap();
+        let err = lock_data_dir(dir.path()).err().expect("a second lock is refused");
+        assert!(format!("{err:#}").contains("in use by another controller"), "{err:#}");
+        drop(first);
+        assert!(lock_data_dir(dir.path()).is_ok(), "free again once the first is gone");
+        // A link put in the lock's place is not followed.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::remove_file(dir.path().join("lock")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("target"), dir.path().join("lock")).unwrap();
+        assert!(lock_data_dir(dir.path()).is_err());
+        assert!(!other.path().join("target").exists());
+    }
+
+    #[test]
+    fn one_backup_at_a_time_pauses_collection_until_it_ends_however_long() {
         let mut backups = Backups::default();
-        assert!(!backups.running(0));
+        assert!(!backups.running());
         let first = backups.begin(1_000, "b1".into()).unwrap();
-        assert!(backups.running(2_000));
+        assert!(backups.running());
         assert_eq!(backups.begin(2_000, "b2".into()), Err("b1".to_string()), "one at a time");
         assert!(!backups.end("b2"), "only a backup that began ends");
         assert!(backups.end(&first));
-        assert!(!backups.running(3_000));
-        // A backup whose end never comes pauses collection for so long only.
+        assert!(!backups.running());
+        // A copy of days still pauses collection: no time limit ends it.
         backups.begin(10_000, "b3".into()).unwrap();
-        assert!(backups.running(10_000 + BACKUP_PAUSE_LIMIT - 1));
-        assert!(!backups.running(10_000 + BACKUP_PAUSE_LIMIT));
-        assert!(backups.begin(10_000 + BACKUP_PAUSE_LIMIT, "b4".into()).is_ok());
+        assert!(backups.running());
+        assert_eq!(backups.begin(10_000 + 30 * 86_400_000, "b4".into()), Err("b3".to_string()));
+    }
+
+    #[test]
+    fn a_collection_is_seen_running_until_its_guard_goes() {
+        let collecting = Collecting::default();
+        assert!(!collecting.is_running());
+        let guard = collecting.start();
+        assert!(collecting.clone().is_running());
+        drop(guard);
+        assert!(!collecting.is_running());
     }
 }

@@ -71,6 +71,8 @@ mod lifecycle;
 mod revisions;
 // Metrics and readiness (issue 17, obs).
 mod observe;
+// Data lifecycle (issue 17, life).
+pub use lifecycle::Collecting;
 
 pub use config::{
     ControllerConfig, DEFAULT_AGENT_UPLOAD_QUOTA, DEFAULT_ARTIFACT_GC_INTERVAL, DEFAULT_LEASE_TIMEOUT,
@@ -273,6 +275,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     for sub in ["artifacts", "plugins", "cache"] {
         crate::ca::create_private_dir(&dir.join(sub))?;
     }
+    // Data lifecycle (issue 17, life): one controller per data dir.
+    let lock = lifecycle::lock_data_dir(dir)?;
     let ca = Arc::new(Ca::load_or_create(&dir.join("ca"))?);
     let admin_token = admin_token(dir)?;
     let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.join("sluice.db"), config.durability)?);
@@ -337,7 +341,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         audit: audit::AuditLog::new(config.audit_retention),
         held: None,
         directory: crate::policy::Directory::default(),
-        lifecycle: lifecycle::Lifecycle::new(dir.clone(), config.retention.clone()),
+        lifecycle: lifecycle::Lifecycle::new(dir.clone(), config.retention.clone(), lock),
         counts: observe::Counts::default(),
         metrics: metrics.clone(),
     };

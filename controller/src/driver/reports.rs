@@ -83,6 +83,8 @@ impl Driver {
     /// are dropped), within `--max-action-log`, and told to watchers.
     fn job_log(&mut self, now: u64, agent_id: &str, job_id: String, seq: u64, text: String) {
         let max = self.max_action_log;
+        // Data lifecycle (issue 17, life): logs are under the free-space floor too.
+        let disk_low = self.jobs.get(&job_id).is_some_and(|j| !j.log_truncated) && self.disk_under_floor(now);
         let Some(job) = self.jobs.get_mut(&job_id).filter(|j| j.agent == agent_id) else { return };
         // Lines come in order; after a reconnect the agent sends
         // again what it has not seen acknowledged.
@@ -90,14 +92,22 @@ impl Driver {
             return;
         }
         job.log_seq = Some(seq);
-        let text = if job.log_bytes + text.len() as u64 <= max {
+        // Once truncated (too long, or the floor), the rest is not kept.
+        let text = if job.log_truncated {
+            return;
+        } else if disk_low {
+            job.log_truncated = true;
+            tracing::warn!(job = %job_id, "log refused: the free-space floor");
+            format!(
+                "{LOG_TRUNCATED} the controller's disk is under the free-space floor (--min-free-space); the rest is \
+                 not kept]\n"
+            )
+        } else if job.log_bytes + text.len() as u64 <= max {
             job.log_bytes += text.len() as u64;
             text
-        } else if !job.log_truncated {
+        } else {
             job.log_truncated = true;
             format!("{LOG_TRUNCATED} the action wrote more than {max} bytes; the rest is not kept]\n")
-        } else {
-            return;
         };
         // Inert text for the store, the API and terminals.
         let text = intake::clean_text(&text, intake::LOG_TEXT_MAX_CHARS, intake::Lines::Kept);

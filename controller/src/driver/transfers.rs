@@ -195,10 +195,15 @@ impl Driver {
         keep.extend(self.workers.jobs().flat_map(|j| j.uploaded.values().map(|a| a.digest.clone())));
         let artifacts = self.artifacts.clone();
         let before = UNIX_EPOCH + Duration::from_millis(now) - self.artifact_gc_interval;
-        tokio::task::spawn_blocking(move || match artifacts.collect_garbage(&keep, before) {
-            Ok((0, _)) => {}
-            Ok((count, bytes)) => info!(count, bytes, "unreferenced artifacts removed"),
-            Err(e) => warn!("removing unreferenced artifacts: {e:#}"),
+        // Data lifecycle (issue 17, life): a backup beginning waits for it.
+        let collecting = self.lifecycle.collecting.start();
+        tokio::task::spawn_blocking(move || {
+            let _collecting = collecting;
+            match artifacts.collect_garbage(&keep, before) {
+                Ok((0, _)) => {}
+                Ok((count, bytes)) => info!(count, bytes, "unreferenced artifacts removed"),
+                Err(e) => warn!("removing unreferenced artifacts: {e:#}"),
+            }
         });
     }
 }

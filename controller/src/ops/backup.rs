@@ -46,6 +46,7 @@ pub struct CreateBackupOutput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BeginBackup {
+    /// The target: the audit record's resource names it (`backup/TARGET`).
     pub to: String,
 }
 
@@ -56,8 +57,14 @@ pub struct BeginBackupOutput {
     pub id: String,
     /// The controller's data dir, where the copy is read from.
     pub data_dir: PathBuf,
-    /// The target, checked and made absolute.
+    /// The target as given (checked on the host by the transport).
     pub to: PathBuf,
+    /// `--min-free-space`: a backup on the data dir's disk keeps it free.
+    pub min_free_space: u64,
+    /// Whether an artifact collection begun before this backup still runs:
+    /// the copy waits for it before taking its snapshot.
+    #[serde(skip)]
+    pub collecting: crate::driver::Collecting,
 }
 
 /// The end of a backup, whether it was written or failed (`failure`):
@@ -66,6 +73,8 @@ pub struct BeginBackupOutput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndBackup {
     pub id: String,
+    /// The target, as begun: the audit record's resource names it.
+    pub to: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
 }

@@ -488,8 +488,8 @@ operations! {
         RecordJobOutput -> EmptyOutput, "s3:PutObject", |o| policy::named("job", &o.access_key_id);
         // Data lifecycle (issue 17, life): `POST /v1/backups` (CreateBackup) is routed by hand
         // (`crate::backup`); its transport asks the driver to begin and to end.
-        BeginBackup -> BeginBackupOutput, "sluice:CreateBackup", |_| policy::named("backup", "*");
-        EndBackup -> (), "sluice:CreateBackup", |_| policy::named("backup", "*");
+        BeginBackup -> BeginBackupOutput, "sluice:CreateBackup", |op| policy::named("backup", &op.to);
+        EndBackup -> (), "sluice:CreateBackup", |op| policy::named("backup", &op.to);
     }
 }
 

@@ -69,6 +69,12 @@ fn migrate(conn: &Connection, found: u32) -> Result<()> {
     // Read again inside the transaction: another process may have migrated
     // the store between the first look and the lock.
     let found = version(conn)?.max(found);
+    if found > CURRENT {
+        bail!(
+            "its schema version {found} is newer than this release's ({CURRENT}): a newer sluice migrated it while this \
+             one started; run that release"
+        );
+    }
     if found < CURRENT && !is_empty(conn)? {
         for m in MIGRATIONS.iter().filter(|m| m.to > found) {
             (m.run)(conn).with_context(|| format!("migrating the schema to version {}: {}", m.to, m.what))?;
@@ -190,6 +196,22 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         assert_eq!(shape(&conn), before);
         assert_eq!(version(&conn).unwrap(), CURRENT + 1);
+    }
+
+    #[test]
+    fn a_newer_release_that_migrated_between_the_first_look_and_the_lock_is_not_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture_store(dir.path());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", CURRENT + 1).unwrap();
+        let before = shape(&conn);
+        // This release first read version 0; inside the lock it reads again.
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = migrate(&conn, 0).unwrap_err();
+        conn.execute_batch("ROLLBACK").unwrap();
+        assert!(format!("{err:#}").contains("newer than this release's"), "{err:#}");
+        assert_eq!(version(&conn).unwrap(), CURRENT + 1, "the newer version is not lowered");
+        assert_eq!(shape(&conn), before);
     }
 
     #[test]

@@ -246,6 +246,57 @@ fn retention_removes_exactly_the_old_executions_their_logs_and_artifacts_and_not
     assert!(cluster.controller_log().contains("old executions removed (retention)"));
 }
 
+#[test]
+fn retention_keeps_each_stages_last_good_run_so_a_rollback_still_finds_it() {
+    let mut cluster = Cluster::new().controller_args(&["--keep-executions", "2"]).start().unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "first\n")]);
+    // Build fails when the variable FAIL is `yes`; Source succeeds always.
+    let declaration = format!(
+        r#"{{"pipeline": {{"name": "web", "variables": [{{"name": "FAIL", "defaultValue": "no"}}], "stages": [
+  {{"name": "Source", "actions": [{{"name": "Checkout",
+     "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"}},
+     "configuration": {{"Url": "{repo}", "Branch": "main"}}, "pollIntervalSeconds": 0,
+     "outputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["git"]}}}}]}},
+  {{"name": "Build", "actions": [{{"name": "Make",
+     "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+     "configuration": {{"Commands": "test #{{variables.FAIL}} = no"}},
+     "inputArtifacts": [{{"name": "src"}}], "capabilities": {{"exec": ["sh"]}}}}]}}
+]}}}}"#,
+        repo = repo.display()
+    );
+    let good = create(&cluster, "web", &declaration);
+    succeeded(&cluster, "web", &good);
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let out = cluster.sluice(&["pipeline", "start", "web", "--variable", "FAIL=yes"]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let e = cluster.execution_end("web", &id, Duration::from_secs(90));
+        assert_eq!(e["pipelineExecution"]["status"], "Failed", "{e}");
+        failed.push(id);
+    }
+    // The newest two stay, the oldest failure goes; the good run stays
+    // beyond the two: it is Build's only rollback target.
+    wait_until("retention to remove the oldest failure", WAIT, || {
+        (!history(&cluster, "web").contains(&failed[0])).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", history(&cluster, "web"), cluster.controller_log()));
+    let mut h = history(&cluster, "web");
+    h.sort();
+    let mut want = vec![good.clone(), failed[1].clone(), failed[2].clone()];
+    want.sort();
+    assert_eq!(h, want);
+    let out = cluster.sluice(&["stage", "rollback", "web", "Build", "--wait"]);
+    assert!(out.status.success(), "{}\n{}", output_text(&out), cluster.controller_log());
+    let newest = cluster.sluice_json(&["pipeline", "history", "web"]).unwrap()["pipelineExecutionSummaries"][0].clone();
+    let rollback =
+        cluster.sluice_json(&["execution", "get", "web", newest["pipelineExecutionId"].as_str().unwrap()]).unwrap();
+    assert_eq!(rollback["pipelineExecution"]["status"], "Succeeded", "{rollback}");
+    assert_eq!(rollback["pipelineExecution"]["rollbackMetadata"]["rollbackTargetPipelineExecution"], good.as_str());
+}
+
 /// The digests of every blob in a data dir's artifact store.
 fn stored_blobs(data: &Path) -> BTreeSet<String> {
     let mut all = BTreeSet::new();
@@ -287,6 +338,22 @@ fn keep_days_removes_at_start_what_ended_too_long_ago() {
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", history(&cluster, "fixture"), cluster.controller_log()));
     assert_eq!(stored_log_lines(&data, &old), 0);
     assert!(stored_log_lines(&data, &recent) > 0);
+}
+
+#[test]
+fn a_second_controller_on_the_same_data_dir_is_refused() {
+    let cluster = Cluster::new().start().unwrap();
+    let data = cluster.data_dir();
+    let out = std::process::Command::new(bin("sluice"))
+        .args(["controller", "--api", "127.0.0.1:0", "--fleet", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let text = output_text(&out);
+    assert!(text.contains("is in use by another controller") && text.contains("lock"), "{text}");
+    // The first one runs on, unharmed.
+    assert!(cluster.sluice(&["pipeline", "list"]).status.success());
 }
 
 #[test]
@@ -349,6 +416,16 @@ fn a_backup_taken_under_load_restores_into_a_controller_that_runs_from_it() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{}", output_text(&out));
     }
     assert!(!backups.join("by-oscar").exists() && !cluster.data_dir().join("inside").exists());
+    // A parent other users may write (and not sticky): one of them could
+    // swap the backup's directory for their own.
+    use std::os::unix::fs::PermissionsExt as _;
+    let shared = backups.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = cluster.sluice(&["backup", "--to", shared.join("b").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(output_text(&out).contains("may be written by other users"), "{}", output_text(&out));
+    assert!(!shared.join("b").exists() && !shared.join("b.partial").exists());
 
     // Under load: executions running and finishing, logs streaming, artifacts uploading.
     let running: Vec<String> = (0..6).map(|_| start(&cluster, "web", false)).collect();
@@ -364,6 +441,11 @@ fn a_backup_taken_under_load_restores_into_a_controller_that_runs_from_it() {
     assert!(report["missingArtifacts"].is_null(), "{report}");
     let manifest: Value = serde_json::from_slice(&std::fs::read(to.join("backup.json")).unwrap()).unwrap();
     assert_eq!(manifest, report);
+    assert!(!backups.join("b1.partial").exists(), "written as b1.partial and renamed");
+    // The audit log says where the backup went.
+    let audit = cluster.sluice_json(&["audit", "list", "--operation", "BeginBackup"]).unwrap();
+    let resource = format!("backup/{}", to.display());
+    assert!(audit.to_string().contains(&resource), "{resource} in {audit}");
     for e in &running {
         succeeded(&cluster, "web", e);
     }
@@ -447,6 +529,18 @@ fn the_free_space_floor_refuses_uploads_and_plugin_pushes_with_a_clear_error() {
     let log = cluster.controller_log();
     assert!(log.contains("transfer refused"), "{log}");
     assert!(log.contains("the controller's disk is under the free-space floor"), "reported, not only refused: {log}");
+    // Log lines are under the floor too: the source action's first line
+    // became the note that the rest is not kept, and nothing followed.
+    let conn = rusqlite::Connection::open_with_flags(
+        cluster.data_dir().join("sluice.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = conn.prepare("SELECT text FROM logs WHERE execution_id = ?1").unwrap();
+    let lines: Vec<String> = stmt.query_map([&id], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("under the free-space floor (--min-free-space); the rest is not kept"), "{lines:?}");
+    assert!(log.contains("log refused: the free-space floor"), "{log}");
     // Nothing was stored.
     let stored = std::fs::read_dir(cluster.data_dir().join("artifacts"))
         .unwrap()
