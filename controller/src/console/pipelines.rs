@@ -373,7 +373,13 @@ fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &
                 }
                 @if status.is_some_and(|s| s != "InProgress")
                     && allows(ops::RollbackStage::PERMISSION, &resource) {
-                    (super::steer::rollback_form(&stage_url, index, &stage.stage_name, viewer))
+                    @if stage.rollback_target.is_some() {
+                        (super::steer::rollback_form(&stage_url, index, &stage.stage_name, viewer))
+                    } @else {
+                        // Rather than a form the driver would answer with a 409.
+                        p.muted.no-rollback { "No recent execution in which " (stage.stage_name)
+                            " succeeded: nothing to roll back to." }
+                    }
                 }
             }
         }
@@ -621,7 +627,7 @@ pub(super) mod tests {
                                      "revisionSummary": "fix <b>the</b> build\nmore", "pinned": false}]
             },
             "stageStates": [
-                {"stageName": "Source", "inboundTransitionState": {"enabled": true},
+                {"stageName": "Source", "inboundTransitionState": {"enabled": true}, "rollbackTarget": "e-1",
                  "latestExecution": {"pipelineExecutionId": "e-2", "status": "Succeeded"},
                  "actionStates": [{"actionName": "Checkout", "latestExecution": {
                      "status": "Succeeded", "summary": "checked out", "lastStatusChange": null, "errorDetails": null,
@@ -779,6 +785,10 @@ pub(super) mod tests {
             assert!(html.contains(&format!(">{button}</button>")), "{button}: {html}");
         }
         assert!(html.contains(r#"name="csrf" value="tok3n""#));
+        // Roll back only where an execution to go back to exists (Source);
+        // Build has none: said, rather than a form that would fail.
+        assert_eq!(html.matches(">Roll back stage</button>").count(), 1, "{html}");
+        assert!(html.contains("No recent execution in which Build succeeded: nothing to roll back to."), "{html}");
     }
 
     #[test]
