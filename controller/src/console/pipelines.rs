@@ -500,7 +500,8 @@ fn action_card(
                         @match offer(view, stage, action, approval, run, &viewer.caller.user) {
                             Offer::Nothing(why) => p.may-not-decide { "You may not decide this approval: " (why) "." },
                             offer => (super::steer::approval_form(view, &key, stage, action,
-                                &run.pipeline_execution.pipeline_execution_id, l.token.as_deref(), &offer, viewer)),
+                                &super::steer::Waiting { execution: &run.pipeline_execution.pipeline_execution_id,
+                                    token: l.token.as_deref(), offer: &offer }, viewer)),
                         }
                     }
                 }
