@@ -219,6 +219,16 @@ pub fn pipeline_state(
                         pipeline_execution_id: e.id.0.clone(),
                         status: s.status.map(|x| x.as_str().to_string()),
                     }),
+                    // As RollbackStage picks its default target.
+                    rollback_target: recent
+                        .iter()
+                        .find(|e| {
+                            e.status.is_final()
+                                && e.stages
+                                    .iter()
+                                    .any(|s| s.name == stage.name && s.status == Some(crate::engine::StageStatus::Succeeded))
+                        })
+                        .map(|e| e.id.0.clone()),
                 }
             })
             .collect();

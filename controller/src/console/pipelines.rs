@@ -371,9 +371,17 @@ fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &
                     (layout::button(viewer, &format!("{stage_url}/retry"), "Retry failed actions", Tone::Primary,
                         &[("execution", id)]))
                 }
-                @if status.is_some_and(|s| s != "InProgress")
+                // The first stage cannot be rolled back (the engine refuses:
+                // start the pipeline on a revision instead).
+                @if index > 0 && status.is_some_and(|s| s != "InProgress")
                     && allows(ops::RollbackStage::PERMISSION, &resource) {
-                    (super::steer::rollback_form(&stage_url, index, &stage.stage_name, viewer))
+                    @if stage.rollback_target.is_some() {
+                        (super::steer::rollback_form(&stage_url, index, &stage.stage_name, viewer))
+                    } @else {
+                        // Rather than a form the driver would answer with a 409.
+                        p.muted.no-rollback { "No recent execution in which " (stage.stage_name)
+                            " succeeded: nothing to roll back to." }
+                    }
                 }
             }
         }
@@ -492,7 +500,8 @@ fn action_card(
                         @match offer(view, stage, action, approval, run, &viewer.caller.user) {
                             Offer::Nothing(why) => p.may-not-decide { "You may not decide this approval: " (why) "." },
                             offer => (super::steer::approval_form(view, &key, stage, action,
-                                &run.pipeline_execution.pipeline_execution_id, l.token.as_deref(), &offer, viewer)),
+                                &super::steer::Waiting { execution: &run.pipeline_execution.pipeline_execution_id,
+                                    token: l.token.as_deref(), offer: &offer }, viewer)),
                         }
                     }
                 }
@@ -626,7 +635,7 @@ pub(super) mod tests {
                  "actionStates": [{"actionName": "Checkout", "latestExecution": {
                      "status": "Succeeded", "summary": "checked out", "lastStatusChange": null, "errorDetails": null,
                      "externalExecutionUrl": null, "agent": "agent-1", "attempt": 1, "waitingReason": null}}]},
-                {"stageName": "Build", "inboundTransitionState": {"enabled": true},
+                {"stageName": "Build", "inboundTransitionState": {"enabled": true}, "rollbackTarget": "e-0",
                  "latestExecution": {"pipelineExecutionId": "e-1", "status": "Failed"},
                  "actionStates": [{"actionName": "Compile", "latestExecution": {
                      "status": "Failed", "summary": null, "lastStatusChange": null,
@@ -779,6 +788,15 @@ pub(super) mod tests {
             assert!(html.contains(&format!(">{button}</button>")), "{button}: {html}");
         }
         assert!(html.contains(r#"name="csrf" value="tok3n""#));
+        // Roll back only where an execution to go back to exists (Build),
+        // never on the first stage (Source), which the engine refuses.
+        assert_eq!(html.matches(">Roll back stage</button>").count(), 1, "{html}");
+        assert!(html.contains(r#"action="/pipelines/web/stages/Build/rollback""#), "{html}");
+        let mut nothing = view();
+        nothing.state.stage_states[1].rollback_target = None;
+        let html = render_pipeline(&nothing, &viewer(), &allow_all).into_string();
+        assert!(!html.contains(">Roll back stage</button>"), "{html}");
+        assert!(html.contains("No recent execution in which Build succeeded: nothing to roll back to."), "{html}");
     }
 
     #[test]

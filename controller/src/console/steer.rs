@@ -143,17 +143,24 @@ pub fn rollback_form(stage_url: &str, index: usize, stage: &str, viewer: &Viewer
     }
 }
 
+/// The waiting approval a form decides: its execution, the current
+/// attempt's token, and what the viewer may decide.
+pub struct Waiting<'a> {
+    pub execution: &'a str,
+    pub token: Option<&'a str>,
+    pub offer: &'a super::pipelines::Offer,
+}
+
 /// Approve or reject a waiting approval, with a comment.
 pub fn approval_form(
     view: &PipelineView,
     key: &str,
     stage: &StageState,
     action: &ActionState,
-    execution: &str,
-    token: Option<&str>,
-    offer: &super::pipelines::Offer,
+    waiting: &Waiting<'_>,
     viewer: &Viewer,
 ) -> Markup {
+    let Waiting { execution, token, offer } = *waiting;
     let reject_only = match offer {
         super::pipelines::Offer::RejectOnly(why) => Some(why.as_str()),
         _ => None,

@@ -193,6 +193,12 @@ pub struct StageState {
     pub inbound_transition_state: TransitionState,
     pub action_states: Vec<ActionState>,
     pub latest_execution: Option<StageExecution>,
+    /// Sluice's own: the execution a RollbackStage of this stage would go
+    /// back to by default (the newest finished one, among the recent
+    /// executions the state was made of, in which the stage succeeded);
+    /// absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_target: Option<String>,
 }
 
 /// A stage's inbound transition: `{"enabled": true}` until someone

@@ -320,6 +320,9 @@ fn a_failed_stage_is_retried_and_a_stage_rolled_back_from_the_page() {
     assert!(page.contains(r#"data-stage="Build" data-status="Failed""#), "{page}");
     assert!(page.contains(r#"data-action="Flaky" data-status="Failed""#), "{page}");
     assert!(page.contains(">Retry failed actions</button>"), "{page}");
+    // Build never succeeded: nothing to roll back to, said instead of a form.
+    assert!(page.contains("No recent execution in which Build succeeded: nothing to roll back to."), "{page}");
+    assert!(!page.contains("Roll back stage"), "{page}");
 
     // Retry a stage that did not fail: the driver's refusal, shown.
     let retry_source = ann.submit("/pipelines/flaky", "/pipelines/flaky/stages/Source/retry", &[("execution", &first)]);
@@ -335,6 +338,7 @@ fn a_failed_stage_is_retried_and_a_stage_rolled_back_from_the_page() {
     let page = ann.page("/pipelines/flaky");
     assert!(page.contains(r#"data-action="Flaky" data-status="Succeeded""#), "{page}");
     assert!(!page.contains("Retry failed actions"), "{page}");
+    assert!(page.contains(">Roll back stage</button>") && !page.contains("nothing to roll back to"), "{page}");
 
     // Roll Build back to a target that never ran: refused, nothing started.
     let rollback = "/pipelines/flaky/stages/Build/rollback";
