@@ -348,7 +348,7 @@ fn stage_column(view: &PipelineView, index: usize, stage: &StageState, viewer: &
                     None => span.muted { "Not run yet" },
                 }
                 @if let Some(id) = run_id {
-                    " " a.mono href=(execution_url(&view.name, id)) aria-label={ "Execution " (id) } { (short(id)) }
+                    " " a.mono href=(execution_url(&view.name, id)) aria-label={ "Execution " (short(id)) } title=(id) { (short(id)) }
                 }
             }
             @if let Some(run) = run && !run.pipeline_execution.source_revisions.is_empty() {

@@ -117,6 +117,10 @@
       for (const fn of listeners) fn(event);
       if (event.type !== "log") schedule();
     };
+    // An event published between this page's render and the stream's
+    // start (or during a reconnect) would be missed: refresh once the
+    // stream is open.
+    stream.onopen = () => schedule();
     // A stream the server ended for good (signed out, expired, revoked):
     // one refresh, which lands on the sign-in page.
     stream.onerror = () => { if (stream.readyState === EventSource.CLOSED) refresh(); };
