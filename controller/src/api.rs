@@ -568,26 +568,40 @@ pub async fn subscribe(
     });
     let stream = events.merge(ticks).take_while(move |_| alive(&s)).filter_map(move |item| {
         let value = item?;
-        let pipeline = value["pipeline"].as_str()?;
-        if q.pipeline.as_deref().is_some_and(|p| p != pipeline) {
+        if !q.wants(value["type"].as_str().unwrap_or_default()) {
             return None;
         }
-        let kind = value["type"].as_str().unwrap_or_default();
-        if !q.wants(kind) {
-            return None;
-        }
-        let permission = if kind == "log" { LOGS_PERMISSION } else { STATE_PERMISSION };
-        if !directory.allows(&caller, permission, &crate::policy::pipeline(pipeline)) {
-            return None;
-        }
-        Some(Ok(Event::default().data(value.to_string())))
+        let may = |action: &str, resource: &str| directory.allows(&caller, action, resource);
+        delivered(&value, q.pipeline.as_deref(), may).then(|| Ok(Event::default().data(value.to_string())))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
+}
+
+/// Whether a subscriber to `only` (one pipeline's events, or all when
+/// None) who `may` (action, resource) gets `event`. A pipeline's events
+/// need its state, its log lines its logs. Agent events (issue 16, pages:
+/// the console's agents page) belong to no pipeline: only the stream of
+/// everything carries them, to who may list agents. Any other event
+/// without a pipeline is nobody's.
+fn delivered(event: &serde_json::Value, only: Option<&str>, may: impl Fn(&str, &str) -> bool) -> bool {
+    if event["type"] == "agent" {
+        return only.is_none() && may(AGENTS_PERMISSION, crate::policy::ANY);
+    }
+    let Some(pipeline) = event["pipeline"].as_str() else {
+        return false;
+    };
+    if only.is_some_and(|p| p != pipeline) {
+        return false;
+    }
+    let permission = if event["type"] == "log" { LOGS_PERMISSION } else { STATE_PERMISSION };
+    may(permission, &crate::policy::pipeline(pipeline))
 }
 
 /// What reading a pipeline's events takes: its state, and its logs for log lines.
 const STATE_PERMISSION: &str = <ops::GetPipelineState as Operation>::PERMISSION;
 const LOGS_PERMISSION: &str = <ops::GetExecutionLogs as Operation>::PERMISSION;
+/// What agent events take: what the agents page's list takes.
+const AGENTS_PERMISSION: &str = <ops::ListAgents as Operation>::PERMISSION;
 
 #[cfg(test)]
 mod tests {
@@ -665,6 +679,28 @@ mod tests {
             field_of("/pipelines/{pipelineName}/executions/{pipelineExecutionId}", "s4"),
             Some("pipelineExecutionId")
         );
+    }
+
+    // Agent events (issue 16, pages).
+    #[test]
+    fn events_reach_only_who_may_read_them_and_agent_events_only_the_stream_of_everything() {
+        use serde_json::json;
+        let agent = json!({"type": "agent", "agent": "a-1", "change": "Draining"});
+        let stage = json!({"type": "stage", "pipeline": "web", "stage": "Build"});
+        let log = json!({"type": "log", "pipeline": "web", "text": "hi"});
+        let nobodys = json!({"type": "agent-ish", "agent": "a-1"});
+        let everything = |_: &str, _: &str| true;
+        let no_agents = |action: &str, _: &str| action != AGENTS_PERMISSION;
+        let state_only = |action: &str, resource: &str| action == STATE_PERMISSION && resource == "pipeline/web";
+        assert!(delivered(&agent, None, everything));
+        assert!(!delivered(&agent, Some("web"), everything), "a pipeline's stream carries no agent events");
+        assert!(!delivered(&agent, None, no_agents));
+        assert!(!delivered(&agent, None, state_only));
+        assert!(delivered(&stage, None, state_only) && delivered(&stage, Some("web"), state_only));
+        assert!(!delivered(&stage, Some("api"), everything));
+        assert!(!delivered(&log, None, state_only), "log lines need the logs permission");
+        assert!(delivered(&log, None, no_agents));
+        assert!(!delivered(&nobodys, None, everything));
     }
 
     #[test]

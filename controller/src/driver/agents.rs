@@ -119,6 +119,7 @@ impl Handle<LabelAgent> for Driver {
             agent.labels = labels;
         }
         info!(agent = %id, labels = ?record.labels, "agent labels changed");
+        self.tell_agent(id, "labelled");
         // New labels may make waiting work runnable.
         self.commit(now, Vec::new())?;
         let live = self.agents.get(id).map(|a| a.labels.clone());
@@ -191,6 +192,7 @@ impl Driver {
             self.lose_jobs(now, jobs, &reason);
         }
         info!(agent = %id, state = state.as_str(), "agent state changed");
+        self.tell_agent(id, state.as_str());
         // Enabling may make waiting work runnable.
         self.commit(now, Vec::new())?;
         Ok(AgentStateOutput { id: id.to_string(), state: state.as_str().to_string() })
@@ -244,6 +246,7 @@ impl Driver {
         );
         self.give_back(now, &agent_id, resumed);
         info!(%agent_id, "agent ready");
+        self.tell_agent(&agent_id, "connected");
         let _ = self.commit(now, Vec::new());
         ToAgent::Welcome { agent_id, heartbeat_ms: self.heartbeat().as_millis() as u64 }
     }
@@ -381,6 +384,14 @@ impl Driver {
         }
     }
 
+    /// Tells the event stream an agent changed (issue 16, pages: the
+    /// console's agents page refreshes on it); who may list agents gets it
+    /// (`api::subscribe`). `change` is its new state or what happened.
+    pub(super) fn tell_agent(&mut self, agent_id: &str, change: &str) {
+        let event = serde_json::json!({"type": "agent", "agent": agent_id, "change": change});
+        self.tell_after_commit(std::sync::Arc::new(event));
+    }
+
     /// An agent's connection dropped. Its jobs may well still be running
     /// there: they keep their leases, which the agent renews if it comes
     /// back in time and reports them.
@@ -390,6 +401,7 @@ impl Driver {
         }
         self.agents.remove(agent_id);
         info!(%agent_id, "agent disconnected");
+        self.tell_agent(agent_id, "disconnected");
     }
 
     /// The jobs an agent holds, connected or not.

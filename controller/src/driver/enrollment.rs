@@ -144,6 +144,7 @@ impl Driver {
         let hostname = agent.hostname.clone();
         self.commit(now, vec![Change::JoinToken(token.clone()), Change::Agent(agent)])?;
         info!(%agent_id, token = %token.id, %hostname, "agent enrolled");
+        self.tell_agent(&agent_id, "enrolled");
         Ok(EnrollResponse::Enrolled { agent_id, cert_pem, ca_pem: self.ca.cert_pem().to_string(), labels: token.labels })
     }
 

@@ -79,6 +79,7 @@ impl Driver {
             let secs = self.lease_timeout.as_secs_f64();
             warn!(%agent_id, "agent silent for {secs}s: taking it for gone");
             self.counts.agents_lost += 1;
+            self.tell_agent(&agent_id, "disconnected");
             let _ =
                 agent.tx.send(ToAgent::Refused { reason: format!("agent {agent_id} was silent for {secs}s: reconnect") });
             changed = true;

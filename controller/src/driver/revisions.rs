@@ -1,7 +1,8 @@
 //! The revision flow and artifacts of executions (issue 16, pages).
 //!
 //! `ListRevisions` and `GetRevisionFlow` read the executions that carried
-//! a source revision (one store query over every pipeline,
+//! a source revision (one store query over every pipeline through the
+//! store's index of executions by revision,
 //! [`crate::store::Store::executions_with_revision`], running executions
 //! taken from the engine) and keep only those of pipelines the caller may
 //! read: the operation's own permission is on `*`, so this filter is what
@@ -48,7 +49,7 @@ impl Handle<ListRevisions> for Driver {
         let prefix = op.prefix.as_deref().map(str::trim).unwrap_or_default();
         // Ten executions per revision asked is plenty (a revision reaches a
         // few pipelines a few times), and keeps the driver's step short:
-        // the query reads each execution whole.
+        // the query finds them by index but reads each one it answers whole.
         let executions = self.readable_with_revision(prefix, (limit * 10).min(FLOW_EXECUTIONS), ctx)?;
         Ok(ListRevisionsOutput { revisions: summaries(&executions, prefix, limit) })
     }

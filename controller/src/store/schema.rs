@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use rusqlite::Connection;
 
 /// The schema version this release writes.
-pub const CURRENT: u32 = 1;
+pub const CURRENT: u32 = 2;
 
 /// One step: from version `to - 1` to `to`.
 struct Migration {
@@ -30,11 +30,15 @@ struct Migration {
 }
 
 /// Every migration, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    what: "columns added before stores were versioned (secret scopes, pipeline authors)",
-    run: unversioned_columns,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        what: "columns added before stores were versioned (secret scopes, pipeline authors)",
+        run: unversioned_columns,
+    },
+    // The revision flow's index table (issue 16, pages).
+    Migration { to: 2, what: "the index of executions by source revision", run: revision_index },
+];
 
 /// Brings the store on `conn` to [`CURRENT`]; returns the version it was
 /// at and the version it is at now.
@@ -123,6 +127,33 @@ fn unversioned_columns(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Version 2: the revision flow's index table (issue 16, pages), filled
+/// from the source revisions each stored execution carried; from then on
+/// the store writes its rows with the execution.
+fn revision_index(conn: &Connection) -> Result<()> {
+    if !has_table(conn, "executions")? {
+        return Ok(());
+    }
+    // The same table as `SCHEMA`'s (which runs after, and then finds it).
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS execution_revisions (
+             revision TEXT NOT NULL, pipeline TEXT NOT NULL, execution_id TEXT NOT NULL, action TEXT NOT NULL,
+             started_at INTEGER NOT NULL, PRIMARY KEY (revision, execution_id, action)) WITHOUT ROWID;",
+    )
+    .context("creating the index of executions by source revision")?;
+    let filled = conn
+        .execute(
+            "INSERT OR IGNORE INTO execution_revisions (revision, pipeline, execution_id, action, started_at)
+             SELECT json_extract(r.value, '$.revisionId'), e.pipeline, e.id, r.key, e.started_at
+             FROM executions e, json_each(e.state, '$.sourceRevisions') AS r
+             WHERE json_extract(r.value, '$.revisionId') IS NOT NULL",
+            [],
+        )
+        .context("indexing the stored executions by source revision")?;
+    tracing::info!(rows = filled, "indexed the stored executions by source revision");
+    Ok(())
+}
+
 /// The store written by release 0.1.0 (commit 2f830a1, before stores were
 /// versioned), as `sqlite3 sluice.db .dump` printed it after two
 /// executions of a three-stage pipeline, a secret and a user. The path of
@@ -178,10 +209,61 @@ mod tests {
         assert!(!store.artifact_digests().unwrap().is_empty());
         assert_eq!(store.secrets().unwrap()[0].name, "DEPLOY_KEY");
         assert!(store.users().unwrap().iter().any(|u| u.name == "ann"));
+        // Version 2 indexed the executions' source revisions.
+        let carried = store.executions_with_revision("9c73e01", 10).unwrap();
+        assert_eq!(carried.len(), 2, "both executions carried the fixture's commit");
         drop(store);
         // Opening it again migrates nothing and changes nothing.
         let conn = Connection::open(&path).unwrap();
         assert_eq!(upgrade(&conn).unwrap(), (CURRENT, CURRENT));
+    }
+
+    // The revision flow's index (issue 16, pages).
+    #[test]
+    fn a_version_1_store_gets_its_executions_indexed_by_source_revision() {
+        use crate::store::tests::carrying;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+        store
+            .apply(&[
+                carrying("a", 1, "web", &[("Source", "abc123")]),
+                carrying("b", 2, "api", &[("Code", "ffff"), ("Lib", "abc999")]),
+                carrying("c", 3, "web", &[]),
+            ])
+            .unwrap();
+        drop(store);
+        // As release 1 left it: no index table.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE execution_revisions; PRAGMA user_version = 1;").unwrap();
+        drop(conn);
+
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        assert_eq!(version(&store.conn).unwrap(), CURRENT);
+        let mut stmt = store
+            .conn
+            .prepare(
+                "SELECT revision, pipeline, execution_id, action, started_at FROM execution_revisions ORDER BY revision",
+            )
+            .unwrap();
+        let rows: Vec<(String, String, String, String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |rev: &str, p: &str, e: &str, a: &str, t| (rev.into(), p.into(), e.into(), a.into(), t);
+        assert_eq!(
+            rows,
+            [
+                row("abc123", "web", "a", "Source", 1),
+                row("abc999", "api", "b", "Lib", 2),
+                row("ffff", "api", "b", "Code", 2)
+            ]
+        );
+        let ids: Vec<String> = store.executions_with_revision("abc", 10).unwrap().into_iter().map(|e| e.id.0).collect();
+        assert_eq!(ids, ["b", "a"]);
+        let fresh = SqliteStore::open(&dir.path().join("fresh.db"), Durability::Process).unwrap();
+        assert_eq!(shape(&store.conn), shape(&fresh.conn));
     }
 
     #[test]

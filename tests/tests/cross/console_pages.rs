@@ -12,6 +12,7 @@ use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, output_text, wait_unt
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// A browser: curl with its own cookie jar.
 struct Browser<'a> {
@@ -330,8 +331,8 @@ fn an_agent_is_drained_through_its_form_and_a_viewer_sees_no_button_and_cannot_f
 
     // A viewer: the same list, no button; a forged post with the viewer's
     // own session and token is refused by the driver, nothing changes.
-    let vera = user(&cluster, "vera", "viewer");
-    let vera = Browser::sign_in(&cluster, "vera", &vera);
+    let vera_token = user(&cluster, "vera", "viewer");
+    let vera = Browser::sign_in(&cluster, "vera", &vera_token);
     let seen = vera.page("/agents");
     assert!(seen.contains(&agent));
     assert!(!main_of(&seen).contains("<button"), "a viewer sees no agent buttons:\n{seen}");
@@ -351,10 +352,27 @@ fn an_agent_is_drained_through_its_form_and_a_viewer_sees_no_button_and_cannot_f
     assert_eq!(cross.status, 403, "{}", cross.text());
     assert_eq!(state(), "enabled");
 
+    // The event stream tells who may list agents that one changed (the
+    // agents page refreshes on it); not someone who may only read pipelines.
+    role(
+        &cluster,
+        "watcher",
+        &json!({"Statement": [{"Effect": "Allow", "Action": ["codepipeline:GetPipelineState"], "Resource": "*"}]}),
+    );
+    let sam = user(&cluster, "sam", "watcher");
+    let mut admin_events = cluster.events(None).unwrap();
+    let mut vera_events = cluster.events_as(&vera_token, None).unwrap();
+    let mut sam_events = cluster.events_as(&sam, None).unwrap();
+
     // The admin drains it through the form: the agent drains, the page says so.
     let drained = admin.submit("/agents", &format!("/agents/{agent}/drain"), &[]);
     assert_eq!((drained.status, drained.location.as_deref()), (303, Some("/agents")), "{}", drained.text());
     wait_until("the agent to drain", WAIT, || (state() == "draining").then_some(())).unwrap();
+    let is_drained = |e: &Value| e["type"] == "agent" && e["agent"] == agent.as_str() && e["change"] == "draining";
+    admin_events.wait_for("the agent's drain", WAIT, is_drained).unwrap();
+    vera_events.wait_for("the agent's drain, for a viewer", WAIT, is_drained).unwrap();
+    let unseen = sam_events.wait_for("no agent event", Duration::from_secs(2), |e| e["type"] == "agent");
+    assert!(unseen.is_err(), "an agent event reached someone who may not list agents: {unseen:?}");
     let after = admin.page("/agents");
     assert!(after.contains(&format!("Agent {agent} is draining")), "{after}");
     assert!(after.contains("Draining") && after.contains(">Enable"), "{after}");

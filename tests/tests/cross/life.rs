@@ -126,7 +126,11 @@ fn a_store_written_by_release_0_1_0_is_migrated_at_start_and_runs_on() {
 
     cluster.start_controller().unwrap();
     assert!(cluster.controller_log().contains("store schema migrated"), "{}", cluster.controller_log());
-    assert_eq!(schema_version(&data.join("sluice.db")), 1);
+    assert_eq!(schema_version(&data.join("sluice.db")), 2);
+    // Version 2 (issue 16, pages) indexed the old executions by their
+    // source revision: the revision flow finds both.
+    let flow = cluster.sluice_json(&["revision", "show", "9c73e01"]).unwrap();
+    assert_eq!(flow["pipelines"][0]["executions"].as_array().map(Vec::len), Some(2), "{flow}");
     // What the old release stored reads as it did.
     let old = history(&cluster, "fixture");
     assert_eq!(old.len(), 2, "{old:?}");
@@ -437,7 +441,7 @@ fn a_backup_taken_under_load_restores_into_a_controller_that_runs_from_it() {
     // reports to the restored one (its job is in the snapshot).
     std::fs::write(&hold, b"go").unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["schemaVersion"], 1, "{report}");
+    assert_eq!(report["schemaVersion"], 2, "{report}");
     assert!(report["missingArtifacts"].is_null(), "{report}");
     let manifest: Value = serde_json::from_slice(&std::fs::read(to.join("backup.json")).unwrap()).unwrap();
     assert_eq!(manifest, report);
