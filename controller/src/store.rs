@@ -307,6 +307,9 @@ pub trait Store: Send {
     fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
     fn plugins(&self) -> Result<Vec<PluginRecord>>;
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>>;
+    /// One job's lines after `after` (all if `None`), in order, at most
+    /// `limit` (issue 16, logs).
+    fn job_logs(&self, execution_id: &str, job_id: &str, after: Option<u64>, limit: u32) -> Result<Vec<LogLine>>;
     /// How far a job's stored log goes: its highest sequence number, its
     /// bytes, and whether it ends with `marker` (e.g. a truncation note).
     fn log_position(&self, execution_id: &str, job_id: &str, marker: &str) -> Result<(Option<u64>, u64, bool)>;
@@ -398,6 +401,8 @@ CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
 CREATE TABLE IF NOT EXISTS logs (
     job_id TEXT NOT NULL, execution_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS logs_by_execution ON logs (execution_id);
+-- One job's lines after a sequence number (issue 16, logs: following a log).
+CREATE INDEX IF NOT EXISTS logs_by_job ON logs (execution_id, job_id, seq);
 CREATE TABLE IF NOT EXISTS agents (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS transitions (
@@ -1168,6 +1173,20 @@ impl Store for SqliteStore {
         Ok((seq.map(|s| s as u64), bytes as u64, marked != 0))
     }
 
+    fn job_logs(&self, execution_id: &str, job_id: &str, after: Option<u64>, limit: u32) -> Result<Vec<LogLine>> {
+        // -1: no line has a negative sequence number.
+        let after = after.map_or(-1, |a| a.min(i64::MAX as u64) as i64);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT job_id, execution_id, seq, text FROM logs
+             WHERE execution_id = ?1 AND job_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+        )?;
+        Ok(stmt
+            .query_map(params![execution_id, job_id, after, limit], |r| {
+                Ok(LogLine { job_id: r.get(0)?, execution_id: r.get(1)?, seq: r.get::<_, i64>(2)? as u64, text: r.get(3)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn logs(&self, execution_id: &str) -> Result<Vec<LogLine>> {
         let mut stmt = self
             .conn
@@ -1591,5 +1610,36 @@ mod tests {
             verifier.feed(&record, &hash).unwrap();
         }
         assert_eq!(verifier.count(), 2);
+    }
+
+    #[test]
+    fn one_jobs_lines_after_a_sequence_number_come_by_the_index_and_a_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        let log = |job: &str, seq: u64| {
+            Change::Log(LogLine { job_id: job.into(), execution_id: "e1".into(), seq, text: format!("{job} {seq}\n") })
+        };
+        let mut changes: Vec<Change> = (0..10).map(|n| log("e1.0.0.1", n)).collect();
+        changes.extend((0..3).map(|n| log("e1.0.0.2", n)));
+        store.apply(&changes).unwrap();
+        let seqs = |lines: Vec<LogLine>| lines.iter().map(|l| l.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", None, 100).unwrap()), (0..10).collect::<Vec<_>>());
+        assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", Some(6), 100).unwrap()), [7, 8, 9]);
+        assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", Some(2), 2).unwrap()), [3, 4], "at most the limit");
+        assert!(store.job_logs("e1", "e1.0.0.1", Some(9), 100).unwrap().is_empty());
+        assert!(store.job_logs("e1", "e1.0.0.1", Some(u64::MAX), 100).unwrap().is_empty());
+        assert_eq!(store.job_logs("e1", "e1.0.0.2", None, 100).unwrap().len(), 3, "only that job's");
+        assert!(store.job_logs("e2", "e1.0.0.1", None, 100).unwrap().is_empty(), "only that execution's");
+        // The read is a range of the index, not a scan of the execution's log.
+        let plan: String = store
+            .conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT job_id, execution_id, seq, text FROM logs
+                 WHERE execution_id = 'e1' AND job_id = 'j' AND seq > 3 ORDER BY seq LIMIT 5",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("logs_by_job"), "{plan}");
     }
 }

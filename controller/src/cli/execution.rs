@@ -147,7 +147,13 @@ fn get_execution(pipeline: &str, id: &str) -> GetPipelineExecution {
 }
 
 fn get_logs(pipeline: &str, id: &str) -> GetExecutionLogs {
-    GetExecutionLogs { pipeline_name: pipeline.to_string(), pipeline_execution_id: id.to_string() }
+    GetExecutionLogs {
+        pipeline_name: pipeline.to_string(),
+        pipeline_execution_id: id.to_string(),
+        job_id: None,
+        after_seq: None,
+        max_lines: None,
+    }
 }
 
 /// The exit code of a command that waited for an execution.

@@ -14,9 +14,9 @@ use crate::ops::{
     ApprovalStatus, Context, DisableStageTransition, EnableStageTransition, GetExecutionLogs, GetExecutionLogsOutput,
     GetPipelineExecution, GetPipelineExecutionOutput, GetPipelineState, GetPipelineStateOutput, Handle,
     ListPipelineExecutions, ListPipelineExecutionsOutput, ListPipelineStates, ListPipelineStatesOutput, LogLineView,
-    OpError, PipelineStateEntry, PutApprovalResult, PutApprovalResultOutput, RetryMode, RetryStageExecution,
-    RetryStageExecutionOutput, RollbackStage, RollbackStageOutput, StageTransitionOutput, StartPipelineExecution,
-    StartPipelineExecutionOutput, StopPipelineExecution, StopPipelineExecutionOutput,
+    MAX_JOB_LOG_LINES, OpError, PipelineStateEntry, PutApprovalResult, PutApprovalResultOutput, RetryMode,
+    RetryStageExecution, RetryStageExecutionOutput, RollbackStage, RollbackStageOutput, StageTransitionOutput,
+    StartPipelineExecution, StartPipelineExecutionOutput, StopPipelineExecution, StopPipelineExecutionOutput,
 };
 use crate::store::{Change, TransitionRecord};
 use crate::views;
@@ -393,7 +393,13 @@ impl Handle<GetExecutionLogs> for Driver {
     fn handle(&mut self, op: GetExecutionLogs, _: &Context) -> Result<GetExecutionLogsOutput, OpError> {
         let (name, id) = (op.pipeline_name.as_str(), op.pipeline_execution_id.as_str());
         let execution = self.execution(name, id)?;
-        let lines = self.store.logs(&execution.id.0)?;
+        let lines = match &op.job_id {
+            Some(job) => {
+                let limit = op.max_lines.unwrap_or(MAX_JOB_LOG_LINES).clamp(1, MAX_JOB_LOG_LINES);
+                self.store.job_logs(&execution.id.0, job, op.after_seq, limit)?
+            }
+            None => self.store.logs(&execution.id.0)?,
+        };
         let mut places: HashMap<String, (String, String)> = HashMap::new();
         for stage in &execution.stages {
             for action in &stage.actions {

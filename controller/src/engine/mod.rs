@@ -43,7 +43,7 @@ pub const TIMEOUT_GRACE_MS: u64 = 60_000;
 
 /// The id of an action's attempt: `EXECUTION.STAGE.ACTION.ATTEMPT` (stage
 /// and action by index). The one place that spells it, with [`job_place`].
-fn job_id(execution: &ExecutionId, stage: usize, action: usize, attempt: u32) -> String {
+pub fn job_id(execution: &ExecutionId, stage: usize, action: usize, attempt: u32) -> String {
     format!("{}.{}.{}.{}", execution, stage, action, attempt)
 }
 

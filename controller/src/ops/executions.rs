@@ -205,7 +205,19 @@ pub struct ArtifactView {
 pub struct GetExecutionLogs {
     pub pipeline_name: String,
     pub pipeline_execution_id: String,
+    /// Only one job's lines (issue 16, logs: the console following a log
+    /// reads what is new, not the whole execution's log): those after
+    /// `after_seq`, at most `max_lines` ([`MAX_JOB_LOG_LINES`] if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lines: Option<u32>,
 }
+
+/// The most lines one read of a job's log answers.
+pub const MAX_JOB_LOG_LINES: u32 = 5000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -78,6 +78,10 @@ const NOT_READS: &[&str] = &[
     "codepipeline:GetJobDetails",
     // The audit log (issue 15, gov): not for viewers (see ADMIN_ONLY).
     "sluice:ListAuditRecords",
+    // An artifact's bytes (issue 16): unlike logs they are not masked, so a
+    // packaged `.env` would hand a granted secret to a viewer. Operators and
+    // admins have it; developers on their own team's pipelines.
+    "sluice:GetArtifact",
 ];
 
 /// What a developer may do on its team's pipelines.
@@ -94,6 +98,8 @@ const DEVELOPER_ON_TEAM: &[&str] = &[
     "codepipeline:DeleteWebhook",
     "codepipeline:TagResource",
     "codepipeline:UntagResource",
+    // Not in the read set (see NOT_READS): their own team's artifacts only.
+    "sluice:GetArtifact",
 ];
 
 /// Every action a policy may name.
@@ -185,5 +191,28 @@ mod tests {
         assert!(reads.contains(&"codepipeline:GetPipelineState".to_string()));
         assert!(reads.contains(&"sluice:GetExecutionLogs".to_string()));
         assert!(!reads.iter().any(|r| r.contains("Secret") || r.contains("Token") || r.contains("AccessKey")));
+    }
+
+    #[test]
+    fn artifacts_are_for_operators_admins_and_a_developer_on_its_team_not_viewers_or_approvers() {
+        // Artifacts are not masked as logs are: a read role must not carry them.
+        assert!(!reads().contains(&"sluice:GetArtifact".to_string()));
+        assert!(reads().contains(&"sluice:GetExecutionLogs".to_string()));
+        // Whether a statement of the role (with a team condition, or without) allows it.
+        let has = |role: &str, on_team: bool| {
+            builtin(role)
+                .unwrap()
+                .statements
+                .iter()
+                .any(|s| s.team.is_some() == on_team && s.actions.iter().any(|a| a == "*" || a == "sluice:GetArtifact"))
+        };
+        for role in [ADMIN, OPERATOR] {
+            assert!(has(role, false), "{role}");
+        }
+        assert!(has(DEVELOPER, true), "a developer downloads its team's artifacts");
+        assert!(!has(DEVELOPER, false), "but not another team's");
+        for role in [VIEWER, APPROVER] {
+            assert!(!has(role, true) && !has(role, false), "{role}");
+        }
     }
 }

@@ -40,7 +40,13 @@ async fn gather(
         .ok_or_else(|| {
             ConsoleError::new(StatusCode::NOT_FOUND, format!("execution {id} has no action {stage} / {action}"))
         })?;
-    let op = GetExecutionLogs { pipeline_name: name.clone(), pipeline_execution_id: id.clone() };
+    let op = GetExecutionLogs {
+        pipeline_name: name.clone(),
+        pipeline_execution_id: id.clone(),
+        job_id: None,
+        after_seq: None,
+        max_lines: None,
+    };
     let logs = ask(state, op, viewer.caller.clone()).await?;
     let lines = logs.lines.into_iter().filter(|l| l.stage == *stage && l.action == *action).collect();
     Ok((run, found, lines))
@@ -74,7 +80,7 @@ pub async fn page(
     let body = html! {
         p { a href=(execution_url(name, id)) { "Back to execution " (id) } }
         (facts(&action))
-        (log_section(stage, action_name, &action, &shown_lines, shown))
+        (log_section(&path, &action, &shown_lines, shown))
         (attempts_section(&action, &lines, shown))
         (grants_section(grants.as_ref()))
         (configuration_section(&action))
@@ -112,9 +118,20 @@ fn attempt_of(line: &LogLineView, current: u32) -> u32 {
     line.attempt.unwrap_or(current)
 }
 
-fn log_section(stage: &str, action: &str, a: &ActionRunView, lines: &[LogLineView], shown: u32) -> Markup {
+/// The most lines the action's page renders: the tail of the log. The whole
+/// text is `sluice logs` (a log may be 16 MiB, and its markup several
+/// times that).
+pub const PAGE_LINES: usize = 5000;
+
+/// The most lines one fragment of a followed log carries (the script asks
+/// again when it got this many).
+const FRAGMENT_LINES: u32 = 1000;
+
+fn log_section(path: &(String, String, String, String), a: &ActionRunView, lines: &[LogLineView], shown: u32) -> Markup {
+    let (name, id, stage, action) = path;
     let job = lines.last().map(|l| l.job_id.as_str()).unwrap_or_default();
     let current = shown == a.attempt;
+    let skipped = lines.len().saturating_sub(PAGE_LINES);
     html! {
         section aria-labelledby="log-heading" {
             h2 #log-heading { @if current { "Log" } @else { "Log of attempt " (shown) } }
@@ -126,24 +143,31 @@ fn log_section(stage: &str, action: &str, a: &ActionRunView, lines: &[LogLineVie
                     @else if finished(a) { "Finished" } @else { "Live: new lines appear as they are written" }
                 }
             }
+            @if skipped > 0 {
+                p.hint #log-cut {
+                    "Showing the last " (PAGE_LINES) " of " (lines.len()) " lines. The whole log: "
+                    code { "sluice logs " (name) " --execution " (id) }
+                }
+            }
             pre.log #log role="log" aria-label={ "Log of " (stage) " / " (action) } tabindex="0"
                 data-following=(if current { "true" } else { "false" }) data-current=(if current { "true" } else { "false" })
-                data-job=(job) data-stage=(stage) data-action=(action) {
+                data-job=(job) data-stage=(stage) data-action=(action) data-keep=(PAGE_LINES) {
                 @if lines.is_empty() { span.muted.empty { "No log lines yet." } }
-                (PreEscaped(render_lines(lines, None)))
+                (PreEscaped(render_lines(lines, skipped)))
             }
         }
     }
 }
 
 /// Lines as HTML, one `<span class="line" data-seq>` each, colours carried
-/// from the first line; only those after `after` are returned.
-pub fn render_lines(lines: &[LogLineView], after: Option<u64>) -> String {
+/// from the first line; the first `skip` lines only set the colours (the
+/// page shows a log's tail).
+pub fn render_lines(lines: &[LogLineView], skip: usize) -> String {
     let mut ansi = AnsiHtml::new();
     let mut out = String::new();
-    for line in lines {
+    for (i, line) in lines.iter().enumerate() {
         let html = ansi.chunk(&line.text);
-        if after.is_none_or(|a| line.seq > a) {
+        if i >= skip {
             out.push_str(&format!("<span class=\"line\" data-seq=\"{}\">{html}</span>", line.seq));
         }
     }
@@ -254,18 +278,44 @@ pub struct LogQuery {
 /// starts a new log, which the script then shows from its start.
 pub const LOG_JOB_HEADER: &str = "x-sluice-log-job";
 
-/// `GET .../actions/{stage}/{action}/log?after=SEQ`: the lines after `SEQ`
-/// as HTML (for the script that follows the log).
+/// `GET .../actions/{stage}/{action}/log?after=SEQ&job=JOB`: the current
+/// attempt's lines after `SEQ` as HTML (for the script that follows the
+/// log), at most [`FRAGMENT_LINES`]: one indexed read of that job's lines,
+/// not the execution's whole log. A fragment starts with the default
+/// colours (a colour set before it is not carried over).
 pub async fn log_lines(
     State(state): State<ApiState>,
     viewer: Viewer,
     Path(path): ActionPath,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ConsoleError> {
-    let (_, action, lines) = gather(&state, &viewer, &path).await?;
-    let lines: Vec<LogLineView> = lines.into_iter().filter(|l| attempt_of(l, action.attempt) == action.attempt).collect();
-    let job = lines.last().map(|l| l.job_id.clone()).unwrap_or_default();
+    let (name, id, stage, action_name) = &path;
+    let op = GetPipelineExecution { pipeline_name: name.clone(), pipeline_execution_id: id.clone() };
+    let run = ask(&state, op, viewer.caller.clone()).await?;
+    let (si, ai, action) = run
+        .stages
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.stage_name == *stage)
+        .and_then(|(si, s)| {
+            s.actions.iter().enumerate().find(|(_, a)| a.action_name == *action_name).map(|(ai, a)| (si, ai, a))
+        })
+        .ok_or_else(|| {
+            ConsoleError::new(StatusCode::NOT_FOUND, format!("execution {id} has no action {stage} / {action_name}"))
+        })?;
+    // The views list stages and actions as the execution holds them, so
+    // their positions name the job.
+    let job = crate::engine::job_id(&crate::engine::ExecutionId(id.clone()), si, ai, action.attempt);
     let after = q.after.trim().parse().ok().filter(|_| q.job.as_deref() == Some(job.as_str()));
+    let op = GetExecutionLogs {
+        pipeline_name: name.clone(),
+        pipeline_execution_id: id.clone(),
+        job_id: Some(job.clone()),
+        after_seq: after,
+        max_lines: Some(FRAGMENT_LINES),
+    };
+    let lines = ask(&state, op, viewer.caller.clone()).await?.lines;
+    let more = lines.len() >= FRAGMENT_LINES as usize;
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
         (
@@ -274,10 +324,12 @@ pub async fn log_lines(
         ),
         (
             header::HeaderName::from_static("x-sluice-log-finished"),
-            HeaderValue::from_static(if finished(&action) { "1" } else { "0" }),
+            HeaderValue::from_static(if finished(action) { "1" } else { "0" }),
         ),
+        // More lines wait than one fragment carries: the script asks again.
+        (header::HeaderName::from_static("x-sluice-log-more"), HeaderValue::from_static(if more { "1" } else { "0" })),
     ];
-    Ok((headers, render_lines(&lines, after)).into_response())
+    Ok((headers, render_lines(&lines, 0)).into_response())
 }
 
 #[cfg(test)]
@@ -298,18 +350,53 @@ mod tests {
     #[test]
     fn lines_keep_their_colours_across_a_fragment() {
         let lines = [line(0, "\u{fffd}[32mgreen\n"), line(1, "still green\n"), line(2, "<b>\u{fffd}[0m\n")];
-        let all = render_lines(&lines, None);
+        let all = render_lines(&lines, 0);
         assert!(
             all.starts_with("<span class=\"line\" data-seq=\"0\"><span class=\"ansi-fg-green\">green\n</span></span>"),
             "{all}"
         );
-        let after = render_lines(&lines, Some(0));
+        let after = render_lines(&lines, 1);
         assert!(
             after.starts_with("<span class=\"line\" data-seq=\"1\"><span class=\"ansi-fg-green\">still green"),
             "{after}"
         );
         assert!(after.contains("&lt;b&gt;") && !after.contains("<b>"), "{after}");
-        assert_eq!(render_lines(&lines, Some(2)), "");
+        assert_eq!(render_lines(&lines, 3), "");
+    }
+
+    #[test]
+    fn the_page_renders_only_the_last_lines_of_a_long_log_and_says_where_the_rest_is() {
+        let lines: Vec<LogLineView> = (0..PAGE_LINES as u64 + 250).map(|n| line(n, &format!("line {n}\n"))).collect();
+        let a = ActionRunView {
+            action_name: "Make".into(),
+            run_order: 1,
+            status: Some("InProgress".into()),
+            attempt: 1,
+            agent: None,
+            summary: None,
+            error_details: None,
+            lost_on: vec![],
+            external_execution_url: None,
+            start_time: None,
+            last_update_time: None,
+            output_artifacts: vec![],
+            output_variables: Default::default(),
+            approval: None,
+            waiting_reason: None,
+            input_artifacts: vec![],
+            resolved_configuration: Default::default(),
+        };
+        let path = ("web".to_string(), "e1".to_string(), "Build".to_string(), "Make".to_string());
+        let html = log_section(&path, &a, &lines, 1).into_string();
+        assert_eq!(html.matches("class=\"line\"").count(), PAGE_LINES, "the tail only");
+        assert!(!html.contains("data-seq=\"249\"") && html.contains("data-seq=\"250\""));
+        assert!(html.contains(&format!("data-seq=\"{}\"", PAGE_LINES + 249)), "the newest line is there");
+        assert!(html.contains(&format!("Showing the last {PAGE_LINES} of {} lines", PAGE_LINES + 250)), "{}", &html[..400]);
+        assert!(html.contains("sluice logs web --execution e1"));
+        // A short log: all of it, no note.
+        let short = log_section(&path, &a, &lines[..3], 1).into_string();
+        assert_eq!(short.matches("class=\"line\"").count(), 3);
+        assert!(!short.contains("Showing the last"));
     }
 
     #[test]
