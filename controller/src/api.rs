@@ -149,7 +149,7 @@ fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
     Router::new()
         .nest("/v1", v1.merge(extra))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|State(s): State<ApiState>| async move { crate::metrics::readyz(&s.driver).await }))
+        .route("/readyz", get(|State(s): State<ApiState>| async move { crate::metrics::readyz(&s.metrics) }))
         .route("/metrics", metrics)
         .merge(crate::aws::routes())
         // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).
@@ -165,7 +165,7 @@ async fn api_metrics(State(s): State<ApiState>, Extension(caller): Extension<Cal
     if let Err(e) = s.directory.check(&caller, crate::metrics::PERMISSION, "metrics") {
         return e.into_response();
     }
-    crate::metrics::scrape(&s.driver, &s.metrics).await
+    crate::metrics::scrape(&s.metrics).await
 }
 
 /// The response header that carries a request's id (the AWS endpoints'

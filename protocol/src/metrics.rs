@@ -125,7 +125,7 @@ impl Kind {
 
 /// The text of one scrape, family by family: [`Text::family`] writes the
 /// `# HELP` and `# TYPE` lines, then samples follow.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Text(String);
 
 impl Text {
