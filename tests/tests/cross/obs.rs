@@ -107,7 +107,7 @@ fn metrics_move_with_a_run_and_logs_are_json_lines_with_request_ids() {
     assert_eq!(error["requestId"], refused_id.as_str(), "the error body carries the request id: {body}");
     let (status, _, _) = curl(&api_metrics, &["--cacert", ca, "-H", "Authorization: Bearer sat_nope"]);
     assert_eq!(status, 401);
-    // A refused API call (logged at info; probes and scrapes are at debug).
+    // A refused API call (logged at debug, as probes and scrapes are).
     let (status, head, body) = curl(&format!("{}/v1/pipelines", cluster.api), &["--cacert", ca]);
     assert_eq!(status, 401, "{body}");
     let refused_id = header(&head, "x-request-id").expect("a request id").to_string();
@@ -188,14 +188,19 @@ fn metrics_move_with_a_run_and_logs_are_json_lines_with_request_ids() {
         .unwrap();
     assert_eq!(waiting("no_free_slot"), Some(0.0));
 
-    // Both logs: JSON, line by line; the refused request logged once with
-    // the id its answer carried.
+    // Both logs: JSON, line by line; an API call logged once with the id
+    // its answer carried; the refused one (401) only at debug, not here.
+    let (status, head, _) = curl(&format!("{}/v1/pipelines", cluster.api), &["--cacert", ca, "-H", &bearer]);
+    assert_eq!(status, 200);
+    let listed_id = header(&head, "x-request-id").expect("a request id").to_string();
     let controller = json_lines(&cluster.controller_log(), "controller");
-    let logged: Vec<&Value> = controller.iter().filter(|l| l["request_id"] == refused_id.as_str()).collect();
+    let logged: Vec<&Value> = controller.iter().filter(|l| l["request_id"] == listed_id.as_str()).collect();
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!((logged[0]["method"].as_str(), logged[0]["path"].as_str()), (Some("GET"), Some("/v1/pipelines")));
-    assert_eq!(logged[0]["status"], 401);
+    assert_eq!(logged[0]["status"], 200);
+    assert_eq!(logged[0]["level"], "INFO");
     assert!(logged[0]["duration_ms"].as_f64().is_some());
+    assert!(!controller.iter().any(|l| l["request_id"] == refused_id.as_str()), "a 401 is logged at debug");
     assert!(controller.iter().any(|l| l["message"] == "action" && l["pipeline"] == "obs"));
     let agent_log = json_lines(&cluster.agent_log(0), "agent");
     assert!(agent_log.iter().any(|l| l["message"] == "connected"), "{agent_log:?}");
