@@ -235,7 +235,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_log(args.log_format);
+    let log_format = args.log_format;
+    init_log(log_format);
     // Every TLS configuration names its provider, but quinn and rustls
     // helpers may still ask for the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -254,7 +255,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A JSON log is all JSON (issue 17, obs): the reason as an event.
+            if log_format == LogFormat::Json {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             if e.is::<Usage>() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }

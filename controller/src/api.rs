@@ -149,7 +149,7 @@ fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
     Router::new()
         .nest("/v1", v1.merge(extra))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|State(s): State<ApiState>| async move { crate::metrics::readyz(&s.driver).await }))
+        .route("/readyz", get(|State(s): State<ApiState>| async move { crate::metrics::readyz(&s.metrics) }))
         .route("/metrics", metrics)
         .merge(crate::aws::routes())
         // Job workers' artifacts (S3 path-style, SigV4 with a job's credentials).
@@ -165,7 +165,7 @@ async fn api_metrics(State(s): State<ApiState>, Extension(caller): Extension<Cal
     if let Err(e) = s.directory.check(&caller, crate::metrics::PERMISSION, "metrics") {
         return e.into_response();
     }
-    crate::metrics::scrape(&s.driver, &s.metrics).await
+    crate::metrics::scrape(&s.metrics).await
 }
 
 /// The response header that carries a request's id (the AWS endpoints'
@@ -179,8 +179,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 ///
 /// Every request is logged once, when its answer starts, with its method,
 /// path (never the query, which may carry a secret), status, duration and
-/// id (issue 17, obs); probes and scrapes at debug level, the rest at
-/// info. An error's JSON body carries the id too, as `requestId`.
+/// id (issue 17, obs); probes, scrapes and what anyone may send without
+/// a token (401, 404, 405) at debug level, the rest at info. An error's JSON body carries the id too, as `requestId`.
 async fn origin(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let source = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0);
@@ -195,7 +195,11 @@ async fn origin(State(state): State<ApiState>, mut request: Request, next: Next)
     let status = response.status().as_u16();
     state.metrics.count_request(status);
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+    // Anyone can send these without a token: at info, a flood of them
+    // would drown (and hit journald's rate limit before) the lines that
+    // matter, such as lease losses.
+    let unauthenticated = matches!(status, 401 | 404 | 405);
+    if unauthenticated || matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
         tracing::debug!(%method, %path, status, duration_ms, %request_id, "request");
     } else {
         tracing::info!(%method, %path, status, duration_ms, %request_id, "request");

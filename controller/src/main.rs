@@ -38,6 +38,12 @@ fn main() {
     });
     match result {
         Ok(code) => Exit::Finished(code).now(),
+        // A JSON log is all JSON (issue 17, obs): the reason goes to it as
+        // an error event, not as an `error: ...` line beside it.
+        Err(Failure { code, message }) if format == sluice::logging::LogFormat::Json => {
+            tracing::error!("{message}");
+            Exit::Finished(code).now()
+        }
         Err(Failure { code, message }) => Exit::Failed { code, message }.now(),
     }
 }
@@ -49,6 +55,7 @@ async fn run_controller(
 ) -> Result<i32, Failure> {
     use sluice::https::{CertSource, Scheme};
     let check_config = args.check_config;
+    let log_format = args.log_format;
     let config = controller_config(api, args)?;
     if check_config {
         // Written, not printed: a closed pipe (`| head`) is no panic.
@@ -59,6 +66,14 @@ async fn run_controller(
     }
     let (api_scheme, webhook_scheme) = (config.api_scheme, config.webhook_listen.map(|(_, scheme)| scheme));
     let controller = start(config.clone()).await?;
+    // The banner is for a person at a terminal. With `--log-format json`
+    // stdout usually lands in the same journal as the log, so it is left
+    // out: the "controller started" log line carries the same addresses.
+    if log_format == sluice::logging::LogFormat::Json {
+        shutdown_signal().await;
+        controller.close();
+        return Ok(0);
+    }
     println!("sluice controller");
     println!("  api:      {}", controller.api_url);
     if let Some(webhooks) = controller.webhooks {

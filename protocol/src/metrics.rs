@@ -36,13 +36,18 @@ pub const DURATION_BUCKETS: &[f64] =
     &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
 
 /// A histogram over fixed buckets: one atomic add per bucket it falls in
-/// (stored non-cumulative, summed when written), one for the count and a
-/// compare-and-swap for the sum.
+/// (stored non-cumulative, summed when written; above the last bound, the
+/// overflow) and a compare-and-swap for the sum.
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [f64],
     buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
+    /// Observations above the last bound (`+Inf` only). The count is the
+    /// buckets plus these, summed from one read of each: a separate count
+    /// read before or after the buckets could fall below the last finite
+    /// bucket when an observation lands in between, which Prometheus takes
+    /// for a broken histogram.
+    overflow: AtomicU64,
     /// The sum's `f64` bits.
     sum: AtomicU64,
 }
@@ -59,16 +64,16 @@ impl Histogram {
         Self {
             bounds,
             buckets: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
+            overflow: AtomicU64::new(0),
             sum: AtomicU64::new(0f64.to_bits()),
         }
     }
 
     pub fn observe(&self, value: f64) {
-        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        match self.bounds.iter().position(|b| value <= *b) {
+            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.overflow.fetch_add(1, Ordering::Relaxed),
+        };
         let _ = self
             .sum
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + value).to_bits()));
@@ -91,7 +96,7 @@ impl Histogram {
             .collect();
         HistogramSnapshot {
             buckets,
-            count: self.count.load(Ordering::Relaxed),
+            count: cumulative + self.overflow.load(Ordering::Relaxed),
             sum: f64::from_bits(self.sum.load(Ordering::Relaxed)),
         }
     }
@@ -125,7 +130,7 @@ impl Kind {
 
 /// The text of one scrape, family by family: [`Text::family`] writes the
 /// `# HELP` and `# TYPE` lines, then samples follow.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Text(String);
 
 impl Text {
@@ -228,6 +233,31 @@ mod tests {
         assert!((s.sum - 55.65).abs() < 1e-9);
         h.observe_duration(Duration::from_millis(20));
         assert_eq!(h.snapshot().buckets[0], (0.1, 3));
+    }
+
+    /// Observations racing a scrape never leave `+Inf` (the count) below
+    /// the last finite bucket, and a later scrape never counts fewer.
+    #[test]
+    fn a_snapshot_taken_while_observing_is_consistent() {
+        static H: std::sync::LazyLock<Histogram> = std::sync::LazyLock::new(|| Histogram::new(&[1.0]));
+        let observers: Vec<_> = (0..2)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..200_000 {
+                        H.observe(0.5);
+                    }
+                })
+            })
+            .collect();
+        let mut last = 0;
+        while observers.iter().any(|t| !t.is_finished()) {
+            let s = H.snapshot();
+            assert!(s.count >= s.buckets[0].1, "{s:?}");
+            assert!(s.count >= last);
+            last = s.count;
+        }
+        observers.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(H.snapshot().count, 400_000);
     }
 
     #[test]

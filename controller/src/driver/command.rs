@@ -65,15 +65,6 @@ pub enum Command {
         agent_id: String,
         conn_id: u64,
     },
-    // Metrics and readiness (issue 17, obs).
-    /// Answered at once: a driver that answers is making progress (`/readyz`).
-    Ping {
-        reply: oneshot::Sender<()>,
-    },
-    /// The driver's part of a scrape (`crate::metrics`).
-    Metrics {
-        reply: oneshot::Sender<sluice_protocol::metrics::Text>,
-    },
 }
 
 /// What an operator allows an agent to do.

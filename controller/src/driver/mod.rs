@@ -415,8 +415,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     tokio::spawn(crate::aws::s3_multipart::sweep_forever(state.clone()));
     let (api_url, webhooks) = listeners.serve(state)?;
     if let Some((listener, addr)) = metrics_listener {
-        let exposed = crate::metrics::Exposed { driver: tx.clone(), metrics };
-        tokio::spawn(crate::https::serve(listener, crate::metrics::router(exposed), None, "metrics"));
+        tokio::spawn(crate::https::serve(listener, crate::metrics::router(metrics), None, "metrics"));
         info!(%addr, "metrics, /readyz and /healthz served without authentication (--metrics)");
     }
     let ca_file = std::path::absolute(dir.join("ca").join("ca.crt"))?;
@@ -478,18 +477,34 @@ impl Driver {
     /// Commands as they come; between them, the driver sleeps until the
     /// first of its deadlines and the engine's ([`Driver::next_wake`]).
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let metrics = self.metrics.clone();
+        let mut rechecked = std::time::Instant::now();
         loop {
             let now = now_ms();
-            let delay = Duration::from_millis(self.next_wake().saturating_sub(now)).min(CLOCK_RECHECK);
+            // Between steps: a progress mark for `/readyz`, and the scrape's
+            // snapshot when one is wanted (crate::metrics::DriverView). The
+            // tick keeps an idle driver's mark fresh; it runs the deadlines
+            // only when one is due, as the sleep did before it.
+            metrics.driver.stepped(|| self.metrics_text(now));
+            let due = Duration::from_millis(self.next_wake().saturating_sub(now))
+                .min(CLOCK_RECHECK.saturating_sub(rechecked.elapsed()));
             let command = tokio::select! {
                 command = rx.recv() => command,
-                () = tokio::time::sleep(delay) => {
-                    self.on_time(now_ms());
-                    self.wake_delivery();
+                () = metrics.driver.woken() => continue,
+                () = tokio::time::sleep(due.min(crate::metrics::TICK)) => {
+                    let now = now_ms();
+                    if now >= self.next_wake() || rechecked.elapsed() >= CLOCK_RECHECK {
+                        rechecked = std::time::Instant::now();
+                        self.on_time(now);
+                        self.wake_delivery();
+                    }
                     continue;
                 }
             };
-            let Some(command) = command else { return };
+            let Some(command) = command else {
+                metrics.driver.stopped();
+                return;
+            };
             let mut next = Some(command);
             while let Some(command) = next.take() {
                 // The clock is read once per step (a command, or a batch of
@@ -650,8 +665,6 @@ impl Driver {
             Command::AgentMessage { agent_id, conn_id, message } => self.agent_message(now, &agent_id, conn_id, message),
             Command::AgentDisconnected { agent_id, conn_id } => self.agent_disconnected(&agent_id, conn_id),
             // Metrics and readiness (issue 17, obs).
-            Command::Ping { reply } => answer(reply, ()),
-            Command::Metrics { reply } => answer(reply, self.metrics_text(now)),
         }
     }
 }

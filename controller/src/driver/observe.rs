@@ -1,9 +1,10 @@
 //! The driver's metrics (issue 17, obs): counts it keeps as it steps, in
 //! plain fields of its own (it is their only writer, so a count is an
 //! add, with no lock or atomic), and its part of a scrape, read off its
-//! state when asked ([`Command::Metrics`](super::command::Command)).
+//! state when a scrape wants it (`crate::metrics::DriverView`).
 //!
-//! Labels stay bounded: pipelines (bounded by the store), statuses,
+//! Labels stay bounded: pipelines (bounded by the store: a deleted
+//! pipeline's series are dropped with it), statuses,
 //! providers (bounded by the registered plugins), fixed reasons. Never an
 //! execution, job or agent id.
 
@@ -27,6 +28,17 @@ pub(super) struct Counts {
     pub(super) lease_losses: u64,
     /// Agents taken for gone after a lease of silence.
     pub(super) agents_lost: u64,
+}
+
+impl Counts {
+    /// Drops a deleted pipeline's series: a caller creating and deleting
+    /// uniquely named pipelines must not grow these maps, and every scrape,
+    /// without bound. A pipeline created again under the name starts from
+    /// zero, which Prometheus takes as a counter reset.
+    pub(super) fn forget_pipeline(&mut self, name: &str) {
+        self.executions.remove(name);
+        self.actions.remove(name);
+    }
 }
 
 fn bump(map: &mut HashMap<String, BTreeMap<String, u64>>, pipeline: &str, status: &str) {
@@ -193,4 +205,20 @@ fn sorted(map: &HashMap<String, BTreeMap<String, u64>>) -> Vec<(&String, &BTreeM
     let mut all: Vec<_> = map.iter().collect();
     all.sort_by(|a, b| a.0.cmp(b.0));
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_pipelines_series_are_dropped_and_the_rest_kept() {
+        let mut c = Counts::default();
+        bump(&mut c.executions, "gone", "Succeeded");
+        bump(&mut c.actions, "gone", "Failed");
+        bump(&mut c.executions, "kept", "Succeeded");
+        c.forget_pipeline("gone");
+        assert_eq!(c.executions.keys().collect::<Vec<_>>(), vec!["kept"]);
+        assert!(c.actions.is_empty());
+    }
 }

@@ -153,6 +153,8 @@ impl Handle<DeletePipeline> for Driver {
         self.definitions.retain(|(n, _), _| n != name);
         self.forget_pipeline_sources(name);
         self.forget_pipeline_notifications(name);
+        // Metrics (issue 17, obs): its series go with it.
+        self.counts.forget_pipeline(name);
         let stages: Vec<String> = self.transitions.keys().filter(|(p, _)| p == name).map(|(_, s)| s.clone()).collect();
         for stage in stages {
             self.transitions.remove(&(name.to_string(), stage.clone()));

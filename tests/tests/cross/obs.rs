@@ -33,6 +33,13 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// A scrape of `url` that sees everything that happened before the call:
+/// the driver's part is a snapshot at most a second old.
+fn scrape_after_a_second(url: &str) -> Scrape {
+    std::thread::sleep(Duration::from_millis(1100));
+    parse(&curl(url, &[]).2)
+}
+
 fn parse(text: &str) -> Scrape {
     Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("a scrape parses")
 }
@@ -100,7 +107,7 @@ fn metrics_move_with_a_run_and_logs_are_json_lines_with_request_ids() {
     assert_eq!(error["requestId"], refused_id.as_str(), "the error body carries the request id: {body}");
     let (status, _, _) = curl(&api_metrics, &["--cacert", ca, "-H", "Authorization: Bearer sat_nope"]);
     assert_eq!(status, 401);
-    // A refused API call (logged at info; probes and scrapes are at debug).
+    // A refused API call (logged at debug, as probes and scrapes are).
     let (status, head, body) = curl(&format!("{}/v1/pipelines", cluster.api), &["--cacert", ca]);
     assert_eq!(status, 401, "{body}");
     let refused_id = header(&head, "x-request-id").expect("a request id").to_string();
@@ -130,7 +137,7 @@ fn metrics_move_with_a_run_and_logs_are_json_lines_with_request_ids() {
     let commands = format!("touch {}\nwhile [ ! -e {} ]; do sleep 0.1; done", started.display(), release.display());
     let id = cluster.create_pipeline("obs", &pipeline("obs", &cluster.dir.path().join("repo"), &commands));
     wait_until("the Build action to start", WAIT, || started.exists().then_some(())).unwrap();
-    let during = parse(&curl(&open_metrics, &[]).2);
+    let during = scrape_after_a_second(&open_metrics);
     assert_eq!(value(&during, "sluice_executions_in_progress", &[("pipeline", "obs")]), Some(1.0));
     assert_eq!(value(&during, "sluice_actions_total", &[("pipeline", "obs"), ("status", "Succeeded")]), Some(1.0));
     assert_eq!(value(&during, "sluice_executions_total", &[("pipeline", "obs"), ("status", "Succeeded")]), None);
@@ -147,7 +154,7 @@ fn metrics_move_with_a_run_and_logs_are_json_lines_with_request_ids() {
     std::fs::write(&release, "").unwrap();
     let end = cluster.execution_end("obs", &id, WAIT);
     assert_eq!(end["pipelineExecution"]["status"], "Succeeded", "{end}");
-    let after = parse(&curl(&open_metrics, &[]).2);
+    let after = scrape_after_a_second(&open_metrics);
     assert_eq!(value(&after, "sluice_executions_total", &[("pipeline", "obs"), ("status", "Succeeded")]), Some(1.0));
     assert_eq!(value(&after, "sluice_actions_total", &[("pipeline", "obs"), ("status", "Succeeded")]), Some(2.0));
     assert_eq!(value(&after, "sluice_executions_in_progress", &[("pipeline", "obs")]), None);
@@ -181,14 +188,19 @@ fn metrics_move_with_a_run_and_logs_are_json_lines_with_request_ids() {
         .unwrap();
     assert_eq!(waiting("no_free_slot"), Some(0.0));
 
-    // Both logs: JSON, line by line; the refused request logged once with
-    // the id its answer carried.
+    // Both logs: JSON, line by line; an API call logged once with the id
+    // its answer carried; the refused one (401) only at debug, not here.
+    let (status, head, _) = curl(&format!("{}/v1/pipelines", cluster.api), &["--cacert", ca, "-H", &bearer]);
+    assert_eq!(status, 200);
+    let listed_id = header(&head, "x-request-id").expect("a request id").to_string();
     let controller = json_lines(&cluster.controller_log(), "controller");
-    let logged: Vec<&Value> = controller.iter().filter(|l| l["request_id"] == refused_id.as_str()).collect();
+    let logged: Vec<&Value> = controller.iter().filter(|l| l["request_id"] == listed_id.as_str()).collect();
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!((logged[0]["method"].as_str(), logged[0]["path"].as_str()), (Some("GET"), Some("/v1/pipelines")));
-    assert_eq!(logged[0]["status"], 401);
+    assert_eq!(logged[0]["status"], 200);
+    assert_eq!(logged[0]["level"], "INFO");
     assert!(logged[0]["duration_ms"].as_f64().is_some());
+    assert!(!controller.iter().any(|l| l["request_id"] == refused_id.as_str()), "a 401 is logged at debug");
     assert!(controller.iter().any(|l| l["message"] == "action" && l["pipeline"] == "obs"));
     let agent_log = json_lines(&cluster.agent_log(0), "agent");
     assert!(agent_log.iter().any(|l| l["message"] == "connected"), "{agent_log:?}");
@@ -219,21 +231,18 @@ fn readyz_fails_while_the_driver_is_held_up_and_recovers() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    // Asked at once, each waits the readiness bound (5 s) within the stall (12 s).
-    let api_readyz = format!("{}/readyz", cluster.api);
-    let ca = cluster.ca_file().to_str().unwrap().to_string();
-    let on_api = std::thread::spawn(move || curl(&api_readyz, &["--cacert", &ca]));
-    let scrape_url = format!("http://{metrics}/metrics");
-    let scraped = std::thread::spawn(move || curl(&scrape_url, &[]));
+    // The probe reads the driver's progress mark: 503 once the driver has
+    // taken no step for the readiness bound (5 s) within the stall (12 s).
+    wait_until("the driver to be not ready", WAIT, || (curl(&readyz, &[]).0 == 503).then_some(())).unwrap();
     let (status, _, body) = curl(&readyz, &[]);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("not making progress"), "{body}");
-    let (status, _, body) = on_api.join().unwrap();
+    let (status, _, body) = curl(&format!("{}/readyz", cluster.api), &["--cacert", cluster.ca_file().to_str().unwrap()]);
     assert_eq!(status, 503, "{body}");
-    // The scrape still answers, saying the driver did not.
-    let scrape = parse(&scraped.join().unwrap().2);
+    // The scrape still answers, at once, saying the driver is not up.
+    let scrape = parse(&curl(&format!("http://{metrics}/metrics"), &[]).2);
     assert_eq!(value(&scrape, "sluice_driver_up", &[]), Some(0.0));
+    assert!(value(&scrape, "sluice_api_requests_total", &[("code", "5xx")]).is_some());
     let mut create = create;
     let _ = create.wait();
     wait_until("the driver to answer again", WAIT, || (curl(&readyz, &[]).0 == 200).then_some(())).unwrap();
