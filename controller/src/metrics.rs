@@ -178,6 +178,12 @@ pub struct Metrics {
     pub ca_expiry: std::sync::atomic::AtomicU64,
     /// The driver's progress and its part of a scrape.
     pub driver: DriverView,
+    // The free-space floor (issue 17, life).
+    /// Writes refused because they would leave less than `--min-free-space`
+    /// (agent uploads, job workers' S3 writes, plugin pushes, log lines).
+    pub free_space_refusals: Arc<Counter>,
+    /// The artifact store and its floor, for the free-space gauges.
+    pub artifact_store: std::sync::OnceLock<(crate::blobs::BlobStore, u64)>,
 }
 
 impl Metrics {
@@ -188,6 +194,20 @@ impl Metrics {
 
     /// The process's own figures, after the driver's part.
     fn write(&self, t: &mut Text) {
+        t.family(
+            "sluice_free_space_refusals_total",
+            "Writes refused because they would leave less than --min-free-space free.",
+            Kind::Counter,
+        )
+        .sample("sluice_free_space_refusals_total", &[], self.free_space_refusals.get() as f64);
+        if let Some((blobs, floor)) = self.artifact_store.get()
+            && let Ok(free) = blobs.free_bytes()
+        {
+            t.family("sluice_artifact_store_free_bytes", "Free bytes on the artifact store's file system.", Kind::Gauge)
+                .sample("sluice_artifact_store_free_bytes", &[], free as f64);
+            t.family("sluice_artifact_store_floor_bytes", "Bytes kept free (--min-free-space).", Kind::Gauge)
+                .sample("sluice_artifact_store_floor_bytes", &[], *floor as f64);
+        }
         t.family("sluice_store_commit_seconds", "How long a store transaction took to commit.", Kind::Histogram).histogram(
             "sluice_store_commit_seconds",
             &[],
@@ -313,6 +333,16 @@ mod tests {
         };
         let (body, ()) = tokio::join!(scrape_body(&m), stepping);
         assert!(body.contains("sluice_test_total 1") && body.contains("sluice_driver_up 1"), "{body}");
+        // The free-space floor's figures are the process's own.
+        assert!(body.contains("sluice_free_space_refusals_total 0"), "{body}");
+        m.free_space_refusals.inc();
+        let dir = tempfile::tempdir().unwrap();
+        let _ = m.artifact_store.set((crate::blobs::BlobStore::open(dir.path()).unwrap(), 1 << 30));
+        m.driver.stepped(Text::default);
+        let body = scrape_body(&m).await;
+        assert!(body.contains("sluice_free_space_refusals_total 1"), "{body}");
+        assert!(body.contains("sluice_artifact_store_floor_bytes 1073741824"), "{body}");
+        assert!(body.contains("sluice_artifact_store_free_bytes "), "{body}");
         m.driver.stopped();
         assert_eq!(m.driver.ready(), Err(NotReady::Stopped));
         assert_eq!(readyz(&m).status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -262,6 +262,8 @@ pub struct Spool {
     root: PathBuf,
     min_free_space: u64,
     uploads: Arc<Mutex<HashMap<String, Upload>>>,
+    /// Counts the writes the floor refuses (`sluice_free_space_refusals_total`).
+    refusals: Arc<sluice_protocol::metrics::Counter>,
 }
 
 impl Spool {
@@ -273,7 +275,7 @@ impl Spool {
             std::fs::remove_dir_all(root).with_context(|| format!("removing {}", root.display()))?;
         }
         crate::ca::create_private_dir(root).with_context(|| format!("creating {}", root.display()))?;
-        Ok(Self { root: root.to_path_buf(), min_free_space, uploads: Default::default() })
+        Ok(Self { root: root.to_path_buf(), min_free_space, uploads: Default::default(), refusals: Default::default() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
@@ -336,10 +338,16 @@ impl Spool {
         Ok(self.dir(upload_id))
     }
 
+    /// Counts this spool's refusals into `counter` (the controller's metric).
+    pub fn counting_refusals(self, counter: Arc<sluice_protocol::metrics::Counter>) -> Self {
+        Self { refusals: counter, ..self }
+    }
+
     /// Refuses `incoming` bytes that would leave less than
     /// `--min-free-space` of the `free` bytes on the disk.
     pub fn check_free(&self, free: u64, incoming: u64) -> Result<(), S3Error> {
         if free.saturating_sub(incoming) < self.min_free_space {
+            self.refusals.inc();
             return Err(S3Error::new(
                 "ServiceUnavailable",
                 StatusCode::SERVICE_UNAVAILABLE,

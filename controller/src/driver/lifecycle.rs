@@ -292,6 +292,7 @@ impl Driver {
         let free = blobs.free_bytes().map_err(|e| OpError::Internal(format!("{e:#}")))?;
         let reserved = self.uploads_in_flight();
         if free.saturating_sub(reserved).saturating_sub(incoming) < self.min_free_space {
+            self.metrics.free_space_refusals.inc();
             warn!(free, reserved, incoming, floor = self.min_free_space, "write refused: the free-space floor");
             return Err(OpError::Unavailable(format!(
                 "the controller's disk has {free} bytes free, {reserved} of them granted to uploads in flight; \

@@ -292,6 +292,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let (events, _) = broadcast::channel(4096);
     let metrics = Arc::new(crate::metrics::Metrics::default());
     metrics.ca_expiry.store(ca.expiry_unix(), std::sync::atomic::Ordering::Relaxed);
+    let _ = metrics.artifact_store.set((artifacts.clone(), config.min_free_space));
     let mut engine = Engine::new();
     engine.set_max_lost_retries(config.max_lost_retries);
     let mut driver = Driver {
@@ -395,7 +396,8 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         crate::fleet::FleetContext { driver: tx.clone(), artifacts: artifacts.clone(), plugins, metrics: metrics.clone() },
     ));
     // Worker multipart uploads (parts spooled on disk; a restart removes them).
-    let multipart = crate::aws::s3_multipart::Spool::open(&dir.join("s3-uploads"), config.min_free_space)?;
+    let multipart = crate::aws::s3_multipart::Spool::open(&dir.join("s3-uploads"), config.min_free_space)?
+        .counting_refusals(metrics.free_space_refusals.clone());
     // Served zips of inputs (built once per archive; a restart removes them).
     let zips = crate::aws::s3_zips::ServedZips::open(&dir.join("s3-zips"))?;
     let state = crate::api::ApiState {

@@ -97,6 +97,7 @@ impl Driver {
             return;
         } else if disk_low {
             job.log_truncated = true;
+            self.metrics.free_space_refusals.inc();
             tracing::warn!(job = %job_id, "log refused: the free-space floor");
             format!(
                 "{LOG_TRUNCATED} the controller's disk is under the free-space floor (--min-free-space); the rest is \

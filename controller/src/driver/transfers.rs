@@ -100,6 +100,7 @@ impl Driver {
             let free = self.artifacts.free_bytes().map_err(|e| format!("{e:#}"))?;
             let reserved = self.uploads_in_flight();
             if free.saturating_sub(reserved).saturating_sub(more) < self.min_free_space {
+                self.metrics.free_space_refusals.inc();
                 return Err(format!(
                     "the controller's artifact store has {free} bytes free, {reserved} of them granted to \
                      uploads in flight; {more} more bytes would leave less than the {} kept free \
