@@ -177,8 +177,9 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
     let mut from_file = BTreeSet::new();
     if let Some(path) = &file {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.clone(), source })?;
-        let table: toml::Table =
-            text.parse().map_err(|e: toml::de::Error| Error::Syntax { path: path.clone(), message: e.to_string() })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::Syntax { path: path.clone(), message: syntax_message(&text, &e) })?;
         for (key, value) in &table {
             let Some(arg) = settings.iter().find(|a| a.get_long() == Some(key.as_str())) else {
                 return Err(unknown_key(path, key, &settings, daemon));
@@ -210,6 +211,17 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
         settings.iter().map(|arg| effective(arg, sub, &matches, &from_file)).collect()
     };
     Ok(Parsed { matches, settings: Some(Settings { file, effective }) })
+}
+
+/// A TOML error as its line, column and message, without the source line
+/// toml's Display quotes: that line may hold a secret (a join token).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else { return message };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 /// Where `id` got its value in `matches`; none when `matches` does not
@@ -456,6 +468,10 @@ mod tests {
         let f = file("data-dir = \n");
         let e = parse_args(&["demo", "run", "--config", f.path().to_str().unwrap()]).unwrap_err();
         assert!(matches!(&e, Error::Syntax { .. }), "{e}");
+        // A broken line may hold a secret: the error names where, not what.
+        let f = file("data-dir = \"/x\"\ntoken = \"sjt_secret\n");
+        let e = parse_args(&["demo", "run", "--config", f.path().to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("line 2") && !e.contains("sjt_secret"), "{e}");
         let e = parse_args(&["demo", "run", "--config", "/nonexistent/sluice.toml"]).unwrap_err();
         assert!(matches!(&e, Error::Read { .. }), "{e}");
     }
