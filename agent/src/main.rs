@@ -242,6 +242,9 @@ fn main() -> ExitCode {
         };
     }
     init_log(args.log_format);
+    for warning in settings.as_ref().map(|s| s.overrides()).unwrap_or_default() {
+        tracing::warn!(%warning, "setting overridden");
+    }
     // Every TLS configuration names its provider, but quinn and rustls
     // helpers may still ask for the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();

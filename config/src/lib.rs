@@ -114,6 +114,10 @@ pub struct Parsed {
 pub struct Settings {
     pub file: Option<PathBuf>,
     pub effective: Vec<Setting>,
+    /// Keys of the file that a flag or a variable overrode (flags >
+    /// environment > file): said at start, since a variable set for another
+    /// purpose (the CLI's `SLUICE_API`) would otherwise win silently.
+    pub overridden: Vec<String>,
 }
 
 /// The variable of a flag: the prefix, then the long name in capitals with
@@ -175,6 +179,7 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
     let settings = settings_args(&cmd, daemon);
     let mut extra = Vec::new();
     let mut from_file = BTreeSet::new();
+    let mut overridden = Vec::new();
     if let Some(path) = &file {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.clone(), source })?;
         let table: toml::Table = text
@@ -187,6 +192,7 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
             let id = arg.get_id().as_str();
             let given = source_of(first_sub, id).or_else(|| first.as_ref().ok().and_then(|m| source_of(m, id)));
             if matches!(given, Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+                overridden.push(key.clone());
                 continue;
             }
             let args = file_value_as_flags(arg, key, value).map_err(|message| Error::Value {
@@ -210,7 +216,7 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
         let sub = sub_matches(&matches, daemon.path).unwrap_or(&matches);
         settings.iter().map(|arg| effective(arg, sub, &matches, &from_file)).collect()
     };
-    Ok(Parsed { matches, settings: Some(Settings { file, effective }) })
+    Ok(Parsed { matches, settings: Some(Settings { file, effective, overridden }) })
 }
 
 /// A TOML error as its line, column and message, without the source line
@@ -335,7 +341,23 @@ impl Settings {
         for setting in &self.effective {
             let _ = writeln!(out, "{}", setting.line());
         }
+        for warning in self.overrides() {
+            let _ = writeln!(out, "# {warning}");
+        }
         out
+    }
+
+    /// One sentence per file key that a flag or a variable overrode, naming
+    /// which.
+    pub fn overrides(&self) -> Vec<String> {
+        let file = self.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
+        self.overridden
+            .iter()
+            .map(|key| {
+                let by = self.effective.iter().find(|s| &s.key == key).map(|s| s.source.to_string()).unwrap_or_default();
+                format!("{key} of the config file {file} is overridden by the {by}")
+            })
+            .collect()
     }
 }
 
@@ -438,6 +460,8 @@ mod tests {
         assert!(toml.contains("slots = 3  # flag"), "{toml}");
         assert!(toml.contains("name = [\"a\", \"b\"]  # config file"), "{toml}");
         assert!(toml.contains("# secret = (not set)"), "{toml}");
+        assert!(toml.contains("# slots of the config file") && toml.contains("overridden by the flag"), "{toml}");
+        assert_eq!(parsed.settings.as_ref().unwrap().overridden, ["slots"]);
         // What --check-config prints is a file that gives the same settings.
         let again = file(&toml.replace("# secret = (not set)", ""));
         let reparsed = parse_args(&["demo", "run", "--config", again.path().to_str().unwrap()]).unwrap();
