@@ -40,6 +40,12 @@ struct Args {
     /// has enrolled.
     #[arg(long, env = "SLUICE_JOIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the join token (what a service should use: a flag's or
+    /// a variable's value is visible to other users). Without `--token` and
+    /// `--token-file`, the agent reads `$CREDENTIALS_DIRECTORY/join-token`
+    /// when it exists (systemd's `LoadCredential=join-token:FILE`).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// Where the agent keeps its identity, plugins and job files.
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
@@ -237,6 +243,9 @@ fn main() -> ExitCode {
     }
     let log_format = args.log_format;
     init_log(log_format);
+    for warning in settings.as_ref().map(|s| s.overrides()).unwrap_or_default() {
+        tracing::warn!(%warning, "setting overridden");
+    }
     // Every TLS configuration names its provider, but quinn and rustls
     // helpers may still ask for the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -292,6 +301,25 @@ fn write_man_page(dir: &Path) -> Result<PathBuf> {
     man.generate_to(dir).with_context(|| format!("writing the man page into {}", dir.display()))
 }
 
+/// The systemd credential `join_token` is read from when no flag gives one.
+const TOKEN_CREDENTIAL: &str = "join-token";
+
+/// The join token: `--token`, else the contents of `--token-file`, else the
+/// service's credential `join-token` if systemd passed one. Errors name the
+/// file, never its contents.
+fn join_token(args: &Args) -> Result<Option<String>> {
+    if let Some(token) = &args.token {
+        return Ok(Some(token.clone()));
+    }
+    let file = match (&args.token_file, std::env::var_os("CREDENTIALS_DIRECTORY")) {
+        (Some(file), _) => file.clone(),
+        (None, Some(dir)) if Path::new(&dir).join(TOKEN_CREDENTIAL).exists() => Path::new(&dir).join(TOKEN_CREDENTIAL),
+        (None, _) => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading the join token from {}", file.display()))?;
+    Ok(Some(text.trim().to_string()))
+}
+
 /// What `--check-config` checks besides the flags' own parsers: the files
 /// the settings name, the join token's form and the sandbox directories'
 /// form; nothing is created, enrolled or connected.
@@ -302,8 +330,8 @@ fn check_config(args: &Args) -> Result<()> {
     if let Some(path) = &args.http_ca {
         std::fs::metadata(path).with_context(|| format!("--http-ca {}", path.display()))?;
     }
-    if let Some(token) = &args.token {
-        JoinToken::parse(token).map_err(|e| anyhow!("--token: {e}"))?;
+    if let Some(token) = join_token(args)? {
+        JoinToken::parse(&token).map_err(|e| anyhow!("--token: {e}"))?;
     }
     for (flag, dirs) in [("--sandbox-read", &args.sandbox_read), ("--sandbox-write", &args.sandbox_write)] {
         if let Some(dir) = dirs.iter().find(|d| !d.is_absolute()) {
@@ -366,19 +394,19 @@ async fn run(mut args: Args) -> Result<()> {
     let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
     let confinement = confinement(&args, &[args.data_dir.clone(), cache_dir.clone()])?;
     let identity = if Identity::exists(&args.data_dir) {
-        if args.token.is_some() {
+        if args.token.is_some() || args.token_file.is_some() {
             info!("already enrolled; the join token is not used");
         }
         Identity::load(&args.data_dir).context("loading the agent identity")?
     } else {
-        let Some(token) = &args.token else {
+        let Some(token) = join_token(&args)? else {
             return Err(anyhow!(Usage(format!(
-                "{} holds no agent identity: pass a join token with --token or SLUICE_JOIN_TOKEN to enroll",
+                "{} holds no agent identity: pass a join token with --token-file, --token or SLUICE_JOIN_TOKEN to enroll",
                 args.data_dir.display()
             ))));
         };
         // Never echo the token: it is a secret.
-        let token = JoinToken::parse(token).map_err(|e| anyhow!(Usage(e)))?;
+        let token = JoinToken::parse(&token).map_err(|e| anyhow!(Usage(e)))?;
         let identity = connection::enroll(&args.controller, &token, &identity::hostname()).await?;
         identity.save(&args.data_dir).context("saving the agent identity")?;
         info!(agent_id = %identity.agent_id, "enrolled");
@@ -539,6 +567,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let page = std::fs::read_to_string(write_man_page(dir.path()).unwrap()).unwrap();
         assert!(page.contains("SLUICE_AGENT_DATA_DIR"));
+    }
+
+    #[test]
+    fn the_join_token_comes_from_a_file_trimmed_and_never_with_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("join-token");
+        std::fs::write(&file, "sjt_abc\n").unwrap();
+        let base = ["sluice-agent", "--controller", "x:1", "--data-dir", "d"];
+        let args = Args::try_parse_from(base.iter().copied().chain(["--token-file", file.to_str().unwrap()])).unwrap();
+        assert_eq!(join_token(&args).unwrap().as_deref(), Some("sjt_abc"));
+        let both = base.iter().copied().chain(["--token-file", "f", "--token", "t"]);
+        assert!(Args::try_parse_from(both).is_err());
+        let missing = Args::try_parse_from(base.iter().copied().chain(["--token-file", "/nonexistent/t"])).unwrap();
+        assert!(join_token(&missing).unwrap_err().to_string().contains("/nonexistent/t"));
     }
 
     #[test]

@@ -114,6 +114,10 @@ pub struct Parsed {
 pub struct Settings {
     pub file: Option<PathBuf>,
     pub effective: Vec<Setting>,
+    /// Keys of the file that a flag or a variable overrode (flags >
+    /// environment > file): said at start, since a variable set for another
+    /// purpose (the CLI's `SLUICE_API`) would otherwise win silently.
+    pub overridden: Vec<String>,
 }
 
 /// The variable of a flag: the prefix, then the long name in capitals with
@@ -175,10 +179,12 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
     let settings = settings_args(&cmd, daemon);
     let mut extra = Vec::new();
     let mut from_file = BTreeSet::new();
+    let mut overridden = Vec::new();
     if let Some(path) = &file {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.clone(), source })?;
-        let table: toml::Table =
-            text.parse().map_err(|e: toml::de::Error| Error::Syntax { path: path.clone(), message: e.to_string() })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::Syntax { path: path.clone(), message: syntax_message(&text, &e) })?;
         for (key, value) in &table {
             let Some(arg) = settings.iter().find(|a| a.get_long() == Some(key.as_str())) else {
                 return Err(unknown_key(path, key, &settings, daemon));
@@ -186,6 +192,7 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
             let id = arg.get_id().as_str();
             let given = source_of(first_sub, id).or_else(|| first.as_ref().ok().and_then(|m| source_of(m, id)));
             if matches!(given, Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+                overridden.push(key.clone());
                 continue;
             }
             let args = file_value_as_flags(arg, key, value).map_err(|message| Error::Value {
@@ -209,7 +216,18 @@ pub fn parse(cmd: Command, argv: Vec<OsString>, daemon: &Daemon) -> Result<Parse
         let sub = sub_matches(&matches, daemon.path).unwrap_or(&matches);
         settings.iter().map(|arg| effective(arg, sub, &matches, &from_file)).collect()
     };
-    Ok(Parsed { matches, settings: Some(Settings { file, effective }) })
+    Ok(Parsed { matches, settings: Some(Settings { file, effective, overridden }) })
+}
+
+/// A TOML error as its line, column and message, without the source line
+/// toml's Display quotes: that line may hold a secret (a join token).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else { return message };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 /// Where `id` got its value in `matches`; none when `matches` does not
@@ -323,7 +341,23 @@ impl Settings {
         for setting in &self.effective {
             let _ = writeln!(out, "{}", setting.line());
         }
+        for warning in self.overrides() {
+            let _ = writeln!(out, "# {warning}");
+        }
         out
+    }
+
+    /// One sentence per file key that a flag or a variable overrode, naming
+    /// which.
+    pub fn overrides(&self) -> Vec<String> {
+        let file = self.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
+        self.overridden
+            .iter()
+            .map(|key| {
+                let by = self.effective.iter().find(|s| &s.key == key).map(|s| s.source.to_string()).unwrap_or_default();
+                format!("{key} of the config file {file} is overridden by the {by}")
+            })
+            .collect()
     }
 }
 
@@ -426,6 +460,8 @@ mod tests {
         assert!(toml.contains("slots = 3  # flag"), "{toml}");
         assert!(toml.contains("name = [\"a\", \"b\"]  # config file"), "{toml}");
         assert!(toml.contains("# secret = (not set)"), "{toml}");
+        assert!(toml.contains("# slots of the config file") && toml.contains("overridden by the flag"), "{toml}");
+        assert_eq!(parsed.settings.as_ref().unwrap().overridden, ["slots"]);
         // What --check-config prints is a file that gives the same settings.
         let again = file(&toml.replace("# secret = (not set)", ""));
         let reparsed = parse_args(&["demo", "run", "--config", again.path().to_str().unwrap()]).unwrap();
@@ -456,6 +492,10 @@ mod tests {
         let f = file("data-dir = \n");
         let e = parse_args(&["demo", "run", "--config", f.path().to_str().unwrap()]).unwrap_err();
         assert!(matches!(&e, Error::Syntax { .. }), "{e}");
+        // A broken line may hold a secret: the error names where, not what.
+        let f = file("data-dir = \"/x\"\ntoken = \"sjt_secret\n");
+        let e = parse_args(&["demo", "run", "--config", f.path().to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("line 2") && !e.contains("sjt_secret"), "{e}");
         let e = parse_args(&["demo", "run", "--config", "/nonexistent/sluice.toml"]).unwrap_err();
         assert!(matches!(&e, Error::Read { .. }), "{e}");
     }

@@ -21,15 +21,18 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/sluice --create-home --shell /usr/sbin/nologin sluice \
  && chmod 0700 /var/lib/sluice \
- && mkdir -p /etc/sluice
+ && mkdir -p /etc/sluice \
+ && printf 'api = "0.0.0.0:7400"\nfleet = "0.0.0.0:7443"\n' > /etc/sluice/controller.toml
 COPY --from=build /usr/local/bin/sluice /usr/local/bin/sluice
 USER sluice
 VOLUME /var/lib/sluice
 # The API (TCP) and the fleet (UDP, QUIC).
 EXPOSE 7400/tcp 7443/udp
 # The API binds every address in a container; its certificate (from the
-# controller's CA) names the addresses given with SLUICE_API_NAME.
+# controller's CA) names the addresses given with SLUICE_API_NAME. The
+# listen addresses are in the image's config file, not in SLUICE_API, which
+# is also the CLI's URL variable (`docker exec ... sluice pipeline list`);
+# mount another /etc/sluice/controller.toml, or set variables, to change them.
 ENV SLUICE_DATA_DIR=/var/lib/sluice \
-    SLUICE_API=0.0.0.0:7400 \
-    SLUICE_FLEET=0.0.0.0:7443
+    SLUICE_CONTROLLER_CONFIG=/etc/sluice/controller.toml
 ENTRYPOINT ["/usr/local/bin/sluice", "controller"]

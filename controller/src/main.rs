@@ -57,6 +57,13 @@ async fn run_controller(
     let check_config = args.check_config;
     let log_format = args.log_format;
     let config = controller_config(api, args)?;
+    // Flags > environment > file; a variable set for another purpose (the
+    // CLI's SLUICE_API) must not override the file silently.
+    if !check_config {
+        for warning in settings.as_ref().map(|s| s.overrides()).unwrap_or_default() {
+            tracing::warn!(%warning, "setting overridden");
+        }
+    }
     if check_config {
         // Written, not printed: a closed pipe (`| head`) is no panic.
         let mut text = settings.map(|s| s.to_toml(&sluice::cli::CONTROLLER)).unwrap_or_default();

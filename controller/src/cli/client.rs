@@ -89,16 +89,31 @@ impl Client {
             return Err(OpError::from_wire(status.as_u16(), detail).into());
         }
         let cannot = |e: std::io::Error| Failure::new(1, format!("cannot write {}: {e}", to.display()));
-        let mut file = tokio::fs::File::create_new(to).await.map_err(cannot)?;
-        let mut body = response.bytes_stream();
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.unreachable(e))?;
-            file.write_all(&chunk).await.map_err(cannot)?;
-            written += chunk.len() as u64;
+        if to.symlink_metadata().is_ok() {
+            return Err(cannot(std::io::ErrorKind::AlreadyExists.into()));
         }
-        file.flush().await.map_err(cannot)?;
-        Ok(written)
+        // Written beside `to` under a temporary name and linked into place
+        // only when whole: a failed or cut transfer leaves no file that
+        // looks like the artifact.
+        let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let partial = to.with_file_name(format!(".{name}.part-{}", std::process::id()));
+        let result = async {
+            let mut file = tokio::fs::File::create_new(&partial).await.map_err(cannot)?;
+            let mut body = response.bytes_stream();
+            let mut written = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| self.unreachable(e))?;
+                file.write_all(&chunk).await.map_err(cannot)?;
+                written += chunk.len() as u64;
+            }
+            file.sync_all().await.map_err(cannot)?;
+            // A link, not a rename: never replaces a file made meanwhile.
+            tokio::fs::hard_link(&partial, to).await.map_err(cannot)?;
+            Ok(written)
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&partial).await;
+        result
     }
 
     /// An untyped request; an error answer has the exit code its status

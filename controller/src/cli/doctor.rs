@@ -134,7 +134,9 @@ pub fn check_free_space(dir: &Path, free: u64, floor: u64) -> Finding {
     }
 }
 
-/// `PRAGMA integrity_check` on a read-only open of the store.
+/// `PRAGMA quick_check` on a read-only open of the store: the pages and
+/// records, without `integrity_check`'s index cross-check, whose read
+/// snapshot would hold the WAL for minutes on a big store.
 pub fn check_store(path: &Path) -> Finding {
     let restore = "stop the controller and restore the data dir from a backup (docs/install.md, \"Backup and restore\")";
     if !path.exists() {
@@ -147,7 +149,7 @@ pub fn check_store(path: &Path) -> Finding {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let result = rusqlite::Connection::open_with_flags(path, flags).and_then(|db| {
         db.busy_timeout(Duration::from_secs(5))?;
-        let mut statement = db.prepare("PRAGMA integrity_check")?;
+        let mut statement = db.prepare("PRAGMA quick_check")?;
         let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
         rows.collect::<Result<Vec<_>, _>>()
     });
@@ -162,7 +164,26 @@ pub fn check_store(path: &Path) -> Finding {
             ),
             restore,
         ),
-        Err(e) => Finding::fail("store", format!("{} cannot be read as a store: {e}", path.display()), restore),
+        Err(e) => store_error(path, &e, restore),
+    }
+}
+
+/// A store that cannot be read is not necessarily damaged: only corruption
+/// calls for a restore; a busy store or the wrong user does not.
+fn store_error(path: &Path, e: &rusqlite::Error, restore: &str) -> Finding {
+    use rusqlite::ErrorCode;
+    let message = format!("{} cannot be read as a store: {e}", path.display());
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Finding::fail("store", message, restore),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            Finding::warn("store", message, "the store is busy (a checkpoint or a backup): run doctor again in a moment")
+        }
+        Some(ErrorCode::PermissionDenied | ErrorCode::CannotOpen | ErrorCode::ReadOnly) => Finding::fail(
+            "store",
+            message,
+            "run doctor as the controller's user (`sudo -u sluice sluice doctor ...`), who owns the data dir",
+        ),
+        _ => Finding::fail("store", message, "see the error; restore from a backup only if the store is damaged"),
     }
 }
 
@@ -455,5 +476,19 @@ mod tests {
         assert_eq!(finding.status, Status::Fail, "{finding:?}");
         assert!(finding.fix.unwrap().contains("backup"));
         assert_eq!(check_store(&dir.path().join("none.db")).status, Status::Fail);
+        let garbage = dir.path().join("garbage.db");
+        std::fs::write(&garbage, vec![0x5A; 8192]).unwrap();
+        assert!(check_store(&garbage).fix.unwrap().contains("restore the data dir"));
+    }
+
+    #[test]
+    fn a_locked_store_is_a_warning_without_a_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch("CREATE TABLE t (a TEXT); BEGIN EXCLUSIVE; INSERT INTO t VALUES ('x');").unwrap();
+        let finding = check_store(&path);
+        assert_eq!(finding.status, Status::Warn, "{finding:?}");
+        assert!(!finding.fix.unwrap().contains("restore"));
     }
 }

@@ -60,8 +60,26 @@ impl Profile {
         let Some(path) = &self.token_file else { return Ok(None) };
         let text = std::fs::read_to_string(path)
             .map_err(|e| Failure::new(2, format!("reading the profile's token file {}: {e}", path.display())))?;
+        if let Some(warning) = loose_mode_warning(path) {
+            eprintln!("warning: {warning}");
+        }
         Ok(Some(text.trim().to_string()))
     }
+}
+
+/// A warning when a token file may be read by others than its owner (as
+/// ssh does for keys); a token is a password. Warned, not refused: the
+/// file may be on a filesystem without modes.
+fn loose_mode_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the token file {} has mode {mode:04o}: others may read it; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 /// The profiles file.
@@ -303,6 +321,18 @@ pub fn run(ctx: &Ctx, cmd: ProfileCmd) -> Result<i32, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ci.token");
+        std::fs::write(&file, "t").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(loose_mode_warning(&file).is_some_and(|w| w.contains("0644") && w.contains("chmod 600")));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(loose_mode_warning(&file), None);
+    }
 
     #[test]
     fn a_named_profile_must_exist_and_the_default_is_used_otherwise() {

@@ -284,6 +284,12 @@ fn the_systemd_units_pass_systemd_analyze_verify() -> Result<()> {
             .output()?;
         assert!(out.status.success() && stderr(&out).trim().is_empty(), "{unit}: {}", output_text(&out));
     }
+    // The controller writes backups itself: the target docs/install.md
+    // shows must be one its unit lets it write (ProtectSystem=strict).
+    let unit = std::fs::read_to_string(repo.join("contrib/systemd/sluice-controller.service"))?;
+    let install = std::fs::read_to_string(repo.join("docs/install.md"))?;
+    assert!(unit.contains("ReadWritePaths=-/var/backups/sluice\n"), "the controller unit allows /var/backups/sluice");
+    assert!(install.contains("sluice backup --to /var/backups/sluice/"), "install.md backs up to /var/backups/sluice");
     // The sample settings beside the units hold, with the data dirs the
     // units give in their Environment=.
     let samples = repo.join("contrib/systemd");
