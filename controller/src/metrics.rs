@@ -205,8 +205,11 @@ impl Metrics {
         {
             t.family("sluice_artifact_store_free_bytes", "Free bytes on the artifact store's file system.", Kind::Gauge)
                 .sample("sluice_artifact_store_free_bytes", &[], free as f64);
-            t.family("sluice_artifact_store_floor_bytes", "Bytes kept free (--min-free-space).", Kind::Gauge)
-                .sample("sluice_artifact_store_floor_bytes", &[], *floor as f64);
+            t.family("sluice_artifact_store_floor_bytes", "Bytes kept free (--min-free-space).", Kind::Gauge).sample(
+                "sluice_artifact_store_floor_bytes",
+                &[],
+                *floor as f64,
+            );
         }
         t.family("sluice_store_commit_seconds", "How long a store transaction took to commit.", Kind::Histogram).histogram(
             "sluice_store_commit_seconds",
