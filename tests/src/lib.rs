@@ -8,6 +8,8 @@
 //! ```
 
 pub mod aws;
+// The console's cross tests' curl browser (issue 16).
+pub mod browser;
 // The web console's browser tests (issue 16, browser).
 pub mod console;
 pub mod rogue;
@@ -551,6 +553,16 @@ impl Cluster {
     }
 
     /// Runs the CLI and parses its `--output json` document.
+    /// Makes a user with `role` (`sluice user create`) and returns a new
+    /// API token of theirs (`sluice token create --user`).
+    pub fn user_token(&self, name: &str, role: &str) -> String {
+        let out = self.sluice(&["user", "create", name, "--role", role]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = self.sluice(&["token", "create", "--user", name]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     pub fn sluice_json(&self, args: &[&str]) -> Result<Value> {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--output", "json"]);

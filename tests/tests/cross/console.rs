@@ -7,16 +7,7 @@
 //! Screenshots land in `$CARGO_TARGET_DIR/console-screenshots/`.
 
 use sluice_tests::console::Scenario;
-use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, output_text, wait_until};
-
-/// A user with `role`, and a token of theirs.
-fn user(cluster: &Cluster, name: &str, role: &str) -> String {
-    let out = cluster.sluice(&["user", "create", name, "--role", role]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    let out = cluster.sluice(&["token", "create", "--user", name]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, wait_until};
 
 /// Runs a scenario file; panics with its output when it failed, prints
 /// it (and where the screenshots are) when it passed.
@@ -30,12 +21,12 @@ fn passes(scenario: Scenario<'_>, file: &str) {
 #[test]
 fn sign_in_sign_out_revocation_and_forged_posts() {
     let cluster = Cluster::new().start().unwrap();
-    let rita = user(&cluster, "rita", "operator");
+    let rita = cluster.user_token("rita", "operator");
     // The forged posts aim at a real change: disabling web's transition
     // into Deploy (web waits for an agent it never gets: no matter).
     cluster.create_pipeline("web", &web(&cluster));
     // Ann signs in with an access key instead of a token.
-    user(&cluster, "ann", "viewer");
+    cluster.user_token("ann", "viewer");
     let key = cluster.sluice_json(&["access-key", "create", "--user", "ann"]).unwrap();
     let scenario = Scenario::new(&cluster)
         .token("rita", &rita)
@@ -83,7 +74,7 @@ fn people_and_pipelines() -> (Cluster, Vec<(&'static str, String)>) {
     let cluster = Cluster::new().agent(&[]).start().unwrap();
     let people = [("ann", "operator"), ("abe", "approver"), ("vic", "viewer")]
         .into_iter()
-        .map(|(name, role)| (name, user(&cluster, name, role)))
+        .map(|(name, role)| (name, cluster.user_token(name, role)))
         .collect();
     let first = cluster.create_pipeline("web", &web(&cluster));
     let end = cluster.execution_end("web", &first, WAIT);
@@ -136,7 +127,7 @@ fn tail(cluster: &Cluster, mark: &std::path::Path) -> String {
 #[test]
 fn a_log_followed_while_written_and_an_agent_drained() {
     let cluster = Cluster::new().agent(&[]).start().unwrap();
-    let ann = user(&cluster, "ann", "operator");
+    let ann = cluster.user_token("ann", "operator");
     let mark = cluster.dir.path().join("go-on");
     // The first execution (at creation) passes the mark at once; the
     // browser's own execution runs after the mark is removed.

@@ -8,101 +8,11 @@
 //! button and a forged post is refused.
 
 use serde_json::{Value, json};
+use sluice_tests::browser::{Browser, csrf_of, main_of};
 use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, output_text, wait_until};
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// A browser: curl with its own cookie jar.
-struct Browser<'a> {
-    cluster: &'a Cluster,
-    jar: PathBuf,
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    location: Option<String>,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-impl<'a> Browser<'a> {
-    fn sign_in(cluster: &'a Cluster, who: &str, token: &str) -> Self {
-        let browser = Self { cluster, jar: cluster.dir.path().join(format!("{who}.cookies")) };
-        let answer = browser.send("POST", "/sign-in", &[("token", token), ("next", "/")], &[]);
-        assert_eq!(answer.status, 303, "{who} signs in: {answer:?}");
-        browser
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.send("GET", path, &[], &[])
-    }
-
-    fn page(&self, path: &str) -> String {
-        let answer = self.get(path);
-        assert_eq!(answer.status, 200, "GET {path}: {}", answer.text());
-        answer.text()
-    }
-
-    /// Posts a form with the session's CSRF token, read from `page`.
-    fn submit(&self, page: &str, path: &str, fields: &[(&str, &str)]) -> Answer {
-        let csrf = csrf_of(&self.page(page));
-        let mut all = vec![("csrf", csrf.as_str())];
-        all.extend_from_slice(fields);
-        self.send("POST", path, &all, &[])
-    }
-
-    fn send(&self, method: &str, path: &str, fields: &[(&str, &str)], headers: &[&str]) -> Answer {
-        let head = self.cluster.dir.path().join("curl-headers");
-        let mut curl = Command::new("curl");
-        curl.arg("--cacert").arg(self.cluster.ca_file()).arg("-b").arg(&self.jar).arg("-c").arg(&self.jar);
-        curl.args(["-sS", "-o", "-", "-D"]).arg(&head).args(["-X", method]);
-        for (name, value) in fields {
-            curl.arg("--data-urlencode").arg(format!("{name}={value}"));
-        }
-        for header in headers {
-            curl.args(["-H", header]);
-        }
-        let out = curl.arg(format!("{}{path}", self.cluster.api)).output().unwrap();
-        assert!(out.status.success(), "curl {method} {path}: {}", output_text(&out));
-        let head = std::fs::read_to_string(&head).unwrap();
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let header = |name: &str| {
-            head.lines()
-                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
-                .map(|(_, v)| v.trim().to_string())
-        };
-        Answer { status, location: header("location"), content_type: header("content-type"), body: out.stdout }
-    }
-}
-
-fn csrf_of(page: &str) -> String {
-    let marker = r#"name="csrf" value=""#;
-    let start = page.find(marker).expect("a form with the CSRF token") + marker.len();
-    page[start..].split('"').next().unwrap().to_string()
-}
-
-/// The text of `<main>` (the frame's sign-out button is outside it).
-fn main_of(page: &str) -> &str {
-    let start = page.find("<main").expect("a <main>");
-    &page[start..page.rfind("</main>").expect("a </main>")]
-}
-
-fn user(cluster: &Cluster, name: &str, role: &str) -> String {
-    let out = cluster.sluice(&["user", "create", name, "--role", role]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    let out = cluster.sluice(&["token", "create", "--user", name]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// A custom role from a policy document.
 fn role(cluster: &Cluster, name: &str, policy: &Value) {
@@ -185,7 +95,7 @@ fn executions_logs_artifacts_and_the_revision_flow_show_what_each_user_may_see()
     // A viewer reads executions and logs but does not download artifacts
     // (they are not masked as logs are): the page without the link, the
     // download refused.
-    let nora_token = user(&cluster, "nora", "viewer");
+    let nora_token = cluster.user_token("nora", "viewer");
     let nora = Browser::sign_in(&cluster, "nora", &nora_token);
     let seen = nora.page(&format!("/pipelines/leaky/executions/{id}"));
     assert!(seen.contains("src") && !seen.contains("Download src"), "{seen}");
@@ -261,7 +171,7 @@ fn executions_logs_artifacts_and_the_revision_flow_show_what_each_user_may_see()
         "outsider",
         &json!({"Statement": [{"Effect": "Allow", "Action": ["sluice:ListRevisions", "sluice:GetRevisionFlow"], "Resource": "*"}]}),
     );
-    let otto = user(&cluster, "otto", "outsider");
+    let otto = cluster.user_token("otto", "outsider");
     let out = cluster.sluice_as(&otto, &["revision", "show", &commit]);
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert!(!output_text(&out).contains("leaky"), "{}", output_text(&out));
@@ -327,7 +237,7 @@ fn an_agent_is_drained_through_its_form_and_a_viewer_sees_no_button_and_cannot_f
 
     // A viewer: the same list, no button; a forged post with the viewer's
     // own session and token is refused by the driver, nothing changes.
-    let vera_token = user(&cluster, "vera", "viewer");
+    let vera_token = cluster.user_token("vera", "viewer");
     let vera = Browser::sign_in(&cluster, "vera", &vera_token);
     let seen = vera.page("/agents");
     assert!(seen.contains(&agent));
@@ -355,7 +265,7 @@ fn an_agent_is_drained_through_its_form_and_a_viewer_sees_no_button_and_cannot_f
         "watcher",
         &json!({"Statement": [{"Effect": "Allow", "Action": ["codepipeline:GetPipelineState"], "Resource": "*"}]}),
     );
-    let sam = user(&cluster, "sam", "watcher");
+    let sam = cluster.user_token("sam", "watcher");
     let mut admin_events = cluster.events(None).unwrap();
     let mut vera_events = cluster.events_as(&vera_token, None).unwrap();
     let mut sam_events = cluster.events_as(&sam, None).unwrap();

@@ -6,96 +6,13 @@
 //! each refused (403) with nothing changed.
 
 use serde_json::Value;
-use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, output_text, wait_until};
-use std::path::PathBuf;
+use sluice_tests::browser::{Browser, csrf_of};
+use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, wait_until};
 use std::process::Command;
-
-/// A browser: curl with its own cookie jar.
-struct Browser<'a> {
-    cluster: &'a Cluster,
-    jar: PathBuf,
-}
-
-/// An answer: its status, its `Location`, its body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl<'a> Browser<'a> {
-    /// Signs in with `token`; the browser now holds the session cookie.
-    fn sign_in(cluster: &'a Cluster, who: &str, token: &str) -> Self {
-        let browser = Self { cluster, jar: cluster.dir.path().join(format!("{who}.cookies")) };
-        let answer = browser.send("POST", "/sign-in", &[("token", token), ("next", "/")], &[]);
-        assert_eq!(answer.status, 303, "{answer:?}");
-        assert_eq!(answer.location.as_deref(), Some("/"));
-        browser
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.send("GET", path, &[], &[])
-    }
-
-    /// GETs a page that must be there.
-    fn page(&self, path: &str) -> String {
-        let answer = self.get(path);
-        assert_eq!(answer.status, 200, "GET {path}: {answer:?}");
-        answer.body
-    }
-
-    /// Posts a form as the page that shows it does: with the session's
-    /// CSRF token (read from that page).
-    fn submit(&self, page: &str, path: &str, fields: &[(&str, &str)]) -> Answer {
-        let csrf = csrf_of(&self.page(page));
-        let mut all = vec![("csrf", csrf.as_str())];
-        all.extend_from_slice(fields);
-        self.send("POST", path, &all, &[])
-    }
-
-    fn send(&self, method: &str, path: &str, fields: &[(&str, &str)], headers: &[&str]) -> Answer {
-        let head = self.cluster.dir.path().join("curl-headers");
-        let mut curl = Command::new("curl");
-        curl.arg("--cacert").arg(self.cluster.ca_file()).arg("-b").arg(&self.jar).arg("-c").arg(&self.jar);
-        curl.args(["-sS", "-o", "-", "-D"]).arg(&head).args(["-X", method]);
-        for (name, value) in fields {
-            curl.arg("--data-urlencode").arg(format!("{name}={value}"));
-        }
-        for header in headers {
-            curl.args(["-H", header]);
-        }
-        let out = curl.arg(format!("{}{path}", self.cluster.api)).output().unwrap();
-        assert!(out.status.success(), "curl {method} {path}: {}", output_text(&out));
-        let head = std::fs::read_to_string(&head).unwrap();
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let location = head
-            .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")))
-            .map(|(_, v)| v.trim().to_string());
-        Answer { status, location, body: String::from_utf8_lossy(&out.stdout).into_owned() }
-    }
-}
-
-/// The session's CSRF token, as the page's forms carry it.
-fn csrf_of(page: &str) -> String {
-    let marker = r#"name="csrf" value=""#;
-    let start = page.find(marker).expect("a form with the CSRF token") + marker.len();
-    page[start..].split('"').next().unwrap().to_string()
-}
 
 /// Creates users with a role and returns their tokens, in order.
 fn users(cluster: &Cluster, names: &[(&str, &str)]) -> Vec<String> {
-    names
-        .iter()
-        .map(|(user, role)| {
-            let out = cluster.sluice(&["user", "create", user, "--role", role]);
-            assert!(out.status.success(), "{}", output_text(&out));
-            let out = cluster.sluice(&["token", "create", "--user", user]);
-            assert!(out.status.success(), "{}", output_text(&out));
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        })
-        .collect()
+    names.iter().map(|(user, role)| cluster.user_token(user, role)).collect()
 }
 
 /// A git checkout, then an approval two people must give.
@@ -158,7 +75,7 @@ fn a_pipeline_is_seen_stopped_started_and_approved_from_its_page() {
 
     let missing = ann.get("/pipelines/nope");
     assert_eq!(missing.status, 404, "{missing:?}");
-    assert!(missing.body.contains("nope"), "{}", missing.body);
+    assert!(missing.text().contains("nope"), "{}", missing.text());
 
     // The pipeline page: the run's stages, its actions, the approval.
     let page = ann.page("/pipelines/gate");
@@ -209,11 +126,11 @@ fn a_pipeline_is_seen_stopped_started_and_approved_from_its_page() {
     let csrf = csrf_of(&cy.page("/pipelines/gate"));
     let answer = cy.send("POST", approve, &fields, &[]);
     assert_eq!(answer.status, 403, "{answer:?}");
-    assert!(answer.body.contains("CSRF token"), "{}", answer.body);
+    assert!(answer.text().contains("CSRF token"), "{}", answer.text());
     let with_token = [("csrf", csrf.as_str()), ("decision", "Approved"), ("execution", second.as_str())];
     let answer = cy.send("POST", approve, &with_token, &["Origin: https://evil.example"]);
     assert_eq!(answer.status, 403, "{answer:?}");
-    assert!(answer.body.contains("Origin"), "{}", answer.body);
+    assert!(answer.text().contains("Origin"), "{}", answer.text());
     let answer = cy.send("POST", "/pipelines/gate/start", &[("csrf", "not-the-token")], &[]);
     assert_eq!(answer.status, 403, "{answer:?}");
     assert_eq!(decisions(&cluster, &second), 1);
@@ -269,7 +186,7 @@ fn a_transition_is_disabled_with_a_reason_a_viewer_sees_it_without_a_single_butt
     let forged = [("csrf", csrf.as_str()), ("decision", "Approved"), ("execution", first.as_str())];
     let answer = vic.send("POST", approve, &forged, &[]);
     assert_eq!(answer.status, 403, "{answer:?}");
-    assert!(answer.body.contains("vic"), "the refusal names the user: {}", answer.body);
+    assert!(answer.text().contains("vic"), "the refusal names the user: {}", answer.text());
     let answer = vic.send("POST", "/pipelines/gate/stages/Approve/transition/enable", &[("csrf", &csrf)], &[]);
     assert_eq!(answer.status, 403, "{answer:?}");
     let answer = vic.send("POST", "/pipelines/gate/start", &[("csrf", &csrf)], &[]);
@@ -363,23 +280,6 @@ fn a_failed_stage_is_retried_and_a_stage_rolled_back_from_the_page() {
     assert_eq!(ended["pipelineExecution"]["rollbackMetadata"]["rollbackTargetPipelineExecution"], first.as_str(), "{ended}");
 }
 
-impl Browser<'_> {
-    /// Opens an event stream (`curl -N`) with this browser's cookie.
-    fn stream(&self, path: &str) -> std::process::Child {
-        let mut curl = Command::new("curl");
-        curl.arg("--cacert").arg(self.cluster.ca_file()).arg("-b").arg(&self.jar);
-        curl.args(["-sS", "-N", "-o", "/dev/null"]).arg(format!("{}{path}", self.cluster.api));
-        curl.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
-    }
-
-    /// The session cookie's secret in the jar.
-    fn cookie(&self) -> String {
-        let jar = std::fs::read_to_string(&self.jar).unwrap();
-        let line = jar.lines().find(|l| l.contains("sluice-session")).expect("a session cookie");
-        line.split('\t').next_back().unwrap().to_string()
-    }
-}
-
 /// Whether a stream (curl) ends within `seconds`; kills it if not.
 fn ends_within(mut stream: std::process::Child, seconds: u64) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
@@ -429,7 +329,7 @@ fn an_event_stream_ends_with_its_session_or_token_and_sessions_do_not_pile_up() 
     let again = ann.send("POST", "/sign-in", &[("token", &tokens[0]), ("next", "/")], &[]);
     assert_eq!(again.status, 303, "{again:?}");
     assert_ne!(ann.cookie(), old);
-    let thief = Browser { cluster: &cluster, jar: cluster.dir.path().join("thief.cookies") };
+    let thief = Browser::new(&cluster, "thief");
     let stolen = format!("Cookie: __Host-sluice-session={old}");
     let answer = thief.send("GET", "/", &[], &[&stolen]);
     assert_eq!((answer.status, answer.location.as_deref()), (303, Some("/sign-in?next=%2F")), "{answer:?}");
@@ -454,7 +354,7 @@ fn an_event_stream_ends_with_its_session_or_token_and_sessions_do_not_pile_up() 
     assert!(!ends_within(bobs, 2), "another user's stream ended too");
 
     // A failed sign-in claiming to be someone is recorded as nobody.
-    let stranger = Browser { cluster: &cluster, jar: cluster.dir.path().join("stranger.cookies") };
+    let stranger = Browser::new(&cluster, "stranger");
     let claim = [("access_key_id", "admin"), ("secret_access_key", "guess"), ("next", "/")];
     assert_eq!(stranger.send("POST", "/sign-in", &claim, &[]).status, 401);
     let log = cluster.sluice_json(&["audit", "list", "--operation", "SignIn"]).unwrap();
