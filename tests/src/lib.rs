@@ -563,6 +563,23 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    /// `sluice secret set NAME --pipelines PIPELINES` as the admin, the
+    /// value on stdin exactly as given.
+    pub fn set_secret(&self, name: &str, value: &str, pipelines: &str) {
+        use std::io::Write as _;
+        let mut child = self
+            .cli()
+            .args(["secret", "set", name, "--pipelines", pipelines])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+
     pub fn sluice_json(&self, args: &[&str]) -> Result<Value> {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--output", "json"]);

@@ -10,8 +10,7 @@
 use serde_json::{Value, json};
 use sluice_tests::browser::{Browser, csrf_of, main_of};
 use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, output_text, wait_until};
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// A custom role from a policy document.
@@ -24,28 +23,13 @@ fn role(cluster: &Cluster, name: &str, policy: &Value) {
 
 const SECRET_VALUE: &str = "tok-3f9a-very-secret-771c";
 
-/// `sluice secret set TOKEN` for every pipeline, the value on stdin.
-fn set_secret(cluster: &Cluster) {
-    let mut child = cluster
-        .cli()
-        .args(["secret", "set", "TOKEN", "--pipelines", "*"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(SECRET_VALUE.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", output_text(&out));
-}
-
 #[test]
 fn executions_logs_artifacts_and_the_revision_flow_show_what_each_user_may_see() {
     let cluster = Cluster::new().agent(&[]).start().unwrap();
     let hostile = sluice_test_plugins::test_plugin("hostile");
     let out = cluster.sluice(&["plugin", "push", hostile.to_str().unwrap()]);
     assert!(out.status.success(), "{}", output_text(&out));
-    set_secret(&cluster);
+    cluster.set_secret("TOKEN", SECRET_VALUE, "*");
     let repo = cluster.dir.path().join("repo");
     let commit = make_repo(&repo, &[("README", "hello from the repo\n")]);
     let declaration = git_pipeline(

@@ -242,17 +242,7 @@ fn the_audit_log_records_every_call_with_its_origin_and_detects_tampering() {
 
     // A secret with a known value, a pipeline and an approval decided by ann.
     const SECRET_VALUE: &str = "hunter2-very-secret-value-8c1f";
-    let mut child = cluster
-        .cli()
-        .args(["secret", "set", "db-password", "--pipelines", "*"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(SECRET_VALUE.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", output_text(&out));
+    cluster.set_secret("db-password", SECRET_VALUE, "*");
     let file = cluster.dir.path().join("gate.json");
     std::fs::write(&file, gate(&repo, 1, "user:ann")).unwrap();
     let out = cluster.sluice(&["pipeline", "create", file.to_str().unwrap(), "--output", "json"]);
