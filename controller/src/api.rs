@@ -113,7 +113,7 @@ async fn delivered_elsewhere() -> OpError {
 pub fn webhook_router(state: ApiState) -> Router {
     Router::new()
         .nest("/v1", hooks())
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(|| async { crate::ha::standing().healthz() }))
         // Deliveries are audited with their request id and source too.
         .layer(middleware::from_fn_with_state(state.clone(), origin))
         .with_state(state)
@@ -148,7 +148,7 @@ fn routes(state: ApiState, extra: Router<ApiState>) -> Router<ApiState> {
     // The AWS-compatible API (`POST /`) authenticates with SigV4, not tokens.
     Router::new()
         .nest("/v1", v1.merge(extra))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(|| async { crate::ha::standing().healthz() }))
         .route("/readyz", get(|State(s): State<ApiState>| async move { crate::metrics::readyz(&s.metrics) }))
         .route("/metrics", metrics)
         .merge(crate::aws::routes())

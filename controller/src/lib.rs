@@ -16,6 +16,7 @@ pub mod demo;
 pub mod driver;
 pub mod engine;
 pub mod exit;
+pub mod ha;
 pub mod fleet;
 pub mod https;
 pub mod logging;

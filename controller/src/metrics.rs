@@ -272,6 +272,7 @@ pub async fn scrape(metrics: &Metrics) -> Response {
     let mut text = part.map(|p| Text::clone(&p)).unwrap_or_default();
     text.single("sluice_driver_up", "Whether the driver is making progress and published its figures.", Kind::Gauge, up);
     metrics.write(&mut text);
+    crate::ha::standing().write_metrics(&mut text);
     ([(header::CONTENT_TYPE, sluice_protocol::metrics::CONTENT_TYPE)], text.finish()).into_response()
 }
 
@@ -282,7 +283,7 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { scrape(&m).await }))
         .route("/readyz", get(|State(m): State<Arc<Metrics>>| async move { readyz(&m) }))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(|| async { crate::ha::standing().healthz() }))
         .with_state(metrics)
 }
 

@@ -333,6 +333,16 @@ pub struct ControllerArgs {
     /// is a terminal) or `json` (one object per line).
     #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
     pub log_format: crate::logging::LogFormat,
+    // High availability (issue 18, ha).
+    /// In a cluster (a PostgreSQL --store): the https:// URL the other
+    /// controllers forward API requests to while this one leads. Defaults
+    /// to the API's listen address when that is not a wildcard.
+    #[arg(long, value_name = "URL")]
+    pub advertise_api: Option<String>,
+    /// In a cluster: the HOST:PORT agents reach this controller's fleet
+    /// port by. Defaults to --fleet when that is not a wildcard.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_fleet: Option<String>,
     // Configuration (issue 17, ops): every flag above also comes from a
     // SLUICE_* variable and from this file (`CONTROLLER`, `parse_command_line`).
     /// A TOML file of settings: keys are these flags' long names

@@ -10,7 +10,6 @@
 
 use super::Driver;
 use crate::audit::{self, Anchor, Entry, Filter, Head, Verifier};
-use crate::exit::Exit;
 use crate::ops::{self, AuditRecordView, Context, Handle, ListAuditRecords, OpError, VerifyAudit};
 use crate::store::Change;
 use serde_json::Value;
@@ -71,14 +70,14 @@ impl Driver {
         describe: impl FnOnce(&T) -> Entry,
     ) -> T {
         if let Err(e) = self.store.begin_step() {
-            Exit::StoreWriteFailed(format!("{e:#}")).now();
+            crate::ha::write_failed(&e);
         }
         self.held = Some(Held::default());
         let outcome = work(self);
         let change = self.audit_change(now, describe(&outcome));
         let held = self.held.take().unwrap_or_default();
         if let Err(e) = self.store.apply(&[change]).and_then(|()| self.store.end_step()) {
-            Exit::StoreWriteFailed(format!("{e:#}")).now();
+            crate::ha::write_failed(&e);
         }
         for (agent_id, message) in held.to_agents {
             if let Some(agent) = self.agents.get(&agent_id) {
@@ -137,7 +136,7 @@ impl Driver {
     pub(super) fn record(&mut self, now: u64, entry: Entry) {
         let change = self.audit_change(now, entry);
         if let Err(e) = self.store.apply(&[change]) {
-            Exit::StoreWriteFailed(format!("{e:#}")).now();
+            crate::ha::write_failed(&e);
         }
     }
 
@@ -157,7 +156,7 @@ impl Driver {
             Ok(Some(anchor)) => {
                 info!(through = anchor.seq, "pruning audit records older than the retention");
                 if let Err(e) = self.store.apply(&[Change::PruneAudit(anchor)]) {
-                    Exit::StoreWriteFailed(format!("{e:#}")).now();
+                    crate::ha::write_failed(&e);
                 }
             }
             Ok(None) => {}

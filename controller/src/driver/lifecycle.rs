@@ -9,7 +9,6 @@
 //! While a backup copies, artifact collection waits.
 
 use super::Driver;
-use crate::exit::Exit;
 use crate::ops::{BeginBackup, BeginBackupOutput, Context, EndBackup, Handle, OpError};
 use crate::retention::Retention;
 use crate::store::Change;
@@ -218,7 +217,7 @@ impl Driver {
             return;
         }
         if let Err(e) = self.store.apply(&[Change::DeleteExecutions(gone)]) {
-            Exit::StoreWriteFailed(format!("{e:#}")).now();
+            crate::ha::write_failed(&e);
         }
         // Their artifacts that nothing else refers to go now, not at the
         // next interval (the collection keeps anything younger than one).

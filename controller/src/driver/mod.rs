@@ -572,7 +572,7 @@ impl Driver {
             if let Err(e) = applied {
                 // The engine is now ahead of the store. Stopping is the only
                 // safe answer: a restart replays the last committed state.
-                Exit::StoreWriteFailed(format!("{e:#}")).now();
+                crate::ha::write_failed(&e);
             }
             self.deliveries_written |= notify;
             for (agent_id, message) in std::mem::take(&mut self.outgoing) {

@@ -65,7 +65,7 @@ mod agents;
 // The audit log (issue 15, gov).
 mod audit;
 mod client;
-mod error;
+pub(crate) mod error;
 mod executions;
 mod jobs;
 pub mod paging;

@@ -1,0 +1,85 @@
+//! A standby's listeners: the API port forwarding to the leader, and the
+//! fleet port refusing agents with the leader's address. Both are bound on
+//! the addresses the leader's own listeners take over once this controller
+//! leads (a port 0 is pinned to the port it got, so the address stays).
+
+use super::Standing;
+use crate::driver::ControllerConfig;
+use anyhow::{Context as _, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::debug;
+
+/// The QUIC application close code of a standby's refusal (`SLDR`, as the
+/// agents of the reach slice read it: they go to the leader the reason
+/// names, else on down their list).
+pub const NOT_THE_LEADER: u32 = 0x534c_4452;
+
+pub(super) struct Standby {
+    pub(super) api: SocketAddr,
+    fleet: SocketAddr,
+    serving: tokio::task::JoinHandle<()>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Standby {
+    /// Binds the API and the fleet port (pinning `config`'s addresses to
+    /// the bound ones) and serves them as a standby.
+    pub(super) async fn start(config: &mut ControllerConfig, standing: Arc<Standing>) -> Result<Self> {
+        let dir = &config.data_dir;
+        crate::ca::create_private_dir(dir).with_context(|| format!("preparing data dir {}", dir.display()))?;
+        let ca = Arc::new(crate::ca::Ca::load_or_create(&dir.join("ca"))?);
+        let forward = super::forward::Forward::new(standing.clone(), ca.cert_pem())?;
+        let listener = tokio::net::TcpListener::bind(config.api)
+            .await
+            .with_context(|| format!("binding the API port {}", config.api))?;
+        config.api = listener.local_addr()?;
+        let tls = match config.api_scheme {
+            crate::https::Scheme::Https => {
+                Some(crate::https::Tls::start(ca.clone(), &config.api_cert, &[config.api])?.acceptor)
+            }
+            crate::https::Scheme::Http => None,
+        };
+        let router = super::forward::router(forward);
+        let serving = tokio::spawn(crate::https::serve(listener, router, tls, "api (standby)"));
+        let endpoint = quinn::Endpoint::server(ca.server_config(Default::default())?, config.fleet)
+            .with_context(|| format!("binding the fleet port {}", config.fleet))?;
+        config.fleet = endpoint.local_addr()?;
+        tokio::spawn(refuse_agents(endpoint.clone(), standing));
+        Ok(Self { api: config.api, fleet: config.fleet, serving, endpoint })
+    }
+
+    /// Lets the ports go, and waits until they can be bound again.
+    pub(super) async fn stop(self) {
+        self.serving.abort();
+        let _ = self.serving.await;
+        self.endpoint.close(NOT_THE_LEADER.into(), b"taking the lead");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        drop(self.endpoint);
+        for _ in 0..50 {
+            if std::net::UdpSocket::bind(self.fleet).is_ok() && std::net::TcpListener::bind(self.api).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        debug!(api = %self.api, fleet = %self.fleet, "the standby's ports are still busy");
+    }
+}
+
+/// Completes each agent's handshake and closes the connection at once with
+/// [`NOT_THE_LEADER`] and the leader's fleet address as the reason.
+async fn refuse_agents(endpoint: quinn::Endpoint, standing: Arc<Standing>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let standing = standing.clone();
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else { return };
+            let reason = match standing.leader() {
+                Some(leader) => format!("not the leader; leader is {}", leader.fleet_addr),
+                None => "not the leader; no leader".to_string(),
+            };
+            debug!(peer = %connection.remote_address(), "agent refused: this controller is a standby");
+            connection.close(NOT_THE_LEADER.into(), reason.as_bytes());
+        });
+    }
+}
