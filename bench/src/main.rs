@@ -15,6 +15,8 @@
 mod api;
 mod artifacts;
 mod client;
+// High availability (issue 18, ha).
+mod failover;
 mod fleet;
 mod overhead;
 mod pipelines;
@@ -108,6 +110,19 @@ enum Scenario {
         #[arg(long)]
         no_finish: bool,
     },
+    // High availability (issue 18, ha).
+    /// Three controllers on a throwaway PostgreSQL, the leader SIGKILLed mid-run: takeover, executions lost.
+    Failover {
+        /// Executions started before the kill. [default: 20; smoke 3]
+        #[arg(long)]
+        executions: Option<usize>,
+        /// [default: 2; smoke 1]
+        #[arg(long)]
+        agents: Option<usize>,
+        /// Seconds each action takes. [default: 3; smoke 1]
+        #[arg(long)]
+        action_seconds: Option<u32>,
+    },
     /// Every scenario with its default sizes (or smoke sizes with --smoke).
     All,
 }
@@ -182,6 +197,15 @@ async fn run(cli: &Cli) -> Result<Report> {
             Scenario::Recovery { executions, no_finish } => {
                 recovery::run(&recovery::Params { executions: pick(*executions, 1000, 10), finish: !no_finish && !smoke })
                     .await?
+            }
+            // High availability (issue 18, ha).
+            Scenario::Failover { executions, agents, action_seconds } => {
+                let params = failover::Params {
+                    executions: pick(*executions, 20, 3),
+                    agents: pick(*agents, 2, 1),
+                    action_seconds: pick(action_seconds.map(|s| s as usize), 3, 1) as u32,
+                };
+                failover::run(&params).await?
             }
             Scenario::All => unreachable!("expanded above"),
         };

@@ -12,6 +12,8 @@ pub mod aws;
 pub mod browser;
 // The web console's browser tests (issue 16, browser).
 pub mod console;
+// High availability (issue 18, ha): controllers on one PostgreSQL store.
+pub mod ha;
 pub mod rogue;
 
 use anyhow::{Context as _, Result, bail};

@@ -94,12 +94,15 @@ async fn forward_request(State(f): State<Forward>, request: Request) -> Response
         let stream = request.into_body().into_data_stream();
         outgoing = outgoing.body(reqwest::Body::wrap_stream(stream));
     }
-    let answer = match outgoing.send().await {
-        Ok(answer) => answer,
-        Err(e) => {
+    // A leader paused or cut off accepts the connection and never answers:
+    // the client gets NoLeader (and tries again) rather than waiting forever.
+    let answer = match tokio::time::timeout(ANSWER_WITHIN, outgoing.send()).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
             debug!(leader = %leader.api_url, "forwarding to the leader: {e}");
             return no_leader(format!("the leader at {} does not answer; try again shortly", leader.api_url));
         }
+        Err(_) => return no_leader(format!("the leader at {} did not answer within {ANSWER_WITHIN:?}", leader.api_url)),
     };
     let mut response = Response::builder().status(answer.status());
     if let Some(out) = response.headers_mut() {
@@ -108,6 +111,10 @@ async fn forward_request(State(f): State<Forward>, request: Request) -> Response
     let body = Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other));
     response.body(body).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
+
+/// How long the leader has to start answering a forwarded request (its
+/// body may then stream for as long as it takes).
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// 503, `Retry-After: 1`, in the house error shape with code `NoLeader`.
 pub fn no_leader(message: String) -> Response {

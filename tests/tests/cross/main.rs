@@ -32,3 +32,5 @@ mod console;
 mod console_pages;
 // Operators: configuration, packaging, doctor (issue 17, ops).
 mod ops;
+// High availability (issue 18, ha): leader kills and pauses, forwarding standbys.
+mod ha;
