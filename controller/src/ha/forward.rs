@@ -48,6 +48,21 @@ pub fn router(forward: Forward) -> Router {
         .with_state(forward)
 }
 
+/// The standby's `--metrics` listener: its role and the lease's epoch
+/// (the driver's figures are the leader's), `/healthz`, `/readyz`.
+pub fn metrics_router(standing: Arc<Standing>) -> Router {
+    let scrape = |State(s): State<Arc<Standing>>| async move {
+        let mut text = sluice_protocol::metrics::Text::default();
+        s.write_metrics(&mut text);
+        ([(header::CONTENT_TYPE, sluice_protocol::metrics::CONTENT_TYPE)], text.finish())
+    };
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|State(s): State<Arc<Standing>>| async move { s.healthz() }))
+        .route("/readyz", get(|State(s): State<Arc<Standing>>| async move { readyz(&s) }))
+        .with_state(standing)
+}
+
 /// Ready while there is a leader to forward to: a load balancer may send
 /// anything to a ready standby.
 fn readyz(standing: &Standing) -> Response {

@@ -1,5 +1,6 @@
-//! A standby's listeners: the API port forwarding to the leader, and the
-//! fleet port refusing agents with the leader's address. Both are bound on
+//! A standby's listeners: the API port forwarding to the leader, the
+//! fleet port refusing agents with the leader's address, and `--metrics`
+//! saying it stands by. Both are bound on
 //! the addresses the leader's own listeners take over once this controller
 //! leads (a port 0 is pinned to the port it got, so the address stays).
 
@@ -19,7 +20,8 @@ pub const NOT_THE_LEADER: u32 = 0x534c_4452;
 pub(super) struct Standby {
     pub(super) api: SocketAddr,
     fleet: SocketAddr,
-    serving: tokio::task::JoinHandle<()>,
+    metrics: Option<SocketAddr>,
+    serving: Vec<tokio::task::JoinHandle<()>>,
     endpoint: quinn::Endpoint,
 }
 
@@ -42,23 +44,33 @@ impl Standby {
             crate::https::Scheme::Http => None,
         };
         let router = super::forward::router(forward);
-        let serving = tokio::spawn(crate::https::serve(listener, router, tls, "api (standby)"));
+        let mut serving = vec![tokio::spawn(crate::https::serve(listener, router, tls, "api (standby)"))];
+        if let Some(addr) = config.metrics_listen {
+            let listener = crate::metrics::bind(addr).await?;
+            config.metrics_listen = Some(listener.local_addr()?);
+            let router = super::forward::metrics_router(standing.clone());
+            serving.push(tokio::spawn(crate::https::serve(listener, router, None, "metrics (standby)")));
+        }
         let endpoint = quinn::Endpoint::server(ca.server_config(Default::default())?, config.fleet)
             .with_context(|| format!("binding the fleet port {}", config.fleet))?;
         config.fleet = endpoint.local_addr()?;
         tokio::spawn(refuse_agents(endpoint.clone(), standing));
-        Ok(Self { api: config.api, fleet: config.fleet, serving, endpoint })
+        Ok(Self { api: config.api, fleet: config.fleet, metrics: config.metrics_listen, serving, endpoint })
     }
 
     /// Lets the ports go, and waits until they can be bound again.
     pub(super) async fn stop(self) {
-        self.serving.abort();
-        let _ = self.serving.await;
+        for task in self.serving {
+            task.abort();
+            let _ = task.await;
+        }
         self.endpoint.close(NOT_THE_LEADER.into(), b"taking the lead");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         drop(self.endpoint);
         for _ in 0..50 {
-            if std::net::UdpSocket::bind(self.fleet).is_ok() && std::net::TcpListener::bind(self.api).is_ok() {
+            let metrics_free = self.metrics.is_none_or(|addr| std::net::TcpListener::bind(addr).is_ok());
+            if std::net::UdpSocket::bind(self.fleet).is_ok() && std::net::TcpListener::bind(self.api).is_ok() && metrics_free
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
