@@ -151,5 +151,6 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
         audit_retention: std::time::Duration::from_secs(args.audit_retention_days.saturating_mul(86_400)),
         retention,
         metrics_listen: args.metrics_listen,
+        store: args.store.unwrap_or_default(),
     })
 }

@@ -56,6 +56,9 @@ pub struct ControllerConfig {
     /// `--metrics ADDR`: `/metrics`, `/readyz` and `/healthz` over plain
     /// HTTP without authentication (they carry no secret).
     pub metrics_listen: Option<SocketAddr>,
+    // PostgreSQL (issue 18, pg).
+    /// Where the state is: `sluice.db` in the data dir, or PostgreSQL (`--store`).
+    pub store: crate::store::Location,
 }
 
 impl ControllerConfig {
@@ -83,6 +86,7 @@ impl ControllerConfig {
             audit_retention: Duration::from_secs(crate::driver::DEFAULT_AUDIT_RETENTION_DAYS * 86_400),
             retention: Default::default(),
             metrics_listen: None,
+            store: crate::store::Location::Sqlite,
         }
     }
 }
