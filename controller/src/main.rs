@@ -71,6 +71,13 @@ async fn run_controller(
         let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
         return Ok(0);
     }
+    // High availability (issue 18, ha): on PostgreSQL every controller is
+    // one of a cluster: a standby until it takes the lease (docs/ha.md).
+    if let sluice::store::Location::Postgres(url) = &config.store {
+        let url = url.clone();
+        sluice::ha::run(config, &url).await?;
+        return Ok(0);
+    }
     let (api_scheme, webhook_scheme) = (config.api_scheme, config.webhook_listen.map(|(_, scheme)| scheme));
     let controller = start(config.clone()).await?;
     // The banner is for a person at a terminal. With `--log-format json`
@@ -118,6 +125,17 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
             return Err(Failure::new(2, format!("{flag} {}: {e}", file.display())));
         }
     }
+    // High availability (issue 18, ha).
+    if let Some(url) = &args.advertise_api
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(Failure::new(2, format!("--advertise-api {url}: give the URL, https://HOST:PORT")));
+    }
+    if let Some(addr) = &args.advertise_fleet
+        && addr.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(Failure::new(2, format!("--advertise-fleet {addr}: give HOST:PORT")));
+    }
     if args.data_dir.as_os_str().is_empty() {
         return Err(Failure::new(2, "--data-dir is empty"));
     }
@@ -151,6 +169,7 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
         audit_retention: std::time::Duration::from_secs(args.audit_retention_days.saturating_mul(86_400)),
         retention,
         metrics_listen: args.metrics_listen,
+        store: args.store.unwrap_or_default(),
         // High availability (issue 18, ha).
         leadership: None,
         advertise_api: args.advertise_api,

@@ -18,6 +18,66 @@ pub mod schema;
 pub mod snapshot;
 // Notifications (issue 15, notify).
 pub mod notifications;
+// PostgreSQL (issue 18, pg): the second backend, and where a controller's store is.
+pub mod postgres;
+pub use postgres::{Fence, Fenced, PgStore};
+
+/// Where a controller keeps its state (`sluice controller --store`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Location {
+    /// `sluice.db` in the data dir (the default; `--store sqlite`).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, by its `postgres://` URL.
+    Postgres(String),
+}
+
+impl std::str::FromStr for Location {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "sqlite" {
+            return Ok(Self::Sqlite);
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            // Checked now, so that a bad URL is a usage error, not a failed start.
+            postgres::parse_url(s).map_err(|e| format!("{e:#}"))?;
+            return Ok(Self::Postgres(s.to_string()));
+        }
+        Err(format!(
+            "{:?} is no store: `sqlite` (sluice.db in the data dir) or a postgres://USER@HOST:PORT/DATABASE URL",
+            postgres::redact(s)
+        ))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite => f.write_str("sqlite"),
+            Self::Postgres(url) => f.write_str(&postgres::redact(url)),
+        }
+    }
+}
+
+impl Location {
+    /// Opens the store (creating or migrating its schema).
+    pub fn open(&self, data_dir: &Path, durability: Durability) -> Result<Box<dyn Store>> {
+        Ok(match self {
+            Self::Sqlite => Box::new(SqliteStore::open(&data_dir.join("sluice.db"), durability)?),
+            Self::Postgres(url) => Box::new(PgStore::open(url, durability)?),
+        })
+    }
+
+    /// The notification delivery task's own connection to the same store.
+    pub fn outbox(&self, data_dir: &Path) -> Result<notifications::Outbox> {
+        match self {
+            Self::Sqlite => notifications::Outbox::open(&data_dir.join("sluice.db")),
+            Self::Postgres(url) => notifications::Outbox::open_postgres(url),
+        }
+    }
+}
 
 /// A stored pipeline version.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -329,6 +329,13 @@ pub struct ControllerArgs {
     /// API serves /metrics too, to a token allowed sluice:GetMetrics.
     #[arg(long = "metrics", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    // PostgreSQL (issue 18, pg).
+    /// Where the state is kept: `sqlite` (sluice.db in the data dir, the
+    /// default) or a PostgreSQL database, postgres://USER@HOST:PORT/DATABASE
+    /// (no TLS: a unix socket or a trusted network; the password may come
+    /// from PGPASSWORD). Several controllers may share one database.
+    #[arg(long, value_name = "sqlite|URL")]
+    pub store: Option<crate::store::Location>,
     /// How the log on stderr is written: `text` (coloured only when stderr
     /// is a terminal) or `json` (one object per line).
     #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]

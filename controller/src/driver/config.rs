@@ -56,10 +56,13 @@ pub struct ControllerConfig {
     /// `--metrics ADDR`: `/metrics`, `/readyz` and `/healthz` over plain
     /// HTTP without authentication (they carry no secret).
     pub metrics_listen: Option<SocketAddr>,
+    // PostgreSQL (issue 18, pg).
+    /// Where the state is: `sluice.db` in the data dir, or PostgreSQL (`--store`).
+    pub store: crate::store::Location,
     // High availability (issue 18, ha).
     /// The lease this controller leads under, in a cluster on PostgreSQL:
     /// the store fences every write with it (set by `ha::run`).
-    pub leadership: Option<crate::ha::Leadership>,
+    pub leadership: Option<crate::store::Fence>,
     /// `--advertise-api`: the URL the other controllers forward requests to.
     pub advertise_api: Option<String>,
     /// `--advertise-fleet`: the address agents reach this controller's fleet port by.
@@ -91,6 +94,7 @@ impl ControllerConfig {
             audit_retention: Duration::from_secs(crate::driver::DEFAULT_AUDIT_RETENTION_DAYS * 86_400),
             retention: Default::default(),
             metrics_listen: None,
+            store: crate::store::Location::Sqlite,
             leadership: None,
             advertise_api: None,
             advertise_fleet: None,

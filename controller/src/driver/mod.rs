@@ -89,7 +89,7 @@ use crate::ca::{Ca, Revocations};
 use crate::engine::{AgentId, Dispatch, Engine, Event, JobId, Notice, TransitionState, Trigger};
 use crate::exit::Exit;
 use crate::pipeline::{self, Pipeline};
-use crate::store::{Change, SqliteStore, Store, TransitionRecord};
+use crate::store::{Change, Store, TransitionRecord};
 use crate::views;
 use anyhow::{Context as _, Result};
 use serde_json::Value;
@@ -279,7 +279,16 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let lock = lifecycle::lock_data_dir(dir)?;
     let ca = Arc::new(Ca::load_or_create(&dir.join("ca"))?);
     let admin_token = admin_token(dir)?;
-    let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.join("sluice.db"), config.durability)?);
+    let mut store: Box<dyn Store> = match (&config.store, &config.leadership) {
+        // High availability (issue 18, ha): a leader's store is fenced
+        // before anything is written, start-up's own writes included.
+        (crate::store::Location::Postgres(url), Some(fence)) => {
+            let mut store = crate::store::PgStore::open(url, config.durability)?;
+            store.set_fence(Some(fence.clone()));
+            Box::new(store)
+        }
+        _ => config.store.open(dir, config.durability)?,
+    };
     let artifacts = BlobStore::open(&dir.join("artifacts"))?;
     let plugins = BlobStore::open(&dir.join("plugins"))?;
 
@@ -356,7 +365,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_users(&admin_token)?;
     driver.recover_access_keys()?;
     driver.recover_notifications()?;
-    notifications::spawn_delivery(dir, &config.notifications, driver.notify_wake.clone())?;
+    notifications::spawn_delivery(dir, &config.store, &config.notifications, driver.notify_wake.clone())?;
     driver.recover_audit()?;
     driver.prune_audit(now);
     driver.recover_directory()?;

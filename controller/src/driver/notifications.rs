@@ -33,8 +33,13 @@ const MAX_RULES_PER_PIPELINE: usize = 20;
 const MAX_NAME: usize = 64;
 
 /// Starts the delivery task on the data dir's store.
-pub(super) fn spawn_delivery(data_dir: &Path, config: &NotifyConfig, wake: Arc<tokio::sync::Notify>) -> Result<()> {
-    let outbox = crate::store::notifications::Outbox::open(&data_dir.join("sluice.db"))?;
+pub(super) fn spawn_delivery(
+    data_dir: &Path,
+    store: &crate::store::Location,
+    config: &NotifyConfig,
+    wake: Arc<tokio::sync::Notify>,
+) -> Result<()> {
+    let outbox = store.outbox(data_dir)?;
     let secret_box = crate::secrets::SecretBox::open(data_dir)?;
     let client = crate::notify::deliver::client(config)?;
     tokio::spawn(crate::notify::deliver::run(outbox, secret_box, config.clone(), client, wake));

@@ -22,18 +22,12 @@ pub mod lease;
 mod standby;
 
 use crate::driver::ControllerConfig;
+use crate::store::Fence;
 use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 use tracing::{error, info, warn};
-
-/// The lease a leader holds: the store fences its writes with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leadership {
-    pub holder: String,
-    pub epoch: i64,
-}
 
 /// The leader as a standby knows it from the lease row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +140,7 @@ pub fn write_failed(e: &anyhow::Error) -> ! {
 
 /// Whether the store refused a write because the lease moved on.
 pub fn is_fenced(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| cause.to_string().starts_with("fenced"))
+    e.chain().any(|cause| cause.downcast_ref::<crate::store::Fenced>().is_some())
 }
 
 /// Who this process is in the lease row: unique per start (a controller
@@ -183,7 +177,7 @@ pub async fn run(mut config: ControllerConfig, url: &str) -> Result<()> {
         epoch,
     }));
     info!(epoch, "took the lease: leading");
-    let leadership = Leadership { holder: me.clone(), epoch };
+    let leadership = Fence { holder: me.clone(), epoch };
     tokio::spawn(keep_lease(conn, leadership.clone(), lease::Term::from(sent), url.to_string()));
     config.leadership = Some(leadership);
     let controller = crate::driver::start(config).await.context("starting as the leader")?;
@@ -276,7 +270,7 @@ async fn wait_for_lease(
 /// The leader's renewals: every [`lease::EVERY`], each bounded by what is
 /// left of the term. The term ending (renewals failing, or the process
 /// paused past it) or the lease gone to another epoch steps down.
-async fn keep_lease(conn: lease::LeaseConn, me: Leadership, mut term: lease::Term, url: String) {
+async fn keep_lease(conn: lease::LeaseConn, me: Fence, mut term: lease::Term, url: String) {
     let mut conn = Some(conn);
     loop {
         tokio::time::sleep(lease::EVERY).await;

@@ -152,9 +152,10 @@ fn rule(conn: &Connection, id: &str) -> Result<Option<NotificationRuleRecord>> {
 }
 
 /// The oldest pending delivery of each rule's target.
-const HEADS: &str = "SELECT MIN(id) FROM notification_deliveries WHERE status = 'pending' GROUP BY rule_id, target";
+pub(super) const HEADS: &str =
+    "SELECT MIN(id) FROM notification_deliveries WHERE status = 'pending' GROUP BY rule_id, target";
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, rule_id, target, pipeline, event_type, execution_id, status, attempts, next_attempt_at, created_at,
     updated_at, last_error, payload";
 
@@ -200,9 +201,15 @@ pub(super) fn delivery(conn: &Connection, id: i64) -> Result<Option<DeliveryReco
 
 /// The delivery task's own connection to the store: reads what is due and
 /// records what attempts came to, beside the driver's connection (SQLite's
-/// WAL lets both; each write is one short transaction).
+/// WAL lets both; each write is one short transaction). On PostgreSQL
+/// (issue 18, pg) a connection of its own to the same database.
 pub struct Outbox {
-    conn: Connection,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(Connection),
+    Postgres(super::postgres::conn::Conn),
 }
 
 /// Undelivered rows kept per rule, at most: a receiver that is down for
@@ -218,7 +225,15 @@ impl Outbox {
             Connection::open(path).with_context(|| format!("opening the store {} for notifications", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA).context("creating the notification tables")?;
-        Ok(Self { conn })
+        Ok(Self { backend: Backend::Sqlite(conn) })
+    }
+
+    /// The outbox of a PostgreSQL store (whose schema `PgStore::open` made).
+    pub fn open_postgres(url: &str) -> Result<Self> {
+        let config = super::postgres::parse_url(url)?;
+        let conn = super::postgres::conn::Conn::connect(&config, "outbox")
+            .with_context(|| format!("connecting to the store {} for notifications", super::postgres::redact(url)))?;
+        Ok(Self { backend: Backend::Postgres(conn) })
     }
 
     /// The head of each target's queue (its oldest pending delivery) when
@@ -227,7 +242,11 @@ impl Outbox {
     /// backoff the rest wait too (a receiver that is down is not hammered),
     /// and a target with a long queue does not crowd the others out.
     pub fn due(&self, now: u64, limit: usize) -> Result<Vec<DeliveryRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(conn) => return super::postgres::outbox::due(conn, now, limit),
+        };
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM notification_deliveries WHERE id IN ({HEADS}) AND next_attempt_at <= ?1
              ORDER BY next_attempt_at, id LIMIT ?2"
         ))?;
@@ -237,15 +256,21 @@ impl Outbox {
 
     /// When the first head of a queue is next due.
     pub fn next_due(&self) -> Result<Option<u64>> {
-        let at: Option<i64> = self
-            .conn
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(conn) => return super::postgres::outbox::next_due(conn),
+        };
+        let at: Option<i64> = conn
             .prepare_cached(&format!("SELECT MIN(next_attempt_at) FROM notification_deliveries WHERE id IN ({HEADS})"))?
             .query_row([], |r| r.get(0))?;
         Ok(at.map(|a| a.max(0) as u64))
     }
 
     pub fn rule(&self, id: &str) -> Result<Option<NotificationRuleRecord>> {
-        rule(&self.conn, id)
+        match &self.backend {
+            Backend::Sqlite(conn) => rule(conn, id),
+            Backend::Postgres(conn) => super::postgres::outbox::rule(conn, id),
+        }
     }
 
     /// Records an attempt: the delivery's new status, attempts, error and
@@ -260,12 +285,17 @@ impl Outbox {
         error: Option<&str>,
         now: u64,
     ) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE notification_deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5,
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(conn) => {
+                return super::postgres::outbox::record(conn, id, status, attempts, next_attempt_at, error, now);
+            }
+        };
+        conn.prepare_cached(
+            "UPDATE notification_deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5,
                  updated_at = ?6 WHERE id = ?1",
-            )?
-            .execute(params![id, status, attempts, next_attempt_at as i64, error, now as i64])?;
+        )?
+        .execute(params![id, status, attempts, next_attempt_at as i64, error, now as i64])?;
         Ok(())
     }
 
@@ -273,7 +303,11 @@ impl Outbox {
     /// each rule's undelivered rows past [`MAX_UNDELIVERED_PER_RULE`];
     /// returns how many rows went.
     pub fn prune(&mut self, now: u64) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        let conn = match &mut self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(conn) => return super::postgres::outbox::prune(conn, now),
+        };
+        let tx = conn.transaction()?;
         let mut gone = tx.execute(
             "DELETE FROM notification_deliveries WHERE status = 'delivered' AND updated_at < ?1",
             [now.saturating_sub(KEEP_DELIVERED_MS) as i64],
