@@ -94,10 +94,16 @@ impl HaCluster {
         let first = cluster.members[0].dir.clone();
         cluster.token = std::fs::read_to_string(first.join("admin.token"))?.trim().to_string();
         cluster.ca = first.join("ca").join("ca.crt");
-        let secret = first.join("secret.key");
         for i in 1..n {
-            let own = cluster.members[i].dir.join("secret.key");
-            std::fs::copy(&secret, &own).with_context(|| format!("copying {} to {}", secret.display(), own.display()))?;
+            // What an operator copies to a new controller (docs/ha.md): the
+            // secret key; the CA and the tokens' files are the store's anyway.
+            for file in ["secret.key", "admin.token", "worker.key", "ca/ca.crt", "ca/ca.key"] {
+                let (from, to) = (first.join(file), cluster.members[i].dir.join(file));
+                if from.exists() {
+                    std::fs::create_dir_all(to.parent().context("a parent")?)?;
+                    std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+                }
+            }
             cluster.launch(i)?;
         }
         for i in 1..n {
@@ -343,7 +349,7 @@ impl Postgres {
 
     fn command(&self, program: &str) -> Command {
         use std::os::unix::process::CommandExt as _;
-        let mut cmd = Command::new(program);
+        let mut cmd = Command::new(pg_bin(program));
         if let Some((uid, gid)) = self.owner {
             cmd.uid(uid).gid(gid);
         }
@@ -353,7 +359,7 @@ impl Postgres {
 
     /// A fresh database's URL.
     pub fn database(&self, name: &str) -> Result<String> {
-        let out = Command::new("psql")
+        let out = Command::new(pg_bin("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-c"])
             .arg(format!("CREATE DATABASE {name}"))
             .output()?;
@@ -365,7 +371,7 @@ impl Postgres {
 
     /// `psql -At -c SQL` on a database: its output.
     pub fn query(&self, database: &str, sql: &str) -> Result<String> {
-        let out = Command::new("psql")
+        let out = Command::new(pg_bin("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-At", "-d", database, "-c", sql])
             .output()?;
         if !out.status.success() {
@@ -377,6 +383,20 @@ impl Postgres {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
+}
+
+/// A PostgreSQL program: from the newest `/usr/lib/postgresql/N/bin` (where
+/// Debian installs them, off the PATH), else the PATH's.
+fn pg_bin(program: &str) -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| bin.join(program).exists())
+        .collect();
+    found.sort();
+    found.pop().map_or_else(|| PathBuf::from(program), |(_, bin)| bin.join(program))
 }
 
 impl Drop for Postgres {
