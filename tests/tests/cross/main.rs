@@ -32,3 +32,5 @@ mod console;
 mod console_pages;
 // Operators: configuration, packaging, doctor (issue 17, ops).
 mod ops;
+// Several controllers, one leader: agents and the CLI (issue 18, reach).
+mod reach;
