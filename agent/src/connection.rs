@@ -1,6 +1,9 @@
 //! Talking to the controller: the one-shot enrollment exchange and the fleet
 //! connection's control loop (Hello, Welcome, heartbeats, jobs, cancels),
 //! reconnecting with jittered exponential backoff when the connection drops.
+//! Given several controllers (a cluster: one leader, standbys), it tries
+//! them in turn and goes first to the leader a standby names when it
+//! refuses the agent ([`sluice_protocol::NOT_LEADER_CODE`]).
 //! All control-stream writes go through one writer task fed by the outbox;
 //! the frame in flight when a connection dies is sent again on the next.
 //!
@@ -15,8 +18,8 @@ use crate::transfer::{Link, read_frame, write_frame};
 use anyhow::{Context as _, Result, anyhow, bail};
 use rand::Rng as _;
 use sluice_protocol::{
-    CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken, PROTOCOL_VERSION, StreamReply,
-    StreamRequest, ToAgent,
+    CONTROLLER_SERVER_NAME, EnrollRequest, EnrollResponse, FromAgent, Hello, JoinToken, NOT_LEADER_CODE, PROTOCOL_VERSION,
+    StreamReply, StreamRequest, ToAgent,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,6 +33,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// Longest wait between reconnects: a restarted controller sees its agents
 /// back within seconds.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a QUIC handshake may take: a dead address (nothing answers UDP)
+/// would otherwise hold the agent for the whole idle timeout before it
+/// tries the next controller.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the controller may take to answer Hello or an enrollment request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Heartbeats faster than this would only load the controller; it is a guard
@@ -50,10 +57,68 @@ const FATAL_REFUSALS: &[&str] = &["version", "identity", "revoked", "unknown age
 
 /// How a fleet connection ended.
 enum Ended {
-    /// Try again after a pause.
+    /// Try again after a pause, with the next controller.
     Lost(anyhow::Error),
+    /// A standby refused the agent; `Some` names the leader's fleet address.
+    NotLeader(Option<String>),
     /// The controller will never take this agent as it is: stop.
     Fatal(anyhow::Error),
+}
+
+/// The leader a standby's close names (`Some(None)`: none now), if the
+/// connection was closed as such a refusal.
+fn not_leader(e: &quinn::ConnectionError) -> Option<Option<String>> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(close) if close.error_code == NOT_LEADER_CODE.into() => {
+            Some(sluice_protocol::parse_not_leader(&close.reason).unwrap_or(None))
+        }
+        _ => None,
+    }
+}
+
+/// The controllers an agent was given (`--controller a,b,c`) and which to
+/// try next: the leader a standby named, else the one after the last tried.
+pub struct Controllers {
+    addresses: Vec<String>,
+    next: usize,
+    leader: Option<String>,
+}
+
+impl Controllers {
+    /// At least one address, each non-empty (the flags' parser checks).
+    pub fn new(addresses: Vec<String>) -> Result<Self> {
+        let addresses: Vec<String> = addresses.iter().map(|a| a.trim().to_string()).collect();
+        if addresses.is_empty() || addresses.iter().any(String::is_empty) {
+            bail!("--controller needs one or more HOST:PORT addresses, separated by commas");
+        }
+        Ok(Self { addresses, next: 0, leader: None })
+    }
+
+    /// The address to try now: a named leader once, else the list in turn.
+    fn take(&mut self) -> String {
+        if let Some(leader) = self.leader.take() {
+            return leader;
+        }
+        let address = self.addresses[self.next % self.addresses.len()].clone();
+        self.next = (self.next + 1) % self.addresses.len();
+        address
+    }
+
+    /// After a success with `address` (enrollment): the next attempt (the
+    /// fleet connection) goes there first.
+    fn stay(&mut self, address: &str) {
+        self.leader = Some(address.to_string());
+    }
+
+    /// A standby named the leader: tried next (unless it is `refused_by`
+    /// itself, which would only refuse again).
+    fn follow(&mut self, leader: Option<String>, refused_by: &str) {
+        self.leader = leader.filter(|l| l != refused_by);
+    }
+
+    fn describe(&self) -> String {
+        self.addresses.join(",")
+    }
 }
 
 fn is_fatal_refusal(reason: &str) -> bool {
@@ -108,20 +173,39 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// A standby refused the connection, naming the leader or none.
+#[derive(Debug)]
+struct NotLeader(Option<String>);
+
+impl std::fmt::Display for NotLeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&sluice_protocol::not_leader_reason(self.0.as_deref()))
+    }
+}
+
+impl std::error::Error for NotLeader {}
+
 /// Enrolls this agent: a fresh key and CSR, sent with the join token's
 /// secret over a connection that trusts the controller only through the
 /// token's CA fingerprint. Connection failures are retried with backoff;
 /// a refusal or a CA mismatch ends it.
-pub async fn enroll(controller: &str, token: &JoinToken, hostname: &str) -> Result<Identity> {
+pub async fn enroll(controllers: &mut Controllers, token: &JoinToken, hostname: &str) -> Result<Identity> {
     let key = EnrollmentKey::generate(hostname)?;
     let mut backoff = Backoff::new();
     let (agent_id, cert_pem, ca_pem, labels) = loop {
-        match enroll_once(controller, token, hostname, &key.csr_pem).await {
-            Ok(answer) => break answer,
+        let controller = controllers.take();
+        match enroll_once(&controller, token, hostname, &key.csr_pem).await {
+            Ok(answer) => {
+                controllers.stay(&controller);
+                break answer;
+            }
             Err(e) if e.is::<Refused>() => return Err(e),
             Err(e) => {
+                if let Some(NotLeader(leader)) = e.downcast_ref::<NotLeader>() {
+                    controllers.follow(leader.clone(), &controller);
+                }
                 let wait = backoff.next();
-                warn!("enrollment failed, retrying in {wait:?}: {e:#}");
+                warn!(%controller, "enrollment failed, retrying in {wait:?}: {e:#}");
                 tokio::time::sleep(wait).await;
             }
         }
@@ -140,13 +224,14 @@ async fn enroll_once(
     let config = identity::enrollment_client_config(verifier.clone())?;
     let endpoint = endpoint_for(addr)?;
     let connecting = endpoint.connect_with(config, addr, CONTROLLER_SERVER_NAME)?;
-    let connection = match connecting.await {
-        Ok(c) => c,
+    let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(c)) => c,
         // The verifier knows better than the TLS alert why it said no.
-        Err(e) => match verifier.failure() {
+        Ok(Err(e)) => match verifier.failure() {
             Some(reason) => return Err(anyhow!(Refused(reason))),
             None => return Err(anyhow!(e).context(format!("connecting to the controller at {addr}"))),
         },
+        Err(_) => bail!("no answer from the controller at {addr} within {CONNECT_TIMEOUT:?}"),
     };
     let exchange = async {
         let (mut send, mut recv) = connection.open_bi().await?;
@@ -162,8 +247,12 @@ async fn enroll_once(
     };
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
         .await
-        .map_err(|_| anyhow!("the controller did not answer the enrollment request within {ANSWER_TIMEOUT:?}"))?
-        .context("enrollment exchange")?;
+        .map_err(|_| anyhow!("the controller did not answer the enrollment request within {ANSWER_TIMEOUT:?}"));
+    // A standby closes the connection at once, naming the leader.
+    if let Some(leader) = connection.close_reason().as_ref().and_then(not_leader) {
+        return Err(anyhow!(NotLeader(leader)));
+    }
+    let answer = answer?.context("enrollment exchange")?;
     connection.close(0u32.into(), b"enrolled");
     // Lets the close reach the controller; bounded, as nothing depends on it.
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
@@ -182,7 +271,7 @@ pub struct Presence {
 
 /// The fleet side of the agent: connects, serves, reconnects.
 pub struct Fleet {
-    controller: String,
+    controllers: Controllers,
     renewal: Arc<Renewal>,
     presence: Presence,
     jobs: Arc<Jobs>,
@@ -197,14 +286,14 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(
-        controller: String,
+        controllers: Controllers,
         renewal: Arc<Renewal>,
         presence: Presence,
         jobs: Arc<Jobs>,
         link: Link,
         outbox: mpsc::Receiver<FromAgent>,
     ) -> Result<Self> {
-        Ok(Self { controller, renewal, presence, jobs, link, outbox: Some(outbox), unsent: None, instance: rand::random() })
+        Ok(Self { controllers, renewal, presence, jobs, link, outbox: Some(outbox), unsent: None, instance: rand::random() })
     }
 
     /// Serves the controller for as long as the process lives; returns only
@@ -212,20 +301,28 @@ impl Fleet {
     pub async fn run(mut self) -> Result<()> {
         let mut backoff = Backoff::new();
         loop {
-            let span = info_span!("connection", controller = %self.controller);
-            match self.connect_and_serve(&mut backoff).instrument(span).await {
+            let controller = self.controllers.take();
+            let span = info_span!("connection", %controller);
+            let ended = self.connect_and_serve(&controller, &mut backoff).instrument(span).await;
+            // Each wait is jittered and grows until a controller welcomes
+            // the agent: a cluster without a leader is not hammered.
+            let wait = backoff.next();
+            match ended {
                 Ended::Fatal(e) => return Err(e),
                 Ended::Lost(e) => {
-                    let wait = backoff.next();
-                    warn!("connection to the controller lost, reconnecting in {wait:?}: {e:#}");
-                    tokio::time::sleep(wait).await;
+                    warn!(%controller, controllers = %self.controllers.describe(), "connection to the controller lost, reconnecting in {wait:?}: {e:#}");
+                }
+                Ended::NotLeader(leader) => {
+                    info!(%controller, leader = leader.as_deref().unwrap_or("none"), "the controller is not the leader, trying {} in {wait:?}", leader.as_deref().unwrap_or("the others"));
+                    self.controllers.follow(leader, &controller);
                 }
             }
+            tokio::time::sleep(wait).await;
         }
     }
 
-    async fn connect_and_serve(&mut self, backoff: &mut Backoff) -> Ended {
-        let addr = match resolve(&self.controller).await {
+    async fn connect_and_serve(&mut self, controller: &str, backoff: &mut Backoff) -> Ended {
+        let addr = match resolve(controller).await {
             Ok(a) => a,
             Err(e) => return Ended::Lost(e),
         };
@@ -239,14 +336,20 @@ impl Fleet {
             Err(e) => return Ended::Fatal(e.context("loading the agent identity")),
         };
         let connection = match endpoint.connect_with(config, addr, CONTROLLER_SERVER_NAME) {
-            Ok(connecting) => match connecting.await {
-                Ok(c) => c,
-                Err(e) if certificate_revoked(&e) => return revoked(addr),
-                Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
+            Ok(connecting) => match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) if certificate_revoked(&e) => return revoked(addr),
+                Ok(Err(e)) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
+                Err(_) => return Ended::Lost(anyhow!("no answer from {addr} within {CONNECT_TIMEOUT:?}")),
             },
             Err(e) => return Ended::Lost(anyhow!(e).context(format!("connecting to {addr}"))),
         };
         let ended = self.serve(&connection, addr, backoff).await;
+        // A standby (or a leader stepping down) closes the connection
+        // naming the leader.
+        if let (Ended::Lost(_), Some(leader)) = (&ended, connection.close_reason().as_ref().and_then(not_leader)) {
+            return Ended::NotLeader(leader);
+        }
         if self.link.clear() {
             crate::observe::METRICS.disconnects.inc();
         }
@@ -594,6 +697,10 @@ mod tests {
         (endpoint, addr)
     }
 
+    fn one(addr: &str) -> Controllers {
+        Controllers::new(vec![addr.to_string()]).unwrap()
+    }
+
     fn token(ca: &testing::Ca) -> JoinToken {
         JoinToken { ca_fingerprint: fingerprint(ca.cert.der()), secret: "s3cret-s3cret-s3cret".into() }
     }
@@ -647,7 +754,7 @@ mod tests {
             conn.closed().await;
         });
 
-        let identity = within(enroll(&addr, &token, "build-7")).await.unwrap();
+        let identity = within(enroll(&mut one(&addr), &token, "build-7")).await.unwrap();
         assert_eq!(identity.agent_id, "agent-1");
         let data = tempfile::tempdir().unwrap();
         identity.save(data.path()).unwrap();
@@ -659,7 +766,7 @@ mod tests {
         let jobs = Jobs::new(runtime, data.path(), 3, link.clone(), tx).unwrap();
         let presence = Presence { labels: identity.labels.clone(), slots: 3 };
         let renewal = Arc::new(Renewal::new(data.path().to_path_buf(), identity));
-        let fleet = Fleet::new(addr, renewal, presence, jobs, link, rx).unwrap();
+        let fleet = Fleet::new(one(&addr), renewal, presence, jobs, link, rx).unwrap();
         let err = within(fleet.run()).await.unwrap_err();
         assert!(format!("{err:#}").contains("protocol version mismatch"), "{err:#}");
         within(script).await.unwrap();
@@ -735,7 +842,7 @@ mod tests {
         let jobs = Jobs::new(runtime, data.path(), 1, link.clone(), tx).unwrap();
         let presence = Presence { labels: BTreeMap::new(), slots: 1 };
         let renewal = Arc::new(Renewal::new(data.path().to_path_buf(), identity.clone()));
-        let fleet = Fleet::new(addr, renewal, presence, jobs, link, rx).unwrap();
+        let fleet = Fleet::new(one(&addr), renewal, presence, jobs, link, rx).unwrap();
         let agent = tokio::spawn(fleet.run());
         within(script).await.unwrap();
         agent.abort();
@@ -753,7 +860,7 @@ mod tests {
         let accept = tokio::spawn(async move {
             let _ = server.accept().await.unwrap().await;
         });
-        let err = within(enroll(&addr, &token(&ca("pinned")), "h")).await.unwrap_err();
+        let err = within(enroll(&mut one(&addr), &token(&ca("pinned")), "h")).await.unwrap_err();
         assert_eq!(format!("{err:#}"), "controller's CA does not match the join token's fingerprint");
         accept.abort();
     }
@@ -770,7 +877,7 @@ mod tests {
             send.finish().unwrap();
             conn.closed().await;
         });
-        let err = within(enroll(&addr, &token(&ca), "h")).await.unwrap_err();
+        let err = within(enroll(&mut one(&addr), &token(&ca), "h")).await.unwrap_err();
         assert_eq!(format!("{err:#}"), "enrollment refused: join token is unknown");
         within(script).await.unwrap();
     }
@@ -869,6 +976,104 @@ mod tests {
 
         conn.close(0u32.into(), b"done");
         script.abort();
+    }
+
+    // Several controllers, one leader (issue 18, reach).
+    /// A standby closes the fleet connection with [`NOT_LEADER_CODE`]
+    /// naming the leader: the agent goes there next (not to the next
+    /// address of its list), says Hello with its running jobs and is
+    /// welcomed. The first address given is a closed port.
+    #[tokio::test]
+    async fn a_standby_refusal_sends_the_agent_to_the_leader_it_names() {
+        let ca = ca("controller ca");
+        let (standby, standby_addr) = controller(&ca);
+        let (leader, leader_addr) = controller(&ca);
+        let (third, third_addr) = controller(&ca);
+        let dead = {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.local_addr().unwrap().to_string()
+        };
+        let data = tempfile::tempdir().unwrap();
+        let key = EnrollmentKey::generate("h").unwrap();
+        let cert = testing::sign(&ca, &key.csr_pem);
+        let identity =
+            key.into_identity("agent-1".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der())).unwrap();
+        let named = leader_addr.clone();
+        let refuse = tokio::spawn(async move {
+            let conn = standby.accept().await.unwrap().await.unwrap();
+            assert!(conn.peer_identity().is_some(), "the agent presented its certificate");
+            let reason = sluice_protocol::not_leader_reason(Some(&named));
+            conn.close(NOT_LEADER_CODE.into(), reason.as_bytes());
+            // Kept open so that a second try would be seen here.
+            tokio::time::timeout(Duration::from_secs(3), standby.accept()).await.is_ok()
+        });
+        let welcome = tokio::spawn(async move {
+            let conn = leader.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let Some(FromAgent::Hello(hello)) = read_frame(&mut recv).await.unwrap() else { panic!("hello first") };
+            assert!(hello.running.is_empty());
+            write_frame(&mut send, &ToAgent::Welcome { agent_id: "agent-1".into(), heartbeat_ms: 60_000 }).await.unwrap();
+            let reason = "protocol version mismatch: the test is over";
+            write_frame(&mut send, &ToAgent::Refused { reason: reason.into() }).await.unwrap();
+            conn.closed().await;
+        });
+        let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
+        let link = Link::default();
+        let (tx, rx) = mpsc::channel(16);
+        let jobs = Jobs::new(runtime, data.path(), 1, link.clone(), tx).unwrap();
+        let presence = Presence { labels: BTreeMap::new(), slots: 1 };
+        let renewal = Arc::new(Renewal::new(data.path().to_path_buf(), identity));
+        let controllers = Controllers::new(vec![dead, standby_addr, third_addr]).unwrap();
+        let fleet = Fleet::new(controllers, renewal, presence, jobs, link, rx).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(30), fleet.run()).await.expect("timed out").unwrap_err();
+        assert!(format!("{err:#}").contains("the test is over"), "{err:#}");
+        within(welcome).await.unwrap();
+        assert!(!within(refuse).await.unwrap(), "the standby was not tried again");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), third.accept()).await.is_err(),
+            "the third address was never needed"
+        );
+    }
+
+    /// Enrollment through a standby follows the leader it names too.
+    #[tokio::test]
+    async fn enrollment_through_a_standby_goes_to_the_leader() {
+        let ca = ca("controller ca");
+        let (standby, standby_addr) = controller(&ca);
+        let (leader, leader_addr) = controller(&ca);
+        let named = leader_addr.clone();
+        let refuse = tokio::spawn(async move {
+            let conn = standby.accept().await.unwrap().await.unwrap();
+            conn.close(NOT_LEADER_CODE.into(), sluice_protocol::not_leader_reason(Some(&named)).as_bytes());
+            conn.closed().await;
+        });
+        let answer = tokio::spawn(async move {
+            let conn = leader.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let _: EnrollRequest = read_frame(&mut recv).await.unwrap().unwrap();
+            write_frame(&mut send, &EnrollResponse::Refused { reason: "reached the leader".into() }).await.unwrap();
+            send.finish().unwrap();
+            conn.closed().await;
+        });
+        let mut controllers = Controllers::new(vec![standby_addr]).unwrap();
+        let err = within(enroll(&mut controllers, &token(&ca), "h")).await.unwrap_err();
+        assert_eq!(format!("{err:#}"), "enrollment refused: reached the leader");
+        within(refuse).await.unwrap();
+        within(answer).await.unwrap();
+    }
+
+    #[test]
+    fn controllers_are_tried_in_turn_and_a_named_leader_first() {
+        assert!(Controllers::new(vec![]).is_err());
+        assert!(Controllers::new(vec!["a:1".into(), " ".into()]).is_err());
+        let mut c = Controllers::new(vec!["a:1".into(), " b:2".into(), "c:3".into()]).unwrap();
+        assert_eq!([c.take(), c.take(), c.take(), c.take()], ["a:1", "b:2", "c:3", "a:1"]);
+        c.follow(Some("z:9".into()), "a:1");
+        assert_eq!([c.take(), c.take()], ["z:9", "b:2"], "the leader once, then the list goes on");
+        c.follow(Some("b:2".into()), "b:2");
+        assert_eq!(c.take(), "c:3", "a controller naming itself is not tried again at once");
+        c.follow(None, "c:3");
+        assert_eq!(c.take(), "a:1");
     }
 
     #[test]

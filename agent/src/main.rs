@@ -33,9 +33,11 @@ const OUTBOX: usize = 4096;
 #[derive(Debug, clap::Parser)]
 #[command(name = "sluice-agent", version, about = "Sluice agent: runs pipeline actions as sandboxed WebAssembly plugins")]
 struct Args {
-    /// The controller's fleet address.
-    #[arg(long, env = "SLUICE_CONTROLLER", value_name = "HOST:PORT")]
-    controller: String,
+    /// The controller's fleet address; for a cluster, several separated by
+    /// commas (the agent connects to the leader, and moves on by itself
+    /// when it changes).
+    #[arg(long, env = "SLUICE_CONTROLLER", value_name = "HOST:PORT,...", value_delimiter = ',', required = true)]
+    controller: Vec<String>,
     /// Join token (`sluice agent-token create`); needed only until the agent
     /// has enrolled.
     #[arg(long, env = "SLUICE_JOIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -341,6 +343,7 @@ fn check_config(args: &Args) -> Result<()> {
     if args.data_dir.as_os_str().is_empty() {
         return Err(anyhow!("--data-dir is empty"));
     }
+    connection::Controllers::new(args.controller.clone())?;
     Ok(())
 }
 
@@ -393,6 +396,8 @@ async fn run(mut args: Args) -> Result<()> {
     // Bad --sandbox-* flags stop the agent before it enrolls, too.
     let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.data_dir.join("cache"));
     let confinement = confinement(&args, &[args.data_dir.clone(), cache_dir.clone()])?;
+    let mut controllers =
+        connection::Controllers::new(args.controller.clone()).map_err(|e| anyhow!(Usage(e.to_string())))?;
     let identity = if Identity::exists(&args.data_dir) {
         if args.token.is_some() || args.token_file.is_some() {
             info!("already enrolled; the join token is not used");
@@ -407,7 +412,7 @@ async fn run(mut args: Args) -> Result<()> {
         };
         // Never echo the token: it is a secret.
         let token = JoinToken::parse(&token).map_err(|e| anyhow!(Usage(e)))?;
-        let identity = connection::enroll(&args.controller, &token, &identity::hostname()).await?;
+        let identity = connection::enroll(&mut controllers, &token, &identity::hostname()).await?;
         identity.save(&args.data_dir).context("saving the agent identity")?;
         info!(agent_id = %identity.agent_id, "enrolled");
         identity
@@ -461,7 +466,7 @@ async fn run(mut args: Args) -> Result<()> {
         info!(addr = %listener.local_addr()?, "metrics, /healthz and /readyz served without authentication (--metrics)");
         observe::serve(listener, health);
     }
-    let fleet = connection::Fleet::new(args.controller.clone(), renewal.clone(), presence, jobs.clone(), link, outbox_rx)?;
+    let fleet = connection::Fleet::new(controllers, renewal.clone(), presence, jobs.clone(), link, outbox_rx)?;
 
     tokio::spawn(async move { renewal.run(outbox_tx).await });
     let result = tokio::select! {
@@ -616,5 +621,9 @@ mod tests {
             Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--labels", "nokey"]).is_err()
         );
         assert!(Args::try_parse_from(["sluice-agent", "--controller", "x:1", "--data-dir", "d", "--slots", "0"]).is_err());
+        // Several controllers, one leader (issue 18, reach).
+        let args = Args::try_parse_from(["sluice-agent", "--controller", "a:1,b:2", "--data-dir", "d"]).unwrap();
+        assert_eq!(args.controller, ["a:1", "b:2"]);
+        assert!(Args::try_parse_from(["sluice-agent", "--data-dir", "d"]).is_err(), "--controller is required");
     }
 }

@@ -66,6 +66,15 @@ impl Ca {
             let key_pem = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
             return Self::from_pem(&cert_pem, &key_pem).with_context(|| format!("loading the CA in {}", dir.display()));
         }
+        let (cert_pem, key_pem) = Self::generate_pem()?;
+        write_private(&key, key_pem.as_bytes())?;
+        std::fs::write(&crt, &cert_pem).with_context(|| format!("writing {}", crt.display()))?;
+        Self::from_pem(&cert_pem, &key_pem)
+    }
+
+    // Shared keys (issue 18, reach).
+    /// A new CA: its certificate and its key, PEM.
+    pub fn generate_pem() -> Result<(String, String)> {
         let key_pair = KeyPair::generate().context("generating the CA key")?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -78,12 +87,11 @@ impl Ca {
         params.not_after = now + CA_LIFETIME;
         params.serial_number = Some(random_serial());
         let cert = params.self_signed(&key_pair).context("self-signing the CA")?;
-        write_private(&key, key_pair.serialize_pem().as_bytes())?;
-        std::fs::write(&crt, cert.pem()).with_context(|| format!("writing {}", crt.display()))?;
-        Self::from_pem(&cert.pem(), &key_pair.serialize_pem())
+        Ok((cert.pem(), key_pair.serialize_pem()))
     }
 
-    fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
+    /// A CA from its certificate and key (PEM), checked to belong together.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
         let key = KeyPair::from_pem(key_pem).context("parsing the CA key")?;
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).context("parsing the CA certificate")?;
         // Fail early if the pair does not belong together or is no CA.

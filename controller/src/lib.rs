@@ -11,6 +11,8 @@ pub mod backup;
 pub mod blobs;
 pub mod ca;
 pub mod cli;
+// Shared keys (issue 18, reach).
+pub mod cluster_keys;
 pub mod console;
 pub mod demo;
 pub mod driver;

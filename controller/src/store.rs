@@ -437,6 +437,15 @@ pub trait Store: Send {
     /// The executions of one pipeline (or of all), each with its pipeline,
     /// by pipeline and newest first: what retention decides on.
     fn execution_ages(&self, pipeline: Option<&str>) -> Result<Vec<(String, crate::retention::Age)>>;
+    // Shared keys (issue 18, reach): the keys every controller of a
+    // cluster must hold alike (`crate::cluster_keys`), sealed with
+    // `secret.key` where secret.
+    /// The value stored under `name`, if any.
+    fn cluster_key(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Stores `value` under `name` unless a value is there already (written
+    /// outside any pending change, at once); returns the stored value: this
+    /// one, or the one another controller stored first.
+    fn insert_cluster_key(&mut self, name: &str, value: &[u8], now: u64) -> Result<Vec<u8>>;
 }
 
 pub struct SqliteStore {
@@ -523,6 +532,9 @@ CREATE TABLE IF NOT EXISTS execution_revisions (
     started_at INTEGER NOT NULL, PRIMARY KEY (revision, execution_id, action)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS execution_revisions_by_execution ON execution_revisions (execution_id);
 CREATE INDEX IF NOT EXISTS execution_revisions_by_time ON execution_revisions (started_at, execution_id);
+-- Shared keys (issue 18, reach): the CA, the admin token, the worker key;
+-- written once by the first controller (crate::cluster_keys).
+CREATE TABLE IF NOT EXISTS cluster_keys (name TEXT PRIMARY KEY, value BLOB NOT NULL, created_at INTEGER NOT NULL);
 ";
 
 impl SqliteStore {
@@ -1117,6 +1129,20 @@ impl Store for SqliteStore {
         let mut stmt = self.conn.prepare_cached("SELECT kind, name, record FROM directory ORDER BY kind, name")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // Shared keys (issue 18, reach).
+    fn cluster_key(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let mut stmt = self.conn.prepare_cached("SELECT value FROM cluster_keys WHERE name = ?1")?;
+        Ok(stmt.query_map([name], |r| r.get::<_, Vec<u8>>(0))?.next().transpose()?)
+    }
+
+    fn insert_cluster_key(&mut self, name: &str, value: &[u8], now: u64) -> Result<Vec<u8>> {
+        self.conn.execute(
+            "INSERT INTO cluster_keys (name, value, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+            params![name, value, now as i64],
+        )?;
+        self.cluster_key(name)?.with_context(|| format!("the cluster key {name:?} vanished from the store"))
     }
 
     // Data lifecycle (issue 17, life).

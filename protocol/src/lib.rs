@@ -22,6 +22,40 @@ pub const ALPN_ENROLL: &[u8] = b"sluice-enroll/1";
 /// The DNS name in the controller's server certificate; agents verify it
 /// whatever address they dial, so a controller can move hosts.
 pub const CONTROLLER_SERVER_NAME: &str = "sluice-controller";
+// Several controllers, one leader (issue 18, reach).
+/// QUIC application error code with which a controller that is not the
+/// leader closes an agent's connection (fleet and enrollment alike) right
+/// after the handshake; the reason is [`not_leader_reason`]'s text. Agents
+/// then try the leader it names first, else their other addresses. ASCII
+/// "SLDR".
+pub const NOT_LEADER_CODE: u32 = 0x534c_4452;
+/// The start of a [`NOT_LEADER_CODE`] close's reason.
+pub const NOT_LEADER_REASON: &str = "not the leader";
+
+/// The reason a standby closes an agent's connection with: `"not the
+/// leader; leader is ADDR"` (ADDR: the leader's fleet address, as agents
+/// dial it), or `"not the leader; no leader"` while there is none.
+pub fn not_leader_reason(leader: Option<&str>) -> String {
+    match leader.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(addr) => format!("{NOT_LEADER_REASON}; leader is {addr}"),
+        None => format!("{NOT_LEADER_REASON}; no leader"),
+    }
+}
+
+/// What a [`NOT_LEADER_CODE`] close's reason says: `Some(Some(addr))` for
+/// the leader's fleet address, `Some(None)` for "no leader now", `None` if
+/// the text is no such refusal. An address is at most 255 bytes of
+/// printable ASCII without spaces or commas (it is dialed, never shown
+/// raw), anything else counts as no leader named.
+pub fn parse_not_leader(reason: &[u8]) -> Option<Option<String>> {
+    let text = std::str::from_utf8(reason).ok()?;
+    let rest = text.strip_prefix(NOT_LEADER_REASON)?;
+    let addr = rest.strip_prefix("; leader is ").map(str::trim);
+    Some(
+        addr.filter(|a| !a.is_empty() && a.len() <= 255 && a.bytes().all(|b| b.is_ascii_graphic() && b != b','))
+            .map(str::to_string),
+    )
+}
 /// Upper bound of one encoded frame. Logs and artifacts never travel in one
 /// frame (logs are chunked, artifacts use raw streams), so 1 MiB is ample.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -636,6 +670,20 @@ mod tests {
         pub fn peak() -> usize {
             PEAK.with(Cell::get)
         }
+    }
+
+    // Several controllers, one leader (issue 18, reach).
+    #[test]
+    fn a_standby_refusal_names_the_leader_or_none() {
+        let named = not_leader_reason(Some("10.0.0.2:7443"));
+        assert_eq!(named, "not the leader; leader is 10.0.0.2:7443");
+        assert_eq!(parse_not_leader(named.as_bytes()), Some(Some("10.0.0.2:7443".to_string())));
+        assert_eq!(parse_not_leader(not_leader_reason(None).as_bytes()), Some(None));
+        assert_eq!(parse_not_leader(not_leader_reason(Some(" ")).as_bytes()), Some(None));
+        assert_eq!(parse_not_leader(b"agent reconnecting"), None);
+        assert_eq!(parse_not_leader(b"not the leader; leader is a b"), Some(None), "no spaces in an address");
+        assert_eq!(parse_not_leader(b"not the leader; leader is a,b"), Some(None), "one address");
+        assert_eq!(parse_not_leader(&[0xff, 0xfe]), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! diagnostics), plus the live event stream `watch` and `logs -f` follow.
 
 use super::{DEFAULT_API, Failure};
-use crate::ops::{self, OpError, Route};
+use crate::ops::{self, OpError, Replay, Route};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
@@ -62,11 +62,16 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Failure> {
-        self.send(self.ops.http().get(self.ops.url(path)?)).await
+        let response = self.ops.execute(Replay::Safe, |http, base| Ok(http.get(url_at(base, path)?))).await?;
+        self.send(response).await
     }
 
-    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Value, Failure> {
-        self.send(self.ops.http().post(self.ops.url(path)?).body(body)).await
+    /// An untyped POST: never repeated once it may have reached a controller.
+    pub async fn post(&self, path: &str, body: impl Into<axum::body::Bytes>) -> Result<Value, Failure> {
+        let body = body.into();
+        let response =
+            self.ops.execute(Replay::Unsafe, |http, base| Ok(http.post(url_at(base, path)?).body(body.clone()))).await?;
+        self.send(response).await
     }
 
     /// `execution artifact` (issue 16, pages): the body of a GET at the
@@ -75,12 +80,16 @@ impl Client {
     /// operation's error, as [`Client::call`] reports it.
     pub async fn download(&self, segments: &[&str], to: &std::path::Path) -> Result<u64, Failure> {
         use tokio::io::AsyncWriteExt as _;
-        let mut url = self.ops.url("")?;
-        url.path_segments_mut()
-            .map_err(|()| Failure::new(2, format!("{} cannot be a base URL", self.ops.base())))?
-            .extend(segments);
-        let response =
-            self.ops.http().get(url).bearer_auth(self.ops.token()).send().await.map_err(|e| self.unreachable(e))?;
+        let response = self
+            .ops
+            .execute(Replay::Safe, |http, base| {
+                let mut url = url_at(base, "")?;
+                url.path_segments_mut()
+                    .map_err(|()| OpError::invalid(format!("{base} cannot be a base URL")))?
+                    .extend(segments);
+                Ok(http.get(url))
+            })
+            .await?;
         let status = response.status();
         if !status.is_success() {
             let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
@@ -116,10 +125,9 @@ impl Client {
         result
     }
 
-    /// An untyped request; an error answer has the exit code its status
+    /// An untyped answer; an error answer has the exit code its status
     /// says, as [`OpError::exit_code`] would.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
-        let response = request.bearer_auth(self.ops.token()).send().await.map_err(|e| self.unreachable(e))?;
+    async fn send(&self, response: reqwest::Response) -> Result<Value, Failure> {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
@@ -144,14 +152,8 @@ impl Client {
 
     /// Live events of a pipeline.
     pub async fn events(&self, pipeline: &str) -> Result<impl futures_util::Stream<Item = Value> + Unpin + use<>, Failure> {
-        let response = self
-            .ops
-            .http()
-            .get(self.ops.url(&format!("/events?pipeline={pipeline}"))?)
-            .bearer_auth(self.ops.token())
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let path = format!("/events?pipeline={pipeline}");
+        let response = self.ops.execute(Replay::Safe, |http, base| Ok(http.get(url_at(base, &path)?))).await?;
         if response.status() == 401 {
             return Err(Failure::new(3, "missing or invalid bearer token"));
         }
@@ -174,4 +176,10 @@ impl Client {
             futures_util::stream::iter(out)
         })))
     }
+}
+
+/// `base` + `/v1` + `path`.
+fn url_at(base: &str, path: &str) -> Result<reqwest::Url, OpError> {
+    reqwest::Url::parse(&format!("{base}/v1{path}"))
+        .map_err(|e| OpError::invalid(format!("{base}/v1{path} is not a URL: {e}")))
 }

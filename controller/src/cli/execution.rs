@@ -169,7 +169,11 @@ pub async fn start(
     source_revisions: &[String],
     wait: bool,
 ) -> Result<i32, Failure> {
-    let mut start = StartPipelineExecution { name: name.to_string(), ..Default::default() };
+    // Several controllers, one leader (issue 18, reach): a token of its
+    // own makes the start safe to send again when a controller fails
+    // mid-request (the cluster answers a repeat with the first execution).
+    let client_request_token = Some(uuid::Uuid::new_v4().to_string());
+    let mut start = StartPipelineExecution { name: name.to_string(), client_request_token, ..Default::default() };
     for v in variables {
         let (k, val) = v.split_once('=').ok_or_else(|| Failure::new(2, format!("--variable {v:?} must be NAME=VALUE")))?;
         start.variables.push(VariableValue { name: k.to_string(), value: val.to_string() });

@@ -70,6 +70,13 @@ pub const DEFAULT_API: &str = "https://127.0.0.1:7400";
 /// port.
 pub fn api_bind_address(api: Option<&str>) -> Result<std::net::SocketAddr, Failure> {
     let text = api.unwrap_or(DEFAULT_API);
+    // Several controllers, one leader (issue 18, reach).
+    if text.contains(',') {
+        return Err(Failure::new(
+            2,
+            format!("--api {text:?} lists several addresses: a controller listens on one (set it with --api or SLUICE_API)"),
+        ));
+    }
     let bare = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")).unwrap_or(text).trim_end_matches('/');
     bare.parse().map_err(|_| Failure::new(2, format!("--api {text:?} is not an address to listen on, e.g. 127.0.0.1:7400")))
 }
@@ -77,8 +84,10 @@ pub fn api_bind_address(api: Option<&str>) -> Result<std::net::SocketAddr, Failu
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "Sluice: self-hosted continuous delivery")]
 pub struct Cli {
-    /// Admin API of the controller.
-    #[arg(long, global = true, env = "SLUICE_API", value_name = "URL")]
+    /// Admin API of the controller; for a cluster, several separated by
+    /// commas (requests go to the first that answers; `sluice controller`
+    /// listens on one).
+    #[arg(long, global = true, env = "SLUICE_API", value_name = "URL[,URL...]")]
     pub api: Option<String>,
     /// API token (the controller writes one to DATA_DIR/admin.token).
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -598,6 +607,7 @@ mod tests {
         assert_eq!(api_bind_address(Some("http://127.0.0.1:0/")).unwrap().port(), 0);
         assert_eq!(api_bind_address(Some("https://127.0.0.1:7401")).unwrap().port(), 7401);
         assert_eq!(api_bind_address(Some("nope")).unwrap_err().code, 2);
+        assert!(api_bind_address(Some("https://a:1,https://b:2")).unwrap_err().message.contains("several addresses"));
         assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("1w").is_err());
         assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);

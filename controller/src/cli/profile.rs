@@ -136,11 +136,40 @@ struct TomlFile {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct TomlProfile {
-    api: String,
+    api: TomlApi,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ca: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token_file: Option<PathBuf>,
+}
+
+// Several controllers, one leader (issue 18, reach).
+/// A profile's `api`: one address, or a cluster's as a list (kept as one
+/// comma-separated text, as `--api` takes it).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum TomlApi {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<TomlApi> for String {
+    fn from(api: TomlApi) -> Self {
+        match api {
+            TomlApi::One(api) => api,
+            TomlApi::Many(list) => list.join(","),
+        }
+    }
+}
+
+impl From<&str> for TomlApi {
+    fn from(api: &str) -> Self {
+        if api.contains(',') {
+            TomlApi::Many(api.split(',').map(|a| a.trim().to_string()).collect())
+        } else {
+            TomlApi::One(api.to_string())
+        }
+    }
 }
 
 impl Profiles {
@@ -208,7 +237,7 @@ impl From<TomlFile> for Profiles {
         let profiles = file
             .profiles
             .into_iter()
-            .map(|(name, p)| (name, Profile { api: p.api, ca: p.ca, token_file: p.token_file }))
+            .map(|(name, p)| (name, Profile { api: p.api.into(), ca: p.ca, token_file: p.token_file }))
             .collect();
         Profiles { default: file.default, profiles, path: None }
     }
@@ -220,7 +249,10 @@ impl From<&Profiles> for TomlFile {
             .profiles
             .iter()
             .map(|(name, p)| {
-                (name.clone(), TomlProfile { api: p.api.clone(), ca: p.ca.clone(), token_file: p.token_file.clone() })
+                (
+                    name.clone(),
+                    TomlProfile { api: p.api.as_str().into(), ca: p.ca.clone(), token_file: p.token_file.clone() },
+                )
             })
             .collect();
         TomlFile { default: profiles.default.clone(), profiles: entries }
@@ -282,8 +314,10 @@ pub fn run(ctx: &Ctx, cmd: ProfileCmd) -> Result<i32, Failure> {
             if let Some(token) = token_file {
                 profile.token_file = Some(absolute(&token)?);
             }
-            reqwest::Url::parse(&profile.api)
-                .map_err(|e| Failure::new(2, format!("--api {:?} is not a URL: {e}", profile.api)))?;
+            // A cluster's controllers: a comma-separated list (issue 18, reach).
+            for api in profile.api.split(',') {
+                reqwest::Url::parse(api.trim()).map_err(|e| Failure::new(2, format!("--api {api:?} is not a URL: {e}")))?;
+            }
             profiles.profiles.insert(name.clone(), profile.clone());
             if default || profiles.profiles.len() == 1 {
                 profiles.default = Some(name.clone());
@@ -377,6 +411,23 @@ mod tests {
         let e = Profiles::load_from(path).unwrap_err();
         assert_eq!(e.code, 2);
         assert!(e.message.contains("token") && e.message.contains("config.toml"), "{}", e.message);
+    }
+
+    // Several controllers, one leader (issue 18, reach).
+    #[test]
+    fn a_profile_may_list_a_clusters_controllers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let text =
+            "[profiles.ha]\napi = [\"https://a:7400\", \"https://b:7400\"]\n[profiles.one]\napi = \"https://c:7400\"\n";
+        std::fs::write(&path, text).unwrap();
+        let profiles = Profiles::load_from(path.clone()).unwrap();
+        assert_eq!(profiles.select(Some("ha")).unwrap().unwrap().api, "https://a:7400,https://b:7400");
+        assert_eq!(profiles.select(Some("one")).unwrap().unwrap().api, "https://c:7400");
+        profiles.save().unwrap();
+        let saved = std::fs::read_to_string(&path).unwrap();
+        assert!(saved.contains(r#"api = ["https://a:7400", "https://b:7400"]"#), "{saved}");
+        assert!(saved.contains(r#"api = "https://c:7400""#), "{saved}");
     }
 
     #[test]

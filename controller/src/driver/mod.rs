@@ -96,7 +96,7 @@ use serde_json::Value;
 use sluice_protocol::{EnrollResponse, ToAgent};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -248,23 +248,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Reads the admin token of a data dir, creating it (0600) on first start.
-fn admin_token(data_dir: &Path) -> Result<String> {
-    let path = data_dir.join("admin.token");
-    if path.exists() {
-        crate::ca::tighten_private_file(&path)?;
-        let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let token = token.trim().to_string();
-        if token.is_empty() {
-            anyhow::bail!("{} is empty: delete it and a new admin token is made at start", path.display());
-        }
-        return Ok(token);
-    }
-    let token = format!("sat_{}", hex::encode(rand::random::<[u8; 24]>()));
-    crate::ca::write_private(&path, format!("{token}\n").as_bytes())?;
-    Ok(token)
-}
-
 /// Starts a controller: opens (or creates) the data dir, registers the
 /// built-in plugins, replays unfinished executions, binds both ports and
 /// writes `controller.json`.
@@ -277,8 +260,6 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     }
     // Data lifecycle (issue 17, life): one controller per data dir.
     let lock = lifecycle::lock_data_dir(dir)?;
-    let ca = Arc::new(Ca::load_or_create(&dir.join("ca"))?);
-    let admin_token = admin_token(dir)?;
     let mut store: Box<dyn Store> = match (&config.store, &config.leadership) {
         // High availability (issue 18, ha): a leader's store is fenced
         // before anything is written, start-up's own writes included.
@@ -289,6 +270,13 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         }
         _ => config.store.open(dir, config.durability)?,
     };
+    // Shared keys (issue 18, reach): the CA, the admin token and the worker
+    // key come from the store, where every controller of a cluster finds
+    // the same (the data dir's files are migrated there on first start).
+    let secret_box = crate::secrets::SecretBox::open(dir)?;
+    let keys = crate::cluster_keys::load(&mut *store, &secret_box, dir, now_ms())?;
+    let ca = Arc::new(keys.ca);
+    let admin_token = keys.admin_token;
     let artifacts = BlobStore::open(&dir.join("artifacts"))?;
     let plugins = BlobStore::open(&dir.join("plugins"))?;
 
@@ -327,7 +315,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         instances: HashMap::new(),
         max_action_log: config.max_action_log,
         transitions: HashMap::new(),
-        secret_box: crate::secrets::SecretBox::open(dir)?,
+        secret_box,
         sources: sources::Sources::default(),
         tokens: crate::auth::Tokens::default(),
         access_keys: crate::aws::keys::AccessKeys::default(),
@@ -342,7 +330,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         panic_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE").ok(),
         #[cfg(debug_assertions)]
         stall_on_pipeline: std::env::var("SLUICE_DEBUG_DRIVER_STALL_ON_PIPELINE").ok(),
-        workers: crate::workers::Workers::new(&workers::worker_key(dir)?, config.worker_job_timeout.as_millis() as u64),
+        workers: crate::workers::Workers::new(&keys.worker_key, config.worker_job_timeout.as_millis() as u64),
         worker_changes: Vec::new(),
         notifications: crate::notify::Rules::default(),
         notify_wake: Arc::new(tokio::sync::Notify::new()),

@@ -17,31 +17,12 @@ use crate::ops::{
 };
 use crate::store::Change;
 use crate::workers::{ACCOUNT_ID, ActionTypeRecord, BUCKET, JobStatus, Outcome, WorkerJob};
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use base64::Engine as _;
-use std::path::Path;
 use tracing::info;
 
 /// Action types a `ListActionTypes` page holds.
 const PAGE: usize = 100;
-
-/// Reads the key that derives job credentials, creating it (0600) on first
-/// start. A restart keeps it, so a worker's credentials outlive a restart
-/// of the controller as long as its job does.
-pub(super) fn worker_key(data_dir: &Path) -> Result<Vec<u8>> {
-    let path = data_dir.join("worker.key");
-    if path.exists() {
-        crate::ca::tighten_private_file(&path)?;
-        let key = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        if key.len() != 32 {
-            anyhow::bail!("{} is not a 32-byte key: delete it and a new one is made at start", path.display());
-        }
-        return Ok(key);
-    }
-    let key = rand::random::<[u8; 32]>().to_vec();
-    crate::ca::write_private(&path, &key)?;
-    Ok(key)
-}
 
 fn new_job_ids() -> (String, String) {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

@@ -31,7 +31,7 @@ impl Standby {
     pub(super) async fn start(config: &mut ControllerConfig, standing: Arc<Standing>) -> Result<Self> {
         let dir = &config.data_dir;
         crate::ca::create_private_dir(dir).with_context(|| format!("preparing data dir {}", dir.display()))?;
-        let ca = Arc::new(crate::ca::Ca::load_or_create(&dir.join("ca"))?);
+        let ca = Arc::new(cluster_ca(config).await?);
         let forward = super::forward::Forward::new(standing.clone(), ca.cert_pem())?;
         let listener = tokio::net::TcpListener::bind(config.api)
             .await
@@ -76,6 +76,30 @@ impl Standby {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         debug!(api = %self.api, fleet = %self.fleet, "the standby's ports are still busy");
+    }
+}
+
+/// The cluster's CA: the copy in the data dir (every controller that ever
+/// started on the store wrote one), else the store's, read as a lone
+/// controller reads it at start, waiting for the store if it must (a
+/// standby that cannot reach PostgreSQL has nothing to offer yet).
+async fn cluster_ca(config: &ControllerConfig) -> Result<crate::ca::Ca> {
+    let dir = &config.data_dir;
+    if dir.join("ca").join("ca.key").exists() && dir.join("ca").join("ca.crt").exists() {
+        return crate::ca::Ca::load_or_create(&dir.join("ca"));
+    }
+    loop {
+        let loaded = config.store.open(dir, config.durability).and_then(|mut store| {
+            let secrets = crate::secrets::SecretBox::open(dir)?;
+            crate::cluster_keys::load(&mut *store, &secrets, dir, crate::driver::now_ms())
+        });
+        match loaded {
+            Ok(keys) => return Ok(keys.ca),
+            // Keys that do not open or files of another cluster: no wait mends that.
+            Err(e) if !e.chain().any(|c| c.to_string().contains("connecting to the store")) => return Err(e),
+            Err(e) => tracing::warn!("reading the cluster's CA from the store, trying again: {e:#}"),
+        }
+        tokio::time::sleep(super::lease::EVERY).await;
     }
 }
 

@@ -89,6 +89,8 @@ pub use access_keys::*;
 pub use agents::*;
 pub use audit::*;
 pub use client::{Client, SIGNATURE_HEADER, http_client, unreachable};
+// Several controllers, one leader (issue 18, reach).
+pub use client::{FAILOVER_BUDGET, NO_LEADER, Replay};
 pub use error::OpError;
 pub use executions::*;
 pub use jobs::*;

@@ -238,6 +238,37 @@ fn limit(n: usize) -> i64 {
 }
 
 impl Store for PgStore {
+    // Shared keys (issue 18, reach; the PostgreSQL side written by ha, which
+    // needs it): a standalone transaction, fenced like every write, unless a
+    // step's transaction is open.
+    fn cluster_key(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.conn.query_opt("SELECT value FROM cluster_keys WHERE name = $1", &[&name])?.map(|r| r.get(0)))
+    }
+
+    fn insert_cluster_key(&mut self, name: &str, value: &[u8], now: u64) -> Result<Vec<u8>> {
+        let standalone = self.step != Step::Writing;
+        let mut writes = Vec::new();
+        if standalone {
+            self.begin(&mut writes);
+        }
+        writes.push(w!(
+            "INSERT INTO cluster_keys (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            name.to_string(),
+            value.to_vec(),
+            now as i64
+        ));
+        if standalone {
+            writes.push(w!("COMMIT"));
+        }
+        if let Err(e) = self.run(&writes) {
+            if standalone {
+                self.rollback();
+            }
+            return Err(e);
+        }
+        self.cluster_key(name)?.with_context(|| format!("the cluster key {name:?} vanished from the store"))
+    }
+
     fn apply(&mut self, changes: &[Change]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());

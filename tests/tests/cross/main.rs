@@ -32,5 +32,7 @@ mod console;
 mod console_pages;
 // Operators: configuration, packaging, doctor (issue 17, ops).
 mod ops;
+// Several controllers, one leader: agents and the CLI (issue 18, reach).
+mod reach;
 // High availability (issue 18, ha): leader kills and pauses, forwarding standbys.
 mod ha;
