@@ -56,6 +56,9 @@ pub struct ControllerConfig {
     /// `--metrics ADDR`: `/metrics`, `/readyz` and `/healthz` over plain
     /// HTTP without authentication (they carry no secret).
     pub metrics_listen: Option<SocketAddr>,
+    // Artifacts in S3 (issue 18, s3).
+    /// `--artifacts s3://...`: the blob stores' bucket; `None`, the data dir.
+    pub artifacts_s3: Option<crate::blobs::s3::S3Config>,
 }
 
 impl ControllerConfig {
@@ -83,6 +86,7 @@ impl ControllerConfig {
             audit_retention: Duration::from_secs(crate::driver::DEFAULT_AUDIT_RETENTION_DAYS * 86_400),
             retention: Default::default(),
             metrics_listen: None,
+            artifacts_s3: None,
         }
     }
 }

@@ -325,6 +325,7 @@ impl Handle<BeginBackup> for Driver {
             to,
             min_free_space: self.min_free_space,
             collecting: self.lifecycle.collecting.clone(),
+            remote_artifacts: (!self.artifacts.is_local()).then(|| self.artifacts.clone()),
         })
     }
 }

@@ -267,6 +267,20 @@ fn admin_token(data_dir: &Path) -> Result<String> {
 
 /// Starts a controller: opens (or creates) the data dir, registers the
 /// built-in plugins, replays unfinished executions, binds both ports and
+/// The artifact and plugin stores: the data dir's, or (issue 18, s3) the
+/// bucket's, checked now so that a wrong bucket or key stops the start
+/// with the reason rather than failing the first upload.
+pub async fn open_blob_stores(dir: &std::path::Path, s3: Option<&crate::blobs::s3::S3Config>) -> Result<(BlobStore, BlobStore)> {
+    let Some(s3) = s3 else {
+        return Ok((BlobStore::open(&dir.join("artifacts"))?, BlobStore::open(&dir.join("plugins"))?));
+    };
+    let artifacts = BlobStore::open_s3(&dir.join("artifacts"), s3.clone(), "artifacts")?;
+    let plugins = BlobStore::open_s3(&dir.join("plugins"), s3.clone(), "plugins")?;
+    artifacts.check().await?;
+    info!(store = %artifacts.describe(), "artifacts and plugins in object storage");
+    Ok((artifacts, plugins))
+}
+
 /// writes `controller.json`.
 pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let dir = &config.data_dir;
@@ -280,8 +294,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let ca = Arc::new(Ca::load_or_create(&dir.join("ca"))?);
     let admin_token = admin_token(dir)?;
     let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.join("sluice.db"), config.durability)?);
-    let artifacts = BlobStore::open(&dir.join("artifacts"))?;
-    let plugins = BlobStore::open(&dir.join("plugins"))?;
+    let (artifacts, plugins) = open_blob_stores(dir, config.artifacts_s3.as_ref()).await?;
 
     let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig {
         cache_dir: Some(dir.join("cache")),
