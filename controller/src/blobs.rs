@@ -142,6 +142,14 @@ impl BlobStore {
         matches!(self.backend, Backend::Local)
     }
 
+    /// The S3 backend, when the store has one.
+    pub fn s3(&self) -> Option<&s3::S3> {
+        match &self.backend {
+            Backend::Local => None,
+            Backend::S3(remote) => Some(&remote.s3),
+        }
+    }
+
     /// `s3://bucket/prefix/kind`, or the directory.
     pub fn describe(&self) -> String {
         match &self.backend {

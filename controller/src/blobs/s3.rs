@@ -232,18 +232,24 @@ impl S3 {
         }
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        let code = element(&text, "Code").unwrap_or_else(|| format!("HTTP {status}"));
-        let message = element(&text, "Message").unwrap_or_default();
+        // A HEAD answer has no body to say why: the status does.
+        let (code, message) = match (element(&text, "Code"), status) {
+            (Some(code), _) => (code, element(&text, "Message").unwrap_or_default()),
+            (None, 403) => ("Forbidden".into(), "wrong credentials, or no permission on the bucket".into()),
+            (None, 404) => ("NotFound".into(), "no such bucket or object".into()),
+            (None, 301 | 307) => ("Redirect".into(), "the bucket is in another region (--s3-region)".into()),
+            (None, _) => (format!("HTTP {status}"), String::new()),
+        };
         Err(S3Failure { method: method.to_string(), what, status, code, message }.into())
     }
 
     /// Whether the bucket answers to these credentials: what start-up and
     /// `--check-config` ask, so a wrong key or bucket is said at once.
+    /// HeadBucket needs the permission to list it, which collection needs.
     pub async fn check(&self) -> Result<()> {
-        let prefix = format!("{}/", self.base);
-        self.send(reqwest::Method::GET, "", &[("list-type", "2"), ("max-keys", "1"), ("prefix", &prefix)], &[], Body::Empty)
+        self.send(reqwest::Method::HEAD, "", &[], &[], Body::Empty)
             .await
-            .with_context(|| format!("the artifact store {} cannot be listed", self.describe()))?;
+            .with_context(|| format!("the artifact store {} cannot be reached", self.describe()))?;
         Ok(())
     }
 
@@ -251,7 +257,14 @@ impl S3 {
     pub async fn head(&self, digest: &str) -> Result<Option<(u64, SystemTime)>> {
         match self.send(reqwest::Method::HEAD, &self.blob_key(digest), &[], &[], Body::Empty).await {
             Ok(r) => {
-                let size = r.content_length().unwrap_or(0);
+                // The header itself: a HEAD answer has no body, and reqwest
+                // gives its (empty) length.
+                let size = r
+                    .headers()
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 let modified = r
                     .headers()
                     .get("last-modified")
@@ -523,6 +536,13 @@ impl S3 {
                 return Ok(out);
             }
         }
+    }
+
+    /// Writes `bytes` under `key` as they are, unchecked: what anyone with
+    /// write access to the bucket can do (the tests change a blob this way
+    /// to see the read refuse it).
+    pub async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.send(reqwest::Method::PUT, key, &[], &[], Body::Bytes(bytes.into())).await.map(|_| ())
     }
 
     pub async fn delete_key(&self, key: &str) -> Result<()> {

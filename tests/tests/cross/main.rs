@@ -32,3 +32,5 @@ mod console;
 mod console_pages;
 // Operators: configuration, packaging, doctor (issue 17, ops).
 mod ops;
+// Artifacts in S3-compatible object storage (issue 18, s3).
+mod s3;
