@@ -163,9 +163,7 @@ impl BlobStore {
     pub async fn check(&self) -> Result<()> {
         match &self.backend {
             Backend::Local => Ok(()),
-            Backend::S3(remote) => {
-                remote.block(|s3| Box::pin(async move { s3.check().await }))
-            }
+            Backend::S3(remote) => remote.block(|s3| Box::pin(async move { s3.check().await })),
         }
     }
 
@@ -438,7 +436,11 @@ impl BlobStore {
         self.collect_local(keep, before)
     }
 
-    fn collect_local(&self, keep: &std::collections::HashSet<String>, before: std::time::SystemTime) -> Result<(usize, u64)> {
+    fn collect_local(
+        &self,
+        keep: &std::collections::HashSet<String>,
+        before: std::time::SystemTime,
+    ) -> Result<(usize, u64)> {
         let old = |meta: &std::fs::Metadata| meta.modified().is_ok_and(|m| m < before);
         let (mut count, mut bytes) = (0, 0);
         for dir in std::fs::read_dir(&self.root).with_context(|| format!("listing {}", self.root.display()))? {
@@ -499,7 +501,10 @@ impl BlobStore {
         if self.is_local() || tokio::fs::metadata(&path).await.is_ok() {
             if !self.is_local() {
                 // Read now: the collection of the cache keeps it a while.
-                let _ = std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             }
             return Ok(path);
         }

@@ -175,7 +175,8 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
 /// standard AWS variable.
 fn s3_config(args: &sluice::cli::ControllerArgs) -> Result<Option<sluice::blobs::s3::S3Config>, Failure> {
     let Some(url) = &args.artifacts else { return Ok(None) };
-    let (bucket, prefix) = sluice::blobs::s3::S3Config::parse_url(url).map_err(|e| Failure::new(2, format!("--artifacts: {e:#}")))?;
+    let (bucket, prefix) =
+        sluice::blobs::s3::S3Config::parse_url(url).map_err(|e| Failure::new(2, format!("--artifacts: {e:#}")))?;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let endpoint = args.s3_endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL_S3")).or_else(|| env("AWS_ENDPOINT_URL"));
     if let Some(endpoint) = &endpoint

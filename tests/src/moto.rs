@@ -107,11 +107,7 @@ impl Moto {
         if auth {
             command.env("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_REQUESTS.to_string());
         }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting moto_server")?;
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting moto_server")?;
         let mut moto = Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -139,7 +135,8 @@ impl Moto {
             .bytes()
             .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
             .collect();
-        let path = format!("/?Action=PutUserPolicy&UserName=sluice&PolicyName=s3&PolicyDocument={encoded}&Version=2010-05-08");
+        let path =
+            format!("/?Action=PutUserPolicy&UserName=sluice&PolicyName=s3&PolicyDocument={encoded}&Version=2010-05-08");
         let (status, body) = self.raw("GET", &path, "iam")?;
         if status != 200 {
             bail!("allowing the user s3:*: {status} {body}");
@@ -161,7 +158,9 @@ impl Moto {
     fn raw(&self, method: &str, path: &str, service: &str) -> Result<(u16, String)> {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let auth = format!("AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0");
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

@@ -367,7 +367,14 @@ pub fn signature(secret: &str, date: &str, region: &str, service: &str, to_sign:
 /// checks: returns the `Authorization` header. `request.headers` must
 /// hold `host`, `x-amz-date` and `x-amz-content-sha256`; every header in
 /// it is signed.
-pub fn sign(request: &Request<'_>, access_key_id: &str, secret: &str, region: &str, service: &str, payload_hash: &str) -> String {
+pub fn sign(
+    request: &Request<'_>,
+    access_key_id: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+    payload_hash: &str,
+) -> String {
     let amz_date = header(request.headers, "x-amz-date").unwrap_or_default();
     let date = amz_date.get(..8).unwrap_or_default().to_string();
     let mut signed_headers: Vec<String> = request.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();

@@ -49,8 +49,7 @@ fn compress(state: &mut [u32; 8], blocks: &[u8]) {
     }
 }
 
-const INITIAL: [u32; 8] =
-    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+const INITIAL: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
 
 #[derive(Debug, Clone)]
 pub struct Midstate {
@@ -98,7 +97,7 @@ impl Midstate {
     pub fn load(text: &str) -> Option<Self> {
         let (len, words) = text.split_once(':')?;
         let len: u64 = len.parse().ok()?;
-        if words.len() != 64 || len % 64 != 0 {
+        if words.len() != 64 || !len.is_multiple_of(64) {
             return None;
         }
         let mut state = [0u32; 8];
@@ -108,7 +107,8 @@ impl Midstate {
         Some(Self { state, len, pending: Vec::with_capacity(64) })
     }
 
-    pub fn len(&self) -> u64 {
+    /// Bytes hashed so far.
+    pub fn hashed(&self) -> u64 {
         self.len
     }
 
@@ -148,7 +148,7 @@ mod tests {
         let saved = h.save().unwrap();
         let mut again = Midstate::load(&saved).unwrap();
         again.update(&data[4096..]);
-        assert_eq!(again.len(), data.len() as u64);
+        assert_eq!(again.hashed(), data.len() as u64);
         assert_eq!(again.finish(), hex::encode(Sha256::digest(&data)));
         assert_eq!(Midstate::default().finish(), hex::encode(Sha256::digest(b"")));
         h.update(b"x");

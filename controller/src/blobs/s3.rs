@@ -136,7 +136,8 @@ impl S3 {
                 .redirect(reqwest::redirect::Policy::none())
         };
         // No system roots (a bare container): a plain-http endpoint still works.
-        let http = builder().build().or_else(|_| builder().tls_certs_only(Vec::new()).build()).context("building the S3 client")?;
+        let http =
+            builder().build().or_else(|_| builder().tls_certs_only(Vec::new()).build()).context("building the S3 client")?;
         let base = if config.prefix.is_empty() { kind.to_string() } else { format!("{}/{kind}", config.prefix) };
         Ok(Self { config, http, base })
     }
@@ -159,7 +160,14 @@ impl S3 {
         let (scheme, host) = endpoint.split_once("://").ok_or_else(|| anyhow!("S3 endpoint {endpoint:?} has no scheme"))?;
         let encoded = sigv4::uri_encode(key, "/");
         let (host, path) = if self.config.path_style {
-            (host.to_string(), if key.is_empty() { format!("/{}", self.config.bucket) } else { format!("/{}/{encoded}", self.config.bucket) })
+            (
+                host.to_string(),
+                if key.is_empty() {
+                    format!("/{}", self.config.bucket)
+                } else {
+                    format!("/{}/{encoded}", self.config.bucket)
+                },
+            )
         } else {
             (format!("{}.{host}", self.config.bucket), format!("/{encoded}"))
         };
@@ -197,11 +205,8 @@ impl S3 {
             now.minute(),
             now.second()
         );
-        let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), host),
-            ("x-amz-date".into(), amz_date),
-            ("x-amz-content-sha256".into(), payload.clone()),
-        ];
+        let mut headers: Vec<(String, String)> =
+            vec![("host".into(), host), ("x-amz-date".into(), amz_date), ("x-amz-content-sha256".into(), payload.clone())];
         if let Some(token) = &self.config.session_token {
             headers.push(("x-amz-security-token".into(), token.clone()));
         }
@@ -226,7 +231,8 @@ impl S3 {
             Body::Bytes(b) => builder.body(b),
         };
         let what = format!("s3://{}/{key}", self.config.bucket);
-        let response = builder.send().await.with_context(|| format!("s3 {method} {what}: the object store is unreachable"))?;
+        let response =
+            builder.send().await.with_context(|| format!("s3 {method} {what}: the object store is unreachable"))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -291,7 +297,10 @@ impl S3 {
         let headers = [
             ("x-amz-copy-source", source),
             ("x-amz-metadata-directive", "REPLACE".to_string()),
-            ("x-amz-meta-used", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis().to_string()),
+            (
+                "x-amz-meta-used",
+                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis().to_string(),
+            ),
         ];
         match self.send(reqwest::Method::PUT, &key, &[], &headers, Body::Empty).await {
             Ok(_) => Ok(true),
@@ -364,7 +373,11 @@ impl S3 {
     async fn read_part(reader: &mut (impl AsyncRead + Unpin), want: usize) -> Result<Vec<u8>> {
         let mut part = Vec::with_capacity(want);
         while part.len() < want {
-            let n = (&mut *reader).take((want - part.len()) as u64).read_to_end(&mut part).await.context("receiving the artifact")?;
+            let n = (&mut *reader)
+                .take((want - part.len()) as u64)
+                .read_to_end(&mut part)
+                .await
+                .context("receiving the artifact")?;
             if n == 0 {
                 break;
             }
@@ -378,7 +391,13 @@ impl S3 {
     /// one PUT after hashing, a larger one as a multipart upload completed
     /// only then, its progress recorded after each part so a cut-off upload
     /// resumes from its last whole part.
-    pub async fn put_stream(&self, digest: &str, size: u64, offset: u64, reader: &mut (impl AsyncRead + Unpin)) -> Result<()> {
+    pub async fn put_stream(
+        &self,
+        digest: &str,
+        size: u64,
+        offset: u64,
+        reader: &mut (impl AsyncRead + Unpin),
+    ) -> Result<()> {
         let resume = self.load_resume(digest, size).await?;
         let have = resume.as_ref().map_or(0, |r| r.parts.len() as u64 * r.part_size);
         if offset > have {
@@ -400,7 +419,8 @@ impl S3 {
         let mut resume = match resume {
             Some(r) => r,
             None => {
-                let response = self.send(reqwest::Method::POST, &self.blob_key(digest), &[("uploads", "")], &[], Body::Empty).await?;
+                let response =
+                    self.send(reqwest::Method::POST, &self.blob_key(digest), &[("uploads", "")], &[], Body::Empty).await?;
                 let text = response.text().await?;
                 let upload_id = element(&text, "UploadId").ok_or_else(|| anyhow!("s3 gave no UploadId: {text}"))?;
                 let state = Midstate::default().save().expect("empty state");
@@ -408,12 +428,12 @@ impl S3 {
             }
         };
         let mut hash = Midstate::load(&resume.state).expect("checked when loaded");
-        while hash.len() < size {
-            let want = (size - hash.len()).min(PART_SIZE as u64) as usize;
+        while hash.hashed() < size {
+            let want = (size - hash.hashed()).min(PART_SIZE as u64) as usize;
             let part = Self::read_part(reader, want).await?;
             if part.len() < want {
                 // Cut off (or short): the whole parts stay for a resume.
-                bail!("artifact ended after {} of {size} bytes", hash.len() + part.len() as u64);
+                bail!("artifact ended after {} of {size} bytes", hash.hashed() + part.len() as u64);
             }
             hash.update(&part);
             let number = (resume.parts.len() + 1).to_string();
@@ -551,7 +571,11 @@ impl S3 {
 
     /// Removes blobs `keep` does not name that were last used before
     /// `before`, and cut-off uploads recorded before it (their parts too).
-    pub async fn collect_garbage(&self, keep: &std::collections::HashSet<String>, before: SystemTime) -> Result<(usize, u64)> {
+    pub async fn collect_garbage(
+        &self,
+        keep: &std::collections::HashSet<String>,
+        before: SystemTime,
+    ) -> Result<(usize, u64)> {
         let (mut count, mut bytes) = (0, 0);
         for object in self.list("sha256/").await? {
             let digest = object.key.rsplit('/').next().unwrap_or_default();
@@ -641,7 +665,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Verifying<R> {
                         tracing::error!(digest = %this.digest, got, "a blob in the object store does not match its digest");
                         return std::task::Poll::Ready(Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
-                            format!("blob {} in the object store does not match its digest (its bytes hash to {got})", this.digest),
+                            format!(
+                                "blob {} in the object store does not match its digest (its bytes hash to {got})",
+                                this.digest
+                            ),
                         )));
                     }
                 }

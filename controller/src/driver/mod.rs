@@ -270,7 +270,10 @@ fn admin_token(data_dir: &Path) -> Result<String> {
 /// The artifact and plugin stores: the data dir's, or (issue 18, s3) the
 /// bucket's, checked now so that a wrong bucket or key stops the start
 /// with the reason rather than failing the first upload.
-pub async fn open_blob_stores(dir: &std::path::Path, s3: Option<&crate::blobs::s3::S3Config>) -> Result<(BlobStore, BlobStore)> {
+pub async fn open_blob_stores(
+    dir: &std::path::Path,
+    s3: Option<&crate::blobs::s3::S3Config>,
+) -> Result<(BlobStore, BlobStore)> {
     let Some(s3) = s3 else {
         return Ok((BlobStore::open(&dir.join("artifacts"))?, BlobStore::open(&dir.join("plugins"))?));
     };

@@ -254,7 +254,8 @@ fn a_pipeline_keeps_its_artifacts_in_the_bucket_and_another_controller_reads_the
     let e = cluster.execution_end("big", &id, Duration::from_secs(300));
     assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
 
-    let digest_of = |stage: usize| e["stages"][stage]["actions"][0]["outputArtifacts"][0]["digest"].as_str().unwrap().to_string();
+    let digest_of =
+        |stage: usize| e["stages"][stage]["actions"][0]["outputArtifacts"][0]["digest"].as_str().unwrap().to_string();
     let (src, bin) = (digest_of(0), digest_of(1));
     // In the bucket, not on the controller's disk.
     let reader = tempfile::tempdir().unwrap();

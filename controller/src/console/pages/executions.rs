@@ -273,7 +273,9 @@ pub async fn archive(state: &ApiState, name: &str, digest: &str) -> Result<Respo
 pub const GONE: &str = "the artifact is no longer stored (removed by retention)";
 
 /// A file as a stream of 64 KiB blocks.
-fn blocks(file: Box<dyn tokio::io::AsyncRead + Send + Unpin>) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
+fn blocks(
+    file: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
     futures_util::stream::try_unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt as _;
         let mut block = vec![0u8; 64 << 10];
