@@ -324,7 +324,12 @@ async fn artifact_content(
     let op = ops::GetArtifact { pipeline_name, pipeline_execution_id, artifact_name };
     let found = ask(&state, op, caller).await?;
     let archive = crate::console::pages::executions::archive(&state, &found.name, &found.digest).await;
-    archive.ok_or_else(|| OpError::NotFound(crate::console::pages::executions::GONE.into()))
+    archive.map_err(|e| match e {
+        crate::console::pages::executions::Unserved::Gone => {
+            OpError::NotFound(crate::console::pages::executions::GONE.into())
+        }
+        crate::console::pages::executions::Unserved::Unreadable(message) => OpError::Internal(message),
+    })
 }
 
 /// The one handler of every route in the table.

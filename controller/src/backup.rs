@@ -150,6 +150,11 @@ fn write_into(begun: &BeginBackupOutput, target: &mut Target) -> Result<CreateBa
     target.seal("sluice.db.partial", "sluice.db")?;
     let mut copies = Vec::new();
     let mut missing = Vec::new();
+    // Artifacts in S3 (issue 18, s3): the bucket keeps them (and the
+    // plugins); the backup records where, and which it lacks.
+    if let Some(remote) = &begun.remote_artifacts {
+        return finish_remote(begun, target, remote, snapshot, created_at, started);
+    }
     for digest in &snapshot.artifacts {
         let Ok(from) = blob_path(&data_dir.join("artifacts"), digest) else { continue };
         match std::fs::metadata(&from) {
@@ -178,15 +183,6 @@ fn write_into(begun: &BeginBackupOutput, target: &mut Target) -> Result<CreateBa
             artifact_bytes += copied;
         }
     }
-    for name in KEY_FILES {
-        let from = data_dir.join(name);
-        if from.exists() {
-            let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-            let mut file = target.create(Path::new(name))?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-        }
-    }
     if !missing.is_empty() {
         tracing::warn!(count = missing.len(), "backup: artifacts the store refers to are missing from the controller");
     }
@@ -201,11 +197,66 @@ fn write_into(begun: &BeginBackupOutput, target: &mut Target) -> Result<CreateBa
         missing_artifacts: missing,
         plugins: plugins.len() as u64,
         took_ms: started.elapsed().as_millis() as u64,
+        blobs_in: None,
     };
+    copy_keys_and_seal(data_dir, target, output)
+}
+
+/// The keys, then the manifest, last.
+fn copy_keys_and_seal(data_dir: &Path, target: &mut Target, output: CreateBackupOutput) -> Result<CreateBackupOutput> {
+    for name in KEY_FILES {
+        let from = data_dir.join(name);
+        if from.exists() {
+            let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let mut file = target.create(Path::new(name))?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+        }
+    }
     let mut manifest = target.create(Path::new(MANIFEST))?;
     manifest.write_all(&serde_json::to_vec_pretty(&output)?)?;
     manifest.sync_all()?;
     Ok(output)
+}
+
+/// A backup of a controller whose blobs are in a bucket: the store and the
+/// keys, and the bucket's address; each artifact the store refers to is
+/// looked up there (not copied) so that the manifest names those missing.
+fn finish_remote(
+    begun: &BeginBackupOutput,
+    target: &mut Target,
+    remote: &crate::blobs::BlobStore,
+    snapshot: crate::store::snapshot::Snapshot,
+    created_at: String,
+    started: std::time::Instant,
+) -> Result<CreateBackupOutput> {
+    let (mut artifacts, mut artifact_bytes, mut missing) = (0, 0, Vec::new());
+    for digest in &snapshot.artifacts {
+        match remote.size_of(digest) {
+            Some(size) => {
+                artifacts += 1;
+                artifact_bytes += size;
+            }
+            None => missing.push(digest.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        tracing::warn!(count = missing.len(), "backup: artifacts the store refers to are missing from the bucket");
+    }
+    let output = CreateBackupOutput {
+        to: target.path.display().to_string(),
+        sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+        schema_version: snapshot.schema_version,
+        created_at,
+        executions: snapshot.executions,
+        artifacts,
+        artifact_bytes,
+        missing_artifacts: missing,
+        plugins: 0,
+        took_ms: started.elapsed().as_millis() as u64,
+        blobs_in: Some(remote.describe().trim_end_matches("/artifacts").to_string()),
+    };
+    copy_keys_and_seal(&begun.data_dir, target, output)
 }
 
 fn blob_path(root: &Path, digest: &str) -> Result<PathBuf> {
@@ -365,6 +416,7 @@ mod tests {
             to: PathBuf::new(),
             min_free_space: floor,
             collecting: Default::default(),
+            remote_artifacts: None,
         }
     }
 

@@ -7,6 +7,17 @@
 //! the next upload of the same digest goes on from there; garbage
 //! collection removes partial files nobody came back for. Knows nothing of
 //! pipelines or agents.
+//!
+//! Where the bytes live is the store's [`Backend`]: the local directory
+//! (the default), or S3-compatible object storage (`--artifacts
+//! s3://bucket/prefix`, `blobs/s3.rs`), where the same promises hold: a
+//! blob appears under its digest only once verified, an upload cut off
+//! resumes (from its last whole part), reads are checked against the
+//! digest, and garbage collection judges by the same rules. With S3 the
+//! local directory is only a cache of blobs read whole (the AWS API's zips).
+
+pub mod midstate;
+pub mod s3;
 
 use anyhow::{Context as _, Result, bail};
 use sha2::{Digest, Sha256};
@@ -23,7 +34,9 @@ pub const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
+    /// The blobs (local backend), or the cache of blobs read whole (S3).
     root: PathBuf,
+    backend: Backend,
     /// Digests being uploaded now.
     uploading: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Held by garbage collection around each removal, and by an upload
@@ -45,10 +58,113 @@ impl Drop for UploadGuard {
     }
 }
 
+/// Where a store's bytes are persisted and read from. Every method of
+/// [`BlobStore`] goes to one of these; a closed set, so an enum (the S3
+/// methods are async, which a trait object could only give through boxed
+/// futures).
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Files under the store's directory (today's behaviour).
+    Local,
+    /// Objects in a bucket; the directory is a cache.
+    S3(std::sync::Arc<Remote>),
+}
+
+/// An S3 backend and the runtime its blocking calls run on: the driver
+/// asks `contains`/`size_of` synchronously, and a request must not wait on
+/// the thread it blocks.
+#[derive(Debug)]
+pub struct Remote {
+    pub s3: s3::S3,
+    runtime: Background,
+}
+
+/// A small runtime of its own, shut down without waiting when the last
+/// store goes (dropping a runtime inside another one would panic).
+#[derive(Debug)]
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Remote {
+    /// Runs `work` on the backend's runtime and waits for it, from any
+    /// thread (the driver's task included).
+    fn block<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(s3::S3) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let future = work(self.s3.clone());
+        let runtime = self.runtime.0.as_ref().expect("runtime until dropped");
+        runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx.recv().map_err(|_| anyhow::anyhow!("the object store's runtime stopped"))?
+    }
+}
+
 impl BlobStore {
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root.join("tmp")).with_context(|| format!("creating {}", root.display()))?;
-        Ok(Self { root: root.to_path_buf(), uploading: Default::default(), collecting: Default::default() })
+        Ok(Self {
+            root: root.to_path_buf(),
+            backend: Backend::Local,
+            uploading: Default::default(),
+            collecting: Default::default(),
+        })
+    }
+
+    /// A store whose blobs of `kind` (`artifacts`, `plugins`) live in S3;
+    /// `cache` holds blobs read whole. Does not reach the bucket: see
+    /// [`BlobStore::check`].
+    pub fn open_s3(cache: &Path, config: s3::S3Config, kind: &str) -> Result<Self> {
+        let mut store = Self::open(cache)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("sluice-s3-{kind}"))
+            .enable_all()
+            .build()
+            .context("starting the object store's runtime")?;
+        let s3 = s3::S3::new(config, kind)?;
+        store.backend = Backend::S3(std::sync::Arc::new(Remote { s3, runtime: Background(Some(runtime)) }));
+        Ok(store)
+    }
+
+    /// Whether the bytes are on this host's disk (the free-space floor
+    /// applies to them) rather than in object storage.
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local)
+    }
+
+    /// The S3 backend, when the store has one.
+    pub fn s3(&self) -> Option<&s3::S3> {
+        match &self.backend {
+            Backend::Local => None,
+            Backend::S3(remote) => Some(&remote.s3),
+        }
+    }
+
+    /// `s3://bucket/prefix/kind`, or the directory.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Local => self.root.display().to_string(),
+            Backend::S3(remote) => remote.s3.describe(),
+        }
+    }
+
+    /// Whether the backend answers: the bucket is listed with the
+    /// credentials given (a wrong key or bucket is said at start).
+    pub async fn check(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Local => Ok(()),
+            Backend::S3(remote) => remote.block(|s3| Box::pin(async move { s3.check().await })),
+        }
     }
 
     pub fn path(&self, digest: &str) -> Result<PathBuf> {
@@ -59,6 +175,10 @@ impl BlobStore {
     }
 
     pub fn contains(&self, digest: &str) -> bool {
+        if let Backend::S3(remote) = &self.backend {
+            let _ = remote;
+            return self.size_of(digest).is_some();
+        }
         self.path(digest).is_ok_and(|p| p.exists())
     }
 
@@ -68,6 +188,15 @@ impl BlobStore {
     /// before this (its cut-off is older than now) keeps the blob.
     pub fn claim_stored(&self, digest: &str) -> bool {
         let Ok(path) = self.path(digest) else { return false };
+        if let Backend::S3(remote) = &self.backend {
+            // The mark is the object's own time: the collection asks again
+            // just before it removes (`S3::collect_garbage`).
+            let digest = digest.to_string();
+            return remote.block(move |s3| Box::pin(async move { s3.touch(&digest).await })).unwrap_or_else(|e| {
+                tracing::warn!(blob = %path.display(), "asking the object store for a blob: {e:#}");
+                false
+            });
+        }
         let _collecting = self.collecting.lock().expect("collection lock");
         match std::fs::File::options().append(true).open(&path) {
             Ok(file) => file.set_modified(std::time::SystemTime::now()).is_ok() || path.exists(),
@@ -76,6 +205,8 @@ impl BlobStore {
     }
 
     /// Bytes free for unprivileged writers on the store's file system.
+    /// With S3 that is the disk of the cache (and of the data dir): the
+    /// uploads into the bucket are not held to it (see [`BlobStore::is_local`]).
     pub fn free_bytes(&self) -> Result<u64> {
         let stat = nix::sys::statvfs::statvfs(&self.root)
             .with_context(|| format!("reading the free space of {}", self.root.display()))?;
@@ -87,6 +218,10 @@ impl BlobStore {
 
     /// Stores bytes held in memory; returns the digest.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<String> {
+        if let Backend::S3(remote) = &self.backend {
+            let bytes = bytes::Bytes::copy_from_slice(bytes);
+            return remote.block(move |s3| Box::pin(async move { s3.put_bytes(bytes).await }));
+        }
         let digest = hex::encode(Sha256::digest(bytes));
         let path = self.path(&digest)?;
         if !path.exists() {
@@ -116,17 +251,40 @@ impl BlobStore {
 
     /// The size of a stored blob, if it is stored.
     pub fn size_of(&self, digest: &str) -> Option<u64> {
+        if let Backend::S3(remote) = &self.backend {
+            self.path(digest).ok()?;
+            let key = digest.to_string();
+            return match remote.block(move |s3| Box::pin(async move { s3.head(&key).await })) {
+                Ok(found) => found.map(|(size, _)| size),
+                Err(e) => {
+                    tracing::warn!(digest, "asking the object store for a blob: {e:#}");
+                    None
+                }
+            };
+        }
         std::fs::metadata(self.path(digest).ok()?).ok().filter(|m| m.is_file()).map(|m| m.len())
     }
 
     /// Whether an upload of `digest` that was cut off left bytes here.
     pub fn has_partial(&self, digest: &str) -> bool {
+        if let Backend::S3(remote) = &self.backend {
+            if self.path(digest).is_err() {
+                return false;
+            }
+            let key = digest.to_string();
+            // Unknown counts as there: the booking stays until the store answers.
+            return remote.block(move |s3| Box::pin(async move { s3.has_partial(&key).await })).unwrap_or(true);
+        }
         self.partial(digest).is_ok_and(|p| p.exists())
     }
 
     /// How many bytes of `digest` are here: all of them when it is stored,
     /// those of an upload cut off earlier, or 0.
     pub async fn upload_offset(&self, digest: &str, size: u64) -> Result<u64> {
+        if let Backend::S3(remote) = &self.backend {
+            self.path(digest)?;
+            return remote.s3.upload_offset(digest, size).await;
+        }
         if self.claim_stored(digest) {
             return Ok(size);
         }
@@ -152,8 +310,16 @@ impl BlobStore {
         if size > MAX_ARTIFACT_BYTES {
             bail!("artifact of {size} bytes exceeds the limit of {MAX_ARTIFACT_BYTES} bytes");
         }
-        let partial = self.partial(digest)?;
         let _guard = self.upload_lock(digest).await?;
+        if let Backend::S3(remote) = &self.backend {
+            if remote.s3.touch(digest).await? {
+                // Stored by another upload while this one waited.
+                tokio::io::copy(reader, &mut tokio::io::sink()).await.context("receiving the artifact")?;
+                return Ok(());
+            }
+            return remote.s3.put_stream(digest, size, offset, reader).await;
+        }
+        let partial = self.partial(digest)?;
         if self.claim_stored(digest) {
             // Another upload of the same bytes finished while this one
             // waited: content-addressed, so this one is done too.
@@ -260,6 +426,21 @@ impl BlobStore {
         keep: &std::collections::HashSet<String>,
         before: std::time::SystemTime,
     ) -> Result<(usize, u64)> {
+        if let Backend::S3(remote) = &self.backend {
+            let keep = keep.clone();
+            let collected = remote.block(move |s3| Box::pin(async move { s3.collect_garbage(&keep, before).await }))?;
+            // The local cache: every copy not read since the cut-off.
+            self.collect_local(&Default::default(), before)?;
+            return Ok(collected);
+        }
+        self.collect_local(keep, before)
+    }
+
+    fn collect_local(
+        &self,
+        keep: &std::collections::HashSet<String>,
+        before: std::time::SystemTime,
+    ) -> Result<(usize, u64)> {
         let old = |meta: &std::fs::Metadata| meta.modified().is_ok_and(|m| m < before);
         let (mut count, mut bytes) = (0, 0);
         for dir in std::fs::read_dir(&self.root).with_context(|| format!("listing {}", self.root.display()))? {
@@ -290,12 +471,58 @@ impl BlobStore {
         Ok((count, bytes))
     }
 
-    /// Opens a blob for reading, with its size.
-    pub async fn open_blob(&self, digest: &str) -> Result<(tokio::fs::File, u64)> {
+    /// Opens a blob for reading from byte `offset` on, with the whole
+    /// blob's size. From S3 the bytes stream (a range request past 0) and,
+    /// read from the start, end in an error if they are not the digest's.
+    pub async fn open_blob(&self, digest: &str, offset: u64) -> Result<(Box<dyn AsyncRead + Send + Unpin>, u64)> {
         let path = self.path(digest)?;
-        let file = tokio::fs::File::open(&path).await.with_context(|| format!("no blob {digest}"))?;
+        if let Backend::S3(remote) = &self.backend {
+            let (reader, size) = remote.s3.open(digest, offset).await?;
+            if offset > size {
+                bail!("cannot resume at byte {offset}: blob {digest} has {size} bytes");
+            }
+            return Ok((reader, size));
+        }
+        use tokio::io::AsyncSeekExt as _;
+        let mut file = tokio::fs::File::open(&path).await.with_context(|| format!("no blob {digest}"))?;
         let size = file.metadata().await?.len();
-        Ok((file, size))
+        if offset > size {
+            bail!("cannot resume at byte {offset}: blob {digest} has {size} bytes");
+        }
+        file.seek(std::io::SeekFrom::Start(offset)).await.context("seeking in the blob")?;
+        Ok((Box::new(file), size))
+    }
+
+    /// A file holding the whole blob, for readers that need one (the AWS
+    /// API's zips): the blob itself when local, else a copy downloaded
+    /// into the cache, verified against the digest before it is used.
+    pub async fn local_file(&self, digest: &str) -> Result<PathBuf> {
+        let path = self.path(digest)?;
+        if self.is_local() || tokio::fs::metadata(&path).await.is_ok() {
+            if !self.is_local() {
+                // Read now: the collection of the cache keeps it a while.
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            }
+            return Ok(path);
+        }
+        let (mut reader, _) = self.open_blob(digest, 0).await?;
+        let tmp = self.root.join("tmp").join(format!("{digest}.{}", uuid::Uuid::new_v4().simple()));
+        let copied = async {
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            tokio::io::copy(&mut reader, &mut file).await?;
+            file.sync_all().await?;
+            tokio::fs::create_dir_all(path.parent().expect("has parent")).await?;
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(anyhow::Error::new(e).context(format!("reading blob {digest} from {}", self.describe())));
+        }
+        Ok(path)
     }
 }
 

@@ -289,14 +289,11 @@ async fn serve_transfer(
 /// bytes of it were sent.
 async fn send_blob(store: &BlobStore, digest: &str, offset: u64, send: &mut quinn::SendStream) -> Result<u64> {
     let mut sent = 0u64;
-    use tokio::io::AsyncSeekExt as _;
-    match store.open_blob(digest).await {
-        Ok((_, size)) if offset > size => {
-            let message = format!("cannot resume at byte {offset}: blob {digest} has {size} bytes");
-            send.write_all(&encode(&StreamReply::Error { message })?).await?;
-        }
+    // From object storage (issue 18, s3) the bytes stream from the bucket;
+    // read from the start they are checked against the digest on the way,
+    // and a mismatch resets the stream (the agent checks the digest too).
+    match store.open_blob(digest, offset).await {
         Ok((mut file, size)) => {
-            file.seek(std::io::SeekFrom::Start(offset)).await.context("seeking in the blob")?;
             send.write_all(&encode(&StreamReply::Ok { size })?).await?;
             // Large reads: a tokio file read is a trip to the blocking pool,
             // and `tokio::io::copy`'s 8 KiB buffer made that trip 32,768

@@ -56,6 +56,10 @@ async fn run_controller(
     use sluice::https::{CertSource, Scheme};
     let check_config = args.check_config;
     let log_format = args.log_format;
+    // Artifacts in S3 (issue 18, s3): a secret in the file only from a private file.
+    if let Some(settings) = &settings {
+        check_secret_file(settings)?;
+    }
     let config = controller_config(api, args)?;
     // Flags > environment > file; a variable set for another purpose (the
     // CLI's SLUICE_API) must not override the file silently.
@@ -65,6 +69,16 @@ async fn run_controller(
         }
     }
     if check_config {
+        // Artifacts in S3 (issue 18, s3): the bucket answers to these credentials.
+        if let Some(s3) = &config.artifacts_s3 {
+            let cache = std::env::temp_dir().join("sluice-check-config");
+            let checked = match sluice::blobs::BlobStore::open_s3(&cache, s3.clone(), "artifacts") {
+                Ok(store) => store.check().await,
+                Err(e) => Err(e),
+            };
+            let _ = std::fs::remove_dir_all(&cache);
+            checked.map_err(|e| Failure::new(2, format!("--artifacts: {e:#}")))?;
+        }
         // Written, not printed: a closed pipe (`| head`) is no panic.
         let mut text = settings.map(|s| s.to_toml(&sluice::cli::CONTROLLER)).unwrap_or_default();
         text.push_str("# the settings are valid\n");
@@ -140,6 +154,7 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
         return Err(Failure::new(2, "--data-dir is empty"));
     }
     let notifications = sluice::cli::notify_config(&args);
+    let artifacts_s3 = s3_config(&args)?;
     // Data lifecycle (issue 17, life).
     let retention = sluice::retention::Retention::parse(&args.keep_executions, &args.keep_days)
         .map_err(|problems| Failure::new(2, problems.join("\n")))?;
@@ -174,5 +189,78 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
         leadership: None,
         advertise_api: args.advertise_api,
         advertise_fleet: args.advertise_fleet,
+        artifacts_s3,
     })
+}
+
+/// `--artifacts s3://...` and the settings of the bucket (issue 18, s3):
+/// each from its flag (or SLUICE_* variable, or the config file), else the
+/// standard AWS variable.
+fn s3_config(args: &sluice::cli::ControllerArgs) -> Result<Option<sluice::blobs::s3::S3Config>, Failure> {
+    let Some(url) = &args.artifacts else { return Ok(None) };
+    let (bucket, prefix) =
+        sluice::blobs::s3::S3Config::parse_url(url).map_err(|e| Failure::new(2, format!("--artifacts: {e:#}")))?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoint = args.s3_endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL_S3")).or_else(|| env("AWS_ENDPOINT_URL"));
+    if let Some(endpoint) = &endpoint
+        && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+    {
+        return Err(Failure::new(2, format!("--s3-endpoint {endpoint:?} must be an http:// or https:// URL")));
+    }
+    let access_key_id = args.s3_access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID"));
+    let secret_access_key = args.s3_secret_access_key.clone().or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+    let (Some(access_key_id), Some(secret_access_key)) = (access_key_id, secret_access_key) else {
+        return Err(Failure::new(
+            2,
+            "--artifacts s3://... needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or \
+             --s3-access-key-id and --s3-secret-access-key)",
+        ));
+    };
+    Ok(Some(sluice::blobs::s3::S3Config {
+        bucket,
+        prefix,
+        endpoint,
+        region: args
+            .s3_region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into()),
+        path_style: args.s3_path_style,
+        access_key_id,
+        secret_access_key,
+        session_token: args.s3_session_token.clone().or_else(|| env("AWS_SESSION_TOKEN")),
+    }))
+}
+
+/// A secret setting read from the config file (the S3 secret key, a
+/// session token) is refused unless the file is its owner's alone, as the
+/// data dir's key files are.
+fn check_secret_file(settings: &sluice_config::Settings) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(file) = &settings.file else { return Ok(()) };
+    let secrets = ["s3-secret-access-key", "s3-session-token"];
+    let from_file: Vec<&str> = settings
+        .effective
+        .iter()
+        .filter(|s| matches!(s.source, sluice_config::Source::File) && secrets.contains(&s.key.as_str()))
+        .map(|s| s.key.as_str())
+        .collect();
+    if from_file.is_empty() {
+        return Ok(());
+    }
+    let mode = std::fs::metadata(file).map(|m| m.permissions().mode()).unwrap_or(0o777);
+    if mode & 0o077 != 0 {
+        return Err(Failure::new(
+            2,
+            format!(
+                "{} holds {} but is readable by others (mode {:o}): chmod 600 it, or pass the secret in \
+                 AWS_SECRET_ACCESS_KEY",
+                file.display(),
+                from_file.join(", "),
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(())
 }

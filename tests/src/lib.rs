@@ -8,6 +8,8 @@
 //! ```
 
 pub mod aws;
+// Artifacts in S3 (issue 18, s3): moto's S3 server.
+pub mod moto;
 // The console's cross tests' curl browser (issue 16).
 pub mod browser;
 // The web console's browser tests (issue 16, browser).
@@ -239,6 +241,15 @@ impl ClusterBuilder {
     /// An environment variable for `sluice controller`.
     pub fn controller_env(mut self, key: &str, value: &str) -> Self {
         self.controller_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Artifacts in S3 (issue 18, s3): the controller keeps artifacts and
+    /// plugins in `moto`'s bucket under `prefix`. Controllers given the
+    /// same prefix share them (one writes, another reads).
+    pub fn artifacts_s3(mut self, moto: &moto::Moto, prefix: &str) -> Self {
+        self.controller_args.extend(moto.controller_args(prefix));
+        self.controller_env.extend(moto.controller_env());
         self
     }
 

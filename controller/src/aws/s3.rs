@@ -424,7 +424,7 @@ async fn get_object(
     artifact: &ArtifactRef,
 ) -> Result<Response, S3Error> {
     let internal = |e: anyhow::Error| S3Error::new("InternalError", StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
-    let tar = state.artifacts.path(&artifact.digest).map_err(internal)?;
+    let tar = state.artifacts.local_file(&artifact.digest).await.map_err(internal)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let zip = state.zips.get(&artifact.digest, tar, MAX_UNPACKED_BYTES, now).await.map_err(serve_error)?;
     let total = zip.size;

@@ -362,6 +362,49 @@ pub fn signature(secret: &str, date: &str, region: &str, service: &str, to_sign:
     hex::encode(hmac::sign(&signing_key(secret, date, region, service), to_sign.as_bytes()).as_ref())
 }
 
+/// Signs a request as a client (the S3 artifact backend, `blobs/s3.rs`)
+/// with the same canonical request, string to sign and key as [`verify`]
+/// checks: returns the `Authorization` header. `request.headers` must
+/// hold `host`, `x-amz-date` and `x-amz-content-sha256`; every header in
+/// it is signed.
+pub fn sign(
+    request: &Request<'_>,
+    access_key_id: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+    payload_hash: &str,
+) -> String {
+    let amz_date = header(request.headers, "x-amz-date").unwrap_or_default();
+    let date = amz_date.get(..8).unwrap_or_default().to_string();
+    let mut signed_headers: Vec<String> = request.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+    signed_headers.sort();
+    signed_headers.dedup();
+    let auth = Authorization {
+        access_key_id: access_key_id.to_string(),
+        date,
+        region: region.to_string(),
+        service: service.to_string(),
+        signed_headers,
+        signature: String::new(),
+    };
+    // Every signed header is in the request: the canonical request cannot fail.
+    let canonical = canonical_request(request, &auth, payload_hash).unwrap_or_default();
+    let to_sign = string_to_sign(&amz_date, &auth.scope(), &canonical);
+    format!(
+        "{ALGORITHM} Credential={access_key_id}/{},SignedHeaders={},Signature={}",
+        auth.scope(),
+        auth.signed_headers.join(";"),
+        signature(secret, &auth.date, region, service, &to_sign)
+    )
+}
+
+/// Percent-encodes the way SigV4 canonicalizes (`A-Z a-z 0-9 - _ . ~` and
+/// the bytes of `keep` stay): for clients building paths and queries.
+pub fn uri_encode(text: &str, keep: &str) -> String {
+    encode(text, keep)
+}
+
 /// The first value of a header, by case-insensitive name.
 fn header(headers: &[(String, String)], name: &str) -> Option<String> {
     headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())

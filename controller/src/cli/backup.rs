@@ -18,7 +18,7 @@ pub struct BackupArgs {
 pub async fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32, Failure> {
     let out = ctx.client()?.create_backup(CreateBackup { to: args.to }).await?;
     ctx.output.print(&out, |out| {
-        format!(
+        let mut text = format!(
             "backup written to {}: {} executions, {} artifacts ({} bytes), {} plugins, schema version {}, in {} ms\n",
             out["to"].as_str().unwrap_or_default(),
             out["executions"],
@@ -27,7 +27,15 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32, Failure> {
             out["plugins"],
             out["schemaVersion"],
             out["tookMs"],
-        )
+        );
+        // Artifacts in S3 (issue 18, s3): the bucket is not in the copy.
+        if let Some(bucket) = out["blobsIn"].as_str() {
+            text.push_str(&format!(
+                "artifacts and plugins are in {bucket}, not in the backup: keep the bucket versioned or replicated \
+                 (docs/ha.md, \"Artifacts in S3\")\n"
+            ));
+        }
+        text
     });
     // A restore of it would lack them: not a backup to rely on.
     if let Some(missing) = out["missingArtifacts"].as_array().filter(|m| !m.is_empty()) {

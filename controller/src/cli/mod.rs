@@ -115,6 +115,9 @@ pub enum Output {
 }
 
 #[derive(Subcommand, Debug)]
+// One value per process, parsed once: the controller's many settings
+// (issue 18, s3 added the bucket's) need not be boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Cmd {
     /// Run the controller.
     Controller(ControllerArgs),
@@ -359,6 +362,33 @@ pub struct ControllerArgs {
     /// port by. Defaults to --fleet when that is not a wildcard.
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise_fleet: Option<String>,
+    // Artifacts in S3 (issue 18, s3).
+    /// Where artifacts and plugin components live: `s3://BUCKET/PREFIX` for
+    /// S3-compatible object storage; without it, the data dir.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub artifacts: Option<String>,
+    /// The object storage's endpoint (`https://minio.example:9000`); also
+    /// AWS_ENDPOINT_URL. Without it, AWS S3 in --s3-region.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region (signed into every request); also AWS_REGION,
+    /// else us-east-1.
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Address objects as ENDPOINT/BUCKET/KEY rather than BUCKET.ENDPOINT/KEY
+    /// (MinIO, Ceph and most servers other than AWS want it).
+    #[arg(long)]
+    pub s3_path_style: bool,
+    /// The access key id; also AWS_ACCESS_KEY_ID.
+    #[arg(long, value_name = "ID")]
+    pub s3_access_key_id: Option<String>,
+    /// The secret access key; also AWS_SECRET_ACCESS_KEY. In a --config
+    /// file only when that file is readable by its owner alone.
+    #[arg(long, value_name = "SECRET", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// A session token of temporary credentials; also AWS_SESSION_TOKEN.
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    pub s3_session_token: Option<String>,
     // Configuration (issue 17, ops): every flag above also comes from a
     // SLUICE_* variable and from this file (`CONTROLLER`, `parse_command_line`).
     /// A TOML file of settings: keys are these flags' long names

@@ -67,6 +67,9 @@ pub struct ControllerConfig {
     pub advertise_api: Option<String>,
     /// `--advertise-fleet`: the address agents reach this controller's fleet port by.
     pub advertise_fleet: Option<String>,
+    // Artifacts in S3 (issue 18, s3).
+    /// `--artifacts s3://...`: the blob stores' bucket; `None`, the data dir.
+    pub artifacts_s3: Option<crate::blobs::s3::S3Config>,
 }
 
 impl ControllerConfig {
@@ -98,6 +101,7 @@ impl ControllerConfig {
             leadership: None,
             advertise_api: None,
             advertise_fleet: None,
+            artifacts_s3: None,
         }
     }
 }

@@ -288,6 +288,10 @@ impl Driver {
     /// bytes into `blobs` that no agent upload books (a pushed plugin):
     /// refused with the figures when it would leave less free.
     pub(super) fn keep_free_space(&self, blobs: &crate::blobs::BlobStore, incoming: u64, what: &str) -> Result<(), OpError> {
+        // Object storage (issue 18, s3): the write does not land on this disk.
+        if !blobs.is_local() {
+            return Ok(());
+        }
         let free = blobs.free_bytes().map_err(|e| OpError::Internal(format!("{e:#}")))?;
         let reserved = self.uploads_in_flight();
         if free.saturating_sub(reserved).saturating_sub(incoming) < self.min_free_space {
@@ -320,6 +324,7 @@ impl Handle<BeginBackup> for Driver {
             to,
             min_free_space: self.min_free_space,
             collecting: self.lifecycle.collecting.clone(),
+            remote_artifacts: (!self.artifacts.is_local()).then(|| self.artifacts.clone()),
         })
     }
 }

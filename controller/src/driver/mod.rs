@@ -248,6 +248,23 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The artifact and plugin stores: the data dir's, or (issue 18, s3) the
+/// bucket's, checked now so that a wrong bucket or key stops the start
+/// with the reason rather than failing the first upload.
+pub async fn open_blob_stores(
+    dir: &std::path::Path,
+    s3: Option<&crate::blobs::s3::S3Config>,
+) -> Result<(BlobStore, BlobStore)> {
+    let Some(s3) = s3 else {
+        return Ok((BlobStore::open(&dir.join("artifacts"))?, BlobStore::open(&dir.join("plugins"))?));
+    };
+    let artifacts = BlobStore::open_s3(&dir.join("artifacts"), s3.clone(), "artifacts")?;
+    let plugins = BlobStore::open_s3(&dir.join("plugins"), s3.clone(), "plugins")?;
+    artifacts.check().await?;
+    info!(store = %artifacts.describe(), "artifacts and plugins in object storage");
+    Ok((artifacts, plugins))
+}
+
 /// Starts a controller: opens (or creates) the data dir, registers the
 /// built-in plugins, replays unfinished executions, binds both ports and
 /// writes `controller.json`.
@@ -277,8 +294,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let keys = crate::cluster_keys::load(&mut *store, &secret_box, dir, now_ms())?;
     let ca = Arc::new(keys.ca);
     let admin_token = keys.admin_token;
-    let artifacts = BlobStore::open(&dir.join("artifacts"))?;
-    let plugins = BlobStore::open(&dir.join("plugins"))?;
+    let (artifacts, plugins) = open_blob_stores(dir, config.artifacts_s3.as_ref()).await?;
 
     let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig {
         cache_dir: Some(dir.join("cache")),

@@ -96,7 +96,9 @@ impl Driver {
                 self.agent_upload_quota
             ));
         }
-        if !self.artifacts.contains(digest) {
+        // The floor keeps the controller's disk free: uploads into object
+        // storage (issue 18, s3) do not land on it.
+        if self.artifacts.is_local() && !self.artifacts.contains(digest) {
             let free = self.artifacts.free_bytes().map_err(|e| format!("{e:#}"))?;
             let reserved = self.uploads_in_flight();
             if free.saturating_sub(reserved).saturating_sub(more) < self.min_free_space {

@@ -40,6 +40,11 @@ pub struct CreateBackupOutput {
     pub missing_artifacts: Vec<String>,
     pub plugins: u64,
     pub took_ms: u64,
+    /// Artifacts in S3 (issue 18, s3): the bucket the artifacts and
+    /// plugins live in (`s3://...`), which the backup does not copy: back
+    /// the bucket up with its versioning or replication (docs/ha.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs_in: Option<String>,
 }
 
 /// The driver's half of a backup's start (internal: asked by the transport).
@@ -65,6 +70,10 @@ pub struct BeginBackupOutput {
     /// the copy waits for it before taking its snapshot.
     #[serde(skip)]
     pub collecting: crate::driver::Collecting,
+    /// Artifacts in S3 (issue 18, s3): the artifact store when it is a
+    /// bucket (the copy checks its artifacts are there instead of copying).
+    #[serde(skip)]
+    pub remote_artifacts: Option<crate::blobs::BlobStore>,
 }
 
 /// The end of a backup, whether it was written or failed (`failure`):

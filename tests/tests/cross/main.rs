@@ -36,3 +36,5 @@ mod ops;
 mod reach;
 // High availability (issue 18, ha): leader kills and pauses, forwarding standbys.
 mod ha;
+// Artifacts in S3-compatible object storage (issue 18, s3).
+mod s3;

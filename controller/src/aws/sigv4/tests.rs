@@ -271,3 +271,35 @@ fn paths_and_queries_are_canonicalized_as_the_sdks_do() {
     assert_eq!(canonical_query("k=a%2Fb+c"), "k=a%2Fb%2Bc");
     assert_eq!(decode("%zz%4"), b"%zz%4");
 }
+
+/// Artifacts in S3 (issue 18, s3): the client side signs with the same
+/// math. It reproduces AWS's published signature, and a ListObjectsV2 by a
+/// prefix holding `/` (what collection sends) verifies here.
+#[test]
+fn the_client_signature_is_the_published_one_and_verifies() {
+    let h = headers(&[
+        ("content-type", "application/x-www-form-urlencoded; charset=utf-8"),
+        ("host", "iam.amazonaws.com"),
+        ("x-amz-date", "20150830T123600Z"),
+    ]);
+    let request = Request { method: "GET", path: "/", query: "Action=ListUsers&Version=2010-05-08", headers: &h, body: b"" };
+    let empty = hex::encode(Sha256::digest(b""));
+    let authorization = sign(&request, KEY_ID, SECRET, "us-east-1", "iam", &empty);
+    assert!(
+        authorization.ends_with("Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"),
+        "{authorization}"
+    );
+
+    let h = headers(&[("host", "127.0.0.1:9000"), ("x-amz-date", "20150830T123600Z"), ("x-amz-content-sha256", &empty)]);
+    let query = format!("list-type=2&max-keys=1000&prefix={}", uri_encode("ci/artifacts/sha256/", ""));
+    let request = Request { method: "GET", path: "/bucket", query: &query, headers: &h, body: b"" };
+    let authorization = sign(&request, KEY_ID, SECRET, "eu-west-3", "s3", &empty);
+    let mut signed = h.clone();
+    signed.push(("authorization".into(), authorization));
+    let request = Request { headers: &signed, ..request };
+    let expect = Expect { service: "s3", signed: &[], now: WHEN };
+    let verified = verify(&request, &expect, lookup).unwrap();
+    assert_eq!(verified.region, "eu-west-3");
+    let other = format!("list-type=2&max-keys=1000&prefix={}", uri_encode("ci/other/", ""));
+    assert_eq!(verify(&Request { query: &other, ..request }, &expect, lookup), Err(SigError::Mismatch));
+}

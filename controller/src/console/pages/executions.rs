@@ -221,15 +221,42 @@ pub async fn download(
 ) -> Result<Response, ConsoleError> {
     let op = GetArtifact { pipeline_name: name, pipeline_execution_id: id, artifact_name: artifact };
     let found = ask(&state, op, viewer.caller.clone()).await?;
-    archive(&state, &found.name, &found.digest).await.ok_or_else(|| ConsoleError::new(StatusCode::GONE, GONE))
+    archive(&state, &found.name, &found.digest).await.map_err(|e| match e {
+        Unserved::Gone => ConsoleError::new(StatusCode::GONE, GONE),
+        Unserved::Unreadable(message) => ConsoleError::new(StatusCode::BAD_GATEWAY, message),
+    })
 }
 
-/// The archive of `digest` as an attachment named after the artifact;
-/// None when the blob is no longer stored (retention removed it). The
+/// Why an artifact's archive is not served.
+#[derive(Debug)]
+pub enum Unserved {
+    /// Not stored any more (retention removed it).
+    Gone,
+    /// The store failed to give it, or gave bytes that are not its digest's
+    /// (object storage: a changed object, an unreachable bucket).
+    Unreadable(String),
+}
+
+/// The archive of `digest` as an attachment named after the artifact. The
 /// console's link and the API's `.../content` both end here, after
-/// `GetArtifact` allowed them.
-pub async fn archive(state: &ApiState, name: &str, digest: &str) -> Option<Response> {
-    let (file, len) = state.artifacts.open_blob(digest).await.ok()?;
+/// `GetArtifact` allowed them. From object storage the blob is copied to
+/// the cache and verified first (issue 18, s3), so that a changed object is
+/// an error answer rather than a download cut off at its end.
+pub async fn archive(state: &ApiState, name: &str, digest: &str) -> Result<Response, Unserved> {
+    let (file, len): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, u64) = if state.artifacts.is_local() {
+        state.artifacts.open_blob(digest, 0).await.map_err(|_| Unserved::Gone)?
+    } else {
+        if state.artifacts.size_of(digest).is_none() {
+            return Err(Unserved::Gone);
+        }
+        let path = state.artifacts.local_file(digest).await.map_err(|e| {
+            tracing::error!(digest, "serving an artifact: {e:#}");
+            Unserved::Unreadable(format!("{e:#}"))
+        })?;
+        let file = tokio::fs::File::open(&path).await.map_err(|_| Unserved::Gone)?;
+        let len = file.metadata().await.map_err(|e| Unserved::Unreadable(e.to_string()))?.len();
+        (Box::new(file), len)
+    };
     let file_name: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}.tar\""))
@@ -239,14 +266,16 @@ pub async fn archive(state: &ApiState, name: &str, digest: &str) -> Option<Respo
         (header::CONTENT_DISPOSITION, disposition),
         (header::CONTENT_LENGTH, HeaderValue::from(len)),
     ];
-    Some((headers, Body::from_stream(blocks(file))).into_response())
+    Ok((headers, Body::from_stream(blocks(file))).into_response())
 }
 
 /// What answers for an artifact whose blob retention removed.
 pub const GONE: &str = "the artifact is no longer stored (removed by retention)";
 
 /// A file as a stream of 64 KiB blocks.
-fn blocks(file: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
+fn blocks(
+    file: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
     futures_util::stream::try_unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt as _;
         let mut block = vec![0u8; 64 << 10];
