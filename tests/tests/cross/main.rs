@@ -32,3 +32,5 @@ mod console;
 mod console_pages;
 // Operators: configuration, packaging, doctor (issue 17, ops).
 mod ops;
+// The controller on PostgreSQL (issue 18, pg).
+mod pg;

@@ -119,3 +119,47 @@ fn controllers_opening_one_database_together_create_the_schema_once() {
     let store = PgStore::open(&url, Durability::Process).unwrap();
     assert_eq!(version(&store.conn).unwrap(), crate::store::schema::CURRENT);
 }
+
+/// What a driver step costs on each backend: a commit of one execution
+/// (with a source revision) and two log lines, alone and as a step with
+/// an audit record. A measurement, not a check (figures in the notes):
+/// `cargo test -p sluice --lib step_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn step_cost() {
+    use crate::store::tests::{backends, carrying};
+    for fresh in backends("step_cost") {
+        let mut store = fresh.open();
+        let step = |i: u64| {
+            let line = |seq| {
+                Change::Log(crate::store::LogLine {
+                    job_id: "j".into(),
+                    execution_id: format!("e{i}"),
+                    seq,
+                    text: "a line of output\n".into(),
+                })
+            };
+            vec![carrying(&format!("e{i}"), i, "web", &[("Source", "abc")]), line(0), line(1)]
+        };
+        for i in 0..50 {
+            store.apply(&step(i)).unwrap();
+        }
+        let n = 1000;
+        let t = std::time::Instant::now();
+        for i in 100..100 + n {
+            store.apply(&step(i)).unwrap();
+        }
+        let apply = t.elapsed() / n as u32;
+        let t = std::time::Instant::now();
+        let mut head = crate::audit::Head::default();
+        for i in 5000..5000 + n {
+            store.begin_step().unwrap();
+            store.apply(&step(i)).unwrap();
+            let record = head.append(i, crate::audit::Entry::default());
+            store.apply(&[Change::Audit(Box::new(record))]).unwrap();
+            store.end_step().unwrap();
+        }
+        let audited = t.elapsed() / n as u32;
+        println!("{}: apply {apply:?} per step, audited step {audited:?}", fresh.location);
+    }
+}
