@@ -437,6 +437,12 @@ pub trait Store: Send {
     /// The executions of one pipeline (or of all), each with its pipeline,
     /// by pipeline and newest first: what retention decides on.
     fn execution_ages(&self, pipeline: Option<&str>) -> Result<Vec<(String, crate::retention::Age)>>;
+    // PostgreSQL (issue 18, pg).
+    /// The PostgreSQL store behind this one, for what only it has (the
+    /// lease's fence: [`PgStore::set_fence`]); `None` on SQLite.
+    fn postgres(&mut self) -> Option<&mut PgStore> {
+        None
+    }
 }
 
 pub struct SqliteStore {

@@ -334,8 +334,10 @@ pub struct ControllerArgs {
     /// default) or a PostgreSQL database, postgres://USER@HOST:PORT/DATABASE
     /// (no TLS: a unix socket or a trusted network; the password may come
     /// from PGPASSWORD). Several controllers may share one database.
+    // Parsed by the controller, not clap: clap's error would print the
+    // value, password and all.
     #[arg(long, value_name = "sqlite|URL")]
-    pub store: Option<crate::store::Location>,
+    pub store: Option<String>,
     /// How the log on stderr is written: `text` (coloured only when stderr
     /// is a terminal) or `json` (one object per line).
     #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]

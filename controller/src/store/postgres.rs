@@ -238,6 +238,10 @@ fn limit(n: usize) -> i64 {
 }
 
 impl Store for PgStore {
+    fn postgres(&mut self) -> Option<&mut PgStore> {
+        Some(self)
+    }
+
     fn apply(&mut self, changes: &[Change]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());

@@ -60,8 +60,10 @@ fn a_fenced_store_writes_nothing_and_a_matching_fence_writes() {
     let names = |store: &PgStore| store.users().unwrap().into_iter().map(|u| u.name).collect::<Vec<_>>();
     assert_eq!(names(&store), ["ann"], "nothing of a refused write is stored");
 
-    // With the new lease's fence it writes again; without a fence, too.
-    store.set_fence(Some(Fence { holder: "ctl-b".into(), epoch: 2 }));
+    // With the new lease's fence it writes again (set through the trait,
+    // as the driver's boxed store is); without a fence, too.
+    let boxed: &mut dyn Store = &mut store;
+    boxed.postgres().unwrap().set_fence(Some(Fence { holder: "ctl-b".into(), epoch: 2 }));
     store.begin_step().unwrap();
     store.apply(&[user("eve")]).unwrap();
     store.apply(&[user("fay")]).unwrap();
