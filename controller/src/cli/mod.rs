@@ -105,6 +105,9 @@ pub enum Output {
     Json,
 }
 
+// One value per process, parsed once: the controller's many settings make
+// its variant large (issue 18, pg's `--store` took it past clippy's bound).
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run the controller.

@@ -84,7 +84,7 @@ fn a_step_is_one_transaction_and_a_failed_apply_in_it_is_undone_alone() {
     // A log line of an absurd sequence number is fine; a second audit record of one seq is not.
     let record = crate::audit::Record::new(1, 1, crate::audit::Entry::default());
     let audit = Change::Audit(Box::new((record, "h".into())));
-    store.apply(&[audit.clone()]).unwrap();
+    store.apply(std::slice::from_ref(&audit)).unwrap();
     assert!(store.apply(&[user("bob"), audit]).is_err());
     store.apply(&[user("cid")]).unwrap();
     store.end_step().unwrap();
