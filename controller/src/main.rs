@@ -158,6 +158,11 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
     // Data lifecycle (issue 17, life).
     let retention = sluice::retention::Retention::parse(&args.keep_executions, &args.keep_days)
         .map_err(|problems| Failure::new(2, problems.join("\n")))?;
+    // PostgreSQL (issue 18, pg): the error names the URL without its password.
+    let store = match args.store.as_deref() {
+        Some(store) => store.parse::<sluice::store::Location>().map_err(|e| Failure::new(2, format!("--store: {e}")))?,
+        None => sluice::store::Location::Sqlite,
+    };
     let api_cert = match (args.api_cert, args.api_key) {
         (Some(cert), Some(key)) => CertSource::Files { cert, key },
         _ => CertSource::Ca { names: args.api_names },
@@ -184,7 +189,7 @@ fn controller_config(api: Option<&str>, args: sluice::cli::ControllerArgs) -> Re
         audit_retention: std::time::Duration::from_secs(args.audit_retention_days.saturating_mul(86_400)),
         retention,
         metrics_listen: args.metrics_listen,
-        store: args.store.unwrap_or_default(),
+        store,
         // High availability (issue 18, ha).
         leadership: None,
         advertise_api: args.advertise_api,

@@ -446,6 +446,12 @@ pub trait Store: Send {
     /// outside any pending change, at once); returns the stored value: this
     /// one, or the one another controller stored first.
     fn insert_cluster_key(&mut self, name: &str, value: &[u8], now: u64) -> Result<Vec<u8>>;
+    // PostgreSQL (issue 18, pg).
+    /// The PostgreSQL store behind this one, for what only it has (the
+    /// lease's fence: [`PgStore::set_fence`]); `None` on SQLite.
+    fn postgres(&mut self) -> Option<&mut PgStore> {
+        None
+    }
 }
 
 pub struct SqliteStore {
@@ -1290,6 +1296,46 @@ mod tests {
     use super::*;
     use crate::engine::{ExecutionStatus, Trigger};
 
+    /// A fresh store's place on each backend: SQLite in a temporary
+    /// directory and (issue 18, pg) a new database of the throwaway
+    /// PostgreSQL cluster, when PostgreSQL is installed (see
+    /// `postgres::throwaway`: in CI it must be).
+    pub(crate) struct Fresh {
+        pub location: Location,
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Fresh {
+        pub fn open(&self) -> Box<dyn Store> {
+            self.location.open(self.dir.path(), Durability::Process).unwrap()
+        }
+
+        pub fn outbox(&self) -> notifications::Outbox {
+            self.location.outbox(self.dir.path()).unwrap()
+        }
+
+        /// Asserts that the store refuses `sql` sent to it directly.
+        pub fn refuses(&self, sql: &str) {
+            let refused = match &self.location {
+                Location::Sqlite => Connection::open(self.dir.path().join("sluice.db")).unwrap().execute(sql, []).is_err(),
+                Location::Postgres(url) => {
+                    let conn = postgres::conn::Conn::connect(&postgres::parse_url(url).unwrap(), "test").unwrap();
+                    conn.batch(sql).is_err()
+                }
+            };
+            assert!(refused, "{} took {sql}", self.location);
+        }
+    }
+
+    pub(crate) fn backends(what: &str) -> Vec<Fresh> {
+        let mut out = vec![Fresh { location: Location::Sqlite, dir: tempfile::tempdir().unwrap() }];
+        if let Some(cluster) = postgres::throwaway::Throwaway::shared() {
+            let url = cluster.database(what).unwrap();
+            out.push(Fresh { location: Location::Postgres(url), dir: tempfile::tempdir().unwrap() });
+        }
+        out
+    }
+
     pub(super) fn execution(id: &str, status: ExecutionStatus, started: u64) -> Execution {
         Execution {
             id: ExecutionId(id.into()),
@@ -1369,90 +1415,91 @@ mod tests {
 
     #[test]
     fn publishers_and_plugin_signatures_survive_reopening_and_removal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sluice.db");
-        let publisher = |name: &str| PublisherRecord {
-            name: name.into(),
-            public_key: format!("key of {name}"),
-            key_id: format!("id of {name}"),
-            added_at: 1,
-            added_by: "admin".into(),
-        };
-        let signature = PluginSignatureRecord {
-            digest: "ab".repeat(32),
-            publisher: "acme".into(),
-            key_id: "id of acme".into(),
-            signature: "{}".into(),
-            signed_at: 2,
-        };
-        {
-            let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
-            store
-                .apply(&[
-                    Change::Publisher(publisher("acme")),
-                    Change::Publisher(publisher("infra")),
-                    Change::PluginSignature(signature.clone()),
-                ])
-                .unwrap();
-            store.apply(&[Change::DeletePublisher("infra".into())]).unwrap();
+        for fresh in backends("publishers_and_plugin_signatures_survive_reopening_and_removal") {
+            let publisher = |name: &str| PublisherRecord {
+                name: name.into(),
+                public_key: format!("key of {name}"),
+                key_id: format!("id of {name}"),
+                added_at: 1,
+                added_by: "admin".into(),
+            };
+            let signature = PluginSignatureRecord {
+                digest: "ab".repeat(32),
+                publisher: "acme".into(),
+                key_id: "id of acme".into(),
+                signature: "{}".into(),
+                signed_at: 2,
+            };
+            {
+                let mut store = fresh.open();
+                store
+                    .apply(&[
+                        Change::Publisher(publisher("acme")),
+                        Change::Publisher(publisher("infra")),
+                        Change::PluginSignature(signature.clone()),
+                    ])
+                    .unwrap();
+                store.apply(&[Change::DeletePublisher("infra".into())]).unwrap();
+            }
+            let store = fresh.open();
+            assert_eq!(store.publishers().unwrap(), vec![publisher("acme")]);
+            assert_eq!(store.plugin_signatures().unwrap(), vec![signature]);
         }
-        let store = SqliteStore::open(&path, Durability::Process).unwrap();
-        assert_eq!(store.publishers().unwrap(), vec![publisher("acme")]);
-        assert_eq!(store.plugin_signatures().unwrap(), vec![signature]);
     }
 
     #[test]
     fn changes_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sluice.db");
-        {
-            let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
-            store
-                .apply(&[
-                    Change::Pipeline(PipelineRecord {
-                        name: "web".into(),
-                        version: 1,
-                        definition: "{}".into(),
-                        created_at: 1,
-                        updated_at: 1,
-                        author: "ann".into(),
-                    }),
-                    Change::Pipeline(PipelineRecord {
-                        name: "web".into(),
-                        version: 2,
-                        definition: "{\"v\":2}".into(),
-                        created_at: 1,
-                        updated_at: 2,
-                        author: String::new(),
-                    }),
-                    Change::Execution(Box::new(execution("a", ExecutionStatus::Succeeded, 1))),
-                    Change::Execution(Box::new(execution("b", ExecutionStatus::InProgress, 2))),
-                ])
-                .unwrap();
+        for fresh in backends("changes_survive_reopening") {
+            {
+                let mut store = fresh.open();
+                store
+                    .apply(&[
+                        Change::Pipeline(PipelineRecord {
+                            name: "web".into(),
+                            version: 1,
+                            definition: "{}".into(),
+                            created_at: 1,
+                            updated_at: 1,
+                            author: "ann".into(),
+                        }),
+                        Change::Pipeline(PipelineRecord {
+                            name: "web".into(),
+                            version: 2,
+                            definition: "{\"v\":2}".into(),
+                            created_at: 1,
+                            updated_at: 2,
+                            author: String::new(),
+                        }),
+                        Change::Execution(Box::new(execution("a", ExecutionStatus::Succeeded, 1))),
+                        Change::Execution(Box::new(execution("b", ExecutionStatus::InProgress, 2))),
+                    ])
+                    .unwrap();
+            }
+            let store = fresh.open();
+            assert_eq!(store.pipelines().unwrap().len(), 1);
+            assert_eq!(store.pipeline("web", None).unwrap().unwrap().version, 2);
+            assert_eq!(store.pipeline("web", Some(1)).unwrap().unwrap().definition, "{}");
+            assert!(store.pipeline("web", Some(3)).unwrap().is_none());
+            let unfinished = store.unfinished_executions().unwrap();
+            assert_eq!(unfinished.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b"]);
+            let all = store.executions("web", 10).unwrap();
+            assert_eq!(all.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b", "a"]);
         }
-        let store = SqliteStore::open(&path, Durability::Process).unwrap();
-        assert_eq!(store.pipelines().unwrap().len(), 1);
-        assert_eq!(store.pipeline("web", None).unwrap().unwrap().version, 2);
-        assert_eq!(store.pipeline("web", Some(1)).unwrap().unwrap().definition, "{}");
-        assert!(store.pipeline("web", Some(3)).unwrap().is_none());
-        let unfinished = store.unfinished_executions().unwrap();
-        assert_eq!(unfinished.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b"]);
-        let all = store.executions("web", 10).unwrap();
-        assert_eq!(all.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["b", "a"]);
     }
 
     #[test]
     fn artifact_digests_are_those_stored_executions_refer_to() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
-        let mut a = execution("a", ExecutionStatus::Succeeded, 1);
-        a.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
-        a.artifacts.insert("bin".into(), crate::engine::ArtifactRef { digest: "d2".into(), size: 1 });
-        let mut b = execution("b", ExecutionStatus::InProgress, 2);
-        b.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
-        store.apply(&[Change::Execution(Box::new(a)), Change::Execution(Box::new(b))]).unwrap();
-        let digests = store.artifact_digests().unwrap();
-        assert_eq!(digests, ["d1".to_string(), "d2".to_string()].into());
+        for fresh in backends("artifact_digests_are_those_stored_executions_refer_to") {
+            let mut store = fresh.open();
+            let mut a = execution("a", ExecutionStatus::Succeeded, 1);
+            a.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
+            a.artifacts.insert("bin".into(), crate::engine::ArtifactRef { digest: "d2".into(), size: 1 });
+            let mut b = execution("b", ExecutionStatus::InProgress, 2);
+            b.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
+            store.apply(&[Change::Execution(Box::new(a)), Change::Execution(Box::new(b))]).unwrap();
+            let digests = store.artifact_digests().unwrap();
+            assert_eq!(digests, ["d1".to_string(), "d2".to_string()].into());
+        }
     }
 
     // The revision flow (issue 16, pages).
@@ -1470,43 +1517,44 @@ mod tests {
 
     #[test]
     fn executions_are_found_by_a_prefix_of_their_source_revisions() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
-        store
-            .apply(&[
-                carrying("a", 1, "web", &[("Source", "abc123")]),
-                carrying("b", 2, "api", &[("Code", "ffff"), ("Lib", "abc999")]),
-                carrying("c", 3, "web", &[("Source", "def456")]),
-                carrying("d", 4, "web", &[]),
-                // Not patterns: `%` and `_` are characters of a revision id.
-                carrying("e", 5, "odd", &[("Source", "a%_x")]),
-            ])
-            .unwrap();
-        let ids = |prefix: &str, limit: usize| -> Vec<String> {
-            store.executions_with_revision(prefix, limit).unwrap().into_iter().map(|e| e.id.0).collect()
-        };
-        assert_eq!(ids("abc", 10), ["b", "a"]);
-        assert_eq!(ids("abc123", 10), ["a"]);
-        assert_eq!(ids("abc1234", 10), Vec::<String>::new());
-        assert_eq!(ids("", 10), ["e", "c", "b", "a"]);
-        assert_eq!(ids("", 2), ["e", "c"]);
-        assert_eq!(ids("a%", 10), ["e"]);
-        assert_eq!(ids("a_", 10), Vec::<String>::new());
-        assert_eq!(ids("'; DROP TABLE executions; --", 10), Vec::<String>::new());
+        for fresh in backends("executions_are_found_by_a_prefix_of_their_source_revisions") {
+            let mut store = fresh.open();
+            store
+                .apply(&[
+                    carrying("a", 1, "web", &[("Source", "abc123")]),
+                    carrying("b", 2, "api", &[("Code", "ffff"), ("Lib", "abc999")]),
+                    carrying("c", 3, "web", &[("Source", "def456")]),
+                    carrying("d", 4, "web", &[]),
+                    // Not patterns: `%` and `_` are characters of a revision id.
+                    carrying("e", 5, "odd", &[("Source", "a%_x")]),
+                ])
+                .unwrap();
+            let ids = |prefix: &str, limit: usize| -> Vec<String> {
+                store.executions_with_revision(prefix, limit).unwrap().into_iter().map(|e| e.id.0).collect()
+            };
+            assert_eq!(ids("abc", 10), ["b", "a"]);
+            assert_eq!(ids("abc123", 10), ["a"]);
+            assert_eq!(ids("abc1234", 10), Vec::<String>::new());
+            assert_eq!(ids("", 10), ["e", "c", "b", "a"]);
+            assert_eq!(ids("", 2), ["e", "c"]);
+            assert_eq!(ids("a%", 10), ["e"]);
+            assert_eq!(ids("a_", 10), Vec::<String>::new());
+            assert_eq!(ids("'; DROP TABLE executions; --", 10), Vec::<String>::new());
 
-        // The index follows the execution: a revision it no longer carries
-        // goes, and a deleted execution leaves no row behind.
-        store.apply(&[carrying("a", 1, "web", &[("Source", "abd000")])]).unwrap();
-        store.apply(&[Change::DeleteExecutions(vec!["b".into()])]).unwrap();
-        let ids = |prefix: &str| -> Vec<String> {
-            store.executions_with_revision(prefix, 10).unwrap().into_iter().map(|e| e.id.0).collect()
-        };
-        assert_eq!(ids("abc"), Vec::<String>::new());
-        assert_eq!(ids("abd"), ["a"]);
-        assert_eq!(ids("ff"), Vec::<String>::new());
-        store.apply(&[Change::DeletePipeline("odd".into())]).unwrap();
-        let rows: i64 = store.conn.query_row("SELECT COUNT(*) FROM execution_revisions", [], |r| r.get(0)).unwrap();
-        assert_eq!(rows, 2, "a (abd000) and c (def456) remain");
+            // The index follows the execution: a revision it no longer carries
+            // goes, and a deleted execution leaves no row behind.
+            store.apply(&[carrying("a", 1, "web", &[("Source", "abd000")])]).unwrap();
+            store.apply(&[Change::DeleteExecutions(vec!["b".into()])]).unwrap();
+            let ids = |prefix: &str| -> Vec<String> {
+                store.executions_with_revision(prefix, 10).unwrap().into_iter().map(|e| e.id.0).collect()
+            };
+            assert_eq!(ids("abc"), Vec::<String>::new());
+            assert_eq!(ids("abd"), ["a"]);
+            assert_eq!(ids("ff"), Vec::<String>::new());
+            store.apply(&[Change::DeletePipeline("odd".into())]).unwrap();
+            let left: Vec<String> = store.executions_with_revision("", 10).unwrap().into_iter().map(|e| e.id.0).collect();
+            assert_eq!(left, ["c", "a"], "a (abd000) and c (def456) remain");
+        }
     }
 
     /// How long the revision flow's query takes at 20 000 executions, through
@@ -1572,160 +1620,176 @@ mod tests {
 
     #[test]
     fn a_log_position_says_where_a_job_log_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
-        assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (None, 0, false));
-        let line = |job: &str, seq: u64, text: &str| {
-            Change::Log(LogLine { job_id: job.into(), execution_id: "e".into(), seq, text: text.into() })
-        };
-        store.apply(&[line("j", 0, "héllo\n"), line("j", 1, "[cut here]\n"), line("k", 9, "other\n")]).unwrap();
-        assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (Some(1), 18, true));
-        assert_eq!(store.log_position("e", "k", "[cut").unwrap(), (Some(9), 6, false));
+        for fresh in backends("a_log_position_says_where_a_job_log_ends") {
+            let mut store = fresh.open();
+            assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (None, 0, false));
+            let line = |job: &str, seq: u64, text: &str| {
+                Change::Log(LogLine { job_id: job.into(), execution_id: "e".into(), seq, text: text.into() })
+            };
+            store.apply(&[line("j", 0, "héllo\n"), line("j", 1, "[cut here]\n"), line("k", 9, "other\n")]).unwrap();
+            assert_eq!(store.log_position("e", "j", "[cut").unwrap(), (Some(1), 18, true));
+            assert_eq!(store.log_position("e", "k", "[cut").unwrap(), (Some(9), 6, false));
+        }
     }
 
     // Data lifecycle (issue 17, life).
     #[test]
     fn retention_deletes_ended_executions_with_their_logs_and_never_a_running_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
-        let line = |execution: &str| {
-            Change::Log(LogLine { job_id: "j".into(), execution_id: execution.into(), seq: 0, text: "x\n".into() })
-        };
-        let mut other = execution("o", ExecutionStatus::Failed, 1);
-        other.pipeline = "api".into();
-        let mut old = execution("old", ExecutionStatus::Succeeded, 1);
-        let stage = |name: &str, status| crate::engine::StageRun {
-            name: name.into(),
-            status: Some(status),
-            actions: vec![],
-            rules: vec![],
-            passed: vec![],
-            auto_retried: false,
-        };
-        old.stages =
-            vec![stage("Build", crate::engine::StageStatus::Succeeded), stage("Deploy", crate::engine::StageStatus::Failed)];
-        store
-            .apply(&[
-                Change::Execution(Box::new(old)),
-                Change::Execution(Box::new(execution("running", ExecutionStatus::InProgress, 2))),
-                Change::Execution(Box::new(execution("new", ExecutionStatus::Failed, 3))),
-                Change::Execution(Box::new(other)),
-                line("old"),
-                line("running"),
-                line("new"),
-                Change::StartRequest { pipeline: "web".into(), token: "t-old".into(), execution_id: "old".into() },
-                Change::StartRequest { pipeline: "web".into(), token: "t-running".into(), execution_id: "running".into() },
-            ])
-            .unwrap();
-        let ages = store.execution_ages(Some("web")).unwrap();
-        let seen: Vec<(&str, &str, bool)> = ages.iter().map(|(p, a)| (p.as_str(), a.id.as_str(), a.ended)).collect();
-        assert_eq!(seen, [("web", "new", true), ("web", "running", false), ("web", "old", true)]);
-        assert_eq!(ages[2].1.succeeded, ["Build"], "the stages that succeeded: rollback targets");
-        assert!(ages[0].1.succeeded.is_empty());
-        assert_eq!(store.execution_ages(None).unwrap().len(), 4);
-        store.apply(&[Change::DeleteExecutions(vec!["old".into(), "running".into()])]).unwrap();
-        assert!(store.execution(&ExecutionId("old".into())).unwrap().is_none());
-        assert!(store.logs("old").unwrap().is_empty());
-        assert!(store.execution(&ExecutionId("running".into())).unwrap().is_some(), "a running execution stays");
-        assert_eq!(store.logs("running").unwrap().len(), 1);
-        assert_eq!(store.logs("new").unwrap().len(), 1);
-        // A client request token of a removed execution names nothing any more.
-        assert_eq!(store.start_request("web", "t-old").unwrap(), None);
-        assert_eq!(store.start_request("web", "t-running").unwrap(), Some("running".into()));
+        for fresh in backends("retention_deletes_ended_executions_with_their_logs_and_never_a_running_one") {
+            let mut store = fresh.open();
+            let line = |execution: &str| {
+                Change::Log(LogLine { job_id: "j".into(), execution_id: execution.into(), seq: 0, text: "x\n".into() })
+            };
+            let mut other = execution("o", ExecutionStatus::Failed, 1);
+            other.pipeline = "api".into();
+            let mut old = execution("old", ExecutionStatus::Succeeded, 1);
+            let stage = |name: &str, status| crate::engine::StageRun {
+                name: name.into(),
+                status: Some(status),
+                actions: vec![],
+                rules: vec![],
+                passed: vec![],
+                auto_retried: false,
+            };
+            old.stages = vec![
+                stage("Build", crate::engine::StageStatus::Succeeded),
+                stage("Deploy", crate::engine::StageStatus::Failed),
+            ];
+            store
+                .apply(&[
+                    Change::Execution(Box::new(old)),
+                    Change::Execution(Box::new(execution("running", ExecutionStatus::InProgress, 2))),
+                    Change::Execution(Box::new(execution("new", ExecutionStatus::Failed, 3))),
+                    Change::Execution(Box::new(other)),
+                    line("old"),
+                    line("running"),
+                    line("new"),
+                    Change::StartRequest { pipeline: "web".into(), token: "t-old".into(), execution_id: "old".into() },
+                    Change::StartRequest {
+                        pipeline: "web".into(),
+                        token: "t-running".into(),
+                        execution_id: "running".into(),
+                    },
+                ])
+                .unwrap();
+            let ages = store.execution_ages(Some("web")).unwrap();
+            let seen: Vec<(&str, &str, bool)> = ages.iter().map(|(p, a)| (p.as_str(), a.id.as_str(), a.ended)).collect();
+            assert_eq!(seen, [("web", "new", true), ("web", "running", false), ("web", "old", true)]);
+            assert_eq!(ages[2].1.succeeded, ["Build"], "the stages that succeeded: rollback targets");
+            assert!(ages[0].1.succeeded.is_empty());
+            assert_eq!(store.execution_ages(None).unwrap().len(), 4);
+            store.apply(&[Change::DeleteExecutions(vec!["old".into(), "running".into()])]).unwrap();
+            assert!(store.execution(&ExecutionId("old".into())).unwrap().is_none());
+            assert!(store.logs("old").unwrap().is_empty());
+            assert!(store.execution(&ExecutionId("running".into())).unwrap().is_some(), "a running execution stays");
+            assert_eq!(store.logs("running").unwrap().len(), 1);
+            assert_eq!(store.logs("new").unwrap().len(), 1);
+            // A client request token of a removed execution names nothing any more.
+            assert_eq!(store.start_request("web", "t-old").unwrap(), None);
+            assert_eq!(store.start_request("web", "t-running").unwrap(), Some("running".into()));
+        }
     }
 
     // The audit log (issue 15, gov).
     #[test]
     fn audit_records_chain_filter_prune_and_commit_with_their_step() {
-        use crate::audit::{Entry, Filter, Head, Verifier};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sluice.db");
-        let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
-        let mut head = Head::default();
-        let entry = |user: &str, resource: &str| Entry {
-            user: user.into(),
-            operation: "GetPipeline".into(),
-            resource: resource.into(),
-            ..Entry::default()
-        };
-        // A step's writes are visible inside it, and commit with its record.
-        store.begin_step().unwrap();
-        let record = PipelineRecord {
-            name: "web".into(),
-            version: 1,
-            definition: "{}".into(),
-            created_at: 1,
-            updated_at: 1,
-            author: "ann".into(),
-        };
-        store.apply(&[Change::Pipeline(record)]).unwrap();
-        assert!(store.pipeline("web", Some(1)).unwrap().is_some());
-        let record = head.append(1_000, entry("ann", "pipeline/web"));
-        store.apply(&[Change::Audit(Box::new(record))]).unwrap();
-        store.end_step().unwrap();
-        for (i, (user, resource)) in
-            [("bob", "pipeline/web/Deploy/Approve"), ("ann", "pipeline/webby"), ("bob", "secret/x")].into_iter().enumerate()
-        {
-            store.apply(&[Change::Audit(Box::new(head.append(2_000 + i as u64 * 1_000, entry(user, resource))))]).unwrap();
-        }
-        let all = |store: &SqliteStore, f: Filter| store.audit_records(&Filter { limit: 100, ..f }).unwrap();
-        assert_eq!(all(&store, Filter::default()).len(), 4);
-        let web = all(&store, Filter { pipeline: Some("web".into()), ..Filter::default() });
-        assert_eq!(web.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [1, 2]);
-        let bob = all(&store, Filter { user: Some("bob".into()), since: Some(3_000), ..Filter::default() });
-        assert_eq!(bob.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [4]);
-        let newest = store.audit_records(&Filter { limit: 2, newest: true, ..Filter::default() }).unwrap();
-        assert_eq!(newest.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [3, 4]);
-        // The page before it (issue 16, pages: the console's paging).
-        let older =
-            store.audit_records(&Filter { limit: 2, newest: true, before_seq: Some(3), ..Filter::default() }).unwrap();
-        assert_eq!(older.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(store.audit_head().unwrap(), head.0);
+        for fresh in backends("audit_records_chain_filter_prune_and_commit_with_their_step") {
+            use crate::audit::{Entry, Filter, Head, Verifier};
+            let mut store = fresh.open();
+            let mut head = Head::default();
+            let entry = |user: &str, resource: &str| Entry {
+                user: user.into(),
+                operation: "GetPipeline".into(),
+                resource: resource.into(),
+                ..Entry::default()
+            };
+            // A step's writes are visible inside it, and commit with its record.
+            store.begin_step().unwrap();
+            let record = PipelineRecord {
+                name: "web".into(),
+                version: 1,
+                definition: "{}".into(),
+                created_at: 1,
+                updated_at: 1,
+                author: "ann".into(),
+            };
+            store.apply(&[Change::Pipeline(record)]).unwrap();
+            assert!(store.pipeline("web", Some(1)).unwrap().is_some());
+            let record = head.append(1_000, entry("ann", "pipeline/web"));
+            store.apply(&[Change::Audit(Box::new(record))]).unwrap();
+            store.end_step().unwrap();
+            for (i, (user, resource)) in
+                [("bob", "pipeline/web/Deploy/Approve"), ("ann", "pipeline/webby"), ("bob", "secret/x")]
+                    .into_iter()
+                    .enumerate()
+            {
+                store
+                    .apply(&[Change::Audit(Box::new(head.append(2_000 + i as u64 * 1_000, entry(user, resource))))])
+                    .unwrap();
+            }
+            let all = |store: &dyn Store, f: Filter| store.audit_records(&Filter { limit: 100, ..f }).unwrap();
+            assert_eq!(all(&*store, Filter::default()).len(), 4);
+            let web = all(&*store, Filter { pipeline: Some("web".into()), ..Filter::default() });
+            assert_eq!(web.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [1, 2]);
+            let bob = all(&*store, Filter { user: Some("bob".into()), since: Some(3_000), ..Filter::default() });
+            assert_eq!(bob.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [4]);
+            let newest = store.audit_records(&Filter { limit: 2, newest: true, ..Filter::default() }).unwrap();
+            assert_eq!(newest.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [3, 4]);
+            // The page before it (issue 16, pages: the console's paging).
+            let older =
+                store.audit_records(&Filter { limit: 2, newest: true, before_seq: Some(3), ..Filter::default() }).unwrap();
+            assert_eq!(older.iter().map(|(r, _)| r.seq).collect::<Vec<_>>(), [1, 2]);
+            assert_eq!(store.audit_head().unwrap(), head.0);
 
-        // The controller cannot change a record, nor delete one it did not prune.
-        assert!(store.conn.execute("UPDATE audit_log SET user = 'x' WHERE seq = 2", []).is_err());
-        assert!(store.conn.execute("DELETE FROM audit_log WHERE seq = 2", []).is_err());
+            // The controller cannot change a record, nor delete one it did not prune.
+            fresh.refuses("UPDATE audit_log SET via = 'x' WHERE seq = 2");
+            fresh.refuses("DELETE FROM audit_log WHERE seq = 2");
 
-        // Pruning keeps the last pruned record's hash: the rest verifies from it.
-        let point = store.audit_prune_point(2_500).unwrap().unwrap();
-        assert_eq!(point.seq, 2);
-        store.apply(&[Change::PruneAudit(point.clone())]).unwrap();
-        assert_eq!(store.audit_anchor().unwrap(), point);
-        let mut verifier = Verifier::new(store.audit_anchor().unwrap());
-        for (record, hash) in all(&store, Filter::default()) {
-            verifier.feed(&record, &hash).unwrap();
+            // Pruning keeps the last pruned record's hash: the rest verifies from it.
+            let point = store.audit_prune_point(2_500).unwrap().unwrap();
+            assert_eq!(point.seq, 2);
+            store.apply(&[Change::PruneAudit(point.clone())]).unwrap();
+            assert_eq!(store.audit_anchor().unwrap(), point);
+            let mut verifier = Verifier::new(store.audit_anchor().unwrap());
+            for (record, hash) in all(&*store, Filter::default()) {
+                verifier.feed(&record, &hash).unwrap();
+            }
+            assert_eq!(verifier.count(), 2);
         }
-        assert_eq!(verifier.count(), 2);
     }
 
     #[test]
     fn one_jobs_lines_after_a_sequence_number_come_by_the_index_and_a_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
-        let log = |job: &str, seq: u64| {
-            Change::Log(LogLine { job_id: job.into(), execution_id: "e1".into(), seq, text: format!("{job} {seq}\n") })
-        };
-        let mut changes: Vec<Change> = (0..10).map(|n| log("e1.0.0.1", n)).collect();
-        changes.extend((0..3).map(|n| log("e1.0.0.2", n)));
-        store.apply(&changes).unwrap();
-        let seqs = |lines: Vec<LogLine>| lines.iter().map(|l| l.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", None, 100).unwrap()), (0..10).collect::<Vec<_>>());
-        assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", Some(6), 100).unwrap()), [7, 8, 9]);
-        assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", Some(2), 2).unwrap()), [3, 4], "at most the limit");
-        assert!(store.job_logs("e1", "e1.0.0.1", Some(9), 100).unwrap().is_empty());
-        assert!(store.job_logs("e1", "e1.0.0.1", Some(u64::MAX), 100).unwrap().is_empty());
-        assert_eq!(store.job_logs("e1", "e1.0.0.2", None, 100).unwrap().len(), 3, "only that job's");
-        assert!(store.job_logs("e2", "e1.0.0.1", None, 100).unwrap().is_empty(), "only that execution's");
-        // The read is a range of the index, not a scan of the execution's log.
-        let plan: String = store
-            .conn
-            .query_row(
-                "EXPLAIN QUERY PLAN SELECT job_id, execution_id, seq, text FROM logs
-                 WHERE execution_id = 'e1' AND job_id = 'j' AND seq > 3 ORDER BY seq LIMIT 5",
-                [],
-                |r| r.get(3),
-            )
-            .unwrap();
-        assert!(plan.contains("logs_by_job"), "{plan}");
+        for fresh in backends("one_jobs_lines_after_a_sequence_number_come_by_the_index_and_a_limit") {
+            let mut store = fresh.open();
+            let log = |job: &str, seq: u64| {
+                Change::Log(LogLine { job_id: job.into(), execution_id: "e1".into(), seq, text: format!("{job} {seq}\n") })
+            };
+            let mut changes: Vec<Change> = (0..10).map(|n| log("e1.0.0.1", n)).collect();
+            changes.extend((0..3).map(|n| log("e1.0.0.2", n)));
+            store.apply(&changes).unwrap();
+            let seqs = |lines: Vec<LogLine>| lines.iter().map(|l| l.seq).collect::<Vec<_>>();
+            assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", None, 100).unwrap()), (0..10).collect::<Vec<_>>());
+            assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", Some(6), 100).unwrap()), [7, 8, 9]);
+            assert_eq!(seqs(store.job_logs("e1", "e1.0.0.1", Some(2), 2).unwrap()), [3, 4], "at most the limit");
+            assert!(store.job_logs("e1", "e1.0.0.1", Some(9), 100).unwrap().is_empty());
+            assert!(store.job_logs("e1", "e1.0.0.1", Some(u64::MAX), 100).unwrap().is_empty());
+            assert_eq!(store.job_logs("e1", "e1.0.0.2", None, 100).unwrap().len(), 3, "only that job's");
+            assert!(store.job_logs("e2", "e1.0.0.1", None, 100).unwrap().is_empty(), "only that execution's");
+            // The read is a range of the index, not a scan of the execution's log.
+            if fresh.location != Location::Sqlite {
+                continue;
+            }
+            let conn = Connection::open(fresh.dir.path().join("sluice.db")).unwrap();
+            let plan: String = conn
+                .query_row(
+                    "EXPLAIN QUERY PLAN SELECT job_id, execution_id, seq, text FROM logs
+                     WHERE execution_id = 'e1' AND job_id = 'j' AND seq > 3 ORDER BY seq LIMIT 5",
+                    [],
+                    |r| r.get(3),
+                )
+                .unwrap();
+            assert!(plan.contains("logs_by_job"), "{plan}");
+        }
     }
 }

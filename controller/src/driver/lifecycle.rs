@@ -49,6 +49,8 @@ pub(super) struct Lifecycle {
     /// Whether the disk was under the floor when last looked at for log
     /// lines, and when to look again.
     log_disk: (bool, u64),
+    // PostgreSQL (issue 18, pg): a backup copies SQLite's file; PostgreSQL's is pg_dump's.
+    store: crate::store::Location,
 }
 
 /// Backups copying now, by id: when each began. One at a time. A backup
@@ -123,7 +125,13 @@ impl Lifecycle {
             collecting: Collecting::default(),
             next_disk_check: 0,
             log_disk: (false, 0),
+            store: crate::store::Location::Sqlite,
         }
+    }
+
+    /// The store the controller runs on (SQLite unless said).
+    pub(super) fn on_store(self, store: crate::store::Location) -> Self {
+        Self { store, ..self }
     }
 }
 
@@ -310,6 +318,15 @@ impl Driver {
 
 impl Handle<BeginBackup> for Driver {
     fn handle(&mut self, op: BeginBackup, ctx: &Context) -> Result<BeginBackupOutput, OpError> {
+        // The state is not in the data dir: `sluice backup` would copy
+        // artifacts without the executions that name them (issue 18, pg).
+        if let crate::store::Location::Postgres(_) = &self.lifecycle.store {
+            return Err(OpError::UnsupportedOperation(
+                "this controller's store is PostgreSQL: back it up with pg_dump (and the data dir's keys and artifacts \
+                 with a copy of the directory, or the bucket's own backup); `sluice backup` copies only a SQLite store"
+                    .into(),
+            ));
+        }
         // The host's checks are the transport's, off this task.
         let to = crate::backup::check_path(&op.to).map_err(OpError::invalid)?;
         let id = self

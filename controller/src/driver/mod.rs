@@ -355,7 +355,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         audit: audit::AuditLog::new(config.audit_retention),
         held: None,
         directory: crate::policy::Directory::default(),
-        lifecycle: lifecycle::Lifecycle::new(dir.clone(), config.retention.clone(), lock),
+        lifecycle: lifecycle::Lifecycle::new(dir.clone(), config.retention.clone(), lock).on_store(config.store.clone()),
         counts: observe::Counts::default(),
         metrics: metrics.clone(),
     };

@@ -330,7 +330,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Change, Durability, SqliteStore, Store};
+    use crate::store::Change;
 
     fn delivery(rule: &str, target: u32, at: u64) -> Change {
         Change::Notification(NotificationChange::Delivery(NewDelivery {
@@ -346,59 +346,59 @@ mod tests {
 
     #[test]
     fn the_outbox_hands_out_one_due_delivery_per_target_and_records_attempts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sluice.db");
-        let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
-        let outbox = Outbox::open(&path).unwrap();
-        // A long queue for one target, one delivery for another, one not yet due.
-        let mut changes: Vec<Change> = (0..5).map(|i| delivery("web:a", 0, 100 + i)).collect();
-        changes.push(delivery("web:b", 0, 200));
-        store.apply(&changes).unwrap();
-        let due = outbox.due(1000, 64).unwrap();
-        let got: Vec<(&str, u64)> = due.iter().map(|d| (d.rule_id.as_str(), d.created_at)).collect();
-        assert_eq!(got, [("web:a", 100), ("web:b", 200)]);
-        assert_eq!(outbox.due(150, 64).unwrap().len(), 1);
+        for fresh in crate::store::tests::backends("the_outbox_hands_out_one_due_delivery_per_target_and_records_attempts") {
+            let mut store = fresh.open();
+            let outbox = fresh.outbox();
+            // A long queue for one target, one delivery for another, one not yet due.
+            let mut changes: Vec<Change> = (0..5).map(|i| delivery("web:a", 0, 100 + i)).collect();
+            changes.push(delivery("web:b", 0, 200));
+            store.apply(&changes).unwrap();
+            let due = outbox.due(1000, 64).unwrap();
+            let got: Vec<(&str, u64)> = due.iter().map(|d| (d.rule_id.as_str(), d.created_at)).collect();
+            assert_eq!(got, [("web:a", 100), ("web:b", 200)]);
+            assert_eq!(outbox.due(150, 64).unwrap().len(), 1);
 
-        // A failed attempt waits, and its queue with it; a dead one is kept.
-        let (first, other) = (due[0].id, due[1].id);
-        outbox.record(first, "pending", 1, 5000, Some("HTTP 503"), 1000).unwrap();
-        outbox.record(other, "dead", 1, 1000, Some("HTTP 404"), 1000).unwrap();
-        assert!(outbox.due(1000, 64).unwrap().is_empty(), "the queue waits behind its head");
-        assert_eq!(outbox.next_due().unwrap(), Some(5000));
-        outbox.record(first, "delivered", 2, 5000, None, 5000).unwrap();
-        let next: Vec<u64> = outbox.due(5000, 64).unwrap().iter().map(|d| d.created_at).collect();
-        assert_eq!(next, [101], "then the next in order");
-        let dead = store.notification_deliveries(None, Some("dead"), 10).unwrap();
-        assert_eq!((dead.len(), dead[0].last_error.as_deref()), (1, Some("HTTP 404")));
+            // A failed attempt waits, and its queue with it; a dead one is kept.
+            let (first, other) = (due[0].id, due[1].id);
+            outbox.record(first, "pending", 1, 5000, Some("HTTP 503"), 1000).unwrap();
+            outbox.record(other, "dead", 1, 1000, Some("HTTP 404"), 1000).unwrap();
+            assert!(outbox.due(1000, 64).unwrap().is_empty(), "the queue waits behind its head");
+            assert_eq!(outbox.next_due().unwrap(), Some(5000));
+            outbox.record(first, "delivered", 2, 5000, None, 5000).unwrap();
+            let next: Vec<u64> = outbox.due(5000, 64).unwrap().iter().map(|d| d.created_at).collect();
+            assert_eq!(next, [101], "then the next in order");
+            let dead = store.notification_deliveries(None, Some("dead"), 10).unwrap();
+            assert_eq!((dead.len(), dead[0].last_error.as_deref()), (1, Some("HTTP 404")));
 
-        // Redelivery makes it pending again, attempts reset.
-        store.apply(&[Change::Notification(NotificationChange::Redeliver { id: other, at: 2000 })]).unwrap();
-        let again = store.notification_delivery(other).unwrap().unwrap();
-        assert_eq!((again.status.as_str(), again.attempts, again.next_attempt_at), ("pending", 0, 2000));
+            // Redelivery makes it pending again, attempts reset.
+            store.apply(&[Change::Notification(NotificationChange::Redeliver { id: other, at: 2000 })]).unwrap();
+            let again = store.notification_delivery(other).unwrap().unwrap();
+            assert_eq!((again.status.as_str(), again.attempts, again.next_attempt_at), ("pending", 0, 2000));
 
-        // Deleting the rule deletes its deliveries; deleting the pipeline the rest.
-        store.apply(&[Change::Notification(NotificationChange::DeleteRule("web:a".into()))]).unwrap();
-        assert_eq!(store.notification_deliveries(None, None, 100).unwrap().len(), 1);
-        store.apply(&[Change::DeletePipeline("web".into())]).unwrap();
-        assert!(store.notification_deliveries(None, None, 100).unwrap().is_empty());
+            // Deleting the rule deletes its deliveries; deleting the pipeline the rest.
+            store.apply(&[Change::Notification(NotificationChange::DeleteRule("web:a".into()))]).unwrap();
+            assert_eq!(store.notification_deliveries(None, None, 100).unwrap().len(), 1);
+            store.apply(&[Change::DeletePipeline("web".into())]).unwrap();
+            assert!(store.notification_deliveries(None, None, 100).unwrap().is_empty());
+        }
     }
 
     #[test]
     fn pruning_drops_old_delivered_rows_and_caps_each_rule() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sluice.db");
-        let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
-        let mut outbox = Outbox::open(&path).unwrap();
-        let n = MAX_UNDELIVERED_PER_RULE as u64 + 5;
-        let changes: Vec<Change> = (0..n).map(|i| delivery("web:a", 0, i)).chain([delivery("web:b", 0, 0)]).collect();
-        store.apply(&changes).unwrap();
-        let b = store.notification_deliveries(Some("web:b"), None, 1).unwrap()[0].id;
-        outbox.record(b, "delivered", 1, 0, None, 10).unwrap();
-        let now = 10 + KEEP_DELIVERED_MS + 1;
-        assert_eq!(outbox.prune(now).unwrap(), 6);
-        let left = store.notification_deliveries(Some("web:a"), None, 2000).unwrap();
-        assert_eq!(left.len() as i64, MAX_UNDELIVERED_PER_RULE);
-        assert_eq!(left.last().unwrap().created_at, 5, "the oldest went first");
-        assert!(store.notification_deliveries(Some("web:b"), None, 10).unwrap().is_empty());
+        for fresh in crate::store::tests::backends("pruning_drops_old_delivered_rows_and_caps_each_rule") {
+            let mut store = fresh.open();
+            let mut outbox = fresh.outbox();
+            let n = MAX_UNDELIVERED_PER_RULE as u64 + 5;
+            let changes: Vec<Change> = (0..n).map(|i| delivery("web:a", 0, i)).chain([delivery("web:b", 0, 0)]).collect();
+            store.apply(&changes).unwrap();
+            let b = store.notification_deliveries(Some("web:b"), None, 1).unwrap()[0].id;
+            outbox.record(b, "delivered", 1, 0, None, 10).unwrap();
+            let now = 10 + KEEP_DELIVERED_MS + 1;
+            assert_eq!(outbox.prune(now).unwrap(), 6);
+            let left = store.notification_deliveries(Some("web:a"), None, 2000).unwrap();
+            assert_eq!(left.len() as i64, MAX_UNDELIVERED_PER_RULE);
+            assert_eq!(left.last().unwrap().created_at, 5, "the oldest went first");
+            assert!(store.notification_deliveries(Some("web:b"), None, 10).unwrap().is_empty());
+        }
     }
 }

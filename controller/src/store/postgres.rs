@@ -267,6 +267,8 @@ impl Store for PgStore {
             return Err(e);
         }
         self.cluster_key(name)?.with_context(|| format!("the cluster key {name:?} vanished from the store"))
+    fn postgres(&mut self) -> Option<&mut PgStore> {
+        Some(self)
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<()> {
@@ -467,9 +469,11 @@ impl Store for PgStore {
         if prefix.is_empty() {
             return self.query_json(&answer("TRUE"), &[&n], "execution");
         }
-        let starts = "revision >= $2 AND substr(revision, 1, length($2)) = $2";
+        let starts = "revision >= $2::TEXT AND substr(revision, 1, length($2)) = $2";
         match prefix_end(prefix) {
-            Some(end) => self.query_json(&answer(&format!("{starts} AND revision < $3")), &[&n, &prefix, &end], "execution"),
+            Some(end) => {
+                self.query_json(&answer(&format!("{starts} AND revision < $3::TEXT")), &[&n, &prefix, &end], "execution")
+            }
             None => self.query_json(&answer(starts), &[&n, &prefix], "execution"),
         }
     }
@@ -534,7 +538,7 @@ impl Store for PgStore {
     fn log_position(&self, execution_id: &str, job_id: &str, marker: &str) -> Result<(Option<u64>, u64, bool)> {
         let rows = self.query(
             "SELECT MAX(seq), COALESCE(SUM(octet_length(text)), 0)::BIGINT,
-             COALESCE(bool_or(substr(text, 1, length($3)) = $3), FALSE)
+             COALESCE(bool_or(substr(text, 1, length($3::TEXT)) = $3), FALSE)
              FROM logs WHERE execution_id = $1 AND job_id = $2",
             &[&execution_id, &job_id, &marker],
         )?;

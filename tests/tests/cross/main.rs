@@ -38,3 +38,5 @@ mod reach;
 mod ha;
 // Artifacts in S3-compatible object storage (issue 18, s3).
 mod s3;
+// The controller on PostgreSQL (issue 18, pg).
+mod pg;

@@ -60,8 +60,10 @@ fn a_fenced_store_writes_nothing_and_a_matching_fence_writes() {
     let names = |store: &PgStore| store.users().unwrap().into_iter().map(|u| u.name).collect::<Vec<_>>();
     assert_eq!(names(&store), ["ann"], "nothing of a refused write is stored");
 
-    // With the new lease's fence it writes again; without a fence, too.
-    store.set_fence(Some(Fence { holder: "ctl-b".into(), epoch: 2 }));
+    // With the new lease's fence it writes again (set through the trait,
+    // as the driver's boxed store is); without a fence, too.
+    let boxed: &mut dyn Store = &mut store;
+    boxed.postgres().unwrap().set_fence(Some(Fence { holder: "ctl-b".into(), epoch: 2 }));
     store.begin_step().unwrap();
     store.apply(&[user("eve")]).unwrap();
     store.apply(&[user("fay")]).unwrap();
@@ -82,7 +84,7 @@ fn a_step_is_one_transaction_and_a_failed_apply_in_it_is_undone_alone() {
     // A log line of an absurd sequence number is fine; a second audit record of one seq is not.
     let record = crate::audit::Record::new(1, 1, crate::audit::Entry::default());
     let audit = Change::Audit(Box::new((record, "h".into())));
-    store.apply(&[audit.clone()]).unwrap();
+    store.apply(std::slice::from_ref(&audit)).unwrap();
     assert!(store.apply(&[user("bob"), audit]).is_err());
     store.apply(&[user("cid")]).unwrap();
     store.end_step().unwrap();
@@ -118,4 +120,48 @@ fn controllers_opening_one_database_together_create_the_schema_once() {
     }
     let store = PgStore::open(&url, Durability::Process).unwrap();
     assert_eq!(version(&store.conn).unwrap(), crate::store::schema::CURRENT);
+}
+
+/// What a driver step costs on each backend: a commit of one execution
+/// (with a source revision) and two log lines, alone and as a step with
+/// an audit record. A measurement, not a check (figures in the notes):
+/// `cargo test -p sluice --lib step_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn step_cost() {
+    use crate::store::tests::{backends, carrying};
+    for fresh in backends("step_cost") {
+        let mut store = fresh.open();
+        let step = |i: u64| {
+            let line = |seq| {
+                Change::Log(crate::store::LogLine {
+                    job_id: "j".into(),
+                    execution_id: format!("e{i}"),
+                    seq,
+                    text: "a line of output\n".into(),
+                })
+            };
+            vec![carrying(&format!("e{i}"), i, "web", &[("Source", "abc")]), line(0), line(1)]
+        };
+        for i in 0..50 {
+            store.apply(&step(i)).unwrap();
+        }
+        let n = 1000;
+        let t = std::time::Instant::now();
+        for i in 100..100 + n {
+            store.apply(&step(i)).unwrap();
+        }
+        let apply = t.elapsed() / n as u32;
+        let t = std::time::Instant::now();
+        let mut head = crate::audit::Head::default();
+        for i in 5000..5000 + n {
+            store.begin_step().unwrap();
+            store.apply(&step(i)).unwrap();
+            let record = head.append(i, crate::audit::Entry::default());
+            store.apply(&[Change::Audit(Box::new(record))]).unwrap();
+            store.end_step().unwrap();
+        }
+        let audited = t.elapsed() / n as u32;
+        println!("{}: apply {apply:?} per step, audited step {audited:?}", fresh.location);
+    }
 }

@@ -149,9 +149,7 @@ impl Throwaway {
 
     /// Runs statements on the `postgres` database.
     pub fn admin(&self, sql: &str) -> Result<()> {
-        let config = super::parse_url(&self.admin_url())?;
-        let conn = super::conn::Conn::connect(&config, "admin")?;
-        conn.batch(sql)
+        execute(&self.admin_url(), sql)
     }
 
     pub fn port(&self) -> u16 {
@@ -161,4 +159,11 @@ impl Throwaway {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Runs statements (no parameters) on the database of `url`: what a test
+/// does behind the controller's back.
+pub fn execute(url: &str, sql: &str) -> Result<()> {
+    let conn = super::conn::Conn::connect(&super::parse_url(url)?, "test")?;
+    conn.batch(sql)
 }
