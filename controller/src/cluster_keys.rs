@@ -229,6 +229,68 @@ mod tests {
         assert_eq!(issuer, x509_parser::parse_x509_certificate(&ca_der).unwrap().1.subject().to_string());
     }
 
+    /// An agent enrolled through the first controller (its certificate
+    /// signed by the first one's CA) completes a real mutual-TLS QUIC
+    /// handshake with the second controller's fleet configuration, and a
+    /// certificate of another cluster's CA does not.
+    #[tokio::test]
+    async fn an_agent_certificate_from_one_controller_is_accepted_by_the_other() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let shared_store = tempfile::tempdir().unwrap();
+        let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = load(&mut store(shared_store.path()), &SecretBox::open(a.path()).unwrap(), a.path(), 1).unwrap();
+        std::fs::copy(a.path().join("secret.key"), b.path().join("secret.key")).unwrap();
+        let second = load(&mut store(shared_store.path()), &SecretBox::open(b.path()).unwrap(), b.path(), 2).unwrap();
+        let stranger = Ca::load_or_create(&c.path().join("ca")).unwrap();
+        let server = quinn::Endpoint::server(
+            second.ca.server_config(crate::ca::Revocations::default()).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Some(incoming) = server.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(connection) = incoming.await {
+                        let _stream = connection.accept_bi().await;
+                        connection.closed().await;
+                    }
+                });
+            }
+        });
+        let handshake = |issuer: &Ca| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let csr = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap().serialize_request(&key).unwrap();
+            let (cert_pem, _) =
+                issuer.sign_agent(&csr.pem().unwrap(), "agent-1", std::time::Duration::from_secs(600)).unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(rustls::pki_types::CertificateDer::from(pem_der(second.ca.cert_pem()))).unwrap();
+            let chain = vec![rustls::pki_types::CertificateDer::from(pem_der(&cert_pem))];
+            let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+            let mut tls =
+                rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(chain, key).unwrap();
+            tls.alpn_protocols = vec![sluice_protocol::ALPN_FLEET.to_vec()];
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+            let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+            let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            async move {
+                let connection = client.connect_with(config, addr, sluice_protocol::CONTROLLER_SERVER_NAME).unwrap().await?;
+                // TLS 1.3: the server judges the client certificate after
+                // the client's side is done; a stream shows its verdict.
+                let (mut send, _recv) = connection.open_bi().await?;
+                let _ = send.write_all(b"x").await;
+                match tokio::time::timeout(std::time::Duration::from_millis(500), connection.closed()).await {
+                    Ok(reason) => Err(reason),
+                    Err(_) => Ok(()),
+                }
+            }
+        };
+        let accepted = tokio::time::timeout(std::time::Duration::from_secs(10), handshake(&first.ca)).await.unwrap();
+        assert!(accepted.is_ok(), "{accepted:?}");
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(10), handshake(&stranger)).await.unwrap();
+        assert!(refused.is_err(), "another cluster's agent is refused");
+    }
+
     fn pem_der(pem: &str) -> Vec<u8> {
         use rustls::pki_types::pem::PemObject as _;
         rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()

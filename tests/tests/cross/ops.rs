@@ -136,7 +136,8 @@ fn settings_come_from_flags_then_the_environment_then_the_file() -> Result<()> {
         .output()?;
     assert!(out.status.success(), "{}", output_text(&out));
     let text = stdout(&out);
-    assert_eq!(line(&text, "controller"), "controller = \"env.example:7443\"  # environment SLUICE_CONTROLLER");
+    // A list since a cluster's controllers can be given (issue 18, reach).
+    assert_eq!(line(&text, "controller"), "controller = [\"env.example:7443\"]  # environment SLUICE_CONTROLLER");
     assert_eq!(line(&text, "slots"), "slots = 5  # environment SLUICE_AGENT_SLOTS");
     assert_eq!(line(&text, "sandbox-max-pids"), "sandbox-max-pids = 20  # flag");
     assert_eq!(line(&text, "data-dir"), "data-dir = \"/var/lib/a\"  # config file");

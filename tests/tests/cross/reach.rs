@@ -153,3 +153,34 @@ fn the_cli_sends_no_credentials_to_an_address_whose_certificate_does_not_verify(
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("certificate is not trusted"), "{}", output_text(&out));
 }
+
+/// A controller upgraded from a release that kept its CA, admin token and
+/// worker key only as files (its store has no `cluster_keys`): it stores
+/// its own files, so its agent comes back without enrolling again and runs
+/// the next job, and the admin token still works.
+#[test]
+fn an_upgraded_controller_keeps_its_ca_and_its_agents() {
+    let mut cluster = Cluster::new().agent(&[]).start().unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    cluster.create_pipeline("reach", &pipeline("reach", &repo));
+    cluster.wait_for_executions_to_end("reach").unwrap();
+    let data = cluster.data_dir();
+    let ca = std::fs::read(data.join("ca/ca.crt")).unwrap();
+    let (token, identity) = (cluster.token.clone(), std::fs::read(cluster.agent_dir(0).join("agent.crt")).unwrap());
+
+    cluster.kill_controller();
+    let db = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
+    db.execute_batch("DROP TABLE cluster_keys").unwrap();
+    drop(db);
+    cluster.start_controller().unwrap();
+    assert_eq!(std::fs::read(data.join("ca/ca.crt")).unwrap(), ca, "the same CA");
+    assert_eq!(cluster.token, token, "the same admin token");
+    wait_until("the agent to come back", WAIT, || (connected(&cluster) == 1).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_log(0)));
+    run_once(&cluster, "reach");
+    assert_eq!(std::fs::read(cluster.agent_dir(0).join("agent.crt")).unwrap(), identity, "not enrolled again");
+    let db = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
+    let keys: i64 = db.query_row("SELECT COUNT(*) FROM cluster_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!(keys, 3, "the CA, the admin token and the worker key are in the store now");
+}
