@@ -92,18 +92,29 @@ impl Drop for Background {
     }
 }
 
+/// The longest a synchronous question waits for the object store (a HEAD
+/// from the driver's task: a bucket that hangs must not hang the driver).
+const BLOCKING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a synchronous write or collection waits (off the driver's
+/// task, or a pushed plugin's one PUT).
+const BLOCKING_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Remote {
     /// Runs `work` on the backend's runtime and waits for it, from any
     /// thread (the driver's task included).
     fn block<T: Send + 'static>(
         &self,
+        wait: std::time::Duration,
         work: impl FnOnce(s3::S3) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>,
     ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let future = work(self.s3.clone());
         let runtime = self.runtime.0.as_ref().expect("runtime until dropped");
         runtime.spawn(async move {
-            let _ = tx.send(future.await);
+            let answer = tokio::time::timeout(wait, future)
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the object store did not answer within {} s", wait.as_secs())));
+            let _ = tx.send(answer);
         });
         rx.recv().map_err(|_| anyhow::anyhow!("the object store's runtime stopped"))?
     }
@@ -163,7 +174,7 @@ impl BlobStore {
     pub async fn check(&self) -> Result<()> {
         match &self.backend {
             Backend::Local => Ok(()),
-            Backend::S3(remote) => remote.block(|s3| Box::pin(async move { s3.check().await })),
+            Backend::S3(remote) => remote.block(BLOCKING_WAIT, |s3| Box::pin(async move { s3.check().await })),
         }
     }
 
@@ -192,10 +203,12 @@ impl BlobStore {
             // The mark is the object's own time: the collection asks again
             // just before it removes (`S3::collect_garbage`).
             let digest = digest.to_string();
-            return remote.block(move |s3| Box::pin(async move { s3.touch(&digest).await })).unwrap_or_else(|e| {
-                tracing::warn!(blob = %path.display(), "asking the object store for a blob: {e:#}");
-                false
-            });
+            return remote.block(BLOCKING_WAIT, move |s3| Box::pin(async move { s3.touch(&digest).await })).unwrap_or_else(
+                |e| {
+                    tracing::warn!(blob = %path.display(), "asking the object store for a blob: {e:#}");
+                    false
+                },
+            );
         }
         let _collecting = self.collecting.lock().expect("collection lock");
         match std::fs::File::options().append(true).open(&path) {
@@ -220,7 +233,7 @@ impl BlobStore {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<String> {
         if let Backend::S3(remote) = &self.backend {
             let bytes = bytes::Bytes::copy_from_slice(bytes);
-            return remote.block(move |s3| Box::pin(async move { s3.put_bytes(bytes).await }));
+            return remote.block(BLOCKING_WRITE_WAIT, move |s3| Box::pin(async move { s3.put_bytes(bytes).await }));
         }
         let digest = hex::encode(Sha256::digest(bytes));
         let path = self.path(&digest)?;
@@ -254,7 +267,7 @@ impl BlobStore {
         if let Backend::S3(remote) = &self.backend {
             self.path(digest).ok()?;
             let key = digest.to_string();
-            return match remote.block(move |s3| Box::pin(async move { s3.head(&key).await })) {
+            return match remote.block(BLOCKING_WAIT, move |s3| Box::pin(async move { s3.head(&key).await })) {
                 Ok(found) => found.map(|(size, _)| size),
                 Err(e) => {
                     tracing::warn!(digest, "asking the object store for a blob: {e:#}");
@@ -273,7 +286,9 @@ impl BlobStore {
             }
             let key = digest.to_string();
             // Unknown counts as there: the booking stays until the store answers.
-            return remote.block(move |s3| Box::pin(async move { s3.has_partial(&key).await })).unwrap_or(true);
+            return remote
+                .block(BLOCKING_WAIT, move |s3| Box::pin(async move { s3.has_partial(&key).await }))
+                .unwrap_or(true);
         }
         self.partial(digest).is_ok_and(|p| p.exists())
     }
@@ -428,7 +443,8 @@ impl BlobStore {
     ) -> Result<(usize, u64)> {
         if let Backend::S3(remote) = &self.backend {
             let keep = keep.clone();
-            let collected = remote.block(move |s3| Box::pin(async move { s3.collect_garbage(&keep, before).await }))?;
+            let collected = remote
+                .block(BLOCKING_WRITE_WAIT, move |s3| Box::pin(async move { s3.collect_garbage(&keep, before).await }))?;
             // The local cache: every copy not read since the cut-off.
             self.collect_local(&Default::default(), before)?;
             return Ok(collected);

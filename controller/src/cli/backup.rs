@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32, Failure> {
         if let Some(bucket) = out["blobsIn"].as_str() {
             text.push_str(&format!(
                 "artifacts and plugins are in {bucket}, not in the backup: keep the bucket versioned or replicated \
-                 (docs/ha.md, \"Artifacts in S3\")\n"
+                 (docs/install.md, \"Artifacts in S3-compatible storage\")\n"
             ));
         }
         text

@@ -42,7 +42,7 @@ pub struct CreateBackupOutput {
     pub took_ms: u64,
     /// Artifacts in S3 (issue 18, s3): the bucket the artifacts and
     /// plugins live in (`s3://...`), which the backup does not copy: back
-    /// the bucket up with its versioning or replication (docs/ha.md).
+    /// the bucket up with its versioning or replication (docs/install.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blobs_in: Option<String>,
 }

@@ -335,3 +335,69 @@ fn a_wrong_key_or_an_open_config_file_stops_the_controller_with_the_reason() {
     let out = controller(&[("AWS_SECRET_ACCESS_KEY", "")], &args);
     assert!(out.status.success(), "{}", output_text(&out));
 }
+
+/// `sluice_artifact_bytes_total{direction="in"}` from a `--metrics` listener.
+fn bytes_in(metrics: &str) -> f64 {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(metrics).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let line = text.lines().find(|l| l.starts_with("sluice_artifact_bytes_total{direction=\"in\"}")).expect("the metric");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// What resumable means at the fleet protocol's level: an agent asks
+/// `UploadOffset` before it sends, and the controller answers the end of
+/// the last whole part in the bucket. An agent killed in the middle of its
+/// upload leaves parts; the action runs again on another agent, makes the
+/// same bytes, and sends only what the bucket lacks.
+#[test]
+fn an_upload_cut_off_with_its_agent_goes_on_from_the_parts_in_the_bucket() {
+    let moto = Moto::start().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut cluster = Cluster::new()
+        .artifacts_s3(&moto, "ci/resume")
+        .controller_args(&["--lease-timeout", "5s", "--metrics", &metrics])
+        .agent(&[])
+        .start()
+        .unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("hello.txt", "hi\n")]);
+    cluster.wait_for_agents(1).unwrap();
+    // The same 64 MiB on every run: the archive, and so its digest, is the same.
+    let declaration = serde_json::json!({"pipeline": {"name": "cut", "stages": [
+        {"name": "Source", "actions": [{"name": "Checkout",
+            "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": repo.display().to_string(), "Branch": "main"}, "pollIntervalSeconds": 0,
+            "outputArtifacts": [{"name": "src"}], "capabilities": {"exec": ["git"]}}]},
+        {"name": "Build", "actions": [{"name": "Make",
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+            "configuration": {"Commands": "mkdir -p out && head -c 67108864 /dev/zero > out/big"},
+            "inputArtifacts": [{"name": "src"}], "outputArtifacts": [{"name": "bin", "files": ["out/**"]}],
+            "retryOnAgentLost": true, "capabilities": {"exec": ["sh"]}}]}
+    ]}})
+    .to_string();
+    let id = cluster.create_pipeline("cut", &declaration);
+    let reader = tempfile::tempdir().unwrap();
+    let bucket = store(&moto, "ci/resume", reader.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    sluice_tests::wait_until("a part of Build's upload in the bucket", Duration::from_secs(180), || {
+        let uploads = runtime.block_on(bucket.s3().unwrap().list("uploads/")).ok()?;
+        (!uploads.is_empty()).then_some(())
+    })
+    .unwrap();
+    cluster.kill_agent(0);
+    cluster.add_agent(&[]).unwrap();
+    let e = cluster.execution_end("cut", &id, Duration::from_secs(300));
+    assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", cluster.controller_log());
+    let digest =
+        |stage: usize| e["stages"][stage]["actions"][0]["outputArtifacts"][0]["digest"].as_str().unwrap().to_string();
+    let (src, bin) = (bucket.size_of(&digest(0)).unwrap(), bucket.size_of(&digest(1)).unwrap());
+    let received = bytes_in(&metrics) as u64;
+    // Uploads count when they complete: the source, then Build's archive
+    // less the whole parts the killed agent had sent.
+    assert!(received <= src + bin - PART_SIZE as u64, "received {received} of {src} + {bin}: the upload started over");
+    assert!(runtime.block_on(bucket.s3().unwrap().list("uploads/")).unwrap().is_empty(), "the record of the upload is gone");
+}
