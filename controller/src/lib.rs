@@ -16,6 +16,8 @@ pub mod demo;
 pub mod driver;
 pub mod engine;
 pub mod exit;
+// Pipelines that feed pipelines (issue 21, feed).
+pub mod feed;
 pub mod fleet;
 pub mod https;
 pub mod logging;

@@ -198,6 +198,21 @@ pub struct SeenRevision {
     pub seen_at: u64,
 }
 
+/// Pipelines that feed pipelines (issue 21, feed): the upstream execution
+/// the newest set the fan-in rule started took for one `pipeline@1` source
+/// of a downstream pipeline; sets never go back past it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedConsumed {
+    pub pipeline: String,
+    pub action: String,
+    pub upstream_execution_id: String,
+    pub upstream_ordinal: u64,
+    /// The downstream execution the set started.
+    pub execution_id: String,
+    pub started_at: u64,
+}
+
 /// One change; a [`Store::apply`] call writes a batch atomically.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -275,6 +290,9 @@ pub enum Change {
     /// Ended executions that retention lets go, with their logs (an
     /// execution still running is never deleted, whatever the list says).
     DeleteExecutions(Vec<String>),
+    // Pipelines that feed pipelines (issue 21, feed).
+    /// A set the fan-in rule started: one row per source action, replaced.
+    FeedConsumed(FeedConsumed),
 }
 
 /// How much an acknowledged change survives.
@@ -377,6 +395,9 @@ pub trait Store: Send {
     /// The executions of one pipeline (or of all), each with its pipeline,
     /// by pipeline and newest first: what retention decides on.
     fn execution_ages(&self, pipeline: Option<&str>) -> Result<Vec<(String, crate::retention::Age)>>;
+    // Pipelines that feed pipelines (issue 21, feed).
+    /// What the newest sets the fan-in rule started for `pipeline` took, by source action.
+    fn feeds_consumed(&self, pipeline: &str) -> Result<Vec<FeedConsumed>>;
 }
 
 pub struct SqliteStore {
@@ -463,6 +484,10 @@ CREATE TABLE IF NOT EXISTS execution_revisions (
     started_at INTEGER NOT NULL, PRIMARY KEY (revision, execution_id, action)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS execution_revisions_by_execution ON execution_revisions (execution_id);
 CREATE INDEX IF NOT EXISTS execution_revisions_by_time ON execution_revisions (started_at, execution_id);
+-- Pipelines that feed pipelines (issue 21, feed): per downstream source
+-- action, the upstream execution the newest fan-in set took.
+CREATE TABLE IF NOT EXISTS feed_sets (
+    pipeline TEXT NOT NULL, action TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (pipeline, action)) WITHOUT ROWID;
 ";
 
 impl SqliteStore {
@@ -533,6 +558,11 @@ fn index_revisions(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
     )?;
     for (action, r) in &e.source_revisions {
         insert.execute(params![r.revision_id, e.pipeline, e.id.0, action, e.started_at as i64])?;
+    }
+    // Issue 21, feed: what it carries from upstream, under the key it came by
+    // (`PIPELINE/ACTION`, or `PIPELINE` for an upstream execution's id).
+    for (key, o) in &e.origins {
+        insert.execute(params![o.revision_id, e.pipeline, e.id.0, key, e.started_at as i64])?;
     }
     Ok(())
 }
@@ -608,6 +638,8 @@ impl SqliteStore {
                     tx.prepare_cached("DELETE FROM transitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
+                    // Issue 21, feed.
+                    tx.prepare_cached("DELETE FROM feed_sets WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
                     notifications::delete_pipeline(&tx, name)?;
                     tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
@@ -644,6 +676,11 @@ impl SqliteStore {
                 Change::ApiToken(t) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO api_tokens (id, secret_hash, record) VALUES (?1, ?2, ?3)")?
                         .execute(params![t.id, t.secret_hash, json(t)?])?;
+                }
+                // Issue 21, feed.
+                Change::FeedConsumed(f) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO feed_sets (pipeline, action, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![f.pipeline, f.action, json(f)?])?;
                 }
                 Change::SeenRevision(r) => {
                     tx.prepare_cached(
@@ -1134,6 +1171,11 @@ impl Store for SqliteStore {
         self.query_json("SELECT record FROM api_tokens ORDER BY id", [], "API token")
     }
 
+    // Issue 21, feed.
+    fn feeds_consumed(&self, pipeline: &str) -> Result<Vec<FeedConsumed>> {
+        self.query_json("SELECT record FROM feed_sets WHERE pipeline = ?1 ORDER BY action", [pipeline], "fan-in set")
+    }
+
     fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>> {
         self.query_json(
             "SELECT record FROM seen_revisions s WHERE pipeline = ?1 AND seen_at = \
@@ -1222,6 +1264,7 @@ mod tests {
             waiting_for: None,
             source_revisions: BTreeMap::new(),
             rollback: None,
+            origins: BTreeMap::new(),
         }
     }
 
