@@ -32,3 +32,5 @@ mod console;
 mod console_pages;
 // Operators: configuration, packaging, doctor (issue 17, ops).
 mod ops;
+// Pipelines that feed pipelines (issue 21, feed).
+mod feed;
