@@ -275,7 +275,7 @@ fn a_chain_stops_at_a_failing_middle_and_cycles_and_bad_upstreams_are_refused() 
     let dir = cluster.dir.path();
     let looped = service("top", "end", &flags);
     std::fs::write(dir.join("loop.json"), &looped).unwrap();
-    let out = cluster.sluice(&["pipeline", "update", "top", dir.join("loop.json").to_str().unwrap()]);
+    let out = cluster.sluice(&["pipeline", "update", dir.join("loop.json").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(output_text(&out).contains("top -> end -> mid -> top"), "{}", output_text(&out));
     let own = service("selfish", "selfish", &flags);
@@ -330,10 +330,16 @@ fn a_team_that_cannot_read_a_pipeline_cannot_subscribe_to_it() {
     };
     ok(cluster.sluice(&["pipeline", "create", &file("lib", &library("lib", &repo)), "--team", "web"]));
     settled(&cluster, "lib", 1);
-    ok(cluster.sluice(&["user", "create", "mallory", "--role", "developer", "--team", "data"]));
+    // A role that acts on its own team's pipelines only (reads included).
+    let policy = r#"{"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "codepipeline:*", "Resource": "pipeline/*",
+         "Condition": {"StringEquals": {"sluice:ResourceTeam": "${sluice:PrincipalTeam}"}}},
+        {"Effect": "Allow", "Action": "codepipeline:List*", "Resource": "*"}]}"#;
+    ok(cluster.sluice(&["role", "create", "team-dev", "--policy", &file("team-dev", policy)]));
+    ok(cluster.sluice(&["user", "create", "mallory", "--role", "team-dev", "--team", "data"]));
     let mallory =
         String::from_utf8(cluster.sluice(&["token", "create", "--user", "mallory"]).stdout).unwrap().trim().to_string();
-    ok(cluster.sluice(&["user", "create", "ann", "--role", "developer", "--team", "web"]));
+    ok(cluster.sluice(&["user", "create", "ann", "--role", "team-dev", "--team", "web"]));
     let ann = String::from_utf8(cluster.sluice(&["token", "create", "--user", "ann"]).stdout).unwrap().trim().to_string();
 
     // Mallory's team cannot read lib: no subscription.
@@ -345,7 +351,7 @@ fn a_team_that_cannot_read_a_pipeline_cannot_subscribe_to_it() {
     // Nor by updating a pipeline of its own team to subscribe.
     let own = file("own", &library("own", &repo));
     ok(cluster.sluice_as(&mallory, &["pipeline", "create", &own, "--team", "data"]));
-    let out = cluster.sluice_as(&mallory, &["pipeline", "update", "own", &file("own2", &service("own", "lib", &flags))]);
+    let out = cluster.sluice_as(&mallory, &["pipeline", "update", &file("own2", &service("own", "lib", &flags))]);
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     // The refusals are in the audit log.
     let audit = cluster.sluice(&["audit", "list", "--operation", "CreatePipeline"]);
