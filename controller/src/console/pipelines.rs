@@ -934,7 +934,7 @@ pub(super) mod tests {
     }
 
     #[test]
-        fn names_are_escaped_in_text_and_encoded_in_links() {
+    fn names_are_escaped_in_text_and_encoded_in_links() {
         let mut view = view();
         view.name = "a<b>".into();
         view.state.stage_states[1].stage_name = "<script>x</script>".into();

@@ -617,7 +617,8 @@ impl Driver {
                     Err(e) => warn!(pipeline = %request.pipeline, stage = %request.stage, "no rollback: {e}"),
                 }
             }
-            if refused.is_empty() && self.outgoing.is_empty() && !rolled_back && self.worker_changes.is_empty() && !resolved {
+            let quiet = refused.is_empty() && self.outgoing.is_empty() && !rolled_back && self.worker_changes.is_empty();
+            if quiet && !resolved {
                 // Upstream successes this commit recorded may start downstreams.
                 self.judge_feeds(now);
                 return Ok(());

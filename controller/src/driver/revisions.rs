@@ -97,11 +97,8 @@ fn carried(e: &Execution) -> impl Iterator<Item = (&str, &str, Option<&String>)>
 /// exactly it, else the one revision it is a prefix of (at least
 /// [`MIN_REVISION_PREFIX`] characters).
 fn resolve(executions: &[Execution], asked: &str) -> Result<String, OpError> {
-    let mut matches: Vec<&str> = executions
-        .iter()
-        .flat_map(|e| carried(e).map(|(_, id, _)| id))
-        .filter(|id| id.starts_with(asked))
-        .collect();
+    let mut matches: Vec<&str> =
+        executions.iter().flat_map(|e| carried(e).map(|(_, id, _)| id)).filter(|id| id.starts_with(asked)).collect();
     matches.sort_unstable();
     matches.dedup();
     if matches.contains(&asked) {

@@ -426,7 +426,10 @@ impl Handle<DeliverWebhook> for Driver {
         let def = self.definition(name, record.version)?;
         let git_triggers = triggers::git_triggers(&def)
             .map_err(|d| OpError::Internal(format!("stored triggers of \"{name}\" are invalid: {}", d[0])))?;
-        let actions = triggers::sources_started_by(&def, &git_triggers, &change, branch_of);
+        let mut actions = triggers::sources_started_by(&def, &git_triggers, &change, branch_of);
+        // A `pipeline@1` source follows its upstream, never a push (issue 21, feed).
+        let first = def.stages.first();
+        actions.retain(|a| first.and_then(|s| s.action(a)).is_none_or(|x| !crate::feed::is_pipeline_source(x)));
         if actions.is_empty() {
             let reason = format!("no trigger of pipeline \"{name}\" matches this {}", change.kind.describe());
             info!(pipeline = %name, %sender, "webhook starts nothing: {reason}");
