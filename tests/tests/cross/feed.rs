@@ -271,6 +271,28 @@ fn a_chain_stops_at_a_failing_middle_and_cycles_and_bad_upstreams_are_refused() 
     let out = cluster.sluice(&["pipeline", "start", "end", "--source-revision", &format!("Lib={good}"), "--wait"]);
     assert!(out.status.success(), "{}", output_text(&out));
 
+    settled(&cluster, "end", 2);
+
+    // An upstream start obeys the downstream's disabled transition: it
+    // waits before the stage until the transition is enabled again.
+    let ok = |out: std::process::Output| assert!(out.status.success(), "{}", output_text(&out));
+    ok(cluster.sluice(&["transition", "disable", "end", "Build", "--reason", "freeze"]));
+    std::fs::remove_file(flags.join("fail-mid")).unwrap();
+    push(&repo, "v3\n");
+    start(&cluster, "top");
+    settled(&cluster, "mid", 3);
+    let waiting = wait_until("end to wait before Build", WAIT, || {
+        let h = history(&cluster, "end");
+        (h.len() == 3 && h[0]["status"] == "InProgress").then(|| h[0]["pipelineExecutionId"].as_str().unwrap().to_string())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let e = cluster.sluice_json(&["execution", "get", "end", &waiting]).unwrap();
+    assert_eq!(e["pipelineExecution"]["status"], "InProgress", "{e}");
+    ok(cluster.sluice(&["transition", "enable", "end", "Build"]));
+    let end = settled(&cluster, "end", 3);
+    assert_eq!(end[0]["status"], "Succeeded", "{}", end[0]);
+
     // Cycles: at update, and at a create that re-creates a deleted upstream.
     let dir = cluster.dir.path();
     let looped = service("top", "end", &flags);
