@@ -340,17 +340,28 @@ impl Sim {
         out
     }
 
-    /// The newest commit of every root reached every pipeline below it.
+    /// The newest commit of every root reached every pipeline below it
+    /// (below roots that all had a commit: a pipeline one of whose
+    /// upstreams never ran has no set to start).
     fn check_reached(&self) {
         for p in self.roots()..self.ups.len() {
-            for root in self.ancestors(p).into_iter().filter(|r| *r < self.roots()) {
-                if self.commits[root] == 0 {
-                    continue;
-                }
+            let roots: Vec<usize> = self.ancestors(p).into_iter().filter(|r| *r < self.roots()).collect();
+            if roots.iter().any(|r| self.commits[*r] == 0) {
+                continue;
+            }
+            for root in roots {
                 let key = format!("{}/Src", name(root));
                 let last = format!("c{}", self.commits[root]);
                 if !self.runs.iter().any(|r| r.pipeline == p && r.lineage.get(&key) == Some(&last)) {
-                    self.fail(format!("{} never ran {key}@{last} (upstreams {:?})", name(p), self.ups[p]));
+                    let runs: Vec<String> =
+                        self.runs.iter().map(|r| format!("{} {:?} {:?} {:?}", r.id, r.reach, r.lineage, r.set)).collect();
+                    self.fail(format!(
+                        "{} never ran {key}@{last} (upstreams {:?}, commits {:?})\n{}",
+                        name(p),
+                        self.ups,
+                        self.commits,
+                        runs.join("\n")
+                    ));
                 }
             }
         }
