@@ -373,6 +373,7 @@ mod tests {
                 waiting_for: None,
                 source_revisions: Default::default(),
                 rollback: None,
+                origins: Default::default(),
             };
             e.artifacts.insert("bin".into(), crate::engine::ArtifactRef { digest: kept.clone(), size: 10 });
             e.artifacts.insert("gone".into(), crate::engine::ArtifactRef { digest: "ab".repeat(32), size: 1 });

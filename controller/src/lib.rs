@@ -19,6 +19,8 @@ pub mod driver;
 pub mod engine;
 pub mod exit;
 pub mod ha;
+// Pipelines that feed pipelines (issue 21, feed).
+pub mod feed;
 pub mod fleet;
 pub mod https;
 pub mod logging;

@@ -258,6 +258,21 @@ pub struct SeenRevision {
     pub seen_at: u64,
 }
 
+/// Pipelines that feed pipelines (issue 21, feed): the upstream execution
+/// the newest set the fan-in rule started took for one `pipeline@1` source
+/// of a downstream pipeline; sets never go back past it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedConsumed {
+    pub pipeline: String,
+    pub action: String,
+    pub upstream_execution_id: String,
+    pub upstream_ordinal: u64,
+    /// The downstream execution the set started.
+    pub execution_id: String,
+    pub started_at: u64,
+}
+
 /// One change; a [`Store::apply`] call writes a batch atomically.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -335,6 +350,9 @@ pub enum Change {
     /// Ended executions that retention lets go, with their logs (an
     /// execution still running is never deleted, whatever the list says).
     DeleteExecutions(Vec<String>),
+    // Pipelines that feed pipelines (issue 21, feed).
+    /// A set the fan-in rule started: one row per source action, replaced.
+    FeedConsumed(FeedConsumed),
 }
 
 /// How much an acknowledged change survives.
@@ -452,6 +470,9 @@ pub trait Store: Send {
     fn postgres(&mut self) -> Option<&mut PgStore> {
         None
     }
+    // Pipelines that feed pipelines (issue 21, feed).
+    /// What the newest sets the fan-in rule started for `pipeline` took, by source action.
+    fn feeds_consumed(&self, pipeline: &str) -> Result<Vec<FeedConsumed>>;
 }
 
 pub struct SqliteStore {
@@ -541,6 +562,10 @@ CREATE INDEX IF NOT EXISTS execution_revisions_by_time ON execution_revisions (s
 -- Shared keys (issue 18, reach): the CA, the admin token, the worker key;
 -- written once by the first controller (crate::cluster_keys).
 CREATE TABLE IF NOT EXISTS cluster_keys (name TEXT PRIMARY KEY, value BLOB NOT NULL, created_at INTEGER NOT NULL);
+-- Pipelines that feed pipelines (issue 21, feed): per downstream source
+-- action, the upstream execution the newest fan-in set took.
+CREATE TABLE IF NOT EXISTS feed_sets (
+    pipeline TEXT NOT NULL, action TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (pipeline, action)) WITHOUT ROWID;
 ";
 
 impl SqliteStore {
@@ -611,6 +636,11 @@ fn index_revisions(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
     )?;
     for (action, r) in &e.source_revisions {
         insert.execute(params![r.revision_id, e.pipeline, e.id.0, action, e.started_at as i64])?;
+    }
+    // Issue 21, feed: what it carries from upstream, under the key it came by
+    // (`PIPELINE/ACTION`, or `PIPELINE` for an upstream execution's id).
+    for (key, o) in &e.origins {
+        insert.execute(params![o.revision_id, e.pipeline, e.id.0, key, e.started_at as i64])?;
     }
     Ok(())
 }
@@ -686,6 +716,8 @@ impl SqliteStore {
                     tx.prepare_cached("DELETE FROM transitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM webhooks WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM seen_revisions WHERE pipeline = ?1")?.execute([name])?;
+                    // Issue 21, feed.
+                    tx.prepare_cached("DELETE FROM feed_sets WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
                     notifications::delete_pipeline(&tx, name)?;
                     tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
@@ -722,6 +754,11 @@ impl SqliteStore {
                 Change::ApiToken(t) => {
                     tx.prepare_cached("INSERT OR REPLACE INTO api_tokens (id, secret_hash, record) VALUES (?1, ?2, ?3)")?
                         .execute(params![t.id, t.secret_hash, json(t)?])?;
+                }
+                // Issue 21, feed.
+                Change::FeedConsumed(f) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO feed_sets (pipeline, action, record) VALUES (?1, ?2, ?3)")?
+                        .execute(params![f.pipeline, f.action, json(f)?])?;
                 }
                 Change::SeenRevision(r) => {
                     tx.prepare_cached(
@@ -1226,6 +1263,11 @@ impl Store for SqliteStore {
         self.query_json("SELECT record FROM api_tokens ORDER BY id", [], "API token")
     }
 
+    // Issue 21, feed.
+    fn feeds_consumed(&self, pipeline: &str) -> Result<Vec<FeedConsumed>> {
+        self.query_json("SELECT record FROM feed_sets WHERE pipeline = ?1 ORDER BY action", [pipeline], "fan-in set")
+    }
+
     fn latest_seen_revisions(&self, pipeline: &str) -> Result<Vec<SeenRevision>> {
         self.query_json(
             "SELECT record FROM seen_revisions s WHERE pipeline = ?1 AND seen_at = \
@@ -1354,6 +1396,7 @@ mod tests {
             waiting_for: None,
             source_revisions: BTreeMap::new(),
             rollback: None,
+            origins: BTreeMap::new(),
         }
     }
 

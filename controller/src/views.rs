@@ -239,5 +239,6 @@ pub fn pipeline_state(
         latest_execution: recent.first().map(execution_summary),
         created: time(record.created_at),
         updated: time(record.updated_at),
+        upstreams: Vec::new(),
     }
 }

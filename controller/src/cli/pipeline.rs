@@ -11,6 +11,7 @@ use crate::ops::{
 use crate::pipeline::import::ImportOptions;
 use clap::Subcommand;
 use serde_json::Value;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
@@ -229,6 +230,18 @@ fn show_state(state: &Value) -> String {
         s(&latest["status"])
     );
     text.push_str(&state_table().render(&stage_actions(&state["stageStates"], "actionStates")));
+    // Issue 21, feed: the pipelines feeding this one, and why a set waits.
+    for up in items(&state["upstreams"]) {
+        let stage = up["stageName"].as_str().unwrap_or("its last stage");
+        let _ = write!(text, "upstream {} <- {} ({stage})", s(&up["sourceAction"]), s(&up["pipelineName"]));
+        if let Some(taken) = up["lastTaken"].as_str() {
+            let _ = write!(text, ", last took {taken}");
+        }
+        text.push('\n');
+        if let Some(held) = up["held"].as_str() {
+            let _ = writeln!(text, "  held since {}: {held}", s(&up["heldSince"]));
+        }
+    }
     text
 }
 

@@ -266,6 +266,7 @@ pub fn render_pipeline(view: &PipelineView, viewer: &Viewer, allows: Allows) -> 
         @if may(ops::StartPipelineExecution::PERMISSION, &pipeline) {
             (super::steer::start_form(view, viewer))
         }
+        (upstreams(view))
         h2 #stages-heading { "Stages" }
         ol #stages .stages data-refresh aria-labelledby="stages-heading" {
             @for (i, stage) in view.state.stage_states.iter().enumerate() {
@@ -280,6 +281,33 @@ pub fn render_pipeline(view: &PipelineView, viewer: &Viewer, allows: Allows) -> 
                     }
                 }
                 li.stage-column { (stage_column(view, i, stage, viewer, allows)) }
+            }
+        }
+    }
+}
+
+/// The pipelines feeding this one (issue 21, feed), and why the newest
+/// upstream success started nothing when it did not.
+fn upstreams(view: &PipelineView) -> Markup {
+    html! {
+        @if !view.state.upstreams.is_empty() {
+            section #upstreams .panel data-refresh aria-labelledby="upstreams-heading" {
+                h2 #upstreams-heading { "Upstream pipelines" }
+                ul {
+                    @for up in &view.state.upstreams {
+                        li {
+                            (up.source_action) " ← "
+                            a href={ "/pipelines/" (enc(&up.pipeline_name)) } { (up.pipeline_name) }
+                            " (" (up.stage_name.as_deref().unwrap_or("its last stage")) ")"
+                            @if let Some(taken) = &up.last_taken {
+                                ", last took " a.mono href=(execution_url(&up.pipeline_name, taken)) { (short(taken)) }
+                            }
+                            @if let Some(held) = &up.held {
+                                p.held { "Held: " (held) }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -886,6 +914,23 @@ pub(super) mod tests {
         // e-2 finished Build and has not entered Gate; e-0 is in Gate.
         assert_eq!(held_before(&view, 2), ["e-2"]);
         assert!(held_before(&view, 1).is_empty());
+    }
+
+    #[test]
+    fn upstreams_and_why_a_set_is_held_are_shown() {
+        let mut view = view();
+        assert!(!render_pipeline(&view, &viewer(), &|_, _| true).into_string().contains("Upstream pipelines"));
+        view.state.upstreams = vec![ops::UpstreamState {
+            source_action: "Lib".into(),
+            pipeline_name: "lib<x>".into(),
+            stage_name: None,
+            last_taken: Some("abcdef0123456789".into()),
+            held: Some("held by execution c1 of svc-c".into()),
+            held_since: None,
+        }];
+        let page = render_pipeline(&view, &viewer(), &|_, _| true).into_string();
+        assert!(page.contains("Upstream pipelines") && page.contains("lib&lt;x&gt;"), "{page}");
+        assert!(page.contains("Held: held by execution c1 of svc-c"), "{page}");
     }
 
     #[test]

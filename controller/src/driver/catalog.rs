@@ -116,6 +116,12 @@ pub(super) async fn register_builtins(
         format!("{}@{}", manual.name, manual.version),
         PluginEntry { digest: String::new(), info: manual, builtin: true, signature: None },
     );
+    // Issue 21, feed: `pipeline@1` is answered by the controller too.
+    let upstream = pipeline_source_info();
+    entries.insert(
+        format!("{}@{}", upstream.name, upstream.version),
+        PluginEntry { digest: String::new(), info: upstream, builtin: true, signature: None },
+    );
     // Pushed plugins registered earlier, with the signatures they came with.
     let signatures: HashMap<String, crate::store::PluginSignatureRecord> =
         store.plugin_signatures()?.into_iter().map(|s| (s.digest.clone(), s)).collect();
@@ -155,6 +161,38 @@ fn manual_approval_info() -> ActionInfo {
         ],
         input_artifacts: (0, 0),
         output_artifacts: (0, 0),
+        capabilities: Grants::default(),
+        interface_version: String::new(),
+    }
+}
+
+/// `pipeline@1` (issue 21, feed): a pipeline as a source, answered by the
+/// controller with an upstream execution's artifacts and variables.
+fn pipeline_source_info() -> ActionInfo {
+    let property = |name: &str, required: bool, description: &str| sluice_runtime::PropertyInfo {
+        name: name.into(),
+        required,
+        secret: false,
+        description: description.into(),
+        kind: "string".into(),
+    };
+    ActionInfo {
+        name: crate::feed::PROVIDER.into(),
+        version: crate::feed::VERSION.into(),
+        category: "Source".into(),
+        description: "Starts when a stage of another pipeline succeeds, with that execution's artifacts and variables"
+            .into(),
+        configuration: vec![
+            property(crate::feed::PIPELINE_KEY, true, "The upstream pipeline"),
+            property(crate::feed::STAGE_KEY, false, "Its stage whose success starts this pipeline; its last by default"),
+            property(
+                crate::feed::ARTIFACTS_KEY,
+                false,
+                "Upstream artifact names, comma-separated, one per output artifact in order; by default each output's own name",
+            ),
+        ],
+        input_artifacts: (0, 0),
+        output_artifacts: (0, 10),
         capabilities: Grants::default(),
         interface_version: String::new(),
     }

@@ -122,7 +122,10 @@ impl Driver {
         for (action, revision) in &revisions {
             intake::check_revision(revision).map_err(|e| OpError::invalid(format!("the revision for \"{action}\": {e}")))?;
         }
-        self.feed(now, Event::Start { id, pipeline: def, version, trigger, variables, revisions });
+        // Issue 21, feed: an upstream execution for each `pipeline@1` source.
+        let mut revisions = revisions;
+        let origins = self.pin_upstreams(&def, &mut revisions)?;
+        self.feed(now, Event::Start { id, pipeline: def, version, trigger, variables, revisions, origins });
         self.commit(now, changes)?;
         Ok(())
     }
@@ -345,6 +348,7 @@ impl Driver {
                 action.polling = self.poll_view(&record.name, &action.action_name);
             }
         }
+        state.upstreams = self.upstream_states(name, &def)?;
         Ok((state, recent))
     }
 }

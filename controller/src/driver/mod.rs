@@ -69,6 +69,8 @@ mod teams;
 mod lifecycle;
 // The revision flow and artifacts (issue 16, pages).
 mod revisions;
+// Pipelines that feed pipelines (issue 21, feed).
+mod feeds;
 // Metrics and readiness (issue 17, obs).
 mod observe;
 // Data lifecycle (issue 17, life).
@@ -184,6 +186,8 @@ struct Driver {
     secret_box: crate::secrets::SecretBox,
     /// Polling, webhooks and seen revisions.
     sources: sources::Sources,
+    /// Pipelines that feed pipelines (issue 21, feed).
+    feeds: feeds::Feeds,
     /// The API's token table, kept in step with the store.
     tokens: crate::auth::Tokens,
     /// The AWS-compatible API's access keys, kept in step with the store.
@@ -333,6 +337,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         transitions: HashMap::new(),
         secret_box,
         sources: sources::Sources::default(),
+        feeds: feeds::Feeds::default(),
         tokens: crate::auth::Tokens::default(),
         access_keys: crate::aws::keys::AccessKeys::default(),
         batch: batch::Batch::default(),
@@ -593,6 +598,7 @@ impl Driver {
             }
             self.tell_batched_watchers();
             for notice in notices {
+                self.note_feed_trigger(&notice);
                 self.tell_after_commit(Arc::new(views::notice(&notice)));
                 log_notice(&notice);
                 // Data lifecycle (issue 17, life): an ended execution may put an older one past its retention.
@@ -606,6 +612,8 @@ impl Driver {
             // Actions that cannot be handed out (e.g. an unregistered
             // plugin) fail, which is another engine step to persist.
             let refused = self.schedule(now);
+            // `pipeline@1` sources are answered here, another step to persist.
+            let resolved = self.resolve_pipeline_sources(now);
             // Stage conditions that asked for a rollback start one now; it
             // is persisted by the next round.
             let mut rolled_back = false;
@@ -622,7 +630,10 @@ impl Driver {
                     Err(e) => warn!(pipeline = %request.pipeline, stage = %request.stage, "no rollback: {e}"),
                 }
             }
-            if refused.is_empty() && self.outgoing.is_empty() && !rolled_back && self.worker_changes.is_empty() {
+            let quiet = refused.is_empty() && self.outgoing.is_empty() && !rolled_back && self.worker_changes.is_empty();
+            if quiet && !resolved {
+                // Upstream successes this commit recorded may start downstreams.
+                self.judge_feeds(now);
                 return Ok(());
             }
             for (dispatch, message) in refused {

@@ -29,6 +29,7 @@ impl Handle<CreatePipeline> for Driver {
         let (text, by) = (&op.pipeline_declaration, &ctx.caller.user);
         let decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
+        self.check_feeds(&ctx.caller, &decl)?;
         // The team it belongs to (permissions, issue 15).
         let team = self.team_for_new_pipeline(op.team.as_deref(), &ctx.caller)?;
         self.check_pipeline_edit(&ctx.caller, &decl, None, team.as_deref())?;
@@ -98,6 +99,7 @@ impl Handle<UpdatePipeline> for Driver {
         let (name, text) = (op.name.as_str(), &op.pipeline_declaration);
         let mut decl = pipeline::parse_and_validate(text, &self.providers()).map_err(invalid_declaration)?;
         self.check_secret_scopes(&decl)?;
+        self.check_feeds(&ctx.caller, &decl)?;
         if decl.pipeline.name != name {
             return Err(OpError::invalid(format!(
                 "the declaration names pipeline \"{}\", not \"{name}\": a pipeline cannot be renamed",

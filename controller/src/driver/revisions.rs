@@ -66,10 +66,10 @@ impl Handle<GetRevisionFlow> for Driver {
         let mut pipelines: BTreeMap<String, Vec<RevisionFlowExecution>> = BTreeMap::new();
         let mut summary = None;
         for e in &executions {
-            let Some((action, carried)) = e.source_revisions.iter().find(|(_, r)| r.revision_id == revision) else {
+            let Some((action, _, carried_summary)) = carried(e).find(|(_, id, _)| *id == revision) else {
                 continue;
             };
-            summary = summary.or_else(|| carried.revision_summary.clone());
+            summary = summary.or_else(|| carried_summary.cloned());
             pipelines.entry(e.pipeline.clone()).or_default().push(flow_of(e, action));
         }
         Ok(GetRevisionFlowOutput {
@@ -83,15 +83,22 @@ impl Handle<GetRevisionFlow> for Driver {
     }
 }
 
+/// Every revision an execution carries: its own source actions' (by
+/// action name) first, then what its `pipeline@1` sources brought from
+/// upstream (issue 21, feed; by `PIPELINE/ACTION`, or `PIPELINE` for an
+/// upstream execution), as (key, revision id, summary).
+fn carried(e: &Execution) -> impl Iterator<Item = (&str, &str, Option<&String>)> {
+    let own = e.source_revisions.iter().map(|(a, r)| (a.as_str(), r.revision_id.as_str(), r.revision_summary.as_ref()));
+    let upstream = e.origins.iter().map(|(k, o)| (k.as_str(), o.revision_id.as_str(), o.revision_summary.as_ref()));
+    own.chain(upstream)
+}
+
 /// The one revision `asked` names: itself when some execution carried
 /// exactly it, else the one revision it is a prefix of (at least
 /// [`MIN_REVISION_PREFIX`] characters).
 fn resolve(executions: &[Execution], asked: &str) -> Result<String, OpError> {
-    let mut matches: Vec<&str> = executions
-        .iter()
-        .flat_map(|e| e.source_revisions.values().map(|r| r.revision_id.as_str()))
-        .filter(|id| id.starts_with(asked))
-        .collect();
+    let mut matches: Vec<&str> =
+        executions.iter().flat_map(|e| carried(e).map(|(_, id, _)| id)).filter(|id| id.starts_with(asked)).collect();
     matches.sort_unstable();
     matches.dedup();
     if matches.contains(&asked) {
@@ -120,18 +127,18 @@ fn resolve(executions: &[Execution], asked: &str) -> Result<String, OpError> {
 fn summaries(executions: &[Execution], prefix: &str, limit: usize) -> Vec<RevisionSummary> {
     let mut out: Vec<RevisionSummary> = Vec::new();
     for e in executions {
-        for r in e.source_revisions.values().filter(|r| r.revision_id.starts_with(prefix)) {
-            if let Some(seen) = out.iter_mut().find(|s| s.revision_id == r.revision_id) {
+        for (_, id, summary) in carried(e).filter(|(_, id, _)| id.starts_with(prefix)) {
+            if let Some(seen) = out.iter_mut().find(|s| s.revision_id == id) {
                 if !seen.pipelines.contains(&e.pipeline) {
                     seen.pipelines.push(e.pipeline.clone());
                 }
                 if seen.revision_summary.is_none() {
-                    seen.revision_summary = r.revision_summary.clone();
+                    seen.revision_summary = summary.cloned();
                 }
             } else if out.len() < limit {
                 out.push(RevisionSummary {
-                    revision_id: r.revision_id.clone(),
-                    revision_summary: r.revision_summary.clone(),
+                    revision_id: id.to_string(),
+                    revision_summary: summary.cloned(),
                     pipelines: vec![e.pipeline.clone()],
                     last_seen: views::time(e.started_at),
                 });
@@ -275,6 +282,7 @@ mod tests {
                 SourceRevision { revision_id: rev.into(), revision_summary: Some(format!("commit {rev}")), pinned: false },
             )]),
             rollback: None,
+            origins: BTreeMap::new(),
         }
     }
 

@@ -115,10 +115,15 @@ impl Driver {
         let def = self.definition(name, version)?;
         let mut wanted = Vec::new();
         for action in def.stages.first().map(|s| s.actions.as_slice()).unwrap_or_default() {
-            if action.action_type_id.category == "Source" && action.poll_interval_seconds() > 0 {
+            // A `pipeline@1` source is started by its upstream, never polled (issue 21, feed).
+            if action.action_type_id.category == "Source"
+                && action.poll_interval_seconds() > 0
+                && !crate::feed::is_pipeline_source(action)
+            {
                 wanted.push((action.name.clone(), u64::from(action.poll_interval_seconds()) * 1000));
             }
         }
+        self.refresh_feeds(name, &def);
         self.sources.polls.retain(|(p, a), _| p != name || wanted.iter().any(|(w, _)| w == a));
         for (action, interval_ms) in wanted {
             let state = self.sources.polls.entry((name.to_string(), action)).or_insert(PollState {
@@ -141,6 +146,7 @@ impl Driver {
         self.sources.in_flight.retain(|_, f| f.pipeline != name);
         self.sources.webhooks.remove(name);
         self.sources.webhook_holders.remove(name);
+        self.forget_feeds(name);
     }
 
     /// When [`Driver::run_polls`] next has something to do: a poll due, or
@@ -420,7 +426,10 @@ impl Handle<DeliverWebhook> for Driver {
         let def = self.definition(name, record.version)?;
         let git_triggers = triggers::git_triggers(&def)
             .map_err(|d| OpError::Internal(format!("stored triggers of \"{name}\" are invalid: {}", d[0])))?;
-        let actions = triggers::sources_started_by(&def, &git_triggers, &change, branch_of);
+        let mut actions = triggers::sources_started_by(&def, &git_triggers, &change, branch_of);
+        // A `pipeline@1` source follows its upstream, never a push (issue 21, feed).
+        let first = def.stages.first();
+        actions.retain(|a| first.and_then(|s| s.action(a)).is_none_or(|x| !crate::feed::is_pipeline_source(x)));
         if actions.is_empty() {
             let reason = format!("no trigger of pipeline \"{name}\" matches this {}", change.kind.describe());
             info!(pipeline = %name, %sender, "webhook starts nothing: {reason}");

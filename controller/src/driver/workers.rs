@@ -49,6 +49,9 @@ impl Driver {
     /// Where a dispatch goes: a worker action's becomes a job that waits for
     /// a poll (unless its job survived a restart); any other waits for an agent.
     pub(super) fn route_dispatch(&mut self, now: u64, dispatch: Dispatch) {
+        if self.take_pipeline_source(&dispatch) {
+            return;
+        }
         if !self.workers.is_worker_action(&dispatch) {
             self.pending.push_back(dispatch);
             return;

@@ -135,6 +135,9 @@ pub enum Event {
         /// Revisions pinned per source action name (the others fetch their
         /// newest revision when they run).
         revisions: BTreeMap<String, String>,
+        /// What the upstream executions of its `pipeline@1` sources carried
+        /// (issue 21, feed); kept on the execution, never interpreted here.
+        origins: BTreeMap<String, Origin>,
     },
     /// Loads stored unfinished executions (start-up, or a retried one).
     /// All are loaded first, then moved on in start order: an execution
@@ -650,8 +653,8 @@ impl Engine {
     /// may have changed anything, which the caller polls for.
     pub fn handle(&mut self, now: Millis, event: Event) -> Result<Handled, Refusal> {
         match event {
-            Event::Start { id, pipeline, version, trigger, variables, revisions } => {
-                self.start(now, id, pipeline, version, trigger, variables, revisions)
+            Event::Start { id, pipeline, version, trigger, variables, revisions, origins } => {
+                self.start(now, id, pipeline, version, trigger, variables, (revisions, origins))
             }
             Event::Restore { executions } => self.restore(now, executions),
             Event::ActionAssigned { job_id, lease_epoch, agent } => self.assigned(&job_id, lease_epoch, agent),
@@ -768,9 +771,10 @@ impl Engine {
         version: u64,
         trigger: Trigger,
         overrides: BTreeMap<String, String>,
-        revisions: BTreeMap<String, String>,
+        (revisions, origins): (BTreeMap<String, String>, BTreeMap<String, Origin>),
     ) {
-        let execution = self.new_execution(now, id, &pipeline, version, trigger, overrides, revisions);
+        let mut execution = self.new_execution(now, id, &pipeline, version, trigger, overrides, revisions);
+        execution.origins = origins;
         self.launch(now, pipeline, execution);
     }
 
@@ -830,6 +834,7 @@ impl Engine {
                 .map(|(action, revision_id)| (action, SourceRevision { revision_id, revision_summary: None, pinned: true }))
                 .collect(),
             rollback: None,
+            origins: BTreeMap::new(),
         };
         self.next_ordinal = self.next_ordinal.max(now) + 1;
         execution

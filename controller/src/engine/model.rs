@@ -263,6 +263,22 @@ pub struct Execution {
     /// artifacts of `target`, the execution rolled back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
+    /// Pipelines that feed pipelines (issue 21, feed): the lineage of the
+    /// upstream executions a `pipeline@1` source pinned, carried
+    /// transitively (see [`crate::feed::lineage`]): `PIPELINE/ACTION` to the
+    /// revision that source action carried, `PIPELINE` to that pipeline's
+    /// execution id. Empty for a pipeline fed by no pipeline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub origins: BTreeMap<String, Origin>,
+}
+
+/// One revision an execution carries from upstream (issue 21, feed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Origin {
+    pub revision_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_summary: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

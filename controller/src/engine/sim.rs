@@ -534,6 +534,7 @@ impl World {
             trigger,
             variables: BTreeMap::new(),
             revisions: BTreeMap::new(),
+            origins: BTreeMap::new(),
         });
     }
 

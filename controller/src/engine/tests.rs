@@ -37,6 +37,7 @@ fn start(engine: &mut Engine, p: Arc<Pipeline>, id: &str) {
             trigger: Trigger::new("StartPipelineExecution", "test"),
             variables: BTreeMap::new(),
             revisions: BTreeMap::new(),
+            origins: BTreeMap::new(),
         },
     );
 }
@@ -405,6 +406,7 @@ fn a_pinned_revision_reaches_the_source_action_and_a_fetched_one_is_recorded() {
             trigger: Trigger::new("Webhook", "push"),
             variables: BTreeMap::new(),
             revisions: pinned,
+            origins: BTreeMap::new(),
         },
     );
     let src = drain(&mut engine);
@@ -462,6 +464,7 @@ fn start_by(engine: &mut Engine, p: Arc<Pipeline>, id: &str, by: &str) {
             trigger: Trigger::new("StartPipelineExecution", "test").by(by),
             variables: BTreeMap::new(),
             revisions: BTreeMap::new(),
+            origins: BTreeMap::new(),
         },
     );
 }
@@ -529,6 +532,7 @@ fn the_author_the_pusher_and_those_outside_approvers_may_not_approve() {
         trigger,
         variables: BTreeMap::new(),
         revisions: BTreeMap::new(),
+        origins: BTreeMap::new(),
     };
     feed(&mut engine, 0, start);
     let src = drain(&mut engine);

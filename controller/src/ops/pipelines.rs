@@ -184,6 +184,30 @@ pub struct GetPipelineStateOutput {
     pub latest_execution: Option<ExecutionSummary>,
     pub created: String,
     pub updated: String,
+    /// Sluice's own (issue 21, feed): each `pipeline@1` source, what it took
+    /// last and why the newest upstream success started nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamState>,
+}
+
+/// One `pipeline@1` source in GetPipelineState (issue 21, feed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamState {
+    pub source_action: String,
+    pub pipeline_name: String,
+    /// Absent: the upstream's last stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_name: Option<String>,
+    /// The upstream execution the newest set started by an upstream took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_taken: Option<String>,
+    /// Why the newest upstream success started nothing (a set held by an
+    /// upstream still running or failed, no consistent set, a permission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -40,3 +40,5 @@ mod ha;
 mod s3;
 // The controller on PostgreSQL (issue 18, pg).
 mod pg;
+// Pipelines that feed pipelines (issue 21, feed).
+mod feed;
