@@ -267,6 +267,8 @@ impl Store for PgStore {
             return Err(e);
         }
         self.cluster_key(name)?.with_context(|| format!("the cluster key {name:?} vanished from the store"))
+    }
+
     fn postgres(&mut self) -> Option<&mut PgStore> {
         Some(self)
     }
@@ -679,6 +681,11 @@ impl Store for PgStore {
     }
 
     // Data lifecycle (issue 17, life).
+    // Pipelines that feed pipelines (issue 21, feed).
+    fn feeds_consumed(&self, pipeline: &str) -> Result<Vec<super::FeedConsumed>> {
+        self.query_json("SELECT record FROM feed_sets WHERE pipeline = $1 ORDER BY action", &[&pipeline], "fan-in set")
+    }
+
     fn execution_ages(&self, pipeline: Option<&str>) -> Result<Vec<(String, crate::retention::Age)>> {
         let rows = self.query(
             "SELECT pipeline, id, status NOT IN ('InProgress', 'Stopping'), updated_at,

@@ -51,7 +51,28 @@ pub(super) fn statements(change: &Change, out: &mut Vec<Write>) -> Result<()> {
                     i(e.started_at)
                 ));
             }
+            // Pipelines that feed pipelines (issue 21, feed): what it carries
+            // from upstream, under the key it came by.
+            for (key, o) in &e.origins {
+                out.push(w!(
+                    "INSERT INTO execution_revisions (revision, pipeline, execution_id, action, started_at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING",
+                    o.revision_id.clone(),
+                    e.pipeline.clone(),
+                    e.id.0.clone(),
+                    key.clone(),
+                    i(e.started_at)
+                ));
+            }
         }
+        // Issue 21, feed.
+        Change::FeedConsumed(f) => out.push(w!(
+            "INSERT INTO feed_sets (pipeline, action, record) VALUES ($1, $2, $3)
+             ON CONFLICT (pipeline, action) DO UPDATE SET record = EXCLUDED.record",
+            f.pipeline.clone(),
+            f.action.clone(),
+            json(f)?
+        )),
         Change::Log(l) => out.push(w!(
             "INSERT INTO logs (job_id, execution_id, seq, text) VALUES ($1, $2, $3, $4)",
             l.job_id.clone(),
@@ -271,6 +292,8 @@ fn delete_pipeline(name: &str, out: &mut Vec<Write>) {
         "DELETE FROM transitions WHERE pipeline = $1",
         "DELETE FROM webhooks WHERE pipeline = $1",
         "DELETE FROM seen_revisions WHERE pipeline = $1",
+        // Issue 21, feed.
+        "DELETE FROM feed_sets WHERE pipeline = $1",
         "DELETE FROM start_requests WHERE pipeline = $1",
         "DELETE FROM notification_deliveries WHERE pipeline = $1",
         "DELETE FROM notification_rules WHERE pipeline = $1",
