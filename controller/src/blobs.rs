@@ -186,8 +186,7 @@ impl BlobStore {
     }
 
     pub fn contains(&self, digest: &str) -> bool {
-        if let Backend::S3(remote) = &self.backend {
-            let _ = remote;
+        if !self.is_local() {
             return self.size_of(digest).is_some();
         }
         self.path(digest).is_ok_and(|p| p.exists())

@@ -445,7 +445,16 @@ impl S3 {
                     &[],
                     Body::Bytes(part.into()),
                 )
-                .await?;
+                .await;
+            let response = match response {
+                // The upload was aborted under its record (a collection, an
+                // operator): the record goes too, and the next upload starts over.
+                Err(e) if e.downcast_ref::<S3Failure>().is_some_and(|f| f.code == "NoSuchUpload") => {
+                    let _ = self.send(reqwest::Method::DELETE, &self.resume_key(digest), &[], &[], Body::Empty).await;
+                    return Err(e.context("the upload being resumed is gone; send it again from the start"));
+                }
+                other => other?,
+            };
             let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             resume.parts.push(etag);
             if let Some(state) = hash.save() {
@@ -513,6 +522,14 @@ impl S3 {
         let response = match self.send(reqwest::Method::GET, &self.blob_key(digest), &[], headers, Body::Empty).await {
             Ok(r) => r,
             Err(e) if e.downcast_ref::<S3Failure>().is_some_and(|f| f.status == 404) => bail!("no blob {digest}"),
+            // A download resumed at its very end: nothing left to send.
+            Err(e) if e.downcast_ref::<S3Failure>().is_some_and(|f| f.status == 416) => {
+                return match self.head(digest).await? {
+                    Some((size, _)) if size == offset => Ok((Box::new(tokio::io::empty()), size)),
+                    Some((size, _)) => bail!("cannot resume at byte {offset}: blob {digest} has {size} bytes"),
+                    None => bail!("no blob {digest}"),
+                };
+            }
             Err(e) => return Err(e),
         };
         let size = match response.headers().get("content-range").and_then(|v| v.to_str().ok()) {

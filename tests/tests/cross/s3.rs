@@ -87,6 +87,8 @@ async fn the_s3_backend_stores_verifies_lists_and_collects() {
     tail.read_to_end(&mut rest).await.unwrap();
     assert_eq!((size, &rest[..]), (100_000, &data[99_000..]));
     assert!(blobs.open_blob(&digest, 100_001).await.is_err());
+    let (mut end, size) = blobs.open_blob(&digest, 100_000).await.unwrap();
+    assert_eq!((size, end.read(&mut [0u8; 8]).await.unwrap()), (100_000, 0), "resumed at its very end");
 
     // Garbage: nothing is old enough yet; then what `keep` does not name goes.
     let keep: HashSet<String> = [kept.clone(), digest.clone()].into();
