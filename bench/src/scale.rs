@@ -11,8 +11,9 @@
 //! controller, then copied (its declaration, state and log lines, with
 //! fresh names and ids) through the store's own `apply` in large batches.
 //! The filled data dir is cached under `~/.cache/sluice-bench/` keyed by
-//! the store's schema version and the sizes, so that later runs only copy
-//! it; a run works on its own copy and leaves the cache as it was.
+//! the store's schema version and the sizes, so that later runs reuse it;
+//! a run borrows it (moves it into its cluster and back) and deletes what
+//! it added.
 
 use crate::api::{Api, collect_until, executions_ended};
 use crate::overhead;
@@ -74,14 +75,36 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     report.figure(Figure::new("fill time (once per schema version)", filled["seconds"].as_f64().unwrap_or(0.0), "s"));
     report.figure(Figure::new("store size", filled["bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64, "MiB"));
 
-    // The controller starts again on a copy of the filled data dir.
+    // The controller starts again on the filled data dir, borrowed from
+    // the cache (moved in, and back at the end: a copy of a store of
+    // several GiB would cost as much disk again).
+    let data = cluster.data_dir();
     tokio::task::block_in_place(|| -> Result<()> {
         cluster.kill_controller();
         cluster.kill_agent(0);
-        let data = cluster.data_dir();
         std::fs::remove_dir_all(&data)?;
-        copy_dir(&cache.join("controller"), &data)
+        std::fs::rename(cache.join("controller"), &data)
+            .context("borrowing the filled store (the cache must be on the temp dir's file system)")
     })?;
+    let measured = measure(&mut cluster, p, &empty_gaps, &mut report).await;
+    // What the run added goes, and the store goes back to the cache.
+    if measured.is_ok() {
+        let _ = Api::new(&cluster).delete(&format!("/pipelines/{FULL}")).await;
+    }
+    tokio::task::block_in_place(|| -> Result<()> {
+        cluster.kill_controller();
+        std::fs::rename(&data, cache.join("controller")).context("returning the filled store to the cache")?;
+        Ok(())
+    })?;
+    measured?;
+    Ok(report)
+}
+
+/// The overhead measure's pipeline on the full store (deleted after).
+const FULL: &str = "overhead-full";
+
+/// Starts the controller on the filled store and measures it.
+async fn measure(cluster: &mut Cluster, p: &Params, empty_gaps: &[Duration], report: &mut ScenarioReport) -> Result<()> {
     let started = Instant::now();
     tokio::task::block_in_place(|| cluster.start_controller())?;
     let api = Api::new(&cluster);
@@ -99,13 +122,13 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     let long = pipeline_name(0);
     let typical = pipeline_name(p.pipelines / 2);
     let listed = api.get("/pipelines").await?["pipelines"].as_array().map_or(0, Vec::len);
-    latency(&mut report, &api, p.samples, "pipeline list (first page)", "/pipelines").await?;
-    latency(&mut report, &api, p.samples, "pipeline history, first page", &format!("/pipelines/{long}/executions")).await?;
+    latency(report, &api, p.samples, "pipeline list (first page)", "/pipelines").await?;
+    latency(report, &api, p.samples, "pipeline history, first page", &format!("/pipelines/{long}/executions")).await?;
     let (token, depth) = deep_token(&api, &long, p.long / 2).await?;
     let deep = format!("/pipelines/{long}/executions?nextToken={token}");
-    latency(&mut report, &api, p.samples, &format!("pipeline history, page at {depth}"), &deep).await?;
-    latency(&mut report, &api, p.samples, "pipeline state (long history)", &format!("/pipelines/{long}/state")).await?;
-    latency(&mut report, &api, p.samples, "pipeline state (typical)", &format!("/pipelines/{typical}/state")).await?;
+    latency(report, &api, p.samples, &format!("pipeline history, page at {depth}"), &deep).await?;
+    latency(report, &api, p.samples, "pipeline state (long history)", &format!("/pipelines/{long}/state")).await?;
+    latency(report, &api, p.samples, "pipeline state (typical)", &format!("/pipelines/{typical}/state")).await?;
 
     // A new agent for the filled store's CA (the first one's is gone).
     tokio::task::block_in_place(|| -> Result<()> {
@@ -114,9 +137,9 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
         cluster.adopt_agent(child);
         cluster.wait_for_agents(1)
     })?;
-    let full = overhead::measure(&cluster, &api, "overhead-full", p.actions, p.runs).await?;
+    let full = overhead::measure(cluster, &api, FULL, p.actions, p.runs).await?;
     let full_gaps: Vec<Duration> = full.iter().flat_map(|m| m.gaps.iter().copied()).collect();
-    let (e50, e99) = (ms(percentile(&empty_gaps, 50.0)), ms(percentile(&empty_gaps, 99.0)));
+    let (e50, e99) = (ms(percentile(empty_gaps, 50.0)), ms(percentile(empty_gaps, 99.0)));
     report.figure(Figure::new("per-action overhead p50, empty store", e50, "ms"));
     report.figure(Figure::new("per-action overhead p99, empty store", e99, "ms"));
     // "No worse": within a tenth of a millisecond or a fifth of the empty
@@ -135,7 +158,7 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
          the store holds {} executions of {} pipelines, {} of them of {long}",
         p.samples, p.executions, p.pipelines, p.long
     ));
-    Ok(report)
+    Ok(())
 }
 
 /// The p50 and p99 of `samples` GETs of `path`, one after the other.
