@@ -107,7 +107,7 @@ const FULL: &str = "overhead-full";
 async fn measure(cluster: &mut Cluster, p: &Params, empty_gaps: &[Duration], report: &mut ScenarioReport) -> Result<()> {
     let started = Instant::now();
     tokio::task::block_in_place(|| cluster.start_controller())?;
-    let api = Api::new(&cluster);
+    let api = Api::new(cluster);
     let serving = loop {
         if api.get("/pipelines?maxResults=1").await.is_ok() {
             break started.elapsed();
