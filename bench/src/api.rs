@@ -71,6 +71,10 @@ impl Api {
         self.send(self.http.get(format!("{}{path}", self.base)), &format!("GET {path}")).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base)), &format!("DELETE {path}")).await
+    }
+
     pub async fn post(&self, path: &str, body: String) -> Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).body(body), &format!("POST {path}")).await
     }

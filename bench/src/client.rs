@@ -133,6 +133,16 @@ impl Connected {
 
 /// Connects with mutual TLS, says hello and waits for the welcome.
 pub async fn connect(endpoint: &quinn::Endpoint, fleet: SocketAddr, enrolled: &Enrolled) -> Result<Connected> {
+    connect_with(endpoint, fleet, enrolled, ("bench", "idle")).await
+}
+
+/// As [`connect`], saying hello with one label of its own.
+pub async fn connect_with(
+    endpoint: &quinn::Endpoint,
+    fleet: SocketAddr,
+    enrolled: &Enrolled,
+    label: (&str, &str),
+) -> Result<Connected> {
     let conn = endpoint
         .connect_with(enrolled.config.clone(), fleet, CONTROLLER_SERVER_NAME)?
         .await
@@ -141,7 +151,7 @@ pub async fn connect(endpoint: &quinn::Endpoint, fleet: SocketAddr, enrolled: &E
     let hello = FromAgent::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: "sluice-bench".into(),
-        labels: [("bench".to_string(), "idle".to_string())].into(),
+        labels: [(label.0.to_string(), label.1.to_string())].into(),
         slots: 1,
         running: vec![],
         plugins: vec![],

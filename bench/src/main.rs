@@ -23,6 +23,8 @@ mod pipelines;
 mod plugin;
 mod recovery;
 mod report;
+// Scale (issue 19, scale).
+mod scale;
 mod throughput;
 
 use anyhow::Result;
@@ -79,12 +81,15 @@ enum Scenario {
     },
     /// N idle agents over QUIC and mutual TLS: controller memory per agent, handshakes per second.
     Fleet {
-        /// [default: 10000; smoke 20]
+        /// [default: 50000; smoke 20]
         #[arg(long)]
         agents: Option<usize>,
         /// Handshakes in flight at once.
         #[arg(long, default_value_t = 64)]
         parallel: usize,
+        /// Handshakes in flight at once in the reconnect storm after a controller restart (0: no storm).
+        #[arg(long, default_value_t = 1000)]
+        storm_parallel: usize,
     },
     /// One artifact up and down through the controller, beside raw quinn.
     Artifacts {
@@ -122,6 +127,27 @@ enum Scenario {
         /// Seconds each action takes. [default: 3; smoke 1]
         #[arg(long)]
         action_seconds: Option<u32>,
+    // Scale (issue 19, scale).
+    /// A controller on a store of many pipelines with a long past: start-up, listing latencies, overhead.
+    Scale {
+        /// [default: 10000; smoke 20]
+        #[arg(long)]
+        pipelines: Option<usize>,
+        /// Ended executions in the store. [default: 1000000; smoke 2000]
+        #[arg(long)]
+        executions: Option<usize>,
+        /// Of them, the history of one pipeline. [default: 100000; smoke 500]
+        #[arg(long)]
+        long: Option<usize>,
+        /// Requests per latency figure. [default: 200; smoke 10]
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Noops per execution of the overhead measure. [default: 100; smoke 5]
+        #[arg(long)]
+        actions: Option<usize>,
+        /// Measured executions of the overhead measure, on each store. [default: 3; smoke 1]
+        #[arg(long)]
+        runs: Option<usize>,
     },
     /// Every scenario with its default sizes (or smoke sizes with --smoke).
     All,
@@ -158,10 +184,12 @@ async fn run(cli: &Cli) -> Result<Report> {
     let defaults = [
         Scenario::Overhead { actions: None, executions: None, agent_args: Vec::new() },
         Scenario::Throughput { agents: None, slots: None, executions: None, actions: None },
-        Scenario::Fleet { agents: None, parallel: 64 },
+        Scenario::Fleet { agents: None, parallel: 64, storm_parallel: 1000 },
         Scenario::Artifacts { size_mib: None, repeat: None },
         Scenario::Plugin { iterations: None },
         Scenario::Recovery { executions: None, no_finish: false },
+        // Scale (issue 19, scale).
+        Scenario::Scale { pipelines: None, executions: None, long: None, samples: None, actions: None, runs: None },
     ];
     let scenarios: Vec<&Scenario> = if scenarios.is_empty() { defaults.iter().collect() } else { scenarios };
     let mut report = Report { smoke, scenarios: Vec::new() };
@@ -184,8 +212,13 @@ async fn run(cli: &Cli) -> Result<Report> {
                 })
                 .await?
             }
-            Scenario::Fleet { agents, parallel } => {
-                fleet::run(&fleet::Params { agents: pick(*agents, 10_000, 20), parallel: *parallel }).await?
+            Scenario::Fleet { agents, parallel, storm_parallel } => {
+                let params = fleet::Params {
+                    agents: pick(*agents, 50_000, 20),
+                    parallel: *parallel,
+                    storm_parallel: *storm_parallel,
+                };
+                fleet::run(&params).await?
             }
             Scenario::Artifacts { size_mib, repeat } => {
                 artifacts::run(&artifacts::Params { size_mib: pick(*size_mib, 256, 4), repeat: pick(*repeat, 3, 1) }).await?
@@ -206,6 +239,17 @@ async fn run(cli: &Cli) -> Result<Report> {
                     action_seconds: pick(action_seconds.map(|s| s as usize), 3, 1) as u32,
                 };
                 failover::run(&params).await?
+            // Scale (issue 19, scale).
+            Scenario::Scale { pipelines, executions, long, samples, actions, runs } => {
+                scale::run(&scale::Params {
+                    pipelines: pick(*pipelines, 10_000, 20),
+                    executions: pick(*executions, 1_000_000, 2_000),
+                    long: pick(*long, 100_000, 500),
+                    samples: pick(*samples, 200, 10),
+                    actions: pick(*actions, 100, 5),
+                    runs: pick(*runs, 3, 1),
+                })
+                .await?
             }
             Scenario::All => unreachable!("expanded above"),
         };

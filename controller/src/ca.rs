@@ -201,7 +201,15 @@ impl Ca {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(KEEP_ALIVE));
         transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into()?));
-        transport.max_concurrent_bidi_streams(256u32.into());
+        // Fleet (issue 19, scale): quinn allocates a map entry for every
+        // stream a peer may open, at the handshake: 256 bidirectional and
+        // the default 100 unidirectional streams were about 21 KiB of
+        // every idle connection. A connection starts with room for its
+        // control stream (or its enrollment) and no unidirectional stream
+        // (neither side opens one); `crate::fleet` raises the bidirectional
+        // limit after the hello, by the agent's slots.
+        transport.max_concurrent_bidi_streams(crate::fleet::HANDSHAKE_STREAMS.into());
+        transport.max_concurrent_uni_streams(0u32.into());
         config.transport_config(Arc::new(transport));
         Ok(config)
     }

@@ -38,6 +38,18 @@ const SEND_BUFFER: usize = 1 << 20;
 /// The longest an enrollment may take, from handshake to answer.
 const ENROLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+// Fleet (issue 19, scale).
+/// Bidirectional streams a connection may open before its hello: the
+/// control stream or the enrollment stream, with room for a retry.
+pub const HANDSHAKE_STREAMS: u32 = 4;
+/// Streams a connected agent may have open at once: its control stream and
+/// a few to spare, and per slot one job's log stream and its transfers
+/// (an artifact or plugin each), up to the 256 every agent had before the
+/// limit followed its slots.
+fn agent_streams(slots: u32) -> u32 {
+    8u32.saturating_add(slots.saturating_mul(4)).min(256)
+}
+
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, ctx: FleetContext) {
     while let Some(incoming) = endpoint.accept().await {
@@ -124,6 +136,8 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     let Some(FromAgent::Hello(hello)) = read_frame(&mut recv, &mut decoder).await? else {
         bail!("agent {agent_id} did not start with hello");
     };
+    // Fleet (issue 19, scale): room for the streams its slots may use.
+    conn.set_max_concurrent_bi_streams(agent_streams(hello.slots).into());
     let (tx, mut rx) = mpsc::channel::<ToAgent>(AGENT_QUEUE);
     let tx = AgentSender::new(tx, conn.clone(), &agent_id);
     let (reply_tx, reply_rx) = oneshot::channel();

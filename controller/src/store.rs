@@ -473,6 +473,29 @@ pub trait Store: Send {
     // Pipelines that feed pipelines (issue 21, feed).
     /// What the newest sets the fan-in rule started for `pipeline` took, by source action.
     fn feeds_consumed(&self, pipeline: &str) -> Result<Vec<FeedConsumed>>;
+    // Scale (issue 19, scale).
+    /// The latest version of every pipeline without its declaration, by
+    /// name: what listings need (their declarations are parsed once and
+    /// cached by the driver). A backend without a lighter query gets it
+    /// from [`Store::pipelines`].
+    fn pipeline_heads(&self) -> Result<Vec<PipelineHead>> {
+        Ok(self.pipelines()?.into_iter().map(|p| PipelineHead::from(&p)).collect())
+    }
+}
+
+/// A pipeline's latest version without its declaration (scale, issue 19).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineHead {
+    pub name: String,
+    pub version: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl From<&PipelineRecord> for PipelineHead {
+    fn from(p: &PipelineRecord) -> Self {
+        Self { name: p.name.clone(), version: p.version, created_at: p.created_at, updated_at: p.updated_at }
+    }
 }
 
 pub struct SqliteStore {
@@ -566,7 +589,35 @@ CREATE TABLE IF NOT EXISTS cluster_keys (name TEXT PRIMARY KEY, value BLOB NOT N
 -- action, the upstream execution the newest fan-in set took.
 CREATE TABLE IF NOT EXISTS feed_sets (
     pipeline TEXT NOT NULL, action TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (pipeline, action)) WITHOUT ROWID;
+-- Scale (issue 19, scale): queries that read what they answer, never the
+-- whole history. One pipeline's history, newest first, a page at a time
+-- by (started_at, id): a range of this index, no sort. The artifacts
+-- executions refer to (what artifact collection keeps), written with the
+-- execution (schema version 3 filled it for older stores), so that the
+-- collection reads this table instead of every execution's JSON.
+CREATE INDEX IF NOT EXISTS executions_by_pipeline_page ON executions (pipeline, started_at, id);
+CREATE TABLE IF NOT EXISTS execution_artifacts (
+    digest TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (digest, execution_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS execution_artifacts_by_execution ON execution_artifacts (execution_id);
 ";
+
+// Scale (issue 19, scale): the queries a store of a million executions
+// answers on every listing and at start-up, each a range of an index (the
+// tests below hold them to their plans).
+/// One pipeline's newest executions.
+const HISTORY: &str = "SELECT state FROM executions WHERE pipeline = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2";
+/// A page of one pipeline's history: a row value, so that the page is one
+/// range of `executions_by_pipeline_page` however deep it is (an OR of the
+/// two cases is not).
+const HISTORY_BEFORE: &str = "SELECT state FROM executions WHERE pipeline = ?1 AND (started_at, id) < (?2, ?3) \
+     ORDER BY started_at DESC, id DESC LIMIT ?4";
+/// What start-up restores: the executions still running, by their status.
+const UNFINISHED: &str = "SELECT state FROM executions WHERE status IN ('InProgress', 'Stopping') ORDER BY started_at";
+/// SQLite takes the bare columns from the row that has the MAX: one walk
+/// of the primary key, no declaration read.
+const PIPELINE_HEADS: &str = "SELECT name, MAX(version), created_at, updated_at FROM pipelines GROUP BY name ORDER BY name";
+/// What artifact collection keeps: the table's key, never the executions' JSON.
+const ARTIFACTS_IN_USE: &str = "SELECT DISTINCT digest FROM execution_artifacts";
 
 impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<Self> {
@@ -645,6 +696,24 @@ fn index_revisions(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
     Ok(())
 }
 
+/// Records the artifacts `e` refers to (scale, issue 19), in the
+/// transaction that stores `e`. Rows are only added, never replaced: an
+/// execution writes its state several times per action, and a DELETE on
+/// each would cost every action; a digest an execution stopped referring
+/// to (an action retried with a new output) is kept until the execution
+/// goes, which keeps a blob longer, never drops one still in use.
+fn index_artifacts(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
+    if e.artifacts.is_empty() {
+        return Ok(());
+    }
+    let mut insert =
+        tx.prepare_cached("INSERT OR IGNORE INTO execution_artifacts (digest, execution_id) VALUES (?1, ?2)")?;
+    for a in e.artifacts.values() {
+        insert.execute(params![a.digest, e.id.0])?;
+    }
+    Ok(())
+}
+
 /// The least string greater than every string that starts with `prefix`
 /// (in SQLite's byte order, which is UTF-8's code point order): its last
 /// character that has a successor, advanced by one, with what follows it
@@ -692,6 +761,8 @@ impl SqliteStore {
                         json(e)?
                     ])?;
                     index_revisions(&tx, e)?;
+                    // Scale (issue 19, scale).
+                    index_artifacts(&tx, e)?;
                 }
                 Change::Log(l) => {
                     tx.prepare_cached("INSERT INTO logs (job_id, execution_id, seq, text) VALUES (?1, ?2, ?3, ?4)")?
@@ -711,6 +782,10 @@ impl SqliteStore {
                     )?
                     .execute([name])?;
                     tx.prepare_cached("DELETE FROM execution_revisions WHERE pipeline = ?1")?.execute([name])?;
+                    tx.prepare_cached(
+                        "DELETE FROM execution_artifacts WHERE execution_id IN (SELECT id FROM executions WHERE pipeline = ?1)",
+                    )?
+                    .execute([name])?;
                     tx.prepare_cached("DELETE FROM executions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM pipelines WHERE name = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM transitions WHERE pipeline = ?1")?.execute([name])?;
@@ -874,6 +949,8 @@ impl SqliteStore {
                             .execute([id])?;
                         tx.prepare_cached(&format!("DELETE FROM execution_revisions WHERE execution_id IN ({ended})"))?
                             .execute([id])?;
+                        tx.prepare_cached(&format!("DELETE FROM execution_artifacts WHERE execution_id IN ({ended})"))?
+                            .execute([id])?;
                         tx.prepare_cached(&format!("DELETE FROM executions WHERE id IN ({ended})"))?.execute([id])?;
                     }
                 }
@@ -1026,11 +1103,7 @@ impl Store for SqliteStore {
     }
 
     fn executions(&self, pipeline: &str, limit: usize) -> Result<Vec<Execution>> {
-        self.query_json(
-            "SELECT state FROM executions WHERE pipeline = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
-            params![pipeline, limit as i64],
-            "execution",
-        )
+        self.query_json(HISTORY, params![pipeline, limit as i64], "execution")
     }
 
     fn executions_with_revision(&self, prefix: &str, limit: usize) -> Result<Vec<Execution>> {
@@ -1060,20 +1133,11 @@ impl Store for SqliteStore {
     }
 
     fn executions_before(&self, pipeline: &str, before: (u64, &str), limit: usize) -> Result<Vec<Execution>> {
-        self.query_json(
-            "SELECT state FROM executions WHERE pipeline = ?1 AND (started_at < ?2 OR (started_at = ?2 AND id < ?3)) \
-             ORDER BY started_at DESC, id DESC LIMIT ?4",
-            params![pipeline, before.0 as i64, before.1, limit as i64],
-            "execution",
-        )
+        self.query_json(HISTORY_BEFORE, params![pipeline, before.0 as i64, before.1, limit as i64], "execution")
     }
 
     fn unfinished_executions(&self) -> Result<Vec<Execution>> {
-        self.query_json(
-            "SELECT state FROM executions WHERE status IN ('InProgress', 'Stopping') ORDER BY started_at",
-            [],
-            "execution",
-        )
+        self.query_json(UNFINISHED, [], "execution")
     }
 
     fn agents(&self) -> Result<Vec<AgentRecord>> {
@@ -1207,6 +1271,20 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    // Scale (issue 19, scale).
+    fn pipeline_heads(&self) -> Result<Vec<PipelineHead>> {
+        let mut stmt = self.conn.prepare_cached(PIPELINE_HEADS)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PipelineHead {
+                name: r.get(0)?,
+                version: r.get::<_, i64>(1)? as u64,
+                created_at: r.get::<_, i64>(2)? as u64,
+                updated_at: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn tags(&self, resource: &str) -> Result<Vec<(String, String)>> {
         Ok(self.query_json("SELECT tags FROM tags WHERE resource = ?1", [resource], "tag list")?.pop().unwrap_or_default())
     }
@@ -1280,17 +1358,11 @@ impl Store for SqliteStore {
 
     fn artifact_digests(&self) -> Result<std::collections::HashSet<String>> {
         // Every artifact an action produced is in its execution's
-        // `artifacts` (by name); JSON1 reads them without parsing whole
-        // executions in Rust.
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT DISTINCT json_extract(a.value, '$.digest') FROM executions e, json_each(e.state, '$.artifacts') a",
-        )?;
-        let digests = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
-        let mut out = std::collections::HashSet::new();
-        for digest in digests {
-            out.extend(digest?);
-        }
-        Ok(out)
+        // `artifacts` (by name), and in `execution_artifacts` with it
+        // (scale, issue 19): the table's key, never the executions' JSON.
+        let mut stmt = self.conn.prepare_cached(ARTIFACTS_IN_USE)?;
+        let digests = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(digests.collect::<rusqlite::Result<_>>()?)
     }
 
     fn revocations(&self) -> Result<Vec<RevocationRecord>> {
@@ -1834,5 +1906,113 @@ mod tests {
                 .unwrap();
             assert!(plan.contains("logs_by_job"), "{plan}");
         }
+    }
+
+    // Scale (issue 19, scale).
+    /// What SQLite plans for `sql`: every line of `EXPLAIN QUERY PLAN`.
+    fn plan(store: &SqliteStore, sql: &str, args: impl rusqlite::Params) -> String {
+        let mut stmt = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let lines: Vec<String> = stmt.query_map(args, |r| r.get(3)).unwrap().map(Result::unwrap).collect();
+        lines.join("; ")
+    }
+
+    #[test]
+    fn the_queries_of_listings_and_start_up_read_ranges_of_indexes_never_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        // Enough rows, and statistics, for the planner to weigh its options
+        // as it would on a large store.
+        let mut changes = Vec::new();
+        for i in 0..2000u64 {
+            let mut e = execution(&format!("e{i:05}"), ExecutionStatus::Succeeded, i / 2);
+            e.pipeline = format!("p{}", i % 20);
+            changes.push(Change::Execution(Box::new(e)));
+        }
+        store.apply(&changes).unwrap();
+        store.conn.execute_batch("ANALYZE").unwrap();
+        let scans = |p: &str| p.contains("SCAN executions") || p.contains("TEMP B-TREE");
+        let history = plan(&store, HISTORY, params!["p1", 20]);
+        assert!(history.contains("executions_by_pipeline_page") && !scans(&history), "{history}");
+        let deep = plan(&store, HISTORY_BEFORE, params!["p1", 10, "e00020", 20]);
+        assert!(deep.contains("executions_by_pipeline_page (pipeline=? AND (started_at,id)<(?,?))"), "{deep}");
+        assert!(!scans(&deep), "{deep}");
+        let unfinished = plan(&store, UNFINISHED, []);
+        assert!(unfinished.contains("executions_by_status") && !unfinished.contains("SCAN executions"), "{unfinished}");
+        let heads = plan(&store, PIPELINE_HEADS, []);
+        assert!(heads.contains("COVERING INDEX") || heads.contains("USING INDEX"), "{heads}");
+        assert!(!heads.contains("TEMP B-TREE"), "{heads}");
+        let artifacts = plan(&store, ARTIFACTS_IN_USE, []);
+        assert!(artifacts.contains("execution_artifacts") && !artifacts.contains("executions "), "{artifacts}");
+    }
+
+    #[test]
+    fn pages_of_a_history_with_equal_start_times_neither_skip_nor_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        // Three executions share each start time: the id breaks the tie.
+        let changes: Vec<Change> = (0..30u64)
+            .map(|i| Change::Execution(Box::new(execution(&format!("e{i:02}"), ExecutionStatus::Failed, i / 3))))
+            .collect();
+        store.apply(&changes).unwrap();
+        let mut seen = Vec::new();
+        let mut page = store.executions("web", 4).unwrap();
+        while !page.is_empty() {
+            seen.extend(page.iter().map(|e| e.id.0.clone()));
+            let last = page.last().unwrap();
+            page = store.executions_before("web", (last.started_at, &last.id.0), 4).unwrap();
+        }
+        let newest_first: Vec<String> = (0..30).rev().map(|i| format!("e{i:02}")).collect();
+        assert_eq!(seen, newest_first);
+    }
+
+    #[test]
+    fn pipeline_heads_are_the_latest_versions_without_their_declarations() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        let version = |name: &str, version: u64, updated: u64| {
+            Change::Pipeline(PipelineRecord {
+                name: name.into(),
+                version,
+                definition: format!("{{\"v\":{version}}}"),
+                created_at: 1,
+                updated_at: updated,
+                author: String::new(),
+            })
+        };
+        store.apply(&[version("web", 1, 10), version("web", 3, 30), version("web", 2, 20), version("api", 1, 5)]).unwrap();
+        let heads = store.pipeline_heads().unwrap();
+        let expected = |name: &str, version: u64, updated_at: u64| PipelineHead {
+            name: name.into(),
+            version,
+            created_at: 1,
+            updated_at,
+        };
+        assert_eq!(heads, [expected("api", 1, 5), expected("web", 3, 30)]);
+        // The trait's fallback, for a backend without the query, agrees.
+        let fallback: Vec<PipelineHead> = store.pipelines().unwrap().iter().map(PipelineHead::from).collect();
+        assert_eq!(heads, fallback);
+    }
+
+    #[test]
+    fn the_artifacts_in_use_follow_executions_as_they_are_written_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
+        let with = |id: &str, pipeline: &str, digests: &[&str]| {
+            let mut e = execution(id, ExecutionStatus::Succeeded, 1);
+            e.pipeline = pipeline.into();
+            for (i, d) in digests.iter().enumerate() {
+                e.artifacts.insert(format!("a{i}"), crate::engine::ArtifactRef { digest: d.to_string(), size: 1 });
+            }
+            Change::Execution(Box::new(e))
+        };
+        store.apply(&[with("a", "web", &["d1"]), with("b", "api", &["d2", "d3"]), with("c", "web", &["d1"])]).unwrap();
+        // Written again with one more artifact, as an execution grows.
+        store.apply(&[with("a", "web", &["d1", "d4"])]).unwrap();
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<std::collections::HashSet<_>>();
+        assert_eq!(store.artifact_digests().unwrap(), set(&["d1", "d2", "d3", "d4"]));
+        store.apply(&[Change::DeleteExecutions(vec!["a".into()])]).unwrap();
+        assert_eq!(store.artifact_digests().unwrap(), set(&["d1", "d2", "d3"]), "c still refers to d1");
+        store.apply(&[Change::DeletePipeline("api".into())]).unwrap();
+        assert_eq!(store.artifact_digests().unwrap(), set(&["d1"]));
     }
 }

@@ -359,7 +359,8 @@ impl Driver {
 impl Handle<ListPipelineStates> for Driver {
     fn handle(&mut self, op: ListPipelineStates, ctx: &Context) -> Result<ListPipelineStatesOutput, OpError> {
         let limit = paging::limit(op.max_results, 1000, 1000)?;
-        let mut all = self.store.pipelines()?;
+        // Names only (scale, issue 19): no declaration is read for the listing.
+        let mut all = self.store.pipeline_heads()?;
         let directory = self.directory.snapshot();
         // Listed as ListPipelines lists them; read as GetPipelineState reads.
         all.retain(|p| {

@@ -555,10 +555,20 @@ impl Driver {
             .store
             .pipeline(name, Some(version))?
             .with_context(|| format!("pipeline \"{name}\" version {version} is missing from the store"))?;
-        let decl = pipeline::parse(&record.definition)
-            .map_err(|d| anyhow::anyhow!("stored pipeline \"{name}\" version {version} is corrupt: {d}"))?;
+        self.cache_definition(&record)
+    }
+
+    /// Parses a stored version into the cache of definitions (once).
+    fn cache_definition(&mut self, record: &crate::store::PipelineRecord) -> Result<Arc<Pipeline>> {
+        let key = (record.name.clone(), record.version);
+        if let Some(def) = self.definitions.get(&key) {
+            return Ok(def.clone());
+        }
+        let decl = pipeline::parse(&record.definition).map_err(|d| {
+            anyhow::anyhow!("stored pipeline \"{}\" version {} is corrupt: {d}", record.name, record.version)
+        })?;
         let def = Arc::new(decl.pipeline);
-        self.definitions.insert((name.to_string(), version), def.clone());
+        self.definitions.insert(key, def.clone());
         Ok(def)
     }
 

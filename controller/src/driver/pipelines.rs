@@ -193,7 +193,9 @@ impl Handle<GetPipeline> for Driver {
 impl Handle<ListPipelines> for Driver {
     fn handle(&mut self, op: ListPipelines, ctx: &Context) -> Result<ListPipelinesOutput, OpError> {
         let limit = paging::limit(op.max_results, 1000, 1000)?;
-        let mut all = self.store.pipelines()?;
+        // Names and versions only (scale, issue 19): the declarations of the
+        // page come from the driver's cache.
+        let mut all = self.store.pipeline_heads()?;
         // Only what the caller may read (permissions, issue 15).
         let directory = self.directory.snapshot();
         all.retain(|p| directory.decide(&ctx.caller, "codepipeline:GetPipeline", &policy::pipeline(&p.name)).is_allowed());

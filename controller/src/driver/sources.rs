@@ -104,6 +104,9 @@ impl Driver {
             self.sources.webhook_holders.insert(holder.pipeline, holder.user);
         }
         for record in self.store.pipelines()? {
+            // Parsed from the record in hand (scale, issue 19): not read
+            // again one by one, and cached for the listings.
+            self.cache_definition(&record)?;
             self.refresh_polls(now, &record.name, record.version)?;
         }
         Ok(())

@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use rusqlite::Connection;
 
 /// The schema version this release writes.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 /// One step: from version `to - 1` to `to`.
 struct Migration {
@@ -38,6 +38,8 @@ const MIGRATIONS: &[Migration] = &[
     },
     // The revision flow's index table (issue 16, pages).
     Migration { to: 2, what: "the index of executions by source revision", run: revision_index },
+    // Scale (issue 19, scale).
+    Migration { to: 3, what: "the index of the artifacts executions refer to", run: artifact_index },
 ];
 
 /// Brings the store on `conn` to [`CURRENT`]; returns the version it was
@@ -151,6 +153,31 @@ fn revision_index(conn: &Connection) -> Result<()> {
         )
         .context("indexing the stored executions by source revision")?;
     tracing::info!(rows = filled, "indexed the stored executions by source revision");
+    Ok(())
+}
+
+/// Version 3 (scale, issue 19): the artifacts each stored execution refers
+/// to, read once from their JSON; from then on the store writes its rows
+/// with the execution, and artifact collection reads them alone.
+fn artifact_index(conn: &Connection) -> Result<()> {
+    if !has_table(conn, "executions")? {
+        return Ok(());
+    }
+    // The same table as `SCHEMA`'s (which runs after, and then finds it).
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS execution_artifacts (
+             digest TEXT NOT NULL, execution_id TEXT NOT NULL, PRIMARY KEY (digest, execution_id)) WITHOUT ROWID;",
+    )
+    .context("creating the index of the artifacts executions refer to")?;
+    let filled = conn
+        .execute(
+            "INSERT OR IGNORE INTO execution_artifacts (digest, execution_id)
+             SELECT json_extract(a.value, '$.digest'), e.id FROM executions e, json_each(e.state, '$.artifacts') AS a
+             WHERE json_extract(a.value, '$.digest') IS NOT NULL",
+            [],
+        )
+        .context("indexing the artifacts the stored executions refer to")?;
+    tracing::info!(rows = filled, "indexed the artifacts the stored executions refer to");
     Ok(())
 }
 

@@ -441,7 +441,7 @@ fn a_backup_taken_under_load_restores_into_a_controller_that_runs_from_it() {
     // reports to the restored one (its job is in the snapshot).
     std::fs::write(&hold, b"go").unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["schemaVersion"], 2, "{report}");
+    assert_eq!(report["schemaVersion"], sluice::store::schema::CURRENT, "{report}");
     assert!(report["missingArtifacts"].is_null(), "{report}");
     let manifest: Value = serde_json::from_slice(&std::fs::read(to.join("backup.json")).unwrap()).unwrap();
     assert_eq!(manifest, report);
