@@ -393,6 +393,31 @@ fn released_wit_versions_are_unchanged() {
     assert!(newest.contains(&format!("package sluice:plugin@{};", INTERFACE_VERSIONS[0])));
 }
 
+// Plugin authors' kit (issue 20, kit).
+/// The SDK crate carries its own copy of the WIT (it is published alone):
+/// the copy must be the newest version byte for byte, and the SDK's
+/// version follows the WIT's minor version (its README's policy).
+#[test]
+fn the_sdk_vendors_the_newest_wit_byte_for_byte() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest = std::fs::read(repo.join("wit/plugin.wit")).unwrap();
+    let vendored = std::fs::read(repo.join("plugin-sdk/wit/plugin.wit")).unwrap();
+    assert!(
+        vendored == newest,
+        "plugin-sdk/wit/plugin.wit differs from wit/plugin.wit: copy it (cp wit/plugin.wit plugin-sdk/wit/)"
+    );
+    let manifest = std::fs::read_to_string(repo.join("plugin-sdk/Cargo.toml")).unwrap();
+    let version =
+        manifest.lines().find_map(|l| l.strip_prefix("version = \"")).expect("the SDK's version").trim_end_matches('"');
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    assert_eq!(
+        minor(version),
+        minor(INTERFACE_VERSIONS[0]),
+        "SDK {version} must speak sluice:plugin@{}",
+        INTERFACE_VERSIONS[0]
+    );
+}
+
 /// The agent runs plugins on tokio's blocking threads, inside its runtime,
 /// with a log sink that blocks: wasi:http's tasks then run on the agent's
 /// runtime, where nothing may block, not even to log a refusal.

@@ -32,3 +32,5 @@ mod console;
 mod console_pages;
 // Operators: configuration, packaging, doctor (issue 17, ops).
 mod ops;
+// The plugin authors' kit (issue 20, kit).
+mod kit;
