@@ -98,6 +98,8 @@ pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
         memory_limit: request.memory_limit,
         http_extra_roots: request.http_extra_roots.clone(),
         confinement: request.confinement.clone(),
+        // Plugin authors' kit (issue 20, kit): a test loop compiles a component once.
+        cache_dir: crate::plugin_check::local_cache_dir(),
         ..Default::default()
     })?;
     let plugin = runtime.load(&bytes, None)?;

@@ -34,11 +34,35 @@ fn describe_loaded(runtime: &Runtime, wasm: &[u8]) -> Result<(ActionInfo, (Vec<S
     read().map_err(|e| format!("not a usable sluice:plugin component: {e:#}"))
 }
 
+/// Where `sluice plugin check` and `sluice action run` keep compiled
+/// components, so that an author's test loop compiles a large (Python,
+/// JavaScript) component once: `SLUICE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/sluice/compiled` or `~/.cache/sluice/compiled`, made
+/// private (0700) to the user, whose files the runtime loads compiled code
+/// from. `None` (no cache) when there is no such directory to be had.
+pub fn local_cache_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let dir = match std::env::var_os("SLUICE_CACHE_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?
+            .join("sluice/compiled"),
+    };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).ok()?;
+    let meta = std::fs::metadata(&dir).ok()?;
+    // Another user's (or a shared) directory is not a place to load code from.
+    let private = meta.permissions().mode() & 0o077 == 0
+        && std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::getuid().as_raw();
+    private.then_some(dir)
+}
+
 /// `sluice plugin check`: what a component declares, as JSON, or the
 /// refusal `plugin push` would give. Blocking.
 pub fn check(wasm: &[u8]) -> Result<Value, String> {
     check_size(wasm.len())?;
-    let runtime = Runtime::new(Default::default()).map_err(|e| format!("starting the plugin runtime: {e:#}"))?;
+    let config = sluice_runtime::RuntimeConfig { cache_dir: local_cache_dir(), ..Default::default() };
+    let runtime = Runtime::new(config).map_err(|e| format!("starting the plugin runtime: {e:#}"))?;
     let (info, (imports, exports)) = describe_loaded(&runtime, wasm)?;
     let world =
         if exports.iter().any(|e| e.starts_with(sluice_runtime::SOURCE_INTERFACE)) { "source-plugin" } else { "plugin" };

@@ -394,28 +394,33 @@ fn released_wit_versions_are_unchanged() {
 }
 
 // Plugin authors' kit (issue 20, kit).
-/// The SDK crate carries its own copy of the WIT (it is published alone):
-/// the copy must be the newest version byte for byte, and the SDK's
-/// version follows the WIT's minor version (its README's policy).
+/// The SDK crate and the Python and JavaScript kits carry their own copy
+/// of the WIT (each is published alone): every copy must be the newest
+/// version byte for byte, and each one's version follows the WIT's minor
+/// version (the policy of their READMEs).
 #[test]
-fn the_sdk_vendors_the_newest_wit_byte_for_byte() {
+fn the_sdk_and_the_kits_vendor_the_newest_wit_byte_for_byte() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let newest = std::fs::read(repo.join("wit/plugin.wit")).unwrap();
-    let vendored = std::fs::read(repo.join("plugin-sdk/wit/plugin.wit")).unwrap();
-    assert!(
-        vendored == newest,
-        "plugin-sdk/wit/plugin.wit differs from wit/plugin.wit: copy it (cp wit/plugin.wit plugin-sdk/wit/)"
-    );
-    let manifest = std::fs::read_to_string(repo.join("plugin-sdk/Cargo.toml")).unwrap();
-    let version =
-        manifest.lines().find_map(|l| l.strip_prefix("version = \"")).expect("the SDK's version").trim_end_matches('"');
     let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
-    assert_eq!(
-        minor(version),
-        minor(INTERFACE_VERSIONS[0]),
-        "SDK {version} must speak sluice:plugin@{}",
-        INTERFACE_VERSIONS[0]
-    );
+    let kits = [
+        ("plugin-sdk/wit/plugin.wit", "plugin-sdk/Cargo.toml", "version = \""),
+        ("kits/python/sluice_plugin/wit/plugin.wit", "kits/python/pyproject.toml", "version = \""),
+        ("kits/javascript/wit/plugin.wit", "kits/javascript/package.json", "  \"version\": \""),
+    ];
+    for (wit, manifest, prefix) in kits {
+        let vendored = std::fs::read(repo.join(wit)).unwrap();
+        assert!(vendored == newest, "{wit} differs from wit/plugin.wit: copy it (cp wit/plugin.wit {wit})");
+        let manifest_text = std::fs::read_to_string(repo.join(manifest)).unwrap();
+        let version = manifest_text.lines().find_map(|l| l.strip_prefix(prefix)).expect("a version");
+        let version = version.trim_end_matches([',', '"']);
+        assert_eq!(
+            minor(version),
+            minor(INTERFACE_VERSIONS[0]),
+            "{manifest}: {version} must speak sluice:plugin@{}",
+            INTERFACE_VERSIONS[0]
+        );
+    }
 }
 
 /// The agent runs plugins on tokio's blocking threads, inside its runtime,

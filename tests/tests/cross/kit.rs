@@ -104,21 +104,145 @@ fn a_rust_plugin_from_plugin_new_and_the_packaged_sdk_is_tested_checked_pushed_a
     assert_eq!(report["info"]["configuration"][0]["required"], true);
     assert!(report["imports"].as_array().unwrap().iter().any(|i| i == "sluice:plugin/log@0.2.0"), "{report}");
 
-    // Pushed to a real controller, used by a pipeline on a real agent.
+    push_and_run_in_a_pipeline(&wasm, "greeter", &["README.md", "greeting.txt"]);
+}
+
+/// Pushes the component to a real controller and runs it on a real agent
+/// in a pipeline (`git` source, then the plugin with `Name` = team and an
+/// output artifact); checks the greeting and the artifact's files.
+fn push_and_run_in_a_pipeline(wasm: &Path, provider: &str, files: &[&str]) {
     let cluster = Cluster::new().agent(&[]).start().unwrap();
     let out = ok(cluster.sluice(&["plugin", "push", wasm.to_str().unwrap()]), "plugin push");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("greeter@1 registered"), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{provider}@1 registered")), "{}", output_text(&out));
     let git = cluster.dir.path().join("repo");
     make_repo(&git, &[("README.md", "hello\n")]);
-    let stage = r#"{"name": "Greet", "actions": [{"name": "Hi", "inputArtifacts": [{"name": "src"}],
-        "outputArtifacts": [{"name": "greeted"}],
-        "actionTypeId": {"category": "Build", "owner": "Custom", "provider": "greeter", "version": "1"},
-        "configuration": {"Name": "team"}}]}"#;
-    let id = cluster.create_pipeline("greet", &git_pipeline("greet", "", &git, stage));
-    let end = cluster.execution_end("greet", &id, sluice_tests::WAIT);
+    let stage = format!(
+        r#"{{"name": "Greet", "actions": [{{"name": "Hi", "inputArtifacts": [{{"name": "src"}}],
+        "outputArtifacts": [{{"name": "greeted"}}],
+        "actionTypeId": {{"category": "Build", "owner": "Custom", "provider": "{provider}", "version": "1"}},
+        "configuration": {{"Name": "team"}}}}]}}"#
+    );
+    let id = cluster.create_pipeline("greet", &git_pipeline("greet", "", &git, &stage));
+    let end = cluster.execution_end("greet", &id, sluice_tests::WAIT * 3);
     let state = cluster.sluice_json(&["pipeline", "state", "greet"]).unwrap();
     assert_eq!(end["pipelineExecution"]["status"], "Succeeded", "{end}\n{state}");
     assert!(state.to_string().contains("Hello, team!"), "{state}");
+    // The output artifact, as the agent uploaded it.
+    let tar = cluster.dir.path().join("greeted.tar");
+    ok(cluster.sluice(&["execution", "artifact", "greet", &id, "greeted", "--to", tar.to_str().unwrap()]), "artifact");
+    let listing = run_in(cluster.dir.path(), "tar", &["tf", tar.to_str().unwrap()], &[]);
+    for file in files {
+        assert!(listing.lines().any(|l| l.trim_start_matches("./") == *file), "{file} in the artifact: {listing}");
+    }
+}
+
+/// Runs `program` in `dir`, failing with its output.
+fn run_in(dir: &Path, program: impl AsRef<std::ffi::OsStr>, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let mut command = Command::new(program.as_ref());
+    command.args(args).current_dir(dir);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap_or_else(|e| panic!("{:?} {args:?}: {e}", program.as_ref()));
+    output_text(&ok(out, &format!("{:?} {args:?}", program.as_ref())))
+}
+
+/// `sluice plugin check` of a component: its JSON report.
+fn check(wasm: &Path) -> serde_json::Value {
+    let out = Command::new(bin("sluice")).args(["--output", "json", "plugin", "check"]).arg(wasm).output().unwrap();
+    serde_json::from_slice(&ok(out, "plugin check").stdout).unwrap()
+}
+
+#[test]
+fn a_python_plugin_from_plugin_new_and_the_kits_wheel_is_built_checked_tested_pushed_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kit as a wheel, installed from the file into the virtualenv that
+    // test-plugins/build.rs made with componentize-py (the kit's pinned one).
+    let venv = target_dir().join("py-plugins/venv");
+    assert!(
+        venv.join("bin/componentize-py").exists(),
+        "{}",
+        sluice_test_plugins::try_test_plugin("wordcount-py").unwrap_err()
+    );
+    let dist = dir.path().join("dist");
+    run_in(
+        dir.path(),
+        venv.join("bin/pip"),
+        &[
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            dist.to_str().unwrap(),
+            repo().join("kits/python").to_str().unwrap(),
+        ],
+        &[],
+    );
+    let wheel = dist.join("sluice_plugin-0.2.0-py3-none-any.whl");
+    assert!(wheel.exists());
+    let sluice = bin("sluice");
+    run_in(
+        dir.path(),
+        &sluice,
+        &["plugin", "new", "pygreet", "--lang", "python", "--sdk-path", wheel.to_str().unwrap()],
+        &[],
+    );
+    let project = dir.path().join("pygreet");
+    let requirements = std::fs::read_to_string(project.join("requirements.txt")).unwrap();
+    assert!(requirements.starts_with("sluice-plugin @ file://"), "{requirements}");
+    run_in(
+        &project,
+        venv.join("bin/pip"),
+        &["install", "--quiet", "--disable-pip-version-check", "--force-reinstall", "--no-deps", "-r", "requirements.txt"],
+        &[],
+    );
+    let said = run_in(&project, venv.join("bin/python"), &["-m", "sluice_plugin", "build"], &[]);
+    assert!(said.contains("wrote plugin.wasm"), "{said}");
+    let wasm = project.join("plugin.wasm");
+    let report = check(&wasm);
+    assert_eq!(report["provider"], "pygreet@1", "{report}");
+    assert_eq!(report["interfaceVersion"], "0.2.0", "{report}");
+    // Its own tests: execute() in plain Python, then plugin.wasm under `sluice action run`.
+    let said = run_in(&project, venv.join("bin/python"), &["-m", "unittest", "-v"], &[("SLUICE_BIN", &sluice)]);
+    assert!(
+        said.contains("test_the_component_under_sluice_action_run") && said.contains("Ran 2 tests") && said.contains("\nOK"),
+        "{said}"
+    );
+    push_and_run_in_a_pipeline(&wasm, "pygreet", &["README.md", "greeting.txt"]);
+}
+
+#[test]
+fn a_javascript_plugin_from_plugin_new_and_the_kits_tarball_is_built_checked_tested_pushed_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kit as `npm pack` makes it, installed from the file.
+    let packed = dir.path().join("packed");
+    std::fs::create_dir_all(&packed).unwrap();
+    run_in(
+        &repo().join("kits/javascript"),
+        "npm",
+        &["pack", "--silent", "--pack-destination", packed.to_str().unwrap()],
+        &[],
+    );
+    let tarball = packed.join("sluice-plugin-0.2.0.tgz");
+    assert!(tarball.exists());
+    let sluice = bin("sluice");
+    run_in(
+        dir.path(),
+        &sluice,
+        &["plugin", "new", "jsgreet", "--lang", "javascript", "--sdk-path", tarball.to_str().unwrap()],
+        &[],
+    );
+    let project = dir.path().join("jsgreet");
+    run_in(&project, "npm", &["install", "--no-audit", "--no-fund", "--prefer-offline"], &[]);
+    let said = run_in(&project, "npm", &["run", "build"], &[]);
+    assert!(said.contains("wrote plugin.wasm"), "{said}");
+    let wasm = project.join("plugin.wasm");
+    let report = check(&wasm);
+    assert_eq!(report["provider"], "jsgreet@1", "{report}");
+    let said = run_in(&project, "npm", &["test"], &[("SLUICE_BIN", &sluice)]);
+    assert!(said.contains("# pass 2"), "{said}");
+    push_and_run_in_a_pipeline(&wasm, "jsgreet", &["README.md"]);
 }
 
 /// The smallest binary of a component or module written as text.
