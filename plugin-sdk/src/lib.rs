@@ -3,7 +3,7 @@
 //! A Sluice plugin is a WebAssembly component (`wasm32-wasip2`) built against
 //! the WIT package `sluice:plugin@0.2.0` in `wit/`. This crate hides the
 //! generated bindings behind plain Rust: implement [`Plugin`] (and, for a
-//! source plugin, [`Source`]), then export the type with [`export_plugin!`]
+//! source plugin, `Source`), then export the type with [`export_plugin!`]
 //! (or `export_source!`). An `Err(Error)` from `execute` becomes the `failed`
 //! outcome; a panic traps, and the host fails the action.
 //!

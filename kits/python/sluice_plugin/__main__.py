@@ -3,8 +3,8 @@ module of the current directory, as a component of the ``sluice:plugin``
 world, with componentize-py and the WIT inside this package."""
 
 import argparse
+import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,13 +12,14 @@ import sluice_plugin
 
 
 def build(app: str, out: str, source: str) -> int:
-    tool = shutil.which("componentize-py", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if tool is None:
+    if importlib.util.find_spec("componentize_py") is None:
         print("componentize-py is not installed: pip install sluice-plugin installs it", file=sys.stderr)
         return 2
     # The kit itself is bundled from where it is installed.
     kit_parent = os.path.dirname(os.path.dirname(os.path.abspath(sluice_plugin.__file__)))
-    command = [tool, "-d", sluice_plugin.WIT_DIR, "-w", "plugin", "componentize",
+    # componentize-py of this interpreter, whatever its script's #! says.
+    run_tool = "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())"
+    command = [sys.executable, "-c", run_tool, "-d", sluice_plugin.WIT_DIR, "-w", "plugin", "componentize",
                "-p", source, "-p", kit_parent, app, "-o", out]
     done = subprocess.run(command)
     if done.returncode == 0:

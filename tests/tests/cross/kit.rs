@@ -167,8 +167,10 @@ fn a_python_plugin_from_plugin_new_and_the_kits_wheel_is_built_checked_tested_pu
     let dist = dir.path().join("dist");
     run_in(
         dir.path(),
-        venv.join("bin/pip"),
+        venv.join("bin/python"),
         &[
+            "-m",
+            "pip",
             "wheel",
             "--quiet",
             "--no-deps",
@@ -193,8 +195,18 @@ fn a_python_plugin_from_plugin_new_and_the_kits_wheel_is_built_checked_tested_pu
     assert!(requirements.starts_with("sluice-plugin @ file://"), "{requirements}");
     run_in(
         &project,
-        venv.join("bin/pip"),
-        &["install", "--quiet", "--disable-pip-version-check", "--force-reinstall", "--no-deps", "-r", "requirements.txt"],
+        venv.join("bin/python"),
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--force-reinstall",
+            "--no-deps",
+            "-r",
+            "requirements.txt",
+        ],
         &[],
     );
     let said = run_in(&project, venv.join("bin/python"), &["-m", "sluice_plugin", "build"], &[]);
