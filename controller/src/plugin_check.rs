@@ -25,7 +25,10 @@ pub fn describe(runtime: &Runtime, wasm: &[u8]) -> Result<ActionInfo, String> {
     describe_loaded(runtime, wasm).map(|(info, _)| info)
 }
 
-fn describe_loaded(runtime: &Runtime, wasm: &[u8]) -> Result<(ActionInfo, (Vec<String>, Vec<String>)), String> {
+/// A component's imports and exports, by name.
+type Interfaces = (Vec<String>, Vec<String>);
+
+fn describe_loaded(runtime: &Runtime, wasm: &[u8]) -> Result<(ActionInfo, Interfaces), String> {
     let read = || -> anyhow::Result<_> {
         let plugin = runtime.load(wasm, None)?;
         let info = runtime.describe(&plugin)?;
@@ -107,7 +110,7 @@ mod tests {
         assert_eq!(report["world"], "plugin");
         assert_eq!(report["size"], shell.wasm.len());
         assert_eq!(report["interfaceVersion"], sluice_runtime::INTERFACE_VERSIONS[0]);
-        assert_eq!(report["info"]["capabilities"]["exec"], json!(["*"]), "{report}");
+        assert_eq!(report["info"]["capabilities"]["exec"], json!(["sh", "bash"]), "{report}");
         let imports = report["imports"].as_array().unwrap();
         assert!(imports.iter().any(|i| i.as_str().unwrap().starts_with("sluice:plugin/process@")), "{report}");
         let git = sluice_builtins::BUILTINS.iter().find(|b| b.provider == "git").expect("git is built in");

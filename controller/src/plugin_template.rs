@@ -182,15 +182,14 @@ mod tests {{
 }}
 "#
     );
-    let test = format!(
-        r#"//! The built component, run by `sluice action run` in the sandbox an agent
+    let test = r#"//! The built component, run by `sluice action run` in the sandbox an agent
 //! uses, against the fixture directories in tests/fixtures. Needs the
 //! wasm32-wasip2 target and `sluice` on PATH (or SLUICE_BIN).
 
-use sluice_plugin_sdk::testing::{{self, ActionRun}};
+use sluice_plugin_sdk::testing::{self, ActionRun};
 
 #[test]
-fn the_component_greets_and_copies_its_input() {{
+fn the_component_greets_and_copies_its_input() {
     let wasm = testing::build!().unwrap();
     let run = ActionRun::new(&wasm)
         .config("Name", "world")
@@ -200,16 +199,16 @@ fn the_component_greets_and_copies_its_input() {{
         .unwrap();
     run.assert_succeeded();
     assert_eq!(run.variable("Greeting"), Some("Hello, world!"));
-    assert!(run.log_contains("Hello, world!"), "{{:?}}", run.log());
+    assert!(run.log_contains("Hello, world!"), "{:?}", run.log());
     assert_eq!(run.output_files("out"), ["README.md", "greeting.txt"]);
     assert_eq!(run.output_file("out", "greeting.txt").unwrap(), "Hello, world!\n");
 
     // What a pipeline without Name gets.
     let run = ActionRun::new(&wasm).run().unwrap();
     assert_eq!(run.assert_failed(), "configuration \"Name\" is required");
-}}
+}
 "#
-    );
+    .to_string();
     let readme = format!(
         r#"# {name}
 
