@@ -125,6 +125,8 @@ impl Nested {
         let repo = self.repo.clone();
         self.watch(&repo.join("plugin-sdk/Cargo.toml"));
         self.watch(&repo.join("plugin-sdk/src"));
+        // The WIT the SDK binds, vendored so that it can be published alone.
+        self.watch(&repo.join("plugin-sdk/wit"));
         self.watch(&repo.join("wit"));
     }
 

@@ -82,13 +82,24 @@ fn plugin_bytes(plugin: &str) -> Result<Vec<u8>> {
 }
 
 /// Runs the action; log lines go to `log` as they come. Returns the outcome
-/// as JSON and whether it succeeded.
+/// as JSON and whether it succeeded. The JSON also holds the log (`log`,
+/// its lines) and the files of each output (`outputs.NAME.files`), so that a
+/// plugin's own tests, in any language, can assert on one document.
 pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
     let bytes = plugin_bytes(&request.plugin)?;
+    // The runtime bounds an action's log (8 MiB per call), so keeping it is bounded too.
+    let kept = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let keep = kept.clone();
+    let log: Arc<dyn LogSink> = Arc::new(move |line: &str| {
+        keep.lock().expect("log lock").push(line.to_string());
+        log.line(line);
+    });
     let runtime = Runtime::new(RuntimeConfig {
         memory_limit: request.memory_limit,
         http_extra_roots: request.http_extra_roots.clone(),
         confinement: request.confinement.clone(),
+        // Plugin authors' kit (issue 20, kit): a test loop compiles a component once.
+        cache_dir: crate::plugin_check::local_cache_dir(),
         ..Default::default()
     })?;
     let plugin = runtime.load(&bytes, None)?;
@@ -124,7 +135,40 @@ pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
     };
     let outcome = runtime.run_action(&plugin, &invocation, log);
     let granted = json!({ "exec": grants.exec, "http": grants.http, "secrets": grants.secrets, "env": grants.env, "fs": grants.fs, "net": grants.net });
-    Ok(match outcome {
+    let (mut result, ok) = outcome_json(outcome, &info, granted);
+    result["log"] = json!(std::mem::take(&mut *kept.lock().expect("log lock")));
+    let mut files = serde_json::Map::new();
+    for (name, dir, _) in &invocation.outputs {
+        files.insert(name.clone(), json!({ "dir": dir, "files": relative_files(dir)? }));
+    }
+    result["outputs"] = Value::Object(files);
+    Ok((result, ok))
+}
+
+/// The files under `dir` (not directories), as sorted `/`-separated paths
+/// relative to it; symbolic links are listed, not followed.
+fn relative_files(dir: &std::path::Path) -> Result<Vec<String>> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                walk(root, &path, out)?;
+            } else if let Ok(relative) = path.strip_prefix(root) {
+                out.push(relative.to_string_lossy().into_owned());
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+/// The outcome as `action run` prints it, and whether it succeeded.
+fn outcome_json(outcome: Outcome, info: &sluice_runtime::ActionInfo, granted: Value) -> (Value, bool) {
+    match outcome {
         Outcome::Succeeded { summary, output_variables, external_url } => (
             json!({ "plugin": format!("{}@{}", info.name, info.version), "status": "Succeeded", "summary": summary,
                     "outputVariables": output_variables, "externalUrl": external_url, "grants": granted }),
@@ -136,7 +180,7 @@ pub fn run(request: LocalRun, log: Arc<dyn LogSink>) -> Result<(Value, bool)> {
             false,
         ),
         Outcome::InProgress { .. } => unreachable!("run_action waits out in-progress outcomes"),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -414,8 +414,8 @@ async fn webhook(
     Ok(Json(delivered?))
 }
 
-/// Largest component accepted by a push.
-const MAX_PLUGIN_BYTES: usize = 64 << 20;
+// Largest component accepted by a push (`sluice plugin check` applies the same).
+use crate::plugin_check::MAX_PLUGIN_BYTES;
 
 /// Validates that the body is a `sluice:plugin` component by compiling it
 /// and calling its `describe()`, then registers it. A signature (header
@@ -457,12 +457,7 @@ async fn push_plugin_checked(
     let driver = |e: OpError| (e, Refused::ByDriver);
     // Refused before the body is looked at (the driver checks again).
     s.directory.check(caller, PushPlugin::PERMISSION, &crate::policy::named("plugin", "*")).map_err(here)?;
-    if body.len() > MAX_PLUGIN_BYTES {
-        return Err(here(OpError::invalid(format!(
-            "plugin of {} bytes exceeds the limit of {MAX_PLUGIN_BYTES} bytes",
-            body.len()
-        ))));
-    }
+    crate::plugin_check::check_size(body.len()).map_err(|e| here(OpError::invalid(e)))?;
     let signature = match headers.get(SIGNATURE_HEADER) {
         None => None,
         Some(value) => {
@@ -494,9 +489,8 @@ async fn push_plugin_checked(
     let digest = sluice_runtime::digest(&body);
     ask(s, VetPluginSignature { digest, signature: signature.clone() }, caller.clone()).await.map_err(driver)?;
     let wasm = body.to_vec();
-    let info = crate::driver::catalog::describe(&s.runtime, wasm.clone())
-        .await
-        .map_err(|e| here(OpError::invalid(format!("not a usable sluice:plugin component: {e:#}"))))?;
+    // The refusal `sluice plugin check` gives too (crate::plugin_check).
+    let info = crate::driver::catalog::describe(&s.runtime, wasm.clone()).await.map_err(|e| here(OpError::invalid(e)))?;
     let pushed = ask(s, PushPlugin { wasm, info: Box::new(info), signature }, caller.clone()).await.map_err(driver)?;
     Ok(Json(pushed))
 }

@@ -28,6 +28,8 @@ pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod pipeline;
+// Plugin authors' kit (issue 20, kit): `sluice plugin check`, shared with push.
+pub mod plugin_check;
 pub mod plugin_template;
 pub mod policy;
 pub mod retention;

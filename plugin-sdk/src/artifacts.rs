@@ -10,6 +10,20 @@
 //! files, and a dangling link is an error naming it. WASI has no permission
 //! bits, so copies are plain read-write files: a plugin that must keep the
 //! executable bit copies with a host program instead.
+//!
+//! ```no_run
+//! use sluice_plugin_sdk::{Context, Error, artifacts};
+//!
+//! fn package(ctx: &Context) -> Result<(), Error> {
+//!     let (input, output) = (&ctx.inputs[0], &ctx.outputs[0]);
+//!     let build = ctx.workspace.join("build");
+//!     artifacts::copy_dir(&input.path, &build)?;
+//!     // ... build in the workspace, then keep what the pipeline asked for:
+//!     let n = artifacts::collect(&build, &output.files, &output.path)?;
+//!     sluice_plugin_sdk::log::info(format!("{n} files in {}", output.name));
+//!     Ok(())
+//! }
+//! ```
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -29,6 +29,15 @@ impl Artifact {
 }
 
 /// Everything one call of [`Plugin::execute`](crate::Plugin::execute) knows.
+///
+/// ```
+/// use sluice_plugin_sdk::Context;
+///
+/// // What a unit test hands to execute(): this configuration, nothing else.
+/// let ctx = Context::for_test(&[("Target", "release")]);
+/// assert_eq!(ctx.config.get("Target"), Some("release"));
+/// assert!(ctx.input("src").is_none());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Context {
     /// The pipeline name.
@@ -123,6 +132,15 @@ impl Context {
 pub const PINNED_REVISION_VARIABLE: &str = "codepipeline.SourceRevision";
 
 /// How a call of `execute` ended, short of failing (failing is `Err`).
+///
+/// ```
+/// use sluice_plugin_sdk::Outcome;
+///
+/// let done = Outcome::succeeded("deployed v1.2")
+///     .variable("Version", "1.2")
+///     .external_url("https://deploy.example.com/42");
+/// assert_eq!(done.get_variable("Version"), Some("1.2"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The action is done.

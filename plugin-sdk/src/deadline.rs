@@ -4,6 +4,15 @@
 //! that waits on something of its own (an HTTP request, a remote job) can
 //! size the wait to fit with [`remaining`], and fail with its own message
 //! instead of being stopped mid-way. [`crate::http`] already does.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sluice_plugin_sdk::deadline;
+//!
+//! // Poll a remote job for at most a minute, and never past the deadline.
+//! let wait = deadline::remaining().min(Duration::from_secs(60));
+//! assert!(wait <= Duration::from_secs(60));
+//! ```
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! A Sluice plugin is a WebAssembly component (`wasm32-wasip2`) built against
 //! the WIT package `sluice:plugin@0.2.0` in `wit/`. This crate hides the
 //! generated bindings behind plain Rust: implement [`Plugin`] (and, for a
-//! source plugin, [`Source`]), then export the type with [`export_plugin!`]
+//! source plugin, `Source`), then export the type with [`export_plugin!`]
 //! (or `export_source!`). An `Err(Error)` from `execute` becomes the `failed`
 //! outcome; a panic traps, and the host fails the action.
 //!
@@ -92,6 +92,22 @@
 //! speaks plain `http://` over TCP (to an [`http::testing::Server`], say).
 //! That lets a plugin's `execute` be unit-tested against temporary
 //! directories; the sandbox itself is tested by the host.
+//!
+//! # Testing the component
+//!
+//! With feature `testing` (in `[dev-dependencies]`), `testing` builds the
+//! crate for `wasm32-wasip2` and runs the component under
+//! `sluice action run`, in the sandbox an agent uses, against fixture
+//! directories: the outcome, output variables, log and output files are
+//! there to assert on.
+//!
+//! # Versions
+//!
+//! SDK 0.2.x speaks `sluice:plugin@0.2.0`, whose WIT is vendored in the
+//! crate (`wit/plugin.wit`); a new WIT minor version is a new SDK minor
+//! version, and hosts keep running every released WIT version.
+
+#![deny(missing_docs)]
 
 pub mod artifacts;
 mod config;
@@ -104,6 +120,8 @@ mod info;
 pub mod log;
 pub mod process;
 pub mod secrets;
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub mod testing;
 
 pub use config::Config;
 pub use context::{Artifact, Context, Outcome, PINNED_REVISION_VARIABLE, Revision};
@@ -116,7 +134,7 @@ pub use info::{ActionInfo, Bounds, Capabilities, Category, Property, PropertyTyp
 pub mod bindings {
     #[cfg(not(feature = "source"))]
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_world",
@@ -125,7 +143,7 @@ pub mod bindings {
 
     #[cfg(feature = "source")]
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "source-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_world",

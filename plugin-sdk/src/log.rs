@@ -2,6 +2,13 @@
 //!
 //! Secret values are masked by the host. Anything the plugin writes to
 //! stdout or stderr also lands in the log, but these functions carry a level.
+//!
+//! ```
+//! use sluice_plugin_sdk::log;
+//!
+//! log::info("fetching the release notes");
+//! log::warn(format!("{} retries left", 2));
+//! ```
 
 use crate::host::{self, Level};
 

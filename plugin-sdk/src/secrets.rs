@@ -1,4 +1,13 @@
 //! Secrets granted to the action.
+//!
+//! ```no_run
+//! use sluice_plugin_sdk::{ActionInfo, Category, Error, secrets};
+//!
+//! // Declared in describe() ...
+//! let info = ActionInfo::new("notify", "1", Category::Invoke).secrets(["API_TOKEN"]);
+//! // ... read in execute() (natively, from SLUICE_SECRET_API_TOKEN).
+//! let token: Result<String, Error> = secrets::get("API_TOKEN");
+//! ```
 
 use crate::{Error, host};
 

@@ -637,6 +637,19 @@ impl Runtime {
         }
     }
 
+    // Plugin authors' kit (issue 20, kit).
+    /// The names a loaded component imports and exports (interfaces such
+    /// as `sluice:plugin/log@0.2.0`, `wasi:cli/environment@0.2.0`), each
+    /// sorted: what `sluice plugin check` shows.
+    pub fn interfaces(&self, plugin: &LoadedPlugin) -> (Vec<String>, Vec<String>) {
+        let ty = plugin.instance_pre().component().component_type();
+        let mut imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let mut exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        imports.sort();
+        exports.sort();
+        (imports, exports)
+    }
+
     /// Calls the plugin's `describe()` in a fresh, grant-less sandbox.
     pub fn describe(&self, plugin: &LoadedPlugin) -> Result<ActionInfo> {
         let empty = tempfile_dir()?;

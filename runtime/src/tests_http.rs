@@ -393,6 +393,36 @@ fn released_wit_versions_are_unchanged() {
     assert!(newest.contains(&format!("package sluice:plugin@{};", INTERFACE_VERSIONS[0])));
 }
 
+// Plugin authors' kit (issue 20, kit).
+/// The SDK crate and the Python and JavaScript kits carry their own copy
+/// of the WIT (each is published alone): every copy must be the newest
+/// version byte for byte, and each one's version follows the WIT's minor
+/// version (the policy of their READMEs).
+#[test]
+fn the_sdk_and_the_kits_vendor_the_newest_wit_byte_for_byte() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest = std::fs::read(repo.join("wit/plugin.wit")).unwrap();
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    let kits = [
+        ("plugin-sdk/wit/plugin.wit", "plugin-sdk/Cargo.toml", "version = \""),
+        ("kits/python/sluice_plugin/wit/plugin.wit", "kits/python/pyproject.toml", "version = \""),
+        ("kits/javascript/wit/plugin.wit", "kits/javascript/package.json", "  \"version\": \""),
+    ];
+    for (wit, manifest, prefix) in kits {
+        let vendored = std::fs::read(repo.join(wit)).unwrap();
+        assert!(vendored == newest, "{wit} differs from wit/plugin.wit: copy it (cp wit/plugin.wit {wit})");
+        let manifest_text = std::fs::read_to_string(repo.join(manifest)).unwrap();
+        let version = manifest_text.lines().find_map(|l| l.strip_prefix(prefix)).expect("a version");
+        let version = version.trim_end_matches([',', '"']);
+        assert_eq!(
+            minor(version),
+            minor(INTERFACE_VERSIONS[0]),
+            "{manifest}: {version} must speak sluice:plugin@{}",
+            INTERFACE_VERSIONS[0]
+        );
+    }
+}
+
 /// The agent runs plugins on tokio's blocking threads, inside its runtime,
 /// with a log sink that blocks: wasi:http's tasks then run on the agent's
 /// runtime, where nothing may block, not even to log a refusal.

@@ -52,12 +52,31 @@ pub enum PluginCmd {
         /// `provider@version`
         plugin: String,
     },
-    /// Write a new plugin crate from a template, ready to build and push.
+    /// Write a new plugin project from a template, with a test, ready to build and push.
     New {
         name: String,
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
+        // Plugin authors' kit (issue 20, kit).
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value_t = crate::plugin_template::Lang::Rust)]
+        lang: crate::plugin_template::Lang,
+        /// Depend on the SDK or kit in this directory instead of the
+        /// released one (for developing Sluice itself).
+        #[arg(long, value_name = "DIR", env = "SLUICE_PLUGIN_SDK")]
+        sdk_path: Option<PathBuf>,
+    },
+    // Plugin authors' kit (issue 20, kit).
+    /// What a component declares (configuration, artifacts, capabilities,
+    /// interface version, size, digest), or why a controller and its agents
+    /// would refuse it, in the words of `plugin push`. Needs no controller.
+    Check { file: PathBuf },
+    /// Print the newest `sluice:plugin` WIT (what Python and JavaScript
+    /// plugins are built against), or write it to DIR/plugin.wit.
+    Wit {
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -89,17 +108,30 @@ pub async fn run(ctx: &Ctx, cmd: PluginCmd) -> Result<i32, Failure> {
             let out = ctx.client()?.call(DeletePlugin { key: plugin.clone() }).await?;
             ctx.output.print(&out, |_| format!("plugin {plugin} deleted\n"));
         }
-        PluginCmd::New { name, dir } => {
+        PluginCmd::New { name, dir, lang, sdk_path } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            crate::plugin_template::write(&name, &dir).map_err(|e| Failure::new(2, format!("{e:#}")))?;
-            let made = json!({ "name": name, "dir": dir });
-            ctx.output.print(&made, |_| {
-                format!(
-                    "wrote {} — build it with: cd {} && cargo build --release --target wasm32-wasip2\n",
-                    dir.display(),
-                    dir.display()
-                )
-            });
+            let build = crate::plugin_template::write(&name, &dir, lang, sdk_path.as_deref())
+                .map_err(|e| Failure::new(2, format!("{e:#}")))?;
+            let made = json!({ "name": name, "dir": dir, "lang": lang.name(), "build": build });
+            ctx.output
+                .print(&made, |_| format!("wrote {} — build it with: cd {} && {build}\n", dir.display(), dir.display()));
+        }
+        PluginCmd::Check { file } => {
+            let wasm = std::fs::read(&file).map_err(|e| Failure::new(2, format!("cannot read {}: {e}", file.display())))?;
+            let report = tokio::task::spawn_blocking(move || crate::plugin_check::check(&wasm))
+                .await
+                .map_err(|e| Failure::new(1, format!("the check crashed: {e}")))?
+                // The exit code and the words of a refused `plugin push`.
+                .map_err(|e| Failure::from(crate::ops::OpError::invalid(e)))?;
+            ctx.output.print(&report, show_check);
+        }
+        PluginCmd::Wit { out: None } => print!("{}", crate::plugin_template::WIT),
+        PluginCmd::Wit { out: Some(dir) } => {
+            let file = dir.join("plugin.wit");
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&file, crate::plugin_template::WIT))
+                .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", file.display())))?;
+            ctx.output.print(&json!({ "wit": file }), |_| format!("wrote {}\n", file.display()));
         }
         PluginCmd::Push { file, signature } => push(ctx, &file, signature).await?,
         PluginCmd::Sign { file, key, out } => {
@@ -171,6 +203,34 @@ fn show_description(out: &Value) -> String {
     text.push_str(&property_table().render(items(&info["configuration"])));
     text.push_str(&format!("inputs: {:?}, outputs: {:?}\n", info["inputArtifacts"], info["outputArtifacts"]));
     text.push_str(&format!("capabilities: {}\n", info["capabilities"]));
+    text
+}
+
+/// `plugin check` in prose.
+fn show_check(out: &Value) -> String {
+    let info = &out["info"];
+    let mut text = format!("{} ({}): {}\n", s(&out["provider"]), s(&info["category"]), s(&info["description"]));
+    text.push_str(&format!("built against: sluice:plugin@{} (world {})\n", s(&out["interfaceVersion"]), s(&out["world"])));
+    text.push_str(&format!("size: {} bytes\ndigest: {}\n", out["size"], s(&out["digest"])));
+    text.push_str(&property_table().render(items(&info["configuration"])));
+    let bounds = |b: &Value| format!("{}..{}", b[0], b[1]);
+    text.push_str(&format!(
+        "artifacts: inputs {}, outputs {}\n",
+        bounds(&info["inputArtifacts"]),
+        bounds(&info["outputArtifacts"])
+    ));
+    let capabilities: Vec<String> = ["exec", "http", "secrets", "env", "fs"]
+        .iter()
+        .filter_map(|kind| {
+            let values: Vec<String> = info["capabilities"][kind].as_array()?.iter().map(s).collect();
+            (!values.is_empty()).then(|| format!("{kind}: {}", values.join(", ")))
+        })
+        .collect();
+    match capabilities.is_empty() {
+        true => text.push_str("capabilities: none\n"),
+        false => text.push_str(&format!("capabilities: {}\n", capabilities.join("; "))),
+    }
+    text.push_str("ok: a component a controller and its agents can run\n");
     text
 }
 

@@ -6,7 +6,7 @@
 use crate::blobs::BlobStore;
 use crate::pipeline::{self, ProviderCatalog, ProviderInfo};
 use crate::store::{Change, PluginRecord, Store};
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use sluice_protocol::{Grants, PluginRef};
 use sluice_runtime::ActionInfo;
 use std::collections::HashMap;
@@ -95,7 +95,7 @@ pub(super) async fn register_builtins(
             None => {
                 let info = describe(runtime, builtin.wasm.to_vec())
                     .await
-                    .with_context(|| format!("describing built-in plugin {}", builtin.provider))?;
+                    .map_err(|e| anyhow::anyhow!("describing built-in plugin {}: {e}", builtin.provider))?;
                 changes.push(Change::Plugin(PluginRecord {
                     provider: info.name.clone(),
                     version: info.version.clone(),
@@ -198,12 +198,11 @@ fn pipeline_source_info() -> ActionInfo {
     }
 }
 
-/// Reads a component's own `describe()` off the async threads.
-pub async fn describe(runtime: &Arc<sluice_runtime::Runtime>, wasm: Vec<u8>) -> Result<ActionInfo> {
+/// Reads a component's own `describe()` off the async threads; the error
+/// is the refusal `sluice plugin check` gives too.
+pub async fn describe(runtime: &Arc<sluice_runtime::Runtime>, wasm: Vec<u8>) -> Result<ActionInfo, String> {
     let rt = runtime.clone();
-    tokio::task::spawn_blocking(move || -> Result<ActionInfo> {
-        let plugin = rt.load(&wasm, None)?;
-        rt.describe(&plugin)
-    })
-    .await?
+    tokio::task::spawn_blocking(move || crate::plugin_check::describe(&rt, &wasm))
+        .await
+        .map_err(|e| format!("reading the plugin's describe() crashed: {e}"))?
 }

@@ -42,3 +42,5 @@ mod s3;
 mod pg;
 // Pipelines that feed pipelines (issue 21, feed).
 mod feed;
+// The plugin authors' kit (issue 20, kit).
+mod kit;
