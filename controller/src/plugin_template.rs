@@ -212,7 +212,7 @@ fn the_component_greets_and_copies_its_input() {
     let readme = format!(
         r#"# {name}
 
-A [Sluice](https://github.com/sluice-cd/sluice) plugin in Rust (see the
+A Sluice plugin in Rust (see the
 `docs/plugins.md` of Sluice for the whole story).
 
 ```sh
@@ -332,7 +332,7 @@ if __name__ == "__main__":
     let readme = format!(
         r#"# {name}
 
-A [Sluice](https://github.com/sluice-cd/sluice) plugin in Python, built
+A Sluice plugin in Python, built
 into a WebAssembly component with componentize-py by the `sluice-plugin` kit.
 
 ```sh
@@ -447,7 +447,7 @@ test('the component under sluice action run', () => {{
     let readme = format!(
         r#"# {name}
 
-A [Sluice](https://github.com/sluice-cd/sluice) plugin in JavaScript, built
+A Sluice plugin in JavaScript, built
 into a WebAssembly component with componentize-js by the `sluice-plugin` kit.
 
 ```sh
