@@ -28,7 +28,7 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
 fn measure(p: &Params) -> Result<ScenarioReport> {
     let pg = Postgres::start()?;
     let store = pg.database("failover")?;
-    let mut cluster = HaCluster::start(&store, 3, &[])?;
+    let mut cluster = HaCluster::start(&store, 3, &[], &[])?;
     for _ in 0..p.agents {
         cluster.add_agent(&[])?;
     }
