@@ -208,7 +208,9 @@ impl HaCluster {
 
     /// Runs the CLI and parses its JSON output.
     pub fn sluice_json(&self, args: &[&str]) -> Result<Value> {
-        let out = self.sluice(args);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.sluice(&all);
         if !out.status.success() {
             bail!("sluice {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -246,8 +248,8 @@ impl HaCluster {
     /// Waits until the leader lists `n` agents connected.
     pub fn wait_for_agents(&self, n: usize) -> Result<()> {
         wait_for(&format!("{n} connected agents"), WAIT, || {
-            let agents = self.sluice_json(&["agent", "list", "--output", "json"]).map_err(|e| e.to_string())?;
-            let list = agents.as_array().cloned().unwrap_or_default();
+            let agents = self.sluice_json(&["agent", "list"]).map_err(|e| e.to_string())?;
+            let list = agents["agents"].as_array().cloned().unwrap_or_default();
             let connected = list.iter().filter(|a| a["connected"] == Value::Bool(true)).count();
             if connected >= n { Ok(()) } else { Err(format!("{connected} connected")) }
         })
