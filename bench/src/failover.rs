@@ -28,15 +28,22 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
 fn measure(p: &Params) -> Result<ScenarioReport> {
     let pg = Postgres::start()?;
     let store = pg.database("failover")?;
-    let mut cluster = HaCluster::start(&store, 3, &[])?;
+    // Artifacts in the bucket (moto's server): every controller reads what
+    // another stored.
+    let moto = sluice_tests::moto::Moto::start()?;
+    let args = moto.controller_args("failover");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cluster = HaCluster::start(&store, 3, &args, &moto.controller_env())?;
+    let repo = cluster.dir.path().join("repo");
+    sluice_tests::make_repo(&repo, &[("README", "x\n")]);
     for _ in 0..p.agents {
         cluster.add_agent(&[])?;
     }
     let runs = cluster.dir.path().join("runs");
-    let declaration = pipeline("failover", &runs, p.action_seconds);
+    let declaration = pipeline("failover", &repo, &runs, p.action_seconds);
     let file = cluster.dir.path().join("failover.json");
     std::fs::write(&file, declaration)?;
-    let created = cluster.sluice_json(&["pipeline", "create", file.to_str().context("path")?, "--output", "json"])?;
+    let created = cluster.sluice_json(&["pipeline", "create", file.to_str().context("path")?])?;
     let mut ids = vec![created["pipelineExecutionId"].as_str().context("execution id")?.to_string()];
     for _ in 1..p.executions {
         let out = cluster.sluice(&["pipeline", "start", "failover"]);
@@ -86,9 +93,16 @@ fn measure(p: &Params) -> Result<ScenarioReport> {
 
 /// A PARALLEL pipeline of one shell action that appends its execution's id
 /// to `runs` once per run, then takes `seconds`.
-fn pipeline(name: &str, runs: &Path, seconds: u32) -> String {
+fn pipeline(name: &str, repo: &Path, runs: &Path, seconds: u32) -> String {
     let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep {seconds}", runs.display());
     json!({"pipeline": {"name": name, "executionMode": "PARALLEL", "stages": [
+        {"name": "Source", "actions": [{
+            "name": "Checkout",
+            "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": repo.display().to_string()},
+            "outputArtifacts": [{"name": "src"}],
+            "capabilities": {"exec": ["git"]},
+        }]},
         {"name": "Build", "actions": [{
             "name": "Work",
             "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
@@ -139,7 +153,7 @@ fn outcome(cluster: &HaCluster, ids: &[String], runs: &Path) -> Result<(usize, u
         .iter()
         .zip(&ended)
         .filter(|(id, e)| {
-            let attempts = e["stages"][0]["actions"][0]["attempt"].as_u64().unwrap_or(1) as usize;
+            let attempts = e["stages"][1]["actions"][0]["attempt"].as_u64().unwrap_or(1) as usize;
             text.lines().filter(|l| l == id).count() > attempts
         })
         .count();

@@ -291,6 +291,17 @@ async fn reload_forever(cert: Arc<ServerCert>, cert_path: PathBuf, key_path: Pat
 /// Connections a listener serves at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// Binds a TCP listener with `SO_REUSEADDR`, so that the port is taken
+/// again at once after a listener on it closed (its closed connections
+/// linger in TIME_WAIT): a controller restarted in place, or a standby
+/// handing its port to the leader it became (issue 18, ha).
+pub fn bind_reusable(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Serves `router` on `listener` until the process ends: TLS when `tls`
 /// is given. `name` names the listener in logs.
 pub async fn serve(listener: TcpListener, router: Router, tls: Option<tokio_rustls::TlsAcceptor>, name: &'static str) {

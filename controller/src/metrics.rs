@@ -290,7 +290,7 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 /// Serves [`router`] on `addr` (bound before the controller says it started).
 pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     use anyhow::Context as _;
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics port {addr}"))
+    crate::https::bind_reusable(addr).with_context(|| format!("binding the metrics port {addr}"))
 }
 
 #[cfg(test)]

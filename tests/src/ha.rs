@@ -44,6 +44,7 @@ pub struct HaCluster {
     pub token: String,
     pub ca: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub agents_home: tempfile::TempDir,
 }
@@ -62,8 +63,9 @@ fn free_port() -> Result<u16> {
 
 impl HaCluster {
     /// Starts `n` controllers on the store at `store` (a fresh database),
-    /// each with `extra` flags; the first is the leader when this returns.
-    pub fn start(store: &str, n: usize, extra: &[&str]) -> Result<Self> {
+    /// each with `extra` flags and `env`; the first is the leader when this
+    /// returns.
+    pub fn start(store: &str, n: usize, extra: &[&str], env: &[(String, String)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("sluice-ha").tempdir()?;
         let mut cluster = Self {
             store: store.to_string(),
@@ -72,6 +74,7 @@ impl HaCluster {
             token: String::new(),
             ca: PathBuf::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.to_vec(),
             dir,
             agents_home: tempfile::Builder::new().prefix("sluice-ha-agents").tempdir()?,
         };
@@ -124,6 +127,7 @@ impl HaCluster {
             .args(["controller", "--api", api, "--fleet", &m.fleet, "--store", &self.store, "--data-dir"])
             .arg(&m.dir)
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("SLUICE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -204,7 +208,9 @@ impl HaCluster {
 
     /// Runs the CLI and parses its JSON output.
     pub fn sluice_json(&self, args: &[&str]) -> Result<Value> {
-        let out = self.sluice(args);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.sluice(&all);
         if !out.status.success() {
             bail!("sluice {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -242,8 +248,8 @@ impl HaCluster {
     /// Waits until the leader lists `n` agents connected.
     pub fn wait_for_agents(&self, n: usize) -> Result<()> {
         wait_for(&format!("{n} connected agents"), WAIT, || {
-            let agents = self.sluice_json(&["agent", "list", "--output", "json"]).map_err(|e| e.to_string())?;
-            let list = agents.as_array().cloned().unwrap_or_default();
+            let agents = self.sluice_json(&["agent", "list"]).map_err(|e| e.to_string())?;
+            let list = agents["agents"].as_array().cloned().unwrap_or_default();
             let connected = list.iter().filter(|a| a["connected"] == Value::Bool(true)).count();
             if connected >= n { Ok(()) } else { Err(format!("{connected} connected")) }
         })

@@ -32,13 +32,11 @@ pub(super) async fn bind(config: &ControllerConfig, ca: &Arc<Ca>) -> Result<List
     }
     let any_tls = config.api_scheme == Scheme::Https || config.webhook_listen.is_some_and(|(_, s)| s == Scheme::Https);
     let tls = if any_tls { Some(Tls::start(ca.clone(), &config.api_cert, &binds)?) } else { None };
-    let api =
-        tokio::net::TcpListener::bind(config.api).await.with_context(|| format!("binding the API port {}", config.api))?;
+    let api = crate::https::bind_reusable(config.api).with_context(|| format!("binding the API port {}", config.api))?;
     let webhooks = match config.webhook_listen {
-        Some((addr, scheme)) => Some((
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the webhook port {addr}"))?,
-            scheme,
-        )),
+        Some((addr, scheme)) => {
+            Some((crate::https::bind_reusable(addr).with_context(|| format!("binding the webhook port {addr}"))?, scheme))
+        }
         None => None,
     };
     Ok(Listeners { api, api_scheme: config.api_scheme, webhooks, tls })

@@ -131,9 +131,14 @@ pub fn step_down(reason: &str) -> ! {
 
 /// What a failed store write means: a fenced one (another controller leads)
 /// steps down, anything else stops the process so that a restart recovers.
+/// In a cluster that restart is the step-down itself: the controller comes
+/// back as a standby at once (PostgreSQL down must not end the process).
 pub fn write_failed(e: &anyhow::Error) -> ! {
     if is_fenced(e) {
         step_down(&format!("a write was refused: {e:#}"));
+    }
+    if standing().is_clustered() {
+        step_down(&format!("a store write failed: {e:#}"));
     }
     crate::exit::Exit::StoreWriteFailed(format!("{e:#}")).now()
 }

@@ -33,9 +33,8 @@ impl Standby {
         crate::ca::create_private_dir(dir).with_context(|| format!("preparing data dir {}", dir.display()))?;
         let ca = Arc::new(cluster_ca(config).await?);
         let forward = super::forward::Forward::new(standing.clone(), ca.cert_pem())?;
-        let listener = tokio::net::TcpListener::bind(config.api)
-            .await
-            .with_context(|| format!("binding the API port {}", config.api))?;
+        let listener =
+            crate::https::bind_reusable(config.api).with_context(|| format!("binding the API port {}", config.api))?;
         config.api = listener.local_addr()?;
         let tls = match config.api_scheme {
             crate::https::Scheme::Https => {
@@ -68,9 +67,8 @@ impl Standby {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         drop(self.endpoint);
         for _ in 0..50 {
-            let metrics_free = self.metrics.is_none_or(|addr| std::net::TcpListener::bind(addr).is_ok());
-            if std::net::UdpSocket::bind(self.fleet).is_ok() && std::net::TcpListener::bind(self.api).is_ok() && metrics_free
-            {
+            let free = |addr| crate::https::bind_reusable(addr).is_ok();
+            if std::net::UdpSocket::bind(self.fleet).is_ok() && free(self.api) && self.metrics.is_none_or(free) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -4,18 +4,26 @@
 //! after a standby took over; standbys answer the API by forwarding.
 //! Build the binaries first: `cargo build --workspace --bins`.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sluice_tests::ha::{HaCluster, Postgres, get};
-use sluice_tests::{WAIT, output_text, wait_for};
+use sluice_tests::moto::Moto;
+use sluice_tests::{WAIT, git_pipeline, make_repo, output_text, wait_for};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A PARALLEL pipeline of one Build action that appends the execution's id
+/// A PARALLEL pipeline: `repo` checked out, then a Build action that appends the execution's id
 /// to `runs` (once per run of the action) and then takes `seconds`.
-fn pipeline(name: &str, runs: &Path, seconds: u32) -> String {
+fn pipeline(name: &str, repo: &Path, runs: &Path, seconds: u32) -> String {
     let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep {seconds}", runs.display());
-    serde_json::json!({"pipeline": {"name": name, "executionMode": "PARALLEL", "stages": [
+    json!({"pipeline": {"name": name, "executionMode": "PARALLEL", "stages": [
+        {"name": "Source", "actions": [{
+            "name": "Checkout",
+            "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": repo.display().to_string()},
+            "outputArtifacts": [{"name": "src"}],
+            "capabilities": {"exec": ["git"]},
+        }]},
         {"name": "Build", "actions": [{
             "name": "Work",
             "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
@@ -55,27 +63,33 @@ fn assert_each_ran_once_per_attempt(cluster: &HaCluster, pipeline: &str, ids: &[
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(cluster)));
         assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", logs(cluster));
-        let attempts = e["stages"][0]["actions"][0]["attempt"].as_u64().unwrap_or(1);
+        let attempts = e["stages"][1]["actions"][0]["attempt"].as_u64().unwrap_or(1);
         let ran = runs.lines().filter(|l| l == id).count() as u64;
         assert_eq!(ran, attempts, "execution {id}: the action ran {ran} times in {attempts} attempt(s)");
     }
 }
 
 fn agent_ids(cluster: &HaCluster) -> BTreeSet<String> {
-    let agents = cluster.sluice_json(&["agent", "list", "--output", "json"]).unwrap();
-    agents.as_array().unwrap().iter().filter_map(|a| a["id"].as_str().map(str::to_string)).collect()
+    let agents = cluster.sluice_json(&["agent", "list"]).unwrap();
+    agents["agents"].as_array().unwrap().iter().filter_map(|a| a["id"].as_str().map(str::to_string)).collect()
 }
 
 #[test]
 fn five_leader_kills_lose_no_execution_run_no_action_twice_and_each_takeover_is_under_ten_seconds() {
     let pg = Postgres::start().unwrap();
     let store = pg.database("kills").unwrap();
-    let mut cluster = HaCluster::start(&store, 3, &["--lease-timeout", "6s"]).unwrap();
+    let moto = Moto::start().unwrap();
+    let mut args = moto.controller_args("kills");
+    args.extend(["--lease-timeout".into(), "6s".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cluster = HaCluster::start(&store, 3, &args, &moto.controller_env()).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
     cluster.add_agent(&[]).unwrap();
     cluster.add_agent(&[]).unwrap();
     let enrolled = agent_ids(&cluster);
     let runs = cluster.dir.path().join("runs");
-    let mut ids = vec![create(&cluster, "busy", &pipeline("busy", &runs, 2))];
+    let mut ids = vec![create(&cluster, "busy", &pipeline("busy", &repo, &runs, 2))];
     let mut takeovers = Vec::new();
     for round in 0..5 {
         for _ in 0..2 {
@@ -119,12 +133,18 @@ fn five_leader_kills_lose_no_execution_run_no_action_twice_and_each_takeover_is_
 fn a_paused_leader_resumed_after_a_takeover_writes_nothing_and_steps_down() {
     let pg = Postgres::start().unwrap();
     let store = pg.database("pause").unwrap();
-    let mut cluster = HaCluster::start(&store, 2, &["--lease-timeout", "6s"]).unwrap();
+    let moto = Moto::start().unwrap();
+    let mut args = moto.controller_args("pause");
+    args.extend(["--lease-timeout".into(), "6s".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cluster = HaCluster::start(&store, 2, &args, &moto.controller_env()).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
     cluster.add_agent(&[]).unwrap();
     let runs = cluster.dir.path().join("runs");
     // The action ends while the leader is paused: its result waits in the
     // paused leader's socket and reaches it when it resumes.
-    let first = create(&cluster, "paused", &pipeline("paused", &runs, 3));
+    let first = create(&cluster, "paused", &pipeline("paused", &repo, &runs, 3));
     std::thread::sleep(Duration::from_millis(1500));
     let (old, _) = cluster.wait_for_leader(WAIT).unwrap();
     let epoch_before: i64 = pg.query("pause", "SELECT epoch FROM sluice_lease").unwrap().parse().unwrap();
@@ -168,17 +188,59 @@ fn a_paused_leader_resumed_after_a_takeover_writes_nothing_and_steps_down() {
 }
 
 #[test]
-fn a_standby_forwards_the_api_and_answers_no_leader_when_there_is_none() {
+fn artifacts_cross_controllers_a_standby_forwards_the_api_and_no_leader_is_a_503() {
     let mut pg = Postgres::start().unwrap();
     let store = pg.database("forward").unwrap();
-    let mut cluster = HaCluster::start(&store, 2, &[]).unwrap();
-    let (leader, _) = cluster.wait_for_leader(WAIT).unwrap();
-    let standby = 1 - leader;
+    let moto = Moto::start().unwrap();
+    let args = moto.controller_args("ha");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cluster = HaCluster::start(&store, 2, &args, &moto.controller_env()).unwrap();
+    cluster.add_agent(&[]).unwrap();
+    let (first, _) = cluster.wait_for_leader(WAIT).unwrap();
+    // Artifacts written through one controller are read through another:
+    // an execution ends on the first leader, which is then killed.
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "artifact through the bucket\n")]);
+    let stages = r#"{"name": "Build", "actions": [{"name": "Look",
+        "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+        "configuration": {"Commands": "cat README"}, "inputArtifacts": [{"name": "src"}],
+        "capabilities": {"exec": ["sh"]}}]}"#;
+    let id = create(&cluster, "art", &git_pipeline("art", "", &repo, stages));
+    let e = wait_for("the execution to end", WAIT, || {
+        let e = cluster.sluice_json(&["execution", "get", "art", &id]).map_err(|e| e.to_string())?;
+        let status = e["pipelineExecution"]["status"].as_str().unwrap_or_default().to_string();
+        if status == "InProgress" { Err(status) } else { Ok(e) }
+    })
+    .unwrap();
+    assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", logs(&cluster));
+    cluster.kill(first);
+    let (leader, _) = cluster.wait_for_leader(Duration::from_secs(20)).unwrap();
+    assert_ne!(leader, first);
+    let file = cluster.dir.path().join("src.zip");
+    let out = cluster.sluice(&["execution", "artifact", "art", &id, "src", "--to", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(std::fs::metadata(&file).unwrap().len() > 0);
+    cluster.launch(first).unwrap();
+    wait_for("the killed leader back as a standby", WAIT, || match cluster.health(first) {
+        Some(h) if h.contains("role: standby") => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .unwrap();
+    let standby = first;
     let standby_api = cluster.members[standby].api.clone();
+    // The artifact through the standby (forwarded, streamed).
+    let again = cluster.dir.path().join("src-again.zip");
+    let out = cluster
+        .cli(&standby_api)
+        .args(["execution", "artifact", "art", &id, "src", "--to", again.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&file).unwrap());
     // The CLI given the standby alone: the request is forwarded, token and all.
     let runs = cluster.dir.path().join("runs");
     let file = cluster.dir.path().join("fwd.json");
-    std::fs::write(&file, pipeline("fwd", &runs, 0)).unwrap();
+    std::fs::write(&file, pipeline("fwd", &repo, &runs, 0)).unwrap();
     let out = cluster.cli(&standby_api).args(["pipeline", "create", file.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
     let out = cluster.cli(&standby_api).args(["pipeline", "list"]).output().unwrap();
