@@ -17,6 +17,7 @@ pub mod driver;
 pub mod engine;
 pub mod exit;
 pub mod fleet;
+pub mod hashed_file;
 pub mod https;
 pub mod logging;
 pub mod metrics;
