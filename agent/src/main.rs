@@ -7,6 +7,9 @@
 //! (`identity`, `jobs`, `connection`) and connects them.
 
 mod connection;
+// One implementation of receiving into a file while hashing (issue 19, perf), shared with the controller.
+#[path = "../../controller/src/hashed_file.rs"]
+mod hashed_file;
 mod identity;
 mod jobs;
 // Metrics, logs and health (issue 17, obs).

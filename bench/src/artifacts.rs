@@ -17,12 +17,13 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use sluice::fleet::read_frame_exact;
+use sluice::hashed_file::{Flush, HashedFile};
 use sluice_protocol::{FromAgent, JobResult, JoinToken, ProducedArtifact, StreamReply, StreamRequest, encode};
 use sluice_tests::Cluster;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::AsyncReadExt as _;
 
 pub struct Params {
     pub size_mib: usize,
@@ -164,17 +165,19 @@ async fn sluice_download(conn: &quinn::Connection, digest: &str, size: u64, dest
         Some(StreamReply::Ok { size: announced }) if announced == size => {}
         other => bail!("download refused: {other:?}"),
     }
-    let mut out = tokio::io::BufWriter::with_capacity(CHUNK, tokio::fs::File::create(dest).await?);
-    let mut hasher = Sha256::new();
+    // As the agent receives (agent/src/transfer.rs): hashed and written on a thread while the stream is read.
+    let mut sink = HashedFile::start(std::fs::File::create(dest)?, Sha256::new(), Flush::Cached);
     let mut received = 0u64;
-    while let Some(chunk) = recv.read_chunk(CHUNK, true).await? {
-        received += chunk.bytes.len() as u64;
-        hasher.update(&chunk.bytes);
-        out.write_all(&chunk.bytes).await?;
+    loop {
+        let n = recv.read_buf(sink.buffer()).await?;
+        received += n as u64;
+        if n == 0 || sink.filled().await.is_err() {
+            break;
+        }
     }
-    out.flush().await?;
+    let (_, got) = sink.finish().await?;
     let elapsed = started.elapsed();
-    if received != size || hex::encode(hasher.finalize()) != digest {
+    if received != size || got != digest {
         bail!("download of {digest} came back different ({received} bytes)");
     }
     Ok(elapsed)

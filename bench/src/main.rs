@@ -63,6 +63,9 @@ enum Scenario {
         /// Extra flags for the agent, such as `--agent-arg=--allocator --agent-arg=on-demand`.
         #[arg(long = "agent-arg", allow_hyphen_values = true)]
         agent_args: Vec<String>,
+        /// The controller syncs every commit to disk (`sluice controller --fsync`).
+        #[arg(long)]
+        fsync: bool,
     },
     /// Many PARALLEL executions over several agents: noop actions per second.
     Throughput {
@@ -182,7 +185,7 @@ async fn run(cli: &Cli) -> Result<Report> {
         one => vec![one],
     };
     let defaults = [
-        Scenario::Overhead { actions: None, executions: None, agent_args: Vec::new() },
+        Scenario::Overhead { actions: None, executions: None, agent_args: Vec::new(), fsync: false },
         Scenario::Throughput { agents: None, slots: None, executions: None, actions: None },
         Scenario::Fleet { agents: None, parallel: 64, storm_parallel: 1000 },
         Scenario::Artifacts { size_mib: None, repeat: None },
@@ -195,11 +198,12 @@ async fn run(cli: &Cli) -> Result<Report> {
     let mut report = Report { smoke, scenarios: Vec::new() };
     for scenario in scenarios {
         let one: ScenarioReport = match scenario {
-            Scenario::Overhead { actions, executions, agent_args } => {
+            Scenario::Overhead { actions, executions, agent_args, fsync } => {
                 overhead::run(&overhead::Params {
                     actions: pick(*actions, 100, 5),
                     executions: pick(*executions, 3, 1),
                     agent_args: agent_args.clone(),
+                    durability: if *fsync { overhead::Durability::Fsync } else { overhead::Durability::Process },
                 })
                 .await?
             }

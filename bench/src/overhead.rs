@@ -19,6 +19,16 @@ pub struct Params {
     pub executions: usize,
     /// Extra `sluice-agent` flags (such as `--allocator on-demand`).
     pub agent_args: Vec<String>,
+    pub durability: Durability,
+}
+
+/// How the controller commits (issue 19, perf: figures with `--fsync` beside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The default: a commit survives the process, not the machine.
+    Process,
+    /// `sluice controller --fsync`: every commit synced to disk.
+    Fsync,
 }
 
 /// What one measured execution showed.
@@ -31,7 +41,10 @@ pub struct Measured {
 
 pub async fn run(p: &Params) -> Result<ScenarioReport> {
     let args: Vec<&str> = p.agent_args.iter().map(String::as_str).collect();
-    let cluster = tokio::task::block_in_place(|| Cluster::new().agent(&[]).agent_args(&args).start())?;
+    let controller_args: &[&str] = if p.durability == Durability::Fsync { &["--fsync"] } else { &[] };
+    let cluster = tokio::task::block_in_place(|| {
+        Cluster::new().controller_args(controller_args).agent(&[]).agent_args(&args).start()
+    })?;
     let api = Api::new(&cluster);
     let measured = measure(&cluster, &api, "overhead", p.actions, p.executions).await?;
     let gaps: Vec<Duration> = measured.iter().flat_map(|m| m.gaps.iter().copied()).collect();
@@ -39,7 +52,7 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
 
     let mut report = ScenarioReport::new(
         "overhead",
-        json!({"actions": p.actions, "executions": p.executions, "agents": 1, "agentArgs": p.agent_args}),
+        json!({"actions": p.actions, "executions": p.executions, "agents": 1, "agentArgs": p.agent_args, "fsync": p.durability == Durability::Fsync}),
     );
     report.figure(Figure::new("per-action overhead p50", ms(percentile(&gaps, 50.0)), "ms").budget(Budget::Below(1.0)));
     report.figure(Figure::new("per-action overhead p99", ms(percentile(&gaps, 99.0)), "ms").budget(Budget::Below(5.0)));

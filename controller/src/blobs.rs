@@ -19,11 +19,12 @@
 pub mod midstate;
 pub mod s3;
 
+use crate::hashed_file::{Flush, HashedFile};
 use anyhow::{Context as _, Result, bail};
 use sha2::{Digest, Sha256};
 use sluice_runtime::is_digest;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// How long an upload waits for another upload of the same artifact.
 const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -354,7 +355,7 @@ impl BlobStore {
             file.set_len(offset).await?;
         }
         let mut hasher = Sha256::new();
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
@@ -371,10 +372,12 @@ impl BlobStore {
             }
             hasher.update(&buf[..n]);
         }
+        // Hashed and written on a thread while the stream is read (issue 19, perf).
+        let mut sink = HashedFile::start(file.into_std().await, hasher, Flush::Behind);
         let mut total = have;
         let received = async {
             loop {
-                let n = reader.read(&mut buf).await.context("receiving the artifact")?;
+                let n = reader.read_buf(sink.buffer()).await.context("receiving the artifact")?;
                 if n == 0 {
                     return anyhow::Ok(());
                 }
@@ -382,34 +385,37 @@ impl BlobStore {
                 if total > size {
                     bail!("artifact is longer than the announced {size} bytes");
                 }
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n]).await?;
+                if sink.filled().await.is_err() {
+                    return anyhow::Ok(());
+                }
             }
         }
         .await;
-        let verdict = match received {
-            // Cut off: what arrived stays for the resume.
-            Err(e) if total <= size => {
-                file.flush().await.ok();
-                return Err(e);
-            }
-            Err(e) => Err(e),
+        // A failed write shows here, whatever the stream did.
+        let written = sink.finish().await.with_context(|| format!("writing {}", partial.display()));
+        let verdict = match (received, written) {
+            (Err(e), _) if total > size => Err(e),
+            // Cut off, or a write failed: what arrived stays for the resume
+            // (which hashes the file again).
+            (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
             // The sender said it was done: a short artifact is not resumable.
-            Ok(()) if total != size => Err(anyhow::anyhow!("artifact ended after {total} of {size} bytes")),
-            Ok(()) => {
-                let got = hex::encode(hasher.finalize());
+            (Ok(()), Ok(_)) if total != size => Err(anyhow::anyhow!("artifact ended after {total} of {size} bytes")),
+            (Ok(()), Ok((file, got))) => {
                 if got == digest {
-                    Ok(())
+                    Ok(file)
                 } else {
                     Err(anyhow::anyhow!("artifact digest mismatch: announced {digest}, received {got}"))
                 }
             }
         };
-        if let Err(e) = verdict {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(e);
-        }
-        file.sync_all().await?;
+        let file = match verdict {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(e);
+            }
+        };
+        tokio::task::spawn_blocking(move || file.sync_all()).await??;
         tokio::fs::create_dir_all(path.parent().expect("has parent")).await?;
         tokio::fs::rename(&partial, &path).await?;
         Ok(())

@@ -22,6 +22,7 @@ pub mod ha;
 // Pipelines that feed pipelines (issue 21, feed).
 pub mod feed;
 pub mod fleet;
+pub mod hashed_file;
 pub mod https;
 pub mod logging;
 pub mod metrics;

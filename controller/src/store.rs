@@ -680,6 +680,21 @@ impl SqliteStore {
 /// table (issue 16, pages), in the transaction that stores `e`: its rows are
 /// replaced whole, so a revision an execution no longer carries goes too.
 fn index_revisions(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
+    // An execution is written at every step of every action and its
+    // revisions rarely change: reading them dirties no page, rewriting
+    // them dirtied the table and both its indexes at each step (issue 19, perf).
+    let stored: Vec<(String, String)> = tx
+        .prepare_cached("SELECT action, revision FROM execution_revisions WHERE execution_id = ?1 ORDER BY action")?
+        .query_map([&e.id.0], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let unchanged = stored.len() == e.source_revisions.len()
+        && stored
+            .iter()
+            .zip(&e.source_revisions)
+            .all(|((a, r), (action, revision))| a == action && *r == revision.revision_id);
+    if unchanged {
+        return Ok(());
+    }
     tx.prepare_cached("DELETE FROM execution_revisions WHERE execution_id = ?1")?.execute([&e.id.0])?;
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO execution_revisions (revision, pipeline, execution_id, action, started_at)

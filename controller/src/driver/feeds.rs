@@ -357,15 +357,14 @@ impl Driver {
         ours
     }
 
-    /// Answers the `pipeline@1` dispatches of the step; whether there were any.
-    pub(super) fn resolve_pipeline_sources(&mut self, now: u64) -> bool {
+    /// Answers the `pipeline@1` dispatches of the step.
+    pub(super) fn resolve_pipeline_sources(&mut self, now: u64) {
         let dispatches = std::mem::take(&mut self.feeds.resolving);
         for d in &dispatches {
             let result = self.pipeline_source_result(d).unwrap_or_else(|message| ActionResult::Failed { message });
             let (job_id, lease_epoch) = (d.job_id.clone(), d.lease_epoch);
             self.feed(now, Event::ActionFinished { job_id, lease_epoch, result });
         }
-        !dispatches.is_empty()
     }
 
     /// The pinned upstream execution's artifacts (by digest, never

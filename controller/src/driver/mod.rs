@@ -572,15 +572,31 @@ impl Driver {
         Ok(def)
     }
 
-    /// Writes the step's changes and the engine's dirty executions in one
-    /// transaction, then sends the jobs of the step, tells watchers and
-    /// hands out ready actions. Handing out is itself a change (the
-    /// assignment), committed before the job is sent.
+    /// Hands out the actions the step made ready, writes the step's
+    /// changes, those assignments and the engine's dirty executions in one
+    /// transaction, then sends the jobs of the step and tells watchers.
+    /// Handing out is itself a change (the assignment), committed before
+    /// the job is sent.
     fn commit(&mut self, now: u64, mut changes: Vec<Change>) -> Result<()> {
         if self.defer_commit(&mut changes) {
             return Ok(());
         }
         loop {
+            // Hand out what became ready before writing (issue 19, perf):
+            // the assignment then commits in the same transaction as the
+            // step that made the action ready, rather than in a second
+            // write of the whole execution. Jobs still go out only after
+            // that commit (`outgoing`, below).
+            while let Some(dispatch) = self.engine.poll_dispatch() {
+                self.route_dispatch(now, dispatch);
+            }
+            // Actions that cannot be handed out (e.g. an unregistered
+            // plugin) fail, which is another engine step to persist.
+            let refused = self.schedule(now);
+            // `pipeline@1` sources (issue 21, feed) are answered here, in the
+            // same transaction as the step that made them ready.
+            self.resolve_pipeline_sources(now);
+            changes.append(&mut self.worker_changes);
             let dirty = self.engine.take_dirty();
             // The notices of the step, and the notification deliveries they
             // make, go in the same transaction as the state they report.
@@ -616,14 +632,6 @@ impl Driver {
                     self.execution_ended(&notice.pipeline);
                 }
             }
-            while let Some(dispatch) = self.engine.poll_dispatch() {
-                self.route_dispatch(now, dispatch);
-            }
-            // Actions that cannot be handed out (e.g. an unregistered
-            // plugin) fail, which is another engine step to persist.
-            let refused = self.schedule(now);
-            // `pipeline@1` sources are answered here, another step to persist.
-            let resolved = self.resolve_pipeline_sources(now);
             // Stage conditions that asked for a rollback start one now; it
             // is persisted by the next round.
             let mut rolled_back = false;
@@ -640,8 +648,8 @@ impl Driver {
                     Err(e) => warn!(pipeline = %request.pipeline, stage = %request.stage, "no rollback: {e}"),
                 }
             }
-            let quiet = refused.is_empty() && self.outgoing.is_empty() && !rolled_back && self.worker_changes.is_empty();
-            if quiet && !resolved {
+            let quiet = refused.is_empty() && !rolled_back && self.worker_changes.is_empty() && !self.engine.has_dispatch();
+            if quiet {
                 // Upstream successes this commit recorded may start downstreams.
                 self.judge_feeds(now);
                 return Ok(());

@@ -637,6 +637,11 @@ impl Engine {
         self.ready.pop_front()
     }
 
+    /// Whether an action is ready to be handed out.
+    pub fn has_dispatch(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Agent jobs that [`Event::Timeout`] failed since the last call: the
     /// driver cancels them on their agents.
     pub fn take_expired(&mut self) -> Vec<JobId> {

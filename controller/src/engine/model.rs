@@ -324,6 +324,7 @@ pub struct SourceRevision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageRun {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StageStatus>,
     pub actions: Vec<ActionRun>,
     /// Rules of this stage's conditions, as evaluated (every attempt).
@@ -342,19 +343,35 @@ pub struct StageRun {
 pub struct ActionRun {
     pub name: String,
     pub run_order: u32,
+    // Empty fields are left out of the stored state (issue 19, perf): the
+    // whole execution is written at every step, and an action not yet run
+    // was ten nulls and zeros, most of a long pipeline's row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ActionStatus>,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub attempt: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub lease_epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<(String, ArtifactRef)>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub output_variables: BTreeMap<String, String>,
     /// Why a dispatched action has not started (e.g. no eligible agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_reason: Option<String>,
     /// Input artifacts this attempt was given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -373,4 +390,12 @@ pub struct ActionRun {
     /// sent; `agent` is set once that agent reports having started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned: Option<String>,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
