@@ -268,6 +268,11 @@ pub struct FeedConsumed {
     pub action: String,
     pub upstream_execution_id: String,
     pub upstream_ordinal: u64,
+    /// The upstream pipeline the source action took it from (empty in
+    /// records written before it was kept): a record of another upstream
+    /// (the source was pointed elsewhere since) is no floor for this one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub upstream_pipeline: String,
     /// The downstream execution the set started.
     pub execution_id: String,
     pub started_at: u64,
