@@ -800,6 +800,25 @@ mod tests {
         assert_eq!(moved[0].source_revisions["Up"].revision_id, "c2x");
         let state = state(&controller, "moved").await;
         assert_eq!(state[0].last_taken.as_deref(), Some("c2x"));
+
+        // Created after c2x passed, `fresh` starts with it (as any create
+        // starts): a stop right after, and a start on what was written,
+        // does not start it again with the same c2x.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let create =
+            crate::ops::CreatePipeline { pipeline_declaration: declaration("fresh", &[source("Up", "c")]), team: None };
+        let command = Command::Call { request: create.into_request(), caller: Caller::new("admin", Role::Admin), reply };
+        controller.driver.send(command).await.unwrap();
+        answer.await.unwrap().unwrap();
+        assert_eq!(executions(&dir, "fresh").len(), 1);
+        let copy = tmp.path().join("copy");
+        crate::ca::create_private_dir(&copy).unwrap();
+        copy_dir(&dir, &copy);
+        let again = start(config(&copy)).await.unwrap();
+        let fresh = executions(&copy, "fresh");
+        assert_eq!(fresh.len(), 1, "{fresh:?}");
+        assert_eq!(fresh[0].source_revisions["Up"].revision_id, "c2x");
         controller.close();
+        again.close();
     }
 }
