@@ -268,6 +268,11 @@ pub struct FeedConsumed {
     pub action: String,
     pub upstream_execution_id: String,
     pub upstream_ordinal: u64,
+    /// The upstream pipeline the source action took it from (empty in
+    /// records written before it was kept): a record of another upstream
+    /// (the source was pointed elsewhere since) is no floor for this one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub upstream_pipeline: String,
     /// The downstream execution the set started.
     pub execution_id: String,
     pub started_at: u64,
@@ -1423,7 +1428,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{ExecutionStatus, Trigger};
+    use crate::engine::{ExecutionStatus, Origin, Trigger};
 
     /// A fresh store's place on each backend: SQLite in a temporary
     /// directory and (issue 18, pg) a new database of the throwaway
@@ -1643,6 +1648,52 @@ mod tests {
             e.source_revisions.insert(action.to_string(), r);
         }
         Change::Execution(Box::new(e))
+    }
+
+    // Issue 21, feedfix: the fan-in sets and the origins of the revision
+    // index behave alike on both backends.
+    #[test]
+    fn fan_in_sets_are_replaced_per_source_and_go_with_their_pipeline_and_origins_are_indexed() {
+        for fresh in backends("fan_in_sets_are_replaced_per_source_and_go_with_their_pipeline") {
+            let mut store = fresh.open();
+            let taken = |pipeline: &str, action: &str, upstream: &str, ordinal: u64| {
+                Change::FeedConsumed(FeedConsumed {
+                    pipeline: pipeline.into(),
+                    action: action.into(),
+                    upstream_execution_id: format!("{upstream}-{ordinal}"),
+                    upstream_ordinal: ordinal,
+                    upstream_pipeline: upstream.into(),
+                    execution_id: format!("{pipeline}-{ordinal}"),
+                    started_at: ordinal,
+                })
+            };
+            store.apply(&[taken("z", "FromC", "c", 1), taken("z", "FromB", "b", 1), taken("y", "FromB", "b", 1)]).unwrap();
+            store.apply(&[taken("z", "FromC", "c", 2)]).unwrap();
+            let z = store.feeds_consumed("z").unwrap();
+            assert_eq!(z, [taken_record(&taken("z", "FromB", "b", 1)), taken_record(&taken("z", "FromC", "c", 2))]);
+            // A record written before `upstreamPipeline` was kept reads with it empty.
+            let mut old = taken_record(&taken("x", "Up", "", 3));
+            old.upstream_pipeline.clear();
+            store.apply(&[Change::FeedConsumed(old.clone())]).unwrap();
+            assert_eq!(store.feeds_consumed("x").unwrap(), [old]);
+            store.apply(&[Change::DeletePipeline("z".into())]).unwrap();
+            assert!(store.feeds_consumed("z").unwrap().is_empty(), "{}", fresh.location);
+            assert_eq!(store.feeds_consumed("y").unwrap().len(), 1, "{}", fresh.location);
+            // An execution is found by what it carries from upstream too.
+            let mut fed = execution("fed", ExecutionStatus::Succeeded, 7);
+            fed.origins.insert("lib/Src".into(), Origin { revision_id: "c0ffee".into(), revision_summary: None });
+            store.apply(&[Change::Execution(Box::new(fed))]).unwrap();
+            let found: Vec<String> =
+                store.executions_with_revision("c0ff", 10).unwrap().into_iter().map(|e| e.id.0).collect();
+            assert_eq!(found, ["fed"], "{}", fresh.location);
+        }
+    }
+
+    fn taken_record(change: &Change) -> FeedConsumed {
+        match change {
+            Change::FeedConsumed(f) => f.clone(),
+            _ => unreachable!(),
+        }
     }
 
     #[test]

@@ -124,7 +124,13 @@ impl Driver {
         }
         // Issue 21, feed: an upstream execution for each `pipeline@1` source.
         let mut revisions = revisions;
-        let origins = self.pin_upstreams(&def, &mut revisions)?;
+        let (origins, taken) = self.pin_upstreams(now, &id, &def, &mut revisions)?;
+        // A set started by the rule records its members itself.
+        let recorded = |action: &str| changes.iter().any(|c| matches!(c, Change::FeedConsumed(c) if c.action == action));
+        let taken: Vec<Change> =
+            taken.into_iter().filter(|t| !matches!(t, Change::FeedConsumed(t) if recorded(&t.action))).collect();
+        let mut changes = changes;
+        changes.extend(taken);
         self.feed(now, Event::Start { id, pipeline: def, version, trigger, variables, revisions, origins });
         self.commit(now, changes)?;
         Ok(())

@@ -165,14 +165,22 @@ impl Driver {
     /// the one given (checked: it exists, is of that upstream, and passed
     /// the stage) or the upstream's newest that passed it (none: left
     /// unpinned, and the action fails saying so). Returns the lineage the
-    /// pinned executions carry.
+    /// pinned executions carry, and the records of what the start takes
+    /// (`feed_sets`) for each source whose pin is newer than the last set's:
+    /// any start (created, started by hand or by the rule) takes its pins,
+    /// so a judgment run again later does not start the same set twice.
     pub(super) fn pin_upstreams(
         &mut self,
+        now: u64,
+        start: &ExecutionId,
         def: &Pipeline,
         revisions: &mut BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, Origin>, OpError> {
+    ) -> Result<(BTreeMap<String, Origin>, Vec<Change>), OpError> {
         let mut origins = BTreeMap::new();
-        for sub in feed::subscriptions(def) {
+        let mut taken = Vec::new();
+        let subs = feed::subscriptions(def);
+        let consumed = if subs.is_empty() { HashMap::new() } else { self.consumed_by(&def.name, &subs)? };
+        for sub in subs {
             let upstream = match revisions.get(&sub.action) {
                 Some(id) => {
                     let e = self.execution(&sub.pipeline, id).map_err(|_| {
@@ -192,16 +200,28 @@ impl Driver {
                 }
                 None => {
                     let recent = self.recent_executions(&sub.pipeline, RECENT).unwrap_or_default();
-                    let Some(e) = recent.into_iter().find(|e| feed::reach(e, &stage_of(&sub, e)) == Reach::Passed) else {
+                    let passed = |e: &Execution| e.rollback.is_none() && feed::reach(e, &stage_of(&sub, e)) == Reach::Passed;
+                    let Some(e) = recent.into_iter().find(passed) else {
                         continue;
                     };
                     revisions.insert(sub.action.clone(), e.id.0.clone());
                     e
                 }
             };
+            if consumed.get(&sub.action).is_none_or(|c| c.upstream_ordinal < upstream.ordinal) {
+                taken.push(Change::FeedConsumed(FeedConsumed {
+                    pipeline: def.name.clone(),
+                    action: sub.action.clone(),
+                    upstream_execution_id: upstream.id.0.clone(),
+                    upstream_ordinal: upstream.ordinal,
+                    upstream_pipeline: sub.pipeline.clone(),
+                    execution_id: start.0.clone(),
+                    started_at: now,
+                }));
+            }
             origins.extend(carried(&upstream));
         }
-        Ok(origins)
+        Ok((origins, taken))
     }
 
     /// Notes a stage success for [`Driver::judge_feeds`]; called for every
@@ -237,6 +257,67 @@ impl Driver {
         self.feeds.judging = false;
     }
 
+    /// Start-up (after recovery, before serving), and after a downstream's
+    /// sources change: judges again, for every `pipeline@1` source (or those
+    /// of `only`), the newest upstream execution that passed its stage. A
+    /// controller stopped between committing a stage success and judging it
+    /// loses nothing (the set starts now), a set started already is not
+    /// started again (`feed_sets` says it was taken: [`Decision::Already`]),
+    /// and the hold reasons, kept in memory only, are computed again.
+    pub(super) fn rejudge_feeds(&mut self, now: u64, only: Option<&str>) {
+        let mut triggers = BTreeSet::new();
+        for (upstream, list) in self.feeds.subscribers.clone() {
+            let list: Vec<_> = list.into_iter().filter(|(d, _)| only.is_none_or(|o| o == d)).collect();
+            if list.is_empty() {
+                continue;
+            }
+            let recent = match self.recent_executions(&upstream, RECENT) {
+                Ok(recent) => recent,
+                Err(e) => {
+                    warn!(%upstream, "reading recent executions to judge its subscribers again failed: {e}");
+                    continue;
+                }
+            };
+            for (downstream, action) in list {
+                let Some(sub) = self.subscription_of(&downstream, &action) else { continue };
+                if let Some(e) =
+                    recent.iter().find(|e| e.rollback.is_none() && feed::reach(e, &stage_of(&sub, e)) == Reach::Passed)
+                {
+                    triggers.insert((upstream.clone(), e.id.clone(), stage_of(&sub, e)));
+                }
+            }
+        }
+        self.feeds.triggers.extend(triggers);
+        self.judge_feeds(now);
+    }
+
+    /// The subscription of a downstream's source action, in its current version.
+    fn subscription_of(&mut self, downstream: &str, action: &str) -> Option<Subscription> {
+        let record = self.store.pipeline(downstream, None).ok().flatten()?;
+        let def = self.definition(downstream, record.version).ok()?;
+        feed::subscriptions(&def).into_iter().find(|s| s.action == action)
+    }
+
+    /// The last set taken per source action of a downstream, without the
+    /// records of another upstream than the action's current one (its
+    /// source was pointed elsewhere by an update): those are no floor.
+    fn consumed_by(&mut self, downstream: &str, subs: &[Subscription]) -> Result<HashMap<String, FeedConsumed>, OpError> {
+        let mut out = HashMap::new();
+        for c in self.store.feeds_consumed(downstream)? {
+            let Some(sub) = subs.iter().find(|s| s.action == c.action) else { continue };
+            let of = if c.upstream_pipeline.is_empty() {
+                let id = ExecutionId(c.upstream_execution_id.clone());
+                self.store.execution(&id)?.map(|e| e.pipeline)
+            } else {
+                Some(c.upstream_pipeline.clone())
+            };
+            if of.is_none_or(|p| p == sub.pipeline) {
+                out.insert(c.action.clone(), c);
+            }
+        }
+        Ok(out)
+    }
+
     fn hold(&mut self, now: u64, downstream: &str, action: &str, why: String) {
         self.feeds.held.entry(downstream.to_string()).or_default().insert(action.to_string(), (why, now));
     }
@@ -257,7 +338,9 @@ impl Driver {
         let subs = feed::subscriptions(&def);
         let Some(sub) = subs.iter().find(|s| s.action == action && s.pipeline == upstream) else { return Ok(()) };
         let trigger = self.execution(upstream, &id.0)?;
-        if stage_of(sub, &trigger) != stage {
+        // A rollback re-runs a stage with an older execution's revisions:
+        // what it restores was fed downstream already (or superseded).
+        if stage_of(sub, &trigger) != stage || trigger.rollback.is_some() {
             return Ok(());
         }
         // Whoever wrote the downstream's version must still be able to read
@@ -275,13 +358,13 @@ impl Driver {
             self.hold(now, downstream, action, why);
             return Ok(());
         }
-        let consumed: HashMap<String, FeedConsumed> =
-            self.store.feeds_consumed(downstream)?.into_iter().map(|c| (c.action.clone(), c)).collect();
+        let consumed = self.consumed_by(downstream, &subs)?;
         let mut feeds = Vec::new();
         for s in &subs {
             let executions = self
                 .recent_executions(&s.pipeline, RECENT)?
                 .iter()
+                .filter(|e| e.rollback.is_none())
                 .map(|e| Candidate {
                     id: e.id.0.clone(),
                     ordinal: e.ordinal,
@@ -332,6 +415,7 @@ impl Driver {
                     action: f.action.clone(),
                     upstream_execution_id: member.clone(),
                     upstream_ordinal: ordinal,
+                    upstream_pipeline: f.pipeline.clone(),
                     execution_id: new_id.0.clone(),
                     started_at: now,
                 }))
@@ -420,8 +504,7 @@ impl Driver {
         if subs.is_empty() {
             return Ok(Vec::new());
         }
-        let consumed: HashMap<String, FeedConsumed> =
-            self.store.feeds_consumed(name)?.into_iter().map(|c| (c.action.clone(), c)).collect();
+        let consumed = self.consumed_by(name, &subs)?;
         let held = self.feeds.held.get(name).cloned().unwrap_or_default();
         Ok(subs
             .into_iter()
@@ -468,4 +551,273 @@ fn check_upstream(path: &str, sub: &Subscription, upstream: &Pipeline) -> Vec<St
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Durability of upstream triggers (issue 21, feedfix), with a real
+    //! controller on a real SQLite store: the store is left as a `kill -9`
+    //! between committing upstream successes and judging them leaves it,
+    //! the controller starts on it, and again on a copy of what it wrote.
+    use super::*;
+    use crate::driver::{ControllerConfig, command::Command, start};
+    use crate::engine::{ActionRun, ExecutionStatus, SourceRevision, StageRun, StageStatus};
+    use crate::ops::{GetPipelineState, Operation};
+    use crate::store::{Durability, Location, PipelineRecord};
+    use std::path::Path;
+
+    fn source(action: &str, upstream: &str) -> String {
+        format!(
+            r#"{{"name": "{action}", "actionTypeId": {{"category": "Source", "owner": "Sluice", "provider": "pipeline", "version": "1"}},
+                "configuration": {{"Pipeline": "{upstream}"}}}}"#
+        )
+    }
+
+    /// A pipeline of a Source stage (`sources`) and a Build stage.
+    fn declaration(name: &str, sources: &[String]) -> String {
+        format!(
+            r#"{{"pipeline": {{"name": "{name}", "stages": [
+                {{"name": "Source", "actions": [{}]}},
+                {{"name": "Build", "actions": [{{"name": "Make",
+                  "actionTypeId": {{"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"}},
+                  "configuration": {{"Commands": "true"}}, "capabilities": {{"exec": ["sh"]}}}}]}}]}}}}"#,
+            sources.join(", ")
+        )
+    }
+
+    fn record(name: &str, sources: &[String]) -> Change {
+        Change::Pipeline(PipelineRecord {
+            name: name.into(),
+            version: 1,
+            definition: declaration(name, sources),
+            created_at: 1,
+            updated_at: 1,
+            author: "admin".into(),
+        })
+    }
+
+    /// An ended execution of `pipeline` whose Build stage ended `build`,
+    /// carrying `origins`, its source `Src` at `revision`.
+    fn ended(
+        pipeline: &str,
+        id: &str,
+        ordinal: u64,
+        build: StageStatus,
+        revision: &str,
+        origins: &[(&str, &str)],
+    ) -> Change {
+        let stage = |name: &str, status| StageRun {
+            name: name.into(),
+            status: Some(status),
+            actions: vec![ActionRun { name: "A".into(), run_order: 1, attempt: 1, ..ActionRun::default() }],
+            rules: vec![],
+            passed: vec![],
+            auto_retried: false,
+        };
+        let status = if build == StageStatus::Succeeded { ExecutionStatus::Succeeded } else { ExecutionStatus::Failed };
+        Change::Execution(Box::new(Execution {
+            id: ExecutionId(id.into()),
+            pipeline: pipeline.into(),
+            version: 1,
+            status,
+            status_summary: None,
+            trigger: Trigger::new("Webhook", String::new()),
+            started_at: ordinal,
+            updated_at: ordinal,
+            variables: BTreeMap::new(),
+            stages: vec![stage("Source", StageStatus::Succeeded), stage("Build", build)],
+            artifacts: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            ordinal,
+            waiting_for: None,
+            source_revisions: BTreeMap::from([(
+                "Src".to_string(),
+                SourceRevision { revision_id: revision.into(), revision_summary: None, pinned: false },
+            )]),
+            rollback: None,
+            origins: origins
+                .iter()
+                .map(|(k, v)| (k.to_string(), Origin { revision_id: v.to_string(), revision_summary: None }))
+                .collect(),
+        }))
+    }
+
+    fn config(dir: &Path) -> ControllerConfig {
+        // As `main` does before anything speaks TLS.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let local = "127.0.0.1:0".parse().unwrap();
+        let mut config = ControllerConfig::new(dir.to_path_buf(), local, local);
+        config.api_scheme = crate::https::Scheme::Http;
+        config.min_free_space = 0;
+        config
+    }
+
+    fn executions(dir: &Path, pipeline: &str) -> Vec<Execution> {
+        Location::Sqlite.open(dir, Durability::Process).unwrap().executions(pipeline, 100).unwrap()
+    }
+
+    async fn state(controller: &crate::driver::Controller, name: &str) -> Vec<UpstreamState> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = GetPipelineState { name: name.into() }.into_request();
+        let command = Command::Call { request, caller: Caller::new("admin", Role::Admin), reply };
+        controller.driver.send(command).await.unwrap();
+        let response = answer.await.unwrap().unwrap();
+        GetPipelineState::output_of(response).unwrap().upstreams
+    }
+
+    /// Copies a data dir (the store and its write-ahead log, the keys) as a
+    /// machine that lost power would find it; the lock file stays behind.
+    fn copy_dir(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_name() == "lock" {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trigger_lost_to_a_stop_is_judged_at_start_exactly_once_and_holds_are_shown_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+        crate::ca::create_private_dir(&first).unwrap();
+        crate::ca::create_private_dir(&second).unwrap();
+        // lib -> {b, c} -> z, and y takes b and d; commit c1 built by lib
+        // (l1), by b and c (both passed), d failed for it. The controller
+        // stopped before judging: z never started, nothing recorded.
+        let lib = [("lib", "l1"), ("lib/Src", "c1")];
+        let git = r#"{"name": "Src", "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": "/nowhere", "Branch": "main"}, "pollIntervalSeconds": 0}"#;
+        let mut changes = vec![
+            record("lib", &[git.to_string()]),
+            record("b", &[source("Src", "lib")]),
+            record("c", &[source("Src", "lib")]),
+            record("d", &[source("Src", "lib")]),
+            record("z", &[source("FromB", "b"), source("FromC", "c")]),
+            record("y", &[source("FromB", "b"), source("FromD", "d")]),
+        ];
+        changes.push(ended("lib", "l1", 10, StageStatus::Succeeded, "c1", &[]));
+        changes.push(ended("b", "b1", 11, StageStatus::Succeeded, "l1", &lib));
+        changes.push(ended("c", "c1x", 12, StageStatus::Succeeded, "l1", &lib));
+        changes.push(ended("d", "d1", 13, StageStatus::Failed, "l1", &lib));
+        // b, c and d took l1 (as their starts recorded).
+        changes.extend(["b", "c", "d"].map(|p| taken(p, "Src", "lib", "l1", 10)));
+        Location::Sqlite.open(&first, Durability::Process).unwrap().apply(&changes).unwrap();
+
+        let controller = start(config(&first)).await.unwrap();
+        // Judged before serving: z started once, with b1 and c1x.
+        let runs = executions(&first, "z");
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        let z = &runs[0];
+        assert_eq!(z.trigger.trigger_type, feed::TRIGGER_TYPE);
+        assert_eq!(z.source_revisions["FromB"].revision_id, "b1");
+        assert_eq!(z.source_revisions["FromC"].revision_id, "c1x");
+        // y is held by d's failure, and says so.
+        let y = state(&controller, "y").await;
+        let held = y.iter().find_map(|u| u.held.clone()).expect("y is held");
+        assert!(held.contains("held by execution d1 of d"), "{held}");
+        assert!(executions(&first, "y").is_empty());
+        let z_state = state(&controller, "z").await;
+        assert_eq!(z_state.iter().map(|u| u.last_taken.clone().unwrap()).collect::<Vec<_>>(), ["b1", "c1x"]);
+
+        // A stop right after z started: a controller on what was written
+        // starts nothing again, and shows y's hold again.
+        copy_dir(&first, &second);
+        let again = start(config(&second)).await.unwrap();
+        assert_eq!(executions(&second, "z").len(), 1);
+        for upstream in ["lib", "b", "c", "d"] {
+            assert_eq!(executions(&second, upstream).len(), 1, "{upstream} started again");
+        }
+        assert!(executions(&second, "y").is_empty());
+        let y = state(&again, "y").await;
+        assert!(y.iter().any(|u| u.held.as_deref().is_some_and(|h| h.contains("held by execution d1 of d"))), "{y:?}");
+        controller.close();
+        again.close();
+    }
+
+    fn taken(pipeline: &str, action: &str, upstream: &str, id: &str, ordinal: u64) -> Change {
+        Change::FeedConsumed(FeedConsumed {
+            pipeline: pipeline.into(),
+            action: action.into(),
+            upstream_execution_id: id.into(),
+            upstream_ordinal: ordinal,
+            upstream_pipeline: upstream.into(),
+            execution_id: format!("{pipeline}-earlier"),
+            started_at: 1,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rollback_feeds_nothing_and_a_source_pointed_elsewhere_is_not_held_back_by_its_old_upstream() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        crate::ca::create_private_dir(&dir).unwrap();
+        let git = r#"{"name": "Src", "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": "/nowhere", "Branch": "main"}, "pollIntervalSeconds": 0}"#;
+        let (l1, l2) = ([("lib", "l1"), ("lib/Src", "c1")], [("lib", "l2"), ("lib/Src", "c2")]);
+        let mut changes = vec![
+            record("lib", &[git.to_string()]),
+            record("b", &[source("Src", "lib")]),
+            record("c", &[source("Src", "lib")]),
+            // `single` follows c alone; `moved` followed b with its source
+            // `Up` and was updated to follow c (its record of b's run stays).
+            record("single", &[source("Up", "c")]),
+            record("moved", &[source("Up", "c")]),
+            ended("lib", "l1", 10, StageStatus::Succeeded, "c1", &[]),
+            ended("c", "c1x", 12, StageStatus::Succeeded, "l1", &l1),
+            ended("lib", "l2", 20, StageStatus::Succeeded, "c2", &[]),
+            ended("c", "c2x", 21, StageStatus::Succeeded, "l2", &l2),
+            ended("b", "b3", 50, StageStatus::Succeeded, "l2", &l2),
+            taken("b", "Src", "lib", "l2", 20),
+            taken("c", "Src", "lib", "l2", 20),
+            taken("single", "Up", "c", "c2x", 21),
+            // Written before records named their upstream: found by the execution.
+            taken("moved", "Up", "", "b3", 50),
+        ];
+        // c's Build rolled back to c1x's (commit c1), after c2x: newest of c.
+        let Change::Execution(mut rollback) = ended("c", "c-rb", 30, StageStatus::Succeeded, "l1", &l1) else {
+            unreachable!()
+        };
+        rollback.rollback = Some(crate::engine::Rollback { stage: "Build".into(), target: ExecutionId("c1x".into()) });
+        changes.push(Change::Execution(rollback));
+        Location::Sqlite.open(&dir, Durability::Process).unwrap().apply(&changes).unwrap();
+
+        let controller = start(config(&dir)).await.unwrap();
+        // The rollback started nothing: `single` took c2x, and c1x's
+        // commit is not sent downstream again.
+        assert!(executions(&dir, "single").is_empty(), "{:?}", executions(&dir, "single"));
+        // `moved` takes c's newest build (c2x, older than b3 it took from b).
+        let moved = executions(&dir, "moved");
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(moved[0].source_revisions["Up"].revision_id, "c2x");
+        let state = state(&controller, "moved").await;
+        assert_eq!(state[0].last_taken.as_deref(), Some("c2x"));
+
+        // Created after c2x passed, `fresh` starts with it (as any create
+        // starts): a stop right after, and a start on what was written,
+        // does not start it again with the same c2x.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let create =
+            crate::ops::CreatePipeline { pipeline_declaration: declaration("fresh", &[source("Up", "c")]), team: None };
+        let command = Command::Call { request: create.into_request(), caller: Caller::new("admin", Role::Admin), reply };
+        controller.driver.send(command).await.unwrap();
+        answer.await.unwrap().unwrap();
+        assert_eq!(executions(&dir, "fresh").len(), 1);
+        let copy = tmp.path().join("copy");
+        crate::ca::create_private_dir(&copy).unwrap();
+        copy_dir(&dir, &copy);
+        let again = start(config(&copy)).await.unwrap();
+        let fresh = executions(&copy, "fresh");
+        assert_eq!(fresh.len(), 1, "{fresh:?}");
+        assert_eq!(fresh[0].source_revisions["Up"].revision_id, "c2x");
+        controller.close();
+        again.close();
+    }
 }

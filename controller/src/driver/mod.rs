@@ -378,6 +378,9 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     driver.recover_audit()?;
     driver.prune_audit(now);
     driver.recover_directory()?;
+    // Issue 21, feedfix: upstream successes a stop kept from being judged,
+    // and the hold reasons (memory only), before anything is served.
+    driver.rejudge_feeds(now, None);
     let directory = driver.directory.clone();
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());

@@ -121,6 +121,12 @@ impl Handle<UpdatePipeline> for Driver {
         };
         self.commit(now, vec![Change::Pipeline(record)])?;
         self.refresh_polls(now, name, version)?;
+        // Issue 21, feedfix: new sources, or a new author who may read an
+        // upstream the previous one no longer could, judge the sets anew
+        // (a hold may be over, or have another reason), as a restart would.
+        if !crate::feed::subscriptions(&decl.pipeline).is_empty() {
+            self.rejudge_feeds(now, Some(name));
+        }
         info!(pipeline = %name, version, "pipeline updated");
         let mut pipeline = pipeline_value(&decl);
         pipeline["version"] = json!(version);
