@@ -115,12 +115,10 @@ pub enum Output {
 }
 
 // One value per process, parsed once: the controller's many settings make
-// its variant large (issue 18, pg's `--store` took it past clippy's bound).
+// its variant large (issue 18: pg's `--store`, s3's bucket settings) and
+// need not be boxed.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
-// One value per process, parsed once: the controller's many settings
-// (issue 18, s3 added the bucket's) need not be boxed.
-#[allow(clippy::large_enum_variant)]
 pub enum Cmd {
     /// Run the controller.
     Controller(ControllerArgs),

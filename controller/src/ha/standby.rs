@@ -145,11 +145,11 @@ mod tests {
         let (any, fleet) = ("0.0.0.0:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap());
         let mut config = ControllerConfig::new(dir.path().join("data"), any, fleet);
         config.api_scheme = crate::https::Scheme::Http;
-        let e = Standby::start(&mut config, Arc::default()).await.err().expect("plain HTTP on every address");
+        let Err(e) = Standby::start(&mut config, Arc::default()).await else { panic!("plain HTTP on every address") };
         assert!(format!("{e:#}").contains("plain HTTP only on a loopback address"), "{e:#}");
         config.api = "127.0.0.1:0".parse().unwrap();
         let standby = Standby::start(&mut config, Arc::default()).await.unwrap();
-        let e = super::super::advertised(&config, &standby).err().expect("an http:// API in a cluster");
+        let Err(e) = super::super::advertised(&config, &standby) else { panic!("an http:// API in a cluster") };
         assert!(e.to_string().contains("over HTTPS only"), "{e}");
         standby.stop().await;
     }
