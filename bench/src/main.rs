@@ -239,6 +239,7 @@ async fn run(cli: &Cli) -> Result<Report> {
                     action_seconds: pick(action_seconds.map(|s| s as usize), 3, 1) as u32,
                 };
                 failover::run(&params).await?
+            }
             // Scale (issue 19, scale).
             Scenario::Scale { pipelines, executions, long, samples, actions, runs } => {
                 scale::run(&scale::Params {
