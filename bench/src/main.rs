@@ -127,6 +127,7 @@ enum Scenario {
         /// Seconds each action takes. [default: 3; smoke 1]
         #[arg(long)]
         action_seconds: Option<u32>,
+    },
     // Scale (issue 19, scale).
     /// A controller on a store of many pipelines with a long past: start-up, listing latencies, overhead.
     Scale {
