@@ -23,7 +23,8 @@ pub mod postgres;
 pub use postgres::{Fence, Fenced, PgStore};
 
 /// Where a controller keeps its state (`sluice controller --store`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Its `Debug` is its `Display`: the URL without its password.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum Location {
     /// `sluice.db` in the data dir (the default; `--store sqlite`).
     #[default]
@@ -57,6 +58,15 @@ impl std::fmt::Display for Location {
         match self {
             Self::Sqlite => f.write_str("sqlite"),
             Self::Postgres(url) => f.write_str(&postgres::redact(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite => f.write_str("Sqlite"),
+            Self::Postgres(_) => write!(f, "Postgres({:?})", self.to_string()),
         }
     }
 }

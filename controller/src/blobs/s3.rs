@@ -66,9 +66,16 @@ impl S3Config {
         Ok((bucket.to_string(), prefix.to_string()))
     }
 
+    /// The endpoint without a trailing `/` or its scheme's default port:
+    /// HTTP clients leave `:443` (`:80`) out of the `Host` they send, and
+    /// the signature must cover the same `host` (issue 18, fwdfix).
     fn endpoint(&self) -> String {
         match &self.endpoint {
-            Some(e) => e.trim_end_matches('/').to_string(),
+            Some(e) => {
+                let e = e.trim_end_matches('/');
+                let default = if e.starts_with("https://") { ":443" } else { ":80" };
+                e.strip_suffix(default).unwrap_or(e).to_string()
+            }
             None => format!("https://s3.{}.amazonaws.com", self.region),
         }
     }
@@ -734,6 +741,25 @@ mod tests {
         for bad in ["http://b/p", "s3://", "s3://UP/x", "s3://b", "s3://bucket/a/../b", "s3://bucket/a//b"] {
             assert!(S3Config::parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_endpoint_with_its_default_port_is_signed_as_clients_send_its_host() {
+        let config = |endpoint: &str| S3Config {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: Some(endpoint.into()),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key_id: "k".into(),
+            secret_access_key: "s".into(),
+            session_token: None,
+        };
+        assert_eq!(config("https://s3.example.com:443/").endpoint(), "https://s3.example.com");
+        assert_eq!(config("http://[::1]:80").endpoint(), "http://[::1]");
+        assert_eq!(config("https://s3.example.com:9000").endpoint(), "https://s3.example.com:9000");
+        assert_eq!(config("http://minio:443").endpoint(), "http://minio:443");
+        assert_eq!(config("https://h:4430").endpoint(), "https://h:4430");
     }
 
     #[test]

@@ -348,7 +348,9 @@ pub struct ControllerArgs {
     /// from PGPASSWORD). Several controllers may share one database.
     // Parsed by the controller, not clap: clap's error would print the
     // value, password and all.
-    #[arg(long, value_name = "sqlite|URL")]
+    // Hidden from --help's `[env: ...]` and --check-config: it may hold
+    // a password (issue 18, fwdfix).
+    #[arg(long, value_name = "sqlite|URL", hide_env_values = true)]
     pub store: Option<String>,
     /// How the log on stderr is written: `text` (coloured only when stderr
     /// is a terminal) or `json` (one object per line).
@@ -644,6 +646,31 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);
         assert!(parse_labels("a").is_err());
+    }
+
+    /// issue 18, fwdfix: a PostgreSQL password in --store (or SLUICE_STORE)
+    /// shows neither in --check-config's settings nor in --help's `[env: ]`.
+    #[test]
+    fn the_store_url_and_its_password_are_not_shown() {
+        let argv = [
+            "sluice",
+            "controller",
+            "--data-dir",
+            "/nonexistent",
+            "--store",
+            "postgres://sluice:hunter2@db/sluice",
+            "--check-config",
+        ];
+        let (_, settings) = parse_command_line(argv.iter().map(Into::into).collect()).unwrap();
+        let text = settings.unwrap().to_toml(&CONTROLLER);
+        assert!(text.contains("store = "), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let cmd = command();
+        let controller = cmd.find_subcommand("controller").unwrap();
+        let store = controller.get_arguments().find(|a| a.get_id() == "store").unwrap();
+        assert!(store.is_hide_env_values_set(), "--help would print SLUICE_STORE's value");
+        let location: crate::store::Location = "postgres://sluice:hunter2@db/sluice?password=hunter2".parse().unwrap();
+        assert!(!format!("{location:?} {location}").contains("hunter2"), "{location:?}");
     }
 
     #[test]

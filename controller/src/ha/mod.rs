@@ -170,6 +170,7 @@ pub async fn run(mut config: ControllerConfig, url: &str) -> Result<()> {
     let me = holder_id();
     let standby = standby::Standby::start(&mut config, standing.clone()).await?;
     let advertised = advertised(&config, &standby)?;
+    standby.advertise(&advertised.api_url);
     info!(holder = %me, api = %advertised.api_url, fleet = %advertised.fleet_addr, "controller started as a standby");
     let Some((conn, epoch, sent)) = wait_for_lease(url, &me, &advertised, &standing).await? else {
         return Ok(());
@@ -219,6 +220,13 @@ fn advertised(config: &ControllerConfig, standby: &standby::Standby) -> Result<A
         ),
         None => config.fleet.to_string(),
     };
+    // Standbys forward tokens and signatures to this URL: never in clear.
+    if !api_url.starts_with("https://") {
+        anyhow::bail!(
+            "the API is advertised as {api_url}: the controllers of a cluster forward requests to each other over \
+             HTTPS only; drop --api-plain-http, or give --advertise-api https://HOST:PORT (a TLS proxy in front)"
+        );
+    }
     Ok(Advertised { api_url, fleet_addr })
 }
 

@@ -23,6 +23,7 @@ pub(super) struct Standby {
     metrics: Option<SocketAddr>,
     serving: Vec<tokio::task::JoinHandle<()>>,
     endpoint: quinn::Endpoint,
+    own_url: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Standby {
@@ -31,8 +32,15 @@ impl Standby {
     pub(super) async fn start(config: &mut ControllerConfig, standing: Arc<Standing>) -> Result<Self> {
         let dir = &config.data_dir;
         crate::ca::create_private_dir(dir).with_context(|| format!("preparing data dir {}", dir.display()))?;
+        // The same refusal a lone controller gives (plain HTTP off loopback).
+        crate::https::check_listener(config.api, config.api_scheme, "--api-plain-http").map_err(anyhow::Error::msg)?;
         let ca = Arc::new(cluster_ca(config).await?);
-        let forward = super::forward::Forward::new(standing.clone(), ca.cert_pem())?;
+        let trust = match config.api_cert {
+            crate::https::CertSource::Ca { .. } => super::forward::LeaderTrust::ClusterCa,
+            crate::https::CertSource::Files { .. } => super::forward::LeaderTrust::ClusterCaAndSystem,
+        };
+        let forward = super::forward::Forward::new(standing.clone(), ca.cert_pem(), trust)?;
+        let own_url = forward.own_url();
         let listener =
             crate::https::bind_reusable(config.api).with_context(|| format!("binding the API port {}", config.api))?;
         config.api = listener.local_addr()?;
@@ -54,7 +62,13 @@ impl Standby {
             .with_context(|| format!("binding the fleet port {}", config.fleet))?;
         config.fleet = endpoint.local_addr()?;
         tokio::spawn(refuse_agents(endpoint.clone(), standing));
-        Ok(Self { api: config.api, fleet: config.fleet, metrics: config.metrics_listen, serving, endpoint })
+        Ok(Self { api: config.api, fleet: config.fleet, metrics: config.metrics_listen, serving, endpoint, own_url })
+    }
+
+    /// This controller's advertised API URL: forwarded requests carry it,
+    /// and a lease row naming it is not a leader to forward to.
+    pub(super) fn advertise(&self, api_url: &str) {
+        let _ = self.own_url.set(api_url.to_string());
     }
 
     /// Lets the ports go, and waits until they can be bound again.
@@ -115,5 +129,28 @@ async fn refuse_agents(endpoint: quinn::Endpoint, standing: Arc<Standing>) {
             debug!(peer = %connection.remote_address(), "agent refused: this controller is a standby");
             connection.close(NOT_THE_LEADER.into(), reason.as_bytes());
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// issue 18, fwdfix: a standby refuses plain HTTP off loopback as a
+    /// lone controller does, and a cluster never advertises a plain-HTTP
+    /// API (standbys would send tokens to it in clear).
+    #[tokio::test]
+    async fn a_standby_serves_plain_http_on_loopback_only_and_a_cluster_never_advertises_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (any, fleet) = ("0.0.0.0:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap());
+        let mut config = ControllerConfig::new(dir.path().join("data"), any, fleet);
+        config.api_scheme = crate::https::Scheme::Http;
+        let Err(e) = Standby::start(&mut config, Arc::default()).await else { panic!("plain HTTP on every address") };
+        assert!(format!("{e:#}").contains("plain HTTP only on a loopback address"), "{e:#}");
+        config.api = "127.0.0.1:0".parse().unwrap();
+        let standby = Standby::start(&mut config, Arc::default()).await.unwrap();
+        let Err(e) = super::super::advertised(&config, &standby) else { panic!("an http:// API in a cluster") };
+        assert!(e.to_string().contains("over HTTPS only"), "{e}");
+        standby.stop().await;
     }
 }

@@ -15,6 +15,8 @@
 //!   ([`Replay`]): a `GET`, or a request carrying a `clientRequestToken`
 //!   (the controller answers a repeat with the first start's execution).
 //!   Anything else fails with that error: repeating it could do it twice.
+//!   A standby's `502`/`504` with code [`LEADER_LOST`] (it forwarded the
+//!   request and lost the leader before the answer) is such a break too.
 
 use super::error::{ErrorBody, OpError};
 use super::{PushPluginOutput, Route};
@@ -32,6 +34,9 @@ pub const SIGNATURE_HEADER: &str = "sluice-plugin-signature";
 /// The error code of the `503` a standby answers while the cluster has no
 /// leader; the client tries again (see the module's doc).
 pub const NO_LEADER: &str = "NoLeader";
+/// The error code of a standby's `502`/`504` when the request may have been
+/// carried out by the leader it forwarded it to (see the module's doc).
+pub const LEADER_LOST: &str = "LeaderLost";
 /// How long a request may take, all addresses and retries together, before
 /// the client gives up on a cluster.
 pub const FAILOVER_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
@@ -190,6 +195,19 @@ impl Client {
                             retry_after
                         }
                         detail => return Err(OpError::from_wire(503, detail)),
+                    }
+                }
+                Ok(response) if replay == Replay::Safe && count > 1 && matches!(response.status().as_u16(), 502 | 504) => {
+                    let status = response.status().as_u16();
+                    let bytes = response.bytes().await.map_err(|e| self.unreachable_at(base, e))?;
+                    let detail = serde_json::from_slice::<ErrorBody>(&bytes).ok().map(|b| b.error);
+                    match detail {
+                        Some(d) if d.code == LEADER_LOST => {
+                            tracing::debug!(%base, "the controller lost the leader, trying a safe request again");
+                            reasons[index] = Some(format!("{base}: {} ({LEADER_LOST})", d.message));
+                            None
+                        }
+                        detail => return Err(OpError::from_wire(status, detail)),
                     }
                 }
                 Ok(response) => {
@@ -510,6 +528,25 @@ mod tests {
         let e = client.execute(Replay::Safe, |http, base| Ok(http.get(url_at(base, "/x")?))).await.unwrap_err();
         assert_eq!(e.to_string(), "busy");
         assert_eq!(leader_seen.lock().unwrap().len(), 1, "a plain 503 is not retried elsewhere");
+    }
+
+    /// issue 18, fwdfix: a standby's `502 LeaderLost` (the leader may have
+    /// carried the request out) is repeated elsewhere only when the
+    /// request is safe to repeat.
+    #[tokio::test]
+    async fn a_lost_leader_is_retried_only_for_a_safe_request() {
+        let lost = r#"{"error": {"code": "LeaderLost", "message": "the request may have been carried out"}}"#;
+        let (standby_seen, leader_seen) = Default::default();
+        let standby = recording(None, (502, None, lost), std::sync::Arc::clone(&standby_seen)).await;
+        let leader = recording(None, (200, None, "{}"), std::sync::Arc::clone(&leader_seen)).await;
+        let client = Client::new(&format!("{standby},{leader}"), "t").unwrap();
+        let answer = client.execute(Replay::Unsafe, |http, base| Ok(http.post(url_at(base, "/x")?))).await.unwrap();
+        assert_eq!(answer.status(), 502, "an unsafe request is not sent again");
+        assert_eq!((standby_seen.lock().unwrap().len(), leader_seen.lock().unwrap().len()), (1, 0));
+        let client = Client::new(&format!("{standby},{leader}"), "t").unwrap();
+        let answer = client.execute(Replay::Safe, |http, base| Ok(http.get(url_at(base, "/x")?))).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!((standby_seen.lock().unwrap().len(), leader_seen.lock().unwrap().len()), (2, 1));
     }
 
     /// Only dead addresses: the error comes within the budget and names

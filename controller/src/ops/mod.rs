@@ -90,7 +90,7 @@ pub use agents::*;
 pub use audit::*;
 pub use client::{Client, SIGNATURE_HEADER, http_client, unreachable};
 // Several controllers, one leader (issue 18, reach).
-pub use client::{FAILOVER_BUDGET, NO_LEADER, Replay};
+pub use client::{FAILOVER_BUDGET, LEADER_LOST, NO_LEADER, Replay};
 pub use error::OpError;
 pub use executions::*;
 pub use jobs::*;

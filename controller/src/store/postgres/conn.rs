@@ -79,18 +79,34 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
 /// The URL without its password, for logs and errors.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, tail) = rest.split_once('/').map_or((rest, None), |(a, t)| (a, Some(t)));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_string(),
-        },
-        None => authority.to_string(),
+    // The userinfo ends at the last `@`: a password may hold an unencoded
+    // `/`, `?`, `#` or `@` (issue 18, fwdfix).
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
     };
-    match tail {
-        Some(tail) => format!("{scheme}://{authority}/{tail}"),
-        None => format!("{scheme}://{authority}"),
-    }
+    let userinfo = match userinfo {
+        Some(info) => match info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@"),
+            None => format!("{info}@"),
+        },
+        None => String::new(),
+    };
+    // `?password=` is a password too.
+    let after = match after.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => after.to_string(),
+    };
+    format!("{scheme}://{userinfo}{after}")
 }
 
 impl Conn {
@@ -201,5 +217,23 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h:1/d?x=1"), "postgres://u:***@h:1/d?x=1");
         assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
         assert_eq!(redact("postgres://h"), "postgres://h");
+        // issue 18, fwdfix: a password in the query, or with characters
+        // that end an authority, is not shown either.
+        for url in [
+            "postgres://u@h/d?password=hunter2",
+            "postgres://u@h/d?sslmode=disable&PASSWORD=hunter2",
+            "postgres://u:hu/nter2@h/d",
+            "postgres://u:hu?nter2@h/d",
+            "postgres://u:hu#nter2@h/d",
+            "postgres://u:hu@nter2@h:5432/d",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("hunter2") && !shown.contains("nter2"), "{url} -> {shown}");
+            assert!(shown.contains("***"), "{shown}");
+            if let Err(e) = parse_url(url) {
+                assert!(!format!("{e:#}").contains("nter2"), "{e:#}");
+            }
+        }
+        assert_eq!(redact("postgres://u:p/w@h:1/d?x=1"), "postgres://u:***@h:1/d?x=1");
     }
 }
