@@ -1102,7 +1102,17 @@ fn a_new_plugin_is_built_run_locally_pushed_described_used_and_deleted() {
     let mut cluster = Cluster::new().start().unwrap();
     cluster.add_agent(&[]).unwrap();
     let crate_dir = cluster.dir.path().join("greeter");
-    let out = cluster.sluice(&["plugin", "new", "greeter", "--dir", crate_dir.to_str().unwrap()]);
+    // The SDK of this checkout (the template depends on the published one by version otherwise).
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
+    let out = cluster.sluice(&[
+        "plugin",
+        "new",
+        "greeter",
+        "--dir",
+        crate_dir.to_str().unwrap(),
+        "--sdk-path",
+        sdk.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", output_text(&out));
 
     // Built like any plugin; the shared wasm target dir keeps it incremental.
