@@ -127,6 +127,7 @@ enum Scenario {
         /// Seconds each action takes. [default: 3; smoke 1]
         #[arg(long)]
         action_seconds: Option<u32>,
+    },
     // Scale (issue 19, scale).
     /// A controller on a store of many pipelines with a long past: start-up, listing latencies, overhead.
     Scale {
@@ -239,6 +240,7 @@ async fn run(cli: &Cli) -> Result<Report> {
                     action_seconds: pick(action_seconds.map(|s| s as usize), 3, 1) as u32,
                 };
                 failover::run(&params).await?
+            }
             // Scale (issue 19, scale).
             Scenario::Scale { pipelines, executions, long, samples, actions, runs } => {
                 scale::run(&scale::Params {
