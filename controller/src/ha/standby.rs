@@ -77,15 +77,13 @@ impl Standby {
     }
 }
 
-/// The cluster's CA: the copy in the data dir (every controller that ever
-/// started on the store wrote one), else the store's, read as a lone
-/// controller reads it at start, waiting for the store if it must (a
-/// standby that cannot reach PostgreSQL has nothing to offer yet).
+/// The cluster's CA, read from the store as a lone controller reads it at
+/// start, waiting for the store if it must (a standby that cannot reach
+/// PostgreSQL has nothing to offer yet). A data dir holding a CA other than
+/// the store's is refused here, at start, with `cluster_keys`' message: a
+/// standby trusting the wrong CA would answer every request with 503.
 async fn cluster_ca(config: &ControllerConfig) -> Result<crate::ca::Ca> {
     let dir = &config.data_dir;
-    if dir.join("ca").join("ca.key").exists() && dir.join("ca").join("ca.crt").exists() {
-        return crate::ca::Ca::load_or_create(&dir.join("ca"));
-    }
     loop {
         let loaded = config.store.open(dir, config.durability).and_then(|mut store| {
             let secrets = crate::secrets::SecretBox::open(dir)?;
