@@ -199,11 +199,15 @@ fn a_paused_leader_resumed_after_a_takeover_writes_nothing_and_steps_down() {
 #[test]
 fn artifacts_cross_controllers_a_standby_forwards_the_api_and_no_leader_is_a_503() {
     let mut pg = Postgres::start().unwrap();
-    let store = pg.database("forward").unwrap();
+    // A role that must give its password (review18 H2): the store, the
+    // outbox and the lease all take it from PGPASSWORD, or nobody leads.
+    let store = pg.database_with_password("forward", "sluice", "s3cret-pw").unwrap();
     let moto = Moto::start().unwrap();
     let args = moto.controller_args("ha");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cluster = HaCluster::start(&store, 2, &args, &moto.controller_env()).unwrap();
+    let mut env = moto.controller_env();
+    env.push(("PGPASSWORD".into(), "s3cret-pw".into()));
+    let mut cluster = HaCluster::start(&store, 2, &args, &env).unwrap();
     cluster.add_agent(&[]).unwrap();
     let (first, _) = cluster.wait_for_leader(WAIT).unwrap();
     // Artifacts written through one controller are read through another:
