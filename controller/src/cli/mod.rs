@@ -118,9 +118,6 @@ pub enum Output {
 // its variant large (issue 18, pg's `--store` took it past clippy's bound).
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
-// One value per process, parsed once: the controller's many settings
-// (issue 18, s3 added the bucket's) need not be boxed.
-#[allow(clippy::large_enum_variant)]
 pub enum Cmd {
     /// Run the controller.
     Controller(ControllerArgs),
