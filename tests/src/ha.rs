@@ -318,6 +318,11 @@ impl Postgres {
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        // The harness's own `postgres` user is trusted; every other role
+        // must give its password (scram), as in a real deployment: a
+        // controller that drops the password on any connection fails.
+        let hba = "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::write(data.join("pg_hba.conf"), hba)?;
         pg.restart()?;
         Ok(pg)
     }
@@ -373,6 +378,15 @@ impl Postgres {
             bail!("creating database {name}: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(format!("postgres://postgres@127.0.0.1:{}/{name}", self.port))
+    }
+
+    /// A fresh database owned by a role `user` that logs in with
+    /// `password` only: its URL, without the password (give it as
+    /// `PGPASSWORD`, as docs/ha.md says).
+    pub fn database_with_password(&self, name: &str, user: &str, password: &str) -> Result<String> {
+        self.query("postgres", &format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'"))?;
+        self.query("postgres", &format!("CREATE DATABASE {name} OWNER {user}"))?;
+        Ok(format!("postgres://{user}@127.0.0.1:{}/{name}", self.port))
     }
 
     /// `psql -At -c SQL` on a database: its output.

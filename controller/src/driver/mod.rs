@@ -281,6 +281,10 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     }
     // Data lifecycle (issue 17, life): one controller per data dir.
     let lock = lifecycle::lock_data_dir(dir)?;
+    // How long each part of start-up takes (a new leader's takeover time is
+    // mostly this; issue 18, hafix).
+    let started = std::time::Instant::now();
+    let ms = |since: std::time::Instant| since.elapsed().as_millis() as u64;
     let mut store: Box<dyn Store> = match (&config.store, &config.leadership) {
         // High availability (issue 18, ha): a leader's store is fenced
         // before anything is written, start-up's own writes included.
@@ -294,17 +298,20 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     // Shared keys (issue 18, reach): the CA, the admin token and the worker
     // key come from the store, where every controller of a cluster finds
     // the same (the data dir's files are migrated there on first start).
+    let store_ms = ms(started);
     let secret_box = crate::secrets::SecretBox::open(dir)?;
     let keys = crate::cluster_keys::load(&mut *store, &secret_box, dir, now_ms())?;
     let ca = Arc::new(keys.ca);
     let admin_token = keys.admin_token;
     let (artifacts, plugins) = open_blob_stores(dir, config.artifacts_s3.as_ref()).await?;
+    let keys_ms = ms(started) - store_ms;
 
     let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig {
         cache_dir: Some(dir.join("cache")),
         ..Default::default()
     })?;
     let catalog = catalog::register_builtins(&mut *store, &plugins, &runtime).await?;
+    let builtins_ms = ms(started) - store_ms - keys_ms;
 
     let (events, _) = broadcast::channel(4096);
     let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -369,18 +376,26 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     }
     // Start-up is one step: it reads the clock once, as every command does.
     let now = now_ms();
+    let recovering = std::time::Instant::now();
     driver.recover(now)?;
     driver.recover_sources(now)?;
     driver.recover_users(&admin_token)?;
     driver.recover_access_keys()?;
     driver.recover_notifications()?;
-    notifications::spawn_delivery(dir, &config.store, &config.notifications, driver.notify_wake.clone())?;
+    notifications::spawn_delivery(
+        dir,
+        &config.store,
+        &config.notifications,
+        driver.notify_wake.clone(),
+        config.leadership.as_ref(),
+    )?;
     driver.recover_audit()?;
     driver.prune_audit(now);
     driver.recover_directory()?;
     // Issue 21, feedfix: upstream successes a stop kept from being judged,
     // and the hold reasons (memory only), before anything is served.
     driver.rejudge_feeds(now, None);
+    let recover_ms = ms(recovering);
     let directory = driver.directory.clone();
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
@@ -401,6 +416,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         None => None,
     };
     let api = listeners.api.local_addr()?;
+    info!(store_ms, keys_ms, builtins_ms, recover_ms, total_ms = ms(started), "start-up took");
 
     let (tx, rx) = mpsc::channel(1024);
     let driver_task = tokio::spawn(driver.run(rx));

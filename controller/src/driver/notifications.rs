@@ -38,8 +38,11 @@ pub(super) fn spawn_delivery(
     store: &crate::store::Location,
     config: &NotifyConfig,
     wake: Arc<tokio::sync::Notify>,
+    leadership: Option<&crate::store::Fence>,
 ) -> Result<()> {
-    let outbox = store.outbox(data_dir)?;
+    let mut outbox = store.outbox(data_dir)?;
+    // A leader's outbox writes are fenced like the store's (review18 M6).
+    outbox.set_fence(leadership.cloned())?;
     let secret_box = crate::secrets::SecretBox::open(data_dir)?;
     let client = crate::notify::deliver::client(config)?;
     tokio::spawn(crate::notify::deliver::run(outbox, secret_box, config.clone(), client, wake));

@@ -10,11 +10,20 @@ use tracing::warn;
 
 /// How long a lease lasts past its last renewal. A standby takes over at
 /// most this long (plus one attempt interval) after the leader stopped
-/// renewing: well under the 10 s the failover promises.
-pub const TTL: Duration = Duration::from_secs(5);
+/// renewing, which leaves the new leader's start-up ~6 s of the 10 s the
+/// failover promises.
+pub const TTL: Duration = Duration::from_secs(3);
 
-/// How often the leader renews and a standby tries to take the lease.
-pub const EVERY: Duration = Duration::from_secs(1);
+/// How often the leader renews and a standby tries to take the lease: a
+/// leader has TTL - MARGIN = 2 s of term, so four renewals may be late or
+/// lost before it steps down.
+pub const EVERY: Duration = Duration::from_millis(500);
+
+/// The longest a lease statement may wait for a row lock (the lease row is
+/// locked by a write's fence only between the fence and its COMMIT, one
+/// pipelined batch): a standby's attempt or a renewal that hits a stuck
+/// transaction fails and is tried again, it never waits past the term.
+const LOCK_TIMEOUT: &str = "SET lock_timeout = '400ms'; SET statement_timeout = '2s'";
 
 /// How much earlier than the database the leader gives up its term: its
 /// clock started counting after the database's did (the renewal was sent
@@ -60,9 +69,11 @@ impl Drop for LeaseConn {
 }
 
 impl LeaseConn {
-    /// Connects and makes sure the lease row exists.
+    /// Connects (with the store's own settings of `url`: `PGPASSWORD`, the
+    /// TLS refusal, the connect timeout) and makes sure the lease row exists.
     pub async fn connect(url: &str) -> Result<Self> {
-        let (client, connection) = tokio::time::timeout(TTL, tokio_postgres::connect(url, tokio_postgres::NoTls))
+        let config = crate::store::postgres::parse_url(url)?;
+        let (client, connection) = tokio::time::timeout(TTL, config.connect(tokio_postgres::NoTls))
             .await
             .context("connecting to PostgreSQL for the lease: timed out")?
             .context("connecting to PostgreSQL for the lease")?;
@@ -72,6 +83,7 @@ impl LeaseConn {
             }
         });
         let conn = Self { client, task };
+        conn.client.batch_execute(LOCK_TIMEOUT).await.context("setting the lease connection's timeouts")?;
         if let Err(e) = conn.client.batch_execute(ENSURE).await {
             // Two controllers starting at once race on CREATE TABLE IF NOT
             // EXISTS; the loser's error is harmless when the row is there.
@@ -188,10 +200,11 @@ mod tests {
     fn a_renewal_extends_the_term_and_a_late_answer_to_an_old_one_does_not_shorten_it() {
         let start = Instant::now();
         let mut term = Term::from(start);
-        term.renewed(start + Duration::from_secs(3));
-        assert!(term.holds(start + Duration::from_secs(6)));
-        term.renewed(start + Duration::from_secs(1));
-        assert!(term.holds(start + Duration::from_secs(6)));
+        let later = start + TTL;
+        term.renewed(later);
+        assert!(term.holds(later + TTL - MARGIN - Duration::from_millis(1)));
+        term.renewed(start + Duration::from_millis(100));
+        assert!(term.holds(later + TTL - MARGIN - Duration::from_millis(1)));
         assert_eq!(term.left(start + Duration::from_secs(60)), Duration::ZERO);
     }
 

@@ -23,7 +23,7 @@ mod standby;
 
 use crate::driver::ControllerConfig;
 use crate::store::Fence;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
@@ -46,6 +46,8 @@ pub struct Standing {
     leading: AtomicBool,
     epoch: AtomicI64,
     leader: RwLock<Option<Leader>>,
+    /// The leader's term, as its renewals keep it.
+    term: RwLock<Option<lease::Term>>,
 }
 
 impl Standing {
@@ -55,6 +57,23 @@ impl Standing {
 
     pub fn is_leading(&self) -> bool {
         self.leading.load(Ordering::Relaxed)
+    }
+
+    /// Whether this controller may act as the leader now: always out of a
+    /// cluster; in one, while its term lasts (side effects outside the
+    /// store, such as notification deliveries, check it before they go).
+    pub fn may_act(&self) -> bool {
+        if !self.is_clustered() {
+            return true;
+        }
+        let term = self.term.read().map(|t| *t).unwrap_or_default();
+        self.is_leading() && term.is_some_and(|t| t.holds(Instant::now()))
+    }
+
+    fn set_term(&self, term: lease::Term) {
+        if let Ok(mut slot) = self.term.write() {
+            *slot = Some(term);
+        }
     }
 
     /// The live leader, when there is one.
@@ -184,10 +203,19 @@ pub async fn run(mut config: ControllerConfig, url: &str) -> Result<()> {
     }));
     info!(epoch, "took the lease: leading");
     let leadership = Fence { holder: me.clone(), epoch };
-    tokio::spawn(keep_lease(conn, leadership.clone(), lease::Term::from(sent), url.to_string()));
+    standing.set_term(lease::Term::from(sent));
+    let keeper = tokio::spawn(keep_lease(conn, leadership.clone(), lease::Term::from(sent), url.to_string()));
     config.leadership = Some(leadership);
-    let controller = crate::driver::start(config).await.context("starting as the leader")?;
-    info!(api = %controller.api_url, fleet = %controller.fleet, epoch, "leading");
+    let started = Instant::now();
+    let controller = match crate::driver::start(config).await {
+        Ok(controller) => controller,
+        Err(e) => {
+            // No renewal may follow the release.
+            keeper.abort();
+            return Err(failed_to_lead(url, &me, epoch, e).await);
+        }
+    };
+    info!(api = %controller.api_url, fleet = %controller.fleet, epoch, took_ms = started.elapsed().as_millis() as u64, "leading");
     crate::exit::shutdown_signal().await;
     controller.close();
     // Stopping on purpose: a standby need not wait for the lease to expire.
@@ -198,6 +226,30 @@ pub async fn run(mut config: ControllerConfig, url: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// A controller that took the lease but cannot start as the leader (wrong
+/// bucket credentials, a CA of another cluster, a store schema newer than
+/// this release...): it gives the lease up at once, so that a healthy
+/// member takes over at its next attempt instead of after the TTL, and
+/// waits a moment before exiting so that a supervisor restarting it at once
+/// does not win the lease again before the others had their chance.
+async fn failed_to_lead(url: &str, me: &str, epoch: i64, e: anyhow::Error) -> anyhow::Error {
+    error!(epoch, error = %format!("{e:#}"), "took the lease but cannot start as the leader: giving the lease up");
+    match lease::LeaseConn::connect(url).await {
+        Ok(conn) => {
+            if let Err(e) = conn.release(me, epoch).await {
+                warn!("giving the lease up: {e:#}");
+            }
+        }
+        Err(e) => warn!("giving the lease up: {e:#}"),
+    }
+    tokio::time::sleep(FAILED_START_BACKOFF).await;
+    e.context("starting as the leader (the lease was given up)")
+}
+
+/// How long a member that failed to start as the leader waits before it
+/// exits (see [`failed_to_lead`]).
+const FAILED_START_BACKOFF: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The advertised addresses: the flags, else the bound ones when they are
 /// not wildcards (a wildcard is no address another host can reach).
@@ -286,7 +338,10 @@ async fn wait_for_lease(
 async fn keep_lease(conn: lease::LeaseConn, me: Fence, mut term: lease::Term, url: String) {
     let mut conn = Some(conn);
     loop {
-        tokio::time::sleep(lease::EVERY).await;
+        // Wake at the end of the term at the latest: a leader whose
+        // renewals fail steps down when its term ends, not up to one
+        // interval after (its side effects must not overlap a successor's).
+        tokio::time::sleep(lease::EVERY.min(term.left(Instant::now()))).await;
         // First look at the clock: a leader resumed after a pause learns
         // here, before any renewal attempt, that its term is over.
         let now = Instant::now();
@@ -299,7 +354,10 @@ async fn keep_lease(conn: lease::LeaseConn, me: Fence, mut term: lease::Term, ur
         let Some(c) = &conn else { continue };
         let sent = Instant::now();
         match tokio::time::timeout(term.left(sent), c.renew(&me.holder, me.epoch)).await {
-            Ok(Ok(true)) => term.renewed(sent),
+            Ok(Ok(true)) => {
+                term.renewed(sent);
+                standing().set_term(term);
+            }
             Ok(Ok(false)) => step_down("another controller took the lease"),
             Ok(Err(e)) => {
                 warn!("renewing the lease: {e:#}");

@@ -91,15 +91,14 @@ impl Standby {
     }
 }
 
-/// The cluster's CA: the copy in the data dir (every controller that ever
-/// started on the store wrote one), else the store's, read as a lone
-/// controller reads it at start, waiting for the store if it must (a
-/// standby that cannot reach PostgreSQL has nothing to offer yet).
+/// The cluster's CA, read from the store as a lone controller reads it at
+/// start, waiting for the store if it must (a standby that cannot reach
+/// PostgreSQL has nothing to offer yet). A data dir holding a CA other than
+/// the store's is refused here, at start, with `cluster_keys`' message: a
+/// standby trusting the wrong CA would answer every request with 503. With
+/// the store unreachable, the data dir's copy is taken unchecked.
 async fn cluster_ca(config: &ControllerConfig) -> Result<crate::ca::Ca> {
     let dir = &config.data_dir;
-    if dir.join("ca").join("ca.key").exists() && dir.join("ca").join("ca.crt").exists() {
-        return crate::ca::Ca::load_or_create(&dir.join("ca"));
-    }
     loop {
         let loaded = config.store.open(dir, config.durability).and_then(|mut store| {
             let secrets = crate::secrets::SecretBox::open(dir)?;
@@ -109,6 +108,13 @@ async fn cluster_ca(config: &ControllerConfig) -> Result<crate::ca::Ca> {
             Ok(keys) => return Ok(keys.ca),
             // Keys that do not open or files of another cluster: no wait mends that.
             Err(e) if !e.chain().any(|c| c.to_string().contains("connecting to the store")) => return Err(e),
+            // PostgreSQL down (a leader that stepped down for that very
+            // reason comes here): the data dir's copy lets the standby
+            // answer at once (503 NoLeader) rather than not at all.
+            Err(e) if dir.join("ca").join("ca.key").exists() && dir.join("ca").join("ca.crt").exists() => {
+                tracing::warn!("the store is unreachable; using the data dir's CA unchecked: {e:#}");
+                return crate::ca::Ca::load_or_create(&dir.join("ca"));
+            }
             Err(e) => tracing::warn!("reading the cluster's CA from the store, trying again: {e:#}"),
         }
         tokio::time::sleep(super::lease::EVERY).await;

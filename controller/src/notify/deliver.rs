@@ -125,6 +125,9 @@ pub async fn run(outbox: Outbox, secret_box: SecretBox, config: NotifyConfig, cl
             match blocking(&outbox, move |o| o.prune(now)).await {
                 Ok(0) => {}
                 Ok(gone) => info!(rows = gone, "notifications: old deliveries pruned"),
+                Err(e) if crate::ha::is_fenced(&e) => {
+                    crate::ha::step_down(&format!("a notification outbox write was refused: {e:#}"))
+                }
                 Err(e) => warn!("notifications: pruning failed: {e:#}"),
             }
         }
@@ -132,6 +135,9 @@ pub async fn run(outbox: Outbox, secret_box: SecretBox, config: NotifyConfig, cl
             warn!("notifications: reading the outbox failed: {e:#}");
             Vec::new()
         });
+        // A leader whose term is over sends nothing more (review18 M6): its
+        // renewal task steps it down, a successor delivers.
+        let due = if crate::ha::standing().may_act() { due } else { Vec::new() };
         for row in due {
             if tasks.len() >= MAX_IN_FLIGHT {
                 break;
@@ -307,6 +313,9 @@ async fn record(outbox: &Arc<Mutex<Outbox>>, config: &NotifyConfig, row: Deliver
     }
     let id = row.id;
     if let Err(e) = blocking(outbox, move |o| o.record(id, status, attempts, at, error.as_deref(), now)).await {
+        if crate::ha::is_fenced(&e) {
+            crate::ha::step_down(&format!("a notification outbox write was refused: {e:#}"));
+        }
         warn!(delivery = id, "notifications: recording an attempt failed: {e:#}");
     }
 }

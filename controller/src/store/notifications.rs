@@ -205,6 +205,9 @@ pub(super) fn delivery(conn: &Connection, id: i64) -> Result<Option<DeliveryReco
 /// (issue 18, pg) a connection of its own to the same database.
 pub struct Outbox {
     backend: Backend,
+    /// In a cluster (issue 18, hafix): the leader's fence, checked by every
+    /// write of a PostgreSQL outbox as the store's writes are.
+    fence: Option<super::Fence>,
 }
 
 enum Backend {
@@ -225,7 +228,7 @@ impl Outbox {
             Connection::open(path).with_context(|| format!("opening the store {} for notifications", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA).context("creating the notification tables")?;
-        Ok(Self { backend: Backend::Sqlite(conn) })
+        Ok(Self { backend: Backend::Sqlite(conn), fence: None })
     }
 
     /// The outbox of a PostgreSQL store (whose schema `PgStore::open` made).
@@ -233,7 +236,19 @@ impl Outbox {
         let config = super::postgres::parse_url(url)?;
         let conn = super::postgres::conn::Conn::connect(&config, "outbox")
             .with_context(|| format!("connecting to the store {} for notifications", super::postgres::redact(url)))?;
-        Ok(Self { backend: Backend::Postgres(conn) })
+        Ok(Self { backend: Backend::Postgres(conn), fence: None })
+    }
+
+    /// From now on every write checks `fence` against the lease row (a
+    /// PostgreSQL outbox; SQLite has no lease) and fails with
+    /// [`super::Fenced`] when another controller leads.
+    pub fn set_fence(&mut self, fence: Option<super::Fence>) -> Result<()> {
+        if let (Backend::Postgres(conn), Some(_)) = (&self.backend, &fence) {
+            let idle = super::postgres::IDLE_IN_TRANSACTION;
+            conn.batch(&format!("SET idle_in_transaction_session_timeout = '{idle}'"))?;
+        }
+        self.fence = fence;
+        Ok(())
     }
 
     /// The head of each target's queue (its oldest pending delivery) when
@@ -288,7 +303,8 @@ impl Outbox {
         let conn = match &self.backend {
             Backend::Sqlite(conn) => conn,
             Backend::Postgres(conn) => {
-                return super::postgres::outbox::record(conn, id, status, attempts, next_attempt_at, error, now);
+                let fence = self.fence.as_ref();
+                return super::postgres::outbox::record(conn, fence, id, status, attempts, next_attempt_at, error, now);
             }
         };
         conn.prepare_cached(
@@ -305,7 +321,7 @@ impl Outbox {
     pub fn prune(&mut self, now: u64) -> Result<usize> {
         let conn = match &mut self.backend {
             Backend::Sqlite(conn) => conn,
-            Backend::Postgres(conn) => return super::postgres::outbox::prune(conn, now),
+            Backend::Postgres(conn) => return super::postgres::outbox::prune(conn, self.fence.as_ref(), now),
         };
         let tx = conn.transaction()?;
         let mut gone = tx.execute(

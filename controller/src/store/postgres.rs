@@ -17,9 +17,18 @@
 //!   without fsync); [`Durability::PowerLoss`] waits for the server's WAL
 //!   flush.
 //! - Fencing (seam 1): while [`PgStore::set_fence`] holds a fence, every
-//!   write transaction first runs `sluice_fence(holder, epoch)`, which
-//!   takes the lease row `FOR SHARE` and aborts the transaction when its
-//!   holder or epoch differ; the write fails with [`Fenced`].
+//!   write transaction runs `sluice_fence(holder, epoch)`, which takes the
+//!   lease row `FOR SHARE` and aborts the transaction when its holder or
+//!   epoch differ; the write fails with [`Fenced`]. The fence runs last,
+//!   pipelined with the `COMMIT` (one batch, no client think-time between
+//!   them): the share lock is held for the moment of the commit only, so a
+//!   leader paused or cut off in the middle of a step never keeps a standby
+//!   from taking the lease, nor its own renewal from going through. A
+//!   takeover committed before the fence makes the fence fail; one after
+//!   it waits for the COMMIT. The transaction of a fenced store that stays
+//!   idle longer than [`IDLE_IN_TRANSACTION`] (a paused or partitioned
+//!   leader) is ended by the server, so its row locks do not block the new
+//!   leader.
 //! - Several controllers may use one database (that is HA); which of them
 //!   writes is the lease's business, not the store's.
 
@@ -73,6 +82,11 @@ enum Step {
     Writing,
 }
 
+/// How long a fenced store's transaction may stay idle before the server
+/// ends it (and the session): shorter than the lease's TTL, so the row
+/// locks of a leader paused mid-step are gone by the time a successor runs.
+pub const IDLE_IN_TRANSACTION: &str = "2500ms";
+
 pub struct PgStore {
     conn: Conn,
     fence: Option<Fence>,
@@ -104,6 +118,11 @@ impl PgStore {
     /// From now on every write transaction checks `fence` against the
     /// lease row first (`None`: no check, as for a single controller).
     pub fn set_fence(&mut self, fence: Option<Fence>) {
+        let idle = if fence.is_some() { IDLE_IN_TRANSACTION } else { "0" };
+        if let Err(e) = self.conn.batch(&format!("SET idle_in_transaction_session_timeout = '{idle}'")) {
+            // The next write fails on the same connection and says why.
+            tracing::warn!(error = %e, "setting the store session's idle-in-transaction timeout");
+        }
         self.fence = fence;
     }
 
@@ -135,12 +154,18 @@ impl PgStore {
         anyhow::Error::from(e).context(format!("writing to the store: {}", sql.trim().lines().next().unwrap_or("")))
     }
 
-    /// `BEGIN` and, while fenced, the fence: how a write transaction starts.
+    /// How a write transaction starts.
     fn begin(&self, writes: &mut Vec<Write>) {
         writes.push(w!("BEGIN"));
+    }
+
+    /// While fenced, the fence, then `COMMIT`: how a write transaction ends
+    /// (in the same batch, see the module's doc).
+    fn commit(&self, writes: &mut Vec<Write>) {
         if let Some(fence) = &self.fence {
             writes.push(w!("SELECT sluice_fence($1, $2)", fence.holder.clone(), fence.epoch));
         }
+        writes.push(w!("COMMIT"));
     }
 
     fn rollback(&self) {
@@ -258,7 +283,7 @@ impl Store for PgStore {
             now as i64
         ));
         if standalone {
-            writes.push(w!("COMMIT"));
+            self.commit(&mut writes);
         }
         if let Err(e) = self.run(&writes) {
             if standalone {
@@ -286,7 +311,7 @@ impl Store for PgStore {
             Step::None => {
                 self.begin(&mut writes);
                 writes.extend(body);
-                writes.push(w!("COMMIT"));
+                self.commit(&mut writes);
                 // A failed statement aborted the transaction: the COMMIT
                 // after it rolled it back.
                 self.run(&writes)
@@ -335,7 +360,13 @@ impl Store for PgStore {
         let writing = self.step == Step::Writing;
         self.step = Step::None;
         if writing {
-            self.run(&[w!("COMMIT")]).context("committing to the store")?;
+            let mut writes = Vec::new();
+            self.commit(&mut writes);
+            if let Err(e) = self.run(&writes) {
+                // A fenced commit left its transaction aborted: end it.
+                self.rollback();
+                return Err(e.context("committing to the store"));
+            }
         }
         Ok(())
     }

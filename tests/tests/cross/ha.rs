@@ -53,8 +53,13 @@ fn logs(cluster: &HaCluster) -> String {
 
 /// Every execution of `ids` ended Succeeded, and its action ran exactly as
 /// often as it had attempts (`runs` has one line per run).
+///
+/// The runs file is read only once every execution has ended: read before,
+/// it misses the line of an action that had not started yet, which looked
+/// like "Succeeded, ran 0 times in 1 attempt" (the bug ha saw in the pause
+/// test was this test's counting, not a result accepted without a run).
 fn assert_each_ran_once_per_attempt(cluster: &HaCluster, pipeline: &str, ids: &[String], runs: &Path) {
-    let runs = std::fs::read_to_string(runs).unwrap_or_default();
+    let mut ended = Vec::new();
     for id in ids {
         let e = wait_for(&format!("execution {id} to end"), Duration::from_secs(90), || {
             let e = cluster.sluice_json(&["execution", "get", pipeline, id]).map_err(|e| e.to_string())?;
@@ -63,6 +68,10 @@ fn assert_each_ran_once_per_attempt(cluster: &HaCluster, pipeline: &str, ids: &[
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(cluster)));
         assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}\n{}", logs(cluster));
+        ended.push((id, e));
+    }
+    let runs = std::fs::read_to_string(runs).unwrap_or_default();
+    for (id, e) in ended {
         let attempts = e["stages"][1]["actions"][0]["attempt"].as_u64().unwrap_or(1);
         let ran = runs.lines().filter(|l| l == id).count() as u64;
         assert_eq!(ran, attempts, "execution {id}: the action ran {ran} times in {attempts} attempt(s)");
@@ -190,11 +199,15 @@ fn a_paused_leader_resumed_after_a_takeover_writes_nothing_and_steps_down() {
 #[test]
 fn artifacts_cross_controllers_a_standby_forwards_the_api_and_no_leader_is_a_503() {
     let mut pg = Postgres::start().unwrap();
-    let store = pg.database("forward").unwrap();
+    // A role that must give its password (review18 H2): the store, the
+    // outbox and the lease all take it from PGPASSWORD, or nobody leads.
+    let store = pg.database_with_password("forward", "sluice", "s3cret-pw").unwrap();
     let moto = Moto::start().unwrap();
     let args = moto.controller_args("ha");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cluster = HaCluster::start(&store, 2, &args, &moto.controller_env()).unwrap();
+    let mut env = moto.controller_env();
+    env.push(("PGPASSWORD".into(), "s3cret-pw".into()));
+    let mut cluster = HaCluster::start(&store, 2, &args, &env).unwrap();
     cluster.add_agent(&[]).unwrap();
     let (first, _) = cluster.wait_for_leader(WAIT).unwrap();
     // Artifacts written through one controller are read through another:

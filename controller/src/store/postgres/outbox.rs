@@ -2,7 +2,8 @@
 //! backend): the reads of [`crate::store::Store`] and the delivery task's
 //! own connection ([`crate::store::notifications::Outbox`]).
 
-use super::conn::Conn;
+use super::conn::{Conn, w};
+use super::{Fence, Fenced, ddl};
 use crate::store::notifications::{
     COLUMNS, DeliveryRecord, HEADS, KEEP_DEAD_MS, KEEP_DELIVERED_MS, MAX_UNDELIVERED_PER_RULE, NotificationRuleRecord,
 };
@@ -79,8 +80,36 @@ pub(in crate::store) fn next_due(conn: &Conn) -> Result<Option<u64>> {
     Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(|a| a.max(0) as u64))
 }
 
+/// The fence's refusal as [`Fenced`], any other error as it is.
+fn fenced(e: tokio_postgres::Error, fence: &Fence) -> anyhow::Error {
+    match e.as_db_error() {
+        Some(db) if db.code().code() == ddl::FENCED_SQLSTATE => Fenced {
+            fence: fence.clone(),
+            found_holder: db.detail().unwrap_or_default().to_string(),
+            found_epoch: db.hint().and_then(|h| h.parse().ok()).unwrap_or(-1),
+        }
+        .into(),
+        _ => anyhow::Error::from(e).context("writing to the notification outbox"),
+    }
+}
+
+/// `SELECT sluice_fence(..)` then `COMMIT`, pipelined: a fenced outbox's
+/// transaction ends as the store's do (see `postgres.rs`).
+fn fenced_commit(conn: &Conn, fence: &Fence) -> Result<()> {
+    let writes = [w!("SELECT sluice_fence($1, $2)", fence.holder.clone(), fence.epoch), w!("COMMIT")];
+    for result in conn.pipeline(&writes) {
+        if let Err(e) = result {
+            let _ = conn.batch("ROLLBACK");
+            return Err(fenced(e, fence));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(in crate::store) fn record(
     conn: &Conn,
+    fence: Option<&Fence>,
     id: i64,
     status: &str,
     attempts: u32,
@@ -88,15 +117,25 @@ pub(in crate::store) fn record(
     error: Option<&str>,
     now: u64,
 ) -> Result<()> {
-    conn.query(
-        "UPDATE notification_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, last_error = $5,
-         updated_at = $6 WHERE id = $1",
-        &[&id, &status, &i64::from(attempts), &i(next_attempt_at), &error, &i(now)],
-    )?;
+    const UPDATE: &str = "UPDATE notification_deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
+         last_error = $5, updated_at = $6 WHERE id = $1";
+    let Some(fence) = fence else {
+        conn.query(UPDATE, &[&id, &status, &i64::from(attempts), &i(next_attempt_at), &error, &i(now)])?;
+        return Ok(());
+    };
+    let update =
+        w!(UPDATE, id, status.to_string(), i64::from(attempts), i(next_attempt_at), error.map(str::to_string), i(now));
+    let writes = [w!("BEGIN"), update, w!("SELECT sluice_fence($1, $2)", fence.holder.clone(), fence.epoch), w!("COMMIT")];
+    for result in conn.pipeline(&writes) {
+        if let Err(e) = result {
+            let _ = conn.batch("ROLLBACK");
+            return Err(fenced(e, fence));
+        }
+    }
     Ok(())
 }
 
-pub(in crate::store) fn prune(conn: &Conn, now: u64) -> Result<usize> {
+pub(in crate::store) fn prune(conn: &Conn, fence: Option<&Fence>, now: u64) -> Result<usize> {
     conn.batch("BEGIN")?;
     let result = (|| -> Result<usize> {
         let count = |sql: &str, param: i64| -> Result<usize> {
@@ -121,7 +160,10 @@ pub(in crate::store) fn prune(conn: &Conn, now: u64) -> Result<usize> {
     })();
     match result {
         Ok(gone) => {
-            conn.batch("COMMIT")?;
+            match fence {
+                Some(fence) => fenced_commit(conn, fence)?,
+                None => conn.batch("COMMIT")?,
+            }
             Ok(gone)
         }
         Err(e) => {

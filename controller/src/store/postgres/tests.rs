@@ -54,9 +54,11 @@ fn a_fenced_store_writes_nothing_and_a_matching_fence_writes() {
     let err = store.apply(&[user("bob"), user("cid")]).unwrap_err();
     let fenced = err.downcast_ref::<Fenced>().unwrap_or_else(|| panic!("not Fenced: {err:#}"));
     assert_eq!((fenced.found_holder.as_str(), fenced.found_epoch), ("ctl-b", 2));
+    // In a step the fence runs with the COMMIT: the step's writes go, the
+    // end refuses them all.
     store.begin_step().unwrap();
-    assert!(store.apply(&[user("dan")]).unwrap_err().is::<Fenced>());
-    store.end_step().unwrap();
+    store.apply(&[user("dan")]).unwrap();
+    assert!(store.end_step().unwrap_err().is::<Fenced>());
     let names = |store: &PgStore| store.users().unwrap().into_iter().map(|u| u.name).collect::<Vec<_>>();
     assert_eq!(names(&store), ["ann"], "nothing of a refused write is stored");
 
@@ -71,6 +73,53 @@ fn a_fenced_store_writes_nothing_and_a_matching_fence_writes() {
     store.set_fence(None);
     store.apply(&[user("gus")]).unwrap();
     assert_eq!(names(&store), ["ann", "eve", "fay", "gus"]);
+}
+
+/// Review18 H1: a leader paused (or cut off) in the middle of a step holds
+/// its transaction open; neither a standby's takeover nor the leader's own
+/// renewal may wait behind it, and the paused step, resumed, commits nothing.
+#[test]
+fn a_step_held_open_blocks_neither_a_takeover_nor_a_renewal_and_then_commits_nothing() {
+    let Some((mut store, url)) = store("held_step") else { return };
+    take_lease(&url, "ctl-a", 1);
+    store.set_fence(Some(Fence { holder: "ctl-a".into(), epoch: 1 }));
+    store.begin_step().unwrap();
+    store.apply(&[user("ann")]).unwrap();
+    // The step stays open (the leader is paused). Its renewal, with the
+    // lease connection's lock timeout, goes through at once.
+    let other = Conn::connect(&parse_url(&url).unwrap(), "test").unwrap();
+    other.batch("SET lock_timeout = '400ms'").unwrap();
+    let t = std::time::Instant::now();
+    other
+        .query("UPDATE sluice_lease SET expires_at = now() + interval '3 seconds' WHERE id = 1 AND holder = 'ctl-a'", &[])
+        .unwrap();
+    // A standby takes the lease, also at once.
+    other
+        .query("UPDATE sluice_lease SET holder = 'ctl-b', epoch = epoch + 1 WHERE id = 1", &[])
+        .unwrap_or_else(|e| panic!("the takeover waited behind the open step: {e:#}"));
+    assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+    // The paused leader resumes: its step's end is refused, nothing of it stored.
+    assert!(store.end_step().unwrap_err().is::<Fenced>());
+    assert!(other.query("SELECT name FROM users", &[]).unwrap().is_empty());
+}
+
+/// The server ends a fenced store's transaction left idle (a paused leader):
+/// its row locks go and the new leader's writes of the same rows pass.
+#[test]
+fn a_fenced_step_left_idle_is_ended_by_the_server() {
+    let Some((mut store, url)) = store("idle_step") else { return };
+    take_lease(&url, "ctl-a", 1);
+    store.set_fence(Some(Fence { holder: "ctl-a".into(), epoch: 1 }));
+    store.begin_step().unwrap();
+    store.apply(&[user("ann")]).unwrap();
+    take_lease(&url, "ctl-b", 2);
+    let mut next = PgStore::open(&url, Durability::Process).unwrap();
+    next.set_fence(Some(Fence { holder: "ctl-b".into(), epoch: 2 }));
+    let t = std::time::Instant::now();
+    next.apply(&[user("ann")]).unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(6), "{:?}", t.elapsed());
+    assert!(store.end_step().is_err(), "the old step is gone");
+    assert_eq!(next.users().unwrap().len(), 1);
 }
 
 #[test]
@@ -164,4 +213,39 @@ fn step_cost() {
         let audited = t.elapsed() / n as u32;
         println!("{}: apply {apply:?} per step, audited step {audited:?}", fresh.location);
     }
+}
+
+/// Review18 M6: the notification outbox of a leader is fenced as its store
+/// is: once another controller holds the lease, its writes are refused and
+/// change nothing.
+#[test]
+fn a_fenced_outbox_writes_nothing_once_the_lease_moved_on() {
+    use crate::store::notifications::{NewDelivery, NotificationChange, Outbox};
+    let Some((mut store, url)) = store("outbox_fence") else { return };
+    take_lease(&url, "ctl-a", 1);
+    let delivery = NewDelivery {
+        rule_id: "web:a".into(),
+        target: 0,
+        pipeline: "web".into(),
+        event_type: "codepipeline-pipeline-pipeline-execution-failed".into(),
+        execution_id: "e".into(),
+        payload: "{}".into(),
+        created_at: 100,
+    };
+    store.apply(&[Change::Notification(NotificationChange::Delivery(delivery))]).unwrap();
+    let mut outbox = Outbox::open_postgres(&url).unwrap();
+    outbox.set_fence(Some(Fence { holder: "ctl-a".into(), epoch: 1 })).unwrap();
+    let id = outbox.due(1000, 64).unwrap()[0].id;
+    outbox.record(id, "pending", 1, 5000, Some("HTTP 503"), 1000).unwrap();
+
+    take_lease(&url, "ctl-b", 2);
+    let err = outbox.record(id, "dead", 2, 1000, Some("late"), 2000).unwrap_err();
+    assert!(err.is::<Fenced>(), "not Fenced: {err:#}");
+    let row = store.notification_delivery(id).unwrap().unwrap();
+    assert_eq!((row.status.as_str(), row.attempts), ("pending", 1), "the refused write changed nothing");
+    assert!(outbox.prune(2000).unwrap_err().is::<Fenced>());
+    // The connection is usable after a refusal (its transaction ended).
+    outbox.set_fence(Some(Fence { holder: "ctl-b".into(), epoch: 2 })).unwrap();
+    outbox.record(id, "delivered", 2, 2000, None, 2000).unwrap();
+    assert_eq!(store.notification_delivery(id).unwrap().unwrap().status, "delivered");
 }
