@@ -126,7 +126,7 @@ fn a_store_written_by_release_0_1_0_is_migrated_at_start_and_runs_on() {
 
     cluster.start_controller().unwrap();
     assert!(cluster.controller_log().contains("store schema migrated"), "{}", cluster.controller_log());
-    assert_eq!(schema_version(&data.join("sluice.db")), 2);
+    assert_eq!(schema_version(&data.join("sluice.db")), i64::from(sluice::store::schema::CURRENT));
     // Version 2 (issue 16, pages) indexed the old executions by their
     // source revision: the revision flow finds both.
     let flow = cluster.sluice_json(&["revision", "show", "9c73e01"]).unwrap();
