@@ -220,6 +220,13 @@ impl Rogue {
         let (mut send, _recv) = self.conn.open_bi().await?;
         send.write_all(&encode(request)?).await?;
         send.write_all(body).await?;
+        // The controller holds what arrived in memory until its buffer fills
+        // or the stream ends (it hashes and writes on a thread, in 1 MiB
+        // buffers), so the bytes land in the partial file at the cut. The
+        // pause lets them arrive first: a reset discards what the receiver
+        // has not read yet.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = send.reset(0u32.into());
         let deadline = tokio::time::Instant::now() + crate::WAIT;
         let landed = loop {
             let have = std::fs::metadata(partial).map_or(0, |m| m.len());
@@ -228,7 +235,6 @@ impl Rogue {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let _ = send.reset(0u32.into());
         if landed < body.len() as u64 {
             bail!("timed out after {:?}: {landed} of {} bytes reached {}", crate::WAIT, body.len(), partial.display());
         }
