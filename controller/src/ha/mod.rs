@@ -23,7 +23,7 @@ mod standby;
 
 use crate::driver::ControllerConfig;
 use crate::store::Fence;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
@@ -137,13 +137,17 @@ pub const STEPPED_DOWN: i32 = 75;
 /// same arguments and environment, so it comes back as a standby with
 /// nothing of its term in memory. Every socket and the data dir's lock are
 /// close-on-exec, and an unfinished transaction dies with its connection.
+/// Set in the environment of a controller that stepped down and started
+/// again (its database may be away then).
+const REEXEC: &str = "SLUICE_STEPPED_DOWN";
+
 pub fn step_down(reason: &str) -> ! {
     use std::os::unix::process::CommandExt as _;
     error!(reason, "no longer the leader: stepping down, starting again as a standby");
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
     // /proc/self/exe is this very binary even when an upgrade replaced the file.
-    let e = std::process::Command::new("/proc/self/exe").arg0(arg0).args(args).exec();
+    let e = std::process::Command::new("/proc/self/exe").arg0(arg0).args(args).env(REEXEC, "1").exec();
     crate::exit::Exit::Failed { code: STEPPED_DOWN, message: format!("stepped down ({reason}) and cannot start again: {e}") }
         .now()
 }
@@ -184,6 +188,15 @@ pub struct Advertised {
 /// Runs a controller of a cluster on the PostgreSQL store at `url` until
 /// it is asked to stop: standby first, leader once it takes the lease.
 pub async fn run(mut config: ControllerConfig, url: &str) -> Result<()> {
+    // A database that does not answer at the first start is a mistake to
+    // say at once (a wrong host, port or password), not one to wait on. A
+    // member that steps down comes back through here while the database may
+    // be away: it waits as a standby, answering 503 NoLeader.
+    if std::env::var_os(REEXEC).is_none() {
+        lease::LeaseConn::connect(url)
+            .await
+            .with_context(|| format!("connecting to the store {}", crate::store::postgres::redact(url)))?;
+    }
     let standing = standing().clone();
     standing.clustered.store(true, Ordering::Relaxed);
     let me = holder_id();
