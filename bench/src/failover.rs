@@ -10,7 +10,7 @@
 use crate::report::{Budget, Figure, ScenarioReport, ms};
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
-use sluice_tests::ha::{HaCluster, Postgres, get};
+use sluice_tests::ha::{HaCluster, Postgres, get, pipeline};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -89,28 +89,6 @@ fn measure(p: &Params) -> Result<ScenarioReport> {
         ids.len()
     ));
     Ok(report)
-}
-
-/// A PARALLEL pipeline of one shell action that appends its execution's id
-/// to `runs` once per run, then takes `seconds`.
-fn pipeline(name: &str, repo: &Path, runs: &Path, seconds: u32) -> String {
-    let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep {seconds}", runs.display());
-    json!({"pipeline": {"name": name, "executionMode": "PARALLEL", "stages": [
-        {"name": "Source", "actions": [{
-            "name": "Checkout",
-            "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
-            "configuration": {"Url": repo.display().to_string()},
-            "outputArtifacts": [{"name": "src"}],
-            "capabilities": {"exec": ["git"]},
-        }]},
-        {"name": "Build", "actions": [{
-            "name": "Work",
-            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
-            "configuration": {"Commands": commands},
-            "capabilities": {"exec": ["sh"]},
-        }]},
-    ]}})
-    .to_string()
 }
 
 fn lines(runs: &Path) -> usize {

@@ -424,3 +424,25 @@ impl Drop for Postgres {
         self.stop();
     }
 }
+
+/// A PARALLEL pipeline: `repo` checked out, then a Build action that appends the execution's id
+/// to `runs` (once per run of the action) and then takes `seconds`.
+pub fn pipeline(name: &str, repo: &Path, runs: &Path, seconds: u32) -> String {
+    let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep {seconds}", runs.display());
+    serde_json::json!({"pipeline": {"name": name, "executionMode": "PARALLEL", "stages": [
+        {"name": "Source", "actions": [{
+            "name": "Checkout",
+            "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
+            "configuration": {"Url": repo.display().to_string()},
+            "outputArtifacts": [{"name": "src"}],
+            "capabilities": {"exec": ["git"]},
+        }]},
+        {"name": "Build", "actions": [{
+            "name": "Work",
+            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
+            "configuration": {"Commands": commands},
+            "capabilities": {"exec": ["sh"]},
+        }]},
+    ]}})
+    .to_string()
+}

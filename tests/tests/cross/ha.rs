@@ -4,35 +4,13 @@
 //! after a standby took over; standbys answer the API by forwarding.
 //! Build the binaries first: `cargo build --workspace --bins`.
 
-use serde_json::{Value, json};
-use sluice_tests::ha::{HaCluster, Postgres, get};
+use serde_json::Value;
+use sluice_tests::ha::{HaCluster, Postgres, get, pipeline};
 use sluice_tests::moto::Moto;
 use sluice_tests::{WAIT, git_pipeline, make_repo, output_text, wait_for};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A PARALLEL pipeline: `repo` checked out, then a Build action that appends the execution's id
-/// to `runs` (once per run of the action) and then takes `seconds`.
-fn pipeline(name: &str, repo: &Path, runs: &Path, seconds: u32) -> String {
-    let commands = format!("echo #{{codepipeline.PipelineExecutionId}} >> {}\nsleep {seconds}", runs.display());
-    json!({"pipeline": {"name": name, "executionMode": "PARALLEL", "stages": [
-        {"name": "Source", "actions": [{
-            "name": "Checkout",
-            "actionTypeId": {"category": "Source", "owner": "Sluice", "provider": "git", "version": "1"},
-            "configuration": {"Url": repo.display().to_string()},
-            "outputArtifacts": [{"name": "src"}],
-            "capabilities": {"exec": ["git"]},
-        }]},
-        {"name": "Build", "actions": [{
-            "name": "Work",
-            "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "shell", "version": "1"},
-            "configuration": {"Commands": commands},
-            "capabilities": {"exec": ["sh"]},
-        }]},
-    ]}})
-    .to_string()
-}
 
 fn create(cluster: &HaCluster, name: &str, declaration: &str) -> String {
     let file = cluster.dir.path().join(format!("{name}.json"));
