@@ -698,15 +698,24 @@ fn index_revisions(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
     // An execution is written at every step of every action and its
     // revisions rarely change: reading them dirties no page, rewriting
     // them dirtied the table and both its indexes at each step (issue 19, perf).
+    // The rows are its source revisions and what it carries from upstream
+    // (issue 21), both compared: an execution fed by another pipeline may
+    // have no source revision of its own.
+    let mut wanted: Vec<(&str, &str)> = e
+        .source_revisions
+        .iter()
+        .map(|(action, r)| (action.as_str(), r.revision_id.as_str()))
+        .chain(e.origins.iter().map(|(key, o)| (key.as_str(), o.revision_id.as_str())))
+        .collect();
+    wanted.sort_unstable();
     let stored: Vec<(String, String)> = tx
-        .prepare_cached("SELECT action, revision FROM execution_revisions WHERE execution_id = ?1 ORDER BY action")?
+        .prepare_cached(
+            "SELECT action, revision FROM execution_revisions WHERE execution_id = ?1 ORDER BY action, revision",
+        )?
         .query_map([&e.id.0], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let unchanged = stored.len() == e.source_revisions.len()
-        && stored
-            .iter()
-            .zip(&e.source_revisions)
-            .all(|((a, r), (action, revision))| a == action && *r == revision.revision_id);
+    let unchanged = stored.len() == wanted.len()
+        && stored.iter().zip(&wanted).all(|((a, r), (action, revision))| a == action && r == revision);
     if unchanged {
         return Ok(());
     }
