@@ -297,7 +297,7 @@ fn write_copies(db: &Path, p: &Params) -> Result<()> {
         for (i, a) in copy.artifacts.values_mut().enumerate() {
             *a = ArtifactRef { digest: format!("{:056x}{:08x}", n, i), size: a.size };
         }
-        batch.push(Change::Execution(Box::new(copy)));
+        batch.push(Change::Execution(std::sync::Arc::new(copy)));
         for line in &logs {
             batch.push(Change::Log(LogLine {
                 job_id: line.job_id.replace(&execution.id.0, &id),

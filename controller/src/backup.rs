@@ -377,7 +377,7 @@ mod tests {
             };
             e.artifacts.insert("bin".into(), crate::engine::ArtifactRef { digest: kept.clone(), size: 10 });
             e.artifacts.insert("gone".into(), crate::engine::ArtifactRef { digest: "ab".repeat(32), size: 1 });
-            store.apply(&[crate::store::Change::Execution(Box::new(e))]).unwrap();
+            store.apply(&[crate::store::Change::Execution(std::sync::Arc::new(e))]).unwrap();
         }
         let to = dir.path().join("backup");
         let out = write(&begun(&data, 0), &to).unwrap();

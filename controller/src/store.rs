@@ -292,7 +292,9 @@ pub struct FeedConsumed {
 #[derive(Debug, Clone)]
 pub enum Change {
     Pipeline(PipelineRecord),
-    Execution(Box<Execution>),
+    /// Shared with the engine, which copies it only if it changes it again
+    /// before the write is done (issue 19).
+    Execution(std::sync::Arc<Execution>),
     Log(LogLine),
     Agent(AgentRecord),
     JoinToken(JoinTokenRecord),
@@ -496,6 +498,11 @@ pub trait Store: Send {
     fn pipeline_heads(&self) -> Result<Vec<PipelineHead>> {
         Ok(self.pipelines()?.into_iter().map(|p| PipelineHead::from(&p)).collect())
     }
+    /// At most `limit` of [`Store::pipeline_heads`], those named after
+    /// `after` (by byte order): one page of a listing, read as a range of
+    /// the pipelines' key, so a page costs the same with 10 pipelines or
+    /// 10,000 (issue 19).
+    fn pipeline_heads_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<PipelineHead>>;
 }
 
 /// A pipeline's latest version without its declaration (scale, issue 19).
@@ -631,6 +638,9 @@ const UNFINISHED: &str = "SELECT state FROM executions WHERE status IN ('InProgr
 /// SQLite takes the bare columns from the row that has the MAX: one walk
 /// of the primary key, no declaration read.
 const PIPELINE_HEADS: &str = "SELECT name, MAX(version), created_at, updated_at FROM pipelines GROUP BY name ORDER BY name";
+/// A page of them: a range of the primary key, walked no further than the page.
+const PIPELINE_HEADS_AFTER: &str = "SELECT name, MAX(version), created_at, updated_at FROM pipelines WHERE name > ?1
+     GROUP BY name ORDER BY name LIMIT ?2";
 /// What artifact collection keeps: the table's key, never the executions' JSON.
 const ARTIFACTS_IN_USE: &str = "SELECT DISTINCT digest FROM execution_artifacts";
 
@@ -665,6 +675,15 @@ fn json<T: Serialize>(value: &T) -> Result<String> {
 
 fn parse<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T> {
     serde_json::from_str(text).with_context(|| format!("the store holds a corrupt {what}"))
+}
+
+fn head_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PipelineHead> {
+    Ok(PipelineHead {
+        name: r.get(0)?,
+        version: r.get::<_, i64>(1)? as u64,
+        created_at: r.get::<_, i64>(2)? as u64,
+        updated_at: r.get::<_, i64>(3)? as u64,
+    })
 }
 
 fn pipeline_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PipelineRecord> {
@@ -797,7 +816,7 @@ impl SqliteStore {
                         e.status.as_str(),
                         e.started_at as i64,
                         e.updated_at as i64,
-                        json(e)?
+                        json(&**e)?
                     ])?;
                     index_revisions(&tx, e)?;
                     // Scale (issue 19, scale).
@@ -1313,14 +1332,13 @@ impl Store for SqliteStore {
     // Scale (issue 19, scale).
     fn pipeline_heads(&self) -> Result<Vec<PipelineHead>> {
         let mut stmt = self.conn.prepare_cached(PIPELINE_HEADS)?;
-        let rows = stmt.query_map([], |r| {
-            Ok(PipelineHead {
-                name: r.get(0)?,
-                version: r.get::<_, i64>(1)? as u64,
-                created_at: r.get::<_, i64>(2)? as u64,
-                updated_at: r.get::<_, i64>(3)? as u64,
-            })
-        })?;
+        let rows = stmt.query_map([], head_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn pipeline_heads_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<PipelineHead>> {
+        let mut stmt = self.conn.prepare_cached(PIPELINE_HEADS_AFTER)?;
+        let rows = stmt.query_map(params![after.unwrap_or(""), limit.min(i64::MAX as usize) as i64], head_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -1624,8 +1642,8 @@ mod tests {
                             updated_at: 2,
                             author: String::new(),
                         }),
-                        Change::Execution(Box::new(execution("a", ExecutionStatus::Succeeded, 1))),
-                        Change::Execution(Box::new(execution("b", ExecutionStatus::InProgress, 2))),
+                        Change::Execution(std::sync::Arc::new(execution("a", ExecutionStatus::Succeeded, 1))),
+                        Change::Execution(std::sync::Arc::new(execution("b", ExecutionStatus::InProgress, 2))),
                     ])
                     .unwrap();
             }
@@ -1650,7 +1668,7 @@ mod tests {
             a.artifacts.insert("bin".into(), crate::engine::ArtifactRef { digest: "d2".into(), size: 1 });
             let mut b = execution("b", ExecutionStatus::InProgress, 2);
             b.artifacts.insert("src".into(), crate::engine::ArtifactRef { digest: "d1".into(), size: 1 });
-            store.apply(&[Change::Execution(Box::new(a)), Change::Execution(Box::new(b))]).unwrap();
+            store.apply(&[Change::Execution(std::sync::Arc::new(a)), Change::Execution(std::sync::Arc::new(b))]).unwrap();
             let digests = store.artifact_digests().unwrap();
             assert_eq!(digests, ["d1".to_string(), "d2".to_string()].into());
         }
@@ -1666,7 +1684,7 @@ mod tests {
                 crate::engine::SourceRevision { revision_id: revision.to_string(), revision_summary: None, pinned: false };
             e.source_revisions.insert(action.to_string(), r);
         }
-        Change::Execution(Box::new(e))
+        Change::Execution(std::sync::Arc::new(e))
     }
 
     // Issue 21, feedfix: the fan-in sets and the origins of the revision
@@ -1701,7 +1719,7 @@ mod tests {
             // An execution is found by what it carries from upstream too.
             let mut fed = execution("fed", ExecutionStatus::Succeeded, 7);
             fed.origins.insert("lib/Src".into(), Origin { revision_id: "c0ffee".into(), revision_summary: None });
-            store.apply(&[Change::Execution(Box::new(fed))]).unwrap();
+            store.apply(&[Change::Execution(std::sync::Arc::new(fed))]).unwrap();
             let found: Vec<String> =
                 store.executions_with_revision("c0ff", 10).unwrap().into_iter().map(|e| e.id.0).collect();
             assert_eq!(found, ["fed"], "{}", fresh.location);
@@ -1776,7 +1794,7 @@ mod tests {
                     let mut change = carrying(&format!("e{i:05}"), i, &format!("p{}", i % 20), &[("Source", &revision(i))]);
                     // Some weight to each state, as real ones have: variables to parse.
                     if let Change::Execution(e) = &mut change {
-                        e.variables = (0..10).map(|v| (format!("VAR{v}"), "x".repeat(40))).collect();
+                        std::sync::Arc::make_mut(e).variables = (0..10).map(|v| (format!("VAR{v}"), "x".repeat(40))).collect();
                     }
                     change
                 })
@@ -1857,10 +1875,10 @@ mod tests {
             ];
             store
                 .apply(&[
-                    Change::Execution(Box::new(old)),
-                    Change::Execution(Box::new(execution("running", ExecutionStatus::InProgress, 2))),
-                    Change::Execution(Box::new(execution("new", ExecutionStatus::Failed, 3))),
-                    Change::Execution(Box::new(other)),
+                    Change::Execution(std::sync::Arc::new(old)),
+                    Change::Execution(std::sync::Arc::new(execution("running", ExecutionStatus::InProgress, 2))),
+                    Change::Execution(std::sync::Arc::new(execution("new", ExecutionStatus::Failed, 3))),
+                    Change::Execution(std::sync::Arc::new(other)),
                     line("old"),
                     line("running"),
                     line("new"),
@@ -2011,7 +2029,7 @@ mod tests {
         for i in 0..2000u64 {
             let mut e = execution(&format!("e{i:05}"), ExecutionStatus::Succeeded, i / 2);
             e.pipeline = format!("p{}", i % 20);
-            changes.push(Change::Execution(Box::new(e)));
+            changes.push(Change::Execution(std::sync::Arc::new(e)));
         }
         store.apply(&changes).unwrap();
         store.conn.execute_batch("ANALYZE").unwrap();
@@ -2026,6 +2044,9 @@ mod tests {
         let heads = plan(&store, PIPELINE_HEADS, []);
         assert!(heads.contains("COVERING INDEX") || heads.contains("USING INDEX"), "{heads}");
         assert!(!heads.contains("TEMP B-TREE"), "{heads}");
+        let page = plan(&store, PIPELINE_HEADS_AFTER, params!["p1", 10]);
+        assert!(page.contains("USING PRIMARY KEY (name>?)") || page.contains("USING INDEX sqlite_autoindex_pipelines_1 (name>?)"), "{page}");
+        assert!(!page.contains("TEMP B-TREE"), "{page}");
         let artifacts = plan(&store, ARTIFACTS_IN_USE, []);
         assert!(artifacts.contains("execution_artifacts") && !artifacts.contains("executions "), "{artifacts}");
     }
@@ -2036,7 +2057,7 @@ mod tests {
         let mut store = SqliteStore::open(&dir.path().join("sluice.db"), Durability::Process).unwrap();
         // Three executions share each start time: the id breaks the tie.
         let changes: Vec<Change> = (0..30u64)
-            .map(|i| Change::Execution(Box::new(execution(&format!("e{i:02}"), ExecutionStatus::Failed, i / 3))))
+            .map(|i| Change::Execution(std::sync::Arc::new(execution(&format!("e{i:02}"), ExecutionStatus::Failed, i / 3))))
             .collect();
         store.apply(&changes).unwrap();
         let mut seen = Vec::new();
@@ -2078,6 +2099,48 @@ mod tests {
         assert_eq!(heads, fallback);
     }
 
+    /// Pages of heads (issue 19): ranges by name in byte order, each name
+    /// once at its latest version, alike on both backends.
+    #[test]
+    fn pages_of_pipeline_heads_are_ranges_of_names_at_their_latest_versions() {
+        for fresh in backends("pages_of_pipeline_heads_are_ranges_of_names") {
+            let mut store = fresh.open();
+            // Byte order, not a locale's: upper case before lower, `-` before digits.
+            let names = ["Zed", "a-b", "a0", "ab", "b", "é"];
+            let mut changes = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                for version in 1..=(i as u64 % 3 + 1) {
+                    changes.push(Change::Pipeline(PipelineRecord {
+                        name: name.to_string(),
+                        version,
+                        definition: "{}".into(),
+                        created_at: 1,
+                        updated_at: version * 10,
+                        author: String::new(),
+                    }));
+                }
+            }
+            store.apply(&changes).unwrap();
+            let all = store.pipeline_heads().unwrap();
+            assert_eq!(all.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), names, "{}", fresh.location);
+            assert_eq!(store.pipeline_heads_after(None, 100).unwrap(), all, "{}", fresh.location);
+            for limit in 1..=names.len() {
+                let mut paged = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = store.pipeline_heads_after(after.as_deref(), limit).unwrap();
+                    assert!(page.len() <= limit);
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.name.clone());
+                    paged.extend(page);
+                }
+                assert_eq!(paged, all, "{} limit {limit}", fresh.location);
+            }
+            assert_eq!(store.pipeline_heads_after(Some("ab"), 1).unwrap()[0].name, "b");
+            assert!(store.pipeline_heads_after(Some("é"), 10).unwrap().is_empty());
+        }
+    }
+
     #[test]
     fn the_artifacts_in_use_follow_executions_as_they_are_written_and_deleted() {
         let dir = tempfile::tempdir().unwrap();
@@ -2088,7 +2151,7 @@ mod tests {
             for (i, d) in digests.iter().enumerate() {
                 e.artifacts.insert(format!("a{i}"), crate::engine::ArtifactRef { digest: d.to_string(), size: 1 });
             }
-            Change::Execution(Box::new(e))
+            Change::Execution(std::sync::Arc::new(e))
         };
         store.apply(&[with("a", "web", &["d1"]), with("b", "api", &["d2", "d3"]), with("c", "web", &["d1"])]).unwrap();
         // Written again with one more artifact, as an execution grows.

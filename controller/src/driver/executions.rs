@@ -365,16 +365,10 @@ impl Driver {
 impl Handle<ListPipelineStates> for Driver {
     fn handle(&mut self, op: ListPipelineStates, ctx: &Context) -> Result<ListPipelineStatesOutput, OpError> {
         let limit = paging::limit(op.max_results, 1000, 1000)?;
-        // Names only (scale, issue 19): no declaration is read for the listing.
-        let mut all = self.store.pipeline_heads()?;
+        // Names only, a page's range of them (scale, issue 19); listed as
+        // ListPipelines lists them, read as GetPipelineState reads.
+        let (records, next_token) = self.visible_heads(ctx, "pipeline states", limit, op.next_token.as_deref())?;
         let directory = self.directory.snapshot();
-        // Listed as ListPipelines lists them; read as GetPipelineState reads.
-        all.retain(|p| {
-            directory.decide(&ctx.caller, "codepipeline:GetPipeline", &crate::policy::pipeline(&p.name)).is_allowed()
-        });
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        let (records, next_token) =
-            paging::page(all, |p| p.name.clone(), "pipeline states", limit, op.next_token.as_deref())?;
         let mut pipeline_states = Vec::with_capacity(records.len());
         for p in records {
             let resource = crate::policy::pipeline(&p.name);

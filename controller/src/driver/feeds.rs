@@ -615,7 +615,7 @@ mod tests {
             auto_retried: false,
         };
         let status = if build == StageStatus::Succeeded { ExecutionStatus::Succeeded } else { ExecutionStatus::Failed };
-        Change::Execution(Box::new(Execution {
+        Change::Execution(std::sync::Arc::new(Execution {
             id: ExecutionId(id.into()),
             pipeline: pipeline.into(),
             version: 1,
@@ -785,7 +785,8 @@ mod tests {
         let Change::Execution(mut rollback) = ended("c", "c-rb", 30, StageStatus::Succeeded, "l1", &l1) else {
             unreachable!()
         };
-        rollback.rollback = Some(crate::engine::Rollback { stage: "Build".into(), target: ExecutionId("c1x".into()) });
+        std::sync::Arc::make_mut(&mut rollback).rollback =
+            Some(crate::engine::Rollback { stage: "Build".into(), target: ExecutionId("c1x".into()) });
         changes.push(Change::Execution(rollback));
         Location::Sqlite.open(&dir, Durability::Process).unwrap().apply(&changes).unwrap();
 

@@ -194,6 +194,10 @@ struct Driver {
     access_keys: crate::aws::keys::AccessKeys,
     /// Agent reports handled together, held until their commit.
     batch: batch::Batch,
+    /// When the starts fed since the last commit must be written at the
+    /// latest (issue 19): a start rides with the next commit instead of
+    /// one of its own ([`Driver::job_started`]).
+    start_due: Option<u64>,
     /// `--require-signed-plugins`.
     require_signed_plugins: bool,
     max_agent_slots: u32,
@@ -348,6 +352,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         tokens: crate::auth::Tokens::default(),
         access_keys: crate::aws::keys::AccessKeys::default(),
         batch: batch::Batch::default(),
+        start_due: None,
         require_signed_plugins: config.require_signed_plugins,
         max_agent_slots: config.max_agent_slots.max(1),
         agent_upload_quota: config.agent_upload_quota,
@@ -617,6 +622,8 @@ impl Driver {
             self.resolve_pipeline_sources(now);
             changes.append(&mut self.worker_changes);
             let dirty = self.engine.take_dirty();
+            // Every start fed so far is in `dirty`.
+            self.start_due = None;
             // The notices of the step, and the notification deliveries they
             // make, go in the same transaction as the state they report.
             let notices = self.engine.take_notices();
@@ -627,11 +634,13 @@ impl Driver {
             for execution in dirty {
                 changes.extend(Self::seen_revisions(&execution));
                 changes.extend(self.end_stale_worker_jobs(now, &execution));
-                changes.push(Change::Execution(Box::new(execution)));
+                changes.push(Change::Execution(execution));
             }
             let started = std::time::Instant::now();
             let applied = self.store.apply(&changes);
             self.metrics.store_commit.observe_duration(started.elapsed());
+            // The engine's executions are its own again (`take_dirty`).
+            changes.clear();
             if let Err(e) = applied {
                 // The engine is now ahead of the store. Stopping is the only
                 // safe answer: a restart replays the last committed state.

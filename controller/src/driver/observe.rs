@@ -57,7 +57,7 @@ fn bump(map: &mut HashMap<String, BTreeMap<String, u64>>, pipeline: &str, status
 impl Driver {
     /// Counts what a committed step reported: `notices` of the executions
     /// in `dirty` (which hold the attempts' times).
-    pub(super) fn observe_step(&mut self, notices: &[Notice], dirty: &[Execution]) {
+    pub(super) fn observe_step(&mut self, notices: &[Notice], dirty: &[std::sync::Arc<Execution>]) {
         for n in notices {
             let (Some(stage), Some(action)) = (&n.stage, &n.action) else {
                 if n.stage.is_none() {

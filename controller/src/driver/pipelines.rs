@@ -199,14 +199,9 @@ impl Handle<GetPipeline> for Driver {
 impl Handle<ListPipelines> for Driver {
     fn handle(&mut self, op: ListPipelines, ctx: &Context) -> Result<ListPipelinesOutput, OpError> {
         let limit = paging::limit(op.max_results, 1000, 1000)?;
-        // Names and versions only (scale, issue 19): the declarations of the
-        // page come from the driver's cache.
-        let mut all = self.store.pipeline_heads()?;
-        // Only what the caller may read (permissions, issue 15).
-        let directory = self.directory.snapshot();
-        all.retain(|p| directory.decide(&ctx.caller, "codepipeline:GetPipeline", &policy::pipeline(&p.name)).is_allowed());
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        let (records, next_token) = paging::page(all, |p| p.name.clone(), "pipelines", limit, op.next_token.as_deref())?;
+        // Names and versions only, a page's range of them (scale, issue
+        // 19): the declarations of the page come from the driver's cache.
+        let (records, next_token) = self.visible_heads(ctx, "pipelines", limit, op.next_token.as_deref())?;
         let mut pipelines = Vec::with_capacity(records.len());
         for p in records {
             let def = self.definition(&p.name, p.version)?;
@@ -220,6 +215,28 @@ impl Handle<ListPipelines> for Driver {
             });
         }
         Ok(ListPipelinesOutput { pipelines, next_token })
+    }
+}
+
+impl Driver {
+    /// A page of the pipelines the caller may read (permissions, issue
+    /// 15), by name, read from the store as a range (scale, issue 19).
+    pub(super) fn visible_heads(
+        &self,
+        ctx: &Context,
+        listing: &str,
+        limit: usize,
+        next_token: Option<&str>,
+    ) -> Result<(Vec<crate::store::PipelineHead>, Option<String>), OpError> {
+        let directory = self.directory.snapshot();
+        paging::page_from(
+            |after, n| self.store.pipeline_heads_after(after, n),
+            |p| p.name.as_str(),
+            |p| directory.decide(&ctx.caller, "codepipeline:GetPipeline", &policy::pipeline(&p.name)).is_allowed(),
+            listing,
+            limit,
+            next_token,
+        )
     }
 }
 

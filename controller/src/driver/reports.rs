@@ -15,6 +15,14 @@ use tracing::warn;
 /// The first words of the line that ends a log cut at its bound.
 pub(super) const LOG_TRUNCATED: &str = "[log truncated:";
 
+/// How long a job's start may wait for another commit to carry it
+/// (issue 19). Long enough for a short action's result to come first;
+/// short, because until it is written a controller killed and an agent
+/// restarted both within it would take the job as never received and hand
+/// it out again in the same attempt rather than as lost (the window was
+/// the round trip of one commit before).
+pub(super) const START_WRITE_BOUND: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Driver {
     /// A message on an agent's control stream, on its current connection
     /// (a message of an older connection is dropped).
@@ -76,7 +84,14 @@ impl Driver {
         job.started = true;
         let lease_epoch = job.lease_epoch;
         self.feed(now, Event::ActionStarted { job_id: job_id.into(), lease_epoch, agent: agent_id.into() });
-        let _ = self.commit(now, Vec::new());
+        // Written with the next commit, at the latest START_WRITE_BOUND
+        // from now (issue 19): a short action's result follows its start
+        // within a millisecond, and the two then cost one write of the
+        // execution instead of two. Nothing waits on it: a start is not
+        // acknowledged to the agent nor told to watchers, and a controller
+        // killed before the write restores the action as handed to this
+        // agent, which lists it in its hello when it reconnects.
+        self.start_due.get_or_insert(now + START_WRITE_BOUND.as_millis() as u64);
     }
 
     /// A log line of a job this agent holds: stored once (lines sent again

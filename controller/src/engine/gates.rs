@@ -180,7 +180,7 @@ impl Engine {
                 }
             }
         }
-        let exec = self.executions.get_mut(exec_id).expect("known");
+        let exec = exec_mut(&mut self.executions, exec_id).expect("known");
         exec.stages[si].rules.push(run.clone());
         exec.updated_at = now;
         self.dirty.insert(exec_id.clone());
@@ -190,7 +190,7 @@ impl Engine {
     /// A rule job's result, if the job is a current rule run.
     pub(super) fn rule_result(&mut self, now: Millis, job_id: &JobId, lease_epoch: u64, ok: bool, message: String) -> bool {
         let Some(place) = self.jobs.get(job_id).filter(|p| p.action == usize::MAX).cloned() else { return false };
-        let Some(exec) = self.executions.get_mut(&place.execution) else { return true };
+        let Some(exec) = exec_mut(&mut self.executions, &place.execution) else { return true };
         let Some(run) = exec.stages[place.stage].rules.iter_mut().find(|r| {
             r.job_id.as_deref() == Some(job_id.as_str())
                 && r.lease_epoch == lease_epoch
@@ -209,7 +209,7 @@ impl Engine {
     /// Rule jobs in progress in a loaded execution, handed out again under
     /// a new epoch (after a restart).
     pub(super) fn redispatch_rules(&mut self, exec_id: &ExecutionId) {
-        let exec = self.executions.get_mut(exec_id).expect("loaded");
+        let exec = exec_mut(&mut self.executions, exec_id).expect("loaded");
         for stage in &mut exec.stages {
             for run in stage.rules.iter_mut().filter(|r| r.status == ActionStatus::InProgress) {
                 // The gate starts it afresh under a new job id; a late

@@ -440,7 +440,7 @@ enum Flow {
 type ActionPlace = (ExecutionId, usize, usize);
 
 pub struct Engine {
-    executions: HashMap<ExecutionId, Execution>,
+    executions: HashMap<ExecutionId, Arc<Execution>>,
     definitions: HashMap<ExecutionId, Arc<Pipeline>>,
     jobs: HashMap<JobId, JobPlace>,
     ready: VecDeque<Dispatch>,
@@ -538,7 +538,7 @@ impl Engine {
         }
         self.next_ordinal = self.next_ordinal.max(execution.ordinal + 1);
         self.definitions.insert(id.clone(), pipeline);
-        self.executions.insert(id.clone(), execution);
+        self.executions.insert(id.clone(), Arc::new(execution));
         self.redispatch_rules(&id);
         let stages: Vec<usize> = self.executions[&id].stages.iter().map(|s| s.actions.len()).collect();
         for (si, actions) in stages.into_iter().enumerate() {
@@ -604,11 +604,11 @@ impl Engine {
     }
 
     pub fn execution(&self, id: &ExecutionId) -> Option<&Execution> {
-        self.executions.get(id)
+        self.executions.get(id).map(Arc::as_ref)
     }
 
     pub fn executions(&self) -> impl Iterator<Item = &Execution> {
-        self.executions.values()
+        self.executions.values().map(Arc::as_ref)
     }
 
     /// Executions changed since the last call, to persist in one transaction.
@@ -616,9 +616,12 @@ impl Engine {
         !self.dirty.is_empty()
     }
 
-    pub fn take_dirty(&mut self) -> Vec<Execution> {
+    /// The executions changed since the last call, to write in one
+    /// transaction. They are shared, not copied (issue 19): the engine's
+    /// next change to one copies it only if the store still holds it.
+    pub fn take_dirty(&mut self) -> Vec<Arc<Execution>> {
         let ids = std::mem::take(&mut self.dirty);
-        let out: Vec<Execution> = ids.iter().filter_map(|id| self.executions.get(id).cloned()).collect();
+        let out: Vec<Arc<Execution>> = ids.iter().filter_map(|id| self.executions.get(id).cloned()).collect();
         // Finished executions leave memory once persisted; the store keeps them.
         for id in ids {
             if self.executions.get(&id).is_some_and(|e| e.status.is_final()) {
@@ -701,7 +704,7 @@ impl Engine {
     /// [`Event::ActionAssigned`].
     fn assigned(&mut self, job_id: &JobId, lease_epoch: u64, agent: AgentId) {
         let Some((exec_id, si, ai)) = self.current_job(job_id, lease_epoch) else { return };
-        let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
+        let exec = exec_mut(&mut self.executions, &exec_id).expect("job of a known execution");
         let action = &mut exec.stages[si].actions[ai];
         if action.assigned.as_deref() != Some(agent.as_str()) {
             action.assigned = Some(agent.0);
@@ -712,7 +715,7 @@ impl Engine {
     /// [`Event::ActionStarted`]: the action's deadline moves on by the grace.
     fn started(&mut self, now: Millis, job_id: &JobId, lease_epoch: u64, agent: AgentId) {
         let Some((exec_id, si, ai)) = self.current_job(job_id, lease_epoch) else { return };
-        let exec = self.executions.get_mut(&exec_id).expect("job of a known execution");
+        let exec = exec_mut(&mut self.executions, &exec_id).expect("job of a known execution");
         let action = &mut exec.stages[si].actions[ai];
         action.agent = Some(agent.0);
         action.waiting_reason = None;
@@ -732,7 +735,7 @@ impl Engine {
 
     fn stop(&mut self, now: Millis, id: &ExecutionId, mode: StopMode, reason: String) {
         let abandon = mode == StopMode::Abandon;
-        let Some(exec) = self.executions.get_mut(id) else { return };
+        let Some(exec) = exec_mut(&mut self.executions, id) else { return };
         if exec.status != ExecutionStatus::InProgress && !(abandon && exec.status == ExecutionStatus::Stopping) {
             return;
         }
@@ -850,7 +853,7 @@ impl Engine {
         let id = execution.id.clone();
         self.notice(now, &execution, None, None, "InProgress", None);
         self.definitions.insert(id.clone(), pipeline);
-        self.executions.insert(id.clone(), execution);
+        self.executions.insert(id.clone(), Arc::new(execution));
         self.advance(now, &id);
     }
 
@@ -861,14 +864,14 @@ impl Engine {
         let def = self.definitions[exec_id].clone();
         let action_def = &def.stages[si].actions[ai];
         let max = self.max_lost_retries;
-        let exec = self.executions.get_mut(exec_id).expect("known execution");
+        let exec = exec_mut(&mut self.executions, exec_id).expect("known execution");
         let running = exec.status == ExecutionStatus::InProgress;
         let action = &mut exec.stages[si].actions[ai];
         let lost_before = action.lost_on.len() as u32;
         let agent = action.agent.take().or(action.assigned.take());
         action.lost_on.push(agent.unwrap_or_else(|| "unknown".into()));
         self.clear_timeout(&(exec_id.clone(), si, ai));
-        let exec = self.executions.get_mut(exec_id).expect("known execution");
+        let exec = exec_mut(&mut self.executions, exec_id).expect("known execution");
         let action = &mut exec.stages[si].actions[ai];
         action.status = Some(ActionStatus::Lost);
         action.ended_at = Some(now);
@@ -901,7 +904,7 @@ impl Engine {
     fn record_result(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize, result: ActionResult) {
         self.clear_timeout(&(exec_id.clone(), si, ai));
         let def = self.definitions[exec_id].clone();
-        let exec = self.executions.get_mut(exec_id).expect("known execution");
+        let exec = exec_mut(&mut self.executions, exec_id).expect("known execution");
         let action_def = &def.stages[si].actions[ai];
         let action = &mut exec.stages[si].actions[ai];
         action.ended_at = Some(now);
@@ -977,7 +980,7 @@ impl Engine {
                 if !self.may_enter(now, exec_id, si) {
                     return;
                 }
-                let exec = self.executions.get_mut(exec_id).expect("known");
+                let exec = exec_mut(&mut self.executions, exec_id).expect("known");
                 exec.waiting_for = None;
                 exec.stages[si].status = Some(StageStatus::InProgress);
                 let snapshot = exec.clone();
@@ -989,7 +992,7 @@ impl Engine {
                 match self.gate(now, exec_id, si, GatePhase::BeforeEntry) {
                     Gate::Pending => return,
                     Gate::Passed => {
-                        self.executions.get_mut(exec_id).expect("known").stages[si].passed.push(GatePhase::BeforeEntry);
+                        exec_mut(&mut self.executions, exec_id).expect("known").stages[si].passed.push(GatePhase::BeforeEntry);
                         continue;
                     }
                     Gate::Applied(Outcome::Skip, why) => {
@@ -1076,7 +1079,7 @@ impl Engine {
             Gate::Applied(Outcome::Retry, _) if !retried => {
                 let all = self.stage_conditions(exec_id, si).on_failure.is_some_and(|f| f.retry_all);
                 self.condition_notice(now, exec_id, si, format!("onFailure: retrying ({message})"));
-                let stage = &mut self.executions.get_mut(exec_id).expect("known").stages[si];
+                let stage = &mut exec_mut(&mut self.executions, exec_id).expect("known").stages[si];
                 stage.auto_retried = true;
                 stage.rules.clear();
                 stage.passed.retain(|p| *p == GatePhase::BeforeEntry);
@@ -1107,7 +1110,7 @@ impl Engine {
     }
 
     fn start_action(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, ai: usize) {
-        let exec = self.executions.get_mut(exec_id).expect("known");
+        let exec = exec_mut(&mut self.executions, exec_id).expect("known");
         if exec.status.is_final() {
             return;
         }
@@ -1132,7 +1135,7 @@ impl Engine {
         if is_manual_approval(action_def) {
             // Decided by people through the API, never by an agent.
             let required = required_approvals(action_def);
-            let exec = self.executions.get_mut(exec_id).expect("known");
+            let exec = exec_mut(&mut self.executions, exec_id).expect("known");
             let action = &mut exec.stages[si].actions[ai];
             let approvers = action_def.configuration.get("Approvers").map(|a| a.trim().to_string()).unwrap_or_default();
             action.approval = Some(ApprovalState { required, approvers, decisions: Vec::new() });
@@ -1213,14 +1216,14 @@ impl Engine {
         // What this attempt was given, for the history (ListActionExecutions).
         let given = self.ready.back().expect("just queued");
         let (inputs, configuration) = (given.inputs.clone(), given.configuration.clone());
-        let run = &mut self.executions.get_mut(exec_id).expect("known").stages[si].actions[ai];
+        let run = &mut exec_mut(&mut self.executions, exec_id).expect("known").stages[si].actions[ai];
         run.inputs = inputs;
         run.resolved_configuration = configuration;
         Ok(())
     }
 
     fn end_stage(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, status: StageStatus) {
-        let exec = self.executions.get_mut(exec_id).expect("known");
+        let exec = exec_mut(&mut self.executions, exec_id).expect("known");
         exec.stages[si].status = Some(status);
         exec.updated_at = now;
         let snapshot = exec.clone();
@@ -1260,7 +1263,7 @@ impl Engine {
         }
         if me.waiting_for.as_deref() != Some(stage.as_str()) {
             let (pipeline, ordinal) = (me.pipeline.clone(), me.ordinal);
-            self.executions.get_mut(exec_id).expect("known").waiting_for = Some(stage.clone());
+            exec_mut(&mut self.executions, exec_id).expect("known").waiting_for = Some(stage.clone());
             self.dirty.insert(exec_id.clone());
             // Only QUEUED keeps every waiting execution.
             if mode != ExecutionMode::Queued {
@@ -1301,7 +1304,7 @@ impl Engine {
     }
 
     fn end_execution(&mut self, now: Millis, exec_id: &ExecutionId, status: ExecutionStatus, message: Option<String>) {
-        let exec = self.executions.get_mut(exec_id).expect("known");
+        let exec = exec_mut(&mut self.executions, exec_id).expect("known");
         exec.waiting_for = None;
         exec.status = status;
         exec.status_summary = message.clone();
@@ -1339,7 +1342,7 @@ impl Engine {
     ) -> Result<String, Refusal> {
         let by = decider.user;
         let approve = decision == Decision::Approved;
-        let exec = self.executions.get_mut(exec_id).ok_or_else(|| Refusal::NotInProgress(exec_id.clone()))?;
+        let exec = exec_mut(&mut self.executions, exec_id).ok_or_else(|| Refusal::NotInProgress(exec_id.clone()))?;
         let si = exec.stages.iter().position(|s| s.name == stage).ok_or_else(|| Refusal::NoStage(stage.to_string()))?;
         let ai = exec.stages[si]
             .actions
@@ -1473,4 +1476,11 @@ impl Engine {
             message,
         });
     }
+}
+
+/// An execution to change. Shared with a commit only while the commit is
+/// written (the store drops its handle then), so in the steps between
+/// commits this copies nothing (issue 19).
+fn exec_mut<'a>(executions: &'a mut HashMap<ExecutionId, Arc<Execution>>, id: &ExecutionId) -> Option<&'a mut Execution> {
+    executions.get_mut(id).map(Arc::make_mut)
 }

@@ -225,7 +225,7 @@ impl World {
                 }
             }
             self.check_attempts(&e);
-            self.stored.insert(e.id.clone(), e);
+            self.stored.insert(e.id.clone(), Arc::unwrap_or_clone(e));
         }
         self.engine.take_notices();
         for request in self.engine.take_rollbacks() {

@@ -198,7 +198,7 @@ fn restore_hands_running_actions_out_again_under_a_new_epoch() {
     let p = three_stage();
     start(&mut engine, p.clone(), "e1");
     let first = drain(&mut engine).remove(0);
-    let stored = engine.take_dirty().remove(0);
+    let stored = Arc::unwrap_or_clone(engine.take_dirty().remove(0));
 
     let mut restarted = Engine::new();
     restore(&mut restarted, 5, p, stored);
@@ -223,7 +223,7 @@ fn an_unresolvable_variable_fails_the_action_with_the_reason() {
     let dispatched = drain(&mut engine);
     assert_eq!(dispatched.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["B"]);
     finish(&mut engine, &dispatched[0], ok(&[], &[]));
-    let exec = engine.take_dirty().remove(0);
+    let exec = Arc::unwrap_or_clone(engine.take_dirty().remove(0));
     assert_eq!(exec.status, ExecutionStatus::Failed);
     let a = &exec.stages[1].actions[0];
     assert_eq!(a.status, Some(ActionStatus::Failed));
@@ -240,7 +240,7 @@ fn stop_and_wait_lets_running_actions_finish_and_starts_nothing_new() {
     assert_eq!(engine.execution(&id).unwrap().status, ExecutionStatus::Stopping);
     finish(&mut engine, &d, ok(&[("src", "aa")], &[("CommitId", "x")]));
     assert!(drain(&mut engine).is_empty(), "nothing new starts while stopping");
-    let exec = engine.take_dirty().remove(0);
+    let exec = Arc::unwrap_or_clone(engine.take_dirty().remove(0));
     assert_eq!(exec.status, ExecutionStatus::Stopped);
     assert_eq!(exec.stages[0].actions[0].status, Some(ActionStatus::Succeeded));
     assert_eq!(exec.stages[0].status, Some(StageStatus::Stopped));
@@ -254,7 +254,7 @@ fn stop_and_abandon_ends_at_once_and_refuses_late_results() {
     let d = drain(&mut engine).remove(0);
     let id = ExecutionId("e1".into());
     feed(&mut engine, 1, Event::Stop { id: id.clone(), mode: StopMode::Abandon, reason: "by test".into() });
-    let exec = engine.take_dirty().remove(0);
+    let exec = Arc::unwrap_or_clone(engine.take_dirty().remove(0));
     assert_eq!(exec.status, ExecutionStatus::Stopped);
     assert_eq!(exec.stages[0].actions[0].status, Some(ActionStatus::Abandoned));
     // The agent's late answer changes nothing.
@@ -368,7 +368,7 @@ fn retry_runs_the_failed_actions_again_from_the_failed_stage() {
         let d = drain(&mut engine);
         finish(&mut engine, &d[1], ok(&[], &[]));
         finish(&mut engine, &d[0], ActionResult::Failed { message: "boom".into() });
-        let failed = engine.take_dirty().remove(0);
+        let failed = Arc::unwrap_or_clone(engine.take_dirty().remove(0));
         assert_eq!(failed.status, ExecutionStatus::Failed);
         let refused = retry(&mut engine, 2, p.clone(), failed.clone(), "Source", mode).unwrap_err();
         assert!(refused.to_string().contains("did not fail"), "{refused}");
@@ -385,7 +385,7 @@ fn retry_runs_the_failed_actions_again_from_the_failed_stage() {
         finish(&mut engine, &d[0], ok(&[], &[]));
         let deploy = drain(&mut engine).remove(0);
         finish(&mut engine, &deploy, ok(&[], &[]));
-        let done = engine.take_dirty().remove(0);
+        let done = Arc::unwrap_or_clone(engine.take_dirty().remove(0));
         assert_eq!(done.status, ExecutionStatus::Succeeded);
         let refused = retry(&mut engine, 3, three_stage(), done, "Build", mode).unwrap_err();
         assert!(refused.to_string().contains("not Failed"), "{refused}");
@@ -641,6 +641,7 @@ fn status_of(engine: &mut Engine, id: &str) -> Execution {
         .take_dirty()
         .into_iter()
         .find(|e| e.id.0 == id)
+        .map(Arc::unwrap_or_clone)
         .or_else(|| engine.execution(&ExecutionId(id.into())).cloned())
         .unwrap()
 }
@@ -819,7 +820,7 @@ fn a_lost_action_that_does_not_retry_fails_the_execution_with_the_reason() {
     assert_eq!(done.status, ExecutionStatus::Failed);
     let action = &done.stages[1].actions[0];
     assert_eq!(action.status, Some(ActionStatus::Lost));
-    let summary = done.status_summary.unwrap();
+    let summary = done.status_summary.clone().unwrap();
     assert!(summary.contains("action \"B\": agent ag-1 lost; not retried"), "{summary}");
 }
 
@@ -841,7 +842,7 @@ fn lost_retries_are_bounded() {
     assert!(drain(&mut engine).is_empty(), "the third loss is final");
     let done = engine.take_dirty().into_iter().find(|e| e.id.0 == "e1").unwrap();
     assert_eq!(done.status, ExecutionStatus::Failed);
-    let summary = done.status_summary.unwrap();
+    let summary = done.status_summary.clone().unwrap();
     assert!(summary.contains("agent ag-3 lost; not retried: lost 3 times, the limit is 2 retries"), "{summary}");
 }
 
@@ -870,7 +871,7 @@ fn an_assignment_survives_a_restart_and_names_the_agent_to_wait_for() {
         1,
         Event::ActionAssigned { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() },
     );
-    let stored = engine.take_dirty().remove(0);
+    let stored = Arc::unwrap_or_clone(engine.take_dirty().remove(0));
     let mut restarted = Engine::new();
     restore(&mut restarted, 5, two_stage(""), stored.clone());
     let again = drain(&mut restarted).remove(0);
@@ -884,7 +885,7 @@ fn an_assignment_survives_a_restart_and_names_the_agent_to_wait_for() {
         2,
         Event::ActionStarted { job_id: d.job_id.clone(), lease_epoch: d.lease_epoch, agent: "ag-7".into() },
     );
-    let stored = engine.take_dirty().remove(0);
+    let stored = Arc::unwrap_or_clone(engine.take_dirty().remove(0));
     let mut restarted = Engine::new();
     restore(&mut restarted, 5, two_stage(""), stored);
     assert!(drain(&mut restarted).remove(0).started);

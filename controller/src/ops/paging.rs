@@ -53,9 +53,83 @@ pub fn page<T>(
     Ok((rest, next))
 }
 
+/// One page read from a source that yields items in key order after a
+/// cursor (`fetch(after, n)`: at most `n` items whose key is greater than
+/// `after`), keeping those `keep` allows. It reads in chunks of the page's
+/// size until the page is full or the source ends, so a page of a listing
+/// of 10,000 items costs one chunk when every item is kept (issue 19). The
+/// page and its token are those [`page`] gives over the kept items.
+pub fn page_from<T>(
+    mut fetch: impl FnMut(Option<&str>, usize) -> anyhow::Result<Vec<T>>,
+    key: impl Fn(&T) -> &str,
+    keep: impl Fn(&T) -> bool,
+    listing: &str,
+    limit: usize,
+    next_token: Option<&str>,
+) -> Result<(Vec<T>, Option<String>), OpError> {
+    let mut after = next_token.map(|t| cursor(listing, t)).transpose()?;
+    // One more than the page tells whether there is a next page.
+    let chunk = limit.saturating_add(1);
+    let mut kept = Vec::new();
+    while kept.len() <= limit {
+        let items = fetch(after.as_deref(), chunk)?;
+        let ended = items.len() < chunk;
+        if let Some(last) = items.last() {
+            after = Some(key(last).to_string());
+        }
+        kept.extend(items.into_iter().filter(|item| keep(item)));
+        if ended {
+            break;
+        }
+    }
+    let next = (kept.len() > limit).then(|| {
+        kept.truncate(limit);
+        token(listing, key(kept.last().expect("limit is at least 1")))
+    });
+    Ok((kept, next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `page_from` over a sorted source gives what `page` gives over the
+    /// same items, filtered, for every page size and filter.
+    #[test]
+    fn pages_read_in_chunks_are_the_pages_of_the_whole_listing() {
+        let items: Vec<String> = (0..23).map(|i| format!("p{i:02}")).collect();
+        let reads = std::cell::Cell::new(0);
+        let fetch = |after: Option<&str>, n: usize| {
+            reads.set(reads.get() + 1);
+            Ok(items.iter().filter(|i| after.is_none_or(|a| i.as_str() > a)).take(n).cloned().collect())
+        };
+        let filters: [fn(&String) -> bool; 3] = [|_| true, |i| i.ends_with('3'), |_| false];
+        for keep in filters {
+            for limit in [1, 2, 5, 22, 23, 100] {
+                let whole: Vec<String> = items.iter().filter(|i| keep(i)).cloned().collect();
+                let (mut token_a, mut token_b) = (None::<String>, None::<String>);
+                loop {
+                    let (a, next_a) = page(whole.clone(), String::clone, "pipelines", limit, token_a.as_deref()).unwrap();
+                    let (b, next_b) =
+                        page_from(fetch, |i| i.as_str(), |i| keep(i), "pipelines", limit, token_b.as_deref()).unwrap();
+                    assert_eq!((&a, &next_a), (&b, &next_b), "limit {limit}");
+                    if next_a.is_none() {
+                        break;
+                    }
+                    (token_a, token_b) = (next_a, next_b);
+                }
+            }
+        }
+        // Everything kept: a page of 5 out of 23 is one read.
+        reads.set(0);
+        page_from(fetch, |i| i.as_str(), |_| true, "pipelines", 5, None).unwrap();
+        assert_eq!(reads.get(), 1);
+        // A token of another listing is refused before anything is read.
+        reads.set(0);
+        let other = token("tags", "p01");
+        let err = page_from(fetch, |i| i.as_str(), |_| true, "pipelines", 5, Some(&other)).unwrap_err();
+        assert!(matches!(err, OpError::InvalidNextToken(_)) && reads.get() == 0, "{err:?}");
+    }
 
     #[test]
     fn pages_follow_each_other_and_tokens_are_checked() {

@@ -34,7 +34,7 @@
 
 use super::{
     AccessKeyRecord, AgentRecord, ApiTokenRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord,
-    PluginRecord, PluginSignatureRecord, PublisherRecord, RevocationRecord, SecretRecord, SeenRevision, Store,
+    PipelineHead, PluginRecord, PluginSignatureRecord, PublisherRecord, RevocationRecord, SecretRecord, SeenRevision, Store,
     TransitionRecord, UserRecord, notifications, parse, prefix_end,
 };
 use crate::engine::{Execution, ExecutionId};
@@ -250,6 +250,10 @@ fn pipeline_row(r: &Row) -> PipelineRecord {
     }
 }
 
+fn head_row(r: &Row) -> PipelineHead {
+    PipelineHead { name: r.get(0), version: u(r.get(1)), created_at: u(r.get(2)), updated_at: u(r.get(3)) }
+}
+
 fn anchor_row(r: &Row) -> crate::audit::Anchor {
     crate::audit::Anchor { seq: u(r.get(0)), hash: r.get(1) }
 }
@@ -454,6 +458,24 @@ impl Store for PgStore {
             &[],
         )?;
         Ok(rows.iter().map(pipeline_row).collect())
+    }
+
+    fn pipeline_heads(&self) -> Result<Vec<PipelineHead>> {
+        let rows = self.query(
+            "SELECT DISTINCT ON (name) name, version, created_at, updated_at FROM pipelines ORDER BY name, version DESC",
+            &[],
+        )?;
+        Ok(rows.iter().map(head_row).collect())
+    }
+
+    fn pipeline_heads_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<PipelineHead>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = self.query(
+            "SELECT DISTINCT ON (name) name, version, created_at, updated_at FROM pipelines WHERE name > $1
+             ORDER BY name, version DESC LIMIT $2",
+            &[&after.unwrap_or(""), &limit],
+        )?;
+        Ok(rows.iter().map(head_row).collect())
     }
 
     fn pipeline(&self, name: &str, version: Option<u64>) -> Result<Option<PipelineRecord>> {

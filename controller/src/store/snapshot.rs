@@ -60,10 +60,10 @@ mod tests {
         drop(conn);
         let fixture = SqliteStore::open(&dir.path().join("fixture.db"), Durability::Process).unwrap();
         let executions = fixture.executions("fixture", 10).unwrap();
-        store.apply(&[Change::Execution(Box::new(executions[0].clone()))]).unwrap();
+        store.apply(&[Change::Execution(std::sync::Arc::new(executions[0].clone()))]).unwrap();
         // A step of the driver holds the write lock, uncommitted, while the snapshot is taken.
         store.begin_step().unwrap();
-        store.apply(&[Change::Execution(Box::new(executions[1].clone()))]).unwrap();
+        store.apply(&[Change::Execution(std::sync::Arc::new(executions[1].clone()))]).unwrap();
         let taken = snapshot(&path, &dir.path().join("copy.db")).unwrap();
         store.end_step().unwrap();
         assert_eq!(taken.executions, 1, "the uncommitted step is not in the copy");

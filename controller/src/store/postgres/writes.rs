@@ -36,7 +36,7 @@ pub(super) fn statements(change: &Change, out: &mut Vec<Write>) -> Result<()> {
                 e.status.as_str().to_string(),
                 i(e.started_at),
                 i(e.updated_at),
-                json(e)?
+                json(&**e)?
             ));
             // The revision flow's index (issue 16, pages), replaced whole.
             out.push(w!("DELETE FROM execution_revisions WHERE execution_id = $1", e.id.0.clone()));
