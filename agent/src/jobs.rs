@@ -363,9 +363,8 @@ impl Jobs {
         self.send(FromAgent::JobStarted { job_id: job_id.clone(), lease_epoch }).await;
         info!(plugin = %format!("{}@{}", spec.plugin.provider, spec.plugin.version), "job started");
 
-        let dir = self.dirs.take(&format!("{token}-{}", sanitize(&job_id))).await;
+        let dir = self.dirs.take(&format!("{token}-{}", sanitize(&job_id)));
         let result = self.attempt(&spec, &dir, token, &mut cancel).await;
-        self.dirs.give_back(dir).await;
         drop(permit);
 
         match (result, self.lease_epoch(&job_id).filter(|_| !*cancel.borrow())) {
@@ -383,6 +382,9 @@ impl Jobs {
         // Only now: a heartbeat between the two would tell the controller the
         // job vanished before it learns the result.
         self.forget(&job_id, token);
+        // After the result (issue 19): checking and keeping the directory
+        // is not on the way from one action to the next.
+        self.dirs.give_back(dir).await;
     }
 
     /// The job's steps; `None` when it was cancelled on the way.
@@ -471,8 +473,11 @@ impl Jobs {
         // `downloads` only when something passes through it: a job
         // directory holding nothing but an empty workspace is reused.
         let transfers = !spec.inputs.is_empty() || !spec.outputs.is_empty();
+        // Inline, not on the blocking pool: a kept directory has its
+        // workspace already (one stat), and a hop to the pool and back cost
+        // more than the call (issue 19).
         for d in [&workspace].into_iter().chain(transfers.then_some(&downloads)) {
-            tokio::fs::create_dir_all(d).await.with_context(|| format!("creating {}", d.display()))?;
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         let mut inputs = Vec::new();
         for (i, input) in spec.inputs.iter().enumerate() {

@@ -106,23 +106,50 @@ pub async fn enroll(
 }
 
 /// A live fleet connection with its control stream, kept open (dropping the
-/// streams would tell the controller the agent left).
+/// streams would tell the controller the agent left). It sends heartbeats
+/// at the interval the welcome named, as an agent does: a controller cuts
+/// off an agent silent for its lease (30 s by default), and connecting
+/// 50,000 takes longer than that.
 pub struct Connected {
     pub conn: quinn::Connection,
-    control: (quinn::SendStream, quinn::RecvStream),
+    send: Arc<tokio::sync::Mutex<quinn::SendStream>>,
+    recv: quinn::RecvStream,
+    heartbeats: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.heartbeats.abort();
+    }
 }
 
 impl Connected {
+    fn new(conn: quinn::Connection, send: quinn::SendStream, recv: quinn::RecvStream, every: Duration) -> Self {
+        let send = Arc::new(tokio::sync::Mutex::new(send));
+        let beat = send.clone();
+        let heartbeats = tokio::spawn(async move {
+            let Ok(frame) = encode(&FromAgent::Heartbeat { running: vec![] }) else { return };
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                if beat.lock().await.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self { conn, send, recv, heartbeats }
+    }
+
     /// Sends one message on the control stream.
     pub async fn send(&mut self, message: &FromAgent) -> Result<()> {
-        self.control.0.write_all(&encode(message)?).await?;
+        self.send.lock().await.write_all(&encode(message)?).await?;
         Ok(())
     }
 
     /// The next job the controller hands out, skipping other messages.
     pub async fn next_job(&mut self) -> Result<sluice_protocol::JobSpec> {
         loop {
-            match read_frame_exact::<ToAgent>(&mut self.control.1).await? {
+            match read_frame_exact::<ToAgent>(&mut self.recv).await? {
                 Some(ToAgent::Job(job)) => return Ok(*job),
                 Some(_) => {}
                 None => bail!("the controller closed the control stream"),
@@ -159,7 +186,9 @@ pub async fn connect_with(
     });
     send.write_all(&encode(&hello)?).await?;
     match read_frame_exact::<ToAgent>(&mut recv).await? {
-        Some(ToAgent::Welcome { .. }) => Ok(Connected { conn, control: (send, recv) }),
+        Some(ToAgent::Welcome { heartbeat_ms, .. }) => {
+            Ok(Connected::new(conn, send, recv, Duration::from_millis(heartbeat_ms.max(100))))
+        }
         Some(ToAgent::Refused { reason }) => bail!("agent {} refused: {reason}", enrolled.agent_id),
         other => bail!("agent {}: expected a welcome, got {other:?}", enrolled.agent_id),
     }

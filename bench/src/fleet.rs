@@ -72,7 +72,13 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     tokio::time::sleep(SETTLE).await;
     let still = connected.iter().filter(|c| c.conn.close_reason().is_none()).count();
     if still != p.agents {
-        bail!("{} of {} connections closed while idle", p.agents - still, p.agents);
+        // Why, by reason (the first few kinds): which side gave up, and how.
+        let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+        for reason in connected.iter().filter_map(|c| c.conn.close_reason()) {
+            *reasons.entry(reason.to_string()).or_default() += 1;
+        }
+        let reasons: Vec<String> = reasons.iter().take(4).map(|(r, n)| format!("{n} x {r}")).collect();
+        bail!("{} of {} connections closed while idle: {}", p.agents - still, p.agents, reasons.join("; "));
     }
     let after = rss_kib(pid)?;
     let listed = tokio::task::block_in_place(|| cluster.agents_json())?;

@@ -74,7 +74,7 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     if after_sources >= total / 4 && window > 0.0 {
         report.figure(
             Figure::new("noop actions per second", after_sources as f64 / window, "actions/s")
-                .budget(Budget::AtLeast(2000.0)),
+                .budget(Budget::AtLeast(5000.0)),
         );
     } else {
         report.note(

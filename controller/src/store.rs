@@ -1794,7 +1794,8 @@ mod tests {
                     let mut change = carrying(&format!("e{i:05}"), i, &format!("p{}", i % 20), &[("Source", &revision(i))]);
                     // Some weight to each state, as real ones have: variables to parse.
                     if let Change::Execution(e) = &mut change {
-                        std::sync::Arc::make_mut(e).variables = (0..10).map(|v| (format!("VAR{v}"), "x".repeat(40))).collect();
+                        std::sync::Arc::make_mut(e).variables =
+                            (0..10).map(|v| (format!("VAR{v}"), "x".repeat(40))).collect();
                     }
                     change
                 })
@@ -2045,7 +2046,11 @@ mod tests {
         assert!(heads.contains("COVERING INDEX") || heads.contains("USING INDEX"), "{heads}");
         assert!(!heads.contains("TEMP B-TREE"), "{heads}");
         let page = plan(&store, PIPELINE_HEADS_AFTER, params!["p1", 10]);
-        assert!(page.contains("USING PRIMARY KEY (name>?)") || page.contains("USING INDEX sqlite_autoindex_pipelines_1 (name>?)"), "{page}");
+        assert!(
+            page.contains("USING PRIMARY KEY (name>?)")
+                || page.contains("USING INDEX sqlite_autoindex_pipelines_1 (name>?)"),
+            "{page}"
+        );
         assert!(!page.contains("TEMP B-TREE"), "{page}");
         let artifacts = plan(&store, ARTIFACTS_IN_USE, []);
         assert!(artifacts.contains("execution_artifacts") && !artifacts.contains("executions "), "{artifacts}");

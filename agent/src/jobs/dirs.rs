@@ -53,15 +53,25 @@ impl JobDirs {
 
     /// The directory for a job named `name`: a spare one renamed to it, or
     /// a path that does not exist yet (the job creates what it needs).
-    pub async fn take(&self, name: &str) -> PathBuf {
+    ///
+    /// The rename is made inline: one metadata call in the agent's own
+    /// directory costs less than a hop to the blocking pool and back, which
+    /// every action would wait for (issue 19). A spare that cannot be
+    /// renamed is removed (it holds an empty workspace only), never
+    /// handed out.
+    pub fn take(&self, name: &str) -> PathBuf {
         let dir = self.inner.root.join(name);
         let spare = self.inner.spare.lock().expect("job dirs lock").pop();
         if let Some(spare) = spare {
-            match tokio::fs::rename(&spare, &dir).await {
+            match std::fs::rename(&spare, &dir) {
                 Ok(()) => return dir,
                 Err(e) => {
                     warn!(dir = %spare.display(), "reusing a job directory: {e}");
-                    self.remove(spare).await;
+                    if let Err(e) = std::fs::remove_dir_all(&spare)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        warn!(dir = %spare.display(), "removing the job directory: {e}");
+                    }
                 }
             }
         }
@@ -131,7 +141,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     fn job_dir(dirs: &JobDirs, name: &str) -> PathBuf {
-        let dir = block_on(dirs.take(name));
+        let dir = dirs.take(name);
         std::fs::create_dir_all(dir.join(WORKSPACE)).unwrap();
         dir
     }
@@ -155,7 +165,7 @@ mod tests {
         let ino = std::fs::metadata(&first).unwrap().ino();
         block_on(dirs.give_back(first.clone()));
         assert!(first.exists(), "kept as a spare");
-        let second = block_on(dirs.take("2-b"));
+        let second = dirs.take("2-b");
         assert!(!first.exists());
         assert_eq!(std::fs::metadata(&second).unwrap().ino(), ino, "the same directory, renamed");
         assert!(second.join(WORKSPACE).is_dir());
@@ -178,7 +188,7 @@ mod tests {
             block_on(dirs.give_back(dir.clone()));
             assert!(!dir.exists(), "{} was kept", dir.display());
         }
-        let fresh = block_on(dirs.take("5-e"));
+        let fresh = dirs.take("5-e");
         assert!(!fresh.exists(), "no spare was kept, so the job gets a new path");
     }
 

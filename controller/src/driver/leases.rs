@@ -33,10 +33,10 @@ impl Driver {
             retention,
             self.start_due,
         ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(u64::MAX)
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(u64::MAX)
     }
 
     /// Time has come for some timer: each looks at the clock and does what

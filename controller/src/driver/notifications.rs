@@ -106,7 +106,12 @@ impl Driver {
 
     /// The deliveries a step's notices make: one pending row per matching
     /// rule target and event type, for `commit` to write with the step.
-    pub(super) fn notification_changes(&self, now: u64, notices: &[Notice], dirty: &[std::sync::Arc<Execution>]) -> Vec<Change> {
+    pub(super) fn notification_changes(
+        &self,
+        now: u64,
+        notices: &[Notice],
+        dirty: &[std::sync::Arc<Execution>],
+    ) -> Vec<Change> {
         if self.notifications.is_empty() {
             return Vec::new();
         }
@@ -115,8 +120,11 @@ impl Driver {
         // is the one retried.
         let mut resumed: Vec<&str> = Vec::new();
         for notice in notices {
-            let execution =
-                dirty.iter().find(|e| e.id == notice.execution_id).map(|e| &**e).or_else(|| self.engine.execution(&notice.execution_id));
+            let execution = dirty
+                .iter()
+                .find(|e| e.id == notice.execution_id)
+                .map(|e| &**e)
+                .or_else(|| self.engine.execution(&notice.execution_id));
             let mut context = notice_context(notice, execution);
             let id = notice.execution_id.0.as_str();
             match (&notice.stage, &notice.action) {

@@ -992,7 +992,9 @@ impl Engine {
                 match self.gate(now, exec_id, si, GatePhase::BeforeEntry) {
                     Gate::Pending => return,
                     Gate::Passed => {
-                        exec_mut(&mut self.executions, exec_id).expect("known").stages[si].passed.push(GatePhase::BeforeEntry);
+                        exec_mut(&mut self.executions, exec_id).expect("known").stages[si]
+                            .passed
+                            .push(GatePhase::BeforeEntry);
                         continue;
                     }
                     Gate::Applied(Outcome::Skip, why) => {

@@ -33,9 +33,9 @@
 //!   writes is the lease's business, not the store's.
 
 use super::{
-    AccessKeyRecord, AgentRecord, ApiTokenRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineRecord,
-    PipelineHead, PluginRecord, PluginSignatureRecord, PublisherRecord, RevocationRecord, SecretRecord, SeenRevision, Store,
-    TransitionRecord, UserRecord, notifications, parse, prefix_end,
+    AccessKeyRecord, AgentRecord, ApiTokenRecord, Change, Durability, JoinTokenRecord, LogLine, PipelineHead,
+    PipelineRecord, PluginRecord, PluginSignatureRecord, PublisherRecord, RevocationRecord, SecretRecord, SeenRevision,
+    Store, TransitionRecord, UserRecord, notifications, parse, prefix_end,
 };
 use crate::engine::{Execution, ExecutionId};
 use anyhow::{Context as _, Result, bail};

@@ -320,3 +320,37 @@ fn an_agents_granted_programs_run_confined_and_reach_only_granted_ports() {
     let e = cluster.execution_end("online", &id, WAIT);
     assert_eq!(e["pipelineExecution"]["status"], "Succeeded", "{e}");
 }
+
+/// A job's start is written with the next commit (issue 19, so that a
+/// short action costs one write of its execution, not two), and within
+/// 10 ms when nothing else commits: a long action that is the only thing
+/// happening still has its start in the store at once, and a controller
+/// killed then comes back with the action as started on its agent.
+#[test]
+fn the_start_of_a_long_action_is_written_while_nothing_else_happens() {
+    let mut cluster = Cluster::new().start().unwrap();
+    let ids = vec![cluster.add_agent(&[]).unwrap()];
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "x\n")]);
+    let marker = cluster.dir.path().join("started");
+    let commands = format!("touch {}\nsleep 120", marker.display());
+    let id = cluster.create_pipeline("long", &pipeline("long", &repo, &commands, ""));
+    running_on(&cluster, &ids, "long", &id, &marker);
+    // The store, read beside the controller: the start is there.
+    let db = cluster.data_dir().join("sluice.db");
+    wait_until("the start in the store", Duration::from_secs(2), || {
+        let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        let state: String = conn.query_row("SELECT state FROM executions WHERE id = ?1", [&id], |r| r.get(0)).ok()?;
+        let state: Value = serde_json::from_str(&state).ok()?;
+        (state["stages"][1]["actions"][0]["agent"].as_str() == Some(ids[0].as_str())).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()));
+    cluster.kill_controller();
+    cluster.start_controller().unwrap();
+    let action = work(&cluster, "long", &id);
+    assert_eq!(
+        (action["status"].as_str(), action["agent"].as_str()),
+        (Some("InProgress"), Some(ids[0].as_str())),
+        "{action}"
+    );
+}
