@@ -46,6 +46,11 @@ fn batchable(command: &Command) -> bool {
     )
 }
 
+/// A job's start: written with the next commit, not one of its own.
+fn is_start(command: &Command) -> bool {
+    matches!(command, Command::AgentMessage { message: FromAgent::JobStarted { .. }, .. })
+}
+
 impl Driver {
     /// Handles `command`, and with it the batchable reports queued behind
     /// it; returns the first command that ended the batch, to handle next.
@@ -55,11 +60,15 @@ impl Driver {
             return None;
         }
         self.batch.open = true;
+        let mut only_starts = is_start(&command);
         self.handle(now, command);
         let mut next = None;
         for _ in 1..MAX_BATCH {
             match rx.try_recv() {
-                Ok(command) if batchable(&command) => self.handle(now, command),
+                Ok(command) if batchable(&command) => {
+                    only_starts &= is_start(&command);
+                    self.handle(now, command);
+                }
                 Ok(command) => {
                     next = Some(command);
                     break;
@@ -68,6 +77,11 @@ impl Driver {
             }
         }
         self.batch.open = false;
+        if only_starts {
+            // Starts alone wait for the next commit (issue 19,
+            // `Driver::job_started`); they leave nothing else to write or send.
+            return next;
+        }
         let changes = std::mem::take(&mut self.batch.changes);
         let to_agents = std::mem::take(&mut self.batch.to_agents);
         // A failed commit stops the process inside `commit`: nothing below

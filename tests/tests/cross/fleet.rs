@@ -323,19 +323,31 @@ fn an_agents_granted_programs_run_confined_and_reach_only_granted_ports() {
 
 /// A job's start is written with the next commit (issue 19, so that a
 /// short action costs one write of its execution, not two), and within
-/// 10 ms when nothing else commits: a long action that is the only thing
-/// happening still has its start in the store at once, and a controller
-/// killed then comes back with the action as started on its agent.
+/// 10 ms when nothing else commits: a long action that logs nothing (the
+/// test plugin `hostile` asleep) still has its start in the store at once,
+/// and a controller killed then comes back with the action as started on
+/// its agent.
 #[test]
 fn the_start_of_a_long_action_is_written_while_nothing_else_happens() {
     let mut cluster = Cluster::new().start().unwrap();
     let ids = vec![cluster.add_agent(&[]).unwrap()];
+    let hostile = sluice_test_plugins::test_plugin("hostile");
+    let out = cluster.sluice(&["plugin", "push", hostile.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
     let repo = cluster.dir.path().join("repo");
     make_repo(&repo, &[("README", "x\n")]);
-    let marker = cluster.dir.path().join("started");
-    let commands = format!("touch {}\nsleep 120", marker.display());
-    let id = cluster.create_pipeline("long", &pipeline("long", &repo, &commands, ""));
-    running_on(&cluster, &ids, "long", &id, &marker);
+    let mut declaration: Value = serde_json::from_str(&pipeline("long", &repo, "true", "")).unwrap();
+    declaration["pipeline"]["stages"][1]["actions"][0] = serde_json::json!({
+        "name": "Work",
+        "actionTypeId": {"category": "Test", "owner": "Custom", "provider": "hostile", "version": "1"},
+        "configuration": {"Mode": "sleep"},
+    });
+    let id = cluster.create_pipeline("long", &declaration.to_string());
+    // Started (the engine has it), and nothing logged that would commit.
+    wait_until("the action to start", WAIT, || {
+        (work(&cluster, "long", &id)["agent"].as_str() == Some(ids[0].as_str())).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()));
     // The store, read beside the controller: the start is there.
     let db = cluster.data_dir().join("sluice.db");
     wait_until("the start in the store", Duration::from_secs(2), || {
