@@ -111,7 +111,7 @@ mod tests {
                 loop {
                     let (a, next_a) = page(whole.clone(), String::clone, "pipelines", limit, token_a.as_deref()).unwrap();
                     let (b, next_b) =
-                        page_from(fetch, |i| i.as_str(), |i| keep(i), "pipelines", limit, token_b.as_deref()).unwrap();
+                        page_from(fetch, |i| i.as_str(), keep, "pipelines", limit, token_b.as_deref()).unwrap();
                     assert_eq!((&a, &next_a), (&b, &next_b), "limit {limit}");
                     if next_a.is_none() {
                         break;

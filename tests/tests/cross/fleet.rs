@@ -330,7 +330,7 @@ fn an_agents_granted_programs_run_confined_and_reach_only_granted_ports() {
 #[test]
 fn the_start_of_a_long_action_is_written_while_nothing_else_happens() {
     let mut cluster = Cluster::new().start().unwrap();
-    let ids = vec![cluster.add_agent(&[]).unwrap()];
+    let agent = cluster.add_agent(&[]).unwrap();
     let hostile = sluice_test_plugins::test_plugin("hostile");
     let out = cluster.sluice(&["plugin", "push", hostile.to_str().unwrap()]);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -345,7 +345,7 @@ fn the_start_of_a_long_action_is_written_while_nothing_else_happens() {
     let id = cluster.create_pipeline("long", &declaration.to_string());
     // Started (the engine has it), and nothing logged that would commit.
     wait_until("the action to start", WAIT, || {
-        (work(&cluster, "long", &id)["agent"].as_str() == Some(ids[0].as_str())).then_some(())
+        (work(&cluster, "long", &id)["agent"].as_str() == Some(agent.as_str())).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()));
     // The store, read beside the controller: the start is there.
@@ -354,7 +354,7 @@ fn the_start_of_a_long_action_is_written_while_nothing_else_happens() {
         let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
         let state: String = conn.query_row("SELECT state FROM executions WHERE id = ?1", [&id], |r| r.get(0)).ok()?;
         let state: Value = serde_json::from_str(&state).ok()?;
-        (state["stages"][1]["actions"][0]["agent"].as_str() == Some(ids[0].as_str())).then_some(())
+        (state["stages"][1]["actions"][0]["agent"].as_str() == Some(agent.as_str())).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.controller_log()));
     cluster.kill_controller();
@@ -362,7 +362,7 @@ fn the_start_of_a_long_action_is_written_while_nothing_else_happens() {
     let action = work(&cluster, "long", &id);
     assert_eq!(
         (action["status"].as_str(), action["agent"].as_str()),
-        (Some("InProgress"), Some(ids[0].as_str())),
+        (Some("InProgress"), Some(agent.as_str())),
         "{action}"
     );
 }
