@@ -491,17 +491,11 @@ pub trait Store: Send {
     /// What the newest sets the fan-in rule started for `pipeline` took, by source action.
     fn feeds_consumed(&self, pipeline: &str) -> Result<Vec<FeedConsumed>>;
     // Scale (issue 19, scale).
-    /// The latest version of every pipeline without its declaration, by
-    /// name: what listings need (their declarations are parsed once and
-    /// cached by the driver). A backend without a lighter query gets it
-    /// from [`Store::pipelines`].
-    fn pipeline_heads(&self) -> Result<Vec<PipelineHead>> {
-        Ok(self.pipelines()?.into_iter().map(|p| PipelineHead::from(&p)).collect())
-    }
-    /// At most `limit` of [`Store::pipeline_heads`], those named after
-    /// `after` (by byte order): one page of a listing, read as a range of
-    /// the pipelines' key, so a page costs the same with 10 pipelines or
-    /// 10,000 (issue 19).
+    /// At most `limit` pipelines named after `after` (by byte order), each
+    /// at its latest version and without its declaration: one page of a
+    /// listing (the declarations are parsed once and cached by the driver),
+    /// read as a range of the pipelines' key, so a page costs the same with
+    /// 10 pipelines or 10,000 (issue 19).
     fn pipeline_heads_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<PipelineHead>>;
 }
 
@@ -635,10 +629,9 @@ const HISTORY_BEFORE: &str = "SELECT state FROM executions WHERE pipeline = ?1 A
      ORDER BY started_at DESC, id DESC LIMIT ?4";
 /// What start-up restores: the executions still running, by their status.
 const UNFINISHED: &str = "SELECT state FROM executions WHERE status IN ('InProgress', 'Stopping') ORDER BY started_at";
-/// SQLite takes the bare columns from the row that has the MAX: one walk
-/// of the primary key, no declaration read.
-const PIPELINE_HEADS: &str = "SELECT name, MAX(version), created_at, updated_at FROM pipelines GROUP BY name ORDER BY name";
-/// A page of them: a range of the primary key, walked no further than the page.
+/// A page of pipeline heads: SQLite takes the bare columns from the row
+/// that has the MAX, in a range of the primary key walked no further than
+/// the page; no declaration is read.
 const PIPELINE_HEADS_AFTER: &str = "SELECT name, MAX(version), created_at, updated_at FROM pipelines WHERE name > ?1
      GROUP BY name ORDER BY name LIMIT ?2";
 /// What artifact collection keeps: the table's key, never the executions' JSON.
@@ -717,15 +710,7 @@ fn index_revisions(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
     // An execution is written at every step of every action and its
     // revisions rarely change: reading them dirties no page, rewriting
     // them dirtied the table and both its indexes at each step (issue 19, perf).
-    // The rows are its source revisions and what it carries from upstream
-    // (issue 21), both compared: an execution fed by another pipeline may
-    // have no source revision of its own.
-    let mut wanted: Vec<(&str, &str)> = e
-        .source_revisions
-        .iter()
-        .map(|(action, r)| (action.as_str(), r.revision_id.as_str()))
-        .chain(e.origins.iter().map(|(key, o)| (key.as_str(), o.revision_id.as_str())))
-        .collect();
+    let mut wanted: Vec<(&str, &str)> = revision_rows(e).collect();
     wanted.sort_unstable();
     let stored: Vec<(String, String)> = tx
         .prepare_cached(
@@ -743,15 +728,22 @@ fn index_revisions(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
         "INSERT OR IGNORE INTO execution_revisions (revision, pipeline, execution_id, action, started_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    for (action, r) in &e.source_revisions {
-        insert.execute(params![r.revision_id, e.pipeline, e.id.0, action, e.started_at as i64])?;
-    }
-    // Issue 21, feed: what it carries from upstream, under the key it came by
-    // (`PIPELINE/ACTION`, or `PIPELINE` for an upstream execution's id).
-    for (key, o) in &e.origins {
-        insert.execute(params![o.revision_id, e.pipeline, e.id.0, key, e.started_at as i64])?;
+    for (key, revision) in wanted {
+        insert.execute(params![revision, e.pipeline, e.id.0, key, e.started_at as i64])?;
     }
     Ok(())
+}
+
+/// The rows of the revision flow's index for `e`, as (key, revision): its
+/// source revisions by action, and (issue 21, feed) what it carries from
+/// upstream, under the key it came by (`PIPELINE/ACTION`, or `PIPELINE` for
+/// an upstream execution's id). An execution fed by another pipeline may
+/// have no source revision of its own. Both backends write these.
+fn revision_rows(e: &Execution) -> impl Iterator<Item = (&str, &str)> {
+    e.source_revisions
+        .iter()
+        .map(|(action, r)| (action.as_str(), r.revision_id.as_str()))
+        .chain(e.origins.iter().map(|(key, o)| (key.as_str(), o.revision_id.as_str())))
 }
 
 /// Records the artifacts `e` refers to (scale, issue 19), in the
@@ -1330,12 +1322,6 @@ impl Store for SqliteStore {
     }
 
     // Scale (issue 19, scale).
-    fn pipeline_heads(&self) -> Result<Vec<PipelineHead>> {
-        let mut stmt = self.conn.prepare_cached(PIPELINE_HEADS)?;
-        let rows = stmt.query_map([], head_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-
     fn pipeline_heads_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<PipelineHead>> {
         let mut stmt = self.conn.prepare_cached(PIPELINE_HEADS_AFTER)?;
         let rows = stmt.query_map(params![after.unwrap_or(""), limit.min(i64::MAX as usize) as i64], head_row)?;
@@ -2042,9 +2028,6 @@ mod tests {
         assert!(!scans(&deep), "{deep}");
         let unfinished = plan(&store, UNFINISHED, []);
         assert!(unfinished.contains("executions_by_status") && !unfinished.contains("SCAN executions"), "{unfinished}");
-        let heads = plan(&store, PIPELINE_HEADS, []);
-        assert!(heads.contains("COVERING INDEX") || heads.contains("USING INDEX"), "{heads}");
-        assert!(!heads.contains("TEMP B-TREE"), "{heads}");
         let page = plan(&store, PIPELINE_HEADS_AFTER, params!["p1", 10]);
         assert!(
             page.contains("USING PRIMARY KEY (name>?)")
@@ -2091,7 +2074,7 @@ mod tests {
             })
         };
         store.apply(&[version("web", 1, 10), version("web", 3, 30), version("web", 2, 20), version("api", 1, 5)]).unwrap();
-        let heads = store.pipeline_heads().unwrap();
+        let heads = store.pipeline_heads_after(None, 10).unwrap();
         let expected = |name: &str, version: u64, updated_at: u64| PipelineHead {
             name: name.into(),
             version,
@@ -2099,9 +2082,9 @@ mod tests {
             updated_at,
         };
         assert_eq!(heads, [expected("api", 1, 5), expected("web", 3, 30)]);
-        // The trait's fallback, for a backend without the query, agrees.
-        let fallback: Vec<PipelineHead> = store.pipelines().unwrap().iter().map(PipelineHead::from).collect();
-        assert_eq!(heads, fallback);
+        // The latest declarations, read whole, agree.
+        let latest: Vec<PipelineHead> = store.pipelines().unwrap().iter().map(PipelineHead::from).collect();
+        assert_eq!(heads, latest);
     }
 
     /// Pages of heads (issue 19): ranges by name in byte order, each name
@@ -2126,8 +2109,12 @@ mod tests {
                 }
             }
             store.apply(&changes).unwrap();
-            let all = store.pipeline_heads().unwrap();
+            // What the pages must add up to: the latest declarations, read whole.
+            let all: Vec<PipelineHead> = store.pipelines().unwrap().iter().map(PipelineHead::from).collect();
             assert_eq!(all.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), names, "{}", fresh.location);
+            for (i, head) in all.iter().enumerate() {
+                assert_eq!(head.version, i as u64 % 3 + 1, "the latest version of {}", head.name);
+            }
             assert_eq!(store.pipeline_heads_after(None, 100).unwrap(), all, "{}", fresh.location);
             for limit in 1..=names.len() {
                 let mut paged = Vec::new();

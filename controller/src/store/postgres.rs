@@ -460,14 +460,6 @@ impl Store for PgStore {
         Ok(rows.iter().map(pipeline_row).collect())
     }
 
-    fn pipeline_heads(&self) -> Result<Vec<PipelineHead>> {
-        let rows = self.query(
-            "SELECT DISTINCT ON (name) name, version, created_at, updated_at FROM pipelines ORDER BY name, version DESC",
-            &[],
-        )?;
-        Ok(rows.iter().map(head_row).collect())
-    }
-
     fn pipeline_heads_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<PipelineHead>> {
         let limit = limit.min(i64::MAX as usize) as i64;
         let rows = self.query(

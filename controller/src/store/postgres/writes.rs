@@ -4,7 +4,7 @@
 
 use super::conn::{Write, w};
 use crate::store::notifications::NotificationChange;
-use crate::store::{Change, json};
+use crate::store::{Change, json, revision_rows};
 use anyhow::Result;
 
 fn i(v: u64) -> i64 {
@@ -40,27 +40,14 @@ pub(super) fn statements(change: &Change, out: &mut Vec<Write>) -> Result<()> {
             ));
             // The revision flow's index (issue 16, pages), replaced whole.
             out.push(w!("DELETE FROM execution_revisions WHERE execution_id = $1", e.id.0.clone()));
-            for (action, r) in &e.source_revisions {
+            for (key, revision) in revision_rows(e) {
                 out.push(w!(
                     "INSERT INTO execution_revisions (revision, pipeline, execution_id, action, started_at) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT DO NOTHING",
-                    r.revision_id.clone(),
+                    revision.to_string(),
                     e.pipeline.clone(),
                     e.id.0.clone(),
-                    action.clone(),
-                    i(e.started_at)
-                ));
-            }
-            // Pipelines that feed pipelines (issue 21, feed): what it carries
-            // from upstream, under the key it came by.
-            for (key, o) in &e.origins {
-                out.push(w!(
-                    "INSERT INTO execution_revisions (revision, pipeline, execution_id, action, started_at) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT DO NOTHING",
-                    o.revision_id.clone(),
-                    e.pipeline.clone(),
-                    e.id.0.clone(),
-                    key.clone(),
+                    key.to_string(),
                     i(e.started_at)
                 ));
             }
