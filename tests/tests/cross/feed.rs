@@ -9,7 +9,7 @@
 use serde_json::Value;
 use sluice_tests::{Cluster, WAIT, git, make_repo, output_text, wait_until};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A: the library, built from a git repository into the artifact `lib`.
@@ -122,14 +122,21 @@ fn start(cluster: &Cluster, pipeline: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-#[test]
-fn a_diamond_runs_once_per_commit_holds_on_a_failure_and_never_mixes() {
+/// A controller with one agent, a repository holding `lib.txt` and an
+/// empty directory of the flags the services' commands look for.
+fn with_library_repo() -> (Cluster, PathBuf, PathBuf) {
     let mut cluster = Cluster::new().start().unwrap();
     cluster.add_agent(&[]).unwrap();
     let root = cluster.dir.path().to_path_buf();
     let (repo, flags) = (root.join("repo"), root.join("flags"));
     std::fs::create_dir_all(&flags).unwrap();
     make_repo(&repo, &[("lib.txt", "v1\n")]);
+    (cluster, repo, flags)
+}
+
+#[test]
+fn a_diamond_runs_once_per_commit_holds_on_a_failure_and_never_mixes() {
+    let (cluster, repo, flags) = with_library_repo();
 
     // Created in order, each one's first execution takes its upstreams' newest.
     cluster.create_pipeline("lib", &library("lib", &repo));
@@ -236,12 +243,7 @@ fn a_diamond_runs_once_per_commit_holds_on_a_failure_and_never_mixes() {
 
 #[test]
 fn a_chain_stops_at_a_failing_middle_and_cycles_and_bad_upstreams_are_refused() {
-    let mut cluster = Cluster::new().start().unwrap();
-    cluster.add_agent(&[]).unwrap();
-    let root = cluster.dir.path().to_path_buf();
-    let (repo, flags) = (root.join("repo"), root.join("flags"));
-    std::fs::create_dir_all(&flags).unwrap();
-    make_repo(&repo, &[("lib.txt", "v1\n")]);
+    let (cluster, repo, flags) = with_library_repo();
     cluster.create_pipeline("top", &library("top", &repo));
     settled(&cluster, "top", 1);
     cluster.create_pipeline("mid", &service("mid", "top", &flags));
@@ -336,12 +338,8 @@ fn a_chain_stops_at_a_failing_middle_and_cycles_and_bad_upstreams_are_refused() 
 
 #[test]
 fn a_team_that_cannot_read_a_pipeline_cannot_subscribe_to_it() {
-    let mut cluster = Cluster::new().start().unwrap();
-    cluster.add_agent(&[]).unwrap();
+    let (cluster, repo, flags) = with_library_repo();
     let root = cluster.dir.path().to_path_buf();
-    let (repo, flags) = (root.join("repo"), root.join("flags"));
-    std::fs::create_dir_all(&flags).unwrap();
-    make_repo(&repo, &[("lib.txt", "v1\n")]);
     let ok = |out: std::process::Output| assert!(out.status.success(), "{}", output_text(&out));
     ok(cluster.sluice(&["team", "create", "web"]));
     ok(cluster.sluice(&["team", "create", "data"]));
