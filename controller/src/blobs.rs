@@ -303,8 +303,13 @@ impl BlobStore {
         if self.claim_stored(digest) {
             return Ok(size);
         }
+        // A partial file is never the whole, even when it holds every byte
+        // (an upload cut off before its check, or another one of the same
+        // bytes in progress): only a `put_stream` stores the blob, so the
+        // answer leaves it at least the last byte to send. "All of it" means
+        // stored, and the sender then sends nothing.
         Ok(match tokio::fs::metadata(self.partial(digest)?).await {
-            Ok(meta) if meta.len() <= size => meta.len(),
+            Ok(meta) if meta.len() <= size => meta.len().min(size.saturating_sub(1)),
             _ => 0,
         })
     }
@@ -374,7 +379,8 @@ impl BlobStore {
         }
         // Hashed and written on a thread while the stream is read (issue 19, perf).
         let mut sink = HashedFile::start(file.into_std().await, hasher, Flush::Behind);
-        let mut total = have;
+        // What the file holds now: `have`, or `offset` when the tail was cut.
+        let mut total = offset;
         let received = async {
             loop {
                 let n = reader.read_buf(sink.buffer()).await.context("receiving the artifact")?;
@@ -712,6 +718,36 @@ mod resume_tests {
         store.put_stream(&wrong, 1000, 0, &mut CutOff { data: &other, left: 400 }).await.unwrap_err();
         assert!(store.put_stream(&wrong, 1000, 400, &mut &other[400..]).await.unwrap_err().to_string().contains("mismatch"));
         assert_eq!(store.upload_offset(&wrong, 1000).await.unwrap(), 0);
+    }
+
+    /// Every byte received, but the upload cut before its check: the blob is
+    /// not stored, so the sender is not told "all of it" (it would send
+    /// nothing and name a blob that never appears); it sends the last byte,
+    /// and a sender resending from further back is counted from there.
+    #[tokio::test]
+    async fn a_partial_holding_every_byte_is_not_taken_for_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = hex::encode(Sha256::digest(&data));
+        let size = data.len() as u64;
+        std::fs::write(store.partial(&digest).unwrap(), &data).unwrap();
+        assert!(!store.contains(&digest));
+        assert_eq!(store.upload_offset(&digest, size).await.unwrap(), size - 1);
+        // A resend from before the end of what is here (the other sender's
+        // bytes) replaces the tail and is counted from its offset.
+        store.put_stream(&digest, size, 1_000, &mut &data[1_000..]).await.unwrap();
+        assert!(store.contains(&digest));
+        assert_eq!(std::fs::read(store.path(&digest).unwrap()).unwrap(), data);
+        assert_eq!(store.upload_offset(&digest, size).await.unwrap(), size, "stored: nothing to send");
+
+        // From the offset it answers, too.
+        let other: Vec<u8> = vec![9; 3_000];
+        let digest = hex::encode(Sha256::digest(&other));
+        std::fs::write(store.partial(&digest).unwrap(), &other).unwrap();
+        let offset = store.upload_offset(&digest, 3_000).await.unwrap();
+        store.put_stream(&digest, 3_000, offset, &mut &other[offset as usize..]).await.unwrap();
+        assert_eq!(std::fs::read(store.path(&digest).unwrap()).unwrap(), other);
     }
 
     #[tokio::test]
