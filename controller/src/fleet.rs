@@ -139,7 +139,8 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     // Fleet (issue 19, scale): room for the streams its slots may use.
     conn.set_max_concurrent_bi_streams(agent_streams(hello.slots).into());
     let (tx, mut rx) = mpsc::channel::<ToAgent>(AGENT_QUEUE);
-    let tx = AgentSender::new(tx, conn.clone(), &agent_id);
+    let tx = AgentSender::new(tx, conn.clone(), &agent_id, crate::driver::now_ms());
+    let link = tx.clone();
     let (reply_tx, reply_rx) = oneshot::channel();
     let source = conn.remote_address();
     ctx.driver
@@ -196,6 +197,15 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
         loop {
             match read_frame::<FromAgent>(&mut recv, &mut decoder).await {
                 Ok(Some(message)) => {
+                    link.hear(crate::driver::now_ms());
+                    // An idle agent's heartbeat renews nothing: it is
+                    // answered here, and the driver reads when it was
+                    // heard (issue 19, fleet: 50,000 agents send 10,000
+                    // a second).
+                    if matches!(&message, FromAgent::Heartbeat { running } if running.is_empty()) {
+                        link.send(ToAgent::HeartbeatAck);
+                        continue;
+                    }
                     ctx.driver.send(Command::AgentMessage { agent_id: agent_id.clone(), conn_id, message }).await?;
                 }
                 Ok(None) => return Ok(()),

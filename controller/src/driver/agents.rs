@@ -33,8 +33,6 @@ pub(super) struct AgentConn {
     pub(super) slots: u32,
     pub(super) running: HashSet<String>,
     pub(super) hostname: String,
-    /// When the agent last sent anything.
-    pub(super) last_heard: u64,
     /// Digests of the plugins it has cached (said in Hello, and every
     /// plugin of a job handed to it since).
     pub(super) plugins: HashSet<String>,
@@ -229,6 +227,9 @@ impl Driver {
         let reported: HashSet<String> = hello.running.iter().cloned().collect();
         let running = self.keep_held_jobs(now, &agent_id, &reported, hello.instance);
         let resumed = self.reclaim_restored_jobs(now, &agent_id, &reported, &running);
+        // Heard now: its hello may have waited in a long queue of them
+        // (a reconnect storm) for longer than a lease.
+        tx.hear(now);
         self.agents.insert(
             agent_id.clone(),
             AgentConn {
@@ -240,10 +241,11 @@ impl Driver {
                 slots,
                 running,
                 hostname: record.hostname,
-                last_heard: now,
                 plugins: hello.plugins.iter().filter(|d| sluice_runtime::is_digest(d)).take(4096).cloned().collect(),
             },
         );
+        // Looked at for silence a lease from now at the latest.
+        self.next_silence_check = self.next_silence_check.min(now + self.lease_timeout.as_millis() as u64);
         self.give_back(now, &agent_id, resumed);
         info!(%agent_id, "agent ready");
         self.tell_agent(&agent_id, "connected");

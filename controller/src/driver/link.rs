@@ -4,6 +4,8 @@
 //! driver nor the fleet.
 
 use sluice_protocol::ToAgent;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -15,19 +17,34 @@ use tracing::warn;
 pub const AGENT_QUEUE: usize = 1024;
 
 /// The driver's handle on one agent's control stream: a bounded queue to
-/// the connection's writer. A full queue closes the connection.
+/// the connection's writer (a full queue closes the connection), and when
+/// the agent was last heard from on it.
 #[derive(Clone)]
 pub struct AgentSender {
     tx: mpsc::Sender<ToAgent>,
     conn: quinn::Connection,
-    agent_id: std::sync::Arc<str>,
+    agent_id: Arc<str>,
+    /// Unix ms of the last frame from the agent on this connection, kept
+    /// by the connection's reader (which answers idle heartbeats itself,
+    /// issue 19) and read by the driver when it looks for silent agents.
+    heard: Arc<AtomicU64>,
 }
 
 impl AgentSender {
     /// The handle on `conn`'s control stream whose writer reads `tx`'s
-    /// receiver (made with room for [`AGENT_QUEUE`] messages).
-    pub fn new(tx: mpsc::Sender<ToAgent>, conn: quinn::Connection, agent_id: &str) -> Self {
-        Self { tx, conn, agent_id: agent_id.into() }
+    /// receiver (made with room for [`AGENT_QUEUE`] messages), heard from at `now`.
+    pub fn new(tx: mpsc::Sender<ToAgent>, conn: quinn::Connection, agent_id: &str, now: u64) -> Self {
+        Self { tx, conn, agent_id: agent_id.into(), heard: Arc::new(AtomicU64::new(now)) }
+    }
+
+    /// The agent sent something at `now` (Unix ms).
+    pub fn hear(&self, now: u64) {
+        self.heard.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// When the agent last sent anything (Unix ms).
+    pub fn last_heard(&self) -> u64 {
+        self.heard.load(Ordering::Relaxed)
     }
 
     /// Queues a message; `false` when it cannot be (the agent is gone, or

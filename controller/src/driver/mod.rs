@@ -157,6 +157,9 @@ struct Driver {
     catalog: Catalog,
     definitions: HashMap<(String, u64), Arc<Pipeline>>,
     agents: HashMap<String, AgentConn>,
+    /// No agent can have been silent for a lease before this (Unix ms;
+    /// `leases.rs`).
+    next_silence_check: u64,
     jobs: HashMap<String, JobInfo>,
     pending: VecDeque<Dispatch>,
     events: broadcast::Sender<Arc<Value>>,
@@ -330,6 +333,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         catalog,
         definitions: HashMap::new(),
         agents: HashMap::new(),
+        next_silence_check: u64::MAX,
         jobs: HashMap::new(),
         pending: VecDeque::new(),
         events: events.clone(),

@@ -28,7 +28,9 @@ impl Driver {
     /// (a message of an older connection is dropped).
     pub(super) fn agent_message(&mut self, now: u64, agent_id: &str, conn_id: u64, message: FromAgent) {
         match self.agents.get_mut(agent_id) {
-            Some(agent) if agent.conn_id == conn_id => agent.last_heard = now,
+            // The fleet's reader heard the control stream's frames; this
+            // covers the lines of log streams too.
+            Some(agent) if agent.conn_id == conn_id => agent.tx.hear(now),
             _ => return,
         }
         match message {

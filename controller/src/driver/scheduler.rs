@@ -214,7 +214,7 @@ impl Driver {
     /// The connected agents as scheduling sees them at `now`.
     pub(super) fn agent_views(&self, now: u64) -> impl Iterator<Item = AgentView<'_>> {
         let quiet = 2 * self.heartbeat().as_millis() as u64;
-        self.agents.iter().map(move |(id, a)| view(id, a, now < a.last_heard + quiet))
+        self.agents.iter().map(move |(id, a)| view(id, a, now < a.tx.last_heard() + quiet))
     }
 
     /// Why a pending action has no agent yet, in words an operator can act on.

@@ -624,6 +624,46 @@ async fn arbitrary_messages_from_an_enrolled_agent_leave_the_controller_serving(
 /// supervisor restarts it and recovery replays, instead of a process that
 /// answers every request with an error. The panic comes from a test hook
 /// compiled into debug builds only (no input is known to cause one).
+// Fleet (issue 19): idle heartbeats are answered by the connection's own
+// task, and the driver reads when each agent was last heard from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_an_idle_agent_past_its_lease_and_silence_cuts_it_off() {
+    let cluster =
+        tokio::task::block_in_place(|| Cluster::new().controller_args(&["--lease-timeout", "3s"]).start()).unwrap();
+    let token = tokio::task::block_in_place(|| cluster.join_token(Some(2))).unwrap();
+    let ca = std::fs::read_to_string(cluster.data_dir().join("ca/ca.crt")).unwrap();
+    let fleet = cluster.fleet.parse().unwrap();
+    let endpoint = rogue::endpoint().unwrap();
+    let claims = || Claims { labels: BTreeMap::new(), running: vec![], slots: 1 };
+    let beating = rogue::enroll(&endpoint, fleet, &ca, &token).await.unwrap();
+    let mut beating_agent = Rogue::connect(&endpoint, fleet, &beating, claims(), Window::Normal).await.unwrap();
+    let _alive = beating_agent.keep_alive();
+    // The attacker's side: a connection kept open by QUIC's own
+    // keep-alives, that says nothing after its hello, is not an agent.
+    let mute = rogue::enroll(&endpoint, fleet, &ca, &token).await.unwrap();
+    let mut mute_agent = Rogue::connect(&endpoint, fleet, &mute, claims(), Window::Normal).await.unwrap();
+
+    let refused = mute_agent.expect(WAIT, |m| match m {
+        ToAgent::Refused { reason } => Some(reason),
+        _ => None,
+    });
+    let reason = refused.await.unwrap_or_else(|| panic!("the mute agent was kept\n{}", cluster.controller_log()));
+    assert!(reason.contains("silent for 3s"), "{reason}");
+    // Three leases on, the one that beats is still there, each of its
+    // heartbeats answered.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    tokio::task::block_in_place(|| {
+        assert_eq!(agent(&cluster, &beating.agent_id)["connected"], true, "{}", cluster.controller_log());
+        assert_eq!(agent(&cluster, &mute.agent_id)["connected"], false);
+    });
+    let mut acks = 0;
+    while let Ok(message) = beating_agent.inbox.try_recv() {
+        acks += usize::from(message == ToAgent::HeartbeatAck);
+    }
+    assert!(acks >= 8, "{acks} heartbeats of about 11 were acknowledged");
+    assert!(beating_agent.conn.close_reason().is_none());
+}
+
 #[test]
 fn a_driver_panic_ends_the_controller_process() {
     let mut cluster = Cluster::new().controller_env("SLUICE_DEBUG_DRIVER_PANIC_ON_PIPELINE", "boom").start().unwrap();
