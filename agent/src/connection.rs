@@ -158,7 +158,7 @@ async fn resolve(controller: &str) -> Result<SocketAddr> {
 /// A client endpoint of the address family of `peer`.
 fn endpoint_for(peer: SocketAddr) -> Result<quinn::Endpoint> {
     let local: SocketAddr = if peer.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
-    quinn::Endpoint::client(local).context("opening a UDP socket")
+    crate::udp::endpoint(local, None).context("opening a UDP socket")
 }
 
 /// Enrollment failures that retrying cannot cure.

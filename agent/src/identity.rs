@@ -167,6 +167,7 @@ fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig> 
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    crate::udp::AGENT_WINDOWS.apply(&mut transport);
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

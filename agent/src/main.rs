@@ -11,7 +11,11 @@ mod connection;
 #[path = "../../controller/src/hashed_file.rs"]
 mod hashed_file;
 mod identity;
+// The controller's half of it (the server's socket) is unused here.
 mod jobs;
+#[allow(dead_code)]
+#[path = "../../controller/src/udp.rs"]
+mod udp;
 // Metrics, logs and health (issue 17, obs).
 mod observe;
 mod policy;

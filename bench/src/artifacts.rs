@@ -192,7 +192,7 @@ struct RawQuinn {
 impl RawQuinn {
     async fn start(dir: &std::path::Path, data: Arc<Vec<u8>>) -> Result<Self> {
         let ca = sluice::ca::Ca::load_or_create(&dir.join("raw-ca"))?;
-        let server = quinn::Endpoint::server(ca.server_config(Default::default())?, "127.0.0.1:0".parse()?)?;
+        let server = sluice::udp::endpoint("127.0.0.1:0".parse()?, Some(ca.server_config(Default::default())?))?;
         let addr = server.local_addr()?;
         let accept = server.clone();
         tokio::spawn(async move {
@@ -252,7 +252,11 @@ async fn serve_raw(mut send: quinn::SendStream, mut recv: quinn::RecvStream, dat
             while recv.read_chunk(CHUNK, true).await?.is_some() {}
             send.write_all(b"k").await?;
         }
-        _ => send.write_all(&data).await?,
+        _ => {
+            // Batched sends, as the controller's while it sends a blob.
+            let _bulk = sluice::udp::BulkSend::begin();
+            send.write_all(&data).await?
+        }
     }
     send.finish()?;
     let _ = send.stopped().await;

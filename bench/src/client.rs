@@ -40,6 +40,7 @@ fn quic(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig> {
     let mut config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    sluice::udp::AGENT_WINDOWS.apply(&mut transport);
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -196,5 +197,5 @@ pub async fn connect_with(
 
 /// A client endpoint on loopback.
 pub fn endpoint() -> Result<quinn::Endpoint> {
-    Ok(quinn::Endpoint::client("127.0.0.1:0".parse()?)?)
+    Ok(sluice::udp::endpoint("127.0.0.1:0".parse()?, None)?)
 }

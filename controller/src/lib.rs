@@ -36,6 +36,7 @@ pub mod policy;
 pub mod retention;
 pub mod secrets;
 pub mod store;
+pub mod udp;
 pub mod views;
 pub mod webhooks;
 pub mod workers;

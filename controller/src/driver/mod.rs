@@ -409,7 +409,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
     let tokens = driver.tokens.clone();
     let aws = crate::aws::AwsState::new(driver.access_keys.clone(), ca.fingerprint());
 
-    let endpoint = quinn::Endpoint::server(ca.server_config(driver.revocations.clone())?, config.fleet)
+    let endpoint = crate::udp::endpoint(config.fleet, Some(ca.server_config(driver.revocations.clone())?))
         .with_context(|| format!("binding the fleet port {}", config.fleet))?;
     let fleet = endpoint.local_addr()?;
     let listeners = listeners::bind(&config, &ca).await?;

@@ -58,7 +58,7 @@ impl Standby {
             let router = super::forward::metrics_router(standing.clone());
             serving.push(tokio::spawn(crate::https::serve(listener, router, None, "metrics (standby)")));
         }
-        let endpoint = quinn::Endpoint::server(ca.server_config(Default::default())?, config.fleet)
+        let endpoint = crate::udp::endpoint(config.fleet, Some(ca.server_config(Default::default())?))
             .with_context(|| format!("binding the fleet port {}", config.fleet))?;
         config.fleet = endpoint.local_addr()?;
         tokio::spawn(refuse_agents(endpoint.clone(), standing));
