@@ -12,7 +12,7 @@
 //! and whose next action takes that artifact as its input, downloaded.
 
 use crate::client;
-use crate::report::{Budget, Figure, ScenarioReport};
+use crate::report::{Budget, CpuTime, Figure, ScenarioReport};
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -70,7 +70,7 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
             bail!("starting the round's execution: {}", String::from_utf8_lossy(&out.stderr));
         }
         let source = agent.next_job().await?;
-        up.push(sluice_upload(&agent.conn, &bytes, &round_digest).await?);
+        up.push(cpu_of(sluice_upload(&agent.conn, &bytes, &round_digest)).await?);
         let outputs = vec![ProducedArtifact { name: "blob".into(), digest: round_digest.clone(), size: size as u64 }];
         let result = JobResult::Succeeded {
             summary: String::new(),
@@ -80,7 +80,7 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
         };
         agent.send(&FromAgent::JobFinished { job_id: source.job_id, lease_epoch: source.lease_epoch, result }).await?;
         let consumer = agent.next_job().await?;
-        down.push(sluice_download(&agent.conn, &round_digest, size as u64, &dir.path().join("download")).await?);
+        down.push(cpu_of(sluice_download(&agent.conn, &round_digest, size as u64, &dir.path().join("download"))).await?);
         let result = JobResult::Succeeded {
             summary: String::new(),
             output_variables: Default::default(),
@@ -88,10 +88,17 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
             outputs: vec![],
         };
         agent.send(&FromAgent::JobFinished { job_id: consumer.job_id, lease_epoch: consumer.lease_epoch, result }).await?;
-        raw_up.push(raw.upload(&data).await?);
-        raw_down.push(raw.download(size).await?);
+        raw_up.push(cpu_of(raw.upload(&data)).await?);
+        raw_down.push(cpu_of(raw.download(size)).await?);
     }
-    let rate = |times: &[Duration]| size as f64 / (1 << 20) as f64 / median(times).as_secs_f64();
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let phases = [&up, &down, &raw_up, &raw_down];
+    // The machine's cores used per GiB moved, and how many of them were
+    // busy while it moved (out of all): a phase bound by the CPU keeps
+    // them all busy, one that stalls leaves some idle.
+    let [cpu_up, cpu_down, cpu_raw_up, cpu_raw_down] = phases.map(|p| median_by(p, |(_, c)| c.busy) / gib);
+    let [busy_up, busy_down, busy_raw_up, busy_raw_down] = phases.map(|p| median_by(p, |(t, c)| c.busy / t.as_secs_f64()));
+    let rate = |phase: &[(Duration, CpuTime)]| size as f64 / (1 << 20) as f64 / median_by(phase, |(t, _)| t.as_secs_f64());
     let (up, down, raw_up, raw_down) = (rate(&up), rate(&down), rate(&raw_up), rate(&raw_down));
 
     let mut report = ScenarioReport::new("artifacts", json!({"sizeMiB": p.size_mib, "repeat": p.repeat}));
@@ -101,7 +108,21 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     report.figure(Figure::new("sluice download", down, "MiB/s"));
     report.figure(Figure::new("raw quinn download", raw_down, "MiB/s"));
     report.figure(Figure::new("download, share of raw quinn", 100.0 * down / raw_down, "%").budget(Budget::AtLeast(75.0)));
-    report.note(format!("median of {} rounds each; the controller and this process share the machine's cores", p.repeat));
+    for (name, cpu, busy) in [
+        ("sluice upload", cpu_up, busy_up),
+        ("raw quinn upload", cpu_raw_up, busy_raw_up),
+        ("sluice download", cpu_down, busy_down),
+        ("raw quinn download", cpu_raw_down, busy_raw_down),
+    ] {
+        report.figure(Figure::new(&format!("{name}: CPU per GiB"), cpu, "core-s"));
+        report.figure(Figure::new(&format!("{name}: cores busy"), busy, "cores"));
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    report.note(format!(
+        "median of {} rounds each; the controller and this process share the machine's {cores} cores (CPU is the \
+         machine's, from /proc/stat)",
+        p.repeat
+    ));
     raw.endpoint.close(0u32.into(), b"done");
     Ok(report)
 }
@@ -133,10 +154,17 @@ fn pseudo_random(size: usize) -> Vec<u8> {
     out
 }
 
-fn median(times: &[Duration]) -> Duration {
-    let mut sorted = times.to_vec();
-    sorted.sort();
+fn median_by<T>(items: &[T], value: impl Fn(&T) -> f64) -> f64 {
+    let mut sorted: Vec<f64> = items.iter().map(value).collect();
+    sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
+}
+
+/// A transfer's time, and the machine's CPU time while it ran.
+async fn cpu_of(transfer: impl std::future::Future<Output = Result<Duration>>) -> Result<(Duration, CpuTime)> {
+    let before = CpuTime::now()?;
+    let took = transfer.await?;
+    Ok((took, CpuTime::now()?.since(before)))
 }
 
 async fn sluice_upload(conn: &quinn::Connection, bytes: &[u8], digest: &str) -> Result<Duration> {

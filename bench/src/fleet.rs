@@ -72,13 +72,7 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
     tokio::time::sleep(SETTLE).await;
     let still = connected.iter().filter(|c| c.conn.close_reason().is_none()).count();
     if still != p.agents {
-        // Why, by reason (the first few kinds): which side gave up, and how.
-        let mut reasons = std::collections::BTreeMap::<String, usize>::new();
-        for reason in connected.iter().filter_map(|c| c.conn.close_reason()) {
-            *reasons.entry(reason.to_string()).or_default() += 1;
-        }
-        let reasons: Vec<String> = reasons.iter().take(4).map(|(r, n)| format!("{n} x {r}")).collect();
-        bail!("{} of {} connections closed while idle: {}", p.agents - still, p.agents, reasons.join("; "));
+        bail!("{} of {} connections closed while idle: {}", p.agents - still, p.agents, close_reasons(&connected));
     }
     let after = rss_kib(pid)?;
     let listed = tokio::task::block_in_place(|| cluster.agents_json())?;
@@ -195,7 +189,11 @@ impl Storm<'_> {
         let listed = tokio::task::block_in_place(|| cluster.agents_json())?;
         let live = listed.iter().filter(|a| a["connected"] == true).count();
         if live < back.len() {
-            bail!("after the storm the controller lists {live} connected agents of {}", back.len());
+            bail!(
+                "after the storm the controller lists {live} connected agents of {}; {}",
+                back.len(),
+                close_reasons(&back)
+            );
         }
         let n = back.len() as f64;
         report.figure(Figure::new("storm: restart until the fleet port is bound", ms(bound), "ms"));
@@ -248,6 +246,20 @@ async fn connect_retrying(
         }
     }
     Err(last.expect("at least one attempt")).context(format!("agent {} did not connect", enrolled.agent_id))
+}
+
+/// Why connections closed, by reason (the first few kinds): which side
+/// gave up, and how.
+fn close_reasons(connections: &[Connected]) -> String {
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for reason in connections.iter().filter_map(|c| c.conn.close_reason()) {
+        *reasons.entry(reason.to_string()).or_default() += 1;
+    }
+    if reasons.is_empty() {
+        return "none of the bench's connections is closed".into();
+    }
+    let reasons: Vec<String> = reasons.iter().take(4).map(|(r, n)| format!("{n} x {r}")).collect();
+    format!("closed: {}", reasons.join("; "))
 }
 
 fn sluice(cluster: &Cluster, args: &[&str]) -> Result<()> {

@@ -256,9 +256,47 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// The machine's CPU time so far, from the first line of `/proc/stat`:
+/// busy and total, in seconds summed over all cores. The difference of two
+/// readings says how much of the cores a phase used, and whether it left
+/// them idle (a stall) or was bound by them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    pub busy: f64,
+    pub total: f64,
+}
+
+impl CpuTime {
+    pub fn now() -> anyhow::Result<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat")?)
+    }
+
+    fn parse(stat: &str) -> anyhow::Result<Self> {
+        let line = stat.lines().next().filter(|l| l.starts_with("cpu ")).ok_or_else(|| anyhow::anyhow!("no cpu line"))?;
+        let ticks: Vec<f64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0.0)).collect();
+        // user nice system idle iowait irq softirq steal ...; USER_HZ is 100 on Linux.
+        let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+        let total: f64 = ticks.iter().take(8).sum();
+        Ok(Self { busy: (total - idle) / 100.0, total: total / 100.0 })
+    }
+
+    /// What was used between `earlier` and this reading.
+    pub fn since(self, earlier: Self) -> Self {
+        Self { busy: self.busy - earlier.busy, total: self.total - earlier.total }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_counts_iowait_as_idle() {
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n";
+        let t = CpuTime::parse(stat).unwrap();
+        assert!((t.busy - 1.5).abs() < 1e-9 && (t.total - 10.0).abs() < 1e-9, "{t:?}");
+        assert!(CpuTime::parse("intr 1 2\n").is_err());
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {
