@@ -80,7 +80,14 @@ pub async fn run(p: &Params) -> Result<ScenarioReport> {
         };
         agent.send(&FromAgent::JobFinished { job_id: source.job_id, lease_epoch: source.lease_epoch, result }).await?;
         let consumer = agent.next_job().await?;
-        down.push(cpu_of(sluice_download(&agent.conn, &round_digest, size as u64, &dir.path().join("download"))).await?);
+        // A new file each round, as an agent downloads into a new job's
+        // directory; the last round's is removed before the clock starts
+        // (truncating 256 MiB inside the measured time cost up to 60 ms).
+        let dest = dir.path().join(format!("download-{round}"));
+        if round > 0 {
+            std::fs::remove_file(dir.path().join(format!("download-{}", round - 1)))?;
+        }
+        down.push(cpu_of(sluice_download(&agent.conn, &round_digest, size as u64, &dest)).await?);
         let result = JobResult::Succeeded {
             summary: String::new(),
             output_variables: Default::default(),
