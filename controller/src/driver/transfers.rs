@@ -189,19 +189,24 @@ impl Driver {
         self.next_gc = now + self.artifact_gc_interval.as_millis() as u64;
         // Before this collection: what the last one removed is released.
         self.forget_collected_uploads(now);
-        let mut keep = match self.store.artifact_digests() {
-            Ok(keep) => keep,
-            Err(e) => return warn!("listing the artifacts in use: {e:#}"),
-        };
+        // The artifacts in use are listed off the driver where the store
+        // can (issue 19, scale): committed before the listing, or younger
+        // than the collection's age, nothing in use is removed.
+        let listing = self.store.artifact_digests_off_driver();
         // Outputs job workers uploaded for actions still running (a
         // continuation may hold them longer than the collection's age).
-        keep.extend(self.workers.jobs().flat_map(|j| j.uploaded.values().map(|a| a.digest.clone())));
+        let workers: Vec<String> = self.workers.jobs().flat_map(|j| j.uploaded.values().map(|a| a.digest.clone())).collect();
         let artifacts = self.artifacts.clone();
         let before = UNIX_EPOCH + Duration::from_millis(now) - self.artifact_gc_interval;
         // Data lifecycle (issue 17, life): a backup beginning waits for it.
         let collecting = self.lifecycle.collecting.start();
         tokio::task::spawn_blocking(move || {
             let _collecting = collecting;
+            let mut keep = match listing() {
+                Ok(keep) => keep,
+                Err(e) => return warn!("listing the artifacts in use: {e:#}"),
+            };
+            keep.extend(workers);
             match artifacts.collect_garbage(&keep, before) {
                 Ok((0, _)) => {}
                 Ok((count, bytes)) => info!(count, bytes, "unreferenced artifacts removed"),
