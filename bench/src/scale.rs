@@ -118,6 +118,11 @@ async fn measure(cluster: &mut Cluster, p: &Params, empty_gaps: &[Duration], rep
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
     report.figure(Figure::new("start-up until the API serves", ms(serving), "ms").budget(Budget::Below(2000.0)));
+    // The controller's own account of its start, beside: the rest is the
+    // process's launch and the first request.
+    if let Some(line) = cluster.controller_log().lines().rev().find(|l| l.contains("start-up took")) {
+        report.note(format!("the controller's log: {}", line.split_once("INFO ").map_or(line, |(_, l)| l)));
+    }
 
     let long = pipeline_name(0);
     let typical = pipeline_name(p.pipelines / 2);
