@@ -112,6 +112,14 @@ struct Resume {
     state: String,
 }
 
+impl Resume {
+    /// The blob's bytes its parts hold: whole parts, the last of which may
+    /// be the blob's shorter tail.
+    fn held(&self) -> u64 {
+        (self.parts.len() as u64 * self.part_size).min(self.size)
+    }
+}
+
 #[derive(Clone)]
 pub struct S3 {
     config: S3Config,
@@ -361,8 +369,15 @@ impl S3 {
         if self.touch(digest).await? {
             return Ok(size);
         }
+        // Parts recorded are never the whole blob, even when they hold
+        // every byte (an upload cut off after its last part, before its
+        // check and completion; or another upload of the same bytes about
+        // to complete): "all of it" means stored, and the sender would send
+        // nothing and name a blob that never appears. As for a local
+        // partial file, the answer leaves the last byte to send, which
+        // `put_stream` skips over the parts it has, then checks and completes.
         Ok(match self.load_resume(digest, size).await? {
-            Some(resume) => resume.parts.len() as u64 * resume.part_size,
+            Some(resume) => resume.held().min(size.saturating_sub(1)),
             None => 0,
         })
     }
@@ -406,7 +421,7 @@ impl S3 {
         reader: &mut (impl AsyncRead + Unpin),
     ) -> Result<()> {
         let resume = self.load_resume(digest, size).await?;
-        let have = resume.as_ref().map_or(0, |r| r.parts.len() as u64 * r.part_size);
+        let have = resume.as_ref().map_or(0, Resume::held);
         if offset > have {
             bail!("cannot resume at byte {offset}: {have} bytes of {digest} are here; ask for the offset again");
         }

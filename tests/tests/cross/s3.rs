@@ -175,6 +175,31 @@ async fn a_multipart_upload_cut_off_resumes_from_its_last_whole_part_through_ano
     assert!(first.contains(&digest));
 }
 
+/// An upload cut off after its last part was recorded, before its check
+/// and completion: the parts hold every byte, but the blob is not stored,
+/// so a sender is never told "all of it" (it would send nothing and name a
+/// blob that never appears). It sends the last byte, and the upload
+/// completes. Also when the last part is the blob's shorter tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_holding_every_byte_are_not_taken_for_the_blob() {
+    let moto = Moto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = store(&moto, "whole", &dir.path().join("cache"));
+    for (len, seed) in [(2 * PART_SIZE, 21), (PART_SIZE + 64_000, 22)] {
+        let data = bytes(len, seed);
+        let (digest, size) = (hex::encode(Sha256::digest(&data)), data.len() as u64);
+        // Every byte arrives, then the connection drops before the end.
+        let err = blobs.put_stream(&digest, size, 0, &mut CutOff { data: &data, left: len }).await.unwrap_err();
+        assert!(format!("{err:#}").contains("receiving"), "{len}: {err:#}");
+        assert!(!blobs.contains(&digest), "{len}: nothing unchecked is visible");
+        let offset = blobs.upload_offset(&digest, size).await.unwrap();
+        assert_eq!(offset, size - 1, "{len}: the last byte is left to send");
+        blobs.put_stream(&digest, size, offset, &mut &data[offset as usize..]).await.unwrap();
+        assert_eq!(read_all(&blobs, &digest).await.unwrap(), data, "{len}: completed and verified");
+        assert_eq!(blobs.upload_offset(&digest, size).await.unwrap(), size, "{len}: stored, nothing to send");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_changed_in_the_bucket_is_refused_on_read() {
     let moto = Moto::start().unwrap();
