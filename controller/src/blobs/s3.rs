@@ -92,6 +92,13 @@ pub struct S3Failure {
     pub message: String,
 }
 
+impl S3Failure {
+    /// The store failed on its side, and the same request may go through later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.status, 500 | 502 | 503 | 504) || self.code == "SlowDown"
+    }
+}
+
 /// A stored object, as listed.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -135,10 +142,14 @@ impl std::fmt::Debug for S3 {
 }
 
 /// A request body: none, or bytes in memory (a part is at most [`PART_SIZE`]).
+#[derive(Clone)]
 enum Body {
     Empty,
     Bytes(bytes::Bytes),
 }
+
+/// Tries of one request whose failure the store says is its own.
+const ATTEMPTS: usize = 3;
 
 impl S3 {
     /// The blobs of `kind` (`artifacts`, `plugins`) in the configured bucket.
@@ -191,7 +202,34 @@ impl S3 {
     }
 
     /// Sends one signed request; an error answer becomes [`S3Failure`].
+    /// One request, signed, sent again after a pause when the store
+    /// answers that it failed on its side (500, 502, 503, 504, or
+    /// `SlowDown`), at most [`ATTEMPTS`] times, as AWS's own clients do.
+    /// The object store may say so now and then under load: an upload
+    /// failed for it whole, and its action with it.
     async fn send(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        query: &[(&str, &str)],
+        extra: &[(&str, String)],
+        body: Body,
+    ) -> Result<reqwest::Response> {
+        let mut pause = std::time::Duration::from_millis(100);
+        for _ in 1..ATTEMPTS {
+            match self.send_once(method.clone(), key, query, extra, body.clone()).await {
+                Err(e) if e.downcast_ref::<S3Failure>().is_some_and(S3Failure::is_transient) => {
+                    tracing::warn!("{e:#}: trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+                other => return other,
+            }
+        }
+        self.send_once(method, key, query, extra, body).await
+    }
+
+    async fn send_once(
         &self,
         method: reqwest::Method,
         key: &str,
@@ -775,6 +813,62 @@ mod tests {
         assert_eq!(config("https://s3.example.com:9000").endpoint(), "https://s3.example.com:9000");
         assert_eq!(config("http://minio:443").endpoint(), "http://minio:443");
         assert_eq!(config("https://h:4430").endpoint(), "https://h:4430");
+    }
+
+    /// A tiny HTTP server answering `statuses` in turn, one per request;
+    /// returns its address and how many requests it took.
+    async fn answering(statuses: Vec<u16>) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            for status in statuses {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // The request's head and its body (a few bytes, sent at once).
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        (addr, count)
+    }
+
+    fn store_at(addr: std::net::SocketAddr) -> S3 {
+        let config = S3Config {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: Some(format!("http://{addr}")),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key_id: "k".into(),
+            secret_access_key: "s".into(),
+            session_token: None,
+        };
+        S3::new(config, "artifacts").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failure_of_the_store_is_tried_again_and_a_refusal_is_not() {
+        let (addr, count) = answering(vec![500, 503, 200]).await;
+        let s3 = store_at(addr);
+        s3.send(reqwest::Method::PUT, "k", &[], &[], Body::Bytes(bytes::Bytes::from_static(b"abc"))).await.unwrap();
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3, "two failures, then the answer");
+
+        // Three failures in a row: the last one is the error.
+        let (addr, count) = answering(vec![500, 502, 504, 200]).await;
+        let err = store_at(addr).send(reqwest::Method::GET, "k", &[], &[], Body::Empty).await.unwrap_err();
+        assert_eq!(err.downcast_ref::<S3Failure>().map(|f| f.status), Some(504), "{err:#}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), ATTEMPTS);
+
+        // A refusal (wrong key, no such object) is the answer at once.
+        let (addr, count) = answering(vec![403, 200]).await;
+        let err = store_at(addr).send(reqwest::Method::GET, "k", &[], &[], Body::Empty).await.unwrap_err();
+        assert_eq!(err.downcast_ref::<S3Failure>().map(|f| f.status), Some(403), "{err:#}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
