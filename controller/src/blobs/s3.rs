@@ -201,7 +201,6 @@ impl S3 {
         Ok((format!("{scheme}://{host}{path}{q}"), host, path))
     }
 
-    /// Sends one signed request; an error answer becomes [`S3Failure`].
     /// One request, signed, sent again after a pause when the store
     /// answers that it failed on its side (500, 502, 503, 504, or
     /// `SlowDown`), at most [`ATTEMPTS`] times, as AWS's own clients do.
@@ -229,6 +228,7 @@ impl S3 {
         self.send_once(method, key, query, extra, body).await
     }
 
+    /// Sends one signed request; an error answer becomes [`S3Failure`].
     async fn send_once(
         &self,
         method: reqwest::Method,
