@@ -2160,6 +2160,28 @@ mod tests {
         }
     }
 
+    /// On each backend (issue 19, scale): the collection's listing runs on a
+    /// thread of its own, with a connection of its own, and sees what was
+    /// committed before it ran.
+    #[test]
+    fn the_artifacts_in_use_are_listed_off_the_driver_on_every_backend() {
+        for fresh in backends("off_driver") {
+            let mut store = fresh.open();
+            let with = |id: &str, digest: &str| {
+                let mut e = execution(id, ExecutionStatus::Succeeded, 1);
+                e.artifacts.insert("a".into(), crate::engine::ArtifactRef { digest: digest.to_string(), size: 1 });
+                Change::Execution(std::sync::Arc::new(e))
+            };
+            store.apply(&[with("a", "d1")]).unwrap();
+            let listing = store.artifact_digests_off_driver();
+            store.apply(&[with("b", "d2")]).unwrap();
+            let off = std::thread::spawn(listing).join().unwrap().unwrap();
+            let both: std::collections::HashSet<String> = ["d1".to_string(), "d2".to_string()].into();
+            assert_eq!(off, both, "{}", fresh.location);
+            assert_eq!(store.artifact_digests().unwrap(), both, "{}", fresh.location);
+        }
+    }
+
     #[test]
     fn the_artifacts_in_use_follow_executions_as_they_are_written_and_deleted() {
         let dir = tempfile::tempdir().unwrap();

@@ -89,6 +89,9 @@ pub const IDLE_IN_TRANSACTION: &str = "2500ms";
 
 pub struct PgStore {
     conn: Conn,
+    /// Where it connected: the collection lists artifacts in use on a
+    /// connection of its own (`artifact_digests_off_driver`).
+    config: tokio_postgres::Config,
     fence: Option<Fence>,
     step: Step,
 }
@@ -112,7 +115,7 @@ impl PgStore {
         if from != to {
             tracing::info!(from, to, store = %redact(url), "store schema migrated");
         }
-        Ok(Self { conn, fence: None, step: Step::None })
+        Ok(Self { conn, config, fence: None, step: Step::None })
     }
 
     /// From now on every write transaction checks `fence` against the
@@ -186,6 +189,13 @@ impl PgStore {
     ) -> Result<Vec<T>> {
         self.query(sql, params)?.iter().map(|r| parse(r.try_get::<_, &str>(0)?, what)).collect()
     }
+}
+
+/// Every artifact a stored execution refers to, from the executions' state.
+fn artifacts_in_use(conn: &Conn) -> Result<std::collections::HashSet<String>> {
+    let rows = conn
+        .query("SELECT DISTINCT a.value ->> 'digest' FROM executions e, jsonb_each(e.state::jsonb -> 'artifacts') a", &[])?;
+    Ok(rows.iter().filter_map(|r| r.get::<_, Option<String>>(0)).collect())
 }
 
 /// The schema version of the database (0: no sluice schema yet).
@@ -648,11 +658,16 @@ impl Store for PgStore {
     }
 
     fn artifact_digests(&self) -> Result<std::collections::HashSet<String>> {
-        let rows = self.query(
-            "SELECT DISTINCT a.value ->> 'digest' FROM executions e, jsonb_each(e.state::jsonb -> 'artifacts') a",
-            &[],
-        )?;
-        Ok(rows.iter().filter_map(|r| r.get::<_, Option<String>>(0)).collect())
+        artifacts_in_use(&self.conn)
+    }
+
+    fn artifact_digests_off_driver(&self) -> super::DigestListing {
+        let config = self.config.clone();
+        Box::new(move || {
+            let conn =
+                Conn::connect(&config, "collection").context("connecting to the store to list the artifacts in use")?;
+            artifacts_in_use(&conn)
+        })
     }
 
     fn publishers(&self) -> Result<Vec<PublisherRecord>> {
