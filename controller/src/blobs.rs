@@ -296,22 +296,28 @@ impl BlobStore {
     /// How many bytes of `digest` are here: all of them when it is stored,
     /// those of an upload cut off earlier, or 0.
     pub async fn upload_offset(&self, digest: &str, size: u64) -> Result<u64> {
-        if let Backend::S3(remote) = &self.backend {
+        let partial = if let Backend::S3(remote) = &self.backend {
             self.path(digest)?;
-            return remote.s3.upload_offset(digest, size).await;
-        }
-        if self.claim_stored(digest) {
-            return Ok(size);
-        }
-        // A partial file is never the whole, even when it holds every byte
-        // (an upload cut off before its check, or another one of the same
-        // bytes in progress): only a `put_stream` stores the blob, so the
-        // answer leaves it at least the last byte to send. "All of it" means
-        // stored, and the sender then sends nothing.
-        Ok(match tokio::fs::metadata(self.partial(digest)?).await {
-            Ok(meta) if meta.len() <= size => meta.len().min(size.saturating_sub(1)),
-            _ => 0,
-        })
+            if remote.s3.touch(digest).await? {
+                return Ok(size);
+            }
+            remote.s3.partial_bytes(digest, size).await?
+        } else {
+            if self.claim_stored(digest) {
+                return Ok(size);
+            }
+            match tokio::fs::metadata(self.partial(digest)?).await {
+                Ok(meta) if meta.len() <= size => meta.len(),
+                _ => 0,
+            }
+        };
+        // What a cut-off upload left is never the whole, even when it holds
+        // every byte (cut off before its check, or another upload of the
+        // same bytes in progress): only a `put_stream` stores the blob, so
+        // the answer leaves it at least the last byte to send. "All of it"
+        // means stored, and the sender then sends nothing and names a blob
+        // that would never appear.
+        Ok(partial.min(size.saturating_sub(1)))
     }
 
     /// Stores a blob streamed from `reader` without holding it in memory,
@@ -510,14 +516,9 @@ impl BlobStore {
             }
             return Ok((reader, size));
         }
-        use tokio::io::AsyncSeekExt as _;
-        let mut file = tokio::fs::File::open(&path).await.with_context(|| format!("no blob {digest}"))?;
-        let size = file.metadata().await?.len();
-        if offset > size {
-            bail!("cannot resume at byte {offset}: blob {digest} has {size} bytes");
-        }
-        file.seek(std::io::SeekFrom::Start(offset)).await.context("seeking in the blob")?;
-        Ok((Box::new(file), size))
+        let digest = digest.to_string();
+        let (file, size) = tokio::task::spawn_blocking(move || open_local(&path, &digest, offset)).await??;
+        Ok((Box::new(tokio::fs::File::from_std(file)), size))
     }
 
     /// A local blob read ahead on a thread from byte `offset` on, in
@@ -539,21 +540,10 @@ impl BlobStore {
         if !self.is_local() {
             return Ok(None);
         }
-        use std::io::{Read as _, Seek as _};
+        use std::io::Read as _;
         let path = self.path(digest)?;
-        let (mut file, size) = tokio::task::spawn_blocking(move || {
-            let mut file = std::fs::File::open(&path)?;
-            let size = file.metadata()?.len();
-            if offset <= size {
-                file.seek(std::io::SeekFrom::Start(offset))?;
-            }
-            std::io::Result::Ok((file, size))
-        })
-        .await?
-        .with_context(|| format!("no blob {digest}"))?;
-        if offset > size {
-            bail!("cannot resume at byte {offset}: blob {digest} has {size} bytes");
-        }
+        let owned = digest.to_string();
+        let (mut file, size) = tokio::task::spawn_blocking(move || open_local(&path, &owned, offset)).await??;
         // A few chunks ahead of the stream: enough to cover a read's pause.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
@@ -614,6 +604,18 @@ impl BlobStore {
         }
         Ok(path)
     }
+}
+
+/// A local blob's file, read from byte `offset` on, and the blob's size.
+fn open_local(path: &Path, digest: &str, offset: u64) -> Result<(std::fs::File, u64)> {
+    use std::io::Seek as _;
+    let mut file = std::fs::File::open(path).with_context(|| format!("no blob {digest}"))?;
+    let size = file.metadata()?.len();
+    if offset > size {
+        bail!("cannot resume at byte {offset}: blob {digest} has {size} bytes");
+    }
+    file.seek(std::io::SeekFrom::Start(offset)).context("seeking in the blob")?;
+    Ok((file, size))
 }
 
 #[cfg(test)]

@@ -400,24 +400,12 @@ impl S3 {
         let _ = self.send(reqwest::Method::DELETE, &self.resume_key(digest), &[], &[], Body::Empty).await;
     }
 
-    /// How many bytes of `digest` (of `size`) are here: all when stored
-    /// (marked as just used), those of the whole parts of a cut-off
-    /// multipart upload, or 0.
-    pub async fn upload_offset(&self, digest: &str, size: u64) -> Result<u64> {
-        if self.touch(digest).await? {
-            return Ok(size);
-        }
-        // Parts recorded are never the whole blob, even when they hold
-        // every byte (an upload cut off after its last part, before its
-        // check and completion; or another upload of the same bytes about
-        // to complete): "all of it" means stored, and the sender would send
-        // nothing and name a blob that never appears. As for a local
-        // partial file, the answer leaves the last byte to send, which
-        // `put_stream` skips over the parts it has, then checks and completes.
-        Ok(match self.load_resume(digest, size).await? {
-            Some(resume) => resume.held().min(size.saturating_sub(1)),
-            None => 0,
-        })
+    /// How many bytes of `digest` (of `size`) the parts of a cut-off
+    /// multipart upload hold, or 0. They may hold every byte (cut off after
+    /// the last part, before its check and completion); a resume from any
+    /// offset up to there is skipped over them by `put_stream`.
+    pub async fn partial_bytes(&self, digest: &str, size: u64) -> Result<u64> {
+        Ok(self.load_resume(digest, size).await?.map_or(0, |resume| resume.held()))
     }
 
     /// Whether a cut-off upload of `digest` left parts.
