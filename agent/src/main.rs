@@ -11,8 +11,8 @@ mod connection;
 #[path = "../../controller/src/hashed_file.rs"]
 mod hashed_file;
 mod identity;
-// The controller's half of it (the server's socket) is unused here.
 mod jobs;
+// The controller's half of it (the server's socket) is unused here.
 #[allow(dead_code)]
 #[path = "../../controller/src/udp.rs"]
 mod udp;

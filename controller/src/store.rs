@@ -422,15 +422,11 @@ pub trait Store: Send {
     /// Digests of every artifact a stored execution refers to: the
     /// artifacts that must be kept.
     fn artifact_digests(&self) -> Result<std::collections::HashSet<String>>;
-    /// The same, read by the returned closure, which the caller may run
-    /// on another thread: with a connection of its own where the backend
-    /// can open one (SQLite and PostgreSQL both do), else read now. The listing takes 0.8 s on a
-    /// store of a million executions, which the driver should not wait for
-    /// (issue 19, scale).
-    fn artifact_digests_off_driver(&self) -> DigestListing {
-        let now = self.artifact_digests();
-        Box::new(move || now)
-    }
+    /// The same, read by the returned closure on a connection of its own,
+    /// so that the caller may run it on another thread: the listing takes
+    /// 0.8 s on a store of a million executions, which the driver should
+    /// not wait for (issue 19, scale).
+    fn artifact_digests_off_driver(&self) -> DigestListing;
     fn publishers(&self) -> Result<Vec<PublisherRecord>>;
     fn plugin_signatures(&self) -> Result<Vec<PluginSignatureRecord>>;
     // Custom action types and the jobs of job workers.
@@ -651,8 +647,7 @@ const PIPELINE_HEADS_AFTER: &str = "SELECT name, MAX(version), created_at, updat
 const ARTIFACTS_IN_USE: &str = "SELECT DISTINCT digest FROM execution_artifacts";
 
 /// Every artifact an action produced is in its execution's `artifacts` (by
-/// name), and in `execution_artifacts` with it (scale, issue 19): the
-/// table's key, never the executions' JSON.
+/// name), and in `execution_artifacts` with it (scale, issue 19).
 fn artifacts_in_use(conn: &Connection) -> Result<std::collections::HashSet<String>> {
     let mut stmt = conn.prepare_cached(ARTIFACTS_IN_USE)?;
     let digests = stmt.query_map([], |r| r.get::<_, String>(0))?;

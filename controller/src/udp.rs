@@ -13,6 +13,8 @@
 //! The agent compiles this file as its own module.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes of buffer asked for in each direction.
 pub const SOCKET_BUFFER: usize = 8 << 20;
@@ -43,9 +45,6 @@ pub fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::i
         if server.is_some() { Arc::new(Batching { inner: socket }) } else { socket };
     quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), server, socket, runtime)
 }
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bulk sends under way in this process (see [`BulkSend`]).
 static BULK_SENDS: AtomicUsize = AtomicUsize::new(0);
@@ -140,15 +139,15 @@ impl Windows {
     }
 }
 
-/// What the kernel granted a socket: (receive, send) bytes.
-pub fn buffers(socket: &std::net::UdpSocket) -> std::io::Result<(usize, usize)> {
-    let socket = socket2::SockRef::from(socket);
-    Ok((socket.recv_buffer_size()?, socket.send_buffer_size()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the kernel granted a socket: (receive, send) bytes.
+    fn buffers(socket: &std::net::UdpSocket) -> std::io::Result<(usize, usize)> {
+        let socket = socket2::SockRef::from(socket);
+        Ok((socket.recv_buffer_size()?, socket.send_buffer_size()?))
+    }
 
     #[test]
     fn the_socket_gets_more_than_the_kernels_default_where_allowed() {
