@@ -390,17 +390,11 @@ mod tests {
 
     #[test]
     fn refused_connections_and_https_fail_clearly() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let err = Request::get(format!("http://127.0.0.1:{port}/"))
+        let refused = crate::http::testing::REFUSED;
+        let err = Request::get(format!("http://{refused}/"))
             .send()
             .unwrap_err();
-        assert_eq!(
-            err.message(),
-            format!("connection refused to 127.0.0.1:{port}")
-        );
+        assert_eq!(err.message(), format!("connection refused to {refused}"));
         assert!(err.is_retryable());
         let err = Request::get("https://example.invalid/").send().unwrap_err();
         assert!(

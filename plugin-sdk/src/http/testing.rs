@@ -28,6 +28,13 @@ use std::time::Duration;
 /// How long the server waits for a client to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An address where nothing listens, for testing what a refused
+/// connection reports: port 1 on the loopback. A port freed by dropping a
+/// [`Server`] is not as sure: until the test connects, any process on the
+/// machine may be handed it (port 1 is below the range the system hands
+/// out), and a client handed that very port as its own connects to itself.
+pub const REFUSED: &str = "127.0.0.1:1";
+
 /// A request the server received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedRequest {

@@ -440,17 +440,19 @@ mod tests {
 
     #[test]
     fn http_reports_the_status_or_the_error() {
-        use sluice_plugin_sdk::http::testing::{Reply, Server};
+        use sluice_plugin_sdk::http::testing::{REFUSED, Reply, Server};
         let server = Server::start(|_| Reply::new(418));
         let mut ctx = context("http");
         ctx.config = [("Mode", "http"), ("Url", server.url("/x").as_str())]
             .into_iter()
             .collect();
         assert_eq!(Hostile::execute(ctx.clone()).unwrap().summary(), "HTTP 418");
-        let authority = server.authority();
-        drop(server);
+        let url = format!("http://{REFUSED}/x");
+        ctx.config = [("Mode", "http"), ("Url", url.as_str())]
+            .into_iter()
+            .collect();
         let err = Hostile::execute(ctx).unwrap_err();
-        assert_eq!(err.message(), format!("connection refused to {authority}"));
+        assert_eq!(err.message(), format!("connection refused to {REFUSED}"));
     }
 
     #[test]

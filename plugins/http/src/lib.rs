@@ -535,7 +535,7 @@ mod tests {
     //! These run natively against a local server (the SDK's stand-in
     //! speaks plain http; no grants are checked).
     use super::*;
-    use sluice_plugin_sdk::http::testing::{Reply, Server};
+    use sluice_plugin_sdk::http::testing::{REFUSED, Reply, Server};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -827,22 +827,19 @@ mod tests {
 
     #[test]
     fn connection_errors_are_retried_and_then_reported() {
-        let server = Server::start(|_| Reply::new(200));
-        let url = server.url("/gone");
-        drop(server);
+        let url = format!("http://{REFUSED}/gone");
         let (result, waits) = run_without_sleeping(&config(&[("Url", &url), ("Retries", "2")]));
         let err = result.unwrap_err();
-        let authority = url.trim_start_matches("http://").trim_end_matches("/gone");
         assert_eq!(
             err.message(),
-            format!("GET {url}: connection refused to {authority} (after 3 attempts)")
+            format!("GET {url}: connection refused to {REFUSED} (after 3 attempts)")
         );
         assert_eq!(waits.len(), 2);
         // Without retries, no waiting and no count.
         let (result, waits) = run_without_sleeping(&config(&[("Url", &url)]));
         assert_eq!(
             result.unwrap_err().message(),
-            format!("GET {url}: connection refused to {authority}")
+            format!("GET {url}: connection refused to {REFUSED}")
         );
         assert!(waits.is_empty());
     }

@@ -192,7 +192,7 @@ mod tests {
     //! These run natively against a local server (the SDK's stand-in
     //! speaks plain http; no grants are checked).
     use super::*;
-    use sluice_plugin_sdk::http::testing::{Reply, Server};
+    use sluice_plugin_sdk::http::testing::{REFUSED, Reply, Server};
 
     fn context(pairs: &[(&str, &str)]) -> Context {
         Context::for_test(pairs)
@@ -248,8 +248,9 @@ mod tests {
         assert_eq!(server.requests()[0].text(), r#"{"text":"hi"}"#);
 
         // A transport error names host:port only.
-        let authority = server.authority();
-        drop(server);
+        let refused = format!("http://{REFUSED}/services/T0/B0/S3CR3T");
+        // SAFETY: as above.
+        unsafe { std::env::set_var("SLUICE_SECRET_WEBHOOK_TEST_URL", format!("{refused}\n")) };
         let err = WebhookNotify::execute(context(&[
             ("WebhookUrlSecret", "WEBHOOK_TEST_URL"),
             ("Message", "hi"),
@@ -258,7 +259,7 @@ mod tests {
         assert_eq!(
             err.message(),
             format!(
-                "posting to the webhook in secret \"WEBHOOK_TEST_URL\": connection refused to {authority}"
+                "posting to the webhook in secret \"WEBHOOK_TEST_URL\": connection refused to {REFUSED}"
             )
         );
         assert!(!err.message().contains("S3CR3T"));
