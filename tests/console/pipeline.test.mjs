@@ -58,12 +58,21 @@ c.scenario("a run started from the page is watched to Succeeded without reloadin
 
   // From here on, nothing reloads the page: the event stream drives it.
   await c.markDocument(page);
+  // A keyboard user's place survives the refreshes, which replace the
+  // whole list of stages each time: the control focused now is focused
+  // again in the new list.
+  await stage(page, "Deploy").locator("summary", { hasText: "Disable transition…" }).focus();
   await stageIs(page, "Build", "InProgress", started);
   await c.screenshot(page, "pipeline-running");
   await stageIs(page, "Build", "Succeeded", started);
   await stageIs(page, "Deploy", "Succeeded", started);
   await fact(page.locator("#summary"), "Status").filter({ hasText: "Succeeded" }).waitFor();
   await c.notReloaded(page);
+  const focused = await page.evaluate(() => {
+    const el = document.activeElement;
+    return { tag: el.tagName.toLowerCase(), text: el.textContent.trim(), stage: el.closest("section[data-stage]")?.dataset.stage };
+  });
+  assert.deepEqual(focused, { tag: "summary", text: "Disable transition…", stage: "Deploy" }, "the focus after the refreshes");
   assert.equal(await latestId(page), started);
   const build = stage(page, "Build").locator('article[data-action="Compile"]');
   assert.equal(await build.getAttribute("data-status"), "Succeeded");

@@ -4,7 +4,8 @@
 // What refreshes: each element with an id and data-refresh (replaced by
 // the element with the same id in the new page), or the whole <main> when
 // the page marks none. A form being filled in is never wiped: a region
-// holding the focus or an edited field waits for the next event.
+// whose field holds the focus or was edited waits for the next event; a
+// focused link or button is focused again in the new region.
 // Refreshes are throttled: a page of every pipeline at most every 5 s,
 // others at most once a second. The stream carries log lines only to a
 // page that listens for events (sluice.onEvent): others ask for
@@ -37,6 +38,29 @@
     return el.querySelector("[data-edited]") !== null;
   }
 
+  // A keyboard user's place survives a refresh: the control that held the
+  // focus in a replaced region is found again in the new one (by id, else
+  // as the same-named control of its kind, counted in order) and focused.
+  const FOCUSABLE = "a[href], button, input, select, textarea, summary, [tabindex]";
+  function focusKey(el) {
+    return el.tagName + "|" + (el.getAttribute("aria-label") || el.textContent).trim();
+  }
+  function focusPlace(root) {
+    const el = document.activeElement;
+    if (!el || el === root || !root.contains(el)) return null;
+    if (el.id) return { id: el.id };
+    const key = focusKey(el);
+    const same = Array.from(root.querySelectorAll(FOCUSABLE)).filter((x) => focusKey(x) === key);
+    return { key, nth: same.indexOf(el) };
+  }
+  function restoreFocus(root, place) {
+    if (!place || (document.activeElement && document.activeElement !== document.body)) return;
+    const el = place.id
+      ? document.getElementById(place.id)
+      : Array.from(root.querySelectorAll(FOCUSABLE)).filter((x) => focusKey(x) === place.key)[place.nth];
+    if (el && root.contains(el)) el.focus({ preventScroll: true });
+  }
+
   let timer = null, running = false, again = false, last = 0;
   // The least time between two refreshes (ms): a page of every pipeline
   // changes with any event anywhere.
@@ -56,17 +80,19 @@
         for (const region of regions) {
           const fresh = next.getElementById(region.id);
           if (!fresh || busy(region) || fresh.innerHTML === region.innerHTML) continue;
+          const place = focusPlace(region);
           region.replaceWith(document.adoptNode(fresh));
+          restoreFocus(fresh, place);
           localTimes(fresh);
           changed = true;
         }
       } else {
         const main = document.querySelector("main"), fresh = next.querySelector("main");
         if (main && fresh && !busy(main) && fresh.innerHTML !== main.innerHTML) {
-          const focused = document.activeElement && document.activeElement.id;
+          const place = focusPlace(main);
           main.innerHTML = fresh.innerHTML;
           localTimes(main);
-          if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+          restoreFocus(main, place);
           changed = true;
         }
       }
