@@ -45,19 +45,21 @@
   function focusKey(el) {
     return el.tagName + "|" + (el.getAttribute("aria-label") || el.textContent).trim();
   }
+  function controlsNamed(root, key) {
+    return Array.from(root.querySelectorAll(FOCUSABLE)).filter((x) => focusKey(x) === key);
+  }
   function focusPlace(root) {
     const el = document.activeElement;
     if (!el || el === root || !root.contains(el)) return null;
     if (el.id) return { id: el.id };
     const key = focusKey(el);
-    const same = Array.from(root.querySelectorAll(FOCUSABLE)).filter((x) => focusKey(x) === key);
-    return { key, nth: same.indexOf(el) };
+    return { key, nth: controlsNamed(root, key).indexOf(el) };
   }
   function restoreFocus(root, place) {
     if (!place || (document.activeElement && document.activeElement !== document.body)) return;
     const el = place.id
       ? document.getElementById(place.id)
-      : Array.from(root.querySelectorAll(FOCUSABLE)).filter((x) => focusKey(x) === place.key)[place.nth];
+      : controlsNamed(root, place.key)[place.nth];
     if (el && root.contains(el)) el.focus({ preventScroll: true });
   }
 
