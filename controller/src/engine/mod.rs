@@ -597,7 +597,7 @@ impl Engine {
             }
         }
         let id = execution.id.clone();
-        self.notice(now, &execution, None, None, "InProgress", None);
+        notice(&mut self.notices, now, &execution, None, None, "InProgress", None);
         self.restore(now, vec![(pipeline, execution)]);
         self.advance(now, &id);
         Ok(())
@@ -759,13 +759,14 @@ impl Engine {
                 }
             }
         }
-        let snapshot = exec.clone();
+        notice(&mut self.notices, now, exec, None, None, "Stopping", None);
+        for (_, _, stage, action) in &abandoned {
+            notice(&mut self.notices, now, exec, Some(stage.clone()), Some(action.clone()), "Abandoned", None);
+        }
         // Abandoned actions are no longer handed out either.
         self.ready.retain(|d| &d.execution_id != id);
-        self.notice(now, &snapshot, None, None, "Stopping", None);
-        for (si, ai, stage, action) in abandoned {
+        for (si, ai, _, _) in abandoned {
             self.clear_timeout(&(id.clone(), si, ai));
-            self.notice(now, &snapshot, Some(stage), Some(action), "Abandoned", None);
         }
         self.advance(now, id);
     }
@@ -851,7 +852,7 @@ impl Engine {
     /// Takes a new execution into memory and moves it as far as it goes.
     fn launch(&mut self, now: Millis, pipeline: Arc<Pipeline>, execution: Execution) {
         let id = execution.id.clone();
-        self.notice(now, &execution, None, None, "InProgress", None);
+        notice(&mut self.notices, now, &execution, None, None, "InProgress", None);
         self.definitions.insert(id.clone(), pipeline);
         self.executions.insert(id.clone(), Arc::new(execution));
         self.advance(now, &id);
@@ -885,9 +886,8 @@ impl Engine {
             format!("{reason}; not retried: lost {} times, the limit is {max} retries", lost_before + 1)
         });
         exec.updated_at = now;
-        let snapshot = exec.clone();
-        let (stage, name) = (snapshot.stages[si].name.clone(), snapshot.stages[si].actions[ai].name.clone());
-        self.notice(now, &snapshot, Some(stage), Some(name), "Lost", Some(reason));
+        let (stage, name) = (exec.stages[si].name.clone(), exec.stages[si].actions[ai].name.clone());
+        notice(&mut self.notices, now, exec, Some(stage), Some(name), "Lost", Some(reason));
         self.dirty.insert(exec_id.clone());
         if retry {
             self.start_action(now, exec_id, si, ai);
@@ -936,8 +936,7 @@ impl Engine {
         };
         exec.updated_at = now;
         let (stage_name, action_name) = (exec.stages[si].name.clone(), exec.stages[si].actions[ai].name.clone());
-        let snapshot = exec.clone();
-        self.notice(now, &snapshot, Some(stage_name), Some(action_name), status, message);
+        notice(&mut self.notices, now, exec, Some(stage_name), Some(action_name), status, message);
         self.dirty.insert(exec_id.clone());
     }
 
@@ -983,9 +982,8 @@ impl Engine {
                 let exec = exec_mut(&mut self.executions, exec_id).expect("known");
                 exec.waiting_for = None;
                 exec.stages[si].status = Some(StageStatus::InProgress);
-                let snapshot = exec.clone();
-                let name = snapshot.stages[si].name.clone();
-                self.notice(now, &snapshot, Some(name), None, "InProgress", None);
+                let name = exec.stages[si].name.clone();
+                notice(&mut self.notices, now, exec, Some(name), None, "InProgress", None);
                 continue;
             }
             if !self.executions[exec_id].stages[si].passed.contains(&GatePhase::BeforeEntry) {
@@ -1129,9 +1127,8 @@ impl Engine {
         let job_id = job_id(exec_id, si, ai, action.attempt);
         action.job_id = Some(job_id.clone());
         self.jobs.insert(JobId(job_id), JobPlace { execution: exec_id.clone(), stage: si, action: ai });
-        let snapshot = exec.clone();
-        let (stage, name) = (snapshot.stages[si].name.clone(), snapshot.stages[si].actions[ai].name.clone());
-        self.notice(now, &snapshot, Some(stage), Some(name), "InProgress", None);
+        let (stage, name) = (exec.stages[si].name.clone(), exec.stages[si].actions[ai].name.clone());
+        notice(&mut self.notices, now, exec, Some(stage), Some(name), "InProgress", None);
         let def = self.definitions[exec_id].clone();
         let action_def = &def.stages[si].actions[ai];
         if is_manual_approval(action_def) {
@@ -1228,10 +1225,9 @@ impl Engine {
         let exec = exec_mut(&mut self.executions, exec_id).expect("known");
         exec.stages[si].status = Some(status);
         exec.updated_at = now;
-        let snapshot = exec.clone();
-        let name = snapshot.stages[si].name.clone();
-        self.notice(now, &snapshot, Some(name.clone()), None, status.as_str(), None);
-        self.promote(now, &snapshot.pipeline, &name);
+        let (pipeline, name) = (exec.pipeline.clone(), exec.stages[si].name.clone());
+        notice(&mut self.notices, now, exec, Some(name.clone()), None, status.as_str(), None);
+        self.promote(now, &pipeline, &name);
     }
 
     /// Whether an execution may enter stage `si` now. In SUPERSEDED and
@@ -1311,8 +1307,7 @@ impl Engine {
         exec.status = status;
         exec.status_summary = message.clone();
         exec.updated_at = now;
-        let snapshot = exec.clone();
-        self.notice(now, &snapshot, None, None, status.as_str(), message);
+        notice(&mut self.notices, now, exec, None, None, status.as_str(), message);
         self.dirty.insert(exec_id.clone());
     }
 
@@ -1391,10 +1386,17 @@ impl Engine {
         }
         run.waiting_reason = Some(format!("waiting for {} more approval(s)", required - approvers.len() as u32));
         exec.updated_at = now;
-        let snapshot = exec.clone();
-        self.dirty.insert(exec_id.clone());
         let message = format!("approved by {by} ({} of {required}){comment_suffix}", approvers.len());
-        self.notice(now, &snapshot, Some(stage.to_string()), Some(action.to_string()), "Approved", Some(message.clone()));
+        notice(
+            &mut self.notices,
+            now,
+            exec,
+            Some(stage.to_string()),
+            Some(action.to_string()),
+            "Approved",
+            Some(message.clone()),
+        );
+        self.dirty.insert(exec_id.clone());
         Ok(message)
     }
 
@@ -1454,30 +1456,34 @@ impl Engine {
 
     /// Tells watchers what a stage condition did.
     fn condition_notice(&mut self, now: Millis, exec_id: &ExecutionId, si: usize, message: String) {
-        let snapshot = self.executions[exec_id].clone();
-        let stage = snapshot.stages[si].name.clone();
-        self.notice(now, &snapshot, Some(stage), None, "Condition", Some(message));
+        let exec = &self.executions[exec_id];
+        let stage = exec.stages[si].name.clone();
+        notice(&mut self.notices, now, exec, Some(stage), None, "Condition", Some(message));
     }
+}
 
-    fn notice(
-        &mut self,
-        now: Millis,
-        exec: &Execution,
-        stage: Option<String>,
-        action: Option<String>,
-        status: &str,
-        message: Option<String>,
-    ) {
-        self.notices.push(Notice {
-            at: now,
-            pipeline: exec.pipeline.clone(),
-            execution_id: exec.id.clone(),
-            stage,
-            action,
-            status: status.to_string(),
-            message,
-        });
-    }
+/// Tells watchers of a step (`Engine::take_notices`). A function of the
+/// notices rather than a method of the engine, so a step can call it while
+/// it holds the execution it changes: a copy of the whole execution to
+/// satisfy the borrow was most of a step's cost (issue 19).
+fn notice(
+    notices: &mut Vec<Notice>,
+    now: Millis,
+    exec: &Execution,
+    stage: Option<String>,
+    action: Option<String>,
+    status: &str,
+    message: Option<String>,
+) {
+    notices.push(Notice {
+        at: now,
+        pipeline: exec.pipeline.clone(),
+        execution_id: exec.id.clone(),
+        stage,
+        action,
+        status: status.to_string(),
+        message,
+    });
 }
 
 /// An execution to change. Shared with a commit only while the commit is
