@@ -815,8 +815,15 @@ impl SqliteStore {
                     .execute(params![p.name, p.version as i64, p.definition, p.created_at as i64, p.updated_at as i64, p.author])?;
                 }
                 Change::Execution(e) => {
+                    // An update in place, not `INSERT OR REPLACE` (issue 19):
+                    // a replace deletes the row and inserts it again, with
+                    // all four of its index entries, at every step of every
+                    // execution. An execution's pipeline, version and start
+                    // never change after it is created, so an update touches
+                    // the row and the status index only.
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO executions (id, pipeline, version, status, started_at, updated_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO executions (id, pipeline, version, status, started_at, updated_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, state = excluded.state",
                     )?
                     .execute(params![
                         e.id.0,
