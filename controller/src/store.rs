@@ -1675,6 +1675,41 @@ mod tests {
     }
 
     #[test]
+    fn an_execution_written_at_every_step_is_one_row_that_follows_its_status() {
+        for fresh in backends("an_execution_written_at_every_step_is_one_row_that_follows_its_status") {
+            let mut store = fresh.open();
+            let older = execution("older", ExecutionStatus::Succeeded, 1);
+            let mut run = execution("run", ExecutionStatus::InProgress, 2);
+            store
+                .apply(&[Change::Execution(std::sync::Arc::new(older)), Change::Execution(std::sync::Arc::new(run.clone()))])
+                .unwrap();
+            // Written again at each step, as the driver does, then ended.
+            for step in 3..6 {
+                run.updated_at = step;
+                run.status_summary = Some(format!("step {step}"));
+                store.apply(&[Change::Execution(std::sync::Arc::new(run.clone()))]).unwrap();
+                assert_eq!(store.unfinished_executions().unwrap().len(), 1);
+            }
+            run.status = ExecutionStatus::Failed;
+            store.apply(&[Change::Execution(std::sync::Arc::new(run.clone()))]).unwrap();
+            assert!(store.unfinished_executions().unwrap().is_empty(), "the status index follows the update");
+            let all = store.executions("web", 10).unwrap();
+            assert_eq!(
+                all.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(),
+                ["run", "older"],
+                "one row each, in start order"
+            );
+            let stored = store.execution(&run.id).unwrap().unwrap();
+            assert_eq!(
+                (stored.status, stored.updated_at, stored.status_summary.as_deref()),
+                (ExecutionStatus::Failed, 5, Some("step 5"))
+            );
+            let page = store.executions_before("web", (2, "run"), 10).unwrap();
+            assert_eq!(page.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["older"], "paging by start is unchanged");
+        }
+    }
+
+    #[test]
     fn artifact_digests_are_those_stored_executions_refer_to() {
         for fresh in backends("artifact_digests_are_those_stored_executions_refer_to") {
             let mut store = fresh.open();
