@@ -279,11 +279,11 @@ fn a_controller_killed_ten_times_mid_execution_loses_nothing_and_runs_nothing_tw
     // No kill may cost a wait it need not: 60 s holds the schedule's 9.5 s
     // of pauses and eleven 3-s actions with room to spare. On PostgreSQL a
     // controller started after a kill -9 must also wait out the killed
-    // leader's lease before it may lead (3 s past its last renewal, which
-    // came at most 0.5 s before the kill): up to 3.5 s more per kill.
+    // leader's lease before it may lead (its TTL past the last renewal,
+    // which came at most one renewal interval before the kill).
     let kills = pauses.len() as u32;
-    let budget =
-        Duration::from_secs(60) + if postgres_by_default() { kills * Duration::from_millis(3500) } else { Duration::ZERO };
+    let lease_wait = sluice::ha::lease::TTL + sluice::ha::lease::EVERY;
+    let budget = Duration::from_secs(60) + if postgres_by_default() { kills * lease_wait } else { Duration::ZERO };
     assert!(started.elapsed() < budget, "took {:?} (budget {budget:?})", started.elapsed());
     let summaries = history["pipelineExecutionSummaries"].as_array().unwrap();
     assert_eq!(summaries.len(), ids.len(), "no execution is lost: {history}");
