@@ -17,13 +17,12 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use sluice::fleet::read_frame_exact;
-use sluice::hashed_file::{Flush, HashedFile};
+use sluice::hashed_file::{Chunks as _, Flush, HashedFile};
 use sluice_protocol::{FromAgent, JobResult, JoinToken, ProducedArtifact, StreamReply, StreamRequest, encode};
 use sluice_tests::Cluster;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt as _;
 
 pub struct Params {
     pub size_mib: usize,
@@ -203,10 +202,9 @@ async fn sluice_download(conn: &quinn::Connection, digest: &str, size: u64, dest
     // As the agent receives (agent/src/transfer.rs): hashed and written on a thread while the stream is read.
     let mut sink = HashedFile::start(std::fs::File::create(dest)?, Sha256::new(), Flush::Cached);
     let mut received = 0u64;
-    loop {
-        let n = recv.read_buf(sink.buffer()).await?;
-        received += n as u64;
-        if n == 0 || sink.filled().await.is_err() {
+    while let Some(chunk) = recv.next_chunk().await? {
+        received += chunk.len() as u64;
+        if sink.push(chunk).await.is_err() {
             break;
         }
     }

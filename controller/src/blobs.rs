@@ -19,7 +19,7 @@
 pub mod midstate;
 pub mod s3;
 
-use crate::hashed_file::{Flush, HashedFile};
+use crate::hashed_file::{Chunks, Flush, HashedFile};
 use anyhow::{Context as _, Result, bail};
 use sha2::{Digest, Sha256};
 use sluice_runtime::is_digest;
@@ -330,7 +330,7 @@ impl BlobStore {
         digest: &str,
         size: u64,
         offset: u64,
-        reader: &mut (impl AsyncRead + Unpin),
+        reader: &mut (impl AsyncRead + Chunks + Unpin + Send),
     ) -> Result<()> {
         let path = self.path(digest)?;
         if size > MAX_ARTIFACT_BYTES {
@@ -388,19 +388,17 @@ impl BlobStore {
         // What the file holds now: `have`, or `offset` when the tail was cut.
         let mut total = offset;
         let received = async {
-            loop {
-                let n = reader.read_buf(sink.buffer()).await.context("receiving the artifact")?;
-                if n == 0 {
-                    return anyhow::Ok(());
-                }
-                total += n as u64;
+            // The stream's own buffers go to the thread, never copied here.
+            while let Some(chunk) = reader.next_chunk().await.context("receiving the artifact")? {
+                total += chunk.len() as u64;
                 if total > size {
                     bail!("artifact is longer than the announced {size} bytes");
                 }
-                if sink.filled().await.is_err() {
-                    return anyhow::Ok(());
+                if sink.push(chunk).await.is_err() {
+                    break;
                 }
             }
+            anyhow::Ok(())
         }
         .await;
         // A failed write shows here, whatever the stream did.
@@ -724,6 +722,7 @@ mod tests {
 #[cfg(test)]
 mod resume_tests {
     use super::*;
+    use crate::hashed_file::ReadChunks;
 
     /// A reader that gives `n` bytes of `data`, then fails like a dropped connection.
     struct CutOff<'a> {
@@ -757,7 +756,8 @@ mod resume_tests {
         let size = data.len() as u64;
         assert_eq!(store.upload_offset(&digest, size).await.unwrap(), 0);
 
-        let err = store.put_stream(&digest, size, 0, &mut CutOff { data: &data, left: 100_000 }).await.unwrap_err();
+        let err =
+            store.put_stream(&digest, size, 0, &mut ReadChunks(CutOff { data: &data, left: 100_000 })).await.unwrap_err();
         assert!(format!("{err:#}").contains("receiving"), "{err:#}");
         assert!(!store.contains(&digest), "nothing half-written is visible");
         let offset = store.upload_offset(&digest, size).await.unwrap();
@@ -780,7 +780,7 @@ mod resume_tests {
         // Bytes that do not hash to the digest are thrown away whole.
         let other: Vec<u8> = vec![7; 1000];
         let wrong = hex::encode(Sha256::digest(b"something else"));
-        store.put_stream(&wrong, 1000, 0, &mut CutOff { data: &other, left: 400 }).await.unwrap_err();
+        store.put_stream(&wrong, 1000, 0, &mut ReadChunks(CutOff { data: &other, left: 400 })).await.unwrap_err();
         assert!(store.put_stream(&wrong, 1000, 400, &mut &other[400..]).await.unwrap_err().to_string().contains("mismatch"));
         assert_eq!(store.upload_offset(&wrong, 1000).await.unwrap(), 0);
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice::blobs::BlobStore;
 use sluice::blobs::s3::PART_SIZE;
+use sluice::hashed_file::ReadChunks;
 use sluice_tests::moto::Moto;
 use sluice_tests::{Cluster, make_repo, output_text};
 use std::collections::HashSet;
@@ -139,7 +140,7 @@ async fn a_multipart_upload_cut_off_resumes_from_its_last_whole_part_through_ano
 
     // Cut off in the second part: the first part stays.
     let cut = PART_SIZE + 1_000_000;
-    let err = first.put_stream(&digest, size, 0, &mut CutOff { data: &data, left: cut }).await.unwrap_err();
+    let err = first.put_stream(&digest, size, 0, &mut ReadChunks(CutOff { data: &data, left: cut })).await.unwrap_err();
     assert!(format!("{err:#}").contains("receiving"), "{err:#}");
     assert!(!first.contains(&digest) && !second.contains(&digest), "nothing half-written is visible");
     assert!(first.has_partial(&digest));
@@ -166,7 +167,10 @@ async fn a_multipart_upload_cut_off_resumes_from_its_last_whole_part_through_ano
     let other = bytes(PART_SIZE + 10, 9);
     let other_digest = hex::encode(Sha256::digest(&other));
     let len = other.len() as u64;
-    first.put_stream(&other_digest, len, 0, &mut CutOff { data: &other, left: PART_SIZE + 5 }).await.unwrap_err();
+    first
+        .put_stream(&other_digest, len, 0, &mut ReadChunks(CutOff { data: &other, left: PART_SIZE + 5 }))
+        .await
+        .unwrap_err();
     assert!(first.has_partial(&other_digest));
     let future = SystemTime::now() + Duration::from_secs(3600);
     first.collect_garbage(&[digest.clone()].into(), future).unwrap();
@@ -189,7 +193,7 @@ async fn parts_holding_every_byte_are_not_taken_for_the_blob() {
         let data = bytes(len, seed);
         let (digest, size) = (hex::encode(Sha256::digest(&data)), data.len() as u64);
         // Every byte arrives, then the connection drops before the end.
-        let err = blobs.put_stream(&digest, size, 0, &mut CutOff { data: &data, left: len }).await.unwrap_err();
+        let err = blobs.put_stream(&digest, size, 0, &mut ReadChunks(CutOff { data: &data, left: len })).await.unwrap_err();
         assert!(format!("{err:#}").contains("receiving"), "{len}: {err:#}");
         assert!(!blobs.contains(&digest), "{len}: nothing unchecked is visible");
         let offset = blobs.upload_offset(&digest, size).await.unwrap();
