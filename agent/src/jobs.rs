@@ -28,6 +28,12 @@ mod dirs;
 /// otherwise; used only if a job arrives without one.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// How long a job's `JobStarted` may wait to go out with its result (issue
+/// 19, perf). The controller takes a start at any time before the result,
+/// as when the network delays it; a job still running after this long
+/// reports its start on its own.
+const START_HOLD: Duration = Duration::from_millis(2);
+
 /// Where a job's files live, below the data dir.
 pub const JOBS_DIR: &str = "jobs";
 /// Plugins fetched from the controller, by digest, below the data dir.
@@ -360,11 +366,27 @@ impl Jobs {
             return;
         }
         let Some(lease_epoch) = self.lease_epoch(&job_id) else { return };
-        self.send(FromAgent::JobStarted { job_id: job_id.clone(), lease_epoch }).await;
         info!(plugin = %format!("{}@{}", spec.plugin.provider, spec.plugin.version), "job started");
 
         let dir = self.dirs.take(&format!("{token}-{}", sanitize(&job_id)));
-        let result = self.attempt(&spec, &dir, token, &mut cancel).await;
+        // The start is held for at most START_HOLD: a job that ends sooner
+        // sends it together with its result, one packet instead of two.
+        let start = FromAgent::JobStarted { job_id: job_id.clone(), lease_epoch };
+        let result = {
+            let attempt = self.attempt(&spec, &dir, token, &mut cancel);
+            tokio::pin!(attempt);
+            tokio::select! {
+                biased;
+                result = &mut attempt => {
+                    self.send(start).await;
+                    result
+                }
+                () = tokio::time::sleep(START_HOLD) => {
+                    self.send(start).await;
+                    attempt.await
+                }
+            }
+        };
         drop(permit);
 
         match (result, self.lease_epoch(&job_id).filter(|_| !*cancel.borrow())) {
