@@ -651,8 +651,21 @@ impl Driver {
                 crate::ha::write_failed(&e);
             }
             self.deliveries_written |= notify;
-            for (agent_id, message) in std::mem::take(&mut self.outgoing) {
+            let outgoing = std::mem::take(&mut self.outgoing);
+            // Logged once every job is on its way (issue 19): a log line is
+            // not on the way from one action to the next.
+            let dispatched: Vec<(String, String, String)> = outgoing
+                .iter()
+                .filter_map(|(agent, message)| match message {
+                    ToAgent::Job(spec) => Some((agent.clone(), spec.job_id.clone(), spec.action.clone())),
+                    _ => None,
+                })
+                .collect();
+            for (agent_id, message) in outgoing {
                 self.send_after_commit(agent_id, message);
+            }
+            for (agent, job, action) in dispatched {
+                info!(%agent, %job, %action, "action dispatched");
             }
             self.tell_batched_watchers();
             for notice in notices {

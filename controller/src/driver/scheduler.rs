@@ -16,7 +16,6 @@ use crate::engine::{ActionResult, AgentId, Dispatch, Event};
 use sluice_protocol::{InputArtifact, JobSpec, OutputSpec, ToAgent};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
-use tracing::info;
 
 /// What one pending action asks of an agent.
 #[derive(Debug, Clone, Copy)]
@@ -319,7 +318,6 @@ impl Driver {
                 uploaded: (kind == HandOut::New).then(HashSet::new),
             },
         );
-        info!(agent = %agent_id, job = %dispatch.job_id, action = %dispatch.action, "action dispatched");
         let (job_id, lease_epoch) = (dispatch.job_id.clone(), dispatch.lease_epoch);
         self.feed(now, Event::ActionAssigned { job_id, lease_epoch, agent: agent_id.into() });
         self.outgoing.push((agent_id.to_string(), ToAgent::Job(Box::new(spec))));
