@@ -20,7 +20,9 @@ pub(super) const LOG_TRUNCATED: &str = "[log truncated:";
 /// short, because until it is written a controller killed and an agent
 /// restarted both within it would take the job as never received and hand
 /// it out again in the same attempt rather than as lost (the window was
-/// the round trip of one commit before).
+/// the round trip of one commit before). The agent itself holds a start
+/// up to 2 ms to send it with a short job's result (`START_HOLD` in
+/// agent/src/jobs.rs), which widens that window by as much.
 pub(super) const START_WRITE_BOUND: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Driver {
