@@ -389,24 +389,33 @@ impl Jobs {
         };
         drop(permit);
 
-        match (result, self.lease_epoch(&job_id).filter(|_| !*cancel.borrow())) {
+        // What the log says of the end: `None` for a cancelled job, else
+        // the failure's message and whether it may be retried, if any.
+        let ended = match (result, self.lease_epoch(&job_id).filter(|_| !*cancel.borrow())) {
             (Some(result), Some(lease_epoch)) => {
-                match &result {
-                    JobResult::Succeeded { .. } => info!("job succeeded"),
-                    JobResult::Failed { message, retryable } => info!(retryable, "job failed: {message}"),
-                }
+                let failure = match &result {
+                    JobResult::Succeeded { .. } => None,
+                    JobResult::Failed { message, retryable } => Some((message.clone(), *retryable)),
+                };
                 let finished = sendable(FromAgent::JobFinished { job_id: job_id.clone(), lease_epoch, result });
                 self.unacked.lock().expect("jobs lock").insert(job_id.clone(), finished.clone());
                 self.send(finished).await;
+                Some(failure)
             }
-            _ => info!("job cancelled; its result is dropped"),
-        }
+            _ => None,
+        };
         // Only now: a heartbeat between the two would tell the controller the
         // job vanished before it learns the result.
         self.forget(&job_id, token);
         // After the result (issue 19): checking and keeping the directory
-        // is not on the way from one action to the next.
+        // is not on the way from one action to the next, and neither is the
+        // log line (the wait for the directory lets the result go out first).
         self.dirs.give_back(dir).await;
+        match ended {
+            Some(None) => info!("job succeeded"),
+            Some(Some((message, retryable))) => info!(retryable, "job failed: {message}"),
+            None => info!("job cancelled; its result is dropped"),
+        }
     }
 
     /// The job's steps; `None` when it was cancelled on the way.
