@@ -7,9 +7,7 @@
 //! (`identity`, `jobs`, `connection`) and connects them.
 
 mod connection;
-// One implementation of receiving into a file while hashing (issue 19, perf), shared with the controller;
-// the adapter for readers that are not QUIC streams is the controller's.
-#[allow(dead_code)]
+// One implementation of receiving into a file while hashing (issue 19, perf), shared with the controller.
 #[path = "../../controller/src/hashed_file.rs"]
 mod hashed_file;
 mod identity;
