@@ -747,6 +747,23 @@ mod resume_tests {
         }
     }
 
+    /// A rogue agent that sends more than it announced: refused as soon as
+    /// a chunk goes past the size, and nothing of it is kept, neither the
+    /// blob nor a partial upload to resume.
+    #[tokio::test]
+    async fn an_upload_longer_than_announced_is_refused_and_kept_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let announced = 100_000u64;
+        let digest = hex::encode(Sha256::digest(&data[..announced as usize]));
+        let err = store.put_stream(&digest, announced, 0, &mut &data[..]).await.unwrap_err();
+        assert!(err.to_string().contains("longer than the announced 100000 bytes"), "{err}");
+        assert!(!store.contains(&digest));
+        assert!(!store.has_partial(&digest), "an overrun is not resumable");
+        assert_eq!(store.upload_offset(&digest, announced).await.unwrap(), 0);
+    }
+
     #[tokio::test]
     async fn an_upload_cut_off_goes_on_from_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
