@@ -1430,7 +1430,9 @@ impl Store for SqliteStore {
     fn artifact_digests_off_driver(&self) -> DigestListing {
         let path = self.path.clone();
         Box::new(move || {
-            let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            // One thread reads it: SQLite need not lock around every row.
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&path, flags)
                 .with_context(|| format!("opening the store {} to read", path.display()))?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             artifacts_in_use(&conn)

@@ -339,7 +339,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         events: events.clone(),
         plugins: plugins.clone(),
         artifacts: artifacts.clone(),
-        next_gc: 0,
+        next_gc: transfers::first_collection(now_ms(), config.artifact_gc_interval),
         artifact_gc_interval: config.artifact_gc_interval,
         restored: HashMap::new(),
         hold_restored_until: 0,

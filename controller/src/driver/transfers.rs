@@ -19,6 +19,24 @@ pub(super) struct Booking {
 /// their sizes: the books stay small.
 const MAX_BOOKED_UPLOADS: usize = 4096;
 
+/// How long after start-up the first collection of unreferenced artifacts
+/// waits (at most one `--artifact-gc-interval`). Listing every artifact in
+/// use reads a row per artifact an execution produced: on a store of a
+/// million executions about two seconds of a core, which start-up (a
+/// reconnecting fleet, clients retrying) should not share (issue 19,
+/// scale). Restarts more often than this still collect: each waits only
+/// this long.
+pub(super) const FIRST_COLLECTION_DELAY: Duration = Duration::from_secs(300);
+
+/// When the first collection after a start at `now` (ms) is due.
+pub(super) fn first_collection(now: u64, interval: Duration) -> u64 {
+    now + FIRST_COLLECTION_DELAY.min(interval).as_millis() as u64
+}
+
+/// The nice value of the collection's thread: serving requests and
+/// dispatching actions go first when the cores are busy.
+const COLLECTION_NICE: i32 = 10;
+
 impl Driver {
     /// May `agent_id`, connected as `conn_id`, move these bytes? It may
     /// fetch the plugin and the input artifacts of jobs it holds (and the
@@ -200,8 +218,12 @@ impl Driver {
         let before = UNIX_EPOCH + Duration::from_millis(now) - self.artifact_gc_interval;
         // Data lifecycle (issue 17, life): a backup beginning waits for it.
         let collecting = self.lifecycle.collecting.start();
-        tokio::task::spawn_blocking(move || {
+        // A thread of its own at a lower priority (issue 19, scale): a
+        // blocking-pool thread would keep the lower priority for the
+        // uploads it serves next, and may not be given back a higher one.
+        let collection = std::thread::Builder::new().name("sluice-gc".into()).spawn(move || {
             let _collecting = collecting;
+            lower_priority();
             let mut keep = match listing() {
                 Ok(keep) => keep,
                 Err(e) => return warn!("listing the artifacts in use: {e:#}"),
@@ -213,5 +235,50 @@ impl Driver {
                 Err(e) => warn!("removing unreferenced artifacts: {e:#}"),
             }
         });
+        if let Err(e) = collection {
+            warn!("cannot start the collection of unreferenced artifacts: {e}");
+        }
+    }
+}
+
+/// Gives the calling thread (not the process: on Linux the nice value is
+/// each thread's own) [`COLLECTION_NICE`]; the collection runs either way.
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), COLLECTION_NICE) {
+        tracing::debug!("cannot lower the collection's priority: {e}");
+    }
+}
+
+/// The nice value of the calling thread (tests).
+#[cfg(test)]
+fn own_nice() -> i32 {
+    rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("the own thread's priority")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_collection_waits_after_start_but_never_past_the_interval() {
+        let now = 1_000_000;
+        assert_eq!(first_collection(now, Duration::from_secs(3600)), now + 300_000);
+        assert_eq!(first_collection(now, Duration::from_secs(2)), now + 2_000);
+    }
+
+    #[test]
+    fn lowering_the_priority_touches_only_the_calling_thread() {
+        let before = own_nice();
+        let (lowered, beside) = std::thread::scope(|s| {
+            let lowered = s.spawn(|| {
+                lower_priority();
+                own_nice()
+            });
+            let beside = s.spawn(own_nice);
+            (lowered.join().unwrap(), beside.join().unwrap())
+        });
+        assert_eq!(lowered, (before + COLLECTION_NICE).min(19));
+        assert_eq!(beside, before, "a thread beside it keeps its priority");
+        assert_eq!(own_nice(), before, "the thread that started it keeps its priority");
     }
 }
