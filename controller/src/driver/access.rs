@@ -33,7 +33,7 @@ impl Driver {
         let resource = request.resource();
         let owner = match request {
             Request::CreatePipeline(op) => self.team_for_new_pipeline(op.team.as_deref(), caller)?,
-            _ => snapshot.owner_of(&resource),
+            _ => snapshot.owner_of(&resource).map(str::to_string),
         };
         snapshot.check_owned(caller, request.permission(), &resource, owner.as_deref())
     }
@@ -171,8 +171,8 @@ impl Driver {
             // delegation from it) does not reach that far; only a grant of
             // UseSecret on the secret beyond team lines (operator, admin,
             // a custom role without the team condition) does.
-            let owner = if secret_owner.is_some() && secret_owner != owner { None } else { secret_owner };
-            snapshot.check_owned(caller, USE_SECRET, &resource, owner.as_deref())?;
+            let owner = if secret_owner.is_some() && secret_owner != owner.as_deref() { None } else { secret_owner };
+            snapshot.check_owned(caller, USE_SECRET, &resource, owner)?;
         }
         let Some(before) = before else { return Ok(()) };
         let (old, new) = (approvals(before), approvals(&declaration.pipeline));

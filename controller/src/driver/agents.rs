@@ -41,11 +41,8 @@ pub(super) struct AgentConn {
 impl Handle<ListAgents> for Driver {
     fn handle(&mut self, _: ListAgents, ctx: &Context) -> Result<ListAgentsOutput, OpError> {
         let directory = self.directory.snapshot();
-        let readable = |pipeline: &str| {
-            directory
-                .decide(&ctx.caller, "codepipeline:GetPipelineExecution", &crate::policy::pipeline(pipeline))
-                .is_allowed()
-        };
+        let judge = directory.judge(&ctx.caller);
+        let readable = |pipeline: &str| judge.allows("codepipeline:GetPipelineExecution", &crate::policy::pipeline(pipeline));
         let agents = self
             .store
             .agents()?

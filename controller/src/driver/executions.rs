@@ -369,13 +369,14 @@ impl Handle<ListPipelineStates> for Driver {
         // ListPipelines lists them, read as GetPipelineState reads.
         let (records, next_token) = self.visible_heads(ctx, "pipeline states", limit, op.next_token.as_deref())?;
         let directory = self.directory.snapshot();
+        let judge = directory.judge(&ctx.caller);
         let mut pipeline_states = Vec::with_capacity(records.len());
         for p in records {
             let resource = crate::policy::pipeline(&p.name);
-            let decision = directory.decide(&ctx.caller, <GetPipelineState as crate::ops::Operation>::PERMISSION, &resource);
+            let allowed = judge.allows(<GetPipelineState as crate::ops::Operation>::PERMISSION, &resource);
             let mut entry =
                 PipelineStateEntry { pipeline_name: p.name.clone(), state: None, error: None, revisions: BTreeMap::new() };
-            if !decision.is_allowed() {
+            if !allowed {
                 entry.error = Some(format!("{} may not read the state of \"{}\"", ctx.caller.user, p.name));
                 pipeline_states.push(entry);
                 continue;

@@ -229,10 +229,11 @@ impl Driver {
         next_token: Option<&str>,
     ) -> Result<(Vec<crate::store::PipelineHead>, Option<String>), OpError> {
         let directory = self.directory.snapshot();
+        let judge = directory.judge(&ctx.caller);
         paging::page_from(
             |after, n| self.store.pipeline_heads_after(after, n),
             |p| p.name.as_str(),
-            |p| directory.decide(&ctx.caller, "codepipeline:GetPipeline", &policy::pipeline(&p.name)).is_allowed(),
+            |p| judge.allows("codepipeline:GetPipeline", &policy::pipeline(&p.name)),
             listing,
             limit,
             next_token,

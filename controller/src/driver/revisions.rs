@@ -32,8 +32,9 @@ impl Driver {
     /// first, of pipelines the caller may read; running ones as they are now.
     fn readable_with_revision(&mut self, prefix: &str, most: usize, ctx: &Context) -> Result<Vec<Execution>, OpError> {
         let directory = self.directory.snapshot();
+        let judge = directory.judge(&ctx.caller);
         let mut list = self.store.executions_with_revision(prefix, most)?;
-        list.retain(|e| directory.decide(&ctx.caller, READ_EXECUTION, &policy::pipeline(&e.pipeline)).is_allowed());
+        list.retain(|e| judge.allows(READ_EXECUTION, &policy::pipeline(&e.pipeline)));
         for e in &mut list {
             if let Some(live) = self.engine.execution(&e.id) {
                 *e = live.clone();

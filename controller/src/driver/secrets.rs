@@ -111,12 +111,13 @@ impl Handle<ListSecrets> for Driver {
     fn handle(&mut self, _: ListSecrets, ctx: &Context) -> Result<ListSecretsOutput, OpError> {
         // Only the secrets the caller may list (permissions, issue 15).
         let directory = self.directory.snapshot();
+        let judge = directory.judge(&ctx.caller);
         let permission = <ListSecrets as crate::ops::Operation>::PERMISSION;
         let secrets = self
             .store
             .secrets()?
             .into_iter()
-            .filter(|s| directory.decide(&ctx.caller, permission, &crate::policy::named("secret", &s.name)).is_allowed())
+            .filter(|s| judge.allows(permission, &crate::policy::named("secret", &s.name)))
             .map(|s| SecretView {
                 name: s.name,
                 pipelines: s.pipelines,

@@ -527,8 +527,9 @@ impl Handle<ListWebhooks> for Driver {
         let mut all = self.store.webhooks()?;
         // Only the webhooks of pipelines the caller may list them of (issue 15).
         let directory = self.directory.snapshot();
+        let judge = directory.judge(&ctx.caller);
         let permission = <ListWebhooks as crate::ops::Operation>::PERMISSION;
-        all.retain(|(p, _, _)| directory.decide(&ctx.caller, permission, &crate::policy::pipeline(p)).is_allowed());
+        all.retain(|(p, _, _)| judge.allows(permission, &crate::policy::pipeline(p)));
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let (page, next_token) =
             crate::ops::paging::page(all, |(p, _, _)| p.clone(), "webhooks", limit, op.next_token.as_deref())?;

@@ -360,6 +360,29 @@ pub struct Holding<'a> {
 
 /// Default deny, an explicit deny wins.
 pub fn decide(holdings: &[Holding<'_>], action: &str, resource: &str, owner: Option<&str>) -> Decision {
+    let by = |(holding, statement): (&Holding<'_>, &Statement)| format!("{}: {}", holding.through, statement.describe());
+    match verdict(holdings, action, resource, owner) {
+        Verdict::Denied(by_this) => Decision::Denied(by(by_this)),
+        Verdict::Allowed(by_this) => Decision::Allowed(by(by_this)),
+        Verdict::NoAllow => Decision::NoAllow,
+    }
+}
+
+/// [`decide`] without naming the statement: what a listing asks of every
+/// item it may show (issue 19, scale), where naming it cost more than
+/// finding it.
+pub fn allows(holdings: &[Holding<'_>], action: &str, resource: &str, owner: Option<&str>) -> bool {
+    matches!(verdict(holdings, action, resource, owner), Verdict::Allowed(_))
+}
+
+/// The statement that decided, and the holding it came through.
+enum Verdict<'h, 'p> {
+    Allowed((&'h Holding<'p>, &'p Statement)),
+    Denied((&'h Holding<'p>, &'p Statement)),
+    NoAllow,
+}
+
+fn verdict<'h, 'p>(holdings: &'h [Holding<'p>], action: &str, resource: &str, owner: Option<&str>) -> Verdict<'h, 'p> {
     let mut allowed = None;
     for holding in holdings {
         if let Some(only) = &holding.only_owner
@@ -371,15 +394,14 @@ pub fn decide(holdings: &[Holding<'_>], action: &str, resource: &str, owner: Opt
             if !statement.matches(action, resource, owner, &holding.teams) {
                 continue;
             }
-            let by = format!("{}: {}", holding.through, statement.describe());
             match statement.effect {
-                Effect::Deny => return Decision::Denied(by),
-                Effect::Allow if allowed.is_none() => allowed = Some(by),
+                Effect::Deny => return Verdict::Denied((holding, statement)),
+                Effect::Allow if allowed.is_none() => allowed = Some((holding, statement)),
                 Effect::Allow => {}
             }
         }
     }
-    allowed.map_or(Decision::NoAllow, Decision::Allowed)
+    allowed.map_or(Verdict::NoAllow, Verdict::Allowed)
 }
 
 #[cfg(test)]

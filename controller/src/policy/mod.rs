@@ -82,12 +82,12 @@ impl Snapshot {
 
     /// The team that owns a resource: a pipeline's (and its stages' and
     /// actions'), or the team itself for `team/NAME`.
-    pub fn owner_of(&self, resource: &str) -> Option<String> {
+    pub fn owner_of<'a>(&'a self, resource: &'a str) -> Option<&'a str> {
         let mut parts = resource.splitn(3, '/');
         match (parts.next(), parts.next()) {
-            (Some("pipeline"), Some(name)) => self.pipeline_teams.get(name).cloned(),
-            (Some("secret"), Some(name)) => self.secret_teams.get(name).cloned(),
-            (Some("team"), Some(name)) => Some(name.to_string()),
+            (Some("pipeline"), Some(name)) => self.pipeline_teams.get(name).map(String::as_str),
+            (Some("secret"), Some(name)) => self.secret_teams.get(name).map(String::as_str),
+            (Some("team"), Some(name)) => Some(name),
             _ => None,
         }
     }
@@ -124,7 +124,7 @@ impl Snapshot {
 
     /// The decision on `action` on `resource` owned by `owner`.
     pub fn decide_owned(&self, caller: &Caller, action: &str, resource: &str, owner: Option<&str>) -> Decision {
-        if SELF_ACTIONS.contains(&action) && matches!(caller.via, Via::Token | Via::AccessKey(_) | Via::Session(_)) {
+        if asks_of_itself(caller, action) {
             return Decision::Allowed("every user may ask who it is and what it may do".into());
         }
         let (_, held) = self.holdings(caller);
@@ -132,9 +132,37 @@ impl Snapshot {
     }
 
     pub fn decide(&self, caller: &Caller, action: &str, resource: &str) -> Decision {
-        let owner = self.owner_of(resource);
-        self.decide_owned(caller, action, resource, owner.as_deref())
+        self.decide_owned(caller, action, resource, self.owner_of(resource))
     }
+
+    /// The caller's holdings, worked out once to judge many resources: a
+    /// listing's every item (issue 19, scale). Allows exactly what
+    /// [`Snapshot::decide`] allows.
+    pub fn judge<'a>(&'a self, caller: &'a Caller) -> Judge<'a> {
+        Judge { snapshot: self, caller, holdings: self.holdings(caller).1 }
+    }
+}
+
+/// What [`Snapshot::judge`] returns.
+pub struct Judge<'a> {
+    snapshot: &'a Snapshot,
+    caller: &'a Caller,
+    holdings: Vec<document::Holding<'a>>,
+}
+
+impl Judge<'_> {
+    pub fn allows(&self, action: &str, resource: &str) -> bool {
+        asks_of_itself(self.caller, action)
+            || document::allows(&self.holdings, action, resource, self.snapshot.owner_of(resource))
+    }
+}
+
+/// Every user may ask who it is and what it may do.
+fn asks_of_itself(caller: &Caller, action: &str) -> bool {
+    SELF_ACTIONS.contains(&action) && matches!(caller.via, Via::Token | Via::AccessKey(_) | Via::Session(_))
+}
+
+impl Snapshot {
 
     /// `Ok` or the refusal naming who, what and on what.
     pub fn check_owned(&self, caller: &Caller, action: &str, resource: &str, owner: Option<&str>) -> Result<(), OpError> {
@@ -221,8 +249,7 @@ impl Directory {
     /// (HTTP 403, CLI exit 3, `AccessDeniedException`).
     pub fn check(&self, caller: &Caller, action: &str, resource: &str) -> Result<(), OpError> {
         let snapshot = self.snapshot();
-        let owner = snapshot.owner_of(resource);
-        snapshot.check_owned(caller, action, resource, owner.as_deref())
+        snapshot.check_owned(caller, action, resource, snapshot.owner_of(resource))
     }
 
     pub fn allows(&self, caller: &Caller, action: &str, resource: &str) -> bool {
@@ -322,6 +349,67 @@ mod tests {
         assert_eq!(d.roles_of("ann"), vec!["viewer", "developer"]);
         d.update(|s| s.grants.clear());
         assert!(!d.allows(&caller("ann"), start, "pipeline/site"));
+    }
+
+    /// What a listing judges item by item is what a single request is
+    /// decided: every kind of caller (deny statements, delegations, the
+    /// self-service actions, internal principals, strangers) on every kind
+    /// of resource (a team's, another team's, nobody's).
+    #[test]
+    fn a_judge_allows_exactly_what_a_decision_allows() {
+        let d = directory();
+        let known = ["codepipeline:GetPipeline", "codepipeline:StartPipelineExecution", "sluice:UseSecret"];
+        let no_prod = Policy::parse(
+            r#"{"Statement":[{"Effect":"Allow","Action":"codepipeline:*","Resource":"pipeline/*"},
+                {"Effect":"Deny","Action":"codepipeline:StartPipelineExecution","Resource":"pipeline/prod*"}]}"#,
+            &known,
+        )
+        .unwrap();
+        d.update(|s| {
+            s.roles.insert("no-prod".into(), no_prod);
+            s.users.insert("rel".into(), UserEntry { role: "no-prod".into() });
+            s.teams.insert("ops".into(), TeamEntry { members: ["rel".to_string()].into() });
+            s.grants.insert(Grant { owner: "web".into(), to: "data".into(), role: "developer".into() });
+            s.pipeline_teams.insert("prod-site".into(), "web".into());
+        });
+        let callers = [
+            Caller::new(ADMIN_USER, Role::Admin),
+            caller("ann"),
+            caller("dev"),
+            caller("ops"),
+            caller("apr"),
+            caller("rel"),
+            caller("nobody"),
+            Caller::new("webhook", Role::Operator).with_via(Via::Webhook),
+            Caller::new("job-key:AK", Role::Operator).with_via(Via::JobKey("AK".into())),
+            Caller::new("ag-1", Role::Operator).with_via(Via::Agent("ag-1".into())),
+        ];
+        let actions = [
+            "codepipeline:GetPipeline",
+            "codepipeline:StartPipelineExecution",
+            "sluice:UseSecret",
+            "sluice:DeliverWebhook",
+            "sluice:WhoAmI",
+            "s3:GetObject",
+        ];
+        let resources =
+            ["pipeline/site", "pipeline/etl", "pipeline/prod-site", "pipeline/loose", "secret/webdb", "secret/db", "job/AK"];
+        let snapshot = d.snapshot();
+        let (mut allowed, mut refused) = (0, 0);
+        for caller in &callers {
+            let judge = snapshot.judge(caller);
+            for action in actions {
+                for resource in resources {
+                    let decided = snapshot.decide(caller, action, resource).is_allowed();
+                    assert_eq!(judge.allows(action, resource), decided, "{} {action} {resource}", caller.user);
+                    if decided { allowed += 1 } else { refused += 1 }
+                }
+            }
+        }
+        // Both answers occur, for the comparison to mean something.
+        assert!(allowed > 20 && refused > 100, "{allowed} allowed, {refused} refused");
+        assert!(!snapshot.judge(&caller("rel")).allows("codepipeline:StartPipelineExecution", "pipeline/prod-site"));
+        assert!(snapshot.judge(&caller("rel")).allows("codepipeline:StartPipelineExecution", "pipeline/site"));
     }
 
     #[test]
