@@ -286,15 +286,27 @@ fn condition(value: &Value) -> Result<TeamCondition, PolicyError> {
 
 /// `*` any run of characters, `?` one character; everything else literal.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    // Iterative matching with one backtrack point: linear in practice.
+    if pattern.contains('?') {
+        // `?` is one character, which may be several bytes.
+        let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+        glob_in(&p, &t, Some('?'), '*')
+    } else {
+        // Without `?`, bytes will do (issue 19, scale: a listing asks
+        // this of every pattern for every item): a literal run of UTF-8
+        // can only match where a character starts.
+        glob_in(pattern.as_bytes(), text.as_bytes(), None, b'*')
+    }
+}
+
+/// Iterative matching with one backtrack point: linear in practice.
+fn glob_in<T: PartialEq + Copy>(p: &[T], t: &[T], one: Option<T>, any: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (Some(p[pi]) == one || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == any {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -305,7 +317,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == any)
 }
 
 /// Whether a resource pattern covers `resource` or a resource it is
@@ -440,6 +452,23 @@ mod tests {
         assert!(glob("a*b*c", "aXXbYYc") && !glob("a*b*c", "aXXbYY"));
         assert!(glob("*a", "aaa") && !glob("*a", "aab"));
         assert!(!glob("pipeline/web", "pipeline/webapp"));
+    }
+
+    /// Patterns without `?` are matched on bytes: they must agree with the
+    /// matching on characters, names in any script included.
+    #[test]
+    fn bytes_and_characters_match_alike() {
+        let texts = ["", "é", "pipeline/é", "pipeline/éa", "pipeline/日本/Deploy", "aéb", "ééé", "pipeline/web"];
+        let patterns = ["*", "*é", "é*", "pipeline/é*", "pipeline/*/Deploy", "a*b", "*é*é", "pipeline/日*", "p*b", ""];
+        for pattern in patterns {
+            let p: Vec<char> = pattern.chars().collect();
+            for text in texts {
+                let t: Vec<char> = text.chars().collect();
+                assert_eq!(glob(pattern, text), glob_in(&p, &t, Some('?'), '*'), "{pattern} vs {text}");
+            }
+        }
+        assert!(glob("pipeline/é*", "pipeline/éa") && glob("*é", "aé") && !glob("*é", "ée"));
+        assert!(glob("?", "é") && glob("pipeline/??/Deploy", "pipeline/日本/Deploy"));
     }
 
     #[test]
