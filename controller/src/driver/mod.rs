@@ -150,12 +150,40 @@ impl Controller {
     }
 }
 
+/// Parsed pipeline versions by name, then version: looked up by a
+/// borrowed name (every commit looks up each execution it writes, a
+/// listing every pipeline of its page), removed by name.
+#[derive(Default)]
+struct Definitions(HashMap<String, HashMap<u64, Arc<Pipeline>>>);
+
+impl Definitions {
+    fn get(&self, name: &str, version: u64) -> Option<&Arc<Pipeline>> {
+        self.0.get(name)?.get(&version)
+    }
+
+    fn insert(&mut self, name: &str, version: u64, def: Arc<Pipeline>) {
+        match self.0.get_mut(name) {
+            Some(versions) => {
+                versions.insert(version, def);
+            }
+            None => {
+                self.0.insert(name.to_string(), HashMap::from([(version, def)]));
+            }
+        }
+    }
+
+    /// Every version of `name`.
+    fn forget(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+}
+
 struct Driver {
     engine: Engine,
     store: Box<dyn Store>,
     ca: Arc<Ca>,
     catalog: Catalog,
-    definitions: HashMap<(String, u64), Arc<Pipeline>>,
+    definitions: Definitions,
     agents: HashMap<String, AgentConn>,
     /// No agent can have been silent for a lease before this (Unix ms;
     /// `leases.rs`).
@@ -331,7 +359,7 @@ pub async fn start(config: ControllerConfig) -> Result<Controller> {
         store,
         ca: ca.clone(),
         catalog,
-        definitions: HashMap::new(),
+        definitions: Definitions::default(),
         agents: HashMap::new(),
         next_silence_check: u64::MAX,
         jobs: HashMap::new(),
@@ -576,7 +604,7 @@ impl Driver {
 
     /// A stored pipeline version, parsed once.
     fn definition(&mut self, name: &str, version: u64) -> Result<Arc<Pipeline>> {
-        if let Some(def) = self.definitions.get(&(name.to_string(), version)) {
+        if let Some(def) = self.definitions.get(name, version) {
             return Ok(def.clone());
         }
         let record = self
@@ -588,15 +616,14 @@ impl Driver {
 
     /// Parses a stored version into the cache of definitions (once).
     fn cache_definition(&mut self, record: &crate::store::PipelineRecord) -> Result<Arc<Pipeline>> {
-        let key = (record.name.clone(), record.version);
-        if let Some(def) = self.definitions.get(&key) {
+        if let Some(def) = self.definitions.get(&record.name, record.version) {
             return Ok(def.clone());
         }
         let decl = pipeline::parse(&record.definition).map_err(|d| {
             anyhow::anyhow!("stored pipeline \"{}\" version {} is corrupt: {d}", record.name, record.version)
         })?;
         let def = Arc::new(decl.pipeline);
-        self.definitions.insert(key, def.clone());
+        self.definitions.insert(&record.name, record.version, def.clone());
         Ok(def)
     }
 

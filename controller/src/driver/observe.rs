@@ -82,7 +82,7 @@ impl Driver {
             if n.status == "InProgress" {
                 continue;
             }
-            let Some(def) = self.definitions.get(&(execution.pipeline.clone(), execution.version)) else { continue };
+            let Some(def) = self.definitions.get(&execution.pipeline, execution.version) else { continue };
             let provider = def
                 .stages
                 .iter()
@@ -177,7 +177,7 @@ impl Driver {
             counts[i].1 += n;
         }
         for e in self.engine.executions().filter(|e| e.status == ExecutionStatus::InProgress) {
-            let Some(def) = self.definitions.get(&(e.pipeline.clone(), e.version)) else { continue };
+            let Some(def) = self.definitions.get(&e.pipeline, e.version) else { continue };
             for (stage, run) in def.stages.iter().zip(&e.stages) {
                 for (action, arun) in stage.actions.iter().zip(&run.actions) {
                     if arun.status == Some(crate::engine::ActionStatus::InProgress)

@@ -57,7 +57,7 @@ impl Handle<CreatePipeline> for Driver {
             author: by.clone(),
         };
         let def = Arc::new(decl.pipeline.clone());
-        self.definitions.insert((name.clone(), 1), def);
+        self.definitions.insert(&name, 1, def);
         let mut changes = vec![Change::Pipeline(record)];
         if let Some(team) = &team {
             let owner = PipelineTeamRecord { pipeline: name.clone(), team: team.clone() };
@@ -158,7 +158,7 @@ impl Handle<DeletePipeline> for Driver {
         self.directory.update(|d| {
             d.pipeline_teams.remove(name);
         });
-        self.definitions.retain(|(n, _), _| n != name);
+        self.definitions.forget(name);
         self.forget_pipeline_sources(name);
         self.forget_pipeline_notifications(name);
         // Metrics (issue 17, obs): its series go with it.
