@@ -901,6 +901,12 @@ mod tests {
                     StreamRequest::FetchArtifact { digest, .. } if digest.starts_with("00") => {
                         write_frame(&mut send, &StreamReply::Error { message: "no such artifact".into() }).await.unwrap();
                     }
+                    // A controller that sends more than it announced, or less.
+                    StreamRequest::FetchArtifact { digest, .. } if digest.starts_with("ff") || digest.starts_with("ee") => {
+                        let announced = if digest.starts_with("ff") { served.len() - 10 } else { served.len() + 10 };
+                        write_frame(&mut send, &StreamReply::Ok { size: announced as u64 }).await.unwrap();
+                        let _ = send.write_all(&served).await;
+                    }
                     StreamRequest::FetchArtifact { offset, .. } => {
                         asked.lock().unwrap().push(offset);
                         write_frame(&mut send, &StreamReply::Ok { size: served.len() as u64 }).await.unwrap();
@@ -961,6 +967,20 @@ mod tests {
         let wrong = "ab".repeat(32);
         let err = within(transfer::fetch(&conn, &request, &wrong, &dest)).await.unwrap_err();
         assert!(format!("{err:#}").starts_with("digest mismatch: expected abab"), "{err:#}");
+
+        // More bytes than announced are refused as they arrive, and a
+        // download that was not cut off is not kept for a resume; so is
+        // one that ends short.
+        std::fs::remove_file(&dest).unwrap();
+        for (lie, said) in [
+            ("ff", "controller sent more than the 299990 bytes it announced"),
+            ("ee", "stream ended after 300000 of 300010 bytes"),
+        ] {
+            let lie = lie.repeat(32);
+            let err = within(transfer::fetch_artifact(&conn, &lie, &dest)).await.unwrap_err();
+            assert_eq!(format!("{err:#}"), said);
+            assert!(!dest.exists(), "{said}: the download is kept nowhere");
+        }
 
         let missing = "00".repeat(32);
         let request = StreamRequest::FetchArtifact { digest: missing.clone(), offset: 0 };
