@@ -853,6 +853,47 @@ mod tests {
         assert!(parts.is_empty(), "partial download removed");
     }
 
+    /// A job that ends before the start is sent (held up to START_HOLD to
+    /// go out with the result) still reports its start, before its result:
+    /// the controller decides on the start whether a job lost to a restart
+    /// ran.
+    #[tokio::test]
+    async fn a_job_that_ends_at_once_still_reports_its_start_first() {
+        let ca = ca("controller ca");
+        let (server, addr) = controller(&ca);
+        let data = tempfile::tempdir().unwrap();
+        let key = EnrollmentKey::generate("h").unwrap();
+        let cert = testing::sign(&ca, &key.csr_pem);
+        let identity =
+            key.into_identity("agent-1".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der())).unwrap();
+        let script = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let Some(FromAgent::Hello(_)) = read_frame(&mut recv).await.unwrap() else { panic!("hello first") };
+            write_frame(&mut send, &ToAgent::Welcome { agent_id: "agent-1".into(), heartbeat_ms: 60_000 }).await.unwrap();
+            // Not a digest: the job fails before anything is fetched.
+            write_frame(&mut send, &ToAgent::Job(Box::new(job("j-1", "not-a-digest")))).await.unwrap();
+            let started = read_frame::<FromAgent>(&mut recv).await.unwrap();
+            assert_eq!(started, Some(FromAgent::JobStarted { job_id: "j-1".into(), lease_epoch: 4 }));
+            let finished = read_frame::<FromAgent>(&mut recv).await.unwrap();
+            let Some(FromAgent::JobFinished { job_id, lease_epoch: 4, result: JobResult::Failed { .. } }) = finished else {
+                panic!("{finished:?}")
+            };
+            assert_eq!(job_id, "j-1");
+            conn.close(0u32.into(), b"done");
+        });
+        let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
+        let link = Link::default();
+        let (tx, rx) = mpsc::channel(16);
+        let jobs = Jobs::new(runtime, data.path(), 1, link.clone(), tx).unwrap();
+        let presence = Presence { labels: BTreeMap::new(), slots: 1 };
+        let renewal = Arc::new(Renewal::new(data.path().to_path_buf(), identity.clone()));
+        let fleet = Fleet::new(one(&addr), renewal, presence, jobs, link, rx).unwrap();
+        let agent = tokio::spawn(fleet.run());
+        within(script).await.unwrap();
+        agent.abort();
+    }
+
     #[tokio::test]
     async fn enrollment_refuses_a_controller_with_another_ca() {
         let theirs = ca("impostor");
