@@ -42,7 +42,8 @@ impl Handle<ListAgents> for Driver {
     fn handle(&mut self, _: ListAgents, ctx: &Context) -> Result<ListAgentsOutput, OpError> {
         let directory = self.directory.snapshot();
         let judge = directory.judge(&ctx.caller);
-        let readable = |pipeline: &str| judge.allows("codepipeline:GetPipelineExecution", &crate::policy::pipeline(pipeline));
+        let readable =
+            |pipeline: &str| judge.allows("codepipeline:GetPipelineExecution", &crate::policy::pipeline(pipeline));
         let agents = self
             .store
             .agents()?

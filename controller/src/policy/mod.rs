@@ -163,7 +163,6 @@ fn asks_of_itself(caller: &Caller, action: &str) -> bool {
 }
 
 impl Snapshot {
-
     /// `Ok` or the refusal naming who, what and on what.
     pub fn check_owned(&self, caller: &Caller, action: &str, resource: &str, owner: Option<&str>) -> Result<(), OpError> {
         match self.decide_owned(caller, action, resource, owner) {
