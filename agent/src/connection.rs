@@ -772,6 +772,21 @@ mod tests {
         within(script).await.unwrap();
     }
 
+    /// An enrolled agent of one slot, for a scripted controller at `addr`.
+    fn job_agent(ca: &testing::Ca, addr: &str, data: &std::path::Path) -> Fleet {
+        let key = EnrollmentKey::generate("h").unwrap();
+        let cert = testing::sign(ca, &key.csr_pem);
+        let identity =
+            key.into_identity("agent-1".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der())).unwrap();
+        let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
+        let link = Link::default();
+        let (tx, rx) = mpsc::channel(16);
+        let jobs = Jobs::new(runtime, data, 1, link.clone(), tx).unwrap();
+        let presence = Presence { labels: BTreeMap::new(), slots: 1 };
+        let renewal = Arc::new(Renewal::new(data.to_path_buf(), identity));
+        Fleet::new(one(addr), renewal, presence, jobs, link, rx).unwrap()
+    }
+
     fn job(job_id: &str, plugin_digest: &str) -> sluice_protocol::JobSpec {
         sluice_protocol::JobSpec {
             job_id: job_id.into(),
@@ -805,10 +820,6 @@ mod tests {
         let ca = ca("controller ca");
         let (server, addr) = controller(&ca);
         let data = tempfile::tempdir().unwrap();
-        let key = EnrollmentKey::generate("h").unwrap();
-        let cert = testing::sign(&ca, &key.csr_pem);
-        let identity =
-            key.into_identity("agent-1".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der())).unwrap();
         let claimed = "ab".repeat(32);
         let digest = claimed.clone();
         let script = tokio::spawn(async move {
@@ -836,14 +847,7 @@ mod tests {
             assert!(message.starts_with(&format!("fetching plugin shell@1 ({digest}): digest mismatch")), "{message}");
             conn.close(0u32.into(), b"done");
         });
-        let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
-        let link = Link::default();
-        let (tx, rx) = mpsc::channel(16);
-        let jobs = Jobs::new(runtime, data.path(), 1, link.clone(), tx).unwrap();
-        let presence = Presence { labels: BTreeMap::new(), slots: 1 };
-        let renewal = Arc::new(Renewal::new(data.path().to_path_buf(), identity.clone()));
-        let fleet = Fleet::new(one(&addr), renewal, presence, jobs, link, rx).unwrap();
-        let agent = tokio::spawn(fleet.run());
+        let agent = tokio::spawn(job_agent(&ca, &addr, data.path()).run());
         within(script).await.unwrap();
         agent.abort();
         assert!(!data.path().join("plugins").join(format!("{claimed}.wasm")).exists(), "nothing unverified is kept");
@@ -862,10 +866,6 @@ mod tests {
         let ca = ca("controller ca");
         let (server, addr) = controller(&ca);
         let data = tempfile::tempdir().unwrap();
-        let key = EnrollmentKey::generate("h").unwrap();
-        let cert = testing::sign(&ca, &key.csr_pem);
-        let identity =
-            key.into_identity("agent-1".into(), cert, ca.cert.pem(), BTreeMap::new(), &fingerprint(ca.cert.der())).unwrap();
         let script = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
             let (mut send, mut recv) = conn.accept_bi().await.unwrap();
@@ -882,14 +882,7 @@ mod tests {
             assert_eq!(job_id, "j-1");
             conn.close(0u32.into(), b"done");
         });
-        let runtime = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::default()).unwrap();
-        let link = Link::default();
-        let (tx, rx) = mpsc::channel(16);
-        let jobs = Jobs::new(runtime, data.path(), 1, link.clone(), tx).unwrap();
-        let presence = Presence { labels: BTreeMap::new(), slots: 1 };
-        let renewal = Arc::new(Renewal::new(data.path().to_path_buf(), identity.clone()));
-        let fleet = Fleet::new(one(&addr), renewal, presence, jobs, link, rx).unwrap();
-        let agent = tokio::spawn(fleet.run());
+        let agent = tokio::spawn(job_agent(&ca, &addr, data.path()).run());
         within(script).await.unwrap();
         agent.abort();
     }
