@@ -34,6 +34,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// reports its start on its own.
 const START_HOLD: Duration = Duration::from_millis(2);
 
+/// How a job ended, for the last line its log says of it.
+enum Ended {
+    Succeeded,
+    /// The failure's message, and whether it may be retried.
+    Failed(String, bool),
+    /// Cancelled, or its lease gone: no result was sent.
+    Cancelled,
+}
+
 /// Where a job's files live, below the data dir.
 pub const JOBS_DIR: &str = "jobs";
 /// Plugins fetched from the controller, by digest, below the data dir.
@@ -389,20 +398,18 @@ impl Jobs {
         };
         drop(permit);
 
-        // What the log says of the end: `None` for a cancelled job, else
-        // the failure's message and whether it may be retried, if any.
         let ended = match (result, self.lease_epoch(&job_id).filter(|_| !*cancel.borrow())) {
             (Some(result), Some(lease_epoch)) => {
-                let failure = match &result {
-                    JobResult::Succeeded { .. } => None,
-                    JobResult::Failed { message, retryable } => Some((message.clone(), *retryable)),
+                let ended = match &result {
+                    JobResult::Succeeded { .. } => Ended::Succeeded,
+                    JobResult::Failed { message, retryable } => Ended::Failed(message.clone(), *retryable),
                 };
                 let finished = sendable(FromAgent::JobFinished { job_id: job_id.clone(), lease_epoch, result });
                 self.unacked.lock().expect("jobs lock").insert(job_id.clone(), finished.clone());
                 self.send(finished).await;
-                Some(failure)
+                ended
             }
-            _ => None,
+            _ => Ended::Cancelled,
         };
         // Only now: a heartbeat between the two would tell the controller the
         // job vanished before it learns the result.
@@ -412,9 +419,9 @@ impl Jobs {
         // log line (the wait for the directory lets the result go out first).
         self.dirs.give_back(dir).await;
         match ended {
-            Some(None) => info!("job succeeded"),
-            Some(Some((message, retryable))) => info!(retryable, "job failed: {message}"),
-            None => info!("job cancelled; its result is dropped"),
+            Ended::Succeeded => info!("job succeeded"),
+            Ended::Failed(message, retryable) => info!(retryable, "job failed: {message}"),
+            Ended::Cancelled => info!("job cancelled; its result is dropped"),
         }
     }
 
