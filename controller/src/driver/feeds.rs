@@ -347,9 +347,8 @@ impl Driver {
         // every upstream it takes: a revoked permission stops the feed.
         let author = Caller::new(record.author.clone(), if record.author == "admin" { Role::Admin } else { Role::Operator });
         let directory = self.directory.snapshot();
-        if let Some(denied) =
-            subs.iter().find(|s| !directory.decide(&author, READ_PIPELINE, &policy::pipeline(&s.pipeline)).is_allowed())
-        {
+        let judge = directory.judge(&author);
+        if let Some(denied) = subs.iter().find(|s| !judge.allows(READ_PIPELINE, &policy::pipeline(&s.pipeline))) {
             let why = format!(
                 "{} (author of version {}) may no longer read pipeline \"{}\": upstream successes start nothing",
                 record.author, record.version, denied.pipeline
