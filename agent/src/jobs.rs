@@ -377,7 +377,7 @@ impl Jobs {
         let Some(lease_epoch) = self.lease_epoch(&job_id) else { return };
         info!(plugin = %format!("{}@{}", spec.plugin.provider, spec.plugin.version), "job started");
 
-        let dir = self.dirs.take(&format!("{token}-{}", sanitize(&job_id)));
+        let dir = self.dirs.take(&token.to_string());
         // The start is held for at most START_HOLD: a job that ends sooner
         // sends it together with its result, one packet instead of two.
         let start = FromAgent::JobStarted { job_id: job_id.clone(), lease_epoch };
@@ -679,11 +679,6 @@ async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
-/// A job id as part of a directory name.
-fn sanitize(job_id: &str) -> String {
-    job_id.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
-}
-
 /// A result too large for one frame (huge output variables or summary)
 /// would never reach the controller; it becomes a failure that does.
 fn sendable(message: FromAgent) -> FromAgent {
@@ -780,12 +775,6 @@ mod tests {
         pending.acknowledge(9);
         assert!(pending.lines.is_empty());
         assert_eq!(pending.bytes, 0);
-    }
-
-    #[test]
-    fn job_ids_become_safe_directory_names() {
-        assert_eq!(sanitize("exec-1/../x"), "exec-1____x");
-        assert!(sanitize(&"a".repeat(500)).len() <= 64);
     }
 
     #[test]

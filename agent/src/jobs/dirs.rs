@@ -4,8 +4,8 @@
 //! ext4: allocating a directory inode searches the block groups, and it
 //! showed as about half of the agent's CPU time in the throughput
 //! benchmark. A job that leaves only its empty workspace gives its
-//! directory back here; the next job takes it (renamed to its own name)
-//! instead of creating one. A directory that holds anything else, or whose
+//! directory back here; the next job takes it as it is instead of
+//! creating one. A directory that holds anything else, or whose
 //! permissions or owner changed, is removed as before, so a job never sees
 //! what an earlier one left.
 //!
@@ -51,31 +51,18 @@ impl JobDirs {
         })
     }
 
-    /// The directory for a job named `name`: a spare one renamed to it, or
-    /// a path that does not exist yet (the job creates what it needs).
+    /// A directory for a job: a spare one as it is, or `name` under the
+    /// root, which does not exist yet (the job creates what it needs).
     ///
-    /// The rename is made inline: one metadata call in the agent's own
-    /// directory costs less than a hop to the blocking pool and back, which
-    /// every action would wait for (issue 19). A spare that cannot be
-    /// renamed is removed (it holds an empty workspace only), never
-    /// handed out.
+    /// A spare keeps the name it was made with: renaming it to the job
+    /// was one metadata call in the agent's directory on the way to every
+    /// action (issue 19), and nothing reads a job directory's name. Names
+    /// are the agent's own counter, so they never say which job is inside.
     pub fn take(&self, name: &str) -> PathBuf {
-        let dir = self.inner.root.join(name);
-        let spare = self.inner.spare.lock().expect("job dirs lock").pop();
-        if let Some(spare) = spare {
-            match std::fs::rename(&spare, &dir) {
-                Ok(()) => return dir,
-                Err(e) => {
-                    warn!(dir = %spare.display(), "reusing a job directory: {e}");
-                    if let Err(e) = std::fs::remove_dir_all(&spare)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
-                        warn!(dir = %spare.display(), "removing the job directory: {e}");
-                    }
-                }
-            }
+        if let Some(spare) = self.inner.spare.lock().expect("job dirs lock").pop() {
+            return spare;
         }
-        dir
+        self.inner.root.join(name)
     }
 
     /// Keeps the directory for another job when it holds only an empty,
@@ -159,16 +146,19 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_job_directory_is_reused_under_the_next_name() {
+    fn an_empty_job_directory_is_reused_as_it_is() {
         let (_tmp, dirs) = setup(2);
-        let first = job_dir(&dirs, "1-a");
+        let first = job_dir(&dirs, "1");
         let ino = std::fs::metadata(&first).unwrap().ino();
         block_on(dirs.give_back(first.clone()));
         assert!(first.exists(), "kept as a spare");
-        let second = dirs.take("2-b");
-        assert!(!first.exists());
-        assert_eq!(std::fs::metadata(&second).unwrap().ino(), ino, "the same directory, renamed");
+        let second = dirs.take("2");
+        assert_eq!(second, first, "the spare, not a new name");
+        assert_eq!(std::fs::metadata(&second).unwrap().ino(), ino, "the same directory");
         assert!(second.join(WORKSPACE).is_dir());
+        let third = dirs.take("3");
+        assert_eq!(third, dirs.inner.root.join("3"), "no spare left: a fresh path");
+        assert!(!third.exists());
     }
 
     #[test]
