@@ -694,34 +694,51 @@ impl Runtime {
     /// succeeds, fails, or the action's timeout passes. Traps, deadline and
     /// memory exhaustion become `Failed` with the reason.
     pub fn run_action(&self, plugin: &LoadedPlugin, inv: &Invocation, log: Arc<dyn LogSink>) -> Outcome {
+        self.run_action_then(plugin, inv, log, |outcome| outcome)
+    }
+
+    /// [`Runtime::run_action`], handing the outcome to `deliver` before the
+    /// last call's sandbox is taken down: dropping its store (the instance
+    /// back to the pool, the WASI context, the temporary directory of
+    /// granted programs) need not delay whoever waits for the result
+    /// (issue 19). The sandbox is gone when this returns.
+    pub fn run_action_then<R>(
+        &self,
+        plugin: &LoadedPlugin,
+        inv: &Invocation,
+        log: Arc<dyn LogSink>,
+        deliver: impl FnOnce(Outcome) -> R,
+    ) -> R {
         let deadline = Instant::now() + inv.timeout;
         let mut continuation = None;
-        loop {
-            match self.execute_once(plugin, inv, log.clone(), deadline, continuation.take()) {
-                Outcome::InProgress { continuation: next, poll_after, summary } => {
+        let (outcome, sandbox) = loop {
+            match self.execute_kept(plugin, inv, log.clone(), deadline, continuation.take()) {
+                (Outcome::InProgress { continuation: next, poll_after, summary }, sandbox) => {
+                    drop(sandbox);
                     if !summary.is_empty() {
                         // Masked already, like every field of an outcome.
                         log.line(&format!("in progress: {summary}"));
                     }
                     let now = Instant::now();
                     if inv.cancel.is_cancelled() {
-                        return Outcome::Failed { message: "action cancelled".into(), retryable: false };
+                        break (Outcome::Failed { message: "action cancelled".into(), retryable: false }, None);
                     }
                     if now + poll_after >= deadline {
-                        return Outcome::Failed {
-                            message: format!("action timed out after {}", human(inv.timeout)),
-                            retryable: true,
-                        };
+                        let message = format!("action timed out after {}", human(inv.timeout));
+                        break (Outcome::Failed { message, retryable: true }, None);
                     }
                     std::thread::sleep(poll_after);
                     continuation = Some(next);
                 }
-                Outcome::Succeeded { .. } if let Err(message) = self.check_outputs(inv) => {
-                    return Outcome::Failed { message, retryable: false };
+                (Outcome::Succeeded { .. }, sandbox) if let Err(message) = self.check_outputs(inv) => {
+                    break (Outcome::Failed { message, retryable: false }, sandbox);
                 }
-                done => return done,
+                done => break done,
             }
-        }
+        };
+        let delivered = deliver(outcome);
+        drop(sandbox);
+        delivered
     }
 
     /// Refuses outputs over [`RuntimeConfig::max_output_bytes`], before
@@ -747,8 +764,21 @@ impl Runtime {
         deadline: Instant,
         continuation: Option<String>,
     ) -> Outcome {
-        let outcome = self.execute_unmasked(plugin, inv, log, deadline, continuation);
-        mask::Masker::new(&inv.secrets).mask_outcome(outcome)
+        self.execute_kept(plugin, inv, log, deadline, continuation).0
+    }
+
+    /// [`Runtime::execute_once`], with the call's store still alive (`None`
+    /// when it could not be made).
+    fn execute_kept(
+        &self,
+        plugin: &LoadedPlugin,
+        inv: &Invocation,
+        log: Arc<dyn LogSink>,
+        deadline: Instant,
+        continuation: Option<String>,
+    ) -> (Outcome, Option<Store<host::HostState>>) {
+        let (outcome, store) = self.execute_unmasked(plugin, inv, log, deadline, continuation);
+        (mask::Masker::new(&inv.secrets).mask_outcome(outcome), store)
     }
 
     fn execute_unmasked(
@@ -758,10 +788,12 @@ impl Runtime {
         log: Arc<dyn LogSink>,
         deadline: Instant,
         continuation: Option<String>,
-    ) -> Outcome {
+    ) -> (Outcome, Option<Store<host::HostState>>) {
         let (mut store, stdio) = match self.store(inv, log.clone(), deadline) {
             Ok(s) => s,
-            Err(e) => return Outcome::Failed { message: format!("preparing the sandbox: {e:#}"), retryable: false },
+            Err(e) => {
+                return (Outcome::Failed { message: format!("preparing the sandbox: {e:#}"), retryable: false }, None);
+            }
         };
         let ctx = wit::Context {
             pipeline: inv.pipeline.clone(),
@@ -791,7 +823,7 @@ impl Runtime {
         let result = plugin.execute(&mut store, &ctx);
         stdio.flush();
         store.data_mut().finish_log();
-        match result {
+        let outcome = match result {
             Ok(wit::Outcome::Succeeded(s)) => Outcome::Succeeded {
                 summary: s.summary,
                 output_variables: s.output_variables.into_iter().collect(),
@@ -804,7 +836,8 @@ impl Runtime {
             },
             Ok(wit::Outcome::Failed(f)) => Outcome::Failed { message: f.message, retryable: f.retryable },
             Err(e) => Outcome::Failed { message: host::explain_trap(&e, &store), retryable: false },
-        }
+        };
+        (outcome, Some(store))
     }
 
     fn store(

@@ -150,6 +150,26 @@ fn pooled_instances_keep_the_limits_and_are_reused() {
 }
 
 #[test]
+fn the_outcome_is_delivered_before_the_sandbox_goes_and_not_after_the_call_returns() {
+    // One pooled instance. While the outcome is delivered the call's store
+    // still holds it, so a second call then finds the pool full; once
+    // `run_action_then` has returned, it is back for the next call.
+    let f = fixture_with(64 << 20, Allocation::Pooling { concurrent_calls: 1 });
+    assert_eq!(f.runtime.allocation(), Allocation::Pooling { concurrent_calls: 1 });
+    let plugin = hostile(&f);
+    let inv = invocation(&f, "ok", Grants::default(), Duration::from_secs(30));
+    let log: Arc<dyn LogSink> = Arc::new(|_: &str| {});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (outcome, during) = f.runtime.run_action_then(&plugin, &inv, log.clone(), |outcome| {
+        (outcome, f.runtime.execute_once(&plugin, &inv, log.clone(), deadline, None))
+    });
+    assert!(matches!(outcome, Outcome::Succeeded { ref summary, .. } if summary == "ok"), "{outcome:?}");
+    assert!(failure(&during).contains("concurrent"), "the first call still held the instance: {during:?}");
+    let after = f.runtime.execute_once(&plugin, &inv, log, deadline, None);
+    assert!(matches!(after, Outcome::Succeeded { .. }), "{after:?}");
+}
+
+#[test]
 fn host_paths_outside_the_preopens_cannot_be_read() {
     let f = fixture(64 << 20);
     let (outcome, _) = run(&f, "read-host-path", Grants::default(), Duration::from_secs(30));
