@@ -375,28 +375,31 @@ impl Jobs {
             return;
         }
         let Some(lease_epoch) = self.lease_epoch(&job_id) else { return };
-        info!(plugin = %format!("{}@{}", spec.plugin.provider, spec.plugin.version), "job started");
+        let log_start = || info!(plugin = %format!("{}@{}", spec.plugin.provider, spec.plugin.version), "job started");
 
         let dir = self.dirs.take(&token.to_string());
         // The start is held for at most START_HOLD: a job that ends sooner
-        // sends it together with its result, one packet instead of two.
+        // sends it together with its result, one packet instead of two. Its
+        // log line goes with the start, and for such a job after the result
+        // (issue 19): a log line is not on the way from one action to the next.
         let start = FromAgent::JobStarted { job_id: job_id.clone(), lease_epoch };
-        let result = {
-            let attempt = self.attempt(&spec, &dir, token, &mut cancel);
+        let mut teardown = None;
+        let (result, start_logged) = {
+            let attempt = self.attempt(&spec, &dir, token, &mut cancel, &mut teardown);
             tokio::pin!(attempt);
             tokio::select! {
                 biased;
                 result = &mut attempt => {
                     self.send(start).await;
-                    result
+                    (result, false)
                 }
                 () = tokio::time::sleep(START_HOLD) => {
                     self.send(start).await;
-                    attempt.await
+                    log_start();
+                    (attempt.await, true)
                 }
             }
         };
-        drop(permit);
 
         let ended = match (result, self.lease_epoch(&job_id).filter(|_| !*cancel.borrow())) {
             (Some(result), Some(lease_epoch)) => {
@@ -414,10 +417,19 @@ impl Jobs {
         // Only now: a heartbeat between the two would tell the controller the
         // job vanished before it learns the result.
         self.forget(&job_id, token);
+        // The slot is free once the call's sandbox is gone, which is after
+        // the result went out (issue 19).
+        if let Some(call) = teardown {
+            let _ = call.await;
+        }
+        drop(permit);
         // After the result (issue 19): checking and keeping the directory
         // is not on the way from one action to the next, and neither is the
         // log line (the wait for the directory lets the result go out first).
         self.dirs.give_back(dir).await;
+        if !start_logged {
+            log_start();
+        }
         match ended {
             Ended::Succeeded => info!("job succeeded"),
             Ended::Failed(message, retryable) => info!(retryable, "job failed: {message}"),
@@ -432,6 +444,7 @@ impl Jobs {
         dir: &Path,
         token: u64,
         cancel: &mut watch::Receiver<bool>,
+        teardown: &mut Option<tokio::task::JoinHandle<()>>,
     ) -> Option<JobResult> {
         let prepared = tokio::select! {
             prepared = self.prepare(spec, dir, token) => prepared,
@@ -462,17 +475,32 @@ impl Jobs {
             cancelled(&mut watch_cancel).await;
             cancel_plugin.cancel();
         });
-        let outcome = tokio::task::spawn_blocking(move || {
+        // The outcome comes back as soon as there is one; the call's
+        // sandbox is taken down after it (issue 19), in `teardown`, which
+        // the job's slot waits for.
+        let (deliver, delivered) = tokio::sync::oneshot::channel();
+        let call = tokio::task::spawn_blocking(move || {
             // The log sink blocks on the outbox: only off the async threads.
             for line in denied {
                 log.line(&format!("[warn] {line}"));
             }
             let started = std::time::Instant::now();
-            let outcome = runtime.run_action(&plugin, &invocation, log);
-            crate::observe::METRICS.action_call.observe_duration(started.elapsed());
-            outcome
-        })
-        .await;
+            runtime.run_action_then(&plugin, &invocation, log, |outcome| {
+                crate::observe::METRICS.action_call.observe_duration(started.elapsed());
+                let _ = deliver.send(outcome);
+            });
+        });
+        let outcome = match delivered.await {
+            Ok(outcome) => {
+                *teardown = Some(call);
+                Ok(outcome)
+            }
+            // No outcome: the call panicked, which its handle says.
+            Err(_) => Err(match call.await {
+                Err(e) => e.to_string(),
+                Ok(()) => "the call ended without an outcome".to_string(),
+            }),
+        };
         forward.abort();
         if *cancel.borrow() {
             return None;
