@@ -660,6 +660,12 @@ impl SqliteStore {
         // owner-only from the start, and for a store made by an older version.
         crate::ca::ensure_private_file(path)?;
         let conn = Connection::open(path).with_context(|| format!("opening the store {}", path.display()))?;
+        // A new store's pages are 16 KiB (issue 19): a table leaf then holds
+        // a row of up to 16 KiB, such as the state of an execution of a
+        // hundred actions, which with 4 KiB pages went to a chain of
+        // overflow pages that each step freed and allocated again. An
+        // existing store keeps the page size it was made with.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {
             Durability::Process => "NORMAL",
@@ -673,11 +679,15 @@ impl SqliteStore {
         if from != to {
             tracing::info!(from, to, store = %path.display(), "store schema migrated");
         }
-        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_BYTES / page_size.max(512))?;
         let checkpointer = checkpoint::Checkpointer::start(path, sync)?;
         Ok(Self { conn, path: path.to_path_buf(), _checkpointer: checkpointer })
     }
 }
+
+/// The page size of a new SQLite store.
+const PAGE_SIZE: i64 = 16 << 10;
 
 fn json<T: Serialize>(value: &T) -> Result<String> {
     Ok(serde_json::to_string(value)?)
@@ -723,7 +733,7 @@ impl SqliteStore {
 /// Records which source revisions `e` carried in the revision flow's index
 /// table (issue 16, pages), in the transaction that stores `e`: its rows are
 /// replaced whole, so a revision an execution no longer carries goes too.
-fn index_revisions(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
+fn index_revisions(tx: &Connection, e: &Execution) -> Result<()> {
     // An execution is written at every step of every action and its
     // revisions rarely change: reading them dirties no page, rewriting
     // them dirtied the table and both its indexes at each step (issue 19, perf).
@@ -769,7 +779,7 @@ fn revision_rows(e: &Execution) -> impl Iterator<Item = (&str, &str)> {
 /// each would cost every action; a digest an execution stopped referring
 /// to (an action retried with a new output) is kept until the execution
 /// goes, which keeps a blob longer, never drops one still in use.
-fn index_artifacts(tx: &rusqlite::Savepoint<'_>, e: &Execution) -> Result<()> {
+fn index_artifacts(tx: &Connection, e: &Execution) -> Result<()> {
     if e.artifacts.is_empty() {
         return Ok(());
     }
@@ -803,9 +813,8 @@ fn anchor_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::audit::Anchor> {
 }
 
 impl SqliteStore {
-    /// The changes in a savepoint: a part of the open transaction.
-    fn apply_changes(&mut self, changes: &[Change]) -> Result<()> {
-        let tx = self.conn.savepoint()?;
+    /// The changes, in the transaction open on `tx`.
+    fn write_changes(tx: &Connection, changes: &[Change]) -> Result<()> {
         for change in changes {
             match change {
                 Change::Pipeline(p) => {
@@ -834,9 +843,9 @@ impl SqliteStore {
                         e.updated_at as i64,
                         json(&**e)?
                     ])?;
-                    index_revisions(&tx, e)?;
+                    index_revisions(tx, e)?;
                     // Scale (issue 19, scale).
-                    index_artifacts(&tx, e)?;
+                    index_artifacts(tx, e)?;
                 }
                 Change::Log(l) => {
                     tx.prepare_cached("INSERT INTO logs (job_id, execution_id, seq, text) VALUES (?1, ?2, ?3, ?4)")?
@@ -868,7 +877,7 @@ impl SqliteStore {
                     // Issue 21, feed.
                     tx.prepare_cached("DELETE FROM feed_sets WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM start_requests WHERE pipeline = ?1")?.execute([name])?;
-                    notifications::delete_pipeline(&tx, name)?;
+                    notifications::delete_pipeline(tx, name)?;
                     tx.prepare_cached("DELETE FROM webhook_definitions WHERE pipeline = ?1")?.execute([name])?;
                     tx.prepare_cached("DELETE FROM tags WHERE resource = ?1")?.execute([format!("pipeline:{name}")])?;
                     // Ended jobs only (a pipeline with executions running is
@@ -973,7 +982,7 @@ impl SqliteStore {
                         .execute(params![resource, json(tags)?])?;
                 }
                 // Notifications (issue 15, notify).
-                Change::Notification(change) => notifications::apply(&tx, change)?,
+                Change::Notification(change) => notifications::apply(tx, change)?,
                 // Permissions (issue 15, policy).
                 Change::DeleteUser(name) => {
                     tx.prepare_cached("DELETE FROM users WHERE name = ?1")?.execute([name])?;
@@ -1035,8 +1044,12 @@ impl SqliteStore {
                 }
             }
         }
-        tx.commit().context("committing to the store")?;
         Ok(())
+    }
+
+    /// Runs one of the transaction's statements, parsed once.
+    fn transaction(&self, statement: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(statement)?.execute([]).map(drop)
     }
 }
 
@@ -1050,13 +1063,19 @@ impl Store for SqliteStore {
         // deferred transaction that read before it wrote would fail at its
         // first write when that connection committed in between.
         if !self.conn.is_autocommit() {
-            return self.apply_changes(changes);
+            // Inside a step: a savepoint, so that a failure takes back only
+            // these changes.
+            let savepoint = self.conn.savepoint()?;
+            Self::write_changes(&savepoint, changes)?;
+            return savepoint.commit().context("committing to the store");
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE").context("opening a transaction")?;
-        match self.apply_changes(changes) {
-            Ok(()) => self.conn.execute_batch("COMMIT").context("committing to the store"),
+        // The transaction's own statements parsed once, not at every commit
+        // (issue 19): an action's step is a commit.
+        self.transaction("BEGIN IMMEDIATE").context("opening a transaction")?;
+        match Self::write_changes(&self.conn, changes) {
+            Ok(()) => self.transaction("COMMIT").context("committing to the store"),
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = self.transaction("ROLLBACK");
                 Err(e)
             }
         }
@@ -1066,11 +1085,11 @@ impl Store for SqliteStore {
     fn begin_step(&mut self) -> Result<()> {
         // IMMEDIATE: the step takes the write lock first, so that a write after
         // its reads cannot fail because the delivery task committed between.
-        self.conn.execute_batch("BEGIN IMMEDIATE").context("opening a transaction")
+        self.transaction("BEGIN IMMEDIATE").context("opening a transaction")
     }
 
     fn end_step(&mut self) -> Result<()> {
-        self.conn.execute_batch("COMMIT").context("committing to the store")
+        self.transaction("COMMIT").context("committing to the store")
     }
 
     fn audit_anchor(&self) -> Result<crate::audit::Anchor> {
@@ -1575,6 +1594,34 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "an existing store file is made owner-only");
+    }
+
+    #[test]
+    fn a_new_store_has_16_kib_pages_and_an_older_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let pragma =
+            |store: &SqliteStore, name: &str| -> i64 { store.conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
+        let old = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (a);").unwrap();
+        }
+        for (path, page_size) in [(dir.path().join("sluice.db"), PAGE_SIZE), (old, 4096)] {
+            let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+            assert_eq!(pragma(&store, "page_size"), page_size, "{}", path.display());
+            // The backstop is the same number of bytes either way.
+            assert_eq!(pragma(&store, "wal_autocheckpoint") * page_size, checkpoint::BACKSTOP_BYTES);
+            // An execution's state larger than a 4 KiB page, and than a
+            // 16 KiB one, is written and read back whole.
+            for (id, summary) in [("small", 9_000), ("large", 40_000)] {
+                let mut e = execution(id, ExecutionStatus::InProgress, 1);
+                e.status_summary = Some("x".repeat(summary));
+                store.apply(&[Change::Execution(std::sync::Arc::new(e.clone()))]).unwrap();
+                drop(store);
+                store = SqliteStore::open(&path, Durability::Process).unwrap();
+                assert_eq!(store.execution(&e.id).unwrap().as_ref(), Some(&e));
+            }
+        }
     }
 
     #[test]

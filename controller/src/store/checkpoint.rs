@@ -28,9 +28,9 @@ use tracing::warn;
 /// an idle controller does next to nothing.
 const INTERVAL: Duration = Duration::from_millis(200);
 
-/// WAL pages at which the driver's own connection checkpoints after all
-/// (64 MiB of 4 KiB pages), should the thread fall behind.
-pub(super) const BACKSTOP_PAGES: i64 = 16_384;
+/// WAL bytes at which the driver's own connection checkpoints after all,
+/// should the thread fall behind (as pages of the store's size).
+pub(super) const BACKSTOP_BYTES: i64 = 64 << 20;
 
 /// The checkpointing thread; stopped and joined on drop.
 pub(super) struct Checkpointer {
