@@ -777,22 +777,12 @@ impl Runtime {
         deadline: Instant,
         continuation: Option<String>,
     ) -> (Outcome, Option<Store<host::HostState>>) {
-        let (outcome, store) = self.execute_unmasked(plugin, inv, log, deadline, continuation);
-        (mask::Masker::new(&inv.secrets).mask_outcome(outcome), store)
-    }
-
-    fn execute_unmasked(
-        &self,
-        plugin: &LoadedPlugin,
-        inv: &Invocation,
-        log: Arc<dyn LogSink>,
-        deadline: Instant,
-        continuation: Option<String>,
-    ) -> (Outcome, Option<Store<host::HostState>>) {
+        let masker = mask::Masker::new(&inv.secrets);
         let (mut store, stdio) = match self.store(inv, log.clone(), deadline) {
             Ok(s) => s,
             Err(e) => {
-                return (Outcome::Failed { message: format!("preparing the sandbox: {e:#}"), retryable: false }, None);
+                let failed = Outcome::Failed { message: format!("preparing the sandbox: {e:#}"), retryable: false };
+                return (masker.mask_outcome(failed), None);
             }
         };
         let ctx = wit::Context {
@@ -837,7 +827,7 @@ impl Runtime {
             Ok(wit::Outcome::Failed(f)) => Outcome::Failed { message: f.message, retryable: f.retryable },
             Err(e) => Outcome::Failed { message: host::explain_trap(&e, &store), retryable: false },
         };
-        (outcome, Some(store))
+        (masker.mask_outcome(outcome), Some(store))
     }
 
     fn store(
