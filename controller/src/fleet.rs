@@ -128,6 +128,10 @@ async fn enroll(conn: quinn::Connection, ctx: FleetContext) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of queued messages the writer of an agent's control stream takes
+/// into one write at most.
+const WRITE_BATCH: usize = 64 << 10;
+
 async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContext) -> Result<()> {
     let conn_id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("agent", %agent_id);
@@ -138,7 +142,7 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
     };
     // Fleet (issue 19, scale): room for the streams its slots may use.
     conn.set_max_concurrent_bi_streams(agent_streams(hello.slots).into());
-    let (tx, mut rx) = mpsc::channel::<ToAgent>(AGENT_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Vec<ToAgent>>(AGENT_QUEUE);
     let tx = AgentSender::new(tx, conn.clone(), &agent_id, crate::driver::now_ms());
     let link = tx.clone();
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -157,19 +161,37 @@ async fn serve_agent(conn: quinn::Connection, agent_id: String, ctx: FleetContex
 
     let writer_conn = conn.clone();
     let writer = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            let bytes = match encode(&message) {
-                Ok(b) => b,
-                Err(e) => {
-                    warn!("cannot encode a message for the agent: {e}");
-                    continue;
+        let mut bytes = Vec::new();
+        while let Some(first) = rx.recv().await {
+            // Messages sent together, and whatever else is queued already,
+            // go in one write (issue 19): one wake of quinn's connection
+            // task, and one packet for a result's acknowledgement and the
+            // next job, which as two writes often left as two packets (and
+            // the agent's ACK of them as a third).
+            bytes.clear();
+            let mut next = Some(first);
+            let mut refused = None;
+            'writes: while let Some(messages) = next.take() {
+                for message in messages {
+                    match encode(&message) {
+                        Ok(frame) => bytes.extend_from_slice(&frame),
+                        Err(e) => warn!("cannot encode a message for the agent: {e}"),
+                    }
+                    // A refusal ends the connection (e.g. the agent was
+                    // disabled): nothing after it is written.
+                    if let ToAgent::Refused { reason } = message {
+                        refused = Some(reason);
+                        break 'writes;
+                    }
                 }
-            };
-            if send.write_all(&bytes).await.is_err() {
+                if bytes.len() < WRITE_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !bytes.is_empty() && send.write_all(&bytes).await.is_err() {
                 break;
             }
-            // A refusal ends the connection (e.g. the agent was disabled).
-            if let ToAgent::Refused { reason } = message {
+            if let Some(reason) = refused {
                 let _ = send.finish();
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send.stopped()).await;
                 writer_conn.close(2u32.into(), reason.as_bytes());

@@ -14,6 +14,7 @@ use crate::ops::{self, AuditRecordView, Context, Handle, ListAuditRecords, OpErr
 use crate::store::Change;
 use serde_json::Value;
 use sluice_protocol::ToAgent;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -88,6 +89,24 @@ impl Driver {
             let _ = self.events.send(event);
         }
         outcome
+    }
+
+    /// Sends messages a commit covers, each agent's together in one write:
+    /// now, or when the open step's transaction commits.
+    pub(super) fn send_all_after_commit(&mut self, messages: Vec<(String, ToAgent)>) {
+        if let Some(held) = &mut self.held {
+            held.to_agents.extend(messages);
+            return;
+        }
+        let mut by_agent: HashMap<String, Vec<ToAgent>> = HashMap::new();
+        for (agent_id, message) in messages {
+            by_agent.entry(agent_id).or_default().push(message);
+        }
+        for (agent_id, messages) in by_agent {
+            if let Some(agent) = self.agents.get(&agent_id) {
+                agent.tx.send_all(messages);
+            }
+        }
     }
 
     /// Sends a message a commit covers: now, or when the open step's

@@ -83,18 +83,23 @@ impl Driver {
             return next;
         }
         let changes = std::mem::take(&mut self.batch.changes);
-        let to_agents = std::mem::take(&mut self.batch.to_agents);
         // A failed commit stops the process inside `commit`: nothing below
-        // runs for changes that are not durable. The commit also tells
-        // watchers the batch's events, before its notices (a job's log
-        // lines before its result), as one step at a time did.
+        // runs for changes that are not durable. The commit sends the
+        // batch's messages to agents (`take_batched`), and tells watchers
+        // the batch's events, before its notices (a job's log lines before
+        // their result), as one step at a time did.
         let _ = self.commit(now, changes);
-        for (agent_id, message) in to_agents {
-            if let Some(agent) = self.agents.get(&agent_id) {
-                let _ = agent.tx.send(message);
-            }
-        }
         next
+    }
+
+    /// The batch's messages to agents, taken by `commit` once the store
+    /// has the changes and sent with the jobs it hands out: a result's
+    /// acknowledgement and the next job for the same agent then leave in
+    /// one write and one packet (issue 19). Apart, they were often two
+    /// packets, which made the agent's QUIC send an ACK of its own, which
+    /// woke the controller again.
+    pub(super) fn take_batched(&mut self) -> Vec<(String, ToAgent)> {
+        std::mem::take(&mut self.batch.to_agents)
     }
 
     /// Called by `commit` once the store has the changes.

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-/// Messages that may wait for one agent to read them. An agent reads its
-/// control stream all the time; one that stops (or never starts) fills
-/// this and is disconnected, instead of growing the controller's memory.
-/// Heartbeat and log acknowledgements of a full agent (64 slots) are well
-/// under this per heartbeat.
+/// Writes that may wait for one agent to read them (a message, or
+/// messages sent together). An agent reads its control stream all the
+/// time; one that stops (or never starts) fills this and is disconnected,
+/// instead of growing the controller's memory. Heartbeat and log
+/// acknowledgements of a full agent (64 slots) are well under this per
+/// heartbeat.
 pub const AGENT_QUEUE: usize = 1024;
 
 /// The driver's handle on one agent's control stream: a bounded queue to
@@ -21,7 +22,7 @@ pub const AGENT_QUEUE: usize = 1024;
 /// the agent was last heard from on it.
 #[derive(Clone)]
 pub struct AgentSender {
-    tx: mpsc::Sender<ToAgent>,
+    tx: mpsc::Sender<Vec<ToAgent>>,
     conn: quinn::Connection,
     agent_id: Arc<str>,
     /// Unix ms of the last frame from the agent on this connection, kept
@@ -33,7 +34,7 @@ pub struct AgentSender {
 impl AgentSender {
     /// The handle on `conn`'s control stream whose writer reads `tx`'s
     /// receiver (made with room for [`AGENT_QUEUE`] messages), heard from at `now`.
-    pub fn new(tx: mpsc::Sender<ToAgent>, conn: quinn::Connection, agent_id: &str, now: u64) -> Self {
+    pub fn new(tx: mpsc::Sender<Vec<ToAgent>>, conn: quinn::Connection, agent_id: &str, now: u64) -> Self {
         Self { tx, conn, agent_id: agent_id.into(), heard: Arc::new(AtomicU64::new(now)) }
     }
 
@@ -50,7 +51,13 @@ impl AgentSender {
     /// Queues a message; `false` when it cannot be (the agent is gone, or
     /// it does not read and is disconnected now).
     pub fn send(&self, message: ToAgent) -> bool {
-        match self.tx.try_send(message) {
+        self.send_all(vec![message])
+    }
+
+    /// Queues messages that go out in one write, so in one packet when
+    /// they fit (issue 19: a result's acknowledgement and the next job).
+    pub fn send_all(&self, messages: Vec<ToAgent>) -> bool {
+        match self.tx.try_send(messages) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.conn.close_reason().is_none() {

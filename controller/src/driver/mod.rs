@@ -688,9 +688,9 @@ impl Driver {
                     _ => None,
                 })
                 .collect();
-            for (agent_id, message) in outgoing {
-                self.send_after_commit(agent_id, message);
-            }
+            let mut to_agents = self.take_batched();
+            to_agents.extend(outgoing);
+            self.send_all_after_commit(to_agents);
             for (agent, job, action) in dispatched {
                 info!(%agent, %job, %action, "action dispatched");
             }

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use sluice_protocol::{FromAgent, JobResult, PolledRevision, ProducedArtifact, StreamReply, StreamRequest, ToAgent};
 use sluice_tests::rogue::{self, Claims, Rogue, Window};
-use sluice_tests::{Cluster, WAIT, make_repo, output_text, wait_until};
+use sluice_tests::{Cluster, WAIT, git_pipeline, make_repo, output_text, wait_until};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -93,6 +93,57 @@ fn refusal(reply: StreamReply) -> String {
         StreamReply::Error { message } => message,
         StreamReply::Ok { size } => panic!("the controller granted it ({size} bytes)"),
     }
+}
+
+/// A result's acknowledgement reaches the agent with the job that the
+/// same commit handed out next, first and in one write (issue 19): sent
+/// apart, they often left as two packets, which the agent's QUIC answered
+/// with an ACK of its own, which woke the controller again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_acknowledgement_goes_out_before_the_next_job() {
+    let cluster = tokio::task::block_in_place(|| Cluster::new().start()).unwrap();
+    let repo = cluster.dir.path().join("repo");
+    make_repo(&repo, &[("README", "hello\n")]);
+    let token = tokio::task::block_in_place(|| cluster.join_token(Some(1))).unwrap();
+    let ca = std::fs::read_to_string(cluster.data_dir().join("ca/ca.crt")).unwrap();
+    let fleet = cluster.fleet.parse().unwrap();
+    let endpoint = rogue::endpoint().unwrap();
+    let enrolled = rogue::enroll(&endpoint, fleet, &ca, &token).await.unwrap();
+    let claims = Claims { labels: BTreeMap::new(), running: vec![], slots: 1 };
+    let mut rogue = Rogue::connect(&endpoint, fleet, &enrolled, claims, Window::Normal).await.unwrap();
+    let _alive = rogue.keep_alive();
+    let noop = r#"{"name": "Build", "actions": [{"name": "Noop",
+     "actionTypeId": {"category": "Build", "owner": "Sluice", "provider": "noop", "version": "1"}}]}"#;
+    let id = tokio::task::block_in_place(|| cluster.create_pipeline("acked", &git_pipeline("acked", "", &repo, noop)));
+    let job = |m: ToAgent| match m {
+        ToAgent::Job(job) => Some(job),
+        _ => None,
+    };
+    let source = rogue.expect(WAIT, job).await.expect("the source job");
+    // The source's output, uploaded while the rogue holds its job.
+    let hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".to_string();
+    let put = StreamRequest::PutArtifact { digest: hello.clone(), size: 5, offset: 0 };
+    let stored = rogue.transfer(&put, b"hello").await.unwrap();
+    assert!(matches!(stored, StreamReply::Ok { size: 5 }), "{stored:?}");
+    let (job_id, lease_epoch) = (source.job_id.clone(), source.lease_epoch);
+    rogue.send(&FromAgent::JobStarted { job_id: job_id.clone(), lease_epoch }).await.unwrap();
+    let result = JobResult::Succeeded {
+        summary: "checked out".into(),
+        output_variables: BTreeMap::new(),
+        external_url: None,
+        outputs: vec![ProducedArtifact { name: "src".into(), digest: hello, size: 5 }],
+    };
+    rogue.send(&FromAgent::JobFinished { job_id: job_id.clone(), lease_epoch, result }).await.unwrap();
+    // The next acknowledgement and the next job, in the order they came
+    // (heartbeats' acknowledgements and polls aside).
+    let mut next = Vec::new();
+    while next.len() < 2 {
+        let pick = |m: ToAgent| matches!(m, ToAgent::ResultAck { .. } | ToAgent::Job(_)).then_some(m);
+        let message = rogue.expect(WAIT, pick).await;
+        next.push(message.unwrap_or_else(|| panic!("after {next:?}, nothing\n{}", cluster.controller_log())));
+    }
+    assert!(matches!(&next[0], ToAgent::ResultAck { job_id: acked } if *acked == job_id), "{next:#?}");
+    assert!(matches!(&next[1], ToAgent::Job(job) if job.execution_id == id && job.action == "Noop"), "{next:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
