@@ -80,11 +80,7 @@ impl Driver {
         if let Err(e) = self.store.apply(&[change]).and_then(|()| self.store.end_step()) {
             crate::ha::write_failed(&e);
         }
-        for (agent_id, message) in held.to_agents {
-            if let Some(agent) = self.agents.get(&agent_id) {
-                agent.tx.send(message);
-            }
-        }
+        self.send_all_after_commit(held.to_agents);
         for event in held.events {
             let _ = self.events.send(event);
         }
@@ -112,14 +108,7 @@ impl Driver {
     /// Sends a message a commit covers: now, or when the open step's
     /// transaction commits.
     pub(super) fn send_after_commit(&mut self, agent_id: String, message: ToAgent) {
-        match &mut self.held {
-            Some(held) => held.to_agents.push((agent_id, message)),
-            None => {
-                if let Some(agent) = self.agents.get(&agent_id) {
-                    agent.tx.send(message);
-                }
-            }
-        }
+        self.send_all_after_commit(vec![(agent_id, message)]);
     }
 
     /// Tells watchers of an event a commit covers: now, or when the open
